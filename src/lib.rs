@@ -1,0 +1,3 @@
+//! gmv: a GB/T 28181 video-surveillance streaming engine.
+
+pub mod proto;

@@ -1,0 +1,449 @@
+//! FLV muxer (Adobe FLV v10.1, plus enhanced-RTMP 'hvc1' for H.265).
+//!
+//! One `FlvMuxer` per stream turns frames (with unwrapped 90 kHz timestamps) into tags once;
+//! subscribers share the resulting `Bytes`. It tracks parameter sets so a new subscriber can
+//! be sent header, metadata and sequence headers before the cached GOP.
+
+use super::aac::{adts_frames, AdtsHeader, AAC_SAMPLES_PER_FRAME};
+use super::frame::{Codec, Frame};
+use super::h26x::{self, ParamSets, SpsInfo};
+use bytes::{BufMut, Bytes, BytesMut};
+
+pub const TAG_AUDIO: u8 = 8;
+pub const TAG_VIDEO: u8 = 9;
+pub const TAG_SCRIPT: u8 = 18;
+const TAG_HEADER_BYTES: usize = 11;
+const PREV_TAG_SIZE_BYTES: usize = 4;
+const FOURCC_HVC1: &[u8; 4] = b"hvc1";
+const AVC_CODEC_ID: u8 = 7;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlvTag {
+    /// The whole tag: header, body and trailing PreviousTagSize.
+    pub data: Bytes,
+    pub is_video: bool,
+    pub keyframe: bool,
+}
+
+/// `FLV` signature, flags and PreviousTagSize0.
+pub fn file_header(has_audio: bool, has_video: bool) -> Bytes {
+    let flags = (u8::from(has_audio) << 2) | u8::from(has_video);
+    Bytes::copy_from_slice(&[b'F', b'L', b'V', 1, flags, 0, 0, 0, 9, 0, 0, 0, 0])
+}
+
+fn tag(tag_type: u8, timestamp_ms: u32, body_len: usize, write_body: impl FnOnce(&mut BytesMut)) -> Bytes {
+    let mut b = BytesMut::with_capacity(TAG_HEADER_BYTES + body_len + PREV_TAG_SIZE_BYTES);
+    b.put_u8(tag_type);
+    b.put_uint(0, 3); // DataSize, patched below
+    b.put_uint(u64::from(timestamp_ms & 0x00ff_ffff), 3);
+    b.put_u8((timestamp_ms >> 24) as u8);
+    b.put_uint(0, 3); // StreamID
+    write_body(&mut b);
+    let data_size = b.len() - TAG_HEADER_BYTES;
+    b[1..4].copy_from_slice(&(data_size as u32).to_be_bytes()[1..]);
+    b.put_u32((TAG_HEADER_BYTES + data_size) as u32);
+    b.freeze()
+}
+
+pub struct FlvMuxer {
+    video_codec: Option<Codec>,
+    params: ParamSets,
+    sps: Option<SpsInfo>,
+    audio_codec: Option<Codec>,
+    aac: Option<AdtsHeader>,
+    video_seq_header: Option<Bytes>,
+    audio_seq_header: Option<Bytes>,
+    metadata: Option<Bytes>,
+    /// 90 kHz timestamp that maps to FLV time 0.
+    base: Option<u64>,
+    seen_keyframe: bool,
+}
+
+impl Default for FlvMuxer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FlvMuxer {
+    pub fn new() -> Self {
+        FlvMuxer {
+            video_codec: None,
+            params: ParamSets::default(),
+            sps: None,
+            audio_codec: None,
+            aac: None,
+            video_seq_header: None,
+            audio_seq_header: None,
+            metadata: None,
+            base: None,
+            seen_keyframe: false,
+        }
+    }
+
+    /// Seeds parameter sets known out of band (SDP sprop-parameter-sets).
+    pub fn add_parameter_set(&mut self, codec: Codec, nal: &[u8]) {
+        self.video_codec = Some(codec);
+        self.params.observe(codec, nal);
+    }
+
+    pub fn video_info(&self) -> Option<(Codec, SpsInfo)> {
+        Some((self.video_codec?, self.sps?))
+    }
+
+    pub fn audio_codec(&self) -> Option<Codec> {
+        self.audio_codec
+    }
+
+    /// Everything a new subscriber needs before the first cached tag.
+    pub fn preamble(&self) -> Vec<Bytes> {
+        let mut v = vec![file_header(self.audio_codec.is_some(), true)];
+        v.extend(self.metadata.iter().cloned());
+        v.extend(self.video_seq_header.iter().cloned());
+        v.extend(self.audio_seq_header.iter().cloned());
+        v
+    }
+
+    fn ms(&mut self, ts90: u64) -> u32 {
+        let base = *self.base.get_or_insert(ts90);
+        (ts90.saturating_sub(base) / 90) as u32
+    }
+
+    /// Muxes one frame (timestamps already unwrapped, 90 kHz) into zero or more tags.
+    pub fn push(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
+        if frame.codec.is_video() {
+            self.push_video(frame, out);
+        } else {
+            self.push_audio(frame, out);
+        }
+    }
+
+    fn push_video(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
+        let codec = frame.codec;
+        if self.video_codec != Some(codec) {
+            self.video_codec = Some(codec);
+            self.params = ParamSets::default();
+            self.seen_keyframe = false;
+        }
+        let mut changed = false;
+        let mut payload_bytes = 0;
+        let mut nal_count = 0;
+        for nal in h26x::nal_units(&frame.data) {
+            changed |= self.params.observe(codec, nal);
+            payload_bytes += nal.len();
+            nal_count += 1;
+        }
+        if changed || (self.video_seq_header.is_none() && self.params.complete(codec)) {
+            let dts_ms = self.ms(frame.dts);
+            if let Some(seq) = self.build_video_seq_header(codec, dts_ms) {
+                self.video_seq_header = Some(seq.clone());
+                self.metadata = Some(self.build_metadata());
+                out.push(FlvTag { data: self.metadata.clone().expect("just set"), is_video: true, keyframe: false });
+                out.push(FlvTag { data: seq, is_video: true, keyframe: false });
+            }
+        }
+        if self.video_seq_header.is_none() || !(self.seen_keyframe || frame.keyframe) {
+            return; // undecodable until we have parameter sets and an IDR
+        }
+        self.seen_keyframe = true;
+        let dts_ms = self.ms(frame.dts);
+        let cts = ((frame.pts as i64 - frame.dts as i64) / 90).clamp(-0x80_0000, 0x7f_ffff) as i32;
+        let frame_type = if frame.keyframe { 1u8 } else { 2 };
+        let body_len = 8 + payload_bytes + 4 * nal_count;
+        let data = tag(TAG_VIDEO, dts_ms, body_len, |b| {
+            if codec == Codec::H265 {
+                b.put_u8(0x80 | (frame_type << 4) | 1); // ExHeader, CodedFrames
+                b.put_slice(FOURCC_HVC1);
+            } else {
+                b.put_u8((frame_type << 4) | AVC_CODEC_ID);
+                b.put_u8(1); // AVC NALU
+            }
+            b.put_uint((cts as u32 & 0x00ff_ffff) as u64, 3);
+            for nal in h26x::nal_units(&frame.data) {
+                if !is_parameter_or_delimiter(codec, nal) {
+                    b.put_u32(nal.len() as u32);
+                    b.put_slice(nal);
+                }
+            }
+        });
+        out.push(FlvTag { data, is_video: true, keyframe: frame.keyframe });
+    }
+
+    fn build_video_seq_header(&mut self, codec: Codec, dts_ms: u32) -> Option<Bytes> {
+        if !self.params.complete(codec) {
+            return None;
+        }
+        let sps = self.params.sps.clone()?;
+        let pps = self.params.pps.clone()?;
+        self.sps = h26x::parse_sps(codec, &sps).ok();
+        let data = match codec {
+            Codec::H265 => {
+                let vps = self.params.vps.clone()?;
+                let record = hevc_decoder_configuration_record(&vps, &sps, &pps, self.sps?)?;
+                tag(TAG_VIDEO, dts_ms, 5 + record.len(), |b| {
+                    b.put_u8(0x80 | (1 << 4)); // ExHeader, key frame, SequenceStart
+                    b.put_slice(FOURCC_HVC1);
+                    b.put_slice(&record);
+                })
+            }
+            _ => {
+                let record = avc_decoder_configuration_record(&sps, &pps)?;
+                tag(TAG_VIDEO, dts_ms, 5 + record.len(), |b| {
+                    b.put_u8((1 << 4) | AVC_CODEC_ID);
+                    b.put_u8(0); // AVC sequence header
+                    b.put_uint(0, 3);
+                    b.put_slice(&record);
+                })
+            }
+        };
+        Some(data)
+    }
+
+    fn push_audio(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
+        let ms = self.ms(frame.dts);
+        let first_audio = self.audio_codec != Some(frame.codec);
+        self.audio_codec = Some(frame.codec);
+        match frame.codec {
+            Codec::Pcma | Codec::Pcmu => {
+                // SoundFormat 7/8, 16-bit, mono; the rate bits are ignored for G.711 (always 8 kHz).
+                let flags = if frame.codec == Codec::Pcma { 0x72 } else { 0x82 };
+                let data = tag(TAG_AUDIO, ms, 1 + frame.data.len(), |b| {
+                    b.put_u8(flags);
+                    b.put_slice(&frame.data);
+                });
+                if first_audio {
+                    self.metadata = Some(self.build_metadata());
+                }
+                out.push(FlvTag { data, is_video: false, keyframe: false });
+            }
+            Codec::Aac => {
+                for (i, (h, raw)) in adts_frames(&frame.data).enumerate() {
+                    if self.aac.is_none_or(|a| a.audio_specific_config() != h.audio_specific_config()) {
+                        self.aac = Some(h);
+                        let asc = h.audio_specific_config();
+                        let seq = tag(TAG_AUDIO, ms, 4, |b| {
+                            b.put_slice(&[0xaf, 0]);
+                            b.put_slice(&asc);
+                        });
+                        self.audio_seq_header = Some(seq.clone());
+                        self.metadata = Some(self.build_metadata());
+                        out.push(FlvTag { data: seq, is_video: false, keyframe: false });
+                    }
+                    let offset_ms = (i as u64 * u64::from(AAC_SAMPLES_PER_FRAME) * 1000 / u64::from(h.sample_rate())) as u32;
+                    let data = tag(TAG_AUDIO, ms + offset_ms, 2 + raw.len(), |b| {
+                        b.put_slice(&[0xaf, 1]);
+                        b.put_slice(raw);
+                    });
+                    out.push(FlvTag { data, is_video: false, keyframe: false });
+                }
+            }
+            Codec::H264 | Codec::H265 => {}
+        }
+    }
+
+    fn build_metadata(&self) -> Bytes {
+        let mut props: Vec<(&str, f64)> = Vec::new();
+        if let (Some(codec), Some(sps)) = (self.video_codec, self.sps) {
+            props.push(("width", f64::from(sps.width)));
+            props.push(("height", f64::from(sps.height)));
+            let id = if codec == Codec::H265 { f64::from(u32::from_be_bytes(*FOURCC_HVC1)) } else { f64::from(AVC_CODEC_ID) };
+            props.push(("videocodecid", id));
+        }
+        match self.audio_codec {
+            Some(Codec::Pcma) => props.push(("audiocodecid", 7.0)),
+            Some(Codec::Pcmu) => props.push(("audiocodecid", 8.0)),
+            Some(Codec::Aac) => props.push(("audiocodecid", 10.0)),
+            _ => {}
+        }
+        let mut body = BytesMut::new();
+        amf0_string(&mut body, "onMetaData");
+        body.put_u8(0x08); // ECMA array
+        body.put_u32(props.len() as u32);
+        for (k, v) in props {
+            body.put_u16(k.len() as u16);
+            body.put_slice(k.as_bytes());
+            body.put_u8(0x00);
+            body.put_f64(v);
+        }
+        body.put_slice(&[0, 0, 9]);
+        tag(TAG_SCRIPT, 0, body.len(), |b| b.put_slice(&body))
+    }
+}
+
+fn amf0_string(b: &mut BytesMut, s: &str) {
+    b.put_u8(0x02);
+    b.put_u16(s.len() as u16);
+    b.put_slice(s.as_bytes());
+}
+
+fn is_parameter_or_delimiter(codec: Codec, nal: &[u8]) -> bool {
+    match codec {
+        Codec::H265 => matches!(
+            h26x::h265_nal_type(nal),
+            h26x::H265_NAL_VPS | h26x::H265_NAL_SPS | h26x::H265_NAL_PPS | h26x::H265_NAL_AUD
+        ),
+        _ => matches!(h26x::h264_nal_type(nal), h26x::H264_NAL_SPS | h26x::H264_NAL_PPS | h26x::H264_NAL_AUD),
+    }
+}
+
+/// ISO 14496-15 §5.3.3.1 AVCDecoderConfigurationRecord with one SPS and one PPS.
+pub fn avc_decoder_configuration_record(sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
+    if sps.len() < 4 || sps.len() > 0xffff || pps.len() > 0xffff {
+        return None;
+    }
+    let mut r = Vec::with_capacity(11 + sps.len() + pps.len());
+    r.extend_from_slice(&[1, sps[1], sps[2], sps[3], 0xff, 0xe1]);
+    r.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+    r.extend_from_slice(sps);
+    r.push(1);
+    r.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+    r.extend_from_slice(pps);
+    Some(r)
+}
+
+/// ISO 14496-15 §8.3.3.1 HEVCDecoderConfigurationRecord with one VPS, SPS and PPS.
+pub fn hevc_decoder_configuration_record(vps: &[u8], sps: &[u8], pps: &[u8], info: SpsInfo) -> Option<Vec<u8>> {
+    let rbsp = super::bits::unescape_rbsp(sps);
+    let ptl = rbsp.get(h26x::H265_SPS_PTL_OFFSET..h26x::H265_SPS_PTL_OFFSET + h26x::H265_PTL_GENERAL_BYTES)?;
+    if [vps.len(), sps.len(), pps.len()].iter().any(|&l| l > 0xffff) {
+        return None;
+    }
+    let mut r = Vec::with_capacity(23 + 15 + vps.len() + sps.len() + pps.len());
+    r.push(1);
+    r.extend_from_slice(ptl); // profile space/tier/idc, compatibility flags, constraints, level
+    r.extend_from_slice(&[0xf0, 0x00]); // min_spatial_segmentation_idc = 0
+    r.push(0xfc); // parallelismType = 0
+    r.push(0xfc | (info.chroma_format_idc as u8 & 0x03));
+    r.push(0xf8 | ((info.bit_depth_luma - 8) as u8 & 0x07));
+    r.push(0xf8 | ((info.bit_depth_chroma - 8) as u8 & 0x07));
+    r.extend_from_slice(&[0, 0]); // avgFrameRate unknown
+    r.push((((info.temporal_layers as u8) & 0x07) << 3) | (u8::from(info.temporal_id_nested) << 2) | 0x03);
+    r.push(3);
+    for (nal_type, nal) in [(h26x::H265_NAL_VPS, vps), (h26x::H265_NAL_SPS, sps), (h26x::H265_NAL_PPS, pps)] {
+        r.push(0x80 | nal_type);
+        r.extend_from_slice(&1u16.to_be_bytes());
+        r.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+        r.extend_from_slice(nal);
+    }
+    Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPS: &[u8] = &[
+        0x67, 0x64, 0x00, 0x0d, 0xac, 0xb2, 0x02, 0x83, 0xf6, 0x02, 0x20, 0x00, 0x00, 0x03, 0x00, 0x20, 0x00, 0x00, 0x06,
+        0x41, 0xe2, 0x85, 0x49,
+    ];
+    const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
+
+    fn annexb(nals: &[&[u8]]) -> Bytes {
+        let mut v = Vec::new();
+        for n in nals {
+            v.extend_from_slice(&[0, 0, 0, 1]);
+            v.extend_from_slice(n);
+        }
+        Bytes::from(v)
+    }
+
+    fn video(pts: u64, key: bool) -> Frame {
+        let data = if key { annexb(&[&[0x09, 0xf0], SPS, PPS, &[0x65, 0x88, 0x84]]) } else { annexb(&[&[0x41, 0x9a, 0x02]]) };
+        Frame { codec: Codec::H264, pts, dts: pts, keyframe: key, data }
+    }
+
+    /// Splits a stream of concatenated tags into (type, timestamp, body).
+    fn parse_tags(mut b: &[u8]) -> Vec<(u8, u32, Vec<u8>)> {
+        let mut v = Vec::new();
+        while b.len() >= 15 {
+            let size = u32::from_be_bytes([0, b[1], b[2], b[3]]) as usize;
+            let ts = u32::from_be_bytes([b[7], b[4], b[5], b[6]]);
+            v.push((b[0], ts, b[11..11 + size].to_vec()));
+            assert_eq!(u32::from_be_bytes(b[11 + size..15 + size].try_into().unwrap()) as usize, 11 + size);
+            b = &b[15 + size..];
+        }
+        v
+    }
+
+    #[test]
+    fn muxes_avc_sequence_header_then_avcc_frames() {
+        let mut m = FlvMuxer::new();
+        let mut out = Vec::new();
+        m.push(&video(900, false), &mut out);
+        assert!(out.is_empty(), "nothing before parameter sets and IDR");
+        m.push(&video(9000, true), &mut out);
+        m.push(&video(12600, false), &mut out);
+        let bytes: Vec<u8> = out.iter().flat_map(|t| t.data.to_vec()).collect();
+        let tags = parse_tags(&bytes);
+        assert_eq!(tags.iter().map(|t| t.0).collect::<Vec<_>>(), vec![TAG_SCRIPT, TAG_VIDEO, TAG_VIDEO, TAG_VIDEO]);
+        let seq = &tags[1].2;
+        assert_eq!(&seq[..2], &[0x17, 0]);
+        assert_eq!(&seq[5..11], &[1, 0x64, 0x00, 0x0d, 0xff, 0xe1]);
+        let idr = &tags[2].2;
+        assert_eq!(&idr[..5], &[0x17, 1, 0, 0, 0]);
+        assert_eq!(&idr[5..], &[0, 0, 0, 3, 0x65, 0x88, 0x84], "AUD/SPS/PPS stripped, length-prefixed");
+        assert_eq!((tags[2].1, tags[3].1), (0, 40), "ms from the first frame sent");
+        assert!(out[2].keyframe && !out[3].keyframe);
+        assert_eq!(m.video_info().map(|(_, s)| (s.width, s.height)), Some((320, 240)));
+        let pre = m.preamble();
+        assert_eq!(&pre[0][..3], b"FLV");
+        assert_eq!(pre.len(), 3);
+    }
+
+    #[test]
+    fn muxes_g711_and_aac() {
+        let mut m = FlvMuxer::new();
+        let mut out = Vec::new();
+        m.push(&Frame { codec: Codec::Pcma, pts: 0, dts: 0, keyframe: true, data: Bytes::from_static(&[0xd5; 160]) }, &mut out);
+        let adts = [0xff, 0xf1, 0x50, 0x80, 0x01, 0x5f, 0xfc, 1, 2, 3];
+        let two: Vec<u8> = adts.iter().chain(adts.iter()).copied().collect();
+        m.push(&Frame { codec: Codec::Aac, pts: 9000, dts: 9000, keyframe: true, data: Bytes::from(two) }, &mut out);
+        let bytes: Vec<u8> = out.iter().flat_map(|t| t.data.to_vec()).collect();
+        let tags = parse_tags(&bytes);
+        assert_eq!(tags[0].2[0], 0x72);
+        assert_eq!(tags[0].2.len(), 161);
+        assert_eq!(tags[1].2, vec![0xaf, 0, 0x12, 0x10]);
+        assert_eq!((tags[2].1, tags[3].1), (100, 123));
+        assert_eq!(tags[3].2, vec![0xaf, 1, 1, 2, 3]);
+    }
+
+    #[test]
+    fn hevc_uses_enhanced_rtmp_fourcc() {
+        let vps: &[u8] = &[0x40, 0x01, 0x0c, 0x01, 0xff, 0xff, 0x01, 0x60, 0, 0, 3, 0, 0x90, 0, 0, 3, 0, 0, 3, 0, 0x78, 0x95, 0x98, 0x09];
+        let sps: &[u8] = &[
+            0x42, 0x01, 0x01, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00, 0x00, 0x03, 0x00, 0x78, 0xa0,
+            0x03, 0xc0, 0x80, 0x10, 0xe5, 0x96, 0x56, 0x69, 0x24, 0xca, 0xf0, 0x16, 0x80, 0x80, 0x00, 0x00, 0x03, 0x00, 0x80,
+            0x00, 0x00, 0x0c, 0x84,
+        ];
+        let pps: &[u8] = &[0x44, 0x01, 0xc1, 0x72, 0xb4, 0x62, 0x40];
+        let data = annexb(&[vps, sps, pps, &[0x26, 0x01, 0xaf, 0x09]]);
+        let mut m = FlvMuxer::new();
+        let mut out = Vec::new();
+        m.push(&Frame { codec: Codec::H265, pts: 0, dts: 0, keyframe: true, data }, &mut out);
+        let bytes: Vec<u8> = out.iter().flat_map(|t| t.data.to_vec()).collect();
+        let tags = parse_tags(&bytes);
+        let seq = &tags[1].2;
+        assert_eq!(&seq[..5], b"\x90hvc1");
+        assert_eq!(seq[5], 1, "configurationVersion");
+        assert_eq!(&seq[6..9], &[0x01, 0x60, 0x00], "general profile from SPS");
+        assert_eq!(seq[5 + 22], 3, "three NAL arrays");
+        let frame = &tags[2].2;
+        assert_eq!(&frame[..5], b"\x91hvc1");
+        assert_eq!(&frame[8..], &[0, 0, 0, 4, 0x26, 0x01, 0xaf, 0x09]);
+        assert_eq!(m.video_info().map(|(_, s)| (s.width, s.height)), Some((1920, 1080)));
+    }
+
+    #[test]
+    fn fuzz_mux_never_panics() {
+        let mut rng = crate::proto::testutil::Rng::new(11);
+        let mut m = FlvMuxer::new();
+        let mut out = Vec::new();
+        for i in 0..5_000u64 {
+            let codec = [Codec::H264, Codec::H265, Codec::Aac, Codec::Pcma][rng.below(4)];
+            let seed = video(i, true).data;
+            let data = Bytes::from(if rng.below(2) == 0 { rng.mutate(&seed) } else { rng.bytes(300) });
+            m.push(&Frame { codec, pts: i * 3600, dts: i * 3600, keyframe: rng.below(2) == 0, data }, &mut out);
+            out.clear();
+        }
+    }
+}

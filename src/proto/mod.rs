@@ -1,0 +1,14 @@
+//! Sans-IO protocol cores: bytes in, events out. No sockets, no clocks.
+
+pub mod aac;
+pub mod bits;
+pub mod flv;
+pub mod frame;
+pub mod h26x;
+pub mod ps;
+pub mod ps_mux;
+pub mod rtp;
+pub mod rtp_depack;
+pub mod sdp;
+#[doc(hidden)]
+pub mod testutil;
