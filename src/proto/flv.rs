@@ -23,6 +23,8 @@ pub struct FlvTag {
     pub data: Bytes,
     pub is_video: bool,
     pub keyframe: bool,
+    /// Metadata or a sequence header: needed again by anyone who resumes mid-stream.
+    pub config: bool,
 }
 
 /// `FLV` signature, flags and PreviousTagSize0.
@@ -138,8 +140,8 @@ impl FlvMuxer {
             if let Some(seq) = self.build_video_seq_header(codec, dts_ms) {
                 self.video_seq_header = Some(seq.clone());
                 self.metadata = Some(self.build_metadata());
-                out.push(FlvTag { data: self.metadata.clone().expect("just set"), is_video: true, keyframe: false });
-                out.push(FlvTag { data: seq, is_video: true, keyframe: false });
+                out.push(FlvTag { data: self.metadata.clone().expect("just set"), is_video: true, keyframe: false, config: true });
+                out.push(FlvTag { data: seq, is_video: true, keyframe: false, config: true });
             }
         }
         if self.video_seq_header.is_none() || !(self.seen_keyframe || frame.keyframe) {
@@ -166,7 +168,7 @@ impl FlvMuxer {
                 }
             }
         });
-        out.push(FlvTag { data, is_video: true, keyframe: frame.keyframe });
+        out.push(FlvTag { data, is_video: true, keyframe: frame.keyframe, config: false });
     }
 
     fn build_video_seq_header(&mut self, codec: Codec, dts_ms: u32) -> Option<Bytes> {
@@ -214,7 +216,7 @@ impl FlvMuxer {
                 if first_audio {
                     self.metadata = Some(self.build_metadata());
                 }
-                out.push(FlvTag { data, is_video: false, keyframe: false });
+                out.push(FlvTag { data, is_video: false, keyframe: false, config: false });
             }
             Codec::Aac => {
                 for (i, (h, raw)) in adts_frames(&frame.data).enumerate() {
@@ -227,14 +229,14 @@ impl FlvMuxer {
                         });
                         self.audio_seq_header = Some(seq.clone());
                         self.metadata = Some(self.build_metadata());
-                        out.push(FlvTag { data: seq, is_video: false, keyframe: false });
+                        out.push(FlvTag { data: seq, is_video: false, keyframe: false, config: true });
                     }
                     let offset_ms = (i as u64 * u64::from(AAC_SAMPLES_PER_FRAME) * 1000 / u64::from(h.sample_rate())) as u32;
                     let data = tag(TAG_AUDIO, ms + offset_ms, 2 + raw.len(), |b| {
                         b.put_slice(&[0xaf, 1]);
                         b.put_slice(raw);
                     });
-                    out.push(FlvTag { data, is_video: false, keyframe: false });
+                    out.push(FlvTag { data, is_video: false, keyframe: false, config: false });
                 }
             }
             Codec::H264 | Codec::H265 => {}

@@ -53,3 +53,50 @@ pub struct Frame {
     pub keyframe: bool,
     pub data: Bytes,
 }
+
+/// Extends a wrapping timestamp (33-bit PS clock, 32-bit RTP clock) to a monotonic-ish u64.
+/// A step of more than half the range backwards is taken as a wrap forwards, and vice versa.
+#[derive(Debug, Clone)]
+pub struct TimestampUnwrapper {
+    bits: u32,
+    last: Option<u64>,
+}
+
+impl TimestampUnwrapper {
+    pub fn new(bits: u32) -> Self {
+        TimestampUnwrapper { bits, last: None }
+    }
+
+    pub fn unwrap(&mut self, ts: u64) -> u64 {
+        let modulus = 1u64 << self.bits;
+        let ts = ts & (modulus - 1);
+        let Some(last) = self.last else {
+            // Start one full cycle up so a small backwards step never goes below zero.
+            let v = modulus + ts;
+            self.last = Some(v);
+            return v;
+        };
+        let delta = ts.wrapping_sub(last) & (modulus - 1);
+        let v = if delta < modulus / 2 { last + delta } else { last.saturating_sub(modulus - delta) };
+        self.last = Some(v);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwraps_forward_and_small_backward_steps() {
+        let mut u = TimestampUnwrapper::new(32);
+        let a = u.unwrap(u64::from(u32::MAX) - 10);
+        let b = u.unwrap(5);
+        assert_eq!(b - a, 16);
+        let c = u.unwrap(2);
+        assert_eq!(b - c, 3);
+        let mut ps = TimestampUnwrapper::new(33);
+        let x = ps.unwrap((1 << 33) - 1);
+        assert_eq!(ps.unwrap(0) - x, 1);
+    }
+}

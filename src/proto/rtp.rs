@@ -194,6 +194,41 @@ impl ReorderBuffer {
     }
 }
 
+/// RFC 4571 framing (2-byte big-endian length before each RTP packet) for RTP over TCP.
+/// Sans-IO: push whatever the socket gave, pop whole packets. Holds at most one frame plus
+/// one read.
+#[derive(Debug, Default)]
+pub struct Rfc4571Deframer {
+    buf: bytes::BytesMut,
+}
+
+impl Rfc4571Deframer {
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Next complete frame, if buffered. Zero-length frames are skipped.
+    pub fn pop(&mut self) -> Option<Bytes> {
+        loop {
+            if self.buf.len() < 2 {
+                return None;
+            }
+            let len = usize::from(u16::from_be_bytes([self.buf[0], self.buf[1]]));
+            if self.buf.len() < 2 + len {
+                return None;
+            }
+            let _ = self.buf.split_to(2);
+            if len > 0 {
+                return Some(self.buf.split_to(len).freeze());
+            }
+        }
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +319,18 @@ mod tests {
         assert_eq!(seqs(&out), vec![100, 101, 40_000, 40_001]);
         assert_eq!(r.stats.duplicates, 2);
         assert_eq!(r.stats.resets, 1);
+    }
+
+    #[test]
+    fn rfc4571_deframes_across_reads() {
+        let mut d = Rfc4571Deframer::default();
+        d.push(&[0, 3, 1, 2]);
+        assert_eq!(d.pop(), None);
+        d.push(&[3, 0, 0, 0, 1, 9, 0]);
+        assert_eq!(d.pop().as_deref(), Some(&[1u8, 2, 3][..]));
+        assert_eq!(d.pop().as_deref(), Some(&[9u8][..]));
+        assert_eq!(d.pop(), None);
+        assert_eq!(d.buffered(), 1);
     }
 
     #[test]

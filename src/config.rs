@@ -1,0 +1,165 @@
+//! YAML configuration with an embedded default (config/gmv.yml).
+
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("../config/gmv.yml");
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node_id: String,
+    pub shards: usize,
+    pub io_memory_kib: usize,
+    pub ring_depth: usize,
+    pub http: HttpConfig,
+    pub rtp: RtpConfig,
+    pub media: MediaConfig,
+    pub streams: Vec<StaticStream>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtpConfig {
+    pub listen_ip: IpAddr,
+    pub port_min: u16,
+    pub port_max: u16,
+    pub idle_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    pub gop_cache_bytes_max: usize,
+    pub subscriber_queue_tags_max: usize,
+    pub subscriber_skips_max: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticStream {
+    pub ssrc: u32,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub sdp: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: "34020000002000000001".into(),
+            shards: 0,
+            io_memory_kib: 1024,
+            ring_depth: 256,
+            http: HttpConfig::default(),
+            rtp: RtpConfig::default(),
+            media: MediaConfig::default(),
+            streams: Vec::new(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "0.0.0.0:8080".parse().expect("literal"), tokens: vec!["gmv-dev-token".into()] }
+    }
+}
+
+impl Default for RtpConfig {
+    fn default() -> Self {
+        RtpConfig { listen_ip: "0.0.0.0".parse().expect("literal"), port_min: 30000, port_max: 30999, idle_timeout_s: 30 }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig { gop_cache_bytes_max: 8 << 20, subscriber_queue_tags_max: 512, subscriber_skips_max: 3 }
+    }
+}
+
+#[derive(Debug)]
+pub enum ConfigError {
+    Read(std::io::Error),
+    Parse(serde_yaml_ng::Error),
+    Invalid(String),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Read(e) => write!(f, "cannot read config: {e}"),
+            ConfigError::Parse(e) => write!(f, "bad config YAML: {e}"),
+            ConfigError::Invalid(m) => write!(f, "invalid config: {m}"),
+        }
+    }
+}
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = serde_yaml_ng::from_str(text).map_err(ConfigError::Parse)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Config::from_yaml(&std::fs::read_to_string(p).map_err(ConfigError::Read)?),
+            None => Config::from_yaml(DEFAULT_CONFIG_YAML),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.rtp.port_min == 0 || self.rtp.port_min > self.rtp.port_max {
+            return invalid("rtp.port_min must be > 0 and <= rtp.port_max");
+        }
+        if self.http.tokens.iter().any(|t| t.is_empty() || t.contains('/')) {
+            return invalid("http.tokens must be non-empty and contain no '/'");
+        }
+        if self.media.subscriber_queue_tags_max == 0 {
+            return invalid("media.subscriber_queue_tags_max must be > 0");
+        }
+        if self.ring_depth < 8 {
+            return invalid("ring_depth must be >= 8");
+        }
+        Ok(())
+    }
+
+    /// Media shard count: configured, or one per available core.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_yaml_matches_defaults() {
+        assert_eq!(Config::from_yaml(DEFAULT_CONFIG_YAML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn partial_yaml_fills_defaults_and_rejects_unknown_keys() {
+        let c = Config::from_yaml("http:\n  listen: 127.0.0.1:9999\nstreams:\n  - ssrc: 7\n    port: 31000\n").unwrap();
+        assert_eq!(c.http.listen.port(), 9999);
+        assert_eq!(c.http.tokens, vec!["gmv-dev-token"]);
+        assert_eq!(c.streams[0], StaticStream { ssrc: 7, port: Some(31000), sdp: None });
+        assert!(matches!(Config::from_yaml("htp: {}"), Err(ConfigError::Parse(_))));
+        assert!(matches!(Config::from_yaml("rtp: {port_min: 5, port_max: 4}"), Err(ConfigError::Invalid(_))));
+    }
+}

@@ -1,0 +1,179 @@
+//! REST API, served on the control executor. Stream operations go to the owning shard as
+//! messages; replies come back on one-shot channels.
+
+use super::request::{RequestHead, BODY_BYTES_MAX};
+use super::response::{respond_error, respond_json};
+use super::routes::{self, parse_stream_id, stream_id};
+use crate::shard::msg::{OpenError, ShardMsg, StreamInfo, StreamSpec};
+use crate::shard::{owner_of, Shard};
+use futures_channel::oneshot;
+use futures_lite::AsyncReadExt;
+use glommio::net::TcpStream;
+use serde_json::{json, Value};
+use std::rc::Rc;
+use std::time::Duration;
+
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tries to find an unused random SSRC before giving up.
+const SSRC_PICK_ATTEMPTS: usize = 8;
+
+pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, head: RequestHead, body_prefix: Vec<u8>) {
+    if !routes::authorised(&shard.config, routes::request_token(&head)) {
+        return respond_error(&mut conn, 401, "unauthorized", "missing or wrong gmv-token").await;
+    }
+    if head.content_length > BODY_BYTES_MAX {
+        return respond_error(&mut conn, 413, "body_too_large", "request body too large").await;
+    }
+    let body = match glommio::timer::timeout(BODY_READ_TIMEOUT, async { Ok(read_body(&mut conn, &head, body_prefix).await) }).await {
+        Ok(Some(b)) => b,
+        _ => return respond_error(&mut conn, 400, "bad_request", "request body incomplete").await,
+    };
+    let segments: Vec<&str> = head.path.trim_matches('/').split('/').collect();
+    let (status, value) = match (head.method.as_str(), segments.as_slice()) {
+        ("GET", ["api", "streams"]) => (200, json!({ "streams": list_streams(shard).await })),
+        ("POST", ["api", "streams"]) => create_stream(shard, &head, &body).await,
+        ("GET", ["api", "streams", id]) => match parse_stream_id(id) {
+            Some(ssrc) => match list_streams(shard).await.into_iter().find(|s| s.ssrc == ssrc) {
+                Some(info) => (200, json!(info)),
+                None => not_found(),
+            },
+            None => not_found(),
+        },
+        ("DELETE", ["api", "streams", id]) => match parse_stream_id(id) {
+            Some(ssrc) if close_stream(shard, ssrc).await => (200, json!({ "stream_id": stream_id(ssrc), "closed": true })),
+            _ => not_found(),
+        },
+        ("GET", ["api", "health"]) => (200, json!({ "status": "ok", "media_shards": shard.media_shards })),
+        (_, ["api", "streams", ..]) => (405, json!({ "code": "method_not_allowed", "message": "method not allowed" })),
+        _ => not_found(),
+    };
+    respond_json(&mut conn, status, &value).await;
+}
+
+fn not_found() -> (u16, Value) {
+    (404, json!({ "code": "not_found", "message": "no such stream or resource" }))
+}
+
+async fn read_body(conn: &mut TcpStream, head: &RequestHead, mut body: Vec<u8>) -> Option<Vec<u8>> {
+    let mut chunk = [0u8; 4096];
+    while body.len() < head.content_length {
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(head.content_length);
+    Some(body)
+}
+
+pub async fn list_streams(shard: &Shard) -> Vec<StreamInfo> {
+    let mut all = Vec::new();
+    for to in shard.media_indices() {
+        let (reply, rx) = oneshot::channel();
+        if shard.send(to, ShardMsg::ListStreams { reply }).await.is_ok() {
+            all.extend(rx.await.unwrap_or_default());
+        }
+    }
+    all
+}
+
+async fn close_stream(shard: &Shard, ssrc: u32) -> bool {
+    let (reply, rx) = oneshot::channel();
+    let owner = owner_of(ssrc, shard.media_shards);
+    shard.send(owner, ShardMsg::CloseStream { ssrc, reply }).await.is_ok() && rx.await.unwrap_or(false)
+}
+
+pub async fn open_stream(shard: &Shard, spec: StreamSpec) -> Result<StreamInfo, OpenError> {
+    let (reply, rx) = oneshot::channel();
+    let owner = owner_of(spec.ssrc, shard.media_shards);
+    if shard.send(owner, ShardMsg::OpenStream { spec, reply }).await.is_err() {
+        return Err(OpenError::NoPort("owning shard is not running".into()));
+    }
+    rx.await.unwrap_or_else(|_| Err(OpenError::NoPort("owning shard dropped the request".into())))
+}
+
+/// A non-zero SSRC that is unlikely to collide; collisions are caught by the owner anyway.
+fn random_ssrc(attempt: usize) -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(attempt);
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    // GB28181 style: 10 decimal digits, leading 0 for live.
+    (h.finish() % 999_999_999) as u32 + 1
+}
+
+fn json_ssrc(v: &Value) -> Option<Option<u32>> {
+    match v {
+        Value::Null => Some(None),
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some),
+        Value::String(s) => parse_stream_id(s).map(Some),
+        _ => None,
+    }
+}
+
+async fn create_stream(shard: &Shard, head: &RequestHead, body: &[u8]) -> (u16, Value) {
+    let bad = |m: &str| (400, json!({ "code": "bad_request", "message": m }));
+    let req: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return bad(&format!("body is not JSON: {e}")),
+        }
+    };
+    let Some(ssrc) = json_ssrc(req.get("ssrc").or_else(|| req.get("stream_id")).unwrap_or(&Value::Null)) else {
+        return bad("ssrc must be a u32 or a 10-digit stream id");
+    };
+    let port = match req.get("port") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) {
+            Some(p) => Some(p),
+            None => return bad("port must be 1..65535"),
+        },
+    };
+    let sdp = match req.get("sdp") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return bad("sdp must be a string"),
+    };
+    let sdp_ssrc = sdp.as_deref().and_then(|s| crate::proto::sdp::Sdp::parse(s.as_bytes()).ok()).and_then(|s| s.ssrc());
+    let fixed = ssrc.or(sdp_ssrc);
+    let attempts = if fixed.is_some() { 1 } else { SSRC_PICK_ATTEMPTS };
+    let mut result = Err(OpenError::Exists);
+    for attempt in 0..attempts {
+        let spec = StreamSpec { ssrc: fixed.unwrap_or_else(|| random_ssrc(attempt)), port, sdp: sdp.clone(), is_static: false };
+        result = open_stream(shard, spec).await;
+        if result != Err(OpenError::Exists) {
+            break;
+        }
+    }
+    match result {
+        Ok(info) => (201, with_play_urls(shard, head, info)),
+        Err(OpenError::Exists) => (409, json!({ "code": "exists", "message": "a stream with this ssrc is open" })),
+        Err(OpenError::BadSdp(m)) => bad(&format!("bad sdp: {m}")),
+        Err(OpenError::NoPort(m)) => (503, json!({ "code": "no_port", "message": m })),
+    }
+}
+
+fn with_play_urls(shard: &Shard, head: &RequestHead, info: StreamInfo) -> Value {
+    let host = head.header("host").map_or_else(|| shard.config.http.listen.to_string(), str::to_string);
+    let token = routes::request_token(head).unwrap_or_default();
+    let id = &info.stream_id;
+    let mut v = json!(info);
+    v["play"] = json!({
+        "flv": format!("http://{host}/flv/{id}/{token}"),
+        "flv_with_header": format!("http://{host}/{}/play/{id}.flv", shard.config.node_id),
+    });
+    v
+}
+
+/// Opens the streams declared in the config; failures are logged, not fatal.
+pub async fn open_static_streams(shard: &Shard) {
+    for s in shard.config.streams.clone() {
+        let spec = StreamSpec { ssrc: s.ssrc, port: s.port, sdp: s.sdp, is_static: true };
+        if let Err(error) = open_stream(shard, spec).await {
+            tracing::error!(ssrc = s.ssrc, ?error, "cannot open static stream");
+        }
+    }
+}

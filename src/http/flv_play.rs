@@ -1,0 +1,38 @@
+//! Live HTTP-FLV viewer: preamble and cached GOP first, then live tags from a bounded queue.
+
+use super::response::respond_error;
+use crate::http::routes::stream_id;
+use crate::shard::Shard;
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+use std::rc::Rc;
+
+const FLV_RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nCache-Control: no-cache\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n\r\n";
+
+pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, ssrc: u32) {
+    let Some(stream) = shard.streams.borrow().get(&ssrc).cloned() else {
+        return respond_error(&mut conn, 404, "not_found", "no such stream").await;
+    };
+    let preamble = stream.pipeline.borrow().flv.preamble();
+    let Some((first, rx)) = stream.fanout.borrow_mut().subscribe(preamble) else {
+        return respond_error(&mut conn, 503, "too_many_viewers", "stream has too many viewers").await;
+    };
+    // Hold no reference to the stream: closing it ends our queue and so this loop.
+    drop(stream);
+    let _ = conn.set_nodelay(true);
+    let peer = conn.peer_addr().ok();
+    tracing::info!(ssrc, stream_id = %stream_id(ssrc), ?peer, "FLV viewer joined");
+    let mut burst = Vec::with_capacity(FLV_RESPONSE_HEAD.len() + first.iter().map(|b| b.len()).sum::<usize>());
+    burst.extend_from_slice(FLV_RESPONSE_HEAD);
+    for b in &first {
+        burst.extend_from_slice(b);
+    }
+    let mut result = conn.write_all(&burst).await;
+    drop(burst);
+    while result.is_ok() {
+        let Some(tag) = rx.recv().await else { break };
+        result = conn.write_all(&tag).await;
+    }
+    let _ = conn.close().await;
+    tracing::info!(ssrc, stream_id = %stream_id(ssrc), ?peer, error = result.err().map(|e| e.to_string()), "FLV viewer left");
+}

@@ -1,0 +1,8 @@
+//! HTTP/1.1 on every media shard (SO_REUSEPORT): live HTTP-FLV and the REST API.
+
+pub mod api;
+pub mod flv_play;
+pub mod request;
+pub mod response;
+pub mod routes;
+pub mod server;

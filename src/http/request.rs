@@ -1,0 +1,113 @@
+//! HTTP/1.1 request head parsing on httparse with caller-side limits (sans-IO).
+
+/// A request head larger than this is refused (431).
+pub const HEAD_BYTES_MAX: usize = 8 * 1024;
+pub const HEADERS_MAX: usize = 32;
+/// API request bodies (JSON, SDP) larger than this are refused (413).
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadError {
+    Malformed,
+    TooLarge,
+    BadContentLength,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub content_length: usize,
+}
+
+impl RequestHead {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then_some(v)
+        })
+    }
+}
+
+/// Parses a head from the start of `buf`: Ok(None) if more bytes are needed,
+/// Ok(Some((head, head_len))) when complete.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    let len = match status {
+        httparse::Status::Partial if buf.len() >= HEAD_BYTES_MAX => return Err(HeadError::TooLarge),
+        httparse::Status::Partial => return Ok(None),
+        httparse::Status::Complete(len) if len > HEAD_BYTES_MAX => return Err(HeadError::TooLarge),
+        httparse::Status::Complete(len) => len,
+    };
+    let target = req.path.ok_or(HeadError::Malformed)?;
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut content_length = 0;
+    let mut out = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        let value = String::from_utf8_lossy(h.value).trim().to_string();
+        if name == "content-length" {
+            content_length = value.parse().map_err(|_| HeadError::BadContentLength)?;
+        }
+        if name == "transfer-encoding" {
+            return Err(HeadError::BadContentLength); // chunked uploads are not needed by the API
+        }
+        out.push((name, value));
+    }
+    let head = RequestHead {
+        method: req.method.ok_or(HeadError::Malformed)?.to_string(),
+        path: path.to_string(),
+        query: query.to_string(),
+        headers: out,
+        content_length,
+    };
+    Ok(Some((head, len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_complete_and_partial_heads() {
+        let raw = b"GET /flv/0100000001/tok?x=1&token=abc HTTP/1.1\r\nHost: a\r\nGMV-Token: t\r\n\r\nBODY";
+        let (head, len) = parse_head(raw).unwrap().unwrap();
+        assert_eq!(len, raw.len() - 4);
+        assert_eq!(head.path, "/flv/0100000001/tok");
+        assert_eq!(head.query_param("token"), Some("abc"));
+        assert_eq!(head.header("gmv-token"), Some("t"));
+        assert_eq!(parse_head(&raw[..20]), Ok(None));
+    }
+
+    #[test]
+    fn limits_and_errors() {
+        assert_eq!(parse_head(b"\x01\x02 / HTTP/1.1\r\n\r\n"), Err(HeadError::Malformed));
+        let huge = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(HEAD_BYTES_MAX));
+        assert_eq!(parse_head(huge.as_bytes()), Err(HeadError::TooLarge));
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(HEADERS_MAX + 1));
+        assert_eq!(parse_head(many.as_bytes()), Err(HeadError::TooLarge));
+        assert_eq!(parse_head(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), Err(HeadError::BadContentLength));
+    }
+
+    #[test]
+    fn fuzz_never_panics() {
+        let mut rng = crate::proto::testutil::Rng::new(13);
+        let seed = b"POST /api/streams?token=a HTTP/1.1\r\nContent-Length: 10\r\nHost: x\r\n\r\n";
+        for _ in 0..20_000 {
+            let _ = parse_head(&rng.mutate(seed));
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! URL routing and token authorisation (pure functions of the request head).
+
+use super::request::RequestHead;
+use crate::config::Config;
+
+pub const TOKEN_HEADER: &str = "gmv-token";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Live HTTP-FLV of a stream.
+    FlvPlay { stream_id: String, token: Option<String> },
+    /// Anything under /api/, served by the control executor.
+    Api,
+    NotFound,
+}
+
+pub fn route(head: &RequestHead, config: &Config) -> Route {
+    let parts: Vec<&str> = head.path.trim_start_matches('/').split('/').collect();
+    let header_token = head.header(TOKEN_HEADER).map(str::to_string);
+    match parts.as_slice() {
+        ["api", ..] => Route::Api,
+        // /flv/{stream_id}/{token}  (a trailing ".flv" is tolerated for players that want one)
+        ["flv", stream_id, token] if head.method == "GET" => Route::FlvPlay {
+            stream_id: stream_id.to_string(),
+            token: Some(token.trim_end_matches(".flv").to_string()),
+        },
+        // /{node_id}/play/{stream_id}.flv with the gmv-token header
+        [node, "play", file] if head.method == "GET" && *node == config.node_id => match file.strip_suffix(".flv") {
+            Some(stream_id) => Route::FlvPlay { stream_id: stream_id.to_string(), token: header_token.or_else(|| head.query_param("token").map(str::to_string)) },
+            None => Route::NotFound,
+        },
+        _ => Route::NotFound,
+    }
+}
+
+/// Token from the header or ?token= (API requests).
+pub fn request_token(head: &RequestHead) -> Option<&str> {
+    head.header(TOKEN_HEADER).or_else(|| head.query_param("token"))
+}
+
+pub fn authorised(config: &Config, token: Option<&str>) -> bool {
+    let Some(token) = token else { return false };
+    config.http.tokens.iter().any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Stream ids are the SSRC in GB28181's 10-digit decimal form.
+pub fn parse_stream_id(id: &str) -> Option<u32> {
+    if id.is_empty() || id.len() > 10 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok()
+}
+
+pub fn stream_id(ssrc: u32) -> String {
+    format!("{ssrc:010}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request::parse_head;
+
+    fn head(raw: &str) -> RequestHead {
+        parse_head(raw.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn routes_both_play_url_forms() {
+        let c = Config::default();
+        assert_eq!(
+            route(&head("GET /flv/0100000001/abc HTTP/1.1\r\n\r\n"), &c),
+            Route::FlvPlay { stream_id: "0100000001".into(), token: Some("abc".into()) }
+        );
+        let h = head("GET /34020000002000000001/play/0100000001.flv HTTP/1.1\r\ngmv-token: t\r\n\r\n");
+        assert_eq!(route(&h, &c), Route::FlvPlay { stream_id: "0100000001".into(), token: Some("t".into()) });
+        assert_eq!(route(&head("GET /999/play/0100000001.flv HTTP/1.1\r\n\r\n"), &c), Route::NotFound);
+        assert_eq!(route(&head("DELETE /api/streams/1 HTTP/1.1\r\n\r\n"), &c), Route::Api);
+        assert_eq!(route(&head("GET /nope HTTP/1.1\r\n\r\n"), &c), Route::NotFound);
+    }
+
+    #[test]
+    fn tokens_and_stream_ids() {
+        let c = Config::default();
+        assert!(authorised(&c, Some("gmv-dev-token")));
+        assert!(!authorised(&c, Some("gmv-dev-tokeN")));
+        assert!(!authorised(&c, None));
+        assert_eq!(parse_stream_id("0100000001"), Some(100000001));
+        assert_eq!(parse_stream_id("99999999999"), None);
+        assert_eq!(parse_stream_id("12a"), None);
+        assert_eq!(stream_id(7), "0000000007");
+    }
+}

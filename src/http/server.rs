@@ -1,0 +1,96 @@
+//! Accept loop and request dispatch. A connection for a stream owned by another shard is
+//! handed to that shard (the fd moves in a message) so every viewer lives next to its stream.
+
+use super::request::{parse_head, HeadError, RequestHead, HEAD_BYTES_MAX};
+use super::response::respond_error;
+use super::routes::{self, Route};
+use crate::shard::msg::{HandoffConn, ShardMsg};
+use crate::shard::{owner_of, Shard, CONTROL};
+use futures_lite::AsyncReadExt;
+use glommio::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// A client must send its request head within this time.
+pub const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn serve(shard: Rc<Shard>) -> std::io::Result<()> {
+    let listener = TcpListener::bind(shard.config.http.listen).map_err(|e| std::io::Error::other(e.to_string()))?;
+    tracing::info!(shard = shard.index, listen = %shard.config.http.listen, "HTTP listening");
+    loop {
+        match listener.accept().await {
+            Ok(conn) => {
+                glommio::spawn_local(handle_conn(shard.clone(), conn)).detach();
+            }
+            Err(error) => {
+                // Out of fds or similar: back off instead of spinning.
+                tracing::warn!(shard = shard.index, %error, "HTTP accept failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn read_head(conn: &mut TcpStream) -> Result<(RequestHead, Vec<u8>), HeadError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = conn.read(&mut chunk).await.map_err(|_| HeadError::Malformed)?;
+        if n == 0 {
+            return Err(HeadError::Malformed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some((head, len)) = parse_head(&buf)? {
+            return Ok((head, buf.split_off(len)));
+        }
+        if buf.len() > HEAD_BYTES_MAX {
+            return Err(HeadError::TooLarge);
+        }
+    }
+}
+
+async fn handle_conn(shard: Rc<Shard>, mut conn: TcpStream) {
+    let read = glommio::timer::timeout(HEAD_READ_TIMEOUT, async { Ok(read_head(&mut conn).await) }).await;
+    match read {
+        Ok(Ok((head, body_prefix))) => dispatch(shard, conn, head, body_prefix).await,
+        Ok(Err(HeadError::TooLarge)) => respond_error(&mut conn, 431, "head_too_large", "request head too large").await,
+        Ok(Err(e)) => respond_error(&mut conn, 400, "bad_request", &format!("{e:?}")).await,
+        Err(_) => respond_error(&mut conn, 408, "timeout", "request head not received in time").await,
+    }
+}
+
+pub async fn dispatch(shard: Rc<Shard>, mut conn: TcpStream, head: RequestHead, body_prefix: Vec<u8>) {
+    match routes::route(&head, &shard.config) {
+        Route::Api if shard.is_control() => super::api::serve(&shard, conn, head, body_prefix).await,
+        Route::Api => hand_off(&shard, CONTROL, conn, head, body_prefix).await,
+        Route::FlvPlay { stream_id, token } => {
+            if !routes::authorised(&shard.config, token.as_deref()) {
+                return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
+            }
+            let Some(ssrc) = routes::parse_stream_id(&stream_id) else {
+                return respond_error(&mut conn, 404, "not_found", "no such stream").await;
+            };
+            let owner = owner_of(ssrc, shard.media_shards);
+            if owner == shard.index {
+                super::flv_play::serve(&shard, conn, ssrc).await;
+            } else {
+                hand_off(&shard, owner, conn, head, body_prefix).await;
+            }
+        }
+        Route::NotFound => respond_error(&mut conn, 404, "not_found", "no such resource").await,
+    }
+}
+
+async fn hand_off(shard: &Shard, to: usize, mut conn: TcpStream, head: RequestHead, body_prefix: Vec<u8>) {
+    // SAFETY: dup returns a new fd we own (or -1, checked); the original closes with `conn`.
+    let dup = unsafe { libc::dup(conn.as_raw_fd()) };
+    if dup < 0 {
+        return respond_error(&mut conn, 503, "overloaded", "cannot hand off connection").await;
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(dup) };
+    drop(conn);
+    if shard.send(to, ShardMsg::Http(HandoffConn { fd, head, body_prefix })).await.is_err() {
+        tracing::warn!(from = shard.index, to, "hand-off channel closed; connection dropped");
+    }
+}

@@ -1,0 +1,136 @@
+//! One stream's viewers: a GOP cache for instant start and a bounded queue per viewer.
+//! A viewer whose queue is full skips to the next keyframe; one that keeps falling behind
+//! is disconnected. Publishing never waits, so a slow viewer cannot stall the shard.
+
+use crate::proto::flv::FlvTag;
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::GlommioError;
+use std::collections::VecDeque;
+
+/// Viewers of one stream; more are refused with 503.
+pub const SUBSCRIBERS_PER_STREAM_MAX: usize = 4096;
+
+pub struct FanoutLimits {
+    pub gop_cache_bytes_max: usize,
+    pub queue_tags_max: usize,
+    pub skips_max: u32,
+}
+
+struct Subscriber {
+    tx: LocalSender<Bytes>,
+    /// Waiting for a keyframe after its queue overflowed.
+    skipping: bool,
+    skips: u32,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FanoutStats {
+    pub tags_dropped: u64,
+    pub subscribers_dropped: u64,
+}
+
+pub struct Fanout {
+    limits: FanoutLimits,
+    gop: VecDeque<Bytes>,
+    gop_bytes: usize,
+    /// False after the GOP overflowed its budget: nothing is cached until the next keyframe.
+    gop_valid: bool,
+    /// Latest metadata and sequence headers, resent to a viewer resuming after a skip.
+    config: Vec<(u8, Bytes)>,
+    subs: Vec<Subscriber>,
+    pub stats: FanoutStats,
+}
+
+impl Fanout {
+    pub fn new(limits: FanoutLimits) -> Fanout {
+        Fanout { limits, gop: VecDeque::new(), gop_bytes: 0, gop_valid: false, config: Vec::new(), subs: Vec::new(), stats: FanoutStats::default() }
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// Adds a viewer; returns what to write first (given preamble + cached GOP) and the live queue.
+    pub fn subscribe(&mut self, preamble: Vec<Bytes>) -> Option<(Vec<Bytes>, LocalReceiver<Bytes>)> {
+        if self.subs.len() >= SUBSCRIBERS_PER_STREAM_MAX {
+            return None;
+        }
+        let (tx, rx) = local_channel::new_bounded(self.limits.queue_tags_max);
+        let mut first = preamble;
+        if self.gop_valid {
+            first.extend(self.gop.iter().cloned());
+        }
+        // Without a cached GOP the viewer waits for the next keyframe.
+        self.subs.push(Subscriber { tx, skipping: !self.gop_valid, skips: 0 });
+        Some((first, rx))
+    }
+
+    pub fn publish(&mut self, tag: &FlvTag) {
+        if tag.config {
+            let kind = tag.data[0];
+            let is_metadata = kind == crate::proto::flv::TAG_SCRIPT;
+            let slot_key = if is_metadata { 0 } else { kind };
+            self.config.retain(|(k, _)| *k != slot_key);
+            self.config.push((slot_key, tag.data.clone()));
+        } else {
+            self.cache(tag);
+        }
+        let skips_max = self.limits.skips_max;
+        let config = &self.config;
+        let stats = &mut self.stats;
+        self.subs.retain_mut(|s| {
+            if s.skipping {
+                if !(tag.is_video && tag.keyframe) {
+                    stats.tags_dropped += 1;
+                    return true;
+                }
+                s.skipping = false;
+                for (_, c) in config {
+                    if s.tx.try_send(c.clone()).is_err() {
+                        break;
+                    }
+                }
+            }
+            match s.tx.try_send(tag.data.clone()) {
+                Ok(()) => true,
+                Err(GlommioError::WouldBlock(_)) => {
+                    stats.tags_dropped += 1;
+                    s.skips += 1;
+                    s.skipping = true;
+                    let keep = s.skips <= skips_max;
+                    if !keep {
+                        stats.subscribers_dropped += 1;
+                        tracing::info!(skips = s.skips, "disconnecting slow viewer");
+                    }
+                    keep
+                }
+                Err(_) => false, // viewer went away
+            }
+        });
+    }
+
+    fn cache(&mut self, tag: &FlvTag) {
+        if tag.is_video && tag.keyframe {
+            self.gop.clear();
+            self.gop_bytes = 0;
+            self.gop_valid = true;
+        }
+        if !self.gop_valid {
+            return;
+        }
+        self.gop_bytes += tag.data.len();
+        if self.gop_bytes > self.limits.gop_cache_bytes_max {
+            self.gop.clear();
+            self.gop_bytes = 0;
+            self.gop_valid = false;
+            return;
+        }
+        self.gop.push_back(tag.data.clone());
+    }
+
+    /// Ends every viewer's queue; their writers finish sending what is queued and close.
+    pub fn close(&mut self) {
+        self.subs.clear();
+    }
+}

@@ -1,0 +1,209 @@
+//! Thread-per-core runtime: one glommio executor per media shard (pinned) plus one control
+//! executor. Streams live on the shard their SSRC hashes to; executors talk only through
+//! bounded channels carrying owned `ShardMsg`s.
+
+pub mod fanout;
+pub mod msg;
+pub mod pipeline;
+pub mod ports;
+pub mod stream;
+
+use crate::config::Config;
+use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::{LocalExecutorBuilder, Placement};
+use msg::ShardMsg;
+use ports::PortPool;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use stream::Stream;
+
+/// Executor index of the control executor (SIP, REST API); media shards are 1..=n.
+pub const CONTROL: usize = 0;
+/// Messages queued between any two executors before the sender waits.
+pub const MESH_QUEUE_MSGS_MAX: usize = 1024;
+/// glommio refuses to start below this locked-memory limit.
+pub const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
+const IO_MEMORY_BYTES_MIN: usize = 64 * 1024;
+
+/// Media shard (executor index) owning an SSRC. Fibonacci hashing spreads sequential GB SSRCs.
+pub fn owner_of(ssrc: u32, media_shards: usize) -> usize {
+    let h = (u64::from(ssrc).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize;
+    1 + h % media_shards.max(1)
+}
+
+/// One executor's world. Only its own thread touches it.
+pub struct Shard {
+    pub index: usize,
+    pub media_shards: usize,
+    pub config: Arc<Config>,
+    peers: Vec<Option<ConnectedSender<ShardMsg>>>,
+    pub streams: RefCell<HashMap<u32, Rc<Stream>>>,
+    pub ports: RefCell<PortPool>,
+}
+
+impl Shard {
+    pub fn is_control(&self) -> bool {
+        self.index == CONTROL
+    }
+
+    /// Sends to another executor, waiting while its queue is full.
+    /// Fails only if that executor is gone (or `to` is this executor).
+    pub async fn send(&self, to: usize, msg: ShardMsg) -> Result<(), ()> {
+        match self.peers.get(to).and_then(Option::as_ref) {
+            Some(tx) => tx.send(msg).await.map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+
+    pub fn media_indices(&self) -> std::ops::RangeInclusive<usize> {
+        1..=self.media_shards
+    }
+}
+
+#[derive(Debug)]
+pub enum StartError {
+    MemlockTooLow { limit_bytes: u64, needed_bytes: u64 },
+    Executor(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::MemlockTooLow { limit_bytes, needed_bytes } => write!(
+                f,
+                "locked-memory limit (RLIMIT_MEMLOCK, `ulimit -l`) is {} KiB but io_uring needs at least {} KiB; \
+                 raise it with `ulimit -l unlimited` (or LimitMEMLOCK=infinity in the systemd unit, or memlock in /etc/security/limits.conf)",
+                limit_bytes / 1024,
+                needed_bytes / 1024
+            ),
+            StartError::Executor(e) => write!(f, "cannot start executor: {e}"),
+        }
+    }
+}
+impl std::error::Error for StartError {}
+
+fn memlock_limit_bytes() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return 0;
+    }
+    lim.rlim_cur
+}
+
+/// Registered-buffer memory per executor: the configured amount, shrunk so all executors fit
+/// in the locked-memory limit (glommio falls back to unregistered buffers if registration fails).
+pub fn plan_io_memory(configured_bytes: usize, executors: usize, limit_bytes: u64) -> Result<usize, StartError> {
+    if limit_bytes < MEMLOCK_BYTES_MIN {
+        return Err(StartError::MemlockTooLow { limit_bytes, needed_bytes: MEMLOCK_BYTES_MIN });
+    }
+    let share = (limit_bytes / 2 / executors.max(1) as u64).min(usize::MAX as u64) as usize;
+    Ok(configured_bytes.min(share).max(IO_MEMORY_BYTES_MIN))
+}
+
+/// Runs the engine until the process is stopped.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let media_shards = config.shard_count();
+    let executors = media_shards + 1;
+    let io_memory = plan_io_memory(config.io_memory_kib * 1024, executors, memlock_limit_bytes())?;
+    tracing::info!(media_shards, io_memory_kib = io_memory / 1024, ring_depth = config.ring_depth, "starting executors");
+
+    let mut outgoing: Vec<Vec<Option<SharedSender<ShardMsg>>>> = (0..executors).map(|_| (0..executors).map(|_| None).collect()).collect();
+    let mut incoming: Vec<Vec<SharedReceiver<ShardMsg>>> = (0..executors).map(|_| Vec::new()).collect();
+    for (from, row) in outgoing.iter_mut().enumerate() {
+        for (to, slot) in row.iter_mut().enumerate() {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(MESH_QUEUE_MSGS_MAX);
+                *slot = Some(tx);
+                incoming[to].push(rx);
+            }
+        }
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Executors report fatal errors here; the main thread returns the first one.
+    let (fatal_tx, fatal_rx) = std::sync::mpsc::channel::<String>();
+    let mut handles = Vec::new();
+    for (index, (out, inc)) in outgoing.into_iter().zip(incoming).enumerate() {
+        let placement = if index == CONTROL { Placement::Unbound } else { Placement::Fixed((index - 1) % cpus) };
+        let name = if index == CONTROL { "gmv-control".to_string() } else { format!("gmv-shard-{index}") };
+        let config = config.clone();
+        let fatal_tx = fatal_tx.clone();
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&name)
+            .io_memory(io_memory)
+            .ring_depth(config.ring_depth)
+            .spawn(move || async move {
+                // Connecting waits for the peer executor's side, so connect every end at once.
+                let tx_tasks: Vec<_> = out
+                    .into_iter()
+                    .map(|tx| glommio::spawn_local(async move { if let Some(tx) = tx { Some(tx.connect().await) } else { None } }))
+                    .collect();
+                let rx_tasks: Vec<_> = inc.into_iter().map(|rx| glommio::spawn_local(rx.connect())).collect();
+                let mut peers = Vec::with_capacity(tx_tasks.len());
+                for t in tx_tasks {
+                    peers.push(t.await);
+                }
+                let ports = PortPool::for_shard(config.rtp.port_min, config.rtp.port_max, index.saturating_sub(1), media_shards);
+                let shard = Rc::new(Shard { index, media_shards, config, peers, streams: RefCell::new(HashMap::new()), ports: RefCell::new(ports) });
+                for t in rx_tasks {
+                    let rx = t.await;
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move {
+                        while let Some(msg) = rx.recv().await {
+                            stream::handle_msg(&shard, msg);
+                        }
+                    })
+                    .detach();
+                }
+                if index == CONTROL {
+                    crate::http::api::open_static_streams(&shard).await;
+                    std::future::pending::<()>().await;
+                } else {
+                    glommio::spawn_local(stream::housekeeping(shard.clone())).detach();
+                    if let Err(e) = crate::http::server::serve(shard.clone()).await {
+                        let _ = fatal_tx.send(format!("shard {index}: HTTP listener on {}: {e}", shard.config.http.listen));
+                    }
+                }
+            })
+            .map_err(|e| StartError::Executor(e.to_string()))?;
+        handles.push(handle);
+    }
+    drop(fatal_tx);
+    match fatal_rx.recv() {
+        Ok(error) => Err(StartError::Executor(error)),
+        // Every executor ended without a fatal error.
+        Err(_) => {
+            for h in handles {
+                h.join().map_err(|e| StartError::Executor(e.to_string()))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_spreads_sequential_ssrcs() {
+        let mut counts = [0usize; 5];
+        for ssrc in 100_000_000..100_001_000u32 {
+            let o = owner_of(ssrc, 4);
+            assert!((1..=4).contains(&o));
+            counts[o] += 1;
+        }
+        assert!(counts[1..].iter().all(|&c| c > 200), "{counts:?}");
+    }
+
+    #[test]
+    fn io_memory_fits_memlock() {
+        assert_eq!(plan_io_memory(1 << 20, 3, 8 << 20).unwrap(), 1 << 20);
+        assert_eq!(plan_io_memory(10 << 20, 5, 8 << 20).unwrap(), (8 << 20) / 2 / 5);
+        let e = plan_io_memory(1 << 20, 3, 64 * 1024).unwrap_err();
+        assert!(e.to_string().contains("ulimit -l"), "{e}");
+    }
+}

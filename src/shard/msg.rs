@@ -1,0 +1,65 @@
+//! Owned messages between executors (bounded shared channels; no shared state).
+
+use crate::http::request::RequestHead;
+use futures_channel::oneshot;
+use serde::Serialize;
+use std::os::fd::OwnedFd;
+
+/// An accepted HTTP connection moved to the executor that owns what it asks for.
+#[derive(Debug)]
+pub struct HandoffConn {
+    pub fd: OwnedFd,
+    pub head: RequestHead,
+    /// Bytes read past the head (start of a request body).
+    pub body_prefix: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpec {
+    pub ssrc: u32,
+    pub port: Option<u16>,
+    pub sdp: Option<String>,
+    /// Static (config) streams are never closed for idleness.
+    pub is_static: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenError {
+    Exists,
+    BadSdp(String),
+    NoPort(String),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StreamInfo {
+    pub stream_id: String,
+    pub ssrc: u32,
+    pub shard: usize,
+    pub port: u16,
+    /// "ps", "h264", "h265": what the RTP payload carries.
+    pub payload: String,
+    pub transport: Option<&'static str>,
+    pub video_codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub audio_codec: Option<String>,
+    pub bitrate_kbps: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub lost: u64,
+    pub rtp_errors: u64,
+    pub demux_errors: u64,
+    pub frames: u64,
+    pub subscribers: usize,
+    pub is_static: bool,
+    pub age_ms: u64,
+    pub last_packet_ms_ago: Option<u64>,
+}
+
+#[derive(Debug)]
+pub enum ShardMsg {
+    Http(HandoffConn),
+    OpenStream { spec: StreamSpec, reply: oneshot::Sender<Result<StreamInfo, OpenError>> },
+    CloseStream { ssrc: u32, reply: oneshot::Sender<bool> },
+    ListStreams { reply: oneshot::Sender<Vec<StreamInfo>> },
+}

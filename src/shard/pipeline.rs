@@ -1,0 +1,213 @@
+//! Per-stream ingest pipeline without IO: RTP datagram -> reorder -> PS demux or RTP
+//! depacketize -> timestamp unwrap -> FLV tags. Owned by the stream's shard.
+
+use crate::proto::flv::{FlvMuxer, FlvTag};
+use crate::proto::frame::{Codec, Frame, TimestampUnwrapper};
+use crate::proto::ps::{PsDemuxer, PsEvent};
+use crate::proto::rtp::{ReorderBuffer, RtpPacket, SeqStats};
+use crate::proto::rtp_depack::{DepackEvent, Depacketizer};
+use crate::proto::sdp::{PayloadKind, RtpMap};
+use bytes::Bytes;
+
+const PS_CLOCK_BITS: u32 = 33;
+const RTP_CLOCK_BITS: u32 = 32;
+const VIDEO_CLOCK_HZ: u64 = 90_000;
+const G711_CLOCK_HZ: u64 = 8_000;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PipelineStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub rtp_errors: u64,
+    pub demux_errors: u64,
+    pub frames: u64,
+    pub ssrc_changes: u64,
+}
+
+pub struct Pipeline {
+    /// From the SDP; empty for GB28181 streams opened without one.
+    map: RtpMap,
+    ssrc: Option<u32>,
+    reorder: ReorderBuffer,
+    /// Loss/reorder counters of earlier SSRCs on this port.
+    seq_history: SeqStats,
+    ps: PsDemuxer,
+    depack: Option<Depacketizer>,
+    ps_clock: TimestampUnwrapper,
+    video_clock: TimestampUnwrapper,
+    audio_clock: TimestampUnwrapper,
+    pub flv: FlvMuxer,
+    pub stats: PipelineStats,
+    ordered: Vec<RtpPacket>,
+    ps_events: Vec<PsEvent>,
+    depack_events: Vec<DepackEvent>,
+}
+
+impl Pipeline {
+    pub fn new(map: RtpMap) -> Pipeline {
+        let mut flv = FlvMuxer::new();
+        for (pt, kind, _) in &map.entries {
+            if let PayloadKind::Video(codec) = kind {
+                for nal in map.sprop_parameter_sets(*pt) {
+                    flv.add_parameter_set(*codec, &nal);
+                }
+            }
+        }
+        Pipeline {
+            map,
+            ssrc: None,
+            reorder: ReorderBuffer::new(),
+            seq_history: SeqStats::default(),
+            ps: PsDemuxer::new(),
+            depack: None,
+            ps_clock: TimestampUnwrapper::new(PS_CLOCK_BITS),
+            video_clock: TimestampUnwrapper::new(RTP_CLOCK_BITS),
+            audio_clock: TimestampUnwrapper::new(RTP_CLOCK_BITS),
+            flv,
+            stats: PipelineStats::default(),
+            ordered: Vec::new(),
+            ps_events: Vec::new(),
+            depack_events: Vec::new(),
+        }
+    }
+
+    /// What the stream's RTP carries, for reporting.
+    pub fn payload_name(&self) -> &'static str {
+        match self.map.entries.iter().find(|(_, k, _)| !matches!(k, PayloadKind::Audio(_))) {
+            Some((_, PayloadKind::Video(Codec::H265), _)) => "h265",
+            Some((_, PayloadKind::Video(_), _)) => "h264",
+            _ => "ps",
+        }
+    }
+
+    pub fn seq_stats(&self) -> SeqStats {
+        let (a, b) = (self.seq_history, self.reorder.stats);
+        SeqStats {
+            received: a.received + b.received,
+            lost: a.lost + b.lost,
+            duplicates: a.duplicates + b.duplicates,
+            reordered: a.reordered + b.reordered,
+            resets: a.resets + b.resets,
+        }
+    }
+
+    pub fn ssrc(&self) -> Option<u32> {
+        self.ssrc
+    }
+
+    /// GB28181 payload types when no SDP says otherwise (GB/T 28181 Annex: 96 PS, 98 H.264).
+    fn kind(&self, payload_type: u8) -> PayloadKind {
+        if let Some(k) = self.map.kind(payload_type) {
+            return k;
+        }
+        match payload_type {
+            98 if self.map.entries.is_empty() => PayloadKind::Video(Codec::H264),
+            8 => PayloadKind::Audio(Codec::Pcma),
+            0 => PayloadKind::Audio(Codec::Pcmu),
+            _ => PayloadKind::Ps,
+        }
+    }
+
+    /// Feeds one RTP packet (UDP datagram or RFC 4571 frame); appends resulting FLV tags.
+    pub fn on_packet(&mut self, datagram: Bytes, tags: &mut Vec<FlvTag>) {
+        self.stats.packets += 1;
+        self.stats.bytes += datagram.len() as u64;
+        let packet = match RtpPacket::parse(datagram) {
+            Ok(p) => p,
+            Err(error) => {
+                self.stats.rtp_errors += 1;
+                tracing::debug!(ssrc = self.ssrc, %error, "bad RTP packet");
+                return;
+            }
+        };
+        if self.ssrc != Some(packet.ssrc) {
+            if let Some(old) = self.ssrc {
+                // Devices restart or answer with another SSRC: follow the new one.
+                tracing::info!(old_ssrc = old, ssrc = packet.ssrc, "RTP SSRC changed");
+                self.stats.ssrc_changes += 1;
+                self.flush(tags);
+                self.seq_history = self.seq_stats();
+                self.reorder = ReorderBuffer::new();
+            }
+            self.ssrc = Some(packet.ssrc);
+        }
+        let mut ordered = std::mem::take(&mut self.ordered);
+        self.reorder.push(packet, &mut ordered);
+        for p in ordered.drain(..) {
+            self.on_ordered(p, tags);
+        }
+        self.ordered = ordered;
+    }
+
+    /// Releases anything held (reorder window, partial frames); call when the stream ends.
+    pub fn flush(&mut self, tags: &mut Vec<FlvTag>) {
+        let mut ordered = std::mem::take(&mut self.ordered);
+        self.reorder.flush(&mut ordered);
+        for p in ordered.drain(..) {
+            self.on_ordered(p, tags);
+        }
+        self.ordered = ordered;
+        let mut events = std::mem::take(&mut self.ps_events);
+        self.ps.flush(&mut events);
+        self.on_ps_events(&mut events, tags);
+        self.ps_events = events;
+    }
+
+    fn on_ordered(&mut self, p: RtpPacket, tags: &mut Vec<FlvTag>) {
+        match self.kind(p.payload_type) {
+            PayloadKind::Ps => {
+                let mut events = std::mem::take(&mut self.ps_events);
+                self.ps.push(&p.payload, p.timestamp, &mut events);
+                self.on_ps_events(&mut events, tags);
+                self.ps_events = events;
+            }
+            PayloadKind::Video(codec) => {
+                let mut events = std::mem::take(&mut self.depack_events);
+                let depack = self.depack.get_or_insert_with(|| Depacketizer::new(codec));
+                depack.push(&p, &mut events);
+                for e in events.drain(..) {
+                    match e {
+                        DepackEvent::Frame(mut f) => {
+                            let ts = self.video_clock.unwrap(f.pts);
+                            (f.pts, f.dts) = (ts, ts);
+                            self.emit(f, tags);
+                        }
+                        DepackEvent::Error(error) => {
+                            self.stats.demux_errors += 1;
+                            tracing::debug!(ssrc = self.ssrc, ?error, "RTP depacketize error");
+                        }
+                    }
+                }
+                self.depack_events = events;
+            }
+            PayloadKind::Audio(codec) => {
+                let ts = self.audio_clock.unwrap(u64::from(p.timestamp)) * VIDEO_CLOCK_HZ / G711_CLOCK_HZ;
+                self.emit(Frame { codec, pts: ts, dts: ts, keyframe: true, data: p.payload }, tags);
+            }
+        }
+    }
+
+    fn on_ps_events(&mut self, events: &mut Vec<PsEvent>, tags: &mut Vec<FlvTag>) {
+        for e in events.drain(..) {
+            match e {
+                PsEvent::Frame(mut f) => {
+                    // One clock for all PS tracks keeps audio and video aligned.
+                    let dts = self.ps_clock.unwrap(f.dts);
+                    let offset = (f.pts.wrapping_sub(f.dts)) & ((1 << PS_CLOCK_BITS) - 1);
+                    f.dts = dts;
+                    f.pts = if offset < (1 << (PS_CLOCK_BITS - 1)) { dts + offset } else { dts };
+                    self.emit(f, tags);
+                }
+                PsEvent::Error(error) => {
+                    self.stats.demux_errors += 1;
+                    tracing::debug!(ssrc = self.ssrc, ?error, "PS demux error");
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, frame: Frame, tags: &mut Vec<FlvTag>) {
+        self.stats.frames += 1;
+        self.flv.push(&frame, tags);
+    }
+}

@@ -1,0 +1,299 @@
+//! A stream on its owning shard: sockets (UDP + RFC 4571 TCP on one port), the ingest
+//! pipeline and the viewers. Also the shard's handler for cross-executor messages.
+
+use super::fanout::{Fanout, FanoutLimits};
+use super::msg::{OpenError, ShardMsg, StreamInfo, StreamSpec};
+use super::pipeline::Pipeline;
+use super::Shard;
+use crate::http::routes::stream_id;
+use crate::proto::flv::FlvTag;
+use crate::proto::rtp::{Rfc4571Deframer, RTP_PACKET_BYTES_MAX};
+use crate::proto::sdp::{RtpMap, Sdp};
+use bytes::Bytes;
+use futures_lite::AsyncReadExt;
+use glommio::net::{TcpListener, TcpStream, UdpSocket};
+use glommio::task::JoinHandle;
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Receive buffer per UDP socket; covers jumbo frames some NVRs send.
+pub const UDP_DATAGRAM_BYTES_MAX: usize = 9_000;
+/// Read size per TCP RTP connection.
+pub const TCP_READ_BYTES: usize = 16 * 1024;
+/// Concurrent TCP RTP connections per stream (one device normally; a reconnect overlaps).
+pub const TCP_CONNS_PER_STREAM_MAX: usize = 4;
+/// How often each shard updates bitrates and closes idle streams.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Stream {
+    pub spec: StreamSpec,
+    pub port: u16,
+    pub shard: usize,
+    pub created: Instant,
+    pub pipeline: RefCell<Pipeline>,
+    pub fanout: RefCell<Fanout>,
+    pub last_packet: Cell<Option<Instant>>,
+    pub transport: Cell<Option<&'static str>>,
+    /// Live RTP-over-TCP connection tasks by connection number, cancelled on close.
+    tcp_conns: RefCell<std::collections::HashMap<u64, JoinHandle<()>>>,
+    next_tcp_conn: Cell<u64>,
+    /// (bytes at the last housekeeping tick, kbit/s over the last interval)
+    bitrate: Cell<(u64, u64)>,
+    tags: RefCell<Vec<FlvTag>>,
+    tasks: RefCell<Vec<JoinHandle<()>>>,
+}
+
+impl Stream {
+    fn on_packet(&self, data: Bytes, transport: &'static str) {
+        self.last_packet.set(Some(Instant::now()));
+        self.transport.set(Some(transport));
+        let mut tags = self.tags.borrow_mut();
+        self.pipeline.borrow_mut().on_packet(data, &mut tags);
+        let mut fanout = self.fanout.borrow_mut();
+        for t in tags.drain(..) {
+            fanout.publish(&t);
+        }
+    }
+
+    fn close(&self) {
+        for t in self.tasks.borrow_mut().drain(..) {
+            t.cancel();
+        }
+        for (_, t) in self.tcp_conns.borrow_mut().drain() {
+            t.cancel();
+        }
+        let mut tags = Vec::new();
+        self.pipeline.borrow_mut().flush(&mut tags);
+        let mut fanout = self.fanout.borrow_mut();
+        for t in &tags {
+            fanout.publish(t);
+        }
+        fanout.close();
+    }
+
+    pub fn info(&self) -> StreamInfo {
+        let p = self.pipeline.borrow();
+        let seq = p.seq_stats();
+        let video = p.flv.video_info();
+        StreamInfo {
+            stream_id: stream_id(self.spec.ssrc),
+            ssrc: self.spec.ssrc,
+            shard: self.shard,
+            port: self.port,
+            payload: p.payload_name().to_string(),
+            transport: self.transport.get(),
+            video_codec: video.map(|(c, _)| codec_name(c)),
+            width: video.map(|(_, s)| s.width),
+            height: video.map(|(_, s)| s.height),
+            audio_codec: p.flv.audio_codec().map(codec_name),
+            bitrate_kbps: self.bitrate.get().1,
+            packets: p.stats.packets,
+            bytes: p.stats.bytes,
+            lost: seq.lost,
+            rtp_errors: p.stats.rtp_errors,
+            demux_errors: p.stats.demux_errors,
+            frames: p.stats.frames,
+            subscribers: self.fanout.borrow().subscribers(),
+            is_static: self.spec.is_static,
+            age_ms: self.created.elapsed().as_millis() as u64,
+            last_packet_ms_ago: self.last_packet.get().map(|t| t.elapsed().as_millis() as u64),
+        }
+    }
+}
+
+fn codec_name(c: crate::proto::frame::Codec) -> String {
+    serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// Binds UDP and TCP on one port without SO_REUSEPORT, so a port is never silently shared.
+fn bind_port(ip: std::net::IpAddr, port: u16) -> std::io::Result<(UdpSocket, TcpListener)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = SocketAddr::new(ip, port);
+    let domain = if ip.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    // Cameras burst a whole I-frame at once; give the kernel room for it.
+    let _ = udp.set_recv_buffer_size(2 << 20);
+    udp.bind(&addr.into())?;
+    let tcp = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    tcp.set_reuse_address(true)?;
+    tcp.bind(&addr.into())?;
+    tcp.listen(TCP_CONNS_PER_STREAM_MAX as i32)?;
+    // SAFETY: each fd comes from a socket we just created and hand over exactly once.
+    Ok(unsafe { (UdpSocket::from_raw_fd(udp.into_raw_fd()), TcpListener::from_raw_fd(tcp.into_raw_fd())) })
+}
+
+pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, OpenError> {
+    if shard.streams.borrow().contains_key(&spec.ssrc) {
+        return Err(OpenError::Exists);
+    }
+    let map = match &spec.sdp {
+        Some(text) => Sdp::parse(text.as_bytes()).map_err(|e| OpenError::BadSdp(e.to_string()))?.rtp_map(),
+        None => RtpMap::default(),
+    };
+    if spec.sdp.is_some() && map.entries.is_empty() {
+        return Err(OpenError::BadSdp("no payload type gmv can ingest (PS, H264, H265, PCMA, PCMU)".into()));
+    }
+    let ip = shard.config.rtp.listen_ip;
+    let (port, udp, tcp) = match spec.port {
+        Some(port) => {
+            if shard.ports.borrow().in_use(port) {
+                return Err(OpenError::NoPort(format!("port {port} is taken by another stream")));
+            }
+            let (u, t) = bind_port(ip, port).map_err(|e| OpenError::NoPort(format!("port {port}: {e}")))?;
+            (port, u, t)
+        }
+        None => {
+            let candidates: Vec<u16> = shard.ports.borrow().candidates().collect();
+            candidates
+                .into_iter()
+                .find_map(|p| bind_port(ip, p).ok().map(|(u, t)| (p, u, t)))
+                .ok_or_else(|| OpenError::NoPort(format!("no free port in {:?}", shard.ports.borrow().range())))?
+        }
+    };
+    shard.ports.borrow_mut().take(port);
+    let media = &shard.config.media;
+    let limits = FanoutLimits {
+        gop_cache_bytes_max: media.gop_cache_bytes_max,
+        queue_tags_max: media.subscriber_queue_tags_max,
+        skips_max: media.subscriber_skips_max,
+    };
+    let stream = Rc::new(Stream {
+        spec: spec.clone(),
+        port,
+        shard: shard.index,
+        created: Instant::now(),
+        pipeline: RefCell::new(Pipeline::new(map)),
+        fanout: RefCell::new(Fanout::new(limits)),
+        last_packet: Cell::new(None),
+        transport: Cell::new(None),
+        tcp_conns: RefCell::new(Default::default()),
+        next_tcp_conn: Cell::new(0),
+        bitrate: Cell::new((0, 0)),
+        tags: RefCell::new(Vec::new()),
+        tasks: RefCell::new(Vec::new()),
+    });
+    let udp_task = glommio::spawn_local(udp_loop(stream.clone(), udp)).detach();
+    let tcp_task = glommio::spawn_local(tcp_accept_loop(stream.clone(), tcp)).detach();
+    stream.tasks.borrow_mut().extend([udp_task, tcp_task]);
+    shard.streams.borrow_mut().insert(spec.ssrc, stream.clone());
+    tracing::info!(ssrc = spec.ssrc, stream_id = %stream_id(spec.ssrc), port, shard = shard.index, "stream opened");
+    Ok(stream.info())
+}
+
+pub fn close_stream(shard: &Shard, ssrc: u32, why: &str) -> bool {
+    let Some(stream) = shard.streams.borrow_mut().remove(&ssrc) else { return false };
+    stream.close();
+    shard.ports.borrow_mut().release(stream.port);
+    tracing::info!(ssrc, stream_id = %stream_id(ssrc), reason = why, "stream closed");
+    true
+}
+
+pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
+    match msg {
+        ShardMsg::Http(conn) => {
+            // SAFETY: the fd was duplicated for this hand-off and is owned by the message.
+            let tcp = unsafe { TcpStream::from_raw_fd(conn.fd.into_raw_fd()) };
+            let shard = shard.clone();
+            glommio::spawn_local(async move { crate::http::server::dispatch(shard, tcp, conn.head, conn.body_prefix).await }).detach();
+        }
+        ShardMsg::OpenStream { spec, reply } => {
+            let _ = reply.send(open_stream(shard, spec));
+        }
+        ShardMsg::CloseStream { ssrc, reply } => {
+            let _ = reply.send(close_stream(shard, ssrc, "api"));
+        }
+        ShardMsg::ListStreams { reply } => {
+            let mut v: Vec<StreamInfo> = shard.streams.borrow().values().map(|s| s.info()).collect();
+            v.sort_by_key(|i| i.ssrc);
+            let _ = reply.send(v);
+        }
+    }
+}
+
+async fn udp_loop(stream: Rc<Stream>, socket: UdpSocket) {
+    let mut buf = vec![0u8; UDP_DATAGRAM_BYTES_MAX];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, _peer)) => stream.on_packet(Bytes::copy_from_slice(&buf[..n]), "udp"),
+            Err(error) => {
+                tracing::warn!(ssrc = stream.spec.ssrc, %error, "RTP UDP receive failed");
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn tcp_accept_loop(stream: Rc<Stream>, listener: TcpListener) {
+    loop {
+        let conn = match listener.accept().await {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::warn!(ssrc = stream.spec.ssrc, %error, "RTP TCP accept failed");
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if stream.tcp_conns.borrow().len() >= TCP_CONNS_PER_STREAM_MAX {
+            tracing::warn!(ssrc = stream.spec.ssrc, "too many RTP TCP connections; refusing one");
+            continue;
+        }
+        let id = stream.next_tcp_conn.get();
+        stream.next_tcp_conn.set(id + 1);
+        let s = stream.clone();
+        let task = glommio::spawn_local(async move {
+            tcp_conn(&s, conn).await;
+            s.tcp_conns.borrow_mut().remove(&id);
+        })
+        .detach();
+        stream.tcp_conns.borrow_mut().insert(id, task);
+    }
+}
+
+async fn tcp_conn(stream: &Stream, mut conn: TcpStream) {
+    let peer = conn.peer_addr().ok();
+    tracing::info!(ssrc = stream.spec.ssrc, ?peer, "RTP over TCP connected");
+    let mut deframer = Rfc4571Deframer::default();
+    let mut buf = vec![0u8; TCP_READ_BYTES];
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                deframer.push(&buf[..n]);
+                while let Some(packet) = deframer.pop() {
+                    stream.on_packet(packet, "tcp");
+                }
+                debug_assert!(deframer.buffered() <= 2 + RTP_PACKET_BYTES_MAX + TCP_READ_BYTES);
+            }
+            Err(error) => {
+                tracing::info!(ssrc = stream.spec.ssrc, %error, "RTP TCP read failed");
+                break;
+            }
+        }
+    }
+    tracing::info!(ssrc = stream.spec.ssrc, ?peer, "RTP over TCP closed");
+}
+
+/// Per media shard, forever: bitrate per interval, idle-stream reaping.
+pub async fn housekeeping(shard: Rc<Shard>) {
+    let idle = Duration::from_secs(shard.config.rtp.idle_timeout_s);
+    loop {
+        glommio::timer::sleep(HOUSEKEEPING_INTERVAL).await;
+        let mut idle_ssrcs = Vec::new();
+        for (ssrc, s) in shard.streams.borrow().iter() {
+            let bytes = s.pipeline.borrow().stats.bytes;
+            let (last, _) = s.bitrate.get();
+            let kbps = (bytes - last) * 8 / 1000 / HOUSEKEEPING_INTERVAL.as_secs().max(1);
+            s.bitrate.set((bytes, kbps));
+            let quiet_since = s.last_packet.get().unwrap_or(s.created);
+            if !s.spec.is_static && quiet_since.elapsed() > idle {
+                idle_ssrcs.push(*ssrc);
+            }
+        }
+        for ssrc in idle_ssrcs {
+            close_stream(&shard, ssrc, "idle");
+        }
+    }
+}
