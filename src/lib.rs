@@ -7,3 +7,4 @@ pub mod config;
 pub mod http;
 pub mod proto;
 pub mod shard;
+pub mod sim;

@@ -1,0 +1,217 @@
+//! Shared helpers for end-to-end tests: media from ffmpeg, the engine as a child process,
+//! a tiny HTTP client, ffprobe checks. Loopback only; everything bounded in time.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "gmv-dev-token";
+pub const NODE_ID: &str = "34020000002000000001";
+pub const WIDTH: u32 = 320;
+pub const HEIGHT: u32 = 240;
+pub const FPS: u32 = 25;
+/// Frames in the generated clip (4 s at 25 fps, a keyframe every second).
+pub const CLIP_FRAMES: usize = 100;
+
+pub fn work_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gmv-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn require_tool(name: &str) {
+    let ok = Command::new(name).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    assert!(ok, "{name} is required for end-to-end tests (apt-get install ffmpeg; .ci/run does this)");
+}
+
+/// H.264 Annex B test pattern, generated once per test binary.
+pub fn h264_clip() -> &'static Path {
+    static CLIP: OnceLock<PathBuf> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        require_tool("ffmpeg");
+        let path = work_dir().join("clip.h264");
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc=size={WIDTH}x{HEIGHT}:rate={FPS}"))
+            .args(["-frames:v", &CLIP_FRAMES.to_string(), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "0", "-g", &FPS.to_string(), "-f", "h264"])
+            .arg(&path)
+            .status()
+            .expect("run ffmpeg");
+        assert!(status.success(), "ffmpeg failed to make the test clip");
+        path
+    })
+}
+
+static PORT_BLOCK: AtomicU16 = AtomicU16::new(0);
+
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Engine {
+    child: Child,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Engine {
+    pub fn start(shards: usize, extra_yaml: &str) -> Engine {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let block = PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        let rtp_min = 20_000 + (std::process::id() % 200) as u16 * 100 + block * 20;
+        let dir = work_dir();
+        let config = dir.join(format!("gmv-{}.yml", http.port()));
+        std::fs::write(
+            &config,
+            format!(
+                "shards: {shards}\nhttp:\n  listen: \"{http}\"\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {rtp_min}\n  port_max: {}\n{extra_yaml}",
+                rtp_min + 19
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("gmv-{}.log", http.port()));
+        let child = Command::new(env!("CARGO_BIN_EXE_gmv"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start gmv");
+        let engine = Engine { child, http, log };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = engine.try_request("GET", "/api/health", &[("gmv-token", TOKEN)], b"") {
+                return engine;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("gmv did not come up; log:\n{}", engine.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn try_request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect_timeout(&self.http, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n", self.http, body.len());
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes())?;
+        s.write_all(body)?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp)?;
+        parse_response(&resp)
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let (status, text) = self.try_request(method, path, &[("gmv-token", TOKEN)], body.as_bytes()).expect("HTTP request");
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    pub fn open_stream(&self, body: serde_json::Value) -> serde_json::Value {
+        let (status, v) = self.request("POST", "/api/streams", &body.to_string());
+        assert_eq!(status, 201, "open stream: {v}");
+        v
+    }
+
+    pub fn stream(&self, stream_id: &str) -> serde_json::Value {
+        let (status, v) = self.request("GET", &format!("/api/streams/{stream_id}"), "");
+        assert_eq!(status, 200, "stream info: {v}");
+        v
+    }
+
+    /// Waits until the stream reports `n` viewers (bounded).
+    pub fn wait_subscribers(&self, stream_id: &str, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.stream(stream_id)["subscribers"] == n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("stream {stream_id} never had {n} subscribers");
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_response(resp: &[u8]) -> std::io::Result<(u16, String)> {
+    let text = String::from_utf8_lossy(resp);
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad response: {text}")))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    Ok((status, body))
+}
+
+/// A viewer: sends the request, then saves the body to `out` until the server closes or `limit` passes.
+pub fn spawn_viewer(http: SocketAddr, path: String, headers: Vec<(String, String)>, out: PathBuf, limit: Duration) -> std::thread::JoinHandle<(u16, usize)> {
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(http).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {http}\r\n");
+        for (k, v) in &headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let deadline = Instant::now() + limit;
+        let mut data = Vec::new();
+        let mut buf = [0u8; 65536];
+        while Instant::now() < deadline {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => data.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        let split = data.windows(4).position(|w| w == b"\r\n\r\n").map_or(data.len(), |i| i + 4);
+        let status = String::from_utf8_lossy(&data[..split.min(data.len())]).get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        std::fs::write(&out, &data[split..]).unwrap();
+        (status, data.len() - split)
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub frames: usize,
+}
+
+/// Decodes every video frame of a file with ffprobe.
+pub fn ffprobe(path: &Path) -> Probe {
+    require_tool("ffprobe");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let s = &v["streams"][0];
+    Probe {
+        codec: s["codec_name"].as_str().unwrap_or_default().to_string(),
+        width: s["width"].as_u64().unwrap_or(0) as u32,
+        height: s["height"].as_u64().unwrap_or(0) as u32,
+        frames: s["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0),
+    }
+}
+
+pub fn udp_sender() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").unwrap()
+}

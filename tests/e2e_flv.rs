@@ -1,0 +1,151 @@
+//! End to end: PS-over-RTP (UDP and TCP) and ffmpeg's plain RTP H.264 in, HTTP-FLV out,
+//! checked by decoding with ffprobe.
+
+mod common;
+
+use common::*;
+use gmv::proto::frame::Codec;
+use serde_json::json;
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+const VIEW_LIMIT: Duration = Duration::from_secs(30);
+const FRAME_GAP: Duration = Duration::from_millis(5);
+
+fn clip_frames() -> Vec<gmv::proto::frame::Frame> {
+    let es = std::fs::read(h264_clip()).unwrap();
+    let frames = gmv::sim::frames_from_es(Codec::H264, &es, FPS);
+    assert_eq!(frames.len(), CLIP_FRAMES);
+    frames
+}
+
+#[test]
+fn ps_over_udp_and_tcp_play_as_flv() {
+    let engine = Engine::start(2, "");
+    let frames = clip_frames();
+    // Two SSRCs that land on different shards, so both local play and hand-off happen.
+    let (ssrc_udp, ssrc_tcp) = (100_000_001u32, (100_000_002..).find(|s| gmv::shard::owner_of(*s, 2) != gmv::shard::owner_of(100_000_001, 2)).unwrap());
+    let udp = engine.open_stream(json!({ "ssrc": ssrc_udp }));
+    let tcp = engine.open_stream(json!({ "ssrc": ssrc_tcp }));
+    let (id_udp, id_tcp) = (udp["stream_id"].as_str().unwrap().to_string(), tcp["stream_id"].as_str().unwrap().to_string());
+    assert_ne!(udp["shard"], tcp["shard"]);
+
+    let dir = work_dir();
+    let (out_udp, out_tcp) = (dir.join("udp.flv"), dir.join("tcp.flv"));
+    let v_udp = spawn_viewer(engine.http, format!("/flv/{id_udp}/{TOKEN}"), vec![], out_udp.clone(), VIEW_LIMIT);
+    let v_tcp = spawn_viewer(engine.http, format!("/{NODE_ID}/play/{id_tcp}.flv"), vec![("gmv-token".into(), TOKEN.into())], out_tcp.clone(), VIEW_LIMIT);
+    engine.wait_subscribers(&id_udp, 1);
+    engine.wait_subscribers(&id_tcp, 1);
+
+    let sock = udp_sender();
+    let udp_dest = format!("127.0.0.1:{}", udp["port"]);
+    let mut tcp_conn = std::net::TcpStream::connect(format!("127.0.0.1:{}", tcp["port"])).unwrap();
+    let (packets_udp, packets_tcp) = (gmv::sim::ps_rtp_packets(&frames, ssrc_udp), gmv::sim::ps_rtp_packets(&frames, ssrc_tcp));
+    for (a, b) in packets_udp.iter().zip(&packets_tcp) {
+        for p in a {
+            sock.send_to(p, &udp_dest).unwrap();
+        }
+        for p in b {
+            tcp_conn.write_all(&gmv::sim::rfc4571(p)).unwrap();
+        }
+        std::thread::sleep(FRAME_GAP);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    let sent: usize = packets_udp.iter().map(Vec::len).sum();
+    let info = engine.stream(&id_udp);
+    assert_eq!(info["packets"], sent as u64, "{info}");
+    assert_eq!((info["lost"].as_u64(), info["demux_errors"].as_u64()), (Some(0), Some(0)), "{info}");
+    assert_eq!((info["video_codec"].as_str(), info["width"].as_u64(), info["height"].as_u64()), (Some("h264"), Some(320), Some(240)));
+    assert_eq!(engine.stream(&id_tcp)["transport"], "tcp");
+
+    for id in [&id_udp, &id_tcp] {
+        assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
+    }
+    for (viewer, out) in [(v_udp, &out_udp), (v_tcp, &out_tcp)] {
+        let (status, bytes) = viewer.join().unwrap();
+        assert_eq!(status, 200);
+        assert!(bytes > 10_000, "{bytes} bytes");
+        let probe = ffprobe(out);
+        assert_eq!(probe, Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES }, "{}", out.display());
+    }
+}
+
+#[test]
+fn late_viewer_starts_at_cached_keyframe() {
+    let engine = Engine::start(1, "");
+    let frames = clip_frames();
+    let s = engine.open_stream(json!({}));
+    let id = s["stream_id"].as_str().unwrap().to_string();
+    let ssrc = s["ssrc"].as_u64().unwrap() as u32;
+    let sock = udp_sender();
+    let dest = format!("127.0.0.1:{}", s["port"]);
+    let packets = gmv::sim::ps_rtp_packets(&frames, ssrc);
+    // 60 frames in: the GOP started at frame 50 is cached.
+    for frame in &packets[..60] {
+        for p in frame {
+            sock.send_to(p, &dest).unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let out = work_dir().join("late.flv");
+    let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{TOKEN}"), vec![], out.clone(), VIEW_LIMIT);
+    engine.wait_subscribers(&id, 1);
+    for frame in &packets[60..] {
+        for p in frame {
+            sock.send_to(p, &dest).unwrap();
+        }
+        std::thread::sleep(FRAME_GAP);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
+    viewer.join().unwrap();
+    let probe = ffprobe(&out);
+    // Frames 50..100: the cached GOP (50..59, the frame in flight included) plus the live rest.
+    assert_eq!(probe, Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES - 50 });
+}
+
+#[test]
+fn ffmpeg_rtp_h264_with_sdp_plays_as_flv() {
+    let engine = Engine::start(2, "");
+    let clip = h264_clip();
+    let ssrc = 305_419_896u32;
+    // ffmpeg writes the SDP it would send with; a throwaway run against a local sink gets it.
+    let sink = udp_sender();
+    let sdp_path = work_dir().join("ffmpeg.sdp");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(clip)
+        .args(["-frames:v", "1", "-c", "copy", "-f", "rtp", "-ssrc", &ssrc.to_string(), "-sdp_file"])
+        .arg(&sdp_path)
+        .arg(format!("rtp://127.0.0.1:{}", sink.local_addr().unwrap().port()))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sdp = std::fs::read_to_string(&sdp_path).unwrap();
+    assert!(sdp.contains("H264/90000"), "{sdp}");
+
+    let s = engine.open_stream(json!({ "ssrc": ssrc, "sdp": sdp }));
+    assert_eq!(s["payload"], "h264");
+    let id = s["stream_id"].as_str().unwrap().to_string();
+    let out = work_dir().join("rtp.flv");
+    let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{TOKEN}"), vec![], out.clone(), VIEW_LIMIT);
+    engine.wait_subscribers(&id, 1);
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-i"])
+        .arg(clip)
+        .args(["-c", "copy", "-f", "rtp", "-ssrc", &ssrc.to_string()])
+        .arg(format!("rtp://127.0.0.1:{}", s["port"]))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let info = engine.stream(&id);
+    assert_eq!((info["lost"].as_u64(), info["demux_errors"].as_u64(), info["width"].as_u64()), (Some(0), Some(0), Some(320)), "{info}");
+    assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
+    viewer.join().unwrap();
+    assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES });
+}
