@@ -2,7 +2,8 @@
 //! access units, muxed to PS (GB28181 layout) and packetized into RTP. Not on the engine path.
 
 use crate::proto::frame::{Codec, Frame};
-use crate::proto::h26x::{is_keyframe, split_access_units};
+use crate::proto::access_unit::split_access_units;
+use crate::proto::h26x::is_keyframe;
 use crate::proto::ps_mux::PsMuxer;
 use crate::proto::rtp::RtpPacketizer;
 

@@ -311,42 +311,6 @@ fn parse_h265_sps(nal: &[u8]) -> Result<SpsInfo, SpsError> {
     })
 }
 
-/// Splits an Annex B elementary stream (e.g. `ffmpeg -f h264` output) into access units.
-/// A new unit starts at an AUD, at a parameter set or SEI after a coded slice, or at a slice
-/// whose first_mb_in_slice / first_slice_segment_in_pic_flag marks a new picture.
-pub fn split_access_units(codec: Codec, data: &[u8]) -> Vec<Bytes> {
-    let mut units = Vec::new();
-    let mut current: Vec<u8> = Vec::new();
-    let mut has_vcl = false;
-    for nal in nal_units(data) {
-        let starts_picture = if is_vcl(codec, nal) {
-            let first_bit = match codec {
-                Codec::H265 => nal.get(2).is_some_and(|b| b & 0x80 != 0),
-                _ => nal.get(1).is_some_and(|b| b & 0x80 != 0),
-            };
-            has_vcl && first_bit
-        } else {
-            let t = if codec == Codec::H265 { h265_nal_type(nal) } else { h264_nal_type(nal) };
-            let prefix = match codec {
-                Codec::H265 => matches!(t, H265_NAL_AUD | H265_NAL_VPS | H265_NAL_SPS | H265_NAL_PPS | 39),
-                _ => matches!(t, H264_NAL_AUD | H264_NAL_SPS | H264_NAL_PPS | H264_NAL_SEI),
-            };
-            has_vcl && prefix
-        };
-        if starts_picture {
-            units.push(Bytes::from(std::mem::take(&mut current)));
-            has_vcl = false;
-        }
-        has_vcl |= is_vcl(codec, nal);
-        current.extend_from_slice(&[0, 0, 0, 1]);
-        current.extend_from_slice(nal);
-    }
-    if has_vcl {
-        units.push(Bytes::from(current));
-    }
-    units
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,21 +335,6 @@ mod tests {
         assert_eq!(nals, vec![&[0x67, 1, 2][..], &[0x68, 3], &[0x65, 4, 5]]);
         assert!(is_keyframe(Codec::H264, &data));
         assert!(!is_keyframe(Codec::H264, &[0, 0, 1, 0x67, 0, 0, 1, 0x41, 9]));
-    }
-
-    #[test]
-    fn splits_access_units_by_first_slice() {
-        let es = [
-            0, 0, 0, 1, 0x67, 1, 0, 0, 1, 0x68, 2, 0, 0, 1, 0x65, 0x88, // IDR, first_mb = 0
-            0, 0, 1, 0x65, 0x40, // second slice of the same picture (first_mb != 0)
-            0, 0, 1, 0x41, 0x9a, // next picture
-            0, 0, 1, 0x06, 5, 0, 0, 1, 0x41, 0x9b, // SEI opens the third
-        ];
-        let units = split_access_units(Codec::H264, &es);
-        assert_eq!(units.len(), 3);
-        assert!(is_keyframe(Codec::H264, &units[0]));
-        assert_eq!(nal_units(&units[0]).count(), 4);
-        assert_eq!(&units[2][..], &[0, 0, 0, 1, 0x06, 5, 0, 0, 0, 1, 0x41, 0x9b]);
     }
 
     #[test]

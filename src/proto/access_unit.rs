@@ -1,0 +1,254 @@
+//! Incremental access-unit assembler for H.264/H.265 Annex B elementary streams.
+//!
+//! Program streams do not promise one picture per PES: GB28181 cameras align them, but
+//! other muxers (ffmpeg's `vob`/`mpeg`, cascaded platforms) pack several pictures into one
+//! PES or split one across PES boundaries, and put a PTS only on the PES where a picture
+//! starts. So pictures are cut at NAL level (ITU-T H.264 §7.4.1.2.3, H.265 §7.4.2.4.4) and
+//! each takes the PTS of the latest PES that began at or before its first byte.
+
+use super::frame::{Codec, Frame};
+use super::h26x::{h264_nal_type, h265_nal_type, is_key_nal, is_vcl};
+use super::ps::FRAME_BYTES_MAX;
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+
+/// PES timestamps remembered while their pictures have not started yet.
+const TIMESTAMP_MARKS_MAX: usize = 32;
+/// Bytes of a NAL needed to classify it: header plus the first slice-header byte.
+const fn probe_bytes(codec: Codec) -> usize {
+    match codec {
+        Codec::H265 => 3,
+        _ => 2,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameTooLarge {
+    pub bytes: usize,
+}
+
+pub struct AuAssembler {
+    codec: Codec,
+    data: BytesMut,
+    /// Where the next start-code search begins.
+    scan_from: usize,
+    has_vcl: bool,
+    keyframe: bool,
+    /// (byte offset in `data`, pts, dts) of PES starts not yet given to a picture.
+    marks: VecDeque<(usize, u64, u64)>,
+    /// Last emitted (pts, dts) and the step before it, to extrapolate pictures with no PTS.
+    last: Option<(u64, u64)>,
+    step: u64,
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl AuAssembler {
+    pub fn new(codec: Codec) -> Self {
+        AuAssembler {
+            codec,
+            data: BytesMut::new(),
+            scan_from: 0,
+            has_vcl: false,
+            keyframe: false,
+            marks: VecDeque::new(),
+            last: None,
+            step: 0,
+            finder: memchr::memmem::Finder::new(&[0u8, 0, 1]),
+        }
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Appends elementary-stream bytes; `timestamps` is the (pts, dts) of the PES they start.
+    pub fn push(&mut self, es: &[u8], timestamps: Option<(u64, u64)>, out: &mut Vec<Frame>) -> Result<(), FrameTooLarge> {
+        if let Some((pts, dts)) = timestamps {
+            if self.marks.len() == TIMESTAMP_MARKS_MAX {
+                self.marks.pop_front();
+            }
+            self.marks.push_back((self.data.len(), pts, dts));
+        }
+        self.data.extend_from_slice(es);
+        self.scan(out);
+        if self.data.len() > FRAME_BYTES_MAX {
+            let bytes = self.data.len();
+            self.reset();
+            return Err(FrameTooLarge { bytes });
+        }
+        Ok(())
+    }
+
+    /// Emits the picture in progress (end of stream).
+    pub fn flush(&mut self, out: &mut Vec<Frame>) {
+        if self.has_vcl {
+            let len = self.data.len();
+            self.emit(len, out);
+        }
+        self.reset();
+    }
+
+    fn reset(&mut self) {
+        self.data.clear();
+        self.marks.clear();
+        self.scan_from = 0;
+        self.has_vcl = false;
+        self.keyframe = false;
+    }
+
+    fn scan(&mut self, out: &mut Vec<Frame>) {
+        let probe = probe_bytes(self.codec);
+        loop {
+            let Some(rel) = self.finder.find(&self.data[self.scan_from..]) else {
+                // Keep two bytes: they may be the head of a start code split across pushes.
+                self.scan_from = self.data.len().saturating_sub(2).max(self.scan_from);
+                return;
+            };
+            let mut code = self.scan_from + rel;
+            let nal = code + 3;
+            if self.data.len() < nal + probe {
+                self.scan_from = code;
+                return;
+            }
+            let header = &self.data[nal..nal + probe];
+            let vcl = is_vcl(self.codec, header);
+            if self.has_vcl && (if vcl { first_slice_of_picture(self.codec, header) } else { opens_access_unit(self.codec, header) }) {
+                let cut = if code > 0 && self.data[code - 1] == 0 { code - 1 } else { code };
+                self.emit(cut, out);
+                code -= cut;
+            }
+            if vcl {
+                let header = &self.data[code + 3..code + 3 + probe];
+                self.keyframe |= is_key_nal(self.codec, header);
+                self.has_vcl = true;
+            }
+            self.scan_from = code + 3;
+        }
+    }
+
+    /// Emits data[..cut] as one picture and shifts offsets.
+    fn emit(&mut self, cut: usize, out: &mut Vec<Frame>) {
+        let data = self.data.split_to(cut).freeze();
+        // The picture starts at offset 0 (its first start code at 0 or 1).
+        let mut ts = None;
+        while let Some(&(offset, pts, dts)) = self.marks.front() {
+            if offset > 1 {
+                break;
+            }
+            ts = Some((pts, dts));
+            self.marks.pop_front();
+        }
+        let (pts, dts) = ts.unwrap_or_else(|| self.last.map_or((0, 0), |(p, d)| (p + self.step, d + self.step)));
+        if let Some((_, last_dts)) = self.last {
+            if dts > last_dts {
+                self.step = dts - last_dts;
+            }
+        }
+        self.last = Some((pts, dts));
+        for m in self.marks.iter_mut() {
+            m.0 = m.0.saturating_sub(cut);
+        }
+        self.scan_from = self.scan_from.saturating_sub(cut);
+        let keyframe = std::mem::take(&mut self.keyframe);
+        self.has_vcl = false;
+        if !data.is_empty() {
+            out.push(Frame { codec: self.codec, pts, dts, keyframe, data });
+        }
+    }
+}
+
+/// first_mb_in_slice == 0 (H.264) / first_slice_segment_in_pic_flag (H.265): ue(v) 0 is bit '1'.
+fn first_slice_of_picture(codec: Codec, header: &[u8]) -> bool {
+    match codec {
+        Codec::H265 => header[2] & 0x80 != 0,
+        _ => header[1] & 0x80 != 0,
+    }
+}
+
+/// NAL types that may only come before the first slice of a picture.
+fn opens_access_unit(codec: Codec, header: &[u8]) -> bool {
+    match codec {
+        Codec::H265 => matches!(h265_nal_type(header), 32..=35 | 39 | 41..=44 | 48..=55),
+        _ => matches!(h264_nal_type(header), 6..=9 | 14..=18),
+    }
+}
+
+/// Splits a whole Annex B elementary stream (e.g. `ffmpeg -f h264` output) into pictures.
+pub fn split_access_units(codec: Codec, data: &[u8]) -> Vec<Bytes> {
+    let mut a = AuAssembler::new(codec);
+    let mut frames = Vec::new();
+    // A whole file may exceed the frame limit; feed it in pieces.
+    for chunk in data.chunks(64 * 1024) {
+        let _ = a.push(chunk, None, &mut frames);
+    }
+    a.flush(&mut frames);
+    frames.into_iter().map(|f| f.data).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_by_first_slice_and_prefix_nals() {
+        let es = [
+            0, 0, 0, 1, 0x67, 1, 0, 0, 1, 0x68, 2, 0, 0, 1, 0x65, 0x88, // IDR, first_mb = 0
+            0, 0, 1, 0x65, 0x40, // second slice of the same picture (first_mb != 0)
+            0, 0, 1, 0x41, 0x9a, // next picture
+            0, 0, 1, 0x06, 5, 0, 0, 1, 0x41, 0x9b, // SEI opens the third
+        ];
+        let units = split_access_units(Codec::H264, &es);
+        assert_eq!(units.len(), 3);
+        assert_eq!(&units[0][..], &es[..21]);
+        assert_eq!(&units[1][..], &[0, 0, 1, 0x41, 0x9a]);
+        assert_eq!(&units[2][..], &[0, 0, 1, 0x06, 5, 0, 0, 1, 0x41, 0x9b]);
+    }
+
+    #[test]
+    fn timestamps_follow_pes_starts_not_pes_payloads() {
+        let mut a = AuAssembler::new(Codec::H264);
+        let mut out = Vec::new();
+        // PES 1 (pts 100): picture 1 begins. PES 2 (pts 200): tail of 1, then picture 2 and 3.
+        a.push(&[0, 0, 0, 1, 0x65, 0x88, 1, 2], Some((100, 100)), &mut out).unwrap();
+        a.push(&[3, 4, 0, 0, 0, 1, 0x41, 0x9a, 5, 0, 0, 0, 1, 0x41, 0x9a, 6], Some((200, 200)), &mut out).unwrap();
+        a.flush(&mut out);
+        let got: Vec<(u64, bool, usize)> = out.iter().map(|f| (f.pts, f.keyframe, f.data.len())).collect();
+        assert_eq!(got, vec![(100, true, 10), (200, false, 7), (300, false, 7)]);
+    }
+
+    #[test]
+    fn start_code_split_across_pushes() {
+        let mut a = AuAssembler::new(Codec::H265);
+        let mut out = Vec::new();
+        a.push(&[0, 0, 0, 1, 0x26, 0x01, 0xaf, 7, 0, 0], Some((1, 1)), &mut out).unwrap();
+        a.push(&[1, 0x02, 0x01], Some((2, 2)), &mut out).unwrap();
+        assert!(out.is_empty(), "the next header is not complete yet");
+        a.push(&[0xd0, 9], None, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert!(out[0].keyframe);
+        assert_eq!(&out[0].data[..], &[0, 0, 0, 1, 0x26, 0x01, 0xaf, 7]);
+    }
+
+    #[test]
+    fn fuzz_never_panics_and_stays_bounded() {
+        let mut rng = crate::proto::testutil::Rng::new(17);
+        for codec in [Codec::H264, Codec::H265] {
+            let mut a = AuAssembler::new(codec);
+            let mut out = Vec::new();
+            for i in 0..5_000u64 {
+                let mut d = rng.bytes(3000);
+                if rng.below(2) == 0 && d.len() > 8 {
+                    d[3..6].copy_from_slice(&[0, 0, 1]);
+                }
+                let _ = a.push(&d, (rng.below(3) == 0).then_some((i, i)), &mut out);
+                assert!(a.buffered() <= FRAME_BYTES_MAX);
+                assert!(a.marks.len() <= TIMESTAMP_MARKS_MAX);
+                out.clear();
+            }
+        }
+    }
+}
