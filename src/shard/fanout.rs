@@ -134,3 +134,73 @@ impl Fanout {
         self.subs.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(byte: u8, is_video: bool, keyframe: bool, config: bool) -> FlvTag {
+        let kind = if config && !is_video { 8 } else if is_video { 9 } else { 8 };
+        FlvTag { data: Bytes::from(vec![kind, byte]), is_video, keyframe, config }
+    }
+
+    fn limits(queue: usize, skips: u32) -> FanoutLimits {
+        FanoutLimits { gop_cache_bytes_max: 8, queue_tags_max: queue, skips_max: skips }
+    }
+
+    fn drain(rx: &LocalReceiver<Bytes>) -> Vec<u8> {
+        let mut v = Vec::new();
+        while let Some(Some(b)) = futures_lite::future::block_on(futures_lite::future::poll_once(rx.recv())) {
+            v.push(b[1]);
+        }
+        v
+    }
+
+    #[test]
+    fn new_viewer_gets_cached_gop_from_last_keyframe() {
+        let mut f = Fanout::new(limits(16, 1));
+        f.publish(&tag(0, true, false, true)); // sequence header
+        for (b, key) in [(1, true), (2, false), (3, true), (4, false)] {
+            f.publish(&tag(b, true, key, false));
+        }
+        let (first, rx) = f.subscribe(vec![Bytes::from_static(b"P")]).unwrap();
+        assert_eq!(first.iter().map(|b| b[b.len() - 1]).collect::<Vec<_>>(), vec![b'P', 3, 4]);
+        f.publish(&tag(5, true, false, false));
+        assert_eq!(drain(&rx), vec![5]);
+    }
+
+    #[test]
+    fn oversized_gop_is_not_cached_and_viewer_waits_for_keyframe() {
+        let mut f = Fanout::new(limits(16, 1));
+        f.publish(&tag(1, true, true, false));
+        for b in 2..10 {
+            f.publish(&tag(b, true, false, false)); // 2 bytes each: exceeds the 8-byte budget
+        }
+        let (first, rx) = f.subscribe(vec![]).unwrap();
+        assert!(first.is_empty());
+        f.publish(&tag(10, true, false, false));
+        f.publish(&tag(11, true, true, false));
+        assert_eq!(drain(&rx), vec![11]);
+    }
+
+    #[test]
+    fn slow_viewer_skips_to_keyframe_with_config_then_is_dropped() {
+        let mut f = Fanout::new(limits(2, 1));
+        f.publish(&tag(0, false, false, true)); // audio sequence header
+        f.publish(&tag(1, true, true, false));
+        let (_, rx) = f.subscribe(vec![]).unwrap();
+        for b in 2..6 {
+            f.publish(&tag(b, true, false, false)); // queue of 2 overflows at the third
+        }
+        assert_eq!(drain(&rx), vec![2, 3]);
+        f.publish(&tag(6, true, false, false)); // skipped: not a keyframe
+        f.publish(&tag(7, true, true, false)); // resumes: config first, then the keyframe
+        assert_eq!(drain(&rx), vec![0, 7]);
+        assert_eq!(f.stats.tags_dropped, 3);
+        for b in 8..12 {
+            f.publish(&tag(b, true, false, false)); // overflows again: second skip > skips_max
+        }
+        assert_eq!(f.subscribers(), 0);
+        assert_eq!(f.stats.subscribers_dropped, 1);
+    }
+}

@@ -1,0 +1,103 @@
+//! REST API and HTTP edge cases against a running engine; start-up errors of the binary.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn raw(engine: &Engine, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(engine.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[test]
+fn api_errors_are_json_with_status_codes() {
+    let engine = Engine::start(2, "");
+    assert_eq!(engine.try_request("GET", "/api/streams", &[], b"").unwrap().0, 401);
+    assert_eq!(engine.try_request("GET", "/api/streams", &[("gmv-token", "wrong")], b"").unwrap().0, 401);
+    assert_eq!(engine.try_request("GET", &format!("/api/streams?token={TOKEN}"), &[], b"").unwrap().0, 200);
+
+    let (status, v) = engine.request("POST", "/api/streams", "{not json");
+    assert_eq!((status, v["code"].as_str()), (400, Some("bad_request")));
+    let (status, _) = engine.request("POST", "/api/streams", r#"{"ssrc": "12ab"}"#);
+    assert_eq!(status, 400);
+    let (status, v) = engine.request("POST", "/api/streams", r#"{"sdp": "v=0\r\nm=video 1 RTP/AVP 120\r\na=rtpmap:120 VP8/90000\r\n"}"#);
+    assert_eq!(status, 400, "{v}");
+
+    let s = engine.open_stream(json!({ "ssrc": 4242 }));
+    assert_eq!(s["stream_id"], "0000004242");
+    assert!(s["play"]["flv"].as_str().unwrap().ends_with(&format!("/flv/0000004242/{TOKEN}")));
+    let (status, v) = engine.request("POST", "/api/streams", &json!({ "ssrc": 4242 }).to_string());
+    assert_eq!((status, v["code"].as_str()), (409, Some("exists")));
+    let (status, v) = engine.request("POST", "/api/streams", &json!({ "ssrc": 4243, "port": s["port"] }).to_string());
+    assert_eq!(status, 503, "port already used by a stream on this or another shard: {v}");
+
+    let (status, v) = engine.request("GET", "/api/streams", "");
+    assert_eq!(status, 200);
+    assert_eq!(v["streams"].as_array().unwrap().len(), 1);
+    assert_eq!(engine.request("GET", "/api/streams/0000000001", "").0, 404);
+    assert_eq!(engine.request("DELETE", "/api/streams/0000004242", "").0, 200);
+    assert_eq!(engine.request("DELETE", "/api/streams/0000004242", "").0, 404);
+    assert_eq!(engine.request("PUT", "/api/streams", "").0, 405);
+}
+
+#[test]
+fn play_urls_check_token_and_stream() {
+    let engine = Engine::start(2, "");
+    assert_eq!(engine.try_request("GET", "/flv/0000000007/wrong", &[], b"").unwrap().0, 401);
+    assert_eq!(engine.try_request("GET", &format!("/flv/0000000007/{TOKEN}"), &[], b"").unwrap().0, 404);
+    assert_eq!(engine.try_request("GET", &format!("/flv/notanid/{TOKEN}"), &[], b"").unwrap().0, 404);
+    assert_eq!(engine.try_request("GET", &format!("/{NODE_ID}/play/0000000007.flv"), &[], b"").unwrap().0, 401);
+    assert_eq!(engine.try_request("GET", &format!("/{NODE_ID}/play/0000000007.flv"), &[("gmv-token", TOKEN)], b"").unwrap().0, 404);
+    assert_eq!(engine.try_request("GET", "/nothing/here", &[], b"").unwrap().0, 404);
+}
+
+#[test]
+fn hostile_http_gets_errors_and_the_engine_survives() {
+    let engine = Engine::start(1, "");
+    assert!(raw(&engine, b"\x16\x03\x01\x02\x00garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+    assert!(raw(&engine, huge.as_bytes()).starts_with("HTTP/1.1 431"));
+    let big_body = format!("POST /api/streams HTTP/1.1\r\ngmv-token: {TOKEN}\r\nContent-Length: 10000000\r\n\r\n");
+    assert!(raw(&engine, big_body.as_bytes()).starts_with("HTTP/1.1 413"));
+    // A connection that says nothing does not hold up others on its shard.
+    let silent = TcpStream::connect(engine.http).unwrap();
+    assert_eq!(engine.request("GET", "/api/health", "").0, 200);
+    drop(silent);
+}
+
+#[test]
+fn low_memlock_limit_gives_a_clear_error() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gmv"));
+    // SAFETY: setrlimit is async-signal-safe and only touches the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 64 * 1024, rlim_max: 64 * 1024 };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ulimit -l") && err.contains("64 KiB"), "{err}");
+}
+
+#[test]
+fn bad_config_is_refused_with_exit_code_2() {
+    let path = work_dir().join("bad.yml");
+    std::fs::write(&path, "rtp: {port_min: 10, port_max: 5}\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gmv")).arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("port_min"));
+}
