@@ -24,10 +24,31 @@ pub fn frames_from_es(codec: Codec, annexb: &[u8], fps: u32) -> Vec<Frame> {
         .collect()
 }
 
+/// G.711 (or any constant-rate 8 kHz, 1 byte/sample) audio cut into `ms`-long frames.
+pub fn g711_frames(codec: Codec, samples: &[u8], ms: u32) -> Vec<Frame> {
+    let bytes_per_frame = (8 * ms as usize).max(1);
+    samples
+        .chunks(bytes_per_frame)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let ts = i as u64 * u64::from(ms) * 90;
+            Frame { codec, pts: ts, dts: ts, keyframe: true, data: bytes::Bytes::copy_from_slice(chunk) }
+        })
+        .collect()
+}
+
+/// Merges tracks into decode order (audio after video at equal times, as cameras send).
+pub fn interleave(video: Vec<Frame>, audio: Vec<Frame>) -> Vec<Frame> {
+    let mut all: Vec<Frame> = video.into_iter().chain(audio).collect();
+    all.sort_by_key(|f| (f.dts, !f.codec.is_video()));
+    all
+}
+
 /// RTP packets (PS payload) for each frame, in send order.
 pub fn ps_rtp_packets(frames: &[Frame], ssrc: u32) -> Vec<Vec<Vec<u8>>> {
-    let Some(first) = frames.first() else { return Vec::new() };
-    let mut mux = PsMuxer::new(first.codec, None);
+    let Some(video) = frames.iter().find(|f| f.codec.is_video()) else { return Vec::new() };
+    let audio = frames.iter().find(|f| !f.codec.is_video()).map(|f| f.codec);
+    let mut mux = PsMuxer::new(video.codec, audio);
     let mut rtp = RtpPacketizer { ssrc, payload_type: PS_PAYLOAD_TYPE, sequence: 0 };
     frames
         .iter()

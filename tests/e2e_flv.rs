@@ -149,3 +149,95 @@ fn ffmpeg_rtp_h264_with_sdp_plays_as_flv() {
     viewer.join().unwrap();
     assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES });
 }
+
+/// Sends every frame's packets over UDP with a small gap, as a camera would.
+fn push_udp(dest: &str, packets: &[Vec<Vec<u8>>]) {
+    let sock = udp_sender();
+    for frame in packets {
+        for p in frame {
+            sock.send_to(p, dest).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// Opens a PS stream, plays it while `frames` are pushed, closes it; returns the FLV bytes.
+fn play_pushed(engine: &Engine, frames: &[gmv::proto::frame::Frame], name: &str) -> (serde_json::Value, std::path::PathBuf) {
+    let s = engine.open_stream(json!({}));
+    let id = s["stream_id"].as_str().unwrap().to_string();
+    let out = work_dir().join(format!("{name}.flv"));
+    let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{TOKEN}"), vec![], out.clone(), VIEW_LIMIT);
+    engine.wait_subscribers(&id, 1);
+    push_udp(&format!("127.0.0.1:{}", s["port"]), &gmv::sim::ps_rtp_packets(frames, s["ssrc"].as_u64().unwrap() as u32));
+    let info = engine.stream(&id);
+    assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
+    viewer.join().unwrap();
+    (info, out)
+}
+
+#[test]
+fn ps_with_g711a_audio_plays_both_tracks() {
+    let engine = Engine::start(2, "");
+    let audio = gmv::sim::g711_frames(Codec::Pcma, &std::fs::read(alaw_clip()).unwrap(), 40);
+    assert_eq!(audio.len(), 100);
+    let (info, out) = play_pushed(&engine, &gmv::sim::interleave(clip_frames(), audio), "g711");
+    assert_eq!(info["audio_codec"], "pcma", "{info}");
+    assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES });
+    let a = ffprobe_audio(&out);
+    assert_eq!((a.codec.as_str(), a.sample_rate), ("pcm_alaw", 8000));
+    // The viewer joined before the first keyframe: every audio frame from then on arrives.
+    assert_eq!(a.packets, 100, "{a:?}");
+}
+
+/// HEVC in FLV uses enhanced-RTMP ('hvc1'), which this ffmpeg (5.1) cannot read; so the test
+/// rebuilds an Annex B stream from the FLV's hvcC record and length-prefixed NAL units and has
+/// ffprobe decode that.
+#[test]
+fn ps_h265_plays_as_enhanced_flv_hevc() {
+    let engine = Engine::start(2, "");
+    let es = std::fs::read(h265_clip()).unwrap();
+    let frames = gmv::sim::frames_from_es(Codec::H265, &es, FPS);
+    assert_eq!(frames.len(), CLIP_FRAMES);
+    let (info, out) = play_pushed(&engine, &frames, "hevc");
+    assert_eq!((info["video_codec"].as_str(), info["width"].as_u64(), info["height"].as_u64()), (Some("h265"), Some(320), Some(240)), "{info}");
+    let tags = flv_tags(&std::fs::read(&out).unwrap());
+    let mut annexb = Vec::new();
+    let mut coded = 0;
+    for (kind, _, body) in tags.iter().filter(|t| t.0 == 9) {
+        let _ = kind;
+        assert_eq!(&body[1..5], b"hvc1");
+        match body[0] & 0x0f {
+            0 => {
+                // HEVCDecoderConfigurationRecord: 22 bytes, then arrays of NAL units.
+                let rec = &body[5..];
+                let mut i = 23;
+                for _ in 0..rec[22] {
+                    let count = u16::from_be_bytes([rec[i + 1], rec[i + 2]]);
+                    i += 3;
+                    for _ in 0..count {
+                        let len = u16::from_be_bytes([rec[i], rec[i + 1]]) as usize;
+                        annexb.extend_from_slice(&[0, 0, 0, 1]);
+                        annexb.extend_from_slice(&rec[i + 2..i + 2 + len]);
+                        i += 2 + len;
+                    }
+                }
+            }
+            1 => {
+                coded += 1;
+                let mut nals = &body[8..];
+                while nals.len() >= 4 {
+                    let len = u32::from_be_bytes(nals[..4].try_into().unwrap()) as usize;
+                    annexb.extend_from_slice(&[0, 0, 0, 1]);
+                    annexb.extend_from_slice(&nals[4..4 + len]);
+                    nals = &nals[4 + len..];
+                }
+            }
+            other => panic!("unexpected packet type {other}"),
+        }
+    }
+    assert_eq!(coded, CLIP_FRAMES);
+    let rebuilt = work_dir().join("rebuilt.h265");
+    std::fs::write(&rebuilt, annexb).unwrap();
+    assert_eq!(ffprobe(&rebuilt), Probe { codec: "hevc".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES });
+}

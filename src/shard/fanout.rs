@@ -81,7 +81,14 @@ impl Fanout {
         let stats = &mut self.stats;
         self.subs.retain_mut(|s| {
             if s.skipping {
-                if !(tag.is_video && tag.keyframe) {
+                if !tag.is_video {
+                    // Audio decodes on its own: pass it while waiting for a keyframe, if there is room.
+                    if s.tx.try_send(tag.data.clone()).is_err() {
+                        stats.tags_dropped += 1;
+                    }
+                    return true;
+                }
+                if !tag.keyframe {
                     stats.tags_dropped += 1;
                     return true;
                 }
@@ -194,9 +201,11 @@ mod tests {
         }
         assert_eq!(drain(&rx), vec![2, 3]);
         f.publish(&tag(6, true, false, false)); // skipped: not a keyframe
+        f.publish(&tag(60, false, false, false)); // audio still passes while waiting
+        assert_eq!(drain(&rx), vec![60]);
         f.publish(&tag(7, true, true, false)); // resumes: config first, then the keyframe
         assert_eq!(drain(&rx), vec![0, 7]);
-        assert_eq!(f.stats.tags_dropped, 3);
+        assert_eq!(f.stats.tags_dropped, 3, "4 and 5 overflowed, 6 skipped");
         for b in 8..12 {
             f.publish(&tag(b, true, false, false)); // overflows again: second skip > skips_max
         }

@@ -47,6 +47,40 @@ pub fn h264_clip() -> &'static Path {
     })
 }
 
+/// H.265 Annex B test pattern, generated once per test binary.
+pub fn h265_clip() -> &'static Path {
+    static CLIP: OnceLock<PathBuf> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        require_tool("ffmpeg");
+        let path = work_dir().join("clip.h265");
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc=size={WIDTH}x{HEIGHT}:rate={FPS}"))
+            .args(["-frames:v", &CLIP_FRAMES.to_string(), "-c:v", "libx265", "-pix_fmt", "yuv420p", "-x265-params", "log-level=none:bframes=0:keyint=25", "-f", "hevc"])
+            .arg(&path)
+            .status()
+            .expect("run ffmpeg");
+        assert!(status.success(), "ffmpeg failed to make the H.265 clip");
+        path
+    })
+}
+
+/// 4 s of a 1 kHz tone as raw G.711 A-law, 8 kHz mono.
+pub fn alaw_clip() -> &'static Path {
+    static CLIP: OnceLock<PathBuf> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        require_tool("ffmpeg");
+        let path = work_dir().join("clip.alaw");
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=8000", "-t", "4", "-c:a", "pcm_alaw", "-f", "alaw"])
+            .arg(&path)
+            .status()
+            .expect("run ffmpeg");
+        assert!(status.success(), "ffmpeg failed to make the audio clip");
+        path
+    })
+}
+
 static PORT_BLOCK: AtomicU16 = AtomicU16::new(0);
 
 pub fn free_tcp_port() -> u16 {
@@ -192,6 +226,46 @@ pub struct Probe {
     pub width: u32,
     pub height: u32,
     pub frames: usize,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct AudioProbe {
+    pub codec: String,
+    pub sample_rate: u32,
+    pub packets: usize,
+}
+
+/// Audio stream of a file as ffprobe reads it.
+pub fn ffprobe_audio(path: &Path) -> AudioProbe {
+    require_tool("ffprobe");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_packets", "-select_streams", "a:0", "-show_entries", "stream=codec_name,sample_rate,nb_read_packets", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let s = &v["streams"][0];
+    AudioProbe {
+        codec: s["codec_name"].as_str().unwrap_or_default().to_string(),
+        sample_rate: s["sample_rate"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0),
+        packets: s["nb_read_packets"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0),
+    }
+}
+
+/// FLV tags of a file: (type, timestamp ms, body).
+pub fn flv_tags(data: &[u8]) -> Vec<(u8, u32, Vec<u8>)> {
+    assert!(data.len() >= 13 && &data[..3] == b"FLV", "not an FLV stream");
+    let mut b = &data[13..];
+    let mut tags = Vec::new();
+    while b.len() >= 15 {
+        let size = u32::from_be_bytes([0, b[1], b[2], b[3]]) as usize;
+        if b.len() < 15 + size {
+            break;
+        }
+        tags.push((b[0], u32::from_be_bytes([b[7], b[4], b[5], b[6]]), b[11..11 + size].to_vec()));
+        b = &b[15 + size..];
+    }
+    tags
 }
 
 /// Decodes every video frame of a file with ffprobe.
