@@ -37,6 +37,19 @@ pub fn g711_frames(codec: Codec, samples: &[u8], ms: u32) -> Vec<Frame> {
         .collect()
 }
 
+/// ADTS AAC cut into one frame per ADTS frame, timed by its sample rate.
+pub fn aac_frames(adts: &[u8]) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let mut rest = adts;
+    while let Some(h) = crate::proto::aac::AdtsHeader::parse(rest) {
+        let Some(frame) = rest.get(..h.frame_bytes) else { break };
+        let ts = frames.len() as u64 * u64::from(crate::proto::aac::AAC_SAMPLES_PER_FRAME) * 90_000 / u64::from(h.sample_rate());
+        frames.push(Frame { codec: Codec::Aac, pts: ts, dts: ts, keyframe: true, data: bytes::Bytes::copy_from_slice(frame) });
+        rest = &rest[h.frame_bytes..];
+    }
+    frames
+}
+
 /// Merges tracks into decode order (audio after video at equal times, as cameras send).
 pub fn interleave(video: Vec<Frame>, audio: Vec<Frame>) -> Vec<Frame> {
     let mut all: Vec<Frame> = video.into_iter().chain(audio).collect();

@@ -190,6 +190,18 @@ fn ps_with_g711a_audio_plays_both_tracks() {
     assert_eq!(a.packets, 100, "{a:?}");
 }
 
+#[test]
+fn ps_with_aac_audio_plays_both_tracks() {
+    let engine = Engine::start(1, "");
+    let audio = gmv::sim::aac_frames(&std::fs::read(aac_clip()).unwrap());
+    assert!(audio.len() > 60, "{} ADTS frames", audio.len());
+    let sent = audio.len();
+    let (info, out) = play_pushed(&engine, &gmv::sim::interleave(clip_frames(), audio), "aac");
+    assert_eq!(info["audio_codec"], "aac", "{info}");
+    assert_eq!(ffprobe(&out).frames, CLIP_FRAMES);
+    assert_eq!(ffprobe_audio(&out), AudioProbe { codec: "aac".into(), sample_rate: 16000, packets: sent });
+}
+
 /// HEVC in FLV uses enhanced-RTMP ('hvc1'), which this ffmpeg (5.1) cannot read; so the test
 /// rebuilds an Annex B stream from the FLV's hvcC record and length-prefixed NAL units and has
 /// ffprobe decode that.

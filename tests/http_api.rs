@@ -49,6 +49,16 @@ fn api_errors_are_json_with_status_codes() {
 }
 
 #[test]
+fn static_streams_open_at_start_and_stay() {
+    let engine = Engine::start(2, "streams:\n  - ssrc: 100000001\n  - ssrc: 100000002\n    sdp: \"v=0\\r\\nm=video 0 RTP/AVP 96\\r\\na=rtpmap:96 H265/90000\\r\\n\"\n");
+    let a = engine.stream("0100000001");
+    let b = engine.stream("0100000002");
+    assert_eq!((a["is_static"].as_bool(), a["payload"].as_str()), (Some(true), Some("ps")));
+    assert_eq!(b["payload"], "h265");
+    assert_ne!(a["port"], b["port"]);
+}
+
+#[test]
 fn play_urls_check_token_and_stream() {
     let engine = Engine::start(2, "");
     assert_eq!(engine.try_request("GET", "/flv/0000000007/wrong", &[], b"").unwrap().0, 401);

@@ -451,6 +451,34 @@ mod tests {
     }
 
     #[test]
+    fn psm_with_descriptors_as_hikvision_sends() {
+        // PSM with a program descriptor and per-stream descriptors (as Hikvision NVRs send),
+        // mapping 0xe0 to H.265 and 0xc0 to G.711A.
+        let body: &[u8] = &[
+            0xe0, 0xff, // current_next, version, marker
+            0x00, 0x0a, // program_stream_info_length
+            0x40, 0x0e, 0x48, 0x4b, 0x01, 0x00, 0x14, 0x16, 0xa8, 0xc5, // descriptor "HK"
+            0x00, 0x18, // elementary_stream_map_length
+            0x24, 0xe0, 0x00, 0x08, 0x42, 0x0e, 0x07, 0x10, 0x10, 0xea, 0x02, 0xd0, // H.265 + descriptor
+            0x90, 0xc0, 0x00, 0x08, 0x43, 0x0a, 0x01, 0x40, 0xfe, 0x00, 0x7d, 0x03, // G.711A + descriptor
+            0xde, 0xad, 0xbe, 0xef, // CRC (devices often send a wrong one; not checked)
+        ];
+        let mut psm = vec![0, 0, 1, 0xbc, 0, body.len() as u8];
+        psm.extend_from_slice(body);
+        let mut d = PsDemuxer::new();
+        let mut out = Vec::new();
+        d.push(&psm, 0, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!((d.mapped_codec(0xe0), d.mapped_codec(0xc0)), (Some(Codec::H265), Some(Codec::Pcma)));
+        // A PSM whose map runs past its packet is reported, and the old map kept.
+        let mut bad = psm.clone();
+        bad[6 + 14] = 0x40;
+        d.push(&bad, 0, &mut out);
+        assert_eq!(out, vec![PsEvent::Error(PsError::BadPsm)]);
+        assert_eq!(d.mapped_codec(0xe0), Some(Codec::H265));
+    }
+
+    #[test]
     fn resyncs_after_garbage_and_reports_once() {
         let (_, ps) = mux_stream();
         let mut d = PsDemuxer::new();

@@ -81,6 +81,22 @@ pub fn alaw_clip() -> &'static Path {
     })
 }
 
+/// 4 s of a tone as ADTS AAC-LC, 16 kHz mono.
+pub fn aac_clip() -> &'static Path {
+    static CLIP: OnceLock<PathBuf> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        require_tool("ffmpeg");
+        let path = work_dir().join("clip.aac");
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=16000", "-t", "4", "-c:a", "aac", "-f", "adts"])
+            .arg(&path)
+            .status()
+            .expect("run ffmpeg");
+        assert!(status.success(), "ffmpeg failed to make the AAC clip");
+        path
+    })
+}
+
 static PORT_BLOCK: AtomicU16 = AtomicU16::new(0);
 
 pub fn free_tcp_port() -> u16 {
