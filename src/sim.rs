@@ -113,4 +113,32 @@ mod tests {
         assert_eq!(p.stats.demux_errors, 0);
         assert_eq!(p.flv.video_info().map(|(_, s)| (s.width, s.height)), Some((320, 240)));
     }
+
+    #[test]
+    fn reliable_markers_make_each_frame_leave_with_its_last_packet() {
+        let frames: Vec<Frame> = (0..30u64)
+            .map(|i| {
+                let mut d = vec![0, 0, 0, 1, 0x41, 0x9a];
+                d.extend(std::iter::repeat_n(3u8, 2000));
+                Frame { codec: Codec::H264, pts: i * 3600, dts: i * 3600, keyframe: false, data: bytes::Bytes::from(d) }
+            })
+            .collect();
+        let mut ps = crate::proto::ps::PsDemuxer::new();
+        let mut events = Vec::new();
+        let mut emitted = Vec::new();
+        for (i, packets) in ps_rtp_packets(&frames, 7).into_iter().enumerate() {
+            for raw in packets {
+                let p = crate::proto::rtp::RtpPacket::parse(bytes::Bytes::from(raw)).unwrap();
+                ps.push(&p.payload, p.timestamp, &mut events);
+                if p.marker {
+                    ps.end_of_frame(&mut events);
+                }
+            }
+            emitted.push(events.len());
+        }
+        let n = crate::proto::access_unit::MARKER_TRUST_CONFIRMATIONS as usize;
+        assert_eq!(emitted[n - 1], n - 1, "one frame behind until trusted");
+        assert_eq!(emitted[n + 5], n + 6, "then each frame leaves at once");
+        assert!(ps.low_latency());
+    }
 }

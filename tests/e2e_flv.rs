@@ -58,6 +58,7 @@ fn ps_over_udp_and_tcp_play_as_flv() {
     assert_eq!(info["packets"], sent as u64, "{info}");
     assert_eq!((info["lost"].as_u64(), info["demux_errors"].as_u64()), (Some(0), Some(0)), "{info}");
     assert_eq!((info["video_codec"].as_str(), info["width"].as_u64(), info["height"].as_u64()), (Some("h264"), Some(320), Some(240)));
+    assert_eq!(info["low_latency"], true, "markers from the simulated camera are reliable: {info}");
     assert_eq!(engine.stream(&id_tcp)["transport"], "tcp");
 
     for id in [&id_udp, &id_tcp] {

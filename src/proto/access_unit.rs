@@ -14,6 +14,9 @@ use std::collections::VecDeque;
 
 /// PES timestamps remembered while their pictures have not started yet.
 const TIMESTAMP_MARKS_MAX: usize = 32;
+/// End-of-picture hints (RTP marker) that must coincide with real picture ends before the
+/// assembler acts on them; one hint in the wrong place and they are ignored for good.
+pub const MARKER_TRUST_CONFIRMATIONS: u32 = 8;
 /// Bytes of a NAL needed to classify it: header plus the first slice-header byte.
 const fn probe_bytes(codec: Codec) -> usize {
     match codec {
@@ -39,6 +42,12 @@ pub struct AuAssembler {
     /// Last emitted (pts, dts) and the step before it, to extrapolate pictures with no PTS.
     last: Option<(u64, u64)>,
     step: u64,
+    /// `data.len()` at the latest end-of-picture hint not acted on.
+    hint_at: Option<usize>,
+    hint_confirmations: u32,
+    hints_distrusted: bool,
+    /// A picture was emitted on a hint: the next NAL must open a new picture.
+    emitted_on_hint: bool,
     finder: memchr::memmem::Finder<'static>,
 }
 
@@ -53,6 +62,10 @@ impl AuAssembler {
             marks: VecDeque::new(),
             last: None,
             step: 0,
+            hint_at: None,
+            hint_confirmations: 0,
+            hints_distrusted: false,
+            emitted_on_hint: false,
             finder: memchr::memmem::Finder::new(&[0u8, 0, 1]),
         }
     }
@@ -83,6 +96,32 @@ impl AuAssembler {
         Ok(())
     }
 
+    /// The transport says a picture ended here (RTP marker). Once such hints have proved
+    /// right `MARKER_TRUST_CONFIRMATIONS` times, the picture is emitted now instead of when
+    /// the next one starts: one frame interval less latency.
+    pub fn hint_end_of_picture(&mut self, out: &mut Vec<Frame>) {
+        if self.hints_distrusted || !self.has_vcl {
+            return;
+        }
+        if self.hint_confirmations >= MARKER_TRUST_CONFIRMATIONS {
+            let len = self.data.len();
+            self.emit(len, out);
+            self.emitted_on_hint = true;
+        } else {
+            self.hint_at = Some(self.data.len());
+        }
+    }
+
+    /// True once end-of-picture hints are acted on.
+    pub fn hints_trusted(&self) -> bool {
+        !self.hints_distrusted && self.hint_confirmations >= MARKER_TRUST_CONFIRMATIONS
+    }
+
+    fn distrust_hints(&mut self) {
+        self.hints_distrusted = true;
+        self.hint_at = None;
+    }
+
     /// Emits the picture in progress (end of stream).
     pub fn flush(&mut self, out: &mut Vec<Frame>) {
         if self.has_vcl {
@@ -102,6 +141,11 @@ impl AuAssembler {
 
     fn scan(&mut self, out: &mut Vec<Frame>) {
         let probe = probe_bytes(self.codec);
+        if self.emitted_on_hint && self.data.len() >= 4 && !(self.data.starts_with(&[0, 0, 1]) || self.data.starts_with(&[0, 0, 0, 1])) {
+            // What followed a hinted picture end is the middle of a NAL: the hint was wrong.
+            self.emitted_on_hint = false;
+            self.distrust_hints();
+        }
         loop {
             let Some(rel) = self.finder.find(&self.data[self.scan_from..]) else {
                 // Keep two bytes: they may be the head of a start code split across pushes.
@@ -116,10 +160,23 @@ impl AuAssembler {
             }
             let header = &self.data[nal..nal + probe];
             let vcl = is_vcl(self.codec, header);
-            if self.has_vcl && (if vcl { first_slice_of_picture(self.codec, header) } else { opens_access_unit(self.codec, header) }) {
+            let opens = if vcl { first_slice_of_picture(self.codec, header) } else { opens_access_unit(self.codec, header) };
+            if std::mem::take(&mut self.emitted_on_hint) && !(opens && code <= 1) {
+                // The hint cut a picture short: never act on hints again.
+                self.distrust_hints();
+            }
+            if self.has_vcl && opens {
                 let cut = if code > 0 && self.data[code - 1] == 0 { code - 1 } else { code };
+                match self.hint_at.take() {
+                    Some(h) if h == cut || h == code => self.hint_confirmations += 1,
+                    Some(_) => self.distrust_hints(),
+                    None => self.hint_confirmations = 0,
+                }
                 self.emit(cut, out);
                 code -= cut;
+            } else if self.hint_at.is_some_and(|h| h <= code) {
+                // A hint fell inside a picture (more of it followed).
+                self.distrust_hints();
             }
             if vcl {
                 let header = &self.data[code + 3..code + 3 + probe];
@@ -233,6 +290,67 @@ mod tests {
         assert_eq!(&out[0].data[..], &[0, 0, 0, 1, 0x26, 0x01, 0xaf, 7]);
     }
 
+    fn picture(key: bool) -> Vec<u8> {
+        let mut v = vec![0, 0, 0, 1, if key { 0x65 } else { 0x41 }, 0x88];
+        v.extend_from_slice(&[7; 100]);
+        v
+    }
+
+    #[test]
+    fn trusted_end_of_picture_hints_cut_latency() {
+        let mut a = AuAssembler::new(Codec::H264);
+        let mut out = Vec::new();
+        let n = MARKER_TRUST_CONFIRMATIONS as u64;
+        for i in 0..n {
+            a.push(&picture(i == 0), Some((i, i)), &mut out).unwrap();
+            a.hint_end_of_picture(&mut out);
+            assert_eq!(out.len() as u64, i, "held until the next picture while untrusted");
+        }
+        a.push(&picture(false), Some((n, n)), &mut out).unwrap();
+        assert!(a.hints_trusted(), "the n-th picture start confirmed the n-th hint");
+        a.hint_end_of_picture(&mut out);
+        assert_eq!(out.len() as u64, n + 1, "emitted on the hint");
+        assert_eq!(out[n as usize].pts, n);
+        a.push(&picture(false), Some((n + 1, n + 1)), &mut out).unwrap();
+        assert!(a.hints_trusted());
+        assert_eq!(out.len() as u64, n + 1, "nothing left to cut when the next picture starts");
+    }
+
+    #[test]
+    fn a_hint_inside_a_picture_is_distrusted_for_good() {
+        let mut a = AuAssembler::new(Codec::H264);
+        let mut out = Vec::new();
+        let p = picture(true);
+        a.push(&p[..50], Some((0, 0)), &mut out).unwrap();
+        a.hint_end_of_picture(&mut out); // a device that sets the marker on every packet
+        a.push(&p[50..], None, &mut out).unwrap();
+        a.push(&picture(false), Some((1, 1)), &mut out).unwrap();
+        assert!(a.hints_distrusted);
+        for i in 2..20 {
+            a.push(&picture(false), Some((i, i)), &mut out).unwrap();
+            a.hint_end_of_picture(&mut out);
+        }
+        assert!(!a.hints_trusted());
+        assert_eq!(out.len(), 19, "only NAL-level cuts");
+        assert_eq!(out[0].data.len(), p.len(), "the first picture came out whole");
+    }
+
+    #[test]
+    fn a_wrong_hint_after_trust_is_caught_at_once() {
+        let mut a = AuAssembler::new(Codec::H264);
+        let mut out = Vec::new();
+        for i in 0..=MARKER_TRUST_CONFIRMATIONS as u64 {
+            a.push(&picture(false), Some((i, i)), &mut out).unwrap();
+            a.hint_end_of_picture(&mut out);
+        }
+        assert!(a.hints_trusted());
+        let p = picture(false);
+        a.push(&p[..40], Some((50, 50)), &mut out).unwrap();
+        a.hint_end_of_picture(&mut out); // wrong: the picture continues
+        a.push(&p[40..], None, &mut out).unwrap();
+        assert!(!a.hints_trusted());
+    }
+
     #[test]
     fn fuzz_never_panics_and_stays_bounded() {
         let mut rng = crate::proto::testutil::Rng::new(17);
@@ -245,6 +363,9 @@ mod tests {
                     d[3..6].copy_from_slice(&[0, 0, 1]);
                 }
                 let _ = a.push(&d, (rng.below(3) == 0).then_some((i, i)), &mut out);
+                if rng.below(4) == 0 {
+                    a.hint_end_of_picture(&mut out);
+                }
                 assert!(a.buffered() <= FRAME_BYTES_MAX);
                 assert!(a.marks.len() <= TIMESTAMP_MARKS_MAX);
                 out.clear();

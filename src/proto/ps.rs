@@ -59,6 +59,8 @@ pub struct PsDemuxer {
     rtp_timestamp: u64,
     /// True while skipping garbage, so one resync run reports one error.
     resyncing: bool,
+    /// The latest `push` carried video (an end-of-frame hint then concerns video).
+    video_in_push: bool,
     pub stats: PsStats,
 }
 
@@ -79,6 +81,7 @@ impl PsDemuxer {
 
     pub fn push(&mut self, payload: &[u8], rtp_timestamp: u32, out: &mut Vec<PsEvent>) {
         self.rtp_timestamp = u64::from(rtp_timestamp);
+        self.video_in_push = false;
         if self.buf.len() + payload.len() > PS_BUFFER_BYTES_MAX {
             let bytes = self.buf.len() + payload.len();
             self.buf.clear();
@@ -94,6 +97,23 @@ impl PsDemuxer {
                 }
             }
         }
+    }
+
+    /// The RTP marker ended the latest push. If that push carried video and ended on a PES
+    /// boundary, the picture may be complete: see `AuAssembler::hint_end_of_picture`.
+    pub fn end_of_frame(&mut self, out: &mut Vec<PsEvent>) {
+        if !(self.video_in_push && self.buf.is_empty()) {
+            return;
+        }
+        if let Some(v) = self.video.as_mut() {
+            v.hint_end_of_picture(&mut self.frames);
+        }
+        self.drain_frames(out);
+    }
+
+    /// True once pictures are emitted on the RTP marker rather than when the next one starts.
+    pub fn low_latency(&self) -> bool {
+        self.video.as_ref().is_some_and(AuAssembler::hints_trusted)
     }
 
     /// Emits the frame being assembled (call at end of stream).
@@ -228,6 +248,7 @@ impl PsDemuxer {
         if payload.is_empty() {
             return;
         }
+        self.video_in_push = true;
         let codec = self.mapped_codec(stream_id).unwrap_or_else(|| sniff_video(&payload));
         if self.video.as_ref().is_none_or(|v| v.codec() != codec) {
             self.finish_video(out);

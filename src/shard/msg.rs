@@ -50,6 +50,8 @@ pub struct StreamInfo {
     pub rtp_errors: u64,
     pub demux_errors: u64,
     pub frames: u64,
+    /// Pictures leave on the RTP marker instead of one frame later (see `AuAssembler`).
+    pub low_latency: bool,
     pub subscribers: usize,
     pub is_static: bool,
     pub age_ms: u64,

@@ -91,6 +91,11 @@ impl Pipeline {
         }
     }
 
+    /// PS pictures are cut on the RTP marker (the device's markers proved reliable).
+    pub fn low_latency(&self) -> bool {
+        self.ps.low_latency()
+    }
+
     pub fn ssrc(&self) -> Option<u32> {
         self.ssrc
     }
@@ -158,6 +163,9 @@ impl Pipeline {
             PayloadKind::Ps => {
                 let mut events = std::mem::take(&mut self.ps_events);
                 self.ps.push(&p.payload, p.timestamp, &mut events);
+                if p.marker {
+                    self.ps.end_of_frame(&mut events);
+                }
                 self.on_ps_events(&mut events, tags);
                 self.ps_events = events;
             }

@@ -96,6 +96,7 @@ impl Stream {
             rtp_errors: p.stats.rtp_errors,
             demux_errors: p.stats.demux_errors,
             frames: p.stats.frames,
+            low_latency: p.low_latency(),
             subscribers: self.fanout.borrow().subscribers(),
             is_static: self.spec.is_static,
             age_ms: self.created.elapsed().as_millis() as u64,
