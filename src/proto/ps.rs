@@ -61,6 +61,9 @@ pub struct PsDemuxer {
     resyncing: bool,
     /// The latest `push` carried video (an end-of-frame hint then concerns video).
     video_in_push: bool,
+    /// (stream id, bytes still to come) of a video PES whose payload is passed straight
+    /// from RTP payloads to the picture assembler, skipping the reassembly buffer.
+    pes_remaining: Option<(u8, usize)>,
     pub stats: PsStats,
 }
 
@@ -82,9 +85,17 @@ impl PsDemuxer {
     pub fn push(&mut self, payload: &[u8], rtp_timestamp: u32, out: &mut Vec<PsEvent>) {
         self.rtp_timestamp = u64::from(rtp_timestamp);
         self.video_in_push = false;
+        let mut payload = payload;
+        if let Some((stream_id, remaining)) = self.pes_remaining {
+            let n = remaining.min(payload.len());
+            self.video_payload(stream_id, None, &payload[..n], out);
+            self.pes_remaining = (remaining > n).then_some((stream_id, remaining - n));
+            payload = &payload[n..];
+        }
         if self.buf.len() + payload.len() > PS_BUFFER_BYTES_MAX {
             let bytes = self.buf.len() + payload.len();
             self.buf.clear();
+            self.pes_remaining = None;
             self.resyncing = true;
             self.error(PsError::BufferOverflow { bytes }, out);
         }
@@ -102,7 +113,7 @@ impl PsDemuxer {
     /// The RTP marker ended the latest push. If that push carried video and ended on a PES
     /// boundary, the picture may be complete: see `AuAssembler::hint_end_of_picture`.
     pub fn end_of_frame(&mut self, out: &mut Vec<PsEvent>) {
-        if !(self.video_in_push && self.buf.is_empty()) {
+        if !(self.video_in_push && self.buf.is_empty() && self.pes_remaining.is_none()) {
             return;
         }
         if let Some(v) = self.video.as_mut() {
@@ -222,7 +233,21 @@ impl PsDemuxer {
             6 + declared
         };
         if b.len() < total {
-            return Step::NeedMore;
+            // A video PES whose header (and a first payload byte, which carries the PTS on) is
+            // here: pass its payload on as it arrives.
+            let header_complete = b.len() >= 9 && b[6] & 0xc0 == 0x80 && b.len() > 9 + b[8] as usize;
+            if !(is_video_id(stream_id) && declared > 0 && header_complete) {
+                return Step::NeedMore;
+            }
+            let have = b.len();
+            let Some(header) = parse_pes_header(b) else {
+                self.error(PsError::BadPes { stream_id }, out);
+                return Step::Consumed(have.min(total));
+            };
+            let packet = self.buf.split_to(have).freeze();
+            self.video_payload(stream_id, header.pts.map(|p| (p, header.dts.unwrap_or(p))), &packet[header.payload_offset..], out);
+            self.pes_remaining = Some((stream_id, total - have));
+            return Step::Consumed(0);
         }
         let packet = self.buf.split_to(total).freeze();
         if !(is_video_id(stream_id) || is_audio_id(stream_id)) {
@@ -234,7 +259,7 @@ impl PsDemuxer {
         };
         let payload = packet.slice(header.payload_offset..);
         if is_video_id(stream_id) {
-            self.video_pes(stream_id, header.pts, header.dts, payload, out);
+            self.video_payload(stream_id, header.pts.map(|p| (p, header.dts.unwrap_or(p))), &payload, out);
         } else if !payload.is_empty() {
             let codec = self.mapped_codec(stream_id).unwrap_or_else(|| sniff_audio(&payload));
             let pts = header.pts.unwrap_or(self.rtp_timestamp);
@@ -244,19 +269,23 @@ impl PsDemuxer {
         Step::Consumed(0)
     }
 
-    fn video_pes(&mut self, stream_id: u8, pts: Option<u64>, dts: Option<u64>, payload: Bytes, out: &mut Vec<PsEvent>) {
+    /// Video elementary-stream bytes; `timestamps` when they start a PES that has them.
+    fn video_payload(&mut self, stream_id: u8, timestamps: Option<(u64, u64)>, payload: &[u8], out: &mut Vec<PsEvent>) {
         if payload.is_empty() {
             return;
         }
         self.video_in_push = true;
-        let codec = self.mapped_codec(stream_id).unwrap_or_else(|| sniff_video(&payload));
+        let codec = match (self.mapped_codec(stream_id), &self.video) {
+            (Some(c), _) => c,
+            (None, Some(v)) => v.codec(),
+            (None, None) => sniff_video(payload),
+        };
         if self.video.as_ref().is_none_or(|v| v.codec() != codec) {
             self.finish_video(out);
             self.video = Some(AuAssembler::new(codec));
         }
         let assembler = self.video.as_mut().expect("just set");
-        let timestamps = pts.map(|p| (p, dts.unwrap_or(p)));
-        let result = assembler.push(&payload, timestamps, &mut self.frames);
+        let result = assembler.push(payload, timestamps, &mut self.frames);
         self.drain_frames(out);
         if let Err(e) = result {
             self.error(PsError::FrameTooLarge { bytes: e.bytes }, out);

@@ -1,0 +1,105 @@
+//! The engine under test: spawned with a generated config (or attached by pid), its REST API,
+//! and its CPU time and RSS from /proc.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Engine {
+    pub http: SocketAddr,
+    pub token: String,
+    pub pid: u32,
+    child: Option<Child>,
+}
+
+impl Engine {
+    pub fn spawn(bin: &str, http: SocketAddr, token: &str, streams: usize, shards: usize, dir: &std::path::Path) -> Result<Engine, String> {
+        let port_min = 40_000u32;
+        let port_max = (port_min + 3 * streams as u32 + 100).min(65_000);
+        let config = dir.join("loadtest-gmv.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "shards: {shards}\nhttp:\n  listen: \"{http}\"\n  tokens: [\"{token}\"]\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {port_max}\n  idle_timeout_s: 3600\n"
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.join("loadtest-gmv.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{bin}: {e}"))?;
+        let engine = Engine { http, token: token.into(), pid: child.id(), child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if engine.request("GET", "/api/health", "").is_ok_and(|(s, _)| s == 200) {
+                return Ok(engine);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err("engine did not come up (see loadtest-gmv.log)".into())
+    }
+
+    pub fn attach(http: SocketAddr, token: &str, pid: u32) -> Engine {
+        Engine { http, token: token.into(), pid, child: None }
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, serde_json::Value)> {
+        let mut s = TcpStream::connect_timeout(&self.http, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: {}\r\ngmv-token: {}\r\nContent-Length: {}\r\n\r\n{body}", self.http, self.token, body.len())?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp)?;
+        let text = String::from_utf8_lossy(&resp);
+        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        Ok((status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// utime + stime of the engine process, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are 14th and 15th overall.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // SAFETY: sysconf has no preconditions.
+        ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    }
+
+    pub fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// UDP receive-buffer overflows, machine-wide (kernel drops before the engine sees a packet).
+pub fn udp_rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return 0 };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,103 @@
+//! HTTP-FLV viewers that count bytes, notice stalls and time the first keyframe.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// No data for this long counts as a stall.
+pub const STALL_GAP: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Default, Clone)]
+pub struct ViewerStats {
+    pub status: u16,
+    pub bytes: u64,
+    pub stalls: u32,
+    /// From connect to the end of the first video keyframe tag.
+    pub first_keyframe: Option<Duration>,
+}
+
+pub fn run(http: SocketAddr, path: &str, until: Instant) -> ViewerStats {
+    let mut stats = ViewerStats::default();
+    let started = Instant::now();
+    let Ok(mut s) = TcpStream::connect(http) else { return stats };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(250)));
+    if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes()).is_err() {
+        return stats;
+    }
+    let mut head = Vec::new();
+    let mut parser = FlvScan::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut last_data = Instant::now();
+    let mut stalled = false;
+    while Instant::now() < until {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                last_data = Instant::now();
+                stalled = false;
+                if stats.status == 0 {
+                    head.extend_from_slice(&buf[..n]);
+                    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    stats.status = String::from_utf8_lossy(&head[9..12]).parse().unwrap_or(0);
+                    let body = head.split_off(end + 4);
+                    stats.bytes += body.len() as u64;
+                    if parser.feed(&body) && stats.first_keyframe.is_none() {
+                        stats.first_keyframe = Some(started.elapsed());
+                    }
+                    continue;
+                }
+                stats.bytes += n as u64;
+                if stats.first_keyframe.is_none() && parser.feed(&buf[..n]) {
+                    stats.first_keyframe = Some(started.elapsed());
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if !stalled && last_data.elapsed() > STALL_GAP {
+                    stats.stalls += 1;
+                    stalled = true;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    stats
+}
+
+/// Walks FLV tags just far enough to see the first complete video keyframe.
+#[derive(Default)]
+struct FlvScan {
+    skip_header: bool,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl FlvScan {
+    /// Feeds bytes; true once a whole keyframe tag has been seen.
+    fn feed(&mut self, data: &[u8]) -> bool {
+        if self.done {
+            return true;
+        }
+        self.buf.extend_from_slice(data);
+        if !self.skip_header {
+            if self.buf.len() < 13 {
+                return false;
+            }
+            self.buf.drain(..13);
+            self.skip_header = true;
+        }
+        while self.buf.len() >= 11 {
+            let size = u32::from_be_bytes([0, self.buf[1], self.buf[2], self.buf[3]]) as usize;
+            if self.buf.len() < 15 + size {
+                return false;
+            }
+            let is_key_frame = self.buf[0] == 9 && size >= 2 && self.buf[11] >> 4 == 1 && self.buf[12] == 1;
+            self.buf.drain(..15 + size);
+            if is_key_frame {
+                self.done = true;
+                self.buf = Vec::new();
+                return true;
+            }
+        }
+        false
+    }
+}
