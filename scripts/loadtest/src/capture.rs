@@ -66,3 +66,17 @@ pub fn patch(template: &[u8], ssrc: u32, seq: u16, lap_ts: u32, out: &mut Vec<u8
     p[4..8].copy_from_slice(&ts.to_be_bytes());
     p[8..12].copy_from_slice(&ssrc.to_be_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn patch_rewrites_ssrc_sequence_and_timestamp() {
+        let mut template = Vec::new();
+        gmv::proto::rtp::RtpPacket::write_header(&mut template, true, 96, 0, 3600, 0);
+        template.extend_from_slice(&[9, 9]);
+        let mut out = vec![1];
+        super::patch(&template, 0xabcd, 7, 90_000, &mut out);
+        let p = gmv::proto::rtp::RtpPacket::parse(bytes::Bytes::from(out[1..].to_vec())).unwrap();
+        assert_eq!((p.ssrc, p.sequence, p.timestamp, p.marker, &p.payload[..]), (0xabcd, 7, 93_600, true, &[9u8, 9][..]));
+    }
+}
