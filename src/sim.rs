@@ -126,7 +126,7 @@ mod tests {
         let mut ps = crate::proto::ps::PsDemuxer::new();
         let mut events = Vec::new();
         let mut emitted = Vec::new();
-        for (i, packets) in ps_rtp_packets(&frames, 7).into_iter().enumerate() {
+        for packets in ps_rtp_packets(&frames, 7) {
             for raw in packets {
                 let p = crate::proto::rtp::RtpPacket::parse(bytes::Bytes::from(raw)).unwrap();
                 ps.push(&p.payload, p.timestamp, &mut events);

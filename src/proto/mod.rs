@@ -11,5 +11,6 @@ pub mod ps_mux;
 pub mod rtp;
 pub mod rtp_depack;
 pub mod sdp;
+pub mod sip;
 #[doc(hidden)]
 pub mod testutil;

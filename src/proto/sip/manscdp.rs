@@ -1,0 +1,192 @@
+//! MANSCDP (GB/T 28181 Annex A) XML bodies: the flat elements and Item lists gmv reads,
+//! extracted by a small tolerant scanner (devices send unescaped '&', stray whitespace and
+//! wrong declarations; a strict XML parser would refuse half of them).
+
+/// Catalog items taken from one device; more is refused.
+pub const CATALOG_ITEMS_MAX: usize = 10_000;
+/// Element values longer than this are cut.
+const VALUE_CHARS_MAX: usize = 256;
+
+/// Text of the first `<tag>…</tag>` in `xml` (case-sensitive, as GB28181 specifies).
+pub fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}");
+    let mut from = 0;
+    while let Some(i) = xml[from..].find(&open) {
+        let start = from + i + open.len();
+        // `<DeviceID>` not `<DeviceIDx>`; attributes allowed: `<DeviceList Num="2">`.
+        let after = xml[start..].chars().next()?;
+        if after == '>' || after.is_whitespace() {
+            let gt = start + xml[start..].find('>')?;
+            if xml[..gt].ends_with('/') {
+                return Some("");
+            }
+            let close = format!("</{tag}>");
+            let end = gt + 1 + xml[gt + 1..].find(&close)?;
+            return Some(xml[gt + 1..end].trim());
+        }
+        from = start;
+    }
+    None
+}
+
+fn value(xml: &str, tag: &str) -> Option<String> {
+    let v = element(xml, tag)?;
+    let v = v.trim_start_matches("<![CDATA[").trim_end_matches("]]>");
+    Some(unescape(v).chars().take(VALUE_CHARS_MAX).collect())
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+}
+
+/// Each `<Item>…</Item>` inside `xml`, bounded.
+fn items(xml: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find("<Item>") {
+        let body = &rest[i + 6..];
+        let Some(end) = body.find("</Item>") else { break };
+        out.push(&body[..end]);
+        rest = &body[end + 7..];
+        if out.len() >= CATALOG_ITEMS_MAX {
+            break;
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Root {
+    Notify,
+    Query,
+    Response,
+    Control,
+}
+
+/// The parts of a MANSCDP message gmv acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manscdp {
+    pub root: Root,
+    pub cmd_type: String,
+    pub sn: Option<u32>,
+    pub device_id: String,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Keepalive,
+    Catalog { sum_num: usize, items: Vec<CatalogItem> },
+    DeviceInfo(DeviceInfo),
+    Other,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CatalogItem {
+    pub device_id: String,
+    pub name: String,
+    pub manufacturer: String,
+    pub status: String,
+    pub parent_id: String,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceInfo {
+    pub device_name: String,
+    pub manufacturer: String,
+    pub model: String,
+    pub firmware: String,
+    pub channels: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManscdpError {
+    NoRoot,
+    MissingCmdType,
+    MissingDeviceId,
+}
+
+pub fn parse(xml: &str) -> Result<Manscdp, ManscdpError> {
+    let (root, inner) = [(Root::Notify, "Notify"), (Root::Response, "Response"), (Root::Query, "Query"), (Root::Control, "Control")]
+        .into_iter()
+        .find_map(|(r, tag)| element(xml, tag).map(|inner| (r, inner)))
+        .ok_or(ManscdpError::NoRoot)?;
+    let cmd_type = value(inner, "CmdType").filter(|c| !c.is_empty()).ok_or(ManscdpError::MissingCmdType)?;
+    let device_id = value(inner, "DeviceID").filter(|c| !c.is_empty()).ok_or(ManscdpError::MissingDeviceId)?;
+    let sn = value(inner, "SN").and_then(|s| s.parse().ok());
+    let body = match (cmd_type.as_str(), &root) {
+        ("Keepalive", Root::Notify) => Body::Keepalive,
+        ("Catalog", Root::Response | Root::Notify) => {
+            let sum_num = value(inner, "SumNum").and_then(|s| s.parse().ok()).unwrap_or(0);
+            let list = element(inner, "DeviceList").unwrap_or("");
+            let items = items(list)
+                .into_iter()
+                .filter_map(|it| {
+                    Some(CatalogItem {
+                        device_id: value(it, "DeviceID").filter(|d| !d.is_empty())?,
+                        name: value(it, "Name").unwrap_or_default(),
+                        manufacturer: value(it, "Manufacturer").unwrap_or_default(),
+                        status: value(it, "Status").unwrap_or_default(),
+                        parent_id: value(it, "ParentID").unwrap_or_default(),
+                        address: value(it, "Address").unwrap_or_default(),
+                    })
+                })
+                .collect();
+            Body::Catalog { sum_num, items }
+        }
+        ("DeviceInfo", Root::Response) => Body::DeviceInfo(DeviceInfo {
+            device_name: value(inner, "DeviceName").unwrap_or_default(),
+            manufacturer: value(inner, "Manufacturer").unwrap_or_default(),
+            model: value(inner, "Model").unwrap_or_default(),
+            firmware: value(inner, "Firmware").unwrap_or_default(),
+            channels: value(inner, "Channel").and_then(|c| c.parse().ok()).unwrap_or(0),
+        }),
+        _ => Body::Other,
+    };
+    Ok(Manscdp { root, cmd_type, sn, device_id, body })
+}
+
+/// A query the platform sends (Catalog, DeviceInfo, DeviceStatus…).
+pub fn query(cmd_type: &str, sn: u32, device_id: &str, encoding_label: &str) -> String {
+    format!("<?xml version=\"1.0\" encoding=\"{encoding_label}\"?>\r\n<Query>\r\n<CmdType>{cmd_type}</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n</Query>\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const CATALOG: &str = "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>17</SN>\r\n<DeviceID>34020000001110000001</DeviceID>\r\n<SumNum>3</SumNum>\r\n<DeviceList Num=\"2\">\r\n<Item>\r\n<DeviceID>34020000001310000001</DeviceID>\r\n<Name>前门 &amp; 大厅</Name>\r\n<Manufacturer>Hikvision</Manufacturer>\r\n<Status>ON</Status>\r\n<ParentID>34020000001110000001</ParentID>\r\n</Item>\r\n<Item>\r\n<DeviceID>34020000001310000002</DeviceID>\r\n<Name>Back</Name>\r\n<Status>OFF</Status>\r\n</Item>\r\n</DeviceList>\r\n</Response>\r\n";
+
+    #[test]
+    fn catalog_response() {
+        let m = parse(CATALOG).unwrap();
+        assert_eq!((m.root.clone(), m.cmd_type.as_str(), m.sn), (Root::Response, "Catalog", Some(17)));
+        let Body::Catalog { sum_num, items } = m.body else { panic!() };
+        assert_eq!(sum_num, 3);
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].name, "前门 & 大厅");
+        assert_eq!(items[1].status, "OFF");
+    }
+
+    #[test]
+    fn keepalive_and_device_info() {
+        let k = parse("<?xml version=\"1.0\"?><Notify><CmdType>Keepalive</CmdType><SN>5</SN><DeviceID>dev</DeviceID><Status>OK</Status></Notify>").unwrap();
+        assert_eq!(k.body, Body::Keepalive);
+        let d = parse("<Response><CmdType>DeviceInfo</CmdType><SN>1</SN><DeviceID>dev</DeviceID><DeviceName>IPC</DeviceName><Manufacturer>Dahua</Manufacturer><Channel>4</Channel></Response>").unwrap();
+        let Body::DeviceInfo(info) = d.body else { panic!() };
+        assert_eq!((info.manufacturer.as_str(), info.channels), ("Dahua", 4));
+        assert!(query("Catalog", 3, "dev", "GB2312").contains("<CmdType>Catalog</CmdType>"));
+    }
+
+    #[test]
+    fn errors_and_fuzz() {
+        assert_eq!(parse("<Foo/>"), Err(ManscdpError::NoRoot));
+        assert_eq!(parse("<Notify><SN>1</SN></Notify>"), Err(ManscdpError::MissingCmdType));
+        let mut rng = crate::proto::testutil::Rng::new(8);
+        for _ in 0..3_000 {
+            let d = rng.mutate(CATALOG.as_bytes());
+            let _ = parse(&String::from_utf8_lossy(&d));
+        }
+    }
+}

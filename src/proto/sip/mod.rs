@@ -1,0 +1,9 @@
+//! SIP for GB28181, sans-IO: parsing (rsip, behind one wrapper that absorbs device quirks),
+//! digest authentication, MANSCDP XML bodies and GB2312/GBK text.
+
+pub mod digest;
+pub mod manscdp;
+pub mod message;
+pub mod text;
+
+pub use message::{parse, SipError, SipMsg};
