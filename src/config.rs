@@ -12,10 +12,33 @@ pub struct Config {
     pub shards: usize,
     pub io_memory_kib: usize,
     pub ring_depth: usize,
+    /// Where the device registry is kept across restarts.
+    pub data_dir: std::path::PathBuf,
     pub http: HttpConfig,
+    pub sip: SipConfig,
     pub rtp: RtpConfig,
     pub media: MediaConfig,
     pub streams: Vec<StaticStream>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// UDP address for GB28181 signalling; empty string disables SIP.
+    pub listen: String,
+    /// SIP domain (realm), the first 10 digits of the server id by convention.
+    pub domain: String,
+    /// Password for devices not listed in `device_passwords`.
+    pub password: String,
+    pub device_passwords: std::collections::BTreeMap<String, String>,
+    /// Address devices reach this node at: Via/Contact and the media address in INVITE SDP.
+    pub host_ip: String,
+    /// A device missing 3 keepalives in a row is offline.
+    pub keepalive_interval_s: u64,
+    /// An INVITE not answered in this time fails the play request.
+    pub invite_timeout_s: u64,
+    /// A played channel with no viewer for this long is stopped (BYE); 0 keeps it.
+    pub no_viewer_stop_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +82,9 @@ impl Default for Config {
             shards: 0,
             io_memory_kib: 1024,
             ring_depth: 256,
+            data_dir: "data".into(),
             http: HttpConfig::default(),
+            sip: SipConfig::default(),
             rtp: RtpConfig::default(),
             media: MediaConfig::default(),
             streams: Vec::new(),
@@ -70,6 +95,21 @@ impl Default for Config {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig { listen: "0.0.0.0:8080".parse().expect("literal"), tokens: vec!["gmv-dev-token".into()] }
+    }
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: "0.0.0.0:5060".into(),
+            domain: "3402000000".into(),
+            password: "12345678".into(),
+            device_passwords: Default::default(),
+            host_ip: "127.0.0.1".into(),
+            keepalive_interval_s: 60,
+            invite_timeout_s: 10,
+            no_viewer_stop_s: 30,
+        }
     }
 }
 
@@ -127,6 +167,18 @@ impl Config {
         }
         if self.media.subscriber_queue_tags_max == 0 {
             return invalid("media.subscriber_queue_tags_max must be > 0");
+        }
+        if !self.sip.listen.is_empty() && self.sip.listen.parse::<SocketAddr>().is_err() {
+            return invalid("sip.listen must be ip:port (or empty to disable SIP)");
+        }
+        if self.sip.host_ip.parse::<IpAddr>().is_err() {
+            return invalid("sip.host_ip must be an IP address");
+        }
+        if self.sip.domain.is_empty() || !self.sip.domain.bytes().all(|b| b.is_ascii_digit()) {
+            return invalid("sip.domain must be digits (e.g. 3402000000)");
+        }
+        if self.sip.keepalive_interval_s == 0 {
+            return invalid("sip.keepalive_interval_s must be > 0");
         }
         if self.ring_depth < 8 {
             return invalid("ring_depth must be >= 8");

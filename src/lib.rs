@@ -4,6 +4,7 @@
 //! sockets and streams; `http` the HTTP-FLV and REST front.
 
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod proto;
 pub mod shard;

@@ -44,6 +44,10 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, head: RequestHead, bo
             _ => not_found(),
         },
         ("GET", ["api", "health"]) => (200, json!({ "status": "ok", "media_shards": shard.media_shards })),
+        (_, ["api", "devices", ..] | ["api", "sessions"] | ["api", "sip"]) => match shard.control.get() {
+            Some(control) => super::api_gb::route(control, &head, &segments, &body).await,
+            None => (503, json!({ "code": "sip_disabled", "message": "SIP is disabled (sip.listen is empty)" })),
+        },
         (_, ["api", "streams", ..]) => (405, json!({ "code": "method_not_allowed", "message": "method not allowed" })),
         _ => not_found(),
     };
@@ -78,7 +82,7 @@ pub async fn list_streams(shard: &Shard) -> Vec<StreamInfo> {
     all
 }
 
-async fn close_stream(shard: &Shard, ssrc: u32) -> bool {
+pub async fn close_stream(shard: &Shard, ssrc: u32) -> bool {
     let (reply, rx) = oneshot::channel();
     let owner = owner_of(ssrc, shard.media_shards);
     shard.send(owner, ShardMsg::CloseStream { ssrc, reply }).await.is_ok() && rx.await.unwrap_or(false)

@@ -1,6 +1,7 @@
 //! HTTP/1.1 on every media shard (SO_REUSEPORT): live HTTP-FLV and the REST API.
 
 pub mod api;
+pub mod api_gb;
 pub mod flv_play;
 pub mod request;
 pub mod response;

@@ -8,7 +8,7 @@
 use super::frame::{Codec, Frame};
 use super::access_unit::AuAssembler;
 use super::h26x;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 /// Unparsed bytes held while waiting for the rest of a packet; a PES is at most 64 KiB,
 /// so more than this means a broken or hostile stream.

@@ -41,6 +41,8 @@ pub struct Shard {
     peers: Vec<Option<ConnectedSender<ShardMsg>>>,
     pub streams: RefCell<HashMap<u32, Rc<Stream>>>,
     pub ports: RefCell<PortPool>,
+    /// GB28181 signalling; set on the control executor when SIP is enabled.
+    pub control: std::cell::OnceCell<Rc<crate::control::Control>>,
 }
 
 impl Shard {
@@ -147,7 +149,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     peers.push(t.await);
                 }
                 let ports = PortPool::for_shard(config.rtp.port_min, config.rtp.port_max, index.saturating_sub(1), media_shards);
-                let shard = Rc::new(Shard { index, media_shards, config, peers, streams: RefCell::new(HashMap::new()), ports: RefCell::new(ports) });
+                let shard = Rc::new(Shard { index, media_shards, config, peers, streams: RefCell::new(HashMap::new()), ports: RefCell::new(ports), control: Default::default() });
                 for t in rx_tasks {
                     let rx = t.await;
                     let shard = shard.clone();
@@ -159,6 +161,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     .detach();
                 }
                 if index == CONTROL {
+                    match crate::control::Control::start(shard.clone()) {
+                        Ok(Some(control)) => {
+                            let _ = shard.control.set(control);
+                        }
+                        Ok(None) => tracing::info!("SIP disabled"),
+                        Err(e) => {
+                            let _ = fatal_tx.send(format!("SIP on {}: {e}", shard.config.sip.listen));
+                        }
+                    }
                     crate::http::api::open_static_streams(&shard).await;
                     std::future::pending::<()>().await;
                 } else {

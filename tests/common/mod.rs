@@ -103,23 +103,38 @@ pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 pub struct Engine {
     child: Child,
     pub http: SocketAddr,
+    pub sip: SocketAddr,
+    pub data_dir: PathBuf,
     pub log: PathBuf,
 }
 
 impl Engine {
     pub fn start(shards: usize, extra_yaml: &str) -> Engine {
+        Engine::start_with(shards, extra_yaml, "", None)
+    }
+
+    /// `sip_yaml`: extra lines under `sip:` (indented two spaces); `data_dir`: reuse one
+    /// (a restart), else a fresh one.
+    pub fn start_with(shards: usize, extra_yaml: &str, sip_yaml: &str, data_dir: Option<PathBuf>) -> Engine {
         let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let sip: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let block = PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
         let rtp_min = 20_000 + (std::process::id() % 200) as u16 * 100 + block * 20;
         let dir = work_dir();
         let config = dir.join(format!("gmv-{}.yml", http.port()));
+        let data_dir = data_dir.unwrap_or_else(|| dir.join(format!("data-{}", http.port())));
         std::fs::write(
             &config,
             format!(
-                "shards: {shards}\nhttp:\n  listen: \"{http}\"\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {rtp_min}\n  port_max: {}\n{extra_yaml}",
+                "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\nsip:\n  listen: \"{sip}\"\n  host_ip: 127.0.0.1\n{sip_yaml}rtp:\n  listen_ip: 127.0.0.1\n  port_min: {rtp_min}\n  port_max: {}\n{extra_yaml}",
+                data_dir.display(),
                 rtp_min + 19
             ),
         )
@@ -133,7 +148,7 @@ impl Engine {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start gmv");
-        let engine = Engine { child, http, log };
+        let engine = Engine { child, http, sip, data_dir, log };
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok((200, _)) = engine.try_request("GET", "/api/health", &[("gmv-token", TOKEN)], b"") {

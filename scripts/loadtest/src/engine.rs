@@ -21,7 +21,7 @@ impl Engine {
         std::fs::write(
             &config,
             format!(
-                "shards: {shards}\nhttp:\n  listen: \"{http}\"\n  tokens: [\"{token}\"]\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {port_max}\n  idle_timeout_s: 3600\n"
+                "shards: {shards}\nhttp:\n  listen: \"{http}\"\n  tokens: [\"{token}\"]\nsip:\n  listen: \"\"\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {port_max}\n  idle_timeout_s: 3600\n"
             ),
         )
         .map_err(|e| e.to_string())?;

@@ -1,0 +1,168 @@
+//! Building SIP responses and requests as text (parsing goes through `proto::sip`).
+
+use crate::proto::sip::SipMsg;
+use std::fmt::Write;
+use std::net::SocketAddr;
+
+/// Random-looking hex from the std hasher (tags, branches, nonces; not for secrets at rest).
+pub fn random_hex(counter: u64) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(counter);
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    format!("{:016x}", h.finish())
+}
+
+/// Top Via with NAT facts added (RFC 3581): `rport` gets the source port, `received` the IP.
+fn via_with_received(via: &str, source: SocketAddr) -> String {
+    let mut out = String::with_capacity(via.len() + 40);
+    for (i, part) in via.split(';').enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        if part.trim().eq_ignore_ascii_case("rport") {
+            let _ = write!(out, "rport={}", source.port());
+        } else {
+            out.push_str(part);
+        }
+    }
+    if !via.to_ascii_lowercase().contains("received=") {
+        let _ = write!(out, ";received={}", source.ip());
+    }
+    out
+}
+
+/// A response to `req`: Via/From/To/Call-ID/CSeq copied (To gets `to_tag` if it has none).
+pub fn response(req: &SipMsg, source: SocketAddr, code: u16, reason: &str, to_tag: &str, extra: &[(&str, String)], body: Option<(&str, &[u8])>) -> Vec<u8> {
+    let mut head = format!("SIP/2.0 {code} {reason}\r\n");
+    let mut first_via = true;
+    for h in req.headers().iter() {
+        let text = h.to_string();
+        let Some((name, value)) = text.split_once(':') else { continue };
+        let (name, value) = (name.trim(), value.trim());
+        let lower = name.to_ascii_lowercase();
+        match lower.as_str() {
+            "via" => {
+                let v = if first_via { via_with_received(value, source) } else { value.to_string() };
+                first_via = false;
+                let _ = write!(head, "Via: {v}\r\n");
+            }
+            "to" if !value.to_ascii_lowercase().contains(";tag=") && code > 100 => {
+                let _ = write!(head, "To: {value};tag={to_tag}\r\n");
+            }
+            "from" | "to" | "call-id" | "cseq" => {
+                let canonical = match lower.as_str() {
+                    "from" => "From",
+                    "to" => "To",
+                    "call-id" => "Call-ID",
+                    _ => "CSeq",
+                };
+                let _ = write!(head, "{canonical}: {value}\r\n");
+            }
+            _ => {}
+        }
+    }
+    for (k, v) in extra {
+        let _ = write!(head, "{k}: {v}\r\n");
+    }
+    head.push_str("User-Agent: gmv\r\n");
+    let mut out = finish(head, body);
+    out.shrink_to_fit();
+    out
+}
+
+fn finish(mut head: String, body: Option<(&str, &[u8])>) -> Vec<u8> {
+    match body {
+        Some((content_type, b)) => {
+            let _ = write!(head, "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", b.len());
+            let mut out = head.into_bytes();
+            out.extend_from_slice(b);
+            out
+        }
+        None => {
+            head.push_str("Content-Length: 0\r\n\r\n");
+            head.into_bytes()
+        }
+    }
+}
+
+/// Fields of a request the platform sends to a device.
+pub struct OutRequest<'a> {
+    pub method: &'a str,
+    pub request_uri: String,
+    /// host:port put in Via and Contact.
+    pub local: SocketAddr,
+    pub branch: String,
+    pub from: String,
+    pub from_tag: &'a str,
+    pub to: String,
+    pub to_tag: Option<&'a str>,
+    pub call_id: &'a str,
+    pub cseq: u32,
+    pub contact_user: &'a str,
+    pub extra: Vec<(&'a str, String)>,
+}
+
+impl OutRequest<'_> {
+    pub fn build(&self, body: Option<(&str, &[u8])>) -> Vec<u8> {
+        let mut head = format!("{} {} SIP/2.0\r\n", self.method, self.request_uri);
+        let _ = write!(head, "Via: SIP/2.0/UDP {};rport;branch=z9hG4bK{}\r\n", self.local, self.branch);
+        let _ = write!(head, "From: <{}>;tag={}\r\n", self.from, self.from_tag);
+        match self.to_tag {
+            Some(t) => {
+                let _ = write!(head, "To: <{}>;tag={t}\r\n", self.to);
+            }
+            None => {
+                let _ = write!(head, "To: <{}>\r\n", self.to);
+            }
+        }
+        let _ = write!(head, "Call-ID: {}\r\nCSeq: {} {}\r\nMax-Forwards: 70\r\n", self.call_id, self.cseq, self.method);
+        let _ = write!(head, "Contact: <sip:{}@{}>\r\nUser-Agent: gmv\r\n", self.contact_user, self.local);
+        for (k, v) in &self.extra {
+            let _ = write!(head, "{k}: {v}\r\n");
+        }
+        finish(head, body)
+    }
+}
+
+/// GB28181 `Date:` for device time sync: `2026-11-25T11:48:12.000` (UTC).
+pub fn gb_date(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}", rem / 3600, rem % 3600 / 60, rem % 60, unix_ms % 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_copies_dialog_headers_and_marks_nat() {
+        let req = crate::proto::sip::parse(b"REGISTER sip:s@d SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;rport;branch=z9hG4bKa\r\nFrom: <sip:dev@d>;tag=1\r\nTo: <sip:dev@d>\r\nCall-ID: c1\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let src: SocketAddr = "1.2.3.4:40000".parse().unwrap();
+        let out = String::from_utf8(response(&req, src, 200, "OK", "t9", &[("Expires", "3600".into())], None)).unwrap();
+        assert!(out.starts_with("SIP/2.0 200 OK\r\n"));
+        assert!(out.contains("Via: SIP/2.0/UDP 10.0.0.2:5060;rport=40000;branch=z9hG4bKa;received=1.2.3.4\r\n"), "{out}");
+        assert!(out.contains("To: <sip:dev@d>;tag=t9\r\n"));
+        assert!(out.contains("CSeq: 1 REGISTER\r\n") && out.contains("Expires: 3600\r\n") && out.ends_with("Content-Length: 0\r\n\r\n"));
+        let back = crate::proto::sip::parse(out.as_bytes()).unwrap();
+        assert_eq!(back.status(), Some(200));
+    }
+
+    #[test]
+    fn gb_date_format() {
+        assert_eq!(gb_date(0), "1970-01-01T00:00:00.000");
+        assert_eq!(gb_date(1_795_000_000_123), "2026-11-18T11:06:40.123");
+    }
+}
