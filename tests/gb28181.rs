@@ -273,6 +273,7 @@ fn device_registers_lists_channels_and_plays_over_flv() {
     assert!(matches!(events.recv_timeout(Duration::from_secs(10)), Ok(Event::Bye)), "device got BYE");
     viewer.join().unwrap();
     device.join().unwrap();
+    assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/stop"), "").0, 404);
     assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES });
     assert_eq!(engine.request("GET", "/api/sessions", "").1["sessions"].as_array().map(Vec::len), Some(0));
 
@@ -282,6 +283,41 @@ fn device_registers_lists_channels_and_plays_over_flv() {
     let engine = Engine::start_with(1, "", "", Some(data_dir));
     let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}"), "");
     assert_eq!((v["online"].as_bool(), v["channel_count"].as_u64()), (Some(false), Some(3)), "{v}");
+}
+
+/// A viewer opening a channel's URL starts the INVITE itself; the stream stops (BYE) once
+/// nobody watches for `no_viewer_stop_s`.
+#[test]
+fn play_on_demand_and_stop_without_viewers() {
+    let engine = Engine::start_with(2, "", "  no_viewer_stop_s: 1\n", None);
+    let mut sim = Sim::new(engine.sip);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let (events_tx, events) = mpsc::channel();
+    let (go_tx, go) = mpsc::channel();
+    let device = std::thread::spawn(move || run_device(sim, events_tx, go, Duration::from_secs(60)));
+    let channel = CHANNELS[1].0;
+    wait_for("catalog", Duration::from_secs(15), || {
+        let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+        (v["channels"].as_array().map(Vec::len) == Some(3)).then_some(())
+    });
+    assert_eq!(engine.try_request("GET", &format!("/flv/gb/{DEVICE}/{channel}/wrong"), &[], b"").unwrap().0, 401);
+    assert_eq!(engine.try_request("GET", &format!("/flv/gb/{DEVICE}/nochannel/{TOKEN}"), &[], b"").unwrap().0, 404);
+
+    let out = work_dir().join("on-demand.flv");
+    // This viewer hangs up after 8 s, well after the clip has played.
+    let viewer = spawn_viewer(engine.http, format!("/flv/gb/{DEVICE}/{channel}/{TOKEN}"), vec![], out.clone(), Duration::from_secs(8));
+    let Ok(Event::Invited { .. }) = events.recv_timeout(Duration::from_secs(10)) else { panic!("viewer did not cause an INVITE") };
+    let (_, sessions) = engine.request("GET", "/api/sessions", "");
+    let stream_id = sessions["sessions"][0]["stream_id"].as_str().unwrap().to_string();
+    engine.wait_subscribers(&stream_id, 1);
+    go_tx.send(()).unwrap();
+    wait_for("frames", Duration::from_secs(15), || (engine.stream(&stream_id)["frames"].as_u64() >= Some(CLIP_FRAMES as u64 - 1)).then_some(()));
+    let (status, _) = viewer.join().unwrap();
+    assert_eq!(status, 200);
+    // The viewer left while the stream is quiet: after no_viewer_stop_s and a session check, BYE.
+    assert!(matches!(events.recv_timeout(Duration::from_secs(20)), Ok(Event::Bye)), "no BYE after the viewer left");
+    device.join().unwrap();
+    assert_eq!(ffprobe(&out).frames, CLIP_FRAMES);
 }
 
 #[test]

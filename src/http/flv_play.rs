@@ -7,6 +7,18 @@ use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use std::rc::Rc;
 
+/// How long a viewer may see no tag before we check whether it hung up.
+const VIEWER_IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// True if the peer closed (EOF or error); data it sent is left unread.
+fn peer_closed(conn: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 1];
+    // SAFETY: recv into a 1-byte buffer we own; MSG_PEEK|MSG_DONTWAIT never blocks or consumes.
+    let n = unsafe { libc::recv(conn.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
+}
+
 const FLV_RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nCache-Control: no-cache\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n\r\n";
 
 pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, ssrc: u32) {
@@ -14,7 +26,7 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, ssrc: u32) {
         return respond_error(&mut conn, 404, "not_found", "no such stream").await;
     };
     let preamble = stream.pipeline.borrow().flv.preamble();
-    let Some((first, rx)) = stream.fanout.borrow_mut().subscribe(preamble) else {
+    let Some((first, rx, _connected)) = stream.fanout.borrow_mut().subscribe(preamble) else {
         return respond_error(&mut conn, 503, "too_many_viewers", "stream has too many viewers").await;
     };
     // Hold no reference to the stream: closing it ends our queue and so this loop.
@@ -30,8 +42,13 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, ssrc: u32) {
     let mut result = conn.write_all(&burst).await;
     drop(burst);
     while result.is_ok() {
-        let Some(tag) = rx.recv().await else { break };
-        result = conn.write_all(&tag).await;
+        match glommio::timer::timeout(VIEWER_IDLE_CHECK, async { Ok(rx.recv().await) }).await {
+            Ok(Some(tag)) => result = conn.write_all(&tag).await,
+            Ok(None) => break, // stream closed
+            // Nothing to send: notice a viewer that hung up while the stream is quiet.
+            Err(_) if peer_closed(&conn) => break,
+            Err(_) => {}
+        }
     }
     let _ = conn.close().await;
     tracing::info!(ssrc, stream_id = %stream_id(ssrc), ?peer, error = result.err().map(|e| e.to_string()), "FLV viewer left");

@@ -9,6 +9,8 @@ pub const TOKEN_HEADER: &str = "gmv-token";
 pub enum Route {
     /// Live HTTP-FLV of a stream.
     FlvPlay { stream_id: String, token: Option<String> },
+    /// Live HTTP-FLV of a GB28181 channel, invited on demand if it is not streaming.
+    GbPlay { device_id: String, channel_id: String, token: Option<String> },
     /// Anything under /api/, served by the control executor.
     Api,
     NotFound,
@@ -19,6 +21,12 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
     let header_token = head.header(TOKEN_HEADER).map(str::to_string);
     match parts.as_slice() {
         ["api", ..] => Route::Api,
+        // /flv/gb/{device_id}/{channel_id}/{token}
+        ["flv", "gb", device_id, channel_id, token] if head.method == "GET" => Route::GbPlay {
+            device_id: device_id.to_string(),
+            channel_id: channel_id.to_string(),
+            token: Some(token.trim_end_matches(".flv").to_string()),
+        },
         // /flv/{stream_id}/{token}  (a trailing ".flv" is tolerated for players that want one)
         ["flv", stream_id, token] if head.method == "GET" => Route::FlvPlay {
             stream_id: stream_id.to_string(),
@@ -79,6 +87,10 @@ mod tests {
         assert_eq!(route(&h, &c), Route::FlvPlay { stream_id: "0100000001".into(), token: Some("t".into()) });
         assert_eq!(route(&head("GET /999/play/0100000001.flv HTTP/1.1\r\n\r\n"), &c), Route::NotFound);
         assert_eq!(route(&head("DELETE /api/streams/1 HTTP/1.1\r\n\r\n"), &c), Route::Api);
+        assert_eq!(
+            route(&head("GET /flv/gb/dev1/ch1/tok HTTP/1.1\r\n\r\n"), &c),
+            Route::GbPlay { device_id: "dev1".into(), channel_id: "ch1".into(), token: Some("tok".into()) }
+        );
         assert_eq!(route(&head("GET /nope HTTP/1.1\r\n\r\n"), &c), Route::NotFound);
     }
 

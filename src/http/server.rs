@@ -78,6 +78,29 @@ pub async fn dispatch(shard: Rc<Shard>, mut conn: TcpStream, head: RequestHead, 
                 hand_off(&shard, owner, conn, head, body_prefix).await;
             }
         }
+        Route::GbPlay { device_id, channel_id, token } => {
+            if !routes::authorised(&shard.config, token.as_deref()) {
+                return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
+            }
+            if !shard.is_control() {
+                return hand_off(&shard, CONTROL, conn, head, body_prefix).await;
+            }
+            let Some(control) = shard.control.get() else {
+                return respond_error(&mut conn, 503, "sip_disabled", "SIP is disabled").await;
+            };
+            match control.play(&device_id, &channel_id, false).await {
+                Ok(session) => {
+                    // Now an ordinary play request for the session's stream, served by its shard.
+                    let mut head = head;
+                    head.path = format!("/flv/{}/{}", session.stream_id, token.unwrap_or_default());
+                    hand_off(&shard, owner_of(session.ssrc, shard.media_shards), conn, head, body_prefix).await;
+                }
+                Err(e) => {
+                    let (status, code) = e.http();
+                    respond_error(&mut conn, status, code, &format!("{e:?}")).await;
+                }
+            }
+        }
         Route::NotFound => respond_error(&mut conn, 404, "not_found", "no such resource").await,
     }
 }

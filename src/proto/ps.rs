@@ -420,6 +420,7 @@ mod tests {
     use super::*;
     use crate::proto::ps_mux::PsMuxer;
     use crate::proto::testutil::Rng;
+    use bytes::Bytes;
 
     fn video_frame(pts: u64, key: bool, len: usize) -> Frame {
         let mut data = vec![0, 0, 0, 1];

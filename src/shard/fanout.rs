@@ -19,6 +19,8 @@ pub struct FanoutLimits {
 
 struct Subscriber {
     tx: LocalSender<Bytes>,
+    /// Gone when the viewer's writer ends, even if no tag has been published since.
+    alive: std::rc::Weak<()>,
     /// Waiting for a keyframe after its queue overflowed.
     skipping: bool,
     skips: u32,
@@ -47,12 +49,14 @@ impl Fanout {
         Fanout { limits, gop: VecDeque::new(), gop_bytes: 0, gop_valid: false, config: Vec::new(), subs: Vec::new(), stats: FanoutStats::default() }
     }
 
+    /// Viewers still connected.
     pub fn subscribers(&self) -> usize {
-        self.subs.len()
+        self.subs.iter().filter(|s| s.alive.strong_count() > 0).count()
     }
 
-    /// Adds a viewer; returns what to write first (given preamble + cached GOP) and the live queue.
-    pub fn subscribe(&mut self, preamble: Vec<Bytes>) -> Option<(Vec<Bytes>, LocalReceiver<Bytes>)> {
+    /// Adds a viewer; returns what to write first (given preamble + cached GOP), the live
+    /// queue, and a token the viewer holds while connected.
+    pub fn subscribe(&mut self, preamble: Vec<Bytes>) -> Option<(Vec<Bytes>, LocalReceiver<Bytes>, std::rc::Rc<()>)> {
         if self.subs.len() >= SUBSCRIBERS_PER_STREAM_MAX {
             return None;
         }
@@ -62,8 +66,9 @@ impl Fanout {
             first.extend(self.gop.iter().cloned());
         }
         // Without a cached GOP the viewer waits for the next keyframe.
-        self.subs.push(Subscriber { tx, skipping: !self.gop_valid, skips: 0 });
-        Some((first, rx))
+        let token = std::rc::Rc::new(());
+        self.subs.push(Subscriber { tx, alive: std::rc::Rc::downgrade(&token), skipping: !self.gop_valid, skips: 0 });
+        Some((first, rx, token))
     }
 
     pub fn publish(&mut self, tag: &FlvTag) {
@@ -80,6 +85,9 @@ impl Fanout {
         let config = &self.config;
         let stats = &mut self.stats;
         self.subs.retain_mut(|s| {
+            if s.alive.strong_count() == 0 {
+                return false;
+            }
             if s.skipping {
                 if !tag.is_video {
                     // Audio decodes on its own: pass it while waiting for a keyframe, if there is room.
@@ -170,7 +178,7 @@ mod tests {
         for (b, key) in [(1, true), (2, false), (3, true), (4, false)] {
             f.publish(&tag(b, true, key, false));
         }
-        let (first, rx) = f.subscribe(vec![Bytes::from_static(b"P")]).unwrap();
+        let (first, rx, _token) = f.subscribe(vec![Bytes::from_static(b"P")]).unwrap();
         assert_eq!(first.iter().map(|b| b[b.len() - 1]).collect::<Vec<_>>(), vec![b'P', 3, 4]);
         f.publish(&tag(5, true, false, false));
         assert_eq!(drain(&rx), vec![5]);
@@ -183,7 +191,7 @@ mod tests {
         for b in 2..10 {
             f.publish(&tag(b, true, false, false)); // 2 bytes each: exceeds the 8-byte budget
         }
-        let (first, rx) = f.subscribe(vec![]).unwrap();
+        let (first, rx, _token) = f.subscribe(vec![]).unwrap();
         assert!(first.is_empty());
         f.publish(&tag(10, true, false, false));
         f.publish(&tag(11, true, true, false));
@@ -195,7 +203,7 @@ mod tests {
         let mut f = Fanout::new(limits(2, 1));
         f.publish(&tag(0, false, false, true)); // audio sequence header
         f.publish(&tag(1, true, true, false));
-        let (_, rx) = f.subscribe(vec![]).unwrap();
+        let (_, rx, _token) = f.subscribe(vec![]).unwrap();
         for b in 2..6 {
             f.publish(&tag(b, true, false, false)); // queue of 2 overflows at the third
         }
@@ -211,5 +219,14 @@ mod tests {
         }
         assert_eq!(f.subscribers(), 0);
         assert_eq!(f.stats.subscribers_dropped, 1);
+    }
+
+    #[test]
+    fn a_viewer_that_left_is_not_counted_even_without_traffic() {
+        let mut f = Fanout::new(limits(4, 1));
+        let (_, _rx, token) = f.subscribe(vec![]).unwrap();
+        assert_eq!(f.subscribers(), 1);
+        drop(token);
+        assert_eq!(f.subscribers(), 0);
     }
 }
