@@ -24,7 +24,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SipConfig {
-    /// UDP address for GB28181 signalling; empty string disables SIP.
+    /// Address for GB28181 signalling, UDP and TCP; empty string disables SIP.
     pub listen: String,
     /// SIP domain (realm), the first 10 digits of the server id by convention.
     pub domain: String,

@@ -321,6 +321,48 @@ fn play_on_demand_and_stop_without_viewers() {
 }
 
 #[test]
+fn sip_over_tcp_registers_and_queries_come_back_on_the_connection() {
+    use std::io::{Read, Write};
+    let engine = Engine::start(1, "");
+    let mut conn = std::net::TcpStream::connect(engine.sip).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = conn.local_addr().unwrap();
+    let mut framer = gmv::proto::sip::StreamFramer::default();
+    let mut next = |conn: &mut std::net::TcpStream| -> SipMsg {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(m) = framer.next_message().unwrap() {
+                return parse(&m).unwrap();
+            }
+            let n = conn.read(&mut buf).expect("engine answers over TCP");
+            assert!(n > 0, "engine closed the connection");
+            framer.push(&buf[..n]);
+        }
+    };
+    let register = |auth: &str, cseq: u32| {
+        format!("REGISTER sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/TCP {local};rport;branch=z9hG4bKt{cseq}\r\nFrom: <sip:{DEVICE}@{DOMAIN}>;tag=t1\r\nTo: <sip:{DEVICE}@{DOMAIN}>\r\nCall-ID: tcp-reg\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{DEVICE}@{local};transport=tcp>\r\n{auth}Expires: 3600\r\nContent-Length: 0\r\n\r\n")
+    };
+    // Two messages in one write, with a CRLF keep-alive in front: framing must cope.
+    conn.write_all(format!("\r\n\r\n{}", register("", 1)).as_bytes()).unwrap();
+    let challenge = next(&mut conn);
+    assert_eq!(challenge.status(), Some(401));
+    let www = challenge.header("WWW-Authenticate").unwrap();
+    let nonce = www.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let uri = format!("sip:{SERVER}@{DOMAIN}");
+    let response = digest::client_response(DEVICE, DOMAIN, PASSWORD, "REGISTER", &uri, &nonce, Some(("00000001", "c0ffee")));
+    let auth = format!("Authorization: Digest username=\"{DEVICE}\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", qop=auth, nc=00000001, cnonce=\"c0ffee\", algorithm=MD5\r\n");
+    conn.write_all(register(&auth, 2).as_bytes()).unwrap();
+    assert_eq!(next(&mut conn).status(), Some(200), "qop=auth digest over TCP");
+    // The engine's DeviceInfo query arrives on this connection, with a TCP Via.
+    let query = next(&mut conn);
+    assert_eq!(query.method().map(|m| m.to_string()).as_deref(), Some("MESSAGE"));
+    assert!(query.header("Via").unwrap().starts_with("SIP/2.0/TCP"), "{:?}", query.header("Via"));
+    assert!(String::from_utf8_lossy(query.body()).contains("<CmdType>DeviceInfo</CmdType>"));
+    let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}"), "");
+    assert_eq!(v["online"], true);
+}
+
+#[test]
 fn wrong_password_gets_403_and_unknown_devices_cannot_message() {
     let engine = Engine::start(1, "");
     let mut sim = Sim::new(engine.sip);

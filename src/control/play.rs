@@ -3,12 +3,11 @@
 
 use super::registry::unix_now;
 use super::sip_text::OutRequest;
-use super::Control;
+use super::{Control, Peer};
 use crate::http::routes::stream_id;
 use crate::proto::sdp::Sdp;
 use crate::shard::msg::{OpenError, StreamSpec};
 use serde::Serialize;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Seconds between checks of sessions (viewers, streams gone).
@@ -39,7 +38,7 @@ struct Dialog {
     from_tag: String,
     to_tag: Option<String>,
     cseq: u32,
-    device: SocketAddr,
+    device: Peer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +84,7 @@ impl Control {
         if self.sessions.borrow().len() >= SESSIONS_MAX {
             return Err(PlayError::Busy);
         }
-        let addr = {
+        let peer = {
             let reg = self.registry.borrow();
             let d = reg.devices.get(device_id).ok_or(PlayError::UnknownDevice)?;
             if !d.online(self.keepalive()) {
@@ -94,7 +93,7 @@ impl Control {
             if !d.channels.is_empty() && !d.channels.contains_key(channel_id) && channel_id != device_id {
                 return Err(PlayError::UnknownChannel);
             }
-            d.addr.ok_or(PlayError::Offline)?
+            d.peer().ok_or(PlayError::Offline)?
         };
         let config = self.shard.config.clone();
         // A free SSRC: the owning shard refuses one in use.
@@ -131,6 +130,7 @@ impl Control {
         let invite = OutRequest {
             method: "INVITE",
             request_uri: self.sip_uri(channel_id),
+            transport: peer.transport(),
             local: self.local,
             branch: self.random(),
             from: self.sip_uri(&config.node_id),
@@ -143,7 +143,7 @@ impl Control {
             extra: vec![("Subject", subject)],
         };
         let timeout = Duration::from_secs(config.sip.invite_timeout_s);
-        let answer = self.transact(addr, &call_id, cseq, "INVITE", &invite.build(Some(("Application/SDP", sdp.as_bytes()))), timeout).await;
+        let answer = self.transact(peer, &call_id, cseq, "INVITE", &invite.build(Some(("Application/SDP", sdp.as_bytes()))), timeout).await;
         let answer = match answer {
             Some(a) if a.status() == Some(200) => a,
             other => {
@@ -157,7 +157,7 @@ impl Control {
             }
         };
         let device_ssrc = Sdp::parse(answer.body()).ok().and_then(|s| s.ssrc());
-        let dialog = Dialog { call_id: call_id.clone(), from_tag: from_tag.clone(), to_tag: answer.to_tag(), cseq, device: addr };
+        let dialog = Dialog { call_id: call_id.clone(), from_tag: from_tag.clone(), to_tag: answer.to_tag(), cseq, device: peer };
         self.send_in_dialog(&dialog, "ACK", channel_id, cseq).await;
         if device_ssrc.is_some_and(|d| d != ssrc) {
             tracing::info!(device_id, channel_id, ssrc, device_ssrc, "device answered another SSRC; following it");
@@ -184,6 +184,7 @@ impl Control {
         let req = OutRequest {
             method,
             request_uri: self.sip_uri(channel_id),
+            transport: d.device.transport(),
             local: self.local,
             branch: self.random(),
             from: self.sip_uri(&config.node_id),

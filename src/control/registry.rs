@@ -22,6 +22,9 @@ pub struct Device {
     pub registered_at: u64,
     /// Where signalling to the device goes (source of its REGISTER: NAT-safe).
     pub addr: Option<SocketAddr>,
+    /// How to reach it now (the transport and connection of its latest REGISTER/keepalive).
+    #[serde(skip)]
+    pub peer: Option<super::Peer>,
     #[serde(skip)]
     pub live: Option<Liveness>,
     /// Catalog being merged from several MESSAGEs (SumNum split).
@@ -38,6 +41,10 @@ pub struct Liveness {
 impl Device {
     pub fn online(&self, keepalive: Duration) -> bool {
         self.live.is_some_and(|l| Instant::now() < l.expires_at && l.last_seen.elapsed() < keepalive * 3)
+    }
+
+    pub fn peer(&self) -> Option<super::Peer> {
+        self.peer.or(self.addr.map(super::Peer::Udp))
     }
 
     /// Merges one Catalog MESSAGE; true when the catalog is complete and committed.

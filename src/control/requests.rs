@@ -3,12 +3,11 @@
 
 use super::registry::{unix_now, Device, Liveness, DEVICES_MAX};
 use super::sip_text::{gb_date, response, OutRequest};
-use super::Control;
+use super::{Control, Peer};
 use crate::proto::sip::digest::DigestCredentials;
 use crate::proto::sip::manscdp::{self, Body};
 use crate::proto::sip::text::{decode_body, encode_body};
 use crate::proto::sip::SipMsg;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,7 @@ pub struct Challenge {
 }
 
 impl Control {
-    pub(super) async fn on_request(self: Rc<Self>, msg: SipMsg, source: SocketAddr) {
+    pub(super) async fn on_request(self: Rc<Self>, msg: SipMsg, source: Peer) {
         let method = msg.method().map(|m| m.to_string()).unwrap_or_default();
         match method.as_str() {
             "REGISTER" => self.on_register(&msg, source).await,
@@ -47,12 +46,12 @@ impl Control {
         }
     }
 
-    pub(super) async fn reply(&self, msg: &SipMsg, to: SocketAddr, code: u16, reason: &str, extra: &[(&str, String)], body: Option<(&str, &[u8])>) {
+    pub(super) async fn reply(&self, msg: &SipMsg, to: Peer, code: u16, reason: &str, extra: &[(&str, String)], body: Option<(&str, &[u8])>) {
         let tag = self.random();
-        self.send(to, &response(msg, to, code, reason, &tag[..10], extra, body)).await;
+        self.send(to, &response(msg, to.addr(), code, reason, &tag[..10], extra, body)).await;
     }
 
-    async fn on_register(self: &Rc<Self>, msg: &SipMsg, source: SocketAddr) {
+    async fn on_register(self: &Rc<Self>, msg: &SipMsg, source: Peer) {
         self.counters.borrow_mut().registers += 1;
         let Some(device_id) = msg.from_user() else {
             return self.reply(msg, source, 400, "Bad Request", &[], None).await;
@@ -86,7 +85,8 @@ impl Control {
             } else {
                 let now = Instant::now();
                 d.live = Some(Liveness { expires_at: now + Duration::from_secs(u64::from(expires)), last_seen: now });
-                d.addr = Some(source);
+                d.addr = Some(source.addr());
+                d.peer = Some(source);
                 d.registered_at = unix_now();
             }
             reg.dirty = true;
@@ -98,18 +98,18 @@ impl Control {
         }
         self.reply(msg, source, 200, "OK", &extra, None).await;
         if expires == 0 {
-            tracing::info!(device_id = %device_id, %source, "device unregistered");
+            tracing::info!(device_id = %device_id, source = ?source, "device unregistered");
             return;
         }
         if !was_online {
-            tracing::info!(device_id = %device_id, %source, expires, "device registered");
+            tracing::info!(device_id = %device_id, source = ?source, expires, "device registered");
             let me = self.clone();
             glommio::spawn_local(async move { me.query_device(&device_id).await }).detach();
         }
     }
 
     /// 401 with a fresh nonce, or 403 once the device has failed too often.
-    async fn challenge(&self, msg: &SipMsg, source: SocketAddr, device_id: &str, counted_failure: bool) {
+    async fn challenge(&self, msg: &SipMsg, source: Peer, device_id: &str, counted_failure: bool) {
         let mut challenges = self.challenges.borrow_mut();
         if !challenges.contains_key(device_id) && challenges.len() >= CHALLENGES_MAX {
             drop(challenges);
@@ -120,7 +120,7 @@ impl Control {
         if failures >= AUTH_FAILURES_MAX {
             challenges.remove(device_id);
             drop(challenges);
-            tracing::warn!(device_id, %source, failures, "device failed digest authentication; refused");
+            tracing::warn!(device_id, source = ?source, failures, "device failed digest authentication; refused");
             return self.reply(msg, source, 403, "Forbidden", &[], None).await;
         }
         let nonce = self.random();
@@ -131,7 +131,7 @@ impl Control {
         self.reply(msg, source, 401, "Unauthorized", &[("WWW-Authenticate", www)], None).await;
     }
 
-    async fn on_message(&self, msg: &SipMsg, source: SocketAddr) {
+    async fn on_message(&self, msg: &SipMsg, source: Peer) {
         let content_type = msg.content_type().unwrap_or_default();
         if content_type != "application/manscdp+xml" {
             return self.reply(msg, source, 415, "Unsupported Media Type", &[], None).await;
@@ -140,7 +140,7 @@ impl Control {
         let parsed = match manscdp::parse(&text) {
             Ok(p) => p,
             Err(error) => {
-                tracing::debug!(%source, ?error, "bad MANSCDP body");
+                tracing::debug!(source = ?source, ?error, "bad MANSCDP body");
                 return self.reply(msg, source, 400, "Bad Request", &[], None).await;
             }
         };
@@ -157,7 +157,8 @@ impl Control {
                     match parsed.body {
                         Body::Keepalive => {
                             self.counters.borrow_mut().keepalives += 1;
-                            d.addr = Some(source);
+                            d.addr = Some(source.addr());
+                            d.peer = Some(source);
                         }
                         Body::Catalog { sum_num, items } => {
                             if d.merge_catalog(sum_num, items) {
@@ -184,7 +185,7 @@ impl Control {
     /// DeviceInfo and Catalog queries, as GB28181 platforms send after registration.
     async fn query_device(&self, device_id: &str) {
         for cmd in ["DeviceInfo", "Catalog"] {
-            let Some(addr) = self.registry.borrow().devices.get(device_id).and_then(|d| d.addr) else { return };
+            let Some(peer) = self.registry.borrow().devices.get(device_id).and_then(|d| d.peer()) else { return };
             let config = &self.shard.config;
             let body = encode_body(&manscdp::query(cmd, self.next() as u32 % 1_000_000, device_id, "GB2312"), encoding_rs::GB18030);
             let call_id = format!("{}@{}", self.random(), self.local.ip());
@@ -193,6 +194,7 @@ impl Control {
             let req = OutRequest {
                 method: "MESSAGE",
                 request_uri: format!("sip:{device_id}@{}", config.sip.domain),
+                transport: peer.transport(),
                 local: self.local,
                 branch: self.random(),
                 from: format!("sip:{}@{}", config.node_id, config.sip.domain),
@@ -204,7 +206,7 @@ impl Control {
                 contact_user: &config.node_id,
                 extra: vec![],
             };
-            let answer = self.transact(addr, &call_id, cseq, "MESSAGE", &req.build(Some((MANSCDP, &body))), super::NON_INVITE_TIMEOUT).await;
+            let answer = self.transact(peer, &call_id, cseq, "MESSAGE", &req.build(Some((MANSCDP, &body))), super::NON_INVITE_TIMEOUT).await;
             match answer.and_then(|a| a.status()) {
                 Some(200) => tracing::debug!(device_id, cmd, "query accepted"),
                 other => tracing::warn!(device_id, cmd, status = ?other, "query not accepted"),

@@ -90,6 +90,8 @@ fn finish(mut head: String, body: Option<(&str, &[u8])>) -> Vec<u8> {
 pub struct OutRequest<'a> {
     pub method: &'a str,
     pub request_uri: String,
+    /// "UDP" or "TCP", for Via.
+    pub transport: &'static str,
     /// host:port put in Via and Contact.
     pub local: SocketAddr,
     pub branch: String,
@@ -106,7 +108,7 @@ pub struct OutRequest<'a> {
 impl OutRequest<'_> {
     pub fn build(&self, body: Option<(&str, &[u8])>) -> Vec<u8> {
         let mut head = format!("{} {} SIP/2.0\r\n", self.method, self.request_uri);
-        let _ = write!(head, "Via: SIP/2.0/UDP {};rport;branch=z9hG4bK{}\r\n", self.local, self.branch);
+        let _ = write!(head, "Via: SIP/2.0/{} {};rport;branch=z9hG4bK{}\r\n", self.transport, self.local, self.branch);
         let _ = write!(head, "From: <{}>;tag={}\r\n", self.from, self.from_tag);
         match self.to_tag {
             Some(t) => {

@@ -122,6 +122,52 @@ fn find_head_end(data: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
+/// Cuts a SIP byte stream (TCP) into messages by Content-Length (RFC 3261 §18.3), bounded.
+#[derive(Debug, Default)]
+pub struct StreamFramer {
+    buf: Vec<u8>,
+}
+
+impl StreamFramer {
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next whole message, if buffered. An error means the stream cannot be trusted
+    /// any more (close the connection).
+    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, SipError> {
+        // CRLF keep-alives between messages (RFC 5626 §3.5.1).
+        let blank = self.buf.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(self.buf.len());
+        self.buf.drain(..blank);
+        let Some((head_end, sep)) = find_head_end(&self.buf) else {
+            return if self.buf.len() > SIP_MESSAGE_BYTES_MAX { Err(SipError::TooLarge { bytes: self.buf.len() }) } else { Ok(None) };
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]);
+        let mut content_length = 0usize;
+        for line in head.lines() {
+            if let Some((name, value)) = line.split_once(':') {
+                let name = name.trim();
+                if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
+                    content_length = value.trim().parse().map_err(|_| SipError::BadContentLength)?;
+                }
+            }
+        }
+        let total = head_end + sep + content_length;
+        if total > SIP_MESSAGE_BYTES_MAX {
+            return Err(SipError::TooLarge { bytes: total });
+        }
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        let rest = self.buf.split_off(total);
+        Ok(Some(std::mem::replace(&mut self.buf, rest)))
+    }
+}
+
 impl SipMsg {
     pub fn is_request(&self) -> bool {
         self.inner.is_request()
@@ -270,6 +316,27 @@ mod tests {
         assert_eq!(parse(many.as_bytes()).err(), Some(SipError::TooManyHeaders));
         assert_eq!(parse(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 99\r\n\r\nshort").err(), Some(SipError::BadContentLength));
         assert_eq!(parse(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n").err(), Some(SipError::BadContentLength));
+    }
+
+    #[test]
+    fn tcp_stream_is_framed_by_content_length() {
+        let mut f = StreamFramer::default();
+        let two = format!("\r\n\r\n{DAHUA_REGISTER}{HIK_INVITE_200}");
+        let bytes = two.as_bytes();
+        f.push(&bytes[..100]);
+        assert_eq!(f.next_message(), Ok(None));
+        f.push(&bytes[100..]);
+        let a = f.next_message().unwrap().unwrap();
+        assert_eq!(a, DAHUA_REGISTER.as_bytes());
+        let b = f.next_message().unwrap().unwrap();
+        assert!(parse(&b).unwrap().body().ends_with(b"y=0100000002\r\n"));
+        assert_eq!(f.next_message(), Ok(None));
+        assert_eq!(f.buffered(), 0);
+        f.push(b"MESSAGE sip:a SIP/2.0\r\nContent-Length: 99999999\r\n\r\n");
+        assert!(matches!(f.next_message(), Err(SipError::TooLarge { .. })));
+        let mut g = StreamFramer::default();
+        g.push(&vec![b'a'; SIP_MESSAGE_BYTES_MAX + 1]);
+        assert!(matches!(g.next_message(), Err(SipError::TooLarge { .. })));
     }
 
     #[test]
