@@ -31,6 +31,8 @@ pub struct SipConfig {
     /// Password for devices not listed in `device_passwords`.
     pub password: String,
     pub device_passwords: std::collections::BTreeMap<String, String>,
+    /// Offer `qop="auth"` in digest challenges (answers with and without qop are always taken).
+    pub digest_qop: bool,
     /// Address devices reach this node at: Via/Contact and the media address in INVITE SDP.
     pub host_ip: String,
     /// A device missing 3 keepalives in a row is offline.
@@ -105,6 +107,7 @@ impl Default for SipConfig {
             domain: "3402000000".into(),
             password: "12345678".into(),
             device_passwords: Default::default(),
+            digest_qop: false,
             host_ip: "127.0.0.1".into(),
             keepalive_interval_s: 60,
             invite_timeout_s: 10,

@@ -323,7 +323,7 @@ fn play_on_demand_and_stop_without_viewers() {
 #[test]
 fn sip_over_tcp_registers_and_queries_come_back_on_the_connection() {
     use std::io::{Read, Write};
-    let engine = Engine::start(1, "");
+    let engine = Engine::start_with(1, "", "  digest_qop: true\n", None);
     let mut conn = std::net::TcpStream::connect(engine.sip).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let local = conn.local_addr().unwrap();
@@ -347,6 +347,7 @@ fn sip_over_tcp_registers_and_queries_come_back_on_the_connection() {
     let challenge = next(&mut conn);
     assert_eq!(challenge.status(), Some(401));
     let www = challenge.header("WWW-Authenticate").unwrap();
+    assert!(www.contains("qop=\"auth\""), "{www}");
     let nonce = www.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
     let uri = format!("sip:{SERVER}@{DOMAIN}");
     let response = digest::client_response(DEVICE, DOMAIN, PASSWORD, "REGISTER", &uri, &nonce, Some(("00000001", "c0ffee")));

@@ -127,7 +127,8 @@ impl Control {
         challenges.insert(device_id.to_string(), Challenge { nonce: nonce.clone(), issued: Instant::now(), failures });
         drop(challenges);
         let realm = &self.shard.config.sip.domain;
-        let www = format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm=MD5");
+        let qop = if self.shard.config.sip.digest_qop { ", qop=\"auth\"" } else { "" };
+        let www = format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm=MD5{qop}");
         self.reply(msg, source, 401, "Unauthorized", &[("WWW-Authenticate", www)], None).await;
     }
 

@@ -19,8 +19,11 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Receive buffer per UDP socket; covers jumbo frames some NVRs send.
+/// Largest datagram taken per receive; covers jumbo frames some NVRs send.
 pub const UDP_DATAGRAM_BYTES_MAX: usize = 9_000;
+/// Datagrams are received into slabs of this size and split off without a per-packet
+/// allocation; a slab is freed when the last packet cut from it is dropped.
+pub const UDP_SLAB_BYTES: usize = 256 * 1024;
 /// Read size per TCP RTP connection.
 pub const TCP_READ_BYTES: usize = 16 * 1024;
 /// Concurrent TCP RTP connections per stream (one device normally; a reconnect overlaps).
@@ -215,10 +218,17 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
 }
 
 async fn udp_loop(stream: Rc<Stream>, socket: UdpSocket) {
-    let mut buf = vec![0u8; UDP_DATAGRAM_BYTES_MAX];
+    let mut slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
     loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, _peer)) => stream.on_packet(Bytes::copy_from_slice(&buf[..n]), "udp"),
+        if slab.len() < UDP_DATAGRAM_BYTES_MAX {
+            if slab.capacity() >= UDP_DATAGRAM_BYTES_MAX {
+                slab.resize(UDP_DATAGRAM_BYTES_MAX, 0);
+            } else {
+                slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
+            }
+        }
+        match socket.recv_from(&mut slab[..UDP_DATAGRAM_BYTES_MAX]).await {
+            Ok((n, _peer)) => stream.on_packet(slab.split_to(n).freeze(), "udp"),
             Err(error) => {
                 tracing::warn!(ssrc = stream.spec.ssrc, %error, "RTP UDP receive failed");
                 glommio::timer::sleep(Duration::from_millis(100)).await;
