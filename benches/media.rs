@@ -1,4 +1,4 @@
-//! Hot-path throughput per core: RTP parse, PS demux, H.264 RTP depacketize, FLV mux.
+//! Hot-path throughput per core: RTP parse, PS demux, H.264 RTP depacketize, TS mux, FLV mux.
 //! `cargo bench --bench media` (figures in MB/s of input, one thread).
 
 use bytes::Bytes;
@@ -116,6 +116,22 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     let es_bytes: usize = frames.iter().map(|f| f.data.len()).sum();
+    let mut g = c.benchmark_group("ts_mux");
+    g.throughput(Throughput::Bytes(es_bytes as u64));
+    g.bench_function("camera_second", |b| {
+        let mut out = Vec::with_capacity(es_bytes * 11 / 10);
+        b.iter(|| {
+            let mut m = gmv::proto::ts::TsMuxer::new(Some(Codec::H264), None);
+            out.clear();
+            m.write_tables(&mut out);
+            for f in &frames {
+                m.write_frame(f, &mut out);
+            }
+            black_box(out.len())
+        })
+    });
+    g.finish();
+
     let mut g = c.benchmark_group("flv_mux");
     g.throughput(Throughput::Bytes(es_bytes as u64));
     g.bench_function("camera_second", |b| {

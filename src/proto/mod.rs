@@ -14,3 +14,4 @@ pub mod sdp;
 pub mod sip;
 #[doc(hidden)]
 pub mod testutil;
+pub mod ts;
