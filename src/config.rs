@@ -18,7 +18,26 @@ pub struct Config {
     pub sip: SipConfig,
     pub rtp: RtpConfig,
     pub media: MediaConfig,
+    pub hls: HlsConfig,
     pub streams: Vec<StaticStream>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HlsConfig {
+    /// Segments are cut at the first keyframe at or after this duration.
+    pub segment_duration_s: u64,
+    /// Segments in the rolling playlist (held in memory on the stream's shard).
+    pub segments_max: usize,
+    /// HLS for a stream starts with its first playlist request and stops after this long
+    /// without one, so streams nobody watches as HLS cost nothing.
+    pub idle_timeout_s: u64,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig { segment_duration_s: 2, segments_max: 5, idle_timeout_s: 60 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +108,7 @@ impl Default for Config {
             sip: SipConfig::default(),
             rtp: RtpConfig::default(),
             media: MediaConfig::default(),
+            hls: HlsConfig::default(),
             streams: Vec::new(),
         }
     }
@@ -182,6 +202,9 @@ impl Config {
         }
         if self.sip.keepalive_interval_s == 0 {
             return invalid("sip.keepalive_interval_s must be > 0");
+        }
+        if self.hls.segment_duration_s == 0 || self.hls.segments_max == 0 {
+            return invalid("hls.segment_duration_s and hls.segments_max must be > 0");
         }
         if self.ring_depth < 8 {
             return invalid("ring_depth must be >= 8");

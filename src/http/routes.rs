@@ -9,6 +9,8 @@ pub const TOKEN_HEADER: &str = "gmv-token";
 pub enum Route {
     /// Live HTTP-FLV of a stream.
     FlvPlay { stream_id: String, token: Option<String> },
+    /// HLS playlist (`index.m3u8`) or segment (`{sequence}.ts`) of a stream.
+    Hls { stream_id: String, token: Option<String>, file: String },
     /// Live HTTP-FLV of a GB28181 channel, invited on demand if it is not streaming.
     GbPlay { device_id: String, channel_id: String, token: Option<String> },
     /// Anything under /api/, served by the control executor.
@@ -21,6 +23,18 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
     let header_token = head.header(TOKEN_HEADER).map(str::to_string);
     match parts.as_slice() {
         ["api", ..] => Route::Api,
+        // /hls/{stream_id}/{token}/{file}
+        ["hls", stream_id, token, file] if head.method == "GET" => Route::Hls {
+            stream_id: stream_id.to_string(),
+            token: Some(token.to_string()),
+            file: file.to_string(),
+        },
+        // /{node_id}/hls/{stream_id}/{file} with the gmv-token header
+        [node, "hls", stream_id, file] if head.method == "GET" && *node == config.node_id => Route::Hls {
+            stream_id: stream_id.to_string(),
+            token: header_token.clone().or_else(|| head.query_param("token").map(str::to_string)),
+            file: file.to_string(),
+        },
         // /flv/gb/{device_id}/{channel_id}/{token}
         ["flv", "gb", device_id, channel_id, token] if head.method == "GET" => Route::GbPlay {
             device_id: device_id.to_string(),
@@ -83,6 +97,12 @@ mod tests {
             route(&head("GET /flv/0100000001/abc HTTP/1.1\r\n\r\n"), &c),
             Route::FlvPlay { stream_id: "0100000001".into(), token: Some("abc".into()) }
         );
+        assert_eq!(
+            route(&head("GET /hls/0100000001/abc/index.m3u8 HTTP/1.1\r\n\r\n"), &c),
+            Route::Hls { stream_id: "0100000001".into(), token: Some("abc".into()), file: "index.m3u8".into() }
+        );
+        let h = head("GET /34020000002000000001/hls/0100000001/7.ts HTTP/1.1\r\ngmv-token: t\r\n\r\n");
+        assert_eq!(route(&h, &c), Route::Hls { stream_id: "0100000001".into(), token: Some("t".into()), file: "7.ts".into() });
         let h = head("GET /34020000002000000001/play/0100000001.flv HTTP/1.1\r\ngmv-token: t\r\n\r\n");
         assert_eq!(route(&h, &c), Route::FlvPlay { stream_id: "0100000001".into(), token: Some("t".into()) });
         assert_eq!(route(&head("GET /999/play/0100000001.flv HTTP/1.1\r\n\r\n"), &c), Route::NotFound);

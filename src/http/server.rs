@@ -78,6 +78,20 @@ pub async fn dispatch(shard: Rc<Shard>, mut conn: TcpStream, head: RequestHead, 
                 hand_off(&shard, owner, conn, head, body_prefix).await;
             }
         }
+        Route::Hls { stream_id, token, file } => {
+            if !routes::authorised(&shard.config, token.as_deref()) {
+                return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
+            }
+            let Some(ssrc) = routes::parse_stream_id(&stream_id) else {
+                return respond_error(&mut conn, 404, "not_found", "no such stream").await;
+            };
+            let owner = owner_of(ssrc, shard.media_shards);
+            if owner == shard.index {
+                super::hls_serve::serve(&shard, conn, ssrc, &file).await;
+            } else {
+                hand_off(&shard, owner, conn, head, body_prefix).await;
+            }
+        }
         Route::GbPlay { device_id, channel_id, token } => {
             if !routes::authorised(&shard.config, token.as_deref()) {
                 return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;

@@ -6,6 +6,7 @@ pub mod bits;
 pub mod flv;
 pub mod frame;
 pub mod h26x;
+pub mod hls;
 pub mod ps;
 pub mod ps_mux;
 pub mod rtp;

@@ -52,6 +52,8 @@ pub struct StreamInfo {
     pub frames: u64,
     /// Pictures leave on the RTP marker instead of one frame later (see `AuAssembler`).
     pub low_latency: bool,
+    /// HLS segments are being made (someone asked for the playlist recently).
+    pub hls: bool,
     pub subscribers: usize,
     pub is_static: bool,
     pub age_ms: u64,

@@ -37,6 +37,8 @@ pub struct Pipeline {
     video_clock: TimestampUnwrapper,
     audio_clock: TimestampUnwrapper,
     pub flv: FlvMuxer,
+    /// Present while someone plays the stream as HLS.
+    pub hls: Option<crate::proto::hls::HlsSegmenter>,
     pub stats: PipelineStats,
     ordered: Vec<RtpPacket>,
     ps_events: Vec<PsEvent>,
@@ -64,6 +66,7 @@ impl Pipeline {
             video_clock: TimestampUnwrapper::new(RTP_CLOCK_BITS),
             audio_clock: TimestampUnwrapper::new(RTP_CLOCK_BITS),
             flv,
+            hls: None,
             stats: PipelineStats::default(),
             ordered: Vec::new(),
             ps_events: Vec::new(),
@@ -217,5 +220,8 @@ impl Pipeline {
     fn emit(&mut self, frame: Frame, tags: &mut Vec<FlvTag>) {
         self.stats.frames += 1;
         self.flv.push(&frame, tags);
+        if let Some(hls) = self.hls.as_mut() {
+            hls.push(&frame);
+        }
     }
 }

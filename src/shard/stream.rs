@@ -47,6 +47,8 @@ pub struct Stream {
     bitrate: Cell<(u64, u64)>,
     tags: RefCell<Vec<FlvTag>>,
     tasks: RefCell<Vec<JoinHandle<()>>>,
+    /// Latest HLS request; HLS stops after `hls.idle_timeout_s` without one.
+    pub hls_requested: Cell<Option<Instant>>,
 }
 
 impl Stream {
@@ -100,6 +102,7 @@ impl Stream {
             demux_errors: p.stats.demux_errors,
             frames: p.stats.frames,
             low_latency: p.low_latency(),
+            hls: p.hls.is_some(),
             subscribers: self.fanout.borrow().subscribers(),
             is_static: self.spec.is_static,
             age_ms: self.created.elapsed().as_millis() as u64,
@@ -178,6 +181,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         bitrate: Cell::new((0, 0)),
         tags: RefCell::new(Vec::new()),
         tasks: RefCell::new(Vec::new()),
+        hls_requested: Cell::new(None),
     });
     let udp_task = glommio::spawn_local(udp_loop(stream.clone(), udp)).detach();
     let tcp_task = glommio::spawn_local(tcp_accept_loop(stream.clone(), tcp)).detach();
@@ -298,6 +302,11 @@ pub async fn housekeeping(shard: Rc<Shard>) {
             let (last, _) = s.bitrate.get();
             let kbps = (bytes - last) * 8 / 1000 / HOUSEKEEPING_INTERVAL.as_secs().max(1);
             s.bitrate.set((bytes, kbps));
+            if s.hls_requested.get().is_some_and(|t| t.elapsed() > Duration::from_secs(shard.config.hls.idle_timeout_s)) {
+                s.pipeline.borrow_mut().hls = None;
+                s.hls_requested.set(None);
+                tracing::info!(ssrc = *ssrc, "HLS stopped: no requests");
+            }
             let quiet_since = s.last_packet.get().unwrap_or(s.created);
             if !s.spec.is_static && quiet_since.elapsed() > idle {
                 idle_ssrcs.push(*ssrc);

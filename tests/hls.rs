@@ -1,0 +1,101 @@
+//! HLS end to end: PS over RTP in, playlist and TS segments out, read by ffprobe.
+
+mod common;
+
+use common::*;
+use gmv::proto::frame::Codec;
+use serde_json::json;
+use std::process::Command;
+use std::time::Duration;
+
+fn get(http: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    s.write_all(format!("{req}\r\n").as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let status = String::from_utf8_lossy(&resp[9..12]).parse().unwrap();
+    (status, resp[split..].to_vec())
+}
+
+#[test]
+fn hls_playlist_and_segments_decode() {
+    let engine = Engine::start(2, "hls:\n  segment_duration_s: 1\n  segments_max: 10\n");
+    let s = engine.open_stream(json!({}));
+    let id = s["stream_id"].as_str().unwrap().to_string();
+    let base = format!("/hls/{id}/{TOKEN}");
+    assert_eq!(get(engine.http, &format!("/hls/{id}/wrong/index.m3u8"), &[]).0, 401);
+    assert_eq!(get(engine.http, &format!("/hls/0000000001/{TOKEN}/index.m3u8"), &[]).0, 404);
+
+    // The first playlist request turns HLS on and waits for a segment while the camera sends.
+    let first = {
+        let (http, path) = (engine.http, format!("{base}/index.m3u8"));
+        std::thread::spawn(move || get(http, &path, &[]))
+    };
+    wait_until(|| engine.stream(&id)["hls"] == true);
+    let frames = gmv::sim::frames_from_es(Codec::H264, &std::fs::read(h264_clip()).unwrap(), FPS);
+    let sock = udp_sender();
+    let dest = format!("127.0.0.1:{}", s["port"]);
+    for frame in gmv::sim::ps_rtp_packets(&frames, s["ssrc"].as_u64().unwrap() as u32) {
+        for p in frame {
+            sock.send_to(&p, &dest).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, first) = first.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&first).starts_with("#EXTM3U"));
+
+    let (status, playlist) = get(engine.http, &format!("{base}/index.m3u8"), &[]);
+    assert_eq!(status, 200);
+    let playlist = String::from_utf8(playlist).unwrap();
+    // 100 frames, a keyframe every 25: segments 0..=2 complete, the fourth still open.
+    let segs: Vec<&str> = playlist.lines().filter(|l| l.ends_with(".ts")).collect();
+    assert_eq!(segs, vec!["0.ts", "1.ts", "2.ts"], "{playlist}");
+    assert!(playlist.contains("#EXT-X-TARGETDURATION:1\n") && playlist.contains("#EXT-X-MEDIA-SEQUENCE:0\n"), "{playlist}");
+    assert_eq!(playlist.matches("#EXTINF:1.000,").count(), 3, "{playlist}");
+
+    let mut all = Vec::new();
+    for seg in &segs {
+        let (status, data) = get(engine.http, &format!("{base}/{seg}"), &[]);
+        assert_eq!(status, 200);
+        assert_eq!(data[0], 0x47);
+        all.extend_from_slice(&data);
+    }
+    // The header-token form serves the same segment.
+    let (status, again) = get(engine.http, &format!("/{NODE_ID}/hls/{id}/1.ts"), &[("gmv-token", TOKEN)]);
+    assert_eq!(status, 200);
+    assert_eq!(again.len() % 188, 0);
+    assert_eq!(get(engine.http, &format!("{base}/99.ts"), &[]).0, 404);
+    let joined = work_dir().join("hls-joined.ts");
+    std::fs::write(&joined, all).unwrap();
+    assert_eq!(ffprobe(&joined), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: 75 });
+
+    // ffprobe reads the live playlist itself.
+    let out = Command::new("timeout")
+        .args(["20", "ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0"])
+        .arg(format!("http://{}{base}/index.m3u8", engine.http))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty() && lines.iter().all(|l| *l == "h264,320,240"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn wait_until(mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("condition not met in time");
+}
