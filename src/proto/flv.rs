@@ -161,12 +161,7 @@ impl FlvMuxer {
                 b.put_u8(1); // AVC NALU
             }
             b.put_uint((cts as u32 & 0x00ff_ffff) as u64, 3);
-            for nal in h26x::nal_units(&frame.data) {
-                if !is_parameter_or_delimiter(codec, nal) {
-                    b.put_u32(nal.len() as u32);
-                    b.put_slice(nal);
-                }
-            }
+            h26x::append_length_prefixed(codec, &frame.data, b);
         });
         out.push(FlvTag { data, is_video: true, keyframe: frame.keyframe, config: false });
     }
@@ -276,16 +271,6 @@ fn amf0_string(b: &mut BytesMut, s: &str) {
     b.put_u8(0x02);
     b.put_u16(s.len() as u16);
     b.put_slice(s.as_bytes());
-}
-
-fn is_parameter_or_delimiter(codec: Codec, nal: &[u8]) -> bool {
-    match codec {
-        Codec::H265 => matches!(
-            h26x::h265_nal_type(nal),
-            h26x::H265_NAL_VPS | h26x::H265_NAL_SPS | h26x::H265_NAL_PPS | h26x::H265_NAL_AUD
-        ),
-        _ => matches!(h26x::h264_nal_type(nal), h26x::H264_NAL_SPS | h26x::H264_NAL_PPS | h26x::H264_NAL_AUD),
-    }
 }
 
 /// ISO 14496-15 §5.3.3.1 AVCDecoderConfigurationRecord with one SPS and one PPS.

@@ -83,6 +83,25 @@ pub fn is_keyframe(codec: Codec, annexb: &[u8]) -> bool {
         .is_some_and(|nal| is_key_nal(codec, nal))
 }
 
+/// Parameter sets and delimiters: carried in decoder configuration records, not in samples.
+pub fn is_parameter_or_delimiter(codec: Codec, nal: &[u8]) -> bool {
+    match codec {
+        Codec::H265 => matches!(h265_nal_type(nal), H265_NAL_VPS | H265_NAL_SPS | H265_NAL_PPS | H265_NAL_AUD),
+        _ => matches!(h264_nal_type(nal), H264_NAL_SPS | H264_NAL_PPS | H264_NAL_AUD),
+    }
+}
+
+/// Appends a picture's NAL units with 4-byte length prefixes (AVCC/HVCC sample format, as
+/// FLV and MP4 carry them), leaving out parameter sets and delimiters.
+pub fn append_length_prefixed(codec: Codec, annexb: &[u8], out: &mut impl bytes::BufMut) {
+    for nal in nal_units(annexb) {
+        if !is_parameter_or_delimiter(codec, nal) {
+            out.put_u32(nal.len() as u32);
+            out.put_slice(nal);
+        }
+    }
+}
+
 /// The latest parameter sets seen on a stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParamSets {

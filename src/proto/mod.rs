@@ -7,6 +7,7 @@ pub mod flv;
 pub mod frame;
 pub mod h26x;
 pub mod hls;
+pub mod mp4;
 pub mod ps;
 pub mod ps_mux;
 pub mod rtp;
