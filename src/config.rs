@@ -19,7 +19,23 @@ pub struct Config {
     pub rtp: RtpConfig,
     pub media: MediaConfig,
     pub hls: HlsConfig,
+    pub record: RecordConfig,
     pub streams: Vec<StaticStream>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordConfig {
+    /// Record every stream from its first keyframe (else only on `POST /api/streams/{id}/record`).
+    pub all: bool,
+    /// A recording file is closed and a new one begun at the first keyframe after this long.
+    pub rotate_s: u64,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        RecordConfig { all: false, rotate_s: 600 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +125,7 @@ impl Default for Config {
             rtp: RtpConfig::default(),
             media: MediaConfig::default(),
             hls: HlsConfig::default(),
+            record: RecordConfig::default(),
             streams: Vec::new(),
         }
     }
@@ -205,6 +222,9 @@ impl Config {
         }
         if self.hls.segment_duration_s == 0 || self.hls.segments_max == 0 {
             return invalid("hls.segment_duration_s and hls.segments_max must be > 0");
+        }
+        if self.record.rotate_s == 0 {
+            return invalid("record.rotate_s must be > 0");
         }
         if self.ring_depth < 8 {
             return invalid("ring_depth must be >= 8");

@@ -14,6 +14,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Recordings listed at most per request.
+const RECORDS_LIST_MAX: usize = 10_000;
 /// Tries to find an unused random SSRC before giving up.
 const SSRC_PICK_ATTEMPTS: usize = 8;
 
@@ -43,6 +45,14 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, head: RequestHead, bo
             Some(ssrc) if close_stream(shard, ssrc).await => (200, json!({ "stream_id": stream_id(ssrc), "closed": true })),
             _ => not_found(),
         },
+        (method @ ("POST" | "DELETE"), ["api", "streams", id, "record"]) => match parse_stream_id(id) {
+            Some(ssrc) => match record(shard, ssrc, method == "POST").await {
+                Some(changed) => (200, json!({ "stream_id": stream_id(ssrc), "recording": method == "POST", "changed": changed })),
+                None => not_found(),
+            },
+            None => not_found(),
+        },
+        ("GET", ["api", "records"]) => (200, list_records(shard, &head)),
         ("GET", ["api", "health"]) => (200, json!({ "status": "ok", "media_shards": shard.media_shards })),
         (_, ["api", "devices", ..] | ["api", "sessions"] | ["api", "sip"]) => match shard.control.get() {
             Some(control) => super::api_gb::route(control, &head, &segments, &body).await,
@@ -80,6 +90,32 @@ pub async fn list_streams(shard: &Shard) -> Vec<StreamInfo> {
         }
     }
     all
+}
+
+async fn record(shard: &Shard, ssrc: u32, on: bool) -> Option<bool> {
+    let (reply, rx) = oneshot::channel();
+    let owner = owner_of(ssrc, shard.media_shards);
+    shard.send(owner, ShardMsg::Record { ssrc, on, reply }).await.ok()?;
+    rx.await.ok().flatten()
+}
+
+/// Recordings listed per file; `stream`, and `from`/`to` in unix seconds, filter them.
+fn list_records(shard: &Shard, head: &RequestHead) -> Value {
+    let stream = head.query_param("stream").map(str::to_string);
+    let from_ms = head.query_param("from").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000);
+    let to_ms = head.query_param("to").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000);
+    let records: Vec<Value> = crate::shard::record::list(&shard.config.data_dir, RECORDS_LIST_MAX)
+        .into_iter()
+        .filter(|(r, _)| stream.as_deref().is_none_or(|s| r.stream_id == s))
+        .filter(|(r, _)| from_ms.is_none_or(|f| r.start_unix_ms + r.duration_ms >= f) && to_ms.is_none_or(|t| r.start_unix_ms <= t))
+        .map(|(r, in_progress)| {
+            let mut v = json!(r);
+            v["in_progress"] = json!(in_progress);
+            v["url"] = json!(format!("/records/{}", r.file));
+            v
+        })
+        .collect();
+    json!({ "records": records })
 }
 
 pub async fn close_stream(shard: &Shard, ssrc: u32) -> bool {

@@ -11,6 +11,8 @@ pub enum Route {
     FlvPlay { stream_id: String, token: Option<String> },
     /// HLS playlist (`index.m3u8`) or segment (`{sequence}.ts`) of a stream.
     Hls { stream_id: String, token: Option<String>, file: String },
+    /// A recorded MP4 file (token by header or `?token=`).
+    Record { file: String },
     /// Live HTTP-FLV of a GB28181 channel, invited on demand if it is not streaming.
     GbPlay { device_id: String, channel_id: String, token: Option<String> },
     /// Anything under /api/, served by the control executor.
@@ -35,6 +37,7 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
             token: header_token.clone().or_else(|| head.query_param("token").map(str::to_string)),
             file: file.to_string(),
         },
+        ["records", file] if head.method == "GET" => Route::Record { file: file.to_string() },
         // /flv/gb/{device_id}/{channel_id}/{token}
         ["flv", "gb", device_id, channel_id, token] if head.method == "GET" => Route::GbPlay {
             device_id: device_id.to_string(),

@@ -92,6 +92,12 @@ pub async fn dispatch(shard: Rc<Shard>, mut conn: TcpStream, head: RequestHead, 
                 hand_off(&shard, owner, conn, head, body_prefix).await;
             }
         }
+        Route::Record { file } => {
+            if !routes::authorised(&shard.config, routes::request_token(&head)) {
+                return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
+            }
+            super::records_serve::serve(&shard, conn, &file, head.header("range")).await;
+        }
         Route::GbPlay { device_id, channel_id, token } => {
             if !routes::authorised(&shard.config, token.as_deref()) {
                 return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;

@@ -6,6 +6,7 @@ pub mod fanout;
 pub mod msg;
 pub mod pipeline;
 pub mod ports;
+pub mod record;
 pub mod stream;
 
 use crate::config::Config;

@@ -54,6 +54,8 @@ pub struct StreamInfo {
     pub low_latency: bool,
     /// HLS segments are being made (someone asked for the playlist recently).
     pub hls: bool,
+    /// An MP4 file is being written.
+    pub recording: bool,
     pub subscribers: usize,
     pub is_static: bool,
     pub age_ms: u64,
@@ -66,4 +68,6 @@ pub enum ShardMsg {
     OpenStream { spec: StreamSpec, reply: oneshot::Sender<Result<StreamInfo, OpenError>> },
     CloseStream { ssrc: u32, reply: oneshot::Sender<bool> },
     ListStreams { reply: oneshot::Sender<Vec<StreamInfo>> },
+    /// Start/stop recording; replies None for an unknown stream, else whether it changed.
+    Record { ssrc: u32, on: bool, reply: oneshot::Sender<Option<bool>> },
 }

@@ -39,6 +39,8 @@ pub struct Pipeline {
     pub flv: FlvMuxer,
     /// Present while someone plays the stream as HLS.
     pub hls: Option<crate::proto::hls::HlsSegmenter>,
+    /// Present while recording: emitted frames for the recorder (shared buffers, no copy).
+    pub frames_out: Option<Vec<Frame>>,
     pub stats: PipelineStats,
     ordered: Vec<RtpPacket>,
     ps_events: Vec<PsEvent>,
@@ -67,6 +69,7 @@ impl Pipeline {
             audio_clock: TimestampUnwrapper::new(RTP_CLOCK_BITS),
             flv,
             hls: None,
+            frames_out: None,
             stats: PipelineStats::default(),
             ordered: Vec::new(),
             ps_events: Vec::new(),
@@ -222,6 +225,9 @@ impl Pipeline {
         self.flv.push(&frame, tags);
         if let Some(hls) = self.hls.as_mut() {
             hls.push(&frame);
+        }
+        if let Some(out) = self.frames_out.as_mut() {
+            out.push(frame);
         }
     }
 }

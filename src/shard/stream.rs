@@ -49,6 +49,7 @@ pub struct Stream {
     tasks: RefCell<Vec<JoinHandle<()>>>,
     /// Latest HLS request; HLS stops after `hls.idle_timeout_s` without one.
     pub hls_requested: Cell<Option<Instant>>,
+    pub recorder: RefCell<Option<super::record::Recorder>>,
 }
 
 impl Stream {
@@ -60,6 +61,38 @@ impl Stream {
         let mut fanout = self.fanout.borrow_mut();
         for t in tags.drain(..) {
             fanout.publish(&t);
+        }
+        self.feed_recorder();
+    }
+
+    fn feed_recorder(&self) {
+        let mut recorder = self.recorder.borrow_mut();
+        let Some(r) = recorder.as_mut() else { return };
+        if let Some(frames) = self.pipeline.borrow_mut().frames_out.as_mut() {
+            for f in frames.drain(..) {
+                r.push(&f);
+            }
+        }
+    }
+
+    /// Starts or stops MP4 recording; false if it already was in that state.
+    pub fn set_recording(&self, on: bool, config: &crate::config::Config) -> bool {
+        let mut recorder = self.recorder.borrow_mut();
+        match (on, recorder.is_some()) {
+            (true, false) => {
+                let rotate = Duration::from_secs(config.record.rotate_s);
+                *recorder = Some(super::record::Recorder::new(&config.data_dir, stream_id(self.spec.ssrc), rotate));
+                self.pipeline.borrow_mut().frames_out = Some(Vec::new());
+                true
+            }
+            (false, true) => {
+                if let Some(mut r) = recorder.take() {
+                    r.finish();
+                }
+                self.pipeline.borrow_mut().frames_out = None;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -77,6 +110,10 @@ impl Stream {
             fanout.publish(t);
         }
         fanout.close();
+        self.feed_recorder();
+        if let Some(mut r) = self.recorder.borrow_mut().take() {
+            r.finish();
+        }
     }
 
     pub fn info(&self) -> StreamInfo {
@@ -103,6 +140,7 @@ impl Stream {
             frames: p.stats.frames,
             low_latency: p.low_latency(),
             hls: p.hls.is_some(),
+            recording: self.recorder.borrow().as_ref().is_some_and(|r| r.recording()),
             subscribers: self.fanout.borrow().subscribers(),
             is_static: self.spec.is_static,
             age_ms: self.created.elapsed().as_millis() as u64,
@@ -182,7 +220,11 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         tags: RefCell::new(Vec::new()),
         tasks: RefCell::new(Vec::new()),
         hls_requested: Cell::new(None),
+        recorder: RefCell::new(None),
     });
+    if shard.config.record.all {
+        stream.set_recording(true, &shard.config);
+    }
     let udp_task = glommio::spawn_local(udp_loop(stream.clone(), udp)).detach();
     let tcp_task = glommio::spawn_local(tcp_accept_loop(stream.clone(), tcp)).detach();
     stream.tasks.borrow_mut().extend([udp_task, tcp_task]);
@@ -212,6 +254,10 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
         }
         ShardMsg::CloseStream { ssrc, reply } => {
             let _ = reply.send(close_stream(shard, ssrc, "api"));
+        }
+        ShardMsg::Record { ssrc, on, reply } => {
+            let stream = shard.streams.borrow().get(&ssrc).cloned();
+            let _ = reply.send(stream.map(|s| s.set_recording(on, &shard.config)));
         }
         ShardMsg::ListStreams { reply } => {
             let mut v: Vec<StreamInfo> = shard.streams.borrow().values().map(|s| s.info()).collect();

@@ -1,0 +1,89 @@
+//! Recorded MP4 files over HTTP with byte ranges (RFC 9110 §14), so players can seek.
+
+use super::response::respond_error;
+use crate::shard::record::{records_dir, valid_file_name};
+use crate::shard::Shard;
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+
+/// Bytes read from disk per step while sending.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` against a file of `len` bytes; None if unsatisfiable.
+pub fn parse_range(header: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || len == 0 {
+        return None; // one range only
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (len.saturating_sub(n), len - 1)
+        }
+        (a, "") => (a.parse().ok()?, len - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len - 1)),
+    };
+    (start <= end && start < len).then_some((start, end))
+}
+
+pub async fn serve(shard: &Shard, mut conn: TcpStream, file: &str, range: Option<&str>) {
+    if !valid_file_name(file) {
+        return respond_error(&mut conn, 404, "not_found", "no such recording").await;
+    }
+    let path = records_dir(&shard.config.data_dir).join(file);
+    let Ok(f) = glommio::io::BufferedFile::open(&path).await else {
+        return respond_error(&mut conn, 404, "not_found", "no such recording").await;
+    };
+    let len = f.file_size().await.unwrap_or(0);
+    let (status, start, end) = match range {
+        Some(r) => match parse_range(r, len) {
+            Some((s, e)) => (206, s, e),
+            None => {
+                let head = format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = f.close().await;
+                return;
+            }
+        },
+        None if len == 0 => (200, 0, 0),
+        None => (200, 0, len - 1),
+    };
+    let body_len = if len == 0 { 0 } else { end - start + 1 };
+    let mut head = format!("HTTP/1.1 {status} {}\r\nContent-Type: video/mp4\r\nAccept-Ranges: bytes\r\nContent-Length: {body_len}\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n", super::response::reason(status));
+    if status == 206 {
+        head.push_str(&format!("Content-Range: bytes {start}-{end}/{len}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut result = conn.write_all(head.as_bytes()).await;
+    let mut pos = start;
+    while result.is_ok() && body_len > 0 && pos <= end {
+        let want = READ_CHUNK_BYTES.min((end - pos + 1) as usize);
+        match f.read_at(pos, want).await {
+            Ok(chunk) if !chunk.is_empty() => {
+                pos += chunk.len() as u64;
+                result = conn.write_all(&chunk).await;
+            }
+            _ => break,
+        }
+    }
+    let _ = conn.close().await;
+    let _ = f.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-99", 1000), Some((0, 99)));
+        assert_eq!(parse_range("bytes=900-", 1000), Some((900, 999)));
+        assert_eq!(parse_range("bytes=-100", 1000), Some((900, 999)));
+        assert_eq!(parse_range("bytes=990-2000", 1000), Some((990, 999)));
+        assert_eq!(parse_range("bytes=1000-", 1000), None);
+        assert_eq!(parse_range("bytes=5-2", 1000), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), None);
+        assert_eq!(parse_range("items=0-1", 1000), None);
+    }
+}

@@ -1,0 +1,113 @@
+//! MP4 recording end to end: start by API, push a clip, stop; list, fetch with ranges,
+//! decode with ffprobe (duration within 1 s, every frame); rotation by duration.
+
+mod common;
+
+use common::*;
+use gmv::proto::frame::Codec;
+use serde_json::json;
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn push_clip(engine: &Engine, s: &serde_json::Value) {
+    let frames = gmv::sim::frames_from_es(Codec::H264, &std::fs::read(h264_clip()).unwrap(), FPS);
+    let sock = udp_sender();
+    let dest = format!("127.0.0.1:{}", s["port"]);
+    for frame in gmv::sim::ps_rtp_packets(&frames, s["ssrc"].as_u64().unwrap() as u32) {
+        for p in frame {
+            sock.send_to(&p, &dest).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = engine;
+}
+
+/// Raw GET returning (head, body).
+fn get(engine: &Engine, path: &str, headers: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(engine.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    s.write_all(format!("{req}\r\n").as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    (String::from_utf8_lossy(&resp[..split]).to_string(), resp[split..].to_vec())
+}
+
+fn closed_records(engine: &Engine, stream_id: &str, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let (_, v) = engine.request("GET", &format!("/api/records?stream={stream_id}"), "");
+        let recs = v["records"].as_array().cloned().unwrap_or_default();
+        if recs.len() >= n && recs.iter().all(|r| r["in_progress"] == false) {
+            return recs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("recordings of {stream_id} not closed in time");
+}
+
+#[test]
+fn record_by_api_then_list_fetch_and_decode() {
+    let engine = Engine::start(2, "");
+    let s = engine.open_stream(json!({}));
+    let id = s["stream_id"].as_str().unwrap().to_string();
+    assert_eq!(engine.request("POST", &format!("/api/streams/{id}/record"), "").0, 200);
+    assert_eq!(engine.request("POST", "/api/streams/0000000001/record", "").0, 404);
+    push_clip(&engine, &s);
+    assert_eq!(engine.stream(&id)["recording"], true);
+    assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}/record"), "").0, 200);
+    let recs = closed_records(&engine, &id, 1);
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r["frames"], CLIP_FRAMES as u64);
+    let duration_ms = r["duration_ms"].as_u64().unwrap();
+    assert!(duration_ms.abs_diff(4000) < 1000, "{r}");
+    let url = r["url"].as_str().unwrap();
+
+    assert!(get(&engine, url, &[]).0.starts_with("HTTP/1.1 401"));
+    let (head, body) = get(&engine, url, &[("gmv-token", TOKEN)]);
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("Accept-Ranges: bytes"), "{head}");
+    assert_eq!(body.len() as u64, r["bytes"].as_u64().unwrap());
+    let (head, part) = get(&engine, url, &[("gmv-token", TOKEN), ("Range", "bytes=100-199")]);
+    assert!(head.starts_with("HTTP/1.1 206") && head.contains(&format!("Content-Range: bytes 100-199/{}", body.len())), "{head}");
+    assert_eq!(part, body[100..200]);
+    let (head, _) = get(&engine, url, &[("gmv-token", TOKEN), ("Range", &format!("bytes={}-", body.len()))]);
+    assert!(head.starts_with("HTTP/1.1 416"), "{head}");
+    assert!(get(&engine, "/records/..%2F..%2Fetc_1.mp4", &[("gmv-token", TOKEN)]).0.starts_with("HTTP/1.1 404"));
+
+    let local = work_dir().join("recorded.mp4");
+    std::fs::write(&local, &body).unwrap();
+    assert_eq!(ffprobe(&local), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES });
+    // ffprobe straight from the server (it may use ranges).
+    let out = Command::new("timeout")
+        .args(["20", "ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(format!("http://{}{url}?token={TOKEN}", engine.http))
+        .output()
+        .unwrap();
+    let d: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0.0);
+    assert!((d - 4.0).abs() < 1.0, "duration over HTTP {d}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn record_all_rotates_files_by_duration() {
+    let engine = Engine::start(1, "record:\n  all: true\n  rotate_s: 1\n");
+    let s = engine.open_stream(json!({}));
+    let id = s["stream_id"].as_str().unwrap().to_string();
+    push_clip(&engine, &s);
+    assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
+    let recs = closed_records(&engine, &id, 4);
+    // Keyframes every second: files of 25, 25, 25 and 25 frames.
+    let frames: Vec<u64> = recs.iter().map(|r| r["frames"].as_u64().unwrap()).collect();
+    assert_eq!(frames, vec![25, 25, 25, 25], "{recs:?}");
+    let second = recs[1]["url"].as_str().unwrap();
+    let (_, body) = get(&engine, second, &[("gmv-token", TOKEN)]);
+    let local = work_dir().join("rotated.mp4");
+    std::fs::write(&local, body).unwrap();
+    assert_eq!(ffprobe(&local).frames, 25, "each rotated file stands alone");
+}
