@@ -9,3 +9,4 @@ pub mod http;
 pub mod proto;
 pub mod shard;
 pub mod sim;
+pub mod snapshot;

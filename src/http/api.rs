@@ -31,6 +31,15 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, head: RequestHead, bo
         _ => return respond_error(&mut conn, 400, "bad_request", "request body incomplete").await,
     };
     let segments: Vec<&str> = head.path.trim_matches('/').split('/').collect();
+    if let ("GET", ["api", "streams", id, "snapshot"]) = (head.method.as_str(), segments.as_slice()) {
+        return match parse_stream_id(id) {
+            Some(ssrc) => match snapshot(shard, ssrc).await {
+                Ok(jpeg) => super::response::respond(&mut conn, 200, "image/jpeg", &jpeg).await,
+                Err(message) => respond_error(&mut conn, 409, "no_snapshot", &message).await,
+            },
+            None => respond_error(&mut conn, 404, "not_found", "no such stream").await,
+        };
+    }
     let (status, value) = match (head.method.as_str(), segments.as_slice()) {
         ("GET", ["api", "streams"]) => (200, json!({ "streams": list_streams(shard).await })),
         ("POST", ["api", "streams"]) => create_stream(shard, &head, &body).await,
@@ -90,6 +99,13 @@ pub async fn list_streams(shard: &Shard) -> Vec<StreamInfo> {
         }
     }
     all
+}
+
+async fn snapshot(shard: &Shard, ssrc: u32) -> Result<bytes::Bytes, String> {
+    let (reply, rx) = oneshot::channel();
+    let owner = owner_of(ssrc, shard.media_shards);
+    shard.send(owner, ShardMsg::Snapshot { ssrc, reply }).await.map_err(|_| "shard not running".to_string())?;
+    rx.await.map_err(|_| "shard dropped the request".to_string())?
 }
 
 async fn record(shard: &Shard, ssrc: u32, on: bool) -> Option<bool> {

@@ -13,6 +13,8 @@ pub enum Route {
     Hls { stream_id: String, token: Option<String>, file: String },
     /// A recorded MP4 file (token by header or `?token=`).
     Record { file: String },
+    /// A stream's cover JPEG (token by header or `?token=`).
+    Cover { stream_id: String },
     /// Live HTTP-FLV of a GB28181 channel, invited on demand if it is not streaming.
     GbPlay { device_id: String, channel_id: String, token: Option<String> },
     /// Anything under /api/, served by the control executor.
@@ -38,6 +40,10 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
             file: file.to_string(),
         },
         ["records", file] if head.method == "GET" => Route::Record { file: file.to_string() },
+        ["cover", file] if head.method == "GET" => match file.strip_suffix(".jpg") {
+            Some(id) => Route::Cover { stream_id: id.to_string() },
+            None => Route::NotFound,
+        },
         // /flv/gb/{device_id}/{channel_id}/{token}
         ["flv", "gb", device_id, channel_id, token] if head.method == "GET" => Route::GbPlay {
             device_id: device_id.to_string(),

@@ -98,6 +98,31 @@ pub async fn dispatch(shard: Rc<Shard>, mut conn: TcpStream, head: RequestHead, 
             }
             super::records_serve::serve(&shard, conn, &file, head.header("range")).await;
         }
+        Route::Cover { stream_id } => {
+            if !routes::authorised(&shard.config, routes::request_token(&head)) {
+                return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
+            }
+            let Some(ssrc) = routes::parse_stream_id(&stream_id) else {
+                return respond_error(&mut conn, 404, "not_found", "no such cover").await;
+            };
+            let owner = owner_of(ssrc, shard.media_shards);
+            if owner != shard.index {
+                return hand_off(&shard, owner, conn, head, body_prefix).await;
+            }
+            // The live stream's cover, else the one stored when it had one.
+            let live = shard.streams.borrow().get(&ssrc).and_then(|s| s.cover.borrow().clone());
+            let jpeg = match live {
+                Some(j) => Some(j.to_vec()),
+                None => {
+                    let path = shard.config.data_dir.join("covers").join(format!("{}.jpg", routes::stream_id(ssrc)));
+                    glommio::executor().spawn_blocking(move || std::fs::read(path).ok()).await
+                }
+            };
+            match jpeg {
+                Some(j) => super::response::respond(&mut conn, 200, "image/jpeg", &j).await,
+                None => respond_error(&mut conn, 404, "not_found", "no cover yet").await,
+            }
+        }
         Route::GbPlay { device_id, channel_id, token } => {
             if !routes::authorised(&shard.config, token.as_deref()) {
                 return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;

@@ -93,6 +93,11 @@ impl FlvMuxer {
         Some((self.video_codec?, self.sps?))
     }
 
+    /// Parameter sets seen so far (for decoders that need them out of band).
+    pub fn params(&self) -> &ParamSets {
+        &self.params
+    }
+
     pub fn audio_codec(&self) -> Option<Codec> {
         self.audio_codec
     }

@@ -41,6 +41,8 @@ pub struct Pipeline {
     pub hls: Option<crate::proto::hls::HlsSegmenter>,
     /// Present while recording: emitted frames for the recorder (shared buffers, no copy).
     pub frames_out: Option<Vec<Frame>>,
+    /// The latest video keyframe (shared buffer), for covers.
+    pub last_keyframe: Option<Frame>,
     pub stats: PipelineStats,
     ordered: Vec<RtpPacket>,
     ps_events: Vec<PsEvent>,
@@ -70,6 +72,7 @@ impl Pipeline {
             flv,
             hls: None,
             frames_out: None,
+            last_keyframe: None,
             stats: PipelineStats::default(),
             ordered: Vec::new(),
             ps_events: Vec::new(),
@@ -225,6 +228,9 @@ impl Pipeline {
         self.flv.push(&frame, tags);
         if let Some(hls) = self.hls.as_mut() {
             hls.push(&frame);
+        }
+        if frame.keyframe && frame.codec.is_video() {
+            self.last_keyframe = Some(frame.clone());
         }
         if let Some(out) = self.frames_out.as_mut() {
             out.push(frame);

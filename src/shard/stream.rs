@@ -47,9 +47,15 @@ pub struct Stream {
     bitrate: Cell<(u64, u64)>,
     tags: RefCell<Vec<FlvTag>>,
     tasks: RefCell<Vec<JoinHandle<()>>>,
+    /// Itself, for tasks the stream spawns (covers).
+    me: RefCell<std::rc::Weak<Stream>>,
+    covers_dir: std::path::PathBuf,
     /// Latest HLS request; HLS stops after `hls.idle_timeout_s` without one.
     pub hls_requested: Cell<Option<Instant>>,
     pub recorder: RefCell<Option<super::record::Recorder>>,
+    /// JPEG of a keyframe; made once from the first keyframe, and again on request.
+    pub cover: RefCell<Option<Bytes>>,
+    cover_started: Cell<bool>,
 }
 
 impl Stream {
@@ -63,6 +69,44 @@ impl Stream {
             fanout.publish(&t);
         }
         self.feed_recorder();
+        if !self.cover_started.get() && self.pipeline.borrow().last_keyframe.is_some() {
+            self.cover_started.set(true);
+            let me = self.self_rc();
+            glommio::spawn_local(async move {
+                if let Err(error) = me.snapshot().await {
+                    tracing::info!(ssrc = me.spec.ssrc, %error, "no cover for stream");
+                }
+            })
+            .detach();
+        }
+    }
+
+    fn self_rc(&self) -> Rc<Stream> {
+        self.me.borrow().upgrade().expect("stream alive while receiving")
+    }
+
+    /// Decodes the latest keyframe to JPEG off the executor, keeps it as the cover and
+    /// writes it to `data_dir/covers/{stream_id}.jpg`.
+    pub async fn snapshot(&self) -> Result<Bytes, crate::snapshot::SnapshotError> {
+        let (codec, annexb) = {
+            let p = self.pipeline.borrow();
+            let key = p.last_keyframe.as_ref().ok_or(crate::snapshot::SnapshotError::NoKeyframe)?;
+            (key.codec, crate::snapshot::standalone_keyframe(key.codec, p.flv.params(), &key.data))
+        };
+        let path = self.covers_dir.join(format!("{}.jpg", stream_id(self.spec.ssrc)));
+        let (jpeg, width, height) = glommio::executor()
+            .spawn_blocking(move || {
+                let made = crate::snapshot::keyframe_to_jpeg(codec, &annexb)?;
+                if std::fs::create_dir_all(path.parent().expect("has parent")).and_then(|_| std::fs::write(&path, &made.0)).is_err() {
+                    tracing::warn!(path = %path.display(), "cannot store cover");
+                }
+                Ok::<_, crate::snapshot::SnapshotError>(made)
+            })
+            .await?;
+        tracing::info!(ssrc = self.spec.ssrc, width, height, bytes = jpeg.len(), "cover made");
+        let jpeg = Bytes::from(jpeg);
+        *self.cover.borrow_mut() = Some(jpeg.clone());
+        Ok(jpeg)
     }
 
     fn feed_recorder(&self) {
@@ -219,9 +263,14 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         bitrate: Cell::new((0, 0)),
         tags: RefCell::new(Vec::new()),
         tasks: RefCell::new(Vec::new()),
+        me: RefCell::new(std::rc::Weak::new()),
+        covers_dir: shard.config.data_dir.join("covers"),
         hls_requested: Cell::new(None),
         recorder: RefCell::new(None),
+        cover: RefCell::new(None),
+        cover_started: Cell::new(false),
     });
+    *stream.me.borrow_mut() = Rc::downgrade(&stream);
     if shard.config.record.all {
         stream.set_recording(true, &shard.config);
     }
@@ -254,6 +303,17 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
         }
         ShardMsg::CloseStream { ssrc, reply } => {
             let _ = reply.send(close_stream(shard, ssrc, "api"));
+        }
+        ShardMsg::Snapshot { ssrc, reply } => {
+            let stream = shard.streams.borrow().get(&ssrc).cloned();
+            glommio::spawn_local(async move {
+                let result = match stream {
+                    Some(s) => s.snapshot().await.map_err(|e| e.to_string()),
+                    None => Err("no such stream".to_string()),
+                };
+                let _ = reply.send(result);
+            })
+            .detach();
         }
         ShardMsg::Record { ssrc, on, reply } => {
             let stream = shard.streams.borrow().get(&ssrc).cloned();
