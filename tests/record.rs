@@ -95,6 +95,28 @@ fn record_by_api_then_list_fetch_and_decode() {
 }
 
 #[test]
+fn recording_plays_back_as_flv_at_real_time_from_a_start() {
+    let engine = Engine::start(1, "record:\n  all: true\n");
+    let s = engine.open_stream(json!({}));
+    let id = s["stream_id"].as_str().unwrap().to_string();
+    push_clip(&engine, &s);
+    assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
+    let recs = closed_records(&engine, &id, 1);
+    let stem = recs[0]["file"].as_str().unwrap().trim_end_matches(".mp4").to_string();
+    assert!(get(&engine, &format!("/flv/record/{stem}/wrong"), &[]).0.starts_with("HTTP/1.1 401"));
+    let out = work_dir().join("playback.flv");
+    let started = Instant::now();
+    let viewer = spawn_viewer(engine.http, format!("/flv/record/{stem}/{TOKEN}?start=2"), vec![], out.clone(), Duration::from_secs(20));
+    let (status, bytes) = viewer.join().unwrap();
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(bytes > 1000);
+    // From the keyframe at 2 s: frames 50..=99, sent at the pace they were recorded.
+    assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: 50 });
+    assert!(took >= Duration::from_millis(1500), "2 s of video took {took:?}: not real time");
+}
+
+#[test]
 fn record_all_rotates_files_by_duration() {
     let engine = Engine::start(1, "record:\n  all: true\n  rotate_s: 1\n");
     let s = engine.open_stream(json!({}));

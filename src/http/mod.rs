@@ -4,6 +4,7 @@ pub mod api;
 pub mod api_gb;
 pub mod flv_play;
 pub mod hls_serve;
+pub mod record_play;
 pub mod records_serve;
 pub mod request;
 pub mod response;

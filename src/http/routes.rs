@@ -11,6 +11,8 @@ pub enum Route {
     FlvPlay { stream_id: String, token: Option<String> },
     /// HLS playlist (`index.m3u8`) or segment (`{sequence}.ts`) of a stream.
     Hls { stream_id: String, token: Option<String>, file: String },
+    /// A recording played as HTTP-FLV at real time from `start` seconds.
+    RecordPlay { stem: String, token: Option<String>, start_s: u64 },
     /// A recorded MP4 file (token by header or `?token=`).
     Record { file: String },
     /// A stream's cover JPEG (token by header or `?token=`).
@@ -49,6 +51,12 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
             device_id: device_id.to_string(),
             channel_id: channel_id.to_string(),
             token: Some(token.trim_end_matches(".flv").to_string()),
+        },
+        // /flv/record/{file without .mp4}/{token}?start=seconds
+        ["flv", "record", stem, token] if head.method == "GET" => Route::RecordPlay {
+            stem: stem.to_string(),
+            token: Some(token.trim_end_matches(".flv").to_string()),
+            start_s: head.query_param("start").and_then(|s| s.parse().ok()).unwrap_or(0),
         },
         // /flv/{stream_id}/{token}  (a trailing ".flv" is tolerated for players that want one)
         ["flv", stream_id, token] if head.method == "GET" => Route::FlvPlay {

@@ -92,6 +92,12 @@ pub async fn dispatch(shard: Rc<Shard>, mut conn: TcpStream, head: RequestHead, 
                 hand_off(&shard, owner, conn, head, body_prefix).await;
             }
         }
+        Route::RecordPlay { stem, token, start_s } => {
+            if !routes::authorised(&shard.config, token.as_deref()) {
+                return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
+            }
+            super::record_play::serve(&shard, conn, &stem, start_s).await;
+        }
         Route::Record { file } => {
             if !routes::authorised(&shard.config, routes::request_token(&head)) {
                 return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;

@@ -8,6 +8,7 @@ pub mod frame;
 pub mod h26x;
 pub mod hls;
 pub mod mp4;
+pub mod mp4_read;
 pub mod ps;
 pub mod ps_mux;
 pub mod rtp;
