@@ -6,17 +6,10 @@ mod common;
 use common::*;
 use gmv::proto::frame::Codec;
 use serde_json::json;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 fn get(engine: &Engine, path: &str) -> (String, Vec<u8>) {
-    let mut s = std::net::TcpStream::connect(engine.http).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\ngmv-token: {TOKEN}\r\n\r\n").as_bytes()).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    (String::from_utf8_lossy(&resp[..split]).to_string(), resp[split..].to_vec())
+    http_get(engine.http, path, &[("gmv-token", TOKEN)])
 }
 
 fn push(s: &serde_json::Value, codec: Codec, clip: &std::path::Path, frames: usize) {

@@ -9,19 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 fn get(http: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(http).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    s.write_all(format!("{req}\r\n").as_bytes()).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let status = String::from_utf8_lossy(&resp[9..12]).parse().unwrap();
-    (status, resp[split..].to_vec())
+    let (head, body) = http_get(http, path, headers);
+    (status_of(&head), body)
 }
 
 #[test]

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use gmv::proto::frame::Codec;
 use serde_json::json;
-use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -24,19 +23,8 @@ fn push_clip(engine: &Engine, s: &serde_json::Value) {
     let _ = engine;
 }
 
-/// Raw GET returning (head, body).
 fn get(engine: &Engine, path: &str, headers: &[(&str, &str)]) -> (String, Vec<u8>) {
-    let mut s = std::net::TcpStream::connect(engine.http).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    s.write_all(format!("{req}\r\n").as_bytes()).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    (String::from_utf8_lossy(&resp[..split]).to_string(), resp[split..].to_vec())
+    http_get(engine.http, path, headers)
 }
 
 fn closed_records(engine: &Engine, stream_id: &str, n: usize) -> Vec<serde_json::Value> {

@@ -65,31 +65,13 @@ pub async fn dispatch(shard: Rc<Shard>, mut conn: TcpStream, head: RequestHead, 
         Route::Api if shard.is_control() => super::api::serve(&shard, conn, head, body_prefix).await,
         Route::Api => hand_off(&shard, CONTROL, conn, head, body_prefix).await,
         Route::FlvPlay { stream_id, token } => {
-            if !routes::authorised(&shard.config, token.as_deref()) {
-                return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
-            }
-            let Some(ssrc) = routes::parse_stream_id(&stream_id) else {
-                return respond_error(&mut conn, 404, "not_found", "no such stream").await;
-            };
-            let owner = owner_of(ssrc, shard.media_shards);
-            if owner == shard.index {
+            if let Some((conn, ssrc)) = at_owner(&shard, conn, head, body_prefix, token.as_deref(), &stream_id).await {
                 super::flv_play::serve(&shard, conn, ssrc).await;
-            } else {
-                hand_off(&shard, owner, conn, head, body_prefix).await;
             }
         }
         Route::Hls { stream_id, token, file } => {
-            if !routes::authorised(&shard.config, token.as_deref()) {
-                return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
-            }
-            let Some(ssrc) = routes::parse_stream_id(&stream_id) else {
-                return respond_error(&mut conn, 404, "not_found", "no such stream").await;
-            };
-            let owner = owner_of(ssrc, shard.media_shards);
-            if owner == shard.index {
+            if let Some((conn, ssrc)) = at_owner(&shard, conn, head, body_prefix, token.as_deref(), &stream_id).await {
                 super::hls_serve::serve(&shard, conn, ssrc, &file).await;
-            } else {
-                hand_off(&shard, owner, conn, head, body_prefix).await;
             }
         }
         Route::RecordPlay { stem, token, start_s } => {
@@ -105,16 +87,8 @@ pub async fn dispatch(shard: Rc<Shard>, mut conn: TcpStream, head: RequestHead, 
             super::records_serve::serve(&shard, conn, &file, head.header("range")).await;
         }
         Route::Cover { stream_id } => {
-            if !routes::authorised(&shard.config, routes::request_token(&head)) {
-                return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
-            }
-            let Some(ssrc) = routes::parse_stream_id(&stream_id) else {
-                return respond_error(&mut conn, 404, "not_found", "no such cover").await;
-            };
-            let owner = owner_of(ssrc, shard.media_shards);
-            if owner != shard.index {
-                return hand_off(&shard, owner, conn, head, body_prefix).await;
-            }
+            let token = routes::request_token(&head).map(str::to_string);
+            let Some((mut conn, ssrc)) = at_owner(&shard, conn, head, body_prefix, token.as_deref(), &stream_id).await else { return };
             // The live stream's cover, else the one stored when it had one.
             let live = shard.streams.borrow().get(&ssrc).and_then(|s| s.cover.borrow().clone());
             let jpeg = match live {
@@ -154,6 +128,25 @@ pub async fn dispatch(shard: Rc<Shard>, mut conn: TcpStream, head: RequestHead, 
         }
         Route::NotFound => respond_error(&mut conn, 404, "not_found", "no such resource").await,
     }
+}
+
+/// Token, stream id and owning shard of a stream request: Some when this shard serves it;
+/// otherwise it has been answered (401/404) or handed to the owner.
+async fn at_owner(shard: &Rc<Shard>, mut conn: TcpStream, head: RequestHead, body_prefix: Vec<u8>, token: Option<&str>, stream_id: &str) -> Option<(TcpStream, u32)> {
+    if !routes::authorised(&shard.config, token) {
+        respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
+        return None;
+    }
+    let Some(ssrc) = routes::parse_stream_id(stream_id) else {
+        respond_error(&mut conn, 404, "not_found", "no such stream").await;
+        return None;
+    };
+    let owner = owner_of(ssrc, shard.media_shards);
+    if owner == shard.index {
+        return Some((conn, ssrc));
+    }
+    hand_off(shard, owner, conn, head, body_prefix).await;
+    None
 }
 
 async fn hand_off(shard: &Shard, to: usize, mut conn: TcpStream, head: RequestHead, body_prefix: Vec<u8>) {

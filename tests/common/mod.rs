@@ -222,6 +222,26 @@ fn parse_response(resp: &[u8]) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// A GET read to the end: (head, body).
+pub fn http_get(http: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {http}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    s.write_all(format!("{req}\r\n").as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |i| i + 4);
+    (String::from_utf8_lossy(&resp[..split]).to_string(), resp[split..].to_vec())
+}
+
+/// The status code of a response head.
+pub fn status_of(head: &str) -> u16 {
+    head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
 /// A viewer: sends the request, then saves the body to `out` until the server closes or `limit` passes.
 pub fn spawn_viewer(http: SocketAddr, path: String, headers: Vec<(String, String)>, out: PathBuf, limit: Duration) -> std::thread::JoinHandle<(u16, usize)> {
     std::thread::spawn(move || {
