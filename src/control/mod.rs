@@ -305,7 +305,7 @@ impl Control {
                 reg.save();
             }
             self.challenges.borrow_mut().retain(|_, c| c.issued.elapsed() < requests::CHALLENGE_TTL);
-            if tick % play::SESSION_CHECK_INTERVAL_S == 0 {
+            if tick.is_multiple_of(play::SESSION_CHECK_INTERVAL_S) {
                 play::check_sessions(&self).await;
             }
         }

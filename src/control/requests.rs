@@ -110,26 +110,41 @@ impl Control {
 
     /// 401 with a fresh nonce, or 403 once the device has failed too often.
     async fn challenge(&self, msg: &SipMsg, source: Peer, device_id: &str, counted_failure: bool) {
-        let mut challenges = self.challenges.borrow_mut();
-        if !challenges.contains_key(device_id) && challenges.len() >= CHALLENGES_MAX {
-            drop(challenges);
-            self.counters.borrow_mut().refused += 1;
-            return self.reply(msg, source, 503, "Service Unavailable", &[], None).await;
+        enum Answer {
+            Busy,
+            Refuse(u32),
+            Challenge(String),
         }
-        let failures = challenges.get(device_id).map_or(0, |c| c.failures) + u32::from(counted_failure);
-        if failures >= AUTH_FAILURES_MAX {
-            challenges.remove(device_id);
-            drop(challenges);
-            tracing::warn!(device_id, source = ?source, failures, "device failed digest authentication; refused");
-            return self.reply(msg, source, 403, "Forbidden", &[], None).await;
+        let answer = {
+            let mut challenges = self.challenges.borrow_mut();
+            let failures = challenges.get(device_id).map_or(0, |c| c.failures) + u32::from(counted_failure);
+            if !challenges.contains_key(device_id) && challenges.len() >= CHALLENGES_MAX {
+                Answer::Busy
+            } else if failures >= AUTH_FAILURES_MAX {
+                challenges.remove(device_id);
+                Answer::Refuse(failures)
+            } else {
+                let nonce = self.random();
+                challenges.insert(device_id.to_string(), Challenge { nonce: nonce.clone(), issued: Instant::now(), failures });
+                Answer::Challenge(nonce)
+            }
+        };
+        match answer {
+            Answer::Busy => {
+                self.counters.borrow_mut().refused += 1;
+                self.reply(msg, source, 503, "Service Unavailable", &[], None).await;
+            }
+            Answer::Refuse(failures) => {
+                tracing::warn!(device_id, source = ?source, failures, "device failed digest authentication; refused");
+                self.reply(msg, source, 403, "Forbidden", &[], None).await;
+            }
+            Answer::Challenge(nonce) => {
+                let realm = &self.shard.config.sip.domain;
+                let qop = if self.shard.config.sip.digest_qop { ", qop=\"auth\"" } else { "" };
+                let www = format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm=MD5{qop}");
+                self.reply(msg, source, 401, "Unauthorized", &[("WWW-Authenticate", www)], None).await;
+            }
         }
-        let nonce = self.random();
-        challenges.insert(device_id.to_string(), Challenge { nonce: nonce.clone(), issued: Instant::now(), failures });
-        drop(challenges);
-        let realm = &self.shard.config.sip.domain;
-        let qop = if self.shard.config.sip.digest_qop { ", qop=\"auth\"" } else { "" };
-        let www = format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm=MD5{qop}");
-        self.reply(msg, source, 401, "Unauthorized", &[("WWW-Authenticate", www)], None).await;
     }
 
     async fn on_message(&self, msg: &SipMsg, source: Peer) {

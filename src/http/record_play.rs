@@ -83,7 +83,7 @@ pub async fn serve(shard: &Shard, mut conn: TcpStream, stem: &str, start_s: u64)
         let Some(header) = read(&f, pos, 8).await else { break };
         let size = u64::from(u32::from_be_bytes([header[0], header[1], header[2], header[3]]));
         let kind = [header[4], header[5], header[6], header[7]];
-        if size < 8 || size > BOX_BYTES_MAX || pos + size > len {
+        if !(8..=BOX_BYTES_MAX).contains(&size) || pos + size > len {
             break; // a fragment still being written, or damage
         }
         match &kind {

@@ -200,11 +200,10 @@ impl AuAssembler {
             self.marks.pop_front();
         }
         let (pts, dts) = ts.unwrap_or_else(|| self.last.map_or((0, 0), |(p, d)| (p + self.step, d + self.step)));
-        if let Some((_, last_dts)) = self.last {
-            if dts > last_dts {
+        if let Some((_, last_dts)) = self.last
+            && dts > last_dts {
                 self.step = dts - last_dts;
             }
-        }
         self.last = Some((pts, dts));
         for m in self.marks.iter_mut() {
             m.0 = m.0.saturating_sub(cut);

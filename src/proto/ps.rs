@@ -333,11 +333,10 @@ fn parse_psm_body(body: &[u8]) -> Option<Vec<(u8, Codec)>> {
         let (stream_type, id) = (body[i], body[i + 1]);
         let es_info_len = u16::from_be_bytes([body[i + 2], body[i + 3]]) as usize;
         i += 4 + es_info_len;
-        if let Some(codec) = Codec::from_stream_type(stream_type) {
-            if map.len() < PSM_STREAMS_MAX {
+        if let Some(codec) = Codec::from_stream_type(stream_type)
+            && map.len() < PSM_STREAMS_MAX {
                 map.push((id, codec));
             }
-        }
     }
     Some(map)
 }

@@ -46,7 +46,7 @@ impl PsMuxer {
         out.push(0x80 | (MUX_RATE_50BPS >> 15) as u8);
         out.push((MUX_RATE_50BPS >> 7) as u8);
         out.push(((MUX_RATE_50BPS << 1) as u8) | 1);
-        out.push(((self.audio.is_some() as u8) << 2) | 0x00); // audio_bound, fixed, CSPS
+        out.push((self.audio.is_some() as u8) << 2); // audio_bound; fixed and CSPS flags clear
         out.push(0xe1); // locks, marker, video_bound = 1
         out.push(0x7f);
         out.extend_from_slice(&[VIDEO_STREAM_ID, 0xe0, 0xe8]);

@@ -229,6 +229,27 @@ impl Rfc4571Deframer {
     }
 }
 
+/// Splits payloads into RTP packets (marker on the last one), tracking the sequence number.
+pub struct RtpPacketizer {
+    pub ssrc: u32,
+    pub payload_type: u8,
+    pub sequence: u16,
+}
+
+impl RtpPacketizer {
+    pub fn packetize(&mut self, data: &[u8], timestamp: u32, payload_bytes_max: usize, out: &mut Vec<Vec<u8>>) {
+        let chunks = data.chunks(payload_bytes_max.max(1));
+        let n = chunks.len();
+        for (i, chunk) in chunks.enumerate() {
+            let mut p = Vec::with_capacity(RTP_HEADER_BYTES_MIN + chunk.len());
+            RtpPacket::write_header(&mut p, i + 1 == n, self.payload_type, self.sequence, timestamp, self.ssrc);
+            p.extend_from_slice(chunk);
+            self.sequence = self.sequence.wrapping_add(1);
+            out.push(p);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,27 +366,6 @@ mod tests {
                 assert!(r.held() <= REORDER_PACKETS_MAX);
             }
             out.clear();
-        }
-    }
-}
-
-/// Splits payloads into RTP packets (marker on the last one), tracking the sequence number.
-pub struct RtpPacketizer {
-    pub ssrc: u32,
-    pub payload_type: u8,
-    pub sequence: u16,
-}
-
-impl RtpPacketizer {
-    pub fn packetize(&mut self, data: &[u8], timestamp: u32, payload_bytes_max: usize, out: &mut Vec<Vec<u8>>) {
-        let chunks = data.chunks(payload_bytes_max.max(1));
-        let n = chunks.len();
-        for (i, chunk) in chunks.enumerate() {
-            let mut p = Vec::with_capacity(RTP_HEADER_BYTES_MIN + chunk.len());
-            RtpPacket::write_header(&mut p, i + 1 == n, self.payload_type, self.sequence, timestamp, self.ssrc);
-            p.extend_from_slice(chunk);
-            self.sequence = self.sequence.wrapping_add(1);
-            out.push(p);
         }
     }
 }

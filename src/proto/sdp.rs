@@ -170,11 +170,10 @@ fn parse_media_attribute(m: &mut MediaSection, value: &str) {
             }
         }
         "ssrc" => {
-            if let Some(id) = arg.split_whitespace().next().and_then(|s| s.parse().ok()) {
-                if !m.ssrc.contains(&id) && m.ssrc.len() < SDP_FORMATS_MAX {
+            if let Some(id) = arg.split_whitespace().next().and_then(|s| s.parse().ok())
+                && !m.ssrc.contains(&id) && m.ssrc.len() < SDP_FORMATS_MAX {
                     m.ssrc.push(id);
                 }
-            }
         }
         "mid" => m.mid = Some(arg.to_string()),
         "setup" => m.setup = Some(arg.to_ascii_lowercase()),
@@ -228,11 +227,10 @@ impl RtpMap {
             let Some((k, v)) = param.trim().split_once('=') else { continue };
             if matches!(k.trim(), "sprop-parameter-sets" | "sprop-vps" | "sprop-sps" | "sprop-pps") {
                 for b64 in v.split(',') {
-                    if let Ok(nal) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
-                        if !nal.is_empty() {
+                    if let Ok(nal) = base64::engine::general_purpose::STANDARD.decode(b64.trim())
+                        && !nal.is_empty() {
                             nals.push(nal);
                         }
-                    }
                 }
             }
         }

@@ -90,12 +90,11 @@ impl Recorder {
         if frame.codec.is_video() {
             f.last_dts = f.last_dts.max(frame.dts);
         }
-        if let Some(fragment) = f.muxer.push(frame) {
-            if f.tx.try_send(Write::Data(fragment)).is_err() {
+        if let Some(fragment) = f.muxer.push(frame)
+            && f.tx.try_send(Write::Data(fragment)).is_err() {
                 self.fragments_dropped += 1;
                 tracing::warn!(stream_id = %self.stream_id, "recording queue full; fragment dropped");
             }
-        }
     }
 
     fn open(&mut self, keyframe: &Frame) {

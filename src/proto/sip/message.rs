@@ -228,15 +228,15 @@ impl SipMsg {
 
     /// The user part of the From URI: the device id in GB28181.
     pub fn from_user(&self) -> Option<String> {
-        uri_user(&self.inner.from_header().ok()?.value().to_string())
+        uri_user(self.inner.from_header().ok()?.value())
     }
 
     pub fn from_tag(&self) -> Option<String> {
-        header_param(&self.inner.from_header().ok()?.value().to_string(), "tag")
+        header_param(self.inner.from_header().ok()?.value(), "tag")
     }
 
     pub fn to_tag(&self) -> Option<String> {
-        header_param(&self.inner.to_header().ok()?.value().to_string(), "tag")
+        header_param(self.inner.to_header().ok()?.value(), "tag")
     }
 
     /// Top Via's branch.
