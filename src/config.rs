@@ -100,6 +100,8 @@ pub struct MediaConfig {
     pub gop_cache_bytes_max: usize,
     pub subscriber_queue_tags_max: usize,
     pub subscriber_skips_max: u32,
+    /// Make each stream's cover from its first keyframe (JPEG decode on low-priority threads).
+    pub cover_on_first_keyframe: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,7 +163,7 @@ impl Default for RtpConfig {
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        MediaConfig { gop_cache_bytes_max: 8 << 20, subscriber_queue_tags_max: 512, subscriber_skips_max: 3 }
+        MediaConfig { gop_cache_bytes_max: 8 << 20, subscriber_queue_tags_max: 512, subscriber_skips_max: 3, cover_on_first_keyframe: true }
     }
 }
 

@@ -28,6 +28,15 @@ impl std::fmt::Display for SnapshotError {
     }
 }
 
+/// Covers are background work: the calling (blocking-pool) thread yields the CPU to the
+/// shards' media threads whenever they want it (nice 19 for this thread only).
+pub fn lower_thread_priority() {
+    // SAFETY: setpriority on the calling thread's id; no memory is touched.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+    }
+}
+
 /// Annex B for a decoder on its own: parameter sets first (cameras repeat them before IDRs,
 /// RTP streams may carry them only in the SDP), then the picture.
 pub fn standalone_keyframe(codec: Codec, params: &ParamSets, keyframe: &[u8]) -> Vec<u8> {

@@ -5,7 +5,10 @@
 # Loopback only; each step is bounded (DURATION_S of sending plus set-up).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DURATION_S=${DURATION_S:-15}
+DURATION_S=${DURATION_S:-20}
+WARMUP_S=${WARMUP_S:-10}
+# Extra gmv-loadtest flags, e.g. LOADTEST_ARGS=--no-covers
+LOADTEST_ARGS=${LOADTEST_ARGS:-}
 VIEWERS=${VIEWERS:-10}
 SENDERS=${SENDERS:-2}
 # "Headroom": the engine uses at most this share of the machine's CPU.
@@ -18,8 +21,9 @@ echo "| streams | sent Mbit/s | sent pkt/s | send pace | engine missing | engine
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 best=0
 for n in "${steps[@]}"; do
+  # shellcheck disable=SC2086
   out=$(./target/release/gmv-loadtest --gmv target/release/gmv --streams "$n" --duration-s "$DURATION_S" \
-        --viewers "$VIEWERS" --senders "$SENDERS")
+        --warmup-s "$WARMUP_S" --viewers "$VIEWERS" --senders "$SENDERS" $LOADTEST_ARGS)
   row=$(python3 - "$out" "$DURATION_S" "$HEADROOM_CPU_PCT" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1]); dur = float(sys.argv[2]); cap = float(sys.argv[3])

@@ -44,7 +44,12 @@ pub struct Shard {
     pub ports: RefCell<PortPool>,
     /// GB28181 signalling; set on the control executor when SIP is enabled.
     pub control: std::cell::OnceCell<Rc<crate::control::Control>>,
+    /// Cover decodes running at once on this shard's blocking threads.
+    pub cover_gate: Rc<glommio::sync::Semaphore>,
 }
+
+/// Cover (JPEG) decodes at once per shard.
+pub const COVER_DECODES_AT_ONCE: u64 = 1;
 
 impl Shard {
     pub fn is_control(&self) -> bool {
@@ -150,7 +155,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     peers.push(t.await);
                 }
                 let ports = PortPool::for_shard(config.rtp.port_min, config.rtp.port_max, index.saturating_sub(1), media_shards);
-                let shard = Rc::new(Shard { index, media_shards, config, peers, streams: RefCell::new(HashMap::new()), ports: RefCell::new(ports), control: Default::default() });
+                let shard = Rc::new(Shard { index, media_shards, config, peers, streams: RefCell::new(HashMap::new()), ports: RefCell::new(ports), control: Default::default(), cover_gate: Rc::new(glommio::sync::Semaphore::new(COVER_DECODES_AT_ONCE)) });
                 for t in rx_tasks {
                     let rx = t.await;
                     let shard = shard.clone();

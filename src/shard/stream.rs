@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 /// Largest datagram taken per receive; covers jumbo frames some NVRs send.
 pub const UDP_DATAGRAM_BYTES_MAX: usize = 9_000;
 /// Datagrams are received into slabs of this size and split off without a per-packet
-/// allocation; a slab is freed when the last packet cut from it is dropped.
-pub const UDP_SLAB_BYTES: usize = 256 * 1024;
+/// allocation; a slab is freed when the last packet cut from it is dropped. Every stream
+/// holds one, so it stays small.
+pub const UDP_SLAB_BYTES: usize = 64 * 1024;
 /// Read size per TCP RTP connection.
 pub const TCP_READ_BYTES: usize = 16 * 1024;
 /// Concurrent TCP RTP connections per stream (one device normally; a reconnect overlaps).
@@ -49,6 +50,8 @@ pub struct Stream {
     tasks: RefCell<Vec<JoinHandle<()>>>,
     /// Itself, for tasks the stream spawns (covers).
     me: RefCell<std::rc::Weak<Stream>>,
+    /// The shard's cover-decode gate (shared by its streams).
+    cover_gate: Rc<glommio::sync::Semaphore>,
     covers_dir: std::path::PathBuf,
     /// Latest HLS request; HLS stops after `hls.idle_timeout_s` without one.
     pub hls_requested: Cell<Option<Instant>>,
@@ -94,8 +97,12 @@ impl Stream {
             (key.codec, crate::snapshot::standalone_keyframe(key.codec, p.flv.params(), &key.data))
         };
         let path = self.covers_dir.join(format!("{}.jpg", stream_id(self.spec.ssrc)));
+        // One decode at a time per shard: a thousand cameras connecting at once must not
+        // bury the shard's blocking threads (and its cores) in decodes.
+        let _permit = self.cover_gate.acquire_permit(1).await.map_err(|_| crate::snapshot::SnapshotError::Decode("shard closing".into()))?;
         let (jpeg, width, height) = glommio::executor()
             .spawn_blocking(move || {
+                crate::snapshot::lower_thread_priority();
                 let made = crate::snapshot::keyframe_to_jpeg(codec, &annexb)?;
                 if std::fs::create_dir_all(path.parent().expect("has parent")).and_then(|_| std::fs::write(&path, &made.0)).is_err() {
                     tracing::warn!(path = %path.display(), "cannot store cover");
@@ -264,11 +271,12 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         tags: RefCell::new(Vec::new()),
         tasks: RefCell::new(Vec::new()),
         me: RefCell::new(std::rc::Weak::new()),
+        cover_gate: shard.cover_gate.clone(),
         covers_dir: shard.config.data_dir.join("covers"),
         hls_requested: Cell::new(None),
         recorder: RefCell::new(None),
         cover: RefCell::new(None),
-        cover_started: Cell::new(false),
+        cover_started: Cell::new(!shard.config.media.cover_on_first_keyframe),
     });
     *stream.me.borrow_mut() = Rc::downgrade(&stream);
     if shard.config.record.all {

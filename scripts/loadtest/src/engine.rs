@@ -14,14 +14,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn spawn(bin: &str, http: SocketAddr, token: &str, streams: usize, shards: usize, dir: &std::path::Path) -> Result<Engine, String> {
+    pub fn spawn(bin: &str, http: SocketAddr, token: &str, streams: usize, shards: usize, covers: bool, dir: &std::path::Path) -> Result<Engine, String> {
         let port_min = 40_000u32;
         let port_max = (port_min + 3 * streams as u32 + 100).min(65_000);
         let config = dir.join("loadtest-gmv.yml");
         std::fs::write(
             &config,
             format!(
-                "shards: {shards}\nhttp:\n  listen: \"{http}\"\n  tokens: [\"{token}\"]\nsip:\n  listen: \"\"\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {port_max}\n  idle_timeout_s: 3600\n"
+                "shards: {shards}\nhttp:\n  listen: \"{http}\"\n  tokens: [\"{token}\"]\nsip:\n  listen: \"\"\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {port_max}\n  idle_timeout_s: 3600\nmedia:\n  cover_on_first_keyframe: {covers}\n"
             ),
         )
         .map_err(|e| e.to_string())?;
@@ -61,9 +61,12 @@ impl Engine {
         Ok((status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null)))
     }
 
-    /// utime + stime of the engine process, in seconds.
-    pub fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+}
+
+/// utime + stime of a process, in seconds.
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // Fields after the parenthesised command name; utime and stime are 14th and 15th overall.
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let f: Vec<&str> = rest.split_whitespace().collect();
@@ -71,7 +74,9 @@ impl Engine {
         // SAFETY: sysconf has no preconditions.
         ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
     }
+}
 
+impl Engine {
     pub fn rss_mib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         status

@@ -36,11 +36,18 @@ struct Args {
     /// Seconds of sending (after set-up); the whole run stops by itself.
     #[arg(long, default_value_t = 20)]
     duration_s: u64,
+    /// Seconds at the start of sending left out of the CPU figure (one-off work such as
+    /// each stream's first-keyframe cover decode happens there). Loss counts the whole run.
+    #[arg(long, default_value_t = 10)]
+    warmup_s: u64,
     /// HTTP-FLV viewers, spread over the first `viewer_streams` streams.
     #[arg(long, default_value_t = 0)]
     viewers: usize,
     #[arg(long, default_value_t = 1)]
     viewer_streams: usize,
+    /// Spawned engine makes no covers (to measure the media path alone).
+    #[arg(long)]
+    no_covers: bool,
     /// Sender threads (streams are split between them).
     #[arg(long, default_value_t = 1)]
     senders: usize,
@@ -80,7 +87,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let capture = capture::Capture::load(&args.work_dir, args.bitrate_kbps, args.clip.clone())?;
     let engine = match (&args.gmv, args.pid) {
-        (Some(bin), _) => engine::Engine::spawn(bin, args.http, &args.token, args.streams, args.shards, &args.work_dir)?,
+        (Some(bin), _) => engine::Engine::spawn(bin, args.http, &args.token, args.streams, args.shards, !args.no_covers, &args.work_dir)?,
         (None, Some(pid)) => engine::Engine::attach(args.http, &args.token, pid),
         (None, None) => return Err("give --gmv BIN to spawn the engine, or --pid to attach".into()),
     };
@@ -112,8 +119,18 @@ fn run(args: &Args) -> Result<(), String> {
     };
 
     let rcvbuf_errors_before = engine::udp_rcvbuf_errors();
-    let cpu_before = engine.cpu_seconds();
     let wall = Instant::now();
+    // Steady-state CPU: sampled from the end of the warm-up to the end of sending.
+    let warmup = Duration::from_secs(args.warmup_s.min(args.duration_s.saturating_sub(1)));
+    let cpu_probe = {
+        let pid = engine.pid;
+        std::thread::spawn(move || {
+            std::thread::sleep(warmup);
+            let (t0, c0) = (Instant::now(), engine::cpu_seconds_of(pid));
+            std::thread::sleep(send_until.saturating_duration_since(Instant::now()));
+            (engine::cpu_seconds_of(pid) - c0) / t0.elapsed().as_secs_f64().max(0.001) * 100.0
+        })
+    };
     let imp = sender::Impairment { loss_pct: args.loss_pct, reorder_pct: args.reorder_pct, dup_pct: args.dup_pct };
     let per_sender = targets.len().div_ceil(args.senders.max(1)).max(1);
     let sent = std::thread::scope(|scope| {
@@ -128,7 +145,7 @@ fn run(args: &Args) -> Result<(), String> {
         handles.into_iter().map(|h| h.join().unwrap_or_default()).fold(sender::SendStats::default(), |a, b| a.merge(b))
     });
     let elapsed = wall.elapsed().as_secs_f64();
-    let cpu = (engine.cpu_seconds() - cpu_before) / elapsed * 100.0;
+    let cpu = cpu_probe.join().unwrap_or(0.0);
     let rss = engine.rss_mib();
     std::thread::sleep(Duration::from_secs(1));
     let rcvbuf_errors = engine::udp_rcvbuf_errors() - rcvbuf_errors_before;
@@ -160,6 +177,7 @@ fn run(args: &Args) -> Result<(), String> {
         "engine_low_latency_streams": low_latency,
         "kernel_udp_rcvbuf_errors": rcvbuf_errors,
         "engine_cpu_pct": cpu.round(),
+        "cpu_warmup_s": warmup.as_secs(),
         "engine_rss_mib": rss.round(),
         "viewers": viewer_stats.len(),
         "viewers_ok": viewer_stats.iter().filter(|v| v.status == 200 && v.stalls == 0).count(),
