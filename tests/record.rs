@@ -104,6 +104,42 @@ fn recording_plays_back_as_flv_at_real_time_from_a_start() {
     assert!(took >= Duration::from_millis(1500), "2 s of video took {took:?}: not real time");
 }
 
+/// A recording cut short by a crash (no sidecar, half a fragment at the end) is repaired and
+/// listed at the next start.
+#[test]
+fn unfinished_recording_is_recovered_at_start() {
+    use gmv::proto::h26x::ParamSets;
+    use gmv::proto::mp4::{Fmp4Muxer, VideoConfig};
+    let frames = gmv::sim::frames_from_es(Codec::H264, &std::fs::read(h264_clip()).unwrap(), FPS);
+    let mut params = ParamSets::default();
+    for nal in gmv::proto::h26x::nal_units(&frames[0].data) {
+        params.observe(Codec::H264, nal);
+    }
+    let mut m = Fmp4Muxer::new(VideoConfig::from_params(Codec::H264, &params).unwrap(), None, 0);
+    let mut file = m.init_segment();
+    let mut fragments = Vec::new();
+    for f in &frames[..80] {
+        fragments.extend(m.push(f));
+    }
+    for f in &fragments[..2] {
+        file.extend_from_slice(f);
+    }
+    let whole = file.len();
+    file.extend_from_slice(&fragments[2][..fragments[2].len() / 2]); // the crash
+    let data_dir = work_dir().join(format!("crash-{}", free_tcp_port()));
+    let records = data_dir.join("records");
+    std::fs::create_dir_all(&records).unwrap();
+    std::fs::write(records.join("0000000042_1795000000000.mp4"), &file).unwrap();
+
+    let engine = Engine::start_with(1, "", "", Some(data_dir));
+    let recs = closed_records(&engine, "0000000042", 1);
+    assert_eq!((recs[0]["frames"].as_u64(), recs[0]["duration_ms"].as_u64(), recs[0]["bytes"].as_u64()), (Some(50), Some(2000), Some(whole as u64)));
+    let (_, body) = get(&engine, recs[0]["url"].as_str().unwrap(), &[("gmv-token", TOKEN)]);
+    let local = work_dir().join("recovered.mp4");
+    std::fs::write(&local, body).unwrap();
+    assert_eq!(ffprobe(&local).frames, 50);
+}
+
 #[test]
 fn record_all_rotates_files_by_duration() {
     let engine = Engine::start(1, "record:\n  all: true\n  rotate_s: 1\n");

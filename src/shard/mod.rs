@@ -176,6 +176,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
                             let _ = fatal_tx.send(format!("SIP on {}: {e}", shard.config.sip.listen));
                         }
                     }
+                    let data_dir = shard.config.data_dir.clone();
+                    glommio::executor().spawn_blocking(move || record::recover(&data_dir)).await;
                     crate::http::api::open_static_streams(&shard).await;
                     std::future::pending::<()>().await;
                 } else {

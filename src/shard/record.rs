@@ -159,6 +159,95 @@ async fn write_file(dir: &Path, mut info: RecordInfo, rx: glommio::channels::loc
     Ok(())
 }
 
+/// Boxes larger than this are not recovered (nothing gmv writes is that large).
+const RECOVER_BOX_BYTES_MAX: u64 = 64 << 20;
+
+/// Finishes recordings a crash left without a sidecar: cuts a half-written fragment off the
+/// end and writes the sidecar from the fragments that are whole. Run at start-up, before any
+/// recorder opens a file. Returns how many were recovered.
+pub fn recover(data_dir: &Path) -> usize {
+    let dir = records_dir(data_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else { return 0 };
+    let mut recovered = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !valid_file_name(&name) || dir.join(name.replace(".mp4", ".json")).exists() {
+            continue;
+        }
+        match recover_file(&dir.join(&name)) {
+            Ok(info) => {
+                tracing::warn!(file = %name, duration_ms = info.duration_ms, frames = info.frames, "recovered an unfinished recording");
+                recovered += 1;
+            }
+            Err(error) => tracing::error!(file = %name, %error, "cannot recover recording"),
+        }
+    }
+    recovered
+}
+
+fn recover_file(path: &Path) -> std::io::Result<RecordInfo> {
+    use crate::proto::mp4_read::{parse_moof, parse_moov};
+    use std::io::{Read, Seek, SeekFrom};
+    let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let len = f.metadata()?.len();
+    let (mut pos, mut good_end) = (0u64, 0u64);
+    let (mut video, mut frames, mut duration) = (None, 0u64, 0u64);
+    let mut pending_moof: Option<(u64, u64)> = None; // (samples, duration) awaiting its mdat
+    while pos + 8 <= len {
+        let mut header = [0u8; 8];
+        f.seek(SeekFrom::Start(pos))?;
+        f.read_exact(&mut header)?;
+        let size = u64::from(u32::from_be_bytes([header[0], header[1], header[2], header[3]]));
+        if size < 8 || pos + size > len || (size > RECOVER_BOX_BYTES_MAX && &header[4..8] != b"mdat") {
+            break; // the half-written tail
+        }
+        match &header[4..8] {
+            b"moov" | b"moof" => {
+                let mut body = vec![0u8; (size - 8) as usize];
+                f.read_exact(&mut body)?;
+                if &header[4..8] == b"moov" {
+                    video = parse_moov(&body).map_err(|e| invalid(&format!("{e:?}")))?.video;
+                    good_end = pos + size;
+                } else if let Some(v) = &video {
+                    let runs = parse_moof(&body).map_err(|e| invalid(&format!("{e:?}")))?;
+                    let run = runs.iter().find(|r| r.track_id == v.track_id);
+                    let samples = run.map_or(0, |r| r.samples.len() as u64);
+                    let ticks: u64 = run.map_or(0, |r| r.samples.iter().map(|s| u64::from(s.duration)).sum());
+                    pending_moof = Some((samples, ticks * 1000 / u64::from(v.timescale.max(1))));
+                }
+            }
+            b"mdat" => {
+                if let Some((samples, ms)) = pending_moof.take() {
+                    frames += samples;
+                    duration += ms;
+                    good_end = pos + size;
+                }
+            }
+            _ => {}
+        }
+        pos += size;
+    }
+    if video.is_none() {
+        return Err(invalid("no init segment"));
+    }
+    if good_end < len {
+        f.set_len(good_end)?;
+    }
+    let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let (stream_id, start) = stem.split_once('_').ok_or_else(|| invalid("name"))?;
+    let info = RecordInfo {
+        file: format!("{stem}.mp4"),
+        stream_id: stream_id.to_string(),
+        start_unix_ms: start.parse().unwrap_or(0),
+        duration_ms: duration,
+        frames,
+        bytes: good_end,
+    };
+    std::fs::write(path.with_extension("json"), serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?)?;
+    Ok(info)
+}
+
 /// Recordings on disk, newest last; `in_progress` ones have no sidecar yet.
 pub fn list(data_dir: &Path, limit: usize) -> Vec<(RecordInfo, bool)> {
     let dir = records_dir(data_dir);
