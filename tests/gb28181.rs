@@ -150,15 +150,28 @@ fn run_device(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver<()>,
     let frames = gmv::sim::frames_from_es(Codec::H264, &std::fs::read(h264_clip()).unwrap(), FPS);
     let packets = gmv::sim::ps_rtp_packets(&frames, DEVICE_SSRC);
     let mut media_port = None;
+    // TCP active: the platform connects to this listener of ours.
+    let mut tcp_listener: Option<std::net::TcpListener> = None;
     while Instant::now() < deadline {
         let Some(msg) = sim.recv(Duration::from_millis(100)) else {
             if let (Some(port), Ok(())) = (media_port, go.try_recv()) {
-                let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
-                for frame in &packets {
-                    for p in frame {
-                        rtp.send_to(p, ("127.0.0.1", port)).unwrap();
+                if let Some(listener) = tcp_listener.take() {
+                    use std::io::Write;
+                    let (mut conn, _) = listener.accept().expect("the engine connects for TCP active");
+                    for frame in &packets {
+                        for p in frame {
+                            conn.write_all(&gmv::sim::rfc4571(p)).unwrap();
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
                     }
-                    std::thread::sleep(Duration::from_millis(2));
+                } else {
+                    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    for frame in &packets {
+                        for p in frame {
+                            rtp.send_to(p, ("127.0.0.1", port)).unwrap();
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
                 }
             }
             continue;
@@ -189,7 +202,15 @@ fn run_device(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver<()>,
                 assert_eq!(offer.session_name.as_deref(), Some("Play"));
                 let port = offer.media[0].port;
                 sim.reply(&msg, 100, "Trying", "", None);
-                let answer = format!("v=0\r\no={DEVICE} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 15060 RTP/AVP 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\ny={DEVICE_SSRC:010}\r\nf=\r\n");
+                let media = if offer.media[0].setup.as_deref() == Some("active") {
+                    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                    let m = format!("m=video {} TCP/RTP/AVP 96\r\na=setup:passive\r\na=connection:new\r\n", l.local_addr().unwrap().port());
+                    tcp_listener = Some(l);
+                    m
+                } else {
+                    "m=video 15060 RTP/AVP 96\r\n".to_string()
+                };
+                let answer = format!("v=0\r\no={DEVICE} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{media}a=sendonly\r\na=rtpmap:96 PS/90000\r\ny={DEVICE_SSRC:010}\r\nf=\r\n");
                 sim.reply(&msg, 200, "OK", &format!("Contact: <sip:{DEVICE}@{}>\r\n", sim.local()), Some(("Application/SDP", answer.as_bytes())));
                 media_port = Some(port);
             }
@@ -318,6 +339,40 @@ fn play_on_demand_and_stop_without_viewers() {
     assert!(matches!(events.recv_timeout(Duration::from_secs(20)), Ok(Event::Bye)), "no BYE after the viewer left");
     device.join().unwrap();
     assert_eq!(ffprobe(&out).frames, CLIP_FRAMES);
+}
+
+/// TCP active media: the platform connects to the port in the device's answer.
+#[test]
+fn tcp_active_media_plays() {
+    let engine = Engine::start(2, "");
+    let mut sim = Sim::new(engine.sip);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let (events_tx, events) = mpsc::channel();
+    let (go_tx, go) = mpsc::channel();
+    let device = std::thread::spawn(move || run_device(sim, events_tx, go, Duration::from_secs(60)));
+    let channel = CHANNELS[2].0;
+    wait_for("catalog", Duration::from_secs(15), || {
+        let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+        (v["channels"].as_array().map(Vec::len) == Some(3)).then_some(())
+    });
+    let (status, v) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), r#"{"transport": "carrier-pigeon"}"#);
+    assert_eq!(status, 400, "{v}");
+    let (status, session) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), r#"{"transport": "tcp-active"}"#);
+    assert_eq!((status, session["transport"].as_str()), (200, Some("tcp-active")), "{session}");
+    let stream_id = session["stream_id"].as_str().unwrap().to_string();
+    let Ok(Event::Invited { .. }) = events.recv_timeout(Duration::from_secs(10)) else { panic!("no INVITE/ACK") };
+    let out = work_dir().join("tcp-active.flv");
+    let viewer = spawn_viewer(engine.http, format!("/flv/{stream_id}/{TOKEN}"), vec![], out.clone(), Duration::from_secs(30));
+    engine.wait_subscribers(&stream_id, 1);
+    go_tx.send(()).unwrap();
+    wait_for("frames", Duration::from_secs(15), || (engine.stream(&stream_id)["frames"].as_u64() >= Some(CLIP_FRAMES as u64 - 1)).then_some(()));
+    assert_eq!(engine.stream(&stream_id)["transport"], "tcp");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/stop"), "").0, 200);
+    assert!(matches!(events.recv_timeout(Duration::from_secs(10)), Ok(Event::Bye)));
+    viewer.join().unwrap();
+    device.join().unwrap();
+    assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES });
 }
 
 #[test]

@@ -231,7 +231,7 @@ impl Control {
         }
     }
 
-    fn on_response(&self, msg: SipMsg) {
+    fn on_response(self: &Rc<Self>, msg: SipMsg) {
         let key = match (msg.call_id(), msg.cseq()) {
             (Some(c), Some((n, m))) => transaction_key(&c, n, &m),
             _ => return,
@@ -243,6 +243,14 @@ impl Control {
             }
             None => {
                 drop(pending);
+                // A 200 to INVITE sent again means our ACK was lost: ACK again (RFC 3261 §13.2.2.4).
+                if msg.status() == Some(200) && msg.cseq().is_some_and(|(_, m)| m == "INVITE") {
+                    if let Some(call_id) = msg.call_id() {
+                        let me = self.clone();
+                        glommio::spawn_local(async move { me.ack_again(&call_id).await }).detach();
+                        return;
+                    }
+                }
                 self.counters.borrow_mut().responses_unmatched += 1;
             }
         }

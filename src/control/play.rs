@@ -8,6 +8,7 @@ use crate::http::routes::stream_id;
 use crate::proto::sdp::Sdp;
 use crate::shard::msg::{OpenError, StreamSpec};
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Seconds between checks of sessions (viewers, streams gone).
@@ -39,6 +40,35 @@ struct Dialog {
     to_tag: Option<String>,
     cseq: u32,
     device: Peer,
+}
+
+/// How the device sends media (GB/T 28181 §6.3: UDP, or TCP with us listening or connecting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaTransport {
+    Udp,
+    /// a=setup:passive: the device connects to our port.
+    TcpPassive,
+    /// a=setup:active: we connect to the device's port.
+    TcpActive,
+}
+
+impl MediaTransport {
+    pub fn parse(s: &str) -> Option<MediaTransport> {
+        match s.to_ascii_lowercase().as_str() {
+            "udp" => Some(MediaTransport::Udp),
+            "tcp" | "tcp-passive" => Some(MediaTransport::TcpPassive),
+            "tcp-active" => Some(MediaTransport::TcpActive),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MediaTransport::Udp => "udp",
+            MediaTransport::TcpPassive => "tcp-passive",
+            MediaTransport::TcpActive => "tcp-active",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +106,7 @@ impl Control {
         format!("sip:{user}@{}", self.shard.config.sip.domain)
     }
 
-    pub async fn play(&self, device_id: &str, channel_id: &str, tcp: bool) -> Result<Session, PlayError> {
+    pub async fn play(&self, device_id: &str, channel_id: &str, transport: MediaTransport) -> Result<Session, PlayError> {
         let key = (device_id.to_string(), channel_id.to_string());
         if let Some(s) = self.sessions.borrow().get(&key) {
             return Ok(s.clone());
@@ -118,7 +148,11 @@ impl Control {
             return Ok(existing);
         }
         let media_ip = &config.sip.host_ip;
-        let (proto, setup) = if tcp { ("TCP/RTP/AVP", "a=setup:passive\r\na=connection:new\r\n") } else { ("RTP/AVP", "") };
+        let (proto, setup) = match transport {
+            MediaTransport::Udp => ("RTP/AVP", ""),
+            MediaTransport::TcpPassive => ("TCP/RTP/AVP", "a=setup:passive\r\na=connection:new\r\n"),
+            MediaTransport::TcpActive => ("TCP/RTP/AVP", "a=setup:active\r\na=connection:new\r\n"),
+        };
         let sdp = format!(
             "v=0\r\no={channel_id} 0 0 IN IP4 {media_ip}\r\ns=Play\r\nc=IN IP4 {media_ip}\r\nt=0 0\r\nm=video {port} {proto} 96 97 98\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\na=rtpmap:98 H264/90000\r\na=rtpmap:97 MPEG4/90000\r\n{setup}y={}\r\nf=\r\n",
             stream_id(ssrc)
@@ -156,9 +190,27 @@ impl Control {
                 return Err(error);
             }
         };
-        let device_ssrc = Sdp::parse(answer.body()).ok().and_then(|s| s.ssrc());
+        let answer_sdp = Sdp::parse(answer.body()).ok();
+        let device_ssrc = answer_sdp.as_ref().and_then(Sdp::ssrc);
         let dialog = Dialog { call_id: call_id.clone(), from_tag: from_tag.clone(), to_tag: answer.to_tag(), cseq, device: peer };
         self.send_in_dialog(&dialog, "ACK", channel_id, cseq).await;
+        if transport == MediaTransport::TcpActive {
+            // We connect to where the device listens: its answer's c= address and m= port.
+            let target = answer_sdp.as_ref().and_then(|s| {
+                let ip = s.connection.as_deref()?.split_whitespace().nth(2)?.parse().ok()?;
+                Some(SocketAddr::new(ip, s.media.first()?.port))
+            });
+            let connected = match target {
+                Some(addr) => crate::http::api::connect_tcp(&self.shard, ssrc, addr).await,
+                None => Err("answer has no media address".into()),
+            };
+            if let Err(error) = connected {
+                tracing::warn!(device_id, channel_id, %error, "TCP active media connect failed");
+                self.send_in_dialog(&dialog, "BYE", channel_id, cseq + 1).await;
+                crate::http::api::close_stream(&self.shard, ssrc).await;
+                return Err(PlayError::Rejected(0));
+            }
+        }
         if device_ssrc.is_some_and(|d| d != ssrc) {
             tracing::info!(device_id, channel_id, ssrc, device_ssrc, "device answered another SSRC; following it");
         }
@@ -168,7 +220,7 @@ impl Control {
             stream_id: stream_id(ssrc),
             ssrc,
             device_ssrc,
-            transport: if tcp { "tcp" } else { "udp" },
+            transport: transport.name(),
             started_at: unix_now(),
             dialog,
             no_viewer_since: None,
@@ -211,6 +263,14 @@ impl Control {
         crate::http::api::close_stream(&self.shard, s.ssrc).await;
         tracing::info!(device_id, channel_id, ssrc = s.ssrc, reason = why, bye_status = ?status, "play stopped");
         true
+    }
+
+    /// Re-sends the ACK of a session whose 200 OK the device retransmitted.
+    pub(super) async fn ack_again(&self, call_id: &str) {
+        let found = self.sessions.borrow().values().find(|s| s.dialog.call_id == call_id).map(|s| (s.dialog.clone(), s.channel_id.clone()));
+        if let Some((dialog, channel_id)) = found {
+            self.send_in_dialog(&dialog, "ACK", &channel_id, dialog.cseq).await;
+        }
     }
 
     pub(super) async fn session_ended_by_device(&self, call_id: &str) {

@@ -101,6 +101,13 @@ pub async fn list_streams(shard: &Shard) -> Vec<StreamInfo> {
     all
 }
 
+pub async fn connect_tcp(shard: &Shard, ssrc: u32, addr: std::net::SocketAddr) -> Result<(), String> {
+    let (reply, rx) = oneshot::channel();
+    let owner = owner_of(ssrc, shard.media_shards);
+    shard.send(owner, ShardMsg::ConnectTcp { ssrc, addr, reply }).await.map_err(|_| "shard not running".to_string())?;
+    rx.await.map_err(|_| "shard dropped the request".to_string())?
+}
+
 async fn snapshot(shard: &Shard, ssrc: u32) -> Result<bytes::Bytes, String> {
     let (reply, rx) = oneshot::channel();
     let owner = owner_of(ssrc, shard.media_shards);

@@ -2,6 +2,7 @@
 
 use super::request::RequestHead;
 use super::routes;
+use crate::control::play::MediaTransport;
 use crate::control::Control;
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -41,8 +42,14 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
         },
         ("POST", ["api", "devices", id, "channels", ch, "play"]) => {
             let req: Value = serde_json::from_slice(body).unwrap_or(json!({}));
-            let tcp = req.get("transport").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
-            match control.play(id, ch, tcp).await {
+            let transport = match req.get("transport").and_then(Value::as_str) {
+                None => MediaTransport::Udp,
+                Some(t) => match MediaTransport::parse(t) {
+                    Some(t) => t,
+                    None => return (400, json!({ "code": "bad_request", "message": "transport is udp, tcp (passive) or tcp-active" })),
+                },
+            };
+            match control.play(id, ch, transport).await {
                 Ok(session) => {
                     let host = head.header("host").map_or_else(|| control.shard.config.http.listen.to_string(), str::to_string);
                     let token = routes::request_token(head).unwrap_or_default();

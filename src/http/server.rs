@@ -113,7 +113,7 @@ pub async fn dispatch(shard: Rc<Shard>, mut conn: TcpStream, head: RequestHead, 
             let Some(control) = shard.control.get() else {
                 return respond_error(&mut conn, 503, "sip_disabled", "SIP is disabled").await;
             };
-            match control.play(&device_id, &channel_id, false).await {
+            match control.play(&device_id, &channel_id, crate::control::play::MediaTransport::Udp).await {
                 Ok(session) => {
                     // Now an ordinary play request for the session's stream, served by its shard.
                     let mut head = head;

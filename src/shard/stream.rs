@@ -323,6 +323,17 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
             })
             .detach();
         }
+        ShardMsg::ConnectTcp { ssrc, addr, reply } => {
+            let stream = shard.streams.borrow().get(&ssrc).cloned();
+            glommio::spawn_local(async move {
+                let result = match stream {
+                    Some(s) => connect_active(s, addr).await,
+                    None => Err("no such stream".to_string()),
+                };
+                let _ = reply.send(result);
+            })
+            .detach();
+        }
         ShardMsg::Record { ssrc, on, reply } => {
             let stream = shard.streams.borrow().get(&ssrc).cloned();
             let _ = reply.send(stream.map(|s| s.set_recording(on, &shard.config)));
@@ -369,16 +380,30 @@ async fn tcp_accept_loop(stream: Rc<Stream>, listener: TcpListener) {
             tracing::warn!(ssrc = stream.spec.ssrc, "too many RTP TCP connections; refusing one");
             continue;
         }
-        let id = stream.next_tcp_conn.get();
-        stream.next_tcp_conn.set(id + 1);
-        let s = stream.clone();
-        let task = glommio::spawn_local(async move {
-            tcp_conn(&s, conn).await;
-            s.tcp_conns.borrow_mut().remove(&id);
-        })
-        .detach();
-        stream.tcp_conns.borrow_mut().insert(id, task);
+        track_tcp_conn(&stream, conn);
     }
+}
+
+/// Runs an RTP-over-TCP connection as one of the stream's (cancelled when it closes).
+fn track_tcp_conn(stream: &Rc<Stream>, conn: TcpStream) {
+    let id = stream.next_tcp_conn.get();
+    stream.next_tcp_conn.set(id + 1);
+    let s = stream.clone();
+    let task = glommio::spawn_local(async move {
+        tcp_conn(&s, conn).await;
+        s.tcp_conns.borrow_mut().remove(&id);
+    })
+    .detach();
+    stream.tcp_conns.borrow_mut().insert(id, task);
+}
+
+/// TCP active media (a=setup:active): connect to the device's media port.
+pub const TCP_ACTIVE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn connect_active(stream: Rc<Stream>, addr: SocketAddr) -> Result<(), String> {
+    let conn = TcpStream::connect_timeout(addr, TCP_ACTIVE_CONNECT_TIMEOUT).await.map_err(|e| e.to_string())?;
+    track_tcp_conn(&stream, conn);
+    Ok(())
 }
 
 async fn tcp_conn(stream: &Stream, mut conn: TcpStream) {
