@@ -232,7 +232,7 @@ impl FlvMuxer {
                         out.push(FlvTag { data: seq, is_video: false, keyframe: false, config: true });
                     }
                     let offset_ms = (i as u64 * u64::from(AAC_SAMPLES_PER_FRAME) * 1000 / u64::from(h.sample_rate())) as u32;
-                    let data = tag(TAG_AUDIO, ms + offset_ms, 2 + raw.len(), |b| {
+                    let data = tag(TAG_AUDIO, ms.wrapping_add(offset_ms), 2 + raw.len(), |b| {
                         b.put_slice(&[0xaf, 1]);
                         b.put_slice(raw);
                     });
