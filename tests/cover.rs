@@ -14,14 +14,7 @@ fn get(engine: &Engine, path: &str) -> (String, Vec<u8>) {
 
 fn push(s: &serde_json::Value, codec: Codec, clip: &std::path::Path, frames: usize) {
     let all = gmv::sim::frames_from_es(codec, &std::fs::read(clip).unwrap(), FPS);
-    let sock = udp_sender();
-    let dest = format!("127.0.0.1:{}", s["port"]);
-    for frame in gmv::sim::ps_rtp_packets(&all[..frames], s["ssrc"].as_u64().unwrap() as u32) {
-        for p in frame {
-            sock.send_to(&p, &dest).unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    push_ps_udp(s, &all[..frames], Duration::from_millis(2));
 }
 
 fn probe_jpeg(bytes: &[u8], name: &str) -> (String, u32, u32) {

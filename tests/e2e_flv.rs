@@ -151,18 +151,6 @@ fn ffmpeg_rtp_h264_with_sdp_plays_as_flv() {
     assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES });
 }
 
-/// Sends every frame's packets over UDP with a small gap, as a camera would.
-fn push_udp(dest: &str, packets: &[Vec<Vec<u8>>]) {
-    let sock = udp_sender();
-    for frame in packets {
-        for p in frame {
-            sock.send_to(p, dest).unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-}
-
 /// Opens a PS stream, plays it while `frames` are pushed, closes it; returns the FLV bytes.
 fn play_pushed(engine: &Engine, frames: &[gmv::proto::frame::Frame], name: &str) -> (serde_json::Value, std::path::PathBuf) {
     let s = engine.open_stream(json!({}));
@@ -170,7 +158,7 @@ fn play_pushed(engine: &Engine, frames: &[gmv::proto::frame::Frame], name: &str)
     let out = work_dir().join(format!("{name}.flv"));
     let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{TOKEN}"), vec![], out.clone(), VIEW_LIMIT);
     engine.wait_subscribers(&id, 1);
-    push_udp(&format!("127.0.0.1:{}", s["port"]), &gmv::sim::ps_rtp_packets(frames, s["ssrc"].as_u64().unwrap() as u32));
+    push_ps_udp(&s, frames, Duration::from_millis(2));
     let info = engine.stream(&id);
     assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
     viewer.join().unwrap();

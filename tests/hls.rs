@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use gmv::proto::frame::Codec;
 use serde_json::json;
 use std::process::Command;
 use std::time::Duration;
@@ -28,16 +27,7 @@ fn hls_playlist_and_segments_decode() {
         std::thread::spawn(move || get(http, &path, &[]))
     };
     wait_until(|| engine.stream(&id)["hls"] == true);
-    let frames = gmv::sim::frames_from_es(Codec::H264, &std::fs::read(h264_clip()).unwrap(), FPS);
-    let sock = udp_sender();
-    let dest = format!("127.0.0.1:{}", s["port"]);
-    for frame in gmv::sim::ps_rtp_packets(&frames, s["ssrc"].as_u64().unwrap() as u32) {
-        for p in frame {
-            sock.send_to(&p, &dest).unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    push_ps_udp(&s, &h264_frames(), Duration::from_millis(10));
     let (status, first) = first.join().unwrap();
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&first).starts_with("#EXTM3U"));

@@ -9,20 +9,6 @@ use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn push_clip(engine: &Engine, s: &serde_json::Value) {
-    let frames = gmv::sim::frames_from_es(Codec::H264, &std::fs::read(h264_clip()).unwrap(), FPS);
-    let sock = udp_sender();
-    let dest = format!("127.0.0.1:{}", s["port"]);
-    for frame in gmv::sim::ps_rtp_packets(&frames, s["ssrc"].as_u64().unwrap() as u32) {
-        for p in frame {
-            sock.send_to(&p, &dest).unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(3));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = engine;
-}
-
 fn get(engine: &Engine, path: &str, headers: &[(&str, &str)]) -> (String, Vec<u8>) {
     http_get(engine.http, path, headers)
 }
@@ -47,7 +33,7 @@ fn record_by_api_then_list_fetch_and_decode() {
     let id = s["stream_id"].as_str().unwrap().to_string();
     assert_eq!(engine.request("POST", &format!("/api/streams/{id}/record"), "").0, 200);
     assert_eq!(engine.request("POST", "/api/streams/0000000001/record", "").0, 404);
-    push_clip(&engine, &s);
+    push_ps_udp(&s, &h264_frames(), Duration::from_millis(3));
     assert_eq!(engine.stream(&id)["recording"], true);
     assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}/record"), "").0, 200);
     let recs = closed_records(&engine, &id, 1);
@@ -87,7 +73,7 @@ fn recording_plays_back_as_flv_at_real_time_from_a_start() {
     let engine = Engine::start(1, "record:\n  all: true\n");
     let s = engine.open_stream(json!({}));
     let id = s["stream_id"].as_str().unwrap().to_string();
-    push_clip(&engine, &s);
+    push_ps_udp(&s, &h264_frames(), Duration::from_millis(3));
     assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
     let recs = closed_records(&engine, &id, 1);
     let stem = recs[0]["file"].as_str().unwrap().trim_end_matches(".mp4").to_string();
@@ -145,7 +131,7 @@ fn record_all_rotates_files_by_duration() {
     let engine = Engine::start(1, "record:\n  all: true\n  rotate_s: 1\n");
     let s = engine.open_stream(json!({}));
     let id = s["stream_id"].as_str().unwrap().to_string();
-    push_clip(&engine, &s);
+    push_ps_udp(&s, &h264_frames(), Duration::from_millis(3));
     assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
     let recs = closed_records(&engine, &id, 4);
     // Keyframes every second: files of 25, 25, 25 and 25 frames.

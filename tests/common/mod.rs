@@ -337,6 +337,25 @@ pub fn ffprobe(path: &Path) -> Probe {
     }
 }
 
+/// Sends `frames` as PS over RTP (UDP) to an opened stream, `gap` after each frame, then
+/// waits a moment for the engine to take them in.
+pub fn push_ps_udp(stream: &serde_json::Value, frames: &[gmv::proto::frame::Frame], gap: Duration) {
+    let sock = udp_sender();
+    let dest = format!("127.0.0.1:{}", stream["port"]);
+    for frame in gmv::sim::ps_rtp_packets(frames, stream["ssrc"].as_u64().unwrap() as u32) {
+        for p in frame {
+            sock.send_to(&p, &dest).unwrap();
+        }
+        std::thread::sleep(gap);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// The H.264 test clip as frames.
+pub fn h264_frames() -> Vec<gmv::proto::frame::Frame> {
+    gmv::sim::frames_from_es(gmv::proto::frame::Codec::H264, &std::fs::read(h264_clip()).unwrap(), FPS)
+}
+
 pub fn udp_sender() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").unwrap()
 }
