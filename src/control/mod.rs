@@ -244,13 +244,12 @@ impl Control {
             None => {
                 drop(pending);
                 // A 200 to INVITE sent again means our ACK was lost: ACK again (RFC 3261 §13.2.2.4).
-                if msg.status() == Some(200) && msg.cseq().is_some_and(|(_, m)| m == "INVITE") {
-                    if let Some(call_id) = msg.call_id() {
+                if msg.status() == Some(200) && msg.cseq().is_some_and(|(_, m)| m == "INVITE")
+                    && let Some(call_id) = msg.call_id() {
                         let me = self.clone();
                         glommio::spawn_local(async move { me.ack_again(&call_id).await }).detach();
                         return;
                     }
-                }
                 self.counters.borrow_mut().responses_unmatched += 1;
             }
         }
