@@ -2,7 +2,7 @@
 //! `cargo bench --bench media` (figures in MB/s of input, one thread).
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use gmv::proto::flv::FlvMuxer;
 use gmv::proto::frame::{Codec, Frame};
 use gmv::proto::ps::PsDemuxer;
@@ -10,7 +10,10 @@ use gmv::proto::rtp::{RtpPacket, RtpPacketizer};
 use gmv::proto::rtp_depack::Depacketizer;
 use std::hint::black_box;
 
-const SPS: &[u8] = &[0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78, 0x02, 0x27, 0xe5, 0x84, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xc8, 0x3c, 0x60, 0xc6, 0x58];
+const SPS: &[u8] = &[
+    0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78, 0x02, 0x27, 0xe5, 0x84, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xc8, 0x3c, 0x60,
+    0xc6, 0x58,
+];
 const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
 
 /// One second of a 2 Mbit/s, 25 fps camera: a 60 KB IDR and 24 P-frames of ~8 KB.
@@ -52,10 +55,13 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
-    let payloads: Vec<(Bytes, u32)> = packets.iter().map(|p| {
-        let r = RtpPacket::parse(p.clone()).unwrap();
-        (r.payload, r.timestamp)
-    }).collect();
+    let payloads: Vec<(Bytes, u32)> = packets
+        .iter()
+        .map(|p| {
+            let r = RtpPacket::parse(p.clone()).unwrap();
+            (r.payload, r.timestamp)
+        })
+        .collect();
     let ps_bytes: usize = payloads.iter().map(|(p, _)| p.len()).sum();
     let mut g = c.benchmark_group("ps_demux");
     g.throughput(Throughput::Bytes(ps_bytes as u64));

@@ -236,11 +236,7 @@ impl Config {
 
     /// Media shard count: configured, or one per available core.
     pub fn shard_count(&self) -> usize {
-        if self.shards > 0 {
-            self.shards
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        }
+        if self.shards > 0 { self.shards } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
     }
 }
 

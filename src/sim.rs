@@ -1,8 +1,8 @@
 //! What a camera sends, for tests and the load generator: an elementary stream cut into
 //! access units, muxed to PS (GB28181 layout) and packetized into RTP. Not on the engine path.
 
-use crate::proto::frame::{Codec, Frame};
 use crate::proto::access_unit::split_access_units;
+use crate::proto::frame::{Codec, Frame};
 use crate::proto::h26x::is_keyframe;
 use crate::proto::ps_mux::PsMuxer;
 use crate::proto::rtp::RtpPacketizer;
@@ -92,7 +92,10 @@ mod tests {
         for i in 0..10u8 {
             let key = i % 5 == 0;
             if key {
-                es.extend_from_slice(&[0, 0, 0, 1, 0x67, 0x64, 0x00, 0x0d, 0xac, 0xb2, 0x02, 0x83, 0xf6, 0x02, 0x20, 0x00, 0x00, 0x03, 0x00, 0x20, 0x00, 0x00, 0x06, 0x41, 0xe2, 0x85, 0x49]);
+                es.extend_from_slice(&[
+                    0, 0, 0, 1, 0x67, 0x64, 0x00, 0x0d, 0xac, 0xb2, 0x02, 0x83, 0xf6, 0x02, 0x20, 0x00, 0x00, 0x03, 0x00, 0x20, 0x00, 0x00, 0x06,
+                    0x41, 0xe2, 0x85, 0x49,
+                ]);
                 es.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0]);
             }
             es.extend_from_slice(&[0, 0, 0, 1, if key { 0x65 } else { 0x41 }, 0x88]);

@@ -20,7 +20,11 @@ fn push(s: &serde_json::Value, codec: Codec, clip: &std::path::Path, frames: usi
 fn probe_jpeg(bytes: &[u8], name: &str) -> (String, u32, u32) {
     let path = work_dir().join(name);
     std::fs::write(&path, bytes).unwrap();
-    let out = std::process::Command::new("ffprobe").args(["-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0"]).arg(&path).output().unwrap();
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let parts: Vec<&str> = text.split(',').collect();
     (parts[0].to_string(), parts.get(1).and_then(|v| v.parse().ok()).unwrap_or(0), parts.get(2).and_then(|v| v.parse().ok()).unwrap_or(0))

@@ -25,7 +25,8 @@ fn ps_over_udp_and_tcp_play_as_flv() {
     let engine = Engine::start(2, "");
     let frames = clip_frames();
     // Two SSRCs that land on different shards, so both local play and hand-off happen.
-    let (ssrc_udp, ssrc_tcp) = (100_000_001u32, (100_000_002..).find(|s| gmv::shard::owner_of(*s, 2) != gmv::shard::owner_of(100_000_001, 2)).unwrap());
+    let (ssrc_udp, ssrc_tcp) =
+        (100_000_001u32, (100_000_002..).find(|s| gmv::shard::owner_of(*s, 2) != gmv::shard::owner_of(100_000_001, 2)).unwrap());
     let udp = engine.open_stream(json!({ "ssrc": ssrc_udp }));
     let tcp = engine.open_stream(json!({ "ssrc": ssrc_tcp }));
     let (id_udp, id_tcp) = (udp["stream_id"].as_str().unwrap().to_string(), tcp["stream_id"].as_str().unwrap().to_string());
@@ -34,7 +35,8 @@ fn ps_over_udp_and_tcp_play_as_flv() {
     let dir = work_dir();
     let (out_udp, out_tcp) = (dir.join("udp.flv"), dir.join("tcp.flv"));
     let v_udp = spawn_viewer(engine.http, format!("/flv/{id_udp}/{TOKEN}"), vec![], out_udp.clone(), VIEW_LIMIT);
-    let v_tcp = spawn_viewer(engine.http, format!("/{NODE_ID}/play/{id_tcp}.flv"), vec![("gmv-token".into(), TOKEN.into())], out_tcp.clone(), VIEW_LIMIT);
+    let v_tcp =
+        spawn_viewer(engine.http, format!("/{NODE_ID}/play/{id_tcp}.flv"), vec![("gmv-token".into(), TOKEN.into())], out_tcp.clone(), VIEW_LIMIT);
     engine.wait_subscribers(&id_udp, 1);
     engine.wait_subscribers(&id_tcp, 1);
 

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use gmv::proto::frame::Codec;
-use gmv::proto::sip::{digest, parse, SipMsg};
+use gmv::proto::sip::{SipMsg, digest, parse};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,7 +16,8 @@ const DOMAIN: &str = "3402000000";
 const SERVER: &str = "34020000002000000001";
 const PASSWORD: &str = "12345678";
 const DEVICE_SSRC: u32 = 100_009_999;
-const CHANNELS: [(&str, &str); 3] = [("34020000001310000001", "前门摄像机"), ("34020000001310000002", "后院"), ("34020000001310000003", "车库 & 仓库")];
+const CHANNELS: [(&str, &str); 3] =
+    [("34020000001310000001", "前门摄像机"), ("34020000001310000002", "后院"), ("34020000001310000003", "车库 & 仓库")];
 
 struct Sim {
     sock: UdpSocket,
@@ -68,7 +69,10 @@ impl Sim {
         let local = self.local();
         let mut head = format!(
             "{method} sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {local};rport;branch=z9hG4bK{}{}\r\nFrom: <sip:{DEVICE}@{DOMAIN}>;tag=dev{}\r\nTo: <sip:{SERVER}@{DOMAIN}>\r\nCall-ID: {call_id}\r\nCSeq: {} {method}\r\nContact: <sip:{DEVICE}@{local}>\r\nMax-Forwards: 70\r\nUser-Agent: IP Camera\r\n{extra}",
-            self.cseq, call_id.len(), self.cseq, self.cseq
+            self.cseq,
+            call_id.len(),
+            self.cseq,
+            self.cseq
         );
         if let Some(ct) = content_type {
             head.push_str(&format!("Content-Type: {ct}\r\n"));
@@ -90,11 +94,17 @@ impl Sim {
                 break;
             }
             let www = resp.header("WWW-Authenticate").expect("challenge");
-            let param = |k: &str| www.split(',').find_map(|p| p.trim().trim_start_matches("Digest ").strip_prefix(&format!("{k}=")).map(|v| v.trim_matches('"').to_string())).unwrap();
+            let param = |k: &str| {
+                www.split(',')
+                    .find_map(|p| p.trim().trim_start_matches("Digest ").strip_prefix(&format!("{k}=")).map(|v| v.trim_matches('"').to_string()))
+                    .unwrap()
+            };
             let (realm, nonce) = (param("realm"), param("nonce"));
             let uri = format!("sip:{SERVER}@{DOMAIN}");
             let response = digest::client_response(DEVICE, &realm, password, "REGISTER", &uri, &nonce, None);
-            let auth = format!("Authorization: Digest username=\"{DEVICE}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5\r\nExpires: {expires}\r\n");
+            let auth = format!(
+                "Authorization: Digest username=\"{DEVICE}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5\r\nExpires: {expires}\r\n"
+            );
             let again = self.request("REGISTER", &call_id, &auth, None, b"");
             self.send(&again);
             resp = self.recv_response(Duration::from_secs(5)).expect("answer to authorised REGISTER");
@@ -130,7 +140,10 @@ fn gb2312(text: &str) -> Vec<u8> {
 }
 
 fn catalog_body(sn: &str, items: &[(&str, &str)]) -> Vec<u8> {
-    let mut xml = format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<SumNum>3</SumNum>\r\n<DeviceList Num=\"{}\">\r\n", items.len());
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<SumNum>3</SumNum>\r\n<DeviceList Num=\"{}\">\r\n",
+        items.len()
+    );
     for (id, name) in items {
         let name = name.replace('&', "&amp;");
         xml.push_str(&format!("<Item>\r\n<DeviceID>{id}</DeviceID>\r\n<Name>{name}</Name>\r\n<Manufacturer>Hikvision</Manufacturer>\r\n<Status>ON</Status>\r\n<ParentID>{DEVICE}</ParentID>\r\n</Item>\r\n"));
@@ -192,7 +205,9 @@ fn run_device(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver<()>,
                         sim.send(&m);
                     }
                 } else if text.contains("<CmdType>DeviceInfo</CmdType>") {
-                    let body = format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>DeviceInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<DeviceName>IPC</DeviceName>\r\n<Manufacturer>Hikvision</Manufacturer>\r\n<Model>DS-2CD</Model>\r\n<Firmware>V5.5</Firmware>\r\n<Channel>3</Channel>\r\n</Response>\r\n");
+                    let body = format!(
+                        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>DeviceInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<DeviceName>IPC</DeviceName>\r\n<Manufacturer>Hikvision</Manufacturer>\r\n<Model>DS-2CD</Model>\r\n<Firmware>V5.5</Firmware>\r\n<Channel>3</Channel>\r\n</Response>\r\n"
+                    );
                     let m = sim.request("MESSAGE", &call("info"), "", Some("Application/MANSCDP+xml"), body.as_bytes());
                     sim.send(&m);
                 }
@@ -210,7 +225,9 @@ fn run_device(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver<()>,
                 } else {
                     "m=video 15060 RTP/AVP 96\r\n".to_string()
                 };
-                let answer = format!("v=0\r\no={DEVICE} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{media}a=sendonly\r\na=rtpmap:96 PS/90000\r\ny={DEVICE_SSRC:010}\r\nf=\r\n");
+                let answer = format!(
+                    "v=0\r\no={DEVICE} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{media}a=sendonly\r\na=rtpmap:96 PS/90000\r\ny={DEVICE_SSRC:010}\r\nf=\r\n"
+                );
                 sim.reply(&msg, 200, "OK", &format!("Contact: <sip:{DEVICE}@{}>\r\n", sim.local()), Some(("Application/SDP", answer.as_bytes())));
                 media_port = Some(port);
             }
@@ -246,7 +263,9 @@ fn device_registers_lists_channels_and_plays_over_flv() {
     assert_eq!(status, 200);
     let date = date.expect("Date header for device time sync");
     assert!(date.len() == 23 && date.as_bytes()[10] == b'T', "{date}");
-    let keepalive = format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>1</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n");
+    let keepalive = format!(
+        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>1</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n"
+    );
     let m = sim.request("MESSAGE", "ka-1", "", Some("application/MANSCDP+XML"), keepalive.as_bytes());
     sim.send(&m);
 
@@ -395,7 +414,9 @@ fn sip_over_tcp_registers_and_queries_come_back_on_the_connection() {
         }
     };
     let register = |auth: &str, cseq: u32| {
-        format!("REGISTER sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/TCP {local};rport;branch=z9hG4bKt{cseq}\r\nFrom: <sip:{DEVICE}@{DOMAIN}>;tag=t1\r\nTo: <sip:{DEVICE}@{DOMAIN}>\r\nCall-ID: tcp-reg\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{DEVICE}@{local};transport=tcp>\r\n{auth}Expires: 3600\r\nContent-Length: 0\r\n\r\n")
+        format!(
+            "REGISTER sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/TCP {local};rport;branch=z9hG4bKt{cseq}\r\nFrom: <sip:{DEVICE}@{DOMAIN}>;tag=t1\r\nTo: <sip:{DEVICE}@{DOMAIN}>\r\nCall-ID: tcp-reg\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{DEVICE}@{local};transport=tcp>\r\n{auth}Expires: 3600\r\nContent-Length: 0\r\n\r\n"
+        )
     };
     // Two messages in one write, with a CRLF keep-alive in front: framing must cope.
     conn.write_all(format!("\r\n\r\n{}", register("", 1)).as_bytes()).unwrap();
@@ -406,7 +427,9 @@ fn sip_over_tcp_registers_and_queries_come_back_on_the_connection() {
     let nonce = www.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
     let uri = format!("sip:{SERVER}@{DOMAIN}");
     let response = digest::client_response(DEVICE, DOMAIN, PASSWORD, "REGISTER", &uri, &nonce, Some(("00000001", "c0ffee")));
-    let auth = format!("Authorization: Digest username=\"{DEVICE}\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", qop=auth, nc=00000001, cnonce=\"c0ffee\", algorithm=MD5\r\n");
+    let auth = format!(
+        "Authorization: Digest username=\"{DEVICE}\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", qop=auth, nc=00000001, cnonce=\"c0ffee\", algorithm=MD5\r\n"
+    );
     conn.write_all(register(&auth, 2).as_bytes()).unwrap();
     assert_eq!(next(&mut conn).status(), Some(200), "qop=auth digest over TCP");
     // The engine's DeviceInfo query arrives on this connection, with a TCP Via.
@@ -424,7 +447,13 @@ fn wrong_password_gets_403_and_unknown_devices_cannot_message() {
     let mut sim = Sim::new(engine.sip);
     let (status, _) = sim.register("wrong-password", 3600);
     assert_eq!(status, 403);
-    let m = sim.request("MESSAGE", "ka-x", "", Some("Application/MANSCDP+xml"), b"<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>x</DeviceID></Notify>");
+    let m = sim.request(
+        "MESSAGE",
+        "ka-x",
+        "",
+        Some("Application/MANSCDP+xml"),
+        b"<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>x</DeviceID></Notify>",
+    );
     sim.send(&m);
     assert_eq!(sim.recv_response(Duration::from_secs(5)).and_then(|r| r.status()), Some(403));
     // Register, then unregister with Expires: 0.

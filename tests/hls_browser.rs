@@ -39,7 +39,9 @@ fn static_server(until: Instant) -> u16 {
                 (Path::new(BROWSER_DIR).join("page.html"), "text/html")
             };
             let body = std::fs::read(file).expect("npm ci in tests/browser");
-            let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
+            let _ = s.write_all(
+                format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes(),
+            );
             let _ = s.write_all(&body);
         }
     });
@@ -53,9 +55,8 @@ fn hls_js_in_chromium_plays_the_live_stream() {
     let id = s["stream_id"].as_str().unwrap().to_string();
     let clip = gmv::sim::frames_from_es(Codec::H264, &std::fs::read(h264_clip()).unwrap(), FPS);
     let span = clip.len() as u64 * 3600;
-    let frames: Vec<Frame> = (0..LAPS)
-        .flat_map(|lap| clip.iter().map(move |f| Frame { pts: f.pts + lap * span, dts: f.dts + lap * span, ..f.clone() }))
-        .collect();
+    let frames: Vec<Frame> =
+        (0..LAPS).flat_map(|lap| clip.iter().map(move |f| Frame { pts: f.pts + lap * span, dts: f.dts + lap * span, ..f.clone() })).collect();
     let packets = gmv::sim::ps_rtp_packets(&frames, s["ssrc"].as_u64().unwrap() as u32);
     let dest = format!("127.0.0.1:{}", s["port"]);
     let pusher = std::thread::spawn(move || {

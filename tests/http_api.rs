@@ -50,7 +50,10 @@ fn api_errors_are_json_with_status_codes() {
 
 #[test]
 fn static_streams_open_at_start_and_stay() {
-    let engine = Engine::start(2, "streams:\n  - ssrc: 100000001\n  - ssrc: 100000002\n    sdp: \"v=0\\r\\nm=video 0 RTP/AVP 96\\r\\na=rtpmap:96 H265/90000\\r\\n\"\n");
+    let engine = Engine::start(
+        2,
+        "streams:\n  - ssrc: 100000001\n  - ssrc: 100000002\n    sdp: \"v=0\\r\\nm=video 0 RTP/AVP 96\\r\\na=rtpmap:96 H265/90000\\r\\n\"\n",
+    );
     let a = engine.stream("0100000001");
     let b = engine.stream("0100000002");
     assert_eq!((a["is_static"].as_bool(), a["payload"].as_str()), (Some(true), Some("ps")));

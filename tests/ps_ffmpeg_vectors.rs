@@ -10,7 +10,8 @@ use std::process::Command;
 
 fn demux_file(format: &str) -> (usize, usize, u64) {
     let out = work_dir().join(format!("clip.{format}"));
-    let status = Command::new("ffmpeg").args(["-v", "error", "-y", "-i"]).arg(h264_clip()).args(["-c:v", "copy", "-f", format]).arg(&out).status().unwrap();
+    let status =
+        Command::new("ffmpeg").args(["-v", "error", "-y", "-i"]).arg(h264_clip()).args(["-c:v", "copy", "-f", format]).arg(&out).status().unwrap();
     assert!(status.success());
     let ps = std::fs::read(&out).unwrap();
     let mut d = PsDemuxer::new();

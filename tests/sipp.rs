@@ -19,7 +19,12 @@ fn sipp_registers_with_digest() {
         .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string()])
         .output()
         .expect("sipp is required (apt-get install sip-tester; .ci/run does this)");
-    assert!(out.status.success(), "sipp failed: {}\n{}", String::from_utf8_lossy(&out.stdout).lines().rev().take(30).collect::<Vec<_>>().join("\n"), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sipp failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout).lines().rev().take(30).collect::<Vec<_>>().join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::thread::sleep(Duration::from_millis(100));
     let (status, v) = engine.request("GET", &format!("/api/devices/{device}"), "");
     assert_eq!((status, v["online"].as_bool()), (200, Some(true)), "{v}");

@@ -35,7 +35,10 @@ const TCP_READ_BYTES: usize = 16 * 1024;
 pub enum Peer {
     Udp(SocketAddr),
     /// A connection accepted on the SIP TCP listener (responses and requests reuse it).
-    Tcp { conn: u64, addr: SocketAddr },
+    Tcp {
+        conn: u64,
+        addr: SocketAddr,
+    },
 }
 
 impl Peer {
@@ -244,12 +247,14 @@ impl Control {
             None => {
                 drop(pending);
                 // A 200 to INVITE sent again means our ACK was lost: ACK again (RFC 3261 §13.2.2.4).
-                if msg.status() == Some(200) && msg.cseq().is_some_and(|(_, m)| m == "INVITE")
-                    && let Some(call_id) = msg.call_id() {
-                        let me = self.clone();
-                        glommio::spawn_local(async move { me.ack_again(&call_id).await }).detach();
-                        return;
-                    }
+                if msg.status() == Some(200)
+                    && msg.cseq().is_some_and(|(_, m)| m == "INVITE")
+                    && let Some(call_id) = msg.call_id()
+                {
+                    let me = self.clone();
+                    glommio::spawn_local(async move { me.ack_again(&call_id).await }).detach();
+                    return;
+                }
                 self.counters.borrow_mut().responses_unmatched += 1;
             }
         }

@@ -1,13 +1,13 @@
 //! Requests devices send: REGISTER (digest), MESSAGE (keepalive, catalog, device info),
 //! BYE, OPTIONS. And the queries sent to a device once it registers.
 
-use super::registry::{unix_now, Device, Liveness, DEVICES_MAX};
-use super::sip_text::{gb_date, response, OutRequest};
+use super::registry::{DEVICES_MAX, Device, Liveness, unix_now};
+use super::sip_text::{OutRequest, gb_date, response};
 use super::{Control, Peer};
+use crate::proto::sip::SipMsg;
 use crate::proto::sip::digest::DigestCredentials;
 use crate::proto::sip::manscdp::{self, Body};
 use crate::proto::sip::text::{decode_body, encode_body};
-use crate::proto::sip::SipMsg;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 

@@ -33,7 +33,15 @@ fn via_with_received(via: &str, source: SocketAddr) -> String {
 }
 
 /// A response to `req`: Via/From/To/Call-ID/CSeq copied (To gets `to_tag` if it has none).
-pub fn response(req: &SipMsg, source: SocketAddr, code: u16, reason: &str, to_tag: &str, extra: &[(&str, String)], body: Option<(&str, &[u8])>) -> Vec<u8> {
+pub fn response(
+    req: &SipMsg,
+    source: SocketAddr,
+    code: u16,
+    reason: &str,
+    to_tag: &str,
+    extra: &[(&str, String)],
+    body: Option<(&str, &[u8])>,
+) -> Vec<u8> {
     let mut head = format!("SIP/2.0 {code} {reason}\r\n");
     let mut first_via = true;
     for h in req.headers().iter() {

@@ -1,15 +1,15 @@
 //! REST API, served on the control executor. Stream operations go to the owning shard as
 //! messages; replies come back on one-shot channels.
 
-use super::request::{RequestHead, BODY_BYTES_MAX};
+use super::request::{BODY_BYTES_MAX, RequestHead};
 use super::response::{respond_error, respond_json};
 use super::routes::{self, parse_stream_id, stream_id};
 use crate::shard::msg::{OpenError, ShardMsg, StreamInfo, StreamSpec};
-use crate::shard::{owner_of, Shard};
+use crate::shard::{Shard, owner_of};
 use futures_channel::oneshot;
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::rc::Rc;
 use std::time::Duration;
 

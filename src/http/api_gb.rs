@@ -2,9 +2,9 @@
 
 use super::request::RequestHead;
 use super::routes;
-use crate::control::play::MediaTransport;
 use crate::control::Control;
-use serde_json::{json, Value};
+use crate::control::play::MediaTransport;
+use serde_json::{Value, json};
 use std::rc::Rc;
 
 fn device_json(control: &Control, d: &crate::control::registry::Device) -> Value {

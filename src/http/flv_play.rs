@@ -19,7 +19,8 @@ fn peer_closed(conn: &TcpStream) -> bool {
     n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
 }
 
-const FLV_RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nCache-Control: no-cache\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n\r\n";
+const FLV_RESPONSE_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nCache-Control: no-cache\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n\r\n";
 
 pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, ssrc: u32) {
     let Some(stream) = shard.streams.borrow().get(&ssrc).cloned() else {

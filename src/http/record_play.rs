@@ -2,11 +2,11 @@
 //! down to the fragment's keyframe). Reads the file fragment by fragment; bounded memory.
 
 use super::response::respond_error;
-use crate::proto::flv::{file_header, FlvMuxer};
+use crate::proto::flv::{FlvMuxer, file_header};
 use crate::proto::frame::{Codec, Frame};
 use crate::proto::mp4_read::{self, InitInfo};
-use crate::shard::record::{records_dir, valid_file_name};
 use crate::shard::Shard;
+use crate::shard::record::{records_dir, valid_file_name};
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
 use glommio::io::BufferedFile;
@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 /// Largest box read into memory (a fragment of a high-bitrate GOP fits).
 pub const BOX_BYTES_MAX: u64 = 64 << 20;
 
-const FLV_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nCache-Control: no-cache\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n\r\n";
+const FLV_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nCache-Control: no-cache\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n\r\n";
 
 async fn read(f: &BufferedFile, pos: u64, len: u64) -> Option<Vec<u8>> {
     let r = f.read_at(pos, len as usize).await.ok()?;
@@ -101,7 +102,13 @@ pub async fn serve(shard: &Shard, mut conn: TcpStream, stem: &str, start_s: u64)
                         if let Some(v) = info.video.as_ref().filter(|v| v.track_id == run.track_id) {
                             let dts = time * 90_000 / u64::from(v.timescale.max(1));
                             let pts = (dts as i64 + i64::from(s.cto) * 90_000 / i64::from(v.timescale.max(1))).max(0) as u64;
-                            frames.push(Frame { codec: v.codec, pts, dts, keyframe: s.keyframe, data: Bytes::from(annexb(&data, &v.params, s.keyframe)) });
+                            frames.push(Frame {
+                                codec: v.codec,
+                                pts,
+                                dts,
+                                keyframe: s.keyframe,
+                                data: Bytes::from(annexb(&data, &v.params, s.keyframe)),
+                            });
                         } else if let Some(a) = info.audio.as_ref().filter(|a| a.track_id == run.track_id) {
                             let dts = time * 90_000 / u64::from(a.timescale.max(1));
                             let mut framed = adts(a.asc, data.len()).to_vec();
@@ -115,7 +122,8 @@ pub async fn serve(shard: &Shard, mut conn: TcpStream, stem: &str, start_s: u64)
                 for fr in frames {
                     if !started {
                         // Start at the first keyframe whose fragment reaches `start`.
-                        let fragment_end = runs.iter().map(|r| r.samples.iter().map(|s| u64::from(s.duration)).sum::<u64>() + r.base_time).max().unwrap_or(0);
+                        let fragment_end =
+                            runs.iter().map(|r| r.samples.iter().map(|s| u64::from(s.duration)).sum::<u64>() + r.base_time).max().unwrap_or(0);
                         let end_s = info.video.as_ref().map_or(0, |v| fragment_end / u64::from(v.timescale.max(1)));
                         if !(fr.codec.is_video() && fr.keyframe && end_s > start_s) {
                             continue;

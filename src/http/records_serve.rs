@@ -1,8 +1,8 @@
 //! Recorded MP4 files over HTTP with byte ranges (RFC 9110 §14), so players can seek.
 
 use super::response::respond_error;
-use crate::shard::record::{records_dir, valid_file_name};
 use crate::shard::Shard;
+use crate::shard::record::{records_dir, valid_file_name};
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
@@ -40,7 +40,8 @@ pub async fn serve(shard: &Shard, mut conn: TcpStream, file: &str, range: Option
         Some(r) => match parse_range(r, len) {
             Some((s, e)) => (206, s, e),
             None => {
-                let head = format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let head =
+                    format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                 let _ = conn.write_all(head.as_bytes()).await;
                 let _ = f.close().await;
                 return;
@@ -50,7 +51,10 @@ pub async fn serve(shard: &Shard, mut conn: TcpStream, file: &str, range: Option
         None => (200, 0, len - 1),
     };
     let body_len = if len == 0 { 0 } else { end - start + 1 };
-    let mut head = format!("HTTP/1.1 {status} {}\r\nContent-Type: video/mp4\r\nAccept-Ranges: bytes\r\nContent-Length: {body_len}\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n", super::response::reason(status));
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: video/mp4\r\nAccept-Ranges: bytes\r\nContent-Length: {body_len}\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n",
+        super::response::reason(status)
+    );
     if status == 206 {
         head.push_str(&format!("Content-Range: bytes {start}-{end}/{len}\r\n"));
     }

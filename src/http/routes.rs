@@ -8,17 +8,36 @@ pub const TOKEN_HEADER: &str = "gmv-token";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// Live HTTP-FLV of a stream.
-    FlvPlay { stream_id: String, token: Option<String> },
+    FlvPlay {
+        stream_id: String,
+        token: Option<String>,
+    },
     /// HLS playlist (`index.m3u8`) or segment (`{sequence}.ts`) of a stream.
-    Hls { stream_id: String, token: Option<String>, file: String },
+    Hls {
+        stream_id: String,
+        token: Option<String>,
+        file: String,
+    },
     /// A recording played as HTTP-FLV at real time from `start` seconds.
-    RecordPlay { stem: String, token: Option<String>, start_s: u64 },
+    RecordPlay {
+        stem: String,
+        token: Option<String>,
+        start_s: u64,
+    },
     /// A recorded MP4 file (token by header or `?token=`).
-    Record { file: String },
+    Record {
+        file: String,
+    },
     /// A stream's cover JPEG (token by header or `?token=`).
-    Cover { stream_id: String },
+    Cover {
+        stream_id: String,
+    },
     /// Live HTTP-FLV of a GB28181 channel, invited on demand if it is not streaming.
-    GbPlay { device_id: String, channel_id: String, token: Option<String> },
+    GbPlay {
+        device_id: String,
+        channel_id: String,
+        token: Option<String>,
+    },
     /// Anything under /api/, served by the control executor.
     Api,
     NotFound,
@@ -30,11 +49,9 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
     match parts.as_slice() {
         ["api", ..] => Route::Api,
         // /hls/{stream_id}/{token}/{file}
-        ["hls", stream_id, token, file] if head.method == "GET" => Route::Hls {
-            stream_id: stream_id.to_string(),
-            token: Some(token.to_string()),
-            file: file.to_string(),
-        },
+        ["hls", stream_id, token, file] if head.method == "GET" => {
+            Route::Hls { stream_id: stream_id.to_string(), token: Some(token.to_string()), file: file.to_string() }
+        }
         // /{node_id}/hls/{stream_id}/{file} with the gmv-token header
         [node, "hls", stream_id, file] if head.method == "GET" && *node == config.node_id => Route::Hls {
             stream_id: stream_id.to_string(),
@@ -59,13 +76,14 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
             start_s: head.query_param("start").and_then(|s| s.parse().ok()).unwrap_or(0),
         },
         // /flv/{stream_id}/{token}  (a trailing ".flv" is tolerated for players that want one)
-        ["flv", stream_id, token] if head.method == "GET" => Route::FlvPlay {
-            stream_id: stream_id.to_string(),
-            token: Some(token.trim_end_matches(".flv").to_string()),
-        },
+        ["flv", stream_id, token] if head.method == "GET" => {
+            Route::FlvPlay { stream_id: stream_id.to_string(), token: Some(token.trim_end_matches(".flv").to_string()) }
+        }
         // /{node_id}/play/{stream_id}.flv with the gmv-token header
         [node, "play", file] if head.method == "GET" && *node == config.node_id => match file.strip_suffix(".flv") {
-            Some(stream_id) => Route::FlvPlay { stream_id: stream_id.to_string(), token: header_token.or_else(|| head.query_param("token").map(str::to_string)) },
+            Some(stream_id) => {
+                Route::FlvPlay { stream_id: stream_id.to_string(), token: header_token.or_else(|| head.query_param("token").map(str::to_string)) }
+            }
             None => Route::NotFound,
         },
         _ => Route::NotFound,

@@ -1,11 +1,11 @@
 //! Accept loop and request dispatch. A connection for a stream owned by another shard is
 //! handed to that shard (the fd moves in a message) so every viewer lives next to its stream.
 
-use super::request::{parse_head, HeadError, RequestHead, HEAD_BYTES_MAX};
+use super::request::{HEAD_BYTES_MAX, HeadError, RequestHead, parse_head};
 use super::response::respond_error;
 use super::routes::{self, Route};
 use crate::shard::msg::{HandoffConn, ShardMsg};
-use crate::shard::{owner_of, Shard, CONTROL};
+use crate::shard::{CONTROL, Shard, owner_of};
 use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -132,7 +132,14 @@ pub async fn dispatch(shard: Rc<Shard>, mut conn: TcpStream, head: RequestHead, 
 
 /// Token, stream id and owning shard of a stream request: Some when this shard serves it;
 /// otherwise it has been answered (401/404) or handed to the owner.
-async fn at_owner(shard: &Rc<Shard>, mut conn: TcpStream, head: RequestHead, body_prefix: Vec<u8>, token: Option<&str>, stream_id: &str) -> Option<(TcpStream, u32)> {
+async fn at_owner(
+    shard: &Rc<Shard>,
+    mut conn: TcpStream,
+    head: RequestHead,
+    body_prefix: Vec<u8>,
+    token: Option<&str>,
+    stream_id: &str,
+) -> Option<(TcpStream, u32)> {
     if !routes::authorised(&shard.config, token) {
         respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
         return None;

@@ -24,13 +24,7 @@ impl AdtsHeader {
         if frame_bytes < header_bytes || sampling_index as usize >= AAC_SAMPLE_RATES.len() {
             return None;
         }
-        Some(AdtsHeader {
-            object_type: (b[2] >> 6) + 1,
-            sampling_index,
-            channels: ((b[2] & 0x01) << 2) | (b[3] >> 6),
-            header_bytes,
-            frame_bytes,
-        })
+        Some(AdtsHeader { object_type: (b[2] >> 6) + 1, sampling_index, channels: ((b[2] & 0x01) << 2) | (b[3] >> 6), header_bytes, frame_bytes })
     }
 
     pub fn sample_rate(&self) -> u32 {

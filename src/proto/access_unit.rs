@@ -201,9 +201,10 @@ impl AuAssembler {
         }
         let (pts, dts) = ts.unwrap_or_else(|| self.last.map_or((0, 0), |(p, d)| (p + self.step, d + self.step)));
         if let Some((_, last_dts)) = self.last
-            && dts > last_dts {
-                self.step = dts - last_dts;
-            }
+            && dts > last_dts
+        {
+            self.step = dts - last_dts;
+        }
         self.last = Some((pts, dts));
         for m in self.marks.iter_mut() {
             m.0 = m.0.saturating_sub(cut);

@@ -1,7 +1,7 @@
 //! H.264/H.265 bitstream helpers: Annex B NAL splitting, keyframe detection,
 //! parameter-set extraction and SPS parsing (resolution, profile) for muxers.
 
-use super::bits::{unescape_rbsp, BitReader, BitsExhausted};
+use super::bits::{BitReader, BitsExhausted, unescape_rbsp};
 use super::frame::Codec;
 use bytes::Bytes;
 
@@ -78,9 +78,7 @@ pub fn is_key_nal(codec: Codec, nal: &[u8]) -> bool {
 
 /// Decides from the first coded slice only, so it touches just the frame's head.
 pub fn is_keyframe(codec: Codec, annexb: &[u8]) -> bool {
-    nal_units(annexb)
-        .find(|nal| is_vcl(codec, nal))
-        .is_some_and(|nal| is_key_nal(codec, nal))
+    nal_units(annexb).find(|nal| is_vcl(codec, nal)).is_some_and(|nal| is_key_nal(codec, nal))
 }
 
 /// Parameter sets and delimiters: carried in decoder configuration records, not in samples.
@@ -251,15 +249,7 @@ fn parse_h264_sps(nal: &[u8]) -> Result<SpsInfo, SpsError> {
     let width = (width_mbs.min(PICTURE_DIMENSION_MAX) * 16).saturating_sub(crop_x.saturating_mul(crop_l.saturating_add(crop_r)));
     let height = ((2 - frame_mbs_only) * height_map_units.min(PICTURE_DIMENSION_MAX) * 16)
         .saturating_sub(crop_y.saturating_mul(crop_t.saturating_add(crop_b)));
-    Ok(SpsInfo {
-        width,
-        height,
-        chroma_format_idc,
-        bit_depth_luma,
-        bit_depth_chroma,
-        temporal_layers: 1,
-        temporal_id_nested: false,
-    })
+    Ok(SpsInfo { width, height, chroma_format_idc, bit_depth_luma, bit_depth_chroma, temporal_layers: 1, temporal_id_nested: false })
 }
 
 fn skip_scaling_list(r: &mut BitReader<'_>, size: u32) -> Result<(), BitsExhausted> {
@@ -319,15 +309,7 @@ fn parse_h265_sps(nal: &[u8]) -> Result<SpsInfo, SpsError> {
     }
     let bit_depth_luma = 8 + r.ue()?.min(8);
     let bit_depth_chroma = 8 + r.ue()?.min(8);
-    Ok(SpsInfo {
-        width,
-        height,
-        chroma_format_idc,
-        bit_depth_luma,
-        bit_depth_chroma,
-        temporal_layers: max_sub_layers_minus1 + 1,
-        temporal_id_nested,
-    })
+    Ok(SpsInfo { width, height, chroma_format_idc, bit_depth_luma, bit_depth_chroma, temporal_layers: max_sub_layers_minus1 + 1, temporal_id_nested })
 }
 
 #[cfg(test)]
@@ -335,16 +317,17 @@ mod tests {
     use super::*;
 
     // x264 High profile 320x240 (`ffmpeg -f lavfi -i testsrc=size=320x240 -c:v libx264`).
-    pub const SPS_320X240: &[u8] = &[
-        0x67, 0x64, 0x00, 0x0d, 0xac, 0xb2, 0x02, 0x83, 0xf6, 0x02, 0x20, 0x00, 0x00, 0x03, 0x00, 0x20, 0x00, 0x00, 0x06, 0x41, 0xe2, 0x85, 0x49,
-    ];
+    pub const SPS_320X240: &[u8] =
+        &[0x67, 0x64, 0x00, 0x0d, 0xac, 0xb2, 0x02, 0x83, 0xf6, 0x02, 0x20, 0x00, 0x00, 0x03, 0x00, 0x20, 0x00, 0x00, 0x06, 0x41, 0xe2, 0x85, 0x49];
     // x264 Baseline 1920x1080, cropped from 1088 (as Hikvision main streams).
     pub const SPS_1080P: &[u8] = &[
-        0x67, 0x42, 0xc0, 0x28, 0xd9, 0x00, 0x78, 0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xc8, 0x3c, 0x60, 0xc9, 0x20,
+        0x67, 0x42, 0xc0, 0x28, 0xd9, 0x00, 0x78, 0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xc8, 0x3c,
+        0x60, 0xc9, 0x20,
     ];
     // x265 Main 1920x1080 (`-c:v libx265`).
     pub const HEVC_SPS_1080P: &[u8] = &[
-        0x42, 0x01, 0x01, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00, 0x00, 0x03, 0x00, 0x78, 0xa0, 0x03, 0xc0, 0x80, 0x10, 0xe5, 0x96, 0x56, 0x69, 0x24, 0xca, 0xf0, 0x16, 0x80, 0x80, 0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x0c, 0x84,
+        0x42, 0x01, 0x01, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00, 0x00, 0x03, 0x00, 0x78, 0xa0, 0x03, 0xc0, 0x80, 0x10,
+        0xe5, 0x96, 0x56, 0x69, 0x24, 0xca, 0xf0, 0x16, 0x80, 0x80, 0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x0c, 0x84,
     ];
 
     #[test]

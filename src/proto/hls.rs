@@ -3,7 +3,7 @@
 //! timing and serving.
 
 use super::frame::{Codec, Frame};
-use super::ts::{ts_carries, TsMuxer};
+use super::ts::{TsMuxer, ts_carries};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
@@ -132,7 +132,13 @@ impl HlsSegmenter {
         let Some(start) = self.start_dts else { return };
         let duration_ms = end_dts.saturating_sub(start) * 1000 / 90_000;
         let data = Bytes::from(std::mem::take(&mut self.current));
-        self.segments.push_back(Segment { sequence: self.next_sequence, start_dts: start, duration_ms, discontinuity: self.current_after_jump, data });
+        self.segments.push_back(Segment {
+            sequence: self.next_sequence,
+            start_dts: start,
+            duration_ms,
+            discontinuity: self.current_after_jump,
+            data,
+        });
         self.next_sequence += 1;
         while self.segments.len() > self.limits.segments_max {
             self.segments.pop_front();
@@ -142,7 +148,8 @@ impl HlsSegmenter {
     /// The live playlist, or None before the first segment is complete.
     pub fn playlist(&self) -> Option<String> {
         let first = self.segments.front()?;
-        let target_s = self.segments.iter().map(|s| s.duration_ms.div_ceil(1000)).max().unwrap_or(1).max(self.limits.target_duration_ms.div_ceil(1000));
+        let target_s =
+            self.segments.iter().map(|s| s.duration_ms.div_ceil(1000)).max().unwrap_or(1).max(self.limits.target_duration_ms.div_ceil(1000));
         let mut p = format!("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target_s}\n#EXT-X-MEDIA-SEQUENCE:{}\n", first.sequence);
         for s in &self.segments {
             if s.discontinuity {

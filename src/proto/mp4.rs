@@ -2,7 +2,7 @@
 //! `mdat` fragment per GOP, so a crash loses at most the fragment being built. H.264/H.265
 //! video (avcC/hvcC) and AAC audio (esds); G.711 is not recorded.
 
-use super::aac::{AdtsHeader, AAC_SAMPLES_PER_FRAME};
+use super::aac::{AAC_SAMPLES_PER_FRAME, AdtsHeader};
 use super::flv::{avc_decoder_configuration_record, hevc_decoder_configuration_record};
 use super::frame::{Codec, Frame};
 use super::h26x::{self, ParamSets, SpsInfo};
@@ -87,7 +87,18 @@ pub struct Fmp4Muxer {
 
 impl Fmp4Muxer {
     pub fn new(video: VideoConfig, audio: Option<AdtsHeader>, base_dts: u64) -> Self {
-        Fmp4Muxer { video, audio, base_dts, sequence: 0, video_samples: Vec::new(), audio_samples: Vec::new(), audio_time: 0, audio_started: false, last_step: 3600, frames: 0 }
+        Fmp4Muxer {
+            video,
+            audio,
+            base_dts,
+            sequence: 0,
+            video_samples: Vec::new(),
+            audio_samples: Vec::new(),
+            audio_time: 0,
+            audio_started: false,
+            last_step: 3600,
+            frames: 0,
+        }
     }
 
     pub fn init_segment(&self) -> Vec<u8> {
@@ -143,7 +154,8 @@ impl Fmp4Muxer {
                     bx(o, b"stbl", |o| {
                         full(o, b"stsd", 0, 0, |o| {
                             u32b(o, 1);
-                            let (entry, config): (&[u8; 4], &[u8; 4]) = if self.video.codec == Codec::H265 { (b"hvc1", b"hvcC") } else { (b"avc1", b"avcC") };
+                            let (entry, config): (&[u8; 4], &[u8; 4]) =
+                                if self.video.codec == Codec::H265 { (b"hvc1", b"hvcC") } else { (b"avc1", b"avcC") };
                             bx(o, entry, |o| {
                                 o.extend_from_slice(&[0; 6]);
                                 u16b(o, 1);
@@ -381,7 +393,8 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    const SPS: &[u8] = &[0x67, 0x64, 0x00, 0x0d, 0xac, 0xb2, 0x02, 0x83, 0xf6, 0x02, 0x20, 0x00, 0x00, 0x03, 0x00, 0x20, 0x00, 0x00, 0x06, 0x41, 0xe2, 0x85, 0x49];
+    const SPS: &[u8] =
+        &[0x67, 0x64, 0x00, 0x0d, 0xac, 0xb2, 0x02, 0x83, 0xf6, 0x02, 0x20, 0x00, 0x00, 0x03, 0x00, 0x20, 0x00, 0x00, 0x06, 0x41, 0xe2, 0x85, 0x49];
     const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
 
     fn config() -> VideoConfig {
@@ -408,7 +421,13 @@ mod tests {
         let init = m.init_segment();
         let top: Vec<[u8; 4]> = boxes(&init).iter().map(|b| b.0).collect();
         assert_eq!(top, vec![*b"ftyp", *b"moov"]);
-        let frame = |i: u64, key: bool| Frame { codec: Codec::H264, pts: 9000 + i * 3600, dts: 9000 + i * 3600, keyframe: key, data: Bytes::from(vec![0, 0, 0, 1, if key { 0x65 } else { 0x41 }, 0x88, 1, 2]) };
+        let frame = |i: u64, key: bool| Frame {
+            codec: Codec::H264,
+            pts: 9000 + i * 3600,
+            dts: 9000 + i * 3600,
+            keyframe: key,
+            data: Bytes::from(vec![0, 0, 0, 1, if key { 0x65 } else { 0x41 }, 0x88, 1, 2]),
+        };
         let mut fragments = Vec::new();
         for i in 0..60 {
             fragments.extend(m.push(&frame(i, i % 25 == 0)));

@@ -5,8 +5,8 @@
 //! (MPEG-2 and MPEG-1 syntax), frames spread over many PES and RTP packets, and resyncs
 //! on garbage by scanning for the next start code.
 
-use super::frame::{Codec, Frame};
 use super::access_unit::AuAssembler;
+use super::frame::{Codec, Frame};
 use super::h26x;
 use bytes::BytesMut;
 
@@ -26,12 +26,20 @@ const START_END: u8 = 0xb9;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PsError {
     /// Bytes skipped to find the next start code.
-    Resync { skipped: usize },
+    Resync {
+        skipped: usize,
+    },
     BadPackHeader,
     BadPsm,
-    BadPes { stream_id: u8 },
-    FrameTooLarge { bytes: usize },
-    BufferOverflow { bytes: usize },
+    BadPes {
+        stream_id: u8,
+    },
+    FrameTooLarge {
+        bytes: usize,
+    },
+    BufferOverflow {
+        bytes: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,9 +342,10 @@ fn parse_psm_body(body: &[u8]) -> Option<Vec<(u8, Codec)>> {
         let es_info_len = u16::from_be_bytes([body[i + 2], body[i + 3]]) as usize;
         i += 4 + es_info_len;
         if let Some(codec) = Codec::from_stream_type(stream_type)
-            && map.len() < PSM_STREAMS_MAX {
-                map.push((id, codec));
-            }
+            && map.len() < PSM_STREAMS_MAX
+        {
+            map.push((id, codec));
+        }
     }
     Some(map)
 }
@@ -351,13 +360,7 @@ fn read_timestamp(b: &[u8]) -> Option<u64> {
     if b.len() < 5 {
         return None;
     }
-    Some(
-        (u64::from(b[0] & 0x0e) << 29)
-            | (u64::from(b[1]) << 22)
-            | (u64::from(b[2] & 0xfe) << 14)
-            | (u64::from(b[3]) << 7)
-            | (u64::from(b[4]) >> 1),
-    )
+    Some((u64::from(b[0] & 0x0e) << 29) | (u64::from(b[1]) << 22) | (u64::from(b[2] & 0xfe) << 14) | (u64::from(b[3]) << 7) | (u64::from(b[4]) >> 1))
 }
 
 fn parse_pes_header(p: &[u8]) -> Option<PesHeader> {

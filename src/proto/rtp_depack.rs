@@ -14,10 +14,14 @@ pub enum DepackError {
     /// Payload too short for its declared structure.
     Truncated,
     /// Aggregation/fragmentation types we do not take (STAP-B, MTAP, FU-B, PACI).
-    Unsupported { nal_type: u8 },
+    Unsupported {
+        nal_type: u8,
+    },
     /// A fragment continued a NAL whose start was lost.
     FragmentWithoutStart,
-    FrameTooLarge { bytes: usize },
+    FrameTooLarge {
+        bytes: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

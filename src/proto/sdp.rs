@@ -108,10 +108,7 @@ impl Sdp {
 
     /// GB28181 SSRC from `y=` as a number, if it is one.
     pub fn ssrc(&self) -> Option<u32> {
-        self.gb_ssrc
-            .as_deref()
-            .and_then(|s| s.parse().ok())
-            .or_else(|| self.media.iter().find_map(|m| m.ssrc.first().copied()))
+        self.gb_ssrc.as_deref().and_then(|s| s.parse().ok()).or_else(|| self.media.iter().find_map(|m| m.ssrc.first().copied()))
     }
 
     /// Maps payload types to what the ingest path can depacketize.
@@ -171,9 +168,11 @@ fn parse_media_attribute(m: &mut MediaSection, value: &str) {
         }
         "ssrc" => {
             if let Some(id) = arg.split_whitespace().next().and_then(|s| s.parse().ok())
-                && !m.ssrc.contains(&id) && m.ssrc.len() < SDP_FORMATS_MAX {
-                    m.ssrc.push(id);
-                }
+                && !m.ssrc.contains(&id)
+                && m.ssrc.len() < SDP_FORMATS_MAX
+            {
+                m.ssrc.push(id);
+            }
         }
         "mid" => m.mid = Some(arg.to_string()),
         "setup" => m.setup = Some(arg.to_ascii_lowercase()),
@@ -228,9 +227,10 @@ impl RtpMap {
             if matches!(k.trim(), "sprop-parameter-sets" | "sprop-vps" | "sprop-sps" | "sprop-pps") {
                 for b64 in v.split(',') {
                     if let Ok(nal) = base64::engine::general_purpose::STANDARD.decode(b64.trim())
-                        && !nal.is_empty() {
-                            nals.push(nal);
-                        }
+                        && !nal.is_empty()
+                    {
+                        nals.push(nal);
+                    }
                 }
             }
         }

@@ -119,7 +119,14 @@ impl TsMuxer {
                 if let Some(pcr) = pcr {
                     flags |= 0x10;
                     let base = pcr & 0x1_ffff_ffff;
-                    af.extend_from_slice(&[(base >> 25) as u8, (base >> 17) as u8, (base >> 9) as u8, (base >> 1) as u8, ((base & 1) << 7) as u8 | 0x7e, 0]);
+                    af.extend_from_slice(&[
+                        (base >> 25) as u8,
+                        (base >> 17) as u8,
+                        (base >> 9) as u8,
+                        (base >> 1) as u8,
+                        ((base & 1) << 7) as u8 | 0x7e,
+                        0,
+                    ]);
                 }
                 af[0] = flags;
             }
@@ -183,7 +190,8 @@ mod tests {
     use bytes::Bytes;
 
     fn frame(codec: Codec, ts: u64, len: usize, key: bool) -> Frame {
-        let mut d = if codec == Codec::Aac { vec![0xff, 0xf1, 0x50, 0x80, 0x01, 0x5f, 0xfc] } else { vec![0, 0, 0, 1, if key { 0x65 } else { 0x41 }, 0x88] };
+        let mut d =
+            if codec == Codec::Aac { vec![0xff, 0xf1, 0x50, 0x80, 0x01, 0x5f, 0xfc] } else { vec![0, 0, 0, 1, if key { 0x65 } else { 0x41 }, 0x88] };
         d.extend((0..len).map(|i| (i % 200) as u8 + 1));
         Frame { codec, pts: ts, dts: ts, keyframe: key, data: Bytes::from(d) }
     }

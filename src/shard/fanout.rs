@@ -4,8 +4,8 @@
 
 use crate::proto::flv::FlvTag;
 use bytes::Bytes;
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::GlommioError;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use std::collections::VecDeque;
 
 /// Viewers of one stream; more are refused with 503.
@@ -155,7 +155,13 @@ mod tests {
     use super::*;
 
     fn tag(byte: u8, is_video: bool, keyframe: bool, config: bool) -> FlvTag {
-        let kind = if config && !is_video { 8 } else if is_video { 9 } else { 8 };
+        let kind = if config && !is_video {
+            8
+        } else if is_video {
+            9
+        } else {
+            8
+        };
         FlvTag { data: Bytes::from(vec![kind, byte]), is_video, keyframe, config }
     }
 

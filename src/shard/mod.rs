@@ -155,7 +155,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     peers.push(t.await);
                 }
                 let ports = PortPool::for_shard(config.rtp.port_min, config.rtp.port_max, index.saturating_sub(1), media_shards);
-                let shard = Rc::new(Shard { index, media_shards, config, peers, streams: RefCell::new(HashMap::new()), ports: RefCell::new(ports), control: Default::default(), cover_gate: Rc::new(glommio::sync::Semaphore::new(COVER_DECODES_AT_ONCE)) });
+                let shard = Rc::new(Shard {
+                    index,
+                    media_shards,
+                    config,
+                    peers,
+                    streams: RefCell::new(HashMap::new()),
+                    ports: RefCell::new(ports),
+                    control: Default::default(),
+                    cover_gate: Rc::new(glommio::sync::Semaphore::new(COVER_DECODES_AT_ONCE)),
+                });
                 for t in rx_tasks {
                     let rx = t.await;
                     let shard = shard.clone();

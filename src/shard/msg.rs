@@ -65,13 +65,32 @@ pub struct StreamInfo {
 #[derive(Debug)]
 pub enum ShardMsg {
     Http(HandoffConn),
-    OpenStream { spec: StreamSpec, reply: oneshot::Sender<Result<StreamInfo, OpenError>> },
-    CloseStream { ssrc: u32, reply: oneshot::Sender<bool> },
-    ListStreams { reply: oneshot::Sender<Vec<StreamInfo>> },
+    OpenStream {
+        spec: StreamSpec,
+        reply: oneshot::Sender<Result<StreamInfo, OpenError>>,
+    },
+    CloseStream {
+        ssrc: u32,
+        reply: oneshot::Sender<bool>,
+    },
+    ListStreams {
+        reply: oneshot::Sender<Vec<StreamInfo>>,
+    },
     /// Connect the stream to a device's TCP media port (GB28181 TCP active).
-    ConnectTcp { ssrc: u32, addr: std::net::SocketAddr, reply: oneshot::Sender<Result<(), String>> },
+    ConnectTcp {
+        ssrc: u32,
+        addr: std::net::SocketAddr,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// A JPEG of the latest keyframe (also kept as the cover).
-    Snapshot { ssrc: u32, reply: oneshot::Sender<Result<bytes::Bytes, String>> },
+    Snapshot {
+        ssrc: u32,
+        reply: oneshot::Sender<Result<bytes::Bytes, String>>,
+    },
     /// Start/stop recording; replies None for an unknown stream, else whether it changed.
-    Record { ssrc: u32, on: bool, reply: oneshot::Sender<Option<bool>> },
+    Record {
+        ssrc: u32,
+        on: bool,
+        reply: oneshot::Sender<Option<bool>>,
+    },
 }

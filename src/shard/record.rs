@@ -57,7 +57,16 @@ fn unix_ms() -> u64 {
 
 impl Recorder {
     pub fn new(data_dir: &Path, stream_id: String, rotate: Duration) -> Recorder {
-        Recorder { dir: records_dir(data_dir), stream_id, rotate, params: ParamSets::default(), codec: None, adts: None, file: None, fragments_dropped: 0 }
+        Recorder {
+            dir: records_dir(data_dir),
+            stream_id,
+            rotate,
+            params: ParamSets::default(),
+            codec: None,
+            adts: None,
+            file: None,
+            fragments_dropped: 0,
+        }
     }
 
     pub fn recording(&self) -> bool {
@@ -91,17 +100,25 @@ impl Recorder {
             f.last_dts = f.last_dts.max(frame.dts);
         }
         if let Some(fragment) = f.muxer.push(frame)
-            && f.tx.try_send(Write::Data(fragment)).is_err() {
-                self.fragments_dropped += 1;
-                tracing::warn!(stream_id = %self.stream_id, "recording queue full; fragment dropped");
-            }
+            && f.tx.try_send(Write::Data(fragment)).is_err()
+        {
+            self.fragments_dropped += 1;
+            tracing::warn!(stream_id = %self.stream_id, "recording queue full; fragment dropped");
+        }
     }
 
     fn open(&mut self, keyframe: &Frame) {
         let Some(config) = VideoConfig::from_params(keyframe.codec, &self.params) else { return };
         let muxer = Fmp4Muxer::new(config, self.adts, keyframe.dts);
         let start = unix_ms();
-        let info = RecordInfo { file: format!("{}_{start}.mp4", self.stream_id), stream_id: self.stream_id.clone(), start_unix_ms: start, duration_ms: 0, frames: 0, bytes: 0 };
+        let info = RecordInfo {
+            file: format!("{}_{start}.mp4", self.stream_id),
+            stream_id: self.stream_id.clone(),
+            start_unix_ms: start,
+            duration_ms: 0,
+            frames: 0,
+            bytes: 0,
+        };
         let (tx, rx) = local_channel::new_bounded(RECORD_QUEUE_FRAGMENTS_MAX);
         let _ = tx.try_send(Write::Data(muxer.init_segment()));
         let dir = self.dir.clone();
@@ -274,9 +291,9 @@ pub fn list(data_dir: &Path, limit: usize) -> Vec<(RecordInfo, bool)> {
 
 /// A recording file name as gmv makes them: `{digits}_{digits}.mp4` (no paths).
 pub fn valid_file_name(name: &str) -> bool {
-    name.strip_suffix(".mp4").and_then(|s| s.split_once('_')).is_some_and(|(a, b)| {
-        !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit())
-    })
+    name.strip_suffix(".mp4")
+        .and_then(|s| s.split_once('_'))
+        .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit()))
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
 //! A stream on its owning shard: sockets (UDP + RFC 4571 TCP on one port), the ingest
 //! pipeline and the viewers. Also the shard's handler for cross-executor messages.
 
+use super::Shard;
 use super::fanout::{Fanout, FanoutLimits};
 use super::msg::{OpenError, ShardMsg, StreamInfo, StreamSpec};
 use super::pipeline::Pipeline;
-use super::Shard;
 use crate::http::routes::stream_id;
 use crate::proto::flv::FlvTag;
-use crate::proto::rtp::{Rfc4571Deframer, RTP_PACKET_BYTES_MAX};
+use crate::proto::rtp::{RTP_PACKET_BYTES_MAX, Rfc4571Deframer};
 use crate::proto::sdp::{RtpMap, Sdp};
 use bytes::Bytes;
 use futures_lite::AsyncReadExt;

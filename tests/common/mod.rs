@@ -6,8 +6,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "gmv-dev-token";
@@ -56,7 +56,18 @@ pub fn h265_clip() -> &'static Path {
         let status = Command::new("ffmpeg")
             .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
             .arg(format!("testsrc=size={WIDTH}x{HEIGHT}:rate={FPS}"))
-            .args(["-frames:v", &CLIP_FRAMES.to_string(), "-c:v", "libx265", "-pix_fmt", "yuv420p", "-x265-params", "log-level=none:bframes=0:keyint=25", "-f", "hevc"])
+            .args([
+                "-frames:v",
+                &CLIP_FRAMES.to_string(),
+                "-c:v",
+                "libx265",
+                "-pix_fmt",
+                "yuv420p",
+                "-x265-params",
+                "log-level=none:bframes=0:keyint=25",
+                "-f",
+                "hevc",
+            ])
             .arg(&path)
             .status()
             .expect("run ffmpeg");
@@ -243,7 +254,13 @@ pub fn status_of(head: &str) -> u16 {
 }
 
 /// A viewer: sends the request, then saves the body to `out` until the server closes or `limit` passes.
-pub fn spawn_viewer(http: SocketAddr, path: String, headers: Vec<(String, String)>, out: PathBuf, limit: Duration) -> std::thread::JoinHandle<(u16, usize)> {
+pub fn spawn_viewer(
+    http: SocketAddr,
+    path: String,
+    headers: Vec<(String, String)>,
+    out: PathBuf,
+    limit: Duration,
+) -> std::thread::JoinHandle<(u16, usize)> {
     std::thread::spawn(move || {
         let mut s = TcpStream::connect(http).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
@@ -290,7 +307,17 @@ pub struct AudioProbe {
 pub fn ffprobe_audio(path: &Path) -> AudioProbe {
     require_tool("ffprobe");
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_packets", "-select_streams", "a:0", "-show_entries", "stream=codec_name,sample_rate,nb_read_packets", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-count_packets",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=codec_name,sample_rate,nb_read_packets",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .expect("run ffprobe");
@@ -323,7 +350,17 @@ pub fn flv_tags(data: &[u8]) -> Vec<(u8, u32, Vec<u8>)> {
 pub fn ffprobe(path: &Path) -> Probe {
     require_tool("ffprobe");
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .expect("run ffprobe");

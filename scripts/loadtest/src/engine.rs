@@ -14,7 +14,15 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn spawn(bin: &str, http: SocketAddr, token: &str, streams: usize, shards: usize, covers: bool, dir: &std::path::Path) -> Result<Engine, String> {
+    pub fn spawn(
+        bin: &str,
+        http: SocketAddr,
+        token: &str,
+        streams: usize,
+        shards: usize,
+        covers: bool,
+        dir: &std::path::Path,
+    ) -> Result<Engine, String> {
         let port_min = 40_000u32;
         let port_max = (port_min + 3 * streams as u32 + 100).min(65_000);
         let config = dir.join("loadtest-gmv.yml");
@@ -60,7 +68,6 @@ impl Engine {
         let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
         Ok((status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null)))
     }
-
 }
 
 /// utime + stime of a process, in seconds.
@@ -101,10 +108,5 @@ pub fn udp_rcvbuf_errors() -> u64 {
     let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
     let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
     let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return 0 };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "RcvbufErrors")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
+    names.split_whitespace().zip(values.split_whitespace()).find(|(n, _)| *n == "RcvbufErrors").and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
 }

@@ -120,7 +120,8 @@ fn sockaddr(a: &SocketAddrV4) -> libc::sockaddr_in {
 
 fn send_batch(fd: i32, arena: &[u8], msgs: &[(usize, usize, usize)], targets: &[Target], stats: &mut SendStats) {
     let mut addrs: Vec<libc::sockaddr_in> = msgs.iter().map(|m| sockaddr(&targets[m.2].dest)).collect();
-    let mut iovs: Vec<libc::iovec> = msgs.iter().map(|m| libc::iovec { iov_base: arena[m.0..].as_ptr() as *mut libc::c_void, iov_len: m.1 }).collect();
+    let mut iovs: Vec<libc::iovec> =
+        msgs.iter().map(|m| libc::iovec { iov_base: arena[m.0..].as_ptr() as *mut libc::c_void, iov_len: m.1 }).collect();
     let mut hdrs: Vec<libc::mmsghdr> = (0..msgs.len())
         .map(|i| {
             // SAFETY: msghdr is plain data; zeroed is a valid empty header.

@@ -110,11 +110,14 @@ mod tests {
     fn finds_first_keyframe_across_reads() {
         let mut m = gmv::proto::flv::FlvMuxer::new();
         let mut tags = Vec::new();
-        let sps = [0x67, 0x64, 0x00, 0x0d, 0xac, 0xb2, 0x02, 0x83, 0xf6, 0x02, 0x20, 0x00, 0x00, 0x03, 0x00, 0x20, 0x00, 0x00, 0x06, 0x41, 0xe2, 0x85, 0x49];
+        let sps = [
+            0x67, 0x64, 0x00, 0x0d, 0xac, 0xb2, 0x02, 0x83, 0xf6, 0x02, 0x20, 0x00, 0x00, 0x03, 0x00, 0x20, 0x00, 0x00, 0x06, 0x41, 0xe2, 0x85, 0x49,
+        ];
         let mut data = vec![0, 0, 0, 1];
         data.extend_from_slice(&sps);
         data.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xeb, 0xe3, 0xcb, 0, 0, 0, 1, 0x65, 0x88, 1, 2, 3]);
-        let frame = gmv::proto::frame::Frame { codec: gmv::proto::frame::Codec::H264, pts: 0, dts: 0, keyframe: true, data: bytes::Bytes::from(data) };
+        let frame =
+            gmv::proto::frame::Frame { codec: gmv::proto::frame::Codec::H264, pts: 0, dts: 0, keyframe: true, data: bytes::Bytes::from(data) };
         m.push(&frame, &mut tags);
         let mut stream: Vec<u8> = m.preamble()[0].to_vec();
         for t in &tags {

@@ -114,8 +114,11 @@ mod tests {
 
     #[test]
     fn without_qop_as_most_cameras() {
-        let resp = client_response("34020000001320000001", "3402000000", "12345678", "REGISTER", "sip:34020000002000000001@3402000000", "abc123", None);
-        let h = format!(r#"Digest username="34020000001320000001",realm="3402000000",nonce="abc123",uri="sip:34020000002000000001@3402000000",response="{resp}",algorithm=MD5"#);
+        let resp =
+            client_response("34020000001320000001", "3402000000", "12345678", "REGISTER", "sip:34020000002000000001@3402000000", "abc123", None);
+        let h = format!(
+            r#"Digest username="34020000001320000001",realm="3402000000",nonce="abc123",uri="sip:34020000002000000001@3402000000",response="{resp}",algorithm=MD5"#
+        );
         let c = DigestCredentials::parse(&h).unwrap();
         assert!(c.verify("REGISTER", "12345678"));
         assert!(!c.verify("REGISTER", "wrong"));

@@ -149,7 +149,9 @@ pub fn parse(xml: &str) -> Result<Manscdp, ManscdpError> {
 
 /// A query the platform sends (Catalog, DeviceInfo, DeviceStatus…).
 pub fn query(cmd_type: &str, sn: u32, device_id: &str, encoding_label: &str) -> String {
-    format!("<?xml version=\"1.0\" encoding=\"{encoding_label}\"?>\r\n<Query>\r\n<CmdType>{cmd_type}</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n</Query>\r\n")
+    format!(
+        "<?xml version=\"1.0\" encoding=\"{encoding_label}\"?>\r\n<Query>\r\n<CmdType>{cmd_type}</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n</Query>\r\n"
+    )
 }
 
 #[cfg(test)]
@@ -171,7 +173,8 @@ mod tests {
 
     #[test]
     fn keepalive_and_device_info() {
-        let k = parse("<?xml version=\"1.0\"?><Notify><CmdType>Keepalive</CmdType><SN>5</SN><DeviceID>dev</DeviceID><Status>OK</Status></Notify>").unwrap();
+        let k = parse("<?xml version=\"1.0\"?><Notify><CmdType>Keepalive</CmdType><SN>5</SN><DeviceID>dev</DeviceID><Status>OK</Status></Notify>")
+            .unwrap();
         assert_eq!(k.body, Body::Keepalive);
         let d = parse("<Response><CmdType>DeviceInfo</CmdType><SN>1</SN><DeviceID>dev</DeviceID><DeviceName>IPC</DeviceName><Manufacturer>Dahua</Manufacturer><Channel>4</Channel></Response>").unwrap();
         let Body::DeviceInfo(info) = d.body else { panic!() };

@@ -3,9 +3,9 @@
 //! GB2312, trailing bytes past Content-Length. rsip tokenizes; this wrapper normalizes first
 //! and offers typed accessors that never panic.
 
+use rsip::SipMessage;
 use rsip::headers::UntypedHeader;
 use rsip::message::HeadersExt;
-use rsip::SipMessage;
 
 /// Largest SIP message accepted (UDP datagram or TCP frame).
 pub const SIP_MESSAGE_BYTES_MAX: usize = 64 * 1024;
@@ -14,7 +14,9 @@ pub const SIP_HEADERS_MAX: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SipError {
-    TooLarge { bytes: usize },
+    TooLarge {
+        bytes: usize,
+    },
     /// No blank line ending the head.
     Incomplete,
     TooManyHeaders,

@@ -6,4 +6,4 @@ pub mod manscdp;
 pub mod message;
 pub mod text;
 
-pub use message::{parse, SipError, SipMsg, StreamFramer};
+pub use message::{SipError, SipMsg, StreamFramer, parse};
