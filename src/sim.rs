@@ -118,6 +118,34 @@ mod tests {
     }
 
     #[test]
+    fn packet_loss_keeps_marker_trust_and_most_frames() {
+        let frames: Vec<Frame> = (0..300u64)
+            .map(|i| {
+                let mut d = vec![0, 0, 0, 1, if i % 50 == 0 { 0x65 } else { 0x41 }, 0x88];
+                d.extend(std::iter::repeat_n(3u8, if i % 50 == 0 { 60000 } else { 9000 }));
+                Frame { codec: Codec::H264, pts: i * 3600, dts: i * 3600, keyframe: i % 50 == 0, data: bytes::Bytes::from(d) }
+            })
+            .collect();
+        let mut p = crate::shard::pipeline::Pipeline::new(Default::default());
+        let mut tags = Vec::new();
+        let mut rng = crate::proto::testutil::Rng::new(3);
+        let (mut trusted_once, mut untrusted_after) = (false, 0);
+        for packets in ps_rtp_packets(&frames, 7) {
+            for raw in packets {
+                if rng.below(100) == 0 {
+                    continue; // 1% loss
+                }
+                p.on_packet(bytes::Bytes::from(raw), &mut tags);
+            }
+            trusted_once |= p.low_latency();
+            untrusted_after += usize::from(trusted_once && !p.low_latency());
+        }
+        assert!(trusted_once);
+        assert_eq!(untrusted_after, 0, "packet loss must not make the device's markers look wrong");
+        assert!(p.stats.frames >= 250, "{} of 300 frames survive 1% loss", p.stats.frames);
+    }
+
+    #[test]
     fn reliable_markers_make_each_frame_leave_with_its_last_packet() {
         let frames: Vec<Frame> = (0..30u64)
             .map(|i| {

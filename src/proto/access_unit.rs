@@ -48,6 +48,8 @@ pub struct AuAssembler {
     hints_distrusted: bool,
     /// A picture was emitted on a hint: the next NAL must open a new picture.
     emitted_on_hint: bool,
+    /// Packets were lost in the picture being assembled: its end says nothing about hints.
+    loss_in_picture: bool,
     finder: memchr::memmem::Finder<'static>,
 }
 
@@ -66,6 +68,7 @@ impl AuAssembler {
             hint_confirmations: 0,
             hints_distrusted: false,
             emitted_on_hint: false,
+            loss_in_picture: false,
             finder: memchr::memmem::Finder::new(&[0u8, 0, 1]),
         }
     }
@@ -110,6 +113,14 @@ impl AuAssembler {
         } else {
             self.hint_at = Some(self.data.len());
         }
+    }
+
+    /// Packets were lost before the bytes that come next: what follows cannot judge the
+    /// hints (a lost packet is the network's fault, not the device's markers').
+    pub fn note_loss(&mut self) {
+        self.emitted_on_hint = false;
+        self.hint_at = None;
+        self.loss_in_picture = true;
     }
 
     /// True once end-of-picture hints are acted on.
@@ -167,10 +178,11 @@ impl AuAssembler {
             }
             if self.has_vcl && opens {
                 let cut = if code > 0 && self.data[code - 1] == 0 { code - 1 } else { code };
-                match self.hint_at.take() {
-                    Some(h) if h == cut || h == code => self.hint_confirmations += 1,
-                    Some(_) => self.distrust_hints(),
-                    None => self.hint_confirmations = 0,
+                match (self.hint_at.take(), std::mem::take(&mut self.loss_in_picture)) {
+                    (_, true) => {} // a damaged picture proves nothing either way
+                    (Some(h), false) if h == cut || h == code => self.hint_confirmations += 1,
+                    (Some(_), false) => self.distrust_hints(),
+                    (None, false) => self.hint_confirmations = 0,
                 }
                 self.emit(cut, out);
                 code -= cut;
@@ -349,6 +361,27 @@ mod tests {
         a.hint_end_of_picture(&mut out); // wrong: the picture continues
         a.push(&p[40..], None, &mut out).unwrap();
         assert!(!a.hints_trusted());
+    }
+
+    #[test]
+    fn loss_does_not_count_against_the_markers() {
+        let mut a = AuAssembler::new(Codec::H264);
+        let mut out = Vec::new();
+        for i in 0..=MARKER_TRUST_CONFIRMATIONS as u64 {
+            a.push(&picture(false), Some((i, i)), &mut out).unwrap();
+            a.hint_end_of_picture(&mut out);
+        }
+        assert!(a.hints_trusted());
+        // The next picture's first packet is lost: its data starts mid-NAL.
+        a.note_loss();
+        let p = picture(false);
+        a.push(&p[40..], Some((99, 99)), &mut out).unwrap();
+        a.push(&picture(false), Some((100, 100)), &mut out).unwrap();
+        assert!(a.hints_trusted());
+        // A picture whose marker packet was lost ends without a hint: not held against them.
+        a.note_loss();
+        a.push(&picture(false), Some((101, 101)), &mut out).unwrap();
+        assert!(a.hints_trusted());
     }
 
     #[test]

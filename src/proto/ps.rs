@@ -130,6 +130,20 @@ impl PsDemuxer {
         self.drain_frames(out);
     }
 
+    /// RTP packets were lost before the next payload. A PES cut by the gap cannot be counted
+    /// through it (its length would swallow the next packet's headers), so parsing starts
+    /// again at the next PS start code; the picture in progress is told (`AuAssembler::note_loss`).
+    pub fn note_loss(&mut self, out: &mut Vec<PsEvent>) {
+        if self.pes_remaining.take().is_some() || !self.buf.is_empty() {
+            self.buf.clear();
+            self.resyncing = true;
+            self.error(PsError::Resync { skipped: 0 }, out);
+        }
+        if let Some(v) = self.video.as_mut() {
+            v.note_loss();
+        }
+    }
+
     /// True once pictures are emitted on the RTP marker rather than when the next one starts.
     pub fn low_latency(&self) -> bool {
         self.video.as_ref().is_some_and(AuAssembler::hints_trusted)

@@ -146,8 +146,16 @@ impl Pipeline {
             self.ssrc = Some(packet.ssrc);
         }
         let mut ordered = std::mem::take(&mut self.ordered);
+        let lost_before = self.reorder.stats.lost;
         self.reorder.push(packet, &mut ordered);
-        for p in ordered.drain(..) {
+        let gap = self.reorder.stats.lost != lost_before;
+        for (i, p) in ordered.drain(..).enumerate() {
+            if gap && i == 0 {
+                let mut events = std::mem::take(&mut self.ps_events);
+                self.ps.note_loss(&mut events);
+                self.on_ps_events(&mut events, tags);
+                self.ps_events = events;
+            }
             self.on_ordered(p, tags);
         }
         self.ordered = ordered;
