@@ -107,7 +107,7 @@ mod tests {
         let mut tags = Vec::new();
         for packets in ps_rtp_packets(&frames, 7) {
             for pkt in packets {
-                p.on_packet(bytes::Bytes::from(pkt), &mut tags);
+                p.on_packet(bytes::Bytes::from(pkt), 0, &mut tags);
             }
         }
         p.flush(&mut tags);
@@ -135,7 +135,7 @@ mod tests {
                 if rng.below(100) == 0 {
                     continue; // 1% loss
                 }
-                p.on_packet(bytes::Bytes::from(raw), &mut tags);
+                p.on_packet(bytes::Bytes::from(raw), 0, &mut tags);
             }
             trusted_once |= p.low_latency();
             untrusted_after += usize::from(trusted_once && !p.low_latency());

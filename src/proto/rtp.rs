@@ -9,6 +9,9 @@ pub const RTP_HEADER_BYTES_MIN: usize = 12;
 pub const RTP_PACKET_BYTES_MAX: usize = 65_535;
 /// How many out-of-order packets are held while waiting for a missing one.
 pub const REORDER_PACKETS_MAX: usize = 64;
+/// How long a gap may stay open before the packets behind it are released (and the gap
+/// counted lost): a late packet is worth waiting for only this long on a live stream.
+pub const REORDER_WAIT_MS_MAX: u64 = 40;
 /// A jump larger than this (either direction) is a sender restart, not reordering.
 pub const SEQ_JUMP_RESET_MAX: u16 = 3_000;
 
@@ -110,14 +113,17 @@ pub struct SeqStats {
     pub resets: u64,
 }
 
-/// Restores sequence order with a bounded window. Packets come out in order;
-/// a gap that is still open when the window is full is counted as loss and skipped.
+/// Restores sequence order with a bounded window. Packets come out in order; a gap still
+/// open when the window is full, or `REORDER_WAIT_MS_MAX` after it opened, is counted as
+/// loss and skipped. Time comes from the caller (milliseconds on any monotonic clock).
 #[derive(Debug, Default)]
 pub struct ReorderBuffer {
     /// Next sequence number expected out; None before the first packet.
     next: Option<u16>,
     /// Held packets, kept sorted by distance from `next`.
     held: VecDeque<RtpPacket>,
+    /// When the current gap opened (the first packet held behind it arrived).
+    gap_since_ms: Option<u64>,
     pub stats: SeqStats,
 }
 
@@ -126,8 +132,23 @@ impl ReorderBuffer {
         Self::default()
     }
 
-    /// Feeds one packet; in-order packets (and any held ones it releases) are appended to `out`.
-    pub fn push(&mut self, packet: RtpPacket, out: &mut Vec<RtpPacket>) {
+    /// Feeds one packet that arrived at `now_ms`; in-order packets (and any held ones it
+    /// releases) are appended to `out`.
+    pub fn push(&mut self, packet: RtpPacket, now_ms: u64, out: &mut Vec<RtpPacket>) {
+        self.push_inner(packet, out);
+        match (self.held.is_empty(), self.gap_since_ms) {
+            (true, _) => self.gap_since_ms = None,
+            (false, None) => self.gap_since_ms = Some(now_ms),
+            (false, Some(since)) if now_ms.saturating_sub(since) >= REORDER_WAIT_MS_MAX => {
+                // Waited long enough: release up to the next gap, which starts its own wait.
+                self.skip_gap(out);
+                self.gap_since_ms = (!self.held.is_empty()).then_some(now_ms);
+            }
+            _ => {}
+        }
+    }
+
+    fn push_inner(&mut self, packet: RtpPacket, out: &mut Vec<RtpPacket>) {
         self.stats.received += 1;
         let Some(next) = self.next else {
             self.next = Some(packet.sequence.wrapping_add(1));
@@ -168,6 +189,7 @@ impl ReorderBuffer {
         while !self.held.is_empty() {
             self.skip_gap(out);
         }
+        self.gap_since_ms = None;
     }
 
     pub fn held(&self) -> usize {
@@ -298,7 +320,7 @@ mod tests {
         let mut r = ReorderBuffer::new();
         let mut out = Vec::new();
         for s in [10, 12, 11, 13, 15, 16] {
-            r.push(packet(s), &mut out);
+            r.push(packet(s), 0, &mut out);
         }
         assert_eq!(seqs(&out), vec![10, 11, 12, 13]);
         r.flush(&mut out);
@@ -307,11 +329,26 @@ mod tests {
     }
 
     #[test]
+    fn a_gap_is_given_up_after_the_wait_not_the_window() {
+        let mut r = ReorderBuffer::new();
+        let mut out = Vec::new();
+        r.push(packet(1), 0, &mut out);
+        r.push(packet(3), 10, &mut out); // 2 missing: held
+        r.push(packet(4), 20, &mut out);
+        assert_eq!(seqs(&out), vec![1]);
+        r.push(packet(5), 10 + REORDER_WAIT_MS_MAX, &mut out);
+        assert_eq!(seqs(&out), vec![1, 3, 4, 5], "released after the wait, far below the window");
+        assert_eq!(r.stats.lost, 1);
+        r.push(packet(2), 60, &mut out);
+        assert_eq!(r.stats.duplicates, 1, "too late: counted, not delivered");
+    }
+
+    #[test]
     fn sequence_wraps() {
         let mut r = ReorderBuffer::new();
         let mut out = Vec::new();
         for s in [65534, 0, 65535, 1] {
-            r.push(packet(s), &mut out);
+            r.push(packet(s), 0, &mut out);
         }
         assert_eq!(seqs(&out), vec![65534, 65535, 0, 1]);
         assert_eq!(r.stats.lost, 0);
@@ -321,9 +358,9 @@ mod tests {
     fn window_overflow_skips_gap_and_stays_bounded() {
         let mut r = ReorderBuffer::new();
         let mut out = Vec::new();
-        r.push(packet(0), &mut out);
+        r.push(packet(0), 0, &mut out);
         for s in 2..(2 + REORDER_PACKETS_MAX as u16 + 1) {
-            r.push(packet(s), &mut out);
+            r.push(packet(s), 0, &mut out);
             assert!(r.held() <= REORDER_PACKETS_MAX);
         }
         assert_eq!(r.stats.lost, 1);
@@ -335,7 +372,7 @@ mod tests {
         let mut r = ReorderBuffer::new();
         let mut out = Vec::new();
         for s in [100, 101, 101, 100, 40_000, 40_001] {
-            r.push(packet(s), &mut out);
+            r.push(packet(s), 0, &mut out);
         }
         assert_eq!(seqs(&out), vec![100, 101, 40_000, 40_001]);
         assert_eq!(r.stats.duplicates, 2);
@@ -362,7 +399,7 @@ mod tests {
         for _ in 0..20_000 {
             let data = rng.bytes(40);
             if let Ok(p) = RtpPacket::parse(Bytes::from(data)) {
-                r.push(p, &mut out);
+                r.push(p, 0, &mut out);
                 assert!(r.held() <= REORDER_PACKETS_MAX);
             }
             out.clear();

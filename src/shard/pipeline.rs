@@ -122,8 +122,9 @@ impl Pipeline {
         }
     }
 
-    /// Feeds one RTP packet (UDP datagram or RFC 4571 frame); appends resulting FLV tags.
-    pub fn on_packet(&mut self, datagram: Bytes, tags: &mut Vec<FlvTag>) {
+    /// Feeds one RTP packet (UDP datagram or RFC 4571 frame) that arrived at `now_ms`
+    /// (any monotonic clock); appends resulting FLV tags.
+    pub fn on_packet(&mut self, datagram: Bytes, now_ms: u64, tags: &mut Vec<FlvTag>) {
         self.stats.packets += 1;
         self.stats.bytes += datagram.len() as u64;
         let packet = match RtpPacket::parse(datagram) {
@@ -147,7 +148,7 @@ impl Pipeline {
         }
         let mut ordered = std::mem::take(&mut self.ordered);
         let lost_before = self.reorder.stats.lost;
-        self.reorder.push(packet, &mut ordered);
+        self.reorder.push(packet, now_ms, &mut ordered);
         let gap = self.reorder.stats.lost != lost_before;
         for (i, p) in ordered.drain(..).enumerate() {
             if gap && i == 0 {

@@ -66,7 +66,8 @@ impl Stream {
         self.last_packet.set(Some(Instant::now()));
         self.transport.set(Some(transport));
         let mut tags = self.tags.borrow_mut();
-        self.pipeline.borrow_mut().on_packet(data, &mut tags);
+        let now_ms = self.created.elapsed().as_millis() as u64;
+        self.pipeline.borrow_mut().on_packet(data, now_ms, &mut tags);
         let mut fanout = self.fanout.borrow_mut();
         for t in tags.drain(..) {
             fanout.publish(&t);
