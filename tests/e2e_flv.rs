@@ -244,3 +244,40 @@ fn ps_h265_plays_as_enhanced_flv_hevc() {
     std::fs::write(&rebuilt, annexb).unwrap();
     assert_eq!(ffprobe(&rebuilt), Probe { codec: "hevc".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES });
 }
+
+/// A viewer that stops reading is skipped to keyframes and then cut off, while another viewer
+/// of the same stream gets every frame: the shard never waits on a slow socket.
+#[test]
+fn slow_viewer_is_cut_off_without_hurting_others() {
+    let engine = Engine::start(1, "media:\n  subscriber_queue_tags_max: 16\n  subscriber_skips_max: 1\n");
+    let s = engine.open_stream(json!({}));
+    let id = s["stream_id"].as_str().unwrap().to_string();
+    // The slow viewer: a tiny receive buffer, and it never reads past the response head.
+    let slow = {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&engine.http.into()).unwrap();
+        let mut slow: std::net::TcpStream = sock.into();
+        slow.write_all(format!("GET /flv/{id}/{TOKEN} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        slow
+    };
+    let out = work_dir().join("fast.flv");
+    let fast = spawn_viewer(engine.http, format!("/flv/{id}/{TOKEN}"), vec![], out.clone(), VIEW_LIMIT);
+    engine.wait_subscribers(&id, 2);
+    // Big frames so the slow socket's buffers fill quickly.
+    let frames: Vec<gmv::proto::frame::Frame> = clip_frames()
+        .into_iter()
+        .map(|mut f| {
+            let mut d = f.data.to_vec();
+            d.extend(std::iter::repeat_n(0x5a, 250_000)); // trailing bytes inside the last NAL
+            f.data = d.into();
+            f
+        })
+        .collect();
+    push_ps_udp(&s, &frames, Duration::from_millis(10));
+    assert_eq!(engine.stream(&id)["subscribers"], 1, "the slow viewer was cut off");
+    assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
+    fast.join().unwrap();
+    assert_eq!(ffprobe(&out).frames, CLIP_FRAMES, "the fast viewer got every frame");
+    drop(slow);
+}
