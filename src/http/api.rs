@@ -4,9 +4,8 @@
 use super::request::{BODY_BYTES_MAX, RequestHead};
 use super::response::{respond_error, respond_json};
 use super::routes::{self, parse_stream_id, stream_id};
+use crate::shard::Shard;
 use crate::shard::msg::{OpenError, ShardMsg, StreamInfo, StreamSpec};
-use crate::shard::{Shard, owner_of};
-use futures_channel::oneshot;
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use serde_json::{Value, json};
@@ -93,33 +92,23 @@ async fn read_body(conn: &mut TcpStream, head: &RequestHead, mut body: Vec<u8>) 
 pub async fn list_streams(shard: &Shard) -> Vec<StreamInfo> {
     let mut all = Vec::new();
     for to in shard.media_indices() {
-        let (reply, rx) = oneshot::channel();
-        if shard.send(to, ShardMsg::ListStreams { reply }).await.is_ok() {
-            all.extend(rx.await.unwrap_or_default());
-        }
+        all.extend(shard.ask(to, |reply| ShardMsg::ListStreams { reply }).await.unwrap_or_default());
     }
     all
 }
 
+const NO_ANSWER: &str = "owning shard did not answer";
+
 pub async fn connect_tcp(shard: &Shard, ssrc: u32, addr: std::net::SocketAddr) -> Result<(), String> {
-    let (reply, rx) = oneshot::channel();
-    let owner = owner_of(ssrc, shard.media_shards);
-    shard.send(owner, ShardMsg::ConnectTcp { ssrc, addr, reply }).await.map_err(|_| "shard not running".to_string())?;
-    rx.await.map_err(|_| "shard dropped the request".to_string())?
+    shard.ask_owner(ssrc, |reply| ShardMsg::ConnectTcp { ssrc, addr, reply }).await.unwrap_or_else(|| Err(NO_ANSWER.into()))
 }
 
 async fn snapshot(shard: &Shard, ssrc: u32) -> Result<bytes::Bytes, String> {
-    let (reply, rx) = oneshot::channel();
-    let owner = owner_of(ssrc, shard.media_shards);
-    shard.send(owner, ShardMsg::Snapshot { ssrc, reply }).await.map_err(|_| "shard not running".to_string())?;
-    rx.await.map_err(|_| "shard dropped the request".to_string())?
+    shard.ask_owner(ssrc, |reply| ShardMsg::Snapshot { ssrc, reply }).await.unwrap_or_else(|| Err(NO_ANSWER.into()))
 }
 
 async fn record(shard: &Shard, ssrc: u32, on: bool) -> Option<bool> {
-    let (reply, rx) = oneshot::channel();
-    let owner = owner_of(ssrc, shard.media_shards);
-    shard.send(owner, ShardMsg::Record { ssrc, on, reply }).await.ok()?;
-    rx.await.ok().flatten()
+    shard.ask_owner(ssrc, |reply| ShardMsg::Record { ssrc, on, reply }).await.flatten()
 }
 
 /// Recordings listed per file; `stream`, and `from`/`to` in unix seconds, filter them.
@@ -142,18 +131,12 @@ fn list_records(shard: &Shard, head: &RequestHead) -> Value {
 }
 
 pub async fn close_stream(shard: &Shard, ssrc: u32) -> bool {
-    let (reply, rx) = oneshot::channel();
-    let owner = owner_of(ssrc, shard.media_shards);
-    shard.send(owner, ShardMsg::CloseStream { ssrc, reply }).await.is_ok() && rx.await.unwrap_or(false)
+    shard.ask_owner(ssrc, |reply| ShardMsg::CloseStream { ssrc, reply }).await.unwrap_or(false)
 }
 
 pub async fn open_stream(shard: &Shard, spec: StreamSpec) -> Result<StreamInfo, OpenError> {
-    let (reply, rx) = oneshot::channel();
-    let owner = owner_of(spec.ssrc, shard.media_shards);
-    if shard.send(owner, ShardMsg::OpenStream { spec, reply }).await.is_err() {
-        return Err(OpenError::NoPort("owning shard is not running".into()));
-    }
-    rx.await.unwrap_or_else(|_| Err(OpenError::NoPort("owning shard dropped the request".into())))
+    let ssrc = spec.ssrc;
+    shard.ask_owner(ssrc, |reply| ShardMsg::OpenStream { spec, reply }).await.unwrap_or_else(|| Err(OpenError::NoPort(NO_ANSWER.into())))
 }
 
 /// A non-zero SSRC that is unlikely to collide; collisions are caught by the owner anyway.

@@ -65,6 +65,19 @@ impl Shard {
         }
     }
 
+    /// Sends a request built around a one-shot reply channel to executor `to` and waits for
+    /// the answer; None if that executor is gone or dropped the request.
+    pub async fn ask<T>(&self, to: usize, request: impl FnOnce(futures_channel::oneshot::Sender<T>) -> ShardMsg) -> Option<T> {
+        let (reply, rx) = futures_channel::oneshot::channel();
+        self.send(to, request(reply)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// `ask` the media shard that owns `ssrc`.
+    pub async fn ask_owner<T>(&self, ssrc: u32, request: impl FnOnce(futures_channel::oneshot::Sender<T>) -> ShardMsg) -> Option<T> {
+        self.ask(owner_of(ssrc, self.media_shards), request).await
+    }
+
     pub fn media_indices(&self) -> std::ops::RangeInclusive<usize> {
         1..=self.media_shards
     }
