@@ -244,6 +244,21 @@ fn run_device(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver<()>,
     }
 }
 
+/// A simulated device registered and serving (queries, INVITE, media on `go`), with its
+/// catalog of three channels received by the engine.
+fn registered_device(engine: &Engine) -> (mpsc::Receiver<Event>, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let mut sim = Sim::new(engine.sip);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let (events_tx, events) = mpsc::channel();
+    let (go_tx, go) = mpsc::channel();
+    let device = std::thread::spawn(move || run_device(sim, events_tx, go, Duration::from_secs(60)));
+    wait_for("catalog", Duration::from_secs(15), || {
+        let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+        (v["channels"].as_array().map(Vec::len) == Some(3)).then_some(())
+    });
+    (events, go_tx, device)
+}
+
 fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
@@ -330,16 +345,8 @@ fn device_registers_lists_channels_and_plays_over_flv() {
 #[test]
 fn play_on_demand_and_stop_without_viewers() {
     let engine = Engine::start_with(2, "", "  no_viewer_stop_s: 1\n", None);
-    let mut sim = Sim::new(engine.sip);
-    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
-    let (events_tx, events) = mpsc::channel();
-    let (go_tx, go) = mpsc::channel();
-    let device = std::thread::spawn(move || run_device(sim, events_tx, go, Duration::from_secs(60)));
+    let (events, go_tx, device) = registered_device(&engine);
     let channel = CHANNELS[1].0;
-    wait_for("catalog", Duration::from_secs(15), || {
-        let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
-        (v["channels"].as_array().map(Vec::len) == Some(3)).then_some(())
-    });
     assert_eq!(engine.try_request("GET", &format!("/flv/gb/{DEVICE}/{channel}/wrong"), &[], b"").unwrap().0, 401);
     assert_eq!(engine.try_request("GET", &format!("/flv/gb/{DEVICE}/nochannel/{TOKEN}"), &[], b"").unwrap().0, 404);
 
@@ -364,16 +371,8 @@ fn play_on_demand_and_stop_without_viewers() {
 #[test]
 fn tcp_active_media_plays() {
     let engine = Engine::start(2, "");
-    let mut sim = Sim::new(engine.sip);
-    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
-    let (events_tx, events) = mpsc::channel();
-    let (go_tx, go) = mpsc::channel();
-    let device = std::thread::spawn(move || run_device(sim, events_tx, go, Duration::from_secs(60)));
+    let (events, go_tx, device) = registered_device(&engine);
     let channel = CHANNELS[2].0;
-    wait_for("catalog", Duration::from_secs(15), || {
-        let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
-        (v["channels"].as_array().map(Vec::len) == Some(3)).then_some(())
-    });
     let (status, v) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), r#"{"transport": "carrier-pigeon"}"#);
     assert_eq!(status, 400, "{v}");
     let (status, session) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), r#"{"transport": "tcp-active"}"#);

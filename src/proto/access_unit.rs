@@ -308,6 +308,18 @@ mod tests {
         v
     }
 
+    /// An assembler whose hints have been confirmed enough to be acted on.
+    fn trusted() -> (AuAssembler, Vec<Frame>) {
+        let mut a = AuAssembler::new(Codec::H264);
+        let mut out = Vec::new();
+        for i in 0..=MARKER_TRUST_CONFIRMATIONS as u64 {
+            a.push(&picture(false), Some((i, i)), &mut out).unwrap();
+            a.hint_end_of_picture(&mut out);
+        }
+        assert!(a.hints_trusted());
+        (a, out)
+    }
+
     #[test]
     fn trusted_end_of_picture_hints_cut_latency() {
         let mut a = AuAssembler::new(Codec::H264);
@@ -349,13 +361,7 @@ mod tests {
 
     #[test]
     fn a_wrong_hint_after_trust_is_caught_at_once() {
-        let mut a = AuAssembler::new(Codec::H264);
-        let mut out = Vec::new();
-        for i in 0..=MARKER_TRUST_CONFIRMATIONS as u64 {
-            a.push(&picture(false), Some((i, i)), &mut out).unwrap();
-            a.hint_end_of_picture(&mut out);
-        }
-        assert!(a.hints_trusted());
+        let (mut a, mut out) = trusted();
         let p = picture(false);
         a.push(&p[..40], Some((50, 50)), &mut out).unwrap();
         a.hint_end_of_picture(&mut out); // wrong: the picture continues
@@ -365,13 +371,7 @@ mod tests {
 
     #[test]
     fn loss_does_not_count_against_the_markers() {
-        let mut a = AuAssembler::new(Codec::H264);
-        let mut out = Vec::new();
-        for i in 0..=MARKER_TRUST_CONFIRMATIONS as u64 {
-            a.push(&picture(false), Some((i, i)), &mut out).unwrap();
-            a.hint_end_of_picture(&mut out);
-        }
-        assert!(a.hints_trusted());
+        let (mut a, mut out) = trusted();
         // The next picture's first packet is lost: its data starts mid-NAL.
         a.note_loss();
         let p = picture(false);

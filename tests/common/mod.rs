@@ -29,83 +29,46 @@ fn require_tool(name: &str) {
     assert!(ok, "{name} is required for end-to-end tests (apt-get install ffmpeg; .ci/run does this)");
 }
 
-/// H.264 Annex B test pattern, generated once per test binary.
-pub fn h264_clip() -> &'static Path {
-    static CLIP: OnceLock<PathBuf> = OnceLock::new();
-    CLIP.get_or_init(|| {
+/// Runs ffmpeg once per test binary to make `name` in the work dir from `args`.
+fn ffmpeg_clip(cell: &'static OnceLock<PathBuf>, name: &str, args: &[&str]) -> &'static Path {
+    cell.get_or_init(|| {
         require_tool("ffmpeg");
-        let path = work_dir().join("clip.h264");
-        let status = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg(format!("testsrc=size={WIDTH}x{HEIGHT}:rate={FPS}"))
-            .args(["-frames:v", &CLIP_FRAMES.to_string(), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "0", "-g", &FPS.to_string(), "-f", "h264"])
-            .arg(&path)
-            .status()
-            .expect("run ffmpeg");
-        assert!(status.success(), "ffmpeg failed to make the test clip");
+        let path = work_dir().join(name);
+        let status = Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).arg(&path).status().expect("run ffmpeg");
+        assert!(status.success(), "ffmpeg failed to make {name}");
         path
     })
 }
 
-/// H.265 Annex B test pattern, generated once per test binary.
+/// H.264 Annex B test pattern (a keyframe every second, no B-frames).
+pub fn h264_clip() -> &'static Path {
+    static CLIP: OnceLock<PathBuf> = OnceLock::new();
+    let (src, frames, gop) = (format!("testsrc=size={WIDTH}x{HEIGHT}:rate={FPS}"), CLIP_FRAMES.to_string(), FPS.to_string());
+    ffmpeg_clip(
+        &CLIP,
+        "clip.h264",
+        &["-f", "lavfi", "-i", &src, "-frames:v", &frames, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "0", "-g", &gop, "-f", "h264"],
+    )
+}
+
+/// H.265 Annex B test pattern (a keyframe every second, no B-frames).
 pub fn h265_clip() -> &'static Path {
     static CLIP: OnceLock<PathBuf> = OnceLock::new();
-    CLIP.get_or_init(|| {
-        require_tool("ffmpeg");
-        let path = work_dir().join("clip.h265");
-        let status = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg(format!("testsrc=size={WIDTH}x{HEIGHT}:rate={FPS}"))
-            .args([
-                "-frames:v",
-                &CLIP_FRAMES.to_string(),
-                "-c:v",
-                "libx265",
-                "-pix_fmt",
-                "yuv420p",
-                "-x265-params",
-                "log-level=none:bframes=0:keyint=25",
-                "-f",
-                "hevc",
-            ])
-            .arg(&path)
-            .status()
-            .expect("run ffmpeg");
-        assert!(status.success(), "ffmpeg failed to make the H.265 clip");
-        path
-    })
+    let (src, frames) = (format!("testsrc=size={WIDTH}x{HEIGHT}:rate={FPS}"), CLIP_FRAMES.to_string());
+    let x265 = ["-c:v", "libx265", "-pix_fmt", "yuv420p", "-x265-params", "log-level=none:bframes=0:keyint=25", "-f", "hevc"];
+    ffmpeg_clip(&CLIP, "clip.h265", &[&["-f", "lavfi", "-i", &src, "-frames:v", &frames][..], &x265].concat())
 }
 
 /// 4 s of a 1 kHz tone as raw G.711 A-law, 8 kHz mono.
 pub fn alaw_clip() -> &'static Path {
     static CLIP: OnceLock<PathBuf> = OnceLock::new();
-    CLIP.get_or_init(|| {
-        require_tool("ffmpeg");
-        let path = work_dir().join("clip.alaw");
-        let status = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=8000", "-t", "4", "-c:a", "pcm_alaw", "-f", "alaw"])
-            .arg(&path)
-            .status()
-            .expect("run ffmpeg");
-        assert!(status.success(), "ffmpeg failed to make the audio clip");
-        path
-    })
+    ffmpeg_clip(&CLIP, "clip.alaw", &["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=8000", "-t", "4", "-c:a", "pcm_alaw", "-f", "alaw"])
 }
 
 /// 4 s of a tone as ADTS AAC-LC, 16 kHz mono.
 pub fn aac_clip() -> &'static Path {
     static CLIP: OnceLock<PathBuf> = OnceLock::new();
-    CLIP.get_or_init(|| {
-        require_tool("ffmpeg");
-        let path = work_dir().join("clip.aac");
-        let status = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=16000", "-t", "4", "-c:a", "aac", "-f", "adts"])
-            .arg(&path)
-            .status()
-            .expect("run ffmpeg");
-        assert!(status.success(), "ffmpeg failed to make the AAC clip");
-        path
-    })
+    ffmpeg_clip(&CLIP, "clip.aac", &["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=16000", "-t", "4", "-c:a", "aac", "-f", "adts"])
 }
 
 static PORT_BLOCK: AtomicU16 = AtomicU16::new(0);
