@@ -268,29 +268,24 @@ pub struct AudioProbe {
 
 /// Audio stream of a file as ffprobe reads it.
 pub fn ffprobe_audio(path: &Path) -> AudioProbe {
-    require_tool("ffprobe");
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_packets",
-            "-select_streams",
-            "a:0",
-            "-show_entries",
-            "stream=codec_name,sample_rate,nb_read_packets",
-            "-of",
-            "json",
-        ])
-        .arg(path)
-        .output()
-        .expect("run ffprobe");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let s = &v["streams"][0];
+    let s = ffprobe_stream(path, "a:0", "-count_packets", "codec_name,sample_rate,nb_read_packets");
     AudioProbe {
         codec: s["codec_name"].as_str().unwrap_or_default().to_string(),
         sample_rate: s["sample_rate"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0),
         packets: s["nb_read_packets"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0),
     }
+}
+
+/// ffprobe's JSON for one stream of a file (`select` e.g. "v:0"), counting with `count`.
+fn ffprobe_stream(path: &Path, select: &str, count: &str, entries: &str) -> serde_json::Value {
+    require_tool("ffprobe");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", count, "-select_streams", select, "-show_entries", &format!("stream={entries}"), "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["streams"][0].clone()
 }
 
 /// FLV tags of a file: (type, timestamp ms, body).
@@ -311,24 +306,7 @@ pub fn flv_tags(data: &[u8]) -> Vec<(u8, u32, Vec<u8>)> {
 
 /// Decodes every video frame of a file with ffprobe.
 pub fn ffprobe(path: &Path) -> Probe {
-    require_tool("ffprobe");
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=codec_name,width,height,nb_read_frames",
-            "-of",
-            "json",
-        ])
-        .arg(path)
-        .output()
-        .expect("run ffprobe");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let s = &v["streams"][0];
+    let s = ffprobe_stream(path, "v:0", "-count_frames", "codec_name,width,height,nb_read_frames");
     Probe {
         codec: s["codec_name"].as_str().unwrap_or_default().to_string(),
         width: s["width"].as_u64().unwrap_or(0) as u32,
