@@ -1,12 +1,10 @@
 //! A recording played back as HTTP-FLV at real-time pace, from `?start=` seconds (rounded
 //! down to the fragment's keyframe). Reads the file fragment by fragment; bounded memory.
 
-use super::response::respond_error;
 use crate::proto::flv::{FlvMuxer, file_header};
 use crate::proto::frame::{Codec, Frame};
 use crate::proto::mp4_read::{self, InitInfo};
 use crate::shard::Shard;
-use crate::shard::record::{records_dir, valid_file_name};
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
 use glommio::io::BufferedFile;
@@ -62,13 +60,7 @@ fn adts(asc: [u8; 2], len: usize) -> [u8; 7] {
 }
 
 pub async fn serve(shard: &Shard, mut conn: TcpStream, stem: &str, start_s: u64) {
-    let file = format!("{stem}.mp4");
-    if !valid_file_name(&file) {
-        return respond_error(&mut conn, 404, "not_found", "no such recording").await;
-    }
-    let Ok(f) = BufferedFile::open(records_dir(&shard.config.data_dir).join(&file)).await else {
-        return respond_error(&mut conn, 404, "not_found", "no such recording").await;
-    };
+    let Some(f) = super::records_serve::open_recording(shard, &mut conn, &format!("{stem}.mp4")).await else { return };
     let len = f.file_size().await.unwrap_or(0);
     let mut init: Option<InitInfo> = None;
     let mut mux = FlvMuxer::new();

@@ -27,14 +27,21 @@ pub fn parse_range(header: &str, len: u64) -> Option<(u64, u64)> {
     (start <= end && start < len).then_some((start, end))
 }
 
-pub async fn serve(shard: &Shard, mut conn: TcpStream, file: &str, range: Option<&str>) {
-    if !valid_file_name(file) {
-        return respond_error(&mut conn, 404, "not_found", "no such recording").await;
-    }
-    let path = records_dir(&shard.config.data_dir).join(file);
-    let Ok(f) = glommio::io::BufferedFile::open(&path).await else {
-        return respond_error(&mut conn, 404, "not_found", "no such recording").await;
+/// Opens a recording by its file name (gmv's own names only, never a path); answers 404 and
+/// gives None when there is no such file.
+pub async fn open_recording(shard: &Shard, conn: &mut TcpStream, file: &str) -> Option<glommio::io::BufferedFile> {
+    let opened = match valid_file_name(file) {
+        true => glommio::io::BufferedFile::open(records_dir(&shard.config.data_dir).join(file)).await.ok(),
+        false => None,
     };
+    if opened.is_none() {
+        respond_error(conn, 404, "not_found", "no such recording").await;
+    }
+    opened
+}
+
+pub async fn serve(shard: &Shard, mut conn: TcpStream, file: &str, range: Option<&str>) {
+    let Some(f) = open_recording(shard, &mut conn, file).await else { return };
     let len = f.file_size().await.unwrap_or(0);
     let (status, start, end) = match range {
         Some(r) => match parse_range(r, len) {
