@@ -256,7 +256,8 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: u32) -> Result<(), BitsExhaust
     let (mut last, mut next) = (8i32, 8i32);
     for _ in 0..size {
         if next != 0 {
-            next = (last + r.se()? + 256) % 256;
+            // delta_scale is -128..=127 in a valid SPS; a hostile one can carry any i32.
+            next = (i64::from(last) + i64::from(r.se()?)).rem_euclid(256) as i32;
         }
         last = if next == 0 { last } else { next };
     }
@@ -337,6 +338,27 @@ mod tests {
         assert_eq!(nals, vec![&[0x67, 1, 2][..], &[0x68, 3], &[0x65, 4, 5]]);
         assert!(is_keyframe(Codec::H264, &data));
         assert!(!is_keyframe(Codec::H264, &[0, 0, 1, 0x67, 0, 0, 1, 0x41, 9]));
+    }
+
+    /// A High-profile SPS whose first scaling-list delta is se = 2^31 - 1: the running
+    /// `last + delta` overflowed (a panic in debug builds) before it was widened.
+    #[test]
+    fn hostile_scaling_list_delta_does_not_overflow() {
+        let mut bits = String::from("1"); // seq_parameter_set_id = 0
+        bits += "010"; // chroma_format_idc = 1
+        bits += "11"; // bit depths 8
+        bits += "0"; // qpprime_y_zero_transform_bypass_flag
+        bits += "11"; // seq_scaling_matrix_present, list 0 present
+        bits += &"0".repeat(31); // ue with 31 leading zeros ...
+        bits += "1";
+        bits += &format!("{:031b}", (1u64 << 31) - 2); // ... = 2^32 - 3, se = 2^31 - 1
+        bits += &"1".repeat(64); // more deltas, then whatever follows
+        let mut sps = vec![0x67, 100, 0, 0x0d];
+        for chunk in bits.as_bytes().chunks(8) {
+            let byte = std::str::from_utf8(chunk).unwrap();
+            sps.push(u8::from_str_radix(&format!("{byte:0<8}"), 2).unwrap());
+        }
+        let _ = parse_sps(Codec::H264, &sps);
     }
 
     #[test]

@@ -158,7 +158,8 @@ impl StreamFramer {
                 }
             }
         }
-        let total = head_end + sep + content_length;
+        // The sender's Content-Length is hostile: add without overflow, then bound.
+        let total = (head_end + sep).saturating_add(content_length);
         if total > SIP_MESSAGE_BYTES_MAX {
             return Err(SipError::TooLarge { bytes: total });
         }
@@ -339,6 +340,13 @@ mod tests {
         let mut g = StreamFramer::default();
         g.push(&vec![b'a'; SIP_MESSAGE_BYTES_MAX + 1]);
         assert!(matches!(g.next_message(), Err(SipError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn framer_content_length_near_usize_max_is_refused_not_overflowed() {
+        let mut f = StreamFramer::default();
+        f.push(format!("MESSAGE sip:a SIP/2.0\r\nContent-Length: {}\r\n\r\n", usize::MAX - 2).as_bytes());
+        assert!(matches!(f.next_message(), Err(SipError::TooLarge { .. })));
     }
 
     #[test]
