@@ -76,6 +76,8 @@ pub struct SipConfig {
     pub invite_timeout_s: u64,
     /// A played channel with no viewer for this long is stopped (BYE); 0 keeps it.
     pub no_viewer_stop_s: u64,
+    /// DeviceInfo and Catalog are asked again this often; 0 = only after registration/sync.
+    pub catalog_refresh_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +153,7 @@ impl Default for SipConfig {
             keepalive_interval_s: 60,
             invite_timeout_s: 10,
             no_viewer_stop_s: 30,
+            catalog_refresh_s: 3600,
         }
     }
 }

@@ -1,12 +1,15 @@
 //! gmv: a GB/T 28181 video-surveillance streaming engine.
 //!
-//! `proto` holds sans-IO parsers and muxers; `shard` the thread-per-core runtime that owns
-//! sockets and streams; `http` the HTTP-FLV and REST front.
+//! `proto` holds sans-IO parsers, muxers and the SIP endpoint; `shard` the thread-per-core
+//! media executors that own sockets and streams; `http` the HTTP-FLV and REST front;
+//! `control` the driver of the SIP endpoint; `runtime` wires them (dependencies flow
+//! http, control -> shard -> proto).
 
 pub mod config;
 pub mod control;
 pub mod http;
 pub mod proto;
+pub mod runtime;
 pub mod shard;
 pub mod sim;
 pub mod snapshot;

@@ -33,7 +33,7 @@ fn main() -> std::process::ExitCode {
         print!("{}", serde_yaml_ng::to_string(&config).unwrap_or_default());
         return std::process::ExitCode::SUCCESS;
     }
-    match gmv::shard::run(config) {
+    match gmv::runtime::run(config) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gmv: {e}");

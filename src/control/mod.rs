@@ -1,89 +1,93 @@
-//! The control executor's GB28181 side: a SIP UDP endpoint, the device registry, client
-//! transactions (queries, INVITE, BYE) and play sessions. Everything here runs on the one
-//! control executor; media shards are reached only by messages.
+//! The driver of the SIP endpoint on the control executor: sockets in, `Endpoint::handle_*`,
+//! drain `poll_transmit`/`poll_event`, requests to media shards through the media-service
+//! API, the registry saved off the executor. All protocol decisions live in
+//! `proto::sip::endpoint`; this file only moves bytes, time and results.
 
-pub mod play;
-pub mod registry;
-pub mod requests;
-pub mod sip_text;
+pub mod store;
+mod tcp;
 
-use crate::proto::sip::{self, SipMsg};
+use crate::proto::sip::endpoint::{
+    Command, Endpoint, EndpointConfig, Event, MediaTransport, Outcome, Peer, PlayError, PlayHandle, PlayStart, Session, StreamUse, TICK, Transmit,
+};
 use crate::shard::Shard;
-use glommio::channels::local_channel::{self, LocalSender};
+use crate::shard::msg::{OpenError, StreamSpec};
+use futures_channel::oneshot;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::UdpSocket;
-use registry::Registry;
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::cell::{Cell, Ref, RefCell};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Client transactions waiting for a response; more are refused.
-pub const PENDING_TRANSACTIONS_MAX: usize = 4096;
-/// RFC 3261 timers for UDP retransmission.
-pub const T1: Duration = Duration::from_millis(500);
-pub const T2: Duration = Duration::from_secs(4);
-/// Non-INVITE transactions give up after this.
-pub const NON_INVITE_TIMEOUT: Duration = Duration::from_secs(8);
-/// SIP over TCP: connections at once, and messages queued to one before it counts as stuck.
-pub const TCP_CONNS_MAX: usize = 10_000;
-pub const TCP_SEND_QUEUE_MSGS_MAX: usize = 64;
-const TCP_READ_BYTES: usize = 16 * 1024;
-
-/// Where a SIP message came from / goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peer {
-    Udp(SocketAddr),
-    /// A connection accepted on the SIP TCP listener (responses and requests reuse it).
-    Tcp {
-        conn: u64,
-        addr: SocketAddr,
-    },
-}
-
-impl Peer {
-    pub fn addr(&self) -> SocketAddr {
-        match *self {
-            Peer::Udp(a) | Peer::Tcp { addr: a, .. } => a,
-        }
-    }
-
-    pub fn transport(&self) -> &'static str {
-        match self {
-            Peer::Udp(_) => "UDP",
-            Peer::Tcp { .. } => "TCP",
-        }
-    }
-}
+/// UDP datagrams queued for sending; beyond this they are dropped and counted.
+pub const SIP_SEND_QUEUE_MSGS_MAX: usize = 4096;
+/// Datagrams taken in a row before other control tasks (timers, the API) get a turn.
+pub const SIP_DATAGRAMS_PER_TURN_MAX: usize = 64;
+/// How often live sessions are checked against their streams (gone, unwatched).
+pub const SESSION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a changed registry is written.
+pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+/// Requests waiting on one pending play (joiners); more get Busy.
+pub const PLAY_WAITERS_MAX: usize = 1024;
+/// SSRCs tried for a new play before giving up (the owning shard refuses one in use).
+pub const SSRC_ATTEMPTS_MAX: usize = 16;
+/// Warning lines about hostile or broken input per second; the rest are counted.
+pub const WARN_LINES_PER_S_MAX: u32 = 20;
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct SipCounters {
-    pub received: u64,
-    pub malformed: u64,
-    pub registers: u64,
-    pub auth_failures: u64,
-    pub refused: u64,
-    pub keepalives: u64,
-    pub responses_unmatched: u64,
+pub struct DriverCounters {
+    pub udp_send_dropped: u64,
+    pub tcp_accepted: u64,
+    pub tcp_refused: u64,
+    pub tcp_timeouts: u64,
+    pub warnings_suppressed: u64,
 }
+
+/// Caps warning lines a second so a flood of junk cannot flood the log.
+struct WarnBudget {
+    window: Instant,
+    used: u32,
+}
+
+type Waiter = oneshot::Sender<Result<Session, PlayError>>;
 
 pub struct Control {
     pub shard: Rc<Shard>,
-    sock: UdpSocket,
     /// Advertised address (host_ip + SIP port) for Via/Contact.
     pub local: SocketAddr,
-    pub registry: RefCell<Registry>,
-    challenges: RefCell<HashMap<String, requests::Challenge>>,
-    pending: RefCell<HashMap<String, LocalSender<SipMsg>>>,
-    tcp_conns: RefCell<HashMap<u64, LocalSender<Vec<u8>>>>,
-    pub sessions: RefCell<BTreeMap<(String, String), play::Session>>,
-    pub counters: RefCell<SipCounters>,
-    counter: Cell<u64>,
+    endpoint: RefCell<Endpoint>,
+    udp_out: LocalSender<(SocketAddr, Vec<u8>)>,
+    tcp: RefCell<tcp::TcpConns>,
+    waiters: RefCell<HashMap<PlayHandle, Vec<Waiter>>>,
+    wake: LocalSender<()>,
+    timer_deadline: Cell<Option<Instant>>,
+    counters: RefCell<DriverCounters>,
+    warn_budget: RefCell<WarnBudget>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// 16 bytes from the OS for nonces and tags.
+fn os_seed() -> [u8; 16] {
+    let mut seed = [0u8; 16];
+    // SAFETY: getrandom writes at most seed.len() bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if n != seed.len() as isize {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(unix_ms());
+        seed[..8].copy_from_slice(&h.finish().to_le_bytes());
+    }
+    seed
 }
 
 impl Control {
-    /// Binds the SIP socket and starts its loops; None when SIP is disabled.
-    pub fn start(shard: Rc<Shard>) -> std::io::Result<Option<Rc<Control>>> {
+    /// Binds the SIP sockets, loads the registry and starts the driver's loops; None when SIP
+    /// is disabled.
+    pub async fn start(shard: Rc<Shard>) -> std::io::Result<Option<Rc<Control>>> {
         let config = shard.config.clone();
         if config.sip.listen.is_empty() {
             return Ok(None);
@@ -93,237 +97,314 @@ impl Control {
         let tcp = glommio::net::TcpListener::bind(listen).map_err(|e| std::io::Error::other(e.to_string()))?;
         let port = sock.local_addr().map_err(|e| std::io::Error::other(e.to_string()))?.port();
         let host: std::net::IpAddr = config.sip.host_ip.parse().map_err(std::io::Error::other)?;
+        let local = SocketAddr::new(host, port);
+
+        let data_dir = config.data_dir.clone();
+        let now_s = unix_ms() / 1000;
+        let loaded = glommio::executor().spawn_blocking(move || store::load(&data_dir, now_s)).await?;
+        if let Some((aside, error)) = &loaded.moved_aside {
+            tracing::error!(moved_to = %aside.display(), %error, "device registry unreadable: kept aside, starting empty; devices come back as they register");
+        }
+        tracing::info!(devices = loaded.devices.len(), path = %store::registry_path(&config.data_dir).display(), "device registry loaded");
+        let endpoint = Endpoint::new(EndpointConfig::from_config(&config, local), Instant::now(), unix_ms(), os_seed(), loaded.devices);
+
+        let (udp_out, udp_out_rx) = local_channel::new_bounded(SIP_SEND_QUEUE_MSGS_MAX);
+        let (wake, wake_rx) = local_channel::new_bounded(1);
         let control = Rc::new(Control {
             shard,
-            sock,
-            local: SocketAddr::new(host, port),
-            registry: RefCell::new(Registry::load(&config.data_dir)),
-            challenges: RefCell::new(HashMap::new()),
-            pending: RefCell::new(HashMap::new()),
-            tcp_conns: RefCell::new(HashMap::new()),
-            sessions: RefCell::new(BTreeMap::new()),
-            counters: RefCell::new(SipCounters::default()),
-            counter: Cell::new(0),
+            local,
+            endpoint: RefCell::new(endpoint),
+            udp_out,
+            tcp: RefCell::new(tcp::TcpConns::default()),
+            waiters: RefCell::new(HashMap::new()),
+            wake,
+            timer_deadline: Cell::new(None),
+            counters: RefCell::new(DriverCounters::default()),
+            warn_budget: RefCell::new(WarnBudget { window: Instant::now(), used: 0 }),
         });
         tracing::info!(%listen, domain = %config.sip.domain, server_id = %config.node_id, "SIP listening");
-        glommio::spawn_local(control.clone().recv_loop()).detach();
+        let sock = Rc::new(sock);
+        glommio::spawn_local(control.clone().udp_recv_loop(sock.clone())).detach();
+        glommio::spawn_local(udp_send_loop(sock, udp_out_rx)).detach();
         glommio::spawn_local(control.clone().tcp_accept_loop(tcp)).detach();
-        glommio::spawn_local(control.clone().housekeeping()).detach();
+        glommio::spawn_local(control.clone().timer_loop(wake_rx)).detach();
+        glommio::spawn_local(control.clone().session_check_loop()).detach();
+        glommio::spawn_local(control.clone().persist_loop()).detach();
         Ok(Some(control))
     }
 
-    pub fn next(&self) -> u64 {
-        let n = self.counter.get() + 1;
-        self.counter.set(n);
-        n
+    // ---- read access for the API ----
+
+    pub fn endpoint(&self) -> Ref<'_, Endpoint> {
+        self.endpoint.borrow()
     }
 
-    pub fn random(&self) -> String {
-        sip_text::random_hex(self.next())
+    pub fn driver_counters(&self) -> DriverCounters {
+        *self.counters.borrow()
     }
 
-    pub fn keepalive(&self) -> Duration {
-        Duration::from_secs(self.shard.config.sip.keepalive_interval_s)
+    // ---- feeding the endpoint ----
+
+    /// Gives the endpoint one input at the current time, then carries out what it asks.
+    fn input<R>(self: &Rc<Self>, f: impl FnOnce(&mut Endpoint, Instant) -> R) -> R {
+        let now = Instant::now();
+        let result = f(&mut self.endpoint.borrow_mut(), now);
+        self.drain();
+        result
     }
 
-    pub async fn send(&self, to: Peer, bytes: &[u8]) {
-        match to {
+    fn command(self: &Rc<Self>, command: Command) -> Outcome {
+        self.input(|ep, now| ep.handle_command(now, command))
+    }
+
+    fn drain(self: &Rc<Self>) {
+        loop {
+            let transmit = self.endpoint.borrow_mut().poll_transmit();
+            match transmit {
+                Some(t) => self.transmit(t),
+                None => break,
+            }
+        }
+        loop {
+            let event = self.endpoint.borrow_mut().poll_event();
+            match event {
+                Some(e) => self.on_event(e),
+                None => break,
+            }
+        }
+        // A new transaction may need the timer earlier than it sleeps.
+        let next = self.endpoint.borrow().poll_timeout();
+        if next.is_some_and(|n| self.timer_deadline.get().is_none_or(|d| n < d)) {
+            let _ = self.wake.try_send(());
+        }
+    }
+
+    fn transmit(&self, t: Transmit) {
+        match t.to {
             Peer::Udp(addr) => {
-                if let Err(error) = self.sock.send_to(bytes, addr).await {
-                    tracing::warn!(%addr, %error, "SIP send failed");
+                if self.udp_out.try_send((addr, t.bytes)).is_err() {
+                    self.counters.borrow_mut().udp_send_dropped += 1;
+                    self.warn_limited(|| tracing::warn!(%addr, "SIP send queue full; message dropped"));
                 }
             }
             Peer::Tcp { conn, addr } => {
-                let sent = self.tcp_conns.borrow().get(&conn).is_some_and(|tx| tx.try_send(bytes.to_vec()).is_ok());
-                if !sent {
-                    tracing::warn!(%addr, "SIP TCP connection gone or stuck; message dropped");
+                if !self.tcp.borrow().send(conn, t.bytes) {
+                    self.warn_limited(|| tracing::warn!(%addr, conn, "SIP TCP connection gone or stuck; message dropped"));
                 }
             }
         }
     }
 
-    /// A parsed message from either transport.
-    fn dispatch(self: &Rc<Self>, data: &[u8], source: Peer) {
-        self.counters.borrow_mut().received += 1;
-        if data.iter().all(|b| b.is_ascii_whitespace()) {
-            return; // CRLF keep-alive
+    fn warn_limited(&self, log: impl FnOnce()) {
+        let mut b = self.warn_budget.borrow_mut();
+        let now = Instant::now();
+        if now.duration_since(b.window) >= Duration::from_secs(1) {
+            b.window = now;
+            b.used = 0;
         }
-        match sip::parse(data) {
-            Ok(msg) if msg.is_request() => {
-                let me = self.clone();
-                glommio::spawn_local(async move { me.on_request(msg, source).await }).detach();
+        if b.used < WARN_LINES_PER_S_MAX {
+            b.used += 1;
+            log();
+        } else {
+            self.counters.borrow_mut().warnings_suppressed += 1;
+        }
+    }
+
+    fn on_event(self: &Rc<Self>, event: Event) {
+        match event {
+            Event::Registered { device_id, peer, expires_s } => tracing::info!(device_id, ?peer, expires_s, "device registered"),
+            Event::Unregistered { device_id } => tracing::info!(device_id, "device unregistered"),
+            Event::Offline { device_id } => tracing::warn!(device_id, "device offline (no keepalive, registration expired or connection lost)"),
+            Event::Refused { peer, method, device_id, reason } => {
+                self.warn_limited(|| tracing::warn!(?peer, method, device_id, reason = reason.as_str(), "SIP request refused"))
             }
-            Ok(msg) => self.on_response(msg),
-            Err(error) => {
-                self.counters.borrow_mut().malformed += 1;
-                tracing::debug!(?source, %error, "malformed SIP message");
+            Event::Malformed { peer, error } => self.warn_limited(|| tracing::warn!(?peer, error, "malformed SIP message")),
+            Event::CatalogUpdated { device_id, channels, complete } => tracing::info!(device_id, channels, complete, "catalog updated"),
+            Event::DeviceInfoUpdated { device_id } => tracing::debug!(device_id, "device info updated"),
+            Event::QueryFailed { device_id, cmd, error, retry_in } => {
+                self.warn_limited(|| tracing::warn!(device_id, cmd = cmd.name(), error, retry_in_s = retry_in.as_secs(), "device query failed"))
+            }
+            Event::RegistryChanged => {} // the persist loop takes the changes
+            Event::PlayAnswered { handle, session, media } => self.play_answered(handle, session, media),
+            Event::PlayFailed { handle, error, ssrc } => {
+                tracing::warn!(?handle, ?error, ssrc, "play failed");
+                if let Some(ssrc) = ssrc {
+                    self.close_stream_later(ssrc);
+                }
+                self.resolve(handle, Err(error));
+            }
+            Event::SessionEnded { device_id, channel_id, ssrc, reason } => {
+                tracing::info!(device_id, channel_id, ssrc, reason = reason.as_str(), "play stopped");
+                self.close_stream_later(ssrc);
             }
         }
     }
 
-    async fn tcp_accept_loop(self: Rc<Self>, listener: glommio::net::TcpListener) {
-        loop {
-            let stream = match listener.accept().await {
-                Ok(s) => s,
+    fn close_stream_later(self: &Rc<Self>, ssrc: u32) {
+        let shard = self.shard.clone();
+        glommio::spawn_local(async move {
+            shard.close_stream(ssrc).await;
+        })
+        .detach();
+    }
+
+    fn resolve(&self, handle: PlayHandle, result: Result<Session, PlayError>) {
+        for w in self.waiters.borrow_mut().remove(&handle).unwrap_or_default() {
+            let _ = w.send(result.clone());
+        }
+    }
+
+    fn play_answered(self: &Rc<Self>, handle: PlayHandle, session: Session, media: Option<SocketAddr>) {
+        if session.device_ssrc.is_some_and(|d| d != session.ssrc) {
+            tracing::info!(device_id = %session.device_id, ssrc = session.ssrc, device_ssrc = session.device_ssrc, "device answered another SSRC; following it");
+        }
+        tracing::info!(device_id = %session.device_id, channel_id = %session.channel_id, stream_id = %session.stream_id, "play started");
+        let Some(addr) = media else { return self.resolve(handle, Ok(session)) };
+        // TCP active: connect to the device's media port before anyone is told it plays.
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            match me.shard.connect_tcp(session.ssrc, addr).await {
+                Ok(()) => me.resolve(handle, Ok(session)),
                 Err(error) => {
-                    tracing::warn!(%error, "SIP TCP accept failed");
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            if self.tcp_conns.borrow().len() >= TCP_CONNS_MAX {
-                self.counters.borrow_mut().refused += 1;
-                continue;
-            }
-            let id = self.next();
-            glommio::spawn_local(self.clone().tcp_conn(stream, id)).detach();
-        }
-    }
-
-    async fn tcp_conn(self: Rc<Self>, stream: glommio::net::TcpStream, id: u64) {
-        use futures_lite::{AsyncReadExt, AsyncWriteExt};
-        let Ok(addr) = stream.peer_addr() else { return };
-        let (mut reader, mut writer) = futures_lite::io::split(stream);
-        let (tx, rx) = local_channel::new_bounded::<Vec<u8>>(TCP_SEND_QUEUE_MSGS_MAX);
-        self.tcp_conns.borrow_mut().insert(id, tx);
-        let writer_task = glommio::spawn_local(async move {
-            while let Some(bytes) = rx.recv().await {
-                if writer.write_all(&bytes).await.is_err() {
-                    break;
+                    tracing::warn!(device_id = %session.device_id, channel_id = %session.channel_id, %error, "TCP active media connect failed");
+                    me.command(Command::Stop { device_id: session.device_id.clone(), channel_id: session.channel_id.clone() });
+                    me.resolve(handle, Err(PlayError::MediaConnect(error)));
                 }
             }
         })
         .detach();
-        let peer = Peer::Tcp { conn: id, addr };
-        let mut framer = sip::StreamFramer::default();
-        let mut buf = vec![0u8; TCP_READ_BYTES];
-        'read: loop {
-            let n = match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            framer.push(&buf[..n]);
-            loop {
-                match framer.next_message() {
-                    Ok(Some(message)) => self.dispatch(&message, peer),
-                    Ok(None) => break,
-                    Err(error) => {
-                        self.counters.borrow_mut().malformed += 1;
-                        tracing::info!(%addr, %error, "closing SIP TCP connection");
-                        break 'read;
-                    }
-                }
-            }
-        }
-        self.tcp_conns.borrow_mut().remove(&id);
-        writer_task.cancel();
     }
 
-    async fn recv_loop(self: Rc<Self>) {
-        let mut buf = vec![0u8; sip::message::SIP_MESSAGE_BYTES_MAX];
-        loop {
-            let (n, source) = match self.sock.recv_from(&mut buf).await {
-                Ok(r) => r,
-                Err(error) => {
-                    tracing::warn!(%error, "SIP receive failed");
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            self.dispatch(&buf[..n], Peer::Udp(source));
-        }
-    }
+    // ---- commands from the API ----
 
-    fn on_response(self: &Rc<Self>, msg: SipMsg) {
-        let key = match (msg.call_id(), msg.cseq()) {
-            (Some(c), Some((n, m))) => transaction_key(&c, n, &m),
-            _ => return,
+    /// Plays a channel: the live session, the answer of a pending play of it, or a new one.
+    pub async fn play(self: &Rc<Self>, device_id: &str, channel_id: &str, transport: MediaTransport) -> Result<Session, PlayError> {
+        let start = match self.command(Command::Play { device_id: device_id.into(), channel_id: channel_id.into(), transport }) {
+            Outcome::Play(start) => start?,
+            _ => return Err(PlayError::Busy),
         };
-        let pending = self.pending.borrow();
-        match pending.get(&key) {
-            Some(tx) => {
-                let _ = tx.try_send(msg);
+        let handle = match start {
+            PlayStart::Live(session) => return Ok(session),
+            PlayStart::Joined(handle) | PlayStart::Open(handle) => handle,
+        };
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiters = self.waiters.borrow_mut();
+            let list = waiters.entry(handle).or_default();
+            if list.len() >= PLAY_WAITERS_MAX {
+                return Err(PlayError::Busy);
             }
-            None => {
-                drop(pending);
-                // A 200 to INVITE sent again means our ACK was lost: ACK again (RFC 3261 §13.2.2.4).
-                if msg.status() == Some(200)
-                    && msg.cseq().is_some_and(|(_, m)| m == "INVITE")
-                    && let Some(call_id) = msg.call_id()
-                {
-                    let me = self.clone();
-                    glommio::spawn_local(async move { me.ack_again(&call_id).await }).detach();
+            list.push(tx);
+        }
+        if matches!(start, PlayStart::Open(_)) {
+            // Detached: a caller that goes away must not leave the play half-opened.
+            glommio::spawn_local(self.clone().open_media(handle)).detach();
+        }
+        rx.await.unwrap_or(Err(PlayError::Cancelled))
+    }
+
+    /// Opens the stream for a new play on the shard its SSRC hashes to, then INVITEs.
+    async fn open_media(self: Rc<Self>, handle: PlayHandle) {
+        for _ in 0..SSRC_ATTEMPTS_MAX {
+            let ssrc = self.endpoint.borrow_mut().next_live_ssrc();
+            match self.shard.open_stream(StreamSpec { ssrc, port: None, sdp: None, is_static: false }).await {
+                Ok(info) => {
+                    self.command(Command::Invite { handle, ssrc, port: info.port });
                     return;
                 }
-                self.counters.borrow_mut().responses_unmatched += 1;
-            }
-        }
-    }
-
-    /// Sends a request and waits for its final response, retransmitting over UDP
-    /// (T1 doubling to T2) until a provisional or final answer, or `timeout`.
-    pub async fn transact(&self, to: Peer, call_id: &str, cseq: u32, method: &str, bytes: &[u8], timeout: Duration) -> Option<SipMsg> {
-        let key = transaction_key(call_id, cseq, method);
-        let (tx, rx) = local_channel::new_bounded(8);
-        {
-            let mut pending = self.pending.borrow_mut();
-            if pending.len() >= PENDING_TRANSACTIONS_MAX {
-                tracing::warn!(method, "too many SIP transactions in flight");
-                return None;
-            }
-            pending.insert(key.clone(), tx);
-        }
-        let deadline = Instant::now() + timeout;
-        let mut interval = T1;
-        // Reliable transports are not retransmitted (RFC 3261 §17.1.1.2).
-        let mut answered = matches!(to, Peer::Tcp { .. });
-        self.send(to, bytes).await;
-        let result = loop {
-            let now = Instant::now();
-            if now >= deadline {
-                break None;
-            }
-            let wait = interval.min(deadline - now);
-            match glommio::timer::timeout(wait, async { Ok(rx.recv().await) }).await {
-                Ok(Some(resp)) if resp.status().unwrap_or(0) >= 200 => break Some(resp),
-                Ok(Some(_)) => answered = true,
-                Ok(None) => break None,
-                Err(_) if !answered => {
-                    self.send(to, bytes).await;
-                    interval = (interval * 2).min(T2);
+                Err(OpenError::Exists) => continue,
+                Err(e) => {
+                    self.command(Command::Abandon { handle, error: PlayError::NoPort(format!("{e:?}")) });
+                    return;
                 }
-                Err(_) => {}
             }
-        };
-        self.pending.borrow_mut().remove(&key);
-        result
+        }
+        self.command(Command::Abandon { handle, error: PlayError::Busy });
     }
 
-    async fn housekeeping(self: Rc<Self>) {
-        let mut tick: u64 = 0;
-        let mut online: HashMap<String, bool> = HashMap::new();
+    /// BYE (or CANCEL) and close the stream; false if the channel was not playing.
+    pub fn stop(self: &Rc<Self>, device_id: &str, channel_id: &str) -> bool {
+        matches!(self.command(Command::Stop { device_id: device_id.into(), channel_id: channel_id.into() }), Outcome::Found(true))
+    }
+
+    /// Ask a device for DeviceInfo and Catalog now; false for an unknown device.
+    pub fn sync(self: &Rc<Self>, device_id: &str) -> bool {
+        matches!(self.command(Command::Sync { device_id: device_id.into() }), Outcome::Found(true))
+    }
+
+    // ---- loops ----
+
+    async fn udp_recv_loop(self: Rc<Self>, sock: Rc<UdpSocket>) {
+        let mut buf = vec![0u8; crate::proto::sip::message::SIP_MESSAGE_BYTES_MAX];
+        let mut in_a_row = 0usize;
         loop {
-            glommio::timer::sleep(Duration::from_secs(1)).await;
-            tick += 1;
-            let keepalive = self.keepalive();
-            {
-                let mut reg = self.registry.borrow_mut();
-                for (id, d) in reg.devices.iter() {
-                    let now_online = d.online(keepalive);
-                    if online.insert(id.clone(), now_online) == Some(true) && !now_online {
-                        tracing::warn!(device_id = %id, "device offline (no keepalive or registration expired)");
-                    }
-                }
-                reg.save();
+            // glommio's receive returns at once while datagrams are queued: yield now and
+            // then so a flood cannot starve timers and the API on this executor.
+            in_a_row += 1;
+            if in_a_row >= SIP_DATAGRAMS_PER_TURN_MAX {
+                in_a_row = 0;
+                futures_lite::future::yield_now().await;
             }
-            self.challenges.borrow_mut().retain(|_, c| c.issued.elapsed() < requests::CHALLENGE_TTL);
-            if tick.is_multiple_of(play::SESSION_CHECK_INTERVAL_S) {
-                play::check_sessions(&self).await;
+            match sock.recv_from(&mut buf).await {
+                Ok((n, source)) => self.input(|ep, now| ep.handle_datagram(now, Peer::Udp(source), &buf[..n])),
+                Err(error) => {
+                    self.warn_limited(|| tracing::warn!(%error, "SIP receive failed"));
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn timer_loop(self: Rc<Self>, wake: LocalReceiver<()>) {
+        loop {
+            let deadline = self.endpoint.borrow().poll_timeout().unwrap_or_else(|| Instant::now() + TICK);
+            self.timer_deadline.set(Some(deadline));
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                futures_lite::future::or(glommio::timer::sleep(wait), async {
+                    wake.recv().await;
+                })
+                .await;
+            }
+            self.timer_deadline.set(None);
+            self.input(|ep, now| ep.handle_timeout(now));
+        }
+    }
+
+    async fn session_check_loop(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(SESSION_CHECK_INTERVAL).await;
+            if self.endpoint.borrow().sessions().next().is_none() {
+                continue;
+            }
+            let listed_at = Instant::now();
+            let streams = self.shard.list_streams().await;
+            // HLS viewers and a recording use a stream as much as FLV viewers do.
+            let streams = streams.iter().map(|s| StreamUse { ssrc: s.ssrc, in_use: s.subscribers > 0 || s.hls || s.recording }).collect();
+            self.command(Command::StreamsSeen { listed_at, streams });
+        }
+    }
+
+    async fn persist_loop(self: Rc<Self>) {
+        let data_dir = self.shard.config.data_dir.clone();
+        loop {
+            glommio::timer::sleep(PERSIST_INTERVAL).await;
+            let Some(devices) = self.endpoint.borrow_mut().take_registry_changes() else { continue };
+            let dir = data_dir.clone();
+            let count = devices.len();
+            let saved = glommio::executor().spawn_blocking(move || store::save(&dir, &devices)).await;
+            if let Err(error) = saved {
+                tracing::error!(path = %store::registry_path(&data_dir).display(), %error, devices = count, "cannot save device registry; will retry");
+                self.endpoint.borrow_mut().registry_save_failed();
             }
         }
     }
 }
 
-pub fn transaction_key(call_id: &str, cseq: u32, method: &str) -> String {
-    format!("{call_id}|{cseq}|{}", method.to_ascii_uppercase())
+async fn udp_send_loop(sock: Rc<UdpSocket>, rx: LocalReceiver<(SocketAddr, Vec<u8>)>) {
+    while let Some((addr, bytes)) = rx.recv().await {
+        if let Err(error) = sock.send_to(&bytes, addr).await {
+            tracing::debug!(%addr, %error, "SIP send failed");
+        }
+    }
 }

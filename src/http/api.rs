@@ -1,15 +1,15 @@
 //! REST API, served on the control executor. Stream operations go to the owning shard as
 //! messages; replies come back on one-shot channels.
 
+use super::Front;
 use super::request::{BODY_BYTES_MAX, RequestHead};
 use super::response::{respond_error, respond_json};
 use super::routes::{self, parse_stream_id, stream_id};
 use crate::shard::Shard;
-use crate::shard::msg::{OpenError, ShardMsg, StreamInfo, StreamSpec};
+use crate::shard::msg::{OpenError, StreamInfo, StreamSpec};
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use serde_json::{Value, json};
-use std::rc::Rc;
 use std::time::Duration;
 
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -18,7 +18,8 @@ const RECORDS_LIST_MAX: usize = 10_000;
 /// Tries to find an unused random SSRC before giving up.
 const SSRC_PICK_ATTEMPTS: usize = 8;
 
-pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, head: RequestHead, body_prefix: Vec<u8>) {
+pub async fn serve(front: &Front, mut conn: TcpStream, head: RequestHead, body_prefix: Vec<u8>) {
+    let shard = &front.shard;
     if !routes::authorised(&shard.config, routes::request_token(&head)) {
         return respond_error(&mut conn, 401, "unauthorized", "missing or wrong gmv-token").await;
     }
@@ -32,7 +33,7 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, head: RequestHead, bo
     let segments: Vec<&str> = head.path.trim_matches('/').split('/').collect();
     if let ("GET", ["api", "streams", id, "snapshot"]) = (head.method.as_str(), segments.as_slice()) {
         return match parse_stream_id(id) {
-            Some(ssrc) => match snapshot(shard, ssrc).await {
+            Some(ssrc) => match shard.snapshot(ssrc).await {
                 Ok(jpeg) => super::response::respond(&mut conn, 200, "image/jpeg", &jpeg).await,
                 Err(message) => respond_error(&mut conn, 409, "no_snapshot", &message).await,
             },
@@ -40,29 +41,29 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, head: RequestHead, bo
         };
     }
     let (status, value) = match (head.method.as_str(), segments.as_slice()) {
-        ("GET", ["api", "streams"]) => (200, json!({ "streams": list_streams(shard).await })),
+        ("GET", ["api", "streams"]) => (200, json!({ "streams": shard.list_streams().await })),
         ("POST", ["api", "streams"]) => create_stream(shard, &head, &body).await,
         ("GET", ["api", "streams", id]) => match parse_stream_id(id) {
-            Some(ssrc) => match list_streams(shard).await.into_iter().find(|s| s.ssrc == ssrc) {
+            Some(ssrc) => match shard.list_streams().await.into_iter().find(|s| s.ssrc == ssrc) {
                 Some(info) => (200, json!(info)),
                 None => not_found(),
             },
             None => not_found(),
         },
         ("DELETE", ["api", "streams", id]) => match parse_stream_id(id) {
-            Some(ssrc) if close_stream(shard, ssrc).await => (200, json!({ "stream_id": stream_id(ssrc), "closed": true })),
+            Some(ssrc) if shard.close_stream(ssrc).await => (200, json!({ "stream_id": stream_id(ssrc), "closed": true })),
             _ => not_found(),
         },
         (method @ ("POST" | "DELETE"), ["api", "streams", id, "record"]) => match parse_stream_id(id) {
-            Some(ssrc) => match record(shard, ssrc, method == "POST").await {
+            Some(ssrc) => match shard.record(ssrc, method == "POST").await {
                 Some(changed) => (200, json!({ "stream_id": stream_id(ssrc), "recording": method == "POST", "changed": changed })),
                 None => not_found(),
             },
             None => not_found(),
         },
-        ("GET", ["api", "records"]) => (200, list_records(shard, &head)),
+        ("GET", ["api", "records"]) => (200, list_records(shard, &head).await),
         ("GET", ["api", "health"]) => (200, json!({ "status": "ok", "media_shards": shard.media_shards })),
-        (_, ["api", "devices", ..] | ["api", "sessions"] | ["api", "sip"]) => match shard.control.get() {
+        (_, ["api", "devices", ..] | ["api", "sessions"] | ["api", "sip"]) => match &front.control {
             Some(control) => super::api_gb::route(control, &head, &segments, &body).await,
             None => (503, json!({ "code": "sip_disabled", "message": "SIP is disabled (sip.listen is empty)" })),
         },
@@ -89,34 +90,15 @@ async fn read_body(conn: &mut TcpStream, head: &RequestHead, mut body: Vec<u8>) 
     Some(body)
 }
 
-pub async fn list_streams(shard: &Shard) -> Vec<StreamInfo> {
-    let mut all = Vec::new();
-    for to in shard.media_indices() {
-        all.extend(shard.ask(to, |reply| ShardMsg::ListStreams { reply }).await.unwrap_or_default());
-    }
-    all
-}
-
-const NO_ANSWER: &str = "owning shard did not answer";
-
-pub async fn connect_tcp(shard: &Shard, ssrc: u32, addr: std::net::SocketAddr) -> Result<(), String> {
-    shard.ask_owner(ssrc, |reply| ShardMsg::ConnectTcp { ssrc, addr, reply }).await.unwrap_or_else(|| Err(NO_ANSWER.into()))
-}
-
-async fn snapshot(shard: &Shard, ssrc: u32) -> Result<bytes::Bytes, String> {
-    shard.ask_owner(ssrc, |reply| ShardMsg::Snapshot { ssrc, reply }).await.unwrap_or_else(|| Err(NO_ANSWER.into()))
-}
-
-async fn record(shard: &Shard, ssrc: u32, on: bool) -> Option<bool> {
-    shard.ask_owner(ssrc, |reply| ShardMsg::Record { ssrc, on, reply }).await.flatten()
-}
-
 /// Recordings listed per file; `stream`, and `from`/`to` in unix seconds, filter them.
-fn list_records(shard: &Shard, head: &RequestHead) -> Value {
+/// The sidecars are read on a blocking thread, never on the executor.
+async fn list_records(shard: &Shard, head: &RequestHead) -> Value {
     let stream = head.query_param("stream").map(str::to_string);
     let from_ms = head.query_param("from").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000);
     let to_ms = head.query_param("to").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000);
-    let records: Vec<Value> = crate::shard::record::list(&shard.config.data_dir, RECORDS_LIST_MAX)
+    let data_dir = shard.config.data_dir.clone();
+    let listed = glommio::executor().spawn_blocking(move || crate::shard::record::list(&data_dir, RECORDS_LIST_MAX)).await;
+    let records: Vec<Value> = listed
         .into_iter()
         .filter(|(r, _)| stream.as_deref().is_none_or(|s| r.stream_id == s))
         .filter(|(r, _)| from_ms.is_none_or(|f| r.start_unix_ms + r.duration_ms >= f) && to_ms.is_none_or(|t| r.start_unix_ms <= t))
@@ -128,15 +110,6 @@ fn list_records(shard: &Shard, head: &RequestHead) -> Value {
         })
         .collect();
     json!({ "records": records })
-}
-
-pub async fn close_stream(shard: &Shard, ssrc: u32) -> bool {
-    shard.ask_owner(ssrc, |reply| ShardMsg::CloseStream { ssrc, reply }).await.unwrap_or(false)
-}
-
-pub async fn open_stream(shard: &Shard, spec: StreamSpec) -> Result<StreamInfo, OpenError> {
-    let ssrc = spec.ssrc;
-    shard.ask_owner(ssrc, |reply| ShardMsg::OpenStream { spec, reply }).await.unwrap_or_else(|| Err(OpenError::NoPort(NO_ANSWER.into())))
 }
 
 /// A non-zero SSRC that is unlikely to collide; collisions are caught by the owner anyway.
@@ -189,7 +162,7 @@ async fn create_stream(shard: &Shard, head: &RequestHead, body: &[u8]) -> (u16, 
     let mut result = Err(OpenError::Exists);
     for attempt in 0..attempts {
         let spec = StreamSpec { ssrc: fixed.unwrap_or_else(|| random_ssrc(attempt)), port, sdp: sdp.clone(), is_static: false };
-        result = open_stream(shard, spec).await;
+        result = shard.open_stream(spec).await;
         if result != Err(OpenError::Exists) {
             break;
         }
@@ -212,14 +185,4 @@ fn with_play_urls(shard: &Shard, head: &RequestHead, info: StreamInfo) -> Value 
         "flv_with_header": format!("http://{host}/{}/play/{id}.flv", shard.config.node_id),
     });
     v
-}
-
-/// Opens the streams declared in the config; failures are logged, not fatal.
-pub async fn open_static_streams(shard: &Shard) {
-    for s in shard.config.streams.clone() {
-        let spec = StreamSpec { ssrc: s.ssrc, port: s.port, sdp: s.sdp, is_static: true };
-        if let Err(error) = open_stream(shard, spec).await {
-            tracing::error!(ssrc = s.ssrc, ?error, "cannot open static stream");
-        }
-    }
 }

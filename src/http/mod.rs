@@ -10,3 +10,12 @@ pub mod request;
 pub mod response;
 pub mod routes;
 pub mod server;
+
+use std::rc::Rc;
+
+/// What an executor's HTTP side serves with: its shard and, on the control executor when SIP
+/// is enabled, the SIP driver.
+pub struct Front {
+    pub shard: Rc<crate::shard::Shard>,
+    pub control: Option<Rc<crate::control::Control>>,
+}

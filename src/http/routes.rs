@@ -104,17 +104,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Stream ids are the SSRC in GB28181's 10-digit decimal form.
-pub fn parse_stream_id(id: &str) -> Option<u32> {
-    if id.is_empty() || id.len() > 10 || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    id.parse().ok()
-}
-
-pub fn stream_id(ssrc: u32) -> String {
-    format!("{ssrc:010}")
-}
+pub use crate::proto::ssrc::{parse_stream_id, stream_id};
 
 #[cfg(test)]
 mod tests {
@@ -155,9 +145,5 @@ mod tests {
         assert!(authorised(&c, Some("gmv-dev-token")));
         assert!(!authorised(&c, Some("gmv-dev-tokeN")));
         assert!(!authorised(&c, None));
-        assert_eq!(parse_stream_id("0100000001"), Some(100000001));
-        assert_eq!(parse_stream_id("99999999999"), None);
-        assert_eq!(parse_stream_id("12a"), None);
-        assert_eq!(stream_id(7), "0000000007");
     }
 }

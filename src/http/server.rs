@@ -1,27 +1,90 @@
 //! Accept loop and request dispatch. A connection for a stream owned by another shard is
 //! handed to that shard (the fd moves in a message) so every viewer lives next to its stream.
 
+use super::Front;
 use super::request::{HEAD_BYTES_MAX, HeadError, RequestHead, parse_head};
 use super::response::respond_error;
 use super::routes::{self, Route};
+use crate::proto::sip::endpoint::MediaTransport;
 use crate::shard::msg::{HandoffConn, ShardMsg};
 use crate::shard::{CONTROL, Shard, owner_of};
 use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Duration;
 
 /// A client must send its request head within this time.
 pub const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(shard: Rc<Shard>) -> std::io::Result<()> {
+/// HTTP connections one shard serves at once; more are closed at accept (counted in the log).
+pub const HTTP_CONNS_PER_SHARD_MAX: usize = 50_000;
+/// Connections per source IP still sending their request head (nothing authorised yet): one
+/// host cannot hold every slot with slow heads.
+pub const HTTP_HEADS_PER_SOURCE_MAX: usize = 256;
+
+/// Open connections and heads in progress per source, on one shard.
+#[derive(Default)]
+struct ConnLimits {
+    open: Cell<usize>,
+    heads: RefCell<HashMap<IpAddr, usize>>,
+}
+
+/// Counts a connection until dropped.
+struct ConnSlot {
+    limits: Rc<ConnLimits>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.limits.open.set(self.limits.open.get() - 1);
+    }
+}
+
+/// Counts a head in progress for its source until dropped.
+struct HeadSlot {
+    limits: Rc<ConnLimits>,
+    ip: IpAddr,
+}
+
+impl Drop for HeadSlot {
+    fn drop(&mut self) {
+        let mut heads = self.limits.heads.borrow_mut();
+        if let Some(n) = heads.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                heads.remove(&self.ip);
+            }
+        }
+    }
+}
+
+pub async fn serve(front: Rc<Front>) -> std::io::Result<()> {
+    let shard = &front.shard;
     let listener = TcpListener::bind(shard.config.http.listen).map_err(|e| std::io::Error::other(e.to_string()))?;
     tracing::info!(shard = shard.index, listen = %shard.config.http.listen, "HTTP listening");
+    let limits = Rc::new(ConnLimits::default());
+    let mut refused: u64 = 0;
     loop {
         match listener.accept().await {
             Ok(conn) => {
-                glommio::spawn_local(handle_conn(shard.clone(), conn)).detach();
+                let ip = conn.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+                let heads_from_ip = limits.heads.borrow().get(&ip).copied().unwrap_or(0);
+                if limits.open.get() >= HTTP_CONNS_PER_SHARD_MAX || heads_from_ip >= HTTP_HEADS_PER_SOURCE_MAX {
+                    refused += 1;
+                    if refused.is_power_of_two() {
+                        tracing::warn!(shard = shard.index, %ip, refused, "HTTP connection refused: too many open or too many heads from this source");
+                    }
+                    continue; // dropping it closes it
+                }
+                limits.open.set(limits.open.get() + 1);
+                *limits.heads.borrow_mut().entry(ip).or_default() += 1;
+                let slot = ConnSlot { limits: limits.clone() };
+                let head_slot = HeadSlot { limits: limits.clone(), ip };
+                glommio::spawn_local(handle_conn(front.clone(), conn, slot, head_slot)).detach();
             }
             Err(error) => {
                 // Out of fds or similar: back off instead of spinning.
@@ -50,45 +113,59 @@ async fn read_head(conn: &mut TcpStream) -> Result<(RequestHead, Vec<u8>), HeadE
     }
 }
 
-async fn handle_conn(shard: Rc<Shard>, mut conn: TcpStream) {
+async fn handle_conn(front: Rc<Front>, mut conn: TcpStream, _slot: ConnSlot, head_slot: HeadSlot) {
     let read = glommio::timer::timeout(HEAD_READ_TIMEOUT, async { Ok(read_head(&mut conn).await) }).await;
+    drop(head_slot);
     match read {
-        Ok(Ok((head, body_prefix))) => dispatch(shard, conn, head, body_prefix).await,
+        Ok(Ok((head, body_prefix))) => dispatch(front, conn, head, body_prefix).await,
         Ok(Err(HeadError::TooLarge)) => respond_error(&mut conn, 431, "head_too_large", "request head too large").await,
         Ok(Err(e)) => respond_error(&mut conn, 400, "bad_request", &format!("{e:?}")).await,
         Err(_) => respond_error(&mut conn, 408, "timeout", "request head not received in time").await,
     }
 }
 
-pub async fn dispatch(shard: Rc<Shard>, mut conn: TcpStream, head: RequestHead, body_prefix: Vec<u8>) {
+/// A connection handed over from another shard: its request comes in the message.
+pub fn serve_handoff(front: &Rc<Front>, conn: HandoffConn) {
+    let Ok(request) = conn.request.downcast::<(RequestHead, Vec<u8>)>() else {
+        tracing::error!(shard = front.shard.index, "hand-off without an HTTP request; dropped");
+        return;
+    };
+    let (head, body_prefix) = *request;
+    // SAFETY: the fd was duplicated for this hand-off and is owned by the message.
+    let tcp = unsafe { TcpStream::from_raw_fd(conn.fd.into_raw_fd()) };
+    glommio::spawn_local(dispatch(front.clone(), tcp, head, body_prefix)).detach();
+}
+
+pub async fn dispatch(front: Rc<Front>, mut conn: TcpStream, head: RequestHead, body_prefix: Vec<u8>) {
+    let shard = &front.shard;
     match routes::route(&head, &shard.config) {
-        Route::Api if shard.is_control() => super::api::serve(&shard, conn, head, body_prefix).await,
-        Route::Api => hand_off(&shard, CONTROL, conn, head, body_prefix).await,
+        Route::Api if shard.is_control() => super::api::serve(&front, conn, head, body_prefix).await,
+        Route::Api => hand_off(shard, CONTROL, conn, head, body_prefix).await,
         Route::FlvPlay { stream_id, token } => {
-            if let Some((conn, ssrc)) = at_owner(&shard, conn, head, body_prefix, token.as_deref(), &stream_id).await {
-                super::flv_play::serve(&shard, conn, ssrc).await;
+            if let Some((conn, ssrc)) = at_owner(shard, conn, head, body_prefix, token.as_deref(), &stream_id).await {
+                super::flv_play::serve(shard, conn, ssrc).await;
             }
         }
         Route::Hls { stream_id, token, file } => {
-            if let Some((conn, ssrc)) = at_owner(&shard, conn, head, body_prefix, token.as_deref(), &stream_id).await {
-                super::hls_serve::serve(&shard, conn, ssrc, &file).await;
+            if let Some((conn, ssrc)) = at_owner(shard, conn, head, body_prefix, token.as_deref(), &stream_id).await {
+                super::hls_serve::serve(shard, conn, ssrc, &file).await;
             }
         }
         Route::RecordPlay { stem, token, start_s } => {
             if !routes::authorised(&shard.config, token.as_deref()) {
                 return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
             }
-            super::record_play::serve(&shard, conn, &stem, start_s).await;
+            super::record_play::serve(shard, conn, &stem, start_s).await;
         }
         Route::Record { file } => {
             if !routes::authorised(&shard.config, routes::request_token(&head)) {
                 return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
             }
-            super::records_serve::serve(&shard, conn, &file, head.header("range")).await;
+            super::records_serve::serve(shard, conn, &file, head.header("range")).await;
         }
         Route::Cover { stream_id } => {
             let token = routes::request_token(&head).map(str::to_string);
-            let Some((mut conn, ssrc)) = at_owner(&shard, conn, head, body_prefix, token.as_deref(), &stream_id).await else { return };
+            let Some((mut conn, ssrc)) = at_owner(shard, conn, head, body_prefix, token.as_deref(), &stream_id).await else { return };
             // The live stream's cover, else the one stored when it had one.
             let live = shard.streams.borrow().get(&ssrc).and_then(|s| s.cover.borrow().clone());
             let jpeg = match live {
@@ -108,17 +185,17 @@ pub async fn dispatch(shard: Rc<Shard>, mut conn: TcpStream, head: RequestHead, 
                 return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
             }
             if !shard.is_control() {
-                return hand_off(&shard, CONTROL, conn, head, body_prefix).await;
+                return hand_off(shard, CONTROL, conn, head, body_prefix).await;
             }
-            let Some(control) = shard.control.get() else {
+            let Some(control) = &front.control else {
                 return respond_error(&mut conn, 503, "sip_disabled", "SIP is disabled").await;
             };
-            match control.play(&device_id, &channel_id, crate::control::play::MediaTransport::Udp).await {
+            match control.play(&device_id, &channel_id, MediaTransport::Udp).await {
                 Ok(session) => {
                     // Now an ordinary play request for the session's stream, served by its shard.
                     let mut head = head;
                     head.path = format!("/flv/{}/{}", session.stream_id, token.unwrap_or_default());
-                    hand_off(&shard, owner_of(session.ssrc, shard.media_shards), conn, head, body_prefix).await;
+                    hand_off(shard, owner_of(session.ssrc, shard.media_shards), conn, head, body_prefix).await;
                 }
                 Err(e) => {
                     let (status, code) = e.http();
@@ -164,7 +241,7 @@ async fn hand_off(shard: &Shard, to: usize, mut conn: TcpStream, head: RequestHe
     }
     let fd = unsafe { OwnedFd::from_raw_fd(dup) };
     drop(conn);
-    if shard.send(to, ShardMsg::Http(HandoffConn { fd, head, body_prefix })).await.is_err() {
+    if shard.send(to, ShardMsg::Http(HandoffConn { fd, request: Box::new((head, body_prefix)) })).await.is_err() {
         tracing::warn!(from = shard.index, to, "hand-off channel closed; connection dropped");
     }
 }

@@ -15,6 +15,7 @@ pub mod rtp;
 pub mod rtp_depack;
 pub mod sdp;
 pub mod sip;
+pub mod ssrc;
 #[doc(hidden)]
 pub mod testutil;
 pub mod ts;

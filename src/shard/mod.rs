@@ -7,11 +7,11 @@ pub mod msg;
 pub mod pipeline;
 pub mod ports;
 pub mod record;
+pub mod service;
 pub mod stream;
 
 use crate::config::Config;
-use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::channels::shared_channel::ConnectedSender;
 use msg::ShardMsg;
 use ports::PortPool;
 use std::cell::RefCell;
@@ -42,8 +42,9 @@ pub struct Shard {
     peers: Vec<Option<ConnectedSender<ShardMsg>>>,
     pub streams: RefCell<HashMap<u32, Rc<Stream>>>,
     pub ports: RefCell<PortPool>,
-    /// GB28181 signalling; set on the control executor when SIP is enabled.
-    pub control: std::cell::OnceCell<Rc<crate::control::Control>>,
+    /// Serves a connection another executor handed over (installed by the runtime, which
+    /// knows the HTTP layer; the shard does not).
+    pub handoff: std::cell::OnceCell<Box<dyn Fn(msg::HandoffConn)>>,
     /// Cover decodes running at once on this shard's blocking threads.
     pub cover_gate: Rc<glommio::sync::Semaphore>,
 }
@@ -52,6 +53,21 @@ pub struct Shard {
 pub const COVER_DECODES_AT_ONCE: u64 = 1;
 
 impl Shard {
+    /// An executor's shard; `peers[i]` reaches executor i (None for itself).
+    pub fn new(index: usize, media_shards: usize, config: Arc<Config>, peers: Vec<Option<ConnectedSender<ShardMsg>>>) -> Shard {
+        let ports = PortPool::for_shard(config.rtp.port_min, config.rtp.port_max, index.saturating_sub(1), media_shards);
+        Shard {
+            index,
+            media_shards,
+            config,
+            peers,
+            streams: RefCell::new(HashMap::new()),
+            ports: RefCell::new(ports),
+            handoff: Default::default(),
+            cover_gate: Rc::new(glommio::sync::Semaphore::new(COVER_DECODES_AT_ONCE)),
+        }
+    }
+
     pub fn is_control(&self) -> bool {
         self.index == CONTROL
     }
@@ -105,7 +121,7 @@ impl std::fmt::Display for StartError {
 }
 impl std::error::Error for StartError {}
 
-fn memlock_limit_bytes() -> u64 {
+pub fn memlock_limit_bytes() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
@@ -122,107 +138,6 @@ pub fn plan_io_memory(configured_bytes: usize, executors: usize, limit_bytes: u6
     }
     let share = (limit_bytes / 2 / executors.max(1) as u64).min(usize::MAX as u64) as usize;
     Ok(configured_bytes.min(share).max(IO_MEMORY_BYTES_MIN))
-}
-
-/// Runs the engine until the process is stopped.
-pub fn run(config: Config) -> Result<(), StartError> {
-    let config = Arc::new(config);
-    let media_shards = config.shard_count();
-    let executors = media_shards + 1;
-    let io_memory = plan_io_memory(config.io_memory_kib * 1024, executors, memlock_limit_bytes())?;
-    tracing::info!(media_shards, io_memory_kib = io_memory / 1024, ring_depth = config.ring_depth, "starting executors");
-
-    let mut outgoing: Vec<Vec<Option<SharedSender<ShardMsg>>>> = (0..executors).map(|_| (0..executors).map(|_| None).collect()).collect();
-    let mut incoming: Vec<Vec<SharedReceiver<ShardMsg>>> = (0..executors).map(|_| Vec::new()).collect();
-    for (from, row) in outgoing.iter_mut().enumerate() {
-        for (to, slot) in row.iter_mut().enumerate() {
-            if from != to {
-                let (tx, rx) = shared_channel::new_bounded(MESH_QUEUE_MSGS_MAX);
-                *slot = Some(tx);
-                incoming[to].push(rx);
-            }
-        }
-    }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Executors report fatal errors here; the main thread returns the first one.
-    let (fatal_tx, fatal_rx) = std::sync::mpsc::channel::<String>();
-    let mut handles = Vec::new();
-    for (index, (out, inc)) in outgoing.into_iter().zip(incoming).enumerate() {
-        let placement = if index == CONTROL { Placement::Unbound } else { Placement::Fixed((index - 1) % cpus) };
-        let name = if index == CONTROL { "gmv-control".to_string() } else { format!("gmv-shard-{index}") };
-        let config = config.clone();
-        let fatal_tx = fatal_tx.clone();
-        let handle = LocalExecutorBuilder::new(placement)
-            .name(&name)
-            .io_memory(io_memory)
-            .ring_depth(config.ring_depth)
-            .spawn(move || async move {
-                // Connecting waits for the peer executor's side, so connect every end at once.
-                let tx_tasks: Vec<_> = out
-                    .into_iter()
-                    .map(|tx| glommio::spawn_local(async move { if let Some(tx) = tx { Some(tx.connect().await) } else { None } }))
-                    .collect();
-                let rx_tasks: Vec<_> = inc.into_iter().map(|rx| glommio::spawn_local(rx.connect())).collect();
-                let mut peers = Vec::with_capacity(tx_tasks.len());
-                for t in tx_tasks {
-                    peers.push(t.await);
-                }
-                let ports = PortPool::for_shard(config.rtp.port_min, config.rtp.port_max, index.saturating_sub(1), media_shards);
-                let shard = Rc::new(Shard {
-                    index,
-                    media_shards,
-                    config,
-                    peers,
-                    streams: RefCell::new(HashMap::new()),
-                    ports: RefCell::new(ports),
-                    control: Default::default(),
-                    cover_gate: Rc::new(glommio::sync::Semaphore::new(COVER_DECODES_AT_ONCE)),
-                });
-                for t in rx_tasks {
-                    let rx = t.await;
-                    let shard = shard.clone();
-                    glommio::spawn_local(async move {
-                        while let Some(msg) = rx.recv().await {
-                            stream::handle_msg(&shard, msg);
-                        }
-                    })
-                    .detach();
-                }
-                if index == CONTROL {
-                    match crate::control::Control::start(shard.clone()) {
-                        Ok(Some(control)) => {
-                            let _ = shard.control.set(control);
-                        }
-                        Ok(None) => tracing::info!("SIP disabled"),
-                        Err(e) => {
-                            let _ = fatal_tx.send(format!("SIP on {}: {e}", shard.config.sip.listen));
-                        }
-                    }
-                    let data_dir = shard.config.data_dir.clone();
-                    glommio::executor().spawn_blocking(move || record::recover(&data_dir)).await;
-                    crate::http::api::open_static_streams(&shard).await;
-                    std::future::pending::<()>().await;
-                } else {
-                    glommio::spawn_local(stream::housekeeping(shard.clone())).detach();
-                    if let Err(e) = crate::http::server::serve(shard.clone()).await {
-                        let _ = fatal_tx.send(format!("shard {index}: HTTP listener on {}: {e}", shard.config.http.listen));
-                    }
-                }
-            })
-            .map_err(|e| StartError::Executor(e.to_string()))?;
-        handles.push(handle);
-    }
-    drop(fatal_tx);
-    match fatal_rx.recv() {
-        Ok(error) => Err(StartError::Executor(error)),
-        // Every executor ended without a fatal error.
-        Err(_) => {
-            for h in handles {
-                h.join().map_err(|e| StartError::Executor(e.to_string()))?;
-            }
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]

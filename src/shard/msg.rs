@@ -1,17 +1,15 @@
 //! Owned messages between executors (bounded shared channels; no shared state).
 
-use crate::http::request::RequestHead;
 use futures_channel::oneshot;
 use serde::Serialize;
 use std::os::fd::OwnedFd;
 
-/// An accepted HTTP connection moved to the executor that owns what it asks for.
+/// An accepted connection moved to the executor that owns what it asks for. What was read
+/// of its request travels with it, opaque to the shard (the HTTP layer packs and unpacks it).
 #[derive(Debug)]
 pub struct HandoffConn {
     pub fd: OwnedFd,
-    pub head: RequestHead,
-    /// Bytes read past the head (start of a request body).
-    pub body_prefix: Vec<u8>,
+    pub request: Box<dyn std::any::Any + Send>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

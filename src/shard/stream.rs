@@ -5,10 +5,10 @@ use super::Shard;
 use super::fanout::{Fanout, FanoutLimits};
 use super::msg::{OpenError, ShardMsg, StreamInfo, StreamSpec};
 use super::pipeline::Pipeline;
-use crate::http::routes::stream_id;
 use crate::proto::flv::FlvTag;
 use crate::proto::rtp::{RTP_PACKET_BYTES_MAX, Rfc4571Deframer};
 use crate::proto::sdp::{RtpMap, Sdp};
+use crate::proto::ssrc::stream_id;
 use bytes::Bytes;
 use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream, UdpSocket};
@@ -25,6 +25,8 @@ pub const UDP_DATAGRAM_BYTES_MAX: usize = 9_000;
 /// allocation; a slab is freed when the last packet cut from it is dropped. Every stream
 /// holds one, so it stays small.
 pub const UDP_SLAB_BYTES: usize = 64 * 1024;
+/// Datagrams one stream takes in a row before it lets the shard's other tasks run.
+pub const UDP_DATAGRAMS_PER_TURN_MAX: usize = 64;
 /// Read size per TCP RTP connection.
 pub const TCP_READ_BYTES: usize = 16 * 1024;
 /// Concurrent TCP RTP connections per stream (one device normally; a reconnect overlaps).
@@ -301,12 +303,10 @@ pub fn close_stream(shard: &Shard, ssrc: u32, why: &str) -> bool {
 
 pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
     match msg {
-        ShardMsg::Http(conn) => {
-            // SAFETY: the fd was duplicated for this hand-off and is owned by the message.
-            let tcp = unsafe { TcpStream::from_raw_fd(conn.fd.into_raw_fd()) };
-            let shard = shard.clone();
-            glommio::spawn_local(async move { crate::http::server::dispatch(shard, tcp, conn.head, conn.body_prefix).await }).detach();
-        }
+        ShardMsg::Http(conn) => match shard.handoff.get() {
+            Some(serve) => serve(conn),
+            None => tracing::warn!(shard = shard.index, "connection handed over before HTTP was wired; dropped"),
+        },
         ShardMsg::OpenStream { spec, reply } => {
             let _ = reply.send(open_stream(shard, spec));
         }
@@ -349,7 +349,15 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
 
 async fn udp_loop(stream: Rc<Stream>, socket: UdpSocket) {
     let mut slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
+    let mut in_a_row = 0usize;
     loop {
+        // glommio's receive returns at once while datagrams are queued: a flooded port would
+        // never let the shard's other tasks run without this.
+        in_a_row += 1;
+        if in_a_row >= UDP_DATAGRAMS_PER_TURN_MAX {
+            in_a_row = 0;
+            futures_lite::future::yield_now().await;
+        }
         if slab.len() < UDP_DATAGRAM_BYTES_MAX {
             if slab.capacity() >= UDP_DATAGRAM_BYTES_MAX {
                 slab.resize(UDP_DATAGRAM_BYTES_MAX, 0);

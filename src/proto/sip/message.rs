@@ -115,7 +115,7 @@ pub fn parse(data: &[u8]) -> Result<SipMsg, SipError> {
 }
 
 /// (end of head, length of the blank-line separator): CRLFCRLF, or bare LFLF from sloppy stacks.
-fn find_head_end(data: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn find_head_end(data: &[u8]) -> Option<(usize, usize)> {
     let crlf = memchr::memmem::find(data, b"\r\n\r\n").map(|i| (i, 4));
     let lf = memchr::memmem::find(data, b"\n\n").map(|i| (i, 2));
     match (crlf, lf) {
@@ -270,7 +270,7 @@ pub fn header_param(value: &str, name: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A Hikvision camera's answer to INVITE: capitalised content type, padded Content-Length.

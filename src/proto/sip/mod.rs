@@ -1,7 +1,9 @@
 //! SIP for GB28181, sans-IO: parsing (rsip, behind one wrapper that absorbs device quirks),
 //! digest authentication, MANSCDP XML bodies and GB2312/GBK text.
 
+pub mod build;
 pub mod digest;
+pub mod endpoint;
 pub mod manscdp;
 pub mod message;
 pub mod text;

@@ -1,17 +1,8 @@
-//! Building SIP responses and requests as text (parsing goes through `proto::sip`).
+//! Building SIP responses and requests as text (parsing goes through `proto::sip::message`).
 
-use crate::proto::sip::SipMsg;
+use super::SipMsg;
 use std::fmt::Write;
 use std::net::SocketAddr;
-
-/// Random-looking hex from the std hasher (tags, branches, nonces; not for secrets at rest).
-pub fn random_hex(counter: u64) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(counter);
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    format!("{:016x}", h.finish())
-}
 
 /// Top Via with NAT facts added (RFC 3581): `rport` gets the source port, `received` the IP.
 fn via_with_received(via: &str, source: SocketAddr) -> String {
@@ -77,6 +68,57 @@ pub fn response(
     let mut out = finish(head, body);
     out.shrink_to_fit();
     out
+}
+
+/// Lines of a head longer than this are not copied into a 400.
+const RAW_LINE_BYTES_MAX: usize = 1024;
+
+/// A 400 for a request too broken to parse, built from its raw lines, so the device learns
+/// what happened instead of retransmitting into silence. None when it does not look like a
+/// request (first line `METHOD uri SIP/2.0`), is an ACK, or has no Via to answer along.
+pub fn bad_request_for_unparsed(data: &[u8], source: SocketAddr) -> Option<Vec<u8>> {
+    let start = data.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
+    let data = &data[start..data.len().min(start + super::message::SIP_MESSAGE_BYTES_MAX)];
+    let head_len = super::message::find_head_end(data).map_or(data.len(), |(end, _)| end);
+    let head = std::str::from_utf8(&data[..head_len]).ok()?;
+    let mut lines = head.split('\n').map(|l| l.trim_end_matches('\r'));
+    let mut first = lines.next()?.split(' ');
+    let (method, _uri, version) = (first.next()?, first.next()?, first.next()?);
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) || method == "ACK" || version != "SIP/2.0" {
+        return None;
+    }
+    let mut out = String::from("SIP/2.0 400 Bad Request\r\n");
+    let mut has_via = false;
+    for line in lines.take(super::message::SIP_HEADERS_MAX).filter(|l| l.len() <= RAW_LINE_BYTES_MAX) {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let value = value.trim();
+        let canonical = match name.trim().to_ascii_lowercase().as_str() {
+            "via" | "v" => "Via",
+            "from" | "f" => "From",
+            "to" | "t" => "To",
+            "call-id" | "i" => "Call-ID",
+            "cseq" => "CSeq",
+            _ => continue,
+        };
+        match canonical {
+            "Via" if !has_via => {
+                has_via = true;
+                let _ = write!(out, "Via: {}\r\n", via_with_received(value, source));
+            }
+            "Via" => continue,
+            "To" if !value.to_ascii_lowercase().contains(";tag=") => {
+                let _ = write!(out, "To: {value};tag=bad{:08x}\r\n", value.len());
+            }
+            _ => {
+                let _ = write!(out, "{canonical}: {value}\r\n");
+            }
+        }
+    }
+    if !has_via {
+        return None;
+    }
+    out.push_str("User-Agent: gmv\r\nContent-Length: 0\r\n\r\n");
+    Some(out.into_bytes())
 }
 
 fn finish(mut head: String, body: Option<(&str, &[u8])>) -> Vec<u8> {
@@ -168,6 +210,23 @@ mod tests {
         assert!(out.contains("CSeq: 1 REGISTER\r\n") && out.contains("Expires: 3600\r\n") && out.ends_with("Content-Length: 0\r\n\r\n"));
         let back = crate::proto::sip::parse(out.as_bytes()).unwrap();
         assert_eq!(back.status(), Some(200));
+    }
+
+    #[test]
+    fn unparseable_request_still_gets_a_400() {
+        let src: SocketAddr = "10.0.0.2:5060".parse().unwrap();
+        let raw = b"REGISTER sip:s@d SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;rport;branch=z9hG4bKq\r\nFrom: <sip:dev@d>;tag=1\r\nTo: <sip:dev@d>\r\nCall-ID: c9\r\nCSeq: 1 REGISTER\r\nContent-Length: 99\r\n\r\nshort";
+        assert!(crate::proto::sip::parse(raw).is_err());
+        let out = String::from_utf8(bad_request_for_unparsed(raw, src).unwrap()).unwrap();
+        assert!(out.starts_with("SIP/2.0 400 Bad Request\r\n"), "{out}");
+        assert!(out.contains("Via: SIP/2.0/UDP 10.0.0.2:5060;rport=5060;branch=z9hG4bKq;received=10.0.0.2\r\n"), "{out}");
+        assert!(out.contains("Call-ID: c9\r\n") && out.contains("CSeq: 1 REGISTER\r\n") && out.contains("To: <sip:dev@d>;tag="));
+        assert_eq!(crate::proto::sip::parse(out.as_bytes()).unwrap().status(), Some(400));
+        // Not a request, no Via, an ACK, or noise: nothing to answer.
+        assert_eq!(bad_request_for_unparsed(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n", src), None);
+        assert_eq!(bad_request_for_unparsed(b"REGISTER sip:x SIP/2.0\r\nContent-Length: 5000\r\n\r\nshort", src), None);
+        assert_eq!(bad_request_for_unparsed(b"ACK sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=b\r\n\r\n", src), None);
+        assert_eq!(bad_request_for_unparsed(&[0xff; 100], src), None);
     }
 
     #[test]

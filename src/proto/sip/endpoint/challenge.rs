@@ -1,0 +1,196 @@
+//! Digest nonces for REGISTER, keyed by (device id, source address) so a stranger cannot
+//! reset or exhaust another device's challenge, with the oldest evicted when the table is full
+//! and a per-source rate limit on new challenges (a REGISTER flood costs its sender, not the
+//! devices).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// A nonce is good for this long.
+pub const CHALLENGE_TTL: Duration = Duration::from_secs(300);
+/// Outstanding challenges; the oldest is evicted beyond this.
+pub const CHALLENGES_MAX: usize = 10_000;
+/// Wrong passwords in a row (from one source) before it gets 403 instead of another challenge.
+pub const AUTH_FAILURES_MAX: u32 = 3;
+/// New challenges per source IP: a burst, then this many per second.
+pub const CHALLENGES_PER_SOURCE_BURST: u32 = 200;
+pub const CHALLENGES_PER_SOURCE_PER_S: u32 = 50;
+/// Source addresses tracked by the rate limit; idle ones are forgotten first.
+pub const RATE_SOURCES_MAX: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChallengeKey {
+    pub device_id: String,
+    pub source: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    pub nonce: String,
+    pub issued: Instant,
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: u32,
+    refilled: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct Challenges {
+    table: HashMap<ChallengeKey, Challenge>,
+    /// Issue order (with the issue time, so a re-issued key's stale entry is skipped).
+    order: VecDeque<(ChallengeKey, Instant)>,
+    buckets: HashMap<IpAddr, Bucket>,
+}
+
+/// What to answer a REGISTER that needs a (new) challenge.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Issue {
+    Challenge {
+        nonce: String,
+    },
+    /// Too many failures from this source for this device.
+    Refuse {
+        failures: u32,
+    },
+    /// The source is over its rate; say nothing (UDP devices retransmit).
+    RateLimited,
+}
+
+impl Challenges {
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    pub fn get(&self, key: &ChallengeKey, now: Instant) -> Option<&Challenge> {
+        self.table.get(key).filter(|c| now.duration_since(c.issued) < CHALLENGE_TTL)
+    }
+
+    pub fn remove(&mut self, key: &ChallengeKey) {
+        self.table.remove(key);
+    }
+
+    /// A fresh nonce for `key` (keeping its failure count, plus one if `failed`), or a refusal.
+    pub fn issue(&mut self, now: Instant, key: ChallengeKey, failed: bool, nonce: impl FnOnce() -> String) -> Issue {
+        let failures = self.table.get(&key).map_or(0, |c| c.failures) + u32::from(failed);
+        if failures >= AUTH_FAILURES_MAX {
+            self.table.remove(&key);
+            return Issue::Refuse { failures };
+        }
+        if !self.take_token(now, key.source.ip()) {
+            return Issue::RateLimited;
+        }
+        while self.table.len() >= CHALLENGES_MAX && !self.table.contains_key(&key) {
+            let Some((old, issued)) = self.order.pop_front() else { break };
+            if self.table.get(&old).is_some_and(|c| c.issued == issued) {
+                self.table.remove(&old);
+            }
+        }
+        let nonce = nonce();
+        self.order.push_back((key.clone(), now));
+        self.table.insert(key, Challenge { nonce: nonce.clone(), issued: now, failures });
+        // The order queue holds stale entries of re-issued keys; keep it bounded too.
+        while self.order.len() > 2 * CHALLENGES_MAX {
+            let Some((old, issued)) = self.order.pop_front() else { break };
+            if self.table.get(&old).is_some_and(|c| c.issued == issued) {
+                self.table.remove(&old);
+            }
+        }
+        Issue::Challenge { nonce }
+    }
+
+    fn take_token(&mut self, now: Instant, ip: IpAddr) -> bool {
+        if self.buckets.len() >= RATE_SOURCES_MAX && !self.buckets.contains_key(&ip) {
+            // Forget sources whose bucket has refilled: they lose nothing by it.
+            let full_after = Duration::from_secs(u64::from(CHALLENGES_PER_SOURCE_BURST / CHALLENGES_PER_SOURCE_PER_S + 1));
+            self.buckets.retain(|_, b| now.duration_since(b.refilled) < full_after);
+            if self.buckets.len() >= RATE_SOURCES_MAX {
+                // Too many sources to track (UDP sources are cheap to forge): let it through;
+                // the challenge table's own bound and eviction still hold.
+                return true;
+            }
+        }
+        let b = self.buckets.entry(ip).or_insert(Bucket { tokens: CHALLENGES_PER_SOURCE_BURST, refilled: now });
+        let elapsed_ms = now.duration_since(b.refilled).as_millis().min(u128::from(u32::MAX)) as u64;
+        let refill = elapsed_ms * u64::from(CHALLENGES_PER_SOURCE_PER_S) / 1000;
+        if refill > 0 {
+            b.tokens = (u64::from(b.tokens) + refill).min(u64::from(CHALLENGES_PER_SOURCE_BURST)) as u32;
+            b.refilled = now;
+        }
+        if b.tokens == 0 {
+            return false;
+        }
+        b.tokens -= 1;
+        true
+    }
+
+    pub fn expire(&mut self, now: Instant) {
+        self.table.retain(|_, c| now.duration_since(c.issued) < CHALLENGE_TTL);
+        while let Some((k, issued)) = self.order.front() {
+            let live = self.table.get(k).is_some_and(|c| c.issued == *issued);
+            if live {
+                break;
+            }
+            self.order.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(device: &str, port: u16) -> ChallengeKey {
+        ChallengeKey { device_id: device.into(), source: SocketAddr::from(([10, 0, 0, 1], port)) }
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_oldest_and_rate_limits_the_flooder() {
+        let t0 = Instant::now();
+        let mut c = Challenges::default();
+        // One source floods: after its burst it is limited, however many ids it makes up.
+        let mut limited = 0;
+        for i in 0..1_000 {
+            if c.issue(t0, key(&format!("x{i}"), 1), false, || format!("n{i}")) == Issue::RateLimited {
+                limited += 1;
+            }
+        }
+        assert_eq!(limited, 1_000 - CHALLENGES_PER_SOURCE_BURST as usize);
+        // Many sources fill the table; the oldest entries give way, new devices still get one.
+        for i in 0..(CHALLENGES_MAX + 500) {
+            let source = SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250) as u8], 5060));
+            let k = ChallengeKey { device_id: format!("d{i}"), source };
+            assert!(matches!(c.issue(t0, k, false, || "n".into()), Issue::Challenge { .. }));
+        }
+        assert_eq!(c.len(), CHALLENGES_MAX);
+        assert!(c.get(&key("x0", 1), t0).is_none(), "the oldest was evicted");
+        assert!(matches!(c.issue(t0, key("new", 2), false, || "n".into()), Issue::RateLimited), "source 10.0.0.1 is still over its rate");
+        let later = t0 + Duration::from_secs(1);
+        assert!(matches!(c.issue(later, key("new", 2), false, || "n".into()), Issue::Challenge { .. }), "refilled after a second");
+        c.expire(later + CHALLENGE_TTL);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn failures_count_per_source() {
+        let t0 = Instant::now();
+        let mut c = Challenges::default();
+        c.issue(t0, key("dev", 1), false, || "a".into());
+        c.issue(t0, key("dev", 1), true, || "b".into());
+        c.issue(t0, key("dev", 1), true, || "c".into());
+        assert_eq!(c.issue(t0, key("dev", 1), true, || "d".into()), Issue::Refuse { failures: 3 });
+        // Another source's nonce for the same device is untouched by all this.
+        c.issue(t0, key("dev", 2), false, || "mine".into());
+        c.issue(t0, key("dev", 1), false, || "e".into());
+        assert_eq!(c.get(&key("dev", 2), t0).unwrap().nonce, "mine");
+    }
+}

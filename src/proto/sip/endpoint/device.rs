@@ -1,0 +1,138 @@
+//! Registered devices and their channels as the endpoint keeps them. What is persisted
+//! (`Device` serialised) is what an operator expects back after a restart: ids, info,
+//! channels, the last address; liveness and bindings are runtime state from `now`.
+
+use super::Peer;
+use super::query::QuerySlots;
+use crate::proto::sip::manscdp::{CatalogItem, DeviceInfo};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Devices kept; registrations from new devices beyond this are refused (503).
+pub const DEVICES_MAX: usize = 100_000;
+/// Channels kept per device (large NVRs have a few hundred).
+pub const CHANNELS_PER_DEVICE_MAX: usize = 10_000;
+/// Keepalive intervals a device may miss before it is offline.
+pub const KEEPALIVES_MISSED_MAX: u32 = 3;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Device {
+    pub device_id: String,
+    pub info: DeviceInfo,
+    pub channels: BTreeMap<String, CatalogItem>,
+    /// Unix seconds of the last successful REGISTER.
+    pub registered_at: u64,
+    /// Where signalling went last (source of its authenticated REGISTER).
+    pub addr: Option<SocketAddr>,
+    /// Why the last query or answer failed (kept until one succeeds).
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The address or connection its authenticated REGISTER came from: the only one whose
+    /// messages are taken as this device's, and where requests to it go.
+    #[serde(skip)]
+    pub binding: Option<Peer>,
+    #[serde(skip)]
+    pub live: Option<Liveness>,
+    /// Catalog being merged from several MESSAGEs (SumNum split).
+    #[serde(skip)]
+    pub catalog_merge: Option<CatalogMerge>,
+    #[serde(skip)]
+    pub queries: QuerySlots,
+    /// Online as of the last check (for offline edges).
+    #[serde(skip)]
+    pub was_online: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub expires_at: Instant,
+    pub last_seen: Instant,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CatalogMerge {
+    pub sn: Option<u32>,
+    pub expected: usize,
+    pub items: BTreeMap<String, CatalogItem>,
+}
+
+impl Device {
+    pub fn new(device_id: &str) -> Device {
+        Device { device_id: device_id.into(), ..Device::default() }
+    }
+
+    /// Registered, not expired, heard from within the keepalive allowance, and reachable.
+    pub fn online(&self, now: Instant, keepalive: Duration) -> bool {
+        self.binding.is_some() && self.live.is_some_and(|l| now < l.expires_at && now.duration_since(l.last_seen) < keepalive * KEEPALIVES_MISSED_MAX)
+    }
+
+    /// Registered and not expired (a device may be late with keepalives yet still talk).
+    pub fn registered(&self, now: Instant) -> bool {
+        self.binding.is_some() && self.live.is_some_and(|l| now < l.expires_at)
+    }
+
+    /// When `online` turns false without new input.
+    pub fn offline_at(&self, keepalive: Duration) -> Option<Instant> {
+        self.live.map(|l| l.expires_at.min(l.last_seen + keepalive * KEEPALIVES_MISSED_MAX))
+    }
+
+    /// Merges one Catalog message; Some(complete) when the catalog was committed.
+    /// A new SN starts a new merge (a re-query), so answers to an old query do not mix in.
+    pub fn merge_catalog(&mut self, sn: Option<u32>, sum_num: usize, items: Vec<CatalogItem>) -> Option<bool> {
+        if self.catalog_merge.as_ref().is_some_and(|m| m.sn != sn) {
+            self.catalog_merge = None;
+        }
+        let merge = self.catalog_merge.get_or_insert_with(|| CatalogMerge { sn, ..CatalogMerge::default() });
+        merge.expected = sum_num.max(merge.expected);
+        for item in items {
+            if merge.items.len() >= CHANNELS_PER_DEVICE_MAX {
+                break;
+            }
+            merge.items.insert(item.device_id.clone(), item);
+        }
+        if merge.items.len() >= merge.expected || merge.items.len() >= CHANNELS_PER_DEVICE_MAX {
+            let done = self.catalog_merge.take().expect("merge in progress");
+            self.channels = done.items;
+            return Some(true);
+        }
+        None
+    }
+
+    /// Commits what a merge holds (the query timed out): better some channels than none.
+    pub fn commit_partial_catalog(&mut self) -> Option<(usize, usize)> {
+        let merge = self.catalog_merge.take()?;
+        if merge.items.is_empty() {
+            return None;
+        }
+        let got = (merge.items.len(), merge.expected);
+        self.channels = merge.items;
+        Some(got)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str) -> CatalogItem {
+        CatalogItem { device_id: id.into(), name: format!("cam {id}"), ..Default::default() }
+    }
+
+    #[test]
+    fn catalog_split_over_messages_is_merged_and_a_new_sn_restarts() {
+        let mut d = Device::default();
+        assert_eq!(d.merge_catalog(Some(1), 3, vec![item("a"), item("b")]), None);
+        assert!(d.channels.is_empty());
+        assert_eq!(d.merge_catalog(Some(1), 3, vec![item("b"), item("c")]), Some(true));
+        assert_eq!(d.channels.keys().collect::<Vec<_>>(), vec!["a", "b", "c"]);
+        // A stale part of query 2, then query 3 answers in full.
+        assert_eq!(d.merge_catalog(Some(2), 2, vec![item("x")]), None);
+        assert_eq!(d.merge_catalog(Some(3), 1, vec![item("y")]), Some(true));
+        assert_eq!(d.channels.keys().collect::<Vec<_>>(), vec!["y"]);
+        // SumNum 0 (an empty NVR) commits an empty catalog.
+        assert_eq!(d.merge_catalog(Some(4), 0, vec![]), Some(true));
+        assert!(d.channels.is_empty());
+    }
+}

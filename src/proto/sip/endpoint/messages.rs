@@ -1,0 +1,179 @@
+//! MESSAGE and NOTIFY from devices (keepalive, catalog, device info), taken only from the
+//! address or connection the device registered from; and the queries that ask for them.
+
+use super::query::QueryCmd;
+use super::{Endpoint, Event, Peer, Refusal, Reply, transaction};
+use crate::proto::sip::SipMsg;
+use crate::proto::sip::manscdp::{self, Body, Manscdp};
+use crate::proto::sip::text::{decode_body, encode_body};
+use std::time::Instant;
+
+const MANSCDP: &str = "Application/MANSCDP+xml";
+
+impl Endpoint {
+    /// The device a request claims to be from, if it is registered and the request comes
+    /// from where it registered; otherwise the refusal (403 makes devices register again).
+    fn authenticated_sender(&mut self, now: Instant, from: Peer, method: &str, device_id: &str) -> Result<(), Option<Reply>> {
+        let reason = match self.devices.get(device_id) {
+            Some(d) if d.registered(now) => match d.binding {
+                Some(b) if b.same_as(&from) => return Ok(()),
+                _ => Refusal::WrongSource,
+            },
+            _ => Refusal::NotRegistered,
+        };
+        match reason {
+            Refusal::WrongSource => self.counters.spoofed += 1,
+            _ => self.counters.refused += 1,
+        }
+        self.emit(Event::Refused { peer: from, method: method.to_string(), device_id: Some(device_id.to_string()), reason });
+        Err(Reply::status(403))
+    }
+
+    pub(super) fn on_message(&mut self, now: Instant, from: Peer, msg: &SipMsg, raw: &[u8]) -> Option<Reply> {
+        let method = msg.method().map(|m| m.to_string()).unwrap_or_default();
+        if msg.content_type().as_deref() != Some("application/manscdp+xml") {
+            return Reply::status(415);
+        }
+        let Some(device_id) = msg.from_user() else { return Reply::status(400) };
+        if let Err(reply) = self.authenticated_sender(now, from, &method, &device_id) {
+            return reply;
+        }
+        let parsed = match parse_body(msg.body()) {
+            Ok(p) => Ok(p),
+            // Sloppy devices count Content-Length in characters, not bytes: over UDP the
+            // datagram itself says where the message ends.
+            Err(e) => match (from, udp_tail(raw, msg.body().len())) {
+                (Peer::Udp(_), Some(tail)) => parse_body(tail).inspect(|_| self.counters.lenient_bodies += 1).map_err(|_| e),
+                _ => Err(e),
+            },
+        };
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(error) => {
+                self.counters.malformed += 1;
+                let text = String::from_utf8_lossy(msg.body());
+                let error = format!("unreadable MANSCDP body: {error:?}");
+                let cmds: Vec<QueryCmd> = QueryCmd::ALL.into_iter().filter(|c| text.contains(&format!("<CmdType>{}", c.name()))).collect();
+                let cmds = if cmds.is_empty() { QueryCmd::ALL.to_vec() } else { cmds };
+                for cmd in cmds {
+                    if self.devices.get(&device_id).is_some_and(|d| d.queries.waiting_sn(cmd).is_some()) {
+                        self.query_failed(now, &device_id, cmd, None, error.clone());
+                    }
+                }
+                self.emit(Event::Malformed { peer: from, error });
+                return Reply::status(400);
+            }
+        };
+        let refresh = self.cfg.catalog_refresh;
+        let Some(d) = self.devices.get_mut(&device_id) else { return Reply::status(403) };
+        if let Some(l) = d.live.as_mut() {
+            l.last_seen = now;
+        }
+        let Manscdp { sn, body, .. } = parsed;
+        match body {
+            Body::Keepalive => self.counters.keepalives += 1,
+            Body::Catalog { sum_num, items } => {
+                if let Some(complete) = d.merge_catalog(sn, sum_num, items) {
+                    let channels = d.channels.len();
+                    if sn.is_some() && d.queries.waiting_sn(QueryCmd::Catalog) == sn {
+                        d.queries.succeed(QueryCmd::Catalog, now, refresh);
+                        d.last_error = None;
+                    }
+                    self.emit(Event::CatalogUpdated { device_id: device_id.clone(), channels, complete });
+                    self.registry_changed();
+                }
+            }
+            Body::DeviceInfo(info) => {
+                d.info = info;
+                if sn.is_some() && d.queries.waiting_sn(QueryCmd::DeviceInfo) == sn {
+                    d.queries.succeed(QueryCmd::DeviceInfo, now, refresh);
+                }
+                self.emit(Event::DeviceInfoUpdated { device_id: device_id.clone() });
+                self.registry_changed();
+            }
+            Body::Other => {}
+        }
+        Reply::status(200)
+    }
+
+    /// Asks what is due for a device, and gives up on what is overdue.
+    pub(super) fn run_queries(&mut self, now: Instant, device_id: &str) {
+        let Some(d) = self.devices.get(device_id) else { return };
+        let overdue: Vec<QueryCmd> = d.queries.overdue(now).collect();
+        for cmd in overdue {
+            let error = match cmd {
+                QueryCmd::Catalog => match self.devices.get_mut(device_id).and_then(|d| d.commit_partial_catalog()) {
+                    Some((got, expected)) => {
+                        let channels = got;
+                        self.emit(Event::CatalogUpdated { device_id: device_id.to_string(), channels, complete: false });
+                        self.registry_changed();
+                        format!("Catalog answer incomplete: {got} of {expected} items")
+                    }
+                    None => "Catalog query not answered in time".to_string(),
+                },
+                QueryCmd::DeviceInfo => "DeviceInfo query not answered in time".to_string(),
+            };
+            self.query_failed(now, device_id, cmd, None, error);
+        }
+        let Some(d) = self.devices.get(device_id) else { return };
+        let due: Vec<QueryCmd> = d.queries.due(now).collect();
+        for cmd in due {
+            self.send_query(now, device_id, cmd);
+        }
+    }
+
+    fn send_query(&mut self, now: Instant, device_id: &str, cmd: QueryCmd) {
+        let Some(peer) = self.devices.get(device_id).filter(|d| d.registered(now)).and_then(|d| d.binding) else { return };
+        let sn = (self.rng.next_u64() % 999_999) as u32 + 1;
+        let body = encode_body(&manscdp::query(cmd.name(), sn, device_id, "GB2312"), encoding_rs::GB18030);
+        let call_id = self.new_call_id();
+        let (from_tag, branch) = (self.rng.hex(), self.rng.hex());
+        let cseq = (self.rng.next_u64() % 10_000) as u32 + 1;
+        let bytes = self.build_request("MESSAGE", device_id, peer, &call_id, &from_tag, None, cseq, &branch, vec![], Some((MANSCDP, &body)));
+        let key = transaction::TxKey { call_id, cseq, method: "MESSAGE".into() };
+        let purpose = transaction::Purpose::Query { device_id: device_id.to_string(), cmd, sn };
+        let started = self.start_transaction(now, key, peer, bytes, purpose, transaction::TRANSACTION_TIMEOUT);
+        if let Some(d) = self.devices.get_mut(device_id) {
+            d.queries.start(cmd, sn, now);
+        }
+        if !started {
+            self.query_failed(now, device_id, cmd, Some(sn), "too many transactions in flight".into());
+        }
+    }
+
+    /// A query failed (answered with an error, not answered, or its answer unreadable):
+    /// note it on the device and retry after the backoff. `sn`: only if still that query.
+    pub(super) fn query_failed(&mut self, now: Instant, device_id: &str, cmd: QueryCmd, sn: Option<u32>, error: String) {
+        let Some(d) = self.devices.get_mut(device_id) else { return };
+        let waiting = d.queries.waiting_sn(cmd);
+        if waiting.is_none() || (sn.is_some() && waiting != sn) {
+            return;
+        }
+        let retry_in = d.queries.fail(cmd, now);
+        d.last_error = Some(error.clone());
+        self.counters.query_failures += 1;
+        self.emit(Event::QueryFailed { device_id: device_id.to_string(), cmd, error, retry_in });
+    }
+
+    pub(super) fn sync(&mut self, now: Instant, device_id: &str) -> bool {
+        let Some(d) = self.devices.get_mut(device_id) else { return false };
+        d.queries.ask_all(now);
+        self.run_queries(now, device_id);
+        true
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<Manscdp, manscdp::ManscdpError> {
+    let (text, _) = decode_body(body);
+    manscdp::parse(&text)
+}
+
+/// Everything after the head of a datagram, when it is longer than the body parsed by
+/// Content-Length.
+fn udp_tail(raw: &[u8], body_len: usize) -> Option<&[u8]> {
+    let start = raw.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
+    let raw = &raw[start..];
+    let (end, sep) = crate::proto::sip::message::find_head_end(raw)?;
+    let tail = &raw[end + sep..];
+    (tail.len() > body_len).then_some(tail)
+}

@@ -1,0 +1,755 @@
+//! The GB28181 SIP endpoint, sans-IO in the quinn-proto shape. Inputs: `handle_datagram`
+//! (a UDP datagram or one framed TCP message), `handle_timeout`, `handle_command`. After each
+//! input the driver drains `poll_transmit` and `poll_event` until empty, then sleeps until
+//! `poll_timeout`. Time is always passed in; nothing here reads a clock, does IO or logs.
+//!
+//! Inside: RFC 3261 client and server transactions, registrations with digest nonces bound to
+//! their source, device liveness, queries matched by (device, CmdType, SN), and per-channel
+//! play state (pending, live) with dialogs. Only an authenticated REGISTER binds a device to
+//! an address or connection; every other message claiming to be that device must come from
+//! there.
+
+mod challenge;
+mod device;
+mod messages;
+mod play;
+mod query;
+mod registrar;
+mod rng;
+mod transaction;
+
+pub use challenge::{AUTH_FAILURES_MAX, CHALLENGE_TTL, CHALLENGES_MAX};
+pub use device::{CHANNELS_PER_DEVICE_MAX, DEVICES_MAX, Device};
+pub use play::{MediaTransport, PlayError, PlayHandle, PlayStart, SESSIONS_MAX, Session};
+pub use query::{QUERY_ANSWER_TIMEOUT, QueryCmd};
+pub use transaction::{CLIENT_TRANSACTIONS_MAX, T1, T2, TRANSACTION_TIMEOUT};
+
+use super::SipMsg;
+use super::build::{OutRequest, response};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A TCP connection, numbered by the driver.
+pub type ConnId = u64;
+/// Transmits and events queued before the driver drains them; past this they are dropped
+/// and counted (a driver drains after every input, so this is a bug guard).
+pub const OUTPUTS_QUEUED_MAX: usize = 65_536;
+/// Housekeeping (liveness, queries, expiry) runs this often.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Registration length when the device names none, and the most granted.
+pub const REGISTER_EXPIRES_DEFAULT_S: u32 = 3600;
+pub const REGISTER_EXPIRES_MAX_S: u32 = 86_400;
+
+/// Where a SIP message came from / goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Peer {
+    Udp(SocketAddr),
+    /// A connection accepted on the SIP TCP listener (responses and requests reuse it).
+    Tcp {
+        conn: ConnId,
+        addr: SocketAddr,
+    },
+}
+
+impl Peer {
+    pub fn addr(&self) -> SocketAddr {
+        match *self {
+            Peer::Udp(a) | Peer::Tcp { addr: a, .. } => a,
+        }
+    }
+
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Peer::Udp(_) => "UDP",
+            Peer::Tcp { .. } => "TCP",
+        }
+    }
+
+    /// The same sender: the same UDP address, or the same TCP connection.
+    pub fn same_as(&self, other: &Peer) -> bool {
+        match (self, other) {
+            (Peer::Udp(a), Peer::Udp(b)) => a == b,
+            (Peer::Tcp { conn: a, .. }, Peer::Tcp { conn: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: Peer,
+    pub bytes: Vec<u8>,
+}
+
+/// What the endpoint needs to know of the node (from the engine config).
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub server_id: String,
+    pub domain: String,
+    pub password: String,
+    pub device_passwords: BTreeMap<String, String>,
+    pub digest_qop: bool,
+    /// host:port put in Via and Contact.
+    pub local: SocketAddr,
+    /// Media address offered in INVITE SDP.
+    pub media_ip: String,
+    pub keepalive_interval: Duration,
+    pub invite_timeout: Duration,
+    /// Stop a played channel nobody watches for this long; None keeps it.
+    pub no_viewer_stop: Option<Duration>,
+    /// Ask DeviceInfo and Catalog again this often; None only on registration and sync.
+    pub catalog_refresh: Option<Duration>,
+}
+
+impl EndpointConfig {
+    pub fn from_config(config: &crate::config::Config, local: SocketAddr) -> EndpointConfig {
+        let s = &config.sip;
+        let nonzero = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
+        EndpointConfig {
+            server_id: config.node_id.clone(),
+            domain: s.domain.clone(),
+            password: s.password.clone(),
+            device_passwords: s.device_passwords.clone(),
+            digest_qop: s.digest_qop,
+            local,
+            media_ip: s.host_ip.clone(),
+            keepalive_interval: Duration::from_secs(s.keepalive_interval_s.max(1)),
+            invite_timeout: Duration::from_secs(s.invite_timeout_s.max(1)),
+            no_viewer_stop: nonzero(s.no_viewer_stop_s),
+            catalog_refresh: nonzero(s.catalog_refresh_s),
+        }
+    }
+
+    fn password_for(&self, device_id: &str) -> &str {
+        self.device_passwords.get(device_id).unwrap_or(&self.password)
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub received: u64,
+    pub malformed: u64,
+    pub registers: u64,
+    pub auth_failures: u64,
+    /// Refused: unknown or unregistered senders, full tables.
+    pub refused: u64,
+    /// REGISTERs dropped because their source was over its challenge rate.
+    pub rate_limited: u64,
+    /// Messages claiming a registered device from another address or connection.
+    pub spoofed: u64,
+    pub keepalives: u64,
+    pub responses_unmatched: u64,
+    pub retransmissions: u64,
+    /// Requests that were retransmissions of one already answered.
+    pub retransmissions_absorbed: u64,
+    pub transactions_timed_out: u64,
+    /// MESSAGE bodies longer than their Content-Length said (taken from the datagram).
+    pub lenient_bodies: u64,
+    pub query_failures: u64,
+    pub outputs_dropped: u64,
+}
+
+/// Why a request from a device was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No registration (or it expired): 403 makes a device register again.
+    NotRegistered,
+    /// The device is registered from another address or connection.
+    WrongSource,
+    /// Digest `username` is not the device id in From.
+    UsernameMismatch,
+    WrongPassword,
+    TooManyFailures,
+    RegistryFull,
+    /// A BYE whose tags do not match the dialog.
+    WrongDialog,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotRegistered => "not registered",
+            Refusal::WrongSource => "registered from another address",
+            Refusal::UsernameMismatch => "digest username is not the From user",
+            Refusal::WrongPassword => "wrong password",
+            Refusal::TooManyFailures => "too many authentication failures",
+            Refusal::RegistryFull => "device registry full",
+            Refusal::WrongDialog => "tags do not match the dialog",
+        }
+    }
+}
+
+/// Why a play session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Api,
+    DeviceBye,
+    StreamGone,
+    NoViewers,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Api => "stopped",
+            EndReason::DeviceBye => "device sent BYE",
+            EndReason::StreamGone => "stream closed",
+            EndReason::NoViewers => "no viewers",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Registered {
+        device_id: String,
+        peer: Peer,
+        expires_s: u32,
+    },
+    Unregistered {
+        device_id: String,
+    },
+    Offline {
+        device_id: String,
+    },
+    Refused {
+        peer: Peer,
+        method: String,
+        device_id: Option<String>,
+        reason: Refusal,
+    },
+    Malformed {
+        peer: Peer,
+        error: String,
+    },
+    CatalogUpdated {
+        device_id: String,
+        channels: usize,
+        complete: bool,
+    },
+    DeviceInfoUpdated {
+        device_id: String,
+    },
+    QueryFailed {
+        device_id: String,
+        cmd: QueryCmd,
+        error: String,
+        retry_in: Duration,
+    },
+    /// The persisted registry changed (the driver saves it).
+    RegistryChanged,
+    /// The device answered 200 and was ACKed; `media` is where to connect for TCP active.
+    PlayAnswered {
+        handle: PlayHandle,
+        session: Session,
+        media: Option<SocketAddr>,
+    },
+    /// The play failed; `ssrc` is the stream the driver opened for it, to close.
+    PlayFailed {
+        handle: PlayHandle,
+        error: PlayError,
+        ssrc: Option<u32>,
+    },
+    /// A live session ended (BYE sent or received); the driver closes its stream.
+    SessionEnded {
+        device_id: String,
+        channel_id: String,
+        ssrc: u32,
+        reason: EndReason,
+    },
+}
+
+/// Whether a stream still exists on its shard and anyone uses it (FLV or HLS viewers, a
+/// recording).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamUse {
+    pub ssrc: u32,
+    pub in_use: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Play a channel: live, joined to a pending play, or a new one (then open a stream and
+    /// send `Invite`, or `Abandon`).
+    Play {
+        device_id: String,
+        channel_id: String,
+        transport: MediaTransport,
+    },
+    /// The stream for a new play is open: send the INVITE offering `port`.
+    Invite {
+        handle: PlayHandle,
+        ssrc: u32,
+        port: u16,
+    },
+    /// The stream for a new play could not be opened.
+    Abandon {
+        handle: PlayHandle,
+        error: PlayError,
+    },
+    Stop {
+        device_id: String,
+        channel_id: String,
+    },
+    /// Every stream as the shards listed them, asked at `listed_at` (the session check).
+    StreamsSeen {
+        listed_at: Instant,
+        streams: Vec<StreamUse>,
+    },
+    /// Ask DeviceInfo and Catalog again now.
+    Sync {
+        device_id: String,
+    },
+    /// A TCP connection closed: devices bound to it are unreachable.
+    ConnClosed {
+        conn: ConnId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Play(Result<PlayStart, PlayError>),
+    /// Stop/Sync: whether there was such a session/device.
+    Found(bool),
+    Done,
+}
+
+/// A response the endpoint gives to a request.
+struct Reply {
+    code: u16,
+    reason: &'static str,
+    extra: Vec<(&'static str, String)>,
+    body: Option<(&'static str, Vec<u8>)>,
+}
+
+impl Reply {
+    fn status(code: u16) -> Option<Reply> {
+        let reason = match code {
+            200 => "OK",
+            400 => "Bad Request",
+            403 => "Forbidden",
+            415 => "Unsupported Media Type",
+            481 => "Call/Transaction Does Not Exist",
+            501 => "Not Implemented",
+            503 => "Service Unavailable",
+            _ => "Unknown",
+        };
+        Some(Reply { code, reason, extra: Vec::new(), body: None })
+    }
+}
+
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    /// `now` at construction and the unix time it stood for (for Date headers, registered_at).
+    clock_base: (Instant, u64),
+    rng: rng::Rng,
+    devices: BTreeMap<String, Device>,
+    /// Devices bound to each TCP connection (the driver keeps bound connections longer).
+    tcp_bound: HashMap<ConnId, u32>,
+    challenges: challenge::Challenges,
+    client: transaction::ClientTransactions,
+    server: transaction::ServerTransactions,
+    plays: play::Plays,
+    counters: Counters,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    next_tick: Instant,
+    registry_dirty: bool,
+    live_ssrc_sequence: u32,
+}
+
+impl Endpoint {
+    /// `now` and `unix_ms` are the same moment; `seed` makes tags, branches and nonces (give
+    /// it OS randomness: nonces must not be guessable). `devices` come from storage (offline).
+    pub fn new(cfg: EndpointConfig, now: Instant, unix_ms: u64, seed: [u8; 16], devices: Vec<Device>) -> Endpoint {
+        let devices = devices.into_iter().take(DEVICES_MAX).map(|d| (d.device_id.clone(), d)).collect();
+        Endpoint {
+            cfg,
+            clock_base: (now, unix_ms),
+            rng: rng::Rng::new(seed),
+            devices,
+            tcp_bound: HashMap::new(),
+            challenges: Default::default(),
+            client: Default::default(),
+            server: Default::default(),
+            plays: Default::default(),
+            counters: Counters::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            next_tick: now + TICK,
+            registry_dirty: false,
+            live_ssrc_sequence: 0,
+        }
+    }
+
+    pub fn config(&self) -> &EndpointConfig {
+        &self.cfg
+    }
+
+    pub fn unix_ms(&self, now: Instant) -> u64 {
+        let (base, unix) = self.clock_base;
+        unix + now.saturating_duration_since(base).as_millis() as u64
+    }
+
+    // ---- outputs ----
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.client.next_timeout().map_or(self.next_tick, |t| t.min(self.next_tick)))
+    }
+
+    fn send(&mut self, to: Peer, bytes: Vec<u8>) {
+        if self.transmits.len() >= OUTPUTS_QUEUED_MAX {
+            self.counters.outputs_dropped += 1;
+            return;
+        }
+        self.transmits.push_back(Transmit { to, bytes });
+    }
+
+    fn emit(&mut self, event: Event) {
+        if self.events.len() >= OUTPUTS_QUEUED_MAX {
+            self.counters.outputs_dropped += 1;
+            return;
+        }
+        self.events.push_back(event);
+    }
+
+    // ---- read access for the API ----
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub fn devices(&self) -> impl Iterator<Item = &Device> {
+        self.devices.values()
+    }
+
+    pub fn device(&self, device_id: &str) -> Option<&Device> {
+        self.devices.get(device_id)
+    }
+
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn is_online(&self, device: &Device, now: Instant) -> bool {
+        device.online(now, self.cfg.keepalive_interval)
+    }
+
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.plays.sessions()
+    }
+
+    /// Whether a device is bound to this TCP connection (it stays open longer).
+    pub fn is_bound_conn(&self, conn: ConnId) -> bool {
+        self.tcp_bound.contains_key(&conn)
+    }
+
+    /// The registry to persist, if it changed since the last call.
+    pub fn take_registry_changes(&mut self) -> Option<Vec<Device>> {
+        std::mem::take(&mut self.registry_dirty).then(|| self.devices.values().cloned().collect())
+    }
+
+    /// The driver could not save the registry: offer it again next time.
+    pub fn registry_save_failed(&mut self) {
+        self.registry_dirty = true;
+    }
+
+    /// TCP connections some device is bound to.
+    pub fn bound_conn_count(&self) -> usize {
+        self.tcp_bound.len()
+    }
+
+    fn registry_changed(&mut self) {
+        if !self.registry_dirty {
+            self.registry_dirty = true;
+            self.emit(Event::RegistryChanged);
+        }
+    }
+
+    /// A GB28181 live SSRC not handed out recently (the owning shard refuses one in use).
+    pub fn next_live_ssrc(&mut self) -> u32 {
+        self.live_ssrc_sequence = self.live_ssrc_sequence % (crate::proto::ssrc::GB_SSRC_SEQUENCES - 1) + 1;
+        crate::proto::ssrc::gb_live_ssrc(&self.cfg.domain, self.live_ssrc_sequence)
+    }
+
+    // ---- inputs ----
+
+    pub fn handle_datagram(&mut self, now: Instant, from: Peer, data: &[u8]) {
+        self.counters.received += 1;
+        if data.iter().all(u8::is_ascii_whitespace) {
+            return; // CRLF keep-alive
+        }
+        match super::parse(data) {
+            Ok(msg) if msg.is_request() => self.on_request(now, from, &msg, data),
+            Ok(msg) => self.on_response(now, from, &msg),
+            Err(error) => {
+                self.counters.malformed += 1;
+                self.emit(Event::Malformed { peer: from, error: error.to_string() });
+                // A request we cannot parse still deserves an answer when it can be routed.
+                if let Some(bad) = super::build::bad_request_for_unparsed(data, from.addr()) {
+                    self.send(from, bad);
+                }
+            }
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut retransmits = Vec::new();
+        let finished = self.client.on_timeout(now, &mut retransmits);
+        self.counters.retransmissions += retransmits.len() as u64;
+        for (to, bytes) in retransmits {
+            self.send(to, bytes);
+        }
+        for f in finished {
+            if let transaction::Finished::TimedOut(key, tx) = f {
+                self.counters.transactions_timed_out += 1;
+                self.on_transaction_done(now, key, tx, None);
+            }
+        }
+        if now >= self.next_tick {
+            self.next_tick = now + TICK;
+            self.tick(now);
+        }
+    }
+
+    pub fn handle_command(&mut self, now: Instant, command: Command) -> Outcome {
+        match command {
+            Command::Play { device_id, channel_id, transport } => Outcome::Play(self.play(now, &device_id, &channel_id, transport)),
+            Command::Invite { handle, ssrc, port } => {
+                self.invite(now, handle, ssrc, port);
+                Outcome::Done
+            }
+            Command::Abandon { handle, error } => {
+                self.abandon(handle, error);
+                Outcome::Done
+            }
+            Command::Stop { device_id, channel_id } => Outcome::Found(self.stop(now, &device_id, &channel_id, EndReason::Api)),
+            Command::StreamsSeen { listed_at, streams } => {
+                self.streams_seen(now, listed_at, &streams);
+                Outcome::Done
+            }
+            Command::Sync { device_id } => Outcome::Found(self.sync(now, &device_id)),
+            Command::ConnClosed { conn } => {
+                self.conn_closed(conn);
+                Outcome::Done
+            }
+        }
+    }
+
+    // ---- dispatch ----
+
+    fn on_request(&mut self, now: Instant, from: Peer, msg: &SipMsg, raw: &[u8]) {
+        let method = msg.method().map(|m| m.to_string().to_ascii_uppercase()).unwrap_or_default();
+        if method == "ACK" {
+            return; // ACKs to our final answers: nothing to do (no INVITE server transactions)
+        }
+        let (Some(branch), Some((cseq, _))) = (msg.branch(), msg.cseq()) else {
+            self.counters.malformed += 1;
+            self.emit(Event::Malformed { peer: from, error: format!("{method} without Via branch or CSeq") });
+            return self.reply(now, from, msg, None, Reply::status(400));
+        };
+        let key = transaction::ServerKey { source: from.addr(), branch, cseq, method: method.clone() };
+        if let Some(previous) = self.server.retransmitted(&key) {
+            self.counters.retransmissions_absorbed += 1;
+            let previous = previous.to_vec();
+            return self.send(from, previous);
+        }
+        let mut registered = None;
+        let reply = match method.as_str() {
+            "REGISTER" => self.on_register(now, from, msg, &mut registered),
+            "MESSAGE" | "NOTIFY" => self.on_message(now, from, msg, raw),
+            "BYE" => self.on_bye(now, from, msg),
+            "OPTIONS" => Reply::status(200),
+            _ => Reply::status(501),
+        };
+        self.reply(now, from, msg, Some(key), reply);
+        // Queries go out after the 200 that registered the device.
+        if let Some(device_id) = registered {
+            self.run_queries(now, &device_id);
+        }
+    }
+
+    fn reply(&mut self, now: Instant, to: Peer, msg: &SipMsg, key: Option<transaction::ServerKey>, reply: Option<Reply>) {
+        let Some(r) = reply else { return };
+        let tag = self.rng.hex();
+        let body = r.body.as_ref().map(|(t, b)| (*t, b.as_slice()));
+        let extra: Vec<(&str, String)> = r.extra.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let bytes = response(msg, to.addr(), r.code, r.reason, &tag[..10], &extra, body);
+        if let Some(key) = key {
+            self.server.remember(now, key, bytes.clone());
+        }
+        self.send(to, bytes);
+    }
+
+    fn on_response(&mut self, now: Instant, from: Peer, msg: &SipMsg) {
+        let (Some(call_id), Some((cseq, method)), Some(status)) = (msg.call_id(), msg.cseq(), msg.status()) else {
+            self.counters.responses_unmatched += 1;
+            return;
+        };
+        let key = transaction::TxKey { call_id, cseq, method };
+        let Some(tx) = self.client.get(&key) else {
+            if status == 200 && key.method == "INVITE" {
+                // A 2xx repeated: our ACK was lost (RFC 3261 §13.2.2.4), or it answers an
+                // INVITE we gave up on.
+                return self.late_invite_ok(now, from, msg, &key);
+            }
+            self.counters.responses_unmatched += 1;
+            return;
+        };
+        if !tx.to.same_as(&from) {
+            self.counters.spoofed += 1;
+            return self.emit(Event::Refused {
+                peer: from,
+                method: format!("{status} {}", key.method),
+                device_id: None,
+                reason: Refusal::WrongSource,
+            });
+        }
+        if status < 200 && key.method == "INVITE" {
+            self.invite_proceeding(now, &key.call_id);
+        }
+        if let Some(transaction::Finished::Answered(key, tx)) = self.client.on_response(now, &key, status) {
+            self.on_transaction_done(now, key, tx, Some(msg));
+        }
+    }
+
+    fn on_transaction_done(&mut self, now: Instant, key: transaction::TxKey, tx: transaction::ClientTx, answer: Option<&SipMsg>) {
+        match tx.purpose.clone() {
+            transaction::Purpose::Query { device_id, cmd, sn } => {
+                let status = answer.and_then(SipMsg::status);
+                if !status.is_some_and(|s| (200..300).contains(&s)) {
+                    let error = match status {
+                        Some(s) => format!("{} query answered {s}", cmd.name()),
+                        None => format!("{} query not answered", cmd.name()),
+                    };
+                    self.query_failed(now, &device_id, cmd, Some(sn), error);
+                }
+            }
+            transaction::Purpose::Invite { handle } => self.invite_done(now, handle, &key, &tx, answer),
+            transaction::Purpose::Fire => {}
+        }
+    }
+
+    /// Builds a request to `to_user` at the domain, sent to `peer`.
+    #[allow(clippy::too_many_arguments)]
+    fn build_request(
+        &mut self,
+        method: &str,
+        to_user: &str,
+        peer: Peer,
+        call_id: &str,
+        from_tag: &str,
+        to_tag: Option<&str>,
+        cseq: u32,
+        branch: &str,
+        extra: Vec<(&str, String)>,
+        body: Option<(&str, &[u8])>,
+    ) -> Vec<u8> {
+        let domain = &self.cfg.domain;
+        OutRequest {
+            method,
+            request_uri: format!("sip:{to_user}@{domain}"),
+            transport: peer.transport(),
+            local: self.cfg.local,
+            branch: branch.to_string(),
+            from: format!("sip:{}@{domain}", self.cfg.server_id),
+            from_tag,
+            to: format!("sip:{to_user}@{domain}"),
+            to_tag,
+            call_id,
+            cseq,
+            contact_user: &self.cfg.server_id,
+            extra,
+        }
+        .build(body)
+    }
+
+    fn new_call_id(&mut self) -> String {
+        format!("{}@{}", self.rng.hex(), self.cfg.local.ip())
+    }
+
+    /// Sends a request in a client transaction; false when too many are in flight.
+    fn start_transaction(
+        &mut self,
+        now: Instant,
+        key: transaction::TxKey,
+        to: Peer,
+        bytes: Vec<u8>,
+        purpose: transaction::Purpose,
+        timeout: Duration,
+    ) -> bool {
+        if !self.client.start(now, key, to, bytes.clone(), purpose, timeout) {
+            self.counters.refused += 1;
+            return false;
+        }
+        self.send(to, bytes);
+        true
+    }
+
+    fn set_binding(&mut self, device_id: &str, binding: Option<Peer>) {
+        let Some(d) = self.devices.get_mut(device_id) else { return };
+        if let Some(Peer::Tcp { conn, .. }) = d.binding
+            && let Some(n) = self.tcp_bound.get_mut(&conn)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.tcp_bound.remove(&conn);
+            }
+        }
+        if let Some(Peer::Tcp { conn, .. }) = binding {
+            *self.tcp_bound.entry(conn).or_default() += 1;
+        }
+        d.binding = binding;
+    }
+
+    fn conn_closed(&mut self, conn: ConnId) {
+        if self.tcp_bound.remove(&conn).is_none() {
+            return;
+        }
+        for d in self.devices.values_mut() {
+            if matches!(d.binding, Some(Peer::Tcp { conn: c, .. }) if c == conn) {
+                d.binding = None;
+            }
+        }
+    }
+
+    /// Once a second: liveness edges, queries due or overdue, expiry of remembered state.
+    fn tick(&mut self, now: Instant) {
+        self.server.expire(now);
+        self.challenges.expire(now);
+        self.plays.expire(now);
+        let keepalive = self.cfg.keepalive_interval;
+        let mut offline = Vec::new();
+        let mut query_work = Vec::new();
+        for (id, d) in self.devices.iter_mut() {
+            let online = d.online(now, keepalive);
+            if d.was_online && !online {
+                offline.push(id.clone());
+                d.catalog_merge = None;
+                d.queries.clear();
+            }
+            d.was_online = online;
+            if online && d.queries.next_deadline().is_some_and(|t| t <= now) {
+                query_work.push(id.clone());
+            }
+        }
+        for device_id in offline {
+            self.emit(Event::Offline { device_id });
+        }
+        for device_id in query_work {
+            self.run_queries(now, &device_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+//! REGISTER: digest challenges keyed by (device, source), the username bound to the From
+//! user, and the binding of a device to the address or connection it authenticated from.
+
+use super::challenge::{ChallengeKey, Issue};
+use super::device::{DEVICES_MAX, Device, Liveness};
+use super::{Endpoint, Event, Peer, REGISTER_EXPIRES_DEFAULT_S, REGISTER_EXPIRES_MAX_S, Refusal, Reply};
+use crate::proto::sip::SipMsg;
+use crate::proto::sip::build::gb_date;
+use crate::proto::sip::digest::DigestCredentials;
+use std::time::{Duration, Instant};
+
+impl Endpoint {
+    pub(super) fn on_register(&mut self, now: Instant, from: Peer, msg: &SipMsg, registered: &mut Option<String>) -> Option<Reply> {
+        self.counters.registers += 1;
+        let Some(device_id) = msg.from_user() else {
+            self.counters.malformed += 1;
+            self.emit(Event::Malformed { peer: from, error: "REGISTER without a user in From".into() });
+            return Reply::status(400);
+        };
+        if !self.devices.contains_key(&device_id) && self.devices.len() >= DEVICES_MAX {
+            return self.refuse_register(from, &device_id, Refusal::RegistryFull, 503);
+        }
+        let key = ChallengeKey { device_id: device_id.clone(), source: from.addr() };
+        let Some(credentials) = msg.header("Authorization").as_deref().and_then(DigestCredentials::parse) else {
+            return self.challenge(now, from, key, false, false);
+        };
+        // The password is looked up by the From user, so the hash must be over that user.
+        if credentials.username != device_id {
+            self.counters.auth_failures += 1;
+            return self.refuse_register(from, &device_id, Refusal::UsernameMismatch, 403);
+        }
+        let nonce_ok = self.challenges.get(&key, now).is_some_and(|c| c.nonce == credentials.nonce);
+        if !nonce_ok {
+            // Expired, never issued, or issued to another source: a fresh one, no failure.
+            return self.challenge(now, from, key, false, true);
+        }
+        let password = self.cfg.password_for(&device_id).to_string();
+        if credentials.realm != self.cfg.domain || !credentials.verify("REGISTER", &password) {
+            self.counters.auth_failures += 1;
+            self.emit(Event::Refused { peer: from, method: "REGISTER".into(), device_id: Some(device_id.clone()), reason: Refusal::WrongPassword });
+            return self.challenge(now, from, key, true, false);
+        }
+        self.challenges.remove(&key);
+        let expires = msg.expires().unwrap_or(REGISTER_EXPIRES_DEFAULT_S).min(REGISTER_EXPIRES_MAX_S);
+        let keepalive = self.cfg.keepalive_interval;
+        let unix_s = self.unix_ms(now) / 1000;
+        let d = self.devices.entry(device_id.clone()).or_insert_with(|| Device::new(&device_id));
+        let was_online = d.online(now, keepalive);
+        if expires == 0 {
+            d.live = None;
+            d.was_online = false;
+            d.queries.clear();
+            self.set_binding(&device_id, None);
+            self.emit(Event::Unregistered { device_id: device_id.clone() });
+        } else {
+            d.live = Some(Liveness { expires_at: now + Duration::from_secs(u64::from(expires)), last_seen: now });
+            d.addr = Some(from.addr());
+            d.registered_at = unix_s;
+            self.set_binding(&device_id, Some(from));
+            let d = self.devices.get_mut(&device_id).expect("just inserted");
+            d.was_online = true;
+            if !was_online {
+                d.queries.ask_all(now);
+                *registered = Some(device_id.clone());
+                self.emit(Event::Registered { device_id: device_id.clone(), peer: from, expires_s: expires });
+            }
+        }
+        self.registry_changed();
+        let mut extra = vec![("Expires", expires.to_string()), ("Date", gb_date(self.unix_ms(now)))];
+        if let Some(contact) = msg.header("Contact") {
+            extra.push(("Contact", contact));
+        }
+        Some(Reply { code: 200, reason: "OK", extra, body: None })
+    }
+
+    fn refuse_register(&mut self, from: Peer, device_id: &str, reason: Refusal, code: u16) -> Option<Reply> {
+        self.counters.refused += 1;
+        self.emit(Event::Refused { peer: from, method: "REGISTER".into(), device_id: Some(device_id.to_string()), reason });
+        Reply::status(code)
+    }
+
+    /// 401 with a fresh nonce, 403 once this source failed too often, or nothing when the
+    /// source is over its challenge rate.
+    fn challenge(&mut self, now: Instant, from: Peer, key: ChallengeKey, failed: bool, stale: bool) -> Option<Reply> {
+        let device_id = key.device_id.clone();
+        let rng = &mut self.rng;
+        match self.challenges.issue(now, key, failed, || rng.nonce()) {
+            Issue::Challenge { nonce } => {
+                let realm = &self.cfg.domain;
+                let qop = if self.cfg.digest_qop { ", qop=\"auth\"" } else { "" };
+                let stale = if stale { ", stale=TRUE" } else { "" };
+                let www = format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm=MD5{qop}{stale}");
+                Some(Reply { code: 401, reason: "Unauthorized", extra: vec![("WWW-Authenticate", www)], body: None })
+            }
+            Issue::Refuse { .. } => self.refuse_register(from, &device_id, Refusal::TooManyFailures, 403),
+            Issue::RateLimited => {
+                self.counters.rate_limited += 1;
+                None
+            }
+        }
+    }
+}

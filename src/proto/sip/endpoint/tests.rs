@@ -1,0 +1,787 @@
+//! The endpoint on a virtual clock, without sockets: every input is bytes and a time.
+
+use super::*;
+use crate::proto::sip::build::response;
+use crate::proto::sip::digest::client_response;
+use crate::proto::sip::{SipMsg, parse};
+
+const SERVER: &str = "34020000002000000001";
+const DOMAIN: &str = "3402000000";
+const PASSWORD: &str = "12345678";
+const DEV: &str = "34020000001320000001";
+const CH: &str = "34020000001310000001";
+
+fn addr(last: u8, port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, last], port))
+}
+
+fn cfg() -> EndpointConfig {
+    EndpointConfig {
+        server_id: SERVER.into(),
+        domain: DOMAIN.into(),
+        password: PASSWORD.into(),
+        device_passwords: BTreeMap::new(),
+        digest_qop: false,
+        local: addr(1, 5060),
+        media_ip: "127.0.0.1".into(),
+        keepalive_interval: Duration::from_secs(60),
+        invite_timeout: Duration::from_secs(10),
+        no_viewer_stop: Some(Duration::from_secs(30)),
+        catalog_refresh: Some(Duration::from_secs(3600)),
+    }
+}
+
+struct H {
+    ep: Endpoint,
+    now: Instant,
+    out: Vec<Transmit>,
+    events: Vec<Event>,
+}
+
+/// What a device sends.
+struct Dev {
+    id: String,
+    peer: Peer,
+    cseq: u32,
+}
+
+impl Dev {
+    fn udp(id: &str, a: SocketAddr) -> Dev {
+        Dev { id: id.into(), peer: Peer::Udp(a), cseq: 0 }
+    }
+
+    fn request(&mut self, method: &str, call_id: &str, extra: &str, body: Option<(&str, &[u8])>) -> Vec<u8> {
+        self.request_from(&self.id.clone(), method, call_id, extra, body)
+    }
+
+    fn request_from(&mut self, from_user: &str, method: &str, call_id: &str, extra: &str, body: Option<(&str, &[u8])>) -> Vec<u8> {
+        self.cseq += 1;
+        let a = self.peer.addr();
+        let mut head = format!(
+            "{method} sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/{} {a};rport;branch=z9hG4bKd{}{}\r\nFrom: <sip:{from_user}@{DOMAIN}>;tag=f{}\r\nTo: <sip:{SERVER}@{DOMAIN}>\r\nCall-ID: {call_id}\r\nCSeq: {} {method}\r\nContact: <sip:{from_user}@{a}>\r\nMax-Forwards: 70\r\n{extra}",
+            self.peer.transport(),
+            self.cseq,
+            a.port(),
+            self.cseq,
+            self.cseq
+        );
+        let mut out = match body {
+            Some((ct, b)) => format!("{head}Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n", b.len()).into_bytes(),
+            None => {
+                head.push_str("Content-Length: 0\r\n\r\n");
+                head.into_bytes()
+            }
+        };
+        if let Some((_, b)) = body {
+            out.extend_from_slice(b);
+        }
+        out
+    }
+
+    fn auth(&self, nonce: &str, username: &str, password: &str) -> String {
+        let uri = format!("sip:{SERVER}@{DOMAIN}");
+        let r = client_response(username, DOMAIN, password, "REGISTER", &uri, nonce, None);
+        format!(
+            "Authorization: Digest username=\"{username}\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=MD5\r\n"
+        )
+    }
+}
+
+fn keepalive_body(device: &str) -> Vec<u8> {
+    format!("<?xml version=\"1.0\"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>1</SN>\r\n<DeviceID>{device}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n").into_bytes()
+}
+
+fn catalog_body(device: &str, sn: u32, sum: usize, items: &[(&str, &str)]) -> Vec<u8> {
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device}</DeviceID>\r\n<SumNum>{sum}</SumNum>\r\n<DeviceList Num=\"{}\">\r\n",
+        items.len()
+    );
+    for (id, name) in items {
+        xml.push_str(&format!("<Item>\r\n<DeviceID>{id}</DeviceID>\r\n<Name>{name}</Name>\r\n<Status>ON</Status>\r\n</Item>\r\n"));
+    }
+    xml.push_str("</DeviceList>\r\n</Response>\r\n");
+    xml.into_bytes()
+}
+
+const MANSCDP_CT: &str = "Application/MANSCDP+xml";
+
+impl H {
+    fn new() -> H {
+        let now = Instant::now();
+        H { ep: Endpoint::new(cfg(), now, 1_795_000_000_000, [7; 16], Vec::new()), now, out: Vec::new(), events: Vec::new() }
+    }
+
+    fn collect(&mut self) {
+        while let Some(t) = self.ep.poll_transmit() {
+            self.out.push(t);
+        }
+        while let Some(e) = self.ep.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    fn input(&mut self, from: Peer, bytes: &[u8]) {
+        self.ep.handle_datagram(self.now, from, bytes);
+        self.collect();
+    }
+
+    fn command(&mut self, c: Command) -> Outcome {
+        let o = self.ep.handle_command(self.now, c);
+        self.collect();
+        o
+    }
+
+    /// Moves the virtual clock, firing every timeout on the way (as a driver would).
+    fn advance(&mut self, by: Duration) {
+        let until = self.now + by;
+        while let Some(t) = self.ep.poll_timeout().filter(|t| *t <= until) {
+            self.now = t.max(self.now);
+            self.ep.handle_timeout(self.now);
+            self.collect();
+        }
+        self.now = until;
+        self.ep.handle_timeout(self.now);
+        self.collect();
+    }
+
+    fn take(&mut self) -> Vec<(Peer, SipMsg)> {
+        std::mem::take(&mut self.out).into_iter().map(|t| (t.to, parse(&t.bytes).expect("endpoint sends valid SIP"))).collect()
+    }
+
+    fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The one message sent, to `to`.
+    fn sent_one(&mut self, to: Peer) -> SipMsg {
+        let mut out = self.take();
+        assert_eq!(out.len(), 1, "{:?}", out.iter().map(|(_, m)| m.inner.to_string()).collect::<Vec<_>>());
+        let (p, m) = out.remove(0);
+        assert_eq!(p, to);
+        m
+    }
+
+    /// REGISTER with digest; returns the 200 and leaves the queries in `out`.
+    fn register(&mut self, dev: &mut Dev) -> SipMsg {
+        let first = dev.request("REGISTER", &format!("reg-{}", dev.id), "Expires: 3600\r\n", None);
+        self.input(dev.peer, &first);
+        let challenge = self.sent_one(dev.peer);
+        assert_eq!(challenge.status(), Some(401));
+        let nonce = nonce_of(&challenge);
+        let auth = dev.auth(&nonce, &dev.id.clone(), PASSWORD);
+        let second = dev.request("REGISTER", &format!("reg-{}", dev.id), &format!("{auth}Expires: 3600\r\n"), None);
+        self.input(dev.peer, &second);
+        let mut out = self.take();
+        let (p, ok) = out.remove(0);
+        assert_eq!((p, ok.status()), (dev.peer, Some(200)));
+        self.out = out.into_iter().map(|(to, m)| Transmit { to, bytes: m.inner.to_string().into_bytes() }).collect();
+        ok
+    }
+
+    /// Registers and answers both queries (DeviceInfo, a catalog with `CH`).
+    fn online_device(&mut self, dev: &mut Dev) {
+        self.register(dev);
+        for (_, q) in self.take() {
+            self.answer(dev, &q, 200, None);
+            let text = String::from_utf8_lossy(q.body()).to_string();
+            let sn: u32 = manscdp_sn(&text);
+            let body = if text.contains("Catalog") {
+                catalog_body(&dev.id, sn, 1, &[(CH, "cam")])
+            } else {
+                format!(
+                    "<Response><CmdType>DeviceInfo</CmdType><SN>{sn}</SN><DeviceID>{}</DeviceID><Manufacturer>Hik</Manufacturer></Response>",
+                    dev.id
+                )
+                .into_bytes()
+            };
+            let m = dev.request("MESSAGE", &format!("ans-{sn}"), "", Some((MANSCDP_CT, &body)));
+            self.input(dev.peer, &m);
+            assert_eq!(self.sent_one(dev.peer).status(), Some(200));
+        }
+        self.take_events();
+    }
+
+    fn answer(&mut self, dev: &Dev, req: &SipMsg, code: u16, body: Option<(&str, &[u8])>) {
+        let reason = if code == 200 { "OK" } else { "Whatever" };
+        let bytes = response(req, dev.peer.addr(), code, reason, "devtag", &[], body);
+        self.input(dev.peer, &bytes);
+    }
+
+    /// Plays CH of `dev` to the point the INVITE is out; returns the handle and the INVITE.
+    fn invite(&mut self, dev: &Dev) -> (PlayHandle, SipMsg) {
+        let Outcome::Play(Ok(PlayStart::Open(handle))) =
+            self.command(Command::Play { device_id: dev.id.clone(), channel_id: CH.into(), transport: MediaTransport::Udp })
+        else {
+            panic!("new play")
+        };
+        let ssrc = self.ep.next_live_ssrc();
+        self.command(Command::Invite { handle, ssrc, port: 30_000 });
+        let invite = self.sent_one(dev.peer);
+        assert_eq!(invite.method().map(|m| m.to_string()).as_deref(), Some("INVITE"));
+        (handle, invite)
+    }
+
+    fn answered_invite(&mut self, dev: &Dev) -> Session {
+        let (handle, invite) = self.invite(dev);
+        let sdp = b"v=0\r\no=x 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 6000 RTP/AVP 96\r\na=rtpmap:96 PS/90000\r\ny=0100000002\r\n";
+        self.answer(dev, &invite, 200, Some(("Application/SDP", sdp)));
+        let ack = self.sent_one(dev.peer);
+        assert_eq!(ack.method().map(|m| m.to_string()).as_deref(), Some("ACK"));
+        let events = self.take_events();
+        let Some(Event::PlayAnswered { handle: h, session, .. }) = events.into_iter().find(|e| matches!(e, Event::PlayAnswered { .. })) else {
+            panic!("answered")
+        };
+        assert_eq!(h, handle);
+        session
+    }
+}
+
+fn nonce_of(challenge: &SipMsg) -> String {
+    let www = challenge.header("WWW-Authenticate").expect("challenge");
+    www.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_string()
+}
+
+fn manscdp_sn(text: &str) -> u32 {
+    crate::proto::sip::manscdp::element(text, "SN").unwrap().parse().unwrap()
+}
+
+fn method(m: &SipMsg) -> String {
+    m.method().map(|m| m.to_string()).unwrap_or_default()
+}
+
+#[test]
+fn register_binds_the_device_and_queries_follow_the_200() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    let ok = h.register(&mut dev);
+    assert!(ok.header("Date").is_some_and(|d| d.starts_with("2026-11-18T")), "Date from the virtual clock");
+    let queries = h.take();
+    assert_eq!(queries.len(), 2);
+    assert!(queries.iter().all(|(p, m)| *p == dev.peer && method(m) == "MESSAGE"));
+    let d = h.ep.device(DEV).unwrap();
+    assert!(h.ep.is_online(d, h.now));
+    assert_eq!(d.binding, Some(dev.peer));
+    assert!(h.take_events().iter().any(|e| matches!(e, Event::Registered { .. })));
+    assert!(h.ep.take_registry_changes().is_some_and(|d| d.len() == 1));
+}
+
+/// Defect 1: a keepalive from another address must not move the device's signalling
+/// address (the next INVITE went to the sender, who could then feed its own video).
+#[test]
+fn spoofed_keepalive_is_refused_and_invites_still_go_to_the_device() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    let mut attacker = Dev::udp(DEV, addr(2, 5060));
+    let ka = attacker.request("MESSAGE", "ka-evil", "", Some((MANSCDP_CT, &keepalive_body(DEV))));
+    h.input(attacker.peer, &ka);
+    assert_eq!(h.sent_one(attacker.peer).status(), Some(403));
+    assert_eq!(h.ep.counters().spoofed, 1);
+    assert_eq!(h.ep.counters().keepalives, 0);
+    assert!(h.take_events().iter().any(|e| matches!(e, Event::Refused { reason: Refusal::WrongSource, .. })));
+    let (_, invite) = h.invite(&dev); // sent_one asserted it went to dev.peer
+    assert!(invite.body().starts_with(b"v=0"));
+}
+
+/// Defect 1: Catalog and DeviceInfo from another address replace nothing.
+#[test]
+fn spoofed_catalog_and_device_info_change_nothing() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    h.ep.take_registry_changes();
+    let mut attacker = Dev::udp(DEV, addr(2, 40000));
+    let junk: Vec<(String, String)> = (0..100).map(|i| (format!("junk{i}"), "x".to_string())).collect();
+    let items: Vec<(&str, &str)> = junk.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let m = attacker.request("MESSAGE", "cat-evil", "", Some((MANSCDP_CT, &catalog_body(DEV, 1, items.len(), &items))));
+    h.input(attacker.peer, &m);
+    let info = format!("<Response><CmdType>DeviceInfo</CmdType><SN>1</SN><DeviceID>{DEV}</DeviceID><Manufacturer>Evil</Manufacturer></Response>");
+    let m = attacker.request("MESSAGE", "info-evil", "", Some((MANSCDP_CT, info.as_bytes())));
+    h.input(attacker.peer, &m);
+    assert!(h.take().iter().all(|(_, r)| r.status() == Some(403)));
+    let d = h.ep.device(DEV).unwrap();
+    assert_eq!(d.channels.keys().collect::<Vec<_>>(), vec![CH]);
+    assert_eq!(d.info.manufacturer, "Hik");
+    assert!(h.ep.take_registry_changes().is_none(), "nothing to save");
+    assert_eq!(h.ep.counters().spoofed, 2);
+    // An unregistered id gets 403 and is counted as refused, not spoofed.
+    let mut stranger = Dev::udp("34020000001320009999", addr(3, 5060));
+    let ka = stranger.request("MESSAGE", "ka-x", "", Some((MANSCDP_CT, &keepalive_body("x"))));
+    h.input(stranger.peer, &ka);
+    assert_eq!(h.sent_one(stranger.peer).status(), Some(403));
+}
+
+/// Defect 1: BYE must match Call-ID, both tags and the dialog's peer.
+#[test]
+fn bye_must_match_the_dialog_and_come_from_the_device() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    let session = h.answered_invite(&dev);
+    let call_id = session.dialog.call_id.clone();
+    let our_tag = session.dialog.from_tag.clone();
+    let bye = |d: &mut Dev, from_tag: &str, to_tag: &str| {
+        d.cseq += 1;
+        let a = d.peer.addr();
+        format!("BYE sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bKbye{}\r\nFrom: <sip:{CH}@{DOMAIN}>;tag={from_tag}\r\nTo: <sip:{SERVER}@{DOMAIN}>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n", d.cseq, d.cseq + 100).into_bytes()
+    };
+    let mut attacker = Dev::udp(DEV, addr(2, 5060));
+    let b = bye(&mut attacker, "devtag", &our_tag);
+    h.input(attacker.peer, &b);
+    assert_eq!(h.sent_one(attacker.peer).status(), Some(403));
+    let b = bye(&mut dev, "othertag", &our_tag);
+    h.input(dev.peer, &b);
+    assert_eq!(h.sent_one(dev.peer).status(), Some(481));
+    assert_eq!(h.ep.sessions().count(), 1, "still playing");
+    let b = bye(&mut dev, "devtag", &our_tag);
+    h.input(dev.peer, &b);
+    assert_eq!(h.sent_one(dev.peer).status(), Some(200));
+    assert_eq!(h.ep.sessions().count(), 0);
+    assert!(h.take_events().iter().any(|e| matches!(e, Event::SessionEnded { reason: EndReason::DeviceBye, .. })));
+}
+
+/// Defect 2: the digest username must be the From user (the password is looked up by it).
+#[test]
+fn digest_username_must_be_the_from_user() {
+    let mut h = H::new();
+    let other = "34020000001320000077";
+    let mut cfg = cfg();
+    cfg.device_passwords.insert(other.into(), "otherpass".into());
+    h.ep = Endpoint::new(cfg, h.now, 0, [1; 16], Vec::new());
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    // Knows `other`'s password, claims to be DEV.
+    h.input(dev.peer, &dev.request("REGISTER", "r", "", None));
+    let nonce = nonce_of(&h.sent_one(dev.peer));
+    let auth = dev.auth(&nonce, other, "otherpass");
+    let m = dev.request("REGISTER", "r", &auth, None);
+    h.input(dev.peer, &m);
+    assert_eq!(h.sent_one(dev.peer).status(), Some(403));
+    assert!(h.ep.device(DEV).is_none());
+    assert_eq!(h.ep.counters().auth_failures, 1);
+}
+
+/// Defect 2: a stranger's REGISTER for the same id does not reset the device's nonce.
+#[test]
+fn a_stranger_cannot_reset_a_devices_challenge() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.input(dev.peer, &dev.request("REGISTER", "r", "", None));
+    let nonce = nonce_of(&h.sent_one(dev.peer));
+    let mut stranger = Dev::udp(DEV, addr(2, 5060));
+    for _ in 0..5 {
+        h.input(stranger.peer, &stranger.request("REGISTER", "s", "", None));
+    }
+    h.take();
+    let auth = dev.auth(&nonce, DEV, PASSWORD);
+    let m = dev.request("REGISTER", "r", &auth, None);
+    h.input(dev.peer, &m);
+    assert_eq!(h.take()[0].1.status(), Some(200), "the device's own nonce still works");
+}
+
+/// Defect 2: 12,000 made-up ids in 1.7 s from one source do not lock new devices out.
+#[test]
+fn a_register_flood_does_not_lock_out_new_devices() {
+    let mut h = H::new();
+    let mut flooder = Dev::udp("x", addr(66, 5060));
+    for i in 0..12_000u32 {
+        if i % 1000 == 0 {
+            h.now += Duration::from_millis(140);
+        }
+        let m = flooder.request_from(&format!("3402000000132{i:07}"), "REGISTER", &format!("f{i}"), "", None);
+        h.input(flooder.peer, &m);
+    }
+    let answered = h.take().len();
+    assert!(answered < 400, "the flooder is rate-limited: {answered} challenges");
+    assert!(h.ep.counters().rate_limited > 11_000);
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.register(&mut dev);
+    assert!(h.ep.is_online(h.ep.device(DEV).unwrap(), h.now));
+}
+
+/// Defect 6: a second play of a channel while its INVITE is pending joins it.
+#[test]
+fn a_second_play_joins_the_pending_invite() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    let (handle, invite) = h.invite(&dev);
+    let again = h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp });
+    assert_eq!(again, Outcome::Play(Ok(PlayStart::Joined(handle))));
+    assert!(h.take().is_empty(), "no second INVITE");
+    h.answer(&dev, &invite, 200, Some(("Application/SDP", b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=video 6000 RTP/AVP 96\r\n")));
+    h.take();
+    let Outcome::Play(Ok(PlayStart::Live(s))) =
+        h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp })
+    else {
+        panic!()
+    };
+    assert_eq!(h.ep.sessions().count(), 1);
+    assert_eq!(s.channel_id, CH);
+}
+
+/// Defect 7: stopping many sessions sends every BYE at once and ends them at once; nobody
+/// waits for answers (devices that never answer cost a timer each, nothing more).
+#[test]
+fn stops_do_not_wait_for_bye_answers() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    // A device with no catalog may be asked for any channel.
+    h.ep.devices.get_mut(DEV).unwrap().channels.clear();
+    let mut channels = Vec::new();
+    for i in 0..50 {
+        let ch = format!("3402000000131{i:07}");
+        let Outcome::Play(Ok(PlayStart::Open(handle))) =
+            h.command(Command::Play { device_id: DEV.into(), channel_id: ch.clone(), transport: MediaTransport::Udp })
+        else {
+            panic!()
+        };
+        let ssrc = h.ep.next_live_ssrc();
+        h.command(Command::Invite { handle, ssrc, port: 30_000 });
+        let invite = h.sent_one(dev.peer);
+        h.answer(&dev, &invite, 200, Some(("Application/SDP", b"v=0\r\nm=video 6000 RTP/AVP 96\r\n")));
+        h.take();
+        channels.push(ch);
+    }
+    h.take_events();
+    // Streams all gone at once (e.g. an idle timeout): one check ends all 50.
+    let listed_at = h.now;
+    h.command(Command::StreamsSeen { listed_at, streams: vec![] });
+    let byes = h.take();
+    assert_eq!(byes.iter().filter(|(_, m)| method(m) == "BYE").count(), 50);
+    assert_eq!(h.take_events().iter().filter(|e| matches!(e, Event::SessionEnded { reason: EndReason::StreamGone, .. })).count(), 50);
+    assert_eq!(h.ep.sessions().count(), 0);
+    // Unanswered BYEs retransmit on their own timers and then give up.
+    h.advance(TRANSACTION_TIMEOUT + Duration::from_secs(1));
+    assert!(h.ep.counters().transactions_timed_out >= 50);
+}
+
+/// Defect 8: a malformed REGISTER gets 400 (and a Malformed event for the log).
+#[test]
+fn a_malformed_register_gets_400() {
+    let mut h = H::new();
+    let a = addr(10, 5060);
+    let raw = format!(
+        "REGISTER sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bKm\r\nFrom: <sip:{DEV}@{DOMAIN}>;tag=1\r\nTo: <sip:{DEV}@{DOMAIN}>\r\nCall-ID: m1\r\nCSeq: 1 REGISTER\r\nContent-Length: 40\r\n\r\nshort"
+    );
+    h.input(Peer::Udp(a), raw.as_bytes());
+    assert_eq!(h.sent_one(Peer::Udp(a)).status(), Some(400));
+    assert!(matches!(h.take_events()[..], [Event::Malformed { .. }]));
+    // Parsed, but no user in From.
+    let raw = format!(
+        "REGISTER sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bKn\r\nFrom: <sip:{DOMAIN}>;tag=1\r\nTo: <sip:{DEV}@{DOMAIN}>\r\nCall-ID: m2\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+    );
+    h.input(Peer::Udp(a), raw.as_bytes());
+    assert_eq!(h.sent_one(Peer::Udp(a)).status(), Some(400));
+    assert_eq!(h.ep.counters().malformed, 2);
+}
+
+/// Defect 9: a catalog whose Content-Length counts characters is read from the datagram; an
+/// unreadable one is a counted error on the device, retried with backoff.
+#[test]
+fn catalog_answers_are_read_leniently_and_failures_retried() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.register(&mut dev);
+    let queries = h.take();
+    let (_, catalog_q) = queries.iter().find(|(_, m)| String::from_utf8_lossy(m.body()).contains("Catalog")).unwrap().clone();
+    h.answer(&dev, &catalog_q, 200, None);
+    let sn = manscdp_sn(&String::from_utf8_lossy(catalog_q.body()));
+    // Content-Length in characters while the names are UTF-8 (3 bytes each).
+    let body = catalog_body(DEV, sn, 2, &[(CH, "前门摄像机"), ("34020000001310000002", "后院")]);
+    let chars = String::from_utf8(body.clone()).unwrap().chars().count();
+    let mut m = dev.request("MESSAGE", "cat-utf8", "", Some((MANSCDP_CT, &body)));
+    let text = String::from_utf8(m.clone()).unwrap().replace(&format!("Content-Length: {}", body.len()), &format!("Content-Length: {chars}"));
+    m = text.into_bytes();
+    h.input(dev.peer, &m);
+    assert_eq!(h.sent_one(dev.peer).status(), Some(200));
+    assert_eq!(h.ep.device(DEV).unwrap().channels.len(), 2);
+    assert_eq!(h.ep.device(DEV).unwrap().channels[CH].name, "前门摄像机");
+    assert_eq!(h.ep.counters().lenient_bodies, 1);
+
+    // Ask again; this time the answer is unreadable.
+    h.command(Command::Sync { device_id: DEV.into() });
+    let q = h.take().into_iter().find(|(_, m)| String::from_utf8_lossy(m.body()).contains("Catalog")).unwrap().1;
+    h.answer(&dev, &q, 200, None);
+    let m = dev.request("MESSAGE", "cat-bad", "", Some((MANSCDP_CT, b"<Response><CmdType>Catalog</CmdType><SN>1")));
+    h.input(dev.peer, &m);
+    assert_eq!(h.sent_one(dev.peer).status(), Some(400));
+    let d = h.ep.device(DEV).unwrap();
+    assert!(d.last_error.as_deref().is_some_and(|e| e.contains("unreadable")), "{:?}", d.last_error);
+    assert_eq!(h.ep.counters().query_failures, 1);
+    assert!(h.take_events().iter().any(|e| matches!(e, Event::QueryFailed { cmd: QueryCmd::Catalog, retry_in, .. } if retry_in.as_secs() == 5)));
+    // Retried after the backoff (the unanswered DeviceInfo query retransmits meanwhile).
+    let asks_catalog = |out: Vec<(Peer, SipMsg)>| out.iter().any(|(_, m)| String::from_utf8_lossy(m.body()).contains("<CmdType>Catalog"));
+    h.advance(Duration::from_secs(4));
+    assert!(!asks_catalog(h.take()));
+    h.advance(Duration::from_secs(2));
+    assert!(asks_catalog(h.take()), "catalog asked again");
+}
+
+/// Defect 10: a stream used only by HLS or a recording keeps its session.
+#[test]
+fn hls_or_recording_use_keeps_a_session() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    let s = h.answered_invite(&dev);
+    for _ in 0..10 {
+        h.advance(Duration::from_secs(5));
+        let listed_at = h.now;
+        h.command(Command::StreamsSeen { listed_at, streams: vec![StreamUse { ssrc: s.ssrc, in_use: true }] });
+    }
+    assert_eq!(h.ep.sessions().count(), 1);
+    for _ in 0..7 {
+        h.advance(Duration::from_secs(5));
+        let listed_at = h.now;
+        h.command(Command::StreamsSeen { listed_at, streams: vec![StreamUse { ssrc: s.ssrc, in_use: false }] });
+    }
+    assert_eq!(h.ep.sessions().count(), 0, "unused for no_viewer_stop: stopped");
+    assert!(h.take_events().iter().any(|e| matches!(e, Event::SessionEnded { reason: EndReason::NoViewers, .. })));
+}
+
+/// A listing made before a session went live does not end it.
+#[test]
+fn a_session_newer_than_the_listing_is_not_judged_by_it() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    let listed_at = h.now;
+    h.now += Duration::from_millis(5);
+    h.answered_invite(&dev);
+    h.command(Command::StreamsSeen { listed_at, streams: vec![] });
+    assert_eq!(h.ep.sessions().count(), 1);
+}
+
+/// INVITE over UDP: Timer A doubles from T1; a provisional answer stops it; at the play
+/// timeout a proceeding INVITE is CANCELled; a 2xx after that is ACKed and BYE'd.
+#[test]
+fn invite_retransmits_then_cancels_and_a_late_2xx_is_closed() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    let start = h.now;
+    let (handle, invite) = h.invite(&dev);
+    let mut at = Vec::new();
+    while h.now - start < Duration::from_millis(3600) {
+        let before = h.now;
+        let next = h.ep.poll_timeout().unwrap();
+        h.advance(next - before);
+        if h.take().iter().any(|(_, m)| method(m) == "INVITE") {
+            at.push((h.now - start).as_millis());
+        }
+    }
+    assert_eq!(at, vec![500, 1500, 3500], "Timer A: T1, 2·T1, 4·T1");
+    h.answer(&dev, &invite, 100, None);
+    h.advance(Duration::from_secs(4));
+    assert!(h.take().is_empty(), "no retransmission once proceeding");
+    h.advance(Duration::from_secs(3));
+    let out = h.take();
+    assert!(!out.is_empty() && out.iter().all(|(_, m)| method(m) == "CANCEL"), "CANCEL (retransmitted over UDP)");
+    assert_eq!(out[0].1.branch(), invite.branch(), "CANCEL matches the INVITE's branch");
+    assert!(h.take_events().iter().any(|e| matches!(e, Event::PlayFailed { handle: x, error: PlayError::Timeout, ssrc: Some(_) } if *x == handle)));
+    h.answer(&dev, &invite, 200, Some(("Application/SDP", b"v=0\r\n")));
+    let methods: Vec<String> = h.take().iter().map(|(_, m)| method(m)).collect();
+    assert_eq!(methods, vec!["ACK", "BYE"], "no dialog leaks");
+    assert_eq!(h.ep.sessions().count(), 0);
+}
+
+/// A rejected INVITE is ACKed on its own branch and reported.
+#[test]
+fn a_rejected_invite_is_acked_and_reported() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    let (handle, invite) = h.invite(&dev);
+    h.answer(&dev, &invite, 486, None);
+    let ack = h.sent_one(dev.peer);
+    assert_eq!((method(&ack), ack.branch()), ("ACK".into(), invite.branch()));
+    assert!(h.take_events().contains(&Event::PlayFailed { handle, error: PlayError::Rejected(486), ssrc: Some(invite_ssrc(&invite)) }));
+}
+
+fn invite_ssrc(invite: &SipMsg) -> u32 {
+    crate::proto::sdp::Sdp::parse(invite.body()).unwrap().ssrc().unwrap()
+}
+
+/// A device repeating its 200 (our ACK was lost) gets the ACK again.
+#[test]
+fn a_repeated_2xx_is_acked_again() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    let (_, invite) = h.invite(&dev);
+    let ok = response(&invite, dev.peer.addr(), 200, "OK", "devtag", &[], Some(("Application/SDP", b"v=0\r\n")));
+    h.input(dev.peer, &ok);
+    assert_eq!(method(&h.sent_one(dev.peer)), "ACK");
+    h.input(dev.peer, &ok);
+    assert_eq!(method(&h.sent_one(dev.peer)), "ACK");
+    // The same 200 from elsewhere is not answered.
+    h.input(Peer::Udp(addr(2, 5060)), &ok);
+    assert!(h.take().is_empty());
+}
+
+/// Non-INVITE over UDP: Timer E doubles to T2, Timer F gives up at 64·T1; over TCP nothing
+/// is retransmitted.
+#[test]
+fn non_invite_retransmits_capped_at_t2_and_gives_up() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.register(&mut dev);
+    h.take();
+    let start = h.now;
+    let mut times = Vec::new();
+    while h.now - start < TRANSACTION_TIMEOUT + Duration::from_secs(1) {
+        let next = h.ep.poll_timeout().unwrap();
+        h.advance(next - h.now);
+        let n = h.take().len();
+        if n > 0 {
+            times.push(((h.now - start).as_millis(), n));
+        }
+    }
+    let gaps: Vec<u128> = times.windows(2).map(|w| w[1].0 - w[0].0).take(5).collect();
+    assert_eq!(times[0], (500, 2), "both queries retransmitted at T1");
+    assert_eq!(gaps, vec![1000, 2000, 4000, 4000, 4000]);
+    assert!(h.ep.device(DEV).unwrap().last_error.as_deref().is_some_and(|e| e.contains("not answered")));
+}
+
+/// A retransmitted REGISTER is answered with the same response, not handled again.
+#[test]
+fn a_retransmitted_request_is_absorbed() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    let first = dev.request("REGISTER", "r", "", None);
+    h.input(dev.peer, &first);
+    let a = h.take();
+    h.input(dev.peer, &first);
+    let b = h.take();
+    assert_eq!(a[0].1.inner.to_string(), b[0].1.inner.to_string(), "same nonce, same tag");
+    assert_eq!(h.ep.counters().retransmissions_absorbed, 1);
+    assert_eq!(h.ep.counters().registers, 1);
+}
+
+/// Keepalives keep a device online; three missed intervals take it offline (one event).
+#[test]
+fn keepalive_expiry_takes_a_device_offline() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    for _ in 0..5 {
+        h.advance(Duration::from_secs(60));
+        let ka = dev.request("MESSAGE", "ka", "", Some((MANSCDP_CT, &keepalive_body(DEV))));
+        h.input(dev.peer, &ka);
+    }
+    h.take();
+    assert!(h.ep.is_online(h.ep.device(DEV).unwrap(), h.now));
+    h.advance(Duration::from_secs(179));
+    assert!(h.take_events().iter().all(|e| !matches!(e, Event::Offline { .. })));
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.take_events().iter().filter(|e| matches!(e, Event::Offline { .. })).count(), 1);
+    let r = h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp });
+    assert_eq!(r, Outcome::Play(Err(PlayError::Offline)));
+}
+
+/// A nonce expires: the answer to an old one is challenged again (stale), not accepted.
+#[test]
+fn an_expired_nonce_is_challenged_again() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.input(dev.peer, &dev.request("REGISTER", "r", "", None));
+    let nonce = nonce_of(&h.sent_one(dev.peer));
+    h.advance(CHALLENGE_TTL);
+    let auth = dev.auth(&nonce, DEV, PASSWORD);
+    let m = dev.request("REGISTER", "r", &auth, None);
+    h.input(dev.peer, &m);
+    let again = h.sent_one(dev.peer);
+    assert_eq!(again.status(), Some(401));
+    assert!(again.header("WWW-Authenticate").unwrap().contains("stale=TRUE"));
+    assert_ne!(nonce_of(&again), nonce);
+}
+
+/// Answers are matched by (device, CmdType, SN): a stale SN does not complete the query, but
+/// what it says is still applied.
+#[test]
+fn answers_match_by_sn_and_unsolicited_ones_still_apply() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.register(&mut dev);
+    let queries = h.take();
+    for (_, q) in &queries {
+        h.answer(&dev, q, 200, None);
+    }
+    let catalog_sn =
+        queries.iter().map(|(_, m)| String::from_utf8_lossy(m.body()).to_string()).find(|t| t.contains("Catalog")).map(|t| manscdp_sn(&t)).unwrap();
+    let stale = catalog_body(DEV, catalog_sn + 1, 1, &[("old", "x")]);
+    let m = dev.request("NOTIFY", "n1", "", Some((MANSCDP_CT, &stale)));
+    h.input(dev.peer, &m);
+    h.take();
+    let d = h.ep.device(DEV).unwrap();
+    assert_eq!(d.channels.keys().collect::<Vec<_>>(), vec!["old"], "applied");
+    assert_eq!(d.queries.waiting_sn(QueryCmd::Catalog), Some(catalog_sn), "still waiting for its own answer");
+    let right = catalog_body(DEV, catalog_sn, 1, &[(CH, "x")]);
+    let m = dev.request("MESSAGE", "m1", "", Some((MANSCDP_CT, &right)));
+    h.input(dev.peer, &m);
+    assert_eq!(h.ep.device(DEV).unwrap().queries.waiting_sn(QueryCmd::Catalog), None);
+}
+
+/// 1,000 devices register, are queried and answer with their catalogs; the endpoint keeps
+/// them all online and lists every channel.
+#[test]
+fn a_thousand_device_registration_and_catalog_storm() {
+    let mut h = H::new();
+    let mut devs: Vec<Dev> = (0..1000u32)
+        .map(|i| Dev::udp(&format!("3402000000132{i:07}"), SocketAddr::from(([10, 9, (i / 250) as u8, (i % 250) as u8], 5060))))
+        .collect();
+    for d in devs.iter_mut() {
+        h.online_device(d);
+    }
+    assert_eq!(h.ep.device_count(), 1000);
+    assert!(h.ep.devices().all(|d| d.channels.len() == 1 && h.ep.is_online(d, h.now)));
+    assert_eq!(h.ep.counters().query_failures, 0);
+}
+
+/// A TCP device is bound to its connection; when the connection goes, so does the binding.
+#[test]
+fn a_tcp_binding_ends_with_its_connection() {
+    let mut h = H::new();
+    let conn = 7;
+    let mut dev = Dev { id: DEV.into(), peer: Peer::Tcp { conn, addr: addr(10, 40000) }, cseq: 0 };
+    h.register(&mut dev);
+    assert!(h.ep.is_bound_conn(conn));
+    // The same address on another connection is not the device.
+    let mut other = Dev { id: DEV.into(), peer: Peer::Tcp { conn: 8, addr: addr(10, 40000) }, cseq: 0 };
+    let ka = other.request("MESSAGE", "ka", "", Some((MANSCDP_CT, &keepalive_body(DEV))));
+    h.take();
+    h.input(other.peer, &ka);
+    assert_eq!(h.sent_one(other.peer).status(), Some(403));
+    h.command(Command::ConnClosed { conn });
+    assert!(!h.ep.is_bound_conn(conn));
+    h.advance(TICK);
+    assert!(h.take_events().iter().any(|e| matches!(e, Event::Offline { .. })));
+}
+
+/// Hostile sequences into handle_datagram: never a panic, outputs stay bounded.
+#[test]
+fn mutated_sequences_never_panic() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    let seeds: Vec<Vec<u8>> = vec![
+        dev.request("REGISTER", "r", "Expires: 0\r\n", None),
+        dev.request("MESSAGE", "m", "", Some((MANSCDP_CT, &keepalive_body(DEV)))),
+        dev.request("MESSAGE", "c", "", Some((MANSCDP_CT, &catalog_body(DEV, 1, 3, &[(CH, "x")])))),
+        dev.request("BYE", "b", "", None),
+        crate::proto::sip::message::tests::HIK_INVITE_200.as_bytes().to_vec(),
+    ];
+    let mut rng = crate::proto::testutil::Rng::new(77);
+    for i in 0..5_000 {
+        let seed = &seeds[rng.below(seeds.len())];
+        let m = rng.mutate(seed);
+        h.ep.handle_datagram(h.now, dev.peer, &m);
+        if i % 100 == 0 {
+            h.now += Duration::from_millis(700);
+            h.ep.handle_timeout(h.now);
+        }
+        while h.ep.poll_transmit().is_some() {}
+        while h.ep.poll_event().is_some() {}
+    }
+}

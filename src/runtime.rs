@@ -1,0 +1,196 @@
+//! Wires the engine: one pinned executor per media shard plus the control executor, the mesh
+//! of bounded channels between them, HTTP on every executor, the SIP driver on the control
+//! executor. The one place that knows every layer (http, control -> shard -> proto).
+
+use crate::config::Config;
+use crate::http::Front;
+use crate::shard::msg::ShardMsg;
+use crate::shard::{CONTROL, MESH_QUEUE_MSGS_MAX, Shard, StartError, memlock_limit_bytes, plan_io_memory};
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::{LocalExecutorBuilder, Placement};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+
+/// Reports an executor that unwinds (a panic in any of its tasks) to the main thread, which
+/// then ends the process with an error: a half-alive engine (REST or SIP silent) is worse
+/// than a restart by the supervisor.
+pub struct ExecutorGuard {
+    pub name: String,
+    pub fatal: Sender<String>,
+}
+
+impl Drop for ExecutorGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.fatal.send(format!("executor {} panicked; exiting so a supervisor can restart gmv", self.name));
+        }
+    }
+}
+
+/// Logs every panic with its thread and location before it unwinds (the default hook prints
+/// to stderr without the log's fields).
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        tracing::error!(thread, %info, "panic");
+        default(info);
+    }));
+}
+
+/// Raises the open-files soft limit to the hard limit: every viewer, device connection and
+/// stream port is a descriptor, and the common soft limit of 1,024 is far too low.
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Runs the engine until the process is stopped or an executor fails.
+pub fn run(config: Config) -> Result<(), StartError> {
+    log_panics();
+    let nofile = raise_nofile_limit();
+    let config = Arc::new(config);
+    let media_shards = config.shard_count();
+    let executors = media_shards + 1;
+    let io_memory = plan_io_memory(config.io_memory_kib * 1024, executors, memlock_limit_bytes())?;
+    tracing::info!(media_shards, io_memory_kib = io_memory / 1024, ring_depth = config.ring_depth, nofile, "starting executors");
+
+    let mut outgoing: Vec<Vec<Option<SharedSender<ShardMsg>>>> = (0..executors).map(|_| (0..executors).map(|_| None).collect()).collect();
+    let mut incoming: Vec<Vec<SharedReceiver<ShardMsg>>> = (0..executors).map(|_| Vec::new()).collect();
+    for (from, row) in outgoing.iter_mut().enumerate() {
+        for (to, slot) in row.iter_mut().enumerate() {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(MESH_QUEUE_MSGS_MAX);
+                *slot = Some(tx);
+                incoming[to].push(rx);
+            }
+        }
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Executors report fatal errors here; the main thread returns the first one.
+    let (fatal_tx, fatal_rx) = std::sync::mpsc::channel::<String>();
+    let mut handles = Vec::new();
+    for (index, (out, inc)) in outgoing.into_iter().zip(incoming).enumerate() {
+        let placement = if index == CONTROL { Placement::Unbound } else { Placement::Fixed((index - 1) % cpus) };
+        let name = if index == CONTROL { "gmv-control".to_string() } else { format!("gmv-shard-{index}") };
+        let config = config.clone();
+        let fatal_tx = fatal_tx.clone();
+        let guard = ExecutorGuard { name: name.clone(), fatal: fatal_tx.clone() };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&name)
+            .io_memory(io_memory)
+            .ring_depth(config.ring_depth)
+            .spawn(move || async move {
+                let _guard = guard;
+                // Connecting waits for the peer executor's side, so connect every end at once.
+                let tx_tasks: Vec<_> = out
+                    .into_iter()
+                    .map(|tx| glommio::spawn_local(async move { if let Some(tx) = tx { Some(tx.connect().await) } else { None } }))
+                    .collect();
+                let rx_tasks: Vec<_> = inc.into_iter().map(|rx| glommio::spawn_local(rx.connect())).collect();
+                let mut peers = Vec::with_capacity(tx_tasks.len());
+                for t in tx_tasks {
+                    peers.push(t.await);
+                }
+                let shard = Rc::new(Shard::new(index, media_shards, config, peers));
+                let control = if index == CONTROL {
+                    match crate::control::Control::start(shard.clone()).await {
+                        Ok(control) => control,
+                        Err(e) => {
+                            let _ = fatal_tx.send(format!("SIP on {}: {e}", shard.config.sip.listen));
+                            return;
+                        }
+                    }
+                } else {
+                    None
+                };
+                let front = Rc::new(Front { shard: shard.clone(), control });
+                let serve_front = front.clone();
+                let _ = shard.handoff.set(Box::new(move |conn| crate::http::server::serve_handoff(&serve_front, conn)));
+                for t in rx_tasks {
+                    let rx = t.await;
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move {
+                        while let Some(msg) = rx.recv().await {
+                            crate::shard::stream::handle_msg(&shard, msg);
+                        }
+                    })
+                    .detach();
+                }
+                if index == CONTROL {
+                    if front.control.is_none() {
+                        tracing::info!("SIP disabled");
+                    }
+                    let data_dir = shard.config.data_dir.clone();
+                    glommio::executor().spawn_blocking(move || crate::shard::record::recover(&data_dir)).await;
+                    shard.open_static_streams().await;
+                    std::future::pending::<()>().await;
+                } else {
+                    glommio::spawn_local(crate::shard::stream::housekeeping(shard.clone())).detach();
+                    if let Err(e) = crate::http::server::serve(front).await {
+                        let _ = fatal_tx.send(format!("shard {index}: HTTP listener on {}: {e}", shard.config.http.listen));
+                    }
+                }
+            })
+            .map_err(|e| StartError::Executor(e.to_string()))?;
+        handles.push(handle);
+    }
+    drop(fatal_tx);
+    match fatal_rx.recv() {
+        Ok(error) => Err(StartError::Executor(error)),
+        // Every executor ended without a fatal error.
+        Err(_) => {
+            for h in handles {
+                h.join().map_err(|e| StartError::Executor(e.to_string()))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A task that panics on an executor is reported, not left as a silent dead thread.
+    #[test]
+    fn a_panicking_task_is_reported_to_the_main_thread() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let guard = ExecutorGuard { name: "test-exec".into(), fatal: tx.clone() };
+        let keep_open = tx; // as the other executors hold the channel open in the engine
+        let handle = LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(move || async move {
+                let _guard = guard;
+                glommio::spawn_local(async { panic!("hostile input") }).detach();
+                std::future::pending::<()>().await;
+            })
+            .unwrap();
+        let report = rx.recv_timeout(Duration::from_secs(10)).expect("the panic is reported");
+        assert!(report.contains("test-exec panicked"), "{report}");
+        assert!(handle.join().is_err());
+        drop(keep_open);
+    }
+
+    #[test]
+    fn nofile_soft_limit_is_raised_to_the_hard_limit() {
+        let got = raise_nofile_limit();
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes into the struct we own.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!((got, lim.rlim_cur), (lim.rlim_max, lim.rlim_max));
+    }
+}

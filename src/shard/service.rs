@@ -1,0 +1,55 @@
+//! The media-service API: stream operations any executor asks of the media shards (the REST
+//! API and the SIP driver alike). Each goes to the shard owning the SSRC as an owned message
+//! and comes back on a one-shot channel.
+
+use super::Shard;
+use super::msg::{OpenError, ShardMsg, StreamInfo, StreamSpec};
+
+const NO_ANSWER: &str = "owning shard did not answer";
+
+impl Shard {
+    /// Opens a stream on its owning shard (which binds its port).
+    pub async fn open_stream(&self, spec: StreamSpec) -> Result<StreamInfo, OpenError> {
+        let ssrc = spec.ssrc;
+        self.ask_owner(ssrc, |reply| ShardMsg::OpenStream { spec, reply }).await.unwrap_or_else(|| Err(OpenError::NoPort(NO_ANSWER.into())))
+    }
+
+    /// Closes a stream (viewers get the end of it); false if there was none.
+    pub async fn close_stream(&self, ssrc: u32) -> bool {
+        self.ask_owner(ssrc, |reply| ShardMsg::CloseStream { ssrc, reply }).await.unwrap_or(false)
+    }
+
+    /// Every stream of every media shard.
+    pub async fn list_streams(&self) -> Vec<StreamInfo> {
+        let mut all = Vec::new();
+        for to in self.media_indices() {
+            all.extend(self.ask(to, |reply| ShardMsg::ListStreams { reply }).await.unwrap_or_default());
+        }
+        all
+    }
+
+    /// GB28181 TCP active: the stream connects to the device's media port.
+    pub async fn connect_tcp(&self, ssrc: u32, addr: std::net::SocketAddr) -> Result<(), String> {
+        self.ask_owner(ssrc, |reply| ShardMsg::ConnectTcp { ssrc, addr, reply }).await.unwrap_or_else(|| Err(NO_ANSWER.into()))
+    }
+
+    /// A fresh JPEG of the stream's latest keyframe.
+    pub async fn snapshot(&self, ssrc: u32) -> Result<bytes::Bytes, String> {
+        self.ask_owner(ssrc, |reply| ShardMsg::Snapshot { ssrc, reply }).await.unwrap_or_else(|| Err(NO_ANSWER.into()))
+    }
+
+    /// Starts/stops recording: None for an unknown stream, else whether it changed.
+    pub async fn record(&self, ssrc: u32, on: bool) -> Option<bool> {
+        self.ask_owner(ssrc, |reply| ShardMsg::Record { ssrc, on, reply }).await.flatten()
+    }
+
+    /// Opens the streams declared in the config; failures are logged, not fatal.
+    pub async fn open_static_streams(&self) {
+        for s in self.config.streams.clone() {
+            let spec = StreamSpec { ssrc: s.ssrc, port: s.port, sdp: s.sdp, is_static: true };
+            if let Err(error) = self.open_stream(spec).await {
+                tracing::error!(ssrc = s.ssrc, ?error, "cannot open static stream");
+            }
+        }
+    }
+}
