@@ -172,9 +172,12 @@ impl Control {
                 None => break,
             }
         }
-        // A new transaction may need the timer earlier than it sleeps.
+        // A new transaction may need the sleeping timer earlier. (While the timer handles a
+        // timeout, `timer_deadline` is None: it looks at `poll_timeout` itself afterwards.)
         let next = self.endpoint.borrow().poll_timeout();
-        if next.is_some_and(|n| self.timer_deadline.get().is_none_or(|d| n < d)) {
+        if let (Some(n), Some(d)) = (next, self.timer_deadline.get())
+            && n < d
+        {
             let _ = self.wake.try_send(());
         }
     }
@@ -368,6 +371,8 @@ impl Control {
             }
             self.timer_deadline.set(None);
             self.input(|ep, now| ep.handle_timeout(now));
+            // A deadline already past would come straight back: let other tasks run between.
+            futures_lite::future::yield_now().await;
         }
     }
 
