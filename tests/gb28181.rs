@@ -27,7 +27,12 @@ struct Sim {
 
 impl Sim {
     fn new(server: SocketAddr) -> Sim {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Sim::new_at("127.0.0.1:0", server)
+    }
+
+    /// A sender bound elsewhere on loopback (another host, as far as the engine can tell).
+    fn new_at(bind: &str, server: SocketAddr) -> Sim {
+        let sock = UdpSocket::bind(bind).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         Sim { sock, server, cseq: 0 }
     }
@@ -140,6 +145,10 @@ fn gb2312(text: &str) -> Vec<u8> {
 }
 
 fn catalog_body(sn: &str, items: &[(&str, &str)]) -> Vec<u8> {
+    gb2312(&catalog_xml(sn, items))
+}
+
+fn catalog_xml(sn: &str, items: &[(&str, &str)]) -> String {
     let mut xml = format!(
         "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<SumNum>3</SumNum>\r\n<DeviceList Num=\"{}\">\r\n",
         items.len()
@@ -149,25 +158,53 @@ fn catalog_body(sn: &str, items: &[(&str, &str)]) -> Vec<u8> {
         xml.push_str(&format!("<Item>\r\n<DeviceID>{id}</DeviceID>\r\n<Name>{name}</Name>\r\n<Manufacturer>Hikvision</Manufacturer>\r\n<Status>ON</Status>\r\n<ParentID>{DEVICE}</ParentID>\r\n</Item>\r\n"));
     }
     xml.push_str("</DeviceList>\r\n</Response>\r\n");
-    gb2312(&xml)
+    xml
 }
 
 enum Event {
-    Invited { port: u16 },
+    /// An INVITE arrived (sent before it is answered, so INVITEs can be counted).
+    InviteReceived {
+        call_id: String,
+        from_tag: String,
+    },
+    Invited {
+        port: u16,
+    },
     Bye,
 }
 
+/// How the simulated device misbehaves or waits.
+#[derive(Default)]
+struct DeviceOptions {
+    /// Answer INVITE only once this says so (plays stay pending meanwhile).
+    hold_invite: Option<mpsc::Receiver<()>>,
+    /// Content-Length counted in characters, not bytes (a real simulator's bug).
+    char_counted_catalog: bool,
+}
+
 /// The device's main loop: answers queries and INVITE, pushes media when told, ends on BYE.
-fn run_device(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver<()>, limit: Duration) {
+fn run_device(sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver<()>, limit: Duration) {
+    run_device_with(sim, events, go, limit, DeviceOptions::default())
+}
+
+fn run_device_with(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver<()>, limit: Duration, options: DeviceOptions) {
     let deadline = Instant::now() + limit;
     let frames = gmv::sim::frames_from_es(Codec::H264, &std::fs::read(h264_clip()).unwrap(), FPS);
     let packets = gmv::sim::ps_rtp_packets(&frames, DEVICE_SSRC);
     let mut media_port = None;
     // TCP active: the platform connects to this listener of ours.
     let mut tcp_listener: Option<std::net::TcpListener> = None;
+    let mut go_pending = false;
     while Instant::now() < deadline {
         let Some(msg) = sim.recv(Duration::from_millis(100)) else {
-            if let (Some(port), Ok(())) = (media_port, go.try_recv()) {
+            match go.try_recv() {
+                Ok(()) => go_pending = true,
+                // The test is done with a device that never played.
+                Err(mpsc::TryRecvError::Disconnected) if !go_pending && media_port.is_none() => return,
+                Err(_) => {}
+            }
+            if let (Some(port), true) = (media_port, go_pending) {
+                go_pending = false;
                 if let Some(listener) = tcp_listener.take() {
                     use std::io::Write;
                     let (mut conn, _) = listener.accept().expect("the engine connects for TCP active");
@@ -201,7 +238,19 @@ fn run_device(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver<()>,
                 if text.contains("<CmdType>Catalog</CmdType>") {
                     // Split as NVRs do: SumNum 3 over two MESSAGEs.
                     for (i, part) in [&CHANNELS[..2], &CHANNELS[2..]].iter().enumerate() {
-                        let m = sim.request("MESSAGE", &call(&format!("cat{i}")), "", Some("Application/MANSCDP+xml"), &catalog_body(&sn, part));
+                        let mut m = sim.request("MESSAGE", &call(&format!("cat{i}")), "", Some("Application/MANSCDP+xml"), &catalog_body(&sn, part));
+                        if options.char_counted_catalog {
+                            // UTF-8 names, Content-Length in characters: fewer than the bytes.
+                            let text = catalog_xml(&sn, part).replace("GB2312", "UTF-8");
+                            let body = text.as_bytes();
+                            m = sim.request("MESSAGE", &call(&format!("cat{i}")), "", Some("Application/MANSCDP+xml"), body);
+                            let head_end = m.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                            let head = String::from_utf8(m[..head_end].to_vec())
+                                .unwrap()
+                                .replace(&format!("Content-Length: {}", body.len()), &format!("Content-Length: {}", text.chars().count()));
+                            assert!(text.chars().count() < body.len());
+                            m = [head.as_bytes(), b"\r\n\r\n", body].concat();
+                        }
                         sim.send(&m);
                     }
                 } else if text.contains("<CmdType>DeviceInfo</CmdType>") {
@@ -213,6 +262,13 @@ fn run_device(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver<()>,
                 }
             }
             Some("INVITE") => {
+                events
+                    .send(Event::InviteReceived { call_id: msg.call_id().unwrap_or_default(), from_tag: msg.from_tag().unwrap_or_default() })
+                    .unwrap();
+                if let Some(hold) = &options.hold_invite {
+                    sim.reply(&msg, 100, "Trying", "", None);
+                    hold.recv_timeout(Duration::from_secs(20)).expect("the test releases the INVITE");
+                }
                 let offer = gmv::proto::sdp::Sdp::parse(msg.body()).unwrap();
                 assert_eq!(offer.session_name.as_deref(), Some("Play"));
                 let port = offer.media[0].port;
@@ -247,16 +303,31 @@ fn run_device(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver<()>,
 /// A simulated device registered and serving (queries, INVITE, media on `go`), with its
 /// catalog of three channels received by the engine.
 fn registered_device(engine: &Engine) -> (mpsc::Receiver<Event>, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    registered_device_with(engine, DeviceOptions::default())
+}
+
+fn registered_device_with(engine: &Engine, options: DeviceOptions) -> (mpsc::Receiver<Event>, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let mut sim = Sim::new(engine.sip);
     assert_eq!(sim.register(PASSWORD, 3600).0, 200);
     let (events_tx, events) = mpsc::channel();
     let (go_tx, go) = mpsc::channel();
-    let device = std::thread::spawn(move || run_device(sim, events_tx, go, Duration::from_secs(60)));
+    let device = std::thread::spawn(move || run_device_with(sim, events_tx, go, Duration::from_secs(60), options));
     wait_for("catalog", Duration::from_secs(15), || {
         let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
         (v["channels"].as_array().map(Vec::len) == Some(3)).then_some(())
     });
     (events, go_tx, device)
+}
+
+/// The device's next event, not counting INVITE arrivals.
+fn next_event(events: &mpsc::Receiver<Event>, limit: Duration) -> Result<Event, mpsc::RecvTimeoutError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match events.recv_timeout(deadline.saturating_duration_since(Instant::now()))? {
+            Event::InviteReceived { .. } => continue,
+            other => return Ok(other),
+        }
+    }
 }
 
 fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -308,7 +379,7 @@ fn device_registers_lists_channels_and_plays_over_flv() {
     assert_eq!(session["device_ssrc"], DEVICE_SSRC, "learned from the 200 OK y= line");
     let stream_id = session["stream_id"].as_str().unwrap().to_string();
     assert!(stream_id.starts_with("0200000"), "GB SSRC from the domain: {stream_id}");
-    let Ok(Event::Invited { port }) = events.recv_timeout(Duration::from_secs(10)) else { panic!("no INVITE/ACK") };
+    let Ok(Event::Invited { port }) = next_event(&events, Duration::from_secs(10)) else { panic!("no INVITE/ACK") };
     assert_eq!(engine.stream(&stream_id)["port"], port, "the INVITE offered the stream's own port");
     // Asking again returns the same session, no second INVITE.
     let (_, again) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), "{}");
@@ -325,7 +396,7 @@ fn device_registers_lists_channels_and_plays_over_flv() {
 
     let (status, _) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/stop"), "");
     assert_eq!(status, 200);
-    assert!(matches!(events.recv_timeout(Duration::from_secs(10)), Ok(Event::Bye)), "device got BYE");
+    assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Bye)), "device got BYE");
     viewer.join().unwrap();
     device.join().unwrap();
     assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/stop"), "").0, 404);
@@ -353,7 +424,7 @@ fn play_on_demand_and_stop_without_viewers() {
     let out = work_dir().join("on-demand.flv");
     // This viewer hangs up after 8 s, well after the clip has played.
     let viewer = spawn_viewer(engine.http, format!("/flv/gb/{DEVICE}/{channel}/{TOKEN}"), vec![], out.clone(), Duration::from_secs(8));
-    let Ok(Event::Invited { .. }) = events.recv_timeout(Duration::from_secs(10)) else { panic!("viewer did not cause an INVITE") };
+    let Ok(Event::Invited { .. }) = next_event(&events, Duration::from_secs(10)) else { panic!("viewer did not cause an INVITE") };
     let (_, sessions) = engine.request("GET", "/api/sessions", "");
     let stream_id = sessions["sessions"][0]["stream_id"].as_str().unwrap().to_string();
     engine.wait_subscribers(&stream_id, 1);
@@ -362,7 +433,7 @@ fn play_on_demand_and_stop_without_viewers() {
     let (status, _) = viewer.join().unwrap();
     assert_eq!(status, 200);
     // The viewer left while the stream is quiet: after no_viewer_stop_s and a session check, BYE.
-    assert!(matches!(events.recv_timeout(Duration::from_secs(20)), Ok(Event::Bye)), "no BYE after the viewer left");
+    assert!(matches!(next_event(&events, Duration::from_secs(20)), Ok(Event::Bye)), "no BYE after the viewer left");
     device.join().unwrap();
     assert_eq!(ffprobe(&out).frames, CLIP_FRAMES);
 }
@@ -378,7 +449,7 @@ fn tcp_active_media_plays() {
     let (status, session) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), r#"{"transport": "tcp-active"}"#);
     assert_eq!((status, session["transport"].as_str()), (200, Some("tcp-active")), "{session}");
     let stream_id = session["stream_id"].as_str().unwrap().to_string();
-    let Ok(Event::Invited { .. }) = events.recv_timeout(Duration::from_secs(10)) else { panic!("no INVITE/ACK") };
+    let Ok(Event::Invited { .. }) = next_event(&events, Duration::from_secs(10)) else { panic!("no INVITE/ACK") };
     let out = work_dir().join("tcp-active.flv");
     let viewer = spawn_viewer(engine.http, format!("/flv/{stream_id}/{TOKEN}"), vec![], out.clone(), Duration::from_secs(30));
     engine.wait_subscribers(&stream_id, 1);
@@ -387,7 +458,7 @@ fn tcp_active_media_plays() {
     assert_eq!(engine.stream(&stream_id)["transport"], "tcp");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/stop"), "").0, 200);
-    assert!(matches!(events.recv_timeout(Duration::from_secs(10)), Ok(Event::Bye)));
+    assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Bye)));
     viewer.join().unwrap();
     device.join().unwrap();
     assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES });
@@ -487,4 +558,188 @@ fn hostile_sip_is_counted_and_the_engine_survives() {
     // Still serving devices.
     let mut sim = Sim::new(engine.sip);
     assert_eq!(sim.register(PASSWORD, 60).0, 200);
+}
+
+fn keepalive_body() -> Vec<u8> {
+    format!("<?xml version=\"1.0\"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>9</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n").into_bytes()
+}
+
+fn sip_counter(engine: &Engine, group: &str, name: &str) -> u64 {
+    engine.request("GET", "/api/sip", "").1[group][name].as_u64().unwrap_or(0)
+}
+
+/// Issue 8, defect 1: a host that is not where the device registered from cannot speak for
+/// it: its keepalive, catalog and BYE are refused (403) and change nothing; the INVITE still
+/// goes to the real device.
+#[test]
+fn spoofed_keepalive_catalog_and_bye_from_another_address_change_nothing() {
+    let engine = Engine::start(1, "");
+    let (events, go_tx, device) = registered_device(&engine);
+    let mut attacker = Sim::new_at("127.0.0.2:0", engine.sip);
+    let ka = attacker.request("MESSAGE", "ka-evil", "", Some("Application/MANSCDP+xml"), &keepalive_body());
+    attacker.send(&ka);
+    assert_eq!(attacker.recv_response(Duration::from_secs(5)).and_then(|r| r.status()), Some(403));
+    let junk = catalog_body("1", &[("66666666661310000001", "evil"), ("66666666661310000002", "evil")]);
+    let cat = attacker.request("MESSAGE", "cat-evil", "", Some("Application/MANSCDP+xml"), &junk);
+    attacker.send(&cat);
+    assert_eq!(attacker.recv_response(Duration::from_secs(5)).and_then(|r| r.status()), Some(403));
+    let (_, channels) = engine.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+    let ids: Vec<&str> = channels["channels"].as_array().unwrap().iter().map(|c| c["device_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, CHANNELS.iter().map(|c| c.0).collect::<Vec<_>>(), "catalog untouched");
+
+    // The INVITE goes to the real device, not to the last sender.
+    let channel = CHANNELS[0].0;
+    let (status, session) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), "{}");
+    assert_eq!(status, 200, "{session}");
+    let Ok(Event::InviteReceived { call_id, from_tag }) = events.recv_timeout(Duration::from_secs(10)) else { panic!("the device got the INVITE") };
+    assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Invited { .. })));
+    // A BYE for that dialog, right Call-ID and tags, from the attacker's address.
+    let a = attacker.local();
+    let bye = format!(
+        "BYE sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {a};rport;branch=z9hG4bKevilbye\r\nFrom: <sip:{channel}@{DOMAIN}>;tag=devtag\r\nTo: <sip:{SERVER}@{DOMAIN}>;tag={from_tag}\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    attacker.send(bye.as_bytes());
+    assert_eq!(attacker.recv_response(Duration::from_secs(5)).and_then(|r| r.status()), Some(403));
+    assert_eq!(engine.request("GET", "/api/sessions", "").1["sessions"].as_array().map(Vec::len), Some(1), "still playing");
+    assert!(sip_counter(&engine, "counters", "spoofed") >= 3);
+    let (_, d) = engine.request("GET", &format!("/api/devices/{DEVICE}"), "");
+    assert_eq!(d["addr"].as_str().map(|a| a.starts_with("127.0.0.1:")), Some(true), "{d}");
+
+    assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/stop"), "").0, 200);
+    assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Bye)));
+    drop(go_tx);
+    device.join().unwrap();
+}
+
+/// Issue 8, defect 6: two viewers opening a channel at once cause one INVITE and one
+/// session, and both get every frame.
+#[test]
+fn two_simultaneous_plays_make_one_invite_and_both_viewers_get_frames() {
+    let engine = Engine::start(2, "");
+    let (hold_tx, hold_rx) = mpsc::channel();
+    let (events, go_tx, device) = registered_device_with(&engine, DeviceOptions { hold_invite: Some(hold_rx), ..Default::default() });
+    let channel = CHANNELS[1].0;
+    let url = format!("/flv/gb/{DEVICE}/{channel}/{TOKEN}");
+    let (out1, out2) = (work_dir().join("joined-1.flv"), work_dir().join("joined-2.flv"));
+    let v1 = spawn_viewer(engine.http, url.clone(), vec![], out1.clone(), Duration::from_secs(30));
+    let Ok(Event::InviteReceived { .. }) = events.recv_timeout(Duration::from_secs(10)) else { panic!("first INVITE") };
+    // The INVITE is pending (the device holds its answer); a second viewer asks meanwhile.
+    let v2 = spawn_viewer(engine.http, url, vec![], out2.clone(), Duration::from_secs(30));
+    wait_for("the second play to join", Duration::from_secs(10), || (sip_counter(&engine, "driver", "plays_joined") == 1).then_some(()));
+    hold_tx.send(()).unwrap();
+    let Ok(Event::Invited { .. }) = next_event(&events, Duration::from_secs(10)) else { panic!("no ACK") };
+    let (_, sessions) = engine.request("GET", "/api/sessions", "");
+    assert_eq!(sessions["sessions"].as_array().map(Vec::len), Some(1), "{sessions}");
+    let stream_id = sessions["sessions"][0]["stream_id"].as_str().unwrap().to_string();
+    engine.wait_subscribers(&stream_id, 2);
+    go_tx.send(()).unwrap();
+    wait_for("frames", Duration::from_secs(15), || (engine.stream(&stream_id)["frames"].as_u64() >= Some(CLIP_FRAMES as u64 - 1)).then_some(()));
+    assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/stop"), "").0, 200);
+    let mut invites = 0;
+    loop {
+        match events.recv_timeout(Duration::from_secs(10)) {
+            Ok(Event::InviteReceived { .. }) => invites += 1,
+            Ok(Event::Bye) => break,
+            Ok(Event::Invited { .. }) => {}
+            Err(e) => panic!("no BYE: {e}"),
+        }
+    }
+    assert_eq!(invites, 0, "one INVITE in all");
+    assert_eq!(v1.join().unwrap().0, 200);
+    assert_eq!(v2.join().unwrap().0, 200);
+    device.join().unwrap();
+    assert_eq!(ffprobe(&out1).frames, CLIP_FRAMES);
+    assert_eq!(ffprobe(&out2).frames, CLIP_FRAMES);
+}
+
+/// Issue 8, defect 9: a device that counts Content-Length in characters (UTF-8 names) still
+/// gets its catalog listed.
+#[test]
+fn a_char_counted_content_length_catalog_lists_its_channels() {
+    let engine = Engine::start(1, "");
+    let (_events, go_tx, device) = registered_device_with(&engine, DeviceOptions { char_counted_catalog: true, ..Default::default() });
+    let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+    let names: Vec<&str> = v["channels"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, CHANNELS.iter().map(|c| c.1).collect::<Vec<_>>());
+    // Each of the two catalog MESSAGEs was read past its Content-Length (more than once if
+    // the engine's query was retransmitted before the device answered).
+    assert!(sip_counter(&engine, "counters", "lenient_bodies") >= 2);
+    drop(go_tx);
+    drop(engine);
+    device.join().unwrap();
+}
+
+/// Issue 8, defect 8: a REGISTER too broken to parse is answered 400 and logged as a warning.
+#[test]
+fn a_malformed_register_gets_400_and_a_warning() {
+    let engine = Engine::start(1, "");
+    let sim = Sim::new(engine.sip);
+    let a = sim.local();
+    let broken = format!(
+        "REGISTER sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {a};rport;branch=z9hG4bKbroken\r\nFrom: <sip:{DEVICE}@{DOMAIN}>;tag=1\r\nTo: <sip:{DEVICE}@{DOMAIN}>\r\nCall-ID: broken-1\r\nCSeq: 1 REGISTER\r\nContent-Length: 500\r\n\r\nshort"
+    );
+    sim.send(broken.as_bytes());
+    let answer = sim.recv_response(Duration::from_secs(5)).expect("an answer");
+    assert_eq!((answer.status(), answer.call_id().as_deref()), (Some(400), Some("broken-1")));
+    wait_for("the warning", Duration::from_secs(5), || engine.log_text().contains("malformed SIP message").then_some(()));
+    assert!(engine.log_text().lines().any(|l| l.contains("WARN") && l.contains("malformed SIP message")));
+}
+
+/// Issue 8, defect 10: a session watched only through HLS is not stopped for having no
+/// (FLV) viewers.
+#[test]
+fn an_hls_only_viewer_keeps_the_session() {
+    let engine = Engine::start_with(1, "", "  no_viewer_stop_s: 1\n", None);
+    let (events, go_tx, device) = registered_device(&engine);
+    let channel = CHANNELS[2].0;
+    let (status, session) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), "{}");
+    assert_eq!(status, 200, "{session}");
+    let stream_id = session["stream_id"].as_str().unwrap().to_string();
+    assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Invited { .. })));
+    let http = engine.http;
+    let playlist_path = format!("/hls/{stream_id}/{TOKEN}/index.m3u8");
+    let playlist = std::thread::spawn(move || http_get(http, &playlist_path, &[]));
+    wait_for("HLS to start", Duration::from_secs(10), || (engine.stream(&stream_id)["hls"] == true).then_some(()));
+    go_tx.send(()).unwrap();
+    let (head, body) = playlist.join().unwrap();
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert!(String::from_utf8_lossy(&body).starts_with("#EXTM3U"));
+    // Two session checks later (each would stop an unwatched session after 1 s) it still plays.
+    let checks = sip_counter(&engine, "driver", "session_checks");
+    wait_for("two session checks", Duration::from_secs(20), || (sip_counter(&engine, "driver", "session_checks") >= checks + 2).then_some(()));
+    assert_eq!(engine.request("GET", "/api/sessions", "").1["sessions"].as_array().map(Vec::len), Some(1), "HLS counts as watching");
+    assert_eq!(engine.stream(&stream_id)["subscribers"], 0, "no FLV viewer at all");
+    assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/stop"), "").0, 200);
+    assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Bye)));
+    device.join().unwrap();
+}
+
+/// Issue 8 (persistence): a registry file cut short is kept aside, never overwritten; the
+/// engine says so and devices come back as they register.
+#[test]
+fn a_truncated_registry_is_kept_aside_and_devices_register_again() {
+    let engine = Engine::start(1, "");
+    let mut sim = Sim::new(engine.sip);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let registry = engine.data_dir.join("devices.json");
+    wait_for("the registry on disk", Duration::from_secs(10), || std::fs::read_to_string(&registry).ok().filter(|t| t.contains(DEVICE)));
+    let data_dir = engine.data_dir.clone();
+    drop(engine);
+    let full = std::fs::read(&registry).unwrap();
+    std::fs::write(&registry, &full[..full.len() / 2]).unwrap();
+
+    let engine = Engine::start_with(1, "", "", Some(data_dir.clone()));
+    let aside: Vec<_> = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("devices.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(std::fs::read(aside[0].path()).unwrap(), &full[..full.len() / 2], "kept as it was");
+    assert!(engine.log_text().contains("device registry unreadable"));
+    assert_eq!(engine.request("GET", "/api/devices", "").1["devices"].as_array().map(Vec::len), Some(0));
+    let mut sim = Sim::new(engine.sip);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    wait_for("the device saved again", Duration::from_secs(10), || std::fs::read_to_string(&registry).ok().filter(|t| t.contains(DEVICE)));
+    assert!(aside[0].path().exists());
 }

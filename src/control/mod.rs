@@ -42,6 +42,10 @@ pub struct DriverCounters {
     pub tcp_refused: u64,
     pub tcp_timeouts: u64,
     pub warnings_suppressed: u64,
+    /// Plays that joined a pending INVITE of the same channel instead of sending another.
+    pub plays_joined: u64,
+    /// Session checks run (sessions against their streams' viewers, HLS and recording).
+    pub session_checks: u64,
 }
 
 /// Caps warning lines a second so a flood of junk cannot flood the log.
@@ -288,7 +292,11 @@ impl Control {
         };
         let handle = match start {
             PlayStart::Live(session) => return Ok(session),
-            PlayStart::Joined(handle) | PlayStart::Open(handle) => handle,
+            PlayStart::Joined(handle) => {
+                self.counters.borrow_mut().plays_joined += 1;
+                handle
+            }
+            PlayStart::Open(handle) => handle,
         };
         let (tx, rx) = oneshot::channel();
         {
@@ -387,6 +395,7 @@ impl Control {
             // HLS viewers and a recording use a stream as much as FLV viewers do.
             let streams = streams.iter().map(|s| StreamUse { ssrc: s.ssrc, in_use: s.subscribers > 0 || s.hls || s.recording }).collect();
             self.command(Command::StreamsSeen { listed_at, streams });
+            self.counters.borrow_mut().session_checks += 1;
         }
     }
 
