@@ -261,8 +261,30 @@ fn slow_viewer_is_cut_off_without_hurting_others() {
         slow.write_all(format!("GET /flv/{id}/{TOKEN} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
         slow
     };
+    // The fast viewer counts what it has read, so the sender can pace itself on it: the
+    // outcome then depends on queue limits, not on how the machine schedules threads.
     let out = work_dir().join("fast.flv");
-    let fast = spawn_viewer(engine.http, format!("/flv/{id}/{TOKEN}"), vec![], out.clone(), VIEW_LIMIT);
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let fast = {
+        let (http, path, out, received) = (engine.http, format!("/flv/{id}/{TOKEN}"), out.clone(), received.clone());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut s = std::net::TcpStream::connect(http).unwrap();
+            s.set_read_timeout(Some(VIEW_LIMIT)).unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+            let mut data = Vec::new();
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+                received.store(data.len(), std::sync::atomic::Ordering::SeqCst);
+            }
+            let split = data.windows(4).position(|w| w == b"\r\n\r\n").map_or(data.len(), |i| i + 4);
+            std::fs::write(&out, &data[split..]).unwrap();
+        })
+    };
     engine.wait_subscribers(&id, 2);
     // Big frames so the slow socket's buffers fill quickly.
     let frames: Vec<gmv::proto::frame::Frame> = clip_frames()
@@ -274,8 +296,25 @@ fn slow_viewer_is_cut_off_without_hurting_others() {
             f
         })
         .collect();
-    push_ps_udp(&s, &frames, Duration::from_millis(10));
-    assert_eq!(engine.stream(&id)["subscribers"], 1, "the slow viewer was cut off");
+    let sock = udp_sender();
+    let dest = format!("127.0.0.1:{}", s["port"]);
+    let mut sent_before = 0usize;
+    for (i, frame) in gmv::sim::ps_rtp_packets(&frames, s["ssrc"].as_u64().unwrap() as u32).into_iter().enumerate() {
+        for p in frame {
+            sock.send_to(&p, &dest).unwrap();
+        }
+        // A picture leaves when the next one starts: wait until the fast viewer has every
+        // frame before this one (its queue never holds more than two).
+        if i > 0 {
+            sent_before += frames[i - 1].data.len();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while received.load(std::sync::atomic::Ordering::SeqCst) < sent_before {
+                assert!(std::time::Instant::now() < deadline, "the fast viewer stalled at frame {i}");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+    engine.wait_subscribers(&id, 1); // the slow viewer was cut off
     assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
     fast.join().unwrap();
     assert_eq!(ffprobe(&out).frames, CLIP_FRAMES, "the fast viewer got every frame");
