@@ -743,3 +743,43 @@ fn a_truncated_registry_is_kept_aside_and_devices_register_again() {
     wait_for("the device saved again", Duration::from_secs(10), || std::fs::read_to_string(&registry).ok().filter(|t| t.contains(DEVICE)));
     assert!(aside[0].path().exists());
 }
+
+/// Issue 8, defect 3: idle strangers on SIP TCP cannot lock devices out: one host gets at
+/// most SIP_TCP_UNBOUND_PER_SOURCE_MAX unregistered connections, a message begun and not
+/// finished is cut off, and a device still gets its challenge.
+#[test]
+fn sip_tcp_strangers_cannot_lock_devices_out() {
+    use std::io::{Read, Write};
+    let engine = Engine::start(1, "");
+    let per_source = 32; // SIP_TCP_UNBOUND_PER_SOURCE_MAX
+    let mut idle = Vec::new();
+    for _ in 0..per_source + 8 {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&"127.0.0.3:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        sock.connect(&engine.sip.into()).unwrap();
+        idle.push(std::net::TcpStream::from(sock));
+    }
+    wait_for("8 refused", Duration::from_secs(10), || (sip_counter(&engine, "driver", "tcp_refused") == 8).then_some(()));
+    // A message begun and never finished is cut off after the head timeout.
+    let slow = {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&"127.0.0.4:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        sock.connect(&engine.sip.into()).unwrap();
+        let mut s = std::net::TcpStream::from(sock);
+        s.write_all(format!("REGISTER sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.4:5060;branch=z9hG4bKslow\r\n").as_bytes()).unwrap();
+        s
+    };
+    // A device elsewhere is answered.
+    let mut dev = std::net::TcpStream::connect(engine.sip).unwrap();
+    dev.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = dev.local_addr().unwrap();
+    dev.write_all(format!("REGISTER sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/TCP {local};rport;branch=z9hG4bKok\r\nFrom: <sip:{DEVICE}@{DOMAIN}>;tag=t1\r\nTo: <sip:{DEVICE}@{DOMAIN}>\r\nCall-ID: tcp-ok\r\nCSeq: 1 REGISTER\r\nContact: <sip:{DEVICE}@{local};transport=tcp>\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n").as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = dev.read(&mut buf).expect("the device is answered");
+    assert!(buf[..n].starts_with(b"SIP/2.0 401"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let mut slow = slow;
+    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(slow.read(&mut buf).ok(), Some(0), "closed by the engine");
+    assert!(sip_counter(&engine, "driver", "tcp_timeouts") >= 1);
+    drop(idle);
+}

@@ -114,3 +114,26 @@ fn bad_config_is_refused_with_exit_code_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("port_min"));
 }
+
+/// Issue 8, defect 11: two thousand slow request heads from one host neither exhaust the
+/// engine's descriptors nor starve other clients.
+#[test]
+fn slow_heads_from_one_host_do_not_starve_others() {
+    let engine = Engine::start(1, "");
+    let mut slow = Vec::new();
+    for _ in 0..2000 {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&"127.0.0.5:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+        if sock.connect(&engine.http.into()).is_err() {
+            continue;
+        }
+        let mut s = std::net::TcpStream::from(sock);
+        let _ = s.write_all(b"GET /api/health HTTP/1.1\r\n");
+        slow.push(s);
+    }
+    for _ in 0..9 {
+        let (status, _) = engine.request("GET", "/api/health", "");
+        assert_eq!(status, 200);
+    }
+    drop(slow);
+}
