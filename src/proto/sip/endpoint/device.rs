@@ -56,6 +56,8 @@ pub struct CatalogMerge {
     pub sn: Option<u32>,
     pub expected: usize,
     pub items: BTreeMap<String, CatalogItem>,
+    /// Items left out (ids that could break a message); they still count toward SumNum.
+    pub dropped: usize,
 }
 
 impl Device {
@@ -90,9 +92,14 @@ impl Device {
             if merge.items.len() >= CHANNELS_PER_DEVICE_MAX {
                 break;
             }
+            // Channel ids go into INVITEs: ones that could break a message are left out.
+            if !super::valid_id(&item.device_id) {
+                merge.dropped += 1;
+                continue;
+            }
             merge.items.insert(item.device_id.clone(), item);
         }
-        if merge.items.len() >= merge.expected || merge.items.len() >= CHANNELS_PER_DEVICE_MAX {
+        if merge.items.len() + merge.dropped >= merge.expected || merge.items.len() >= CHANNELS_PER_DEVICE_MAX {
             let done = self.catalog_merge.take().expect("merge in progress");
             self.channels = done.items;
             return Some(true);

@@ -41,6 +41,16 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub const REGISTER_EXPIRES_DEFAULT_S: u32 = 3600;
 pub const REGISTER_EXPIRES_MAX_S: u32 = 86_400;
 
+/// Longest device or channel id taken (GB28181 ids are 20 digits; some devices use others).
+pub const ID_CHARS_MAX: usize = 64;
+
+/// Whether `id` may name a device or channel: it goes into request URIs, headers and SDP, so
+/// nothing that could end or split them (found by the sip_endpoint fuzz target: a channel id
+/// with CRLF injected headers into the INVITE).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= ID_CHARS_MAX && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// Where a SIP message came from / goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Peer {

@@ -202,6 +202,9 @@ impl Endpoint {
         if let Some(p) = self.plays.pending.get(&key).filter(|p| !p.cancelled) {
             return Ok(PlayStart::Joined(p.handle));
         }
+        if !super::valid_id(channel_id) {
+            return Err(PlayError::UnknownChannel);
+        }
         let d = self.devices.get(device_id).ok_or(PlayError::UnknownDevice)?;
         if !d.online(now, self.cfg.keepalive_interval) {
             return Err(PlayError::Offline);

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 impl Endpoint {
     pub(super) fn on_register(&mut self, now: Instant, from: Peer, msg: &SipMsg, registered: &mut Option<String>) -> Option<Reply> {
         self.counters.registers += 1;
-        let Some(device_id) = msg.from_user() else {
+        let Some(device_id) = msg.from_user().filter(|id| super::valid_id(id)) else {
             self.counters.malformed += 1;
-            self.emit(Event::Malformed { peer: from, error: "REGISTER without a user in From".into() });
+            self.emit(Event::Malformed { peer: from, error: "REGISTER without a valid device id in From".into() });
             return Reply::status(400);
         };
         if !self.devices.contains_key(&device_id) && self.devices.len() >= DEVICES_MAX {

@@ -785,3 +785,30 @@ fn mutated_sequences_never_panic() {
         while h.ep.poll_event().is_some() {}
     }
 }
+
+/// Found by the sip_endpoint fuzz target: ids are copied into request URIs, headers and SDP,
+/// so one with CRLF (or `<`, `;`, `@`) injected headers into the INVITE.
+#[test]
+fn ids_that_could_break_a_message_are_refused() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    h.ep.devices.get_mut(DEV).unwrap().channels.clear(); // any channel id may be asked for
+    for bad in ["ch\r\nVia: x", "a<b", "a;b", "x@y", "", &"9".repeat(ID_CHARS_MAX + 1)] {
+        let r = h.command(Command::Play { device_id: DEV.into(), channel_id: bad.into(), transport: MediaTransport::Udp });
+        assert_eq!(r, Outcome::Play(Err(PlayError::UnknownChannel)), "{bad:?}");
+    }
+    assert!(h.take().is_empty());
+    let mut odd = Dev::udp("a<b", addr(11, 5060));
+    let m = odd.request("REGISTER", "r", "", None);
+    h.input(odd.peer, &m);
+    assert_eq!(h.sent_one(odd.peer).status(), Some(400));
+    // A catalog item whose id could break an INVITE is not listed.
+    h.command(Command::Sync { device_id: DEV.into() });
+    let q = h.take().into_iter().find(|(_, m)| String::from_utf8_lossy(m.body()).contains("Catalog")).unwrap().1;
+    let sn = manscdp_sn(&String::from_utf8_lossy(q.body()));
+    let body = catalog_body(DEV, sn, 2, &[(CH, "ok"), ("bad;id", "x")]);
+    let m = dev.request("MESSAGE", "c", "", Some((MANSCDP_CT, &body)));
+    h.input(dev.peer, &m);
+    assert_eq!(h.ep.device(DEV).unwrap().channels.keys().collect::<Vec<_>>(), vec![CH]);
+}

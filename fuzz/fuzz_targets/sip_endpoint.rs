@@ -1,0 +1,85 @@
+//! Sequences of datagrams, TCP messages, time steps and commands into the SIP endpoint,
+//! after a device registered properly (so bound-device paths are reachable).
+//!
+//! Input: records of [op][len u8][bytes]: op % 8 = 0..2 datagram from the device / another
+//! UDP host / a TCP connection; 3 time step of bytes[0]·100 ms; 4 play; 5 stop; 6 streams
+//! seen; 7 connection closed.
+#![no_main]
+use gmv::proto::sip::digest::client_response;
+use gmv::proto::sip::endpoint::{Command, Endpoint, EndpointConfig, MediaTransport, Outcome, Peer, PlayStart, StreamUse};
+use gmv::proto::sip::parse;
+use libfuzzer_sys::fuzz_target;
+use std::time::{Duration, Instant};
+
+const DEV: &str = "34020000001320000001";
+
+fn drain(ep: &mut Endpoint) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(t) = ep.poll_transmit() {
+        out.push(t.bytes);
+    }
+    while ep.poll_event().is_some() {}
+    out
+}
+
+fn register(ep: &mut Endpoint, now: Instant, dev: Peer) {
+    let a = dev.addr();
+    let req = |auth: &str| {
+        format!("REGISTER sip:34020000002000000001@3402000000 SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bK{}\r\nFrom: <sip:{DEV}@3402000000>;tag=1\r\nTo: <sip:{DEV}@3402000000>\r\nCall-ID: r\r\nCSeq: {} REGISTER\r\n{auth}Content-Length: 0\r\n\r\n", auth.len(), auth.len() + 1)
+    };
+    ep.handle_datagram(now, dev, req("").as_bytes());
+    let challenge = drain(ep).into_iter().next().and_then(|b| parse(&b).ok()).expect("challenge");
+    let www = challenge.header("WWW-Authenticate").expect("www");
+    let nonce = www.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let uri = "sip:34020000002000000001@3402000000";
+    let r = client_response(DEV, "3402000000", "12345678", "REGISTER", uri, &nonce, None);
+    let auth = format!("Authorization: Digest username=\"{DEV}\", realm=\"3402000000\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\"\r\n");
+    ep.handle_datagram(now, dev, req(&auth).as_bytes());
+    drain(ep);
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut now = Instant::now();
+    let config = gmv::config::Config::default();
+    let cfg = EndpointConfig::from_config(&config, "127.0.0.1:5060".parse().unwrap());
+    let mut ep = Endpoint::new(cfg, now, 0, [3; 16], Vec::new());
+    let dev = Peer::Udp("127.0.0.10:5060".parse().unwrap());
+    register(&mut ep, now, dev);
+    let other = Peer::Udp("127.0.0.2:5060".parse().unwrap());
+    let tcp = Peer::Tcp { conn: 1, addr: "127.0.0.11:40000".parse().unwrap() };
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let (op, len) = (rest[0] % 8, usize::from(rest[1]).min(rest.len() - 2));
+        let bytes = &rest[2..2 + len];
+        rest = &rest[2 + len..];
+        match op {
+            0 => ep.handle_datagram(now, dev, bytes),
+            1 => ep.handle_datagram(now, other, bytes),
+            2 => ep.handle_datagram(now, tcp, bytes),
+            3 => {
+                now += Duration::from_millis(100 * u64::from(bytes.first().copied().unwrap_or(1)));
+                ep.handle_timeout(now);
+            }
+            4 => {
+                let ch = String::from_utf8_lossy(bytes).to_string();
+                if let Outcome::Play(Ok(PlayStart::Open(handle))) = ep.handle_command(now, Command::Play { device_id: DEV.into(), channel_id: ch, transport: MediaTransport::Udp }) {
+                    let ssrc = ep.next_live_ssrc();
+                    ep.handle_command(now, Command::Invite { handle, ssrc, port: 30_000 });
+                }
+            }
+            5 => {
+                ep.handle_command(now, Command::Stop { device_id: DEV.into(), channel_id: String::from_utf8_lossy(bytes).to_string() });
+            }
+            6 => {
+                let streams = bytes.chunks(5).map(|c| StreamUse { ssrc: c.iter().fold(0u32, |a, b| a << 8 | u32::from(*b)), in_use: c.len() == 5 }).collect();
+                ep.handle_command(now, Command::StreamsSeen { listed_at: now, streams });
+            }
+            _ => {
+                ep.handle_command(now, Command::ConnClosed { conn: 1 });
+            }
+        }
+        for t in drain(&mut ep) {
+            assert!(parse(&t).is_ok(), "the endpoint sends only valid SIP: {:?}", String::from_utf8_lossy(&t));
+        }
+    }
+});
