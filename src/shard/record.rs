@@ -149,7 +149,9 @@ fn io_error(e: glommio::GlommioError<()>) -> std::io::Error {
 }
 
 async fn write_file(dir: &Path, mut info: RecordInfo, rx: glommio::channels::local_channel::LocalReceiver<Write>) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    // Directory and sidecar are plain std::fs calls: on a blocking thread, not the shard.
+    let d = dir.to_path_buf();
+    glommio::executor().spawn_blocking(move || std::fs::create_dir_all(d)).await?;
     let path = dir.join(&info.file);
     let file = glommio::io::BufferedFile::create(&path).await.map_err(io_error)?;
     let mut pos = 0u64;
@@ -171,7 +173,8 @@ async fn write_file(dir: &Path, mut info: RecordInfo, rx: glommio::channels::loc
     file.close().await.map_err(io_error)?;
     info.bytes = pos;
     let sidecar = serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?;
-    std::fs::write(path.with_extension("json"), sidecar)?;
+    let sidecar_path = path.with_extension("json");
+    glommio::executor().spawn_blocking(move || std::fs::write(sidecar_path, sidecar)).await?;
     tracing::info!(file = %info.file, duration_ms = info.duration_ms, bytes = pos, "recording closed");
     Ok(())
 }
