@@ -261,17 +261,17 @@ impl Control {
         }
     }
 
-    fn play_answered(self: &Rc<Self>, handle: PlayHandle, session: Session, media: Option<SocketAddr>) {
+    fn play_answered(self: &Rc<Self>, handle: PlayHandle, session: Box<Session>, media: Option<SocketAddr>) {
         if session.device_ssrc.is_some_and(|d| d != session.ssrc) {
             tracing::info!(device_id = %session.device_id, ssrc = session.ssrc, device_ssrc = session.device_ssrc, "device answered another SSRC; following it");
         }
         tracing::info!(device_id = %session.device_id, channel_id = %session.channel_id, stream_id = %session.stream_id, "play started");
-        let Some(addr) = media else { return self.resolve(handle, Ok(session)) };
+        let Some(addr) = media else { return self.resolve(handle, Ok(*session)) };
         // TCP active: connect to the device's media port before anyone is told it plays.
         let me = self.clone();
         glommio::spawn_local(async move {
             match me.shard.connect_tcp(session.ssrc, addr).await {
-                Ok(()) => me.resolve(handle, Ok(session)),
+                Ok(()) => me.resolve(handle, Ok(*session)),
                 Err(error) => {
                     tracing::warn!(device_id = %session.device_id, channel_id = %session.channel_id, %error, "TCP active media connect failed");
                     me.command(Command::Stop { device_id: session.device_id.clone(), channel_id: session.channel_id.clone() });
@@ -291,7 +291,7 @@ impl Control {
             _ => return Err(PlayError::Busy),
         };
         let handle = match start {
-            PlayStart::Live(session) => return Ok(session),
+            PlayStart::Live(session) => return Ok(*session),
             PlayStart::Joined(handle) => {
                 self.counters.borrow_mut().plays_joined += 1;
                 handle

@@ -252,7 +252,7 @@ pub enum Event {
     /// The device answered 200 and was ACKed; `media` is where to connect for TCP active.
     PlayAnswered {
         handle: PlayHandle,
-        session: Session,
+        session: Box<Session>,
         media: Option<SocketAddr>,
     },
     /// The play failed; `ssrc` is the stream the driver opened for it, to close.
@@ -562,11 +562,13 @@ impl Endpoint {
         if method == "ACK" {
             return; // ACKs to our final answers: nothing to do (no INVITE server transactions)
         }
-        let (Some(branch), Some((cseq, _))) = (msg.branch(), msg.cseq()) else {
+        let (Some(call_id), Some((cseq, _))) = (msg.call_id(), msg.cseq()) else {
             self.counters.malformed += 1;
-            self.emit(Event::Malformed { peer: from, error: format!("{method} without Via branch or CSeq") });
+            self.emit(Event::Malformed { peer: from, error: format!("{method} without Call-ID or CSeq") });
             return self.reply(now, from, msg, None, Reply::status(400));
         };
+        // RFC 2543 stacks send no branch: their retransmissions share Call-ID and CSeq.
+        let branch = msg.branch().unwrap_or(call_id);
         let key = transaction::ServerKey { source: from.addr(), branch, cseq, method: method.clone() };
         if let Some(previous) = self.server.retransmitted(&key) {
             self.counters.retransmissions_absorbed += 1;

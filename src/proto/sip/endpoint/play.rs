@@ -82,7 +82,7 @@ impl PlayError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlayStart {
-    Live(Session),
+    Live(Box<Session>),
     /// Another play of this channel is pending: wait for its answer.
     Joined(PlayHandle),
     /// New: open a stream, then `Command::Invite` (or `Abandon`).
@@ -197,7 +197,7 @@ impl Endpoint {
     pub(super) fn play(&mut self, now: Instant, device_id: &str, channel_id: &str, transport: MediaTransport) -> Result<PlayStart, super::PlayError> {
         let key = (device_id.to_string(), channel_id.to_string());
         if let Some(s) = self.plays.live.get(&key) {
-            return Ok(PlayStart::Live(s.clone()));
+            return Ok(PlayStart::Live(Box::new(s.clone())));
         }
         if let Some(p) = self.plays.pending.get(&key).filter(|p| !p.cancelled) {
             return Ok(PlayStart::Joined(p.handle));
@@ -350,7 +350,7 @@ impl Endpoint {
             no_viewer_since: None,
         };
         self.plays.live.insert((device_id, channel_id), session.clone());
-        self.emit(Event::PlayAnswered { handle, session, media });
+        self.emit(Event::PlayAnswered { handle, session: Box::new(session), media });
     }
 
     /// A 2xx to an INVITE with no transaction: ACK again for a live dialog (our ACK was

@@ -232,7 +232,7 @@ impl H {
             panic!("answered")
         };
         assert_eq!(h, handle);
-        session
+        *session
     }
 }
 
@@ -811,4 +811,20 @@ fn ids_that_could_break_a_message_are_refused() {
     let m = dev.request("MESSAGE", "c", "", Some((MANSCDP_CT, &body)));
     h.input(dev.peer, &m);
     assert_eq!(h.ep.device(DEV).unwrap().channels.keys().collect::<Vec<_>>(), vec![CH]);
+}
+
+/// Old (RFC 2543) stacks send no Via branch: answered, and their retransmissions absorbed by
+/// Call-ID and CSeq.
+#[test]
+fn a_request_without_a_branch_is_still_answered() {
+    let mut h = H::new();
+    let a = addr(10, 5060);
+    let raw = format!(
+        "REGISTER sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {a}\r\nFrom: <sip:{DEV}@{DOMAIN}>;tag=1\r\nTo: <sip:{DEV}@{DOMAIN}>\r\nCall-ID: old-1\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+    );
+    h.input(Peer::Udp(a), raw.as_bytes());
+    assert_eq!(h.sent_one(Peer::Udp(a)).status(), Some(401));
+    h.input(Peer::Udp(a), raw.as_bytes());
+    assert_eq!(h.sent_one(Peer::Udp(a)).status(), Some(401));
+    assert_eq!(h.ep.counters().retransmissions_absorbed, 1);
 }
