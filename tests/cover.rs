@@ -12,9 +12,9 @@ fn get(engine: &Engine, path: &str) -> (String, Vec<u8>) {
     http_get(engine.http, path, &[("gmv-token", TOKEN)])
 }
 
-fn push(s: &serde_json::Value, codec: Codec, clip: &std::path::Path, frames: usize) {
+fn push(engine: &Engine, s: &serde_json::Value, codec: Codec, clip: &std::path::Path, frames: usize) {
     let all = gmv::sim::frames_from_es(codec, &std::fs::read(clip).unwrap(), FPS);
-    push_ps_udp(s, &all[..frames], Duration::from_millis(2));
+    push_ps_udp(engine, s, &all[..frames], Duration::from_millis(2));
 }
 
 fn probe_jpeg(bytes: &[u8], name: &str) -> (String, u32, u32) {
@@ -36,7 +36,7 @@ fn cover_from_first_keyframe_and_snapshot_on_demand() {
     let s = engine.open_stream(json!({}));
     let id = s["stream_id"].as_str().unwrap().to_string();
     assert!(get(&engine, &format!("/cover/{id}.jpg")).0.starts_with("HTTP/1.1 404"));
-    push(&s, Codec::H264, h264_clip(), 30);
+    push(&engine, &s, Codec::H264, h264_clip(), 30);
     let deadline = Instant::now() + Duration::from_secs(10);
     let jpeg = loop {
         let (head, body) = get(&engine, &format!("/cover/{id}.jpg"));
@@ -67,8 +67,7 @@ fn h265_streams_say_they_have_no_cover() {
     let id = s["stream_id"].as_str().unwrap().to_string();
     let (head, _) = get(&engine, &format!("/api/streams/{id}/snapshot"));
     assert!(head.starts_with("HTTP/1.1 409"), "no keyframe yet: {head}");
-    push(&s, Codec::H265, h265_clip(), 30);
-    std::thread::sleep(Duration::from_millis(300));
+    push(&engine, &s, Codec::H265, h265_clip(), 30);
     let (head, body) = get(&engine, &format!("/api/streams/{id}/snapshot"));
     assert!(head.starts_with("HTTP/1.1 409"), "{head}");
     assert!(String::from_utf8_lossy(&body).contains("H265"), "{}", String::from_utf8_lossy(&body));

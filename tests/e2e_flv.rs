@@ -53,9 +53,10 @@ fn ps_over_udp_and_tcp_play_as_flv() {
         }
         std::thread::sleep(FRAME_GAP);
     }
-    std::thread::sleep(Duration::from_millis(300));
-
     let sent: usize = packets_udp.iter().map(Vec::len).sum();
+    engine.wait_packets(&id_udp, sent as u64);
+    engine.wait_packets(&id_tcp, packets_tcp.iter().map(Vec::len).sum::<usize>() as u64);
+
     let info = engine.stream(&id_udp);
     assert_eq!(info["packets"], sent as u64, "{info}");
     assert_eq!((info["lost"].as_u64(), info["demux_errors"].as_u64()), (Some(0), Some(0)), "{info}");
@@ -91,7 +92,7 @@ fn late_viewer_starts_at_cached_keyframe() {
             sock.send_to(p, &dest).unwrap();
         }
     }
-    std::thread::sleep(Duration::from_millis(200));
+    engine.wait_packets(&id, packets[..60].iter().map(Vec::len).sum::<usize>() as u64);
     let out = work_dir().join("late.flv");
     let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{TOKEN}"), vec![], out.clone(), VIEW_LIMIT);
     engine.wait_subscribers(&id, 1);
@@ -101,7 +102,7 @@ fn late_viewer_starts_at_cached_keyframe() {
         }
         std::thread::sleep(FRAME_GAP);
     }
-    std::thread::sleep(Duration::from_millis(200));
+    engine.wait_packets(&id, packets.iter().map(Vec::len).sum::<usize>() as u64);
     assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
     viewer.join().unwrap();
     let probe = ffprobe(&out);
@@ -145,7 +146,8 @@ fn ffmpeg_rtp_h264_with_sdp_plays_as_flv() {
         .status()
         .unwrap();
     assert!(status.success());
-    std::thread::sleep(Duration::from_millis(300));
+    // ffmpeg has sent the clip; every picture but the one the next would end is out.
+    engine.wait_stat(&id, "frames", CLIP_FRAMES as u64 - 1);
     let info = engine.stream(&id);
     assert_eq!((info["lost"].as_u64(), info["demux_errors"].as_u64(), info["width"].as_u64()), (Some(0), Some(0), Some(320)), "{info}");
     assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
@@ -160,7 +162,7 @@ fn play_pushed(engine: &Engine, frames: &[gmv::proto::frame::Frame], name: &str)
     let out = work_dir().join(format!("{name}.flv"));
     let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{TOKEN}"), vec![], out.clone(), VIEW_LIMIT);
     engine.wait_subscribers(&id, 1);
-    push_ps_udp(&s, frames, Duration::from_millis(2));
+    push_ps_udp(&engine, &s, frames, Duration::from_millis(2));
     let info = engine.stream(&id);
     assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
     viewer.join().unwrap();

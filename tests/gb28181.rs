@@ -319,6 +319,11 @@ fn registered_device_with(engine: &Engine, options: DeviceOptions) -> (mpsc::Rec
     (events, go_tx, device)
 }
 
+/// RTP packets the simulated device sends for the clip.
+fn device_packets() -> u64 {
+    gmv::sim::ps_rtp_packets(&h264_frames(), DEVICE_SSRC).iter().map(Vec::len).sum::<usize>() as u64
+}
+
 /// The device's next event, not counting INVITE arrivals.
 fn next_event(events: &mpsc::Receiver<Event>, limit: Duration) -> Result<Event, mpsc::RecvTimeoutError> {
     let deadline = Instant::now() + limit;
@@ -391,8 +396,7 @@ fn device_registers_lists_channels_and_plays_over_flv() {
     let viewer = spawn_viewer(engine.http, path, vec![], out.clone(), Duration::from_secs(30));
     engine.wait_subscribers(&stream_id, 1);
     go_tx.send(()).unwrap();
-    wait_for("all frames", Duration::from_secs(15), || (engine.stream(&stream_id)["frames"].as_u64() >= Some(CLIP_FRAMES as u64 - 1)).then_some(()));
-    std::thread::sleep(Duration::from_millis(300));
+    engine.wait_packets(&stream_id, device_packets());
 
     let (status, _) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/stop"), "");
     assert_eq!(status, 200);
@@ -403,8 +407,13 @@ fn device_registers_lists_channels_and_plays_over_flv() {
     assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES });
     assert_eq!(engine.request("GET", "/api/sessions", "").1["sessions"].as_array().map(Vec::len), Some(0));
 
-    // The registry outlives a restart: the device and its channels come back (offline).
+    // The registry outlives a restart: the device and its channels come back (offline). It is
+    // saved within a second of a change; the engine is killed (no graceful flush) only after.
     let data_dir = engine.data_dir.clone();
+    let registry = data_dir.join("devices.json");
+    wait_for("the catalog on disk", Duration::from_secs(10), || {
+        std::fs::read_to_string(&registry).ok().filter(|t| CHANNELS.iter().all(|(id, _)| t.contains(id)))
+    });
     drop(engine);
     let engine = Engine::start_with(1, "", "", Some(data_dir));
     let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}"), "");
@@ -454,9 +463,8 @@ fn tcp_active_media_plays() {
     let viewer = spawn_viewer(engine.http, format!("/flv/{stream_id}/{TOKEN}"), vec![], out.clone(), Duration::from_secs(30));
     engine.wait_subscribers(&stream_id, 1);
     go_tx.send(()).unwrap();
-    wait_for("frames", Duration::from_secs(15), || (engine.stream(&stream_id)["frames"].as_u64() >= Some(CLIP_FRAMES as u64 - 1)).then_some(()));
+    engine.wait_packets(&stream_id, device_packets());
     assert_eq!(engine.stream(&stream_id)["transport"], "tcp");
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/stop"), "").0, 200);
     assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Bye)));
     viewer.join().unwrap();

@@ -27,7 +27,7 @@ fn hls_playlist_and_segments_decode() {
         std::thread::spawn(move || get(http, &path, &[]))
     };
     wait_until(|| engine.stream(&id)["hls"] == true);
-    push_ps_udp(&s, &h264_frames(), Duration::from_millis(10));
+    push_ps_udp(&engine, &s, &h264_frames(), Duration::from_millis(10));
     let (status, first) = first.join().unwrap();
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&first).starts_with("#EXTM3U"));

@@ -33,7 +33,7 @@ fn record_by_api_then_list_fetch_and_decode() {
     let id = s["stream_id"].as_str().unwrap().to_string();
     assert_eq!(engine.request("POST", &format!("/api/streams/{id}/record"), "").0, 200);
     assert_eq!(engine.request("POST", "/api/streams/0000000001/record", "").0, 404);
-    push_ps_udp(&s, &h264_frames(), Duration::from_millis(3));
+    push_ps_udp(&engine, &s, &h264_frames(), Duration::from_millis(3));
     assert_eq!(engine.stream(&id)["recording"], true);
     assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}/record"), "").0, 200);
     let recs = closed_records(&engine, &id, 1);
@@ -73,7 +73,7 @@ fn recording_plays_back_as_flv_at_real_time_from_a_start() {
     let engine = Engine::start(1, "record:\n  all: true\n");
     let s = engine.open_stream(json!({}));
     let id = s["stream_id"].as_str().unwrap().to_string();
-    push_ps_udp(&s, &h264_frames(), Duration::from_millis(3));
+    push_ps_udp(&engine, &s, &h264_frames(), Duration::from_millis(3));
     assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
     let recs = closed_records(&engine, &id, 1);
     let stem = recs[0]["file"].as_str().unwrap().trim_end_matches(".mp4").to_string();
@@ -131,7 +131,7 @@ fn record_all_rotates_files_by_duration() {
     let engine = Engine::start(1, "record:\n  all: true\n  rotate_s: 1\n");
     let s = engine.open_stream(json!({}));
     let id = s["stream_id"].as_str().unwrap().to_string();
-    push_ps_udp(&s, &h264_frames(), Duration::from_millis(3));
+    push_ps_udp(&engine, &s, &h264_frames(), Duration::from_millis(3));
     assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
     let recs = closed_records(&engine, &id, 4);
     // Keyframes every second: files of 25, 25, 25 and 25 frames.

@@ -169,6 +169,24 @@ impl Engine {
         v
     }
 
+    /// Waits until the stream has taken in at least `n` RTP packets (bounded).
+    pub fn wait_packets(&self, stream_id: &str, n: u64) {
+        self.wait_stat(stream_id, "packets", n);
+    }
+
+    /// Waits until a counter of `/api/streams/{id}` reaches `n` (bounded).
+    pub fn wait_stat(&self, stream_id: &str, field: &str, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let info = self.stream(stream_id);
+            if info[field].as_u64() >= Some(n) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "stream {stream_id} never reached {field} = {n}: {info}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until the stream reports `n` viewers (bounded).
     pub fn wait_subscribers(&self, stream_id: &str, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -316,17 +334,19 @@ pub fn ffprobe(path: &Path) -> Probe {
 }
 
 /// Sends `frames` as PS over RTP (UDP) to an opened stream, `gap` after each frame, then
-/// waits a moment for the engine to take them in.
-pub fn push_ps_udp(stream: &serde_json::Value, frames: &[gmv::proto::frame::Frame], gap: Duration) {
+/// waits until the engine has taken every packet in.
+pub fn push_ps_udp(engine: &Engine, stream: &serde_json::Value, frames: &[gmv::proto::frame::Frame], gap: Duration) {
     let sock = udp_sender();
     let dest = format!("127.0.0.1:{}", stream["port"]);
+    let mut sent = 0;
     for frame in gmv::sim::ps_rtp_packets(frames, stream["ssrc"].as_u64().unwrap() as u32) {
         for p in frame {
             sock.send_to(&p, &dest).unwrap();
+            sent += 1;
         }
         std::thread::sleep(gap);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    engine.wait_packets(stream["stream_id"].as_str().unwrap(), sent);
 }
 
 /// The H.264 test clip as frames.
