@@ -684,7 +684,7 @@ fn a_malformed_register_gets_400_and_a_warning() {
     let sim = Sim::new(engine.sip);
     let a = sim.local();
     let broken = format!(
-        "REGISTER sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {a};rport;branch=z9hG4bKbroken\r\nFrom: <sip:{DEVICE}@{DOMAIN}>;tag=1\r\nTo: <sip:{DEVICE}@{DOMAIN}>\r\nCall-ID: broken-1\r\nCSeq: 1 REGISTER\r\nContent-Length: 500\r\n\r\nshort"
+        "REGISTER sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {a};rport;branch=z9hG4bKbroken\r\nFrom: <sip:{DEVICE}@{DOMAIN}>;tag=1\r\nTo: <sip:{DEVICE}@{DOMAIN}>\r\nCall-ID: broken-1\r\nCSeq: 1 REGISTER\r\nthis line is no header\r\nContent-Length: 0\r\n\r\n"
     );
     sim.send(broken.as_bytes());
     let answer = sim.recv_response(Duration::from_secs(5)).expect("an answer");

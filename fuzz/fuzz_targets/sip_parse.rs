@@ -1,7 +1,7 @@
 //! SIP message parsing (rsip behind the quirk-absorbing wrapper), every accessor, digest
 //! credentials, and the raw 400 for unparseable requests.
 #![no_main]
-use gmv::proto::sip::{build, digest::DigestCredentials, parse};
+use gmv::proto::sip::{build, digest::DigestCredentials, parse, parse_datagram};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,5 +11,6 @@ fuzz_target!(|data: &[u8]| {
             let _ = DigestCredentials::parse(&h).map(|c| c.verify("REGISTER", "12345678"));
         }
     }
+    let _ = parse_datagram(data);
     let _ = build::bad_request_for_unparsed(data, "127.0.0.1:5060".parse().unwrap());
 });

@@ -8,4 +8,4 @@ pub mod manscdp;
 pub mod message;
 pub mod text;
 
-pub use message::{SipError, SipMsg, StreamFramer, parse};
+pub use message::{SipError, SipMsg, StreamFramer, parse, parse_datagram};

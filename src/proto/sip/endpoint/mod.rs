@@ -498,7 +498,14 @@ impl Endpoint {
         if data.iter().all(u8::is_ascii_whitespace) {
             return; // CRLF keep-alive
         }
-        match super::parse(data) {
+        let parsed = match from {
+            Peer::Udp(_) => super::parse_datagram(data).map(|(msg, fixed)| {
+                self.counters.lenient_bodies += u64::from(fixed);
+                msg
+            }),
+            Peer::Tcp { .. } => super::parse(data),
+        };
+        match parsed {
             Ok(msg) if msg.is_request() => self.on_request(now, from, &msg, data),
             Ok(msg) => self.on_response(now, from, &msg),
             Err(error) => {

@@ -462,7 +462,7 @@ fn a_malformed_register_gets_400() {
     let mut h = H::new();
     let a = addr(10, 5060);
     let raw = format!(
-        "REGISTER sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bKm\r\nFrom: <sip:{DEV}@{DOMAIN}>;tag=1\r\nTo: <sip:{DEV}@{DOMAIN}>\r\nCall-ID: m1\r\nCSeq: 1 REGISTER\r\nContent-Length: 40\r\n\r\nshort"
+        "REGISTER sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bKm\r\nFrom: <sip:{DEV}@{DOMAIN}>;tag=1\r\nTo: <sip:{DEV}@{DOMAIN}>\r\nCall-ID: m1\r\nCSeq: 1 REGISTER\r\nthis line is no header\r\nContent-Length: 0\r\n\r\n"
     );
     h.input(Peer::Udp(a), raw.as_bytes());
     assert_eq!(h.sent_one(Peer::Udp(a)).status(), Some(400));
