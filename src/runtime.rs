@@ -120,6 +120,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 let front = Rc::new(Front { shard: shard.clone(), control });
                 let serve_front = front.clone();
                 let _ = shard.handoff.set(Box::new(move |conn| crate::http::server::serve_handoff(&serve_front, conn)));
+                if index == CONTROL {
+                    if front.control.is_none() {
+                        tracing::info!("SIP disabled");
+                    }
+                    // Before the API is served (the health check answers): recordings a crash
+                    // cut short are repaired, then the configured streams are opened.
+                    let data_dir = shard.config.data_dir.clone();
+                    glommio::executor().spawn_blocking(move || crate::shard::record::recover(&data_dir)).await;
+                    shard.open_static_streams().await;
+                }
                 for t in rx_tasks {
                     let rx = t.await;
                     let shard = shard.clone();
@@ -131,12 +141,6 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     .detach();
                 }
                 if index == CONTROL {
-                    if front.control.is_none() {
-                        tracing::info!("SIP disabled");
-                    }
-                    let data_dir = shard.config.data_dir.clone();
-                    glommio::executor().spawn_blocking(move || crate::shard::record::recover(&data_dir)).await;
-                    shard.open_static_streams().await;
                     std::future::pending::<()>().await;
                 } else {
                     glommio::spawn_local(crate::shard::stream::housekeeping(shard.clone())).detach();

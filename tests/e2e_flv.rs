@@ -162,7 +162,7 @@ fn play_pushed(engine: &Engine, frames: &[gmv::proto::frame::Frame], name: &str)
     let out = work_dir().join(format!("{name}.flv"));
     let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{TOKEN}"), vec![], out.clone(), VIEW_LIMIT);
     engine.wait_subscribers(&id, 1);
-    push_ps_udp(&engine, &s, frames, Duration::from_millis(2));
+    push_ps_udp(engine, &s, frames, Duration::from_millis(2));
     let info = engine.stream(&id);
     assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
     viewer.join().unwrap();
