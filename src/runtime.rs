@@ -58,9 +58,55 @@ pub fn raise_nofile_limit() -> u64 {
     lim.rlim_cur
 }
 
+/// The lock file in data_dir that one running gmv holds.
+pub const INSTANCE_LOCK_FILE: &str = "gmv.lock";
+
+/// Holds `data_dir/gmv.lock` (flock, exclusive) for as long as it lives.
+pub struct InstanceLock {
+    _file: std::fs::File,
+}
+
+/// One gmv per data_dir: a second would share the registry and recordings and, through
+/// SO_REUSEPORT, silently split the API and SIP traffic with the first.
+pub fn lock_instance(data_dir: &std::path::Path) -> Result<InstanceLock, StartError> {
+    use std::os::fd::AsRawFd;
+    let fail = |what: String| StartError::AnotherInstance(what);
+    std::fs::create_dir_all(data_dir).map_err(|e| fail(format!("cannot create data_dir {}: {e}", data_dir.display())))?;
+    let path = data_dir.join(INSTANCE_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| fail(format!("cannot open {}: {e}", path.display())))?;
+    // SAFETY: flock on a descriptor we own; the lock goes with the file.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(fail(format!("another gmv is running with data_dir {} (it holds {})", data_dir.display(), path.display())));
+    }
+    Ok(InstanceLock { _file: file })
+}
+
+/// Binds the listen addresses once without SO_REUSEPORT (and lets go): taken by another
+/// process, including another gmv, they fail here with a clear error instead of being shared.
+pub fn probe_listen_addresses(config: &Config) -> Result<(), StartError> {
+    let in_use = |what: &str, addr: &dyn std::fmt::Display, e: std::io::Error| {
+        StartError::AnotherInstance(format!("{what} address {addr} is in use (another gmv, or another service): {e}"))
+    };
+    std::net::TcpListener::bind(config.http.listen).map_err(|e| in_use("HTTP", &config.http.listen, e))?;
+    if !config.sip.listen.is_empty()
+        && let Ok(sip) = config.sip.listen.parse::<std::net::SocketAddr>()
+    {
+        std::net::TcpListener::bind(sip).map_err(|e| in_use("SIP (TCP)", &sip, e))?;
+        std::net::UdpSocket::bind(sip).map_err(|e| in_use("SIP (UDP)", &sip, e))?;
+    }
+    Ok(())
+}
+
 /// Runs the engine until the process is stopped or an executor fails.
 pub fn run(config: Config) -> Result<(), StartError> {
     log_panics();
+    let _instance = lock_instance(&config.data_dir)?;
+    probe_listen_addresses(&config)?;
     let nofile = raise_nofile_limit();
     let config = Arc::new(config);
     let media_shards = config.shard_count();

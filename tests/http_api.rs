@@ -38,6 +38,11 @@ fn api_errors_are_json_with_status_codes() {
     assert_eq!((status, v["code"].as_str()), (409, Some("exists")));
     let (status, v) = engine.request("POST", "/api/streams", &json!({ "ssrc": 4243, "port": s["port"] }).to_string());
     assert_eq!(status, 503, "port already used by a stream on this or another shard: {v}");
+    // Ports outside rtp.port_min..=port_max (privileged ones, other services') are refused.
+    for port in [1, 80, 65535] {
+        let (status, v) = engine.request("POST", "/api/streams", &json!({ "ssrc": 4244, "port": port }).to_string());
+        assert_eq!((status, v["code"].as_str()), (400, Some("bad_request")), "port {port}: {v}");
+    }
 
     let (status, v) = engine.request("GET", "/api/streams", "");
     assert_eq!(status, 200);
@@ -136,4 +141,47 @@ fn slow_heads_from_one_host_do_not_starve_others() {
         assert_eq!(status, 200);
     }
     drop(slow);
+}
+
+/// Issue 12 (one instance per config): a second gmv on the same data_dir, or on the same HTTP
+/// address, exits at start with an error that says why, instead of sharing the first's traffic.
+#[test]
+fn a_second_instance_is_refused_at_start() {
+    let engine = Engine::start(1, "");
+    let run_second = |config: &std::path::Path| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gmv"))
+            .arg("--config")
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the second instance kept running");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        (status.code(), err)
+    };
+    let (code, err) = run_second(&engine.config);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("another gmv is running with data_dir"), "{err}");
+    // Another data_dir, same addresses.
+    let text = std::fs::read_to_string(&engine.config).unwrap();
+    let other_dir = engine.data_dir.with_file_name(format!("{}-second", engine.data_dir.file_name().unwrap().to_string_lossy()));
+    let other = engine.config.with_extension("second.yml");
+    std::fs::write(&other, text.replace(&engine.data_dir.display().to_string(), &other_dir.display().to_string())).unwrap();
+    let (code, err) = run_second(&other);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("HTTP address {} is in use", engine.http)), "{err}");
+    // The first is unharmed.
+    assert_eq!(engine.request("GET", "/api/health", "").0, 200);
 }

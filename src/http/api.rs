@@ -146,10 +146,18 @@ async fn create_stream(shard: &Shard, head: &RequestHead, body: &[u8]) -> (u16, 
     };
     let port = match req.get("port") {
         None | Some(Value::Null) => None,
-        Some(v) => match v.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) {
-            Some(p) => Some(p),
-            None => return bad("port must be 1..65535"),
-        },
+        // Only the configured range: anything else could be a privileged or another service's port.
+        Some(v) => {
+            match v.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| (shard.config.rtp.port_min..=shard.config.rtp.port_max).contains(p)) {
+                Some(p) => Some(p),
+                None => {
+                    return bad(&format!(
+                        "port must be within rtp.port_min..=rtp.port_max ({}..={})",
+                        shard.config.rtp.port_min, shard.config.rtp.port_max
+                    ));
+                }
+            }
+        }
     };
     let sdp = match req.get("sdp") {
         None | Some(Value::Null) => None,

@@ -101,8 +101,13 @@ impl Shard {
 
 #[derive(Debug)]
 pub enum StartError {
-    MemlockTooLow { limit_bytes: u64, needed_bytes: u64 },
+    MemlockTooLow {
+        limit_bytes: u64,
+        needed_bytes: u64,
+    },
     Executor(String),
+    /// Another gmv holds the data_dir lock or the listen addresses.
+    AnotherInstance(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -116,6 +121,7 @@ impl std::fmt::Display for StartError {
                 needed_bytes / 1024
             ),
             StartError::Executor(e) => write!(f, "cannot start executor: {e}"),
+            StartError::AnotherInstance(e) => write!(f, "{e}"),
         }
     }
 }

@@ -83,6 +83,8 @@ pub fn free_udp_port() -> u16 {
 
 pub struct Engine {
     child: Child,
+    /// The config file it runs with.
+    pub config: PathBuf,
     pub http: SocketAddr,
     pub sip: SocketAddr,
     pub data_dir: PathBuf,
@@ -122,7 +124,7 @@ impl Engine {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start gmv");
-        let engine = Engine { child, http, sip, data_dir, log };
+        let engine = Engine { child, config, http, sip, data_dir, log };
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok((200, _)) = engine.try_request("GET", "/api/health", &[("gmv-token", TOKEN)], b"") {
