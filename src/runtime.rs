@@ -10,7 +10,9 @@ use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
 
 /// Reports an executor that unwinds (a panic in any of its tasks) to the main thread, which
 /// then ends the process with an error: a half-alive engine (REST or SIP silent) is worse
@@ -26,6 +28,15 @@ impl Drop for ExecutorGuard {
             let _ = self.fatal.send(format!("executor {} panicked; exiting so a supervisor can restart gmv", self.name));
         }
     }
+}
+
+/// Forwards executor failures (plain strings, as the guard sends them) to the main thread.
+fn forward_fatal(rx: std::sync::mpsc::Receiver<String>, exit: Sender<Exit>) {
+    std::thread::spawn(move || {
+        if let Ok(e) = rx.recv() {
+            let _ = exit.send(Exit::Fatal(e));
+        }
+    });
 }
 
 /// Logs every panic with its thread and location before it unwinds (the default hook prints
@@ -56,6 +67,69 @@ pub fn raise_nofile_limit() -> u64 {
         }
     }
     lim.rlim_cur
+}
+
+/// A graceful stop (SIGTERM, SIGINT) takes at most this long before the process exits anyway.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often executors look at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Set by the signal thread; every executor watches it.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Why the main thread stops waiting.
+enum Exit {
+    Fatal(String),
+    /// SIGTERM/SIGINT: executors stop gracefully, then the process exits 0.
+    Stop,
+}
+
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill the set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks TERM/INT/HUP in this thread and the threads it starts, and takes them on one thread
+/// of their own: TERM and INT start a graceful stop; HUP, which would otherwise kill the
+/// process without a word, is logged (reloading keys and passwords is not built yet).
+fn handle_signals(exit: Sender<Exit>) -> std::io::Result<()> {
+    let set = stop_signals();
+    // SAFETY: pthread_sigmask with a set we own; signals stay blocked for every thread after.
+    if unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    std::thread::Builder::new().name("gmv-signals".into()).spawn(move || {
+        loop {
+            let mut signal = 0;
+            // SAFETY: sigwait on the set blocked above, writing into a local.
+            if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
+                continue;
+            }
+            if signal == libc::SIGHUP {
+                tracing::warn!("SIGHUP: reloading the configuration is not supported yet; still running with the one loaded at start");
+                continue;
+            }
+            tracing::info!(signal, "stopping: ending sessions, closing recordings, saving the registry");
+            STOPPING.store(true, Ordering::SeqCst);
+            let _ = exit.send(Exit::Stop);
+            return;
+        }
+    })?;
+    Ok(())
+}
+
+/// Resolves once a stop was asked for.
+async fn stop_requested() {
+    while !STOPPING.load(Ordering::SeqCst) {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
 }
 
 /// The lock file in data_dir that one running gmv holds.
@@ -126,14 +200,20 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Executors report fatal errors here; the main thread returns the first one.
+    // Executors report fatal errors here; the signal thread a stop; the main thread acts on the first.
+    let (exit_tx, exit_rx) = std::sync::mpsc::channel::<Exit>();
+    handle_signals(exit_tx.clone()).map_err(|e| StartError::Executor(format!("signal handling: {e}")))?;
     let (fatal_tx, fatal_rx) = std::sync::mpsc::channel::<String>();
+    forward_fatal(fatal_rx, exit_tx);
+    // Each executor reports here when its part of a graceful stop is done.
+    let (stopped_tx, stopped_rx) = std::sync::mpsc::channel::<usize>();
     let mut handles = Vec::new();
     for (index, (out, inc)) in outgoing.into_iter().zip(incoming).enumerate() {
         let placement = if index == CONTROL { Placement::Unbound } else { Placement::Fixed((index - 1) % cpus) };
         let name = if index == CONTROL { "gmv-control".to_string() } else { format!("gmv-shard-{index}") };
         let config = config.clone();
         let fatal_tx = fatal_tx.clone();
+        let stopped_tx = stopped_tx.clone();
         let guard = ExecutorGuard { name: name.clone(), fatal: fatal_tx.clone() };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&name)
@@ -176,6 +256,20 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     glommio::executor().spawn_blocking(move || crate::shard::record::recover(&data_dir)).await;
                     shard.open_static_streams().await;
                 }
+                {
+                    let (shard, front) = (shard.clone(), front.clone());
+                    glommio::spawn_local(async move {
+                        stop_requested().await;
+                        let limit = STOP_TIMEOUT / 2;
+                        match &front.control {
+                            Some(control) => control.shut_down(limit).await,
+                            None if shard.is_control() => {}
+                            None => shard.stop_media(limit).await,
+                        }
+                        let _ = stopped_tx.send(index);
+                    })
+                    .detach();
+                }
                 for t in rx_tasks {
                     let rx = t.await;
                     let shard = shard.clone();
@@ -199,9 +293,28 @@ pub fn run(config: Config) -> Result<(), StartError> {
         handles.push(handle);
     }
     drop(fatal_tx);
-    match fatal_rx.recv() {
-        Ok(error) => Err(StartError::Executor(error)),
-        // Every executor ended without a fatal error.
+    drop(stopped_tx);
+    match exit_rx.recv() {
+        Ok(Exit::Fatal(error)) => Err(StartError::Executor(error)),
+        Ok(Exit::Stop) => {
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            let mut stopped = 0;
+            while stopped < executors {
+                match stopped_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(_) => stopped += 1,
+                    Err(_) => break,
+                }
+            }
+            if stopped < executors {
+                tracing::warn!(stopped, executors, "stop took too long; exiting anyway");
+            } else {
+                tracing::info!("stopped");
+            }
+            // Executors are left to the process exit (their loops never end on their own).
+            drop(handles);
+            Ok(())
+        }
+        // Every sender is gone: no executor is left.
         Err(_) => {
             for h in handles {
                 h.join().map_err(|e| StartError::Executor(e.to_string()))?;

@@ -791,3 +791,39 @@ fn sip_tcp_strangers_cannot_lock_devices_out() {
     assert!(sip_counter(&engine, "driver", "tcp_timeouts") >= 1);
     drop(idle);
 }
+
+/// Issue 12 (graceful stop): SIGTERM BYEs every session, closes recordings with their
+/// sidecars, saves the registry and exits 0.
+#[test]
+fn sigterm_ends_sessions_closes_recordings_and_saves_the_registry() {
+    let mut engine = Engine::start(2, "record:\n  all: true\n");
+    let (events, go_tx, device) = registered_device(&engine);
+    let channel = CHANNELS[0].0;
+    let (status, session) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), "{}");
+    assert_eq!(status, 200, "{session}");
+    let stream_id = session["stream_id"].as_str().unwrap().to_string();
+    assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Invited { .. })));
+    go_tx.send(()).unwrap();
+    engine.wait_packets(&stream_id, device_packets());
+    assert_eq!(engine.stream(&stream_id)["recording"], true);
+    // Whatever the persist loop saved is removed: the stop must save the registry itself.
+    let registry = engine.data_dir.join("devices.json");
+    let _ = std::fs::remove_file(&registry);
+
+    assert_eq!(engine.terminate(), Some(0), "log:\n{}", engine.log_text());
+    assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Bye)), "the device got its BYE");
+    device.join().unwrap();
+    let records = engine.data_dir.join("records");
+    let mp4 = std::fs::read_dir(&records)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "mp4") && p.file_name().unwrap().to_string_lossy().starts_with(&stream_id))
+        .expect("a recording");
+    let sidecar: serde_json::Value = serde_json::from_slice(&std::fs::read(mp4.with_extension("json")).expect("its sidecar")).unwrap();
+    let frames = ffprobe(&mp4).frames;
+    assert!(frames >= CLIP_FRAMES - 1, "{frames} frames decoded");
+    assert_eq!(sidecar["frames"].as_u64(), Some(frames as u64), "{sidecar}");
+    let saved = std::fs::read_to_string(&registry).expect("registry saved at stop");
+    assert!(saved.contains(DEVICE) && CHANNELS.iter().all(|(id, _)| saved.contains(id)));
+}

@@ -62,6 +62,8 @@ pub struct Control {
     pub local: SocketAddr,
     endpoint: RefCell<Endpoint>,
     udp_out: LocalSender<(SocketAddr, Vec<u8>)>,
+    /// Datagrams queued or being sent (a stop waits for its BYEs to leave).
+    udp_pending: Rc<Cell<usize>>,
     tcp: RefCell<tcp::TcpConns>,
     waiters: RefCell<HashMap<PlayHandle, Vec<Waiter>>>,
     wake: LocalSender<()>,
@@ -113,12 +115,14 @@ impl Control {
         let endpoint = Endpoint::new(EndpointConfig::from_config(&config, local), Instant::now(), unix_ms(), os_seed(), loaded.devices);
 
         let (udp_out, udp_out_rx) = local_channel::new_bounded(SIP_SEND_QUEUE_MSGS_MAX);
+        let udp_pending = Rc::new(Cell::new(0));
         let (wake, wake_rx) = local_channel::new_bounded(1);
         let control = Rc::new(Control {
             shard,
             local,
             endpoint: RefCell::new(endpoint),
             udp_out,
+            udp_pending: udp_pending.clone(),
             tcp: RefCell::new(tcp::TcpConns::default()),
             waiters: RefCell::new(HashMap::new()),
             wake,
@@ -129,7 +133,7 @@ impl Control {
         tracing::info!(%listen, domain = %config.sip.domain, server_id = %config.node_id, "SIP listening");
         let sock = Rc::new(sock);
         glommio::spawn_local(control.clone().udp_recv_loop(sock.clone())).detach();
-        glommio::spawn_local(udp_send_loop(sock, udp_out_rx)).detach();
+        glommio::spawn_local(udp_send_loop(sock, udp_out_rx, udp_pending)).detach();
         glommio::spawn_local(control.clone().tcp_accept_loop(tcp)).detach();
         glommio::spawn_local(control.clone().timer_loop(wake_rx)).detach();
         glommio::spawn_local(control.clone().session_check_loop()).detach();
@@ -189,7 +193,9 @@ impl Control {
     fn transmit(&self, t: Transmit) {
         match t.to {
             Peer::Udp(addr) => {
-                if self.udp_out.try_send((addr, t.bytes)).is_err() {
+                if self.udp_out.try_send((addr, t.bytes)).is_ok() {
+                    self.udp_pending.set(self.udp_pending.get() + 1);
+                } else {
                     self.counters.borrow_mut().udp_send_dropped += 1;
                     self.warn_limited(|| tracing::warn!(%addr, "SIP send queue full; message dropped"));
                 }
@@ -343,6 +349,26 @@ impl Control {
         matches!(self.command(Command::Sync { device_id: device_id.into() }), Outcome::Found(true))
     }
 
+    /// The control executor's part of a graceful stop: BYE every session (their streams are
+    /// closed by the media shards), wait, bounded, until the datagrams have left, and save the
+    /// registry.
+    pub async fn shut_down(self: &Rc<Self>, limit: Duration) {
+        let sessions: Vec<(String, String)> = self.endpoint.borrow().sessions().map(|s| (s.device_id.clone(), s.channel_id.clone())).collect();
+        for (device_id, channel_id) in &sessions {
+            self.command(Command::Stop { device_id: device_id.clone(), channel_id: channel_id.clone() });
+        }
+        let deadline = Instant::now() + limit;
+        while self.udp_pending.get() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        let devices: Vec<_> = self.endpoint.borrow().devices().cloned().collect();
+        let (count, dir) = (devices.len(), self.shard.config.data_dir.clone());
+        match glommio::executor().spawn_blocking(move || store::save(&dir, &devices)).await {
+            Ok(()) => tracing::info!(sessions = sessions.len(), devices = count, "SIP stopped: sessions ended, registry saved"),
+            Err(error) => tracing::error!(%error, "cannot save device registry at stop"),
+        }
+    }
+
     // ---- loops ----
 
     async fn udp_recv_loop(self: Rc<Self>, sock: Rc<UdpSocket>) {
@@ -415,10 +441,11 @@ impl Control {
     }
 }
 
-async fn udp_send_loop(sock: Rc<UdpSocket>, rx: LocalReceiver<(SocketAddr, Vec<u8>)>) {
+async fn udp_send_loop(sock: Rc<UdpSocket>, rx: LocalReceiver<(SocketAddr, Vec<u8>)>, pending: Rc<Cell<usize>>) {
     while let Some((addr, bytes)) = rx.recv().await {
         if let Err(error) = sock.send_to(&bytes, addr).await {
             tracing::debug!(%addr, %error, "SIP send failed");
         }
+        pending.set(pending.get().saturating_sub(1));
     }
 }

@@ -47,6 +47,8 @@ pub struct Shard {
     pub handoff: std::cell::OnceCell<Box<dyn Fn(msg::HandoffConn)>>,
     /// Cover decodes running at once on this shard's blocking threads.
     pub cover_gate: Rc<glommio::sync::Semaphore>,
+    /// Recording files this shard is still writing.
+    pub record_writers: Rc<std::cell::Cell<usize>>,
 }
 
 /// Cover (JPEG) decodes at once per shard.
@@ -65,6 +67,7 @@ impl Shard {
             ports: RefCell::new(ports),
             handoff: Default::default(),
             cover_gate: Rc::new(glommio::sync::Semaphore::new(COVER_DECODES_AT_ONCE)),
+            record_writers: Default::default(),
         }
     }
 
@@ -96,6 +99,23 @@ impl Shard {
 
     pub fn media_indices(&self) -> std::ops::RangeInclusive<usize> {
         1..=self.media_shards
+    }
+
+    /// A media shard's part of a graceful stop: close every stream (viewers get the end,
+    /// recordings their last fragment) and wait, bounded, until the files and sidecars are
+    /// written.
+    pub async fn stop_media(&self, limit: std::time::Duration) {
+        let ssrcs: Vec<u32> = self.streams.borrow().keys().copied().collect();
+        for ssrc in ssrcs {
+            stream::close_stream(self, ssrc, "shutdown");
+        }
+        let deadline = std::time::Instant::now() + limit;
+        while self.record_writers.get() > 0 && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if self.record_writers.get() > 0 {
+            tracing::warn!(shard = self.index, files = self.record_writers.get(), "recordings still being written at stop");
+        }
     }
 }
 

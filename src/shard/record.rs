@@ -8,7 +8,9 @@ use crate::proto::h26x::{self, ParamSets};
 use crate::proto::mp4::{Fmp4Muxer, VideoConfig};
 use glommio::channels::local_channel::{self, LocalSender};
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Duration;
 
 /// Fragments waiting for the disk; a fuller queue drops fragments (counted), never blocks.
@@ -37,6 +39,8 @@ struct OpenFile {
 }
 
 pub struct Recorder {
+    /// Files of this shard still being written (so a stop can wait for their sidecars).
+    writers: Rc<Cell<usize>>,
     dir: PathBuf,
     stream_id: String,
     rotate: Duration,
@@ -56,8 +60,9 @@ fn unix_ms() -> u64 {
 }
 
 impl Recorder {
-    pub fn new(data_dir: &Path, stream_id: String, rotate: Duration) -> Recorder {
+    pub fn new(data_dir: &Path, stream_id: String, rotate: Duration, writers: Rc<Cell<usize>>) -> Recorder {
         Recorder {
+            writers,
             dir: records_dir(data_dir),
             stream_id,
             rotate,
@@ -123,10 +128,13 @@ impl Recorder {
         let _ = tx.try_send(Write::Data(muxer.init_segment()));
         let dir = self.dir.clone();
         tracing::info!(stream_id = %self.stream_id, file = %info.file, "recording started");
+        let writers = self.writers.clone();
+        writers.set(writers.get() + 1);
         glommio::spawn_local(async move {
             if let Err(error) = write_file(&dir, info.clone(), rx).await {
                 tracing::error!(file = %info.file, %error, "recording write failed");
             }
+            writers.set(writers.get() - 1);
         })
         .detach();
         self.file = Some(OpenFile { tx, muxer, first_dts: keyframe.dts, last_dts: keyframe.dts });

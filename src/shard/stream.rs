@@ -54,6 +54,7 @@ pub struct Stream {
     me: RefCell<std::rc::Weak<Stream>>,
     /// The shard's cover-decode gate (shared by its streams).
     cover_gate: Rc<glommio::sync::Semaphore>,
+    record_writers: Rc<Cell<usize>>,
     covers_dir: std::path::PathBuf,
     /// Latest HLS request; HLS stops after `hls.idle_timeout_s` without one.
     pub hls_requested: Cell<Option<Instant>>,
@@ -135,7 +136,7 @@ impl Stream {
         match (on, recorder.is_some()) {
             (true, false) => {
                 let rotate = Duration::from_secs(config.record.rotate_s);
-                *recorder = Some(super::record::Recorder::new(&config.data_dir, stream_id(self.spec.ssrc), rotate));
+                *recorder = Some(super::record::Recorder::new(&config.data_dir, stream_id(self.spec.ssrc), rotate, self.record_writers.clone()));
                 self.pipeline.borrow_mut().frames_out = Some(Vec::new());
                 true
             }
@@ -275,6 +276,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         tasks: RefCell::new(Vec::new()),
         me: RefCell::new(std::rc::Weak::new()),
         cover_gate: shard.cover_gate.clone(),
+        record_writers: shard.record_writers.clone(),
         covers_dir: shard.config.data_dir.join("covers"),
         hls_requested: Cell::new(None),
         recorder: RefCell::new(None),
