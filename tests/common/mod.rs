@@ -72,6 +72,8 @@ pub fn aac_clip() -> &'static Path {
 }
 
 static PORT_BLOCK: AtomicU16 = AtomicU16::new(0);
+/// Engine starts tried when a picked port turns out to be taken.
+const START_ATTEMPTS_MAX: usize = 5;
 
 pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -99,40 +101,53 @@ impl Engine {
     /// `sip_yaml`: extra lines under `sip:` (indented two spaces); `data_dir`: reuse one
     /// (a restart), else a fresh one.
     pub fn start_with(shards: usize, extra_yaml: &str, sip_yaml: &str, data_dir: Option<PathBuf>) -> Engine {
-        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-        let sip: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let block = PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
         let rtp_min = 20_000 + (std::process::id() % 200) as u16 * 100 + block * 20;
         let dir = work_dir();
-        let config = dir.join(format!("gmv-{}.yml", http.port()));
-        let data_dir = data_dir.unwrap_or_else(|| dir.join(format!("data-{}", http.port())));
-        std::fs::write(
-            &config,
-            format!(
-                "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\nsip:\n  listen: \"{sip}\"\n  host_ip: 127.0.0.1\n{sip_yaml}rtp:\n  listen_ip: 127.0.0.1\n  port_min: {rtp_min}\n  port_max: {}\n{extra_yaml}",
-                data_dir.display(),
-                rtp_min + 19
-            ),
-        )
-        .unwrap();
-        let log = dir.join(format!("gmv-{}.log", http.port()));
-        let child = Command::new(env!("CARGO_BIN_EXE_gmv"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start gmv");
-        let engine = Engine { child, config, http, sip, data_dir, log };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok((200, _)) = engine.try_request("GET", "/api/health", &[("gmv-token", TOKEN)], b"") {
-                return engine;
+        for attempt in 1..=START_ATTEMPTS_MAX {
+            // Free when picked, but another test's client socket may take the number before
+            // the engine binds it (for SIP both UDP and TCP): the engine then exits saying the
+            // address is in use, and we pick again.
+            let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+            let sip: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+            let config = dir.join(format!("gmv-{}.yml", http.port()));
+            let data_dir = data_dir.clone().unwrap_or_else(|| dir.join(format!("data-{}", http.port())));
+            std::fs::write(
+                &config,
+                format!(
+                    "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\nsip:\n  listen: \"{sip}\"\n  host_ip: 127.0.0.1\n{sip_yaml}rtp:\n  listen_ip: 127.0.0.1\n  port_min: {rtp_min}\n  port_max: {}\n{extra_yaml}",
+                    data_dir.display(),
+                    rtp_min + 19
+                ),
+            )
+            .unwrap();
+            let log = dir.join(format!("gmv-{}.log", http.port()));
+            let child = Command::new(env!("CARGO_BIN_EXE_gmv"))
+                .arg("--config")
+                .arg(&config)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("start gmv");
+            let mut engine = Engine { child, config, http, sip, data_dir, log };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok((200, _)) = engine.try_request("GET", "/api/health", &[("gmv-token", TOKEN)], b"") {
+                    return engine;
+                }
+                if engine.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            let text = engine.log_text();
+            if attempt < START_ATTEMPTS_MAX && text.contains("in use") {
+                continue;
+            }
+            panic!("gmv did not come up; log:\n{text}");
         }
-        panic!("gmv did not come up; log:\n{}", engine.log_text());
+        unreachable!("the last attempt returns or panics")
     }
 
     pub fn log_text(&self) -> String {
