@@ -44,8 +44,13 @@ impl Endpoint {
         let expires = msg.expires().unwrap_or(REGISTER_EXPIRES_DEFAULT_S).min(REGISTER_EXPIRES_MAX_S);
         let keepalive = self.cfg.keepalive_interval;
         let unix_s = self.unix_ms(now) / 1000;
+        let known = self.devices.contains_key(&device_id);
         let d = self.devices.entry(device_id.clone()).or_insert_with(|| Device::new(&device_id));
         let was_online = d.online(now, keepalive);
+        // A refresh from where the device already was changes nothing worth a rewrite of the
+        // registry file (at 100k devices that would be one a second); `registered_at` is kept
+        // in memory and saved with the next real change.
+        let worth_saving = !known || expires == 0 || !was_online || d.addr != Some(from.addr());
         if expires == 0 {
             d.live = None;
             d.was_online = false;
@@ -65,7 +70,9 @@ impl Endpoint {
                 self.emit(Event::Registered { device_id: device_id.clone(), peer: from, expires_s: expires });
             }
         }
-        self.registry_changed();
+        if worth_saving {
+            self.registry_changed();
+        }
         let mut extra = vec![("Expires", expires.to_string()), ("Date", gb_date(self.unix_ms(now)))];
         if let Some(contact) = msg.header("Contact") {
             extra.push(("Contact", contact));

@@ -828,3 +828,20 @@ fn a_request_without_a_branch_is_still_answered() {
     assert_eq!(h.sent_one(Peer::Udp(a)).status(), Some(401));
     assert_eq!(h.ep.counters().retransmissions_absorbed, 1);
 }
+
+/// A REGISTER refresh from the same address does not mark the registry for saving; a new
+/// address does.
+#[test]
+fn only_registrations_that_change_something_are_saved() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    assert!(h.ep.take_registry_changes().is_some());
+    h.register(&mut dev);
+    h.take();
+    assert!(h.ep.take_registry_changes().is_none(), "a refresh is not saved");
+    let mut moved = Dev::udp(DEV, addr(10, 5070));
+    h.register(&mut moved);
+    h.take();
+    assert!(h.ep.take_registry_changes().is_some_and(|d| d[0].addr == Some(addr(10, 5070))));
+}
