@@ -22,12 +22,15 @@ fn hls_playlist_and_segments_decode() {
     assert_eq!(get(engine.http, &format!("/hls/0000000001/{TOKEN}/index.m3u8"), &[]).0, 404);
 
     // The first playlist request turns HLS on and waits for a segment while the camera sends.
+    // The media is made first: the playlist request waits (bounded) for the first segment
+    // from the moment it is asked, and making the clip with ffmpeg can take seconds.
+    let frames = h264_frames();
     let first = {
         let (http, path) = (engine.http, format!("{base}/index.m3u8"));
         std::thread::spawn(move || get(http, &path, &[]))
     };
     wait_until(|| engine.stream(&id)["hls"] == true);
-    push_ps_udp(&engine, &s, &h264_frames(), Duration::from_millis(10));
+    push_ps_udp(&engine, &s, &frames, Duration::from_millis(10));
     let (status, first) = first.join().unwrap();
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&first).starts_with("#EXTM3U"));
@@ -66,6 +69,18 @@ fn hls_playlist_and_segments_decode() {
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     assert!(!lines.is_empty() && lines.iter().all(|l| *l == "h264,320,240"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+
+    // The seed's bare playlist URL redirects to the playlist, and a player follows it.
+    let (head, _) = http_get(engine.http, &base, &[]);
+    assert_eq!(status_of(&head), 302, "{head}");
+    assert!(head.contains(&format!("Location: {base}/index.m3u8\r\n")), "{head}");
+    let out = Command::new("timeout")
+        .args(["20", "ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0"])
+        .arg(format!("http://{}{base}", engine.http))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l == "h264,320,240"), "{text} {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn wait_until(mut f: impl FnMut() -> bool) {

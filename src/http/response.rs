@@ -7,6 +7,7 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",
+        302 => "Found",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
@@ -36,6 +37,16 @@ pub async fn respond(conn: &mut TcpStream, status: u16, content_type: &str, body
 
 pub async fn respond_json(conn: &mut TcpStream, status: u16, value: &serde_json::Value) {
     respond(conn, status, "application/json", value.to_string().as_bytes()).await;
+}
+
+/// 302 to `location` (a path on this server).
+pub async fn respond_redirect(conn: &mut TcpStream, location: &str) {
+    let head =
+        format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n\r\n");
+    if let Err(error) = conn.write_all(head.as_bytes()).await {
+        tracing::debug!(%error, "redirect write failed");
+    }
+    let _ = conn.close().await;
 }
 
 /// Errors are JSON: {"code": "not_found", "message": "..."}.

@@ -38,6 +38,11 @@ pub enum Route {
         channel_id: String,
         token: Option<String>,
     },
+    /// A URL that moved: `/hls/{stream_id}/{token}` (the seed's playlist URL) is
+    /// `/hls/{stream_id}/{token}/index.m3u8`, so the playlist's relative segment URLs resolve.
+    Redirect {
+        location: String,
+    },
     /// Anything under /api/, served by the control executor.
     Api,
     NotFound,
@@ -51,6 +56,10 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
         // /hls/{stream_id}/{token}/{file}
         ["hls", stream_id, token, file] if head.method == "GET" => {
             Route::Hls { stream_id: stream_id.to_string(), token: Some(token.to_string()), file: file.to_string() }
+        }
+        ["hls", stream_id, token] if head.method == "GET" => {
+            let query = if head.query.is_empty() { String::new() } else { format!("?{}", head.query) };
+            Route::Redirect { location: format!("/hls/{stream_id}/{token}/index.m3u8{query}") }
         }
         // /{node_id}/hls/{stream_id}/{file} with the gmv-token header
         [node, "hls", stream_id, file] if head.method == "GET" && *node == config.node_id => Route::Hls {
@@ -137,6 +146,10 @@ mod tests {
             Route::GbPlay { device_id: "dev1".into(), channel_id: "ch1".into(), token: Some("tok".into()) }
         );
         assert_eq!(route(&head("GET /nope HTTP/1.1\r\n\r\n"), &c), Route::NotFound);
+        assert_eq!(
+            route(&head("GET /hls/0100000001/abc HTTP/1.1\r\n\r\n"), &c),
+            Route::Redirect { location: "/hls/0100000001/abc/index.m3u8".into() }
+        );
     }
 
     #[test]

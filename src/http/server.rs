@@ -203,6 +203,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: TcpStream, head: RequestHead, 
                 }
             }
         }
+        Route::Redirect { location } => super::response::respond_redirect(&mut conn, &location).await,
         Route::NotFound => respond_error(&mut conn, 404, "not_found", "no such resource").await,
     }
 }
