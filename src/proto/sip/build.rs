@@ -89,7 +89,10 @@ pub fn bad_request_for_unparsed(data: &[u8], source: SocketAddr) -> Option<Vec<u
     }
     let mut out = String::from("SIP/2.0 400 Bad Request\r\n");
     let mut has_via = false;
-    for line in lines.take(super::message::SIP_HEADERS_MAX).filter(|l| l.len() <= RAW_LINE_BYTES_MAX) {
+    // Lines with control characters (a CR inside, NULs) are not copied: our answer must be
+    // valid SIP whatever the request was (found by the sip_endpoint fuzz target).
+    let clean = |l: &&str| l.len() <= RAW_LINE_BYTES_MAX && !l.bytes().any(|b| b.is_ascii_control() && b != b'\t');
+    for line in lines.take(super::message::SIP_HEADERS_MAX).filter(clean) {
         let Some((name, value)) = line.split_once(':') else { continue };
         let value = value.trim();
         let canonical = match name.trim().to_ascii_lowercase().as_str() {
@@ -227,6 +230,8 @@ mod tests {
         assert_eq!(bad_request_for_unparsed(b"REGISTER sip:x SIP/2.0\r\nContent-Length: 5000\r\n\r\nshort", src), None);
         assert_eq!(bad_request_for_unparsed(b"ACK sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=b\r\n\r\n", src), None);
         assert_eq!(bad_request_for_unparsed(&[0xff; 100], src), None);
+        // A Via with a bare CR and NULs inside is not copied (so there is nothing to answer).
+        assert_eq!(bad_request_for_unparsed(b"REGISTER sip:x SIP/2.0\r\nVia: SIP\0\0\r\0P host\r\nCall-ID: x\r\n\r\n", src), None);
     }
 
     #[test]
