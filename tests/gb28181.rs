@@ -319,6 +319,15 @@ fn registered_device_with(engine: &Engine, options: DeviceOptions) -> (mpsc::Rec
     (events, go_tx, device)
 }
 
+/// Plays a channel of the simulated device through the API, up to the device's ACK; the
+/// session's stream id.
+fn play_via_api(engine: &Engine, events: &mpsc::Receiver<Event>, channel: &str) -> String {
+    let (status, session) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), "{}");
+    assert_eq!(status, 200, "{session}");
+    assert!(matches!(next_event(events, Duration::from_secs(10)), Ok(Event::Invited { .. })));
+    session["stream_id"].as_str().unwrap().to_string()
+}
+
 /// RTP packets the simulated device sends for the clip.
 fn device_packets() -> u64 {
     gmv::sim::ps_rtp_packets(&h264_frames(), DEVICE_SSRC).iter().map(Vec::len).sum::<usize>() as u64
@@ -333,17 +342,6 @@ fn next_event(events: &mpsc::Receiver<Event>, limit: Duration) -> Result<Event, 
             other => return Ok(other),
         }
     }
-}
-
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(v) = f() {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]
@@ -700,10 +698,7 @@ fn an_hls_only_viewer_keeps_the_session() {
     let engine = Engine::start_with(1, "", "  no_viewer_stop_s: 1\n", None);
     let (events, go_tx, device) = registered_device(&engine);
     let channel = CHANNELS[2].0;
-    let (status, session) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), "{}");
-    assert_eq!(status, 200, "{session}");
-    let stream_id = session["stream_id"].as_str().unwrap().to_string();
-    assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Invited { .. })));
+    let stream_id = play_via_api(&engine, &events, channel);
     let http = engine.http;
     let playlist_path = format!("/hls/{stream_id}/{TOKEN}/index.m3u8");
     let playlist = std::thread::spawn(move || http_get(http, &playlist_path, &[]));
@@ -799,10 +794,7 @@ fn sigterm_ends_sessions_closes_recordings_and_saves_the_registry() {
     let mut engine = Engine::start(2, "record:\n  all: true\n");
     let (events, go_tx, device) = registered_device(&engine);
     let channel = CHANNELS[0].0;
-    let (status, session) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), "{}");
-    assert_eq!(status, 200, "{session}");
-    let stream_id = session["stream_id"].as_str().unwrap().to_string();
-    assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Invited { .. })));
+    let stream_id = play_via_api(&engine, &events, channel);
     go_tx.send(()).unwrap();
     engine.wait_packets(&stream_id, device_packets());
     assert_eq!(engine.stream(&stream_id)["recording"], true);

@@ -29,7 +29,7 @@ fn hls_playlist_and_segments_decode() {
         let (http, path) = (engine.http, format!("{base}/index.m3u8"));
         std::thread::spawn(move || get(http, &path, &[]))
     };
-    wait_until(|| engine.stream(&id)["hls"] == true);
+    wait_for("HLS to start", Duration::from_secs(10), || (engine.stream(&id)["hls"] == true).then_some(()));
     push_ps_udp(&engine, &s, &frames, Duration::from_millis(10));
     let (status, first) = first.join().unwrap();
     assert_eq!(status, 200);
@@ -81,15 +81,4 @@ fn hls_playlist_and_segments_decode() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l == "h264,320,240"), "{text} {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn wait_until(mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("condition not met in time");
 }

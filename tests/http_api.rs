@@ -156,17 +156,7 @@ fn a_second_instance_is_refused_at_start() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the second instance kept running");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_exit(&mut child, Duration::from_secs(15)).expect("the second instance exits");
         let mut err = String::new();
         child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
         (status.code(), err)

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
@@ -74,6 +74,34 @@ pub fn aac_clip() -> &'static Path {
 static PORT_BLOCK: AtomicU16 = AtomicU16::new(0);
 /// Engine starts tried when a picked port turns out to be taken.
 const START_ATTEMPTS_MAX: usize = 5;
+
+/// How often the waits below look again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Polls `f` until it gives a value, for at most `limit`; panics naming `what` otherwise.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Waits for a child to exit, for at most `limit`; None (after killing it) if it did not.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(POLL);
+    }
+    let _ = child.kill();
+    None
+}
 
 pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -193,27 +221,16 @@ impl Engine {
 
     /// Waits until a counter of `/api/streams/{id}` reaches `n` (bounded).
     pub fn wait_stat(&self, stream_id: &str, field: &str, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let info = self.stream(stream_id);
-            if info[field].as_u64() >= Some(n) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "stream {stream_id} never reached {field} = {n}: {info}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for(&format!("stream {stream_id} to reach {field} = {n}"), Duration::from_secs(15), || {
+            (self.stream(stream_id)[field].as_u64() >= Some(n)).then_some(())
+        });
     }
 
     /// Waits until the stream reports `n` viewers (bounded).
     pub fn wait_subscribers(&self, stream_id: &str, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.stream(stream_id)["subscribers"] == n {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("stream {stream_id} never had {n} subscribers");
+        wait_for(&format!("stream {stream_id} to have {n} subscribers"), Duration::from_secs(10), || {
+            (self.stream(stream_id)["subscribers"] == n).then_some(())
+        });
     }
 }
 
@@ -222,14 +239,10 @@ impl Engine {
     pub fn terminate(&mut self) -> Option<i32> {
         // SAFETY: kill(2) on our child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match wait_exit(&mut self.child, Duration::from_secs(20)) {
+            Some(status) => status.code(),
+            None => panic!("gmv did not stop within 20 s of SIGTERM; log:\n{}", self.log_text()),
         }
-        panic!("gmv did not stop within 20 s of SIGTERM; log:\n{}", self.log_text());
     }
 }
 
