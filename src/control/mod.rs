@@ -11,6 +11,7 @@ use crate::proto::sip::endpoint::{
 };
 use crate::shard::Shard;
 use crate::shard::msg::{OpenError, StreamSpec};
+use crate::shard::unix_ms;
 use futures_channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::UdpSocket;
@@ -18,7 +19,7 @@ use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// UDP datagrams queued for sending; beyond this they are dropped and counted.
 pub const SIP_SEND_QUEUE_MSGS_MAX: usize = 4096;
@@ -70,10 +71,6 @@ pub struct Control {
     timer_deadline: Cell<Option<Instant>>,
     counters: RefCell<DriverCounters>,
     warn_budget: RefCell<WarnBudget>,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// 16 bytes from the OS for nonces and tags.
@@ -373,15 +370,9 @@ impl Control {
 
     async fn udp_recv_loop(self: Rc<Self>, sock: Rc<UdpSocket>) {
         let mut buf = vec![0u8; crate::proto::sip::message::SIP_MESSAGE_BYTES_MAX];
-        let mut in_a_row = 0usize;
+        let mut turn = crate::shard::TurnBudget::new(SIP_DATAGRAMS_PER_TURN_MAX);
         loop {
-            // glommio's receive returns at once while datagrams are queued: yield now and
-            // then so a flood cannot starve timers and the API on this executor.
-            in_a_row += 1;
-            if in_a_row >= SIP_DATAGRAMS_PER_TURN_MAX {
-                in_a_row = 0;
-                futures_lite::future::yield_now().await;
-            }
+            turn.spend().await;
             match sock.recv_from(&mut buf).await {
                 Ok((n, source)) => self.input(|ep, now| ep.handle_datagram(now, Peer::Udp(source), &buf[..n])),
                 Err(error) => {

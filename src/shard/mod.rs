@@ -28,6 +28,34 @@ pub const MESH_QUEUE_MSGS_MAX: usize = 1024;
 pub const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
 const IO_MEMORY_BYTES_MIN: usize = 64 * 1024;
 
+/// Wall-clock milliseconds since the Unix epoch (file names, registry times, Date headers).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Receives taken in a row before a receive loop lets its executor's other tasks run:
+/// glommio's receive returns at once while datagrams are queued, so without this a flooded
+/// socket would starve everything else on the executor.
+pub struct TurnBudget {
+    max: usize,
+    used: usize,
+}
+
+impl TurnBudget {
+    pub fn new(max: usize) -> TurnBudget {
+        TurnBudget { max: max.max(1), used: 0 }
+    }
+
+    /// Call once per receive: yields every `max` calls.
+    pub async fn spend(&mut self) {
+        self.used += 1;
+        if self.used >= self.max {
+            self.used = 0;
+            futures_lite::future::yield_now().await;
+        }
+    }
+}
+
 /// Media shard (executor index) owning an SSRC. Fibonacci hashing spreads sequential GB SSRCs.
 pub fn owner_of(ssrc: u32, media_shards: usize) -> usize {
     let h = (u64::from(ssrc).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize;

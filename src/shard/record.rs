@@ -55,10 +55,6 @@ pub fn records_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("records")
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Recorder {
     pub fn new(data_dir: &Path, stream_id: String, rotate: Duration, writers: Rc<Cell<usize>>) -> Recorder {
         Recorder {
@@ -115,7 +111,7 @@ impl Recorder {
     fn open(&mut self, keyframe: &Frame) {
         let Some(config) = VideoConfig::from_params(keyframe.codec, &self.params) else { return };
         let muxer = Fmp4Muxer::new(config, self.adts, keyframe.dts);
-        let start = unix_ms();
+        let start = super::unix_ms();
         let info = RecordInfo {
             file: format!("{}_{start}.mp4", self.stream_id),
             stream_id: self.stream_id.clone(),

@@ -351,15 +351,9 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
 
 async fn udp_loop(stream: Rc<Stream>, socket: UdpSocket) {
     let mut slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
-    let mut in_a_row = 0usize;
+    let mut turn = super::TurnBudget::new(UDP_DATAGRAMS_PER_TURN_MAX);
     loop {
-        // glommio's receive returns at once while datagrams are queued: a flooded port would
-        // never let the shard's other tasks run without this.
-        in_a_row += 1;
-        if in_a_row >= UDP_DATAGRAMS_PER_TURN_MAX {
-            in_a_row = 0;
-            futures_lite::future::yield_now().await;
-        }
+        turn.spend().await;
         if slab.len() < UDP_DATAGRAM_BYTES_MAX {
             if slab.capacity() >= UDP_DATAGRAM_BYTES_MAX {
                 slab.resize(UDP_DATAGRAM_BYTES_MAX, 0);
