@@ -89,23 +89,23 @@ impl Challenges {
         if !self.take_token(now, key.source.ip()) {
             return Issue::RateLimited;
         }
-        while self.table.len() >= CHALLENGES_MAX && !self.table.contains_key(&key) {
-            let Some((old, issued)) = self.order.pop_front() else { break };
-            if self.table.get(&old).is_some_and(|c| c.issued == issued) {
-                self.table.remove(&old);
-            }
-        }
+        while self.table.len() >= CHALLENGES_MAX && !self.table.contains_key(&key) && self.drop_oldest() {}
         let nonce = nonce();
         self.order.push_back((key.clone(), now));
         self.table.insert(key, Challenge { nonce: nonce.clone(), issued: now, failures });
         // The order queue holds stale entries of re-issued keys; keep it bounded too.
-        while self.order.len() > 2 * CHALLENGES_MAX {
-            let Some((old, issued)) = self.order.pop_front() else { break };
-            if self.table.get(&old).is_some_and(|c| c.issued == issued) {
-                self.table.remove(&old);
-            }
-        }
+        while self.order.len() > 2 * CHALLENGES_MAX && self.drop_oldest() {}
         Issue::Challenge { nonce }
+    }
+
+    /// Forgets the oldest issue: its challenge, unless the key was issued again since (then
+    /// only the stale queue entry goes). False when there is nothing left to forget.
+    fn drop_oldest(&mut self) -> bool {
+        let Some((old, issued)) = self.order.pop_front() else { return false };
+        if self.table.get(&old).is_some_and(|c| c.issued == issued) {
+            self.table.remove(&old);
+        }
+        true
     }
 
     fn take_token(&mut self, now: Instant, ip: IpAddr) -> bool {
