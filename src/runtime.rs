@@ -19,24 +19,15 @@ use std::time::{Duration, Instant};
 /// than a restart by the supervisor.
 pub struct ExecutorGuard {
     pub name: String,
-    pub fatal: Sender<String>,
+    pub exit: Sender<Exit>,
 }
 
 impl Drop for ExecutorGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let _ = self.fatal.send(format!("executor {} panicked; exiting so a supervisor can restart gmv", self.name));
+            let _ = self.exit.send(Exit::Fatal(format!("executor {} panicked; exiting so a supervisor can restart gmv", self.name)));
         }
     }
-}
-
-/// Forwards executor failures (plain strings, as the guard sends them) to the main thread.
-fn forward_fatal(rx: std::sync::mpsc::Receiver<String>, exit: Sender<Exit>) {
-    std::thread::spawn(move || {
-        if let Ok(e) = rx.recv() {
-            let _ = exit.send(Exit::Fatal(e));
-        }
-    });
 }
 
 /// Logs every panic with its thread and location before it unwinds (the default hook prints
@@ -78,7 +69,8 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// Why the main thread stops waiting.
-enum Exit {
+#[derive(Debug)]
+pub enum Exit {
     Fatal(String),
     /// SIGTERM/SIGINT: executors stop gracefully, then the process exits 0.
     Stop,
@@ -203,8 +195,6 @@ pub fn run(config: Config) -> Result<(), StartError> {
     // Executors report fatal errors here; the signal thread a stop; the main thread acts on the first.
     let (exit_tx, exit_rx) = std::sync::mpsc::channel::<Exit>();
     handle_signals(exit_tx.clone()).map_err(|e| StartError::Executor(format!("signal handling: {e}")))?;
-    let (fatal_tx, fatal_rx) = std::sync::mpsc::channel::<String>();
-    forward_fatal(fatal_rx, exit_tx);
     // Each executor reports here when its part of a graceful stop is done.
     let (stopped_tx, stopped_rx) = std::sync::mpsc::channel::<usize>();
     let mut handles = Vec::new();
@@ -212,9 +202,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let placement = if index == CONTROL { Placement::Unbound } else { Placement::Fixed((index - 1) % cpus) };
         let name = if index == CONTROL { "gmv-control".to_string() } else { format!("gmv-shard-{index}") };
         let config = config.clone();
-        let fatal_tx = fatal_tx.clone();
+        let exit_tx = exit_tx.clone();
         let stopped_tx = stopped_tx.clone();
-        let guard = ExecutorGuard { name: name.clone(), fatal: fatal_tx.clone() };
+        let guard = ExecutorGuard { name: name.clone(), exit: exit_tx.clone() };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&name)
             .io_memory(io_memory)
@@ -236,7 +226,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     match crate::control::Control::start(shard.clone()).await {
                         Ok(control) => control,
                         Err(e) => {
-                            let _ = fatal_tx.send(format!("SIP on {}: {e}", shard.config.sip.listen));
+                            let _ = exit_tx.send(Exit::Fatal(format!("SIP on {}: {e}", shard.config.sip.listen)));
                             return;
                         }
                     }
@@ -285,14 +275,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 } else {
                     glommio::spawn_local(crate::shard::stream::housekeeping(shard.clone())).detach();
                     if let Err(e) = crate::http::server::serve(front).await {
-                        let _ = fatal_tx.send(format!("shard {index}: HTTP listener on {}: {e}", shard.config.http.listen));
+                        let _ = exit_tx.send(Exit::Fatal(format!("shard {index}: HTTP listener on {}: {e}", shard.config.http.listen)));
                     }
                 }
             })
             .map_err(|e| StartError::Executor(e.to_string()))?;
         handles.push(handle);
     }
-    drop(fatal_tx);
+    drop(exit_tx);
     drop(stopped_tx);
     match exit_rx.recv() {
         Ok(Exit::Fatal(error)) => Err(StartError::Executor(error)),
@@ -333,7 +323,7 @@ mod tests {
     #[test]
     fn a_panicking_task_is_reported_to_the_main_thread() {
         let (tx, rx) = std::sync::mpsc::channel();
-        let guard = ExecutorGuard { name: "test-exec".into(), fatal: tx.clone() };
+        let guard = ExecutorGuard { name: "test-exec".into(), exit: tx.clone() };
         let keep_open = tx; // as the other executors hold the channel open in the engine
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .spawn(move || async move {
@@ -343,7 +333,7 @@ mod tests {
             })
             .unwrap();
         let report = rx.recv_timeout(Duration::from_secs(10)).expect("the panic is reported");
-        assert!(report.contains("test-exec panicked"), "{report}");
+        assert!(matches!(&report, Exit::Fatal(e) if e.contains("test-exec panicked")), "{report:?}");
         assert!(handle.join().is_err());
         drop(keep_open);
     }
