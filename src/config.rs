@@ -84,6 +84,19 @@ pub struct SipConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// API keys with their roles, stored as SHA-256 (`gmv --hash-key KEY`). None configured:
+    /// an admin key is generated into `data_dir/admin-key` on first start.
+    pub api_keys: Vec<crate::auth::ApiKeyConfig>,
+    /// HMAC secrets for play tokens: the first signs, each verifies (two during a rotation).
+    /// None configured: one is generated into `data_dir/play-secret`.
+    pub play_secrets: Vec<String>,
+    /// Lifetime of the play tokens in API answers.
+    pub play_token_ttl_s: u64,
+    /// Origins (`https://console.example:8443`, or `*`) whose pages may call this server;
+    /// empty: none but the same origin.
+    pub cors_origins: Vec<String>,
+    /// The seed's plain-text tokens; refused with a pointer to `api_keys`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<String>,
 }
 
@@ -137,7 +150,14 @@ impl Default for Config {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "0.0.0.0:8080".parse().expect("literal"), tokens: vec!["gmv-dev-token".into()] }
+        HttpConfig {
+            listen: "0.0.0.0:8080".parse().expect("literal"),
+            api_keys: Vec::new(),
+            play_secrets: Vec::new(),
+            play_token_ttl_s: 3600,
+            cors_origins: Vec::new(),
+            tokens: Vec::new(),
+        }
     }
 }
 
@@ -207,8 +227,35 @@ impl Config {
         if self.rtp.port_min == 0 || self.rtp.port_min > self.rtp.port_max {
             return invalid("rtp.port_min must be > 0 and <= rtp.port_max");
         }
-        if self.http.tokens.iter().any(|t| t.is_empty() || t.contains('/')) {
-            return invalid("http.tokens must be non-empty and contain no '/'");
+        if !self.http.tokens.is_empty() {
+            return invalid(
+                "http.tokens (plain-text tokens) was replaced by http.api_keys: [{name, role: viewer|operator|admin, sha256}]; `gmv --hash-key KEY` prints the sha256",
+            );
+        }
+        if crate::auth::uses_example_key(&self.http.api_keys) && !self.http.listen.ip().is_loopback() {
+            return invalid(&format!(
+                "http.api_keys holds the example key from the docs ({}) and http.listen {} is not loopback: anyone could use it; configure a key of your own",
+                crate::auth::EXAMPLE_API_KEY,
+                self.http.listen
+            ));
+        }
+        if self.http.play_secrets.len() > crate::auth::PLAY_SECRETS_MAX
+            || self.http.play_secrets.iter().any(|s| s.len() < crate::auth::PLAY_SECRET_BYTES_MIN)
+        {
+            return invalid(&format!(
+                "http.play_secrets: at most {} (the signing one first), each at least {} bytes",
+                crate::auth::PLAY_SECRETS_MAX,
+                crate::auth::PLAY_SECRET_BYTES_MIN
+            ));
+        }
+        if self.http.play_token_ttl_s == 0 || self.http.play_token_ttl_s > crate::auth::PLAY_TOKEN_TTL_S_MAX {
+            return invalid(&format!("http.play_token_ttl_s must be 1..={}", crate::auth::PLAY_TOKEN_TTL_S_MAX));
+        }
+        if let Some(bad) = self.http.cors_origins.iter().find(|o| *o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/')) {
+            return invalid(&format!("http.cors_origins: {bad:?} is not an origin (scheme://host[:port], no path, or \"*\")"));
+        }
+        if let Some(k) = self.http.api_keys.iter().find(|k| k.sha256.len() != 64 || !k.sha256.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return invalid(&format!("http.api_keys {:?}: sha256 must be 64 hex digits (gmv --hash-key KEY prints it)", k.name));
         }
         if self.media.subscriber_queue_tags_max == 0 {
             return invalid("media.subscriber_queue_tags_max must be > 0");
@@ -256,9 +303,24 @@ mod tests {
     fn partial_yaml_fills_defaults_and_rejects_unknown_keys() {
         let c = Config::from_yaml("http:\n  listen: 127.0.0.1:9999\nstreams:\n  - ssrc: 7\n    port: 31000\n").unwrap();
         assert_eq!(c.http.listen.port(), 9999);
-        assert_eq!(c.http.tokens, vec!["gmv-dev-token"]);
+        assert!(c.http.api_keys.is_empty());
         assert_eq!(c.streams[0], StaticStream { ssrc: 7, port: Some(31000), sdp: None });
         assert!(matches!(Config::from_yaml("htp: {}"), Err(ConfigError::Parse(_))));
         assert!(matches!(Config::from_yaml("rtp: {port_min: 5, port_max: 4}"), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn the_example_key_is_refused_off_loopback_and_plain_tokens_are_gone() {
+        let example = crate::auth::key_hash(crate::auth::EXAMPLE_API_KEY);
+        let keys = format!("  api_keys: [{{name: dev, role: admin, sha256: {example}}}]\n");
+        assert!(Config::from_yaml(&format!("http:\n  listen: 127.0.0.1:8080\n{keys}")).is_ok());
+        let e = Config::from_yaml(&format!("http:\n  listen: 0.0.0.0:8080\n{keys}")).unwrap_err();
+        assert!(e.to_string().contains("example key"), "{e}");
+        let e = Config::from_yaml("http:\n  tokens: [abc]\n").unwrap_err();
+        assert!(e.to_string().contains("api_keys"), "{e}");
+        assert!(Config::from_yaml("http:\n  api_keys: [{name: x, role: boss, sha256: aa}]\n").is_err());
+        assert!(Config::from_yaml("http:\n  play_secrets: [short]\n").is_err());
+        assert!(Config::from_yaml("http:\n  cors_origins: [\"example.com\"]\n").is_err());
+        assert!(Config::from_yaml("http:\n  cors_origins: [\"http://127.0.0.1:9000\", \"*\"]\n").is_ok());
     }
 }

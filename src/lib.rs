@@ -5,6 +5,7 @@
 //! `control` the driver of the SIP endpoint; `runtime` wires them (dependencies flow
 //! http, control -> shard -> proto).
 
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod http;

@@ -14,6 +14,10 @@ struct Cli {
     /// Print the effective configuration as YAML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Print the SHA-256 of an API key (what `http.api_keys[].sha256` holds) and exit; with no
+    /// KEY, a new random key is made and printed with it.
+    #[arg(long, value_name = "KEY", num_args = 0..=1, default_missing_value = "")]
+    hash_key: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -22,6 +26,21 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(key) = cli.hash_key {
+        let key = if key.is_empty() {
+            match gmv::auth::generate() {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("gmv: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+        } else {
+            key
+        };
+        println!("key:    {key}\nsha256: {}", gmv::auth::key_hash(&key));
+        return std::process::ExitCode::SUCCESS;
+    }
     let config = match gmv::config::Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -33,7 +52,7 @@ fn main() -> std::process::ExitCode {
         print!("{}", serde_yaml_ng::to_string(&config).unwrap_or_default());
         return std::process::ExitCode::SUCCESS;
     }
-    match gmv::runtime::run(config) {
+    match gmv::runtime::run(config, cli.config) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gmv: {e}");

@@ -67,6 +67,8 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// Set by the signal thread; every executor watches it.
 static STOPPING: AtomicBool = AtomicBool::new(false);
+/// SIGHUPs taken so far; the control executor reloads when it moves.
+static RELOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Why the main thread stops waiting.
 #[derive(Debug)]
@@ -89,8 +91,8 @@ fn stop_signals() -> libc::sigset_t {
 }
 
 /// Blocks TERM/INT/HUP in this thread and the threads it starts, and takes them on one thread
-/// of their own: TERM and INT start a graceful stop; HUP, which would otherwise kill the
-/// process without a word, is logged (reloading keys and passwords is not built yet).
+/// of their own: TERM and INT start a graceful stop; HUP (which would otherwise kill the
+/// process without a word) asks the control executor to reload keys, secrets and passwords.
 fn handle_signals(exit: Sender<Exit>) -> std::io::Result<()> {
     let set = stop_signals();
     // SAFETY: pthread_sigmask with a set we own; signals stay blocked for every thread after.
@@ -105,7 +107,8 @@ fn handle_signals(exit: Sender<Exit>) -> std::io::Result<()> {
                 continue;
             }
             if signal == libc::SIGHUP {
-                tracing::warn!("SIGHUP: reloading the configuration is not supported yet; still running with the one loaded at start");
+                tracing::info!("SIGHUP: reloading API keys, play secrets and SIP passwords");
+                RELOADS.fetch_add(1, Ordering::SeqCst);
                 continue;
             }
             tracing::info!(signal, "stopping: ending sessions, closing recordings, saving the registry");
@@ -122,6 +125,105 @@ async fn stop_requested() {
     while !STOPPING.load(Ordering::SeqCst) {
         glommio::timer::sleep(STOP_POLL).await;
     }
+}
+
+/// On the control executor, forever: after each SIGHUP, reads the config file again (on a
+/// blocking thread) and puts its keys, play secrets and SIP passwords in force everywhere,
+/// logging what changed. Anything else that changed needs a restart, and the log says so.
+async fn reload_loop(shard: Rc<Shard>, control: Option<Rc<crate::control::Control>>, config_path: Option<std::path::PathBuf>) {
+    let mut seen = RELOADS.load(Ordering::SeqCst);
+    let mut running = (*shard.config).clone();
+    loop {
+        glommio::timer::sleep(STOP_POLL).await;
+        let now = RELOADS.load(Ordering::SeqCst);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let path = config_path.clone();
+        let data_dir = shard.config.data_dir.clone();
+        let loaded = glommio::executor()
+            .spawn_blocking(move || {
+                let config = Config::load(path.as_deref()).map_err(|e| e.to_string())?;
+                let (secrets, _) = crate::auth::load(&config.http, &data_dir)?;
+                Ok::<_, String>((config, secrets))
+            })
+            .await;
+        let (config, secrets) = match loaded {
+            Ok(v) => v,
+            Err(error) => {
+                tracing::error!(%error, "reload failed; still running with the previous keys, secrets and passwords");
+                continue;
+            }
+        };
+        let mut changes = crate::auth::describe_change(&shard.secrets(), &secrets);
+        if let Some(control) = &control {
+            changes.extend(control.set_passwords(&config.sip.password, &config.sip.device_passwords));
+        }
+        shard.publish_secrets(Arc::new(secrets)).await;
+        let needs_restart = restart_only_changes(&running, &config);
+        if changes.is_empty() {
+            tracing::info!("reload: keys, play secrets and SIP passwords unchanged");
+        }
+        for change in &changes {
+            tracing::info!(change = %change, "reload");
+        }
+        if !needs_restart.is_empty() {
+            tracing::warn!(sections = ?needs_restart, "reload: these settings changed in the file but take effect only after a restart");
+        }
+        tracing::info!(executors = shard.peers_len(), "reload in force on every executor");
+        // What is in force now; the rest stays as started.
+        running.http.api_keys = config.http.api_keys;
+        running.http.play_secrets = config.http.play_secrets;
+        running.http.play_token_ttl_s = config.http.play_token_ttl_s;
+        running.sip.password = config.sip.password;
+        running.sip.device_passwords = config.sip.device_passwords;
+    }
+}
+
+/// Top-level config sections that differ in something a reload does not apply.
+fn restart_only_changes(running: &Config, loaded: &Config) -> Vec<&'static str> {
+    let mut a = running.clone();
+    let mut b = loaded.clone();
+    for c in [&mut a, &mut b] {
+        c.http.api_keys.clear();
+        c.http.play_secrets.clear();
+        c.http.play_token_ttl_s = 0;
+        c.sip.password.clear();
+        c.sip.device_passwords.clear();
+    }
+    let sections: [(&'static str, bool); 8] = [
+        ("node_id/shards/io_memory_kib/ring_depth/data_dir", (&a.node_id, a.shards, a.io_memory_kib, a.ring_depth, &a.data_dir) != (&b.node_id, b.shards, b.io_memory_kib, b.ring_depth, &b.data_dir)),
+        ("http", a.http != b.http),
+        ("sip", a.sip != b.sip),
+        ("rtp", a.rtp != b.rtp),
+        ("media", a.media != b.media),
+        ("hls", a.hls != b.hls),
+        ("record", a.record != b.record),
+        ("streams", a.streams != b.streams),
+    ];
+    sections.into_iter().filter_map(|(name, changed)| changed.then_some(name)).collect()
+}
+
+/// Loads the keys and play secrets (making them on first start) and says in the log where
+/// they are; a generated admin key is shown this once.
+fn load_secrets(config: &Config) -> Result<crate::auth::Secrets, StartError> {
+    let (secrets, loaded) = crate::auth::load(&config.http, &config.data_dir).map_err(StartError::Executor)?;
+    if let Some((key, path)) = &loaded.generated_key {
+        tracing::warn!(
+            admin_key = %key,
+            file = %path.display(),
+            "no http.api_keys configured: generated an admin key (shown this once; it stays in the file, mode 0600). Send it as `Authorization: Bearer KEY`"
+        );
+    } else if let Some(path) = &loaded.key_file {
+        tracing::info!(file = %path.display(), "no http.api_keys configured: the admin key is in this file");
+    } else {
+        tracing::info!(keys = ?secrets.key_names(), "API keys");
+    }
+    if let Some(path) = &loaded.generated_secret {
+        tracing::info!(file = %path.display(), "no http.play_secrets configured: generated a play-token secret");
+    }
+    Ok(secrets)
 }
 
 /// The lock file in data_dir that one running gmv holds.
@@ -168,11 +270,13 @@ pub fn probe_listen_addresses(config: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Runs the engine until the process is stopped or an executor fails.
-pub fn run(config: Config) -> Result<(), StartError> {
+/// Runs the engine until the process is stopped or an executor fails. `config_path` is read
+/// again on SIGHUP (None: the embedded default).
+pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<(), StartError> {
     log_panics();
     let _instance = lock_instance(&config.data_dir)?;
     probe_listen_addresses(&config)?;
+    let secrets = Arc::new(load_secrets(&config)?);
     let nofile = raise_nofile_limit();
     let config = Arc::new(config);
     let media_shards = config.shard_count();
@@ -202,6 +306,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let placement = if index == CONTROL { Placement::Unbound } else { Placement::Fixed((index - 1) % cpus) };
         let name = if index == CONTROL { "gmv-control".to_string() } else { format!("gmv-shard-{index}") };
         let config = config.clone();
+        let secrets = secrets.clone();
+        let config_path = config_path.clone();
         let exit_tx = exit_tx.clone();
         let stopped_tx = stopped_tx.clone();
         let guard = ExecutorGuard { name: name.clone(), exit: exit_tx.clone() };
@@ -221,7 +327,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 for t in tx_tasks {
                     peers.push(t.await);
                 }
-                let shard = Rc::new(Shard::new(index, media_shards, config, peers));
+                let shard = Rc::new(Shard::new(index, media_shards, config, secrets, peers));
                 let control = if index == CONTROL {
                     match crate::control::Control::start(shard.clone()).await {
                         Ok(control) => control,
@@ -245,6 +351,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     let data_dir = shard.config.data_dir.clone();
                     glommio::executor().spawn_blocking(move || crate::shard::record::recover(&data_dir)).await;
                     shard.open_static_streams().await;
+                    glommio::spawn_local(reload_loop(shard.clone(), front.control.clone(), config_path)).detach();
                 }
                 {
                     let (shard, front) = (shard.clone(), front.clone());

@@ -34,7 +34,7 @@ fn ps_over_udp_and_tcp_play_as_flv() {
 
     let dir = work_dir();
     let (out_udp, out_tcp) = (dir.join("udp.flv"), dir.join("tcp.flv"));
-    let v_udp = spawn_viewer(engine.http, format!("/flv/{id_udp}/{TOKEN}"), vec![], out_udp.clone(), VIEW_LIMIT);
+    let v_udp = spawn_viewer(engine.http, format!("/flv/{id_udp}/{}", engine.stream_token(&id_udp)), vec![], out_udp.clone(), VIEW_LIMIT);
     let v_tcp =
         spawn_viewer(engine.http, format!("/{NODE_ID}/play/{id_tcp}.flv"), vec![("gmv-token".into(), TOKEN.into())], out_tcp.clone(), VIEW_LIMIT);
     engine.wait_subscribers(&id_udp, 1);
@@ -94,7 +94,7 @@ fn late_viewer_starts_at_cached_keyframe() {
     }
     engine.wait_packets(&id, packets[..60].iter().map(Vec::len).sum::<usize>() as u64);
     let out = work_dir().join("late.flv");
-    let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{TOKEN}"), vec![], out.clone(), VIEW_LIMIT);
+    let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{}", engine.stream_token(&id)), vec![], out.clone(), VIEW_LIMIT);
     engine.wait_subscribers(&id, 1);
     for frame in &packets[60..] {
         for p in frame {
@@ -135,7 +135,7 @@ fn ffmpeg_rtp_h264_with_sdp_plays_as_flv() {
     assert_eq!(s["payload"], "h264");
     let id = s["stream_id"].as_str().unwrap().to_string();
     let out = work_dir().join("rtp.flv");
-    let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{TOKEN}"), vec![], out.clone(), VIEW_LIMIT);
+    let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{}", engine.stream_token(&id)), vec![], out.clone(), VIEW_LIMIT);
     engine.wait_subscribers(&id, 1);
     let status = Command::new("ffmpeg")
         .args(["-v", "error", "-re", "-i"])
@@ -160,7 +160,7 @@ fn play_pushed(engine: &Engine, frames: &[gmv::proto::frame::Frame], name: &str)
     let s = engine.open_stream(json!({}));
     let id = s["stream_id"].as_str().unwrap().to_string();
     let out = work_dir().join(format!("{name}.flv"));
-    let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{TOKEN}"), vec![], out.clone(), VIEW_LIMIT);
+    let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{}", engine.stream_token(&id)), vec![], out.clone(), VIEW_LIMIT);
     engine.wait_subscribers(&id, 1);
     push_ps_udp(engine, &s, frames, Duration::from_millis(2));
     let info = engine.stream(&id);
@@ -260,7 +260,7 @@ fn slow_viewer_is_cut_off_without_hurting_others() {
         sock.set_recv_buffer_size(4096).unwrap();
         sock.connect(&engine.http.into()).unwrap();
         let mut slow: std::net::TcpStream = sock.into();
-        slow.write_all(format!("GET /flv/{id}/{TOKEN} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        slow.write_all(format!("GET /flv/{id}/{} HTTP/1.1\r\nHost: x\r\n\r\n", engine.stream_token(&id)).as_bytes()).unwrap();
         slow
     };
     // The fast viewer counts what it has read, so the sender can pace itself on it: the
@@ -268,7 +268,7 @@ fn slow_viewer_is_cut_off_without_hurting_others() {
     let out = work_dir().join("fast.flv");
     let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let fast = {
-        let (http, path, out, received) = (engine.http, format!("/flv/{id}/{TOKEN}"), out.clone(), received.clone());
+        let (http, path, out, received) = (engine.http, format!("/flv/{id}/{}", engine.stream_token(&id)), out.clone(), received.clone());
         std::thread::spawn(move || {
             use std::io::Read;
             let mut s = std::net::TcpStream::connect(http).unwrap();

@@ -426,11 +426,11 @@ fn play_on_demand_and_stop_without_viewers() {
     let (events, go_tx, device) = registered_device(&engine);
     let channel = CHANNELS[1].0;
     assert_eq!(engine.try_request("GET", &format!("/flv/gb/{DEVICE}/{channel}/wrong"), &[], b"").unwrap().0, 401);
-    assert_eq!(engine.try_request("GET", &format!("/flv/gb/{DEVICE}/nochannel/{TOKEN}"), &[], b"").unwrap().0, 404);
+    assert_eq!(engine.try_request("GET", &format!("/flv/gb/{DEVICE}/nochannel/{}", engine.play_token(serde_json::json!({"device_id": DEVICE, "channel_id": "nochannel"}))), &[], b"").unwrap().0, 404);
 
     let out = work_dir().join("on-demand.flv");
     // This viewer hangs up after 8 s, well after the clip has played.
-    let viewer = spawn_viewer(engine.http, format!("/flv/gb/{DEVICE}/{channel}/{TOKEN}"), vec![], out.clone(), Duration::from_secs(8));
+    let viewer = spawn_viewer(engine.http, format!("/flv/gb/{DEVICE}/{channel}/{}", engine.play_token(serde_json::json!({"device_id": DEVICE, "channel_id": channel}))), vec![], out.clone(), Duration::from_secs(8));
     let Ok(Event::Invited { .. }) = next_event(&events, Duration::from_secs(10)) else { panic!("viewer did not cause an INVITE") };
     let (_, sessions) = engine.request("GET", "/api/sessions", "");
     let stream_id = sessions["sessions"][0]["stream_id"].as_str().unwrap().to_string();
@@ -458,7 +458,7 @@ fn tcp_active_media_plays() {
     let stream_id = session["stream_id"].as_str().unwrap().to_string();
     let Ok(Event::Invited { .. }) = next_event(&events, Duration::from_secs(10)) else { panic!("no INVITE/ACK") };
     let out = work_dir().join("tcp-active.flv");
-    let viewer = spawn_viewer(engine.http, format!("/flv/{stream_id}/{TOKEN}"), vec![], out.clone(), Duration::from_secs(30));
+    let viewer = spawn_viewer(engine.http, format!("/flv/{stream_id}/{}", engine.stream_token(&stream_id)), vec![], out.clone(), Duration::from_secs(30));
     engine.wait_subscribers(&stream_id, 1);
     go_tx.send(()).unwrap();
     engine.wait_packets(&stream_id, device_packets());
@@ -625,7 +625,7 @@ fn two_simultaneous_plays_make_one_invite_and_both_viewers_get_frames() {
     let (hold_tx, hold_rx) = mpsc::channel();
     let (events, go_tx, device) = registered_device_with(&engine, DeviceOptions { hold_invite: Some(hold_rx), ..Default::default() });
     let channel = CHANNELS[1].0;
-    let url = format!("/flv/gb/{DEVICE}/{channel}/{TOKEN}");
+    let url = format!("/flv/gb/{DEVICE}/{channel}/{}", engine.play_token(serde_json::json!({"device_id": DEVICE, "channel_id": channel})));
     let (out1, out2) = (work_dir().join("joined-1.flv"), work_dir().join("joined-2.flv"));
     let v1 = spawn_viewer(engine.http, url.clone(), vec![], out1.clone(), Duration::from_secs(30));
     let Ok(Event::InviteReceived { .. }) = events.recv_timeout(Duration::from_secs(10)) else { panic!("first INVITE") };
@@ -700,7 +700,7 @@ fn an_hls_only_viewer_keeps_the_session() {
     let channel = CHANNELS[2].0;
     let stream_id = play_via_api(&engine, &events, channel);
     let http = engine.http;
-    let playlist_path = format!("/hls/{stream_id}/{TOKEN}/index.m3u8");
+    let playlist_path = format!("/hls/{stream_id}/{}/index.m3u8", engine.stream_token(&stream_id));
     let playlist = std::thread::spawn(move || http_get(http, &playlist_path, &[]));
     wait_for("HLS to start", Duration::from_secs(10), || (engine.stream(&stream_id)["hls"] == true).then_some(()));
     go_tx.send(()).unwrap();

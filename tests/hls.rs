@@ -17,9 +17,9 @@ fn hls_playlist_and_segments_decode() {
     let engine = Engine::start(2, "hls:\n  segment_duration_s: 1\n  segments_max: 10\n");
     let s = engine.open_stream(json!({}));
     let id = s["stream_id"].as_str().unwrap().to_string();
-    let base = format!("/hls/{id}/{TOKEN}");
+    let base = format!("/hls/{id}/{}", engine.stream_token(&id));
     assert_eq!(get(engine.http, &format!("/hls/{id}/wrong/index.m3u8"), &[]).0, 401);
-    assert_eq!(get(engine.http, &format!("/hls/0000000001/{TOKEN}/index.m3u8"), &[]).0, 404);
+    assert_eq!(get(engine.http, &format!("/hls/0000000001/{}/index.m3u8", engine.stream_token("0000000001")), &[]).0, 404);
 
     // The first playlist request turns HLS on and waits for a segment while the camera sends.
     // The media is made first: the playlist request waits (bounded) for the first segment

@@ -50,7 +50,11 @@ fn static_server(until: Instant) -> u16 {
 
 #[test]
 fn hls_js_in_chromium_plays_the_live_stream() {
-    let engine = Engine::start(2, "hls:\n  segment_duration_s: 1\n  segments_max: 6\n");
+    let until = Instant::now() + Duration::from_secs(LAPS * 4 + 20);
+    let page_port = static_server(until);
+    // The page comes from another origin: the engine must allow it (CORS).
+    let cors = format!("  cors_origins: [\"http://127.0.0.1:{page_port}\"]\n");
+    let engine = Engine::start_full(2, &cors, "hls:\n  segment_duration_s: 1\n  segments_max: 6\n", "", None);
     let s = engine.open_stream(json!({}));
     let id = s["stream_id"].as_str().unwrap().to_string();
     let clip = gmv::sim::frames_from_es(Codec::H264, &std::fs::read(h264_clip()).unwrap(), FPS);
@@ -70,9 +74,7 @@ fn hls_js_in_chromium_plays_the_live_stream() {
             }
         }
     });
-    let until = Instant::now() + Duration::from_secs(LAPS * 4 + 10);
-    let page_port = static_server(until);
-    let src = format!("http://{}/hls/{id}/{TOKEN}/index.m3u8", engine.http);
+    let src = format!("http://{}/hls/{id}/{}/index.m3u8", engine.http, engine.stream_token(&id));
     let page = format!("http://127.0.0.1:{page_port}/?src={src}");
     let out = Command::new("timeout")
         .args(["60", "node", &format!("{BROWSER_DIR}/hls_check.mjs"), &page])

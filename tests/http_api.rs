@@ -22,7 +22,9 @@ fn api_errors_are_json_with_status_codes() {
     let engine = Engine::start(2, "");
     assert_eq!(engine.try_request("GET", "/api/streams", &[], b"").unwrap().0, 401);
     assert_eq!(engine.try_request("GET", "/api/streams", &[("gmv-token", "wrong")], b"").unwrap().0, 401);
-    assert_eq!(engine.try_request("GET", &format!("/api/streams?token={TOKEN}"), &[], b"").unwrap().0, 200);
+    // A key in a URL ends up in logs: /api takes it from a header only.
+    assert_eq!(engine.try_request("GET", &format!("/api/streams?token={TOKEN}"), &[], b"").unwrap().0, 401);
+    assert_eq!(engine.try_request("GET", "/api/streams", &[("Authorization", &format!("Bearer {TOKEN}"))], b"").unwrap().0, 200);
 
     let (status, v) = engine.request("POST", "/api/streams", "{not json");
     assert_eq!((status, v["code"].as_str()), (400, Some("bad_request")));
@@ -33,7 +35,10 @@ fn api_errors_are_json_with_status_codes() {
 
     let s = engine.open_stream(json!({ "ssrc": 4242 }));
     assert_eq!(s["stream_id"], "0000004242");
-    assert!(s["play"]["flv"].as_str().unwrap().ends_with(&format!("/flv/0000004242/{TOKEN}")));
+    // Play URLs carry a play token, never the API key.
+    let token = s["play"]["token"].as_str().unwrap();
+    assert!(s["play"]["flv"].as_str().unwrap().ends_with(&format!("/flv/0000004242/{token}")), "{s}");
+    assert!(!s.to_string().contains(TOKEN), "{s}");
     let (status, v) = engine.request("POST", "/api/streams", &json!({ "ssrc": 4242 }).to_string());
     assert_eq!((status, v["code"].as_str()), (409, Some("exists")));
     let (status, v) = engine.request("POST", "/api/streams", &json!({ "ssrc": 4243, "port": s["port"] }).to_string());
@@ -70,7 +75,8 @@ fn static_streams_open_at_start_and_stay() {
 fn play_urls_check_token_and_stream() {
     let engine = Engine::start(2, "");
     assert_eq!(engine.try_request("GET", "/flv/0000000007/wrong", &[], b"").unwrap().0, 401);
-    assert_eq!(engine.try_request("GET", &format!("/flv/0000000007/{TOKEN}"), &[], b"").unwrap().0, 404);
+    assert_eq!(engine.try_request("GET", &format!("/flv/0000000007/{TOKEN}"), &[], b"").unwrap().0, 401, "an API key in a URL does not play");
+    assert_eq!(engine.try_request("GET", &format!("/flv/0000000007/{}", engine.stream_token("0000000007")), &[], b"").unwrap().0, 404);
     assert_eq!(engine.try_request("GET", &format!("/flv/notanid/{TOKEN}"), &[], b"").unwrap().0, 404);
     assert_eq!(engine.try_request("GET", &format!("/{NODE_ID}/play/0000000007.flv"), &[], b"").unwrap().0, 401);
     assert_eq!(engine.try_request("GET", &format!("/{NODE_ID}/play/0000000007.flv"), &[("gmv-token", TOKEN)], b"").unwrap().0, 404);

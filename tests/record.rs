@@ -42,9 +42,13 @@ fn record_by_api_then_list_fetch_and_decode() {
     assert_eq!(r["frames"], CLIP_FRAMES as u64);
     let duration_ms = r["duration_ms"].as_u64().unwrap();
     assert!(duration_ms.abs_diff(4000) < 1000, "{r}");
-    let url = r["url"].as_str().unwrap();
-
+    // The listed URL carries a play token for this recording; the bare path needs a credential.
+    let listed = r["url"].as_str().unwrap();
+    let url = listed.split_once('?').unwrap().0;
     assert!(get(&engine, url, &[]).0.starts_with("HTTP/1.1 401"));
+    assert!(get(&engine, listed, &[]).0.starts_with("HTTP/1.1 200"));
+    let other = engine.play_token(json!({ "record": "0000000001_1" }));
+    assert!(get(&engine, &format!("{url}?token={other}"), &[]).0.starts_with("HTTP/1.1 401"), "a token for another recording");
     let (head, body) = get(&engine, url, &[("gmv-token", TOKEN)]);
     assert!(head.starts_with("HTTP/1.1 200") && head.contains("Accept-Ranges: bytes"), "{head}");
     assert_eq!(body.len() as u64, r["bytes"].as_u64().unwrap());
@@ -61,7 +65,7 @@ fn record_by_api_then_list_fetch_and_decode() {
     // ffprobe straight from the server (it may use ranges).
     let out = Command::new("timeout")
         .args(["20", "ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
-        .arg(format!("http://{}{url}?token={TOKEN}", engine.http))
+        .arg(format!("http://{}{listed}", engine.http))
         .output()
         .unwrap();
     let d: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0.0);
@@ -80,7 +84,7 @@ fn recording_plays_back_as_flv_at_real_time_from_a_start() {
     assert!(get(&engine, &format!("/flv/record/{stem}/wrong"), &[]).0.starts_with("HTTP/1.1 401"));
     let out = work_dir().join("playback.flv");
     let started = Instant::now();
-    let viewer = spawn_viewer(engine.http, format!("/flv/record/{stem}/{TOKEN}?start=2"), vec![], out.clone(), Duration::from_secs(20));
+    let viewer = spawn_viewer(engine.http, format!("{}?start=2", recs[0]["flv"].as_str().unwrap()), vec![], out.clone(), Duration::from_secs(20));
     let (status, bytes) = viewer.join().unwrap();
     let took = started.elapsed();
     assert_eq!(status, 200);

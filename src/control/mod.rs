@@ -144,6 +144,11 @@ impl Control {
         self.endpoint.borrow()
     }
 
+    /// Puts reloaded digest passwords in force; what changed, for the log.
+    pub fn set_passwords(&self, password: &str, device_passwords: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+        self.endpoint.borrow_mut().set_passwords(password, device_passwords)
+    }
+
     pub fn driver_counters(&self) -> DriverCounters {
         *self.counters.borrow()
     }

@@ -5,10 +5,11 @@ use super::Front;
 use super::request::{BODY_BYTES_MAX, RequestHead};
 use super::response::{respond_error, respond_json};
 use super::routes::{self, parse_stream_id, stream_id};
+use crate::auth::Scope;
 use crate::shard::Shard;
 use crate::shard::msg::{OpenError, StreamInfo, StreamSpec};
 use futures_lite::AsyncReadExt;
-use glommio::net::TcpStream;
+use super::conn::HttpConn;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -18,10 +19,18 @@ const RECORDS_LIST_MAX: usize = 10_000;
 /// Tries to find an unused random SSRC before giving up.
 const SSRC_PICK_ATTEMPTS: usize = 8;
 
-pub async fn serve(front: &Front, mut conn: TcpStream, head: RequestHead, body_prefix: Vec<u8>) {
+pub async fn serve(front: &Front, mut conn: HttpConn, head: RequestHead, body_prefix: Vec<u8>) {
     let shard = &front.shard;
-    if !routes::authorised(&shard.config, routes::request_token(&head)) {
-        return respond_error(&mut conn, 401, "unauthorized", "missing or wrong gmv-token").await;
+    let segments: Vec<&str> = head.path.trim_matches('/').split('/').collect();
+    let secrets = shard.secrets();
+    let (caller, role) = match routes::api_caller(&secrets, &head) {
+        Ok(c) => c,
+        Err((status, code, message)) => return respond_error(&mut conn, status, code, message).await,
+    };
+    let needed = routes::required_role(&head.method, &segments);
+    if role < needed {
+        tracing::info!(caller, ?role, ?needed, method = %head.method, path = %head.path, "API call refused: role too low");
+        return respond_error(&mut conn, 403, "forbidden", &format!("this call needs the {needed:?} role; key {caller:?} is {role:?}")).await;
     }
     if head.content_length > BODY_BYTES_MAX {
         return respond_error(&mut conn, 413, "body_too_large", "request body too large").await;
@@ -30,7 +39,6 @@ pub async fn serve(front: &Front, mut conn: TcpStream, head: RequestHead, body_p
         Ok(Some(b)) => b,
         _ => return respond_error(&mut conn, 400, "bad_request", "request body incomplete").await,
     };
-    let segments: Vec<&str> = head.path.trim_matches('/').split('/').collect();
     if let ("GET", ["api", "streams", id, "snapshot"]) = (head.method.as_str(), segments.as_slice()) {
         return match parse_stream_id(id) {
             Some(ssrc) => match shard.snapshot(ssrc).await {
@@ -62,6 +70,8 @@ pub async fn serve(front: &Front, mut conn: TcpStream, head: RequestHead, body_p
             None => not_found(),
         },
         ("GET", ["api", "records"]) => (200, list_records(shard, &head).await),
+        ("POST", ["api", "play-tokens"]) => super::play_tokens::issue(shard, &head, &body, conn.peer_ip()),
+        ("GET", ["api", "config"]) => (200, redacted_config(&shard.config)),
         ("GET", ["api", "health"]) => (200, json!({ "status": "ok", "media_shards": shard.media_shards })),
         (_, ["api", "devices", ..] | ["api", "sessions"] | ["api", "sip"]) => match &front.control {
             Some(control) => super::api_gb::route(control, &head, &segments, &body).await,
@@ -77,7 +87,7 @@ fn not_found() -> (u16, Value) {
     (404, json!({ "code": "not_found", "message": "no such stream or resource" }))
 }
 
-async fn read_body(conn: &mut TcpStream, head: &RequestHead, mut body: Vec<u8>) -> Option<Vec<u8>> {
+async fn read_body(conn: &mut HttpConn, head: &RequestHead, mut body: Vec<u8>) -> Option<Vec<u8>> {
     let mut chunk = [0u8; 4096];
     while body.len() < head.content_length {
         let n = conn.read(&mut chunk).await.ok()?;
@@ -103,9 +113,12 @@ async fn list_records(shard: &Shard, head: &RequestHead) -> Value {
         .filter(|(r, _)| stream.as_deref().is_none_or(|s| r.stream_id == s))
         .filter(|(r, _)| from_ms.is_none_or(|f| r.start_unix_ms + r.duration_ms >= f) && to_ms.is_none_or(|t| r.start_unix_ms <= t))
         .map(|(r, in_progress)| {
+            let stem = r.file.trim_end_matches(".mp4").to_string();
+            let token = super::play_tokens::token_for(shard, &Scope::Record(stem.clone()), None, None).map_or_else(String::new, |(t, _)| t);
             let mut v = json!(r);
             v["in_progress"] = json!(in_progress);
-            v["url"] = json!(format!("/records/{}", r.file));
+            v["url"] = json!(format!("/records/{}?token={token}", r.file));
+            v["flv"] = json!(format!("/flv/record/{stem}/{token}"));
             v
         })
         .collect();
@@ -184,13 +197,19 @@ async fn create_stream(shard: &Shard, head: &RequestHead, body: &[u8]) -> (u16, 
 }
 
 fn with_play_urls(shard: &Shard, head: &RequestHead, info: StreamInfo) -> Value {
-    let host = head.header("host").map_or_else(|| shard.config.http.listen.to_string(), str::to_string);
-    let token = routes::request_token(head).unwrap_or_default();
-    let id = &info.stream_id;
+    let play = super::play_tokens::stream_play(shard, head, &info.stream_id);
     let mut v = json!(info);
-    v["play"] = json!({
-        "flv": format!("http://{host}/flv/{id}/{token}"),
-        "flv_with_header": format!("http://{host}/{}/play/{id}.flv", shard.config.node_id),
-    });
+    v["play"] = play;
     v
+}
+
+/// The configuration in force, secrets left out (admin only).
+fn redacted_config(config: &crate::config::Config) -> Value {
+    let mut c = config.clone();
+    c.http.play_secrets = c.http.play_secrets.iter().map(|_| "(secret)".to_string()).collect();
+    c.sip.password = "(secret)".into();
+    for p in c.sip.device_passwords.values_mut() {
+        *p = "(secret)".into();
+    }
+    json!(c)
 }

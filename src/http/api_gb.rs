@@ -1,7 +1,6 @@
 //! REST API for GB28181 devices: registry, catalog, sync, live play sessions, SIP counters.
 
 use super::request::RequestHead;
-use super::routes;
 use crate::control::Control;
 use crate::proto::sip::endpoint::{Device, Endpoint, MediaTransport, Session};
 use serde_json::{Value, json};
@@ -25,14 +24,8 @@ fn not_found(what: &str) -> (u16, Value) {
 }
 
 fn session_json(control: &Control, head: &RequestHead, session: &Session) -> Value {
-    let host = head.header("host").map_or_else(|| control.shard.config.http.listen.to_string(), str::to_string);
-    let token = routes::request_token(head).unwrap_or_default();
     let mut v = json!(session);
-    v["play"] = json!({
-        "flv": format!("http://{host}/flv/{}/{token}", session.stream_id),
-        "flv_with_header": format!("http://{host}/{}/play/{}.flv", control.shard.config.node_id, session.stream_id),
-        "hls": format!("http://{host}/hls/{}/{token}/index.m3u8", session.stream_id),
-    });
+    v["play"] = super::play_tokens::stream_play(&control.shard, head, &session.stream_id);
     v
 }
 

@@ -4,25 +4,25 @@ use super::response::respond_error;
 use crate::http::routes::stream_id;
 use crate::shard::Shard;
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
+use super::conn::HttpConn;
 use std::rc::Rc;
 
 /// How long a viewer may see no tag before we check whether it hung up.
 const VIEWER_IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// True if the peer closed (EOF or error); data it sent is left unread.
-fn peer_closed(conn: &TcpStream) -> bool {
+fn peer_closed(conn: &HttpConn) -> bool {
     use std::os::fd::AsRawFd;
     let mut b = [0u8; 1];
     // SAFETY: recv into a 1-byte buffer we own; MSG_PEEK|MSG_DONTWAIT never blocks or consumes.
-    let n = unsafe { libc::recv(conn.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    let n = unsafe { libc::recv(conn.tcp.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
     n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
 }
 
-const FLV_RESPONSE_HEAD: &[u8] =
-    b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nCache-Control: no-cache\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n\r\n";
+/// Header lines of a live or recorded FLV response.
+pub const FLV_HEADERS: &str = "Content-Type: video/x-flv\r\nCache-Control: no-cache\r\n";
 
-pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, ssrc: u32) {
+pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32) {
     let Some(stream) = shard.streams.borrow().get(&ssrc).cloned() else {
         return respond_error(&mut conn, 404, "not_found", "no such stream").await;
     };
@@ -32,11 +32,12 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, ssrc: u32) {
     };
     // Hold no reference to the stream: closing it ends our queue and so this loop.
     drop(stream);
-    let _ = conn.set_nodelay(true);
-    let peer = conn.peer_addr().ok();
+    let _ = conn.tcp.set_nodelay(true);
+    let peer = conn.tcp.peer_addr().ok();
     tracing::info!(ssrc, stream_id = %stream_id(ssrc), ?peer, "FLV viewer joined");
-    let mut burst = Vec::with_capacity(FLV_RESPONSE_HEAD.len() + first.iter().map(|b| b.len()).sum::<usize>());
-    burst.extend_from_slice(FLV_RESPONSE_HEAD);
+    let head = super::response::head(&conn, 200, FLV_HEADERS);
+    let mut burst = Vec::with_capacity(head.len() + first.iter().map(|b| b.len()).sum::<usize>());
+    burst.extend_from_slice(head.as_bytes());
     for b in &first {
         burst.extend_from_slice(b);
     }

@@ -4,13 +4,13 @@
 use super::response::{respond, respond_error};
 use crate::proto::hls::{HlsLimits, HlsSegmenter};
 use crate::shard::Shard;
-use glommio::net::TcpStream;
+use super::conn::HttpConn;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 const PLAYLIST_POLL: Duration = Duration::from_millis(100);
 
-pub async fn serve(shard: &Rc<Shard>, mut conn: TcpStream, ssrc: u32, file: &str) {
+pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, file: &str) {
     let Some(stream) = shard.streams.borrow().get(&ssrc).cloned() else {
         return respond_error(&mut conn, 404, "not_found", "no such stream").await;
     };

@@ -2,8 +2,10 @@
 
 pub mod api;
 pub mod api_gb;
+pub mod conn;
 pub mod flv_play;
 pub mod hls_serve;
+pub mod play_tokens;
 pub mod record_play;
 pub mod records_serve;
 pub mod request;

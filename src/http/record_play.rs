@@ -8,14 +8,12 @@ use crate::shard::Shard;
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
 use glommio::io::BufferedFile;
-use glommio::net::TcpStream;
+use super::conn::HttpConn;
 use std::time::{Duration, Instant};
 
 /// Largest box read into memory (a fragment of a high-bitrate GOP fits).
 pub const BOX_BYTES_MAX: u64 = 64 << 20;
 
-const FLV_HEAD: &[u8] =
-    b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nCache-Control: no-cache\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n\r\n";
 
 async fn read(f: &BufferedFile, pos: u64, len: u64) -> Option<Vec<u8>> {
     let r = f.read_at(pos, len as usize).await.ok()?;
@@ -59,7 +57,7 @@ fn adts(asc: [u8; 2], len: usize) -> [u8; 7] {
     ]
 }
 
-pub async fn serve(shard: &Shard, mut conn: TcpStream, stem: &str, start_s: u64) {
+pub async fn serve(shard: &Shard, mut conn: HttpConn, stem: &str, start_s: u64) {
     let Some(f) = super::records_serve::open_recording(shard, &mut conn, &format!("{stem}.mp4")).await else { return };
     let len = f.file_size().await.unwrap_or(0);
     let mut init: Option<InitInfo> = None;
@@ -68,7 +66,8 @@ pub async fn serve(shard: &Shard, mut conn: TcpStream, stem: &str, start_s: u64)
     let mut started = false;
     let (mut wall_start, mut media_start) = (Instant::now(), 0u64);
     let mut pos = 0u64;
-    let mut result = conn.write_all(FLV_HEAD).await;
+    let head = super::response::head(&conn, 200, super::flv_play::FLV_HEADERS);
+    let mut result = conn.write_all(head.as_bytes()).await;
     if result.is_ok() {
         result = conn.write_all(&file_header(true, true)).await;
     }

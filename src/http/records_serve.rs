@@ -4,7 +4,7 @@ use super::response::respond_error;
 use crate::shard::Shard;
 use crate::shard::record::{records_dir, valid_file_name};
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
+use super::conn::HttpConn;
 
 /// Bytes read from disk per step while sending.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
@@ -29,7 +29,7 @@ pub fn parse_range(header: &str, len: u64) -> Option<(u64, u64)> {
 
 /// Opens a recording by its file name (gmv's own names only, never a path); answers 404 and
 /// gives None when there is no such file.
-pub async fn open_recording(shard: &Shard, conn: &mut TcpStream, file: &str) -> Option<glommio::io::BufferedFile> {
+pub async fn open_recording(shard: &Shard, conn: &mut HttpConn, file: &str) -> Option<glommio::io::BufferedFile> {
     let opened = match valid_file_name(file) {
         true => glommio::io::BufferedFile::open(records_dir(&shard.config.data_dir).join(file)).await.ok(),
         false => None,
@@ -40,16 +40,14 @@ pub async fn open_recording(shard: &Shard, conn: &mut TcpStream, file: &str) -> 
     opened
 }
 
-pub async fn serve(shard: &Shard, mut conn: TcpStream, file: &str, range: Option<&str>) {
+pub async fn serve(shard: &Shard, mut conn: HttpConn, file: &str, range: Option<&str>) {
     let Some(f) = open_recording(shard, &mut conn, file).await else { return };
     let len = f.file_size().await.unwrap_or(0);
     let (status, start, end) = match range {
         Some(r) => match parse_range(r, len) {
             Some((s, e)) => (206, s, e),
             None => {
-                let head =
-                    format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                let _ = conn.write_all(head.as_bytes()).await;
+                super::response::respond_empty(&mut conn, 416, &format!("Content-Range: bytes */{len}\r\n")).await;
                 let _ = f.close().await;
                 return;
             }
@@ -58,14 +56,11 @@ pub async fn serve(shard: &Shard, mut conn: TcpStream, file: &str, range: Option
         None => (200, 0, len - 1),
     };
     let body_len = if len == 0 { 0 } else { end - start + 1 };
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: video/mp4\r\nAccept-Ranges: bytes\r\nContent-Length: {body_len}\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n",
-        super::response::reason(status)
-    );
+    let mut extra = format!("Content-Type: video/mp4\r\nAccept-Ranges: bytes\r\nContent-Length: {body_len}\r\n");
     if status == 206 {
-        head.push_str(&format!("Content-Range: bytes {start}-{end}/{len}\r\n"));
+        extra.push_str(&format!("Content-Range: bytes {start}-{end}/{len}\r\n"));
     }
-    head.push_str("\r\n");
+    let head = super::response::head(&conn, status, &extra);
     let mut result = conn.write_all(head.as_bytes()).await;
     let mut pos = start;
     while result.is_ok() && body_len > 0 && pos <= end {

@@ -1,33 +1,41 @@
 //! Writing simple HTTP responses.
 
+use super::conn::HttpConn;
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 
 pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
         302 => "Found",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         409 => "Conflict",
         413 => "Payload Too Large",
+        416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Internal Server Error",
     }
 }
 
-pub async fn respond(conn: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) {
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n\r\n",
-        reason(status),
-        body.len()
-    );
-    let mut out = head.into_bytes();
+/// A response head: status line, `extra` header lines (each ending in CRLF), the connection's
+/// common headers (CORS), `Connection: close`, blank line.
+pub fn head(conn: &HttpConn, status: u16, extra: &str) -> String {
+    format!("HTTP/1.1 {status} {}\r\n{extra}{}Connection: close\r\n\r\n", reason(status), conn.common_headers())
+}
+
+pub async fn respond(conn: &mut HttpConn, status: u16, content_type: &str, body: &[u8]) {
+    let mut out = head(conn, status, &format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", body.len())).into_bytes();
     out.extend_from_slice(body);
     if let Err(error) = conn.write_all(&out).await {
         tracing::debug!(%error, status, "response write failed");
@@ -35,21 +43,25 @@ pub async fn respond(conn: &mut TcpStream, status: u16, content_type: &str, body
     let _ = conn.close().await;
 }
 
-pub async fn respond_json(conn: &mut TcpStream, status: u16, value: &serde_json::Value) {
+pub async fn respond_json(conn: &mut HttpConn, status: u16, value: &serde_json::Value) {
     respond(conn, status, "application/json", value.to_string().as_bytes()).await;
 }
 
-/// 302 to `location` (a path on this server).
-pub async fn respond_redirect(conn: &mut TcpStream, location: &str) {
-    let head =
-        format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n\r\n");
-    if let Err(error) = conn.write_all(head.as_bytes()).await {
-        tracing::debug!(%error, "redirect write failed");
+/// A response with no body: `extra` header lines only.
+pub async fn respond_empty(conn: &mut HttpConn, status: u16, extra: &str) {
+    let out = head(conn, status, &format!("{extra}Content-Length: 0\r\n"));
+    if let Err(error) = conn.write_all(out.as_bytes()).await {
+        tracing::debug!(%error, status, "response write failed");
     }
     let _ = conn.close().await;
 }
 
+/// 302 to `location` (a path on this server).
+pub async fn respond_redirect(conn: &mut HttpConn, location: &str) {
+    respond_empty(conn, 302, &format!("Location: {location}\r\n")).await;
+}
+
 /// Errors are JSON: {"code": "not_found", "message": "..."}.
-pub async fn respond_error(conn: &mut TcpStream, status: u16, code: &str, message: &str) {
+pub async fn respond_error(conn: &mut HttpConn, status: u16, code: &str, message: &str) {
     respond_json(conn, status, &serde_json::json!({ "code": code, "message": message })).await;
 }

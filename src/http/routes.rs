@@ -1,6 +1,8 @@
-//! URL routing and token authorisation (pure functions of the request head).
+//! URL routing and credential checks (pure functions of the request head, the secrets and
+//! the time).
 
 use super::request::RequestHead;
+use crate::auth::{Role, Scope, Secrets};
 use crate::config::Config;
 
 pub const TOKEN_HEADER: &str = "gmv-token";
@@ -45,12 +47,16 @@ pub enum Route {
     },
     /// Anything under /api/, served by the control executor.
     Api,
+    /// A CORS preflight (`OPTIONS` with `Origin`), answered without credentials.
+    Preflight,
     NotFound,
 }
 
 pub fn route(head: &RequestHead, config: &Config) -> Route {
     let parts: Vec<&str> = head.path.trim_start_matches('/').split('/').collect();
-    let header_token = head.header(TOKEN_HEADER).map(str::to_string);
+    if head.method == "OPTIONS" && head.header("origin").is_some() {
+        return Route::Preflight;
+    }
     match parts.as_slice() {
         ["api", ..] => Route::Api,
         // /hls/{stream_id}/{token}/{file}
@@ -61,12 +67,10 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
             let query = if head.query.is_empty() { String::new() } else { format!("?{}", head.query) };
             Route::Redirect { location: format!("/hls/{stream_id}/{token}/index.m3u8{query}") }
         }
-        // /{node_id}/hls/{stream_id}/{file} with the gmv-token header
-        [node, "hls", stream_id, file] if head.method == "GET" && *node == config.node_id => Route::Hls {
-            stream_id: stream_id.to_string(),
-            token: header_token.clone().or_else(|| head.query_param("token").map(str::to_string)),
-            file: file.to_string(),
-        },
+        // /{node_id}/hls/{stream_id}/{file} with the gmv-token header (or ?token=)
+        [node, "hls", stream_id, file] if head.method == "GET" && *node == config.node_id => {
+            Route::Hls { stream_id: stream_id.to_string(), token: None, file: file.to_string() }
+        }
         ["records", file] if head.method == "GET" => Route::Record { file: file.to_string() },
         ["cover", file] if head.method == "GET" => match file.strip_suffix(".jpg") {
             Some(id) => Route::Cover { stream_id: id.to_string() },
@@ -90,27 +94,57 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
         }
         // /{node_id}/play/{stream_id}.flv with the gmv-token header
         [node, "play", file] if head.method == "GET" && *node == config.node_id => match file.strip_suffix(".flv") {
-            Some(stream_id) => {
-                Route::FlvPlay { stream_id: stream_id.to_string(), token: header_token.or_else(|| head.query_param("token").map(str::to_string)) }
-            }
+            Some(stream_id) => Route::FlvPlay { stream_id: stream_id.to_string(), token: None },
             None => Route::NotFound,
         },
         _ => Route::NotFound,
     }
 }
 
-/// Token from the header or ?token= (API requests).
-pub fn request_token(head: &RequestHead) -> Option<&str> {
-    head.header(TOKEN_HEADER).or_else(|| head.query_param("token"))
+/// A credential sent in a header: `Authorization: Bearer X` or `gmv-token: X`.
+pub fn header_credential(head: &RequestHead) -> Option<&str> {
+    let bearer = head.header("authorization").and_then(|v| {
+        let (scheme, rest) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+    bearer.or_else(|| head.header(TOKEN_HEADER))
 }
 
-pub fn authorised(config: &Config, token: Option<&str>) -> bool {
-    let Some(token) = token else { return false };
-    config.http.tokens.iter().any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+/// Why a request is refused: (status, code, message).
+pub type Refusal = (u16, &'static str, &'static str);
+
+/// The name and role behind an `/api` request, which must carry an API key in a header (a key
+/// in a URL ends up in logs and browser histories; a play token never opens `/api`).
+pub fn api_caller<'s>(secrets: &'s Secrets, head: &RequestHead) -> Result<(&'s str, Role), Refusal> {
+    let Some(key) = header_credential(head) else {
+        return Err((401, "unauthorized", "send an API key as `Authorization: Bearer KEY` or `gmv-token: KEY`"));
+    };
+    secrets.api_key(key).ok_or((401, "unauthorized", "not an API key (play tokens do not open /api)"))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether a play request may open `scope`: a play token (in the path, `?token=` or a
+/// header) for it, or an API key of any role sent in a header.
+pub fn play_allowed(secrets: &Secrets, head: &RequestHead, path_token: Option<&str>, scope: &Scope, now_unix_s: u64, client: std::net::IpAddr) -> Result<(), Refusal> {
+    let header = header_credential(head);
+    if header.is_some_and(|k| secrets.api_key(k).is_some()) {
+        return Ok(());
+    }
+    let Some(token) = path_token.or_else(|| head.query_param("token")).or(header) else {
+        return Err((401, "unauthorized", "no play token"));
+    };
+    secrets.verify(token, scope, now_unix_s, client).map_err(|e| (401, "unauthorized", e.message()))
+}
+
+/// The role an API call needs.
+pub fn required_role(method: &str, segments: &[&str]) -> Role {
+    match (method, segments) {
+        ("GET", ["api", "config"]) => Role::Admin,
+        ("GET" | "HEAD", _) => Role::Viewer,
+        // Play tokens, and watching a GB channel (which invites it on demand), are a viewer's.
+        ("POST", ["api", "play-tokens"]) | ("POST", ["api", "devices", _, "channels", _, "play"]) => Role::Viewer,
+        ("DELETE", ["api", "devices", _]) => Role::Admin,
+        _ => Role::Operator,
+    }
 }
 
 pub use crate::proto::ssrc::{parse_stream_id, stream_id};
@@ -136,9 +170,10 @@ mod tests {
             Route::Hls { stream_id: "0100000001".into(), token: Some("abc".into()), file: "index.m3u8".into() }
         );
         let h = head("GET /34020000002000000001/hls/0100000001/7.ts HTTP/1.1\r\ngmv-token: t\r\n\r\n");
-        assert_eq!(route(&h, &c), Route::Hls { stream_id: "0100000001".into(), token: Some("t".into()), file: "7.ts".into() });
+        assert_eq!(route(&h, &c), Route::Hls { stream_id: "0100000001".into(), token: None, file: "7.ts".into() });
         let h = head("GET /34020000002000000001/play/0100000001.flv HTTP/1.1\r\ngmv-token: t\r\n\r\n");
-        assert_eq!(route(&h, &c), Route::FlvPlay { stream_id: "0100000001".into(), token: Some("t".into()) });
+        assert_eq!(route(&h, &c), Route::FlvPlay { stream_id: "0100000001".into(), token: None });
+        assert_eq!(route(&head("OPTIONS /api/streams HTTP/1.1\r\nOrigin: http://a\r\n\r\n"), &c), Route::Preflight);
         assert_eq!(route(&head("GET /999/play/0100000001.flv HTTP/1.1\r\n\r\n"), &c), Route::NotFound);
         assert_eq!(route(&head("DELETE /api/streams/1 HTTP/1.1\r\n\r\n"), &c), Route::Api);
         assert_eq!(
@@ -152,11 +187,44 @@ mod tests {
         );
     }
 
+    fn secrets() -> Secrets {
+        let keys = [
+            crate::auth::ApiKeyConfig { name: "v".into(), role: Role::Viewer, sha256: crate::auth::key_hash("view-key") },
+            crate::auth::ApiKeyConfig { name: "a".into(), role: Role::Admin, sha256: crate::auth::key_hash("admin-key") },
+        ];
+        Secrets::new(&keys, vec![b"a-secret-of-some-length".to_vec()], 60).unwrap()
+    }
+
     #[test]
-    fn tokens_and_stream_ids() {
-        let c = Config::default();
-        assert!(authorised(&c, Some("gmv-dev-token")));
-        assert!(!authorised(&c, Some("gmv-dev-tokeN")));
-        assert!(!authorised(&c, None));
+    fn api_needs_a_key_in_a_header_and_a_role() {
+        let s = secrets();
+        let play = s.issue(&Scope::Stream("0100000001".into()), 100, None).unwrap();
+        let ok = |raw: &str| api_caller(&s, &head(raw)).map(|(_, r)| r);
+        assert_eq!(ok("GET /api/streams HTTP/1.1\r\nAuthorization: Bearer view-key\r\n\r\n"), Ok(Role::Viewer));
+        assert_eq!(ok("GET /api/streams HTTP/1.1\r\nauthorization: bearer admin-key\r\n\r\n"), Ok(Role::Admin));
+        assert_eq!(ok("GET /api/streams HTTP/1.1\r\ngmv-token: admin-key\r\n\r\n"), Ok(Role::Admin));
+        assert!(ok("GET /api/streams?token=admin-key HTTP/1.1\r\n\r\n").is_err(), "never from the URL");
+        assert!(ok(&format!("GET /api/streams HTTP/1.1\r\ngmv-token: {play}\r\n\r\n")).is_err(), "a play token is no key");
+        assert!(ok("GET /api/streams HTTP/1.1\r\nAuthorization: Basic admin-key\r\n\r\n").is_err());
+        assert_eq!(required_role("GET", &["api", "streams"]), Role::Viewer);
+        assert_eq!(required_role("DELETE", &["api", "streams", "1"]), Role::Operator);
+        assert_eq!(required_role("POST", &["api", "play-tokens"]), Role::Viewer);
+        assert_eq!(required_role("GET", &["api", "config"]), Role::Admin);
+    }
+
+    #[test]
+    fn play_takes_its_token_or_a_key_in_a_header() {
+        let s = secrets();
+        let scope = Scope::Stream("0100000001".into());
+        let t = s.issue(&scope, 100, None).unwrap();
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let check = |raw: &str, path: Option<&str>| play_allowed(&s, &head(raw), path, &scope, 50, ip).is_ok();
+        assert!(check("GET /flv/x/y HTTP/1.1\r\n\r\n", Some(&t)));
+        assert!(check(&format!("GET /p?token={t} HTTP/1.1\r\n\r\n"), None));
+        assert!(check(&format!("GET /p HTTP/1.1\r\ngmv-token: {t}\r\n\r\n"), None));
+        assert!(check("GET /p HTTP/1.1\r\ngmv-token: view-key\r\n\r\n", None));
+        assert!(!check("GET /flv/x/y HTTP/1.1\r\n\r\n", Some("view-key")), "a key in a URL does not play");
+        assert!(!check("GET /p HTTP/1.1\r\n\r\n", None));
+        assert!(play_allowed(&s, &head("GET /p HTTP/1.1\r\n\r\n"), Some(&t), &scope, 100, ip).is_err(), "expired");
     }
 }

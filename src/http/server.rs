@@ -2,9 +2,11 @@
 //! handed to that shard (the fd moves in a message) so every viewer lives next to its stream.
 
 use super::Front;
+use super::conn::HttpConn;
 use super::request::{HEAD_BYTES_MAX, HeadError, RequestHead, parse_head};
 use super::response::respond_error;
 use super::routes::{self, Route};
+use crate::auth::Scope;
 use crate::proto::sip::endpoint::MediaTransport;
 use crate::shard::msg::{HandoffConn, ShardMsg};
 use crate::shard::{CONTROL, Shard, owner_of};
@@ -95,7 +97,7 @@ pub async fn serve(front: Rc<Front>) -> std::io::Result<()> {
     }
 }
 
-async fn read_head(conn: &mut TcpStream) -> Result<(RequestHead, Vec<u8>), HeadError> {
+async fn read_head(conn: &mut HttpConn) -> Result<(RequestHead, Vec<u8>), HeadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
@@ -113,7 +115,8 @@ async fn read_head(conn: &mut TcpStream) -> Result<(RequestHead, Vec<u8>), HeadE
     }
 }
 
-async fn handle_conn(front: Rc<Front>, mut conn: TcpStream, _slot: ConnSlot, head_slot: HeadSlot) {
+async fn handle_conn(front: Rc<Front>, conn: TcpStream, _slot: ConnSlot, head_slot: HeadSlot) {
+    let mut conn = HttpConn::new(conn);
     let read = glommio::timer::timeout(HEAD_READ_TIMEOUT, async { Ok(read_head(&mut conn).await) }).await;
     drop(head_slot);
     match read {
@@ -133,12 +136,23 @@ pub fn serve_handoff(front: &Rc<Front>, conn: HandoffConn) {
     let (head, body_prefix) = *request;
     // SAFETY: the fd was duplicated for this hand-off and is owned by the message.
     let tcp = unsafe { TcpStream::from_raw_fd(conn.fd.into_raw_fd()) };
-    glommio::spawn_local(dispatch(front.clone(), tcp, head, body_prefix)).detach();
+    glommio::spawn_local(dispatch(front.clone(), HttpConn::new(tcp), head, body_prefix)).detach();
 }
 
-pub async fn dispatch(front: Rc<Front>, mut conn: TcpStream, head: RequestHead, body_prefix: Vec<u8>) {
+/// Seconds since the Unix epoch, what play tokens expire by.
+fn unix_s() -> u64 {
+    crate::shard::unix_ms() / 1000
+}
+
+/// How long the stream token of an on-demand GB play lives: only for the hand-off to the
+/// stream's shard right after the INVITE.
+const GB_HANDOFF_TOKEN_TTL_S: u64 = 60;
+
+pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead, body_prefix: Vec<u8>) {
     let shard = &front.shard;
+    conn.set_origin(head.header("origin"), &shard.config.http.cors_origins);
     match routes::route(&head, &shard.config) {
+        Route::Preflight => preflight(&mut conn).await,
         Route::Api if shard.is_control() => super::api::serve(&front, conn, head, body_prefix).await,
         Route::Api => hand_off(shard, CONTROL, conn, head, body_prefix).await,
         Route::FlvPlay { stream_id, token } => {
@@ -152,20 +166,18 @@ pub async fn dispatch(front: Rc<Front>, mut conn: TcpStream, head: RequestHead, 
             }
         }
         Route::RecordPlay { stem, token, start_s } => {
-            if !routes::authorised(&shard.config, token.as_deref()) {
-                return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
+            if check_play(shard, &mut conn, &head, token.as_deref(), &Scope::Record(stem.clone())).await {
+                super::record_play::serve(shard, conn, &stem, start_s).await;
             }
-            super::record_play::serve(shard, conn, &stem, start_s).await;
         }
         Route::Record { file } => {
-            if !routes::authorised(&shard.config, routes::request_token(&head)) {
-                return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
+            let stem = file.strip_suffix(".mp4").unwrap_or(&file).to_string();
+            if check_play(shard, &mut conn, &head, None, &Scope::Record(stem)).await {
+                super::records_serve::serve(shard, conn, &file, head.header("range")).await;
             }
-            super::records_serve::serve(shard, conn, &file, head.header("range")).await;
         }
         Route::Cover { stream_id } => {
-            let token = routes::request_token(&head).map(str::to_string);
-            let Some((mut conn, ssrc)) = at_owner(shard, conn, head, body_prefix, token.as_deref(), &stream_id).await else { return };
+            let Some((mut conn, ssrc)) = at_owner(shard, conn, head, body_prefix, None, &stream_id).await else { return };
             // The live stream's cover, else the one stored when it had one.
             let live = shard.streams.borrow().get(&ssrc).and_then(|s| s.cover.borrow().clone());
             let jpeg = match live {
@@ -181,8 +193,9 @@ pub async fn dispatch(front: Rc<Front>, mut conn: TcpStream, head: RequestHead, 
             }
         }
         Route::GbPlay { device_id, channel_id, token } => {
-            if !routes::authorised(&shard.config, token.as_deref()) {
-                return respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
+            let scope = Scope::Channel { device_id: device_id.clone(), channel_id: channel_id.clone() };
+            if !check_play(shard, &mut conn, &head, token.as_deref(), &scope).await {
+                return;
             }
             if !shard.is_control() {
                 return hand_off(shard, CONTROL, conn, head, body_prefix).await;
@@ -192,9 +205,14 @@ pub async fn dispatch(front: Rc<Front>, mut conn: TcpStream, head: RequestHead, 
             };
             match control.play(&device_id, &channel_id, MediaTransport::Udp).await {
                 Ok(session) => {
-                    // Now an ordinary play request for the session's stream, served by its shard.
+                    // Now an ordinary play request for the session's stream, served by its
+                    // shard, with a token for that stream (the one given opens the channel).
+                    let scope = Scope::Stream(session.stream_id.clone());
+                    let Some(token) = shard.secrets().issue(&scope, unix_s() + GB_HANDOFF_TOKEN_TTL_S, None) else {
+                        return respond_error(&mut conn, 500, "internal", "cannot issue a stream token").await;
+                    };
                     let mut head = head;
-                    head.path = format!("/flv/{}/{}", session.stream_id, token.unwrap_or_default());
+                    head.path = format!("/flv/{}/{token}", session.stream_id);
                     hand_off(shard, owner_of(session.ssrc, shard.media_shards), conn, head, body_prefix).await;
                 }
                 Err(e) => {
@@ -208,24 +226,50 @@ pub async fn dispatch(front: Rc<Front>, mut conn: TcpStream, head: RequestHead, 
     }
 }
 
+/// Methods and request headers a page of an allowed origin may use.
+const CORS_METHODS: &str = "GET, POST, PUT, DELETE, OPTIONS";
+const CORS_HEADERS: &str = "authorization, gmv-token, content-type, range";
+/// How long a browser may cache a preflight answer.
+const CORS_MAX_AGE_S: u64 = 600;
+
+/// A CORS preflight: 204 with what may be sent for an allowed origin, 403 for any other.
+async fn preflight(conn: &mut HttpConn) {
+    if !conn.cors_allowed() {
+        return respond_error(conn, 403, "origin_not_allowed", "this origin is not in http.cors_origins").await;
+    }
+    let extra = format!("Access-Control-Allow-Methods: {CORS_METHODS}\r\nAccess-Control-Allow-Headers: {CORS_HEADERS}\r\nAccess-Control-Max-Age: {CORS_MAX_AGE_S}\r\n");
+    super::response::respond_empty(conn, 204, &extra).await;
+}
+
+/// Checks a play request's credential for `scope`; answers 401 and gives false when it fails.
+async fn check_play(shard: &Shard, conn: &mut HttpConn, head: &RequestHead, path_token: Option<&str>, scope: &Scope) -> bool {
+    match routes::play_allowed(&shard.secrets(), head, path_token, scope, unix_s(), conn.peer_ip()) {
+        Ok(()) => true,
+        Err((status, code, message)) => {
+            tracing::debug!(peer = %conn.peer_ip(), path = %head.path, message, "play refused");
+            respond_error(conn, status, code, message).await;
+            false
+        }
+    }
+}
+
 /// Token, stream id and owning shard of a stream request: Some when this shard serves it;
 /// otherwise it has been answered (401/404) or handed to the owner.
 async fn at_owner(
     shard: &Rc<Shard>,
-    mut conn: TcpStream,
+    mut conn: HttpConn,
     head: RequestHead,
     body_prefix: Vec<u8>,
     token: Option<&str>,
     stream_id: &str,
-) -> Option<(TcpStream, u32)> {
-    if !routes::authorised(&shard.config, token) {
-        respond_error(&mut conn, 401, "unauthorized", "missing or wrong token").await;
-        return None;
-    }
+) -> Option<(HttpConn, u32)> {
     let Some(ssrc) = routes::parse_stream_id(stream_id) else {
         respond_error(&mut conn, 404, "not_found", "no such stream").await;
         return None;
     };
+    if !check_play(shard, &mut conn, &head, token, &Scope::Stream(routes::stream_id(ssrc))).await {
+        return None;
+    }
     let owner = owner_of(ssrc, shard.media_shards);
     if owner == shard.index {
         return Some((conn, ssrc));
@@ -234,9 +278,9 @@ async fn at_owner(
     None
 }
 
-async fn hand_off(shard: &Shard, to: usize, mut conn: TcpStream, head: RequestHead, body_prefix: Vec<u8>) {
+async fn hand_off(shard: &Shard, to: usize, mut conn: HttpConn, head: RequestHead, body_prefix: Vec<u8>) {
     // SAFETY: dup returns a new fd we own (or -1, checked); the original closes with `conn`.
-    let dup = unsafe { libc::dup(conn.as_raw_fd()) };
+    let dup = unsafe { libc::dup(conn.tcp.as_raw_fd()) };
     if dup < 0 {
         return respond_error(&mut conn, 503, "overloaded", "cannot hand off connection").await;
     }

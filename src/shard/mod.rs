@@ -77,6 +77,9 @@ pub struct Shard {
     pub cover_gate: Rc<glommio::sync::Semaphore>,
     /// Recording files this shard is still writing.
     pub record_writers: Rc<std::cell::Cell<usize>>,
+    /// API keys and play secrets this executor checks requests against; a reload (SIGHUP)
+    /// sends every executor a new copy.
+    pub secrets: RefCell<Arc<crate::auth::Secrets>>,
 }
 
 /// Cover (JPEG) decodes at once per shard.
@@ -84,7 +87,13 @@ pub const COVER_DECODES_AT_ONCE: u64 = 1;
 
 impl Shard {
     /// An executor's shard; `peers[i]` reaches executor i (None for itself).
-    pub fn new(index: usize, media_shards: usize, config: Arc<Config>, peers: Vec<Option<ConnectedSender<ShardMsg>>>) -> Shard {
+    pub fn new(
+        index: usize,
+        media_shards: usize,
+        config: Arc<Config>,
+        secrets: Arc<crate::auth::Secrets>,
+        peers: Vec<Option<ConnectedSender<ShardMsg>>>,
+    ) -> Shard {
         let ports = PortPool::for_shard(config.rtp.port_min, config.rtp.port_max, index.saturating_sub(1), media_shards);
         Shard {
             index,
@@ -96,6 +105,7 @@ impl Shard {
             handoff: Default::default(),
             cover_gate: Rc::new(glommio::sync::Semaphore::new(COVER_DECODES_AT_ONCE)),
             record_writers: Default::default(),
+            secrets: RefCell::new(secrets),
         }
     }
 
@@ -123,6 +133,16 @@ impl Shard {
     /// `ask` the media shard that owns `ssrc`.
     pub async fn ask_owner<T>(&self, ssrc: u32, request: impl FnOnce(futures_channel::oneshot::Sender<T>) -> ShardMsg) -> Option<T> {
         self.ask(owner_of(ssrc, self.media_shards), request).await
+    }
+
+    /// This executor's current keys and play secrets.
+    pub fn secrets(&self) -> Arc<crate::auth::Secrets> {
+        self.secrets.borrow().clone()
+    }
+
+    /// Executors in the mesh (control + media shards).
+    pub fn peers_len(&self) -> usize {
+        self.peers.len()
     }
 
     pub fn media_indices(&self) -> std::ops::RangeInclusive<usize> {

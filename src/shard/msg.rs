@@ -63,6 +63,11 @@ pub struct StreamInfo {
 #[derive(Debug)]
 pub enum ShardMsg {
     Http(HandoffConn),
+    /// Reloaded API keys and play secrets (SIGHUP); the reply says they are in force.
+    Secrets {
+        secrets: std::sync::Arc<crate::auth::Secrets>,
+        reply: oneshot::Sender<()>,
+    },
     OpenStream {
         spec: StreamSpec,
         reply: oneshot::Sender<Result<StreamInfo, OpenError>>,

@@ -309,6 +309,10 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
             Some(serve) => serve(conn),
             None => tracing::warn!(shard = shard.index, "connection handed over before HTTP was wired; dropped"),
         },
+        ShardMsg::Secrets { secrets, reply } => {
+            *shard.secrets.borrow_mut() = secrets;
+            let _ = reply.send(());
+        }
         ShardMsg::OpenStream { spec, reply } => {
             let _ = reply.send(open_stream(shard, spec));
         }

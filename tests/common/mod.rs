@@ -10,7 +10,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-pub const TOKEN: &str = "gmv-dev-token";
+/// The admin API key every test engine is configured with (the docs' example key, allowed on
+/// loopback only).
+pub const TOKEN: &str = gmv::auth::EXAMPLE_API_KEY;
 pub const NODE_ID: &str = "34020000002000000001";
 pub const WIDTH: u32 = 320;
 pub const HEIGHT: u32 = 240;
@@ -129,6 +131,18 @@ impl Engine {
     /// `sip_yaml`: extra lines under `sip:` (indented two spaces); `data_dir`: reuse one
     /// (a restart), else a fresh one.
     pub fn start_with(shards: usize, extra_yaml: &str, sip_yaml: &str, data_dir: Option<PathBuf>) -> Engine {
+        Engine::start_full(shards, "", extra_yaml, sip_yaml, data_dir)
+    }
+
+    /// `http_yaml`: extra lines under `http:` (indented two spaces); when it has `api_keys`
+    /// they replace the default admin key (`TOKEN`), which the start-up health check then
+    /// cannot use: the first key listed must be able to read (any role can).
+    pub fn start_full(shards: usize, http_yaml: &str, extra_yaml: &str, sip_yaml: &str, data_dir: Option<PathBuf>) -> Engine {
+        let keys = if http_yaml.contains("api_keys") {
+            String::new()
+        } else {
+            format!("  api_keys: [{{name: test-admin, role: admin, sha256: \"{}\"}}]\n", gmv::auth::key_hash(TOKEN))
+        };
         let block = PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
         let rtp_min = 20_000 + (std::process::id() % 200) as u16 * 100 + block * 20;
         let dir = work_dir();
@@ -143,7 +157,7 @@ impl Engine {
             std::fs::write(
                 &config,
                 format!(
-                    "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\nsip:\n  listen: \"{sip}\"\n  host_ip: 127.0.0.1\n{sip_yaml}rtp:\n  listen_ip: 127.0.0.1\n  port_min: {rtp_min}\n  port_max: {}\n{extra_yaml}",
+                    "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\n{keys}{http_yaml}sip:\n  listen: \"{sip}\"\n  host_ip: 127.0.0.1\n{sip_yaml}rtp:\n  listen_ip: 127.0.0.1\n  port_min: {rtp_min}\n  port_max: {}\n{extra_yaml}",
                     data_dir.display(),
                     rtp_min + 19
                 ),
@@ -161,7 +175,8 @@ impl Engine {
             let mut engine = Engine { child, config, http, sip, data_dir, log };
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
-                if let Ok((200, _)) = engine.try_request("GET", "/api/health", &[("gmv-token", TOKEN)], b"") {
+                // Any answer from the API (401 too, for engines without the test key) means it is up.
+                if let Ok((200 | 401, _)) = engine.try_request("GET", "/api/health", &[("gmv-token", TOKEN)], b"") {
                     return engine;
                 }
                 if engine.child.try_wait().unwrap().is_some() {
@@ -214,6 +229,19 @@ impl Engine {
         v
     }
 
+    /// A play token from `POST /api/play-tokens` for `scope` (`{"stream_id": ..}`,
+    /// `{"device_id": .., "channel_id": ..}` or `{"record": ..}`).
+    pub fn play_token(&self, scope: serde_json::Value) -> String {
+        let (status, v) = self.request("POST", "/api/play-tokens", &scope.to_string());
+        assert_eq!(status, 201, "play token: {v}");
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    /// A play token for a live stream.
+    pub fn stream_token(&self, stream_id: &str) -> String {
+        self.play_token(serde_json::json!({ "stream_id": stream_id }))
+    }
+
     /// Waits until the stream has taken in at least `n` RTP packets (bounded).
     pub fn wait_packets(&self, stream_id: &str, n: u64) {
         self.wait_stat(stream_id, "packets", n);
@@ -235,6 +263,12 @@ impl Engine {
 }
 
 impl Engine {
+    /// Sends `signal` to the engine process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
     /// Sends SIGTERM and waits (bounded) for the process to exit; its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         // SAFETY: kill(2) on our child's pid.

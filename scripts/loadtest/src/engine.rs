@@ -29,8 +29,9 @@ impl Engine {
         std::fs::write(
             &config,
             format!(
-                "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\n  tokens: [\"{token}\"]\nsip:\n  listen: \"\"\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {port_max}\n  idle_timeout_s: 3600\nmedia:\n  cover_on_first_keyframe: {covers}\n",
-                dir.join("data").display()
+                "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\n  api_keys: [{{name: loadtest, role: admin, sha256: \"{}\"}}]\nsip:\n  listen: \"\"\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {port_max}\n  idle_timeout_s: 3600\nmedia:\n  cover_on_first_keyframe: {covers}\n",
+                dir.join("data").display(),
+                gmv::auth::key_hash(token)
             ),
         )
         .map_err(|e| e.to_string())?;

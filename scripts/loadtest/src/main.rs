@@ -92,24 +92,27 @@ fn run(args: &Args) -> Result<(), String> {
         (None, None) => return Err("give --gmv BIN to spawn the engine, or --pid to attach".into()),
     };
     let mut targets = Vec::with_capacity(args.streams);
+    // Viewers play with the play token each answer carries (the API key opens no play URL).
+    let mut play_paths = Vec::new();
     for i in 0..args.streams {
         let ssrc = FIRST_SSRC + i as u32;
         let (status, v) = engine.request("POST", "/api/streams", &format!("{{\"ssrc\": {ssrc}}}")).map_err(|e| e.to_string())?;
         let port = v["port"].as_u64().filter(|_| status == 201).ok_or(format!("open stream {i}: {status} {v}"))?;
         targets.push(sender::Target { ssrc, dest: SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port as u16) });
+        play_paths.push(format!("/flv/{ssrc:010}/{}", v["play"]["token"].as_str().unwrap_or_default()));
     }
 
     let send_until = Instant::now() + Duration::from_secs(args.duration_s);
     let viewers: Vec<_> = (0..args.viewers)
         .map(|i| {
-            let path = format!("/flv/{:010}/{}", FIRST_SSRC + (i % args.viewer_streams.max(1)) as u32, args.token);
+            let path = play_paths[i % args.viewer_streams.clamp(1, play_paths.len().max(1))].clone();
             let http = args.http;
             std::thread::spawn(move || viewer::run(http, &path, send_until))
         })
         .collect();
     // A viewer that joins mid-run measures first-frame latency (the GOP cache at work).
     let late = {
-        let path = format!("/flv/{FIRST_SSRC:010}/{}", args.token);
+        let path = play_paths.first().cloned().unwrap_or_default();
         let http = args.http;
         let join_at = Instant::now() + Duration::from_secs(args.duration_s / 2);
         std::thread::spawn(move || {

@@ -393,6 +393,29 @@ impl Endpoint {
         }
     }
 
+    /// New digest passwords (a reload); what changed, by device id, for the log. Devices
+    /// registered keep their registration; the new password counts from their next REGISTER.
+    pub fn set_passwords(&mut self, password: &str, device_passwords: &BTreeMap<String, String>) -> Vec<String> {
+        let mut changes = Vec::new();
+        if self.cfg.password != password {
+            changes.push("sip.password changed".to_string());
+        }
+        let old = &self.cfg.device_passwords;
+        for (id, p) in device_passwords {
+            match old.get(id) {
+                None => changes.push(format!("sip.device_passwords: {id} added")),
+                Some(o) if o != p => changes.push(format!("sip.device_passwords: {id} changed")),
+                Some(_) => {}
+            }
+        }
+        for id in old.keys().filter(|id| !device_passwords.contains_key(*id)) {
+            changes.push(format!("sip.device_passwords: {id} removed"));
+        }
+        self.cfg.password = password.to_string();
+        self.cfg.device_passwords = device_passwords.clone();
+        changes
+    }
+
     pub fn config(&self) -> &EndpointConfig {
         &self.cfg
     }

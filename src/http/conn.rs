@@ -1,0 +1,89 @@
+//! One HTTP connection: the socket and what every response on it must say besides its own
+//! headers (the CORS answer for the request's origin).
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+pub struct HttpConn {
+    pub tcp: TcpStream,
+    /// `Access-Control-Allow-Origin` value for this request's Origin, when it is allowed.
+    allow_origin: Option<String>,
+}
+
+impl HttpConn {
+    pub fn new(tcp: TcpStream) -> HttpConn {
+        HttpConn { tcp, allow_origin: None }
+    }
+
+    /// Sets the CORS answer from the request's `Origin` against the allow-list.
+    pub fn set_origin(&mut self, origin: Option<&str>, allowed: &[String]) {
+        self.allow_origin = cors_allow(origin, allowed);
+    }
+
+    /// Header lines every response carries (each ends in CRLF): CORS for an allowed origin.
+    pub fn common_headers(&self) -> String {
+        match &self.allow_origin {
+            Some(o) => format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"),
+            None => String::new(),
+        }
+    }
+
+    pub fn cors_allowed(&self) -> bool {
+        self.allow_origin.is_some()
+    }
+
+    pub fn peer_ip(&self) -> std::net::IpAddr {
+        self.tcp.peer_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip())
+    }
+}
+
+/// The origin to echo for a request from `origin`, if the allow-list lets it in.
+pub fn cors_allow(origin: Option<&str>, allowed: &[String]) -> Option<String> {
+    let origin = origin?;
+    // An origin is text a browser sends; anything that could split a header line is not one.
+    if origin.bytes().any(|b| b.is_ascii_control()) {
+        return None;
+    }
+    if allowed.iter().any(|a| a == "*") {
+        return Some("*".to_string());
+    }
+    allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)).then(|| origin.to_string())
+}
+
+impl AsyncRead for HttpConn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for HttpConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cors_allow;
+
+    #[test]
+    fn only_listed_origins_are_echoed() {
+        let list = vec!["http://127.0.0.1:9000".to_string()];
+        assert_eq!(cors_allow(Some("http://127.0.0.1:9000"), &list).as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(cors_allow(Some("http://evil.example"), &list), None);
+        assert_eq!(cors_allow(None, &list), None);
+        assert_eq!(cors_allow(Some("http://a"), &[]), None);
+        assert_eq!(cors_allow(Some("http://a"), &["*".to_string()]).as_deref(), Some("*"));
+        assert_eq!(cors_allow(Some("http://127.0.0.1:9000\r\nX: y"), &["*".to_string()]), None);
+    }
+}

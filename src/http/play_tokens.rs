@@ -1,0 +1,81 @@
+//! Play tokens handed out by the API: in play answers (a stream's URLs) and by
+//! `POST /api/play-tokens` for a stream, a GB channel or a recording.
+
+use super::request::RequestHead;
+use crate::auth::{PLAY_TOKEN_TTL_S_MAX, Scope};
+use crate::proto::ssrc::parse_stream_id;
+use crate::shard::Shard;
+use serde_json::{Value, json};
+use std::net::IpAddr;
+
+/// A token for `scope` from this executor's signing secret: (token, expiry in unix seconds).
+/// `ttl_s` defaults to `http.play_token_ttl_s`.
+pub fn token_for(shard: &Shard, scope: &Scope, ttl_s: Option<u64>, client: Option<IpAddr>) -> Option<(String, u64)> {
+    let secrets = shard.secrets();
+    let expires = crate::shard::unix_ms() / 1000 + ttl_s.unwrap_or(secrets.play_token_ttl_s);
+    secrets.issue(scope, expires, client).map(|t| (t, expires))
+}
+
+fn host(shard: &Shard, head: &RequestHead) -> String {
+    head.header("host").map_or_else(|| shard.config.http.listen.to_string(), str::to_string)
+}
+
+/// A live stream's play URLs with a fresh token in them.
+pub fn stream_play(shard: &Shard, head: &RequestHead, stream_id: &str) -> Value {
+    let host = host(shard, head);
+    let (token, expires) = token_for(shard, &Scope::Stream(stream_id.to_string()), None, None).unwrap_or_default();
+    json!({
+        "flv": format!("http://{host}/flv/{stream_id}/{token}"),
+        "flv_with_header": format!("http://{host}/{}/play/{stream_id}.flv", shard.config.node_id),
+        "hls": format!("http://{host}/hls/{stream_id}/{token}/index.m3u8"),
+        "token": token,
+        "expires_at": expires,
+    })
+}
+
+/// `POST /api/play-tokens` with one of `{"stream_id"}`, `{"device_id", "channel_id"}` or
+/// `{"record"}` (a recording's file or stem), and optionally `"ttl_s"` and `"client_ip"`
+/// (an address, or `"self"` for the caller's).
+pub fn issue(shard: &Shard, head: &RequestHead, body: &[u8], caller: IpAddr) -> (u16, Value) {
+    let bad = |m: &str| (400, json!({ "code": "bad_request", "message": m }));
+    let Ok(req) = serde_json::from_slice::<Value>(body) else { return bad("body must be JSON") };
+    let text = |k: &str| req.get(k).and_then(Value::as_str);
+    let scope = match (text("stream_id"), text("device_id"), text("channel_id"), text("record")) {
+        (Some(id), None, None, None) => match parse_stream_id(id) {
+            Some(ssrc) => Scope::Stream(crate::proto::ssrc::stream_id(ssrc)),
+            None => return bad("stream_id is a 10-digit stream id"),
+        },
+        (None, Some(d), Some(c), None) => Scope::Channel { device_id: d.into(), channel_id: c.into() },
+        (None, None, None, Some(r)) => Scope::Record(r.trim_end_matches(".mp4").into()),
+        _ => return bad("give one of stream_id, device_id + channel_id, or record"),
+    };
+    let ttl_s = match req.get("ttl_s") {
+        None => None,
+        Some(v) => match v.as_u64().filter(|t| (1..=PLAY_TOKEN_TTL_S_MAX).contains(t)) {
+            Some(t) => Some(t),
+            None => return bad(&format!("ttl_s must be 1..={PLAY_TOKEN_TTL_S_MAX}")),
+        },
+    };
+    let client = match text("client_ip") {
+        None => None,
+        Some("self") => Some(caller),
+        Some(ip) => match ip.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => return bad("client_ip is an IP address or \"self\""),
+        },
+    };
+    let Some((token, expires)) = token_for(shard, &scope, ttl_s, client) else { return bad("ids have letters, digits, '_' and '-' only") };
+    let host = host(shard, head);
+    let play = match &scope {
+        Scope::Stream(id) => json!({
+            "flv": format!("http://{host}/flv/{id}/{token}"),
+            "hls": format!("http://{host}/hls/{id}/{token}/index.m3u8"),
+        }),
+        Scope::Channel { device_id, channel_id } => json!({ "flv": format!("http://{host}/flv/gb/{device_id}/{channel_id}/{token}") }),
+        Scope::Record(stem) => json!({
+            "mp4": format!("http://{host}/records/{stem}.mp4?token={token}"),
+            "flv": format!("http://{host}/flv/record/{stem}/{token}"),
+        }),
+    };
+    (201, json!({ "token": token, "expires_at": expires, "client_ip": client.map(|c| c.to_string()), "play": play }))
+}
