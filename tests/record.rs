@@ -147,3 +147,58 @@ fn record_all_rotates_files_by_duration() {
     std::fs::write(&local, body).unwrap();
     assert_eq!(ffprobe(&local).frames, 25, "each rotated file stands alone");
 }
+
+/// A disk that fills up (here: a file size limit, so that writes past it fail as they do on a
+/// full disk) stops the recorder at its first failed write: the API says so, the log says it
+/// once, and the stream goes on for its viewers.
+#[test]
+fn a_full_disk_stops_the_recorder_and_says_so_once() {
+    let engine = Engine::start_limited(1, "", "record:\n  all: true\n", "", None, Some(160 * 1024));
+    let s = engine.open_stream(json!({}));
+    let id = s["stream_id"].as_str().unwrap().to_string();
+    let clip = h264_frames();
+    let span = clip.len() as u64 * 3600;
+    // One camera socket throughout: the stream is locked to its source.
+    let sock = udp_sender();
+    // The clip again and again, later in time, in one run of sequence numbers.
+    const LAPS_MAX: u64 = 14;
+    let frames: Vec<_> = (0..LAPS_MAX)
+        .flat_map(|lap| clip.iter().map(move |f| gmv::proto::frame::Frame { pts: f.pts + lap * span, dts: f.dts + lap * span, ..f.clone() }))
+        .collect();
+    let packets = gmv::sim::ps_rtp_packets(&frames, s["ssrc"].as_u64().unwrap() as u32);
+    // Sends lap `lap`; the engine has taken it all when this returns.
+    let push_lap = |lap: u64| {
+        let lap_packets = &packets[lap as usize * clip.len()..(lap as usize + 1) * clip.len()];
+        let sent: u64 = lap_packets.iter().map(|f| f.len() as u64).sum();
+        let before = engine.stream(&id)["packets"].as_u64().unwrap();
+        for frame in lap_packets {
+            for p in frame {
+                sock.send_to(p, format!("127.0.0.1:{}", s["port"])).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        engine.wait_packets(&id, before + sent);
+    };
+    // The file outgrows the limit within a few laps.
+    let mut lap = 0;
+    let failed = loop {
+        assert!(lap < LAPS_MAX - 2, "the recorder never failed: {}", engine.stream(&id));
+        push_lap(lap);
+        lap += 1;
+        let info = engine.stream(&id);
+        if !info["record_error"].is_null() {
+            break info;
+        }
+    };
+    assert_eq!(failed["recording"], false, "{failed}");
+    assert!(failed["record_error"].as_str().unwrap().contains(".mp4"), "{failed}");
+    // More media: the stream still takes it, the recorder stays stopped and quiet.
+    push_lap(lap);
+    push_lap(lap + 1);
+    let info = engine.stream(&id);
+    assert_eq!((info["recording"].as_bool(), info["frames"].as_u64() > failed["frames"].as_u64()), (Some(false), true), "{info}");
+    let log = engine.log_text();
+    assert_eq!(log.matches("recording stopped").count(), 1, "{log}");
+    assert!(log.matches("fragment dropped").count() <= 1, "{log}");
+    assert_eq!(engine.request("GET", "/api/health", "").0, 200);
+}

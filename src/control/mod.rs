@@ -270,14 +270,22 @@ impl Control {
     }
 
     fn play_answered(self: &Rc<Self>, handle: PlayHandle, session: Box<Session>, media: Option<SocketAddr>) {
-        if session.device_ssrc.is_some_and(|d| d != session.ssrc) {
-            tracing::info!(device_id = %session.device_id, ssrc = session.ssrc, device_ssrc = session.device_ssrc, "device answered another SSRC; following it");
-        }
         tracing::info!(device_id = %session.device_id, channel_id = %session.channel_id, stream_id = %session.stream_id, "play started");
-        let Some(addr) = media else { return self.resolve(handle, Ok(*session)) };
-        // TCP active: connect to the device's media port before anyone is told it plays.
+        // The stream takes only its SSRCs: the device's answer, when another, joins them. Asked
+        // now, from the drain, so it is queued before the ACK leaves and the device sends.
+        let expected = session.device_ssrc.filter(|d| *d != session.ssrc).map(|device_ssrc| {
+            tracing::info!(device_id = %session.device_id, ssrc = session.ssrc, device_ssrc, "device answered another SSRC; following it");
+            self.shard.expect_ssrc(session.ssrc, device_ssrc)
+        });
         let me = self.clone();
         glommio::spawn_local(async move {
+            if let Some(expected) = expected
+                && !expected.await
+            {
+                tracing::warn!(device_id = %session.device_id, ssrc = session.ssrc, "the stream did not take the device's SSRC; its packets will be dropped");
+            }
+            // TCP active: connect to the device's media port before anyone is told it plays.
+            let Some(addr) = media else { return me.resolve(handle, Ok(*session)) };
             match me.shard.connect_tcp(session.ssrc, addr).await {
                 Ok(()) => me.resolve(handle, Ok(*session)),
                 Err(error) => {

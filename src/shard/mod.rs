@@ -8,6 +8,7 @@ pub mod pipeline;
 pub mod ports;
 pub mod record;
 pub mod service;
+pub mod source;
 pub mod stream;
 
 use crate::config::Config;
@@ -128,6 +129,18 @@ impl Shard {
         let (reply, rx) = futures_channel::oneshot::channel();
         self.send(to, request(reply)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Like `ask`, but the request is queued before this returns (or not at all, when the
+    /// queue is full): what is sent next from this executor cannot overtake it.
+    pub fn ask_now<T>(
+        &self,
+        to: usize,
+        request: impl FnOnce(futures_channel::oneshot::Sender<T>) -> ShardMsg,
+    ) -> Option<futures_channel::oneshot::Receiver<T>> {
+        let (reply, rx) = futures_channel::oneshot::channel();
+        self.peers.get(to).and_then(Option::as_ref)?.try_send(request(reply)).ok()?;
+        Some(rx)
     }
 
     /// `ask` the media shard that owns `ssrc`.

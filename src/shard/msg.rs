@@ -48,12 +48,19 @@ pub struct StreamInfo {
     pub rtp_errors: u64,
     pub demux_errors: u64,
     pub frames: u64,
+    /// Packets dropped: from another source than the locked one, or with an SSRC this stream
+    /// does not expect.
+    pub foreign_packets: u64,
+    /// SSRC changes followed (from the locked source, after a run of packets).
+    pub ssrc_changes: u64,
     /// Pictures leave on the RTP marker instead of one frame later (see `AuAssembler`).
     pub low_latency: bool,
     /// HLS segments are being made (someone asked for the playlist recently).
     pub hls: bool,
     /// An MP4 file is being written.
     pub recording: bool,
+    /// Why recording stopped on its own (a write failed, e.g. the disk is full).
+    pub record_error: Option<String>,
     pub subscribers: usize,
     pub is_static: bool,
     pub age_ms: u64,
@@ -89,6 +96,13 @@ pub enum ShardMsg {
     Snapshot {
         ssrc: u32,
         reply: oneshot::Sender<Result<bytes::Bytes, String>>,
+    },
+    /// The device answered `device_ssrc` for the stream `ssrc`: take it too. Replies whether
+    /// the stream exists.
+    ExpectSsrc {
+        ssrc: u32,
+        device_ssrc: u32,
+        reply: oneshot::Sender<bool>,
     },
     /// Start/stop recording; replies None for an unknown stream, else whether it changed.
     Record {

@@ -41,6 +41,11 @@ struct OpenFile {
 pub struct Recorder {
     /// Files of this shard still being written (so a stop can wait for their sidecars).
     writers: Rc<Cell<usize>>,
+    /// Set by the writer on its first failed write (a full disk, a removed directory): the
+    /// recorder then stops for good, instead of queueing fragments nobody writes.
+    write_error: Rc<std::cell::RefCell<Option<String>>>,
+    /// Why this recorder stopped on its own; it records nothing more.
+    pub error: Option<String>,
     dir: PathBuf,
     stream_id: String,
     rotate: Duration,
@@ -59,6 +64,8 @@ impl Recorder {
     pub fn new(data_dir: &Path, stream_id: String, rotate: Duration, writers: Rc<Cell<usize>>) -> Recorder {
         Recorder {
             writers,
+            write_error: Default::default(),
+            error: None,
             dir: records_dir(data_dir),
             stream_id,
             rotate,
@@ -71,10 +78,26 @@ impl Recorder {
     }
 
     pub fn recording(&self) -> bool {
-        self.file.is_some()
+        self.file.is_some() && self.error.is_none()
+    }
+
+    /// Stops for good after the writer failed: the open file is abandoned (the writer has
+    /// gone), nothing more is queued, the error stays for the API. Logged once.
+    fn check_writer(&mut self) -> bool {
+        if self.error.is_some() {
+            return false;
+        }
+        let Some(error) = self.write_error.borrow().clone() else { return true };
+        tracing::error!(stream_id = %self.stream_id, %error, "recording stopped: the file could not be written (disk full?); start it again once fixed");
+        self.error = Some(error);
+        self.file = None;
+        false
     }
 
     pub fn push(&mut self, frame: &Frame) {
+        if !self.check_writer() {
+            return;
+        }
         if frame.codec.is_video() {
             if self.codec != Some(frame.codec) {
                 self.codec = Some(frame.codec);
@@ -104,7 +127,9 @@ impl Recorder {
             && f.tx.try_send(Write::Data(fragment)).is_err()
         {
             self.fragments_dropped += 1;
-            tracing::warn!(stream_id = %self.stream_id, "recording queue full; fragment dropped");
+            if self.fragments_dropped.is_power_of_two() {
+                tracing::warn!(stream_id = %self.stream_id, dropped = self.fragments_dropped, "recording queue full (disk too slow); fragment dropped");
+            }
         }
     }
 
@@ -126,9 +151,11 @@ impl Recorder {
         tracing::info!(stream_id = %self.stream_id, file = %info.file, "recording started");
         let writers = self.writers.clone();
         writers.set(writers.get() + 1);
+        let write_error = self.write_error.clone();
         glommio::spawn_local(async move {
             if let Err(error) = write_file(&dir, info.clone(), rx).await {
-                tracing::error!(file = %info.file, %error, "recording write failed");
+                tracing::debug!(file = %info.file, %error, "recording write failed");
+                *write_error.borrow_mut() = Some(format!("{}: {error}", info.file));
             }
             writers.set(writers.get() - 1);
         })
@@ -138,6 +165,9 @@ impl Recorder {
 
     /// Writes the last fragment and closes the file (its sidecar follows when the disk is done).
     pub fn finish(&mut self) {
+        if !self.check_writer() {
+            return;
+        }
         let Some(mut f) = self.file.take() else { return };
         if let Some(fragment) = f.muxer.flush() {
             let _ = f.tx.try_send(Write::Data(fragment));
@@ -152,6 +182,17 @@ fn io_error(e: glommio::GlommioError<()>) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
+/// Writes `bytes` at `pos`; the end position. A short write (a full disk, a file size limit)
+/// is an error too: the recorder stops, and the half-written fragment is cut off by `recover`.
+async fn write_all_at(file: &glommio::io::BufferedFile, bytes: Vec<u8>, pos: u64) -> std::io::Result<u64> {
+    let len = bytes.len();
+    let n = file.write_at(bytes, pos).await.map_err(io_error)?;
+    if n < len {
+        return Err(std::io::Error::new(std::io::ErrorKind::StorageFull, format!("short write: {n} of {len} bytes")));
+    }
+    Ok(pos + len as u64)
+}
+
 async fn write_file(dir: &Path, mut info: RecordInfo, rx: glommio::channels::local_channel::LocalReceiver<Write>) -> std::io::Result<()> {
     // Directory and sidecar are plain std::fs calls: on a blocking thread, not the shard.
     let d = dir.to_path_buf();
@@ -161,11 +202,7 @@ async fn write_file(dir: &Path, mut info: RecordInfo, rx: glommio::channels::loc
     let mut pos = 0u64;
     while let Some(w) = rx.recv().await {
         match w {
-            Write::Data(bytes) => {
-                let len = bytes.len() as u64;
-                file.write_at(bytes, pos).await.map_err(io_error)?;
-                pos += len;
-            }
+            Write::Data(bytes) => pos = write_all_at(&file, bytes, pos).await?,
             Write::Finish { duration_ms, frames } => {
                 info.duration_ms = duration_ms;
                 info.frames = frames;

@@ -33,6 +33,18 @@ impl Shard {
         self.ask_owner(ssrc, |reply| ShardMsg::ConnectTcp { ssrc, addr, reply }).await.unwrap_or_else(|| Err(NO_ANSWER.into()))
     }
 
+    /// The stream also takes the SSRC the device answered in its SDP. The request is queued
+    /// at once (ahead of the ACK that makes the device send); the future says it is in force.
+    pub fn expect_ssrc(&self, ssrc: u32, device_ssrc: u32) -> impl Future<Output = bool> + use<> {
+        let queued = self.ask_now(super::owner_of(ssrc, self.media_shards), |reply| ShardMsg::ExpectSsrc { ssrc, device_ssrc, reply });
+        async move {
+            match queued {
+                Some(rx) => rx.await.unwrap_or(false),
+                None => false,
+            }
+        }
+    }
+
     /// A fresh JPEG of the stream's latest keyframe.
     pub async fn snapshot(&self, ssrc: u32) -> Result<bytes::Bytes, String> {
         self.ask_owner(ssrc, |reply| ShardMsg::Snapshot { ssrc, reply }).await.unwrap_or_else(|| Err(NO_ANSWER.into()))

@@ -5,6 +5,7 @@ use super::Shard;
 use super::fanout::{Fanout, FanoutLimits};
 use super::msg::{OpenError, ShardMsg, StreamInfo, StreamSpec};
 use super::pipeline::Pipeline;
+use super::source::{Origin, SourceGuard, Verdict};
 use crate::proto::flv::FlvTag;
 use crate::proto::rtp::{RTP_PACKET_BYTES_MAX, Rfc4571Deframer};
 use crate::proto::sdp::{RtpMap, Sdp};
@@ -62,10 +63,16 @@ pub struct Stream {
     /// JPEG of a keyframe; made once from the first keyframe, and again on request.
     pub cover: RefCell<Option<Bytes>>,
     cover_started: Cell<bool>,
+    /// Which packets this stream takes (expected SSRCs, the locked source).
+    pub source: RefCell<SourceGuard>,
 }
 
 impl Stream {
-    fn on_packet(&self, data: Bytes, transport: &'static str) {
+    fn on_packet(&self, data: Bytes, transport: &'static str, origin: Origin) {
+        let verdict = self.source.borrow_mut().check(origin, &data);
+        if verdict != Verdict::Take {
+            return self.dropped(verdict, origin, &data);
+        }
         self.last_packet.set(Some(Instant::now()));
         self.transport.set(Some(transport));
         let mut tags = self.tags.borrow_mut();
@@ -85,6 +92,25 @@ impl Stream {
                 }
             })
             .detach();
+        }
+    }
+
+    /// A packet from a foreign source or SSRC: counted, logged at 1, 2, 4, 8, ... drops.
+    fn dropped(&self, verdict: Verdict, origin: Origin, data: &[u8]) {
+        let source = self.source.borrow();
+        let n = source.foreign_packets;
+        if n.is_power_of_two() {
+            let packet_ssrc = (data.len() >= 12).then(|| u32::from_be_bytes([data[8], data[9], data[10], data[11]]));
+            tracing::warn!(
+                ssrc = self.spec.ssrc,
+                stream_id = %stream_id(self.spec.ssrc),
+                from = ?origin,
+                locked = ?source.locked(),
+                packet_ssrc,
+                why = ?verdict,
+                foreign_packets = n,
+                "RTP packet dropped: not from this stream's source or SSRC"
+            );
         }
     }
 
@@ -193,9 +219,12 @@ impl Stream {
             rtp_errors: p.stats.rtp_errors,
             demux_errors: p.stats.demux_errors,
             frames: p.stats.frames,
+            foreign_packets: self.source.borrow().foreign_packets,
+            ssrc_changes: self.source.borrow().ssrc_changes,
             low_latency: p.low_latency(),
             hls: p.hls.is_some(),
             recording: self.recorder.borrow().as_ref().is_some_and(|r| r.recording()),
+            record_error: self.recorder.borrow().as_ref().and_then(|r| r.error.clone()),
             subscribers: self.fanout.borrow().subscribers(),
             is_static: self.spec.is_static,
             age_ms: self.created.elapsed().as_millis() as u64,
@@ -282,6 +311,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         recorder: RefCell::new(None),
         cover: RefCell::new(None),
         cover_started: Cell::new(!shard.config.media.cover_on_first_keyframe),
+        source: RefCell::new(SourceGuard::new(spec.ssrc)),
     });
     *stream.me.borrow_mut() = Rc::downgrade(&stream);
     if shard.config.record.all {
@@ -341,6 +371,13 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
             })
             .detach();
         }
+        ShardMsg::ExpectSsrc { ssrc, device_ssrc, reply } => {
+            let stream = shard.streams.borrow().get(&ssrc).cloned();
+            if let Some(s) = &stream {
+                s.source.borrow_mut().expect(device_ssrc);
+            }
+            let _ = reply.send(stream.is_some());
+        }
         ShardMsg::Record { ssrc, on, reply } => {
             let stream = shard.streams.borrow().get(&ssrc).cloned();
             let _ = reply.send(stream.map(|s| s.set_recording(on, &shard.config)));
@@ -366,7 +403,7 @@ async fn udp_loop(stream: Rc<Stream>, socket: UdpSocket) {
             }
         }
         match socket.recv_from(&mut slab[..UDP_DATAGRAM_BYTES_MAX]).await {
-            Ok((n, _peer)) => stream.on_packet(slab.split_to(n).freeze(), "udp"),
+            Ok((n, peer)) => stream.on_packet(slab.split_to(n).freeze(), "udp", Origin::Udp(peer)),
             Err(error) => {
                 tracing::warn!(ssrc = stream.spec.ssrc, %error, "RTP UDP receive failed");
                 glommio::timer::sleep(Duration::from_millis(100)).await;
@@ -399,8 +436,9 @@ fn track_tcp_conn(stream: &Rc<Stream>, conn: TcpStream) {
     stream.next_tcp_conn.set(id + 1);
     let s = stream.clone();
     let task = glommio::spawn_local(async move {
-        tcp_conn(&s, conn).await;
+        tcp_conn(&s, conn, id).await;
         s.tcp_conns.borrow_mut().remove(&id);
+        s.source.borrow_mut().origin_closed(Origin::Tcp(id));
     })
     .detach();
     stream.tcp_conns.borrow_mut().insert(id, task);
@@ -415,7 +453,7 @@ async fn connect_active(stream: Rc<Stream>, addr: SocketAddr) -> Result<(), Stri
     Ok(())
 }
 
-async fn tcp_conn(stream: &Stream, mut conn: TcpStream) {
+async fn tcp_conn(stream: &Stream, mut conn: TcpStream, id: u64) {
     let peer = conn.peer_addr().ok();
     tracing::info!(ssrc = stream.spec.ssrc, ?peer, "RTP over TCP connected");
     let mut deframer = Rfc4571Deframer::default();
@@ -426,7 +464,7 @@ async fn tcp_conn(stream: &Stream, mut conn: TcpStream) {
             Ok(n) => {
                 deframer.push(&buf[..n]);
                 while let Some(packet) = deframer.pop() {
-                    stream.on_packet(packet, "tcp");
+                    stream.on_packet(packet, "tcp", Origin::Tcp(id));
                 }
                 debug_assert!(deframer.buffered() <= 2 + RTP_PACKET_BYTES_MAX + TCP_READ_BYTES);
             }

@@ -138,6 +138,19 @@ impl Engine {
     /// they replace the default admin key (`TOKEN`), which the start-up health check then
     /// cannot use: the first key listed must be able to read (any role can).
     pub fn start_full(shards: usize, http_yaml: &str, extra_yaml: &str, sip_yaml: &str, data_dir: Option<PathBuf>) -> Engine {
+        Engine::start_limited(shards, http_yaml, extra_yaml, sip_yaml, data_dir, None)
+    }
+
+    /// As `start_full`, with the engine's files (its log too) limited to `file_bytes_max`
+    /// (RLIMIT_FSIZE; SIGXFSZ ignored, so a write past it fails as on a full disk).
+    pub fn start_limited(
+        shards: usize,
+        http_yaml: &str,
+        extra_yaml: &str,
+        sip_yaml: &str,
+        data_dir: Option<PathBuf>,
+        file_bytes_max: Option<u64>,
+    ) -> Engine {
         let keys = if http_yaml.contains("api_keys") {
             String::new()
         } else {
@@ -164,7 +177,22 @@ impl Engine {
             )
             .unwrap();
             let log = dir.join(format!("gmv-{}.log", http.port()));
-            let child = Command::new(env!("CARGO_BIN_EXE_gmv"))
+            let mut command = Command::new(env!("CARGO_BIN_EXE_gmv"));
+            if let Some(limit) = file_bytes_max {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: signal and setrlimit are async-signal-safe and only touch the child.
+                unsafe {
+                    command.pre_exec(move || {
+                        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                        let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                        if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            let child = command
                 .arg("--config")
                 .arg(&config)
                 .env("RUST_LOG", "info")
