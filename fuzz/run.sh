@@ -13,7 +13,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(sip_parse sip_framer sip_endpoint manscdp sdp rtp ps_demux rtp_depack h26x_sps mp4_read http_head)
+  targets=(sip_parse sip_framer sip_endpoint manscdp sdp rtp ps_demux ts_demux rtp_depack h26x_sps mp4_read http_head play_token)
 fi
 shared="../../shared/corpus"
 
@@ -32,6 +32,9 @@ seed() {
       for f in "$shared"/ps/*; do head -c 4096 "$f" > "$dir/$(basename "$f").head"; done ;;
     rtp|rtp_depack)
       for f in "$shared"/rtp/*.rtp; do [ -f "$f" ] && head -c 4096 "$f" > "$dir/$(basename "$f").head"; done ;;
+    ts_demux)
+      # No TS capture in the shared corpus: a short one made by ffmpeg, when it is installed.
+      [ -s "$dir/testsrc.ts" ] || { command -v ffmpeg >/dev/null && ffmpeg -v error -y -f lavfi -i testsrc=size=64x64:rate=10 -t 0.5 -c:v libx264 -f mpegts "$dir/testsrc.ts"; } ;;
     h26x_sps)
       for f in "$shared"/es/*.264; do [ -f "$f" ] && head -c 512 "$f" > "$dir/$(basename "$f").head"; done ;;
   esac

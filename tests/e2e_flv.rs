@@ -155,6 +155,37 @@ fn ffmpeg_rtp_h264_with_sdp_plays_as_flv() {
     assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES });
 }
 
+/// MPEG-TS over RTP (`ffmpeg -f rtp_mpegts`, payload type 33) is demuxed as TS, whether the
+/// stream was declared TS by its SDP or opened as a GB28181 PS stream that then got TS.
+#[test]
+fn ffmpeg_rtp_mpegts_plays_as_flv_declared_or_sniffed() {
+    let engine = Engine::start(2, "");
+    let clip = h264_clip();
+    let ts_sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=ts\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 0 RTP/AVP 33\r\n";
+    for (ssrc, sdp) in [(305_419_001u32, Some(ts_sdp)), (305_419_002, None)] {
+        let s = engine.open_stream(json!({ "ssrc": ssrc, "sdp": sdp }));
+        let id = s["stream_id"].as_str().unwrap().to_string();
+        let out = work_dir().join(format!("ts-{ssrc}.flv"));
+        let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{}", engine.stream_token(&id)), vec![], out.clone(), VIEW_LIMIT);
+        engine.wait_subscribers(&id, 1);
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-re", "-i"])
+            .arg(clip)
+            .args(["-c", "copy", "-f", "rtp_mpegts", "-rtp_muxer_options", &format!("ssrc={ssrc}")])
+            .arg(format!("rtp://127.0.0.1:{}", s["port"]))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        engine.wait_stat(&id, "frames", CLIP_FRAMES as u64 - 1);
+        let info = engine.stream(&id);
+        assert_eq!((info["payload"].as_str(), info["demux_errors"].as_u64(), info["width"].as_u64()), (Some("ts"), Some(0), Some(320)), "{info}");
+        assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
+        viewer.join().unwrap();
+        assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES }, "sdp {sdp:?}");
+    }
+}
+
 /// Opens a PS stream, plays it while `frames` are pushed, closes it; returns the FLV bytes.
 fn play_pushed(engine: &Engine, frames: &[gmv::proto::frame::Frame], name: &str) -> (serde_json::Value, std::path::PathBuf) {
     let s = engine.open_stream(json!({}));

@@ -19,3 +19,4 @@ pub mod ssrc;
 #[doc(hidden)]
 pub mod testutil;
 pub mod ts;
+pub mod ts_demux;

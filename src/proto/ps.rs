@@ -364,10 +364,10 @@ fn parse_psm_body(body: &[u8]) -> Option<Vec<(u8, Codec)>> {
     Some(map)
 }
 
-struct PesHeader {
-    pts: Option<u64>,
-    dts: Option<u64>,
-    payload_offset: usize,
+pub(crate) struct PesHeader {
+    pub pts: Option<u64>,
+    pub dts: Option<u64>,
+    pub payload_offset: usize,
 }
 
 fn read_timestamp(b: &[u8]) -> Option<u64> {
@@ -377,7 +377,8 @@ fn read_timestamp(b: &[u8]) -> Option<u64> {
     Some((u64::from(b[0] & 0x0e) << 29) | (u64::from(b[1]) << 22) | (u64::from(b[2] & 0xfe) << 14) | (u64::from(b[3]) << 7) | (u64::from(b[4]) >> 1))
 }
 
-fn parse_pes_header(p: &[u8]) -> Option<PesHeader> {
+/// A PES header (MPEG-2, or MPEG-1 in program streams) from the packet start code on.
+pub(crate) fn parse_pes_header(p: &[u8]) -> Option<PesHeader> {
     let b6 = *p.get(6)?;
     if b6 & 0xc0 == 0x80 {
         // MPEG-2 PES header.

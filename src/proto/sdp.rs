@@ -125,6 +125,7 @@ impl Sdp {
                 let kind = match pt {
                     0 => Some(PayloadKind::Audio(Codec::Pcmu)),
                     8 => Some(PayloadKind::Audio(Codec::Pcma)),
+                    33 => Some(PayloadKind::Ts),
                     _ => None,
                 };
                 if let (Some(kind), false) = (kind, map.entries.iter().any(|(p, _, _)| *p == pt)) {
@@ -187,6 +188,8 @@ fn parse_media_attribute(m: &mut MediaSection, value: &str) {
 pub enum PayloadKind {
     /// MPEG-PS (GB28181 "PS/90000", also "MP2P").
     Ps,
+    /// MPEG-TS (RFC 2250 "MP2T", static payload type 33).
+    Ts,
     /// RFC 6184 / RFC 7798 payload.
     Video(Codec),
     Audio(Codec),
@@ -196,6 +199,7 @@ impl PayloadKind {
     pub fn from_encoding(encoding: &str) -> Option<PayloadKind> {
         match encoding.to_ascii_uppercase().as_str() {
             "PS" | "MP2P" => Some(PayloadKind::Ps),
+            "MP2T" => Some(PayloadKind::Ts),
             "H264" => Some(PayloadKind::Video(Codec::H264)),
             "H265" | "HEVC" => Some(PayloadKind::Video(Codec::H265)),
             "PCMA" => Some(PayloadKind::Audio(Codec::Pcma)),

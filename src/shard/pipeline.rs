@@ -7,6 +7,7 @@ use crate::proto::ps::{PsDemuxer, PsEvent};
 use crate::proto::rtp::{ReorderBuffer, RtpPacket, SeqStats};
 use crate::proto::rtp_depack::{DepackEvent, Depacketizer};
 use crate::proto::sdp::{PayloadKind, RtpMap};
+use crate::proto::ts_demux::{TsDemuxer, TsEvent};
 use bytes::Bytes;
 
 const PS_CLOCK_BITS: u32 = 33;
@@ -32,6 +33,9 @@ pub struct Pipeline {
     /// Loss/reorder counters of earlier SSRCs on this port.
     seq_history: SeqStats,
     ps: PsDemuxer,
+    /// Present once the stream turned out to carry MPEG-TS (payload type 33, an `MP2T`
+    /// rtpmap, or TS packets where PS was expected).
+    ts: Option<TsDemuxer>,
     depack: Option<Depacketizer>,
     ps_clock: TimestampUnwrapper,
     video_clock: TimestampUnwrapper,
@@ -46,6 +50,7 @@ pub struct Pipeline {
     pub stats: PipelineStats,
     ordered: Vec<RtpPacket>,
     ps_events: Vec<PsEvent>,
+    ts_events: Vec<TsEvent>,
     depack_events: Vec<DepackEvent>,
 }
 
@@ -65,6 +70,7 @@ impl Pipeline {
             reorder: ReorderBuffer::new(),
             seq_history: SeqStats::default(),
             ps: PsDemuxer::new(),
+            ts: None,
             depack: None,
             ps_clock: TimestampUnwrapper::new(PS_CLOCK_BITS),
             video_clock: TimestampUnwrapper::new(RTP_CLOCK_BITS),
@@ -76,12 +82,16 @@ impl Pipeline {
             stats: PipelineStats::default(),
             ordered: Vec::new(),
             ps_events: Vec::new(),
+            ts_events: Vec::new(),
             depack_events: Vec::new(),
         }
     }
 
     /// What the stream's RTP carries, for reporting.
     pub fn payload_name(&self) -> &'static str {
+        if self.ts.is_some() {
+            return "ts";
+        }
         match self.map.entries.iter().find(|(_, k, _)| !matches!(k, PayloadKind::Audio(_))) {
             Some((_, PayloadKind::Video(Codec::H265), _)) => "h265",
             Some((_, PayloadKind::Video(_), _)) => "h264",
@@ -118,6 +128,7 @@ impl Pipeline {
             98 if self.map.entries.is_empty() => PayloadKind::Video(Codec::H264),
             8 => PayloadKind::Audio(Codec::Pcma),
             0 => PayloadKind::Audio(Codec::Pcmu),
+            33 => PayloadKind::Ts,
             _ => PayloadKind::Ps,
         }
     }
@@ -156,6 +167,9 @@ impl Pipeline {
                 self.ps.note_loss(&mut events);
                 self.on_ps_events(&mut events, tags);
                 self.ps_events = events;
+                if let Some(ts) = self.ts.as_mut() {
+                    ts.note_loss();
+                }
             }
             self.on_ordered(p, tags);
         }
@@ -174,10 +188,32 @@ impl Pipeline {
         self.ps.flush(&mut events);
         self.on_ps_events(&mut events, tags);
         self.ps_events = events;
+        if let Some(ts) = self.ts.as_mut() {
+            let mut events = std::mem::take(&mut self.ts_events);
+            ts.flush(&mut events);
+            self.on_ts_events(&mut events, tags);
+            self.ts_events = events;
+        }
     }
 
     fn on_ordered(&mut self, p: RtpPacket, tags: &mut Vec<FlvTag>) {
-        match self.kind(p.payload_type) {
+        let mut kind = self.kind(p.payload_type);
+        // TS where PS was assumed (a GB stream fed by a TS encoder or `ffmpeg -f rtp_mpegts`
+        // with a dynamic type): PS demuxing it would make garbage pictures.
+        if kind == PayloadKind::Ps && (self.ts.is_some() || (self.stats.frames == 0 && TsDemuxer::sniff(&p.payload))) {
+            kind = PayloadKind::Ts;
+        }
+        match kind {
+            PayloadKind::Ts => {
+                let ts = self.ts.get_or_insert_with(|| {
+                    tracing::info!(ssrc = self.ssrc, payload_type = p.payload_type, "RTP carries MPEG-TS: demuxing it as TS");
+                    TsDemuxer::new()
+                });
+                let mut events = std::mem::take(&mut self.ts_events);
+                ts.push(&p.payload, &mut events);
+                self.on_ts_events(&mut events, tags);
+                self.ts_events = events;
+            }
             PayloadKind::Ps => {
                 let mut events = std::mem::take(&mut self.ps_events);
                 self.ps.push(&p.payload, p.timestamp, &mut events);
@@ -216,20 +252,35 @@ impl Pipeline {
     fn on_ps_events(&mut self, events: &mut Vec<PsEvent>, tags: &mut Vec<FlvTag>) {
         for e in events.drain(..) {
             match e {
-                PsEvent::Frame(mut f) => {
-                    // One clock for all PS tracks keeps audio and video aligned.
-                    let dts = self.ps_clock.unwrap(f.dts);
-                    let offset = (f.pts.wrapping_sub(f.dts)) & ((1 << PS_CLOCK_BITS) - 1);
-                    f.dts = dts;
-                    f.pts = if offset < (1 << (PS_CLOCK_BITS - 1)) { dts + offset } else { dts };
-                    self.emit(f, tags);
-                }
+                PsEvent::Frame(f) => self.emit_mpeg_clocked(f, tags),
                 PsEvent::Error(error) => {
                     self.stats.demux_errors += 1;
                     tracing::debug!(ssrc = self.ssrc, ?error, "PS demux error");
                 }
             }
         }
+    }
+
+    fn on_ts_events(&mut self, events: &mut Vec<TsEvent>, tags: &mut Vec<FlvTag>) {
+        for e in events.drain(..) {
+            match e {
+                TsEvent::Frame(f) => self.emit_mpeg_clocked(f, tags),
+                TsEvent::Error(error) => {
+                    self.stats.demux_errors += 1;
+                    tracing::debug!(ssrc = self.ssrc, ?error, "TS demux error");
+                }
+            }
+        }
+    }
+
+    /// A frame with 33-bit MPEG system timestamps (PS or TS): one clock for all its tracks
+    /// keeps audio and video aligned.
+    fn emit_mpeg_clocked(&mut self, mut f: Frame, tags: &mut Vec<FlvTag>) {
+        let dts = self.ps_clock.unwrap(f.dts);
+        let offset = (f.pts.wrapping_sub(f.dts)) & ((1 << PS_CLOCK_BITS) - 1);
+        f.dts = dts;
+        f.pts = if offset < (1 << (PS_CLOCK_BITS - 1)) { dts + offset } else { dts };
+        self.emit(f, tags);
     }
 
     fn emit(&mut self, frame: Frame, tags: &mut Vec<FlvTag>) {
