@@ -27,7 +27,7 @@ fn request_from(source: &str, http: SocketAddr, method: &str, path: &str, header
     sock.connect_timeout(&http.into(), Duration::from_secs(2)).unwrap();
     let mut s: std::net::TcpStream = sock.into();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {http}\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }

@@ -181,3 +181,59 @@ fn a_second_instance_is_refused_at_start() {
     // The first is unharmed.
     assert_eq!(engine.request("GET", "/api/health", "").0, 200);
 }
+
+/// Reads one response (head and a Content-Length body) from a kept connection.
+fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut data = Vec::new();
+    let mut byte = [0u8; 1];
+    while !data.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "connection closed mid-head: {}", String::from_utf8_lossy(&data));
+        data.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&data).to_string();
+    let len: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
+/// HTTP/1.1 keep-alive: API calls (with and without bodies, refused ones too) and requests for
+/// streams owned by either shard follow one another on one connection, pipelined or not;
+/// `Connection: close` ends it.
+#[test]
+fn keep_alive_serves_many_requests_on_one_connection_across_shards() {
+    let engine = Engine::start(2, "");
+    let (a, b) = (100_000_001u32, (100_000_002..).find(|s| gmv::shard::owner_of(*s, 2) != gmv::shard::owner_of(100_000_001, 2)).unwrap());
+    let ids: Vec<String> = [a, b].iter().map(|ssrc| engine.open_stream(json!({ "ssrc": ssrc }))["stream_id"].as_str().unwrap().to_string()).collect();
+    let tokens: Vec<String> = ids.iter().map(|id| engine.stream_token(id)).collect();
+    let mut s = TcpStream::connect(engine.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let key = format!("gmv-token: {TOKEN}\r\n");
+    let body = r#"{"stream_id": "0000000005"}"#;
+    // Pipelined: three requests written at once, one with a body.
+    let pipelined = format!(
+        "GET /api/health HTTP/1.1\r\nHost: x\r\n{key}\r\nPOST /api/play-tokens HTTP/1.1\r\nHost: x\r\n{key}Content-Length: {}\r\n\r\n{body}GET /api/streams HTTP/1.1\r\nHost: x\r\n\r\n",
+        body.len()
+    );
+    s.write_all(pipelined.as_bytes()).unwrap();
+    let (head, _) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("Connection: keep-alive"), "{head}");
+    let (head, token) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+    assert!(String::from_utf8_lossy(&token).contains("\"token\""));
+    let (head, _) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 401"), "no key on the third: {head}");
+    // Streams on both shards, one after another: the connection follows the hand-offs.
+    for round in 0..3 {
+        for (id, token) in ids.iter().zip(&tokens) {
+            s.write_all(format!("GET /cover/{id}.jpg?token={token} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+            let (head, _) = read_response(&mut s);
+            assert!(head.starts_with("HTTP/1.1 404") && head.contains("keep-alive"), "round {round}, {id}: {head}");
+        }
+    }
+    s.write_all(format!("GET /api/health HTTP/1.1\r\nHost: x\r\n{key}Connection: close\r\n\r\n").as_bytes()).unwrap();
+    let (head, _) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("Connection: close"), "{head}");
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).unwrap(), 0, "closed after Connection: close");
+}

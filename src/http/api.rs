@@ -19,33 +19,39 @@ const RECORDS_LIST_MAX: usize = 10_000;
 /// Tries to find an unused random SSRC before giving up.
 const SSRC_PICK_ATTEMPTS: usize = 8;
 
-pub async fn serve(front: &Front, mut conn: HttpConn, head: RequestHead, body_prefix: Vec<u8>) {
+pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead, body_prefix: Vec<u8>) {
     let shard = &front.shard;
     let segments: Vec<&str> = head.path.trim_matches('/').split('/').collect();
+    // The body (bounded) is read first, so a refused request leaves the connection in step
+    // for the next one.
+    if head.content_length > BODY_BYTES_MAX {
+        conn.keep_alive = false; // its body is not read
+        return respond_error(conn, 413, "body_too_large", "request body too large").await;
+    }
+    let body = match glommio::timer::timeout(BODY_READ_TIMEOUT, async { Ok(read_body(conn, &head, body_prefix).await) }).await {
+        Ok(Some(b)) => b,
+        _ => {
+            conn.keep_alive = false;
+            return respond_error(conn, 400, "bad_request", "request body incomplete").await;
+        }
+    };
     let secrets = shard.secrets();
     let (caller, role) = match routes::api_caller(&secrets, &head) {
         Ok(c) => c,
-        Err((status, code, message)) => return respond_error(&mut conn, status, code, message).await,
+        Err((status, code, message)) => return respond_error(conn, status, code, message).await,
     };
     let needed = routes::required_role(&head.method, &segments);
     if role < needed {
         tracing::info!(caller, ?role, ?needed, method = %head.method, path = %head.path, "API call refused: role too low");
-        return respond_error(&mut conn, 403, "forbidden", &format!("this call needs the {needed:?} role; key {caller:?} is {role:?}")).await;
+        return respond_error(conn, 403, "forbidden", &format!("this call needs the {needed:?} role; key {caller:?} is {role:?}")).await;
     }
-    if head.content_length > BODY_BYTES_MAX {
-        return respond_error(&mut conn, 413, "body_too_large", "request body too large").await;
-    }
-    let body = match glommio::timer::timeout(BODY_READ_TIMEOUT, async { Ok(read_body(&mut conn, &head, body_prefix).await) }).await {
-        Ok(Some(b)) => b,
-        _ => return respond_error(&mut conn, 400, "bad_request", "request body incomplete").await,
-    };
     if let ("GET", ["api", "streams", id, "snapshot"]) = (head.method.as_str(), segments.as_slice()) {
         return match parse_stream_id(id) {
             Some(ssrc) => match shard.snapshot(ssrc).await {
-                Ok(jpeg) => super::response::respond(&mut conn, 200, "image/jpeg", &jpeg).await,
-                Err(message) => respond_error(&mut conn, 409, "no_snapshot", &message).await,
+                Ok(jpeg) => super::response::respond(conn, 200, "image/jpeg", &jpeg).await,
+                Err(message) => respond_error(conn, 409, "no_snapshot", &message).await,
             },
-            None => respond_error(&mut conn, 404, "not_found", "no such stream").await,
+            None => respond_error(conn, 404, "not_found", "no such stream").await,
         };
     }
     let (status, value) = match (head.method.as_str(), segments.as_slice()) {
@@ -80,13 +86,14 @@ pub async fn serve(front: &Front, mut conn: HttpConn, head: RequestHead, body_pr
         (_, ["api", "streams", ..]) => (405, json!({ "code": "method_not_allowed", "message": "method not allowed" })),
         _ => not_found(),
     };
-    respond_json(&mut conn, status, &value).await;
+    respond_json(conn, status, &value).await;
 }
 
 fn not_found() -> (u16, Value) {
     (404, json!({ "code": "not_found", "message": "no such stream or resource" }))
 }
 
+/// The request body; what was read past it (a pipelined request) stays in `conn.pending`.
 async fn read_body(conn: &mut HttpConn, head: &RequestHead, mut body: Vec<u8>) -> Option<Vec<u8>> {
     let mut chunk = [0u8; 4096];
     while body.len() < head.content_length {
@@ -96,7 +103,7 @@ async fn read_body(conn: &mut HttpConn, head: &RequestHead, mut body: Vec<u8>) -
         }
         body.extend_from_slice(&chunk[..n]);
     }
-    body.truncate(head.content_length);
+    conn.pending = body.split_off(head.content_length);
     Some(body)
 }
 

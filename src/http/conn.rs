@@ -10,11 +10,16 @@ pub struct HttpConn {
     pub tcp: TcpStream,
     /// `Access-Control-Allow-Origin` value for this request's Origin, when it is allowed.
     allow_origin: Option<String>,
+    /// The connection serves another request after this response (HTTP/1.1 keep-alive);
+    /// cleared by a response that must end it (an error mid-way, a stream until close).
+    pub keep_alive: bool,
+    /// Bytes read past the current request (the next one, pipelined).
+    pub pending: Vec<u8>,
 }
 
 impl HttpConn {
     pub fn new(tcp: TcpStream) -> HttpConn {
-        HttpConn { tcp, allow_origin: None }
+        HttpConn { tcp, allow_origin: None, keep_alive: false, pending: Vec::new() }
     }
 
     /// Sets the CORS answer from the request's `Origin` against the allow-list.

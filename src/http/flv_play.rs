@@ -23,6 +23,7 @@ fn peer_closed(conn: &HttpConn) -> bool {
 pub const FLV_HEADERS: &str = "Content-Type: video/x-flv\r\nCache-Control: no-cache\r\n";
 
 pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32) {
+    conn.keep_alive = false; // the body lasts as long as the stream
     let Some(stream) = shard.streams.borrow().get(&ssrc).cloned() else {
         return respond_error(&mut conn, 404, "not_found", "no such stream").await;
     };

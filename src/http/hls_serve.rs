@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 const PLAYLIST_POLL: Duration = Duration::from_millis(100);
 
-pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, file: &str) {
+pub async fn serve(shard: &Rc<Shard>, conn: &mut HttpConn, ssrc: u32, file: &str) {
     let Some(stream) = shard.streams.borrow().get(&ssrc).cloned() else {
-        return respond_error(&mut conn, 404, "not_found", "no such stream").await;
+        return respond_error(conn, 404, "not_found", "no such stream").await;
     };
     let hls = &shard.config.hls;
     stream.hls_requested.set(Some(Instant::now()));
@@ -30,10 +30,10 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, file: &str)
         loop {
             let playlist = stream.pipeline.borrow().hls.as_ref().and_then(HlsSegmenter::playlist);
             if let Some(p) = playlist {
-                return respond(&mut conn, 200, "application/vnd.apple.mpegurl", p.as_bytes()).await;
+                return respond(conn, 200, "application/vnd.apple.mpegurl", p.as_bytes()).await;
             }
             if Instant::now() >= deadline || !shard.streams.borrow().contains_key(&ssrc) {
-                return respond_error(&mut conn, 503, "not_ready", "no HLS segment yet; retry").await;
+                return respond_error(conn, 503, "not_ready", "no HLS segment yet; retry").await;
             }
             glommio::timer::sleep(PLAYLIST_POLL).await;
         }
@@ -42,7 +42,7 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, file: &str)
     let data = sequence.and_then(|seq| stream.pipeline.borrow().hls.as_ref().and_then(|h| h.segment(seq).map(|s| s.data.clone())));
     drop(stream);
     match data {
-        Some(d) => respond(&mut conn, 200, "video/mp2t", &d).await,
-        None => respond_error(&mut conn, 404, "not_found", "no such segment (expired or not yet made)").await,
+        Some(d) => respond(conn, 200, "video/mp2t", &d).await,
+        None => respond_error(conn, 404, "not_found", "no such segment (expired or not yet made)").await,
     }
 }

@@ -40,14 +40,14 @@ pub async fn open_recording(shard: &Shard, conn: &mut HttpConn, file: &str) -> O
     opened
 }
 
-pub async fn serve(shard: &Shard, mut conn: HttpConn, file: &str, range: Option<&str>) {
-    let Some(f) = open_recording(shard, &mut conn, file).await else { return };
+pub async fn serve(shard: &Shard, conn: &mut HttpConn, file: &str, range: Option<&str>) {
+    let Some(f) = open_recording(shard, conn, file).await else { return };
     let len = f.file_size().await.unwrap_or(0);
     let (status, start, end) = match range {
         Some(r) => match parse_range(r, len) {
             Some((s, e)) => (206, s, e),
             None => {
-                super::response::respond_empty(&mut conn, 416, &format!("Content-Range: bytes */{len}\r\n")).await;
+                super::response::respond_empty(conn, 416, &format!("Content-Range: bytes */{len}\r\n")).await;
                 let _ = f.close().await;
                 return;
             }
@@ -60,7 +60,7 @@ pub async fn serve(shard: &Shard, mut conn: HttpConn, file: &str, range: Option<
     if status == 206 {
         extra.push_str(&format!("Content-Range: bytes {start}-{end}/{len}\r\n"));
     }
-    let head = super::response::head(&conn, status, &extra);
+    let head = super::response::head(conn, status, &extra);
     let mut result = conn.write_all(head.as_bytes()).await;
     let mut pos = start;
     while result.is_ok() && body_len > 0 && pos <= end {
@@ -73,7 +73,10 @@ pub async fn serve(shard: &Shard, mut conn: HttpConn, file: &str, range: Option<
             _ => break,
         }
     }
-    let _ = conn.close().await;
+    if result.is_err() || (body_len > 0 && pos <= end) {
+        conn.keep_alive = false; // the body is not whole: the client must see the end of it
+    }
+    super::response::end(conn).await;
     let _ = f.close().await;
 }
 

@@ -21,11 +21,21 @@ pub struct RequestHead {
     /// Header names lower-cased.
     pub headers: Vec<(String, String)>,
     pub content_length: usize,
+    /// HTTP/1.x minor version.
+    pub version: u8,
 }
 
 impl RequestHead {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the client keeps the connection for another request: HTTP/1.1 unless it says
+    /// `Connection: close`, HTTP/1.0 only when it says `keep-alive`.
+    pub fn wants_keep_alive(&self) -> bool {
+        let connection = self.header("connection").unwrap_or("").to_ascii_lowercase();
+        let says = |t: &str| connection.split(',').any(|v| v.trim() == t);
+        if self.version >= 1 { !says("close") } else { says("keep-alive") }
     }
 
     pub fn query_param(&self, name: &str) -> Option<&str> {
@@ -73,6 +83,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError>
         query: query.to_string(),
         headers: out,
         content_length,
+        version: req.version.unwrap_or(0),
     };
     Ok(Some((head, len)))
 }
@@ -90,6 +101,13 @@ mod tests {
         assert_eq!(head.query_param("token"), Some("abc"));
         assert_eq!(head.header("gmv-token"), Some("t"));
         assert_eq!(parse_head(&raw[..20]), Ok(None));
+        assert!(head.wants_keep_alive());
+        let close = parse_head(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").unwrap().unwrap().0;
+        assert!(!close.wants_keep_alive());
+        let old = parse_head(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().0;
+        assert!(!old.wants_keep_alive());
+        let old_kept = parse_head(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap().0;
+        assert!(old_kept.wants_keep_alive());
     }
 
     #[test]

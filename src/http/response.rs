@@ -29,18 +29,32 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// A response head: status line, `extra` header lines (each ending in CRLF), the connection's
-/// common headers (CORS), `Connection: close`, blank line.
+/// common headers (CORS), `Connection: keep-alive` or `close`, blank line.
 pub fn head(conn: &HttpConn, status: u16, extra: &str) -> String {
-    format!("HTTP/1.1 {status} {}\r\n{extra}{}Connection: close\r\n\r\n", reason(status), conn.common_headers())
+    let connection = if conn.keep_alive { "keep-alive" } else { "close" };
+    format!("HTTP/1.1 {status} {}\r\n{extra}{}Connection: {connection}\r\n\r\n", reason(status), conn.common_headers())
+}
+
+/// Writes a whole response; closes the connection unless it is kept for another request.
+async fn send(conn: &mut HttpConn, status: u16, out: &[u8]) {
+    if let Err(error) = conn.write_all(out).await {
+        tracing::debug!(%error, status, "response write failed");
+        conn.keep_alive = false;
+    }
+    end(conn).await;
+}
+
+/// After a response: closes the connection unless it is kept.
+pub async fn end(conn: &mut HttpConn) {
+    if !conn.keep_alive {
+        let _ = conn.close().await;
+    }
 }
 
 pub async fn respond(conn: &mut HttpConn, status: u16, content_type: &str, body: &[u8]) {
     let mut out = head(conn, status, &format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", body.len())).into_bytes();
     out.extend_from_slice(body);
-    if let Err(error) = conn.write_all(&out).await {
-        tracing::debug!(%error, status, "response write failed");
-    }
-    let _ = conn.close().await;
+    send(conn, status, &out).await;
 }
 
 pub async fn respond_json(conn: &mut HttpConn, status: u16, value: &serde_json::Value) {
@@ -50,10 +64,7 @@ pub async fn respond_json(conn: &mut HttpConn, status: u16, value: &serde_json::
 /// A response with no body: `extra` header lines only.
 pub async fn respond_empty(conn: &mut HttpConn, status: u16, extra: &str) {
     let out = head(conn, status, &format!("{extra}Content-Length: 0\r\n"));
-    if let Err(error) = conn.write_all(out.as_bytes()).await {
-        tracing::debug!(%error, status, "response write failed");
-    }
-    let _ = conn.close().await;
+    send(conn, status, out.as_bytes()).await;
 }
 
 /// 302 to `location` (a path on this server).

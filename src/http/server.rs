@@ -97,33 +97,68 @@ pub async fn serve(front: Rc<Front>) -> std::io::Result<()> {
     }
 }
 
-async fn read_head(conn: &mut HttpConn) -> Result<(RequestHead, Vec<u8>), HeadError> {
-    let mut buf = Vec::with_capacity(1024);
+/// A request head, from what is pending on the connection and what arrives; None when the
+/// peer closed before sending a byte of it.
+async fn read_head(conn: &mut HttpConn) -> Result<Option<(RequestHead, Vec<u8>)>, HeadError> {
+    let mut buf = std::mem::take(&mut conn.pending);
     let mut chunk = [0u8; 2048];
     loop {
+        if !buf.is_empty() {
+            if let Some((head, len)) = parse_head(&buf)? {
+                return Ok(Some((head, buf.split_off(len))));
+            }
+            if buf.len() > HEAD_BYTES_MAX {
+                return Err(HeadError::TooLarge);
+            }
+        }
         let n = conn.read(&mut chunk).await.map_err(|_| HeadError::Malformed)?;
         if n == 0 {
-            return Err(HeadError::Malformed);
+            return if buf.is_empty() { Ok(None) } else { Err(HeadError::Malformed) };
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some((head, len)) = parse_head(&buf)? {
-            return Ok((head, buf.split_off(len)));
-        }
-        if buf.len() > HEAD_BYTES_MAX {
-            return Err(HeadError::TooLarge);
-        }
     }
 }
+
+/// A kept connection may wait this long for its next request before it is closed.
+pub const KEEP_ALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Requests served on one connection before it is closed (a client cannot hold one forever).
+pub const KEEP_ALIVE_REQUESTS_MAX: u32 = 1000;
 
 async fn handle_conn(front: Rc<Front>, conn: TcpStream, _slot: ConnSlot, head_slot: HeadSlot) {
     let mut conn = HttpConn::new(conn);
     let read = glommio::timer::timeout(HEAD_READ_TIMEOUT, async { Ok(read_head(&mut conn).await) }).await;
     drop(head_slot);
     match read {
-        Ok(Ok((head, body_prefix))) => dispatch(front, conn, head, body_prefix).await,
+        Ok(Ok(Some(first))) => serve_conn(front, conn, first).await,
+        Ok(Ok(None)) => {}
         Ok(Err(HeadError::TooLarge)) => respond_error(&mut conn, 431, "head_too_large", "request head too large").await,
         Ok(Err(e)) => respond_error(&mut conn, 400, "bad_request", &format!("{e:?}")).await,
         Err(_) => respond_error(&mut conn, 408, "timeout", "request head not received in time").await,
+    }
+}
+
+/// Serves `first` and, while the connection is kept (HTTP/1.1 keep-alive), the requests that
+/// follow on it, until it closes, idles, is handed to another shard or streams until close.
+async fn serve_conn(front: Rc<Front>, mut conn: HttpConn, first: (RequestHead, Vec<u8>)) {
+    let mut request = first;
+    let mut served = 0u32;
+    loop {
+        let (head, rest) = request;
+        served += 1;
+        conn.keep_alive = head.wants_keep_alive() && served < KEEP_ALIVE_REQUESTS_MAX;
+        match dispatch(front.clone(), conn, head, rest).await {
+            Some(kept) => conn = kept,
+            None => return,
+        }
+        request = match glommio::timer::timeout(KEEP_ALIVE_IDLE_TIMEOUT, async { Ok(read_head(&mut conn).await) }).await {
+            Ok(Ok(Some(next))) => next,
+            Ok(Ok(None)) | Err(_) => return, // closed, or idle: nothing to answer
+            Ok(Err(e)) => {
+                conn.keep_alive = false;
+                let (status, code) = if e == HeadError::TooLarge { (431, "head_too_large") } else { (400, "bad_request") };
+                return respond_error(&mut conn, status, code, &format!("{e:?}")).await;
+            }
+        };
     }
 }
 
@@ -133,10 +168,9 @@ pub fn serve_handoff(front: &Rc<Front>, conn: HandoffConn) {
         tracing::error!(shard = front.shard.index, "hand-off without an HTTP request; dropped");
         return;
     };
-    let (head, body_prefix) = *request;
     // SAFETY: the fd was duplicated for this hand-off and is owned by the message.
     let tcp = unsafe { TcpStream::from_raw_fd(conn.fd.into_raw_fd()) };
-    glommio::spawn_local(dispatch(front.clone(), HttpConn::new(tcp), head, body_prefix)).detach();
+    glommio::spawn_local(serve_conn(front.clone(), HttpConn::new(tcp), *request)).detach();
 }
 
 /// Seconds since the Unix epoch, what play tokens expire by.
@@ -148,36 +182,61 @@ fn unix_s() -> u64 {
 /// stream's shard right after the INVITE.
 const GB_HANDOFF_TOKEN_TTL_S: u64 = 60;
 
-pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead, body_prefix: Vec<u8>) {
+/// Serves one request; gives the connection back when it is kept for the next one.
+pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead, rest: Vec<u8>) -> Option<HttpConn> {
     let shard = &front.shard;
     conn.set_origin(head.header("origin"), &shard.config.http.cors_origins);
-    match routes::route(&head, &shard.config) {
-        Route::Preflight => preflight(&mut conn).await,
-        Route::Api if shard.is_control() => super::api::serve(&front, conn, head, body_prefix).await,
-        Route::Api => hand_off(shard, CONTROL, conn, head, body_prefix).await,
-        Route::FlvPlay { stream_id, token } => {
-            if let Some((conn, ssrc)) = at_owner(shard, conn, head, body_prefix, token.as_deref(), &stream_id).await {
+    let route = routes::route(&head, &shard.config);
+    if !matches!(route, Route::Api) {
+        // Only the API reads bodies: after another request with one, the stream is out of step.
+        if head.content_length > 0 {
+            conn.keep_alive = false;
+        }
+    }
+    match route {
+        Route::Preflight => {
+            conn.pending = rest;
+            preflight(&mut conn).await;
+        }
+        Route::Api if shard.is_control() => super::api::serve(&front, &mut conn, head, rest).await,
+        Route::Api => return hand_off(shard, CONTROL, conn, head, rest).await,
+        Route::FlvPlay { stream_id, token } => match at_owner(shard, conn, head, rest, token.as_deref(), &stream_id).await {
+            AtOwner::Here(conn, ssrc) => {
                 super::flv_play::serve(shard, conn, ssrc).await;
+                return None;
             }
-        }
-        Route::Hls { stream_id, token, file } => {
-            if let Some((conn, ssrc)) = at_owner(shard, conn, head, body_prefix, token.as_deref(), &stream_id).await {
-                super::hls_serve::serve(shard, conn, ssrc, &file).await;
+            AtOwner::Answered(kept) => conn = kept,
+            AtOwner::Gone => return None,
+        },
+        Route::Hls { stream_id, token, file } => match at_owner(shard, conn, head, rest, token.as_deref(), &stream_id).await {
+            AtOwner::Here(kept, ssrc) => {
+                conn = kept;
+                super::hls_serve::serve(shard, &mut conn, ssrc, &file).await;
             }
-        }
+            AtOwner::Answered(kept) => conn = kept,
+            AtOwner::Gone => return None,
+        },
         Route::RecordPlay { stem, token, start_s } => {
+            conn.pending = rest;
             if check_play(shard, &mut conn, &head, token.as_deref(), &Scope::Record(stem.clone())).await {
                 super::record_play::serve(shard, conn, &stem, start_s).await;
+                return None;
             }
         }
         Route::Record { file } => {
+            conn.pending = rest;
             let stem = file.strip_suffix(".mp4").unwrap_or(&file).to_string();
             if check_play(shard, &mut conn, &head, None, &Scope::Record(stem)).await {
-                super::records_serve::serve(shard, conn, &file, head.header("range")).await;
+                super::records_serve::serve(shard, &mut conn, &file, head.header("range")).await;
             }
         }
         Route::Cover { stream_id } => {
-            let Some((mut conn, ssrc)) = at_owner(shard, conn, head, body_prefix, None, &stream_id).await else { return };
+            let (kept, ssrc) = match at_owner(shard, conn, head, rest, None, &stream_id).await {
+                AtOwner::Here(kept, ssrc) => (kept, ssrc),
+                AtOwner::Answered(kept) => return kept.keep_alive.then_some(kept),
+                AtOwner::Gone => return None,
+            };
+            conn = kept;
             // The live stream's cover, else the one stored when it had one.
             let live = shard.streams.borrow().get(&ssrc).and_then(|s| s.cover.borrow().clone());
             let jpeg = match live {
@@ -195,13 +254,15 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead, b
         Route::GbPlay { device_id, channel_id, token } => {
             let scope = Scope::Channel { device_id: device_id.clone(), channel_id: channel_id.clone() };
             if !check_play(shard, &mut conn, &head, token.as_deref(), &scope).await {
-                return;
+                conn.pending = rest;
+                return conn.keep_alive.then_some(conn);
             }
             if !shard.is_control() {
-                return hand_off(shard, CONTROL, conn, head, body_prefix).await;
+                return hand_off(shard, CONTROL, conn, head, rest).await;
             }
             let Some(control) = &front.control else {
-                return respond_error(&mut conn, 503, "sip_disabled", "SIP is disabled").await;
+                respond_error(&mut conn, 503, "sip_disabled", "SIP is disabled").await;
+                return conn.keep_alive.then_some(conn);
             };
             match control.play(&device_id, &channel_id, MediaTransport::Udp).await {
                 Ok(session) => {
@@ -209,11 +270,12 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead, b
                     // shard, with a token for that stream (the one given opens the channel).
                     let scope = Scope::Stream(session.stream_id.clone());
                     let Some(token) = shard.secrets().issue(&scope, unix_s() + GB_HANDOFF_TOKEN_TTL_S, None) else {
-                        return respond_error(&mut conn, 500, "internal", "cannot issue a stream token").await;
+                        respond_error(&mut conn, 500, "internal", "cannot issue a stream token").await;
+                        return None;
                     };
                     let mut head = head;
                     head.path = format!("/flv/{}/{token}", session.stream_id);
-                    hand_off(shard, owner_of(session.ssrc, shard.media_shards), conn, head, body_prefix).await;
+                    return hand_off(shard, owner_of(session.ssrc, shard.media_shards), conn, head, rest).await;
                 }
                 Err(e) => {
                     let (status, code) = e.http();
@@ -221,9 +283,16 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead, b
                 }
             }
         }
-        Route::Redirect { location } => super::response::respond_redirect(&mut conn, &location).await,
-        Route::NotFound => respond_error(&mut conn, 404, "not_found", "no such resource").await,
+        Route::Redirect { location } => {
+            conn.pending = rest;
+            super::response::respond_redirect(&mut conn, &location).await;
+        }
+        Route::NotFound => {
+            conn.pending = rest;
+            respond_error(&mut conn, 404, "not_found", "no such resource").await;
+        }
     }
+    conn.keep_alive.then_some(conn)
 }
 
 /// Methods and request headers a page of an allowed origin may use.
@@ -253,40 +322,50 @@ async fn check_play(shard: &Shard, conn: &mut HttpConn, head: &RequestHead, path
     }
 }
 
-/// Token, stream id and owning shard of a stream request: Some when this shard serves it;
-/// otherwise it has been answered (401/404) or handed to the owner.
-async fn at_owner(
-    shard: &Rc<Shard>,
-    mut conn: HttpConn,
-    head: RequestHead,
-    body_prefix: Vec<u8>,
-    token: Option<&str>,
-    stream_id: &str,
-) -> Option<(HttpConn, u32)> {
-    let Some(ssrc) = routes::parse_stream_id(stream_id) else {
-        respond_error(&mut conn, 404, "not_found", "no such stream").await;
-        return None;
-    };
-    if !check_play(shard, &mut conn, &head, token, &Scope::Stream(routes::stream_id(ssrc))).await {
-        return None;
-    }
-    let owner = owner_of(ssrc, shard.media_shards);
-    if owner == shard.index {
-        return Some((conn, ssrc));
-    }
-    hand_off(shard, owner, conn, head, body_prefix).await;
-    None
+/// Where a stream request is served.
+enum AtOwner {
+    /// Here: this shard owns the stream.
+    Here(HttpConn, u32),
+    /// Refused here (401/404); the connection may serve another request.
+    Answered(HttpConn),
+    /// Handed to the owning shard.
+    Gone,
 }
 
-async fn hand_off(shard: &Shard, to: usize, mut conn: HttpConn, head: RequestHead, body_prefix: Vec<u8>) {
+async fn at_owner(shard: &Rc<Shard>, mut conn: HttpConn, head: RequestHead, rest: Vec<u8>, token: Option<&str>, stream_id: &str) -> AtOwner {
+    let Some(ssrc) = routes::parse_stream_id(stream_id) else {
+        conn.pending = rest;
+        respond_error(&mut conn, 404, "not_found", "no such stream").await;
+        return AtOwner::Answered(conn);
+    };
+    // Checked before a hand-off too, so refused requests cost the owner nothing.
+    if !check_play(shard, &mut conn, &head, token, &Scope::Stream(routes::stream_id(ssrc))).await {
+        conn.pending = rest;
+        return AtOwner::Answered(conn);
+    }
+    let owner = owner_of(ssrc, shard.media_shards);
+    if owner != shard.index {
+        hand_off(shard, owner, conn, head, rest).await;
+        return AtOwner::Gone;
+    }
+    conn.pending = rest;
+    AtOwner::Here(conn, ssrc)
+}
+
+/// Moves the connection, with its request, to executor `to`, which serves it from here on.
+/// None: nothing is left to serve here.
+async fn hand_off(shard: &Shard, to: usize, mut conn: HttpConn, head: RequestHead, rest: Vec<u8>) -> Option<HttpConn> {
     // SAFETY: dup returns a new fd we own (or -1, checked); the original closes with `conn`.
     let dup = unsafe { libc::dup(conn.tcp.as_raw_fd()) };
     if dup < 0 {
-        return respond_error(&mut conn, 503, "overloaded", "cannot hand off connection").await;
+        conn.keep_alive = false;
+        respond_error(&mut conn, 503, "overloaded", "cannot hand off connection").await;
+        return None;
     }
     let fd = unsafe { OwnedFd::from_raw_fd(dup) };
     drop(conn);
-    if shard.send(to, ShardMsg::Http(HandoffConn { fd, request: Box::new((head, body_prefix)) })).await.is_err() {
+    if shard.send(to, ShardMsg::Http(HandoffConn { fd, request: Box::new((head, rest)) })).await.is_err() {
         tracing::warn!(from = shard.index, to, "hand-off channel closed; connection dropped");
     }
+    None
 }

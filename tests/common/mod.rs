@@ -228,7 +228,8 @@ impl Engine {
     pub fn try_request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<(u16, String)> {
         let mut s = TcpStream::connect_timeout(&self.http, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n", self.http, body.len());
+        // Read to the end: the server must close after the answer.
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n", self.http, body.len());
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -326,7 +327,7 @@ fn parse_response(resp: &[u8]) -> std::io::Result<(u16, String)> {
 pub fn http_get(http: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (String, Vec<u8>) {
     let mut s = TcpStream::connect(http).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {http}\r\n");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -353,7 +354,7 @@ pub fn spawn_viewer(
     std::thread::spawn(move || {
         let mut s = TcpStream::connect(http).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {http}\r\n");
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n");
         for (k, v) in &headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
