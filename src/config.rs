@@ -95,9 +95,22 @@ pub struct HttpConfig {
     /// Origins (`https://console.example:8443`, or `*`) whose pages may call this server;
     /// empty: none but the same origin.
     pub cors_origins: Vec<String>,
+    /// HTTPS on its own address, same routes; absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     /// The seed's plain-text tokens; refused with a pointer to `api_keys`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<String>,
+}
+
+/// HTTPS (rustls): PEM files, read at start and again on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    /// Certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +169,7 @@ impl Default for HttpConfig {
             play_secrets: Vec::new(),
             play_token_ttl_s: 3600,
             cors_origins: Vec::new(),
+            tls: None,
             tokens: Vec::new(),
         }
     }
@@ -253,6 +267,9 @@ impl Config {
         }
         if let Some(bad) = self.http.cors_origins.iter().find(|o| *o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/')) {
             return invalid(&format!("http.cors_origins: {bad:?} is not an origin (scheme://host[:port], no path, or \"*\")"));
+        }
+        if self.http.tls.as_ref().is_some_and(|t| t.listen == self.http.listen) {
+            return invalid("http.tls.listen must differ from http.listen");
         }
         if let Some(k) = self.http.api_keys.iter().find(|k| k.sha256.len() != 64 || !k.sha256.bytes().all(|b| b.is_ascii_hexdigit())) {
             return invalid(&format!("http.api_keys {:?}: sha256 must be 64 hex digits (gmv --hash-key KEY prints it)", k.name));

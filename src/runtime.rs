@@ -146,10 +146,11 @@ async fn reload_loop(shard: Rc<Shard>, control: Option<Rc<crate::control::Contro
             .spawn_blocking(move || {
                 let config = Config::load(path.as_deref()).map_err(|e| e.to_string())?;
                 let (secrets, _) = crate::auth::load(&config.http, &data_dir)?;
-                Ok::<_, String>((config, secrets))
+                let tls = config.http.tls.as_ref().map(crate::http::tls::load).transpose()?;
+                Ok::<_, String>((config, secrets, tls))
             })
             .await;
-        let (config, secrets) = match loaded {
+        let (config, secrets, tls) = match loaded {
             Ok(v) => v,
             Err(error) => {
                 tracing::error!(%error, "reload failed; still running with the previous keys, secrets and passwords");
@@ -160,7 +161,15 @@ async fn reload_loop(shard: Rc<Shard>, control: Option<Rc<crate::control::Contro
         if let Some(control) = &control {
             changes.extend(control.set_passwords(&config.sip.password, &config.sip.device_passwords));
         }
-        shard.publish_secrets(Arc::new(secrets)).await;
+        // The certificate is read again; HTTPS stays on the address it started on.
+        let tls = match (tls, &running.http.tls) {
+            (Some(t), Some(_)) => {
+                changes.push("https certificate and key read again".to_string());
+                Some(t)
+            }
+            _ => shard.tls.borrow().clone(),
+        };
+        shard.publish_reload(Arc::new(secrets), tls).await;
         let needs_restart = restart_only_changes(&running, &config);
         if changes.is_empty() {
             tracing::info!("reload: keys, play secrets and SIP passwords unchanged");
@@ -186,6 +195,10 @@ fn restart_only_changes(running: &Config, loaded: &Config) -> Vec<&'static str> 
     let mut a = running.clone();
     let mut b = loaded.clone();
     for c in [&mut a, &mut b] {
+        if let Some(t) = c.http.tls.as_mut() {
+            t.cert_file.clear();
+            t.key_file.clear();
+        }
         c.http.api_keys.clear();
         c.http.play_secrets.clear();
         c.http.play_token_ttl_s = 0;
@@ -208,7 +221,7 @@ fn restart_only_changes(running: &Config, loaded: &Config) -> Vec<&'static str> 
 /// Loads the keys and play secrets (making them on first start) and says in the log where
 /// they are; a generated admin key is shown this once.
 fn load_secrets(config: &Config) -> Result<crate::auth::Secrets, StartError> {
-    let (secrets, loaded) = crate::auth::load(&config.http, &config.data_dir).map_err(StartError::Executor)?;
+    let (secrets, loaded) = crate::auth::load(&config.http, &config.data_dir).map_err(StartError::Config)?;
     if let Some((key, path)) = &loaded.generated_key {
         tracing::warn!(
             admin_key = %key,
@@ -261,6 +274,9 @@ pub fn probe_listen_addresses(config: &Config) -> Result<(), StartError> {
         StartError::AnotherInstance(format!("{what} address {addr} is in use (another gmv, or another service): {e}"))
     };
     std::net::TcpListener::bind(config.http.listen).map_err(|e| in_use("HTTP", &config.http.listen, e))?;
+    if let Some(tls) = &config.http.tls {
+        std::net::TcpListener::bind(tls.listen).map_err(|e| in_use("HTTPS", &tls.listen, e))?;
+    }
     if !config.sip.listen.is_empty()
         && let Ok(sip) = config.sip.listen.parse::<std::net::SocketAddr>()
     {
@@ -277,6 +293,7 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
     let _instance = lock_instance(&config.data_dir)?;
     probe_listen_addresses(&config)?;
     let secrets = Arc::new(load_secrets(&config)?);
+    let tls = config.http.tls.as_ref().map(crate::http::tls::load).transpose().map_err(StartError::Config)?;
     let nofile = raise_nofile_limit();
     let config = Arc::new(config);
     let media_shards = config.shard_count();
@@ -307,6 +324,7 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
         let name = if index == CONTROL { "gmv-control".to_string() } else { format!("gmv-shard-{index}") };
         let config = config.clone();
         let secrets = secrets.clone();
+        let tls = tls.clone();
         let config_path = config_path.clone();
         let exit_tx = exit_tx.clone();
         let stopped_tx = stopped_tx.clone();
@@ -328,6 +346,7 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                     peers.push(t.await);
                 }
                 let shard = Rc::new(Shard::new(index, media_shards, config, secrets, peers));
+                *shard.tls.borrow_mut() = tls;
                 let control = if index == CONTROL {
                     match crate::control::Control::start(shard.clone()).await {
                         Ok(control) => control,

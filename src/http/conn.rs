@@ -1,13 +1,30 @@
-//! One HTTP connection: the socket and what every response on it must say besides its own
-//! headers (the CORS answer for the request's origin).
+//! One HTTP connection: its transport (plain TCP, TLS, or relayed from the shard that holds
+//! the TLS session) and what every response on it must say besides its own headers (the CORS
+//! answer for the request's origin, keep-alive).
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
+use glommio::net::{TcpStream, UnixStream};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+pub type TlsStream = futures_rustls::server::TlsStream<TcpStream>;
+
+/// What carries the bytes.
+pub enum Io {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream>),
+    /// A connection whose TLS session lives on another shard, which relays its plaintext
+    /// over this socket pair (a TLS session cannot move between threads the way an fd can).
+    /// The fd number is kept beside it (glommio's stream does not give it out).
+    Relayed(UnixStream, RawFd),
+}
+
 pub struct HttpConn {
-    pub tcp: TcpStream,
+    pub io: Io,
+    /// The client's address (for a relayed connection, the one the TLS shard saw).
+    peer: IpAddr,
     /// `Access-Control-Allow-Origin` value for this request's Origin, when it is allowed.
     allow_origin: Option<String>,
     /// The connection serves another request after this response (HTTP/1.1 keep-alive);
@@ -19,7 +36,30 @@ pub struct HttpConn {
 
 impl HttpConn {
     pub fn new(tcp: TcpStream) -> HttpConn {
-        HttpConn { tcp, allow_origin: None, keep_alive: false, pending: Vec::new() }
+        let peer = tcp.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        HttpConn::with(Io::Tcp(tcp), peer)
+    }
+
+    pub fn with(io: Io, peer: IpAddr) -> HttpConn {
+        HttpConn { io, peer, allow_origin: None, keep_alive: false, pending: Vec::new() }
+    }
+
+    /// The socket underneath (for a peek at whether the peer hung up).
+    pub fn raw_fd(&self) -> RawFd {
+        match &self.io {
+            Io::Tcp(t) => t.as_raw_fd(),
+            Io::Tls(t) => t.get_ref().0.as_raw_fd(),
+            Io::Relayed(_, fd) => *fd,
+        }
+    }
+
+    pub fn set_nodelay(&self) {
+        let tcp = match &self.io {
+            Io::Tcp(t) => t,
+            Io::Tls(t) => t.get_ref().0,
+            Io::Relayed(..) => return,
+        };
+        let _ = tcp.set_nodelay(true);
     }
 
     /// Sets the CORS answer from the request's `Origin` against the allow-list.
@@ -39,8 +79,8 @@ impl HttpConn {
         self.allow_origin.is_some()
     }
 
-    pub fn peer_ip(&self) -> std::net::IpAddr {
-        self.tcp.peer_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip())
+    pub fn peer_ip(&self) -> IpAddr {
+        self.peer
     }
 }
 
@@ -59,21 +99,37 @@ pub fn cors_allow(origin: Option<&str>, allowed: &[String]) -> Option<String> {
 
 impl AsyncRead for HttpConn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        match &mut self.io {
+            Io::Tcp(t) => Pin::new(t).poll_read(cx, buf),
+            Io::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+            Io::Relayed(u, _) => Pin::new(u).poll_read(cx, buf),
+        }
     }
 }
 
 impl AsyncWrite for HttpConn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        match &mut self.io {
+            Io::Tcp(t) => Pin::new(t).poll_write(cx, buf),
+            Io::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+            Io::Relayed(u, _) => Pin::new(u).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        match &mut self.io {
+            Io::Tcp(t) => Pin::new(t).poll_flush(cx),
+            Io::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+            Io::Relayed(u, _) => Pin::new(u).poll_flush(cx),
+        }
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_close(cx)
+        match &mut self.io {
+            Io::Tcp(t) => Pin::new(t).poll_close(cx),
+            Io::Tls(t) => Pin::new(t.as_mut()).poll_close(cx),
+            Io::Relayed(u, _) => Pin::new(u).poll_close(cx),
+        }
     }
 }
 

@@ -12,10 +12,9 @@ const VIEWER_IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1)
 
 /// True if the peer closed (EOF or error); data it sent is left unread.
 fn peer_closed(conn: &HttpConn) -> bool {
-    use std::os::fd::AsRawFd;
     let mut b = [0u8; 1];
     // SAFETY: recv into a 1-byte buffer we own; MSG_PEEK|MSG_DONTWAIT never blocks or consumes.
-    let n = unsafe { libc::recv(conn.tcp.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    let n = unsafe { libc::recv(conn.raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
     n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
 }
 
@@ -33,8 +32,8 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32) {
     };
     // Hold no reference to the stream: closing it ends our queue and so this loop.
     drop(stream);
-    let _ = conn.tcp.set_nodelay(true);
-    let peer = conn.tcp.peer_addr().ok();
+    conn.set_nodelay();
+    let peer = conn.peer_ip();
     tracing::info!(ssrc, stream_id = %stream_id(ssrc), ?peer, "FLV viewer joined");
     let head = super::response::head(&conn, 200, FLV_HEADERS);
     let mut burst = Vec::with_capacity(head.len() + first.iter().map(|b| b.len()).sum::<usize>());

@@ -12,6 +12,7 @@ pub mod request;
 pub mod response;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 use std::rc::Rc;
 

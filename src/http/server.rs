@@ -2,7 +2,7 @@
 //! handed to that shard (the fd moves in a message) so every viewer lives next to its stream.
 
 use super::Front;
-use super::conn::HttpConn;
+use super::conn::{HttpConn, Io};
 use super::request::{HEAD_BYTES_MAX, HeadError, RequestHead, parse_head};
 use super::response::respond_error;
 use super::routes::{self, Route};
@@ -15,7 +15,7 @@ use glommio::net::{TcpListener, TcpStream};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -64,11 +64,24 @@ impl Drop for HeadSlot {
     }
 }
 
+/// HTTP on `http.listen`, and HTTPS on `http.tls.listen` when configured, until the process ends.
 pub async fn serve(front: Rc<Front>) -> std::io::Result<()> {
     let shard = &front.shard;
-    let listener = TcpListener::bind(shard.config.http.listen).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let plain = TcpListener::bind(shard.config.http.listen).map_err(|e| std::io::Error::other(format!("{}: {e}", shard.config.http.listen)))?;
     tracing::info!(shard = shard.index, listen = %shard.config.http.listen, "HTTP listening");
+    // One set of limits for both: a host's heads in progress count together.
     let limits = Rc::new(ConnLimits::default());
+    if let Some(tls) = &shard.config.http.tls {
+        let listener = TcpListener::bind(tls.listen).map_err(|e| std::io::Error::other(format!("{}: {e}", tls.listen)))?;
+        tracing::info!(shard = shard.index, listen = %tls.listen, "HTTPS listening");
+        glommio::spawn_local(accept_loop(front.clone(), listener, limits.clone(), true)).detach();
+    }
+    accept_loop(front, plain, limits, false).await;
+    Ok(())
+}
+
+async fn accept_loop(front: Rc<Front>, listener: TcpListener, limits: Rc<ConnLimits>, tls: bool) {
+    let shard = &front.shard;
     let mut refused: u64 = 0;
     loop {
         match listener.accept().await {
@@ -86,7 +99,7 @@ pub async fn serve(front: Rc<Front>) -> std::io::Result<()> {
                 *limits.heads.borrow_mut().entry(ip).or_default() += 1;
                 let slot = ConnSlot { limits: limits.clone() };
                 let head_slot = HeadSlot { limits: limits.clone(), ip };
-                glommio::spawn_local(handle_conn(front.clone(), conn, slot, head_slot)).detach();
+                glommio::spawn_local(handle_conn(front.clone(), conn, slot, head_slot, tls)).detach();
             }
             Err(error) => {
                 // Out of fds or similar: back off instead of spinning.
@@ -124,9 +137,21 @@ pub const KEEP_ALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Requests served on one connection before it is closed (a client cannot hold one forever).
 pub const KEEP_ALIVE_REQUESTS_MAX: u32 = 1000;
 
-async fn handle_conn(front: Rc<Front>, conn: TcpStream, _slot: ConnSlot, head_slot: HeadSlot) {
-    let mut conn = HttpConn::new(conn);
-    let read = glommio::timer::timeout(HEAD_READ_TIMEOUT, async { Ok(read_head(&mut conn).await) }).await;
+async fn handle_conn(front: Rc<Front>, tcp: TcpStream, _slot: ConnSlot, head_slot: HeadSlot, tls: bool) {
+    let started = std::time::Instant::now();
+    let mut conn = if tls {
+        let Some(config) = front.shard.tls.borrow().clone() else { return };
+        // The handshake is part of the head's time: a silent client holds nothing longer.
+        match glommio::timer::timeout(HEAD_READ_TIMEOUT, async { Ok(super::tls::accept(config, tcp).await) }).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(error)) => return tracing::debug!(shard = front.shard.index, %error, "TLS handshake failed"),
+            Err(_) => return tracing::debug!(shard = front.shard.index, "TLS handshake timed out"),
+        }
+    } else {
+        HttpConn::new(tcp)
+    };
+    let left = HEAD_READ_TIMEOUT.saturating_sub(started.elapsed());
+    let read = glommio::timer::timeout(left, async { Ok(read_head(&mut conn).await) }).await;
     drop(head_slot);
     match read {
         Ok(Ok(Some(first))) => serve_conn(front, conn, first).await,
@@ -162,15 +187,27 @@ async fn serve_conn(front: Rc<Front>, mut conn: HttpConn, first: (RequestHead, V
     }
 }
 
+/// What a handed-over fd is.
+enum Handed {
+    Tcp,
+    /// One end of a socket pair relayed by the shard holding the TLS session of this client.
+    Relayed(IpAddr),
+}
+
 /// A connection handed over from another shard: its request comes in the message.
 pub fn serve_handoff(front: &Rc<Front>, conn: HandoffConn) {
-    let Ok(request) = conn.request.downcast::<(RequestHead, Vec<u8>)>() else {
+    let Ok(request) = conn.request.downcast::<(RequestHead, Vec<u8>, Handed)>() else {
         tracing::error!(shard = front.shard.index, "hand-off without an HTTP request; dropped");
         return;
     };
-    // SAFETY: the fd was duplicated for this hand-off and is owned by the message.
-    let tcp = unsafe { TcpStream::from_raw_fd(conn.fd.into_raw_fd()) };
-    glommio::spawn_local(serve_conn(front.clone(), HttpConn::new(tcp), *request)).detach();
+    let (head, rest, handed) = *request;
+    let fd = conn.fd.into_raw_fd();
+    // SAFETY: the fd was duplicated for this hand-off, is owned by the message, and is of the kind it says.
+    let conn = match handed {
+        Handed::Tcp => HttpConn::new(unsafe { TcpStream::from_raw_fd(fd) }),
+        Handed::Relayed(peer) => HttpConn::with(Io::Relayed(unsafe { glommio::net::UnixStream::from_raw_fd(fd) }, fd), peer),
+    };
+    glommio::spawn_local(serve_conn(front.clone(), conn, (head, rest))).detach();
 }
 
 /// Seconds since the Unix epoch, what play tokens expire by.
@@ -355,16 +392,36 @@ async fn at_owner(shard: &Rc<Shard>, mut conn: HttpConn, head: RequestHead, rest
 /// Moves the connection, with its request, to executor `to`, which serves it from here on.
 /// None: nothing is left to serve here.
 async fn hand_off(shard: &Shard, to: usize, mut conn: HttpConn, head: RequestHead, rest: Vec<u8>) -> Option<HttpConn> {
-    // SAFETY: dup returns a new fd we own (or -1, checked); the original closes with `conn`.
-    let dup = unsafe { libc::dup(conn.tcp.as_raw_fd()) };
-    if dup < 0 {
-        conn.keep_alive = false;
-        respond_error(&mut conn, 503, "overloaded", "cannot hand off connection").await;
-        return None;
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(dup) };
-    drop(conn);
-    if shard.send(to, ShardMsg::Http(HandoffConn { fd, request: Box::new((head, rest)) })).await.is_err() {
+    let peer = conn.peer_ip();
+    let (fd, handed) = match conn.io {
+        // The session stays here; the owner gets a socket pair end and this shard relays.
+        Io::Tls(tls) => {
+            let (here, there) = match std::os::unix::net::UnixStream::pair() {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(shard = shard.index, %error, "no socket pair for a TLS hand-off");
+                    return None;
+                }
+            };
+            // SAFETY: the fd comes from the pair just made and is handed over once.
+            let here = unsafe { glommio::net::UnixStream::from_raw_fd(here.into_raw_fd()) };
+            glommio::spawn_local(super::tls::relay(*tls, here)).detach();
+            (OwnedFd::from(there), Handed::Relayed(peer))
+        }
+        _ => {
+            // SAFETY: dup returns a new fd we own (or -1, checked); the original closes with `conn`.
+            let dup = unsafe { libc::dup(conn.raw_fd()) };
+            if dup < 0 {
+                conn.keep_alive = false;
+                respond_error(&mut conn, 503, "overloaded", "cannot hand off connection").await;
+                return None;
+            }
+            let handed = if matches!(conn.io, Io::Relayed(..)) { Handed::Relayed(peer) } else { Handed::Tcp };
+            drop(conn);
+            (unsafe { OwnedFd::from_raw_fd(dup) }, handed)
+        }
+    };
+    if shard.send(to, ShardMsg::Http(HandoffConn { fd, request: Box::new((head, rest, handed)) })).await.is_err() {
         tracing::warn!(from = shard.index, to, "hand-off channel closed; connection dropped");
     }
     None

@@ -81,6 +81,8 @@ pub struct Shard {
     /// API keys and play secrets this executor checks requests against; a reload (SIGHUP)
     /// sends every executor a new copy.
     pub secrets: RefCell<Arc<crate::auth::Secrets>>,
+    /// The HTTPS certificate and key in force (when `http.tls` is set); reloaded like secrets.
+    pub tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
 }
 
 /// Cover (JPEG) decodes at once per shard.
@@ -107,6 +109,7 @@ impl Shard {
             cover_gate: Rc::new(glommio::sync::Semaphore::new(COVER_DECODES_AT_ONCE)),
             record_writers: Default::default(),
             secrets: RefCell::new(secrets),
+            tls: RefCell::new(None),
         }
     }
 
@@ -189,6 +192,8 @@ pub enum StartError {
     Executor(String),
     /// Another gmv holds the data_dir lock or the listen addresses.
     AnotherInstance(String),
+    /// Keys, secrets or certificates the config names cannot be read or made.
+    Config(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -202,7 +207,7 @@ impl std::fmt::Display for StartError {
                 needed_bytes / 1024
             ),
             StartError::Executor(e) => write!(f, "cannot start executor: {e}"),
-            StartError::AnotherInstance(e) => write!(f, "{e}"),
+            StartError::AnotherInstance(e) | StartError::Config(e) => write!(f, "{e}"),
         }
     }
 }

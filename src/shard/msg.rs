@@ -70,9 +70,11 @@ pub struct StreamInfo {
 #[derive(Debug)]
 pub enum ShardMsg {
     Http(HandoffConn),
-    /// Reloaded API keys and play secrets (SIGHUP); the reply says they are in force.
-    Secrets {
+    /// Reloaded API keys, play secrets and HTTPS certificate (SIGHUP); the reply says they
+    /// are in force.
+    Reload {
         secrets: std::sync::Arc<crate::auth::Secrets>,
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
         reply: oneshot::Sender<()>,
     },
     OpenStream {

@@ -55,16 +55,18 @@ impl Shard {
         self.ask_owner(ssrc, |reply| ShardMsg::Record { ssrc, on, reply }).await.flatten()
     }
 
-    /// Gives every other executor a new copy of the keys and play secrets, each confirming it
-    /// holds them, then takes it here: once this executor answers with the new ones, all do.
-    pub async fn publish_secrets(&self, secrets: std::sync::Arc<crate::auth::Secrets>) {
+    /// Gives every other executor a new copy of the keys, play secrets and HTTPS config, each
+    /// confirming it holds them, then takes it here: once this executor answers with the new
+    /// ones, all do.
+    pub async fn publish_reload(&self, secrets: std::sync::Arc<crate::auth::Secrets>, tls: Option<std::sync::Arc<rustls::ServerConfig>>) {
         for to in (0..self.peers_len()).filter(|&to| to != self.index) {
-            let s = secrets.clone();
-            if self.ask(to, |reply| ShardMsg::Secrets { secrets: s, reply }).await.is_none() {
+            let (s, t) = (secrets.clone(), tls.clone());
+            if self.ask(to, |reply| ShardMsg::Reload { secrets: s, tls: t, reply }).await.is_none() {
                 tracing::warn!(to, "executor gone; it keeps its old secrets");
             }
         }
         *self.secrets.borrow_mut() = secrets;
+        *self.tls.borrow_mut() = tls;
     }
 
     /// Opens the streams declared in the config; failures are logged, not fatal.

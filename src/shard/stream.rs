@@ -339,8 +339,9 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
             Some(serve) => serve(conn),
             None => tracing::warn!(shard = shard.index, "connection handed over before HTTP was wired; dropped"),
         },
-        ShardMsg::Secrets { secrets, reply } => {
+        ShardMsg::Reload { secrets, tls, reply } => {
             *shard.secrets.borrow_mut() = secrets;
+            *shard.tls.borrow_mut() = tls;
             let _ = reply.send(());
         }
         ShardMsg::OpenStream { spec, reply } => {
