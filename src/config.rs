@@ -265,7 +265,9 @@ impl Config {
         if self.http.play_token_ttl_s == 0 || self.http.play_token_ttl_s > crate::auth::PLAY_TOKEN_TTL_S_MAX {
             return invalid(&format!("http.play_token_ttl_s must be 1..={}", crate::auth::PLAY_TOKEN_TTL_S_MAX));
         }
-        if let Some(bad) = self.http.cors_origins.iter().find(|o| *o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/')) {
+        if let Some(bad) =
+            self.http.cors_origins.iter().find(|o| *o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/'))
+        {
             return invalid(&format!("http.cors_origins: {bad:?} is not an origin (scheme://host[:port], no path, or \"*\")"));
         }
         if self.http.tls.as_ref().is_some_and(|t| t.listen == self.http.listen) {

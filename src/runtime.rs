@@ -206,7 +206,10 @@ fn restart_only_changes(running: &Config, loaded: &Config) -> Vec<&'static str> 
         c.sip.device_passwords.clear();
     }
     let sections: [(&'static str, bool); 8] = [
-        ("node_id/shards/io_memory_kib/ring_depth/data_dir", (&a.node_id, a.shards, a.io_memory_kib, a.ring_depth, &a.data_dir) != (&b.node_id, b.shards, b.io_memory_kib, b.ring_depth, &b.data_dir)),
+        (
+            "node_id/shards/io_memory_kib/ring_depth/data_dir",
+            (&a.node_id, a.shards, a.io_memory_kib, a.ring_depth, &a.data_dir) != (&b.node_id, b.shards, b.io_memory_kib, b.ring_depth, &b.data_dir),
+        ),
         ("http", a.http != b.http),
         ("sip", a.sip != b.sip),
         ("rtp", a.rtp != b.rtp),

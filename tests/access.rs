@@ -135,7 +135,8 @@ fn cors_preflight_and_answers_follow_the_allow_list() {
     assert!(!head.contains("Access-Control-Allow-Origin"), "{head}");
     // Actual requests: the allowed origin is echoed, another gets nothing.
     let auth = format!("Bearer {TOKEN}");
-    let (_, head) = request_from("127.0.0.1", engine.http, "GET", "/api/health", &[("Origin", "http://console.test:8000"), ("Authorization", &auth)], "");
+    let (_, head) =
+        request_from("127.0.0.1", engine.http, "GET", "/api/health", &[("Origin", "http://console.test:8000"), ("Authorization", &auth)], "");
     assert!(head.contains("Access-Control-Allow-Origin: http://console.test:8000") && head.contains("Vary: Origin"), "{head}");
     let (_, head) = request_from("127.0.0.1", engine.http, "GET", "/api/health", &[("Origin", "http://evil.test"), ("Authorization", &auth)], "");
     assert!(head.starts_with("HTTP/1.1 200") && !head.contains("Access-Control-Allow-Origin"), "{head}");
@@ -226,4 +227,34 @@ fn sighup_puts_a_new_key_and_secret_in_force_and_says_what_changed() {
         assert_eq!(play(&old_token), 401);
         assert_eq!(play(&new_token), 404);
     }
+}
+
+/// `cargo run` with the embedded default config: it comes up on 0.0.0.0:8080 with a generated
+/// admin key, says where the key is, answers with it on loopback, and stops cleanly.
+#[test]
+fn the_default_config_runs_with_a_generated_key() {
+    let cwd = work_dir().join(format!("default-{}", free_tcp_port()));
+    std::fs::create_dir_all(&cwd).unwrap();
+    let log = cwd.join("gmv.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gmv"))
+        .current_dir(&cwd)
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let key_file = cwd.join("data").join("admin-key");
+    let key = wait_for("the generated key", Duration::from_secs(15), || std::fs::read_to_string(&key_file).ok().filter(|k| k.ends_with('\n')));
+    let http: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let health = wait_for("the API on the default port", Duration::from_secs(15), || {
+        let s = std::net::TcpStream::connect_timeout(&http, Duration::from_millis(200)).ok()?;
+        drop(s);
+        Some(request_from("127.0.0.1", http, "GET", "/api/health", &[("Authorization", &format!("Bearer {}", key.trim()))], ""))
+    });
+    assert_eq!(health.0, 200, "{}", health.1);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(key.trim()) && text.contains("admin-key"), "the log shows the key and its file:\n{text}");
+    // SAFETY: kill(2) on our child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut child, Duration::from_secs(20)).expect("stops on SIGTERM");
+    assert_eq!(status.code(), Some(0));
 }

@@ -426,11 +426,28 @@ fn play_on_demand_and_stop_without_viewers() {
     let (events, go_tx, device) = registered_device(&engine);
     let channel = CHANNELS[1].0;
     assert_eq!(engine.try_request("GET", &format!("/flv/gb/{DEVICE}/{channel}/wrong"), &[], b"").unwrap().0, 401);
-    assert_eq!(engine.try_request("GET", &format!("/flv/gb/{DEVICE}/nochannel/{}", engine.play_token(serde_json::json!({"device_id": DEVICE, "channel_id": "nochannel"}))), &[], b"").unwrap().0, 404);
+    assert_eq!(
+        engine
+            .try_request(
+                "GET",
+                &format!("/flv/gb/{DEVICE}/nochannel/{}", engine.play_token(serde_json::json!({"device_id": DEVICE, "channel_id": "nochannel"}))),
+                &[],
+                b""
+            )
+            .unwrap()
+            .0,
+        404
+    );
 
     let out = work_dir().join("on-demand.flv");
     // This viewer hangs up after 8 s, well after the clip has played.
-    let viewer = spawn_viewer(engine.http, format!("/flv/gb/{DEVICE}/{channel}/{}", engine.play_token(serde_json::json!({"device_id": DEVICE, "channel_id": channel}))), vec![], out.clone(), Duration::from_secs(8));
+    let viewer = spawn_viewer(
+        engine.http,
+        format!("/flv/gb/{DEVICE}/{channel}/{}", engine.play_token(serde_json::json!({"device_id": DEVICE, "channel_id": channel}))),
+        vec![],
+        out.clone(),
+        Duration::from_secs(8),
+    );
     let Ok(Event::Invited { .. }) = next_event(&events, Duration::from_secs(10)) else { panic!("viewer did not cause an INVITE") };
     let (_, sessions) = engine.request("GET", "/api/sessions", "");
     let stream_id = sessions["sessions"][0]["stream_id"].as_str().unwrap().to_string();
@@ -458,7 +475,8 @@ fn tcp_active_media_plays() {
     let stream_id = session["stream_id"].as_str().unwrap().to_string();
     let Ok(Event::Invited { .. }) = next_event(&events, Duration::from_secs(10)) else { panic!("no INVITE/ACK") };
     let out = work_dir().join("tcp-active.flv");
-    let viewer = spawn_viewer(engine.http, format!("/flv/{stream_id}/{}", engine.stream_token(&stream_id)), vec![], out.clone(), Duration::from_secs(30));
+    let viewer =
+        spawn_viewer(engine.http, format!("/flv/{stream_id}/{}", engine.stream_token(&stream_id)), vec![], out.clone(), Duration::from_secs(30));
     engine.wait_subscribers(&stream_id, 1);
     go_tx.send(()).unwrap();
     engine.wait_packets(&stream_id, device_packets());

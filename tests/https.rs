@@ -110,7 +110,8 @@ fn the_api_over_https_keeps_its_connection_and_sighup_loads_a_new_certificate() 
     let (cert, key) = make_cert(&dir, "first");
     let https: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
     let engine = Engine::start_full(2, &tls_yaml(https, &cert, &key), "", "", None);
-    let ids: Vec<String> = [7001u32, 7002, 7003, 7004].iter().map(|s| engine.open_stream(json!({ "ssrc": s }))["stream_id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> =
+        [7001u32, 7002, 7003, 7004].iter().map(|s| engine.open_stream(json!({ "ssrc": s }))["stream_id"].as_str().unwrap().to_string()).collect();
 
     let mut s = client(&cert, https);
     for round in 0..3 {

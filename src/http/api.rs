@@ -2,6 +2,7 @@
 //! messages; replies come back on one-shot channels.
 
 use super::Front;
+use super::conn::HttpConn;
 use super::request::{BODY_BYTES_MAX, RequestHead};
 use super::response::{respond_error, respond_json};
 use super::routes::{self, parse_stream_id, stream_id};
@@ -9,7 +10,6 @@ use crate::auth::Scope;
 use crate::shard::Shard;
 use crate::shard::msg::{OpenError, StreamInfo, StreamSpec};
 use futures_lite::AsyncReadExt;
-use super::conn::HttpConn;
 use serde_json::{Value, json};
 use std::time::Duration;
 

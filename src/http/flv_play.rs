@@ -1,10 +1,10 @@
 //! Live HTTP-FLV viewer: preamble and cached GOP first, then live tags from a bounded queue.
 
+use super::conn::HttpConn;
 use super::response::respond_error;
 use crate::http::routes::stream_id;
 use crate::shard::Shard;
 use futures_lite::AsyncWriteExt;
-use super::conn::HttpConn;
 use std::rc::Rc;
 
 /// How long a viewer may see no tag before we check whether it hung up.

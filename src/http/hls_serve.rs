@@ -1,10 +1,10 @@
 //! HLS playlist and segments, served by the stream's shard from memory. The first playlist
 //! request turns segmenting on and waits (bounded) for the first segment.
 
+use super::conn::HttpConn;
 use super::response::{respond, respond_error};
 use crate::proto::hls::{HlsLimits, HlsSegmenter};
 use crate::shard::Shard;
-use super::conn::HttpConn;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 

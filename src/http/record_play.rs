@@ -1,6 +1,7 @@
 //! A recording played back as HTTP-FLV at real-time pace, from `?start=` seconds (rounded
 //! down to the fragment's keyframe). Reads the file fragment by fragment; bounded memory.
 
+use super::conn::HttpConn;
 use crate::proto::flv::{FlvMuxer, file_header};
 use crate::proto::frame::{Codec, Frame};
 use crate::proto::mp4_read::{self, InitInfo};
@@ -8,12 +9,10 @@ use crate::shard::Shard;
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
 use glommio::io::BufferedFile;
-use super::conn::HttpConn;
 use std::time::{Duration, Instant};
 
 /// Largest box read into memory (a fragment of a high-bitrate GOP fits).
 pub const BOX_BYTES_MAX: u64 = 64 << 20;
-
 
 async fn read(f: &BufferedFile, pos: u64, len: u64) -> Option<Vec<u8>> {
     let r = f.read_at(pos, len as usize).await.ok()?;

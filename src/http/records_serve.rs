@@ -1,10 +1,10 @@
 //! Recorded MP4 files over HTTP with byte ranges (RFC 9110 §14), so players can seek.
 
+use super::conn::HttpConn;
 use super::response::respond_error;
 use crate::shard::Shard;
 use crate::shard::record::{records_dir, valid_file_name};
 use futures_lite::AsyncWriteExt;
-use super::conn::HttpConn;
 
 /// Bytes read from disk per step while sending.
 const READ_CHUNK_BYTES: usize = 256 * 1024;

@@ -124,7 +124,14 @@ pub fn api_caller<'s>(secrets: &'s Secrets, head: &RequestHead) -> Result<(&'s s
 
 /// Whether a play request may open `scope`: a play token (in the path, `?token=` or a
 /// header) for it, or an API key of any role sent in a header.
-pub fn play_allowed(secrets: &Secrets, head: &RequestHead, path_token: Option<&str>, scope: &Scope, now_unix_s: u64, client: std::net::IpAddr) -> Result<(), Refusal> {
+pub fn play_allowed(
+    secrets: &Secrets,
+    head: &RequestHead,
+    path_token: Option<&str>,
+    scope: &Scope,
+    now_unix_s: u64,
+    client: std::net::IpAddr,
+) -> Result<(), Refusal> {
     let header = header_credential(head);
     if header.is_some_and(|k| secrets.api_key(k).is_some()) {
         return Ok(());

@@ -343,7 +343,9 @@ async fn preflight(conn: &mut HttpConn) {
     if !conn.cors_allowed() {
         return respond_error(conn, 403, "origin_not_allowed", "this origin is not in http.cors_origins").await;
     }
-    let extra = format!("Access-Control-Allow-Methods: {CORS_METHODS}\r\nAccess-Control-Allow-Headers: {CORS_HEADERS}\r\nAccess-Control-Max-Age: {CORS_MAX_AGE_S}\r\n");
+    let extra = format!(
+        "Access-Control-Allow-Methods: {CORS_METHODS}\r\nAccess-Control-Allow-Headers: {CORS_HEADERS}\r\nAccess-Control-Max-Age: {CORS_MAX_AGE_S}\r\n"
+    );
     super::response::respond_empty(conn, 204, &extra).await;
 }
 

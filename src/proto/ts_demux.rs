@@ -21,12 +21,22 @@ pub const AUDIO_PES_BYTES_MAX: usize = 256 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TsError {
     /// Bytes skipped to find the next sync byte.
-    Resync { skipped: usize },
-    BadTable { pid: u16 },
-    BadPes { pid: u16 },
+    Resync {
+        skipped: usize,
+    },
+    BadTable {
+        pid: u16,
+    },
+    BadPes {
+        pid: u16,
+    },
     /// A continuity counter jumped: packets of this PID were lost.
-    Discontinuity { pid: u16 },
-    FrameTooLarge { bytes: usize },
+    Discontinuity {
+        pid: u16,
+    },
+    FrameTooLarge {
+        bytes: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +83,7 @@ impl TsDemuxer {
     /// True when `payload` looks like TS: sync bytes every 188 bytes (RTP payloads of TS carry
     /// whole packets, usually seven).
     pub fn sniff(payload: &[u8]) -> bool {
-        payload.len() >= TS_PACKET_BYTES && payload.len() % TS_PACKET_BYTES == 0 && payload.chunks(TS_PACKET_BYTES).all(|p| p[0] == SYNC)
+        payload.len() >= TS_PACKET_BYTES && payload.len().is_multiple_of(TS_PACKET_BYTES) && payload.chunks(TS_PACKET_BYTES).all(|p| p[0] == SYNC)
     }
 
     /// Feeds TS bytes (whole packets normally; any split is tolerated).
@@ -182,7 +192,7 @@ impl TsDemuxer {
     }
 
     /// The section of a PSI packet: after the pointer field on a unit start.
-    fn section<'a>(payload: &'a [u8], unit_start: bool) -> Option<&'a [u8]> {
+    fn section(payload: &[u8], unit_start: bool) -> Option<&[u8]> {
         if !unit_start {
             return None; // tables spanning packets are not needed for one program
         }
@@ -342,7 +352,8 @@ mod tests {
     use crate::proto::ts::TsMuxer;
 
     fn video(pts: u64, key: bool, len: usize) -> Frame {
-        let mut data = if key { vec![0, 0, 0, 1, 0x67, 0x42, 0, 0x1e, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 0x88] } else { vec![0, 0, 0, 1, 0x41, 0x9a] };
+        let mut data =
+            if key { vec![0, 0, 0, 1, 0x67, 0x42, 0, 0x1e, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 0x88] } else { vec![0, 0, 0, 1, 0x41, 0x9a] };
         data.resize(len, 0x5a);
         Frame { codec: Codec::H264, pts, dts: pts, keyframe: key, data: Bytes::from(data) }
     }
@@ -411,7 +422,8 @@ mod tests {
         // Lose two packets inside the fourth picture; add garbage before the end.
         let packets: Vec<&[u8]> = cut.chunks(TS_PACKET_BYTES).collect();
         let lost_at = packets.len() / 10 * 4 + 3;
-        let mut damaged: Vec<u8> = packets.iter().enumerate().filter(|(i, _)| *i != lost_at && *i != lost_at + 1).flat_map(|(_, p)| p.to_vec()).collect();
+        let mut damaged: Vec<u8> =
+            packets.iter().enumerate().filter(|(i, _)| *i != lost_at && *i != lost_at + 1).flat_map(|(_, p)| p.to_vec()).collect();
         damaged.splice(damaged.len() - TS_PACKET_BYTES * 2..damaged.len() - TS_PACKET_BYTES * 2, [1u8, 2, 3]);
         cut = damaged;
         let events = demux(&cut, TS_PACKET_BYTES);

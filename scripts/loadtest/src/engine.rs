@@ -62,7 +62,13 @@ impl Engine {
     pub fn request(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, serde_json::Value)> {
         let mut s = TcpStream::connect_timeout(&self.http, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\ngmv-token: {}\r\nContent-Length: {}\r\n\r\n{body}", self.http, self.token, body.len())?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\ngmv-token: {}\r\nContent-Length: {}\r\n\r\n{body}",
+            self.http,
+            self.token,
+            body.len()
+        )?;
         let mut resp = Vec::new();
         s.read_to_end(&mut resp)?;
         let text = String::from_utf8_lossy(&resp);
