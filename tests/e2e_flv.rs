@@ -110,6 +110,22 @@ fn late_viewer_starts_at_cached_keyframe() {
     assert_eq!(probe, Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES - 50 });
 }
 
+/// ffmpeg sends the H.264 clip in real time to the stream's port with `output` options (its
+/// muxer); returns once the engine has every picture but the one the next would end.
+fn ffmpeg_push(engine: &Engine, stream: &serde_json::Value, output: &[&str]) {
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-i"])
+        .arg(h264_clip())
+        .args(["-c", "copy"])
+        .args(output)
+        .arg(format!("rtp://127.0.0.1:{}", stream["port"]))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    engine.wait_stat(stream["stream_id"].as_str().unwrap(), "frames", CLIP_FRAMES as u64 - 1);
+}
+
 #[test]
 fn ffmpeg_rtp_h264_with_sdp_plays_as_flv() {
     let engine = Engine::start(2, "");
@@ -137,17 +153,7 @@ fn ffmpeg_rtp_h264_with_sdp_plays_as_flv() {
     let out = work_dir().join("rtp.flv");
     let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{}", engine.stream_token(&id)), vec![], out.clone(), VIEW_LIMIT);
     engine.wait_subscribers(&id, 1);
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-i"])
-        .arg(clip)
-        .args(["-c", "copy", "-f", "rtp", "-ssrc", &ssrc.to_string()])
-        .arg(format!("rtp://127.0.0.1:{}", s["port"]))
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    // ffmpeg has sent the clip; every picture but the one the next would end is out.
-    engine.wait_stat(&id, "frames", CLIP_FRAMES as u64 - 1);
+    ffmpeg_push(&engine, &s, &["-f", "rtp", "-ssrc", &ssrc.to_string()]);
     let info = engine.stream(&id);
     assert_eq!((info["lost"].as_u64(), info["demux_errors"].as_u64(), info["width"].as_u64()), (Some(0), Some(0), Some(320)), "{info}");
     assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
@@ -160,7 +166,6 @@ fn ffmpeg_rtp_h264_with_sdp_plays_as_flv() {
 #[test]
 fn ffmpeg_rtp_mpegts_plays_as_flv_declared_or_sniffed() {
     let engine = Engine::start(2, "");
-    let clip = h264_clip();
     let ts_sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=ts\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 0 RTP/AVP 33\r\n";
     for (ssrc, sdp) in [(305_419_001u32, Some(ts_sdp)), (305_419_002, None)] {
         let s = engine.open_stream(json!({ "ssrc": ssrc, "sdp": sdp }));
@@ -168,16 +173,7 @@ fn ffmpeg_rtp_mpegts_plays_as_flv_declared_or_sniffed() {
         let out = work_dir().join(format!("ts-{ssrc}.flv"));
         let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{}", engine.stream_token(&id)), vec![], out.clone(), VIEW_LIMIT);
         engine.wait_subscribers(&id, 1);
-        let status = Command::new("ffmpeg")
-            .args(["-v", "error", "-re", "-i"])
-            .arg(clip)
-            .args(["-c", "copy", "-f", "rtp_mpegts", "-rtp_muxer_options", &format!("ssrc={ssrc}")])
-            .arg(format!("rtp://127.0.0.1:{}", s["port"]))
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        engine.wait_stat(&id, "frames", CLIP_FRAMES as u64 - 1);
+        ffmpeg_push(&engine, &s, &["-f", "rtp_mpegts", "-rtp_muxer_options", &format!("ssrc={ssrc}")]);
         let info = engine.stream(&id);
         assert_eq!((info["payload"].as_str(), info["demux_errors"].as_u64(), info["width"].as_u64()), (Some("ts"), Some(0), Some(320)), "{info}");
         assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);

@@ -182,21 +182,6 @@ fn a_second_instance_is_refused_at_start() {
     assert_eq!(engine.request("GET", "/api/health", "").0, 200);
 }
 
-/// Reads one response (head and a Content-Length body) from a kept connection.
-fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut data = Vec::new();
-    let mut byte = [0u8; 1];
-    while !data.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1, "connection closed mid-head: {}", String::from_utf8_lossy(&data));
-        data.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&data).to_string();
-    let len: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).unwrap();
-    (head, body)
-}
-
 /// HTTP/1.1 keep-alive: API calls (with and without bodies, refused ones too) and requests for
 /// streams owned by either shard follow one another on one connection, pipelined or not;
 /// `Connection: close` ends it.

@@ -466,3 +466,18 @@ pub fn h264_frames() -> Vec<gmv::proto::frame::Frame> {
 pub fn udp_sender() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").unwrap()
 }
+
+/// Reads one response (head and a Content-Length body) from a kept connection.
+pub fn read_response(s: &mut impl Read) -> (String, Vec<u8>) {
+    let mut data = Vec::new();
+    let mut byte = [0u8; 1];
+    while !data.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "connection closed mid-head: {}", String::from_utf8_lossy(&data));
+        data.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&data).to_string();
+    let len: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (head, body)
+}
