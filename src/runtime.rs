@@ -293,15 +293,16 @@ pub fn probe_listen_addresses(config: &Config) -> Result<(), StartError> {
 /// again on SIGHUP (None: the embedded default).
 pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<(), StartError> {
     log_panics();
+    // What can fail without touching anything comes first: a start that fails writes no file.
+    let media_shards = config.shard_count();
+    let executors = media_shards + 1;
+    let io_memory = plan_io_memory(config.io_memory_kib * 1024, executors, memlock_limit_bytes())?;
     let _instance = lock_instance(&config.data_dir)?;
     probe_listen_addresses(&config)?;
     let secrets = Arc::new(load_secrets(&config)?);
     let tls = config.http.tls.as_ref().map(crate::http::tls::load).transpose().map_err(StartError::Config)?;
     let nofile = raise_nofile_limit();
     let config = Arc::new(config);
-    let media_shards = config.shard_count();
-    let executors = media_shards + 1;
-    let io_memory = plan_io_memory(config.io_memory_kib * 1024, executors, memlock_limit_bytes())?;
     tracing::info!(media_shards, io_memory_kib = io_memory / 1024, ring_depth = config.ring_depth, nofile, "starting executors");
 
     let mut outgoing: Vec<Vec<Option<SharedSender<ShardMsg>>>> = (0..executors).map(|_| (0..executors).map(|_| None).collect()).collect();
