@@ -222,3 +222,25 @@ fn keep_alive_serves_many_requests_on_one_connection_across_shards() {
     let mut rest = Vec::new();
     assert_eq!(s.read_to_end(&mut rest).unwrap(), 0, "closed after Connection: close");
 }
+
+/// A gmv that crashed with connections open starts again at once on the same config: the
+/// half-closed connections it left behind (FIN_WAIT, up to a minute) are not taken for another
+/// instance holding the addresses.
+#[test]
+fn a_crashed_engine_restarts_at_once_with_connections_left_half_closed() {
+    let mut engine = Engine::start(2, "");
+    // Clients that keep their ends open: the killed engine's ends stay half-closed.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(engine.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("GET /api/health HTTP/1.1\r\nHost: x\r\ngmv-token: {TOKEN}\r\n\r\n").as_bytes()).unwrap();
+        assert!(read_response(&mut s).0.starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    let sip = TcpStream::connect(engine.sip).unwrap();
+    held.push(sip);
+    engine.crash_and_restart();
+    assert_eq!(engine.request("GET", "/api/health", "").0, 200);
+    drop(held);
+}

@@ -97,7 +97,7 @@ impl Control {
         }
         let listen: SocketAddr = config.sip.listen.parse().map_err(std::io::Error::other)?;
         let sock = UdpSocket::bind(listen).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let tcp = glommio::net::TcpListener::bind(listen).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let tcp = crate::shard::ports::tcp_listener(listen, false)?;
         let port = sock.local_addr().map_err(|e| std::io::Error::other(e.to_string()))?.port();
         let host: std::net::IpAddr = config.sip.host_ip.parse().map_err(std::io::Error::other)?;
         let local = SocketAddr::new(host, port);

@@ -67,12 +67,13 @@ impl Drop for HeadSlot {
 /// HTTP on `http.listen`, and HTTPS on `http.tls.listen` when configured, until the process ends.
 pub async fn serve(front: Rc<Front>) -> std::io::Result<()> {
     let shard = &front.shard;
-    let plain = TcpListener::bind(shard.config.http.listen).map_err(|e| std::io::Error::other(format!("{}: {e}", shard.config.http.listen)))?;
+    let plain = crate::shard::ports::tcp_listener(shard.config.http.listen, true)
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", shard.config.http.listen)))?;
     tracing::info!(shard = shard.index, listen = %shard.config.http.listen, "HTTP listening");
     // One set of limits for both: a host's heads in progress count together.
     let limits = Rc::new(ConnLimits::default());
     if let Some(tls) = &shard.config.http.tls {
-        let listener = TcpListener::bind(tls.listen).map_err(|e| std::io::Error::other(format!("{}: {e}", tls.listen)))?;
+        let listener = crate::shard::ports::tcp_listener(tls.listen, true).map_err(|e| std::io::Error::other(format!("{}: {e}", tls.listen)))?;
         tracing::info!(shard = shard.index, listen = %tls.listen, "HTTPS listening");
         glommio::spawn_local(accept_loop(front.clone(), listener, limits.clone(), true)).detach();
     }

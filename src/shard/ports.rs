@@ -65,3 +65,24 @@ mod tests {
         assert_eq!(p.candidates().collect::<Vec<_>>(), vec![30002, 30000]);
     }
 }
+
+/// Backlog of the HTTP and SIP listeners.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A TCP listener with SO_REUSEADDR, and SO_REUSEPORT when several executors share the
+/// address. SO_REUSEADDR is inherited by accepted connections: without it, connections a
+/// killed gmv left half-closed (FIN_WAIT, up to a minute) make the next start's one-instance
+/// probe, which binds without SO_REUSEPORT, take the address for another gmv's.
+pub fn tcp_listener(addr: std::net::SocketAddr, share_port: bool) -> std::io::Result<glommio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if share_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the fd comes from the socket just made and is handed over once.
+    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}

@@ -292,6 +292,33 @@ impl Engine {
 }
 
 impl Engine {
+    /// Kills the engine (SIGKILL: a crash) and starts it again on the same config, ports and
+    /// data_dir; returns once its API answers, panics with the log if it does not come up.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log = self.log.with_extension("restarted.log");
+        self.child = Command::new(env!("CARGO_BIN_EXE_gmv"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&self.log).unwrap())
+            .spawn()
+            .expect("start gmv");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok((200 | 401, _)) = self.try_request("GET", "/api/health", &[("gmv-token", TOKEN)], b"") {
+                return;
+            }
+            if self.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("gmv did not come up again; log:\n{}", self.log_text());
+    }
+
     /// Sends `signal` to the engine process.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our child's pid.
