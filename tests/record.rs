@@ -200,5 +200,8 @@ fn a_full_disk_stops_the_recorder_and_says_so_once() {
     let log = engine.log_text();
     assert_eq!(log.matches("recording stopped").count(), 1, "{log}");
     assert!(log.matches("fragment dropped").count() <= 1, "{log}");
-    assert_eq!(engine.request("GET", "/api/health", "").0, 200);
+    // Asked again (once the disk is fixed), it tries afresh.
+    let (status, v) = engine.request("POST", &format!("/api/streams/{id}/record"), "");
+    assert_eq!((status, v["changed"].as_bool()), (200, Some(true)), "{v}");
+    assert!(engine.stream(&id)["record_error"].is_null());
 }

@@ -157,9 +157,12 @@ impl Stream {
     }
 
     /// Starts or stops MP4 recording; false if it already was in that state.
+    /// A recorder stopped by a write error counts as not recording: starting replaces it (a
+    /// fresh try), stopping clears it.
     pub fn set_recording(&self, on: bool, config: &crate::config::Config) -> bool {
         let mut recorder = self.recorder.borrow_mut();
-        match (on, recorder.is_some()) {
+        let active = recorder.as_ref().is_some_and(|r| r.error.is_none());
+        match (on, active) {
             (true, false) => {
                 let rotate = Duration::from_secs(config.record.rotate_s);
                 *recorder = Some(super::record::Recorder::new(&config.data_dir, stream_id(self.spec.ssrc), rotate, self.record_writers.clone()));
@@ -173,7 +176,13 @@ impl Stream {
                 self.pipeline.borrow_mut().frames_out = None;
                 true
             }
-            _ => false,
+            (false, false) => {
+                if recorder.take().is_some() {
+                    self.pipeline.borrow_mut().frames_out = None;
+                }
+                false
+            }
+            (true, true) => false,
         }
     }
 
