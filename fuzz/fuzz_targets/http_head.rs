@@ -1,12 +1,19 @@
-//! HTTP request heads (httparse with caller-side limits) and routing.
+//! HTTP request heads (httparse with caller-side limits), routing and the credential checks
+//! that run on them before anything is authorised.
 #![no_main]
+use gmv::auth::{Scope, Secrets};
 use gmv::http::request::parse_head;
-use gmv::http::routes::{request_token, route};
+use gmv::http::routes::{api_caller, header_credential, play_allowed, route};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some((head, len))) = parse_head(data) {
         assert!(len <= data.len());
-        let _ = (route(&head, &gmv::config::Config::default()), request_token(&head), head.query_param("token"));
+        let secrets = Secrets::new(&[], vec![b"fuzzing-play-secret".to_vec()], 60).expect("valid");
+        let scope = Scope::Stream("0100000001".into());
+        let client = std::net::IpAddr::from([127, 0, 0, 1]);
+        assert!(api_caller(&secrets, &head).is_err(), "no key is configured");
+        assert!(play_allowed(&secrets, &head, None, &scope, 0, client).is_err(), "nothing here is signed");
+        let _ = (route(&head, &gmv::config::Config::default()), header_credential(&head), head.wants_keep_alive());
     }
 });
