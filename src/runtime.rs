@@ -270,21 +270,47 @@ pub fn lock_instance(data_dir: &std::path::Path) -> Result<InstanceLock, StartEr
     Ok(InstanceLock { _file: file })
 }
 
+/// How long a start waits for its addresses while they are in use. The data_dir lock is held
+/// by then, so no gmv of this config is running; but a gmv that just died can hold its sockets
+/// a little longer than its process (io_uring releases them in the kernel after the exit), and
+/// a supervisor restarting it at once must not fail for that.
+pub const ADDRESS_IN_USE_WAIT: Duration = Duration::from_secs(5);
+const ADDRESS_IN_USE_POLL: Duration = Duration::from_millis(100);
+
 /// Binds the listen addresses once without SO_REUSEPORT (and lets go): taken by another
 /// process, including another gmv, they fail here with a clear error instead of being shared.
 pub fn probe_listen_addresses(config: &Config) -> Result<(), StartError> {
-    let in_use = |what: &str, addr: &dyn std::fmt::Display, e: std::io::Error| {
-        StartError::AnotherInstance(format!("{what} address {addr} is in use (another gmv, or another service): {e}"))
-    };
-    std::net::TcpListener::bind(config.http.listen).map_err(|e| in_use("HTTP", &config.http.listen, e))?;
+    let deadline = Instant::now() + ADDRESS_IN_USE_WAIT;
+    let mut said = false;
+    loop {
+        match try_listen_addresses(config) {
+            Err((what, addr, e)) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                if !said {
+                    tracing::info!(what, %addr, wait_s = ADDRESS_IN_USE_WAIT.as_secs(), "address in use; waiting for it (a gmv that just stopped may still hold it)");
+                    said = true;
+                }
+                std::thread::sleep(ADDRESS_IN_USE_POLL);
+            }
+            Err((what, addr, e)) => {
+                return Err(StartError::AnotherInstance(format!("{what} address {addr} is in use (another gmv, or another service): {e}")));
+            }
+            Ok(()) => return Ok(()),
+        }
+    }
+}
+
+/// One try at every listen address: the first that cannot be bound.
+fn try_listen_addresses(config: &Config) -> Result<(), (&'static str, std::net::SocketAddr, std::io::Error)> {
+    let tcp = |what, addr| std::net::TcpListener::bind(addr).map(drop).map_err(|e| (what, addr, e));
+    tcp("HTTP", config.http.listen)?;
     if let Some(tls) = &config.http.tls {
-        std::net::TcpListener::bind(tls.listen).map_err(|e| in_use("HTTPS", &tls.listen, e))?;
+        tcp("HTTPS", tls.listen)?;
     }
     if !config.sip.listen.is_empty()
         && let Ok(sip) = config.sip.listen.parse::<std::net::SocketAddr>()
     {
-        std::net::TcpListener::bind(sip).map_err(|e| in_use("SIP (TCP)", &sip, e))?;
-        std::net::UdpSocket::bind(sip).map_err(|e| in_use("SIP (UDP)", &sip, e))?;
+        tcp("SIP (TCP)", sip)?;
+        std::net::UdpSocket::bind(sip).map(drop).map_err(|e| ("SIP (UDP)", sip, e))?;
     }
     Ok(())
 }
