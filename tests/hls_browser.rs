@@ -50,7 +50,7 @@ fn static_server(until: Instant) -> u16 {
 
 #[test]
 fn hls_js_in_chromium_plays_the_live_stream() {
-    let until = Instant::now() + Duration::from_secs(LAPS * 4 + 20);
+    let until = Instant::now() + Duration::from_secs(LAPS * 4 + 50);
     let page_port = static_server(until);
     // The page comes from another origin: the engine must allow it (CORS).
     let cors = format!("  cors_origins: [\"http://127.0.0.1:{page_port}\"]\n");
@@ -63,7 +63,15 @@ fn hls_js_in_chromium_plays_the_live_stream() {
         (0..LAPS).flat_map(|lap| clip.iter().map(move |f| Frame { pts: f.pts + lap * span, dts: f.dts + lap * span, ..f.clone() })).collect();
     let packets = gmv::sim::ps_rtp_packets(&frames, s["ssrc"].as_u64().unwrap() as u32);
     let dest = format!("127.0.0.1:{}", s["port"]);
+    let (http, stream_path) = (engine.http, format!("/api/streams/{id}"));
     let pusher = std::thread::spawn(move || {
+        // The camera starts when the player has asked for the playlist (HLS is on): however
+        // long the browser takes to start, the player then sees the whole clip from the live
+        // edge, and its first request waits (bounded) for the first segment.
+        wait_for("hls.js to ask for the playlist", Duration::from_secs(40), || {
+            let (_, body) = http_get(http, &stream_path, &[("gmv-token", TOKEN)]);
+            (serde_json::from_slice::<serde_json::Value>(&body).ok()?["hls"] == true).then_some(())
+        });
         let sock = udp_sender();
         let start = Instant::now();
         for (i, frame) in packets.iter().enumerate() {
