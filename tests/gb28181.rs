@@ -161,6 +161,7 @@ fn catalog_xml(sn: &str, items: &[(&str, &str)]) -> String {
     xml
 }
 
+#[derive(Debug)]
 enum Event {
     /// An INVITE arrived (sent before it is answered, so INVITEs can be counted).
     InviteReceived {
@@ -171,6 +172,11 @@ enum Event {
         port: u16,
     },
     Bye,
+    /// A DeviceControl MESSAGE: the channel it names and its PTZCmd.
+    Control {
+        channel: String,
+        ptz: String,
+    },
 }
 
 /// How the simulated device misbehaves or waits.
@@ -180,6 +186,8 @@ struct DeviceOptions {
     hold_invite: Option<mpsc::Receiver<()>>,
     /// Content-Length counted in characters, not bytes (a real simulator's bug).
     char_counted_catalog: bool,
+    /// Answer DeviceControl MESSAGEs with 400 (a device that refuses the command).
+    reject_control: bool,
 }
 
 /// The device's main loop: answers queries and INVITE, pushes media when told, ends on BYE.
@@ -231,8 +239,15 @@ fn run_device_with(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver
         }
         match msg.method().map(|m| m.to_string()).as_deref() {
             Some("MESSAGE") => {
-                sim.reply(&msg, 200, "OK", "", None);
                 let text = String::from_utf8_lossy(msg.body()).to_string();
+                if text.contains("<CmdType>DeviceControl</CmdType>") {
+                    let (code, reason) = if options.reject_control { (400, "Bad Request") } else { (200, "OK") };
+                    sim.reply(&msg, code, reason, "", None);
+                    let field = |name: &str| gmv::proto::sip::manscdp::element(&text, name).unwrap_or_default().to_string();
+                    events.send(Event::Control { channel: field("DeviceID"), ptz: field("PTZCmd") }).unwrap();
+                    continue;
+                }
+                sim.reply(&msg, 200, "OK", "", None);
                 let sn = gmv::proto::sip::manscdp::element(&text, "SN").unwrap_or("1").to_string();
                 let call = |n: &str| format!("{n}-{sn}");
                 if text.contains("<CmdType>Catalog</CmdType>") {
@@ -664,7 +679,7 @@ fn two_simultaneous_plays_make_one_invite_and_both_viewers_get_frames() {
         match events.recv_timeout(Duration::from_secs(10)) {
             Ok(Event::InviteReceived { .. }) => invites += 1,
             Ok(Event::Bye) => break,
-            Ok(Event::Invited { .. }) => {}
+            Ok(Event::Invited { .. } | Event::Control { .. }) => {}
             Err(e) => panic!("no BYE: {e}"),
         }
     }
@@ -836,4 +851,60 @@ fn sigterm_ends_sessions_closes_recordings_and_saves_the_registry() {
     assert_eq!(sidecar["frames"].as_u64(), Some(frames as u64), "{sidecar}");
     let saved = std::fs::read_to_string(&registry).expect("registry saved at stop");
     assert!(saved.contains(DEVICE) && CHANNELS.iter().all(|(id, _)| saved.contains(id)));
+}
+
+/// PTZ moves and presets reach the device as the exact PTZCmd bytes of GB/T 28181, in a
+/// DeviceControl MESSAGE for the channel; bad values are refused before anything is sent.
+#[test]
+fn ptz_and_presets_reach_the_device_as_exact_ptzcmd_bytes() {
+    let engine = Engine::start(1, "");
+    let (events, go_tx, device) = registered_device(&engine);
+    let channel = CHANNELS[0].0;
+    let base = format!("/api/devices/{DEVICE}/channels/{channel}");
+    let cases = [
+        ("POST", "ptz", r#"{"pan": -1, "speed": 0.5}"#, "A50F010280000037"),
+        ("POST", "ptz", r#"{"tilt": 1, "zoom": 1, "speed": 1}"#, "A50F011800FFF0BC"),
+        ("POST", "ptz", "{}", "A50F0100000000B5"),
+        ("POST", "presets/3", "", "A50F018100030039"),
+        ("POST", "presets/3/call", "", "A50F01820003003A"),
+        ("DELETE", "presets/3", "", "A50F01830003003B"),
+    ];
+    for (method, path, body, expected) in cases {
+        let (status, v) = engine.request(method, &format!("{base}/{path}"), body);
+        assert_eq!((status, v["ptz_cmd"].as_str()), (200, Some(expected)), "{method} {path}: {v}");
+        match next_event(&events, Duration::from_secs(5)) {
+            Ok(Event::Control { channel: c, ptz }) => assert_eq!((c.as_str(), ptz.as_str()), (channel, expected)),
+            other => panic!("{method} {path}: the device saw {other:?}"),
+        }
+    }
+    for (method, path, body) in [
+        ("POST", "ptz", r#"{"pan": 1.5}"#),
+        ("POST", "ptz", r#"{"pan": "left"}"#),
+        ("POST", "ptz", r#"{"speed": 2}"#),
+        ("POST", "ptz", r#"{"focus": 1, "pan": 1}"#),
+        ("POST", "ptz", r#"{"spin": 1}"#),
+        ("POST", "presets/0", ""),
+        ("POST", "presets/256", ""),
+    ] {
+        let (status, v) = engine.request(method, &format!("{base}/{path}"), body);
+        assert_eq!((status, v["code"].as_str()), (400, Some("bad_request")), "{method} {path} {body}: {v}");
+    }
+    assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/34020000001319999999/ptz"), "{}").0, 404);
+    assert_eq!(engine.request("POST", "/api/devices/34020000001119999999/channels/1/ptz", "{}").0, 404);
+    assert!(events.try_recv().is_err(), "nothing reached the device for refused requests");
+    drop(go_tx);
+    device.join().unwrap();
+}
+
+/// A device that answers the DeviceControl with an error is reported, not "ok".
+#[test]
+fn a_device_refusing_a_ptz_command_is_reported() {
+    let engine = Engine::start(1, "");
+    let (events, go_tx, device) = registered_device_with(&engine, DeviceOptions { reject_control: true, ..Default::default() });
+    let (status, v) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{}/ptz", CHANNELS[0].0), r#"{"pan": 1}"#);
+    assert_eq!((status, v["code"].as_str()), (502, Some("device_rejected")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("400"), "{v}");
+    assert!(matches!(next_event(&events, Duration::from_secs(5)), Ok(Event::Control { .. })));
+    drop(go_tx);
+    device.join().unwrap();
 }

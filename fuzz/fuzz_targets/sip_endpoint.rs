@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
     let tcp = Peer::Tcp { conn: 1, addr: "127.0.0.11:40000".parse().unwrap() };
     let mut rest = data;
     while rest.len() >= 2 {
-        let (op, len) = (rest[0] % 8, usize::from(rest[1]).min(rest.len() - 2));
+        let (op, len) = (rest[0] % 9, usize::from(rest[1]).min(rest.len() - 2));
         let bytes = &rest[2..2 + len];
         rest = &rest[2 + len..];
         match op {
@@ -73,6 +73,15 @@ fuzz_target!(|data: &[u8]| {
             6 => {
                 let streams = bytes.chunks(5).map(|c| StreamUse { ssrc: c.iter().fold(0u32, |a, b| a << 8 | u32::from(*b)), in_use: c.len() == 5 }).collect();
                 ep.handle_command(now, Command::StreamsSeen { listed_at: now, streams });
+            }
+            7 => {
+                // A PTZCmd (any bytes) for a channel named by the input: the MESSAGE must stay valid SIP.
+                let mut ptz = [0u8; 8];
+                for (p, b) in ptz.iter_mut().zip(bytes) {
+                    *p = *b;
+                }
+                let ch = String::from_utf8_lossy(bytes.get(8..).unwrap_or_default()).to_string();
+                ep.handle_command(now, Command::Control { device_id: DEV.into(), channel_id: ch, ptz });
             }
             _ => {
                 ep.handle_command(now, Command::ConnClosed { conn: 1 });

@@ -7,7 +7,8 @@ pub mod store;
 mod tcp;
 
 use crate::proto::sip::endpoint::{
-    Command, Endpoint, EndpointConfig, Event, MediaTransport, Outcome, Peer, PlayError, PlayHandle, PlayStart, Session, StreamUse, TICK, Transmit,
+    Command, ControlError, ControlHandle, Endpoint, EndpointConfig, Event, MediaTransport, Outcome, Peer, PlayError, PlayHandle, PlayStart, Session,
+    StreamUse, TICK, Transmit,
 };
 use crate::shard::Shard;
 use crate::shard::msg::{OpenError, StreamSpec};
@@ -67,6 +68,8 @@ pub struct Control {
     udp_pending: Rc<Cell<usize>>,
     tcp: RefCell<tcp::TcpConns>,
     waiters: RefCell<HashMap<PlayHandle, Vec<Waiter>>>,
+    /// API calls waiting for a device control's answer (as many as the endpoint lets fly).
+    control_waiters: RefCell<HashMap<ControlHandle, oneshot::Sender<Result<(), ControlError>>>>,
     wake: LocalSender<()>,
     timer_deadline: Cell<Option<Instant>>,
     counters: RefCell<DriverCounters>,
@@ -122,6 +125,7 @@ impl Control {
             udp_pending: udp_pending.clone(),
             tcp: RefCell::new(tcp::TcpConns::default()),
             waiters: RefCell::new(HashMap::new()),
+            control_waiters: RefCell::new(HashMap::new()),
             wake,
             timer_deadline: Cell::new(None),
             counters: RefCell::new(DriverCounters::default()),
@@ -252,6 +256,14 @@ impl Control {
                 tracing::info!(device_id, channel_id, ssrc, reason = reason.as_str(), "play stopped");
                 self.close_stream_later(ssrc);
             }
+            Event::ControlDone { handle, result } => {
+                if let Err(error) = &result {
+                    tracing::warn!(?handle, ?error, "device control failed");
+                }
+                if let Some(waiter) = self.control_waiters.borrow_mut().remove(&handle) {
+                    let _ = waiter.send(result);
+                }
+            }
         }
     }
 
@@ -347,6 +359,19 @@ impl Control {
             }
         }
         self.command(Command::Abandon { handle, error: PlayError::Busy });
+    }
+
+    /// Sends a PTZCmd to a channel and waits for the device's answer (bounded by the SIP
+    /// transaction timeout).
+    pub async fn control(self: &Rc<Self>, device_id: &str, channel_id: &str, ptz: [u8; 8]) -> Result<(), ControlError> {
+        let handle = match self.command(Command::Control { device_id: device_id.into(), channel_id: channel_id.into(), ptz }) {
+            Outcome::Control(handle) => handle?,
+            _ => return Err(ControlError::Busy),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.control_waiters.borrow_mut().insert(handle, tx);
+        tracing::info!(device_id, channel_id, ptz = %crate::proto::sip::ptz::hex(&ptz), "device control sent");
+        rx.await.unwrap_or(Err(ControlError::Timeout))
     }
 
     /// BYE (or CANCEL) and close the stream; false if the channel was not playing.

@@ -47,25 +47,6 @@ impl PortPool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_range_and_rotates() {
-        let a = PortPool::for_shard(30000, 30009, 0, 3);
-        let c = PortPool::for_shard(30000, 30009, 2, 3);
-        assert_eq!(a.range(), 30000..=30002);
-        assert_eq!(c.range(), 30006..=30009);
-        let mut p = PortPool::for_shard(30000, 30002, 0, 1);
-        p.take(30000);
-        assert_eq!(p.candidates().next(), Some(30001));
-        p.take(30001);
-        p.release(30000);
-        assert_eq!(p.candidates().collect::<Vec<_>>(), vec![30002, 30000]);
-    }
-}
-
 /// Backlog of the HTTP and SIP listeners.
 const LISTEN_BACKLOG: i32 = 1024;
 
@@ -85,4 +66,23 @@ pub fn tcp_listener(addr: std::net::SocketAddr, share_port: bool) -> std::io::Re
     socket.listen(LISTEN_BACKLOG)?;
     // SAFETY: the fd comes from the socket just made and is handed over once.
     Ok(unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_range_and_rotates() {
+        let a = PortPool::for_shard(30000, 30009, 0, 3);
+        let c = PortPool::for_shard(30000, 30009, 2, 3);
+        assert_eq!(a.range(), 30000..=30002);
+        assert_eq!(c.range(), 30006..=30009);
+        let mut p = PortPool::for_shard(30000, 30002, 0, 1);
+        p.take(30000);
+        assert_eq!(p.candidates().next(), Some(30001));
+        p.take(30001);
+        p.release(30000);
+        assert_eq!(p.candidates().collect::<Vec<_>>(), vec![30002, 30000]);
+    }
 }

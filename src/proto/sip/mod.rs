@@ -6,6 +6,7 @@ pub mod digest;
 pub mod endpoint;
 pub mod manscdp;
 pub mod message;
+pub mod ptz;
 pub mod text;
 
 pub use message::{SipError, SipMsg, StreamFramer, parse, parse_datagram};

@@ -8,7 +8,7 @@ use crate::proto::sip::manscdp::{self, Body, Manscdp};
 use crate::proto::sip::text::{decode_body, encode_body};
 use std::time::Instant;
 
-const MANSCDP: &str = "Application/MANSCDP+xml";
+pub(super) const MANSCDP: &str = "Application/MANSCDP+xml";
 
 impl Endpoint {
     /// The device a request claims to be from, if it is registered and the request comes

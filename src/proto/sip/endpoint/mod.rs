@@ -10,6 +10,7 @@
 //! there.
 
 mod challenge;
+mod control;
 mod device;
 mod messages;
 mod play;
@@ -19,6 +20,7 @@ mod rng;
 mod transaction;
 
 pub use challenge::{AUTH_FAILURES_MAX, CHALLENGE_TTL, CHALLENGES_MAX};
+pub use control::{CONTROLS_IN_FLIGHT_MAX, ControlError, ControlHandle};
 pub use device::{CHANNELS_PER_DEVICE_MAX, DEVICES_MAX, Device};
 pub use play::{MediaTransport, PlayError, PlayHandle, PlayStart, SESSIONS_MAX, Session};
 pub use query::{QUERY_ANSWER_TIMEOUT, QueryCmd};
@@ -268,6 +270,11 @@ pub enum Event {
         ssrc: u32,
         reason: EndReason,
     },
+    /// A device control request ended: the device's answer, or why there was none.
+    ControlDone {
+        handle: ControlHandle,
+        result: Result<(), ControlError>,
+    },
 }
 
 /// Whether a stream still exists on its shard and anyone uses it (FLV or HLS viewers, a
@@ -315,6 +322,12 @@ pub enum Command {
     ConnClosed {
         conn: ConnId,
     },
+    /// Send a PTZCmd (DeviceControl) to a channel; the result comes as `Event::ControlDone`.
+    Control {
+        device_id: String,
+        channel_id: String,
+        ptz: [u8; 8],
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,6 +335,7 @@ pub enum Outcome {
     Play(Result<PlayStart, PlayError>),
     /// Stop/Sync: whether there was such a session/device.
     Found(bool),
+    Control(Result<ControlHandle, ControlError>),
     Done,
 }
 
@@ -361,6 +375,7 @@ pub struct Endpoint {
     client: transaction::ClientTransactions,
     server: transaction::ServerTransactions,
     plays: play::Plays,
+    controls: control::Controls,
     counters: Counters,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -384,6 +399,7 @@ impl Endpoint {
             client: Default::default(),
             server: Default::default(),
             plays: Default::default(),
+            controls: Default::default(),
             counters: Counters::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -578,6 +594,7 @@ impl Endpoint {
                 Outcome::Done
             }
             Command::Sync { device_id } => Outcome::Found(self.sync(now, &device_id)),
+            Command::Control { device_id, channel_id, ptz } => Outcome::Control(self.device_control(now, &device_id, &channel_id, &ptz)),
             Command::ConnClosed { conn } => {
                 self.conn_closed(conn);
                 Outcome::Done
@@ -677,6 +694,7 @@ impl Endpoint {
                 }
             }
             transaction::Purpose::Invite { handle } => self.invite_done(now, handle, &key, &tx, answer),
+            transaction::Purpose::Control { handle } => self.control_done(handle, answer.and_then(SipMsg::status)),
             transaction::Purpose::Fire => {}
         }
     }

@@ -845,3 +845,45 @@ fn only_registrations_that_change_something_are_saved() {
     h.take();
     assert!(h.ep.take_registry_changes().is_some_and(|d| d[0].addr == Some(addr(10, 5070))));
 }
+
+/// A PTZ command goes to the bound device as a DeviceControl MESSAGE; the device's final
+/// answer is the result: 200 done, an error status refused, silence a timeout. Unknown or
+/// offline devices and channels are refused before anything is sent.
+#[test]
+fn device_control_reports_the_devices_answer() {
+    let mut h = H::new();
+    let ptz = crate::proto::sip::ptz::encode(crate::proto::sip::ptz::PtzAction::PresetCall(7)).unwrap();
+    let control = |h: &mut H, device: &str, channel: &str| h.command(Command::Control { device_id: device.into(), channel_id: channel.into(), ptz });
+    assert_eq!(control(&mut h, DEV, CH), Outcome::Control(Err(ControlError::UnknownDevice)));
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    h.take();
+    assert_eq!(control(&mut h, DEV, "34020000001319999999"), Outcome::Control(Err(ControlError::UnknownChannel)));
+    assert_eq!(control(&mut h, DEV, "a\r\nX: y"), Outcome::Control(Err(ControlError::UnknownChannel)));
+    assert!(h.take().is_empty(), "nothing sent for refused controls");
+
+    let mut handles = Vec::new();
+    for answer in [Some(200), Some(488), None] {
+        let Outcome::Control(Ok(handle)) = control(&mut h, DEV, CH) else { panic!("control refused") };
+        let msg = h.sent_one(dev.peer);
+        let text = String::from_utf8_lossy(msg.body()).to_string();
+        assert_eq!(method(&msg), "MESSAGE");
+        assert!(text.contains("<CmdType>DeviceControl</CmdType>") && text.contains(&format!("<DeviceID>{CH}</DeviceID>")), "{text}");
+        assert!(text.contains("<PTZCmd>A50F01820007003E</PTZCmd>"), "{text}");
+        match answer {
+            Some(code) => h.answer(&dev, &msg, code, None),
+            None => h.advance(TRANSACTION_TIMEOUT + Duration::from_secs(1)),
+        }
+        handles.push(handle);
+    }
+    let done: Vec<_> = h
+        .take_events()
+        .into_iter()
+        .filter_map(|e| if let Event::ControlDone { handle, result } = e { Some((handle, result)) } else { None })
+        .collect();
+    assert_eq!(done, vec![(handles[0], Ok(())), (handles[1], Err(ControlError::Rejected(488))), (handles[2], Err(ControlError::Timeout))]);
+    // Past its keepalives the device is offline: nothing is sent.
+    h.advance(Duration::from_secs(3600));
+    h.take();
+    assert_eq!(control(&mut h, DEV, CH), Outcome::Control(Err(ControlError::Offline)));
+}

@@ -38,6 +38,10 @@ pub enum Purpose {
     Invite {
         handle: super::PlayHandle,
     },
+    /// DeviceControl: its final answer is the result.
+    Control {
+        handle: super::ControlHandle,
+    },
     /// BYE, CANCEL: nobody waits for the answer.
     Fire,
 }

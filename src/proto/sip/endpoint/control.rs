@@ -1,0 +1,91 @@
+//! Device control without a business response (GB/T 28181 DeviceControl: PTZ, presets): a
+//! MESSAGE to the registered device, whose final answer to it is the result.
+
+use super::messages::MANSCDP;
+use super::{Endpoint, Event, transaction};
+use crate::proto::sip::manscdp;
+use crate::proto::sip::text::encode_body;
+use std::time::Instant;
+
+/// Control requests in flight at once (each is a client transaction too); more are Busy.
+pub const CONTROLS_IN_FLIGHT_MAX: usize = 256;
+
+/// Names one control request until its result comes as `Event::ControlDone`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ControlHandle(pub u64);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlError {
+    UnknownDevice,
+    UnknownChannel,
+    Offline,
+    Busy,
+    /// The device answered the MESSAGE with this status.
+    Rejected(u16),
+    /// No final answer within the transaction timeout.
+    Timeout,
+}
+
+impl ControlError {
+    pub fn http(&self) -> (u16, &'static str) {
+        match self {
+            ControlError::UnknownDevice | ControlError::UnknownChannel => (404, "not_found"),
+            ControlError::Offline => (409, "device_offline"),
+            ControlError::Busy => (503, "busy"),
+            ControlError::Rejected(_) => (502, "device_rejected"),
+            ControlError::Timeout => (504, "device_timeout"),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Controls {
+    next: u64,
+    in_flight: usize,
+}
+
+impl Endpoint {
+    /// Sends the PTZCmd `ptz` for a channel of a device.
+    pub(super) fn device_control(&mut self, now: Instant, device_id: &str, channel_id: &str, ptz: &[u8; 8]) -> Result<ControlHandle, ControlError> {
+        if !super::valid_id(channel_id) {
+            return Err(ControlError::UnknownChannel);
+        }
+        let d = self.devices.get(device_id).ok_or(ControlError::UnknownDevice)?;
+        if !d.online(now, self.cfg.keepalive_interval) {
+            return Err(ControlError::Offline);
+        }
+        if !d.channels.is_empty() && !d.channels.contains_key(channel_id) && channel_id != device_id {
+            return Err(ControlError::UnknownChannel);
+        }
+        let peer = d.binding.filter(|_| d.registered(now)).ok_or(ControlError::Offline)?;
+        if self.controls.in_flight >= CONTROLS_IN_FLIGHT_MAX {
+            return Err(ControlError::Busy);
+        }
+        self.controls.next += 1;
+        let handle = ControlHandle(self.controls.next);
+        let sn = (self.rng.next_u64() % 999_999) as u32 + 1;
+        let xml = manscdp::device_control_ptz(sn, channel_id, &crate::proto::sip::ptz::hex(ptz), "GB2312");
+        let body = encode_body(&xml, encoding_rs::GB18030);
+        let call_id = self.new_call_id();
+        let (from_tag, branch) = (self.rng.hex(), self.rng.hex());
+        let cseq = (self.rng.next_u64() % 10_000) as u32 + 1;
+        let bytes = self.build_request("MESSAGE", device_id, peer, &call_id, &from_tag, None, cseq, &branch, vec![], Some((MANSCDP, &body)));
+        let key = transaction::TxKey { call_id, cseq, method: "MESSAGE".into() };
+        if !self.start_transaction(now, key, peer, bytes, transaction::Purpose::Control { handle }, transaction::TRANSACTION_TIMEOUT) {
+            return Err(ControlError::Busy);
+        }
+        self.controls.in_flight += 1;
+        Ok(handle)
+    }
+
+    /// The control's MESSAGE transaction ended with `status` (None: no answer).
+    pub(super) fn control_done(&mut self, handle: ControlHandle, status: Option<u16>) {
+        self.controls.in_flight = self.controls.in_flight.saturating_sub(1);
+        let result = match status {
+            Some(s) if (200..300).contains(&s) => Ok(()),
+            Some(s) => Err(ControlError::Rejected(s)),
+            None => Err(ControlError::Timeout),
+        };
+        self.emit(Event::ControlDone { handle, result });
+    }
+}
