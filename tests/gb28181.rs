@@ -243,8 +243,12 @@ fn run_device_with(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver
                 if text.contains("<CmdType>DeviceControl</CmdType>") {
                     let (code, reason) = if options.reject_control { (400, "Bad Request") } else { (200, "OK") };
                     sim.reply(&msg, code, reason, "", None);
-                    let field = |name: &str| gmv::proto::sip::manscdp::element(&text, name).unwrap_or_default().to_string();
-                    events.send(Event::Control { channel: field("DeviceID"), ptz: field("PTZCmd") }).unwrap();
+                    let field = |name: &str| gmv::proto::sip::manscdp::element(&text, name).map(str::to_string);
+                    // What it asks: the PTZCmd bytes, or the name=value of another command.
+                    let what = field("PTZCmd")
+                        .or_else(|| ["IFameCmd", "TeleBoot"].iter().find_map(|n| field(n).map(|v| format!("{n}={v}"))))
+                        .unwrap_or_default();
+                    events.send(Event::Control { channel: field("DeviceID").unwrap_or_default(), ptz: what }).unwrap();
                     continue;
                 }
                 sim.reply(&msg, 200, "OK", "", None);
@@ -888,6 +892,17 @@ fn ptz_and_presets_reach_the_device_as_exact_ptzcmd_bytes() {
     ] {
         let (status, v) = engine.request(method, &format!("{base}/{path}"), body);
         assert_eq!((status, v["code"].as_str()), (400, Some("bad_request")), "{method} {path} {body}: {v}");
+    }
+    // A keyframe for the channel, a reboot for the device.
+    for (path, target, what) in
+        [(format!("{base}/keyframe"), channel, "IFameCmd=Send"), (format!("/api/devices/{DEVICE}/reboot"), DEVICE, "TeleBoot=Boot")]
+    {
+        let (status, v) = engine.request("POST", &path, "");
+        assert_eq!(status, 200, "{path}: {v}");
+        match next_event(&events, Duration::from_secs(5)) {
+            Ok(Event::Control { channel: c, ptz }) => assert_eq!((c.as_str(), ptz.as_str()), (target, what)),
+            other => panic!("{path}: the device saw {other:?}"),
+        }
     }
     assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/34020000001319999999/ptz"), "{}").0, 404);
     assert_eq!(engine.request("POST", "/api/devices/34020000001119999999/channels/1/ptz", "{}").0, 404);

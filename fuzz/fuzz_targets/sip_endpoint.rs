@@ -6,7 +6,7 @@
 //! seen; 7 connection closed.
 #![no_main]
 use gmv::proto::sip::digest::client_response;
-use gmv::proto::sip::endpoint::{Command, Endpoint, EndpointConfig, MediaTransport, Outcome, Peer, PlayStart, StreamUse};
+use gmv::proto::sip::endpoint::{Command, DeviceCommand, Endpoint, EndpointConfig, MediaTransport, Outcome, Peer, PlayStart, StreamUse};
 use gmv::proto::sip::parse;
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
@@ -81,7 +81,12 @@ fuzz_target!(|data: &[u8]| {
                     *p = *b;
                 }
                 let ch = String::from_utf8_lossy(bytes.get(8..).unwrap_or_default()).to_string();
-                ep.handle_command(now, Command::Control { device_id: DEV.into(), channel_id: ch, ptz });
+                let command = match bytes.first().map(|b| b % 3) {
+                    Some(0) => DeviceCommand::KeyFrame,
+                    Some(1) => DeviceCommand::Reboot,
+                    _ => DeviceCommand::Ptz(ptz),
+                };
+                ep.handle_command(now, Command::Control { device_id: DEV.into(), channel_id: ch, command });
             }
             _ => {
                 ep.handle_command(now, Command::ConnClosed { conn: 1 });

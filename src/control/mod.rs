@@ -7,8 +7,8 @@ pub mod store;
 mod tcp;
 
 use crate::proto::sip::endpoint::{
-    Command, ControlError, ControlHandle, Endpoint, EndpointConfig, Event, MediaTransport, Outcome, Peer, PlayError, PlayHandle, PlayStart, Session,
-    StreamUse, TICK, Transmit,
+    Command, ControlError, ControlHandle, DeviceCommand, Endpoint, EndpointConfig, Event, MediaTransport, Outcome, Peer, PlayError, PlayHandle,
+    PlayStart, Session, StreamUse, TICK, Transmit,
 };
 use crate::shard::Shard;
 use crate::shard::msg::{OpenError, StreamSpec};
@@ -361,16 +361,17 @@ impl Control {
         self.command(Command::Abandon { handle, error: PlayError::Busy });
     }
 
-    /// Sends a PTZCmd to a channel and waits for the device's answer (bounded by the SIP
-    /// transaction timeout).
-    pub async fn control(self: &Rc<Self>, device_id: &str, channel_id: &str, ptz: [u8; 8]) -> Result<(), ControlError> {
-        let handle = match self.command(Command::Control { device_id: device_id.into(), channel_id: channel_id.into(), ptz }) {
+    /// Sends a DeviceControl to a channel and waits for the device's answer (bounded by the
+    /// SIP transaction timeout).
+    pub async fn control(self: &Rc<Self>, device_id: &str, channel_id: &str, command: DeviceCommand) -> Result<(), ControlError> {
+        let handle = match self.command(Command::Control { device_id: device_id.into(), channel_id: channel_id.into(), command }) {
             Outcome::Control(handle) => handle?,
             _ => return Err(ControlError::Busy),
         };
         let (tx, rx) = oneshot::channel();
         self.control_waiters.borrow_mut().insert(handle, tx);
-        tracing::info!(device_id, channel_id, ptz = %crate::proto::sip::ptz::hex(&ptz), "device control sent");
+        let (element, text) = command.element();
+        tracing::info!(device_id, channel_id, element, text, "device control sent");
         rx.await.unwrap_or(Err(ControlError::Timeout))
     }
 

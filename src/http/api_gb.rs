@@ -2,7 +2,7 @@
 
 use super::request::RequestHead;
 use crate::control::Control;
-use crate::proto::sip::endpoint::{Device, Endpoint, MediaTransport, Session};
+use crate::proto::sip::endpoint::{Device, DeviceCommand, Endpoint, MediaTransport, Session};
 use crate::proto::sip::ptz::{self, PtzAction};
 use serde_json::{Value, json};
 use std::rc::Rc;
@@ -67,11 +67,18 @@ async fn send_ptz(control: &Rc<Control>, device_id: &str, channel_id: &str, acti
     let Ok(bytes) = ptz::encode(action) else {
         return (400, json!({ "code": "bad_request", "message": "invalid PTZ command" }));
     };
-    match control.control(device_id, channel_id, bytes).await {
-        Ok(()) => (200, json!({ "device_id": device_id, "channel_id": channel_id, "ptz_cmd": ptz::hex(&bytes), "answered": true })),
+    let (status, mut v) = send_control(control, device_id, channel_id, DeviceCommand::Ptz(bytes)).await;
+    v["ptz_cmd"] = json!(ptz::hex(&bytes));
+    (status, v)
+}
+
+/// Sends a DeviceControl and reports the device's answer (200 only once the device said so).
+async fn send_control(control: &Rc<Control>, device_id: &str, channel_id: &str, command: DeviceCommand) -> (u16, Value) {
+    match control.control(device_id, channel_id, command).await {
+        Ok(()) => (200, json!({ "device_id": device_id, "channel_id": channel_id, "answered": true })),
         Err(e) => {
             let (status, code) = e.http();
-            (status, json!({ "code": code, "message": format!("{e:?}"), "ptz_cmd": ptz::hex(&bytes) }))
+            (status, json!({ "code": code, "message": format!("{e:?}") }))
         }
     }
 }
@@ -145,6 +152,8 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
             };
             send_ptz(control, id, ch, action).await
         }
+        ("POST", ["api", "devices", id, "channels", ch, "keyframe"]) => send_control(control, id, ch, DeviceCommand::KeyFrame).await,
+        ("POST", ["api", "devices", id, "reboot"]) => send_control(control, id, id, DeviceCommand::Reboot).await,
         ("GET", ["api", "sessions"]) => (200, json!({ "sessions": control.endpoint().sessions().collect::<Vec<_>>() })),
         ("GET", ["api", "sip"]) => (
             200,

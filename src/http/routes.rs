@@ -149,7 +149,8 @@ pub fn required_role(method: &str, segments: &[&str]) -> Role {
         ("GET" | "HEAD", _) => Role::Viewer,
         // Play tokens, and watching a GB channel (which invites it on demand), are a viewer's.
         ("POST", ["api", "play-tokens"]) | ("POST", ["api", "devices", _, "channels", _, "play"]) => Role::Viewer,
-        ("DELETE", ["api", "devices", _]) => Role::Admin,
+        // A reboot takes every channel of the device down for a while.
+        ("DELETE", ["api", "devices", _]) | ("POST", ["api", "devices", _, "reboot"]) => Role::Admin,
         _ => Role::Operator,
     }
 }

@@ -154,10 +154,13 @@ pub fn query(cmd_type: &str, sn: u32, device_id: &str, encoding_label: &str) -> 
     )
 }
 
-/// A DeviceControl with a PTZCmd (16 hex digits) for `device_id` (a channel).
-pub fn device_control_ptz(sn: u32, device_id: &str, ptz_hex: &str, encoding_label: &str) -> String {
+/// A DeviceControl for `device_id` (a channel, or the device) carrying one command element
+/// (`PTZCmd` with 16 hex digits, `IFameCmd`, `TeleBoot`); the caller gives only fixed names and
+/// hex or keyword texts, so nothing needs escaping.
+pub fn device_control(sn: u32, device_id: &str, element: &str, text: &str, encoding_label: &str) -> String {
+    let info = if element == "PTZCmd" { "<Info>\r\n<ControlPriority>5</ControlPriority>\r\n</Info>\r\n" } else { "" };
     format!(
-        "<?xml version=\"1.0\" encoding=\"{encoding_label}\"?>\r\n<Control>\r\n<CmdType>DeviceControl</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n<PTZCmd>{ptz_hex}</PTZCmd>\r\n<Info>\r\n<ControlPriority>5</ControlPriority>\r\n</Info>\r\n</Control>\r\n"
+        "<?xml version=\"1.0\" encoding=\"{encoding_label}\"?>\r\n<Control>\r\n<CmdType>DeviceControl</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n<{element}>{text}</{element}>\r\n{info}</Control>\r\n"
     )
 }
 

@@ -1,5 +1,6 @@
-//! Device control without a business response (GB/T 28181 DeviceControl: PTZ, presets): a
-//! MESSAGE to the registered device, whose final answer to it is the result.
+//! Device control without a business response (GB/T 28181 DeviceControl: PTZ and presets,
+//! keyframe request, reboot): a MESSAGE to the registered device, whose final answer to it is
+//! the result.
 
 use super::messages::MANSCDP;
 use super::{Endpoint, Event, transaction};
@@ -9,6 +10,28 @@ use std::time::Instant;
 
 /// Control requests in flight at once (each is a client transaction too); more are Busy.
 pub const CONTROLS_IN_FLIGHT_MAX: usize = 256;
+
+/// What a DeviceControl asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceCommand {
+    /// A PTZCmd (`proto::sip::ptz`): moves, focus, iris, presets.
+    Ptz([u8; 8]),
+    /// IFameCmd (the standard's spelling): send a keyframe now, e.g. for a viewer to start at once.
+    KeyFrame,
+    /// TeleBoot: restart the device.
+    Reboot,
+}
+
+impl DeviceCommand {
+    /// The element the MESSAGE carries: (name, text).
+    pub fn element(&self) -> (&'static str, String) {
+        match self {
+            DeviceCommand::Ptz(bytes) => ("PTZCmd", crate::proto::sip::ptz::hex(bytes)),
+            DeviceCommand::KeyFrame => ("IFameCmd", "Send".into()),
+            DeviceCommand::Reboot => ("TeleBoot", "Boot".into()),
+        }
+    }
+}
 
 /// Names one control request until its result comes as `Event::ControlDone`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,8 +68,14 @@ pub(super) struct Controls {
 }
 
 impl Endpoint {
-    /// Sends the PTZCmd `ptz` for a channel of a device.
-    pub(super) fn device_control(&mut self, now: Instant, device_id: &str, channel_id: &str, ptz: &[u8; 8]) -> Result<ControlHandle, ControlError> {
+    /// Sends `command` for a channel of a device (the device itself for a reboot).
+    pub(super) fn device_control(
+        &mut self,
+        now: Instant,
+        device_id: &str,
+        channel_id: &str,
+        command: DeviceCommand,
+    ) -> Result<ControlHandle, ControlError> {
         if !super::valid_id(channel_id) {
             return Err(ControlError::UnknownChannel);
         }
@@ -64,7 +93,8 @@ impl Endpoint {
         self.controls.next += 1;
         let handle = ControlHandle(self.controls.next);
         let sn = (self.rng.next_u64() % 999_999) as u32 + 1;
-        let xml = manscdp::device_control_ptz(sn, channel_id, &crate::proto::sip::ptz::hex(ptz), "GB2312");
+        let (element, text) = command.element();
+        let xml = manscdp::device_control(sn, channel_id, element, &text, "GB2312");
         let body = encode_body(&xml, encoding_rs::GB18030);
         let call_id = self.new_call_id();
         let (from_tag, branch) = (self.rng.hex(), self.rng.hex());

@@ -20,7 +20,7 @@ mod rng;
 mod transaction;
 
 pub use challenge::{AUTH_FAILURES_MAX, CHALLENGE_TTL, CHALLENGES_MAX};
-pub use control::{CONTROLS_IN_FLIGHT_MAX, ControlError, ControlHandle};
+pub use control::{CONTROLS_IN_FLIGHT_MAX, ControlError, ControlHandle, DeviceCommand};
 pub use device::{CHANNELS_PER_DEVICE_MAX, DEVICES_MAX, Device};
 pub use play::{MediaTransport, PlayError, PlayHandle, PlayStart, SESSIONS_MAX, Session};
 pub use query::{QUERY_ANSWER_TIMEOUT, QueryCmd};
@@ -322,11 +322,11 @@ pub enum Command {
     ConnClosed {
         conn: ConnId,
     },
-    /// Send a PTZCmd (DeviceControl) to a channel; the result comes as `Event::ControlDone`.
+    /// Send a DeviceControl to a channel; the result comes as `Event::ControlDone`.
     Control {
         device_id: String,
         channel_id: String,
-        ptz: [u8; 8],
+        command: DeviceCommand,
     },
 }
 
@@ -594,7 +594,7 @@ impl Endpoint {
                 Outcome::Done
             }
             Command::Sync { device_id } => Outcome::Found(self.sync(now, &device_id)),
-            Command::Control { device_id, channel_id, ptz } => Outcome::Control(self.device_control(now, &device_id, &channel_id, &ptz)),
+            Command::Control { device_id, channel_id, command } => Outcome::Control(self.device_control(now, &device_id, &channel_id, command)),
             Command::ConnClosed { conn } => {
                 self.conn_closed(conn);
                 Outcome::Done

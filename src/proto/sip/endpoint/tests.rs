@@ -853,7 +853,9 @@ fn only_registrations_that_change_something_are_saved() {
 fn device_control_reports_the_devices_answer() {
     let mut h = H::new();
     let ptz = crate::proto::sip::ptz::encode(crate::proto::sip::ptz::PtzAction::PresetCall(7)).unwrap();
-    let control = |h: &mut H, device: &str, channel: &str| h.command(Command::Control { device_id: device.into(), channel_id: channel.into(), ptz });
+    let control = |h: &mut H, device: &str, channel: &str| {
+        h.command(Command::Control { device_id: device.into(), channel_id: channel.into(), command: DeviceCommand::Ptz(ptz) })
+    };
     assert_eq!(control(&mut h, DEV, CH), Outcome::Control(Err(ControlError::UnknownDevice)));
     let mut dev = Dev::udp(DEV, addr(10, 5060));
     h.online_device(&mut dev);
@@ -882,6 +884,15 @@ fn device_control_reports_the_devices_answer() {
         .filter_map(|e| if let Event::ControlDone { handle, result } = e { Some((handle, result)) } else { None })
         .collect();
     assert_eq!(done, vec![(handles[0], Ok(())), (handles[1], Err(ControlError::Rejected(488))), (handles[2], Err(ControlError::Timeout))]);
+    // A keyframe request for the channel, a reboot for the device.
+    h.take(); // the retransmissions of the unanswered one
+    for (command, target, element) in
+        [(DeviceCommand::KeyFrame, CH, "<IFameCmd>Send</IFameCmd>"), (DeviceCommand::Reboot, DEV, "<TeleBoot>Boot</TeleBoot>")]
+    {
+        assert!(matches!(h.command(Command::Control { device_id: DEV.into(), channel_id: target.into(), command }), Outcome::Control(Ok(_))));
+        let text = String::from_utf8_lossy(h.sent_one(dev.peer).body()).to_string();
+        assert!(text.contains(element) && text.contains(&format!("<DeviceID>{target}</DeviceID>")), "{text}");
+    }
     // Past its keepalives the device is offline: nothing is sent.
     h.advance(Duration::from_secs(3600));
     h.take();
