@@ -244,3 +244,32 @@ fn a_crashed_engine_restarts_at_once_with_connections_left_half_closed() {
     assert_eq!(engine.request("GET", "/api/health", "").0, 200);
     drop(held);
 }
+
+/// The cap on requests per kept connection holds across hand-offs: a client alternating
+/// between streams of two shards still gets `Connection: close` on the 1000th answer.
+#[test]
+fn the_keep_alive_request_cap_follows_the_connection_across_shards() {
+    let engine = Engine::start(2, "");
+    let (a, b) = (100_000_001u32, (100_000_002..).find(|s| gmv::shard::owner_of(*s, 2) != gmv::shard::owner_of(100_000_001, 2)).unwrap());
+    let paths: Vec<String> = [a, b]
+        .iter()
+        .map(|ssrc| {
+            let id = engine.open_stream(json!({ "ssrc": ssrc }))["stream_id"].as_str().unwrap().to_string();
+            format!("/cover/{id}.jpg?token={}", engine.stream_token(&id))
+        })
+        .collect();
+    let mut s = TcpStream::connect(engine.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answered = 0;
+    loop {
+        s.write_all(format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", paths[answered % 2]).as_bytes()).unwrap();
+        let (head, _) = read_response(&mut s);
+        answered += 1;
+        assert!(head.starts_with("HTTP/1.1 404"), "{answered}: {head}");
+        if head.contains("Connection: close") {
+            break;
+        }
+        assert!(answered < 1100, "never closed");
+    }
+    assert_eq!(answered, gmv::http::server::KEEP_ALIVE_REQUESTS_MAX as usize);
+}

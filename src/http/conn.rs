@@ -32,6 +32,8 @@ pub struct HttpConn {
     pub keep_alive: bool,
     /// Bytes read past the current request (the next one, pipelined).
     pub pending: Vec<u8>,
+    /// Requests served on this connection so far, on any shard (it follows hand-offs).
+    pub served: u32,
 }
 
 impl HttpConn {
@@ -41,7 +43,7 @@ impl HttpConn {
     }
 
     pub fn with(io: Io, peer: IpAddr) -> HttpConn {
-        HttpConn { io, peer, allow_origin: None, keep_alive: false, pending: Vec::new() }
+        HttpConn { io, peer, allow_origin: None, keep_alive: false, pending: Vec::new(), served: 0 }
     }
 
     /// The socket underneath (for a peek at whether the peer hung up).

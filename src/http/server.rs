@@ -167,11 +167,10 @@ async fn handle_conn(front: Rc<Front>, tcp: TcpStream, _slot: ConnSlot, head_slo
 /// follow on it, until it closes, idles, is handed to another shard or streams until close.
 async fn serve_conn(front: Rc<Front>, mut conn: HttpConn, first: (RequestHead, Vec<u8>)) {
     let mut request = first;
-    let mut served = 0u32;
     loop {
         let (head, rest) = request;
-        served += 1;
-        conn.keep_alive = head.wants_keep_alive() && served < KEEP_ALIVE_REQUESTS_MAX;
+        conn.served += 1;
+        conn.keep_alive = head.wants_keep_alive() && conn.served < KEEP_ALIVE_REQUESTS_MAX;
         match dispatch(front.clone(), conn, head, rest).await {
             Some(kept) => conn = kept,
             None => return,
@@ -197,17 +196,19 @@ enum Handed {
 
 /// A connection handed over from another shard: its request comes in the message.
 pub fn serve_handoff(front: &Rc<Front>, conn: HandoffConn) {
-    let Ok(request) = conn.request.downcast::<(RequestHead, Vec<u8>, Handed)>() else {
+    let Ok(request) = conn.request.downcast::<(RequestHead, Vec<u8>, Handed, u32)>() else {
         tracing::error!(shard = front.shard.index, "hand-off without an HTTP request; dropped");
         return;
     };
-    let (head, rest, handed) = *request;
+    let (head, rest, handed, served) = *request;
     let fd = conn.fd.into_raw_fd();
     // SAFETY: the fd was duplicated for this hand-off, is owned by the message, and is of the kind it says.
-    let conn = match handed {
+    let mut conn = match handed {
         Handed::Tcp => HttpConn::new(unsafe { TcpStream::from_raw_fd(fd) }),
         Handed::Relayed(peer) => HttpConn::with(Io::Relayed(unsafe { glommio::net::UnixStream::from_raw_fd(fd) }, fd), peer),
     };
+    // The request being handed over is counted again where it is served.
+    conn.served = served.saturating_sub(1);
     glommio::spawn_local(serve_conn(front.clone(), conn, (head, rest))).detach();
 }
 
@@ -395,7 +396,7 @@ async fn at_owner(shard: &Rc<Shard>, mut conn: HttpConn, head: RequestHead, rest
 /// Moves the connection, with its request, to executor `to`, which serves it from here on.
 /// None: nothing is left to serve here.
 async fn hand_off(shard: &Shard, to: usize, mut conn: HttpConn, head: RequestHead, rest: Vec<u8>) -> Option<HttpConn> {
-    let peer = conn.peer_ip();
+    let (peer, served) = (conn.peer_ip(), conn.served);
     let (fd, handed) = match conn.io {
         // The session stays here; the owner gets a socket pair end and this shard relays.
         Io::Tls(tls) => {
@@ -424,7 +425,7 @@ async fn hand_off(shard: &Shard, to: usize, mut conn: HttpConn, head: RequestHea
             (unsafe { OwnedFd::from_raw_fd(dup) }, handed)
         }
     };
-    if shard.send(to, ShardMsg::Http(HandoffConn { fd, request: Box::new((head, rest, handed)) })).await.is_err() {
+    if shard.send(to, ShardMsg::Http(HandoffConn { fd, request: Box::new((head, rest, handed, served)) })).await.is_err() {
         tracing::warn!(from = shard.index, to, "hand-off channel closed; connection dropped");
     }
     None
