@@ -2,10 +2,8 @@
 //! keyframe request, reboot): a MESSAGE to the registered device, whose final answer to it is
 //! the result.
 
-use super::messages::MANSCDP;
-use super::{Endpoint, Event, transaction};
+use super::{Endpoint, Event, Unreachable, transaction};
 use crate::proto::sip::manscdp;
-use crate::proto::sip::text::encode_body;
 use std::time::Instant;
 
 /// Control requests in flight at once (each is a client transaction too); more are Busy.
@@ -61,6 +59,16 @@ impl ControlError {
     }
 }
 
+impl From<Unreachable> for ControlError {
+    fn from(u: Unreachable) -> ControlError {
+        match u {
+            Unreachable::UnknownDevice => ControlError::UnknownDevice,
+            Unreachable::UnknownChannel => ControlError::UnknownChannel,
+            Unreachable::Offline => ControlError::Offline,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Controls {
     next: u64,
@@ -76,32 +84,15 @@ impl Endpoint {
         channel_id: &str,
         command: DeviceCommand,
     ) -> Result<ControlHandle, ControlError> {
-        if !super::valid_id(channel_id) {
-            return Err(ControlError::UnknownChannel);
-        }
-        let d = self.devices.get(device_id).ok_or(ControlError::UnknownDevice)?;
-        if !d.online(now, self.cfg.keepalive_interval) {
-            return Err(ControlError::Offline);
-        }
-        if !d.channels.is_empty() && !d.channels.contains_key(channel_id) && channel_id != device_id {
-            return Err(ControlError::UnknownChannel);
-        }
-        let peer = d.binding.filter(|_| d.registered(now)).ok_or(ControlError::Offline)?;
+        let peer = self.reachable_channel(now, device_id, channel_id)?;
         if self.controls.in_flight >= CONTROLS_IN_FLIGHT_MAX {
             return Err(ControlError::Busy);
         }
         self.controls.next += 1;
         let handle = ControlHandle(self.controls.next);
-        let sn = (self.rng.next_u64() % 999_999) as u32 + 1;
         let (element, text) = command.element();
-        let xml = manscdp::device_control(sn, channel_id, element, &text, "GB2312");
-        let body = encode_body(&xml, encoding_rs::GB18030);
-        let call_id = self.new_call_id();
-        let (from_tag, branch) = (self.rng.hex(), self.rng.hex());
-        let cseq = (self.rng.next_u64() % 10_000) as u32 + 1;
-        let bytes = self.build_request("MESSAGE", device_id, peer, &call_id, &from_tag, None, cseq, &branch, vec![], Some((MANSCDP, &body)));
-        let key = transaction::TxKey { call_id, cseq, method: "MESSAGE".into() };
-        if !self.start_transaction(now, key, peer, bytes, transaction::Purpose::Control { handle }, transaction::TRANSACTION_TIMEOUT) {
+        let xml = manscdp::device_control(self.new_sn(), channel_id, element, &text, "GB2312");
+        if !self.send_manscdp(now, device_id, peer, &xml, transaction::Purpose::Control { handle }) {
             return Err(ControlError::Busy);
         }
         self.controls.in_flight += 1;

@@ -8,7 +8,7 @@ use crate::proto::sip::manscdp::{self, Body, Manscdp};
 use crate::proto::sip::text::{decode_body, encode_body};
 use std::time::Instant;
 
-pub(super) const MANSCDP: &str = "Application/MANSCDP+xml";
+const MANSCDP: &str = "Application/MANSCDP+xml";
 
 impl Endpoint {
     /// The device a request claims to be from, if it is registered and the request comes
@@ -122,17 +122,29 @@ impl Endpoint {
         }
     }
 
-    fn send_query(&mut self, now: Instant, device_id: &str, cmd: QueryCmd) {
-        let Some(peer) = self.devices.get(device_id).filter(|d| d.registered(now)).and_then(|d| d.binding) else { return };
-        let sn = (self.rng.next_u64() % 999_999) as u32 + 1;
-        let body = encode_body(&manscdp::query(cmd.name(), sn, device_id, "GB2312"), encoding_rs::GB18030);
+    /// A MANSCDP serial number for a new request.
+    pub(super) fn new_sn(&mut self) -> u32 {
+        (self.rng.next_u64() % 999_999) as u32 + 1
+    }
+
+    /// Sends MANSCDP `xml` (declared GB2312, written as GB18030) to `device_id` at `peer` in a
+    /// MESSAGE client transaction for `purpose`; false when too many are in flight.
+    pub(super) fn send_manscdp(&mut self, now: Instant, device_id: &str, peer: Peer, xml: &str, purpose: transaction::Purpose) -> bool {
+        let body = encode_body(xml, encoding_rs::GB18030);
         let call_id = self.new_call_id();
         let (from_tag, branch) = (self.rng.hex(), self.rng.hex());
         let cseq = (self.rng.next_u64() % 10_000) as u32 + 1;
         let bytes = self.build_request("MESSAGE", device_id, peer, &call_id, &from_tag, None, cseq, &branch, vec![], Some((MANSCDP, &body)));
         let key = transaction::TxKey { call_id, cseq, method: "MESSAGE".into() };
+        self.start_transaction(now, key, peer, bytes, purpose, transaction::TRANSACTION_TIMEOUT)
+    }
+
+    fn send_query(&mut self, now: Instant, device_id: &str, cmd: QueryCmd) {
+        let Some(peer) = self.devices.get(device_id).filter(|d| d.registered(now)).and_then(|d| d.binding) else { return };
+        let sn = self.new_sn();
+        let xml = manscdp::query(cmd.name(), sn, device_id, "GB2312");
         let purpose = transaction::Purpose::Query { device_id: device_id.to_string(), cmd, sn };
-        let started = self.start_transaction(now, key, peer, bytes, purpose, transaction::TRANSACTION_TIMEOUT);
+        let started = self.send_manscdp(now, device_id, peer, &xml, purpose);
         if let Some(d) = self.devices.get_mut(device_id) {
             d.queries.start(cmd, sn, now);
         }

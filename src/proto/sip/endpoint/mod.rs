@@ -277,6 +277,14 @@ pub enum Event {
     },
 }
 
+/// Why a device's channel cannot be asked anything now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unreachable {
+    UnknownDevice,
+    UnknownChannel,
+    Offline,
+}
+
 /// Whether a stream still exists on its shard and anyone uses it (FLV or HLS viewers, a
 /// recording).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -430,6 +438,23 @@ impl Endpoint {
         self.cfg.password = password.to_string();
         self.cfg.device_passwords = device_passwords.clone();
         changes
+    }
+
+    /// Where to reach the online device `device_id` about `channel_id` (one of its channels, or
+    /// itself; any channel while its catalog is empty).
+    fn reachable_channel(&self, now: Instant, device_id: &str, channel_id: &str) -> Result<Peer, Unreachable> {
+        if !valid_id(channel_id) {
+            return Err(Unreachable::UnknownChannel);
+        }
+        let d = self.devices.get(device_id).ok_or(Unreachable::UnknownDevice)?;
+        if !d.online(now, self.cfg.keepalive_interval) {
+            return Err(Unreachable::Offline);
+        }
+        if !d.channels.is_empty() && !d.channels.contains_key(channel_id) && channel_id != device_id {
+            return Err(Unreachable::UnknownChannel);
+        }
+        // Online implies bound.
+        d.binding.ok_or(Unreachable::Offline)
     }
 
     pub fn config(&self) -> &EndpointConfig {

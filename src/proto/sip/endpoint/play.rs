@@ -65,6 +65,16 @@ pub enum PlayError {
     MediaConnect(String),
 }
 
+impl From<super::Unreachable> for PlayError {
+    fn from(u: super::Unreachable) -> PlayError {
+        match u {
+            super::Unreachable::UnknownDevice => PlayError::UnknownDevice,
+            super::Unreachable::UnknownChannel => PlayError::UnknownChannel,
+            super::Unreachable::Offline => PlayError::Offline,
+        }
+    }
+}
+
 impl PlayError {
     pub fn http(&self) -> (u16, &'static str) {
         match self {
@@ -202,16 +212,7 @@ impl Endpoint {
         if let Some(p) = self.plays.pending.get(&key).filter(|p| !p.cancelled) {
             return Ok(PlayStart::Joined(p.handle));
         }
-        if !super::valid_id(channel_id) {
-            return Err(PlayError::UnknownChannel);
-        }
-        let d = self.devices.get(device_id).ok_or(PlayError::UnknownDevice)?;
-        if !d.online(now, self.cfg.keepalive_interval) {
-            return Err(PlayError::Offline);
-        }
-        if !d.channels.is_empty() && !d.channels.contains_key(channel_id) && channel_id != device_id {
-            return Err(PlayError::UnknownChannel);
-        }
+        self.reachable_channel(now, device_id, channel_id)?;
         if self.plays.live.len() + self.plays.pending.len() >= SESSIONS_MAX || self.plays.pending.contains_key(&key) {
             return Err(PlayError::Busy);
         }
