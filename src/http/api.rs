@@ -19,7 +19,7 @@ const RECORDS_LIST_MAX: usize = 10_000;
 /// Tries to find an unused random SSRC before giving up.
 const SSRC_PICK_ATTEMPTS: usize = 8;
 
-pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead, body_prefix: Vec<u8>) {
+pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
     let shard = &front.shard;
     let segments: Vec<&str> = head.path.trim_matches('/').split('/').collect();
     // The body (bounded) is read first, so a refused request leaves the connection in step
@@ -28,7 +28,7 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead, body_p
         conn.keep_alive = false; // its body is not read
         return respond_error(conn, 413, "body_too_large", "request body too large").await;
     }
-    let body = match glommio::timer::timeout(BODY_READ_TIMEOUT, async { Ok(read_body(conn, &head, body_prefix).await) }).await {
+    let body = match glommio::timer::timeout(BODY_READ_TIMEOUT, async { Ok(read_body(conn, &head).await) }).await {
         Ok(Some(b)) => b,
         _ => {
             conn.keep_alive = false;
@@ -93,8 +93,10 @@ fn not_found() -> (u16, Value) {
     (404, json!({ "code": "not_found", "message": "no such stream or resource" }))
 }
 
-/// The request body; what was read past it (a pipelined request) stays in `conn.pending`.
-async fn read_body(conn: &mut HttpConn, head: &RequestHead, mut body: Vec<u8>) -> Option<Vec<u8>> {
+/// The request body, from what was read past the head (`conn.pending`) on; what was read past
+/// the body (a pipelined request) stays in `conn.pending`.
+async fn read_body(conn: &mut HttpConn, head: &RequestHead) -> Option<Vec<u8>> {
+    let mut body = std::mem::take(&mut conn.pending);
     let mut chunk = [0u8; 4096];
     while body.len() < head.content_length {
         let n = conn.read(&mut chunk).await.ok()?;

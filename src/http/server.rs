@@ -169,9 +169,10 @@ async fn serve_conn(front: Rc<Front>, mut conn: HttpConn, first: (RequestHead, V
     let mut request = first;
     loop {
         let (head, rest) = request;
+        conn.pending = rest;
         conn.served += 1;
         conn.keep_alive = head.wants_keep_alive() && conn.served < KEEP_ALIVE_REQUESTS_MAX;
-        match dispatch(front.clone(), conn, head, rest).await {
+        match dispatch(front.clone(), conn, head).await {
             Some(kept) => conn = kept,
             None => return,
         }
@@ -221,8 +222,9 @@ fn unix_s() -> u64 {
 /// stream's shard right after the INVITE.
 const GB_HANDOFF_TOKEN_TTL_S: u64 = 60;
 
-/// Serves one request; gives the connection back when it is kept for the next one.
-pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead, rest: Vec<u8>) -> Option<HttpConn> {
+/// Serves one request (what was read past its head waits in `conn.pending`); gives the
+/// connection back when it is kept for the next one.
+pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -> Option<HttpConn> {
     let shard = &front.shard;
     conn.set_origin(head.header("origin"), &shard.config.http.cors_origins);
     let route = routes::route(&head, &shard.config);
@@ -233,13 +235,10 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead, r
         }
     }
     match route {
-        Route::Preflight => {
-            conn.pending = rest;
-            preflight(&mut conn).await;
-        }
-        Route::Api if shard.is_control() => super::api::serve(&front, &mut conn, head, rest).await,
-        Route::Api => return hand_off(shard, CONTROL, conn, head, rest).await,
-        Route::FlvPlay { stream_id, token } => match at_owner(shard, conn, head, rest, token.as_deref(), &stream_id).await {
+        Route::Preflight => preflight(&mut conn).await,
+        Route::Api if shard.is_control() => super::api::serve(&front, &mut conn, head).await,
+        Route::Api => return hand_off(shard, CONTROL, conn, head).await,
+        Route::FlvPlay { stream_id, token } => match at_owner(shard, conn, head, token.as_deref(), &stream_id).await {
             AtOwner::Here(conn, ssrc) => {
                 super::flv_play::serve(shard, conn, ssrc).await;
                 return None;
@@ -247,7 +246,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead, r
             AtOwner::Answered(kept) => conn = kept,
             AtOwner::Gone => return None,
         },
-        Route::Hls { stream_id, token, file } => match at_owner(shard, conn, head, rest, token.as_deref(), &stream_id).await {
+        Route::Hls { stream_id, token, file } => match at_owner(shard, conn, head, token.as_deref(), &stream_id).await {
             AtOwner::Here(kept, ssrc) => {
                 conn = kept;
                 super::hls_serve::serve(shard, &mut conn, ssrc, &file).await;
@@ -256,21 +255,19 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead, r
             AtOwner::Gone => return None,
         },
         Route::RecordPlay { stem, token, start_s } => {
-            conn.pending = rest;
             if check_play(shard, &mut conn, &head, token.as_deref(), &Scope::Record(stem.clone())).await {
                 super::record_play::serve(shard, conn, &stem, start_s).await;
                 return None;
             }
         }
         Route::Record { file } => {
-            conn.pending = rest;
             let stem = file.strip_suffix(".mp4").unwrap_or(&file).to_string();
             if check_play(shard, &mut conn, &head, None, &Scope::Record(stem)).await {
                 super::records_serve::serve(shard, &mut conn, &file, head.header("range")).await;
             }
         }
         Route::Cover { stream_id } => {
-            let (kept, ssrc) = match at_owner(shard, conn, head, rest, None, &stream_id).await {
+            let (kept, ssrc) = match at_owner(shard, conn, head, None, &stream_id).await {
                 AtOwner::Here(kept, ssrc) => (kept, ssrc),
                 AtOwner::Answered(kept) => return kept.keep_alive.then_some(kept),
                 AtOwner::Gone => return None,
@@ -293,11 +290,10 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead, r
         Route::GbPlay { device_id, channel_id, token } => {
             let scope = Scope::Channel { device_id: device_id.clone(), channel_id: channel_id.clone() };
             if !check_play(shard, &mut conn, &head, token.as_deref(), &scope).await {
-                conn.pending = rest;
                 return conn.keep_alive.then_some(conn);
             }
             if !shard.is_control() {
-                return hand_off(shard, CONTROL, conn, head, rest).await;
+                return hand_off(shard, CONTROL, conn, head).await;
             }
             let Some(control) = &front.control else {
                 respond_error(&mut conn, 503, "sip_disabled", "SIP is disabled").await;
@@ -314,7 +310,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead, r
                     };
                     let mut head = head;
                     head.path = format!("/flv/{}/{token}", session.stream_id);
-                    return hand_off(shard, owner_of(session.ssrc, shard.media_shards), conn, head, rest).await;
+                    return hand_off(shard, owner_of(session.ssrc, shard.media_shards), conn, head).await;
                 }
                 Err(e) => {
                     let (status, code) = e.http();
@@ -322,14 +318,8 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead, r
                 }
             }
         }
-        Route::Redirect { location } => {
-            conn.pending = rest;
-            super::response::respond_redirect(&mut conn, &location).await;
-        }
-        Route::NotFound => {
-            conn.pending = rest;
-            respond_error(&mut conn, 404, "not_found", "no such resource").await;
-        }
+        Route::Redirect { location } => super::response::respond_redirect(&mut conn, &location).await,
+        Route::NotFound => respond_error(&mut conn, 404, "not_found", "no such resource").await,
     }
     conn.keep_alive.then_some(conn)
 }
@@ -373,30 +363,27 @@ enum AtOwner {
     Gone,
 }
 
-async fn at_owner(shard: &Rc<Shard>, mut conn: HttpConn, head: RequestHead, rest: Vec<u8>, token: Option<&str>, stream_id: &str) -> AtOwner {
+async fn at_owner(shard: &Rc<Shard>, mut conn: HttpConn, head: RequestHead, token: Option<&str>, stream_id: &str) -> AtOwner {
     let Some(ssrc) = routes::parse_stream_id(stream_id) else {
-        conn.pending = rest;
         respond_error(&mut conn, 404, "not_found", "no such stream").await;
         return AtOwner::Answered(conn);
     };
     // Checked before a hand-off too, so refused requests cost the owner nothing.
     if !check_play(shard, &mut conn, &head, token, &Scope::Stream(routes::stream_id(ssrc))).await {
-        conn.pending = rest;
         return AtOwner::Answered(conn);
     }
     let owner = owner_of(ssrc, shard.media_shards);
     if owner != shard.index {
-        hand_off(shard, owner, conn, head, rest).await;
+        hand_off(shard, owner, conn, head).await;
         return AtOwner::Gone;
     }
-    conn.pending = rest;
     AtOwner::Here(conn, ssrc)
 }
 
-/// Moves the connection, with its request, to executor `to`, which serves it from here on.
-/// None: nothing is left to serve here.
-async fn hand_off(shard: &Shard, to: usize, mut conn: HttpConn, head: RequestHead, rest: Vec<u8>) -> Option<HttpConn> {
-    let (peer, served) = (conn.peer_ip(), conn.served);
+/// Moves the connection, with its request and what was read past it, to executor `to`, which
+/// serves it from here on. None: nothing is left to serve here.
+async fn hand_off(shard: &Shard, to: usize, mut conn: HttpConn, head: RequestHead) -> Option<HttpConn> {
+    let (peer, served, rest) = (conn.peer_ip(), conn.served, std::mem::take(&mut conn.pending));
     let (fd, handed) = match conn.io {
         // The session stays here; the owner gets a socket pair end and this shard relays.
         Io::Tls(tls) => {
