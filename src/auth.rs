@@ -326,10 +326,9 @@ pub fn describe_change(old: &Secrets, new: &Secrets) -> Vec<String> {
     for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
         out.push(format!("api key removed: {k}"));
     }
-    let digests = |s: &Secrets| s.keys.iter().map(|k| (k.name.clone(), k.digest)).collect::<Vec<_>>();
-    for (name, digest) in digests(new) {
-        if digests(old).iter().any(|(n, d)| *n == name && *d != digest) {
-            out.push(format!("api key replaced: {name}"));
+    for k in &new.keys {
+        if old.keys.iter().any(|o| o.name == k.name && o.digest != k.digest) {
+            out.push(format!("api key replaced: {}", k.name));
         }
     }
     if old.play_secrets != new.play_secrets {

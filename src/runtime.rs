@@ -132,7 +132,8 @@ async fn stop_requested() {
 /// logging what changed. Anything else that changed needs a restart, and the log says so.
 async fn reload_loop(shard: Rc<Shard>, control: Option<Rc<crate::control::Control>>, config_path: Option<std::path::PathBuf>) {
     let mut seen = RELOADS.load(Ordering::SeqCst);
-    let mut running = (*shard.config).clone();
+    // What a reload does not apply stays as started: `shard.config` is what to compare with.
+    let started = shard.config.clone();
     loop {
         glommio::timer::sleep(STOP_POLL).await;
         let now = RELOADS.load(Ordering::SeqCst);
@@ -162,7 +163,7 @@ async fn reload_loop(shard: Rc<Shard>, control: Option<Rc<crate::control::Contro
             changes.extend(control.set_passwords(&config.sip.password, &config.sip.device_passwords));
         }
         // The certificate is read again; HTTPS stays on the address it started on.
-        let tls = match (tls, &running.http.tls) {
+        let tls = match (tls, &started.http.tls) {
             (Some(t), Some(_)) => {
                 changes.push("https certificate and key read again".to_string());
                 Some(t)
@@ -170,7 +171,7 @@ async fn reload_loop(shard: Rc<Shard>, control: Option<Rc<crate::control::Contro
             _ => shard.tls.borrow().clone(),
         };
         shard.publish_reload(Arc::new(secrets), tls).await;
-        let needs_restart = restart_only_changes(&running, &config);
+        let needs_restart = restart_only_changes(&started, &config);
         if changes.is_empty() {
             tracing::info!("reload: keys, play secrets and SIP passwords unchanged");
         }
@@ -181,18 +182,12 @@ async fn reload_loop(shard: Rc<Shard>, control: Option<Rc<crate::control::Contro
             tracing::warn!(sections = ?needs_restart, "reload: these settings changed in the file but take effect only after a restart");
         }
         tracing::info!(executors = shard.peers_len(), "reload in force on every executor");
-        // What is in force now; the rest stays as started.
-        running.http.api_keys = config.http.api_keys;
-        running.http.play_secrets = config.http.play_secrets;
-        running.http.play_token_ttl_s = config.http.play_token_ttl_s;
-        running.sip.password = config.sip.password;
-        running.sip.device_passwords = config.sip.device_passwords;
     }
 }
 
 /// Top-level config sections that differ in something a reload does not apply.
-fn restart_only_changes(running: &Config, loaded: &Config) -> Vec<&'static str> {
-    let mut a = running.clone();
+fn restart_only_changes(started: &Config, loaded: &Config) -> Vec<&'static str> {
+    let mut a = started.clone();
     let mut b = loaded.clone();
     for c in [&mut a, &mut b] {
         if let Some(t) = c.http.tls.as_mut() {

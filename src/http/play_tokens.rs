@@ -8,11 +8,16 @@ use crate::shard::Shard;
 use serde_json::{Value, json};
 use std::net::IpAddr;
 
+/// Seconds since the Unix epoch: what play tokens expire by.
+pub fn unix_s() -> u64 {
+    crate::shard::unix_ms() / 1000
+}
+
 /// A token for `scope` from this executor's signing secret: (token, expiry in unix seconds).
 /// `ttl_s` defaults to `http.play_token_ttl_s`.
 pub fn token_for(shard: &Shard, scope: &Scope, ttl_s: Option<u64>, client: Option<IpAddr>) -> Option<(String, u64)> {
     let secrets = shard.secrets();
-    let expires = crate::shard::unix_ms() / 1000 + ttl_s.unwrap_or(secrets.play_token_ttl_s);
+    let expires = unix_s() + ttl_s.unwrap_or(secrets.play_token_ttl_s);
     secrets.issue(scope, expires, client).map(|t| (t, expires))
 }
 

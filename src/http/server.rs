@@ -213,11 +213,6 @@ pub fn serve_handoff(front: &Rc<Front>, conn: HandoffConn) {
     glommio::spawn_local(serve_conn(front.clone(), conn, (head, rest))).detach();
 }
 
-/// Seconds since the Unix epoch, what play tokens expire by.
-fn unix_s() -> u64 {
-    crate::shard::unix_ms() / 1000
-}
-
 /// How long the stream token of an on-demand GB play lives: only for the hand-off to the
 /// stream's shard right after the INVITE.
 const GB_HANDOFF_TOKEN_TTL_S: u64 = 60;
@@ -304,7 +299,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
                     // Now an ordinary play request for the session's stream, served by its
                     // shard, with a token for that stream (the one given opens the channel).
                     let scope = Scope::Stream(session.stream_id.clone());
-                    let Some(token) = shard.secrets().issue(&scope, unix_s() + GB_HANDOFF_TOKEN_TTL_S, None) else {
+                    let Some((token, _)) = super::play_tokens::token_for(shard, &scope, Some(GB_HANDOFF_TOKEN_TTL_S), None) else {
                         respond_error(&mut conn, 500, "internal", "cannot issue a stream token").await;
                         return None;
                     };
@@ -343,7 +338,7 @@ async fn preflight(conn: &mut HttpConn) {
 
 /// Checks a play request's credential for `scope`; answers 401 and gives false when it fails.
 async fn check_play(shard: &Shard, conn: &mut HttpConn, head: &RequestHead, path_token: Option<&str>, scope: &Scope) -> bool {
-    match routes::play_allowed(&shard.secrets(), head, path_token, scope, unix_s(), conn.peer_ip()) {
+    match routes::play_allowed(&shard.secrets(), head, path_token, scope, super::play_tokens::unix_s(), conn.peer_ip()) {
         Ok(()) => true,
         Err((status, code, message)) => {
             tracing::debug!(peer = %conn.peer_ip(), path = %head.path, message, "play refused");

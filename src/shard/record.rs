@@ -78,7 +78,7 @@ impl Recorder {
     }
 
     pub fn recording(&self) -> bool {
-        self.file.is_some() && self.error.is_none()
+        self.file.is_some() // a write error takes the file away
     }
 
     /// Stops for good after the writer failed: the open file is abandoned (the writer has
@@ -184,7 +184,7 @@ fn io_error(e: glommio::GlommioError<()>) -> std::io::Error {
 
 /// Writes `bytes` at `pos`; the end position. A short write (a full disk, a file size limit)
 /// is an error too: the recorder stops, and the half-written fragment is cut off by `recover`.
-async fn write_all_at(file: &glommio::io::BufferedFile, bytes: Vec<u8>, pos: u64) -> std::io::Result<u64> {
+async fn write_whole_at(file: &glommio::io::BufferedFile, bytes: Vec<u8>, pos: u64) -> std::io::Result<u64> {
     let len = bytes.len();
     let n = file.write_at(bytes, pos).await.map_err(io_error)?;
     if n < len {
@@ -202,7 +202,7 @@ async fn write_file(dir: &Path, mut info: RecordInfo, rx: glommio::channels::loc
     let mut pos = 0u64;
     while let Some(w) = rx.recv().await {
         match w {
-            Write::Data(bytes) => pos = write_all_at(&file, bytes, pos).await?,
+            Write::Data(bytes) => pos = write_whole_at(&file, bytes, pos).await?,
             Write::Finish { duration_ms, frames } => {
                 info.duration_ms = duration_ms;
                 info.frames = frames;

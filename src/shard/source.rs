@@ -44,7 +44,7 @@ pub struct SourceGuard {
 }
 
 /// The SSRC of an RTP version 2 packet.
-fn rtp_ssrc(packet: &[u8]) -> Option<u32> {
+pub fn rtp_ssrc(packet: &[u8]) -> Option<u32> {
     if packet.len() < RTP_HEADER_BYTES || packet[0] >> 6 != 2 {
         return None;
     }

@@ -100,7 +100,7 @@ impl Stream {
         let source = self.source.borrow();
         let n = source.foreign_packets;
         if n.is_power_of_two() {
-            let packet_ssrc = (data.len() >= 12).then(|| u32::from_be_bytes([data[8], data[9], data[10], data[11]]));
+            let packet_ssrc = super::source::rtp_ssrc(data);
             tracing::warn!(
                 ssrc = self.spec.ssrc,
                 stream_id = %stream_id(self.spec.ssrc),
