@@ -78,6 +78,36 @@ pub struct SipConfig {
     pub no_viewer_stop_s: u64,
     /// DeviceInfo and Catalog are asked again this often; 0 = only after registration/sync.
     pub catalog_refresh_s: u64,
+    /// The devices' clock zone (`+08:00`): RecordInfo times are local. Empty: this machine's.
+    pub time_zone: String,
+    /// Zones of devices set to another one, by device id.
+    pub device_time_zones: std::collections::BTreeMap<String, String>,
+    /// A RecordInfo answer not complete in this time is returned as it stands.
+    pub record_query_timeout_s: u64,
+}
+
+impl SipConfig {
+    /// `time_zone` in seconds east of UTC (validated), or this machine's zone.
+    pub fn utc_offset_s(&self) -> i32 {
+        crate::proto::sip::gbtime::parse_offset(&self.time_zone).unwrap_or_else(local_utc_offset_s)
+    }
+
+    pub fn device_utc_offsets_s(&self) -> std::collections::BTreeMap<String, i32> {
+        self.device_time_zones.iter().filter_map(|(id, z)| Some((id.clone(), crate::proto::sip::gbtime::parse_offset(z)?))).collect()
+    }
+}
+
+/// This machine's offset from UTC now (the TZ environment or /etc/localtime, as libc reads it).
+fn local_utc_offset_s() -> i32 {
+    // SAFETY: time(NULL) and localtime_r write only into the tm we own.
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            return 0;
+        }
+        tm.tm_gmtoff as i32
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +218,9 @@ impl Default for SipConfig {
             invite_timeout_s: 10,
             no_viewer_stop_s: 30,
             catalog_refresh_s: 3600,
+            time_zone: String::new(),
+            device_time_zones: Default::default(),
+            record_query_timeout_s: 10,
         }
     }
 }
@@ -290,6 +323,10 @@ impl Config {
         }
         if self.sip.keepalive_interval_s == 0 {
             return invalid("sip.keepalive_interval_s must be > 0");
+        }
+        let zones = std::iter::once(&self.sip.time_zone).filter(|z| !z.is_empty()).chain(self.sip.device_time_zones.values());
+        if let Some(z) = zones.into_iter().find(|z| crate::proto::sip::gbtime::parse_offset(z).is_none()) {
+            return Err(ConfigError::Invalid(format!("sip time zone {z:?} must be an offset like +08:00")));
         }
         if self.hls.segment_duration_s == 0 || self.hls.segments_max == 0 {
             return invalid("hls.segment_duration_s and hls.segments_max must be > 0");

@@ -3,15 +3,17 @@
 //! API, the registry saved off the executor. All protocol decisions live in
 //! `proto::sip::endpoint`; this file only moves bytes, time and results.
 
+pub mod downloads;
 pub mod store;
 mod tcp;
 
 use crate::proto::sip::endpoint::{
     Command, ControlError, ControlHandle, DeviceCommand, Endpoint, EndpointConfig, Event, MediaTransport, Outcome, Peer, PlayError, PlayHandle,
-    PlayStart, Session, StreamUse, TICK, Transmit,
+    PlayKind, PlayStart, RecordList, RecordType, Session, StreamUse, TICK, Transmit,
 };
+use crate::proto::sip::mansrtsp::PlaybackAction;
 use crate::shard::Shard;
-use crate::shard::msg::{OpenError, StreamSpec};
+use crate::shard::msg::{OpenError, PlaybackChange, StreamSpec};
 use crate::shard::unix_ms;
 use futures_channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -70,6 +72,8 @@ pub struct Control {
     waiters: RefCell<HashMap<PlayHandle, Vec<Waiter>>>,
     /// API calls waiting for a device control's answer (as many as the endpoint lets fly).
     control_waiters: RefCell<HashMap<ControlHandle, oneshot::Sender<Result<(), ControlError>>>>,
+    record_waiters: RefCell<HashMap<ControlHandle, oneshot::Sender<Result<RecordList, ControlError>>>>,
+    pub downloads: downloads::Downloads,
     wake: LocalSender<()>,
     timer_deadline: Cell<Option<Instant>>,
     counters: RefCell<DriverCounters>,
@@ -126,6 +130,8 @@ impl Control {
             tcp: RefCell::new(tcp::TcpConns::default()),
             waiters: RefCell::new(HashMap::new()),
             control_waiters: RefCell::new(HashMap::new()),
+            record_waiters: RefCell::new(HashMap::new()),
+            downloads: downloads::Downloads::default(),
             wake,
             timer_deadline: Cell::new(None),
             counters: RefCell::new(DriverCounters::default()),
@@ -247,20 +253,30 @@ impl Control {
             Event::PlayAnswered { handle, session, media } => self.play_answered(handle, session, media),
             Event::PlayFailed { handle, error, ssrc } => {
                 tracing::warn!(?handle, ?error, ssrc, "play failed");
-                if let Some(ssrc) = ssrc {
+                if let Some(ssrc) = ssrc.filter(|s| !self.downloads.keeps_stream(*s)) {
                     self.close_stream_later(ssrc);
                 }
                 self.resolve(handle, Err(error));
             }
-            Event::SessionEnded { device_id, channel_id, ssrc, reason } => {
-                tracing::info!(device_id, channel_id, ssrc, reason = reason.as_str(), "play stopped");
-                self.close_stream_later(ssrc);
+            Event::SessionEnded { device_id, channel_id, ssrc, kind, reason } => {
+                tracing::info!(device_id, channel_id, ssrc, kind = kind.name(), reason = reason.as_str(), "play stopped");
+                if !self.downloads.session_ended(ssrc, reason) {
+                    self.close_stream_later(ssrc);
+                }
             }
             Event::ControlDone { handle, result } => {
                 if let Err(error) = &result {
                     tracing::warn!(?handle, ?error, "device control failed");
                 }
                 if let Some(waiter) = self.control_waiters.borrow_mut().remove(&handle) {
+                    let _ = waiter.send(result);
+                }
+            }
+            Event::RecordsDone { handle, result } => {
+                if let Err(error) = &result {
+                    tracing::warn!(?handle, ?error, "RecordInfo query failed");
+                }
+                if let Some(waiter) = self.record_waiters.borrow_mut().remove(&handle) {
                     let _ = waiter.send(result);
                 }
             }
@@ -312,9 +328,22 @@ impl Control {
 
     // ---- commands from the API ----
 
-    /// Plays a channel: the live session, the answer of a pending play of it, or a new one.
+    /// Plays a channel live: the live session, the answer of a pending play of it, or a new one.
     pub async fn play(self: &Rc<Self>, device_id: &str, channel_id: &str, transport: MediaTransport) -> Result<Session, PlayError> {
-        let start = match self.command(Command::Play { device_id: device_id.into(), channel_id: channel_id.into(), transport }) {
+        self.play_kind(device_id, channel_id, transport, PlayKind::Live, None).await
+    }
+
+    /// Plays live or a recorded range; `stream`: an open stream to INVITE for (a download
+    /// resumed) instead of a new one.
+    pub async fn play_kind(
+        self: &Rc<Self>,
+        device_id: &str,
+        channel_id: &str,
+        transport: MediaTransport,
+        kind: PlayKind,
+        stream: Option<(u32, u16)>,
+    ) -> Result<Session, PlayError> {
+        let start = match self.command(Command::Play { device_id: device_id.into(), channel_id: channel_id.into(), transport, kind }) {
             Outcome::Play(start) => start?,
             _ => return Err(PlayError::Busy),
         };
@@ -335,30 +364,40 @@ impl Control {
             }
             list.push(tx);
         }
-        if matches!(start, PlayStart::Open(_)) {
+        match (start, stream) {
+            (PlayStart::Open(_), Some((ssrc, port))) => {
+                self.command(Command::Invite { handle, ssrc, port });
+            }
             // Detached: a caller that goes away must not leave the play half-opened.
-            glommio::spawn_local(self.clone().open_media(handle)).detach();
+            (PlayStart::Open(_), None) => {
+                glommio::spawn_local(self.clone().open_media(handle, kind, channel_id.to_string())).detach();
+            }
+            _ => {}
         }
         rx.await.unwrap_or(Err(PlayError::Cancelled))
     }
 
     /// Opens the stream for a new play on the shard its SSRC hashes to, then INVITEs.
-    async fn open_media(self: Rc<Self>, handle: PlayHandle) {
+    async fn open_media(self: Rc<Self>, handle: PlayHandle, kind: PlayKind, channel_id: String) {
+        match self.open_new_stream(kind, &channel_id, crate::shard::unix_ms()).await {
+            Ok((ssrc, port)) => self.command(Command::Invite { handle, ssrc, port }),
+            Err(error) => self.command(Command::Abandon { handle, error }),
+        };
+    }
+
+    /// A stream for `channel_id` under a fresh SSRC on its owning shard: (ssrc, port).
+    async fn open_new_stream(&self, kind: PlayKind, channel_id: &str, created_ms: u64) -> Result<(u32, u16), PlayError> {
         for _ in 0..SSRC_ATTEMPTS_MAX {
-            let ssrc = self.endpoint.borrow_mut().next_live_ssrc();
-            match self.shard.open_stream(StreamSpec { ssrc, port: None, sdp: None, is_static: false }).await {
-                Ok(info) => {
-                    self.command(Command::Invite { handle, ssrc, port: info.port });
-                    return;
-                }
+            let ssrc = self.endpoint.borrow_mut().next_ssrc(kind);
+            let history = downloads::history_spec(ssrc, kind, created_ms);
+            let spec = StreamSpec { ssrc, port: None, sdp: None, is_static: false, history, channel_id: Some(channel_id.to_string()) };
+            match self.shard.open_stream(spec).await {
+                Ok(info) => return Ok((ssrc, info.port)),
                 Err(OpenError::Exists) => continue,
-                Err(e) => {
-                    self.command(Command::Abandon { handle, error: PlayError::NoPort(format!("{e:?}")) });
-                    return;
-                }
+                Err(e) => return Err(PlayError::NoPort(format!("{e:?}"))),
             }
         }
-        self.command(Command::Abandon { handle, error: PlayError::Busy });
+        Err(PlayError::Busy)
     }
 
     /// Sends a DeviceControl to a channel and waits for the device's answer (bounded by the
@@ -378,6 +417,46 @@ impl Control {
     /// BYE (or CANCEL) and close the stream; false if the channel was not playing.
     pub fn stop(self: &Rc<Self>, device_id: &str, channel_id: &str) -> bool {
         matches!(self.command(Command::Stop { device_id: device_id.into(), channel_id: channel_id.into() }), Outcome::Found(true))
+    }
+
+    /// BYE (or CANCEL) the session of stream `ssrc` and close it; false if there is none.
+    pub fn stop_session(self: &Rc<Self>, ssrc: u32) -> bool {
+        matches!(self.command(Command::StopSession { ssrc }), Outcome::Found(true))
+    }
+
+    /// Pause, resume, seek or speed of a playback: the device's answer first, then the
+    /// stream is told (its idle timeout held while paused, its clock scaled).
+    pub async fn playback_control(self: &Rc<Self>, ssrc: u32, action: PlaybackAction) -> Result<(), ControlError> {
+        let handle = match self.command(Command::PlaybackControl { ssrc, action }) {
+            Outcome::Control(handle) => handle?,
+            _ => return Err(ControlError::Busy),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.control_waiters.borrow_mut().insert(handle, tx);
+        tracing::info!(ssrc, action = action.name(), "playback control sent");
+        rx.await.unwrap_or(Err(ControlError::Timeout))?;
+        let change = match action {
+            PlaybackAction::Pause => PlaybackChange::Paused(true),
+            PlaybackAction::Resume => PlaybackChange::Paused(false),
+            PlaybackAction::Speed(x100) => PlaybackChange::Scale(x100),
+            PlaybackAction::Seek(_) => PlaybackChange::Seeked,
+        };
+        if !self.shard.playback_change(ssrc, change).await {
+            return Err(ControlError::UnknownSession);
+        }
+        Ok(())
+    }
+
+    /// A channel's recordings on the device in `[start, end]` (unix seconds).
+    pub async fn records(self: &Rc<Self>, device_id: &str, channel_id: &str, start: i64, end: i64, record_type: RecordType) -> Result<RecordList, ControlError> {
+        let command = Command::Records { device_id: device_id.into(), channel_id: channel_id.into(), start, end, record_type };
+        let handle = match self.command(command) {
+            Outcome::Control(handle) => handle?,
+            _ => return Err(ControlError::Busy),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.record_waiters.borrow_mut().insert(handle, tx);
+        rx.await.unwrap_or(Err(ControlError::Timeout))
     }
 
     /// Ask a device for DeviceInfo and Catalog now; false for an unknown device.

@@ -79,7 +79,7 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         ("POST", ["api", "play-tokens"]) => super::play_tokens::issue(shard, &head, &body, conn.peer_ip()),
         ("GET", ["api", "config"]) => (200, redacted_config(&shard.config)),
         ("GET", ["api", "health"]) => (200, json!({ "status": "ok", "media_shards": shard.media_shards })),
-        (_, ["api", "devices", ..] | ["api", "sessions"] | ["api", "sip"]) => match &front.control {
+        (_, ["api", "devices" | "sessions" | "downloads" | "channels", ..] | ["api", "sip"]) => match &front.control {
             Some(control) => super::api_gb::route(control, &head, &segments, &body).await,
             None => (503, json!({ "code": "sip_disabled", "message": "SIP is disabled (sip.listen is empty)" })),
         },
@@ -191,7 +191,7 @@ async fn create_stream(shard: &Shard, head: &RequestHead, body: &[u8]) -> (u16, 
     let attempts = if fixed.is_some() { 1 } else { SSRC_PICK_ATTEMPTS };
     let mut result = Err(OpenError::Exists);
     for attempt in 0..attempts {
-        let spec = StreamSpec { ssrc: fixed.unwrap_or_else(|| random_ssrc(attempt)), port, sdp: sdp.clone(), is_static: false };
+        let spec = StreamSpec { ssrc: fixed.unwrap_or_else(|| random_ssrc(attempt)), port, sdp: sdp.clone(), is_static: false, history: None, channel_id: None };
         result = shard.open_stream(spec).await;
         if result != Err(OpenError::Exists) {
             break;

@@ -24,7 +24,7 @@ fn not_found(what: &str) -> (u16, Value) {
     (404, json!({ "code": "not_found", "message": format!("no such {what}") }))
 }
 
-fn session_json(control: &Control, head: &RequestHead, session: &Session) -> Value {
+pub fn session_json(control: &Control, head: &RequestHead, session: &Session) -> Value {
     let mut v = json!(session);
     v["play"] = super::play_tokens::stream_play(&control.shard, head, &session.stream_id);
     v
@@ -164,6 +164,9 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
                 "local": control.local.to_string(),
             }),
         ),
-        _ => (404, json!({ "code": "not_found", "message": "no such resource" })),
+        _ => match super::api_history::route(control, head, segments, body).await {
+            Some(answer) => answer,
+            None => (404, json!({ "code": "not_found", "message": "no such resource" })),
+        },
     }
 }

@@ -2,8 +2,8 @@
 
 use super::conn::HttpConn;
 use super::response::respond_error;
-use crate::shard::Shard;
-use crate::shard::record::{records_dir, valid_file_name};
+use crate::shard::record::valid_file_name;
+use std::path::Path;
 use futures_lite::AsyncWriteExt;
 
 /// Bytes read from disk per step while sending.
@@ -27,11 +27,11 @@ pub fn parse_range(header: &str, len: u64) -> Option<(u64, u64)> {
     (start <= end && start < len).then_some((start, end))
 }
 
-/// Opens a recording by its file name (gmv's own names only, never a path); answers 404 and
-/// gives None when there is no such file.
-pub async fn open_recording(shard: &Shard, conn: &mut HttpConn, file: &str) -> Option<glommio::io::BufferedFile> {
+/// Opens a recording in `dir` by its file name (gmv's own names only, never a path); answers
+/// 404 and gives None when there is no such file.
+pub async fn open_recording(dir: &Path, conn: &mut HttpConn, file: &str) -> Option<glommio::io::BufferedFile> {
     let opened = match valid_file_name(file) {
-        true => glommio::io::BufferedFile::open(records_dir(&shard.config.data_dir).join(file)).await.ok(),
+        true => glommio::io::BufferedFile::open(dir.join(file)).await.ok(),
         false => None,
     };
     if opened.is_none() {
@@ -40,8 +40,8 @@ pub async fn open_recording(shard: &Shard, conn: &mut HttpConn, file: &str) -> O
     opened
 }
 
-pub async fn serve(shard: &Shard, conn: &mut HttpConn, file: &str, range: Option<&str>) {
-    let Some(f) = open_recording(shard, conn, file).await else { return };
+pub async fn serve(dir: &Path, conn: &mut HttpConn, file: &str, range: Option<&str>) {
+    let Some(f) = open_recording(dir, conn, file).await else { return };
     let len = f.file_size().await.unwrap_or(0);
     let (status, start, end) = match range {
         Some(r) => match parse_range(r, len) {

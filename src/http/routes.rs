@@ -26,9 +26,10 @@ pub enum Route {
         token: Option<String>,
         start_s: u64,
     },
-    /// A recorded MP4 file (token by header or `?token=`).
+    /// A recorded MP4 file, or a downloaded device recording (token by header or `?token=`).
     Record {
         file: String,
+        download: bool,
     },
     /// A stream's cover JPEG (token by header or `?token=`).
     Cover {
@@ -71,7 +72,8 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
         [node, "hls", stream_id, file] if head.method == "GET" && *node == config.node_id => {
             Route::Hls { stream_id: stream_id.to_string(), token: None, file: file.to_string() }
         }
-        ["records", file] if head.method == "GET" => Route::Record { file: file.to_string() },
+        ["records", file] if head.method == "GET" => Route::Record { file: file.to_string(), download: false },
+        ["downloads", file] if head.method == "GET" => Route::Record { file: file.to_string(), download: true },
         ["cover", file] if head.method == "GET" => match file.strip_suffix(".jpg") {
             Some(id) => Route::Cover { stream_id: id.to_string() },
             None => Route::NotFound,
@@ -147,8 +149,11 @@ pub fn required_role(method: &str, segments: &[&str]) -> Role {
     match (method, segments) {
         ("GET", ["api", "config"]) => Role::Admin,
         ("GET" | "HEAD", _) => Role::Viewer,
-        // Play tokens, and watching a GB channel (which invites it on demand), are a viewer's.
-        ("POST", ["api", "play-tokens"]) | ("POST", ["api", "devices", _, "channels", _, "play"]) => Role::Viewer,
+        // Play tokens, watching a GB channel (which invites it on demand) and playing back its
+        // recordings (pause, seek, speed included) are a viewer's.
+        ("POST", ["api", "play-tokens"])
+        | ("POST", ["api", "devices", _, "channels", _, "play" | "playback"])
+        | ("POST", ["api", "sessions", _, "control"]) => Role::Viewer,
         // A reboot takes every channel of the device down for a while.
         ("DELETE", ["api", "devices", _]) | ("POST", ["api", "devices", _, "reboot"]) => Role::Admin,
         _ => Role::Operator,

@@ -255,10 +255,11 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
                 return None;
             }
         }
-        Route::Record { file } => {
+        Route::Record { file, download } => {
             let stem = file.strip_suffix(".mp4").unwrap_or(&file).to_string();
             if check_play(shard, &mut conn, &head, None, &Scope::Record(stem)).await {
-                super::records_serve::serve(shard, &mut conn, &file, head.header("range")).await;
+                let dir = if download { crate::shard::record::downloads_dir } else { crate::shard::record::records_dir };
+                super::records_serve::serve(&dir(&shard.config.data_dir), &mut conn, &file, head.header("range")).await;
             }
         }
         Route::Cover { stream_id } => {

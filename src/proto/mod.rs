@@ -11,6 +11,7 @@ pub mod mp4;
 pub mod mp4_read;
 pub mod ps;
 pub mod ps_mux;
+pub mod retime;
 pub mod rtp;
 pub mod rtp_depack;
 pub mod sdp;

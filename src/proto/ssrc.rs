@@ -22,6 +22,9 @@ pub fn gb_live_ssrc(domain: &str, sequence: u32) -> u32 {
     middle * GB_SSRC_SEQUENCES + sequence % GB_SSRC_SEQUENCES
 }
 
+/// GB28181 history (playback, download) SSRCs are live ones with a leading `1`.
+pub const GB_HISTORY_SSRC_BASE: u32 = 1_000_000_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,31 @@ pub struct StreamSpec {
     pub sdp: Option<String>,
     /// Static (config) streams are never closed for idleness.
     pub is_static: bool,
+    /// The GB28181 channel it carries (kept in recording sidecars for the channel timeline).
+    pub channel_id: Option<String>,
+    /// A device recording played back or downloaded (retimed; a download is written to
+    /// `data_dir/downloads/{stem}.mp4` and lives until the control plane closes it).
+    pub history: Option<History>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum History {
+    Playback,
+    Download { stem: String },
+}
+
+/// What changed in a playback, after the device took the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaybackChange {
+    /// Paused streams are not closed for idleness.
+    Paused(bool),
+    /// Scale in hundredths: the stream's clock runs at 1/scale.
+    Scale(u16),
+    /// The device restarts from another position: its timestamps jump.
+    Seeked,
+    /// A download resumed by a new INVITE: the device may send from a new address.
+    Resumed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +84,14 @@ pub struct StreamInfo {
     pub hls: bool,
     /// An MP4 file is being written.
     pub recording: bool,
+    /// "playback" or "download" for device recordings.
+    pub history: Option<&'static str>,
+    pub paused: bool,
+    /// Device media time received, jumps left out (a download's progress).
+    pub media_ms: u64,
+    /// Bytes handed to the recording's writer, and its file.
+    pub record_bytes: u64,
+    pub record_file: Option<String>,
     /// Why recording stopped on its own (a write failed, e.g. the disk is full).
     pub record_error: Option<String>,
     pub subscribers: usize,
@@ -88,6 +121,10 @@ pub enum ShardMsg {
     ListStreams {
         reply: oneshot::Sender<Vec<StreamInfo>>,
     },
+    StreamInfo {
+        ssrc: u32,
+        reply: oneshot::Sender<Option<StreamInfo>>,
+    },
     /// Connect the stream to a device's TCP media port (GB28181 TCP active).
     ConnectTcp {
         ssrc: u32,
@@ -104,6 +141,12 @@ pub enum ShardMsg {
     ExpectSsrc {
         ssrc: u32,
         device_ssrc: u32,
+        reply: oneshot::Sender<bool>,
+    },
+    /// A playback was paused, resumed, seeked or sped up; replies whether the stream exists.
+    Playback {
+        ssrc: u32,
+        change: PlaybackChange,
         reply: oneshot::Sender<bool>,
     },
     /// Start/stop recording; replies None for an unknown stream, else whether it changed.

@@ -47,6 +47,8 @@ pub struct Pipeline {
     pub frames_out: Option<Vec<Frame>>,
     /// The latest video keyframe (shared buffer), for covers.
     pub last_keyframe: Option<Frame>,
+    /// Device recordings only: one monotonic clock across seeks, resumes and speeds.
+    pub retimer: Option<crate::proto::retime::Retimer>,
     pub stats: PipelineStats,
     ordered: Vec<RtpPacket>,
     ps_events: Vec<PsEvent>,
@@ -78,6 +80,7 @@ impl Pipeline {
             flv,
             hls: None,
             frames_out: None,
+            retimer: None,
             last_keyframe: None,
             stats: PipelineStats::default(),
             ordered: Vec::new(),
@@ -283,8 +286,11 @@ impl Pipeline {
         self.emit(f, tags);
     }
 
-    fn emit(&mut self, frame: Frame, tags: &mut Vec<FlvTag>) {
+    fn emit(&mut self, mut frame: Frame, tags: &mut Vec<FlvTag>) {
         self.stats.frames += 1;
+        if let Some(r) = self.retimer.as_mut() {
+            r.retime(&mut frame);
+        }
         self.flv.push(&frame, tags);
         if let Some(hls) = self.hls.as_mut() {
             hls.push(&frame);

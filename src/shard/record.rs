@@ -24,6 +24,9 @@ pub struct RecordInfo {
     pub duration_ms: u64,
     pub frames: u64,
     pub bytes: u64,
+    /// The GB28181 channel recorded, when the stream is a device's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<String>,
 }
 
 enum Write {
@@ -48,7 +51,13 @@ pub struct Recorder {
     pub error: Option<String>,
     dir: PathBuf,
     stream_id: String,
+    /// The file's name without `.mp4` when fixed (a download); else `{stream_id}_{unix_ms}`.
+    stem: Option<String>,
+    pub channel_id: Option<String>,
     rotate: Duration,
+    /// Bytes of fragments handed to the writer for the latest file, and its name.
+    pub bytes_queued: u64,
+    pub file_name: Option<String>,
     params: ParamSets,
     codec: Option<Codec>,
     adts: Option<AdtsHeader>,
@@ -60,15 +69,25 @@ pub fn records_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("records")
 }
 
+/// Device recordings downloaded (GB28181 s=Download), one file each.
+pub fn downloads_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("downloads")
+}
+
 impl Recorder {
-    pub fn new(data_dir: &Path, stream_id: String, rotate: Duration, writers: Rc<Cell<usize>>) -> Recorder {
+    /// Records into `dir` (`records_dir` or `downloads_dir`); `stem` fixes the file name.
+    pub fn new(dir: PathBuf, stream_id: String, stem: Option<String>, rotate: Duration, writers: Rc<Cell<usize>>) -> Recorder {
         Recorder {
             writers,
             write_error: Default::default(),
             error: None,
-            dir: records_dir(data_dir),
+            dir,
             stream_id,
+            stem,
+            channel_id: None,
             rotate,
+            bytes_queued: 0,
+            file_name: None,
             params: ParamSets::default(),
             codec: None,
             adts: None,
@@ -123,9 +142,11 @@ impl Recorder {
         if frame.codec.is_video() {
             f.last_dts = f.last_dts.max(frame.dts);
         }
-        if let Some(fragment) = f.muxer.push(frame)
-            && f.tx.try_send(Write::Data(fragment)).is_err()
-        {
+        let Some(fragment) = f.muxer.push(frame) else { return };
+        let len = fragment.len() as u64;
+        if f.tx.try_send(Write::Data(fragment)).is_ok() {
+            self.bytes_queued += len;
+        } else {
             self.fragments_dropped += 1;
             if self.fragments_dropped.is_power_of_two() {
                 tracing::warn!(stream_id = %self.stream_id, dropped = self.fragments_dropped, "recording queue full (disk too slow); fragment dropped");
@@ -137,16 +158,21 @@ impl Recorder {
         let Some(config) = VideoConfig::from_params(keyframe.codec, &self.params) else { return };
         let muxer = Fmp4Muxer::new(config, self.adts, keyframe.dts);
         let start = super::unix_ms();
+        let stem = self.stem.clone().unwrap_or_else(|| format!("{}_{start}", self.stream_id));
         let info = RecordInfo {
-            file: format!("{}_{start}.mp4", self.stream_id),
+            file: format!("{stem}.mp4"),
             stream_id: self.stream_id.clone(),
             start_unix_ms: start,
             duration_ms: 0,
             frames: 0,
             bytes: 0,
+            channel_id: self.channel_id.clone(),
         };
         let (tx, rx) = local_channel::new_bounded(RECORD_QUEUE_FRAGMENTS_MAX);
-        let _ = tx.try_send(Write::Data(muxer.init_segment()));
+        let init = muxer.init_segment();
+        self.bytes_queued = init.len() as u64;
+        self.file_name = Some(info.file.clone());
+        let _ = tx.try_send(Write::Data(init));
         let dir = self.dir.clone();
         tracing::info!(stream_id = %self.stream_id, file = %info.file, "recording started");
         let writers = self.writers.clone();
@@ -304,6 +330,7 @@ fn recover_file(path: &Path) -> std::io::Result<RecordInfo> {
         duration_ms: duration,
         frames,
         bytes: good_end,
+        channel_id: None,
     };
     std::fs::write(path.with_extension("json"), serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?)?;
     Ok(info)
@@ -324,7 +351,7 @@ pub fn list(data_dir: &Path, limit: usize) -> Vec<(RecordInfo, bool)> {
                 let Some((stream_id, start)) = stem.split_once('_') else { continue };
                 let bytes = e.metadata().map_or(0, |m| m.len());
                 let start_unix_ms = start.parse().unwrap_or(0);
-                out.push((RecordInfo { file: name.clone(), stream_id: stream_id.into(), start_unix_ms, duration_ms: 0, frames: 0, bytes }, true));
+                out.push((RecordInfo { file: name.clone(), stream_id: stream_id.into(), start_unix_ms, duration_ms: 0, frames: 0, bytes, channel_id: None }, true));
             }
         }
     }

@@ -50,6 +50,16 @@ impl Shard {
         self.ask_owner(ssrc, |reply| ShardMsg::Snapshot { ssrc, reply }).await.unwrap_or_else(|| Err(NO_ANSWER.into()))
     }
 
+    /// Tells a playback's stream what the device now does; false for an unknown stream.
+    pub async fn playback_change(&self, ssrc: u32, change: super::msg::PlaybackChange) -> bool {
+        self.ask_owner(ssrc, |reply| ShardMsg::Playback { ssrc, change, reply }).await.unwrap_or(false)
+    }
+
+    /// One stream's state, from its owning shard.
+    pub async fn stream_info(&self, ssrc: u32) -> Option<StreamInfo> {
+        self.ask_owner(ssrc, |reply| ShardMsg::StreamInfo { ssrc, reply }).await.flatten()
+    }
+
     /// Starts/stops recording: None for an unknown stream, else whether it changed.
     pub async fn record(&self, ssrc: u32, on: bool) -> Option<bool> {
         self.ask_owner(ssrc, |reply| ShardMsg::Record { ssrc, on, reply }).await.flatten()
@@ -72,7 +82,7 @@ impl Shard {
     /// Opens the streams declared in the config; failures are logged, not fatal.
     pub async fn open_static_streams(&self) {
         for s in self.config.streams.clone() {
-            let spec = StreamSpec { ssrc: s.ssrc, port: s.port, sdp: s.sdp, is_static: true };
+            let spec = StreamSpec { ssrc: s.ssrc, port: s.port, sdp: s.sdp, is_static: true, history: None, channel_id: None };
             if let Err(error) = self.open_stream(spec).await {
                 tracing::error!(ssrc = s.ssrc, ?error, "cannot open static stream");
             }

@@ -115,6 +115,12 @@ impl SourceGuard {
         }
     }
 
+    /// Any source may lock again (a download resumed: the device sends from a new socket).
+    pub fn release(&mut self) {
+        self.locked = None;
+        self.candidate = None;
+    }
+
     /// The locked TCP connection closed: the next connection with an expected SSRC may take
     /// over (devices reconnect). A UDP lock lasts as long as the stream.
     pub fn origin_closed(&mut self, origin: Origin) {

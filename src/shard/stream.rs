@@ -3,7 +3,7 @@
 
 use super::Shard;
 use super::fanout::{Fanout, FanoutLimits};
-use super::msg::{OpenError, ShardMsg, StreamInfo, StreamSpec};
+use super::msg::{History, OpenError, PlaybackChange, ShardMsg, StreamInfo, StreamSpec};
 use super::pipeline::Pipeline;
 use super::source::{Origin, SourceGuard, Verdict};
 use crate::proto::flv::FlvTag;
@@ -34,6 +34,8 @@ pub const TCP_READ_BYTES: usize = 16 * 1024;
 pub const TCP_CONNS_PER_STREAM_MAX: usize = 4;
 /// How often each shard updates bitrates and closes idle streams.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// A download is one file: it never rotates within this much media time.
+pub const DOWNLOAD_FILE_SPAN: Duration = Duration::from_secs(366 * 86_400);
 
 pub struct Stream {
     pub spec: StreamSpec,
@@ -65,6 +67,8 @@ pub struct Stream {
     cover_started: Cell<bool>,
     /// Which packets this stream takes (expected SSRCs, the locked source).
     pub source: RefCell<SourceGuard>,
+    /// A playback the device was told to pause: not closed for idleness meanwhile.
+    pub paused: Cell<bool>,
 }
 
 impl Stream {
@@ -164,8 +168,21 @@ impl Stream {
         let active = recorder.as_ref().is_some_and(|r| r.error.is_none());
         match (on, active) {
             (true, false) => {
-                let rotate = Duration::from_secs(config.record.rotate_s);
-                *recorder = Some(super::record::Recorder::new(&config.data_dir, stream_id(self.spec.ssrc), rotate, self.record_writers.clone()));
+                let id = stream_id(self.spec.ssrc);
+                let writers = self.record_writers.clone();
+                let mut made = match &self.spec.history {
+                    // A download is one file, however long.
+                    Some(History::Download { stem }) => {
+                        let dir = super::record::downloads_dir(&config.data_dir);
+                        super::record::Recorder::new(dir, id, Some(stem.clone()), DOWNLOAD_FILE_SPAN, writers)
+                    }
+                    _ => {
+                        let rotate = Duration::from_secs(config.record.rotate_s);
+                        super::record::Recorder::new(super::record::records_dir(&config.data_dir), id, None, rotate, writers)
+                    }
+                };
+                made.channel_id = self.spec.channel_id.clone();
+                *recorder = Some(made);
                 self.pipeline.borrow_mut().frames_out = Some(Vec::new());
                 true
             }
@@ -184,6 +201,32 @@ impl Stream {
             }
             (true, true) => false,
         }
+    }
+
+    fn playback_change(&self, change: PlaybackChange) {
+        tracing::info!(ssrc = self.spec.ssrc, ?change, "playback changed");
+        let mut p = self.pipeline.borrow_mut();
+        match change {
+            PlaybackChange::Paused(paused) => self.paused.set(paused),
+            PlaybackChange::Scale(x100) => {
+                if let Some(r) = p.retimer.as_mut() {
+                    r.set_scale(x100);
+                }
+            }
+            PlaybackChange::Seeked => {
+                if let Some(r) = p.retimer.as_mut() {
+                    r.expect_jump();
+                }
+            }
+            PlaybackChange::Resumed => {
+                self.source.borrow_mut().release();
+                if let Some(r) = p.retimer.as_mut() {
+                    r.expect_jump();
+                }
+            }
+        }
+        // Idle time counts from now, not from before the pause.
+        self.last_packet.set(Some(Instant::now()));
     }
 
     fn close(&self) {
@@ -233,6 +276,14 @@ impl Stream {
             low_latency: p.low_latency(),
             hls: p.hls.is_some(),
             recording: self.recorder.borrow().as_ref().is_some_and(|r| r.recording()),
+            history: self.spec.history.as_ref().map(|h| match h {
+                History::Playback => "playback",
+                History::Download { .. } => "download",
+            }),
+            paused: self.paused.get(),
+            media_ms: p.retimer.as_ref().map_or(0, |r| r.covered_ms()),
+            record_bytes: self.recorder.borrow().as_ref().map_or(0, |r| r.bytes_queued),
+            record_file: self.recorder.borrow().as_ref().and_then(|r| r.file_name.clone()),
             record_error: self.recorder.borrow().as_ref().and_then(|r| r.error.clone()),
             subscribers: self.fanout.borrow().subscribers(),
             is_static: self.spec.is_static,
@@ -321,9 +372,13 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         cover: RefCell::new(None),
         cover_started: Cell::new(!shard.config.media.cover_on_first_keyframe),
         source: RefCell::new(SourceGuard::new(spec.ssrc)),
+        paused: Cell::new(false),
     });
     *stream.me.borrow_mut() = Rc::downgrade(&stream);
-    if shard.config.record.all {
+    if spec.history.is_some() {
+        stream.pipeline.borrow_mut().retimer = Some(Default::default());
+    }
+    if shard.config.record.all || matches!(spec.history, Some(History::Download { .. })) {
         stream.set_recording(true, &shard.config);
     }
     let udp_task = glommio::spawn_local(udp_loop(stream.clone(), udp)).detach();
@@ -387,6 +442,16 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
                 s.source.borrow_mut().expect(device_ssrc);
             }
             let _ = reply.send(stream.is_some());
+        }
+        ShardMsg::Playback { ssrc, change, reply } => {
+            let stream = shard.streams.borrow().get(&ssrc).cloned();
+            if let Some(s) = &stream {
+                s.playback_change(change);
+            }
+            let _ = reply.send(stream.is_some());
+        }
+        ShardMsg::StreamInfo { ssrc, reply } => {
+            let _ = reply.send(shard.streams.borrow().get(&ssrc).map(|s| s.info()));
         }
         ShardMsg::Record { ssrc, on, reply } => {
             let stream = shard.streams.borrow().get(&ssrc).cloned();
@@ -504,7 +569,9 @@ pub async fn housekeeping(shard: Rc<Shard>) {
                 tracing::info!(ssrc = *ssrc, "HLS stopped: no requests");
             }
             let quiet_since = s.last_packet.get().unwrap_or(s.created);
-            if !s.spec.is_static && quiet_since.elapsed() > idle {
+            // Downloads are the control plane's to end (it resumes a device that drops).
+            let managed = s.spec.is_static || s.paused.get() || matches!(s.spec.history, Some(History::Download { .. }));
+            if !managed && quiet_since.elapsed() > idle {
                 idle_ssrcs.push(*ssrc);
             }
         }

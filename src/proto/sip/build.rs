@@ -180,24 +180,6 @@ impl OutRequest<'_> {
     }
 }
 
-/// GB28181 `Date:` for device time sync: `2026-11-25T11:48:12.000` (UTC).
-pub fn gb_date(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}", rem / 3600, rem % 3600 / 60, rem % 60, unix_ms % 1000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,9 +216,4 @@ mod tests {
         assert_eq!(bad_request_for_unparsed(b"REGISTER sip:x SIP/2.0\r\nVia: SIP\0\0\r\0P host\r\nCall-ID: x\r\n\r\n", src), None);
     }
 
-    #[test]
-    fn gb_date_format() {
-        assert_eq!(gb_date(0), "1970-01-01T00:00:00.000");
-        assert_eq!(gb_date(1_795_000_000_123), "2026-11-18T11:06:40.123");
-    }
 }

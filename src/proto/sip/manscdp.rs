@@ -78,7 +78,25 @@ pub enum Body {
     Keepalive,
     Catalog { sum_num: usize, items: Vec<CatalogItem> },
     DeviceInfo(DeviceInfo),
+    /// One packet of a RecordInfo answer (times as the device wrote them, local).
+    RecordInfo { sum_num: usize, items: Vec<RecordItem> },
+    /// MediaStatus: `NotifyType` 121 is the end of a played-back or downloaded file.
+    MediaStatus { notify_type: String },
     Other,
+}
+
+/// A recording the device holds, as its RecordInfo answer lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordItem {
+    pub device_id: String,
+    pub name: String,
+    pub file_path: String,
+    pub address: String,
+    pub start_time: String,
+    pub end_time: String,
+    pub secrecy: String,
+    pub record_type: String,
+    pub file_size: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -142,6 +160,26 @@ pub fn parse(xml: &str) -> Result<Manscdp, ManscdpError> {
             firmware: value(inner, "Firmware").unwrap_or_default(),
             channels: value(inner, "Channel").and_then(|c| c.parse().ok()).unwrap_or(0),
         }),
+        ("RecordInfo", Root::Response) => {
+            let sum_num = value(inner, "SumNum").and_then(|s| s.parse().ok()).unwrap_or(0);
+            let list = element(inner, "RecordList").unwrap_or("");
+            let items = items(list)
+                .into_iter()
+                .map(|it| RecordItem {
+                    device_id: value(it, "DeviceID").unwrap_or_default(),
+                    name: value(it, "Name").unwrap_or_default(),
+                    file_path: value(it, "FilePath").unwrap_or_default(),
+                    address: value(it, "Address").unwrap_or_default(),
+                    start_time: value(it, "StartTime").unwrap_or_default(),
+                    end_time: value(it, "EndTime").unwrap_or_default(),
+                    secrecy: value(it, "Secrecy").unwrap_or_default(),
+                    record_type: value(it, "Type").unwrap_or_default(),
+                    file_size: value(it, "FileSize").unwrap_or_default(),
+                })
+                .collect();
+            Body::RecordInfo { sum_num, items }
+        }
+        ("MediaStatus", Root::Notify) => Body::MediaStatus { notify_type: value(inner, "NotifyType").unwrap_or_default() },
         _ => Body::Other,
     };
     Ok(Manscdp { root, cmd_type, sn, device_id, body })
@@ -151,6 +189,14 @@ pub fn parse(xml: &str) -> Result<Manscdp, ManscdpError> {
 pub fn query(cmd_type: &str, sn: u32, device_id: &str, encoding_label: &str) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"{encoding_label}\"?>\r\n<Query>\r\n<CmdType>{cmd_type}</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n</Query>\r\n"
+    )
+}
+
+/// A RecordInfo query for a channel: local times `yyyy-MM-ddTHH:mm:ss`, `record_type` one of
+/// all/time/alarm/manual (fixed words; the caller checks them).
+pub fn record_info_query(sn: u32, channel_id: &str, start: &str, end: &str, record_type: &str, encoding_label: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"{encoding_label}\"?>\r\n<Query>\r\n<CmdType>RecordInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel_id}</DeviceID>\r\n<StartTime>{start}</StartTime>\r\n<EndTime>{end}</EndTime>\r\n<Secrecy>0</Secrecy>\r\n<Type>{record_type}</Type>\r\n</Query>\r\n"
     )
 }
 
@@ -190,6 +236,22 @@ mod tests {
         let Body::DeviceInfo(info) = d.body else { panic!() };
         assert_eq!((info.manufacturer.as_str(), info.channels), ("Dahua", 4));
         assert!(query("Catalog", 3, "dev", "GB2312").contains("<CmdType>Catalog</CmdType>"));
+    }
+
+    #[test]
+    fn record_info_answer_and_media_status() {
+        let xml = "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>RecordInfo</CmdType>\r\n<SN>17430</SN>\r\n<DeviceID>64010000041310000345</DeviceID>\r\n<Name>Camera1</Name>\r\n<SumNum>100</SumNum>\r\n<RecordList Num=\"1\">\r\n<Item>\r\n<DeviceID>64010000041310000345</DeviceID>\r\n<Name>Camera1</Name>\r\n<FilePath>/sd/0001.mp4</FilePath>\r\n<Address>Address 1</Address>\r\n<StartTime>2012-07-31T18:00:00</StartTime>\r\n<EndTime>2012-07-31T18:30:00</EndTime>\r\n<Secrecy>0</Secrecy>\r\n<Type>time</Type>\r\n</Item>\r\n</RecordList>\r\n</Response>\r\n";
+        let m = parse(xml).unwrap();
+        let Body::RecordInfo { sum_num, items } = m.body else { panic!("{:?}", m.body) };
+        assert_eq!(sum_num, 100);
+        assert_eq!(items.len(), 1);
+        let it = &items[0];
+        assert_eq!((it.file_path.as_str(), it.start_time.as_str(), it.end_time.as_str()), ("/sd/0001.mp4", "2012-07-31T18:00:00", "2012-07-31T18:30:00"));
+        assert_eq!((it.record_type.as_str(), it.secrecy.as_str()), ("time", "0"));
+        let q = record_info_query(9, "64010000041310000345", "2012-07-31T18:00:00", "2012-07-31T19:00:00", "all", "GB2312");
+        assert!(q.contains("<CmdType>RecordInfo</CmdType>") && q.contains("<StartTime>2012-07-31T18:00:00</StartTime>") && q.contains("<Type>all</Type>"));
+        let n = parse("<Notify><CmdType>MediaStatus</CmdType><SN>8</SN><DeviceID>c</DeviceID><NotifyType>121</NotifyType></Notify>").unwrap();
+        assert_eq!(n.body, Body::MediaStatus { notify_type: "121".into() });
     }
 
     #[test]

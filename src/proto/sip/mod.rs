@@ -4,7 +4,9 @@
 pub mod build;
 pub mod digest;
 pub mod endpoint;
+pub mod gbtime;
 pub mod manscdp;
+pub mod mansrtsp;
 pub mod message;
 pub mod ptz;
 pub mod text;

@@ -1,6 +1,6 @@
 //! Device control without a business response (GB/T 28181 DeviceControl: PTZ and presets,
-//! keyframe request, reboot): a MESSAGE to the registered device, whose final answer to it is
-//! the result.
+//! keyframe request, reboot; and MANSRTSP INFO in a playback dialog): a request to the
+//! registered device, whose final answer to it is the result.
 
 use super::{Endpoint, Event, Unreachable, transaction};
 use crate::proto::sip::manscdp;
@@ -45,12 +45,17 @@ pub enum ControlError {
     Rejected(u16),
     /// No final answer within the transaction timeout.
     Timeout,
+    /// No session has that stream.
+    UnknownSession,
+    /// Pause, seek and speed are for playback sessions only.
+    NotPlayback,
 }
 
 impl ControlError {
     pub fn http(&self) -> (u16, &'static str) {
         match self {
-            ControlError::UnknownDevice | ControlError::UnknownChannel => (404, "not_found"),
+            ControlError::UnknownDevice | ControlError::UnknownChannel | ControlError::UnknownSession => (404, "not_found"),
+            ControlError::NotPlayback => (409, "not_playback"),
             ControlError::Offline => (409, "device_offline"),
             ControlError::Busy => (503, "busy"),
             ControlError::Rejected(_) => (502, "device_rejected"),
@@ -75,6 +80,16 @@ pub(super) struct Controls {
     in_flight: usize,
 }
 
+impl Controls {
+    pub(super) fn has_room(&self) -> bool {
+        self.in_flight < CONTROLS_IN_FLIGHT_MAX
+    }
+
+    pub(super) fn started(&mut self) {
+        self.in_flight += 1;
+    }
+}
+
 impl Endpoint {
     /// Sends `command` for a channel of a device (the device itself for a reboot).
     pub(super) fn device_control(
@@ -85,18 +100,23 @@ impl Endpoint {
         command: DeviceCommand,
     ) -> Result<ControlHandle, ControlError> {
         let peer = self.reachable_channel(now, device_id, channel_id)?;
-        if self.controls.in_flight >= CONTROLS_IN_FLIGHT_MAX {
+        if !self.controls.has_room() {
             return Err(ControlError::Busy);
         }
-        self.controls.next += 1;
-        let handle = ControlHandle(self.controls.next);
+        let handle = self.new_control_handle();
         let (element, text) = command.element();
         let xml = manscdp::device_control(self.new_sn(), channel_id, element, &text, "GB2312");
         if !self.send_manscdp(now, device_id, peer, &xml, transaction::Purpose::Control { handle }) {
             return Err(ControlError::Busy);
         }
-        self.controls.in_flight += 1;
+        self.controls.started();
         Ok(handle)
+    }
+
+    /// A handle for a request whose answer comes later (controls, record queries).
+    pub(super) fn new_control_handle(&mut self) -> ControlHandle {
+        self.controls.next += 1;
+        ControlHandle(self.controls.next)
     }
 
     /// The control's MESSAGE transaction ended with `status` (None: no answer).

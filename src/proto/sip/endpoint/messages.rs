@@ -1,4 +1,5 @@
-//! MESSAGE and NOTIFY from devices (keepalive, catalog, device info), taken only from the
+//! MESSAGE and NOTIFY from devices (keepalive, catalog, device info, record lists, media
+//! status), taken only from the
 //! address or connection the device registered from; and the queries that ask for them.
 
 use super::query::QueryCmd;
@@ -69,7 +70,7 @@ impl Endpoint {
         if let Some(l) = d.live.as_mut() {
             l.last_seen = now;
         }
-        let Manscdp { sn, body, .. } = parsed;
+        let Manscdp { sn, body, device_id: parsed_device, .. } = parsed;
         match body {
             Body::Keepalive => self.counters.keepalives += 1,
             Body::Catalog { sum_num, items } => {
@@ -90,6 +91,15 @@ impl Endpoint {
                 }
                 self.emit(Event::DeviceInfoUpdated { device_id: device_id.clone() });
                 self.registry_changed();
+            }
+            Body::RecordInfo { sum_num, items } => self.record_answer(&device_id, sn, sum_num, items),
+            Body::MediaStatus { notify_type } => {
+                if notify_type == "121" {
+                    let call_id = msg.call_id().unwrap_or_default();
+                    if !self.media_status_end(now, &device_id, &call_id, &parsed_device) {
+                        self.counters.responses_unmatched += 1;
+                    }
+                }
             }
             Body::Other => {}
         }

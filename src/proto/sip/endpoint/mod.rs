@@ -15,6 +15,7 @@ mod device;
 mod messages;
 mod play;
 mod query;
+mod records;
 mod registrar;
 mod rng;
 mod transaction;
@@ -22,8 +23,9 @@ mod transaction;
 pub use challenge::{AUTH_FAILURES_MAX, CHALLENGE_TTL, CHALLENGES_MAX};
 pub use control::{CONTROLS_IN_FLIGHT_MAX, ControlError, ControlHandle, DeviceCommand};
 pub use device::{CHANNELS_PER_DEVICE_MAX, DEVICES_MAX, Device};
-pub use play::{MediaTransport, PlayError, PlayHandle, PlayStart, SESSIONS_MAX, Session};
+pub use play::{MediaTransport, PlayError, PlayHandle, PlayKind, PlayStart, SESSIONS_MAX, Session};
 pub use query::{QUERY_ANSWER_TIMEOUT, QueryCmd};
+pub use records::{RECORD_ITEMS_MAX, RECORD_QUERIES_MAX, RecordList, RecordType, Recording};
 pub use transaction::{CLIENT_TRANSACTIONS_MAX, T1, T2, TRANSACTION_TIMEOUT};
 
 use super::SipMsg;
@@ -112,6 +114,12 @@ pub struct EndpointConfig {
     pub no_viewer_stop: Option<Duration>,
     /// Ask DeviceInfo and Catalog again this often; None only on registration and sync.
     pub catalog_refresh: Option<Duration>,
+    /// Devices' clocks, seconds east of UTC (RecordInfo times are local): the default, and
+    /// per device.
+    pub utc_offset_s: i32,
+    pub device_utc_offsets_s: BTreeMap<String, i32>,
+    /// How long a RecordInfo answer may take to arrive in full.
+    pub record_query_timeout: Duration,
 }
 
 impl EndpointConfig {
@@ -130,7 +138,14 @@ impl EndpointConfig {
             invite_timeout: Duration::from_secs(s.invite_timeout_s.max(1)),
             no_viewer_stop: nonzero(s.no_viewer_stop_s),
             catalog_refresh: nonzero(s.catalog_refresh_s),
+            utc_offset_s: s.utc_offset_s(),
+            device_utc_offsets_s: s.device_utc_offsets_s(),
+            record_query_timeout: Duration::from_secs(s.record_query_timeout_s.max(1)),
         }
+    }
+
+    pub fn utc_offset_for(&self, device_id: &str) -> i32 {
+        self.device_utc_offsets_s.get(device_id).copied().unwrap_or(self.utc_offset_s)
     }
 
     fn password_for(&self, device_id: &str) -> &str {
@@ -199,6 +214,8 @@ pub enum EndReason {
     DeviceBye,
     StreamGone,
     NoViewers,
+    /// The device said the recording it plays or sends has ended (MediaStatus 121).
+    EndOfFile,
 }
 
 impl EndReason {
@@ -208,6 +225,7 @@ impl EndReason {
             EndReason::DeviceBye => "device sent BYE",
             EndReason::StreamGone => "stream closed",
             EndReason::NoViewers => "no viewers",
+            EndReason::EndOfFile => "end of recording (MediaStatus 121)",
         }
     }
 }
@@ -268,12 +286,18 @@ pub enum Event {
         device_id: String,
         channel_id: String,
         ssrc: u32,
+        kind: PlayKind,
         reason: EndReason,
     },
     /// A device control request ended: the device's answer, or why there was none.
     ControlDone {
         handle: ControlHandle,
         result: Result<(), ControlError>,
+    },
+    /// A RecordInfo query ended: the merged answer (maybe incomplete), or why there was none.
+    RecordsDone {
+        handle: ControlHandle,
+        result: Result<RecordList, ControlError>,
     },
 }
 
@@ -301,6 +325,7 @@ pub enum Command {
         device_id: String,
         channel_id: String,
         transport: MediaTransport,
+        kind: PlayKind,
     },
     /// The stream for a new play is open: send the INVITE offering `port`.
     Invite {
@@ -313,9 +338,28 @@ pub enum Command {
         handle: PlayHandle,
         error: PlayError,
     },
+    /// Stop the live play of a channel.
     Stop {
         device_id: String,
         channel_id: String,
+    },
+    /// Stop the session (live or history) whose stream is `ssrc`.
+    StopSession {
+        ssrc: u32,
+    },
+    /// MANSRTSP in a playback's dialog; the result comes as `Event::ControlDone`.
+    PlaybackControl {
+        ssrc: u32,
+        action: crate::proto::sip::mansrtsp::PlaybackAction,
+    },
+    /// RecordInfo for a channel over `[start, end]` (unix seconds); the answer comes as
+    /// `Event::RecordsDone`.
+    Records {
+        device_id: String,
+        channel_id: String,
+        start: i64,
+        end: i64,
+        record_type: RecordType,
     },
     /// Every stream as the shards listed them, asked at `listed_at` (the session check).
     StreamsSeen {
@@ -384,12 +428,13 @@ pub struct Endpoint {
     server: transaction::ServerTransactions,
     plays: play::Plays,
     controls: control::Controls,
+    records: records::RecordQueries,
     counters: Counters,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     next_tick: Instant,
     registry_dirty: bool,
-    live_ssrc_sequence: u32,
+    ssrc_sequence: u32,
 }
 
 impl Endpoint {
@@ -408,12 +453,13 @@ impl Endpoint {
             server: Default::default(),
             plays: Default::default(),
             controls: Default::default(),
+            records: Default::default(),
             counters: Counters::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_tick: now + TICK,
             registry_dirty: false,
-            live_ssrc_sequence: 0,
+            ssrc_sequence: 0,
         }
     }
 
@@ -549,10 +595,12 @@ impl Endpoint {
         }
     }
 
-    /// A GB28181 live SSRC not handed out recently (the owning shard refuses one in use).
-    pub fn next_live_ssrc(&mut self) -> u32 {
-        self.live_ssrc_sequence = self.live_ssrc_sequence % (crate::proto::ssrc::GB_SSRC_SEQUENCES - 1) + 1;
-        crate::proto::ssrc::gb_live_ssrc(&self.cfg.domain, self.live_ssrc_sequence)
+    /// A GB28181 SSRC not handed out recently (the owning shard refuses one in use): live
+    /// (`0…`) or history (`1…`), one sequence for both.
+    pub fn next_ssrc(&mut self, kind: PlayKind) -> u32 {
+        self.ssrc_sequence = self.ssrc_sequence % (crate::proto::ssrc::GB_SSRC_SEQUENCES - 1) + 1;
+        let live = crate::proto::ssrc::gb_live_ssrc(&self.cfg.domain, self.ssrc_sequence);
+        if kind == PlayKind::Live { live } else { live + crate::proto::ssrc::GB_HISTORY_SSRC_BASE }
     }
 
     // ---- inputs ----
@@ -604,7 +652,7 @@ impl Endpoint {
 
     pub fn handle_command(&mut self, now: Instant, command: Command) -> Outcome {
         match command {
-            Command::Play { device_id, channel_id, transport } => Outcome::Play(self.play(now, &device_id, &channel_id, transport)),
+            Command::Play { device_id, channel_id, transport, kind } => Outcome::Play(self.play(now, &device_id, &channel_id, transport, kind)),
             Command::Invite { handle, ssrc, port } => {
                 self.invite(now, handle, ssrc, port);
                 Outcome::Done
@@ -614,6 +662,11 @@ impl Endpoint {
                 Outcome::Done
             }
             Command::Stop { device_id, channel_id } => Outcome::Found(self.stop(now, &device_id, &channel_id, EndReason::Api)),
+            Command::StopSession { ssrc } => Outcome::Found(self.stop_ssrc(now, ssrc, EndReason::Api)),
+            Command::PlaybackControl { ssrc, action } => Outcome::Control(self.playback_control(now, ssrc, action)),
+            Command::Records { device_id, channel_id, start, end, record_type } => {
+                Outcome::Control(self.record_query(now, &device_id, &channel_id, start, end, record_type))
+            }
             Command::StreamsSeen { listed_at, streams } => {
                 self.streams_seen(now, listed_at, &streams);
                 Outcome::Done
@@ -720,6 +773,12 @@ impl Endpoint {
             }
             transaction::Purpose::Invite { handle } => self.invite_done(now, handle, &key, &tx, answer),
             transaction::Purpose::Control { handle } => self.control_done(handle, answer.and_then(SipMsg::status)),
+            transaction::Purpose::Records { device_id, sn } => {
+                let status = answer.and_then(SipMsg::status);
+                if !status.is_some_and(|s| (200..300).contains(&s)) {
+                    self.record_query_refused(&device_id, sn, status);
+                }
+            }
             transaction::Purpose::Fire => {}
         }
     }
@@ -812,6 +871,7 @@ impl Endpoint {
         self.server.expire(now);
         self.challenges.expire(now);
         self.plays.expire(now);
+        self.expire_record_queries(now);
         let keepalive = self.cfg.keepalive_interval;
         let mut offline = Vec::new();
         let mut query_work = Vec::new();

@@ -1,10 +1,14 @@
-//! Live play of device channels: per channel a Pending state (a second play joins it) and a
-//! Live session with its dialog (Call-ID and both tags). INVITE answered 2xx is ACKed (again
+//! Play of device channels: live (per channel a Pending state, a second play joins it, and a
+//! Live session) and history (playback and download of the device's recordings: a session
+//! each, controlled with MANSRTSP INFO, ended by MediaStatus 121). Each session keeps its
+//! dialog (Call-ID, both tags, our CSeq). INVITE answered 2xx is ACKed (again
 //! when the 2xx repeats); an INVITE given up on is CANCELled once it is proceeding, and a 2xx
 //! that arrives after that is ACKed and BYE'd so no dialog leaks.
 
+use super::control::{ControlError, ControlHandle};
 use super::transaction::{Purpose, TRANSACTION_TIMEOUT, TxKey};
 use super::{EndReason, Endpoint, Event, Peer, Refusal, Reply, StreamUse};
+use crate::proto::sip::mansrtsp::PlaybackAction;
 use crate::proto::sdp::Sdp;
 use crate::proto::sip::SipMsg;
 use crate::proto::ssrc::stream_id;
@@ -63,6 +67,8 @@ pub enum PlayError {
     Cancelled,
     /// TCP active: the device's media port could not be reached.
     MediaConnect(String),
+    /// A recorded range that ends before it starts.
+    BadRange,
 }
 
 impl From<super::Unreachable> for PlayError {
@@ -86,6 +92,42 @@ impl PlayError {
             PlayError::Timeout => (504, "device_timeout"),
             PlayError::Rejected(_) => (502, "device_rejected"),
             PlayError::MediaConnect(_) => (502, "media_connect_failed"),
+            PlayError::BadRange => (400, "bad_request"),
+        }
+    }
+}
+
+/// What is played: the live picture, or a range of the device's recordings (unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlayKind {
+    Live,
+    Playback { start: u64, end: u64 },
+    /// `speed`: how much faster than real time the device may send (`a=downloadspeed`).
+    Download { start: u64, end: u64, speed: u32 },
+}
+
+impl PlayKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PlayKind::Live => "live",
+            PlayKind::Playback { .. } => "playback",
+            PlayKind::Download { .. } => "download",
+        }
+    }
+
+    pub fn range(self) -> Option<(u64, u64)> {
+        match self {
+            PlayKind::Live => None,
+            PlayKind::Playback { start, end } | PlayKind::Download { start, end, .. } => Some((start, end)),
+        }
+    }
+
+    /// SDP `s=` (GB/T 28181 §9.8: Play, Playback, Download).
+    fn session_name(self) -> &'static str {
+        match self {
+            PlayKind::Live => "Play",
+            PlayKind::Playback { .. } => "Playback",
+            PlayKind::Download { .. } => "Download",
         }
     }
 }
@@ -108,10 +150,20 @@ pub struct Session {
     /// The SSRC the device said it will send (`y=` of its answer); the stream owns its port.
     pub device_ssrc: Option<u32>,
     pub transport: &'static str,
+    /// live, playback or download.
+    pub kind: &'static str,
+    /// The recorded range played (unix seconds); none for live.
+    pub start: Option<u64>,
+    pub end: Option<u64>,
     /// Unix seconds.
     pub started_at: u64,
     #[serde(skip)]
+    pub play_kind: PlayKind,
+    #[serde(skip)]
     pub(super) dialog: Dialog,
+    /// CSeq of the MANSRTSP bodies sent in this dialog.
+    #[serde(skip)]
+    rtsp_cseq: u32,
     #[serde(skip)]
     started: Instant,
     #[serde(skip)]
@@ -126,12 +178,14 @@ pub(super) struct Dialog {
     /// The device's (some devices send none).
     to_tag: Option<String>,
     peer: Peer,
+    /// Our latest CSeq in the dialog (the INVITE's, then each INFO's).
     cseq: u32,
 }
 
 #[derive(Debug)]
 struct Pending {
     handle: PlayHandle,
+    kind: PlayKind,
     transport: MediaTransport,
     invite: Option<Inviting>,
     cancelled: bool,
@@ -157,7 +211,9 @@ struct Abandoned {
     until: Instant,
 }
 
-type ChannelKey = (String, String);
+/// (device, channel, 0) for live play (one per channel); (device, channel, handle) for each
+/// history session.
+type ChannelKey = (String, String, u64);
 
 #[derive(Debug, Default)]
 pub struct Plays {
@@ -184,15 +240,25 @@ impl Plays {
     }
 }
 
-/// The INVITE offer: our media address and the stream's port, PS first (GB/T 28181 §6.1).
-fn offer_sdp(channel_id: &str, media_ip: &str, port: u16, ssrc: u32, transport: MediaTransport) -> String {
+/// The INVITE offer: our media address and the stream's port, PS first (GB/T 28181 §6.1);
+/// for history the recorded range (`u=`, `t=`) and the download speed.
+fn offer_sdp(channel_id: &str, media_ip: &str, port: u16, ssrc: u32, transport: MediaTransport, kind: PlayKind) -> String {
     let (proto, setup) = match transport {
         MediaTransport::Udp => ("RTP/AVP", ""),
         MediaTransport::TcpPassive => ("TCP/RTP/AVP", "a=setup:passive\r\na=connection:new\r\n"),
         MediaTransport::TcpActive => ("TCP/RTP/AVP", "a=setup:active\r\na=connection:new\r\n"),
     };
+    let name = kind.session_name();
+    let (uri, (start, end)) = match kind.range() {
+        Some(range) => (format!("u={channel_id}:0\r\n"), range),
+        None => (String::new(), (0, 0)),
+    };
+    let speed = match kind {
+        PlayKind::Download { speed, .. } => format!("a=downloadspeed:{speed}\r\n"),
+        _ => String::new(),
+    };
     format!(
-        "v=0\r\no={channel_id} 0 0 IN IP4 {media_ip}\r\ns=Play\r\nc=IN IP4 {media_ip}\r\nt=0 0\r\nm=video {port} {proto} 96 97 98\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\na=rtpmap:98 H264/90000\r\na=rtpmap:97 MPEG4/90000\r\n{setup}y={}\r\nf=\r\n",
+        "v=0\r\no={channel_id} 0 0 IN IP4 {media_ip}\r\ns={name}\r\n{uri}c=IN IP4 {media_ip}\r\nt={start} {end}\r\nm=video {port} {proto} 96 97 98\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\na=rtpmap:98 H264/90000\r\na=rtpmap:97 MPEG4/90000\r\n{speed}{setup}y={}\r\nf=\r\n",
         stream_id(ssrc)
     )
 }
@@ -204,22 +270,28 @@ fn answer_media_addr(sdp: &Sdp) -> Option<SocketAddr> {
 }
 
 impl Endpoint {
-    pub(super) fn play(&mut self, now: Instant, device_id: &str, channel_id: &str, transport: MediaTransport) -> Result<PlayStart, super::PlayError> {
-        let key = (device_id.to_string(), channel_id.to_string());
-        if let Some(s) = self.plays.live.get(&key) {
-            return Ok(PlayStart::Live(Box::new(s.clone())));
-        }
-        if let Some(p) = self.plays.pending.get(&key).filter(|p| !p.cancelled) {
-            return Ok(PlayStart::Joined(p.handle));
+    pub(super) fn play(&mut self, now: Instant, device_id: &str, channel_id: &str, transport: MediaTransport, kind: PlayKind) -> Result<PlayStart, super::PlayError> {
+        let live_key = (device_id.to_string(), channel_id.to_string(), 0);
+        if kind == PlayKind::Live {
+            if let Some(s) = self.plays.live.get(&live_key) {
+                return Ok(PlayStart::Live(Box::new(s.clone())));
+            }
+            if let Some(p) = self.plays.pending.get(&live_key).filter(|p| !p.cancelled) {
+                return Ok(PlayStart::Joined(p.handle));
+            }
         }
         self.reachable_channel(now, device_id, channel_id)?;
-        if self.plays.live.len() + self.plays.pending.len() >= SESSIONS_MAX || self.plays.pending.contains_key(&key) {
+        if kind.range().is_some_and(|(start, end)| end <= start) {
+            return Err(PlayError::BadRange);
+        }
+        if self.plays.live.len() + self.plays.pending.len() >= SESSIONS_MAX || (kind == PlayKind::Live && self.plays.pending.contains_key(&live_key)) {
             return Err(PlayError::Busy);
         }
         self.plays.next_handle += 1;
         let handle = PlayHandle(self.plays.next_handle);
+        let key = if kind == PlayKind::Live { live_key } else { (device_id.to_string(), channel_id.to_string(), handle.0) };
         self.plays.by_handle.insert(handle, key.clone());
-        self.plays.pending.insert(key, Pending { handle, transport, invite: None, cancelled: false });
+        self.plays.pending.insert(key, Pending { handle, kind, transport, invite: None, cancelled: false });
         Ok(PlayStart::Open(handle))
     }
 
@@ -230,17 +302,18 @@ impl Endpoint {
     }
 
     pub(super) fn invite(&mut self, now: Instant, handle: PlayHandle, ssrc: u32, port: u16) {
-        let Some((device_id, channel_id)) = self.plays.by_handle.get(&handle).cloned() else {
+        let Some(key) = self.plays.by_handle.get(&handle).cloned() else {
             // Stopped while the stream was being opened.
             return self.emit(Event::PlayFailed { handle, error: PlayError::Cancelled, ssrc: Some(ssrc) });
         };
+        let (device_id, channel_id) = (key.0.clone(), key.1.clone());
         let peer = self.devices.get(&device_id).filter(|d| d.online(now, self.cfg.keepalive_interval)).and_then(|d| d.binding);
         let Some(peer) = peer else {
             self.plays.take_pending(handle);
             return self.emit(Event::PlayFailed { handle, error: PlayError::Offline, ssrc: Some(ssrc) });
         };
-        let transport = self.plays.pending.get(&(device_id.clone(), channel_id.clone())).map_or(MediaTransport::Udp, |p| p.transport);
-        let sdp = offer_sdp(&channel_id, &self.cfg.media_ip, port, ssrc, transport);
+        let (transport, kind) = self.plays.pending.get(&key).map_or((MediaTransport::Udp, PlayKind::Live), |p| (p.transport, p.kind));
+        let sdp = offer_sdp(&channel_id, &self.cfg.media_ip, port, ssrc, transport, kind);
         let call_id = self.new_call_id();
         let (from_tag, branch) = (self.rng.hex(), self.rng.hex());
         let cseq = 1;
@@ -257,13 +330,13 @@ impl Endpoint {
             vec![("Subject", subject)],
             Some(("Application/SDP", sdp.as_bytes())),
         );
-        let key = TxKey { call_id: call_id.clone(), cseq, method: "INVITE".into() };
+        let tx = TxKey { call_id: call_id.clone(), cseq, method: "INVITE".into() };
         let timeout = self.cfg.invite_timeout;
-        if !self.start_transaction(now, key, peer, bytes, Purpose::Invite { handle }, timeout) {
+        if !self.start_transaction(now, tx, peer, bytes, Purpose::Invite { handle }, timeout) {
             self.plays.take_pending(handle);
             return self.emit(Event::PlayFailed { handle, error: PlayError::Busy, ssrc: Some(ssrc) });
         }
-        if let Some(p) = self.plays.pending.get_mut(&(device_id, channel_id)) {
+        if let Some(p) = self.plays.pending.get_mut(&key) {
             p.invite = Some(Inviting { ssrc, call_id, from_tag, branch, cseq, peer, provisional: false });
         }
     }
@@ -272,7 +345,7 @@ impl Endpoint {
     /// the play was stopped meanwhile).
     pub(super) fn invite_proceeding(&mut self, now: Instant, call_id: &str) {
         let found = self.plays.pending.iter_mut().find(|(_, p)| p.invite.as_ref().is_some_and(|i| i.call_id == call_id));
-        let Some(((_, channel_id), p)) = found else { return };
+        let Some(((_, channel_id, _), p)) = found else { return };
         let Some(inv) = p.invite.as_mut() else { return };
         let first = !inv.provisional;
         inv.provisional = true;
@@ -297,14 +370,15 @@ impl Endpoint {
 
     fn send_bye(&mut self, now: Instant, channel_id: &str, d: &Dialog) {
         let branch = self.rng.hex();
-        let cseq = d.cseq + 1;
+        let cseq = d.cseq.saturating_add(1);
         let bytes = self.build_request("BYE", channel_id, d.peer, &d.call_id, &d.from_tag, d.to_tag.as_deref(), cseq, &branch, vec![], None);
         let key = TxKey { call_id: d.call_id.clone(), cseq, method: "BYE".into() };
         self.start_transaction(now, key, d.peer, bytes, Purpose::Fire, TRANSACTION_TIMEOUT);
     }
 
-    pub(super) fn invite_done(&mut self, now: Instant, handle: PlayHandle, key: &TxKey, tx: &super::transaction::ClientTx, answer: Option<&SipMsg>) {
-        let Some(((device_id, channel_id), pending)) = self.plays.take_pending(handle) else { return };
+    pub(super) fn invite_done(&mut self, now: Instant, handle: PlayHandle, tx_key: &TxKey, tx: &super::transaction::ClientTx, answer: Option<&SipMsg>) {
+        let Some((key, pending)) = self.plays.take_pending(handle) else { return };
+        let (device_id, channel_id) = (key.0.clone(), key.1.clone());
         let Some(inv) = pending.invite else { return };
         let ssrc = Some(inv.ssrc);
         let Some(answer) = answer else {
@@ -313,7 +387,7 @@ impl Endpoint {
             }
             if self.plays.abandoned.len() < ABANDONED_INVITES_MAX {
                 let a = Abandoned { peer: inv.peer, channel_id, from_tag: inv.from_tag, cseq: inv.cseq, until: now + TRANSACTION_TIMEOUT };
-                self.plays.abandoned.insert(key.call_id.clone(), a);
+                self.plays.abandoned.insert(tx_key.call_id.clone(), a);
             }
             return self.emit(Event::PlayFailed { handle, error: PlayError::Timeout, ssrc });
         };
@@ -345,12 +419,17 @@ impl Endpoint {
             ssrc: inv.ssrc,
             device_ssrc: answer_sdp.as_ref().and_then(Sdp::ssrc),
             transport: pending.transport.name(),
+            kind: pending.kind.name(),
+            start: pending.kind.range().map(|r| r.0),
+            end: pending.kind.range().map(|r| r.1),
             started_at: self.unix_ms(now) / 1000,
+            play_kind: pending.kind,
             dialog,
+            rtsp_cseq: 0,
             started: now,
             no_viewer_since: None,
         };
-        self.plays.live.insert((device_id, channel_id), session.clone());
+        self.plays.live.insert(key, session.clone());
         self.emit(Event::PlayAnswered { handle, session: Box::new(session), media });
     }
 
@@ -381,8 +460,23 @@ impl Endpoint {
         }
     }
 
+    /// Stops the live play of a channel.
     pub(super) fn stop(&mut self, now: Instant, device_id: &str, channel_id: &str, reason: EndReason) -> bool {
-        let key = (device_id.to_string(), channel_id.to_string());
+        self.stop_key(now, (device_id.to_string(), channel_id.to_string(), 0), reason)
+    }
+
+    /// Stops the session (live or history, answered or pending) whose stream is `ssrc`.
+    pub(super) fn stop_ssrc(&mut self, now: Instant, ssrc: u32, reason: EndReason) -> bool {
+        let live = self.plays.live.iter().find(|(_, s)| s.ssrc == ssrc).map(|(k, _)| k.clone());
+        let pending = || self.plays.pending.iter().find(|(_, p)| p.invite.as_ref().is_some_and(|i| i.ssrc == ssrc)).map(|(k, _)| k.clone());
+        match live.or_else(pending) {
+            Some(key) => self.stop_key(now, key, reason),
+            None => false,
+        }
+    }
+
+    fn stop_key(&mut self, now: Instant, key: ChannelKey, reason: EndReason) -> bool {
+        let channel_id = key.1.clone();
         if self.plays.live.contains_key(&key) {
             self.end_session(now, &key, reason, true);
             return true;
@@ -394,7 +488,7 @@ impl Endpoint {
         p.cancelled = true;
         let handle = p.handle;
         match p.invite.clone() {
-            Some(inv) if inv.provisional => self.send_cancel(now, channel_id, &inv),
+            Some(inv) if inv.provisional => self.send_cancel(now, &channel_id, &inv),
             // Not proceeding yet: CANCEL is not allowed; a 2xx will be ACKed and BYE'd.
             Some(_) => {}
             None => {
@@ -410,7 +504,54 @@ impl Endpoint {
         if send_bye {
             self.send_bye(now, &s.channel_id, &s.dialog);
         }
-        self.emit(Event::SessionEnded { device_id: s.device_id, channel_id: s.channel_id, ssrc: s.ssrc, reason });
+        self.emit(Event::SessionEnded { device_id: s.device_id, channel_id: s.channel_id, ssrc: s.ssrc, kind: s.play_kind, reason });
+    }
+
+    /// Sends a MANSRTSP command in the dialog of the playback whose stream is `ssrc`; the
+    /// device's answer comes as `Event::ControlDone`.
+    pub(super) fn playback_control(&mut self, now: Instant, ssrc: u32, action: PlaybackAction) -> Result<ControlHandle, ControlError> {
+        let Some(s) = self.plays.live.values_mut().find(|s| s.ssrc == ssrc) else { return Err(ControlError::UnknownSession) };
+        if !matches!(s.play_kind, PlayKind::Playback { .. }) {
+            return Err(ControlError::NotPlayback);
+        }
+        if !self.controls.has_room() {
+            return Err(ControlError::Busy);
+        }
+        s.dialog.cseq = s.dialog.cseq.saturating_add(1);
+        s.rtsp_cseq += 1;
+        let (channel_id, d, body) = (s.channel_id.clone(), s.dialog.clone(), action.body(s.rtsp_cseq));
+        let branch = self.rng.hex();
+        let bytes = self.build_request("INFO", &channel_id, d.peer, &d.call_id, &d.from_tag, d.to_tag.as_deref(), d.cseq, &branch, vec![], Some(("Application/MANSRTSP", body.as_bytes())));
+        let key = TxKey { call_id: d.call_id.clone(), cseq: d.cseq, method: "INFO".into() };
+        let handle = self.new_control_handle();
+        if !self.start_transaction(now, key, d.peer, bytes, Purpose::Control { handle }, TRANSACTION_TIMEOUT) {
+            return Err(ControlError::Busy);
+        }
+        self.controls.started();
+        Ok(handle)
+    }
+
+    /// MediaStatus 121 from a device: the recording it plays back or sends has ended. The
+    /// session is found by the MESSAGE's Call-ID (devices reuse the INVITE's), else as the one
+    /// history session of the channel the body names, else of the device.
+    pub(super) fn media_status_end(&mut self, now: Instant, device_id: &str, call_id: &str, channel_id: &str) -> bool {
+        let history = |k: &ChannelKey, s: &Session| k.0 == device_id && s.play_kind != PlayKind::Live;
+        let by_call = self.plays.live.iter().find(|(k, s)| history(k, s) && s.dialog.call_id == call_id).map(|(k, _)| k.clone());
+        let only = |pred: &dyn Fn(&ChannelKey) -> bool| {
+            let mut found = self.plays.live.iter().filter(|(k, s)| history(k, s) && pred(k)).map(|(k, _)| k.clone());
+            match (found.next(), found.next()) {
+                (Some(k), None) => Some(k),
+                _ => None,
+            }
+        };
+        let key = by_call.or_else(|| only(&|k| k.1 == channel_id)).or_else(|| only(&|_| true));
+        match key {
+            Some(key) => {
+                self.end_session(now, &key, EndReason::EndOfFile, true);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The session check: sessions whose stream is gone, or unused for `no_viewer_stop`, end.

@@ -1,6 +1,7 @@
 //! The endpoint on a virtual clock, without sockets: every input is bytes and a time.
 
 use super::*;
+use crate::proto::sip::mansrtsp::PlaybackAction;
 use crate::proto::sip::build::response;
 use crate::proto::sip::digest::client_response;
 use crate::proto::sip::{SipMsg, parse};
@@ -28,6 +29,9 @@ fn cfg() -> EndpointConfig {
         invite_timeout: Duration::from_secs(10),
         no_viewer_stop: Some(Duration::from_secs(30)),
         catalog_refresh: Some(Duration::from_secs(3600)),
+        utc_offset_s: 8 * 3600,
+        device_utc_offsets_s: BTreeMap::new(),
+        record_query_timeout: Duration::from_secs(10),
     }
 }
 
@@ -210,11 +214,11 @@ impl H {
     /// Plays CH of `dev` to the point the INVITE is out; returns the handle and the INVITE.
     fn invite(&mut self, dev: &Dev) -> (PlayHandle, SipMsg) {
         let Outcome::Play(Ok(PlayStart::Open(handle))) =
-            self.command(Command::Play { device_id: dev.id.clone(), channel_id: CH.into(), transport: MediaTransport::Udp })
+            self.command(Command::Play { device_id: dev.id.clone(), channel_id: CH.into(), transport: MediaTransport::Udp, kind: PlayKind::Live })
         else {
             panic!("new play")
         };
-        let ssrc = self.ep.next_live_ssrc();
+        let ssrc = self.ep.next_ssrc(PlayKind::Live);
         self.command(Command::Invite { handle, ssrc, port: 30_000 });
         let invite = self.sent_one(dev.peer);
         assert_eq!(invite.method().map(|m| m.to_string()).as_deref(), Some("INVITE"));
@@ -405,13 +409,13 @@ fn a_second_play_joins_the_pending_invite() {
     let mut dev = Dev::udp(DEV, addr(10, 5060));
     h.online_device(&mut dev);
     let (handle, invite) = h.invite(&dev);
-    let again = h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp });
+    let again = h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp, kind: PlayKind::Live });
     assert_eq!(again, Outcome::Play(Ok(PlayStart::Joined(handle))));
     assert!(h.take().is_empty(), "no second INVITE");
     h.answer(&dev, &invite, 200, Some(("Application/SDP", b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=video 6000 RTP/AVP 96\r\n")));
     h.take();
     let Outcome::Play(Ok(PlayStart::Live(s))) =
-        h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp })
+        h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp, kind: PlayKind::Live })
     else {
         panic!()
     };
@@ -432,11 +436,11 @@ fn stops_do_not_wait_for_bye_answers() {
     for i in 0..50 {
         let ch = format!("3402000000131{i:07}");
         let Outcome::Play(Ok(PlayStart::Open(handle))) =
-            h.command(Command::Play { device_id: DEV.into(), channel_id: ch.clone(), transport: MediaTransport::Udp })
+            h.command(Command::Play { device_id: DEV.into(), channel_id: ch.clone(), transport: MediaTransport::Udp, kind: PlayKind::Live })
         else {
             panic!()
         };
-        let ssrc = h.ep.next_live_ssrc();
+        let ssrc = h.ep.next_ssrc(PlayKind::Live);
         h.command(Command::Invite { handle, ssrc, port: 30_000 });
         let invite = h.sent_one(dev.peer);
         h.answer(&dev, &invite, 200, Some(("Application/SDP", b"v=0\r\nm=video 6000 RTP/AVP 96\r\n")));
@@ -676,7 +680,7 @@ fn keepalive_expiry_takes_a_device_offline() {
     assert!(h.take_events().iter().all(|e| !matches!(e, Event::Offline { .. })));
     h.advance(Duration::from_secs(2));
     assert_eq!(h.take_events().iter().filter(|e| matches!(e, Event::Offline { .. })).count(), 1);
-    let r = h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp });
+    let r = h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp, kind: PlayKind::Live });
     assert_eq!(r, Outcome::Play(Err(PlayError::Offline)));
 }
 
@@ -795,7 +799,7 @@ fn ids_that_could_break_a_message_are_refused() {
     h.online_device(&mut dev);
     h.ep.devices.get_mut(DEV).unwrap().channels.clear(); // any channel id may be asked for
     for bad in ["ch\r\nVia: x", "a<b", "a;b", "x@y", "", &"9".repeat(ID_CHARS_MAX + 1)] {
-        let r = h.command(Command::Play { device_id: DEV.into(), channel_id: bad.into(), transport: MediaTransport::Udp });
+        let r = h.command(Command::Play { device_id: DEV.into(), channel_id: bad.into(), transport: MediaTransport::Udp, kind: PlayKind::Live });
         assert_eq!(r, Outcome::Play(Err(PlayError::UnknownChannel)), "{bad:?}");
     }
     assert!(h.take().is_empty());
@@ -897,4 +901,164 @@ fn device_control_reports_the_devices_answer() {
     h.advance(Duration::from_secs(3600));
     h.take();
     assert_eq!(control(&mut h, DEV, CH), Outcome::Control(Err(ControlError::Offline)));
+}
+
+fn record_info_body(sn: u32, sum: usize, items: &[(&str, &str, &str)]) -> Vec<u8> {
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>RecordInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{CH}</DeviceID>\r\n<SumNum>{sum}</SumNum>\r\n<RecordList Num=\"{}\">\r\n",
+        items.len()
+    );
+    for (start, end, path) in items {
+        xml.push_str(&format!("<Item>\r\n<DeviceID>{CH}</DeviceID>\r\n<Name>cam</Name>\r\n<FilePath>{path}</FilePath>\r\n<StartTime>{start}</StartTime>\r\n<EndTime>{end}</EndTime>\r\n<Secrecy>0</Secrecy>\r\n<Type>time</Type>\r\n</Item>\r\n"));
+    }
+    xml.push_str("</RecordList>\r\n</Response>\r\n");
+    xml.into_bytes()
+}
+
+fn records_done(events: Vec<Event>) -> Vec<(ControlHandle, Result<RecordList, ControlError>)> {
+    events.into_iter().filter_map(|e| if let Event::RecordsDone { handle, result } = e { Some((handle, result)) } else { None }).collect()
+}
+
+#[test]
+fn record_info_merges_packets_by_sum_num_and_returns_what_came_at_the_deadline() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    h.take();
+    // 2026-11-18T08:00:00+08:00 .. 10:00
+    let (start, end) = (1_795_000_000 - 1_795_000_000 % 86_400, 1_795_000_000 - 1_795_000_000 % 86_400 + 7_200);
+    let query = |h: &mut H| h.command(Command::Records { device_id: DEV.into(), channel_id: CH.into(), start, end, record_type: RecordType::All });
+    let Outcome::Control(Ok(handle)) = query(&mut h) else { panic!("query refused") };
+    let q = h.sent_one(dev.peer);
+    let text = String::from_utf8_lossy(q.body()).to_string();
+    assert!(text.contains("<CmdType>RecordInfo</CmdType>") && text.contains(&format!("<DeviceID>{CH}</DeviceID>")), "{text}");
+    // The test's zone is +08:00: midnight UTC is 08:00 local.
+    assert!(text.contains("<StartTime>2026-11-18T08:00:00</StartTime>") && text.contains("<EndTime>2026-11-18T10:00:00</EndTime>"), "{text}");
+    h.answer(&dev, &q, 200, None);
+    let sn = manscdp_sn(&text);
+    let a = ("2026-11-18T08:00:00", "2026-11-18T08:30:00", "/sd/a");
+    let b = ("2026-11-18T08:30:00", "2026-11-18T09:00:00", "/sd/b");
+    let c = ("2026-11-18T09:00:00", "2026-11-18T09:30:00", "/sd/c");
+    // Out of order, one packet repeated, SumNum 3.
+    for (i, part) in [vec![c], vec![a], vec![a], vec![b]].into_iter().enumerate() {
+        let m = dev.request("MESSAGE", &format!("rec-{i}"), "", Some((MANSCDP_CT, &record_info_body(sn, 3, &part))));
+        h.input(dev.peer, &m);
+        assert_eq!(h.sent_one(dev.peer).status(), Some(200));
+    }
+    let done = records_done(h.take_events());
+    assert_eq!(done.len(), 1);
+    let (got, Ok(list)) = &done[0] else { panic!("{done:?}") };
+    assert_eq!(*got, handle);
+    assert!(list.complete);
+    assert_eq!(list.items.iter().map(|r| r.file_path.as_str()).collect::<Vec<_>>(), ["/sd/a", "/sd/b", "/sd/c"]);
+    assert_eq!((list.items[0].start, list.items[0].end), (start, start + 1_800));
+
+    // SumNum 0: an empty, complete answer at once.
+    let Outcome::Control(Ok(_)) = query(&mut h) else { panic!() };
+    let q = h.sent_one(dev.peer);
+    let sn = manscdp_sn(&String::from_utf8_lossy(q.body()));
+    h.answer(&dev, &q, 200, None);
+    let m = dev.request("MESSAGE", "rec-empty", "", Some((MANSCDP_CT, &record_info_body(sn, 0, &[]))));
+    h.input(dev.peer, &m);
+    h.take();
+    let done = records_done(h.take_events());
+    assert!(matches!(&done[..], [(_, Ok(RecordList { items, complete: true, .. }))] if items.is_empty()), "{done:?}");
+
+    // Two of three by the deadline: returned, marked incomplete. An answer under another SN
+    // is not taken.
+    let Outcome::Control(Ok(_)) = query(&mut h) else { panic!() };
+    let q = h.sent_one(dev.peer);
+    let sn = manscdp_sn(&String::from_utf8_lossy(q.body()));
+    h.answer(&dev, &q, 200, None);
+    for (i, (sn, part)) in [(sn, vec![a, b]), (sn + 1, vec![c])].into_iter().enumerate() {
+        let m = dev.request("MESSAGE", &format!("rec-p{i}"), "", Some((MANSCDP_CT, &record_info_body(sn, 3, &part))));
+        h.input(dev.peer, &m);
+    }
+    h.take();
+    assert!(records_done(h.take_events()).is_empty());
+    h.advance(Duration::from_secs(11));
+    let done = records_done(h.take_events());
+    assert!(matches!(&done[..], [(_, Ok(RecordList { items, complete: false, sum_num: 3 }))] if items.len() == 2), "{done:?}");
+
+    // No answer at all: a timeout, not an empty list.
+    let Outcome::Control(Ok(_)) = query(&mut h) else { panic!() };
+    let q = h.sent_one(dev.peer);
+    h.answer(&dev, &q, 200, None);
+    h.advance(Duration::from_secs(11));
+    assert_eq!(records_done(h.take_events()).into_iter().map(|d| d.1).collect::<Vec<_>>(), vec![Err(ControlError::Timeout)]);
+}
+
+#[test]
+fn playback_invites_a_range_controls_it_in_dialog_and_ends_on_media_status() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    h.take();
+    let play = |h: &mut H, kind: PlayKind| h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp, kind });
+    assert_eq!(play(&mut h, PlayKind::Playback { start: 200, end: 100 }), Outcome::Play(Err(PlayError::BadRange)));
+    let kind = PlayKind::Playback { start: 1_795_000_000, end: 1_795_000_600 };
+    let Outcome::Play(Ok(PlayStart::Open(handle))) = play(&mut h, kind) else { panic!("new playback") };
+    // A second playback of the same range is a session of its own.
+    let Outcome::Play(Ok(PlayStart::Open(other))) = play(&mut h, kind) else { panic!("second playback") };
+    assert_ne!(handle, other);
+    h.command(Command::Abandon { handle: other, error: PlayError::Cancelled });
+    let ssrc = h.ep.next_ssrc(kind);
+    assert_eq!(crate::proto::ssrc::stream_id(ssrc).as_bytes()[0], b'1', "history SSRCs start with 1");
+    h.command(Command::Invite { handle, ssrc, port: 30_002 });
+    let invite = h.sent_one(dev.peer);
+    let sdp = String::from_utf8_lossy(invite.body()).to_string();
+    assert!(sdp.contains("s=Playback\r\nu=34020000001310000001:0\r\n") && sdp.contains("t=1795000000 1795000600\r\n"), "{sdp}");
+    let answer = b"v=0\r\no=x 0 0 IN IP4 127.0.0.1\r\ns=Playback\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 6000 RTP/AVP 96\r\na=rtpmap:96 PS/90000\r\n";
+    h.answer(&dev, &invite, 200, Some(("Application/SDP", answer)));
+    assert_eq!(method(&h.sent_one(dev.peer)), "ACK");
+    let Some(Event::PlayAnswered { session, .. }) = h.take_events().into_iter().find(|e| matches!(e, Event::PlayAnswered { .. })) else { panic!() };
+    assert_eq!((session.kind, session.start, session.end), ("playback", Some(1_795_000_000), Some(1_795_000_600)));
+
+    // Pause and a 4x speed: INFO in the dialog, CSeq rising, MANSRTSP bodies.
+    let mut cseqs = Vec::new();
+    for (action, expect) in [(PlaybackAction::Pause, "PAUSE RTSP/1.0\r\nCSeq: 1\r\n"), (PlaybackAction::Speed(400), "PLAY RTSP/1.0\r\nCSeq: 2\r\nScale: 4.00")] {
+        let Outcome::Control(Ok(_)) = h.command(Command::PlaybackControl { ssrc, action }) else { panic!("control refused") };
+        let info = h.sent_one(dev.peer);
+        assert_eq!(method(&info), "INFO");
+        assert_eq!(info.call_id(), invite.call_id());
+        assert_eq!(info.content_type().as_deref(), Some("application/mansrtsp"));
+        assert!(String::from_utf8_lossy(info.body()).starts_with(expect), "{}", String::from_utf8_lossy(info.body()));
+        cseqs.push(info.cseq().unwrap().0);
+        h.answer(&dev, &info, if cseqs.len() == 1 { 200 } else { 457 }, None);
+    }
+    assert!(cseqs[0] > invite.cseq().unwrap().0 && cseqs[1] > cseqs[0]);
+    let results: Vec<_> = h.take_events().into_iter().filter_map(|e| if let Event::ControlDone { result, .. } = e { Some(result) } else { None }).collect();
+    assert_eq!(results, vec![Ok(()), Err(ControlError::Rejected(457))]);
+    // Live sessions take no MANSRTSP.
+    assert_eq!(h.command(Command::PlaybackControl { ssrc: 7, action: PlaybackAction::Pause }), Outcome::Control(Err(ControlError::UnknownSession)));
+
+    // MediaStatus 121 (not in the dialog: found by its channel) ends it with a BYE.
+    let body = format!("<?xml version=\"1.0\"?>\r\n<Notify>\r\n<CmdType>MediaStatus</CmdType>\r\n<SN>9</SN>\r\n<DeviceID>{CH}</DeviceID>\r\n<NotifyType>121</NotifyType>\r\n</Notify>\r\n");
+    let m = dev.request("MESSAGE", "media-status-1", "", Some((MANSCDP_CT, body.as_bytes())));
+    h.input(dev.peer, &m);
+    let sent = h.take();
+    assert!(sent.iter().any(|(_, m)| m.status() == Some(200)));
+    let bye = sent.iter().find(|(_, m)| method(m) == "BYE").expect("BYE").1.clone();
+    assert!(bye.cseq().unwrap().0 > cseqs[1], "BYE after the INFOs in CSeq");
+    let ended: Vec<_> = h.take_events().into_iter().filter_map(|e| if let Event::SessionEnded { ssrc, reason, .. } = e { Some((ssrc, reason)) } else { None }).collect();
+    assert_eq!(ended, vec![(ssrc, EndReason::EndOfFile)]);
+    assert_eq!(h.ep.sessions().count(), 0);
+}
+
+#[test]
+fn a_download_offers_its_speed() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    h.take();
+    let kind = PlayKind::Download { start: 1_795_000_000, end: 1_795_000_060, speed: 4 };
+    let Outcome::Play(Ok(PlayStart::Open(handle))) =
+        h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp, kind })
+    else {
+        panic!("new download")
+    };
+    let ssrc = h.ep.next_ssrc(kind);
+    h.command(Command::Invite { handle, ssrc, port: 30_004 });
+    let sdp = String::from_utf8_lossy(h.sent_one(dev.peer).body()).to_string();
+    assert!(sdp.contains("s=Download\r\n") && sdp.contains("t=1795000000 1795000060\r\n") && sdp.contains("a=downloadspeed:4\r\n"), "{sdp}");
 }

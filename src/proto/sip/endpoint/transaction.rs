@@ -38,9 +38,14 @@ pub enum Purpose {
     Invite {
         handle: super::PlayHandle,
     },
-    /// DeviceControl: its final answer is the result.
+    /// DeviceControl or a MANSRTSP INFO: its final answer is the result.
     Control {
         handle: super::ControlHandle,
+    },
+    /// A RecordInfo query: the answers come in MESSAGEs of their own.
+    Records {
+        device_id: String,
+        sn: u32,
     },
     /// BYE, CANCEL: nobody waits for the answer.
     Fire,

@@ -1,0 +1,155 @@
+//! One monotonic clock for a played-back recording. A device seeking, resuming or changing
+//! speed restarts or jumps its timestamps; FLV and HLS players stall on a jump and refuse time
+//! going back. The retimer maps the device's 90 kHz times onto an output clock that runs on
+//! from where it was (a jump becomes one frame gap) and, at a scale other than 1, runs at
+//! 1/scale of the device's pace, so fast-forward plays fast.
+
+use super::frame::Frame;
+
+/// A step forward larger than this is a jump (seek, resume), not a gap in the media.
+pub const JUMP_FORWARD_90K: i64 = 5 * 90_000;
+/// Audio trails video by a few hundred ms in PS; going back further than this is a jump.
+pub const JUMP_BACK_90K: i64 = 90_000;
+/// Where the output resumes after a jump: one 25 fps frame after the last output.
+pub const JUMP_GAP_90K: i64 = 3_600;
+/// Scale 1 in hundredths.
+pub const SCALE_X100_ONE: u16 = 100;
+
+#[derive(Debug, Clone)]
+pub struct Retimer {
+    scale_x100: u16,
+    /// (input, output) times the mapping is linear from.
+    anchor: Option<(i64, i64)>,
+    last_in: i64,
+    last_out: i64,
+    /// Latest input time seen since the last anchor: what is covered grows from it.
+    max_in: i64,
+    /// Device media time covered, jumps left out.
+    covered_90k: u64,
+    pub jumps: u64,
+}
+
+impl Default for Retimer {
+    fn default() -> Self {
+        Retimer { scale_x100: SCALE_X100_ONE, anchor: None, last_in: 0, last_out: 0, max_in: 0, covered_90k: 0, jumps: 0 }
+    }
+}
+
+impl Retimer {
+    /// Device media time covered, in ms (a download's progress).
+    pub fn covered_ms(&self) -> u64 {
+        self.covered_90k / 90
+    }
+
+    /// A new speed (hundredths: 25..400); output time goes on from where it is.
+    pub fn set_scale(&mut self, scale_x100: u16) {
+        debug_assert!(scale_x100 > 0);
+        if self.anchor.is_some() {
+            self.anchor = Some((self.last_in, self.last_out));
+        }
+        self.scale_x100 = scale_x100.max(1);
+    }
+
+    /// The device's media restarts somewhere else (a seek): the next frame starts a new anchor
+    /// even when its time looks continuous.
+    pub fn expect_jump(&mut self) {
+        if self.anchor.is_some() {
+            self.anchor = None;
+            self.jumps += 1;
+        }
+    }
+
+    fn out(&self, t: i64) -> i64 {
+        let (ain, aout) = self.anchor.expect("anchored");
+        aout + (t - ain) * i64::from(SCALE_X100_ONE) / i64::from(self.scale_x100)
+    }
+
+    /// Rewrites `f.dts`/`f.pts` onto the output clock (both stay ≥ 0).
+    pub fn retime(&mut self, f: &mut Frame) {
+        let dts = f.dts as i64;
+        let cts = f.pts as i64 - dts;
+        match self.anchor {
+            None => {
+                // The first frame keeps its time; after a jump, one frame gap on.
+                let out = if self.last_out == 0 && self.jumps == 0 { dts } else { self.last_out + JUMP_GAP_90K };
+                self.anchor = Some((dts, out));
+                self.max_in = dts;
+            }
+            Some(_) => {
+                let step = dts - self.last_in;
+                if !(-JUMP_BACK_90K..=JUMP_FORWARD_90K).contains(&step) {
+                    self.anchor = Some((dts, self.last_out + JUMP_GAP_90K));
+                    self.max_in = dts;
+                    self.jumps += 1;
+                } else if dts > self.max_in {
+                    self.covered_90k += (dts - self.max_in) as u64;
+                    self.max_in = dts;
+                }
+            }
+        }
+        let out = self.out(dts).max(0);
+        self.last_in = dts;
+        self.last_out = self.last_out.max(out);
+        f.dts = out as u64;
+        f.pts = (out + (cts.max(0) * i64::from(SCALE_X100_ONE) / i64::from(self.scale_x100))) as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::frame::Codec;
+
+    fn frame(dts: u64) -> Frame {
+        Frame { codec: Codec::H264, pts: dts + 3_600, dts, keyframe: false, data: bytes::Bytes::new() }
+    }
+
+    fn run(r: &mut Retimer, times: impl IntoIterator<Item = u64>) -> Vec<u64> {
+        times
+            .into_iter()
+            .map(|t| {
+                let mut f = frame(t);
+                r.retime(&mut f);
+                assert_eq!(f.pts - f.dts, 3_600 * 100 / u64::from(r.scale_x100));
+                f.dts
+            })
+            .collect()
+    }
+
+    #[test]
+    fn continuous_media_keeps_its_times_and_counts_what_it_covers() {
+        let mut r = Retimer::default();
+        let out = run(&mut r, (0..26).map(|i| 900_000 + i * 3_600));
+        assert_eq!(out, (0..26).map(|i| 900_000 + i * 3_600).collect::<Vec<_>>());
+        assert_eq!(r.covered_ms(), 1_000);
+    }
+
+    #[test]
+    fn a_seek_back_or_forward_continues_one_frame_on() {
+        let mut r = Retimer::default();
+        run(&mut r, [90_000, 93_600]);
+        // back to the start of the file, then far ahead
+        assert_eq!(run(&mut r, [0, 3_600]), vec![97_200, 100_800]);
+        assert_eq!(run(&mut r, [9_000_000, 9_003_600]), vec![104_400, 108_000]);
+        assert_eq!(r.jumps, 2);
+        // A seek announced lands on a new anchor even when its time looks close.
+        r.expect_jump();
+        assert_eq!(run(&mut r, [9_010_800]), vec![111_600]);
+        assert_eq!(r.covered_ms(), 120);
+    }
+
+    #[test]
+    fn scale_four_runs_the_output_at_a_quarter_and_stays_monotonic() {
+        let mut r = Retimer::default();
+        run(&mut r, [0, 3_600]);
+        r.set_scale(400);
+        assert_eq!(run(&mut r, [7_200, 10_800, 14_400]), vec![4_500, 5_400, 6_300]);
+        r.set_scale(25);
+        assert_eq!(run(&mut r, [18_000]), vec![6_300 + 14_400]);
+        // audio a little behind video is not a jump
+        let mut a = frame(17_000);
+        a.codec = Codec::Pcma;
+        r.retime(&mut a);
+        assert_eq!(r.jumps, 0);
+    }
+}
