@@ -448,7 +448,14 @@ impl Control {
     }
 
     /// A channel's recordings on the device in `[start, end]` (unix seconds).
-    pub async fn records(self: &Rc<Self>, device_id: &str, channel_id: &str, start: i64, end: i64, record_type: RecordType) -> Result<RecordList, ControlError> {
+    pub async fn records(
+        self: &Rc<Self>,
+        device_id: &str,
+        channel_id: &str,
+        start: i64,
+        end: i64,
+        record_type: RecordType,
+    ) -> Result<RecordList, ControlError> {
         let command = Command::Records { device_id: device_id.into(), channel_id: channel_id.into(), start, end, record_type };
         let handle = match self.command(command) {
             Outcome::Control(handle) => handle?,

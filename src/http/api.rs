@@ -191,7 +191,14 @@ async fn create_stream(shard: &Shard, head: &RequestHead, body: &[u8]) -> (u16, 
     let attempts = if fixed.is_some() { 1 } else { SSRC_PICK_ATTEMPTS };
     let mut result = Err(OpenError::Exists);
     for attempt in 0..attempts {
-        let spec = StreamSpec { ssrc: fixed.unwrap_or_else(|| random_ssrc(attempt)), port, sdp: sdp.clone(), is_static: false, history: None, channel_id: None };
+        let spec = StreamSpec {
+            ssrc: fixed.unwrap_or_else(|| random_ssrc(attempt)),
+            port,
+            sdp: sdp.clone(),
+            is_static: false,
+            history: None,
+            channel_id: None,
+        };
         result = shard.open_stream(spec).await;
         if result != Err(OpenError::Exists) {
             break;

@@ -92,7 +92,8 @@ fn transport(req: &Value) -> Result<MediaTransport, (u16, Value)> {
 }
 
 fn download_json(control: &Control, d: &Download) -> Value {
-    let token = super::play_tokens::token_for(&control.shard, &crate::auth::Scope::Record(d.id.clone()), None, None).map_or_else(String::new, |(t, _)| t);
+    let token =
+        super::play_tokens::token_for(&control.shard, &crate::auth::Scope::Record(d.id.clone()), None, None).map_or_else(String::new, |(t, _)| t);
     let mut v = json!(d);
     v["url"] = json!(format!("/downloads/{}?token={token}", d.file));
     v
@@ -181,8 +182,13 @@ fn playback_action(body: &[u8]) -> Result<PlaybackAction, (u16, Value)> {
     match req.get("action").and_then(Value::as_str) {
         Some("pause") => Ok(PlaybackAction::Pause),
         Some("resume") => Ok(PlaybackAction::Resume),
-        Some("seek") => number("position_s").map(PlaybackAction::new_seek).and_then(Result::ok).ok_or_else(|| bad("seek needs position_s: seconds from the playback start")),
-        Some("speed") => number("scale").map(PlaybackAction::new_speed).and_then(Result::ok).ok_or_else(|| bad("speed needs scale: 0.25, 0.5, 1, 2 or 4")),
+        Some("seek") => number("position_s")
+            .map(PlaybackAction::new_seek)
+            .and_then(Result::ok)
+            .ok_or_else(|| bad("seek needs position_s: seconds from the playback start")),
+        Some("speed") => {
+            number("scale").map(PlaybackAction::new_speed).and_then(Result::ok).ok_or_else(|| bad("speed needs scale: 0.25, 0.5, 1, 2 or 4"))
+        }
         _ => Err(bad("action is pause, resume, seek or speed")),
     }
 }
@@ -220,7 +226,9 @@ async fn timeline(control: &Rc<Control>, head: &RequestHead, channel_id: &str) -
     match control.records(&device_id, channel_id, start, end, RecordType::All).await {
         Ok(list) => {
             device = json!({ "complete": list.complete });
-            ranges.extend(list.items.iter().map(|r| json!({ "source": "device", "start": r.start, "end": r.end, "type": r.record_type, "name": r.name, "file_path": r.file_path })));
+            ranges.extend(list.items.iter().map(
+                |r| json!({ "source": "device", "start": r.start, "end": r.end, "type": r.record_type, "name": r.name, "file_path": r.file_path }),
+            ));
         }
         Err(e) => device["error"] = json!(control_error(e).1["message"]),
     }
@@ -235,7 +243,8 @@ async fn timeline(control: &Rc<Control>, head: &RequestHead, channel_id: &str) -
             continue;
         }
         let stem = r.file.trim_end_matches(".mp4").to_string();
-        let token = super::play_tokens::token_for(&control.shard, &crate::auth::Scope::Record(stem.clone()), None, None).map_or_else(String::new, |(t, _)| t);
+        let token =
+            super::play_tokens::token_for(&control.shard, &crate::auth::Scope::Record(stem.clone()), None, None).map_or_else(String::new, |(t, _)| t);
         ranges.push(json!({ "source": "gmv", "start": s, "end": e, "file": r.file, "in_progress": in_progress, "flv": format!("/flv/record/{stem}/{token}") }));
     }
     ranges.sort_by_key(|r| (r["start"].as_i64(), r["end"].as_i64()));
@@ -253,7 +262,9 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
             Some(ssrc) if control.stop_session(ssrc) => (200, json!({ "stopped": true })),
             _ => error_json(404, "not_found", "no such session".into()),
         },
-        ("GET", ["api", "downloads"]) => (200, json!({ "downloads": control.downloads.list().iter().map(|d| download_json(control, d)).collect::<Vec<_>>() })),
+        ("GET", ["api", "downloads"]) => {
+            (200, json!({ "downloads": control.downloads.list().iter().map(|d| download_json(control, d)).collect::<Vec<_>>() }))
+        }
         ("GET", ["api", "downloads", id]) => match control.downloads.get(id) {
             Some(d) => (200, download_json(control, &d)),
             None => error_json(404, "not_found", "no such download".into()),

@@ -58,7 +58,11 @@ fn adts(asc: [u8; 2], len: usize) -> [u8; 7] {
 
 pub async fn serve(shard: &Shard, mut conn: HttpConn, stem: &str, start_s: u64) {
     conn.keep_alive = false; // the body lasts as long as the playback
-    let Some(f) = super::records_serve::open_recording(&crate::shard::record::records_dir(&shard.config.data_dir), &mut conn, &format!("{stem}.mp4")).await else { return };
+    let Some(f) =
+        super::records_serve::open_recording(&crate::shard::record::records_dir(&shard.config.data_dir), &mut conn, &format!("{stem}.mp4")).await
+    else {
+        return;
+    };
     let len = f.file_size().await.unwrap_or(0);
     let mut init: Option<InitInfo> = None;
     let mut mux = FlvMuxer::new();

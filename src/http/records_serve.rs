@@ -3,8 +3,8 @@
 use super::conn::HttpConn;
 use super::response::respond_error;
 use crate::shard::record::valid_file_name;
-use std::path::Path;
 use futures_lite::AsyncWriteExt;
+use std::path::Path;
 
 /// Bytes read from disk per step while sending.
 const READ_CHUNK_BYTES: usize = 256 * 1024;

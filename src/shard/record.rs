@@ -351,7 +351,10 @@ pub fn list(data_dir: &Path, limit: usize) -> Vec<(RecordInfo, bool)> {
                 let Some((stream_id, start)) = stem.split_once('_') else { continue };
                 let bytes = e.metadata().map_or(0, |m| m.len());
                 let start_unix_ms = start.parse().unwrap_or(0);
-                out.push((RecordInfo { file: name.clone(), stream_id: stream_id.into(), start_unix_ms, duration_ms: 0, frames: 0, bytes, channel_id: None }, true));
+                out.push((
+                    RecordInfo { file: name.clone(), stream_id: stream_id.into(), start_unix_ms, duration_ms: 0, frames: 0, bytes, channel_id: None },
+                    true,
+                ));
             }
         }
     }

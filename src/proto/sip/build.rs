@@ -215,5 +215,4 @@ mod tests {
         // A Via with a bare CR and NULs inside is not copied (so there is nothing to answer).
         assert_eq!(bad_request_for_unparsed(b"REGISTER sip:x SIP/2.0\r\nVia: SIP\0\0\r\0P host\r\nCall-ID: x\r\n\r\n", src), None);
     }
-
 }

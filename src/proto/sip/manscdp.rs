@@ -76,12 +76,20 @@ pub struct Manscdp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
     Keepalive,
-    Catalog { sum_num: usize, items: Vec<CatalogItem> },
+    Catalog {
+        sum_num: usize,
+        items: Vec<CatalogItem>,
+    },
     DeviceInfo(DeviceInfo),
     /// One packet of a RecordInfo answer (times as the device wrote them, local).
-    RecordInfo { sum_num: usize, items: Vec<RecordItem> },
+    RecordInfo {
+        sum_num: usize,
+        items: Vec<RecordItem>,
+    },
     /// MediaStatus: `NotifyType` 121 is the end of a played-back or downloaded file.
-    MediaStatus { notify_type: String },
+    MediaStatus {
+        notify_type: String,
+    },
     Other,
 }
 
@@ -246,10 +254,15 @@ mod tests {
         assert_eq!(sum_num, 100);
         assert_eq!(items.len(), 1);
         let it = &items[0];
-        assert_eq!((it.file_path.as_str(), it.start_time.as_str(), it.end_time.as_str()), ("/sd/0001.mp4", "2012-07-31T18:00:00", "2012-07-31T18:30:00"));
+        assert_eq!(
+            (it.file_path.as_str(), it.start_time.as_str(), it.end_time.as_str()),
+            ("/sd/0001.mp4", "2012-07-31T18:00:00", "2012-07-31T18:30:00")
+        );
         assert_eq!((it.record_type.as_str(), it.secrecy.as_str()), ("time", "0"));
         let q = record_info_query(9, "64010000041310000345", "2012-07-31T18:00:00", "2012-07-31T19:00:00", "all", "GB2312");
-        assert!(q.contains("<CmdType>RecordInfo</CmdType>") && q.contains("<StartTime>2012-07-31T18:00:00</StartTime>") && q.contains("<Type>all</Type>"));
+        assert!(
+            q.contains("<CmdType>RecordInfo</CmdType>") && q.contains("<StartTime>2012-07-31T18:00:00</StartTime>") && q.contains("<Type>all</Type>")
+        );
         let n = parse("<Notify><CmdType>MediaStatus</CmdType><SN>8</SN><DeviceID>c</DeviceID><NotifyType>121</NotifyType></Notify>").unwrap();
         assert_eq!(n.body, Body::MediaStatus { notify_type: "121".into() });
     }

@@ -60,7 +60,8 @@ impl PlaybackAction {
 pub fn parse(body: &str) -> Option<PlaybackAction> {
     let mut lines = body.lines();
     let method = lines.next()?.split_whitespace().next()?;
-    let header = |name: &str| body.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()));
+    let header =
+        |name: &str| body.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()));
     match method {
         "PAUSE" => Some(PlaybackAction::Pause),
         "PLAY" => {

@@ -321,65 +321,28 @@ pub struct StreamUse {
 pub enum Command {
     /// Play a channel: live, joined to a pending play, or a new one (then open a stream and
     /// send `Invite`, or `Abandon`).
-    Play {
-        device_id: String,
-        channel_id: String,
-        transport: MediaTransport,
-        kind: PlayKind,
-    },
+    Play { device_id: String, channel_id: String, transport: MediaTransport, kind: PlayKind },
     /// The stream for a new play is open: send the INVITE offering `port`.
-    Invite {
-        handle: PlayHandle,
-        ssrc: u32,
-        port: u16,
-    },
+    Invite { handle: PlayHandle, ssrc: u32, port: u16 },
     /// The stream for a new play could not be opened.
-    Abandon {
-        handle: PlayHandle,
-        error: PlayError,
-    },
+    Abandon { handle: PlayHandle, error: PlayError },
     /// Stop the live play of a channel.
-    Stop {
-        device_id: String,
-        channel_id: String,
-    },
+    Stop { device_id: String, channel_id: String },
     /// Stop the session (live or history) whose stream is `ssrc`.
-    StopSession {
-        ssrc: u32,
-    },
+    StopSession { ssrc: u32 },
     /// MANSRTSP in a playback's dialog; the result comes as `Event::ControlDone`.
-    PlaybackControl {
-        ssrc: u32,
-        action: crate::proto::sip::mansrtsp::PlaybackAction,
-    },
+    PlaybackControl { ssrc: u32, action: crate::proto::sip::mansrtsp::PlaybackAction },
     /// RecordInfo for a channel over `[start, end]` (unix seconds); the answer comes as
     /// `Event::RecordsDone`.
-    Records {
-        device_id: String,
-        channel_id: String,
-        start: i64,
-        end: i64,
-        record_type: RecordType,
-    },
+    Records { device_id: String, channel_id: String, start: i64, end: i64, record_type: RecordType },
     /// Every stream as the shards listed them, asked at `listed_at` (the session check).
-    StreamsSeen {
-        listed_at: Instant,
-        streams: Vec<StreamUse>,
-    },
+    StreamsSeen { listed_at: Instant, streams: Vec<StreamUse> },
     /// Ask DeviceInfo and Catalog again now.
-    Sync {
-        device_id: String,
-    },
+    Sync { device_id: String },
     /// A TCP connection closed: devices bound to it are unreachable.
-    ConnClosed {
-        conn: ConnId,
-    },
+    ConnClosed { conn: ConnId },
     /// Send a DeviceControl to a channel; the result comes as `Event::ControlDone`.
-    Control {
-        device_id: String,
-        channel_id: String,
-        command: DeviceCommand,
-    },
+    Control { device_id: String, channel_id: String, command: DeviceCommand },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,9 @@
 use super::control::{ControlError, ControlHandle};
 use super::transaction::{Purpose, TRANSACTION_TIMEOUT, TxKey};
 use super::{EndReason, Endpoint, Event, Peer, Refusal, Reply, StreamUse};
-use crate::proto::sip::mansrtsp::PlaybackAction;
 use crate::proto::sdp::Sdp;
 use crate::proto::sip::SipMsg;
+use crate::proto::sip::mansrtsp::PlaybackAction;
 use crate::proto::ssrc::stream_id;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -101,9 +101,16 @@ impl PlayError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlayKind {
     Live,
-    Playback { start: u64, end: u64 },
+    Playback {
+        start: u64,
+        end: u64,
+    },
     /// `speed`: how much faster than real time the device may send (`a=downloadspeed`).
-    Download { start: u64, end: u64, speed: u32 },
+    Download {
+        start: u64,
+        end: u64,
+        speed: u32,
+    },
 }
 
 impl PlayKind {
@@ -270,7 +277,14 @@ fn answer_media_addr(sdp: &Sdp) -> Option<SocketAddr> {
 }
 
 impl Endpoint {
-    pub(super) fn play(&mut self, now: Instant, device_id: &str, channel_id: &str, transport: MediaTransport, kind: PlayKind) -> Result<PlayStart, super::PlayError> {
+    pub(super) fn play(
+        &mut self,
+        now: Instant,
+        device_id: &str,
+        channel_id: &str,
+        transport: MediaTransport,
+        kind: PlayKind,
+    ) -> Result<PlayStart, super::PlayError> {
         let live_key = (device_id.to_string(), channel_id.to_string(), 0);
         if kind == PlayKind::Live {
             if let Some(s) = self.plays.live.get(&live_key) {
@@ -284,7 +298,8 @@ impl Endpoint {
         if kind.range().is_some_and(|(start, end)| end <= start) {
             return Err(PlayError::BadRange);
         }
-        if self.plays.live.len() + self.plays.pending.len() >= SESSIONS_MAX || (kind == PlayKind::Live && self.plays.pending.contains_key(&live_key)) {
+        if self.plays.live.len() + self.plays.pending.len() >= SESSIONS_MAX || (kind == PlayKind::Live && self.plays.pending.contains_key(&live_key))
+        {
             return Err(PlayError::Busy);
         }
         self.plays.next_handle += 1;
@@ -376,7 +391,14 @@ impl Endpoint {
         self.start_transaction(now, key, d.peer, bytes, Purpose::Fire, TRANSACTION_TIMEOUT);
     }
 
-    pub(super) fn invite_done(&mut self, now: Instant, handle: PlayHandle, tx_key: &TxKey, tx: &super::transaction::ClientTx, answer: Option<&SipMsg>) {
+    pub(super) fn invite_done(
+        &mut self,
+        now: Instant,
+        handle: PlayHandle,
+        tx_key: &TxKey,
+        tx: &super::transaction::ClientTx,
+        answer: Option<&SipMsg>,
+    ) {
         let Some((key, pending)) = self.plays.take_pending(handle) else { return };
         let (device_id, channel_id) = (key.0.clone(), key.1.clone());
         let Some(inv) = pending.invite else { return };
@@ -521,7 +543,18 @@ impl Endpoint {
         s.rtsp_cseq += 1;
         let (channel_id, d, body) = (s.channel_id.clone(), s.dialog.clone(), action.body(s.rtsp_cseq));
         let branch = self.rng.hex();
-        let bytes = self.build_request("INFO", &channel_id, d.peer, &d.call_id, &d.from_tag, d.to_tag.as_deref(), d.cseq, &branch, vec![], Some(("Application/MANSRTSP", body.as_bytes())));
+        let bytes = self.build_request(
+            "INFO",
+            &channel_id,
+            d.peer,
+            &d.call_id,
+            &d.from_tag,
+            d.to_tag.as_deref(),
+            d.cseq,
+            &branch,
+            vec![],
+            Some(("Application/MANSRTSP", body.as_bytes())),
+        );
         let key = TxKey { call_id: d.call_id.clone(), cseq: d.cseq, method: "INFO".into() };
         let handle = self.new_control_handle();
         if !self.start_transaction(now, key, d.peer, bytes, Purpose::Control { handle }, TRANSACTION_TIMEOUT) {

@@ -5,8 +5,8 @@ use super::challenge::{ChallengeKey, Issue};
 use super::device::{DEVICES_MAX, Device, Liveness};
 use super::{Endpoint, Event, Peer, REGISTER_EXPIRES_DEFAULT_S, REGISTER_EXPIRES_MAX_S, Refusal, Reply};
 use crate::proto::sip::SipMsg;
-use crate::proto::sip::gbtime::gb_date;
 use crate::proto::sip::digest::DigestCredentials;
+use crate::proto::sip::gbtime::gb_date;
 use std::time::{Duration, Instant};
 
 impl Endpoint {

@@ -1,9 +1,9 @@
 //! The endpoint on a virtual clock, without sockets: every input is bytes and a time.
 
 use super::*;
-use crate::proto::sip::mansrtsp::PlaybackAction;
 use crate::proto::sip::build::response;
 use crate::proto::sip::digest::client_response;
+use crate::proto::sip::mansrtsp::PlaybackAction;
 use crate::proto::sip::{SipMsg, parse};
 
 const SERVER: &str = "34020000002000000001";
@@ -994,7 +994,8 @@ fn playback_invites_a_range_controls_it_in_dialog_and_ends_on_media_status() {
     let mut dev = Dev::udp(DEV, addr(10, 5060));
     h.online_device(&mut dev);
     h.take();
-    let play = |h: &mut H, kind: PlayKind| h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp, kind });
+    let play =
+        |h: &mut H, kind: PlayKind| h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp, kind });
     assert_eq!(play(&mut h, PlayKind::Playback { start: 200, end: 100 }), Outcome::Play(Err(PlayError::BadRange)));
     let kind = PlayKind::Playback { start: 1_795_000_000, end: 1_795_000_600 };
     let Outcome::Play(Ok(PlayStart::Open(handle))) = play(&mut h, kind) else { panic!("new playback") };
@@ -1008,7 +1009,8 @@ fn playback_invites_a_range_controls_it_in_dialog_and_ends_on_media_status() {
     let invite = h.sent_one(dev.peer);
     let sdp = String::from_utf8_lossy(invite.body()).to_string();
     assert!(sdp.contains("s=Playback\r\nu=34020000001310000001:0\r\n") && sdp.contains("t=1795000000 1795000600\r\n"), "{sdp}");
-    let answer = b"v=0\r\no=x 0 0 IN IP4 127.0.0.1\r\ns=Playback\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 6000 RTP/AVP 96\r\na=rtpmap:96 PS/90000\r\n";
+    let answer =
+        b"v=0\r\no=x 0 0 IN IP4 127.0.0.1\r\ns=Playback\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 6000 RTP/AVP 96\r\na=rtpmap:96 PS/90000\r\n";
     h.answer(&dev, &invite, 200, Some(("Application/SDP", answer)));
     assert_eq!(method(&h.sent_one(dev.peer)), "ACK");
     let Some(Event::PlayAnswered { session, .. }) = h.take_events().into_iter().find(|e| matches!(e, Event::PlayAnswered { .. })) else { panic!() };
@@ -1016,7 +1018,9 @@ fn playback_invites_a_range_controls_it_in_dialog_and_ends_on_media_status() {
 
     // Pause and a 4x speed: INFO in the dialog, CSeq rising, MANSRTSP bodies.
     let mut cseqs = Vec::new();
-    for (action, expect) in [(PlaybackAction::Pause, "PAUSE RTSP/1.0\r\nCSeq: 1\r\n"), (PlaybackAction::Speed(400), "PLAY RTSP/1.0\r\nCSeq: 2\r\nScale: 4.00")] {
+    for (action, expect) in
+        [(PlaybackAction::Pause, "PAUSE RTSP/1.0\r\nCSeq: 1\r\n"), (PlaybackAction::Speed(400), "PLAY RTSP/1.0\r\nCSeq: 2\r\nScale: 4.00")]
+    {
         let Outcome::Control(Ok(_)) = h.command(Command::PlaybackControl { ssrc, action }) else { panic!("control refused") };
         let info = h.sent_one(dev.peer);
         assert_eq!(method(&info), "INFO");
@@ -1027,20 +1031,27 @@ fn playback_invites_a_range_controls_it_in_dialog_and_ends_on_media_status() {
         h.answer(&dev, &info, if cseqs.len() == 1 { 200 } else { 457 }, None);
     }
     assert!(cseqs[0] > invite.cseq().unwrap().0 && cseqs[1] > cseqs[0]);
-    let results: Vec<_> = h.take_events().into_iter().filter_map(|e| if let Event::ControlDone { result, .. } = e { Some(result) } else { None }).collect();
+    let results: Vec<_> =
+        h.take_events().into_iter().filter_map(|e| if let Event::ControlDone { result, .. } = e { Some(result) } else { None }).collect();
     assert_eq!(results, vec![Ok(()), Err(ControlError::Rejected(457))]);
     // Live sessions take no MANSRTSP.
     assert_eq!(h.command(Command::PlaybackControl { ssrc: 7, action: PlaybackAction::Pause }), Outcome::Control(Err(ControlError::UnknownSession)));
 
     // MediaStatus 121 (not in the dialog: found by its channel) ends it with a BYE.
-    let body = format!("<?xml version=\"1.0\"?>\r\n<Notify>\r\n<CmdType>MediaStatus</CmdType>\r\n<SN>9</SN>\r\n<DeviceID>{CH}</DeviceID>\r\n<NotifyType>121</NotifyType>\r\n</Notify>\r\n");
+    let body = format!(
+        "<?xml version=\"1.0\"?>\r\n<Notify>\r\n<CmdType>MediaStatus</CmdType>\r\n<SN>9</SN>\r\n<DeviceID>{CH}</DeviceID>\r\n<NotifyType>121</NotifyType>\r\n</Notify>\r\n"
+    );
     let m = dev.request("MESSAGE", "media-status-1", "", Some((MANSCDP_CT, body.as_bytes())));
     h.input(dev.peer, &m);
     let sent = h.take();
     assert!(sent.iter().any(|(_, m)| m.status() == Some(200)));
     let bye = sent.iter().find(|(_, m)| method(m) == "BYE").expect("BYE").1.clone();
     assert!(bye.cseq().unwrap().0 > cseqs[1], "BYE after the INFOs in CSeq");
-    let ended: Vec<_> = h.take_events().into_iter().filter_map(|e| if let Event::SessionEnded { ssrc, reason, .. } = e { Some((ssrc, reason)) } else { None }).collect();
+    let ended: Vec<_> = h
+        .take_events()
+        .into_iter()
+        .filter_map(|e| if let Event::SessionEnded { ssrc, reason, .. } = e { Some((ssrc, reason)) } else { None })
+        .collect();
     assert_eq!(ended, vec![(ssrc, EndReason::EndOfFile)]);
     assert_eq!(h.ep.sessions().count(), 0);
 }
