@@ -57,20 +57,30 @@ pub fn interleave(video: Vec<Frame>, audio: Vec<Frame>) -> Vec<Frame> {
     all
 }
 
+/// PS over RTP, one frame at a time (sequence numbers run on), for senders that pace frames.
+pub struct PsRtpSender {
+    mux: PsMuxer,
+    rtp: RtpPacketizer,
+}
+
+impl PsRtpSender {
+    pub fn new(video: Codec, audio: Option<Codec>, ssrc: u32) -> PsRtpSender {
+        PsRtpSender { mux: PsMuxer::new(video, audio), rtp: RtpPacketizer { ssrc, payload_type: PS_PAYLOAD_TYPE, sequence: 0 } }
+    }
+
+    pub fn packets(&mut self, f: &Frame) -> Vec<Vec<u8>> {
+        let mut packets = Vec::new();
+        self.rtp.packetize(&self.mux.mux(f), f.dts as u32, RTP_PAYLOAD_BYTES, &mut packets);
+        packets
+    }
+}
+
 /// RTP packets (PS payload) for each frame, in send order.
 pub fn ps_rtp_packets(frames: &[Frame], ssrc: u32) -> Vec<Vec<Vec<u8>>> {
     let Some(video) = frames.iter().find(|f| f.codec.is_video()) else { return Vec::new() };
     let audio = frames.iter().find(|f| !f.codec.is_video()).map(|f| f.codec);
-    let mut mux = PsMuxer::new(video.codec, audio);
-    let mut rtp = RtpPacketizer { ssrc, payload_type: PS_PAYLOAD_TYPE, sequence: 0 };
-    frames
-        .iter()
-        .map(|f| {
-            let mut packets = Vec::new();
-            rtp.packetize(&mux.mux(f), f.dts as u32, RTP_PAYLOAD_BYTES, &mut packets);
-            packets
-        })
-        .collect()
+    let mut sender = PsRtpSender::new(video.codec, audio, ssrc);
+    frames.iter().map(|f| sender.packets(f)).collect()
 }
 
 /// RFC 4571 framing for RTP over TCP.

@@ -23,8 +23,11 @@ pub const DOWNLOAD_POLL_INTERVAL: Duration = Duration::from_millis(500);
 pub const DOWNLOAD_STALL: Duration = Duration::from_secs(15);
 /// Wait between failed resume attempts.
 pub const DOWNLOAD_RESUME_RETRY: Duration = Duration::from_secs(2);
-/// Media within this of the range's end is the end (devices stop at the last keyframe).
-pub const DOWNLOAD_END_SLACK_MS: u64 = 1_000;
+/// Media within this of the range's end is the end (the last frame's own length).
+pub const DOWNLOAD_END_SLACK_MS: u64 = 100;
+/// A device that stops within this of the end has sent all it has (it stops at the last
+/// keyframe, or its file ends early): complete, not resumed.
+pub const DOWNLOAD_NEAR_END_MS: u64 = 2_000;
 /// How long the file's last bytes may take to reach the disk after the stream closes.
 pub const DOWNLOAD_FLUSH_WAIT: Duration = Duration::from_secs(10);
 /// The fastest `a=downloadspeed` asked of a device.
@@ -60,7 +63,7 @@ pub struct Download {
     pub end: u64,
     pub speed: u32,
     pub state: DownloadState,
-    /// Media time received.
+    /// Media time received (never less than before).
     pub media_ms: u64,
     pub bytes: u64,
     /// Media received over the range; 1 only once complete.
@@ -70,6 +73,14 @@ pub struct Download {
     pub error: Option<String>,
     /// Unix seconds.
     pub created_at: u64,
+    /// Where in the range the media has reached (ms from its start): the resume point plus
+    /// what the stream covered since.
+    #[serde(skip)]
+    position_ms: u64,
+    /// The stream's covered media when the device was last invited, and the range offset that
+    /// INVITE started from.
+    #[serde(skip)]
+    invited_at: (u64, u64),
     #[serde(skip)]
     ssrc: u32,
     #[serde(skip)]
@@ -170,6 +181,8 @@ impl Control {
             speed: req.speed,
             state: DownloadState::Running,
             media_ms: 0,
+            position_ms: 0,
+            invited_at: (0, 0),
             bytes: 0,
             progress: 0.0,
             file: format!("{id}.mp4"),
@@ -237,17 +250,21 @@ impl Control {
                 return;
             };
             let Some(d) = self.downloads.update(&id, |d| {
-                d.media_ms = d.media_ms.max(info.media_ms);
+                let (covered_then, offset) = d.invited_at;
+                d.position_ms = offset + info.media_ms.saturating_sub(covered_then);
+                d.media_ms = d.media_ms.max(d.position_ms).min(d.range_ms());
                 d.bytes = info.record_bytes;
             }) else {
                 return;
             };
-            let at_end = d.media_ms + DOWNLOAD_END_SLACK_MS >= d.range_ms();
+            let at_end = d.position_ms + DOWNLOAD_END_SLACK_MS >= d.range_ms();
+            let near_end = d.position_ms + DOWNLOAD_NEAR_END_MS >= d.range_ms();
             match d.ended {
                 Some(EndReason::EndOfFile) => return self.finish_download(&id, None).await,
                 _ if at_end => return self.finish_download(&id, None).await,
+                Some(_) if near_end => return self.finish_download(&id, None).await,
                 Some(reason) => {
-                    tracing::warn!(download = %id, reason = reason.as_str(), media_ms = d.media_ms, "download dropped by the device; resuming");
+                    tracing::warn!(download = %id, reason = reason.as_str(), position_ms = d.position_ms, "download dropped by the device; resuming");
                     if !self.resume_download(&id).await {
                         return;
                     }
@@ -267,6 +284,9 @@ impl Control {
     /// INVITEs the device again from where the media stopped, into the same stream; false
     /// when the download failed for good.
     async fn resume_download(self: &Rc<Self>, id: &str) -> bool {
+        let Some(d) = self.downloads.get(id) else { return false };
+        // Whole seconds (SDP t=): up to a second is sent twice rather than lost.
+        let offset_s = (d.position_ms / 1000).min(d.end - d.start - 1);
         loop {
             let Some(d) = self.downloads.update(id, |d| {
                 d.state = DownloadState::Resuming;
@@ -280,7 +300,9 @@ impl Control {
                 return false;
             }
             self.shard.playback_change(d.ssrc, PlaybackChange::Resumed).await;
-            let start = (d.start + d.media_ms / 1000).min(d.end - 1);
+            let covered = self.shard.stream_info(d.ssrc).await.map_or(0, |i| i.media_ms);
+            self.downloads.update(id, |d| d.invited_at = (covered, offset_s * 1000));
+            let start = d.start + offset_s;
             let kind = PlayKind::Download { start, end: d.end, speed: d.speed };
             match self.play_kind(&d.device_id, &d.channel_id, d.transport, kind, Some((d.ssrc, d.port))).await {
                 Ok(_) => {

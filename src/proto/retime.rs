@@ -6,24 +6,32 @@
 
 use super::frame::Frame;
 
-/// A step forward larger than this is a jump (seek, resume), not a gap in the media.
+/// A step forward larger than this is a jump (seek, resume), not a gap in the media. Any step
+/// back within a track is a jump.
 pub const JUMP_FORWARD_90K: i64 = 5 * 90_000;
-/// Audio trails video by a few hundred ms in PS; going back further than this is a jump.
-pub const JUMP_BACK_90K: i64 = 90_000;
 /// Where the output resumes after a jump: one 25 fps frame after the last output.
 pub const JUMP_GAP_90K: i64 = 3_600;
 /// Scale 1 in hundredths.
 pub const SCALE_X100_ONE: u16 = 100;
 
+/// One track's last input, and the anchor it was mapped with.
+#[derive(Debug, Clone, Copy, Default)]
+struct Track {
+    last_in: Option<i64>,
+    anchor_generation: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Retimer {
     scale_x100: u16,
-    /// (input, output) times the mapping is linear from.
+    /// (input, output) times the mapping is linear from; renewed at each jump and speed change.
     anchor: Option<(i64, i64)>,
-    last_in: i64,
+    anchor_generation: u64,
+    /// Video, audio.
+    tracks: [Track; 2],
+    /// The track whose media time counts as covered (the first seen).
+    primary: Option<usize>,
     last_out: i64,
-    /// Latest input time seen since the last anchor: what is covered grows from it.
-    max_in: i64,
     /// Device media time covered, jumps left out.
     covered_90k: u64,
     pub jumps: u64,
@@ -31,7 +39,16 @@ pub struct Retimer {
 
 impl Default for Retimer {
     fn default() -> Self {
-        Retimer { scale_x100: SCALE_X100_ONE, anchor: None, last_in: 0, last_out: 0, max_in: 0, covered_90k: 0, jumps: 0 }
+        Retimer {
+            scale_x100: SCALE_X100_ONE,
+            anchor: None,
+            anchor_generation: 0,
+            tracks: [Track::default(); 2],
+            primary: None,
+            last_out: 0,
+            covered_90k: 0,
+            jumps: 0,
+        }
     }
 }
 
@@ -44,14 +61,14 @@ impl Retimer {
     /// A new speed (hundredths: 25..400); output time goes on from where it is.
     pub fn set_scale(&mut self, scale_x100: u16) {
         debug_assert!(scale_x100 > 0);
-        if self.anchor.is_some() {
-            self.anchor = Some((self.last_in, self.last_out));
+        if let Some(last_in) = self.primary.and_then(|p| self.tracks[p].last_in) {
+            self.renew_anchor(last_in, self.last_out);
         }
         self.scale_x100 = scale_x100.max(1);
     }
 
-    /// The device's media restarts somewhere else (a seek): the next frame starts a new anchor
-    /// even when its time looks continuous.
+    /// The device's media restarts somewhere else (a seek, a resumed download): the next frame
+    /// starts a new anchor even when its time looks continuous.
     pub fn expect_jump(&mut self) {
         if self.anchor.is_some() {
             self.anchor = None;
@@ -59,39 +76,44 @@ impl Retimer {
         }
     }
 
-    fn out(&self, t: i64) -> i64 {
-        let (ain, aout) = self.anchor.expect("anchored");
-        aout + (t - ain) * i64::from(SCALE_X100_ONE) / i64::from(self.scale_x100)
+    fn renew_anchor(&mut self, input: i64, output: i64) {
+        self.anchor = Some((input, output));
+        self.anchor_generation += 1;
     }
 
-    /// Rewrites `f.dts`/`f.pts` onto the output clock (both stay ≥ 0).
+    /// Rewrites `f.dts`/`f.pts` onto the output clock (both stay ≥ 0, each track's dts never
+    /// goes back).
     pub fn retime(&mut self, f: &mut Frame) {
         let dts = f.dts as i64;
-        let cts = f.pts as i64 - dts;
-        match self.anchor {
-            None => {
-                // The first frame keeps its time; after a jump, one frame gap on.
-                let out = if self.last_out == 0 && self.jumps == 0 { dts } else { self.last_out + JUMP_GAP_90K };
-                self.anchor = Some((dts, out));
-                self.max_in = dts;
+        let cts = (f.pts as i64 - dts).max(0);
+        let t = usize::from(!f.codec.is_video());
+        let primary = *self.primary.get_or_insert(t);
+        let track = self.tracks[t];
+        match (self.anchor, track.last_in) {
+            // The first frame keeps its time; after an announced jump, one frame gap on.
+            (None, _) => {
+                let out = if self.anchor_generation == 0 && self.jumps == 0 { dts } else { self.last_out + JUMP_GAP_90K };
+                self.renew_anchor(dts, out);
             }
-            Some(_) => {
-                let step = dts - self.last_in;
-                if !(-JUMP_BACK_90K..=JUMP_FORWARD_90K).contains(&step) {
-                    self.anchor = Some((dts, self.last_out + JUMP_GAP_90K));
-                    self.max_in = dts;
+            (Some(_), Some(last)) if track.anchor_generation == self.anchor_generation => {
+                let step = dts - last;
+                if !(0..=JUMP_FORWARD_90K).contains(&step) {
+                    self.renew_anchor(dts, self.last_out + JUMP_GAP_90K);
                     self.jumps += 1;
-                } else if dts > self.max_in {
-                    self.covered_90k += (dts - self.max_in) as u64;
-                    self.max_in = dts;
+                } else if t == primary {
+                    self.covered_90k += step as u64;
                 }
             }
+            // New to this track, or the other track moved the anchor since: map as it stands.
+            (Some(_), _) => {}
         }
-        let out = self.out(dts).max(0);
-        self.last_in = dts;
+        let (ain, aout) = self.anchor.expect("anchored above");
+        let scale = i64::from(self.scale_x100);
+        let out = (aout + (dts - ain) * i64::from(SCALE_X100_ONE) / scale).max(0);
+        self.tracks[t] = Track { last_in: Some(dts), anchor_generation: self.anchor_generation };
         self.last_out = self.last_out.max(out);
         f.dts = out as u64;
-        f.pts = (out + (cts.max(0) * i64::from(SCALE_X100_ONE) / i64::from(self.scale_x100))) as u64;
+        f.pts = (out + cts * i64::from(SCALE_X100_ONE) / scale) as u64;
     }
 }
 
@@ -146,10 +168,13 @@ mod tests {
         assert_eq!(run(&mut r, [7_200, 10_800, 14_400]), vec![4_500, 5_400, 6_300]);
         r.set_scale(25);
         assert_eq!(run(&mut r, [18_000]), vec![6_300 + 14_400]);
-        // audio a little behind video is not a jump
+        // Audio a little behind video is not a jump, nor does it move video's clock.
         let mut a = frame(17_000);
         a.codec = Codec::Pcma;
         r.retime(&mut a);
-        assert_eq!(r.jumps, 0);
+        assert_eq!((r.jumps, a.dts), (0, 6_300 + 14_400 - 4 * 1_000));
+        assert_eq!(run(&mut r, [21_600]), vec![6_300 + 28_800]);
+        // Any step back within a track is a jump: a seek half a second back stays monotonic.
+        assert_eq!(run(&mut r, [3_600]), vec![6_300 + 28_800 + JUMP_GAP_90K as u64]);
     }
 }

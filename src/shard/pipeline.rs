@@ -136,6 +136,14 @@ impl Pipeline {
         }
     }
 
+    /// The sender starts over (another SSRC, a new INVITE): what is held goes out, and its
+    /// sequence numbers count afresh.
+    pub fn restart_sequence(&mut self, tags: &mut Vec<FlvTag>) {
+        self.flush(tags);
+        self.seq_history = self.seq_stats();
+        self.reorder = ReorderBuffer::new();
+    }
+
     /// Feeds one RTP packet (UDP datagram or RFC 4571 frame) that arrived at `now_ms`
     /// (any monotonic clock); appends resulting FLV tags.
     pub fn on_packet(&mut self, datagram: Bytes, now_ms: u64, tags: &mut Vec<FlvTag>) {
@@ -154,9 +162,7 @@ impl Pipeline {
                 // Devices restart or answer with another SSRC: follow the new one.
                 tracing::info!(old_ssrc = old, ssrc = packet.ssrc, "RTP SSRC changed");
                 self.stats.ssrc_changes += 1;
-                self.flush(tags);
-                self.seq_history = self.seq_stats();
-                self.reorder = ReorderBuffer::new();
+                self.restart_sequence(tags);
             }
             self.ssrc = Some(packet.ssrc);
         }

@@ -82,11 +82,8 @@ impl Stream {
         let mut tags = self.tags.borrow_mut();
         let now_ms = self.created.elapsed().as_millis() as u64;
         self.pipeline.borrow_mut().on_packet(data, now_ms, &mut tags);
-        let mut fanout = self.fanout.borrow_mut();
-        for t in tags.drain(..) {
-            fanout.publish(&t);
-        }
-        self.feed_recorder();
+        self.deliver(&mut tags);
+        drop(tags);
         if !self.cover_started.get() && self.pipeline.borrow().last_keyframe.is_some() {
             self.cover_started.set(true);
             let me = self.self_rc();
@@ -205,28 +202,33 @@ impl Stream {
 
     fn playback_change(&self, change: PlaybackChange) {
         tracing::info!(ssrc = self.spec.ssrc, ?change, "playback changed");
-        let mut p = self.pipeline.borrow_mut();
-        match change {
-            PlaybackChange::Paused(paused) => self.paused.set(paused),
-            PlaybackChange::Scale(x100) => {
-                if let Some(r) = p.retimer.as_mut() {
-                    r.set_scale(x100);
-                }
-            }
-            PlaybackChange::Seeked => {
-                if let Some(r) = p.retimer.as_mut() {
-                    r.expect_jump();
-                }
-            }
-            PlaybackChange::Resumed => {
-                self.source.borrow_mut().release();
-                if let Some(r) = p.retimer.as_mut() {
-                    r.expect_jump();
+        let mut tags = Vec::new();
+        {
+            let mut p = self.pipeline.borrow_mut();
+            match change {
+                PlaybackChange::Paused(paused) => self.paused.set(paused),
+                PlaybackChange::Scale(x100) => p.retimer.iter_mut().for_each(|r| r.set_scale(x100)),
+                PlaybackChange::Seeked => p.retimer.iter_mut().for_each(|r| r.expect_jump()),
+                PlaybackChange::Resumed => {
+                    self.source.borrow_mut().release();
+                    p.restart_sequence(&mut tags);
+                    p.retimer.iter_mut().for_each(|r| r.expect_jump());
                 }
             }
         }
+        self.deliver(&mut tags);
         // Idle time counts from now, not from before the pause.
         self.last_packet.set(Some(Instant::now()));
+    }
+
+    /// Hands tags to the viewers and emitted frames to the recorder.
+    fn deliver(&self, tags: &mut Vec<FlvTag>) {
+        let mut fanout = self.fanout.borrow_mut();
+        for t in tags.drain(..) {
+            fanout.publish(&t);
+        }
+        drop(fanout);
+        self.feed_recorder();
     }
 
     fn close(&self) {
@@ -238,12 +240,8 @@ impl Stream {
         }
         let mut tags = Vec::new();
         self.pipeline.borrow_mut().flush(&mut tags);
-        let mut fanout = self.fanout.borrow_mut();
-        for t in &tags {
-            fanout.publish(t);
-        }
-        fanout.close();
-        self.feed_recorder();
+        self.deliver(&mut tags);
+        self.fanout.borrow_mut().close();
         if let Some(mut r) = self.recorder.borrow_mut().take() {
             r.finish();
         }

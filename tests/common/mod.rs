@@ -2,6 +2,8 @@
 //! a tiny HTTP client, ffprobe checks. Loopback only; everything bounded in time.
 #![allow(dead_code)]
 
+pub mod gb_sim;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
