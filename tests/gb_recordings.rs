@@ -40,7 +40,12 @@ fn base_time() -> u64 {
 #[derive(Debug, Clone, PartialEq)]
 enum Asked {
     /// An INVITE: its `s=`, `t=` range and `a=downloadspeed`.
-    Invite { name: String, start: u64, end: u64, speed: Option<u32> },
+    Invite {
+        name: String,
+        start: u64,
+        end: u64,
+        speed: Option<u32>,
+    },
     Info(PlaybackAction),
     Bye,
 }
@@ -214,7 +219,13 @@ fn run_device(mut sim: Sim, base: u64, asked: mpsc::Sender<Asked>, options: Devi
                         parts.truncate(1);
                     }
                     for (i, part) in parts.iter().enumerate() {
-                        let m = sim.request("MESSAGE", &format!("rec-{sn}-{i}"), "", Some("Application/MANSCDP+xml"), &record_info_answer(&sn, found.len(), part));
+                        let m = sim.request(
+                            "MESSAGE",
+                            &format!("rec-{sn}-{i}"),
+                            "",
+                            Some("Application/MANSCDP+xml"),
+                            &record_info_answer(&sn, found.len(), part),
+                        );
                         sim.send(&m);
                     }
                     continue;
@@ -371,7 +382,8 @@ fn records_are_searched_merged_and_refused_clearly() {
     let (status, v) = engine.request("GET", &path(&format!("start={}&end={}", base - 60, base + 120)), "");
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["complete"], true, "{v}");
-    let listed: Vec<(u64, u64)> = v["records"].as_array().unwrap().iter().map(|r| (r["start"].as_u64().unwrap(), r["end"].as_u64().unwrap())).collect();
+    let listed: Vec<(u64, u64)> =
+        v["records"].as_array().unwrap().iter().map(|r| (r["start"].as_u64().unwrap(), r["end"].as_u64().unwrap())).collect();
     assert_eq!(listed, recs.to_vec(), "three MESSAGEs, one repeated and reordered, merged: {v}");
     assert_eq!(v["records"][0]["type"], "time");
     assert!(v["records"][0]["file_path"].as_str().unwrap().starts_with("/sd/"));
@@ -391,7 +403,12 @@ fn records_are_searched_merged_and_refused_clearly() {
     assert_eq!(sources, ["device"; 3]);
 
     // Bad input.
-    for (q, code) in [(format!("start={}&end={}", base + 60, base), 400), ("start=yesterday&end=today".into(), 400), (format!("start={base}&end={}&type=motion", base + 1), 400), ("".into(), 400)] {
+    for (q, code) in [
+        (format!("start={}&end={}", base + 60, base), 400),
+        ("start=yesterday&end=today".into(), 400),
+        (format!("start={base}&end={}&type=motion", base + 1), 400),
+        ("".into(), 400),
+    ] {
         assert_eq!(engine.request("GET", &path(&q), "").0, code, "{q}");
     }
     assert_eq!(engine.request("GET", &format!("/api/devices/{DEVICE}/channels/34020000001319999999/records?start=1&end=2"), "").0, 404);
@@ -487,7 +504,8 @@ fn scale_four_plays_four_times_as_fast() {
     let stream_id = session["stream_id"].as_str().unwrap().to_string();
     let url = session["play"]["flv"].as_str().unwrap();
     let out = work_dir().join("playback-x4.flv");
-    let viewer = spawn_viewer(engine.http, url.split_once(&engine.http.to_string()).unwrap().1.to_string(), vec![], out.clone(), Duration::from_secs(30));
+    let viewer =
+        spawn_viewer(engine.http, url.split_once(&engine.http.to_string()).unwrap().1.to_string(), vec![], out.clone(), Duration::from_secs(30));
     assert_eq!(control(engine, &stream_id, "{\"action\": \"speed\", \"scale\": 4}").0, 200);
     viewer.join().unwrap();
     let elapsed = started.elapsed();
@@ -510,7 +528,10 @@ fn a_download_resumes_after_the_device_drops_and_completes_whole() {
     let (status, d) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{CHANNEL}/download"), &body);
     assert_eq!(status, 202, "{d}");
     let id = d["id"].as_str().unwrap().to_string();
-    assert_eq!(next_asked(&s.asked, Duration::from_secs(5)), Asked::Invite { name: "Download".into(), start: rec_start, end: rec_end, speed: Some(4) });
+    assert_eq!(
+        next_asked(&s.asked, Duration::from_secs(5)),
+        Asked::Invite { name: "Download".into(), start: rec_start, end: rec_end, speed: Some(4) }
+    );
     let mut progress = Vec::new();
     let done = wait_for("download complete", Duration::from_secs(40), || {
         let (_, d) = engine.request("GET", &format!("/api/downloads/{id}"), "");
@@ -540,7 +561,13 @@ fn a_download_resumes_after_the_device_drops_and_completes_whole() {
     let file = work_dir().join("download.mp4");
     std::fs::write(&file, &mp4).unwrap();
     let flv = work_dir().join("download.flv");
-    let remux = std::process::Command::new("ffmpeg").args(["-v", "error", "-y", "-i"]).arg(&file).args(["-c", "copy", "-f", "flv"]).arg(&flv).status().unwrap();
+    let remux = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&file)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(&flv)
+        .status()
+        .unwrap();
     assert!(remux.success());
     let times: std::collections::BTreeSet<u64> = flv_frame_times(&std::fs::read(&flv).unwrap()).into_iter().map(|f| f.1).collect();
     let all: std::collections::BTreeSet<u64> = (rec_start * 1000..rec_end * 1000).step_by(FRAME_MS as usize).collect();

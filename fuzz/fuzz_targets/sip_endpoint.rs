@@ -1,12 +1,16 @@
 //! Sequences of datagrams, TCP messages, time steps and commands into the SIP endpoint,
 //! after a device registered properly (so bound-device paths are reachable).
 //!
-//! Input: records of [op][len u8][bytes]: op % 8 = 0..2 datagram from the device / another
-//! UDP host / a TCP connection; 3 time step of bytes[0]·100 ms; 4 play; 5 stop; 6 streams
-//! seen; 7 connection closed.
+//! Input: records of [op][len u8][bytes]: op % 11 = 0..2 datagram from the device / another
+//! UDP host / a TCP connection; 3 time step of bytes[0]·100 ms; 4 play (live, playback or
+//! download by bytes[0]); 5 stop; 6 streams seen; 7 device control; 8 playback control of the
+//! last stream played; 9 RecordInfo query; 10 connection closed.
 #![no_main]
 use gmv::proto::sip::digest::client_response;
-use gmv::proto::sip::endpoint::{Command, DeviceCommand, Endpoint, EndpointConfig, MediaTransport, Outcome, Peer, PlayStart, StreamUse};
+use gmv::proto::sip::endpoint::{
+    Command, DeviceCommand, Endpoint, EndpointConfig, MediaTransport, Outcome, Peer, PlayKind, PlayStart, RecordType, StreamUse,
+};
+use gmv::proto::sip::mansrtsp::PlaybackAction;
 use gmv::proto::sip::parse;
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
@@ -48,8 +52,9 @@ fuzz_target!(|data: &[u8]| {
     let other = Peer::Udp("127.0.0.2:5060".parse().unwrap());
     let tcp = Peer::Tcp { conn: 1, addr: "127.0.0.11:40000".parse().unwrap() };
     let mut rest = data;
+    let mut last_ssrc = 0;
     while rest.len() >= 2 {
-        let (op, len) = (rest[0] % 9, usize::from(rest[1]).min(rest.len() - 2));
+        let (op, len) = (rest[0] % 11, usize::from(rest[1]).min(rest.len() - 2));
         let bytes = &rest[2..2 + len];
         rest = &rest[2 + len..];
         match op {
@@ -61,10 +66,17 @@ fuzz_target!(|data: &[u8]| {
                 ep.handle_timeout(now);
             }
             4 => {
-                let ch = String::from_utf8_lossy(bytes).to_string();
-                if let Outcome::Play(Ok(PlayStart::Open(handle))) = ep.handle_command(now, Command::Play { device_id: DEV.into(), channel_id: ch, transport: MediaTransport::Udp }) {
-                    let ssrc = ep.next_live_ssrc();
-                    ep.handle_command(now, Command::Invite { handle, ssrc, port: 30_000 });
+                let ch = String::from_utf8_lossy(bytes.get(1..).unwrap_or_default()).to_string();
+                let t = u64::from(bytes.first().copied().unwrap_or(0));
+                let kind = match t % 3 {
+                    0 => PlayKind::Live,
+                    1 => PlayKind::Playback { start: t, end: t * 7 },
+                    _ => PlayKind::Download { start: t, end: t * 5, speed: 4 },
+                };
+                let play = Command::Play { device_id: DEV.into(), channel_id: ch, transport: MediaTransport::Udp, kind };
+                if let Outcome::Play(Ok(PlayStart::Open(handle))) = ep.handle_command(now, play) {
+                    last_ssrc = ep.next_ssrc(kind);
+                    ep.handle_command(now, Command::Invite { handle, ssrc: last_ssrc, port: 30_000 });
                 }
             }
             5 => {
@@ -87,6 +99,22 @@ fuzz_target!(|data: &[u8]| {
                     _ => DeviceCommand::Ptz(ptz),
                 };
                 ep.handle_command(now, Command::Control { device_id: DEV.into(), channel_id: ch, command });
+            }
+            8 => {
+                let b = bytes.first().copied().unwrap_or(0);
+                let action = match b % 4 {
+                    0 => PlaybackAction::Pause,
+                    1 => PlaybackAction::Resume,
+                    2 => PlaybackAction::Seek(u64::from(b)),
+                    _ => PlaybackAction::Speed(400),
+                };
+                ep.handle_command(now, Command::PlaybackControl { ssrc: last_ssrc, action });
+            }
+            9 => {
+                let ch = String::from_utf8_lossy(bytes.get(2..).unwrap_or_default()).to_string();
+                let start = i64::from(bytes.first().copied().unwrap_or(0)) * 1_000_000;
+                let end = start + i64::from(bytes.get(1).copied().unwrap_or(1)) * 60;
+                ep.handle_command(now, Command::Records { device_id: DEV.into(), channel_id: ch, start, end, record_type: RecordType::All });
             }
             _ => {
                 ep.handle_command(now, Command::ConnClosed { conn: 1 });

@@ -130,4 +130,3 @@ impl Sim {
         self.send(&out);
     }
 }
-
