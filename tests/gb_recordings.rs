@@ -24,7 +24,8 @@ const FRAME_MS: u64 = 40;
 /// Each recording is this long; they start 20 s apart.
 const RECORDING_S: u64 = 12;
 const SEI_UUID: [u8; 16] = *b"gmv-sim-rec-time";
-const SIP_YAML: &str = "  time_zone: \"+08:00\"\n  record_query_timeout_s: 3\n";
+/// Keepalives every second, offline after 3 × 2 s without one (the offline case).
+const SIP_YAML: &str = "  time_zone: \"+08:00\"\n  record_query_timeout_s: 3\n  keepalive_interval_s: 2\n";
 
 /// Three recordings starting at `base` (unix seconds, a whole minute an hour ago).
 fn recordings(base: u64) -> [(u64, u64); 3] {
@@ -122,7 +123,7 @@ fn send_media(play: &Mutex<Play>, port: u16, ssrc: u32, clip: &[Frame], recs: &[
                 anchor_scale = 0;
                 continue;
             }
-            let Some(&(rs, re)) = recs.iter().find(|(_, re)| p.pos_ms < re * 1000) else { return true };
+            let Some(&(rs, _)) = recs.iter().find(|(_, re)| p.pos_ms < re * 1000) else { return true };
             p.pos_ms = p.pos_ms.max(rs * 1000);
             if p.pos_ms >= p.end_ms {
                 return true;
@@ -167,8 +168,9 @@ fn sdp_line<'a>(sdp: &'a str, prefix: &str) -> Option<&'a str> {
     sdp.lines().find_map(|l| l.strip_prefix(prefix))
 }
 
-/// The device: catalog of one channel, RecordInfo, INVITE/INFO/BYE, media from a thread.
-fn run_device(mut sim: Sim, base: u64, asked: mpsc::Sender<Asked>, options: DeviceOptions, limit: Duration) {
+/// The device: keepalives, catalog of one channel, RecordInfo, INVITE/INFO/BYE, media from a
+/// thread; until `quit` says so or `limit`.
+fn run_device(mut sim: Sim, base: u64, asked: mpsc::Sender<Asked>, quit: mpsc::Receiver<()>, options: DeviceOptions, limit: Duration) {
     let recs = recordings(base);
     let clip = Arc::new(clip());
     let deadline = Instant::now() + limit;
@@ -176,7 +178,16 @@ fn run_device(mut sim: Sim, base: u64, asked: mpsc::Sender<Asked>, options: Devi
     let mut offer: Option<(u16, u32, Play, u64)> = None;
     let mut dropped_once = false;
     let mut dialog: Option<SipMsg> = None;
-    while Instant::now() < deadline {
+    let mut next_keepalive = Instant::now();
+    while Instant::now() < deadline && matches!(quit.try_recv(), Err(mpsc::TryRecvError::Empty)) {
+        if Instant::now() >= next_keepalive {
+            next_keepalive += Duration::from_secs(1);
+            let body = format!(
+                "<?xml version=\"1.0\"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>1</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n"
+            );
+            let m = sim.request("MESSAGE", &format!("ka-{}", sim.cseq), "", Some("Application/MANSCDP+xml"), body.as_bytes());
+            sim.send(&m);
+        }
         // The media thread ended: the end of the file (MediaStatus 121) or a dropped download.
         if media.as_ref().is_some_and(|(_, t)| t.is_finished()) {
             let (_, thread) = media.take().unwrap();
@@ -250,7 +261,9 @@ fn run_device(mut sim: Sim, base: u64, asked: mpsc::Sender<Asked>, options: Devi
                     t[0], t[1]
                 );
                 sim.reply(&msg, 200, "OK", &format!("Contact: <sip:{CHANNEL}@{}>\r\n", sim.local()), Some(("Application/SDP", answer.as_bytes())));
-                let play = Play { pos_ms: t[0] * 1000, end_ms: t[1] * 1000, start_ms: t[0] * 1000, scale_x100: 100, paused: false, stop: false };
+                // Live: this camera shows its first recording as if it were now.
+                let (from, to) = if name == "Play" { recs[0] } else { (t[0], t[1]) };
+                let play = Play { pos_ms: from * 1000, end_ms: to * 1000, start_ms: from * 1000, scale_x100: 100, paused: false, stop: false };
                 offer = Some((port, ssrc, play, speed.map_or(1, u64::from)));
                 dialog = Some(msg.clone());
             }
@@ -322,7 +335,21 @@ struct Setup {
     engine: Engine,
     base: u64,
     asked: mpsc::Receiver<Asked>,
-    device: Option<std::thread::JoinHandle<()>>,
+    quit: mpsc::Sender<()>,
+    device: std::thread::JoinHandle<()>,
+}
+
+impl Setup {
+    /// The device goes silent (no keepalives, no answers) and the engine notices.
+    fn device_gone(self) -> Engine {
+        self.quit.send(()).unwrap();
+        self.device.join().unwrap();
+        wait_for("device offline", Duration::from_secs(15), || {
+            let (_, v) = self.engine.request("GET", &format!("/api/devices/{DEVICE}"), "");
+            (v["online"] == false).then_some(())
+        });
+        self.engine
+    }
 }
 
 fn setup(options: DeviceOptions) -> Setup {
@@ -331,12 +358,13 @@ fn setup(options: DeviceOptions) -> Setup {
     assert_eq!(sim.register(PASSWORD, 3600).0, 200);
     let base = base_time();
     let (tx, asked) = mpsc::channel();
-    let device = std::thread::spawn(move || run_device(sim, base, tx, options, Duration::from_secs(90)));
+    let (quit, quit_rx) = mpsc::channel();
+    let device = std::thread::spawn(move || run_device(sim, base, tx, quit_rx, options, Duration::from_secs(90)));
     wait_for("catalog", Duration::from_secs(15), || {
         let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
         (v["channels"].as_array().map(Vec::len) == Some(1)).then_some(())
     });
-    Setup { engine, base, asked, device: Some(device) }
+    Setup { engine, base, asked, quit, device }
 }
 
 /// Next thing the device was asked, within `limit`.
@@ -375,7 +403,7 @@ fn frames_of(engine: &Engine, stream_id: &str) -> u64 {
 
 #[test]
 fn records_are_searched_merged_and_refused_clearly() {
-    let mut s = setup(DeviceOptions::default());
+    let s = setup(DeviceOptions::default());
     let (engine, base) = (&s.engine, s.base);
     let recs = recordings(base);
     let path = |q: &str| format!("/api/devices/{DEVICE}/channels/{CHANNEL}/records?{q}");
@@ -396,11 +424,25 @@ fn records_are_searched_merged_and_refused_clearly() {
     assert_eq!((status, partial["complete"].as_bool(), partial["sum_num"].as_u64()), (200, Some(false), Some(3)), "{partial}");
     assert_eq!(partial["records"].as_array().map(Vec::len), Some(1));
 
-    // One timeline of the channel: the device's recordings (gmv has none of it yet).
-    let (status, t) = engine.request("GET", &format!("/api/channels/{CHANNEL}/timeline?start={}&end={}", base - 60, base + 120), "");
+    // One timeline of the channel: the device's recordings and gmv's own recording of it,
+    // made from live play.
+    let (status, session) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{CHANNEL}/play"), "{}");
+    assert_eq!(status, 200, "{session}");
+    let stream_id = session["stream_id"].as_str().unwrap().to_string();
+    assert_eq!(engine.request("POST", &format!("/api/streams/{stream_id}/record"), "").0, 200);
+    wait_for("two seconds of live", Duration::from_secs(10), || (frames_of(engine, &stream_id) >= 50).then_some(()));
+    assert_eq!(engine.request("DELETE", &format!("/api/streams/{stream_id}/record"), "").0, 200);
+    wait_for("the recording closed", Duration::from_secs(10), || {
+        let (_, v) = engine.request("GET", &format!("/api/records?stream={stream_id}"), "");
+        v["records"].as_array().is_some_and(|r| r.len() == 1 && r[0]["in_progress"] == false).then_some(())
+    });
+    assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{CHANNEL}/stop"), "").0, 200);
+    let now = base_time() + 3600 + 60;
+    let (status, t) = engine.request("GET", &format!("/api/channels/{CHANNEL}/timeline?start={}&end={}", base - 60, now + 60), "");
     assert_eq!(status, 200, "{t}");
     let sources: Vec<&str> = t["ranges"].as_array().unwrap().iter().map(|r| r["source"].as_str().unwrap()).collect();
-    assert_eq!(sources, ["device"; 3]);
+    assert_eq!(sources, ["device", "device", "device", "gmv"], "{t}");
+    assert!(t["ranges"][3]["flv"].as_str().unwrap().starts_with("/flv/record/"));
 
     // Bad input.
     for (q, code) in [
@@ -419,12 +461,17 @@ fn records_are_searched_merged_and_refused_clearly() {
     let body = format!("{{\"start\": {base}, \"end\": {}, \"speed\": 0}}", base + 10);
     assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{CHANNEL}/download"), &body).0, 400);
     assert_eq!(control(engine, "1000000001", "{\"action\": \"pause\"}").0, 404);
-    drop(s.device.take());
+    // A device that went away: 409, for searches and playback alike.
+    let engine = s.device_gone();
+    let (status, v) = engine.request("GET", &path(&format!("start={}&end={}", base - 60, base + 120)), "");
+    assert_eq!((status, v["code"].as_str()), (409, Some("device_offline")), "{v}");
+    let body = format!("{{\"start\": {base}, \"end\": {}}}", base + 10);
+    assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{CHANNEL}/playback"), &body).0, 409);
 }
 
 #[test]
 fn playback_starts_at_the_asked_time_seeks_pauses_and_ends_on_media_status() {
-    let mut s = setup(DeviceOptions::default());
+    let s = setup(DeviceOptions::default());
     let (engine, base) = (&s.engine, s.base);
     let (rec_start, rec_end) = recordings(base)[0];
     let start = rec_start + 2;
@@ -489,12 +536,12 @@ fn playback_starts_at_the_asked_time_seeks_pauses_and_ends_on_media_status() {
     assert!(frames[jump + 1..].windows(2).all(|w| w[1].1 == w[0].1 + FRAME_MS), "one jump only; pause and resume lose nothing");
     assert_eq!(frames.last().map(|f| f.1), Some(rec_end * 1000 - FRAME_MS), "played to the end");
     assert_eq!(ffprobe(&out).frames, frames.len(), "every frame decodes");
-    drop(s.device.take());
+    s.device_gone();
 }
 
 #[test]
 fn scale_four_plays_four_times_as_fast() {
-    let mut s = setup(DeviceOptions::default());
+    let s = setup(DeviceOptions::default());
     let (engine, base) = (&s.engine, s.base);
     let (rec_start, rec_end) = recordings(base)[1];
     let body = format!("{{\"start\": {rec_start}, \"end\": {rec_end}}}");
@@ -516,12 +563,12 @@ fn scale_four_plays_four_times_as_fast() {
     let span_ms = frames.last().unwrap().0 - frames[0].0;
     assert!((2_500..=5_000).contains(&span_ms), "12 s at 4x spans {span_ms} ms");
     assert!(elapsed < Duration::from_secs(9), "12 s at 4x took {elapsed:?}");
-    drop(s.device.take());
+    s.device_gone();
 }
 
 #[test]
 fn a_download_resumes_after_the_device_drops_and_completes_whole() {
-    let mut s = setup(DeviceOptions { drop_download_after_ms: Some(5_000) });
+    let s = setup(DeviceOptions { drop_download_after_ms: Some(5_000) });
     let (engine, base) = (&s.engine, s.base);
     let (rec_start, rec_end) = recordings(base)[2];
     let body = format!("{{\"start\": {rec_start}, \"end\": {rec_end}, \"speed\": 4}}");
@@ -582,5 +629,5 @@ fn a_download_resumes_after_the_device_drops_and_completes_whole() {
     assert_eq!(engine.request("DELETE", &format!("/api/downloads/{id}"), "").0, 200);
     assert_eq!(status_of(&http_get(engine.http, &url, &[]).0), 404);
     assert_eq!(engine.request("GET", &format!("/api/downloads/{id}"), "").0, 404);
-    drop(s.device.take());
+    s.device_gone();
 }
