@@ -285,8 +285,13 @@ impl Control {
     /// when the download failed for good.
     async fn resume_download(self: &Rc<Self>, id: &str) -> bool {
         let Some(d) = self.downloads.get(id) else { return false };
-        // Whole seconds (SDP t=): up to a second is sent twice rather than lost.
-        let offset_s = (d.position_ms / 1000).min(d.end - d.start - 1);
+        // The stream drops the GOP not yet written; the device starts again from the whole second
+        // (SDP t=) before it: anything sent twice is the part of a second before that GOP.
+        self.shard.playback_change(d.ssrc, PlaybackChange::Resumed).await;
+        let covered = self.shard.stream_info(d.ssrc).await.map_or(0, |i| i.media_ms);
+        let (covered_then, offset) = d.invited_at;
+        let position_ms = offset + covered.saturating_sub(covered_then);
+        let offset_s = (position_ms / 1000).min(d.end - d.start - 1);
         loop {
             let Some(d) = self.downloads.update(id, |d| {
                 d.state = DownloadState::Resuming;
@@ -299,8 +304,6 @@ impl Control {
                 self.finish_download(id, Some(format!("device dropped the download {} times", d.resumes - 1))).await;
                 return false;
             }
-            self.shard.playback_change(d.ssrc, PlaybackChange::Resumed).await;
-            let covered = self.shard.stream_info(d.ssrc).await.map_or(0, |i| i.media_ms);
             self.downloads.update(id, |d| d.invited_at = (covered, offset_s * 1000));
             let start = d.start + offset_s;
             let kind = PlayKind::Download { start, end: d.end, speed: d.speed };

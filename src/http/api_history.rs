@@ -134,15 +134,21 @@ async fn records(control: &Rc<Control>, head: &RequestHead, device_id: &str, cha
     }
 }
 
-async fn playback(control: &Rc<Control>, head: &RequestHead, device_id: &str, channel_id: &str, body: &[u8]) -> (u16, Value) {
-    let req = match body_json(body) {
-        Ok(v) => v,
-        Err(e) => return e,
-    };
+/// A playback or download body: the JSON, its range (in the device's zone) and transport.
+type HistoryRequest = (Value, (i64, i64), MediaTransport);
+
+fn history_request(control: &Control, device_id: &str, body: &[u8]) -> Result<HistoryRequest, (u16, Value)> {
+    let req = body_json(body)?;
     let offset_s = control.endpoint().config().utc_offset_for(device_id);
-    let ((start, end), transport) = match (range(json_text(&req, "start"), json_text(&req, "end"), offset_s), transport(&req)) {
-        (Ok(r), Ok(t)) => (r, t),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let range = range(json_text(&req, "start"), json_text(&req, "end"), offset_s)?;
+    let transport = transport(&req)?;
+    Ok((req, range, transport))
+}
+
+async fn playback(control: &Rc<Control>, head: &RequestHead, device_id: &str, channel_id: &str, body: &[u8]) -> (u16, Value) {
+    let (_, (start, end), transport) = match history_request(control, device_id, body) {
+        Ok(r) => r,
+        Err(e) => return e,
     };
     let kind = PlayKind::Playback { start: start as u64, end: end as u64 };
     match control.play_kind(device_id, channel_id, transport, kind, None).await {
@@ -152,14 +158,9 @@ async fn playback(control: &Rc<Control>, head: &RequestHead, device_id: &str, ch
 }
 
 async fn download(control: &Rc<Control>, device_id: &str, channel_id: &str, body: &[u8]) -> (u16, Value) {
-    let req = match body_json(body) {
-        Ok(v) => v,
+    let (req, (start, end), transport) = match history_request(control, device_id, body) {
+        Ok(r) => r,
         Err(e) => return e,
-    };
-    let offset_s = control.endpoint().config().utc_offset_for(device_id);
-    let ((start, end), transport) = match (range(json_text(&req, "start"), json_text(&req, "end"), offset_s), transport(&req)) {
-        (Ok(r), Ok(t)) => (r, t),
-        (Err(e), _) | (_, Err(e)) => return e,
     };
     let speed = match req.get("speed") {
         None | Some(Value::Null) => 4,

@@ -209,6 +209,16 @@ impl Fmp4Muxer {
         out
     }
 
+    /// Drops what waits for the next fragment (the GOP under way) and returns the dts of its
+    /// first video sample: a download resumed from the GOP's start then leaves no duplicate.
+    pub fn discard_pending(&mut self) -> Option<u64> {
+        let first = self.video_samples.first().map(|s| s.dts + self.base_dts)?;
+        self.frames -= self.video_samples.len() as u64;
+        self.video_samples.clear();
+        self.audio_samples.clear();
+        Some(first)
+    }
+
     /// The last fragment (end of recording).
     pub fn flush(&mut self) -> Option<Vec<u8>> {
         self.fragment(None)

@@ -32,6 +32,8 @@ pub struct Retimer {
     /// The track whose media time counts as covered (the first seen).
     primary: Option<usize>,
     last_out: i64,
+    /// The primary track's latest output time.
+    last_primary_out: i64,
     /// Device media time covered, jumps left out.
     covered_90k: u64,
     pub jumps: u64,
@@ -46,6 +48,7 @@ impl Default for Retimer {
             tracks: [Track::default(); 2],
             primary: None,
             last_out: 0,
+            last_primary_out: 0,
             covered_90k: 0,
             jumps: 0,
         }
@@ -74,6 +77,18 @@ impl Retimer {
             self.anchor = None;
             self.jumps += 1;
         }
+    }
+
+    /// Frames from output time `to_out` on were thrown away (a resumed download drops the GOP
+    /// under way): what they covered no longer counts, and the next frame, a jump, takes
+    /// their place.
+    pub fn rewind(&mut self, to_out: u64) {
+        let back_out = (self.last_primary_out - to_out as i64).max(0);
+        let back_in = back_out * i64::from(self.scale_x100) / i64::from(SCALE_X100_ONE);
+        self.covered_90k = self.covered_90k.saturating_sub(back_in as u64);
+        self.last_out = to_out as i64 - JUMP_GAP_90K;
+        self.last_primary_out = self.last_primary_out.min(to_out as i64);
+        self.expect_jump();
     }
 
     fn renew_anchor(&mut self, input: i64, output: i64) {
@@ -112,6 +127,9 @@ impl Retimer {
         let out = (aout + (dts - ain) * i64::from(SCALE_X100_ONE) / scale).max(0);
         self.tracks[t] = Track { last_in: Some(dts), anchor_generation: self.anchor_generation };
         self.last_out = self.last_out.max(out);
+        if t == primary {
+            self.last_primary_out = out;
+        }
         f.dts = out as u64;
         f.pts = (out + cts * i64::from(SCALE_X100_ONE) / scale) as u64;
     }
@@ -158,6 +176,18 @@ mod tests {
         r.expect_jump();
         assert_eq!(run(&mut r, [9_010_800]), vec![111_600]);
         assert_eq!(r.covered_ms(), 120);
+    }
+
+    #[test]
+    fn a_rewind_gives_back_what_was_dropped_and_goes_on_from_there() {
+        let mut r = Retimer::default();
+        run(&mut r, (0..50).map(|i| 90_000 + i * 3_600));
+        assert_eq!(r.covered_ms(), 1_960);
+        // The second GOP (from 1 s) was dropped; the device sends it again from its start.
+        r.rewind(90_000 + 25 * 3_600);
+        assert_eq!(r.covered_ms(), 1_000, "up to where the dropped GOP began");
+        assert_eq!(run(&mut r, [500_000, 503_600]), vec![90_000 + 25 * 3_600, 90_000 + 26 * 3_600]);
+        assert_eq!(r.covered_ms(), 1_040);
     }
 
     #[test]

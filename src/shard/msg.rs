@@ -42,7 +42,9 @@ pub enum PlaybackChange {
     Scale(u16),
     /// The device restarts from another position: its timestamps jump.
     Seeked,
-    /// A download resumed by a new INVITE: the device may send from a new address.
+    /// A download resumed by a new INVITE: the device may send from a new address and starts
+    /// its sequence numbers over; the GOP not yet written is dropped (`media_ms` goes back to
+    /// its start) so the device can send it again whole.
     Resumed,
 }
 

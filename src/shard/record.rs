@@ -189,6 +189,14 @@ impl Recorder {
         self.file = Some(OpenFile { tx, muxer, first_dts: keyframe.dts, last_dts: keyframe.dts });
     }
 
+    /// Drops the frames not yet written (the GOP under way); the dts of the first of them.
+    pub fn discard_pending(&mut self) -> Option<u64> {
+        let f = self.file.as_mut()?;
+        let first = f.muxer.discard_pending()?;
+        f.last_dts = f.last_dts.min(first.saturating_sub(1)).max(f.first_dts);
+        Some(first)
+    }
+
     /// Writes the last fragment and closes the file (its sidecar follows when the disk is done).
     pub fn finish(&mut self) {
         if !self.check_writer() {

@@ -217,6 +217,13 @@ impl Stream {
             }
         }
         self.deliver(&mut tags);
+        if change == PlaybackChange::Resumed {
+            // The GOP under way is dropped: the device sends it again from its start.
+            let dropped_from = self.recorder.borrow_mut().as_mut().and_then(|r| r.discard_pending());
+            if let (Some(dts), Some(r)) = (dropped_from, self.pipeline.borrow_mut().retimer.as_mut()) {
+                r.rewind(dts);
+            }
+        }
         // Idle time counts from now, not from before the pause.
         self.last_packet.set(Some(Instant::now()));
     }

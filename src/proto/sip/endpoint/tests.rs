@@ -989,6 +989,39 @@ fn record_info_merges_packets_by_sum_num_and_returns_what_came_at_the_deadline()
 }
 
 #[test]
+fn a_large_nvr_answer_of_hundreds_of_items_over_udp_is_taken_whole() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    h.take();
+    let day = 1_795_000_000 - 1_795_000_000 % 86_400;
+    let Outcome::Control(Ok(_)) =
+        h.command(Command::Records { device_id: DEV.into(), channel_id: CH.into(), start: day, end: day + 86_400, record_type: RecordType::All })
+    else {
+        panic!()
+    };
+    let q = h.sent_one(dev.peer);
+    h.answer(&dev, &q, 200, None);
+    let sn = manscdp_sn(&String::from_utf8_lossy(q.body()));
+    // A day in 2-minute files: 720 items, ten per MESSAGE as NVRs send them.
+    let local = |s: i64| crate::proto::sip::gbtime::format_local(s, 8 * 3600);
+    let items: Vec<(String, String, String)> = (0..720).map(|i| (local(day + i * 120), local(day + i * 120 + 120), format!("/r/{i}"))).collect();
+    for (i, chunk) in items.chunks(10).enumerate() {
+        let part: Vec<(&str, &str, &str)> = chunk.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
+        let body = record_info_body(sn, 720, &part);
+        assert!(body.len() < 8_000, "fits a datagram");
+        let m = dev.request("MESSAGE", &format!("big-{i}"), "", Some((MANSCDP_CT, &body)));
+        h.input(dev.peer, &m);
+    }
+    h.take();
+    let done = records_done(h.take_events());
+    let [(_, Ok(list))] = &done[..] else { panic!("{done:?}") };
+    assert!(list.complete);
+    assert_eq!(list.items.len(), 720);
+    assert!(list.items.windows(2).all(|w| w[0].end == w[1].start));
+}
+
+#[test]
 fn playback_invites_a_range_controls_it_in_dialog_and_ends_on_media_status() {
     let mut h = H::new();
     let mut dev = Dev::udp(DEV, addr(10, 5060));
