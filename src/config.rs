@@ -21,6 +21,20 @@ pub struct Config {
     pub hls: HlsConfig,
     pub record: RecordConfig,
     pub streams: Vec<StaticStream>,
+    /// Receivers of platform events (alarms, devices, streams...) as signed JSON POSTs.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host:port/path` (HTTPS is not offered yet).
+    pub url: String,
+    /// Event kinds sent (`alarm`, `device_offline`, ...); empty: all.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// HMAC-SHA256 key of the `X-Gmv-Signature` header.
+    pub secret: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +201,7 @@ impl Default for Config {
             hls: HlsConfig::default(),
             record: RecordConfig::default(),
             streams: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -323,6 +338,14 @@ impl Config {
         }
         if self.sip.keepalive_interval_s == 0 {
             return invalid("sip.keepalive_interval_s must be > 0");
+        }
+        for w in &self.webhooks {
+            if crate::control::webhooks::parse_url(&w.url).is_none() {
+                return Err(ConfigError::Invalid(format!("webhooks: {:?} must be http://host:port/path (HTTPS is not offered yet)", w.url)));
+            }
+            if w.secret.len() < 16 {
+                return invalid("webhooks: secret must be at least 16 characters");
+            }
         }
         let zones = std::iter::once(&self.sip.time_zone).filter(|z| !z.is_empty()).chain(self.sip.device_time_zones.values());
         if let Some(z) = zones.into_iter().find(|z| crate::proto::sip::gbtime::parse_offset(z).is_none()) {

@@ -348,6 +348,7 @@ impl Control {
         });
         if let Some(d) = done {
             tracing::info!(download = %id, state = ?d.state, media_ms = d.media_ms, bytes = d.bytes, error = d.error, "download finished");
+            self.events.publish("download_finished", Some(&d.device_id), Some(&d.channel_id), serde_json::json!(d));
         }
     }
 }

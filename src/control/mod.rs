@@ -4,8 +4,10 @@
 //! `proto::sip::endpoint`; this file only moves bytes, time and results.
 
 pub mod downloads;
+pub mod events;
 pub mod store;
 mod tcp;
+pub mod webhooks;
 
 use crate::proto::sip::endpoint::{
     Command, ControlError, ControlHandle, DeviceCommand, Endpoint, EndpointConfig, Event, MediaTransport, Outcome, Peer, PlayError, PlayHandle,
@@ -74,6 +76,7 @@ pub struct Control {
     control_waiters: RefCell<HashMap<ControlHandle, oneshot::Sender<Result<(), ControlError>>>>,
     record_waiters: RefCell<HashMap<ControlHandle, oneshot::Sender<Result<RecordList, ControlError>>>>,
     pub downloads: downloads::Downloads,
+    pub events: Rc<events::EventHub>,
     wake: LocalSender<()>,
     timer_deadline: Cell<Option<Instant>>,
     counters: RefCell<DriverCounters>,
@@ -117,6 +120,9 @@ impl Control {
         }
         tracing::info!(devices = loaded.devices.len(), path = %store::registry_path(&config.data_dir).display(), "device registry loaded");
         let endpoint = Endpoint::new(EndpointConfig::from_config(&config, local), Instant::now(), unix_ms(), os_seed(), loaded.devices);
+        let data_dir = config.data_dir.clone();
+        let history = glommio::executor().spawn_blocking(move || events::load(&data_dir, unix_ms())).await;
+        let events = Rc::new(events::EventHub::new(history, webhooks::Webhooks::start(&config.webhooks)));
 
         let (udp_out, udp_out_rx) = local_channel::new_bounded(SIP_SEND_QUEUE_MSGS_MAX);
         let udp_pending = Rc::new(Cell::new(0));
@@ -132,6 +138,7 @@ impl Control {
             control_waiters: RefCell::new(HashMap::new()),
             record_waiters: RefCell::new(HashMap::new()),
             downloads: downloads::Downloads::default(),
+            events: events.clone(),
             wake,
             timer_deadline: Cell::new(None),
             counters: RefCell::new(DriverCounters::default()),
@@ -145,6 +152,7 @@ impl Control {
         glommio::spawn_local(control.clone().timer_loop(wake_rx)).detach();
         glommio::spawn_local(control.clone().session_check_loop()).detach();
         glommio::spawn_local(control.clone().persist_loop()).detach();
+        glommio::spawn_local(events.persist_loop(config.data_dir.clone())).detach();
         Ok(Some(control))
     }
 
@@ -237,14 +245,48 @@ impl Control {
 
     fn on_event(self: &Rc<Self>, event: Event) {
         match event {
-            Event::Registered { device_id, peer, expires_s } => tracing::info!(device_id, ?peer, expires_s, "device registered"),
-            Event::Unregistered { device_id } => tracing::info!(device_id, "device unregistered"),
-            Event::Offline { device_id } => tracing::warn!(device_id, "device offline (no keepalive, registration expired or connection lost)"),
+            Event::Registered { device_id, peer, expires_s } => {
+                tracing::info!(device_id, ?peer, expires_s, "device registered");
+                let data = serde_json::json!({ "addr": peer.addr().to_string(), "transport": peer.transport(), "expires_s": expires_s });
+                self.events.publish("device_online", Some(&device_id), None, data);
+            }
+            Event::Unregistered { device_id } => {
+                tracing::info!(device_id, "device unregistered");
+                self.events.publish("device_offline", Some(&device_id), None, serde_json::json!({ "why": "unregistered" }));
+            }
+            Event::Offline { device_id } => {
+                tracing::warn!(device_id, "device offline (no keepalive, registration expired or connection lost)");
+                self.events.publish(
+                    "device_offline",
+                    Some(&device_id),
+                    None,
+                    serde_json::json!({ "why": "no keepalive, registration expired or connection lost" }),
+                );
+            }
             Event::Refused { peer, method, device_id, reason } => {
+                if method == "REGISTER" {
+                    let data = serde_json::json!({ "addr": peer.addr().to_string(), "reason": reason.as_str() });
+                    self.events.publish("registration_failed", device_id.as_deref(), None, data);
+                }
                 self.warn_limited(|| tracing::warn!(?peer, method, device_id, reason = reason.as_str(), "SIP request refused"))
             }
+            Event::Alarm { device_id, alarm } => {
+                tracing::info!(
+                    device_id,
+                    channel_id = alarm.device_id,
+                    priority = alarm.priority,
+                    method = alarm.method,
+                    description = alarm.description,
+                    "alarm"
+                );
+                let channel = alarm.device_id.clone();
+                self.events.publish("alarm", Some(&device_id), Some(&channel), serde_json::json!(alarm));
+            }
             Event::Malformed { peer, error } => self.warn_limited(|| tracing::warn!(?peer, error, "malformed SIP message")),
-            Event::CatalogUpdated { device_id, channels, complete } => tracing::info!(device_id, channels, complete, "catalog updated"),
+            Event::CatalogUpdated { device_id, channels, complete } => {
+                tracing::info!(device_id, channels, complete, "catalog updated");
+                self.events.publish("catalog_changed", Some(&device_id), None, serde_json::json!({ "channels": channels, "complete": complete }));
+            }
             Event::DeviceInfoUpdated { device_id } => tracing::debug!(device_id, "device info updated"),
             Event::QueryFailed { device_id, cmd, error, retry_in } => {
                 self.warn_limited(|| tracing::warn!(device_id, cmd = cmd.name(), error, retry_in_s = retry_in.as_secs(), "device query failed"))
@@ -260,6 +302,8 @@ impl Control {
             }
             Event::SessionEnded { device_id, channel_id, ssrc, kind, reason } => {
                 tracing::info!(device_id, channel_id, ssrc, kind = kind.name(), reason = reason.as_str(), "play stopped");
+                let data = serde_json::json!({ "stream_id": crate::proto::ssrc::stream_id(ssrc), "kind": kind.name(), "why": reason.as_str() });
+                self.events.publish("stream_stopped", Some(&device_id), Some(&channel_id), data);
                 if !self.downloads.session_ended(ssrc, reason) {
                     self.close_stream_later(ssrc);
                 }
@@ -299,6 +343,8 @@ impl Control {
 
     fn play_answered(self: &Rc<Self>, handle: PlayHandle, session: Box<Session>, media: Option<SocketAddr>) {
         tracing::info!(device_id = %session.device_id, channel_id = %session.channel_id, stream_id = %session.stream_id, "play started");
+        let data = serde_json::json!({ "stream_id": session.stream_id, "kind": session.kind, "transport": session.transport });
+        self.events.publish("stream_started", Some(&session.device_id), Some(&session.channel_id), data);
         // The stream takes only its SSRCs: the device's answer, when another, joins them. Asked
         // now, from the drain, so it is queued before the ACK leaves and the device sends.
         let expected = session.device_ssrc.filter(|d| *d != session.ssrc).map(|device_ssrc| {

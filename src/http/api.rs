@@ -45,6 +45,12 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         tracing::info!(caller, ?role, ?needed, method = %head.method, path = %head.path, "API call refused: role too low");
         return respond_error(conn, 403, "forbidden", &format!("this call needs the {needed:?} role; key {caller:?} is {role:?}")).await;
     }
+    if let ("GET", ["api", "events"]) = (head.method.as_str(), segments.as_slice()) {
+        return match &front.control {
+            Some(control) => super::events_sse::serve(control, conn, &head).await,
+            None => respond_error(conn, 503, "sip_disabled", "events come from the control plane (SIP is disabled)").await,
+        };
+    }
     if let ("GET", ["api", "streams", id, "snapshot"]) = (head.method.as_str(), segments.as_slice()) {
         return match parse_stream_id(id) {
             Some(ssrc) => match shard.snapshot(ssrc).await {
@@ -226,6 +232,9 @@ fn redacted_config(config: &crate::config::Config) -> Value {
     c.sip.password = "(secret)".into();
     for p in c.sip.device_passwords.values_mut() {
         *p = "(secret)".into();
+    }
+    for w in &mut c.webhooks {
+        w.secret = "(secret)".into();
     }
     json!(c)
 }

@@ -160,6 +160,8 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
             json!({
                 "counters": control.endpoint().counters(),
                 "driver": control.driver_counters(),
+                "events": control.events.counters(),
+                "webhooks": control.events.webhooks.counters(),
                 "devices": control.endpoint().device_count(),
                 "local": control.local.to_string(),
             }),

@@ -64,7 +64,7 @@ pub enum Root {
 }
 
 /// The parts of a MANSCDP message gmv acts on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Manscdp {
     pub root: Root,
     pub cmd_type: String,
@@ -73,7 +73,7 @@ pub struct Manscdp {
     pub body: Body,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Body {
     Keepalive,
     Catalog {
@@ -90,7 +90,27 @@ pub enum Body {
     MediaStatus {
         notify_type: String,
     },
+    /// An alarm a device reports (GB/T 28181 §9.4, A.2.5.6).
+    Alarm(Alarm),
     Other,
+}
+
+/// An alarm as the device reported it (texts as sent; the priority and method checked).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Alarm {
+    /// The channel or device in alarm.
+    pub device_id: String,
+    /// 1 (highest) ..= 4.
+    pub priority: u8,
+    /// 1 phone, 2 device, 3 SMS, 4 GPS, 5 video, 6 device fault, 7 other.
+    pub method: u8,
+    /// `AlarmType` under `Info`, when given.
+    pub alarm_type: Option<u32>,
+    /// Local time as the device wrote it.
+    pub time: String,
+    pub description: String,
+    pub longitude: Option<f64>,
+    pub latitude: Option<f64>,
 }
 
 /// A recording the device holds, as its RecordInfo answer lists it.
@@ -131,6 +151,8 @@ pub enum ManscdpError {
     NoRoot,
     MissingCmdType,
     MissingDeviceId,
+    /// An alarm without a priority or method in range, or without its time.
+    BadAlarm(&'static str),
 }
 
 pub fn parse(xml: &str) -> Result<Manscdp, ManscdpError> {
@@ -188,9 +210,36 @@ pub fn parse(xml: &str) -> Result<Manscdp, ManscdpError> {
             Body::RecordInfo { sum_num, items }
         }
         ("MediaStatus", Root::Notify) => Body::MediaStatus { notify_type: value(inner, "NotifyType").unwrap_or_default() },
+        ("Alarm", Root::Notify) => Body::Alarm(alarm(inner, &device_id)?),
         _ => Body::Other,
     };
     Ok(Manscdp { root, cmd_type, sn, device_id, body })
+}
+
+fn alarm(inner: &str, device_id: &str) -> Result<Alarm, ManscdpError> {
+    let number = |tag: &str| value(inner, tag).and_then(|v| v.parse::<u32>().ok());
+    let priority = number("AlarmPriority").filter(|p| (1..=4).contains(p)).ok_or(ManscdpError::BadAlarm("AlarmPriority must be 1..=4"))?;
+    let method = number("AlarmMethod").filter(|m| (1..=7).contains(m)).ok_or(ManscdpError::BadAlarm("AlarmMethod must be 1..=7"))?;
+    let time = value(inner, "AlarmTime").filter(|t| !t.is_empty()).ok_or(ManscdpError::BadAlarm("AlarmTime missing"))?;
+    let coordinate = |tag: &str, max: f64| value(inner, tag).and_then(|v| v.parse::<f64>().ok()).filter(|c| c.is_finite() && c.abs() <= max);
+    let alarm_type = element(inner, "Info").and_then(|info| value(info, "AlarmType")).and_then(|t| t.parse().ok());
+    Ok(Alarm {
+        device_id: device_id.to_string(),
+        priority: priority as u8,
+        method: method as u8,
+        alarm_type,
+        time,
+        description: value(inner, "AlarmDescription").unwrap_or_default(),
+        longitude: coordinate("Longitude", 180.0),
+        latitude: coordinate("Latitude", 90.0),
+    })
+}
+
+/// The platform's answer to an alarm notification (GB/T 28181 A.2.6.4).
+pub fn alarm_response(sn: u32, device_id: &str, encoding_label: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"{encoding_label}\"?>\r\n<Response>\r\n<CmdType>Alarm</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n<Result>OK</Result>\r\n</Response>\r\n"
+    )
 }
 
 /// A query the platform sends (Catalog, DeviceInfo, DeviceStatus…).
@@ -265,6 +314,17 @@ mod tests {
         );
         let n = parse("<Notify><CmdType>MediaStatus</CmdType><SN>8</SN><DeviceID>c</DeviceID><NotifyType>121</NotifyType></Notify>").unwrap();
         assert_eq!(n.body, Body::MediaStatus { notify_type: "121".into() });
+    }
+
+    #[test]
+    fn alarms_are_read_whole_or_refused() {
+        let xml = "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Notify>\r\n<CmdType>Alarm</CmdType>\r\n<SN>5</SN>\r\n<DeviceID>34020000001340000001</DeviceID>\r\n<AlarmPriority>1</AlarmPriority>\r\n<AlarmMethod>5</AlarmMethod>\r\n<AlarmTime>2026-11-25T19:48:12</AlarmTime>\r\n<AlarmDescription>Motion</AlarmDescription>\r\n<Longitude>116.39</Longitude>\r\n<Latitude>39.91</Latitude>\r\n<Info>\r\n<AlarmType>2</AlarmType>\r\n</Info>\r\n</Notify>\r\n";
+        let Body::Alarm(a) = parse(xml).unwrap().body else { panic!() };
+        assert_eq!((a.priority, a.method, a.alarm_type, a.time.as_str(), a.description.as_str()), (1, 5, Some(2), "2026-11-25T19:48:12", "Motion"));
+        assert_eq!((a.longitude, a.latitude), (Some(116.39), Some(39.91)));
+        assert_eq!(parse(&xml.replace("<AlarmPriority>1", "<AlarmPriority>9")), Err(ManscdpError::BadAlarm("AlarmPriority must be 1..=4")));
+        assert!(matches!(parse(&xml.replace("<AlarmTime>2026-11-25T19:48:12</AlarmTime>", "")), Err(ManscdpError::BadAlarm(_))));
+        assert!(alarm_response(5, "x", "GB2312").contains("<Result>OK</Result>"));
     }
 
     #[test]

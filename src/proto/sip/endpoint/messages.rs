@@ -101,6 +101,14 @@ impl Endpoint {
                     }
                 }
             }
+            Body::Alarm(alarm) => {
+                self.counters.alarms += 1;
+                // Answered after the 200 (GB/T 28181 §9.4.1: the platform's Response follows).
+                if let Some(sn) = sn {
+                    self.alarm_acks.push((device_id.clone(), sn, alarm.device_id.clone()));
+                }
+                self.emit(Event::Alarm { device_id: device_id.clone(), alarm });
+            }
             Body::Other => {}
         }
         Reply::status(200)
@@ -129,6 +137,15 @@ impl Endpoint {
         let due: Vec<QueryCmd> = d.queries.due(now).collect();
         for cmd in due {
             self.send_query(now, device_id, cmd);
+        }
+    }
+
+    /// Sends the Responses to alarms just answered 200.
+    pub(super) fn send_alarm_acks(&mut self, now: Instant) {
+        for (device_id, sn, alarm_device) in std::mem::take(&mut self.alarm_acks) {
+            let Some(peer) = self.devices.get(&device_id).and_then(|d| d.binding) else { continue };
+            let xml = manscdp::alarm_response(sn, &alarm_device, "GB2312");
+            self.send_manscdp(now, &device_id, peer, &xml, transaction::Purpose::Fire);
         }
     }
 

@@ -174,6 +174,7 @@ pub struct Counters {
     /// MESSAGE bodies longer than their Content-Length said (taken from the datagram).
     pub lenient_bodies: u64,
     pub query_failures: u64,
+    pub alarms: u64,
     pub outputs_dropped: u64,
 }
 
@@ -230,7 +231,7 @@ impl EndReason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Registered {
         device_id: String,
@@ -293,6 +294,11 @@ pub enum Event {
     ControlDone {
         handle: ControlHandle,
         result: Result<(), ControlError>,
+    },
+    /// A device reported an alarm (answered 200 and with a Response).
+    Alarm {
+        device_id: String,
+        alarm: crate::proto::sip::manscdp::Alarm,
     },
     /// A RecordInfo query ended: the merged answer (maybe incomplete), or why there was none.
     RecordsDone {
@@ -392,6 +398,8 @@ pub struct Endpoint {
     plays: play::Plays,
     controls: control::Controls,
     records: records::RecordQueries,
+    /// Alarms answered 200 whose Response is still to go: (device, SN, alarm's DeviceID).
+    alarm_acks: Vec<(String, u32, String)>,
     counters: Counters,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -417,6 +425,7 @@ impl Endpoint {
             plays: Default::default(),
             controls: Default::default(),
             records: Default::default(),
+            alarm_acks: Vec::new(),
             counters: Counters::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -672,6 +681,7 @@ impl Endpoint {
             _ => Reply::status(501),
         };
         self.reply(now, from, msg, Some(key), reply);
+        self.send_alarm_acks(now);
         // Queries go out after the 200 that registered the device.
         if let Some(device_id) = registered {
             self.run_queries(now, &device_id);

@@ -1,0 +1,200 @@
+//! The platform's events, one model for what an operator watches: devices coming and going,
+//! registrations refused (and why), catalogs changing, alarms, streams starting and stopping,
+//! downloads finishing. Kept on the control executor in a bounded history (what SSE clients
+//! resume from with `Last-Event-ID`, and `GET /api/events?since=` reads), appended to
+//! `data_dir/events.jsonl` off the executor, fanned out to SSE clients on bounded queues and
+//! posted to webhooks.
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Events kept in memory (and on disk after a compaction); older ones are forgotten.
+pub const EVENTS_HISTORY_MAX: usize = 10_000;
+/// Events older than this are forgotten at start-up and not returned.
+pub const EVENTS_HISTORY_AGE_S: u64 = 7 * 86_400;
+/// Events waiting for one SSE client; a client that falls this far behind is dropped.
+pub const SSE_QUEUE_EVENTS_MAX: usize = 256;
+/// SSE clients at once; more get 503.
+pub const SSE_CLIENTS_MAX: usize = 256;
+/// New events are appended to the file this often.
+pub const EVENTS_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PlatformEvent {
+    pub id: u64,
+    /// Unix ms.
+    pub at_ms: u64,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<String>,
+    #[serde(default)]
+    pub data: Value,
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct EventCounters {
+    pub published: u64,
+    pub sse_clients: usize,
+    /// SSE clients dropped for falling behind.
+    pub sse_dropped: u64,
+    pub persist_failures: u64,
+}
+
+pub fn events_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("events.jsonl")
+}
+
+/// The events of the file still within age, the last `EVENTS_HISTORY_MAX` (blocking IO).
+/// Unreadable lines are skipped.
+pub fn load(data_dir: &Path, now_ms: u64) -> Vec<PlatformEvent> {
+    let Ok(text) = std::fs::read_to_string(events_path(data_dir)) else { return Vec::new() };
+    let oldest = now_ms.saturating_sub(EVENTS_HISTORY_AGE_S * 1000);
+    let events: Vec<PlatformEvent> =
+        text.lines().filter_map(|l| serde_json::from_str::<PlatformEvent>(l).ok()).filter(|e| e.at_ms >= oldest).collect();
+    let skip = events.len().saturating_sub(EVENTS_HISTORY_MAX);
+    events.into_iter().skip(skip).collect()
+}
+
+fn lines(events: &[PlatformEvent]) -> String {
+    events.iter().filter_map(|e| serde_json::to_string(e).ok()).map(|l| l + "\n").collect()
+}
+
+pub struct EventHub {
+    next_id: Cell<u64>,
+    history: RefCell<VecDeque<Rc<PlatformEvent>>>,
+    unsaved: RefCell<Vec<PlatformEvent>>,
+    /// Lines in the file: past twice the history it is rewritten with the history alone.
+    lines_on_disk: Cell<usize>,
+    clients: RefCell<Vec<LocalSender<Rc<PlatformEvent>>>>,
+    counters: RefCell<EventCounters>,
+    pub webhooks: super::webhooks::Webhooks,
+}
+
+impl EventHub {
+    pub fn new(loaded: Vec<PlatformEvent>, webhooks: super::webhooks::Webhooks) -> EventHub {
+        let next = loaded.last().map_or(1, |e| e.id + 1);
+        let lines = loaded.len();
+        EventHub {
+            next_id: Cell::new(next),
+            history: RefCell::new(loaded.into_iter().map(Rc::new).collect()),
+            unsaved: RefCell::new(Vec::new()),
+            lines_on_disk: Cell::new(lines),
+            clients: RefCell::new(Vec::new()),
+            counters: RefCell::new(EventCounters::default()),
+            webhooks,
+        }
+    }
+
+    pub fn counters(&self) -> EventCounters {
+        let mut c = *self.counters.borrow();
+        c.sse_clients = self.clients.borrow().len();
+        c
+    }
+
+    /// Records an event and hands it to every SSE client and webhook.
+    pub fn publish(&self, kind: &str, device_id: Option<&str>, channel_id: Option<&str>, data: Value) {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let event = Rc::new(PlatformEvent {
+            id,
+            at_ms: crate::shard::unix_ms(),
+            kind: kind.to_string(),
+            device_id: device_id.map(str::to_string),
+            channel_id: channel_id.map(str::to_string),
+            data,
+        });
+        {
+            let mut history = self.history.borrow_mut();
+            if history.len() >= EVENTS_HISTORY_MAX {
+                history.pop_front();
+            }
+            history.push_back(event.clone());
+        }
+        let mut unsaved = self.unsaved.borrow_mut();
+        if unsaved.len() < EVENTS_HISTORY_MAX {
+            unsaved.push((*event).clone());
+        }
+        drop(unsaved);
+        let mut dropped = 0;
+        self.clients.borrow_mut().retain(|c| {
+            let kept = c.try_send(event.clone()).is_ok();
+            dropped += u64::from(!kept);
+            kept
+        });
+        let mut counters = self.counters.borrow_mut();
+        counters.published += 1;
+        counters.sse_dropped += dropped;
+        drop(counters);
+        self.webhooks.offer(&event);
+    }
+
+    /// Events after `after_id`, or at/after `since_ms`, of `kind` if given, oldest first, at
+    /// most `limit`.
+    pub fn history(&self, after_id: Option<u64>, since_ms: Option<u64>, kind: Option<&str>, limit: usize) -> Vec<Rc<PlatformEvent>> {
+        self.history
+            .borrow()
+            .iter()
+            .filter(|e| after_id.is_none_or(|a| e.id > a) && since_ms.is_none_or(|s| e.at_ms >= s) && kind.is_none_or(|k| e.kind == k))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// A live feed for an SSE client: events from now on; None when there are too many clients.
+    pub fn subscribe(&self) -> Option<LocalReceiver<Rc<PlatformEvent>>> {
+        // Clients gone are removed at the next event (their queue is closed).
+        let mut clients = self.clients.borrow_mut();
+        if clients.len() >= SSE_CLIENTS_MAX {
+            return None;
+        }
+        let (tx, rx) = local_channel::new_bounded(SSE_QUEUE_EVENTS_MAX);
+        clients.push(tx);
+        Some(rx)
+    }
+
+    /// Appends new events to the file, forever (blocking IO on a blocking thread).
+    pub async fn persist_loop(self: Rc<Self>, data_dir: PathBuf) {
+        loop {
+            glommio::timer::sleep(EVENTS_PERSIST_INTERVAL).await;
+            let new = std::mem::take(&mut *self.unsaved.borrow_mut());
+            if new.is_empty() {
+                continue;
+            }
+            let compact = self.lines_on_disk.get() + new.len() > 2 * EVENTS_HISTORY_MAX;
+            let (text, lines) = if compact {
+                let all: Vec<PlatformEvent> = self.history.borrow().iter().map(|e| (**e).clone()).collect();
+                (lines(&all), all.len())
+            } else {
+                (lines(&new), self.lines_on_disk.get() + new.len())
+            };
+            let path = events_path(&data_dir);
+            let written = glommio::executor()
+                .spawn_blocking(move || {
+                    use std::io::Write;
+                    if compact {
+                        let tmp = path.with_extension("jsonl.tmp");
+                        std::fs::write(&tmp, text)?;
+                        std::fs::rename(tmp, &path)
+                    } else {
+                        std::fs::OpenOptions::new().create(true).append(true).open(&path)?.write_all(text.as_bytes())
+                    }
+                })
+                .await;
+            match written {
+                Ok(()) => self.lines_on_disk.set(lines),
+                Err(error) => {
+                    self.counters.borrow_mut().persist_failures += 1;
+                    tracing::warn!(%error, "cannot append events to the history file; they stay in memory");
+                }
+            }
+        }
+    }
+}
