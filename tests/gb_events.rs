@@ -72,10 +72,10 @@ fn sse_client(engine: &Engine, last_event_id: Option<u64>) -> mpsc::Receiver<(u6
                 id = v.parse().unwrap();
             } else if let Some(v) = l.strip_prefix("event: ") {
                 kind = v.to_string();
-            } else if let Some(v) = l.strip_prefix("data: ") {
-                if tx.send((id, kind.clone(), serde_json::from_str(v).unwrap())).is_err() {
-                    return;
-                }
+            } else if let Some(v) = l.strip_prefix("data: ")
+                && tx.send((id, kind.clone(), serde_json::from_str(v).unwrap())).is_err()
+            {
+                return;
             }
         }
     });
@@ -173,8 +173,8 @@ fn an_alarm_reaches_sse_and_a_signed_webhook_and_a_hung_receiver_slows_nothing()
         });
         assert!(answered < Duration::from_millis(500), "keepalive answered in {answered:?}");
     }
-    let burst = (0..30).map(|_| next_of(&events, "alarm", Duration::from_secs(5))).count();
-    assert_eq!(burst, 30);
+    let burst: Vec<u64> = (0..30).map(|_| next_of(&events, "alarm", Duration::from_secs(5)).0).collect();
+    assert_eq!(burst, (alarm_id + 1..alarm_id + 31).collect::<Vec<_>>(), "every alarm of the burst, in order");
 
     // A malformed alarm (priority 9): refused, counted, no event.
     let malformed_before = engine.request("GET", "/api/sip", "").1["counters"]["malformed"].as_u64().unwrap();
