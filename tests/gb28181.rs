@@ -79,6 +79,8 @@ fn run_device_with(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver
     // TCP active: the platform connects to this listener of ours.
     let mut tcp_listener: Option<std::net::TcpListener> = None;
     let mut go_pending = false;
+    // Presets of the first channel (PTZCmd set/delete change them; PresetQuery lists them).
+    let mut presets: std::collections::BTreeSet<u8> = [1].into();
     while Instant::now() < deadline {
         let Some(msg) = sim.recv(Duration::from_millis(100)) else {
             match go.try_recv() {
@@ -116,15 +118,66 @@ fn run_device_with(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver
         match msg.method().map(|m| m.to_string()).as_deref() {
             Some("MESSAGE") => {
                 let text = String::from_utf8_lossy(msg.body()).to_string();
+                let field = |name: &str| gmv::proto::sip::manscdp::element(&text, name).map(str::to_string);
+                let sn = field("SN").unwrap_or_default();
+                let target = field("DeviceID").unwrap_or_default();
+                // The device's own answer to a request that has one.
+                let respond = |sim: &mut Sim, cmd: &str, inner: &str| {
+                    let xml = format!(
+                        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>{cmd}</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{target}</DeviceID>\r\n{inner}</Response>\r\n"
+                    );
+                    let m = sim.request("MESSAGE", &format!("resp-{cmd}-{sn}"), "", Some("Application/MANSCDP+xml"), xml.as_bytes());
+                    sim.send(&m);
+                };
                 if text.contains("<CmdType>DeviceControl</CmdType>") {
                     let (code, reason) = if options.reject_control { (400, "Bad Request") } else { (200, "OK") };
                     sim.reply(&msg, code, reason, "", None);
-                    let field = |name: &str| gmv::proto::sip::manscdp::element(&text, name).map(str::to_string);
                     // What it asks: the PTZCmd bytes, or the name=value of another command.
+                    let names = ["IFameCmd", "TeleBoot", "RecordCmd", "GuardCmd", "AlarmCmd", "HomePosition"];
                     let what = field("PTZCmd")
-                        .or_else(|| ["IFameCmd", "TeleBoot"].iter().find_map(|n| field(n).map(|v| format!("{n}={v}"))))
+                        .or_else(|| names.iter().find_map(|n| field(n).map(|v| format!("{n}={}", v.split_whitespace().collect::<String>()))))
                         .unwrap_or_default();
-                    events.send(Event::Control { channel: field("DeviceID").unwrap_or_default(), ptz: what }).unwrap();
+                    if let Some(cmd) = field("PTZCmd").and_then(|h| u64::from_str_radix(&h, 16).ok()).map(|v| v.to_be_bytes()) {
+                        match cmd[3] {
+                            0x81 => _ = presets.insert(cmd[5]),
+                            0x83 => _ = presets.remove(&cmd[5]),
+                            _ => {}
+                        }
+                    }
+                    // Commands with a business answer: this device cannot arm its guard.
+                    if names[2..].iter().any(|n| what.starts_with(n)) && code == 200 {
+                        let result = if what.starts_with("GuardCmd") { "ERROR" } else { "OK" };
+                        respond(&mut sim, "DeviceControl", &format!("<Result>{result}</Result>\r\n"));
+                    }
+                    events.send(Event::Control { channel: target, ptz: what }).unwrap();
+                    continue;
+                }
+                if text.contains("<CmdType>PresetQuery</CmdType>") {
+                    sim.reply(&msg, 200, "OK", "", None);
+                    // One preset a MESSAGE, as multi-packet answers come.
+                    for p in &presets {
+                        let list = format!(
+                            "<SumNum>{}</SumNum>\r\n<PresetList Num=\"1\">\r\n<Item>\r\n<PresetID>{p}</PresetID>\r\n<PresetName>P{p}</PresetName>\r\n</Item>\r\n</PresetList>\r\n",
+                            presets.len()
+                        );
+                        respond(&mut sim, "PresetQuery", &list);
+                    }
+                    continue;
+                }
+                if text.contains("<CmdType>DeviceStatus</CmdType>") {
+                    sim.reply(&msg, 200, "OK", "", None);
+                    respond(
+                        &mut sim,
+                        "DeviceStatus",
+                        "<Result>OK</Result>\r\n<Online>ONLINE</Online>\r\n<Status>OK</Status>\r\n<Encode>ON</Encode>\r\n<Record>OFF</Record>\r\n<DeviceTime>2026-12-01T10:00:00</DeviceTime>\r\n",
+                    );
+                    continue;
+                }
+                if text.contains("<CmdType>DeviceConfig</CmdType>") {
+                    sim.reply(&msg, 200, "OK", "", None);
+                    let name = field("Name").unwrap_or_default();
+                    respond(&mut sim, "DeviceConfig", "<Result>OK</Result>\r\n");
+                    events.send(Event::Control { channel: target, ptz: format!("DeviceConfig={name}") }).unwrap();
                     continue;
                 }
                 sim.reply(&msg, 200, "OK", "", None);
@@ -756,6 +809,50 @@ fn ptz_and_presets_reach_the_device_as_exact_ptzcmd_bytes() {
             Ok(Event::Control { channel: c, ptz }) => assert_eq!((c.as_str(), ptz.as_str()), (channel, expected)),
             other => panic!("{method} {path}: the device saw {other:?}"),
         }
+        if path == "presets/3" && method == "POST" {
+            // The list, merged from one MESSAGE per preset.
+            let (status, v) = engine.request("GET", &format!("{base}/presets"), "");
+            assert_eq!(status, 200, "{v}");
+            let ids: Vec<u64> = v["presets"].as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap()).collect();
+            assert_eq!(ids, [1, 3], "{v}");
+        }
+    }
+    // Preset 3 is gone: calling it is a 404 that never reaches the device.
+    let (status, v) = engine.request("POST", &format!("{base}/presets/3/call"), "");
+    assert_eq!((status, v["code"].as_str()), (404, Some("not_found")), "{v}");
+
+    // Commands the device answers with a Response of its own, and its status.
+    for (method, path, body, code, what) in [
+        ("POST", format!("{base}/device-recording"), r#"{"on": true}"#, 200, "RecordCmd=Record"),
+        (
+            "POST",
+            format!("{base}/home"),
+            r#"{"enabled": true, "preset": 1, "reset_s": 30}"#,
+            200,
+            "HomePosition=<Enabled>1</Enabled><ResetTime>30</ResetTime><PresetIndex>1</PresetIndex>",
+        ),
+        ("POST", format!("/api/devices/{DEVICE}/alarm-reset"), "{}", 200, "AlarmCmd=ResetAlarm"),
+        ("POST", format!("/api/devices/{DEVICE}/guard"), r#"{"on": true}"#, 502, "GuardCmd=SetGuard"),
+        ("PUT", format!("/api/devices/{DEVICE}/config"), r#"{"name": "Gate & Yard", "heartbeat_s": 30}"#, 200, "DeviceConfig=Gate &amp; Yard"),
+    ] {
+        let (status, v) = engine.request(method, &path, body);
+        assert_eq!(status, code, "{path}: {v}");
+        match next_event(&events, Duration::from_secs(5)) {
+            Ok(Event::Control { ptz, .. }) => assert_eq!(ptz, what),
+            other => panic!("{path}: the device saw {other:?}"),
+        }
+    }
+    let (status, s) = engine.request("GET", &format!("/api/devices/{DEVICE}/status"), "");
+    assert_eq!((status, s["online"].as_str(), s["record"].as_str()), (200, Some("ONLINE"), Some("OFF")), "{s}");
+    let (_, d) = engine.request("GET", &format!("/api/devices/{DEVICE}"), "");
+    assert_eq!(d["status"]["device_time"], "2026-12-01T10:00:00", "the last status is kept with the device");
+    for (method, path, body) in [
+        ("POST", format!("/api/devices/{DEVICE}/guard"), r#"{"on": "yes"}"#),
+        ("POST", format!("{base}/home"), r#"{"enabled": true, "preset": 0, "reset_s": 30}"#),
+        ("PUT", format!("/api/devices/{DEVICE}/config"), r#"{"heartbeat_s": 0}"#),
+        ("PUT", format!("/api/devices/{DEVICE}/config"), "{}"),
+    ] {
+        assert_eq!(engine.request(method, &path, body).0, 400, "{path} {body}");
     }
     for (method, path, body) in [
         ("POST", "ptz", r#"{"pan": 1.5}"#),

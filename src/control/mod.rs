@@ -10,9 +10,10 @@ mod tcp;
 pub mod webhooks;
 
 use crate::proto::sip::endpoint::{
-    Command, ControlError, ControlHandle, DeviceCommand, Endpoint, EndpointConfig, Event, MediaTransport, Outcome, Peer, PlayError, PlayHandle,
-    PlayKind, PlayStart, RecordList, RecordType, Session, StreamUse, TICK, Transmit,
+    Answer, Command, ControlError, ControlHandle, DeviceAsk, DeviceCommand, Endpoint, EndpointConfig, Event, MediaTransport, Outcome, Peer,
+    PlayError, PlayHandle, PlayKind, PlayStart, RecordList, RecordType, Session, StreamUse, TICK, Transmit,
 };
+use crate::proto::sip::manscdp::Preset;
 use crate::proto::sip::mansrtsp::PlaybackAction;
 use crate::shard::Shard;
 use crate::shard::msg::{OpenError, PlaybackChange, StreamSpec};
@@ -38,6 +39,8 @@ pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 pub const PLAY_WAITERS_MAX: usize = 1024;
 /// SSRCs tried for a new play before giving up (the owning shard refuses one in use).
 pub const SSRC_ATTEMPTS_MAX: usize = 16;
+/// Channels whose preset list is kept.
+pub const PRESET_LISTS_MAX: usize = 10_000;
 /// Warning lines about hostile or broken input per second; the rest are counted.
 pub const WARN_LINES_PER_S_MAX: u32 = 20;
 
@@ -75,6 +78,10 @@ pub struct Control {
     /// API calls waiting for a device control's answer (as many as the endpoint lets fly).
     control_waiters: RefCell<HashMap<ControlHandle, oneshot::Sender<Result<(), ControlError>>>>,
     record_waiters: RefCell<HashMap<ControlHandle, oneshot::Sender<Result<RecordList, ControlError>>>>,
+    ask_waiters: RefCell<HashMap<ControlHandle, oneshot::Sender<Result<Answer, ControlError>>>>,
+    /// Each channel's presets as its PresetQuery answer listed them, kept up to date by set
+    /// and delete (at most `PRESET_LISTS_MAX` channels).
+    presets: RefCell<HashMap<(String, String), Vec<Preset>>>,
     pub downloads: downloads::Downloads,
     pub events: Rc<events::EventHub>,
     wake: LocalSender<()>,
@@ -137,6 +144,8 @@ impl Control {
             waiters: RefCell::new(HashMap::new()),
             control_waiters: RefCell::new(HashMap::new()),
             record_waiters: RefCell::new(HashMap::new()),
+            ask_waiters: RefCell::new(HashMap::new()),
+            presets: RefCell::new(HashMap::new()),
             downloads: downloads::Downloads::default(),
             events: events.clone(),
             wake,
@@ -316,6 +325,14 @@ impl Control {
                     let _ = waiter.send(result);
                 }
             }
+            Event::AskDone { handle, result } => {
+                if let Err(error) = &result {
+                    tracing::warn!(?handle, ?error, "device request failed");
+                }
+                if let Some(waiter) = self.ask_waiters.borrow_mut().remove(&handle) {
+                    let _ = waiter.send(result);
+                }
+            }
             Event::RecordsDone { handle, result } => {
                 if let Err(error) = &result {
                     tracing::warn!(?handle, ?error, "RecordInfo query failed");
@@ -491,6 +508,49 @@ impl Control {
             return Err(ControlError::UnknownSession);
         }
         Ok(())
+    }
+
+    /// Sends a request the device answers with a MESSAGE of its own, and waits for that answer
+    /// (bounded by `ASK_ANSWER_TIMEOUT`).
+    pub async fn ask(self: &Rc<Self>, device_id: &str, target: &str, ask: DeviceAsk) -> Result<Answer, ControlError> {
+        tracing::info!(device_id, target, ?ask, "device request sent");
+        let handle = match self.command(Command::Ask { device_id: device_id.into(), target: target.into(), ask }) {
+            Outcome::Control(handle) => handle?,
+            _ => return Err(ControlError::Busy),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.ask_waiters.borrow_mut().insert(handle, tx);
+        rx.await.unwrap_or(Err(ControlError::Timeout))
+    }
+
+    /// A channel's presets: asked of the device when `fresh` or not known yet.
+    pub async fn presets(self: &Rc<Self>, device_id: &str, channel_id: &str, fresh: bool) -> Result<Vec<Preset>, ControlError> {
+        let key = (device_id.to_string(), channel_id.to_string());
+        if !fresh && let Some(p) = self.presets.borrow().get(&key) {
+            return Ok(p.clone());
+        }
+        let Answer::Presets(list) = self.ask(device_id, channel_id, DeviceAsk::Presets).await? else { return Err(ControlError::Timeout) };
+        let mut presets = self.presets.borrow_mut();
+        if presets.len() >= PRESET_LISTS_MAX && !presets.contains_key(&key) {
+            presets.clear(); // a cache: asked again when needed
+        }
+        presets.insert(key, list.clone());
+        Ok(list)
+    }
+
+    /// A preset set or removed on a channel: its kept list follows.
+    pub fn preset_changed(&self, device_id: &str, channel_id: &str, action: crate::proto::sip::ptz::PtzAction) {
+        use crate::proto::sip::ptz::PtzAction;
+        let mut presets = self.presets.borrow_mut();
+        let Some(list) = presets.get_mut(&(device_id.to_string(), channel_id.to_string())) else { return };
+        match action {
+            PtzAction::PresetSet(n) if !list.iter().any(|p| p.id == n) => {
+                list.push(Preset { id: n, name: String::new() });
+                list.sort_by_key(|p| p.id);
+            }
+            PtzAction::PresetDelete(n) => list.retain(|p| p.id != n),
+            _ => {}
+        }
     }
 
     /// A channel's recordings on the device in `[start, end]` (unix seconds).

@@ -2,7 +2,7 @@
 
 use super::request::RequestHead;
 use crate::control::Control;
-use crate::proto::sip::endpoint::{Device, DeviceCommand, Endpoint, MediaTransport, Session};
+use crate::proto::sip::endpoint::{Answer, ControlError, Device, DeviceAsk, DeviceCommand, Endpoint, MediaTransport, Session};
 use crate::proto::sip::ptz::{self, PtzAction};
 use serde_json::{Value, json};
 use std::rc::Rc;
@@ -17,6 +17,7 @@ fn device_json(ep: &Endpoint, d: &Device, now: Instant) -> Value {
         "info": d.info,
         "channel_count": d.channels.len(),
         "last_error": d.last_error,
+        "status": d.status,
     })
 }
 
@@ -60,6 +61,73 @@ fn ptz_action(body: &[u8]) -> Result<PtzAction, String> {
         ptz::PtzError::OutOfRange(k) => format!("{k} must be -1..=1"),
         ptz::PtzError::BadPreset => "presets are numbered 1..=255".to_string(),
     })
+}
+
+fn bad_request(message: String) -> (u16, Value) {
+    (400, json!({ "code": "bad_request", "message": message }))
+}
+
+/// The device's answer to an ask, or the error.
+fn answer_json(result: Result<Answer, ControlError>) -> (u16, Value) {
+    match result {
+        Ok(Answer::Done) => (200, json!({ "result": "OK" })),
+        Ok(Answer::Status(s)) => (200, json!(s)),
+        Ok(Answer::Presets(p)) => (200, json!({ "presets": p })),
+        Err(e) => {
+            let (status, code) = e.http();
+            let message = match e {
+                ControlError::DeviceError(r) => format!("the device answered {r}"),
+                ControlError::Timeout => "the device did not answer".into(),
+                other => format!("{other:?}"),
+            };
+            (status, json!({ "code": code, "message": message }))
+        }
+    }
+}
+
+fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err("body must be a JSON object".into()),
+    }
+}
+
+/// `{"on": true|false}`.
+fn on_off(body: &[u8]) -> Result<bool, String> {
+    json_object(body)?.get("on").and_then(Value::as_bool).ok_or_else(|| "on must be true or false".into())
+}
+
+/// `{"enabled": bool, "preset": 1..=255, "reset_s": seconds}`.
+fn home_position(body: &[u8]) -> Result<DeviceAsk, String> {
+    let m = json_object(body)?;
+    let enabled = m.get("enabled").and_then(Value::as_bool).ok_or("enabled must be true or false")?;
+    let preset = m.get("preset").and_then(Value::as_u64).filter(|p| (1..=255).contains(p)).ok_or("preset is 1..=255")? as u8;
+    let reset_s = m.get("reset_s").and_then(Value::as_u64).filter(|s| *s <= 86_400).ok_or("reset_s is 0..=86400")? as u32;
+    Ok(DeviceAsk::HomePosition { enabled, preset, reset_s })
+}
+
+/// `{"name"?, "heartbeat_s"?, "heartbeat_count"?}`, at least one.
+fn basic_param(body: &[u8]) -> Result<DeviceAsk, String> {
+    let m = json_object(body)?;
+    if let Some(k) = m.keys().find(|k| !["name", "heartbeat_s", "heartbeat_count"].contains(&k.as_str())) {
+        return Err(format!("unknown field {k:?}"));
+    }
+    let name = match m.get("name") {
+        None => None,
+        Some(Value::String(n)) if !n.is_empty() && n.chars().count() <= 64 => Some(n.clone()),
+        Some(_) => return Err("name is 1..=64 characters".into()),
+    };
+    let number = |k: &str, max: u64| -> Result<Option<u32>, String> {
+        match m.get(k) {
+            None => Ok(None),
+            Some(v) => v.as_u64().filter(|n| (1..=max).contains(n)).map(|n| Some(n as u32)).ok_or_else(|| format!("{k} is 1..={max}")),
+        }
+    };
+    let (heartbeat_s, heartbeat_count) = (number("heartbeat_s", 3600)?, number("heartbeat_count", 100)?);
+    if name.is_none() && heartbeat_s.is_none() && heartbeat_count.is_none() {
+        return Err("give name, heartbeat_s or heartbeat_count".into());
+    }
+    Ok(DeviceAsk::Config { name, heartbeat_s, heartbeat_count })
 }
 
 /// Sends a PTZCmd and reports the device's answer.
@@ -150,8 +218,43 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
                 ("DELETE", []) => PtzAction::PresetDelete(n),
                 _ => return (404, json!({ "code": "not_found", "message": "no such resource" })),
             };
-            send_ptz(control, id, ch, action).await
+            // Calling or removing a preset the channel does not have is a 404 (its list asked
+            // once and kept; a device that cannot list them is taken at its word).
+            if !matches!(action, PtzAction::PresetSet(_))
+                && let Ok(presets) = control.presets(id, ch, false).await
+                && !presets.iter().any(|p| p.id == n)
+            {
+                return (404, json!({ "code": "not_found", "message": format!("channel {ch} has no preset {n}") }));
+            }
+            let answer = send_ptz(control, id, ch, action).await;
+            if answer.0 == 200 {
+                control.preset_changed(id, ch, action);
+            }
+            answer
         }
+        ("GET", ["api", "devices", id, "status"]) => answer_json(control.ask(id, id, DeviceAsk::Status).await),
+        ("GET", ["api", "devices", id, "channels", ch, "presets"]) => answer_json(control.presets(id, ch, true).await.map(Answer::Presets)),
+        ("POST", ["api", "devices", id, "channels", ch, "home"]) => match home_position(body) {
+            Ok(ask) => answer_json(control.ask(id, ch, ask).await),
+            Err(message) => bad_request(message),
+        },
+        ("POST", ["api", "devices", id, "channels", ch, "device-recording"]) => match on_off(body) {
+            Ok(on) => answer_json(control.ask(id, ch, DeviceAsk::Record(on)).await),
+            Err(message) => bad_request(message),
+        },
+        ("POST", ["api", "devices", id, "guard"]) => match on_off(body) {
+            Ok(on) => answer_json(control.ask(id, id, DeviceAsk::Guard(on)).await),
+            Err(message) => bad_request(message),
+        },
+        ("POST", ["api", "devices", id, "alarm-reset"]) => {
+            let target =
+                serde_json::from_slice::<Value>(body).ok().and_then(|v| v["channel"].as_str().map(str::to_string)).unwrap_or_else(|| id.to_string());
+            answer_json(control.ask(id, &target, DeviceAsk::ResetAlarm).await)
+        }
+        ("PUT", ["api", "devices", id, "config"]) => match basic_param(body) {
+            Ok(ask) => answer_json(control.ask(id, id, ask).await),
+            Err(message) => bad_request(message),
+        },
         ("POST", ["api", "devices", id, "channels", ch, "keyframe"]) => send_control(control, id, ch, DeviceCommand::KeyFrame).await,
         ("POST", ["api", "devices", id, "reboot"]) => send_control(control, id, id, DeviceCommand::Reboot).await,
         ("GET", ["api", "sessions"]) => (200, json!({ "sessions": control.endpoint().sessions().collect::<Vec<_>>() })),

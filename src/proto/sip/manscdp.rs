@@ -92,7 +92,34 @@ pub enum Body {
     },
     /// An alarm a device reports (GB/T 28181 §9.4, A.2.5.6).
     Alarm(Alarm),
+    /// The answer to a DeviceControl or DeviceConfig that has one: `Result` OK or ERROR.
+    Result {
+        result: String,
+    },
+    DeviceStatus(DeviceStatus),
+    /// One packet of a PresetQuery answer.
+    Presets {
+        sum_num: usize,
+        items: Vec<Preset>,
+    },
     Other,
+}
+
+/// What a device says of itself in a DeviceStatus answer (texts as sent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceStatus {
+    pub result: String,
+    pub online: String,
+    pub status: String,
+    pub encode: String,
+    pub record: String,
+    pub device_time: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Preset {
+    pub id: u8,
+    pub name: String,
 }
 
 /// An alarm as the device reported it (texts as sent; the priority and method checked).
@@ -211,6 +238,27 @@ pub fn parse(xml: &str) -> Result<Manscdp, ManscdpError> {
         }
         ("MediaStatus", Root::Notify) => Body::MediaStatus { notify_type: value(inner, "NotifyType").unwrap_or_default() },
         ("Alarm", Root::Notify) => Body::Alarm(alarm(inner, &device_id)?),
+        ("DeviceControl" | "DeviceConfig", Root::Response) => Body::Result { result: value(inner, "Result").unwrap_or_default() },
+        ("DeviceStatus", Root::Response) => Body::DeviceStatus(DeviceStatus {
+            result: value(inner, "Result").unwrap_or_default(),
+            online: value(inner, "Online").unwrap_or_default(),
+            status: value(inner, "Status").unwrap_or_default(),
+            encode: value(inner, "Encode").unwrap_or_default(),
+            record: value(inner, "Record").unwrap_or_default(),
+            device_time: value(inner, "DeviceTime").unwrap_or_default(),
+        }),
+        ("PresetQuery", Root::Response) => {
+            let list = element(inner, "PresetList").unwrap_or("");
+            let items: Vec<Preset> = items(list)
+                .into_iter()
+                .filter_map(|it| {
+                    Some(Preset { id: value(it, "PresetID")?.parse().ok().filter(|n| *n > 0)?, name: value(it, "PresetName").unwrap_or_default() })
+                })
+                .collect();
+            // Devices that send one packet often leave SumNum out.
+            let sum_num = value(inner, "SumNum").and_then(|s| s.parse().ok()).unwrap_or(items.len());
+            Body::Presets { sum_num, items }
+        }
         _ => Body::Other,
     };
     Ok(Manscdp { root, cmd_type, sn, device_id, body })
@@ -254,6 +302,36 @@ pub fn query(cmd_type: &str, sn: u32, device_id: &str, encoding_label: &str) -> 
 pub fn record_info_query(sn: u32, channel_id: &str, start: &str, end: &str, record_type: &str, encoding_label: &str) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"{encoding_label}\"?>\r\n<Query>\r\n<CmdType>RecordInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel_id}</DeviceID>\r\n<StartTime>{start}</StartTime>\r\n<EndTime>{end}</EndTime>\r\n<Secrecy>0</Secrecy>\r\n<Type>{record_type}</Type>\r\n</Query>\r\n"
+    )
+}
+
+/// Text for an XML element: `&`, `<`, `>`, quotes escaped.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+}
+
+/// A DeviceConfig `BasicParam` (name, heartbeat interval and count); fields left out are not
+/// changed by the device.
+pub fn device_config(
+    sn: u32,
+    device_id: &str,
+    name: Option<&str>,
+    heartbeat_s: Option<u32>,
+    heartbeat_count: Option<u32>,
+    encoding_label: &str,
+) -> String {
+    let mut params = String::new();
+    if let Some(n) = name {
+        params.push_str(&format!("<Name>{}</Name>\r\n", escape(n)));
+    }
+    if let Some(h) = heartbeat_s {
+        params.push_str(&format!("<HeartBeatInterval>{h}</HeartBeatInterval>\r\n"));
+    }
+    if let Some(c) = heartbeat_count {
+        params.push_str(&format!("<HeartBeatCount>{c}</HeartBeatCount>\r\n"));
+    }
+    format!(
+        "<?xml version=\"1.0\" encoding=\"{encoding_label}\"?>\r\n<Control>\r\n<CmdType>DeviceConfig</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n<BasicParam>\r\n{params}</BasicParam>\r\n</Control>\r\n"
     )
 }
 
@@ -314,6 +392,24 @@ mod tests {
         );
         let n = parse("<Notify><CmdType>MediaStatus</CmdType><SN>8</SN><DeviceID>c</DeviceID><NotifyType>121</NotifyType></Notify>").unwrap();
         assert_eq!(n.body, Body::MediaStatus { notify_type: "121".into() });
+    }
+
+    #[test]
+    fn answers_with_a_result_status_or_presets() {
+        let r = parse("<Response><CmdType>DeviceControl</CmdType><SN>3</SN><DeviceID>c</DeviceID><Result>ERROR</Result></Response>").unwrap();
+        assert_eq!(r.body, Body::Result { result: "ERROR".into() });
+        let s = parse("<Response><CmdType>DeviceStatus</CmdType><SN>4</SN><DeviceID>d</DeviceID><Result>OK</Result><Online>ONLINE</Online><Status>OK</Status><Encode>ON</Encode><Record>OFF</Record><DeviceTime>2026-12-01T10:00:00</DeviceTime></Response>").unwrap();
+        let Body::DeviceStatus(s) = s.body else { panic!() };
+        assert_eq!((s.online.as_str(), s.record.as_str(), s.device_time.as_str()), ("ONLINE", "OFF", "2026-12-01T10:00:00"));
+        let p = parse("<Response><CmdType>PresetQuery</CmdType><SN>5</SN><DeviceID>c</DeviceID><PresetList Num=\"3\"><Item><PresetID>1</PresetID><PresetName>Gate</PresetName></Item><Item><PresetID>0</PresetID></Item><Item><PresetID>9</PresetID><PresetName>Yard</PresetName></Item></PresetList></Response>").unwrap();
+        assert_eq!(p.body, Body::Presets { sum_num: 2, items: vec![Preset { id: 1, name: "Gate".into() }, Preset { id: 9, name: "Yard".into() }] });
+        let c = device_config(6, "d", Some("Gate <1> & co"), Some(30), None, "GB2312");
+        assert!(
+            c.contains("<Name>Gate &lt;1&gt; &amp; co</Name>")
+                && c.contains("<HeartBeatInterval>30</HeartBeatInterval>")
+                && !c.contains("HeartBeatCount"),
+            "{c}"
+        );
     }
 
     #[test]

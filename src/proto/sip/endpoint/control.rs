@@ -49,6 +49,10 @@ pub enum ControlError {
     UnknownSession,
     /// Pause, seek and speed are for playback sessions only.
     NotPlayback,
+    /// The device answered with `Result` ERROR (or another word than OK).
+    DeviceError(String),
+    /// No such preset on the channel (as its PresetQuery answer lists them).
+    UnknownPreset,
 }
 
 impl ControlError {
@@ -56,6 +60,8 @@ impl ControlError {
         match self {
             ControlError::UnknownDevice | ControlError::UnknownChannel | ControlError::UnknownSession => (404, "not_found"),
             ControlError::NotPlayback => (409, "not_playback"),
+            ControlError::DeviceError(_) => (502, "device_error"),
+            ControlError::UnknownPreset => (404, "not_found"),
             ControlError::Offline => (409, "device_offline"),
             ControlError::Busy => (503, "busy"),
             ControlError::Rejected(_) => (502, "device_rejected"),

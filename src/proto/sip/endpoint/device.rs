@@ -29,6 +29,9 @@ pub struct Device {
     /// Why the last query or answer failed (kept until one succeeds).
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Its latest DeviceStatus answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::proto::sip::manscdp::DeviceStatus>,
     /// The address or connection its authenticated REGISTER came from: the only one whose
     /// messages are taken as this device's, and where requests to it go.
     #[serde(skip)]

@@ -70,7 +70,7 @@ impl Endpoint {
         if let Some(l) = d.live.as_mut() {
             l.last_seen = now;
         }
-        let Manscdp { sn, body, device_id: parsed_device, .. } = parsed;
+        let Manscdp { sn, body, device_id: parsed_device, cmd_type, .. } = parsed;
         match body {
             Body::Keepalive => self.counters.keepalives += 1,
             Body::Catalog { sum_num, items } => {
@@ -108,6 +108,15 @@ impl Endpoint {
                     self.alarm_acks.push((device_id.clone(), sn, alarm.device_id.clone()));
                 }
                 self.emit(Event::Alarm { device_id: device_id.clone(), alarm });
+            }
+            Body::DeviceStatus(status) => {
+                d.status = Some(status.clone());
+                self.ask_answered(&device_id, &cmd_type, sn, Body::DeviceStatus(status));
+            }
+            body @ (Body::Result { .. } | Body::Presets { .. }) => {
+                if !self.ask_answered(&device_id, &cmd_type, sn, body) {
+                    self.counters.responses_unmatched += 1;
+                }
             }
             Body::Other => {}
         }

@@ -9,6 +9,7 @@
 //! an address or connection; every other message claiming to be that device must come from
 //! there.
 
+mod asks;
 mod challenge;
 mod control;
 mod device;
@@ -20,6 +21,7 @@ mod registrar;
 mod rng;
 mod transaction;
 
+pub use asks::{ASK_ANSWER_TIMEOUT, ASKS_IN_FLIGHT_MAX, Answer, DeviceAsk, PRESETS_MAX};
 pub use challenge::{AUTH_FAILURES_MAX, CHALLENGE_TTL, CHALLENGES_MAX};
 pub use control::{CONTROLS_IN_FLIGHT_MAX, ControlError, ControlHandle, DeviceCommand};
 pub use device::{CHANNELS_PER_DEVICE_MAX, DEVICES_MAX, Device};
@@ -300,6 +302,11 @@ pub enum Event {
         device_id: String,
         alarm: crate::proto::sip::manscdp::Alarm,
     },
+    /// An ask ended: the device's answer, or why there was none.
+    AskDone {
+        handle: ControlHandle,
+        result: Result<Answer, ControlError>,
+    },
     /// A RecordInfo query ended: the merged answer (maybe incomplete), or why there was none.
     RecordsDone {
         handle: ControlHandle,
@@ -338,6 +345,9 @@ pub enum Command {
     StopSession { ssrc: u32 },
     /// MANSRTSP in a playback's dialog; the result comes as `Event::ControlDone`.
     PlaybackControl { ssrc: u32, action: crate::proto::sip::mansrtsp::PlaybackAction },
+    /// A request answered by the device's own MESSAGE, for `target` (a channel or the device);
+    /// the result comes as `Event::AskDone`.
+    Ask { device_id: String, target: String, ask: DeviceAsk },
     /// RecordInfo for a channel over `[start, end]` (unix seconds); the answer comes as
     /// `Event::RecordsDone`.
     Records { device_id: String, channel_id: String, start: i64, end: i64, record_type: RecordType },
@@ -398,6 +408,7 @@ pub struct Endpoint {
     plays: play::Plays,
     controls: control::Controls,
     records: records::RecordQueries,
+    asks: asks::Asks,
     /// Alarms answered 200 whose Response is still to go: (device, SN, alarm's DeviceID).
     alarm_acks: Vec<(String, u32, String)>,
     counters: Counters,
@@ -425,6 +436,7 @@ impl Endpoint {
             plays: Default::default(),
             controls: Default::default(),
             records: Default::default(),
+            asks: Default::default(),
             alarm_acks: Vec::new(),
             counters: Counters::default(),
             transmits: VecDeque::new(),
@@ -636,6 +648,7 @@ impl Endpoint {
             Command::Stop { device_id, channel_id } => Outcome::Found(self.stop(now, &device_id, &channel_id, EndReason::Api)),
             Command::StopSession { ssrc } => Outcome::Found(self.stop_ssrc(now, ssrc, EndReason::Api)),
             Command::PlaybackControl { ssrc, action } => Outcome::Control(self.playback_control(now, ssrc, action)),
+            Command::Ask { device_id, target, ask } => Outcome::Control(self.device_ask(now, &device_id, &target, ask)),
             Command::Records { device_id, channel_id, start, end, record_type } => {
                 Outcome::Control(self.record_query(now, &device_id, &channel_id, start, end, record_type))
             }
@@ -746,6 +759,12 @@ impl Endpoint {
             }
             transaction::Purpose::Invite { handle } => self.invite_done(now, handle, &key, &tx, answer),
             transaction::Purpose::Control { handle } => self.control_done(handle, answer.and_then(SipMsg::status)),
+            transaction::Purpose::Ask { device_id, cmd_type, sn } => {
+                let status = answer.and_then(SipMsg::status);
+                if !status.is_some_and(|s| (200..300).contains(&s)) {
+                    self.ask_refused(&device_id, cmd_type, sn, status);
+                }
+            }
             transaction::Purpose::Records { device_id, sn } => {
                 let status = answer.and_then(SipMsg::status);
                 if !status.is_some_and(|s| (200..300).contains(&s)) {
@@ -845,6 +864,7 @@ impl Endpoint {
         self.challenges.expire(now);
         self.plays.expire(now);
         self.expire_record_queries(now);
+        self.expire_asks(now);
         let keepalive = self.cfg.keepalive_interval;
         let mut offline = Vec::new();
         let mut query_work = Vec::new();

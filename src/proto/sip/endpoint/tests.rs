@@ -1106,3 +1106,53 @@ fn a_download_offers_its_speed() {
     let sdp = String::from_utf8_lossy(h.sent_one(dev.peer).body()).to_string();
     assert!(sdp.contains("s=Download\r\n") && sdp.contains("t=1795000000 1795000060\r\n") && sdp.contains("a=downloadspeed:4\r\n"), "{sdp}");
 }
+
+#[test]
+fn asks_wait_for_the_devices_own_answer() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    h.take();
+    let ask = |h: &mut H, ask: DeviceAsk| h.command(Command::Ask { device_id: DEV.into(), target: CH.into(), ask });
+    let done = |h: &mut H| -> Vec<Result<Answer, ControlError>> {
+        h.take_events().into_iter().filter_map(|e| if let Event::AskDone { result, .. } = e { Some(result) } else { None }).collect()
+    };
+    // RecordCmd: the 200 is not the answer; the Response MESSAGE with its SN is.
+    let Outcome::Control(Ok(_)) = ask(&mut h, DeviceAsk::Record(true)) else { panic!() };
+    let q = h.sent_one(dev.peer);
+    let text = String::from_utf8_lossy(q.body()).to_string();
+    assert!(text.contains("<RecordCmd>Record</RecordCmd>"), "{text}");
+    h.answer(&dev, &q, 200, None);
+    assert!(done(&mut h).is_empty());
+    let sn = manscdp_sn(&text);
+    for (other_sn, result) in [(sn + 1, "OK"), (sn, "ERROR")] {
+        let body =
+            format!("<Response><CmdType>DeviceControl</CmdType><SN>{other_sn}</SN><DeviceID>{CH}</DeviceID><Result>{result}</Result></Response>");
+        let m = dev.request("MESSAGE", &format!("r-{other_sn}"), "", Some((MANSCDP_CT, body.as_bytes())));
+        h.input(dev.peer, &m);
+    }
+    h.take();
+    assert_eq!(done(&mut h), vec![Err(ControlError::DeviceError("ERROR".into()))], "only the answer with its SN counts");
+    // Presets: two of three packets by the deadline are the answer; none is a timeout.
+    let Outcome::Control(Ok(_)) = ask(&mut h, DeviceAsk::Presets) else { panic!() };
+    let q = h.sent_one(dev.peer);
+    h.answer(&dev, &q, 200, None);
+    let sn = manscdp_sn(&String::from_utf8_lossy(q.body()));
+    for id in [4, 2] {
+        let body = format!(
+            "<Response><CmdType>PresetQuery</CmdType><SN>{sn}</SN><DeviceID>{CH}</DeviceID><SumNum>3</SumNum><PresetList Num=\"1\"><Item><PresetID>{id}</PresetID><PresetName>p</PresetName></Item></PresetList></Response>"
+        );
+        let m = dev.request("MESSAGE", &format!("p-{id}"), "", Some((MANSCDP_CT, body.as_bytes())));
+        h.input(dev.peer, &m);
+    }
+    h.take();
+    assert!(done(&mut h).is_empty());
+    h.advance(ASK_ANSWER_TIMEOUT + Duration::from_secs(1));
+    let got = done(&mut h);
+    assert!(matches!(&got[..], [Ok(Answer::Presets(p))] if p.iter().map(|p| p.id).collect::<Vec<_>>() == [2, 4]), "{got:?}");
+    let Outcome::Control(Ok(_)) = ask(&mut h, DeviceAsk::Status) else { panic!() };
+    let q = h.sent_one(dev.peer);
+    h.answer(&dev, &q, 200, None);
+    h.advance(ASK_ANSWER_TIMEOUT + Duration::from_secs(1));
+    assert_eq!(done(&mut h), vec![Err(ControlError::Timeout)]);
+}

@@ -42,6 +42,12 @@ pub enum Purpose {
     Control {
         handle: super::ControlHandle,
     },
+    /// A request answered by a MESSAGE of its own (DeviceStatus, RecordCmd, DeviceConfig...).
+    Ask {
+        device_id: String,
+        cmd_type: &'static str,
+        sn: u32,
+    },
     /// A RecordInfo query: the answers come in MESSAGEs of their own.
     Records {
         device_id: String,
