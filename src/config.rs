@@ -98,6 +98,13 @@ pub struct SipConfig {
     pub device_time_zones: std::collections::BTreeMap<String, String>,
     /// A RecordInfo answer not complete in this time is returned as it stands.
     pub record_query_timeout_s: u64,
+    /// Subscriptions made on every device when it comes online: `catalog`, `alarm`,
+    /// `mobile_position`.
+    pub subscribe: Vec<String>,
+    /// Subscriptions of devices set apart (replacing `subscribe` for them), by device id.
+    pub device_subscribe: std::collections::BTreeMap<String, Vec<String>>,
+    /// How long each subscription is asked for (refreshed before it ends).
+    pub subscribe_expires_s: u32,
 }
 
 impl SipConfig {
@@ -236,6 +243,9 @@ impl Default for SipConfig {
             time_zone: String::new(),
             device_time_zones: Default::default(),
             record_query_timeout_s: 10,
+            subscribe: Vec::new(),
+            device_subscribe: Default::default(),
+            subscribe_expires_s: 3600,
         }
     }
 }
@@ -338,6 +348,10 @@ impl Config {
         }
         if self.sip.keepalive_interval_s == 0 {
             return invalid("sip.keepalive_interval_s must be > 0");
+        }
+        let kinds = self.sip.subscribe.iter().chain(self.sip.device_subscribe.values().flatten());
+        if let Some(k) = kinds.into_iter().find(|k| crate::proto::sip::endpoint::SubKind::parse(k).is_none()) {
+            return Err(ConfigError::Invalid(format!("sip subscription {k:?} is not catalog, alarm or mobile_position")));
         }
         for w in &self.webhooks {
             if crate::control::webhooks::parse_url(&w.url).is_none() {

@@ -220,3 +220,136 @@ fn a_refused_registration_is_an_event_with_its_reason() {
     let (_, e) = next_of(&events, "registration_failed", Duration::from_secs(5));
     assert_eq!((e["device_id"].as_str(), e["data"]["reason"].as_str()), (Some(DEVICE), Some("wrong password")));
 }
+
+/// A SUBSCRIBE the device got: its Event header, Call-ID, CSeq and Expires.
+#[derive(Debug, Clone)]
+struct Subscribe {
+    event: String,
+    call_id: String,
+    cseq: u32,
+    expires: u32,
+}
+
+const CH1: &str = "34020000001310000001";
+const CH2: &str = "34020000001310000002";
+
+/// Answers what the engine asks (a two-channel catalog, 200 to SUBSCRIBE granting what was
+/// asked) until `done` holds for the SUBSCRIBEs seen, within `limit`.
+fn serve_until(sim: &mut Sim, seen: &mut Vec<Subscribe>, limit: Duration, done: impl Fn(&[Subscribe]) -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done(seen) {
+        assert!(Instant::now() < deadline, "device not asked what was expected; got {seen:?}");
+        let Some(m) = sim.recv(Duration::from_millis(100)) else { continue };
+        if !m.is_request() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(m.body()).to_string();
+        match m.method().map(|m| m.to_string()).as_deref() {
+            Some("SUBSCRIBE") => {
+                let expires = m.expires().unwrap_or(0);
+                sim.reply(&m, 200, "OK", &format!("Expires: {expires}\r\n"), None);
+                let event = m.header("Event").unwrap_or_default();
+                seen.push(Subscribe { event, call_id: m.call_id().unwrap(), cseq: m.cseq().unwrap().0, expires });
+            }
+            _ => {
+                sim.reply(&m, 200, "OK", "", None);
+                if text.contains("<CmdType>Catalog</CmdType>") && text.contains("<Query>") {
+                    let sn = gmv::proto::sip::manscdp::element(&text, "SN").unwrap().to_string();
+                    let body = format!(
+                        "<?xml version=\"1.0\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<SumNum>2</SumNum>\r\n<DeviceList Num=\"2\">\r\n<Item><DeviceID>{CH1}</DeviceID><Name>Gate</Name><Status>ON</Status></Item>\r\n<Item><DeviceID>{CH2}</DeviceID><Name>Yard</Name><Status>ON</Status></Item>\r\n</DeviceList>\r\n</Response>\r\n"
+                    );
+                    let r = sim.request("MESSAGE", &format!("cat-{sn}"), "", Some("Application/MANSCDP+xml"), body.as_bytes());
+                    sim.send(&r);
+                }
+            }
+        }
+    }
+}
+
+fn catalog_notify(items: &[(&str, &str)]) -> Vec<u8> {
+    let mut xml = format!(
+        "<?xml version=\"1.0\"?>\r\n<Notify>\r\n<CmdType>Catalog</CmdType>\r\n<SN>300</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<SumNum>{}</SumNum>\r\n<DeviceList Num=\"{}\">\r\n",
+        items.len(),
+        items.len()
+    );
+    for (id, event) in items {
+        xml.push_str(&format!("<Item>\r\n<DeviceID>{id}</DeviceID>\r\n<Name>cam</Name>\r\n<Event>{event}</Event>\r\n</Item>\r\n"));
+    }
+    xml.push_str("</DeviceList>\r\n</Notify>\r\n");
+    xml.into_bytes()
+}
+
+/// The device's answer to a NOTIFY it sent.
+fn notify(sim: &mut Sim, call_id: &str, event: &str, body: &[u8]) -> u16 {
+    let m = sim.request("NOTIFY", call_id, &format!("Event: {event}\r\nSubscription-State: active\r\n"), Some("Application/MANSCDP+xml"), body);
+    sim.send(&m);
+    wait_for("the answer to a NOTIFY", Duration::from_secs(5), || {
+        sim.recv_response(Duration::from_millis(200)).filter(|r| r.call_id().as_deref() == Some(call_id))
+    })
+    .status()
+    .unwrap()
+}
+
+fn channels(engine: &Engine) -> Vec<(String, String)> {
+    let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+    v["channels"].as_array().map_or_else(Vec::new, |c| {
+        c.iter().map(|c| (c["device_id"].as_str().unwrap().to_string(), c["status"].as_str().unwrap().to_string())).collect()
+    })
+}
+
+#[test]
+fn subscriptions_follow_the_device_and_their_notifications_apply_whole() {
+    let engine = Engine::start_with(1, "", "  subscribe: [catalog, alarm, mobile_position]\n  subscribe_expires_s: 10\n", None);
+    let events = sse_client(&engine, None);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut sim = Sim::new(engine.sip);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let mut seen = Vec::new();
+    serve_until(&mut sim, &mut seen, Duration::from_secs(10), |s| s.len() >= 3);
+    let events_asked: Vec<&str> = seen.iter().map(|s| s.event.split(';').next().unwrap()).collect();
+    assert_eq!(events_asked, ["Catalog", "presence", "presence"], "{seen:?}");
+    assert!(seen.iter().all(|s| s.expires == 10));
+    serve_until(&mut sim, &mut seen, Duration::from_secs(5), |_| true);
+    wait_for("the catalog", Duration::from_secs(5), || (channels(&engine).len() == 2).then_some(()));
+
+    // A channel goes away, another goes off.
+    assert_eq!(notify(&mut sim, "n-1", "Catalog", &catalog_notify(&[(CH2, "DEL"), (CH1, "OFF")])), 200);
+    assert_eq!(channels(&engine), vec![(CH1.to_string(), "OFF".to_string())]);
+    next_of(&events, "catalog_changed", Duration::from_secs(5));
+    // A notification with an event the standard does not name is refused whole.
+    let malformed = engine.request("GET", "/api/sip", "").1["counters"]["malformed"].as_u64().unwrap();
+    assert_eq!(notify(&mut sim, "n-2", "Catalog", &catalog_notify(&[(CH1, "ON"), (CH2, "EXPLODE")])), 400);
+    assert_eq!(channels(&engine), vec![(CH1.to_string(), "OFF".to_string())], "nothing of it applied");
+    assert_eq!(engine.request("GET", "/api/sip", "").1["counters"]["malformed"].as_u64(), Some(malformed + 1));
+    // ADD brings a channel (back) under the same id.
+    assert_eq!(notify(&mut sim, "n-3", "Catalog", &catalog_notify(&[(CH2, "ADD")])), 200);
+    assert_eq!(channels(&engine).len(), 2);
+
+    // A position.
+    let position = format!(
+        "<?xml version=\"1.0\"?>\r\n<Notify>\r\n<CmdType>MobilePosition</CmdType>\r\n<SN>7</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<Time>2026-12-01T10:00:00</Time>\r\n<Longitude>116.397</Longitude>\r\n<Latitude>39.909</Latitude>\r\n<Speed>12.5</Speed>\r\n<Direction>90</Direction>\r\n</Notify>\r\n"
+    );
+    assert_eq!(notify(&mut sim, "n-4", "presence", position.as_bytes()), 200);
+    let (_, p) = next_of(&events, "position", Duration::from_secs(5));
+    assert_eq!((p["data"]["longitude"].as_f64(), p["data"]["speed"].as_f64()), (Some(116.397), Some(12.5)));
+    let (_, d) = engine.request("GET", &format!("/api/devices/{DEVICE}"), "");
+    assert_eq!(d["position"]["latitude"].as_f64(), Some(39.909), "{d}");
+    assert_eq!(d["subscriptions"].as_array().map(|s| s.iter().filter(|s| s["active"] == true).count()), Some(3), "{d}");
+
+    // Refreshed in its dialog before the 10 s run out.
+    let first = seen[0].clone();
+    serve_until(&mut sim, &mut seen, Duration::from_secs(12), |s| s.iter().any(|x| x.call_id == first.call_id && x.cseq > first.cseq));
+    // The device registers anew: fresh subscriptions (new dialogs).
+    assert_eq!(sim.register(PASSWORD, 0).0, 200);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let before = seen.len();
+    serve_until(&mut sim, &mut seen, Duration::from_secs(10), |s| {
+        s[before..].iter().any(|x| x.event.starts_with("Catalog") && x.cseq == 1 && x.call_id != first.call_id)
+    });
+    // Removed: each subscription ended with Expires 0.
+    serve_until(&mut sim, &mut seen, Duration::from_secs(3), |s| s[before..].len() >= 3);
+    assert_eq!(engine.request("DELETE", &format!("/api/devices/{DEVICE}"), "").0, 200);
+    let before = seen.len();
+    serve_until(&mut sim, &mut seen, Duration::from_secs(5), |s| s[before..].iter().filter(|x| x.expires == 0).count() == 3);
+    assert_eq!(engine.request("GET", &format!("/api/devices/{DEVICE}"), "").0, 404);
+}

@@ -279,6 +279,10 @@ impl Control {
                 }
                 self.warn_limited(|| tracing::warn!(?peer, method, device_id, reason = reason.as_str(), "SIP request refused"))
             }
+            Event::Position { device_id, position } => {
+                tracing::debug!(device_id, longitude = position.longitude, latitude = position.latitude, "position");
+                self.events.publish("position", Some(&device_id), None, serde_json::json!(position));
+            }
             Event::Alarm { device_id, alarm } => {
                 tracing::info!(
                     device_id,
@@ -570,6 +574,11 @@ impl Control {
         let (tx, rx) = oneshot::channel();
         self.record_waiters.borrow_mut().insert(handle, tx);
         rx.await.unwrap_or(Err(ControlError::Timeout))
+    }
+
+    /// Forget a device (subscriptions ended, sessions BYE'd); false for an unknown one.
+    pub fn remove_device(self: &Rc<Self>, device_id: &str) -> bool {
+        matches!(self.command(Command::Remove { device_id: device_id.into() }), Outcome::Found(true))
     }
 
     /// Ask a device for DeviceInfo and Catalog now; false for an unknown device.

@@ -18,6 +18,8 @@ fn device_json(ep: &Endpoint, d: &Device, now: Instant) -> Value {
         "channel_count": d.channels.len(),
         "last_error": d.last_error,
         "status": d.status,
+        "position": d.position,
+        "subscriptions": ep.subscriptions_of(&d.device_id).into_iter().map(|(k, active)| json!({ "kind": k.name(), "active": active })).collect::<Vec<_>>(),
     })
 }
 
@@ -167,6 +169,13 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
                     (200, v)
                 }
                 None => not_found("device"),
+            }
+        }
+        ("DELETE", ["api", "devices", id]) => {
+            if control.remove_device(id) {
+                (200, json!({ "removed": true }))
+            } else {
+                not_found("device")
             }
         }
         ("GET", ["api", "devices", id, "channels"]) => match control.endpoint().device(id) {

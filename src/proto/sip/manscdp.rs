@@ -102,7 +102,60 @@ pub enum Body {
         sum_num: usize,
         items: Vec<Preset>,
     },
+    /// A catalog subscription's NOTIFY: items with what happened to each.
+    CatalogChanges(Vec<(CatalogEvent, CatalogItem)>),
+    /// A MobilePosition notification.
+    Position(Position),
     Other,
+}
+
+/// What happened to a channel (GB/T 28181 A.2.6.2 catalog event notification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogEvent {
+    On,
+    Off,
+    VideoLost,
+    Defect,
+    Add,
+    Del,
+    Update,
+}
+
+impl CatalogEvent {
+    pub fn parse(s: &str) -> Option<CatalogEvent> {
+        Some(match s {
+            "ON" => CatalogEvent::On,
+            "OFF" => CatalogEvent::Off,
+            "VLOST" => CatalogEvent::VideoLost,
+            "DEFECT" => CatalogEvent::Defect,
+            "ADD" => CatalogEvent::Add,
+            "DEL" => CatalogEvent::Del,
+            "UPDATE" => CatalogEvent::Update,
+            _ => return None,
+        })
+    }
+
+    /// The channel status an event leaves (None: the item itself says, or it is gone).
+    pub fn status(self) -> Option<&'static str> {
+        match self {
+            CatalogEvent::On => Some("ON"),
+            CatalogEvent::Off => Some("OFF"),
+            CatalogEvent::VideoLost => Some("VLOST"),
+            CatalogEvent::Defect => Some("DEFECT"),
+            _ => None,
+        }
+    }
+}
+
+/// Where a mobile device is (MobilePosition notification).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub time: String,
+    pub longitude: f64,
+    pub latitude: f64,
+    pub speed: Option<f64>,
+    pub direction: Option<f64>,
+    pub altitude: Option<f64>,
 }
 
 /// What a device says of itself in a DeviceStatus answer (texts as sent).
@@ -180,6 +233,11 @@ pub enum ManscdpError {
     MissingDeviceId,
     /// An alarm without a priority or method in range, or without its time.
     BadAlarm(&'static str),
+    /// A catalog notification with an item whose `Event` is not one the standard names, or
+    /// without a DeviceID.
+    BadCatalogEvent,
+    /// A position without both coordinates in range, or without its time.
+    BadPosition,
 }
 
 pub fn parse(xml: &str) -> Result<Manscdp, ManscdpError> {
@@ -192,22 +250,12 @@ pub fn parse(xml: &str) -> Result<Manscdp, ManscdpError> {
     let sn = value(inner, "SN").and_then(|s| s.parse().ok());
     let body = match (cmd_type.as_str(), &root) {
         ("Keepalive", Root::Notify) => Body::Keepalive,
+        ("Catalog", Root::Notify) if inner.contains("<Event>") => Body::CatalogChanges(catalog_changes(inner)?),
+        ("MobilePosition", Root::Notify) => Body::Position(position(inner)?),
         ("Catalog", Root::Response | Root::Notify) => {
             let sum_num = value(inner, "SumNum").and_then(|s| s.parse().ok()).unwrap_or(0);
             let list = element(inner, "DeviceList").unwrap_or("");
-            let items = items(list)
-                .into_iter()
-                .filter_map(|it| {
-                    Some(CatalogItem {
-                        device_id: value(it, "DeviceID").filter(|d| !d.is_empty())?,
-                        name: value(it, "Name").unwrap_or_default(),
-                        manufacturer: value(it, "Manufacturer").unwrap_or_default(),
-                        status: value(it, "Status").unwrap_or_default(),
-                        parent_id: value(it, "ParentID").unwrap_or_default(),
-                        address: value(it, "Address").unwrap_or_default(),
-                    })
-                })
-                .collect();
+            let items = items(list).into_iter().filter_map(catalog_item).collect();
             Body::Catalog { sum_num, items }
         }
         ("DeviceInfo", Root::Response) => Body::DeviceInfo(DeviceInfo {
@@ -262,6 +310,37 @@ pub fn parse(xml: &str) -> Result<Manscdp, ManscdpError> {
         _ => Body::Other,
     };
     Ok(Manscdp { root, cmd_type, sn, device_id, body })
+}
+
+fn catalog_item(it: &str) -> Option<CatalogItem> {
+    Some(CatalogItem {
+        device_id: value(it, "DeviceID").filter(|d| !d.is_empty())?,
+        name: value(it, "Name").unwrap_or_default(),
+        manufacturer: value(it, "Manufacturer").unwrap_or_default(),
+        status: value(it, "Status").unwrap_or_default(),
+        parent_id: value(it, "ParentID").unwrap_or_default(),
+        address: value(it, "Address").unwrap_or_default(),
+    })
+}
+
+/// Every item of a catalog notification, or an error if any is unreadable (all or nothing).
+fn catalog_changes(inner: &str) -> Result<Vec<(CatalogEvent, CatalogItem)>, ManscdpError> {
+    let list = element(inner, "DeviceList").unwrap_or("");
+    items(list)
+        .into_iter()
+        .map(|it| {
+            let event = value(it, "Event").and_then(|e| CatalogEvent::parse(&e)).ok_or(ManscdpError::BadCatalogEvent)?;
+            Ok((event, catalog_item(it).ok_or(ManscdpError::BadCatalogEvent)?))
+        })
+        .collect()
+}
+
+fn position(inner: &str) -> Result<Position, ManscdpError> {
+    let number = |tag: &str| value(inner, tag).and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite());
+    let longitude = number("Longitude").filter(|v| v.abs() <= 180.0).ok_or(ManscdpError::BadPosition)?;
+    let latitude = number("Latitude").filter(|v| v.abs() <= 90.0).ok_or(ManscdpError::BadPosition)?;
+    let time = value(inner, "Time").filter(|t| !t.is_empty()).ok_or(ManscdpError::BadPosition)?;
+    Ok(Position { time, longitude, latitude, speed: number("Speed"), direction: number("Direction"), altitude: number("Altitude") })
 }
 
 fn alarm(inner: &str, device_id: &str) -> Result<Alarm, ManscdpError> {

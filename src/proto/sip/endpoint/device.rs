@@ -4,7 +4,7 @@
 
 use super::Peer;
 use super::query::QuerySlots;
-use crate::proto::sip::manscdp::{CatalogItem, DeviceInfo};
+use crate::proto::sip::manscdp::{CatalogEvent, CatalogItem, DeviceInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,6 +29,9 @@ pub struct Device {
     /// Why the last query or answer failed (kept until one succeeds).
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Where it is, from its latest MobilePosition notification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<crate::proto::sip::manscdp::Position>,
     /// Its latest DeviceStatus answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<crate::proto::sip::manscdp::DeviceStatus>,
@@ -108,6 +111,37 @@ impl Device {
             return Some(true);
         }
         None
+    }
+
+    /// Applies a catalog notification: statuses, channels added, updated and removed. Refused
+    /// whole (None) when an added channel's id could break a message or the channel table
+    /// would overflow, so a bad notification changes nothing; else how many channels changed.
+    pub fn apply_catalog_changes(&mut self, changes: Vec<(CatalogEvent, CatalogItem)>) -> Option<usize> {
+        let added = changes
+            .iter()
+            .filter(|(e, i)| matches!(e, CatalogEvent::Add | CatalogEvent::Update) && !self.channels.contains_key(&i.device_id))
+            .count();
+        if changes.iter().any(|(_, i)| !super::valid_id(&i.device_id)) || self.channels.len() + added > CHANNELS_PER_DEVICE_MAX {
+            return None;
+        }
+        let mut changed = 0;
+        for (event, item) in changes {
+            changed += match event {
+                CatalogEvent::Add | CatalogEvent::Update => {
+                    self.channels.insert(item.device_id.clone(), item);
+                    1
+                }
+                CatalogEvent::Del => usize::from(self.channels.remove(&item.device_id).is_some()),
+                _ => match self.channels.get_mut(&item.device_id) {
+                    Some(c) => {
+                        c.status = event.status().unwrap_or_default().to_string();
+                        1
+                    }
+                    None => 0,
+                },
+            };
+        }
+        Some(changed)
     }
 
     /// Commits what a merge holds (the query timed out): better some channels than none.

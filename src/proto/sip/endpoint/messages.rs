@@ -103,11 +103,33 @@ impl Endpoint {
             }
             Body::Alarm(alarm) => {
                 self.counters.alarms += 1;
-                // Answered after the 200 (GB/T 28181 §9.4.1: the platform's Response follows).
-                if let Some(sn) = sn {
+                // A MESSAGE alarm is answered after the 200 (GB/T 28181 §9.4.1: the platform's
+                // Response follows); a subscribed NOTIFY takes the 200 alone.
+                if let Some(sn) = sn.filter(|_| method == "MESSAGE") {
                     self.alarm_acks.push((device_id.clone(), sn, alarm.device_id.clone()));
                 }
                 self.emit(Event::Alarm { device_id: device_id.clone(), alarm });
+            }
+            Body::CatalogChanges(changes) => match d.apply_catalog_changes(changes) {
+                Some(changed) => {
+                    let channels = d.channels.len();
+                    if changed > 0 {
+                        self.emit(Event::CatalogUpdated { device_id: device_id.clone(), channels, complete: true });
+                        self.registry_changed();
+                    }
+                }
+                None => {
+                    self.counters.malformed += 1;
+                    self.emit(Event::Malformed {
+                        peer: from,
+                        error: "catalog notification refused: a channel id could break a message, or too many channels".into(),
+                    });
+                    return Reply::status(400);
+                }
+            },
+            Body::Position(position) => {
+                d.position = Some(position.clone());
+                self.emit(Event::Position { device_id: device_id.clone(), position });
             }
             Body::DeviceStatus(status) => {
                 d.status = Some(status.clone());

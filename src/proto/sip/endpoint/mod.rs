@@ -19,6 +19,7 @@ mod query;
 mod records;
 mod registrar;
 mod rng;
+mod subscribe;
 mod transaction;
 
 pub use asks::{ASK_ANSWER_TIMEOUT, ASKS_IN_FLIGHT_MAX, Answer, DeviceAsk, PRESETS_MAX};
@@ -28,6 +29,7 @@ pub use device::{CHANNELS_PER_DEVICE_MAX, DEVICES_MAX, Device};
 pub use play::{MediaTransport, PlayError, PlayHandle, PlayKind, PlayStart, SESSIONS_MAX, Session};
 pub use query::{QUERY_ANSWER_TIMEOUT, QueryCmd};
 pub use records::{RECORD_ITEMS_MAX, RECORD_QUERIES_MAX, RecordList, RecordType, Recording};
+pub use subscribe::{POSITION_INTERVAL_S, SUBSCRIBE_EXPIRES_S_MIN, SUBSCRIBE_REFRESH_MARGIN, SubKind};
 pub use transaction::{CLIENT_TRANSACTIONS_MAX, T1, T2, TRANSACTION_TIMEOUT};
 
 use super::SipMsg;
@@ -122,6 +124,11 @@ pub struct EndpointConfig {
     pub device_utc_offsets_s: BTreeMap<String, i32>,
     /// How long a RecordInfo answer may take to arrive in full.
     pub record_query_timeout: Duration,
+    /// Subscriptions made on every device (`catalog`, `alarm`, `mobile_position`), those of
+    /// devices listed apart, and the time asked for each.
+    pub subscribe: Vec<String>,
+    pub device_subscribe: BTreeMap<String, Vec<String>>,
+    pub subscribe_expires_s: u32,
 }
 
 impl EndpointConfig {
@@ -143,6 +150,9 @@ impl EndpointConfig {
             utc_offset_s: s.utc_offset_s(),
             device_utc_offsets_s: s.device_utc_offsets_s(),
             record_query_timeout: Duration::from_secs(s.record_query_timeout_s.max(1)),
+            subscribe: s.subscribe.clone(),
+            device_subscribe: s.device_subscribe.clone(),
+            subscribe_expires_s: s.subscribe_expires_s.max(SUBSCRIBE_EXPIRES_S_MIN),
         }
     }
 
@@ -297,6 +307,11 @@ pub enum Event {
         handle: ControlHandle,
         result: Result<(), ControlError>,
     },
+    /// A mobile device's position (MobilePosition notification).
+    Position {
+        device_id: String,
+        position: crate::proto::sip::manscdp::Position,
+    },
     /// A device reported an alarm (answered 200 and with a Response).
     Alarm {
         device_id: String,
@@ -357,6 +372,8 @@ pub enum Command {
     Sync { device_id: String },
     /// A TCP connection closed: devices bound to it are unreachable.
     ConnClosed { conn: ConnId },
+    /// Forget a device: its subscriptions end (`Expires: 0`), its sessions are BYE'd.
+    Remove { device_id: String },
     /// Send a DeviceControl to a channel; the result comes as `Event::ControlDone`.
     Control { device_id: String, channel_id: String, command: DeviceCommand },
 }
@@ -409,6 +426,7 @@ pub struct Endpoint {
     controls: control::Controls,
     records: records::RecordQueries,
     asks: asks::Asks,
+    subscriptions: subscribe::Subscriptions,
     /// Alarms answered 200 whose Response is still to go: (device, SN, alarm's DeviceID).
     alarm_acks: Vec<(String, u32, String)>,
     counters: Counters,
@@ -437,6 +455,7 @@ impl Endpoint {
             controls: Default::default(),
             records: Default::default(),
             asks: Default::default(),
+            subscriptions: Default::default(),
             alarm_acks: Vec::new(),
             counters: Counters::default(),
             transmits: VecDeque::new(),
@@ -552,6 +571,26 @@ impl Endpoint {
         self.plays.sessions()
     }
 
+    /// A device's subscriptions: (kind, active).
+    pub fn subscriptions_of(&self, device_id: &str) -> Vec<(SubKind, bool)> {
+        self.subscriptions.of(device_id)
+    }
+
+    fn remove_device(&mut self, now: Instant, device_id: &str) -> bool {
+        if !self.devices.contains_key(device_id) {
+            return false;
+        }
+        self.unsubscribe_all(now, device_id);
+        let sessions: Vec<u32> = self.plays.sessions().filter(|s| s.device_id == device_id).map(|s| s.ssrc).collect();
+        for ssrc in sessions {
+            self.stop_ssrc(now, ssrc, EndReason::Api);
+        }
+        self.set_binding(device_id, None);
+        self.devices.remove(device_id);
+        self.registry_changed();
+        true
+    }
+
     /// Whether a device is bound to this TCP connection (it stays open longer).
     pub fn is_bound_conn(&self, conn: ConnId) -> bool {
         self.tcp_bound.contains_key(&conn)
@@ -657,6 +696,7 @@ impl Endpoint {
                 Outcome::Done
             }
             Command::Sync { device_id } => Outcome::Found(self.sync(now, &device_id)),
+            Command::Remove { device_id } => Outcome::Found(self.remove_device(now, &device_id)),
             Command::Control { device_id, channel_id, command } => Outcome::Control(self.device_control(now, &device_id, &channel_id, command)),
             Command::ConnClosed { conn } => {
                 self.conn_closed(conn);
@@ -695,9 +735,10 @@ impl Endpoint {
         };
         self.reply(now, from, msg, Some(key), reply);
         self.send_alarm_acks(now);
-        // Queries go out after the 200 that registered the device.
+        // Queries and subscriptions go out after the 200 that registered the device.
         if let Some(device_id) = registered {
             self.run_queries(now, &device_id);
+            self.subscribe_all(now, &device_id);
         }
     }
 
@@ -759,6 +800,7 @@ impl Endpoint {
             }
             transaction::Purpose::Invite { handle } => self.invite_done(now, handle, &key, &tx, answer),
             transaction::Purpose::Control { handle } => self.control_done(handle, answer.and_then(SipMsg::status)),
+            transaction::Purpose::Subscribe { device_id, kind } => self.subscribe_done(now, &device_id, kind, answer),
             transaction::Purpose::Ask { device_id, cmd_type, sn } => {
                 let status = answer.and_then(SipMsg::status);
                 if !status.is_some_and(|s| (200..300).contains(&s)) {
@@ -865,6 +907,7 @@ impl Endpoint {
         self.plays.expire(now);
         self.expire_record_queries(now);
         self.expire_asks(now);
+        self.tick_subscriptions(now);
         let keepalive = self.cfg.keepalive_interval;
         let mut offline = Vec::new();
         let mut query_work = Vec::new();

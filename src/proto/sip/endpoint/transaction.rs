@@ -48,6 +48,11 @@ pub enum Purpose {
         cmd_type: &'static str,
         sn: u32,
     },
+    /// A SUBSCRIBE (made or refreshed).
+    Subscribe {
+        device_id: String,
+        kind: super::subscribe::SubKind,
+    },
     /// A RecordInfo query: the answers come in MESSAGEs of their own.
     Records {
         device_id: String,
