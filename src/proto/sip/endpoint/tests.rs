@@ -32,6 +32,9 @@ fn cfg() -> EndpointConfig {
         utc_offset_s: 8 * 3600,
         device_utc_offsets_s: BTreeMap::new(),
         record_query_timeout: Duration::from_secs(10),
+        subscribe: Vec::new(),
+        device_subscribe: BTreeMap::new(),
+        subscribe_expires_s: 3600,
     }
 }
 
