@@ -11,7 +11,7 @@ pub mod webhooks;
 
 use crate::proto::sip::endpoint::{
     Answer, Command, ControlError, ControlHandle, DeviceAsk, DeviceCommand, Endpoint, EndpointConfig, Event, MediaTransport, Outcome, Peer,
-    PlayError, PlayHandle, PlayKind, PlayStart, RecordList, RecordType, Session, StreamUse, TICK, Transmit,
+    PlayError, PlayHandle, PlayKind, PlayStart, RecordList, RecordType, Refusal, Session, StreamUse, TICK, Transmit,
 };
 use crate::proto::sip::manscdp::Preset;
 use crate::proto::sip::mansrtsp::PlaybackAction;
@@ -271,6 +271,12 @@ impl Control {
                     None,
                     serde_json::json!({ "why": "no keepalive, registration expired or connection lost" }),
                 );
+            }
+            Event::Refused { reason: Refusal::StaleNonce, peer, device_id, .. } => {
+                // Devices reuse the nonce of their last registration: routine, challenged again.
+                tracing::debug!(?peer, device_id, "REGISTER with an expired nonce; challenged again");
+                let data = serde_json::json!({ "addr": peer.addr().to_string(), "reason": Refusal::StaleNonce.as_str() });
+                self.events.publish("registration_failed", device_id.as_deref(), None, data);
             }
             Event::Refused { peer, method, device_id, reason } => {
                 if method == "REGISTER" {

@@ -18,6 +18,7 @@ fn device_json(ep: &Endpoint, d: &Device, now: Instant) -> Value {
         "channel_count": d.channels.len(),
         "last_error": d.last_error,
         "status": d.status,
+        "gb_version": d.gb_version,
         "position": d.position,
         "subscriptions": ep.subscriptions_of(&d.device_id).into_iter().map(|(k, active)| json!({ "kind": k.name(), "active": active })).collect::<Vec<_>>(),
     })

@@ -32,6 +32,9 @@ pub struct Device {
     /// Where it is, from its latest MobilePosition notification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<crate::proto::sip::manscdp::Position>,
+    /// The GB/T 28181 version it said it speaks (`X-GB-Ver`: 2.0 is 2016, 3.0 is 2022).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gb_version: Option<String>,
     /// Its latest DeviceStatus answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<crate::proto::sip::manscdp::DeviceStatus>,

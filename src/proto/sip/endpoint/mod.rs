@@ -204,6 +204,8 @@ pub enum Refusal {
     RegistryFull,
     /// A BYE whose tags do not match the dialog.
     WrongDialog,
+    /// A REGISTER answering a nonce that expired or was never issued to it (challenged again).
+    StaleNonce,
 }
 
 impl Refusal {
@@ -216,6 +218,7 @@ impl Refusal {
             Refusal::TooManyFailures => "too many authentication failures",
             Refusal::RegistryFull => "device registry full",
             Refusal::WrongDialog => "tags do not match the dialog",
+            Refusal::StaleNonce => "expired or unknown nonce (challenged again)",
         }
     }
 }

@@ -32,6 +32,7 @@ impl Endpoint {
         let nonce_ok = self.challenges.get(&key, now).is_some_and(|c| c.nonce == credentials.nonce);
         if !nonce_ok {
             // Expired, never issued, or issued to another source: a fresh one, no failure.
+            self.emit(Event::Refused { peer: from, method: "REGISTER".into(), device_id: Some(device_id.clone()), reason: Refusal::StaleNonce });
             return self.challenge(now, from, key, false, true);
         }
         let password = self.cfg.password_for(&device_id).to_string();
@@ -74,6 +75,15 @@ impl Endpoint {
             self.registry_changed();
         }
         let mut extra = vec![("Expires", expires.to_string()), ("Date", gb_date(self.unix_ms(now)))];
+        // GB/T 28181-2022 devices say their version; the answer says which one this platform
+        // speaks with them (3.0 to 2022 devices, 2.0 to 2016 ones).
+        if let Some(version) = gb_version(msg) {
+            let speaks = if version.starts_with(|c: char| c.is_ascii_digit() && c >= '3') { "3.0" } else { "2.0" };
+            extra.push(("X-GB-Ver", speaks.to_string()));
+            if let Some(d) = self.devices.get_mut(&device_id) {
+                d.gb_version = Some(version);
+            }
+        }
         if let Some(contact) = msg.header("Contact") {
             extra.push(("Contact", contact));
         }
@@ -106,4 +116,12 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// The `X-GB-Ver` a REGISTER carries (`M.N`, GB/T 28181-2022 §附录 J), if well formed.
+fn gb_version(msg: &SipMsg) -> Option<String> {
+    let v = msg.header("X-GB-Ver")?;
+    let v = v.trim();
+    let ok = (1..=8).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit() || b == b'.') && v.starts_with(|c: char| c.is_ascii_digit());
+    ok.then(|| v.to_string())
 }

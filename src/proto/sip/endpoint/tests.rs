@@ -1159,3 +1159,29 @@ fn asks_wait_for_the_devices_own_answer() {
     h.advance(ASK_ANSWER_TIMEOUT + Duration::from_secs(1));
     assert_eq!(done(&mut h), vec![Err(ControlError::Timeout)]);
 }
+
+#[test]
+fn a_2022_device_gets_its_version_answered() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    let first = dev.request("REGISTER", "reg-v3", "Expires: 3600\r\nX-GB-Ver: 3.0\r\n", None);
+    h.input(dev.peer, &first);
+    let nonce = nonce_of(&h.sent_one(dev.peer));
+    let auth = dev.auth(&nonce, DEV, PASSWORD);
+    let second = dev.request("REGISTER", "reg-v3", &format!("{auth}Expires: 3600\r\nX-GB-Ver: 3.0\r\n"), None);
+    h.input(dev.peer, &second);
+    let ok = h.take().into_iter().map(|(_, m)| m).find(|m| m.status() == Some(200)).expect("200");
+    assert_eq!(ok.header("X-GB-Ver").as_deref(), Some("3.0"));
+    assert_eq!(h.ep.device(DEV).unwrap().gb_version.as_deref(), Some("3.0"));
+    // A 2016 device says nothing and is told nothing.
+    let mut old = Dev::udp("34020000001320000002", addr(11, 5060));
+    assert!(h.register(&mut old).header("X-GB-Ver").is_none());
+    // A stale nonce is an event (challenged again), not an authentication failure.
+    let stale = dev.request("REGISTER", "reg-v3", &format!("{}Expires: 3600\r\n", dev.auth("0123456789abcdef", DEV, PASSWORD)), None);
+    h.take();
+    h.take_events();
+    h.input(dev.peer, &stale);
+    assert_eq!(h.sent_one(dev.peer).status(), Some(401));
+    assert!(h.take_events().iter().any(|e| matches!(e, Event::Refused { reason: Refusal::StaleNonce, .. })));
+    assert_eq!(h.ep.counters().auth_failures, 0);
+}
