@@ -383,6 +383,13 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                 } else {
                     None
                 };
+                if let Some(c) = &control {
+                    let events = c.events.clone();
+                    let _ = shard.on_recording_closed.set(Box::new(move |info| {
+                        let channel = info.channel_id.clone();
+                        events.publish("recording_closed", None, channel.as_deref(), serde_json::json!(info));
+                    }));
+                }
                 let front = Rc::new(Front { shard: shard.clone(), control });
                 let serve_front = front.clone();
                 let _ = shard.handoff.set(Box::new(move |conn| crate::http::server::serve_handoff(&serve_front, conn)));

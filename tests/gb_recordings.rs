@@ -446,6 +446,12 @@ fn records_are_searched_merged_and_refused_clearly() {
         v["records"].as_array().is_some_and(|r| r.len() == 1 && r[0]["in_progress"] == false).then_some(())
     });
     assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{CHANNEL}/stop"), "").0, 200);
+    // Its closing is an event of the channel.
+    let closed = wait_for("recording_closed event", Duration::from_secs(5), || {
+        let (_, v) = engine.request("GET", "/api/events?since=0&kind=recording_closed", "");
+        v["events"].as_array().and_then(|e| e.first().cloned())
+    });
+    assert_eq!((closed["channel_id"].as_str(), closed["data"]["stream_id"].as_str()), (Some(CHANNEL), Some(stream_id.as_str())), "{closed}");
     let now = base_time() + 3600 + 60;
     let (status, t) = engine.request("GET", &format!("/api/channels/{CHANNEL}/timeline?start={}&end={}", base - 60, now + 60), "");
     assert_eq!(status, 200, "{t}");

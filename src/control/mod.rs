@@ -482,7 +482,7 @@ impl Control {
         };
         let (tx, rx) = oneshot::channel();
         self.control_waiters.borrow_mut().insert(handle, tx);
-        let (element, text) = command.element();
+        let (element, text) = command.element(self.endpoint().device(device_id).is_some_and(|d| d.speaks_2022()));
         tracing::info!(device_id, channel_id, element, text, "device control sent");
         rx.await.unwrap_or(Err(ControlError::Timeout))
     }

@@ -76,8 +76,11 @@ pub struct Shard {
     pub handoff: std::cell::OnceCell<Box<dyn Fn(msg::HandoffConn)>>,
     /// Cover decodes running at once on this shard's blocking threads.
     pub cover_gate: Rc<glommio::sync::Semaphore>,
-    /// Recording files this shard is still writing.
-    pub record_writers: Rc<std::cell::Cell<usize>>,
+    /// Recording files this shard is still writing, and those it closed.
+    pub record_writers: Rc<record::RecordWriters>,
+    /// On the control executor: what to do with recordings the media shards closed (installed
+    /// by the runtime: the control plane publishes them as events).
+    pub on_recording_closed: std::cell::OnceCell<Box<dyn Fn(record::RecordInfo)>>,
     /// API keys and play secrets this executor checks requests against; a reload (SIGHUP)
     /// sends every executor a new copy.
     pub secrets: RefCell<Arc<crate::auth::Secrets>>,
@@ -108,6 +111,7 @@ impl Shard {
             handoff: Default::default(),
             cover_gate: Rc::new(glommio::sync::Semaphore::new(COVER_DECODES_AT_ONCE)),
             record_writers: Default::default(),
+            on_recording_closed: Default::default(),
             secrets: RefCell::new(secrets),
             tls: RefCell::new(None),
         }
@@ -174,11 +178,11 @@ impl Shard {
             stream::close_stream(self, ssrc, "shutdown");
         }
         let deadline = std::time::Instant::now() + limit;
-        while self.record_writers.get() > 0 && std::time::Instant::now() < deadline {
+        while self.record_writers.open.get() > 0 && std::time::Instant::now() < deadline {
             glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
         }
-        if self.record_writers.get() > 0 {
-            tracing::warn!(shard = self.index, files = self.record_writers.get(), "recordings still being written at stop");
+        if self.record_writers.open.get() > 0 {
+            tracing::warn!(shard = self.index, files = self.record_writers.open.get(), "recordings still being written at stop");
         }
     }
 }

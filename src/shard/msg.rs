@@ -151,6 +151,8 @@ pub enum ShardMsg {
         change: PlaybackChange,
         reply: oneshot::Sender<bool>,
     },
+    /// A media shard closed a recording file (to the control executor).
+    RecordingClosed(super::record::RecordInfo),
     /// Start/stop recording; replies None for an unknown stream, else whether it changed.
     Record {
         ssrc: u32,

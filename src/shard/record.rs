@@ -13,6 +13,31 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
+/// Closed recordings waiting to be told to the control plane (an event each); past this the
+/// oldest are forgotten (their files and sidecars are there all the same).
+pub const CLOSED_RECORDS_QUEUED_MAX: usize = 1024;
+
+/// A shard's recording files: how many are being written, and those closed since last asked.
+#[derive(Debug, Default)]
+pub struct RecordWriters {
+    pub open: Cell<usize>,
+    closed: std::cell::RefCell<std::collections::VecDeque<RecordInfo>>,
+}
+
+impl RecordWriters {
+    fn closed(&self, info: RecordInfo) {
+        let mut q = self.closed.borrow_mut();
+        if q.len() >= CLOSED_RECORDS_QUEUED_MAX {
+            q.pop_front();
+        }
+        q.push_back(info);
+    }
+
+    pub fn take_closed(&self) -> Vec<RecordInfo> {
+        self.closed.borrow_mut().drain(..).collect()
+    }
+}
+
 /// Fragments waiting for the disk; a fuller queue drops fragments (counted), never blocks.
 pub const RECORD_QUEUE_FRAGMENTS_MAX: usize = 32;
 
@@ -43,7 +68,7 @@ struct OpenFile {
 
 pub struct Recorder {
     /// Files of this shard still being written (so a stop can wait for their sidecars).
-    writers: Rc<Cell<usize>>,
+    writers: Rc<RecordWriters>,
     /// Set by the writer on its first failed write (a full disk, a removed directory): the
     /// recorder then stops for good, instead of queueing fragments nobody writes.
     write_error: Rc<std::cell::RefCell<Option<String>>>,
@@ -76,7 +101,7 @@ pub fn downloads_dir(data_dir: &Path) -> PathBuf {
 
 impl Recorder {
     /// Records into `dir` (`records_dir` or `downloads_dir`); `stem` fixes the file name.
-    pub fn new(dir: PathBuf, stream_id: String, stem: Option<String>, rotate: Duration, writers: Rc<Cell<usize>>) -> Recorder {
+    pub fn new(dir: PathBuf, stream_id: String, stem: Option<String>, rotate: Duration, writers: Rc<RecordWriters>) -> Recorder {
         Recorder {
             writers,
             write_error: Default::default(),
@@ -176,14 +201,17 @@ impl Recorder {
         let dir = self.dir.clone();
         tracing::info!(stream_id = %self.stream_id, file = %info.file, "recording started");
         let writers = self.writers.clone();
-        writers.set(writers.get() + 1);
+        writers.open.set(writers.open.get() + 1);
         let write_error = self.write_error.clone();
         glommio::spawn_local(async move {
-            if let Err(error) = write_file(&dir, info.clone(), rx).await {
-                tracing::debug!(file = %info.file, %error, "recording write failed");
-                *write_error.borrow_mut() = Some(format!("{}: {error}", info.file));
+            match write_file(&dir, info.clone(), rx).await {
+                Ok(closed) => writers.closed(closed),
+                Err(error) => {
+                    tracing::debug!(file = %info.file, %error, "recording write failed");
+                    *write_error.borrow_mut() = Some(format!("{}: {error}", info.file));
+                }
             }
-            writers.set(writers.get() - 1);
+            writers.open.set(writers.open.get() - 1);
         })
         .detach();
         self.file = Some(OpenFile { tx, muxer, first_dts: keyframe.dts, last_dts: keyframe.dts });
@@ -227,7 +255,7 @@ async fn write_whole_at(file: &glommio::io::BufferedFile, bytes: Vec<u8>, pos: u
     Ok(pos + len as u64)
 }
 
-async fn write_file(dir: &Path, mut info: RecordInfo, rx: glommio::channels::local_channel::LocalReceiver<Write>) -> std::io::Result<()> {
+async fn write_file(dir: &Path, mut info: RecordInfo, rx: glommio::channels::local_channel::LocalReceiver<Write>) -> std::io::Result<RecordInfo> {
     // Directory and sidecar are plain std::fs calls: on a blocking thread, not the shard.
     let d = dir.to_path_buf();
     glommio::executor().spawn_blocking(move || std::fs::create_dir_all(d)).await?;
@@ -251,7 +279,7 @@ async fn write_file(dir: &Path, mut info: RecordInfo, rx: glommio::channels::loc
     let sidecar_path = path.with_extension("json");
     glommio::executor().spawn_blocking(move || std::fs::write(sidecar_path, sidecar)).await?;
     tracing::info!(file = %info.file, duration_ms = info.duration_ms, bytes = pos, "recording closed");
-    Ok(())
+    Ok(info)
 }
 
 /// Boxes larger than this are not recovered (nothing gmv writes is that large).

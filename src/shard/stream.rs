@@ -57,7 +57,7 @@ pub struct Stream {
     me: RefCell<std::rc::Weak<Stream>>,
     /// The shard's cover-decode gate (shared by its streams).
     cover_gate: Rc<glommio::sync::Semaphore>,
-    record_writers: Rc<Cell<usize>>,
+    record_writers: Rc<super::record::RecordWriters>,
     covers_dir: std::path::PathBuf,
     /// Latest HLS request; HLS stops after `hls.idle_timeout_s` without one.
     pub hls_requested: Cell<Option<Instant>>,
@@ -462,6 +462,11 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
             let stream = shard.streams.borrow().get(&ssrc).cloned();
             let _ = reply.send(stream.map(|s| s.set_recording(on, &shard.config)));
         }
+        ShardMsg::RecordingClosed(info) => {
+            if let Some(hook) = shard.on_recording_closed.get() {
+                hook(info);
+            }
+        }
         ShardMsg::ListStreams { reply } => {
             let mut v: Vec<StreamInfo> = shard.streams.borrow().values().map(|s| s.info()).collect();
             v.sort_by_key(|i| i.ssrc);
@@ -582,6 +587,10 @@ pub async fn housekeeping(shard: Rc<Shard>) {
         }
         for ssrc in idle_ssrcs {
             close_stream(&shard, ssrc, "idle");
+        }
+        // Recordings closed: the control plane makes events of them.
+        for info in shard.record_writers.take_closed() {
+            let _ = shard.send(super::CONTROL, ShardMsg::RecordingClosed(info)).await;
         }
     }
 }

@@ -14,17 +14,20 @@ pub const CONTROLS_IN_FLIGHT_MAX: usize = 256;
 pub enum DeviceCommand {
     /// A PTZCmd (`proto::sip::ptz`): moves, focus, iris, presets.
     Ptz([u8; 8]),
-    /// IFameCmd (the standard's spelling): send a keyframe now, e.g. for a viewer to start at once.
+    /// IFameCmd (the 2016 standard's spelling; `IFrameCmd` in 2022): send a keyframe now, e.g.
+    /// for a viewer to start at once.
     KeyFrame,
     /// TeleBoot: restart the device.
     Reboot,
 }
 
 impl DeviceCommand {
-    /// The element the MESSAGE carries: (name, text).
-    pub fn element(&self) -> (&'static str, String) {
+    /// The element the MESSAGE carries: (name, text), in the names of the standard's 2022
+    /// edition for a device that says it speaks it.
+    pub fn element(&self, gb2022: bool) -> (&'static str, String) {
         match self {
             DeviceCommand::Ptz(bytes) => ("PTZCmd", crate::proto::sip::ptz::hex(bytes)),
+            DeviceCommand::KeyFrame if gb2022 => ("IFrameCmd", "Send".into()),
             DeviceCommand::KeyFrame => ("IFameCmd", "Send".into()),
             DeviceCommand::Reboot => ("TeleBoot", "Boot".into()),
         }
@@ -110,7 +113,8 @@ impl Endpoint {
             return Err(ControlError::Busy);
         }
         let handle = self.new_control_handle();
-        let (element, text) = command.element();
+        let gb2022 = self.devices.get(device_id).is_some_and(|d| d.speaks_2022());
+        let (element, text) = command.element(gb2022);
         let xml = manscdp::device_control(self.new_sn(), channel_id, element, &text, "GB2312");
         if !self.send_manscdp(now, device_id, peer, &xml, transaction::Purpose::Control { handle }) {
             return Err(ControlError::Busy);

@@ -74,6 +74,11 @@ impl Device {
         Device { device_id: device_id.into(), ..Device::default() }
     }
 
+    /// It said (`X-GB-Ver` 3.x) it speaks GB/T 28181-2022.
+    pub fn speaks_2022(&self) -> bool {
+        self.gb_version.as_deref().is_some_and(|v| v.starts_with('3'))
+    }
+
     /// Registered, not expired, heard from within the keepalive allowance, and reachable.
     pub fn online(&self, now: Instant, keepalive: Duration) -> bool {
         self.binding.is_some() && self.live.is_some_and(|l| now < l.expires_at && now.duration_since(l.last_seen) < keepalive * KEEPALIVES_MISSED_MAX)

@@ -1173,6 +1173,14 @@ fn a_2022_device_gets_its_version_answered() {
     let ok = h.take().into_iter().map(|(_, m)| m).find(|m| m.status() == Some(200)).expect("200");
     assert_eq!(ok.header("X-GB-Ver").as_deref(), Some("3.0"));
     assert_eq!(h.ep.device(DEV).unwrap().gb_version.as_deref(), Some("3.0"));
+    // The 2022 name of the keyframe request.
+    h.take();
+    assert!(matches!(
+        h.command(Command::Control { device_id: DEV.into(), channel_id: CH.into(), command: DeviceCommand::KeyFrame }),
+        Outcome::Control(Ok(_))
+    ));
+    let text = String::from_utf8_lossy(h.sent_one(dev.peer).body()).to_string();
+    assert!(text.contains("<IFrameCmd>Send</IFrameCmd>"), "{text}");
     // A 2016 device says nothing and is told nothing.
     let mut old = Dev::udp("34020000001320000002", addr(11, 5060));
     assert!(h.register(&mut old).header("X-GB-Ver").is_none());
