@@ -482,6 +482,8 @@ fn records_are_searched_merged_and_refused_clearly() {
     assert_eq!((status, v["code"].as_str()), (409, Some("device_offline")), "{v}");
     let body = format!("{{\"start\": {base}, \"end\": {}}}", base + 10);
     assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{CHANNEL}/playback"), &body).0, 409);
+    assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{CHANNEL}/ptz"), "{\"pan\": 1}").0, 409);
+    assert_eq!(engine.request("GET", &format!("/api/devices/{DEVICE}/status"), "").0, 409);
 }
 
 #[test]

@@ -8,7 +8,7 @@
 #![no_main]
 use gmv::proto::sip::digest::client_response;
 use gmv::proto::sip::endpoint::{
-    Command, DeviceCommand, Endpoint, EndpointConfig, MediaTransport, Outcome, Peer, PlayKind, PlayStart, RecordType, StreamUse,
+    Command, DeviceAsk, DeviceCommand, Endpoint, EndpointConfig, MediaTransport, Outcome, Peer, PlayKind, PlayStart, RecordType, StreamUse,
 };
 use gmv::proto::sip::mansrtsp::PlaybackAction;
 use gmv::proto::sip::parse;
@@ -45,7 +45,8 @@ fn register(ep: &mut Endpoint, now: Instant, dev: Peer) {
 fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
     let config = gmv::config::Config::default();
-    let cfg = EndpointConfig::from_config(&config, "127.0.0.1:5060".parse().unwrap());
+    let mut cfg = EndpointConfig::from_config(&config, "127.0.0.1:5060".parse().unwrap());
+    cfg.subscribe = vec!["catalog".into(), "alarm".into(), "mobile_position".into()];
     let mut ep = Endpoint::new(cfg, now, 0, [3; 16], Vec::new());
     let dev = Peer::Udp("127.0.0.10:5060".parse().unwrap());
     register(&mut ep, now, dev);
@@ -114,7 +115,20 @@ fuzz_target!(|data: &[u8]| {
                 let ch = String::from_utf8_lossy(bytes.get(2..).unwrap_or_default()).to_string();
                 let start = i64::from(bytes.first().copied().unwrap_or(0)) * 1_000_000;
                 let end = start + i64::from(bytes.get(1).copied().unwrap_or(1)) * 60;
-                ep.handle_command(now, Command::Records { device_id: DEV.into(), channel_id: ch, start, end, record_type: RecordType::All });
+                let command = match bytes.first().map(|b| b % 4) {
+                    Some(0) => Command::Ask { device_id: DEV.into(), target: ch, ask: DeviceAsk::Presets },
+                    Some(1) => Command::Ask { device_id: DEV.into(), target: ch, ask: DeviceAsk::Config { name: Some(String::from_utf8_lossy(bytes).into()), heartbeat_s: Some(30), heartbeat_count: None } },
+                    Some(2) => Command::Ask { device_id: DEV.into(), target: ch, ask: DeviceAsk::HomePosition { enabled: true, preset: 1, reset_s: 30 } },
+                    _ => Command::Records { device_id: DEV.into(), channel_id: ch, start, end, record_type: RecordType::All },
+                };
+                ep.handle_command(now, command);
+            }
+            _ if bytes.first().is_some_and(|b| b % 16 == 0) => {
+                ep.handle_command(now, Command::Remove { device_id: DEV.into() });
+                for t in drain(&mut ep) {
+                    assert!(parse(&t).is_ok(), "the endpoint sends only valid SIP: {:?}", String::from_utf8_lossy(&t));
+                }
+                register(&mut ep, now, dev);
             }
             _ => {
                 ep.handle_command(now, Command::ConnClosed { conn: 1 });
