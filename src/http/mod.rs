@@ -4,6 +4,7 @@ pub mod api;
 pub mod api_gb;
 pub mod api_history;
 pub mod conn;
+pub mod console;
 pub mod events_sse;
 pub mod flv_play;
 pub mod hls_serve;

@@ -50,6 +50,10 @@ pub enum Route {
     Api,
     /// A CORS preflight (`OPTIONS` with `Origin`), answered without credentials.
     Preflight,
+    /// The web console's page (`file` None) or one of its files.
+    Console {
+        file: Option<String>,
+    },
     NotFound,
 }
 
@@ -59,6 +63,8 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
         return Route::Preflight;
     }
     match parts.as_slice() {
+        [""] | ["index.html"] if head.method == "GET" => Route::Console { file: None },
+        ["console", rest @ ..] if head.method == "GET" && !rest.is_empty() => Route::Console { file: Some(rest.join("/")) },
         ["api", ..] => Route::Api,
         // /hls/{stream_id}/{token}/{file}
         ["hls", stream_id, token, file] if head.method == "GET" => {

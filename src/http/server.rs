@@ -315,6 +315,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             }
         }
         Route::Redirect { location } => super::response::respond_redirect(&mut conn, &location).await,
+        Route::Console { file } => super::console::serve(&mut conn, file.as_deref()).await,
         Route::NotFound => respond_error(&mut conn, 404, "not_found", "no such resource").await,
     }
     conn.keep_alive.then_some(conn)

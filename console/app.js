@@ -1,0 +1,335 @@
+// The gmv console: plain JS over the REST API. The API key lives in this tab's session
+// storage and goes in a header; players get play tokens from the API, never the key.
+'use strict';
+
+const KEY_STORE = 'gmv-api-key';
+const EVENTS_SHOWN_MAX = 500;
+const DEVICES_SHOWN_MAX = 500;
+const STATS_INTERVAL_MS = 2000;
+let apiKey = sessionStorage.getItem(KEY_STORE) || '';
+
+const $ = (sel) => document.querySelector(sel);
+const el = (tag, attrs = {}, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (k === 'dataset') Object.assign(e.dataset, v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+};
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+// What an operator should read instead of a code.
+function readable(err) {
+  const byCode = {
+    device_offline: 'Device offline',
+    device_timeout: 'The device did not answer',
+    device_rejected: 'The device refused',
+    device_error: 'The device reported an error',
+    forbidden: 'No permission for this (your key\'s role is too low)',
+    unauthorized: 'Not signed in (or the key was revoked)',
+    not_found: 'Not found',
+    busy: 'Too busy, try again',
+  };
+  if (err instanceof ApiError) return (byCode[err.code] || `Error ${err.status}`) + (err.message ? `: ${err.message}` : '');
+  return String(err && err.message || err);
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${apiKey}` };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let v = null;
+  try { v = await r.json(); } catch (_) { /* not JSON */ }
+  if (!r.ok) throw new ApiError(r.status, v && v.code, v && v.message);
+  return v;
+}
+
+// ---- sign in ----
+
+async function signIn(key) {
+  apiKey = key;
+  await api('GET', '/api/devices');
+  sessionStorage.setItem(KEY_STORE, key);
+  $('#signin').hidden = true;
+  $('#app').hidden = false;
+  show('devices');
+  followEvents();
+}
+
+$('#signin-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  $('#signin-error').textContent = '';
+  try {
+    await signIn($('#key').value.trim());
+  } catch (err) {
+    $('#signin-error').textContent = err.status === 401 ? 'That key is not valid.' : readable(err);
+  }
+});
+
+$('#signout').addEventListener('click', () => {
+  sessionStorage.removeItem(KEY_STORE);
+  location.reload();
+});
+
+// ---- views ----
+
+let refreshTimer = null;
+function show(view) {
+  for (const b of document.querySelectorAll('nav button')) b.classList.toggle('active', b.dataset.view === view);
+  for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== `view-${view}`;
+  clearInterval(refreshTimer);
+  if (view === 'devices') loadDevices();
+  if (view === 'streams') {
+    loadStreams();
+    refreshTimer = setInterval(loadStreams, 3000);
+  }
+}
+for (const b of document.querySelectorAll('nav button')) b.addEventListener('click', () => show(b.dataset.view));
+
+// ---- devices ----
+
+let devices = [];
+const channelsOf = new Map();
+
+async function loadDevices() {
+  try {
+    devices = (await api('GET', '/api/devices')).devices;
+    await Promise.all(devices.map(async (d) => {
+      channelsOf.set(d.device_id, (await api('GET', `/api/devices/${d.device_id}/channels`)).channels);
+    }));
+    renderDevices();
+  } catch (err) {
+    $('#device-tree').replaceChildren(el('li', { class: 'error' }, readable(err)));
+  }
+}
+
+function renderDevices() {
+  const q = $('#device-filter').value.trim().toLowerCase();
+  const onlineOnly = $('#online-only').checked;
+  const match = (s) => !q || String(s || '').toLowerCase().includes(q);
+  const rows = [];
+  for (const d of devices) {
+    if (onlineOnly && !d.online) continue;
+    const channels = (channelsOf.get(d.device_id) || []).filter((c) => match(c.device_id) || match(c.name) || match(d.device_id) || match(d.info.manufacturer));
+    if (q && !channels.length && !match(d.device_id)) continue;
+    const info = [d.info.manufacturer, d.info.model].filter(Boolean).join(' ');
+    const list = el('ul', { class: 'channels' });
+    for (const c of channels) {
+      list.append(el('li', { class: 'channel', dataset: { testid: `channel-${c.device_id}` } },
+        el('span', { class: `dot ${c.status === 'ON' ? 'on' : ''}` }),
+        el('span', {}, c.name || c.device_id),
+        el('span', { class: 'muted' }, c.device_id),
+        el('button', { title: 'Play in the wall', dataset: { testid: `play-${c.device_id}` }, onclick: () => wallPlay(d.device_id, c.device_id, c.name || c.device_id) }, '▶')));
+    }
+    rows.push(el('li', { class: 'device', dataset: { testid: `device-${d.device_id}` } },
+      el('span', { class: `dot ${d.online ? 'on' : ''}` }), ' ',
+      el('strong', {}, d.device_id), ' ',
+      el('span', { class: 'muted' }, `${info} · ${d.online ? 'online' : 'offline'} · ${d.channel_count} channels${d.last_error ? ' · ' + d.last_error : ''}`), ' ',
+      el('button', { onclick: async () => { try { await api('POST', `/api/devices/${d.device_id}/sync`); } catch (err) { alert(readable(err)); } } }, 'sync'),
+      list));
+    if (rows.length >= DEVICES_SHOWN_MAX) break;
+  }
+  $('#device-count').textContent = `${rows.length} of ${devices.length} devices`;
+  $('#device-tree').replaceChildren(...rows);
+}
+$('#device-filter').addEventListener('input', renderDevices);
+$('#online-only').addEventListener('change', renderDevices);
+
+// ---- live wall ----
+
+const tiles = [];
+let selected = -1;
+
+function layout(n) {
+  while (tiles.length > n) stopTile(tiles.pop());
+  while (tiles.length < n) tiles.push({ index: tiles.length });
+  $('#wall').style.setProperty('--cols', String(Math.ceil(Math.sqrt(n))));
+  renderWall();
+}
+$('#layout').addEventListener('change', (e) => layout(Number(e.target.value)));
+
+function renderWall() {
+  $('#wall').replaceChildren(...tiles.map((t, i) => {
+    if (!t.node) {
+      t.video = el('video', { muted: '', autoplay: '', playsinline: '' });
+      t.video.muted = true;
+      t.message = el('div', { class: 'message' }, 'empty');
+      t.name = el('span', { class: 'name' }, '');
+      t.stats = el('div', { class: 'stats' }, '');
+      t.node = el('div', { class: 'tile empty', dataset: { testid: `tile-${i}` }, onclick: () => selectTile(i) },
+        t.video, t.message,
+        el('div', { class: 'label' }, t.name,
+          el('button', { title: 'Sound on/off', onclick: (e) => { e.stopPropagation(); t.video.muted = !t.video.muted; e.target.textContent = t.video.muted ? 'sound' : 'mute'; } }, 'sound'),
+          el('button', { title: 'Snapshot', onclick: (e) => { e.stopPropagation(); snapshot(t); } }, 'snap'),
+          el('button', { title: 'Full screen', onclick: (e) => { e.stopPropagation(); t.node.requestFullscreen && t.node.requestFullscreen(); } }, 'full'),
+          el('button', { title: 'Close', onclick: (e) => { e.stopPropagation(); stopTile(t); } }, '✕')),
+        t.stats);
+    }
+    t.node.classList.toggle('selected', i === selected);
+    return t.node;
+  }));
+}
+
+function selectTile(i) {
+  selected = i;
+  const t = tiles[i];
+  $('#ptz-target').textContent = t && t.channel ? t.label : '(select a tile)';
+  renderWall();
+}
+
+function stopTile(t) {
+  if (t.player) { t.player.destroy(); t.player = null; }
+  clearInterval(t.timer);
+  Object.assign(t, { device: null, channel: null, streamId: null, label: '' });
+  if (t.node) {
+    t.node.classList.add('empty');
+    t.message.textContent = 'empty';
+    t.name.textContent = '';
+    t.stats.textContent = '';
+  }
+}
+
+async function wallPlay(deviceId, channelId, label) {
+  let t = tiles.find((x) => !x.channel) || tiles[Math.max(selected, 0)];
+  stopTile(t);
+  Object.assign(t, { device: deviceId, channel: channelId, label });
+  t.name.textContent = label;
+  t.message.textContent = 'Connecting…';
+  t.node.classList.remove('empty');
+  selectTile(t.index);
+  $('#device-count').textContent = `${label}: tile ${t.index + 1} of the live wall`;
+  try {
+    const session = await api('POST', `/api/devices/${deviceId}/channels/${channelId}/play`, {});
+    if (t.channel !== channelId) return; // replaced meanwhile
+    t.streamId = session.stream_id;
+    if (!window.mpegts || !mpegts.isSupported()) throw new Error('This browser cannot play HTTP-FLV (no Media Source Extensions)');
+    const url = new URL(session.play.flv, location.href);
+    url.host = location.host; // the answer names the host the API was asked at
+    t.player = mpegts.createPlayer({ type: 'flv', isLive: true, url: url.href }, { enableStashBuffer: false, liveBufferLatencyChasing: true });
+    t.player.on(mpegts.Events.ERROR, (type, detail) => { t.message.textContent = `Playback error: ${type} ${detail}`; });
+    t.player.attachMediaElement(t.video);
+    t.player.load();
+    t.video.play().catch(() => {});
+    t.message.textContent = '';
+    let frames = 0;
+    t.timer = setInterval(async () => {
+      const q = t.video.getVideoPlaybackQuality ? t.video.getVideoPlaybackQuality() : { totalVideoFrames: 0 };
+      const fps = Math.round((q.totalVideoFrames - frames) * 1000 / STATS_INTERVAL_MS);
+      frames = q.totalVideoFrames;
+      try {
+        const s = await api('GET', `/api/streams/${t.streamId}`);
+        t.stats.textContent = `${s.video_codec || '?'} ${s.width || '?'}×${s.height || '?'} · ${s.bitrate_kbps} kbit/s · ${fps} fps · lost ${s.lost}`;
+      } catch (err) {
+        t.stats.textContent = readable(err);
+      }
+    }, STATS_INTERVAL_MS);
+  } catch (err) {
+    t.message.textContent = readable(err);
+  }
+}
+
+async function snapshot(t) {
+  if (!t.streamId) return;
+  try {
+    const r = await fetch(`/api/streams/${t.streamId}/snapshot`, { headers: { Authorization: `Bearer ${apiKey}` } });
+    if (!r.ok) throw new ApiError(r.status, 'no_snapshot', await r.text());
+    const a = el('a', { href: URL.createObjectURL(await r.blob()), download: `${t.streamId}.jpg` });
+    a.click();
+  } catch (err) {
+    t.message.textContent = readable(err);
+  }
+}
+
+// PTZ: press and hold to move, release to stop.
+const PTZ_MOVES = { up: { tilt: 1 }, down: { tilt: -1 }, left: { pan: -1 }, right: { pan: 1 }, in: { zoom: 1 }, out: { zoom: -1 } };
+async function ptz(body) {
+  const t = tiles[selected];
+  $('#ptz-error').textContent = '';
+  if (!t || !t.channel) { $('#ptz-error').textContent = 'Select a playing tile first'; return; }
+  try {
+    await api('POST', `/api/devices/${t.device}/channels/${t.channel}/ptz`, body);
+  } catch (err) {
+    $('#ptz-error').textContent = readable(err);
+  }
+}
+for (const b of document.querySelectorAll('[data-ptz]')) {
+  const move = PTZ_MOVES[b.dataset.ptz];
+  let moving = false;
+  const start = (e) => { e.preventDefault(); moving = true; ptz({ ...move, speed: 0.5 }); };
+  const stop = () => { if (moving) { moving = false; ptz({}); } };
+  b.addEventListener('pointerdown', start);
+  b.addEventListener('pointerup', stop);
+  b.addEventListener('pointerleave', stop);
+}
+
+// ---- streams ----
+
+async function loadStreams() {
+  try {
+    const { streams } = await api('GET', '/api/streams');
+    $('#stream-rows').replaceChildren(...streams.map((s) => el('tr', {},
+      el('td', {}, s.stream_id), el('td', {}, s.video_codec || '—'), el('td', {}, s.width ? `${s.width}×${s.height}` : '—'),
+      el('td', {}, String(s.bitrate_kbps)), el('td', {}, String(s.packets)), el('td', {}, String(s.lost)),
+      el('td', {}, String(s.subscribers)), el('td', {}, s.transport || '—'))));
+    const sip = await api('GET', '/api/sip');
+    $('#sip-counters').textContent = JSON.stringify(sip.counters, null, 1);
+  } catch (err) {
+    $('#stream-rows').replaceChildren(el('tr', {}, el('td', { class: 'error' }, readable(err))));
+  }
+}
+
+// ---- events (SSE over fetch, so the key goes in a header) ----
+
+let lastEventId = null;
+async function followEvents() {
+  for (;;) {
+    try {
+      const headers = { Authorization: `Bearer ${apiKey}`, Accept: 'text/event-stream' };
+      if (lastEventId !== null) headers['Last-Event-ID'] = String(lastEventId);
+      const r = await fetch('/api/events', { headers });
+      if (!r.ok) throw new ApiError(r.status, 'events', '');
+      const reader = r.body.getReader();
+      const decoder = new TextDecoder();
+      let buf = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          const data = block.split('\n').find((l) => l.startsWith('data: '));
+          if (data) addEvent(JSON.parse(data.slice(6)));
+        }
+      }
+    } catch (_) { /* reconnect below */ }
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+function addEvent(e) {
+  lastEventId = e.id;
+  const time = new Date(e.at_ms).toLocaleTimeString();
+  const what = e.kind === 'alarm' ? `${e.data.description || 'alarm'} (priority ${e.data.priority})` : (e.data.why || e.data.reason || e.data.stream_id || '');
+  const li = el('li', { dataset: { testid: `event-${e.kind}` } },
+    el('span', { class: 'muted' }, time), ' ',
+    el('span', { class: `kind ${e.kind}` }, e.kind),
+    `${e.device_id || ''}${e.channel_id ? ' / ' + e.channel_id : ''} ${what}`);
+  const log = $('#event-log');
+  log.prepend(li);
+  while (log.children.length > EVENTS_SHOWN_MAX) log.lastChild.remove();
+}
+
+layout(4);
+if (apiKey) signIn(apiKey).catch(() => sessionStorage.removeItem(KEY_STORE));

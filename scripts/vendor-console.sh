@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Copies the console's third-party player code from the npm registry (versions pinned by
+# console/package-lock.json) into console/vendor, where the binary embeds it from. Run after
+# changing console/package.json; the result is committed so a build needs no npm.
+set -euo pipefail
+cd "$(dirname "$0")/../console"
+npm ci --no-audit --no-fund --silent
+mkdir -p vendor
+cp node_modules/mpegts.js/dist/mpegts.js vendor/mpegts.js
+cp node_modules/mpegts.js/LICENSE vendor/LICENSE-mpegts.js.txt
+echo "mpegts.js $(node -p "require('./node_modules/mpegts.js/package.json').version") vendored into console/vendor"

@@ -1,0 +1,78 @@
+// Drives the gmv console in headless Chromium: sign in, find the simulated device in the tree,
+// play four channels in a 4-tile wall (each <video> must advance and decode frames), hold PTZ
+// right, then wait for an alarm in the event log. Screenshots go to SHOTS_DIR.
+// Usage: node console_check.mjs CONSOLE_URL API_KEY DEVICE_ID CHANNEL_ID... ; prints JSON {ok, ...}
+import { chromium } from 'playwright-core';
+
+const [url, key, device, ...channels] = process.argv.slice(2);
+const shots = process.env.SHOTS_DIR || '.';
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
+});
+const result = { ok: false, steps: [] };
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+  page.on('console', (m) => console.error('page:', m.text()));
+  await page.goto(url);
+  // A wrong key is refused with a readable message.
+  await page.fill('[data-testid=key]', 'not-a-key');
+  await page.click('[data-testid=signin-button]');
+  await page.waitForFunction(() => document.querySelector('[data-testid=signin-error]').textContent.length > 0, null, { timeout: 10000 });
+  result.wrong_key = await page.textContent('[data-testid=signin-error]');
+  await page.fill('[data-testid=key]', key);
+  await page.click('[data-testid=signin-button]');
+  await page.waitForSelector(`[data-testid=device-${device}]`, { timeout: 15000 });
+  for (const ch of channels) await page.waitForSelector(`[data-testid=channel-${ch}]`, { timeout: 15000 });
+  await page.screenshot({ path: `${shots}/console-devices.png` });
+  result.steps.push('devices');
+
+  for (const ch of channels) await page.click(`[data-testid=play-${ch}]`);
+  await page.click('nav button[data-view=wall]');
+  await page.waitForFunction((n) => {
+    const videos = [...document.querySelectorAll('[data-testid=wall] video')].slice(0, n);
+    return videos.length === n && videos.every((v) => v.currentTime > 1.5 && v.getVideoPlaybackQuality().totalVideoFrames > 20);
+  }, channels.length, { timeout: 40000, polling: 250 });
+  result.tiles = await page.evaluate((n) => [...document.querySelectorAll('[data-testid=wall] video')].slice(0, n).map((v) => ({
+    time: v.currentTime, frames: v.getVideoPlaybackQuality().totalVideoFrames, width: v.videoWidth, height: v.videoHeight,
+  })), channels.length);
+  // Tile stats come from /api/streams.
+  await page.waitForFunction(() => document.querySelector('[data-testid=tile-0] .stats').textContent.includes('h264'), null, { timeout: 10000 });
+  await page.screenshot({ path: `${shots}/console-wall.png` });
+  result.steps.push('wall');
+
+  // PTZ: press and hold right on the first tile's channel.
+  await page.click('[data-testid=tile-0]');
+  const right = await page.$('[data-testid=ptz-right]');
+  const box = await right.boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.waitForTimeout(300);
+  await page.mouse.up();
+  result.steps.push('ptz');
+
+  await page.click('nav button[data-view=events]');
+  await page.waitForSelector('[data-testid=event-alarm]', { timeout: 20000 });
+  result.alarm = await page.textContent('[data-testid=event-alarm]');
+  await page.screenshot({ path: `${shots}/console-events.png` });
+  result.steps.push('events');
+
+  await page.click('nav button[data-view=streams]');
+  await page.waitForFunction((n) => document.querySelectorAll('#stream-rows tr').length >= n, channels.length, { timeout: 10000 });
+  await page.screenshot({ path: `${shots}/console-streams.png` });
+  result.steps.push('streams');
+
+  // Phone width: the page still lays out (one column of tiles).
+  await page.setViewportSize({ width: 390, height: 800 });
+  await page.click('nav button[data-view=wall]');
+  await page.screenshot({ path: `${shots}/console-phone.png` });
+  result.ok = true;
+} catch (e) {
+  result.error = String(e);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+process.exit(result.ok ? 0 : 1);

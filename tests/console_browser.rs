@@ -1,0 +1,170 @@
+//! The web console in headless Chromium against a simulated device with four channels: sign
+//! in, the device tree, a 4-tile live wall playing HTTP-FLV through mpegts.js (each video
+//! advances and decodes), PTZ press-and-hold reaching the device as PTZCmd bytes, an alarm in the
+//! event log. Screenshots land in target/console-*.png. Needs chromium and `npm ci` in
+//! tests/browser (.ci/run does both).
+
+mod common;
+
+use common::gb_sim::*;
+use common::*;
+use gmv::proto::frame::Codec;
+use std::net::UdpSocket;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+const BROWSER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+const SHOTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target");
+const CHANNELS: [&str; 4] = ["34020000001310000001", "34020000001310000002", "34020000001310000003", "34020000001310000004"];
+
+/// Sends the clip, looped with running timestamps, at real time until `stop`.
+fn stream_clip(port: u16, ssrc: u32, stop: Arc<AtomicBool>) {
+    let clip = h264_frames();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sender = gmv::sim::PsRtpSender::new(Codec::H264, None, ssrc);
+    let start = Instant::now();
+    for i in 0u64.. {
+        if stop.load(Ordering::Relaxed) || i > 90 * u64::from(FPS) {
+            return;
+        }
+        let mut f = clip[i as usize % clip.len()].clone();
+        (f.pts, f.dts) = (i * 3600, i * 3600);
+        for p in sender.packets(&f) {
+            let _ = sock.send_to(&p, ("127.0.0.1", port));
+        }
+        let due = start + Duration::from_millis(i * 1000 / u64::from(FPS));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// The device: four channels, INVITEs answered and fed, PTZCmds reported; once one came, an
+/// alarm every second.
+fn run_device(mut sim: Sim, ptz_seen: mpsc::Sender<String>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut offers: Vec<(String, u16, u32)> = Vec::new();
+    let mut media: Vec<(String, Arc<AtomicBool>)> = Vec::new();
+    let mut alarms_from: Option<Instant> = None;
+    let mut sn = 1000;
+    while Instant::now() < deadline {
+        if alarms_from.is_some_and(|t| t <= Instant::now()) {
+            alarms_from = Some(Instant::now() + Duration::from_secs(1));
+            sn += 1;
+            let body = format!(
+                "<?xml version=\"1.0\"?>\r\n<Notify>\r\n<CmdType>Alarm</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<AlarmPriority>1</AlarmPriority>\r\n<AlarmMethod>5</AlarmMethod>\r\n<AlarmTime>2026-12-01T10:00:00</AlarmTime>\r\n<AlarmDescription>Motion at the gate</AlarmDescription>\r\n</Notify>\r\n",
+                CHANNELS[0]
+            );
+            let m = sim.request("MESSAGE", &format!("alarm-{sn}"), "", Some("Application/MANSCDP+xml"), body.as_bytes());
+            sim.send(&m);
+        }
+        let Some(msg) = sim.recv(Duration::from_millis(50)) else { continue };
+        if !msg.is_request() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(msg.body()).to_string();
+        let field = |n: &str| gmv::proto::sip::manscdp::element(&text, n).map(str::to_string);
+        match msg.method().map(|m| m.to_string()).as_deref() {
+            Some("MESSAGE") => {
+                sim.reply(&msg, 200, "OK", "", None);
+                let sn = field("SN").unwrap_or_default();
+                if text.contains("<CmdType>Catalog</CmdType>") {
+                    let items: String = CHANNELS
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            format!(
+                                "<Item><DeviceID>{c}</DeviceID><Name>Camera {}</Name><Manufacturer>Sim</Manufacturer><Status>ON</Status></Item>\r\n",
+                                i + 1
+                            )
+                        })
+                        .collect();
+                    let body = format!(
+                        "<?xml version=\"1.0\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<SumNum>4</SumNum>\r\n<DeviceList Num=\"4\">\r\n{items}</DeviceList>\r\n</Response>\r\n"
+                    );
+                    let m = sim.request("MESSAGE", &format!("cat-{sn}"), "", Some("Application/MANSCDP+xml"), body.as_bytes());
+                    sim.send(&m);
+                } else if let Some(ptz) = field("PTZCmd") {
+                    let _ = ptz_seen.send(ptz);
+                    alarms_from.get_or_insert(Instant::now());
+                }
+            }
+            Some("INVITE") => {
+                let offer = gmv::proto::sdp::Sdp::parse(msg.body()).unwrap();
+                let ssrc = offer.ssrc().unwrap();
+                // The offer's o= names the channel.
+                let channel = text.lines().find_map(|l| l.strip_prefix("o=")).and_then(|o| o.split(' ').next()).unwrap_or_default().to_string();
+                sim.reply(&msg, 100, "Trying", "", None);
+                let answer = format!(
+                    "v=0\r\no={channel} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 15060 RTP/AVP 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\ny={ssrc:010}\r\n"
+                );
+                sim.reply(&msg, 200, "OK", &format!("Contact: <sip:{channel}@{}>\r\n", sim.local()), Some(("Application/SDP", answer.as_bytes())));
+                offers.push((msg.call_id().unwrap(), offer.media[0].port, ssrc));
+            }
+            Some("ACK") => {
+                let call_id = msg.call_id().unwrap();
+                if let Some(i) = offers.iter().position(|o| o.0 == call_id) {
+                    let (call_id, port, ssrc) = offers.remove(i);
+                    let stop = Arc::new(AtomicBool::new(false));
+                    let s = stop.clone();
+                    std::thread::spawn(move || stream_clip(port, ssrc, s));
+                    media.push((call_id, stop));
+                }
+            }
+            Some("BYE") => {
+                sim.reply(&msg, 200, "OK", "", None);
+                let call_id = msg.call_id().unwrap();
+                media.retain(|(c, stop)| c != &call_id || !stop.swap(true, Ordering::Relaxed));
+            }
+            _ => sim.reply(&msg, 200, "OK", "", None),
+        }
+    }
+    for (_, stop) in media {
+        stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
+    let engine = Engine::start(2, "");
+    let mut sim = Sim::new(engine.sip);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let (ptz_tx, ptz_rx) = mpsc::channel();
+    std::thread::spawn(move || run_device(sim, ptz_tx, Duration::from_secs(120)));
+    wait_for("catalog", Duration::from_secs(15), || {
+        let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+        (v["channels"].as_array().map(Vec::len) == Some(4)).then_some(())
+    });
+    // The page itself needs no key; the API does.
+    let (head, page) = http_get(engine.http, "/", &[]);
+    assert_eq!(status_of(&head), 200);
+    assert!(String::from_utf8_lossy(&page).contains("/console/vendor/mpegts.js"));
+
+    let out = Command::new("node")
+        .arg(format!("{BROWSER_DIR}/console_check.mjs"))
+        .arg(format!("http://{}/", engine.http))
+        .arg(TOKEN)
+        .arg(DEVICE)
+        .args(CHANNELS)
+        .env("SHOTS_DIR", SHOTS_DIR)
+        .current_dir(BROWSER_DIR)
+        .output()
+        .expect("node (npm ci in tests/browser)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_default();
+    assert_eq!(result["ok"], true, "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(result["wrong_key"].as_str().unwrap().contains("not valid"), "{result}");
+    for t in result["tiles"].as_array().unwrap() {
+        assert_eq!((t["width"].as_u64(), t["height"].as_u64()), (Some(u64::from(WIDTH)), Some(u64::from(HEIGHT))), "{t}");
+    }
+    // Press and hold right: a pan right at half speed, then a stop.
+    let moves: Vec<String> = ptz_rx.try_iter().collect();
+    assert_eq!(moves.first().map(String::as_str), Some("A50F010180000036"), "{moves:?}");
+    assert_eq!(moves.last().map(String::as_str), Some("A50F0100000000B5"), "{moves:?}");
+    assert!(result["alarm"].as_str().unwrap().contains("Motion at the gate"), "{result}");
+    for shot in ["devices", "wall", "events", "streams", "phone"] {
+        assert!(std::path::Path::new(SHOTS_DIR).join(format!("console-{shot}.png")).exists());
+    }
+}
