@@ -220,6 +220,13 @@ fn restart_only_changes(started: &Config, loaded: &Config) -> Vec<&'static str> 
 /// they are; a generated admin key is shown this once.
 fn load_secrets(config: &Config) -> Result<crate::auth::Secrets, StartError> {
     let (secrets, loaded) = crate::auth::load(&config.http, &config.data_dir).map_err(StartError::Config)?;
+    let listen = config.http.listen;
+    let host = if listen.ip().is_unspecified() { format!("127.0.0.1:{}", listen.port()) } else { listen.to_string() };
+    let how = match (&loaded.generated_key, &loaded.key_file) {
+        (Some((_, path)), _) | (None, Some(path)) => format!("the admin key in {}", path.display()),
+        (None, None) => "one of the configured http.api_keys".to_string(),
+    };
+    tracing::info!(console = %format!("http://{host}/"), sign_in = %how, "web console");
     if let Some((key, path)) = &loaded.generated_key {
         tracing::warn!(
             admin_key = %key,
