@@ -273,3 +273,26 @@ fn the_keep_alive_request_cap_follows_the_connection_across_shards() {
     }
     assert_eq!(answered, gmv::http::server::KEEP_ALIVE_REQUESTS_MAX as usize);
 }
+
+#[test]
+fn listings_come_in_pages_with_their_total() {
+    let engine = Engine::start(2, "");
+    let ids: Vec<String> =
+        (0..5).map(|i| engine.open_stream(serde_json::json!({ "ssrc": 300 + i }))["stream_id"].as_str().unwrap().to_string()).collect();
+    let page = |q: &str| {
+        let (status, v) = engine.request("GET", &format!("/api/streams?{q}"), "");
+        assert_eq!(status, 200, "{v}");
+        let got: Vec<String> = v["streams"].as_array().unwrap().iter().map(|s| s["stream_id"].as_str().unwrap().to_string()).collect();
+        (got, v["total"].as_u64().unwrap())
+    };
+    assert_eq!(page("limit=2"), (ids[..2].to_vec(), 5));
+    assert_eq!(page("offset=2&limit=2"), (ids[2..4].to_vec(), 5));
+    assert_eq!(page("offset=4"), (ids[4..].to_vec(), 5));
+    assert_eq!(page("offset=9"), (vec![], 5));
+    // The console's first page.
+    let (_, html) = http_get(engine.http, "/", &[]);
+    assert!(String::from_utf8_lossy(&html).contains("<title>gmv console</title>"));
+    let (head, js) = http_get(engine.http, "/console/vendor/mpegts.js", &[]);
+    assert!(head.contains("text/javascript") && js.len() > 100_000, "{head}");
+    assert_eq!(status_of(&http_get(engine.http, "/console/../Cargo.toml", &[]).0), 404);
+}

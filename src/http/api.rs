@@ -61,7 +61,13 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         };
     }
     let (status, value) = match (head.method.as_str(), segments.as_slice()) {
-        ("GET", ["api", "streams"]) => (200, json!({ "streams": shard.list_streams().await })),
+        ("GET", ["api", "streams"]) => {
+            let page = head.page(super::api_gb::LIST_PAGE_MAX);
+            let mut all = shard.list_streams().await;
+            all.sort_by_key(|s| s.ssrc);
+            let (streams, total) = page.of(all.into_iter());
+            (200, json!({ "streams": streams, "total": total, "offset": page.offset }))
+        }
         ("POST", ["api", "streams"]) => create_stream(shard, &head, &body).await,
         ("GET", ["api", "streams", id]) => match parse_stream_id(id) {
             Some(ssrc) => match shard.list_streams().await.into_iter().find(|s| s.ssrc == ssrc) {
@@ -123,10 +129,14 @@ async fn list_records(shard: &Shard, head: &RequestHead) -> Value {
     let to_ms = head.query_param("to").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000);
     let data_dir = shard.config.data_dir.clone();
     let listed = glommio::executor().spawn_blocking(move || crate::shard::record::list(&data_dir, RECORDS_LIST_MAX)).await;
-    let records: Vec<Value> = listed
+    let channel = head.query_param("channel").map(str::to_string);
+    let page = head.page(super::api_gb::LIST_PAGE_MAX);
+    let (records, total) = page.of(listed
         .into_iter()
-        .filter(|(r, _)| stream.as_deref().is_none_or(|s| r.stream_id == s))
-        .filter(|(r, _)| from_ms.is_none_or(|f| r.start_unix_ms + r.duration_ms >= f) && to_ms.is_none_or(|t| r.start_unix_ms <= t))
+        .filter(|(r, _)| stream.as_deref().is_none_or(|s| r.stream_id == s) && channel.as_deref().is_none_or(|c| r.channel_id.as_deref() == Some(c)))
+        .filter(|(r, _)| from_ms.is_none_or(|f| r.start_unix_ms + r.duration_ms >= f) && to_ms.is_none_or(|t| r.start_unix_ms <= t)));
+    let records: Vec<Value> = records
+        .into_iter()
         .map(|(r, in_progress)| {
             let stem = r.file.trim_end_matches(".mp4").to_string();
             let token = super::play_tokens::token_for(shard, &Scope::Record(stem.clone()), None, None).map_or_else(String::new, |(t, _)| t);
@@ -137,7 +147,7 @@ async fn list_records(shard: &Shard, head: &RequestHead) -> Value {
             v
         })
         .collect();
-    json!({ "records": records })
+    json!({ "records": records, "total": total, "offset": page.offset })
 }
 
 /// A non-zero SSRC that is unlikely to collide; collisions are caught by the owner anyway.

@@ -24,6 +24,9 @@ fn device_json(ep: &Endpoint, d: &Device, now: Instant) -> Value {
     })
 }
 
+/// Items in one page of a listing (`limit`, default and most).
+pub const LIST_PAGE_MAX: usize = 1_000;
+
 fn not_found(what: &str) -> (u16, Value) {
     (404, json!({ "code": "not_found", "message": format!("no such {what}") }))
 }
@@ -158,8 +161,21 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
     let now = Instant::now();
     match (head.method.as_str(), segments) {
         ("GET", ["api", "devices"]) => {
+            // ?q= (id, name, manufacturer or a channel's id/name), ?online=true|false, ?offset, ?limit.
             let ep = control.endpoint();
-            (200, json!({ "devices": ep.devices().map(|d| device_json(&ep, d, now)).collect::<Vec<_>>() }))
+            let q = head.query_param("q").map(str::to_lowercase);
+            let online = head.query_param("online").map(|v| v == "true");
+            let matches = |d: &&Device| {
+                let text = |s: &str| q.as_deref().is_none_or(|q| s.to_lowercase().contains(q));
+                online.is_none_or(|o| ep.is_online(d, now) == o)
+                    && (text(&d.device_id)
+                        || text(&d.info.device_name)
+                        || text(&d.info.manufacturer)
+                        || d.channels.values().any(|c| text(&c.device_id) || text(&c.name)))
+            };
+            let page = head.page(LIST_PAGE_MAX);
+            let (devices, total) = page.of(ep.devices().filter(matches).map(|d| device_json(&ep, d, now)));
+            (200, json!({ "devices": devices, "total": total, "offset": page.offset }))
         }
         ("GET", ["api", "devices", id]) => {
             let ep = control.endpoint();
@@ -180,7 +196,13 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
             }
         }
         ("GET", ["api", "devices", id, "channels"]) => match control.endpoint().device(id) {
-            Some(d) => (200, json!({ "channels": d.channels.values().collect::<Vec<_>>() })),
+            Some(d) => {
+                let q = head.query_param("q").map(str::to_lowercase);
+                let text = |s: &str| q.as_deref().is_none_or(|q| s.to_lowercase().contains(q));
+                let page = head.page(LIST_PAGE_MAX);
+                let (channels, total) = page.of(d.channels.values().filter(|c| text(&c.device_id) || text(&c.name)));
+                (200, json!({ "channels": channels, "total": total, "offset": page.offset }))
+            }
             None => not_found("device"),
         },
         ("POST", ["api", "devices", id, "sync"]) => {

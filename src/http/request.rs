@@ -38,6 +38,13 @@ impl RequestHead {
         if self.version >= 1 { !says("close") } else { says("keep-alive") }
     }
 
+    /// `offset` and `limit` of a listing (limit defaults to and is capped at `max`).
+    pub fn page(&self, max: usize) -> Page {
+        let offset = self.query_param("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let limit = self.query_param("limit").and_then(|v| v.parse().ok()).unwrap_or(max).clamp(1, max);
+        Page { offset, limit }
+    }
+
     pub fn query_param(&self, name: &str) -> Option<&str> {
         self.query.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -48,6 +55,28 @@ impl RequestHead {
 
 /// Parses a head from the start of `buf`: Ok(None) if more bytes are needed,
 /// Ok(Some((head, head_len))) when complete.
+/// A window of a listing: `{"total", "offset", ...}` goes with the items it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub offset: usize,
+    pub limit: usize,
+}
+
+impl Page {
+    /// The items of this page, and how many there were in all.
+    pub fn of<T>(&self, items: impl Iterator<Item = T>) -> (Vec<T>, usize) {
+        let mut total = 0;
+        let mut kept = Vec::new();
+        for item in items {
+            if total >= self.offset && kept.len() < self.limit {
+                kept.push(item);
+            }
+            total += 1;
+        }
+        (kept, total)
+    }
+}
+
 pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
     let mut req = httparse::Request::new(&mut headers);
