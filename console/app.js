@@ -88,7 +88,13 @@ function show(view) {
   for (const b of document.querySelectorAll('nav button')) b.classList.toggle('active', b.dataset.view === view);
   for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== `view-${view}`;
   clearInterval(refreshTimer);
+  // A browser opens at most six HTTP/1.1 connections to one origin, and every live tile holds
+  // one: tiles unload while another view is shown and load again on return.
+  if (view === 'wall') resumeTiles();
+  else suspendTiles();
+  if (view !== 'playback') stopPlayback();
   if (view === 'devices') loadDevices();
+  if (view === 'playback') loadDevices().then(() => { fillChannels(); loadTimeline(); });
   if (view === 'streams') {
     loadStreams();
     refreshTimer = setInterval(loadStreams, 3000);
@@ -187,6 +193,19 @@ function selectTile(i) {
   renderWall();
 }
 
+function suspendTiles() {
+  for (const t of tiles) {
+    if (t.player) { t.player.destroy(); t.player = null; }
+    clearInterval(t.timer);
+  }
+}
+
+function resumeTiles() {
+  for (const t of tiles) {
+    if (t.channel && !t.player) wallPlay(t.device, t.channel, t.label, t);
+  }
+}
+
 function stopTile(t) {
   if (t.player) { t.player.destroy(); t.player = null; }
   clearInterval(t.timer);
@@ -199,8 +218,8 @@ function stopTile(t) {
   }
 }
 
-async function wallPlay(deviceId, channelId, label) {
-  let t = tiles.find((x) => !x.channel) || tiles[Math.max(selected, 0)];
+async function wallPlay(deviceId, channelId, label, into) {
+  let t = into || tiles.find((x) => !x.channel) || tiles[Math.max(selected, 0)];
   stopTile(t);
   Object.assign(t, { device: deviceId, channel: channelId, label });
   t.name.textContent = label;
@@ -210,7 +229,7 @@ async function wallPlay(deviceId, channelId, label) {
   $('#device-count').textContent = `${label}: tile ${t.index + 1} of the live wall`;
   try {
     const session = await api('POST', `/api/devices/${deviceId}/channels/${channelId}/play`, {});
-    if (t.channel !== channelId) return; // replaced meanwhile
+    if (t.channel !== channelId || t.player) return; // replaced meanwhile
     t.streamId = session.stream_id;
     if (!window.mpegts || !mpegts.isSupported()) throw new Error('This browser cannot play HTTP-FLV (no Media Source Extensions)');
     const url = new URL(session.play.flv, location.href);
@@ -333,3 +352,149 @@ function addEvent(e) {
 
 layout(4);
 if (apiKey) signIn(apiKey).catch(() => sessionStorage.removeItem(KEY_STORE));
+
+// ---- playback of recordings (device and gmv) on one timeline ----
+
+const DAY_S = 86400;
+const DOWNLOAD_POLL_MS = 1000;
+const pb = { from: 0, to: 0, ranges: [], session: null, player: null, paused: false, range: null };
+
+function fillChannels() {
+  const select = $('#pb-channel');
+  const keep = select.value;
+  select.replaceChildren(...devices.flatMap((d) => (channelsOf.get(d.device_id) || []).map((c) =>
+    el('option', { value: c.device_id }, `${c.name || c.device_id} (${c.device_id})`))));
+  if (keep) select.value = keep;
+}
+
+async function loadTimeline() {
+  const channel = $('#pb-channel').value;
+  if (!channel) return;
+  pb.to = Math.floor(Date.now() / 1000);
+  pb.from = pb.to - DAY_S;
+  $('#pb-note').textContent = 'asking the device…';
+  try {
+    const t = await api('GET', `/api/channels/${channel}/timeline?start=${pb.from}&end=${pb.to}`);
+    pb.ranges = t.ranges;
+    const note = t.device.error ? `device: ${t.device.error}` : (t.device.complete ? '' : 'the device\'s list may be incomplete');
+    $('#pb-note').textContent = `${t.ranges.length} recordings ${note}`;
+    renderTimeline();
+  } catch (err) {
+    $('#pb-note').textContent = readable(err);
+  }
+}
+
+const xOf = (t) => `${((t - pb.from) / (pb.to - pb.from)) * 100}%`;
+
+function renderTimeline() {
+  const line = $('#timeline');
+  const cursor = $('#pb-cursor');
+  line.replaceChildren(cursor, ...pb.ranges.map((r, i) => el('div', {
+    class: `range ${r.source}`, title: `${r.source} ${new Date(r.start * 1000).toLocaleString()} – ${new Date(r.end * 1000).toLocaleTimeString()}`,
+    dataset: { testid: `range-${i}` }, style: `left:${xOf(Math.max(r.start, pb.from))};width:calc(${xOf(Math.min(r.end, pb.to))} - ${xOf(Math.max(r.start, pb.from))})`,
+  })));
+}
+
+// A click (or the end of a drag) on the timeline: play there, or seek when it is in the range playing.
+$('#timeline').addEventListener('click', (e) => {
+  const box = $('#timeline').getBoundingClientRect();
+  const t = Math.round(pb.from + ((e.clientX - box.left) / box.width) * (pb.to - pb.from));
+  const r = pb.ranges.find((x) => x.start <= t && t < x.end) || pb.ranges.find((x) => Math.abs(x.start - t) < (pb.to - pb.from) / 200);
+  if (!r) return;
+  const at = Math.max(t, r.start);
+  if (pb.session && pb.range === r && r.source === 'device') seek(at);
+  else playRange(r, at);
+});
+
+function stopPlayback() {
+  if (pb.player) { pb.player.destroy(); pb.player = null; }
+  if (pb.session) api('DELETE', `/api/sessions/${pb.session.stream_id}`).catch(() => {});
+  pb.session = null;
+}
+
+async function playRange(r, at) {
+  stopPlayback();
+  pb.range = r;
+  pb.paused = false;
+  $('#pb-pause').textContent = 'pause';
+  $('#pb-status').textContent = 'starting…';
+  try {
+    let url;
+    if (r.source === 'device') {
+      const channel = $('#pb-channel').value;
+      const device = devices.find((d) => (channelsOf.get(d.device_id) || []).some((c) => c.device_id === channel));
+      pb.session = await api('POST', `/api/devices/${device.device_id}/channels/${channel}/playback`, { start: at, end: r.end });
+      url = new URL(pb.session.play.flv, location.href);
+      url.host = location.host;
+    } else {
+      url = new URL(r.flv, location.href);
+    }
+    pb.player = mpegts.createPlayer({ type: 'flv', isLive: true, url: url.href }, { enableStashBuffer: false });
+    pb.player.on(mpegts.Events.ERROR, (type, detail) => { $('#pb-status').textContent = `Playback error: ${type} ${detail}`; });
+    pb.player.attachMediaElement($('#pb-video'));
+    pb.player.load();
+    $('#pb-video').play().catch(() => {});
+    $('#pb-status').textContent = `playing from ${new Date(at * 1000).toLocaleTimeString()}`;
+    const cursor = $('#pb-cursor');
+    cursor.hidden = false;
+    cursor.style.left = xOf(at);
+  } catch (err) {
+    $('#pb-status').textContent = readable(err);
+  }
+}
+
+async function control(body, done) {
+  if (!pb.session) { $('#pb-status').textContent = 'Play a device recording first'; return; }
+  try {
+    await api('POST', `/api/sessions/${pb.session.stream_id}/control`, body);
+    $('#pb-status').textContent = done;
+  } catch (err) {
+    $('#pb-status').textContent = readable(err);
+  }
+}
+
+function seek(t) {
+  $('#pb-cursor').style.left = xOf(t);
+  control({ action: 'seek', position_s: t - pb.session.start }, `sought to ${new Date(t * 1000).toLocaleTimeString()}`);
+}
+
+$('#pb-pause').addEventListener('click', async () => {
+  const pausing = !pb.paused;
+  await control({ action: pausing ? 'pause' : 'resume' }, pausing ? 'paused' : 'playing');
+  if ($('#pb-status').textContent === (pausing ? 'paused' : 'playing')) {
+    pb.paused = pausing;
+    $('#pb-pause').textContent = pausing ? 'resume' : 'pause';
+  }
+});
+$('#pb-speed').addEventListener('change', (e) => control({ action: 'speed', scale: Number(e.target.value) }, `speed ${e.target.value}×`));
+$('#pb-load').addEventListener('click', loadTimeline);
+$('#pb-channel').addEventListener('change', loadTimeline);
+
+$('#pb-download').addEventListener('click', async () => {
+  const r = pb.range;
+  if (!r || r.source !== 'device') { $('#pb-status').textContent = 'Pick a device recording on the timeline first'; return; }
+  const channel = $('#pb-channel').value;
+  const device = devices.find((d) => (channelsOf.get(d.device_id) || []).some((c) => c.device_id === channel));
+  try {
+    const d = await api('POST', `/api/devices/${device.device_id}/channels/${channel}/download`, { start: r.start, end: r.end });
+    const bar = el('progress', { max: '1', value: '0' });
+    const text = el('span', {}, ' starting');
+    $('#downloads').prepend(el('li', { dataset: { testid: `download-${d.id}` } }, `${new Date(r.start * 1000).toLocaleString()} `, bar, text));
+    const poll = setInterval(async () => {
+      try {
+        const now = await api('GET', `/api/downloads/${d.id}`);
+        bar.value = now.progress;
+        text.textContent = ` ${Math.floor(now.progress * 100)} % ${now.state}`;
+        if (now.state === 'complete') {
+          text.replaceChildren(' ', el('a', { href: now.url, download: now.file }, 'save the file'));
+        }
+        if (!['running', 'resuming', 'finishing'].includes(now.state)) clearInterval(poll);
+      } catch (err) {
+        text.textContent = readable(err);
+        clearInterval(poll);
+      }
+    }, DOWNLOAD_POLL_MS);
+  } catch (err) {
+    $('#pb-status').textContent = readable(err);
+  }
+});

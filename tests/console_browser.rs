@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 const BROWSER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 const SHOTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target");
+/// The device's clock zone (the engine is told the same).
+const ZONE_S: i32 = 8 * 3600;
 const CHANNELS: [&str; 4] = ["34020000001310000001", "34020000001310000002", "34020000001310000003", "34020000001310000004"];
 
 /// Sends the clip, looped with running timestamps, at real time until `stop`.
@@ -70,7 +72,15 @@ fn run_device(mut sim: Sim, ptz_seen: mpsc::Sender<String>, limit: Duration) {
             Some("MESSAGE") => {
                 sim.reply(&msg, 200, "OK", "", None);
                 let sn = field("SN").unwrap_or_default();
-                if text.contains("<CmdType>Catalog</CmdType>") {
+                if text.contains("<CmdType>RecordInfo</CmdType>") {
+                    // One recording, from two hours to an hour and fifty minutes ago.
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+                    let (s, e) = (gmv::proto::sip::gbtime::format_local(now - 7200, ZONE_S), gmv::proto::sip::gbtime::format_local(now - 6600, ZONE_S));
+                    let channel = field("DeviceID").unwrap_or_default();
+                    let body = format!("<?xml version=\"1.0\"?>\r\n<Response>\r\n<CmdType>RecordInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n<SumNum>1</SumNum>\r\n<RecordList Num=\"1\">\r\n<Item><DeviceID>{channel}</DeviceID><Name>rec</Name><FilePath>/sd/1.mp4</FilePath><StartTime>{s}</StartTime><EndTime>{e}</EndTime><Type>time</Type></Item>\r\n</RecordList>\r\n</Response>\r\n");
+                    let m = sim.request("MESSAGE", &format!("rec-{sn}"), "", Some("Application/MANSCDP+xml"), body.as_bytes());
+                    sim.send(&m);
+                } else if text.contains("<CmdType>Catalog</CmdType>") {
                     let items: String = CHANNELS
                         .iter()
                         .enumerate()
@@ -128,7 +138,7 @@ fn run_device(mut sim: Sim, ptz_seen: mpsc::Sender<String>, limit: Duration) {
 
 #[test]
 fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
-    let engine = Engine::start(2, "");
+    let engine = Engine::start_with(2, "", "  time_zone: \"+08:00\"\n", None);
     let mut sim = Sim::new(engine.sip);
     assert_eq!(sim.register(PASSWORD, 3600).0, 200);
     let (ptz_tx, ptz_rx) = mpsc::channel();
@@ -164,7 +174,8 @@ fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
     assert_eq!(moves.first().map(String::as_str), Some("A50F010180000036"), "{moves:?}");
     assert_eq!(moves.last().map(String::as_str), Some("A50F0100000000B5"), "{moves:?}");
     assert!(result["alarm"].as_str().unwrap().contains("Motion at the gate"), "{result}");
-    for shot in ["devices", "wall", "events", "streams", "phone"] {
+    assert!(result["download"].as_str().unwrap().contains('%'), "{result}");
+    for shot in ["devices", "wall", "events", "playback", "streams", "phone"] {
         assert!(std::path::Path::new(SHOTS_DIR).join(format!("console-{shot}.png")).exists());
     }
 }

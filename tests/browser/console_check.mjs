@@ -59,6 +59,22 @@ try {
   await page.screenshot({ path: `${shots}/console-events.png` });
   result.steps.push('events');
 
+  // Playback: the channel's recording on the timeline; click plays it; pause; download.
+  await page.click('nav button[data-view=playback]');
+  await page.waitForSelector('[data-testid=range-0]', { timeout: 20000 });
+  await page.click('[data-testid=range-0]');
+  await page.waitForFunction(() => {
+    const v = document.querySelector('[data-testid=pb-video]');
+    return v.currentTime > 1 && v.getVideoPlaybackQuality().totalVideoFrames > 20;
+  }, null, { timeout: 30000, polling: 250 });
+  await page.click('[data-testid=pb-pause]');
+  await page.waitForFunction(() => document.querySelector('[data-testid=pb-status]').textContent === 'paused', null, { timeout: 10000 });
+  await page.click('[data-testid=pb-download]');
+  await page.waitForFunction(() => /\d+ % (running|finishing|complete)/.test(document.querySelector('[data-testid=downloads]').textContent), null, { timeout: 15000 });
+  result.download = await page.textContent('[data-testid=downloads]');
+  await page.screenshot({ path: `${shots}/console-playback.png` });
+  result.steps.push('playback');
+
   await page.click('nav button[data-view=streams]');
   await page.waitForFunction((n) => document.querySelectorAll('#stream-rows tr').length >= n, channels.length, { timeout: 10000 });
   await page.screenshot({ path: `${shots}/console-streams.png` });
@@ -71,6 +87,7 @@ try {
   result.ok = true;
 } catch (e) {
   result.error = String(e);
+  try { result.pb_status = await browser.contexts()[0].pages()[0].textContent('[data-testid=pb-status]'); } catch (_) { /* no page */ }
 } finally {
   await browser.close();
 }
