@@ -228,7 +228,10 @@ async function wallPlay(deviceId, channelId, label, into) {
   selectTile(t.index);
   $('#device-count').textContent = `${label}: tile ${t.index + 1} of the live wall`;
   try {
-    const session = await api('POST', `/api/devices/${deviceId}/channels/${channelId}/play`, {});
+    // A device's channel is invited; a bare stream (deviceId null) only needs a play token.
+    const session = deviceId
+      ? await api('POST', `/api/devices/${deviceId}/channels/${channelId}/play`, {})
+      : { stream_id: channelId, play: (await api('POST', '/api/play-tokens', { stream_id: channelId })).play };
     if (t.channel !== channelId || t.player) return; // replaced meanwhile
     t.streamId = session.stream_id;
     if (!window.mpegts || !mpegts.isSupported()) throw new Error('This browser cannot play HTTP-FLV (no Media Source Extensions)');
@@ -275,6 +278,7 @@ async function ptz(body) {
   const t = tiles[selected];
   $('#ptz-error').textContent = '';
   if (!t || !t.channel) { $('#ptz-error').textContent = 'Select a playing tile first'; return; }
+  if (!t.device) { $('#ptz-error').textContent = 'PTZ moves a device\'s channel; this tile plays a bare stream'; return; }
   try {
     await api('POST', `/api/devices/${t.device}/channels/${t.channel}/ptz`, body);
   } catch (err) {
@@ -299,7 +303,8 @@ async function loadStreams() {
     $('#stream-rows').replaceChildren(...streams.map((s) => el('tr', {},
       el('td', {}, s.stream_id), el('td', {}, s.video_codec || '—'), el('td', {}, s.width ? `${s.width}×${s.height}` : '—'),
       el('td', {}, String(s.bitrate_kbps)), el('td', {}, String(s.packets)), el('td', {}, String(s.lost)),
-      el('td', {}, String(s.subscribers)), el('td', {}, s.transport || '—'))));
+      el('td', {}, String(s.subscribers)), el('td', {}, s.transport || '—'),
+      el('td', {}, el('button', { title: 'Play in the wall', dataset: { testid: `play-stream-${s.stream_id}` }, onclick: () => { wallPlay(null, s.stream_id, `stream ${s.stream_id}`); show('wall'); } }, '▶')))));
     const sip = await api('GET', '/api/sip');
     $('#sip-counters').textContent = JSON.stringify(sip.counters, null, 1);
   } catch (err) {

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod http;
 pub mod proto;
 pub mod runtime;

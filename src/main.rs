@@ -18,6 +18,10 @@ struct Cli {
     /// KEY, a new random key is made and printed with it.
     #[arg(long, value_name = "KEY", num_args = 0..=1, default_missing_value = "")]
     hash_key: Option<String>,
+    /// Also play a generated test pattern (OpenH264, PS over RTP on loopback) as stream
+    /// 0000000001, so there is a picture without a camera.
+    #[arg(long)]
+    demo: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,7 +45,7 @@ fn main() -> std::process::ExitCode {
         println!("key:    {key}\nsha256: {}", gmv::auth::key_hash(&key));
         return std::process::ExitCode::SUCCESS;
     }
-    let config = match gmv::config::Config::load(cli.config.as_deref()) {
+    let mut config = match gmv::config::Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("gmv: {e}");
@@ -51,6 +55,16 @@ fn main() -> std::process::ExitCode {
     if cli.print_config {
         print!("{}", serde_yaml_ng::to_string(&config).unwrap_or_default());
         return std::process::ExitCode::SUCCESS;
+    }
+    if cli.demo {
+        let port = config.rtp.port_max;
+        config.streams.push(gmv::config::StaticStream { ssrc: gmv::demo::DEMO_SSRC, port: Some(port), sdp: None });
+        tracing::info!(stream_id = %gmv::proto::ssrc::stream_id(gmv::demo::DEMO_SSRC), port, "demo: a test pattern plays as this stream (console: Streams, ▶)");
+        std::thread::spawn(move || {
+            if let Err(error) = gmv::demo::run(port) {
+                tracing::error!(%error, "demo: cannot encode the test pattern");
+            }
+        });
     }
     match gmv::runtime::run(config, cli.config) {
         Ok(()) => std::process::ExitCode::SUCCESS,

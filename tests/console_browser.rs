@@ -75,9 +75,12 @@ fn run_device(mut sim: Sim, ptz_seen: mpsc::Sender<String>, limit: Duration) {
                 if text.contains("<CmdType>RecordInfo</CmdType>") {
                     // One recording, from two hours to an hour and fifty minutes ago.
                     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-                    let (s, e) = (gmv::proto::sip::gbtime::format_local(now - 7200, ZONE_S), gmv::proto::sip::gbtime::format_local(now - 6600, ZONE_S));
+                    let (s, e) =
+                        (gmv::proto::sip::gbtime::format_local(now - 7200, ZONE_S), gmv::proto::sip::gbtime::format_local(now - 6600, ZONE_S));
                     let channel = field("DeviceID").unwrap_or_default();
-                    let body = format!("<?xml version=\"1.0\"?>\r\n<Response>\r\n<CmdType>RecordInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n<SumNum>1</SumNum>\r\n<RecordList Num=\"1\">\r\n<Item><DeviceID>{channel}</DeviceID><Name>rec</Name><FilePath>/sd/1.mp4</FilePath><StartTime>{s}</StartTime><EndTime>{e}</EndTime><Type>time</Type></Item>\r\n</RecordList>\r\n</Response>\r\n");
+                    let body = format!(
+                        "<?xml version=\"1.0\"?>\r\n<Response>\r\n<CmdType>RecordInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n<SumNum>1</SumNum>\r\n<RecordList Num=\"1\">\r\n<Item><DeviceID>{channel}</DeviceID><Name>rec</Name><FilePath>/sd/1.mp4</FilePath><StartTime>{s}</StartTime><EndTime>{e}</EndTime><Type>time</Type></Item>\r\n</RecordList>\r\n</Response>\r\n"
+                    );
                     let m = sim.request("MESSAGE", &format!("rec-{sn}"), "", Some("Application/MANSCDP+xml"), body.as_bytes());
                     sim.send(&m);
                 } else if text.contains("<CmdType>Catalog</CmdType>") {

@@ -153,6 +153,19 @@ impl Engine {
         data_dir: Option<PathBuf>,
         file_bytes_max: Option<u64>,
     ) -> Engine {
+        Engine::start_command(shards, http_yaml, extra_yaml, sip_yaml, data_dir, file_bytes_max, &[])
+    }
+
+    /// As `start_limited`, with more command-line arguments (e.g. `--demo`).
+    pub fn start_command(
+        shards: usize,
+        http_yaml: &str,
+        extra_yaml: &str,
+        sip_yaml: &str,
+        data_dir: Option<PathBuf>,
+        file_bytes_max: Option<u64>,
+        args: &[&str],
+    ) -> Engine {
         let keys = if http_yaml.contains("api_keys") {
             String::new()
         } else {
@@ -197,6 +210,7 @@ impl Engine {
             let child = command
                 .arg("--config")
                 .arg(&config)
+                .args(args)
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())

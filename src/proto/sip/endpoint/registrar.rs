@@ -118,7 +118,7 @@ impl Endpoint {
     }
 }
 
-/// The `X-GB-Ver` a REGISTER carries (`M.N`, GB/T 28181-2022 §附录 J), if well formed.
+/// The `X-GB-Ver` a REGISTER carries (`M.N`, GB/T 28181-2022), if well formed.
 fn gb_version(msg: &SipMsg) -> Option<String> {
     let v = msg.header("X-GB-Ver")?;
     let v = v.trim();
