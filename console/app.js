@@ -106,12 +106,24 @@ for (const b of document.querySelectorAll('nav button')) b.addEventListener('cli
 
 let devices = [];
 const channelsOf = new Map();
+/// Channel id -> cover URL (with a play token) of its live session, for thumbnails.
+const covers = new Map();
+const COVERS_MAX = 50;
+const openDetails = new Set();
 
 async function loadDevices() {
   try {
     devices = (await api('GET', '/api/devices')).devices;
     await Promise.all(devices.map(async (d) => {
       channelsOf.set(d.device_id, (await api('GET', `/api/devices/${d.device_id}/channels`)).channels);
+    }));
+    const { sessions } = await api('GET', '/api/sessions');
+    await Promise.all(sessions.filter((s) => s.kind === 'live').slice(0, COVERS_MAX).map(async (s) => {
+      if (covers.has(s.channel_id)) return;
+      try {
+        const t = await api('POST', '/api/play-tokens', { stream_id: s.stream_id });
+        covers.set(s.channel_id, `/cover/${s.stream_id}.jpg?token=${t.token}`);
+      } catch (_) { /* no thumbnail */ }
     }));
     renderDevices();
   } catch (err) {
@@ -131,23 +143,47 @@ function renderDevices() {
     const info = [d.info.manufacturer, d.info.model].filter(Boolean).join(' ');
     const list = el('ul', { class: 'channels' });
     for (const c of channels) {
+      const cover = covers.get(c.device_id);
       list.append(el('li', { class: 'channel', dataset: { testid: `channel-${c.device_id}` } },
+        cover ? el('img', { class: 'cover', src: cover, alt: '', loading: 'lazy' }) : el('span', { class: 'cover' }),
         el('span', { class: `dot ${c.status === 'ON' ? 'on' : ''}` }),
         el('span', {}, c.name || c.device_id),
         el('span', { class: 'muted' }, c.device_id),
         el('button', { title: 'Play in the wall', dataset: { testid: `play-${c.device_id}` }, onclick: () => wallPlay(d.device_id, c.device_id, c.name || c.device_id) }, '▶')));
     }
+    const details = el('div', { class: 'details', dataset: { testid: `details-${d.device_id}` } });
+    details.hidden = !openDetails.has(d.device_id);
+    if (!details.hidden) fillDetails(details, d);
     rows.push(el('li', { class: 'device', dataset: { testid: `device-${d.device_id}` } },
       el('span', { class: `dot ${d.online ? 'on' : ''}` }), ' ',
-      el('strong', {}, d.device_id), ' ',
+      el('strong', { class: 'device-id', title: 'details', onclick: () => {
+        if (openDetails.has(d.device_id)) openDetails.delete(d.device_id); else openDetails.add(d.device_id);
+        renderDevices();
+      } }, d.device_id), ' ',
       el('span', { class: 'muted' }, `${info} · ${d.online ? 'online' : 'offline'} · ${d.channel_count} channels${d.last_error ? ' · ' + d.last_error : ''}`), ' ',
       el('button', { onclick: async () => { try { await api('POST', `/api/devices/${d.device_id}/sync`); } catch (err) { alert(readable(err)); } } }, 'sync'),
-      list));
+      details, list));
     if (rows.length >= DEVICES_SHOWN_MAX) break;
   }
   $('#device-count').textContent = `${rows.length} of ${devices.length} devices`;
   $('#device-tree').replaceChildren(...rows);
 }
+// DeviceInfo, the last DeviceStatus (and a button to ask again), subscriptions, position.
+function fillDetails(box, d) {
+  const row = (k, v) => el('div', {}, el('span', { class: 'muted' }, `${k}: `), v === undefined || v === null || v === '' ? '—' : String(v));
+  const status = d.status ? `${d.status.online} · ${d.status.status} · encode ${d.status.encode} · record ${d.status.record} · clock ${d.status.device_time}` : null;
+  const subs = (d.subscriptions || []).map((s) => `${s.kind}${s.active ? '' : ' (not active)'}`).join(', ');
+  const pos = d.position ? `${d.position.latitude}, ${d.position.longitude} at ${d.position.time}` : null;
+  box.replaceChildren(
+    row('name', d.info.device_name), row('manufacturer', d.info.manufacturer), row('model', d.info.model),
+    row('firmware', d.info.firmware), row('address', d.addr), row('GB/T 28181', d.gb_version ? `X-GB-Ver ${d.gb_version}` : '2016 (no X-GB-Ver)'),
+    row('status', status), row('subscriptions', subs), row('position', pos), row('last error', d.last_error),
+    el('button', { dataset: { testid: `status-${d.device_id}` }, onclick: async (e) => {
+      e.target.textContent = 'asking…';
+      try { await api('GET', `/api/devices/${d.device_id}/status`); await loadDevices(); } catch (err) { e.target.textContent = readable(err); }
+    } }, 'ask status'));
+}
+
 $('#device-filter').addEventListener('input', renderDevices);
 $('#online-only').addEventListener('change', renderDevices);
 

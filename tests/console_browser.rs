@@ -178,7 +178,8 @@ fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
     assert_eq!(moves.last().map(String::as_str), Some("A50F0100000000B5"), "{moves:?}");
     assert!(result["alarm"].as_str().unwrap().contains("Motion at the gate"), "{result}");
     assert!(result["download"].as_str().unwrap().contains('%'), "{result}");
-    for shot in ["devices", "wall", "events", "playback", "streams", "phone"] {
+    assert!(result["details"].as_str().unwrap().contains("no X-GB-Ver"), "{result}");
+    for shot in ["devices", "wall", "events", "playback", "details", "streams", "phone"] {
         assert!(std::path::Path::new(SHOTS_DIR).join(format!("console-{shot}.png")).exists());
     }
 }

@@ -75,6 +75,18 @@ try {
   await page.screenshot({ path: `${shots}/console-playback.png` });
   result.steps.push('playback');
 
+  // Back in the tree: live channels show their cover; a device's details open on its id.
+  await page.click('nav button[data-view=devices]');
+  await page.waitForFunction((ch) => {
+    const img = document.querySelector(`[data-testid=channel-${ch}] img.cover`);
+    return img && img.complete && img.naturalWidth > 0;
+  }, channels[0], { timeout: 15000 });
+  await page.click(`[data-testid=device-${device}] .device-id`);
+  await page.waitForSelector(`[data-testid=details-${device}]:not([hidden])`, { timeout: 5000 });
+  result.details = await page.textContent(`[data-testid=details-${device}]`);
+  await page.screenshot({ path: `${shots}/console-details.png` });
+  result.steps.push('details');
+
   await page.click('nav button[data-view=streams]');
   await page.waitForFunction((n) => document.querySelectorAll('#stream-rows tr').length >= n, channels.length, { timeout: 10000 });
   await page.screenshot({ path: `${shots}/console-streams.png` });
