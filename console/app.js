@@ -4,7 +4,6 @@
 
 const KEY_STORE = 'gmv-api-key';
 const EVENTS_SHOWN_MAX = 500;
-const DEVICES_SHOWN_MAX = 500;
 const STATS_INTERVAL_MS = 2000;
 let apiKey = sessionStorage.getItem(KEY_STORE) || '';
 
@@ -94,7 +93,11 @@ function show(view) {
   else suspendTiles();
   if (view !== 'playback') stopPlayback();
   if (view === 'devices') loadDevices();
-  if (view === 'playback') loadDevices().then(() => { fillChannels(); loadTimeline(); });
+  if (view === 'playback') {
+    loadDevices()
+      .then(() => Promise.all(devices.filter((d) => d.online && !channelsOf.get(d.device_id)).slice(0, PLAYBACK_DEVICES_MAX).map(loadChannels)))
+      .then(() => { fillChannels(); loadTimeline(); });
+  }
   if (view === 'streams') {
     loadStreams();
     refreshTimer = setInterval(loadStreams, 3000);
@@ -109,14 +112,35 @@ const channelsOf = new Map();
 /// Channel id -> cover URL (with a play token) of its live session, for thumbnails.
 const covers = new Map();
 const COVERS_MAX = 50;
+/// Devices fetched for the tree (pages of PAGE), and shown expanded without a click when
+/// there are at most AUTO_EXPAND_MAX.
+const DEVICES_FETCH_MAX = 50000;
+const PAGE = 1000;
+const AUTO_EXPAND_MAX = 20;
+const SEARCH_EXPAND_MAX = 200;
+/// Online devices whose channels the playback view lists.
+const PLAYBACK_DEVICES_MAX = 100;
 const openDetails = new Set();
+const expanded = new Set();
+const collapsed = new Set();
+/// Row heights of the virtual tree (px), and rows drawn beyond the visible ones.
+const ROW_PX = { device: 40, channel: 46, details: 250, note: 30 };
+const OVERSCAN_ROWS = 10;
 
 async function loadDevices() {
   try {
-    devices = (await api('GET', '/api/devices')).devices;
-    await Promise.all(devices.map(async (d) => {
-      channelsOf.set(d.device_id, (await api('GET', `/api/devices/${d.device_id}/channels`)).channels);
-    }));
+    const q = $('#device-filter').value.trim();
+    const online = $('#online-only').checked ? '&online=true' : '';
+    const found = [];
+    let total = Infinity;
+    while (found.length < Math.min(total, DEVICES_FETCH_MAX)) {
+      const page = await api('GET', `/api/devices?offset=${found.length}&limit=${PAGE}&q=${encodeURIComponent(q)}${online}`);
+      total = page.total;
+      found.push(...page.devices);
+      if (!page.devices.length) break;
+    }
+    devices = found;
+    devices.total = total;
     const { sessions } = await api('GET', '/api/sessions');
     await Promise.all(sessions.filter((s) => s.kind === 'live').slice(0, COVERS_MAX).map(async (s) => {
       if (covers.has(s.channel_id)) return;
@@ -127,47 +151,111 @@ async function loadDevices() {
     }));
     renderDevices();
   } catch (err) {
-    $('#device-tree').replaceChildren(el('li', { class: 'error' }, readable(err)));
+    $('#device-tree').replaceChildren(el('div', { class: 'error' }, readable(err)));
   }
 }
 
+function isExpanded(d) {
+  if (collapsed.has(d.device_id)) return false;
+  const searching = $('#device-filter').value.trim() !== '';
+  return expanded.has(d.device_id) || devices.length <= AUTO_EXPAND_MAX || (searching && devices.length <= SEARCH_EXPAND_MAX);
+}
+
+// A device's channels, asked when it is first expanded.
+async function loadChannels(d) {
+  channelsOf.set(d.device_id, null); // asking
+  try {
+    const q = encodeURIComponent($('#device-filter').value.trim());
+    const page = await api('GET', `/api/devices/${d.device_id}/channels?limit=${PAGE}&q=${q}`);
+    channelsOf.set(d.device_id, page.channels);
+    // A search matching the device itself shows all its channels.
+    if (!page.channels.length && q) channelsOf.set(d.device_id, (await api('GET', `/api/devices/${d.device_id}/channels?limit=${PAGE}`)).channels);
+  } catch (err) {
+    channelsOf.set(d.device_id, []);
+  }
+  renderDevices();
+}
+
+// The tree as flat rows of known heights: only those in view are in the page.
+let rows = [];
+let offsets = [];
 function renderDevices() {
-  const q = $('#device-filter').value.trim().toLowerCase();
-  const onlineOnly = $('#online-only').checked;
-  const match = (s) => !q || String(s || '').toLowerCase().includes(q);
-  const rows = [];
+  rows = [];
   for (const d of devices) {
-    if (onlineOnly && !d.online) continue;
-    const channels = (channelsOf.get(d.device_id) || []).filter((c) => match(c.device_id) || match(c.name) || match(d.device_id) || match(d.info.manufacturer));
-    if (q && !channels.length && !match(d.device_id)) continue;
+    rows.push({ kind: 'device', d });
+    if (openDetails.has(d.device_id)) rows.push({ kind: 'details', d });
+    if (!isExpanded(d)) continue;
+    const channels = channelsOf.get(d.device_id);
+    if (channels === undefined) loadChannels(d);
+    if (!channels) rows.push({ kind: 'note', d, text: 'asking for channels…' });
+    else for (const c of channels) rows.push({ kind: 'channel', d, c });
+  }
+  offsets = [];
+  let y = 0;
+  for (const r of rows) {
+    offsets.push(y);
+    y += ROW_PX[r.kind];
+  }
+  $('#tree-space').style.height = `${y}px`;
+  $('#device-count').textContent = `${devices.length} of ${devices.total ?? devices.length} devices`;
+  drawVisibleRows();
+}
+
+function drawVisibleRows() {
+  const scroller = $('#tree-scroll');
+  const top = scroller.scrollTop;
+  const bottom = top + scroller.clientHeight;
+  let lo = 0;
+  let hi = rows.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (offsets[mid] + ROW_PX[rows[mid].kind] <= top) lo = mid + 1; else hi = mid;
+  }
+  const first = Math.max(0, lo - OVERSCAN_ROWS);
+  const drawn = [];
+  for (let i = first; i < rows.length && (i < lo || offsets[i] < bottom || i < lo + OVERSCAN_ROWS); i++) {
+    const node = rowNode(rows[i]);
+    node.style.top = `${offsets[i]}px`;
+    node.style.height = `${ROW_PX[rows[i].kind]}px`;
+    drawn.push(node);
+  }
+  $('#device-tree').replaceChildren(...drawn);
+}
+
+function rowNode(r) {
+  const d = r.d;
+  if (r.kind === 'device') {
     const info = [d.info.manufacturer, d.info.model].filter(Boolean).join(' ');
-    const list = el('ul', { class: 'channels' });
-    for (const c of channels) {
-      const cover = covers.get(c.device_id);
-      list.append(el('li', { class: 'channel', dataset: { testid: `channel-${c.device_id}` } },
-        cover ? el('img', { class: 'cover', src: cover, alt: '', loading: 'lazy' }) : el('span', { class: 'cover' }),
-        el('span', { class: `dot ${c.status === 'ON' ? 'on' : ''}` }),
-        el('span', {}, c.name || c.device_id),
-        el('span', { class: 'muted' }, c.device_id),
-        el('button', { title: 'Play in the wall', dataset: { testid: `play-${c.device_id}` }, onclick: () => wallPlay(d.device_id, c.device_id, c.name || c.device_id) }, '▶')));
-    }
-    const details = el('div', { class: 'details', dataset: { testid: `details-${d.device_id}` } });
-    details.hidden = !openDetails.has(d.device_id);
-    if (!details.hidden) fillDetails(details, d);
-    rows.push(el('li', { class: 'device', dataset: { testid: `device-${d.device_id}` } },
+    const open = isExpanded(d);
+    return el('div', { class: 'row device', dataset: { testid: `device-${d.device_id}` } },
+      el('button', { class: 'toggle', title: open ? 'hide channels' : 'show channels', dataset: { testid: `expand-${d.device_id}` }, onclick: () => {
+        if (open) { expanded.delete(d.device_id); collapsed.add(d.device_id); } else { collapsed.delete(d.device_id); expanded.add(d.device_id); }
+        renderDevices();
+      } }, open ? '▾' : '▸'), ' ',
       el('span', { class: `dot ${d.online ? 'on' : ''}` }), ' ',
       el('strong', { class: 'device-id', title: 'details', onclick: () => {
         if (openDetails.has(d.device_id)) openDetails.delete(d.device_id); else openDetails.add(d.device_id);
         renderDevices();
       } }, d.device_id), ' ',
       el('span', { class: 'muted' }, `${info} · ${d.online ? 'online' : 'offline'} · ${d.channel_count} channels${d.last_error ? ' · ' + d.last_error : ''}`), ' ',
-      el('button', { onclick: async () => { try { await api('POST', `/api/devices/${d.device_id}/sync`); } catch (err) { alert(readable(err)); } } }, 'sync'),
-      details, list));
-    if (rows.length >= DEVICES_SHOWN_MAX) break;
+      el('button', { onclick: async () => { try { await api('POST', `/api/devices/${d.device_id}/sync`); } catch (err) { alert(readable(err)); } } }, 'sync'));
   }
-  $('#device-count').textContent = `${rows.length} of ${devices.length} devices`;
-  $('#device-tree').replaceChildren(...rows);
+  if (r.kind === 'details') {
+    const box = el('div', { class: 'row details', dataset: { testid: `details-${d.device_id}` } });
+    fillDetails(box, d);
+    return box;
+  }
+  if (r.kind === 'note') return el('div', { class: 'row note muted' }, r.text);
+  const c = r.c;
+  const cover = covers.get(c.device_id);
+  return el('div', { class: 'row channel', dataset: { testid: `channel-${c.device_id}` } },
+    cover ? el('img', { class: 'cover', src: cover, alt: '', loading: 'lazy' }) : el('span', { class: 'cover' }),
+    el('span', { class: `dot ${c.status === 'ON' ? 'on' : ''}` }),
+    el('span', {}, c.name || c.device_id),
+    el('span', { class: 'muted' }, c.device_id),
+    el('button', { title: 'Play in the wall', dataset: { testid: `play-${c.device_id}` }, onclick: () => wallPlay(d.device_id, c.device_id, c.name || c.device_id) }, '▶'));
 }
+
 // DeviceInfo, the last DeviceStatus (and a button to ask again), subscriptions, position.
 function fillDetails(box, d) {
   const row = (k, v) => el('div', {}, el('span', { class: 'muted' }, `${k}: `), v === undefined || v === null || v === '' ? '—' : String(v));
@@ -184,8 +272,13 @@ function fillDetails(box, d) {
     } }, 'ask status'));
 }
 
-$('#device-filter').addEventListener('input', renderDevices);
-$('#online-only').addEventListener('change', renderDevices);
+let searchTimer = null;
+$('#device-filter').addEventListener('input', () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => { channelsOf.clear(); loadDevices(); }, 250);
+});
+$('#online-only').addEventListener('change', loadDevices);
+$('#tree-scroll').addEventListener('scroll', drawVisibleRows);
 
 // ---- live wall ----
 

@@ -19,6 +19,7 @@ const BROWSER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 const SHOTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target");
 /// The device's clock zone (the engine is told the same).
 const ZONE_S: i32 = 8 * 3600;
+const OFFLINE_DEVICES: usize = 3000;
 const CHANNELS: [&str; 4] = ["34020000001310000001", "34020000001310000002", "34020000001310000003", "34020000001310000004"];
 
 /// Sends the clip, looped with running timestamps, at real time until `stop`.
@@ -141,7 +142,22 @@ fn run_device(mut sim: Sim, ptz_seen: mpsc::Sender<String>, limit: Duration) {
 
 #[test]
 fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
-    let engine = Engine::start_with(2, "", "  time_zone: \"+08:00\"\n", None);
+    // Three thousand devices known from an earlier run (offline) besides the simulated one.
+    let data_dir = work_dir().join(format!("console-data-{}", std::process::id()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let known: Vec<gmv::proto::sip::endpoint::Device> = (0..OFFLINE_DEVICES)
+        .map(|i| {
+            let mut d = gmv::proto::sip::endpoint::Device::new(&format!("4402000000132{i:07}"));
+            for c in 0..2 {
+                let id = format!("4402000000131{:07}", i * 2 + c);
+                d.channels
+                    .insert(id.clone(), gmv::proto::sip::manscdp::CatalogItem { device_id: id, name: format!("old {c}"), ..Default::default() });
+            }
+            d
+        })
+        .collect();
+    std::fs::write(data_dir.join("devices.json"), serde_json::to_vec(&known).unwrap()).unwrap();
+    let engine = Engine::start_with(2, "", "  time_zone: \"+08:00\"\n", Some(data_dir));
     let mut sim = Sim::new(engine.sip);
     assert_eq!(sim.register(PASSWORD, 3600).0, 200);
     let (ptz_tx, ptz_rx) = mpsc::channel();
@@ -162,6 +178,8 @@ fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
         .arg(DEVICE)
         .args(CHANNELS)
         .env("SHOTS_DIR", SHOTS_DIR)
+        .env("DEVICES_TOTAL", (OFFLINE_DEVICES + 1).to_string())
+        .env("SEARCH_CHANNEL", "44020000001310004321")
         .current_dir(BROWSER_DIR)
         .output()
         .expect("node (npm ci in tests/browser)");
@@ -169,6 +187,9 @@ fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
     let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_default();
     assert_eq!(result["ok"], true, "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(result["wrong_key"].as_str().unwrap().contains("not valid"), "{result}");
+    assert_eq!(result["search_count"].as_str(), Some("1 of 1 devices"), "{result}");
+    let rows = result["rows_in_page"].as_u64().unwrap();
+    assert!((1..100).contains(&rows), "the tree draws the rows in view, not {OFFLINE_DEVICES}: {rows}");
     for t in result["tiles"].as_array().unwrap() {
         assert_eq!((t["width"].as_u64(), t["height"].as_u64()), (Some(u64::from(WIDTH)), Some(u64::from(HEIGHT))), "{t}");
     }

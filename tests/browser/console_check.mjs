@@ -25,6 +25,10 @@ try {
   await page.fill('[data-testid=key]', key);
   await page.click('[data-testid=signin-button]');
   await page.waitForSelector(`[data-testid=device-${device}]`, { timeout: 15000 });
+  // Thousands of devices: the count says so, the page holds only the rows in view.
+  await page.waitForFunction((n) => document.querySelector('#device-count').textContent.includes(`of ${n} devices`), Number(process.env.DEVICES_TOTAL || 1), { timeout: 15000 });
+  result.rows_in_page = await page.evaluate(() => document.querySelectorAll('#device-tree .row').length);
+  await page.click(`[data-testid=expand-${device}]`);
   for (const ch of channels) await page.waitForSelector(`[data-testid=channel-${ch}]`, { timeout: 15000 });
   await page.screenshot({ path: `${shots}/console-devices.png` });
   result.steps.push('devices');
@@ -86,6 +90,13 @@ try {
   result.details = await page.textContent(`[data-testid=details-${device}]`);
   await page.screenshot({ path: `${shots}/console-details.png` });
   result.steps.push('details');
+  // A search by a channel id finds its device among thousands (server side) and shows the channel.
+  if (process.env.SEARCH_CHANNEL) {
+    await page.fill('[data-testid=device-filter]', process.env.SEARCH_CHANNEL);
+    await page.waitForSelector(`[data-testid=channel-${process.env.SEARCH_CHANNEL}]`, { timeout: 10000 });
+    result.search_count = await page.textContent('#device-count');
+    await page.fill('[data-testid=device-filter]', '');
+  }
 
   await page.click('nav button[data-view=streams]');
   await page.waitForFunction((n) => document.querySelectorAll('#stream-rows tr').length >= n, channels.length, { timeout: 10000 });
