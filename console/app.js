@@ -87,8 +87,8 @@ function show(view) {
   for (const b of document.querySelectorAll('nav button')) b.classList.toggle('active', b.dataset.view === view);
   for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== `view-${view}`;
   clearInterval(refreshTimer);
-  // A browser opens at most six HTTP/1.1 connections to one origin, and every live tile holds
-  // one: tiles unload while another view is shown and load again on return.
+  // Tiles unload while another view is shown (no bandwidth for pictures nobody sees) and load
+  // again on return.
   if (view === 'wall') resumeTiles();
   else suspendTiles();
   if (view !== 'playback') stopPlayback();
@@ -366,6 +366,8 @@ async function wallPlay(deviceId, channelId, label, into) {
     if (!window.mpegts || !mpegts.isSupported()) throw new Error('This browser cannot play HTTP-FLV (no Media Source Extensions)');
     const url = new URL(session.play.flv, location.href);
     url.host = location.host; // the answer names the host the API was asked at
+    // Over a WebSocket: a browser opens six HTTP/1.1 connections to one origin, not sixteen.
+    url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
     t.player = mpegts.createPlayer({ type: 'flv', isLive: true, url: url.href }, { enableStashBuffer: false, liveBufferLatencyChasing: true });
     t.player.on(mpegts.Events.ERROR, (type, detail) => { t.message.textContent = `Playback error: ${type} ${detail}`; });
     t.player.attachMediaElement(t.video);

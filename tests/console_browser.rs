@@ -190,6 +190,7 @@ fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
     assert_eq!(result["search_count"].as_str(), Some("1 of 1 devices"), "{result}");
     let rows = result["rows_in_page"].as_u64().unwrap();
     assert!((1..100).contains(&rows), "the tree draws the rows in view, not {OFFLINE_DEVICES}: {rows}");
+    assert_eq!(result["tiles"].as_array().map(Vec::len), Some(9), "{result}");
     for t in result["tiles"].as_array().unwrap() {
         assert_eq!((t["width"].as_u64(), t["height"].as_u64()), (Some(u64::from(WIDTH)), Some(u64::from(HEIGHT))), "{t}");
     }

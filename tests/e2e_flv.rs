@@ -347,3 +347,70 @@ fn slow_viewer_is_cut_off_without_hurting_others() {
     assert_eq!(ffprobe(&out).frames, CLIP_FRAMES, "the fast viewer got every frame");
     drop(slow);
 }
+
+/// The live FLV over a WebSocket (what the console's tiles use): RFC 6455 handshake, binary
+/// frames whose payloads are the same FLV.
+#[test]
+fn live_flv_plays_over_a_websocket() {
+    use std::io::{Read, Write};
+    let engine = Engine::start(2, "");
+    let s = engine.open_stream(serde_json::json!({}));
+    let id = s["stream_id"].as_str().unwrap().to_string();
+    let token = engine.stream_token(&id);
+    let mut c = std::net::TcpStream::connect(engine.http).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The key and accept value of RFC 6455 §1.3.
+    write!(c, "GET /flv/{id}/{token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{head}");
+    engine.wait_subscribers(&id, 1);
+    let frames = h264_frames();
+    let pusher = std::thread::spawn({
+        let (port, ssrc) = (s["port"].as_u64().unwrap() as u16, s["ssrc"].as_u64().unwrap() as u32);
+        move || {
+            let sock = udp_sender();
+            for f in gmv::sim::ps_rtp_packets(&frames, ssrc) {
+                for p in f {
+                    sock.send_to(&p, ("127.0.0.1", port)).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    });
+    // Unwrap frames (server frames are unmasked) until the clip's pictures are in.
+    let mut flv = Vec::new();
+    while flv.len() < 13 || flv_tags(&flv).iter().filter(|t| t.0 == 9).count() < CLIP_FRAMES - 1 {
+        let mut h = [0u8; 2];
+        c.read_exact(&mut h).unwrap();
+        assert_eq!((h[0], h[1] & 0x80), (0x82, 0), "FIN binary, unmasked");
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                c.read_exact(&mut l).unwrap();
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                c.read_exact(&mut l).unwrap();
+                u64::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        c.read_exact(&mut payload).unwrap();
+        flv.extend_from_slice(&payload);
+    }
+    pusher.join().unwrap();
+    assert_eq!(&flv[..3], b"FLV");
+    let out = work_dir().join("websocket.flv");
+    std::fs::write(&out, &flv).unwrap();
+    let probe = ffprobe(&out);
+    assert_eq!((probe.codec.as_str(), probe.width, probe.height), ("h264", WIDTH, HEIGHT));
+}

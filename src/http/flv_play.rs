@@ -1,4 +1,5 @@
 //! Live HTTP-FLV viewer: preamble and cached GOP first, then live tags from a bounded queue.
+//! The same bytes go over a WebSocket (binary frames) when the request asked to upgrade.
 
 use super::conn::HttpConn;
 use super::response::respond_error;
@@ -21,7 +22,8 @@ fn peer_closed(conn: &HttpConn) -> bool {
 /// Header lines of a live or recorded FLV response.
 pub const FLV_HEADERS: &str = "Content-Type: video/x-flv\r\nCache-Control: no-cache\r\n";
 
-pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32) {
+/// `websocket`: the handshake's accept value when the viewer asked for a WebSocket.
+pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, websocket: Option<String>) {
     conn.keep_alive = false; // the body lasts as long as the stream
     let Some(stream) = shard.streams.borrow().get(&ssrc).cloned() else {
         return respond_error(&mut conn, 404, "not_found", "no such stream").await;
@@ -34,17 +36,29 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32) {
     drop(stream);
     conn.set_nodelay();
     let peer = conn.peer_ip();
-    tracing::info!(ssrc, stream_id = %stream_id(ssrc), ?peer, "FLV viewer joined");
-    let head = super::response::head(&conn, 200, FLV_HEADERS);
-    let mut burst = Vec::with_capacity(head.len() + first.iter().map(|b| b.len()).sum::<usize>());
+    tracing::info!(ssrc, stream_id = %stream_id(ssrc), ?peer, websocket = websocket.is_some(), "FLV viewer joined");
+    let head = match &websocket {
+        Some(accept) => super::websocket::handshake(accept),
+        None => super::response::head(&conn, 200, FLV_HEADERS),
+    };
+    let first: Vec<u8> = first.iter().flat_map(|b| b.iter().copied()).collect();
+    let mut burst = Vec::with_capacity(head.len() + first.len() + 10);
     burst.extend_from_slice(head.as_bytes());
-    for b in &first {
-        burst.extend_from_slice(b);
-    }
+    let framed = |bytes: &[u8], out: &mut Vec<u8>| match websocket {
+        Some(_) => super::websocket::binary_frame(bytes, out),
+        None => out.extend_from_slice(bytes),
+    };
+    framed(&first, &mut burst);
     let mut result = conn.write_all(&burst).await;
     drop(burst);
+    let mut frame = Vec::new();
     while result.is_ok() {
         match glommio::timer::timeout(VIEWER_IDLE_CHECK, async { Ok(rx.recv().await) }).await {
+            Ok(Some(tag)) if websocket.is_some() => {
+                frame.clear();
+                framed(&tag, &mut frame);
+                result = conn.write_all(&frame).await;
+            }
             Ok(Some(tag)) => result = conn.write_all(&tag).await,
             Ok(None) => break, // stream closed
             // Nothing to send: notice a viewer that hung up while the stream is quiet.

@@ -16,6 +16,7 @@ pub mod response;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod websocket;
 
 use std::rc::Rc;
 

@@ -233,14 +233,17 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
         Route::Preflight => preflight(&mut conn).await,
         Route::Api if shard.is_control() => super::api::serve(&front, &mut conn, head).await,
         Route::Api => return hand_off(shard, CONTROL, conn, head).await,
-        Route::FlvPlay { stream_id, token } => match at_owner(shard, conn, head, token.as_deref(), &stream_id).await {
-            AtOwner::Here(conn, ssrc) => {
-                super::flv_play::serve(shard, conn, ssrc).await;
-                return None;
+        Route::FlvPlay { stream_id, token } => {
+            let websocket = super::websocket::upgrade_accept(&head);
+            match at_owner(shard, conn, head, token.as_deref(), &stream_id).await {
+                AtOwner::Here(conn, ssrc) => {
+                    super::flv_play::serve(shard, conn, ssrc, websocket).await;
+                    return None;
+                }
+                AtOwner::Answered(kept) => conn = kept,
+                AtOwner::Gone => return None,
             }
-            AtOwner::Answered(kept) => conn = kept,
-            AtOwner::Gone => return None,
-        },
+        }
         Route::Hls { stream_id, token, file } => match at_owner(shard, conn, head, token.as_deref(), &stream_id).await {
             AtOwner::Here(kept, ssrc) => {
                 conn = kept;

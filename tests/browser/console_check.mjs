@@ -33,15 +33,24 @@ try {
   await page.screenshot({ path: `${shots}/console-devices.png` });
   result.steps.push('devices');
 
-  for (const ch of channels) await page.click(`[data-testid=play-${ch}]`);
+  // A 9-tile wall: each channel twice and the first a third time (more than the six HTTP/1.1
+  // connections a browser opens to one origin: the tiles play over WebSockets).
+  const TILES = 9;
+  await page.click('nav button[data-view=wall]');
+  await page.selectOption('[data-testid=layout]', String(TILES));
+  await page.click('nav button[data-view=devices]');
+  for (let i = 0; i < TILES; i++) {
+    const ch = channels[i % channels.length];
+    await page.click(`[data-testid=play-${ch}]`);
+  }
   await page.click('nav button[data-view=wall]');
   await page.waitForFunction((n) => {
     const videos = [...document.querySelectorAll('[data-testid=wall] video')].slice(0, n);
     return videos.length === n && videos.every((v) => v.currentTime > 1.5 && v.getVideoPlaybackQuality().totalVideoFrames > 20);
-  }, channels.length, { timeout: 40000, polling: 250 });
+  }, TILES, { timeout: 40000, polling: 250 });
   result.tiles = await page.evaluate((n) => [...document.querySelectorAll('[data-testid=wall] video')].slice(0, n).map((v) => ({
     time: v.currentTime, frames: v.getVideoPlaybackQuality().totalVideoFrames, width: v.videoWidth, height: v.videoHeight,
-  })), channels.length);
+  })), TILES);
   // Tile stats come from /api/streams.
   await page.waitForFunction(() => document.querySelector('[data-testid=tile-0] .stats').textContent.includes('h264'), null, { timeout: 10000 });
   await page.screenshot({ path: `${shots}/console-wall.png` });
