@@ -316,11 +316,49 @@ function renderWall() {
 }
 
 function selectTile(i) {
+  const changed = selected !== i;
   selected = i;
   const t = tiles[i];
   $('#ptz-target').textContent = t && t.channel ? t.label : '(select a tile)';
   renderWall();
+  if (changed) loadPresets();
 }
+
+// The selected channel's presets (PresetQuery), each with go and delete.
+async function loadPresets() {
+  const t = tiles[selected];
+  const list = $('#presets');
+  if (!t || !t.device) { list.replaceChildren(); return; }
+  list.replaceChildren(el('li', { class: 'muted' }, 'asking…'));
+  try {
+    const { presets } = await api('GET', `/api/devices/${t.device}/channels/${t.channel}/presets`);
+    const base = `/api/devices/${t.device}/channels/${t.channel}/presets`;
+    list.replaceChildren(...presets.map((p) => el('li', { dataset: { testid: `preset-${p.id}` } },
+      el('span', {}, `${p.id} ${p.name}`),
+      el('button', { dataset: { testid: `preset-call-${p.id}` }, onclick: () => presetAction('POST', `${base}/${p.id}/call`, false) }, 'go'),
+      el('button', { title: 'delete', onclick: () => presetAction('DELETE', `${base}/${p.id}`, true) }, '✕'))));
+    if (!presets.length) list.replaceChildren(el('li', { class: 'muted' }, 'no presets'));
+  } catch (err) {
+    list.replaceChildren(el('li', { class: 'error' }, readable(err)));
+  }
+}
+
+async function presetAction(method, path, reload) {
+  $('#ptz-error').textContent = '';
+  try {
+    await api(method, path);
+    if (reload) loadPresets();
+  } catch (err) {
+    $('#ptz-error').textContent = readable(err);
+  }
+}
+
+$('#preset-set').addEventListener('click', () => {
+  const t = tiles[selected];
+  const n = Number($('#preset-new').value);
+  if (!t || !t.device || !(n >= 1 && n <= 255)) { $('#ptz-error').textContent = 'Select a device tile and a preset number 1..255'; return; }
+  presetAction('POST', `/api/devices/${t.device}/channels/${t.channel}/presets/${n}`, true);
+});
 
 function suspendTiles() {
   for (const t of tiles) {
@@ -531,10 +569,35 @@ function renderTimeline() {
   })));
 }
 
-// A click (or the end of a drag) on the timeline: play there, or seek when it is in the range playing.
-$('#timeline').addEventListener('click', (e) => {
+const timeAt = (clientX) => {
   const box = $('#timeline').getBoundingClientRect();
-  const t = Math.round(pb.from + ((e.clientX - box.left) / box.width) * (pb.to - pb.from));
+  return Math.round(pb.from + ((clientX - box.left) / box.width) * (pb.to - pb.from));
+};
+
+// Dragging the cursor inside the recording playing seeks to where it is let go.
+let drag = null;
+$('#timeline').addEventListener('pointerdown', (e) => {
+  if (!pb.session || !pb.range || pb.range.source !== 'device') return;
+  drag = { x: e.clientX, moved: false };
+  $('#timeline').setPointerCapture(e.pointerId);
+});
+$('#timeline').addEventListener('pointermove', (e) => {
+  if (!drag) return;
+  drag.moved ||= Math.abs(e.clientX - drag.x) > 3;
+  if (drag.moved) $('#pb-cursor').style.left = xOf(Math.min(Math.max(timeAt(e.clientX), pb.range.start), pb.range.end - 1));
+});
+$('#timeline').addEventListener('pointerup', (e) => {
+  const d = drag;
+  drag = null;
+  if (!d || !d.moved) return;
+  seek(Math.min(Math.max(timeAt(e.clientX), pb.range.start), pb.range.end - 1));
+  pb.dragged = true; // the click that follows is this drag's
+});
+
+// A click on the timeline: play there, or seek when it is in the range playing.
+$('#timeline').addEventListener('click', (e) => {
+  if (pb.dragged) { pb.dragged = false; return; }
+  const t = timeAt(e.clientX);
   const r = pb.ranges.find((x) => x.start <= t && t < x.end) || pb.ranges.find((x) => Math.abs(x.start - t) < (pb.to - pb.from) / 200);
   if (!r) return;
   const at = Math.max(t, r.start);
@@ -591,7 +654,7 @@ async function control(body, done) {
 
 function seek(t) {
   $('#pb-cursor').style.left = xOf(t);
-  control({ action: 'seek', position_s: t - pb.session.start }, `sought to ${new Date(t * 1000).toLocaleTimeString()}`);
+  control({ action: 'seek', position_s: Math.max(0, t - pb.session.start) }, `sought to ${new Date(t * 1000).toLocaleTimeString()}`);
 }
 
 $('#pb-pause').addEventListener('click', async () => {

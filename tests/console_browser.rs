@@ -100,6 +100,13 @@ fn run_device(mut sim: Sim, ptz_seen: mpsc::Sender<String>, limit: Duration) {
                     );
                     let m = sim.request("MESSAGE", &format!("cat-{sn}"), "", Some("Application/MANSCDP+xml"), body.as_bytes());
                     sim.send(&m);
+                } else if text.contains("<CmdType>PresetQuery</CmdType>") {
+                    let channel = field("DeviceID").unwrap_or_default();
+                    let body = format!(
+                        "<?xml version=\"1.0\"?>\r\n<Response>\r\n<CmdType>PresetQuery</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n<PresetList Num=\"1\">\r\n<Item><PresetID>1</PresetID><PresetName>Gate</PresetName></Item>\r\n</PresetList>\r\n</Response>\r\n"
+                    );
+                    let m = sim.request("MESSAGE", &format!("presets-{sn}"), "", Some("Application/MANSCDP+xml"), body.as_bytes());
+                    sim.send(&m);
                 } else if let Some(ptz) = field("PTZCmd") {
                     let _ = ptz_seen.send(ptz);
                     alarms_from.get_or_insert(Instant::now());
@@ -125,6 +132,12 @@ fn run_device(mut sim: Sim, ptz_seen: mpsc::Sender<String>, limit: Duration) {
                     let s = stop.clone();
                     std::thread::spawn(move || stream_clip(port, ssrc, s));
                     media.push((call_id, stop));
+                }
+            }
+            Some("INFO") => {
+                sim.reply(&msg, 200, "OK", "", None);
+                if let Some(action) = gmv::proto::sip::mansrtsp::parse(&text) {
+                    let _ = ptz_seen.send(format!("INFO {action:?}"));
                 }
             }
             Some("BYE") => {
@@ -195,9 +208,13 @@ fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
         assert_eq!((t["width"].as_u64(), t["height"].as_u64()), (Some(u64::from(WIDTH)), Some(u64::from(HEIGHT))), "{t}");
     }
     // Press and hold right: a pan right at half speed, then a stop.
-    let moves: Vec<String> = ptz_rx.try_iter().collect();
-    assert_eq!(moves.first().map(String::as_str), Some("A50F010180000036"), "{moves:?}");
-    assert_eq!(moves.last().map(String::as_str), Some("A50F0100000000B5"), "{moves:?}");
+    // then preset 1 called from the list; the playback paused and sought by a drag.
+    let asked: Vec<String> = ptz_rx.try_iter().collect();
+    let moves: Vec<&str> = asked.iter().map(String::as_str).filter(|m| !m.starts_with("INFO")).collect();
+    assert_eq!(moves, ["A50F010180000036", "A50F0100000000B5", "A50F018200010038"], "{asked:?}");
+    let infos: Vec<&str> = asked.iter().map(String::as_str).filter(|m| m.starts_with("INFO")).collect();
+    assert_eq!(infos.first(), Some(&"INFO Pause"), "{asked:?}");
+    assert!(infos.iter().any(|i| i.starts_with("INFO Seek(")), "{asked:?}");
     assert!(result["alarm"].as_str().unwrap().contains("Motion at the gate"), "{result}");
     assert!(result["download"].as_str().unwrap().contains('%'), "{result}");
     assert!(result["details"].as_str().unwrap().contains("no X-GB-Ver"), "{result}");

@@ -64,6 +64,9 @@ try {
   await page.mouse.down();
   await page.waitForTimeout(300);
   await page.mouse.up();
+  // The channel's presets, listed from PresetQuery; go to 1.
+  await page.waitForSelector('[data-testid=preset-call-1]', { timeout: 15000 });
+  await page.click('[data-testid=preset-call-1]');
   result.steps.push('ptz');
 
   await page.click('nav button[data-view=events]');
@@ -82,6 +85,13 @@ try {
   }, null, { timeout: 30000, polling: 250 });
   await page.click('[data-testid=pb-pause]');
   await page.waitForFunction(() => document.querySelector('[data-testid=pb-status]').textContent === 'paused', null, { timeout: 10000 });
+  // Drag inside the recording playing: a seek to where it is let go.
+  const range = await (await page.$('[data-testid=range-0]')).boundingBox();
+  await page.mouse.move(range.x + 1, range.y + range.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(range.x + range.width - 1, range.y + range.height / 2, { steps: 5 });
+  await page.mouse.up();
+  await page.waitForFunction(() => document.querySelector('[data-testid=pb-status]').textContent.startsWith('sought to'), null, { timeout: 10000 });
   await page.click('[data-testid=pb-download]');
   await page.waitForFunction(() => /\d+ % (running|finishing|complete)/.test(document.querySelector('[data-testid=downloads]').textContent), null, { timeout: 15000 });
   result.download = await page.textContent('[data-testid=downloads]');
