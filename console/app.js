@@ -287,6 +287,7 @@ let selected = -1;
 
 function layout(n) {
   while (tiles.length > n) stopTile(tiles.pop());
+  if (selected >= n) selected = -1;
   while (tiles.length < n) tiles.push({ index: tiles.length });
   $('#wall').style.setProperty('--cols', String(Math.ceil(Math.sqrt(n))));
   renderWall();
@@ -369,12 +370,14 @@ function suspendTiles() {
 
 function resumeTiles() {
   for (const t of tiles) {
-    if (t.channel && !t.player) wallPlay(t.device, t.channel, t.label, t);
+    if (t.channel && !t.player) wallPlay(t.device, t.channel, t.label, t, t.useHls);
   }
 }
 
 function stopTile(t) {
   if (t.player) { t.player.destroy(); t.player = null; }
+  t.useHls = false;
+  t.video && t.video.removeAttribute('src');
   clearInterval(t.timer);
   Object.assign(t, { device: null, channel: null, streamId: null, label: '' });
   if (t.node) {
@@ -385,9 +388,10 @@ function stopTile(t) {
   }
 }
 
-async function wallPlay(deviceId, channelId, label, into) {
-  let t = into || tiles.find((x) => !x.channel) || tiles[Math.max(selected, 0)];
+async function wallPlay(deviceId, channelId, label, into, hls) {
+  const t = into || tiles.find((x) => !x.channel) || tiles[Math.max(selected, 0)] || tiles[0];
   stopTile(t);
+  t.useHls = Boolean(hls) || $('#player').value === 'hls';
   Object.assign(t, { device: deviceId, channel: channelId, label });
   t.name.textContent = label;
   t.message.textContent = 'Connecting…';
@@ -401,13 +405,25 @@ async function wallPlay(deviceId, channelId, label, into) {
       : { stream_id: channelId, play: (await api('POST', '/api/play-tokens', { stream_id: channelId })).play };
     if (t.channel !== channelId || t.player) return; // replaced meanwhile
     t.streamId = session.stream_id;
-    if (!window.mpegts || !mpegts.isSupported()) throw new Error('This browser cannot play HTTP-FLV (no Media Source Extensions)');
+    if (!window.mpegts || !mpegts.isSupported() || t.useHls) {
+      // HLS instead: through hls.js, or natively where the browser plays it (iOS Safari).
+      playHls(t, session);
+      t.message.textContent = '';
+      return;
+    }
     const url = new URL(session.play.flv, location.href);
     url.host = location.host; // the answer names the host the API was asked at
     // Over a WebSocket: a browser opens six HTTP/1.1 connections to one origin, not sixteen.
     url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
     t.player = mpegts.createPlayer({ type: 'flv', isLive: true, url: url.href }, { enableStashBuffer: false, liveBufferLatencyChasing: true });
-    t.player.on(mpegts.Events.ERROR, (type, detail) => { t.message.textContent = `Playback error: ${type} ${detail}`; });
+    t.player.on(mpegts.Events.ERROR, (type, detail) => {
+      // FLV failed (a codec MSE refuses, a proxy that drops WebSockets): HLS once.
+      if (!t.useHls && window.Hls && Hls.isSupported()) {
+        wallPlay(t.device, t.channel, t.label, t, true);
+        return;
+      }
+      t.message.textContent = `Playback error: ${type} ${detail}`;
+    });
     t.player.attachMediaElement(t.video);
     t.player.load();
     t.video.play().catch(() => {});
@@ -427,6 +443,24 @@ async function wallPlay(deviceId, channelId, label, into) {
   } catch (err) {
     t.message.textContent = readable(err);
   }
+}
+
+function playHls(t, session) {
+  const url = new URL(session.play.hls, location.href);
+  url.host = location.host;
+  // hls.js where Media Source Extensions exist; the browser's own HLS (iOS Safari) otherwise.
+  if (window.Hls && Hls.isSupported()) {
+    const hls = new Hls({ liveSyncDurationCount: 2 });
+    hls.loadSource(url.href);
+    hls.attachMedia(t.video);
+    t.player = { destroy: () => hls.destroy() };
+  } else if (t.video.canPlayType('application/vnd.apple.mpegurl')) {
+    t.video.src = url.href;
+  } else {
+    t.message.textContent = 'This browser plays neither FLV (Media Source Extensions) nor HLS';
+    return;
+  }
+  t.video.play().catch(() => {});
 }
 
 async function snapshot(t) {

@@ -8,4 +8,8 @@ npm ci --no-audit --no-fund --silent
 mkdir -p vendor
 cp node_modules/mpegts.js/dist/mpegts.js vendor/mpegts.js
 cp node_modules/mpegts.js/LICENSE vendor/LICENSE-mpegts.js.txt
-echo "mpegts.js $(node -p "require('./node_modules/mpegts.js/package.json').version") vendored into console/vendor"
+cp node_modules/hls.js/dist/hls.min.js vendor/hls.min.js
+cp node_modules/hls.js/LICENSE vendor/LICENSE-hls.js.txt
+for p in mpegts.js hls.js; do
+  echo "$p $(node -p "require('./node_modules/$p/package.json').version") vendored into console/vendor"
+done

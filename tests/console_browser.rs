@@ -170,7 +170,7 @@ fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
         })
         .collect();
     std::fs::write(data_dir.join("devices.json"), serde_json::to_vec(&known).unwrap()).unwrap();
-    let engine = Engine::start_with(2, "", "  time_zone: \"+08:00\"\n", Some(data_dir));
+    let engine = Engine::start_full(2, "", "hls:\n  segment_duration_s: 1\n", "  time_zone: \"+08:00\"\n", Some(data_dir));
     let mut sim = Sim::new(engine.sip);
     assert_eq!(sim.register(PASSWORD, 3600).0, 200);
     let (ptz_tx, ptz_rx) = mpsc::channel();
@@ -218,6 +218,7 @@ fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
     assert!(result["alarm"].as_str().unwrap().contains("Motion at the gate"), "{result}");
     assert!(result["download"].as_str().unwrap().contains('%'), "{result}");
     assert!(result["details"].as_str().unwrap().contains("no X-GB-Ver"), "{result}");
+    assert!(result["hls_tile"]["time"].as_f64().unwrap() > 1.0, "{result}");
     for shot in ["devices", "wall", "events", "playback", "details", "streams", "phone"] {
         assert!(std::path::Path::new(SHOTS_DIR).join(format!("console-{shot}.png")).exists());
     }

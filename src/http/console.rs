@@ -6,11 +6,13 @@ use super::conn::HttpConn;
 use super::response::{respond, respond_error};
 
 /// (path under `/console/`, content type, bytes).
-const ASSETS: [(&str, &str, &[u8]); 4] = [
+const ASSETS: [(&str, &str, &[u8]); 6] = [
     ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../console/app.js")),
     ("app.css", "text/css; charset=utf-8", include_bytes!("../../console/app.css")),
     ("vendor/mpegts.js", "text/javascript; charset=utf-8", include_bytes!("../../console/vendor/mpegts.js")),
     ("vendor/LICENSE-mpegts.js.txt", "text/plain; charset=utf-8", include_bytes!("../../console/vendor/LICENSE-mpegts.js.txt")),
+    ("vendor/hls.min.js", "text/javascript; charset=utf-8", include_bytes!("../../console/vendor/hls.min.js")),
+    ("vendor/LICENSE-hls.js.txt", "text/plain; charset=utf-8", include_bytes!("../../console/vendor/LICENSE-hls.js.txt")),
 ];
 const INDEX: &[u8] = include_bytes!("../../console/index.html");
 

@@ -75,6 +75,21 @@ try {
   await page.screenshot({ path: `${shots}/console-events.png` });
   result.steps.push('events');
 
+  // HLS (hls.js) when chosen: a 1-tile wall.
+  await page.click('nav button[data-view=wall]');
+  await page.selectOption('[data-testid=layout]', '1');
+  await page.selectOption('[data-testid=player]', 'hls');
+  await page.click('nav button[data-view=devices]');
+  await page.click(`[data-testid=play-${channels[1]}]`);
+  await page.click('nav button[data-view=wall]');
+  await page.waitForFunction(() => {
+    const v = document.querySelector('[data-testid=tile-0] video');
+    return v.currentTime > 1 && v.getVideoPlaybackQuality().totalVideoFrames > 10;
+  }, null, { timeout: 40000, polling: 250 });
+  result.hls_tile = await page.evaluate(() => ({ time: document.querySelector('[data-testid=tile-0] video').currentTime }));
+  await page.selectOption('[data-testid=player]', 'auto');
+  result.steps.push('hls');
+
   // Playback: the channel's recording on the timeline; click plays it; pause; download.
   await page.click('nav button[data-view=playback]');
   await page.waitForSelector('[data-testid=range-0]', { timeout: 20000 });
@@ -129,7 +144,15 @@ try {
   result.ok = true;
 } catch (e) {
   result.error = String(e);
-  try { result.pb_status = await browser.contexts()[0].pages()[0].textContent('[data-testid=pb-status]'); } catch (_) { /* no page */ }
+  try {
+    const p = browser.contexts()[0].pages()[0];
+    result.pb_status = await p.textContent('[data-testid=pb-status]');
+    result.tile0 = await p.evaluate(() => {
+      const t = document.querySelector('[data-testid=tile-0]');
+      const v = t && t.querySelector('video');
+      return t && { message: t.querySelector('.message').textContent, name: t.querySelector('.name').textContent, src: v.src, time: v.currentTime, ready: v.readyState, error: v.error && v.error.message };
+    });
+  } catch (_) { /* no page */ }
 } finally {
   await browser.close();
 }
