@@ -171,6 +171,9 @@ pub struct RtpConfig {
     pub port_min: u16,
     pub port_max: u16,
     pub idle_timeout_s: u64,
+    /// One UDP port for every stream, steered to the owning shard by SSRC (0: none; streams
+    /// still have their own ports, for TCP and for senders told one).
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,7 +255,7 @@ impl Default for SipConfig {
 
 impl Default for RtpConfig {
     fn default() -> Self {
-        RtpConfig { listen_ip: "0.0.0.0".parse().expect("literal"), port_min: 30000, port_max: 30999, idle_timeout_s: 30 }
+        RtpConfig { listen_ip: "0.0.0.0".parse().expect("literal"), port_min: 30000, port_max: 30999, idle_timeout_s: 30, port: 0 }
     }
 }
 
@@ -348,6 +351,9 @@ impl Config {
         }
         if self.sip.keepalive_interval_s == 0 {
             return invalid("sip.keepalive_interval_s must be > 0");
+        }
+        if self.rtp.port != 0 && (self.rtp.port_min..=self.rtp.port_max).contains(&self.rtp.port) {
+            return invalid("rtp.port must be outside rtp.port_min..=rtp.port_max");
         }
         let kinds = self.sip.subscribe.iter().chain(self.sip.device_subscribe.values().flatten());
         if let Some(k) = kinds.into_iter().find(|k| crate::proto::sip::endpoint::SubKind::parse(k).is_none()) {

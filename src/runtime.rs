@@ -350,8 +350,20 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
     handle_signals(exit_tx.clone()).map_err(|e| StartError::Executor(format!("signal handling: {e}")))?;
     // Each executor reports here when its part of a graceful stop is done.
     let (stopped_tx, stopped_rx) = std::sync::mpsc::channel::<usize>();
+    // The single RTP port: one socket per media shard, bound here in shard order (the group's
+    // socket i is shard i + 1) before the executors take them.
+    let mut single_port: Vec<Option<std::os::fd::OwnedFd>> = match config.rtp.port {
+        0 => (0..executors).map(|_| None).collect(),
+        port => {
+            let group = crate::shard::steer::bind_group(config.rtp.listen_ip, port, media_shards)
+                .map_err(|e| StartError::AnotherInstance(format!("rtp.port {port}: {e}")))?;
+            tracing::info!(port, media_shards, "one RTP port for every stream, steered by SSRC");
+            std::iter::once(None).chain(group.into_iter().map(Some)).collect()
+        }
+    };
     let mut handles = Vec::new();
     for (index, (out, inc)) in outgoing.into_iter().zip(incoming).enumerate() {
+        let single_port_fd = single_port[index].take();
         let placement = if index == CONTROL { Placement::Unbound } else { Placement::Fixed((index - 1) % cpus) };
         let name = if index == CONTROL { "gmv-control".to_string() } else { format!("gmv-shard-{index}") };
         let config = config.clone();
@@ -379,6 +391,11 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                 }
                 let shard = Rc::new(Shard::new(index, media_shards, config, secrets, peers));
                 *shard.tls.borrow_mut() = tls;
+                if let Some(fd) = single_port_fd {
+                    // SAFETY: the fd is a bound UDP socket handed to this executor alone.
+                    let sock = unsafe { <glommio::net::UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+                    glommio::spawn_local(crate::shard::stream::single_port_loop(shard.clone(), sock)).detach();
+                }
                 let control = if index == CONTROL {
                     match crate::control::Control::start(shard.clone()).await {
                         Ok(control) => control,

@@ -439,11 +439,12 @@ impl Control {
         }
         match (start, stream) {
             (PlayStart::Open(_), Some((ssrc, port))) => {
+                let port = self.offered_port(transport, port);
                 self.command(Command::Invite { handle, ssrc, port });
             }
             // Detached: a caller that goes away must not leave the play half-opened.
             (PlayStart::Open(_), None) => {
-                glommio::spawn_local(self.clone().open_media(handle, kind, channel_id.to_string())).detach();
+                glommio::spawn_local(self.clone().open_media(handle, kind, channel_id.to_string(), transport)).detach();
             }
             _ => {}
         }
@@ -451,11 +452,21 @@ impl Control {
     }
 
     /// Opens the stream for a new play on the shard its SSRC hashes to, then INVITEs.
-    async fn open_media(self: Rc<Self>, handle: PlayHandle, kind: PlayKind, channel_id: String) {
+    async fn open_media(self: Rc<Self>, handle: PlayHandle, kind: PlayKind, channel_id: String, transport: MediaTransport) {
         match self.open_new_stream(kind, &channel_id, crate::shard::unix_ms()).await {
-            Ok((ssrc, port)) => self.command(Command::Invite { handle, ssrc, port }),
+            Ok((ssrc, port)) => self.command(Command::Invite { handle, ssrc, port: self.offered_port(transport, port) }),
             Err(error) => self.command(Command::Abandon { handle, error }),
         };
+    }
+
+    /// The port an INVITE offers: the single RTP port for UDP when there is one (the kernel
+    /// steers by SSRC), else the stream's own (TCP always: a connection needs its listener).
+    fn offered_port(&self, transport: MediaTransport, stream_port: u16) -> u16 {
+        match self.shard.config.rtp.port {
+            0 => stream_port,
+            single if transport == MediaTransport::Udp => single,
+            _ => stream_port,
+        }
     }
 
     /// A stream for `channel_id` under a fresh SSRC on its owning shard: (ssrc, port).

@@ -9,6 +9,7 @@ pub mod ports;
 pub mod record;
 pub mod service;
 pub mod source;
+pub mod steer;
 pub mod stream;
 
 use crate::config::Config;
@@ -57,10 +58,10 @@ impl TurnBudget {
     }
 }
 
-/// Media shard (executor index) owning an SSRC. Fibonacci hashing spreads sequential GB SSRCs.
+/// Media shard (executor index) owning an SSRC. Fibonacci hashing spreads sequential GB SSRCs;
+/// the single RTP port's BPF program computes the same (`steer`).
 pub fn owner_of(ssrc: u32, media_shards: usize) -> usize {
-    let h = (u64::from(ssrc).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize;
-    1 + h % media_shards.max(1)
+    1 + steer::ssrc_bucket(ssrc, media_shards)
 }
 
 /// One executor's world. Only its own thread touches it.

@@ -497,6 +497,50 @@ async fn udp_loop(stream: Rc<Stream>, socket: UdpSocket) {
     }
 }
 
+/// The shard's socket of the single RTP port: each datagram goes to the stream of its SSRC
+/// (the kernel already chose this shard by it); the rest is counted and dropped.
+pub async fn single_port_loop(shard: Rc<Shard>, socket: UdpSocket) {
+    let mut slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
+    let mut turn = super::TurnBudget::new(UDP_DATAGRAMS_PER_TURN_MAX);
+    let (mut not_rtp, mut unknown) = (0u64, 0u64);
+    loop {
+        turn.spend().await;
+        if slab.len() < UDP_DATAGRAM_BYTES_MAX {
+            if slab.capacity() >= UDP_DATAGRAM_BYTES_MAX {
+                slab.resize(UDP_DATAGRAM_BYTES_MAX, 0);
+            } else {
+                slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
+            }
+        }
+        let (n, peer) = match socket.recv_from(&mut slab[..UDP_DATAGRAM_BYTES_MAX]).await {
+            Ok(got) => got,
+            Err(error) => {
+                tracing::warn!(shard = shard.index, %error, "single RTP port receive failed");
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let data = slab.split_to(n).freeze();
+        let Some(ssrc) = super::source::rtp_ssrc(&data) else {
+            not_rtp += 1;
+            if not_rtp.is_power_of_two() {
+                tracing::warn!(shard = shard.index, %peer, not_rtp, "single RTP port: datagram that is not RTP dropped");
+            }
+            continue;
+        };
+        let stream = shard.streams.borrow().get(&ssrc).cloned();
+        match stream {
+            Some(s) => s.on_packet(data, "udp", Origin::Udp(peer)),
+            None => {
+                unknown += 1;
+                if unknown.is_power_of_two() {
+                    tracing::warn!(shard = shard.index, ssrc, stream_id = %stream_id(ssrc), %peer, unknown, "single RTP port: packet of an unknown SSRC dropped");
+                }
+            }
+        }
+    }
+}
+
 async fn tcp_accept_loop(stream: Rc<Stream>, listener: TcpListener) {
     loop {
         let conn = match listener.accept().await {
