@@ -475,18 +475,23 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
     }
 }
 
+/// Room for one more datagram at the slab's front: what is left of it, or a fresh slab.
+fn refill(slab: &mut bytes::BytesMut) {
+    if slab.len() < UDP_DATAGRAM_BYTES_MAX {
+        if slab.capacity() >= UDP_DATAGRAM_BYTES_MAX {
+            slab.resize(UDP_DATAGRAM_BYTES_MAX, 0);
+        } else {
+            *slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
+        }
+    }
+}
+
 async fn udp_loop(stream: Rc<Stream>, socket: UdpSocket) {
     let mut slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
     let mut turn = super::TurnBudget::new(UDP_DATAGRAMS_PER_TURN_MAX);
     loop {
         turn.spend().await;
-        if slab.len() < UDP_DATAGRAM_BYTES_MAX {
-            if slab.capacity() >= UDP_DATAGRAM_BYTES_MAX {
-                slab.resize(UDP_DATAGRAM_BYTES_MAX, 0);
-            } else {
-                slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
-            }
-        }
+        refill(&mut slab);
         match socket.recv_from(&mut slab[..UDP_DATAGRAM_BYTES_MAX]).await {
             Ok((n, peer)) => stream.on_packet(slab.split_to(n).freeze(), "udp", Origin::Udp(peer)),
             Err(error) => {
@@ -505,13 +510,7 @@ pub async fn single_port_loop(shard: Rc<Shard>, socket: UdpSocket) {
     let (mut not_rtp, mut unknown) = (0u64, 0u64);
     loop {
         turn.spend().await;
-        if slab.len() < UDP_DATAGRAM_BYTES_MAX {
-            if slab.capacity() >= UDP_DATAGRAM_BYTES_MAX {
-                slab.resize(UDP_DATAGRAM_BYTES_MAX, 0);
-            } else {
-                slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
-            }
-        }
+        refill(&mut slab);
         let (n, peer) = match socket.recv_from(&mut slab[..UDP_DATAGRAM_BYTES_MAX]).await {
             Ok(got) => got,
             Err(error) => {
