@@ -65,6 +65,19 @@ struct WarnBudget {
 
 type Waiter = oneshot::Sender<Result<Session, PlayError>>;
 
+/// API calls waiting for a device's answer to a request, by the endpoint's handle.
+type Waiters<T> = RefCell<HashMap<ControlHandle, oneshot::Sender<Result<T, ControlError>>>>;
+
+/// Tells the API call waiting on `handle` (if it has not gone) the device's answer.
+fn answer_waiter<T>(waiters: &Waiters<T>, handle: ControlHandle, result: Result<T, ControlError>, failed: &str) {
+    if let Err(error) = &result {
+        tracing::warn!(?handle, ?error, "{failed}");
+    }
+    if let Some(waiter) = waiters.borrow_mut().remove(&handle) {
+        let _ = waiter.send(result);
+    }
+}
+
 pub struct Control {
     pub shard: Rc<Shard>,
     /// Advertised address (host_ip + SIP port) for Via/Contact.
@@ -76,9 +89,9 @@ pub struct Control {
     tcp: RefCell<tcp::TcpConns>,
     waiters: RefCell<HashMap<PlayHandle, Vec<Waiter>>>,
     /// API calls waiting for a device control's answer (as many as the endpoint lets fly).
-    control_waiters: RefCell<HashMap<ControlHandle, oneshot::Sender<Result<(), ControlError>>>>,
-    record_waiters: RefCell<HashMap<ControlHandle, oneshot::Sender<Result<RecordList, ControlError>>>>,
-    ask_waiters: RefCell<HashMap<ControlHandle, oneshot::Sender<Result<Answer, ControlError>>>>,
+    control_waiters: Waiters<()>,
+    record_waiters: Waiters<RecordList>,
+    ask_waiters: Waiters<Answer>,
     /// Each channel's presets as its PresetQuery answer listed them, kept up to date by set
     /// and delete (at most `PRESET_LISTS_MAX` channels).
     presets: RefCell<HashMap<(String, String), Vec<Preset>>>,
@@ -327,30 +340,9 @@ impl Control {
                     self.close_stream_later(ssrc);
                 }
             }
-            Event::ControlDone { handle, result } => {
-                if let Err(error) = &result {
-                    tracing::warn!(?handle, ?error, "device control failed");
-                }
-                if let Some(waiter) = self.control_waiters.borrow_mut().remove(&handle) {
-                    let _ = waiter.send(result);
-                }
-            }
-            Event::AskDone { handle, result } => {
-                if let Err(error) = &result {
-                    tracing::warn!(?handle, ?error, "device request failed");
-                }
-                if let Some(waiter) = self.ask_waiters.borrow_mut().remove(&handle) {
-                    let _ = waiter.send(result);
-                }
-            }
-            Event::RecordsDone { handle, result } => {
-                if let Err(error) = &result {
-                    tracing::warn!(?handle, ?error, "RecordInfo query failed");
-                }
-                if let Some(waiter) = self.record_waiters.borrow_mut().remove(&handle) {
-                    let _ = waiter.send(result);
-                }
-            }
+            Event::ControlDone { handle, result } => answer_waiter(&self.control_waiters, handle, result, "device control failed"),
+            Event::AskDone { handle, result } => answer_waiter(&self.ask_waiters, handle, result, "device request failed"),
+            Event::RecordsDone { handle, result } => answer_waiter(&self.record_waiters, handle, result, "RecordInfo query failed"),
         }
     }
 
@@ -487,15 +479,23 @@ impl Control {
     /// Sends a DeviceControl to a channel and waits for the device's answer (bounded by the
     /// SIP transaction timeout).
     pub async fn control(self: &Rc<Self>, device_id: &str, channel_id: &str, command: DeviceCommand) -> Result<(), ControlError> {
-        let handle = match self.command(Command::Control { device_id: device_id.into(), channel_id: channel_id.into(), command }) {
+        let answer =
+            self.send_awaiting(Command::Control { device_id: device_id.into(), channel_id: channel_id.into(), command }, &self.control_waiters)?;
+        let (element, text) = command.element(self.endpoint().device(device_id).is_some_and(|d| d.speaks_2022()));
+        tracing::info!(device_id, channel_id, element, text, "device control sent");
+        answer.await.unwrap_or(Err(ControlError::Timeout))
+    }
+
+    /// Gives the endpoint a command whose result comes later as an event under a handle (a
+    /// device's answer), and registers in `waiters` to be told it.
+    fn send_awaiting<T>(self: &Rc<Self>, command: Command, waiters: &Waiters<T>) -> Result<oneshot::Receiver<Result<T, ControlError>>, ControlError> {
+        let handle = match self.command(command) {
             Outcome::Control(handle) => handle?,
             _ => return Err(ControlError::Busy),
         };
         let (tx, rx) = oneshot::channel();
-        self.control_waiters.borrow_mut().insert(handle, tx);
-        let (element, text) = command.element(self.endpoint().device(device_id).is_some_and(|d| d.speaks_2022()));
-        tracing::info!(device_id, channel_id, element, text, "device control sent");
-        rx.await.unwrap_or(Err(ControlError::Timeout))
+        waiters.borrow_mut().insert(handle, tx);
+        Ok(rx)
     }
 
     /// BYE (or CANCEL) and close the stream; false if the channel was not playing.
@@ -511,14 +511,9 @@ impl Control {
     /// Pause, resume, seek or speed of a playback: the device's answer first, then the
     /// stream is told (its idle timeout held while paused, its clock scaled).
     pub async fn playback_control(self: &Rc<Self>, ssrc: u32, action: PlaybackAction) -> Result<(), ControlError> {
-        let handle = match self.command(Command::PlaybackControl { ssrc, action }) {
-            Outcome::Control(handle) => handle?,
-            _ => return Err(ControlError::Busy),
-        };
-        let (tx, rx) = oneshot::channel();
-        self.control_waiters.borrow_mut().insert(handle, tx);
+        let answer = self.send_awaiting(Command::PlaybackControl { ssrc, action }, &self.control_waiters)?;
         tracing::info!(ssrc, action = action.name(), "playback control sent");
-        rx.await.unwrap_or(Err(ControlError::Timeout))?;
+        answer.await.unwrap_or(Err(ControlError::Timeout))?;
         let change = match action {
             PlaybackAction::Pause => PlaybackChange::Paused(true),
             PlaybackAction::Resume => PlaybackChange::Paused(false),
@@ -535,13 +530,8 @@ impl Control {
     /// (bounded by `ASK_ANSWER_TIMEOUT`).
     pub async fn ask(self: &Rc<Self>, device_id: &str, target: &str, ask: DeviceAsk) -> Result<Answer, ControlError> {
         tracing::info!(device_id, target, ?ask, "device request sent");
-        let handle = match self.command(Command::Ask { device_id: device_id.into(), target: target.into(), ask }) {
-            Outcome::Control(handle) => handle?,
-            _ => return Err(ControlError::Busy),
-        };
-        let (tx, rx) = oneshot::channel();
-        self.ask_waiters.borrow_mut().insert(handle, tx);
-        rx.await.unwrap_or(Err(ControlError::Timeout))
+        let answer = self.send_awaiting(Command::Ask { device_id: device_id.into(), target: target.into(), ask }, &self.ask_waiters)?;
+        answer.await.unwrap_or(Err(ControlError::Timeout))
     }
 
     /// A channel's presets: asked of the device when `fresh` or not known yet.
@@ -584,13 +574,8 @@ impl Control {
         record_type: RecordType,
     ) -> Result<RecordList, ControlError> {
         let command = Command::Records { device_id: device_id.into(), channel_id: channel_id.into(), start, end, record_type };
-        let handle = match self.command(command) {
-            Outcome::Control(handle) => handle?,
-            _ => return Err(ControlError::Busy),
-        };
-        let (tx, rx) = oneshot::channel();
-        self.record_waiters.borrow_mut().insert(handle, tx);
-        rx.await.unwrap_or(Err(ControlError::Timeout))
+        let answer = self.send_awaiting(command, &self.record_waiters)?;
+        answer.await.unwrap_or(Err(ControlError::Timeout))
     }
 
     /// Forget a device (subscriptions ended, sessions BYE'd); false for an unknown one.
