@@ -171,9 +171,16 @@ pub struct RtpConfig {
     pub port_min: u16,
     pub port_max: u16,
     pub idle_timeout_s: u64,
-    /// One UDP port for every stream, steered to the owning shard by SSRC (0: none; streams
-    /// still have their own ports, for TCP and for senders told one).
+    /// One port (UDP and TCP) for every stream, steered to the owning shard by SSRC (0: none,
+    /// each stream binds its own from the range). With it, streams bind a port of their own
+    /// only when one is asked for (API `port`, a static stream's `port`).
     pub port: u16,
+    /// On the single port, a packet of an SSRC no stream expects opens a stream for it (a bare
+    /// `ffmpeg -f rtp` push) instead of being dropped.
+    pub accept_unknown_ssrc: bool,
+    /// For such streams: an SDP whose `a=rtpmap` lines say what each payload type carries;
+    /// payload types it does not name are guessed from their bytes (PS, TS, H.264, H.265).
+    pub unknown_ssrc_sdp: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,7 +262,7 @@ impl Default for SipConfig {
 
 impl Default for RtpConfig {
     fn default() -> Self {
-        RtpConfig { listen_ip: "0.0.0.0".parse().expect("literal"), port_min: 30000, port_max: 30999, idle_timeout_s: 30, port: 0 }
+        RtpConfig { listen_ip: "0.0.0.0".parse().expect("literal"), port_min: 30000, port_max: 39999, idle_timeout_s: 30, port: 0, accept_unknown_ssrc: false, unknown_ssrc_sdp: None }
     }
 }
 
@@ -354,6 +361,16 @@ impl Config {
         }
         if self.rtp.port != 0 && (self.rtp.port_min..=self.rtp.port_max).contains(&self.rtp.port) {
             return invalid("rtp.port must be outside rtp.port_min..=rtp.port_max");
+        }
+        if self.rtp.accept_unknown_ssrc && self.rtp.port == 0 {
+            return invalid("rtp.accept_unknown_ssrc needs rtp.port (the single port learns SSRCs; a stream's own port has one)");
+        }
+        if let Some(sdp) = &self.rtp.unknown_ssrc_sdp {
+            match crate::proto::sdp::Sdp::parse(sdp.as_bytes()) {
+                Ok(parsed) if !parsed.rtp_map().entries.is_empty() => {}
+                Ok(_) => return invalid("rtp.unknown_ssrc_sdp names no payload type gmv can ingest (PS, H264, H265, PCMA, PCMU)"),
+                Err(e) => return invalid(&format!("rtp.unknown_ssrc_sdp: {e}")),
+            }
         }
         let kinds = self.sip.subscribe.iter().chain(self.sip.device_subscribe.values().flatten());
         if let Some(k) = kinds.into_iter().find(|k| crate::proto::sip::endpoint::SubKind::parse(k).is_none()) {

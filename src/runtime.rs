@@ -352,13 +352,15 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
     let (stopped_tx, stopped_rx) = std::sync::mpsc::channel::<usize>();
     // The single RTP port: one socket per media shard, bound here in shard order (the group's
     // socket i is shard i + 1) before the executors take them.
-    let mut single_port: Vec<Option<std::os::fd::OwnedFd>> = match config.rtp.port {
+    let mut single_port: Vec<Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>> = match config.rtp.port {
         0 => (0..executors).map(|_| None).collect(),
         port => {
-            let group = crate::shard::steer::bind_group(config.rtp.listen_ip, port, media_shards)
-                .map_err(|e| StartError::AnotherInstance(format!("rtp.port {port}: {e}")))?;
+            let ip = config.rtp.listen_ip;
+            let in_use = |e: std::io::Error| StartError::AnotherInstance(format!("rtp.port {port}: {e}"));
+            let udp = crate::shard::steer::bind_group(ip, port, media_shards).map_err(in_use)?;
+            let tcp = crate::shard::steer::bind_tcp_group(ip, port, media_shards).map_err(in_use)?;
             tracing::info!(port, media_shards, "one RTP port for every stream, steered by SSRC");
-            std::iter::once(None).chain(group.into_iter().map(Some)).collect()
+            std::iter::once(None).chain(udp.into_iter().zip(tcp).map(Some)).collect()
         }
     };
     let mut handles = Vec::new();
@@ -391,10 +393,14 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                 }
                 let shard = Rc::new(Shard::new(index, media_shards, config, secrets, peers));
                 *shard.tls.borrow_mut() = tls;
-                if let Some(fd) = single_port_fd {
-                    // SAFETY: the fd is a bound UDP socket handed to this executor alone.
-                    let sock = unsafe { <glommio::net::UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
-                    glommio::spawn_local(crate::shard::stream::single_port_loop(shard.clone(), sock)).detach();
+                if let Some((udp, tcp)) = single_port_fd {
+                    use std::os::fd::{FromRawFd, IntoRawFd};
+                    // SAFETY: each fd is a bound socket handed to this executor alone.
+                    let (udp, tcp) = unsafe {
+                        (glommio::net::UdpSocket::from_raw_fd(udp.into_raw_fd()), glommio::net::TcpListener::from_raw_fd(tcp.into_raw_fd()))
+                    };
+                    glommio::spawn_local(crate::shard::single_port::udp_loop(shard.clone(), udp)).detach();
+                    glommio::spawn_local(crate::shard::single_port::tcp_accept_loop(shard.clone(), tcp)).detach();
                 }
                 let control = if index == CONTROL {
                     match crate::control::Control::start(shard.clone()).await {

@@ -78,6 +78,8 @@ fn run_device_with(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver
     let mut media_port = None;
     // TCP active: the platform connects to this listener of ours.
     let mut tcp_listener: Option<std::net::TcpListener> = None;
+    // TCP passive: this device connects to the platform's media port.
+    let mut tcp_passive = false;
     let mut go_pending = false;
     // Presets of the first channel (PTZCmd set/delete change them; PresetQuery lists them).
     let mut presets: std::collections::BTreeSet<u8> = [1].into();
@@ -91,9 +93,13 @@ fn run_device_with(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver
             }
             if let (Some(port), true) = (media_port, go_pending) {
                 go_pending = false;
-                if let Some(listener) = tcp_listener.take() {
+                let tcp_conn = match tcp_listener.take() {
+                    Some(listener) => Some(listener.accept().expect("the engine connects for TCP active").0),
+                    None if tcp_passive => Some(std::net::TcpStream::connect(("127.0.0.1", port)).expect("the engine listens for TCP passive")),
+                    None => None,
+                };
+                if let Some(mut conn) = tcp_conn {
                     use std::io::Write;
-                    let (mut conn, _) = listener.accept().expect("the engine connects for TCP active");
                     for frame in &packets {
                         for p in frame {
                             conn.write_all(&gmv::sim::rfc4571(p)).unwrap();
@@ -226,6 +232,9 @@ fn run_device_with(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver
                     let m = format!("m=video {} TCP/RTP/AVP 96\r\na=setup:passive\r\na=connection:new\r\n", l.local_addr().unwrap().port());
                     tcp_listener = Some(l);
                     m
+                } else if offer.media[0].setup.as_deref() == Some("passive") {
+                    tcp_passive = true;
+                    "m=video 9 TCP/RTP/AVP 96\r\na=setup:active\r\na=connection:new\r\n".to_string()
                 } else {
                     "m=video 15060 RTP/AVP 96\r\n".to_string()
                 };
@@ -434,6 +443,45 @@ fn tcp_active_media_plays() {
     viewer.join().unwrap();
     device.join().unwrap();
     assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES });
+}
+
+/// With `rtp.port`, INVITEs offer the one port for UDP and TCP passive alike. The simulated
+/// device answers another SSRC than offered (`y=`) and sends with it, so its packets reach
+/// the shard that SSRC hashes to, which forwards them to the stream's (or, on the same shard,
+/// hands them over at once); over TCP the connection moves to the stream's shard.
+#[test]
+fn the_single_rtp_port_plays_udp_and_tcp_passive_with_the_ssrc_the_device_answered() {
+    let port = free_udp_port();
+    let engine = Engine::start(2, &format!("  port: {port}\n"));
+    for (transport, channel) in [("udp", CHANNELS[0].0), ("tcp-passive", CHANNELS[1].0)] {
+        let (events, go_tx, device) = registered_device(&engine);
+        let body = format!(r#"{{"transport": "{transport}"}}"#);
+        let (status, session) = engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), &body);
+        assert_eq!(status, 200, "{session}");
+        let stream_id = session["stream_id"].as_str().unwrap().to_string();
+        let Ok(Event::Invited { port: offered }) = next_event(&events, Duration::from_secs(10)) else { panic!("no INVITE/ACK") };
+        assert_eq!((offered, engine.stream(&stream_id)["port"].as_u64()), (port, Some(u64::from(port))), "{transport}: the one port");
+        let out = work_dir().join(format!("single-port-{transport}.flv"));
+        let viewer =
+            spawn_viewer(engine.http, format!("/flv/{stream_id}/{}", engine.stream_token(&stream_id)), vec![], out.clone(), Duration::from_secs(30));
+        engine.wait_subscribers(&stream_id, 1);
+        go_tx.send(()).unwrap();
+        engine.wait_packets(&stream_id, device_packets());
+        assert_eq!(engine.stream(&stream_id)["transport"], if transport == "udp" { "udp" } else { "tcp" });
+        assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/stop"), "").0, 200);
+        assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Bye)));
+        viewer.join().unwrap();
+        device.join().unwrap();
+        assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES }, "{transport}");
+        // Where the device's SSRC lands: forwarded from its shard, unless it is the stream's.
+        let ssrc = u32::try_from(session["ssrc"].as_u64().unwrap()).unwrap();
+        let (_, shards) = engine.request("GET", "/api/shards", "");
+        let forwarded: u64 = shards["shards"].as_array().unwrap().iter().map(|s| s["single_port"]["forwarded"].as_u64().unwrap()).sum();
+        let cross = gmv::shard::owner_of(ssrc, 2) != gmv::shard::owner_of(DEVICE_SSRC, 2);
+        if transport == "udp" {
+            assert_eq!(forwarded, if cross { device_packets() } else { 0 }, "{shards}");
+        }
+    }
 }
 
 #[test]

@@ -431,12 +431,11 @@ impl Control {
         }
         match (start, stream) {
             (PlayStart::Open(_), Some((ssrc, port))) => {
-                let port = self.offered_port(transport, port);
                 self.command(Command::Invite { handle, ssrc, port });
             }
             // Detached: a caller that goes away must not leave the play half-opened.
             (PlayStart::Open(_), None) => {
-                glommio::spawn_local(self.clone().open_media(handle, kind, channel_id.to_string(), transport)).detach();
+                glommio::spawn_local(self.clone().open_media(handle, kind, channel_id.to_string())).detach();
             }
             _ => {}
         }
@@ -444,21 +443,12 @@ impl Control {
     }
 
     /// Opens the stream for a new play on the shard its SSRC hashes to, then INVITEs.
-    async fn open_media(self: Rc<Self>, handle: PlayHandle, kind: PlayKind, channel_id: String, transport: MediaTransport) {
+    async fn open_media(self: Rc<Self>, handle: PlayHandle, kind: PlayKind, channel_id: String) {
         match self.open_new_stream(kind, &channel_id, crate::shard::unix_ms()).await {
-            Ok((ssrc, port)) => self.command(Command::Invite { handle, ssrc, port: self.offered_port(transport, port) }),
+            // The stream's own port, or the single port every stream shares (UDP and TCP).
+            Ok((ssrc, port)) => self.command(Command::Invite { handle, ssrc, port }),
             Err(error) => self.command(Command::Abandon { handle, error }),
         };
-    }
-
-    /// The port an INVITE offers: the single RTP port for UDP when there is one (the kernel
-    /// steers by SSRC), else the stream's own (TCP always: a connection needs its listener).
-    fn offered_port(&self, transport: MediaTransport, stream_port: u16) -> u16 {
-        match self.shard.config.rtp.port {
-            0 => stream_port,
-            single if transport == MediaTransport::Udp => single,
-            _ => stream_port,
-        }
     }
 
     /// A stream for `channel_id` under a fresh SSRC on its owning shard: (ssrc, port).
@@ -466,7 +456,7 @@ impl Control {
         for _ in 0..SSRC_ATTEMPTS_MAX {
             let ssrc = self.endpoint.borrow_mut().next_ssrc(kind);
             let history = downloads::history_spec(ssrc, kind, created_ms);
-            let spec = StreamSpec { ssrc, port: None, sdp: None, is_static: false, history, channel_id: Some(channel_id.to_string()) };
+            let spec = StreamSpec { ssrc, port: None, sdp: None, is_static: false, unsolicited: false, history, channel_id: Some(channel_id.to_string()) };
             match self.shard.open_stream(spec).await {
                 Ok(info) => return Ok((ssrc, info.port)),
                 Err(OpenError::Exists) => continue,

@@ -90,6 +90,7 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         ("GET", ["api", "records"]) => (200, list_records(shard, &head).await),
         ("POST", ["api", "play-tokens"]) => super::play_tokens::issue(shard, &head, &body, conn.peer_ip()),
         ("GET", ["api", "config"]) => (200, redacted_config(&shard.config)),
+        ("GET", ["api", "shards"]) => (200, json!({ "rtp_port": shard.config.rtp.port, "shards": shard.shard_stats().await })),
         ("GET", ["api", "health"]) => (200, json!({ "status": "ok", "media_shards": shard.media_shards })),
         (_, ["api", "devices" | "sessions" | "downloads" | "channels", ..] | ["api", "sip"]) => match &front.control {
             Some(control) => super::api_gb::route(control, &head, &segments, &body).await,
@@ -212,6 +213,7 @@ async fn create_stream(shard: &Shard, head: &RequestHead, body: &[u8]) -> (u16, 
             port,
             sdp: sdp.clone(),
             is_static: false,
+            unsolicited: false,
             history: None,
             channel_id: None,
         };

@@ -16,6 +16,7 @@ pub mod rtp;
 pub mod rtp_depack;
 pub mod sdp;
 pub mod sip;
+pub mod sniff;
 pub mod ssrc;
 #[doc(hidden)]
 pub mod testutil;

@@ -1,14 +1,17 @@
-//! One monotonic clock for a played-back recording. A device seeking, resuming or changing
-//! speed restarts or jumps its timestamps; FLV and HLS players stall on a jump and refuse time
-//! going back. The retimer maps the device's 90 kHz times onto an output clock that runs on
+//! One monotonic clock for every stream's output. A device seeking, resuming or changing
+//! speed, a camera restarting, a capture looping: each restarts or jumps the timestamps, and
+//! FLV and HLS players (and MP4 files) stall on a jump and refuse time going back. The retimer maps the device's 90 kHz times onto an output clock that runs on
 //! from where it was (a jump becomes one frame gap) and, at a scale other than 1, runs at
 //! 1/scale of the device's pace, so fast-forward plays fast.
 
 use super::frame::Frame;
 
-/// A step forward larger than this is a jump (seek, resume), not a gap in the media. Any step
-/// back within a track is a jump.
+/// A step forward larger than this is a jump (seek, resume), not a gap in the media.
 pub const JUMP_FORWARD_90K: i64 = 5 * 90_000;
+/// A step back larger than this is a jump (a loop, a restart). Smaller ones are reordered
+/// pictures of a stream whose only clock is the presentation time (RTP H.264 with B-frames
+/// carries no decode time), mapped as they are.
+pub const JUMP_BACK_90K: i64 = 45_000;
 /// Where the output resumes after a jump: one 25 fps frame after the last output.
 pub const JUMP_GAP_90K: i64 = 3_600;
 /// Scale 1 in hundredths.
@@ -112,10 +115,10 @@ impl Retimer {
             }
             (Some(_), Some(last)) if track.anchor_generation == self.anchor_generation => {
                 let step = dts - last;
-                if !(0..=JUMP_FORWARD_90K).contains(&step) {
+                if !(-JUMP_BACK_90K..=JUMP_FORWARD_90K).contains(&step) {
                     self.renew_anchor(dts, self.last_out + JUMP_GAP_90K);
                     self.jumps += 1;
-                } else if t == primary {
+                } else if t == primary && step > 0 {
                     self.covered_90k += step as u64;
                 }
             }
@@ -125,7 +128,12 @@ impl Retimer {
         let (ain, aout) = self.anchor.expect("anchored above");
         let scale = i64::from(self.scale_x100);
         let out = (aout + (dts - ain) * i64::from(SCALE_X100_ONE) / scale).max(0);
-        self.tracks[t] = Track { last_in: Some(dts), anchor_generation: self.anchor_generation };
+        // The latest time seen, so reordered pictures neither count twice nor look like jumps.
+        let last_in = match self.tracks[t].last_in {
+            Some(last) if self.tracks[t].anchor_generation == self.anchor_generation => last.max(dts),
+            _ => dts,
+        };
+        self.tracks[t] = Track { last_in: Some(last_in), anchor_generation: self.anchor_generation };
         self.last_out = self.last_out.max(out);
         if t == primary {
             self.last_primary_out = out;
@@ -162,6 +170,21 @@ mod tests {
         let out = run(&mut r, (0..26).map(|i| 900_000 + i * 3_600));
         assert_eq!(out, (0..26).map(|i| 900_000 + i * 3_600).collect::<Vec<_>>());
         assert_eq!(r.covered_ms(), 1_000);
+    }
+
+    #[test]
+    fn a_looping_capture_runs_on_and_reordered_pictures_are_no_jump() {
+        let mut r = Retimer::default();
+        // 10 s of media, then the capture starts over from its first frame.
+        let first: Vec<u64> = (0..250).map(|i| 900_000 + i * 3_600).collect();
+        let out = run(&mut r, first.iter().copied().chain(first.iter().copied()));
+        assert!(out.windows(2).all(|w| w[1] > w[0]), "monotonic across the loop");
+        assert_eq!(out[250] - out[249], JUMP_GAP_90K as u64);
+        assert_eq!(r.jumps, 1);
+        // Presentation-timed B-frames (I P B B): steps back of a few frames map as they are.
+        let mut r = Retimer::default();
+        assert_eq!(run(&mut r, [0, 10_800, 3_600, 7_200, 21_600]), vec![0, 10_800, 3_600, 7_200, 21_600]);
+        assert_eq!((r.jumps, r.covered_ms()), (0, 240));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod pipeline;
 pub mod ports;
 pub mod record;
 pub mod service;
+pub mod single_port;
 pub mod source;
 pub mod steer;
 pub mod stream;
@@ -87,6 +88,8 @@ pub struct Shard {
     pub secrets: RefCell<Arc<crate::auth::Secrets>>,
     /// The HTTPS certificate and key in force (when `http.tls` is set); reloaded like secrets.
     pub tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
+    /// The single RTP port's counters and aliases (media shards, when `rtp.port` is set).
+    pub single_port: single_port::SinglePort,
 }
 
 /// Cover (JPEG) decodes at once per shard.
@@ -115,6 +118,7 @@ impl Shard {
             on_recording_closed: Default::default(),
             secrets: RefCell::new(secrets),
             tls: RefCell::new(None),
+            single_port: Default::default(),
         }
     }
 
@@ -129,6 +133,12 @@ impl Shard {
             Some(tx) => tx.send(msg).await.map_err(|_| ()),
             None => Err(()),
         }
+    }
+
+    /// Sends to another executor unless its queue is full (the message is then dropped: for
+    /// traffic that must never wait, such as forwarded datagrams). False if not sent.
+    pub fn try_send(&self, to: usize, msg: ShardMsg) -> bool {
+        self.peers.get(to).and_then(Option::as_ref).is_some_and(|tx| tx.try_send(msg).is_ok())
     }
 
     /// Sends a request built around a one-shot reply channel to executor `to` and waits for

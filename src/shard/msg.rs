@@ -12,6 +12,17 @@ pub struct HandoffConn {
     pub request: Box<dyn std::any::Any + Send>,
 }
 
+/// An RTP-over-TCP connection of the single port, moved to the shard owning the SSRC of its
+/// first frame, with every byte read from it so far.
+#[derive(Debug)]
+pub struct RtpTcpConn {
+    pub fd: OwnedFd,
+    pub ssrc: u32,
+    pub read: Vec<u8>,
+    /// Hand-offs so far (to the SSRC's owner, then for an alias to the stream's shard).
+    pub hops: u8,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSpec {
     pub ssrc: u32,
@@ -19,6 +30,9 @@ pub struct StreamSpec {
     pub sdp: Option<String>,
     /// Static (config) streams are never closed for idleness.
     pub is_static: bool,
+    /// Opened for an SSRC nobody announced (`rtp.accept_unknown_ssrc`): undescribed dynamic
+    /// payload types are guessed from their bytes.
+    pub unsolicited: bool,
     /// The GB28181 channel it carries (kept in recording sidecars for the channel timeline).
     pub channel_id: Option<String>,
     /// A device recording played back or downloaded (retimed; a download is written to
@@ -105,6 +119,28 @@ pub struct StreamInfo {
 #[derive(Debug)]
 pub enum ShardMsg {
     Http(HandoffConn),
+    RtpTcp(RtpTcpConn),
+    /// Single port: packets of `device_ssrc` (steered to this shard) belong to `stream_ssrc` on
+    /// `shard`; forward them there.
+    Alias {
+        device_ssrc: u32,
+        stream_ssrc: u32,
+        shard: usize,
+    },
+    Unalias {
+        device_ssrc: u32,
+        stream_ssrc: u32,
+    },
+    /// A datagram of an alias, for the stream `ssrc` of the receiving shard.
+    Forwarded {
+        ssrc: u32,
+        data: bytes::Bytes,
+        peer: std::net::SocketAddr,
+    },
+    /// This media shard's single-port counters.
+    SinglePortCounters {
+        reply: oneshot::Sender<super::single_port::SinglePortCounters>,
+    },
     /// Reloaded API keys, play secrets and HTTPS certificate (SIGHUP); the reply says they
     /// are in force.
     Reload {

@@ -11,9 +11,14 @@ use crate::proto::ts_demux::{TsDemuxer, TsEvent};
 use bytes::Bytes;
 
 const PS_CLOCK_BITS: u32 = 33;
+/// RFC 3551: payload types from here on mean what the session's SDP says (0-95 are fixed).
+const DYNAMIC_PAYLOAD_TYPE_MIN: u8 = 96;
 const RTP_CLOCK_BITS: u32 = 32;
 const VIDEO_CLOCK_HZ: u64 = 90_000;
 const G711_CLOCK_HZ: u64 = 8_000;
+/// Packets of an undescribed dynamic payload type dropped while waiting for one that tells
+/// what it carries (`sniff`); past this many the GB28181 default (PS) is taken.
+pub const SNIFF_PACKETS_MAX: u64 = 2_000;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PipelineStats {
@@ -23,6 +28,8 @@ pub struct PipelineStats {
     pub demux_errors: u64,
     pub frames: u64,
     pub ssrc_changes: u64,
+    /// Packets dropped while the payload of an undescribed stream was still unknown.
+    pub sniff_dropped: u64,
 }
 
 pub struct Pipeline {
@@ -47,8 +54,12 @@ pub struct Pipeline {
     pub frames_out: Option<Vec<Frame>>,
     /// The latest video keyframe (shared buffer), for covers.
     pub last_keyframe: Option<Frame>,
-    /// Device recordings only: one monotonic clock across seeks, resumes and speeds.
-    pub retimer: Option<crate::proto::retime::Retimer>,
+    /// One monotonic output clock across the input's jumps: a device seeking, resuming or
+    /// changing speed, a camera restarting, a capture looping.
+    pub retimer: crate::proto::retime::Retimer,
+    /// Dynamic payload types the SDP does not name are guessed from their bytes (streams
+    /// opened for an unknown SSRC), not taken for PS.
+    sniff: bool,
     pub stats: PipelineStats,
     ordered: Vec<RtpPacket>,
     ps_events: Vec<PsEvent>,
@@ -80,7 +91,8 @@ impl Pipeline {
             flv,
             hls: None,
             frames_out: None,
-            retimer: None,
+            retimer: Default::default(),
+            sniff: false,
             last_keyframe: None,
             stats: PipelineStats::default(),
             ordered: Vec::new(),
@@ -116,6 +128,27 @@ impl Pipeline {
     /// PS pictures are cut on the RTP marker (the device's markers proved reliable).
     pub fn low_latency(&self) -> bool {
         self.ps.low_latency()
+    }
+
+    /// Guess undescribed dynamic payload types from their bytes (see `sniff`).
+    pub fn sniff_payloads(&mut self) {
+        self.sniff = true;
+    }
+
+    /// The kind of an undescribed dynamic payload type, learned from this packet if it tells;
+    /// None: drop the packet and wait for one that does.
+    fn learn_kind(&mut self, p: &RtpPacket) -> Option<PayloadKind> {
+        let kind = match crate::proto::sniff::sniff(&p.payload) {
+            Some(kind) => kind,
+            None if self.stats.sniff_dropped < SNIFF_PACKETS_MAX => {
+                self.stats.sniff_dropped += 1;
+                return None;
+            }
+            None => PayloadKind::Ps,
+        };
+        tracing::info!(ssrc = self.ssrc, payload_type = p.payload_type, ?kind, dropped_before = self.stats.sniff_dropped, "RTP payload type learned from its bytes");
+        self.map.entries.push((p.payload_type, kind, None));
+        Some(kind)
     }
 
     pub fn ssrc(&self) -> Option<u32> {
@@ -207,6 +240,12 @@ impl Pipeline {
 
     fn on_ordered(&mut self, p: RtpPacket, tags: &mut Vec<FlvTag>) {
         let mut kind = self.kind(p.payload_type);
+        if self.sniff && p.payload_type >= DYNAMIC_PAYLOAD_TYPE_MIN && self.map.kind(p.payload_type).is_none() {
+            match self.learn_kind(&p) {
+                Some(k) => kind = k,
+                None => return,
+            }
+        }
         // TS where PS was assumed (a GB stream fed by a TS encoder or `ffmpeg -f rtp_mpegts`
         // with a dynamic type): PS demuxing it would make garbage pictures.
         if kind == PayloadKind::Ps && (self.ts.is_some() || (self.stats.frames == 0 && TsDemuxer::sniff(&p.payload))) {
@@ -294,9 +333,7 @@ impl Pipeline {
 
     fn emit(&mut self, mut frame: Frame, tags: &mut Vec<FlvTag>) {
         self.stats.frames += 1;
-        if let Some(r) = self.retimer.as_mut() {
-            r.retime(&mut frame);
-        }
+        self.retimer.retime(&mut frame);
         self.flv.push(&frame, tags);
         if let Some(hls) = self.hls.as_mut() {
             hls.push(&frame);

@@ -28,6 +28,29 @@ impl Shard {
         all
     }
 
+    /// Per media shard: its streams' totals and what its socket of the single RTP port took and
+    /// dropped (packets that reached no stream are counted only there).
+    pub async fn shard_stats(&self) -> Vec<serde_json::Value> {
+        let streams = self.list_streams().await;
+        let mut out = Vec::new();
+        for to in self.media_indices() {
+            let counters = self.ask(to, |reply| ShardMsg::SinglePortCounters { reply }).await.unwrap_or_default();
+            let mine: Vec<&StreamInfo> = streams.iter().filter(|s| s.shard == to).collect();
+            let sum = |f: fn(&StreamInfo) -> u64| mine.iter().map(|s| f(s)).sum::<u64>();
+            out.push(serde_json::json!({
+                "shard": to,
+                "streams": mine.len(),
+                "packets": sum(|s| s.packets),
+                "bytes": sum(|s| s.bytes),
+                "lost": sum(|s| s.lost),
+                "foreign_packets": sum(|s| s.foreign_packets),
+                "subscribers": sum(|s| s.subscribers as u64),
+                "single_port": counters,
+            }));
+        }
+        out
+    }
+
     /// GB28181 TCP active: the stream connects to the device's media port.
     pub async fn connect_tcp(&self, ssrc: u32, addr: std::net::SocketAddr) -> Result<(), String> {
         self.ask_owner(ssrc, |reply| ShardMsg::ConnectTcp { ssrc, addr, reply }).await.unwrap_or_else(|| Err(NO_ANSWER.into()))
@@ -82,7 +105,7 @@ impl Shard {
     /// Opens the streams declared in the config; failures are logged, not fatal.
     pub async fn open_static_streams(&self) {
         for s in self.config.streams.clone() {
-            let spec = StreamSpec { ssrc: s.ssrc, port: s.port, sdp: s.sdp, is_static: true, history: None, channel_id: None };
+            let spec = StreamSpec { ssrc: s.ssrc, port: s.port, sdp: s.sdp, is_static: true, unsolicited: false, history: None, channel_id: None };
             if let Err(error) = self.open_stream(spec).await {
                 tracing::error!(ssrc = s.ssrc, ?error, "cannot open static stream");
             }

@@ -81,6 +81,27 @@ pub fn bind_group(ip: std::net::IpAddr, port: u16, n: usize) -> std::io::Result<
     Ok(group.into_iter().map(|s| unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(s)) }).collect())
 }
 
+/// Listen backlog of each shard's TCP listener of the single port.
+pub const TCP_LISTEN_BACKLOG: i32 = 1_024;
+
+/// `n` TCP listeners on `ip:port` in one SO_REUSEPORT group: the kernel spreads connections
+/// over them (by address; the SSRC comes later, in the first frame).
+pub fn bind_tcp_group(ip: std::net::IpAddr, port: u16, n: usize) -> std::io::Result<Vec<OwnedFd>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = std::net::SocketAddr::new(ip, port);
+    let domain = if ip.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let mut group = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.bind(&addr.into())?;
+        s.listen(TCP_LISTEN_BACKLOG)?;
+        group.push(OwnedFd::from(s));
+    }
+    Ok(group)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,9 @@ pub const DOWNLOAD_FILE_SPAN: Duration = Duration::from_secs(366 * 86_400);
 pub struct Stream {
     pub spec: StreamSpec,
     pub port: u16,
+    /// The port is this stream's alone (bound by it, back to the pool at close), not the
+    /// single RTP port every stream shares.
+    own_port: bool,
     pub shard: usize,
     pub created: Instant,
     pub pipeline: RefCell<Pipeline>,
@@ -69,10 +72,12 @@ pub struct Stream {
     pub source: RefCell<SourceGuard>,
     /// A playback the device was told to pause: not closed for idleness meanwhile.
     pub paused: Cell<bool>,
+    /// Single port: the SSRC the device answered, when another shard forwards it here.
+    alias: Cell<Option<u32>>,
 }
 
 impl Stream {
-    fn on_packet(&self, data: Bytes, transport: &'static str, origin: Origin) {
+    pub(super) fn on_packet(&self, data: Bytes, transport: &'static str, origin: Origin) {
         let verdict = self.source.borrow_mut().check(origin, &data);
         if verdict != Verdict::Take {
             return self.dropped(verdict, origin, &data);
@@ -207,12 +212,12 @@ impl Stream {
             let mut p = self.pipeline.borrow_mut();
             match change {
                 PlaybackChange::Paused(paused) => self.paused.set(paused),
-                PlaybackChange::Scale(x100) => p.retimer.iter_mut().for_each(|r| r.set_scale(x100)),
-                PlaybackChange::Seeked => p.retimer.iter_mut().for_each(|r| r.expect_jump()),
+                PlaybackChange::Scale(x100) => p.retimer.set_scale(x100),
+                PlaybackChange::Seeked => p.retimer.expect_jump(),
                 PlaybackChange::Resumed => {
                     self.source.borrow_mut().release();
                     p.restart_sequence(&mut tags);
-                    p.retimer.iter_mut().for_each(|r| r.expect_jump());
+                    p.retimer.expect_jump();
                 }
             }
         }
@@ -220,8 +225,8 @@ impl Stream {
         if change == PlaybackChange::Resumed {
             // The GOP under way is dropped: the device sends it again from its start.
             let dropped_from = self.recorder.borrow_mut().as_mut().and_then(|r| r.discard_pending());
-            if let (Some(dts), Some(r)) = (dropped_from, self.pipeline.borrow_mut().retimer.as_mut()) {
-                r.rewind(dts);
+            if let Some(dts) = dropped_from {
+                self.pipeline.borrow_mut().retimer.rewind(dts);
             }
         }
         // Idle time counts from now, not from before the pause.
@@ -286,7 +291,7 @@ impl Stream {
                 History::Download { .. } => "download",
             }),
             paused: self.paused.get(),
-            media_ms: p.retimer.as_ref().map_or(0, |r| r.covered_ms()),
+            media_ms: p.retimer.covered_ms(),
             record_bytes: self.recorder.borrow().as_ref().map_or(0, |r| r.bytes_queued),
             record_file: self.recorder.borrow().as_ref().and_then(|r| r.file_name.clone()),
             record_error: self.recorder.borrow().as_ref().and_then(|r| r.error.clone()),
@@ -331,23 +336,27 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         return Err(OpenError::BadSdp("no payload type gmv can ingest (PS, H264, H265, PCMA, PCMU)".into()));
     }
     let ip = shard.config.rtp.listen_ip;
-    let (port, udp, tcp) = match spec.port {
+    let (port, sockets) = match spec.port {
+        // The single RTP port's sockets deliver it (UDP by SSRC, TCP by its first frame).
+        None if shard.config.rtp.port != 0 => (shard.config.rtp.port, None),
         Some(port) => {
             if shard.ports.borrow().in_use(port) {
                 return Err(OpenError::NoPort(format!("port {port} is taken by another stream")));
             }
-            let (u, t) = bind_port(ip, port).map_err(|e| OpenError::NoPort(format!("port {port}: {e}")))?;
-            (port, u, t)
+            let bound = bind_port(ip, port).map_err(|e| OpenError::NoPort(format!("port {port}: {e}")))?;
+            (port, Some(bound))
         }
         None => {
             let candidates: Vec<u16> = shard.ports.borrow().candidates().collect();
             candidates
                 .into_iter()
-                .find_map(|p| bind_port(ip, p).ok().map(|(u, t)| (p, u, t)))
+                .find_map(|p| bind_port(ip, p).ok().map(|bound| (p, Some(bound))))
                 .ok_or_else(|| OpenError::NoPort(format!("no free port in {:?}", shard.ports.borrow().range())))?
         }
     };
-    shard.ports.borrow_mut().take(port);
+    if sockets.is_some() {
+        shard.ports.borrow_mut().take(port);
+    }
     let media = &shard.config.media;
     let limits = FanoutLimits {
         gop_cache_bytes_max: media.gop_cache_bytes_max,
@@ -357,6 +366,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
     let stream = Rc::new(Stream {
         spec: spec.clone(),
         port,
+        own_port: sockets.is_some(),
         shard: shard.index,
         created: Instant::now(),
         pipeline: RefCell::new(Pipeline::new(map)),
@@ -378,17 +388,20 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         cover_started: Cell::new(!shard.config.media.cover_on_first_keyframe),
         source: RefCell::new(SourceGuard::new(spec.ssrc)),
         paused: Cell::new(false),
+        alias: Cell::new(None),
     });
     *stream.me.borrow_mut() = Rc::downgrade(&stream);
-    if spec.history.is_some() {
-        stream.pipeline.borrow_mut().retimer = Some(Default::default());
+    if spec.unsolicited {
+        stream.pipeline.borrow_mut().sniff_payloads();
     }
     if shard.config.record.all || matches!(spec.history, Some(History::Download { .. })) {
         stream.set_recording(true, &shard.config);
     }
-    let udp_task = glommio::spawn_local(udp_loop(stream.clone(), udp)).detach();
-    let tcp_task = glommio::spawn_local(tcp_accept_loop(stream.clone(), tcp)).detach();
-    stream.tasks.borrow_mut().extend([udp_task, tcp_task]);
+    if let Some((udp, tcp)) = sockets {
+        let udp_task = glommio::spawn_local(udp_loop(stream.clone(), udp)).detach();
+        let tcp_task = glommio::spawn_local(tcp_accept_loop(stream.clone(), tcp)).detach();
+        stream.tasks.borrow_mut().extend([udp_task, tcp_task]);
+    }
     shard.streams.borrow_mut().insert(spec.ssrc, stream.clone());
     tracing::info!(ssrc = spec.ssrc, stream_id = %stream_id(spec.ssrc), port, shard = shard.index, "stream opened");
     Ok(stream.info())
@@ -397,7 +410,17 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
 pub fn close_stream(shard: &Shard, ssrc: u32, why: &str) -> bool {
     let Some(stream) = shard.streams.borrow_mut().remove(&ssrc) else { return false };
     stream.close();
-    shard.ports.borrow_mut().release(stream.port);
+    if stream.own_port {
+        shard.ports.borrow_mut().release(stream.port);
+    }
+    if let Some(device_ssrc) = stream.alias.get() {
+        let to = super::owner_of(device_ssrc, shard.media_shards);
+        if to == shard.index {
+            shard.single_port.unalias(device_ssrc, ssrc);
+        } else if !shard.try_send(to, ShardMsg::Unalias { device_ssrc, stream_ssrc: ssrc }) {
+            tracing::warn!(ssrc, device_ssrc, "single RTP port: alias not removed (queue full); it goes when the SSRC is reused");
+        }
+    }
     tracing::info!(ssrc, stream_id = %stream_id(ssrc), reason = why, "stream closed");
     true
 }
@@ -408,6 +431,13 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
             Some(serve) => serve(conn),
             None => tracing::warn!(shard = shard.index, "connection handed over before HTTP was wired; dropped"),
         },
+        ShardMsg::RtpTcp(conn) => super::single_port::tcp_arrived(shard, conn),
+        ShardMsg::Alias { device_ssrc, stream_ssrc, shard: to } => shard.single_port.alias(device_ssrc, stream_ssrc, to),
+        ShardMsg::Unalias { device_ssrc, stream_ssrc } => shard.single_port.unalias(device_ssrc, stream_ssrc),
+        ShardMsg::Forwarded { ssrc, data, peer } => super::single_port::forwarded(shard, ssrc, data, peer),
+        ShardMsg::SinglePortCounters { reply } => {
+            let _ = reply.send(shard.single_port.counters());
+        }
         ShardMsg::Reload { secrets, tls, reply } => {
             *shard.secrets.borrow_mut() = secrets;
             *shard.tls.borrow_mut() = tls;
@@ -445,6 +475,17 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
             let stream = shard.streams.borrow().get(&ssrc).cloned();
             if let Some(s) = &stream {
                 s.source.borrow_mut().expect(device_ssrc);
+                let owner = super::owner_of(device_ssrc, shard.media_shards);
+                // On the single port the kernel steers the device's SSRC to its own shard.
+                if !s.own_port && device_ssrc != ssrc && s.alias.replace(Some(device_ssrc)).is_none() {
+                    let msg = ShardMsg::Alias { device_ssrc, stream_ssrc: ssrc, shard: shard.index };
+                    if owner == shard.index {
+                        shard.single_port.alias(device_ssrc, ssrc, shard.index);
+                    } else if !shard.try_send(owner, msg) {
+                        s.alias.set(None);
+                        tracing::warn!(ssrc, device_ssrc, "single RTP port: alias not sent (queue full); the device's packets are dropped");
+                    }
+                }
             }
             let _ = reply.send(stream.is_some());
         }
@@ -476,7 +517,7 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
 }
 
 /// Room for one more datagram at the slab's front: what is left of it, or a fresh slab.
-fn refill(slab: &mut bytes::BytesMut) {
+pub(super) fn refill(slab: &mut bytes::BytesMut) {
     if slab.len() < UDP_DATAGRAM_BYTES_MAX {
         if slab.capacity() >= UDP_DATAGRAM_BYTES_MAX {
             slab.resize(UDP_DATAGRAM_BYTES_MAX, 0);
@@ -502,44 +543,6 @@ async fn udp_loop(stream: Rc<Stream>, socket: UdpSocket) {
     }
 }
 
-/// The shard's socket of the single RTP port: each datagram goes to the stream of its SSRC
-/// (the kernel already chose this shard by it); the rest is counted and dropped.
-pub async fn single_port_loop(shard: Rc<Shard>, socket: UdpSocket) {
-    let mut slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
-    let mut turn = super::TurnBudget::new(UDP_DATAGRAMS_PER_TURN_MAX);
-    let (mut not_rtp, mut unknown) = (0u64, 0u64);
-    loop {
-        turn.spend().await;
-        refill(&mut slab);
-        let (n, peer) = match socket.recv_from(&mut slab[..UDP_DATAGRAM_BYTES_MAX]).await {
-            Ok(got) => got,
-            Err(error) => {
-                tracing::warn!(shard = shard.index, %error, "single RTP port receive failed");
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let data = slab.split_to(n).freeze();
-        let Some(ssrc) = super::source::rtp_ssrc(&data) else {
-            not_rtp += 1;
-            if not_rtp.is_power_of_two() {
-                tracing::warn!(shard = shard.index, %peer, not_rtp, "single RTP port: datagram that is not RTP dropped");
-            }
-            continue;
-        };
-        let stream = shard.streams.borrow().get(&ssrc).cloned();
-        match stream {
-            Some(s) => s.on_packet(data, "udp", Origin::Udp(peer)),
-            None => {
-                unknown += 1;
-                if unknown.is_power_of_two() {
-                    tracing::warn!(shard = shard.index, ssrc, stream_id = %stream_id(ssrc), %peer, unknown, "single RTP port: packet of an unknown SSRC dropped");
-                }
-            }
-        }
-    }
-}
-
 async fn tcp_accept_loop(stream: Rc<Stream>, listener: TcpListener) {
     loop {
         let conn = match listener.accept().await {
@@ -550,26 +553,29 @@ async fn tcp_accept_loop(stream: Rc<Stream>, listener: TcpListener) {
                 continue;
             }
         };
-        if stream.tcp_conns.borrow().len() >= TCP_CONNS_PER_STREAM_MAX {
-            tracing::warn!(ssrc = stream.spec.ssrc, "too many RTP TCP connections; refusing one");
-            continue;
-        }
-        track_tcp_conn(&stream, conn);
+        track_tcp_conn(&stream, conn, Vec::new());
     }
 }
 
-/// Runs an RTP-over-TCP connection as one of the stream's (cancelled when it closes).
-fn track_tcp_conn(stream: &Rc<Stream>, conn: TcpStream) {
+/// Runs an RTP-over-TCP connection as one of the stream's (cancelled when it closes), from
+/// `read` on (bytes already read from it, RFC 4571 framed). False: refused, the stream has
+/// as many as it takes.
+pub fn track_tcp_conn(stream: &Rc<Stream>, conn: TcpStream, read: Vec<u8>) -> bool {
+    if stream.tcp_conns.borrow().len() >= TCP_CONNS_PER_STREAM_MAX {
+        tracing::warn!(ssrc = stream.spec.ssrc, "too many RTP TCP connections; refusing one");
+        return false;
+    }
     let id = stream.next_tcp_conn.get();
     stream.next_tcp_conn.set(id + 1);
     let s = stream.clone();
     let task = glommio::spawn_local(async move {
-        tcp_conn(&s, conn, id).await;
+        tcp_conn(&s, conn, id, read).await;
         s.tcp_conns.borrow_mut().remove(&id);
         s.source.borrow_mut().origin_closed(Origin::Tcp(id));
     })
     .detach();
     stream.tcp_conns.borrow_mut().insert(id, task);
+    true
 }
 
 /// TCP active media (a=setup:active): connect to the device's media port.
@@ -577,14 +583,20 @@ pub const TCP_ACTIVE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn connect_active(stream: Rc<Stream>, addr: SocketAddr) -> Result<(), String> {
     let conn = TcpStream::connect_timeout(addr, TCP_ACTIVE_CONNECT_TIMEOUT).await.map_err(|e| e.to_string())?;
-    track_tcp_conn(&stream, conn);
-    Ok(())
+    match track_tcp_conn(&stream, conn, Vec::new()) {
+        true => Ok(()),
+        false => Err("the stream has as many TCP connections as it takes".into()),
+    }
 }
 
-async fn tcp_conn(stream: &Stream, mut conn: TcpStream, id: u64) {
+async fn tcp_conn(stream: &Stream, mut conn: TcpStream, id: u64, read: Vec<u8>) {
     let peer = conn.peer_addr().ok();
     tracing::info!(ssrc = stream.spec.ssrc, ?peer, "RTP over TCP connected");
     let mut deframer = Rfc4571Deframer::default();
+    deframer.push(&read);
+    while let Some(packet) = deframer.pop() {
+        stream.on_packet(packet, "tcp", Origin::Tcp(id));
+    }
     let mut buf = vec![0u8; TCP_READ_BYTES];
     loop {
         match conn.read(&mut buf).await {

@@ -1,0 +1,294 @@
+//! The single RTP port (`rtp.port`) on a media shard. UDP: the kernel already chose this shard
+//! by the datagram's SSRC (`steer`), so each goes straight to its stream here. TCP: the kernel
+//! spreads connections over the shards' listeners by address, so a connection's first RFC 4571
+//! frame names its SSRC and the connection moves to the owning shard (an fd and the bytes read,
+//! in an owned message). A device that answered another SSRC than it was offered (`y=`) sends
+//! to that SSRC's shard; it forwards to the stream's (an alias, one message per datagram,
+//! dropped and counted when the queue is full). SSRCs no stream expects are dropped and counted,
+//! or with `rtp.accept_unknown_ssrc` open a stream of their own.
+
+use super::msg::{RtpTcpConn, ShardMsg, StreamSpec};
+use super::source::{Origin, rtp_ssrc};
+use super::stream::{Stream, UDP_DATAGRAM_BYTES_MAX, UDP_DATAGRAMS_PER_TURN_MAX, UDP_SLAB_BYTES, open_stream, refill, track_tcp_conn};
+use super::{Shard, TurnBudget, owner_of};
+use crate::proto::rtp::RTP_PACKET_BYTES_MAX;
+use crate::proto::ssrc::stream_id;
+use bytes::Bytes;
+use futures_lite::AsyncReadExt;
+use glommio::net::{TcpListener, TcpStream, UdpSocket};
+use serde::Serialize;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// A TCP connection must deliver its first whole RFC 4571 frame within this, or it is closed.
+pub const TCP_FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections per shard still to send their first frame; more are closed at once.
+pub const TCP_PENDING_PER_SHARD_MAX: usize = 256;
+/// Streams opened for unknown SSRCs never take a shard past this many streams.
+pub const UNKNOWN_SSRC_SHARD_STREAMS_MAX: usize = 4_096;
+/// SSRCs a shard forwards to streams on other shards (devices that answered another SSRC).
+pub const ALIASES_PER_SHARD_MAX: usize = 4_096;
+/// Hand-offs of one TCP connection: to its SSRC's owner, and for an alias on to the stream's.
+const TCP_HOPS_MAX: u8 = 2;
+/// RFC 4571 length prefix.
+const FRAME_LENGTH_BYTES: usize = 2;
+const RTP_HEADER_BYTES: usize = 12;
+
+/// What the single port took and dropped on one shard (counters only grow).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SinglePortCounters {
+    pub datagrams: u64,
+    /// Too short or not RTP version 2.
+    pub not_rtp: u64,
+    /// An SSRC no stream expects (dropped; with `accept_unknown_ssrc` only past the limits).
+    pub unknown_ssrc: u64,
+    /// Streams opened for unknown SSRCs.
+    pub unknown_opened: u64,
+    /// Datagrams sent to the stream's shard for an alias, and those dropped (queue full).
+    pub forwarded: u64,
+    pub forward_dropped: u64,
+    pub tcp_accepted: u64,
+    /// Connections moved to the shard owning their SSRC.
+    pub tcp_handed_over: u64,
+    /// Closed before a first frame (timeout, garbage, too many pending, refused by the stream).
+    pub tcp_dropped: u64,
+}
+
+#[derive(Default)]
+pub struct SinglePort {
+    counters: Cell<SinglePortCounters>,
+    tcp_pending: Cell<usize>,
+    /// Device SSRC -> (stream SSRC, the stream's shard).
+    aliases: RefCell<HashMap<u32, (u32, usize)>>,
+}
+
+impl SinglePort {
+    pub fn counters(&self) -> SinglePortCounters {
+        self.counters.get()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut SinglePortCounters) -> &mut u64) -> u64 {
+        let mut c = self.counters.get();
+        let n = f(&mut c);
+        *n += 1;
+        let n = *n;
+        self.counters.set(c);
+        n
+    }
+
+    /// Packets of `device_ssrc` arriving here go to `stream_ssrc` on `shard`.
+    pub fn alias(&self, device_ssrc: u32, stream_ssrc: u32, shard: usize) {
+        let mut aliases = self.aliases.borrow_mut();
+        if aliases.len() >= ALIASES_PER_SHARD_MAX && !aliases.contains_key(&device_ssrc) {
+            tracing::warn!(device_ssrc, stream_ssrc, "single RTP port: too many aliased SSRCs; this one is not forwarded");
+            return;
+        }
+        aliases.insert(device_ssrc, (stream_ssrc, shard));
+    }
+
+    pub fn unalias(&self, device_ssrc: u32, stream_ssrc: u32) {
+        let mut aliases = self.aliases.borrow_mut();
+        if aliases.get(&device_ssrc).is_some_and(|(s, _)| *s == stream_ssrc) {
+            aliases.remove(&device_ssrc);
+        }
+    }
+}
+
+/// The stream this shard delivers `ssrc` to: the one it owns, or one opened for it when
+/// unknown SSRCs are accepted. None: counted and logged (at 1, 2, 4, ... drops).
+fn stream_for(shard: &Rc<Shard>, ssrc: u32, peer: SocketAddr) -> Option<Rc<Stream>> {
+    if let Some(s) = shard.streams.borrow().get(&ssrc) {
+        return Some(s.clone());
+    }
+    let config = &shard.config.rtp;
+    if config.accept_unknown_ssrc && shard.streams.borrow().len() < UNKNOWN_SSRC_SHARD_STREAMS_MAX {
+        debug_assert_eq!(owner_of(ssrc, shard.media_shards), shard.index, "steered to its owner");
+        let spec = StreamSpec {
+            ssrc,
+            port: None,
+            sdp: config.unknown_ssrc_sdp.clone(),
+            is_static: false,
+            unsolicited: true,
+            history: None,
+            channel_id: None,
+        };
+        match open_stream(shard, spec) {
+            Ok(_) => {
+                shard.single_port.count(|c| &mut c.unknown_opened);
+                tracing::info!(shard = shard.index, ssrc, stream_id = %stream_id(ssrc), %peer, "single RTP port: stream opened for an unknown SSRC");
+                return shard.streams.borrow().get(&ssrc).cloned();
+            }
+            Err(error) => tracing::warn!(shard = shard.index, ssrc, ?error, "single RTP port: cannot open a stream for an unknown SSRC"),
+        }
+    }
+    let n = shard.single_port.count(|c| &mut c.unknown_ssrc);
+    if n.is_power_of_two() {
+        tracing::warn!(shard = shard.index, ssrc, stream_id = %stream_id(ssrc), %peer, unknown_ssrc = n, "single RTP port: packet of an unknown SSRC dropped");
+    }
+    None
+}
+
+/// The shard's UDP socket of the single port, forever.
+pub async fn udp_loop(shard: Rc<Shard>, socket: UdpSocket) {
+    let mut slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
+    let mut turn = TurnBudget::new(UDP_DATAGRAMS_PER_TURN_MAX);
+    loop {
+        turn.spend().await;
+        refill(&mut slab);
+        let (n, peer) = match socket.recv_from(&mut slab[..UDP_DATAGRAM_BYTES_MAX]).await {
+            Ok(got) => got,
+            Err(error) => {
+                tracing::warn!(shard = shard.index, %error, "single RTP port receive failed");
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        shard.single_port.count(|c| &mut c.datagrams);
+        on_datagram(&shard, slab.split_to(n).freeze(), peer);
+    }
+}
+
+fn on_datagram(shard: &Rc<Shard>, data: Bytes, peer: SocketAddr) {
+    let Some(ssrc) = rtp_ssrc(&data) else {
+        let n = shard.single_port.count(|c| &mut c.not_rtp);
+        if n.is_power_of_two() {
+            tracing::warn!(shard = shard.index, %peer, not_rtp = n, "single RTP port: datagram that is not RTP dropped");
+        }
+        return;
+    };
+    let alias = shard.single_port.aliases.borrow().get(&ssrc).copied();
+    if let Some((stream_ssrc, to)) = alias.filter(|_| !shard.streams.borrow().contains_key(&ssrc)) {
+        if to == shard.index {
+            return forwarded(shard, stream_ssrc, data, peer);
+        }
+        let sent = shard.try_send(to, ShardMsg::Forwarded { ssrc: stream_ssrc, data, peer });
+        shard.single_port.count(|c| if sent { &mut c.forwarded } else { &mut c.forward_dropped });
+        return;
+    }
+    if let Some(s) = stream_for(shard, ssrc, peer) {
+        s.on_packet(data, "udp", Origin::Udp(peer));
+    }
+}
+
+/// A datagram another shard forwarded for an alias of one of this shard's streams.
+pub fn forwarded(shard: &Shard, ssrc: u32, data: Bytes, peer: SocketAddr) {
+    if let Some(s) = shard.streams.borrow().get(&ssrc) {
+        s.on_packet(data, "udp", Origin::Udp(peer));
+    }
+}
+
+/// The shard's TCP listener of the single port, forever.
+pub async fn tcp_accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        let conn = match listener.accept().await {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::warn!(shard = shard.index, %error, "single RTP port: TCP accept failed");
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        shard.single_port.count(|c| &mut c.tcp_accepted);
+        if shard.single_port.tcp_pending.get() >= TCP_PENDING_PER_SHARD_MAX {
+            shard.single_port.count(|c| &mut c.tcp_dropped);
+            tracing::warn!(shard = shard.index, "single RTP port: too many TCP connections without a first frame; closing one");
+            continue;
+        }
+        shard.single_port.tcp_pending.set(shard.single_port.tcp_pending.get() + 1);
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let mut conn = conn;
+            let first = first_frame(&mut conn).await;
+            shard.single_port.tcp_pending.set(shard.single_port.tcp_pending.get() - 1);
+            let peer = conn.peer_addr().ok();
+            match first {
+                Ok((ssrc, read)) => route_tcp(&shard, conn, ssrc, read, 0).await,
+                Err(why) => {
+                    shard.single_port.count(|c| &mut c.tcp_dropped);
+                    tracing::warn!(shard = shard.index, ?peer, why, "single RTP port: TCP connection closed before its first RTP frame");
+                }
+            }
+        })
+        .detach();
+    }
+}
+
+/// Reads until the first RFC 4571 frame is whole: its SSRC, and every byte read.
+async fn first_frame(conn: &mut TcpStream) -> Result<(u32, Vec<u8>), &'static str> {
+    conn.set_read_timeout(Some(TCP_FIRST_FRAME_TIMEOUT)).map_err(|_| "cannot set a read timeout")?;
+    let mut read = Vec::with_capacity(RTP_PACKET_BYTES_MAX);
+    let mut chunk = [0u8; 2_048];
+    loop {
+        if read.len() >= FRAME_LENGTH_BYTES {
+            let length = usize::from(u16::from_be_bytes([read[0], read[1]]));
+            if length < RTP_HEADER_BYTES {
+                return Err("first frame too short for RTP");
+            }
+            if read.len() >= FRAME_LENGTH_BYTES + length {
+                let ssrc = rtp_ssrc(&read[FRAME_LENGTH_BYTES..FRAME_LENGTH_BYTES + length]).ok_or("first frame is not RTP")?;
+                conn.set_read_timeout(None).map_err(|_| "cannot clear the read timeout")?;
+                return Ok((ssrc, read));
+            }
+        }
+        // Never past one frame plus a chunk: the length prefix bounds what is kept.
+        debug_assert!(read.len() < FRAME_LENGTH_BYTES + RTP_PACKET_BYTES_MAX + chunk.len());
+        match conn.read(&mut chunk).await {
+            Ok(0) => return Err("closed"),
+            Ok(n) => read.extend_from_slice(&chunk[..n]),
+            Err(_) => return Err("read failed or timed out"),
+        }
+    }
+}
+
+/// Takes the connection to the stream of `ssrc`: here, or on the shard owning that SSRC, or,
+/// for an alias kept here, on the stream's shard (so at most two hand-offs).
+async fn route_tcp(shard: &Rc<Shard>, conn: TcpStream, ssrc: u32, read: Vec<u8>, hops: u8) {
+    let mut owner = owner_of(ssrc, shard.media_shards);
+    let mut ssrc = ssrc;
+    if owner == shard.index && !shard.streams.borrow().contains_key(&ssrc) {
+        if let Some((stream_ssrc, to)) = shard.single_port.aliases.borrow().get(&ssrc).copied() {
+            (ssrc, owner) = (stream_ssrc, to);
+        }
+    }
+    if owner == shard.index || hops >= TCP_HOPS_MAX {
+        return attach_tcp(shard, conn, ssrc, read);
+    }
+    // SAFETY: dup returns a new fd we own (or -1, checked); the original closes with `conn`.
+    let dup = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&conn)) };
+    drop(conn);
+    if dup < 0 {
+        shard.single_port.count(|c| &mut c.tcp_dropped);
+        tracing::warn!(shard = shard.index, ssrc, "single RTP port: cannot hand a TCP connection over (dup failed)");
+        return;
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(dup) };
+    shard.single_port.count(|c| &mut c.tcp_handed_over);
+    if shard.send(owner, ShardMsg::RtpTcp(RtpTcpConn { fd, ssrc, read, hops: hops + 1 })).await.is_err() {
+        tracing::warn!(from = shard.index, to = owner, "single RTP port: hand-off channel closed; TCP connection dropped");
+    }
+}
+
+/// A TCP connection whose first frame carries `ssrc`, on the shard owning it.
+pub fn attach_tcp(shard: &Rc<Shard>, conn: TcpStream, ssrc: u32, read: Vec<u8>) {
+    let peer = conn.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    match stream_for(shard, ssrc, peer) {
+        Some(stream) if track_tcp_conn(&stream, conn, read) => {}
+        _ => {
+            shard.single_port.count(|c| &mut c.tcp_dropped);
+        }
+    }
+}
+
+/// A connection another shard handed over (its first frame named an SSRC of this shard's, or
+/// one of its aliases).
+pub fn tcp_arrived(shard: &Rc<Shard>, handed: RtpTcpConn) {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: the fd is a connected TCP socket handed to this executor alone.
+    let conn = unsafe { TcpStream::from_raw_fd(handed.fd.into_raw_fd()) };
+    let shard = shard.clone();
+    glommio::spawn_local(async move { route_tcp(&shard, conn, handed.ssrc, handed.read, handed.hops).await }).detach();
+}
