@@ -1,5 +1,5 @@
-//! RTP packets through the reorder buffer (the input cuts packets and sets the clock), and
-//! the whole input through the RFC 4571 deframer.
+//! RTP packets through the reorder buffer (the input cuts packets and sets the clock), their
+//! payloads through the payload sniffer, and the whole input through the RFC 4571 deframer.
 #![no_main]
 use bytes::Bytes;
 use gmv::proto::rtp::{ReorderBuffer, Rfc4571Deframer, RtpPacket};
@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         let (packet, tail) = tail.split_at(len);
         now_ms += u64::from(len as u8 % 50);
         if let Ok(p) = RtpPacket::parse(Bytes::copy_from_slice(packet)) {
+            let _ = gmv::proto::sniff::sniff(&p.payload);
             reorder.push(p, now_ms, &mut out);
         }
         rest = tail;

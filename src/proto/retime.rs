@@ -227,7 +227,8 @@ mod tests {
         r.retime(&mut a);
         assert_eq!((r.jumps, a.dts), (0, 6_300 + 14_400 - 4 * 1_000));
         assert_eq!(run(&mut r, [21_600]), vec![6_300 + 28_800]);
-        // Any step back within a track is a jump: a seek half a second back stays monotonic.
-        assert_eq!(run(&mut r, [3_600]), vec![6_300 + 28_800 + JUMP_GAP_90K as u64]);
+        // A step back of more than `JUMP_BACK_90K` within a track is a jump: still monotonic.
+        assert_eq!(run(&mut r, [71_600]), vec![235_100]);
+        assert_eq!(run(&mut r, [3_600]), vec![235_100 + JUMP_GAP_90K as u64]);
     }
 }

@@ -14,6 +14,10 @@ pub const REORDER_PACKETS_MAX: usize = 64;
 pub const REORDER_WAIT_MS_MAX: u64 = 40;
 /// A jump larger than this (either direction) is a sender restart, not reordering.
 pub const SEQ_JUMP_RESET_MAX: u16 = 3_000;
+/// Packets in a row, each following the one before, from behind what was already released:
+/// a sender that restarted its sequence close below where it was (a camera that always starts
+/// at 0), not duplicates. They are held meanwhile and come out when the restart is taken.
+pub const SEQ_RESTART_RUN_MIN: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RtpError {
@@ -124,6 +128,8 @@ pub struct ReorderBuffer {
     held: VecDeque<RtpPacket>,
     /// When the current gap opened (the first packet held behind it arrived).
     gap_since_ms: Option<u64>,
+    /// A run of consecutive packets from behind `next`: a restart once it is long enough.
+    restart_run: Vec<RtpPacket>,
     pub stats: SeqStats,
 }
 
@@ -157,6 +163,9 @@ impl ReorderBuffer {
         };
         let ahead = packet.sequence.wrapping_sub(next);
         let behind = next.wrapping_sub(packet.sequence);
+        if !(behind > 0 && behind <= SEQ_JUMP_RESET_MAX) {
+            self.restart_run.clear();
+        }
         if ahead == 0 {
             self.next = Some(next.wrapping_add(1));
             out.push(packet);
@@ -173,8 +182,22 @@ impl ReorderBuffer {
                 self.skip_gap(out);
             }
         } else if behind <= SEQ_JUMP_RESET_MAX {
-            // Already released (or declared lost): a late or duplicate packet.
+            // Already released (or declared lost): a late or duplicate packet, unless a run
+            // of them follow each other (a restart a little below).
             self.stats.duplicates += 1;
+            let follows = self.restart_run.last().is_none_or(|p| p.sequence.wrapping_add(1) == packet.sequence);
+            if !follows {
+                self.restart_run.clear();
+            }
+            self.restart_run.push(packet);
+            if self.restart_run.len() >= SEQ_RESTART_RUN_MIN {
+                self.stats.resets += 1;
+                self.stats.duplicates -= self.restart_run.len() as u64;
+                self.flush(out);
+                let run = std::mem::take(&mut self.restart_run);
+                self.next = run.last().map(|p| p.sequence.wrapping_add(1));
+                out.extend(run);
+            }
         } else {
             // Sender restarted its sequence: flush what we hold and start over.
             self.stats.resets += 1;
@@ -377,6 +400,30 @@ mod tests {
         assert_eq!(seqs(&out), vec![100, 101, 40_000, 40_001]);
         assert_eq!(r.stats.duplicates, 2);
         assert_eq!(r.stats.resets, 1);
+    }
+
+    #[test]
+    fn a_restart_a_little_below_is_taken_after_a_run_and_loses_nothing() {
+        let mut r = ReorderBuffer::new();
+        let mut out = Vec::new();
+        for s in 200..300 {
+            r.push(packet(s), 0, &mut out);
+        }
+        // Scattered old packets (duplicates) do not make a run.
+        for s in [250, 252, 254, 251] {
+            r.push(packet(s), 0, &mut out);
+        }
+        assert_eq!((out.len(), r.stats.duplicates, r.stats.resets), (100, 4, 0));
+        // The sender starts over at 0: held until the run proves it, then every packet out.
+        for s in 0..SEQ_RESTART_RUN_MIN as u16 - 1 {
+            r.push(packet(s), 0, &mut out);
+        }
+        assert_eq!(out.len(), 100);
+        for s in SEQ_RESTART_RUN_MIN as u16 - 1..50 {
+            r.push(packet(s), 0, &mut out);
+        }
+        assert_eq!(seqs(&out[100..]), (0..50).collect::<Vec<u16>>());
+        assert_eq!((r.stats.duplicates, r.stats.resets, r.stats.lost), (4, 1, 0));
     }
 
     #[test]

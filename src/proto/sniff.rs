@@ -37,6 +37,21 @@ fn h264_key_type(t: u8) -> bool {
     matches!(t, 5 | 7 | 8)
 }
 
+/// profile_idc values of H.264 (Annex A), the byte after an SPS's NAL header: what makes a
+/// TS sync byte (0x47, which reads as an SPS header) no SPS.
+fn h264_profile(p: u8) -> bool {
+    matches!(p, 44 | 66 | 77 | 88 | 100 | 110 | 118 | 122 | 128 | 134 | 135 | 138 | 139 | 144 | 244)
+}
+
+/// A key NAL unit (header first) whose SPS, if it is one, names a real profile.
+fn h264_key_nal(nal: &[u8]) -> bool {
+    match nal {
+        [h, profile, ..] if h & 0x1f == 7 => h264_profile(*profile),
+        [h, _, ..] => h264_key_type(h & 0x1f),
+        _ => false,
+    }
+}
+
 /// RFC 6184: a single NAL, a STAP-A whose first unit is one, or an FU-A start of one.
 fn h264_decides(p: &[u8]) -> bool {
     let Some(&h) = p.first() else { return false };
@@ -45,10 +60,10 @@ fn h264_decides(p: &[u8]) -> bool {
         return false;
     }
     match h & 0x1f {
-        t if h264_key_type(t) => p.len() >= 2,
-        24 => p.len() >= 4 && {
+        t if h264_key_type(t) => h264_key_nal(p),
+        24 => p.len() >= 5 && {
             let size = usize::from(u16::from_be_bytes([p[1], p[2]]));
-            size > 0 && 3 + size <= p.len() && p[3] & 0x80 == 0 && h264_key_type(p[3] & 0x1f)
+            size >= 2 && 3 + size <= p.len() && p[3] & 0x80 == 0 && h264_key_nal(&p[3..3 + size])
         },
         28 => p.len() >= 3 && p[1] & 0x80 != 0 && p[1] & 0x40 == 0 && h264_key_type(p[1] & 0x1f),
         _ => false,
@@ -110,6 +125,7 @@ mod tests {
         assert_eq!(sniff(&[0x41, 0x9A, 0x02]), None, "P slice");
         assert_eq!(sniff(&[0x07, 0x42]), None, "nal_ref_idc 0");
         assert_eq!(sniff(&[0x78, 0x00, 0x09, 0x67]), None, "STAP-A size past the end");
+        assert_eq!(sniff(&[0x47, 0x40, 0x11, 0x10]), None, "a TS header reads as an SPS of no profile");
     }
 
     #[test]
