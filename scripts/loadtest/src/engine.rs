@@ -6,6 +6,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// First port of the spawned engine's stream range (streams take the lowest free ones).
+pub const PORT_MIN: u16 = 40_000;
+
 pub struct Engine {
     pub http: SocketAddr,
     pub token: String,
@@ -21,17 +24,19 @@ impl Engine {
         streams: usize,
         shards: usize,
         covers: bool,
+        single_port: Option<u16>,
         dir: &std::path::Path,
     ) -> Result<Engine, String> {
-        let port_min = 40_000u32;
+        let port_min = u32::from(PORT_MIN);
         let port_max = (port_min + 3 * streams as u32 + 100).min(65_000);
         let config = dir.join("loadtest-gmv.yml");
         std::fs::write(
             &config,
             format!(
-                "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\n  api_keys: [{{name: loadtest, role: admin, sha256: \"{}\"}}]\nsip:\n  listen: \"\"\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {port_max}\n  idle_timeout_s: 3600\nmedia:\n  cover_on_first_keyframe: {covers}\n",
+                "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\n  api_keys: [{{name: loadtest, role: admin, sha256: \"{}\"}}]\nsip:\n  listen: \"\"\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {port_max}\n  idle_timeout_s: 3600\n  port: {}\nmedia:\n  cover_on_first_keyframe: {covers}\n",
                 dir.join("data").display(),
-                gmv::auth::key_hash(token)
+                gmv::auth::key_hash(token),
+                single_port.unwrap_or(0)
             ),
         )
         .map_err(|e| e.to_string())?;

@@ -1,6 +1,7 @@
 //! gmv-loadtest: N camera streams (PS over RTP, real-time pace, sendmmsg) and M HTTP-FLV
 //! viewers against a gmv engine on loopback, bounded in time. Prints one JSON line of results.
 
+mod bare;
 mod capture;
 mod engine;
 mod sender;
@@ -59,7 +60,30 @@ struct Args {
     dup_pct: f64,
     #[arg(long, default_value = "target/loadtest")]
     work_dir: std::path::PathBuf,
+    /// Spawned engine takes every stream on one RTP port (`rtp.port`), steered by SSRC.
+    #[arg(long)]
+    single_port: bool,
+    /// First run the same load against a bare receiver (binds the same ports, only drains and
+    /// counts: epoll + recvmmsg, a thread per core), then against gmv; report both and the ratio.
+    #[arg(long)]
+    with_bare: bool,
+    /// (Internal) be that bare receiver: drain these comma-separated ports, or `--bare-single-port`.
+    #[arg(long, hide = true)]
+    bare_receiver: bool,
+    #[arg(long, hide = true, default_value = "")]
+    bare_ports: String,
+    #[arg(long, hide = true)]
+    bare_single_port: Option<u16>,
+    #[arg(long, hide = true, default_value_t = 1)]
+    bare_threads: usize,
+    #[arg(long, hide = true, default_value = "bare-count")]
+    bare_count_file: std::path::PathBuf,
+    #[arg(long, hide = true, default_value_t = 60)]
+    bare_run_s: u64,
 }
+
+/// The spawned engine's single RTP port (below its stream port range).
+const SINGLE_PORT: u16 = 39_990;
 
 /// Longest a run may take beyond its sending time (set-up, drain, report).
 const RUN_OVERHEAD_MAX: Duration = Duration::from_secs(120);
@@ -67,6 +91,10 @@ const FIRST_SSRC: u32 = 200_000_000;
 
 fn main() {
     let args = Args::parse();
+    if args.bare_receiver {
+        let ports: Vec<u16> = args.bare_ports.split(',').filter_map(|p| p.parse().ok()).collect();
+        bare::serve(&ports, args.bare_single_port, args.bare_threads, &args.bare_count_file, Duration::from_secs(args.bare_run_s));
+    }
     let hard_stop = Instant::now() + Duration::from_secs(args.duration_s) + RUN_OVERHEAD_MAX;
     std::thread::spawn(move || {
         while Instant::now() < hard_stop {
@@ -86,8 +114,10 @@ fn run(args: &Args) -> Result<(), String> {
         return Err("loopback only: --http must be 127.0.0.0/8".into());
     }
     let capture = capture::Capture::load(&args.work_dir, args.bitrate_kbps, args.clip.clone())?;
+    let single_port = args.single_port.then_some(SINGLE_PORT);
+    let bare = if args.with_bare { Some(run_bare(args, &capture, single_port)?) } else { None };
     let engine = match (&args.gmv, args.pid) {
-        (Some(bin), _) => engine::Engine::spawn(bin, args.http, &args.token, args.streams, args.shards, !args.no_covers, &args.work_dir)?,
+        (Some(bin), _) => engine::Engine::spawn(bin, args.http, &args.token, args.streams, args.shards, !args.no_covers, single_port, &args.work_dir)?,
         (None, Some(pid)) => engine::Engine::attach(args.http, &args.token, pid),
         (None, None) => return Err("give --gmv BIN to spawn the engine, or --pid to attach".into()),
     };
@@ -123,30 +153,9 @@ fn run(args: &Args) -> Result<(), String> {
 
     let rcvbuf_errors_before = engine::udp_rcvbuf_errors();
     let wall = Instant::now();
-    // Steady-state CPU: sampled from the end of the warm-up to the end of sending.
-    let warmup = Duration::from_secs(args.warmup_s.min(args.duration_s.saturating_sub(1)));
-    let cpu_probe = {
-        let pid = engine.pid;
-        std::thread::spawn(move || {
-            std::thread::sleep(warmup);
-            let (t0, c0) = (Instant::now(), engine::cpu_seconds_of(pid));
-            std::thread::sleep(send_until.saturating_duration_since(Instant::now()));
-            (engine::cpu_seconds_of(pid) - c0) / t0.elapsed().as_secs_f64().max(0.001) * 100.0
-        })
-    };
-    let imp = sender::Impairment { loss_pct: args.loss_pct, reorder_pct: args.reorder_pct, dup_pct: args.dup_pct };
-    let per_sender = targets.len().div_ceil(args.senders.max(1)).max(1);
-    let sent = std::thread::scope(|scope| {
-        let handles: Vec<_> = targets
-            .chunks(per_sender)
-            .enumerate()
-            .map(|(i, chunk)| {
-                let capture = &capture;
-                scope.spawn(move || sender::run(capture, chunk, send_until, imp, i as u64 + 1))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_default()).fold(sender::SendStats::default(), |a, b| a.merge(b))
-    });
+    let warmup = warmup(args);
+    let cpu_probe = cpu_probe(engine.pid, warmup, send_until);
+    let sent = send_all(args, &capture, &targets, send_until);
     let elapsed = wall.elapsed().as_secs_f64();
     let cpu = cpu_probe.join().unwrap_or(0.0);
     let rss = engine.rss_mib();
@@ -159,11 +168,24 @@ fn run(args: &Args) -> Result<(), String> {
     let (received, lost, demux_errors, frames) = (sum("packets"), sum("lost"), sum("demux_errors"), sum("frames"));
     let low_latency = streams.iter().filter(|s| s["low_latency"] == true).count();
 
+    // Packets per media shard (the SSRC spread) and what the single port dropped.
+    let (_, shards) = engine.request("GET", "/api/shards", "").map_err(|e| e.to_string())?;
+    let shards = shards["shards"].as_array().cloned().unwrap_or_default();
+    let per_shard: Vec<u64> = shards.iter().map(|s| s["packets"].as_u64().unwrap_or(0)).collect();
+    let mean = per_shard.iter().sum::<u64>() as f64 / per_shard.len().max(1) as f64;
+    let spread_pct = per_shard.iter().map(|&p| (p as f64 - mean).abs() / mean.max(1.0) * 100.0).fold(0.0, f64::max);
+    let single_port_dropped: u64 =
+        shards.iter().map(|s| ["not_rtp", "unknown_ssrc", "forward_dropped"].iter().map(|k| s["single_port"][k].as_u64().unwrap_or(0)).sum::<u64>()).sum();
+
     let viewer_stats: Vec<viewer::ViewerStats> = viewers.into_iter().map(|h| h.join().unwrap_or_default()).collect();
     let late = late.join().unwrap_or_default();
     let viewer_bytes: u64 = viewer_stats.iter().map(|v| v.bytes).sum();
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "streams": args.streams,
+        "single_port": args.single_port,
+        "engine_packets_per_shard": per_shard,
+        "engine_shard_spread_pct": (spread_pct * 10.0).round() / 10.0,
+        "single_port_dropped": single_port_dropped,
         "clip_kbps": capture.bitrate_kbps(),
         "seconds": (elapsed * 10.0).round() / 10.0,
         "sent_packets": sent.packets,
@@ -188,6 +210,81 @@ fn run(args: &Args) -> Result<(), String> {
         "viewer_goodput_mbit_s": (viewer_bytes as f64 * 8.0 / elapsed / 1e6 * 10.0).round() / 10.0,
         "late_viewer_first_keyframe_ms": late.first_keyframe.map(|d| d.as_millis() as u64),
     });
+    if let Some(b) = bare {
+        report["cpu_vs_bare"] = serde_json::json!((cpu / b.cpu_pct.max(0.1) * 100.0).round() / 100.0);
+        report["bare_cpu_pct"] = serde_json::json!(b.cpu_pct.round());
+        report["bare_received_packets"] = serde_json::json!(b.received);
+        report["bare_missing_packets"] = serde_json::json!(b.sent.saturating_sub(b.received));
+    }
     println!("{report}");
     Ok(())
+}
+
+/// Steady-state CPU is sampled from the end of the warm-up to the end of sending.
+fn warmup(args: &Args) -> Duration {
+    Duration::from_secs(args.warmup_s.min(args.duration_s.saturating_sub(1)))
+}
+
+/// CPU % (100 = one core) of `pid` from `warmup` on until `until`.
+fn cpu_probe(pid: u32, warmup: Duration, until: Instant) -> std::thread::JoinHandle<f64> {
+    std::thread::spawn(move || {
+        std::thread::sleep(warmup);
+        let (t0, c0) = (Instant::now(), engine::cpu_seconds_of(pid));
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        (engine::cpu_seconds_of(pid) - c0) / t0.elapsed().as_secs_f64().max(0.001) * 100.0
+    })
+}
+
+/// Every target sent from `args.senders` threads until `until`.
+fn send_all(args: &Args, capture: &capture::Capture, targets: &[sender::Target], until: Instant) -> sender::SendStats {
+    let imp = sender::Impairment { loss_pct: args.loss_pct, reorder_pct: args.reorder_pct, dup_pct: args.dup_pct };
+    let per_sender = targets.len().div_ceil(args.senders.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            targets.chunks(per_sender).enumerate().map(|(i, chunk)| scope.spawn(move || sender::run(capture, chunk, until, imp, i as u64 + 1))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_default()).fold(sender::SendStats::default(), |a, b| a.merge(b))
+    })
+}
+
+struct BareRun {
+    cpu_pct: f64,
+    sent: u64,
+    received: u64,
+}
+
+/// The same streams against the bare receiver, on the ports gmv would use.
+fn run_bare(args: &Args, capture: &capture::Capture, single_port: Option<u16>) -> Result<BareRun, String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ports: Vec<u16> = (0..args.streams).map(|i| engine::PORT_MIN + i as u16).collect();
+    let count_file = args.work_dir.join("bare-count");
+    let _ = std::fs::remove_file(&count_file);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--bare-receiver").arg("--bare-threads").arg(threads.to_string()).arg("--bare-count-file").arg(&count_file);
+    cmd.arg("--bare-run-s").arg((args.duration_s + 30).to_string());
+    match single_port {
+        Some(p) => cmd.arg("--bare-single-port").arg(p.to_string()),
+        None => cmd.arg("--bare-ports").arg(ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")),
+    };
+    let mut child = cmd.spawn().map_err(|e| format!("bare receiver: {e}"))?;
+    let read_count = || std::fs::read_to_string(&count_file).ok().and_then(|t| t.trim().parse::<u64>().ok());
+    let up_by = Instant::now() + Duration::from_secs(10);
+    while read_count().is_none() && Instant::now() < up_by {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let targets: Vec<sender::Target> = (0..args.streams)
+        .map(|i| sender::Target {
+            ssrc: FIRST_SSRC + i as u32,
+            dest: SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, single_port.unwrap_or(ports[i])),
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(args.duration_s);
+    let probe = cpu_probe(child.id(), warmup(args), until);
+    let sent = send_all(args, capture, &targets, until);
+    let cpu_pct = probe.join().unwrap_or(0.0);
+    std::thread::sleep(Duration::from_millis(500));
+    let received = read_count().unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(BareRun { cpu_pct, sent: sent.packets, received })
 }

@@ -1,0 +1,100 @@
+//! The floor to compare gmv against: a receiver that binds the same ports (one per stream, or
+//! the single port with the engine's own SO_REUSEPORT group and steering program) and only
+//! drains and counts datagrams: epoll + recvmmsg, one thread per core. It runs as a child
+//! process (`--bare-receiver`) so its CPU is measured like the engine's, and writes its count to
+//! a file every `COUNT_EVERY`.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Datagrams per recvmmsg call, and the size of each buffer.
+const BATCH_MSGS: usize = 32;
+const DATAGRAM_BYTES_MAX: usize = 9_000;
+const EPOLL_EVENTS_MAX: usize = 256;
+const EPOLL_WAIT_MS: i32 = 100;
+const COUNT_EVERY: Duration = Duration::from_millis(100);
+/// Kernel receive buffer per socket, as gmv asks for its per-stream sockets.
+const RCVBUF_BYTES: usize = 2 << 20;
+
+/// Binds, drains and counts until `run_for` has passed; never returns.
+pub fn serve(ports: &[u16], single_port: Option<u16>, threads: usize, count_file: &std::path::Path, run_for: Duration) -> ! {
+    let threads = threads.max(1);
+    let ip: std::net::IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
+    let sockets: Vec<OwnedFd> = match single_port {
+        Some(port) => gmv::shard::steer::bind_group(ip, port, threads).expect("bind the single port group"),
+        None => ports
+            .iter()
+            .map(|&p| {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("socket");
+                let _ = s.set_recv_buffer_size(RCVBUF_BYTES);
+                s.bind(&std::net::SocketAddr::new(ip, p).into()).unwrap_or_else(|e| panic!("bind {p}: {e}"));
+                OwnedFd::from(s)
+            })
+            .collect(),
+    };
+    let count = Arc::new(AtomicU64::new(0));
+    let mut per_thread: Vec<Vec<OwnedFd>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, s) in sockets.into_iter().enumerate() {
+        per_thread[i % threads].push(s);
+    }
+    for (core, socks) in per_thread.into_iter().enumerate() {
+        let count = count.clone();
+        std::thread::spawn(move || drain(core, socks, &count));
+    }
+    let deadline = Instant::now() + run_for;
+    while Instant::now() < deadline {
+        std::thread::sleep(COUNT_EVERY);
+        let _ = std::fs::write(count_file, count.load(Ordering::Relaxed).to_string());
+    }
+    std::process::exit(0);
+}
+
+fn drain(core: usize, sockets: Vec<OwnedFd>, count: &AtomicU64) {
+    // SAFETY: plain libc calls on fds this thread owns; buffers outlive each call.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        let epoll = libc::epoll_create1(0);
+        assert!(epoll >= 0, "epoll_create1");
+        for s in &sockets {
+            let fd = s.as_raw_fd();
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
+            libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut ev);
+        }
+        let mut bufs = vec![0u8; BATCH_MSGS * DATAGRAM_BYTES_MAX];
+        let mut iovs: Vec<libc::iovec> = (0..BATCH_MSGS)
+            .map(|i| libc::iovec { iov_base: bufs.as_mut_ptr().add(i * DATAGRAM_BYTES_MAX).cast(), iov_len: DATAGRAM_BYTES_MAX })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                let mut m: libc::mmsghdr = std::mem::zeroed();
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EPOLL_EVENTS_MAX];
+        loop {
+            let n = libc::epoll_wait(epoll, events.as_mut_ptr(), EPOLL_EVENTS_MAX as i32, EPOLL_WAIT_MS);
+            for ev in events.iter().take(n.max(0) as usize) {
+                let fd = ev.u64 as i32;
+                loop {
+                    let got = libc::recvmmsg(fd, msgs.as_mut_ptr(), BATCH_MSGS as u32, libc::MSG_DONTWAIT, std::ptr::null_mut());
+                    if got <= 0 {
+                        break;
+                    }
+                    count.fetch_add(got as u64, Ordering::Relaxed);
+                    if (got as usize) < BATCH_MSGS {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
