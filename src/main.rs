@@ -4,6 +4,32 @@ use std::path::PathBuf;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long mimalloc keeps freed memory before it gives it back to the OS. Its default (1 s)
+/// is shorter than a GOP: every stream's pictures of the last GOP are freed together when the
+/// next keyframe comes and their pages were returned and faulted in (zeroed by the kernel)
+/// again for the next GOP, about a sixth of the engine's CPU at 1000 cameras (perf, see
+/// docs/PERFORMANCE.md). Longer than any GOP, shorter than "never", so a burst's memory
+/// still goes back.
+const ALLOC_PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+/// `mi_option_purge_delay` of mimalloc v3 (`mimalloc.h`); libmimalloc-sys names no constant
+/// for it, so its current value is checked against v3's default before it is changed.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const MI_PURGE_DELAY_DEFAULT_MS: std::ffi::c_long = 1_000;
+
+/// Sets the purge delay unless the option slot does not hold what v3's purge delay holds (an
+/// allocator version with other numbering) or someone set it (`MIMALLOC_PURGE_DELAY`).
+fn tune_allocator() -> Result<std::ffi::c_long, std::ffi::c_long> {
+    // SAFETY: plain option reads and writes of the linked mimalloc, before other threads exist.
+    unsafe {
+        let now = libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY);
+        if now != MI_PURGE_DELAY_DEFAULT_MS || std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return Err(now);
+        }
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ALLOC_PURGE_DELAY_MS);
+        Ok(libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY))
+    }
+}
+
 /// gmv: GB/T 28181 streaming engine (RTP/PS ingest, HTTP-FLV out).
 #[derive(Parser)]
 #[command(version)]
@@ -29,6 +55,10 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
+    match tune_allocator() {
+        Ok(ms) => tracing::debug!(purge_delay_ms = ms, "allocator tuned"),
+        Err(ms) => tracing::info!(purge_delay_ms = ms, "allocator purge delay left as it is (set by MIMALLOC_PURGE_DELAY, or not mimalloc v3's)"),
+    }
     let cli = Cli::parse();
     if let Some(key) = cli.hash_key {
         let key = if key.is_empty() {

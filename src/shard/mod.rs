@@ -65,13 +65,18 @@ pub fn owner_of(ssrc: u32, media_shards: usize) -> usize {
     1 + steer::ssrc_bucket(ssrc, media_shards)
 }
 
+/// Maps keyed by SSRC, looked up once per packet: FxHash, not the default SipHash.
+/// The keys are the shard's own streams, opened by the control plane (or, bounded, for
+/// unknown SSRCs when accepted), so senders cannot flood a table with chosen colliding keys.
+pub type SsrcMap<V> = HashMap<u32, V, rustc_hash::FxBuildHasher>;
+
 /// One executor's world. Only its own thread touches it.
 pub struct Shard {
     pub index: usize,
     pub media_shards: usize,
     pub config: Arc<Config>,
     peers: Vec<Option<ConnectedSender<ShardMsg>>>,
-    pub streams: RefCell<HashMap<u32, Rc<Stream>>>,
+    pub streams: RefCell<SsrcMap<Rc<Stream>>>,
     pub ports: RefCell<PortPool>,
     /// Serves a connection another executor handed over (installed by the runtime, which
     /// knows the HTTP layer; the shard does not).
@@ -110,7 +115,7 @@ impl Shard {
             media_shards,
             config,
             peers,
-            streams: RefCell::new(HashMap::new()),
+            streams: RefCell::new(SsrcMap::default()),
             ports: RefCell::new(ports),
             handoff: Default::default(),
             cover_gate: Rc::new(glommio::sync::Semaphore::new(COVER_DECODES_AT_ONCE)),

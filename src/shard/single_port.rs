@@ -18,7 +18,6 @@ use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream, UdpSocket};
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::rc::Rc;
@@ -63,7 +62,7 @@ pub struct SinglePort {
     counters: Cell<SinglePortCounters>,
     tcp_pending: Cell<usize>,
     /// Device SSRC -> (stream SSRC, the stream's shard).
-    aliases: RefCell<HashMap<u32, (u32, usize)>>,
+    aliases: RefCell<super::SsrcMap<(u32, usize)>>,
 }
 
 impl SinglePort {

@@ -27,6 +27,41 @@ fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter { code: code as u16, jt, jf, k }
 }
 
+/// Receive buffer of each shard's socket of the single port. Every camera of the shard shares
+/// it, so it holds what per-stream sockets hold between them: 1000 cameras' I-frames arriving
+/// together are ~43,000 datagrams, each charged ~4.6 KB of kernel memory, while the shard also
+/// faults in its first GOP caches; with 64 MiB the loadtest's cold start lost packets, with
+/// this none (docs/PERFORMANCE.md). Kernel memory is used only while a backlog lasts. The
+/// kernel caps a plain SO_RCVBUF at net.core.rmem_max (often 208 KiB or 4 MiB); with
+/// CAP_NET_ADMIN, SO_RCVBUFFORCE goes past it.
+pub const SINGLE_PORT_RCVBUF_BYTES: usize = 256 << 20;
+
+fn set_big_recv_buffer(s: &socket2::Socket) {
+    let want = SINGLE_PORT_RCVBUF_BYTES as libc::c_int;
+    // SAFETY: setsockopt with a valid fd and an int option value that outlives the call.
+    let forced = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(s),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&want as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    };
+    if !forced {
+        let _ = s.set_recv_buffer_size(SINGLE_PORT_RCVBUF_BYTES);
+    }
+    let got = s.recv_buffer_size().unwrap_or(0);
+    // The kernel reports twice what it was asked (bookkeeping included).
+    if got < SINGLE_PORT_RCVBUF_BYTES {
+        tracing::warn!(
+            got_bytes = got,
+            want_bytes = SINGLE_PORT_RCVBUF_BYTES,
+            "single RTP port: small receive buffer (no CAP_NET_ADMIN, capped at net.core.rmem_max); raise net.core.rmem_max or bursts of many cameras are dropped by the kernel"
+        );
+    }
+}
+
 /// The socket-selecting program for `n` sockets bound in shard order.
 pub fn program(n: usize) -> Vec<libc::sock_filter> {
     use libc::{
@@ -57,8 +92,7 @@ pub fn bind_group(ip: std::net::IpAddr, port: u16, n: usize) -> std::io::Result<
     for _ in 0..n {
         let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
         s.set_reuse_port(true)?;
-        // Every camera of the shard shares it: room for bursts of I-frames.
-        let _ = s.set_recv_buffer_size(8 << 20);
+        set_big_recv_buffer(&s);
         s.bind(&addr.into())?;
         group.push(s);
     }
