@@ -7,6 +7,7 @@ pub mod msg;
 pub mod pipeline;
 pub mod ports;
 pub mod record;
+pub mod recv_batch;
 pub mod service;
 pub mod single_port;
 pub mod source;

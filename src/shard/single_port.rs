@@ -9,7 +9,8 @@
 
 use super::msg::{RtpTcpConn, ShardMsg, StreamSpec};
 use super::source::{Origin, rtp_ssrc};
-use super::stream::{Stream, UDP_DATAGRAM_BYTES_MAX, UDP_DATAGRAMS_PER_TURN_MAX, UDP_SLAB_BYTES, open_stream, refill, track_tcp_conn};
+use super::recv_batch::RecvBatch;
+use super::stream::{Stream, UDP_DATAGRAM_BYTES_MAX, UDP_DATAGRAMS_PER_TURN_MAX, UDP_SLAB_BYTES, open_stream, track_tcp_conn};
 use super::{Shard, TurnBudget, owner_of};
 use crate::proto::rtp::RTP_PACKET_BYTES_MAX;
 use crate::proto::ssrc::stream_id;
@@ -131,23 +132,40 @@ fn stream_for(shard: &Rc<Shard>, ssrc: u32, peer: SocketAddr) -> Option<Rc<Strea
     None
 }
 
-/// The shard's UDP socket of the single port, forever.
+/// The shard's UDP socket of the single port, forever: what is queued is taken in batches
+/// (recvmmsg) and copied into shared slabs, one packet after the other; when nothing is, the
+/// ring waits for the next datagram (a peek, which leaves it queued).
 pub async fn udp_loop(shard: Rc<Shard>, socket: UdpSocket) {
-    let mut slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+    let mut batch = RecvBatch::new(UDP_DATAGRAM_BYTES_MAX);
+    let mut slab = bytes::BytesMut::with_capacity(UDP_SLAB_BYTES);
     let mut turn = TurnBudget::new(UDP_DATAGRAMS_PER_TURN_MAX);
     loop {
-        turn.spend().await;
-        refill(&mut slab);
-        let (n, peer) = match socket.recv_from(&mut slab[..UDP_DATAGRAM_BYTES_MAX]).await {
-            Ok(got) => got,
+        let n = match batch.recv(fd) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Err(error) = socket.peek_from(&mut [0u8; 1]).await {
+                    tracing::warn!(shard = shard.index, %error, "single RTP port: waiting for datagrams failed");
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
+                continue;
+            }
             Err(error) => {
                 tracing::warn!(shard = shard.index, %error, "single RTP port receive failed");
                 glommio::timer::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        shard.single_port.count(|c| &mut c.datagrams);
-        on_datagram(&shard, slab.split_to(n).freeze(), peer);
+        for i in 0..n {
+            let (data, peer) = batch.get(i);
+            if slab.capacity() - slab.len() < data.len() {
+                slab = bytes::BytesMut::with_capacity(UDP_SLAB_BYTES);
+            }
+            slab.extend_from_slice(data);
+            shard.single_port.count(|c| &mut c.datagrams);
+            on_datagram(&shard, slab.split().freeze(), peer);
+            turn.spend().await;
+        }
     }
 }
 

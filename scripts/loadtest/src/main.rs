@@ -4,6 +4,7 @@
 mod bare;
 mod capture;
 mod engine;
+mod frame_clock;
 mod sender;
 mod viewer;
 
@@ -133,11 +134,15 @@ fn run(args: &Args) -> Result<(), String> {
     }
 
     let send_until = Instant::now() + Duration::from_secs(args.duration_s);
+    // Viewers of the first stream time each picture from its sending to its arrival.
+    let clock = std::sync::Arc::new(frame_clock::FrameClock::new());
     let viewers: Vec<_> = (0..args.viewers)
         .map(|i| {
-            let path = play_paths[i % args.viewer_streams.clamp(1, play_paths.len().max(1))].clone();
+            let stream = i % args.viewer_streams.clamp(1, play_paths.len().max(1));
+            let path = play_paths[stream].clone();
             let http = args.http;
-            std::thread::spawn(move || viewer::run(http, &path, send_until))
+            let clock = (stream == 0).then(|| clock.clone());
+            std::thread::spawn(move || viewer::run(http, &path, send_until, clock.as_deref()))
         })
         .collect();
     // A viewer that joins mid-run measures first-frame latency (the GOP cache at work).
@@ -147,7 +152,7 @@ fn run(args: &Args) -> Result<(), String> {
         let join_at = Instant::now() + Duration::from_secs(args.duration_s / 2);
         std::thread::spawn(move || {
             std::thread::sleep(join_at.saturating_duration_since(Instant::now()));
-            viewer::run(http, &path, send_until)
+            viewer::run(http, &path, send_until, None)
         })
     };
 
@@ -155,7 +160,7 @@ fn run(args: &Args) -> Result<(), String> {
     let wall = Instant::now();
     let warmup = warmup(args);
     let cpu_probe = cpu_probe(engine.pid, warmup, send_until);
-    let sent = send_all(args, &capture, &targets, send_until);
+    let sent = send_all(args, &capture, &targets, send_until, Some(&clock));
     let elapsed = wall.elapsed().as_secs_f64();
     let cpu = cpu_probe.join().unwrap_or(0.0);
     let rss = engine.rss_mib();
@@ -180,6 +185,8 @@ fn run(args: &Args) -> Result<(), String> {
     let viewer_stats: Vec<viewer::ViewerStats> = viewers.into_iter().map(|h| h.join().unwrap_or_default()).collect();
     let late = late.join().unwrap_or_default();
     let viewer_bytes: u64 = viewer_stats.iter().map(|v| v.bytes).sum();
+    let mut latencies: Vec<Duration> = viewer_stats.iter().flat_map(|v| v.latencies.iter().copied()).collect();
+    let mut latency_ms = |p| frame_clock::percentile(&mut latencies, p).map(|d| (d.as_secs_f64() * 1e4).round() / 10.0);
     let mut report = serde_json::json!({
         "streams": args.streams,
         "single_port": args.single_port,
@@ -209,6 +216,9 @@ fn run(args: &Args) -> Result<(), String> {
         "viewer_stalls": viewer_stats.iter().map(|v| u64::from(v.stalls)).sum::<u64>(),
         "viewer_goodput_mbit_s": (viewer_bytes as f64 * 8.0 / elapsed / 1e6 * 10.0).round() / 10.0,
         "late_viewer_first_keyframe_ms": late.first_keyframe.map(|d| d.as_millis() as u64),
+        "frame_to_viewer_ms_p50": latency_ms(50),
+        "frame_to_viewer_ms_p99": latency_ms(99),
+        "frame_to_viewer_samples": latencies.len(),
     });
     if let Some(b) = bare {
         report["cpu_vs_bare"] = serde_json::json!((cpu / b.cpu_pct.max(0.1) * 100.0).round() / 100.0);
@@ -235,13 +245,14 @@ fn cpu_probe(pid: u32, warmup: Duration, until: Instant) -> std::thread::JoinHan
     })
 }
 
-/// Every target sent from `args.senders` threads until `until`.
-fn send_all(args: &Args, capture: &capture::Capture, targets: &[sender::Target], until: Instant) -> sender::SendStats {
+/// Every target sent from `args.senders` threads until `until` (the first thread notes when
+/// the first target's pictures left on `clock`).
+fn send_all(args: &Args, capture: &capture::Capture, targets: &[sender::Target], until: Instant, clock: Option<&frame_clock::FrameClock>) -> sender::SendStats {
     let imp = sender::Impairment { loss_pct: args.loss_pct, reorder_pct: args.reorder_pct, dup_pct: args.dup_pct };
     let per_sender = targets.len().div_ceil(args.senders.max(1)).max(1);
     std::thread::scope(|scope| {
         let handles: Vec<_> =
-            targets.chunks(per_sender).enumerate().map(|(i, chunk)| scope.spawn(move || sender::run(capture, chunk, until, imp, i as u64 + 1))).collect();
+            targets.chunks(per_sender).enumerate().map(|(i, chunk)| scope.spawn(move || sender::run(capture, chunk, until, imp, i as u64 + 1, clock.filter(|_| i == 0)))).collect();
         handles.into_iter().map(|h| h.join().unwrap_or_default()).fold(sender::SendStats::default(), |a, b| a.merge(b))
     })
 }
@@ -280,7 +291,7 @@ fn run_bare(args: &Args, capture: &capture::Capture, single_port: Option<u16>) -
         .collect();
     let until = Instant::now() + Duration::from_secs(args.duration_s);
     let probe = cpu_probe(child.id(), warmup(args), until);
-    let sent = send_all(args, capture, &targets, until);
+    let sent = send_all(args, capture, &targets, until, None);
     let cpu_pct = probe.join().unwrap_or(0.0);
     std::thread::sleep(Duration::from_millis(500));
     let received = read_count().unwrap_or(0);

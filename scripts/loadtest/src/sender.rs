@@ -46,8 +46,9 @@ pub struct Target {
     pub dest: SocketAddrV4,
 }
 
-/// Sends until `until`; returns what went out.
-pub fn run(capture: &Capture, targets: &[Target], until: Instant, imp: Impairment, seed: u64) -> SendStats {
+/// Sends until `until`; returns what went out. With `clock`, when each picture of the first
+/// target finished sending is noted there.
+pub fn run(capture: &Capture, targets: &[Target], until: Instant, imp: Impairment, seed: u64, clock: Option<&crate::frame_clock::FrameClock>) -> SendStats {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
     let fd = sock.as_raw_fd();
     let big: libc::c_int = 4 << 20;
@@ -104,6 +105,9 @@ pub fn run(capture: &Capture, targets: &[Target], until: Instant, imp: Impairmen
         }
         for chunk in msgs.chunks(BATCH_MSGS_MAX) {
             send_batch(fd, &arena, chunk, targets, &mut stats);
+        }
+        if let Some(clock) = clock.filter(|_| tick % SLOTS_PER_FRAME == 0) {
+            clock.sent(frame_no);
         }
     }
     stats

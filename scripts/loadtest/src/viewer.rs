@@ -1,4 +1,5 @@
-//! HTTP-FLV viewers that count bytes, notice stalls and time the first keyframe.
+//! HTTP-FLV viewers that count bytes, notice stalls, time the first keyframe and, on the first
+//! stream, how long each picture took from the generator to them.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -6,6 +7,11 @@ use std::time::{Duration, Instant};
 
 /// No data for this long counts as a stall.
 pub const STALL_GAP: Duration = Duration::from_secs(1);
+/// Pictures are timed only from this long after connecting (the start of every stream at once
+/// is not the steady state).
+const LATENCY_FROM: Duration = Duration::from_secs(3);
+/// FLV milliseconds per picture of the generator's 25 fps capture.
+const FRAME_MS: u32 = 1000 / crate::capture::FPS;
 
 #[derive(Debug, Default, Clone)]
 pub struct ViewerStats {
@@ -14,9 +20,11 @@ pub struct ViewerStats {
     pub stalls: u32,
     /// From connect to the end of the first video keyframe tag.
     pub first_keyframe: Option<Duration>,
+    /// Per picture, from its last packet leaving the generator to its tag arriving here.
+    pub latencies: Vec<Duration>,
 }
 
-pub fn run(http: SocketAddr, path: &str, until: Instant) -> ViewerStats {
+pub fn run(http: SocketAddr, path: &str, until: Instant, clock: Option<&crate::frame_clock::FrameClock>) -> ViewerStats {
     let mut stats = ViewerStats::default();
     let started = Instant::now();
     let Ok(mut s) = TcpStream::connect(http) else { return stats };
@@ -41,14 +49,20 @@ pub fn run(http: SocketAddr, path: &str, until: Instant) -> ViewerStats {
                     stats.status = String::from_utf8_lossy(&head[9..12]).parse().unwrap_or(0);
                     let body = head.split_off(end + 4);
                     stats.bytes += body.len() as u64;
+                    parser.timed = clock.is_some();
                     if parser.feed(&body) && stats.first_keyframe.is_none() {
                         stats.first_keyframe = Some(started.elapsed());
                     }
                     continue;
                 }
                 stats.bytes += n as u64;
-                if stats.first_keyframe.is_none() && parser.feed(&buf[..n]) {
+                if (parser.timed || stats.first_keyframe.is_none()) && parser.feed(&buf[..n]) && stats.first_keyframe.is_none() {
                     stats.first_keyframe = Some(started.elapsed());
+                }
+                if let Some(clock) = clock.filter(|_| started.elapsed() >= LATENCY_FROM) {
+                    stats.latencies.extend(parser.pictures.drain(..).filter_map(|ms| clock.since_sent(u64::from(ms / FRAME_MS))));
+                } else {
+                    parser.pictures.clear();
                 }
             }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
@@ -63,18 +77,22 @@ pub fn run(http: SocketAddr, path: &str, until: Instant) -> ViewerStats {
     stats
 }
 
-/// Walks FLV tags just far enough to see the first complete video keyframe.
+/// Walks FLV tags far enough to see the first complete video keyframe, or, when `timed`, all
+/// of them, noting each picture's timestamp.
 #[derive(Default)]
 struct FlvScan {
     skip_header: bool,
     buf: Vec<u8>,
     done: bool,
+    timed: bool,
+    /// FLV timestamps (ms) of the pictures whose tags came whole since the last look.
+    pictures: Vec<u32>,
 }
 
 impl FlvScan {
     /// Feeds bytes; true once a whole keyframe tag has been seen.
     fn feed(&mut self, data: &[u8]) -> bool {
-        if self.done {
+        if self.done && !self.timed {
             return true;
         }
         self.buf.extend_from_slice(data);
@@ -90,15 +108,21 @@ impl FlvScan {
             if self.buf.len() < 15 + size {
                 return false;
             }
-            let is_key_frame = self.buf[0] == 9 && size >= 2 && self.buf[11] >> 4 == 1 && self.buf[12] == 1;
+            let is_picture = self.buf[0] == 9 && size >= 2 && self.buf[12] == 1;
+            let is_key_frame = is_picture && self.buf[11] >> 4 == 1;
+            if is_picture && self.timed {
+                self.pictures.push(u32::from_be_bytes([self.buf[7], self.buf[4], self.buf[5], self.buf[6]]));
+            }
             self.buf.drain(..15 + size);
-            if is_key_frame {
+            if is_key_frame && !self.done {
                 self.done = true;
-                self.buf = Vec::new();
-                return true;
+                if !self.timed {
+                    self.buf = Vec::new();
+                    return true;
+                }
             }
         }
-        false
+        self.done
     }
 }
 
