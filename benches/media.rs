@@ -1,5 +1,7 @@
-//! Hot-path throughput per core: RTP parse, PS demux, H.264 RTP depacketize, TS mux, FLV mux.
-//! `cargo bench --bench media` (figures in MB/s of input, one thread).
+//! Hot-path throughput per core: RTP parse, PS demux, H.264 RTP depacketize, TS mux, FLV mux,
+//! and per packet the whole ingest (a stream's pipeline, then with the single port's batched
+//! receive from a loopback socket in front of it).
+//! `cargo bench --bench media` (figures in MB/s of input or packets/s, one thread).
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -138,6 +140,8 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    ingest_per_packet(c, &packets);
+
     let mut g = c.benchmark_group("flv_mux");
     g.throughput(Throughput::Bytes(es_bytes as u64));
     g.bench_function("camera_second", |b| {
@@ -150,6 +154,71 @@ fn bench(c: &mut Criterion) {
                     out.clear();
                 }
                 m
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+/// A stream's whole pipeline per packet (RTP parse, reorder, PS demux, retime, FLV mux), alone
+/// and behind the single port's receive (recvmmsg from a loopback socket, copy into a slab).
+fn ingest_per_packet(c: &mut Criterion, packets: &[Bytes]) {
+    use gmv::shard::pipeline::Pipeline;
+    let mut g = c.benchmark_group("ingest_per_packet");
+    g.throughput(Throughput::Elements(packets.len() as u64));
+    g.bench_function("pipeline", |b| {
+        b.iter_batched(
+            || Pipeline::new(Default::default()),
+            |mut p| {
+                let mut tags = Vec::new();
+                for (i, pk) in packets.iter().enumerate() {
+                    p.on_packet(pk.clone(), i as u64, &mut tags);
+                    tags.clear();
+                }
+                p
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let rx = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    // Room for the camera-second queued at once (about 2.3 KB of kernel memory each).
+    rx.set_recv_buffer_size(4 << 20).unwrap();
+    rx.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let rx: std::net::UdpSocket = rx.into();
+    let to = rx.local_addr().unwrap();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&rx);
+    let mut batch = gmv::shard::recv_batch::RecvBatch::new(gmv::shard::stream::UDP_DATAGRAM_BYTES_MAX);
+    g.bench_function("recvmmsg_and_pipeline", |b| {
+        b.iter_batched(
+            || {
+                for pk in packets {
+                    tx.send_to(pk, to).unwrap();
+                }
+                Pipeline::new(Default::default())
+            },
+            |mut p| {
+                let (mut tags, mut taken, mut misses) = (Vec::new(), 0, 0u32);
+                let mut slab = bytes::BytesMut::with_capacity(gmv::shard::stream::UDP_SLAB_BYTES);
+                while taken < packets.len() {
+                    let Ok(n) = batch.recv(fd) else {
+                        misses += 1;
+                        assert!(misses < 10_000_000, "the kernel dropped datagrams of the camera-second");
+                        continue;
+                    };
+                    for i in 0..n {
+                        let (data, _) = batch.get(i);
+                        if slab.capacity() - slab.len() < data.len() {
+                            slab = bytes::BytesMut::with_capacity(gmv::shard::stream::UDP_SLAB_BYTES);
+                        }
+                        slab.extend_from_slice(data);
+                        p.on_packet(slab.split().freeze(), taken as u64, &mut tags);
+                        tags.clear();
+                        taken += 1;
+                    }
+                }
+                p
             },
             BatchSize::SmallInput,
         )

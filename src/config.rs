@@ -426,6 +426,16 @@ mod tests {
     }
 
     #[test]
+    fn unknown_ssrcs_need_the_single_port_and_an_sdp_that_names_something() {
+        let invalid = |yaml: &str| matches!(Config::from_yaml(yaml), Err(ConfigError::Invalid(_)));
+        assert!(invalid("rtp: {accept_unknown_ssrc: true}"), "no single port to learn SSRCs on");
+        assert!(invalid("rtp: {port: 30500}"), "inside the stream port range");
+        assert!(invalid("rtp: {port: 18568, accept_unknown_ssrc: true, unknown_ssrc_sdp: \"v=0\\r\\nm=video 0 RTP/AVP 96\\r\\na=rtpmap:96 VP8/90000\\r\\n\"}"));
+        let c = Config::from_yaml("rtp: {port: 18568, accept_unknown_ssrc: true, unknown_ssrc_sdp: \"v=0\\r\\nm=video 0 RTP/AVP 96\\r\\na=rtpmap:96 H264/90000\\r\\n\"}").unwrap();
+        assert!(c.rtp.accept_unknown_ssrc && c.rtp.port == 18568);
+    }
+
+    #[test]
     fn the_example_key_is_refused_off_loopback_and_plain_tokens_are_gone() {
         let example = crate::auth::key_hash(crate::auth::EXAMPLE_API_KEY);
         let keys = format!("  api_keys: [{{name: dev, role: admin, sha256: {example}}}]\n");

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION_S=${DURATION_S:-20}
 WARMUP_S=${WARMUP_S:-10}
-# Extra gmv-loadtest flags, e.g. LOADTEST_ARGS=--no-covers
+# Extra gmv-loadtest flags, e.g. LOADTEST_ARGS="--no-covers --single-port --with-bare"
 LOADTEST_ARGS=${LOADTEST_ARGS:-}
 VIEWERS=${VIEWERS:-10}
 SENDERS=${SENDERS:-2}
@@ -17,8 +17,8 @@ steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(100 250 500 1000 1500 2000)
 
 cargo build --release --locked -p gmv -p gmv-loadtest >&2
-echo "| streams | sent Mbit/s | sent pkt/s | send pace | engine missing | engine lost | kernel drops | engine CPU % | RSS MiB | viewers ok | late viewer 1st keyframe ms |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| streams | sent Mbit/s | sent pkt/s | send pace | engine missing | engine lost | kernel drops | engine CPU % | bare CPU % | × bare | RSS MiB | viewers ok | late viewer 1st keyframe ms | frame→viewer p50 ms | shard spread % |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 best=0
 for n in "${steps[@]}"; do
   # shellcheck disable=SC2086
@@ -30,9 +30,10 @@ r = json.loads(sys.argv[1]); dur = float(sys.argv[2]); cap = float(sys.argv[3])
 pace = "on time" if r["seconds"] <= dur * 1.05 else f'{dur / r["seconds"]:.0%} of real time'
 clean = (r["engine_missing_packets"] == 0 and r["engine_lost"] == 0 and r["kernel_udp_rcvbuf_errors"] == 0
          and r["viewers_ok"] == r["viewers"] and pace == "on time" and r["engine_cpu_pct"] <= cap)
+bare = f'{r["bare_cpu_pct"]:.0f} | {r["cpu_vs_bare"]:.2f}' if "bare_cpu_pct" in r else "- | -"
 print(f'| {r["streams"]} | {r["sent_mbit_s"]:.0f} | {r["sent_pps"]:.0f} | {pace} | {r["engine_missing_packets"]} | {r["engine_lost"]} | '
-      f'{r["kernel_udp_rcvbuf_errors"]} | {r["engine_cpu_pct"]:.0f} | {r["engine_rss_mib"]:.0f} | {r["viewers_ok"]}/{r["viewers"]} | '
-      f'{r["late_viewer_first_keyframe_ms"]} |' + ("" if clean else " ✗"))
+      f'{r["kernel_udp_rcvbuf_errors"]} | {r["engine_cpu_pct"]:.0f} | {bare} | {r["engine_rss_mib"]:.0f} | {r["viewers_ok"]}/{r["viewers"]} | '
+      f'{r["late_viewer_first_keyframe_ms"]} | {r["frame_to_viewer_ms_p50"]} | {r["engine_shard_spread_pct"]} |' + ("" if clean else " ✗"))
 PY
 )
   echo "$row"

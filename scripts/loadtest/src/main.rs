@@ -167,8 +167,16 @@ fn run(args: &Args) -> Result<(), String> {
     std::thread::sleep(Duration::from_secs(1));
     let rcvbuf_errors = engine::udp_rcvbuf_errors() - rcvbuf_errors_before;
 
-    let (_, list) = engine.request("GET", "/api/streams", "").map_err(|e| e.to_string())?;
-    let streams = list["streams"].as_array().cloned().unwrap_or_default();
+    // The list comes in pages of at most 1,000.
+    let mut streams = Vec::new();
+    while streams.len() < args.streams {
+        let (_, page) = engine.request("GET", &format!("/api/streams?offset={}&limit=1000", streams.len()), "").map_err(|e| e.to_string())?;
+        let got = page["streams"].as_array().cloned().unwrap_or_default();
+        if got.is_empty() {
+            break;
+        }
+        streams.extend(got);
+    }
     let sum = |k: &str| streams.iter().map(|s| s[k].as_u64().unwrap_or(0)).sum::<u64>();
     let (received, lost, demux_errors, frames) = (sum("packets"), sum("lost"), sum("demux_errors"), sum("frames"));
     let low_latency = streams.iter().filter(|s| s["low_latency"] == true).count();
