@@ -141,7 +141,7 @@ fn an_unknown_ssrc_opens_a_stream_when_accepted_and_its_codec_is_sniffed() {
     let ssrc = 42_424_242u32;
     let id = format!("{ssrc:010}");
     let mut ffmpeg = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "4", "-c:v", "libx264", "-bf", "0", "-g", "25"])
+        .args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "4", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-bf", "0", "-g", "25"])
         .args(["-f", "rtp", "-ssrc", &ssrc.to_string(), &format!("rtp://127.0.0.1:{port}")])
         .stdout(std::process::Stdio::null())
         .spawn()
