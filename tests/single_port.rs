@@ -51,6 +51,25 @@ fn every_stream_gets_its_packets_through_the_one_port() {
     assert_eq!(streams["total"], ssrcs.len(), "the stranger opened nothing");
     let (_, config) = engine.request("GET", "/api/config", "");
     assert_eq!(config["rtp"]["port"].as_u64(), Some(u64::from(port)));
+
+    // The same figures for Prometheus, behind an API key.
+    assert_eq!(engine.try_request("GET", "/metrics", &[], b"").unwrap().0, 401);
+    let (status, text) = engine.try_request("GET", "/metrics", &[("Authorization", &format!("Bearer {TOKEN}"))], b"").unwrap();
+    assert_eq!(status, 200);
+    let value = |line_start: &str| -> u64 {
+        text.lines().filter(|l| l.starts_with(line_start)).map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap()).sum()
+    };
+    assert!(text.contains("# TYPE gmv_shard_packets counter"), "{text}");
+    assert_eq!(value("gmv_shard_packets_total{shard="), 2 * STREAMS_PER_SHARD as u64 * PACKETS_EACH, "{text}");
+    assert_eq!(value("gmv_shard_streams{shard="), ssrcs.len() as u64);
+    assert_eq!(value("gmv_single_port_not_rtp_total{shard="), 2);
+    assert_eq!(value("gmv_single_port_unknown_ssrc_total{shard="), 1);
+    assert!(text.contains("gmv_sip_received_total ") && text.ends_with("# EOF\n"), "{text}");
+    // A closed stream's packets still count: the totals only grow.
+    assert_eq!(engine.request("DELETE", &format!("/api/streams/{:010}", ssrcs[0]), "").0, 200);
+    let (_, shards) = engine.request("GET", "/api/shards", "");
+    let sum = |k: &str| shards["shards"].as_array().unwrap().iter().map(|s| s[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("packets"), sum("streams")), (2 * STREAMS_PER_SHARD as u64 * PACKETS_EACH, ssrcs.len() as u64 - 1));
 }
 
 /// `STREAMS_PER_SHARD` SSRCs for each of two shards, from `first` on.

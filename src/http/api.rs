@@ -51,6 +51,10 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
             None => respond_error(conn, 503, "sip_disabled", "events come from the control plane (SIP is disabled)").await,
         };
     }
+    if let ("GET", ["metrics"]) = (head.method.as_str(), segments.as_slice()) {
+        let text = super::metrics::render(shard, front.control.as_deref()).await;
+        return super::response::respond(conn, 200, "text/plain; version=0.0.4; charset=utf-8", text.as_bytes()).await;
+    }
     if let ("GET", ["api", "streams", id, "snapshot"]) = (head.method.as_str(), segments.as_slice()) {
         return match parse_stream_id(id) {
             Some(ssrc) => match shard.snapshot(ssrc).await {

@@ -8,6 +8,7 @@ pub mod console;
 pub mod events_sse;
 pub mod flv_play;
 pub mod hls_serve;
+pub mod metrics;
 pub mod play_tokens;
 pub mod record_play;
 pub mod records_serve;

@@ -66,6 +66,8 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
         [""] | ["index.html"] if head.method == "GET" => Route::Console { file: None },
         ["console", rest @ ..] if head.method == "GET" && !rest.is_empty() => Route::Console { file: Some(rest.join("/")) },
         ["api", ..] => Route::Api,
+        // Prometheus scrapes, with an API key like the REST API.
+        ["metrics"] if head.method == "GET" => Route::Api,
         // /hls/{stream_id}/{token}/{file}
         ["hls", stream_id, token, file] if head.method == "GET" => {
             Route::Hls { stream_id: stream_id.to_string(), token: Some(token.to_string()), file: file.to_string() }

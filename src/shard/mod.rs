@@ -96,6 +96,44 @@ pub struct Shard {
     pub tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
     /// The single RTP port's counters and aliases (media shards, when `rtp.port` is set).
     pub single_port: single_port::SinglePort,
+    /// What the shard's closed streams took, so the shard's totals only grow (metrics).
+    pub retired: std::cell::Cell<RetiredTotals>,
+}
+
+/// A media shard's figures at one instant: packet counters (closed streams' included, so they
+/// only grow), levels, and the single port's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ShardTotals {
+    pub shard: usize,
+    pub packets: u64,
+    pub bytes: u64,
+    pub lost: u64,
+    pub foreign_packets: u64,
+    pub streams: usize,
+    pub subscribers: usize,
+    pub hls_streams: usize,
+    pub recordings: usize,
+    pub single_port: single_port::SinglePortCounters,
+}
+
+/// Packet counters of a shard's streams that were closed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetiredTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    pub lost: u64,
+    pub foreign_packets: u64,
+}
+
+impl RetiredTotals {
+    pub fn plus(self, s: &msg::StreamInfo) -> RetiredTotals {
+        RetiredTotals {
+            packets: self.packets + s.packets,
+            bytes: self.bytes + s.bytes,
+            lost: self.lost + s.lost,
+            foreign_packets: self.foreign_packets + s.foreign_packets,
+        }
+    }
 }
 
 /// Cover (JPEG) decodes at once per shard.
@@ -125,7 +163,23 @@ impl Shard {
             secrets: RefCell::new(secrets),
             tls: RefCell::new(None),
             single_port: Default::default(),
+            retired: Default::default(),
         }
+    }
+
+    /// This shard's totals now (see `ShardTotals`).
+    pub fn totals(&self) -> ShardTotals {
+        let mut sum = self.retired.get();
+        let mut t = ShardTotals { shard: self.index, single_port: self.single_port.counters(), ..Default::default() };
+        for s in self.streams.borrow().values() {
+            let info = s.info();
+            sum = sum.plus(&info);
+            t.streams += 1;
+            t.subscribers += info.subscribers;
+            t.hls_streams += usize::from(info.hls);
+            t.recordings += usize::from(info.recording);
+        }
+        ShardTotals { packets: sum.packets, bytes: sum.bytes, lost: sum.lost, foreign_packets: sum.foreign_packets, ..t }
     }
 
     pub fn is_control(&self) -> bool {

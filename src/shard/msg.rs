@@ -137,9 +137,9 @@ pub enum ShardMsg {
         data: bytes::Bytes,
         peer: std::net::SocketAddr,
     },
-    /// This media shard's single-port counters.
-    SinglePortCounters {
-        reply: oneshot::Sender<super::single_port::SinglePortCounters>,
+    /// This media shard's totals, taken at one instant.
+    ShardTotals {
+        reply: oneshot::Sender<super::ShardTotals>,
     },
     /// Reloaded API keys, play secrets and HTTPS certificate (SIGHUP); the reply says they
     /// are in force.

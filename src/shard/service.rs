@@ -28,25 +28,14 @@ impl Shard {
         all
     }
 
-    /// Per media shard: its streams' totals and what its socket of the single RTP port took and
-    /// dropped (packets that reached no stream are counted only there).
+    /// Per media shard, its totals (`ShardTotals`: packets that reached no stream are counted
+    /// only in its single-port counters).
     pub async fn shard_stats(&self) -> Vec<serde_json::Value> {
-        let streams = self.list_streams().await;
         let mut out = Vec::new();
         for to in self.media_indices() {
-            let counters = self.ask(to, |reply| ShardMsg::SinglePortCounters { reply }).await.unwrap_or_default();
-            let mine: Vec<&StreamInfo> = streams.iter().filter(|s| s.shard == to).collect();
-            let sum = |f: fn(&StreamInfo) -> u64| mine.iter().map(|s| f(s)).sum::<u64>();
-            out.push(serde_json::json!({
-                "shard": to,
-                "streams": mine.len(),
-                "packets": sum(|s| s.packets),
-                "bytes": sum(|s| s.bytes),
-                "lost": sum(|s| s.lost),
-                "foreign_packets": sum(|s| s.foreign_packets),
-                "subscribers": sum(|s| s.subscribers as u64),
-                "single_port": counters,
-            }));
+            if let Some(totals) = self.ask(to, |reply| ShardMsg::ShardTotals { reply }).await {
+                out.push(serde_json::to_value(totals).unwrap_or_default());
+            }
         }
         out
     }

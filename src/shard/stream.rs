@@ -412,6 +412,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
 pub fn close_stream(shard: &Shard, ssrc: u32, why: &str) -> bool {
     let Some(stream) = shard.streams.borrow_mut().remove(&ssrc) else { return false };
     stream.close();
+    shard.retired.set(shard.retired.get().plus(&stream.info()));
     if stream.own_port {
         shard.ports.borrow_mut().release(stream.port);
     }
@@ -437,8 +438,8 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
         ShardMsg::Alias { device_ssrc, stream_ssrc, shard: to } => shard.single_port.alias(device_ssrc, stream_ssrc, to),
         ShardMsg::Unalias { device_ssrc, stream_ssrc } => shard.single_port.unalias(device_ssrc, stream_ssrc),
         ShardMsg::Forwarded { ssrc, data, peer } => super::single_port::forwarded(shard, ssrc, data, peer),
-        ShardMsg::SinglePortCounters { reply } => {
-            let _ = reply.send(shard.single_port.counters());
+        ShardMsg::ShardTotals { reply } => {
+            let _ = reply.send(shard.totals());
         }
         ShardMsg::Reload { secrets, tls, reply } => {
             *shard.secrets.borrow_mut() = secrets;
