@@ -209,11 +209,8 @@ fn ingest_per_packet(c: &mut Criterion, packets: &[Bytes]) {
                     };
                     for i in 0..n {
                         let (data, _) = batch.get(i);
-                        if slab.capacity() - slab.len() < data.len() {
-                            slab = bytes::BytesMut::with_capacity(gmv::shard::stream::UDP_SLAB_BYTES);
-                        }
-                        slab.extend_from_slice(data);
-                        p.on_packet(slab.split().freeze(), taken as u64, &mut tags);
+                        let packet = gmv::shard::recv_batch::copy_into_slab(&mut slab, data, gmv::shard::stream::UDP_SLAB_BYTES);
+                        p.on_packet(packet, taken as u64, &mut tags);
                         tags.clear();
                         taken += 1;
                     }

@@ -69,6 +69,16 @@ impl RecvBatch {
     }
 }
 
+/// `data` as a packet of its own, copied to the end of `slab` (a fresh one of `slab_bytes`
+/// when it has no room left): packets share slabs, the batch's buffers are reused at once.
+pub fn copy_into_slab(slab: &mut bytes::BytesMut, data: &[u8], slab_bytes: usize) -> bytes::Bytes {
+    if slab.capacity() - slab.len() < data.len() {
+        *slab = bytes::BytesMut::with_capacity(slab_bytes.max(data.len()));
+    }
+    slab.extend_from_slice(data);
+    slab.split().freeze()
+}
+
 /// The IPv4 or IPv6 address the kernel wrote.
 fn socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(s.ss_family) {

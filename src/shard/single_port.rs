@@ -9,7 +9,7 @@
 
 use super::msg::{RtpTcpConn, ShardMsg, StreamSpec};
 use super::source::{Origin, rtp_ssrc};
-use super::recv_batch::RecvBatch;
+use super::recv_batch::{RecvBatch, copy_into_slab};
 use super::stream::{Stream, UDP_DATAGRAM_BYTES_MAX, UDP_DATAGRAMS_PER_TURN_MAX, UDP_SLAB_BYTES, open_stream, track_tcp_conn};
 use super::{Shard, TurnBudget, owner_of};
 use crate::proto::rtp::RTP_PACKET_BYTES_MAX;
@@ -158,12 +158,9 @@ pub async fn udp_loop(shard: Rc<Shard>, socket: UdpSocket) {
         };
         for i in 0..n {
             let (data, peer) = batch.get(i);
-            if slab.capacity() - slab.len() < data.len() {
-                slab = bytes::BytesMut::with_capacity(UDP_SLAB_BYTES);
-            }
-            slab.extend_from_slice(data);
+            let packet = copy_into_slab(&mut slab, data, UDP_SLAB_BYTES);
             shard.single_port.count(|c| &mut c.datagrams);
-            on_datagram(&shard, slab.split().freeze(), peer);
+            on_datagram(&shard, packet, peer);
             turn.spend().await;
         }
     }
@@ -177,8 +174,13 @@ fn on_datagram(shard: &Rc<Shard>, data: Bytes, peer: SocketAddr) {
         }
         return;
     };
+    // The stream's own SSRC first: that is nearly every packet; aliases and strangers after.
+    let stream = shard.streams.borrow().get(&ssrc).cloned();
+    if let Some(s) = stream {
+        return s.on_packet(data, "udp", Origin::Udp(peer));
+    }
     let alias = shard.single_port.aliases.borrow().get(&ssrc).copied();
-    if let Some((stream_ssrc, to)) = alias.filter(|_| !shard.streams.borrow().contains_key(&ssrc)) {
+    if let Some((stream_ssrc, to)) = alias {
         if to == shard.index {
             return forwarded(shard, stream_ssrc, data, peer);
         }

@@ -481,10 +481,9 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
                 let owner = super::owner_of(device_ssrc, shard.media_shards);
                 // On the single port the kernel steers the device's SSRC to its own shard.
                 if !s.own_port && device_ssrc != ssrc && s.alias.replace(Some(device_ssrc)).is_none() {
-                    let msg = ShardMsg::Alias { device_ssrc, stream_ssrc: ssrc, shard: shard.index };
                     if owner == shard.index {
                         shard.single_port.alias(device_ssrc, ssrc, shard.index);
-                    } else if !shard.try_send(owner, msg) {
+                    } else if !shard.try_send(owner, ShardMsg::Alias { device_ssrc, stream_ssrc: ssrc, shard: shard.index }) {
                         s.alias.set(None);
                         tracing::warn!(ssrc, device_ssrc, "single RTP port: alias not sent (queue full); the device's packets are dropped");
                     }
@@ -520,7 +519,7 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
 }
 
 /// Room for one more datagram at the slab's front: what is left of it, or a fresh slab.
-pub(super) fn refill(slab: &mut bytes::BytesMut) {
+fn refill(slab: &mut bytes::BytesMut) {
     if slab.len() < UDP_DATAGRAM_BYTES_MAX {
         if slab.capacity() >= UDP_DATAGRAM_BYTES_MAX {
             slab.resize(UDP_DATAGRAM_BYTES_MAX, 0);
