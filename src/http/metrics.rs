@@ -3,7 +3,7 @@
 //! an API key in a header like the REST API (Prometheus: `authorization: {credentials: KEY}`).
 
 use crate::control::Control;
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardTotals};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -13,18 +13,21 @@ use serde_json::Value;
 
 type Labels = Vec<(String, String)>;
 
+/// A per-shard figure: its name, help, and where `ShardTotals` has it.
+type ShardFigure = (&'static str, &'static str, fn(&ShardTotals) -> u64);
+
 /// Per-shard figures that only grow (exported as `_total` counters) and that go up and down.
-const SHARD_COUNTERS: [(&str, &str); 4] = [
-    ("packets", "RTP packets taken by the shard's streams"),
-    ("bytes", "RTP bytes taken by the shard's streams"),
-    ("lost", "RTP packets the shard's streams found missing (sequence gaps)"),
-    ("foreign_packets", "packets dropped: another source or SSRC than the stream's"),
+const SHARD_COUNTERS: [ShardFigure; 4] = [
+    ("packets", "RTP packets taken by the shard's streams", |t| t.packets.packets),
+    ("bytes", "RTP bytes taken by the shard's streams", |t| t.packets.bytes),
+    ("lost", "RTP packets the shard's streams found missing (sequence gaps)", |t| t.packets.lost),
+    ("foreign_packets", "packets dropped: another source or SSRC than the stream's", |t| t.packets.foreign_packets),
 ];
-const SHARD_GAUGES: [(&str, &str); 4] = [
-    ("streams", "streams on the shard"),
-    ("subscribers", "live viewers (FLV, WebSocket) of the shard's streams"),
-    ("hls_streams", "streams making HLS segments"),
-    ("recordings", "streams being recorded"),
+const SHARD_GAUGES: [ShardFigure; 4] = [
+    ("streams", "streams on the shard", |t| t.streams as u64),
+    ("subscribers", "live viewers (FLV, WebSocket) of the shard's streams", |t| t.subscribers as u64),
+    ("hls_streams", "streams making HLS segments", |t| t.hls_streams as u64),
+    ("recordings", "streams being recorded", |t| t.recordings as u64),
 ];
 /// Figures of the control plane that are levels, not counts.
 const CONTROL_GAUGES: [&str; 1] = ["sse_clients"];
@@ -33,27 +36,29 @@ const CONTROL_GAUGES: [&str; 1] = ["sse_clients"];
 pub async fn render(shard: &Shard, control: Option<&Control>) -> String {
     let mut registry = Registry::with_prefix("gmv");
     let shards = shard.shard_stats().await;
-    for (name, help) in SHARD_COUNTERS {
+    for (name, help, value) in SHARD_COUNTERS {
         let family = Family::<Labels, Counter>::default();
         registry.register(format!("shard_{name}"), help, family.clone());
         for s in &shards {
-            family.get_or_create(&shard_label(s)).inc_by(s[name].as_u64().unwrap_or(0));
+            family.get_or_create(&shard_label(s)).inc_by(value(s));
         }
     }
-    for (name, help) in SHARD_GAUGES {
+    for (name, help, value) in SHARD_GAUGES {
         let family = Family::<Labels, Gauge>::default();
         registry.register(format!("shard_{name}"), help, family.clone());
         for s in &shards {
-            family.get_or_create(&shard_label(s)).set(s[name].as_i64().unwrap_or(0));
+            family.get_or_create(&shard_label(s)).set(value(s) as i64);
         }
     }
     if shard.config.rtp.port != 0 {
-        let names: Vec<String> = shards.first().and_then(|s| s["single_port"].as_object()).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        // Every field of the single port's counters, by the name it has in the API.
+        let per_shard: Vec<(Labels, Value)> = shards.iter().map(|s| (shard_label(s), serde_json::to_value(s.single_port).unwrap_or_default())).collect();
+        let names: Vec<String> = per_shard.first().and_then(|(_, v)| v.as_object()).map(|o| o.keys().cloned().collect()).unwrap_or_default();
         for name in names {
             let family = Family::<Labels, Counter>::default();
             registry.register(format!("single_port_{name}"), format!("single RTP port: {}", name.replace('_', " ")), family.clone());
-            for s in &shards {
-                family.get_or_create(&shard_label(s)).inc_by(s["single_port"][&name].as_u64().unwrap_or(0));
+            for (labels, counters) in &per_shard {
+                family.get_or_create(labels).inc_by(counters[&name].as_u64().unwrap_or(0));
             }
         }
     }
@@ -82,8 +87,8 @@ pub async fn render(shard: &Shard, control: Option<&Control>) -> String {
     text
 }
 
-fn shard_label(s: &Value) -> Labels {
-    vec![("shard".to_string(), s["shard"].to_string())]
+fn shard_label(s: &ShardTotals) -> Labels {
+    vec![("shard".to_string(), s.shard.to_string())]
 }
 
 /// Every number of a counters struct as a metric of its own: counters, except the levels.

@@ -97,7 +97,7 @@ pub struct Shard {
     /// The single RTP port's counters and aliases (media shards, when `rtp.port` is set).
     pub single_port: single_port::SinglePort,
     /// What the shard's closed streams took, so the shard's totals only grow (metrics).
-    pub retired: std::cell::Cell<RetiredTotals>,
+    pub retired: std::cell::Cell<PacketTotals>,
 }
 
 /// A media shard's figures at one instant: packet counters (closed streams' included, so they
@@ -105,10 +105,8 @@ pub struct Shard {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ShardTotals {
     pub shard: usize,
-    pub packets: u64,
-    pub bytes: u64,
-    pub lost: u64,
-    pub foreign_packets: u64,
+    #[serde(flatten)]
+    pub packets: PacketTotals,
     pub streams: usize,
     pub subscribers: usize,
     pub hls_streams: usize,
@@ -116,18 +114,18 @@ pub struct ShardTotals {
     pub single_port: single_port::SinglePortCounters,
 }
 
-/// Packet counters of a shard's streams that were closed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RetiredTotals {
+/// Packet counters summed over streams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PacketTotals {
     pub packets: u64,
     pub bytes: u64,
     pub lost: u64,
     pub foreign_packets: u64,
 }
 
-impl RetiredTotals {
-    pub fn plus(self, s: &msg::StreamInfo) -> RetiredTotals {
-        RetiredTotals {
+impl PacketTotals {
+    pub fn plus(self, s: &msg::StreamInfo) -> PacketTotals {
+        PacketTotals {
             packets: self.packets + s.packets,
             bytes: self.bytes + s.bytes,
             lost: self.lost + s.lost,
@@ -169,17 +167,16 @@ impl Shard {
 
     /// This shard's totals now (see `ShardTotals`).
     pub fn totals(&self) -> ShardTotals {
-        let mut sum = self.retired.get();
-        let mut t = ShardTotals { shard: self.index, single_port: self.single_port.counters(), ..Default::default() };
+        let mut t = ShardTotals { shard: self.index, packets: self.retired.get(), single_port: self.single_port.counters(), ..Default::default() };
         for s in self.streams.borrow().values() {
             let info = s.info();
-            sum = sum.plus(&info);
+            t.packets = t.packets.plus(&info);
             t.streams += 1;
             t.subscribers += info.subscribers;
             t.hls_streams += usize::from(info.hls);
             t.recordings += usize::from(info.recording);
         }
-        ShardTotals { packets: sum.packets, bytes: sum.bytes, lost: sum.lost, foreign_packets: sum.foreign_packets, ..t }
+        t
     }
 
     pub fn is_control(&self) -> bool {

@@ -30,11 +30,11 @@ impl Shard {
 
     /// Per media shard, its totals (`ShardTotals`: packets that reached no stream are counted
     /// only in its single-port counters).
-    pub async fn shard_stats(&self) -> Vec<serde_json::Value> {
+    pub async fn shard_stats(&self) -> Vec<super::ShardTotals> {
         let mut out = Vec::new();
         for to in self.media_indices() {
             if let Some(totals) = self.ask(to, |reply| ShardMsg::ShardTotals { reply }).await {
-                out.push(serde_json::to_value(totals).unwrap_or_default());
+                out.push(totals);
             }
         }
         out
