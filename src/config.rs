@@ -23,6 +23,95 @@ pub struct Config {
     pub streams: Vec<StaticStream>,
     /// Receivers of platform events (alarms, devices, streams...) as signed JSON POSTs.
     pub webhooks: Vec<WebhookConfig>,
+    /// This process as a media node: its role, and the ZLMediaKit node API and hooks.
+    pub node: NodeConfig,
+}
+
+/// What a process runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// SIP, REST, console and media in one process.
+    #[default]
+    All,
+    /// Shards, ingest and play, driven over the node API; no SIP.
+    Media,
+}
+
+/// Hooks a node posts, by ZLMediaKit's names.
+pub const HOOK_NAMES: [&str; 10] = [
+    "on_server_started",
+    "on_server_keepalive",
+    "on_publish",
+    "on_stream_changed",
+    "on_play",
+    "on_stream_none_reader",
+    "on_stream_not_found",
+    "on_rtp_server_timeout",
+    "on_record_mp4",
+    "on_send_rtp_stopped",
+];
+
+/// The ZLMediaKit node API (`/index/api/...`) and hooks, as wvp-GB28181-pro drives a media
+/// node. Names follow ZLMediaKit's config where they have a counterpart there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    pub role: Role,
+    /// `secret` every node API call carries (ZLMediaKit's `api.secret`); empty: the node API
+    /// answers every call "Please login first".
+    pub secret: String,
+    /// Names this node in hooks (`general.mediaServerId`); empty: `node_id`.
+    pub media_server_id: String,
+    /// Hook name (`on_play`, ...) to `http://host:port/path`; a hook not listed is not posted
+    /// (and `on_play` then leaves play to gmv's own tokens). `setServerConfig` changes them
+    /// until the next start.
+    pub hooks: std::collections::BTreeMap<String, String>,
+    /// One hook delivery, connect to answer (`hook.timeoutSec`).
+    pub hook_timeout_s: u64,
+    /// Tries after the first failed one (`hook.retry`), `hook_retry_delay_ms` apart.
+    pub hook_retry: u32,
+    pub hook_retry_delay_ms: u64,
+    /// `on_server_keepalive` period (`hook.alive_interval`).
+    pub keepalive_interval_s: u64,
+    /// A published stream with no viewer this long is offered to `on_stream_none_reader`,
+    /// whose `close: true` closes it (`general.streamNoneReaderDelayMS`).
+    pub stream_none_reader_delay_ms: u64,
+    /// A viewer of a stream not yet published waits this long for it (`general.maxStreamWaitMS`).
+    pub max_stream_wait_ms: u64,
+    /// An RTP server with no packet for this long is closed and `on_rtp_server_timeout`
+    /// posted, unless `pauseRtpCheck` paused the check (`rtp_proxy.timeoutSec`).
+    pub rtp_server_timeout_s: u64,
+    /// Schemas `on_stream_changed` announces for each stream. gmv serves HTTP-FLV (ZLMediaKit's
+    /// `rtmp` schema serves it too) and HLS; wvp acts only on `rtsp`, so it is announced for
+    /// wvp's sake although gmv serves no RTSP.
+    pub stream_changed_schemas: Vec<String>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            role: Role::All,
+            secret: String::new(),
+            media_server_id: String::new(),
+            hooks: Default::default(),
+            hook_timeout_s: 10,
+            hook_retry: 1,
+            hook_retry_delay_ms: 3000,
+            keepalive_interval_s: 10,
+            stream_none_reader_delay_ms: 20_000,
+            max_stream_wait_ms: 15_000,
+            rtp_server_timeout_s: 15,
+            stream_changed_schemas: vec!["rtsp".into(), "rtmp".into(), "hls".into()],
+        }
+    }
+}
+
+impl Config {
+    /// The name this node gives itself in hooks.
+    pub fn media_server_id(&self) -> &str {
+        if self.node.media_server_id.is_empty() { &self.node_id } else { &self.node.media_server_id }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +308,7 @@ impl Default for Config {
             record: RecordConfig::default(),
             streams: Vec::new(),
             webhooks: Vec::new(),
+            node: NodeConfig::default(),
         }
     }
 }
@@ -377,12 +467,21 @@ impl Config {
             return Err(ConfigError::Invalid(format!("sip subscription {k:?} is not catalog, alarm or mobile_position")));
         }
         for w in &self.webhooks {
-            if crate::control::webhooks::parse_url(&w.url).is_none() {
+            if crate::outbound::parse_url(&w.url).is_none() {
                 return Err(ConfigError::Invalid(format!("webhooks: {:?} must be http://host:port/path (HTTPS is not offered yet)", w.url)));
             }
             if w.secret.len() < 16 {
                 return invalid("webhooks: secret must be at least 16 characters");
             }
+        }
+        if let Some((name, url)) = self.node.hooks.iter().find(|(n, u)| !HOOK_NAMES.contains(&n.as_str()) || crate::outbound::parse_url(u).is_none()) {
+            return invalid(&format!("node.hooks: {name}: {url:?} (names: {}; URLs http://host:port/path)", HOOK_NAMES.join(", ")));
+        }
+        if self.node.hook_timeout_s == 0 || self.node.keepalive_interval_s == 0 || self.node.rtp_server_timeout_s == 0 {
+            return invalid("node.hook_timeout_s, node.keepalive_interval_s and node.rtp_server_timeout_s must be > 0");
+        }
+        if self.node.hook_retry > crate::outbound::RETRIES_MAX {
+            return invalid(&format!("node.hook_retry must be <= {}", crate::outbound::RETRIES_MAX));
         }
         let zones = std::iter::once(&self.sip.time_zone).filter(|z| !z.is_empty()).chain(self.sip.device_time_zones.values());
         if let Some(z) = zones.into_iter().find(|z| crate::proto::sip::gbtime::parse_offset(z).is_none()) {

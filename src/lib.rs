@@ -10,6 +10,8 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod http;
+pub mod node;
+pub mod outbound;
 pub mod proto;
 pub mod runtime;
 pub mod shard;

@@ -48,6 +48,10 @@ struct Cli {
     /// 0000000001, so there is a picture without a camera.
     #[arg(long)]
     demo: bool,
+    /// What this process runs (overrides `node.role`): `all` (SIP, REST, console and media) or
+    /// `media` (shards, ingest, play and the node API, no SIP).
+    #[arg(long, value_parser = ["all", "media"])]
+    role: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -82,6 +86,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(role) = &cli.role {
+        config.node.role = if role == "media" { gmv::config::Role::Media } else { gmv::config::Role::All };
+    }
+    if config.node.role == gmv::config::Role::Media && !config.sip.listen.is_empty() {
+        tracing::info!(sip_listen = %config.sip.listen, "role media: no SIP (sip.listen ignored); driven over the node API");
+        config.sip.listen.clear();
+    }
     if cli.print_config {
         print!("{}", serde_yaml_ng::to_string(&config).unwrap_or_default());
         return std::process::ExitCode::SUCCESS;

@@ -413,14 +413,21 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                 } else {
                     None
                 };
-                if let Some(c) = &control {
-                    let events = c.events.clone();
+                let node = (index == CONTROL).then(|| crate::node::Node::start(shard.clone()));
+                if index == CONTROL {
+                    let events = control.as_ref().map(|c| c.events.clone());
+                    let node = node.clone();
                     let _ = shard.on_recording_closed.set(Box::new(move |info| {
-                        let channel = info.channel_id.clone();
-                        events.publish("recording_closed", None, channel.as_deref(), serde_json::json!(info));
+                        if let Some(node) = &node {
+                            node.recording_closed(&info);
+                        }
+                        if let Some(events) = &events {
+                            let channel = info.channel_id.clone();
+                            events.publish("recording_closed", None, channel.as_deref(), serde_json::json!(info));
+                        }
                     }));
                 }
-                let front = Rc::new(Front { shard: shard.clone(), control });
+                let front = Rc::new(Front { shard: shard.clone(), control, node });
                 let serve_front = front.clone();
                 let _ = shard.handoff.set(Box::new(move |conn| crate::http::server::serve_handoff(&serve_front, conn)));
                 if index == CONTROL {

@@ -456,7 +456,7 @@ impl Control {
         for _ in 0..SSRC_ATTEMPTS_MAX {
             let ssrc = self.endpoint.borrow_mut().next_ssrc(kind);
             let history = downloads::history_spec(ssrc, kind, created_ms);
-            let spec = StreamSpec { ssrc, port: None, sdp: None, is_static: false, unsolicited: false, history, channel_id: Some(channel_id.to_string()) };
+            let spec = StreamSpec { ssrc, port: None, sdp: None, is_static: false, unsolicited: false, any_ssrc: false, history, channel_id: Some(channel_id.to_string()) };
             match self.shard.open_stream(spec).await {
                 Ok(info) => return Ok((ssrc, info.port)),
                 Err(OpenError::Exists) => continue,

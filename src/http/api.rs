@@ -112,7 +112,7 @@ fn not_found() -> (u16, Value) {
 
 /// The request body, from what was read past the head (`conn.pending`) on; what was read past
 /// the body (a pipelined request) stays in `conn.pending`.
-async fn read_body(conn: &mut HttpConn, head: &RequestHead) -> Option<Vec<u8>> {
+pub(super) async fn read_body(conn: &mut HttpConn, head: &RequestHead) -> Option<Vec<u8>> {
     let mut body = std::mem::take(&mut conn.pending);
     let mut chunk = [0u8; 4096];
     while body.len() < head.content_length {
@@ -156,15 +156,6 @@ async fn list_records(shard: &Shard, head: &RequestHead) -> Value {
 }
 
 /// A non-zero SSRC that is unlikely to collide; collisions are caught by the owner anyway.
-fn random_ssrc(attempt: usize) -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_usize(attempt);
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    // GB28181 style: 10 decimal digits, leading 0 for live.
-    (h.finish() % 999_999_999) as u32 + 1
-}
-
 fn json_ssrc(v: &Value) -> Option<Option<u32>> {
     match v {
         Value::Null => Some(None),
@@ -213,11 +204,12 @@ async fn create_stream(shard: &Shard, head: &RequestHead, body: &[u8]) -> (u16, 
     let mut result = Err(OpenError::Exists);
     for attempt in 0..attempts {
         let spec = StreamSpec {
-            ssrc: fixed.unwrap_or_else(|| random_ssrc(attempt)),
+            ssrc: fixed.unwrap_or_else(|| crate::shard::service::random_ssrc(attempt)),
             port,
             sdp: sdp.clone(),
             is_static: false,
             unsolicited: false,
+            any_ssrc: false,
             history: None,
             channel_id: None,
         };

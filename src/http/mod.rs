@@ -9,6 +9,7 @@ pub mod events_sse;
 pub mod flv_play;
 pub mod hls_serve;
 pub mod metrics;
+pub mod node_api;
 pub mod play_tokens;
 pub mod record_play;
 pub mod records_serve;
@@ -21,9 +22,10 @@ pub mod websocket;
 
 use std::rc::Rc;
 
-/// What an executor's HTTP side serves with: its shard and, on the control executor when SIP
-/// is enabled, the SIP driver.
+/// What an executor's HTTP side serves with: its shard and, on the control executor, the SIP
+/// driver (when SIP is enabled) and the media node.
 pub struct Front {
     pub shard: Rc<crate::shard::Shard>,
     pub control: Option<Rc<crate::control::Control>>,
+    pub node: Option<Rc<crate::node::Node>>,
 }

@@ -48,6 +48,16 @@ pub enum Route {
     },
     /// Anything under /api/, served by the control executor.
     Api,
+    /// A ZLMediaKit node API call (`/index/api/{name}`), served by the control executor.
+    NodeApi {
+        name: String,
+    },
+    /// A ZLMediaKit play URL: `/{app}/{stream}.live.flv` or `/{app}/{stream}/hls.m3u8`.
+    NodePlay {
+        app: String,
+        stream: String,
+        hls: bool,
+    },
     /// A CORS preflight (`OPTIONS` with `Origin`), answered without credentials.
     Preflight,
     /// The web console's page (`file` None) or one of its files.
@@ -66,6 +76,7 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
         [""] | ["index.html"] if head.method == "GET" => Route::Console { file: None },
         ["console", rest @ ..] if head.method == "GET" && !rest.is_empty() => Route::Console { file: Some(rest.join("/")) },
         ["api", ..] => Route::Api,
+        ["index", "api", name] => Route::NodeApi { name: name.to_string() },
         // Prometheus scrapes, with an API key like the REST API.
         ["metrics"] if head.method == "GET" => Route::Api,
         // /hls/{stream_id}/{token}/{file}
@@ -107,6 +118,10 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
             Some(stream_id) => Route::FlvPlay { stream_id: stream_id.to_string(), token: None },
             None => Route::NotFound,
         },
+        [app, file] if head.method == "GET" && file.ends_with(".live.flv") => {
+            Route::NodePlay { app: app.to_string(), stream: file.trim_end_matches(".live.flv").to_string(), hls: false }
+        }
+        [app, stream, "hls.m3u8"] if head.method == "GET" => Route::NodePlay { app: app.to_string(), stream: stream.to_string(), hls: true },
         _ => Route::NotFound,
     }
 }
@@ -202,6 +217,12 @@ mod tests {
             Route::GbPlay { device_id: "dev1".into(), channel_id: "ch1".into(), token: Some("tok".into()) }
         );
         assert_eq!(route(&head("GET /nope HTTP/1.1\r\n\r\n"), &c), Route::NotFound);
+        assert_eq!(route(&head("POST /index/api/openRtpServer HTTP/1.1\r\n\r\n"), &c), Route::NodeApi { name: "openRtpServer".into() });
+        assert_eq!(
+            route(&head("GET /rtp/3402_3401.live.flv?callId=1 HTTP/1.1\r\n\r\n"), &c),
+            Route::NodePlay { app: "rtp".into(), stream: "3402_3401".into(), hls: false }
+        );
+        assert_eq!(route(&head("GET /rtp/3402_3401/hls.m3u8 HTTP/1.1\r\n\r\n"), &c), Route::NodePlay { app: "rtp".into(), stream: "3402_3401".into(), hls: true });
         assert_eq!(
             route(&head("GET /hls/0100000001/abc HTTP/1.1\r\n\r\n"), &c),
             Route::Redirect { location: "/hls/0100000001/abc/index.m3u8".into() }

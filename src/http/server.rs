@@ -213,9 +213,9 @@ pub fn serve_handoff(front: &Rc<Front>, conn: HandoffConn) {
     glommio::spawn_local(serve_conn(front.clone(), conn, (head, rest))).detach();
 }
 
-/// How long the stream token of an on-demand GB play lives: only for the hand-off to the
-/// stream's shard right after the INVITE.
-const GB_HANDOFF_TOKEN_TTL_S: u64 = 60;
+/// How long the stream token of an HTTP-FLV play allowed otherwise lives: only for the
+/// hand-off to the stream's shard (an HLS player's lives as configured: it asks again and again).
+const FLV_HANDOFF_TOKEN_TTL_S: u64 = 60;
 
 /// Serves one request (what was read past its head waits in `conn.pending`); gives the
 /// connection back when it is kept for the next one.
@@ -223,7 +223,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
     let shard = &front.shard;
     conn.set_origin(head.header("origin"), &shard.config.http.cors_origins);
     let route = routes::route(&head, &shard.config);
-    if !matches!(route, Route::Api) {
+    if !matches!(route, Route::Api | Route::NodeApi { .. }) {
         // Only the API reads bodies: after another request with one, the stream is out of step.
         if head.content_length > 0 {
             conn.keep_alive = false;
@@ -233,6 +233,14 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
         Route::Preflight => preflight(&mut conn).await,
         Route::Api if shard.is_control() => super::api::serve(&front, &mut conn, head).await,
         Route::Api => return hand_off(shard, CONTROL, conn, head).await,
+        Route::NodeApi { name } if shard.is_control() => super::node_api::serve_api(&front, &mut conn, &head, &name).await,
+        Route::NodePlay { app, stream, hls } if shard.is_control() => {
+            let Some(ssrc) = super::node_api::play_allowed(&front, &mut conn, &head, &app, &stream, hls).await else {
+                return conn.keep_alive.then_some(conn);
+            };
+            return serve_stream_by_token(shard, conn, head, ssrc, hls).await;
+        }
+        Route::NodeApi { .. } | Route::NodePlay { .. } => return hand_off(shard, CONTROL, conn, head).await,
         Route::FlvPlay { stream_id, token } => {
             let websocket = super::websocket::upgrade_accept(&head);
             match at_owner(shard, conn, head, token.as_deref(), &stream_id).await {
@@ -299,18 +307,8 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
                 return conn.keep_alive.then_some(conn);
             };
             match control.play(&device_id, &channel_id, MediaTransport::Udp).await {
-                Ok(session) => {
-                    // Now an ordinary play request for the session's stream, served by its
-                    // shard, with a token for that stream (the one given opens the channel).
-                    let scope = Scope::Stream(session.stream_id.clone());
-                    let Some((token, _)) = super::play_tokens::token_for(shard, &scope, Some(GB_HANDOFF_TOKEN_TTL_S), None) else {
-                        respond_error(&mut conn, 500, "internal", "cannot issue a stream token").await;
-                        return None;
-                    };
-                    let mut head = head;
-                    head.path = format!("/flv/{}/{token}", session.stream_id);
-                    return hand_off(shard, owner_of(session.ssrc, shard.media_shards), conn, head).await;
-                }
+                // The token given opens the channel; the stream is served as its own.
+                Ok(session) => return serve_stream_by_token(shard, conn, head, session.ssrc, false).await,
                 Err(e) => {
                     let (status, code) = e.http();
                     respond_error(&mut conn, status, code, &format!("{e:?}")).await;
@@ -322,6 +320,25 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
         Route::NotFound => respond_error(&mut conn, 404, "not_found", "no such resource").await,
     }
     conn.keep_alive.then_some(conn)
+}
+
+/// Serves a stream the request was allowed by something other than a token for the stream (a
+/// channel's token, a node's `on_play`): as an ordinary play request with a short-lived token
+/// for the stream, HTTP-FLV handed to the stream's shard, HLS redirected to its playlist.
+async fn serve_stream_by_token(shard: &Rc<Shard>, mut conn: HttpConn, mut head: RequestHead, ssrc: u32, hls: bool) -> Option<HttpConn> {
+    let id = routes::stream_id(ssrc);
+    let scope = Scope::Stream(id.clone());
+    let ttl = (!hls).then_some(FLV_HANDOFF_TOKEN_TTL_S);
+    let Some((token, _)) = super::play_tokens::token_for(shard, &scope, ttl, None) else {
+        respond_error(&mut conn, 500, "internal", "cannot issue a stream token").await;
+        return None;
+    };
+    if hls {
+        super::response::respond_redirect(&mut conn, &format!("/hls/{id}/{token}/index.m3u8")).await;
+        return conn.keep_alive.then_some(conn);
+    }
+    head.path = format!("/flv/{id}/{token}");
+    hand_off(shard, owner_of(ssrc, shard.media_shards), conn, head).await
 }
 
 /// Methods and request headers a page of an allowed origin may use.

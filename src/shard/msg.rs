@@ -23,7 +23,7 @@ pub struct RtpTcpConn {
     pub hops: u8,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamSpec {
     pub ssrc: u32,
     pub port: Option<u16>,
@@ -33,6 +33,9 @@ pub struct StreamSpec {
     /// Opened for an SSRC nobody announced (`rtp.accept_unknown_ssrc`): undescribed dynamic
     /// payload types are guessed from their bytes.
     pub unsolicited: bool,
+    /// Takes the first SSRC that arrives (a node API `openRtpServer` without `ssrc`); such a
+    /// stream has a port of its own even when `rtp.port` is set (the single port routes by SSRC).
+    pub any_ssrc: bool,
     /// The GB28181 channel it carries (kept in recording sidecars for the channel timeline).
     pub channel_id: Option<String>,
     /// A device recording played back or downloaded (retimed; a download is written to
@@ -78,6 +81,8 @@ pub struct StreamInfo {
     /// "ps", "h264", "h265": what the RTP payload carries.
     pub payload: String,
     pub transport: Option<&'static str>,
+    /// Where its packets come from (the locked source), once one is locked.
+    pub peer: Option<std::net::SocketAddr>,
     pub video_codec: Option<String>,
     pub width: Option<u32>,
     pub height: Option<u32>,
@@ -89,6 +94,10 @@ pub struct StreamInfo {
     pub rtp_errors: u64,
     pub demux_errors: u64,
     pub frames: u64,
+    pub video_frames: u64,
+    pub keyframes: u64,
+    /// Media time between the last two keyframes, ms.
+    pub gop_ms: u64,
     /// Packets dropped: from another source than the locked one, or with an SSRC this stream
     /// does not expect.
     pub foreign_packets: u64,

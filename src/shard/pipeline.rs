@@ -27,6 +27,10 @@ pub struct PipelineStats {
     pub rtp_errors: u64,
     pub demux_errors: u64,
     pub frames: u64,
+    pub video_frames: u64,
+    pub keyframes: u64,
+    /// Media time between the last two keyframes (the GOP), ms.
+    pub gop_ms: u64,
     pub ssrc_changes: u64,
     /// Packets dropped while the payload of an undescribed stream was still unknown.
     pub sniff_dropped: u64,
@@ -338,7 +342,14 @@ impl Pipeline {
         if let Some(hls) = self.hls.as_mut() {
             hls.push(&frame);
         }
+        if frame.codec.is_video() {
+            self.stats.video_frames += 1;
+        }
         if frame.keyframe && frame.codec.is_video() {
+            self.stats.keyframes += 1;
+            if let Some(last) = &self.last_keyframe {
+                self.stats.gop_ms = frame.dts.saturating_sub(last.dts) / 90;
+            }
             self.last_keyframe = Some(frame.clone());
         }
         if let Some(out) = self.frames_out.as_mut() {

@@ -7,6 +7,16 @@ use super::msg::{OpenError, ShardMsg, StreamInfo, StreamSpec};
 
 const NO_ANSWER: &str = "owning shard did not answer";
 
+/// A fresh SSRC for a stream nobody named one for (10 decimal digits, leading 0: live).
+pub fn random_ssrc(attempt: usize) -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(attempt);
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    // GB28181 style: 10 decimal digits, leading 0 for live.
+    (h.finish() % 999_999_999) as u32 + 1
+}
+
 impl Shard {
     /// Opens a stream on its owning shard (which binds its port).
     pub async fn open_stream(&self, spec: StreamSpec) -> Result<StreamInfo, OpenError> {
@@ -94,7 +104,7 @@ impl Shard {
     /// Opens the streams declared in the config; failures are logged, not fatal.
     pub async fn open_static_streams(&self) {
         for s in self.config.streams.clone() {
-            let spec = StreamSpec { ssrc: s.ssrc, port: s.port, sdp: s.sdp, is_static: true, unsolicited: false, history: None, channel_id: None };
+            let spec = StreamSpec { ssrc: s.ssrc, port: s.port, sdp: s.sdp, is_static: true, unsolicited: false, any_ssrc: false, history: None, channel_id: None };
             if let Err(error) = self.open_stream(spec).await {
                 tracing::error!(ssrc = s.ssrc, ?error, "cannot open static stream");
             }

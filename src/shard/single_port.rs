@@ -113,6 +113,7 @@ fn stream_for(shard: &Rc<Shard>, ssrc: u32, peer: SocketAddr) -> Option<Rc<Strea
             sdp: config.unknown_ssrc_sdp.clone(),
             is_static: false,
             unsolicited: true,
+            any_ssrc: false,
             history: None,
             channel_id: None,
         };

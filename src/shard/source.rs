@@ -36,6 +36,9 @@ pub enum Verdict {
 #[derive(Debug, Clone)]
 pub struct SourceGuard {
     expected: [Option<u32>; EXPECTED_SSRCS_MAX],
+    /// Takes the first SSRC a valid packet carries (a port of its own opened without one, as
+    /// ZLMediaKit's `openRtpServer` without `ssrc`); then only that one, as if expected.
+    any_ssrc: bool,
     locked: Option<Origin>,
     /// A new SSRC from the locked source and how many packets in a row carried it.
     candidate: Option<(u32, u32)>,
@@ -53,11 +56,18 @@ pub fn rtp_ssrc(packet: &[u8]) -> Option<u32> {
 
 impl SourceGuard {
     pub fn new(ssrc: u32) -> SourceGuard {
-        SourceGuard { expected: [Some(ssrc), None], locked: None, candidate: None, foreign_packets: 0, ssrc_changes: 0 }
+        SourceGuard { expected: [Some(ssrc), None], any_ssrc: false, locked: None, candidate: None, foreign_packets: 0, ssrc_changes: 0 }
+    }
+
+    /// Takes whichever SSRC comes first (see `any_ssrc`).
+    pub fn any() -> SourceGuard {
+        SourceGuard { expected: [None, None], any_ssrc: true, ..SourceGuard::new(0) }
     }
 
     /// Also takes `ssrc` (the device answered it in its SDP).
     pub fn expect(&mut self, ssrc: u32) {
+        // Told which SSRC to take: no longer any.
+        self.any_ssrc = false;
         if !self.expects(ssrc) {
             self.expected[EXPECTED_SSRCS_MAX - 1] = Some(ssrc);
         }
@@ -84,7 +94,11 @@ impl SourceGuard {
         match self.locked {
             Some(locked) if locked != origin => Verdict::ForeignSource,
             None => match rtp_ssrc(packet) {
-                Some(ssrc) if self.expects(ssrc) => {
+                Some(ssrc) if self.expects(ssrc) || self.any_ssrc => {
+                    if self.any_ssrc {
+                        self.any_ssrc = false;
+                        self.expected = [Some(ssrc), None];
+                    }
                     self.locked = Some(origin);
                     Verdict::Take
                 }
@@ -159,6 +173,20 @@ mod tests {
         assert_eq!(g.check(udp(2), &rtp(7)), Verdict::Take);
         assert_eq!(g.check(udp(2), b"short"), Verdict::Take, "the device's own junk is counted downstream");
         assert_eq!(g.foreign_packets, 4);
+    }
+
+    #[test]
+    fn any_ssrc_takes_the_first_and_then_only_it() {
+        let mut g = SourceGuard::any();
+        assert_eq!(g.check(udp(1), b"junk"), Verdict::ForeignSsrc, "not RTP locks nothing");
+        assert_eq!(g.check(udp(2), &rtp(5)), Verdict::Take);
+        assert_eq!(g.check(udp(2), &rtp(5)), Verdict::Take);
+        assert_eq!(g.check(udp(3), &rtp(5)), Verdict::ForeignSource);
+        assert_eq!(g.check(udp(2), &rtp(6)), Verdict::SsrcChangePending, "a second SSRC is a change, not any");
+        let mut told = SourceGuard::any();
+        told.expect(9);
+        assert_eq!(told.check(udp(2), &rtp(5)), Verdict::ForeignSsrc, "once told, only the one it was told");
+        assert_eq!(told.check(udp(2), &rtp(9)), Verdict::Take);
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct Stream {
     pub transport: Cell<Option<&'static str>>,
     /// Live RTP-over-TCP connection tasks by connection number, cancelled on close.
     tcp_conns: RefCell<std::collections::HashMap<u64, JoinHandle<()>>>,
+    /// The peer of each live RTP-over-TCP connection (which one is the source, in `info`).
+    tcp_peers: RefCell<std::collections::HashMap<u64, SocketAddr>>,
     next_tcp_conn: Cell<u64>,
     /// (bytes at the last housekeeping tick, kbit/s over the last interval)
     bitrate: Cell<(u64, u64)>,
@@ -272,6 +274,11 @@ impl Stream {
             port: self.port,
             payload: p.payload_name().to_string(),
             transport: self.transport.get(),
+            peer: match self.source.borrow().locked() {
+                Some(Origin::Udp(addr)) => Some(addr),
+                Some(Origin::Tcp(id)) => self.tcp_peers.borrow().get(&id).copied(),
+                None => None,
+            },
             video_codec: video.map(|(c, _)| codec_name(c)),
             width: video.map(|(_, s)| s.width),
             height: video.map(|(_, s)| s.height),
@@ -283,6 +290,9 @@ impl Stream {
             rtp_errors: p.stats.rtp_errors,
             demux_errors: p.stats.demux_errors,
             frames: p.stats.frames,
+            video_frames: p.stats.video_frames,
+            keyframes: p.stats.keyframes,
+            gop_ms: p.stats.gop_ms,
             foreign_packets: self.source.borrow().foreign_packets,
             ssrc_changes: self.source.borrow().ssrc_changes,
             low_latency: p.low_latency(),
@@ -340,7 +350,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
     let ip = shard.config.rtp.listen_ip;
     let (port, sockets) = match spec.port {
         // The single RTP port's sockets deliver it (UDP by SSRC, TCP by its first frame).
-        None if shard.config.rtp.port != 0 => (shard.config.rtp.port, None),
+        None if shard.config.rtp.port != 0 && !spec.any_ssrc => (shard.config.rtp.port, None),
         Some(port) => {
             if shard.ports.borrow().in_use(port) {
                 return Err(OpenError::NoPort(format!("port {port} is taken by another stream")));
@@ -376,6 +386,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         last_packet: Cell::new(None),
         transport: Cell::new(None),
         tcp_conns: RefCell::new(Default::default()),
+        tcp_peers: RefCell::new(Default::default()),
         next_tcp_conn: Cell::new(0),
         bitrate: Cell::new((0, 0)),
         tags: RefCell::new(Vec::new()),
@@ -388,7 +399,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         recorder: RefCell::new(None),
         cover: RefCell::new(None),
         cover_started: Cell::new(!shard.config.media.cover_on_first_keyframe),
-        source: RefCell::new(SourceGuard::new(spec.ssrc)),
+        source: RefCell::new(if spec.any_ssrc { SourceGuard::any() } else { SourceGuard::new(spec.ssrc) }),
         paused: Cell::new(false),
         alias: Cell::new(None),
     });
@@ -569,10 +580,14 @@ pub fn track_tcp_conn(stream: &Rc<Stream>, conn: TcpStream, read: Vec<u8>) -> bo
     }
     let id = stream.next_tcp_conn.get();
     stream.next_tcp_conn.set(id + 1);
+    if let Ok(peer) = conn.peer_addr() {
+        stream.tcp_peers.borrow_mut().insert(id, peer);
+    }
     let s = stream.clone();
     let task = glommio::spawn_local(async move {
         tcp_conn(&s, conn, id, read).await;
         s.tcp_conns.borrow_mut().remove(&id);
+        s.tcp_peers.borrow_mut().remove(&id);
         s.source.borrow_mut().origin_closed(Origin::Tcp(id));
     })
     .detach();

@@ -1,0 +1,437 @@
+//! The ZLMediaKit node API subset wvp-GB28181-pro drives a media node with: each call by its
+//! name and its parameters (form fields or query), answered in ZLMediaKit's JSON shapes and
+//! codes (recorded from a real MediaServer: `../shared/corpus/zlm/`). Calls gmv cannot do are
+//! answered in the same error shape, saying why.
+
+use super::rtp_servers::{OpenRefused, Publish, RtpServer, TcpMode};
+use super::zlm::{self, code};
+use super::{Node, unix_s};
+use crate::shard::msg::{OpenError, PlaybackChange, StreamSpec};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+pub type Params = BTreeMap<String, String>;
+
+/// Tries to find an unused random key for a server that takes any SSRC.
+const KEY_PICK_ATTEMPTS: usize = 8;
+
+#[derive(Debug)]
+pub enum Reply {
+    Json(Value),
+    Jpeg(bytes::Bytes),
+    /// Not a call of the API: HTTP 404 with an empty body, as ZLMediaKit answers.
+    NoSuchCall,
+}
+
+/// ZLMediaKit's calls gmv does not make, and why.
+const NOT_OFFERED: &[(&str, &str)] = &[
+    ("startSendRtp", "gmv does not forward streams to other servers (cascade) yet"),
+    ("startSendRtpPassive", "gmv does not forward streams to other servers (cascade) yet"),
+    ("startSendRtpTalk", "gmv does not forward streams to other servers (cascade) yet"),
+    ("stopSendRtp", "gmv does not forward streams to other servers (cascade) yet"),
+    ("addStreamProxy", "gmv does not pull streams from URLs"),
+    ("delStreamProxy", "gmv does not pull streams from URLs"),
+    ("addFFmpegSource", "gmv does not run ffmpeg sources"),
+    ("delFFmpegSource", "gmv does not run ffmpeg sources"),
+    ("restartServer", "gmv applies setServerConfig without a restart"),
+    ("loadMP4File", "gmv plays recordings at /flv/record/... instead"),
+    ("seekRecordStamp", "gmv plays recordings at /flv/record/... instead"),
+    ("setRecordSpeed", "gmv plays recordings at /flv/record/... instead"),
+    ("deleteRecordDirectory", "gmv keeps recordings under data_dir/records"),
+    ("getMP4RecordFile", "gmv lists recordings at GET /api/records"),
+    ("kick_sessions", "gmv closes viewers with their stream"),
+];
+
+fn ok() -> Value {
+    json!({ "code": code::OK })
+}
+
+fn secret_ok(node: &Node, given: Option<&String>) -> bool {
+    use subtle::ConstantTimeEq;
+    let secret = node.shard.config.node.secret.as_bytes();
+    match given {
+        Some(g) => !secret.is_empty() && bool::from(g.as_bytes().ct_eq(secret)),
+        None => false,
+    }
+}
+
+/// The `-100` answer (with a cookie field as ZLMediaKit gives one; gmv keeps no sessions).
+fn login_first() -> Value {
+    let cookie: String = crate::shard::service::random_ssrc(0).to_be_bytes().iter().chain(&unix_s().to_be_bytes()).chain(&crate::shard::service::random_ssrc(1).to_be_bytes()).map(|b| format!("{b:02x}")).collect();
+    json!({ "code": code::AUTH, "cookie": cookie, "msg": "Please login first" })
+}
+
+pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
+    let known = matches!(
+        name,
+        "getServerConfig"
+            | "setServerConfig"
+            | "version"
+            | "openRtpServer"
+            | "closeRtpServer"
+            | "listRtpServer"
+            | "getRtpInfo"
+            | "updateRtpServerSSRC"
+            | "connectRtpServer"
+            | "pauseRtpCheck"
+            | "resumeRtpCheck"
+            | "getMediaList"
+            | "isMediaOnline"
+            | "getMediaInfo"
+            | "getSnap"
+            | "startRecord"
+            | "stopRecord"
+            | "isRecording"
+            | "close_streams"
+            | "close_stream"
+            | "getAllSession"
+    ) || NOT_OFFERED.iter().any(|(n, _)| *n == name);
+    if !known {
+        return Reply::NoSuchCall;
+    }
+    node.counters.borrow_mut().api_calls += 1;
+    if !secret_ok(node, p.get("secret")) {
+        node.counters.borrow_mut().api_refused += 1;
+        tracing::info!(call = name, "node API call refused: wrong or missing secret");
+        return Reply::Json(login_first());
+    }
+    if let Some((_, why)) = NOT_OFFERED.iter().find(|(n, _)| *n == name) {
+        return Reply::Json(zlm::error(code::FAILED, why));
+    }
+    let get = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    Reply::Json(match name {
+        "getServerConfig" => json!({ "code": code::OK, "data": [server_config(node)] }),
+        "setServerConfig" => set_server_config(node, p),
+        "version" => json!({ "code": code::OK, "data": { "branchName": "gmv", "buildTime": "", "commitHash": env!("CARGO_PKG_VERSION") } }),
+        "openRtpServer" => open_rtp_server(node, p).await,
+        "closeRtpServer" => match get("stream_id") {
+            None => zlm::missing(&["stream_id"]),
+            Some(id) => json!({ "code": code::OK, "hit": u8::from(node.close_server(id, "closeRtpServer").await) }),
+        },
+        "listRtpServer" => {
+            let list: Vec<Value> = node.servers.borrow().iter().map(zlm::rtp_server_entry).collect();
+            if list.is_empty() { ok() } else { json!({ "code": code::OK, "data": list }) }
+        }
+        "getRtpInfo" => get_rtp_info(node, get("stream_id").unwrap_or("")).await,
+        "updateRtpServerSSRC" => update_ssrc(node, get("stream_id").unwrap_or(""), get("ssrc")).await,
+        "connectRtpServer" => connect(node, get("stream_id").unwrap_or(""), get("dst_url"), get("dst_port")).await,
+        "pauseRtpCheck" | "resumeRtpCheck" => pause_check(node, get("stream_id").unwrap_or(""), name == "pauseRtpCheck").await,
+        "getMediaList" => {
+            let list = media_list(node, get("app"), get("stream"), get("schema")).await;
+            if list.is_empty() { ok() } else { json!({ "code": code::OK, "data": list }) }
+        }
+        "isMediaOnline" => match (get("schema"), get("app"), get("stream")) {
+            (Some(schema), Some(app), Some(stream)) => {
+                json!({ "code": code::OK, "online": !media_list(node, Some(app), Some(stream), Some(schema)).await.is_empty() })
+            }
+            _ => zlm::error(code::ARGS, "Required parameter missed: \"schema\",\"vhost\",\"app\",\"stream\""),
+        },
+        "getMediaInfo" => match (get("schema"), get("vhost"), get("app"), get("stream")) {
+            (Some(schema), Some(_), Some(app), Some(stream)) => match media_list(node, Some(app), Some(stream), Some(schema)).await.pop() {
+                Some(Value::Object(mut m)) => {
+                    m.insert("code".into(), code::OK.into());
+                    m.insert("online".into(), true.into());
+                    Value::Object(m)
+                }
+                _ => zlm::error(code::NOT_FOUND, "can not find the stream"),
+            },
+            _ => zlm::error(code::ARGS, "Required parameter missed: \"schema\",\"vhost\",\"app\",\"stream\""),
+        },
+        "getSnap" => return snap(node, get("url")).await,
+        "startRecord" | "stopRecord" | "isRecording" => record(node, name, get("type"), get("app"), get("stream")).await,
+        "close_streams" | "close_stream" => close_streams(node, get("app"), get("stream")).await,
+        // gmv's viewers are per stream (GET /api/streams); no per-session listing.
+        "getAllSession" => json!({ "code": code::OK, "data": [] }),
+        _ => return Reply::NoSuchCall,
+    })
+}
+
+/// The configuration as ZLMediaKit's flat `section.key` map (strings), for what gmv has.
+pub fn server_config(node: &Node) -> Map<String, Value> {
+    let c = &node.shard.config;
+    let t = node.timings.get();
+    let targets = node.hooks.targets.borrow();
+    let mut m = Map::new();
+    let mut put = |k: &str, v: String| {
+        m.insert(k.to_string(), Value::String(v));
+    };
+    put("api.secret", c.node.secret.clone());
+    put("general.mediaServerId", c.media_server_id().to_string());
+    put("general.streamNoneReaderDelayMS", t.none_reader_delay.as_millis().to_string());
+    put("general.maxStreamWaitMS", t.max_stream_wait.as_millis().to_string());
+    put("http.port", c.http.listen.port().to_string());
+    put("http.sslport", c.http.tls.as_ref().map_or(0, |t| t.listen.port()).to_string());
+    put("hook.enable", u8::from(targets.enabled).to_string());
+    put("hook.timeoutSec", targets.timeout.as_secs().to_string());
+    put("hook.retry", targets.retry.to_string());
+    put("hook.retry_delay", format!("{:.1}", targets.retry_delay.as_secs_f64()));
+    put("hook.alive_interval", format!("{:.1}", t.keepalive.as_secs_f64()));
+    put("hook.stream_changed_schemas", c.node.stream_changed_schemas.join("/"));
+    for name in crate::config::HOOK_NAMES {
+        put(&format!("hook.{name}"), targets.urls.get(name).cloned().unwrap_or_default());
+    }
+    put("rtp_proxy.port", c.rtp.port.to_string());
+    put("rtp_proxy.port_range", format!("{}-{}", c.rtp.port_min, c.rtp.port_max));
+    put("rtp_proxy.timeoutSec", t.rtp_timeout.as_secs().to_string());
+    put("protocol.enable_hls", "1".into());
+    put("protocol.enable_mp4", u8::from(c.record.all).to_string());
+    put("protocol.mp4_save_path", crate::shard::record::records_dir(&c.data_dir).display().to_string());
+    put("record.fileSecond", c.record.rotate_s.to_string());
+    put("hls.segDur", c.hls.segment_duration_s.to_string());
+    put("hls.segNum", c.hls.segments_max.to_string());
+    // What gmv does not serve is 0 (no port), as ZLMediaKit says of a disabled server.
+    for k in ["rtsp.port", "rtsp.sslport", "rtmp.port", "rtmp.sslport", "rtc.port", "srt.port", "shell.port", "onvif.port"] {
+        put(k, "0".into());
+    }
+    m
+}
+
+/// `hook.*`, `general.*` and `rtp_proxy.timeoutSec` take effect at once (until the next
+/// start); other keys are ignored, as ZLMediaKit ignores unknown ones.
+fn set_server_config(node: &Node, p: &Params) -> Value {
+    let mut changed = 0;
+    let mut t = node.timings.get();
+    {
+        let mut targets = node.hooks.targets.borrow_mut();
+        let secs = |v: &str| v.parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0 && *s < 1e6).map(Duration::from_secs_f64);
+        let ms = |v: &str| v.parse::<u64>().ok().map(Duration::from_millis);
+        for (key, value) in p {
+            let applied = match key.as_str() {
+                "hook.enable" => Some(std::mem::replace(&mut targets.enabled, value == "1") != (value == "1")),
+                "hook.timeoutSec" => secs(value).map(|d| std::mem::replace(&mut targets.timeout, d) != d),
+                "hook.retry" => value.parse::<u32>().ok().filter(|r| *r <= crate::outbound::RETRIES_MAX).map(|r| std::mem::replace(&mut targets.retry, r) != r),
+                "hook.retry_delay" => secs(value).map(|d| std::mem::replace(&mut targets.retry_delay, d) != d),
+                "hook.alive_interval" => secs(value).map(|d| std::mem::replace(&mut t.keepalive, d) != d),
+                "general.streamNoneReaderDelayMS" => ms(value).map(|d| std::mem::replace(&mut t.none_reader_delay, d) != d),
+                "general.maxStreamWaitMS" => ms(value).map(|d| std::mem::replace(&mut t.max_stream_wait, d) != d),
+                "rtp_proxy.timeoutSec" => secs(value).map(|d| std::mem::replace(&mut t.rtp_timeout, d) != d),
+                k => match k.strip_prefix("hook.").filter(|n| crate::config::HOOK_NAMES.contains(n)) {
+                    Some(hook) if value.is_empty() || crate::outbound::parse_url(value).is_some() => {
+                        let before = targets.urls.insert(hook.to_string(), value.clone());
+                        Some(before.as_deref().unwrap_or("") != value)
+                    }
+                    _ => None,
+                },
+            };
+            if applied == Some(true) {
+                changed += 1;
+                tracing::info!(key = %key, value = %value, "setServerConfig");
+            }
+        }
+    }
+    node.timings.set(t);
+    json!({ "changed": changed, "code": code::OK })
+}
+
+async fn open_rtp_server(node: &Node, p: &Params) -> Value {
+    let (Some(port), Some(stream_id)) = (p.get("port"), p.get("stream_id").filter(|s| !s.is_empty())) else {
+        return zlm::missing(&["port", "stream_id"]);
+    };
+    let Ok(port) = port.parse::<u16>() else { return zlm::error(code::ARGS, "port must be 0..65535") };
+    let app = p.get("app").filter(|a| !a.is_empty()).cloned().unwrap_or_else(|| "rtp".to_string());
+    let Some(tcp_mode) = TcpMode::parse(p.get("tcp_mode").map_or("0", String::as_str)) else {
+        return zlm::error(code::ARGS, "tcp_mode must be 0 (UDP), 1 (TCP passive) or 2 (TCP active)");
+    };
+    let ssrc = match p.get("ssrc").map(String::as_str).filter(|s| !s.is_empty()) {
+        None => 0,
+        Some(s) => match s.parse::<u32>() {
+            Ok(v) => v,
+            Err(_) => return zlm::error(code::ARGS, "ssrc must be a 32-bit number"),
+        },
+    };
+    match node.servers.borrow().may_open(stream_id, &app) {
+        Ok(()) => {}
+        Err(OpenRefused::Exists) => return zlm::error(code::ARGS, "This stream already exists"),
+        Err(OpenRefused::BadName) => return zlm::error(code::ARGS, "stream_id and app must be 1..128 printable characters without '/'"),
+        Err(OpenRefused::Full) => return zlm::error(code::FAILED, &format!("this node holds {} RTP servers, its most", super::rtp_servers::RTP_SERVERS_MAX)),
+    }
+    let attempts = if ssrc != 0 { 1 } else { KEY_PICK_ATTEMPTS };
+    let mut opened = Err(OpenError::Exists);
+    let mut key = ssrc;
+    for attempt in 0..attempts {
+        key = if ssrc != 0 { ssrc } else { crate::shard::service::random_ssrc(attempt) };
+        let spec = StreamSpec { ssrc: key, port: (port != 0).then_some(port), any_ssrc: ssrc == 0, ..Default::default() };
+        opened = node.shard.open_stream(spec).await;
+        if opened != Err(OpenError::Exists) {
+            break;
+        }
+    }
+    let info = match opened {
+        Ok(info) => info,
+        Err(OpenError::Exists) => return zlm::error(code::ARGS, &format!("ssrc {ssrc} is taken by another stream of this node")),
+        Err(OpenError::NoPort(why)) => {
+            let ip = node.listen_ip();
+            return zlm::error(code::BIND, &format!("创建rtp端口 {ip}:{port} 失败:{why}"));
+        }
+        Err(OpenError::BadSdp(why)) => return zlm::error(code::ARGS, &why),
+    };
+    // Opened while the stream was: another call may have taken the name meanwhile.
+    if node.servers.borrow().may_open(stream_id, &app).is_err() {
+        node.shard.close_stream(key).await;
+        return zlm::error(code::ARGS, "This stream already exists");
+    }
+    let server = RtpServer {
+        stream_id: stream_id.clone(),
+        app,
+        key,
+        port: info.port,
+        tcp_mode,
+        ssrc,
+        only_track: p.get("only_track").and_then(|v| v.parse().ok()).unwrap_or(0),
+        re_use_port: p.get("re_use_port").is_some_and(|v| v == "1"),
+        opened: Instant::now(),
+        publish: Publish::Waiting,
+        check_paused: false,
+        unwatched_since: None,
+        none_reader_asking: false,
+    };
+    node.servers.borrow_mut().insert(server);
+    tracing::info!(stream_id = %stream_id, ssrc = key, port = info.port, ?tcp_mode, "RTP server opened");
+    json!({ "code": code::OK, "port": info.port })
+}
+
+fn server(node: &Node, stream_id: &str) -> Option<RtpServer> {
+    node.servers.borrow().get(stream_id).cloned()
+}
+
+async fn get_rtp_info(node: &Node, stream_id: &str) -> Value {
+    let not_yet = json!({ "code": code::OK, "exist": false });
+    let Some(s) = server(node, stream_id) else { return not_yet };
+    match node.shard.stream_info(s.key).await {
+        Some(info) if info.packets > 0 && info.peer.is_some() => {
+            let mut m = zlm::origin_sock(&s, &info, node.listen_ip());
+            m.insert("code".into(), code::OK.into());
+            m.insert("exist".into(), true.into());
+            Value::Object(m)
+        }
+        _ => not_yet,
+    }
+}
+
+async fn update_ssrc(node: &Node, stream_id: &str, ssrc: Option<&str>) -> Value {
+    let Some(ssrc) = ssrc else { return zlm::missing(&["ssrc", "stream_id"]) };
+    let Ok(ssrc) = ssrc.parse::<u32>() else { return zlm::error(code::ARGS, "ssrc must be a 32-bit number") };
+    let Some(s) = server(node, stream_id) else { return zlm::error(code::NOT_FOUND, "RtpServer not found by stream_id") };
+    if !node.shard.expect_ssrc(s.key, ssrc).await {
+        return zlm::error(code::NOT_FOUND, "RtpServer not found by stream_id");
+    }
+    if let Some(s) = node.servers.borrow_mut().get_mut(stream_id) {
+        s.ssrc = ssrc;
+    }
+    ok()
+}
+
+async fn connect(node: &Node, stream_id: &str, url: Option<&str>, port: Option<&str>) -> Value {
+    let (Some(url), Some(port)) = (url, port) else { return zlm::missing(&["dst_url", "dst_port", "stream_id"]) };
+    let Some(s) = server(node, stream_id) else { return zlm::error(code::FAILED, "can not find the stream") };
+    let Ok(port) = port.parse::<u16>() else { return zlm::error(code::ARGS, "dst_port must be a port") };
+    let target = format!("{url}:{port}");
+    // A host name resolves on a blocking thread.
+    let Some(addr) = glommio::executor().spawn_blocking(move || std::net::ToSocketAddrs::to_socket_addrs(&target).ok().and_then(|mut a| a.next())).await
+    else {
+        return zlm::error(code::FAILED, &format!("cannot resolve {url}"));
+    };
+    match node.shard.connect_tcp(s.key, addr).await {
+        Ok(()) => ok(),
+        Err(why) => zlm::error(code::FAILED, &format!("connect {addr}: {why}")),
+    }
+}
+
+async fn pause_check(node: &Node, stream_id: &str, pause: bool) -> Value {
+    let Some(s) = server(node, stream_id) else { return json!({ "code": code::NOT_FOUND }) };
+    // As ZLMediaKit: only once data came (before that there is no session to pause).
+    let has_data = node.shard.stream_info(s.key).await.is_some_and(|i| i.packets > 0);
+    if !has_data || !node.shard.playback_change(s.key, PlaybackChange::Paused(pause)).await {
+        return json!({ "code": code::NOT_FOUND });
+    }
+    if let Some(s) = node.servers.borrow_mut().get_mut(stream_id) {
+        s.check_paused = pause;
+    }
+    ok()
+}
+
+/// Published node streams matching the filters, one entry per schema.
+async fn media_list(node: &Node, app: Option<&str>, stream: Option<&str>, schema: Option<&str>) -> Vec<Value> {
+    let servers: Vec<RtpServer> = node
+        .servers
+        .borrow()
+        .iter()
+        .filter(|s| s.published() && app.is_none_or(|a| a == s.app) && stream.is_none_or(|id| id == s.stream_id))
+        .cloned()
+        .collect();
+    if servers.is_empty() {
+        return Vec::new();
+    }
+    let infos = node.stream_infos().await;
+    let mut out = Vec::new();
+    for s in &servers {
+        let Some(info) = infos.get(&s.key) else { continue };
+        let created = match s.publish {
+            Publish::Published { unix_s } => unix_s,
+            _ => 0,
+        };
+        for sc in node.schemas().iter().filter(|sc| schema.is_none_or(|want| want == sc.as_str())) {
+            out.push(Value::Object(zlm::media_entry(s, info, sc, created, node.listen_ip())));
+        }
+    }
+    out
+}
+
+/// The published server named by `app` and `stream`.
+fn published(node: &Node, app: Option<&str>, stream: Option<&str>) -> Option<RtpServer> {
+    node.servers.borrow().get(stream?).filter(|s| s.published() && app.is_none_or(|a| a == s.app)).cloned()
+}
+
+async fn snap(node: &Node, url: Option<&str>) -> Reply {
+    let Some(url) = url else { return Reply::Json(zlm::missing(&["url", "timeout_sec", "expire_sec"])) };
+    // rtsp://host/app/stream or http://host/app/stream.live.mp4: what names the stream.
+    let path = url.split('?').next().unwrap_or(url);
+    let mut parts = path.rsplit('/');
+    let stream = parts.next().map(|s| s.split('.').next().unwrap_or(s));
+    let app = parts.next();
+    let Some(s) = published(node, app, stream) else { return Reply::Json(zlm::error(code::NOT_FOUND, "can not find the stream")) };
+    match node.shard.snapshot(s.key).await {
+        Ok(jpeg) => Reply::Jpeg(jpeg),
+        Err(why) => Reply::Json(zlm::error(code::FAILED, &format!("no snapshot yet: {why}"))),
+    }
+}
+
+async fn record(node: &Node, call: &str, kind: Option<&str>, app: Option<&str>, stream: Option<&str>) -> Value {
+    let (Some(kind), Some(_), Some(_)) = (kind, app, stream) else { return zlm::missing(&["type", "vhost", "app", "stream"]) };
+    if kind != "1" {
+        return zlm::error(code::ARGS, "gmv records MP4 only (type=1); HLS is made on demand");
+    }
+    let Some(s) = published(node, app, stream) else { return zlm::error(code::NOT_FOUND, "can not find the stream") };
+    if call == "isRecording" {
+        let on = node.shard.stream_info(s.key).await.is_some_and(|i| i.recording);
+        return json!({ "code": code::OK, "status": on });
+    }
+    match node.shard.record(s.key, call == "startRecord").await {
+        Some(_) => json!({ "code": code::OK, "msg": "success", "result": true }),
+        None => zlm::error(code::NOT_FOUND, "can not find the stream"),
+    }
+}
+
+async fn close_streams(node: &Node, app: Option<&str>, stream: Option<&str>) -> Value {
+    let ids: Vec<String> = node
+        .servers
+        .borrow()
+        .iter()
+        .filter(|s| s.published() && app.is_none_or(|a| a == s.app) && stream.is_none_or(|id| id == s.stream_id))
+        .map(|s| s.stream_id.clone())
+        .collect();
+    let mut closed = 0;
+    for id in &ids {
+        closed += usize::from(node.close_server(id, "close_streams").await);
+    }
+    json!({ "code": code::OK, "count_closed": closed, "count_hit": ids.len() })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn missing_names_every_parameter_as_zlmediakit_does() {
+        assert_eq!(super::zlm::missing(&["port", "stream_id"])["msg"], "Required parameter missed: \"port\", \"stream_id\"");
+    }
+}

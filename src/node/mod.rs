@@ -1,0 +1,343 @@
+//! This process as a media node on the ZLMediaKit node protocol: the node API (`/index/api/...`,
+//! in `api`), hooks (`hooks`), the RTP servers it was asked to open (`rtp_servers`) and the
+//! driver that watches them, on the control executor. Streams are ordinary gmv streams on the
+//! media shards, reached through the media-service API; nothing here touches the media path.
+
+pub mod api;
+pub mod hooks;
+pub mod rtp_servers;
+pub mod zlm;
+
+use crate::shard::Shard;
+use crate::shard::msg::StreamInfo;
+use hooks::{HookTargets, Hooks};
+use rtp_servers::{Action, RtpServer, RtpServers, StreamView, Timing};
+use serde_json::{Map, Value, json};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How often the driver looks at every RTP server's stream.
+pub const NODE_TICK: Duration = Duration::from_millis(500);
+/// How often a viewer waiting for a stream to be published looks again.
+const PLAY_WAIT_POLL: Duration = Duration::from_millis(100);
+
+/// The settings `setServerConfig` may change while running.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    pub rtp_timeout: Duration,
+    pub none_reader_delay: Duration,
+    pub max_stream_wait: Duration,
+    pub keepalive: Duration,
+}
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct NodeCounters {
+    pub api_calls: u64,
+    /// Refused for a wrong or missing secret.
+    pub api_refused: u64,
+    pub plays_allowed: u64,
+    pub plays_refused: u64,
+    pub rtp_timeouts: u64,
+    pub publish_refused: u64,
+}
+
+pub struct Node {
+    pub shard: Rc<Shard>,
+    pub servers: RefCell<RtpServers>,
+    pub hooks: Hooks,
+    pub timings: Cell<Timings>,
+    pub counters: RefCell<NodeCounters>,
+    pub started_unix_s: u64,
+    /// Process CPU time at the last keepalive, and when it was read.
+    cpu_mark: Cell<(Duration, Instant)>,
+}
+
+/// Whether a viewer of a ZLMediaKit play URL may watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlayDecision {
+    /// `on_play` allowed it: the gmv stream to serve.
+    Allowed(u32),
+    /// No `on_play` hook: gmv's own credentials decide, for this stream.
+    NeedsCredential(u32),
+    /// `on_play` refused, with its code and message.
+    Refused(i64, String),
+    NotFound,
+}
+
+pub fn unix_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Process CPU time (user + system) so far.
+fn process_cpu() -> Duration {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn view(info: &StreamInfo) -> StreamView {
+    StreamView {
+        packets: info.packets,
+        quiet_ms: info.last_packet_ms_ago.unwrap_or(info.age_ms),
+        readers: info.subscribers + usize::from(info.hls),
+    }
+}
+
+impl Node {
+    /// Starts the node's hooks and driver on the control executor and posts `on_server_started`.
+    pub fn start(shard: Rc<Shard>) -> Rc<Node> {
+        let c = &shard.config.node;
+        let targets = HookTargets {
+            urls: c.hooks.clone(),
+            enabled: true,
+            timeout: Duration::from_secs(c.hook_timeout_s),
+            retry: c.hook_retry,
+            retry_delay: Duration::from_millis(c.hook_retry_delay_ms),
+            media_server_id: shard.config.media_server_id().to_string(),
+        };
+        let timings = Timings {
+            rtp_timeout: Duration::from_secs(c.rtp_server_timeout_s),
+            none_reader_delay: Duration::from_millis(c.stream_none_reader_delay_ms),
+            max_stream_wait: Duration::from_millis(c.max_stream_wait_ms),
+            keepalive: Duration::from_secs(c.keepalive_interval_s),
+        };
+        let node = Rc::new(Node {
+            shard,
+            servers: RefCell::new(RtpServers::default()),
+            hooks: Hooks::start(targets),
+            timings: Cell::new(timings),
+            counters: RefCell::new(NodeCounters::default()),
+            started_unix_s: unix_s(),
+            cpu_mark: Cell::new((process_cpu(), Instant::now())),
+        });
+        if node.shard.config.node.secret.is_empty() {
+            tracing::info!("node API off (node.secret is empty): /index/api/ answers every call \"Please login first\"");
+        } else {
+            tracing::info!(media_server_id = %node.shard.config.media_server_id(), "node API on /index/api/ (ZLMediaKit's), hooks: {:?}", node.hooks.targets.borrow().urls.keys().collect::<Vec<_>>());
+        }
+        node.hooks.post("on_server_started", api::server_config(&node));
+        glommio::spawn_local(tick_loop(node.clone())).detach();
+        glommio::spawn_local(keepalive_loop(node.clone())).detach();
+        node
+    }
+
+    pub fn schemas(&self) -> Vec<String> {
+        self.shard.config.node.stream_changed_schemas.clone()
+    }
+
+    pub fn listen_ip(&self) -> std::net::IpAddr {
+        self.shard.config.rtp.listen_ip
+    }
+
+    /// Streams of the media shards by SSRC.
+    pub async fn stream_infos(&self) -> HashMap<u32, StreamInfo> {
+        self.shard.list_streams().await.into_iter().map(|i| (i.ssrc, i)).collect()
+    }
+
+    /// Posts `on_stream_changed` for every schema; `info` None: the stream is gone and only
+    /// what names it is sent.
+    fn stream_changed(&self, server: &RtpServer, info: Option<&StreamInfo>, regist: bool) {
+        let created = match server.publish {
+            rtp_servers::Publish::Published { unix_s } => unix_s,
+            _ => unix_s(),
+        };
+        for schema in self.schemas() {
+            let mut body = match info {
+                Some(i) => zlm::media_entry(server, i, &schema, created, self.listen_ip()),
+                None => zlm::stream_ref(&server.app, &server.stream_id, &schema),
+            };
+            body.insert("regist".into(), regist.into());
+            self.hooks.post("on_stream_changed", body);
+        }
+    }
+
+    /// Closes an RTP server and its stream at once (API, `on_stream_none_reader`, refused
+    /// publish): unregistered if it was published. False if there was no such server.
+    pub async fn close_server(&self, stream_id: &str, why: &str) -> bool {
+        let Some(server) = self.servers.borrow_mut().remove(stream_id) else { return false };
+        let info = self.shard.stream_info(server.key).await;
+        self.shard.close_stream(server.key).await;
+        if server.published() {
+            self.stream_changed(&server, info.as_ref(), false);
+        }
+        tracing::info!(stream_id, ssrc = server.key, reason = why, "RTP server closed");
+        true
+    }
+
+    /// A viewer asks for `stream_id` (schema `rtmp` for HTTP-FLV, `hls`): waits for it to be
+    /// published up to `max_stream_wait` (saying `on_stream_not_found` at once), then asks
+    /// `on_play`.
+    pub async fn play(&self, app: &str, stream_id: &str, schema: &str, params: &str, peer: std::net::SocketAddr) -> PlayDecision {
+        let deadline = Instant::now() + self.timings.get().max_stream_wait;
+        let mut body = zlm::stream_ref(app, stream_id, schema);
+        body.insert("params".into(), params.into());
+        body.insert("ip".into(), peer.ip().to_string().into());
+        body.insert("port".into(), peer.port().into());
+        body.insert("id".into(), format!("{}-{}", peer.port(), self.shard.index).into());
+        body.insert("protocol".into(), "http".into());
+        let published = |servers: &RtpServers| servers.get(stream_id).filter(|s| s.published() && s.app == app).map(|s| s.key);
+        let mut key = published(&self.servers.borrow());
+        if key.is_none() {
+            self.hooks.post("on_stream_not_found", body.clone());
+        }
+        while key.is_none() && Instant::now() < deadline {
+            glommio::timer::sleep(PLAY_WAIT_POLL).await;
+            key = published(&self.servers.borrow());
+        }
+        let Some(key) = key else { return PlayDecision::NotFound };
+        let decision = match self.hooks.ask("on_play", body).await {
+            None => PlayDecision::NeedsCredential(key),
+            Some(Ok(answer)) => match answer.get("code").and_then(Value::as_i64) {
+                Some(0) => PlayDecision::Allowed(key),
+                code => PlayDecision::Refused(code.unwrap_or(-1), answer.get("msg").and_then(Value::as_str).unwrap_or("").to_string()),
+            },
+            Some(Err(error)) => PlayDecision::Refused(-1, format!("on_play failed: {error}")),
+        };
+        let mut c = self.counters.borrow_mut();
+        match decision {
+            PlayDecision::Refused(..) => c.plays_refused += 1,
+            _ => c.plays_allowed += 1,
+        }
+        decision
+    }
+
+    /// A media shard closed a recording: `on_record_mp4` for a node stream.
+    pub fn recording_closed(&self, info: &crate::shard::record::RecordInfo) {
+        let Some(key) = crate::proto::ssrc::parse_stream_id(&info.stream_id) else { return };
+        let servers = self.servers.borrow();
+        let Some(server) = servers.by_key(key) else { return };
+        let dir = crate::shard::record::records_dir(&self.shard.config.data_dir);
+        let mut body = zlm::stream_ref(&server.app, &server.stream_id, "rtmp");
+        body.remove("schema");
+        body.insert("file_name".into(), info.file.clone().into());
+        body.insert("file_path".into(), dir.join(&info.file).display().to_string().into());
+        body.insert("file_size".into(), info.bytes.into());
+        body.insert("folder".into(), format!("{}/", dir.display()).into());
+        body.insert("start_time".into(), (info.start_unix_ms / 1000).into());
+        body.insert("time_len".into(), (info.duration_ms as f64 / 1000.0).into());
+        body.insert("url".into(), format!("records/{}", info.file).into());
+        self.hooks.post("on_record_mp4", body);
+    }
+
+    /// `on_server_keepalive`'s figures: what a control plane places streams by.
+    async fn load(&self) -> Map<String, Value> {
+        let totals = self.shard.shard_stats().await;
+        let infos = self.shard.list_streams().await;
+        let (cpu_then, at) = self.cpu_mark.get();
+        let cpu_now = process_cpu();
+        let wall = at.elapsed().as_secs_f64().max(0.001);
+        self.cpu_mark.set((cpu_now, Instant::now()));
+        let cpu_percent = (cpu_now.saturating_sub(cpu_then).as_secs_f64() / wall * 100.0).round();
+        let v = json!({
+            "streams": totals.iter().map(|t| t.streams).sum::<usize>(),
+            "rtp_servers": self.servers.borrow().len(),
+            "viewers": totals.iter().map(|t| t.subscribers).sum::<usize>(),
+            "ingest_kbps": infos.iter().map(|i| i.bitrate_kbps).sum::<u64>(),
+            "cpu_percent": cpu_percent,
+            "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            "media_shards": self.shard.media_shards,
+        });
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    async fn on_tick(self: &Rc<Self>) {
+        let infos = self.stream_infos().await;
+        let t = self.timings.get();
+        let timing = Timing { rtp_timeout: t.rtp_timeout, none_reader_delay: t.none_reader_delay };
+        let actions = self.servers.borrow_mut().tick(Instant::now(), timing, |key| infos.get(&key).map(view));
+        for action in actions {
+            match action {
+                Action::AskPublish { stream_id } => {
+                    let info = self.servers.borrow().get(&stream_id).and_then(|s| infos.get(&s.key).cloned());
+                    glommio::spawn_local(ask_publish(self.clone(), stream_id, info)).detach();
+                }
+                Action::TimedOut { server } => {
+                    self.counters.borrow_mut().rtp_timeouts += 1;
+                    let info = infos.get(&server.key);
+                    self.shard.close_stream(server.key).await;
+                    tracing::info!(stream_id = %server.stream_id, ssrc = server.key, "RTP server timed out: no packets");
+                    self.hooks.post("on_rtp_server_timeout", zlm::rtp_server_timeout(&server));
+                    if server.published() {
+                        self.stream_changed(&server, info, false);
+                    }
+                }
+                Action::AskNoneReader { stream_id } => {
+                    glommio::spawn_local(ask_none_reader(self.clone(), stream_id)).detach();
+                }
+            }
+        }
+    }
+}
+
+async fn tick_loop(node: Rc<Node>) {
+    loop {
+        glommio::timer::sleep(NODE_TICK).await;
+        node.on_tick().await;
+    }
+}
+
+async fn keepalive_loop(node: Rc<Node>) {
+    loop {
+        glommio::timer::sleep(node.timings.get().keepalive).await;
+        let mut body = Map::new();
+        body.insert("data".into(), Value::Object(node.load().await));
+        node.hooks.post("on_server_keepalive", body);
+    }
+}
+
+/// Packets came to an RTP server: `on_publish` decides (allowed when it is not set).
+async fn ask_publish(node: Rc<Node>, stream_id: String, info: Option<StreamInfo>) {
+    let Some((app, key)) = node.servers.borrow().get(&stream_id).map(|s| (s.app.clone(), s.key)) else { return };
+    let mut body = zlm::stream_ref(&app, &stream_id, "rtp");
+    let peer = info.as_ref().and_then(|i| i.peer);
+    body.insert("id".into(), stream_id.clone().into());
+    body.insert("ip".into(), peer.map_or(String::new(), |p| p.ip().to_string()).into());
+    body.insert("port".into(), peer.map_or(0, |p| p.port()).into());
+    body.insert("originType".into(), zlm::ORIGIN_TYPE_RTP_PUSH.into());
+    body.insert("originTypeStr".into(), zlm::ORIGIN_TYPE_RTP_PUSH_NAME.into());
+    body.insert("protocol".into(), "rtp".into());
+    let (allowed, record) = match node.hooks.ask("on_publish", body).await {
+        None => (Ok(()), false),
+        Some(Ok(answer)) => match answer.get("code").and_then(Value::as_i64) {
+            Some(0) => (Ok(()), answer.get("enable_mp4").and_then(Value::as_bool).unwrap_or(false)),
+            code => (Err(format!("on_publish answered code {code:?}")), false),
+        },
+        Some(Err(error)) => (Err(format!("on_publish failed: {error}")), false),
+    };
+    if let Err(why) = allowed {
+        node.counters.borrow_mut().publish_refused += 1;
+        tracing::info!(stream_id, ssrc = key, reason = %why, "publish refused");
+        node.close_server(&stream_id, "publish refused").await;
+        return;
+    }
+    if !node.servers.borrow_mut().allow(&stream_id, unix_s()) {
+        return; // closed meanwhile
+    }
+    if record {
+        node.shard.record(key, true).await;
+    }
+    let server = node.servers.borrow().get(&stream_id).cloned();
+    if let Some(server) = server {
+        let info = node.shard.stream_info(key).await.or(info);
+        node.stream_changed(&server, info.as_ref(), true);
+        tracing::info!(stream_id, ssrc = key, "stream published");
+    }
+}
+
+/// Nobody watched for a while: `on_stream_none_reader`'s `close: true` closes the stream.
+async fn ask_none_reader(node: Rc<Node>, stream_id: String) {
+    let Some(app) = node.servers.borrow().get(&stream_id).map(|s| s.app.clone()) else { return };
+    let answer = node.hooks.ask("on_stream_none_reader", zlm::stream_ref(&app, &stream_id, "rtmp")).await;
+    let close = matches!(&answer, Some(Ok(a)) if a.get("close").and_then(Value::as_bool) == Some(true));
+    if close {
+        node.close_server(&stream_id, "no viewer (on_stream_none_reader)").await;
+    } else {
+        node.servers.borrow_mut().none_reader_answered(&stream_id, Instant::now());
+    }
+}

@@ -1,0 +1,299 @@
+//! The RTP servers a node was asked to open (ZLMediaKit's `openRtpServer`), each one gmv stream,
+//! and what happens to them over time: published when packets come, closed when none come for
+//! a while, offered for closing when nobody watches. Pure: the streams' figures and the time
+//! are inputs, the hooks to post and streams to close come out as actions.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// RTP servers one node holds at once.
+pub const RTP_SERVERS_MAX: usize = 20_000;
+/// Bytes of a `stream_id` or `app` (ZLMediaKit takes any text; GB ids are 41).
+pub const NAME_BYTES_MAX: usize = 128;
+pub const VHOST: &str = "__defaultVhost__";
+
+/// How the RTP server takes media (`tcp_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpMode {
+    Udp = 0,
+    /// The device connects to the port.
+    Passive = 1,
+    /// The node connects to the device (`connectRtpServer`).
+    Active = 2,
+}
+
+impl TcpMode {
+    pub fn parse(v: &str) -> Option<TcpMode> {
+        match v {
+            "0" => Some(TcpMode::Udp),
+            "1" => Some(TcpMode::Passive),
+            "2" => Some(TcpMode::Active),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Publish {
+    /// No packet yet.
+    Waiting,
+    /// Packets came; `on_publish` was asked and has not answered.
+    Asking,
+    /// Allowed: the stream is announced (`on_stream_changed`) and playable.
+    Published { unix_s: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct RtpServer {
+    pub stream_id: String,
+    pub app: String,
+    /// The gmv stream's SSRC, its key on the media shards (the `ssrc` asked for, or a random
+    /// one when the server takes any).
+    pub key: u32,
+    pub port: u16,
+    pub tcp_mode: TcpMode,
+    /// The SSRC asked for (`ssrc`, `updateRtpServerSSRC`); 0: any.
+    pub ssrc: u32,
+    pub only_track: u8,
+    pub re_use_port: bool,
+    pub opened: Instant,
+    pub publish: Publish,
+    /// `pauseRtpCheck`: no timeout until `resumeRtpCheck`.
+    pub check_paused: bool,
+    /// Since when nobody watches (published streams), and whether `on_stream_none_reader` is
+    /// being asked.
+    pub unwatched_since: Option<Instant>,
+    pub none_reader_asking: bool,
+}
+
+impl RtpServer {
+    pub fn published(&self) -> bool {
+        matches!(self.publish, Publish::Published { .. })
+    }
+}
+
+/// What a node's stream looks like at a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamView {
+    pub packets: u64,
+    /// Since the last packet, or since the stream opened when none came.
+    pub quiet_ms: u64,
+    /// FLV viewers, and 1 while HLS is being requested.
+    pub readers: usize,
+}
+
+/// The timings of `NodeConfig` a tick applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub rtp_timeout: Duration,
+    pub none_reader_delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// First packets: ask `on_publish` (the server is now `Asking`).
+    AskPublish { stream_id: String },
+    /// Nothing came for `rtp_timeout` (or the stream is gone): the server was removed; close its
+    /// stream, post `on_rtp_server_timeout`, and unregister it if it was published.
+    TimedOut { server: RtpServer },
+    /// Nobody watched for `none_reader_delay`: ask `on_stream_none_reader`.
+    AskNoneReader { stream_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenRefused {
+    Exists,
+    Full,
+    BadName,
+}
+
+#[derive(Default)]
+pub struct RtpServers {
+    by_id: BTreeMap<String, RtpServer>,
+}
+
+impl RtpServers {
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn get(&self, stream_id: &str) -> Option<&RtpServer> {
+        self.by_id.get(stream_id)
+    }
+
+    pub fn get_mut(&mut self, stream_id: &str) -> Option<&mut RtpServer> {
+        self.by_id.get_mut(stream_id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &RtpServer> {
+        self.by_id.values()
+    }
+
+    pub fn by_key(&self, key: u32) -> Option<&RtpServer> {
+        self.by_id.values().find(|s| s.key == key)
+    }
+
+    /// Whether a new server may be opened under this name (checked before its stream is).
+    pub fn may_open(&self, stream_id: &str, app: &str) -> Result<(), OpenRefused> {
+        let name_ok = |s: &str| !s.is_empty() && s.len() <= NAME_BYTES_MAX && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+        if !name_ok(stream_id) || !name_ok(app) {
+            return Err(OpenRefused::BadName);
+        }
+        if self.by_id.contains_key(stream_id) {
+            return Err(OpenRefused::Exists);
+        }
+        if self.by_id.len() >= RTP_SERVERS_MAX {
+            return Err(OpenRefused::Full);
+        }
+        Ok(())
+    }
+
+    pub fn insert(&mut self, server: RtpServer) {
+        debug_assert!(self.may_open(&server.stream_id, &server.app).is_ok());
+        self.by_id.insert(server.stream_id.clone(), server);
+    }
+
+    pub fn remove(&mut self, stream_id: &str) -> Option<RtpServer> {
+        self.by_id.remove(stream_id)
+    }
+
+    /// `on_publish` allowed the stream (or no such hook is set).
+    pub fn allow(&mut self, stream_id: &str, unix_s: u64) -> bool {
+        match self.by_id.get_mut(stream_id) {
+            Some(s) => {
+                s.publish = Publish::Published { unix_s };
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `on_stream_none_reader` answered without closing: ask again after another delay.
+    pub fn none_reader_answered(&mut self, stream_id: &str, now: Instant) {
+        if let Some(s) = self.by_id.get_mut(stream_id) {
+            s.none_reader_asking = false;
+            s.unwatched_since = Some(now);
+        }
+    }
+
+    /// One look at every server with its stream's figures (None: the stream is gone).
+    pub fn tick(&mut self, now: Instant, timing: Timing, view: impl Fn(u32) -> Option<StreamView>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut timed_out = Vec::new();
+        for s in self.by_id.values_mut() {
+            let Some(v) = view(s.key) else {
+                timed_out.push(s.stream_id.clone());
+                continue;
+            };
+            if !s.check_paused && Duration::from_millis(v.quiet_ms) >= timing.rtp_timeout {
+                timed_out.push(s.stream_id.clone());
+                continue;
+            }
+            if s.publish == Publish::Waiting && v.packets > 0 {
+                s.publish = Publish::Asking;
+                actions.push(Action::AskPublish { stream_id: s.stream_id.clone() });
+            }
+            if !s.published() || v.readers > 0 {
+                s.unwatched_since = None;
+                continue;
+            }
+            let since = *s.unwatched_since.get_or_insert(now);
+            if !s.none_reader_asking && now.saturating_duration_since(since) >= timing.none_reader_delay {
+                s.none_reader_asking = true;
+                actions.push(Action::AskNoneReader { stream_id: s.stream_id.clone() });
+            }
+        }
+        for id in timed_out {
+            if let Some(server) = self.by_id.remove(&id) {
+                actions.push(Action::TimedOut { server });
+            }
+        }
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(id: &str, key: u32, at: Instant) -> RtpServer {
+        RtpServer {
+            stream_id: id.into(),
+            app: "rtp".into(),
+            key,
+            port: 30000,
+            tcp_mode: TcpMode::Udp,
+            ssrc: key,
+            only_track: 0,
+            re_use_port: false,
+            opened: at,
+            publish: Publish::Waiting,
+            check_paused: false,
+            unwatched_since: None,
+            none_reader_asking: false,
+        }
+    }
+
+    const TIMING: Timing = Timing { rtp_timeout: Duration::from_secs(15), none_reader_delay: Duration::from_secs(20) };
+
+    #[test]
+    fn names_and_bounds() {
+        let t = Instant::now();
+        let mut s = RtpServers::default();
+        assert_eq!(s.may_open("", "rtp"), Err(OpenRefused::BadName));
+        assert_eq!(s.may_open("a/b", "rtp"), Err(OpenRefused::BadName));
+        assert_eq!(s.may_open(&"x".repeat(NAME_BYTES_MAX + 1), "rtp"), Err(OpenRefused::BadName));
+        s.insert(server("a", 1, t));
+        assert_eq!(s.may_open("a", "rtp"), Err(OpenRefused::Exists));
+        assert_eq!(s.by_key(1).map(|s| s.stream_id.as_str()), Some("a"));
+    }
+
+    #[test]
+    fn publishes_once_then_offers_an_unwatched_stream_again_and_again() {
+        let t0 = Instant::now();
+        let mut s = RtpServers::default();
+        s.insert(server("a", 1, t0));
+        let quiet = |packets| move |_| Some(StreamView { packets, quiet_ms: 0, readers: 0 });
+        assert!(s.tick(t0, TIMING, quiet(0)).is_empty(), "no packet: nothing");
+        let a = s.tick(t0, TIMING, quiet(5));
+        assert!(matches!(&a[..], [Action::AskPublish { stream_id }] if stream_id == "a"));
+        assert!(s.tick(t0, TIMING, quiet(9)).is_empty(), "asked once");
+        assert!(s.allow("a", 100));
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(s.tick(t1, TIMING, quiet(9)).is_empty(), "unwatched from now on");
+        assert!(s.tick(t1 + Duration::from_secs(19), TIMING, quiet(9)).is_empty());
+        let a = s.tick(t1 + Duration::from_secs(20), TIMING, quiet(9));
+        assert!(matches!(&a[..], [Action::AskNoneReader { .. }]));
+        assert!(s.tick(t1 + Duration::from_secs(40), TIMING, quiet(9)).is_empty(), "not while asking");
+        s.none_reader_answered("a", t1 + Duration::from_secs(41));
+        assert!(s.tick(t1 + Duration::from_secs(60), TIMING, quiet(9)).is_empty());
+        assert_eq!(s.tick(t1 + Duration::from_secs(61), TIMING, quiet(9)).len(), 1, "asked again a delay later");
+        // A viewer resets the wait.
+        s.none_reader_answered("a", t1 + Duration::from_secs(62));
+        let watched = |_| Some(StreamView { packets: 9, quiet_ms: 0, readers: 1 });
+        assert!(s.tick(t1 + Duration::from_secs(90), TIMING, watched).is_empty());
+        assert!(s.tick(t1 + Duration::from_secs(91), TIMING, quiet(9)).is_empty());
+    }
+
+    #[test]
+    fn a_quiet_or_vanished_stream_times_out_unless_paused() {
+        let t0 = Instant::now();
+        let mut s = RtpServers::default();
+        s.insert(server("a", 1, t0));
+        s.insert(server("b", 2, t0));
+        s.insert(server("c", 3, t0));
+        s.get_mut("b").unwrap().check_paused = true;
+        let view = |key| match key {
+            3 => None,
+            _ => Some(StreamView { packets: 0, quiet_ms: 15_000, readers: 0 }),
+        };
+        let a = s.tick(t0, TIMING, view);
+        let gone: Vec<_> = a.iter().filter_map(|a| if let Action::TimedOut { server } = a { Some(server.stream_id.as_str()) } else { None }).collect();
+        assert_eq!(gone, ["a", "c"]);
+        assert_eq!(s.len(), 1, "the paused one stays");
+    }
+}
