@@ -278,6 +278,7 @@ async fn open_rtp_server(node: &Node, p: &Params) -> Value {
         port: info.port,
         tcp_mode,
         ssrc,
+        opened_ssrc: ssrc,
         only_track: p.get("only_track").and_then(|v| v.parse().ok()).unwrap_or(0),
         re_use_port: p.get("re_use_port").is_some_and(|v| v == "1"),
         opened: Instant::now(),
@@ -404,7 +405,7 @@ async fn record(node: &Node, call: &str, kind: Option<&str>, app: Option<&str>, 
     }
     let Some(s) = published(node, app, stream) else { return zlm::error(code::NOT_FOUND, "can not find the stream") };
     if call == "isRecording" {
-        let on = node.shard.stream_info(s.key).await.is_some_and(|i| i.recording);
+        let on = node.shard.stream_info(s.key).await.is_some_and(|i| i.record_on);
         return json!({ "code": code::OK, "status": on });
     }
     match node.shard.record(s.key, call == "startRecord").await {

@@ -81,11 +81,18 @@ fn process_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn view(info: &StreamInfo) -> StreamView {
+/// An HLS player asks for the playlist about once a segment; one that has not asked for this
+/// many segments' time is gone.
+const HLS_VIEWER_GONE_SEGMENTS: u64 = 3;
+
+fn view(info: &StreamInfo, segment_ms: u64) -> StreamView {
+    let hls_viewer = info.hls_request_ms_ago.is_some_and(|ago| ago < HLS_VIEWER_GONE_SEGMENTS * segment_ms);
+    let video_ready = info.video_codec.is_some() && info.fps > 0.0;
     StreamView {
         packets: info.packets,
+        ready: video_ready || (info.video_codec.is_none() && info.audio_codec.is_some()),
         quiet_ms: info.last_packet_ms_ago.unwrap_or(info.age_ms),
-        readers: info.subscribers + usize::from(info.hls),
+        readers: info.subscribers + usize::from(hls_viewer),
     }
 }
 
@@ -250,7 +257,8 @@ impl Node {
         let infos = self.stream_infos().await;
         let t = self.timings.get();
         let timing = Timing { rtp_timeout: t.rtp_timeout, none_reader_delay: t.none_reader_delay };
-        let actions = self.servers.borrow_mut().tick(Instant::now(), timing, |key| infos.get(&key).map(view));
+        let segment_ms = self.shard.config.hls.segment_duration_s * 1000;
+        let actions = self.servers.borrow_mut().tick(Instant::now(), timing, |key| infos.get(&key).map(|i| view(i, segment_ms)));
         for action in actions {
             match action {
                 Action::AskPublish { stream_id } => {

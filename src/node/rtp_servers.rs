@@ -54,6 +54,9 @@ pub struct RtpServer {
     pub tcp_mode: TcpMode,
     /// The SSRC asked for (`ssrc`, `updateRtpServerSSRC`); 0: any.
     pub ssrc: u32,
+    /// The one `openRtpServer` named (what ZLMediaKit's `on_rtp_server_timeout` says, even
+    /// after `updateRtpServerSSRC`).
+    pub opened_ssrc: u32,
     pub only_track: u8,
     pub re_use_port: bool,
     pub opened: Instant,
@@ -76,6 +79,10 @@ impl RtpServer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamView {
     pub packets: u64,
+    /// Its tracks are known (codec, size and rate of the video): what `on_publish` and
+    /// `on_stream_changed` describe, so it is published only then (as ZLMediaKit waits for
+    /// its tracks to be ready).
+    pub ready: bool,
     /// Since the last packet, or since the stream opened when none came.
     pub quiet_ms: u64,
     /// FLV viewers, and 1 while HLS is being requested.
@@ -193,7 +200,7 @@ impl RtpServers {
                 timed_out.push(s.stream_id.clone());
                 continue;
             }
-            if s.publish == Publish::Waiting && v.packets > 0 {
+            if s.publish == Publish::Waiting && v.packets > 0 && v.ready {
                 s.publish = Publish::Asking;
                 actions.push(Action::AskPublish { stream_id: s.stream_id.clone() });
             }
@@ -228,6 +235,7 @@ mod tests {
             port: 30000,
             tcp_mode: TcpMode::Udp,
             ssrc: key,
+            opened_ssrc: key,
             only_track: 0,
             re_use_port: false,
             opened: at,
@@ -257,8 +265,9 @@ mod tests {
         let t0 = Instant::now();
         let mut s = RtpServers::default();
         s.insert(server("a", 1, t0));
-        let quiet = |packets| move |_| Some(StreamView { packets, quiet_ms: 0, readers: 0 });
+        let quiet = |packets| move |_| Some(StreamView { packets, ready: true, quiet_ms: 0, readers: 0 });
         assert!(s.tick(t0, TIMING, quiet(0)).is_empty(), "no packet: nothing");
+        assert!(s.tick(t0, TIMING, |_| Some(StreamView { packets: 5, ready: false, quiet_ms: 0, readers: 0 })).is_empty(), "tracks not known yet");
         let a = s.tick(t0, TIMING, quiet(5));
         assert!(matches!(&a[..], [Action::AskPublish { stream_id }] if stream_id == "a"));
         assert!(s.tick(t0, TIMING, quiet(9)).is_empty(), "asked once");
@@ -274,7 +283,7 @@ mod tests {
         assert_eq!(s.tick(t1 + Duration::from_secs(61), TIMING, quiet(9)).len(), 1, "asked again a delay later");
         // A viewer resets the wait.
         s.none_reader_answered("a", t1 + Duration::from_secs(62));
-        let watched = |_| Some(StreamView { packets: 9, quiet_ms: 0, readers: 1 });
+        let watched = |_| Some(StreamView { packets: 9, ready: true, quiet_ms: 0, readers: 1 });
         assert!(s.tick(t1 + Duration::from_secs(90), TIMING, watched).is_empty());
         assert!(s.tick(t1 + Duration::from_secs(91), TIMING, quiet(9)).is_empty());
     }
@@ -289,7 +298,7 @@ mod tests {
         s.get_mut("b").unwrap().check_paused = true;
         let view = |key| match key {
             3 => None,
-            _ => Some(StreamView { packets: 0, quiet_ms: 15_000, readers: 0 }),
+            _ => Some(StreamView { packets: 0, ready: false, quiet_ms: 15_000, readers: 0 }),
         };
         let a = s.tick(t0, TIMING, view);
         let gone: Vec<_> = a.iter().filter_map(|a| if let Action::TimedOut { server } = a { Some(server.stream_id.as_str()) } else { None }).collect();

@@ -88,13 +88,12 @@ pub fn tracks(info: &StreamInfo) -> Vec<Value> {
     }
     if let Some(codec) = &info.video_codec {
         let (id, name) = if codec == "h265" { (1, "H265") } else { (0, "H264") };
-        let fps = if info.media_ms > 0 { (info.video_frames as f64 * 1000.0 / info.media_ms as f64).round() } else { 0.0 };
         out.push(json!({
             "codec_id": id,
             "codec_id_name": name,
             "codec_type": 0,
             "duration": info.media_ms,
-            "fps": fps,
+            "fps": info.fps,
             "frames": info.video_frames,
             "gop_interval_ms": info.gop_ms,
             "gop_size": if info.keyframes > 0 { info.video_frames / info.keyframes } else { 0 },
@@ -118,7 +117,7 @@ pub fn media_entry(s: &RtpServer, info: &StreamInfo, schema: &str, created_unix_
     m.insert("createStamp".into(), created_unix_s.into());
     m.insert("currentStamp".into(), info.media_ms.into());
     m.insert("isRecordingHLS".into(), info.hls.into());
-    m.insert("isRecordingMP4".into(), info.recording.into());
+    m.insert("isRecordingMP4".into(), info.record_on.into());
     m.insert("originSock".into(), Value::Object(origin_sock(s, info, listen_ip)));
     m.insert("originType".into(), ORIGIN_TYPE_RTP_PUSH.into());
     m.insert("originTypeStr".into(), ORIGIN_TYPE_RTP_PUSH_NAME.into());
@@ -140,7 +139,7 @@ pub fn rtp_server_timeout(s: &RtpServer) -> Map<String, Value> {
         "app": s.app,
         "local_port": s.port,
         "re_use_port": s.re_use_port,
-        "ssrc": s.ssrc,
+        "ssrc": s.opened_ssrc,
         "stream_id": s.stream_id,
         "tcp_mode": s.tcp_mode as u8,
         "vhost": VHOST,

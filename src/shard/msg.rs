@@ -98,6 +98,8 @@ pub struct StreamInfo {
     pub keyframes: u64,
     /// Media time between the last two keyframes, ms.
     pub gop_ms: u64,
+    /// Pictures per second, from the last two pictures' decode times (0: fewer than two yet).
+    pub fps: f64,
     /// Packets dropped: from another source than the locked one, or with an SSRC this stream
     /// does not expect.
     pub foreign_packets: u64,
@@ -107,8 +109,12 @@ pub struct StreamInfo {
     pub low_latency: bool,
     /// HLS segments are being made (someone asked for the playlist recently).
     pub hls: bool,
+    /// Since the latest HLS request (a player asks every segment or so).
+    pub hls_request_ms_ago: Option<u64>,
     /// An MP4 file is being written.
     pub recording: bool,
+    /// Recording is on (its file opens at the next keyframe) and has not failed.
+    pub record_on: bool,
     /// "playback" or "download" for device recordings.
     pub history: Option<&'static str>,
     pub paused: bool,

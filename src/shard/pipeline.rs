@@ -31,6 +31,9 @@ pub struct PipelineStats {
     pub keyframes: u64,
     /// Media time between the last two keyframes (the GOP), ms.
     pub gop_ms: u64,
+    /// Decode time between the last two pictures, 90 kHz (the frame rate's inverse).
+    pub video_interval_90k: u64,
+    last_video_dts: Option<u64>,
     pub ssrc_changes: u64,
     /// Packets dropped while the payload of an undescribed stream was still unknown.
     pub sniff_dropped: u64,
@@ -344,6 +347,9 @@ impl Pipeline {
         }
         if frame.codec.is_video() {
             self.stats.video_frames += 1;
+            if let Some(last) = self.stats.last_video_dts.replace(frame.dts) {
+                self.stats.video_interval_90k = frame.dts.saturating_sub(last);
+            }
         }
         if frame.keyframe && frame.codec.is_video() {
             self.stats.keyframes += 1;
