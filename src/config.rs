@@ -36,6 +36,21 @@ pub enum Role {
     All,
     /// Shards, ingest and play, driven over the node API; no SIP.
     Media,
+    /// SIP, REST and console; every stream is placed on one of `node.media_nodes`.
+    Control,
+}
+
+/// A media node a control plane places streams on (a gmv `--role media` or a ZLMediaKit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaNodeConfig {
+    /// Its `mediaServerId` (what its hooks say).
+    pub id: String,
+    /// Its HTTP address, `http://host:port`: the node API, and where viewers play.
+    pub api: String,
+    pub secret: String,
+    /// The address devices send media to (put in INVITE SDPs).
+    pub media_ip: String,
 }
 
 /// Hooks a node posts, by ZLMediaKit's names.
@@ -86,6 +101,12 @@ pub struct NodeConfig {
     /// `rtmp` schema serves it too) and HLS; wvp acts only on `rtsp`, so it is announced for
     /// wvp's sake although gmv serves no RTSP.
     pub stream_changed_schemas: Vec<String>,
+    /// Role control: the media nodes streams are placed on. Each posts its hooks (at least
+    /// on_server_keepalive, on_play, on_publish) to this control's /index/hook/{name}.
+    pub media_nodes: Vec<MediaNodeConfig>,
+    /// Role control: a node whose last keepalive is older than this is down; its sessions
+    /// are ended and its channels play elsewhere when asked again.
+    pub node_down_after_s: u64,
 }
 
 impl Default for NodeConfig {
@@ -103,6 +124,8 @@ impl Default for NodeConfig {
             max_stream_wait_ms: 15_000,
             rtp_server_timeout_s: 15,
             stream_changed_schemas: vec!["rtsp".into(), "rtmp".into(), "hls".into()],
+            media_nodes: Vec::new(),
+            node_down_after_s: 30,
         }
     }
 }
@@ -479,6 +502,12 @@ impl Config {
         }
         if self.node.hook_timeout_s == 0 || self.node.keepalive_interval_s == 0 || self.node.rtp_server_timeout_s == 0 {
             return invalid("node.hook_timeout_s, node.keepalive_interval_s and node.rtp_server_timeout_s must be > 0");
+        }
+        if let Some(n) = self.node.media_nodes.iter().find(|n| crate::outbound::parse_url(&n.api).is_none() || n.media_ip.parse::<IpAddr>().is_err() || n.id.is_empty()) {
+            return invalid(&format!("node.media_nodes {:?}: id, api http://host:port and media_ip (an address) are needed", n.id));
+        }
+        if self.node.role == Role::Control && (self.node.media_nodes.is_empty() || self.sip.listen.is_empty()) {
+            return invalid("node.role control needs node.media_nodes and sip.listen");
         }
         if self.node.hook_retry > crate::outbound::RETRIES_MAX {
             return invalid(&format!("node.hook_retry must be <= {}", crate::outbound::RETRIES_MAX));

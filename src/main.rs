@@ -48,9 +48,10 @@ struct Cli {
     /// 0000000001, so there is a picture without a camera.
     #[arg(long)]
     demo: bool,
-    /// What this process runs (overrides `node.role`): `all` (SIP, REST, console and media) or
-    /// `media` (shards, ingest, play and the node API, no SIP).
-    #[arg(long, value_parser = ["all", "media"])]
+    /// What this process runs (overrides `node.role`): `all` (SIP, REST, console and media),
+    /// `media` (shards, ingest, play and the node API, no SIP) or `control` (SIP, REST and
+    /// console, streams placed on `node.media_nodes`).
+    #[arg(long, value_parser = ["all", "media", "control"])]
     role: Option<String>,
 }
 
@@ -87,7 +88,15 @@ fn main() -> std::process::ExitCode {
         }
     };
     if let Some(role) = &cli.role {
-        config.node.role = if role == "media" { gmv::config::Role::Media } else { gmv::config::Role::All };
+        config.node.role = match role.as_str() {
+            "media" => gmv::config::Role::Media,
+            "control" => gmv::config::Role::Control,
+            _ => gmv::config::Role::All,
+        };
+        if let Err(e) = config.validate() {
+            eprintln!("gmv: {e}");
+            return std::process::ExitCode::from(2);
+        }
     }
     if config.node.role == gmv::config::Role::Media && !config.sip.listen.is_empty() {
         tracing::info!(sip_listen = %config.sip.listen, "role media: no SIP (sip.listen ignored); driven over the node API");

@@ -4,6 +4,7 @@
 //! `proto::sip::endpoint`; this file only moves bytes, time and results.
 
 pub mod downloads;
+pub mod nodes;
 pub mod events;
 pub mod store;
 mod tcp;
@@ -80,6 +81,8 @@ fn answer_waiter<T>(waiters: &Waiters<T>, handle: ControlHandle, result: Result<
 
 pub struct Control {
     pub shard: Rc<Shard>,
+    /// Role control: the media nodes streams are placed on (else every stream is local).
+    pub nodes: Option<Rc<nodes::MediaNodes>>,
     /// Advertised address (host_ip + SIP port) for Via/Contact.
     pub local: SocketAddr,
     endpoint: RefCell<Endpoint>,
@@ -147,8 +150,11 @@ impl Control {
         let (udp_out, udp_out_rx) = local_channel::new_bounded(SIP_SEND_QUEUE_MSGS_MAX);
         let udp_pending = Rc::new(Cell::new(0));
         let (wake, wake_rx) = local_channel::new_bounded(1);
+        let nodes = (config.node.role == crate::config::Role::Control)
+            .then(|| Rc::new(nodes::MediaNodes::new(&config.node.media_nodes, Duration::from_secs(config.node.node_down_after_s))));
         let control = Rc::new(Control {
             shard,
+            nodes,
             local,
             endpoint: RefCell::new(endpoint),
             udp_out,
@@ -347,11 +353,57 @@ impl Control {
     }
 
     fn close_stream_later(self: &Rc<Self>, ssrc: u32) {
-        let shard = self.shard.clone();
+        let me = self.clone();
         glommio::spawn_local(async move {
-            shard.close_stream(ssrc).await;
+            me.close_media(ssrc).await;
         })
         .detach();
+    }
+
+    /// Closes a session's stream, on this process or on the media node it was placed on.
+    async fn close_media(&self, ssrc: u32) {
+        let Some(placement) = self.nodes.as_ref().and_then(|n| n.placement(ssrc)) else {
+            self.shard.close_stream(ssrc).await;
+            return;
+        };
+        let nodes = self.nodes.as_ref().expect("placed, so nodes");
+        nodes.forget(ssrc);
+        let id = crate::proto::ssrc::stream_id(ssrc);
+        if let Err(error) = nodes.call(&placement.node, "closeRtpServer", &[("app", "rtp".into()), ("stream_id", id)]).await {
+            tracing::warn!(node = %placement.node, ssrc, %error, "media node did not close the stream");
+        }
+    }
+
+    /// The stream takes the SSRC the device answered too.
+    fn expect_media_ssrc(self: &Rc<Self>, ssrc: u32, device_ssrc: u32) -> std::pin::Pin<Box<dyn Future<Output = bool>>> {
+        match self.nodes.as_ref().and_then(|n| n.placement(ssrc)) {
+            None => Box::pin(self.shard.expect_ssrc(ssrc, device_ssrc)),
+            Some(placement) => {
+                let me = self.clone();
+                Box::pin(async move {
+                    let Some(nodes) = &me.nodes else { return false };
+                    let params = [("app", "rtp".to_string()), ("stream_id", crate::proto::ssrc::stream_id(ssrc)), ("ssrc", device_ssrc.to_string())];
+                    nodes.call(&placement.node, "updateRtpServerSSRC", &params).await.is_ok()
+                })
+            }
+        }
+    }
+
+    /// TCP active: the stream (here or on its node) connects to the device's media port.
+    async fn connect_media(&self, ssrc: u32, addr: SocketAddr) -> Result<(), String> {
+        match self.nodes.as_ref().and_then(|n| n.placement(ssrc)) {
+            None => self.shard.connect_tcp(ssrc, addr).await,
+            Some(placement) => {
+                let nodes = self.nodes.as_ref().expect("placed, so nodes");
+                let params = [("app", "rtp".to_string()), ("stream_id", crate::proto::ssrc::stream_id(ssrc)), ("dst_url", addr.ip().to_string()), ("dst_port", addr.port().to_string())];
+                nodes.call(&placement.node, "connectRtpServer", &params).await.map(drop)
+            }
+        }
+    }
+
+    /// Where a session's stream lives when it is not on this process.
+    pub fn placement(&self, ssrc: u32) -> Option<nodes::Placement> {
+        self.nodes.as_ref()?.placement(ssrc)
     }
 
     fn resolve(&self, handle: PlayHandle, result: Result<Session, PlayError>) {
@@ -368,7 +420,7 @@ impl Control {
         // now, from the drain, so it is queued before the ACK leaves and the device sends.
         let expected = session.device_ssrc.filter(|d| *d != session.ssrc).map(|device_ssrc| {
             tracing::info!(device_id = %session.device_id, ssrc = session.ssrc, device_ssrc, "device answered another SSRC; following it");
-            self.shard.expect_ssrc(session.ssrc, device_ssrc)
+            self.expect_media_ssrc(session.ssrc, device_ssrc)
         });
         let me = self.clone();
         glommio::spawn_local(async move {
@@ -379,7 +431,7 @@ impl Control {
             }
             // TCP active: connect to the device's media port before anyone is told it plays.
             let Some(addr) = media else { return me.resolve(handle, Ok(*session)) };
-            match me.shard.connect_tcp(session.ssrc, addr).await {
+            match me.connect_media(session.ssrc, addr).await {
                 Ok(()) => me.resolve(handle, Ok(*session)),
                 Err(error) => {
                     tracing::warn!(device_id = %session.device_id, channel_id = %session.channel_id, %error, "TCP active media connect failed");
@@ -431,24 +483,56 @@ impl Control {
         }
         match (start, stream) {
             (PlayStart::Open(_), Some((ssrc, port))) => {
-                self.command(Command::Invite { handle, ssrc, port });
+                self.command(Command::Invite { handle, ssrc, port, media_ip: None });
             }
             // Detached: a caller that goes away must not leave the play half-opened.
             (PlayStart::Open(_), None) => {
-                glommio::spawn_local(self.clone().open_media(handle, kind, channel_id.to_string())).detach();
+                glommio::spawn_local(self.clone().open_media(handle, kind, transport, channel_id.to_string())).detach();
             }
             _ => {}
         }
         rx.await.unwrap_or(Err(PlayError::Cancelled))
     }
 
-    /// Opens the stream for a new play on the shard its SSRC hashes to, then INVITEs.
-    async fn open_media(self: Rc<Self>, handle: PlayHandle, kind: PlayKind, channel_id: String) {
-        match self.open_new_stream(kind, &channel_id, crate::shard::unix_ms()).await {
+    /// Opens the stream for a new play on the shard its SSRC hashes to (or, role control, on
+    /// the least-loaded media node), then INVITEs.
+    async fn open_media(self: Rc<Self>, handle: PlayHandle, kind: PlayKind, transport: MediaTransport, channel_id: String) {
+        let opened = match &self.nodes {
+            Some(nodes) => self.open_on_node(nodes, kind, transport).await,
+            None => self.open_new_stream(kind, &channel_id, crate::shard::unix_ms()).await.map(|(ssrc, port)| (ssrc, port, None)),
+        };
+        match opened {
             // The stream's own port, or the single port every stream shares (UDP and TCP).
-            Ok((ssrc, port)) => self.command(Command::Invite { handle, ssrc, port }),
+            Ok((ssrc, port, media_ip)) => self.command(Command::Invite { handle, ssrc, port, media_ip }),
             Err(error) => self.command(Command::Abandon { handle, error }),
         };
+    }
+
+    /// Opens the stream on the least-loaded media node (`openRtpServer`): (ssrc, port, its
+    /// media address).
+    async fn open_on_node(&self, nodes: &nodes::MediaNodes, kind: PlayKind, transport: MediaTransport) -> Result<(u32, u16, Option<String>), PlayError> {
+        if matches!(kind, PlayKind::Download { .. }) {
+            return Err(PlayError::NoPort("downloads are written by the all-in-one role only (not placed on media nodes yet)".into()));
+        }
+        let placement = nodes.choose().ok_or_else(|| PlayError::NoPort("no media node is up and not draining".into()))?;
+        let ssrc = self.endpoint.borrow_mut().next_ssrc(kind);
+        let tcp_mode = match transport {
+            MediaTransport::Udp => "0",
+            MediaTransport::TcpPassive => "1",
+            MediaTransport::TcpActive => "2",
+        };
+        let params = [
+            ("app", "rtp".to_string()),
+            ("stream_id", crate::proto::ssrc::stream_id(ssrc)),
+            ("port", "0".into()),
+            ("tcp_mode", tcp_mode.into()),
+            ("ssrc", ssrc.to_string()),
+        ];
+        let answer = nodes.call(&placement.node, "openRtpServer", &params).await.map_err(|e| PlayError::NoPort(format!("media node {}: {e}", placement.node)))?;
+        let port = answer["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or_else(|| PlayError::NoPort("media node answered no port".into()))?;
+        nodes.placed(ssrc, &placement.node);
+        tracing::info!(node = %placement.node, ssrc, port, "stream placed on media node");
+        Ok((ssrc, port, Some(placement.media_ip)))
     }
 
     /// A stream for `channel_id` under a fresh SSRC on its owning shard: (ssrc, port).
@@ -510,6 +594,16 @@ impl Control {
             PlaybackAction::Speed(x100) => PlaybackChange::Scale(x100),
             PlaybackAction::Seek(_) => PlaybackChange::Seeked,
         };
+        if let Some(placement) = self.placement(ssrc) {
+            // A node holds a paused stream open (`pauseRtpCheck`); its clock follows the device.
+            if let (PlaybackChange::Paused(on), Some(nodes)) = (change, &self.nodes) {
+                let call = if on { "pauseRtpCheck" } else { "resumeRtpCheck" };
+                if let Err(error) = nodes.call(&placement.node, call, &[("stream_id", crate::proto::ssrc::stream_id(ssrc))]).await {
+                    tracing::warn!(node = %placement.node, ssrc, %error, "media node did not take the pause");
+                }
+            }
+            return Ok(());
+        }
         if !self.shard.playback_change(ssrc, change).await {
             return Err(ControlError::UnknownSession);
         }
@@ -640,9 +734,19 @@ impl Control {
                 continue;
             }
             let listed_at = Instant::now();
-            let streams = self.shard.list_streams().await;
-            // HLS viewers and a recording use a stream as much as FLV viewers do.
-            let streams = streams.iter().map(|s| StreamUse { ssrc: s.ssrc, in_use: s.subscribers > 0 || s.hls || s.recording }).collect();
+            let streams = match &self.nodes {
+                Some(nodes) => {
+                    // Sessions on a node that went down end now (BYE); their channels play
+                    // elsewhere when asked again.
+                    for ssrc in nodes.check(listed_at) {
+                        tracing::warn!(ssrc, "media node down: ending its session");
+                        self.stop_session(ssrc);
+                    }
+                    nodes.streams().await.into_iter().map(|(ssrc, in_use)| StreamUse { ssrc, in_use }).collect()
+                }
+                // HLS viewers and a recording use a stream as much as FLV viewers do.
+                None => self.shard.list_streams().await.iter().map(|s| StreamUse { ssrc: s.ssrc, in_use: s.subscribers > 0 || s.hls || s.recording }).collect(),
+            };
             self.command(Command::StreamsSeen { listed_at, streams });
             self.counters.borrow_mut().session_checks += 1;
         }

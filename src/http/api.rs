@@ -95,6 +95,7 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         ("POST", ["api", "play-tokens"]) => super::play_tokens::issue(shard, &head, &body, conn.peer_ip()),
         ("GET", ["api", "config"]) => (200, redacted_config(&shard.config)),
         ("GET", ["api", "shards"]) => (200, json!({ "rtp_port": shard.config.rtp.port, "shards": shard.shard_stats().await })),
+        (_, ["api", "nodes", ..]) => nodes_api(front, &head.method, &segments),
         ("GET", ["api", "health"]) => (200, json!({ "status": "ok", "media_shards": shard.media_shards })),
         (_, ["api", "devices" | "sessions" | "downloads" | "channels", ..] | ["api", "sip"]) => match &front.control {
             Some(control) => super::api_gb::route(control, &head, &segments, &body).await,
@@ -104,6 +105,22 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         _ => not_found(),
     };
     respond_json(conn, status, &value).await;
+}
+
+/// Role control: `GET /api/nodes` (media nodes, their state and load) and
+/// `POST|DELETE /api/nodes/{id}/drain` (a draining node gets no new stream; its streams stay).
+fn nodes_api(front: &Front, method: &str, segments: &[&str]) -> (u16, Value) {
+    let Some(nodes) = front.control.as_ref().and_then(|c| c.nodes.as_ref()) else {
+        return (404, json!({ "code": "not_control", "message": "media nodes are placed on by node.role control only" }));
+    };
+    match (method, segments) {
+        ("GET", ["api", "nodes"]) => (200, json!({ "nodes": nodes.views(std::time::Instant::now()) })),
+        (m @ ("POST" | "DELETE"), ["api", "nodes", id, "drain"]) => match nodes.set_draining(id, m == "POST") {
+            true => (200, json!({ "node": id, "draining": m == "POST" })),
+            false => (404, json!({ "code": "not_found", "message": "no such media node" })),
+        },
+        _ => not_found(),
+    }
 }
 
 fn not_found() -> (u16, Value) {

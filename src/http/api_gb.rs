@@ -33,7 +33,10 @@ fn not_found(what: &str) -> (u16, Value) {
 
 pub fn session_json(control: &Control, head: &RequestHead, session: &Session) -> Value {
     let mut v = json!(session);
-    v["play"] = super::play_tokens::stream_play(&control.shard, head, &session.stream_id);
+    v["play"] = match control.placement(session.ssrc) {
+        Some(_) => super::play_tokens::stream_play_on_node(&control.shard, control, &session.stream_id),
+        None => super::play_tokens::stream_play(&control.shard, head, &session.stream_id),
+    };
     v
 }
 

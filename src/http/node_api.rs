@@ -38,6 +38,25 @@ pub async fn serve_api(front: &Front, conn: &mut HttpConn, head: &RequestHead, n
     }
 }
 
+/// A hook a media node posted (role control): answered as wvp answers ZLMediaKit.
+pub async fn serve_hook(front: &Front, conn: &mut HttpConn, head: &RequestHead, name: &str) {
+    if head.content_length > BODY_BYTES_MAX {
+        conn.keep_alive = false;
+        return respond_empty(conn, 413, "").await;
+    }
+    let read = glommio::timer::timeout(super::api::BODY_READ_TIMEOUT, async { Ok(super::api::read_body(conn, head).await) }).await;
+    let Ok(Some(body)) = read else {
+        conn.keep_alive = false;
+        return respond_empty(conn, 400, "").await;
+    };
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let answer = match &front.control {
+        Some(control) => crate::control::nodes::answer_hook(control, name, &body, conn.peer_ip(), super::play_tokens::unix_s()),
+        None => serde_json::json!({ "code": -1, "msg": "SIP is disabled: no control plane here" }),
+    };
+    respond(conn, 200, JSON, answer.to_string().as_bytes()).await;
+}
+
 /// Whether the viewer of a node play URL may watch: the stream's SSRC, or None once answered
 /// (401 as ZLMediaKit words it, 404, or gmv's own refusal when no `on_play` hook is set).
 pub async fn play_allowed(front: &Front, conn: &mut HttpConn, head: &RequestHead, app: &str, stream: &str, hls: bool) -> Option<u32> {

@@ -52,6 +52,10 @@ pub enum Route {
     NodeApi {
         name: String,
     },
+    /// A hook a media node posts to this control (`/index/hook/{name}`).
+    NodeHook {
+        name: String,
+    },
     /// A ZLMediaKit play URL: `/{app}/{stream}.live.flv` or `/{app}/{stream}/hls.m3u8`.
     NodePlay {
         app: String,
@@ -77,6 +81,7 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
         ["console", rest @ ..] if head.method == "GET" && !rest.is_empty() => Route::Console { file: Some(rest.join("/")) },
         ["api", ..] => Route::Api,
         ["index", "api", name] => Route::NodeApi { name: name.to_string() },
+        ["index", "hook", name] if head.method == "POST" => Route::NodeHook { name: name.to_string() },
         // Prometheus scrapes, with an API key like the REST API.
         ["metrics"] if head.method == "GET" => Route::Api,
         // /hls/{stream_id}/{token}/{file}

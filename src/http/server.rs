@@ -223,7 +223,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
     let shard = &front.shard;
     conn.set_origin(head.header("origin"), &shard.config.http.cors_origins);
     let route = routes::route(&head, &shard.config);
-    if !matches!(route, Route::Api | Route::NodeApi { .. }) {
+    if !matches!(route, Route::Api | Route::NodeApi { .. } | Route::NodeHook { .. }) {
         // Only the API reads bodies: after another request with one, the stream is out of step.
         if head.content_length > 0 {
             conn.keep_alive = false;
@@ -240,7 +240,8 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             };
             return serve_stream_by_token(shard, conn, head, ssrc, hls).await;
         }
-        Route::NodeApi { .. } | Route::NodePlay { .. } => return hand_off(shard, CONTROL, conn, head).await,
+        Route::NodeHook { name } if shard.is_control() => super::node_api::serve_hook(&front, &mut conn, &head, &name).await,
+        Route::NodeApi { .. } | Route::NodePlay { .. } | Route::NodeHook { .. } => return hand_off(shard, CONTROL, conn, head).await,
         Route::FlvPlay { stream_id, token } => {
             let websocket = super::websocket::upgrade_accept(&head);
             match at_owner(shard, conn, head, token.as_deref(), &stream_id).await {
@@ -307,6 +308,11 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
                 return conn.keep_alive.then_some(conn);
             };
             match control.play(&device_id, &channel_id, MediaTransport::Udp).await {
+                // On a media node: the viewer goes there, with a token for the stream.
+                Ok(session) if control.placement(session.ssrc).is_some() => {
+                    let urls = super::play_tokens::stream_play_on_node(shard, control, &session.stream_id);
+                    super::response::respond_redirect(&mut conn, urls["flv"].as_str().unwrap_or_default()).await;
+                }
                 // The token given opens the channel; the stream is served as its own.
                 Ok(session) => return serve_stream_by_token(shard, conn, head, session.ssrc, false).await,
                 Err(e) => {

@@ -166,6 +166,25 @@ impl Engine {
         file_bytes_max: Option<u64>,
         args: &[&str],
     ) -> Engine {
+        Engine::start_inner(shards, http_yaml, extra_yaml, sip_yaml, data_dir, file_bytes_max, args, None)
+    }
+
+    /// An engine on HTTP address `http` (one other processes were told before it started).
+    pub fn start_at(http: SocketAddr, shards: usize, extra_yaml: &str, sip_yaml: &str, args: &[&str]) -> Engine {
+        Engine::start_inner(shards, "", extra_yaml, sip_yaml, None, None, args, Some(http))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_inner(
+        shards: usize,
+        http_yaml: &str,
+        extra_yaml: &str,
+        sip_yaml: &str,
+        data_dir: Option<PathBuf>,
+        file_bytes_max: Option<u64>,
+        args: &[&str],
+        fixed_http: Option<SocketAddr>,
+    ) -> Engine {
         let keys = if http_yaml.contains("api_keys") {
             String::new()
         } else {
@@ -178,7 +197,7 @@ impl Engine {
             // Free when picked, but another test's client socket may take the number before
             // the engine binds it (for SIP both UDP and TCP): the engine then exits saying the
             // address is in use, and we pick again.
-            let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+            let http: SocketAddr = fixed_http.unwrap_or_else(|| format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap());
             let sip: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
             let config = dir.join(format!("gmv-{}.yml", http.port()));
             let data_dir = data_dir.clone().unwrap_or_else(|| dir.join(format!("data-{}", http.port())));
@@ -336,6 +355,12 @@ impl Engine {
     }
 
     /// Sends `signal` to the engine process.
+    /// kill -9, and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };

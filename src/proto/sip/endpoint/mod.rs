@@ -354,7 +354,9 @@ pub enum Command {
     /// send `Invite`, or `Abandon`).
     Play { device_id: String, channel_id: String, transport: MediaTransport, kind: PlayKind },
     /// The stream for a new play is open: send the INVITE offering `port`.
-    Invite { handle: PlayHandle, ssrc: u32, port: u16 },
+    /// `media_ip`: where the device sends media when not this node's own (`media_ip` of the
+    /// config): a media node the stream was placed on.
+    Invite { handle: PlayHandle, ssrc: u32, port: u16, media_ip: Option<String> },
     /// The stream for a new play could not be opened.
     Abandon { handle: PlayHandle, error: PlayError },
     /// Stop the live play of a channel.
@@ -679,8 +681,8 @@ impl Endpoint {
     pub fn handle_command(&mut self, now: Instant, command: Command) -> Outcome {
         match command {
             Command::Play { device_id, channel_id, transport, kind } => Outcome::Play(self.play(now, &device_id, &channel_id, transport, kind)),
-            Command::Invite { handle, ssrc, port } => {
-                self.invite(now, handle, ssrc, port);
+            Command::Invite { handle, ssrc, port, media_ip } => {
+                self.invite(now, handle, ssrc, port, media_ip.as_deref());
                 Outcome::Done
             }
             Command::Abandon { handle, error } => {

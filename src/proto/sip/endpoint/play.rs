@@ -316,7 +316,7 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn invite(&mut self, now: Instant, handle: PlayHandle, ssrc: u32, port: u16) {
+    pub(super) fn invite(&mut self, now: Instant, handle: PlayHandle, ssrc: u32, port: u16, media_ip: Option<&str>) {
         let Some(key) = self.plays.by_handle.get(&handle).cloned() else {
             // Stopped while the stream was being opened.
             return self.emit(Event::PlayFailed { handle, error: PlayError::Cancelled, ssrc: Some(ssrc) });
@@ -328,7 +328,7 @@ impl Endpoint {
             return self.emit(Event::PlayFailed { handle, error: PlayError::Offline, ssrc: Some(ssrc) });
         };
         let (transport, kind) = self.plays.pending.get(&key).map_or((MediaTransport::Udp, PlayKind::Live), |p| (p.transport, p.kind));
-        let sdp = offer_sdp(&channel_id, &self.cfg.media_ip, port, ssrc, transport, kind);
+        let sdp = offer_sdp(&channel_id, media_ip.unwrap_or(&self.cfg.media_ip), port, ssrc, transport, kind);
         let call_id = self.new_call_id();
         let (from_tag, branch) = (self.rng.hex(), self.rng.hex());
         let cseq = 1;

@@ -222,7 +222,7 @@ impl H {
             panic!("new play")
         };
         let ssrc = self.ep.next_ssrc(PlayKind::Live);
-        self.command(Command::Invite { handle, ssrc, port: 30_000 });
+        self.command(Command::Invite { handle, ssrc, port: 30_000, media_ip: None });
         let invite = self.sent_one(dev.peer);
         assert_eq!(invite.method().map(|m| m.to_string()).as_deref(), Some("INVITE"));
         (handle, invite)
@@ -444,7 +444,7 @@ fn stops_do_not_wait_for_bye_answers() {
             panic!()
         };
         let ssrc = h.ep.next_ssrc(PlayKind::Live);
-        h.command(Command::Invite { handle, ssrc, port: 30_000 });
+        h.command(Command::Invite { handle, ssrc, port: 30_000, media_ip: None });
         let invite = h.sent_one(dev.peer);
         h.answer(&dev, &invite, 200, Some(("Application/SDP", b"v=0\r\nm=video 6000 RTP/AVP 96\r\n")));
         h.take();
@@ -1041,7 +1041,7 @@ fn playback_invites_a_range_controls_it_in_dialog_and_ends_on_media_status() {
     h.command(Command::Abandon { handle: other, error: PlayError::Cancelled });
     let ssrc = h.ep.next_ssrc(kind);
     assert_eq!(crate::proto::ssrc::stream_id(ssrc).as_bytes()[0], b'1', "history SSRCs start with 1");
-    h.command(Command::Invite { handle, ssrc, port: 30_002 });
+    h.command(Command::Invite { handle, ssrc, port: 30_002, media_ip: None });
     let invite = h.sent_one(dev.peer);
     let sdp = String::from_utf8_lossy(invite.body()).to_string();
     assert!(sdp.contains("s=Playback\r\nu=34020000001310000001:0\r\n") && sdp.contains("t=1795000000 1795000600\r\n"), "{sdp}");
@@ -1105,7 +1105,7 @@ fn a_download_offers_its_speed() {
         panic!("new download")
     };
     let ssrc = h.ep.next_ssrc(kind);
-    h.command(Command::Invite { handle, ssrc, port: 30_004 });
+    h.command(Command::Invite { handle, ssrc, port: 30_004, media_ip: None });
     let sdp = String::from_utf8_lossy(h.sent_one(dev.peer).body()).to_string();
     assert!(sdp.contains("s=Download\r\n") && sdp.contains("t=1795000000 1795000060\r\n") && sdp.contains("a=downloadspeed:4\r\n"), "{sdp}");
 }

@@ -1,0 +1,322 @@
+//! Media nodes a control plane places streams on, driven over ZLMediaKit's node API (gmv
+//! `--role media` nodes and ZLMediaKit alike): their load and health from their keepalive
+//! hooks, placement on the least-loaded healthy node, and the calls a session needs (open,
+//! close, the device's SSRC, TCP active connect, viewers).
+
+use crate::config::MediaNodeConfig;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// One node API call, connect to answer.
+pub const NODE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Streams placed on a node since its last keepalive count toward its load at this weight (a
+/// keepalive is seconds old; a burst of plays must not all land on one node).
+const PLACED_SINCE_KEEPALIVE_WEIGHT: u64 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// No keepalive yet.
+    Unknown,
+    Up,
+    /// Its keepalives stopped.
+    Down,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeLoad {
+    pub streams: u64,
+    pub viewers: u64,
+    pub ingest_kbps: u64,
+    pub cpu_percent: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    pub id: String,
+    pub api: String,
+    pub media_ip: String,
+    pub state: NodeState,
+    pub draining: bool,
+    pub load: NodeLoad,
+    /// Streams this control placed there that are open.
+    pub placed: usize,
+    pub last_keepalive_s_ago: Option<u64>,
+}
+
+struct Node {
+    config: MediaNodeConfig,
+    /// The address its hooks must come from (its API host).
+    host: String,
+    state: NodeState,
+    draining: bool,
+    load: NodeLoad,
+    last_keepalive: Option<Instant>,
+    placed_since_keepalive: u64,
+}
+
+/// Where a stream of this control lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub node: String,
+    /// `http://host:port` of the node (API and play).
+    pub api: String,
+    pub media_ip: String,
+}
+
+pub struct MediaNodes {
+    nodes: RefCell<Vec<Node>>,
+    /// Stream SSRC to the node it lives on.
+    placed: RefCell<HashMap<u32, String>>,
+    down_after: Duration,
+}
+
+impl MediaNodes {
+    pub fn new(configs: &[MediaNodeConfig], down_after: Duration) -> MediaNodes {
+        let nodes = configs
+            .iter()
+            .map(|c| Node {
+                host: crate::outbound::parse_url(&c.api).map(|(h, _, _)| h).unwrap_or_default(),
+                config: c.clone(),
+                state: NodeState::Unknown,
+                draining: false,
+                load: NodeLoad::default(),
+                last_keepalive: None,
+                placed_since_keepalive: 0,
+            })
+            .collect();
+        MediaNodes { nodes: RefCell::new(nodes), placed: RefCell::new(HashMap::new()), down_after }
+    }
+
+    pub fn views(&self, now: Instant) -> Vec<NodeView> {
+        let placed = self.placed.borrow();
+        self.nodes
+            .borrow()
+            .iter()
+            .map(|n| NodeView {
+                id: n.config.id.clone(),
+                api: n.config.api.clone(),
+                media_ip: n.config.media_ip.clone(),
+                state: n.state,
+                draining: n.draining,
+                load: n.load.clone(),
+                placed: placed.values().filter(|id| **id == n.config.id).count(),
+                last_keepalive_s_ago: n.last_keepalive.map(|t| now.saturating_duration_since(t).as_secs()),
+            })
+            .collect()
+    }
+
+    /// A keepalive (or start) hook from `from`: taken only from a configured node's own host.
+    pub fn keepalive(&self, now: Instant, id: &str, from: std::net::IpAddr, data: &Value) -> bool {
+        let mut nodes = self.nodes.borrow_mut();
+        let Some(n) = nodes.iter_mut().find(|n| n.config.id == id) else { return false };
+        if n.host.parse::<std::net::IpAddr>().is_ok_and(|h| h != from) {
+            return false;
+        }
+        if n.state != NodeState::Up {
+            tracing::info!(node = id, "media node up");
+        }
+        n.state = NodeState::Up;
+        n.last_keepalive = Some(now);
+        n.placed_since_keepalive = 0;
+        let num = |k: &str| data.get(k).and_then(Value::as_u64).unwrap_or(0);
+        n.load = NodeLoad {
+            streams: num("streams"),
+            viewers: num("viewers"),
+            ingest_kbps: num("ingest_kbps"),
+            cpu_percent: data.get("cpu_percent").and_then(Value::as_f64).unwrap_or(0.0),
+        };
+        true
+    }
+
+    /// Marks nodes whose keepalives stopped as down; returns the SSRCs of the streams that
+    /// were on them (their sessions are to end).
+    pub fn check(&self, now: Instant) -> Vec<u32> {
+        let mut went_down = Vec::new();
+        for n in self.nodes.borrow_mut().iter_mut() {
+            let late = n.last_keepalive.is_some_and(|t| now.saturating_duration_since(t) > self.down_after);
+            if n.state == NodeState::Up && late {
+                n.state = NodeState::Down;
+                tracing::warn!(node = %n.config.id, down_after_s = self.down_after.as_secs(), "media node down: no keepalive");
+                went_down.push(n.config.id.clone());
+            }
+        }
+        let mut placed = self.placed.borrow_mut();
+        let lost: Vec<u32> = placed.iter().filter(|(_, id)| went_down.contains(id)).map(|(s, _)| *s).collect();
+        for ssrc in &lost {
+            placed.remove(ssrc);
+        }
+        lost
+    }
+
+    pub fn set_draining(&self, id: &str, draining: bool) -> bool {
+        match self.nodes.borrow_mut().iter_mut().find(|n| n.config.id == id) {
+            Some(n) => {
+                n.draining = draining;
+                tracing::info!(node = id, draining, "media node drain");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The least-loaded node that is up and not draining (streams, then ingest).
+    pub fn choose(&self) -> Option<Placement> {
+        let mut nodes = self.nodes.borrow_mut();
+        let n = nodes
+            .iter_mut()
+            .filter(|n| n.state == NodeState::Up && !n.draining)
+            .min_by_key(|n| (n.load.streams + n.placed_since_keepalive * PLACED_SINCE_KEEPALIVE_WEIGHT, n.load.ingest_kbps))?;
+        n.placed_since_keepalive += 1;
+        Some(Placement { node: n.config.id.clone(), api: n.config.api.clone(), media_ip: n.config.media_ip.clone() })
+    }
+
+    pub fn placed(&self, ssrc: u32, node: &str) {
+        self.placed.borrow_mut().insert(ssrc, node.to_string());
+    }
+
+    pub fn forget(&self, ssrc: u32) -> Option<String> {
+        self.placed.borrow_mut().remove(&ssrc)
+    }
+
+    pub fn placement(&self, ssrc: u32) -> Option<Placement> {
+        let id = self.placed.borrow().get(&ssrc).cloned()?;
+        self.nodes.borrow().iter().find(|n| n.config.id == id).map(|n| Placement { node: id, api: n.config.api.clone(), media_ip: n.config.media_ip.clone() })
+    }
+
+    fn secret(&self, node: &str) -> Option<(String, String)> {
+        self.nodes.borrow().iter().find(|n| n.config.id == node).map(|n| (n.config.api.clone(), n.config.secret.clone()))
+    }
+
+    /// Calls `name` on `node` with `params` (as wvp does: a form with `secret` first); the
+    /// answer's JSON, or why there is none (a `code` other than 0 included).
+    pub async fn call(&self, node: &str, name: &str, params: &[(&str, String)]) -> Result<Value, String> {
+        let (api, secret) = self.secret(node).ok_or("no such node")?;
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("secret", &secret);
+        for (k, v) in params {
+            form.append_pair(k, v);
+        }
+        let url = format!("{}/index/api/{name}", api.trim_end_matches('/'));
+        let answer = crate::outbound::post(&url, &[], "application/x-www-form-urlencoded", form.finish().as_bytes(), NODE_CALL_TIMEOUT).await?;
+        let v: Value = serde_json::from_slice(&answer.body).map_err(|e| format!("{name}: HTTP {} without JSON: {e}", answer.status))?;
+        match v.get("code").and_then(Value::as_i64) {
+            Some(0) => Ok(v),
+            code => Err(format!("{name}: code {code:?} {}", v.get("msg").and_then(Value::as_str).unwrap_or(""))),
+        }
+    }
+
+    /// Streams of every node that is up, with whether someone watches: (ssrc, in_use). A node
+    /// up that does not answer has its placed streams reported in use (unknown is not gone).
+    pub async fn streams(&self) -> Vec<(u32, bool)> {
+        let ups: Vec<String> = self.nodes.borrow().iter().filter(|n| n.state == NodeState::Up).map(|n| n.config.id.clone()).collect();
+        let mut out = Vec::new();
+        for node in ups {
+            let placed: Vec<u32> = self.placed.borrow().iter().filter(|(_, n)| **n == node).map(|(s, _)| *s).collect();
+            let servers = match self.call(&node, "listRtpServer", &[]).await {
+                Ok(v) => v,
+                Err(error) => {
+                    tracing::warn!(node, %error, "media node did not list its streams");
+                    out.extend(placed.iter().map(|s| (*s, true)));
+                    continue;
+                }
+            };
+            let media = self.call(&node, "getMediaList", &[]).await.unwrap_or(json!({}));
+            let watched = |id: &str| {
+                media["data"].as_array().is_some_and(|list| list.iter().any(|m| m["stream"] == id && m["totalReaderCount"].as_u64().unwrap_or(0) > 0))
+            };
+            for s in servers["data"].as_array().into_iter().flatten() {
+                let Some(id) = s["stream_id"].as_str() else { continue };
+                if let Some(ssrc) = crate::proto::ssrc::parse_stream_id(id).filter(|s| placed.contains(s)) {
+                    out.push((ssrc, watched(id)));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The answer to hook `name` a media node posted from `from` (role control). Only configured
+/// nodes are heard, from their own host; `on_play` takes a play token for the stream in its
+/// URL (`?token=`), `on_publish` only streams this control placed.
+pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std::net::IpAddr, now_unix_s: u64) -> Value {
+    let Some(nodes) = &control.nodes else { return json!({ "code": -1, "msg": "this gmv places no streams on media nodes (node.role is not control)" }) };
+    let node_id = body["mediaServerId"].as_str().unwrap_or("");
+    let heard = nodes.nodes.borrow().iter().any(|n| n.config.id == node_id && n.host.parse::<std::net::IpAddr>().is_ok_and(|h| h == from));
+    if !heard {
+        tracing::warn!(hook = name, node = node_id, %from, "hook from an unknown media node or address; ignored");
+        return json!({ "code": -100, "msg": "not a media node of this control" });
+    }
+    let stream = body["stream"].as_str().unwrap_or("");
+    let ours = crate::proto::ssrc::parse_stream_id(stream).and_then(|ssrc| nodes.placement(ssrc)).is_some_and(|p| p.node == node_id);
+    match name {
+        "on_server_started" | "on_server_keepalive" => {
+            nodes.keepalive(Instant::now(), node_id, from, &body["data"]);
+            json!({ "code": 0, "msg": "success" })
+        }
+        "on_publish" if ours => json!({ "code": 0, "msg": "success", "enable_audio": true, "enable_mp4": false }),
+        "on_publish" => json!({ "code": -1, "msg": "fail" }),
+        "on_play" => {
+            let params = body["params"].as_str().unwrap_or("");
+            let token = form_urlencoded::parse(params.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
+            let client = body["ip"].as_str().and_then(|ip| ip.parse().ok()).unwrap_or(from);
+            let scope = crate::auth::Scope::Stream(stream.to_string());
+            match token.map(|t| control.shard.secrets().verify(&t, &scope, now_unix_s, client)) {
+                Some(Ok(())) if ours => json!({ "code": 0, "msg": "success" }),
+                Some(Ok(())) => json!({ "code": 404, "msg": "not a stream of this control" }),
+                Some(Err(e)) => json!({ "code": 401, "msg": e.message() }),
+                None => json!({ "code": 401, "msg": "no play token (?token=)" }),
+            }
+        }
+        // The control stops sessions nobody watches itself (sip.no_viewer_stop_s).
+        "on_stream_none_reader" => json!({ "code": 0, "close": false }),
+        _ => json!({ "code": 0, "msg": "success" }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes() -> MediaNodes {
+        let c = |id: &str, host: &str| MediaNodeConfig { id: id.into(), api: format!("http://{host}:8080"), secret: "s".into(), media_ip: host.into() };
+        MediaNodes::new(&[c("a", "127.0.0.2"), c("b", "127.0.0.3")], Duration::from_secs(30))
+    }
+
+    #[test]
+    fn places_on_the_least_loaded_node_that_is_up_and_not_draining() {
+        let t = Instant::now();
+        let n = nodes();
+        assert_eq!(n.choose(), None, "no node has said it is up");
+        let load = |s: u64| json!({"streams": s, "ingest_kbps": 0});
+        assert!(!n.keepalive(t, "a", "10.9.9.9".parse().unwrap(), &load(0)), "not from the node's host");
+        assert!(!n.keepalive(t, "z", "127.0.0.2".parse().unwrap(), &load(0)), "not a configured node");
+        assert!(n.keepalive(t, "a", "127.0.0.2".parse().unwrap(), &load(5)));
+        assert!(n.keepalive(t, "b", "127.0.0.3".parse().unwrap(), &load(3)));
+        let picks: Vec<String> = (0..4).map(|_| n.choose().unwrap().node).collect();
+        assert_eq!(picks, ["b", "b", "a", "b"], "placed streams count until the next keepalive");
+        n.set_draining("b", true);
+        assert_eq!(n.choose().unwrap().node, "a");
+        n.set_draining("a", true);
+        assert_eq!(n.choose(), None);
+    }
+
+    #[test]
+    fn a_silent_node_goes_down_with_its_streams() {
+        let t = Instant::now();
+        let n = nodes();
+        n.keepalive(t, "a", "127.0.0.2".parse().unwrap(), &json!({}));
+        n.keepalive(t, "b", "127.0.0.3".parse().unwrap(), &json!({}));
+        n.placed(7, "a");
+        n.placed(8, "b");
+        assert!(n.check(t + Duration::from_secs(30)).is_empty());
+        n.keepalive(t + Duration::from_secs(20), "b", "127.0.0.3".parse().unwrap(), &json!({}));
+        assert_eq!(n.check(t + Duration::from_secs(31)), [7]);
+        assert_eq!(n.placement(7), None);
+        assert_eq!(n.choose().unwrap().node, "b");
+        assert!(n.views(t).iter().any(|v| v.id == "a" && v.state == NodeState::Down));
+    }
+}

@@ -1,0 +1,244 @@
+//! Three processes on loopback: a control (`--role control`: SIP, REST) and two media nodes
+//! (`--role media`) it drives over ZLMediaKit's node API, their hooks coming back to it. A
+//! simulated device with four channels plays through both nodes, balanced; a drained node gets
+//! no new stream; `kill -9` of a node ends its sessions (BYE) and its channels play again from
+//! the other when asked.
+
+mod common;
+
+use common::gb_sim::*;
+use common::*;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+const CHANNELS: [&str; 4] = ["34020000001310000001", "34020000001310000002", "34020000001310000003", "34020000001310000004"];
+const NODE_SECRET: &str = "node-secret-0123456789";
+
+#[derive(Debug)]
+enum DeviceEvent {
+    /// INVITE for `channel` answered: media goes to `to`.
+    Invited { channel: String, to: SocketAddr },
+    Bye { channel: String },
+}
+
+fn catalog(sn: &str) -> Vec<u8> {
+    let items: String = CHANNELS
+        .iter()
+        .map(|id| format!("<Item>\r\n<DeviceID>{id}</DeviceID>\r\n<Name>cam {id}</Name>\r\n<Status>ON</Status>\r\n<ParentID>{DEVICE}</ParentID>\r\n</Item>\r\n"))
+        .collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<SumNum>{}</SumNum>\r\n<DeviceList Num=\"{}\">\r\n{items}</DeviceList>\r\n</Response>\r\n",
+        CHANNELS.len(),
+        CHANNELS.len()
+    )
+    .into_bytes()
+}
+
+/// A device with four channels: each INVITE starts a sender looping the clip (PS over UDP, the
+/// SSRC offered) to the address and port of the offer, until the BYE of its call.
+fn run_device(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Arc<AtomicBool>) {
+    let frames = h264_frames();
+    let mut senders: HashMap<String, (String, Arc<AtomicBool>)> = HashMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        let Some(msg) = sim.recv(Duration::from_millis(100)) else { continue };
+        if !msg.is_request() {
+            continue;
+        }
+        match msg.method().map(|m| m.to_string()).as_deref() {
+            Some("MESSAGE") => {
+                sim.reply(&msg, 200, "OK", "", None);
+                let text = String::from_utf8_lossy(msg.body()).to_string();
+                if text.contains("<CmdType>Catalog</CmdType>") {
+                    let sn = gmv::proto::sip::manscdp::element(&text, "SN").unwrap_or("1").to_string();
+                    let m = sim.request("MESSAGE", &format!("cat-{sn}"), "", Some("Application/MANSCDP+xml"), &catalog(&sn));
+                    sim.send(&m);
+                }
+            }
+            Some("INVITE") => {
+                let offer = gmv::proto::sdp::Sdp::parse(msg.body()).unwrap();
+                let channel = msg.header("Subject").unwrap_or_default().split(':').next().unwrap_or("").to_string();
+                let ip = offer.connection.as_deref().and_then(|c| c.split_whitespace().last()).unwrap_or("127.0.0.1").to_string();
+                let to: SocketAddr = format!("{ip}:{}", offer.media[0].port).parse().unwrap();
+                let ssrc: u32 = offer.gb_ssrc.clone().and_then(|s| s.parse().ok()).unwrap_or(1);
+                let answer = format!(
+                    "v=0\r\no={channel} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 15060 RTP/AVP 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\ny={ssrc:010}\r\nf=\r\n"
+                );
+                sim.reply(&msg, 200, "OK", &format!("Contact: <sip:{channel}@{}>\r\n", sim.local()), Some(("Application/SDP", answer.as_bytes())));
+                let flag = Arc::new(AtomicBool::new(false));
+                let (packets, done) = (gmv::sim::ps_rtp_packets(&frames, ssrc), flag.clone());
+                std::thread::spawn(move || {
+                    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    while !done.load(Ordering::SeqCst) {
+                        for frame in &packets {
+                            for p in frame {
+                                let _ = sock.send_to(p, to);
+                            }
+                            std::thread::sleep(Duration::from_millis(1000 / u64::from(FPS)));
+                            if done.load(Ordering::SeqCst) {
+                                return;
+                            }
+                        }
+                    }
+                });
+                senders.insert(msg.call_id().unwrap_or_default(), (channel.clone(), flag));
+                events.send(DeviceEvent::Invited { channel, to }).unwrap();
+            }
+            Some("BYE") => {
+                sim.reply(&msg, 200, "OK", "", None);
+                if let Some((channel, flag)) = senders.remove(&msg.call_id().unwrap_or_default()) {
+                    flag.store(true, Ordering::SeqCst);
+                    events.send(DeviceEvent::Bye { channel }).unwrap();
+                }
+            }
+            _ => sim.reply(&msg, 200, "OK", "", None),
+        }
+    }
+    for (_, (_, flag)) in senders {
+        flag.store(true, Ordering::SeqCst);
+    }
+}
+
+fn media_node(id: &str, control: SocketAddr) -> Engine {
+    let hooks: String = ["on_server_started", "on_server_keepalive", "on_play", "on_publish", "on_stream_none_reader"]
+        .iter()
+        .map(|n| format!("    {n}: \"http://{control}/index/hook/{n}\"\n"))
+        .collect();
+    let yaml = format!("node:\n  secret: \"{NODE_SECRET}\"\n  media_server_id: {id}\n  keepalive_interval_s: 1\n  hooks:\n{hooks}");
+    Engine::start_command(1, "", &yaml, "", None, None, &["--role", "media"])
+}
+
+fn node_states(control: &Engine) -> HashMap<String, Value> {
+    let (_, v) = control.request("GET", "/api/nodes", "");
+    v["nodes"].as_array().unwrap().iter().map(|n| (n["id"].as_str().unwrap().to_string(), n.clone())).collect()
+}
+
+/// Plays `channel` through the control's API: the session, with play URLs on its node.
+fn play(control: &Engine, channel: &str) -> Value {
+    let (status, session) = control.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), "{}");
+    assert_eq!(status, 200, "{session}");
+    session
+}
+
+/// Fetches an FLV URL for a while: its bytes, which must hold a keyframe.
+fn watch(url: &str, out: &str) -> Vec<u8> {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let file = work_dir().join(out);
+    let (status, _) = spawn_viewer(host.parse().unwrap(), format!("/{path}"), vec![], file.clone(), Duration::from_secs(2)).join().unwrap();
+    assert_eq!(status, 200, "{url}");
+    let flv = std::fs::read(file).unwrap();
+    assert!(flv.starts_with(b"FLV") && flv_tags(&flv).iter().any(|(kind, _, data)| *kind == 9 && data.first() == Some(&0x17)), "{url}: {} bytes, no keyframe", flv.len());
+    flv
+}
+
+fn next_event(events: &mpsc::Receiver<DeviceEvent>) -> DeviceEvent {
+    events.recv_timeout(Duration::from_secs(30)).expect("a device event")
+}
+
+#[test]
+fn a_control_places_streams_on_two_media_nodes_drains_one_and_survives_losing_one() {
+    let control_http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let mut a = media_node("media-1", control_http);
+    let b = media_node("media-2", control_http);
+    let nodes: String = [("media-1", &a), ("media-2", &b)]
+        .iter()
+        .map(|(id, e)| format!("    - {{id: {id}, api: \"http://{}\", secret: \"{NODE_SECRET}\", media_ip: 127.0.0.1}}\n", e.http))
+        .collect();
+    let control = Engine::start_at(control_http, 1, &format!("node:\n  node_down_after_s: 3\n  media_nodes:\n{nodes}"), "  no_viewer_stop_s: 0\n", &["--role", "control"]);
+    wait_for("both nodes up", Duration::from_secs(20), || {
+        let states = node_states(&control);
+        (states.values().filter(|n| n["state"] == "up").count() == 2).then_some(())
+    });
+    assert!(a.log_text().contains("no SIP"), "a media node runs no SIP");
+
+    let mut sim = Sim::new(control.sip);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let (events_tx, events) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let device = {
+        let stop = stop.clone();
+        std::thread::spawn(move || run_device(sim, events_tx, stop))
+    };
+    wait_for("catalog", Duration::from_secs(15), || {
+        let (_, v) = control.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+        (v["channels"].as_array().map(Vec::len) == Some(CHANNELS.len())).then_some(())
+    });
+
+    // Four channels: two on each node, each INVITE offering its node's address and port, each
+    // playing from its node with the control's token.
+    let mut on_node: HashMap<String, String> = HashMap::new();
+    for (i, ch) in CHANNELS.iter().enumerate() {
+        let session = play(&control, ch);
+        let DeviceEvent::Invited { channel, to } = next_event(&events) else { panic!("no INVITE") };
+        assert_eq!(channel, *ch);
+        let node = session["play"]["node"].as_str().unwrap().to_string();
+        let flv = session["play"]["flv"].as_str().unwrap().to_string();
+        let engine = if node == "media-1" { &a } else { &b };
+        assert!(flv.starts_with(&format!("http://{}/rtp/", engine.http)), "{flv}");
+        assert_eq!(to.ip().to_string(), "127.0.0.1");
+        watch(&flv, &format!("node-{i}.flv"));
+        on_node.insert(ch.to_string(), node);
+    }
+    let count = |n: &str| on_node.values().filter(|v| *v == n).count();
+    assert_eq!((count("media-1"), count("media-2")), (2, 2), "balanced: {on_node:?}");
+    let states = node_states(&control);
+    assert_eq!((states["media-1"]["placed"].as_u64(), states["media-2"]["placed"].as_u64()), (Some(2), Some(2)));
+
+    // A token for another stream does not play; a viewer of the control's channel URL is sent
+    // to the node.
+    let s0 = play(&control, CHANNELS[0]);
+    let url = s0["play"]["flv"].as_str().unwrap();
+    let wrong = url.replace(s0["play"]["token"].as_str().unwrap(), "bogus");
+    let rest = wrong.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let (head, _) = http_get(host.parse().unwrap(), &format!("/{path}"), &[]);
+    assert_eq!(status_of(&head), 401, "the node's on_play asks the control, which refuses");
+    let token = control.play_token(json!({"device_id": DEVICE, "channel_id": CHANNELS[0]}));
+    let (head, _) = http_get(control.http, &format!("/flv/gb/{DEVICE}/{}/{token}", CHANNELS[0]), &[]);
+    assert_eq!(status_of(&head), 302, "{head}");
+    let location = head.lines().find_map(|l| l.strip_prefix("Location: ")).unwrap().trim().to_string();
+    assert!(location.contains("/rtp/") && location.contains("?token="), "{location}");
+    watch(&location, "node-redirected.flv");
+
+    // Drain media-2: a channel of it stopped and played again lands on media-1.
+    assert_eq!(control.request("POST", "/api/nodes/media-2/drain", "").0, 200);
+    let moved = on_node.iter().find(|(_, n)| *n == "media-2").map(|(c, _)| c.clone()).unwrap();
+    assert_eq!(control.request("POST", &format!("/api/devices/{DEVICE}/channels/{moved}/stop"), "").0, 200);
+    assert!(matches!(next_event(&events), DeviceEvent::Bye { channel } if channel == moved));
+    let session = play(&control, &moved);
+    assert!(matches!(next_event(&events), DeviceEvent::Invited { .. }));
+    assert_eq!(session["play"]["node"], "media-1", "a drained node gets no new stream");
+    watch(session["play"]["flv"].as_str().unwrap(), "node-moved.flv");
+    on_node.insert(moved, "media-1".into());
+    assert_eq!(control.request("DELETE", "/api/nodes/media-2/drain", "").0, 200);
+
+    // kill -9 media-1: its sessions end (BYE) once its keepalives stop; asked again, its
+    // channels play from media-2.
+    a.kill();
+    let lost: Vec<String> = on_node.iter().filter(|(_, n)| *n == "media-1").map(|(c, _)| c.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut byes = Vec::new();
+    while byes.len() < lost.len() && Instant::now() < deadline {
+        if let Ok(DeviceEvent::Bye { channel }) = events.recv_timeout(Duration::from_secs(1)) {
+            byes.push(channel);
+        }
+    }
+    byes.sort();
+    let mut want = lost.clone();
+    want.sort();
+    assert_eq!(byes, want, "the sessions of the node that died end");
+    assert_eq!(node_states(&control)["media-1"]["state"], "down");
+    for ch in &lost {
+        let session = play(&control, ch);
+        assert!(matches!(next_event(&events), DeviceEvent::Invited { .. }));
+        assert_eq!(session["play"]["node"], "media-2");
+        watch(session["play"]["flv"].as_str().unwrap(), &format!("node-again-{ch}.flv"));
+    }
+    stop.store(true, Ordering::SeqCst);
+    device.join().unwrap();
+    drop(b);
+}
