@@ -13,7 +13,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(sip_parse sip_framer sip_endpoint manscdp sdp rtp ps_demux ts_demux rtp_depack h26x_sps mp4_read http_head play_token gb_text)
+  targets=(sip_parse sip_framer sip_endpoint manscdp sdp rtp ps_demux ts_demux rtp_depack h26x_sps mp4_read http_head play_token gb_text node_inputs)
 fi
 shared="../../shared/corpus"
 
@@ -37,6 +37,11 @@ seed() {
       [ -s "$dir/testsrc.ts" ] || { command -v ffmpeg >/dev/null && ffmpeg -v error -y -f lavfi -i testsrc=size=64x64:rate=10 -t 0.5 -c:v libx264 -f mpegts "$dir/testsrc.ts"; } ;;
     h26x_sps)
       for f in "$shared"/es/*.264; do [ -f "$f" ] && head -c 512 "$f" > "$dir/$(basename "$f").head"; done ;;
+    node_inputs)
+      # The recorded ZLMediaKit calls' form bodies.
+      for f in "$shared"/zlm/exchanges/*.json; do
+        [ -f "$f" ] && python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["request"]; sys.stdout.write(r.get("body_raw") or r.get("url",""))' "$f" > "$dir/$(basename "$f" .json).form" 2>/dev/null
+      done ;;
   esac
 }
 

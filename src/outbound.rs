@@ -71,7 +71,7 @@ pub async fn post(url: &str, headers: &[String], content_type: &str, body: &[u8]
 }
 
 /// The answer once its head and `Content-Length` body are in; None while more is needed.
-fn parse_answer(bytes: &[u8]) -> Result<Option<Answer>, String> {
+pub fn parse_answer(bytes: &[u8]) -> Result<Option<Answer>, String> {
     let mut headers = [httparse::EMPTY_HEADER; ANSWER_HEADERS_MAX];
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(bytes).map_err(|e| format!("bad answer: {e}"))? {
@@ -93,7 +93,7 @@ fn parse_answer(bytes: &[u8]) -> Result<Option<Answer>, String> {
 }
 
 /// The connection closed: what came is the answer, if its head is whole.
-fn parse_answer_at_eof(bytes: &[u8]) -> Result<Answer, String> {
+pub fn parse_answer_at_eof(bytes: &[u8]) -> Result<Answer, String> {
     let mut headers = [httparse::EMPTY_HEADER; ANSWER_HEADERS_MAX];
     let mut response = httparse::Response::new(&mut headers);
     match response.parse(bytes).map_err(|e| format!("bad answer: {e}"))? {

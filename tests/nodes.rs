@@ -187,6 +187,17 @@ fn a_control_places_streams_on_two_media_nodes_drains_one_and_survives_losing_on
     assert_eq!((count("media-1"), count("media-2")), (2, 2), "balanced: {on_node:?}");
     let states = node_states(&control);
     assert_eq!((states["media-1"]["placed"].as_u64(), states["media-2"]["placed"].as_u64()), (Some(2), Some(2)));
+    // Prometheus: per node state and placed streams, and the SIP latency of the INVITEs.
+    let (_, metrics) = control.try_request("GET", "/metrics", &[("gmv-token", TOKEN)], b"").unwrap();
+    for line in ["gmv_media_node_up{node=\"media-1\"} 1", "gmv_media_node_up{node=\"media-2\"} 1", "gmv_media_node_placed{node=\"media-2\"} 2"] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    let invites = metrics.lines().find(|l| l.starts_with("gmv_sip_transaction_latency_seconds_count{method=\"INVITE\"}")).unwrap_or_else(|| panic!("{metrics}"));
+    assert!(invites.ends_with(" 4"), "{invites}");
+    assert!(metrics.contains("gmv_sip_transaction_latency_seconds_bucket{le=\"+Inf\",method=\"INVITE\"} 4") || metrics.contains("gmv_sip_transaction_latency_seconds_bucket{method=\"INVITE\",le=\"+Inf\"} 4"), "{metrics}");
+    let (_, node_metrics) = b.try_request("GET", "/metrics", &[("gmv-token", TOKEN)], b"").unwrap();
+    assert!(node_metrics.contains("gmv_node_rtp_servers 2"), "{node_metrics}");
+    assert!(node_metrics.lines().any(|l| l.starts_with("gmv_node_hooks_delivered_total ") && !l.ends_with(" 0")), "{node_metrics}");
 
     // A token for another stream does not play; a viewer of the control's channel URL is sent
     // to the node.

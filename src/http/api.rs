@@ -52,7 +52,7 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         };
     }
     if let ("GET", ["metrics"]) = (head.method.as_str(), segments.as_slice()) {
-        let text = super::metrics::render(shard, front.control.as_deref()).await;
+        let text = super::metrics::render(shard, front.control.as_deref(), front.node.as_deref()).await;
         return super::response::respond(conn, 200, "text/plain; version=0.0.4; charset=utf-8", text.as_bytes()).await;
     }
     if let ("GET", ["api", "streams", id, "snapshot"]) = (head.method.as_str(), segments.as_slice()) {

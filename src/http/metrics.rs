@@ -32,8 +32,49 @@ const SHARD_GAUGES: [ShardFigure; 4] = [
 /// Figures of the control plane that are levels, not counts.
 const CONTROL_GAUGES: [&str; 1] = ["sse_clients"];
 
+/// Histograms gathered elsewhere (the SIP endpoint's, per bucket, one per method), encoded as
+/// Prometheus expects: seconds, cumulative buckets, `+Inf` last, a `method` label each.
+#[derive(Debug)]
+struct Latencies(crate::proto::sip::endpoint::Latencies);
+
+impl prometheus_client::encoding::EncodeMetric for Latencies {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error> {
+        use crate::proto::sip::endpoint::{LATENCY_BOUNDS_MS, TIMED_METHODS};
+        for (method, h) in TIMED_METHODS.iter().zip(self.0.by_method.iter()) {
+            let bounds = LATENCY_BOUNDS_MS.iter().map(|ms| *ms as f64 / 1000.0).chain(std::iter::once(f64::MAX));
+            let buckets: Vec<(f64, u64)> = bounds.zip(h.counts).collect();
+            let labels = [("method", *method)];
+            encoder.encode_family(&labels)?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum_ms as f64 / 1000.0, h.count, &buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
+/// Role control: each media node's state (1 up, 0 not), draining, load and placed streams.
+fn register_nodes(registry: &mut Registry, nodes: &[crate::control::nodes::NodeView]) {
+    let figures: [(&str, &str, fn(&crate::control::nodes::NodeView) -> i64); 6] = [
+        ("up", "1 while the media node sends keepalives", |n| i64::from(n.state == crate::control::nodes::NodeState::Up)),
+        ("draining", "1 while the media node gets no new stream", |n| i64::from(n.draining)),
+        ("streams", "streams on the media node (its last keepalive)", |n| n.load.streams as i64),
+        ("viewers", "viewers on the media node (its last keepalive)", |n| n.load.viewers as i64),
+        ("ingest_kbps", "media the node takes in, kbit/s (its last keepalive)", |n| n.load.ingest_kbps as i64),
+        ("placed", "streams this control placed on the media node", |n| n.placed as i64),
+    ];
+    for (name, help, value) in figures {
+        let family = Family::<Labels, Gauge>::default();
+        registry.register(format!("media_node_{name}"), help, family.clone());
+        for n in nodes {
+            family.get_or_create(&vec![("node".to_string(), n.id.clone())]).set(value(n));
+        }
+    }
+}
+
 /// The text to answer a scrape with.
-pub async fn render(shard: &Shard, control: Option<&Control>) -> String {
+pub async fn render(shard: &Shard, control: Option<&Control>, node: Option<&crate::node::Node>) -> String {
     let mut registry = Registry::with_prefix("gmv");
     let shards = shard.shard_stats().await;
     for (name, help, value) in SHARD_COUNTERS {
@@ -79,6 +120,23 @@ pub async fn render(shard: &Shard, control: Option<&Control>) -> String {
         let sessions = Gauge::<i64>::default();
         sessions.set(endpoint.sessions().count() as i64);
         registry.register("sip_sessions", "media sessions (live, playback, download) with devices", sessions);
+        registry.register_with_unit(
+            "sip_transaction_latency",
+            "time from a request's first sending to the device's final answer, by method",
+            prometheus_client::registry::Unit::Seconds,
+            Latencies(endpoint.latencies()),
+        );
+        drop(endpoint);
+        if let Some(nodes) = &control.nodes {
+            register_nodes(&mut registry, &nodes.views(std::time::Instant::now()));
+        }
+    }
+    if let Some(node) = node {
+        register_numbers(&mut registry, "node", &serde_json::to_value(*node.counters.borrow()).unwrap_or_default());
+        register_numbers(&mut registry, "node_hooks", &serde_json::to_value(node.hooks.counters()).unwrap_or_default());
+        let servers = Gauge::<i64>::default();
+        servers.set(node.servers.borrow().len() as i64);
+        registry.register("node_rtp_servers", "RTP servers opened over the node API", servers);
     }
     let mut text = String::new();
     if let Err(error) = encode(&mut text, &registry) {

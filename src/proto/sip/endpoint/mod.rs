@@ -21,6 +21,7 @@ mod registrar;
 mod rng;
 mod subscribe;
 mod transaction;
+pub use transaction::{LATENCY_BOUNDS_MS, Latencies, LatencyHistogram, TIMED_METHODS};
 
 pub use asks::{ASK_ANSWER_TIMEOUT, ASKS_IN_FLIGHT_MAX, Answer, DeviceAsk, PRESETS_MAX};
 pub use challenge::{AUTH_FAILURES_MAX, CHALLENGE_TTL, CHALLENGES_MAX};
@@ -435,6 +436,7 @@ pub struct Endpoint {
     /// Alarms answered 200 whose Response is still to go: (device, SN, alarm's DeviceID).
     alarm_acks: Vec<(String, u32, String)>,
     counters: Counters,
+    latencies: transaction::Latencies,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     next_tick: Instant,
@@ -463,6 +465,7 @@ impl Endpoint {
             subscriptions: Default::default(),
             alarm_acks: Vec::new(),
             counters: Counters::default(),
+            latencies: transaction::Latencies::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_tick: now + TICK,
@@ -554,6 +557,11 @@ impl Endpoint {
 
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// How long devices took to answer this endpoint's requests, by method.
+    pub fn latencies(&self) -> transaction::Latencies {
+        self.latencies
     }
 
     pub fn devices(&self) -> impl Iterator<Item = &Device> {
@@ -787,6 +795,7 @@ impl Endpoint {
             self.invite_proceeding(now, &key.call_id);
         }
         if let Some(transaction::Finished::Answered(key, tx)) = self.client.on_response(now, &key, status) {
+            self.latencies.observe(&key.method, now.saturating_duration_since(tx.started));
             self.on_transaction_done(now, key, tx, Some(msg));
         }
     }

@@ -1193,3 +1193,34 @@ fn a_2022_device_gets_its_version_answered() {
     assert!(h.take_events().iter().any(|e| matches!(e, Event::Refused { reason: Refusal::StaleNonce, .. })));
     assert_eq!(h.ep.counters().auth_failures, 0);
 }
+
+/// Answered requests are timed from their first sending to their final answer, by method, on
+/// the endpoint's clock; an INVITE offers a media node's address when one is given.
+#[test]
+fn transaction_latency_by_method_and_a_media_node_address_in_the_offer() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    let before = h.ep.latencies();
+    let Outcome::Play(Ok(PlayStart::Open(handle))) =
+        h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp, kind: PlayKind::Live })
+    else {
+        panic!("new play")
+    };
+    let ssrc = h.ep.next_ssrc(PlayKind::Live);
+    h.command(Command::Invite { handle, ssrc, port: 30_100, media_ip: Some("10.0.0.11".into()) });
+    let invite = h.sent_one(dev.peer);
+    let offer = crate::proto::sdp::Sdp::parse(invite.body()).unwrap();
+    assert_eq!(offer.connection.as_deref(), Some("IN IP4 10.0.0.11"));
+    assert_eq!(offer.media[0].port, 30_100);
+    h.advance(Duration::from_millis(300));
+    h.take();
+    h.answer(&dev, &invite, 200, Some(("Application/SDP", b"v=0\r\nm=video 6000 RTP/AVP 96\r\n")));
+    let after = h.ep.latencies();
+    let invite_i = super::TIMED_METHODS.iter().position(|m| *m == "INVITE").unwrap();
+    let l = after.by_method[invite_i];
+    assert_eq!(l.count, before.by_method[invite_i].count + 1);
+    let bucket = super::LATENCY_BOUNDS_MS.iter().position(|b| *b == 500).unwrap();
+    assert_eq!(l.counts[bucket], before.by_method[invite_i].counts[bucket] + 1, "300 ms lands in the 500 ms bucket");
+    assert!(l.sum_ms >= 300);
+}

@@ -73,6 +73,43 @@ pub struct ClientTx {
     interval: Duration,
     pub deadline: Instant,
     pub provisional: bool,
+    /// When it was sent first (its latency is the final answer's time less this).
+    pub started: Instant,
+}
+
+/// Upper bounds of the transaction latency buckets, ms (a last bucket takes the rest).
+pub const LATENCY_BOUNDS_MS: [u64; 12] = [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000];
+/// Methods timed apart; others are timed as "other".
+pub const TIMED_METHODS: [&str; 5] = ["INVITE", "MESSAGE", "SUBSCRIBE", "INFO", "other"];
+
+/// Time from a request's first sending to its final answer, per bucket (not cumulative).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    pub counts: [u64; LATENCY_BOUNDS_MS.len() + 1],
+    pub sum_ms: u64,
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&mut self, ms: u64) {
+        let bucket = LATENCY_BOUNDS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.counts[bucket] += 1;
+        self.sum_ms += ms;
+        self.count += 1;
+    }
+}
+
+/// Answered transactions' latencies by method (`TIMED_METHODS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Latencies {
+    pub by_method: [LatencyHistogram; TIMED_METHODS.len()],
+}
+
+impl Latencies {
+    pub fn observe(&mut self, method: &str, latency: Duration) {
+        let i = TIMED_METHODS.iter().position(|m| *m == method).unwrap_or(TIMED_METHODS.len() - 1);
+        self.by_method[i].observe(latency.as_millis() as u64);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -98,7 +135,7 @@ impl ClientTransactions {
         let invite = key.method == "INVITE";
         // Reliable transports are not retransmitted (RFC 3261 §17.1.1.2).
         let retransmit_at = matches!(to, Peer::Udp(_)).then_some(now + T1);
-        self.txs.insert(key, ClientTx { to, bytes, purpose, invite, retransmit_at, interval: T1, deadline: now + timeout, provisional: false });
+        self.txs.insert(key, ClientTx { to, bytes, purpose, invite, retransmit_at, interval: T1, deadline: now + timeout, provisional: false, started: now });
         true
     }
 

@@ -1,0 +1,21 @@
+//! What a media node and a control take from the network before anything is authorised: node
+//! API parameters (query and form body), RTP server names, and the answers hook receivers and
+//! media nodes send back (HTTP answers read whole, up to a bound).
+#![no_main]
+use gmv::node::rtp_servers::{RtpServers, TcpMode};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let split = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+    let (query, body) = data.split_at(split);
+    let params = gmv::http::node_api::params(&String::from_utf8_lossy(query), body);
+    let servers = RtpServers::default();
+    for (k, v) in &params {
+        let _ = (servers.may_open(k, v), TcpMode::parse(v));
+    }
+    if let Ok(Some(answer)) = gmv::outbound::parse_answer(data) {
+        assert!(answer.body.len() <= gmv::outbound::ANSWER_BYTES_MAX);
+        let _ = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&answer.body);
+    }
+    let _ = gmv::outbound::parse_answer_at_eof(data);
+});
