@@ -106,6 +106,25 @@ pub struct Control {
     warn_budget: RefCell<WarnBudget>,
 }
 
+/// Receive buffer asked for the SIP UDP socket: an NVR answers a catalog query with dozens of
+/// MESSAGEs at once and thousands of devices' keepalives bunch up; the default (~200 KiB,
+/// each datagram costing its buffer's full size) dropped a 1,000-channel catalog in the
+/// node loadtest.
+pub const SIP_RCVBUF_BYTES: usize = 8 << 20;
+
+fn bind_sip_udp(listen: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let domain = if listen.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(error) = sock.set_recv_buffer_size(SIP_RCVBUF_BYTES) {
+        tracing::warn!(%error, "SIP: cannot enlarge the UDP receive buffer");
+    }
+    sock.bind(&listen.into())?;
+    // SAFETY: the fd comes from the socket just made and is handed over once.
+    Ok(unsafe { UdpSocket::from_raw_fd(sock.into_raw_fd()) })
+}
+
 /// 16 bytes from the OS for nonces and tags.
 fn os_seed() -> [u8; 16] {
     let mut seed = [0u8; 16];
@@ -129,7 +148,7 @@ impl Control {
             return Ok(None);
         }
         let listen: SocketAddr = config.sip.listen.parse().map_err(std::io::Error::other)?;
-        let sock = UdpSocket::bind(listen).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let sock = bind_sip_udp(listen)?;
         let tcp = crate::shard::ports::tcp_listener(listen, false)?;
         let port = sock.local_addr().map_err(|e| std::io::Error::other(e.to_string()))?.port();
         let host: std::net::IpAddr = config.sip.host_ip.parse().map_err(std::io::Error::other)?;

@@ -56,9 +56,11 @@ fn secret_ok(node: &Node, given: Option<&String>) -> bool {
     }
 }
 
-/// The `-100` answer (with a cookie field as ZLMediaKit gives one; gmv keeps no sessions).
+/// The `-100` answer, with 32 hex digits of cookie as ZLMediaKit gives one (gmv keeps no
+/// login sessions: the value means nothing).
 fn login_first() -> Value {
-    let cookie: String = crate::shard::service::random_ssrc(0).to_be_bytes().iter().chain(&unix_s().to_be_bytes()).chain(&crate::shard::service::random_ssrc(1).to_be_bytes()).map(|b| format!("{b:02x}")).collect();
+    let random = |i| crate::shard::service::random_ssrc(i);
+    let cookie = format!("{:08x}{:016x}{:08x}", random(0), unix_s(), random(1));
     json!({ "code": code::AUTH, "cookie": cookie, "msg": "Please login first" })
 }
 

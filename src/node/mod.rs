@@ -50,6 +50,8 @@ pub struct Node {
     pub timings: Cell<Timings>,
     pub counters: RefCell<NodeCounters>,
     pub started_unix_s: u64,
+    /// Numbers the viewers `on_play` and `on_stream_not_found` name (their `id`).
+    next_viewer: Cell<u64>,
     /// Process CPU time at the last keepalive, and when it was read.
     cpu_mark: Cell<(Duration, Instant)>,
 }
@@ -121,6 +123,7 @@ impl Node {
             timings: Cell::new(timings),
             counters: RefCell::new(NodeCounters::default()),
             started_unix_s: unix_s(),
+            next_viewer: Cell::new(1),
             cpu_mark: Cell::new((process_cpu(), Instant::now())),
         });
         if node.shard.config.node.secret.is_empty() {
@@ -186,7 +189,8 @@ impl Node {
         body.insert("params".into(), params.into());
         body.insert("ip".into(), peer.ip().to_string().into());
         body.insert("port".into(), peer.port().into());
-        body.insert("id".into(), format!("{}-{}", peer.port(), self.shard.index).into());
+        let viewer = self.next_viewer.replace(self.next_viewer.get() + 1);
+        body.insert("id".into(), format!("{viewer}-{}", self.shard.index).into());
         body.insert("protocol".into(), "http".into());
         let published = |servers: &RtpServers| servers.get(stream_id).filter(|s| s.published() && s.app == app).map(|s| s.key);
         let mut key = published(&self.servers.borrow());
@@ -254,11 +258,16 @@ impl Node {
     }
 
     async fn on_tick(self: &Rc<Self>) {
+        // Nothing to watch: the shards are not asked (an all-in-one gmv nobody drives).
+        if self.servers.borrow().is_empty() {
+            return;
+        }
+        let listed_at = Instant::now();
         let infos = self.stream_infos().await;
         let t = self.timings.get();
         let timing = Timing { rtp_timeout: t.rtp_timeout, none_reader_delay: t.none_reader_delay };
         let segment_ms = self.shard.config.hls.segment_duration_s * 1000;
-        let actions = self.servers.borrow_mut().tick(Instant::now(), timing, |key| infos.get(&key).map(|i| view(i, segment_ms)));
+        let actions = self.servers.borrow_mut().tick(Instant::now(), listed_at, timing, |key| infos.get(&key).map(|i| view(i, segment_ms)));
         for action in actions {
             match action {
                 Action::AskPublish { stream_id } => {
@@ -293,6 +302,9 @@ async fn tick_loop(node: Rc<Node>) {
 async fn keepalive_loop(node: Rc<Node>) {
     loop {
         glommio::timer::sleep(node.timings.get().keepalive).await;
+        if !node.hooks.configured("on_server_keepalive") {
+            continue;
+        }
         let mut body = Map::new();
         body.insert("data".into(), Value::Object(node.load().await));
         node.hooks.post("on_server_keepalive", body);

@@ -187,11 +187,13 @@ impl RtpServers {
         }
     }
 
-    /// One look at every server with its stream's figures (None: the stream is gone).
-    pub fn tick(&mut self, now: Instant, timing: Timing, view: impl Fn(u32) -> Option<StreamView>) -> Vec<Action> {
+    /// One look at every server with its stream's figures as listed at `listed_at` (None: the
+    /// stream is gone). Servers opened since are left for the next look: their streams may
+    /// not be in the listing yet.
+    pub fn tick(&mut self, now: Instant, listed_at: Instant, timing: Timing, view: impl Fn(u32) -> Option<StreamView>) -> Vec<Action> {
         let mut actions = Vec::new();
         let mut timed_out = Vec::new();
-        for s in self.by_id.values_mut() {
+        for s in self.by_id.values_mut().filter(|s| s.opened <= listed_at) {
             let Some(v) = view(s.key) else {
                 timed_out.push(s.stream_id.clone());
                 continue;
@@ -266,26 +268,26 @@ mod tests {
         let mut s = RtpServers::default();
         s.insert(server("a", 1, t0));
         let quiet = |packets| move |_| Some(StreamView { packets, ready: true, quiet_ms: 0, readers: 0 });
-        assert!(s.tick(t0, TIMING, quiet(0)).is_empty(), "no packet: nothing");
-        assert!(s.tick(t0, TIMING, |_| Some(StreamView { packets: 5, ready: false, quiet_ms: 0, readers: 0 })).is_empty(), "tracks not known yet");
-        let a = s.tick(t0, TIMING, quiet(5));
+        assert!(s.tick(t0, t0, TIMING, quiet(0)).is_empty(), "no packet: nothing");
+        assert!(s.tick(t0, t0, TIMING, |_| Some(StreamView { packets: 5, ready: false, quiet_ms: 0, readers: 0 })).is_empty(), "tracks not known yet");
+        let a = s.tick(t0, t0, TIMING, quiet(5));
         assert!(matches!(&a[..], [Action::AskPublish { stream_id }] if stream_id == "a"));
-        assert!(s.tick(t0, TIMING, quiet(9)).is_empty(), "asked once");
+        assert!(s.tick(t0, t0, TIMING, quiet(9)).is_empty(), "asked once");
         assert!(s.allow("a", 100));
         let t1 = t0 + Duration::from_secs(1);
-        assert!(s.tick(t1, TIMING, quiet(9)).is_empty(), "unwatched from now on");
-        assert!(s.tick(t1 + Duration::from_secs(19), TIMING, quiet(9)).is_empty());
-        let a = s.tick(t1 + Duration::from_secs(20), TIMING, quiet(9));
+        assert!(s.tick(t1, t1, TIMING, quiet(9)).is_empty(), "unwatched from now on");
+        assert!(s.tick(t1 + Duration::from_secs(19), t1, TIMING, quiet(9)).is_empty());
+        let a = s.tick(t1 + Duration::from_secs(20), t1, TIMING, quiet(9));
         assert!(matches!(&a[..], [Action::AskNoneReader { .. }]));
-        assert!(s.tick(t1 + Duration::from_secs(40), TIMING, quiet(9)).is_empty(), "not while asking");
+        assert!(s.tick(t1 + Duration::from_secs(40), t1, TIMING, quiet(9)).is_empty(), "not while asking");
         s.none_reader_answered("a", t1 + Duration::from_secs(41));
-        assert!(s.tick(t1 + Duration::from_secs(60), TIMING, quiet(9)).is_empty());
-        assert_eq!(s.tick(t1 + Duration::from_secs(61), TIMING, quiet(9)).len(), 1, "asked again a delay later");
+        assert!(s.tick(t1 + Duration::from_secs(60), t1, TIMING, quiet(9)).is_empty());
+        assert_eq!(s.tick(t1 + Duration::from_secs(61), t1, TIMING, quiet(9)).len(), 1, "asked again a delay later");
         // A viewer resets the wait.
         s.none_reader_answered("a", t1 + Duration::from_secs(62));
         let watched = |_| Some(StreamView { packets: 9, ready: true, quiet_ms: 0, readers: 1 });
-        assert!(s.tick(t1 + Duration::from_secs(90), TIMING, watched).is_empty());
-        assert!(s.tick(t1 + Duration::from_secs(91), TIMING, quiet(9)).is_empty());
+        assert!(s.tick(t1 + Duration::from_secs(90), t1, TIMING, watched).is_empty());
+        assert!(s.tick(t1 + Duration::from_secs(91), t1, TIMING, quiet(9)).is_empty());
     }
 
     #[test]
@@ -300,9 +302,19 @@ mod tests {
             3 => None,
             _ => Some(StreamView { packets: 0, ready: false, quiet_ms: 15_000, readers: 0 }),
         };
-        let a = s.tick(t0, TIMING, view);
+        let a = s.tick(t0, t0, TIMING, view);
         let gone: Vec<_> = a.iter().filter_map(|a| if let Action::TimedOut { server } = a { Some(server.stream_id.as_str()) } else { None }).collect();
         assert_eq!(gone, ["a", "c"]);
         assert_eq!(s.len(), 1, "the paused one stays");
+    }
+
+    #[test]
+    fn a_server_opened_after_the_listing_is_not_taken_for_gone() {
+        let t0 = Instant::now();
+        let mut s = RtpServers::default();
+        s.insert(server("new", 1, t0 + Duration::from_millis(5)));
+        assert!(s.tick(t0 + Duration::from_millis(10), t0, TIMING, |_| None).is_empty(), "listed before it opened");
+        let a = s.tick(t0 + Duration::from_millis(20), t0 + Duration::from_millis(10), TIMING, |_| None);
+        assert!(matches!(&a[..], [Action::TimedOut { .. }]), "listed after it opened, and not there");
     }
 }

@@ -60,6 +60,48 @@ impl Engine {
         Err("engine did not come up (see loadtest-gmv.log)".into())
     }
 
+    /// A gmv on `http` with `extra_yaml` after its own keys and `args` (e.g. `--role media`),
+    /// its data and log in `dir`.
+    pub fn spawn_with(bin: &str, http: SocketAddr, token: &str, shards: usize, extra_yaml: &str, args: &[&str], dir: &std::path::Path) -> Result<Engine, String> {
+        let config = dir.join("gmv.yml");
+        let yaml = format!(
+            "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\n  api_keys: [{{name: loadtest, role: admin, sha256: \"{}\"}}]\n{extra_yaml}",
+            dir.join("data").display(),
+            gmv::auth::key_hash(token)
+        );
+        std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.join("gmv.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{bin}: {e}"))?;
+        let engine = Engine { http, token: token.into(), pid: child.id(), child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if engine.request("GET", "/api/health", "").is_ok_and(|(s, _)| s == 200) {
+                return Ok(engine);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("gmv {args:?} did not come up (see {})", dir.join("gmv.log").display()))
+    }
+
+    /// A GET's body as text (e.g. /metrics).
+    pub fn request_text(&self, path: &str) -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&self.http, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\ngmv-token: {}\r\n\r\n", self.http, self.token)?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp)?;
+        let text = String::from_utf8_lossy(&resp);
+        Ok(text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string())
+    }
+
     pub fn attach(http: SocketAddr, token: &str, pid: u32) -> Engine {
         Engine { http, token: token.into(), pid, child: None }
     }

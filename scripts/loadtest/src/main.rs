@@ -5,6 +5,7 @@ mod bare;
 mod capture;
 mod engine;
 mod frame_clock;
+mod nodes;
 mod sender;
 mod viewer;
 
@@ -69,6 +70,11 @@ struct Args {
     #[arg(long)]
     with_bare: bool,
     /// (Internal) be that bare receiver: drain these comma-separated ports, or `--bare-single-port`.
+    /// Run a control and this many media nodes (`--role control`, `--role media`, ports after
+    /// --http's); one simulated NVR with --streams channels registers to the control and every
+    /// channel is played through it: reports streams per node, play and SIP INVITE latency.
+    #[arg(long, default_value_t = 0)]
+    nodes: usize,
     #[arg(long, hide = true)]
     bare_receiver: bool,
     #[arg(long, hide = true, default_value = "")]
@@ -115,6 +121,9 @@ fn run(args: &Args) -> Result<(), String> {
         return Err("loopback only: --http must be 127.0.0.0/8".into());
     }
     let capture = capture::Capture::load(&args.work_dir, args.bitrate_kbps, args.clip.clone())?;
+    if args.nodes > 0 {
+        return run_nodes(args, &capture);
+    }
     let single_port = args.single_port.then_some(SINGLE_PORT);
     let bare = if args.with_bare { Some(run_bare(args, &capture, single_port)?) } else { None };
     let engine = match (&args.gmv, args.pid) {
@@ -234,6 +243,33 @@ fn run(args: &Args) -> Result<(), String> {
         report["bare_received_packets"] = serde_json::json!(b.received);
         report["bare_missing_packets"] = serde_json::json!(b.sent.saturating_sub(b.received));
     }
+    println!("{report}");
+    Ok(())
+}
+
+/// `--nodes`: set up (control, nodes, NVR, every channel played), send, report per node.
+fn run_nodes(args: &Args, capture: &capture::Capture) -> Result<(), String> {
+    let run = nodes::set_up(args)?;
+    let until = Instant::now() + Duration::from_secs(args.duration_s);
+    let wall = Instant::now();
+    let probes: Vec<_> = run.nodes.iter().map(|n| cpu_probe(n.pid, warmup(args), until)).collect();
+    let control_probe = cpu_probe(run.control.pid, warmup(args), until);
+    let sent = send_all(args, capture, &run.targets, until, None);
+    let elapsed = wall.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut report = run.report.clone();
+    let per_node = nodes::per_node(&run);
+    let received: u64 = per_node.as_array().map_or(0, |n| n.iter().map(|n| n["packets"].as_u64().unwrap_or(0)).sum());
+    report["streams"] = serde_json::json!(args.streams);
+    report["per_node"] = per_node;
+    report["node_cpu_pct"] = serde_json::json!(probes.into_iter().map(|p| p.join().unwrap_or(0.0).round()).collect::<Vec<_>>());
+    report["control_cpu_pct"] = serde_json::json!(control_probe.join().unwrap_or(0.0).round());
+    report["seconds"] = serde_json::json!((elapsed * 10.0).round() / 10.0);
+    report["sent_packets"] = serde_json::json!(sent.packets);
+    report["sent_mbit_s"] = serde_json::json!((sent.bytes as f64 * 8.0 / elapsed / 1e6).round());
+    report["late_send_slots"] = serde_json::json!(sent.late_slots);
+    report["nodes_received_packets"] = serde_json::json!(received);
+    report["nodes_missing_packets"] = serde_json::json!(sent.packets.saturating_sub(received));
     println!("{report}");
     Ok(())
 }
