@@ -243,6 +243,9 @@ fn a_control_places_streams_on_two_media_nodes_drains_one_and_survives_losing_on
     want.sort();
     assert_eq!(byes, want, "the sessions of the node that died end");
     assert_eq!(node_states(&control)["media-1"]["state"], "down");
+    let (_, history) = control.request("GET", "/api/events?since=0&kind=media_node_down", "");
+    let text = history.to_string();
+    assert!(text.contains("media_node_down") && text.contains("media-1"), "{text}");
     for ch in &lost {
         let session = play(&control, ch);
         assert!(matches!(next_event(&events), DeviceEvent::Invited { .. }));

@@ -757,7 +757,11 @@ impl Control {
                 Some(nodes) => {
                     // Sessions on a node that went down end now (BYE); their channels play
                     // elsewhere when asked again.
-                    for ssrc in nodes.check(listed_at) {
+                    let (down, lost) = nodes.check(listed_at);
+                    for node in down {
+                        self.events.publish("media_node_down", None, None, serde_json::json!({ "node": node, "sessions_ended": lost.len() }));
+                    }
+                    for ssrc in lost {
                         tracing::warn!(ssrc, "media node down: ending its session");
                         self.stop_session(ssrc);
                     }

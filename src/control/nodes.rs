@@ -110,13 +110,15 @@ impl MediaNodes {
     }
 
     /// A keepalive (or start) hook from `from`: taken only from a configured node's own host.
-    pub fn keepalive(&self, now: Instant, id: &str, from: std::net::IpAddr, data: &Value) -> bool {
+    /// `Some(came_up)` when taken.
+    pub fn keepalive(&self, now: Instant, id: &str, from: std::net::IpAddr, data: &Value) -> Option<bool> {
         let mut nodes = self.nodes.borrow_mut();
-        let Some(n) = nodes.iter_mut().find(|n| n.config.id == id) else { return false };
+        let n = nodes.iter_mut().find(|n| n.config.id == id)?;
         if n.host.parse::<std::net::IpAddr>().is_ok_and(|h| h != from) {
-            return false;
+            return None;
         }
-        if n.state != NodeState::Up {
+        let came_up = n.state != NodeState::Up;
+        if came_up {
             tracing::info!(node = id, "media node up");
         }
         n.state = NodeState::Up;
@@ -129,12 +131,12 @@ impl MediaNodes {
             ingest_kbps: num("ingest_kbps"),
             cpu_percent: data.get("cpu_percent").and_then(Value::as_f64).unwrap_or(0.0),
         };
-        true
+        Some(came_up)
     }
 
-    /// Marks nodes whose keepalives stopped as down; returns the SSRCs of the streams that
-    /// were on them (their sessions are to end).
-    pub fn check(&self, now: Instant) -> Vec<u32> {
+    /// Marks nodes whose keepalives stopped as down; returns them and the SSRCs of the streams
+    /// that were on them (their sessions are to end).
+    pub fn check(&self, now: Instant) -> (Vec<String>, Vec<u32>) {
         let mut went_down = Vec::new();
         for n in self.nodes.borrow_mut().iter_mut() {
             let late = n.last_keepalive.is_some_and(|t| now.saturating_duration_since(t) > self.down_after);
@@ -149,7 +151,7 @@ impl MediaNodes {
         for ssrc in &lost {
             placed.remove(ssrc);
         }
-        lost
+        (went_down, lost)
     }
 
     pub fn set_draining(&self, id: &str, draining: bool) -> bool {
@@ -254,7 +256,9 @@ pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std
     let ours = crate::proto::ssrc::parse_stream_id(stream).and_then(|ssrc| nodes.placement(ssrc)).is_some_and(|p| p.node == node_id);
     match name {
         "on_server_started" | "on_server_keepalive" => {
-            nodes.keepalive(Instant::now(), node_id, from, &body["data"]);
+            if nodes.keepalive(Instant::now(), node_id, from, &body["data"]) == Some(true) {
+                control.events.publish("media_node_up", None, None, json!({ "node": node_id }));
+            }
             json!({ "code": 0, "msg": "success" })
         }
         "on_publish" if ours => json!({ "code": 0, "msg": "success", "enable_audio": true, "enable_mp4": false }),
@@ -292,10 +296,11 @@ mod tests {
         let n = nodes();
         assert_eq!(n.choose(), None, "no node has said it is up");
         let load = |s: u64| json!({"streams": s, "ingest_kbps": 0});
-        assert!(!n.keepalive(t, "a", "10.9.9.9".parse().unwrap(), &load(0)), "not from the node's host");
-        assert!(!n.keepalive(t, "z", "127.0.0.2".parse().unwrap(), &load(0)), "not a configured node");
-        assert!(n.keepalive(t, "a", "127.0.0.2".parse().unwrap(), &load(5)));
-        assert!(n.keepalive(t, "b", "127.0.0.3".parse().unwrap(), &load(3)));
+        assert_eq!(n.keepalive(t, "a", "10.9.9.9".parse().unwrap(), &load(0)), None, "not from the node's host");
+        assert_eq!(n.keepalive(t, "z", "127.0.0.2".parse().unwrap(), &load(0)), None, "not a configured node");
+        assert_eq!(n.keepalive(t, "a", "127.0.0.2".parse().unwrap(), &load(5)), Some(true), "came up");
+        assert_eq!(n.keepalive(t, "a", "127.0.0.2".parse().unwrap(), &load(5)), Some(false), "stays up");
+        assert_eq!(n.keepalive(t, "b", "127.0.0.3".parse().unwrap(), &load(3)), Some(true));
         let picks: Vec<String> = (0..4).map(|_| n.choose().unwrap().node).collect();
         assert_eq!(picks, ["b", "b", "a", "b"], "placed streams count until the next keepalive");
         n.set_draining("b", true);
@@ -312,9 +317,9 @@ mod tests {
         n.keepalive(t, "b", "127.0.0.3".parse().unwrap(), &json!({}));
         n.placed(7, "a");
         n.placed(8, "b");
-        assert!(n.check(t + Duration::from_secs(30)).is_empty());
+        assert!(n.check(t + Duration::from_secs(30)).1.is_empty());
         n.keepalive(t + Duration::from_secs(20), "b", "127.0.0.3".parse().unwrap(), &json!({}));
-        assert_eq!(n.check(t + Duration::from_secs(31)), [7]);
+        assert_eq!(n.check(t + Duration::from_secs(31)), (vec!["a".to_string()], vec![7]));
         assert_eq!(n.placement(7), None);
         assert_eq!(n.choose().unwrap().node, "b");
         assert!(n.views(t).iter().any(|v| v.id == "a" && v.state == NodeState::Down));
