@@ -83,6 +83,8 @@ pub struct Control {
     pub shard: Rc<Shard>,
     /// Role control: the media nodes streams are placed on (else every stream is local).
     pub nodes: Option<Rc<nodes::MediaNodes>>,
+    /// The registry as saved (the persistence side applies the endpoint's changes to it).
+    persisted: std::sync::Arc<store::Persisted>,
     /// Advertised address (host_ip + SIP port) for Via/Contact.
     pub local: SocketAddr,
     endpoint: RefCell<Endpoint>,
@@ -161,6 +163,7 @@ impl Control {
             tracing::error!(moved_to = %aside.display(), %error, "device registry unreadable: kept aside, starting empty; devices come back as they register");
         }
         tracing::info!(devices = loaded.devices.len(), path = %store::registry_path(&config.data_dir).display(), "device registry loaded");
+        let persisted = std::sync::Arc::new(store::Persisted::new(&loaded.devices));
         let endpoint = Endpoint::new(EndpointConfig::from_config(&config, local), Instant::now(), unix_ms(), os_seed(), loaded.devices);
         let data_dir = config.data_dir.clone();
         let history = glommio::executor().spawn_blocking(move || events::load(&data_dir, unix_ms())).await;
@@ -174,6 +177,7 @@ impl Control {
         let control = Rc::new(Control {
             shard,
             nodes,
+            persisted,
             local,
             endpoint: RefCell::new(endpoint),
             udp_out,
@@ -703,10 +707,10 @@ impl Control {
         while self.udp_pending.get() > 0 && Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(10)).await;
         }
-        let devices: Vec<_> = self.endpoint.borrow().devices().cloned().collect();
-        let (count, dir) = (devices.len(), self.shard.config.data_dir.clone());
-        match glommio::executor().spawn_blocking(move || store::save(&dir, &devices)).await {
-            Ok(()) => tracing::info!(sessions = sessions.len(), devices = count, "SIP stopped: sessions ended, registry saved"),
+        let changes = self.endpoint.borrow_mut().take_registry_changes().unwrap_or_default();
+        let (persisted, dir) = (self.persisted.clone(), self.shard.config.data_dir.clone());
+        match glommio::executor().spawn_blocking(move || persisted.apply_and_save(&dir, &changes)).await {
+            Ok(count) => tracing::info!(sessions = sessions.len(), devices = count, "SIP stopped: sessions ended, registry saved"),
             Err(error) => tracing::error!(%error, "cannot save device registry at stop"),
         }
     }
@@ -779,13 +783,15 @@ impl Control {
         let data_dir = self.shard.config.data_dir.clone();
         loop {
             glommio::timer::sleep(PERSIST_INTERVAL).await;
-            let Some(devices) = self.endpoint.borrow_mut().take_registry_changes() else { continue };
-            let dir = data_dir.clone();
-            let count = devices.len();
-            let saved = glommio::executor().spawn_blocking(move || store::save(&dir, &devices)).await;
+            let Some(changes) = self.endpoint.borrow_mut().take_registry_changes() else { continue };
+            let (dir, persisted) = (data_dir.clone(), self.persisted.clone());
+            let changes = std::sync::Arc::new(changes);
+            let handed = changes.clone();
+            let saved = glommio::executor().spawn_blocking(move || persisted.apply_and_save(&dir, &handed)).await;
             if let Err(error) = saved {
-                tracing::error!(path = %store::registry_path(&data_dir).display(), %error, devices = count, "cannot save device registry; will retry");
-                self.endpoint.borrow_mut().registry_save_failed();
+                let changed = changes.changed.len() + changes.removed.len();
+                tracing::error!(path = %store::registry_path(&data_dir).display(), %error, changed, "cannot save device registry; will retry");
+                self.endpoint.borrow_mut().registry_save_failed(&changes);
             }
         }
     }

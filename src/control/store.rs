@@ -2,7 +2,9 @@
 //! Writes are atomic (temp file, fsync, rename, fsync of the directory); a file that cannot be
 //! read is moved aside, never overwritten, so a bad disk day does not lose every device.
 
-use crate::proto::sip::endpoint::{DEVICES_MAX, Device};
+use crate::proto::sip::endpoint::{DEVICES_MAX, Device, RegistryChanges};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -40,7 +42,35 @@ pub fn load(data_dir: &Path, unix_s: u64) -> std::io::Result<Loaded> {
     }
 }
 
-pub fn save(data_dir: &Path, devices: &[Device]) -> std::io::Result<()> {
+/// The registry as saved, kept beside the file by the persistence side (blocking threads): the
+/// endpoint hands over only what changed, so the control executor never copies every device.
+#[derive(Debug, Default)]
+pub struct Persisted {
+    devices: Mutex<BTreeMap<String, Device>>,
+}
+
+impl Persisted {
+    pub fn new(devices: &[Device]) -> Persisted {
+        Persisted { devices: Mutex::new(devices.iter().map(|d| (d.device_id.clone(), d.clone())).collect()) }
+    }
+
+    /// Applies `changes` and writes the whole registry (blocking). The changes stay applied
+    /// when the write fails: offered again, they apply the same.
+    pub fn apply_and_save(&self, data_dir: &Path, changes: &RegistryChanges) -> std::io::Result<usize> {
+        let mut devices = self.devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for d in &changes.changed {
+            devices.insert(d.device_id.clone(), d.clone());
+        }
+        for id in &changes.removed {
+            devices.remove(id);
+        }
+        let all: Vec<&Device> = devices.values().collect();
+        save(data_dir, &all)?;
+        Ok(all.len())
+    }
+}
+
+pub fn save<T: serde::Serialize + ?Sized>(data_dir: &Path, devices: &T) -> std::io::Result<()> {
     std::fs::create_dir_all(data_dir)?;
     let path = registry_path(data_dir);
     let tmp = path.with_extension("json.tmp");
@@ -71,6 +101,19 @@ mod tests {
         let loaded = load(&d, 1).unwrap();
         assert_eq!(loaded.devices.len(), 1);
         assert_eq!(loaded.devices[0].last_error.as_deref(), Some("x"));
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn changes_apply_to_what_was_saved() {
+        let d = dir("changes");
+        let persisted = Persisted::new(&[Device::new("a"), Device::new("b")]);
+        let mut c = Device::new("c");
+        c.last_error = Some("new".into());
+        let changes = RegistryChanges { changed: vec![c], removed: vec!["a".into()] };
+        assert_eq!(persisted.apply_and_save(&d, &changes).unwrap(), 2);
+        let ids: Vec<String> = load(&d, 1).unwrap().devices.into_iter().map(|d| d.device_id).collect();
+        assert_eq!(ids, ["b", "c"]);
         let _ = std::fs::remove_dir_all(d);
     }
 

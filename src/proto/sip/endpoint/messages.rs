@@ -81,7 +81,7 @@ impl Endpoint {
                         d.last_error = None;
                     }
                     self.emit(Event::CatalogUpdated { device_id: device_id.clone(), channels, complete });
-                    self.registry_changed();
+                    self.registry_changed(&device_id);
                 }
             }
             Body::DeviceInfo(info) => {
@@ -90,7 +90,7 @@ impl Endpoint {
                     d.queries.succeed(QueryCmd::DeviceInfo, now, refresh);
                 }
                 self.emit(Event::DeviceInfoUpdated { device_id: device_id.clone() });
-                self.registry_changed();
+                self.registry_changed(&device_id);
             }
             Body::RecordInfo { sum_num, items } => self.record_answer(&device_id, sn, sum_num, items),
             Body::MediaStatus { notify_type } => {
@@ -115,7 +115,7 @@ impl Endpoint {
                     let channels = d.channels.len();
                     if changed > 0 {
                         self.emit(Event::CatalogUpdated { device_id: device_id.clone(), channels, complete: true });
-                        self.registry_changed();
+                        self.registry_changed(&device_id);
                     }
                 }
                 None => {
@@ -155,7 +155,7 @@ impl Endpoint {
                     Some((got, expected)) => {
                         let channels = got;
                         self.emit(Event::CatalogUpdated { device_id: device_id.to_string(), channels, complete: false });
-                        self.registry_changed();
+                        self.registry_changed(device_id);
                         format!("Catalog answer incomplete: {got} of {expected} items")
                     }
                     None => "Catalog query not answered in time".to_string(),

@@ -72,7 +72,7 @@ impl Endpoint {
             }
         }
         if worth_saving {
-            self.registry_changed();
+            self.registry_changed(&device_id);
         }
         let mut extra = vec![("Expires", expires.to_string()), ("Date", gb_date(self.unix_ms(now)))];
         // GB/T 28181-2022 devices say their version; the answer says which one this platform

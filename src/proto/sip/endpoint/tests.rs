@@ -269,7 +269,7 @@ fn register_binds_the_device_and_queries_follow_the_200() {
     assert!(h.ep.is_online(d, h.now));
     assert_eq!(d.binding, Some(dev.peer));
     assert!(h.take_events().iter().any(|e| matches!(e, Event::Registered { .. })));
-    assert!(h.ep.take_registry_changes().is_some_and(|d| d.len() == 1));
+    assert!(h.ep.take_registry_changes().is_some_and(|d| d.changed.len() == 1));
 }
 
 /// Defect 1: a keepalive from another address must not move the device's signalling
@@ -850,7 +850,7 @@ fn only_registrations_that_change_something_are_saved() {
     let mut moved = Dev::udp(DEV, addr(10, 5070));
     h.register(&mut moved);
     h.take();
-    assert!(h.ep.take_registry_changes().is_some_and(|d| d[0].addr == Some(addr(10, 5070))));
+    assert!(h.ep.take_registry_changes().is_some_and(|d| d.changed[0].addr == Some(addr(10, 5070))));
 }
 
 /// A PTZ command goes to the bound device as a DeviceControl MESSAGE; the device's final
