@@ -41,7 +41,7 @@ pub enum Role {
 }
 
 /// A media node a control plane places streams on (a gmv `--role media` or a ZLMediaKit).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MediaNodeConfig {
     /// Its `mediaServerId` (what its hooks say).
@@ -107,6 +107,11 @@ pub struct NodeConfig {
     /// Role control: a node whose last keepalive is older than this is down; its sessions
     /// are ended and its channels play elsewhere when asked again.
     pub node_down_after_s: u64,
+    /// Role control: a media node not listed in `media_nodes` that announces itself
+    /// (`on_server_started`, as ZLMediaKit's carries its config) with this as its `api.secret`
+    /// is taken as a node (API at the announcing address and its `http.port`). Empty: only
+    /// listed nodes are placed on.
+    pub announce_secret: String,
 }
 
 impl Default for NodeConfig {
@@ -126,6 +131,7 @@ impl Default for NodeConfig {
             stream_changed_schemas: vec!["rtsp".into(), "rtmp".into(), "hls".into()],
             media_nodes: Vec::new(),
             node_down_after_s: 30,
+            announce_secret: String::new(),
         }
     }
 }
@@ -506,8 +512,11 @@ impl Config {
         if let Some(n) = self.node.media_nodes.iter().find(|n| crate::outbound::parse_url(&n.api).is_none() || n.media_ip.parse::<IpAddr>().is_err() || n.id.is_empty()) {
             return invalid(&format!("node.media_nodes {:?}: id, api http://host:port and media_ip (an address) are needed", n.id));
         }
-        if self.node.role == Role::Control && (self.node.media_nodes.is_empty() || self.sip.listen.is_empty()) {
-            return invalid("node.role control needs node.media_nodes and sip.listen");
+        if self.node.role == Role::Control && ((self.node.media_nodes.is_empty() && self.node.announce_secret.is_empty()) || self.sip.listen.is_empty()) {
+            return invalid("node.role control needs node.media_nodes (or node.announce_secret) and sip.listen");
+        }
+        if !self.node.announce_secret.is_empty() && self.node.announce_secret.len() < 16 {
+            return invalid("node.announce_secret must be at least 16 characters");
         }
         if self.node.hook_retry > crate::outbound::RETRIES_MAX {
             return invalid(&format!("node.hook_retry must be <= {}", crate::outbound::RETRIES_MAX));

@@ -103,11 +103,15 @@ fn run_device(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Arc<AtomicB
 }
 
 fn media_node(id: &str, control: SocketAddr) -> Engine {
+    media_node_with_secret(id, control, NODE_SECRET)
+}
+
+fn media_node_with_secret(id: &str, control: SocketAddr, secret: &str) -> Engine {
     let hooks: String = ["on_server_started", "on_server_keepalive", "on_play", "on_publish", "on_stream_none_reader"]
         .iter()
         .map(|n| format!("    {n}: \"http://{control}/index/hook/{n}\"\n"))
         .collect();
-    let yaml = format!("node:\n  secret: \"{NODE_SECRET}\"\n  media_server_id: {id}\n  keepalive_interval_s: 1\n  hooks:\n{hooks}");
+    let yaml = format!("node:\n  secret: \"{secret}\"\n  media_server_id: {id}\n  keepalive_interval_s: 1\n  hooks:\n{hooks}");
     Engine::start_command(1, "", &yaml, "", None, None, &["--role", "media"])
 }
 
@@ -255,4 +259,39 @@ fn a_control_places_streams_on_two_media_nodes_drains_one_and_survives_losing_on
     stop.store(true, Ordering::SeqCst);
     device.join().unwrap();
     drop(b);
+}
+
+/// A node nobody listed announces itself with the control's announce secret (its
+/// `on_server_started` carries its config) and gets streams; one with another secret is not
+/// heard.
+#[test]
+fn a_node_announcing_itself_with_the_announce_secret_is_placed_on() {
+    const ANNOUNCE: &str = "announce-secret-0123456789";
+    let control_http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    // The control first: the nodes' start hooks must find it.
+    let control = Engine::start_at(control_http, 1, &format!("node:\n  announce_secret: \"{ANNOUNCE}\"\n"), "  no_viewer_stop_s: 0\n", &["--role", "control"]);
+    let node = media_node_with_secret("media-x", control_http, ANNOUNCE);
+    let _stranger = media_node_with_secret("media-y", control_http, "some-other-secret-0123");
+    wait_for("the announced node up", Duration::from_secs(20), || (node_states(&control).get("media-x")?["state"] == "up").then_some(()));
+    assert!(!node_states(&control).contains_key("media-y"), "another secret announces nothing");
+    assert_eq!(node_states(&control)["media-x"]["api"], format!("http://{}", node.http));
+
+    let mut sim = Sim::new(control.sip);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let (events_tx, events) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let device = {
+        let stop = stop.clone();
+        std::thread::spawn(move || run_device(sim, events_tx, stop))
+    };
+    wait_for("catalog", Duration::from_secs(15), || {
+        let (_, v) = control.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+        (v["channels"].as_array().map(Vec::len) == Some(CHANNELS.len())).then_some(())
+    });
+    let session = play(&control, CHANNELS[0]);
+    assert!(matches!(next_event(&events), DeviceEvent::Invited { .. }));
+    assert_eq!(session["play"]["node"], "media-x");
+    watch(session["play"]["flv"].as_str().unwrap(), "node-announced.flv");
+    stop.store(true, Ordering::SeqCst);
+    device.join().unwrap();
 }

@@ -10,6 +10,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// Media nodes a control knows at once (listed and announced).
+pub const MEDIA_NODES_MAX: usize = 256;
 /// One node API call, connect to answer.
 pub const NODE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Streams placed on a node since its last keepalive count toward its load at this weight (a
@@ -49,6 +51,8 @@ pub struct NodeView {
 
 struct Node {
     config: MediaNodeConfig,
+    /// Announced itself (`node.announce_secret`) rather than listed in the config.
+    announced: bool,
     /// The address its hooks must come from (its API host).
     host: String,
     state: NodeState,
@@ -56,6 +60,21 @@ struct Node {
     load: NodeLoad,
     last_keepalive: Option<Instant>,
     placed_since_keepalive: u64,
+}
+
+impl Node {
+    fn listed(c: &MediaNodeConfig) -> Node {
+        Node {
+            host: crate::outbound::parse_url(&c.api).map(|(h, _, _)| h).unwrap_or_default(),
+            config: c.clone(),
+            announced: false,
+            state: NodeState::Unknown,
+            draining: false,
+            load: NodeLoad::default(),
+            last_keepalive: None,
+            placed_since_keepalive: 0,
+        }
+    }
 }
 
 /// Where a stream of this control lives.
@@ -76,19 +95,36 @@ pub struct MediaNodes {
 
 impl MediaNodes {
     pub fn new(configs: &[MediaNodeConfig], down_after: Duration) -> MediaNodes {
-        let nodes = configs
-            .iter()
-            .map(|c| Node {
-                host: crate::outbound::parse_url(&c.api).map(|(h, _, _)| h).unwrap_or_default(),
-                config: c.clone(),
-                state: NodeState::Unknown,
-                draining: false,
-                load: NodeLoad::default(),
-                last_keepalive: None,
-                placed_since_keepalive: 0,
-            })
-            .collect();
+        let nodes = configs.iter().map(Node::listed).collect();
         MediaNodes { nodes: RefCell::new(nodes), placed: RefCell::new(HashMap::new()), down_after }
+    }
+
+    /// A node announcing itself (`on_server_started` from `from`, whose body is its config):
+    /// added when its `api.secret` is the control's `announce_secret`; an announced node that
+    /// moved gets its new address. False when not taken.
+    pub fn announce(&self, id: &str, from: std::net::IpAddr, config: &Value, announce_secret: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let secret = config["api.secret"].as_str().unwrap_or("");
+        let port = config["http.port"].as_str().and_then(|p| p.parse::<u16>().ok());
+        let proven = !announce_secret.is_empty() && bool::from(secret.as_bytes().ct_eq(announce_secret.as_bytes()));
+        let mut nodes = self.nodes.borrow_mut();
+        let listed = nodes.iter().any(|n| n.config.id == id && !n.announced);
+        let (Some(port), true, false, false) = (port, proven, listed, id.is_empty()) else { return false };
+        let api = format!("http://{}", std::net::SocketAddr::new(from, port));
+        let config = MediaNodeConfig { id: id.to_string(), api, secret: secret.to_string(), media_ip: from.to_string() };
+        let count = nodes.len();
+        match nodes.iter_mut().find(|n| n.config.id == id) {
+            Some(n) => {
+                n.host = from.to_string();
+                n.config = config;
+            }
+            None if count < MEDIA_NODES_MAX => {
+                tracing::info!(node = id, api = %config.api, "media node announced itself");
+                nodes.push(Node { host: from.to_string(), config, announced: true, ..Node::listed(&MediaNodeConfig::default()) });
+            }
+            None => return false,
+        }
+        true
     }
 
     pub fn views(&self, now: Instant) -> Vec<NodeView> {
@@ -247,6 +283,9 @@ impl MediaNodes {
 pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std::net::IpAddr, now_unix_s: u64) -> Value {
     let Some(nodes) = &control.nodes else { return json!({ "code": -1, "msg": "this gmv places no streams on media nodes (node.role is not control)" }) };
     let node_id = body["mediaServerId"].as_str().unwrap_or("");
+    if name == "on_server_started" && nodes.announce(node_id, from, body, &control.shard.config.node.announce_secret) {
+        control.events.publish("media_node_announced", None, None, json!({ "node": node_id, "from": from.to_string() }));
+    }
     let heard = nodes.nodes.borrow().iter().any(|n| n.config.id == node_id && n.host.parse::<std::net::IpAddr>().is_ok_and(|h| h == from));
     if !heard {
         tracing::warn!(hook = name, node = node_id, %from, "hook from an unknown media node or address; ignored");
@@ -256,7 +295,9 @@ pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std
     let ours = crate::proto::ssrc::parse_stream_id(stream).and_then(|ssrc| nodes.placement(ssrc)).is_some_and(|p| p.node == node_id);
     match name {
         "on_server_started" | "on_server_keepalive" => {
-            if nodes.keepalive(Instant::now(), node_id, from, &body["data"]) == Some(true) {
+            // A start carries the node's config, not its load.
+            let load = if name == "on_server_started" { &Value::Null } else { &body["data"] };
+            if nodes.keepalive(Instant::now(), node_id, from, load) == Some(true) {
                 control.events.publish("media_node_up", None, None, json!({ "node": node_id }));
             }
             json!({ "code": 0, "msg": "success" })
@@ -307,6 +348,20 @@ mod tests {
         assert_eq!(n.choose().unwrap().node, "a");
         n.set_draining("a", true);
         assert_eq!(n.choose(), None);
+    }
+
+    #[test]
+    fn a_node_announcing_itself_needs_the_announce_secret() {
+        let n = nodes();
+        let from: std::net::IpAddr = "127.0.0.9".parse().unwrap();
+        let config = |secret: &str| json!({"api.secret": secret, "http.port": "8089"});
+        assert!(!n.announce("c", from, &config("wrong-secret-0123456"), "announce-secret-0123"));
+        assert!(!n.announce("c", from, &config("announce-secret-0123"), ""), "announcing is off");
+        assert!(!n.announce("a", from, &config("announce-secret-0123"), "announce-secret-0123"), "a listed node keeps its address");
+        assert!(n.announce("c", from, &config("announce-secret-0123"), "announce-secret-0123"));
+        let c = n.views(Instant::now()).into_iter().find(|v| v.id == "c").unwrap();
+        assert_eq!((c.api.as_str(), c.media_ip.as_str(), c.state), ("http://127.0.0.9:8089", "127.0.0.9", NodeState::Unknown));
+        assert_eq!(n.keepalive(Instant::now(), "c", from, &json!({})), Some(true), "then heard from its address");
     }
 
     #[test]
