@@ -365,10 +365,7 @@ fn device_registers_lists_channels_and_plays_over_flv() {
     // The registry outlives a restart: the device and its channels come back (offline). It is
     // saved within a second of a change; the engine is killed (no graceful flush) only after.
     let data_dir = engine.data_dir.clone();
-    let registry = data_dir.join("devices.json");
-    wait_for("the catalog on disk", Duration::from_secs(10), || {
-        std::fs::read_to_string(&registry).ok().filter(|t| CHANNELS.iter().all(|(id, _)| t.contains(id)))
-    });
+    wait_for("the catalog on disk", Duration::from_secs(10), || saved_channels(&data_dir).filter(|c| c.len() == CHANNELS.len()));
     drop(engine);
     let engine = Engine::start_with(1, "", "", Some(data_dir));
     let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}"), "");
@@ -736,31 +733,46 @@ fn an_hls_only_viewer_keeps_the_session() {
 /// Issue 8 (persistence): a registry file cut short is kept aside, never overwritten; the
 /// engine says so and devices come back as they register.
 #[test]
-fn a_truncated_registry_is_kept_aside_and_devices_register_again() {
+fn a_damaged_registry_is_kept_aside_and_devices_register_again() {
     let engine = Engine::start(1, "");
     let mut sim = Sim::new(engine.sip);
     assert_eq!(sim.register(PASSWORD, 3600).0, 200);
-    let registry = engine.data_dir.join("devices.json");
-    wait_for("the registry on disk", Duration::from_secs(10), || std::fs::read_to_string(&registry).ok().filter(|t| t.contains(DEVICE)));
     let data_dir = engine.data_dir.clone();
+    wait_for("the registry on disk", Duration::from_secs(10), || saved_device(&data_dir));
     drop(engine);
-    let full = std::fs::read(&registry).unwrap();
-    std::fs::write(&registry, &full[..full.len() / 2]).unwrap();
+    // A disk that gave back garbage: the database's first pages overwritten, its WAL gone.
+    let registry = data_dir.join(gmv::control::store::REGISTRY_DB);
+    let mut bytes = std::fs::read(&registry).unwrap();
+    bytes[..100].copy_from_slice(&[0x5a; 100]);
+    std::fs::write(&registry, &bytes).unwrap();
+    for side in ["registry.sqlite3-wal", "registry.sqlite3-shm"] {
+        let _ = std::fs::remove_file(data_dir.join(side));
+    }
 
     let engine = Engine::start_with(1, "", "", Some(data_dir.clone()));
     let aside: Vec<_> = std::fs::read_dir(&data_dir)
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("devices.json.corrupt-"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with("registry.sqlite3.corrupt-") && !e.file_name().to_string_lossy().ends_with("-wal") && !e.file_name().to_string_lossy().ends_with("-shm"))
         .collect();
     assert_eq!(aside.len(), 1);
-    assert_eq!(std::fs::read(aside[0].path()).unwrap(), &full[..full.len() / 2], "kept as it was");
+    assert_eq!(std::fs::read(aside[0].path()).unwrap(), bytes, "kept as it was");
     assert!(engine.log_text().contains("device registry unreadable"));
     assert_eq!(engine.request("GET", "/api/devices", "").1["devices"].as_array().map(Vec::len), Some(0));
     let mut sim = Sim::new(engine.sip);
     assert_eq!(sim.register(PASSWORD, 3600).0, 200);
-    wait_for("the device saved again", Duration::from_secs(10), || std::fs::read_to_string(&registry).ok().filter(|t| t.contains(DEVICE)));
+    wait_for("the device saved again", Duration::from_secs(10), || saved_device(&data_dir));
     assert!(aside[0].path().exists());
+}
+
+/// The simulated device as saved in `data_dir`'s registry (read as another process would).
+fn saved_device(data_dir: &std::path::Path) -> Option<gmv::proto::sip::endpoint::Device> {
+    gmv::control::store::read_only(data_dir).ok()?.into_iter().find(|d| d.device_id == DEVICE)
+}
+
+/// Its saved channels' ids.
+fn saved_channels(data_dir: &std::path::Path) -> Option<Vec<String>> {
+    Some(saved_device(data_dir)?.channels.keys().cloned().collect())
 }
 
 /// Issue 8, defect 3: idle strangers on SIP TCP cannot lock devices out: one host gets at
@@ -814,9 +826,6 @@ fn sigterm_ends_sessions_closes_recordings_and_saves_the_registry() {
     go_tx.send(()).unwrap();
     engine.wait_packets(&stream_id, device_packets());
     assert_eq!(engine.stream(&stream_id)["recording"], true);
-    // Whatever the persist loop saved is removed: the stop must save the registry itself.
-    let registry = engine.data_dir.join("devices.json");
-    let _ = std::fs::remove_file(&registry);
 
     assert_eq!(engine.terminate(), Some(0), "log:\n{}", engine.log_text());
     assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Bye)), "the device got its BYE");
@@ -832,8 +841,8 @@ fn sigterm_ends_sessions_closes_recordings_and_saves_the_registry() {
     let frames = ffprobe(&mp4).frames;
     assert!(frames >= CLIP_FRAMES - 1, "{frames} frames decoded");
     assert_eq!(sidecar["frames"].as_u64(), Some(frames as u64), "{sidecar}");
-    let saved = std::fs::read_to_string(&registry).expect("registry saved at stop");
-    assert!(saved.contains(DEVICE) && CHANNELS.iter().all(|(id, _)| saved.contains(id)));
+    let saved = saved_channels(&engine.data_dir).expect("registry saved");
+    assert!(CHANNELS.iter().all(|(id, _)| saved.contains(&id.to_string())), "{saved:?}");
 }
 
 /// PTZ moves and presets reach the device as the exact PTZCmd bytes of GB/T 28181, in a

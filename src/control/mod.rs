@@ -158,12 +158,23 @@ impl Control {
 
         let data_dir = config.data_dir.clone();
         let now_s = unix_ms() / 1000;
-        let loaded = glommio::executor().spawn_blocking(move || store::load(&data_dir, now_s)).await?;
+        let (loaded, persisted) = glommio::executor()
+            .spawn_blocking(move || {
+                let loaded = store::load(&data_dir, now_s)?;
+                Ok::<_, std::io::Error>((loaded, store::Persisted::open(&data_dir)?))
+            })
+            .await?;
         if let Some((aside, error)) = &loaded.moved_aside {
             tracing::error!(moved_to = %aside.display(), %error, "device registry unreadable: kept aside, starting empty; devices come back as they register");
         }
+        if let Some(imported) = &loaded.imported {
+            tracing::info!(from = %imported.display(), devices = loaded.devices.len(), "device registry imported into the database");
+        }
+        if loaded.skipped > 0 {
+            tracing::warn!(skipped = loaded.skipped, "device registry: rows that are not devices left out");
+        }
         tracing::info!(devices = loaded.devices.len(), path = %store::registry_path(&config.data_dir).display(), "device registry loaded");
-        let persisted = std::sync::Arc::new(store::Persisted::new(&loaded.devices));
+        let persisted = std::sync::Arc::new(persisted);
         let endpoint = Endpoint::new(EndpointConfig::from_config(&config, local), Instant::now(), unix_ms(), os_seed(), loaded.devices);
         let data_dir = config.data_dir.clone();
         let history = glommio::executor().spawn_blocking(move || events::load(&data_dir, unix_ms())).await;
@@ -708,9 +719,9 @@ impl Control {
             glommio::timer::sleep(Duration::from_millis(10)).await;
         }
         let changes = self.endpoint.borrow_mut().take_registry_changes().unwrap_or_default();
-        let (persisted, dir) = (self.persisted.clone(), self.shard.config.data_dir.clone());
-        match glommio::executor().spawn_blocking(move || persisted.apply_and_save(&dir, &changes)).await {
-            Ok(count) => tracing::info!(sessions = sessions.len(), devices = count, "SIP stopped: sessions ended, registry saved"),
+        let persisted = self.persisted.clone();
+        match glommio::executor().spawn_blocking(move || persisted.apply(&changes)).await {
+            Ok(rows) => tracing::info!(sessions = sessions.len(), rows, "SIP stopped: sessions ended, registry saved"),
             Err(error) => tracing::error!(%error, "cannot save device registry at stop"),
         }
     }
@@ -784,10 +795,10 @@ impl Control {
         loop {
             glommio::timer::sleep(PERSIST_INTERVAL).await;
             let Some(changes) = self.endpoint.borrow_mut().take_registry_changes() else { continue };
-            let (dir, persisted) = (data_dir.clone(), self.persisted.clone());
+            let persisted = self.persisted.clone();
             let changes = std::sync::Arc::new(changes);
             let handed = changes.clone();
-            let saved = glommio::executor().spawn_blocking(move || persisted.apply_and_save(&dir, &handed)).await;
+            let saved = glommio::executor().spawn_blocking(move || persisted.apply(&handed)).await;
             if let Err(error) = saved {
                 let changed = changes.changed.len() + changes.removed.len();
                 tracing::error!(path = %store::registry_path(&data_dir).display(), %error, changed, "cannot save device registry; will retry");
