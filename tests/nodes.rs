@@ -139,6 +139,24 @@ fn watch(url: &str, out: &str) -> Vec<u8> {
     flv
 }
 
+/// The simulated device registered to the control, its catalog taken: its events, what stops
+/// it, its thread.
+fn registered_device(control: &Engine) -> (mpsc::Receiver<DeviceEvent>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let mut sim = Sim::new(control.sip);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let (events_tx, events) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let device = {
+        let stop = stop.clone();
+        std::thread::spawn(move || run_device(sim, events_tx, stop))
+    };
+    wait_for("catalog", Duration::from_secs(15), || {
+        let (_, v) = control.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+        (v["channels"].as_array().map(Vec::len) == Some(CHANNELS.len())).then_some(())
+    });
+    (events, stop, device)
+}
+
 fn next_event(events: &mpsc::Receiver<DeviceEvent>) -> DeviceEvent {
     events.recv_timeout(Duration::from_secs(30)).expect("a device event")
 }
@@ -159,18 +177,7 @@ fn a_control_places_streams_on_two_media_nodes_drains_one_and_survives_losing_on
     });
     assert!(a.log_text().contains("no SIP"), "a media node runs no SIP");
 
-    let mut sim = Sim::new(control.sip);
-    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
-    let (events_tx, events) = mpsc::channel();
-    let stop = Arc::new(AtomicBool::new(false));
-    let device = {
-        let stop = stop.clone();
-        std::thread::spawn(move || run_device(sim, events_tx, stop))
-    };
-    wait_for("catalog", Duration::from_secs(15), || {
-        let (_, v) = control.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
-        (v["channels"].as_array().map(Vec::len) == Some(CHANNELS.len())).then_some(())
-    });
+    let (events, stop, device) = registered_device(&control);
 
     // Four channels: two on each node, each INVITE offering its node's address and port, each
     // playing from its node with the control's token.
@@ -276,18 +283,7 @@ fn a_node_announcing_itself_with_the_announce_secret_is_placed_on() {
     assert!(!node_states(&control).contains_key("media-y"), "another secret announces nothing");
     assert_eq!(node_states(&control)["media-x"]["api"], format!("http://{}", node.http));
 
-    let mut sim = Sim::new(control.sip);
-    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
-    let (events_tx, events) = mpsc::channel();
-    let stop = Arc::new(AtomicBool::new(false));
-    let device = {
-        let stop = stop.clone();
-        std::thread::spawn(move || run_device(sim, events_tx, stop))
-    };
-    wait_for("catalog", Duration::from_secs(15), || {
-        let (_, v) = control.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
-        (v["channels"].as_array().map(Vec::len) == Some(CHANNELS.len())).then_some(())
-    });
+    let (events, stop, device) = registered_device(&control);
     let session = play(&control, CHANNELS[0]);
     assert!(matches!(next_event(&events), DeviceEvent::Invited { .. }));
     assert_eq!(session["play"]["node"], "media-x");

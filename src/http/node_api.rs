@@ -18,17 +18,25 @@ pub fn params(query: &str, body: &[u8]) -> Params {
     p
 }
 
-pub async fn serve_api(front: &Front, conn: &mut HttpConn, head: &RequestHead, name: &str) {
-    let Some(node) = &front.node else { return respond_empty(conn, 404, "").await };
+/// The request's body (bounded, within the API's read timeout); None once answered 413/400.
+async fn body(conn: &mut HttpConn, head: &RequestHead) -> Option<Vec<u8>> {
     if head.content_length > BODY_BYTES_MAX {
         conn.keep_alive = false;
-        return respond_empty(conn, 413, "").await;
+        respond_empty(conn, 413, "").await;
+        return None;
     }
     let read = glommio::timer::timeout(super::api::BODY_READ_TIMEOUT, async { Ok(super::api::read_body(conn, head).await) }).await;
-    let Ok(Some(body)) = read else {
-        conn.keep_alive = false;
-        return respond_empty(conn, 400, "").await;
-    };
+    if let Ok(Some(body)) = read {
+        return Some(body);
+    }
+    conn.keep_alive = false;
+    respond_empty(conn, 400, "").await;
+    None
+}
+
+pub async fn serve_api(front: &Front, conn: &mut HttpConn, head: &RequestHead, name: &str) {
+    let Some(node) = &front.node else { return respond_empty(conn, 404, "").await };
+    let Some(body) = body(conn, head).await else { return };
     let is_form = head.header("content-type").is_none_or(|t| t.starts_with("application/x-www-form-urlencoded"));
     let p = params(&head.query, if is_form { &body } else { &[] });
     match crate::node::api::call(node, name, &p).await {
@@ -40,15 +48,7 @@ pub async fn serve_api(front: &Front, conn: &mut HttpConn, head: &RequestHead, n
 
 /// A hook a media node posted (role control): answered as wvp answers ZLMediaKit.
 pub async fn serve_hook(front: &Front, conn: &mut HttpConn, head: &RequestHead, name: &str) {
-    if head.content_length > BODY_BYTES_MAX {
-        conn.keep_alive = false;
-        return respond_empty(conn, 413, "").await;
-    }
-    let read = glommio::timer::timeout(super::api::BODY_READ_TIMEOUT, async { Ok(super::api::read_body(conn, head).await) }).await;
-    let Ok(Some(body)) = read else {
-        conn.keep_alive = false;
-        return respond_empty(conn, 400, "").await;
-    };
+    let Some(body) = body(conn, head).await else { return };
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let answer = match &front.control {
         Some(control) => crate::control::nodes::answer_hook(control, name, &body, conn.peer_ip(), super::play_tokens::unix_s()),

@@ -40,13 +40,19 @@ impl Engine {
             ),
         )
         .map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.join("loadtest-gmv.log")).map_err(|e| e.to_string())?;
+        Engine::start(bin, http, token, &config, &dir.join("loadtest-gmv.log"), &[])
+    }
+
+    /// Runs `bin` on `config` with `args`, its log in `log`; returns once its API answers.
+    fn start(bin: &str, http: SocketAddr, token: &str, config: &std::path::Path, log: &std::path::Path, args: &[&str]) -> Result<Engine, String> {
+        let log_file = std::fs::File::create(log).map_err(|e| e.to_string())?;
         let child = Command::new(bin)
             .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
+            .arg(config)
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(log_file)
             .spawn()
             .map_err(|e| format!("{bin}: {e}"))?;
         let engine = Engine { http, token: token.into(), pid: child.id(), child: Some(child) };
@@ -57,7 +63,7 @@ impl Engine {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err("engine did not come up (see loadtest-gmv.log)".into())
+        Err(format!("gmv {args:?} did not come up (see {})", log.display()))
     }
 
     /// A gmv on `http` with `extra_yaml` after its own keys and `args` (e.g. `--role media`),
@@ -70,25 +76,7 @@ impl Engine {
             gmv::auth::key_hash(token)
         );
         std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.join("gmv.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("{bin}: {e}"))?;
-        let engine = Engine { http, token: token.into(), pid: child.id(), child: Some(child) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if engine.request("GET", "/api/health", "").is_ok_and(|(s, _)| s == 200) {
-                return Ok(engine);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(format!("gmv {args:?} did not come up (see {})", dir.join("gmv.log").display()))
+        Engine::start(bin, http, token, &config, &dir.join("gmv.log"), args)
     }
 
     /// A GET's body as text (e.g. /metrics).
