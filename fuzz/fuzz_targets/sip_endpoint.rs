@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
                 let play = Command::Play { device_id: DEV.into(), channel_id: ch, transport: MediaTransport::Udp, kind };
                 if let Outcome::Play(Ok(PlayStart::Open(handle))) = ep.handle_command(now, play) {
                     last_ssrc = ep.next_ssrc(kind);
-                    ep.handle_command(now, Command::Invite { handle, ssrc: last_ssrc, port: 30_000 });
+                    ep.handle_command(now, Command::Invite { handle, ssrc: last_ssrc, port: 30_000, media_ip: None });
                 }
             }
             5 => {
