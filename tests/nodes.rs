@@ -226,6 +226,25 @@ fn a_control_places_streams_on_two_media_nodes_drains_one_and_survives_losing_on
     assert!(location.contains("/rtp/") && location.contains("?token="), "{location}");
     watch(&location, "node-redirected.flv");
 
+    // A stream a crashed control left on a node is closed by the session check; a stream of
+    // someone else's naming (wvp's) is left alone.
+    let node_call = |e: &Engine, name: &str, form: &str| {
+        let body = format!("secret={NODE_SECRET}&{form}");
+        let (status, text) = e.try_request("POST", &format!("/index/api/{name}"), &[("Content-Type", "application/x-www-form-urlencoded")], body.as_bytes()).unwrap();
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    assert_eq!(node_call(&b, "openRtpServer", "port=0&stream_id=0123456789&ssrc=123456789&app=rtp")["code"], 0);
+    assert_eq!(node_call(&b, "openRtpServer", "port=0&stream_id=34020000001320000001_x&app=rtp")["code"], 0);
+    // Within 12 s: before the node's own timeout for a server without packets (15 s) would.
+    wait_for("the orphan closed", Duration::from_secs(12), || {
+        let listed = node_call(&b, "listRtpServer", "").to_string();
+        (!listed.contains("0123456789")).then_some(listed)
+    });
+    assert!(control.log_text().contains("closing a stream no session of this control owns"));
+    assert!(node_call(&b, "listRtpServer", "").to_string().contains("34020000001320000001_x"));
+    assert_eq!(node_call(&b, "closeRtpServer", "stream_id=34020000001320000001_x&app=rtp")["hit"], 1);
+
     // Drain media-2: a channel of it stopped and played again lands on media-1.
     assert_eq!(control.request("POST", "/api/nodes/media-2/drain", "").0, 200);
     let moved = on_node.iter().find(|(_, n)| *n == "media-2").map(|(c, _)| c.clone()).unwrap();

@@ -562,9 +562,12 @@ impl Control {
             ("tcp_mode", tcp_mode.into()),
             ("ssrc", ssrc.to_string()),
         ];
-        let answer = nodes.call(&placement.node, "openRtpServer", &params).await.map_err(|e| PlayError::NoPort(format!("media node {}: {e}", placement.node)))?;
-        let port = answer["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or_else(|| PlayError::NoPort("media node answered no port".into()))?;
-        nodes.placed(ssrc, &placement.node);
+        nodes.opening(ssrc);
+        let answer = nodes.call(&placement.node, "openRtpServer", &params).await;
+        let port = answer.as_ref().ok().and_then(|a| a["port"].as_u64()).and_then(|p| u16::try_from(p).ok());
+        nodes.opened(ssrc, port.map(|_| placement.node.as_str()));
+        let answer = answer.map_err(|e| PlayError::NoPort(format!("media node {}: {e}", placement.node)))?;
+        let port = port.ok_or_else(|| PlayError::NoPort(format!("media node answered no port: {answer}")))?;
         tracing::info!(node = %placement.node, ssrc, port, "stream placed on media node");
         Ok((ssrc, port, Some(placement.media_ip)))
     }
@@ -780,7 +783,14 @@ impl Control {
                         tracing::warn!(ssrc, "media node down: ending its session");
                         self.stop_session(ssrc);
                     }
-                    nodes.streams().await.into_iter().map(|(ssrc, in_use)| StreamUse { ssrc, in_use }).collect()
+                    let seen = nodes.streams().await;
+                    for (node, stream_id) in seen.orphans {
+                        tracing::info!(node, stream_id, "closing a stream no session of this control owns (left by an earlier control)");
+                        if let Err(error) = nodes.call(&node, "closeRtpServer", &[("app", "rtp".into()), ("stream_id", stream_id)]).await {
+                            tracing::warn!(node, %error, "media node did not close an orphaned stream");
+                        }
+                    }
+                    seen.uses.into_iter().map(|(ssrc, in_use)| StreamUse { ssrc, in_use }).collect()
                 }
                 // HLS viewers and a recording use a stream as much as FLV viewers do.
                 None => self.shard.list_streams().await.iter().map(|s| StreamUse { ssrc: s.ssrc, in_use: s.subscribers > 0 || s.hls || s.recording }).collect(),

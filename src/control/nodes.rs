@@ -90,13 +90,16 @@ pub struct MediaNodes {
     nodes: RefCell<Vec<Node>>,
     /// Stream SSRC to the node it lives on.
     placed: RefCell<HashMap<u32, String>>,
+    /// Streams being opened (`openRtpServer` asked, not answered yet): a node may list them
+    /// before they are placed, and they are no orphans.
+    opening: RefCell<std::collections::HashSet<u32>>,
     down_after: Duration,
 }
 
 impl MediaNodes {
     pub fn new(configs: &[MediaNodeConfig], down_after: Duration) -> MediaNodes {
         let nodes = configs.iter().map(Node::listed).collect();
-        MediaNodes { nodes: RefCell::new(nodes), placed: RefCell::new(HashMap::new()), down_after }
+        MediaNodes { nodes: RefCell::new(nodes), placed: RefCell::new(HashMap::new()), opening: Default::default(), down_after }
     }
 
     /// A node announcing itself (`on_server_started` from `from`, whose body is its config):
@@ -212,8 +215,22 @@ impl MediaNodes {
         Some(Placement { node: n.config.id.clone(), api: n.config.api.clone(), media_ip: n.config.media_ip.clone() })
     }
 
-    pub fn placed(&self, ssrc: u32, node: &str) {
-        self.placed.borrow_mut().insert(ssrc, node.to_string());
+    /// `openRtpServer` for `ssrc` is being asked.
+    pub fn opening(&self, ssrc: u32) {
+        self.opening.borrow_mut().insert(ssrc);
+    }
+
+    /// The ask for `ssrc` is over: placed on `node`, or (None) not.
+    pub fn opened(&self, ssrc: u32, node: Option<&str>) {
+        if let Some(node) = node {
+            self.placed.borrow_mut().insert(ssrc, node.to_string());
+        }
+        self.opening.borrow_mut().remove(&ssrc);
+    }
+
+    #[cfg(test)]
+    fn placed(&self, ssrc: u32, node: &str) {
+        self.opened(ssrc, Some(node));
     }
 
     pub fn forget(&self, ssrc: u32) -> Option<String> {
@@ -249,9 +266,12 @@ impl MediaNodes {
 
     /// Streams of every node that is up, with whether someone watches: (ssrc, in_use). A node
     /// up that does not answer has its placed streams reported in use (unknown is not gone).
-    pub async fn streams(&self) -> Vec<(u32, bool)> {
+    /// Also the orphans: RTP servers with a gmv stream id this control did not place (left by
+    /// a control that stopped or crashed; their devices may still be sending).
+    pub async fn streams(&self) -> NodeStreams {
         let ups: Vec<String> = self.nodes.borrow().iter().filter(|n| n.state == NodeState::Up).map(|n| n.config.id.clone()).collect();
         let mut out = Vec::new();
+        let mut orphans = Vec::new();
         for node in ups {
             let placed: Vec<u32> = self.placed.borrow().iter().filter(|(_, n)| **n == node).map(|(s, _)| *s).collect();
             let servers = match self.call(&node, "listRtpServer", &[]).await {
@@ -268,13 +288,25 @@ impl MediaNodes {
             };
             for s in servers["data"].as_array().into_iter().flatten() {
                 let Some(id) = s["stream_id"].as_str() else { continue };
-                if let Some(ssrc) = crate::proto::ssrc::parse_stream_id(id).filter(|s| placed.contains(s)) {
+                let Some(ssrc) = crate::proto::ssrc::parse_stream_id(id) else { continue }; // not a gmv stream (wvp's, say)
+                if placed.contains(&ssrc) {
                     out.push((ssrc, watched(id)));
+                } else if !self.opening.borrow().contains(&ssrc) && self.placed.borrow().get(&ssrc).is_none_or(|n| *n != node) {
+                    orphans.push((node.clone(), id.to_string()));
                 }
             }
         }
-        out
+        NodeStreams { uses: out, orphans }
     }
+}
+
+/// What the nodes hold, seen by the session check.
+#[derive(Debug, Default)]
+pub struct NodeStreams {
+    /// (ssrc, watched) of the streams this control placed.
+    pub uses: Vec<(u32, bool)>,
+    /// (node, stream_id) of gmv streams nobody here placed.
+    pub orphans: Vec<(String, String)>,
 }
 
 /// The answer to hook `name` a media node posted from `from` (role control). Only configured
