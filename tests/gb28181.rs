@@ -448,7 +448,7 @@ fn tcp_active_media_plays() {
 /// hands them over at once); over TCP the connection moves to the stream's shard.
 #[test]
 fn the_single_rtp_port_plays_udp_and_tcp_passive_with_the_ssrc_the_device_answered() {
-    let port = free_udp_port();
+    let port = fixed_port();
     let engine = Engine::start(2, &format!("  port: {port}\n"));
     for (transport, channel) in [("udp", CHANNELS[0].0), ("tcp-passive", CHANNELS[1].0)] {
         let (events, go_tx, device) = registered_device(&engine);

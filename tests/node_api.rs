@@ -211,16 +211,6 @@ fn port_of(v: &Value) -> u16 {
     v["port"].as_u64().unwrap() as u16
 }
 
-/// A port free for both UDP and TCP.
-fn free_port() -> u16 {
-    loop {
-        let port = free_udp_port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 fn node_yaml(hooks: SocketAddr) -> String {
     let urls: Vec<String> = gmv::config::HOOK_NAMES.iter().map(|n| format!("    {n}: \"http://{hooks}/index/hook/{n}\"\n")).collect();
     format!(
@@ -284,7 +274,7 @@ fn node_api_answers_and_hooks_match_a_recorded_zlmediakit() {
     // active (S3), and one more; a name taken twice and a port taken twice are refused.
     let s1 = check(&engine, "21-openRtpServer-udp-port0-ssrc", &[]);
     check(&engine, "22-openRtpServer-same-stream_id-again", &[]);
-    let fixed = free_port().to_string();
+    let fixed = fixed_port().to_string();
     let s2 = check(&engine, "23-openRtpServer-tcp-passive-fixed-port-nossrc", &[("port", &fixed)]);
     assert_eq!(port_of(&s2).to_string(), fixed);
     let (taken, recorded) = replay(&engine, "24-openRtpServer-fixed-port-in-use", &[("port", &fixed)]);
@@ -391,7 +381,7 @@ fn node_api_answers_and_hooks_match_a_recorded_zlmediakit() {
     // viewer leaves and on_stream_none_reader closes it (close:true).
     let timeout = wait_hook(&seen, "on_rtp_server_timeout", S2, 1).remove(0);
     assert_like(&timeout.body, &fixture("hooks", "16-on_rtp_server_timeout")["body"], "on_rtp_server_timeout");
-    let fixed = free_port().to_string();
+    let fixed = fixed_port().to_string();
     let s2 = check(&engine, "64-openRtpServer-tcp-passive-fixed-port-S2-reopen", &[("port", &fixed)]);
     check(&engine, "65-updateRtpServerSSRC-S2-reopened", &[]);
     let stop2 = Arc::new(AtomicBool::new(false));

@@ -18,7 +18,7 @@ const PACKETS_EACH: u64 = 5;
 
 #[test]
 fn every_stream_gets_its_packets_through_the_one_port() {
-    let port = free_udp_port();
+    let port = fixed_port();
     let engine = Engine::start(2, &format!("  port: {port}\n"));
     let ssrcs = spread_ssrcs(200_000_001);
     for &ssrc in &ssrcs {
@@ -114,7 +114,7 @@ fn single_port_totals(engine: &Engine) -> serde_json::Value {
 #[test]
 fn tcp_connections_on_the_one_port_reach_the_shard_of_their_ssrc() {
     use std::io::Write;
-    let port = free_udp_port();
+    let port = fixed_port();
     let engine = Engine::start(2, &format!("  port: {port}\n"));
     let ssrcs = spread_ssrcs(300_000_001);
     for &ssrc in &ssrcs {
@@ -155,7 +155,7 @@ fn tcp_connections_on_the_one_port_reach_the_shard_of_their_ssrc() {
 /// one port opens a stream that plays, its codec learned from the packets.
 #[test]
 fn an_unknown_ssrc_opens_a_stream_when_accepted_and_its_codec_is_sniffed() {
-    let port = free_udp_port();
+    let port = fixed_port();
     let engine = Engine::start(2, &format!("  port: {port}\n  accept_unknown_ssrc: true\n"));
     let ssrc = 42_424_242u32;
     let id = format!("{ssrc:010}");

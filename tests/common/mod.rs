@@ -115,6 +115,27 @@ pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Ports handed out by `fixed_port`, so two tests of one process do not pick the same.
+static FIXED_PORTS: AtomicU16 = AtomicU16::new(0);
+
+/// A port free for UDP and TCP above the kernel's ephemeral range, for an engine to bind
+/// later (`rtp.port`, a fixed stream port): a port from `free_udp_port` can be taken meanwhile
+/// by any socket bound to port 0 (another test's sender), one up here cannot.
+pub fn fixed_port() -> u16 {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let above: u16 = range.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(60_999);
+    let span = u32::from(u16::MAX - above.min(u16::MAX - 100));
+    for _ in 0..span {
+        let step = u32::from(FIXED_PORTS.fetch_add(1, Ordering::SeqCst));
+        let port = above as u32 + 1 + (std::process::id() * 37 + step) % span;
+        let port = port as u16;
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port above the ephemeral range {range:?}")
+}
+
 pub struct Engine {
     child: Child,
     /// The config file it runs with.
