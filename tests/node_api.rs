@@ -176,15 +176,43 @@ fn check(engine: &Engine, name: &str, changes: &[(&str, &str)]) -> Value {
     ours
 }
 
-/// Sends the test clip as PS over RTP, again and again, until `stop`: UDP to `to`, or RFC 4571
-/// on a TCP connection.
+/// Where a sender sends: UDP to an address, or RFC 4571 on a TCP connection.
 enum Out {
     Udp(UdpSocket, SocketAddr),
     Tcp(TcpStream),
 }
 
-fn push(out: Out, ssrc: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
+/// UDP to the port an `openRtpServer` answer names.
+fn udp_to(opened: &Value) -> Out {
+    Out::Udp(udp_sender(), format!("127.0.0.1:{}", port_of(opened)).parse().unwrap())
+}
+
+/// A device sending the test clip as PS over RTP, again and again, until stopped or cut off.
+struct Sender {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Sender {
+    fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    fn join(self) {
+        self.stop();
+        self.thread.join().unwrap();
+    }
+}
+
+fn push(out: Out, ssrc: u32) -> Sender {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let stop = flag;
         let frames = gmv::sim::ps_rtp_packets(&h264_frames(), ssrc);
         let mut out = out;
         while !stop.load(Ordering::SeqCst) {
@@ -204,7 +232,8 @@ fn push(out: Out, ssrc: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(
                 }
             }
         }
-    })
+    });
+    Sender { stop, thread }
 }
 
 fn port_of(v: &Value) -> u16 {
@@ -299,8 +328,7 @@ fn node_api_answers_and_hooks_match_a_recorded_zlmediakit() {
     check(&engine, "36-closeRtpServer-not-existing", &[]);
 
     // S1 over UDP: published, announced per schema, listed, playable.
-    let stop1 = Arc::new(AtomicBool::new(false));
-    let s1_sender = push(Out::Udp(udp_sender(), format!("127.0.0.1:{}", port_of(&s1)).parse().unwrap()), 100_000_001, stop1.clone());
+    let s1_sender = push(udp_to(&s1), 100_000_001);
     let publish = wait_hook(&seen, "on_publish", S1, 1).remove(0);
     assert_like(&publish.body, &fixture("hooks", "03-on_publish")["body"], "on_publish");
     for (schema, recorded) in [("rtsp", "06-on_stream_changed-regist-rtsp"), ("rtmp", "05-on_stream_changed-regist-rtmp"), ("hls", "08-on_stream_changed-regist-hls")] {
@@ -384,8 +412,7 @@ fn node_api_answers_and_hooks_match_a_recorded_zlmediakit() {
     let fixed = fixed_port().to_string();
     let s2 = check(&engine, "64-openRtpServer-tcp-passive-fixed-port-S2-reopen", &[("port", &fixed)]);
     check(&engine, "65-updateRtpServerSSRC-S2-reopened", &[]);
-    let stop2 = Arc::new(AtomicBool::new(false));
-    let s2_sender = push(Out::Tcp(TcpStream::connect(("127.0.0.1", port_of(&s2))).unwrap()), 100_000_002, stop2.clone());
+    let s2_sender = push(Out::Tcp(TcpStream::connect(("127.0.0.1", port_of(&s2))).unwrap()), 100_000_002);
     wait_hook(&seen, "on_publish", S2, 1);
     check(&engine, "66-getRtpInfo-S2-tcp", &[]);
     let viewer = spawn_viewer(engine.http, format!("/rtp/{S2}.live.flv"), vec![], work_dir().join("node-s2.flv"), Duration::from_secs(2));
@@ -399,19 +426,18 @@ fn node_api_answers_and_hooks_match_a_recorded_zlmediakit() {
     }
     check(&engine, "68-getMediaList-after-S2-closed", &[]);
     wait_for("S2's sender cut off", Duration::from_secs(10), || s2_sender.is_finished().then_some(()));
-    stop2.store(true, Ordering::SeqCst);
+    s2_sender.stop();
 
     // S4 takes whatever SSRC comes to its own port; closed while streaming.
     let s4 = check(&engine, "70-openRtpServer-udp-port0-nossrc-S4", &[]);
-    let stop4 = Arc::new(AtomicBool::new(false));
-    let s4_sender = push(Out::Udp(udp_sender(), format!("127.0.0.1:{}", port_of(&s4)).parse().unwrap()), 12_345_678, stop4.clone());
+    let s4_sender = push(udp_to(&s4), 12_345_678);
     wait_hook(&seen, "on_publish", S4, 1);
     check(&engine, "71-getRtpInfo-S4", &[]);
     check(&engine, "72-closeRtpServer-S4-streaming", &[]);
     wait_for("S4 unregistered", Duration::from_secs(10), || (hooks_named(&seen, "on_stream_changed", S4).iter().filter(|h| h.body["regist"] == false).count() == 3).then_some(()));
     check(&engine, "73-close_streams-S4-force", &[]);
     check(&engine, "74-getMediaList-S4-after-close", &[]);
-    stop4.store(true, Ordering::SeqCst);
+    s4_sender.stop();
 
     // S3, TCP active with media: the node connects to the device, which then sends.
     let device = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -419,20 +445,18 @@ fn node_api_answers_and_hooks_match_a_recorded_zlmediakit() {
     check(&engine, "75-openRtpServer-tcp-active-S3-media", &[]);
     check(&engine, "76-connectRtpServer-S3-media", &[("dst_port", &device_port.to_string())]);
     let (conn, _) = device.accept().unwrap();
-    let stop3 = Arc::new(AtomicBool::new(false));
-    let s3_sender = push(Out::Tcp(conn), 100_000_003, stop3.clone());
+    let s3_sender = push(Out::Tcp(conn), 100_000_003);
     // A server opened without ssrc takes the first; updateRtpServerSSRC is how wvp names it.
     wait_hook(&seen, "on_publish", S3, 1);
     let s3_info = check(&engine, "77-getRtpInfo-S3-tcp-active", &[]);
     assert_eq!(s3_info["peer_port"].as_u64(), Some(u64::from(device_port)), "the device's own port");
     check(&engine, "78-closeRtpServer-S3-streaming", &[]);
     wait_for("S3's sender cut off", Duration::from_secs(10), || s3_sender.is_finished().then_some(()));
-    stop3.store(true, Ordering::SeqCst);
+    s3_sender.stop();
 
     // S5: on_publish refuses; the server is gone.
     let s5 = check(&engine, "79-openRtpServer-udp-S5-publish-denied", &[]);
-    let stop5 = Arc::new(AtomicBool::new(false));
-    let s5_sender = push(Out::Udp(udp_sender(), format!("127.0.0.1:{}", port_of(&s5)).parse().unwrap()), 55_555, stop5.clone());
+    let s5_sender = push(udp_to(&s5), 55_555);
     wait_hook(&seen, "on_publish", S5, 1);
     wait_for("S5 closed", Duration::from_secs(10), || {
         let (v, _) = replay(&engine, "82-listRtpServer-S5-publish-denied", &[]);
@@ -442,10 +466,10 @@ fn node_api_answers_and_hooks_match_a_recorded_zlmediakit() {
     check(&engine, "81-getRtpInfo-S5-publish-denied", &[]);
     check(&engine, "83-closeRtpServer-S5", &[]);
     assert!(hooks_named(&seen, "on_stream_changed", S5).is_empty(), "a refused stream is never announced");
-    stop5.store(true, Ordering::SeqCst);
+    s5_sender.stop();
 
     // S1 stops: it times out and is unregistered; nothing is left.
-    stop1.store(true, Ordering::SeqCst);
+    s1_sender.stop();
     let timeout = wait_hook(&seen, "on_rtp_server_timeout", S1, 1).remove(0);
     assert_like(&timeout.body, &fixture("hooks", "66-on_rtp_server_timeout")["body"], "S1 timeout");
     wait_for("S1 unregistered", Duration::from_secs(10), || (hooks_named(&seen, "on_stream_changed", S1).iter().filter(|h| h.body["regist"] == false).count() == 3).then_some(()));
@@ -459,8 +483,8 @@ fn node_api_answers_and_hooks_match_a_recorded_zlmediakit() {
     for key in ["streams", "rtp_servers", "viewers", "ingest_kbps", "cpu_percent"] {
         assert!(keepalive.body["data"][key].is_number(), "{key}: {}", keepalive.body);
     }
-    for t in [s1_sender, s4_sender, s5_sender] {
-        t.join().unwrap();
+    for t in [s1_sender, s2_sender, s3_sender, s4_sender, s5_sender] {
+        t.join();
     }
 }
 
@@ -477,8 +501,7 @@ fn without_a_secret_every_call_is_refused_and_play_needs_gmv_credentials() {
     let engine = Engine::start(1, "node:\n  secret: \"s3cret-s3cret\"\n  rtp_server_timeout_s: 30\n");
     let (_, _, body) = call(&engine, "openRtpServer", "secret=s3cret-s3cret&port=0&stream_id=cam1&ssrc=7");
     let opened: Value = serde_json::from_slice(&body).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = push(Out::Udp(udp_sender(), format!("127.0.0.1:{}", port_of(&opened)).parse().unwrap()), 7, stop.clone());
+    let sender = push(udp_to(&opened), 7);
     wait_for("cam1 published", Duration::from_secs(10), || {
         let (_, _, b) = call(&engine, "isMediaOnline", "secret=s3cret-s3cret&schema=rtmp&app=rtp&stream=cam1&vhost=__defaultVhost__");
         (serde_json::from_slice::<Value>(&b).unwrap()["online"] == true).then_some(())
@@ -489,6 +512,5 @@ fn without_a_secret_every_call_is_refused_and_play_needs_gmv_credentials() {
     let viewer = spawn_viewer(engine.http, "/rtp/cam1.live.flv".into(), vec![("gmv-token".into(), TOKEN.into())], out.clone(), Duration::from_secs(2));
     assert_eq!(viewer.join().unwrap().0, 200, "an API key in a header plays");
     assert!(std::fs::read(&out).unwrap().starts_with(b"FLV"));
-    stop.store(true, Ordering::SeqCst);
-    sender.join().unwrap();
+    sender.join();
 }

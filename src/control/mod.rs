@@ -56,6 +56,8 @@ pub struct DriverCounters {
     pub plays_joined: u64,
     /// Session checks run (sessions against their streams' viewers, HLS and recording).
     pub session_checks: u64,
+    /// Hooks posted to this control by no configured or announced media node (ignored).
+    pub node_hooks_ignored: u64,
 }
 
 /// Caps warning lines a second so a flood of junk cannot flood the log.

@@ -320,7 +320,8 @@ pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std
     }
     let heard = nodes.nodes.borrow().iter().any(|n| n.config.id == node_id && n.host.parse::<std::net::IpAddr>().is_ok_and(|h| h == from));
     if !heard {
-        tracing::warn!(hook = name, node = node_id, %from, "hook from an unknown media node or address; ignored");
+        control.counters.borrow_mut().node_hooks_ignored += 1;
+        control.warn_limited(|| tracing::warn!(hook = name, node = node_id, %from, "hook from an unknown media node or address; ignored"));
         return json!({ "code": -100, "msg": "not a media node of this control" });
     }
     let stream = body["stream"].as_str().unwrap_or("");

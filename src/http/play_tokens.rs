@@ -9,9 +9,7 @@ use serde_json::{Value, json};
 use std::net::IpAddr;
 
 /// Seconds since the Unix epoch: what play tokens expire by.
-pub fn unix_s() -> u64 {
-    crate::shard::unix_ms() / 1000
-}
+pub use crate::shard::unix_s;
 
 /// A token for `scope` from this executor's signing secret: (token, expiry in unix seconds).
 /// `ttl_s` defaults to `http.play_token_ttl_s`.

@@ -5,7 +5,8 @@
 
 use super::rtp_servers::{OpenRefused, Publish, RtpServer, TcpMode};
 use super::zlm::{self, code};
-use super::{Node, unix_s};
+use super::Node;
+use crate::shard::unix_s;
 use crate::shard::msg::{OpenError, PlaybackChange, StreamSpec};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -42,6 +43,9 @@ const NOT_OFFERED: &[(&str, &str)] = &[
     ("getMP4RecordFile", "gmv lists recordings at GET /api/records"),
     ("kick_sessions", "gmv closes viewers with their stream"),
 ];
+
+/// What ZLMediaKit answers a media query without its four names (no spaces, unlike `missing`'s).
+const MEDIA_ARGS_MISSED: &str = "Required parameter missed: \"schema\",\"vhost\",\"app\",\"stream\"";
 
 fn ok() -> Value {
     json!({ "code": code::OK })
@@ -94,8 +98,12 @@ pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
     }
     node.counters.borrow_mut().api_calls += 1;
     if !secret_ok(node, p.get("secret")) {
-        node.counters.borrow_mut().api_refused += 1;
-        tracing::info!(call = name, "node API call refused: wrong or missing secret");
+        let mut c = node.counters.borrow_mut();
+        c.api_refused += 1;
+        // Anyone may send these: logged at 1, 2, 4, ... refusals, all counted.
+        if c.api_refused.is_power_of_two() {
+            tracing::warn!(call = name, refused = c.api_refused, "node API call refused: wrong or missing secret");
+        }
         return Reply::Json(login_first());
     }
     if let Some((_, why)) = NOT_OFFERED.iter().find(|(n, _)| *n == name) {
@@ -127,7 +135,7 @@ pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
             (Some(schema), Some(app), Some(stream)) => {
                 json!({ "code": code::OK, "online": !media_list(node, Some(app), Some(stream), Some(schema)).await.is_empty() })
             }
-            _ => zlm::error(code::ARGS, "Required parameter missed: \"schema\",\"vhost\",\"app\",\"stream\""),
+            _ => zlm::error(code::ARGS, MEDIA_ARGS_MISSED),
         },
         "getMediaInfo" => match (get("schema"), get("vhost"), get("app"), get("stream")) {
             (Some(schema), Some(_), Some(app), Some(stream)) => match media_list(node, Some(app), Some(stream), Some(schema)).await.pop() {
@@ -138,7 +146,7 @@ pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
                 }
                 _ => zlm::error(code::NOT_FOUND, "can not find the stream"),
             },
-            _ => zlm::error(code::ARGS, "Required parameter missed: \"schema\",\"vhost\",\"app\",\"stream\""),
+            _ => zlm::error(code::ARGS, MEDIA_ARGS_MISSED),
         },
         "getSnap" => return snap(node, get("url")).await,
         "startRecord" | "stopRecord" | "isRecording" => record(node, name, get("type"), get("app"), get("stream")).await,

@@ -8,7 +8,7 @@ pub mod hooks;
 pub mod rtp_servers;
 pub mod zlm;
 
-use crate::shard::Shard;
+use crate::shard::{Shard, unix_s};
 use crate::shard::msg::StreamInfo;
 use hooks::{HookTargets, Hooks};
 use rtp_servers::{Action, RtpServer, RtpServers, StreamView, Timing};
@@ -39,6 +39,8 @@ pub struct NodeCounters {
     pub api_refused: u64,
     pub plays_allowed: u64,
     pub plays_refused: u64,
+    /// Viewers of a stream not published within `max_stream_wait`.
+    pub plays_not_found: u64,
     pub rtp_timeouts: u64,
     pub publish_refused: u64,
 }
@@ -49,7 +51,6 @@ pub struct Node {
     pub hooks: Hooks,
     pub timings: Cell<Timings>,
     pub counters: RefCell<NodeCounters>,
-    pub started_unix_s: u64,
     /// Numbers the viewers `on_play` and `on_stream_not_found` name (their `id`).
     next_viewer: Cell<u64>,
     /// Process CPU time at the last keepalive, and when it was read.
@@ -66,10 +67,6 @@ pub enum PlayDecision {
     /// `on_play` refused, with its code and message.
     Refused(i64, String),
     NotFound,
-}
-
-pub fn unix_s() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Process CPU time (user + system) so far.
@@ -122,7 +119,6 @@ impl Node {
             hooks: Hooks::start(targets),
             timings: Cell::new(timings),
             counters: RefCell::new(NodeCounters::default()),
-            started_unix_s: unix_s(),
             next_viewer: Cell::new(1),
             cpu_mark: Cell::new((process_cpu(), Instant::now())),
         });
@@ -201,7 +197,10 @@ impl Node {
             glommio::timer::sleep(PLAY_WAIT_POLL).await;
             key = published(&self.servers.borrow());
         }
-        let Some(key) = key else { return PlayDecision::NotFound };
+        let Some(key) = key else {
+            self.counters.borrow_mut().plays_not_found += 1;
+            return PlayDecision::NotFound;
+        };
         let decision = match self.hooks.ask("on_play", body).await {
             None => PlayDecision::NeedsCredential(key),
             Some(Ok(answer)) => match answer.get("code").and_then(Value::as_i64) {
@@ -238,7 +237,6 @@ impl Node {
 
     /// `on_server_keepalive`'s figures: what a control plane places streams by.
     async fn load(&self) -> Map<String, Value> {
-        let totals = self.shard.shard_stats().await;
         let infos = self.shard.list_streams().await;
         let (cpu_then, at) = self.cpu_mark.get();
         let cpu_now = process_cpu();
@@ -246,9 +244,9 @@ impl Node {
         self.cpu_mark.set((cpu_now, Instant::now()));
         let cpu_percent = (cpu_now.saturating_sub(cpu_then).as_secs_f64() / wall * 100.0).round();
         let v = json!({
-            "streams": totals.iter().map(|t| t.streams).sum::<usize>(),
+            "streams": infos.len(),
             "rtp_servers": self.servers.borrow().len(),
-            "viewers": totals.iter().map(|t| t.subscribers).sum::<usize>(),
+            "viewers": infos.iter().map(|i| i.subscribers).sum::<usize>(),
             "ingest_kbps": infos.iter().map(|i| i.bitrate_kbps).sum::<u64>(),
             "cpu_percent": cpu_percent,
             "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -37,6 +37,11 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Wall-clock seconds since the Unix epoch (play token expiry, hook bodies).
+pub fn unix_s() -> u64 {
+    unix_ms() / 1000
+}
+
 /// Receives taken in a row before a receive loop lets its executor's other tasks run:
 /// glommio's receive returns at once while datagrams are queued, so without this a flooded
 /// socket would starve everything else on the executor.
