@@ -2,13 +2,14 @@
 # The test command (README "Two commands"): installs what the tests need when it is missing
 # (Debian/Ubuntu packages: ffmpeg/ffprobe make and check media, sip-tester is sipp, openssl makes
 # the HTTPS tests' certificates, Chromium and Node run the browser tests, whose npm packages come
-# from the registry by tests/browser/package-lock.json), then runs every test. Extra arguments go
-# to `cargo test` (e.g. `scripts/test.sh --test gb28181`).
+# from the registry by tests/browser/package-lock.json, PostgreSQL holds the registry two
+# controls share), starts PostgreSQL unless GMV_TEST_POSTGRES names one, then runs every test.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test gb28181`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in ffmpeg ffprobe sipp openssl chromium node npm; do
+for tool in ffmpeg ffprobe sipp openssl chromium node npm pg_lsclusters; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -20,6 +21,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends ffmpeg sip-tester openssl >/dev/null
   command -v node >/dev/null && command -v npm >/dev/null || $sudo apt-get install -y -qq nodejs npm >/dev/null
   $sudo apt-get install -y -qq chromium >/dev/null
+  command -v pg_lsclusters >/dev/null || $sudo apt-get install -y -qq postgresql >/dev/null
+fi
+if [ -z "${GMV_TEST_POSTGRES:-}" ]; then
+  # The packaged cluster (made if missing), started, with a test role that may create the
+  # databases the tests make for themselves.
+  sudo="" as_postgres="runuser -u postgres --"
+  [ "$(id -u)" -eq 0 ] || { sudo=sudo; as_postgres="sudo -u postgres"; }
+  if [ -z "$(pg_lsclusters -h)" ]; then
+    $sudo pg_createcluster "$(ls /usr/lib/postgresql | sort -V | tail -1)" main >/dev/null
+  fi
+  read -r pg_version pg_cluster pg_port pg_status _ < <(pg_lsclusters -h | head -1)
+  [ "$pg_status" = online ] || $sudo pg_ctlcluster "$pg_version" "$pg_cluster" start
+  $as_postgres psql -p "$pg_port" -qtc "SELECT 1 FROM pg_roles WHERE rolname = 'gmv_test'" | grep -q 1 \
+    || $as_postgres psql -p "$pg_port" -qc "CREATE ROLE gmv_test LOGIN CREATEDB PASSWORD 'gmv_test'"
+  export GMV_TEST_POSTGRES="host=127.0.0.1 port=$pg_port user=gmv_test password=gmv_test dbname=postgres"
+  echo "PostgreSQL $pg_version on port $pg_port for the shared-registry tests"
 fi
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 ffmpeg -version | head -1

@@ -25,7 +25,36 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// This process as a media node: its role, and the ZLMediaKit node API and hooks.
     pub node: NodeConfig,
+    /// Where the device registry lives: SQLite in `data_dir`, or PostgreSQL shared by controls.
+    pub registry: RegistryConfig,
 }
+
+/// The device registry's storage. Empty `postgres`: `data_dir/registry.sqlite3`, for one
+/// control. A PostgreSQL URL: the registry is shared by every control configured with it, one
+/// of them active (it holds a lease in the database and serves SIP), the others standby (they
+/// follow the registry and take over when the lease runs out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `postgres://user:password@host:port/database` (or the key=value form); "" for SQLite.
+    pub postgres: String,
+    /// This control's name in the lease; empty: `{hostname}:{sip.listen}`.
+    pub instance: String,
+    /// The active control renews its lease every `lease_s / 3`; a standby takes over once
+    /// `lease_s` passed without a renewal (a graceful stop hands the lease over at once).
+    pub lease_s: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig { postgres: String::new(), instance: String::new(), lease_s: 10 }
+    }
+}
+
+/// Bounds of `registry.lease_s`: renewals need a few round trips' slack; a failover longer
+/// than two minutes leaves devices unserved too long.
+pub const LEASE_S_MIN: u64 = 2;
+pub const LEASE_S_MAX: u64 = 120;
 
 /// What a process runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -338,6 +367,7 @@ impl Default for Config {
             streams: Vec::new(),
             webhooks: Vec::new(),
             node: NodeConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -533,6 +563,17 @@ impl Config {
         }
         if self.ring_depth < 8 {
             return invalid("ring_depth must be >= 8");
+        }
+        if !(LEASE_S_MIN..=LEASE_S_MAX).contains(&self.registry.lease_s) {
+            return invalid(&format!("registry.lease_s must be {LEASE_S_MIN}..={LEASE_S_MAX}"));
+        }
+        if !self.registry.postgres.is_empty() {
+            if self.sip.listen.is_empty() {
+                return invalid("registry.postgres is for controls: it needs sip.listen");
+            }
+            if let Err(e) = self.registry.postgres.parse::<postgres::Config>() {
+                return invalid(&format!("registry.postgres: {e}"));
+            }
         }
         Ok(())
     }

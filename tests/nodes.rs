@@ -6,101 +6,16 @@
 
 mod common;
 
+use common::gb_device::*;
 use common::gb_sim::*;
 use common::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-const CHANNELS: [&str; 4] = ["34020000001310000001", "34020000001310000002", "34020000001310000003", "34020000001310000004"];
 const NODE_SECRET: &str = "node-secret-0123456789";
-
-#[derive(Debug)]
-enum DeviceEvent {
-    /// INVITE for `channel` answered: media goes to `to`.
-    Invited { channel: String, to: SocketAddr },
-    Bye { channel: String },
-}
-
-fn catalog(sn: &str) -> Vec<u8> {
-    let items: String = CHANNELS
-        .iter()
-        .map(|id| format!("<Item>\r\n<DeviceID>{id}</DeviceID>\r\n<Name>cam {id}</Name>\r\n<Status>ON</Status>\r\n<ParentID>{DEVICE}</ParentID>\r\n</Item>\r\n"))
-        .collect();
-    format!(
-        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<SumNum>{}</SumNum>\r\n<DeviceList Num=\"{}\">\r\n{items}</DeviceList>\r\n</Response>\r\n",
-        CHANNELS.len(),
-        CHANNELS.len()
-    )
-    .into_bytes()
-}
-
-/// A device with four channels: each INVITE starts a sender looping the clip (PS over UDP, the
-/// SSRC offered) to the address and port of the offer, until the BYE of its call.
-fn run_device(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Arc<AtomicBool>) {
-    let frames = h264_frames();
-    let mut senders: HashMap<String, (String, Arc<AtomicBool>)> = HashMap::new();
-    while !stop.load(Ordering::SeqCst) {
-        let Some(msg) = sim.recv(Duration::from_millis(100)) else { continue };
-        if !msg.is_request() {
-            continue;
-        }
-        match msg.method().map(|m| m.to_string()).as_deref() {
-            Some("MESSAGE") => {
-                sim.reply(&msg, 200, "OK", "", None);
-                let text = String::from_utf8_lossy(msg.body()).to_string();
-                if text.contains("<CmdType>Catalog</CmdType>") {
-                    let sn = gmv::proto::sip::manscdp::element(&text, "SN").unwrap_or("1").to_string();
-                    let m = sim.request("MESSAGE", &format!("cat-{sn}"), "", Some("Application/MANSCDP+xml"), &catalog(&sn));
-                    sim.send(&m);
-                }
-            }
-            Some("INVITE") => {
-                let offer = gmv::proto::sdp::Sdp::parse(msg.body()).unwrap();
-                let channel = msg.header("Subject").unwrap_or_default().split(':').next().unwrap_or("").to_string();
-                let ip = offer.connection.as_deref().and_then(|c| c.split_whitespace().last()).unwrap_or("127.0.0.1").to_string();
-                let to: SocketAddr = format!("{ip}:{}", offer.media[0].port).parse().unwrap();
-                let ssrc: u32 = offer.gb_ssrc.clone().and_then(|s| s.parse().ok()).unwrap_or(1);
-                let answer = format!(
-                    "v=0\r\no={channel} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 15060 RTP/AVP 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\ny={ssrc:010}\r\nf=\r\n"
-                );
-                sim.reply(&msg, 200, "OK", &format!("Contact: <sip:{channel}@{}>\r\n", sim.local()), Some(("Application/SDP", answer.as_bytes())));
-                let flag = Arc::new(AtomicBool::new(false));
-                let (packets, done) = (gmv::sim::ps_rtp_packets(&frames, ssrc), flag.clone());
-                std::thread::spawn(move || {
-                    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-                    while !done.load(Ordering::SeqCst) {
-                        for frame in &packets {
-                            for p in frame {
-                                let _ = sock.send_to(p, to);
-                            }
-                            std::thread::sleep(Duration::from_millis(1000 / u64::from(FPS)));
-                            if done.load(Ordering::SeqCst) {
-                                return;
-                            }
-                        }
-                    }
-                });
-                senders.insert(msg.call_id().unwrap_or_default(), (channel.clone(), flag));
-                events.send(DeviceEvent::Invited { channel, to }).unwrap();
-            }
-            Some("BYE") => {
-                sim.reply(&msg, 200, "OK", "", None);
-                if let Some((channel, flag)) = senders.remove(&msg.call_id().unwrap_or_default()) {
-                    flag.store(true, Ordering::SeqCst);
-                    events.send(DeviceEvent::Bye { channel }).unwrap();
-                }
-            }
-            _ => sim.reply(&msg, 200, "OK", "", None),
-        }
-    }
-    for (_, (_, flag)) in senders {
-        flag.store(true, Ordering::SeqCst);
-    }
-}
 
 fn media_node(id: &str, control: SocketAddr) -> Engine {
     media_node_with_secret(id, control, NODE_SECRET)
@@ -118,47 +33,6 @@ fn media_node_with_secret(id: &str, control: SocketAddr, secret: &str) -> Engine
 fn node_states(control: &Engine) -> HashMap<String, Value> {
     let (_, v) = control.request("GET", "/api/nodes", "");
     v["nodes"].as_array().unwrap().iter().map(|n| (n["id"].as_str().unwrap().to_string(), n.clone())).collect()
-}
-
-/// Plays `channel` through the control's API: the session, with play URLs on its node.
-fn play(control: &Engine, channel: &str) -> Value {
-    let (status, session) = control.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), "{}");
-    assert_eq!(status, 200, "{session}");
-    session
-}
-
-/// Fetches an FLV URL for a while: its bytes, which must hold a keyframe.
-fn watch(url: &str, out: &str) -> Vec<u8> {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let file = work_dir().join(out);
-    let (status, _) = spawn_viewer(host.parse().unwrap(), format!("/{path}"), vec![], file.clone(), Duration::from_secs(2)).join().unwrap();
-    assert_eq!(status, 200, "{url}");
-    let flv = std::fs::read(file).unwrap();
-    assert!(flv.starts_with(b"FLV") && flv_tags(&flv).iter().any(|(kind, _, data)| *kind == 9 && data.first() == Some(&0x17)), "{url}: {} bytes, no keyframe", flv.len());
-    flv
-}
-
-/// The simulated device registered to the control, its catalog taken: its events, what stops
-/// it, its thread.
-fn registered_device(control: &Engine) -> (mpsc::Receiver<DeviceEvent>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-    let mut sim = Sim::new(control.sip);
-    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
-    let (events_tx, events) = mpsc::channel();
-    let stop = Arc::new(AtomicBool::new(false));
-    let device = {
-        let stop = stop.clone();
-        std::thread::spawn(move || run_device(sim, events_tx, stop))
-    };
-    wait_for("catalog", Duration::from_secs(15), || {
-        let (_, v) = control.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
-        (v["channels"].as_array().map(Vec::len) == Some(CHANNELS.len())).then_some(())
-    });
-    (events, stop, device)
-}
-
-fn next_event(events: &mpsc::Receiver<DeviceEvent>) -> DeviceEvent {
-    events.recv_timeout(Duration::from_secs(30)).expect("a device event")
 }
 
 #[test]

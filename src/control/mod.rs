@@ -4,6 +4,7 @@
 //! `proto::sip::endpoint`; this file only moves bytes, time and results.
 
 pub mod downloads;
+pub mod ha;
 pub mod nodes;
 pub mod events;
 pub mod store;
@@ -58,6 +59,8 @@ pub struct DriverCounters {
     pub session_checks: u64,
     /// Hooks posted to this control by no configured or announced media node (ignored).
     pub node_hooks_ignored: u64,
+    /// SIP datagrams and connections that came while this control was standby (dropped).
+    pub standby_dropped: u64,
 }
 
 /// Caps warning lines a second so a flood of junk cannot flood the log.
@@ -86,7 +89,9 @@ pub struct Control {
     /// Role control: the media nodes streams are placed on (else every stream is local).
     pub nodes: Option<Rc<nodes::MediaNodes>>,
     /// The registry as saved (the persistence side applies the endpoint's changes to it).
-    persisted: std::sync::Arc<store::Persisted>,
+    registry: std::sync::Arc<store::Registry>,
+    /// Active or standby, when the registry is shared with other controls.
+    ha: RefCell<ha::State>,
     /// Advertised address (host_ip + SIP port) for Via/Contact.
     pub local: SocketAddr,
     endpoint: RefCell<Endpoint>,
@@ -158,26 +163,21 @@ impl Control {
         let host: std::net::IpAddr = config.sip.host_ip.parse().map_err(std::io::Error::other)?;
         let local = SocketAddr::new(host, port);
 
-        let data_dir = config.data_dir.clone();
-        let now_s = unix_ms() / 1000;
-        let (loaded, persisted) = glommio::executor()
-            .spawn_blocking(move || {
-                let loaded = store::load(&data_dir, now_s)?;
-                Ok::<_, std::io::Error>((loaded, store::Persisted::open(&data_dir)?))
-            })
-            .await?;
-        if let Some((aside, error)) = &loaded.moved_aside {
-            tracing::error!(moved_to = %aside.display(), %error, "device registry unreadable: kept aside, starting empty; devices come back as they register");
-        }
-        if let Some(imported) = &loaded.imported {
-            tracing::info!(from = %imported.display(), devices = loaded.devices.len(), "device registry imported into the database");
-        }
-        if loaded.skipped > 0 {
-            tracing::warn!(skipped = loaded.skipped, "device registry: rows that are not devices left out");
-        }
-        tracing::info!(devices = loaded.devices.len(), path = %store::registry_path(&config.data_dir).display(), "device registry loaded");
-        let persisted = std::sync::Arc::new(persisted);
-        let endpoint = Endpoint::new(EndpointConfig::from_config(&config, local), Instant::now(), unix_ms(), os_seed(), loaded.devices);
+        let (registry, devices, ha) = if config.registry.postgres.is_empty() {
+            let (devices, persisted) = load_local_registry(&config).await?;
+            (store::Registry::Local(persisted), devices, ha::State::new(ha::Mode::Single, ""))
+        } else {
+            // Standby until the lease is won; the registry comes from the database meanwhile.
+            let instance = match config.registry.instance.as_str() {
+                "" => ha::default_instance(&config.sip.listen),
+                name => name.to_string(),
+            };
+            let shared = store::shared::Shared::new(&config.registry.postgres, &instance, config.registry.lease_s).map_err(std::io::Error::other)?;
+            tracing::info!(%instance, lease_s = config.registry.lease_s, "device registry shared in PostgreSQL: standby until this control holds the lease");
+            (store::Registry::Shared(shared), Vec::new(), ha::State::new(ha::Mode::Standby, &instance))
+        };
+        let registry = std::sync::Arc::new(registry);
+        let endpoint = Endpoint::new(EndpointConfig::from_config(&config, local), Instant::now(), unix_ms(), os_seed(), devices);
         let data_dir = config.data_dir.clone();
         let history = glommio::executor().spawn_blocking(move || events::load(&data_dir, unix_ms())).await;
         let events = Rc::new(events::EventHub::new(history, webhooks::Webhooks::start(&config.webhooks)));
@@ -190,7 +190,8 @@ impl Control {
         let control = Rc::new(Control {
             shard,
             nodes,
-            persisted,
+            registry,
+            ha: RefCell::new(ha),
             local,
             endpoint: RefCell::new(endpoint),
             udp_out,
@@ -216,6 +217,9 @@ impl Control {
         glommio::spawn_local(control.clone().timer_loop(wake_rx)).detach();
         glommio::spawn_local(control.clone().session_check_loop()).detach();
         glommio::spawn_local(control.clone().persist_loop()).detach();
+        if control.registry.shared().is_some() {
+            glommio::spawn_local(control.clone().lease_loop()).detach();
+        }
         glommio::spawn_local(events.persist_loop(config.data_dir.clone())).detach();
         Ok(Some(control))
     }
@@ -724,11 +728,16 @@ impl Control {
             glommio::timer::sleep(Duration::from_millis(10)).await;
         }
         let changes = self.endpoint.borrow_mut().take_registry_changes().unwrap_or_default();
-        let persisted = self.persisted.clone();
-        match glommio::executor().spawn_blocking(move || persisted.apply(&changes)).await {
+        if !self.is_active() {
+            tracing::info!(sessions = sessions.len(), "SIP stopped (standby: the registry is the active control's to save)");
+            return;
+        }
+        let registry = self.registry.clone();
+        match glommio::executor().spawn_blocking(move || registry.apply(&changes)).await {
             Ok(rows) => tracing::info!(sessions = sessions.len(), rows, "SIP stopped: sessions ended, registry saved"),
             Err(error) => tracing::error!(%error, "cannot save device registry at stop"),
         }
+        self.release_lease().await;
     }
 
     // ---- loops ----
@@ -739,6 +748,7 @@ impl Control {
         loop {
             turn.spend().await;
             match sock.recv_from(&mut buf).await {
+                Ok(_) if !self.is_active() => self.counters.borrow_mut().standby_dropped += 1,
                 Ok((n, source)) => self.input(|ep, now| ep.handle_datagram(now, Peer::Udp(source), &buf[..n])),
                 Err(error) => {
                     self.warn_limited(|| tracing::warn!(%error, "SIP receive failed"));
@@ -806,18 +816,48 @@ impl Control {
         let data_dir = self.shard.config.data_dir.clone();
         loop {
             glommio::timer::sleep(PERSIST_INTERVAL).await;
+            if !self.is_active() {
+                continue;
+            }
             let Some(changes) = self.endpoint.borrow_mut().take_registry_changes() else { continue };
-            let persisted = self.persisted.clone();
+            let registry = self.registry.clone();
             let changes = std::sync::Arc::new(changes);
             let handed = changes.clone();
-            let saved = glommio::executor().spawn_blocking(move || persisted.apply(&handed)).await;
+            let saved = glommio::executor().spawn_blocking(move || registry.apply(&handed)).await;
             if let Err(error) = saved {
                 let changed = changes.changed.len() + changes.removed.len();
-                tracing::error!(path = %store::registry_path(&data_dir).display(), %error, changed, "cannot save device registry; will retry");
+                let place = match self.registry.shared() {
+                    Some(_) => "PostgreSQL".to_string(),
+                    None => store::registry_path(&data_dir).display().to_string(),
+                };
+                tracing::error!(registry = %place, %error, changed, "cannot save device registry; will retry");
                 self.endpoint.borrow_mut().registry_save_failed(&changes);
             }
         }
     }
+}
+
+/// This control's own registry: `data_dir/registry.sqlite3` (what could not be read kept aside).
+async fn load_local_registry(config: &crate::config::Config) -> std::io::Result<(Vec<crate::proto::sip::endpoint::Device>, store::Persisted)> {
+    let data_dir = config.data_dir.clone();
+    let now_s = unix_ms() / 1000;
+    let (loaded, persisted) = glommio::executor()
+        .spawn_blocking(move || {
+            let loaded = store::load(&data_dir, now_s)?;
+            Ok::<_, std::io::Error>((loaded, store::Persisted::open(&data_dir)?))
+        })
+        .await?;
+    if let Some((aside, error)) = &loaded.moved_aside {
+        tracing::error!(moved_to = %aside.display(), %error, "device registry unreadable: kept aside, starting empty; devices come back as they register");
+    }
+    if let Some(imported) = &loaded.imported {
+        tracing::info!(from = %imported.display(), devices = loaded.devices.len(), "device registry imported into the database");
+    }
+    if loaded.skipped > 0 {
+        tracing::warn!(skipped = loaded.skipped, "device registry: rows that are not devices left out");
+    }
+    tracing::info!(devices = loaded.devices.len(), path = %store::registry_path(&config.data_dir).display(), "device registry loaded");
+    Ok((loaded.devices, persisted))
 }
 
 async fn udp_send_loop(sock: Rc<UdpSocket>, rx: LocalReceiver<(SocketAddr, Vec<u8>)>, pending: Rc<Cell<usize>>) {

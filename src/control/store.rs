@@ -3,6 +3,9 @@
 //! of 100,000 devices is 88 MB and took 300 ms to rewrite; `benches/registry.rs`). Called on
 //! blocking threads only. A database that cannot be read is moved aside, never overwritten; a
 //! `devices.json` of earlier versions is imported once and kept as `devices.json.imported`.
+//! With `registry.postgres` the registry is shared by several controls instead (`shared`).
+
+pub mod shared;
 
 use crate::proto::sip::endpoint::{DEVICES_MAX, Device, RegistryChanges};
 use rusqlite::{Connection, OpenFlags, params};
@@ -112,6 +115,30 @@ fn import_legacy(data_dir: &Path, unix_s: u64, loaded: &mut Loaded) -> std::io::
         Err(error) => loaded.moved_aside = Some((move_aside(&legacy, unix_s)?, error.to_string())),
     }
     Ok(())
+}
+
+/// Where the endpoint's registry changes go: this control's own SQLite file, or the database
+/// shared by the controls (written only while this control holds the lease).
+pub enum Registry {
+    Local(Persisted),
+    Shared(shared::Shared),
+}
+
+impl Registry {
+    /// Writes `changes` (blocking); how many rows changed.
+    pub fn apply(&self, changes: &RegistryChanges) -> std::io::Result<usize> {
+        match self {
+            Registry::Local(p) => p.apply(changes),
+            Registry::Shared(s) => s.apply(changes).map_err(std::io::Error::other),
+        }
+    }
+
+    pub fn shared(&self) -> Option<&shared::Shared> {
+        match self {
+            Registry::Local(_) => None,
+            Registry::Shared(s) => Some(s),
+        }
+    }
 }
 
 /// The registry database, written from blocking threads: the endpoint hands over only what

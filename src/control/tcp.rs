@@ -82,6 +82,10 @@ impl Control {
                 }
             };
             let Ok(addr) = stream.peer_addr() else { continue };
+            if !self.is_active() {
+                self.counters.borrow_mut().standby_dropped += 1;
+                continue; // a standby serves no SIP: dropping it closes it
+            }
             if !self.tcp_admits(addr.ip()) {
                 self.counters.borrow_mut().tcp_refused += 1;
                 self.warn_limited(|| tracing::warn!(%addr, "SIP TCP connection refused: too many unregistered connections"));

@@ -96,8 +96,12 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         ("GET", ["api", "config"]) => (200, redacted_config(&shard.config)),
         ("GET", ["api", "shards"]) => (200, json!({ "rtp_port": shard.config.rtp.port, "shards": shard.shard_stats().await })),
         (_, ["api", "nodes", ..]) => nodes_api(front, &head.method, &segments),
-        ("GET", ["api", "health"]) => (200, json!({ "status": "ok", "media_shards": shard.media_shards })),
+        ("GET", ["api", "health"]) => {
+            let control = front.control.as_ref().map(|c| c.ha_view());
+            (200, json!({ "status": "ok", "media_shards": shard.media_shards, "control": control }))
+        }
         (_, ["api", "devices" | "sessions" | "downloads" | "channels", ..] | ["api", "sip"]) => match &front.control {
+            Some(control) if !control.is_active() && head.method != "GET" => standby(control),
             Some(control) => super::api_gb::route(control, &head, &segments, &body).await,
             None => (503, json!({ "code": "sip_disabled", "message": "SIP is disabled (sip.listen is empty)" })),
         },
@@ -121,6 +125,38 @@ fn nodes_api(front: &Front, method: &str, segments: &[&str]) -> (u16, Value) {
         },
         _ => not_found(),
     }
+}
+
+/// A PostgreSQL connection string with its password (URL user info, or `password=` in either
+/// form) replaced.
+fn redact_postgres(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(rest) = ["postgres://", "postgresql://"].iter().find_map(|s| url.strip_prefix(s)) {
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        if let Some(at) = authority.rfind('@')
+            && let Some(colon) = authority[..at].find(':')
+        {
+            let start = url.len() - rest.len();
+            out = format!("{}(secret){}", &url[..start + colon + 1], &url[start + at..]);
+        }
+    }
+    let mut redacted = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(i) = rest.find("password=") {
+        let value = i + "password=".len();
+        let end = rest[value..].find([' ', '&']).map_or(rest.len(), |e| value + e);
+        redacted.push_str(&rest[..value]);
+        redacted.push_str("(secret)");
+        rest = &rest[end..];
+    }
+    redacted.push_str(rest);
+    redacted
+}
+
+/// What a standby control answers a request that would change or play something.
+pub fn standby(control: &crate::control::Control) -> (u16, Value) {
+    let leader = control.ha_view().leader.unwrap_or_else(|| "(none yet)".into());
+    (503, json!({ "code": "standby", "message": format!("this control is standby; the active control is {leader}") }))
 }
 
 fn not_found() -> (u16, Value) {
@@ -261,5 +297,24 @@ fn redacted_config(config: &crate::config::Config) -> Value {
     for w in &mut c.webhooks {
         w.secret = "(secret)".into();
     }
+    for secret in std::iter::once(&mut c.node.secret).chain(std::iter::once(&mut c.node.announce_secret)).chain(c.node.media_nodes.iter_mut().map(|n| &mut n.secret)) {
+        if !secret.is_empty() {
+            *secret = "(secret)".into();
+        }
+    }
+    c.registry.postgres = redact_postgres(&c.registry.postgres);
     json!(c)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn postgres_passwords_are_redacted_in_both_forms() {
+        let r = super::redact_postgres;
+        assert_eq!(r("postgres://gmv:hunter2@10.0.0.5:5432/gmv"), "postgres://gmv:(secret)@10.0.0.5:5432/gmv");
+        assert_eq!(r("postgresql://gmv:p%40ss@db/gmv?sslmode=disable&password=x"), "postgresql://gmv:(secret)@db/gmv?sslmode=disable&password=(secret)");
+        assert_eq!(r("host=db user=gmv password=hunter2 dbname=gmv"), "host=db user=gmv password=(secret) dbname=gmv");
+        assert_eq!(r("postgres://gmv@db/gmv"), "postgres://gmv@db/gmv");
+        assert_eq!(r(""), "");
+    }
 }

@@ -127,6 +127,13 @@ pub async fn render(shard: &Shard, control: Option<&Control>, node: Option<&crat
             Latencies(endpoint.latencies()),
         );
         drop(endpoint);
+        let ha = control.ha_view();
+        let active = Gauge::<i64>::default();
+        active.set(i64::from(ha.mode != crate::control::ha::Mode::Standby));
+        registry.register("control_active", "1 while this control serves SIP (0: standby of a shared registry)", active);
+        let takeovers = Counter::<u64>::default();
+        takeovers.inc_by(ha.takeovers);
+        registry.register("control_takeovers", "times this control won the shared registry's lease", takeovers);
         if let Some(nodes) = &control.nodes {
             register_nodes(&mut registry, &nodes.views(std::time::Instant::now()));
         }

@@ -307,6 +307,11 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
                 respond_error(&mut conn, 503, "sip_disabled", "SIP is disabled").await;
                 return conn.keep_alive.then_some(conn);
             };
+            if !control.is_active() {
+                let (status, body) = super::api::standby(control);
+                super::response::respond_json(&mut conn, status, &body).await;
+                return conn.keep_alive.then_some(conn);
+            }
             match control.play(&device_id, &channel_id, MediaTransport::Udp).await {
                 // On a media node: the viewer goes there, with a token for the stream.
                 Ok(session) if control.placement(session.ssrc).is_some() => {

@@ -2,6 +2,7 @@
 //! a tiny HTTP client, ffprobe checks. Loopback only; everything bounded in time.
 #![allow(dead_code)]
 
+pub mod gb_device;
 pub mod gb_sim;
 
 use std::io::{Read, Write};

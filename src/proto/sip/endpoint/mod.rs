@@ -633,6 +633,27 @@ impl Endpoint {
         Some(changes)
     }
 
+    /// A standby control takes the active one's registry changes: devices as stored (offline
+    /// here, since their bindings are the active control's), nothing to save again. A device
+    /// bound here (which a standby never has) is left as it is.
+    pub fn follow_registry(&mut self, changes: RegistryChanges) -> usize {
+        let mut taken = 0;
+        for d in changes.changed {
+            let bound = self.devices.get(&d.device_id).is_some_and(|known| known.binding.is_some());
+            if !bound && (self.devices.contains_key(&d.device_id) || self.devices.len() < DEVICES_MAX) {
+                self.devices.insert(d.device_id.clone(), d);
+                taken += 1;
+            }
+        }
+        for id in changes.removed {
+            if self.devices.get(&id).is_some_and(|known| known.binding.is_none()) {
+                self.devices.remove(&id);
+                taken += 1;
+            }
+        }
+        taken
+    }
+
     /// The driver could not save these changes: offer them again next time.
     pub fn registry_save_failed(&mut self, changes: &RegistryChanges) {
         let ids = changes.changed.iter().map(|d| d.device_id.clone()).chain(changes.removed.iter().cloned());

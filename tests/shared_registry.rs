@@ -1,0 +1,155 @@
+//! The device registry shared by two controls in PostgreSQL (`registry.postgres`): one active
+//! (it holds the lease and serves SIP), the other standby (it follows the registry and answers
+//! the API read-only), and the standby taking over when the active one dies or stops. Needs a
+//! PostgreSQL server: `GMV_TEST_POSTGRES` names a role that may create databases
+//! (`scripts/test.sh` starts one and sets it); each test makes a database of its own.
+
+mod common;
+
+use common::gb_device::*;
+use common::gb_sim::*;
+use common::*;
+use gmv::control::store::shared::{DbError, Lead, Shared};
+use gmv::proto::sip::endpoint::{Device, RegistryChanges};
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// A new, empty database for one test: its connection string.
+fn fresh_database(name: &str) -> String {
+    let admin = std::env::var("GMV_TEST_POSTGRES")
+        .expect("GMV_TEST_POSTGRES: a PostgreSQL connection string (key=value form) of a role that may create databases; scripts/test.sh starts a server and sets it");
+    let name = format!("{name}_{}", std::process::id());
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).expect("connect to GMV_TEST_POSTGRES");
+    // One statement each: a batch would run as one transaction, which DROP DATABASE refuses.
+    client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+    client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    format!("{admin} dbname={name}")
+}
+
+fn ids(changes: &RegistryChanges) -> (Vec<&str>, Vec<&str>) {
+    (changes.changed.iter().map(|d| d.device_id.as_str()).collect(), changes.removed.iter().map(String::as_str).collect())
+}
+
+#[test]
+fn only_the_lease_holder_writes_and_a_control_that_lost_it_is_fenced() {
+    let url = fresh_database("gmv_fence");
+    let a = Shared::new(&url, "a", 2).unwrap();
+    let b = Shared::new(&url, "b", 2).unwrap();
+    a.create_schema().unwrap();
+    b.create_schema().unwrap();
+    assert_eq!(a.try_lead().unwrap(), Lead::Won { epoch: 1 });
+    match b.try_lead().unwrap() {
+        Lead::Held { holder, expires_in_ms } => assert!(holder == "a" && (1..=2000).contains(&expires_in_ms), "{holder} {expires_in_ms}"),
+        won => panic!("b must not win a held lease: {won:?}"),
+    }
+    let write = |changed: &[&str], removed: &[&str]| RegistryChanges {
+        changed: changed.iter().map(|id| Device::new(id)).collect(),
+        removed: removed.iter().map(|id| id.to_string()).collect(),
+    };
+    assert_eq!(a.apply(&write(&["d1", "d2"], &[])).unwrap(), 2);
+    assert!(matches!(b.apply(&write(&["b-was-here"], &[])), Err(DbError::Fenced)), "a standby writes nothing");
+    let first = b.follow(0).unwrap();
+    assert_eq!(ids(&first.changes), (vec!["d1", "d2"], vec![]));
+    assert!(!first.more);
+
+    // a pauses past its lease (as a stalled process would): b takes over, a is fenced.
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin.execute("UPDATE gmv_lease SET expires_at = now() - interval '1 second'", &[]).unwrap();
+    assert_eq!(b.try_lead().unwrap(), Lead::Won { epoch: 2 });
+    assert!(matches!(a.apply(&write(&["d3"], &["d2"])), Err(DbError::Fenced)), "the old holder's write is refused");
+    assert!(!a.renew().unwrap(), "its renewal too");
+    assert_eq!(a.epoch(), 0);
+    assert!(b.renew().unwrap());
+
+    let mut d2 = Device::new("d2");
+    d2.last_error = Some("changed by b".into());
+    b.apply(&RegistryChanges { changed: vec![d2], removed: vec!["d1".into()] }).unwrap();
+    let next = a.follow(first.version).unwrap();
+    assert_eq!(ids(&next.changes), (vec!["d2"], vec!["d1"]), "only what changed since, removals too");
+    assert_eq!(next.changes.changed[0].last_error.as_deref(), Some("changed by b"));
+    assert!(next.version > first.version);
+    assert!(a.follow(next.version).unwrap().changes.changed.is_empty());
+    assert_eq!(b.devices().unwrap().iter().map(|d| d.device_id.as_str()).collect::<Vec<_>>(), ["d2"]);
+
+    // A graceful stop hands the lease over at once.
+    b.release().unwrap();
+    assert_eq!(a.try_lead().unwrap(), Lead::Won { epoch: 3 });
+}
+
+fn control(url: &str, instance: &str) -> Engine {
+    let yaml = format!("registry:\n  postgres: \"{url}\"\n  instance: {instance}\n  lease_s: 2\n");
+    Engine::start_with(1, &yaml, "  no_viewer_stop_s: 0\n", None)
+}
+
+fn ha(engine: &Engine) -> Value {
+    let (status, health) = engine.request("GET", "/api/health", "");
+    assert_eq!(status, 200);
+    health["control"].clone()
+}
+
+fn wait_mode(engine: &Engine, mode: &str, leader: &str, limit: Duration) {
+    wait_for(&format!("{mode} with leader {leader}"), limit, || {
+        let ha = ha(engine);
+        (ha["mode"] == mode && ha["leader"] == leader).then_some(())
+    });
+}
+
+fn channels(engine: &Engine) -> usize {
+    let (_, v) = engine.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+    v["channels"].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn the_standby_follows_the_registry_and_takes_over_when_the_active_control_dies() {
+    let url = fresh_database("gmv_failover");
+    let mut a = control(&url, "a");
+    wait_mode(&a, "active", "a", Duration::from_secs(10));
+    let mut b = control(&url, "b");
+    wait_mode(&b, "standby", "a", Duration::from_secs(10));
+
+    // The device registers at a; b lists it and its channels from the shared registry.
+    let (events, stop, device) = registered_device(&a);
+    wait_for("the standby to list the device's channels", Duration::from_secs(10), || (channels(&b) == CHANNELS.len()).then_some(()));
+    let (_, listed) = b.request("GET", &format!("/api/devices/{DEVICE}"), "");
+    assert_eq!(listed["online"], false, "online at the active control only: {listed}");
+    // The standby plays nothing and serves no SIP.
+    let (status, refused) = b.request("POST", &format!("/api/devices/{DEVICE}/channels/{}/play", CHANNELS[0]), "{}");
+    assert_eq!((status, refused["code"].as_str()), (503, Some("standby")), "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("active control is a"), "{refused}");
+    let mut stranger = Sim::new(b.sip);
+    let register = stranger.request("REGISTER", "standby-reg", "Expires: 3600\r\n", None, b"");
+    stranger.send(&register);
+    assert!(stranger.recv_response(Duration::from_secs(1)).is_none(), "a standby answers no SIP");
+    wait_for("the dropped REGISTER counted", Duration::from_secs(5), || {
+        let (_, m) = b.try_request("GET", "/metrics", &[("gmv-token", TOKEN)], b"").unwrap();
+        m.lines().any(|l| l.starts_with("gmv_sip_driver_standby_dropped_total 1")).then_some(())
+    });
+
+    // a dies; b takes over within the lease and its next try.
+    a.kill();
+    stop.store(true, Ordering::SeqCst);
+    device.join().unwrap();
+    drop(events);
+    wait_mode(&b, "active", "b", Duration::from_secs(10));
+    assert_eq!(ha(&b)["takeovers"], 1);
+    assert!(b.log_text().contains("registry lease won"), "{}", b.log_text());
+
+    // The device registers again (its backup server, or the floating address moved) and plays
+    // through b, whose registry already had its channels.
+    assert_eq!(channels(&b), CHANNELS.len());
+    let (events, stop, device) = registered_device(&b);
+    let session = play(&b, CHANNELS[1]);
+    let DeviceEvent::Invited { channel, .. } = next_event(&events) else { panic!("no INVITE from b") };
+    assert_eq!(channel, CHANNELS[1]);
+    watch(session["play"]["flv"].as_str().unwrap(), "failover.flv");
+
+    // a comes back: standby now. b stops gracefully: a takes over at once, with the device.
+    let a_again = control(&url, "a");
+    wait_mode(&a_again, "standby", "b", Duration::from_secs(10));
+    b.terminate();
+    wait_mode(&a_again, "active", "a", Duration::from_secs(5));
+    assert_eq!(channels(&a_again), CHANNELS.len());
+    stop.store(true, Ordering::SeqCst);
+    device.join().unwrap();
+}
