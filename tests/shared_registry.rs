@@ -153,3 +153,21 @@ fn the_standby_follows_the_registry_and_takes_over_when_the_active_control_dies(
     stop.store(true, Ordering::SeqCst);
     device.join().unwrap();
 }
+
+#[test]
+fn an_active_control_paused_past_its_lease_stops_instead_of_serving_beside_its_successor() {
+    let url = fresh_database("gmv_pause");
+    let mut a = control(&url, "a");
+    wait_mode(&a, "active", "a", Duration::from_secs(10));
+    let b = control(&url, "b");
+    wait_mode(&b, "standby", "a", Duration::from_secs(10));
+    a.signal(libc::SIGSTOP);
+    wait_mode(&b, "active", "b", Duration::from_secs(10));
+    a.signal(libc::SIGCONT);
+    let status = a.wait_exit(Duration::from_secs(20)).unwrap_or_else(|| panic!("a kept running beside b; log:\n{}", a.log_text()));
+    assert!(status.success(), "a graceful stop: {status:?}");
+    let log = a.log_text();
+    assert!(log.contains("registry lease lost"), "{log}");
+    assert!(!log.contains("registry lease released"), "it had nothing left to release: {log}");
+    assert_eq!(ha(&b)["mode"], "active");
+}

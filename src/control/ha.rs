@@ -233,8 +233,10 @@ impl Control {
         }
         tracing::error!(why, "registry lease lost: this control stops serving SIP and stops");
         self.events.publish("control_standby", None, None, serde_json::json!({ "instance": self.ha.borrow().view.instance, "why": why }));
-        // SAFETY: raise() only sends this process the signal its graceful stop listens for.
-        unsafe { libc::raise(libc::SIGTERM) };
+        // To the process, not this thread (raise): the signal is blocked in every thread but
+        // the one waiting for it.
+        // SAFETY: kill(2) on our own pid with the signal the graceful stop waits for.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
     }
 
     /// At a graceful stop: the lease goes at once, so a standby need not wait it out.

@@ -388,6 +388,11 @@ impl Engine {
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
+    /// Waits, bounded, for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_exit(&mut self.child, limit)
+    }
+
     /// Sends SIGTERM and waits (bounded) for the process to exit; its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         // SAFETY: kill(2) on our child's pid.
