@@ -38,6 +38,7 @@ function readable(err) {
     unauthorized: 'Not signed in (or the key was revoked)',
     not_found: 'Not found',
     busy: 'Too busy, try again',
+    standby: 'This control is standby',
   };
   if (err instanceof ApiError) return (byCode[err.code] || `Error ${err.status}`) + (err.message ? `: ${err.message}` : '');
   return String(err && err.message || err);
@@ -101,6 +102,10 @@ function show(view) {
   if (view === 'streams') {
     loadStreams();
     refreshTimer = setInterval(loadStreams, 3000);
+  }
+  if (view === 'nodes') {
+    loadNodes();
+    refreshTimer = setInterval(loadNodes, 3000);
   }
 }
 for (const b of document.querySelectorAll('nav button')) b.addEventListener('click', () => show(b.dataset.view));
@@ -513,6 +518,56 @@ async function loadStreams() {
   } catch (err) {
     $('#stream-rows').replaceChildren(el('tr', {}, el('td', { class: 'error' }, readable(err))));
   }
+}
+
+// ---- nodes: this control's place (active or standby) and the media nodes it places on ----
+
+function controlText(c) {
+  if (!c) return 'SIP is disabled: no control plane here.';
+  if (c.mode === 'single') return 'This control keeps its own registry (SQLite).';
+  if (c.mode === 'active') return `This control (${c.instance}) is active: it holds the shared registry's lease (epoch ${c.epoch}).`;
+  return `This control (${c.instance}) is standby: the active control is ${c.leader || '(none yet)'}. Plays and changes go there.`;
+}
+
+async function loadNodes() {
+  try {
+    const health = await api('GET', '/api/health');
+    $('#control-state').textContent = controlText(health.control);
+    let nodes;
+    try {
+      ({ nodes } = await api('GET', '/api/nodes'));
+    } catch (err) {
+      if (err.code !== 'not_control') throw err;
+      $('#node-table').hidden = true;
+      $('#nodes-note').textContent = 'All in one: every stream runs in this process (media nodes are for node.role control).';
+      return;
+    }
+    $('#node-table').hidden = false;
+    $('#nodes-note').textContent = nodes.length ? '' : 'No media node yet: list them in node.media_nodes, or let them announce themselves.';
+    $('#node-rows').replaceChildren(...nodes.map((n) => el('tr', { dataset: { testid: `node-${n.id}` } },
+      el('td', { title: `${n.api} (media ${n.media_ip})` }, n.id),
+      el('td', { class: `state ${n.state}${n.draining ? ' draining' : ''}`, dataset: { testid: `node-state-${n.id}` } }, n.draining ? `${n.state}, draining` : n.state),
+      el('td', {}, String(n.load.streams)), el('td', {}, String(n.placed)), el('td', {}, String(n.load.viewers)),
+      el('td', {}, (n.load.ingest_kbps / 1000).toFixed(1)), el('td', {}, `${Math.round(n.load.cpu_percent)} %`),
+      el('td', {}, n.last_keepalive_s_ago == null ? 'never' : `${n.last_keepalive_s_ago} s ago`),
+      el('td', {}, el('button', {
+        title: n.draining ? 'Place new streams here again' : 'Place no new stream here (its streams stay)',
+        dataset: { testid: `drain-${n.id}` },
+        onclick: () => drain(n.id, !n.draining),
+      }, n.draining ? 'undrain' : 'drain')))));
+  } catch (err) {
+    $('#nodes-note').textContent = readable(err);
+  }
+}
+
+async function drain(id, on) {
+  try {
+    await api(on ? 'POST' : 'DELETE', `/api/nodes/${encodeURIComponent(id)}/drain`);
+  } catch (err) {
+    $('#nodes-note').textContent = readable(err);
+    return;
+  }
+  loadNodes();
 }
 
 // ---- events (SSE over fetch, so the key goes in a header) ----

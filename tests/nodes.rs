@@ -119,8 +119,27 @@ fn a_control_places_streams_on_two_media_nodes_drains_one_and_survives_losing_on
     assert!(node_call(&b, "listRtpServer", "").to_string().contains("34020000001320000001_x"));
     assert_eq!(node_call(&b, "closeRtpServer", "stream_id=34020000001320000001_x&app=rtp")["hit"], 1);
 
-    // Drain media-2: a channel of it stopped and played again lands on media-1.
-    assert_eq!(control.request("POST", "/api/nodes/media-2/drain", "").0, 200);
+    // Drain media-2 from the console's Nodes view: a channel of it stopped and played again
+    // lands on media-1.
+    let out = std::process::Command::new("node")
+        .arg("nodes_check.mjs")
+        .arg(format!("http://{}/", control.http))
+        .arg(TOKEN)
+        .arg("media-2")
+        .env("SHOTS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/target"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
+        .output()
+        .expect("node (npm ci in tests/browser)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let console: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_default();
+    assert_eq!(console["ok"], true, "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(console["control"].as_str().unwrap().contains("own registry"), "{console}");
+    let rows = console["rows"].as_array().unwrap();
+    assert_eq!(rows.iter().map(|r| r[0].as_str().unwrap()).collect::<Vec<_>>(), ["media-1", "media-2"], "{console}");
+    for r in rows {
+        assert_eq!(r[3], "2", "two streams placed on each: {r}");
+    }
+    assert_eq!(node_states(&control)["media-2"]["draining"], true, "the console's drain reached the control");
     let moved = on_node.iter().find(|(_, n)| *n == "media-2").map(|(c, _)| c.clone()).unwrap();
     assert_eq!(control.request("POST", &format!("/api/devices/{DEVICE}/channels/{moved}/stop"), "").0, 200);
     assert!(matches!(next_event(&events), DeviceEvent::Bye { channel } if channel == moved));
