@@ -171,3 +171,19 @@ fn an_active_control_paused_past_its_lease_stops_instead_of_serving_beside_its_s
     assert!(!log.contains("registry lease released"), "it had nothing left to release: {log}");
     assert_eq!(ha(&b)["mode"], "active");
 }
+
+#[test]
+fn a_control_that_cannot_reach_the_database_stays_standby_and_says_why() {
+    // A closed port: nothing listens on loopback port 1.
+    let engine = control("host=127.0.0.1 port=1 user=gmv password=x dbname=gmv connect_timeout=1", "lonely");
+    let ha = wait_for("the first failed try", Duration::from_secs(15), || {
+        let ha = ha(&engine);
+        ha["last_error"].is_string().then_some(ha)
+    });
+    assert_eq!(ha["mode"], "standby", "{ha}");
+    assert!(ha["last_error"].as_str().unwrap().contains("PostgreSQL"), "{ha}");
+    let (status, refused) = engine.request("POST", &format!("/api/devices/{DEVICE}/sync"), "");
+    assert_eq!((status, refused["code"].as_str()), (503, Some("standby")), "{refused}");
+    let (_, config) = engine.request("GET", "/api/config", "");
+    assert_eq!(config["registry"]["postgres"], "host=127.0.0.1 port=1 user=gmv password=(secret) dbname=gmv connect_timeout=1", "{config}");
+}

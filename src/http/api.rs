@@ -117,6 +117,11 @@ fn nodes_api(front: &Front, method: &str, segments: &[&str]) -> (u16, Value) {
     let Some(nodes) = front.control.as_ref().and_then(|c| c.nodes.as_ref()) else {
         return (404, json!({ "code": "not_control", "message": "media nodes are placed on by node.role control only" }));
     };
+    if method != "GET"
+        && let Some(control) = front.control.as_ref().filter(|c| !c.is_active())
+    {
+        return standby(control);
+    }
     match (method, segments) {
         ("GET", ["api", "nodes"]) => (200, json!({ "nodes": nodes.views(std::time::Instant::now()) })),
         (m @ ("POST" | "DELETE"), ["api", "nodes", id, "drain"]) => match nodes.set_draining(id, m == "POST") {
