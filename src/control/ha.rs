@@ -34,7 +34,7 @@ pub struct HaView {
     /// Who holds the lease, as last seen (this control when active).
     pub leader: Option<String>,
     pub epoch: u64,
-    /// Registry version followed up to (standby) or written since taking over.
+    /// Registry version followed up to (the last read: as standby, or when taking over).
     pub version: u64,
     pub takeovers: u64,
     /// Why the last try to reach the database failed, if the last one did.

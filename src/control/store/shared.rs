@@ -124,7 +124,9 @@ impl Shared {
     /// Nothing is connected yet: the first call connects (and creates the tables if missing).
     pub fn new(url: &str, instance: &str, lease_s: u64) -> Result<Shared, String> {
         let mut config: postgres::Config = url.parse().map_err(|e| format!("registry.postgres: {e}"))?;
-        config.connect_timeout(DB_TIMEOUT).application_name("gmv");
+        // A statement the server never acknowledges (its host gone, no reset) fails after
+        // DB_TIMEOUT too, instead of the kernel's many minutes of retransmission.
+        config.connect_timeout(DB_TIMEOUT).tcp_user_timeout(DB_TIMEOUT).application_name("gmv");
         let conn = || Mutex::new(Conn { config: config.clone(), client: None });
         Ok(Shared { instance: instance.to_string(), lease_s, lease: conn(), writer: conn(), epoch: AtomicU64::new(0), schema_ready: AtomicBool::new(false) })
     }

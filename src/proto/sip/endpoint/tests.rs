@@ -1224,3 +1224,25 @@ fn transaction_latency_by_method_and_a_media_node_address_in_the_offer() {
     assert_eq!(l.counts[bucket], before.by_method[invite_i].counts[bucket] + 1, "300 ms lands in the 500 ms bucket");
     assert!(l.sum_ms >= 300);
 }
+
+#[test]
+fn a_standby_follows_the_registry_offline_without_saving_it_again_and_never_over_a_binding() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.register(&mut dev);
+    h.ep.take_registry_changes();
+    let mut other = Device::new("34020000001320000099");
+    other.last_error = Some("from the active control".into());
+    let mut stale = Device::new(DEV);
+    stale.last_error = Some("stale copy".into());
+    let taken = h.ep.follow_registry(RegistryChanges { changed: vec![other, stale], removed: vec![DEV.into(), "34020000001320000077".into()] });
+    assert_eq!(taken, 1, "only the unbound device: the bound one is neither replaced nor removed");
+    let followed = h.ep.device("34020000001320000099").unwrap();
+    assert_eq!(followed.last_error.as_deref(), Some("from the active control"));
+    assert!(!h.ep.is_online(followed, h.now), "a followed device is offline here");
+    let bound = h.ep.device(DEV).unwrap();
+    assert_eq!((bound.binding, bound.last_error.as_deref()), (Some(dev.peer), None));
+    assert!(h.ep.take_registry_changes().is_none(), "what was followed is not written back");
+    assert_eq!(h.ep.follow_registry(RegistryChanges { changed: vec![], removed: vec!["34020000001320000099".into()] }), 1);
+    assert!(h.ep.device("34020000001320000099").is_none());
+}
