@@ -83,7 +83,7 @@ pub struct MediaNodeConfig {
 }
 
 /// Hooks a node posts, by ZLMediaKit's names.
-pub const HOOK_NAMES: [&str; 10] = [
+pub const HOOK_NAMES: [&str; 11] = [
     "on_server_started",
     "on_server_keepalive",
     "on_publish",
@@ -94,6 +94,7 @@ pub const HOOK_NAMES: [&str; 10] = [
     "on_rtp_server_timeout",
     "on_record_mp4",
     "on_send_rtp_stopped",
+    "on_http_access",
 ];
 
 /// The ZLMediaKit node API (`/index/api/...`) and hooks, as wvp-GB28181-pro drives a media

@@ -22,7 +22,7 @@ fn media_node(id: &str, control: SocketAddr) -> Engine {
 }
 
 fn media_node_with_secret(id: &str, control: SocketAddr, secret: &str) -> Engine {
-    let hooks: String = ["on_server_started", "on_server_keepalive", "on_play", "on_publish", "on_stream_none_reader"]
+    let hooks: String = ["on_server_started", "on_server_keepalive", "on_play", "on_publish", "on_stream_none_reader", "on_record_mp4", "on_http_access"]
         .iter()
         .map(|n| format!("    {n}: \"http://{control}/index/hook/{n}\"\n"))
         .collect();
@@ -149,6 +149,34 @@ fn a_control_places_streams_on_two_media_nodes_drains_one_and_survives_losing_on
     watch(session["play"]["flv"].as_str().unwrap(), "node-moved.flv");
     on_node.insert(moved, "media-1".into());
     assert_eq!(control.request("DELETE", "/api/nodes/media-2/drain", "").0, 200);
+
+    // A download of a device recording goes to a node too: the node records it from its first
+    // packets (on_publish's enable_mp4), the device's end of file (MediaStatus 121) finishes it,
+    // on_record_mp4 names the file, and the node serves it to the control's token (on_http_access).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let range = json!({ "start": now - 3600, "end": now - 3600 + CLIP_FRAMES as u64 / u64::from(FPS), "speed": 1 });
+    let (status, d) = control.request("POST", &format!("/api/devices/{DEVICE}/channels/{}/download", CHANNELS[0]), &range.to_string());
+    assert_eq!(status, 202, "{d}");
+    let id = d["id"].as_str().unwrap().to_string();
+    let writer = if d["node"] == "media-1" { &a } else { &b };
+    assert!(matches!(next_event(&events), DeviceEvent::Invited { channel, .. } if channel == CHANNELS[0]));
+    let done = wait_for("the download complete", Duration::from_secs(30), || {
+        let (_, d) = control.request("GET", &format!("/api/downloads/{id}"), "");
+        assert!(!matches!(d["state"].as_str(), Some("failed" | "cancelled")), "{d}");
+        (d["state"] == "complete").then_some(d)
+    });
+    assert!(matches!(next_event(&events), DeviceEvent::Bye { channel } if channel == CHANNELS[0]), "the download's session ended");
+    let url = done["url"].as_str().unwrap().to_string();
+    let path = url.strip_prefix(&format!("http://{}", writer.http)).unwrap_or_else(|| panic!("{url} is not on the node that wrote it"));
+    let (head, mp4) = http_get(writer.http, path, &[]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(mp4.len() as u64, done["bytes"].as_u64().unwrap(), "{done}");
+    let file = work_dir().join("node-download.mp4");
+    std::fs::write(&file, &mp4).unwrap();
+    let frames = ffprobe(&file).frames;
+    assert!(frames + 5 >= CLIP_FRAMES, "the clip's {CLIP_FRAMES} frames, about: {frames}");
+    let forged = format!("{}?token=not-the-controls", path.split('?').next().unwrap());
+    assert_eq!(status_of(&http_get(writer.http, &forged, &[]).0), 401, "a token the control did not make opens nothing");
 
     // kill -9 media-1: its sessions end (BYE) once its keepalives stop; asked again, its
     // channels play from media-2.

@@ -2,6 +2,11 @@
 //! `data_dir/downloads/` by its shard, watched here until the media covers the range or the
 //! device says the file ended (MediaStatus 121). A device that hangs up or stops sending is
 //! invited again from where the file stopped, into the same stream and file.
+//!
+//! On a control (`node.role control`) the stream is placed on a media node like any other:
+//! the node records it to MP4 (`on_publish`'s `enable_mp4`, else `startRecord`), progress is
+//! its `getMediaInfo`, the file is the one its `on_record_mp4` names, fetched from the node with
+//! this control's token (the node asks `on_http_access`).
 
 use super::Control;
 use crate::proto::sip::endpoint::{EndReason, MediaTransport, PlayError, PlayKind};
@@ -73,6 +78,17 @@ pub struct Download {
     pub error: Option<String>,
     /// Unix seconds.
     pub created_at: u64,
+    /// The media node that writes it (role control); None: this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// On a node: its media address (INVITEs offer it) and the file as `on_record_mp4` said.
+    #[serde(skip)]
+    media_ip: Option<String>,
+    #[serde(skip)]
+    pub node_file: Option<NodeFile>,
+    /// On a node: the media time last seen and when it last grew (its stall clock).
+    #[serde(skip)]
+    grown_at: (u64, Option<Instant>),
     /// Where in the range the media has reached (ms from its start): the resume point plus
     /// what the stream covered since.
     #[serde(skip)]
@@ -106,9 +122,28 @@ impl Download {
     }
 }
 
+/// A recording a media node closed (`on_record_mp4`).
+#[derive(Debug, Clone, Default)]
+pub struct NodeFile {
+    pub name: String,
+    /// Its path on the node's HTTP server (`records/...`).
+    pub url: String,
+    pub bytes: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct Downloads {
     entries: RefCell<BTreeMap<String, Download>>,
+}
+
+/// How far a download's stream has come, wherever it is written.
+struct Progress {
+    media_ms: u64,
+    bytes: u64,
+    /// Since media last came.
+    quiet_ms: u64,
+    /// The node records it (always true here).
+    recording: bool,
 }
 
 impl Downloads {
@@ -135,6 +170,21 @@ impl Downloads {
         let Some(d) = entries.values_mut().find(|d| d.ssrc == ssrc && d.state.active()) else { return false };
         d.ended = Some(reason);
         true
+    }
+
+    /// Whether stream `ssrc` is a running download's (a node records it from its first packets).
+    pub fn is_download(&self, ssrc: u32) -> bool {
+        self.entries.borrow().values().any(|d| d.ssrc == ssrc && d.state.active())
+    }
+
+    /// `on_record_mp4` from `node` for `stream_id`: the file of the download placed there.
+    pub fn recorded_on_node(&self, node: &str, stream_id: &str, file: NodeFile) {
+        let Some(ssrc) = crate::proto::ssrc::parse_stream_id(stream_id) else { return };
+        let mut entries = self.entries.borrow_mut();
+        if let Some(d) = entries.values_mut().find(|d| d.ssrc == ssrc && d.node.as_deref() == Some(node) && d.state.active()) {
+            tracing::info!(download = %d.id, node, file = %file.name, bytes = file.bytes, "download file closed on its media node");
+            d.node_file = Some(file);
+        }
     }
 
     /// A failed INVITE for this stream: kept while the download is resuming.
@@ -170,7 +220,16 @@ impl Control {
         }
         let kind = PlayKind::Download { start: req.start, end: req.end, speed: req.speed };
         let created_ms = crate::shard::unix_ms();
-        let (ssrc, port) = self.open_new_stream(kind, channel_id, created_ms).await?;
+        let (ssrc, port, media_ip, node) = match &self.nodes {
+            Some(nodes) => {
+                let (ssrc, port, media_ip) = self.open_on_node(nodes, kind, req.transport).await?;
+                (ssrc, port, media_ip, self.placement(ssrc).map(|p| p.node))
+            }
+            None => {
+                let (ssrc, port) = self.open_new_stream(kind, channel_id, created_ms).await?;
+                (ssrc, port, None, None)
+            }
+        };
         let id = download_stem(ssrc, created_ms);
         let d = Download {
             id: id.clone(),
@@ -189,13 +248,22 @@ impl Control {
             resumes: 0,
             error: None,
             created_at: created_ms / 1000,
+            node: node.clone(),
+            media_ip: media_ip.clone(),
+            node_file: None,
+            grown_at: (0, Some(Instant::now())),
             ssrc,
             port,
             transport: req.transport,
             ended: None,
         };
         self.downloads.entries.borrow_mut().insert(id.clone(), d);
-        if let Err(error) = self.play_kind(device_id, channel_id, req.transport, kind, Some((ssrc, port))).await {
+        // The node's own check for a stream without packets stays off: this control tells a
+        // stalled download itself, and a resume must find the stream still there.
+        if let Some(node) = &node {
+            self.node_call(node, "pauseRtpCheck", ssrc).await;
+        }
+        if let Err(error) = self.play_kind(device_id, channel_id, req.transport, kind, Some((ssrc, port, media_ip))).await {
             // The failed play closed the stream.
             self.downloads.entries.borrow_mut().remove(&id);
             return Err(error);
@@ -243,17 +311,23 @@ impl Control {
             if d.state != DownloadState::Running {
                 return;
             }
-            let info = self.shard.stream_info(d.ssrc).await;
-            let Some(info) = info else {
+            let Some(info) = self.download_progress(&d).await else {
                 self.downloads.update(&id, |d| d.state = DownloadState::Failed);
                 tracing::warn!(download = %id, "download stream gone");
                 return;
             };
+            if !info.recording && info.media_ms > 0
+                && let Some(node) = &d.node
+            {
+                // A node that posts no on_publish to this control records when asked.
+                tracing::info!(download = %id, node, "asking the media node to record the download");
+                self.node_call(node, "startRecord", d.ssrc).await;
+            }
             let Some(d) = self.downloads.update(&id, |d| {
                 let (covered_then, offset) = d.invited_at;
                 d.position_ms = offset + info.media_ms.saturating_sub(covered_then);
                 d.media_ms = d.media_ms.max(d.position_ms).min(d.range_ms());
-                d.bytes = info.record_bytes;
+                d.bytes = info.bytes;
             }) else {
                 return;
             };
@@ -270,7 +344,7 @@ impl Control {
                     }
                 }
                 None => {
-                    let quiet = info.last_packet_ms_ago.unwrap_or(info.age_ms);
+                    let quiet = info.quiet_ms;
                     if quiet > DOWNLOAD_STALL.as_millis() as u64 {
                         tracing::warn!(download = %id, quiet_ms = quiet, "download stalled; inviting the device again");
                         self.downloads.update(&id, |d| d.ended = Some(EndReason::StreamGone));
@@ -286,9 +360,12 @@ impl Control {
     async fn resume_download(self: &Rc<Self>, id: &str) -> bool {
         let Some(d) = self.downloads.get(id) else { return false };
         // The stream drops the GOP not yet written; the device starts again from the whole second
-        // (SDP t=) before it: anything sent twice is the part of a second before that GOP.
-        self.shard.playback_change(d.ssrc, PlaybackChange::Resumed).await;
-        let covered = self.shard.stream_info(d.ssrc).await.map_or(0, |i| i.media_ms);
+        // (SDP t=) before it: anything sent twice is the part of a second before that GOP. (A
+        // node's recording keeps what it has: up to a second may come twice there.)
+        if d.node.is_none() {
+            self.shard.playback_change(d.ssrc, PlaybackChange::Resumed).await;
+        }
+        let covered = self.download_progress(&d).await.map_or(0, |p| p.media_ms);
         let (covered_then, offset) = d.invited_at;
         let position_ms = offset + covered.saturating_sub(covered_then);
         let offset_s = (position_ms / 1000).min(d.end - d.start - 1);
@@ -307,7 +384,7 @@ impl Control {
             self.downloads.update(id, |d| d.invited_at = (covered, offset_s * 1000));
             let start = d.start + offset_s;
             let kind = PlayKind::Download { start, end: d.end, speed: d.speed };
-            match self.play_kind(&d.device_id, &d.channel_id, d.transport, kind, Some((d.ssrc, d.port))).await {
+            match self.play_kind(&d.device_id, &d.channel_id, d.transport, kind, Some((d.ssrc, d.port, d.media_ip.clone()))).await {
                 Ok(_) => {
                     tracing::info!(download = %id, start, resumes = d.resumes, "download resumed");
                     return self.downloads.update(id, |d| d.state = DownloadState::Running).is_some();
@@ -324,6 +401,9 @@ impl Control {
     /// file to be on disk. `error`: why it failed; None: it is complete.
     async fn finish_download(self: &Rc<Self>, id: &str, error: Option<String>) {
         let Some(d) = self.downloads.update(id, |d| d.state = DownloadState::Finishing) else { return };
+        if let Some(node) = d.node.clone() {
+            return self.finish_on_node(id, &node, d.ssrc, error).await;
+        }
         self.stop_session(d.ssrc);
         self.shard.close_stream(d.ssrc).await;
         let sidecar = crate::shard::record::downloads_dir(&self.shard.config.data_dir).join(format!("{id}.json"));
@@ -339,16 +419,88 @@ impl Control {
             }
         }
         let error = error.or_else(|| written.is_none().then(|| "no media was written".to_string()));
-        let done = self.downloads.update(id, |d| {
+        self.downloads.update(id, |d| {
             if let Some(info) = &written {
                 d.bytes = info.bytes;
             }
+        });
+        self.download_done(id, error);
+    }
+
+    /// The session ends and the node's stream closes, which closes its recording with every
+    /// frame (a `stopRecord` would drop the GOP under way); the node's `on_record_mp4` then
+    /// names the file, or the download failed.
+    async fn finish_on_node(self: &Rc<Self>, id: &str, node: &str, ssrc: u32, error: Option<String>) {
+        self.stop_session(ssrc);
+        self.close_media(ssrc).await;
+        let deadline = Instant::now() + DOWNLOAD_FLUSH_WAIT;
+        while self.downloads.get(id).is_some_and(|d| d.node_file.is_none()) && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        let file = self.downloads.get(id).and_then(|d| d.node_file);
+        let error = error.or_else(|| file.is_none().then(|| format!("media node {node} named no recording (on_record_mp4) within {DOWNLOAD_FLUSH_WAIT:?}")));
+        self.downloads.update(id, |d| {
+            if let Some(f) = &file {
+                d.file = f.name.clone();
+                d.bytes = f.bytes;
+            }
+        });
+        self.download_done(id, error);
+    }
+
+    fn download_done(&self, id: &str, error: Option<String>) {
+        let done = self.downloads.update(id, |d| {
             d.state = if error.is_some() { DownloadState::Failed } else { DownloadState::Complete };
             d.error = error;
         });
         if let Some(d) = done {
             tracing::info!(download = %id, state = ?d.state, media_ms = d.media_ms, bytes = d.bytes, error = d.error, "download finished");
             self.events.publish("download_finished", Some(&d.device_id), Some(&d.channel_id), serde_json::json!(d));
+        }
+    }
+}
+
+impl Control {
+    /// How far a download has come: from its shard here, or from its node's `getMediaInfo`
+    /// (the longest track's duration; a node that cannot say counts as no progress). None:
+    /// the stream is gone here.
+    async fn download_progress(&self, d: &Download) -> Option<Progress> {
+        let (Some(node), Some(nodes)) = (&d.node, &self.nodes) else {
+            let info = self.shard.stream_info(d.ssrc).await?;
+            return Some(Progress { media_ms: info.media_ms, bytes: info.record_bytes, quiet_ms: info.last_packet_ms_ago.unwrap_or(info.age_ms), recording: true });
+        };
+        let params = [
+            ("schema", "rtmp".to_string()),
+            ("vhost", crate::node::rtp_servers::VHOST.to_string()),
+            ("app", "rtp".to_string()),
+            ("stream", crate::proto::ssrc::stream_id(d.ssrc)),
+        ];
+        let answer = nodes.call(node, "getMediaInfo", &params).await.unwrap_or_default();
+        let tracks = answer["tracks"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let media_ms = tracks.iter().filter_map(|t| t["duration"].as_u64()).max().unwrap_or(0).max(d.grown_at.0);
+        let now = Instant::now();
+        let grown = self.downloads.update(&d.id, |d| {
+            if media_ms > d.grown_at.0 || d.grown_at.1.is_none() {
+                d.grown_at = (media_ms, Some(now));
+            }
+        });
+        let since = grown.and_then(|d| d.grown_at.1).unwrap_or(now);
+        Some(Progress {
+            media_ms,
+            bytes: answer["totalBytes"].as_u64().unwrap_or(d.bytes),
+            quiet_ms: now.duration_since(since).as_millis() as u64,
+            recording: answer["isRecordingMP4"].as_bool().unwrap_or(false),
+        })
+    }
+
+    /// A node API call about a download's stream (`app=rtp`, its stream id; `type=1`: MP4);
+    /// a failure is logged, the download goes on.
+    async fn node_call(&self, node: &str, name: &str, ssrc: u32) {
+        let Some(nodes) = &self.nodes else { return };
+        let stream_id = crate::proto::ssrc::stream_id(ssrc);
+        let params = [("type", "1".to_string()), ("vhost", crate::node::rtp_servers::VHOST.to_string()), ("app", "rtp".to_string()), ("stream", stream_id.clone()), ("stream_id", stream_id)];
+        if let Err(error) = nodes.call(node, name, &params).await {
+            tracing::warn!(node, call = name, ssrc, %error, "media node call for a download failed");
         }
     }
 }

@@ -490,15 +490,15 @@ impl Control {
         self.play_kind(device_id, channel_id, transport, PlayKind::Live, None).await
     }
 
-    /// Plays live or a recorded range; `stream`: an open stream to INVITE for (a download
-    /// resumed) instead of a new one.
+    /// Plays live or a recorded range; `stream`: an open stream to INVITE for (a download)
+    /// instead of a new one: its SSRC, port and, on a media node, the node's media address.
     pub async fn play_kind(
         self: &Rc<Self>,
         device_id: &str,
         channel_id: &str,
         transport: MediaTransport,
         kind: PlayKind,
-        stream: Option<(u32, u16)>,
+        stream: Option<(u32, u16, Option<String>)>,
     ) -> Result<Session, PlayError> {
         let start = match self.command(Command::Play { device_id: device_id.into(), channel_id: channel_id.into(), transport, kind }) {
             Outcome::Play(start) => start?,
@@ -522,8 +522,8 @@ impl Control {
             list.push(tx);
         }
         match (start, stream) {
-            (PlayStart::Open(_), Some((ssrc, port))) => {
-                self.command(Command::Invite { handle, ssrc, port, media_ip: None });
+            (PlayStart::Open(_), Some((ssrc, port, media_ip))) => {
+                self.command(Command::Invite { handle, ssrc, port, media_ip });
             }
             // Detached: a caller that goes away must not leave the play half-opened.
             (PlayStart::Open(_), None) => {
@@ -551,9 +551,6 @@ impl Control {
     /// Opens the stream on the least-loaded media node (`openRtpServer`): (ssrc, port, its
     /// media address).
     async fn open_on_node(&self, nodes: &nodes::MediaNodes, kind: PlayKind, transport: MediaTransport) -> Result<(u32, u16, Option<String>), PlayError> {
-        if matches!(kind, PlayKind::Download { .. }) {
-            return Err(PlayError::NoPort("downloads are written by the all-in-one role only (not placed on media nodes yet)".into()));
-        }
         let placement = nodes.choose().ok_or_else(|| PlayError::NoPort("no media node is up and not draining".into()))?;
         let ssrc = self.endpoint.borrow_mut().next_ssrc(kind);
         let tcp_mode = match transport {
@@ -567,6 +564,8 @@ impl Control {
             ("port", "0".into()),
             ("tcp_mode", tcp_mode.into()),
             ("ssrc", ssrc.to_string()),
+            // A download is recorded from its first frame (gmv nodes; ZLMediaKit's on_publish).
+            ("enable_mp4", u8::from(matches!(kind, PlayKind::Download { .. })).to_string()),
         ];
         nodes.opening(ssrc);
         let answer = nodes.call(&placement.node, "openRtpServer", &params).await;

@@ -242,6 +242,11 @@ impl MediaNodes {
         self.nodes.borrow().iter().find(|n| n.config.id == id).map(|n| Placement { node: id, api: n.config.api.clone(), media_ip: n.config.media_ip.clone() })
     }
 
+    /// A node's HTTP address (`http://host:port`, no trailing slash).
+    pub fn api_of(&self, node: &str) -> Option<String> {
+        self.secret(node).map(|(api, _)| api.trim_end_matches('/').to_string())
+    }
+
     fn secret(&self, node: &str) -> Option<(String, String)> {
         self.nodes.borrow().iter().find(|n| n.config.id == node).map(|n| (n.config.api.clone(), n.config.secret.clone()))
     }
@@ -335,7 +340,11 @@ pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std
             }
             json!({ "code": 0, "msg": "success" })
         }
-        "on_publish" if ours => json!({ "code": 0, "msg": "success", "enable_audio": true, "enable_mp4": false }),
+        // A download's stream is recorded to MP4 on its node from its first packets.
+        "on_publish" if ours => {
+            let download = crate::proto::ssrc::parse_stream_id(stream).is_some_and(|ssrc| control.downloads.is_download(ssrc));
+            json!({ "code": 0, "msg": "success", "enable_audio": true, "enable_mp4": download })
+        }
         "on_publish" => json!({ "code": -1, "msg": "fail" }),
         "on_play" => {
             let params = body["params"].as_str().unwrap_or("");
@@ -351,6 +360,29 @@ pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std
         }
         // The control stops sessions nobody watches itself (sip.no_viewer_stop_s).
         "on_stream_none_reader" => json!({ "code": 0, "close": false }),
+        "on_record_mp4" => {
+            let file = super::downloads::NodeFile {
+                name: body["file_name"].as_str().unwrap_or("").to_string(),
+                url: body["url"].as_str().unwrap_or("").to_string(),
+                bytes: body["file_size"].as_u64().unwrap_or(0),
+            };
+            control.downloads.recorded_on_node(node_id, stream, file);
+            json!({ "code": 0, "msg": "success" })
+        }
+        // A download's file on a node, fetched with the control's token for it.
+        "on_http_access" => {
+            let params = body["params"].as_str().unwrap_or("");
+            let token = form_urlencoded::parse(params.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
+            let path = body["path"].as_str().unwrap_or("");
+            let stem = path.trim_start_matches('/').strip_prefix("records/").and_then(|f| f.strip_suffix(".mp4")).unwrap_or("");
+            let client = body["ip"].as_str().and_then(|ip| ip.parse().ok()).unwrap_or(from);
+            let scope = crate::auth::Scope::Record(stem.to_string());
+            match token.map(|t| control.shard.secrets().verify(&t, &scope, now_unix_s, client)) {
+                Some(Ok(())) if !stem.is_empty() => json!({ "code": 0, "err": "", "path": "", "second": 600 }),
+                Some(Err(e)) => json!({ "code": 401, "err": e.message() }),
+                _ => json!({ "code": 401, "err": "no play token (?token=) for a recording" }),
+            }
+        }
         _ => json!({ "code": 0, "msg": "success" }),
     }
 }

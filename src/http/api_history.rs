@@ -91,11 +91,22 @@ fn transport(req: &Value) -> Result<MediaTransport, (u16, Value)> {
     }
 }
 
+/// A download with the URL of its file: here, or on the media node that wrote it (known once
+/// the node closed it; the node asks this control whether the token opens it).
 fn download_json(control: &Control, d: &Download) -> Value {
-    let token =
-        super::play_tokens::token_for(&control.shard, &crate::auth::Scope::Record(d.id.clone()), None, None).map_or_else(String::new, |(t, _)| t);
+    let token = |stem: &str| {
+        super::play_tokens::token_for(&control.shard, &crate::auth::Scope::Record(stem.to_string()), None, None).map_or_else(String::new, |(t, _)| t)
+    };
     let mut v = json!(d);
-    v["url"] = json!(format!("/downloads/{}?token={token}", d.file));
+    v["url"] = match (&d.node, &d.node_file) {
+        (None, _) => json!(format!("/downloads/{}?token={}", d.file, token(&d.id))),
+        (Some(node), Some(file)) => {
+            let api = control.nodes.as_ref().and_then(|n| n.api_of(node)).unwrap_or_default();
+            let stem = file.name.strip_suffix(".mp4").unwrap_or(&file.name);
+            json!(format!("{api}/{}?token={}", file.url.trim_start_matches('/'), token(stem)))
+        }
+        (Some(_), None) => Value::Null,
+    };
     v
 }
 

@@ -269,7 +269,18 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
         }
         Route::Record { file, download } => {
             let stem = file.strip_suffix(".mp4").unwrap_or(&file).to_string();
-            if check_play(shard, &mut conn, &head, None, &Scope::Record(stem)).await {
+            let scope = Scope::Record(stem);
+            let own = routes::play_allowed(&shard.secrets(), &head, None, &scope, super::play_tokens::unix_s(), conn.peer_ip()).is_ok();
+            // A recording on a media node that a control's token opens: the node's hook asks it.
+            let asks_hook = !own && !download && shard.config.node.role != crate::config::Role::Control;
+            if asks_hook && !shard.is_control() {
+                return hand_off(shard, CONTROL, conn, head).await;
+            }
+            let by_hook = match (&front.node, asks_hook) {
+                (Some(node), true) => node.http_access(&format!("/records/{file}"), &head.query, std::net::SocketAddr::new(conn.peer_ip(), 0)).await,
+                _ => false,
+            };
+            if by_hook || check_play(shard, &mut conn, &head, None, &scope).await {
                 let dir = if download { crate::shard::record::downloads_dir } else { crate::shard::record::records_dir };
                 super::records_serve::serve(&dir(&shard.config.data_dir), &mut conn, &file, head.header("range")).await;
             }

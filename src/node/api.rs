@@ -298,6 +298,12 @@ async fn open_rtp_server(node: &Node, p: &Params) -> Value {
         none_reader_asking: false,
     };
     node.servers.borrow_mut().insert(server);
+    // gmv's own parameter (ZLMediaKit has none and ignores it; its on_publish enable_mp4
+    // records from the start there): MP4 from the first keyframe, as a download needs, where
+    // on_publish comes only once a keyframe told the tracks.
+    if p.get("enable_mp4").is_some_and(|v| v == "1") {
+        node.shard.record(key, true).await;
+    }
     tracing::info!(stream_id = %stream_id, ssrc = key, port = info.port, ?tcp_mode, "RTP server opened");
     json!({ "code": code::OK, "port": info.port })
 }

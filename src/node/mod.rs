@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 pub const NODE_TICK: Duration = Duration::from_millis(500);
 /// How often a viewer waiting for a stream to be published looks again.
 const PLAY_WAIT_POLL: Duration = Duration::from_millis(100);
+/// Servers closed while recording, remembered until their file is closed (it closes after the
+/// server, and `on_record_mp4` names the server): at most this many.
+pub const CLOSED_RECORDINGS_MAX: usize = 256;
 
 /// The settings `setServerConfig` may change while running.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +58,8 @@ pub struct Node {
     next_viewer: Cell<u64>,
     /// Process CPU time at the last keepalive, and when it was read.
     cpu_mark: Cell<(Duration, Instant)>,
+    /// Servers closed while recording: (key, app, stream_id), oldest first.
+    closed_recordings: RefCell<std::collections::VecDeque<(u32, String, String)>>,
 }
 
 /// Whether a viewer of a ZLMediaKit play URL may watch.
@@ -121,6 +126,7 @@ impl Node {
             counters: RefCell::new(NodeCounters::default()),
             next_viewer: Cell::new(1),
             cpu_mark: Cell::new((process_cpu(), Instant::now())),
+            closed_recordings: RefCell::new(Default::default()),
         });
         if node.shard.config.node.secret.is_empty() {
             tracing::info!("node API off (node.secret is empty): /index/api/ answers every call \"Please login first\"");
@@ -168,6 +174,13 @@ impl Node {
     pub async fn close_server(&self, stream_id: &str, why: &str) -> bool {
         let Some(server) = self.servers.borrow_mut().remove(stream_id) else { return false };
         let info = self.shard.stream_info(server.key).await;
+        if info.as_ref().is_some_and(|i| i.recording) {
+            let mut closed = self.closed_recordings.borrow_mut();
+            if closed.len() >= CLOSED_RECORDINGS_MAX {
+                closed.pop_front();
+            }
+            closed.push_back((server.key, server.app.clone(), server.stream_id.clone()));
+        }
         self.shard.close_stream(server.key).await;
         if server.published() {
             self.stream_changed(&server, info.as_ref(), false);
@@ -217,13 +230,39 @@ impl Node {
         decision
     }
 
+    /// A recording file gmv's own tokens do not open (a control's download): `on_http_access`
+    /// decides, as ZLMediaKit asks it for files. False when the hook is not set or refuses.
+    pub async fn http_access(&self, path: &str, params: &str, peer: std::net::SocketAddr) -> bool {
+        let mut body = Map::new();
+        body.insert("path".into(), path.into());
+        body.insert("params".into(), params.into());
+        body.insert("ip".into(), peer.ip().to_string().into());
+        body.insert("port".into(), peer.port().into());
+        body.insert("is_dir".into(), false.into());
+        let viewer = self.next_viewer.replace(self.next_viewer.get() + 1);
+        body.insert("id".into(), format!("{viewer}-{}", self.shard.index).into());
+        match self.hooks.ask("on_http_access", body).await {
+            Some(Ok(answer)) => answer.get("code").and_then(Value::as_i64) == Some(0),
+            Some(Err(error)) => {
+                tracing::warn!(path, %error, "on_http_access not answered: file refused");
+                false
+            }
+            None => false,
+        }
+    }
+
     /// A media shard closed a recording: `on_record_mp4` for a node stream.
     pub fn recording_closed(&self, info: &crate::shard::record::RecordInfo) {
         let Some(key) = crate::proto::ssrc::parse_stream_id(&info.stream_id) else { return };
-        let servers = self.servers.borrow();
-        let Some(server) = servers.by_key(key) else { return };
+        let named = self.servers.borrow().by_key(key).map(|s| (s.app.clone(), s.stream_id.clone()));
+        let named = named.or_else(|| {
+            let mut closed = self.closed_recordings.borrow_mut();
+            let at = closed.iter().position(|(k, _, _)| *k == key)?;
+            closed.remove(at).map(|(_, app, stream_id)| (app, stream_id))
+        });
+        let Some((app, stream_id)) = named else { return };
         let dir = crate::shard::record::records_dir(&self.shard.config.data_dir);
-        let mut body = zlm::stream_ref(&server.app, &server.stream_id, "rtmp");
+        let mut body = zlm::stream_ref(&app, &stream_id, "rtmp");
         body.remove("schema");
         body.insert("file_name".into(), info.file.clone().into());
         body.insert("file_path".into(), dir.join(&info.file).display().to_string().into());

@@ -34,11 +34,21 @@ pub fn catalog(sn: &str) -> Vec<u8> {
 }
 
 /// A device with four channels: each INVITE starts a sender looping the clip (PS over UDP, the
-/// SSRC offered) to the address and port of the offer, until the BYE of its call.
+/// SSRC offered) to the address and port of the offer, until the BYE of its call; for a
+/// download (`s=Download`) the clip goes once, then the device says the file ended
+/// (MediaStatus 121).
 pub fn run_device(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Arc<AtomicBool>) {
     let frames = h264_frames();
     let mut senders: HashMap<String, (String, Arc<AtomicBool>)> = HashMap::new();
+    let (ended_tx, ended) = mpsc::channel::<String>();
     while !stop.load(Ordering::SeqCst) {
+        for channel in ended.try_iter() {
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Notify>\r\n<CmdType>MediaStatus</CmdType>\r\n<SN>121</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n<NotifyType>121</NotifyType>\r\n</Notify>\r\n"
+            );
+            let m = sim.request("MESSAGE", &format!("ms-{channel}-{}", sim.cseq), "", Some("Application/MANSCDP+xml"), body.as_bytes());
+            sim.send(&m);
+        }
         let Some(msg) = sim.recv(Duration::from_millis(100)) else { continue };
         if !msg.is_request() {
             continue;
@@ -59,12 +69,15 @@ pub fn run_device(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Arc<Ato
                 let ip = offer.connection.as_deref().and_then(|c| c.split_whitespace().last()).unwrap_or("127.0.0.1").to_string();
                 let to: SocketAddr = format!("{ip}:{}", offer.media[0].port).parse().unwrap();
                 let ssrc: u32 = offer.gb_ssrc.clone().and_then(|s| s.parse().ok()).unwrap_or(1);
+                let download = String::from_utf8_lossy(msg.body()).contains("s=Download");
+                let name = if download { "Download" } else { "Play" };
                 let answer = format!(
-                    "v=0\r\no={channel} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 15060 RTP/AVP 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\ny={ssrc:010}\r\nf=\r\n"
+                    "v=0\r\no={channel} 0 0 IN IP4 127.0.0.1\r\ns={name}\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 15060 RTP/AVP 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\ny={ssrc:010}\r\nf=\r\n"
                 );
                 sim.reply(&msg, 200, "OK", &format!("Contact: <sip:{channel}@{}>\r\n", sim.local()), Some(("Application/SDP", answer.as_bytes())));
                 let flag = Arc::new(AtomicBool::new(false));
                 let (packets, done) = (gmv::sim::ps_rtp_packets(&frames, ssrc), flag.clone());
+                let (ended_tx, ended_channel) = (ended_tx.clone(), channel.clone());
                 std::thread::spawn(move || {
                     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
                     while !done.load(Ordering::SeqCst) {
@@ -76,6 +89,10 @@ pub fn run_device(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Arc<Ato
                             if done.load(Ordering::SeqCst) {
                                 return;
                             }
+                        }
+                        if download {
+                            let _ = ended_tx.send(ended_channel);
+                            return;
                         }
                     }
                 });
