@@ -2,7 +2,9 @@
 //! (what the control executor did each `PERSIST_INTERVAL` the registry changed, before it
 //! handed over only the changed devices), the whole-file JSON rewrite of earlier versions
 //! (serialise, write, fsync), and the SQLite registry's write of one changed device (a
-//! transaction: one row, one WAL fsync).
+//! transaction: one row, one WAL fsync). With `GMV_BENCH_POSTGRES` (a connection string whose
+//! role may create databases) also the shared registry: one changed device written under the
+//! lease (fenced transaction), and a standby's read of what changed since.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gmv::proto::sip::endpoint::{Device, RegistryChanges};
@@ -52,10 +54,53 @@ fn bench(c: &mut Criterion) {
             persisted.apply(&RegistryChanges { changed: vec![one.clone()], removed: Vec::new() }).unwrap()
         })
     });
+    if let Ok(admin) = std::env::var("GMV_BENCH_POSTGRES") {
+        bench_shared(&mut g, &admin, &devices, one);
+    }
     g.finish();
     let mb = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len()) / 1_000_000;
     eprintln!("{DEVICES} devices of {CHANNELS_PER_DEVICE} channels: JSON {} MB, SQLite {} MB", mb(&json), mb(&gmv::control::store::registry_path(&dir)));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+fn bench_shared(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, admin: &str, devices: &[Device], mut one: Device) {
+    use gmv::control::store::shared::{Lead, Shared};
+    let name = format!("gmv_bench_{}", std::process::id());
+    let mut client = postgres::Client::connect(admin, postgres::NoTls).unwrap();
+    client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+    client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let url = format!("{admin} dbname={name}");
+    let active = Shared::new(&url, "bench-active", 120).unwrap();
+    active.create_schema().unwrap();
+    assert!(matches!(active.try_lead().unwrap(), Lead::Won { .. }));
+    let started = std::time::Instant::now();
+    active.apply(&RegistryChanges { changed: devices.to_vec(), removed: Vec::new() }).unwrap();
+    eprintln!("{DEVICES} devices written to PostgreSQL in one transaction: {:?}", started.elapsed());
+    let standby = Shared::new(&url, "bench-standby", 120).unwrap();
+    let mut version = 0;
+    while let Ok(f) = standby.follow(version) {
+        version = f.version;
+        if !f.more {
+            break;
+        }
+    }
+    g.bench_function("postgres_one_device_changed", |b| {
+        b.iter(|| {
+            one.registered_at += 1;
+            active.apply(&RegistryChanges { changed: vec![one.clone()], removed: Vec::new() }).unwrap()
+        })
+    });
+    g.bench_function("postgres_standby_follows_one_change", |b| {
+        b.iter(|| {
+            one.registered_at += 1;
+            active.apply(&RegistryChanges { changed: vec![one.clone()], removed: Vec::new() }).unwrap();
+            let f = standby.follow(version).unwrap();
+            assert_eq!(f.changes.changed.len(), 1);
+            version = f.version;
+        })
+    });
+    drop((active, standby));
+    client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
 }
 
 criterion_group!(benches, bench);

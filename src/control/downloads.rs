@@ -4,9 +4,11 @@
 //! invited again from where the file stopped, into the same stream and file.
 //!
 //! On a control (`node.role control`) the stream is placed on a media node like any other:
-//! the node records it to MP4 (`on_publish`'s `enable_mp4`, else `startRecord`), progress is
-//! its `getMediaInfo`, the file is the one its `on_record_mp4` names, fetched from the node with
-//! this control's token (the node asks `on_http_access`).
+//! the node records it to MP4 from its first keyframe (`openRtpServer` with gmv's
+//! `enable_mp4=1`; a ZLMediaKit node by `on_publish`'s `enable_mp4`; else `startRecord` once
+//! media shows), progress is its `getMediaInfo`, the file is the one its `on_record_mp4` names,
+//! fetched from the node with this control's token (the node asks `on_http_access`). Removing
+//! such a download forgets it here; the file stays on the node.
 
 use super::Control;
 use crate::proto::sip::endpoint::{EndReason, MediaTransport, PlayError, PlayKind};
