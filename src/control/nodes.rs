@@ -17,6 +17,9 @@ pub const NODE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Streams placed on a node since its last keepalive count toward its load at this weight (a
 /// keepalive is seconds old; a burst of plays must not all land on one node).
 const PLACED_SINCE_KEEPALIVE_WEIGHT: u64 = 1;
+/// A node whose last keepalive said its CPU (per core) is at least this busy gets new streams
+/// only when every node is.
+pub const NODE_CPU_BUSY_PERCENT: f64 = 85.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,6 +37,15 @@ pub struct NodeLoad {
     pub viewers: u64,
     pub ingest_kbps: u64,
     pub cpu_percent: f64,
+    /// Its cores (0: it did not say, as a ZLMediaKit node does not).
+    pub cores: u64,
+}
+
+impl NodeLoad {
+    /// Its CPU past `NODE_CPU_BUSY_PERCENT` of its cores.
+    pub fn cpu_busy(&self) -> bool {
+        self.cpu_percent / self.cores.max(1) as f64 >= NODE_CPU_BUSY_PERCENT
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -169,6 +181,7 @@ impl MediaNodes {
             viewers: num("viewers"),
             ingest_kbps: num("ingest_kbps"),
             cpu_percent: data.get("cpu_percent").and_then(Value::as_f64).unwrap_or(0.0),
+            cores: num("cores"),
         };
         Some(came_up)
     }
@@ -204,13 +217,13 @@ impl MediaNodes {
         }
     }
 
-    /// The least-loaded node that is up and not draining (streams, then ingest).
+    /// The least-loaded node that is up and not draining: one whose CPU is not busy, then the
+    /// fewest streams, then the least ingest.
     pub fn choose(&self) -> Option<Placement> {
         let mut nodes = self.nodes.borrow_mut();
-        let n = nodes
-            .iter_mut()
-            .filter(|n| n.state == NodeState::Up && !n.draining)
-            .min_by_key(|n| (n.load.streams + n.placed_since_keepalive * PLACED_SINCE_KEEPALIVE_WEIGHT, n.load.ingest_kbps))?;
+        let n = nodes.iter_mut().filter(|n| n.state == NodeState::Up && !n.draining).min_by_key(|n| {
+            (n.load.cpu_busy(), n.load.streams + n.placed_since_keepalive * PLACED_SINCE_KEEPALIVE_WEIGHT, n.load.ingest_kbps)
+        })?;
         n.placed_since_keepalive += 1;
         Some(Placement { node: n.config.id.clone(), api: n.config.api.clone(), media_ip: n.config.media_ip.clone() })
     }
@@ -413,6 +426,21 @@ mod tests {
         assert_eq!(n.choose().unwrap().node, "a");
         n.set_draining("a", true);
         assert_eq!(n.choose(), None);
+    }
+
+    #[test]
+    fn a_node_with_a_busy_cpu_gets_streams_only_when_every_node_is_busy() {
+        let t = Instant::now();
+        let n = nodes();
+        let load = |streams: u64, cpu: f64| json!({"streams": streams, "cpu_percent": cpu, "cores": 2});
+        n.keepalive(t, "a", "127.0.0.2".parse().unwrap(), &load(1, 190.0));
+        n.keepalive(t, "b", "127.0.0.3".parse().unwrap(), &load(50, 120.0));
+        assert_eq!(n.choose().unwrap().node, "b", "a has fewer streams but 95 % of its two cores busy");
+        n.keepalive(t, "b", "127.0.0.3".parse().unwrap(), &load(50, 180.0));
+        assert_eq!(n.choose().unwrap().node, "a", "both busy: the fewest streams again");
+        n.keepalive(t, "b", "127.0.0.3".parse().unwrap(), &load(50, 120.0));
+        n.keepalive(t, "a", "127.0.0.2".parse().unwrap(), &json!({"streams": 1, "cpu_percent": 95.0}));
+        assert_eq!(n.choose().unwrap().node, "b", "a node that does not say its cores counts as one: 95 % of it is busy");
     }
 
     #[test]
