@@ -330,6 +330,16 @@ pub struct NodeStreams {
 /// The answer to hook `name` a media node posted from `from` (role control). Only configured
 /// nodes are heard, from their own host; `on_play` takes a play token for the stream in its
 /// URL (`?token=`), `on_publish` only streams this control placed.
+/// What a play token for a file on a media node is for: the node and the file's path there
+/// (gmv serves `records/{name}`, ZLMediaKit `record/{app}/{stream}/{date}/{time}.mp4`, whose
+/// names alone repeat across streams), hashed into the characters a token scope takes.
+pub fn node_file_scope(node: &str, path: &str) -> crate::auth::Scope {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new().chain_update(node.as_bytes()).chain_update([0]).chain_update(path.trim_start_matches('/').as_bytes()).finalize();
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    crate::auth::Scope::Record(format!("node-{hex}"))
+}
+
 pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std::net::IpAddr, now_unix_s: u64) -> Value {
     let Some(nodes) = &control.nodes else { return json!({ "code": -1, "msg": "this gmv places no streams on media nodes (node.role is not control)" }) };
     let node_id = body["mediaServerId"].as_str().unwrap_or("");
@@ -387,11 +397,11 @@ pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std
             let params = body["params"].as_str().unwrap_or("");
             let token = form_urlencoded::parse(params.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
             let path = body["path"].as_str().unwrap_or("");
-            let stem = path.trim_start_matches('/').strip_prefix("records/").and_then(|f| f.strip_suffix(".mp4")).unwrap_or("");
+            let is_dir = body["is_dir"].as_bool().unwrap_or(false);
             let client = body["ip"].as_str().and_then(|ip| ip.parse().ok()).unwrap_or(from);
-            let scope = crate::auth::Scope::Record(stem.to_string());
+            let scope = node_file_scope(node_id, path);
             match token.map(|t| control.shard.secrets().verify(&t, &scope, now_unix_s, client)) {
-                Some(Ok(())) if !stem.is_empty() => json!({ "code": 0, "err": "", "path": "", "second": 600 }),
+                Some(Ok(())) if !is_dir => json!({ "code": 0, "err": "", "path": "", "second": 600 }),
                 Some(Err(e)) => json!({ "code": 401, "err": e.message() }),
                 _ => json!({ "code": 401, "err": "no play token (?token=) for a recording" }),
             }
@@ -426,6 +436,16 @@ mod tests {
         assert_eq!(n.choose().unwrap().node, "a");
         n.set_draining("a", true);
         assert_eq!(n.choose(), None);
+    }
+
+    #[test]
+    fn a_node_file_token_is_for_that_node_and_path_only() {
+        let zlm = "record/rtp/1200000002/2026-12-02/2026-12-02-15-46-56-0.mp4";
+        assert_eq!(node_file_scope("zlm-1", zlm), node_file_scope("zlm-1", &format!("/{zlm}")), "the hook's path has a leading slash");
+        assert_ne!(node_file_scope("zlm-1", zlm), node_file_scope("zlm-2", zlm));
+        assert_ne!(node_file_scope("zlm-1", zlm), node_file_scope("zlm-1", "record/rtp/1200000004/2026-12-02/2026-12-02-15-46-56-0.mp4"), "same file name, another stream");
+        let crate::auth::Scope::Record(stem) = node_file_scope("a", "records/x.mp4") else { panic!() };
+        assert!(stem.len() == 37 && stem.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "{stem}: a scope a token takes");
     }
 
     #[test]

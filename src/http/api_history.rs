@@ -94,16 +94,19 @@ fn transport(req: &Value) -> Result<MediaTransport, (u16, Value)> {
 /// A download with the URL of its file: here, or on the media node that wrote it (known once
 /// the node closed it; the node asks this control whether the token opens it).
 fn download_json(control: &Control, d: &Download) -> Value {
-    let token = |stem: &str| {
-        super::play_tokens::token_for(&control.shard, &crate::auth::Scope::Record(stem.to_string()), None, None).map_or_else(String::new, |(t, _)| t)
-    };
     let mut v = json!(d);
     v["url"] = match (&d.node, &d.node_file) {
-        (None, _) => json!(format!("/downloads/{}?token={}", d.file, token(&d.id))),
+        (None, _) => {
+            let token = super::play_tokens::token_for(&control.shard, &crate::auth::Scope::Record(d.id.clone()), None, None).map_or_else(String::new, |(t, _)| t);
+            json!(format!("/downloads/{}?token={token}", d.file))
+        }
         (Some(node), Some(file)) => {
             let api = control.nodes.as_ref().and_then(|n| n.api_of(node)).unwrap_or_default();
-            let stem = file.name.strip_suffix(".mp4").unwrap_or(&file.name);
-            json!(format!("{api}/{}?token={}", file.url.trim_start_matches('/'), token(stem)))
+            // The token is for that file there (the node's on_http_access brings it back).
+            let path = file.url.trim_start_matches('/');
+            let scope = crate::control::nodes::node_file_scope(node, path);
+            let token = super::play_tokens::token_for(&control.shard, &scope, None, None).map_or_else(String::new, |(t, _)| t);
+            json!(format!("{api}/{path}?token={token}"))
         }
         (Some(_), None) => Value::Null,
     };
