@@ -177,7 +177,8 @@ impl MediaNodes {
         n.placed_since_keepalive = 0;
         let num = |k: &str| data.get(k).and_then(Value::as_u64).unwrap_or(0);
         n.load = NodeLoad {
-            streams: num("streams"),
+            // A ZLMediaKit keepalive counts its objects instead: one muxer per stream.
+            streams: data.get("streams").and_then(Value::as_u64).unwrap_or_else(|| num("MultiMediaSourceMuxer")),
             viewers: num("viewers"),
             ingest_kbps: num("ingest_kbps"),
             cpu_percent: data.get("cpu_percent").and_then(Value::as_f64).unwrap_or(0.0),
@@ -436,6 +437,17 @@ mod tests {
         assert_eq!(n.choose().unwrap().node, "a");
         n.set_draining("a", true);
         assert_eq!(n.choose(), None);
+    }
+
+    #[test]
+    fn a_zlmediakit_keepalive_counts_its_streams_by_their_muxers() {
+        let n = nodes();
+        // The data of a recorded ZLMediaKit keepalive with one stream published.
+        let zlm = json!({"Buffer": 336, "Frame": 57, "MediaSource": 7, "MultiMediaSourceMuxer": 1, "RtpPacket": 59, "Socket": 18});
+        n.keepalive(Instant::now(), "a", "127.0.0.2".parse().unwrap(), &zlm);
+        n.keepalive(Instant::now(), "b", "127.0.0.3".parse().unwrap(), &json!({"MultiMediaSourceMuxer": 0}));
+        assert_eq!(n.views(Instant::now())[0].load.streams, 1);
+        assert_eq!(n.choose().unwrap().node, "b");
     }
 
     #[test]
