@@ -328,9 +328,6 @@ pub struct NodeStreams {
     pub orphans: Vec<(String, String)>,
 }
 
-/// The answer to hook `name` a media node posted from `from` (role control). Only configured
-/// nodes are heard, from their own host; `on_play` takes a play token for the stream in its
-/// URL (`?token=`), `on_publish` only streams this control placed.
 /// What a play token for a file on a media node is for: the node and the file's path there
 /// (gmv serves `records/{name}`, ZLMediaKit `record/{app}/{stream}/{date}/{time}.mp4`, whose
 /// names alone repeat across streams), hashed into the characters a token scope takes.
@@ -341,6 +338,10 @@ pub fn node_file_scope(node: &str, path: &str) -> crate::auth::Scope {
     crate::auth::Scope::Record(format!("node-{hex}"))
 }
 
+/// The answer to hook `name` a media node posted from `from` (role control). Only configured
+/// nodes are heard, from their own host; `on_play` takes a play token for the stream in its
+/// URL (`?token=`), `on_publish` only streams this control placed (downloads recorded),
+/// `on_http_access` a token for the file (`node_file_scope`).
 pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std::net::IpAddr, now_unix_s: u64) -> Value {
     let Some(nodes) = &control.nodes else { return json!({ "code": -1, "msg": "this gmv places no streams on media nodes (node.role is not control)" }) };
     let node_id = body["mediaServerId"].as_str().unwrap_or("");
