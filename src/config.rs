@@ -114,7 +114,8 @@ pub struct NodeConfig {
     pub hooks: std::collections::BTreeMap<String, String>,
     /// One hook delivery, connect to answer (`hook.timeoutSec`).
     pub hook_timeout_s: u64,
-    /// Tries after the first failed one (`hook.retry`), `hook_retry_delay_ms` apart.
+    /// Tries after the first failed one (`hook.retry`): the first `hook_retry_delay_ms` later,
+    /// each next one twice as long after (at most `HOOK_RETRY_DELAY_MAX`).
     pub hook_retry: u32,
     pub hook_retry_delay_ms: u64,
     /// `on_server_keepalive` period (`hook.alive_interval`).

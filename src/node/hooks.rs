@@ -118,6 +118,15 @@ impl Hooks {
     }
 }
 
+/// The longest wait before a hook is tried again.
+pub const HOOK_RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
+
+/// The wait before try `attempt` (1 for the first retry): `first`, doubling, at most
+/// `HOOK_RETRY_DELAY_MAX`.
+fn retry_delay(first: Duration, attempt: u32) -> Duration {
+    first.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(HOOK_RETRY_DELAY_MAX)
+}
+
 async fn worker(rx: Rc<LocalReceiver<Job>>, targets: Rc<RefCell<HookTargets>>, counters: Rc<RefCell<HookCounters>>) {
     let headers = [format!("User-Agent: gmv/{}", env!("CARGO_PKG_VERSION")), format!("X-VHOST: {}", super::rtp_servers::VHOST)];
     while let Some(job) = rx.recv().await {
@@ -129,7 +138,8 @@ async fn worker(rx: Rc<LocalReceiver<Job>>, targets: Rc<RefCell<HookTargets>>, c
         for attempt in 0..=retry {
             if attempt > 0 {
                 counters.borrow_mut().retries += 1;
-                glommio::timer::sleep(delay).await;
+                // Backing off: the delay doubles each retry, up to a bound.
+                glommio::timer::sleep(retry_delay(delay, attempt)).await;
             }
             answer = match crate::outbound::post(&job.url, &headers, "application/json", &job.body, timeout).await {
                 Ok(a) if a.status == 200 => serde_json::from_slice::<Map<String, Value>>(&a.body).map_err(|e| format!("answer is no JSON object: {e}")),
@@ -144,12 +154,29 @@ async fn worker(rx: Rc<LocalReceiver<Job>>, targets: Rc<RefCell<HookTargets>>, c
         match &answer {
             Ok(_) => counters.borrow_mut().delivered += 1,
             Err(error) => {
-                counters.borrow_mut().failed += 1;
-                tracing::warn!(hook = job.name, url = %job.url, %error, "hook not delivered");
+                let mut c = counters.borrow_mut();
+                c.failed += 1;
+                // A receiver that is down fails every hook: a line at 1, 2, 4, ... failures.
+                if c.failed.is_power_of_two() {
+                    tracing::warn!(hook = job.name, url = %job.url, %error, failed = c.failed, "hook not delivered");
+                }
             }
         }
         if let Some(reply) = job.reply {
             let _ = reply.send(answer);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_doubling_to_a_bound() {
+        let first = Duration::from_millis(3000);
+        let waits: Vec<u64> = (1..=7).map(|a| retry_delay(first, a).as_secs()).collect();
+        assert_eq!(waits, [3, 6, 12, 24, 48, 60, 60]);
+        assert_eq!(retry_delay(first, u32::MAX), HOOK_RETRY_DELAY_MAX);
     }
 }
