@@ -596,6 +596,17 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_registry_needs_a_control_a_sane_lease_and_a_readable_connection_string() {
+        let ok = Config::from_yaml("registry:\n  postgres: \"host=10.0.0.5 user=gmv password=x dbname=gmv\"\n  lease_s: 5\n").unwrap();
+        assert_eq!((ok.registry.lease_s, ok.registry.instance.as_str()), (5, ""));
+        assert!(Config::from_yaml("registry:\n  postgres: \"postgres://gmv:x@db/gmv\"\n").is_ok(), "the URL form too");
+        let refused = |yaml: &str| Config::from_yaml(yaml).unwrap_err().to_string();
+        assert!(refused("registry:\n  lease_s: 1\n").contains("registry.lease_s must be 2..=120"));
+        assert!(refused("sip:\n  listen: \"\"\nregistry:\n  postgres: \"host=db\"\n").contains("needs sip.listen"));
+        assert!(refused("registry:\n  postgres: \"host=db nonsense\"\n").contains("registry.postgres"));
+    }
+
+    #[test]
     fn partial_yaml_fills_defaults_and_rejects_unknown_keys() {
         let c = Config::from_yaml("http:\n  listen: 127.0.0.1:9999\nstreams:\n  - ssrc: 7\n    port: 31000\n").unwrap();
         assert_eq!(c.http.listen.port(), 9999);
