@@ -354,6 +354,14 @@ pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std
         control.warn_limited(|| tracing::warn!(hook = name, node = node_id, %from, "hook from an unknown media node or address; ignored"));
         return json!({ "code": -100, "msg": "not a media node of this control" });
     }
+    // The play token a node's viewer brought (`params` `token=`), checked for `scope` and the
+    // viewer's address; None when there is none.
+    let viewer_token = |body: &Value, scope: &crate::auth::Scope| {
+        let params = body["params"].as_str().unwrap_or("");
+        let token = form_urlencoded::parse(params.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
+        let client = body["ip"].as_str().and_then(|ip| ip.parse().ok()).unwrap_or(from);
+        token.map(|t| control.shard.secrets().verify(&t, scope, now_unix_s, client))
+    };
     let stream = body["stream"].as_str().unwrap_or("");
     let ours = crate::proto::ssrc::parse_stream_id(stream).and_then(|ssrc| nodes.placement(ssrc)).is_some_and(|p| p.node == node_id);
     match name {
@@ -372,11 +380,7 @@ pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std
         }
         "on_publish" => json!({ "code": -1, "msg": "fail" }),
         "on_play" => {
-            let params = body["params"].as_str().unwrap_or("");
-            let token = form_urlencoded::parse(params.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
-            let client = body["ip"].as_str().and_then(|ip| ip.parse().ok()).unwrap_or(from);
-            let scope = crate::auth::Scope::Stream(stream.to_string());
-            match token.map(|t| control.shard.secrets().verify(&t, &scope, now_unix_s, client)) {
+            match viewer_token(body, &crate::auth::Scope::Stream(stream.to_string())) {
                 Some(Ok(())) if ours => json!({ "code": 0, "msg": "success" }),
                 Some(Ok(())) => json!({ "code": 404, "msg": "not a stream of this control" }),
                 Some(Err(e)) => json!({ "code": 401, "msg": e.message() }),
@@ -396,13 +400,8 @@ pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std
         }
         // A download's file on a node, fetched with the control's token for it.
         "on_http_access" => {
-            let params = body["params"].as_str().unwrap_or("");
-            let token = form_urlencoded::parse(params.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
-            let path = body["path"].as_str().unwrap_or("");
             let is_dir = body["is_dir"].as_bool().unwrap_or(false);
-            let client = body["ip"].as_str().and_then(|ip| ip.parse().ok()).unwrap_or(from);
-            let scope = node_file_scope(node_id, path);
-            match token.map(|t| control.shard.secrets().verify(&t, &scope, now_unix_s, client)) {
+            match viewer_token(body, &node_file_scope(node_id, body["path"].as_str().unwrap_or(""))) {
                 Some(Ok(())) if !is_dir => json!({ "code": 0, "err": "", "path": "", "second": 600 }),
                 Some(Err(e)) => json!({ "code": 401, "err": e.message() }),
                 _ => json!({ "code": 401, "err": "no play token (?token=) for a recording" }),

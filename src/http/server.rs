@@ -270,9 +270,9 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
         Route::Record { file, download } => {
             let stem = file.strip_suffix(".mp4").unwrap_or(&file).to_string();
             let scope = Scope::Record(stem);
-            let own = routes::play_allowed(&shard.secrets(), &head, None, &scope, super::play_tokens::unix_s(), conn.peer_ip()).is_ok();
+            let allowed = routes::play_allowed(&shard.secrets(), &head, None, &scope, super::play_tokens::unix_s(), conn.peer_ip());
             // A recording on a media node that a control's token opens: the node's hook asks it.
-            let asks_hook = !own && !download && shard.config.node.role != crate::config::Role::Control;
+            let asks_hook = allowed.is_err() && !download && shard.config.node.role != crate::config::Role::Control;
             if asks_hook && !shard.is_control() {
                 return hand_off(shard, CONTROL, conn, head).await;
             }
@@ -280,7 +280,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
                 (Some(node), true) => node.http_access(&format!("/records/{file}"), &head.query, std::net::SocketAddr::new(conn.peer_ip(), 0)).await,
                 _ => false,
             };
-            if by_hook || check_play(shard, &mut conn, &head, None, &scope).await {
+            if by_hook || answer_refusal(&mut conn, &head, allowed).await {
                 let dir = if download { crate::shard::record::downloads_dir } else { crate::shard::record::records_dir };
                 super::records_serve::serve(&dir(&shard.config.data_dir), &mut conn, &file, head.header("range")).await;
             }
@@ -382,7 +382,13 @@ async fn preflight(conn: &mut HttpConn) {
 
 /// Checks a play request's credential for `scope`; answers 401 and gives false when it fails.
 async fn check_play(shard: &Shard, conn: &mut HttpConn, head: &RequestHead, path_token: Option<&str>, scope: &Scope) -> bool {
-    match routes::play_allowed(&shard.secrets(), head, path_token, scope, super::play_tokens::unix_s(), conn.peer_ip()) {
+    let allowed = routes::play_allowed(&shard.secrets(), head, path_token, scope, super::play_tokens::unix_s(), conn.peer_ip());
+    answer_refusal(conn, head, allowed).await
+}
+
+/// True when the play was allowed; else the refusal is answered (401/403) and logged.
+async fn answer_refusal(conn: &mut HttpConn, head: &RequestHead, allowed: Result<(), routes::Refusal>) -> bool {
+    match allowed {
         Ok(()) => true,
         Err((status, code, message)) => {
             tracing::debug!(peer = %conn.peer_ip(), path = %head.path, message, "play refused");

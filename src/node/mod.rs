@@ -195,11 +195,7 @@ impl Node {
     pub async fn play(&self, app: &str, stream_id: &str, schema: &str, params: &str, peer: std::net::SocketAddr) -> PlayDecision {
         let deadline = Instant::now() + self.timings.get().max_stream_wait;
         let mut body = zlm::stream_ref(app, stream_id, schema);
-        body.insert("params".into(), params.into());
-        body.insert("ip".into(), peer.ip().to_string().into());
-        body.insert("port".into(), peer.port().into());
-        let viewer = self.next_viewer.replace(self.next_viewer.get() + 1);
-        body.insert("id".into(), format!("{viewer}-{}", self.shard.index).into());
+        self.viewer_fields(&mut body, params, peer);
         body.insert("protocol".into(), "http".into());
         let published = |servers: &RtpServers| servers.get(stream_id).filter(|s| s.published() && s.app == app).map(|s| s.key);
         let mut key = published(&self.servers.borrow());
@@ -230,17 +226,23 @@ impl Node {
         decision
     }
 
+    /// What `on_play` and `on_http_access` say of the viewer: its URL parameters, address and
+    /// a number of its own (`id`).
+    fn viewer_fields(&self, body: &mut Map<String, Value>, params: &str, peer: std::net::SocketAddr) {
+        body.insert("params".into(), params.into());
+        body.insert("ip".into(), peer.ip().to_string().into());
+        body.insert("port".into(), peer.port().into());
+        let viewer = self.next_viewer.replace(self.next_viewer.get() + 1);
+        body.insert("id".into(), format!("{viewer}-{}", self.shard.index).into());
+    }
+
     /// A recording file gmv's own tokens do not open (a control's download): `on_http_access`
     /// decides, as ZLMediaKit asks it for files. False when the hook is not set or refuses.
     pub async fn http_access(&self, path: &str, params: &str, peer: std::net::SocketAddr) -> bool {
         let mut body = Map::new();
         body.insert("path".into(), path.into());
-        body.insert("params".into(), params.into());
-        body.insert("ip".into(), peer.ip().to_string().into());
-        body.insert("port".into(), peer.port().into());
         body.insert("is_dir".into(), false.into());
-        let viewer = self.next_viewer.replace(self.next_viewer.get() + 1);
-        body.insert("id".into(), format!("{viewer}-{}", self.shard.index).into());
+        self.viewer_fields(&mut body, params, peer);
         match self.hooks.ask("on_http_access", body).await {
             Some(Ok(answer)) => answer.get("code").and_then(Value::as_i64) == Some(0),
             Some(Err(error)) => {
