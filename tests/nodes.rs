@@ -177,6 +177,10 @@ fn a_control_places_streams_on_two_media_nodes_drains_one_and_survives_losing_on
     assert!(frames + 5 >= CLIP_FRAMES, "the clip's {CLIP_FRAMES} frames, about: {frames}");
     let forged = format!("{}?token=not-the-controls", path.split('?').next().unwrap());
     assert_eq!(status_of(&http_get(writer.http, &forged, &[]).0), 401, "a token the control did not make opens nothing");
+    let (_, metrics) = writer.try_request("GET", "/metrics", &[("gmv-token", TOKEN)], b"").unwrap();
+    for line in ["gmv_node_files_allowed_by_hook_total 1", "gmv_node_files_refused_by_hook_total 1"] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in the node's /metrics");
+    }
 
     // kill -9 media-1: its sessions end (BYE) once its keepalives stop; asked again, its
     // channels play from media-2.

@@ -44,6 +44,9 @@ pub struct NodeCounters {
     pub plays_refused: u64,
     /// Viewers of a stream not published within `max_stream_wait`.
     pub plays_not_found: u64,
+    /// Recording files `on_http_access` opened, and those it refused or did not answer.
+    pub files_allowed_by_hook: u64,
+    pub files_refused_by_hook: u64,
     pub rtp_timeouts: u64,
     pub publish_refused: u64,
 }
@@ -243,14 +246,23 @@ impl Node {
         body.insert("path".into(), path.into());
         body.insert("is_dir".into(), false.into());
         self.viewer_fields(&mut body, params, peer);
-        match self.hooks.ask("on_http_access", body).await {
-            Some(Ok(answer)) => answer.get("code").and_then(Value::as_i64) == Some(0),
-            Some(Err(error)) => {
-                tracing::warn!(path, %error, "on_http_access not answered: file refused");
-                false
+        let answer = self.hooks.ask("on_http_access", body).await;
+        let allowed = matches!(&answer, Some(Ok(a)) if a.get("code").and_then(Value::as_i64) == Some(0));
+        let mut c = self.counters.borrow_mut();
+        if allowed {
+            c.files_allowed_by_hook += 1;
+        } else if answer.is_some() {
+            c.files_refused_by_hook += 1;
+            // Anyone may ask for a file: a line at 1, 2, 4, ... refusals, all counted.
+            if c.files_refused_by_hook.is_power_of_two() {
+                let why = match &answer {
+                    Some(Err(error)) => error.clone(),
+                    _ => "refused".to_string(),
+                };
+                tracing::warn!(path, why, refused = c.files_refused_by_hook, "recording file refused by on_http_access");
             }
-            None => false,
         }
+        allowed
     }
 
     /// A media shard closed a recording: `on_record_mp4` for a node stream.
