@@ -5,6 +5,8 @@
 const KEY_STORE = 'gmv-api-key';
 const EVENTS_SHOWN_MAX = 500;
 const STATS_INTERVAL_MS = 2000;
+// A stream that has taken no packet for this long shows why on its tile.
+const NO_MEDIA_SHOWN_AFTER_MS = 3000;
 let apiKey = sessionStorage.getItem(KEY_STORE) || '';
 
 const $ = (sel) => document.querySelector(sel);
@@ -384,7 +386,7 @@ function stopTile(t) {
   t.useHls = false;
   t.video && t.video.removeAttribute('src');
   clearInterval(t.timer);
-  Object.assign(t, { device: null, channel: null, streamId: null, label: '' });
+  Object.assign(t, { device: null, channel: null, streamId: null, label: '', noMedia: '' });
   if (t.node) {
     t.node.classList.add('empty');
     t.message.textContent = 'empty';
@@ -441,8 +443,14 @@ async function wallPlay(deviceId, channelId, label, into, hls) {
       try {
         const s = await api('GET', `/api/streams/${t.streamId}`);
         t.stats.textContent = `${s.video_codec || '?'} ${s.width || '?'}×${s.height || '?'} · ${s.bitrate_kbps} kbit/s · ${fps} fps · lost ${s.lost}`;
+        // Nothing taken yet: say why on the tile (what arrived from where, or nothing at all).
+        const noMedia = s.no_media && s.age_ms >= NO_MEDIA_SHOWN_AFTER_MS ? `No video yet: ${s.no_media}` : '';
+        if (noMedia || t.noMedia) t.message.textContent = noMedia;
+        t.noMedia = noMedia;
       } catch (err) {
+        // The stream closed: keep what it said while it waited, if it never got media.
         t.stats.textContent = readable(err);
+        if (t.noMedia) t.message.textContent = t.noMedia.replace('No video yet', 'Closed without video');
       }
     }, STATS_INTERVAL_MS);
   } catch (err) {

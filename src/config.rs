@@ -254,12 +254,30 @@ pub struct SipConfig {
     pub device_subscribe: std::collections::BTreeMap<String, Vec<String>>,
     /// How long each subscription is asked for (refreshed before it ends).
     pub subscribe_expires_s: u32,
+    /// Media of a device that sends another SSRC than it was offered: `learn` takes it (from
+    /// the device's addresses only), `strict` drops it (the stream says why it has nothing).
+    pub ssrc_check: SsrcCheck,
+    /// Devices set apart, by device id.
+    pub device_ssrc_check: std::collections::BTreeMap<String, SsrcCheck>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SsrcCheck {
+    #[default]
+    Learn,
+    Strict,
 }
 
 impl SipConfig {
     /// `time_zone` in seconds east of UTC (validated), or this machine's zone.
     pub fn utc_offset_s(&self) -> i32 {
         crate::proto::sip::gbtime::parse_offset(&self.time_zone).unwrap_or_else(local_utc_offset_s)
+    }
+
+    /// Whether a device's stream learns an SSRC the device picked itself.
+    pub fn learns_ssrc(&self, device_id: &str) -> bool {
+        self.device_ssrc_check.get(device_id).copied().unwrap_or(self.ssrc_check) == SsrcCheck::Learn
     }
 
     pub fn device_utc_offsets_s(&self) -> std::collections::BTreeMap<String, i32> {
@@ -407,13 +425,23 @@ impl Default for SipConfig {
             subscribe: Vec::new(),
             device_subscribe: Default::default(),
             subscribe_expires_s: 3600,
+            ssrc_check: SsrcCheck::Learn,
+            device_ssrc_check: Default::default(),
         }
     }
 }
 
 impl Default for RtpConfig {
     fn default() -> Self {
-        RtpConfig { listen_ip: "0.0.0.0".parse().expect("literal"), port_min: 30000, port_max: 39999, idle_timeout_s: 30, port: 0, accept_unknown_ssrc: false, unknown_ssrc_sdp: None }
+        RtpConfig {
+            listen_ip: "0.0.0.0".parse().expect("literal"),
+            port_min: 30000,
+            port_max: 39999,
+            idle_timeout_s: 30,
+            port: 0,
+            accept_unknown_ssrc: false,
+            unknown_ssrc_sdp: None,
+        }
     }
 }
 
@@ -535,16 +563,24 @@ impl Config {
                 return invalid("webhooks: secret must be at least 16 characters");
             }
         }
-        if let Some((name, url)) = self.node.hooks.iter().find(|(n, u)| !HOOK_NAMES.contains(&n.as_str()) || crate::outbound::parse_url(u).is_none()) {
+        if let Some((name, url)) = self.node.hooks.iter().find(|(n, u)| !HOOK_NAMES.contains(&n.as_str()) || crate::outbound::parse_url(u).is_none())
+        {
             return invalid(&format!("node.hooks: {name}: {url:?} (names: {}; URLs http://host:port/path)", HOOK_NAMES.join(", ")));
         }
         if self.node.hook_timeout_s == 0 || self.node.keepalive_interval_s == 0 || self.node.rtp_server_timeout_s == 0 {
             return invalid("node.hook_timeout_s, node.keepalive_interval_s and node.rtp_server_timeout_s must be > 0");
         }
-        if let Some(n) = self.node.media_nodes.iter().find(|n| crate::outbound::parse_url(&n.api).is_none() || n.media_ip.parse::<IpAddr>().is_err() || n.id.is_empty()) {
+        if let Some(n) = self
+            .node
+            .media_nodes
+            .iter()
+            .find(|n| crate::outbound::parse_url(&n.api).is_none() || n.media_ip.parse::<IpAddr>().is_err() || n.id.is_empty())
+        {
             return invalid(&format!("node.media_nodes {:?}: id, api http://host:port and media_ip (an address) are needed", n.id));
         }
-        if self.node.role == Role::Control && ((self.node.media_nodes.is_empty() && self.node.announce_secret.is_empty()) || self.sip.listen.is_empty()) {
+        if self.node.role == Role::Control
+            && ((self.node.media_nodes.is_empty() && self.node.announce_secret.is_empty()) || self.sip.listen.is_empty())
+        {
             return invalid("node.role control needs node.media_nodes (or node.announce_secret) and sip.listen");
         }
         if !self.node.announce_secret.is_empty() && self.node.announce_secret.len() < 16 {
@@ -621,8 +657,13 @@ mod tests {
         let invalid = |yaml: &str| matches!(Config::from_yaml(yaml), Err(ConfigError::Invalid(_)));
         assert!(invalid("rtp: {accept_unknown_ssrc: true}"), "no single port to learn SSRCs on");
         assert!(invalid("rtp: {port: 30500}"), "inside the stream port range");
-        assert!(invalid("rtp: {port: 18568, accept_unknown_ssrc: true, unknown_ssrc_sdp: \"v=0\\r\\nm=video 0 RTP/AVP 96\\r\\na=rtpmap:96 VP8/90000\\r\\n\"}"));
-        let c = Config::from_yaml("rtp: {port: 18568, accept_unknown_ssrc: true, unknown_ssrc_sdp: \"v=0\\r\\nm=video 0 RTP/AVP 96\\r\\na=rtpmap:96 H264/90000\\r\\n\"}").unwrap();
+        assert!(invalid(
+            "rtp: {port: 18568, accept_unknown_ssrc: true, unknown_ssrc_sdp: \"v=0\\r\\nm=video 0 RTP/AVP 96\\r\\na=rtpmap:96 VP8/90000\\r\\n\"}"
+        ));
+        let c = Config::from_yaml(
+            "rtp: {port: 18568, accept_unknown_ssrc: true, unknown_ssrc_sdp: \"v=0\\r\\nm=video 0 RTP/AVP 96\\r\\na=rtpmap:96 H264/90000\\r\\n\"}",
+        )
+        .unwrap();
         assert!(c.rtp.accept_unknown_ssrc && c.rtp.port == 18568);
     }
 

@@ -64,6 +64,8 @@ struct DeviceOptions {
     char_counted_catalog: bool,
     /// Answer DeviceControl MESSAGEs with 400 (a device that refuses the command).
     reject_control: bool,
+    /// Answer the offered SSRC (`y=`) and then send with this one (devices that ignore it).
+    send_ssrc: Option<u32>,
 }
 
 /// The device's main loop: answers queries and INVITE, pushes media when told, ends on BYE.
@@ -74,7 +76,7 @@ fn run_device(sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver<()>, lim
 fn run_device_with(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver<()>, limit: Duration, options: DeviceOptions) {
     let deadline = Instant::now() + limit;
     let frames = gmv::sim::frames_from_es(Codec::H264, &std::fs::read(h264_clip()).unwrap(), FPS);
-    let packets = gmv::sim::ps_rtp_packets(&frames, DEVICE_SSRC);
+    let packets = gmv::sim::ps_rtp_packets(&frames, options.send_ssrc.unwrap_or(DEVICE_SSRC));
     let mut media_port = None;
     // TCP active: the platform connects to this listener of ours.
     let mut tcp_listener: Option<std::net::TcpListener> = None;
@@ -238,8 +240,10 @@ fn run_device_with(mut sim: Sim, events: mpsc::Sender<Event>, go: mpsc::Receiver
                 } else {
                     "m=video 15060 RTP/AVP 96\r\n".to_string()
                 };
+                // A device that ignores the offered SSRC echoes it and sends its own.
+                let answered = if options.send_ssrc.is_some() { offer.gb_ssrc.clone().unwrap_or_default() } else { format!("{DEVICE_SSRC:010}") };
                 let answer = format!(
-                    "v=0\r\no={DEVICE} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{media}a=sendonly\r\na=rtpmap:96 PS/90000\r\ny={DEVICE_SSRC:010}\r\nf=\r\n"
+                    "v=0\r\no={DEVICE} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{media}a=sendonly\r\na=rtpmap:96 PS/90000\r\ny={answered}\r\nf=\r\n"
                 );
                 sim.reply(&msg, 200, "OK", &format!("Contact: <sip:{DEVICE}@{}>\r\n", sim.local()), Some(("Application/SDP", answer.as_bytes())));
                 media_port = Some(port);
@@ -338,7 +342,8 @@ fn device_registers_lists_channels_and_plays_over_flv() {
     assert_eq!(status, 200, "{session}");
     assert_eq!(session["device_ssrc"], DEVICE_SSRC, "learned from the 200 OK y= line");
     let stream_id = session["stream_id"].as_str().unwrap().to_string();
-    assert!(stream_id.starts_with("0200000"), "GB SSRC from the domain: {stream_id}");
+    // `0`, digits 4-8 of the domain, then four digits drawn unpredictably.
+    assert!(stream_id.len() == 10 && stream_id.starts_with("020000") && !stream_id.ends_with("0000"), "GB SSRC from the domain: {stream_id}");
     let Ok(Event::Invited { port }) = next_event(&events, Duration::from_secs(10)) else { panic!("no INVITE/ACK") };
     assert_eq!(engine.stream(&stream_id)["port"], port, "the INVITE offered the stream's own port");
     // Asking again returns the same session, no second INVITE.
@@ -478,6 +483,108 @@ fn the_single_rtp_port_plays_udp_and_tcp_passive_with_the_ssrc_the_device_answer
         if transport == "udp" {
             assert_eq!(forwarded, if cross { device_packets() } else { 0 }, "{shards}");
         }
+    }
+}
+
+/// Someone who knows a channel's RTP port and SSRC (an attacker spraying them, a stale sender)
+/// sends first, from another address, while the camera starts 300 ms after its 200 OK: the
+/// stream never locks on them; the device's packets are all taken, theirs all counted foreign.
+/// Per-stream ports and the single port alike.
+#[test]
+fn a_played_channel_takes_media_from_the_device_only() {
+    let single = fixed_port();
+    for (name, rtp) in [("per-stream ports", String::new()), ("single port", format!("  port: {single}\n"))] {
+        let engine = Engine::start(2, &rtp);
+        let (events, go_tx, device) = registered_device(&engine);
+        let stream_id = play_via_api(&engine, &events, CHANNELS[0].0);
+        let stream = engine.stream(&stream_id);
+        let (port, ssrc) = (stream["port"].as_u64().unwrap() as u16, stream["ssrc"].as_u64().unwrap() as u32);
+        assert_eq!(stream["source"], "127.0.0.1", "{name}: {stream}");
+        // The attacker: the first second of the clip, with the stream's SSRC and the device's.
+        let spray: Vec<Vec<u8>> =
+            [ssrc, DEVICE_SSRC].iter().flat_map(|s| gmv::sim::ps_rtp_packets(&h264_frames()[..25], *s).into_iter().flatten()).collect();
+        let attacker = UdpSocket::bind("127.0.0.9:0").unwrap();
+        for p in &spray {
+            attacker.send_to(p, ("127.0.0.1", port)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        wait_for("the spray counted", Duration::from_secs(10), || {
+            (engine.stream(&stream_id)["foreign_packets"].as_u64() >= Some(spray.len() as u64 / 2)).then_some(())
+        });
+        assert_eq!(engine.stream(&stream_id)["packets"], 0, "{name}: nothing taken from the attacker");
+        let out = work_dir().join(format!("bound-{}.flv", name.replace(' ', "-")));
+        let viewer =
+            spawn_viewer(engine.http, format!("/flv/{stream_id}/{}", engine.stream_token(&stream_id)), vec![], out.clone(), Duration::from_secs(30));
+        engine.wait_subscribers(&stream_id, 1);
+        go_tx.send(()).unwrap();
+        engine.wait_packets(&stream_id, device_packets());
+        // The attacker goes on while the device sends: still foreign.
+        for p in &spray {
+            attacker.send_to(p, ("127.0.0.1", port)).unwrap();
+        }
+        let stream = engine.stream(&stream_id);
+        assert_eq!(stream["peer"].as_str().map(|p| p.starts_with("127.0.0.1:")), Some(true), "{name}: locked on the device: {stream}");
+        assert_eq!(stream["packets"].as_u64(), Some(device_packets()), "{name}: {stream}");
+        assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{}/stop", CHANNELS[0].0), "").0, 200);
+        assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Bye)));
+        viewer.join().unwrap();
+        device.join().unwrap();
+        assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES }, "{name}");
+    }
+}
+
+/// A camera that answers the offered SSRC and sends another (as many encoders do): with
+/// `ssrc_check: learn` (the default) the stream takes the SSRC of the device's first packet
+/// and plays every frame; per device `strict` drops it and the stream, the sessions API and
+/// the stop event say what arrived from where. Per-stream ports and the single port alike.
+#[test]
+fn a_device_that_ignores_the_offered_ssrc_plays_or_is_told_why_not() {
+    const OWN_SSRC: u32 = 0x1234;
+    let single = fixed_port();
+    for (name, rtp) in [("per-stream ports", String::new()), ("single port", format!("  port: {single}\n"))] {
+        let engine = Engine::start(2, &rtp);
+        let options = DeviceOptions { send_ssrc: Some(OWN_SSRC), ..Default::default() };
+        let (events, go_tx, device) = registered_device_with(&engine, options);
+        let stream_id = play_via_api(&engine, &events, CHANNELS[0].0);
+        let out = work_dir().join(format!("learned-{}.flv", name.replace(' ', "-")));
+        let viewer =
+            spawn_viewer(engine.http, format!("/flv/{stream_id}/{}", engine.stream_token(&stream_id)), vec![], out.clone(), Duration::from_secs(30));
+        engine.wait_subscribers(&stream_id, 1);
+        go_tx.send(()).unwrap();
+        engine.wait_packets(&stream_id, device_packets());
+        let stream = engine.stream(&stream_id);
+        assert_eq!((stream["ssrc_learned"].as_u64(), stream["no_media"].is_null()), (Some(1), true), "{name}: {stream}");
+        assert!(engine.log_text().contains("device sends another SSRC than offered; learned it"), "{name}: logged");
+        assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{}/stop", CHANNELS[0].0), "").0, 200);
+        assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Bye)));
+        viewer.join().unwrap();
+        device.join().unwrap();
+        assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES }, "{name}: learned");
+    }
+    // Strict for this device: nothing is taken, and everyone is told why.
+    let idle_s: u64 = 12;
+    for (name, rtp) in [("per-stream ports", String::new()), ("single port", format!("  port: {single}\n"))] {
+        let engine =
+            Engine::start_with(2, &format!("  idle_timeout_s: {idle_s}\n{rtp}"), &format!("  device_ssrc_check: {{{DEVICE}: strict}}\n"), None);
+        let options = DeviceOptions { send_ssrc: Some(OWN_SSRC), ..Default::default() };
+        let (events, go_tx, _device) = registered_device_with(&engine, options);
+        let stream_id = play_via_api(&engine, &events, CHANNELS[0].0);
+        go_tx.send(()).unwrap();
+        let ssrc = engine.stream(&stream_id)["ssrc"].as_u64().unwrap() as u32;
+        let why = format!("packets arrived from 127.0.0.1 with SSRC 0x00001234 (0000004660), expected 0x{ssrc:08X} ({ssrc:010}) from 127.0.0.1");
+        wait_for("the stream says why", Duration::from_secs(10), || (engine.stream(&stream_id)["no_media"] == why.as_str()).then_some(()));
+        assert_eq!(engine.stream(&stream_id)["packets"], 0, "{name}");
+        wait_for("the sessions API says why", Duration::from_secs(10), || {
+            let (_, v) = engine.request("GET", "/api/sessions", "");
+            (v["sessions"][0]["no_media"] == why.as_str()).then_some(())
+        });
+        let stopped = wait_for("the stop event", Duration::from_secs(idle_s + 15), || {
+            let events = std::fs::read_to_string(engine.data_dir.join("events.jsonl")).ok()?;
+            events.lines().find(|l| l.contains("\"stream_stopped\"")).map(str::to_string)
+        });
+        let stopped: serde_json::Value = serde_json::from_str(&stopped).unwrap();
+        assert_eq!(stopped["data"]["why"], format!("no media in {idle_s} s: {why}"), "{name}: {stopped}");
+        assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Bye)), "{name}: the session ends with a BYE");
     }
 }
 
@@ -753,7 +860,11 @@ fn a_damaged_registry_is_kept_aside_and_devices_register_again() {
     let aside: Vec<_> = std::fs::read_dir(&data_dir)
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("registry.sqlite3.corrupt-") && !e.file_name().to_string_lossy().ends_with("-wal") && !e.file_name().to_string_lossy().ends_with("-shm"))
+        .filter(|e| {
+            e.file_name().to_string_lossy().starts_with("registry.sqlite3.corrupt-")
+                && !e.file_name().to_string_lossy().ends_with("-wal")
+                && !e.file_name().to_string_lossy().ends_with("-shm")
+        })
         .collect();
     assert_eq!(aside.len(), 1);
     assert_eq!(std::fs::read(aside[0].path()).unwrap(), bytes, "kept as it was");

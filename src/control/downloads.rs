@@ -222,13 +222,14 @@ impl Control {
         }
         let kind = PlayKind::Download { start: req.start, end: req.end, speed: req.speed };
         let created_ms = crate::shard::unix_ms();
+        let source = self.device_source(device_id);
         let (ssrc, port, media_ip, node) = match &self.nodes {
             Some(nodes) => {
-                let (ssrc, port, media_ip) = self.open_on_node(nodes, kind, req.transport).await?;
+                let (ssrc, port, media_ip) = self.open_on_node(nodes, kind, req.transport, &source).await?;
                 (ssrc, port, media_ip, self.placement(ssrc).map(|p| p.node))
             }
             None => {
-                let (ssrc, port) = self.open_new_stream(kind, channel_id, created_ms).await?;
+                let (ssrc, port) = self.open_new_stream(kind, channel_id, created_ms, source).await?;
                 (ssrc, port, None, None)
             }
         };
@@ -318,7 +319,8 @@ impl Control {
                 tracing::warn!(download = %id, "download stream gone");
                 return;
             };
-            if !info.recording && info.media_ms > 0
+            if !info.recording
+                && info.media_ms > 0
                 && let Some(node) = &d.node
             {
                 // A node that posts no on_publish to this control records when asked.
@@ -440,7 +442,8 @@ impl Control {
             glommio::timer::sleep(Duration::from_millis(50)).await;
         }
         let file = self.downloads.get(id).and_then(|d| d.node_file);
-        let error = error.or_else(|| file.is_none().then(|| format!("media node {node} named no recording (on_record_mp4) within {DOWNLOAD_FLUSH_WAIT:?}")));
+        let error =
+            error.or_else(|| file.is_none().then(|| format!("media node {node} named no recording (on_record_mp4) within {DOWNLOAD_FLUSH_WAIT:?}")));
         self.downloads.update(id, |d| {
             if let Some(f) = &file {
                 d.file = f.name.clone();
@@ -469,7 +472,12 @@ impl Control {
     async fn download_progress(&self, d: &Download) -> Option<Progress> {
         let (Some(node), Some(nodes)) = (&d.node, &self.nodes) else {
             let info = self.shard.stream_info(d.ssrc).await?;
-            return Some(Progress { media_ms: info.media_ms, bytes: info.record_bytes, quiet_ms: info.last_packet_ms_ago.unwrap_or(info.age_ms), recording: true });
+            return Some(Progress {
+                media_ms: info.media_ms,
+                bytes: info.record_bytes,
+                quiet_ms: info.last_packet_ms_ago.unwrap_or(info.age_ms),
+                recording: true,
+            });
         };
         let params = [
             ("schema", "rtmp".to_string()),
@@ -500,7 +508,13 @@ impl Control {
     async fn node_call(&self, node: &str, name: &str, ssrc: u32) {
         let Some(nodes) = &self.nodes else { return };
         let stream_id = crate::proto::ssrc::stream_id(ssrc);
-        let params = [("type", "1".to_string()), ("vhost", crate::node::rtp_servers::VHOST.to_string()), ("app", "rtp".to_string()), ("stream", stream_id.clone()), ("stream_id", stream_id)];
+        let params = [
+            ("type", "1".to_string()),
+            ("vhost", crate::node::rtp_servers::VHOST.to_string()),
+            ("app", "rtp".to_string()),
+            ("stream", stream_id.clone()),
+            ("stream_id", stream_id),
+        ];
         if let Err(error) = nodes.call(node, name, &params).await {
             tracing::warn!(node, call = name, ssrc, %error, "media node call for a download failed");
         }

@@ -4,9 +4,9 @@
 //! `proto::sip::endpoint`; this file only moves bytes, time and results.
 
 pub mod downloads;
+pub mod events;
 pub mod ha;
 pub mod nodes;
-pub mod events;
 pub mod store;
 mod tcp;
 pub mod webhooks;
@@ -18,7 +18,8 @@ use crate::proto::sip::endpoint::{
 use crate::proto::sip::manscdp::Preset;
 use crate::proto::sip::mansrtsp::PlaybackAction;
 use crate::shard::Shard;
-use crate::shard::msg::{OpenError, PlaybackChange, StreamSpec};
+use crate::shard::msg::{Expectation, OpenError, PlaybackChange, StreamSpec};
+use crate::shard::source::SourceRule;
 use crate::shard::unix_ms;
 use futures_channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -107,6 +108,9 @@ pub struct Control {
     /// Each channel's presets as its PresetQuery answer listed them, kept up to date by set
     /// and delete (at most `PRESET_LISTS_MAX` channels).
     presets: RefCell<HashMap<(String, String), Vec<Preset>>>,
+    /// Sessions' streams that have taken no packet yet, and why (from the latest session
+    /// check): what a session's stop event and `GET /api/sessions` tell the operator.
+    no_media: RefCell<HashMap<u32, String>>,
     pub downloads: downloads::Downloads,
     pub events: Rc<events::EventHub>,
     wake: LocalSender<()>,
@@ -202,6 +206,7 @@ impl Control {
             record_waiters: RefCell::new(HashMap::new()),
             ask_waiters: RefCell::new(HashMap::new()),
             presets: RefCell::new(HashMap::new()),
+            no_media: RefCell::new(HashMap::new()),
             downloads: downloads::Downloads::default(),
             events: events.clone(),
             wake,
@@ -380,7 +385,16 @@ impl Control {
             }
             Event::SessionEnded { device_id, channel_id, ssrc, kind, reason } => {
                 tracing::info!(device_id, channel_id, ssrc, kind = kind.name(), reason = reason.as_str(), "play stopped");
-                let data = serde_json::json!({ "stream_id": crate::proto::ssrc::stream_id(ssrc), "kind": kind.name(), "why": reason.as_str() });
+                // A stream closed for idleness without ever taking a packet: say why.
+                let no_media = self.no_media.borrow_mut().remove(&ssrc).filter(|_| reason == crate::proto::sip::endpoint::EndReason::StreamGone);
+                let why = match &no_media {
+                    Some(no_media) => format!("no media in {} s: {no_media}", self.shard.config.rtp.idle_timeout_s),
+                    None => reason.as_str().to_string(),
+                };
+                if let Some(no_media) = &no_media {
+                    tracing::warn!(device_id, channel_id, ssrc, no_media, "play stopped: the stream never got media");
+                }
+                let data = serde_json::json!({ "stream_id": crate::proto::ssrc::stream_id(ssrc), "kind": kind.name(), "why": why });
                 self.events.publish("stream_stopped", Some(&device_id), Some(&channel_id), data);
                 if !self.downloads.session_ended(ssrc, reason) {
                     self.close_stream_later(ssrc);
@@ -414,15 +428,22 @@ impl Control {
         }
     }
 
-    /// The stream takes the SSRC the device answered too.
-    fn expect_media_ssrc(self: &Rc<Self>, ssrc: u32, device_ssrc: u32) -> std::pin::Pin<Box<dyn Future<Output = bool>>> {
+    /// The stream takes what the device's answer says: the SSRC it named, media from its
+    /// addresses.
+    fn expect_media(self: &Rc<Self>, ssrc: u32, expect: Expectation) -> std::pin::Pin<Box<dyn Future<Output = bool>>> {
         match self.nodes.as_ref().and_then(|n| n.placement(ssrc)) {
-            None => Box::pin(self.shard.expect_ssrc(ssrc, device_ssrc)),
+            None => Box::pin(self.shard.expect(ssrc, expect)),
             Some(placement) => {
                 let me = self.clone();
                 Box::pin(async move {
                     let Some(nodes) = &me.nodes else { return false };
-                    let params = [("app", "rtp".to_string()), ("stream_id", crate::proto::ssrc::stream_id(ssrc)), ("ssrc", device_ssrc.to_string())];
+                    let sources = expect.rule.as_ref().map(|r| r.nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
+                    let mut params = vec![
+                        ("app", "rtp".to_string()),
+                        ("stream_id", crate::proto::ssrc::stream_id(ssrc)),
+                        ("ssrc", expect.device_ssrc.unwrap_or(ssrc).to_string()),
+                    ];
+                    params.extend(sources.map(|s| ("expect_source", s)));
                     nodes.call(&placement.node, "updateRtpServerSSRC", &params).await.is_ok()
                 })
             }
@@ -435,10 +456,20 @@ impl Control {
             None => self.shard.connect_tcp(ssrc, addr).await,
             Some(placement) => {
                 let nodes = self.nodes.as_ref().expect("placed, so nodes");
-                let params = [("app", "rtp".to_string()), ("stream_id", crate::proto::ssrc::stream_id(ssrc)), ("dst_url", addr.ip().to_string()), ("dst_port", addr.port().to_string())];
+                let params = [
+                    ("app", "rtp".to_string()),
+                    ("stream_id", crate::proto::ssrc::stream_id(ssrc)),
+                    ("dst_url", addr.ip().to_string()),
+                    ("dst_port", addr.port().to_string()),
+                ];
                 nodes.call(&placement.node, "connectRtpServer", &params).await.map(drop)
             }
         }
+    }
+
+    /// Why a session's stream has no media yet, as of the latest session check.
+    pub fn no_media(&self, ssrc: u32) -> Option<String> {
+        self.no_media.borrow().get(&ssrc).cloned()
     }
 
     /// Where a session's stream lives when it is not on this process.
@@ -456,18 +487,21 @@ impl Control {
         tracing::info!(device_id = %session.device_id, channel_id = %session.channel_id, stream_id = %session.stream_id, "play started");
         let data = serde_json::json!({ "stream_id": session.stream_id, "kind": session.kind, "transport": session.transport });
         self.events.publish("stream_started", Some(&session.device_id), Some(&session.channel_id), data);
-        // The stream takes only its SSRCs: the device's answer, when another, joins them. Asked
-        // now, from the drain, so it is queued before the ACK leaves and the device sends.
-        let expected = session.device_ssrc.filter(|d| *d != session.ssrc).map(|device_ssrc| {
+        // The stream takes only its SSRCs (the device's answer, when another, joins them) and
+        // media only from the device (its answer's address joins its signalling one; for TCP
+        // active the address dialled). Asked now, from the drain, so it is queued before the
+        // ACK leaves and the device sends.
+        let device_ssrc = session.device_ssrc.filter(|d| *d != session.ssrc);
+        if let Some(device_ssrc) = device_ssrc {
             tracing::info!(device_id = %session.device_id, ssrc = session.ssrc, device_ssrc, "device answered another SSRC; following it");
-            self.expect_media_ssrc(session.ssrc, device_ssrc)
-        });
+        }
+        let from: Vec<std::net::IpAddr> = session.media_from.iter().copied().chain(media.map(|m| m.ip())).collect();
+        let rule = SourceRule::device(&from, self.shard.config.sip.learns_ssrc(&session.device_id));
+        let expected = self.expect_media(session.ssrc, Expectation { device_ssrc, rule: Some(rule) });
         let me = self.clone();
         glommio::spawn_local(async move {
-            if let Some(expected) = expected
-                && !expected.await
-            {
-                tracing::warn!(device_id = %session.device_id, ssrc = session.ssrc, "the stream did not take the device's SSRC; its packets will be dropped");
+            if !expected.await {
+                tracing::warn!(device_id = %session.device_id, ssrc = session.ssrc, "the stream did not take the device's answer (SSRC, addresses); its packets may be dropped");
             }
             // TCP active: connect to the device's media port before anyone is told it plays.
             let Some(addr) = media else { return me.resolve(handle, Ok(*session)) };
@@ -527,7 +561,8 @@ impl Control {
             }
             // Detached: a caller that goes away must not leave the play half-opened.
             (PlayStart::Open(_), None) => {
-                glommio::spawn_local(self.clone().open_media(handle, kind, transport, channel_id.to_string())).detach();
+                let source = self.device_source(device_id);
+                glommio::spawn_local(self.clone().open_media(handle, kind, transport, channel_id.to_string(), source)).detach();
             }
             _ => {}
         }
@@ -536,10 +571,10 @@ impl Control {
 
     /// Opens the stream for a new play on the shard its SSRC hashes to (or, role control, on
     /// the least-loaded media node), then INVITEs.
-    async fn open_media(self: Rc<Self>, handle: PlayHandle, kind: PlayKind, transport: MediaTransport, channel_id: String) {
+    async fn open_media(self: Rc<Self>, handle: PlayHandle, kind: PlayKind, transport: MediaTransport, channel_id: String, source: SourceRule) {
         let opened = match &self.nodes {
-            Some(nodes) => self.open_on_node(nodes, kind, transport).await,
-            None => self.open_new_stream(kind, &channel_id, crate::shard::unix_ms()).await.map(|(ssrc, port)| (ssrc, port, None)),
+            Some(nodes) => self.open_on_node(nodes, kind, transport, &source).await,
+            None => self.open_new_stream(kind, &channel_id, crate::shard::unix_ms(), source).await.map(|(ssrc, port)| (ssrc, port, None)),
         };
         match opened {
             // The stream's own port, or the single port every stream shares (UDP and TCP).
@@ -550,7 +585,20 @@ impl Control {
 
     /// Opens the stream on the least-loaded media node (`openRtpServer`): (ssrc, port, its
     /// media address).
-    async fn open_on_node(&self, nodes: &nodes::MediaNodes, kind: PlayKind, transport: MediaTransport) -> Result<(u32, u16, Option<String>), PlayError> {
+    /// Whom a device's stream takes media from until its answer says more: the device's
+    /// signalling address (media bound to the device, not to whoever sends first).
+    pub(crate) fn device_source(&self, device_id: &str) -> SourceRule {
+        let signalling = self.endpoint().device(device_id).and_then(|d| d.binding).map(|p| p.addr().ip());
+        SourceRule::device(signalling.as_slice(), self.shard.config.sip.learns_ssrc(device_id))
+    }
+
+    async fn open_on_node(
+        &self,
+        nodes: &nodes::MediaNodes,
+        kind: PlayKind,
+        transport: MediaTransport,
+        source: &SourceRule,
+    ) -> Result<(u32, u16, Option<String>), PlayError> {
         let placement = nodes.choose().ok_or_else(|| PlayError::NoPort("no media node is up and not draining".into()))?;
         let ssrc = self.endpoint.borrow_mut().next_ssrc(kind);
         let tcp_mode = match transport {
@@ -566,6 +614,9 @@ impl Control {
             ("ssrc", ssrc.to_string()),
             // A download is recorded from its first frame (gmv nodes; ZLMediaKit's on_publish).
             ("enable_mp4", u8::from(matches!(kind, PlayKind::Download { .. })).to_string()),
+            // gmv nodes take media from the device only (ZLMediaKit ignores both).
+            ("expect_source", source.nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")),
+            ("learn_ssrc", u8::from(source.learn_ssrc).to_string()),
         ];
         nodes.opening(ssrc);
         let answer = nodes.call(&placement.node, "openRtpServer", &params).await;
@@ -578,11 +629,11 @@ impl Control {
     }
 
     /// A stream for `channel_id` under a fresh SSRC on its owning shard: (ssrc, port).
-    async fn open_new_stream(&self, kind: PlayKind, channel_id: &str, created_ms: u64) -> Result<(u32, u16), PlayError> {
+    async fn open_new_stream(&self, kind: PlayKind, channel_id: &str, created_ms: u64, source: SourceRule) -> Result<(u32, u16), PlayError> {
         for _ in 0..SSRC_ATTEMPTS_MAX {
             let ssrc = self.endpoint.borrow_mut().next_ssrc(kind);
             let history = downloads::history_spec(ssrc, kind, created_ms);
-            let spec = StreamSpec { ssrc, port: None, sdp: None, is_static: false, unsolicited: false, any_ssrc: false, history, channel_id: Some(channel_id.to_string()) };
+            let spec = StreamSpec { ssrc, history, channel_id: Some(channel_id.to_string()), source: source.clone(), ..Default::default() };
             match self.shard.open_stream(spec).await {
                 Ok(info) => return Ok((ssrc, info.port)),
                 Err(OpenError::Exists) => continue,
@@ -803,12 +854,32 @@ impl Control {
                     }
                     seen.uses.into_iter().map(|(ssrc, in_use)| StreamUse { ssrc, in_use }).collect()
                 }
-                // HLS viewers and a recording use a stream as much as FLV viewers do.
-                None => self.shard.list_streams().await.iter().map(|s| StreamUse { ssrc: s.ssrc, in_use: s.subscribers > 0 || s.hls || s.recording }).collect(),
+                None => {
+                    let listed = self.shard.list_streams().await;
+                    self.note_no_media(&listed);
+                    // HLS viewers and a recording use a stream as much as FLV viewers do.
+                    listed.iter().map(|s| StreamUse { ssrc: s.ssrc, in_use: s.subscribers > 0 || s.hls || s.recording }).collect()
+                }
             };
             self.command(Command::StreamsSeen { listed_at, streams });
             self.counters.borrow_mut().session_checks += 1;
         }
+    }
+
+    /// Keeps why sessions' streams have no media yet, from a listing of the streams. A stream
+    /// gone since (closed for idleness) keeps its last word for the session's stop event,
+    /// which the check of this listing is about to make.
+    fn note_no_media(&self, listed: &[crate::shard::msg::StreamInfo]) {
+        let sessions: std::collections::HashSet<u32> = self.endpoint().sessions().map(|s| s.ssrc).collect();
+        let waiting = listed.iter().filter(|s| sessions.contains(&s.ssrc)).filter_map(|s| Some((s.ssrc, s.no_media.clone()?)));
+        let mut no_media: HashMap<u32, String> = waiting.collect();
+        let alive: std::collections::HashSet<u32> = listed.iter().map(|s| s.ssrc).collect();
+        for (ssrc, why) in self.no_media.borrow_mut().drain() {
+            if sessions.contains(&ssrc) && !alive.contains(&ssrc) {
+                no_media.insert(ssrc, why);
+            }
+        }
+        *self.no_media.borrow_mut() = no_media;
     }
 
     async fn persist_loop(self: Rc<Self>) {

@@ -223,6 +223,26 @@ fn json_ssrc(v: &Value) -> Option<Option<u32>> {
     }
 }
 
+/// `source`: where the stream takes media from, an address or range (`"10.0.0.8"`,
+/// `"10.0.0.0/24"`) or a list of them; absent: the first sender locks the stream.
+fn source_rule(v: Option<&Value>) -> Result<crate::shard::source::SourceRule, String> {
+    use crate::shard::source::{SOURCE_NETS_MAX, SourceRule};
+    let items: Vec<&Value> = match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list.iter().collect(),
+        Some(one) => vec![one],
+    };
+    if items.len() > SOURCE_NETS_MAX {
+        return Err(format!("source takes at most {SOURCE_NETS_MAX} addresses or ranges"));
+    }
+    let mut nets = Vec::with_capacity(items.len());
+    for item in items {
+        let text = item.as_str().ok_or("source must be an address or range (\"10.0.0.8\", \"10.0.0.0/24\") or a list of them")?;
+        nets.push(crate::proto::ipnet::IpNet::parse(text).map_err(|e| format!("source {text:?}: {e}"))?);
+    }
+    Ok(SourceRule { nets, learn_ssrc: false })
+}
+
 async fn create_stream(shard: &Shard, head: &RequestHead, body: &[u8]) -> (u16, Value) {
     let bad = |m: &str| (400, json!({ "code": "bad_request", "message": m }));
     let req: Value = if body.is_empty() {
@@ -256,20 +276,21 @@ async fn create_stream(shard: &Shard, head: &RequestHead, body: &[u8]) -> (u16, 
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return bad("sdp must be a string"),
     };
+    let source = match source_rule(req.get("source")) {
+        Ok(rule) => rule,
+        Err(m) => return bad(&m),
+    };
     let sdp_ssrc = sdp.as_deref().and_then(|s| crate::proto::sdp::Sdp::parse(s.as_bytes()).ok()).and_then(|s| s.ssrc());
     let fixed = ssrc.or(sdp_ssrc);
     let attempts = if fixed.is_some() { 1 } else { SSRC_PICK_ATTEMPTS };
     let mut result = Err(OpenError::Exists);
-    for attempt in 0..attempts {
+    for _ in 0..attempts {
         let spec = StreamSpec {
-            ssrc: fixed.unwrap_or_else(|| crate::shard::service::random_ssrc(attempt)),
+            ssrc: fixed.unwrap_or_else(|| crate::shard::service::random_ssrc()),
             port,
             sdp: sdp.clone(),
-            is_static: false,
-            unsolicited: false,
-            any_ssrc: false,
-            history: None,
-            channel_id: None,
+            source: source.clone(),
+            ..Default::default()
         };
         result = shard.open_stream(spec).await;
         if result != Err(OpenError::Exists) {
@@ -302,7 +323,10 @@ fn redacted_config(config: &crate::config::Config) -> Value {
     for w in &mut c.webhooks {
         w.secret = "(secret)".into();
     }
-    for secret in std::iter::once(&mut c.node.secret).chain(std::iter::once(&mut c.node.announce_secret)).chain(c.node.media_nodes.iter_mut().map(|n| &mut n.secret)) {
+    for secret in std::iter::once(&mut c.node.secret)
+        .chain(std::iter::once(&mut c.node.announce_secret))
+        .chain(c.node.media_nodes.iter_mut().map(|n| &mut n.secret))
+    {
         if !secret.is_empty() {
             *secret = "(secret)".into();
         }
@@ -317,7 +341,10 @@ mod tests {
     fn postgres_passwords_are_redacted_in_both_forms() {
         let r = super::redact_postgres;
         assert_eq!(r("postgres://gmv:hunter2@10.0.0.5:5432/gmv"), "postgres://gmv:(secret)@10.0.0.5:5432/gmv");
-        assert_eq!(r("postgresql://gmv:p%40ss@db/gmv?sslmode=disable&password=x"), "postgresql://gmv:(secret)@db/gmv?sslmode=disable&password=(secret)");
+        assert_eq!(
+            r("postgresql://gmv:p%40ss@db/gmv?sslmode=disable&password=x"),
+            "postgresql://gmv:(secret)@db/gmv?sslmode=disable&password=(secret)"
+        );
         assert_eq!(r("host=db user=gmv password=hunter2 dbname=gmv"), "host=db user=gmv password=(secret) dbname=gmv");
         assert_eq!(r("postgres://gmv@db/gmv"), "postgres://gmv@db/gmv");
         assert_eq!(r(""), "");

@@ -292,7 +292,18 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
         },
         ("POST", ["api", "devices", id, "channels", ch, "keyframe"]) => send_control(control, id, ch, DeviceCommand::KeyFrame).await,
         ("POST", ["api", "devices", id, "reboot"]) => send_control(control, id, id, DeviceCommand::Reboot).await,
-        ("GET", ["api", "sessions"]) => (200, json!({ "sessions": control.endpoint().sessions().collect::<Vec<_>>() })),
+        ("GET", ["api", "sessions"]) => {
+            let sessions: Vec<Value> = control
+                .endpoint()
+                .sessions()
+                .map(|s| {
+                    let mut v = json!(s);
+                    v["no_media"] = json!(control.no_media(s.ssrc));
+                    v
+                })
+                .collect();
+            (200, json!({ "sessions": sessions }))
+        }
         ("GET", ["api", "sip"]) => (
             200,
             json!({

@@ -3,11 +3,13 @@
 //! codes (recorded from a real MediaServer: `../shared/corpus/zlm/`). Calls gmv cannot do are
 //! answered in the same error shape, saying why.
 
+use super::Node;
 use super::rtp_servers::{OpenRefused, Publish, RtpServer, TcpMode};
 use super::zlm::{self, code};
-use super::Node;
+use crate::proto::ipnet::IpNet;
+use crate::shard::msg::{Expectation, OpenError, PlaybackChange, StreamSpec};
+use crate::shard::source::{SOURCE_NETS_MAX, SourceRule};
 use crate::shard::unix_s;
-use crate::shard::msg::{OpenError, PlaybackChange, StreamSpec};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -63,8 +65,8 @@ fn secret_ok(node: &Node, given: Option<&String>) -> bool {
 /// The `-100` answer, with 32 hex digits of cookie as ZLMediaKit gives one (gmv keeps no
 /// login sessions: the value means nothing).
 fn login_first() -> Value {
-    let random = |i| crate::shard::service::random_ssrc(i);
-    let cookie = format!("{:08x}{:016x}{:08x}", random(0), unix_s(), random(1));
+    let random = crate::shard::service::random_ssrc;
+    let cookie = format!("{:08x}{:016x}{:08x}", random(), unix_s(), random());
     json!({ "code": code::AUTH, "cookie": cookie, "msg": "Please login first" })
 }
 
@@ -124,7 +126,7 @@ pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
             if list.is_empty() { ok() } else { json!({ "code": code::OK, "data": list }) }
         }
         "getRtpInfo" => get_rtp_info(node, get("stream_id").unwrap_or("")).await,
-        "updateRtpServerSSRC" => update_ssrc(node, get("stream_id").unwrap_or(""), get("ssrc")).await,
+        "updateRtpServerSSRC" => update_ssrc(node, get("stream_id").unwrap_or(""), get("ssrc"), get("expect_source")).await,
         "connectRtpServer" => connect(node, get("stream_id").unwrap_or(""), get("dst_url"), get("dst_port")).await,
         "pauseRtpCheck" | "resumeRtpCheck" => pause_check(node, get("stream_id").unwrap_or(""), name == "pauseRtpCheck").await,
         "getMediaList" => {
@@ -210,7 +212,9 @@ fn set_server_config(node: &Node, p: &Params) -> Value {
             let applied = match key.as_str() {
                 "hook.enable" => Some(std::mem::replace(&mut targets.enabled, value == "1") != (value == "1")),
                 "hook.timeoutSec" => secs(value).map(|d| std::mem::replace(&mut targets.timeout, d) != d),
-                "hook.retry" => value.parse::<u32>().ok().filter(|r| *r <= crate::outbound::RETRIES_MAX).map(|r| std::mem::replace(&mut targets.retry, r) != r),
+                "hook.retry" => {
+                    value.parse::<u32>().ok().filter(|r| *r <= crate::outbound::RETRIES_MAX).map(|r| std::mem::replace(&mut targets.retry, r) != r)
+                }
                 "hook.retry_delay" => secs(value).map(|d| std::mem::replace(&mut targets.retry_delay, d) != d),
                 "hook.alive_interval" => secs(value).map(|d| std::mem::replace(&mut t.keepalive, d) != d),
                 "general.streamNoneReaderDelayMS" => ms(value).map(|d| std::mem::replace(&mut t.none_reader_delay, d) != d),
@@ -250,18 +254,25 @@ async fn open_rtp_server(node: &Node, p: &Params) -> Value {
             Err(_) => return zlm::error(code::ARGS, "ssrc must be a 32-bit number"),
         },
     };
+    // gmv's parameters (ZLMediaKit ignores them): the device's addresses, its SSRC learned.
+    let source = match expect_source(p.get("expect_source").map(String::as_str), p.get("learn_ssrc").is_some_and(|v| v == "1")) {
+        Ok(rule) => rule,
+        Err(why) => return zlm::error(code::ARGS, &why),
+    };
     match node.servers.borrow().may_open(stream_id, &app) {
         Ok(()) => {}
         Err(OpenRefused::Exists) => return zlm::error(code::ARGS, "This stream already exists"),
         Err(OpenRefused::BadName) => return zlm::error(code::ARGS, "stream_id and app must be 1..128 printable characters without '/'"),
-        Err(OpenRefused::Full) => return zlm::error(code::FAILED, &format!("this node holds {} RTP servers, its most", super::rtp_servers::RTP_SERVERS_MAX)),
+        Err(OpenRefused::Full) => {
+            return zlm::error(code::FAILED, &format!("this node holds {} RTP servers, its most", super::rtp_servers::RTP_SERVERS_MAX));
+        }
     }
     let attempts = if ssrc != 0 { 1 } else { KEY_PICK_ATTEMPTS };
     let mut opened = Err(OpenError::Exists);
     let mut key = ssrc;
-    for attempt in 0..attempts {
-        key = if ssrc != 0 { ssrc } else { crate::shard::service::random_ssrc(attempt) };
-        let spec = StreamSpec { ssrc: key, port: (port != 0).then_some(port), any_ssrc: ssrc == 0, ..Default::default() };
+    for _ in 0..attempts {
+        key = if ssrc != 0 { ssrc } else { crate::shard::service::random_ssrc() };
+        let spec = StreamSpec { ssrc: key, port: (port != 0).then_some(port), any_ssrc: ssrc == 0, source: source.clone(), ..Default::default() };
         opened = node.shard.open_stream(spec).await;
         if opened != Err(OpenError::Exists) {
             break;
@@ -291,6 +302,7 @@ async fn open_rtp_server(node: &Node, p: &Params) -> Value {
         opened_ssrc: ssrc,
         only_track: p.get("only_track").and_then(|v| v.parse().ok()).unwrap_or(0),
         re_use_port: p.get("re_use_port").is_some_and(|v| v == "1"),
+        learn_ssrc: source.learn_ssrc,
         opened: Instant::now(),
         publish: Publish::Waiting,
         check_paused: false,
@@ -326,11 +338,30 @@ async fn get_rtp_info(node: &Node, stream_id: &str) -> Value {
     }
 }
 
-async fn update_ssrc(node: &Node, stream_id: &str, ssrc: Option<&str>) -> Value {
+/// `expect_source`: comma-separated addresses or ranges media is taken from (absent: anyone).
+fn expect_source(list: Option<&str>, learn_ssrc: bool) -> Result<SourceRule, String> {
+    let mut nets = Vec::new();
+    for item in list.unwrap_or("").split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        if nets.len() >= SOURCE_NETS_MAX {
+            return Err(format!("expect_source takes at most {SOURCE_NETS_MAX} addresses"));
+        }
+        nets.push(IpNet::parse(item).map_err(|e| format!("expect_source {item:?}: {e}"))?);
+    }
+    Ok(SourceRule { nets, learn_ssrc })
+}
+
+async fn update_ssrc(node: &Node, stream_id: &str, ssrc: Option<&str>, source: Option<&str>) -> Value {
     let Some(ssrc) = ssrc else { return zlm::missing(&["ssrc", "stream_id"]) };
     let Ok(ssrc) = ssrc.parse::<u32>() else { return zlm::error(code::ARGS, "ssrc must be a 32-bit number") };
     let Some(s) = server(node, stream_id) else { return zlm::error(code::NOT_FOUND, "RtpServer not found by stream_id") };
-    if !node.shard.expect_ssrc(s.key, ssrc).await {
+    // A rule given here keeps the learning the stream was opened with.
+    let rule = match source.map(|list| expect_source(Some(list), s.learn_ssrc)) {
+        Some(Err(why)) => return zlm::error(code::ARGS, &why),
+        Some(Ok(rule)) => Some(rule),
+        None => None,
+    };
+    let expect = Expectation { device_ssrc: Some(ssrc).filter(|d| *d != s.key), rule };
+    if !node.shard.expect(s.key, expect).await {
         return zlm::error(code::NOT_FOUND, "RtpServer not found by stream_id");
     }
     if let Some(s) = node.servers.borrow_mut().get_mut(stream_id) {
@@ -345,7 +376,8 @@ async fn connect(node: &Node, stream_id: &str, url: Option<&str>, port: Option<&
     let Ok(port) = port.parse::<u16>() else { return zlm::error(code::ARGS, "dst_port must be a port") };
     let target = format!("{url}:{port}");
     // A host name resolves on a blocking thread.
-    let Some(addr) = glommio::executor().spawn_blocking(move || std::net::ToSocketAddrs::to_socket_addrs(&target).ok().and_then(|mut a| a.next())).await
+    let Some(addr) =
+        glommio::executor().spawn_blocking(move || std::net::ToSocketAddrs::to_socket_addrs(&target).ok().and_then(|mut a| a.next())).await
     else {
         return zlm::error(code::FAILED, &format!("cannot resolve {url}"));
     };

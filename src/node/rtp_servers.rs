@@ -59,6 +59,8 @@ pub struct RtpServer {
     pub opened_ssrc: u32,
     pub only_track: u8,
     pub re_use_port: bool,
+    /// Opened with `learn_ssrc=1` (gmv's parameter): an `expect_source` given later keeps it.
+    pub learn_ssrc: bool,
     pub opened: Instant,
     pub publish: Publish,
     /// `pauseRtpCheck`: no timeout until `resumeRtpCheck`.
@@ -240,6 +242,7 @@ mod tests {
             opened_ssrc: key,
             only_track: 0,
             re_use_port: false,
+            learn_ssrc: false,
             opened: at,
             publish: Publish::Waiting,
             check_paused: false,
@@ -269,7 +272,10 @@ mod tests {
         s.insert(server("a", 1, t0));
         let quiet = |packets| move |_| Some(StreamView { packets, ready: true, quiet_ms: 0, readers: 0 });
         assert!(s.tick(t0, t0, TIMING, quiet(0)).is_empty(), "no packet: nothing");
-        assert!(s.tick(t0, t0, TIMING, |_| Some(StreamView { packets: 5, ready: false, quiet_ms: 0, readers: 0 })).is_empty(), "tracks not known yet");
+        assert!(
+            s.tick(t0, t0, TIMING, |_| Some(StreamView { packets: 5, ready: false, quiet_ms: 0, readers: 0 })).is_empty(),
+            "tracks not known yet"
+        );
         let a = s.tick(t0, t0, TIMING, quiet(5));
         assert!(matches!(&a[..], [Action::AskPublish { stream_id }] if stream_id == "a"));
         assert!(s.tick(t0, t0, TIMING, quiet(9)).is_empty(), "asked once");
@@ -303,7 +309,8 @@ mod tests {
             _ => Some(StreamView { packets: 0, ready: false, quiet_ms: 15_000, readers: 0 }),
         };
         let a = s.tick(t0, t0, TIMING, view);
-        let gone: Vec<_> = a.iter().filter_map(|a| if let Action::TimedOut { server } = a { Some(server.stream_id.as_str()) } else { None }).collect();
+        let gone: Vec<_> =
+            a.iter().filter_map(|a| if let Action::TimedOut { server } = a { Some(server.stream_id.as_str()) } else { None }).collect();
         assert_eq!(gone, ["a", "c"]);
         assert_eq!(s.len(), 1, "the paused one stays");
     }

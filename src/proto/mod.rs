@@ -7,6 +7,7 @@ pub mod flv;
 pub mod frame;
 pub mod h26x;
 pub mod hls;
+pub mod ipnet;
 pub mod mp4;
 pub mod mp4_read;
 pub mod ps;

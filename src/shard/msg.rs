@@ -36,11 +36,23 @@ pub struct StreamSpec {
     /// Takes the first SSRC that arrives (a node API `openRtpServer` without `ssrc`); such a
     /// stream has a port of its own even when `rtp.port` is set (the single port routes by SSRC).
     pub any_ssrc: bool,
+    /// Whom it takes media from: a device's stream only from the device's addresses (and, on
+    /// the single port, an SSRC the device chose learned from them); others from anyone.
+    pub source: super::source::SourceRule,
     /// The GB28181 channel it carries (kept in recording sidecars for the channel timeline).
     pub channel_id: Option<String>,
     /// A device recording played back or downloaded (retimed; a download is written to
     /// `data_dir/downloads/{stem}.mp4` and lives until the control plane closes it).
     pub history: Option<History>,
+}
+
+/// What a device's answer tells its stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expectation {
+    /// The SSRC it said it sends (`y=`), when another than offered.
+    pub device_ssrc: Option<u32>,
+    /// Where its media comes from (its signalling and SDP addresses).
+    pub rule: Option<super::source::SourceRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -105,6 +117,12 @@ pub struct StreamInfo {
     pub foreign_packets: u64,
     /// SSRC changes followed (from the locked source, after a run of packets).
     pub ssrc_changes: u64,
+    /// SSRCs taken from a device that sent another than it was offered.
+    pub ssrc_learned: u64,
+    /// Where media is taken from ("anywhere", or the device's addresses).
+    pub source: String,
+    /// While no packet was taken: why, in words an operator can act on.
+    pub no_media: Option<String>,
     /// Pictures leave on the RTP marker instead of one frame later (see `AuAssembler`).
     pub low_latency: bool,
     /// HLS segments are being made (someone asked for the playlist recently).
@@ -189,12 +207,25 @@ pub enum ShardMsg {
         ssrc: u32,
         reply: oneshot::Sender<Result<bytes::Bytes, String>>,
     },
-    /// The device answered `device_ssrc` for the stream `ssrc`: take it too. Replies whether
-    /// the stream exists.
-    ExpectSsrc {
+    /// The device answered for the stream `ssrc`: take the SSRC it named too, and media from
+    /// where its answer says (see `Expectation`). Replies whether the stream exists.
+    Expect {
         ssrc: u32,
-        device_ssrc: u32,
+        expect: Expectation,
         reply: oneshot::Sender<bool>,
+    },
+    /// Single port: a stream of `shard` waits for the first packet from `ip` (a device that
+    /// may send another SSRC than offered). Unknown SSRCs from there go to it: to learn when
+    /// `learn`, else a few, so it can say what arrives.
+    Learner {
+        ip: std::net::IpAddr,
+        stream_ssrc: u32,
+        shard: usize,
+        learn: bool,
+    },
+    /// The stream took its first packet, or closed: it waits no more.
+    Unlearner {
+        stream_ssrc: u32,
     },
     /// A playback was paused, resumed, seeked or sped up; replies whether the stream exists.
     Playback {

@@ -1,13 +1,32 @@
 //! Per-shard RTP port range: each shard hands out ports from its own slice, so no coordination.
+//! Which free port a stream gets is drawn unpredictably (someone who saw one stream's port
+//! cannot aim at the next one's), and a port just given back waits behind the others (the
+//! camera that used it may still be sending).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::ops::RangeInclusive;
+
+/// Ports given back recently, handed out again only when no other is free.
+const RECENT_PORTS_MAX: usize = 256;
 
 #[derive(Debug)]
 pub struct PortPool {
     range: RangeInclusive<u16>,
-    next: u16,
     used: HashSet<u16>,
+    /// Given back, oldest first (at most `RECENT_PORTS_MAX`, and half the range).
+    recent: VecDeque<u16>,
+}
+
+/// A number nobody outside this process can predict: SipHash under the process's random keys
+/// (std's `RandomState`, seeded from the OS), over a counter and the time.
+pub fn unpredictable_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
 }
 
 impl PortPool {
@@ -17,29 +36,41 @@ impl PortPool {
         let span = (total / shards.max(1)).max(1);
         let lo = (usize::from(min) + span * shard).min(usize::from(max)) as u16;
         let hi = if shard + 1 >= shards { max } else { (usize::from(lo) + span - 1).min(usize::from(max)) as u16 };
-        PortPool { range: lo..=hi, next: lo, used: HashSet::new() }
+        PortPool { range: lo..=hi, used: HashSet::new(), recent: VecDeque::new() }
     }
 
     pub fn range(&self) -> RangeInclusive<u16> {
         self.range.clone()
     }
 
-    /// Candidate ports not in use, starting after the last one handed out (so a just-freed
-    /// port is not reused at once while the camera may still send to it).
-    pub fn candidates(&self) -> impl Iterator<Item = u16> + '_ {
+    /// Candidate ports not in use: from a point `draw` picks in the range on (wrapping), the
+    /// recently given back ones last.
+    pub fn candidates(&self, draw: u64) -> impl Iterator<Item = u16> + '_ {
         let (lo, hi) = (*self.range.start(), *self.range.end());
-        (self.next..=hi).chain(lo..self.next).filter(|p| !self.used.contains(p))
+        let span = u64::from(hi - lo) + 1;
+        let start = lo + (draw % span) as u16;
+        let fresh = (start..=hi).chain(lo..start).filter(|p| !self.used.contains(p) && !self.recent.contains(p));
+        fresh.chain(self.recent.iter().copied().filter(|p| !self.used.contains(p)))
     }
 
     pub fn take(&mut self, port: u16) {
         self.used.insert(port);
-        if self.range.contains(&port) {
-            self.next = if port == *self.range.end() { *self.range.start() } else { port + 1 };
-        }
+        self.recent.retain(|p| *p != port);
     }
 
     pub fn release(&mut self, port: u16) {
-        self.used.remove(&port);
+        if !self.used.remove(&port) || !self.range.contains(&port) {
+            return;
+        }
+        let span = usize::from(self.range.end() - self.range.start()) + 1;
+        let keep = RECENT_PORTS_MAX.min(span / 2);
+        if keep == 0 {
+            return;
+        }
+        if self.recent.len() >= keep {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(port);
     }
 
     pub fn in_use(&self, port: u16) -> bool {
@@ -73,16 +104,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn splits_range_and_rotates() {
+    fn splits_range_and_draws() {
         let a = PortPool::for_shard(30000, 30009, 0, 3);
         let c = PortPool::for_shard(30000, 30009, 2, 3);
         assert_eq!(a.range(), 30000..=30002);
         assert_eq!(c.range(), 30006..=30009);
-        let mut p = PortPool::for_shard(30000, 30002, 0, 1);
+        let mut p = PortPool::for_shard(30000, 30003, 0, 1);
+        assert_eq!(p.candidates(2).collect::<Vec<_>>(), vec![30002, 30003, 30000, 30001], "from the drawn point, wrapping");
+        assert_eq!(p.candidates(5).next(), Some(30001));
         p.take(30000);
-        assert_eq!(p.candidates().next(), Some(30001));
         p.take(30001);
         p.release(30000);
-        assert_eq!(p.candidates().collect::<Vec<_>>(), vec![30002, 30000]);
+        assert_eq!(p.candidates(0).collect::<Vec<_>>(), vec![30002, 30003, 30000], "the port just given back comes last");
+        p.take(30000);
+        assert_eq!(p.candidates(0).collect::<Vec<_>>(), vec![30002, 30003]);
+    }
+
+    #[test]
+    fn draws_spread_over_the_range() {
+        let p = PortPool::for_shard(30000, 39999, 0, 1);
+        let firsts: HashSet<u16> = (0..100).map(|_| p.candidates(unpredictable_u64()).next().unwrap()).collect();
+        assert!(firsts.len() > 90, "{} distinct first ports of 100 draws", firsts.len());
     }
 }

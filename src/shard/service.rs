@@ -8,13 +8,9 @@ use super::msg::{OpenError, ShardMsg, StreamInfo, StreamSpec};
 const NO_ANSWER: &str = "owning shard did not answer";
 
 /// A fresh SSRC for a stream nobody named one for (10 decimal digits, leading 0: live).
-pub fn random_ssrc(attempt: usize) -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_usize(attempt);
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+pub fn random_ssrc() -> u32 {
     // GB28181 style: 10 decimal digits, leading 0 for live.
-    (h.finish() % 999_999_999) as u32 + 1
+    (super::ports::unpredictable_u64() % 999_999_999) as u32 + 1
 }
 
 impl Shard {
@@ -55,10 +51,11 @@ impl Shard {
         self.ask_owner(ssrc, |reply| ShardMsg::ConnectTcp { ssrc, addr, reply }).await.unwrap_or_else(|| Err(NO_ANSWER.into()))
     }
 
-    /// The stream also takes the SSRC the device answered in its SDP. The request is queued
-    /// at once (ahead of the ACK that makes the device send); the future says it is in force.
-    pub fn expect_ssrc(&self, ssrc: u32, device_ssrc: u32) -> impl Future<Output = bool> + use<> {
-        let queued = self.ask_now(super::owner_of(ssrc, self.media_shards), |reply| ShardMsg::ExpectSsrc { ssrc, device_ssrc, reply });
+    /// The stream also takes the SSRC the device answered in its SDP, and media from where the
+    /// answer says. The request is queued at once (ahead of the ACK that makes the device
+    /// send); the future says it is in force.
+    pub fn expect(&self, ssrc: u32, expect: super::msg::Expectation) -> impl Future<Output = bool> + use<> {
+        let queued = self.ask_now(super::owner_of(ssrc, self.media_shards), |reply| ShardMsg::Expect { ssrc, expect, reply });
         async move {
             match queued {
                 Some(rx) => rx.await.unwrap_or(false),
@@ -104,7 +101,7 @@ impl Shard {
     /// Opens the streams declared in the config; failures are logged, not fatal.
     pub async fn open_static_streams(&self) {
         for s in self.config.streams.clone() {
-            let spec = StreamSpec { ssrc: s.ssrc, port: s.port, sdp: s.sdp, is_static: true, unsolicited: false, any_ssrc: false, history: None, channel_id: None };
+            let spec = StreamSpec { ssrc: s.ssrc, port: s.port, sdp: s.sdp, is_static: true, ..Default::default() };
             if let Err(error) = self.open_stream(spec).await {
                 tracing::error!(ssrc = s.ssrc, ?error, "cannot open static stream");
             }

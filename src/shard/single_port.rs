@@ -4,12 +4,16 @@
 //! frame names its SSRC and the connection moves to the owning shard (an fd and the bytes read,
 //! in an owned message). A device that answered another SSRC than it was offered (`y=`) sends
 //! to that SSRC's shard; it forwards to the stream's (an alias, one message per datagram,
-//! dropped and counted when the queue is full). SSRCs no stream expects are dropped and counted,
-//! or with `rtp.accept_unknown_ssrc` open a stream of their own.
+//! dropped and counted when the queue is full). A device that ignores the offered SSRC sends
+//! one nobody announced: while a device's stream waits for its first packet, every shard knows
+//! the device's address (a learner), and an unknown SSRC from there becomes an alias of that
+//! stream, which learns it (only when one stream waits there: two channels of one NVR would be
+//! a guess). Other SSRCs no stream expects are dropped and counted, or with
+//! `rtp.accept_unknown_ssrc` open a stream of their own.
 
 use super::msg::{RtpTcpConn, ShardMsg, StreamSpec};
-use super::source::{Origin, rtp_ssrc};
 use super::recv_batch::{RecvBatch, copy_into_slab};
+use super::source::{Origin, rtp_ssrc};
 use super::stream::{Stream, UDP_DATAGRAM_BYTES_MAX, UDP_DATAGRAMS_PER_TURN_MAX, UDP_SLAB_BYTES, open_stream, track_tcp_conn};
 use super::{Shard, TurnBudget, owner_of};
 use crate::proto::rtp::RTP_PACKET_BYTES_MAX;
@@ -32,6 +36,14 @@ pub const TCP_PENDING_PER_SHARD_MAX: usize = 256;
 pub const UNKNOWN_SSRC_SHARD_STREAMS_MAX: usize = 4_096;
 /// SSRCs a shard forwards to streams on other shards (devices that answered another SSRC).
 pub const ALIASES_PER_SHARD_MAX: usize = 4_096;
+/// Streams waiting for their device's first packet, per shard (each stream is known to every
+/// shard); more are not learned from (logged).
+pub const LEARNERS_PER_SHARD_MAX: usize = 4_096;
+/// A learner its stream never took back (a lost message) is forgotten after this.
+pub const LEARNER_TTL: Duration = Duration::from_secs(120);
+/// Packets of an unknown SSRC shown to a stream that does not learn (`ssrc_check: strict`), so
+/// it can tell the operator what arrived.
+const NOTICES_PER_LEARNER_MAX: u32 = 4;
 /// Hand-offs of one TCP connection: to its SSRC's owner, and for an alias on to the stream's.
 const TCP_HOPS_MAX: u8 = 2;
 /// RFC 4571 length prefix.
@@ -56,6 +68,30 @@ pub struct SinglePortCounters {
     pub tcp_handed_over: u64,
     /// Closed before a first frame (timeout, garbage, too many pending, refused by the stream).
     pub tcp_dropped: u64,
+    /// Unknown SSRCs from a device whose stream waits: learned, shown (strict), or not learned
+    /// because several streams wait on that address.
+    pub learned: u64,
+    pub shown: u64,
+    pub ambiguous: u64,
+}
+
+struct Learner {
+    stream_ssrc: u32,
+    shard: usize,
+    learn: bool,
+    until: std::time::Instant,
+    notices: u32,
+}
+
+/// Where an unknown SSRC from a waiting device goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// To this stream, which learns it (an alias is kept).
+    Learn { stream_ssrc: u32, shard: usize },
+    /// To this stream, which refuses it but says what arrived.
+    Show { stream_ssrc: u32, shard: usize },
+    /// Several streams learn from that address: none is chosen.
+    Ambiguous,
 }
 
 #[derive(Default)]
@@ -64,6 +100,9 @@ pub struct SinglePort {
     tcp_pending: Cell<usize>,
     /// Device SSRC -> (stream SSRC, the stream's shard).
     aliases: RefCell<super::SsrcMap<(u32, usize)>>,
+    /// Device address -> streams waiting for its first packet, oldest first.
+    learners: RefCell<std::collections::HashMap<std::net::IpAddr, Vec<Learner>>>,
+    learner_count: Cell<usize>,
 }
 
 impl SinglePort {
@@ -88,6 +127,53 @@ impl SinglePort {
             return;
         }
         aliases.insert(device_ssrc, (stream_ssrc, shard));
+    }
+
+    /// A stream of `shard` waits for the first packet from `ip`.
+    pub fn add_learner(&self, ip: std::net::IpAddr, stream_ssrc: u32, shard: usize, learn: bool) {
+        let (ip, now) = (crate::proto::ipnet::canonical(ip), std::time::Instant::now());
+        let mut learners = self.learners.borrow_mut();
+        if self.learner_count.get() >= LEARNERS_PER_SHARD_MAX {
+            learners.retain(|_, list| {
+                list.retain(|l| l.until > now);
+                !list.is_empty()
+            });
+            self.learner_count.set(learners.values().map(Vec::len).sum());
+        }
+        if self.learner_count.get() >= LEARNERS_PER_SHARD_MAX {
+            tracing::warn!(stream_ssrc, %ip, "single RTP port: too many streams wait for their device; this one learns no SSRC");
+            return;
+        }
+        let list = learners.entry(ip).or_default();
+        list.retain(|l| l.stream_ssrc != stream_ssrc);
+        list.push(Learner { stream_ssrc, shard, learn, until: now + LEARNER_TTL, notices: 0 });
+        self.learner_count.set(learners.values().map(Vec::len).sum());
+    }
+
+    pub fn remove_learner(&self, stream_ssrc: u32) {
+        let mut learners = self.learners.borrow_mut();
+        learners.retain(|_, list| {
+            list.retain(|l| l.stream_ssrc != stream_ssrc);
+            !list.is_empty()
+        });
+        self.learner_count.set(learners.values().map(Vec::len).sum());
+    }
+
+    /// Which waiting stream an unknown SSRC from `ip` goes to, if any.
+    fn waiting_at(&self, ip: std::net::IpAddr) -> Option<Waiting> {
+        let now = std::time::Instant::now();
+        let mut learners = self.learners.borrow_mut();
+        let list = learners.get_mut(&crate::proto::ipnet::canonical(ip))?;
+        list.retain(|l| l.until > now);
+        let mut learning = list.iter().filter(|l| l.learn);
+        match (learning.next(), learning.next()) {
+            (Some(_), Some(_)) => return Some(Waiting::Ambiguous),
+            (Some(l), None) => return Some(Waiting::Learn { stream_ssrc: l.stream_ssrc, shard: l.shard }),
+            _ => {}
+        }
+        let l = list.iter_mut().find(|l| l.notices < NOTICES_PER_LEARNER_MAX)?;
+        l.notices += 1;
+        Some(Waiting::Show { stream_ssrc: l.stream_ssrc, shard: l.shard })
     }
 
     pub fn unalias(&self, device_ssrc: u32, stream_ssrc: u32) {
@@ -116,6 +202,7 @@ fn stream_for(shard: &Rc<Shard>, ssrc: u32, peer: SocketAddr) -> Option<Rc<Strea
             any_ssrc: false,
             history: None,
             channel_id: None,
+            source: Default::default(),
         };
         match open_stream(shard, spec) {
             Ok(_) => {
@@ -182,16 +269,47 @@ fn on_datagram(shard: &Rc<Shard>, data: Bytes, peer: SocketAddr) {
     }
     let alias = shard.single_port.aliases.borrow().get(&ssrc).copied();
     if let Some((stream_ssrc, to)) = alias {
-        if to == shard.index {
-            return forwarded(shard, stream_ssrc, data, peer);
-        }
-        let sent = shard.try_send(to, ShardMsg::Forwarded { ssrc: stream_ssrc, data, peer });
-        shard.single_port.count(|c| if sent { &mut c.forwarded } else { &mut c.forward_dropped });
+        return forward(shard, stream_ssrc, to, data, peer);
+    }
+    if waiting_device(shard, ssrc, peer, data.clone()) {
         return;
     }
     if let Some(s) = stream_for(shard, ssrc, peer) {
         s.on_packet(data, "udp", Origin::Udp(peer));
     }
+}
+
+fn forward(shard: &Rc<Shard>, stream_ssrc: u32, to: usize, data: Bytes, peer: SocketAddr) {
+    if to == shard.index {
+        return forwarded(shard, stream_ssrc, data, peer);
+    }
+    let sent = shard.try_send(to, ShardMsg::Forwarded { ssrc: stream_ssrc, data, peer });
+    shard.single_port.count(|c| if sent { &mut c.forwarded } else { &mut c.forward_dropped });
+}
+
+/// An unknown SSRC from a device whose stream waits for its first packet: to that stream
+/// (learned, with an alias kept for the next packets; or shown). False: nobody waits there.
+fn waiting_device(shard: &Rc<Shard>, ssrc: u32, peer: SocketAddr, data: Bytes) -> bool {
+    let Some(waiting) = shard.single_port.waiting_at(peer.ip()) else { return false };
+    match waiting {
+        Waiting::Learn { stream_ssrc, shard: to } => {
+            shard.single_port.count(|c| &mut c.learned);
+            shard.single_port.alias(ssrc, stream_ssrc, to);
+            forward(shard, stream_ssrc, to, data, peer);
+        }
+        Waiting::Show { stream_ssrc, shard: to } => {
+            shard.single_port.count(|c| &mut c.shown);
+            forward(shard, stream_ssrc, to, data, peer);
+        }
+        Waiting::Ambiguous => {
+            let n = shard.single_port.count(|c| &mut c.ambiguous);
+            if n.is_power_of_two() {
+                tracing::warn!(shard = shard.index, ssrc, %peer, ambiguous = n, "single RTP port: an unknown SSRC from an address where several streams wait; not learned (play one channel of this device at a time, or give streams ports of their own)");
+            }
+            return false;
+        }
+    }
+    true
 }
 
 /// A datagram another shard forwarded for an alias of one of this shard's streams.
@@ -270,8 +388,15 @@ async fn route_tcp(shard: &Rc<Shard>, conn: TcpStream, ssrc: u32, read: Vec<u8>,
     let mut owner = owner_of(ssrc, shard.media_shards);
     let mut ssrc = ssrc;
     if owner == shard.index && !shard.streams.borrow().contains_key(&ssrc) {
-        if let Some((stream_ssrc, to)) = shard.single_port.aliases.borrow().get(&ssrc).copied() {
-            (ssrc, owner) = (stream_ssrc, to);
+        let alias = shard.single_port.aliases.borrow().get(&ssrc).copied();
+        let peer = conn.peer_addr().ok().map(|p| p.ip());
+        match (alias, peer.and_then(|ip| shard.single_port.waiting_at(ip))) {
+            (Some((stream_ssrc, to)), _) => (ssrc, owner) = (stream_ssrc, to),
+            // The stream learns from the connection's first packet (or says what arrived).
+            (None, Some(Waiting::Learn { stream_ssrc, shard: to } | Waiting::Show { stream_ssrc, shard: to })) => {
+                (ssrc, owner) = (stream_ssrc, to);
+            }
+            _ => {}
         }
     }
     if owner == shard.index || hops >= TCP_HOPS_MAX {

@@ -32,6 +32,8 @@ pub const UDP_DATAGRAMS_PER_TURN_MAX: usize = 64;
 pub const TCP_READ_BYTES: usize = 16 * 1024;
 /// Concurrent TCP RTP connections per stream (one device normally; a reconnect overlaps).
 pub const TCP_CONNS_PER_STREAM_MAX: usize = 4;
+/// Free ports tried before a stream is refused (another program may hold some of the range).
+const PORT_BIND_ATTEMPTS_MAX: usize = 1_024;
 /// How often each shard updates bitrates and closes idle streams.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// A download is one file: it never rotates within this much media time.
@@ -60,6 +62,8 @@ pub struct Stream {
     tasks: RefCell<Vec<JoinHandle<()>>>,
     /// Itself, for tasks the stream spawns (covers).
     me: RefCell<std::rc::Weak<Stream>>,
+    /// Its shard, for the messages it sends other shards (learners, aliases).
+    shard_ref: RefCell<std::rc::Weak<Shard>>,
     /// The shard's cover-decode gate (shared by its streams).
     cover_gate: Rc<glommio::sync::Semaphore>,
     record_writers: Rc<super::record::RecordWriters>,
@@ -76,20 +80,29 @@ pub struct Stream {
     pub paused: Cell<bool>,
     /// Single port: the SSRC the device answered, when another shard forwards it here.
     alias: Cell<Option<u32>>,
+    /// Single port: every media shard knows this stream waits for its device's first packet
+    /// (`ShardMsg::Learner`), until it takes one or closes.
+    learning: Cell<bool>,
 }
 
 impl Stream {
     pub(super) fn on_packet(&self, data: Bytes, transport: &'static str, origin: Origin) {
-        let verdict = self.source.borrow_mut().check(origin, &data);
-        if verdict != Verdict::Take {
-            return self.dropped(verdict, origin, &data);
-        }
         // One clock read per packet: it is a measurable share of the per-packet work.
         let now = Instant::now();
+        let now_ms = now.duration_since(self.created).as_millis() as u64;
+        let verdict = self.source.borrow_mut().check(origin, &data, now_ms);
+        if !verdict.taken() {
+            return self.dropped(verdict, origin, &data);
+        }
+        if let Verdict::Learned(ssrc) = verdict {
+            self.learned(ssrc, origin);
+        }
+        if self.learning.get() {
+            self.stop_learning();
+        }
         self.last_packet.set(Some(now));
         self.transport.set(Some(transport));
         let mut tags = self.tags.borrow_mut();
-        let now_ms = now.duration_since(self.created).as_millis() as u64;
         self.pipeline.borrow_mut().on_packet(data, now_ms, &mut tags);
         self.deliver(&mut tags);
         drop(tags);
@@ -103,6 +116,73 @@ impl Stream {
             })
             .detach();
         }
+    }
+
+    /// The device sends another SSRC than it was offered: it is this stream's now. On the
+    /// single port, the shard that SSRC is steered to keeps forwarding it here (it made the
+    /// alias when it handed the packet over).
+    fn learned(&self, ssrc: u32, origin: Origin) {
+        let offered = self.spec.ssrc;
+        tracing::info!(ssrc = offered, stream_id = %stream_id(offered), device_ssrc = ssrc, from = %origin.ip(), offered = %super::source::ssrc_text(offered), sent = %super::source::ssrc_text(ssrc), "device sends another SSRC than offered; learned it");
+        if !self.own_port && ssrc != offered {
+            let old = self.alias.replace(Some(ssrc));
+            if let Some(old) = old.filter(|o| *o != ssrc) {
+                self.unalias(old);
+            }
+        }
+    }
+
+    /// Tells every media shard this stream waits for the first packet from its device's
+    /// addresses (single port): unknown SSRCs from there come here.
+    fn start_learning(&self) {
+        let Some(shard) = self.shard_rc() else { return };
+        let rule = self.source.borrow().rule().clone();
+        let ips: Vec<std::net::IpAddr> = rule.nets.iter().filter_map(|n| n.single()).collect();
+        if ips.is_empty() || self.own_port {
+            return;
+        }
+        for to in shard.media_indices() {
+            for ip in &ips {
+                let (stream_ssrc, learn) = (self.spec.ssrc, rule.learn_ssrc);
+                if to == shard.index {
+                    shard.single_port.add_learner(*ip, stream_ssrc, shard.index, learn);
+                } else if !shard.try_send(to, ShardMsg::Learner { ip: *ip, stream_ssrc, shard: shard.index, learn }) {
+                    tracing::warn!(
+                        ssrc = stream_ssrc,
+                        to,
+                        "single RTP port: learner not sent (queue full); an SSRC the device picks is not learned there"
+                    );
+                }
+            }
+        }
+        self.learning.set(true);
+    }
+
+    fn stop_learning(&self) {
+        self.learning.set(false);
+        let Some(shard) = self.shard_rc() else { return };
+        for to in shard.media_indices() {
+            if to == shard.index {
+                shard.single_port.remove_learner(self.spec.ssrc);
+            } else if !shard.try_send(to, ShardMsg::Unlearner { stream_ssrc: self.spec.ssrc }) {
+                tracing::debug!(ssrc = self.spec.ssrc, to, "single RTP port: learner not taken back (queue full); it expires");
+            }
+        }
+    }
+
+    fn unalias(&self, device_ssrc: u32) {
+        let Some(shard) = self.shard_rc() else { return };
+        let ssrc = self.spec.ssrc;
+        let to = super::owner_of(device_ssrc, shard.media_shards);
+        if to == shard.index {
+            shard.single_port.unalias(device_ssrc, ssrc);
+        } else if !shard.try_send(to, ShardMsg::Unalias { device_ssrc, stream_ssrc: ssrc }) {
+            tracing::warn!(ssrc, device_ssrc, "single RTP port: alias not removed (queue full); it goes when the SSRC is reused");
+        }
+    }
+
+    fn shard_rc(&self) -> Option<Rc<Shard>> {
+        self.shard_ref.borrow().upgrade()
     }
 
     /// A packet from a foreign source or SSRC: counted, logged at 1, 2, 4, 8, ... drops.
@@ -276,7 +356,7 @@ impl Stream {
             transport: self.transport.get(),
             peer: match self.source.borrow().locked() {
                 Some(Origin::Udp(addr)) => Some(addr),
-                Some(Origin::Tcp(id)) => self.tcp_peers.borrow().get(&id).copied(),
+                Some(Origin::Tcp { conn, .. }) => self.tcp_peers.borrow().get(&conn).copied(),
                 None => None,
             },
             video_codec: video.map(|(c, _)| codec_name(c)),
@@ -296,6 +376,9 @@ impl Stream {
             fps: if p.stats.video_interval_90k > 0 { (90_000.0 / p.stats.video_interval_90k as f64 * 100.0).round() / 100.0 } else { 0.0 },
             foreign_packets: self.source.borrow().foreign_packets,
             ssrc_changes: self.source.borrow().ssrc_changes,
+            ssrc_learned: self.source.borrow().ssrc_learned,
+            source: self.source.borrow().rule().describe(),
+            no_media: self.source.borrow().no_media_why(),
             low_latency: p.low_latency(),
             hls: p.hls.is_some(),
             hls_request_ms_ago: self.hls_requested.get().map(|t| t.elapsed().as_millis() as u64),
@@ -362,7 +445,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
             (port, Some(bound))
         }
         None => {
-            let candidates: Vec<u16> = shard.ports.borrow().candidates().collect();
+            let candidates: Vec<u16> = shard.ports.borrow().candidates(super::ports::unpredictable_u64()).take(PORT_BIND_ATTEMPTS_MAX).collect();
             candidates
                 .into_iter()
                 .find_map(|p| bind_port(ip, p).ok().map(|bound| (p, Some(bound))))
@@ -402,9 +485,11 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         recorder: RefCell::new(None),
         cover: RefCell::new(None),
         cover_started: Cell::new(!shard.config.media.cover_on_first_keyframe),
-        source: RefCell::new(if spec.any_ssrc { SourceGuard::any() } else { SourceGuard::new(spec.ssrc) }),
+        source: RefCell::new(if spec.any_ssrc { SourceGuard::any(spec.source.clone()) } else { SourceGuard::new(spec.ssrc, spec.source.clone()) }),
         paused: Cell::new(false),
         alias: Cell::new(None),
+        learning: Cell::new(false),
+        shard_ref: RefCell::new(Rc::downgrade(shard)),
     });
     *stream.me.borrow_mut() = Rc::downgrade(&stream);
     if spec.unsolicited {
@@ -419,7 +504,8 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         stream.tasks.borrow_mut().extend([udp_task, tcp_task]);
     }
     shard.streams.borrow_mut().insert(spec.ssrc, stream.clone());
-    tracing::info!(ssrc = spec.ssrc, stream_id = %stream_id(spec.ssrc), port, shard = shard.index, "stream opened");
+    stream.start_learning();
+    tracing::info!(ssrc = spec.ssrc, stream_id = %stream_id(spec.ssrc), port, shard = shard.index, source = %spec.source.describe(), learn_ssrc = spec.source.learn_ssrc, "stream opened");
     Ok(stream.info())
 }
 
@@ -431,14 +517,15 @@ pub fn close_stream(shard: &Shard, ssrc: u32, why: &str) -> bool {
         shard.ports.borrow_mut().release(stream.port);
     }
     if let Some(device_ssrc) = stream.alias.get() {
-        let to = super::owner_of(device_ssrc, shard.media_shards);
-        if to == shard.index {
-            shard.single_port.unalias(device_ssrc, ssrc);
-        } else if !shard.try_send(to, ShardMsg::Unalias { device_ssrc, stream_ssrc: ssrc }) {
-            tracing::warn!(ssrc, device_ssrc, "single RTP port: alias not removed (queue full); it goes when the SSRC is reused");
-        }
+        stream.unalias(device_ssrc);
     }
-    tracing::info!(ssrc, stream_id = %stream_id(ssrc), reason = why, "stream closed");
+    if stream.learning.get() {
+        stream.stop_learning();
+    }
+    match stream.source.borrow().no_media_why() {
+        Some(no_media) => tracing::warn!(ssrc, stream_id = %stream_id(ssrc), reason = why, no_media, "stream closed without media"),
+        None => tracing::info!(ssrc, stream_id = %stream_id(ssrc), reason = why, "stream closed"),
+    }
     true
 }
 
@@ -451,6 +538,8 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
         ShardMsg::RtpTcp(conn) => super::single_port::tcp_arrived(shard, conn),
         ShardMsg::Alias { device_ssrc, stream_ssrc, shard: to } => shard.single_port.alias(device_ssrc, stream_ssrc, to),
         ShardMsg::Unalias { device_ssrc, stream_ssrc } => shard.single_port.unalias(device_ssrc, stream_ssrc),
+        ShardMsg::Learner { ip, stream_ssrc, shard: to, learn } => shard.single_port.add_learner(ip, stream_ssrc, to, learn),
+        ShardMsg::Unlearner { stream_ssrc } => shard.single_port.remove_learner(stream_ssrc),
         ShardMsg::Forwarded { ssrc, data, peer } => super::single_port::forwarded(shard, ssrc, data, peer),
         ShardMsg::ShardTotals { reply } => {
             let _ = reply.send(shard.totals());
@@ -488,9 +577,16 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
             })
             .detach();
         }
-        ShardMsg::ExpectSsrc { ssrc, device_ssrc, reply } => {
+        ShardMsg::Expect { ssrc, expect, reply } => {
             let stream = shard.streams.borrow().get(&ssrc).cloned();
-            if let Some(s) = &stream {
+            if let (Some(s), Some(rule)) = (&stream, expect.rule) {
+                tracing::debug!(ssrc, source = %rule.describe(), learn_ssrc = rule.learn_ssrc, "stream takes media from the device's addresses");
+                s.source.borrow_mut().set_rule(rule);
+                if !s.source.borrow().has_taken() {
+                    s.start_learning();
+                }
+            }
+            if let (Some(s), Some(device_ssrc)) = (&stream, expect.device_ssrc) {
                 s.source.borrow_mut().expect(device_ssrc);
                 let owner = super::owner_of(device_ssrc, shard.media_shards);
                 // On the single port the kernel steers the device's SSRC to its own shard.
@@ -586,12 +682,14 @@ pub fn track_tcp_conn(stream: &Rc<Stream>, conn: TcpStream, read: Vec<u8>) -> bo
     if let Ok(peer) = conn.peer_addr() {
         stream.tcp_peers.borrow_mut().insert(id, peer);
     }
+    let ip = conn.peer_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+    let origin = Origin::Tcp { conn: id, ip: crate::proto::ipnet::canonical(ip) };
     let s = stream.clone();
     let task = glommio::spawn_local(async move {
-        tcp_conn(&s, conn, id, read).await;
+        tcp_conn(&s, conn, origin, read).await;
         s.tcp_conns.borrow_mut().remove(&id);
         s.tcp_peers.borrow_mut().remove(&id);
-        s.source.borrow_mut().origin_closed(Origin::Tcp(id));
+        s.source.borrow_mut().origin_closed(origin);
     })
     .detach();
     stream.tcp_conns.borrow_mut().insert(id, task);
@@ -609,13 +707,13 @@ async fn connect_active(stream: Rc<Stream>, addr: SocketAddr) -> Result<(), Stri
     }
 }
 
-async fn tcp_conn(stream: &Stream, mut conn: TcpStream, id: u64, read: Vec<u8>) {
+async fn tcp_conn(stream: &Stream, mut conn: TcpStream, origin: Origin, read: Vec<u8>) {
     let peer = conn.peer_addr().ok();
     tracing::info!(ssrc = stream.spec.ssrc, ?peer, "RTP over TCP connected");
     let mut deframer = Rfc4571Deframer::default();
     deframer.push(&read);
     while let Some(packet) = deframer.pop() {
-        stream.on_packet(packet, "tcp", Origin::Tcp(id));
+        stream.on_packet(packet, "tcp", origin);
     }
     let mut buf = vec![0u8; TCP_READ_BYTES];
     loop {
@@ -624,7 +722,7 @@ async fn tcp_conn(stream: &Stream, mut conn: TcpStream, id: u64, read: Vec<u8>) 
             Ok(n) => {
                 deframer.push(&buf[..n]);
                 while let Some(packet) = deframer.pop() {
-                    stream.on_packet(packet, "tcp", Origin::Tcp(id));
+                    stream.on_packet(packet, "tcp", origin);
                 }
                 debug_assert!(deframer.buffered() <= 2 + RTP_PACKET_BYTES_MAX + TCP_READ_BYTES);
             }

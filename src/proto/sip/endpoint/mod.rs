@@ -52,6 +52,9 @@ pub const REGISTER_EXPIRES_MAX_S: u32 = 86_400;
 
 /// Longest device or channel id taken (GB28181 ids are 20 digits; some devices use others).
 pub const ID_CHARS_MAX: usize = 64;
+/// Draws of a new SSRC before one in use is taken anyway (the shard then refuses it and the
+/// caller draws again); with 9,999 values and at most a few thousand sessions, rarely past 2.
+const SSRC_DRAWS_MAX: usize = 16;
 
 /// Whether `id` may name a device or channel: it goes into request URIs, headers and SDP, so
 /// nothing that could end or split them (found by the sip_endpoint fuzz target: a channel id
@@ -449,7 +452,6 @@ pub struct Endpoint {
     next_tick: Instant,
     /// Devices changed (or removed) since the registry was last taken for saving.
     registry_dirty: std::collections::BTreeSet<String>,
-    ssrc_sequence: u32,
 }
 
 impl Endpoint {
@@ -478,7 +480,6 @@ impl Endpoint {
             events: VecDeque::new(),
             next_tick: now + TICK,
             registry_dirty: Default::default(),
-            ssrc_sequence: 0,
         }
     }
 
@@ -672,12 +673,22 @@ impl Endpoint {
         self.registry_dirty.insert(device_id.to_string());
     }
 
-    /// A GB28181 SSRC not handed out recently (the owning shard refuses one in use): live
-    /// (`0…`) or history (`1…`), one sequence for both.
+    /// A GB28181 SSRC for a new stream: live (`0…`) or history (`1…`), its last four digits
+    /// drawn unpredictably (from the nonces' keyed generator: someone who knows the RTP port
+    /// and the SSRCs handed out so far cannot name the next and send it first), skipping those
+    /// of this endpoint's sessions (the owning shard refuses any other in use).
     pub fn next_ssrc(&mut self, kind: PlayKind) -> u32 {
-        self.ssrc_sequence = self.ssrc_sequence % (crate::proto::ssrc::GB_SSRC_SEQUENCES - 1) + 1;
-        let live = crate::proto::ssrc::gb_live_ssrc(&self.cfg.domain, self.ssrc_sequence);
-        if kind == PlayKind::Live { live } else { live + crate::proto::ssrc::GB_HISTORY_SSRC_BASE }
+        use crate::proto::ssrc::{GB_HISTORY_SSRC_BASE, GB_SSRC_SEQUENCES, gb_live_ssrc};
+        let mut ssrc = 0;
+        for _ in 0..SSRC_DRAWS_MAX {
+            let sequence = 1 + (self.rng.secret_u64() % u64::from(GB_SSRC_SEQUENCES - 1)) as u32;
+            let live = gb_live_ssrc(&self.cfg.domain, sequence);
+            ssrc = if kind == PlayKind::Live { live } else { live + GB_HISTORY_SSRC_BASE };
+            if !self.plays.uses_ssrc(ssrc) {
+                break;
+            }
+        }
+        ssrc
     }
 
     // ---- inputs ----

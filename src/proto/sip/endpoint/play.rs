@@ -156,6 +156,9 @@ pub struct Session {
     pub ssrc: u32,
     /// The SSRC the device said it will send (`y=` of its answer); the stream owns its port.
     pub device_ssrc: Option<u32>,
+    /// Where its media is taken from: the device's signalling address and its answer's `c=`
+    /// (see `media_sources`).
+    pub media_from: Vec<std::net::IpAddr>,
     pub transport: &'static str,
     /// live, playback or download.
     pub kind: &'static str,
@@ -236,6 +239,11 @@ impl Plays {
         self.live.values()
     }
 
+    /// Whether a session or a pending INVITE of this endpoint has `ssrc`.
+    pub(super) fn uses_ssrc(&self, ssrc: u32) -> bool {
+        self.live.values().any(|s| s.ssrc == ssrc) || self.pending.values().any(|p| p.invite.as_ref().is_some_and(|i| i.ssrc == ssrc))
+    }
+
     pub fn expire(&mut self, now: Instant) {
         self.abandoned.retain(|_, a| a.until > now);
     }
@@ -268,6 +276,26 @@ fn offer_sdp(channel_id: &str, media_ip: &str, port: u16, ssrc: u32, transport: 
         "v=0\r\no={channel_id} 0 0 IN IP4 {media_ip}\r\ns={name}\r\n{uri}c=IN IP4 {media_ip}\r\nt={start} {end}\r\nm=video {port} {proto} 96 97 98\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\na=rtpmap:98 H264/90000\r\na=rtpmap:97 MPEG4/90000\r\n{speed}{setup}y={}\r\nf=\r\n",
         stream_id(ssrc)
     )
+}
+
+/// The address of an SDP's `c=` line, unless unspecified (`0.0.0.0`).
+fn answer_media_ip(sdp: &Sdp) -> Option<std::net::IpAddr> {
+    let ip: std::net::IpAddr = sdp.connection.as_deref()?.split_whitespace().nth(2)?.parse().ok()?;
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+/// Where a device's media comes from: its signalling address (authenticated by its
+/// registration), and its answer's `c=` address, unless that is a local one while signalling
+/// comes from a public address (the device is behind NAT: its media comes from the NAT's
+/// address too, and a private `c=` would let anyone on this side of it in).
+pub fn media_sources(signalling: std::net::IpAddr, answer: Option<std::net::IpAddr>) -> Vec<std::net::IpAddr> {
+    use crate::proto::ipnet::{canonical, is_local};
+    let signalling = canonical(signalling);
+    let mut from = vec![signalling];
+    if let Some(c) = answer.map(canonical).filter(|c| *c != signalling && !(is_local(*c) && !is_local(signalling))) {
+        from.push(c);
+    }
+    from
 }
 
 /// Where the device listens for TCP active media: its answer's c= address and m= port.
@@ -440,6 +468,7 @@ impl Endpoint {
             stream_id: stream_id(inv.ssrc),
             ssrc: inv.ssrc,
             device_ssrc: answer_sdp.as_ref().and_then(Sdp::ssrc),
+            media_from: media_sources(inv.peer.addr().ip(), answer_sdp.as_ref().and_then(answer_media_ip)),
             transport: pending.transport.name(),
             kind: pending.kind.name(),
             start: pending.kind.range().map(|r| r.0),

@@ -32,10 +32,21 @@ impl Rng {
 
     /// 32 hex digits that reveal nothing about the seed or other nonces.
     pub fn nonce(&mut self) -> String {
+        self.keyed().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A number that, like a nonce, says nothing about the next (tags and branches, which
+    /// devices see, come from splitmix64 and would).
+    pub fn secret_u64(&mut self) -> u64 {
+        let digest = self.keyed();
+        u64::from_le_bytes(digest[..8].try_into().expect("16 bytes"))
+    }
+
+    fn keyed(&mut self) -> [u8; 16] {
         self.counter += 1;
         let mut h = Md5::new();
         h.update(self.seed);
         h.update(self.counter.to_le_bytes());
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        h.finalize().into()
     }
 }

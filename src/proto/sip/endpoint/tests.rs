@@ -1246,3 +1246,48 @@ fn a_standby_follows_the_registry_offline_without_saving_it_again_and_never_over
     assert_eq!(h.ep.follow_registry(RegistryChanges { changed: vec![], removed: vec!["34020000001320000099".into()] }), 1);
     assert!(h.ep.device("34020000001320000099").is_none());
 }
+
+#[test]
+fn ssrcs_are_gb_ssrcs_nobody_can_predict() {
+    let mut ep = Endpoint::new(cfg(), Instant::now(), 0, [7; 16], vec![]);
+    let draws: Vec<u32> = (0..200).map(|_| ep.next_ssrc(PlayKind::Live)).collect();
+    for s in &draws {
+        // `0`, digits 4-8 of the domain (20000), four digits of sequence, never 0000.
+        assert_eq!((s / 10_000, s % 10_000 != 0), (20_000, true), "{s:010}");
+    }
+    let distinct: std::collections::HashSet<u32> = draws.iter().copied().collect();
+    assert!(distinct.len() > 180, "{} distinct of 200", distinct.len());
+    let in_sequence = draws.windows(2).filter(|w| w[1] == w[0] + 1).count();
+    assert!(in_sequence < 3, "{in_sequence} handed out in sequence: the next one could be guessed");
+    let history = ep.next_ssrc(PlayKind::Playback { start: 1, end: 2 });
+    assert_eq!(history / 10_000, 120_000, "history: a leading 1");
+    let mut other = Endpoint::new(cfg(), Instant::now(), 0, [8; 16], vec![]);
+    let others: Vec<u32> = (0..200).map(|_| other.next_ssrc(PlayKind::Live)).collect();
+    assert!(draws.iter().zip(&others).filter(|(a, b)| a == b).count() < 5, "another seed, other SSRCs");
+}
+
+#[test]
+fn media_comes_from_the_device_s_signalling_address_and_a_reachable_c_line() {
+    use super::play::media_sources;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    assert_eq!(media_sources(ip("192.168.1.64"), Some(ip("192.168.1.64"))), vec![ip("192.168.1.64")]);
+    assert_eq!(media_sources(ip("192.168.1.64"), Some(ip("192.168.1.65"))), vec![ip("192.168.1.64"), ip("192.168.1.65")], "an NVR's media interface");
+    assert_eq!(media_sources(ip("203.0.113.9"), Some(ip("192.168.1.64"))), vec![ip("203.0.113.9")], "behind NAT: the private c= says nothing");
+    assert_eq!(media_sources(ip("203.0.113.9"), Some(ip("198.51.100.7"))), vec![ip("203.0.113.9"), ip("198.51.100.7")]);
+    assert_eq!(media_sources(ip("::ffff:10.0.0.8"), None), vec![ip("10.0.0.8")]);
+}
+
+#[test]
+fn a_play_answer_names_where_media_comes_from() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(9, 5060));
+    h.online_device(&mut dev);
+    let (_, invite) = h.invite(&dev);
+    let ssrc: u32 = crate::proto::sdp::Sdp::parse(invite.body()).unwrap().gb_ssrc.unwrap().parse().unwrap();
+    assert!(h.ep.plays.uses_ssrc(ssrc), "a pending INVITE's SSRC is in use");
+    h.answer(&dev, &invite, 200, Some(("Application/SDP", b"v=0\r\nc=IN IP4 127.0.0.10\r\nm=video 6000 RTP/AVP 96\r\n")));
+    let answered = h.take_events().into_iter().find_map(|e| if let Event::PlayAnswered { session, .. } = e { Some(session) } else { None });
+    let session = answered.expect("answered");
+    assert_eq!(session.media_from, vec![addr(9, 0).ip(), addr(10, 0).ip()]);
+    assert!(h.ep.plays.uses_ssrc(ssrc));
+}
