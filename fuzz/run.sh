@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS each (default 60), without a sanitizer (the fuzzed code is
-# safe Rust; debug assertions and overflow checks stay on), and prints executions and coverage per
+# safe Rust), optimised but with debug assertions and so overflow checks on (`-O -a`: without
+# `-a`, `-O` turns both off), and prints executions and coverage per
 # target. Corpora live in fuzz/corpus/<target> (not committed), seeded from ../shared/corpus
 # when it is there; crashes land in fuzz/artifacts/<target>/ and make this exit non-zero
 # (turn each into a unit test). Needs the nightly toolchain and cargo-fuzz
@@ -50,7 +51,7 @@ printf '%-14s %12s %8s %8s %s\n' target executions cov ft result
 for t in "${targets[@]}"; do
   seed "$t"
   log="$(mktemp)"
-  cargo +nightly fuzz run -O -s none "$t" "corpus/$t" -- -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=2048 >"$log" 2>&1
+  cargo +nightly fuzz run -O -a -s none "$t" "corpus/$t" -- -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=2048 >"$log" 2>&1
   rc=$?
   execs=$(grep -m1 'stat::number_of_executed_units' "$log" | awk '{print $2}')
   cov=$(grep -E '^#[0-9]+' "$log" | tail -1 | grep -o 'cov: [0-9]*' | awk '{print $2}')

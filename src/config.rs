@@ -356,6 +356,9 @@ pub struct MediaConfig {
     pub gop_cache_bytes_max: usize,
     pub subscriber_queue_tags_max: usize,
     pub subscriber_skips_max: u32,
+    /// FLV viewers of one stream from one address; more are refused (503): a client opening
+    /// thousands of slow viewers must not hold thousands of sockets and buffers.
+    pub viewers_per_address_max: usize,
     /// Make each stream's cover from its first keyframe (JPEG decode on low-priority threads).
     pub cover_on_first_keyframe: bool,
 }
@@ -447,7 +450,13 @@ impl Default for RtpConfig {
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        MediaConfig { gop_cache_bytes_max: 8 << 20, subscriber_queue_tags_max: 512, subscriber_skips_max: 3, cover_on_first_keyframe: true }
+        MediaConfig {
+            gop_cache_bytes_max: 8 << 20,
+            subscriber_queue_tags_max: 512,
+            subscriber_skips_max: 3,
+            viewers_per_address_max: 64,
+            cover_on_first_keyframe: true,
+        }
     }
 }
 
@@ -525,6 +534,9 @@ impl Config {
         }
         if self.media.subscriber_queue_tags_max == 0 {
             return invalid("media.subscriber_queue_tags_max must be > 0");
+        }
+        if !(1..=crate::shard::fanout::SUBSCRIBERS_PER_STREAM_MAX).contains(&self.media.viewers_per_address_max) {
+            return invalid(&format!("media.viewers_per_address_max must be 1..={}", crate::shard::fanout::SUBSCRIBERS_PER_STREAM_MAX));
         }
         if !self.sip.listen.is_empty() && self.sip.listen.parse::<SocketAddr>().is_err() {
             return invalid("sip.listen must be ip:port (or empty to disable SIP)");

@@ -342,10 +342,43 @@ fn slow_viewer_is_cut_off_without_hurting_others() {
         }
     }
     engine.wait_subscribers(&id, 1); // the slow viewer was cut off
+    // ... and its connection reset by the engine at once, though the client never reads: not
+    // kept, with its buffers, until the client goes away.
+    wait_for("the cut viewer's connection reset", Duration::from_secs(10), || {
+        slow.take_error().ok().flatten().filter(|e| e.kind() == std::io::ErrorKind::ConnectionReset)
+    });
     assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
     fast.join().unwrap();
     assert_eq!(ffprobe(&out).frames, CLIP_FRAMES, "the fast viewer got every frame");
-    drop(slow);
+}
+
+/// One address gets `media.viewers_per_address_max` viewers of a stream; another address its own.
+#[test]
+fn viewers_of_a_stream_are_capped_per_address() {
+    use std::io::Read;
+    let engine = Engine::start(1, "media:\n  viewers_per_address_max: 2\n");
+    let s = engine.open_stream(json!({}));
+    let id = s["stream_id"].as_str().unwrap().to_string();
+    let path = format!("/flv/{id}/{}", engine.stream_token(&id));
+    let open = |from: [u8; 4]| {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&std::net::SocketAddr::from((from, 0)).into()).unwrap();
+        sock.connect(&engine.http.into()).unwrap();
+        let mut c: std::net::TcpStream = sock.into();
+        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).unwrap();
+        (String::from_utf8_lossy(&head).to_string(), c)
+    };
+    let (a, _a) = open([127, 0, 0, 1]);
+    let (b, _b) = open([127, 0, 0, 1]);
+    let (c, _c) = open([127, 0, 0, 1]);
+    let (d, _d) = open([127, 0, 0, 2]);
+    assert_eq!([a.as_str(), b.as_str(), c.as_str(), d.as_str()], ["HTTP/1.1 200", "HTTP/1.1 200", "HTTP/1.1 503", "HTTP/1.1 200"]);
+    engine.wait_subscribers(&id, 3);
+    let (_, shards) = engine.request("GET", "/api/shards", "");
+    assert_eq!(shards["shards"][0]["viewers_refused_per_address"], 1, "{shards}");
 }
 
 /// The live FLV over a WebSocket (what the console's tiles use): RFC 6455 handshake, binary

@@ -52,15 +52,57 @@ pub fn events_path(data_dir: &Path) -> PathBuf {
     data_dir.join("events.jsonl")
 }
 
-/// The events of the file still within age, the last `EVENTS_HISTORY_MAX` (blocking IO).
-/// Unreadable lines are skipped.
-pub fn load(data_dir: &Path, now_ms: u64) -> Vec<PlatformEvent> {
-    let Ok(text) = std::fs::read_to_string(events_path(data_dir)) else { return Vec::new() };
+/// What the history file held: the events still within age (the last `EVENTS_HISTORY_MAX`),
+/// and the id the next event takes.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub events: Vec<PlatformEvent>,
+    /// One past the largest id in the file, aged-out events included: ids never go back
+    /// across restarts.
+    pub next_id: u64,
+    /// Lines that are no event (torn by a crash, damaged): skipped and counted.
+    pub skipped: usize,
+}
+
+/// Reads the history file (blocking IO). A damaged line (invalid UTF-8 torn inside a name, a
+/// half-written line) is skipped, not the whole file; a file whose last line was torn gets a
+/// line end, so the next event starts a line of its own.
+pub fn load(data_dir: &Path, now_ms: u64) -> Loaded {
+    let path = events_path(data_dir);
+    let Ok(bytes) = std::fs::read(&path) else { return Loaded { next_id: 1, ..Loaded::default() } };
+    let loaded = parse_history(&bytes, now_ms);
+    if loaded.skipped > 0 {
+        tracing::warn!(path = %path.display(), skipped = loaded.skipped, "event history: damaged lines skipped");
+    }
+    if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
+        use std::io::Write;
+        let ended = std::fs::OpenOptions::new().append(true).open(&path).and_then(|mut f| f.write_all(b"\n"));
+        if let Err(error) = ended {
+            tracing::warn!(path = %path.display(), %error, "event history: cannot end its torn last line");
+        }
+    }
+    loaded
+}
+
+/// The events of a history file's bytes (pure; see `load`).
+pub fn parse_history(bytes: &[u8], now_ms: u64) -> Loaded {
     let oldest = now_ms.saturating_sub(EVENTS_HISTORY_AGE_S * 1000);
-    let events: Vec<PlatformEvent> =
-        text.lines().filter_map(|l| serde_json::from_str::<PlatformEvent>(l).ok()).filter(|e| e.at_ms >= oldest).collect();
-    let skip = events.len().saturating_sub(EVENTS_HISTORY_MAX);
-    events.into_iter().skip(skip).collect()
+    let (mut events, mut skipped, mut largest) = (VecDeque::new(), 0, 0);
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)) {
+        match serde_json::from_slice::<PlatformEvent>(line) {
+            Ok(e) => {
+                largest = largest.max(e.id);
+                if e.at_ms >= oldest {
+                    if events.len() >= EVENTS_HISTORY_MAX {
+                        events.pop_front();
+                    }
+                    events.push_back(e);
+                }
+            }
+            Err(_) => skipped += 1,
+        }
+    }
+    Loaded { events: events.into(), next_id: largest.saturating_add(1), skipped }
 }
 
 fn lines(events: &[PlatformEvent]) -> String {
@@ -79,12 +121,11 @@ pub struct EventHub {
 }
 
 impl EventHub {
-    pub fn new(loaded: Vec<PlatformEvent>, webhooks: super::webhooks::Webhooks) -> EventHub {
-        let next = loaded.last().map_or(1, |e| e.id + 1);
-        let lines = loaded.len();
+    pub fn new(loaded: Loaded, webhooks: super::webhooks::Webhooks) -> EventHub {
+        let lines = loaded.events.len();
         EventHub {
-            next_id: Cell::new(next),
-            history: RefCell::new(loaded.into_iter().map(Rc::new).collect()),
+            next_id: Cell::new(loaded.next_id.max(1)),
+            history: RefCell::new(loaded.events.into_iter().map(Rc::new).collect()),
             unsaved: RefCell::new(Vec::new()),
             lines_on_disk: Cell::new(lines),
             clients: RefCell::new(Vec::new()),
@@ -102,7 +143,8 @@ impl EventHub {
     /// Records an event and hands it to every SSE client and webhook.
     pub fn publish(&self, kind: &str, device_id: Option<&str>, channel_id: Option<&str>, data: Value) {
         let id = self.next_id.get();
-        self.next_id.set(id + 1);
+        // u64 ids: a million events a second would take half a million years to run out.
+        self.next_id.set(id.saturating_add(1));
         let event = Rc::new(PlatformEvent {
             id,
             at_ms: crate::shard::unix_ms(),
@@ -196,5 +238,54 @@ impl EventHub {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: u64, at_ms: u64, name: &str) -> String {
+        let e = PlatformEvent { id, at_ms, kind: "device_online".into(), device_id: Some(name.into()), channel_id: None, data: Value::Null };
+        serde_json::to_string(&e).unwrap() + "\n"
+    }
+
+    #[test]
+    fn a_torn_or_damaged_line_costs_that_line_only() {
+        let now = 10 * 86_400 * 1000;
+        let mut bytes = line(1, now, "前门").into_bytes();
+        // A crash tore a line inside a Chinese name: invalid UTF-8, no line end...
+        let torn = line(2, now, "后院").into_bytes();
+        bytes.extend_from_slice(&torn[..torn.len() / 2 - 1]);
+        bytes.push(b'\n');
+        bytes.extend_from_slice(b"\xff\xfe not json\n");
+        bytes.extend_from_slice(line(3, now, "车库").as_bytes());
+        let loaded = parse_history(&bytes, now);
+        assert_eq!(loaded.events.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!((loaded.skipped, loaded.next_id), (2, 4));
+    }
+
+    #[test]
+    fn ids_go_on_after_the_history_ages_out() {
+        let now = 30 * 86_400 * 1000;
+        let old = line(41, 1_000, "a") + &line(42, 2_000, "b");
+        let loaded = parse_history(old.as_bytes(), now);
+        assert!(loaded.events.is_empty(), "older than the history keeps");
+        assert_eq!(loaded.next_id, 43, "ids never start over");
+        assert_eq!(parse_history(b"", now).next_id, 1);
+        assert_eq!(parse_history(line(u64::MAX, now, "x").as_bytes(), now).next_id, u64::MAX, "never wraps");
+    }
+
+    #[test]
+    fn a_file_with_a_torn_tail_gets_a_line_end() {
+        let dir = std::env::temp_dir().join(format!("gmv-events-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let now = 86_400 * 1000;
+        std::fs::write(events_path(&dir), line(1, now, "a") + "{\"id\":2,\"at_ms\":").unwrap();
+        let loaded = load(&dir, now);
+        assert_eq!((loaded.events.len(), loaded.skipped, loaded.next_id), (1, 1, 2));
+        let text = std::fs::read_to_string(events_path(&dir)).unwrap();
+        assert!(text.ends_with('\n'), "the next append starts a line: {text:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

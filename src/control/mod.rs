@@ -52,6 +52,8 @@ pub struct DriverCounters {
     pub udp_send_dropped: u64,
     pub tcp_accepted: u64,
     pub tcp_refused: u64,
+    /// Unregistered connections closed to make room for a newer one.
+    pub tcp_evicted: u64,
     pub tcp_timeouts: u64,
     pub warnings_suppressed: u64,
     /// Plays that joined a pending INVITE of the same channel instead of sending another.
@@ -320,6 +322,7 @@ impl Control {
         match event {
             Event::Registered { device_id, peer, expires_s } => {
                 tracing::info!(device_id, ?peer, expires_s, "device registered");
+                self.device_host(peer.addr().ip());
                 let data = serde_json::json!({ "addr": peer.addr().to_string(), "transport": peer.transport(), "expires_s": expires_s });
                 self.events.publish("device_online", Some(&device_id), None, data);
             }

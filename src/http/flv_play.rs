@@ -5,6 +5,7 @@ use super::conn::HttpConn;
 use super::response::respond_error;
 use crate::http::routes::stream_id;
 use crate::shard::Shard;
+use crate::shard::fanout::{Refused, Subscription};
 use futures_lite::AsyncWriteExt;
 use std::rc::Rc;
 
@@ -29,9 +30,20 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, websocket: 
         return respond_error(&mut conn, 404, "not_found", "no such stream").await;
     };
     let preamble = stream.pipeline.borrow().flv.preamble();
-    let Some((first, rx, _connected)) = stream.fanout.borrow_mut().subscribe(preamble) else {
-        return respond_error(&mut conn, 503, "too_many_viewers", "stream has too many viewers").await;
+    let subscribed = stream.fanout.borrow_mut().subscribe(preamble, conn.peer_ip());
+    let Subscription { first, rx, token: _connected, cut } = match subscribed {
+        Ok(s) => s,
+        Err(Refused::Full) => return respond_error(&mut conn, 503, "too_many_viewers", "stream has too many viewers").await,
+        Err(Refused::PerAddress) => {
+            let n = shard.viewers_refused_per_address.get() + 1;
+            shard.viewers_refused_per_address.set(n);
+            if n.is_power_of_two() {
+                tracing::warn!(ssrc, peer = %conn.peer_ip(), refused = n, "FLV viewer refused: too many viewers of this stream from its address (media.viewers_per_address_max)");
+            }
+            return respond_error(&mut conn, 503, "too_many_viewers", "too many viewers of this stream from your address").await;
+        }
     };
+    let mut cut = Some(cut);
     // Hold no reference to the stream: closing it ends our queue and so this loop.
     drop(stream);
     conn.set_nodelay();
@@ -49,7 +61,7 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, websocket: 
         None => out.extend_from_slice(bytes),
     };
     framed(&first, &mut burst);
-    let mut result = conn.write_all(&burst).await;
+    let mut result = write_unless_cut(&mut conn, &burst, &mut cut).await;
     drop(burst);
     let mut frame = Vec::new();
     while result.is_ok() {
@@ -57,15 +69,64 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, websocket: 
             Ok(Some(tag)) if websocket.is_some() => {
                 frame.clear();
                 framed(&tag, &mut frame);
-                result = conn.write_all(&frame).await;
+                result = write_unless_cut(&mut conn, &frame, &mut cut).await;
             }
-            Ok(Some(tag)) => result = conn.write_all(&tag).await,
-            Ok(None) => break, // stream closed
+            Ok(Some(tag)) => result = write_unless_cut(&mut conn, &tag, &mut cut).await,
+            Ok(None) => break, // stream closed, or this viewer cut while it waited
             // Nothing to send: notice a viewer that hung up while the stream is quiet.
             Err(_) if peer_closed(&conn) => break,
             Err(_) => {}
         }
     }
+    if matches!(result, Err(Ended::Cut)) || cut.as_mut().is_some_and(|c| matches!(c.try_recv(), Ok(Some(())))) {
+        // Cut for being slow: what its socket still holds is dropped with it (reset), not
+        // kept in the kernel until a client that reads nothing goes away.
+        reset_on_close(&conn);
+    }
     let _ = conn.close().await;
-    tracing::info!(ssrc, stream_id = %stream_id(ssrc), ?peer, error = result.err().map(|e| e.to_string()), "FLV viewer left");
+    let ended = match result {
+        Ok(()) => "stream closed or viewer gone".to_string(),
+        Err(Ended::Cut) => "cut for being slow".to_string(),
+        Err(Ended::Io(kind)) => format!("write failed: {kind}"),
+    };
+    tracing::info!(ssrc, stream_id = %stream_id(ssrc), ?peer, ended, "FLV viewer left");
+}
+
+#[derive(Debug)]
+enum Ended {
+    Io(std::io::ErrorKind),
+    /// Disconnected for being slow.
+    Cut,
+}
+
+/// Writes `bytes` unless the viewer is cut first (a client that reads nothing leaves the
+/// write pending forever: the cut ends it).
+async fn write_unless_cut(conn: &mut HttpConn, bytes: &[u8], cut: &mut Option<futures_channel::oneshot::Receiver<()>>) -> Result<(), Ended> {
+    let write = async { conn.write_all(bytes).await.map_err(|e| Ended::Io(e.kind())) };
+    let cut_signal = async {
+        if let Some(rx) = cut.as_mut() {
+            if rx.await.is_ok() {
+                return Err(Ended::Cut);
+            }
+            // The stream closed: no cut will come; the writer sends what is queued.
+            *cut = None;
+        }
+        std::future::pending().await
+    };
+    futures_lite::future::or(write, cut_signal).await
+}
+
+/// SO_LINGER 0: closing the socket resets it and frees its unsent bytes at once.
+fn reset_on_close(conn: &HttpConn) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt on the connection's own fd with a linger value that outlives the call.
+    unsafe {
+        libc::setsockopt(
+            conn.raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }

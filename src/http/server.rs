@@ -294,6 +294,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             conn = kept;
             // The live stream's cover, else the one stored when it had one.
             let live = shard.streams.borrow().get(&ssrc).and_then(|s| s.cover.borrow().clone());
+            let why_none = shard.streams.borrow().get(&ssrc).and_then(|s| s.cover_error());
             let jpeg = match live {
                 Some(j) => Some(j.to_vec()),
                 None => {
@@ -303,7 +304,10 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             };
             match jpeg {
                 Some(j) => super::response::respond(&mut conn, 200, "image/jpeg", &j).await,
-                None => respond_error(&mut conn, 404, "not_found", "no cover yet").await,
+                None => match why_none {
+                    Some(why) => respond_error(&mut conn, 404, "no_cover", &format!("no cover: {why}")).await,
+                    None => respond_error(&mut conn, 404, "not_found", "no cover yet").await,
+                },
             }
         }
         Route::GbPlay { device_id, channel_id, token } => {

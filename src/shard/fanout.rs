@@ -1,12 +1,16 @@
 //! One stream's viewers: a GOP cache for instant start and a bounded queue per viewer.
 //! A viewer whose queue is full skips to the next keyframe; one that keeps falling behind
-//! is disconnected. Publishing never waits, so a slow viewer cannot stall the shard.
+//! is disconnected: told through its cut signal, so its writer stops even while stuck in a
+//! write to a client that reads nothing. Publishing never waits, so a slow viewer cannot
+//! stall the shard.
 
 use crate::proto::flv::FlvTag;
 use bytes::Bytes;
 use glommio::GlommioError;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use futures_channel::oneshot;
 use std::collections::VecDeque;
+use std::net::IpAddr;
 
 /// Viewers of one stream; more are refused with 503.
 pub const SUBSCRIBERS_PER_STREAM_MAX: usize = 4096;
@@ -15,15 +19,37 @@ pub struct FanoutLimits {
     pub gop_cache_bytes_max: usize,
     pub queue_tags_max: usize,
     pub skips_max: u32,
+    /// Viewers from one address (`media.viewers_per_address_max`).
+    pub per_address_max: usize,
 }
 
 struct Subscriber {
     tx: LocalSender<Bytes>,
+    from: IpAddr,
+    /// Fired when the viewer is disconnected for being slow.
+    cut: Option<oneshot::Sender<()>>,
     /// Gone when the viewer's writer ends, even if no tag has been published since.
     alive: std::rc::Weak<()>,
     /// Waiting for a keyframe after its queue overflowed.
     skipping: bool,
     skips: u32,
+}
+
+/// A new viewer: what to write first (preamble and cached GOP), the live queue, a token it
+/// holds while connected, and the signal that it was cut for being slow.
+pub struct Subscription {
+    pub first: Vec<Bytes>,
+    pub rx: LocalReceiver<Bytes>,
+    pub token: std::rc::Rc<()>,
+    pub cut: oneshot::Receiver<()>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `SUBSCRIBERS_PER_STREAM_MAX` viewers.
+    Full,
+    /// `per_address_max` viewers from this address.
+    PerAddress,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -54,11 +80,14 @@ impl Fanout {
         self.subs.iter().filter(|s| s.alive.strong_count() > 0).count()
     }
 
-    /// Adds a viewer; returns what to write first (given preamble + cached GOP), the live
-    /// queue, and a token the viewer holds while connected.
-    pub fn subscribe(&mut self, preamble: Vec<Bytes>) -> Option<(Vec<Bytes>, LocalReceiver<Bytes>, std::rc::Rc<()>)> {
+    /// Adds a viewer from `from`, given the preamble to write before the cached GOP.
+    pub fn subscribe(&mut self, preamble: Vec<Bytes>, from: IpAddr) -> Result<Subscription, Refused> {
+        self.subs.retain(|s| s.alive.strong_count() > 0);
         if self.subs.len() >= SUBSCRIBERS_PER_STREAM_MAX {
-            return None;
+            return Err(Refused::Full);
+        }
+        if self.subs.iter().filter(|s| s.from == from).count() >= self.limits.per_address_max {
+            return Err(Refused::PerAddress);
         }
         let (tx, rx) = local_channel::new_bounded(self.limits.queue_tags_max);
         let mut first = preamble;
@@ -67,8 +96,9 @@ impl Fanout {
         }
         // Without a cached GOP the viewer waits for the next keyframe.
         let token = std::rc::Rc::new(());
-        self.subs.push(Subscriber { tx, alive: std::rc::Rc::downgrade(&token), skipping: !self.gop_valid, skips: 0 });
-        Some((first, rx, token))
+        let (cut_tx, cut) = oneshot::channel();
+        self.subs.push(Subscriber { tx, from, cut: Some(cut_tx), alive: std::rc::Rc::downgrade(&token), skipping: !self.gop_valid, skips: 0 });
+        Ok(Subscription { first, rx, token, cut })
     }
 
     pub fn publish(&mut self, tag: &FlvTag) {
@@ -116,7 +146,10 @@ impl Fanout {
                     let keep = s.skips <= skips_max;
                     if !keep {
                         stats.subscribers_dropped += 1;
-                        tracing::info!(skips = s.skips, "disconnecting slow viewer");
+                        tracing::info!(skips = s.skips, from = %s.from, "disconnecting slow viewer");
+                        if let Some(cut) = s.cut.take() {
+                            let _ = cut.send(());
+                        }
                     }
                     keep
                 }
@@ -165,8 +198,10 @@ mod tests {
         FlvTag { data: Bytes::from(vec![kind, byte]), is_video, keyframe, config }
     }
 
+    const ME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
     fn limits(queue: usize, skips: u32) -> FanoutLimits {
-        FanoutLimits { gop_cache_bytes_max: 8, queue_tags_max: queue, skips_max: skips }
+        FanoutLimits { gop_cache_bytes_max: 8, queue_tags_max: queue, skips_max: skips, per_address_max: 2 }
     }
 
     fn drain(rx: &LocalReceiver<Bytes>) -> Vec<u8> {
@@ -184,7 +219,7 @@ mod tests {
         for (b, key) in [(1, true), (2, false), (3, true), (4, false)] {
             f.publish(&tag(b, true, key, false));
         }
-        let (first, rx, _token) = f.subscribe(vec![Bytes::from_static(b"P")]).unwrap();
+        let Subscription { first, rx, token: _token, .. } = f.subscribe(vec![Bytes::from_static(b"P")], ME).unwrap();
         assert_eq!(first.iter().map(|b| b[b.len() - 1]).collect::<Vec<_>>(), vec![b'P', 3, 4]);
         f.publish(&tag(5, true, false, false));
         assert_eq!(drain(&rx), vec![5]);
@@ -197,7 +232,7 @@ mod tests {
         for b in 2..10 {
             f.publish(&tag(b, true, false, false)); // 2 bytes each: exceeds the 8-byte budget
         }
-        let (first, rx, _token) = f.subscribe(vec![]).unwrap();
+        let Subscription { first, rx, token: _token, .. } = f.subscribe(vec![], ME).unwrap();
         assert!(first.is_empty());
         f.publish(&tag(10, true, false, false));
         f.publish(&tag(11, true, true, false));
@@ -209,7 +244,7 @@ mod tests {
         let mut f = Fanout::new(limits(2, 1));
         f.publish(&tag(0, false, false, true)); // audio sequence header
         f.publish(&tag(1, true, true, false));
-        let (_, rx, _token) = f.subscribe(vec![]).unwrap();
+        let Subscription { rx, token: _token, mut cut, .. } = f.subscribe(vec![], ME).unwrap();
         for b in 2..6 {
             f.publish(&tag(b, true, false, false)); // queue of 2 overflows at the third
         }
@@ -225,12 +260,27 @@ mod tests {
         }
         assert_eq!(f.subscribers(), 0);
         assert_eq!(f.stats.subscribers_dropped, 1);
+        assert_eq!(cut.try_recv(), Ok(Some(())), "its writer is told to stop, even mid-write");
+    }
+
+    #[test]
+    fn viewers_per_address_are_capped_and_a_closed_stream_cuts_nobody() {
+        let mut f = Fanout::new(limits(4, 1));
+        let other = IpAddr::from([192, 0, 2, 9]);
+        let a = f.subscribe(vec![], ME).unwrap();
+        let _b = f.subscribe(vec![], ME).unwrap();
+        assert_eq!(f.subscribe(vec![], ME).err(), Some(Refused::PerAddress));
+        let mut c = f.subscribe(vec![], other).unwrap();
+        drop(a.token);
+        let _again = f.subscribe(vec![], ME).expect("a viewer that left frees its place");
+        f.close();
+        assert!(c.cut.try_recv().is_err(), "closing the stream is no cut: the writer sends what is queued");
     }
 
     #[test]
     fn a_viewer_that_left_is_not_counted_even_without_traffic() {
         let mut f = Fanout::new(limits(4, 1));
-        let (_, _rx, token) = f.subscribe(vec![]).unwrap();
+        let Subscription { token, .. } = f.subscribe(vec![], ME).unwrap();
         assert_eq!(f.subscribers(), 1);
         drop(token);
         assert_eq!(f.subscribers(), 0);

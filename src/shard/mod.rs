@@ -103,6 +103,8 @@ pub struct Shard {
     pub single_port: single_port::SinglePort,
     /// What the shard's closed streams took, so the shard's totals only grow (metrics).
     pub retired: std::cell::Cell<PacketTotals>,
+    /// FLV viewers refused for `media.viewers_per_address_max`.
+    pub viewers_refused_per_address: std::cell::Cell<u64>,
 }
 
 /// A media shard's figures at one instant: packet counters (closed streams' included, so they
@@ -117,6 +119,7 @@ pub struct ShardTotals {
     pub hls_streams: usize,
     pub recordings: usize,
     pub single_port: single_port::SinglePortCounters,
+    pub viewers_refused_per_address: u64,
 }
 
 /// Packet counters summed over streams.
@@ -167,12 +170,13 @@ impl Shard {
             tls: RefCell::new(None),
             single_port: Default::default(),
             retired: Default::default(),
+            viewers_refused_per_address: Default::default(),
         }
     }
 
     /// This shard's totals now (see `ShardTotals`).
     pub fn totals(&self) -> ShardTotals {
-        let mut t = ShardTotals { shard: self.index, packets: self.retired.get(), single_port: self.single_port.counters(), ..Default::default() };
+        let mut t = ShardTotals { shard: self.index, packets: self.retired.get(), single_port: self.single_port.counters(), viewers_refused_per_address: self.viewers_refused_per_address.get(), ..Default::default() };
         for s in self.streams.borrow().values() {
             let info = s.info();
             t.packets = t.packets.plus(&info);

@@ -32,6 +32,8 @@ pub const UDP_DATAGRAMS_PER_TURN_MAX: usize = 64;
 pub const TCP_READ_BYTES: usize = 16 * 1024;
 /// Concurrent TCP RTP connections per stream (one device normally; a reconnect overlaps).
 pub const TCP_CONNS_PER_STREAM_MAX: usize = 4;
+/// Keyframes a stream's cover is tried from before it is given up.
+pub const COVER_ATTEMPTS_MAX: u32 = 5;
 /// Free ports tried before a stream is refused (another program may hold some of the range).
 const PORT_BIND_ATTEMPTS_MAX: usize = 1_024;
 /// How often each shard updates bitrates and closes idle streams.
@@ -73,7 +75,12 @@ pub struct Stream {
     pub recorder: RefCell<Option<super::record::Recorder>>,
     /// JPEG of a keyframe; made once from the first keyframe, and again on request.
     pub cover: RefCell<Option<Bytes>>,
-    cover_started: Cell<bool>,
+    /// A cover is to be made at the next keyframe (see `try_cover`).
+    cover_wanted: Cell<bool>,
+    /// Keyframes received when the cover was last tried; tries made; why the last failed.
+    cover_tried_at: Cell<u64>,
+    cover_attempts: Cell<u32>,
+    cover_error: RefCell<Option<String>>,
     /// Which packets this stream takes (expected SSRCs, the locked source).
     pub source: RefCell<SourceGuard>,
     /// A playback the device was told to pause: not closed for idleness meanwhile.
@@ -106,16 +113,38 @@ impl Stream {
         self.pipeline.borrow_mut().on_packet(data, now_ms, &mut tags);
         self.deliver(&mut tags);
         drop(tags);
-        if !self.cover_started.get() && self.pipeline.borrow().last_keyframe.is_some() {
-            self.cover_started.set(true);
-            let me = self.self_rc();
-            glommio::spawn_local(async move {
-                if let Err(error) = me.snapshot().await {
-                    tracing::info!(ssrc = me.spec.ssrc, %error, "no cover for stream");
-                }
-            })
-            .detach();
+        if self.cover_wanted.get() && self.pipeline.borrow().stats.keyframes > self.cover_tried_at.get() {
+            self.try_cover();
         }
+    }
+
+    /// Makes the cover from the latest keyframe, off the packet path. A keyframe that does not
+    /// decode (its parameter sets were in packets lost before the first one taken) is no
+    /// reason to give up: the next keyframes are tried, `COVER_ATTEMPTS_MAX` in all; a codec
+    /// without a decoder is given up at once. Why there is none is kept for `/cover`.
+    fn try_cover(&self) {
+        self.cover_wanted.set(false);
+        self.cover_tried_at.set(self.pipeline.borrow().stats.keyframes);
+        let me = self.self_rc();
+        glommio::spawn_local(async move {
+            let attempt = me.cover_attempts.get() + 1;
+            me.cover_attempts.set(attempt);
+            match me.snapshot().await {
+                Ok(_) => *me.cover_error.borrow_mut() = None,
+                Err(error) => {
+                    let again = attempt < COVER_ATTEMPTS_MAX && !matches!(error, crate::snapshot::SnapshotError::Unsupported(_));
+                    tracing::info!(ssrc = me.spec.ssrc, %error, attempt, again, "no cover for stream");
+                    *me.cover_error.borrow_mut() = Some(error.to_string());
+                    me.cover_wanted.set(again);
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// Why the stream has no cover, once a try failed.
+    pub fn cover_error(&self) -> Option<String> {
+        self.cover_error.borrow().clone()
     }
 
     /// The device sends another SSRC than it was offered: it is this stream's now. On the
@@ -460,6 +489,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         gop_cache_bytes_max: media.gop_cache_bytes_max,
         queue_tags_max: media.subscriber_queue_tags_max,
         skips_max: media.subscriber_skips_max,
+        per_address_max: media.viewers_per_address_max,
     };
     let stream = Rc::new(Stream {
         spec: spec.clone(),
@@ -484,7 +514,10 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         hls_requested: Cell::new(None),
         recorder: RefCell::new(None),
         cover: RefCell::new(None),
-        cover_started: Cell::new(!shard.config.media.cover_on_first_keyframe),
+        cover_wanted: Cell::new(shard.config.media.cover_on_first_keyframe),
+        cover_tried_at: Cell::new(0),
+        cover_attempts: Cell::new(0),
+        cover_error: RefCell::new(None),
         source: RefCell::new(if spec.any_ssrc { SourceGuard::any(spec.source.clone()) } else { SourceGuard::new(spec.ssrc, spec.source.clone()) }),
         paused: Cell::new(false),
         alias: Cell::new(None),
