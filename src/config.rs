@@ -53,6 +53,8 @@ impl Default for RegistryConfig {
 
 /// Bounds of `registry.lease_s`: renewals need a few round trips' slack; a failover longer
 /// than two minutes leaves devices unserved too long.
+/// The largest REGISTER burst or rate a config may set (a limit that means something).
+pub const REGISTER_BURST_MAX: u32 = 100_000;
 pub const LEASE_S_MIN: u64 = 2;
 pub const LEASE_S_MAX: u64 = 120;
 
@@ -259,6 +261,35 @@ pub struct SipConfig {
     pub ssrc_check: SsrcCheck,
     /// Devices set apart, by device id.
     pub device_ssrc_check: std::collections::BTreeMap<String, SsrcCheck>,
+    /// New REGISTER challenges one source address gets: a burst, then so many a second; past
+    /// that it is answered 503 with Retry-After.
+    pub register_rate: RegisterRate,
+    /// Networks with limits of their own (a site whose cameras all register through one NAT
+    /// address), the first match counting.
+    pub register_rate_networks: Vec<RegisterRateNetwork>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRate {
+    pub burst: u32,
+    pub per_s: u32,
+}
+
+impl Default for RegisterRate {
+    fn default() -> Self {
+        let d = crate::proto::sip::endpoint::RateLimit::default();
+        RegisterRate { burst: d.burst, per_s: d.per_s }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRateNetwork {
+    /// An address or range: `203.0.113.7`, `10.20.0.0/16`.
+    pub source: String,
+    pub burst: u32,
+    pub per_s: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +304,20 @@ impl SipConfig {
     /// `time_zone` in seconds east of UTC (validated), or this machine's zone.
     pub fn utc_offset_s(&self) -> i32 {
         crate::proto::sip::gbtime::parse_offset(&self.time_zone).unwrap_or_else(local_utc_offset_s)
+    }
+
+    /// The REGISTER rate limits as the endpoint takes them (validated: sources parse).
+    pub fn register_rate_limits(&self) -> crate::proto::sip::endpoint::RateLimits {
+        use crate::proto::sip::endpoint::RateLimit;
+        let limit = |burst, per_s| RateLimit { burst, per_s };
+        crate::proto::sip::endpoint::RateLimits {
+            default: limit(self.register_rate.burst, self.register_rate.per_s),
+            networks: self
+                .register_rate_networks
+                .iter()
+                .filter_map(|n| Some((crate::proto::ipnet::IpNet::parse(&n.source).ok()?, limit(n.burst, n.per_s))))
+                .collect(),
+        }
     }
 
     /// Whether a device's stream learns an SSRC the device picked itself.
@@ -430,6 +475,8 @@ impl Default for SipConfig {
             subscribe_expires_s: 3600,
             ssrc_check: SsrcCheck::Learn,
             device_ssrc_check: Default::default(),
+            register_rate: RegisterRate::default(),
+            register_rate_networks: Vec::new(),
         }
     }
 }
@@ -600,6 +647,17 @@ impl Config {
         }
         if self.node.hook_retry > crate::outbound::RETRIES_MAX {
             return invalid(&format!("node.hook_retry must be <= {}", crate::outbound::RETRIES_MAX));
+        }
+        let rates = std::iter::once((self.sip.register_rate.burst, self.sip.register_rate.per_s))
+            .chain(self.sip.register_rate_networks.iter().map(|n| (n.burst, n.per_s)));
+        if rates.into_iter().any(|(burst, per_s)| burst == 0 || per_s == 0 || burst > REGISTER_BURST_MAX || per_s > REGISTER_BURST_MAX) {
+            return invalid(&format!("sip.register_rate and register_rate_networks: burst and per_s must be 1..={REGISTER_BURST_MAX}"));
+        }
+        if self.sip.register_rate_networks.len() > crate::proto::sip::endpoint::RATE_NETWORKS_MAX {
+            return invalid(&format!("sip.register_rate_networks: at most {}", crate::proto::sip::endpoint::RATE_NETWORKS_MAX));
+        }
+        if let Some(n) = self.sip.register_rate_networks.iter().find(|n| crate::proto::ipnet::IpNet::parse(&n.source).is_err()) {
+            return invalid(&format!("sip.register_rate_networks: source {:?} is not an address or range (10.20.0.0/16)", n.source));
         }
         let zones = std::iter::once(&self.sip.time_zone).filter(|z| !z.is_empty()).chain(self.sip.device_time_zones.values());
         if let Some(z) = zones.into_iter().find(|z| crate::proto::sip::gbtime::parse_offset(z).is_none()) {

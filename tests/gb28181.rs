@@ -588,6 +588,37 @@ fn a_device_that_ignores_the_offered_ssrc_plays_or_is_told_why_not() {
     }
 }
 
+/// Cameras rebooting together behind one NAT address: past the source's REGISTER burst they
+/// are told 503 with a Retry-After (not left to guess), and a network set apart in
+/// `sip.register_rate_networks` gets its own, larger limit.
+#[test]
+fn a_register_burst_from_one_address_is_told_when_to_come_back() {
+    let sip = "  register_rate: {burst: 5, per_s: 1}\n  register_rate_networks:\n    - {source: \"127.0.0.6/32\", burst: 50, per_s: 10}\n";
+    let engine = Engine::start_with(1, "", sip, None);
+    let burst = |from: &str| -> Vec<(u16, Option<String>)> {
+        let sock = UdpSocket::bind(format!("{from}:0")).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let local = sock.local_addr().unwrap();
+        (0..10)
+            .map(|i| {
+                let id = format!("3402000000132{:07}", 100 + i);
+                let register = format!("REGISTER sip:{SERVER}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {local};rport;branch=z9hG4bK{i}\r\nFrom: <sip:{id}@{DOMAIN}>;tag={i}\r\nTo: <sip:{id}@{DOMAIN}>\r\nCall-ID: burst-{from}-{i}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{id}@{local}>\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n");
+                sock.send_to(register.as_bytes(), engine.sip).unwrap();
+                let mut buf = [0u8; 4096];
+                let n = sock.recv(&mut buf).expect("every REGISTER is answered");
+                let answer = parse(&buf[..n]).unwrap();
+                (answer.status().unwrap(), answer.header("Retry-After"))
+            })
+            .collect()
+    };
+    let nat = burst("127.0.0.5");
+    assert_eq!(nat.iter().filter(|(code, _)| *code == 401).count(), 5, "{nat:?}");
+    assert!(nat[5..].iter().all(|(code, retry)| *code == 503 && retry.as_deref().is_some_and(|r| r.parse::<u32>().is_ok_and(|s| s >= 1))), "{nat:?}");
+    let site = burst("127.0.0.6");
+    assert!(site.iter().all(|(code, _)| *code == 401), "the site's own limit: {site:?}");
+    assert!(sip_counter(&engine, "counters", "rate_limited") >= 5);
+}
+
 #[test]
 fn sip_over_tcp_registers_and_queries_come_back_on_the_connection() {
     use std::io::{Read, Write};

@@ -11,6 +11,7 @@
 
 mod asks;
 mod challenge;
+pub use challenge::{RATE_NETWORKS_MAX, RateLimit, RateLimits};
 mod control;
 mod device;
 mod messages;
@@ -133,6 +134,8 @@ pub struct EndpointConfig {
     pub subscribe: Vec<String>,
     pub device_subscribe: BTreeMap<String, Vec<String>>,
     pub subscribe_expires_s: u32,
+    /// New REGISTER challenges a source gets (the default, and networks set apart).
+    pub register_rate: challenge::RateLimits,
 }
 
 impl EndpointConfig {
@@ -157,6 +160,7 @@ impl EndpointConfig {
             subscribe: s.subscribe.clone(),
             device_subscribe: s.device_subscribe.clone(),
             subscribe_expires_s: s.subscribe_expires_s.max(SUBSCRIBE_EXPIRES_S_MIN),
+            register_rate: s.register_rate_limits(),
         }
     }
 
@@ -210,6 +214,9 @@ pub enum Refusal {
     WrongDialog,
     /// A REGISTER answering a nonce that expired or was never issued to it (challenged again).
     StaleNonce,
+    /// Its source is over its REGISTER rate (503 with Retry-After; this is said once each time
+    /// the limit bites).
+    RateLimited,
 }
 
 impl Refusal {
@@ -223,6 +230,7 @@ impl Refusal {
             Refusal::RegistryFull => "device registry full",
             Refusal::WrongDialog => "tags do not match the dialog",
             Refusal::StaleNonce => "expired or unknown nonce (challenged again)",
+            Refusal::RateLimited => "too many REGISTERs from this address (503, Retry-After; sip.register_rate)",
         }
     }
 }
@@ -459,13 +467,14 @@ impl Endpoint {
     /// it OS randomness: nonces must not be guessable). `devices` come from storage (offline).
     pub fn new(cfg: EndpointConfig, now: Instant, unix_ms: u64, seed: [u8; 16], devices: Vec<Device>) -> Endpoint {
         let devices = devices.into_iter().take(DEVICES_MAX).map(|d| (d.device_id.clone(), d)).collect();
+        let register_rate = cfg.register_rate.clone();
         Endpoint {
             cfg,
             clock_base: (now, unix_ms),
             rng: rng::Rng::new(seed),
             devices,
             tcp_bound: HashMap::new(),
-            challenges: Default::default(),
+            challenges: challenge::Challenges::new(register_rate),
             client: Default::default(),
             server: Default::default(),
             plays: Default::default(),

@@ -96,8 +96,8 @@ impl Endpoint {
         Reply::status(code)
     }
 
-    /// 401 with a fresh nonce, 403 once this source failed too often, or nothing when the
-    /// source is over its challenge rate.
+    /// 401 with a fresh nonce, 403 once this source failed too often, or 503 with Retry-After
+    /// when the source is over its challenge rate (warned once each time it bites).
     fn challenge(&mut self, now: Instant, from: Peer, key: ChallengeKey, failed: bool, stale: bool) -> Option<Reply> {
         let device_id = key.device_id.clone();
         let rng = &mut self.rng;
@@ -110,9 +110,12 @@ impl Endpoint {
                 Some(Reply { code: 401, reason: "Unauthorized", extra: vec![("WWW-Authenticate", www)], body: None })
             }
             Issue::Refuse { .. } => self.refuse_register(from, &device_id, Refusal::TooManyFailures, 403),
-            Issue::RateLimited => {
+            Issue::RateLimited { retry_after_s, first } => {
                 self.counters.rate_limited += 1;
-                None
+                if first {
+                    self.emit(Event::Refused { peer: from, method: "REGISTER".into(), device_id: Some(device_id), reason: Refusal::RateLimited });
+                }
+                Some(Reply { code: 503, reason: "Service Unavailable", extra: vec![("Retry-After", retry_after_s.to_string())], body: None })
             }
         }
     }
