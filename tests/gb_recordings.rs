@@ -206,6 +206,10 @@ fn run_device(mut sim: Sim, base: u64, asked: mpsc::Sender<Asked>, quit: mpsc::R
         }
         let Some(msg) = sim.recv(Duration::from_millis(20)) else { continue };
         if !msg.is_request() {
+            // Its keepalive refused: the platform forgot it (a restart); it registers again.
+            if msg.status() == Some(403) {
+                assert_eq!(sim.register(PASSWORD, 3600).0, 200, "registered again");
+            }
             continue;
         }
         let text = String::from_utf8_lossy(msg.body()).to_string();
@@ -365,6 +369,35 @@ fn setup(options: DeviceOptions) -> Setup {
         (v["channels"].as_array().map(Vec::len) == Some(1)).then_some(())
     });
     Setup { engine, base, asked, quit, device }
+}
+
+/// A finished download's file, fetched by its URL, holds every frame of the recording
+/// `rec_start..rec_end` once (their SEI times) and lasts it; its URL.
+fn assert_whole_download(engine: &Engine, done: &serde_json::Value, rec_start: u64, rec_end: u64, name: &str) -> String {
+    let url = done["url"].as_str().unwrap().to_string();
+    let (head, mp4) = http_get(engine.http, &url, &[]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(mp4.len() as u64, done["bytes"].as_u64().unwrap());
+    let file = work_dir().join(format!("{name}.mp4"));
+    std::fs::write(&file, &mp4).unwrap();
+    let flv = work_dir().join(format!("{name}.flv"));
+    let remux = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&file)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(&flv)
+        .status()
+        .unwrap();
+    assert!(remux.success());
+    let times: std::collections::BTreeSet<u64> = flv_frame_times(&std::fs::read(&flv).unwrap()).into_iter().map(|f| f.1).collect();
+    let all: std::collections::BTreeSet<u64> = (rec_start * 1000..rec_end * 1000).step_by(FRAME_MS as usize).collect();
+    let missing: Vec<u64> = all.difference(&times).map(|t| t - rec_start * 1000).collect();
+    let extra: Vec<u64> = times.difference(&all).copied().collect();
+    assert!(missing.is_empty() && extra.is_empty(), "every frame of the recording is in the file: missing (ms in) {missing:?}, extra {extra:?}");
+    assert_eq!(ffprobe(&file).frames, all.len(), "each frame once");
+    let duration = ffprobe_duration_s(&file);
+    assert!((duration - RECORDING_S as f64).abs() < 0.1, "lasts the recording: {duration} s");
+    url
 }
 
 /// Next thing the device was asked, within `limit`.
@@ -618,29 +651,7 @@ fn a_download_resumes_after_the_device_drops_and_completes_whole() {
     assert_eq!((name.as_str(), start - rec_start, end), ("Download", 4, rec_end));
 
     // The file: whole, decodable, served with ranges, removable.
-    let url = done["url"].as_str().unwrap().to_string();
-    let (head, mp4) = http_get(engine.http, &url, &[]);
-    assert_eq!(status_of(&head), 200, "{head}");
-    assert_eq!(mp4.len() as u64, done["bytes"].as_u64().unwrap());
-    let file = work_dir().join("download.mp4");
-    std::fs::write(&file, &mp4).unwrap();
-    let flv = work_dir().join("download.flv");
-    let remux = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-i"])
-        .arg(&file)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(&flv)
-        .status()
-        .unwrap();
-    assert!(remux.success());
-    let times: std::collections::BTreeSet<u64> = flv_frame_times(&std::fs::read(&flv).unwrap()).into_iter().map(|f| f.1).collect();
-    let all: std::collections::BTreeSet<u64> = (rec_start * 1000..rec_end * 1000).step_by(FRAME_MS as usize).collect();
-    let missing: Vec<u64> = all.difference(&times).map(|t| t - rec_start * 1000).collect();
-    let extra: Vec<u64> = times.difference(&all).copied().collect();
-    assert!(missing.is_empty() && extra.is_empty(), "every frame of the recording is in the file: missing (ms in) {missing:?}, extra {extra:?}");
-    assert_eq!(ffprobe(&file).frames, all.len(), "each frame once");
-    let duration = ffprobe_duration_s(&file);
-    assert!((duration - RECORDING_S as f64).abs() < 0.1, "lasts the recording: {duration} s");
+    let url = assert_whole_download(engine, &done, rec_start, rec_end, "download");
     let (head, part) = http_get(engine.http, &url, &[("Range", "bytes=0-99")]);
     assert_eq!((status_of(&head), part.len()), (206, 100));
     let (_, list) = engine.request("GET", "/api/downloads", "");
@@ -649,4 +660,43 @@ fn a_download_resumes_after_the_device_drops_and_completes_whole() {
     assert_eq!(status_of(&http_get(engine.http, &url, &[]).0), 404);
     assert_eq!(engine.request("GET", &format!("/api/downloads/{id}"), "").0, 404);
     s.device_gone();
+}
+
+/// `kill -9` while a download runs: after the restart it is listed `interrupted` with its
+/// file (cut to its whole fragments), and once the device is online again it goes on into the
+/// same file from where that ends, and completes with every frame of the recording once.
+#[test]
+fn a_download_interrupted_by_kill_9_goes_on_into_its_file_after_the_restart() {
+    let mut s = setup(DeviceOptions::default());
+    let base = s.base;
+    let (rec_start, rec_end) = recordings(base)[2];
+    let body = format!("{{\"start\": {rec_start}, \"end\": {rec_end}, \"speed\": 2}}");
+    let (status, d) = s.engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{CHANNEL}/download"), &body);
+    assert_eq!(status, 202, "{d}");
+    let id = d["id"].as_str().unwrap().to_string();
+    wait_for("some of it written", Duration::from_secs(20), || {
+        let (_, d) = s.engine.request("GET", &format!("/api/downloads/{id}"), "");
+        (d["media_ms"].as_u64() >= Some(3_000)).then_some(())
+    });
+    s.engine.crash_and_restart();
+    let (_, d) = s.engine.request("GET", &format!("/api/downloads/{id}"), "");
+    assert!(matches!(d["state"].as_str(), Some("interrupted" | "running")), "listed after the restart: {d}");
+    assert_eq!(d["file"], format!("{id}.mp4"));
+    let done = wait_for("the interrupted download completes", Duration::from_secs(40), || {
+        let (_, d) = s.engine.request("GET", &format!("/api/downloads/{id}"), "");
+        match d["state"].as_str() {
+            Some("complete") => Some(d),
+            Some("failed" | "cancelled") => panic!("download ended: {d}"),
+            _ => {
+                std::thread::sleep(Duration::from_millis(100));
+                None
+            }
+        }
+    });
+    assert!(done["resumes"].as_u64() >= Some(1), "{done}");
+    let log = s.engine.log_text();
+    assert!(log.contains("download interrupted by a restart; it goes on once its device is online") && log.contains("interrupted download goes on into its file"), "{log}");
+    assert_whole_download(&s.engine, &done, rec_start, rec_end, "interrupted-download");
+    s.quit.send(()).unwrap();
+    s.device.join().unwrap();
 }

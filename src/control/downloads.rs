@@ -9,12 +9,16 @@
 //! media shows), progress is its `getMediaInfo`, the file is the one its `on_record_mp4` names,
 //! fetched from the node with this control's token (the node asks `on_http_access`). Removing
 //! such a download forgets it here; the file stays on the node.
+//!
+//! Downloads are saved (`data_dir/downloads/downloads.json`): one that was running when gmv
+//! stopped (a crash, `kill -9`) comes back `interrupted`, its file cut to its whole fragments,
+//! and goes on into the same file, from where that ends, once its device is online again.
 
 use super::Control;
 use crate::proto::sip::endpoint::{EndReason, MediaTransport, PlayError, PlayKind};
 use crate::shard::msg::PlaybackChange;
-use serde::Serialize;
-use std::cell::RefCell;
+use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -39,11 +43,16 @@ pub const DOWNLOAD_NEAR_END_MS: u64 = 2_000;
 pub const DOWNLOAD_FLUSH_WAIT: Duration = Duration::from_secs(10);
 /// The fastest `a=downloadspeed` asked of a device.
 pub const DOWNLOAD_SPEED_MAX: u32 = 16;
+/// How often changed downloads are saved, and interrupted ones looked at for their device.
+pub const DOWNLOADS_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DownloadState {
     Running,
+    /// gmv stopped while it ran: its file holds what came until then; it goes on once the
+    /// device is online.
+    Interrupted,
     /// The device dropped; a new INVITE is on its way.
     Resuming,
     /// The media is all there; the file is being closed.
@@ -59,7 +68,7 @@ impl DownloadState {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Download {
     /// Also the file's name without `.mp4`.
     pub id: String,
@@ -93,7 +102,7 @@ pub struct Download {
     grown_at: (u64, Option<Instant>),
     /// Where in the range the media has reached (ms from its start): the resume point plus
     /// what the stream covered since.
-    #[serde(skip)]
+    #[serde(default)]
     position_ms: u64,
     /// The stream's covered media when the device was last invited, and the range offset that
     /// INVITE started from.
@@ -103,11 +112,13 @@ pub struct Download {
     ssrc: u32,
     #[serde(skip)]
     port: u16,
-    #[serde(skip)]
     transport: MediaTransport,
     /// Why its SIP session ended, until the watcher acts on it.
     #[serde(skip)]
     ended: Option<EndReason>,
+    /// Interrupted: what its file holds whole, to go on from.
+    #[serde(skip)]
+    whole: Option<crate::shard::record::WholeFile>,
 }
 
 impl Download {
@@ -136,6 +147,8 @@ pub struct NodeFile {
 #[derive(Debug, Default)]
 pub struct Downloads {
     entries: RefCell<BTreeMap<String, Download>>,
+    /// Changed since last saved.
+    dirty: Cell<bool>,
 }
 
 /// How far a download's stream has come, wherever it is written.
@@ -146,6 +159,9 @@ struct Progress {
     quiet_ms: u64,
     /// The node records it (always true here).
     recording: bool,
+    /// Why its recording stopped on its own (a full disk; a continued file whose picture
+    /// format changed).
+    error: Option<String>,
 }
 
 impl Downloads {
@@ -162,7 +178,38 @@ impl Downloads {
         let d = entries.get_mut(id)?;
         f(d);
         d.update_progress();
+        self.dirty.set(true);
         Some(d.clone())
+    }
+
+    fn insert(&self, d: Download) {
+        self.entries.borrow_mut().insert(d.id.clone(), d);
+        self.dirty.set(true);
+    }
+
+    fn remove(&self, id: &str) -> bool {
+        self.dirty.set(true);
+        self.entries.borrow_mut().remove(id).is_some()
+    }
+
+    /// The downloads as saved, when they changed since the last call.
+    fn take_changed(&self) -> Option<Vec<Download>> {
+        self.dirty.replace(false).then(|| self.list())
+    }
+
+    /// Downloads saved by an earlier run (blocking IO: the file, and each interrupted one's
+    /// MP4, cut to its whole fragments). One that was running is `interrupted`.
+    pub fn load(data_dir: &std::path::Path) -> Downloads {
+        let dir = crate::shard::record::downloads_dir(data_dir);
+        let saved: Vec<Download> = match std::fs::read(dir.join(SAVED_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+                tracing::warn!(%error, "the saved downloads cannot be read; starting without them");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        let entries = saved.into_iter().take(DOWNLOADS_MAX).map(|d| (d.id.clone(), interrupted(&dir, d))).collect();
+        Downloads { entries: RefCell::new(entries), dirty: Cell::new(true) }
     }
 
     /// A SIP session ended; true when its stream is a download's to keep (the watcher then
@@ -196,13 +243,46 @@ impl Downloads {
 
     /// Room for one more: drops the oldest finished entry when full.
     fn make_room(&self) -> bool {
-        let mut entries = self.entries.borrow_mut();
-        if entries.len() < DOWNLOADS_MAX {
+        if self.entries.borrow().len() < DOWNLOADS_MAX {
             return true;
         }
-        let oldest = entries.values().filter(|d| !d.state.active()).min_by_key(|d| d.created_at).map(|d| d.id.clone());
-        oldest.is_some_and(|id| entries.remove(&id).is_some())
+        let oldest = self.entries.borrow().values().filter(|d| !d.state.active()).min_by_key(|d| d.created_at).map(|d| d.id.clone());
+        oldest.is_some_and(|id| self.remove(&id))
     }
+}
+
+/// The saved downloads, in `downloads_dir`.
+const SAVED_FILE: &str = "downloads.json";
+
+/// A saved download as this run takes it: one that was under way when gmv stopped is
+/// interrupted, its file cut to what is whole (or failed, when there is no usable file).
+fn interrupted(dir: &std::path::Path, mut d: Download) -> Download {
+    if !d.state.active() {
+        return d;
+    }
+    if d.node.is_some() {
+        d.state = DownloadState::Failed;
+        d.error = Some("interrupted by a restart of this control; the media node's file is not continued".into());
+        return d;
+    }
+    match crate::shard::record::scan_and_cut(&dir.join(&d.file)) {
+        Ok(whole) => {
+            tracing::warn!(download = %d.id, bytes = whole.bytes, media_ms = whole.end_90k / 90, "download interrupted by a restart; it goes on once its device is online");
+            d.state = DownloadState::Interrupted;
+            d.bytes = whole.bytes;
+            d.media_ms = (whole.end_90k / 90).min(d.range_ms());
+            d.position_ms = d.media_ms;
+            d.error = Some("interrupted by a restart; goes on once the device is online".into());
+            d.whole = Some(whole);
+        }
+        Err(error) => {
+            tracing::warn!(download = %d.id, %error, "download interrupted by a restart; its file cannot be continued");
+            d.state = DownloadState::Failed;
+            d.error = Some(format!("interrupted by a restart; its file cannot be continued: {error}"));
+        }
+    }
+    d.update_progress();
+    d
 }
 
 /// What a download request asks.
@@ -229,7 +309,7 @@ impl Control {
                 (ssrc, port, media_ip, self.placement(ssrc).map(|p| p.node))
             }
             None => {
-                let (ssrc, port) = self.open_new_stream(kind, channel_id, created_ms, source).await?;
+                let (ssrc, port) = self.open_new_stream(kind, channel_id, |ssrc| history_spec(ssrc, kind, created_ms), source).await?;
                 (ssrc, port, None, None)
             }
         };
@@ -259,8 +339,9 @@ impl Control {
             port,
             transport: req.transport,
             ended: None,
+            whole: None,
         };
-        self.downloads.entries.borrow_mut().insert(id.clone(), d);
+        self.downloads.insert(d);
         // The node's own check for a stream without packets stays off: this control tells a
         // stalled download itself, and a resume must find the stream still there.
         if let Some(node) = &node {
@@ -268,7 +349,7 @@ impl Control {
         }
         if let Err(error) = self.play_kind(device_id, channel_id, req.transport, kind, Some((ssrc, port, media_ip))).await {
             // The failed play closed the stream.
-            self.downloads.entries.borrow_mut().remove(&id);
+            self.downloads.remove(&id);
             return Err(error);
         }
         tracing::info!(device_id, channel_id, download = %id, start = req.start, end = req.end, speed = req.speed, "download started");
@@ -278,6 +359,9 @@ impl Control {
 
     /// Stops a running download (its file stays, as far as it got); false if none runs.
     pub fn cancel_download(self: &Rc<Self>, id: &str) -> bool {
+        if self.downloads.get(id).is_some_and(|d| d.state == DownloadState::Interrupted) {
+            return self.downloads.update(id, |d| d.state = DownloadState::Cancelled).is_some();
+        }
         if !self.downloads.get(id).is_some_and(|d| d.state.active()) {
             return false;
         }
@@ -292,7 +376,7 @@ impl Control {
     /// or it still runs.
     pub async fn remove_download(self: &Rc<Self>, id: &str) -> bool {
         let removable = self.downloads.get(id).is_some_and(|d| !d.state.active());
-        if !removable || self.downloads.entries.borrow_mut().remove(id).is_none() {
+        if !removable || !self.downloads.remove(id) {
             return false;
         }
         let dir = crate::shard::record::downloads_dir(&self.shard.config.data_dir);
@@ -304,6 +388,72 @@ impl Control {
             })
             .await;
         true
+    }
+
+    /// Forever: saves the downloads when they changed, and sends interrupted ones on once their
+    /// device is online (only the active control: a standby has none running).
+    pub(super) async fn downloads_loop(self: Rc<Self>) {
+        let path = crate::shard::record::downloads_dir(&self.shard.config.data_dir).join(SAVED_FILE);
+        loop {
+            glommio::timer::sleep(DOWNLOADS_SAVE_INTERVAL).await;
+            if let Some(all) = self.downloads.take_changed() {
+                let path = path.clone();
+                let saved = glommio::executor().spawn_blocking(move || save(&path, &all)).await;
+                if let Err(error) = saved {
+                    self.downloads.dirty.set(true);
+                    self.warn_limited(|| tracing::warn!(%error, "cannot save the downloads; tried again in a second"));
+                }
+            }
+            let waiting: Vec<Download> = self.downloads.list().into_iter().filter(|d| d.state == DownloadState::Interrupted && d.whole.is_some()).collect();
+            for d in waiting {
+                let online = self.endpoint().device(&d.device_id).is_some_and(|dev| self.endpoint().is_online(dev, Instant::now()));
+                if online && self.is_active() {
+                    self.continue_interrupted(d).await;
+                }
+            }
+        }
+    }
+
+    /// An interrupted download goes on: a new stream writes on into its file, from where the
+    /// file's whole fragments end (a whole second: the device starts from seconds).
+    async fn continue_interrupted(self: &Rc<Self>, d: Download) {
+        let Some(whole) = d.whole.clone() else { return };
+        if d.resumes >= DOWNLOAD_RESUMES_MAX {
+            return self.download_done(&d.id, Some(format!("interrupted, and could not go on after {} tries", d.resumes)));
+        }
+        let offset_s = (whole.end_90k / 90_000).min((d.end - d.start).saturating_sub(1));
+        let kind = PlayKind::Download { start: d.start + offset_s, end: d.end, speed: d.speed };
+        let (stem, source) = (d.id.clone(), self.device_source(&d.device_id));
+        let history = |_| Some(crate::shard::msg::History::Download { stem: stem.clone(), resume: Some(whole.clone()) });
+        let opened = self.open_new_stream(kind, &d.channel_id, history, source).await;
+        let (ssrc, port) = match opened {
+            Ok(opened) => opened,
+            Err(error) => {
+                self.downloads.update(&d.id, |d| d.resumes += 1);
+                return tracing::warn!(download = %d.id, ?error, "interrupted download: no stream to go on with");
+            }
+        };
+        self.downloads.update(&d.id, |e| {
+            e.state = DownloadState::Running;
+            e.resumes += 1;
+            e.ssrc = ssrc;
+            e.port = port;
+            e.invited_at = (0, offset_s * 1000);
+            e.error = None;
+            e.ended = None;
+        });
+        tracing::info!(download = %d.id, start = d.start + offset_s, from_bytes = whole.bytes, "interrupted download goes on into its file");
+        if let Err(error) = self.play_kind(&d.device_id, &d.channel_id, d.transport, kind, Some((ssrc, port, None))).await {
+            // The failed play closed the stream; the file is as it was: try again later.
+            tracing::warn!(download = %d.id, ?error, "interrupted download: the device did not take it up again");
+            self.downloads.update(&d.id, |e| {
+                e.state = DownloadState::Interrupted;
+                e.error = Some(format!("interrupted by a restart; going on failed ({error:?}), tried again"));
+            });
+            return;
+        }
+        self.downloads.update(&d.id, |e| e.whole = None);
+        glommio::spawn_local(self.clone().watch_download(d.id.clone())).detach();
     }
 
     /// Follows one download: progress from its stream, the end, resumes after a drop.
@@ -319,6 +469,9 @@ impl Control {
                 tracing::warn!(download = %id, "download stream gone");
                 return;
             };
+            if let Some(error) = info.error {
+                return self.finish_download(&id, Some(format!("the file could not be written: {error}"))).await;
+            }
             if !info.recording
                 && info.media_ms > 0
                 && let Some(node) = &d.node
@@ -477,6 +630,7 @@ impl Control {
                 bytes: info.record_bytes,
                 quiet_ms: info.last_packet_ms_ago.unwrap_or(info.age_ms),
                 recording: true,
+                error: info.record_error,
             });
         };
         let params = [
@@ -500,6 +654,7 @@ impl Control {
             bytes: answer["totalBytes"].as_u64().unwrap_or(d.bytes),
             quiet_ms: now.duration_since(since).as_millis() as u64,
             recording: answer["isRecordingMP4"].as_bool().unwrap_or(false),
+            error: None,
         })
     }
 
@@ -521,6 +676,14 @@ impl Control {
     }
 }
 
+/// Writes the downloads list whole (a temporary file renamed over the old one).
+fn save(path: &std::path::Path, all: &[Download]) -> std::io::Result<()> {
+    std::fs::create_dir_all(path.parent().expect("in downloads_dir"))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(all).map_err(std::io::Error::other)?)?;
+    std::fs::rename(tmp, path)
+}
+
 /// A download's id and file name: the shape of gmv's recording names, so the same checks hold.
 fn download_stem(ssrc: u32, created_ms: u64) -> String {
     format!("{}_{created_ms}", crate::proto::ssrc::stream_id(ssrc))
@@ -531,6 +694,6 @@ pub(super) fn history_spec(ssrc: u32, kind: PlayKind, created_ms: u64) -> Option
     match kind {
         PlayKind::Live => None,
         PlayKind::Playback { .. } => Some(History::Playback),
-        PlayKind::Download { .. } => Some(History::Download { stem: download_stem(ssrc, created_ms) }),
+        PlayKind::Download { .. } => Some(History::Download { stem: download_stem(ssrc, created_ms), resume: None }),
     }
 }

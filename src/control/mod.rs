@@ -187,6 +187,8 @@ impl Control {
         let data_dir = config.data_dir.clone();
         let history = glommio::executor().spawn_blocking(move || events::load(&data_dir, unix_ms())).await;
         let events = Rc::new(events::EventHub::new(history, webhooks::Webhooks::start(&config.webhooks)));
+        let data_dir = config.data_dir.clone();
+        let downloads = glommio::executor().spawn_blocking(move || downloads::Downloads::load(&data_dir)).await;
 
         let (udp_out, udp_out_rx) = local_channel::new_bounded(SIP_SEND_QUEUE_MSGS_MAX);
         let udp_pending = Rc::new(Cell::new(0));
@@ -209,7 +211,7 @@ impl Control {
             ask_waiters: RefCell::new(HashMap::new()),
             presets: RefCell::new(HashMap::new()),
             no_media: RefCell::new(HashMap::new()),
-            downloads: downloads::Downloads::default(),
+            downloads,
             events: events.clone(),
             wake,
             timer_deadline: Cell::new(None),
@@ -224,6 +226,7 @@ impl Control {
         glommio::spawn_local(control.clone().timer_loop(wake_rx)).detach();
         glommio::spawn_local(control.clone().session_check_loop()).detach();
         glommio::spawn_local(control.clone().persist_loop()).detach();
+        glommio::spawn_local(control.clone().downloads_loop()).detach();
         if control.registry.shared().is_some() {
             glommio::spawn_local(control.clone().lease_loop()).detach();
         }
@@ -577,7 +580,11 @@ impl Control {
     async fn open_media(self: Rc<Self>, handle: PlayHandle, kind: PlayKind, transport: MediaTransport, channel_id: String, source: SourceRule) {
         let opened = match &self.nodes {
             Some(nodes) => self.open_on_node(nodes, kind, transport, &source).await,
-            None => self.open_new_stream(kind, &channel_id, crate::shard::unix_ms(), source).await.map(|(ssrc, port)| (ssrc, port, None)),
+            None => {
+                let created_ms = crate::shard::unix_ms();
+                let opened = self.open_new_stream(kind, &channel_id, |ssrc| downloads::history_spec(ssrc, kind, created_ms), source).await;
+                opened.map(|(ssrc, port)| (ssrc, port, None))
+            }
         };
         match opened {
             // The stream's own port, or the single port every stream shares (UDP and TCP).
@@ -632,10 +639,17 @@ impl Control {
     }
 
     /// A stream for `channel_id` under a fresh SSRC on its owning shard: (ssrc, port).
-    async fn open_new_stream(&self, kind: PlayKind, channel_id: &str, created_ms: u64, source: SourceRule) -> Result<(u32, u16), PlayError> {
+    /// `history`: what the stream of a given SSRC records (a download's file is named by it).
+    async fn open_new_stream(
+        &self,
+        kind: PlayKind,
+        channel_id: &str,
+        history: impl Fn(u32) -> Option<crate::shard::msg::History>,
+        source: SourceRule,
+    ) -> Result<(u32, u16), PlayError> {
         for _ in 0..SSRC_ATTEMPTS_MAX {
             let ssrc = self.endpoint.borrow_mut().next_ssrc(kind);
-            let history = downloads::history_spec(ssrc, kind, created_ms);
+            let history = history(ssrc);
             let spec = StreamSpec { ssrc, history, channel_id: Some(channel_id.to_string()), source: source.clone(), ..Default::default() };
             match self.shard.open_stream(spec).await {
                 Ok(info) => return Ok((ssrc, info.port)),

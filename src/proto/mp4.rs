@@ -72,8 +72,10 @@ impl VideoConfig {
 pub struct Fmp4Muxer {
     video: VideoConfig,
     audio: Option<AdtsHeader>,
-    /// DTS (90 kHz) that maps to time 0 in the file.
+    /// DTS (90 kHz) that maps to time `offset` in the file.
     base_dts: u64,
+    /// File time (90 kHz) of `base_dts`: 0, or where a file being continued ended.
+    offset: u64,
     sequence: u32,
     video_samples: Vec<Sample>,
     audio_samples: Vec<Vec<u8>>,
@@ -91,6 +93,7 @@ impl Fmp4Muxer {
             video,
             audio,
             base_dts,
+            offset: 0,
             sequence: 0,
             video_samples: Vec::new(),
             audio_samples: Vec::new(),
@@ -99,6 +102,22 @@ impl Fmp4Muxer {
             last_step: 3600,
             frames: 0,
         }
+    }
+
+    /// Fragments that continue a file: its init segment stays, its last fragment was number
+    /// `fragments` and ended at `end_90k` (file time); `base_dts` is placed there.
+    pub fn continuing(video: VideoConfig, audio: Option<AdtsHeader>, base_dts: u64, end_90k: u64, fragments: u32) -> Self {
+        Fmp4Muxer { offset: end_90k, sequence: fragments, ..Fmp4Muxer::new(video, audio, base_dts) }
+    }
+
+    /// The file time (90 kHz) of a dts at or after `base_dts`.
+    fn file_time(&self, dts: u64) -> u64 {
+        dts.saturating_sub(self.base_dts) + self.offset
+    }
+
+    /// The video configuration (parameter sets) the file is written with.
+    pub fn video(&self) -> &VideoConfig {
+        &self.video
     }
 
     pub fn init_segment(&self) -> Vec<u8> {
@@ -186,7 +205,7 @@ impl Fmp4Muxer {
                 for (h, raw) in super::aac::adts_frames(&frame.data) {
                     if !self.audio_started {
                         self.audio_started = true;
-                        self.audio_time = (frame.dts - self.base_dts) * u64::from(h.sample_rate()) / 90_000;
+                        self.audio_time = self.file_time(frame.dts) * u64::from(h.sample_rate()) / 90_000;
                     }
                     self.audio_samples.push(raw.to_vec());
                 }
@@ -204,7 +223,7 @@ impl Fmp4Muxer {
         let mut data = Vec::with_capacity(frame.data.len() + 16);
         h26x::append_length_prefixed(frame.codec, &frame.data, &mut data);
         let cto = (frame.pts as i64 - frame.dts as i64).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
-        self.video_samples.push(Sample { dts: frame.dts - self.base_dts, cto, keyframe: frame.keyframe, data });
+        self.video_samples.push(Sample { dts: self.file_time(frame.dts), cto, keyframe: frame.keyframe, data });
         self.frames += 1;
         out
     }
@@ -212,7 +231,7 @@ impl Fmp4Muxer {
     /// Drops what waits for the next fragment (the GOP under way) and returns the dts of its
     /// first video sample: a download resumed from the GOP's start then leaves no duplicate.
     pub fn discard_pending(&mut self) -> Option<u64> {
-        let first = self.video_samples.first().map(|s| s.dts + self.base_dts)?;
+        let first = self.video_samples.first().map(|s| s.dts - self.offset + self.base_dts)?;
         self.frames -= self.video_samples.len() as u64;
         self.video_samples.clear();
         self.audio_samples.clear();
@@ -226,7 +245,7 @@ impl Fmp4Muxer {
 
     /// Duration so far in milliseconds (last video sample's time).
     pub fn duration_ms(&self, latest_dts: u64) -> u64 {
-        latest_dts.saturating_sub(self.base_dts) / 90
+        self.file_time(latest_dts) / 90
     }
 
     fn fragment(&mut self, next_dts: Option<u64>) -> Option<Vec<u8>> {
@@ -238,7 +257,7 @@ impl Fmp4Muxer {
         let mut durations: Vec<u32> = samples.windows(2).map(|w| w[1].dts.saturating_sub(w[0].dts) as u32).collect();
         let last = samples.last().expect("not empty");
         let last_duration = match next_dts {
-            Some(n) => n.saturating_sub(self.base_dts).saturating_sub(last.dts),
+            Some(n) => self.file_time(n).saturating_sub(last.dts),
             None => self.last_step,
         };
         if let Some(&d) = durations.last() {
@@ -448,5 +467,63 @@ mod tests {
         assert_eq!((b[0].0, b[1].0), (*b"moof", *b"mdat"));
         assert_eq!(b[1].1.len(), 25 * 8, "25 samples of 4-byte length + 4 bytes");
         assert_eq!(m.frames, 60);
+    }
+}
+
+#[cfg(test)]
+mod continuing_tests {
+    use super::*;
+    use crate::proto::mp4_read::{parse_moof, parse_moov};
+    use bytes::Bytes;
+
+    fn frame(dts: u64, key: bool) -> Frame {
+        Frame { codec: Codec::H264, pts: dts, dts, keyframe: key, data: Bytes::from(vec![0, 0, 0, 1, if key { 0x65 } else { 0x41 }, 0x88, 1, 2]) }
+    }
+
+    /// (sequence, base time, sample count, durations) of each fragment of a file.
+    fn fragments(file: &[u8]) -> Vec<(u32, u64, Vec<u32>)> {
+        let mut out = Vec::new();
+        for b in crate::proto::mp4_read::boxes(file) {
+            let (kind, body) = b.unwrap();
+            if &kind == b"moof" {
+                let mfhd = crate::proto::mp4_read::boxes(body).find_map(|b| b.ok().filter(|(k, _)| k == b"mfhd")).unwrap().1;
+                let sequence = u32::from_be_bytes(mfhd[4..8].try_into().unwrap());
+                let run = parse_moof(body).unwrap().remove(0);
+                out.push((sequence, run.base_time, run.samples.iter().map(|s| s.duration).collect()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_continued_file_goes_on_where_it_ended() {
+        let mut p = ParamSets::default();
+        for nal in [&[0x67u8, 0x64, 0x00, 0x0d, 0xac, 0xb2, 0x02, 0x83, 0xf6, 0x02, 0x20, 0x00, 0x00, 0x03, 0x00, 0x20, 0x00, 0x00, 0x06, 0x41, 0xe2, 0x85, 0x49][..], &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0]] {
+            p.observe(Codec::H264, nal);
+        }
+        let config = VideoConfig::from_params(Codec::H264, &p).unwrap();
+        // Two GOPs of 4 frames (3600 ticks apart), the second left whole in the file.
+        let mut first = Fmp4Muxer::new(config.clone(), None, 1_000);
+        let mut file = first.init_segment();
+        for i in 0..9 {
+            file.extend(first.push(&frame(1_000 + i * 3600, i % 4 == 0)).unwrap_or_default());
+        }
+        let end_90k = 8 * 3600; // the fragments written end where frame 8 starts
+        assert_eq!(fragments(&file).len(), 2);
+        // After a restart the device's clock starts anywhere: 500,000 here.
+        let mut next = Fmp4Muxer::continuing(config, None, 500_000, end_90k, 2);
+        for i in 0..5 {
+            file.extend(next.push(&frame(500_000 + i * 3600, i % 4 == 0)).unwrap_or_default());
+        }
+        file.extend(next.flush().unwrap());
+        let f = fragments(&file);
+        assert_eq!(f.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2, 3, 4], "sequence numbers go on");
+        let mut time = 0;
+        for (_, base, durations) in &f {
+            assert_eq!(*base, time, "each fragment starts where the last ended");
+            time += durations.iter().map(|d| u64::from(*d)).sum::<u64>();
+        }
+        assert_eq!(next.duration_ms(500_000 + 4 * 3600), (end_90k + 4 * 3600) / 90);
+        assert!(parse_moov(&crate::proto::mp4_read::boxes(&file).nth(1).unwrap().unwrap().1).is_ok(), "one init segment");
     }
 }

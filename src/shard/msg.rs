@@ -59,7 +59,12 @@ pub struct Expectation {
 #[serde(rename_all = "lowercase")]
 pub enum History {
     Playback,
-    Download { stem: String },
+    /// `resume`: the file is there (a download interrupted by a restart): go on with it.
+    Download {
+        stem: String,
+        #[serde(skip)]
+        resume: Option<super::record::WholeFile>,
+    },
 }
 
 /// What changed in a playback, after the device took the command.

@@ -64,6 +64,8 @@ struct OpenFile {
     muxer: Fmp4Muxer,
     first_dts: u64,
     last_dts: u64,
+    /// Frames the file held before this recorder went on with it.
+    frames_before: u64,
 }
 
 pub struct Recorder {
@@ -88,6 +90,8 @@ pub struct Recorder {
     adts: Option<AdtsHeader>,
     file: Option<OpenFile>,
     pub fragments_dropped: u64,
+    /// A file to go on with (a download interrupted by a restart) instead of a new one.
+    pub resume: Option<WholeFile>,
 }
 
 pub fn records_dir(data_dir: &Path) -> PathBuf {
@@ -118,6 +122,7 @@ impl Recorder {
             adts: None,
             file: None,
             fragments_dropped: 0,
+            resume: None,
         }
     }
 
@@ -181,7 +186,20 @@ impl Recorder {
 
     fn open(&mut self, keyframe: &Frame) {
         let Some(config) = VideoConfig::from_params(keyframe.codec, &self.params) else { return };
-        let muxer = Fmp4Muxer::new(config, self.adts, keyframe.dts);
+        let resume = self.resume.take();
+        if let Some(whole) = &resume
+            && !same_params(&whole.video_params, &self.params)
+        {
+            let error = "the device now sends another picture format (parameter sets) than the file holds; it is not continued".to_string();
+            tracing::error!(stream_id = %self.stream_id, %error, "recording not continued");
+            self.error = Some(error);
+            return;
+        }
+        let muxer = match &resume {
+            // A file without an audio track gets none now either (its init segment stays).
+            Some(whole) => Fmp4Muxer::continuing(config, self.adts.filter(|_| whole.has_audio), keyframe.dts, whole.end_90k, whole.fragments),
+            None => Fmp4Muxer::new(config, self.adts, keyframe.dts),
+        };
         let start = super::unix_ms();
         let stem = self.stem.clone().unwrap_or_else(|| format!("{}_{start}", self.stream_id));
         let info = RecordInfo {
@@ -194,17 +212,23 @@ impl Recorder {
             channel_id: self.channel_id.clone(),
         };
         let (tx, rx) = local_channel::new_bounded(RECORD_QUEUE_FRAGMENTS_MAX);
-        let init = muxer.init_segment();
-        self.bytes_queued = init.len() as u64;
+        let append_at = resume.as_ref().map(|w| w.bytes);
+        match append_at {
+            Some(bytes) => self.bytes_queued = bytes,
+            None => {
+                let init = muxer.init_segment();
+                self.bytes_queued = init.len() as u64;
+                let _ = tx.try_send(Write::Data(init));
+            }
+        }
         self.file_name = Some(info.file.clone());
-        let _ = tx.try_send(Write::Data(init));
         let dir = self.dir.clone();
-        tracing::info!(stream_id = %self.stream_id, file = %info.file, "recording started");
+        tracing::info!(stream_id = %self.stream_id, file = %info.file, continued_from_bytes = append_at, "recording started");
         let writers = self.writers.clone();
         writers.open.set(writers.open.get() + 1);
         let write_error = self.write_error.clone();
         glommio::spawn_local(async move {
-            match write_file(&dir, info.clone(), rx).await {
+            match write_file(&dir, info.clone(), rx, append_at).await {
                 Ok(closed) => writers.closed(closed),
                 Err(error) => {
                     tracing::debug!(file = %info.file, %error, "recording write failed");
@@ -214,7 +238,8 @@ impl Recorder {
             writers.open.set(writers.open.get() - 1);
         })
         .detach();
-        self.file = Some(OpenFile { tx, muxer, first_dts: keyframe.dts, last_dts: keyframe.dts });
+        let frames_before = resume.map_or(0, |w| w.frames);
+        self.file = Some(OpenFile { tx, muxer, first_dts: keyframe.dts, last_dts: keyframe.dts, frames_before });
     }
 
     /// Drops the frames not yet written (the GOP under way); the dts of the first of them.
@@ -236,7 +261,7 @@ impl Recorder {
         }
         // One frame past the last one, as the flushed fragment counts it.
         let duration_ms = f.muxer.duration_ms(f.last_dts) + 40;
-        let _ = f.tx.try_send(Write::Finish { duration_ms, frames: f.muxer.frames });
+        let _ = f.tx.try_send(Write::Finish { duration_ms, frames: f.frames_before + f.muxer.frames });
     }
 }
 
@@ -255,13 +280,26 @@ async fn write_whole_at(file: &glommio::io::BufferedFile, bytes: Vec<u8>, pos: u
     Ok(pos + len as u64)
 }
 
-async fn write_file(dir: &Path, mut info: RecordInfo, rx: glommio::channels::local_channel::LocalReceiver<Write>) -> std::io::Result<RecordInfo> {
+/// Writes a recording's fragments as they come: a new file, or (`append_at`) an existing one
+/// from that many bytes on (cut there first).
+async fn write_file(
+    dir: &Path,
+    mut info: RecordInfo,
+    rx: glommio::channels::local_channel::LocalReceiver<Write>,
+    append_at: Option<u64>,
+) -> std::io::Result<RecordInfo> {
     // Directory and sidecar are plain std::fs calls: on a blocking thread, not the shard.
     let d = dir.to_path_buf();
     glommio::executor().spawn_blocking(move || std::fs::create_dir_all(d)).await?;
     let path = dir.join(&info.file);
-    let file = glommio::io::BufferedFile::create(&path).await.map_err(io_error)?;
-    let mut pos = 0u64;
+    let (file, mut pos) = match append_at {
+        None => (glommio::io::BufferedFile::create(&path).await.map_err(io_error)?, 0u64),
+        Some(bytes) => {
+            let p = path.clone();
+            glommio::executor().spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(p)?.set_len(bytes)).await?;
+            (glommio::io::OpenOptions::new().write(true).buffered_open(&path).await.map_err(io_error)?, bytes)
+        }
+    };
     while let Some(w) = rx.recv().await {
         match w {
             Write::Data(bytes) => pos = write_whole_at(&file, bytes, pos).await?,
@@ -309,14 +347,56 @@ pub fn recover(data_dir: &Path) -> usize {
 }
 
 fn recover_file(path: &Path) -> std::io::Result<RecordInfo> {
+    let whole = scan_and_cut(path)?;
+    let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let (stream_id, start) = stem.split_once('_').ok_or_else(|| invalid("name"))?;
+    let info = RecordInfo {
+        file: format!("{stem}.mp4"),
+        stream_id: stream_id.to_string(),
+        start_unix_ms: start.parse().unwrap_or(0),
+        duration_ms: whole.end_90k / 90,
+        frames: whole.frames,
+        bytes: whole.bytes,
+        channel_id: None,
+    };
+    std::fs::write(path.with_extension("json"), serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?)?;
+    Ok(info)
+}
+
+/// What a recording file holds that is whole: where a continuation goes on writing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WholeFile {
+    /// Bytes of the init segment and the whole fragments (the file is cut there).
+    pub bytes: u64,
+    pub frames: u64,
+    /// Where the last whole fragment ends, in video time (90 kHz).
+    pub end_90k: u64,
+    pub fragments: u32,
+    /// The video parameter sets its init segment holds (a continuation must match them).
+    pub video_params: Vec<Vec<u8>>,
+    pub has_audio: bool,
+}
+
+/// Whether a file's parameter sets are the ones seen now (a continuation needs the same).
+fn same_params(file: &[Vec<u8>], now: &ParamSets) -> bool {
+    let mut now: Vec<&[u8]> = [&now.vps, &now.sps, &now.pps].into_iter().flatten().map(|b| b.as_ref()).collect();
+    let mut file: Vec<&[u8]> = file.iter().map(Vec::as_slice).collect();
+    now.sort_unstable();
+    file.sort_unstable();
+    now == file
+}
+
+/// Reads a recording a crash may have left half-written and cuts off what is not whole.
+pub fn scan_and_cut(path: &Path) -> std::io::Result<WholeFile> {
     use crate::proto::mp4_read::{parse_moof, parse_moov};
     use std::io::{Read, Seek, SeekFrom};
     let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
     let len = f.metadata()?.len();
     let (mut pos, mut good_end) = (0u64, 0u64);
-    let (mut video, mut frames, mut duration) = (None, 0u64, 0u64);
-    let mut pending_moof: Option<(u64, u64)> = None; // (samples, duration) awaiting its mdat
+    let (mut init, mut frames, mut ticks, mut fragments) = (None, 0u64, 0u64, 0u32);
+    let mut pending_moof: Option<(u64, u64)> = None; // (samples, ticks) awaiting its mdat
     while pos + 8 <= len {
         let mut header = [0u8; 8];
         f.seek(SeekFrom::Start(pos))?;
@@ -330,20 +410,21 @@ fn recover_file(path: &Path) -> std::io::Result<RecordInfo> {
                 let mut body = vec![0u8; (size - 8) as usize];
                 f.read_exact(&mut body)?;
                 if &header[4..8] == b"moov" {
-                    video = parse_moov(&body).map_err(|e| invalid(&format!("{e:?}")))?.video;
+                    init = Some(parse_moov(&body).map_err(|e| invalid(&format!("{e:?}")))?);
                     good_end = pos + size;
-                } else if let Some(v) = &video {
+                } else if let Some(v) = init.as_ref().and_then(|i| i.video.as_ref()) {
                     let runs = parse_moof(&body).map_err(|e| invalid(&format!("{e:?}")))?;
                     let run = runs.iter().find(|r| r.track_id == v.track_id);
                     let samples = run.map_or(0, |r| r.samples.len() as u64);
-                    let ticks: u64 = run.map_or(0, |r| r.samples.iter().map(|s| u64::from(s.duration)).sum());
-                    pending_moof = Some((samples, ticks * 1000 / u64::from(v.timescale.max(1))));
+                    let run_ticks: u64 = run.map_or(0, |r| r.samples.iter().map(|s| u64::from(s.duration)).sum());
+                    pending_moof = Some((samples, run_ticks * 90_000 / u64::from(v.timescale.max(1))));
                 }
             }
             b"mdat" => {
-                if let Some((samples, ms)) = pending_moof.take() {
+                if let Some((samples, t)) = pending_moof.take() {
                     frames += samples;
-                    duration += ms;
+                    ticks += t;
+                    fragments += 1;
                     good_end = pos + size;
                 }
             }
@@ -351,25 +432,12 @@ fn recover_file(path: &Path) -> std::io::Result<RecordInfo> {
         }
         pos += size;
     }
-    if video.is_none() {
-        return Err(invalid("no init segment"));
-    }
+    let Some(init) = init else { return Err(invalid("no init segment")) };
+    let Some(video) = init.video else { return Err(invalid("no video track")) };
     if good_end < len {
         f.set_len(good_end)?;
     }
-    let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    let (stream_id, start) = stem.split_once('_').ok_or_else(|| invalid("name"))?;
-    let info = RecordInfo {
-        file: format!("{stem}.mp4"),
-        stream_id: stream_id.to_string(),
-        start_unix_ms: start.parse().unwrap_or(0),
-        duration_ms: duration,
-        frames,
-        bytes: good_end,
-        channel_id: None,
-    };
-    std::fs::write(path.with_extension("json"), serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?)?;
-    Ok(info)
+    Ok(WholeFile { bytes: good_end, frames, end_90k: ticks, fragments, video_params: video.params, has_audio: init.audio.is_some() })
 }
 
 /// Recordings on disk, newest last; `in_progress` ones have no sidecar yet.

@@ -287,9 +287,11 @@ impl Stream {
                 let writers = self.record_writers.clone();
                 let mut made = match &self.spec.history {
                     // A download is one file, however long.
-                    Some(History::Download { stem }) => {
+                    Some(History::Download { stem, resume }) => {
                         let dir = super::record::downloads_dir(&config.data_dir);
-                        super::record::Recorder::new(dir, id, Some(stem.clone()), DOWNLOAD_FILE_SPAN, writers)
+                        let mut r = super::record::Recorder::new(dir, id, Some(stem.clone()), DOWNLOAD_FILE_SPAN, writers);
+                        r.resume = resume.clone();
+                        r
                     }
                     _ => {
                         let rotate = Duration::from_secs(config.record.rotate_s);

@@ -35,6 +35,19 @@ pub enum MediaTransport {
     TcpActive,
 }
 
+impl Serialize for MediaTransport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MediaTransport {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        MediaTransport::parse(&name).ok_or_else(|| serde::de::Error::custom(format!("transport {name:?}: udp, tcp-passive or tcp-active")))
+    }
+}
+
 impl MediaTransport {
     pub fn parse(s: &str) -> Option<MediaTransport> {
         match s.to_ascii_lowercase().as_str() {
