@@ -66,6 +66,10 @@ fn a_control_places_streams_on_two_media_nodes_drains_one_and_survives_losing_on
         assert!(flv.starts_with(&format!("http://{}/rtp/", engine.http)), "{flv}");
         assert_eq!(to.ip().to_string(), "127.0.0.1");
         watch(&flv, &format!("node-{i}.flv"));
+        // The node takes the stream's media from the device only (openRtpServer's
+        // expect_source, then updateRtpServerSSRC's with the answer's address).
+        let on = engine.stream(session["stream_id"].as_str().unwrap());
+        assert_eq!(on["source"], "127.0.0.1", "{on}");
         on_node.insert(ch.to_string(), node);
     }
     let count = |n: &str| on_node.values().filter(|v| *v == n).count();
