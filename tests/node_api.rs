@@ -36,12 +36,8 @@ const VOLATILE: &[&str] = &[
     "width", "height",
 ];
 
-fn corpus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/zlm")
-}
-
 fn fixture(kind: &str, name: &str) -> Value {
-    let dir = corpus().join(kind);
+    let dir = corpus_dir("zlm").expect("checked by the test").join(kind);
     let file = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -250,6 +246,9 @@ fn node_yaml(hooks: SocketAddr) -> String {
 
 #[test]
 fn node_api_answers_and_hooks_match_a_recorded_zlmediakit() {
+    if corpus_dir("zlm").is_none() {
+        return;
+    }
     let (hooks, seen) = hook_receiver();
     let engine = Engine::start(2, &node_yaml(hooks));
 

@@ -1,6 +1,7 @@
 //! What a media node and a control take from the network before anything is authorised: node
 //! API parameters (query and form body), RTP server names, and the answers hook receivers and
-//! media nodes send back (HTTP answers read whole, up to a bound).
+//! media nodes send back (HTTP answers read whole, up to a bound), and the address ranges
+//! `expect_source` and `POST /api/streams`'s `source` carry.
 #![no_main]
 use gmv::node::rtp_servers::{RtpServers, TcpMode};
 use libfuzzer_sys::fuzz_target;
@@ -12,6 +13,10 @@ fuzz_target!(|data: &[u8]| {
     let servers = RtpServers::default();
     for (k, v) in &params {
         let _ = (servers.may_open(k, v), TcpMode::parse(v));
+        if let Ok(net) = gmv::proto::ipnet::IpNet::parse(v) {
+            // What gmv writes reads back as the same range.
+            assert_eq!(gmv::proto::ipnet::IpNet::parse(&net.to_string()), Ok(net));
+        }
     }
     if let Ok(Some(answer)) = gmv::outbound::parse_answer(data) {
         assert!(answer.body.len() <= gmv::outbound::ANSWER_BYTES_MAX);

@@ -41,6 +41,10 @@ pub const ALIASES_PER_SHARD_MAX: usize = 4_096;
 pub const LEARNERS_PER_SHARD_MAX: usize = 4_096;
 /// A learner its stream never took back (a lost message) is forgotten after this.
 pub const LEARNER_TTL: Duration = Duration::from_secs(120);
+/// Unknown SSRCs whose arrival times are kept (to tell a stale sender from a device starting).
+pub const UNKNOWN_SSRCS_TRACKED_MAX: usize = 4_096;
+/// An unknown SSRC not seen for this long is forgotten (its sender stopped).
+const UNKNOWN_SSRC_FORGET_AFTER: Duration = Duration::from_secs(10);
 /// Packets of an unknown SSRC shown to a stream that does not learn (`ssrc_check: strict`), so
 /// it can tell the operator what arrived.
 const NOTICES_PER_LEARNER_MAX: u32 = 4;
@@ -69,7 +73,7 @@ pub struct SinglePortCounters {
     /// Closed before a first frame (timeout, garbage, too many pending, refused by the stream).
     pub tcp_dropped: u64,
     /// Unknown SSRCs from a device whose stream waits: learned, shown (strict), or not learned
-    /// because several streams wait on that address.
+    /// (several streams wait on that address, or the SSRC was arriving before they did).
     pub learned: u64,
     pub shown: u64,
     pub ambiguous: u64,
@@ -79,6 +83,9 @@ struct Learner {
     stream_ssrc: u32,
     shard: usize,
     learn: bool,
+    /// When the stream started waiting: an SSRC arriving since before then is no device
+    /// starting to send but a stale sender (a stream of that device closed earlier), not learned.
+    since: std::time::Instant,
     until: std::time::Instant,
     notices: u32,
 }
@@ -92,6 +99,8 @@ enum Waiting {
     Show { stream_ssrc: u32, shard: usize },
     /// Several streams learn from that address: none is chosen.
     Ambiguous,
+    /// The SSRC was arriving before the stream waited: a stale sender, not learned.
+    Stale,
 }
 
 #[derive(Default)]
@@ -103,6 +112,8 @@ pub struct SinglePort {
     /// Device address -> streams waiting for its first packet, oldest first.
     learners: RefCell<std::collections::HashMap<std::net::IpAddr, Vec<Learner>>>,
     learner_count: Cell<usize>,
+    /// Unknown SSRCs: (first seen, last seen).
+    unknown_seen: RefCell<super::SsrcMap<(std::time::Instant, std::time::Instant)>>,
 }
 
 impl SinglePort {
@@ -146,7 +157,7 @@ impl SinglePort {
         }
         let list = learners.entry(ip).or_default();
         list.retain(|l| l.stream_ssrc != stream_ssrc);
-        list.push(Learner { stream_ssrc, shard, learn, until: now + LEARNER_TTL, notices: 0 });
+        list.push(Learner { stream_ssrc, shard, learn, since: now, until: now + LEARNER_TTL, notices: 0 });
         self.learner_count.set(learners.values().map(Vec::len).sum());
     }
 
@@ -159,15 +170,34 @@ impl SinglePort {
         self.learner_count.set(learners.values().map(Vec::len).sum());
     }
 
-    /// Which waiting stream an unknown SSRC from `ip` goes to, if any.
-    fn waiting_at(&self, ip: std::net::IpAddr) -> Option<Waiting> {
+    /// When the unknown `ssrc` was first seen (now, if it is new), kept bounded.
+    fn first_seen(&self, ssrc: u32, now: std::time::Instant) -> std::time::Instant {
+        let mut seen = self.unknown_seen.borrow_mut();
+        if seen.len() >= UNKNOWN_SSRCS_TRACKED_MAX && !seen.contains_key(&ssrc) {
+            seen.retain(|_, (_, last)| now.duration_since(*last) < UNKNOWN_SSRC_FORGET_AFTER);
+            if seen.len() >= UNKNOWN_SSRCS_TRACKED_MAX {
+                seen.clear(); // a flood of made-up SSRCs: start over rather than grow
+            }
+        }
+        let entry = seen.entry(ssrc).or_insert((now, now));
+        if now.duration_since(entry.1) >= UNKNOWN_SSRC_FORGET_AFTER {
+            entry.0 = now; // it stopped and started again
+        }
+        entry.1 = now;
+        entry.0
+    }
+
+    /// Which waiting stream an unknown `ssrc` from `ip` goes to, if any.
+    fn waiting_at(&self, ip: std::net::IpAddr, ssrc: u32) -> Option<Waiting> {
         let now = std::time::Instant::now();
+        let first_seen = self.first_seen(ssrc, now);
         let mut learners = self.learners.borrow_mut();
         let list = learners.get_mut(&crate::proto::ipnet::canonical(ip))?;
         list.retain(|l| l.until > now);
         let mut learning = list.iter().filter(|l| l.learn);
         match (learning.next(), learning.next()) {
             (Some(_), Some(_)) => return Some(Waiting::Ambiguous),
+            (Some(l), None) if first_seen < l.since => return Some(Waiting::Stale),
             (Some(l), None) => return Some(Waiting::Learn { stream_ssrc: l.stream_ssrc, shard: l.shard }),
             _ => {}
         }
@@ -290,7 +320,7 @@ fn forward(shard: &Rc<Shard>, stream_ssrc: u32, to: usize, data: Bytes, peer: So
 /// An unknown SSRC from a device whose stream waits for its first packet: to that stream
 /// (learned, with an alias kept for the next packets; or shown). False: nobody waits there.
 fn waiting_device(shard: &Rc<Shard>, ssrc: u32, peer: SocketAddr, data: Bytes) -> bool {
-    let Some(waiting) = shard.single_port.waiting_at(peer.ip()) else { return false };
+    let Some(waiting) = shard.single_port.waiting_at(peer.ip(), ssrc) else { return false };
     match waiting {
         Waiting::Learn { stream_ssrc, shard: to } => {
             shard.single_port.count(|c| &mut c.learned);
@@ -301,10 +331,10 @@ fn waiting_device(shard: &Rc<Shard>, ssrc: u32, peer: SocketAddr, data: Bytes) -
             shard.single_port.count(|c| &mut c.shown);
             forward(shard, stream_ssrc, to, data, peer);
         }
-        Waiting::Ambiguous => {
+        Waiting::Ambiguous | Waiting::Stale => {
             let n = shard.single_port.count(|c| &mut c.ambiguous);
             if n.is_power_of_two() {
-                tracing::warn!(shard = shard.index, ssrc, %peer, ambiguous = n, "single RTP port: an unknown SSRC from an address where several streams wait; not learned (play one channel of this device at a time, or give streams ports of their own)");
+                tracing::warn!(shard = shard.index, ssrc, %peer, ambiguous = n, ?waiting, "single RTP port: an unknown SSRC from an address where streams wait is not learned (several wait, or it was arriving before they did: a stale sender)");
             }
             return false;
         }
@@ -389,14 +419,15 @@ async fn route_tcp(shard: &Rc<Shard>, conn: TcpStream, ssrc: u32, read: Vec<u8>,
     let mut ssrc = ssrc;
     if owner == shard.index && !shard.streams.borrow().contains_key(&ssrc) {
         let alias = shard.single_port.aliases.borrow().get(&ssrc).copied();
-        let peer = conn.peer_addr().ok().map(|p| p.ip());
-        match (alias, peer.and_then(|ip| shard.single_port.waiting_at(ip))) {
-            (Some((stream_ssrc, to)), _) => (ssrc, owner) = (stream_ssrc, to),
+        let waiting = || conn.peer_addr().ok().and_then(|p| shard.single_port.waiting_at(p.ip(), ssrc));
+        match alias {
+            Some((stream_ssrc, to)) => (ssrc, owner) = (stream_ssrc, to),
             // The stream learns from the connection's first packet (or says what arrived).
-            (None, Some(Waiting::Learn { stream_ssrc, shard: to } | Waiting::Show { stream_ssrc, shard: to })) => {
-                (ssrc, owner) = (stream_ssrc, to);
+            None => {
+                if let Some(Waiting::Learn { stream_ssrc, shard: to } | Waiting::Show { stream_ssrc, shard: to }) = waiting() {
+                    (ssrc, owner) = (stream_ssrc, to);
+                }
             }
-            _ => {}
         }
     }
     if owner == shard.index || hops >= TCP_HOPS_MAX {
@@ -436,4 +467,54 @@ pub fn tcp_arrived(shard: &Rc<Shard>, handed: RtpTcpConn) {
     let conn = unsafe { TcpStream::from_raw_fd(handed.fd.into_raw_fd()) };
     let shard = shard.clone();
     glommio::spawn_local(async move { route_tcp(&shard, conn, handed.ssrc, handed.read, handed.hops).await }).detach();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEVICE: [u8; 4] = [10, 0, 0, 8];
+
+    #[test]
+    fn an_unknown_ssrc_from_a_waiting_device_goes_to_its_stream_unless_stale_or_ambiguous() {
+        let port = SinglePort::default();
+        let device = std::net::IpAddr::from(DEVICE);
+        // A stale sender of this device was already sending 0xAAAA before the stream waited.
+        assert_eq!(port.waiting_at(device, 0xAAAA), None, "nobody waits yet");
+        port.add_learner(device, 200_000_002, 2, true);
+        assert_eq!(port.waiting_at(device, 0xAAAA), Some(Waiting::Stale));
+        // The device starts sending its own SSRC now: learned.
+        assert_eq!(port.waiting_at(device, 0x1234), Some(Waiting::Learn { stream_ssrc: 200_000_002, shard: 2 }));
+        assert_eq!(port.waiting_at(std::net::IpAddr::from([10, 0, 0, 9]), 0x1235), None, "another address: nobody waits");
+        // A second channel of the same NVR waits too: which is which would be a guess.
+        port.add_learner(device, 200_000_003, 1, true);
+        assert_eq!(port.waiting_at(device, 0x1236), Some(Waiting::Ambiguous));
+        port.remove_learner(200_000_002);
+        port.remove_learner(200_000_003);
+        assert_eq!(port.waiting_at(device, 0x1237), None);
+    }
+
+    #[test]
+    fn a_strict_stream_is_shown_a_few_packets_then_none() {
+        let port = SinglePort::default();
+        let device = std::net::IpAddr::from(DEVICE);
+        port.add_learner(device, 7, 1, false);
+        for _ in 0..NOTICES_PER_LEARNER_MAX {
+            assert_eq!(port.waiting_at(device, 0x1234), Some(Waiting::Show { stream_ssrc: 7, shard: 1 }));
+        }
+        assert_eq!(port.waiting_at(device, 0x1234), None, "enough to say what arrives");
+    }
+
+    #[test]
+    fn learners_and_unknown_ssrcs_stay_bounded() {
+        let port = SinglePort::default();
+        for i in 0..(LEARNERS_PER_SHARD_MAX as u32 + 10) {
+            port.add_learner(std::net::IpAddr::from(i.to_be_bytes()), i, 1, true);
+        }
+        assert_eq!(port.learner_count.get(), LEARNERS_PER_SHARD_MAX);
+        for ssrc in 0..(UNKNOWN_SSRCS_TRACKED_MAX as u32 * 3) {
+            let _ = port.first_seen(ssrc, std::time::Instant::now());
+        }
+        assert!(port.unknown_seen.borrow().len() <= UNKNOWN_SSRCS_TRACKED_MAX);
+    }
 }

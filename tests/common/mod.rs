@@ -29,6 +29,24 @@ pub fn work_dir() -> PathBuf {
     d
 }
 
+/// Set (CI sets it) to make a test whose corpus is missing fail instead of skipping.
+pub const REQUIRE_CORPUS_VAR: &str = "GMV_REQUIRE_CORPUS";
+
+/// `../shared/corpus/{sub}` beside the repository: real captures, device messages and recorded
+/// ZLMediaKit answers the team keeps in its shared folder, not in the repository. None (having
+/// said so on stderr) when it is absent, so a fresh clone's suite runs; with
+/// `GMV_REQUIRE_CORPUS` set (CI) its absence fails the test, naming the path.
+pub fn corpus_dir(sub: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus").join(sub);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(std::env::var_os(REQUIRE_CORPUS_VAR).is_none(), "{REQUIRE_CORPUS_VAR} is set and the corpus is missing: {}", dir.display());
+    // Straight to stderr: the test harness hides what `eprintln!` says in a passing test.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: the corpus {} is not there (it sits beside the repository, in the shared folder)", dir.display());
+    None
+}
+
 fn require_tool(name: &str) {
     let ok = Command::new(name).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     assert!(ok, "{name} is required for end-to-end tests (apt-get install ffmpeg; .ci/run does this)");
