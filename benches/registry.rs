@@ -5,6 +5,8 @@
 //! transaction: one row, one WAL fsync). With `GMV_BENCH_POSTGRES` (a connection string whose
 //! role may create databases) also the shared registry: one changed device written under the
 //! lease (fenced transaction), and a standby's read of what changed since.
+// A bench reports its figures beside criterion's.
+#![allow(clippy::print_stderr)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gmv::proto::sip::endpoint::{Device, RegistryChanges};

@@ -1,3 +1,5 @@
+// The command line answers on stdout and stderr (a key, the config, why it cannot start).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 use clap::Parser;
 use std::path::PathBuf;
 

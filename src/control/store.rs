@@ -119,6 +119,8 @@ fn import_legacy(data_dir: &Path, unix_s: u64, loaded: &mut Loaded) -> std::io::
 
 /// Where the endpoint's registry changes go: this control's own SQLite file, or the database
 /// shared by the controls (written only while this control holds the lease).
+// One instance per control, behind an Arc: the size of its larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Registry {
     Local(Persisted),
     Shared(shared::Shared),

@@ -286,7 +286,7 @@ async fn create_stream(shard: &Shard, head: &RequestHead, body: &[u8]) -> (u16, 
     let mut result = Err(OpenError::Exists);
     for _ in 0..attempts {
         let spec = StreamSpec {
-            ssrc: fixed.unwrap_or_else(|| crate::shard::service::random_ssrc()),
+            ssrc: fixed.unwrap_or_else(crate::shard::service::random_ssrc),
             port,
             sdp: sdp.clone(),
             source: source.clone(),

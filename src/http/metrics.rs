@@ -56,7 +56,8 @@ impl prometheus_client::encoding::EncodeMetric for Latencies {
 
 /// Role control: each media node's state (1 up, 0 not), draining, load and placed streams.
 fn register_nodes(registry: &mut Registry, nodes: &[crate::control::nodes::NodeView]) {
-    let figures: [(&str, &str, fn(&crate::control::nodes::NodeView) -> i64); 6] = [
+    type Figure = (&'static str, &'static str, fn(&crate::control::nodes::NodeView) -> i64);
+    let figures: [Figure; 6] = [
         ("up", "1 while the media node sends keepalives", |n| i64::from(n.state == crate::control::nodes::NodeState::Up)),
         ("draining", "1 while the media node gets no new stream", |n| i64::from(n.draining)),
         ("streams", "streams on the media node (its last keepalive)", |n| n.load.streams as i64),

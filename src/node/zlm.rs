@@ -96,7 +96,7 @@ pub fn tracks(info: &StreamInfo) -> Vec<Value> {
             "fps": info.fps,
             "frames": info.video_frames,
             "gop_interval_ms": info.gop_ms,
-            "gop_size": if info.keyframes > 0 { info.video_frames / info.keyframes } else { 0 },
+            "gop_size": info.video_frames.checked_div(info.keyframes).unwrap_or(0),
             "height": info.height.unwrap_or(0),
             "key_frames": info.keyframes,
             "loss": loss(info),

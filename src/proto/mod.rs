@@ -1,4 +1,6 @@
 //! Sans-IO protocol cores: bytes in, events out. No sockets, no clocks.
+// Parsers of hostile bytes: safe Rust only, by the compiler's word.
+#![forbid(unsafe_code)]
 
 pub mod aac;
 pub mod access_unit;

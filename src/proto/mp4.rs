@@ -524,6 +524,6 @@ mod continuing_tests {
             time += durations.iter().map(|d| u64::from(*d)).sum::<u64>();
         }
         assert_eq!(next.duration_ms(500_000 + 4 * 3600), (end_90k + 4 * 3600) / 90);
-        assert!(parse_moov(&crate::proto::mp4_read::boxes(&file).nth(1).unwrap().unwrap().1).is_ok(), "one init segment");
+        assert!(parse_moov(crate::proto::mp4_read::boxes(&file).nth(1).unwrap().unwrap().1).is_ok(), "one init segment");
     }
 }

@@ -17,6 +17,8 @@ pub struct Engine {
 }
 
 impl Engine {
+    // The load test's knobs, each a command-line flag passed through.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         bin: &str,
         http: SocketAddr,

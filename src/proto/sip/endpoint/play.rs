@@ -305,7 +305,8 @@ pub fn media_sources(signalling: std::net::IpAddr, answer: Option<std::net::IpAd
     use crate::proto::ipnet::{canonical, is_local};
     let signalling = canonical(signalling);
     let mut from = vec![signalling];
-    if let Some(c) = answer.map(canonical).filter(|c| *c != signalling && !(is_local(*c) && !is_local(signalling))) {
+    // A local c= says something only when signalling is local too (no NAT between).
+    if let Some(c) = answer.map(canonical).filter(|c| *c != signalling && (!is_local(*c) || is_local(signalling))) {
         from.push(c);
     }
     from
