@@ -513,11 +513,7 @@ fn a_played_channel_takes_media_from_the_device_only() {
         });
         assert_eq!(engine.stream(&stream_id)["packets"], 0, "{name}: nothing taken from the attacker");
         let out = work_dir().join(format!("bound-{}.flv", name.replace(' ', "-")));
-        let viewer =
-            spawn_viewer(engine.http, format!("/flv/{stream_id}/{}", engine.stream_token(&stream_id)), vec![], out.clone(), Duration::from_secs(30));
-        engine.wait_subscribers(&stream_id, 1);
-        go_tx.send(()).unwrap();
-        engine.wait_packets(&stream_id, device_packets());
+        let viewer = watch_the_device_send(&engine, &stream_id, &go_tx, &out);
         // The attacker goes on while the device sends: still foreign.
         for p in &spray {
             attacker.send_to(p, ("127.0.0.1", port)).unwrap();
@@ -525,12 +521,33 @@ fn a_played_channel_takes_media_from_the_device_only() {
         let stream = engine.stream(&stream_id);
         assert_eq!(stream["peer"].as_str().map(|p| p.starts_with("127.0.0.1:")), Some(true), "{name}: locked on the device: {stream}");
         assert_eq!(stream["packets"].as_u64(), Some(device_packets()), "{name}: {stream}");
-        assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{}/stop", CHANNELS[0].0), "").0, 200);
-        assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Bye)));
-        viewer.join().unwrap();
-        device.join().unwrap();
-        assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES }, "{name}");
+        stop_and_probe(&engine, &events, viewer, device, &out, name);
     }
+}
+
+/// A viewer of the stream, then the device told to send the clip, all of it taken.
+fn watch_the_device_send(engine: &Engine, stream_id: &str, go: &mpsc::Sender<()>, out: &std::path::Path) -> std::thread::JoinHandle<(u16, usize)> {
+    let viewer = spawn_viewer(engine.http, format!("/flv/{stream_id}/{}", engine.stream_token(stream_id)), vec![], out.to_path_buf(), Duration::from_secs(30));
+    engine.wait_subscribers(stream_id, 1);
+    go.send(()).unwrap();
+    engine.wait_packets(stream_id, device_packets());
+    viewer
+}
+
+/// Stops the first channel (the device gets its BYE), and the viewer's FLV holds every frame.
+fn stop_and_probe(
+    engine: &Engine,
+    events: &mpsc::Receiver<Event>,
+    viewer: std::thread::JoinHandle<(u16, usize)>,
+    device: std::thread::JoinHandle<()>,
+    out: &std::path::Path,
+    name: &str,
+) {
+    assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{}/stop", CHANNELS[0].0), "").0, 200);
+    assert!(matches!(next_event(events, Duration::from_secs(10)), Ok(Event::Bye)));
+    viewer.join().unwrap();
+    device.join().unwrap();
+    assert_eq!(ffprobe(out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES }, "{name}");
 }
 
 /// A camera that answers the offered SSRC and sends another (as many encoders do): with
@@ -547,19 +564,11 @@ fn a_device_that_ignores_the_offered_ssrc_plays_or_is_told_why_not() {
         let (events, go_tx, device) = registered_device_with(&engine, options);
         let stream_id = play_via_api(&engine, &events, CHANNELS[0].0);
         let out = work_dir().join(format!("learned-{}.flv", name.replace(' ', "-")));
-        let viewer =
-            spawn_viewer(engine.http, format!("/flv/{stream_id}/{}", engine.stream_token(&stream_id)), vec![], out.clone(), Duration::from_secs(30));
-        engine.wait_subscribers(&stream_id, 1);
-        go_tx.send(()).unwrap();
-        engine.wait_packets(&stream_id, device_packets());
+        let viewer = watch_the_device_send(&engine, &stream_id, &go_tx, &out);
         let stream = engine.stream(&stream_id);
         assert_eq!((stream["ssrc_learned"].as_u64(), stream["no_media"].is_null()), (Some(1), true), "{name}: {stream}");
         assert!(engine.log_text().contains("device sends another SSRC than offered; learned it"), "{name}: logged");
-        assert_eq!(engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{}/stop", CHANNELS[0].0), "").0, 200);
-        assert!(matches!(next_event(&events, Duration::from_secs(10)), Ok(Event::Bye)));
-        viewer.join().unwrap();
-        device.join().unwrap();
-        assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES }, "{name}: learned");
+        stop_and_probe(&engine, &events, viewer, device, &out, name);
     }
     // Strict for this device: nothing is taken, and everyone is told why.
     let idle_s: u64 = 12;

@@ -371,6 +371,23 @@ fn setup(options: DeviceOptions) -> Setup {
     Setup { engine, base, asked, quit, device }
 }
 
+/// Polls a download until it is complete (within 40 s; failing or cancelled fails the test),
+/// showing `each` every state seen; the complete one.
+fn download_complete(engine: &Engine, id: &str, mut each: impl FnMut(&serde_json::Value)) -> serde_json::Value {
+    wait_for("download complete", Duration::from_secs(40), || {
+        let (_, d) = engine.request("GET", &format!("/api/downloads/{id}"), "");
+        each(&d);
+        match d["state"].as_str() {
+            Some("complete") => Some(d),
+            Some("failed" | "cancelled") => panic!("download ended: {d}"),
+            _ => {
+                std::thread::sleep(Duration::from_millis(100));
+                None
+            }
+        }
+    })
+}
+
 /// A finished download's file, fetched by its URL, holds every frame of the recording
 /// `rec_start..rec_end` once (their SEI times) and lasts it; its URL.
 fn assert_whole_download(engine: &Engine, done: &serde_json::Value, rec_start: u64, rec_end: u64, name: &str) -> String {
@@ -630,18 +647,7 @@ fn a_download_resumes_after_the_device_drops_and_completes_whole() {
         Asked::Invite { name: "Download".into(), start: rec_start, end: rec_end, speed: Some(4) }
     );
     let mut progress = Vec::new();
-    let done = wait_for("download complete", Duration::from_secs(40), || {
-        let (_, d) = engine.request("GET", &format!("/api/downloads/{id}"), "");
-        progress.push(d["progress"].as_f64().unwrap());
-        match d["state"].as_str() {
-            Some("complete") => Some(d),
-            Some("failed" | "cancelled") => panic!("download ended: {d}"),
-            _ => {
-                std::thread::sleep(Duration::from_millis(100));
-                None
-            }
-        }
-    });
+    let done = download_complete(engine, &id, |d| progress.push(d["progress"].as_f64().unwrap()));
     assert!(progress.windows(2).all(|w| w[1] >= w[0]), "progress only grows: {progress:?}");
     assert!(progress[..progress.len() - 1].iter().all(|p| *p < 1.0) && *progress.last().unwrap() == 1.0, "100 % only at the end: {progress:?}");
     assert_eq!(done["resumes"], 1, "{done}");
@@ -682,17 +688,7 @@ fn a_download_interrupted_by_kill_9_goes_on_into_its_file_after_the_restart() {
     let (_, d) = s.engine.request("GET", &format!("/api/downloads/{id}"), "");
     assert!(matches!(d["state"].as_str(), Some("interrupted" | "running")), "listed after the restart: {d}");
     assert_eq!(d["file"], format!("{id}.mp4"));
-    let done = wait_for("the interrupted download completes", Duration::from_secs(40), || {
-        let (_, d) = s.engine.request("GET", &format!("/api/downloads/{id}"), "");
-        match d["state"].as_str() {
-            Some("complete") => Some(d),
-            Some("failed" | "cancelled") => panic!("download ended: {d}"),
-            _ => {
-                std::thread::sleep(Duration::from_millis(100));
-                None
-            }
-        }
-    });
+    let done = download_complete(&s.engine, &id, |_| {});
     assert!(done["resumes"].as_u64() >= Some(1), "{done}");
     let log = s.engine.log_text();
     assert!(log.contains("download interrupted by a restart; it goes on once its device is online") && log.contains("interrupted download goes on into its file"), "{log}");

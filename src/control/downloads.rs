@@ -15,6 +15,7 @@
 //! and goes on into the same file, from where that ends, once its device is online again.
 
 use super::Control;
+use super::node_call::NodeCall;
 use crate::proto::sip::endpoint::{EndReason, MediaTransport, PlayError, PlayKind};
 use crate::shard::msg::PlaybackChange;
 use serde::{Deserialize, Serialize};
@@ -303,16 +304,8 @@ impl Control {
         let kind = PlayKind::Download { start: req.start, end: req.end, speed: req.speed };
         let created_ms = crate::shard::unix_ms();
         let source = self.device_source(device_id);
-        let (ssrc, port, media_ip, node) = match &self.nodes {
-            Some(nodes) => {
-                let (ssrc, port, media_ip) = self.open_on_node(nodes, kind, req.transport, &source).await?;
-                (ssrc, port, media_ip, self.placement(ssrc).map(|p| p.node))
-            }
-            None => {
-                let (ssrc, port) = self.open_new_stream(kind, channel_id, |ssrc| history_spec(ssrc, kind, created_ms), source).await?;
-                (ssrc, port, None, None)
-            }
-        };
+        let history = |ssrc| history_spec(ssrc, kind, created_ms);
+        let super::media::Opened { ssrc, port, media_ip, node } = self.open_media_stream(kind, req.transport, channel_id, history, source).await?;
         let id = download_stem(ssrc, created_ms);
         let d = Download {
             id: id.clone(),
@@ -345,7 +338,7 @@ impl Control {
         // The node's own check for a stream without packets stays off: this control tells a
         // stalled download itself, and a resume must find the stream still there.
         if let Some(node) = &node {
-            self.node_call(node, "pauseRtpCheck", ssrc).await;
+            self.tell_node(node, &NodeCall::PauseRtpCheck { ssrc }).await;
         }
         if let Err(error) = self.play_kind(device_id, channel_id, req.transport, kind, Some((ssrc, port, media_ip))).await {
             // The failed play closed the stream.
@@ -425,9 +418,9 @@ impl Control {
         let kind = PlayKind::Download { start: d.start + offset_s, end: d.end, speed: d.speed };
         let (stem, source) = (d.id.clone(), self.device_source(&d.device_id));
         let history = |_| Some(crate::shard::msg::History::Download { stem: stem.clone(), resume: Some(whole.clone()) });
-        let opened = self.open_new_stream(kind, &d.channel_id, history, source).await;
+        let opened = self.open_media_stream(kind, d.transport, &d.channel_id, history, source).await;
         let (ssrc, port) = match opened {
-            Ok(opened) => opened,
+            Ok(o) => (o.ssrc, o.port),
             Err(error) => {
                 self.downloads.update(&d.id, |d| d.resumes += 1);
                 return tracing::warn!(download = %d.id, ?error, "interrupted download: no stream to go on with");
@@ -478,7 +471,7 @@ impl Control {
             {
                 // A node that posts no on_publish to this control records when asked.
                 tracing::info!(download = %id, node, "asking the media node to record the download");
-                self.node_call(node, "startRecord", d.ssrc).await;
+                self.tell_node(node, &NodeCall::StartRecord { ssrc: d.ssrc }).await;
             }
             let Some(d) = self.downloads.update(&id, |d| {
                 let (covered_then, offset) = d.invited_at;
@@ -520,7 +513,7 @@ impl Control {
         // (SDP t=) before it: anything sent twice is the part of a second before that GOP. (A
         // node's recording keeps what it has: up to a second may come twice there.)
         if d.node.is_none() {
-            self.shard.playback_change(d.ssrc, PlaybackChange::Resumed).await;
+            self.change_playback(d.ssrc, PlaybackChange::Resumed).await;
         }
         let covered = self.download_progress(&d).await.map_or(0, |p| p.media_ms);
         let (covered_then, offset) = d.invited_at;
@@ -619,60 +612,25 @@ impl Control {
 }
 
 impl Control {
-    /// How far a download has come: from its shard here, or from its node's `getMediaInfo`
-    /// (the longest track's duration; a node that cannot say counts as no progress). None:
-    /// the stream is gone here.
+    /// How far a download has come (see `media_progress`), with its own stall clock where
+    /// the node does not say when media last came. None: the stream is gone here.
     async fn download_progress(&self, d: &Download) -> Option<Progress> {
-        let (Some(node), Some(nodes)) = (&d.node, &self.nodes) else {
-            let info = self.shard.stream_info(d.ssrc).await?;
-            return Some(Progress {
-                media_ms: info.media_ms,
-                bytes: info.record_bytes,
-                quiet_ms: info.last_packet_ms_ago.unwrap_or(info.age_ms),
-                recording: true,
-                error: info.record_error,
-            });
-        };
-        let params = [
-            ("schema", "rtmp".to_string()),
-            ("vhost", crate::node::rtp_servers::VHOST.to_string()),
-            ("app", "rtp".to_string()),
-            ("stream", crate::proto::ssrc::stream_id(d.ssrc)),
-        ];
-        let answer = nodes.call(node, "getMediaInfo", &params).await.unwrap_or_default();
-        let tracks = answer["tracks"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let media_ms = tracks.iter().filter_map(|t| t["duration"].as_u64()).max().unwrap_or(0).max(d.grown_at.0);
+        let p = self.media_progress(d.ssrc).await?;
+        let media_ms = p.media_ms.max(if d.node.is_some() { d.grown_at.0 } else { 0 });
         let now = Instant::now();
-        let grown = self.downloads.update(&d.id, |d| {
-            if media_ms > d.grown_at.0 || d.grown_at.1.is_none() {
-                d.grown_at = (media_ms, Some(now));
+        let quiet_ms = match p.quiet_ms {
+            Some(q) => q,
+            None => {
+                let grown = self.downloads.update(&d.id, |d| {
+                    if media_ms > d.grown_at.0 || d.grown_at.1.is_none() {
+                        d.grown_at = (media_ms, Some(now));
+                    }
+                });
+                let since = grown.and_then(|d| d.grown_at.1).unwrap_or(now);
+                now.duration_since(since).as_millis() as u64
             }
-        });
-        let since = grown.and_then(|d| d.grown_at.1).unwrap_or(now);
-        Some(Progress {
-            media_ms,
-            bytes: answer["totalBytes"].as_u64().unwrap_or(d.bytes),
-            quiet_ms: now.duration_since(since).as_millis() as u64,
-            recording: answer["isRecordingMP4"].as_bool().unwrap_or(false),
-            error: None,
-        })
-    }
-
-    /// A node API call about a download's stream (`app=rtp`, its stream id; `type=1`: MP4);
-    /// a failure is logged, the download goes on.
-    async fn node_call(&self, node: &str, name: &str, ssrc: u32) {
-        let Some(nodes) = &self.nodes else { return };
-        let stream_id = crate::proto::ssrc::stream_id(ssrc);
-        let params = [
-            ("type", "1".to_string()),
-            ("vhost", crate::node::rtp_servers::VHOST.to_string()),
-            ("app", "rtp".to_string()),
-            ("stream", stream_id.clone()),
-            ("stream_id", stream_id),
-        ];
-        if let Err(error) = nodes.call(node, name, &params).await {
-            tracing::warn!(node, call = name, ssrc, %error, "media node call for a download failed");
-        }
+        };
+        Some(Progress { media_ms, bytes: p.bytes.unwrap_or(d.bytes), quiet_ms, recording: p.recording, error: p.record_error })
     }
 }
 

@@ -6,6 +6,8 @@
 pub mod downloads;
 pub mod events;
 pub mod ha;
+mod media;
+pub mod node_call;
 pub mod nodes;
 pub mod store;
 mod tcp;
@@ -18,7 +20,7 @@ use crate::proto::sip::endpoint::{
 use crate::proto::sip::manscdp::Preset;
 use crate::proto::sip::mansrtsp::PlaybackAction;
 use crate::shard::Shard;
-use crate::shard::msg::{Expectation, OpenError, PlaybackChange, StreamSpec};
+use crate::shard::msg::{Expectation, PlaybackChange};
 use crate::shard::source::SourceRule;
 use crate::shard::unix_ms;
 use futures_channel::oneshot;
@@ -420,59 +422,6 @@ impl Control {
         .detach();
     }
 
-    /// Closes a session's stream, on this process or on the media node it was placed on.
-    async fn close_media(&self, ssrc: u32) {
-        let Some(placement) = self.nodes.as_ref().and_then(|n| n.placement(ssrc)) else {
-            self.shard.close_stream(ssrc).await;
-            return;
-        };
-        let nodes = self.nodes.as_ref().expect("placed, so nodes");
-        nodes.forget(ssrc);
-        let id = crate::proto::ssrc::stream_id(ssrc);
-        if let Err(error) = nodes.call(&placement.node, "closeRtpServer", &[("app", "rtp".into()), ("stream_id", id)]).await {
-            tracing::warn!(node = %placement.node, ssrc, %error, "media node did not close the stream");
-        }
-    }
-
-    /// The stream takes what the device's answer says: the SSRC it named, media from its
-    /// addresses.
-    fn expect_media(self: &Rc<Self>, ssrc: u32, expect: Expectation) -> std::pin::Pin<Box<dyn Future<Output = bool>>> {
-        match self.nodes.as_ref().and_then(|n| n.placement(ssrc)) {
-            None => Box::pin(self.shard.expect(ssrc, expect)),
-            Some(placement) => {
-                let me = self.clone();
-                Box::pin(async move {
-                    let Some(nodes) = &me.nodes else { return false };
-                    let sources = expect.rule.as_ref().map(|r| r.nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
-                    let mut params = vec![
-                        ("app", "rtp".to_string()),
-                        ("stream_id", crate::proto::ssrc::stream_id(ssrc)),
-                        ("ssrc", expect.device_ssrc.unwrap_or(ssrc).to_string()),
-                    ];
-                    params.extend(sources.map(|s| ("expect_source", s)));
-                    nodes.call(&placement.node, "updateRtpServerSSRC", &params).await.is_ok()
-                })
-            }
-        }
-    }
-
-    /// TCP active: the stream (here or on its node) connects to the device's media port.
-    async fn connect_media(&self, ssrc: u32, addr: SocketAddr) -> Result<(), String> {
-        match self.nodes.as_ref().and_then(|n| n.placement(ssrc)) {
-            None => self.shard.connect_tcp(ssrc, addr).await,
-            Some(placement) => {
-                let nodes = self.nodes.as_ref().expect("placed, so nodes");
-                let params = [
-                    ("app", "rtp".to_string()),
-                    ("stream_id", crate::proto::ssrc::stream_id(ssrc)),
-                    ("dst_url", addr.ip().to_string()),
-                    ("dst_port", addr.port().to_string()),
-                ];
-                nodes.call(&placement.node, "connectRtpServer", &params).await.map(drop)
-            }
-        }
-    }
-
     /// Why a session's stream has no media yet, as of the latest session check.
     pub fn no_media(&self, ssrc: u32) -> Option<String> {
         self.no_media.borrow().get(&ssrc).cloned()
@@ -575,89 +524,14 @@ impl Control {
         rx.await.unwrap_or(Err(PlayError::Cancelled))
     }
 
-    /// Opens the stream for a new play on the shard its SSRC hashes to (or, role control, on
-    /// the least-loaded media node), then INVITEs.
+    /// Opens the stream for a new play, then INVITEs.
     async fn open_media(self: Rc<Self>, handle: PlayHandle, kind: PlayKind, transport: MediaTransport, channel_id: String, source: SourceRule) {
-        let opened = match &self.nodes {
-            Some(nodes) => self.open_on_node(nodes, kind, transport, &source).await,
-            None => {
-                let created_ms = crate::shard::unix_ms();
-                let opened = self.open_new_stream(kind, &channel_id, |ssrc| downloads::history_spec(ssrc, kind, created_ms), source).await;
-                opened.map(|(ssrc, port)| (ssrc, port, None))
-            }
-        };
-        match opened {
-            // The stream's own port, or the single port every stream shares (UDP and TCP).
-            Ok((ssrc, port, media_ip)) => self.command(Command::Invite { handle, ssrc, port, media_ip }),
+        let created_ms = crate::shard::unix_ms();
+        let history = |ssrc| downloads::history_spec(ssrc, kind, created_ms);
+        match self.open_media_stream(kind, transport, &channel_id, history, source).await {
+            Ok(o) => self.command(Command::Invite { handle, ssrc: o.ssrc, port: o.port, media_ip: o.media_ip }),
             Err(error) => self.command(Command::Abandon { handle, error }),
         };
-    }
-
-    /// Opens the stream on the least-loaded media node (`openRtpServer`): (ssrc, port, its
-    /// media address).
-    /// Whom a device's stream takes media from until its answer says more: the device's
-    /// signalling address (media bound to the device, not to whoever sends first).
-    pub(crate) fn device_source(&self, device_id: &str) -> SourceRule {
-        let signalling = self.endpoint().device(device_id).and_then(|d| d.binding).map(|p| p.addr().ip());
-        SourceRule::device(signalling.as_slice(), self.shard.config.sip.learns_ssrc(device_id))
-    }
-
-    async fn open_on_node(
-        &self,
-        nodes: &nodes::MediaNodes,
-        kind: PlayKind,
-        transport: MediaTransport,
-        source: &SourceRule,
-    ) -> Result<(u32, u16, Option<String>), PlayError> {
-        let placement = nodes.choose().ok_or_else(|| PlayError::NoPort("no media node is up and not draining".into()))?;
-        let ssrc = self.endpoint.borrow_mut().next_ssrc(kind);
-        let tcp_mode = match transport {
-            MediaTransport::Udp => "0",
-            MediaTransport::TcpPassive => "1",
-            MediaTransport::TcpActive => "2",
-        };
-        let params = [
-            ("app", "rtp".to_string()),
-            ("stream_id", crate::proto::ssrc::stream_id(ssrc)),
-            ("port", "0".into()),
-            ("tcp_mode", tcp_mode.into()),
-            ("ssrc", ssrc.to_string()),
-            // A download is recorded from its first frame (gmv nodes; ZLMediaKit's on_publish).
-            ("enable_mp4", u8::from(matches!(kind, PlayKind::Download { .. })).to_string()),
-            // gmv nodes take media from the device only (ZLMediaKit ignores both).
-            ("expect_source", source.nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")),
-            ("learn_ssrc", u8::from(source.learn_ssrc).to_string()),
-        ];
-        nodes.opening(ssrc);
-        let answer = nodes.call(&placement.node, "openRtpServer", &params).await;
-        let port = answer.as_ref().ok().and_then(|a| a["port"].as_u64()).and_then(|p| u16::try_from(p).ok());
-        nodes.opened(ssrc, port.map(|_| placement.node.as_str()));
-        let answer = answer.map_err(|e| PlayError::NoPort(format!("media node {}: {e}", placement.node)))?;
-        let port = port.ok_or_else(|| PlayError::NoPort(format!("media node answered no port: {answer}")))?;
-        tracing::info!(node = %placement.node, ssrc, port, "stream placed on media node");
-        Ok((ssrc, port, Some(placement.media_ip)))
-    }
-
-    /// A stream for `channel_id` under a fresh SSRC on its owning shard: (ssrc, port).
-    /// `history`: what the stream of a given SSRC records (a download's file is named by it).
-    async fn open_new_stream(
-        &self,
-        kind: PlayKind,
-        channel_id: &str,
-        history: impl Fn(u32) -> Option<crate::shard::msg::History>,
-        source: SourceRule,
-    ) -> Result<(u32, u16), PlayError> {
-        for _ in 0..SSRC_ATTEMPTS_MAX {
-            let ssrc = self.endpoint.borrow_mut().next_ssrc(kind);
-            let history = history(ssrc);
-            let spec = StreamSpec { ssrc, history, channel_id: Some(channel_id.to_string()), source: source.clone(), ..Default::default() };
-            match self.shard.open_stream(spec).await {
-                Ok(info) => return Ok((ssrc, info.port)),
-                Err(OpenError::Exists) => continue,
-                Err(e) => return Err(PlayError::NoPort(format!("{e:?}"))),
-            }
-        }
-        Err(PlayError::Busy)
     }
 
     /// Sends a DeviceControl to a channel and waits for the device's answer (bounded by the
@@ -704,17 +578,7 @@ impl Control {
             PlaybackAction::Speed(x100) => PlaybackChange::Scale(x100),
             PlaybackAction::Seek(_) => PlaybackChange::Seeked,
         };
-        if let Some(placement) = self.placement(ssrc) {
-            // A node holds a paused stream open (`pauseRtpCheck`); its clock follows the device.
-            if let (PlaybackChange::Paused(on), Some(nodes)) = (change, &self.nodes) {
-                let call = if on { "pauseRtpCheck" } else { "resumeRtpCheck" };
-                if let Err(error) = nodes.call(&placement.node, call, &[("stream_id", crate::proto::ssrc::stream_id(ssrc))]).await {
-                    tracing::warn!(node = %placement.node, ssrc, %error, "media node did not take the pause");
-                }
-            }
-            return Ok(());
-        }
-        if !self.shard.playback_change(ssrc, change).await {
+        if !self.change_playback(ssrc, change).await {
             return Err(ControlError::UnknownSession);
         }
         Ok(())
@@ -865,7 +729,7 @@ impl Control {
                     let seen = nodes.streams().await;
                     for (node, stream_id) in seen.orphans {
                         tracing::info!(node, stream_id, "closing a stream no session of this control owns (left by an earlier control)");
-                        if let Err(error) = nodes.call(&node, "closeRtpServer", &[("app", "rtp".into()), ("stream_id", stream_id)]).await {
+                        if let Err(error) = nodes.send(&node, &node_call::NodeCall::CloseRtpServerNamed { stream_id }).await {
                             tracing::warn!(node, %error, "media node did not close an orphaned stream");
                         }
                     }

@@ -265,9 +265,14 @@ impl MediaNodes {
         self.nodes.borrow().iter().find(|n| n.config.id == node).map(|n| (n.config.api.clone(), n.config.secret.clone()))
     }
 
-    /// Calls `name` on `node` with `params` (as wvp does: a form with `secret` first); the
-    /// answer's JSON, or why there is none (a `code` other than 0 included).
-    pub async fn call(&self, node: &str, name: &str, params: &[(&str, String)]) -> Result<Value, String> {
+    /// Makes `call` on `node`: the answer's JSON, or why there is none (a `code` other than 0
+    /// included).
+    pub async fn send(&self, node: &str, call: &super::node_call::NodeCall) -> Result<Value, String> {
+        self.call(node, call.name(), &call.params()).await
+    }
+
+    /// Calls `name` on `node` with `params` (as wvp does: a form with `secret` first).
+    async fn call(&self, node: &str, name: &str, params: &[(&'static str, String)]) -> Result<Value, String> {
         let (api, secret) = self.secret(node).ok_or("no such node")?;
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("secret", &secret);
@@ -293,7 +298,7 @@ impl MediaNodes {
         let mut orphans = Vec::new();
         for node in ups {
             let placed: Vec<u32> = self.placed.borrow().iter().filter(|(_, n)| **n == node).map(|(s, _)| *s).collect();
-            let servers = match self.call(&node, "listRtpServer", &[]).await {
+            let servers = match self.send(&node, &super::node_call::NodeCall::ListRtpServer).await {
                 Ok(v) => v,
                 Err(error) => {
                     tracing::warn!(node, %error, "media node did not list its streams");
@@ -301,7 +306,7 @@ impl MediaNodes {
                     continue;
                 }
             };
-            let media = self.call(&node, "getMediaList", &[]).await.unwrap_or(json!({}));
+            let media = self.send(&node, &super::node_call::NodeCall::GetMediaList).await.unwrap_or(json!({}));
             let watched = |id: &str| {
                 media["data"].as_array().is_some_and(|list| list.iter().any(|m| m["stream"] == id && m["totalReaderCount"].as_u64().unwrap_or(0) > 0))
             };
