@@ -300,6 +300,63 @@ pub enum SsrcCheck {
     Strict,
 }
 
+impl Config {
+    /// Every number an operator sets that has an upper bound: (key, value, most). A limit on
+    /// everything: a typo of a few zeros must not become a queue or a timer without end.
+    fn over_their_bounds(&self) -> [(&'static str, u64, u64); 17] {
+        const DAY_S: u64 = 86_400;
+        let n = |v: usize| v as u64;
+        [
+            ("shards", n(self.shards), 256),
+            ("io_memory_kib", n(self.io_memory_kib), 1 << 20),
+            ("ring_depth", n(self.ring_depth), 32_768),
+            ("sip.keepalive_interval_s", self.sip.keepalive_interval_s, 3_600),
+            ("sip.invite_timeout_s", self.sip.invite_timeout_s, 300),
+            ("sip.no_viewer_stop_s", self.sip.no_viewer_stop_s, DAY_S),
+            ("sip.catalog_refresh_s", self.sip.catalog_refresh_s, 7 * DAY_S),
+            ("sip.record_query_timeout_s", self.sip.record_query_timeout_s, 300),
+            ("sip.subscribe_expires_s", u64::from(self.sip.subscribe_expires_s), DAY_S),
+            ("rtp.idle_timeout_s", self.rtp.idle_timeout_s, DAY_S),
+            ("media.gop_cache_bytes_max", n(self.media.gop_cache_bytes_max), 256 << 20),
+            ("media.subscriber_queue_tags_max", n(self.media.subscriber_queue_tags_max), 65_536),
+            ("media.subscriber_skips_max", u64::from(self.media.subscriber_skips_max), 1_000),
+            ("hls.segment_duration_s", self.hls.segment_duration_s, 60),
+            ("hls.segments_max", n(self.hls.segments_max), 100),
+            ("hls.idle_timeout_s", self.hls.idle_timeout_s, DAY_S),
+            ("record.rotate_s", self.record.rotate_s, DAY_S),
+        ]
+    }
+
+    /// The SIP endpoint's own settings, from this config (the endpoint knows nothing of it):
+    /// `local` is where devices reach this node.
+    pub fn endpoint_config(&self, local: std::net::SocketAddr) -> crate::proto::sip::endpoint::EndpointConfig {
+        use crate::proto::sip::endpoint::SUBSCRIBE_EXPIRES_S_MIN;
+        use std::time::Duration;
+        let s = &self.sip;
+        let nonzero = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
+        crate::proto::sip::endpoint::EndpointConfig {
+            server_id: self.node_id.clone(),
+            domain: s.domain.clone(),
+            password: s.password.clone(),
+            device_passwords: s.device_passwords.clone(),
+            digest_qop: s.digest_qop,
+            local,
+            media_ip: s.host_ip.clone(),
+            keepalive_interval: Duration::from_secs(s.keepalive_interval_s.max(1)),
+            invite_timeout: Duration::from_secs(s.invite_timeout_s.max(1)),
+            no_viewer_stop: nonzero(s.no_viewer_stop_s),
+            catalog_refresh: nonzero(s.catalog_refresh_s),
+            utc_offset_s: s.utc_offset_s(),
+            device_utc_offsets_s: s.device_utc_offsets_s(),
+            record_query_timeout: Duration::from_secs(s.record_query_timeout_s.max(1)),
+            subscribe: s.subscribe.clone(),
+            device_subscribe: s.device_subscribe.clone(),
+            subscribe_expires_s: s.subscribe_expires_s.max(SUBSCRIBE_EXPIRES_S_MIN),
+            register_rate: s.register_rate_limits(),
+        }
+    }
+}
+
 impl SipConfig {
     /// `time_zone` in seconds east of UTC (validated), or this machine's zone.
     pub fn utc_offset_s(&self) -> i32 {
@@ -669,6 +726,9 @@ impl Config {
         if self.record.rotate_s == 0 {
             return invalid("record.rotate_s must be > 0");
         }
+        if let Some((key, value, max)) = self.over_their_bounds().into_iter().find(|(_, v, max)| v > max) {
+            return invalid(&format!("{key} is {value}; at most {max}"));
+        }
         if self.ring_depth < 8 {
             return invalid("ring_depth must be >= 8");
         }
@@ -726,6 +786,11 @@ mod tests {
     fn unknown_ssrcs_need_the_single_port_and_an_sdp_that_names_something() {
         let invalid = |yaml: &str| matches!(Config::from_yaml(yaml), Err(ConfigError::Invalid(_)));
         assert!(invalid("rtp: {accept_unknown_ssrc: true}"), "no single port to learn SSRCs on");
+        assert!(invalid("rtp: {idle_timeout_s: 3000000}"), "a timer without end");
+        assert!(invalid("media: {subscriber_queue_tags_max: 100000000}"), "a queue without end");
+        assert!(invalid("sip: {register_rate: {burst: 0, per_s: 1}}"));
+        assert!(invalid("sip: {register_rate_networks: [{source: \"10.0.0.0/33\", burst: 1, per_s: 1}]}"));
+        assert!(invalid("media: {viewers_per_address_max: 0}"));
         assert!(invalid("rtp: {port: 30500}"), "inside the stream port range");
         assert!(invalid(
             "rtp: {port: 18568, accept_unknown_ssrc: true, unknown_ssrc_sdp: \"v=0\\r\\nm=video 0 RTP/AVP 96\\r\\na=rtpmap:96 VP8/90000\\r\\n\"}"

@@ -8,7 +8,7 @@
 #![no_main]
 use gmv::proto::sip::digest::client_response;
 use gmv::proto::sip::endpoint::{
-    Command, DeviceAsk, DeviceCommand, Endpoint, EndpointConfig, MediaTransport, Outcome, Peer, PlayKind, PlayStart, RecordType, StreamUse,
+    Command, DeviceAsk, DeviceCommand, Endpoint, MediaTransport, Outcome, Peer, PlayKind, PlayStart, RecordType, StreamUse,
 };
 use gmv::proto::sip::mansrtsp::PlaybackAction;
 use gmv::proto::sip::parse;
@@ -45,7 +45,7 @@ fn register(ep: &mut Endpoint, now: Instant, dev: Peer) {
 fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
     let config = gmv::config::Config::default();
-    let mut cfg = EndpointConfig::from_config(&config, "127.0.0.1:5060".parse().unwrap());
+    let mut cfg = config.endpoint_config("127.0.0.1:5060".parse().unwrap());
     cfg.subscribe = vec!["catalog".into(), "alarm".into(), "mobile_position".into()];
     let mut ep = Endpoint::new(cfg, now, 0, [3; 16], Vec::new());
     let dev = Peer::Udp("127.0.0.10:5060".parse().unwrap());

@@ -46,6 +46,8 @@ pub const DOWNLOAD_FLUSH_WAIT: Duration = Duration::from_secs(10);
 pub const DOWNLOAD_SPEED_MAX: u32 = 16;
 /// How often changed downloads are saved, and interrupted ones looked at for their device.
 pub const DOWNLOADS_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+// A download's progress is saved several times before it could count as stalled.
+const _: () = assert!(DOWNLOADS_SAVE_INTERVAL.as_millis() * 4 <= DOWNLOAD_STALL.as_millis());
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -194,6 +196,7 @@ impl Downloads {
     }
 
     /// The downloads as saved, when they changed since the last call.
+    #[must_use = "taken changes are not offered again"]
     fn take_changed(&self) -> Option<Vec<Download>> {
         self.dirty.replace(false).then(|| self.list())
     }

@@ -14,7 +14,7 @@ mod tcp;
 pub mod webhooks;
 
 use crate::proto::sip::endpoint::{
-    Answer, Command, ControlError, ControlHandle, DeviceAsk, DeviceCommand, Endpoint, EndpointConfig, Event, MediaTransport, Outcome, Peer,
+    Answer, Command, ControlError, ControlHandle, DeviceAsk, DeviceCommand, Endpoint, Event, MediaTransport, Outcome, Peer,
     PlayError, PlayHandle, PlayKind, PlayStart, RecordList, RecordType, Refusal, Session, StreamUse, TICK, Transmit,
 };
 use crate::proto::sip::manscdp::Preset;
@@ -185,7 +185,7 @@ impl Control {
             (store::Registry::Shared(shared), Vec::new(), ha::State::new(ha::Mode::Standby, &instance))
         };
         let registry = std::sync::Arc::new(registry);
-        let endpoint = Endpoint::new(EndpointConfig::from_config(&config, local), Instant::now(), unix_ms(), os_seed(), devices);
+        let endpoint = Endpoint::new(config.endpoint_config(local), Instant::now(), unix_ms(), os_seed(), devices);
         let data_dir = config.data_dir.clone();
         let history = glommio::executor().spawn_blocking(move || events::load(&data_dir, unix_ms())).await;
         let events = Rc::new(events::EventHub::new(history, webhooks::Webhooks::start(&config.webhooks)));

@@ -458,6 +458,7 @@ async fn hand_off(shard: &Shard, to: usize, mut conn: HttpConn, head: RequestHea
             }
             let handed = if matches!(conn.io, Io::Relayed(..)) { Handed::Relayed(peer) } else { Handed::Tcp };
             drop(conn);
+            // SAFETY: `dup` is a valid fd (checked above) that nothing else owns.
             (unsafe { OwnedFd::from_raw_fd(dup) }, handed)
         }
     };

@@ -79,6 +79,7 @@ pub enum PlayDecision {
 
 /// Process CPU time (user + system) so far.
 fn process_cpu() -> Duration {
+    // SAFETY: rusage is plain integers and timevals, for which all-zero bytes are valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage writes into the struct we own.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {

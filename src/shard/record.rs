@@ -33,6 +33,7 @@ impl RecordWriters {
         q.push_back(info);
     }
 
+    #[must_use = "closed recordings taken and dropped never become events"]
     pub fn take_closed(&self) -> Vec<RecordInfo> {
         self.closed.borrow_mut().drain(..).collect()
     }

@@ -48,6 +48,8 @@ const UNKNOWN_SSRC_FORGET_AFTER: Duration = Duration::from_secs(10);
 /// Packets of an unknown SSRC shown to a stream that does not learn (`ssrc_check: strict`), so
 /// it can tell the operator what arrived.
 const NOTICES_PER_LEARNER_MAX: u32 = 4;
+// A stale sender is told from a device starting for as long as a stream may wait.
+const _: () = assert!(UNKNOWN_SSRC_FORGET_AFTER.as_secs() < LEARNER_TTL.as_secs() && NOTICES_PER_LEARNER_MAX >= 1);
 /// Hand-offs of one TCP connection: to its SSRC's owner, and for an alias on to the stream's.
 const TCP_HOPS_MAX: u8 = 2;
 /// RFC 4571 length prefix.
@@ -441,6 +443,7 @@ async fn route_tcp(shard: &Rc<Shard>, conn: TcpStream, ssrc: u32, read: Vec<u8>,
         tracing::warn!(shard = shard.index, ssrc, "single RTP port: cannot hand a TCP connection over (dup failed)");
         return;
     }
+    // SAFETY: `dup` is a valid fd (checked above) that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(dup) };
     shard.single_port.count(|c| &mut c.tcp_handed_over);
     if shard.send(owner, ShardMsg::RtpTcp(RtpTcpConn { fd, ssrc, read, hops: hops + 1 })).await.is_err() {

@@ -19,6 +19,8 @@ pub const SOURCE_SILENT_MOVE_MS: u64 = 2_000;
 /// Address ranges a stream takes media from (a device's signalling and SDP addresses; what an
 /// API request names).
 pub const SOURCE_NETS_MAX: usize = 4;
+// A device's stream takes its signalling address, its answer's c= and the address dialled.
+const _: () = assert!(SOURCE_NETS_MAX >= 3);
 /// Expected SSRCs at once: the stream's own and the one the device answered.
 const EXPECTED_SSRCS_MAX: usize = 2;
 const RTP_HEADER_BYTES: usize = 12;
@@ -207,6 +209,7 @@ impl SourceGuard {
     }
 
     /// Decides on one packet arriving at `now_ms` and counts what it drops.
+    #[must_use = "a packet the guard refused must not be taken"]
     pub fn check(&mut self, origin: Origin, packet: &[u8], now_ms: u64) -> Verdict {
         let verdict = self.decide(origin, packet, now_ms);
         if verdict.taken() {

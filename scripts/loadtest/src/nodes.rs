@@ -201,7 +201,7 @@ pub fn set_up(args: &crate::Args) -> Result<NodesRun, String> {
             .collect();
         let port_min = crate::engine::PORT_MIN as usize + n * (3 * args.streams + 100);
         let yaml = format!(
-            "rtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {}\n  idle_timeout_s: 3600\nmedia:\n  cover_on_first_keyframe: {}\nnode:\n  secret: \"{NODE_SECRET}\"\n  media_server_id: media-{n}\n  keepalive_interval_s: 1\n  rtp_server_timeout_s: 3600\n  hooks:\n{hooks}",
+            "rtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {}\n  idle_timeout_s: 3600\nmedia:\n  cover_on_first_keyframe: {}\n  viewers_per_address_max: 4096\nnode:\n  secret: \"{NODE_SECRET}\"\n  media_server_id: media-{n}\n  keepalive_interval_s: 1\n  rtp_server_timeout_s: 3600\n  hooks:\n{hooks}",
             (port_min + 3 * args.streams + 99).min(65_000),
             !args.no_covers
         );

@@ -19,6 +19,8 @@ pub const AUTH_FAILURES_MAX: u32 = 3;
 /// New challenges per source IP: a burst, then this many per second (the default limit).
 pub const CHALLENGES_PER_SOURCE_BURST: u32 = 200;
 pub const CHALLENGES_PER_SOURCE_PER_S: u32 = 50;
+// The rate refills the burst, never the other way round.
+const _: () = assert!(CHALLENGES_PER_SOURCE_PER_S >= 1 && CHALLENGES_PER_SOURCE_PER_S <= CHALLENGES_PER_SOURCE_BURST);
 /// The longest Retry-After a rate-limited REGISTER is told.
 pub const RETRY_AFTER_S_MAX: u32 = 60;
 /// Networks with limits of their own.

@@ -139,31 +139,6 @@ pub struct EndpointConfig {
 }
 
 impl EndpointConfig {
-    pub fn from_config(config: &crate::config::Config, local: SocketAddr) -> EndpointConfig {
-        let s = &config.sip;
-        let nonzero = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
-        EndpointConfig {
-            server_id: config.node_id.clone(),
-            domain: s.domain.clone(),
-            password: s.password.clone(),
-            device_passwords: s.device_passwords.clone(),
-            digest_qop: s.digest_qop,
-            local,
-            media_ip: s.host_ip.clone(),
-            keepalive_interval: Duration::from_secs(s.keepalive_interval_s.max(1)),
-            invite_timeout: Duration::from_secs(s.invite_timeout_s.max(1)),
-            no_viewer_stop: nonzero(s.no_viewer_stop_s),
-            catalog_refresh: nonzero(s.catalog_refresh_s),
-            utc_offset_s: s.utc_offset_s(),
-            device_utc_offsets_s: s.device_utc_offsets_s(),
-            record_query_timeout: Duration::from_secs(s.record_query_timeout_s.max(1)),
-            subscribe: s.subscribe.clone(),
-            device_subscribe: s.device_subscribe.clone(),
-            subscribe_expires_s: s.subscribe_expires_s.max(SUBSCRIBE_EXPIRES_S_MIN),
-            register_rate: s.register_rate_limits(),
-        }
-    }
-
     pub fn utc_offset_for(&self, device_id: &str) -> i32 {
         self.device_utc_offsets_s.get(device_id).copied().unwrap_or(self.utc_offset_s)
     }
@@ -543,10 +518,12 @@ impl Endpoint {
 
     // ---- outputs ----
 
+    #[must_use = "what the endpoint wants sent is lost unless the driver sends it"]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
+    #[must_use = "an event not taken is lost"]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -629,6 +606,7 @@ impl Endpoint {
 
     /// The devices to persist (changed, removed) since the last call, if any: only those are
     /// copied (a copy of 100,000 devices takes a third of a second; `benches/registry.rs`).
+    #[must_use = "changes taken and not saved are lost (give them back with registry_save_failed)"]
     pub fn take_registry_changes(&mut self) -> Option<RegistryChanges> {
         if self.registry_dirty.is_empty() {
             return None;
