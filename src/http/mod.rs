@@ -13,7 +13,11 @@ pub mod node_api;
 pub mod play_tokens;
 pub mod record_play;
 pub mod records_serve;
-pub mod request;
+/// The request head parser is sans-IO (`proto::http_head`): shards carry parsed heads in
+/// their hand-off messages without knowing the HTTP layer.
+pub mod request {
+    pub use crate::proto::http_head::*;
+}
 pub mod response;
 pub mod routes;
 pub mod server;

@@ -8,7 +8,7 @@ use super::response::respond_error;
 use super::routes::{self, Route};
 use crate::auth::Scope;
 use crate::proto::sip::endpoint::MediaTransport;
-use crate::shard::msg::{HandoffConn, ShardMsg};
+use crate::shard::msg::{HandoffConn, Served, ShardMsg};
 use crate::shard::{CONTROL, Shard, owner_of};
 use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
@@ -166,17 +166,25 @@ async fn handle_conn(front: Rc<Front>, tcp: TcpStream, _slot: ConnSlot, head_slo
 /// Serves `first` and, while the connection is kept (HTTP/1.1 keep-alive), the requests that
 /// follow on it, until it closes, idles, is handed to another shard or streams until close.
 async fn serve_conn(front: Rc<Front>, mut conn: HttpConn, first: (RequestHead, Vec<u8>)) {
-    let mut request = first;
+    let (head, rest) = first;
+    start_request(&front, &mut conn, &head, rest);
+    if let Some(kept) = dispatch(front.clone(), conn, head).await {
+        serve_next(front, kept).await;
+    }
+}
+
+/// Takes a request on a connection: what was read past its head, the count, keep-alive, CORS.
+fn start_request(front: &Front, conn: &mut HttpConn, head: &RequestHead, rest: Vec<u8>) {
+    conn.pending = rest;
+    conn.served += 1;
+    conn.keep_alive = head.wants_keep_alive() && conn.served < KEEP_ALIVE_REQUESTS_MAX;
+    conn.set_origin(head.header("origin"), &front.shard.config.http.cors_origins);
+}
+
+/// The requests that follow on a kept connection, until it closes or idles.
+async fn serve_next(front: Rc<Front>, mut conn: HttpConn) {
     loop {
-        let (head, rest) = request;
-        conn.pending = rest;
-        conn.served += 1;
-        conn.keep_alive = head.wants_keep_alive() && conn.served < KEEP_ALIVE_REQUESTS_MAX;
-        match dispatch(front.clone(), conn, head).await {
-            Some(kept) => conn = kept,
-            None => return,
-        }
-        request = match glommio::timer::timeout(KEEP_ALIVE_IDLE_TIMEOUT, async { Ok(read_head(&mut conn).await) }).await {
+        let request = match glommio::timer::timeout(KEEP_ALIVE_IDLE_TIMEOUT, async { Ok(read_head(&mut conn).await) }).await {
             Ok(Ok(Some(next))) => next,
             Ok(Ok(None)) | Err(_) => return, // closed, or idle: nothing to answer
             Ok(Err(e)) => {
@@ -185,43 +193,44 @@ async fn serve_conn(front: Rc<Front>, mut conn: HttpConn, first: (RequestHead, V
                 return respond_error(&mut conn, status, code, &format!("{e:?}")).await;
             }
         };
+        let (head, rest) = request;
+        start_request(&front, &mut conn, &head, rest);
+        match dispatch(front.clone(), conn, head).await {
+            Some(kept) => conn = kept,
+            None => return,
+        }
     }
 }
 
-/// What a handed-over fd is.
-enum Handed {
-    Tcp,
-    /// One end of a socket pair relayed by the shard holding the TLS session of this client.
-    Relayed(IpAddr),
-}
-
-/// A connection handed over from another shard: its request comes in the message.
-pub fn serve_handoff(front: &Rc<Front>, conn: HandoffConn) {
-    let Ok(request) = conn.request.downcast::<(RequestHead, Vec<u8>, Handed, u32)>() else {
-        tracing::error!(shard = front.shard.index, "hand-off without an HTTP request; dropped");
-        return;
-    };
-    let (head, rest, handed, served) = *request;
-    let fd = conn.fd.into_raw_fd();
+/// A connection handed over from another executor: what it says to serve (already authorised)
+/// is served at once; a request without one is routed here as it came.
+pub fn serve_handoff(front: &Rc<Front>, handed: HandoffConn) {
+    let fd = handed.fd.into_raw_fd();
     // SAFETY: the fd was duplicated for this hand-off, is owned by the message, and is of the kind it says.
-    let mut conn = match handed {
-        Handed::Tcp => HttpConn::new(unsafe { TcpStream::from_raw_fd(fd) }),
-        Handed::Relayed(peer) => HttpConn::with(Io::Relayed(unsafe { glommio::net::UnixStream::from_raw_fd(fd) }, fd), peer),
+    let mut conn = match handed.relayed_for {
+        None => HttpConn::new(unsafe { TcpStream::from_raw_fd(fd) }),
+        Some(peer) => HttpConn::with(Io::Relayed(unsafe { glommio::net::UnixStream::from_raw_fd(fd) }, fd), peer),
     };
-    // The request being handed over is counted again where it is served.
-    conn.served = served.saturating_sub(1);
-    glommio::spawn_local(serve_conn(front.clone(), conn, (head, rest))).detach();
+    conn.served = handed.served;
+    let (front, head, rest) = (front.clone(), handed.head, handed.rest);
+    match handed.serve {
+        None => glommio::spawn_local(serve_conn(front, conn, (head, rest))).detach(),
+        Some(served) => glommio::spawn_local(async move {
+            start_request(&front, &mut conn, &head, rest);
+            // Only the API reads bodies: after a stream request with one, the stream is out of step.
+            conn.keep_alive &= head.content_length == 0;
+            if let Some(kept) = serve_here(&front.shard, conn, served).await {
+                serve_next(front, kept).await;
+            }
+        })
+        .detach(),
+    };
 }
-
-/// How long the stream token of an HTTP-FLV play allowed otherwise lives: only for the
-/// hand-off to the stream's shard (an HLS player's lives as configured: it asks again and again).
-const FLV_HANDOFF_TOKEN_TTL_S: u64 = 60;
 
 /// Serves one request (what was read past its head waits in `conn.pending`); gives the
 /// connection back when it is kept for the next one.
 pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -> Option<HttpConn> {
     let shard = &front.shard;
-    conn.set_origin(head.header("origin"), &shard.config.http.cors_origins);
     let route = routes::route(&head, &shard.config);
     if !matches!(route, Route::Api | Route::NodeApi { .. } | Route::NodeHook { .. }) {
         // Only the API reads bodies: after another request with one, the stream is out of step.
@@ -232,35 +241,23 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
     match route {
         Route::Preflight => preflight(&mut conn).await,
         Route::Api if shard.is_control() => super::api::serve(&front, &mut conn, head).await,
-        Route::Api => return hand_off(shard, CONTROL, conn, head).await,
+        Route::Api => return hand_off(shard, CONTROL, conn, head, None).await,
         Route::NodeApi { name } if shard.is_control() => super::node_api::serve_api(&front, &mut conn, &head, &name).await,
         Route::NodePlay { app, stream, hls } if shard.is_control() => {
             let Some(ssrc) = super::node_api::play_allowed(&front, &mut conn, &head, &app, &stream, hls).await else {
                 return conn.keep_alive.then_some(conn);
             };
-            return serve_stream_by_token(shard, conn, head, ssrc, hls).await;
+            return serve_stream_allowed(shard, conn, head, ssrc, hls).await;
         }
         Route::NodeHook { name } if shard.is_control() => super::node_api::serve_hook(&front, &mut conn, &head, &name).await,
-        Route::NodeApi { .. } | Route::NodePlay { .. } | Route::NodeHook { .. } => return hand_off(shard, CONTROL, conn, head).await,
+        Route::NodeApi { .. } | Route::NodePlay { .. } | Route::NodeHook { .. } => return hand_off(shard, CONTROL, conn, head, None).await,
         Route::FlvPlay { stream_id, token } => {
             let websocket = super::websocket::upgrade_accept(&head);
-            match at_owner(shard, conn, head, token.as_deref(), &stream_id).await {
-                AtOwner::Here(conn, ssrc) => {
-                    super::flv_play::serve(shard, conn, ssrc, websocket).await;
-                    return None;
-                }
-                AtOwner::Answered(kept) => conn = kept,
-                AtOwner::Gone => return None,
-            }
+            return serve_stream(shard, conn, head, token.as_deref(), &stream_id, |ssrc| Served::Flv { ssrc, websocket }).await;
         }
-        Route::Hls { stream_id, token, file } => match at_owner(shard, conn, head, token.as_deref(), &stream_id).await {
-            AtOwner::Here(kept, ssrc) => {
-                conn = kept;
-                super::hls_serve::serve(shard, &mut conn, ssrc, &file).await;
-            }
-            AtOwner::Answered(kept) => conn = kept,
-            AtOwner::Gone => return None,
-        },
+        Route::Hls { stream_id, token, file } => {
+            return serve_stream(shard, conn, head, token.as_deref(), &stream_id, |ssrc| Served::Hls { ssrc, file }).await;
+        }
         Route::RecordPlay { stem, token, start_s } => {
             if check_play(shard, &mut conn, &head, token.as_deref(), &Scope::Record(stem.clone())).await {
                 super::record_play::serve(shard, conn, &stem, start_s).await;
@@ -274,7 +271,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             // A recording on a media node that a control's token opens: the node's hook asks it.
             let asks_hook = allowed.is_err() && !download && shard.config.node.role != crate::config::Role::Control;
             if asks_hook && !shard.is_control() {
-                return hand_off(shard, CONTROL, conn, head).await;
+                return hand_off(shard, CONTROL, conn, head, None).await;
             }
             let by_hook = match (&front.node, asks_hook) {
                 (Some(node), true) => node.http_access(&format!("/records/{file}"), &head.query, std::net::SocketAddr::new(conn.peer_ip(), 0)).await,
@@ -285,38 +282,14 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
                 super::records_serve::serve(&dir(&shard.config.data_dir), &mut conn, &file, head.header("range")).await;
             }
         }
-        Route::Cover { stream_id } => {
-            let (kept, ssrc) = match at_owner(shard, conn, head, None, &stream_id).await {
-                AtOwner::Here(kept, ssrc) => (kept, ssrc),
-                AtOwner::Answered(kept) => return kept.keep_alive.then_some(kept),
-                AtOwner::Gone => return None,
-            };
-            conn = kept;
-            // The live stream's cover, else the one stored when it had one.
-            let live = shard.streams.borrow().get(&ssrc).and_then(|s| s.cover.borrow().clone());
-            let why_none = shard.streams.borrow().get(&ssrc).and_then(|s| s.cover_error());
-            let jpeg = match live {
-                Some(j) => Some(j.to_vec()),
-                None => {
-                    let path = shard.config.data_dir.join("covers").join(format!("{}.jpg", routes::stream_id(ssrc)));
-                    glommio::executor().spawn_blocking(move || std::fs::read(path).ok()).await
-                }
-            };
-            match jpeg {
-                Some(j) => super::response::respond(&mut conn, 200, "image/jpeg", &j).await,
-                None => match why_none {
-                    Some(why) => respond_error(&mut conn, 404, "no_cover", &format!("no cover: {why}")).await,
-                    None => respond_error(&mut conn, 404, "not_found", "no cover yet").await,
-                },
-            }
-        }
+        Route::Cover { stream_id } => return serve_stream(shard, conn, head, None, &stream_id, |ssrc| Served::Cover { ssrc }).await,
         Route::GbPlay { device_id, channel_id, token } => {
             let scope = Scope::Channel { device_id: device_id.clone(), channel_id: channel_id.clone() };
             if !check_play(shard, &mut conn, &head, token.as_deref(), &scope).await {
                 return conn.keep_alive.then_some(conn);
             }
             if !shard.is_control() {
-                return hand_off(shard, CONTROL, conn, head).await;
+                return hand_off(shard, CONTROL, conn, head, None).await;
             }
             let Some(control) = &front.control else {
                 respond_error(&mut conn, 503, "sip_disabled", "SIP is disabled").await;
@@ -334,7 +307,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
                     super::response::respond_redirect(&mut conn, urls["flv"].as_str().unwrap_or_default()).await;
                 }
                 // The token given opens the channel; the stream is served as its own.
-                Ok(session) => return serve_stream_by_token(shard, conn, head, session.ssrc, false).await,
+                Ok(session) => return serve_stream_allowed(shard, conn, head, session.ssrc, false).await,
                 Err(e) => {
                     let (status, code) = e.http();
                     respond_error(&mut conn, status, code, &format!("{e:?}")).await;
@@ -349,22 +322,81 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
 }
 
 /// Serves a stream the request was allowed by something other than a token for the stream (a
-/// channel's token, a node's `on_play`): as an ordinary play request with a short-lived token
-/// for the stream, HTTP-FLV handed to the stream's shard, HLS redirected to its playlist.
-async fn serve_stream_by_token(shard: &Rc<Shard>, mut conn: HttpConn, mut head: RequestHead, ssrc: u32, hls: bool) -> Option<HttpConn> {
-    let id = routes::stream_id(ssrc);
-    let scope = Scope::Stream(id.clone());
-    let ttl = (!hls).then_some(FLV_HANDOFF_TOKEN_TTL_S);
-    let Some((token, _)) = super::play_tokens::token_for(shard, &scope, ttl, None) else {
-        respond_error(&mut conn, 500, "internal", "cannot issue a stream token").await;
-        return None;
-    };
+/// channel's token, a node's `on_play`): HTTP-FLV on the stream's shard as it is, HLS
+/// redirected to its playlist with a token for the stream (a player asks again and again).
+async fn serve_stream_allowed(shard: &Rc<Shard>, mut conn: HttpConn, head: RequestHead, ssrc: u32, hls: bool) -> Option<HttpConn> {
     if hls {
+        let id = routes::stream_id(ssrc);
+        let Some((token, _)) = super::play_tokens::token_for(shard, &Scope::Stream(id.clone()), None, None) else {
+            respond_error(&mut conn, 500, "internal", "cannot issue a stream token").await;
+            return None;
+        };
         super::response::respond_redirect(&mut conn, &format!("/hls/{id}/{token}/index.m3u8")).await;
         return conn.keep_alive.then_some(conn);
     }
-    head.path = format!("/flv/{id}/{token}");
-    hand_off(shard, owner_of(ssrc, shard.media_shards), conn, head).await
+    let served = Served::Flv { ssrc, websocket: super::websocket::upgrade_accept(&head) };
+    serve_at_owner(shard, conn, head, ssrc, served).await
+}
+
+/// Serves a request for a stream that its token (in the path, a header or the query) opens:
+/// here when this shard owns the stream, else on the owner, which serves it as it is.
+async fn serve_stream(
+    shard: &Rc<Shard>,
+    mut conn: HttpConn,
+    head: RequestHead,
+    token: Option<&str>,
+    stream_id: &str,
+    served: impl FnOnce(u32) -> Served,
+) -> Option<HttpConn> {
+    let Some(ssrc) = routes::parse_stream_id(stream_id) else {
+        respond_error(&mut conn, 404, "not_found", "no such stream").await;
+        return conn.keep_alive.then_some(conn);
+    };
+    // Checked before a hand-off, so refused requests cost the owner nothing.
+    if !check_play(shard, &mut conn, &head, token, &Scope::Stream(routes::stream_id(ssrc))).await {
+        return conn.keep_alive.then_some(conn);
+    }
+    serve_at_owner(shard, conn, head, ssrc, served(ssrc)).await
+}
+
+async fn serve_at_owner(shard: &Rc<Shard>, conn: HttpConn, head: RequestHead, ssrc: u32, served: Served) -> Option<HttpConn> {
+    let owner = owner_of(ssrc, shard.media_shards);
+    if owner != shard.index {
+        return hand_off(shard, owner, conn, head, Some(served)).await;
+    }
+    serve_here(shard, conn, served).await
+}
+
+/// Serves an authorised stream request on the stream's own shard; the connection when it is
+/// kept for another request.
+async fn serve_here(shard: &Rc<Shard>, mut conn: HttpConn, served: Served) -> Option<HttpConn> {
+    match served {
+        Served::Flv { ssrc, websocket } => {
+            super::flv_play::serve(shard, conn, ssrc, websocket).await;
+            return None;
+        }
+        Served::Hls { ssrc, file } => super::hls_serve::serve(shard, &mut conn, ssrc, &file).await,
+        Served::Cover { ssrc } => serve_cover(shard, &mut conn, ssrc).await,
+    }
+    conn.keep_alive.then_some(conn)
+}
+
+/// The live stream's cover, else the one stored when it had one, else why there is none.
+async fn serve_cover(shard: &Shard, conn: &mut HttpConn, ssrc: u32) {
+    let live = shard.streams.borrow().get(&ssrc).and_then(|s| s.cover.borrow().clone());
+    let why_none = shard.streams.borrow().get(&ssrc).and_then(|s| s.cover_error());
+    let jpeg = match live {
+        Some(j) => Some(j.to_vec()),
+        None => {
+            let path = shard.config.data_dir.join("covers").join(format!("{}.jpg", routes::stream_id(ssrc)));
+            glommio::executor().spawn_blocking(move || std::fs::read(path).ok()).await
+        }
+    };
+    match (jpeg, why_none) {
+        (Some(j), _) => super::response::respond(conn, 200, "image/jpeg", &j).await,
+        (None, Some(why)) => respond_error(conn, 404, "no_cover", &format!("no cover: {why}")).await,
+        (None, None) => respond_error(conn, 404, "not_found", "no cover yet").await,
+    }
 }
 
 /// Methods and request headers a page of an allowed origin may use.
@@ -402,38 +434,12 @@ async fn answer_refusal(conn: &mut HttpConn, head: &RequestHead, allowed: Result
     }
 }
 
-/// Where a stream request is served.
-enum AtOwner {
-    /// Here: this shard owns the stream.
-    Here(HttpConn, u32),
-    /// Refused here (401/404); the connection may serve another request.
-    Answered(HttpConn),
-    /// Handed to the owning shard.
-    Gone,
-}
-
-async fn at_owner(shard: &Rc<Shard>, mut conn: HttpConn, head: RequestHead, token: Option<&str>, stream_id: &str) -> AtOwner {
-    let Some(ssrc) = routes::parse_stream_id(stream_id) else {
-        respond_error(&mut conn, 404, "not_found", "no such stream").await;
-        return AtOwner::Answered(conn);
-    };
-    // Checked before a hand-off too, so refused requests cost the owner nothing.
-    if !check_play(shard, &mut conn, &head, token, &Scope::Stream(routes::stream_id(ssrc))).await {
-        return AtOwner::Answered(conn);
-    }
-    let owner = owner_of(ssrc, shard.media_shards);
-    if owner != shard.index {
-        hand_off(shard, owner, conn, head).await;
-        return AtOwner::Gone;
-    }
-    AtOwner::Here(conn, ssrc)
-}
-
 /// Moves the connection, with its request and what was read past it, to executor `to`, which
-/// serves it from here on. None: nothing is left to serve here.
-async fn hand_off(shard: &Shard, to: usize, mut conn: HttpConn, head: RequestHead) -> Option<HttpConn> {
+/// serves it from here on (`serve`, already authorised here; or the request routed there).
+/// None: nothing is left to serve here.
+async fn hand_off(shard: &Shard, to: usize, mut conn: HttpConn, head: RequestHead, serve: Option<Served>) -> Option<HttpConn> {
     let (peer, served, rest) = (conn.peer_ip(), conn.served, std::mem::take(&mut conn.pending));
-    let (fd, handed) = match conn.io {
+    let (fd, relayed_for) = match conn.io {
         // The session stays here; the owner gets a socket pair end and this shard relays.
         Io::Tls(tls) => {
             let (here, there) = match std::os::unix::net::UnixStream::pair() {
@@ -446,7 +452,7 @@ async fn hand_off(shard: &Shard, to: usize, mut conn: HttpConn, head: RequestHea
             // SAFETY: the fd comes from the pair just made and is handed over once.
             let here = unsafe { glommio::net::UnixStream::from_raw_fd(here.into_raw_fd()) };
             glommio::spawn_local(super::tls::relay(*tls, here)).detach();
-            (OwnedFd::from(there), Handed::Relayed(peer))
+            (OwnedFd::from(there), Some(peer))
         }
         _ => {
             // SAFETY: dup returns a new fd we own (or -1, checked); the original closes with `conn`.
@@ -456,13 +462,15 @@ async fn hand_off(shard: &Shard, to: usize, mut conn: HttpConn, head: RequestHea
                 respond_error(&mut conn, 503, "overloaded", "cannot hand off connection").await;
                 return None;
             }
-            let handed = if matches!(conn.io, Io::Relayed(..)) { Handed::Relayed(peer) } else { Handed::Tcp };
+            let relayed_for = matches!(conn.io, Io::Relayed(..)).then_some(peer);
             drop(conn);
             // SAFETY: `dup` is a valid fd (checked above) that nothing else owns.
-            (unsafe { OwnedFd::from_raw_fd(dup) }, handed)
+            (unsafe { OwnedFd::from_raw_fd(dup) }, relayed_for)
         }
     };
-    if shard.send(to, ShardMsg::Http(HandoffConn { fd, request: Box::new((head, rest, handed, served)) })).await.is_err() {
+    // The request is counted again where it is served.
+    let served = served.saturating_sub(1);
+    if shard.send(to, ShardMsg::Http(HandoffConn { fd, relayed_for, served, head, rest, serve })).await.is_err() {
         tracing::warn!(from = shard.index, to, "hand-off channel closed; connection dropped");
     }
     None

@@ -8,6 +8,7 @@ pub mod bits;
 pub mod flv;
 pub mod frame;
 pub mod h26x;
+pub mod http_head;
 pub mod hls;
 pub mod ipnet;
 pub mod mp4;

@@ -4,12 +4,32 @@ use futures_channel::oneshot;
 use serde::Serialize;
 use std::os::fd::OwnedFd;
 
-/// An accepted connection moved to the executor that owns what it asks for. What was read
-/// of its request travels with it, opaque to the shard (the HTTP layer packs and unpacks it).
+/// An accepted connection moved to the executor that owns what it asks for, with its request
+/// and what was read past it.
 #[derive(Debug)]
 pub struct HandoffConn {
     pub fd: OwnedFd,
-    pub request: Box<dyn std::any::Any + Send>,
+    /// Some(the client's address): `fd` is one end of a socket pair the sending executor
+    /// relays (it keeps the client's TLS session); None: `fd` is the client's TCP connection.
+    pub relayed_for: Option<std::net::IpAddr>,
+    /// Requests served on the connection before this one.
+    pub served: u32,
+    pub head: crate::proto::http_head::RequestHead,
+    pub rest: Vec<u8>,
+    /// What the receiver serves, already authorised by the sender; None: the request is
+    /// routed there as it came (the API, node calls and hooks on the control executor).
+    pub serve: Option<Served>,
+}
+
+/// A stream request authorised where it arrived, for the stream's own shard to serve as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Served {
+    /// Live FLV; `websocket`: the handshake's accept value when it asked for one.
+    Flv { ssrc: u32, websocket: Option<String> },
+    /// An HLS playlist or segment of the stream.
+    Hls { ssrc: u32, file: String },
+    /// The stream's cover.
+    Cover { ssrc: u32 },
 }
 
 /// An RTP-over-TCP connection of the single port, moved to the shard owning the SSRC of its

@@ -1,4 +1,5 @@
-//! HTTP/1.1 request head parsing on httparse with caller-side limits (sans-IO).
+//! HTTP/1.1 request head parsing on httparse with caller-side limits (sans-IO): the HTTP
+//! layer's, and what an executor hands another with a connection.
 
 /// A request head larger than this is refused (431).
 pub const HEAD_BYTES_MAX: usize = 8 * 1024;
