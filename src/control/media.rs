@@ -84,7 +84,7 @@ impl Control {
                     match self.shard.open_stream(spec).await {
                         Ok(info) => return Ok(Opened { ssrc, port: info.port, media_ip: None, node: None }),
                         Err(OpenError::Exists) => continue,
-                        Err(e) => return Err(PlayError::NoPort(format!("{e:?}"))),
+                        Err(e) => return Err(PlayError::NoPort(e.to_string())),
                     }
                 }
                 Err(PlayError::Busy)

@@ -84,12 +84,7 @@ fn answer_json(result: Result<Answer, ControlError>) -> (u16, Value) {
         Ok(Answer::Presets(p)) => (200, json!({ "presets": p })),
         Err(e) => {
             let (status, code) = e.http();
-            let message = match e {
-                ControlError::DeviceError(r) => format!("the device answered {r}"),
-                ControlError::Timeout => "the device did not answer".into(),
-                other => format!("{other:?}"),
-            };
-            (status, json!({ "code": code, "message": message }))
+            (status, json!({ "code": code, "message": e.to_string() }))
         }
     }
 }
@@ -155,7 +150,7 @@ async fn send_control(control: &Rc<Control>, device_id: &str, channel_id: &str, 
         Ok(()) => (200, json!({ "device_id": device_id, "channel_id": channel_id, "answered": true })),
         Err(e) => {
             let (status, code) = e.http();
-            (status, json!({ "code": code, "message": format!("{e:?}") }))
+            (status, json!({ "code": code, "message": e.to_string() }))
         }
     }
 }
@@ -228,7 +223,7 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
                 Ok(session) => (200, session_json(control, head, &session)),
                 Err(e) => {
                     let (status, code) = e.http();
-                    (status, json!({ "code": code, "message": format!("{e:?}") }))
+                    (status, json!({ "code": code, "message": e.to_string() }))
                 }
             }
         }

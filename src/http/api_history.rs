@@ -29,17 +29,12 @@ fn error_json(status: u16, code: &str, message: String) -> (u16, Value) {
 
 fn play_error(e: PlayError) -> (u16, Value) {
     let (status, code) = e.http();
-    error_json(status, code, format!("{e:?}"))
+    error_json(status, code, e.to_string())
 }
 
 fn control_error(e: ControlError) -> (u16, Value) {
     let (status, code) = e.http();
-    let message = match e {
-        ControlError::Rejected(s) => format!("the device refused the command (SIP {s})"),
-        ControlError::Timeout => "the device did not answer".to_string(),
-        other => format!("{other:?}"),
-    };
-    error_json(status, code, message)
+    error_json(status, code, e.to_string())
 }
 
 /// A time as unix seconds, or local `yyyy-MM-ddTHH:mm:ss` at `offset_s`.

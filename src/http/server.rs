@@ -158,7 +158,7 @@ async fn handle_conn(front: Rc<Front>, tcp: TcpStream, _slot: ConnSlot, head_slo
         Ok(Ok(Some(first))) => serve_conn(front, conn, first).await,
         Ok(Ok(None)) => {}
         Ok(Err(HeadError::TooLarge)) => respond_error(&mut conn, 431, "head_too_large", "request head too large").await,
-        Ok(Err(e)) => respond_error(&mut conn, 400, "bad_request", &format!("{e:?}")).await,
+        Ok(Err(e)) => respond_error(&mut conn, 400, "bad_request", &e.to_string()).await,
         Err(_) => respond_error(&mut conn, 408, "timeout", "request head not received in time").await,
     }
 }
@@ -190,7 +190,7 @@ async fn serve_next(front: Rc<Front>, mut conn: HttpConn) {
             Ok(Err(e)) => {
                 conn.keep_alive = false;
                 let (status, code) = if e == HeadError::TooLarge { (431, "head_too_large") } else { (400, "bad_request") };
-                return respond_error(&mut conn, status, code, &format!("{e:?}")).await;
+                return respond_error(&mut conn, status, code, &e.to_string()).await;
             }
         };
         let (head, rest) = request;
@@ -310,7 +310,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
                 Ok(session) => return serve_stream_allowed(shard, conn, head, session.ssrc, false).await,
                 Err(e) => {
                     let (status, code) = e.http();
-                    respond_error(&mut conn, status, code, &format!("{e:?}")).await;
+                    respond_error(&mut conn, status, code, &e.to_string()).await;
                 }
             }
         }

@@ -14,6 +14,16 @@ pub enum HeadError {
     BadContentLength,
 }
 
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HeadError::Malformed => "the request head is not HTTP/1.x",
+            HeadError::TooLarge => "the request head is too large",
+            HeadError::BadContentLength => "Content-Length is not a number gmv takes",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: String,

@@ -109,6 +109,16 @@ pub enum OpenError {
     NoPort(String),
 }
 
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Exists => f.write_str("a stream with this SSRC is open"),
+            OpenError::BadSdp(why) => write!(f, "bad SDP: {why}"),
+            OpenError::NoPort(why) => write!(f, "no port: {why}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StreamInfo {
     pub stream_id: String,

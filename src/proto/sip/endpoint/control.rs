@@ -58,6 +58,24 @@ pub enum ControlError {
     UnknownPreset,
 }
 
+/// What an operator reads (the API's `message`, the console).
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlError::UnknownDevice => f.write_str("no such device"),
+            ControlError::UnknownChannel => f.write_str("the device has no such channel"),
+            ControlError::Offline => f.write_str("the device is offline"),
+            ControlError::Busy => f.write_str("too many requests to the device at once; try again"),
+            ControlError::Rejected(status) => write!(f, "the device refused the command (SIP {status})"),
+            ControlError::Timeout => f.write_str("the device did not answer"),
+            ControlError::UnknownSession => f.write_str("no session has that stream"),
+            ControlError::NotPlayback => f.write_str("pause, seek and speed are for playback sessions"),
+            ControlError::DeviceError(result) => write!(f, "the device answered {result}"),
+            ControlError::UnknownPreset => f.write_str("the channel has no such preset"),
+        }
+    }
+}
+
 impl ControlError {
     pub fn http(&self) -> (u16, &'static str) {
         match self {

@@ -94,6 +94,24 @@ impl From<super::Unreachable> for PlayError {
     }
 }
 
+/// What an operator reads (the API's `message`, the console).
+impl std::fmt::Display for PlayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlayError::UnknownDevice => f.write_str("no such device"),
+            PlayError::UnknownChannel => f.write_str("the device has no such channel"),
+            PlayError::Offline => f.write_str("the device is offline"),
+            PlayError::Busy => f.write_str("too many plays at once; try again"),
+            PlayError::NoPort(why) => write!(f, "no stream could be opened: {why}"),
+            PlayError::Timeout => f.write_str("the device did not answer the INVITE"),
+            PlayError::Rejected(status) => write!(f, "the device refused the INVITE (SIP {status})"),
+            PlayError::Cancelled => f.write_str("stopped before the device answered"),
+            PlayError::MediaConnect(why) => write!(f, "the device's media port could not be reached (TCP active): {why}"),
+            PlayError::BadRange => f.write_str("the range ends before it starts"),
+        }
+    }
+}
+
 impl PlayError {
     pub fn http(&self) -> (u16, &'static str) {
         match self {
