@@ -170,7 +170,7 @@ fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
         })
         .collect();
     std::fs::write(data_dir.join("devices.json"), serde_json::to_vec(&known).unwrap()).unwrap();
-    let engine = Engine::start_full(2, "", "hls:\n  segment_duration_s: 1\n", "  time_zone: \"+08:00\"\n", Some(data_dir));
+    let engine = Engine::start_full(2, "", "  idle_timeout_s: 600\nhls:\n  segment_duration_s: 1\n", "  time_zone: \"+08:00\"\n", Some(data_dir));
     let mut sim = Sim::new(engine.sip);
     assert_eq!(sim.register(PASSWORD, 3600).0, 200);
     let (ptz_tx, ptz_rx) = mpsc::channel();
@@ -184,6 +184,13 @@ fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
     assert_eq!(status_of(&head), 200);
     assert!(String::from_utf8_lossy(&page).contains("/console/vendor/mpegts.js"));
 
+    // A stream taking media only from 10.9.9.9, sent some from elsewhere: its tile says so.
+    let waiting = engine.open_stream(serde_json::json!({"source": "10.9.9.9"}));
+    let stranger = std::net::UdpSocket::bind("127.0.0.5:0").unwrap();
+    let ssrc = waiting["ssrc"].as_u64().unwrap() as u32;
+    for p in gmv::sim::ps_rtp_packets(&h264_frames()[..5], ssrc).into_iter().flatten() {
+        stranger.send_to(&p, ("127.0.0.1", waiting["port"].as_u64().unwrap() as u16)).unwrap();
+    }
     let out = Command::new("node")
         .arg(format!("{BROWSER_DIR}/console_check.mjs"))
         .arg(format!("http://{}/", engine.http))
@@ -193,6 +200,7 @@ fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
         .env("SHOTS_DIR", SHOTS_DIR)
         .env("DEVICES_TOTAL", (OFFLINE_DEVICES + 1).to_string())
         .env("SEARCH_CHANNEL", "44020000001310004321")
+        .env("NO_MEDIA_STREAM", waiting["stream_id"].as_str().unwrap())
         .current_dir(BROWSER_DIR)
         .output()
         .expect("node (npm ci in tests/browser)");
@@ -219,7 +227,9 @@ fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
     assert!(result["download"].as_str().unwrap().contains('%'), "{result}");
     assert!(result["details"].as_str().unwrap().contains("no X-GB-Ver"), "{result}");
     assert!(result["hls_tile"]["time"].as_f64().unwrap() > 1.0, "{result}");
-    for shot in ["devices", "wall", "events", "playback", "details", "streams", "phone"] {
+    let no_media = result["no_media"].as_str().unwrap_or_default();
+    assert!(no_media.contains("from 127.0.0.5") && no_media.contains("takes media from 10.9.9.9 only"), "{result}");
+    for shot in ["devices", "wall", "events", "playback", "details", "streams", "no-media", "phone"] {
         assert!(std::path::Path::new(SHOTS_DIR).join(format!("console-{shot}.png")).exists());
     }
 }

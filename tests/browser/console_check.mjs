@@ -137,6 +137,16 @@ try {
   await page.screenshot({ path: `${shots}/console-streams.png` });
   result.steps.push('streams');
 
+  // A stream that gets no media says why on its tile.
+  if (process.env.NO_MEDIA_STREAM) {
+    await page.click(`[data-testid=play-stream-${process.env.NO_MEDIA_STREAM}]`);
+    const waiting = '[data-testid=wall] .tile .message';
+    await page.waitForFunction((sel) => [...document.querySelectorAll(sel)].some((m) => m.textContent.startsWith('No video yet')), waiting, { timeout: 15000 });
+    result.no_media = await page.evaluate((sel) => [...document.querySelectorAll(sel)].map((m) => m.textContent).find((t) => t.startsWith('No video yet')), waiting);
+    await page.screenshot({ path: `${shots}/console-no-media.png` });
+    result.steps.push('no-media');
+  }
+
   // Phone width: the page still lays out (one column of tiles).
   await page.setViewportSize({ width: 390, height: 800 });
   await page.click('nav button[data-view=wall]');
