@@ -23,6 +23,35 @@ pub fn parse_url(url: &str) -> Option<(String, u16, String)> {
     (clean(host) && path.bytes().all(|b| b.is_ascii_graphic())).then(|| (host.to_string(), port, path))
 }
 
+/// Why a POST got no answer to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboundError {
+    /// Not an `http://host:port/path` URL.
+    Url,
+    /// The host's name did not resolve.
+    Resolve,
+    /// Connecting, writing or reading failed (the OS's words).
+    Io(String),
+    Timeout,
+    /// Longer than `ANSWER_BYTES_MAX`.
+    TooLong,
+    /// Not an HTTP answer (httparse's words), or closed before its head or body was whole.
+    Malformed(String),
+}
+
+impl std::fmt::Display for OutboundError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OutboundError::Url => f.write_str("not an http:// URL"),
+            OutboundError::Resolve => f.write_str("cannot resolve the receiver"),
+            OutboundError::Io(e) => f.write_str(e),
+            OutboundError::Timeout => f.write_str("timed out"),
+            OutboundError::TooLong => f.write_str("answer too long"),
+            OutboundError::Malformed(why) => f.write_str(why),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub status: u16,
@@ -30,24 +59,25 @@ pub struct Answer {
 }
 
 /// POSTs `body` to `url` with `headers` (each `Name: value`, no CRLF), within `timeout`.
-pub async fn post(url: &str, headers: &[String], content_type: &str, body: &[u8], timeout: Duration) -> Result<Answer, String> {
-    let (host, port, path) = parse_url(url).ok_or("not an http:// URL")?;
+pub async fn post(url: &str, headers: &[String], content_type: &str, body: &[u8], timeout: Duration) -> Result<Answer, OutboundError> {
+    let io = |e: std::io::Error| OutboundError::Io(e.to_string());
+    let (host, port, path) = parse_url(url).ok_or(OutboundError::Url)?;
     let exchange = async {
         let target = format!("{host}:{port}");
         // Name resolution may block: on a blocking thread.
         let addr = glommio::executor()
             .spawn_blocking(move || std::net::ToSocketAddrs::to_socket_addrs(&target).ok().and_then(|mut a| a.next()))
             .await
-            .ok_or("cannot resolve the receiver")?;
-        let mut conn = glommio::net::TcpStream::connect_timeout(addr, timeout).await.map_err(|e| e.to_string())?;
+            .ok_or(OutboundError::Resolve)?;
+        let mut conn = glommio::net::TcpStream::connect_timeout(addr, timeout).await.map_err(|e| OutboundError::Io(e.to_string()))?;
         let mut head = format!("POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n", body.len());
         for h in headers {
             head.push_str(h);
             head.push_str("\r\n");
         }
         head.push_str("Connection: close\r\n\r\n");
-        conn.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-        conn.write_all(body).await.map_err(|e| e.to_string())?;
+        conn.write_all(head.as_bytes()).await.map_err(io)?;
+        conn.write_all(body).await.map_err(io)?;
         let mut answer = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
@@ -55,9 +85,9 @@ pub async fn post(url: &str, headers: &[String], content_type: &str, body: &[u8]
                 return Ok(parsed);
             }
             if answer.len() > ANSWER_BYTES_MAX {
-                return Err("answer too long".to_string());
+                return Err(OutboundError::TooLong);
             }
-            match conn.read(&mut buf).await.map_err(|e| e.to_string())? {
+            match conn.read(&mut buf).await.map_err(io)? {
                 0 => return parse_answer_at_eof(&answer),
                 n => answer.extend_from_slice(&buf[..n]),
             }
@@ -65,16 +95,16 @@ pub async fn post(url: &str, headers: &[String], content_type: &str, body: &[u8]
     };
     futures_lite::future::or(exchange, async {
         glommio::timer::sleep(timeout).await;
-        Err("timed out".to_string())
+        Err(OutboundError::Timeout)
     })
     .await
 }
 
 /// The answer once its head and `Content-Length` body are in; None while more is needed.
-pub fn parse_answer(bytes: &[u8]) -> Result<Option<Answer>, String> {
+pub fn parse_answer(bytes: &[u8]) -> Result<Option<Answer>, OutboundError> {
     let mut headers = [httparse::EMPTY_HEADER; ANSWER_HEADERS_MAX];
     let mut response = httparse::Response::new(&mut headers);
-    let head_len = match response.parse(bytes).map_err(|e| format!("bad answer: {e}"))? {
+    let head_len = match response.parse(bytes).map_err(|e| OutboundError::Malformed(format!("bad answer: {e}")))? {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => return Ok(None),
     };
@@ -85,7 +115,7 @@ pub fn parse_answer(bytes: &[u8]) -> Result<Option<Answer>, String> {
         .find(|h| h.name.eq_ignore_ascii_case("content-length"))
         .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok());
     match length {
-        Some(n) if n > ANSWER_BYTES_MAX => Err("answer too long".to_string()),
+        Some(n) if n > ANSWER_BYTES_MAX => Err(OutboundError::TooLong),
         Some(n) if bytes.len() >= head_len + n => Ok(Some(Answer { status, body: bytes[head_len..head_len + n].to_vec() })),
         // Without a length the body ends with the connection.
         _ => Ok(None),
@@ -93,18 +123,18 @@ pub fn parse_answer(bytes: &[u8]) -> Result<Option<Answer>, String> {
 }
 
 /// The connection closed: what came is the answer, if its head is whole.
-pub fn parse_answer_at_eof(bytes: &[u8]) -> Result<Answer, String> {
+pub fn parse_answer_at_eof(bytes: &[u8]) -> Result<Answer, OutboundError> {
     let mut headers = [httparse::EMPTY_HEADER; ANSWER_HEADERS_MAX];
     let mut response = httparse::Response::new(&mut headers);
-    match response.parse(bytes).map_err(|e| format!("bad answer: {e}"))? {
+    match response.parse(bytes).map_err(|e| OutboundError::Malformed(format!("bad answer: {e}")))? {
         httparse::Status::Complete(n) => {
             let length = response.headers.iter().any(|h| h.name.eq_ignore_ascii_case("content-length"));
             if length {
-                return Err("answer cut short".to_string());
+                return Err(OutboundError::Malformed("answer cut short".into()));
             }
             Ok(Answer { status: response.code.unwrap_or(0), body: bytes[n..].to_vec() })
         }
-        httparse::Status::Partial => Err("connection closed before an answer".to_string()),
+        httparse::Status::Partial => Err(OutboundError::Malformed("connection closed before an answer".into())),
     }
 }
 
@@ -128,7 +158,7 @@ mod tests {
         assert_eq!(parse_answer(&ok[..40]).unwrap(), None, "body not all in");
         assert_eq!(parse_answer(b"HTTP/1.1 200 OK\r\nConte").unwrap(), None);
         assert!(parse_answer(b"garbage\r\n\r\n").is_err());
-        assert!(parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n").is_err());
+        assert_eq!(parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n"), Err(OutboundError::TooLong));
         assert!(parse_answer_at_eof(&ok[..40]).is_err(), "cut short");
         let eof = parse_answer_at_eof(b"HTTP/1.0 204 No Content\r\n\r\nrest").unwrap();
         assert_eq!((eof.status, eof.body), (204, b"rest".to_vec()));

@@ -120,7 +120,7 @@ impl Control {
     /// TCP active: the stream connects to the device's media port.
     pub(super) async fn connect_media(&self, ssrc: u32, to: SocketAddr) -> Result<(), String> {
         match (self.node_of(ssrc), &self.nodes) {
-            (Some(placement), Some(nodes)) => nodes.send(&placement.node, &NodeCall::ConnectRtpServer { ssrc, to }).await.map(drop),
+            (Some(placement), Some(nodes)) => nodes.send(&placement.node, &NodeCall::ConnectRtpServer { ssrc, to }).await.map(drop).map_err(|e| e.to_string()),
             _ => self.shard.connect_tcp(ssrc, to).await,
         }
     }

@@ -267,24 +267,27 @@ impl MediaNodes {
 
     /// Makes `call` on `node`: the answer's JSON, or why there is none (a `code` other than 0
     /// included).
-    pub async fn send(&self, node: &str, call: &super::node_call::NodeCall) -> Result<Value, String> {
+    pub async fn send(&self, node: &str, call: &super::node_call::NodeCall) -> Result<Value, NodeError> {
         self.call(node, call.name(), &call.params()).await
     }
 
     /// Calls `name` on `node` with `params` (as wvp does: a form with `secret` first).
-    async fn call(&self, node: &str, name: &str, params: &[(&'static str, String)]) -> Result<Value, String> {
-        let (api, secret) = self.secret(node).ok_or("no such node")?;
+    async fn call(&self, node: &str, name: &'static str, params: &[(&'static str, String)]) -> Result<Value, NodeError> {
+        let (api, secret) = self.secret(node).ok_or(NodeError::UnknownNode)?;
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("secret", &secret);
         for (k, v) in params {
             form.append_pair(k, v);
         }
         let url = format!("{}/index/api/{name}", api.trim_end_matches('/'));
-        let answer = crate::outbound::post(&url, &[], "application/x-www-form-urlencoded", form.finish().as_bytes(), NODE_CALL_TIMEOUT).await?;
-        let v: Value = serde_json::from_slice(&answer.body).map_err(|e| format!("{name}: HTTP {} without JSON: {e}", answer.status))?;
+        let answer = crate::outbound::post(&url, &[], "application/x-www-form-urlencoded", form.finish().as_bytes(), NODE_CALL_TIMEOUT)
+            .await
+            .map_err(NodeError::Unreachable)?;
+        let v: Value =
+            serde_json::from_slice(&answer.body).map_err(|e| NodeError::NotJson { call: name, status: answer.status, why: e.to_string() })?;
         match v.get("code").and_then(Value::as_i64) {
             Some(0) => Ok(v),
-            code => Err(format!("{name}: code {code:?} {}", v.get("msg").and_then(Value::as_str).unwrap_or(""))),
+            code => Err(NodeError::Refused { call: name, code, msg: v.get("msg").and_then(Value::as_str).unwrap_or("").to_string() }),
         }
     }
 
@@ -321,6 +324,29 @@ impl MediaNodes {
             }
         }
         NodeStreams { uses: out, orphans }
+    }
+}
+
+/// Why a media node call has no answer to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeError {
+    /// Not a node this control knows.
+    UnknownNode,
+    Unreachable(crate::outbound::OutboundError),
+    NotJson { call: &'static str, status: u16, why: String },
+    /// ZLMediaKit's answer with a `code` other than 0, and its `msg`.
+    Refused { call: &'static str, code: Option<i64>, msg: String },
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::UnknownNode => f.write_str("no such node"),
+            NodeError::Unreachable(e) => write!(f, "unreachable: {e}"),
+            NodeError::NotJson { call, status, why } => write!(f, "{call}: HTTP {status} without JSON: {why}"),
+            NodeError::Refused { call, code: Some(code), msg } => write!(f, "{call}: code {code} {msg}"),
+            NodeError::Refused { call, code: None, msg } => write!(f, "{call}: no code {msg}"),
+        }
     }
 }
 

@@ -101,7 +101,7 @@ async fn worker(config: WebhookConfig, rx: LocalReceiver<Rc<PlatformEvent>>, cou
             let sent = match crate::outbound::post(&config.url, &headers, "application/json", &body, WEBHOOK_TIMEOUT).await {
                 Ok(answer) if (200..300).contains(&answer.status) => Ok(()),
                 Ok(answer) => Err(format!("answered {}", answer.status)),
-                Err(e) => Err(e),
+                Err(e) => Err(e.to_string()),
             };
             match sent {
                 Ok(()) => {

@@ -144,7 +144,7 @@ async fn worker(rx: Rc<LocalReceiver<Job>>, targets: Rc<RefCell<HookTargets>>, c
             answer = match crate::outbound::post(&job.url, &headers, "application/json", &job.body, timeout).await {
                 Ok(a) if a.status == 200 => serde_json::from_slice::<Map<String, Value>>(&a.body).map_err(|e| format!("answer is no JSON object: {e}")),
                 Ok(a) => Err(format!("answered HTTP {}", a.status)),
-                Err(e) => Err(e),
+                Err(e) => Err(e.to_string()),
             };
             if answer.is_ok() {
                 break;
