@@ -269,6 +269,12 @@ fn interrupted(dir: &std::path::Path, mut d: Download) -> Download {
         d.error = Some("interrupted by a restart of this control; the media node's file is not continued".into());
         return d;
     }
+    // The saved list is read back, not trusted: only a file name gmv makes is touched.
+    if !crate::shard::record::valid_file_name(&d.file) {
+        d.state = DownloadState::Failed;
+        d.error = Some("interrupted by a restart; its saved file name is not one gmv makes".into());
+        return d;
+    }
     match crate::shard::record::scan_and_cut(&dir.join(&d.file)) {
         Ok(whole) => {
             tracing::warn!(download = %d.id, bytes = whole.bytes, media_ms = whole.end_90k / 90, "download interrupted by a restart; it goes on once its device is online");
@@ -656,5 +662,34 @@ pub(super) fn history_spec(ssrc: u32, kind: PlayKind, created_ms: u64) -> Option
         PlayKind::Live => None,
         PlayKind::Playback { .. } => Some(History::Playback),
         PlayKind::Download { .. } => Some(History::Download { stem: download_stem(ssrc, created_ms), resume: None }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(file: &str) -> Download {
+        serde_json::from_value(serde_json::json!({
+            "id": "0100000001_1", "device_id": "d", "channel_id": "c", "start": 0, "end": 10, "speed": 1,
+            "state": "running", "media_ms": 0, "bytes": 0, "progress": 0.0, "file": file, "resumes": 0,
+            "error": null, "created_at": 0, "transport": "udp"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_saved_download_is_read_back_not_trusted() {
+        let dir = std::env::temp_dir().join(format!("gmv-downloads-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("keep.txt");
+        std::fs::write(&victim, b"not a recording").unwrap();
+        let d = interrupted(&dir, saved("../keep.txt"));
+        assert_eq!(d.state, DownloadState::Failed, "a name gmv does not make is not touched");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"not a recording");
+        let missing = interrupted(&dir, saved("0100000001_1.mp4"));
+        assert_eq!(missing.state, DownloadState::Failed, "no file to go on with");
+        assert!(missing.error.unwrap().contains("cannot be continued"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
