@@ -157,7 +157,8 @@ impl Control {
             unbound: total.saturating_sub(ep.bound_conn_count()),
             total,
         };
-        admit(seen, || tcp.conns.keys().find(|c| !ep.is_bound_conn(**c)).copied())
+        // One already told to close (its task has not run yet) makes no more room.
+        admit(seen, || tcp.conns.iter().find(|(id, c)| !ep.is_bound_conn(**id) && c.evict.is_some()).map(|(id, _)| *id))
     }
 
     pub(super) async fn tcp_accept_loop(self: Rc<Self>, listener: glommio::net::TcpListener) {
