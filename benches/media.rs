@@ -181,6 +181,22 @@ fn ingest_per_packet(c: &mut Criterion, packets: &[Bytes]) {
             BatchSize::SmallInput,
         )
     });
+    // What a device's stream checks before the pipeline: allowed source, lock, expected SSRC.
+    g.bench_function("source_guard", |b| {
+        use gmv::shard::source::{Origin, SourceGuard, SourceRule};
+        let device = std::net::SocketAddr::from(([192, 0, 2, 8], 6000));
+        let ssrc = gmv::shard::source::rtp_ssrc(&packets[0]).expect("RTP");
+        b.iter_batched(
+            || SourceGuard::new(ssrc, SourceRule::device(&[device.ip(), "192.0.2.9".parse().unwrap()], true)),
+            |mut guard| {
+                for (i, pk) in packets.iter().enumerate() {
+                    assert!(guard.check(Origin::Udp(device), pk, i as u64).taken());
+                }
+                guard
+            },
+            BatchSize::SmallInput,
+        )
+    });
     let rx = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
     // Room for the camera-second queued at once (about 2.3 KB of kernel memory each).
     rx.set_recv_buffer_size(4 << 20).unwrap();
