@@ -406,7 +406,8 @@ impl Control {
                     self.warn_limited(|| tracing::warn!(%error, "cannot save the downloads; tried again in a second"));
                 }
             }
-            let waiting: Vec<Download> = self.downloads.list().into_iter().filter(|d| d.state == DownloadState::Interrupted && d.whole.is_some()).collect();
+            let waiting: Vec<Download> =
+                self.downloads.entries.borrow().values().filter(|d| d.state == DownloadState::Interrupted && d.whole.is_some()).cloned().collect();
             for d in waiting {
                 let online = self.endpoint().device(&d.device_id).is_some_and(|dev| self.endpoint().is_online(dev, Instant::now()));
                 if online && self.is_active() {

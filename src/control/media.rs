@@ -52,7 +52,8 @@ impl Control {
 
     /// A stream for a new session of `channel_id`, under a fresh SSRC: on the shard the SSRC
     /// hashes to, or (role control) on the least-loaded media node. `history`: what the stream
-    /// of a given SSRC records (a download's file is named by it).
+    /// of a given SSRC records (a download's file is named by it); a node records a download
+    /// itself (`enable_mp4`), so there only its kind counts.
     pub(super) async fn open_media_stream(
         &self,
         kind: PlayKind,

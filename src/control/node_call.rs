@@ -81,7 +81,6 @@ impl NodeCall {
     /// The form parameters (`secret` is the caller's).
     pub fn params(&self) -> Vec<(&'static str, String)> {
         let app = ("app", APP.to_string());
-        let sources = |rule: &SourceRule| rule.nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         // A stream as `getMediaInfo` and the record calls name it (schema, vhost, app, stream).
         let media = |ssrc: u32| {
             vec![
@@ -99,14 +98,14 @@ impl NodeCall {
                 ("tcp_mode", tcp_mode(*transport).into()),
                 ("ssrc", ssrc.to_string()),
                 ("enable_mp4", u8::from(*record).to_string()),
-                ("expect_source", sources(source)),
+                ("expect_source", source.joined(",")),
                 ("learn_ssrc", u8::from(source.learn_ssrc).to_string()),
             ],
             NodeCall::CloseRtpServer { ssrc } => vec![app, ("stream_id", stream_id(*ssrc))],
             NodeCall::CloseRtpServerNamed { stream_id } => vec![app, ("stream_id", stream_id.clone())],
             NodeCall::UpdateRtpServerSsrc { ssrc, device_ssrc, source } => {
                 let mut p = vec![app, ("stream_id", stream_id(*ssrc)), ("ssrc", device_ssrc.to_string())];
-                p.extend(source.as_ref().map(|s| ("expect_source", sources(s))));
+                p.extend(source.as_ref().map(|s| ("expect_source", s.joined(","))));
                 p
             }
             NodeCall::ConnectRtpServer { ssrc, to } => {

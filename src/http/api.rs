@@ -226,21 +226,15 @@ fn json_ssrc(v: &Value) -> Option<Option<u32>> {
 /// `source`: where the stream takes media from, an address or range (`"10.0.0.8"`,
 /// `"10.0.0.0/24"`) or a list of them; absent: the first sender locks the stream.
 fn source_rule(v: Option<&Value>) -> Result<crate::shard::source::SourceRule, String> {
-    use crate::shard::source::{SOURCE_NETS_MAX, SourceRule};
+    use crate::shard::source::SourceRule;
     let items: Vec<&Value> = match v {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(list)) => list.iter().collect(),
         Some(one) => vec![one],
     };
-    if items.len() > SOURCE_NETS_MAX {
-        return Err(format!("source takes at most {SOURCE_NETS_MAX} addresses or ranges"));
-    }
-    let mut nets = Vec::with_capacity(items.len());
-    for item in items {
-        let text = item.as_str().ok_or("source must be an address or range (\"10.0.0.8\", \"10.0.0.0/24\") or a list of them")?;
-        nets.push(crate::proto::ipnet::IpNet::parse(text).map_err(|e| format!("source {text:?}: {e}"))?);
-    }
-    Ok(SourceRule { nets, learn_ssrc: false })
+    let texts: Option<Vec<&str>> = items.iter().map(|i| i.as_str()).collect();
+    let texts = texts.ok_or("source must be an address or range (\"10.0.0.8\", \"10.0.0.0/24\") or a list of them")?;
+    Ok(SourceRule { nets: SourceRule::parse_nets("source", texts)?, learn_ssrc: false })
 }
 
 async fn create_stream(shard: &Shard, head: &RequestHead, body: &[u8]) -> (u16, Value) {

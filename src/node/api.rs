@@ -6,9 +6,8 @@
 use super::Node;
 use super::rtp_servers::{OpenRefused, Publish, RtpServer, TcpMode};
 use super::zlm::{self, code};
-use crate::proto::ipnet::IpNet;
 use crate::shard::msg::{Expectation, OpenError, PlaybackChange, StreamSpec};
-use crate::shard::source::{SOURCE_NETS_MAX, SourceRule};
+use crate::shard::source::SourceRule;
 use crate::shard::unix_s;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -340,14 +339,8 @@ async fn get_rtp_info(node: &Node, stream_id: &str) -> Value {
 
 /// `expect_source`: comma-separated addresses or ranges media is taken from (absent: anyone).
 fn expect_source(list: Option<&str>, learn_ssrc: bool) -> Result<SourceRule, String> {
-    let mut nets = Vec::new();
-    for item in list.unwrap_or("").split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        if nets.len() >= SOURCE_NETS_MAX {
-            return Err(format!("expect_source takes at most {SOURCE_NETS_MAX} addresses"));
-        }
-        nets.push(IpNet::parse(item).map_err(|e| format!("expect_source {item:?}: {e}"))?);
-    }
-    Ok(SourceRule { nets, learn_ssrc })
+    let items = list.unwrap_or("").split(',').map(str::trim).filter(|i| !i.is_empty());
+    Ok(SourceRule { nets: SourceRule::parse_nets("expect_source", items)?, learn_ssrc })
 }
 
 async fn update_ssrc(node: &Node, stream_id: &str, ssrc: Option<&str>, source: Option<&str>) -> Value {

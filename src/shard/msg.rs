@@ -154,6 +154,8 @@ pub struct StreamInfo {
     pub ssrc_changes: u64,
     /// SSRCs taken from a device that sent another than it was offered.
     pub ssrc_learned: u64,
+    /// Locks moved from a silent source to the device sending from another port.
+    pub source_moves: u64,
     /// Where media is taken from ("anywhere", or the device's addresses).
     pub source: String,
     /// While no packet was taken: why, in words an operator can act on.

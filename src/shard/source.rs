@@ -78,7 +78,25 @@ impl SourceRule {
         if self.nets.is_empty() {
             return "anywhere".into();
         }
-        self.nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        self.joined(", ")
+    }
+
+    /// The ranges written out, `sep` between them (a node API parameter takes `,`).
+    pub fn joined(&self, sep: &str) -> String {
+        self.nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(sep)
+    }
+
+    /// Ranges as a request names them (`name` is the field, for the error), at most
+    /// `SOURCE_NETS_MAX`.
+    pub fn parse_nets<'a>(name: &str, items: impl IntoIterator<Item = &'a str>) -> Result<Vec<IpNet>, String> {
+        let mut nets = Vec::new();
+        for item in items {
+            if nets.len() >= SOURCE_NETS_MAX {
+                return Err(format!("{name} takes at most {SOURCE_NETS_MAX} addresses or ranges"));
+            }
+            nets.push(IpNet::parse(item).map_err(|e| format!("{name} {item:?}: {e}"))?);
+        }
+        Ok(nets)
     }
 }
 
@@ -343,6 +361,16 @@ mod tests {
 
     fn device_rule(learn_ssrc: bool) -> SourceRule {
         SourceRule::device(&[IpAddr::from(DEVICE)], learn_ssrc)
+    }
+
+    #[test]
+    fn ranges_a_request_names_are_bounded_and_said_back() {
+        let nets = SourceRule::parse_nets("source", ["10.0.0.8", "10.0.0.0/24"]).unwrap();
+        assert_eq!(SourceRule { nets, learn_ssrc: false }.joined(","), "10.0.0.8,10.0.0.0/24");
+        let five = ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4", "1.1.1.5"];
+        assert_eq!(SourceRule::parse_nets("source", five).unwrap_err(), format!("source takes at most {SOURCE_NETS_MAX} addresses or ranges"));
+        assert!(SourceRule::parse_nets("expect_source", ["10.0.0.0/33"]).unwrap_err().starts_with("expect_source \"10.0.0.0/33\""));
+        assert_eq!(SourceRule::default().describe(), "anywhere");
     }
 
     #[test]

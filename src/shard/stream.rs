@@ -65,7 +65,7 @@ pub struct Stream {
     /// Itself, for tasks the stream spawns (covers).
     me: RefCell<std::rc::Weak<Stream>>,
     /// Its shard, for the messages it sends other shards (learners, aliases).
-    shard_ref: RefCell<std::rc::Weak<Shard>>,
+    shard_ref: std::rc::Weak<Shard>,
     /// The shard's cover-decode gate (shared by its streams).
     cover_gate: Rc<glommio::sync::Semaphore>,
     record_writers: Rc<super::record::RecordWriters>,
@@ -173,9 +173,7 @@ impl Stream {
         for to in shard.media_indices() {
             for ip in &ips {
                 let (stream_ssrc, learn) = (self.spec.ssrc, rule.learn_ssrc);
-                if to == shard.index {
-                    shard.single_port.add_learner(*ip, stream_ssrc, shard.index, learn);
-                } else if !shard.try_send(to, ShardMsg::Learner { ip: *ip, stream_ssrc, shard: shard.index, learn }) {
+                if !tell_shard(&shard, to, ShardMsg::Learner { ip: *ip, stream_ssrc, shard: shard.index, learn }) {
                     tracing::warn!(
                         ssrc = stream_ssrc,
                         to,
@@ -191,9 +189,7 @@ impl Stream {
         self.learning.set(false);
         let Some(shard) = self.shard_rc() else { return };
         for to in shard.media_indices() {
-            if to == shard.index {
-                shard.single_port.remove_learner(self.spec.ssrc);
-            } else if !shard.try_send(to, ShardMsg::Unlearner { stream_ssrc: self.spec.ssrc }) {
+            if !tell_shard(&shard, to, ShardMsg::Unlearner { stream_ssrc: self.spec.ssrc }) {
                 tracing::debug!(ssrc = self.spec.ssrc, to, "single RTP port: learner not taken back (queue full); it expires");
             }
         }
@@ -203,15 +199,13 @@ impl Stream {
         let Some(shard) = self.shard_rc() else { return };
         let ssrc = self.spec.ssrc;
         let to = super::owner_of(device_ssrc, shard.media_shards);
-        if to == shard.index {
-            shard.single_port.unalias(device_ssrc, ssrc);
-        } else if !shard.try_send(to, ShardMsg::Unalias { device_ssrc, stream_ssrc: ssrc }) {
+        if !tell_shard(&shard, to, ShardMsg::Unalias { device_ssrc, stream_ssrc: ssrc }) {
             tracing::warn!(ssrc, device_ssrc, "single RTP port: alias not removed (queue full); it goes when the SSRC is reused");
         }
     }
 
     fn shard_rc(&self) -> Option<Rc<Shard>> {
-        self.shard_ref.borrow().upgrade()
+        self.shard_ref.upgrade()
     }
 
     /// A packet from a foreign source or SSRC: counted, logged at 1, 2, 4, 8, ... drops.
@@ -408,6 +402,7 @@ impl Stream {
             foreign_packets: self.source.borrow().foreign_packets,
             ssrc_changes: self.source.borrow().ssrc_changes,
             ssrc_learned: self.source.borrow().ssrc_learned,
+            source_moves: self.source.borrow().source_moves,
             source: self.source.borrow().rule().describe(),
             no_media: self.source.borrow().no_media_why(),
             low_latency: p.low_latency(),
@@ -524,7 +519,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         paused: Cell::new(false),
         alias: Cell::new(None),
         learning: Cell::new(false),
-        shard_ref: RefCell::new(Rc::downgrade(shard)),
+        shard_ref: Rc::downgrade(shard),
     });
     *stream.me.borrow_mut() = Rc::downgrade(&stream);
     if spec.unsolicited {
@@ -562,6 +557,17 @@ pub fn close_stream(shard: &Shard, ssrc: u32, why: &str) -> bool {
         None => tracing::info!(ssrc, stream_id = %stream_id(ssrc), reason = why, "stream closed"),
     }
     true
+}
+
+/// Delivers a message about the single port's tables (aliases, learners) to shard `to`:
+/// handled at once when that is this shard, else queued without waiting. False: its queue is
+/// full and the message was dropped.
+fn tell_shard(shard: &Rc<Shard>, to: usize, msg: ShardMsg) -> bool {
+    if to == shard.index {
+        handle_msg(shard, msg);
+        return true;
+    }
+    shard.try_send(to, msg)
 }
 
 pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
@@ -625,13 +631,13 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
                 s.source.borrow_mut().expect(device_ssrc);
                 let owner = super::owner_of(device_ssrc, shard.media_shards);
                 // On the single port the kernel steers the device's SSRC to its own shard.
-                if !s.own_port && device_ssrc != ssrc && s.alias.replace(Some(device_ssrc)).is_none() {
-                    if owner == shard.index {
-                        shard.single_port.alias(device_ssrc, ssrc, shard.index);
-                    } else if !shard.try_send(owner, ShardMsg::Alias { device_ssrc, stream_ssrc: ssrc, shard: shard.index }) {
-                        s.alias.set(None);
-                        tracing::warn!(ssrc, device_ssrc, "single RTP port: alias not sent (queue full); the device's packets are dropped");
-                    }
+                if !s.own_port
+                    && device_ssrc != ssrc
+                    && s.alias.replace(Some(device_ssrc)).is_none()
+                    && !tell_shard(shard, owner, ShardMsg::Alias { device_ssrc, stream_ssrc: ssrc, shard: shard.index })
+                {
+                    s.alias.set(None);
+                    tracing::warn!(ssrc, device_ssrc, "single RTP port: alias not sent (queue full); the device's packets are dropped");
                 }
             }
             let _ = reply.send(stream.is_some());
