@@ -113,9 +113,14 @@ impl Stream {
         self.pipeline.borrow_mut().on_packet(data, now_ms, &mut tags);
         self.deliver(&mut tags);
         drop(tags);
-        if self.cover_wanted.get() && self.pipeline.borrow().stats.keyframes > self.cover_tried_at.get() {
+        if self.cover_due() {
             self.try_cover();
         }
+    }
+
+    /// A cover is wanted and a keyframe came since the last try.
+    fn cover_due(&self) -> bool {
+        self.cover_wanted.get() && self.pipeline.borrow().stats.keyframes > self.cover_tried_at.get()
     }
 
     /// Makes the cover from the latest keyframe, off the packet path. A keyframe that does not
@@ -136,6 +141,11 @@ impl Stream {
                     tracing::info!(ssrc = me.spec.ssrc, %error, attempt, again, "no cover for stream");
                     *me.cover_error.borrow_mut() = Some(error.to_string());
                     me.cover_wanted.set(again);
+                    // A keyframe that came while this one was decoding is not waited for again
+                    // (it may be the last for a while).
+                    if me.cover_due() {
+                        me.try_cover();
+                    }
                 }
             }
         })
