@@ -37,10 +37,31 @@ pub(super) struct MediaProgress {
     pub record_error: Option<String>,
 }
 
+/// Where a session's stream is watched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaySite {
+    /// This process's shards serve it (gmv's play URLs).
+    Here,
+    /// A media node serves it (ZLMediaKit's play URLs there).
+    Node {
+        node: String,
+        /// `http://host:port` of the node, no trailing slash.
+        base: String,
+    },
+}
+
 impl Control {
     /// The media node a stream was placed on; None: this process.
     fn node_of(&self, ssrc: u32) -> Option<Placement> {
         self.nodes.as_ref()?.placement(ssrc)
+    }
+
+    /// Where viewers of a session's stream go.
+    pub fn play_site(&self, ssrc: u32) -> PlaySite {
+        match self.node_of(ssrc) {
+            Some(p) => PlaySite::Node { base: p.api.trim_end_matches('/').to_string(), node: p.node },
+            None => PlaySite::Here,
+        }
     }
 
     /// Whom a device's stream takes media from until its answer says more: the device's
@@ -122,7 +143,7 @@ impl Control {
     pub(super) async fn connect_media(&self, ssrc: u32, to: SocketAddr) -> Result<(), String> {
         match (self.node_of(ssrc), &self.nodes) {
             (Some(placement), Some(nodes)) => nodes.send(&placement.node, &NodeCall::ConnectRtpServer { ssrc, to }).await.map(drop).map_err(|e| e.to_string()),
-            _ => self.shard.connect_tcp(ssrc, to).await,
+            _ => self.shard.connect_tcp(ssrc, to).await.map_err(|e| e.to_string()),
         }
     }
 

@@ -7,8 +7,11 @@ pub mod downloads;
 pub mod events;
 pub mod ha;
 mod media;
+pub use media::PlaySite;
 pub mod node_call;
 pub mod nodes;
+mod registry;
+pub use registry::Registry;
 pub mod store;
 mod tcp;
 pub mod webhooks;
@@ -238,7 +241,12 @@ impl Control {
 
     // ---- read access for the API ----
 
-    pub fn endpoint(&self) -> Ref<'_, Endpoint> {
+    /// The registry, read-only, for one answer.
+    pub fn registry(&self) -> Registry<'_> {
+        Registry(self.endpoint.borrow())
+    }
+
+    fn endpoint(&self) -> Ref<'_, Endpoint> {
         self.endpoint.borrow()
     }
 
@@ -425,11 +433,6 @@ impl Control {
     /// Why a session's stream has no media yet, as of the latest session check.
     pub fn no_media(&self, ssrc: u32) -> Option<String> {
         self.no_media.borrow().get(&ssrc).cloned()
-    }
-
-    /// Where a session's stream lives when it is not on this process.
-    pub fn placement(&self, ssrc: u32) -> Option<nodes::Placement> {
-        self.nodes.as_ref()?.placement(ssrc)
     }
 
     fn resolve(&self, handle: PlayHandle, result: Result<Session, PlayError>) {

@@ -8,7 +8,7 @@ use super::response::{respond_error, respond_json};
 use super::routes::{self, parse_stream_id, stream_id};
 use crate::auth::Scope;
 use crate::shard::Shard;
-use crate::shard::msg::{OpenError, StreamInfo, StreamSpec};
+use crate::shard::msg::{OpenError, StreamCallError, StreamInfo, StreamSpec};
 use futures_lite::AsyncReadExt;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -59,7 +59,8 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         return match parse_stream_id(id) {
             Some(ssrc) => match shard.snapshot(ssrc).await {
                 Ok(jpeg) => super::response::respond(conn, 200, "image/jpeg", &jpeg).await,
-                Err(message) => respond_error(conn, 409, "no_snapshot", &message).await,
+                Err(StreamCallError::NoStream) => respond_error(conn, 404, "not_found", "no such stream").await,
+                Err(e) => respond_error(conn, 409, "no_snapshot", &e.to_string()).await,
             },
             None => respond_error(conn, 404, "not_found", "no such stream").await,
         };

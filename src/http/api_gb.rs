@@ -1,14 +1,14 @@
 //! REST API for GB28181 devices: registry, catalog, sync, live play sessions, SIP counters.
 
 use super::request::RequestHead;
-use crate::control::Control;
-use crate::proto::sip::endpoint::{Answer, ControlError, Device, DeviceAsk, DeviceCommand, Endpoint, MediaTransport, Session};
+use crate::control::{Control, PlaySite, Registry};
+use crate::proto::sip::endpoint::{Answer, ControlError, Device, DeviceAsk, DeviceCommand, MediaTransport, Session};
 use crate::proto::sip::ptz::{self, PtzAction};
 use serde_json::{Value, json};
 use std::rc::Rc;
 use std::time::Instant;
 
-fn device_json(ep: &Endpoint, d: &Device, now: Instant) -> Value {
+fn device_json(ep: &Registry, d: &Device, now: Instant) -> Value {
     json!({
         "device_id": d.device_id,
         "online": ep.is_online(d, now),
@@ -33,9 +33,9 @@ fn not_found(what: &str) -> (u16, Value) {
 
 pub fn session_json(control: &Control, head: &RequestHead, session: &Session) -> Value {
     let mut v = json!(session);
-    v["play"] = match control.placement(session.ssrc) {
-        Some(_) => super::play_tokens::stream_play_on_node(&control.shard, control, &session.stream_id),
-        None => super::play_tokens::stream_play(&control.shard, head, &session.stream_id),
+    v["play"] = match control.play_site(session.ssrc) {
+        PlaySite::Node { node, base } => super::play_tokens::stream_play_on_node(&control.shard, &node, &base, &session.stream_id),
+        PlaySite::Here => super::play_tokens::stream_play(&control.shard, head, &session.stream_id),
     };
     v
 }
@@ -160,7 +160,7 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
     match (head.method.as_str(), segments) {
         ("GET", ["api", "devices"]) => {
             // ?q= (id, name, manufacturer or a channel's id/name), ?online=true|false, ?offset, ?limit.
-            let ep = control.endpoint();
+            let ep = control.registry();
             let q = head.query_param("q").map(str::to_lowercase);
             let online = head.query_param("online").map(|v| v == "true");
             let matches = |d: &&Device| {
@@ -176,7 +176,7 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
             (200, json!({ "devices": devices, "total": total, "offset": page.offset }))
         }
         ("GET", ["api", "devices", id]) => {
-            let ep = control.endpoint();
+            let ep = control.registry();
             match ep.device(id) {
                 Some(d) => {
                     let mut v = device_json(&ep, d, now);
@@ -193,7 +193,7 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
                 not_found("device")
             }
         }
-        ("GET", ["api", "devices", id, "channels"]) => match control.endpoint().device(id) {
+        ("GET", ["api", "devices", id, "channels"]) => match control.registry().device(id) {
             Some(d) => {
                 let q = head.query_param("q").map(str::to_lowercase);
                 let text = |s: &str| q.as_deref().is_none_or(|q| s.to_lowercase().contains(q));
@@ -289,7 +289,7 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
         ("POST", ["api", "devices", id, "reboot"]) => send_control(control, id, id, DeviceCommand::Reboot).await,
         ("GET", ["api", "sessions"]) => {
             let sessions: Vec<Value> = control
-                .endpoint()
+                .registry()
                 .sessions()
                 .map(|s| {
                     let mut v = json!(s);
@@ -302,11 +302,11 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
         ("GET", ["api", "sip"]) => (
             200,
             json!({
-                "counters": control.endpoint().counters(),
+                "counters": control.registry().counters(),
                 "driver": control.driver_counters(),
                 "events": control.events.counters(),
                 "webhooks": control.events.webhooks.counters(),
-                "devices": control.endpoint().device_count(),
+                "devices": control.registry().device_count(),
                 "local": control.local.to_string(),
             }),
         ),

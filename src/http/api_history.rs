@@ -109,7 +109,7 @@ fn download_json(control: &Control, d: &Download) -> Value {
 }
 
 async fn records(control: &Rc<Control>, head: &RequestHead, device_id: &str, channel_id: &str) -> (u16, Value) {
-    let offset_s = control.endpoint().config().utc_offset_for(device_id);
+    let offset_s = control.registry().utc_offset_for(device_id);
     let param = |k: &str| head.query_param(k).map(str::to_string);
     let (start, end) = match range(param("start"), param("end"), offset_s) {
         Ok(r) => r,
@@ -148,7 +148,7 @@ type HistoryRequest = (Value, (i64, i64), MediaTransport);
 
 fn history_request(control: &Control, device_id: &str, body: &[u8]) -> Result<HistoryRequest, (u16, Value)> {
     let req = body_json(body)?;
-    let offset_s = control.endpoint().config().utc_offset_for(device_id);
+    let offset_s = control.registry().utc_offset_for(device_id);
     let range = range(json_text(&req, "start"), json_text(&req, "end"), offset_s)?;
     let transport = transport(&req)?;
     Ok((req, range, transport))
@@ -218,14 +218,13 @@ async fn session_control(control: &Rc<Control>, id: &str, body: &[u8]) -> (u16, 
 /// Device recordings (RecordInfo over the range) and gmv's own recordings of the channel.
 async fn timeline(control: &Rc<Control>, head: &RequestHead, channel_id: &str) -> (u16, Value) {
     let device_id = {
-        let ep = control.endpoint();
-        let found = ep.devices().find(|d| d.channels.contains_key(channel_id) || d.device_id == channel_id).map(|d| d.device_id.clone());
+        let found = control.registry().owner_of(channel_id).map(|d| d.device_id.clone());
         match found {
             Some(d) => d,
             None => return error_json(404, "not_found", "no device has this channel".into()),
         }
     };
-    let offset_s = control.endpoint().config().utc_offset_for(&device_id);
+    let offset_s = control.registry().utc_offset_for(&device_id);
     let param = |k: &str| head.query_param(k).map(str::to_string);
     let (start, end) = match range(param("start"), param("end"), offset_s) {
         Ok(r) => r,

@@ -105,9 +105,9 @@ pub async fn render(shard: &Shard, control: Option<&Control>, node: Option<&crat
         }
     }
     if let Some(control) = control {
-        let endpoint = control.endpoint();
+        let sip = control.registry();
         let groups = [
-            ("sip", serde_json::to_value(endpoint.counters()).unwrap_or_default()),
+            ("sip", serde_json::to_value(sip.counters()).unwrap_or_default()),
             ("sip_driver", serde_json::to_value(control.driver_counters()).unwrap_or_default()),
             ("events", serde_json::to_value(control.events.counters()).unwrap_or_default()),
             ("webhooks", serde_json::to_value(control.events.webhooks.counters()).unwrap_or_default()),
@@ -116,18 +116,18 @@ pub async fn render(shard: &Shard, control: Option<&Control>, node: Option<&crat
             register_numbers(&mut registry, group, &values);
         }
         let devices = Gauge::<i64>::default();
-        devices.set(endpoint.device_count() as i64);
+        devices.set(sip.device_count() as i64);
         registry.register("sip_devices", "registered devices known to the control plane", devices);
         let sessions = Gauge::<i64>::default();
-        sessions.set(endpoint.sessions().count() as i64);
+        sessions.set(sip.sessions().count() as i64);
         registry.register("sip_sessions", "media sessions (live, playback, download) with devices", sessions);
         registry.register_with_unit(
             "sip_transaction_latency",
             "time from a request's first sending to the device's final answer, by method",
             prometheus_client::registry::Unit::Seconds,
-            Latencies(endpoint.latencies()),
+            Latencies(sip.latencies()),
         );
-        drop(endpoint);
+        drop(sip);
         let ha = control.ha_view();
         let active = Gauge::<i64>::default();
         active.set(i64::from(ha.mode != crate::control::ha::Mode::Standby));

@@ -36,17 +36,14 @@ pub fn stream_play(shard: &Shard, head: &RequestHead, stream_id: &str) -> Value 
     })
 }
 
-/// Play URLs of a stream placed on a media node: ZLMediaKit's, on the node, with a token the
-/// node's `on_play` hook brings back here.
-pub fn stream_play_on_node(shard: &Shard, control: &crate::control::Control, stream_id: &str) -> Value {
-    let node = crate::proto::ssrc::parse_stream_id(stream_id).and_then(|ssrc| control.placement(ssrc));
-    let Some(node) = node else { return json!({}) };
+/// Play URLs of a stream placed on a media node (`base`: its `http://host:port`): ZLMediaKit's,
+/// on the node, with a token the node's `on_play` hook brings back here.
+pub fn stream_play_on_node(shard: &Shard, node: &str, base: &str, stream_id: &str) -> Value {
     let (token, expires) = token_for(shard, &Scope::Stream(stream_id.to_string()), None, None).unwrap_or_default();
-    let base = node.api.trim_end_matches('/');
     json!({
         "flv": format!("{base}/rtp/{stream_id}.live.flv?token={token}"),
         "hls": format!("{base}/rtp/{stream_id}/hls.m3u8?token={token}"),
-        "node": node.node,
+        "node": node,
         "token": token,
         "expires_at": expires,
     })

@@ -7,6 +7,7 @@ use super::request::{HEAD_BYTES_MAX, HeadError, RequestHead, parse_head};
 use super::response::respond_error;
 use super::routes::{self, Route};
 use crate::auth::Scope;
+use crate::control::PlaySite;
 use crate::proto::sip::endpoint::MediaTransport;
 use crate::shard::msg::{HandoffConn, Served, ShardMsg};
 use crate::shard::{CONTROL, Shard, owner_of};
@@ -302,12 +303,14 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             }
             match control.play(&device_id, &channel_id, MediaTransport::Udp).await {
                 // On a media node: the viewer goes there, with a token for the stream.
-                Ok(session) if control.placement(session.ssrc).is_some() => {
-                    let urls = super::play_tokens::stream_play_on_node(shard, control, &session.stream_id);
-                    super::response::respond_redirect(&mut conn, urls["flv"].as_str().unwrap_or_default()).await;
-                }
-                // The token given opens the channel; the stream is served as its own.
-                Ok(session) => return serve_stream_allowed(shard, conn, head, session.ssrc, false).await,
+                Ok(session) => match control.play_site(session.ssrc) {
+                    PlaySite::Node { node, base } => {
+                        let urls = super::play_tokens::stream_play_on_node(shard, &node, &base, &session.stream_id);
+                        super::response::respond_redirect(&mut conn, urls["flv"].as_str().unwrap_or_default()).await;
+                    }
+                    // The token given opens the channel; the stream is served as its own.
+                    PlaySite::Here => return serve_stream_allowed(shard, conn, head, session.ssrc, false).await,
+                },
                 Err(e) => {
                     let (status, code) = e.http();
                     respond_error(&mut conn, status, code, &e.to_string()).await;

@@ -119,6 +119,31 @@ impl std::fmt::Display for OpenError {
     }
 }
 
+/// Why a shard could not do what was asked of one of its streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamCallError {
+    NoStream,
+    /// The owning shard did not answer (it is gone or its queue is full).
+    NoAnswer,
+    Snapshot(crate::snapshot::SnapshotError),
+    /// TCP active: the device's media port did not take the connection.
+    Connect(String),
+    /// TCP: the stream has as many connections as it takes.
+    TcpConnsFull,
+}
+
+impl std::fmt::Display for StreamCallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamCallError::NoStream => f.write_str("no such stream"),
+            StreamCallError::NoAnswer => f.write_str("owning shard did not answer"),
+            StreamCallError::Snapshot(e) => e.fmt(f),
+            StreamCallError::Connect(why) => write!(f, "connect failed: {why}"),
+            StreamCallError::TcpConnsFull => f.write_str("the stream has as many TCP connections as it takes"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StreamInfo {
     pub stream_id: String,
@@ -237,12 +262,12 @@ pub enum ShardMsg {
     ConnectTcp {
         ssrc: u32,
         addr: std::net::SocketAddr,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), StreamCallError>>,
     },
     /// A JPEG of the latest keyframe (also kept as the cover).
     Snapshot {
         ssrc: u32,
-        reply: oneshot::Sender<Result<bytes::Bytes, String>>,
+        reply: oneshot::Sender<Result<bytes::Bytes, StreamCallError>>,
     },
     /// The device answered for the stream `ssrc`: take the SSRC it named too, and media from
     /// where its answer says (see `Expectation`). Replies whether the stream exists.

@@ -3,7 +3,7 @@
 //! and comes back on a one-shot channel.
 
 use super::Shard;
-use super::msg::{OpenError, ShardMsg, StreamInfo, StreamSpec};
+use super::msg::{OpenError, ShardMsg, StreamCallError, StreamInfo, StreamSpec};
 
 const NO_ANSWER: &str = "owning shard did not answer";
 
@@ -47,8 +47,8 @@ impl Shard {
     }
 
     /// GB28181 TCP active: the stream connects to the device's media port.
-    pub async fn connect_tcp(&self, ssrc: u32, addr: std::net::SocketAddr) -> Result<(), String> {
-        self.ask_owner(ssrc, |reply| ShardMsg::ConnectTcp { ssrc, addr, reply }).await.unwrap_or_else(|| Err(NO_ANSWER.into()))
+    pub async fn connect_tcp(&self, ssrc: u32, addr: std::net::SocketAddr) -> Result<(), StreamCallError> {
+        self.ask_owner(ssrc, |reply| ShardMsg::ConnectTcp { ssrc, addr, reply }).await.unwrap_or(Err(StreamCallError::NoAnswer))
     }
 
     /// The stream also takes the SSRC the device answered in its SDP, and media from where the
@@ -65,8 +65,8 @@ impl Shard {
     }
 
     /// A fresh JPEG of the stream's latest keyframe.
-    pub async fn snapshot(&self, ssrc: u32) -> Result<bytes::Bytes, String> {
-        self.ask_owner(ssrc, |reply| ShardMsg::Snapshot { ssrc, reply }).await.unwrap_or_else(|| Err(NO_ANSWER.into()))
+    pub async fn snapshot(&self, ssrc: u32) -> Result<bytes::Bytes, StreamCallError> {
+        self.ask_owner(ssrc, |reply| ShardMsg::Snapshot { ssrc, reply }).await.unwrap_or(Err(StreamCallError::NoAnswer))
     }
 
     /// Tells a playback's stream what the device now does; false for an unknown stream.

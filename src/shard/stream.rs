@@ -3,7 +3,7 @@
 
 use super::Shard;
 use super::fanout::{Fanout, FanoutLimits};
-use super::msg::{History, OpenError, PlaybackChange, ShardMsg, StreamInfo, StreamSpec};
+use super::msg::{History, OpenError, PlaybackChange, ShardMsg, StreamCallError, StreamInfo, StreamSpec};
 use super::pipeline::Pipeline;
 use super::source::{Origin, SourceGuard, Verdict};
 use crate::proto::flv::FlvTag;
@@ -610,8 +610,8 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
             let stream = shard.streams.borrow().get(&ssrc).cloned();
             glommio::spawn_local(async move {
                 let result = match stream {
-                    Some(s) => s.snapshot().await.map_err(|e| e.to_string()),
-                    None => Err("no such stream".to_string()),
+                    Some(s) => s.snapshot().await.map_err(StreamCallError::Snapshot),
+                    None => Err(StreamCallError::NoStream),
                 };
                 let _ = reply.send(result);
             })
@@ -622,7 +622,7 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
             glommio::spawn_local(async move {
                 let result = match stream {
                     Some(s) => connect_active(s, addr).await,
-                    None => Err("no such stream".to_string()),
+                    None => Err(StreamCallError::NoStream),
                 };
                 let _ = reply.send(result);
             })
@@ -750,11 +750,11 @@ pub fn track_tcp_conn(stream: &Rc<Stream>, conn: TcpStream, read: Vec<u8>) -> bo
 /// TCP active media (a=setup:active): connect to the device's media port.
 pub const TCP_ACTIVE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn connect_active(stream: Rc<Stream>, addr: SocketAddr) -> Result<(), String> {
-    let conn = TcpStream::connect_timeout(addr, TCP_ACTIVE_CONNECT_TIMEOUT).await.map_err(|e| e.to_string())?;
+async fn connect_active(stream: Rc<Stream>, addr: SocketAddr) -> Result<(), StreamCallError> {
+    let conn = TcpStream::connect_timeout(addr, TCP_ACTIVE_CONNECT_TIMEOUT).await.map_err(|e| StreamCallError::Connect(e.to_string()))?;
     match track_tcp_conn(&stream, conn, Vec::new()) {
         true => Ok(()),
-        false => Err("the stream has as many TCP connections as it takes".into()),
+        false => Err(StreamCallError::TcpConnsFull),
     }
 }
 
