@@ -118,7 +118,14 @@ pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
         "openRtpServer" => open_rtp_server(node, p).await,
         "closeRtpServer" => match get("stream_id") {
             None => zlm::missing(&["stream_id"]),
-            Some(id) => json!({ "code": code::OK, "hit": u8::from(node.close_server(id, "closeRtpServer").await) }),
+            Some(id) => {
+                let opened_as = server(node, id).map(|s| s.stream_id);
+                let hit = match opened_as {
+                    Some(id) => node.close_server(&id, "closeRtpServer").await,
+                    None => false,
+                };
+                json!({ "code": code::OK, "hit": u8::from(hit) })
+            }
         },
         "listRtpServer" => {
             let list: Vec<Value> = node.servers.borrow().iter().map(zlm::rtp_server_entry).collect();
@@ -266,12 +273,21 @@ async fn open_rtp_server(node: &Node, p: &Params) -> Value {
             return zlm::error(code::FAILED, &format!("this node holds {} RTP servers, its most", super::rtp_servers::RTP_SERVERS_MAX));
         }
     }
+    // ZLMediaKit's tracks: 0 all, 1 audio only (not offered: gmv keeps the video), 2 video only.
+    let only_track: u8 = p.get("only_track").and_then(|v| v.parse().ok()).filter(|t| *t <= 2).unwrap_or(0);
     let attempts = if ssrc != 0 { 1 } else { KEY_PICK_ATTEMPTS };
     let mut opened = Err(OpenError::Exists);
     let mut key = ssrc;
     for _ in 0..attempts {
         key = if ssrc != 0 { ssrc } else { crate::shard::service::random_ssrc() };
-        let spec = StreamSpec { ssrc: key, port: (port != 0).then_some(port), any_ssrc: ssrc == 0, source: source.clone(), ..Default::default() };
+        let spec = StreamSpec {
+            ssrc: key,
+            port: (port != 0).then_some(port),
+            any_ssrc: ssrc == 0,
+            source: source.clone(),
+            drop_audio: only_track == 2,
+            ..Default::default()
+        };
         opened = node.shard.open_stream(spec).await;
         if opened != Err(OpenError::Exists) {
             break;
@@ -293,13 +309,14 @@ async fn open_rtp_server(node: &Node, p: &Params) -> Value {
     }
     let server = RtpServer {
         stream_id: stream_id.clone(),
+        name: stream_id.clone(),
         app,
         key,
         port: info.port,
         tcp_mode,
         ssrc,
         opened_ssrc: ssrc,
-        only_track: p.get("only_track").and_then(|v| v.parse().ok()).unwrap_or(0),
+        only_track,
         re_use_port: p.get("re_use_port").is_some_and(|v| v == "1"),
         learn_ssrc: source.learn_ssrc,
         opened: Instant::now(),
@@ -319,8 +336,11 @@ async fn open_rtp_server(node: &Node, p: &Params) -> Value {
     json!({ "code": code::OK, "port": info.port })
 }
 
+/// The RTP server a call names: by the name it was opened under or the one it was published
+/// under (wvp names a replaced stream by its new name in `connectRtpServer`,
+/// `updateRtpServerSSRC`, `closeRtpServer` and `pauseRtpCheck`).
 fn server(node: &Node, stream_id: &str) -> Option<RtpServer> {
-    node.servers.borrow().get(stream_id).cloned()
+    node.servers.borrow().resolve(stream_id).cloned()
 }
 
 async fn get_rtp_info(node: &Node, stream_id: &str) -> Value {
@@ -357,7 +377,7 @@ async fn update_ssrc(node: &Node, stream_id: &str, ssrc: Option<&str>, source: O
     if !node.shard.expect(s.key, expect).await {
         return zlm::error(code::NOT_FOUND, "RtpServer not found by stream_id");
     }
-    if let Some(s) = node.servers.borrow_mut().get_mut(stream_id) {
+    if let Some(s) = node.servers.borrow_mut().get_mut(&s.stream_id) {
         s.ssrc = ssrc;
     }
     ok()
@@ -387,7 +407,7 @@ async fn pause_check(node: &Node, stream_id: &str, pause: bool) -> Value {
     if !has_data || !node.shard.playback_change(s.key, PlaybackChange::Paused(pause)).await {
         return json!({ "code": code::NOT_FOUND });
     }
-    if let Some(s) = node.servers.borrow_mut().get_mut(stream_id) {
+    if let Some(s) = node.servers.borrow_mut().get_mut(&s.stream_id) {
         s.check_paused = pause;
     }
     ok()
@@ -399,7 +419,7 @@ async fn media_list(node: &Node, app: Option<&str>, stream: Option<&str>, schema
         .servers
         .borrow()
         .iter()
-        .filter(|s| s.published() && app.is_none_or(|a| a == s.app) && stream.is_none_or(|id| id == s.stream_id))
+        .filter(|s| s.published() && app.is_none_or(|a| a == s.app) && stream.is_none_or(|name| name == s.name))
         .cloned()
         .collect();
     if servers.is_empty() {
@@ -420,9 +440,9 @@ async fn media_list(node: &Node, app: Option<&str>, stream: Option<&str>, schema
     out
 }
 
-/// The published server named by `app` and `stream`.
+/// The published server announced as `app` and `stream`.
 fn published(node: &Node, app: Option<&str>, stream: Option<&str>) -> Option<RtpServer> {
-    node.servers.borrow().get(stream?).filter(|s| s.published() && app.is_none_or(|a| a == s.app)).cloned()
+    node.servers.borrow().named(stream?).filter(|s| s.published() && app.is_none_or(|a| a == s.app)).cloned()
 }
 
 async fn snap(node: &Node, url: Option<&str>) -> Reply {
@@ -460,7 +480,7 @@ async fn close_streams(node: &Node, app: Option<&str>, stream: Option<&str>) -> 
         .servers
         .borrow()
         .iter()
-        .filter(|s| s.published() && app.is_none_or(|a| a == s.app) && stream.is_none_or(|id| id == s.stream_id))
+        .filter(|s| s.published() && app.is_none_or(|a| a == s.app) && stream.is_none_or(|name| name == s.name))
         .map(|s| s.stream_id.clone())
         .collect();
     let mut closed = 0;

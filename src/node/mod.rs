@@ -9,9 +9,10 @@ pub mod rtp_servers;
 pub mod zlm;
 
 use crate::shard::{Shard, unix_s};
-use crate::shard::msg::StreamInfo;
+use crate::shard::msg::{PublishOrder, StreamInfo};
 use hooks::{HookTargets, Hooks};
 use rtp_servers::{Action, RtpServer, RtpServers, StreamView, Timing};
+use zlm::PublishOptions;
 use serde_json::{Map, Value, json};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -49,6 +50,8 @@ pub struct NodeCounters {
     pub files_refused_by_hook: u64,
     pub rtp_timeouts: u64,
     pub publish_refused: u64,
+    /// Publishes refused because `on_publish`'s `stream_replace` named another stream.
+    pub replace_refused: u64,
 }
 
 pub struct Node {
@@ -61,7 +64,7 @@ pub struct Node {
     next_viewer: Cell<u64>,
     /// Process CPU time at the last keepalive, and when it was read.
     cpu_mark: Cell<(Duration, Instant)>,
-    /// Servers closed while recording: (key, app, stream_id), oldest first.
+    /// Servers closed while recording: (key, app, name), oldest first.
     closed_recordings: RefCell<std::collections::VecDeque<(u32, String, String)>>,
 }
 
@@ -93,12 +96,18 @@ fn process_cpu() -> Duration {
 /// many segments' time is gone.
 const HLS_VIEWER_GONE_SEGMENTS: u64 = 3;
 
+/// Media an audio-only stream carries before it is taken for one: a camera's audio often
+/// comes before its first picture can be read, and a stream announced then would be audio only
+/// for good (ZLMediaKit waits for more tracks too, `wait_add_track_ms`).
+pub const AUDIO_ONLY_WAIT_MS: u64 = 3000;
+
 fn view(info: &StreamInfo, segment_ms: u64) -> StreamView {
     let hls_viewer = info.hls_request_ms_ago.is_some_and(|ago| ago < HLS_VIEWER_GONE_SEGMENTS * segment_ms);
     let video_ready = info.video_codec.is_some() && info.fps > 0.0;
+    let audio_only = info.video_codec.is_none() && info.audio_codec.is_some() && info.media_ms >= AUDIO_ONLY_WAIT_MS;
     StreamView {
         packets: info.packets,
-        ready: video_ready || (info.video_codec.is_none() && info.audio_codec.is_some()),
+        ready: video_ready || audio_only,
         quiet_ms: info.last_packet_ms_ago.unwrap_or(info.age_ms),
         readers: info.subscribers + usize::from(hls_viewer),
     }
@@ -166,7 +175,7 @@ impl Node {
         for schema in self.schemas() {
             let mut body = match info {
                 Some(i) => zlm::media_entry(server, i, &schema, created, self.listen_ip()),
-                None => zlm::stream_ref(&server.app, &server.stream_id, &schema),
+                None => zlm::stream_ref(&server.app, &server.name, &schema),
             };
             body.insert("regist".into(), regist.into());
             self.hooks.post("on_stream_changed", body);
@@ -183,7 +192,7 @@ impl Node {
             if closed.len() >= CLOSED_RECORDINGS_MAX {
                 closed.pop_front();
             }
-            closed.push_back((server.key, server.app.clone(), server.stream_id.clone()));
+            closed.push_back((server.key, server.app.clone(), server.name.clone()));
         }
         self.shard.close_stream(server.key).await;
         if server.published() {
@@ -201,7 +210,7 @@ impl Node {
         let mut body = zlm::stream_ref(app, stream_id, schema);
         self.viewer_fields(&mut body, params, peer);
         body.insert("protocol".into(), "http".into());
-        let published = |servers: &RtpServers| servers.get(stream_id).filter(|s| s.published() && s.app == app).map(|s| s.key);
+        let published = |servers: &RtpServers| servers.named(stream_id).filter(|s| s.published() && s.app == app).map(|s| s.key);
         let mut key = published(&self.servers.borrow());
         if key.is_none() {
             self.hooks.post("on_stream_not_found", body.clone());
@@ -269,7 +278,7 @@ impl Node {
     /// A media shard closed a recording: `on_record_mp4` for a node stream.
     pub fn recording_closed(&self, info: &crate::shard::record::RecordInfo) {
         let Some(key) = crate::proto::ssrc::parse_stream_id(&info.stream_id) else { return };
-        let named = self.servers.borrow().by_key(key).map(|s| (s.app.clone(), s.stream_id.clone()));
+        let named = self.servers.borrow().by_key(key).map(|s| (s.app.clone(), s.name.clone()));
         let named = named.or_else(|| {
             let mut closed = self.closed_recordings.borrow_mut();
             let at = closed.iter().position(|(k, _, _)| *k == key)?;
@@ -374,13 +383,13 @@ async fn ask_publish(node: Rc<Node>, stream_id: String, info: Option<StreamInfo>
     body.insert("originType".into(), zlm::ORIGIN_TYPE_RTP_PUSH.into());
     body.insert("originTypeStr".into(), zlm::ORIGIN_TYPE_RTP_PUSH_NAME.into());
     body.insert("protocol".into(), "rtp".into());
-    let (allowed, record) = match node.hooks.ask("on_publish", body).await {
-        None => (Ok(()), false),
+    let (allowed, options) = match node.hooks.ask("on_publish", body).await {
+        None => (Ok(()), PublishOptions::default()),
         Some(Ok(answer)) => match answer.get("code").and_then(Value::as_i64) {
-            Some(0) => (Ok(()), answer.get("enable_mp4").and_then(Value::as_bool).unwrap_or(false)),
-            code => (Err(format!("on_publish answered code {code:?}")), false),
+            Some(0) => (Ok(()), PublishOptions::from_answer(&answer)),
+            code => (Err(format!("on_publish answered code {code:?}")), PublishOptions::default()),
         },
-        Some(Err(error)) => (Err(format!("on_publish failed: {error}")), false),
+        Some(Err(error)) => (Err(format!("on_publish failed: {error}")), PublishOptions::default()),
     };
     if let Err(why) = allowed {
         node.counters.borrow_mut().publish_refused += 1;
@@ -388,24 +397,37 @@ async fn ask_publish(node: Rc<Node>, stream_id: String, info: Option<StreamInfo>
         node.close_server(&stream_id, "publish refused").await;
         return;
     }
+    if let Some(name) = &options.stream_replace {
+        let renamed = node.servers.borrow_mut().rename(&stream_id, name);
+        if let Err(refused) = renamed {
+            // wvp names a device's channel once: a second stream under that name is a stale
+            // one's or a misconfiguration, and taking it would cut the first one's viewers off.
+            node.counters.borrow_mut().replace_refused += 1;
+            tracing::warn!(stream_id, ssrc = key, stream_replace = %name, ?refused, "publish refused: on_publish's stream_replace names another stream or is no stream name");
+            node.close_server(&stream_id, "stream_replace refused").await;
+            return;
+        }
+    }
     if !node.servers.borrow_mut().allow(&stream_id, unix_s()) {
         return; // closed meanwhile
     }
-    if record {
-        node.shard.record(key, true).await;
+    let record_file_span = options.enable_mp4.then(|| options.mp4_max_second.map_or(Duration::from_secs(node.shard.config.record.rotate_s), Duration::from_secs));
+    let order = PublishOrder { drop_audio: options.enable_audio == Some(false), record_file_span };
+    if order != PublishOrder::default() {
+        node.shard.publishing(key, order).await;
     }
     let server = node.servers.borrow().get(&stream_id).cloned();
     if let Some(server) = server {
         let info = node.shard.stream_info(key).await.or(info);
         node.stream_changed(&server, info.as_ref(), true);
-        tracing::info!(stream_id, ssrc = key, "stream published");
+        tracing::info!(stream_id, ssrc = key, name = %server.name, "stream published");
     }
 }
 
 /// Nobody watched for a while: `on_stream_none_reader`'s `close: true` closes the stream.
 async fn ask_none_reader(node: Rc<Node>, stream_id: String) {
-    let Some(app) = node.servers.borrow().get(&stream_id).map(|s| s.app.clone()) else { return };
-    let answer = node.hooks.ask("on_stream_none_reader", zlm::stream_ref(&app, &stream_id, "rtmp")).await;
+    let Some((app, name)) = node.servers.borrow().get(&stream_id).map(|s| (s.app.clone(), s.name.clone())) else { return };
+    let answer = node.hooks.ask("on_stream_none_reader", zlm::stream_ref(&app, &name, "rtmp")).await;
     let close = matches!(&answer, Some(Ok(a)) if a.get("close").and_then(Value::as_bool) == Some(true));
     if close {
         node.close_server(&stream_id, "no viewer (on_stream_none_reader)").await;

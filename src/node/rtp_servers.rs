@@ -45,7 +45,12 @@ pub enum Publish {
 
 #[derive(Debug, Clone)]
 pub struct RtpServer {
+    /// The name it was opened under: what the RTP-server calls (`closeRtpServer`,
+    /// `getRtpInfo`, `updateRtpServerSSRC`, `pauseRtpCheck`) and `on_rtp_server_timeout` use.
     pub stream_id: String,
+    /// The name the stream is announced, served, recorded and closed under: `stream_id`, or
+    /// what `on_publish`'s `stream_replace` named (wvp: `{deviceId}_{channelId}`).
+    pub name: String,
     pub app: String,
     /// The gmv stream's SSRC, its key on the media shards (the `ssrc` asked for, or a random
     /// one when the server takes any).
@@ -116,9 +121,16 @@ pub enum OpenRefused {
     BadName,
 }
 
+fn name_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= NAME_BYTES_MAX && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+}
+
 #[derive(Default)]
 pub struct RtpServers {
     by_id: BTreeMap<String, RtpServer>,
+    /// Every server's `name` → its `stream_id`: one namespace, so a name (opened or replaced)
+    /// is one stream's.
+    names: BTreeMap<String, String>,
 }
 
 impl RtpServers {
@@ -148,11 +160,10 @@ impl RtpServers {
 
     /// Whether a new server may be opened under this name (checked before its stream is).
     pub fn may_open(&self, stream_id: &str, app: &str) -> Result<(), OpenRefused> {
-        let name_ok = |s: &str| !s.is_empty() && s.len() <= NAME_BYTES_MAX && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
         if !name_ok(stream_id) || !name_ok(app) {
             return Err(OpenRefused::BadName);
         }
-        if self.by_id.contains_key(stream_id) {
+        if self.by_id.contains_key(stream_id) || self.names.contains_key(stream_id) {
             return Err(OpenRefused::Exists);
         }
         if self.by_id.len() >= RTP_SERVERS_MAX {
@@ -163,11 +174,42 @@ impl RtpServers {
 
     pub fn insert(&mut self, server: RtpServer) {
         debug_assert!(self.may_open(&server.stream_id, &server.app).is_ok());
+        debug_assert_eq!(server.name, server.stream_id, "renamed only at publish");
+        self.names.insert(server.name.clone(), server.stream_id.clone());
         self.by_id.insert(server.stream_id.clone(), server);
     }
 
     pub fn remove(&mut self, stream_id: &str) -> Option<RtpServer> {
-        self.by_id.remove(stream_id)
+        let server = self.by_id.remove(stream_id)?;
+        self.names.remove(&server.name);
+        Some(server)
+    }
+
+    /// The server announced and served as `name` (viewers, media queries, `close_streams`).
+    pub fn named(&self, name: &str) -> Option<&RtpServer> {
+        self.by_id.get(self.names.get(name)?)
+    }
+
+    /// The server opened as `id`, or else the one announced as `id`: the RTP-server calls take
+    /// either name, as wvp may name a replaced stream by its new name too.
+    pub fn resolve(&self, id: &str) -> Option<&RtpServer> {
+        self.by_id.get(id).or_else(|| self.named(id))
+    }
+
+    /// `on_publish`'s `stream_replace`: the stream is announced and served as `name` from now
+    /// on. Refused when the name is bad or another stream has it.
+    pub fn rename(&mut self, stream_id: &str, name: &str) -> Result<(), OpenRefused> {
+        if !name_ok(name) {
+            return Err(OpenRefused::BadName);
+        }
+        if self.names.get(name).is_some_and(|owner| owner != stream_id) {
+            return Err(OpenRefused::Exists);
+        }
+        let Some(server) = self.by_id.get_mut(stream_id) else { return Err(OpenRefused::Exists) };
+        self.names.remove(&server.name);
+        server.name = name.to_string();
+        self.names.insert(name.to_string(), stream_id.to_string());
+        Ok(())
     }
 
     /// `on_publish` allowed the stream (or no such hook is set).
@@ -219,7 +261,7 @@ impl RtpServers {
             }
         }
         for id in timed_out {
-            if let Some(server) = self.by_id.remove(&id) {
+            if let Some(server) = self.remove(&id) {
                 actions.push(Action::TimedOut { server });
             }
         }
@@ -234,6 +276,7 @@ mod tests {
     fn server(id: &str, key: u32, at: Instant) -> RtpServer {
         RtpServer {
             stream_id: id.into(),
+            name: id.into(),
             app: "rtp".into(),
             key,
             port: 30000,
@@ -263,6 +306,27 @@ mod tests {
         s.insert(server("a", 1, t));
         assert_eq!(s.may_open("a", "rtp"), Err(OpenRefused::Exists));
         assert_eq!(s.by_key(1).map(|s| s.stream_id.as_str()), Some("a"));
+    }
+
+    #[test]
+    fn a_replaced_name_is_the_streams_alone_and_the_opened_one_stays_an_alias() {
+        let t = Instant::now();
+        let mut s = RtpServers::default();
+        s.insert(server("0A0B0C0D", 1, t));
+        s.insert(server("0A0B0C0E", 2, t));
+        assert_eq!(s.rename("0A0B0C0D", "dev_ch"), Ok(()));
+        assert_eq!(s.named("dev_ch").map(|s| s.key), Some(1));
+        assert!(s.named("0A0B0C0D").is_none(), "served under the new name only");
+        assert_eq!(s.resolve("0A0B0C0D").map(|s| s.key), Some(1), "the opened name stays for the RTP-server calls");
+        assert_eq!(s.resolve("dev_ch").map(|s| s.key), Some(1));
+        assert_eq!(s.rename("0A0B0C0E", "dev_ch"), Err(OpenRefused::Exists), "another stream has it");
+        assert_eq!(s.rename("0A0B0C0E", "0A0B0C0E"), Ok(()), "its own name again");
+        assert_eq!(s.rename("0A0B0C0E", "a/b"), Err(OpenRefused::BadName));
+        assert_eq!(s.may_open("dev_ch", "rtp"), Err(OpenRefused::Exists), "a new server cannot take a replaced name");
+        assert!(s.may_open("0A0B0C0D", "rtp").is_err());
+        s.remove("0A0B0C0D");
+        assert!(s.named("dev_ch").is_none());
+        assert_eq!(s.may_open("dev_ch", "rtp"), Ok(()), "free again once its stream closed");
     }
 
     #[test]
@@ -313,6 +377,7 @@ mod tests {
             a.iter().filter_map(|a| if let Action::TimedOut { server } = a { Some(server.stream_id.as_str()) } else { None }).collect();
         assert_eq!(gone, ["a", "c"]);
         assert_eq!(s.len(), 1, "the paused one stays");
+        assert_eq!(s.may_open("a", "rtp"), Ok(()), "a timed-out server's name is free again");
     }
 
     #[test]

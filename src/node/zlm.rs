@@ -121,11 +121,12 @@ pub fn media_entry(s: &RtpServer, info: &StreamInfo, schema: &str, created_unix_
     m.insert("originSock".into(), Value::Object(origin_sock(s, info, listen_ip)));
     m.insert("originType".into(), ORIGIN_TYPE_RTP_PUSH.into());
     m.insert("originTypeStr".into(), ORIGIN_TYPE_RTP_PUSH_NAME.into());
+    // The opened name: wvp's SSRC allocator reads the hex SSRC after `/rtp/`.
     m.insert("originUrl".into(), format!("rtp://{VHOST}/{}/{}", s.app, s.stream_id).into());
     m.insert("params".into(), "".into());
     m.insert("readerCount".into(), readers.into());
     m.insert("schema".into(), schema.into());
-    m.insert("stream".into(), s.stream_id.clone().into());
+    m.insert("stream".into(), s.name.clone().into());
     m.insert("totalBytes".into(), info.bytes.into());
     m.insert("totalReaderCount".into(), readers.into());
     m.insert("tracks".into(), Value::Array(tracks(info)));
@@ -156,4 +157,73 @@ pub fn stream_ref(app: &str, stream: &str, schema: &str) -> Map<String, Value> {
     m.insert("stream".into(), stream.into());
     m.insert("vhost".into(), VHOST.into());
     m
+}
+
+/// What an `on_publish` answer asks of the stream: the keys of ZLMediaKit's `ProtocolOption`
+/// wvp-GB28181-pro sets (`HookResultForOnPublish`); absent or `null` keys keep the defaults.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// Announce, serve, record and close the stream under this name (wvp: `{deviceId}_{channelId}`,
+    /// playback and download `..._{yyyyMMddHHmmss}_{yyyyMMddHHmmss}`).
+    pub stream_replace: Option<String>,
+    pub enable_mp4: bool,
+    /// One MP4 file per this many seconds (wvp's download: the range plus 10, so one file).
+    pub mp4_max_second: Option<u64>,
+    /// False: the stream's audio is dropped (wvp: a channel without audio).
+    pub enable_audio: Option<bool>,
+}
+
+impl PublishOptions {
+    pub fn from_answer(answer: &Map<String, Value>) -> PublishOptions {
+        let text = |k: &str| answer.get(k).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string);
+        PublishOptions {
+            stream_replace: text("stream_replace"),
+            enable_mp4: answer.get("enable_mp4").and_then(zlm_bool).unwrap_or(false),
+            mp4_max_second: answer.get("mp4_max_second").and_then(zlm_u64).filter(|s| *s > 0),
+            enable_audio: answer.get("enable_audio").and_then(zlm_bool),
+        }
+    }
+}
+
+/// A boolean as ZLMediaKit reads one from JSON or a form (its `variant::as<bool>`): `true`,
+/// `false` (any case), or a number that is 1 (true) or anything else (false); None: absent,
+/// `null` or not a boolean, so the default stands.
+pub fn zlm_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => Some(n.as_u64() == Some(1)),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        Value::String(s) if s.starts_with(|c: char| c.is_ascii_digit()) => Some(s.parse::<u64>().ok() == Some(1)),
+        _ => None,
+    }
+}
+
+fn zlm_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_answers_read_as_zlmediakit_reads_them() {
+        let answer = json!({"code": 0, "msg": "success", "enable_audio": false, "enable_mp4": true, "mp4_max_second": 3610,
+            "stream_replace": "34020000001320000001_34020000001310000001_20261205080000_20261205080100"});
+        let o = PublishOptions::from_answer(answer.as_object().unwrap());
+        assert_eq!(o.stream_replace.as_deref(), Some("34020000001320000001_34020000001310000001_20261205080000_20261205080100"));
+        assert!(o.enable_mp4);
+        assert_eq!(o.mp4_max_second, Some(3610));
+        assert_eq!(o.enable_audio, Some(false));
+        let o = PublishOptions::from_answer(json!({"code": 0, "enable_mp4": "1", "mp4_max_second": "0", "stream_replace": null}).as_object().unwrap());
+        assert_eq!(o, PublishOptions { enable_mp4: true, ..Default::default() }, "0 seconds: the default; null: absent");
+        for (v, b) in [(json!("TRUE"), Some(true)), (json!("500"), Some(false)), (json!(1), Some(true)), (json!(0), Some(false)), (json!("yes"), None), (Value::Null, None)] {
+            assert_eq!(zlm_bool(&v), b, "{v}");
+        }
+    }
 }

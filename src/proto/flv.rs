@@ -102,6 +102,17 @@ impl FlvMuxer {
         self.audio_codec
     }
 
+    /// The stream goes on without its audio: new subscribers hear of none (header, metadata,
+    /// sequence headers).
+    pub fn forget_audio(&mut self) {
+        self.audio_codec = None;
+        self.aac = None;
+        self.audio_seq_header = None;
+        if self.metadata.is_some() {
+            self.metadata = Some(self.build_metadata());
+        }
+    }
+
     /// Everything a new subscriber needs before the first cached tag.
     pub fn preamble(&self) -> Vec<Bytes> {
         let mut v = vec![file_header(self.audio_codec.is_some(), true)];

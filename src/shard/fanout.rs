@@ -177,6 +177,14 @@ impl Fanout {
         self.gop.push_back(tag.data.clone());
     }
 
+    /// The stream goes on without its audio: the cached GOP and sequence headers lose theirs.
+    pub fn forget_audio(&mut self) {
+        let is_audio = |t: &Bytes| t.first() == Some(&crate::proto::flv::TAG_AUDIO);
+        self.gop.retain(|t| !is_audio(t));
+        self.gop_bytes = self.gop.iter().map(Bytes::len).sum();
+        self.config.retain(|(kind, _)| *kind != crate::proto::flv::TAG_AUDIO);
+    }
+
     /// Ends every viewer's queue; their writers finish sending what is queued and close.
     pub fn close(&mut self) {
         self.subs.clear();

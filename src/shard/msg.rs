@@ -64,6 +64,18 @@ pub struct StreamSpec {
     /// A device recording played back or downloaded (retimed; a download is written to
     /// `data_dir/downloads/{stem}.mp4` and lives until the control plane closes it).
     pub history: Option<History>,
+    /// Video only: audio is dropped on arrival (a node's `only_track=2`).
+    pub drop_audio: bool,
+}
+
+/// What a stream is to do once it is published (a node's `on_publish` answer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishOrder {
+    /// Drop the audio from now on (`enable_audio: false`).
+    pub drop_audio: bool,
+    /// Record it, a file per this span (`enable_mp4`, `mp4_max_second`); None: not asked to
+    /// record (a recording already on goes on).
+    pub record_file_span: Option<std::time::Duration>,
 }
 
 /// What a device's answer tells its stream.
@@ -297,6 +309,13 @@ pub enum ShardMsg {
     },
     /// A media shard closed a recording file (to the control executor).
     RecordingClosed(super::record::RecordInfo),
+    /// A node's stream was published: what its `on_publish` answer asked. Replies whether the
+    /// stream exists.
+    Publishing {
+        ssrc: u32,
+        order: PublishOrder,
+        reply: oneshot::Sender<bool>,
+    },
     /// Start/stop recording; replies None for an unknown stream, else whether it changed.
     Record {
         ssrc: u32,

@@ -37,6 +37,8 @@ pub struct PipelineStats {
     pub ssrc_changes: u64,
     /// Packets dropped while the payload of an undescribed stream was still unknown.
     pub sniff_dropped: u64,
+    /// Audio frames dropped because the stream is video only (`drop_audio`).
+    pub audio_dropped: u64,
 }
 
 pub struct Pipeline {
@@ -67,6 +69,9 @@ pub struct Pipeline {
     /// Dynamic payload types the SDP does not name are guessed from their bytes (streams
     /// opened for an unknown SSRC), not taken for PS.
     sniff: bool,
+    /// Audio is dropped before anything sees it (a node's `only_track=2` or `on_publish`
+    /// answering `enable_audio: false`): viewers, HLS, recordings and the stream's info.
+    pub drop_audio: bool,
     pub stats: PipelineStats,
     ordered: Vec<RtpPacket>,
     ps_events: Vec<PsEvent>,
@@ -100,6 +105,7 @@ impl Pipeline {
             frames_out: None,
             retimer: Default::default(),
             sniff: false,
+            drop_audio: false,
             last_keyframe: None,
             stats: PipelineStats::default(),
             ordered: Vec::new(),
@@ -339,6 +345,10 @@ impl Pipeline {
     }
 
     fn emit(&mut self, mut frame: Frame, tags: &mut Vec<FlvTag>) {
+        if self.drop_audio && !frame.codec.is_video() {
+            self.stats.audio_dropped += 1;
+            return;
+        }
         self.stats.frames += 1;
         self.retimer.retime(&mut frame);
         self.flv.push(&frame, tags);

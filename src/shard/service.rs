@@ -79,6 +79,11 @@ impl Shard {
         self.ask_owner(ssrc, |reply| ShardMsg::StreamInfo { ssrc, reply }).await.flatten()
     }
 
+    /// A node's stream was published with these options; false for an unknown stream.
+    pub async fn publishing(&self, ssrc: u32, order: super::msg::PublishOrder) -> bool {
+        self.ask_owner(ssrc, |reply| ShardMsg::Publishing { ssrc, order, reply }).await.unwrap_or(false)
+    }
+
     /// Starts/stops recording: None for an unknown stream, else whether it changed.
     pub async fn record(&self, ssrc: u32, on: bool) -> Option<bool> {
         self.ask_owner(ssrc, |reply| ShardMsg::Record { ssrc, on, reply }).await.flatten()

@@ -235,6 +235,7 @@ fn stream_for(shard: &Rc<Shard>, ssrc: u32, peer: SocketAddr) -> Option<Rc<Strea
             history: None,
             channel_id: None,
             source: Default::default(),
+            drop_audio: false,
         };
         match open_stream(shard, spec) {
             Ok(_) => {

@@ -283,6 +283,12 @@ impl Stream {
     /// A recorder stopped by a write error counts as not recording: starting replaces it (a
     /// fresh try), stopping clears it.
     pub fn set_recording(&self, on: bool, config: &crate::config::Config) -> bool {
+        self.set_recording_spanning(on, None, config)
+    }
+
+    /// As `set_recording`, a new file every `file_span` (None: `record.rotate_s`; at most
+    /// `DOWNLOAD_FILE_SPAN`). A download is one file whatever the span.
+    pub fn set_recording_spanning(&self, on: bool, file_span: Option<Duration>, config: &crate::config::Config) -> bool {
         let mut recorder = self.recorder.borrow_mut();
         let active = recorder.as_ref().is_some_and(|r| r.error.is_none());
         match (on, active) {
@@ -298,7 +304,7 @@ impl Stream {
                         r
                     }
                     _ => {
-                        let rotate = Duration::from_secs(config.record.rotate_s);
+                        let rotate = file_span.unwrap_or(Duration::from_secs(config.record.rotate_s)).min(DOWNLOAD_FILE_SPAN);
                         super::record::Recorder::new(super::record::records_dir(&config.data_dir), id, None, rotate, writers)
                     }
                 };
@@ -322,6 +328,15 @@ impl Stream {
             }
             (true, true) => false,
         }
+    }
+
+    /// From now on the stream is video only: audio is dropped on arrival and forgotten by
+    /// what new viewers are given first.
+    fn drop_audio(&self) {
+        let mut p = self.pipeline.borrow_mut();
+        p.drop_audio = true;
+        p.flv.forget_audio();
+        self.fanout.borrow_mut().forget_audio();
     }
 
     fn playback_change(&self, change: PlaybackChange) {
@@ -532,6 +547,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         shard_ref: Rc::downgrade(shard),
     });
     *stream.me.borrow_mut() = Rc::downgrade(&stream);
+    stream.pipeline.borrow_mut().drop_audio = spec.drop_audio;
     if spec.unsolicited {
         stream.pipeline.borrow_mut().sniff_payloads();
     }
@@ -661,6 +677,18 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
         }
         ShardMsg::StreamInfo { ssrc, reply } => {
             let _ = reply.send(shard.streams.borrow().get(&ssrc).map(|s| s.info()));
+        }
+        ShardMsg::Publishing { ssrc, order, reply } => {
+            let stream = shard.streams.borrow().get(&ssrc).cloned();
+            if let Some(s) = &stream {
+                if order.drop_audio {
+                    s.drop_audio();
+                }
+                if let Some(span) = order.record_file_span {
+                    s.set_recording_spanning(true, Some(span), &shard.config);
+                }
+            }
+            let _ = reply.send(stream.is_some());
         }
         ShardMsg::Record { ssrc, on, reply } => {
             let stream = shard.streams.borrow().get(&ssrc).cloned();

@@ -1,0 +1,413 @@
+//! wvp-GB28181-pro driving gmv (`--role media`) as its ZLMediaKit node, call for call as wvp's
+//! source makes them (648540858/wvp-GB28181-pro at 768d7409; paths below are under
+//! `src/main/java/com/genersoft/iot/vmp/`). Real wvp cannot be built here (its Java
+//! dependencies come from a registry these machines do not reach), so this emulation is the
+//! acceptance test: the form it posts, the fields it reads, its hook answers (`stream_replace`
+//! above all) and the URLs it hands the browser, each step citing the file behind it.
+
+mod common;
+
+use common::*;
+use gmv::proto::frame::Codec;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SECRET: &str = "wvp-node-secret-0123456789";
+const MEDIA_SERVER_ID: &str = "polaris";
+const DEVICE: &str = "34020000001320000001";
+const CHANNEL: &str = "34020000001310000001";
+const CHANNEL_NO_AUDIO: &str = "34020000001310000002";
+/// A recording's span in wvp's stream names (`RtpServerServiceImpl.getPlaybackStream`:
+/// `yyyy-MM-dd HH:mm:ss` with `-`, `:` and ` ` removed).
+const START: &str = "20261205080000";
+const END: &str = "20261205080100";
+const RANGE_S: u64 = 60;
+/// The node's own file span: a download must be one file however much longer it is.
+const ROTATE_S: u64 = 2;
+
+/// wvp's SSRC (`SSRCFactory`: "0" live / "1" history, five digits of the SIP domain, four of a
+/// counter) and the stream id its multi-port mode opens it under (`ZLMServerFactory.createRTPServer`:
+/// `String.format("%08x", ssrc).toUpperCase()`).
+fn ssrc_and_id(ssrc: &str) -> (u32, String) {
+    let n: u32 = ssrc.parse().unwrap();
+    (n, format!("{n:08x}").to_uppercase())
+}
+
+/// The hook side of wvp (`media/zlm/ZLMHttpHookListener.java`): every hook kept, `on_publish`
+/// answered from what the opener stored (`RtpServerServiceImpl.addAuthenticateInfo`, Redis
+/// `RTP_AUTHENTICATE:{stream}`; missing: `{"code":-1,"msg":"fail"}`), the rest
+/// `HookResult.SUCCESS()`; `on_stream_none_reader` keeps GB streams (`close: false`, wvp's
+/// answer for downloads and with `stream-on-demand` off).
+struct WvpHooks {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+    auth: Arc<Mutex<HashMap<String, Value>>>,
+}
+
+impl WvpHooks {
+    fn start() -> WvpHooks {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let auth: Arc<Mutex<HashMap<String, Value>>> = Arc::new(Mutex::new(HashMap::new()));
+        let (log, auth_read) = (seen.clone(), auth.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let (head, body) = read_response(&mut conn);
+                let name = head.split_whitespace().nth(1).unwrap_or("").rsplit('/').next().unwrap_or("").to_string();
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let answer = match name.as_str() {
+                    "on_publish" => auth_read.lock().unwrap().get(body["stream"].as_str().unwrap_or("")).cloned().unwrap_or(json!({"code": -1, "msg": "fail"})),
+                    "on_stream_none_reader" => json!({"code": 0, "close": false}),
+                    _ => json!({"code": 0, "msg": "success"}),
+                };
+                log.lock().unwrap().push((name, body));
+                let text = answer.to_string();
+                let _ = conn.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json;charset=UTF-8\r\nContent-Length: {}\r\n\r\n{text}", text.len()).as_bytes());
+            }
+        });
+        WvpHooks { addr, seen, auth }
+    }
+
+    /// What `on_publish` answers for `stream` (the opened hex id).
+    fn authorize(&self, stream: &str, answer: Value) {
+        self.auth.lock().unwrap().insert(stream.to_string(), answer);
+    }
+
+    fn named(&self, hook: &str, stream: &str) -> Vec<Value> {
+        self.seen.lock().unwrap().iter().filter(|(n, b)| n == hook && b["stream"] == stream).map(|(_, b)| b.clone()).collect()
+    }
+
+    fn wait(&self, hook: &str, stream: &str, matching: impl Fn(&Value) -> bool) -> Value {
+        wait_for(&format!("{hook} for {stream}"), Duration::from_secs(30), || self.named(hook, stream).into_iter().find(|b| matching(b)))
+    }
+
+    /// `on_stream_changed` as wvp reacts to it: schema `rtsp` only (`ZLMHttpHookListener.onStreamChanged`).
+    fn changed(&self, stream: &str, regist: bool) -> Vec<Value> {
+        self.named("on_stream_changed", stream).into_iter().filter(|b| b["schema"] == "rtsp" && b["regist"] == regist).collect()
+    }
+}
+
+/// wvp's REST side (`media/zlm/ZLMRESTfulUtils.sendPost`): POST, an OkHttp `FormBody` with the
+/// secret inside, every answer parsed as JSON whatever its type.
+fn post(engine: &Engine, call: &str, params: &[(&str, &str)]) -> Value {
+    let form: String = form_urlencoded::Serializer::new(String::new()).append_pair("secret", SECRET).extend_pairs(params).finish();
+    let mut s = TcpStream::connect(engine.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let host = engine.http;
+    let len = form.len();
+    write!(s, "POST /index/api/{call} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {len}\r\n\r\n{form}").unwrap();
+    let (head, body) = read_response(&mut s);
+    assert_eq!(status_of(&head), 200, "{call}: wvp takes anything but 200 for code -2 ({head})");
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{call}: {e}: {}", String::from_utf8_lossy(&body)))
+}
+
+/// A device's PS stream of the test clip (video, and G.711 A-law unless `video_only`) over
+/// UDP, looped until stopped.
+struct Device {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Device {
+    fn send(port: u16, ssrc: u32, with_audio: bool) -> Device {
+        let video = h264_frames();
+        let frames = if with_audio {
+            gmv::sim::interleave(video, gmv::sim::g711_frames(Codec::Pcma, &std::fs::read(alaw_clip()).unwrap(), 40))
+        } else {
+            video
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut sender = gmv::sim::PsRtpSender::new(Codec::H264, with_audio.then_some(Codec::Pcma), ssrc);
+            let clip_ms = (CLIP_FRAMES as u64) * 1000 / u64::from(FPS);
+            for round in 0u64.. {
+                let mut last_dts = 0;
+                for f in &frames {
+                    if flag.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let mut f = f.clone();
+                    // Loops on the clip's clock, as a camera's clock runs on.
+                    f.dts += round * clip_ms * 90;
+                    f.pts += round * clip_ms * 90;
+                    if f.codec.is_video() && f.dts > last_dts {
+                        std::thread::sleep(Duration::from_millis(1000 / u64::from(FPS)));
+                        last_dts = f.dts;
+                    }
+                    for p in sender.packets(&f) {
+                        let _ = sock.send_to(&p, ("127.0.0.1", port));
+                    }
+                }
+            }
+        });
+        Device { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `ZLMServerFactory.createRTPServer` for a GB stream in multi-port mode: `getRtpInfo` first,
+/// then `openRtpServer` with every parameter it sends; the port read from the answer.
+fn open_rtp_server(engine: &Engine, stream_id: &str, ssrc: u32) -> u16 {
+    let info = post(engine, "getRtpInfo", &[("stream_id", stream_id)]);
+    assert_eq!((info["code"].as_i64(), info["exist"].as_bool()), (Some(0), Some(false)), "{info}");
+    let ssrc = ssrc.to_string();
+    let opened = post(
+        engine,
+        "openRtpServer",
+        &[("tcp_mode", "0"), ("app", "rtp"), ("stream_id", stream_id), ("only_track", "0"), ("re_use_port", "0"), ("port", "0"), ("only_audio", "0"), ("ssrc", &ssrc)],
+    );
+    assert_eq!(opened["code"], 0, "{opened}");
+    opened["port"].as_u64().unwrap() as u16
+}
+
+/// The play URL wvp hands the browser (`media/zlm/ZLMMediaNodeServerService.getStreamInfoByAppAndStream`,
+/// `common/StreamInfo.java`): `/{app}/{stream}.live.flv` with `callId` and what the media info said.
+fn play_path(stream: &str, call_id: &str) -> String {
+    format!("/rtp/{stream}.live.flv?callId={call_id}&originTypeStr=rtp_push&videoCodec=H264&audioCodec=G711A")
+}
+
+/// Reads an FLV over a WebSocket (jessibuca's `ws_flv`, wvp's default player) until `tags`
+/// video tags came.
+fn ws_flv(engine: &Engine, path: &str, video_tags: usize) -> Vec<u8> {
+    let mut c = TcpStream::connect(engine.http).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut flv = Vec::new();
+    while flv.len() < 13 || flv_tags(&flv).iter().filter(|t| t.0 == 9).count() < video_tags {
+        let mut h = [0u8; 2];
+        c.read_exact(&mut h).unwrap();
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                c.read_exact(&mut l).unwrap();
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                c.read_exact(&mut l).unwrap();
+                u64::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        c.read_exact(&mut payload).unwrap();
+        flv.extend_from_slice(&payload);
+    }
+    flv
+}
+
+fn engine() -> Engine {
+    let yaml = format!(
+        "node:\n  secret: \"{SECRET}\"\n  media_server_id: {MEDIA_SERVER_ID}\n  keepalive_interval_s: 1\n  max_stream_wait_ms: 1500\n  rtp_server_timeout_s: 15\nrecord:\n  rotate_s: {ROTATE_S}\n"
+    );
+    Engine::start_command(2, "", &yaml, "", None, None, &["--role", "media"])
+}
+
+/// `media/zlm/ZLMMediaServerStatusManager.setZLMConfig`: the keys wvp writes when the node
+/// comes online (hook prefix `http://{hookIp}:{server.port}/index/hook`).
+fn set_zlm_config(engine: &Engine, hooks: &WvpHooks) {
+    let prefix = format!("http://{}/index/hook", hooks.addr);
+    let named = [
+        "on_play", "on_publish", "on_server_started", "on_stream_changed", "on_stream_none_reader", "on_stream_not_found", "on_server_keepalive",
+        "on_send_rtp_stopped", "on_rtp_server_timeout", "on_record_mp4",
+    ];
+    let mut params: Vec<(String, String)> = vec![("hook.enable".into(), "1".into())];
+    params.extend(named.iter().map(|n| (format!("hook.{n}"), format!("{prefix}/{n}"))));
+    for off in ["on_flow_report", "on_http_access", "on_record_ts", "on_rtsp_auth", "on_rtsp_realm", "on_shell_login"] {
+        params.push((format!("hook.{off}"), String::new()));
+    }
+    params.push(("hook.timeoutSec".into(), "30".into()));
+    params.push(("protocol.continue_push_ms".into(), "3000".into()));
+    let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let answer = post(engine, "setServerConfig", &pairs);
+    assert_eq!(answer["code"], 0, "{answer}");
+}
+
+#[test]
+fn wvp_plays_live_through_stream_replace() {
+    let hooks = WvpHooks::start();
+    let engine = engine();
+
+    // Coming online (`ZLMMediaServerStatusManager`): getServerConfig, the keys it binds.
+    let config = post(&engine, "getServerConfig", &[]);
+    let data = &config["data"][0];
+    assert_eq!(data["general.mediaServerId"], MEDIA_SERVER_ID);
+    for key in ["hook.alive_interval", "http.port", "http.sslport", "rtmp.port", "rtsp.port", "rtp_proxy.port"] {
+        assert!(data[key].is_string(), "{key} missing: wvp unboxes it ({data})");
+    }
+    set_zlm_config(&engine, &hooks);
+
+    // Live play (`gb28181/service/impl/PlayServiceImpl.play` → `RtpServerServiceImpl.openGbRTPServerForPlay`).
+    let (ssrc, hex) = ssrc_and_id("0200000001");
+    let name = format!("{DEVICE}_{CHANNEL}");
+    let port = open_rtp_server(&engine, &hex, ssrc);
+    hooks.authorize(&hex, json!({"code": 0, "msg": "success", "enable_audio": true, "enable_mp4": true, "stream_replace": name}));
+    let device = Device::send(port, ssrc, true);
+
+    // on_publish under the opened id; announced under the replaced one, with what wvp reads.
+    let publish = hooks.wait("on_publish", &hex, |_| true);
+    assert_eq!((publish["app"].as_str(), publish["schema"].as_str(), publish["params"].as_str()), (Some("rtp"), Some("rtp"), Some("")));
+    assert_eq!(publish["mediaServerId"], MEDIA_SERVER_ID);
+    let arrived = wait_for("on_stream_changed rtsp regist", Duration::from_secs(30), || hooks.changed(&name, true).pop());
+    assert_eq!(arrived["app"], "rtp");
+    assert!(arrived["params"].is_string(), "wvp parses params unguarded: {arrived}");
+    assert_eq!(arrived["originType"], 3);
+    assert_eq!(arrived["originUrl"], format!("rtp://__defaultVhost__/rtp/{hex}"), "SSRCFactory reads the SSRC after /rtp/");
+    let codecs: Vec<u64> = arrived["tracks"].as_array().unwrap().iter().filter_map(|t| t["codec_id"].as_u64()).collect();
+    assert!(codecs.contains(&0) && codecs.contains(&3), "H264 and G711A: {codecs:?}");
+    assert!(hooks.changed(&hex, true).is_empty(), "nothing is announced under the opened id");
+
+    // `MediaServerServiceImpl.isStreamReady` and the SSRC allocator's listing.
+    let info = post(&engine, "getMediaInfo", &[("app", "rtp"), ("schema", "rtsp"), ("stream", &name), ("vhost", "__defaultVhost__")]);
+    assert_eq!((info["code"].as_i64(), info["app"].as_str()), (Some(0), Some("rtp")), "{info}");
+    let list = post(&engine, "getMediaList", &[("vhost", "__defaultVhost__"), ("schema", "rtsp")]);
+    let entry = list["data"].as_array().unwrap().iter().find(|e| e["stream"] == name.as_str()).cloned().unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(entry["originUrl"], format!("rtp://__defaultVhost__/rtp/{hex}"));
+
+    // The 200 OK named another SSRC (`PlayServiceImpl.InviteOKHandler`): wvp names the stream
+    // by its replaced name, which gmv takes as the RTP server's.
+    let updated = post(&engine, "updateRtpServerSSRC", &[("ssrc", &ssrc.to_string()), ("app", "rtp"), ("stream_id", &name)]);
+    assert_eq!(updated["code"], 0, "{updated}");
+
+    // The browser: HTTP-FLV and WS-FLV at the URLs wvp hands out, decoded by ffprobe.
+    let out = work_dir().join("wvp-live.flv");
+    let viewer = spawn_viewer(engine.http, play_path(&name, "call-1"), vec![], out.clone(), Duration::from_secs(3));
+    assert_eq!(viewer.join().unwrap().0, 200);
+    let probe = ffprobe(&out);
+    assert_eq!((probe.codec.as_str(), probe.width, probe.height), ("h264", WIDTH, HEIGHT));
+    assert!(probe.frames >= 25, "{probe:?}");
+    assert_eq!(ffprobe_audio(&out).codec, "pcm_alaw");
+    let play = hooks.wait("on_play", &name, |_| true);
+    assert!(play["params"].as_str().unwrap().contains("callId=call-1"), "{play}");
+    let ws = work_dir().join("wvp-live-ws.flv");
+    std::fs::write(&ws, ws_flv(&engine, &play_path(&name, "call-2"), 30)).unwrap();
+    assert!(ffprobe(&ws).frames >= 25, "WS-FLV decodes");
+    let (head, _) = http_get(engine.http, &play_path(&hex, "call-3"), &[]);
+    assert_eq!(status_of(&head), 404, "the opened id is not a stream name any more");
+
+    // The snapshot wvp takes once the stream arrived (`PlayServiceImpl.snapOnPlay`; the node
+    // has no RTSP port, so the URL is HTTP).
+    let snap_url = format!("http://127.0.0.1:{}/rtp/{name}.live.mp4", engine.http.port());
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([("url", snap_url.as_str()), ("timeout_sec", "15"), ("expire_sec", "1"), ("async", "1"), ("secret", SECRET)])
+        .finish();
+    let jpeg = wait_for("a snapshot", Duration::from_secs(20), || {
+        let (head, body) = http_get(engine.http, &format!("/index/api/getSnap?{query}"), &[]);
+        (status_of(&head) == 200 && body.starts_with(&[0xff, 0xd8])).then_some(body)
+    });
+    assert!(jpeg.len() > 1000);
+
+    // A second stream whose answer names the same stream is refused: the first plays on.
+    let (ssrc2, hex2) = ssrc_and_id("0200000002");
+    let port2 = open_rtp_server(&engine, &hex2, ssrc2);
+    hooks.authorize(&hex2, json!({"code": 0, "msg": "success", "enable_audio": true, "enable_mp4": false, "stream_replace": name}));
+    let intruder = Device::send(port2, ssrc2, true);
+    hooks.wait("on_publish", &hex2, |_| true);
+    wait_for("the colliding server closed", Duration::from_secs(10), || {
+        let list = post(&engine, "listRtpServer", &[]);
+        (!list.to_string().contains(&hex2)).then_some(())
+    });
+    drop(intruder);
+    assert_eq!(hooks.changed(&name, true).len(), 1, "announced once");
+    assert_eq!(post(&engine, "getMediaInfo", &[("app", "rtp"), ("schema", "rtsp"), ("stream", &name), ("vhost", "__defaultVhost__")])["code"], 0);
+
+    // A channel without audio (`enable_audio: false`, wvp's `channel.hasAudio`): video only.
+    let (ssrc3, hex3) = ssrc_and_id("0200000003");
+    let silent_name = format!("{DEVICE}_{CHANNEL_NO_AUDIO}");
+    let port3 = open_rtp_server(&engine, &hex3, ssrc3);
+    hooks.authorize(&hex3, json!({"code": 0, "msg": "success", "enable_audio": false, "enable_mp4": false, "stream_replace": silent_name}));
+    let silent = Device::send(port3, ssrc3, true);
+    let arrived = wait_for("the silent channel", Duration::from_secs(30), || hooks.changed(&silent_name, true).pop());
+    let codecs: Vec<u64> = arrived["tracks"].as_array().unwrap().iter().filter_map(|t| t["codec_id"].as_u64()).collect();
+    assert_eq!(codecs, [0], "video only");
+    let out = work_dir().join("wvp-silent.flv");
+    assert_eq!(spawn_viewer(engine.http, play_path(&silent_name, "call-4"), vec![], out.clone(), Duration::from_secs(2)).join().unwrap().0, 200);
+    let flv = std::fs::read(&out).unwrap();
+    assert!(flv_tags(&flv).iter().all(|t| t.0 != 8), "no audio tag");
+    drop(silent);
+
+    // Stop (`RtpServerServiceImpl.closeRTPServer`): closeRtpServer and close_streams by the
+    // replaced name; wvp needs `hit`, then hears the stream leave.
+    let closed = post(&engine, "closeRtpServer", &[("app", "rtp"), ("stream_id", &name)]);
+    assert_eq!(closed, json!({"code": 0, "hit": 1}));
+    let swept = post(&engine, "close_streams", &[("vhost", "__defaultVhost__"), ("app", "rtp"), ("stream", &name), ("force", "1")]);
+    assert_eq!(swept["code"], 0);
+    wait_for("departure", Duration::from_secs(10), || hooks.changed(&name, false).pop());
+    let record = hooks.wait("on_record_mp4", &name, |_| true);
+    assert_eq!(record["app"], "rtp", "recorded under the replaced name: {record}");
+    drop(device);
+}
+
+#[test]
+fn wvp_downloads_a_recording_as_one_file_and_pauses_a_playback() {
+    let hooks = WvpHooks::start();
+    let engine = engine();
+    set_zlm_config(&engine, &hooks);
+
+    // Download (`RtpServerServiceImpl.openGbRTPServerForDownload`): MP4 on, one file for the
+    // range plus 10 s (`mp4_max_second`), while the node's own files span ROTATE_S.
+    let (ssrc, hex) = ssrc_and_id("1200000001");
+    let name = format!("{DEVICE}_{CHANNEL}_{START}_{END}");
+    let port = open_rtp_server(&engine, &hex, ssrc);
+    let span = (RANGE_S + 10).to_string();
+    hooks.authorize(&hex, json!({"code": 0, "msg": "success", "enable_audio": true, "enable_mp4": true, "mp4_max_second": span.parse::<u64>().unwrap(), "stream_replace": name}));
+    let device = Device::send(port, ssrc, true);
+    wait_for("download arrived", Duration::from_secs(30), || hooks.changed(&name, true).pop());
+    // Progress as wvp reads it (`PlayServiceImpl.getDownLoadInfo`: the tracks' duration).
+    let sent_s = 3 * ROTATE_S;
+    wait_for("the download's progress", Duration::from_secs(30), || {
+        let info = post(&engine, "getMediaInfo", &[("app", "rtp"), ("schema", "rtsp"), ("stream", &name), ("vhost", "__defaultVhost__")]);
+        let ms = info["tracks"].as_array()?.iter().filter_map(|t| t["duration"].as_u64()).max()?;
+        (ms >= sent_s * 1000).then_some(())
+    });
+    drop(device);
+    let closed = post(&engine, "closeRtpServer", &[("app", "rtp"), ("stream_id", &name)]);
+    assert_eq!(closed["hit"], 1);
+    let record = hooks.wait("on_record_mp4", &name, |_| true);
+    // The file begins at the first keyframe after the publish, a little after the media began.
+    let time_len = record["time_len"].as_f64().unwrap();
+    assert!(time_len > (2 * ROTATE_S) as f64, "one file, longer than the node's span: {record}");
+    std::thread::sleep(Duration::from_millis(500)); // any second file's hook would follow at once
+    assert_eq!(hooks.named("on_record_mp4", &name).len(), 1, "one file");
+    let file = std::path::PathBuf::from(record["file_path"].as_str().unwrap());
+    let probe = ffprobe(&file);
+    assert!(probe.frames as f64 >= time_len * f64::from(FPS) * 0.9, "{probe:?} in {time_len} s");
+
+    // Playback with pause (`PlayServiceImpl.playbackPause/playbackResume`): by the replaced name.
+    let (ssrc, hex) = ssrc_and_id("1200000002");
+    let name = format!("{DEVICE}_{CHANNEL}_{START}_20261205083000");
+    let port = open_rtp_server(&engine, &hex, ssrc);
+    hooks.authorize(&hex, json!({"code": 0, "msg": "success", "enable_audio": true, "enable_mp4": false, "stream_replace": name}));
+    let device = Device::send(port, ssrc, true);
+    wait_for("playback arrived", Duration::from_secs(30), || hooks.changed(&name, true).pop());
+    assert_eq!(post(&engine, "pauseRtpCheck", &[("stream_id", &name)])["code"], 0);
+    assert_eq!(post(&engine, "resumeRtpCheck", &[("stream_id", &name)])["code"], 0);
+    drop(device);
+    assert_eq!(post(&engine, "closeRtpServer", &[("app", "rtp"), ("stream_id", &hex)]), json!({"code": 0, "hit": 1}), "the opened id stays an alias");
+}
