@@ -154,6 +154,35 @@ impl Device {
     }
 }
 
+impl Device {
+    /// The clip over a TCP connection the node dialled (RFC 4571 framing), video only.
+    fn over_tcp(conn: TcpStream, ssrc: u32) -> Device {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let frames = h264_frames();
+        let thread = std::thread::spawn(move || {
+            let mut conn = conn;
+            let mut sender = gmv::sim::PsRtpSender::new(Codec::H264, None, ssrc);
+            for f in frames.iter().cycle() {
+                if flag.load(Ordering::SeqCst) {
+                    return;
+                }
+                for p in sender.packets(f) {
+                    if conn.write_all(&gmv::sim::rfc4571(&p)).is_err() {
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1000 / u64::from(FPS)));
+            }
+        });
+        Device { stop, thread: Some(thread) }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
 impl Drop for Device {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -410,4 +439,72 @@ fn wvp_downloads_a_recording_as_one_file_and_pauses_a_playback() {
     assert_eq!(post(&engine, "resumeRtpCheck", &[("stream_id", &name)])["code"], 0);
     drop(device);
     assert_eq!(post(&engine, "closeRtpServer", &[("app", "rtp"), ("stream_id", &hex)]), json!({"code": 0, "hit": 1}), "the opened id stays an alias");
+}
+
+#[test]
+fn wvp_sets_the_port_range_and_dials_devices_as_annex_d_asks() {
+    let hooks = WvpHooks::start();
+    let engine = engine();
+    set_zlm_config(&engine, &hooks);
+    let range = post(&engine, "getServerConfig", &[])["data"][0]["rtp_proxy.port_range"].as_str().unwrap().to_string();
+    let (min, max) = range.split_once('-').map(|(a, b)| (a.parse::<u16>().unwrap(), b.parse::<u16>().unwrap())).unwrap();
+
+    // An explicit port outside the range is refused (a firewall opened for it is enough).
+    let outside = post(&engine, "openRtpServer", &[("tcp_mode", "0"), ("app", "rtp"), ("stream_id", "0BEBC2FF"), ("port", "1"), ("only_track", "0"), ("re_use_port", "0")]);
+    assert_eq!(outside["code"], -300, "{outside}");
+    assert!(outside["msg"].as_str().unwrap().contains("outside"), "{outside}");
+
+    // wvp narrows the range (`ZLMMediaServerStatusManager.setZLMConfig`: media.rtp.port-range
+    // with `,` turned into `-`): RTP servers take ports there from now on.
+    let (new_min, new_max) = (max - 7, max);
+    let narrowed = format!("{new_min}-{new_max}");
+    let set = post(&engine, "setServerConfig", &[("rtp_proxy.port_range", &narrowed)]);
+    assert_eq!((set["code"].as_i64(), set["changed"].as_i64()), (Some(0), Some(1)), "{set}");
+    assert_eq!(post(&engine, "getServerConfig", &[])["data"][0]["rtp_proxy.port_range"], narrowed.as_str());
+    for n in 0..4u32 {
+        let (ssrc, hex) = ssrc_and_id(&format!("02000001{n:02}"));
+        let port = open_rtp_server(&engine, &hex, ssrc);
+        assert!((new_min..=new_max).contains(&port), "port {port} outside {narrowed}");
+        assert_eq!(post(&engine, "closeRtpServer", &[("app", "rtp"), ("stream_id", &hex)])["hit"], 1);
+    }
+    let old = post(&engine, "openRtpServer", &[("tcp_mode", "0"), ("app", "rtp"), ("stream_id", "0BEBC2FE"), ("port", &min.to_string())]);
+    assert_eq!(old["code"], -300, "the old range's ports are outside now: {old}");
+
+    // TCP active (`PlayServiceImpl.tcpActiveHandler` → connectRtpServer by the replaced name
+    // once the device answered): the device's media port listens only a moment later; the
+    // node tries again, a second apart (GB/T 28181-2022 Annex D), and answers wvp in time.
+    let (ssrc, hex) = ssrc_and_id("0200000201");
+    let info = post(&engine, "openRtpServer", &[("tcp_mode", "2"), ("app", "rtp"), ("stream_id", &hex), ("only_track", "0"), ("re_use_port", "0"), ("port", "0"), ("only_audio", "0"), ("ssrc", &ssrc.to_string())]);
+    assert_eq!(info["code"], 0, "{info}");
+    let device_port = free_tcp_port();
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1200));
+        let listener = TcpListener::bind(("127.0.0.1", device_port)).unwrap();
+        let (first, _) = listener.accept().unwrap();
+        (listener, first)
+    });
+    let started = std::time::Instant::now();
+    let connected = post(&engine, "connectRtpServer", &[("dst_url", "127.0.0.1"), ("dst_port", &device_port.to_string()), ("app", "rtp"), ("stream_id", &hex)]);
+    assert_eq!(connected, json!({"code": 0}), "after {:?}", started.elapsed());
+    let (listener, first) = late.join().unwrap();
+    // The device drops the connection: the node dials it again.
+    drop(first);
+    listener.set_nonblocking(true).unwrap();
+    let (again, _) = wait_for("the node's redial", Duration::from_secs(10), || listener.accept().ok());
+    again.set_nonblocking(false).unwrap();
+    hooks.authorize(&hex, json!({"code": 0, "msg": "success", "enable_audio": true, "enable_mp4": false, "stream_replace": format!("{DEVICE}_{CHANNEL}")}));
+    let mut device = Device::over_tcp(again, ssrc);
+    hooks.wait("on_publish", &hex, |_| true);
+    device.stop();
+
+    // A port nobody listens on: three tries a second apart, then ZLMediaKit's failure shape.
+    let (ssrc, hex) = ssrc_and_id("0200000202");
+    let opened = post(&engine, "openRtpServer", &[("tcp_mode", "2"), ("app", "rtp"), ("stream_id", &hex), ("port", "0"), ("ssrc", &ssrc.to_string())]);
+    assert_eq!(opened["code"], 0, "{opened}");
+    let nobody = free_tcp_port();
+    let started = std::time::Instant::now();
+    let failed = post(&engine, "connectRtpServer", &[("dst_url", "127.0.0.1"), ("dst_port", &nobody.to_string()), ("app", "rtp"), ("stream_id", &hex)]);
+    assert_eq!(failed["code"], -1, "{failed}");
+    assert!(failed["msg"].is_string());
+    assert!(started.elapsed() >= Duration::from_secs(2), "3 tries, 1 s apart: {:?}", started.elapsed());
 }

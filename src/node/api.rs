@@ -4,9 +4,9 @@
 //! answered in the same error shape, saying why.
 
 use super::Node;
-use super::rtp_servers::{OpenRefused, Publish, RtpServer, TcpMode};
+use super::rtp_servers::{DIAL_GAP, DIAL_TRIES_MAX, OpenRefused, Publish, RtpServer, TcpMode};
 use super::zlm::{self, code};
-use crate::shard::msg::{Expectation, OpenError, PlaybackChange, StreamSpec};
+use crate::shard::msg::{Expectation, OpenError, PlaybackChange, StreamCallError, StreamSpec};
 use crate::shard::source::SourceRule;
 use crate::shard::unix_s;
 use serde_json::{Map, Value, json};
@@ -113,7 +113,7 @@ pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
     let get = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
     Reply::Json(match name {
         "getServerConfig" => json!({ "code": code::OK, "data": [server_config(node)] }),
-        "setServerConfig" => set_server_config(node, p),
+        "setServerConfig" => set_server_config(node, p).await,
         "version" => json!({ "code": code::OK, "data": { "branchName": "gmv", "buildTime": "", "commitHash": env!("CARGO_PKG_VERSION") } }),
         "openRtpServer" => open_rtp_server(node, p).await,
         "closeRtpServer" => match get("stream_id") {
@@ -190,7 +190,8 @@ pub fn server_config(node: &Node) -> Map<String, Value> {
         put(&format!("hook.{name}"), targets.urls.get(name).cloned().unwrap_or_default());
     }
     put("rtp_proxy.port", c.rtp.port.to_string());
-    put("rtp_proxy.port_range", format!("{}-{}", c.rtp.port_min, c.rtp.port_max));
+    let (min, max) = node.port_range.get();
+    put("rtp_proxy.port_range", format!("{min}-{max}"));
     put("rtp_proxy.timeoutSec", t.rtp_timeout.as_secs().to_string());
     put("protocol.enable_hls", "1".into());
     put("protocol.enable_mp4", u8::from(c.record.all).to_string());
@@ -205,10 +206,31 @@ pub fn server_config(node: &Node) -> Map<String, Value> {
     m
 }
 
-/// `hook.*`, `general.*` and `rtp_proxy.timeoutSec` take effect at once (until the next
-/// start); other keys are ignored, as ZLMediaKit ignores unknown ones.
-fn set_server_config(node: &Node, p: &Params) -> Value {
+/// `rtp_proxy.port_range` as ZLMediaKit writes it (`30000-35000`; wvp turns its `,` into `-`):
+/// a range of at least two ports (ZLMediaKit takes even pairs) not holding the single RTP port.
+fn port_range(value: &str, single_port: u16) -> Option<(u16, u16)> {
+    let (min, max) = value.split_once('-')?;
+    let (min, max): (u16, u16) = (min.trim().parse().ok()?, max.trim().parse().ok()?);
+    let holds_single = single_port != 0 && (min..=max).contains(&single_port);
+    (min > 0 && min < max && !holds_single).then_some((min, max))
+}
+
+/// `hook.*`, `general.*`, `rtp_proxy.timeoutSec` and `rtp_proxy.port_range` take effect at
+/// once (until the next start); other keys are ignored, as ZLMediaKit ignores unknown ones.
+async fn set_server_config(node: &Node, p: &Params) -> Value {
     let mut changed = 0;
+    if let Some(value) = p.get("rtp_proxy.port_range") {
+        match port_range(value, node.shard.config.rtp.port) {
+            Some(range) if range != node.port_range.get() => {
+                node.port_range.set(range);
+                node.shard.set_port_range(range.0, range.1).await;
+                changed += 1;
+                tracing::info!(value = %value, "setServerConfig: RTP servers take ports from this range");
+            }
+            Some(_) => {}
+            None => tracing::warn!(value = %value, "setServerConfig: rtp_proxy.port_range ignored: not MIN-MAX of two ports or more, outside rtp.port"),
+        }
+    }
     let mut t = node.timings.get();
     {
         let mut targets = node.hooks.targets.borrow_mut();
@@ -249,6 +271,11 @@ async fn open_rtp_server(node: &Node, p: &Params) -> Value {
         return zlm::missing(&["port", "stream_id"]);
     };
     let Ok(port) = port.parse::<u16>() else { return zlm::error(code::ARGS, "port must be 0..65535") };
+    let (min, max) = node.port_range.get();
+    if port != 0 && !(min..=max).contains(&port) {
+        // ZLMediaKit binds any port asked; a node's firewall is opened for its range only.
+        return zlm::error(code::ARGS, &format!("port {port} is outside this node's RTP port range {min}-{max} (rtp_proxy.port_range)"));
+    }
     let app = p.get("app").filter(|a| !a.is_empty()).cloned().unwrap_or_else(|| "rtp".to_string());
     let Some(tcp_mode) = TcpMode::parse(p.get("tcp_mode").map_or("0", String::as_str)) else {
         return zlm::error(code::ARGS, "tcp_mode must be 0 (UDP), 1 (TCP passive) or 2 (TCP active)");
@@ -324,6 +351,7 @@ async fn open_rtp_server(node: &Node, p: &Params) -> Value {
         check_paused: false,
         unwatched_since: None,
         none_reader_asking: false,
+        dial: None,
     };
     node.servers.borrow_mut().insert(server);
     // gmv's own parameter (ZLMediaKit has none and ignores it; its on_publish enable_mp4
@@ -394,8 +422,26 @@ async fn connect(node: &Node, stream_id: &str, url: Option<&str>, port: Option<&
     else {
         return zlm::error(code::FAILED, &format!("cannot resolve {url}"));
     };
-    match node.shard.connect_tcp(s.key, addr).await {
-        Ok(()) => ok(),
+    // GB/T 28181-2022 Annex D: a device's media port may not listen yet; tried again a gap
+    // later (ZLMediaKit tries once).
+    let mut result = Err(crate::shard::msg::StreamCallError::NoAnswer);
+    for attempt in 1..=DIAL_TRIES_MAX {
+        result = node.shard.connect_tcp(s.key, addr).await;
+        match &result {
+            Ok(()) => break,
+            Err(StreamCallError::Connect(why)) if attempt < DIAL_TRIES_MAX => {
+                node.counters.borrow_mut().redials_failed += 1;
+                tracing::info!(stream_id = %s.stream_id, ssrc = s.key, %addr, attempt, %why, "TCP active: the device's media port refused; trying again");
+                glommio::timer::sleep(DIAL_GAP).await;
+            }
+            Err(_) => break,
+        }
+    }
+    match result {
+        Ok(()) => {
+            node.servers.borrow_mut().dialled(&s.stream_id, addr, true, Instant::now());
+            ok()
+        }
         Err(why) => zlm::error(code::FAILED, &format!("connect {addr}: {why}")),
     }
 }
@@ -492,6 +538,16 @@ async fn close_streams(node: &Node, app: Option<&str>, stream: Option<&str>) -> 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn port_ranges_as_zlmediakit_writes_them() {
+        assert_eq!(super::port_range("30000-30500", 0), Some((30000, 30500)));
+        assert_eq!(super::port_range(" 30000 - 30500 ", 10000), Some((30000, 30500)));
+        for bad in ["30500-30000", "0-10", "30000", "30000-30000", "a-b", "30000-70000", ""] {
+            assert_eq!(super::port_range(bad, 0), None, "{bad:?}");
+        }
+        assert_eq!(super::port_range("30000-30500", 30100), None, "holds the single RTP port");
+    }
+
     #[test]
     fn missing_names_every_parameter_as_zlmediakit_does() {
         assert_eq!(super::zlm::missing(&["port", "stream_id"])["msg"], "Required parameter missed: \"port\", \"stream_id\"");

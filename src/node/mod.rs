@@ -52,6 +52,8 @@ pub struct NodeCounters {
     pub publish_refused: u64,
     /// Publishes refused because `on_publish`'s `stream_replace` named another stream.
     pub replace_refused: u64,
+    /// TCP active: dials to a device that failed (`connectRtpServer`'s tries and redials).
+    pub redials_failed: u64,
 }
 
 pub struct Node {
@@ -59,6 +61,9 @@ pub struct Node {
     pub servers: RefCell<RtpServers>,
     pub hooks: Hooks,
     pub timings: Cell<Timings>,
+    /// `rtp_proxy.port_range`: where RTP servers take ports (`rtp.port_min..=port_max` until a
+    /// `setServerConfig` moves it); an explicit `port` outside it is refused.
+    pub port_range: Cell<(u16, u16)>,
     pub counters: RefCell<NodeCounters>,
     /// Numbers the viewers `on_play` and `on_stream_not_found` name (their `id`).
     next_viewer: Cell<u64>,
@@ -110,6 +115,7 @@ fn view(info: &StreamInfo, segment_ms: u64) -> StreamView {
         ready: video_ready || audio_only,
         quiet_ms: info.last_packet_ms_ago.unwrap_or(info.age_ms),
         readers: info.subscribers + usize::from(hls_viewer),
+        tcp_conns: info.tcp_conns,
     }
 }
 
@@ -131,10 +137,12 @@ impl Node {
             max_stream_wait: Duration::from_millis(c.max_stream_wait_ms),
             keepalive: Duration::from_secs(c.keepalive_interval_s),
         };
+        let port_range = (shard.config.rtp.port_min, shard.config.rtp.port_max);
         let node = Rc::new(Node {
             shard,
             servers: RefCell::new(RtpServers::default()),
             hooks: Hooks::start(targets),
+            port_range: Cell::new(port_range),
             timings: Cell::new(timings),
             counters: RefCell::new(NodeCounters::default()),
             next_viewer: Cell::new(1),
@@ -348,6 +356,9 @@ impl Node {
                 Action::AskNoneReader { stream_id } => {
                     glommio::spawn_local(ask_none_reader(self.clone(), stream_id)).detach();
                 }
+                Action::Redial { stream_id, to } => {
+                    glommio::spawn_local(redial(self.clone(), stream_id, to)).detach();
+                }
             }
         }
     }
@@ -422,6 +433,21 @@ async fn ask_publish(node: Rc<Node>, stream_id: String, info: Option<StreamInfo>
         node.stream_changed(&server, info.as_ref(), true);
         tracing::info!(stream_id, ssrc = key, name = %server.name, "stream published");
     }
+}
+
+/// TCP active: the device dropped the connection; one more try (the tick asks again, a gap
+/// later, until `DIAL_TRIES_MAX` failed in a row).
+async fn redial(node: Rc<Node>, stream_id: String, to: std::net::SocketAddr) {
+    let Some(key) = node.servers.borrow().get(&stream_id).map(|s| s.key) else { return };
+    let result = node.shard.connect_tcp(key, to).await;
+    match &result {
+        Ok(()) => tracing::info!(stream_id, ssrc = key, %to, "TCP active: reconnected to the device"),
+        Err(error) => {
+            node.counters.borrow_mut().redials_failed += 1;
+            tracing::warn!(stream_id, ssrc = key, %to, %error, "TCP active: the device dropped the connection and a redial failed");
+        }
+    }
+    node.servers.borrow_mut().dialled(&stream_id, to, result.is_ok(), Instant::now());
 }
 
 /// Nobody watched for a while: `on_stream_none_reader`'s `close: true` closes the stream.

@@ -4,6 +4,7 @@
 //! are inputs, the hooks to post and streams to close come out as actions.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// RTP servers one node holds at once.
@@ -11,6 +12,33 @@ pub const RTP_SERVERS_MAX: usize = 20_000;
 /// Bytes of a `stream_id` or `app` (ZLMediaKit takes any text; GB ids are 41).
 pub const NAME_BYTES_MAX: usize = 128;
 pub const VHOST: &str = "__defaultVhost__";
+/// TCP active: tries of a dial to the device (`connectRtpServer`, and again whenever the
+/// device drops the connection), and the wait between them: GB/T 28181-2022 Annex D asks for
+/// at least 3 tries at least 1 s apart.
+pub const DIAL_TRIES_MAX: u32 = 3;
+pub const DIAL_GAP: Duration = Duration::from_secs(1);
+/// wvp's read timeout on node calls (`ZLMRESTfulUtils`): `connectRtpServer` answers within it.
+pub const CALLER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const _: () = assert!(
+    DIAL_TRIES_MAX >= 3
+        && DIAL_GAP.as_millis() >= 1000
+        && (DIAL_TRIES_MAX as u128) * crate::shard::stream::TCP_ACTIVE_CONNECT_TIMEOUT.as_millis() + (DIAL_TRIES_MAX as u128 - 1) * DIAL_GAP.as_millis()
+            < CALLER_READ_TIMEOUT.as_millis()
+);
+
+/// TCP active: the device the node dialled, redialled when the connection drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dial {
+    pub to: SocketAddr,
+    /// Failed tries in a row; at `DIAL_TRIES_MAX` the node gives up (the RTP timeout ends it).
+    pub failures: u32,
+    /// Since when the dial stands as it is (set, or last tried): a listing taken before says
+    /// nothing of it.
+    pub since: Instant,
+    /// No try before this (`DIAL_GAP` after a failure).
+    pub next_at: Option<Instant>,
+    pub dialing: bool,
+}
 
 /// How the RTP server takes media (`tcp_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +102,8 @@ pub struct RtpServer {
     /// being asked.
     pub unwatched_since: Option<Instant>,
     pub none_reader_asking: bool,
+    /// TCP active, once `connectRtpServer` connected.
+    pub dial: Option<Dial>,
 }
 
 impl RtpServer {
@@ -94,6 +124,8 @@ pub struct StreamView {
     pub quiet_ms: u64,
     /// FLV viewers, and 1 while HLS is being requested.
     pub readers: usize,
+    /// RTP over TCP connections the stream holds.
+    pub tcp_conns: usize,
 }
 
 /// The timings of `NodeConfig` a tick applies.
@@ -112,6 +144,9 @@ pub enum Action {
     TimedOut { server: RtpServer },
     /// Nobody watched for `none_reader_delay`: ask `on_stream_none_reader`.
     AskNoneReader { stream_id: String },
+    /// TCP active: the device dropped the connection (or the last try failed): dial again, and
+    /// report with `dialled`.
+    Redial { stream_id: String, to: SocketAddr },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +258,20 @@ impl RtpServers {
         }
     }
 
+    /// A dial (`connectRtpServer`'s or a redial) ended: connected, or one more failure (the
+    /// last one gives up).
+    pub fn dialled(&mut self, stream_id: &str, to: SocketAddr, connected: bool, now: Instant) {
+        let Some(s) = self.by_id.get_mut(stream_id) else { return };
+        let failures = s.dial.as_ref().filter(|d| d.to == to && !connected).map_or(0, |d| d.failures) + u32::from(!connected);
+        s.dial = (failures < DIAL_TRIES_MAX).then_some(Dial {
+            to,
+            failures,
+            since: now,
+            next_at: (!connected).then_some(now + DIAL_GAP),
+            dialing: false,
+        });
+    }
+
     /// `on_stream_none_reader` answered without closing: ask again after another delay.
     pub fn none_reader_answered(&mut self, stream_id: &str, now: Instant) {
         if let Some(s) = self.by_id.get_mut(stream_id) {
@@ -245,6 +294,11 @@ impl RtpServers {
             if !s.check_paused && Duration::from_millis(v.quiet_ms) >= timing.rtp_timeout {
                 timed_out.push(s.stream_id.clone());
                 continue;
+            }
+            let due = |d: &&mut Dial| d.since <= listed_at && !d.dialing && v.tcp_conns == 0 && d.next_at.is_none_or(|at| now >= at);
+            if let Some(d) = s.dial.as_mut().filter(due) {
+                d.dialing = true;
+                actions.push(Action::Redial { stream_id: s.stream_id.clone(), to: d.to });
             }
             if s.publish == Publish::Waiting && v.packets > 0 && v.ready {
                 s.publish = Publish::Asking;
@@ -291,6 +345,7 @@ mod tests {
             check_paused: false,
             unwatched_since: None,
             none_reader_asking: false,
+            dial: None,
         }
     }
 
@@ -334,10 +389,10 @@ mod tests {
         let t0 = Instant::now();
         let mut s = RtpServers::default();
         s.insert(server("a", 1, t0));
-        let quiet = |packets| move |_| Some(StreamView { packets, ready: true, quiet_ms: 0, readers: 0 });
+        let quiet = |packets| move |_| Some(StreamView { packets, ready: true, quiet_ms: 0, readers: 0, tcp_conns: 0 });
         assert!(s.tick(t0, t0, TIMING, quiet(0)).is_empty(), "no packet: nothing");
         assert!(
-            s.tick(t0, t0, TIMING, |_| Some(StreamView { packets: 5, ready: false, quiet_ms: 0, readers: 0 })).is_empty(),
+            s.tick(t0, t0, TIMING, |_| Some(StreamView { packets: 5, ready: false, quiet_ms: 0, readers: 0, tcp_conns: 0 })).is_empty(),
             "tracks not known yet"
         );
         let a = s.tick(t0, t0, TIMING, quiet(5));
@@ -355,7 +410,7 @@ mod tests {
         assert_eq!(s.tick(t1 + Duration::from_secs(61), t1, TIMING, quiet(9)).len(), 1, "asked again a delay later");
         // A viewer resets the wait.
         s.none_reader_answered("a", t1 + Duration::from_secs(62));
-        let watched = |_| Some(StreamView { packets: 9, ready: true, quiet_ms: 0, readers: 1 });
+        let watched = |_| Some(StreamView { packets: 9, ready: true, quiet_ms: 0, readers: 1, tcp_conns: 0 });
         assert!(s.tick(t1 + Duration::from_secs(90), t1, TIMING, watched).is_empty());
         assert!(s.tick(t1 + Duration::from_secs(91), t1, TIMING, quiet(9)).is_empty());
     }
@@ -370,7 +425,7 @@ mod tests {
         s.get_mut("b").unwrap().check_paused = true;
         let view = |key| match key {
             3 => None,
-            _ => Some(StreamView { packets: 0, ready: false, quiet_ms: 15_000, readers: 0 }),
+            _ => Some(StreamView { packets: 0, ready: false, quiet_ms: 15_000, readers: 0, tcp_conns: 0 }),
         };
         let a = s.tick(t0, t0, TIMING, view);
         let gone: Vec<_> =
@@ -378,6 +433,32 @@ mod tests {
         assert_eq!(gone, ["a", "c"]);
         assert_eq!(s.len(), 1, "the paused one stays");
         assert_eq!(s.may_open("a", "rtp"), Ok(()), "a timed-out server's name is free again");
+    }
+
+    #[test]
+    fn a_dropped_dial_is_redialled_a_gap_after_each_failure_and_given_up_after_the_last() {
+        let t0 = Instant::now();
+        let mut s = RtpServers::default();
+        s.insert(server("a", 1, t0));
+        let device: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let view = |conns| move |_| Some(StreamView { packets: 9, ready: false, quiet_ms: 0, readers: 0, tcp_conns: conns });
+        assert!(s.tick(t0, t0, TIMING, view(0)).is_empty(), "never dialled: nothing");
+        let t1 = t0 + Duration::from_millis(1);
+        s.dialled("a", device, true, t1);
+        assert!(s.tick(t1, t0, TIMING, view(0)).is_empty(), "a listing taken before the dial says nothing of it");
+        assert!(s.tick(t1, t1, TIMING, view(1)).is_empty(), "connected");
+        let redial = s.tick(t1, t1, TIMING, view(0));
+        assert!(matches!(&redial[..], [Action::Redial { stream_id, to }] if stream_id == "a" && *to == device), "dropped: {redial:?}");
+        assert!(s.tick(t1, t1, TIMING, view(0)).is_empty(), "not while dialling");
+        for failure in 1..DIAL_TRIES_MAX {
+            let at = t1 + DIAL_GAP * (failure - 1);
+            s.dialled("a", device, false, at);
+            assert!(s.tick(at + DIAL_GAP / 2, at + DIAL_GAP / 2, TIMING, view(0)).is_empty(), "a gap between tries");
+            assert_eq!(s.tick(at + DIAL_GAP, at + DIAL_GAP, TIMING, view(0)).len(), 1, "try {}", failure + 1);
+        }
+        s.dialled("a", device, false, t1 + DIAL_GAP * 3);
+        assert!(s.get("a").unwrap().dial.is_none(), "given up after {DIAL_TRIES_MAX} tries");
+        assert!(s.tick(t1 + DIAL_GAP * 9, t1 + DIAL_GAP * 9, TIMING, view(0)).is_empty());
     }
 
     #[test]

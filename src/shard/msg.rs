@@ -218,6 +218,8 @@ pub struct StreamInfo {
     /// Why recording stopped on its own (a write failed, e.g. the disk is full).
     pub record_error: Option<String>,
     pub subscribers: usize,
+    /// RTP over TCP connections it holds (accepted or dialled).
+    pub tcp_conns: usize,
     pub is_static: bool,
     pub age_ms: u64,
     pub last_packet_ms_ago: Option<u64>,
@@ -243,6 +245,12 @@ pub enum ShardMsg {
         ssrc: u32,
         data: bytes::Bytes,
         peer: std::net::SocketAddr,
+    },
+    /// RTP ports are taken from `min..=max` from now on (this shard its slice of it).
+    PortRange {
+        min: u16,
+        max: u16,
+        reply: oneshot::Sender<()>,
     },
     /// This media shard's totals, taken at one instant.
     ShardTotals {

@@ -39,6 +39,15 @@ impl PortPool {
         PortPool { range: lo..=hi, used: HashSet::new(), recent: VecDeque::new() }
     }
 
+    /// Takes slice `shard` of `shards` of a new `min..=max` (a node's `setServerConfig`):
+    /// ports in use stay taken wherever they are, and are not pooled again if now outside.
+    pub fn reslice(&mut self, min: u16, max: u16, shard: usize, shards: usize) {
+        let fresh = PortPool::for_shard(min, max, shard, shards);
+        self.range = fresh.range;
+        let range = self.range.clone();
+        self.recent.retain(|p| range.contains(p));
+    }
+
     pub fn range(&self) -> RangeInclusive<u16> {
         self.range.clone()
     }
@@ -102,6 +111,19 @@ pub fn tcp_listener(addr: std::net::SocketAddr, share_port: bool) -> std::io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_range_is_sliced_again_and_ports_in_use_stay_taken() {
+        let mut pool = PortPool::for_shard(30000, 30099, 1, 2);
+        assert_eq!(pool.range(), 30050..=30099);
+        pool.take(30060);
+        pool.reslice(40000, 40009, 1, 2);
+        assert_eq!(pool.range(), 40005..=40009);
+        assert!(pool.in_use(30060), "still bound by its stream");
+        assert!(pool.candidates(7).all(|p| (40005..=40009).contains(&p)));
+        pool.release(30060);
+        assert!(!pool.in_use(30060) && pool.candidates(0).all(|p| p != 30060), "not pooled again outside the range");
+    }
 
     #[test]
     fn splits_range_and_draws() {

@@ -34,6 +34,15 @@ impl Shard {
         all
     }
 
+    /// Every media shard takes RTP ports from `min..=max` from now on.
+    pub async fn set_port_range(&self, min: u16, max: u16) {
+        for to in self.media_indices() {
+            if self.ask(to, |reply| ShardMsg::PortRange { min, max, reply }).await.is_none() {
+                tracing::warn!(to, "media shard gone; it keeps its RTP port range");
+            }
+        }
+    }
+
     /// Per media shard, its totals (`ShardTotals`: packets that reached no stream are counted
     /// only in its single-port counters).
     pub async fn shard_stats(&self) -> Vec<super::ShardTotals> {

@@ -445,6 +445,7 @@ impl Stream {
             record_file: self.recorder.borrow().as_ref().and_then(|r| r.file_name.clone()),
             record_error: self.recorder.borrow().as_ref().and_then(|r| r.error.clone()),
             subscribers: self.fanout.borrow().subscribers(),
+            tcp_conns: self.tcp_conns.borrow().len(),
             is_static: self.spec.is_static,
             age_ms: self.created.elapsed().as_millis() as u64,
             last_packet_ms_ago: self.last_packet.get().map(|t| t.elapsed().as_millis() as u64),
@@ -608,6 +609,11 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
         ShardMsg::Learner { ip, stream_ssrc, shard: to, learn } => shard.single_port.add_learner(ip, stream_ssrc, to, learn),
         ShardMsg::Unlearner { stream_ssrc } => shard.single_port.remove_learner(stream_ssrc),
         ShardMsg::Forwarded { ssrc, data, peer } => super::single_port::forwarded(shard, ssrc, data, peer),
+        ShardMsg::PortRange { min, max, reply } => {
+            shard.ports.borrow_mut().reslice(min, max, shard.index.saturating_sub(1), shard.media_shards);
+            tracing::info!(shard = shard.index, range = ?shard.ports.borrow().range(), "RTP port range changed");
+            let _ = reply.send(());
+        }
         ShardMsg::ShardTotals { reply } => {
             let _ = reply.send(shard.totals());
         }
@@ -776,7 +782,9 @@ pub fn track_tcp_conn(stream: &Rc<Stream>, conn: TcpStream, read: Vec<u8>) -> bo
 }
 
 /// TCP active media (a=setup:active): connect to the device's media port.
-pub const TCP_ACTIVE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A try's bound: callers that try again (a node's `connectRtpServer`, 3 tries 1 s apart) must
+/// answer within wvp's 10 s read timeout.
+pub const TCP_ACTIVE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn connect_active(stream: Rc<Stream>, addr: SocketAddr) -> Result<(), StreamCallError> {
     let conn = TcpStream::connect_timeout(addr, TCP_ACTIVE_CONNECT_TIMEOUT).await.map_err(|e| StreamCallError::Connect(e.to_string()))?;
