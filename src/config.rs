@@ -145,7 +145,15 @@ pub struct NodeConfig {
     /// is taken as a node (API at the announcing address and its `http.port`). Empty: only
     /// listed nodes are placed on.
     pub announce_secret: String,
+    /// `/index/api/downloadFile` without the secret and with no `on_http_access` hook set:
+    /// addresses or ranges that may fetch recordings (ZLMediaKit's `http.allow_ip_range`,
+    /// whose default this is: loopback and private networks, where wvp's browsers are).
+    /// Empty: only the secret, a gmv credential or `on_http_access` opens a file.
+    pub download_allow_ips: Vec<String>,
 }
+
+/// Entries of `node.download_allow_ips`.
+pub const DOWNLOAD_ALLOW_IPS_MAX: usize = 64;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -165,6 +173,7 @@ impl Default for NodeConfig {
             media_nodes: Vec::new(),
             node_down_after_s: 30,
             announce_secret: String::new(),
+            download_allow_ips: ["127.0.0.1", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"].map(String::from).to_vec(),
         }
     }
 }
@@ -698,6 +707,12 @@ impl Config {
             && ((self.node.media_nodes.is_empty() && self.node.announce_secret.is_empty()) || self.sip.listen.is_empty())
         {
             return invalid("node.role control needs node.media_nodes (or node.announce_secret) and sip.listen");
+        }
+        if self.node.download_allow_ips.len() > DOWNLOAD_ALLOW_IPS_MAX {
+            return invalid(&format!("node.download_allow_ips takes at most {DOWNLOAD_ALLOW_IPS_MAX} addresses or ranges"));
+        }
+        if let Some((ip, e)) = self.node.download_allow_ips.iter().find_map(|a| crate::proto::ipnet::IpNet::parse(a).err().map(|e| (a, e))) {
+            return invalid(&format!("node.download_allow_ips {ip:?}: {e}"));
         }
         if !self.node.announce_secret.is_empty() && self.node.announce_secret.len() < 16 {
             return invalid("node.announce_secret must be at least 16 characters");

@@ -251,6 +251,18 @@ fn ws_flv(engine: &Engine, path: &str, video_tags: usize) -> Vec<u8> {
     flv
 }
 
+/// A GET from another loopback address (the allowed-address check sees it).
+fn get_from(ip: [u8; 4], engine: &Engine, path: &str) -> (u16, Vec<u8>) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::from((ip, 0)).into()).unwrap();
+    sock.connect(&engine.http.into()).unwrap();
+    let mut c: TcpStream = sock.into();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (head, body) = read_response(&mut c);
+    (status_of(&head), body)
+}
+
 fn engine() -> Engine {
     let yaml = format!(
         "node:\n  secret: \"{SECRET}\"\n  media_server_id: {MEDIA_SERVER_ID}\n  keepalive_interval_s: 1\n  max_stream_wait_ms: 1500\n  rtp_server_timeout_s: 15\nrecord:\n  rotate_s: {ROTATE_S}\n"
@@ -427,6 +439,48 @@ fn wvp_downloads_a_recording_as_one_file_and_pauses_a_playback() {
     let file = std::path::PathBuf::from(record["file_path"].as_str().unwrap());
     let probe = ffprobe(&file);
     assert!(probe.frames as f64 >= time_len * f64::from(FPS) * 0.9, "{probe:?} in {time_len} s");
+
+    // The browser fetches it where wvp points it (`ZLMMediaNodeServerService.getDownloadFilePath`:
+    // downloadFile with on_record_mp4's file_path, not URL-encoded, no secret; wvp sets
+    // on_http_access to "", so the node's allowed addresses decide, as ZLMediaKit's do).
+    let file_path = record["file_path"].as_str().unwrap();
+    let url = format!("/index/api/downloadFile?file_path={file_path}");
+    let on_disk = std::fs::read(&file).unwrap();
+    let (head, body) = http_get(engine.http, &url, &[]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert!(body == on_disk, "the whole file ({} of {} bytes)", body.len(), on_disk.len());
+    let (head, body) = http_get(engine.http, &url, &[("Range", "bytes=100-199")]);
+    assert_eq!((status_of(&head), body.as_slice()), (206, &on_disk[100..200]), "byte ranges for the player's seeks");
+    // From an address outside node.download_allow_ips: refused, unless the secret comes along.
+    assert_eq!(get_from([127, 0, 0, 2], &engine, &url).0, 401);
+    let (status, body) = get_from([127, 0, 0, 2], &engine, &format!("{url}&secret={SECRET}"));
+    assert_eq!((status, body.len()), (200, on_disk.len()), "the secret opens it from anywhere");
+    // Nothing but the node's recordings, however the path is put.
+    let records = file.parent().unwrap().display().to_string();
+    let config = engine.config.display().to_string();
+    for bad in ["/etc/passwd".to_string(), format!("{records}/../../{}", engine.config.file_name().unwrap().to_str().unwrap()), config, format!("{records}/%2e%2e/x.mp4"), records.clone()] {
+        let (head, body) = http_get(engine.http, &format!("/index/api/downloadFile?file_path={bad}"), &[]);
+        assert_eq!(status_of(&head), 401, "{bad}: {}", String::from_utf8_lossy(&body));
+    }
+    let link = file.with_file_name("1200000001_1.mp4");
+    std::os::unix::fs::symlink(&engine.config, &link).unwrap();
+    let (head, _) = http_get(engine.http, &format!("/index/api/downloadFile?file_path={}", link.display()), &[]);
+    assert_eq!(status_of(&head), 404, "a symlink in the folder is no recording");
+    std::fs::remove_file(&link).unwrap();
+
+    // Retention (`conf/CloudRecordTimer.java`, daily): each expired file by its folder's name
+    // (`period`) and its file name; the file goes, a second time finds nothing.
+    let period = file.parent().unwrap().file_name().unwrap().to_str().unwrap().to_string();
+    let file_name = record["file_name"].as_str().unwrap();
+    let delete = |file: &str| post(&engine, "deleteRecordDirectory", &[("vhost", "__defaultVhost__"), ("app", "rtp"), ("stream", &name), ("period", &period), ("name", file)]);
+    for bad in ["../gmv.yml", "x.mp4", "/etc/passwd"] {
+        assert_ne!(delete(bad)["code"], 0, "{bad}");
+    }
+    assert!(engine.config.exists());
+    assert_eq!(delete(file_name)["code"], 0);
+    assert!(!file.exists(), "deleted");
+    assert_eq!(status_of(&http_get(engine.http, &url, &[]).0), 404);
+    assert_eq!(delete(file_name)["code"], -1, "gone already");
 
     // Playback with pause (`PlayServiceImpl.playbackPause/playbackResume`): by the replaced name.
     let (ssrc, hex) = ssrc_and_id("1200000002");

@@ -36,6 +36,9 @@ async fn body(conn: &mut HttpConn, head: &RequestHead) -> Option<Vec<u8>> {
 
 pub async fn serve_api(front: &Front, conn: &mut HttpConn, head: &RequestHead, name: &str) {
     let Some(node) = &front.node else { return respond_empty(conn, 404, "").await };
+    if name == "downloadFile" {
+        return download_file(front, node, conn, head).await;
+    }
     let Some(body) = body(conn, head).await else { return };
     let is_form = head.header("content-type").is_none_or(|t| t.starts_with("application/x-www-form-urlencoded"));
     let p = params(&head.query, if is_form { &body } else { &[] });
@@ -43,6 +46,65 @@ pub async fn serve_api(front: &Front, conn: &mut HttpConn, head: &RequestHead, n
         Reply::Json(v) => respond(conn, 200, JSON, v.to_string().as_bytes()).await,
         Reply::Jpeg(jpeg) => respond(conn, 200, "image/jpeg", &jpeg).await,
         Reply::NoSuchCall => respond_empty(conn, 404, "").await,
+    }
+}
+
+/// `downloadFile?file_path=` (wvp's download and cloud-record URL, no secret in it): allowed
+/// as ZLMediaKit allows it (the secret; else `on_http_access` when set; else an address in
+/// `node.download_allow_ips`) or by a gmv credential for the recording; then served with
+/// byte ranges, if the path names a recording of this node.
+async fn download_file(front: &Front, node: &crate::node::Node, conn: &mut HttpConn, head: &RequestHead) {
+    use crate::node::download_file::{FileRefused, allowed_ip, folders, resolve};
+    node.counters.borrow_mut().api_calls += 1;
+    if head.content_length > 0 {
+        conn.keep_alive = false; // its body is not read: the connection is out of step
+    }
+    let p = params(&head.query, &[]);
+    let Some(file_path) = p.get("file_path").filter(|f| !f.is_empty()).cloned() else {
+        return respond(conn, 200, JSON, crate::node::zlm::missing(&["file_path"]).to_string().as_bytes()).await;
+    };
+    let peer = conn.peer_ip();
+    let stem = std::path::Path::new(&file_path).file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+    let now = super::play_tokens::unix_s();
+    let allowed = crate::node::api::secret_ok(node, p.get("secret"))
+        || super::routes::play_allowed(&front.shard.secrets(), head, None, &crate::auth::Scope::Record(stem), now, peer).is_ok()
+        || match node.hooks.configured("on_http_access") {
+            true => node.http_access(&file_path, &head.query, std::net::SocketAddr::new(peer, 0)).await,
+            false => allowed_ip(&front.shard.config.node.download_allow_ips, peer),
+        };
+    if !allowed {
+        let refused = {
+            let mut c = node.counters.borrow_mut();
+            c.files_refused += 1;
+            c.files_refused
+        };
+        // Anyone may ask: a line at 1, 2, 4, ... refusals, all counted.
+        if refused.is_power_of_two() {
+            tracing::warn!(%peer, file_path, refused, "downloadFile refused: no secret, credential, on_http_access consent or allowed address");
+        }
+        conn.keep_alive = false;
+        return respond(conn, 401, "text/plain; charset=utf-8", b"[auth failed]: downloadFile needs the secret, a play token, on_http_access's consent or an address in node.download_allow_ips").await;
+    }
+    let data_dir = front.shard.config.data_dir.clone();
+    let asked = file_path.clone();
+    let resolved = glommio::executor().spawn_blocking(move || resolve(&asked, &folders(&data_dir))).await;
+    match resolved {
+        Ok((folder, name)) => {
+            node.counters.borrow_mut().files_downloaded += 1;
+            super::records_serve::serve(&folder, conn, &name, head.header("range")).await;
+        }
+        Err(FileRefused::NoSuchFile) => respond(conn, 404, "text/plain; charset=utf-8", b"no such recording").await,
+        Err(FileRefused::OutsideFolders) => {
+            let bad = {
+                let mut c = node.counters.borrow_mut();
+                c.files_bad_path += 1;
+                c.files_bad_path
+            };
+            if bad.is_power_of_two() {
+                tracing::warn!(%peer, file_path, bad, "downloadFile refused: the path names no recording of this node");
+            }
+            respond(conn, 401, "text/plain; charset=utf-8", b"file_path names no recording of this node").await;
+        }
     }
 }
 

@@ -40,7 +40,6 @@ const NOT_OFFERED: &[(&str, &str)] = &[
     ("loadMP4File", "gmv plays recordings at /flv/record/... instead"),
     ("seekRecordStamp", "gmv plays recordings at /flv/record/... instead"),
     ("setRecordSpeed", "gmv plays recordings at /flv/record/... instead"),
-    ("deleteRecordDirectory", "gmv keeps recordings under data_dir/records"),
     ("getMP4RecordFile", "gmv lists recordings at GET /api/records"),
     ("kick_sessions", "gmv closes viewers with their stream"),
 ];
@@ -52,7 +51,7 @@ fn ok() -> Value {
     json!({ "code": code::OK })
 }
 
-fn secret_ok(node: &Node, given: Option<&String>) -> bool {
+pub(crate) fn secret_ok(node: &Node, given: Option<&String>) -> bool {
     use subtle::ConstantTimeEq;
     let secret = node.shard.config.node.secret.as_bytes();
     match given {
@@ -93,6 +92,7 @@ pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
             | "close_streams"
             | "close_stream"
             | "getAllSession"
+            | "deleteRecordDirectory"
     ) || NOT_OFFERED.iter().any(|(n, _)| *n == name);
     if !known {
         return Reply::NoSuchCall;
@@ -159,6 +159,7 @@ pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
         "getSnap" => return snap(node, get("url")).await,
         "startRecord" | "stopRecord" | "isRecording" => record(node, name, get("type"), get("app"), get("stream")).await,
         "close_streams" | "close_stream" => close_streams(node, get("app"), get("stream")).await,
+        "deleteRecordDirectory" => delete_recording(node, get("app"), get("stream"), get("name")).await,
         // gmv's viewers are per stream (GET /api/streams); no per-session listing.
         "getAllSession" => json!({ "code": code::OK, "data": [] }),
         _ => return Reply::NoSuchCall,
@@ -519,6 +520,35 @@ async fn record(node: &Node, call: &str, kind: Option<&str>, app: Option<&str>, 
         Some(_) => json!({ "code": code::OK, "msg": "success", "result": true }),
         None => zlm::error(code::NOT_FOUND, "can not find the stream"),
     }
+}
+
+/// wvp's retention (`CloudRecordTimer`, daily) and its delete button: one recording by the
+/// `file_name` `on_record_mp4` gave, with its sidecar. gmv's recordings lie in one folder, so
+/// `period` (the file's folder name to wvp) says nothing; a call without `name` (a whole day
+/// of a stream in ZLMediaKit) is refused, as gmv does not file recordings by day.
+async fn delete_recording(node: &Node, app: Option<&str>, stream: Option<&str>, name: Option<&str>) -> Value {
+    let (Some(_), Some(_)) = (app, stream) else { return zlm::missing(&["vhost", "app", "stream"]) };
+    let Some(name) = name else {
+        return zlm::error(code::FAILED, "gmv deletes recordings one file at a time: name it (on_record_mp4's file_name)");
+    };
+    if !crate::shard::record::valid_file_name(name) {
+        return zlm::error(code::ARGS, "name is not a recording file name of this node");
+    }
+    let dir = crate::shard::record::records_dir(&node.shard.config.data_dir);
+    let (mp4, sidecar) = (dir.join(name), dir.join(name.replace(".mp4", ".json")));
+    let path = mp4.display().to_string();
+    let removed = glommio::executor()
+        .spawn_blocking(move || {
+            let removed = std::fs::remove_file(&mp4).is_ok();
+            let _ = std::fs::remove_file(&sidecar);
+            removed
+        })
+        .await;
+    if removed {
+        node.counters.borrow_mut().records_deleted += 1;
+        tracing::info!(file = name, "recording deleted (deleteRecordDirectory)");
+    }
+    json!({ "code": if removed { code::OK } else { code::FAILED }, "path": path })
 }
 
 async fn close_streams(node: &Node, app: Option<&str>, stream: Option<&str>) -> Value {

@@ -4,6 +4,7 @@
 //! media shards, reached through the media-service API; nothing here touches the media path.
 
 pub mod api;
+pub mod download_file;
 pub mod hooks;
 pub mod rtp_servers;
 pub mod zlm;
@@ -54,6 +55,13 @@ pub struct NodeCounters {
     pub replace_refused: u64,
     /// TCP active: dials to a device that failed (`connectRtpServer`'s tries and redials).
     pub redials_failed: u64,
+    /// `downloadFile` calls served, refused (no secret, credential, hook or allowed address),
+    /// and naming no recording of this node (a path outside its folders, `..`, a symlink).
+    pub files_downloaded: u64,
+    pub files_refused: u64,
+    pub files_bad_path: u64,
+    /// Recordings deleted by `deleteRecordDirectory`.
+    pub records_deleted: u64,
 }
 
 pub struct Node {
