@@ -416,9 +416,29 @@ fn node_api_answers_and_hooks_match_a_recorded_zlmediakit() {
     let (head, jpeg) = http_get(engine.http, x["request"]["url"].as_str().unwrap(), &[]);
     assert_eq!(status_of(&head), 200, "{head}");
     assert!(head.contains("Content-Type: image/jpeg") && jpeg.starts_with(&[0xff, 0xd8]), "{head}");
-    let (cascade, _) = replay(&engine, "59-startSendRtp-udp", &[]);
-    assert_eq!(cascade["code"], -1, "not offered, in ZLMediaKit's error shape: {cascade}");
-    assert!(cascade["msg"].as_str().unwrap().contains("gmv does not"), "{cascade}");
+    // Sending S1 on (cascade): UDP to a receiver here, stopped; stopping again fails; an
+    // unknown stream; a passive send nobody connects to ends, told by on_send_rtp_stopped.
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let dst = receiver.local_addr().unwrap().port().to_string();
+    check(&engine, "59-startSendRtp-udp", &[("dst_port", &dst)]);
+    let mut packet = [0u8; 2048];
+    let (n, _) = receiver.recv_from(&mut packet).unwrap();
+    assert!(n > 12 && packet[1] & 0x7f == 96, "RTP with payload type 96");
+    assert_eq!(u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]), 200_000_001, "the SSRC asked for");
+    check(&engine, "60-stopSendRtp", &[]);
+    check(&engine, "61-stopSendRtp-not-sending", &[]);
+    check(&engine, "62-startSendRtp-unknown-stream", &[]);
+    check(&engine, "63-startSendRtpPassive", &[("close_delay_ms", "1000")]);
+    let stopped = wait_for("on_send_rtp_stopped of the passive send", Duration::from_secs(10), || {
+        hooks_named(&seen, "on_send_rtp_stopped", S1).into_iter().find(|h| h.body["ssrc"] == "200000002")
+    });
+    let recorded = fixture("hooks", "24-on_send_rtp_stopped")["body"].clone();
+    for key in ["app", "stream", "vhost", "params", "ssrc", "originType", "originTypeStr", "originUrl", "mediaServerId"] {
+        assert_eq!(stopped.body[key], recorded[key], "on_send_rtp_stopped.{key}");
+    }
+    // Why it ended is gmv's own (ZLMediaKit's recording saw its peer hang up).
+    assert!(stopped.body["err"].is_number() && stopped.body["msg"].as_str().unwrap().contains("timeout"), "{}", stopped.body);
 
     // S2's first server got no data and timed out; reopened, it takes its SSRC over TCP; its
     // viewer leaves and on_stream_none_reader closes it (close:true).

@@ -562,3 +562,195 @@ fn wvp_sets_the_port_range_and_dials_devices_as_annex_d_asks() {
     assert!(failed["msg"].is_string());
     assert!(started.elapsed() >= Duration::from_secs(2), "3 tries, 1 s apart: {:?}", started.elapsed());
 }
+
+/// Starts a live channel as wvp does and waits until it arrived; the device keeps sending.
+fn live_channel(engine: &Engine, hooks: &WvpHooks, ssrc_text: &str, name: &str) -> Device {
+    let (ssrc, hex) = ssrc_and_id(ssrc_text);
+    let port = open_rtp_server(engine, &hex, ssrc);
+    hooks.authorize(&hex, json!({"code": 0, "msg": "success", "enable_audio": true, "enable_mp4": false, "stream_replace": name}));
+    let device = Device::send(port, ssrc, true);
+    wait_for("the channel arrived", Duration::from_secs(30), || hooks.changed(name, true).pop());
+    device
+}
+
+/// RTP payloads (PS) received on a UDP socket for `span`, written to a file ffprobe reads;
+/// also where they came from and the SSRCs seen.
+fn receive_udp_ps(sock: &UdpSocket, span: Duration, name: &str) -> (std::path::PathBuf, Vec<SocketAddr>, Vec<u32>) {
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let deadline = std::time::Instant::now() + span;
+    let (mut ps, mut from, mut ssrcs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut buf = vec![0u8; 65536];
+    while std::time::Instant::now() < deadline {
+        if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let p = gmv::proto::rtp::RtpPacket::parse(bytes::Bytes::copy_from_slice(&buf[..n])).unwrap();
+            ps.extend_from_slice(&p.payload);
+            if !from.contains(&peer) {
+                from.push(peer);
+            }
+            if !ssrcs.contains(&p.ssrc) {
+                ssrcs.push(p.ssrc);
+            }
+        }
+    }
+    let out = work_dir().join(name);
+    std::fs::write(&out, ps).unwrap();
+    (out, from, ssrcs)
+}
+
+/// RFC 4571 frames read from a TCP connection for `span`, their RTP payloads (PS) to a file.
+fn receive_tcp_ps(conn: &mut TcpStream, span: Duration, name: &str) -> std::path::PathBuf {
+    conn.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let deadline = std::time::Instant::now() + span;
+    let mut data = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while std::time::Instant::now() < deadline {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let mut ps = Vec::new();
+    let mut rest = &data[..];
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        if rest.len() < 2 + len {
+            break;
+        }
+        let p = gmv::proto::rtp::RtpPacket::parse(bytes::Bytes::copy_from_slice(&rest[2..2 + len])).unwrap();
+        ps.extend_from_slice(&p.payload);
+        rest = &rest[2 + len..];
+    }
+    let out = work_dir().join(name);
+    std::fs::write(&out, ps).unwrap();
+    out
+}
+
+fn assert_clip(path: &std::path::Path, seconds: f64) {
+    let probe = ffprobe(path);
+    assert_eq!((probe.codec.as_str(), probe.width, probe.height), ("h264", WIDTH, HEIGHT), "{}", path.display());
+    assert!(probe.frames as f64 >= seconds * f64::from(FPS) * 0.6, "{probe:?} from {}", path.display());
+}
+
+/// ffmpeg receiving RTP as an SDP describes it (an independent peer), for `seconds` of media.
+fn ffmpeg_rtp(sdp: &str, out: &std::path::Path, seconds: u32) -> std::process::Child {
+    let sdp_path = out.with_extension("sdp");
+    std::fs::write(&sdp_path, sdp).unwrap();
+    std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-protocol_whitelist", "file,udp,rtp", "-i"])
+        .arg(&sdp_path)
+        .args(["-t", &seconds.to_string(), "-c", "copy"])
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run ffmpeg")
+}
+
+#[test]
+fn wvp_sends_a_stream_on_as_ps_and_raw_over_udp_and_tcp_both_ways() {
+    let hooks = WvpHooks::start();
+    let engine = engine();
+    set_zlm_config(&engine, &hooks);
+    let name = format!("{DEVICE}_{CHANNEL}");
+    let _device = live_channel(&engine, &hooks, "0200000301", &name);
+    let send = |call: &str, extra: &[(&str, &str)]| {
+        let mut params = vec![("vhost", "__defaultVhost__"), ("app", "rtp"), ("stream", name.as_str())];
+        params.extend_from_slice(extra);
+        post(&engine, call, &params)
+    };
+
+    // Cascade over UDP (`AckRequestProcessor` → `MediaServerServiceImpl.startSendRtp`): PS,
+    // pt 96, from the port wvp allocated, RTCP asked for as wvp asks (`"500"`, which reads false).
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let src_port = free_udp_port();
+    let (dst, src) = (receiver.local_addr().unwrap().port().to_string(), src_port.to_string());
+    let started = send(
+        "startSendRtp",
+        &[("ssrc", "100000301"), ("src_port", &src), ("pt", "96"), ("use_ps", "1"), ("only_audio", "0"), ("is_udp", "1"), ("enable_origin_recv_limit", "1"), ("udp_rtcp_timeout", "500"), ("dst_url", "127.0.0.1"), ("dst_port", &dst)],
+    );
+    assert_eq!(started, json!({"code": 0, "local_port": src_port}));
+    let (ps, from, ssrcs) = receive_udp_ps(&receiver, Duration::from_secs(3), "wvp-send-udp.mpg");
+    assert_clip(&ps, 3.0);
+    assert_eq!(from.iter().map(|a| a.port()).collect::<Vec<_>>(), [src_port], "sent from src_port");
+    assert_eq!(ssrcs, [100_000_301]);
+    assert_eq!(send("stopSendRtp", &[("ssrc", "100000301")]), json!({"code": 0}));
+    let stopped = hooks.wait("on_send_rtp_stopped", &name, |b| b["ssrc"] == "100000301");
+    assert_eq!((stopped["app"].as_str(), stopped["originType"].as_u64()), (Some("rtp"), Some(3)));
+
+    // Raw H.264 over UDP, received by ffmpeg from an SDP (an independent RTP peer).
+    let port = free_udp_port();
+    let out = work_dir().join("wvp-send-es.mkv");
+    let mut ffmpeg = ffmpeg_rtp(&format!("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=gmv\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video {port} RTP/AVP 98\r\na=rtpmap:98 H264/90000\r\n"), &out, 3);
+    let started = send("startSendRtp", &[("ssrc", "100000302"), ("pt", "98"), ("use_ps", "0"), ("only_audio", "0"), ("is_udp", "1"), ("dst_url", "127.0.0.1"), ("dst_port", &port.to_string())]);
+    assert_eq!(started["code"], 0, "{started}");
+    assert!(wait_exit(&mut ffmpeg, Duration::from_secs(30)).is_some_and(|s| s.success()), "ffmpeg took 3 s of the stream");
+    assert_clip(&out, 2.0);
+    send("stopSendRtp", &[("ssrc", "100000302")]);
+
+    // Voice broadcast (`PlayServiceImpl.startPushStream`): raw G.711 A-law alone, pt 8; ffmpeg
+    // decodes it and the tone is the camera's 1 kHz.
+    let port = free_udp_port();
+    let wav = work_dir().join("wvp-send-voice.wav");
+    let mut ffmpeg = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-protocol_whitelist", "file,udp,rtp", "-i"])
+        .arg({
+            let sdp = work_dir().join("wvp-send-voice.sdp");
+            std::fs::write(&sdp, format!("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=gmv\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n")).unwrap();
+            sdp
+        })
+        .args(["-t", "2", "-f", "s16le", "-ac", "1", "-ar", "8000"])
+        .arg(&wav)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run ffmpeg");
+    let started = send("startSendRtp", &[("ssrc", "100000303"), ("pt", "8"), ("use_ps", "0"), ("only_audio", "1"), ("is_udp", "1"), ("dst_url", "127.0.0.1"), ("dst_port", &port.to_string())]);
+    assert_eq!(started["code"], 0, "{started}");
+    assert!(wait_exit(&mut ffmpeg, Duration::from_secs(30)).is_some_and(|s| s.success()), "ffmpeg took 2 s of the voice");
+    let samples: Vec<i16> = std::fs::read(&wav).unwrap().chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    assert!(samples.len() >= 8000, "{} samples", samples.len());
+    let crossings = samples.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count() as f64;
+    let hz = crossings / 2.0 / (samples.len() as f64 / 8000.0);
+    assert!((900.0..1100.0).contains(&hz), "a {hz:.0} Hz tone");
+    send("stopSendRtp", &[("ssrc", "100000303")]);
+
+    // Cascade over TCP, dialled by the node (`is_udp=0`).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dst = listener.local_addr().unwrap().port().to_string();
+    let started = send("startSendRtp", &[("ssrc", "100000304"), ("pt", "96"), ("use_ps", "1"), ("only_audio", "0"), ("is_udp", "0"), ("dst_url", "127.0.0.1"), ("dst_port", &dst)]);
+    assert_eq!(started["code"], 0, "{started}");
+    let (mut conn, _) = listener.accept().unwrap();
+    assert_clip(&receive_tcp_ps(&mut conn, Duration::from_secs(3), "wvp-send-tcp.mpg"), 3.0);
+    // The upper platform goes away: the sender ends and says so.
+    drop(conn);
+    let stopped = hooks.wait("on_send_rtp_stopped", &name, |b| b["ssrc"] == "100000304");
+    assert_eq!(stopped["err"], 1, "the peer hung up: {stopped}");
+
+    // Cascade to an upper platform that connects (`InviteRequestProcessor`, SDP setup:active:
+    // startSendRtpPassive before the 200 OK, close_delay_ms 10000).
+    let src_port = free_tcp_port();
+    let started = send(
+        "startSendRtpPassive",
+        &[("ssrc", "100000305"), ("src_port", &src_port.to_string()), ("pt", "96"), ("use_ps", "1"), ("only_audio", "0"), ("is_udp", "0"), ("enable_origin_recv_limit", "1"), ("close_delay_ms", "10000"), ("dst_port", "0")],
+    );
+    assert_eq!(started, json!({"code": 0, "local_port": src_port}));
+    let mut conn = TcpStream::connect(("127.0.0.1", src_port)).unwrap();
+    assert_clip(&receive_tcp_ps(&mut conn, Duration::from_secs(3), "wvp-send-passive.mpg"), 3.0);
+    assert_eq!(send("stopSendRtp", &[]), json!({"code": 0}), "all of the stream's senders");
+    hooks.wait("on_send_rtp_stopped", &name, |b| b["ssrc"] == "100000305");
+    assert_eq!(send("stopSendRtp", &[]), json!({"code": -1, "msg": "stopSendRtp failed"}), "none left");
+
+    // Nobody there: a refused dial fails at once; a passive send nobody takes times out.
+    let nobody = free_tcp_port().to_string();
+    let refused = send("startSendRtp", &[("ssrc", "100000306"), ("is_udp", "0"), ("dst_url", "127.0.0.1"), ("dst_port", &nobody)]);
+    assert_eq!((refused["code"].as_i64(), refused["local_port"].as_u64()), (Some(-1), Some(0)), "{refused}");
+    let started = send("startSendRtpPassive", &[("ssrc", "100000307"), ("is_udp", "0"), ("close_delay_ms", "1000")]);
+    assert_eq!(started["code"], 0);
+    let stopped = hooks.wait("on_send_rtp_stopped", &name, |b| b["ssrc"] == "100000307");
+    assert_eq!(stopped["err"], 2, "timed out: {stopped}");
+    let unknown = post(&engine, "startSendRtp", &[("vhost", "__defaultVhost__"), ("app", "rtp"), ("stream", "nope"), ("ssrc", "1"), ("is_udp", "1"), ("dst_url", "127.0.0.1"), ("dst_port", "9")]);
+    assert_eq!(unknown, json!({"code": -500, "msg": "can not find the source stream"}));
+    let (_, metrics) = engine.try_request("GET", "/metrics", &[("gmv-token", TOKEN)], b"").unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("gmv_node_sends_stopped_total ") && !l.ends_with(" 0")), "counted");
+}

@@ -28,10 +28,7 @@ pub enum Reply {
 
 /// ZLMediaKit's calls gmv does not make, and why.
 const NOT_OFFERED: &[(&str, &str)] = &[
-    ("startSendRtp", "gmv does not forward streams to other servers (cascade) yet"),
-    ("startSendRtpPassive", "gmv does not forward streams to other servers (cascade) yet"),
-    ("startSendRtpTalk", "gmv does not forward streams to other servers (cascade) yet"),
-    ("stopSendRtp", "gmv does not forward streams to other servers (cascade) yet"),
+    ("startSendRtpTalk", "gmv does not take a peer's media back on a send (JT/T 1078 talk) yet"),
     ("addStreamProxy", "gmv does not pull streams from URLs"),
     ("delStreamProxy", "gmv does not pull streams from URLs"),
     ("addFFmpegSource", "gmv does not run ffmpeg sources"),
@@ -93,6 +90,9 @@ pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
             | "close_stream"
             | "getAllSession"
             | "deleteRecordDirectory"
+            | "startSendRtp"
+            | "startSendRtpPassive"
+            | "stopSendRtp"
     ) || NOT_OFFERED.iter().any(|(n, _)| *n == name);
     if !known {
         return Reply::NoSuchCall;
@@ -159,6 +159,9 @@ pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
         "getSnap" => return snap(node, get("url")).await,
         "startRecord" | "stopRecord" | "isRecording" => record(node, name, get("type"), get("app"), get("stream")).await,
         "close_streams" | "close_stream" => close_streams(node, get("app"), get("stream")).await,
+        "startSendRtp" => start_send(node, p, false).await,
+        "startSendRtpPassive" => start_send(node, p, true).await,
+        "stopSendRtp" => stop_send(node, get("app"), get("stream"), get("ssrc")).await,
         "deleteRecordDirectory" => delete_recording(node, get("app"), get("stream"), get("name")).await,
         // gmv's viewers are per stream (GET /api/streams); no per-session listing.
         "getAllSession" => json!({ "code": code::OK, "data": [] }),
@@ -416,13 +419,7 @@ async fn connect(node: &Node, stream_id: &str, url: Option<&str>, port: Option<&
     let (Some(url), Some(port)) = (url, port) else { return zlm::missing(&["dst_url", "dst_port", "stream_id"]) };
     let Some(s) = server(node, stream_id) else { return zlm::error(code::FAILED, "can not find the stream") };
     let Ok(port) = port.parse::<u16>() else { return zlm::error(code::ARGS, "dst_port must be a port") };
-    let target = format!("{url}:{port}");
-    // A host name resolves on a blocking thread.
-    let Some(addr) =
-        glommio::executor().spawn_blocking(move || std::net::ToSocketAddrs::to_socket_addrs(&target).ok().and_then(|mut a| a.next())).await
-    else {
-        return zlm::error(code::FAILED, &format!("cannot resolve {url}"));
-    };
+    let Some(addr) = resolve_host(url, port).await else { return zlm::error(code::FAILED, &format!("cannot resolve {url}")) };
     // GB/T 28181-2022 Annex D: a device's media port may not listen yet; tried again a gap
     // later (ZLMediaKit tries once).
     let mut result = Err(crate::shard::msg::StreamCallError::NoAnswer);
@@ -518,6 +515,88 @@ async fn record(node: &Node, call: &str, kind: Option<&str>, app: Option<&str>, 
     }
     match node.shard.record(s.key, call == "startRecord").await {
         Some(_) => json!({ "code": code::OK, "msg": "success", "result": true }),
+        None => zlm::error(code::NOT_FOUND, "can not find the stream"),
+    }
+}
+
+/// Resolves `host:port` on a blocking thread (a name may need DNS).
+async fn resolve_host(host: &str, port: u16) -> Option<std::net::SocketAddr> {
+    let target = format!("{host}:{port}");
+    glommio::executor().spawn_blocking(move || std::net::ToSocketAddrs::to_socket_addrs(&target).ok().and_then(|mut a| a.next())).await
+}
+
+/// `startSendRtp` (to `dst_url:dst_port`, UDP or dialled TCP) and `startSendRtpPassive` (to
+/// whoever connects or sends first), with the parameters wvp sends (cascade: PS, pt 96;
+/// broadcast: raw G.711, pt 8, `only_audio`); answered `local_port` as ZLMediaKit does.
+async fn start_send(node: &Node, p: &Params, passive: bool) -> Value {
+    use crate::shard::rtp_send::{SEND_WAIT_DEFAULT, SendError, SendSpec, SendTransport};
+    let get = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let flag = |k: &str, default: bool| get(k).and_then(|v| zlm::zlm_bool(&Value::String(v.to_string()))).unwrap_or(default);
+    let required: &[&str] = if passive { &["vhost", "app", "stream", "ssrc"] } else { &["vhost", "app", "stream", "ssrc", "dst_url", "dst_port", "is_udp"] };
+    if required.iter().any(|k| get(k).is_none()) {
+        return zlm::missing(required);
+    }
+    let Some(ssrc) = get("ssrc").and_then(|s| s.parse::<u32>().ok()) else { return zlm::error(code::ARGS, "ssrc must be a 32-bit number") };
+    let Some(payload_type) = get("pt").map_or(Some(96), |v| v.parse::<u8>().ok().filter(|pt| *pt <= 127)) else {
+        return zlm::error(code::ARGS, "pt must be 0..127");
+    };
+    // `type`: 0 raw ES, 1 PS (the default), 2 TS; the older `use_ps` wins when given.
+    let ps = match (get("use_ps"), get("type")) {
+        (Some(_), _) => flag("use_ps", true),
+        (None, None | Some("1")) => true,
+        (None, Some("0")) => false,
+        (None, Some(_)) => return zlm::error(code::ARGS, "type must be 0 (ES) or 1 (PS); gmv does not send TS"),
+    };
+    if get("recv_stream_id").is_some() {
+        return zlm::error(code::FAILED, "gmv does not take a peer's media back on a send (recv_stream_id, talk) yet");
+    }
+    let src_port = match get("src_port").map(str::parse::<u16>) {
+        None | Some(Ok(0)) => None,
+        Some(Ok(port)) => Some(port),
+        Some(Err(_)) => return zlm::error(code::ARGS, "src_port must be a port"),
+    };
+    let is_udp = flag("is_udp", false);
+    let transport = match (passive, is_udp) {
+        (true, true) => SendTransport::UdpPassive,
+        (true, false) => SendTransport::TcpPassive,
+        (false, _) => {
+            let (Some(host), Some(Ok(port))) = (get("dst_url"), get("dst_port").map(str::parse::<u16>)) else {
+                return zlm::error(code::ARGS, "dst_port must be a port");
+            };
+            let Some(to) = resolve_host(host, port).await else { return zlm::error(code::FAILED, &format!("cannot resolve {host}")) };
+            if is_udp { SendTransport::Udp(to) } else { SendTransport::Tcp(to) }
+        }
+    };
+    let wait = get("close_delay_ms").and_then(|v| v.parse::<u64>().ok()).filter(|ms| *ms > 0).map_or(SEND_WAIT_DEFAULT, Duration::from_millis);
+    let Some(source) = published(node, get("app"), get("stream")) else { return zlm::error(code::NOT_FOUND, "can not find the source stream") };
+    if !node.sends.borrow().contains_key(&(source.key, ssrc)) && node.sends.borrow().len() >= super::SENDS_TRACKED_MAX {
+        return zlm::error(code::FAILED, &format!("this node sends {} streams on, its most", super::SENDS_TRACKED_MAX));
+    }
+    let mux = crate::proto::rtp_mux::RtpMuxSettings { ssrc, payload_type, ps, only_audio: flag("only_audio", false) };
+    let spec = SendSpec { mux, transport, src_port, wait, rtcp: is_udp && flag("udp_rtcp_timeout", false) };
+    match node.shard.start_send(source.key, spec).await {
+        Ok(started) => {
+            node.sends.borrow_mut().insert((source.key, ssrc), (source.app.clone(), source.name.clone()));
+            json!({ "code": code::OK, "local_port": started.local_port })
+        }
+        Err(SendError::NoStream) => zlm::error(code::NOT_FOUND, "can not find the source stream"),
+        Err(e @ SendError::Bind(_)) => zlm::error(code::BIND, &e.to_string()),
+        Err(e) => json!({ "code": code::FAILED, "msg": e.to_string(), "local_port": 0 }),
+    }
+}
+
+/// `stopSendRtp`: the stream's senders with `ssrc` (absent: all of them).
+async fn stop_send(node: &Node, app: Option<&str>, stream: Option<&str>, ssrc: Option<&str>) -> Value {
+    let (Some(_), Some(_)) = (app, stream) else { return zlm::missing(&["vhost", "app", "stream"]) };
+    let send_ssrc = match ssrc.map(str::parse::<u32>) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(_)) => return zlm::error(code::ARGS, "ssrc must be a 32-bit number"),
+    };
+    let Some(source) = published(node, app, stream) else { return zlm::error(code::NOT_FOUND, "can not find the stream") };
+    match node.shard.stop_send(source.key, send_ssrc).await {
+        Some(n) if n > 0 => ok(),
+        Some(_) => zlm::error(code::FAILED, "stopSendRtp failed"),
         None => zlm::error(code::NOT_FOUND, "can not find the stream"),
     }
 }

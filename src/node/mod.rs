@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 pub const NODE_TICK: Duration = Duration::from_millis(500);
 /// How often a viewer waiting for a stream to be published looks again.
 const PLAY_WAIT_POLL: Duration = Duration::from_millis(100);
+/// Senders (`startSendRtp`) the node names in `on_send_rtp_stopped`, at most.
+pub const SENDS_TRACKED_MAX: usize = rtp_servers::RTP_SERVERS_MAX;
 /// Servers closed while recording, remembered until their file is closed (it closes after the
 /// server, and `on_record_mp4` names the server): at most this many.
 pub const CLOSED_RECORDINGS_MAX: usize = 256;
@@ -62,6 +64,8 @@ pub struct NodeCounters {
     pub files_bad_path: u64,
     /// Recordings deleted by `deleteRecordDirectory`.
     pub records_deleted: u64,
+    /// Senders ended (`on_send_rtp_stopped` posted).
+    pub sends_stopped: u64,
 }
 
 pub struct Node {
@@ -77,6 +81,8 @@ pub struct Node {
     next_viewer: Cell<u64>,
     /// Process CPU time at the last keepalive, and when it was read.
     cpu_mark: Cell<(Duration, Instant)>,
+    /// Senders started here: (source key, send SSRC) → the source's (app, name) when started.
+    pub sends: RefCell<std::collections::BTreeMap<(u32, u32), (String, String)>>,
     /// Servers closed while recording: (key, app, name), oldest first.
     closed_recordings: RefCell<std::collections::VecDeque<(u32, String, String)>>,
 }
@@ -156,6 +162,7 @@ impl Node {
             next_viewer: Cell::new(1),
             cpu_mark: Cell::new((process_cpu(), Instant::now())),
             closed_recordings: RefCell::new(Default::default()),
+            sends: RefCell::new(Default::default()),
         });
         if node.shard.config.node.secret.is_empty() {
             tracing::info!("node API off (node.secret is empty): /index/api/ answers every call \"Please login first\"");
@@ -289,6 +296,22 @@ impl Node {
             }
         }
         allowed
+    }
+
+    /// A media shard's sender ended: `on_send_rtp_stopped` for a send this node started.
+    pub fn send_stopped(&self, stopped: &crate::shard::rtp_send::SendStopped) {
+        let Some((app, name)) = self.sends.borrow_mut().remove(&(stopped.source_ssrc, stopped.send_ssrc)) else { return };
+        let mut body = zlm::stream_ref(&app, &name, "rtsp");
+        body.remove("schema");
+        body.insert("ssrc".into(), stopped.send_ssrc.to_string().into());
+        body.insert("originType".into(), zlm::ORIGIN_TYPE_RTP_PUSH.into());
+        body.insert("originTypeStr".into(), zlm::ORIGIN_TYPE_RTP_PUSH_NAME.into());
+        body.insert("originUrl".into(), format!("rtp://{}/{app}/{name}", rtp_servers::VHOST).into());
+        body.insert("msg".into(), stopped.reason.clone().into());
+        body.insert("err".into(), stopped.end.zlm_err().into());
+        body.insert("packets".into(), stopped.packets.into());
+        self.counters.borrow_mut().sends_stopped += 1;
+        self.hooks.post("on_send_rtp_stopped", body);
     }
 
     /// A media shard closed a recording: `on_record_mp4` for a node stream.

@@ -18,6 +18,7 @@ pub mod ps_mux;
 pub mod retime;
 pub mod rtp;
 pub mod rtp_depack;
+pub mod rtp_mux;
 pub mod sdp;
 pub mod sip;
 pub mod sniff;

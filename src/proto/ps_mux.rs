@@ -12,19 +12,24 @@ const PES_PAYLOAD_BYTES_MAX: usize = 65_000;
 const MUX_RATE_50BPS: u32 = 50_000;
 
 pub struct PsMuxer {
-    video: Codec,
+    video: Option<Codec>,
     audio: Option<Codec>,
 }
 
 impl PsMuxer {
     pub fn new(video: Codec, audio: Option<Codec>) -> Self {
-        PsMuxer { video, audio }
+        PsMuxer { video: Some(video), audio }
+    }
+
+    /// Audio alone (a voice broadcast): each audio frame leads its own pack.
+    pub fn audio_only(audio: Codec) -> Self {
+        PsMuxer { video: None, audio: Some(audio) }
     }
 
     pub fn mux(&mut self, frame: &Frame) -> Vec<u8> {
         let mut out = Vec::with_capacity(frame.data.len() + 64);
         let is_video = frame.codec.is_video();
-        if is_video {
+        if is_video || self.video.is_none() {
             write_pack_header(&mut out, frame.dts);
             if frame.keyframe {
                 self.write_system_header(&mut out);
@@ -40,23 +45,28 @@ impl PsMuxer {
     }
 
     fn write_system_header(&self, out: &mut Vec<u8>) {
-        let streams = 1 + self.audio.is_some() as usize;
+        let streams = self.video.is_some() as usize + self.audio.is_some() as usize;
         let len = 6 + 3 * streams;
         out.extend_from_slice(&[0, 0, 1, 0xbb, 0, len as u8]);
         out.push(0x80 | (MUX_RATE_50BPS >> 15) as u8);
         out.push((MUX_RATE_50BPS >> 7) as u8);
         out.push(((MUX_RATE_50BPS << 1) as u8) | 1);
         out.push((self.audio.is_some() as u8) << 2); // audio_bound; fixed and CSPS flags clear
-        out.push(0xe1); // locks, marker, video_bound = 1
+        out.push(0xe0 | self.video.is_some() as u8); // locks, marker, video_bound
         out.push(0x7f);
-        out.extend_from_slice(&[VIDEO_STREAM_ID, 0xe0, 0xe8]);
+        if self.video.is_some() {
+            out.extend_from_slice(&[VIDEO_STREAM_ID, 0xe0, 0xe8]);
+        }
         if self.audio.is_some() {
             out.extend_from_slice(&[AUDIO_STREAM_ID, 0xc0, 0x20]);
         }
     }
 
     fn write_psm(&self, out: &mut Vec<u8>) {
-        let mut map = vec![self.video.stream_type(), VIDEO_STREAM_ID, 0, 0];
+        let mut map = Vec::with_capacity(8);
+        if let Some(v) = self.video {
+            map.extend_from_slice(&[v.stream_type(), VIDEO_STREAM_ID, 0, 0]);
+        }
         if let Some(a) = self.audio {
             map.extend_from_slice(&[a.stream_type(), AUDIO_STREAM_ID, 0, 0]);
         }

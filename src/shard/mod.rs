@@ -7,6 +7,7 @@ pub mod msg;
 pub mod pipeline;
 pub mod ports;
 pub mod record;
+pub mod rtp_send;
 pub mod recv_batch;
 pub mod service;
 pub mod single_port;
@@ -94,6 +95,9 @@ pub struct Shard {
     /// On the control executor: what to do with recordings the media shards closed (installed
     /// by the runtime: the control plane publishes them as events).
     pub on_recording_closed: std::cell::OnceCell<Box<dyn Fn(record::RecordInfo)>>,
+    /// On the control executor: what to do when a media shard's RTP sender ends (the node
+    /// posts `on_send_rtp_stopped`).
+    pub on_send_stopped: std::cell::OnceCell<Box<dyn Fn(rtp_send::SendStopped)>>,
     /// API keys and play secrets this executor checks requests against; a reload (SIGHUP)
     /// sends every executor a new copy.
     pub secrets: RefCell<Arc<crate::auth::Secrets>>,
@@ -166,6 +170,7 @@ impl Shard {
             cover_gate: Rc::new(glommio::sync::Semaphore::new(COVER_DECODES_AT_ONCE)),
             record_writers: Default::default(),
             on_recording_closed: Default::default(),
+            on_send_stopped: Default::default(),
             secrets: RefCell::new(secrets),
             tls: RefCell::new(None),
             single_port: Default::default(),

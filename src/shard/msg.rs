@@ -220,6 +220,8 @@ pub struct StreamInfo {
     pub subscribers: usize,
     /// RTP over TCP connections it holds (accepted or dialled).
     pub tcp_conns: usize,
+    /// RTP senders sending it on (cascade, voice).
+    pub senders: usize,
     pub is_static: bool,
     pub age_ms: u64,
     pub last_packet_ms_ago: Option<u64>,
@@ -246,6 +248,21 @@ pub enum ShardMsg {
         data: bytes::Bytes,
         peer: std::net::SocketAddr,
     },
+    /// Send the stream on as RTP (`rtp_send`); replies once bound (or dialled).
+    StartSend {
+        ssrc: u32,
+        spec: super::rtp_send::SendSpec,
+        reply: oneshot::Sender<Result<super::rtp_send::SendStarted, super::rtp_send::SendError>>,
+    },
+    /// Ends the stream's senders with `send_ssrc` (None: all); replies how many, None for an
+    /// unknown stream.
+    StopSend {
+        ssrc: u32,
+        send_ssrc: Option<u32>,
+        reply: oneshot::Sender<Option<usize>>,
+    },
+    /// A sender ended (to the control executor).
+    SendStopped(super::rtp_send::SendStopped),
     /// RTP ports are taken from `min..=max` from now on (this shard its slice of it).
     PortRange {
         min: u16,

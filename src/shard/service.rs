@@ -88,6 +88,18 @@ impl Shard {
         self.ask_owner(ssrc, |reply| ShardMsg::StreamInfo { ssrc, reply }).await.flatten()
     }
 
+    /// Sends stream `ssrc` on as RTP (`rtp_send`): answered once bound (a dialled sender: once
+    /// connected).
+    pub async fn start_send(&self, ssrc: u32, spec: super::rtp_send::SendSpec) -> Result<super::rtp_send::SendStarted, super::rtp_send::SendError> {
+        self.ask_owner(ssrc, |reply| ShardMsg::StartSend { ssrc, spec, reply }).await.unwrap_or(Err(super::rtp_send::SendError::NoAnswer))
+    }
+
+    /// Ends stream `ssrc`'s senders with `send_ssrc` (None: all): how many; None for an
+    /// unknown stream.
+    pub async fn stop_send(&self, ssrc: u32, send_ssrc: Option<u32>) -> Option<usize> {
+        self.ask_owner(ssrc, |reply| ShardMsg::StopSend { ssrc, send_ssrc, reply }).await.flatten()
+    }
+
     /// A node's stream was published with these options; false for an unknown stream.
     pub async fn publishing(&self, ssrc: u32, order: super::msg::PublishOrder) -> bool {
         self.ask_owner(ssrc, |reply| ShardMsg::Publishing { ssrc, order, reply }).await.unwrap_or(false)

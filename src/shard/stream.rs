@@ -90,6 +90,8 @@ pub struct Stream {
     /// Single port: every media shard knows this stream waits for its device's first packet
     /// (`ShardMsg::Learner`), until it takes one or closes.
     learning: Cell<bool>,
+    /// RTP senders fed from this stream's frames (`rtp_send`).
+    senders: RefCell<Vec<super::rtp_send::Feed>>,
 }
 
 impl Stream {
@@ -269,14 +271,92 @@ impl Stream {
         Ok(jpeg)
     }
 
-    fn feed_recorder(&self) {
-        let mut recorder = self.recorder.borrow_mut();
-        let Some(r) = recorder.as_mut() else { return };
-        if let Some(frames) = self.pipeline.borrow_mut().frames_out.as_mut() {
-            for f in frames.drain(..) {
-                r.push(&f);
+    /// Hands the emitted frames to the recorder and the RTP senders (shared buffers).
+    fn feed_frames(&self) {
+        let (frames, video) = {
+            let mut p = self.pipeline.borrow_mut();
+            let video = p.flv.video_info().map(|(codec, _)| codec);
+            match p.frames_out.as_mut() {
+                Some(f) if !f.is_empty() => (std::mem::take(f), video),
+                _ => return,
+            }
+        };
+        if let Some(r) = self.recorder.borrow_mut().as_mut() {
+            for f in &frames {
+                r.push(f);
             }
         }
+        let mut senders = self.senders.borrow_mut();
+        if !senders.is_empty() {
+            let mut scratch = Vec::new();
+            let before = senders.len();
+            senders.retain_mut(|s| s.push(&frames, video, &mut scratch));
+            if senders.len() != before {
+                drop(senders);
+                self.sync_frames_out();
+            }
+        }
+        // The buffer goes back for the next packet's frames (no allocation per packet).
+        let mut frames = frames;
+        frames.clear();
+        if let Some(out) = self.pipeline.borrow_mut().frames_out.as_mut() {
+            *out = frames;
+        }
+    }
+
+    /// Frames are kept for the recorder and senders only while there is one.
+    fn sync_frames_out(&self) {
+        let wanted = self.recorder.borrow().is_some() || !self.senders.borrow().is_empty();
+        let mut p = self.pipeline.borrow_mut();
+        match (wanted, p.frames_out.is_some()) {
+            (true, false) => p.frames_out = Some(Vec::new()),
+            (false, true) => p.frames_out = None,
+            _ => {}
+        }
+    }
+
+    pub fn senders_len(&self) -> usize {
+        self.senders.borrow().len()
+    }
+
+    pub fn has_sender(&self, send_ssrc: u32) -> bool {
+        self.senders.borrow().iter().any(|s| s.send_ssrc == send_ssrc)
+    }
+
+    /// Takes a sender's feed; one with the same SSRC is given back to be ended (a new sender
+    /// with an SSRC replaces the old, as ZLMediaKit's do).
+    pub fn add_sender(&self, feed: super::rtp_send::Feed) -> Option<super::rtp_send::Feed> {
+        let old = {
+            let mut senders = self.senders.borrow_mut();
+            let old = senders.iter().position(|s| s.send_ssrc == feed.send_ssrc).map(|i| senders.remove(i));
+            senders.push(feed);
+            old
+        };
+        self.sync_frames_out();
+        old
+    }
+
+    /// Ends the senders with `send_ssrc` (None: all), saying why; how many there were.
+    pub fn stop_senders(&self, send_ssrc: Option<u32>, end: super::rtp_send::SendEnd, why: &str) -> usize {
+        let stopped: Vec<super::rtp_send::Feed> = {
+            let mut senders = self.senders.borrow_mut();
+            let (stop, keep) = std::mem::take(&mut *senders).into_iter().partition(|s| send_ssrc.is_none_or(|x| x == s.send_ssrc));
+            *senders = keep;
+            stop
+        };
+        for s in &stopped {
+            s.end(end, why);
+        }
+        let n = stopped.len();
+        drop(stopped);
+        self.sync_frames_out();
+        n
+    }
+
+    /// A sender's task ended on its own: its feed (the one it was started with) goes.
+    pub fn forget_sender(&self, send_ssrc: u32, why: &super::rtp_send::EndCell) {
+        self.senders.borrow_mut().retain(|s| !(s.send_ssrc == send_ssrc && s.is_for(why)));
+        self.sync_frames_out();
     }
 
     /// Starts or stops MP4 recording; false if it already was in that state.
@@ -310,19 +390,22 @@ impl Stream {
                 };
                 made.channel_id = self.spec.channel_id.clone();
                 *recorder = Some(made);
-                self.pipeline.borrow_mut().frames_out = Some(Vec::new());
+                drop(recorder);
+                self.sync_frames_out();
                 true
             }
             (false, true) => {
                 if let Some(mut r) = recorder.take() {
                     r.finish();
                 }
-                self.pipeline.borrow_mut().frames_out = None;
+                drop(recorder);
+                self.sync_frames_out();
                 true
             }
             (false, false) => {
                 if recorder.take().is_some() {
-                    self.pipeline.borrow_mut().frames_out = None;
+                    drop(recorder);
+                    self.sync_frames_out();
                 }
                 false
             }
@@ -374,7 +457,7 @@ impl Stream {
             fanout.publish(&t);
         }
         drop(fanout);
-        self.feed_recorder();
+        self.feed_frames();
     }
 
     fn close(&self) {
@@ -391,6 +474,7 @@ impl Stream {
         if let Some(mut r) = self.recorder.borrow_mut().take() {
             r.finish();
         }
+        self.stop_senders(None, super::rtp_send::SendEnd::SourceClosed, "source stream closed");
     }
 
     pub fn info(&self) -> StreamInfo {
@@ -446,6 +530,7 @@ impl Stream {
             record_error: self.recorder.borrow().as_ref().and_then(|r| r.error.clone()),
             subscribers: self.fanout.borrow().subscribers(),
             tcp_conns: self.tcp_conns.borrow().len(),
+            senders: self.senders.borrow().len(),
             is_static: self.spec.is_static,
             age_ms: self.created.elapsed().as_millis() as u64,
             last_packet_ms_ago: self.last_packet.get().map(|t| t.elapsed().as_millis() as u64),
@@ -545,6 +630,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         paused: Cell::new(false),
         alias: Cell::new(None),
         learning: Cell::new(false),
+        senders: RefCell::new(Vec::new()),
         shard_ref: Rc::downgrade(shard),
     });
     *stream.me.borrow_mut() = Rc::downgrade(&stream);
@@ -699,6 +785,27 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
         ShardMsg::Record { ssrc, on, reply } => {
             let stream = shard.streams.borrow().get(&ssrc).cloned();
             let _ = reply.send(stream.map(|s| s.set_recording(on, &shard.config)));
+        }
+        ShardMsg::StartSend { ssrc, spec, reply } => {
+            let stream = shard.streams.borrow().get(&ssrc).cloned();
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let result = match stream {
+                    Some(s) => super::rtp_send::start(&shard, &s, spec).await,
+                    None => Err(super::rtp_send::SendError::NoStream),
+                };
+                let _ = reply.send(result);
+            })
+            .detach();
+        }
+        ShardMsg::StopSend { ssrc, send_ssrc, reply } => {
+            let stream = shard.streams.borrow().get(&ssrc).cloned();
+            let _ = reply.send(stream.map(|s| s.stop_senders(send_ssrc, super::rtp_send::SendEnd::Stopped, "stopped (stopSendRtp)")));
+        }
+        ShardMsg::SendStopped(stopped) => {
+            if let Some(hook) = shard.on_send_stopped.get() {
+                hook(stopped);
+            }
         }
         ShardMsg::RecordingClosed(info) => {
             if let Some(hook) = shard.on_recording_closed.get() {
