@@ -150,6 +150,10 @@ pub struct NodeConfig {
     /// whose default this is: loopback and private networks, where wvp's browsers are).
     /// Empty: only the secret, a gmv credential or `on_http_access` opens a file.
     pub download_allow_ips: Vec<String>,
+    /// H.265 on the node's FLV URLs (`/rtp/{stream}.live.flv`) as enhanced RTMP's `hvc1`
+    /// (ZLMediaKit's `rtmp.enhanced=1`); false: codec id 12, which wvp's players (jessibuca)
+    /// read and wvp ships ZLMediaKit set to. A URL's `h265=legacy|enhanced` chooses for itself.
+    pub rtmp_enhanced: bool,
 }
 
 /// Entries of `node.download_allow_ips`.
@@ -174,6 +178,7 @@ impl Default for NodeConfig {
             node_down_after_s: 30,
             announce_secret: String::new(),
             download_allow_ips: ["127.0.0.1", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"].map(String::from).to_vec(),
+            rtmp_enhanced: false,
         }
     }
 }

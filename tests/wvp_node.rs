@@ -118,7 +118,14 @@ struct Device {
 
 impl Device {
     fn send(port: u16, ssrc: u32, with_audio: bool) -> Device {
-        let video = h264_frames();
+        Device::send_clip(port, ssrc, with_audio, Codec::H264)
+    }
+
+    fn send_clip(port: u16, ssrc: u32, with_audio: bool, codec: Codec) -> Device {
+        let video = match codec {
+            Codec::H265 => gmv::sim::frames_from_es(Codec::H265, &std::fs::read(h265_clip()).unwrap(), FPS),
+            _ => h264_frames(),
+        };
         let frames = if with_audio {
             gmv::sim::interleave(video, gmv::sim::g711_frames(Codec::Pcma, &std::fs::read(alaw_clip()).unwrap(), 40))
         } else {
@@ -128,7 +135,7 @@ impl Device {
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-            let mut sender = gmv::sim::PsRtpSender::new(Codec::H264, with_audio.then_some(Codec::Pcma), ssrc);
+            let mut sender = gmv::sim::PsRtpSender::new(codec, with_audio.then_some(Codec::Pcma), ssrc);
             let clip_ms = (CLIP_FRAMES as u64) * 1000 / u64::from(FPS);
             for round in 0u64.. {
                 let mut last_dts = 0;
@@ -753,4 +760,81 @@ fn wvp_sends_a_stream_on_as_ps_and_raw_over_udp_and_tcp_both_ways() {
     assert_eq!(unknown, json!({"code": -500, "msg": "can not find the source stream"}));
     let (_, metrics) = engine.try_request("GET", "/metrics", &[("gmv-token", TOKEN)], b"").unwrap();
     assert!(metrics.lines().any(|l| l.starts_with("gmv_node_sends_stopped_total ") && !l.ends_with(" 0")), "counted");
+}
+
+/// The H.265 of legacy FLV tags (codec id 12) as Annex B: the parameter sets of the
+/// HEVCDecoderConfigurationRecord, then each picture's NAL units; how many tags were legacy
+/// and how many enhanced (`hvc1`).
+fn legacy_hevc_annexb(flv: &[u8]) -> (Vec<u8>, usize, usize) {
+    let (mut out, mut legacy, mut enhanced) = (Vec::new(), 0, 0);
+    for (kind, _, body) in flv_tags(flv) {
+        if kind != 9 || body.len() < 5 {
+            continue;
+        }
+        if body[0] & 0x80 != 0 {
+            enhanced += 1;
+            continue;
+        }
+        assert_eq!(body[0] & 0x0f, 12, "H.265 as codec id 12");
+        legacy += 1;
+        let data = &body[5..];
+        if body[1] == 0 {
+            let mut at = 23;
+            for _ in 0..data[22] {
+                let n = usize::from(u16::from_be_bytes([data[at + 1], data[at + 2]]));
+                at += 3;
+                for _ in 0..n {
+                    let len = usize::from(u16::from_be_bytes([data[at], data[at + 1]]));
+                    out.extend_from_slice(&[0, 0, 0, 1]);
+                    out.extend_from_slice(&data[at + 2..at + 2 + len]);
+                    at += 2 + len;
+                }
+            }
+        } else {
+            let mut rest = data;
+            while rest.len() >= 4 {
+                let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                out.extend_from_slice(&[0, 0, 0, 1]);
+                out.extend_from_slice(&rest[4..4 + len]);
+                rest = &rest[4 + len..];
+            }
+        }
+    }
+    (out, legacy, enhanced)
+}
+
+#[test]
+fn wvp_plays_h265_as_codec_id_12_and_enhanced_when_asked() {
+    let hooks = WvpHooks::start();
+    let engine = engine();
+    set_zlm_config(&engine, &hooks);
+    assert_eq!(post(&engine, "getServerConfig", &[])["data"][0]["rtmp.enhanced"], "0", "as wvp ships ZLMediaKit");
+    let (ssrc, hex) = ssrc_and_id("0200000401");
+    let name = format!("{DEVICE}_{CHANNEL}");
+    let port = open_rtp_server(&engine, &hex, ssrc);
+    hooks.authorize(&hex, json!({"code": 0, "msg": "success", "enable_audio": true, "enable_mp4": false, "stream_replace": name}));
+    let _device = Device::send_clip(port, ssrc, false, Codec::H265);
+    wait_for("the H.265 channel", Duration::from_secs(30), || hooks.changed(&name, true).pop());
+
+    // jessibuca v3 at wvp's URL: codec id 12; its pictures decode.
+    let out = work_dir().join("wvp-h265-legacy.flv");
+    assert_eq!(spawn_viewer(engine.http, play_path(&name, "call-h265"), vec![], out.clone(), Duration::from_secs(3)).join().unwrap().0, 200);
+    let flv = std::fs::read(&out).unwrap();
+    let (annexb, legacy, enhanced) = legacy_hevc_annexb(&flv);
+    assert!(legacy > 25 && enhanced == 0, "{legacy} legacy, {enhanced} enhanced tags");
+    let es = work_dir().join("wvp-h265-legacy.h265");
+    std::fs::write(&es, annexb).unwrap();
+    let probe = ffprobe(&es);
+    assert_eq!((probe.codec.as_str(), probe.width, probe.height), ("hevc", WIDTH, HEIGHT));
+    assert!(probe.frames >= 25, "{probe:?}");
+
+    // The URL asks for enhanced RTMP; then the node is set to it for everyone.
+    let out = work_dir().join("wvp-h265-enhanced.flv");
+    spawn_viewer(engine.http, format!("{}&h265=enhanced", play_path(&name, "call-h265e")), vec![], out.clone(), Duration::from_secs(2)).join().unwrap();
+    let (_, legacy, enhanced) = legacy_hevc_annexb(&std::fs::read(&out).unwrap());
+    assert!(legacy == 0 && enhanced > 10, "{legacy} legacy, {enhanced} enhanced");
+    assert_eq!(post(&engine, "setServerConfig", &[("rtmp.enhanced", "1")])["changed"], 1);
+    spawn_viewer(engine.http, play_path(&name, "call-h265f"), vec![], out.clone(), Duration::from_secs(2)).join().unwrap();
+    let (_, legacy, enhanced) = legacy_hevc_annexb(&std::fs::read(&out).unwrap());
+    assert!(legacy == 0 && enhanced > 10, "{legacy} legacy, {enhanced} enhanced");
 }

@@ -23,8 +23,9 @@ fn peer_closed(conn: &HttpConn) -> bool {
 /// Header lines of a live or recorded FLV response.
 pub const FLV_HEADERS: &str = "Content-Type: video/x-flv\r\nCache-Control: no-cache\r\n";
 
-/// `websocket`: the handshake's accept value when the viewer asked for a WebSocket.
-pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, websocket: Option<String>) {
+/// `websocket`: the handshake's accept value when the viewer asked for a WebSocket;
+/// `hevc_legacy`: H.265 rewritten to codec id 12 for this viewer (a copy of each H.265 tag).
+pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, websocket: Option<String>, hevc_legacy: bool) {
     conn.keep_alive = false; // the body lasts as long as the stream
     let Some(stream) = shard.streams.borrow().get(&ssrc).cloned() else {
         return respond_error(&mut conn, 404, "not_found", "no such stream").await;
@@ -53,7 +54,14 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, websocket: 
         Some(accept) => super::websocket::handshake(accept),
         None => super::response::head(&conn, 200, FLV_HEADERS),
     };
-    let first: Vec<u8> = first.iter().flat_map(|b| b.iter().copied()).collect();
+    let mut legacy = Vec::new();
+    let mut as_sent = |tag: &[u8]| -> Vec<u8> {
+        match hevc_legacy && crate::proto::flv::legacy_hevc(tag, &mut legacy) {
+            true => legacy.clone(),
+            false => tag.to_vec(),
+        }
+    };
+    let first: Vec<u8> = first.iter().flat_map(|b| as_sent(b)).collect();
     let mut burst = Vec::with_capacity(head.len() + first.len() + 10);
     burst.extend_from_slice(head.as_bytes());
     let framed = |bytes: &[u8], out: &mut Vec<u8>| match websocket {
@@ -66,6 +74,11 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, websocket: 
     let mut frame = Vec::new();
     while result.is_ok() {
         match glommio::timer::timeout(VIEWER_IDLE_CHECK, async { Ok(rx.recv().await) }).await {
+            Ok(Some(tag)) if hevc_legacy && crate::proto::flv::legacy_hevc(&tag, &mut legacy) => {
+                frame.clear();
+                framed(&legacy, &mut frame);
+                result = write_unless_cut(&mut conn, &frame, &mut cut).await;
+            }
             Ok(Some(tag)) if websocket.is_some() => {
                 frame.clear();
                 framed(&tag, &mut frame);

@@ -131,6 +131,17 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
     }
 }
 
+/// H.265 over FLV in the legacy codec-id-12 form (`h265=legacy`) or enhanced RTMP's `hvc1`
+/// (`h265=enhanced`); otherwise `default` (gmv's own URLs: enhanced; a node's: its
+/// `rtmp.enhanced`).
+pub fn hevc_legacy(head: &RequestHead, default: bool) -> bool {
+    match head.query_param("h265") {
+        Some("legacy") => true,
+        Some("enhanced") => false,
+        _ => default,
+    }
+}
+
 /// A credential sent in a header: `Authorization: Bearer X` or `gmv-token: X`.
 pub fn header_credential(head: &RequestHead) -> Option<&str> {
     let bearer = head.header("authorization").and_then(|v| {

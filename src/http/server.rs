@@ -248,13 +248,16 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             let Some(ssrc) = super::node_api::play_allowed(&front, &mut conn, &head, &app, &stream, hls).await else {
                 return conn.keep_alive.then_some(conn);
             };
-            return serve_stream_allowed(shard, conn, head, ssrc, hls).await;
+            // wvp's players read H.265 as codec id 12 unless the node is set to enhanced RTMP.
+            let legacy_default = front.node.as_ref().is_some_and(|n| !n.rtmp_enhanced.get());
+            return serve_stream_allowed(shard, conn, head, ssrc, hls, legacy_default).await;
         }
         Route::NodeHook { name } if shard.is_control() => super::node_api::serve_hook(&front, &mut conn, &head, &name).await,
         Route::NodeApi { .. } | Route::NodePlay { .. } | Route::NodeHook { .. } => return hand_off(shard, CONTROL, conn, head, None).await,
         Route::FlvPlay { stream_id, token } => {
             let websocket = super::websocket::upgrade_accept(&head);
-            return serve_stream(shard, conn, head, token.as_deref(), &stream_id, |ssrc| Served::Flv { ssrc, websocket }).await;
+            let hevc_legacy = routes::hevc_legacy(&head, false);
+            return serve_stream(shard, conn, head, token.as_deref(), &stream_id, |ssrc| Served::Flv { ssrc, websocket, hevc_legacy }).await;
         }
         Route::Hls { stream_id, token, file } => {
             return serve_stream(shard, conn, head, token.as_deref(), &stream_id, |ssrc| Served::Hls { ssrc, file }).await;
@@ -309,7 +312,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
                         super::response::respond_redirect(&mut conn, urls["flv"].as_str().unwrap_or_default()).await;
                     }
                     // The token given opens the channel; the stream is served as its own.
-                    PlaySite::Here => return serve_stream_allowed(shard, conn, head, session.ssrc, false).await,
+                    PlaySite::Here => return serve_stream_allowed(shard, conn, head, session.ssrc, false, false).await,
                 },
                 Err(e) => {
                     let (status, code) = e.http();
@@ -327,7 +330,8 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
 /// Serves a stream the request was allowed by something other than a token for the stream (a
 /// channel's token, a node's `on_play`): HTTP-FLV on the stream's shard as it is, HLS
 /// redirected to its playlist with a token for the stream (a player asks again and again).
-async fn serve_stream_allowed(shard: &Rc<Shard>, mut conn: HttpConn, head: RequestHead, ssrc: u32, hls: bool) -> Option<HttpConn> {
+/// `legacy_default`: H.265 in the codec-id-12 form unless the URL's `h265=` says otherwise.
+async fn serve_stream_allowed(shard: &Rc<Shard>, mut conn: HttpConn, head: RequestHead, ssrc: u32, hls: bool, legacy_default: bool) -> Option<HttpConn> {
     if hls {
         let id = routes::stream_id(ssrc);
         let Some((token, _)) = super::play_tokens::token_for(shard, &Scope::Stream(id.clone()), None, None) else {
@@ -337,7 +341,7 @@ async fn serve_stream_allowed(shard: &Rc<Shard>, mut conn: HttpConn, head: Reque
         super::response::respond_redirect(&mut conn, &format!("/hls/{id}/{token}/index.m3u8")).await;
         return conn.keep_alive.then_some(conn);
     }
-    let served = Served::Flv { ssrc, websocket: super::websocket::upgrade_accept(&head) };
+    let served = Served::Flv { ssrc, websocket: super::websocket::upgrade_accept(&head), hevc_legacy: routes::hevc_legacy(&head, legacy_default) };
     serve_at_owner(shard, conn, head, ssrc, served).await
 }
 
@@ -374,8 +378,8 @@ async fn serve_at_owner(shard: &Rc<Shard>, conn: HttpConn, head: RequestHead, ss
 /// kept for another request.
 async fn serve_here(shard: &Rc<Shard>, mut conn: HttpConn, served: Served) -> Option<HttpConn> {
     match served {
-        Served::Flv { ssrc, websocket } => {
-            super::flv_play::serve(shard, conn, ssrc, websocket).await;
+        Served::Flv { ssrc, websocket, hevc_legacy } => {
+            super::flv_play::serve(shard, conn, ssrc, websocket, hevc_legacy).await;
             return None;
         }
         Served::Hls { ssrc, file } => super::hls_serve::serve(shard, &mut conn, ssrc, &file).await,

@@ -193,6 +193,7 @@ pub fn server_config(node: &Node) -> Map<String, Value> {
     for name in crate::config::HOOK_NAMES {
         put(&format!("hook.{name}"), targets.urls.get(name).cloned().unwrap_or_default());
     }
+    put("rtmp.enhanced", u8::from(node.rtmp_enhanced.get()).to_string());
     put("rtp_proxy.port", c.rtp.port.to_string());
     let (min, max) = node.port_range.get();
     put("rtp_proxy.port_range", format!("{min}-{max}"));
@@ -252,6 +253,7 @@ async fn set_server_config(node: &Node, p: &Params) -> Value {
                 "general.streamNoneReaderDelayMS" => ms(value).map(|d| std::mem::replace(&mut t.none_reader_delay, d) != d),
                 "general.maxStreamWaitMS" => ms(value).map(|d| std::mem::replace(&mut t.max_stream_wait, d) != d),
                 "rtp_proxy.timeoutSec" => secs(value).map(|d| std::mem::replace(&mut t.rtp_timeout, d) != d),
+                "rtmp.enhanced" => zlm::zlm_bool(&Value::String(value.clone())).map(|on| node.rtmp_enhanced.replace(on) != on),
                 k => match k.strip_prefix("hook.").filter(|n| crate::config::HOOK_NAMES.contains(n)) {
                     Some(hook) if value.is_empty() || crate::outbound::parse_url(value).is_some() => {
                         let before = targets.urls.insert(hook.to_string(), value.clone());

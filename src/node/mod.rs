@@ -76,6 +76,9 @@ pub struct Node {
     /// `rtp_proxy.port_range`: where RTP servers take ports (`rtp.port_min..=port_max` until a
     /// `setServerConfig` moves it); an explicit `port` outside it is refused.
     pub port_range: Cell<(u16, u16)>,
+    /// `rtmp.enhanced`: H.265 on the node's FLV URLs as enhanced RTMP's `hvc1`; off (the
+    /// default, as wvp ships ZLMediaKit): codec id 12, what its players read.
+    pub rtmp_enhanced: Cell<bool>,
     pub counters: RefCell<NodeCounters>,
     /// Numbers the viewers `on_play` and `on_stream_not_found` name (their `id`).
     next_viewer: Cell<u64>,
@@ -152,11 +155,13 @@ impl Node {
             keepalive: Duration::from_secs(c.keepalive_interval_s),
         };
         let port_range = (shard.config.rtp.port_min, shard.config.rtp.port_max);
+        let rtmp_enhanced = shard.config.node.rtmp_enhanced;
         let node = Rc::new(Node {
             shard,
             servers: RefCell::new(RtpServers::default()),
             hooks: Hooks::start(targets),
             port_range: Cell::new(port_range),
+            rtmp_enhanced: Cell::new(rtmp_enhanced),
             timings: Cell::new(timings),
             counters: RefCell::new(NodeCounters::default()),
             next_viewer: Cell::new(1),

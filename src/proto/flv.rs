@@ -47,6 +47,55 @@ fn tag(tag_type: u8, timestamp_ms: u32, body_len: usize, write_body: impl FnOnce
     b.freeze()
 }
 
+/// FLV's codec id for H.265 in the pre-enhanced-RTMP form Chinese players read (ZLMediaKit's
+/// `rtmp.enhanced=0`, jessibuca v3, wvp's players).
+pub const LEGACY_HEVC_CODEC_ID: u8 = 12;
+
+/// Rewrites one tag of this muxer's H.265 in the legacy form (codec id 12, AVCPacketType and
+/// composition time as for H.264) into `out`; false when the tag needs no change (anything
+/// but H.265 video and metadata naming `hvc1`). The payload is copied, the headers rebuilt.
+pub fn legacy_hevc(tag_bytes: &[u8], out: &mut Vec<u8>) -> bool {
+    if tag_bytes.len() < TAG_HEADER_BYTES + 1 + PREV_TAG_SIZE_BYTES {
+        return false;
+    }
+    let body = &tag_bytes[TAG_HEADER_BYTES..tag_bytes.len() - PREV_TAG_SIZE_BYTES];
+    match tag_bytes[0] {
+        TAG_VIDEO if body[0] & 0x80 != 0 && body.get(1..5) == Some(FOURCC_HVC1) => {
+            let frame_type = (body[0] >> 4) & 0x07;
+            let (packet_type, cts, payload): (u8, &[u8], &[u8]) = match body[0] & 0x0f {
+                0 => (0, &[0, 0, 0], &body[5..]),
+                1 if body.len() >= 8 => (1, &body[5..8], &body[8..]),
+                _ => return false,
+            };
+            out.clear();
+            out.extend_from_slice(&tag_bytes[..TAG_HEADER_BYTES]);
+            out.push((frame_type << 4) | LEGACY_HEVC_CODEC_ID);
+            out.push(packet_type);
+            out.extend_from_slice(cts);
+            out.extend_from_slice(payload);
+            let data_size = out.len() - TAG_HEADER_BYTES;
+            out[1..4].copy_from_slice(&(data_size as u32).to_be_bytes()[1..]);
+            out.extend_from_slice(&((TAG_HEADER_BYTES + data_size) as u32).to_be_bytes());
+            true
+        }
+        TAG_SCRIPT => {
+            // `videocodecid` as a number (AMF0 0x00 + f64): the same length either way.
+            let key = b"\x00\x0cvideocodecid\x00";
+            let Some(at) = body.windows(key.len()).position(|w| w == key) else { return false };
+            let value_at = TAG_HEADER_BYTES + at + key.len();
+            let hvc1 = f64::from(u32::from_be_bytes(*FOURCC_HVC1)).to_be_bytes();
+            if tag_bytes.get(value_at..value_at + 8) != Some(&hvc1[..]) {
+                return false;
+            }
+            out.clear();
+            out.extend_from_slice(tag_bytes);
+            out[value_at..value_at + 8].copy_from_slice(&f64::from(LEGACY_HEVC_CODEC_ID).to_be_bytes());
+            true
+        }
+        _ => false,
+    }
+}
+
 pub struct FlvMuxer {
     video_codec: Option<Codec>,
     params: ParamSets,
@@ -431,6 +480,25 @@ mod tests {
         assert_eq!(&frame[..5], b"\x91hvc1");
         assert_eq!(&frame[8..], &[0, 0, 0, 4, 0x26, 0x01, 0xaf, 0x09]);
         assert_eq!(m.video_info().map(|(_, s)| (s.width, s.height)), Some((1920, 1080)));
+
+        // The same tags in the legacy form: codec id 12, the payload untouched.
+        let mut legacy = Vec::new();
+        assert!(legacy_hevc(&out[0].data, &mut legacy), "metadata names hvc1");
+        assert!(legacy.windows(8).any(|w| w == 12f64.to_be_bytes()), "videocodecid 12");
+        assert_eq!(legacy.len(), out[0].data.len());
+        assert!(legacy_hevc(&out[1].data, &mut legacy));
+        let seq_tag = parse_tags(&legacy);
+        assert_eq!(&seq_tag[0].2[..5], &[0x1c, 0, 0, 0, 0], "keyframe, codec 12, sequence header, cts 0");
+        assert_eq!(&seq_tag[0].2[5..], &seq[5..], "the same HEVCDecoderConfigurationRecord");
+        assert!(legacy_hevc(&out[2].data, &mut legacy));
+        let frame_tag = parse_tags(&legacy);
+        assert_eq!(&frame_tag[0].2[..5], &[0x1c, 1, 0, 0, 0]);
+        assert_eq!(&frame_tag[0].2[5..], &frame[8..], "the same NAL units");
+        assert_eq!(u32::from_be_bytes(legacy[legacy.len() - 4..].try_into().unwrap()) as usize, legacy.len() - 4, "PreviousTagSize");
+        let mut h264 = FlvMuxer::new();
+        let mut tags = Vec::new();
+        h264.push(&Frame { codec: Codec::H264, pts: 0, dts: 0, keyframe: true, data: annexb(&[&[0x67, 0x42, 0, 0x1e, 0x95, 0xa8, 0x28, 0x0f, 0x64], &[0x68, 0xce, 0x3c, 0x80], &[0x65, 1, 2]]) }, &mut tags);
+        assert!(tags.iter().all(|t| !legacy_hevc(&t.data, &mut legacy)), "H.264 stays as it is");
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub struct HandoffConn {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Served {
     /// Live FLV; `websocket`: the handshake's accept value when it asked for one.
-    Flv { ssrc: u32, websocket: Option<String> },
+    /// `hevc_legacy`: H.265 tags in the legacy codec-id-12 form (`flv::legacy_hevc`).
+    Flv { ssrc: u32, websocket: Option<String>, hevc_legacy: bool },
     /// An HLS playlist or segment of the stream.
     Hls { ssrc: u32, file: String },
     /// The stream's cover.
