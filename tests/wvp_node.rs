@@ -223,6 +223,11 @@ fn play_path(stream: &str, call_id: &str) -> String {
 /// Reads an FLV over a WebSocket (jessibuca's `ws_flv`, wvp's default player) until `tags`
 /// video tags came.
 fn ws_flv(engine: &Engine, path: &str, video_tags: usize) -> Vec<u8> {
+    ws_read(engine, path, |flv| flv.len() >= 13 && flv_tags(flv).iter().filter(|t| t.0 == 9).count() >= video_tags)
+}
+
+/// The payloads of a WebSocket's binary frames until `enough` says so.
+fn ws_read(engine: &Engine, path: &str, enough: impl Fn(&[u8]) -> bool) -> Vec<u8> {
     let mut c = TcpStream::connect(engine.http).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
@@ -235,7 +240,7 @@ fn ws_flv(engine: &Engine, path: &str, video_tags: usize) -> Vec<u8> {
     let head = String::from_utf8(head).unwrap();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let mut flv = Vec::new();
-    while flv.len() < 13 || flv_tags(&flv).iter().filter(|t| t.0 == 9).count() < video_tags {
+    while !enough(&flv) {
         let mut h = [0u8; 2];
         c.read_exact(&mut h).unwrap();
         let len = match h[1] & 0x7f {
@@ -358,6 +363,19 @@ fn wvp_plays_live_through_stream_replace() {
     assert!(ffprobe(&ws).frames >= 25, "WS-FLV decodes");
     let (head, _) = http_get(engine.http, &play_path(&hex, "call-3"), &[]);
     assert_eq!(status_of(&head), 404, "the opened id is not a stream name any more");
+
+    // wvp's other URL forms (`StreamInfo`): fMP4 and TS over HTTP, fMP4 over a WebSocket.
+    for (file, path) in [("wvp-live.mp4", format!("/rtp/{name}.live.mp4?callId=call-5")), ("wvp-live.ts", format!("/rtp/{name}.live.ts?callId=call-6"))] {
+        let out = work_dir().join(file);
+        assert_eq!(spawn_viewer(engine.http, path.clone(), vec![], out.clone(), Duration::from_secs(3)).join().unwrap().0, 200, "{path}");
+        let probe = ffprobe(&out);
+        assert_eq!((probe.codec.as_str(), probe.width, probe.height), ("h264", WIDTH, HEIGHT), "{path}");
+        assert!(probe.frames >= 25, "{path}: {probe:?}");
+    }
+    let ws_mp4 = ws_read(&engine, &format!("/rtp/{name}.live.mp4?callId=call-7"), |b| b.windows(4).filter(|w| w == b"moof").count() >= 2);
+    let out = work_dir().join("wvp-live-ws.mp4");
+    std::fs::write(&out, ws_mp4).unwrap();
+    assert!(ffprobe(&out).frames >= 25, "ws_fmp4 decodes");
 
     // The snapshot wvp takes once the stream arrived (`PlayServiceImpl.snapOnPlay`; the node
     // has no RTSP port, so the URL is HTTP).

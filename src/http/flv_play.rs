@@ -10,10 +10,10 @@ use futures_lite::AsyncWriteExt;
 use std::rc::Rc;
 
 /// How long a viewer may see no tag before we check whether it hung up.
-const VIEWER_IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+pub(super) const VIEWER_IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// True if the peer closed (EOF or error); data it sent is left unread.
-fn peer_closed(conn: &HttpConn) -> bool {
+pub(super) fn peer_closed(conn: &HttpConn) -> bool {
     let mut b = [0u8; 1];
     // SAFETY: recv into a 1-byte buffer we own; MSG_PEEK|MSG_DONTWAIT never blocks or consumes.
     let n = unsafe { libc::recv(conn.raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };

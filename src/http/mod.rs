@@ -8,6 +8,7 @@ pub mod console;
 pub mod events_sse;
 pub mod flv_play;
 pub mod hls_serve;
+pub mod live_play;
 pub mod metrics;
 pub mod node_api;
 pub mod play_tokens;

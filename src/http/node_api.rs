@@ -121,12 +121,11 @@ pub async fn serve_hook(front: &Front, conn: &mut HttpConn, head: &RequestHead, 
 
 /// Whether the viewer of a node play URL may watch: the stream's SSRC, or None once answered
 /// (401 as ZLMediaKit words it, 404, or gmv's own refusal when no `on_play` hook is set).
-pub async fn play_allowed(front: &Front, conn: &mut HttpConn, head: &RequestHead, app: &str, stream: &str, hls: bool) -> Option<u32> {
+pub async fn play_allowed(front: &Front, conn: &mut HttpConn, head: &RequestHead, app: &str, stream: &str, schema: &str) -> Option<u32> {
     let Some(node) = &front.node else {
         respond_empty(conn, 404, "").await;
         return None;
     };
-    let schema = if hls { "hls" } else { "rtmp" };
     let peer = std::net::SocketAddr::new(conn.peer_ip(), 0);
     match node.play(app, stream, schema, &head.query, peer).await {
         PlayDecision::Allowed(key) => Some(key),

@@ -56,11 +56,12 @@ pub enum Route {
     NodeHook {
         name: String,
     },
-    /// A ZLMediaKit play URL: `/{app}/{stream}.live.flv` or `/{app}/{stream}/hls.m3u8`.
+    /// A ZLMediaKit play URL: `/{app}/{stream}.live.flv`, `.live.mp4`, `.live.ts` or
+    /// `/{app}/{stream}/hls.m3u8`.
     NodePlay {
         app: String,
         stream: String,
-        hls: bool,
+        format: NodeFormat,
     },
     /// A CORS preflight (`OPTIONS` with `Origin`), answered without credentials.
     Preflight,
@@ -123,10 +124,16 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
             Some(stream_id) => Route::FlvPlay { stream_id: stream_id.to_string(), token: None },
             None => Route::NotFound,
         },
-        [app, file] if head.method == "GET" && file.ends_with(".live.flv") => {
-            Route::NodePlay { app: app.to_string(), stream: file.trim_end_matches(".live.flv").to_string(), hls: false }
+        [app, file] if head.method == "GET" && [".live.flv", ".live.mp4", ".live.ts"].iter().any(|x| file.ends_with(x)) => {
+            let (stream, format) = match file.rsplit_once(".live.") {
+                Some((stream, "mp4")) => (stream, NodeFormat::Fmp4),
+                Some((stream, "ts")) => (stream, NodeFormat::Ts),
+                Some((stream, _)) => (stream, NodeFormat::Flv),
+                None => (*file, NodeFormat::Flv),
+            };
+            Route::NodePlay { app: app.to_string(), stream: stream.to_string(), format }
         }
-        [app, stream, "hls.m3u8"] if head.method == "GET" => Route::NodePlay { app: app.to_string(), stream: stream.to_string(), hls: true },
+        [app, stream, "hls.m3u8"] if head.method == "GET" => Route::NodePlay { app: app.to_string(), stream: stream.to_string(), format: NodeFormat::Hls },
         _ => Route::NotFound,
     }
 }
@@ -139,6 +146,27 @@ pub fn hevc_legacy(head: &RequestHead, default: bool) -> bool {
         Some("legacy") => true,
         Some("enhanced") => false,
         _ => default,
+    }
+}
+
+/// What a node play URL serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeFormat {
+    Flv,
+    Hls,
+    Fmp4,
+    Ts,
+}
+
+impl NodeFormat {
+    /// ZLMediaKit's schema of the format (what `on_play` is told).
+    pub fn schema(self) -> &'static str {
+        match self {
+            NodeFormat::Flv => "rtmp",
+            NodeFormat::Hls => "hls",
+            NodeFormat::Fmp4 => "fmp4",
+            NodeFormat::Ts => "ts",
+        }
     }
 }
 
@@ -236,9 +264,11 @@ mod tests {
         assert_eq!(route(&head("POST /index/api/openRtpServer HTTP/1.1\r\n\r\n"), &c), Route::NodeApi { name: "openRtpServer".into() });
         assert_eq!(
             route(&head("GET /rtp/3402_3401.live.flv?callId=1 HTTP/1.1\r\n\r\n"), &c),
-            Route::NodePlay { app: "rtp".into(), stream: "3402_3401".into(), hls: false }
+            Route::NodePlay { app: "rtp".into(), stream: "3402_3401".into(), format: NodeFormat::Flv }
         );
-        assert_eq!(route(&head("GET /rtp/3402_3401/hls.m3u8 HTTP/1.1\r\n\r\n"), &c), Route::NodePlay { app: "rtp".into(), stream: "3402_3401".into(), hls: true });
+        assert_eq!(route(&head("GET /rtp/3402_3401/hls.m3u8 HTTP/1.1\r\n\r\n"), &c), Route::NodePlay { app: "rtp".into(), stream: "3402_3401".into(), format: NodeFormat::Hls });
+        assert_eq!(route(&head("GET /rtp/a.b.live.mp4 HTTP/1.1\r\n\r\n"), &c), Route::NodePlay { app: "rtp".into(), stream: "a.b".into(), format: NodeFormat::Fmp4 });
+        assert_eq!(route(&head("GET /rtp/s.live.ts?callId=1 HTTP/1.1\r\n\r\n"), &c), Route::NodePlay { app: "rtp".into(), stream: "s".into(), format: NodeFormat::Ts });
         assert_eq!(
             route(&head("GET /hls/0100000001/abc HTTP/1.1\r\n\r\n"), &c),
             Route::Redirect { location: "/hls/0100000001/abc/index.m3u8".into() }

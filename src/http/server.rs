@@ -8,6 +8,7 @@ use super::response::respond_error;
 use super::routes::{self, Route};
 use crate::auth::Scope;
 use crate::control::PlaySite;
+use crate::proto::live_mux::LiveFormat;
 use crate::proto::sip::endpoint::MediaTransport;
 use crate::shard::msg::{HandoffConn, Served, ShardMsg};
 use crate::shard::{CONTROL, Shard, owner_of};
@@ -244,13 +245,22 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
         Route::Api if shard.is_control() => super::api::serve(&front, &mut conn, head).await,
         Route::Api => return hand_off(shard, CONTROL, conn, head, None).await,
         Route::NodeApi { name } if shard.is_control() => super::node_api::serve_api(&front, &mut conn, &head, &name).await,
-        Route::NodePlay { app, stream, hls } if shard.is_control() => {
-            let Some(ssrc) = super::node_api::play_allowed(&front, &mut conn, &head, &app, &stream, hls).await else {
+        Route::NodePlay { app, stream, format } if shard.is_control() => {
+            let Some(ssrc) = super::node_api::play_allowed(&front, &mut conn, &head, &app, &stream, format.schema()).await else {
                 return conn.keep_alive.then_some(conn);
             };
+            let live = match format {
+                routes::NodeFormat::Fmp4 => Some(LiveFormat::Fmp4),
+                routes::NodeFormat::Ts => Some(LiveFormat::Ts),
+                routes::NodeFormat::Flv | routes::NodeFormat::Hls => None,
+            };
+            if let Some(format) = live {
+                let served = Served::Live { ssrc, websocket: super::websocket::upgrade_accept(&head), format };
+                return serve_at_owner(shard, conn, head, ssrc, served).await;
+            }
             // wvp's players read H.265 as codec id 12 unless the node is set to enhanced RTMP.
             let legacy_default = front.node.as_ref().is_some_and(|n| !n.rtmp_enhanced.get());
-            return serve_stream_allowed(shard, conn, head, ssrc, hls, legacy_default).await;
+            return serve_stream_allowed(shard, conn, head, ssrc, format == routes::NodeFormat::Hls, legacy_default).await;
         }
         Route::NodeHook { name } if shard.is_control() => super::node_api::serve_hook(&front, &mut conn, &head, &name).await,
         Route::NodeApi { .. } | Route::NodePlay { .. } | Route::NodeHook { .. } => return hand_off(shard, CONTROL, conn, head, None).await,
@@ -380,6 +390,10 @@ async fn serve_here(shard: &Rc<Shard>, mut conn: HttpConn, served: Served) -> Op
     match served {
         Served::Flv { ssrc, websocket, hevc_legacy } => {
             super::flv_play::serve(shard, conn, ssrc, websocket, hevc_legacy).await;
+            return None;
+        }
+        Served::Live { ssrc, websocket, format } => {
+            super::live_play::serve(shard, conn, ssrc, websocket, format).await;
             return None;
         }
         Served::Hls { ssrc, file } => super::hls_serve::serve(shard, &mut conn, ssrc, &file).await,

@@ -10,6 +10,7 @@ pub mod frame;
 pub mod h26x;
 pub mod http_head;
 pub mod hls;
+pub mod live_mux;
 pub mod ipnet;
 pub mod mp4;
 pub mod mp4_read;

@@ -3,6 +3,7 @@
 //! bounded channels carrying owned `ShardMsg`s.
 
 pub mod fanout;
+pub mod frame_viewers;
 pub mod msg;
 pub mod pipeline;
 pub mod ports;

@@ -27,6 +27,8 @@ pub enum Served {
     /// Live FLV; `websocket`: the handshake's accept value when it asked for one.
     /// `hevc_legacy`: H.265 tags in the legacy codec-id-12 form (`flv::legacy_hevc`).
     Flv { ssrc: u32, websocket: Option<String>, hevc_legacy: bool },
+    /// The live stream as fragmented MP4 or MPEG-TS (a node's `.live.mp4`, `.live.ts`).
+    Live { ssrc: u32, websocket: Option<String>, format: crate::proto::live_mux::LiveFormat },
     /// An HLS playlist or segment of the stream.
     Hls { ssrc: u32, file: String },
     /// The stream's cover.

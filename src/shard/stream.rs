@@ -92,6 +92,8 @@ pub struct Stream {
     learning: Cell<bool>,
     /// RTP senders fed from this stream's frames (`rtp_send`).
     senders: RefCell<Vec<super::rtp_send::Feed>>,
+    /// Live fMP4 and TS viewers, fed frames (`frame_viewers`).
+    frame_viewers: RefCell<Vec<super::frame_viewers::FrameViewer>>,
 }
 
 impl Stream {
@@ -287,14 +289,16 @@ impl Stream {
             }
         }
         let mut senders = self.senders.borrow_mut();
+        let mut viewers = self.frame_viewers.borrow_mut();
+        let before = senders.len() + viewers.len();
         if !senders.is_empty() {
             let mut scratch = Vec::new();
-            let before = senders.len();
             senders.retain_mut(|s| s.push(&frames, video, &mut scratch));
-            if senders.len() != before {
-                drop(senders);
-                self.sync_frames_out();
-            }
+        }
+        viewers.retain_mut(|v| v.push(&frames));
+        if senders.len() + viewers.len() != before {
+            drop((senders, viewers));
+            self.sync_frames_out();
         }
         // The buffer goes back for the next packet's frames (no allocation per packet).
         let mut frames = frames;
@@ -306,13 +310,24 @@ impl Stream {
 
     /// Frames are kept for the recorder and senders only while there is one.
     fn sync_frames_out(&self) {
-        let wanted = self.recorder.borrow().is_some() || !self.senders.borrow().is_empty();
+        let wanted = self.recorder.borrow().is_some() || !self.senders.borrow().is_empty() || !self.frame_viewers.borrow().is_empty();
         let mut p = self.pipeline.borrow_mut();
         match (wanted, p.frames_out.is_some()) {
             (true, false) => p.frames_out = Some(Vec::new()),
             (false, true) => p.frames_out = None,
             _ => {}
         }
+    }
+
+    /// A live fMP4/TS viewer's queue of this stream's frames; None when it has as many as it takes.
+    pub fn add_frame_viewer(&self) -> Option<glommio::channels::local_channel::LocalReceiver<crate::proto::frame::Frame>> {
+        if self.frame_viewers.borrow().len() >= super::frame_viewers::FRAME_VIEWERS_PER_STREAM_MAX {
+            return None;
+        }
+        let (viewer, rx) = super::frame_viewers::FrameViewer::new();
+        self.frame_viewers.borrow_mut().push(viewer);
+        self.sync_frames_out();
+        Some(rx)
     }
 
     pub fn senders_len(&self) -> usize {
@@ -475,6 +490,7 @@ impl Stream {
             r.finish();
         }
         self.stop_senders(None, super::rtp_send::SendEnd::SourceClosed, "source stream closed");
+        self.frame_viewers.borrow_mut().clear();
     }
 
     pub fn info(&self) -> StreamInfo {
@@ -528,7 +544,7 @@ impl Stream {
             record_bytes: self.recorder.borrow().as_ref().map_or(0, |r| r.bytes_queued),
             record_file: self.recorder.borrow().as_ref().and_then(|r| r.file_name.clone()),
             record_error: self.recorder.borrow().as_ref().and_then(|r| r.error.clone()),
-            subscribers: self.fanout.borrow().subscribers(),
+            subscribers: self.fanout.borrow().subscribers() + self.frame_viewers.borrow().len(),
             tcp_conns: self.tcp_conns.borrow().len(),
             senders: self.senders.borrow().len(),
             is_static: self.spec.is_static,
@@ -631,6 +647,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         alias: Cell::new(None),
         learning: Cell::new(false),
         senders: RefCell::new(Vec::new()),
+        frame_viewers: RefCell::new(Vec::new()),
         shard_ref: Rc::downgrade(shard),
     });
     *stream.me.borrow_mut() = Rc::downgrade(&stream);
