@@ -297,6 +297,10 @@ fn set_zlm_config(engine: &Engine, hooks: &WvpHooks) {
     }
     params.push(("hook.timeoutSec".into(), "30".into()));
     params.push(("protocol.continue_push_ms".into(), "3000".into()));
+    // wvp's default record-path `./www/record`: its parent, and its last component.
+    params.push(("protocol.mp4_save_path".into(), "./www".into()));
+    params.push(("protocol.downloadRoot".into(), "./www".into()));
+    params.push(("record.appName".into(), "record".into()));
     let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let answer = post(engine, "setServerConfig", &pairs);
     assert_eq!(answer["code"], 0, "{answer}");
@@ -315,6 +319,9 @@ fn wvp_plays_live_through_stream_replace() {
         assert!(data[key].is_string(), "{key} missing: wvp unboxes it ({data})");
     }
     set_zlm_config(&engine, &hooks);
+    let data = post(&engine, "getServerConfig", &[])["data"][0].clone();
+    assert_eq!((data["protocol.continue_push_ms"].as_str(), data["protocol.mp4_save_path"].as_str()), (Some("3000"), Some("./www")), "told back as set");
+    assert_eq!(data["hook.on_publish"], format!("http://{}/index/hook/on_publish", hooks.addr));
 
     // Live play (`gb28181/service/impl/PlayServiceImpl.play` → `RtpServerServiceImpl.openGbRTPServerForPlay`).
     let (ssrc, hex) = ssrc_and_id("0200000001");

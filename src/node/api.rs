@@ -202,6 +202,12 @@ pub fn server_config(node: &Node) -> Map<String, Value> {
     put("protocol.enable_mp4", u8::from(c.record.all).to_string());
     put("protocol.mp4_save_path", crate::shard::record::records_dir(&c.data_dir).display().to_string());
     put("record.fileSecond", c.record.rotate_s.to_string());
+    put("record.appName", "record".into());
+    put("protocol.continue_push_ms", "15000".into());
+    // Keys wvp sets that gmv keeps and tells back without acting on them (`KEPT_KEYS`).
+    for (k, v) in node.kept_config.borrow().iter() {
+        put(k, v.clone());
+    }
     put("hls.segDur", c.hls.segment_duration_s.to_string());
     put("hls.segNum", c.hls.segments_max.to_string());
     // What gmv does not serve is 0 (no port), as ZLMediaKit says of a disabled server.
@@ -210,6 +216,14 @@ pub fn server_config(node: &Node) -> Map<String, Value> {
     }
     m
 }
+
+/// Keys wvp's `setServerConfig` sends that gmv takes and tells back in `getServerConfig`
+/// without acting on them: recordings stay in `data_dir/records` (on_record_mp4 names the
+/// real path, which is what wvp keeps), and an RTP server's own timeout covers a publisher
+/// that went away (`protocol.continue_push_ms`).
+const KEPT_KEYS: &[&str] = &["protocol.mp4_save_path", "protocol.downloadRoot", "record.appName", "protocol.continue_push_ms"];
+/// Bytes of a kept value.
+const KEPT_VALUE_BYTES_MAX: usize = 1024;
 
 /// `rtp_proxy.port_range` as ZLMediaKit writes it (`30000-35000`; wvp turns its `,` into `-`):
 /// a range of at least two ports (ZLMediaKit takes even pairs) not holding the single RTP port.
@@ -254,6 +268,10 @@ async fn set_server_config(node: &Node, p: &Params) -> Value {
                 "general.maxStreamWaitMS" => ms(value).map(|d| std::mem::replace(&mut t.max_stream_wait, d) != d),
                 "rtp_proxy.timeoutSec" => secs(value).map(|d| std::mem::replace(&mut t.rtp_timeout, d) != d),
                 "rtmp.enhanced" => zlm::zlm_bool(&Value::String(value.clone())).map(|on| node.rtmp_enhanced.replace(on) != on),
+                k if KEPT_KEYS.contains(&k) && value.len() <= KEPT_VALUE_BYTES_MAX => {
+                    let before = node.kept_config.borrow_mut().insert(k.to_string(), value.clone());
+                    Some(before.as_deref() != Some(value.as_str()))
+                }
                 k => match k.strip_prefix("hook.").filter(|n| crate::config::HOOK_NAMES.contains(n)) {
                     Some(hook) if value.is_empty() || crate::outbound::parse_url(value).is_some() => {
                         let before = targets.urls.insert(hook.to_string(), value.clone());

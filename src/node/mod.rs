@@ -79,6 +79,8 @@ pub struct Node {
     /// `rtmp.enhanced`: H.265 on the node's FLV URLs as enhanced RTMP's `hvc1`; off (the
     /// default, as wvp ships ZLMediaKit): codec id 12, what its players read.
     pub rtmp_enhanced: Cell<bool>,
+    /// Keys `setServerConfig` set that gmv only tells back (`api::KEPT_KEYS`).
+    pub kept_config: RefCell<std::collections::BTreeMap<String, String>>,
     pub counters: RefCell<NodeCounters>,
     /// Numbers the viewers `on_play` and `on_stream_not_found` name (their `id`).
     next_viewer: Cell<u64>,
@@ -162,6 +164,7 @@ impl Node {
             hooks: Hooks::start(targets),
             port_range: Cell::new(port_range),
             rtmp_enhanced: Cell::new(rtmp_enhanced),
+            kept_config: RefCell::new(Default::default()),
             timings: Cell::new(timings),
             counters: RefCell::new(NodeCounters::default()),
             next_viewer: Cell::new(1),
