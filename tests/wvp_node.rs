@@ -500,6 +500,45 @@ fn wvp_downloads_a_recording_as_one_file_and_pauses_a_playback() {
     assert_eq!(status_of(&head), 404, "a symlink in the folder is no recording");
     std::fs::remove_file(&link).unwrap();
 
+    // Cloud-record playback (`service/impl/CloudRecordServiceImpl` → `ZLMMediaNodeServerService.loadMP4File`):
+    // the file published as `mp4_record/{app}_{stream}_{file}_{6 letters}`, sought to its
+    // middle (`seekRecordStamp`, stamp as BigDecimal writes a double) and sped up fourfold
+    // (`setRecordSpeed`) before the browser plays it.
+    let stem = file.file_stem().unwrap().to_str().unwrap();
+    let vod = format!("rtp_{name}_{stem}_qwerty");
+    let vod_call = |call: &str, extra: &[(&str, &str)]| {
+        let mut params = vec![("vhost", "__defaultVhost__"), ("app", "mp4_record"), ("stream", vod.as_str())];
+        params.extend_from_slice(extra);
+        post(&engine, call, &params)
+    };
+    let loaded = vod_call("loadMP4File", &[("file_path", file_path), ("file_repeat", "0")]);
+    let duration_ms = loaded["data"]["duration_ms"].as_u64().unwrap_or(0);
+    assert!(loaded["code"] == 0 && duration_ms as f64 >= time_len * 900.0, "{loaded}");
+    let arrived = wait_for("the recording arrived", Duration::from_secs(10), || hooks.changed(&vod, true).pop());
+    assert_eq!((arrived["app"].as_str(), arrived["originType"].as_u64()), (Some("mp4_record"), Some(6)));
+    let middle = format!("{}.000000000000227373675443232059478759765625", duration_ms / 2);
+    assert_eq!(vod_call("seekRecordStamp", &[("stamp", &middle), ("schema", "fmp4")]), json!({"code": 0, "result": 0, "msg": "success"}));
+    assert_eq!(vod_call("setRecordSpeed", &[("speed", "4"), ("schema", "ts")])["code"], 0);
+    let out = work_dir().join("wvp-cloud-record.flv");
+    let started = std::time::Instant::now();
+    let (status, _) = spawn_viewer(engine.http, format!("/mp4_record/{vod}.live.flv"), vec![], out.clone(), Duration::from_secs(20)).join().unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(status, 200);
+    let played = ffprobe(&out).frames as f64;
+    let whole = time_len * f64::from(FPS);
+    // From the keyframe before the middle (GOPs of a second) to the end.
+    assert!(played >= whole / 2.0 - 2.0 && played <= whole / 2.0 + f64::from(FPS) + 2.0, "{played} of {whole} frames");
+    let rest_s = played / f64::from(FPS);
+    assert!(elapsed.as_secs_f64() < rest_s * 0.75, "fourfold: {rest_s:.1} s of media in {elapsed:?}");
+    // Its only viewer left: the playback closes, as ZLMediaKit's auto_close does.
+    wait_for("the recording playback closed", Duration::from_secs(10), || hooks.changed(&vod, false).pop());
+    assert_eq!(vod_call("seekRecordStamp", &[("stamp", "0")])["code"], -500);
+    assert_ne!(
+        post(&engine, "loadMP4File", &[("vhost", "__defaultVhost__"), ("app", "mp4_record"), ("stream", "x"), ("file_path", "/etc/passwd")])["code"],
+        0,
+        "only the node's recordings"
+    );
+
     // Retention (`conf/CloudRecordTimer.java`, daily): each expired file by its folder's name
     // (`period`) and its file name; the file goes, a second time finds nothing.
     let period = file.parent().unwrap().file_name().unwrap().to_str().unwrap().to_string();

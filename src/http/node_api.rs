@@ -119,20 +119,39 @@ pub async fn serve_hook(front: &Front, conn: &mut HttpConn, head: &RequestHead, 
     respond(conn, 200, JSON, answer.to_string().as_bytes()).await;
 }
 
-/// Whether the viewer of a node play URL may watch: the stream's SSRC, or None once answered
-/// (401 as ZLMediaKit words it, 404, or gmv's own refusal when no `on_play` hook is set).
-pub async fn play_allowed(front: &Front, conn: &mut HttpConn, head: &RequestHead, app: &str, stream: &str, schema: &str) -> Option<u32> {
+/// What a node play URL's viewer may watch.
+pub enum Watch {
+    /// A stream of the shards, by SSRC.
+    Stream(u32),
+    /// A recording published by `loadMP4File`, from where its control says.
+    Vod { stem: String, control: std::rc::Rc<crate::node::vod::PlaybackControl> },
+}
+
+/// Whether the viewer of a node play URL may watch, and what; None once answered (401 as
+/// ZLMediaKit words it, 404, or gmv's own refusal when no `on_play` hook is set).
+pub async fn play_allowed(front: &Front, conn: &mut HttpConn, head: &RequestHead, app: &str, stream: &str, schema: &str) -> Option<Watch> {
     let Some(node) = &front.node else {
         respond_empty(conn, 404, "").await;
         return None;
     };
     let peer = std::net::SocketAddr::new(conn.peer_ip(), 0);
     match node.play(app, stream, schema, &head.query, peer).await {
-        PlayDecision::Allowed(key) => Some(key),
+        PlayDecision::Allowed(key) => Some(Watch::Stream(key)),
+        PlayDecision::Vod { stem, control, needs_credential: false } => Some(Watch::Vod { stem, control }),
+        PlayDecision::Vod { stem, control, needs_credential: true } => {
+            let scope = crate::auth::Scope::Record(stem.clone());
+            match super::routes::play_allowed(&front.shard.secrets(), head, None, &scope, super::play_tokens::unix_s(), conn.peer_ip()) {
+                Ok(()) => Some(Watch::Vod { stem, control }),
+                Err((status, code, message)) => {
+                    super::response::respond_error(conn, status, code, &format!("{message} (no on_play hook is set: gmv's play tokens or an API key decide)")).await;
+                    None
+                }
+            }
+        }
         PlayDecision::NeedsCredential(key) => {
             let scope = crate::auth::Scope::Stream(crate::proto::ssrc::stream_id(key));
             match super::routes::play_allowed(&front.shard.secrets(), head, None, &scope, super::play_tokens::unix_s(), conn.peer_ip()) {
-                Ok(()) => Some(key),
+                Ok(()) => Some(Watch::Stream(key)),
                 Err((status, code, message)) => {
                     super::response::respond_error(conn, status, code, &format!("{message} (no on_play hook is set: gmv's play tokens or an API key decide)")).await;
                     None

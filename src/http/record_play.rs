@@ -5,6 +5,7 @@ use super::conn::HttpConn;
 use crate::proto::flv::{FlvMuxer, file_header};
 use crate::proto::frame::{Codec, Frame};
 use crate::proto::mp4_read::{self, InitInfo};
+use crate::node::vod::PlaybackControl;
 use crate::shard::Shard;
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
@@ -56,8 +57,27 @@ fn adts(asc: [u8; 2], len: usize) -> [u8; 7] {
     ]
 }
 
-pub async fn serve(shard: &Shard, mut conn: HttpConn, stem: &str, start_s: u64) {
+/// Counts a viewer of a controlled playback while it plays.
+struct Watching(std::rc::Rc<PlaybackControl>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.viewers.set(self.0.viewers.get().saturating_sub(1));
+    }
+}
+
+/// `control`: a cloud-record playback's seek and speed, followed while it plays.
+pub async fn serve(shard: &Shard, mut conn: HttpConn, stem: &str, start_s: u64, control: Option<std::rc::Rc<PlaybackControl>>) {
     conn.keep_alive = false; // the body lasts as long as the playback
+    let _watching = control.clone().map(|c| {
+        c.viewers.set(c.viewers.get() + 1);
+        c.played.set(true);
+        Watching(c)
+    });
+    let speed = |c: &Option<std::rc::Rc<PlaybackControl>>| c.as_ref().map_or(100, |c| c.speed_x100.get().max(1));
+    let mut start_s = control.as_ref().map_or(start_s, |c| c.seek_ms.get() / 1000);
+    let mut generation = control.as_ref().map_or(0, |c| c.generation.get());
+    let mut pace = speed(&control);
     let Some(f) =
         super::records_serve::open_recording(&crate::shard::record::records_dir(&shard.config.data_dir), &mut conn, &format!("{stem}.mp4")).await
     else {
@@ -76,6 +96,11 @@ pub async fn serve(shard: &Shard, mut conn: HttpConn, stem: &str, start_s: u64) 
         result = conn.write_all(&file_header(true, true)).await;
     }
     while result.is_ok() && pos + 8 <= len {
+        // A seek: from the file's start again, to the keyframe before the new position.
+        if let Some(c) = control.as_ref().filter(|c| c.generation.get() != generation) {
+            (generation, start_s, started, pos) = (c.generation.get(), c.seek_ms.get() / 1000, false, 0);
+            continue;
+        }
         let Some(header) = read(&f, pos, 8).await else { break };
         let size = u64::from(u32::from_be_bytes([header[0], header[1], header[2], header[3]]));
         let kind = [header[4], header[5], header[6], header[7]];
@@ -115,6 +140,14 @@ pub async fn serve(shard: &Shard, mut conn: HttpConn, stem: &str, start_s: u64) 
                 }
                 frames.sort_by_key(|fr| (fr.dts, !fr.codec.is_video()));
                 for fr in frames {
+                    if control.as_ref().is_some_and(|c| c.generation.get() != generation) {
+                        break; // seeked meanwhile: the loop above starts over
+                    }
+                    if speed(&control) != pace {
+                        // A new speed counts from here.
+                        pace = speed(&control);
+                        (wall_start, media_start) = (Instant::now(), fr.dts);
+                    }
                     if !started {
                         // Start at the first keyframe whose fragment reaches `start`.
                         let fragment_end =
@@ -126,7 +159,7 @@ pub async fn serve(shard: &Shard, mut conn: HttpConn, stem: &str, start_s: u64) 
                         started = true;
                         (wall_start, media_start) = (Instant::now(), fr.dts);
                     }
-                    let due = wall_start + Duration::from_micros(fr.dts.saturating_sub(media_start) * 1000 / 90);
+                    let due = wall_start + Duration::from_micros(fr.dts.saturating_sub(media_start) * 1000 / 90 * 100 / u64::from(pace));
                     let now = Instant::now();
                     if due > now {
                         glommio::timer::sleep(due - now).await;

@@ -246,8 +246,18 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
         Route::Api => return hand_off(shard, CONTROL, conn, head, None).await,
         Route::NodeApi { name } if shard.is_control() => super::node_api::serve_api(&front, &mut conn, &head, &name).await,
         Route::NodePlay { app, stream, format } if shard.is_control() => {
-            let Some(ssrc) = super::node_api::play_allowed(&front, &mut conn, &head, &app, &stream, format.schema()).await else {
-                return conn.keep_alive.then_some(conn);
+            let ssrc = match super::node_api::play_allowed(&front, &mut conn, &head, &app, &stream, format.schema()).await {
+                None => return conn.keep_alive.then_some(conn),
+                Some(super::node_api::Watch::Stream(ssrc)) => ssrc,
+                // A recording (loadMP4File) plays as HTTP-FLV, from where its seek put it.
+                Some(super::node_api::Watch::Vod { stem, control }) if format == routes::NodeFormat::Flv && super::websocket::upgrade_accept(&head).is_none() => {
+                    super::record_play::serve(shard, conn, &stem, 0, Some(control)).await;
+                    return None;
+                }
+                Some(super::node_api::Watch::Vod { .. }) => {
+                    respond_error(&mut conn, 415, "unsupported", "gmv plays recordings (loadMP4File) as HTTP-FLV only").await;
+                    return conn.keep_alive.then_some(conn);
+                }
             };
             let live = match format {
                 routes::NodeFormat::Fmp4 => Some(LiveFormat::Fmp4),
@@ -274,7 +284,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
         }
         Route::RecordPlay { stem, token, start_s } => {
             if check_play(shard, &mut conn, &head, token.as_deref(), &Scope::Record(stem.clone())).await {
-                super::record_play::serve(shard, conn, &stem, start_s).await;
+                super::record_play::serve(shard, conn, &stem, start_s, None).await;
                 return None;
             }
         }

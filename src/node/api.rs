@@ -34,9 +34,6 @@ const NOT_OFFERED: &[(&str, &str)] = &[
     ("addFFmpegSource", "gmv does not run ffmpeg sources"),
     ("delFFmpegSource", "gmv does not run ffmpeg sources"),
     ("restartServer", "gmv applies setServerConfig without a restart"),
-    ("loadMP4File", "gmv plays recordings at /flv/record/... instead"),
-    ("seekRecordStamp", "gmv plays recordings at /flv/record/... instead"),
-    ("setRecordSpeed", "gmv plays recordings at /flv/record/... instead"),
     ("getMP4RecordFile", "gmv lists recordings at GET /api/records"),
     ("kick_sessions", "gmv closes viewers with their stream"),
 ];
@@ -93,6 +90,9 @@ pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
             | "startSendRtp"
             | "startSendRtpPassive"
             | "stopSendRtp"
+            | "loadMP4File"
+            | "seekRecordStamp"
+            | "setRecordSpeed"
     ) || NOT_OFFERED.iter().any(|(n, _)| *n == name);
     if !known {
         return Reply::NoSuchCall;
@@ -162,6 +162,8 @@ pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
         "startSendRtp" => start_send(node, p, false).await,
         "startSendRtpPassive" => start_send(node, p, true).await,
         "stopSendRtp" => stop_send(node, get("app"), get("stream"), get("ssrc")).await,
+        "loadMP4File" => load_mp4(node, get("app"), get("stream"), get("file_path")).await,
+        "seekRecordStamp" | "setRecordSpeed" => vod_control(node, name, get("app"), get("stream"), get("stamp"), get("speed")),
         "deleteRecordDirectory" => delete_recording(node, get("app"), get("stream"), get("name")).await,
         // gmv's viewers are per stream (GET /api/streams); no per-session listing.
         "getAllSession" => json!({ "code": code::OK, "data": [] }),
@@ -618,6 +620,76 @@ async fn stop_send(node: &Node, app: Option<&str>, stream: Option<&str>, ssrc: O
         Some(n) if n > 0 => ok(),
         Some(_) => zlm::error(code::FAILED, "stopSendRtp failed"),
         None => zlm::error(code::NOT_FOUND, "can not find the stream"),
+    }
+}
+
+/// `loadMP4File` (wvp's cloud-record playback): one recording of this node, by the path
+/// `on_record_mp4` gave, published as `app`/`stream` (wvp: `mp4_record`, a name of its own) and
+/// played to its viewers as HTTP-FLV. A folder (wvp's whole-day playback) is refused: gmv keeps
+/// recordings in one folder, not by day.
+async fn load_mp4(node: &Node, app: Option<&str>, stream: Option<&str>, file_path: Option<&str>) -> Value {
+    use super::download_file::{FileRefused, resolve};
+    use super::vod::{PlaybackControl, VODS_MAX, Vod};
+    let (Some(app), Some(stream), Some(file_path)) = (app, stream, file_path) else { return zlm::missing(&["vhost", "app", "stream", "file_path"]) };
+    if node.servers.borrow().may_open(stream, app).is_err() && node.servers.borrow().named(stream).is_some() {
+        return zlm::error(code::ARGS, "This stream already exists");
+    }
+    let key = (app.to_string(), stream.to_string());
+    if node.vods.borrow().contains_key(&key) {
+        return zlm::error(code::ARGS, "This stream already exists");
+    }
+    if node.vods.borrow().len() >= VODS_MAX {
+        return zlm::error(code::FAILED, &format!("this node plays {VODS_MAX} recordings, its most"));
+    }
+    let records = crate::shard::record::records_dir(&node.shard.config.data_dir);
+    let asked = file_path.to_string();
+    let found = glommio::executor()
+        .spawn_blocking(move || {
+            let folders: Vec<std::path::PathBuf> = records.canonicalize().into_iter().collect();
+            let (folder, name) = resolve(&asked, &folders)?;
+            let sidecar = std::fs::read(folder.join(name.replace(".mp4", ".json"))).ok();
+            let duration_ms = sidecar.and_then(|b| serde_json::from_slice::<crate::shard::record::RecordInfo>(&b).ok()).map_or(0, |i| i.duration_ms);
+            Ok::<_, FileRefused>((name, duration_ms))
+        })
+        .await;
+    let (name, duration_ms) = match found {
+        Ok(found) => found,
+        Err(FileRefused::NoSuchFile) => return zlm::error(code::BIND, &format!("cannot open {file_path}: no such recording")),
+        Err(FileRefused::OutsideFolders) => {
+            return zlm::error(code::BIND, "file_path names no recording of this node (gmv plays one recording file of its records folder per loadMP4File)");
+        }
+    };
+    let vod = Vod {
+        app: app.to_string(),
+        stream: stream.to_string(),
+        stem: name.trim_end_matches(".mp4").to_string(),
+        file_path: file_path.to_string(),
+        duration_ms,
+        created: Instant::now(),
+        created_unix_s: crate::shard::unix_s(),
+        control: std::rc::Rc::new(PlaybackControl::default()),
+    };
+    node.vod_changed(&vod, true);
+    tracing::info!(app, stream, file = %name, duration_ms, "recording published for playback (loadMP4File)");
+    node.vods.borrow_mut().insert(key, vod);
+    json!({ "code": code::OK, "data": { "duration_ms": duration_ms } })
+}
+
+/// `seekRecordStamp` (`stamp`, ms) and `setRecordSpeed` (`speed`) of a `loadMP4File`
+/// playback, answered as ZLMediaKit does.
+fn vod_control(node: &Node, call: &str, app: Option<&str>, stream: Option<&str>, stamp: Option<&str>, speed: Option<&str>) -> Value {
+    let (Some(app), Some(stream)) = (app, stream) else { return zlm::missing(&["vhost", "app", "stream"]) };
+    let Some(control) = node.vods.borrow().get(&(app.to_string(), stream.to_string())).map(|v| v.control.clone()) else {
+        return zlm::error(code::NOT_FOUND, "can not find the stream");
+    };
+    let done = match call {
+        "seekRecordStamp" => stamp.and_then(super::vod::parse_stamp).map(|ms| control.seek(ms)),
+        _ => speed.and_then(super::vod::parse_speed).map(|x100| control.speed_x100.set(x100)),
+    };
+    match done {
+        Some(()) => json!({ "code": code::OK, "result": 0, "msg": "success" }),
+        None if call == "seekRecordStamp" => zlm::missing(&["stamp"]),
+        None => zlm::error(code::ARGS, &format!("speed must be {}..{}", super::vod::SPEED_MIN, super::vod::SPEED_MAX)),
     }
 }
 

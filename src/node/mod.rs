@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod download_file;
+pub mod vod;
 pub mod hooks;
 pub mod rtp_servers;
 pub mod zlm;
@@ -79,6 +80,8 @@ pub struct Node {
     /// `rtmp.enhanced`: H.265 on the node's FLV URLs as enhanced RTMP's `hvc1`; off (the
     /// default, as wvp ships ZLMediaKit): codec id 12, what its players read.
     pub rtmp_enhanced: Cell<bool>,
+    /// Recordings published for playback (`loadMP4File`) by (app, stream).
+    pub vods: RefCell<std::collections::BTreeMap<(String, String), vod::Vod>>,
     /// Keys `setServerConfig` set that gmv only tells back (`api::KEPT_KEYS`).
     pub kept_config: RefCell<std::collections::BTreeMap<String, String>>,
     pub counters: RefCell<NodeCounters>,
@@ -93,12 +96,15 @@ pub struct Node {
 }
 
 /// Whether a viewer of a ZLMediaKit play URL may watch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum PlayDecision {
     /// `on_play` allowed it: the gmv stream to serve.
     Allowed(u32),
     /// No `on_play` hook: gmv's own credentials decide, for this stream.
     NeedsCredential(u32),
+    /// A recording published by `loadMP4File`: played from its control's position; a
+    /// credential for the recording is needed when no `on_play` hook is set.
+    Vod { stem: String, control: Rc<vod::PlaybackControl>, needs_credential: bool },
     /// `on_play` refused, with its code and message.
     Refused(i64, String),
     NotFound,
@@ -165,6 +171,7 @@ impl Node {
             port_range: Cell::new(port_range),
             rtmp_enhanced: Cell::new(rtmp_enhanced),
             kept_config: RefCell::new(Default::default()),
+            vods: RefCell::new(Default::default()),
             timings: Cell::new(timings),
             counters: RefCell::new(NodeCounters::default()),
             next_viewer: Cell::new(1),
@@ -241,6 +248,15 @@ impl Node {
         let mut body = zlm::stream_ref(app, stream_id, schema);
         self.viewer_fields(&mut body, params, peer);
         body.insert("protocol".into(), "http".into());
+        let vod = self.vods.borrow().get(&(app.to_string(), stream_id.to_string())).map(|v| (v.stem.clone(), v.control.clone()));
+        if let Some((stem, control)) = vod {
+            return match self.hooks.ask("on_play", body).await {
+                None => PlayDecision::Vod { stem, control, needs_credential: true },
+                Some(Ok(answer)) if answer.get("code").and_then(Value::as_i64) == Some(0) => PlayDecision::Vod { stem, control, needs_credential: false },
+                Some(Ok(answer)) => PlayDecision::Refused(answer.get("code").and_then(Value::as_i64).unwrap_or(-1), answer.get("msg").and_then(Value::as_str).unwrap_or("").to_string()),
+                Some(Err(error)) => PlayDecision::Refused(-1, format!("on_play failed: {error}")),
+            };
+        }
         let published = |servers: &RtpServers| servers.named(stream_id).filter(|s| s.published() && s.app == app).map(|s| s.key);
         let mut key = published(&self.servers.borrow());
         if key.is_none() {
@@ -306,6 +322,26 @@ impl Node {
         allowed
     }
 
+    /// `on_stream_changed` for a `loadMP4File` playback, every schema (ZLMediaKit's `mp4_vod`).
+    pub fn vod_changed(&self, vod: &vod::Vod, regist: bool) {
+        for schema in self.schemas() {
+            let mut body = zlm::stream_ref(&vod.app, &vod.stream, &schema);
+            body.insert("regist".into(), regist.into());
+            if regist {
+                body.insert("aliveSecond".into(), 0.into());
+                body.insert("bytesSpeed".into(), 0.into());
+                body.insert("createStamp".into(), vod.created_unix_s.into());
+                body.insert("originType".into(), zlm::ORIGIN_TYPE_MP4_VOD.into());
+                body.insert("originTypeStr".into(), zlm::ORIGIN_TYPE_MP4_VOD_NAME.into());
+                body.insert("originUrl".into(), vod.file_path.clone().into());
+                body.insert("readerCount".into(), 0.into());
+                body.insert("totalReaderCount".into(), 0.into());
+                body.insert("tracks".into(), Value::Array(Vec::new()));
+            }
+            self.hooks.post("on_stream_changed", body);
+        }
+    }
+
     /// A media shard's sender ended: `on_send_rtp_stopped` for a send this node started.
     pub fn send_stopped(&self, stopped: &crate::shard::rtp_send::SendStopped) {
         let Some((app, name)) = self.sends.borrow_mut().remove(&(stopped.source_ssrc, stopped.send_ssrc)) else { return };
@@ -366,6 +402,16 @@ impl Node {
     }
 
     async fn on_tick(self: &Rc<Self>) {
+        let wait = self.timings.get().none_reader_delay;
+        let done: Vec<vod::Vod> = {
+            let mut vods = self.vods.borrow_mut();
+            let keys: Vec<(String, String)> = vods.iter().filter(|(_, v)| v.done(Instant::now(), wait)).map(|(k, _)| k.clone()).collect();
+            keys.iter().filter_map(|k| vods.remove(k)).collect()
+        };
+        for v in &done {
+            tracing::info!(app = %v.app, stream = %v.stream, "recording playback closed: no viewer");
+            self.vod_changed(v, false);
+        }
         // Nothing to watch: the shards are not asked (an all-in-one gmv nobody drives).
         if self.servers.borrow().is_empty() {
             return;

@@ -8,6 +8,9 @@ use serde_json::{Map, Value, json};
 /// ZLMediaKit's `originType` of an RTP push, and its name.
 pub const ORIGIN_TYPE_RTP_PUSH: u64 = 3;
 pub const ORIGIN_TYPE_RTP_PUSH_NAME: &str = "rtp_push";
+/// A recording played back (`loadMP4File`).
+pub const ORIGIN_TYPE_MP4_VOD: u64 = 6;
+pub const ORIGIN_TYPE_MP4_VOD_NAME: &str = "mp4_vod";
 
 /// Result codes (`code`) of ZLMediaKit's API.
 pub mod code {
