@@ -134,7 +134,14 @@ const collapsed = new Set();
 const ROW_PX = { device: 40, channel: 46, details: 250, note: 30 };
 const OVERSCAN_ROWS = 10;
 
+// Each load of the list (and of a device's channels) is numbered: an answer to an older one that
+// arrives after a newer one started is dropped, or a slow unfiltered load finishing after a
+// search would put the whole list back under the search box.
+let devicesLoad = 0;
+let channelsLoad = 0;
+
 async function loadDevices() {
+  const load = ++devicesLoad;
   try {
     const q = $('#device-filter').value.trim();
     const online = $('#online-only').checked ? '&online=true' : '';
@@ -142,6 +149,7 @@ async function loadDevices() {
     let total = Infinity;
     while (found.length < Math.min(total, DEVICES_FETCH_MAX)) {
       const page = await api('GET', `/api/devices?offset=${found.length}&limit=${PAGE}&q=${encodeURIComponent(q)}${online}`);
+      if (load !== devicesLoad) return;
       total = page.total;
       found.push(...page.devices);
       if (!page.devices.length) break;
@@ -149,6 +157,7 @@ async function loadDevices() {
     devices = found;
     devices.total = total;
     const { sessions } = await api('GET', '/api/sessions');
+    if (load !== devicesLoad) return;
     await Promise.all(sessions.filter((s) => s.kind === 'live').slice(0, COVERS_MAX).map(async (s) => {
       if (covers.has(s.channel_id)) return;
       try {
@@ -156,8 +165,10 @@ async function loadDevices() {
         covers.set(s.channel_id, `/cover/${s.stream_id}.jpg?token=${t.token}`);
       } catch (_) { /* no thumbnail */ }
     }));
+    if (load !== devicesLoad) return;
     renderDevices();
   } catch (err) {
+    if (load !== devicesLoad) return;
     $('#device-tree').replaceChildren(el('div', { class: 'error' }, readable(err)));
   }
 }
@@ -170,16 +181,17 @@ function isExpanded(d) {
 
 // A device's channels, asked when it is first expanded.
 async function loadChannels(d) {
+  const load = channelsLoad;
   channelsOf.set(d.device_id, null); // asking
+  let channels = [];
   try {
     const q = encodeURIComponent($('#device-filter').value.trim());
-    const page = await api('GET', `/api/devices/${d.device_id}/channels?limit=${PAGE}&q=${q}`);
-    channelsOf.set(d.device_id, page.channels);
+    channels = (await api('GET', `/api/devices/${d.device_id}/channels?limit=${PAGE}&q=${q}`)).channels;
     // A search matching the device itself shows all its channels.
-    if (!page.channels.length && q) channelsOf.set(d.device_id, (await api('GET', `/api/devices/${d.device_id}/channels?limit=${PAGE}`)).channels);
-  } catch (err) {
-    channelsOf.set(d.device_id, []);
-  }
+    if (!channels.length && q) channels = (await api('GET', `/api/devices/${d.device_id}/channels?limit=${PAGE}`)).channels;
+  } catch (err) { /* shown as a device without channels */ }
+  if (load !== channelsLoad) return; // asked under an earlier search
+  channelsOf.set(d.device_id, channels);
   renderDevices();
 }
 
@@ -282,7 +294,7 @@ function fillDetails(box, d) {
 let searchTimer = null;
 $('#device-filter').addEventListener('input', () => {
   clearTimeout(searchTimer);
-  searchTimer = setTimeout(() => { channelsOf.clear(); loadDevices(); }, 250);
+  searchTimer = setTimeout(() => { channelsLoad += 1; channelsOf.clear(); loadDevices(); }, 250);
 });
 $('#online-only').addEventListener('change', loadDevices);
 $('#tree-scroll').addEventListener('scroll', drawVisibleRows);
