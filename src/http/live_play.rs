@@ -9,6 +9,18 @@ use crate::proto::live_mux::{LiveFormat, LiveMux};
 use crate::shard::Shard;
 use futures_lite::AsyncWriteExt;
 use std::rc::Rc;
+use std::time::Duration;
+
+/// A viewer whose socket takes no bytes this long is gone (one that reads nothing would
+/// otherwise hold its connection for good once its queue was dropped).
+const LIVE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn write(conn: &mut HttpConn, bytes: &[u8]) -> std::io::Result<()> {
+    match glommio::timer::timeout(LIVE_WRITE_TIMEOUT, async { Ok(conn.write_all(bytes).await) }).await {
+        Ok(written) => written,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "viewer took nothing")),
+    }
+}
 
 pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, websocket: Option<String>, format: LiveFormat) {
     conn.keep_alive = false; // the body lasts as long as the stream
@@ -32,7 +44,7 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, websocket: 
         Some(accept) => super::websocket::handshake(accept),
         None => super::response::head(&conn, 200, content_type),
     };
-    let mut result = conn.write_all(head.as_bytes()).await;
+    let mut result = write(&mut conn, head.as_bytes()).await;
     let mut mux = LiveMux::new(format, audio);
     let (mut bytes, mut frame) = (Vec::new(), Vec::new());
     while result.is_ok() {
@@ -51,7 +63,7 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, websocket: 
                     }
                     None => &bytes,
                 };
-                result = conn.write_all(out).await;
+                result = write(&mut conn, out).await;
             }
             Ok(None) => break, // stream closed, or this viewer dropped for being slow
             Err(_) if peer_closed(&conn) => break,

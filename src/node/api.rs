@@ -631,11 +631,8 @@ async fn load_mp4(node: &Node, app: Option<&str>, stream: Option<&str>, file_pat
     use super::download_file::{FileRefused, resolve};
     use super::vod::{PlaybackControl, VODS_MAX, Vod};
     let (Some(app), Some(stream), Some(file_path)) = (app, stream, file_path) else { return zlm::missing(&["vhost", "app", "stream", "file_path"]) };
-    if node.servers.borrow().may_open(stream, app).is_err() && node.servers.borrow().named(stream).is_some() {
-        return zlm::error(code::ARGS, "This stream already exists");
-    }
     let key = (app.to_string(), stream.to_string());
-    if node.vods.borrow().contains_key(&key) {
+    if node.servers.borrow().named(stream).is_some() || node.vods.borrow().contains_key(&key) {
         return zlm::error(code::ARGS, "This stream already exists");
     }
     if node.vods.borrow().len() >= VODS_MAX {

@@ -457,7 +457,8 @@ async fn watch_rtcp(sock: UdpSocket, to: SocketAddr, ssrc: u32, counters: Rc<Cel
         while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
             match glommio::timer::timeout(left, async { Ok(sock.recv_from(&mut buf).await.ok()) }).await {
                 Ok(Some(_)) => heard = Instant::now(),
-                Ok(None) => break,
+                // A read error is no report: the interval is waited out all the same.
+                Ok(None) => glommio::timer::sleep(left).await,
                 Err(_) => break, // the interval is up
             }
         }
