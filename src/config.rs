@@ -27,6 +27,8 @@ pub struct Config {
     pub node: NodeConfig,
     /// Where the device registry lives: SQLite in `data_dir`, or PostgreSQL shared by controls.
     pub registry: RegistryConfig,
+    /// Upper platforms this one reports to as a lower platform (级联).
+    pub cascade: CascadeConfig,
 }
 
 /// The device registry's storage. Empty `postgres`: `data_dir/registry.sqlite3`, for one
@@ -187,6 +189,159 @@ impl Config {
     /// The name this node gives itself in hooks.
     pub fn media_server_id(&self) -> &str {
         if self.node.media_server_id.is_empty() { &self.node_id } else { &self.node.media_server_id }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CascadeConfig {
+    pub upstreams: Vec<UpstreamYaml>,
+}
+
+/// An upper platform (上级平台) this one registers with and shares channels to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamYaml {
+    /// Our name for it (API, logs, events).
+    pub id: String,
+    /// The name this platform gives itself upward (DeviceInfo).
+    #[serde(default = "default_upstream_name")]
+    pub name: String,
+    /// The upper platform's SIP id and domain.
+    pub server_id: String,
+    pub domain: String,
+    /// Its SIP address, `host:port` (a name is resolved at start).
+    pub address: String,
+    /// `udp` (TCP signalling upward is not offered yet).
+    #[serde(default = "default_upstream_transport")]
+    pub transport: String,
+    pub password: String,
+    /// The id this platform has toward it (a platform id, type 200, by convention).
+    pub local_id: String,
+    #[serde(default = "default_upstream_expires_s")]
+    pub register_expires_s: u32,
+    #[serde(default = "default_upstream_keepalive_s")]
+    pub keepalive_s: u32,
+    /// Keepalives unanswered in a row before the upstream is deemed lost (and registered again).
+    #[serde(default = "default_upstream_keepalive_count")]
+    pub keepalive_timeout_count: u32,
+    /// `GB2312` (the standard's) or `UTF-8`.
+    #[serde(default = "default_upstream_charset")]
+    pub charset: String,
+    /// `all`, or a list of channel ids.
+    #[serde(default)]
+    pub shared: SharedYaml,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SharedYaml {
+    /// `all`
+    Word(String),
+    Channels(Vec<String>),
+}
+
+impl Default for SharedYaml {
+    fn default() -> Self {
+        SharedYaml::Channels(Vec::new())
+    }
+}
+
+fn default_upstream_name() -> String {
+    "gmv".into()
+}
+fn default_upstream_transport() -> String {
+    "udp".into()
+}
+fn default_upstream_expires_s() -> u32 {
+    3600
+}
+fn default_upstream_keepalive_s() -> u32 {
+    60
+}
+fn default_upstream_keepalive_count() -> u32 {
+    3
+}
+fn default_upstream_charset() -> String {
+    "GB2312".into()
+}
+
+impl UpstreamYaml {
+    /// The upstream as the SIP endpoint takes it, or why it cannot be.
+    pub fn to_endpoint(&self) -> Result<crate::proto::sip::endpoint::UpstreamConfig, String> {
+        use crate::proto::sip::endpoint::{Charset, Shared, UPSTREAM_CALLS_MAX, valid_id};
+        use std::net::ToSocketAddrs;
+        let id = &self.id;
+        for (field, v) in [("server_id", &self.server_id), ("domain", &self.domain), ("local_id", &self.local_id)] {
+            if !valid_id(v) {
+                return Err(format!("cascade.upstreams {id}: {field} {v:?} is not an id (letters, digits, - _ .)"));
+            }
+        }
+        if id.is_empty() || id.len() > 64 {
+            return Err("cascade.upstreams: id must be 1 to 64 characters".into());
+        }
+        if !self.transport.eq_ignore_ascii_case("udp") {
+            return Err(format!("cascade.upstreams {id}: transport {:?}: only udp is offered yet", self.transport));
+        }
+        let address = self.address.to_socket_addrs().ok().and_then(|mut a| a.next());
+        let Some(address) = address else { return Err(format!("cascade.upstreams {id}: address {:?} is not host:port", self.address)) };
+        if self.keepalive_s == 0 || self.keepalive_s > 3600 || self.keepalive_timeout_count == 0 || self.keepalive_timeout_count > 100 {
+            return Err(format!("cascade.upstreams {id}: keepalive_s must be 1 to 3600 and keepalive_timeout_count 1 to 100"));
+        }
+        let charset = match self.charset.to_ascii_uppercase().as_str() {
+            "GB2312" | "GBK" | "GB18030" => Charset::Gb2312,
+            "UTF-8" | "UTF8" => Charset::Utf8,
+            other => return Err(format!("cascade.upstreams {id}: charset {other:?} is GB2312 or UTF-8")),
+        };
+        let shared = match &self.shared {
+            SharedYaml::Word(w) if w == "all" => Shared::All,
+            SharedYaml::Word(w) => return Err(format!("cascade.upstreams {id}: shared {w:?} is \"all\" or a list of channel ids")),
+            SharedYaml::Channels(list) => {
+                if let Some(bad) = list.iter().find(|c| !valid_id(c)) {
+                    return Err(format!("cascade.upstreams {id}: shared channel {bad:?} is not an id"));
+                }
+                if list.len() > 100 * UPSTREAM_CALLS_MAX {
+                    return Err(format!("cascade.upstreams {id}: shared lists at most {} channels (or say all)", 100 * UPSTREAM_CALLS_MAX));
+                }
+                Shared::Channels(list.iter().cloned().collect())
+            }
+        };
+        Ok(crate::proto::sip::endpoint::UpstreamConfig {
+            id: id.clone(),
+            name: self.name.clone(),
+            server_id: self.server_id.clone(),
+            domain: self.domain.clone(),
+            address,
+            password: self.password.clone(),
+            local_id: self.local_id.clone(),
+            register_expires_s: self.register_expires_s,
+            keepalive: std::time::Duration::from_secs(u64::from(self.keepalive_s)),
+            keepalive_misses_max: self.keepalive_timeout_count,
+            charset,
+            shared,
+        })
+    }
+}
+
+impl CascadeConfig {
+    /// The valid upstreams (`validate` refuses a config with another).
+    pub fn endpoint_upstreams(&self) -> Vec<crate::proto::sip::endpoint::UpstreamConfig> {
+        self.upstreams.iter().filter_map(|u| u.to_endpoint().ok()).collect()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        use crate::proto::sip::endpoint::UPSTREAMS_MAX;
+        if self.upstreams.len() > UPSTREAMS_MAX {
+            return Err(format!("cascade.upstreams: at most {UPSTREAMS_MAX}"));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for u in &self.upstreams {
+            u.to_endpoint()?;
+            if !ids.insert(&u.id) {
+                return Err(format!("cascade.upstreams: id {} twice", u.id));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -367,6 +522,7 @@ impl Config {
             device_subscribe: s.device_subscribe.clone(),
             subscribe_expires_s: s.subscribe_expires_s.max(SUBSCRIBE_EXPIRES_S_MIN),
             register_rate: s.register_rate_limits(),
+            upstreams: self.cascade.endpoint_upstreams(),
         }
     }
 }
@@ -507,6 +663,7 @@ impl Default for Config {
             webhooks: Vec::new(),
             node: NodeConfig::default(),
             registry: RegistryConfig::default(),
+            cascade: CascadeConfig::default(),
         }
     }
 }
@@ -685,6 +842,10 @@ impl Config {
         if let Some(k) = kinds.into_iter().find(|k| crate::proto::sip::endpoint::SubKind::parse(k).is_none()) {
             return Err(ConfigError::Invalid(format!("sip subscription {k:?} is not catalog, alarm or mobile_position")));
         }
+        self.cascade.validate().map_err(ConfigError::Invalid)?;
+        if !self.cascade.upstreams.is_empty() && self.sip.listen.is_empty() {
+            return invalid("cascade.upstreams needs sip.listen (the upstreams are reached from its socket)");
+        }
         for w in &self.webhooks {
             if crate::outbound::parse_url(&w.url).is_none() {
                 return Err(ConfigError::Invalid(format!("webhooks: {:?} must be http://host:port/path (HTTPS is not offered yet)", w.url)));
@@ -779,6 +940,33 @@ mod tests {
     #[test]
     fn embedded_yaml_matches_defaults() {
         assert_eq!(Config::from_yaml(DEFAULT_CONFIG_YAML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn an_upstream_is_checked_whole_and_shares_nothing_unless_told() {
+        let up = |extra: &str| {
+            format!("cascade:\n  upstreams:\n  - id: city\n    server_id: \"44010000002000000001\"\n    domain: \"4401000000\"\n    address: \"127.0.0.1:5061\"\n    password: pw\n    local_id: \"34020000002000000001\"\n{extra}")
+        };
+        let c = Config::from_yaml(&up("")).unwrap();
+        let e = &c.cascade.endpoint_upstreams()[0];
+        assert_eq!(e.shared, crate::proto::sip::endpoint::Shared::Channels(Default::default()), "nothing unless told");
+        assert_eq!((e.keepalive.as_secs(), e.keepalive_misses_max, e.register_expires_s, e.charset), (60, 3, 3600, crate::proto::sip::endpoint::Charset::Gb2312));
+        let all = Config::from_yaml(&up("    shared: all\n    charset: UTF-8\n")).unwrap();
+        assert_eq!(all.cascade.endpoint_upstreams()[0].shared, crate::proto::sip::endpoint::Shared::All);
+        for (bad, says) in [
+            ("    transport: tcp\n", "only udp"),
+            ("    shared: some\n", "\"all\" or a list"),
+            ("    shared: [\"a\\r\\nb\"]\n", "not an id"),
+            ("    charset: latin1\n", "GB2312 or UTF-8"),
+            ("    keepalive_s: 0\n", "keepalive_s"),
+        ] {
+            let e = Config::from_yaml(&up(bad)).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let e = Config::from_yaml(&up("").replace("127.0.0.1:5061", "nowhere")).unwrap_err().to_string();
+        assert!(e.contains("host:port"), "{e}");
+        let twice = up("") + &up("").replace("cascade:\n  upstreams:\n", "");
+        assert!(Config::from_yaml(&twice).unwrap_err().to_string().contains("twice"));
     }
 
     #[test]

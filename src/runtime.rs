@@ -418,9 +418,13 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                     let events = control.as_ref().map(|c| c.events.clone());
                     let node = node.clone();
                     let sender_node = node.clone();
+                    let sender_control = control.clone();
                     let _ = shard.on_send_stopped.set(Box::new(move |stopped| {
                         if let Some(node) = &sender_node {
                             node.send_stopped(&stopped);
+                        }
+                        if let Some(control) = &sender_control {
+                            control.upstream_send_stopped(&stopped);
                         }
                     }));
                     let _ = shard.on_recording_closed.set(Box::new(move |info| {

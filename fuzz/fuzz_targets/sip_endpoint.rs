@@ -1,14 +1,20 @@
 //! Sequences of datagrams, TCP messages, time steps and commands into the SIP endpoint,
-//! after a device registered properly (so bound-device paths are reachable).
+//! after a device registered properly and the endpoint registered with an upper platform (so
+//! bound-device and upstream paths are reachable).
 //!
-//! Input: records of [op][len u8][bytes]: op % 11 = 0..2 datagram from the device / another
+//! Input: records of [op][len u8][bytes]: op % 13 = 0..2 datagram from the device / another
 //! UDP host / a TCP connection; 3 time step of bytes[0]·100 ms; 4 play (live, playback or
 //! download by bytes[0]); 5 stop; 6 streams seen; 7 device control; 8 playback control of the
-//! last stream played; 9 RecordInfo query; 10 connection closed.
+//! last stream played; 9 RecordInfo query; 10 connection closed (or the device removed);
+//! 11 a request from the upper platform (bytes[0] picks INVITE with the rest as its SDP, an
+//! INVITE with the rest as its y= and m= lines, MESSAGE with the rest as its MANSCDP body,
+//! ACK/BYE/CANCEL of one of four calls, or the rest as a raw datagram); 12 the driver answers,
+//! refuses or hangs up the upper platform's last INVITE.
 #![no_main]
 use gmv::proto::sip::digest::client_response;
 use gmv::proto::sip::endpoint::{
-    Command, DeviceAsk, DeviceCommand, Endpoint, MediaTransport, Outcome, Peer, PlayKind, PlayStart, RecordType, StreamUse,
+    Charset, Command, DeviceAsk, DeviceCommand, Endpoint, Event, MediaTransport, Outcome, Peer, PlayKind, PlayStart, RecordType, Shared, StreamUse,
+    UpstreamConfig, UpstreamMediaAnswer, UpstreamRefusal, UpstreamState,
 };
 use gmv::proto::sip::mansrtsp::PlaybackAction;
 use gmv::proto::sip::parse;
@@ -17,13 +23,76 @@ use std::time::{Duration, Instant};
 
 const DEV: &str = "34020000001320000001";
 
+const UP: &str = "127.0.0.50:5060";
+
 fn drain(ep: &mut Endpoint) -> Vec<Vec<u8>> {
+    drain_noting(ep, &mut 0)
+}
+
+/// Transmits; the handle of an upper platform's INVITE is noted in `upstream_call`.
+fn drain_noting(ep: &mut Endpoint, upstream_call: &mut u64) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     while let Some(t) = ep.poll_transmit() {
         out.push(t.bytes);
     }
-    while ep.poll_event().is_some() {}
+    while let Some(e) = ep.poll_event() {
+        if let Event::UpstreamPlay(p) = e {
+            *upstream_call = p.handle;
+        }
+    }
     out
+}
+
+const CH: &str = "34020000001310000001";
+
+/// A request from the upper platform in call `u{call}`.
+fn upper_request(method: &str, call: u8, body: Option<(&str, &[u8])>) -> Vec<u8> {
+    let mut out = format!(
+        "{method} sip:{CH}@3402000000 SIP/2.0\r\nVia: SIP/2.0/UDP {UP};branch=z9hG4bKu{call}{method}\r\nFrom: <sip:44010000002000000001@4401000000>;tag=up{call}\r\nTo: <sip:{CH}@3402000000>\r\nCall-ID: u{call}\r\nCSeq: 1 {method}\r\nContact: <sip:44010000002000000001@{UP}>\r\n"
+    );
+    match body {
+        Some((ct, b)) => {
+            out.push_str(&format!("Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n", b.len()));
+            let mut bytes = out.into_bytes();
+            bytes.extend_from_slice(b);
+            bytes
+        }
+        None => {
+            out.push_str("Content-Length: 0\r\n\r\n");
+            out.into_bytes()
+        }
+    }
+}
+
+fn upper_input(bytes: &[u8]) -> Vec<u8> {
+    let b = bytes.first().copied().unwrap_or(0);
+    let rest = bytes.get(1..).unwrap_or_default();
+    let call = b / 8 % 4;
+    match b % 8 {
+        0 => upper_request("INVITE", call, Some(("Application/SDP", rest))),
+        1 => {
+            let sdp = [b"v=0\r\no=x 0 0 IN IP4 127.0.0.50\r\ns=Play\r\nc=IN IP4 127.0.0.50\r\nt=0 0\r\n".as_slice(), rest].concat();
+            upper_request("INVITE", call, Some(("Application/SDP", &sdp)))
+        }
+        2 => upper_request("MESSAGE", call, Some(("Application/MANSCDP+xml", rest))),
+        3 => upper_request("ACK", call, None),
+        4 => upper_request("BYE", call, None),
+        5 => upper_request("CANCEL", call, None),
+        _ => rest.to_vec(),
+    }
+}
+
+/// Registers with the upper platform (its 200 to our REGISTER).
+fn register_up(ep: &mut Endpoint, now: Instant) {
+    ep.handle_timeout(now);
+    for t in drain(ep) {
+        let Ok(m) = parse(&t) else { continue };
+        if m.method().is_some_and(|m| m.to_string() == "REGISTER") {
+            let ok = gmv::proto::sip::build::response(&m, "127.0.0.1:5060".parse().unwrap(), 200, "OK", "up", &[("Expires", "3600".into())], None);
+            ep.handle_datagram(now, Peer::Udp(UP.parse().unwrap()), &ok);
+        }
+    }
+    drain(ep);
 }
 
 fn register(ep: &mut Endpoint, now: Instant, dev: Peer) {
@@ -47,15 +116,37 @@ fuzz_target!(|data: &[u8]| {
     let config = gmv::config::Config::default();
     let mut cfg = config.endpoint_config("127.0.0.1:5060".parse().unwrap());
     cfg.subscribe = vec!["catalog".into(), "alarm".into(), "mobile_position".into()];
+    cfg.upstreams = vec![UpstreamConfig {
+        id: "up".into(),
+        name: "fuzz".into(),
+        server_id: "44010000002000000001".into(),
+        domain: "4401000000".into(),
+        address: UP.parse().unwrap(),
+        password: "pw".into(),
+        local_id: "34020000002000000077".into(),
+        register_expires_s: 3600,
+        keepalive: Duration::from_secs(5),
+        keepalive_misses_max: 3,
+        charset: Charset::Gb2312,
+        shared: Shared::All,
+    }];
     let mut ep = Endpoint::new(cfg, now, 0, [3; 16], Vec::new());
     let dev = Peer::Udp("127.0.0.10:5060".parse().unwrap());
     register(&mut ep, now, dev);
+    let catalog = format!("<?xml version=\"1.0\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>1</SN>\r\n<DeviceID>{DEV}</DeviceID>\r\n<SumNum>1</SumNum>\r\n<DeviceList Num=\"1\">\r\n<Item>\r\n<DeviceID>{CH}</DeviceID>\r\n<Name>cam</Name>\r\n<Status>ON</Status>\r\n</Item>\r\n</DeviceList>\r\n</Response>\r\n");
+    let m = format!("MESSAGE sip:34020000002000000001@3402000000 SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKcat\r\nFrom: <sip:{DEV}@3402000000>;tag=1\r\nTo: <sip:34020000002000000001@3402000000>\r\nCall-ID: cat\r\nCSeq: 9 MESSAGE\r\nContent-Type: Application/MANSCDP+xml\r\nContent-Length: {}\r\n\r\n{catalog}", dev.addr(), catalog.len());
+    ep.handle_datagram(now, dev, m.as_bytes());
+    drain(&mut ep);
+    assert!(ep.device(DEV).is_some_and(|d| d.channels.contains_key(CH)), "the setup gives the device a channel");
+    register_up(&mut ep, now);
+    assert_eq!(ep.upstreams()[0].state, UpstreamState::Registered, "the setup registers upward");
+    let mut upstream_call = 0;
     let other = Peer::Udp("127.0.0.2:5060".parse().unwrap());
     let tcp = Peer::Tcp { conn: 1, addr: "127.0.0.11:40000".parse().unwrap() };
     let mut rest = data;
     let mut last_ssrc = 0;
     while rest.len() >= 2 {
-        let (op, len) = (rest[0] % 11, usize::from(rest[1]).min(rest.len() - 2));
+        let (op, len) = (rest[0] % 13, usize::from(rest[1]).min(rest.len() - 2));
         let bytes = &rest[2..2 + len];
         rest = &rest[2 + len..];
         match op {
@@ -123,7 +214,17 @@ fuzz_target!(|data: &[u8]| {
                 };
                 ep.handle_command(now, command);
             }
-            _ if bytes.first().is_some_and(|b| b % 16 == 0) => {
+            11 => ep.handle_datagram(now, Peer::Udp(UP.parse().unwrap()), &upper_input(bytes)),
+            12 => {
+                let b = bytes.first().copied().unwrap_or(0);
+                let command = match b % 3 {
+                    0 => Command::UpstreamAnswer { handle: upstream_call, result: Ok(UpstreamMediaAnswer { port: u16::from(b) << 8, media_ip: None }) },
+                    1 => Command::UpstreamAnswer { handle: upstream_call, result: Err(UpstreamRefusal::Busy) },
+                    _ => Command::UpstreamHangUp { handle: upstream_call },
+                };
+                ep.handle_command(now, command);
+            }
+            10 if bytes.first().is_some_and(|b| b % 16 == 0) => {
                 ep.handle_command(now, Command::Remove { device_id: DEV.into() });
                 for t in drain(&mut ep) {
                     assert!(parse(&t).is_ok(), "the endpoint sends only valid SIP: {:?}", String::from_utf8_lossy(&t));
@@ -134,7 +235,7 @@ fuzz_target!(|data: &[u8]| {
                 ep.handle_command(now, Command::ConnClosed { conn: 1 });
             }
         }
-        for t in drain(&mut ep) {
+        for t in drain_noting(&mut ep, &mut upstream_call) {
             assert!(parse(&t).is_ok(), "the endpoint sends only valid SIP: {:?}", String::from_utf8_lossy(&t));
         }
     }

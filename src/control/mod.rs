@@ -3,6 +3,7 @@
 //! API, the registry saved off the executor. All protocol decisions live in
 //! `proto::sip::endpoint`; this file only moves bytes, time and results.
 
+mod cascade;
 pub mod downloads;
 pub mod events;
 pub mod ha;
@@ -124,6 +125,8 @@ pub struct Control {
     timer_deadline: Cell<Option<Instant>>,
     counters: RefCell<DriverCounters>,
     warn_budget: RefCell<WarnBudget>,
+    /// Senders started for upstream sessions (cascade), by the endpoint's handle.
+    upstream_sends: RefCell<HashMap<crate::proto::sip::endpoint::UpstreamCallHandle, cascade::UpstreamSend>>,
 }
 
 /// Receive buffer asked for the SIP UDP socket: an NVR answers a catalog query with dozens of
@@ -222,6 +225,7 @@ impl Control {
             timer_deadline: Cell::new(None),
             counters: RefCell::new(DriverCounters::default()),
             warn_budget: RefCell::new(WarnBudget { window: Instant::now(), used: 0 }),
+            upstream_sends: RefCell::new(HashMap::new()),
         });
         tracing::info!(%listen, domain = %config.sip.domain, server_id = %config.node_id, "SIP listening");
         let sock = Rc::new(sock);
@@ -299,6 +303,12 @@ impl Control {
     }
 
     fn transmit(&self, t: Transmit) {
+        if !self.is_active() {
+            // A standby control speaks to nobody: its upstream registrations would take the
+            // active one's place above.
+            self.counters.borrow_mut().standby_dropped += 1;
+            return;
+        }
         match t.to {
             Peer::Udp(addr) => {
                 if self.udp_out.try_send((addr, t.bytes)).is_ok() {
@@ -419,6 +429,19 @@ impl Control {
             Event::ControlDone { handle, result } => answer_waiter(&self.control_waiters, handle, result, "device control failed"),
             Event::AskDone { handle, result } => answer_waiter(&self.ask_waiters, handle, result, "device request failed"),
             Event::RecordsDone { handle, result } => answer_waiter(&self.record_waiters, handle, result, "RecordInfo query failed"),
+            Event::UpstreamRegistered { upstream } => {
+                tracing::info!(upstream, "registered with the upstream platform");
+                self.events.publish("upstream_registered", None, None, serde_json::json!({ "upstream": upstream }));
+            }
+            Event::UpstreamRegisterFailed { upstream, error, retry_in } => {
+                self.warn_limited(|| tracing::warn!(upstream, error, retry_in_s = retry_in.as_secs(), "registration with the upstream platform failed"))
+            }
+            Event::UpstreamLost { upstream, error } => {
+                tracing::warn!(upstream, error, "upstream platform lost; registering again");
+                self.events.publish("upstream_lost", None, None, serde_json::json!({ "upstream": upstream, "why": error }));
+            }
+            Event::UpstreamPlay(play) => self.upstream_play(*play),
+            Event::UpstreamPlayEnded { handle, reason } => self.upstream_play_ended(handle, reason),
         }
     }
 
@@ -654,11 +677,13 @@ impl Control {
     /// registry.
     pub async fn shut_down(self: &Rc<Self>, limit: Duration) {
         let sessions: Vec<(String, String)> = self.endpoint.borrow().sessions().map(|s| (s.device_id.clone(), s.channel_id.clone())).collect();
+        self.command(Command::UnregisterUpstreams);
         for (device_id, channel_id) in &sessions {
             self.command(Command::Stop { device_id: device_id.clone(), channel_id: channel_id.clone() });
         }
         let deadline = Instant::now() + limit;
-        while self.udp_pending.get() > 0 && Instant::now() < deadline {
+        // Upstreams challenge the `Expires: 0` too: its answer must leave before we do.
+        while (self.udp_pending.get() > 0 || !self.endpoint().upstreams_settled()) && Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(10)).await;
         }
         let changes = self.endpoint.borrow_mut().take_registry_changes().unwrap_or_default();
@@ -741,8 +766,9 @@ impl Control {
                 None => {
                     let listed = self.shard.list_streams().await;
                     self.note_no_media(&listed);
-                    // HLS viewers and a recording use a stream as much as FLV viewers do.
-                    listed.iter().map(|s| StreamUse { ssrc: s.ssrc, in_use: s.subscribers > 0 || s.hls || s.recording }).collect()
+                    // HLS viewers, a recording and RTP senders (cascade) use a stream as much as
+                    // FLV viewers do.
+                    listed.iter().map(|s| StreamUse { ssrc: s.ssrc, in_use: s.subscribers > 0 || s.hls || s.recording || s.senders > 0 }).collect()
                 }
             };
             self.command(Command::StreamsSeen { listed_at, streams });

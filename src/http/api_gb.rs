@@ -299,6 +299,7 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
                 .collect();
             (200, json!({ "sessions": sessions }))
         }
+        ("GET", ["api", "upstreams"]) => (200, json!({ "upstreams": control.upstreams() })),
         ("GET", ["api", "sip"]) => (
             200,
             json!({

@@ -215,6 +215,8 @@ pub fn play_allowed(
 pub fn required_role(method: &str, segments: &[&str]) -> Role {
     match (method, segments) {
         ("GET", ["api", "config"]) => Role::Admin,
+        // Where this platform reports and what it shares.
+        ("GET", ["api", "upstreams"]) => Role::Operator,
         ("GET" | "HEAD", _) => Role::Viewer,
         // Play tokens, watching a GB channel (which invites it on demand) and playing back its
         // recordings (pause, seek, speed included) are a viewer's.

@@ -18,6 +18,8 @@ pub enum DeviceEvent {
     /// INVITE for `channel` answered: media goes to `to`.
     Invited { channel: String, to: SocketAddr },
     Bye { channel: String },
+    /// A DeviceControl with a PTZCmd for `channel` (the command's hex as sent).
+    Ptz { channel: String, cmd: String },
 }
 
 pub fn catalog(sn: &str) -> Vec<u8> {
@@ -57,6 +59,10 @@ pub fn run_device(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Arc<Ato
             Some("MESSAGE") => {
                 sim.reply(&msg, 200, "OK", "", None);
                 let text = String::from_utf8_lossy(msg.body()).to_string();
+                if let Some(cmd) = gmv::proto::sip::manscdp::element(&text, "PTZCmd") {
+                    let channel = gmv::proto::sip::manscdp::element(&text, "DeviceID").unwrap_or_default().to_string();
+                    events.send(DeviceEvent::Ptz { channel, cmd: cmd.trim().to_string() }).unwrap();
+                }
                 if text.contains("<CmdType>Catalog</CmdType>") {
                     let sn = gmv::proto::sip::manscdp::element(&text, "SN").unwrap_or("1").to_string();
                     let m = sim.request("MESSAGE", &format!("cat-{sn}"), "", Some("Application/MANSCDP+xml"), &catalog(&sn));

@@ -84,6 +84,60 @@ fn split_params(s: &str) -> Vec<&str> {
     parts
 }
 
+/// Parameters of a `WWW-Authenticate: Digest ...` challenge (what gmv answers as a client:
+/// registering with an upper platform).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DigestChallenge {
+    pub realm: String,
+    pub nonce: String,
+    pub opaque: Option<String>,
+    /// `qop` offers `auth` (answered with nc and cnonce).
+    pub qop_auth: bool,
+    /// The nonce was only stale (RFC 2617 §3.2.1): the password was right.
+    pub stale: bool,
+}
+
+impl DigestChallenge {
+    /// None for another scheme, an algorithm other than MD5, or no nonce.
+    pub fn parse(header_value: &str) -> Option<DigestChallenge> {
+        let rest = header_value.trim();
+        let rest = rest.get(..6).filter(|s| s.eq_ignore_ascii_case("digest")).map(|_| &rest[6..])?;
+        let mut c = DigestChallenge::default();
+        for part in split_params(rest) {
+            let Some((k, v)) = part.split_once('=') else { continue };
+            let v = v.trim().trim_matches('"');
+            if v.len() > DIGEST_PARAM_BYTES_MAX {
+                return None;
+            }
+            match k.trim().to_ascii_lowercase().as_str() {
+                "realm" => c.realm = v.to_string(),
+                "nonce" => c.nonce = v.to_string(),
+                "opaque" => c.opaque = Some(v.to_string()),
+                "qop" => c.qop_auth = v.split(',').any(|q| q.trim().eq_ignore_ascii_case("auth")),
+                "stale" => c.stale = v.eq_ignore_ascii_case("true"),
+                "algorithm" if !v.eq_ignore_ascii_case("md5") => return None,
+                _ => {}
+            }
+        }
+        (!c.nonce.is_empty()).then_some(c)
+    }
+
+    /// The `Authorization` value answering this challenge for `method` on `uri`; `cnonce`
+    /// is used when qop is offered (first use of the nonce: nc 1).
+    pub fn authorization(&self, username: &str, password: &str, method: &str, uri: &str, cnonce: &str) -> String {
+        let qop = self.qop_auth.then_some(("00000001", cnonce));
+        let response = client_response(username, &self.realm, password, method, uri, &self.nonce, qop);
+        let mut v = format!(r#"Digest username="{username}", realm="{}", nonce="{}", uri="{uri}", response="{response}", algorithm=MD5"#, self.realm, self.nonce);
+        if let Some((nc, cnonce)) = qop {
+            v.push_str(&format!(r#", qop=auth, nc={nc}, cnonce="{cnonce}""#));
+        }
+        if let Some(o) = &self.opaque {
+            v.push_str(&format!(r#", opaque="{o}""#));
+        }
+        v
+    }
+}
+
 /// What a client computes: used by the device simulator in tests and by tools.
 pub fn client_response(username: &str, realm: &str, password: &str, method: &str, uri: &str, nonce: &str, qop: Option<(&str, &str)>) -> String {
     let c = DigestCredentials {
@@ -102,6 +156,23 @@ pub fn client_response(username: &str, realm: &str, password: &str, method: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_challenge_is_answered_as_the_server_checks_it() {
+        let c = DigestChallenge::parse(r#"Digest realm="3402000000", nonce="abc,def", qop="auth,auth-int", opaque="o1", algorithm=MD5"#).unwrap();
+        assert_eq!((c.realm.as_str(), c.nonce.as_str(), c.qop_auth, c.opaque.as_deref(), c.stale), ("3402000000", "abc,def", true, Some("o1"), false));
+        let auth = c.authorization("34020000002000000002", "pw", "REGISTER", "sip:34020000002000000001@3402000000", "cn1");
+        let back = DigestCredentials::parse(&auth).unwrap();
+        assert!(back.verify("REGISTER", "pw") && !back.verify("REGISTER", "other"), "{auth}");
+        assert!(auth.contains(r#"opaque="o1""#) && auth.contains("nc=00000001"));
+        // Without qop: the RFC 2069 form.
+        let plain = DigestChallenge::parse(r#"Digest realm="r", nonce="n""#).unwrap();
+        let auth = plain.authorization("u", "pw", "REGISTER", "sip:s@r", "cn");
+        assert!(!auth.contains("qop") && DigestCredentials::parse(&auth).unwrap().verify("REGISTER", "pw"));
+        assert_eq!(DigestChallenge::parse(r#"Digest realm="r", nonce="n", algorithm=SHA-256"#), None);
+        assert_eq!(DigestChallenge::parse(r#"Basic realm="r""#), None);
+        assert!(DigestChallenge::parse(r#"Digest realm="r", nonce="n", stale=TRUE"#).unwrap().stale);
+    }
 
     #[test]
     fn rfc2617_example() {

@@ -22,6 +22,11 @@ mod registrar;
 mod rng;
 mod subscribe;
 mod transaction;
+mod upstream;
+pub use upstream::{
+    CATALOG_ITEMS_PER_MESSAGE, Charset, REGISTER_RETRY_MAX, REGISTER_RETRY_MIN, Shared, UPSTREAM_CALLS_MAX, UPSTREAMS_MAX, UpstreamCallHandle, UpstreamConfig,
+    UpstreamEnd, UpstreamMedia, UpstreamMediaAnswer, UpstreamPlay, UpstreamRefusal, UpstreamState, UpstreamStatus,
+};
 pub use transaction::{LATENCY_BOUNDS_MS, Latencies, LatencyHistogram, TIMED_METHODS};
 
 pub use asks::{ASK_ANSWER_TIMEOUT, ASKS_IN_FLIGHT_MAX, Answer, DeviceAsk, PRESETS_MAX};
@@ -136,6 +141,8 @@ pub struct EndpointConfig {
     pub subscribe_expires_s: u32,
     /// New REGISTER challenges a source gets (the default, and networks set apart).
     pub register_rate: challenge::RateLimits,
+    /// Upper platforms this one registers with and shares channels to (cascade).
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 impl EndpointConfig {
@@ -317,6 +324,31 @@ pub enum Event {
         handle: ControlHandle,
         result: Result<RecordList, ControlError>,
     },
+    /// Registered with an upstream (first, or again after it was lost).
+    UpstreamRegistered {
+        upstream: String,
+    },
+    /// A registration upward failed; tried again in `retry_in`.
+    UpstreamRegisterFailed {
+        upstream: String,
+        error: String,
+        retry_in: Duration,
+    },
+    /// A registered upstream was lost (keepalives unanswered, a refresh refused): its
+    /// sessions end (each with `UpstreamPlayEnded`).
+    UpstreamLost {
+        upstream: String,
+        error: String,
+    },
+    /// An upstream asks for a channel's live video: play it, send it on, then answer with
+    /// `Command::UpstreamAnswer`.
+    UpstreamPlay(Box<UpstreamPlay>),
+    /// An upstream session ended from above (BYE, CANCEL, no ACK, upstream lost): stop its
+    /// sender.
+    UpstreamPlayEnded {
+        handle: UpstreamCallHandle,
+        reason: UpstreamEnd,
+    },
 }
 
 /// Why a device's channel cannot be asked anything now.
@@ -375,6 +407,13 @@ pub enum Command {
     Remove { device_id: String },
     /// Send a DeviceControl to a channel; the result comes as `Event::ControlDone`.
     Control { device_id: String, channel_id: String, command: DeviceCommand },
+    /// The answer to `Event::UpstreamPlay`: where the media leaves from, or why not.
+    /// `Found(false)`: the session is gone meanwhile (stop what was started).
+    UpstreamAnswer { handle: UpstreamCallHandle, result: Result<UpstreamMediaAnswer, UpstreamRefusal> },
+    /// An upstream session's media stopped here: BYE to the upstream.
+    UpstreamHangUp { handle: UpstreamCallHandle },
+    /// This platform stops: `Expires: 0` to every upstream, their sessions BYE'd.
+    UnregisterUpstreams,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -400,6 +439,7 @@ impl Reply {
             200 => "OK",
             400 => "Bad Request",
             403 => "Forbidden",
+            404 => "Not Found",
             415 => "Unsupported Media Type",
             481 => "Call/Transaction Does Not Exist",
             501 => "Not Implemented",
@@ -435,6 +475,8 @@ pub struct Endpoint {
     next_tick: Instant,
     /// Devices changed (or removed) since the registry was last taken for saving.
     registry_dirty: std::collections::BTreeSet<String>,
+    /// Upper platforms (cascade) and the media sessions they asked for.
+    upstreams: upstream::Upstreams,
 }
 
 impl Endpoint {
@@ -443,7 +485,7 @@ impl Endpoint {
     pub fn new(cfg: EndpointConfig, now: Instant, unix_ms: u64, seed: [u8; 16], devices: Vec<Device>) -> Endpoint {
         let devices = devices.into_iter().take(DEVICES_MAX).map(|d| (d.device_id.clone(), d)).collect();
         let register_rate = cfg.register_rate.clone();
-        Endpoint {
+        let mut endpoint = Endpoint {
             cfg,
             clock_base: (now, unix_ms),
             rng: rng::Rng::new(seed),
@@ -464,7 +506,10 @@ impl Endpoint {
             events: VecDeque::new(),
             next_tick: now + TICK,
             registry_dirty: Default::default(),
-        }
+            upstreams: Default::default(),
+        };
+        endpoint.init_upstreams(now);
+        endpoint
     }
 
     /// New digest passwords (a reload); what changed, by device id, for the log. Devices
@@ -529,7 +574,8 @@ impl Endpoint {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.client.next_timeout().map_or(self.next_tick, |t| t.min(self.next_tick)))
+        let next = self.client.next_timeout().map_or(self.next_tick, |t| t.min(self.next_tick));
+        Some(self.upstream_next_timeout().map_or(next, |t| t.min(next)))
     }
 
     fn send(&mut self, to: Peer, bytes: Vec<u8>) {
@@ -719,6 +765,7 @@ impl Endpoint {
                 self.on_transaction_done(now, key, tx, None);
             }
         }
+        self.upstream_timers(now);
         if now >= self.next_tick {
             self.next_tick = now + TICK;
             self.tick(now);
@@ -754,6 +801,12 @@ impl Endpoint {
                 self.conn_closed(conn);
                 Outcome::Done
             }
+            Command::UpstreamAnswer { handle, result } => Outcome::Found(self.upstream_answer(now, handle, result)),
+            Command::UpstreamHangUp { handle } => Outcome::Found(self.upstream_hang_up(now, handle)),
+            Command::UnregisterUpstreams => {
+                self.unregister_upstreams(now);
+                Outcome::Done
+            }
         }
     }
 
@@ -762,7 +815,9 @@ impl Endpoint {
     fn on_request(&mut self, now: Instant, from: Peer, msg: &SipMsg, raw: &[u8]) {
         let method = msg.method().map(|m| m.to_string().to_ascii_uppercase()).unwrap_or_default();
         if method == "ACK" {
-            return; // ACKs to our final answers: nothing to do (no INVITE server transactions)
+            // ACKs to our final answers: only an upstream's INVITE has a dialog to confirm.
+            self.upstream_ack(from, msg);
+            return;
         }
         let (Some(call_id), Some((cseq, _))) = (msg.call_id(), msg.cseq()) else {
             self.counters.malformed += 1;
@@ -778,12 +833,9 @@ impl Endpoint {
             return self.send(from, previous);
         }
         let mut registered = None;
-        let reply = match method.as_str() {
-            "REGISTER" => self.on_register(now, from, msg, &mut registered),
-            "MESSAGE" | "NOTIFY" => self.on_message(now, from, msg, raw),
-            "BYE" => self.on_bye(now, from, msg),
-            "OPTIONS" => Reply::status(200),
-            _ => Reply::status(501),
+        let reply = match self.upstream_sender(msg) {
+            Some(i) => self.on_upstream_request(now, from, msg, i, &method, &key),
+            None => self.device_request(now, from, msg, raw, &method, &mut registered),
         };
         self.reply(now, from, msg, Some(key), reply);
         self.send_alarm_acks(now);
@@ -791,6 +843,16 @@ impl Endpoint {
         if let Some(device_id) = registered {
             self.run_queries(now, &device_id);
             self.subscribe_all(now, &device_id);
+        }
+    }
+
+    fn device_request(&mut self, now: Instant, from: Peer, msg: &SipMsg, raw: &[u8], method: &str, registered: &mut Option<String>) -> Option<Reply> {
+        match method {
+            "REGISTER" => self.on_register(now, from, msg, registered),
+            "MESSAGE" | "NOTIFY" => self.on_message(now, from, msg, raw),
+            "BYE" => self.on_bye(now, from, msg),
+            "OPTIONS" => Reply::status(200),
+            _ => Reply::status(501),
         }
     }
 
@@ -866,6 +928,8 @@ impl Endpoint {
                     self.record_query_refused(&device_id, sn, status);
                 }
             }
+            transaction::Purpose::UpstreamRegister { upstream } => self.upstream_register_done(now, &upstream, answer),
+            transaction::Purpose::UpstreamKeepalive { upstream } => self.upstream_keepalive_done(now, &upstream, answer),
             transaction::Purpose::Fire => {}
         }
     }

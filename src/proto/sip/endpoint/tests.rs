@@ -36,6 +36,7 @@ fn cfg() -> EndpointConfig {
         device_subscribe: BTreeMap::new(),
         subscribe_expires_s: 3600,
         register_rate: RateLimits::default(),
+        upstreams: Vec::new(),
     }
 }
 
@@ -115,8 +116,12 @@ const MANSCDP_CT: &str = "Application/MANSCDP+xml";
 
 impl H {
     fn new() -> H {
+        H::with(cfg())
+    }
+
+    fn with(cfg: EndpointConfig) -> H {
         let now = Instant::now();
-        H { ep: Endpoint::new(cfg(), now, 1_795_000_000_000, [7; 16], Vec::new()), now, out: Vec::new(), events: Vec::new() }
+        H { ep: Endpoint::new(cfg, now, 1_795_000_000_000, [7; 16], Vec::new()), now, out: Vec::new(), events: Vec::new() }
     }
 
     fn collect(&mut self) {
@@ -1298,3 +1303,5 @@ fn a_play_answer_names_where_media_comes_from() {
     assert_eq!(session.media_from, vec![addr(9, 0).ip(), addr(10, 0).ip()]);
     assert!(h.ep.plays.uses_ssrc(ssrc));
 }
+
+mod upstream;

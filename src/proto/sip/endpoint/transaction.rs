@@ -58,6 +58,14 @@ pub enum Purpose {
         device_id: String,
         sn: u32,
     },
+    /// A REGISTER to an upper platform (cascade).
+    UpstreamRegister {
+        upstream: String,
+    },
+    /// A keepalive MESSAGE to an upper platform.
+    UpstreamKeepalive {
+        upstream: String,
+    },
     /// BYE, CANCEL: nobody waits for the answer.
     Fire,
 }

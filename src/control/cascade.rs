@@ -1,0 +1,125 @@
+//! Cascade, the driver's side: an upstream's INVITE becomes a play of the channel (joined when
+//! it already plays) and an RTP sender on the shard owning its stream (PS, the upstream's
+//! SSRC, to where its offer said); the sender's end, or the session's, hangs the upstream up.
+
+use super::{Control, PlaySite};
+use crate::proto::rtp_mux::RtpMuxSettings;
+use crate::proto::sip::endpoint::{
+    Command, MediaTransport, Outcome, PlayError, UpstreamCallHandle, UpstreamEnd, UpstreamMedia, UpstreamMediaAnswer, UpstreamPlay, UpstreamRefusal,
+};
+use crate::shard::rtp_send::{SendError, SendSpec, SendStopped, SendTransport};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// PS over RTP, as GB/T 28181 carries it, on the payload type the answer names.
+const PS_PAYLOAD_TYPE: u8 = 96;
+/// How long a listening sender waits for the upstream to connect, and a dialled one for its
+/// connect.
+const UPSTREAM_CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// A sender started for an upstream session: the stream it takes and the SSRC it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct UpstreamSend {
+    stream_ssrc: u32,
+    send_ssrc: u32,
+}
+
+impl Control {
+    pub(super) fn upstream_play(self: &Rc<Self>, play: UpstreamPlay) {
+        let UpstreamPlay { handle, upstream, device_id, channel_id, media, ssrc } = play;
+        tracing::info!(upstream, device_id, channel_id, ssrc, ?media, "upstream asks for live video");
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            let result = me.serve_upstream(handle, &device_id, &channel_id, media, ssrc).await;
+            if let Err(refusal) = &result {
+                tracing::warn!(upstream, device_id, channel_id, ?refusal, "upstream play refused");
+            }
+            let answered = matches!(me.command(Command::UpstreamAnswer { handle, result: result.clone() }), Outcome::Found(true));
+            if result.is_ok() && answered {
+                let data = serde_json::json!({ "upstream": upstream, "ssrc": ssrc });
+                me.events.publish("upstream_session_started", Some(&device_id), Some(&channel_id), data);
+            } else if result.is_ok() {
+                // Cancelled, or the upstream lost, while the video was being set up.
+                let send = me.upstream_sends.borrow_mut().remove(&handle);
+                if let Some(send) = send {
+                    me.shard.stop_send(send.stream_ssrc, Some(send.send_ssrc)).await;
+                }
+            }
+        })
+        .detach();
+    }
+
+    async fn serve_upstream(
+        self: &Rc<Self>,
+        handle: UpstreamCallHandle,
+        device_id: &str,
+        channel_id: &str,
+        media: UpstreamMedia,
+        ssrc: u32,
+    ) -> Result<UpstreamMediaAnswer, UpstreamRefusal> {
+        let session = self.play(device_id, channel_id, MediaTransport::Udp).await.map_err(|e| match e {
+            PlayError::Offline | PlayError::UnknownDevice | PlayError::UnknownChannel => UpstreamRefusal::Unavailable,
+            PlayError::Busy => UpstreamRefusal::Busy,
+            _ => UpstreamRefusal::Failed,
+        })?;
+        if let PlaySite::Node { node, .. } = self.play_site(session.ssrc) {
+            tracing::warn!(node, device_id, channel_id, "cascade of a stream on a media node is not offered yet");
+            return Err(UpstreamRefusal::Failed);
+        }
+        let transport = match media {
+            UpstreamMedia::Udp(to) => SendTransport::Udp(to),
+            UpstreamMedia::TcpDial(to) => SendTransport::Tcp(to),
+            UpstreamMedia::TcpListen => SendTransport::TcpPassive,
+        };
+        let spec = SendSpec {
+            mux: RtpMuxSettings { ssrc, payload_type: PS_PAYLOAD_TYPE, ps: true, only_audio: false },
+            transport,
+            src_port: None,
+            wait: UPSTREAM_CONNECT_WAIT,
+            rtcp: false,
+        };
+        match self.shard.start_send(session.ssrc, spec).await {
+            Ok(started) => {
+                self.upstream_sends.borrow_mut().insert(handle, UpstreamSend { stream_ssrc: session.ssrc, send_ssrc: ssrc });
+                Ok(UpstreamMediaAnswer { port: started.local_port, media_ip: None })
+            }
+            Err(SendError::Full) => Err(UpstreamRefusal::Busy),
+            Err(error) => {
+                tracing::warn!(device_id, channel_id, ?error, "cannot send the channel upward");
+                Err(UpstreamRefusal::Failed)
+            }
+        }
+    }
+
+    /// The upstream ended a session (BYE, CANCEL, no ACK, lost): its sender stops.
+    pub(super) fn upstream_play_ended(self: &Rc<Self>, handle: UpstreamCallHandle, reason: UpstreamEnd) {
+        let Some(send) = self.upstream_sends.borrow_mut().remove(&handle) else { return };
+        tracing::info!(handle, ssrc = send.send_ssrc, reason = reason.as_str(), "upstream session ended");
+        self.events.publish("upstream_session_stopped", None, None, serde_json::json!({ "ssrc": send.send_ssrc, "why": reason.as_str() }));
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            me.shard.stop_send(send.stream_ssrc, Some(send.send_ssrc)).await;
+        })
+        .detach();
+    }
+
+    /// A sender ended on a media shard: when it was an upstream session's, BYE upward.
+    pub fn upstream_send_stopped(self: &Rc<Self>, stopped: &SendStopped) {
+        let found = self
+            .upstream_sends
+            .borrow()
+            .iter()
+            .find(|(_, s)| s.stream_ssrc == stopped.source_ssrc && s.send_ssrc == stopped.send_ssrc)
+            .map(|(h, _)| *h);
+        let Some(handle) = found else { return };
+        self.upstream_sends.borrow_mut().remove(&handle);
+        tracing::info!(handle, ssrc = stopped.send_ssrc, reason = stopped.reason, "upstream session's media ended; BYE upward");
+        self.events.publish("upstream_session_stopped", None, None, serde_json::json!({ "ssrc": stopped.send_ssrc, "why": stopped.reason }));
+        self.command(Command::UpstreamHangUp { handle });
+    }
+
+    /// The upstreams and their state, for the API.
+    pub fn upstreams(&self) -> Vec<crate::proto::sip::endpoint::UpstreamStatus> {
+        self.endpoint().upstreams()
+    }
+}

@@ -1,0 +1,415 @@
+//! Cascade on a virtual clock: this endpoint as the lower platform of a scripted upper one.
+
+use super::*;
+use crate::proto::sip::digest::DigestCredentials;
+use std::collections::BTreeSet;
+
+const UP: &str = "44010000002000000001";
+const UP_DOMAIN: &str = "4401000000";
+const LOCAL_ID: &str = "34020000002000000077";
+const UP_PASSWORD: &str = "upper-secret";
+
+fn up_addr() -> SocketAddr {
+    addr(50, 5060)
+}
+
+fn upstream(shared: Shared) -> UpstreamConfig {
+    UpstreamConfig {
+        id: "city".into(),
+        name: "site gmv".into(),
+        server_id: UP.into(),
+        domain: UP_DOMAIN.into(),
+        address: up_addr(),
+        password: UP_PASSWORD.into(),
+        local_id: LOCAL_ID.into(),
+        register_expires_s: 600,
+        keepalive: Duration::from_secs(10),
+        keepalive_misses_max: 3,
+        charset: Charset::Gb2312,
+        shared,
+    }
+}
+
+fn h_with(shared: Shared) -> H {
+    let mut c = cfg();
+    c.upstreams = vec![upstream(shared)];
+    H::with(c)
+}
+
+/// The requests sent to the upstream so far (retransmissions included), by method.
+fn sent_up(h: &mut H, method_name: &str) -> Vec<SipMsg> {
+    let (up, rest): (Vec<_>, Vec<_>) = h.take().into_iter().partition(|(to, m)| *to == Peer::Udp(up_addr()) && method(m) == method_name);
+    h.out = rest.into_iter().map(|(to, m)| Transmit { to, bytes: m.inner.to_string().into_bytes() }).collect();
+    up.into_iter().map(|(_, m)| m).collect()
+}
+
+/// Each request once (UDP retransmissions of an unanswered one dropped).
+fn distinct(msgs: Vec<SipMsg>) -> Vec<SipMsg> {
+    let mut seen = BTreeSet::new();
+    msgs.into_iter().filter(|m| seen.insert((m.call_id(), m.cseq()))).collect()
+}
+
+/// The upstream answers `req`.
+fn up_answer(h: &mut H, req: &SipMsg, code: u16, extra: &[(&str, String)]) {
+    let bytes = response(req, addr(1, 5060), code, "X", "uptag", extra, None);
+    h.input(Peer::Udp(up_addr()), &bytes);
+}
+
+/// Registers with the upstream (401, then 200); the REGISTERs sent.
+fn register_up(h: &mut H) -> (SipMsg, SipMsg) {
+    h.advance(Duration::ZERO);
+    let first = sent_up(h, "REGISTER").remove(0);
+    let challenge = format!(r#"Digest realm="{UP_DOMAIN}", nonce="n-1", qop="auth", algorithm=MD5"#);
+    up_answer(h, &first, 401, &[("WWW-Authenticate", challenge)]);
+    let second = sent_up(h, "REGISTER").remove(0);
+    up_answer(h, &second, 200, &[("Expires", "600".into())]);
+    (first, second)
+}
+
+/// A request from the upstream (or from `from` claiming to be it).
+fn up_request(from: SocketAddr, method_name: &str, to_user: &str, call_id: &str, cseq: u32, extra: &str, body: Option<(&str, &[u8])>) -> Vec<u8> {
+    let mut head = format!(
+        "{method_name} sip:{to_user}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {from};rport;branch=z9hG4bKu{call_id}{cseq}\r\nFrom: <sip:{UP}@{UP_DOMAIN}>;tag=upf\r\nTo: <sip:{to_user}@{DOMAIN}>{extra}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method_name}\r\nContact: <sip:{UP}@{from}>\r\nMax-Forwards: 70\r\n"
+    );
+    match body {
+        Some((ct, b)) => {
+            let mut out = format!("{head}Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n", b.len()).into_bytes();
+            out.extend_from_slice(b);
+            out
+        }
+        None => {
+            head.push_str("Content-Length: 0\r\n\r\n");
+            head.into_bytes()
+        }
+    }
+}
+
+fn offer(ssrc: &str, session: &str, media: &str) -> Vec<u8> {
+    format!("v=0\r\no={UP} 0 0 IN IP4 127.0.0.50\r\ns={session}\r\nc=IN IP4 127.0.0.50\r\nt=0 0\r\n{media}a=recvonly\r\na=rtpmap:96 PS/90000\r\ny={ssrc}\r\n")
+        .into_bytes()
+}
+
+fn status_of(h: &mut H) -> UpstreamStatus {
+    h.ep.upstreams().remove(0)
+}
+
+#[test]
+fn registers_upward_with_digest_refreshes_and_keeps_alive() {
+    let mut h = h_with(Shared::All);
+    let (first, second) = register_up(&mut h);
+    let text = first.inner.to_string();
+    assert!(text.starts_with(&format!("REGISTER sip:{UP}@{UP_DOMAIN} SIP/2.0\r\n")), "{text}");
+    assert_eq!(first.from_user().as_deref(), Some(LOCAL_ID));
+    assert_eq!((first.expires(), first.header("Authorization")), (Some(600), None));
+    // The answer to the challenge: same call, next CSeq, a response the upper can check.
+    assert_eq!(second.call_id(), first.call_id());
+    assert_eq!(second.cseq().unwrap().0, first.cseq().unwrap().0 + 1);
+    let creds = DigestCredentials::parse(&second.header("Authorization").unwrap()).unwrap();
+    assert_eq!((creds.username.as_str(), creds.realm.as_str(), creds.qop.as_deref()), (LOCAL_ID, UP_DOMAIN, Some("auth")));
+    assert!(creds.verify("REGISTER", UP_PASSWORD) && !creds.verify("REGISTER", "wrong"));
+    assert!(h.take_events().contains(&Event::UpstreamRegistered { upstream: "city".into() }));
+    assert_eq!((status_of(&mut h).state, status_of(&mut h).registrations), (UpstreamState::Registered, 1));
+
+    // A keepalive every 10 s, from our id; answered, nothing is missed.
+    for _ in 0..3 {
+        h.advance(Duration::from_secs(10));
+        let ka = sent_up(&mut h, "MESSAGE");
+        assert_eq!(ka.len(), 1);
+        let body = String::from_utf8_lossy(ka[0].body()).to_string();
+        assert!(body.contains("<CmdType>Keepalive</CmdType>") && body.contains(&format!("<DeviceID>{LOCAL_ID}</DeviceID>")), "{body}");
+        assert!(body.starts_with("<?xml version=\"1.0\" encoding=\"GB2312\"?>"));
+        up_answer(&mut h, &ka[0], 200, &[]);
+    }
+    assert_eq!(status_of(&mut h).keepalive_misses, 0);
+    // Refreshed at half the granted time (300 s), answering the new challenge.
+    let mut registers = Vec::new();
+    for _ in 0..28 {
+        h.advance(Duration::from_secs(10));
+        for ka in sent_up(&mut h, "MESSAGE") {
+            up_answer(&mut h, &ka, 200, &[]);
+        }
+        registers.extend(sent_up(&mut h, "REGISTER"));
+    }
+    let registers = distinct(registers);
+    assert_eq!(registers.len(), 1, "one refresh in 280 s after the 30 s already gone");
+    let challenge = format!(r#"Digest realm="{UP_DOMAIN}", nonce="n-2""#);
+    up_answer(&mut h, &registers[0], 401, &[("WWW-Authenticate", challenge)]);
+    let again = sent_up(&mut h, "REGISTER").remove(0);
+    assert!(DigestCredentials::parse(&again.header("Authorization").unwrap()).unwrap().verify("REGISTER", UP_PASSWORD));
+    up_answer(&mut h, &again, 200, &[("Expires", "600".into())]);
+    assert_eq!((status_of(&mut h).state, status_of(&mut h).registrations), (UpstreamState::Registered, 2));
+    assert!(!h.take_events().iter().any(|e| matches!(e, Event::UpstreamLost { .. })), "a refresh loses nothing");
+
+    // A graceful stop: Expires 0.
+    h.command(Command::UnregisterUpstreams);
+    let bye = sent_up(&mut h, "REGISTER").remove(0);
+    assert_eq!(bye.expires(), Some(0));
+}
+
+#[test]
+fn a_wrong_password_and_a_silent_upstream_back_off_without_a_busy_loop() {
+    let mut h = h_with(Shared::All);
+    h.advance(Duration::ZERO);
+    let first = sent_up(&mut h, "REGISTER").remove(0);
+    let challenge = format!(r#"Digest realm="{UP_DOMAIN}", nonce="n-1""#);
+    up_answer(&mut h, &first, 401, &[("WWW-Authenticate", challenge.clone())]);
+    let second = sent_up(&mut h, "REGISTER").remove(0);
+    // A second 401 to our credentials is a wrong password: no third try at once.
+    up_answer(&mut h, &second, 401, &[("WWW-Authenticate", challenge)]);
+    assert!(sent_up(&mut h, "REGISTER").is_empty());
+    let s = status_of(&mut h);
+    assert_eq!(s.state, UpstreamState::Retrying);
+    assert!(s.last_error.unwrap().contains("wrong password"));
+    // Then the upstream says nothing at all for ten minutes: tries spread out, doubling to
+    // the most, each a transaction (retransmissions are the transaction's).
+    let mut tries = BTreeSet::new();
+    let mut first_try_at = Vec::new();
+    for tick in 0..600 {
+        h.advance(Duration::from_secs(1));
+        for r in sent_up(&mut h, "REGISTER") {
+            if tries.insert(r.cseq().unwrap().0) {
+                first_try_at.push(tick);
+            }
+        }
+    }
+    assert!((5..=12).contains(&tries.len()), "{} tries in 600 s: {first_try_at:?}", tries.len());
+    let gaps: Vec<i32> = first_try_at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "gaps grow: {gaps:?}");
+    assert!(gaps.iter().all(|&g| g <= (transaction::TRANSACTION_TIMEOUT + REGISTER_RETRY_MAX).as_secs() as i32 + 1), "{gaps:?}");
+    let failed = h.take_events().into_iter().filter(|e| matches!(e, Event::UpstreamRegisterFailed { .. })).count();
+    assert!(failed >= tries.len() - 1);
+}
+
+#[test]
+fn an_upstream_that_stops_answering_keepalives_is_lost_and_registered_again() {
+    let mut h = h_with(Shared::All);
+    register_up(&mut h);
+    h.take_events();
+    // Three keepalives go unanswered.
+    for _ in 0..4 {
+        h.advance(Duration::from_secs(10));
+        sent_up(&mut h, "MESSAGE");
+    }
+    let events = h.take_events();
+    assert!(events.iter().any(|e| matches!(e, Event::UpstreamLost { upstream, error } if upstream == "city" && error.contains("keepalives"))), "{events:?}");
+    assert_eq!(status_of(&mut h).state, UpstreamState::Retrying);
+    h.advance(Duration::from_millis(10));
+    let again = sent_up(&mut h, "REGISTER");
+    assert!(!again.is_empty(), "registered again at once");
+    up_answer(&mut h, &again[0], 200, &[("Expires", "600".into())]);
+    assert!(h.take_events().contains(&Event::UpstreamRegistered { upstream: "city".into() }));
+}
+
+/// A device with 20 channels, online.
+fn device_with_channels(h: &mut H) -> Vec<String> {
+    let mut dev = Dev::udp(DEV, addr(9, 5060));
+    h.register(&mut dev);
+    let ids: Vec<String> = (0..20).map(|i| format!("3402000000131000{i:04}")).collect();
+    for (_, q) in h.take() {
+        h.answer(&dev, &q, 200, None);
+        let text = String::from_utf8_lossy(q.body()).to_string();
+        if text.contains("Catalog") {
+            let sn = manscdp_sn(&text);
+            let items: Vec<(&str, &str)> = ids.iter().map(|i| (i.as_str(), "摄像机")).collect();
+            let m = dev.request("MESSAGE", "cat", "", Some((MANSCDP_CT, &catalog_body(DEV, sn, 20, &items))));
+            h.input(dev.peer, &m);
+        }
+    }
+    h.take();
+    h.take_events();
+    ids
+}
+
+fn query(cmd: &str, sn: u32, device_id: &str) -> Vec<u8> {
+    format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Query>\r\n<CmdType>{cmd}</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n</Query>\r\n").into_bytes()
+}
+
+#[test]
+fn the_upstream_sees_only_the_shared_channels_in_paced_gb2312_pages() {
+    let ids: Vec<String> = (0..20).map(|i| format!("3402000000131000{i:04}")).collect();
+    // Every other channel, and one this platform does not know.
+    let shared: BTreeSet<String> = ids.iter().step_by(2).cloned().chain(["99999999991310000001".to_string()]).collect();
+    let mut h = h_with(Shared::Channels(shared));
+    assert_eq!(device_with_channels(&mut h), ids);
+    let h = &mut h;
+    register_up(h);
+    h.take();
+
+    // From another address claiming to be the upstream: refused, nothing sent up.
+    let spoof = up_request(addr(66, 5060), "MESSAGE", LOCAL_ID, "q0", 1, "", Some((MANSCDP_CT, &query("Catalog", 7, LOCAL_ID))));
+    h.input(Peer::Udp(addr(66, 5060)), &spoof);
+    assert_eq!(h.sent_one(Peer::Udp(addr(66, 5060))).status(), Some(403));
+    assert!(h.take_events().iter().any(|e| matches!(e, Event::Refused { reason: Refusal::WrongSource, .. })));
+    h.advance(Duration::from_secs(1));
+    assert!(sent_up(h, "MESSAGE").iter().all(|m| !String::from_utf8_lossy(m.body()).contains("Catalog")));
+
+    // Malformed: 400.
+    let bad = up_request(up_addr(), "MESSAGE", LOCAL_ID, "q1", 1, "", Some((MANSCDP_CT, b"<Query><SN>1</SN></Query>")));
+    h.input(Peer::Udp(up_addr()), &bad);
+    assert_eq!(h.sent_one(Peer::Udp(up_addr())).status(), Some(400));
+
+    let q = up_request(up_addr(), "MESSAGE", LOCAL_ID, "q2", 1, "", Some((MANSCDP_CT, &query("Catalog", 4321, LOCAL_ID))));
+    h.input(Peer::Udp(up_addr()), &q);
+    assert_eq!(h.sent_one(Peer::Udp(up_addr())).status(), Some(200), "answered first, the pages follow");
+    // Paced: one page, then the next a moment later.
+    h.advance(Duration::ZERO);
+    let mut pages = sent_up(h, "MESSAGE");
+    assert_eq!(pages.len(), 1);
+    h.advance(Duration::from_millis(5));
+    assert!(sent_up(h, "MESSAGE").is_empty());
+    h.advance(Duration::from_secs(1));
+    pages.extend(sent_up(h, "MESSAGE"));
+    let pages = distinct(pages);
+    assert_eq!(pages.len(), 2, "10 shared channels known: pages of at most {CATALOG_ITEMS_PER_MESSAGE}");
+    let mut seen = BTreeSet::new();
+    for p in &pages {
+        let raw = p.body();
+        assert!(raw.starts_with(b"<?xml version=\"1.0\" encoding=\"GB2312\"?>"));
+        let (text, _) = crate::proto::sip::text::decode_body(raw);
+        let m = crate::proto::sip::manscdp::parse(&text).unwrap();
+        assert_eq!((m.sn, m.device_id.as_str()), (Some(4321), LOCAL_ID));
+        let crate::proto::sip::manscdp::Body::Catalog { sum_num, items } = m.body else { panic!("{text}") };
+        assert_eq!(sum_num, 10);
+        assert!(items.len() <= CATALOG_ITEMS_PER_MESSAGE);
+        for it in items {
+            assert_eq!(it.name, "摄像机", "GB2312 both ways");
+            seen.insert(it.device_id);
+        }
+    }
+    let known_shared: BTreeSet<String> = ids.iter().step_by(2).cloned().collect();
+    assert_eq!(seen, known_shared, "the shared channels, and only those");
+
+    // DeviceInfo names this platform and the count it shares; DeviceStatus of a channel not
+    // shared is 404.
+    let q = up_request(up_addr(), "MESSAGE", LOCAL_ID, "q4", 1, "", Some((MANSCDP_CT, &query("DeviceInfo", 9, LOCAL_ID))));
+    h.input(Peer::Udp(up_addr()), &q);
+    h.take();
+    h.advance(Duration::from_millis(100));
+    let info = sent_up(h, "MESSAGE").remove(0);
+    let (text, _) = crate::proto::sip::text::decode_body(info.body());
+    assert!(text.contains("<DeviceName>site gmv</DeviceName>") && text.contains("<Channel>10</Channel>"), "{text}");
+    let q = up_request(up_addr(), "MESSAGE", LOCAL_ID, "q5", 1, "", Some((MANSCDP_CT, &query("DeviceStatus", 10, &ids[1]))));
+    h.input(Peer::Udp(up_addr()), &q);
+    assert_eq!(h.sent_one(Peer::Udp(up_addr())).status(), Some(404));
+}
+
+#[test]
+fn an_upstream_invite_is_answered_resent_until_acked_and_hung_up_both_ways() {
+    let mut h = h_with(Shared::Channels([CH.to_string()].into()));
+    let mut dev = Dev::udp(DEV, addr(9, 5060));
+    h.online_device(&mut dev);
+    register_up(&mut h);
+    h.take();
+    h.take_events();
+    let up = Peer::Udp(up_addr());
+    let media = "m=video 36000 RTP/AVP 96\r\n";
+
+    // Not shared, from a stranger, playback: refused.
+    let other = up_request(up_addr(), "INVITE", "34020000001310009999", "i0", 1, "", Some(("Application/SDP", &offer("0100000001", "Play", media))));
+    h.input(up, &other);
+    assert_eq!(h.sent_one(up).status(), Some(404));
+    let spoof = up_request(addr(66, 5060), "INVITE", CH, "i1", 1, "", Some(("Application/SDP", &offer("0100000001", "Play", media))));
+    h.input(Peer::Udp(addr(66, 5060)), &spoof);
+    assert_eq!(h.sent_one(Peer::Udp(addr(66, 5060))).status(), Some(403));
+    let playback = up_request(up_addr(), "INVITE", CH, "i2", 1, "", Some(("Application/SDP", &offer("1100000001", "Playback", media))));
+    h.input(up, &playback);
+    assert_eq!(h.sent_one(up).status(), Some(488));
+    assert!(!h.take_events().iter().any(|e| matches!(e, Event::UpstreamPlay(_))));
+
+    // Live over UDP: 100, then the driver is asked.
+    let invite = up_request(up_addr(), "INVITE", CH, "i3", 1, "", Some(("Application/SDP", &offer("0100000042", "Play", media))));
+    h.input(up, &invite);
+    assert_eq!(h.sent_one(up).status(), Some(100));
+    let events = h.take_events();
+    let Some(Event::UpstreamPlay(play)) = events.into_iter().find(|e| matches!(e, Event::UpstreamPlay(_))) else { panic!("asked") };
+    assert_eq!((play.device_id.as_str(), play.channel_id.as_str(), play.ssrc), (DEV, CH, 100_000_042));
+    assert_eq!(play.media, UpstreamMedia::Udp("127.0.0.50:36000".parse().unwrap()));
+    // The same SSRC for the same channel again: refused.
+    let twin = up_request(up_addr(), "INVITE", CH, "i4", 1, "", Some(("Application/SDP", &offer("0100000042", "Play", media))));
+    h.input(up, &twin);
+    assert_eq!(h.sent_one(up).status(), Some(488));
+
+    let answer = UpstreamMediaAnswer { port: 40_002, media_ip: None };
+    assert_eq!(h.command(Command::UpstreamAnswer { handle: play.handle, result: Ok(answer) }), Outcome::Found(true));
+    let ok = h.sent_one(up);
+    assert_eq!(ok.status(), Some(200));
+    let sdp = String::from_utf8_lossy(ok.body()).to_string();
+    assert!(sdp.contains("m=video 40002 RTP/AVP 96") && sdp.contains("y=0100000042") && sdp.contains("a=sendonly"), "{sdp}");
+    let our_tag = ok.to_tag().unwrap();
+    // A retransmitted INVITE gets the 200 again; without an ACK the 200 goes again itself.
+    h.input(up, &invite);
+    assert_eq!(h.sent_one(up).status(), Some(200));
+    h.advance(Duration::from_millis(600));
+    assert_eq!(h.sent_one(up).status(), Some(200));
+    let ack = up_request(up_addr(), "ACK", CH, "i3", 1, &format!(";tag={our_tag}"), None);
+    h.input(up, &ack);
+    h.advance(Duration::from_secs(5));
+    assert!(h.take().iter().all(|(_, m)| m.status() != Some(200)), "ACKed: no more 200s");
+    // The upstream hangs up.
+    let bye = up_request(up_addr(), "BYE", CH, "i3", 2, &format!(";tag={our_tag}"), None);
+    h.input(up, &bye);
+    assert_eq!(h.sent_one(up).status(), Some(200));
+    assert!(h.take_events().contains(&Event::UpstreamPlayEnded { handle: play.handle, reason: UpstreamEnd::UpstreamBye }));
+
+    // Over TCP, the upstream listening: we dial; then we hang up.
+    let tcp = "m=video 36002 TCP/RTP/AVP 96\r\na=setup:passive\r\na=connection:new\r\n";
+    let invite = up_request(up_addr(), "INVITE", CH, "i5", 1, "", Some(("Application/SDP", &offer("0100000043", "Play", tcp))));
+    h.input(up, &invite);
+    h.take();
+    let Some(Event::UpstreamPlay(play)) = h.take_events().into_iter().find(|e| matches!(e, Event::UpstreamPlay(_))) else { panic!("asked") };
+    assert_eq!(play.media, UpstreamMedia::TcpDial("127.0.0.50:36002".parse().unwrap()));
+    h.command(Command::UpstreamAnswer { handle: play.handle, result: Ok(UpstreamMediaAnswer { port: 40_004, media_ip: None }) });
+    let ok = h.sent_one(up);
+    assert!(String::from_utf8_lossy(ok.body()).contains("a=setup:active"));
+    let our_tag = ok.to_tag().unwrap();
+    h.input(up, &up_request(up_addr(), "ACK", CH, "i5", 1, &format!(";tag={our_tag}"), None));
+    assert_eq!(h.command(Command::UpstreamHangUp { handle: play.handle }), Outcome::Found(true));
+    let bye = sent_up(&mut h, "BYE").remove(0);
+    assert_eq!(bye.call_id().as_deref(), Some("i5"));
+    assert_eq!((bye.from_tag(), bye.to_tag().as_deref()), (Some(our_tag), Some("upf")));
+    assert!(bye.inner.to_string().starts_with(&format!("BYE sip:{UP}@{} SIP/2.0", up_addr())), "to the Contact");
+
+    // The upstream sets up a third and never ACKs: ended, with a BYE.
+    let invite = up_request(up_addr(), "INVITE", CH, "i6", 1, "", Some(("Application/SDP", &offer("0100000044", "Play", media))));
+    h.input(up, &invite);
+    h.take();
+    let Some(Event::UpstreamPlay(play)) = h.take_events().into_iter().find(|e| matches!(e, Event::UpstreamPlay(_))) else { panic!("asked") };
+    h.command(Command::UpstreamAnswer { handle: play.handle, result: Ok(UpstreamMediaAnswer { port: 40_006, media_ip: None }) });
+    h.advance(transaction::TRANSACTION_TIMEOUT + Duration::from_secs(1));
+    assert!(h.take_events().contains(&Event::UpstreamPlayEnded { handle: play.handle, reason: UpstreamEnd::NoAck }));
+    assert!(!sent_up(&mut h, "BYE").is_empty());
+    // A refusal from the driver is the INVITE's answer.
+    let invite = up_request(up_addr(), "INVITE", CH, "i7", 1, "", Some(("Application/SDP", &offer("0100000045", "Play", media))));
+    h.input(up, &invite);
+    h.take();
+    let Some(Event::UpstreamPlay(play)) = h.take_events().into_iter().find(|e| matches!(e, Event::UpstreamPlay(_))) else { panic!("asked") };
+    h.command(Command::UpstreamAnswer { handle: play.handle, result: Err(UpstreamRefusal::Unavailable) });
+    assert_eq!(h.sent_one(up).status(), Some(480));
+    assert_eq!(status_of(&mut h).sessions, 0);
+}
+
+#[test]
+fn a_device_control_from_above_reaches_the_device_as_it_came() {
+    let mut h = h_with(Shared::Channels([CH.to_string()].into()));
+    let mut dev = Dev::udp(DEV, addr(9, 5060));
+    h.online_device(&mut dev);
+    register_up(&mut h);
+    h.take();
+    let up = Peer::Udp(up_addr());
+    let control = |channel: &str| {
+        format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Control>\r\n<CmdType>DeviceControl</CmdType>\r\n<SN>77</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n<PTZCmd>A50F01021F0000D6</PTZCmd>\r\n</Control>\r\n")
+    };
+    let m = up_request(up_addr(), "MESSAGE", CH, "c1", 1, "", Some((MANSCDP_CT, control(CH).as_bytes())));
+    h.input(up, &m);
+    let out = h.take();
+    assert!(out.iter().any(|(to, m)| *to == up && m.status() == Some(200)));
+    let relayed: Vec<&SipMsg> = out.iter().filter(|(to, m)| *to == dev.peer && method(m) == "MESSAGE").map(|(_, m)| m).collect();
+    assert_eq!(relayed.len(), 1);
+    let body = String::from_utf8_lossy(relayed[0].body()).to_string();
+    assert!(body.contains("<PTZCmd>A50F01021F0000D6</PTZCmd>") && body.contains(&format!("<DeviceID>{CH}</DeviceID>")), "{body}");
+    // Not shared: 404, nothing reaches a device.
+    let other = "34020000001310000002";
+    let m = up_request(up_addr(), "MESSAGE", other, "c2", 1, "", Some((MANSCDP_CT, control(other).as_bytes())));
+    h.input(up, &m);
+    assert_eq!(h.sent_one(up).status(), Some(404));
+}

@@ -1,0 +1,977 @@
+//! Cascade (级联, GB/T 28181 §9.1–9.3 between platforms): this platform as a lower platform of
+//! upper ones. Toward each upstream it is a client (REGISTER with digest, refreshed before it
+//! runs out; keepalive MESSAGEs, the upstream lost after so many go unanswered; retries with a
+//! backoff), and it answers what the upstream asks of the channels shared with it: Catalog
+//! (paged, paced), DeviceInfo, DeviceStatus, and INVITE for live video, whose media the driver
+//! sends (`Event::UpstreamPlay`, answered by `Command::UpstreamAnswer`). A request naming an
+//! upstream as its sender is taken only from that upstream's configured address.
+
+use super::transaction::{self, Purpose, ServerKey, TxKey};
+use super::{Endpoint, Event, Peer, Refusal, Reply};
+use crate::proto::sdp::Sdp;
+use crate::proto::sip::SipMsg;
+use crate::proto::sip::build::{OutRequest, response};
+use crate::proto::sip::digest::DigestChallenge;
+use crate::proto::sip::manscdp::{self, Body, Root, escape};
+use crate::proto::sip::text::{decode_body, encode_body};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Upper platforms configured at most.
+pub const UPSTREAMS_MAX: usize = 16;
+/// Media sessions all upstreams hold at once; more INVITEs are answered 486.
+pub const UPSTREAM_CALLS_MAX: usize = 1024;
+/// Catalog items in one Response MESSAGE (several kB of XML in one UDP datagram at most).
+pub const CATALOG_ITEMS_PER_MESSAGE: usize = 8;
+/// Catalog Response MESSAGEs queued for one upstream (a newer query replaces what is left).
+pub const CATALOG_PAGES_QUEUED_MAX: usize = 4096;
+/// One catalog page leaves this long after the previous one (upper platforms drop bursts).
+pub const CATALOG_PAGE_INTERVAL: Duration = Duration::from_millis(20);
+/// A failed registration is tried again after this, doubling up to the most.
+pub const REGISTER_RETRY_MIN: Duration = Duration::from_secs(2);
+pub const REGISTER_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Expires asked in a REGISTER, at most (a day) and at least.
+pub const UPSTREAM_EXPIRES_S_MAX: u32 = 86_400;
+pub const UPSTREAM_EXPIRES_S_MIN: u32 = 30;
+/// The 200 to an upstream's INVITE goes again until its ACK (RFC 3261 §13.3.1.4: from T1,
+/// doubling up to T2); without an ACK in 64·T1 the session is ended.
+const ACK_WAIT: Duration = transaction::TRANSACTION_TIMEOUT;
+
+const _: () = assert!(REGISTER_RETRY_MIN.as_millis() > 0 && REGISTER_RETRY_MIN.as_millis() <= REGISTER_RETRY_MAX.as_millis());
+const _: () = assert!(CATALOG_PAGES_QUEUED_MAX * CATALOG_ITEMS_PER_MESSAGE >= super::CHANNELS_PER_DEVICE_MAX);
+
+/// Which channels an upstream sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shared {
+    All,
+    Channels(BTreeSet<String>),
+}
+
+impl Shared {
+    pub fn contains(&self, channel_id: &str) -> bool {
+        match self {
+            Shared::All => true,
+            Shared::Channels(set) => set.contains(channel_id),
+        }
+    }
+}
+
+/// How MANSCDP bodies to an upstream are written (GB2312 is what the standard names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charset {
+    Gb2312,
+    Utf8,
+}
+
+impl Charset {
+    fn label(self) -> &'static str {
+        match self {
+            Charset::Gb2312 => "GB2312",
+            Charset::Utf8 => "UTF-8",
+        }
+    }
+
+    fn encode(self, xml: &str) -> Vec<u8> {
+        match self {
+            Charset::Gb2312 => encode_body(xml, encoding_rs::GB18030),
+            Charset::Utf8 => xml.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// An upper platform this one registers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// Our name for it (API, logs, events).
+    pub id: String,
+    /// The name this platform gives itself upward (DeviceInfo's DeviceName).
+    pub name: String,
+    /// The upper platform's SIP id and domain (the REGISTER's Request-URI).
+    pub server_id: String,
+    pub domain: String,
+    pub address: SocketAddr,
+    pub password: String,
+    /// The id this platform has toward it (From of everything sent up).
+    pub local_id: String,
+    pub register_expires_s: u32,
+    pub keepalive: Duration,
+    /// Keepalives unanswered in a row before the upstream is deemed lost.
+    pub keepalive_misses_max: u32,
+    pub charset: Charset,
+    pub shared: Shared,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamState {
+    Registering,
+    Registered,
+    /// Registration failed or the upstream was lost: tried again later.
+    Retrying,
+    /// `Expires: 0` sent (removed, or this platform stopping).
+    Unregistered,
+}
+
+/// An upstream as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UpstreamStatus {
+    pub id: String,
+    pub server_id: String,
+    pub local_id: String,
+    pub address: String,
+    pub state: UpstreamState,
+    pub last_error: Option<String>,
+    /// When the current registration was granted (unix ms).
+    pub registered_at_ms: Option<u64>,
+    pub keepalive_misses: u32,
+    pub registrations: u64,
+    /// Channels it sees, and media sessions it holds.
+    pub shared_channels: usize,
+    pub sessions: usize,
+}
+
+/// Where the media of an upstream's INVITE goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamMedia {
+    /// RTP/AVP to the offer's address.
+    Udp(SocketAddr),
+    /// TCP/RTP/AVP, the upstream listening (`a=setup:passive`): we connect.
+    TcpDial(SocketAddr),
+    /// TCP/RTP/AVP, the upstream connecting (`a=setup:active`): we listen.
+    TcpListen,
+}
+
+pub type UpstreamCallHandle = u64;
+
+/// An upstream asks for a channel's live video.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamPlay {
+    pub handle: UpstreamCallHandle,
+    pub upstream: String,
+    pub device_id: String,
+    pub channel_id: String,
+    pub media: UpstreamMedia,
+    /// The SSRC the upstream asked for (`y=`), which the media must carry.
+    pub ssrc: u32,
+}
+
+/// Why an upstream's INVITE could not be served (its SIP answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamRefusal {
+    /// The device is offline (480).
+    Unavailable,
+    /// Too many sessions, or the stream's senders are full (486).
+    Busy,
+    /// The device did not give the video, or it could not be sent on (500).
+    Failed,
+}
+
+impl UpstreamRefusal {
+    fn status(self) -> (u16, &'static str) {
+        match self {
+            UpstreamRefusal::Unavailable => (480, "Temporarily Unavailable"),
+            UpstreamRefusal::Busy => (486, "Busy Here"),
+            UpstreamRefusal::Failed => (500, "Server Internal Error"),
+        }
+    }
+}
+
+/// Where our answer's media leaves from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamMediaAnswer {
+    pub port: u16,
+    /// When not this platform's own media address (a media node sends it).
+    pub media_ip: Option<String>,
+}
+
+/// Why an upstream media session ended without our asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamEnd {
+    /// The upstream sent BYE (or CANCEL before our answer).
+    UpstreamBye,
+    /// Our 200 was never ACKed.
+    NoAck,
+    /// The upstream was lost or unregistered.
+    UpstreamGone,
+}
+
+impl UpstreamEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamEnd::UpstreamBye => "upstream sent BYE",
+            UpstreamEnd::NoAck => "upstream never ACKed",
+            UpstreamEnd::UpstreamGone => "upstream lost",
+        }
+    }
+}
+
+struct Upstream {
+    cfg: UpstreamConfig,
+    state: UpstreamState,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    /// A REGISTER is in flight; with the challenge it answered (a second 401 to an answer
+    /// that was not stale is a wrong password).
+    registering: bool,
+    answered: Option<DigestChallenge>,
+    /// Expires of the REGISTER in flight (0: unregistering).
+    expires_asked: u32,
+    next_register: Option<Instant>,
+    retry_in: Duration,
+    next_keepalive: Option<Instant>,
+    keepalive_in_flight: bool,
+    misses: u32,
+    last_error: Option<String>,
+    registered_at_ms: Option<u64>,
+    registrations: u64,
+    /// Catalog Response MESSAGEs still to go, and when the next may.
+    pages: VecDeque<Vec<u8>>,
+    next_page: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CallState {
+    /// Told the driver; no final answer yet.
+    Answering,
+    /// 200 sent; waiting for the ACK (resent at `resend_at` over UDP).
+    Answered { bytes: Vec<u8>, resend_at: Instant, interval: Duration, give_up_at: Instant },
+    Confirmed,
+}
+
+struct UpstreamCall {
+    upstream: String,
+    peer: Peer,
+    invite: SipMsg,
+    key: ServerKey,
+    call_id: String,
+    our_tag: String,
+    their_tag: String,
+    /// The INVITE's From and To URIs (swapped in our in-dialog requests), and where those go.
+    their_uri: String,
+    our_uri: String,
+    remote_target: String,
+    cseq: u32,
+    media: UpstreamMedia,
+    ssrc: u32,
+    channel_id: String,
+    state: CallState,
+}
+
+/// The upstreams and their media sessions.
+#[derive(Default)]
+pub(super) struct Upstreams {
+    list: Vec<Upstream>,
+    calls: BTreeMap<UpstreamCallHandle, UpstreamCall>,
+    next_handle: UpstreamCallHandle,
+}
+
+/// `<sip:user@host>;tag=x` → `sip:user@host`.
+fn uri_of(header_value: &str) -> String {
+    let v = header_value.trim();
+    match (v.find('<'), v.find('>')) {
+        (Some(a), Some(b)) if a < b => v[a + 1..b].to_string(),
+        _ => v.split(';').next().unwrap_or_default().trim().to_string(),
+    }
+}
+
+impl Endpoint {
+    pub(super) fn init_upstreams(&mut self, now: Instant) {
+        let configs: Vec<UpstreamConfig> = self.cfg.upstreams.iter().take(UPSTREAMS_MAX).cloned().collect();
+        for cfg in configs {
+            let (call_id, from_tag) = (self.new_call_id(), self.rng.hex());
+            self.upstreams.list.push(Upstream {
+                cfg,
+                state: UpstreamState::Registering,
+                call_id,
+                from_tag,
+                cseq: 0,
+                registering: false,
+                answered: None,
+                expires_asked: 0,
+                next_register: Some(now),
+                retry_in: REGISTER_RETRY_MIN,
+                next_keepalive: None,
+                keepalive_in_flight: false,
+                misses: 0,
+                last_error: None,
+                registered_at_ms: None,
+                registrations: 0,
+                pages: VecDeque::new(),
+                next_page: now,
+            });
+        }
+    }
+
+    /// The upstreams, as the API shows them.
+    pub fn upstreams(&self) -> Vec<UpstreamStatus> {
+        self.upstreams
+            .list
+            .iter()
+            .map(|u| UpstreamStatus {
+                id: u.cfg.id.clone(),
+                server_id: u.cfg.server_id.clone(),
+                local_id: u.cfg.local_id.clone(),
+                address: u.cfg.address.to_string(),
+                state: u.state,
+                last_error: u.last_error.clone(),
+                registered_at_ms: u.registered_at_ms,
+                keepalive_misses: u.misses,
+                registrations: u.registrations,
+                shared_channels: self.shared_channels(&u.cfg.shared).len(),
+                sessions: self.upstreams.calls.values().filter(|c| c.upstream == u.cfg.id).count(),
+            })
+            .collect()
+    }
+
+    /// Sends `Expires: 0` to every upstream (this platform stopping); their sessions are
+    /// BYE'd. Answers to challenges still go out while the driver runs.
+    pub(super) fn unregister_upstreams(&mut self, now: Instant) {
+        let handles: Vec<UpstreamCallHandle> = self.upstreams.calls.keys().copied().collect();
+        for handle in handles {
+            self.upstream_hang_up(now, handle);
+        }
+        for i in 0..self.upstreams.list.len() {
+            let u = &mut self.upstreams.list[i];
+            if u.state == UpstreamState::Registered {
+                u.state = UpstreamState::Unregistered;
+                u.next_keepalive = None;
+                u.next_register = None;
+                self.send_register(now, i, 0, None);
+            } else {
+                u.state = UpstreamState::Unregistered;
+                u.next_register = None;
+            }
+        }
+    }
+
+    /// Whether no `Expires: 0` is still on its way up (a stop waits for them, bounded).
+    pub fn upstreams_settled(&self) -> bool {
+        self.upstreams.list.iter().all(|u| !(u.registering && u.expires_asked == 0))
+    }
+
+    /// The channels `shared` names that this platform knows: (device, channel).
+    fn shared_channels(&self, shared: &Shared) -> Vec<(&super::Device, &manscdp::CatalogItem)> {
+        match shared {
+            Shared::All => self.devices.values().flat_map(|d| d.channels.values().map(move |c| (d, c))).collect(),
+            Shared::Channels(set) => set.iter().filter_map(|id| self.channel_owner(id)).collect(),
+        }
+    }
+
+    /// The device that has channel `channel_id`, and the channel.
+    fn channel_owner(&self, channel_id: &str) -> Option<(&super::Device, &manscdp::CatalogItem)> {
+        self.devices.values().find_map(|d| d.channels.get(channel_id).map(|c| (d, c)))
+    }
+
+    pub(super) fn upstream_next_timeout(&self) -> Option<Instant> {
+        let ups = self.upstreams.list.iter().flat_map(|u| {
+            let register = u.next_register.filter(|_| !u.registering);
+            let keepalive = u.next_keepalive.filter(|_| !u.keepalive_in_flight && u.state == UpstreamState::Registered);
+            let page = (!u.pages.is_empty()).then_some(u.next_page);
+            [register, keepalive, page]
+        });
+        let calls = self.upstreams.calls.values().filter_map(|c| match &c.state {
+            CallState::Answered { resend_at, give_up_at, .. } => Some((*resend_at).min(*give_up_at)),
+            _ => None,
+        });
+        ups.flatten().chain(calls).min()
+    }
+
+    /// Registrations, keepalives, catalog pages and unacknowledged answers that are due.
+    pub(super) fn upstream_timers(&mut self, now: Instant) {
+        for i in 0..self.upstreams.list.len() {
+            let u = &self.upstreams.list[i];
+            if !u.registering && u.next_register.is_some_and(|t| t <= now) {
+                let expires = u.cfg.register_expires_s.clamp(UPSTREAM_EXPIRES_S_MIN, UPSTREAM_EXPIRES_S_MAX);
+                self.send_register(now, i, expires, None);
+            }
+            let u = &self.upstreams.list[i];
+            if u.state == UpstreamState::Registered && !u.keepalive_in_flight && u.next_keepalive.is_some_and(|t| t <= now) {
+                self.send_keepalive(now, i);
+            }
+            while let Some(u) = self.upstreams.list.get_mut(i).filter(|u| u.next_page <= now) {
+                let Some(page) = u.pages.pop_front() else { break };
+                u.next_page = now + CATALOG_PAGE_INTERVAL;
+                self.send_upstream_message(now, i, page, Purpose::Fire);
+            }
+        }
+        let mut resend = Vec::new();
+        let mut gone = Vec::new();
+        for (handle, c) in self.upstreams.calls.iter_mut() {
+            if let CallState::Answered { bytes, resend_at, interval, give_up_at } = &mut c.state {
+                if now >= *give_up_at {
+                    gone.push(*handle);
+                } else if now >= *resend_at {
+                    resend.push((c.peer, bytes.clone()));
+                    *interval = (*interval * 2).min(transaction::T2);
+                    *resend_at = now + *interval;
+                }
+            }
+        }
+        self.counters.retransmissions += resend.len() as u64;
+        for (peer, bytes) in resend {
+            self.send(peer, bytes);
+        }
+        for handle in gone {
+            self.upstream_hang_up(now, handle);
+            self.emit(Event::UpstreamPlayEnded { handle, reason: UpstreamEnd::NoAck });
+        }
+    }
+
+    /// A request to upstream `i`'s server id at its domain.
+    #[allow(clippy::too_many_arguments)]
+    fn upstream_request(
+        &self,
+        i: usize,
+        method: &str,
+        request_uri: String,
+        (from, from_tag): (String, &str),
+        (to, to_tag): (String, Option<&str>),
+        call_id: &str,
+        cseq: u32,
+        branch: &str,
+        extra: Vec<(&str, String)>,
+        body: Option<(&str, &[u8])>,
+    ) -> Vec<u8> {
+        let cfg = &self.upstreams.list[i].cfg;
+        OutRequest {
+            method,
+            request_uri,
+            transport: "UDP",
+            local: self.cfg.local,
+            branch: branch.to_string(),
+            from,
+            from_tag,
+            to,
+            to_tag,
+            call_id,
+            cseq,
+            contact_user: &cfg.local_id,
+            extra,
+        }
+        .build(body)
+    }
+
+    fn send_register(&mut self, now: Instant, i: usize, expires: u32, challenge: Option<DigestChallenge>) {
+        let cnonce = self.rng.hex();
+        let branch = self.rng.hex();
+        let u = &mut self.upstreams.list[i];
+        u.cseq += 1;
+        u.registering = true;
+        u.expires_asked = expires;
+        u.next_register = None;
+        let (cseq, call_id, from_tag) = (u.cseq, u.call_id.clone(), u.from_tag.clone());
+        let cfg = u.cfg.clone();
+        let uri = format!("sip:{}@{}", cfg.server_id, cfg.domain);
+        let us = format!("sip:{}@{}", cfg.local_id, cfg.domain);
+        let mut extra = vec![("Expires", expires.to_string())];
+        if let Some(c) = &challenge {
+            extra.push(("Authorization", c.authorization(&cfg.local_id, &cfg.password, "REGISTER", &uri, &cnonce[..16])));
+        }
+        u.answered = challenge;
+        let bytes = self.upstream_request(i, "REGISTER", uri, (us.clone(), &from_tag), (us, None), &call_id, cseq, &branch, extra, None);
+        let key = TxKey { call_id, cseq, method: "REGISTER".into() };
+        let purpose = Purpose::UpstreamRegister { upstream: cfg.id.clone() };
+        if !self.start_transaction(now, key, Peer::Udp(cfg.address), bytes, purpose, transaction::TRANSACTION_TIMEOUT) {
+            self.register_failed(now, i, "too many transactions in flight".into());
+        }
+    }
+
+    fn send_keepalive(&mut self, now: Instant, i: usize) {
+        let sn = self.new_sn();
+        let u = &mut self.upstreams.list[i];
+        u.keepalive_in_flight = true;
+        u.next_keepalive = Some(now + u.cfg.keepalive);
+        let (charset, local_id) = (u.cfg.charset, u.cfg.local_id.clone());
+        let timeout = u.cfg.keepalive.clamp(transaction::T1 * 2, transaction::TRANSACTION_TIMEOUT);
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{local_id}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n",
+            charset.label()
+        );
+        let purpose = Purpose::UpstreamKeepalive { upstream: u.cfg.id.clone() };
+        self.send_upstream_message_timed(now, i, charset.encode(&xml), purpose, timeout);
+    }
+
+    fn send_upstream_message(&mut self, now: Instant, i: usize, body: Vec<u8>, purpose: Purpose) {
+        self.send_upstream_message_timed(now, i, body, purpose, transaction::TRANSACTION_TIMEOUT);
+    }
+
+    fn send_upstream_message_timed(&mut self, now: Instant, i: usize, body: Vec<u8>, purpose: Purpose, timeout: Duration) {
+        let (call_id, from_tag, branch) = (self.new_call_id(), self.rng.hex(), self.rng.hex());
+        let cfg = &self.upstreams.list[i].cfg;
+        let (uri, us, address) = (format!("sip:{}@{}", cfg.server_id, cfg.domain), format!("sip:{}@{}", cfg.local_id, cfg.domain), cfg.address);
+        let bytes = self.upstream_request(
+            i,
+            "MESSAGE",
+            uri.clone(),
+            (us, &from_tag),
+            (uri, None),
+            &call_id,
+            1,
+            &branch,
+            vec![],
+            Some(("Application/MANSCDP+xml", &body)),
+        );
+        let key = TxKey { call_id, cseq: 1, method: "MESSAGE".into() };
+        let keepalive = matches!(purpose, Purpose::UpstreamKeepalive { .. });
+        if !self.start_transaction(now, key, Peer::Udp(address), bytes, purpose, timeout) && keepalive {
+            self.keepalive_done(now, i, false);
+        }
+    }
+
+    fn upstream_index(&self, id: &str) -> Option<usize> {
+        self.upstreams.list.iter().position(|u| u.cfg.id == id)
+    }
+
+    /// The final answer (or none) to a REGISTER sent upward.
+    pub(super) fn upstream_register_done(&mut self, now: Instant, id: &str, answer: Option<&SipMsg>) {
+        let Some(i) = self.upstream_index(id) else { return };
+        self.upstreams.list[i].registering = false;
+        let status = answer.and_then(SipMsg::status);
+        let u = &self.upstreams.list[i];
+        let expires_asked = u.expires_asked;
+        if u.state == UpstreamState::Unregistered && expires_asked != 0 {
+            return; // an answer to a REGISTER from before the stop
+        }
+        match status {
+            Some(200..=299) if expires_asked == 0 => {
+                self.upstreams.list[i].registered_at_ms = None;
+            }
+            Some(200..=299) => {
+                let granted = answer.and_then(SipMsg::expires).filter(|&e| e > 0).unwrap_or(expires_asked).min(UPSTREAM_EXPIRES_S_MAX);
+                let unix_ms = self.unix_ms(now);
+                let u = &mut self.upstreams.list[i];
+                let was = u.state;
+                u.state = UpstreamState::Registered;
+                u.last_error = None;
+                u.retry_in = REGISTER_RETRY_MIN;
+                u.answered = None;
+                u.registrations += 1;
+                // Refreshed at half its time, so a lost refresh still has time to retry.
+                u.next_register = Some(now + Duration::from_secs(u64::from(granted / 2).max(1)));
+                if was != UpstreamState::Registered {
+                    u.registered_at_ms = Some(unix_ms);
+                    u.misses = 0;
+                    u.next_keepalive = Some(now + u.cfg.keepalive);
+                    let upstream = u.cfg.id.clone();
+                    self.emit(Event::UpstreamRegistered { upstream });
+                }
+            }
+            Some(401 | 407) => {
+                let header = if status == Some(401) { "WWW-Authenticate" } else { "Proxy-Authenticate" };
+                let challenge = answer.and_then(|m| m.header(header)).as_deref().and_then(DigestChallenge::parse);
+                let u = &self.upstreams.list[i];
+                match challenge {
+                    Some(c) if u.answered.is_none() || c.stale => self.send_register(now, i, expires_asked, Some(c)),
+                    Some(_) => self.register_failed(now, i, "401 to our credentials: wrong password or local id".into()),
+                    None => self.register_failed(now, i, format!("{} without a digest challenge gmv can answer (MD5)", status.unwrap_or_default())),
+                }
+            }
+            Some(code) => self.register_failed(now, i, format!("REGISTER answered {code}")),
+            None => self.register_failed(now, i, "REGISTER not answered".into()),
+        }
+    }
+
+    fn register_failed(&mut self, now: Instant, i: usize, error: String) {
+        let u = &mut self.upstreams.list[i];
+        u.registering = false;
+        u.answered = None;
+        if u.state == UpstreamState::Unregistered {
+            return;
+        }
+        let retry_in = u.retry_in;
+        u.retry_in = (u.retry_in * 2).min(REGISTER_RETRY_MAX);
+        u.next_register = Some(now + retry_in);
+        u.last_error = Some(error.clone());
+        let upstream = u.cfg.id.clone();
+        if u.state == UpstreamState::Registered {
+            self.upstream_lost(i, error.clone());
+        }
+        self.upstreams.list[i].state = UpstreamState::Retrying;
+        self.emit(Event::UpstreamRegisterFailed { upstream, error, retry_in });
+    }
+
+    /// Upstream `i` is gone: its sessions end, keepalives stop.
+    fn upstream_lost(&mut self, i: usize, error: String) {
+        let u = &mut self.upstreams.list[i];
+        u.state = UpstreamState::Retrying;
+        u.next_keepalive = None;
+        u.registered_at_ms = None;
+        u.pages.clear();
+        let upstream = u.cfg.id.clone();
+        let calls: Vec<UpstreamCallHandle> = self.upstreams.calls.iter().filter(|(_, c)| c.upstream == upstream).map(|(h, _)| *h).collect();
+        for handle in calls {
+            self.upstreams.calls.remove(&handle);
+            self.emit(Event::UpstreamPlayEnded { handle, reason: UpstreamEnd::UpstreamGone });
+        }
+        self.emit(Event::UpstreamLost { upstream, error });
+    }
+
+    pub(super) fn upstream_keepalive_done(&mut self, now: Instant, id: &str, answer: Option<&SipMsg>) {
+        let Some(i) = self.upstream_index(id) else { return };
+        let ok = answer.and_then(SipMsg::status).is_some_and(|s| (200..300).contains(&s));
+        self.keepalive_done(now, i, ok);
+    }
+
+    fn keepalive_done(&mut self, now: Instant, i: usize, ok: bool) {
+        let u = &mut self.upstreams.list[i];
+        u.keepalive_in_flight = false;
+        if ok {
+            u.misses = 0;
+            return;
+        }
+        u.misses += 1;
+        if u.state == UpstreamState::Registered && u.misses >= u.cfg.keepalive_misses_max.max(1) {
+            let error = format!("{} keepalives unanswered", u.misses);
+            u.last_error = Some(error.clone());
+            u.next_register = Some(now);
+            u.misses = 0;
+            self.upstream_lost(i, error);
+        }
+    }
+
+    /// The upstream a request names as its sender (From user = its server id), if any.
+    pub(super) fn upstream_sender(&self, msg: &SipMsg) -> Option<usize> {
+        let user = msg.from_user()?;
+        self.upstreams.list.iter().position(|u| u.cfg.server_id == user)
+    }
+
+    /// A request from upstream `i` (by its From). Only its configured address is believed,
+    /// and only while registered with it (BYE and CANCEL of its sessions always).
+    pub(super) fn on_upstream_request(&mut self, now: Instant, from: Peer, msg: &SipMsg, i: usize, method: &str, key: &ServerKey) -> Option<Reply> {
+        let u = &self.upstreams.list[i];
+        let registered = u.state == UpstreamState::Registered;
+        if from.addr() != u.cfg.address || (!registered && !matches!(method, "BYE" | "CANCEL")) {
+            let reason = if from.addr() != u.cfg.address { Refusal::WrongSource } else { Refusal::NotRegistered };
+            match reason {
+                Refusal::WrongSource => self.counters.spoofed += 1,
+                _ => self.counters.refused += 1,
+            }
+            let device_id = Some(u.cfg.server_id.clone());
+            self.emit(Event::Refused { peer: from, method: method.to_string(), device_id, reason });
+            return Reply::status(403);
+        }
+        match method {
+            "MESSAGE" => self.on_upstream_message(now, msg, i),
+            "INVITE" => self.on_upstream_invite(from, msg, i, key),
+            "BYE" => self.on_upstream_bye(from, msg),
+            "CANCEL" => self.on_upstream_cancel(now, from, msg),
+            "OPTIONS" => Reply::status(200),
+            _ => Reply::status(501),
+        }
+    }
+
+    fn on_upstream_message(&mut self, now: Instant, msg: &SipMsg, i: usize) -> Option<Reply> {
+        if msg.content_type().as_deref() != Some("application/manscdp+xml") {
+            return Reply::status(415);
+        }
+        let (text, _) = decode_body(msg.body());
+        let parsed = match manscdp::parse(&text) {
+            Ok(p) if p.root == Root::Control && p.cmd_type == "DeviceControl" => return self.relay_device_control(now, i, &p.device_id, &text),
+            Ok(p) if p.root == Root::Query || (p.root == Root::Notify && p.body == Body::Keepalive) => p,
+            Ok(_) => return Reply::status(200),
+            Err(_) => {
+                self.counters.malformed += 1;
+                return Reply::status(400);
+            }
+        };
+        let sn = parsed.sn.unwrap_or(0);
+        let cfg = self.upstreams.list[i].cfg.clone();
+        let pages = match parsed.cmd_type.as_str() {
+            "Catalog" => self.catalog_pages(&cfg, sn, now),
+            "DeviceInfo" => {
+                let channels = self.shared_channels(&cfg.shared).len();
+                let xml = format!(
+                    "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Response>\r\n<CmdType>DeviceInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<Result>OK</Result>\r\n<DeviceName>{}</DeviceName>\r\n<Manufacturer>gmv</Manufacturer>\r\n<Model>gmv</Model>\r\n<Firmware>{}</Firmware>\r\n<Channel>{channels}</Channel>\r\n</Response>\r\n",
+                    cfg.charset.label(),
+                    cfg.local_id,
+                    escape(&cfg.name),
+                    env!("CARGO_PKG_VERSION"),
+                );
+                vec![cfg.charset.encode(&xml)]
+            }
+            "DeviceStatus" => {
+                let asked = parsed.device_id.clone();
+                let online = match self.channel_owner(&asked).filter(|_| cfg.shared.contains(&asked)) {
+                    Some((d, _)) => self.is_online(d, now),
+                    None if asked == cfg.local_id => true,
+                    None => return Reply::status(404),
+                };
+                let time = crate::proto::sip::gbtime::format_local((self.unix_ms(now) / 1000) as i64, self.cfg.utc_offset_s);
+                let xml = format!(
+                    "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Response>\r\n<CmdType>DeviceStatus</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{asked}</DeviceID>\r\n<Result>OK</Result>\r\n<Online>{}</Online>\r\n<Status>OK</Status>\r\n<Encode>ON</Encode>\r\n<Record>OFF</Record>\r\n<DeviceTime>{time}</DeviceTime>\r\n</Response>\r\n",
+                    cfg.charset.label(),
+                    if online { "ONLINE" } else { "OFFLINE" },
+                );
+                vec![cfg.charset.encode(&xml)]
+            }
+            _ => Vec::new(),
+        };
+        if !pages.is_empty() {
+            let u = &mut self.upstreams.list[i];
+            // A newer query replaces an answer still going out.
+            u.pages = pages.into_iter().take(CATALOG_PAGES_QUEUED_MAX).collect();
+            u.next_page = u.next_page.max(now);
+        }
+        Reply::status(200)
+    }
+
+    /// A DeviceControl from above (PTZ, presets, a keyframe, recording...) for a shared
+    /// channel goes to its device as it came (the command bytes untouched); the device's own
+    /// 200 is its answer there. A channel not shared, or unknown, is 404; one whose device is
+    /// offline 480.
+    fn relay_device_control(&mut self, now: Instant, i: usize, channel_id: &str, xml: &str) -> Option<Reply> {
+        let shared = self.upstreams.list[i].cfg.shared.contains(channel_id);
+        let Some((device, _)) = self.channel_owner(channel_id).filter(|_| shared) else {
+            self.counters.refused += 1;
+            return Some(Reply { code: 404, reason: "Not Found", extra: Vec::new(), body: None });
+        };
+        let device_id = device.device_id.clone();
+        let Ok(peer) = self.reachable_channel(now, &device_id, channel_id) else {
+            return Some(Reply { code: 480, reason: "Temporarily Unavailable", extra: Vec::new(), body: None });
+        };
+        if !self.send_manscdp(now, &device_id, peer, xml, Purpose::Fire) {
+            return Some(Reply { code: 486, reason: "Busy Here", extra: Vec::new(), body: None });
+        }
+        Reply::status(200)
+    }
+
+    /// The shared channels as Catalog Response bodies, `CATALOG_ITEMS_PER_MESSAGE` each.
+    fn catalog_pages(&self, cfg: &UpstreamConfig, sn: u32, now: Instant) -> Vec<Vec<u8>> {
+        let now_online = |d: &super::Device| self.is_online(d, now);
+        let items: Vec<String> = self
+            .shared_channels(&cfg.shared)
+            .into_iter()
+            .take(CATALOG_PAGES_QUEUED_MAX * CATALOG_ITEMS_PER_MESSAGE)
+            .map(|(d, c)| {
+                let civil = c.device_id.get(..6).unwrap_or(&cfg.domain);
+                let status = if now_online(d) && c.status != "OFF" { "ON" } else { "OFF" };
+                format!(
+                    "<Item>\r\n<DeviceID>{}</DeviceID>\r\n<Name>{}</Name>\r\n<Manufacturer>{}</Manufacturer>\r\n<Model>{}</Model>\r\n<Owner>0</Owner>\r\n<CivilCode>{civil}</CivilCode>\r\n<Address>{}</Address>\r\n<Parental>0</Parental>\r\n<ParentID>{}</ParentID>\r\n<SafetyWay>0</SafetyWay>\r\n<RegisterWay>1</RegisterWay>\r\n<Secrecy>0</Secrecy>\r\n<Status>{status}</Status>\r\n</Item>\r\n",
+                    c.device_id,
+                    escape(if c.name.is_empty() { &c.device_id } else { &c.name }),
+                    escape(if c.manufacturer.is_empty() { &d.info.manufacturer } else { &c.manufacturer }),
+                    escape(&d.info.model),
+                    escape(&c.address),
+                    cfg.local_id,
+                )
+            })
+            .collect();
+        let total = items.len();
+        let page = |chunk: &[String]| {
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<SumNum>{total}</SumNum>\r\n<DeviceList Num=\"{}\">\r\n{}</DeviceList>\r\n</Response>\r\n",
+                cfg.charset.label(),
+                cfg.local_id,
+                chunk.len(),
+                chunk.concat()
+            );
+            cfg.charset.encode(&xml)
+        };
+        if items.is_empty() {
+            return vec![page(&[])];
+        }
+        items.chunks(CATALOG_ITEMS_PER_MESSAGE).map(page).collect()
+    }
+
+    fn on_upstream_invite(&mut self, from: Peer, msg: &SipMsg, i: usize, key: &ServerKey) -> Option<Reply> {
+        let cfg = &self.upstreams.list[i].cfg;
+        let channel_id = request_user(msg).or_else(|| msg.header("To").as_deref().and_then(crate::proto::sip::message::uri_user));
+        let Some(channel_id) = channel_id.filter(|c| super::valid_id(c)) else { return Reply::status(400) };
+        let owner = self.channel_owner(&channel_id).filter(|_| cfg.shared.contains(&channel_id)).map(|(d, _)| d.device_id.clone());
+        let Some(device_id) = owner else {
+            self.counters.refused += 1;
+            return Some(Reply { code: 404, reason: "Not Found", extra: Vec::new(), body: None });
+        };
+        let Ok(sdp) = Sdp::parse(msg.body()) else {
+            self.counters.malformed += 1;
+            return Reply::status(400);
+        };
+        if sdp.session_name.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case("Play")) {
+            // Playback and download from above are not served yet.
+            return Some(Reply { code: 488, reason: "Not Acceptable Here", extra: Vec::new(), body: None });
+        }
+        let Some(media) = offered_media(&sdp) else {
+            self.counters.malformed += 1;
+            return Reply::status(400);
+        };
+        let Some(ssrc) = sdp.gb_ssrc.as_deref().and_then(|y| y.parse::<u32>().ok()) else {
+            self.counters.malformed += 1;
+            return Reply::status(400);
+        };
+        if self.upstreams.calls.len() >= UPSTREAM_CALLS_MAX {
+            self.counters.refused += 1;
+            return Some(Reply { code: 486, reason: "Busy Here", extra: Vec::new(), body: None });
+        }
+        // Two sessions sending one channel under one SSRC would be one sender replacing the other.
+        if self.upstreams.calls.values().any(|c| c.channel_id == channel_id && c.ssrc == ssrc) {
+            self.counters.refused += 1;
+            return Some(Reply { code: 488, reason: "Not Acceptable Here", extra: Vec::new(), body: None });
+        }
+        let (Some(call_id), Some(their_tag), Some(their_from), Some(our_to)) = (msg.call_id(), msg.from_tag(), msg.header("From"), msg.header("To")) else {
+            return Reply::status(400);
+        };
+        let their_uri = uri_of(&their_from);
+        let remote_target = msg.header("Contact").map(|c| uri_of(&c)).filter(|c| c.starts_with("sip:")).unwrap_or_else(|| their_uri.clone());
+        let handle = self.upstreams.next_handle;
+        self.upstreams.next_handle += 1;
+        let our_tag = self.rng.hex()[..10].to_string();
+        let upstream = cfg.id.clone();
+        self.upstreams.calls.insert(
+            handle,
+            UpstreamCall {
+                upstream: upstream.clone(),
+                peer: from,
+                invite: msg.clone(),
+                key: key.clone(),
+                call_id,
+                our_tag,
+                their_tag,
+                their_uri,
+                our_uri: uri_of(&our_to),
+                remote_target,
+                cseq: 0,
+                media,
+                ssrc,
+                channel_id: channel_id.clone(),
+                state: CallState::Answering,
+            },
+        );
+        self.emit(Event::UpstreamPlay(Box::new(UpstreamPlay { handle, upstream, device_id, channel_id, media, ssrc })));
+        Some(Reply { code: 100, reason: "Trying", extra: Vec::new(), body: None })
+    }
+
+    /// The driver's answer to `Event::UpstreamPlay`: false when the session is gone (CANCEL
+    /// or the upstream lost meanwhile: the driver stops what it started).
+    pub(super) fn upstream_answer(&mut self, now: Instant, handle: UpstreamCallHandle, result: Result<UpstreamMediaAnswer, UpstreamRefusal>) -> bool {
+        let Some(c) = self.upstreams.calls.get(&handle).filter(|c| c.state == CallState::Answering) else { return false };
+        let Some(i) = self.upstream_index(&c.upstream) else { return false };
+        let local_id = self.upstreams.list[i].cfg.local_id.clone();
+        let contact = format!("<sip:{local_id}@{}>", self.cfg.local);
+        let answer = match &result {
+            Ok(a) => {
+                let ip = a.media_ip.clone().unwrap_or_else(|| self.cfg.media_ip.clone());
+                let (proto, setup) = match c.media {
+                    UpstreamMedia::Udp(_) => ("RTP/AVP", ""),
+                    UpstreamMedia::TcpDial(_) => ("TCP/RTP/AVP", "a=setup:active\r\na=connection:new\r\n"),
+                    UpstreamMedia::TcpListen => ("TCP/RTP/AVP", "a=setup:passive\r\na=connection:new\r\n"),
+                };
+                let sdp = format!(
+                    "v=0\r\no={local_id} 0 0 IN IP4 {ip}\r\ns=Play\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=video {} {proto} 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\n{setup}y={:010}\r\nf=\r\n",
+                    a.port, c.ssrc
+                );
+                response(&c.invite, c.peer.addr(), 200, "OK", &c.our_tag, &[("Contact", contact)], Some(("application/sdp", sdp.as_bytes())))
+            }
+            Err(refusal) => {
+                let (code, reason) = refusal.status();
+                response(&c.invite, c.peer.addr(), code, reason, &c.our_tag, &[], None)
+            }
+        };
+        let (peer, key) = (c.peer, c.key.clone());
+        self.server.remember(now, key, answer.clone());
+        self.send(peer, answer.clone());
+        match result {
+            Ok(_) => {
+                if let Some(c) = self.upstreams.calls.get_mut(&handle) {
+                    let resend_at = if matches!(peer, Peer::Udp(_)) { now + transaction::T1 } else { now + ACK_WAIT };
+                    c.state = CallState::Answered { bytes: answer, resend_at, interval: transaction::T1, give_up_at: now + ACK_WAIT };
+                }
+            }
+            Err(_) => {
+                self.upstreams.calls.remove(&handle);
+            }
+        }
+        true
+    }
+
+    /// An ACK from upstream confirms our 200 (true when it was one of ours).
+    pub(super) fn upstream_ack(&mut self, from: Peer, msg: &SipMsg) -> bool {
+        let call_id = msg.call_id().unwrap_or_default();
+        let Some(c) = self.upstreams.calls.values_mut().find(|c| c.call_id == call_id && c.peer.addr() == from.addr()) else { return false };
+        if matches!(c.state, CallState::Answered { .. }) {
+            c.state = CallState::Confirmed;
+        }
+        true
+    }
+
+    fn on_upstream_bye(&mut self, from: Peer, msg: &SipMsg) -> Option<Reply> {
+        let call_id = msg.call_id().unwrap_or_default();
+        let found = self.upstreams.calls.iter().find(|(_, c)| c.call_id == call_id && c.peer.addr() == from.addr()).map(|(h, c)| (*h, c.their_tag.clone()));
+        let Some((handle, their_tag)) = found else { return Reply::status(481) };
+        if msg.from_tag().as_deref() != Some(their_tag.as_str()) {
+            self.counters.spoofed += 1;
+            return Reply::status(481);
+        }
+        self.upstreams.calls.remove(&handle);
+        self.emit(Event::UpstreamPlayEnded { handle, reason: UpstreamEnd::UpstreamBye });
+        Reply::status(200)
+    }
+
+    fn on_upstream_cancel(&mut self, now: Instant, from: Peer, msg: &SipMsg) -> Option<Reply> {
+        let call_id = msg.call_id().unwrap_or_default();
+        let found = self.upstreams.calls.iter().find(|(_, c)| c.call_id == call_id && c.peer.addr() == from.addr()).map(|(h, c)| (*h, c.state.clone()));
+        let Some((handle, state)) = found else { return Reply::status(481) };
+        if state == CallState::Answering {
+            // The INVITE ends 487 (RFC 3261 §9.2); the driver stops what it started.
+            if let Some(c) = self.upstreams.calls.remove(&handle) {
+                let bytes = response(&c.invite, c.peer.addr(), 487, "Request Terminated", &c.our_tag, &[], None);
+                self.server.remember(now, c.key.clone(), bytes.clone());
+                self.send(c.peer, bytes);
+            }
+            self.emit(Event::UpstreamPlayEnded { handle, reason: UpstreamEnd::UpstreamBye });
+        }
+        Reply::status(200)
+    }
+
+    /// Ends an upstream session from this side (its media stopped): BYE once answered.
+    pub(super) fn upstream_hang_up(&mut self, now: Instant, handle: UpstreamCallHandle) -> bool {
+        let Some(mut c) = self.upstreams.calls.remove(&handle) else { return false };
+        let Some(i) = self.upstream_index(&c.upstream) else { return true };
+        if c.state == CallState::Answering {
+            let bytes = response(&c.invite, c.peer.addr(), 500, "Server Internal Error", &c.our_tag, &[], None);
+            self.server.remember(now, c.key.clone(), bytes.clone());
+            self.send(c.peer, bytes);
+            return true;
+        }
+        c.cseq += 1;
+        let branch = self.rng.hex();
+        let bytes = self.upstream_request(
+            i,
+            "BYE",
+            c.remote_target.clone(),
+            (c.our_uri.clone(), &c.our_tag),
+            (c.their_uri.clone(), Some(&c.their_tag)),
+            &c.call_id,
+            c.cseq,
+            &branch,
+            vec![],
+            None,
+        );
+        let key = TxKey { call_id: c.call_id.clone(), cseq: c.cseq, method: "BYE".into() };
+        self.start_transaction(now, key, c.peer, bytes, Purpose::Fire, transaction::TRANSACTION_TIMEOUT);
+        true
+    }
+}
+
+/// The user of a request's Request-URI.
+fn request_user(msg: &SipMsg) -> Option<String> {
+    match &msg.inner {
+        rsip::SipMessage::Request(r) => crate::proto::sip::message::uri_user(&format!("<{}>", r.uri)),
+        rsip::SipMessage::Response(_) => None,
+    }
+}
+
+/// Where an INVITE's offer wants the video: its `c=` address and first `m=video` port.
+fn offered_media(sdp: &Sdp) -> Option<UpstreamMedia> {
+    let ip: std::net::IpAddr = sdp.connection.as_deref()?.split_whitespace().nth(2)?.parse().ok()?;
+    let m = sdp.media.iter().find(|m| m.kind == "video").or(sdp.media.first())?;
+    let to = SocketAddr::new(ip, m.port);
+    if !m.protocol.to_ascii_uppercase().starts_with("TCP") {
+        return (m.port != 0 && !ip.is_unspecified()).then_some(UpstreamMedia::Udp(to));
+    }
+    match m.setup.as_deref() {
+        Some("active") => Some(UpstreamMedia::TcpListen),
+        _ => (m.port != 0 && !ip.is_unspecified()).then_some(UpstreamMedia::TcpDial(to)),
+    }
+}

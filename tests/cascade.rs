@@ -1,0 +1,121 @@
+//! Cascade (级联) gmv ↔ gmv on loopback: a lower gmv with a simulated camera registers with an
+//! upper gmv as its lower platform; the upper sees it as a device whose catalog holds the
+//! shared channels only, plays one live over UDP, TCP with the upper listening and TCP with the
+//! upper connecting (its FLV decoded by ffprobe each time), moves a camera's PTZ (the exact
+//! command reaches the camera), is refused a channel not shared,
+//! and each stop at the top ends the lower's send; the lower says Expires 0 when it stops and
+//! registers again when the upper comes back.
+
+mod common;
+
+use common::gb_device::*;
+use common::gb_sim::*;
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const UPPER_ID: &str = "44010000002000000001";
+const UPPER_DOMAIN: &str = "4401000000";
+const LOWER_ID: &str = "34020000002000000077";
+/// The channels the lower shares: two of the camera's four.
+const SHARED: [&str; 2] = [CHANNELS[0], CHANNELS[2]];
+
+fn upper() -> Engine {
+    Engine::start_with(1, &format!("node_id: \"{UPPER_ID}\"\n"), &format!("  domain: \"{UPPER_DOMAIN}\"\n  keepalive_interval_s: 5\n"), None)
+}
+
+fn lower(upper_sip: std::net::SocketAddr) -> Engine {
+    let cascade = format!(
+        "cascade:\n  upstreams:\n  - id: city\n    name: \"site 7\"\n    server_id: \"{UPPER_ID}\"\n    domain: \"{UPPER_DOMAIN}\"\n    address: \"{upper_sip}\"\n    password: \"{PASSWORD}\"\n    local_id: \"{LOWER_ID}\"\n    register_expires_s: 300\n    keepalive_s: 2\n    keepalive_timeout_count: 3\n    shared: [\"{}\", \"{}\"]\n",
+        SHARED[0], SHARED[1]
+    );
+    Engine::start_with(1, &cascade, "", None)
+}
+
+fn upstream_of(lower: &Engine) -> Value {
+    lower.request("GET", "/api/upstreams", "").1["upstreams"][0].clone()
+}
+
+/// The upper plays `channel` of the lower over `transport` and decodes its FLV; then stops it
+/// and sees the lower's session to it end.
+fn play_through(upper: &Engine, lower: &Engine, channel: &str, transport: &str, out: &str) {
+    let (status, session) = upper.request("POST", &format!("/api/devices/{LOWER_ID}/channels/{channel}/play"), &format!(r#"{{"transport":"{transport}"}}"#));
+    assert_eq!(status, 200, "{transport}: {session}");
+    assert_eq!(upstream_of(lower)["sessions"], 1, "{transport}");
+    let url = session["play"]["flv"].as_str().unwrap();
+    let path = url.split_once(&upper.http.to_string()).unwrap().1.to_string();
+    let file = work_dir().join(out);
+    let (status, _) = spawn_viewer(upper.http, path, vec![], file.clone(), Duration::from_secs(3)).join().unwrap();
+    assert_eq!(status, 200);
+    let probe = ffprobe(&file);
+    assert_eq!((probe.codec.as_str(), probe.width, probe.height), ("h264", WIDTH, HEIGHT), "{transport}");
+    assert!(probe.frames >= 10, "{transport}: {} frames through both platforms", probe.frames);
+    // A stop at the top is a BYE down: the lower stops sending.
+    assert_eq!(upper.request("POST", &format!("/api/devices/{LOWER_ID}/channels/{channel}/stop"), "").0, 200);
+    wait_for("the lower's session ended", Duration::from_secs(10), || (upstream_of(lower)["sessions"] == 0).then_some(()));
+}
+
+#[test]
+fn an_upper_gmv_sees_the_shared_channels_of_a_lower_gmv_and_plays_them_live() {
+    let mut top = upper();
+    let bottom = lower(top.sip);
+    let (events, stop, device) = registered_device(&bottom);
+
+    // The lower registers (digest) and the upper takes its catalog: the shared channels only.
+    wait_for("the lower registered upward", Duration::from_secs(15), || (upstream_of(&bottom)["state"] == "registered").then_some(()));
+    // The upper asked for the catalog at registration, maybe before the camera's was in: an
+    // operator's sync asks again.
+    assert_eq!(top.request("POST", &format!("/api/devices/{LOWER_ID}/sync"), "").0, 202);
+    let channels = wait_for("the upper's catalog of the lower", Duration::from_secs(15), || {
+        let (_, v) = top.request("GET", &format!("/api/devices/{LOWER_ID}/channels"), "");
+        let ids: Vec<String> = v["channels"].as_array()?.iter().filter_map(|c| c["device_id"].as_str().map(String::from)).collect();
+        (ids.len() == SHARED.len()).then_some(ids)
+    });
+    let mut shared: Vec<String> = SHARED.iter().map(|s| s.to_string()).collect();
+    shared.sort();
+    let mut got = channels.clone();
+    got.sort();
+    assert_eq!(got, shared);
+    let (_, device_info) = top.request("GET", &format!("/api/devices/{LOWER_ID}"), "");
+    assert_eq!(device_info["online"], true, "{device_info}");
+
+    // A channel not shared is not in the upper's catalog: its play is refused there.
+    let (status, refused) = top.request("POST", &format!("/api/devices/{LOWER_ID}/channels/{}/play", CHANNELS[1]), "{}");
+    assert_ne!(status, 200, "{refused}");
+
+    // PTZ at the top: the exact command reaches the camera at the bottom.
+    let (status, moved) = top.request("POST", &format!("/api/devices/{LOWER_ID}/channels/{}/ptz", SHARED[1]), r#"{"pan": -1, "speed": 0.5}"#);
+    assert_eq!(status, 200, "{moved}");
+    match next_event(&events) {
+        DeviceEvent::Ptz { channel, cmd } => assert_eq!((channel.as_str(), cmd.as_str()), (SHARED[1], "A50F010280000037")),
+        other => panic!("{other:?}"),
+    }
+
+    play_through(&top, &bottom, SHARED[0], "udp", "cascade-udp.flv");
+    play_through(&top, &bottom, SHARED[1], "tcp", "cascade-tcp-passive.flv");
+    play_through(&top, &bottom, SHARED[0], "tcp-active", "cascade-tcp-active.flv");
+
+    // The upper goes away and comes back on the same address: keepalives go unanswered, the
+    // lower deems it lost and registers again once it is back.
+    top.kill();
+    wait_for("the upper lost", Duration::from_secs(30), || (upstream_of(&bottom)["state"] == "retrying").then_some(()));
+    top.crash_and_restart();
+    wait_for("registered again", Duration::from_secs(30), || {
+        let up = upstream_of(&bottom);
+        (up["state"] == "registered" && up["registrations"].as_u64() >= Some(2)).then_some(())
+    });
+    wait_for("online at the top again", Duration::from_secs(15), || {
+        (top.request("GET", &format!("/api/devices/{LOWER_ID}"), "").1["online"] == true).then_some(())
+    });
+
+    // A graceful stop of the lower unregisters it (Expires 0): offline at the top at once,
+    // not after the keepalives it no longer sends run out.
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    device.join().unwrap();
+    drop(events);
+    let mut bottom = bottom;
+    assert_eq!(bottom.terminate(), Some(0));
+    wait_for("offline at the top", Duration::from_secs(5), || {
+        (top.request("GET", &format!("/api/devices/{LOWER_ID}"), "").1["online"] == false).then_some(())
+    });
+}
