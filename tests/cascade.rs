@@ -78,6 +78,9 @@ fn an_upper_gmv_sees_the_shared_channels_of_a_lower_gmv_and_plays_them_live() {
     assert_eq!(got, shared);
     let (_, device_info) = top.request("GET", &format!("/api/devices/{LOWER_ID}"), "");
     assert_eq!(device_info["online"], true, "{device_info}");
+    // Its DeviceInfo answer names the site (asked together with the catalog).
+    assert_eq!(device_info["info"]["device_name"], "site 7", "{device_info}");
+    assert_eq!(device_info["info"]["manufacturer"], "gmv", "{device_info}");
 
     // A channel not shared is not in the upper's catalog: its play is refused there.
     let (status, refused) = top.request("POST", &format!("/api/devices/{LOWER_ID}/channels/{}/play", CHANNELS[1]), "{}");

@@ -839,6 +839,7 @@ impl Endpoint {
         };
         self.reply(now, from, msg, Some(key), reply);
         self.send_alarm_acks(now);
+        self.send_upstream_answers(now);
         // Queries and subscriptions go out after the 200 that registered the device.
         if let Some(device_id) = registered {
             self.run_queries(now, &device_id);

@@ -228,6 +228,8 @@ struct Upstream {
     registrations: u64,
     /// Catalog Response MESSAGEs still to go, and when the next may.
     pages: VecDeque<Vec<u8>>,
+    /// Answers (DeviceInfo, DeviceStatus) to send after the 200 of their query.
+    answers: VecDeque<Vec<u8>>,
     next_page: Instant,
 }
 
@@ -299,6 +301,7 @@ impl Endpoint {
                 registered_at_ms: None,
                 registrations: 0,
                 pages: VecDeque::new(),
+                answers: VecDeque::new(),
                 next_page: now,
             });
         }
@@ -376,6 +379,15 @@ impl Endpoint {
             _ => None,
         });
         ups.flatten().chain(calls).min()
+    }
+
+    /// Sends the answers to queries just answered 200 (DeviceInfo, DeviceStatus).
+    pub(super) fn send_upstream_answers(&mut self, now: Instant) {
+        for i in 0..self.upstreams.list.len() {
+            while let Some(answer) = self.upstreams.list[i].answers.pop_front() {
+                self.send_upstream_message(now, i, answer, Purpose::Fire);
+            }
+        }
     }
 
     /// Registrations, keepalives, catalog pages and unacknowledged answers that are due.
@@ -678,8 +690,15 @@ impl Endpoint {
         };
         let sn = parsed.sn.unwrap_or(0);
         let cfg = self.upstreams.list[i].cfg.clone();
-        let pages = match parsed.cmd_type.as_str() {
-            "Catalog" => self.catalog_pages(&cfg, sn, now),
+        let answer = match parsed.cmd_type.as_str() {
+            "Catalog" => {
+                // A newer catalog query replaces an answer still going out.
+                let pages = self.catalog_pages(&cfg, sn, now);
+                let u = &mut self.upstreams.list[i];
+                u.pages = pages.into_iter().take(CATALOG_PAGES_QUEUED_MAX).collect();
+                u.next_page = u.next_page.max(now);
+                return Reply::status(200);
+            }
             "DeviceInfo" => {
                 let channels = self.shared_channels(&cfg.shared).len();
                 let xml = format!(
@@ -689,7 +708,7 @@ impl Endpoint {
                     escape(&cfg.name),
                     env!("CARGO_PKG_VERSION"),
                 );
-                vec![cfg.charset.encode(&xml)]
+                cfg.charset.encode(&xml)
             }
             "DeviceStatus" => {
                 let asked = parsed.device_id.clone();
@@ -704,16 +723,12 @@ impl Endpoint {
                     cfg.charset.label(),
                     if online { "ONLINE" } else { "OFFLINE" },
                 );
-                vec![cfg.charset.encode(&xml)]
+                cfg.charset.encode(&xml)
             }
-            _ => Vec::new(),
+            _ => return Reply::status(200),
         };
-        if !pages.is_empty() {
-            let u = &mut self.upstreams.list[i];
-            // A newer query replaces an answer still going out.
-            u.pages = pages.into_iter().take(CATALOG_PAGES_QUEUED_MAX).collect();
-            u.next_page = u.next_page.max(now);
-        }
+        // The 200 goes first (the endpoint replies after this returns), the answer with it.
+        self.upstreams.list[i].answers.push_back(answer);
         Reply::status(200)
     }
 

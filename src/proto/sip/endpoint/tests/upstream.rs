@@ -279,16 +279,21 @@ fn the_upstream_sees_only_the_shared_channels_in_paced_gb2312_pages() {
     let known_shared: BTreeSet<String> = ids.iter().step_by(2).cloned().collect();
     assert_eq!(seen, known_shared, "the shared channels, and only those");
 
-    // DeviceInfo names this platform and the count it shares; DeviceStatus of a channel not
-    // shared is 404.
+    // DeviceInfo names this platform and the count it shares, right after its 200, even with
+    // a catalog query on its heels (as an upper platform asks both at registration).
     let q = up_request(up_addr(), "MESSAGE", LOCAL_ID, "q4", 1, "", Some((MANSCDP_CT, &query("DeviceInfo", 9, LOCAL_ID))));
     h.input(Peer::Udp(up_addr()), &q);
+    let q = up_request(up_addr(), "MESSAGE", LOCAL_ID, "q5", 1, "", Some((MANSCDP_CT, &query("Catalog", 10, LOCAL_ID))));
+    h.input(Peer::Udp(up_addr()), &q);
+    h.advance(Duration::from_secs(1));
+    let sent = distinct(sent_up(h, "MESSAGE"));
+    let texts: Vec<String> = sent.iter().map(|m| crate::proto::sip::text::decode_body(m.body()).0).collect();
+    let info = texts.iter().find(|t| t.contains("<CmdType>DeviceInfo</CmdType>")).expect("DeviceInfo answered");
+    assert!(info.contains("<DeviceName>site gmv</DeviceName>") && info.contains("<Channel>10</Channel>"), "{info}");
+    assert_eq!(texts.iter().filter(|t| t.contains("<CmdType>Catalog</CmdType>") && t.contains("<SN>10</SN>")).count(), 2, "and the catalog's pages");
+    // DeviceStatus of a channel not shared is 404.
     h.take();
-    h.advance(Duration::from_millis(100));
-    let info = sent_up(h, "MESSAGE").remove(0);
-    let (text, _) = crate::proto::sip::text::decode_body(info.body());
-    assert!(text.contains("<DeviceName>site gmv</DeviceName>") && text.contains("<Channel>10</Channel>"), "{text}");
-    let q = up_request(up_addr(), "MESSAGE", LOCAL_ID, "q5", 1, "", Some((MANSCDP_CT, &query("DeviceStatus", 10, &ids[1]))));
+    let q = up_request(up_addr(), "MESSAGE", LOCAL_ID, "q6", 1, "", Some((MANSCDP_CT, &query("DeviceStatus", 11, &ids[1]))));
     h.input(Peer::Udp(up_addr()), &q);
     assert_eq!(h.sent_one(Peer::Udp(up_addr())).status(), Some(404));
 }
