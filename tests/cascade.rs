@@ -2,7 +2,8 @@
 //! upper gmv as its lower platform; the upper sees it as a device whose catalog holds the
 //! shared channels only, plays one live over UDP, TCP with the upper listening and TCP with the
 //! upper connecting (its FLV decoded by ffprobe each time), moves a camera's PTZ (the exact
-//! command reaches the camera), is refused a channel not shared,
+//! command reaches the camera), searches the camera's recordings and plays one back with a
+//! pause that reaches the camera, is refused a channel not shared,
 //! and each stop at the top ends the lower's send; the lower says Expires 0 when it stops and
 //! registers again when the upper comes back.
 
@@ -95,6 +96,40 @@ fn an_upper_gmv_sees_the_shared_channels_of_a_lower_gmv_and_plays_them_live() {
     }
 
     play_through(&top, &bottom, SHARED[0], "udp", "cascade-udp.flv");
+
+    // Recordings on the camera at the bottom, searched from the top (RecordInfo through both
+    // levels, times back as asked), played back from the top and paused there: the camera
+    // gets the PAUSE.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (start, end) = (now - 3600, now - 600);
+    let (status, records) = top.request("GET", &format!("/api/devices/{LOWER_ID}/channels/{}/records?start={start}&end={end}", SHARED[1]), "");
+    assert_eq!(status, 200, "{records}");
+    let items = records["records"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{records}");
+    assert_eq!((items[0]["start"].as_u64(), items[0]["end"].as_u64()), (Some(start), Some(end)), "{records}");
+    let body = format!(r#"{{"start": {start}, "end": {end}}}"#);
+    let (status, session) = top.request("POST", &format!("/api/devices/{LOWER_ID}/channels/{}/playback", SHARED[1]), &body);
+    assert_eq!(status, 200, "{session}");
+    assert_eq!(upstream_of(&bottom)["sessions"], 1);
+    let stream_id = session["stream_id"].as_str().unwrap().to_string();
+    let url = session["play"]["flv"].as_str().unwrap();
+    let path = url.split_once(&top.http.to_string()).unwrap().1.to_string();
+    let file = work_dir().join("cascade-playback.flv");
+    let viewer = spawn_viewer(top.http, path, vec![], file.clone(), Duration::from_secs(3));
+    let (status, paused) = top.request("POST", &format!("/api/sessions/{stream_id}/control"), r#"{"action": "pause"}"#);
+    assert_eq!(status, 200, "{paused}");
+    let info = wait_for("the PAUSE at the camera", Duration::from_secs(10), || match events.recv_timeout(Duration::from_millis(200)) {
+        Ok(DeviceEvent::Info { body }) => Some(body),
+        _ => None,
+    });
+    assert!(info.starts_with("PAUSE RTSP/1.0"), "{info}");
+    assert_eq!(viewer.join().unwrap().0, 200);
+    assert_eq!(ffprobe(&file).codec, "h264");
+    assert_eq!(top.request("DELETE", &format!("/api/sessions/{stream_id}"), "").0, 200);
+    wait_for("the lower's playback ended", Duration::from_secs(10), || {
+        let (_, s) = bottom.request("GET", "/api/sessions", "");
+        (upstream_of(&bottom)["sessions"] == 0 && s["sessions"].as_array().is_some_and(|l| l.iter().all(|x| x["kind"] != "playback"))).then_some(())
+    });
     play_through(&top, &bottom, SHARED[1], "tcp", "cascade-tcp-passive.flv");
     play_through(&top, &bottom, SHARED[0], "tcp-active", "cascade-tcp-active.flv");
 

@@ -1,12 +1,16 @@
-//! Cascade, the driver's side: an upstream's INVITE becomes a play of the channel (joined when
-//! it already plays) and an RTP sender on the shard owning its stream (PS, the upstream's
-//! SSRC, to where its offer said); the sender's end, or the session's, hangs the upstream up.
+//! Cascade, the driver's side: an upstream's INVITE becomes a play of the channel (live joined
+//! when it already plays; a playback or download a device session of its own) and an RTP
+//! sender on the shard owning its stream (PS, the upstream's SSRC, to where its offer said);
+//! the sender's end, or the session's, hangs the upstream up. Its RecordInfo is a search of the
+//! device, its MANSRTSP the device playback's control.
 
 use super::{Control, PlaySite};
 use crate::proto::rtp_mux::RtpMuxSettings;
 use crate::proto::sip::endpoint::{
-    Command, MediaTransport, Outcome, PlayError, UpstreamCallHandle, UpstreamEnd, UpstreamMedia, UpstreamMediaAnswer, UpstreamPlay, UpstreamRefusal,
+    Command, MediaTransport, Outcome, PlayError, PlayKind, UpstreamCallHandle, UpstreamEnd, UpstreamMedia, UpstreamMediaAnswer, UpstreamPlay,
+    UpstreamRecords, UpstreamRefusal,
 };
+use crate::proto::sip::mansrtsp::PlaybackAction;
 use crate::shard::rtp_send::{SendError, SendSpec, SendStopped, SendTransport};
 use std::rc::Rc;
 use std::time::Duration;
@@ -22,15 +26,17 @@ const UPSTREAM_CONNECT_WAIT: Duration = Duration::from_secs(10);
 pub(super) struct UpstreamSend {
     stream_ssrc: u32,
     send_ssrc: u32,
+    /// A playback or download session of the upstream's own (stopped with it).
+    history: bool,
 }
 
 impl Control {
     pub(super) fn upstream_play(self: &Rc<Self>, play: UpstreamPlay) {
-        let UpstreamPlay { handle, upstream, device_id, channel_id, media, ssrc } = play;
-        tracing::info!(upstream, device_id, channel_id, ssrc, ?media, "upstream asks for live video");
+        let UpstreamPlay { handle, upstream, device_id, channel_id, media, ssrc, kind } = play;
+        tracing::info!(upstream, device_id, channel_id, ssrc, ?media, kind = kind.name(), "upstream asks for video");
         let me = self.clone();
         glommio::spawn_local(async move {
-            let result = me.serve_upstream(handle, &device_id, &channel_id, media, ssrc).await;
+            let result = me.serve_upstream(handle, &device_id, &channel_id, media, ssrc, kind).await;
             if let Err(refusal) = &result {
                 tracing::warn!(upstream, device_id, channel_id, ?refusal, "upstream play refused");
             }
@@ -42,7 +48,7 @@ impl Control {
                 // Cancelled, or the upstream lost, while the video was being set up.
                 let send = me.upstream_sends.borrow_mut().remove(&handle);
                 if let Some(send) = send {
-                    me.shard.stop_send(send.stream_ssrc, Some(send.send_ssrc)).await;
+                    me.end_upstream_send(send).await;
                 }
             }
         })
@@ -56,14 +62,18 @@ impl Control {
         channel_id: &str,
         media: UpstreamMedia,
         ssrc: u32,
+        kind: PlayKind,
     ) -> Result<UpstreamMediaAnswer, UpstreamRefusal> {
-        let session = self.play(device_id, channel_id, MediaTransport::Udp).await.map_err(|e| match e {
+        let session = self.play_kind(device_id, channel_id, MediaTransport::Udp, kind, None).await.map_err(|e| match e {
             PlayError::Offline | PlayError::UnknownDevice | PlayError::UnknownChannel => UpstreamRefusal::Unavailable,
             PlayError::Busy => UpstreamRefusal::Busy,
             _ => UpstreamRefusal::Failed,
         })?;
         if let PlaySite::Node { node, .. } = self.play_site(session.ssrc) {
             tracing::warn!(node, device_id, channel_id, "cascade of a stream on a media node is not offered yet");
+            if kind != PlayKind::Live {
+                self.command(Command::StopSession { ssrc: session.ssrc });
+            }
             return Err(UpstreamRefusal::Failed);
         }
         let transport = match media {
@@ -80,14 +90,25 @@ impl Control {
         };
         match self.shard.start_send(session.ssrc, spec).await {
             Ok(started) => {
-                self.upstream_sends.borrow_mut().insert(handle, UpstreamSend { stream_ssrc: session.ssrc, send_ssrc: ssrc });
+                let send = UpstreamSend { stream_ssrc: session.ssrc, send_ssrc: ssrc, history: kind != PlayKind::Live };
+                self.upstream_sends.borrow_mut().insert(handle, send);
                 Ok(UpstreamMediaAnswer { port: started.local_port, media_ip: None })
             }
-            Err(SendError::Full) => Err(UpstreamRefusal::Busy),
             Err(error) => {
                 tracing::warn!(device_id, channel_id, ?error, "cannot send the channel upward");
-                Err(UpstreamRefusal::Failed)
+                if kind != PlayKind::Live {
+                    self.command(Command::StopSession { ssrc: session.ssrc });
+                }
+                Err(if error == SendError::Full { UpstreamRefusal::Busy } else { UpstreamRefusal::Failed })
             }
+        }
+    }
+
+    /// Stops an upstream session's sender, and its own playback or download.
+    async fn end_upstream_send(self: &Rc<Self>, send: UpstreamSend) {
+        self.shard.stop_send(send.stream_ssrc, Some(send.send_ssrc)).await;
+        if send.history {
+            self.command(Command::StopSession { ssrc: send.stream_ssrc });
         }
     }
 
@@ -98,7 +119,36 @@ impl Control {
         self.events.publish("upstream_session_stopped", None, None, serde_json::json!({ "ssrc": send.send_ssrc, "why": reason.as_str() }));
         let me = self.clone();
         glommio::spawn_local(async move {
-            me.shard.stop_send(send.stream_ssrc, Some(send.send_ssrc)).await;
+            me.end_upstream_send(send).await;
+        })
+        .detach();
+    }
+
+    /// RecordInfo from above: the device's answer, passed up (nothing found when it failed).
+    pub(super) fn upstream_records(self: &Rc<Self>, ask: UpstreamRecords) {
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            let UpstreamRecords { upstream, sn, device_id, channel_id, start, end, record_type } = ask;
+            let items = match me.records(&device_id, &channel_id, start, end, record_type).await {
+                Ok(list) => list.items,
+                Err(error) => {
+                    tracing::warn!(upstream, device_id, channel_id, ?error, "RecordInfo for the upstream failed; answering none");
+                    Vec::new()
+                }
+            };
+            me.command(Command::UpstreamRecordsAnswer { upstream, sn, channel_id, items });
+        })
+        .detach();
+    }
+
+    /// MANSRTSP from above: the device playback the upstream session plays.
+    pub(super) fn upstream_playback_control(self: &Rc<Self>, handle: UpstreamCallHandle, action: PlaybackAction) {
+        let Some(send) = self.upstream_sends.borrow().get(&handle).copied() else { return };
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            if let Err(error) = me.playback_control(send.stream_ssrc, action).await {
+                tracing::warn!(handle, ?error, "upstream's playback control failed at the device");
+            }
         })
         .detach();
     }
@@ -112,7 +162,10 @@ impl Control {
             .find(|(_, s)| s.stream_ssrc == stopped.source_ssrc && s.send_ssrc == stopped.send_ssrc)
             .map(|(h, _)| *h);
         let Some(handle) = found else { return };
-        self.upstream_sends.borrow_mut().remove(&handle);
+        let send = self.upstream_sends.borrow_mut().remove(&handle);
+        if send.is_some_and(|s| s.history) {
+            self.command(Command::StopSession { ssrc: stopped.source_ssrc });
+        }
         tracing::info!(handle, ssrc = stopped.send_ssrc, reason = stopped.reason, "upstream session's media ended; BYE upward");
         self.events.publish("upstream_session_stopped", None, None, serde_json::json!({ "ssrc": stopped.send_ssrc, "why": stopped.reason }));
         self.command(Command::UpstreamHangUp { handle });

@@ -442,6 +442,8 @@ impl Control {
             }
             Event::UpstreamPlay(play) => self.upstream_play(*play),
             Event::UpstreamPlayEnded { handle, reason } => self.upstream_play_ended(handle, reason),
+            Event::UpstreamRecords(ask) => self.upstream_records(*ask),
+            Event::UpstreamPlaybackControl { handle, action } => self.upstream_playback_control(handle, action),
         }
     }
 

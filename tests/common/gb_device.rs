@@ -20,6 +20,8 @@ pub enum DeviceEvent {
     Bye { channel: String },
     /// A DeviceControl with a PTZCmd for `channel` (the command's hex as sent).
     Ptz { channel: String, cmd: String },
+    /// A MANSRTSP INFO in a playback's dialog (its body).
+    Info { body: String },
 }
 
 pub fn catalog(sn: &str) -> Vec<u8> {
@@ -62,6 +64,18 @@ pub fn run_device(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Arc<Ato
                 if let Some(cmd) = gmv::proto::sip::manscdp::element(&text, "PTZCmd") {
                     let channel = gmv::proto::sip::manscdp::element(&text, "DeviceID").unwrap_or_default().to_string();
                     events.send(DeviceEvent::Ptz { channel, cmd: cmd.trim().to_string() }).unwrap();
+                }
+                if text.contains("<CmdType>RecordInfo</CmdType>") {
+                    // One recording over exactly the range asked.
+                    let field = |tag: &str| gmv::proto::sip::manscdp::element(&text, tag).unwrap_or_default().trim().to_string();
+                    let (sn, channel) = (field("SN"), field("DeviceID"));
+                    let body = format!(
+                        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>RecordInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n<SumNum>1</SumNum>\r\n<RecordList Num=\"1\">\r\n<Item>\r\n<DeviceID>{channel}</DeviceID>\r\n<Name>cam</Name>\r\n<StartTime>{}</StartTime>\r\n<EndTime>{}</EndTime>\r\n<Secrecy>0</Secrecy>\r\n<Type>time</Type>\r\n</Item>\r\n</RecordList>\r\n</Response>\r\n",
+                        field("StartTime"),
+                        field("EndTime")
+                    );
+                    let m = sim.request("MESSAGE", &format!("rec-{sn}"), "", Some("Application/MANSCDP+xml"), body.as_bytes());
+                    sim.send(&m);
                 }
                 if text.contains("<CmdType>Catalog</CmdType>") {
                     let sn = gmv::proto::sip::manscdp::element(&text, "SN").unwrap_or("1").to_string();
@@ -111,6 +125,10 @@ pub fn run_device(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Arc<Ato
                     flag.store(true, Ordering::SeqCst);
                     events.send(DeviceEvent::Bye { channel }).unwrap();
                 }
+            }
+            Some("INFO") => {
+                sim.reply(&msg, 200, "OK", "", None);
+                events.send(DeviceEvent::Info { body: String::from_utf8_lossy(msg.body()).to_string() }).unwrap();
             }
             _ => sim.reply(&msg, 200, "OK", "", None),
         }

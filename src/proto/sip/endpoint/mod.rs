@@ -25,7 +25,7 @@ mod transaction;
 mod upstream;
 pub use upstream::{
     CATALOG_ITEMS_PER_MESSAGE, Charset, REGISTER_RETRY_MAX, REGISTER_RETRY_MIN, Shared, UPSTREAM_CALLS_MAX, UPSTREAMS_MAX, UpstreamCallHandle, UpstreamConfig,
-    UpstreamEnd, UpstreamMedia, UpstreamMediaAnswer, UpstreamPlay, UpstreamRefusal, UpstreamState, UpstreamStatus,
+    UpstreamEnd, UpstreamMedia, UpstreamMediaAnswer, UpstreamPlay, UpstreamRecords, UpstreamRefusal, UpstreamState, UpstreamStatus,
 };
 pub use transaction::{LATENCY_BOUNDS_MS, Latencies, LatencyHistogram, TIMED_METHODS};
 
@@ -343,6 +343,13 @@ pub enum Event {
     /// An upstream asks for a channel's live video: play it, send it on, then answer with
     /// `Command::UpstreamAnswer`.
     UpstreamPlay(Box<UpstreamPlay>),
+    /// An upstream asks for a channel's recordings: search, then `Command::UpstreamRecordsAnswer`.
+    UpstreamRecords(Box<UpstreamRecords>),
+    /// MANSRTSP from above for a playback it asked for: pass it to the device's playback.
+    UpstreamPlaybackControl {
+        handle: UpstreamCallHandle,
+        action: crate::proto::sip::mansrtsp::PlaybackAction,
+    },
     /// An upstream session ended from above (BYE, CANCEL, no ACK, upstream lost): stop its
     /// sender.
     UpstreamPlayEnded {
@@ -410,6 +417,8 @@ pub enum Command {
     /// The answer to `Event::UpstreamPlay`: where the media leaves from, or why not.
     /// `Found(false)`: the session is gone meanwhile (stop what was started).
     UpstreamAnswer { handle: UpstreamCallHandle, result: Result<UpstreamMediaAnswer, UpstreamRefusal> },
+    /// The recordings found for `Event::UpstreamRecords` (empty when the search failed).
+    UpstreamRecordsAnswer { upstream: String, sn: u32, channel_id: String, items: Vec<Recording> },
     /// An upstream session's media stopped here: BYE to the upstream.
     UpstreamHangUp { handle: UpstreamCallHandle },
     /// This platform stops: `Expires: 0` to every upstream, their sessions BYE'd.
@@ -802,6 +811,9 @@ impl Endpoint {
                 Outcome::Done
             }
             Command::UpstreamAnswer { handle, result } => Outcome::Found(self.upstream_answer(now, handle, result)),
+            Command::UpstreamRecordsAnswer { upstream, sn, channel_id, items } => {
+                Outcome::Found(self.upstream_records_answer(now, &upstream, sn, &channel_id, &items))
+            }
             Command::UpstreamHangUp { handle } => Outcome::Found(self.upstream_hang_up(now, handle)),
             Command::UnregisterUpstreams => {
                 self.unregister_upstreams(now);

@@ -161,7 +161,7 @@ impl PlayKind {
     }
 
     /// SDP `s=` (GB/T 28181 §9.8: Play, Playback, Download).
-    fn session_name(self) -> &'static str {
+    pub(super) fn session_name(self) -> &'static str {
         match self {
             PlayKind::Live => "Play",
             PlayKind::Playback { .. } => "Playback",

@@ -48,7 +48,7 @@ impl RecordType {
 }
 
 /// One recording on the device; times in unix seconds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Recording {
     pub start: i64,
     pub end: i64,

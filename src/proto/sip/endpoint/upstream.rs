@@ -7,7 +7,7 @@
 //! upstream as its sender is taken only from that upstream's configured address.
 
 use super::transaction::{self, Purpose, ServerKey, TxKey};
-use super::{Endpoint, Event, Peer, Refusal, Reply};
+use super::{Endpoint, Event, PlayKind, Peer, RecordType, Recording, Refusal, Reply};
 use crate::proto::sdp::Sdp;
 use crate::proto::sip::SipMsg;
 use crate::proto::sip::build::{OutRequest, response};
@@ -154,6 +154,23 @@ pub struct UpstreamPlay {
     pub media: UpstreamMedia,
     /// The SSRC the upstream asked for (`y=`), which the media must carry.
     pub ssrc: u32,
+    /// Live, or a recorded range played back or downloaded (the offer's `t=`).
+    pub kind: PlayKind,
+}
+
+/// An upstream asks for a channel's recordings (RecordInfo): search the device, then answer
+/// with `Command::UpstreamRecordsAnswer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamRecords {
+    pub upstream: String,
+    /// The upstream's SN, which the answer carries.
+    pub sn: u32,
+    pub device_id: String,
+    pub channel_id: String,
+    /// Unix seconds (the query's local times read in `utc_offset_s`).
+    pub start: i64,
+    pub end: i64,
+    pub record_type: RecordType,
 }
 
 /// Why an upstream's INVITE could not be served (its SIP answer).
@@ -226,8 +243,8 @@ struct Upstream {
     last_error: Option<String>,
     registered_at_ms: Option<u64>,
     registrations: u64,
-    /// Catalog Response MESSAGEs still to go, and when the next may.
-    pages: VecDeque<Vec<u8>>,
+    /// Paced Response MESSAGEs still to go (true: a catalog page), and when the next may.
+    pages: VecDeque<(bool, Vec<u8>)>,
     /// Answers (DeviceInfo, DeviceStatus) to send after the 200 of their query.
     answers: VecDeque<Vec<u8>>,
     next_page: Instant,
@@ -258,6 +275,7 @@ struct UpstreamCall {
     media: UpstreamMedia,
     ssrc: u32,
     channel_id: String,
+    kind: PlayKind,
     state: CallState,
 }
 
@@ -403,7 +421,7 @@ impl Endpoint {
                 self.send_keepalive(now, i);
             }
             while let Some(u) = self.upstreams.list.get_mut(i).filter(|u| u.next_page <= now) {
-                let Some(page) = u.pages.pop_front() else { break };
+                let Some((_, page)) = u.pages.pop_front() else { break };
                 u.next_page = now + CATALOG_PAGE_INTERVAL;
                 self.send_upstream_message(now, i, page, Purpose::Fire);
             }
@@ -669,6 +687,7 @@ impl Endpoint {
             "INVITE" => self.on_upstream_invite(from, msg, i, key),
             "BYE" => self.on_upstream_bye(from, msg),
             "CANCEL" => self.on_upstream_cancel(now, from, msg),
+            "INFO" => self.on_upstream_info(from, msg),
             "OPTIONS" => Reply::status(200),
             _ => Reply::status(501),
         }
@@ -694,11 +713,11 @@ impl Endpoint {
             "Catalog" => {
                 // A newer catalog query replaces an answer still going out.
                 let pages = self.catalog_pages(&cfg, sn, now);
-                let u = &mut self.upstreams.list[i];
-                u.pages = pages.into_iter().take(CATALOG_PAGES_QUEUED_MAX).collect();
-                u.next_page = u.next_page.max(now);
+                self.upstreams.list[i].pages.retain(|(catalog, _)| !catalog);
+                self.queue_pages(now, i, true, pages);
                 return Reply::status(200);
             }
+            "RecordInfo" => return self.upstream_record_query(i, &parsed.device_id, sn, &text),
             "DeviceInfo" => {
                 let channels = self.shared_channels(&cfg.shared).len();
                 let xml = format!(
@@ -730,6 +749,80 @@ impl Endpoint {
         // The 200 goes first (the endpoint replies after this returns), the answer with it.
         self.upstreams.list[i].answers.push_back(answer);
         Reply::status(200)
+    }
+
+    /// Paced pages for upstream `i`, as many as the queue takes (the rest dropped, counted).
+    fn queue_pages(&mut self, now: Instant, i: usize, catalog: bool, pages: Vec<Vec<u8>>) {
+        let u = &mut self.upstreams.list[i];
+        let room = CATALOG_PAGES_QUEUED_MAX.saturating_sub(u.pages.len());
+        let dropped = pages.len().saturating_sub(room);
+        u.pages.extend(pages.into_iter().take(room).map(|p| (catalog, p)));
+        u.next_page = u.next_page.max(now);
+        self.counters.outputs_dropped += dropped as u64;
+    }
+
+    /// RecordInfo from above for a shared channel: the driver searches the device.
+    fn upstream_record_query(&mut self, i: usize, channel_id: &str, sn: u32, xml: &str) -> Option<Reply> {
+        let shared = self.upstreams.list[i].cfg.shared.contains(channel_id);
+        let Some((device, _)) = self.channel_owner(channel_id).filter(|_| shared) else {
+            self.counters.refused += 1;
+            return Some(Reply { code: 404, reason: "Not Found", extra: Vec::new(), body: None });
+        };
+        let offset = self.cfg.utc_offset_for(&device.device_id);
+        let time = |tag: &str| manscdp::element(xml, tag).and_then(|t| crate::proto::sip::gbtime::parse_local(t.trim(), offset));
+        let (Some(start), Some(end)) = (time("StartTime"), time("EndTime")) else {
+            self.counters.malformed += 1;
+            return Reply::status(400);
+        };
+        let record_type = manscdp::element(xml, "Type").and_then(|t| RecordType::parse(t.trim())).unwrap_or(RecordType::All);
+        let records = UpstreamRecords {
+            upstream: self.upstreams.list[i].cfg.id.clone(),
+            sn,
+            device_id: device.device_id.clone(),
+            channel_id: channel_id.to_string(),
+            start,
+            end,
+            record_type,
+        };
+        self.emit(Event::UpstreamRecords(Box::new(records)));
+        Reply::status(200)
+    }
+
+    /// The driver's answer to `Event::UpstreamRecords`: the recordings found (none when the
+    /// search failed), sent up in paced RecordInfo Responses with the upstream's SN.
+    pub(super) fn upstream_records_answer(&mut self, now: Instant, upstream: &str, sn: u32, channel_id: &str, items: &[Recording]) -> bool {
+        let Some(i) = self.upstream_index(upstream) else { return false };
+        let cfg = self.upstreams.list[i].cfg.clone();
+        let offset = self.channel_owner(channel_id).map_or(self.cfg.utc_offset_s, |(d, _)| self.cfg.utc_offset_for(&d.device_id));
+        let time = |t: i64| crate::proto::sip::gbtime::format_local(t, offset);
+        let rendered: Vec<String> = items
+            .iter()
+            .take(CATALOG_PAGES_QUEUED_MAX * CATALOG_ITEMS_PER_MESSAGE)
+            .map(|r| {
+                format!(
+                    "<Item>\r\n<DeviceID>{channel_id}</DeviceID>\r\n<Name>{}</Name>\r\n<FilePath>{}</FilePath>\r\n<Address>{}</Address>\r\n<StartTime>{}</StartTime>\r\n<EndTime>{}</EndTime>\r\n<Secrecy>0</Secrecy>\r\n<Type>{}</Type>\r\n</Item>\r\n",
+                    escape(&r.name),
+                    escape(&r.file_path),
+                    escape(&r.address),
+                    time(r.start),
+                    time(r.end),
+                    escape(if r.record_type.is_empty() { "time" } else { &r.record_type }),
+                )
+            })
+            .collect();
+        let total = rendered.len();
+        let page = |chunk: &[String]| {
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Response>\r\n<CmdType>RecordInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel_id}</DeviceID>\r\n<SumNum>{total}</SumNum>\r\n<RecordList Num=\"{}\">\r\n{}</RecordList>\r\n</Response>\r\n",
+                cfg.charset.label(),
+                chunk.len(),
+                chunk.concat()
+            );
+            cfg.charset.encode(&xml)
+        };
+        let pages = if rendered.is_empty() { vec![page(&[])] } else { rendered.chunks(CATALOG_ITEMS_PER_MESSAGE).map(page).collect() };
+        self.queue_pages(now, i, false, pages);
+        true
     }
 
     /// A DeviceControl from above (PTZ, presets, a keyframe, recording...) for a shared
@@ -803,10 +896,10 @@ impl Endpoint {
             self.counters.malformed += 1;
             return Reply::status(400);
         };
-        if sdp.session_name.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case("Play")) {
-            // Playback and download from above are not served yet.
+        let Some(kind) = offered_kind(&sdp, msg.body()) else {
+            self.counters.malformed += 1;
             return Some(Reply { code: 488, reason: "Not Acceptable Here", extra: Vec::new(), body: None });
-        }
+        };
         let Some(media) = offered_media(&sdp) else {
             self.counters.malformed += 1;
             return Reply::status(400);
@@ -850,10 +943,11 @@ impl Endpoint {
                 media,
                 ssrc,
                 channel_id: channel_id.clone(),
+                kind,
                 state: CallState::Answering,
             },
         );
-        self.emit(Event::UpstreamPlay(Box::new(UpstreamPlay { handle, upstream, device_id, channel_id, media, ssrc })));
+        self.emit(Event::UpstreamPlay(Box::new(UpstreamPlay { handle, upstream, device_id, channel_id, media, ssrc, kind })));
         Some(Reply { code: 100, reason: "Trying", extra: Vec::new(), body: None })
     }
 
@@ -872,9 +966,12 @@ impl Endpoint {
                     UpstreamMedia::TcpDial(_) => ("TCP/RTP/AVP", "a=setup:active\r\na=connection:new\r\n"),
                     UpstreamMedia::TcpListen => ("TCP/RTP/AVP", "a=setup:passive\r\na=connection:new\r\n"),
                 };
+                let (start, end) = c.kind.range().unwrap_or((0, 0));
                 let sdp = format!(
-                    "v=0\r\no={local_id} 0 0 IN IP4 {ip}\r\ns=Play\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=video {} {proto} 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\n{setup}y={:010}\r\nf=\r\n",
-                    a.port, c.ssrc
+                    "v=0\r\no={local_id} 0 0 IN IP4 {ip}\r\ns={}\r\nc=IN IP4 {ip}\r\nt={start} {end}\r\nm=video {} {proto} 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\n{setup}y={:010}\r\nf=\r\n",
+                    c.kind.session_name(),
+                    a.port,
+                    c.ssrc
                 );
                 response(&c.invite, c.peer.addr(), 200, "OK", &c.our_tag, &[("Contact", contact)], Some(("application/sdp", sdp.as_bytes())))
             }
@@ -920,6 +1017,21 @@ impl Endpoint {
         }
         self.upstreams.calls.remove(&handle);
         self.emit(Event::UpstreamPlayEnded { handle, reason: UpstreamEnd::UpstreamBye });
+        Reply::status(200)
+    }
+
+    /// MANSRTSP from above in a playback's dialog (pause, resume, seek, speed): passed to the
+    /// device's playback by the driver.
+    fn on_upstream_info(&mut self, from: Peer, msg: &SipMsg) -> Option<Reply> {
+        let call_id = msg.call_id().unwrap_or_default();
+        let found = self.upstreams.calls.iter().find(|(_, c)| c.call_id == call_id && c.peer.addr() == from.addr()).map(|(h, c)| (*h, c.kind));
+        let Some((handle, kind)) = found else { return Reply::status(481) };
+        let action = std::str::from_utf8(msg.body()).ok().and_then(crate::proto::sip::mansrtsp::parse);
+        let Some(action) = action.filter(|_| kind != PlayKind::Live) else {
+            self.counters.malformed += 1;
+            return Reply::status(400);
+        };
+        self.emit(Event::UpstreamPlaybackControl { handle, action });
         Reply::status(200)
     }
 
@@ -974,6 +1086,27 @@ fn request_user(msg: &SipMsg) -> Option<String> {
     match &msg.inner {
         rsip::SipMessage::Request(r) => crate::proto::sip::message::uri_user(&format!("<{}>", r.uri)),
         rsip::SipMessage::Response(_) => None,
+    }
+}
+
+/// What an offer asks for: `s=Play` live; `s=Playback`/`s=Download` the range of its `t=` line
+/// (unix seconds, start before end), a download at its `a=downloadspeed`.
+fn offered_kind(sdp: &Sdp, body: &[u8]) -> Option<PlayKind> {
+    let text = std::str::from_utf8(body).ok()?;
+    let line = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(str::trim));
+    let range = || -> Option<(u64, u64)> {
+        let mut t = line("t=")?.split_whitespace().map(|n| n.parse::<u64>().ok());
+        let (start, end) = (t.next()??, t.next()??);
+        (start < end).then_some((start, end))
+    };
+    match sdp.session_name.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("play") => Some(PlayKind::Live),
+        Some("playback") => range().map(|(start, end)| PlayKind::Playback { start, end }),
+        Some("download") => {
+            let speed = line("a=downloadspeed:").and_then(|s| s.parse().ok()).unwrap_or(1u32).clamp(1, 16);
+            range().map(|(start, end)| PlayKind::Download { start, end, speed })
+        }
+        Some(_) => None,
     }
 }
 

@@ -418,3 +418,82 @@ fn a_device_control_from_above_reaches_the_device_as_it_came() {
     h.input(up, &m);
     assert_eq!(h.sent_one(up).status(), Some(404));
 }
+
+#[test]
+fn recordings_and_playback_from_above_go_to_the_device_and_back() {
+    let mut h = h_with(Shared::Channels([CH.to_string()].into()));
+    let mut dev = Dev::udp(DEV, addr(9, 5060));
+    h.online_device(&mut dev);
+    register_up(&mut h);
+    h.take();
+    h.take_events();
+    let up = Peer::Udp(up_addr());
+
+    // RecordInfo: the local times (+08:00 here) become unix seconds for the driver's search.
+    let q = format!(
+        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Query>\r\n<CmdType>RecordInfo</CmdType>\r\n<SN>555</SN>\r\n<DeviceID>{CH}</DeviceID>\r\n<StartTime>2026-12-05T08:00:00</StartTime>\r\n<EndTime>2026-12-05T09:00:00</EndTime>\r\n<Type>all</Type>\r\n</Query>\r\n"
+    );
+    h.input(up, &up_request(up_addr(), "MESSAGE", CH, "r1", 1, "", Some((MANSCDP_CT, q.as_bytes()))));
+    assert_eq!(h.sent_one(up).status(), Some(200));
+    let events = h.take_events();
+    let Some(Event::UpstreamRecords(ask)) = events.into_iter().find(|e| matches!(e, Event::UpstreamRecords(_))) else { panic!("asked") };
+    let start = 1_796_428_800; // 2026-12-05T00:00:00Z = 08:00 at +08:00
+    assert_eq!((ask.upstream.as_str(), ask.sn, ask.device_id.as_str(), ask.channel_id.as_str()), ("city", 555, DEV, CH));
+    assert_eq!((ask.start, ask.end, ask.record_type), (start, start + 3600, RecordType::All));
+    let item = |s: i64| Recording { start: s, end: s + 600, record_type: "time".into(), name: "cam".into(), ..Default::default() };
+    let items: Vec<Recording> = (0..10).map(|k| item(start + k * 600)).collect();
+    h.command(Command::UpstreamRecordsAnswer { upstream: "city".into(), sn: 555, channel_id: CH.into(), items });
+    h.advance(Duration::from_secs(1));
+    let pages = distinct(sent_up(&mut h, "MESSAGE"));
+    let texts: Vec<String> = pages.iter().map(|m| crate::proto::sip::text::decode_body(m.body()).0).collect();
+    assert_eq!(texts.len(), 2, "10 recordings in pages of {CATALOG_ITEMS_PER_MESSAGE}");
+    let mut got = 0;
+    for t in &texts {
+        let m = crate::proto::sip::manscdp::parse(t).unwrap();
+        assert_eq!((m.sn, m.device_id.as_str()), (Some(555), CH));
+        let crate::proto::sip::manscdp::Body::RecordInfo { sum_num, items } = m.body else { panic!("{t}") };
+        assert_eq!(sum_num, 10);
+        got += items.len();
+    }
+    assert_eq!(got, 10);
+    assert!(texts[0].contains("<StartTime>2026-12-05T08:00:00</StartTime>"), "local times again: {}", texts[0]);
+    // Not shared: 404.
+    let other = q.replace(CH, "34020000001310000002");
+    h.input(up, &up_request(up_addr(), "MESSAGE", "34020000001310000002", "r2", 1, "", Some((MANSCDP_CT, other.as_bytes()))));
+    assert_eq!(h.sent_one(up).status(), Some(404));
+
+    // A playback of a range: its own kind to the driver, its range in the answer.
+    let sdp = format!(
+        "v=0\r\no={UP} 0 0 IN IP4 127.0.0.50\r\ns=Playback\r\nu={CH}:0\r\nc=IN IP4 127.0.0.50\r\nt={start} {}\r\nm=video 36010 RTP/AVP 96\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\ny=1100000050\r\n",
+        start + 600
+    );
+    h.input(up, &up_request(up_addr(), "INVITE", CH, "p1", 1, "", Some(("Application/SDP", sdp.as_bytes()))));
+    h.take();
+    let Some(Event::UpstreamPlay(play)) = h.take_events().into_iter().find(|e| matches!(e, Event::UpstreamPlay(_))) else { panic!("asked") };
+    assert_eq!(play.kind, PlayKind::Playback { start: start as u64, end: start as u64 + 600 });
+    h.command(Command::UpstreamAnswer { handle: play.handle, result: Ok(UpstreamMediaAnswer { port: 40_010, media_ip: None }) });
+    let ok = h.sent_one(up);
+    let answer = String::from_utf8_lossy(ok.body()).to_string();
+    assert!(answer.contains("s=Playback") && answer.contains(&format!("t={start} {}", start + 600)), "{answer}");
+    let tag = ok.to_tag().unwrap();
+    h.input(up, &up_request(up_addr(), "ACK", CH, "p1", 1, &format!(";tag={tag}"), None));
+    // MANSRTSP in its dialog goes to the driver; garbage is 400, an unknown dialog 481.
+    let pause = crate::proto::sip::mansrtsp::PlaybackAction::Pause.body(2);
+    h.input(up, &up_request(up_addr(), "INFO", CH, "p1", 2, &format!(";tag={tag}"), Some(("Application/MANSRTSP", pause.as_bytes()))));
+    assert_eq!(h.sent_one(up).status(), Some(200));
+    let action = crate::proto::sip::mansrtsp::PlaybackAction::Pause;
+    assert!(h.take_events().contains(&Event::UpstreamPlaybackControl { handle: play.handle, action }));
+    h.input(up, &up_request(up_addr(), "INFO", CH, "p1", 3, &format!(";tag={tag}"), Some(("Application/MANSRTSP", b"NONSENSE"))));
+    assert_eq!(h.sent_one(up).status(), Some(400));
+    h.input(up, &up_request(up_addr(), "INFO", CH, "nope", 1, "", Some(("Application/MANSRTSP", pause.as_bytes()))));
+    assert_eq!(h.sent_one(up).status(), Some(481));
+    // A download with its speed; a range that ends before it starts is refused.
+    let dl = sdp.replace("s=Playback", "s=Download").replace("y=1100000050", "y=1100000051").replace("a=recvonly", "a=recvonly\r\na=downloadspeed:4");
+    h.input(up, &up_request(up_addr(), "INVITE", CH, "d1", 1, "", Some(("Application/SDP", dl.as_bytes()))));
+    h.take();
+    let Some(Event::UpstreamPlay(play)) = h.take_events().into_iter().find(|e| matches!(e, Event::UpstreamPlay(_))) else { panic!("asked") };
+    assert_eq!(play.kind, PlayKind::Download { start: start as u64, end: start as u64 + 600, speed: 4 });
+    let backwards = sdp.replace(&format!("t={start} {}", start + 600), &format!("t={} {start}", start + 600)).replace("y=1100000050", "y=1100000052");
+    h.input(up, &up_request(up_addr(), "INVITE", CH, "b1", 1, "", Some(("Application/SDP", backwards.as_bytes()))));
+    assert_eq!(h.sent_one(up).status(), Some(488));
+}
