@@ -108,6 +108,11 @@ impl Endpoint {
                 if let Some(sn) = sn.filter(|_| method == "MESSAGE") {
                     self.alarm_acks.push((device_id.clone(), sn, alarm.device_id.clone()));
                 }
+                // Only what is the device's own (itself or a channel of it) goes up: a device
+                // must not raise alarms upstream under another's id.
+                if alarm.device_id == device_id || d.channels.contains_key(&alarm.device_id) {
+                    self.forward_alarm(now, &alarm);
+                }
                 self.emit(Event::Alarm { device_id: device_id.clone(), alarm });
             }
             Body::CatalogChanges(changes) => match d.apply_catalog_changes(changes) {

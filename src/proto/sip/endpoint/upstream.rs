@@ -825,6 +825,36 @@ impl Endpoint {
         true
     }
 
+    /// A device's alarm for a shared channel (or device) goes up to every upstream registered
+    /// (GB/T 28181 §9.4: a lower platform passes alarms on), as the device reported it.
+    pub(super) fn forward_alarm(&mut self, now: Instant, alarm: &manscdp::Alarm) {
+        for i in 0..self.upstreams.list.len() {
+            let u = &self.upstreams.list[i];
+            if u.state != UpstreamState::Registered || !u.cfg.shared.contains(&alarm.device_id) {
+                continue;
+            }
+            let charset = u.cfg.charset;
+            let sn = self.new_sn();
+            let mut xml = format!(
+                "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Notify>\r\n<CmdType>Alarm</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<AlarmPriority>{}</AlarmPriority>\r\n<AlarmMethod>{}</AlarmMethod>\r\n<AlarmTime>{}</AlarmTime>\r\n<AlarmDescription>{}</AlarmDescription>\r\n",
+                charset.label(),
+                escape(&alarm.device_id),
+                alarm.priority,
+                alarm.method,
+                escape(&alarm.time),
+                escape(&alarm.description),
+            );
+            if let (Some(lon), Some(lat)) = (alarm.longitude, alarm.latitude) {
+                xml.push_str(&format!("<Longitude>{lon}</Longitude>\r\n<Latitude>{lat}</Latitude>\r\n"));
+            }
+            if let Some(t) = alarm.alarm_type {
+                xml.push_str(&format!("<Info>\r\n<AlarmType>{t}</AlarmType>\r\n</Info>\r\n"));
+            }
+            xml.push_str("</Notify>\r\n");
+            self.send_upstream_message(now, i, charset.encode(&xml), Purpose::Fire);
+        }
+    }
+
     /// A DeviceControl from above (PTZ, presets, a keyframe, recording...) for a shared
     /// channel goes to its device as it came (the command bytes untouched); the device's own
     /// 200 is its answer there. A channel not shared, or unknown, is 404; one whose device is

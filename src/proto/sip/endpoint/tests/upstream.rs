@@ -497,3 +497,43 @@ fn recordings_and_playback_from_above_go_to_the_device_and_back() {
     h.input(up, &up_request(up_addr(), "INVITE", CH, "b1", 1, "", Some(("Application/SDP", backwards.as_bytes()))));
     assert_eq!(h.sent_one(up).status(), Some(488));
 }
+
+#[test]
+fn a_device_alarm_on_a_shared_channel_goes_up_as_it_was_reported() {
+    let mut h = h_with(Shared::Channels([CH.to_string()].into()));
+    let mut dev = Dev::udp(DEV, addr(9, 5060));
+    h.online_device(&mut dev);
+    register_up(&mut h);
+    h.take();
+    let alarm = |id: &str| {
+        format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Notify>\r\n<CmdType>Alarm</CmdType>\r\n<SN>5</SN>\r\n<DeviceID>{id}</DeviceID>\r\n<AlarmPriority>1</AlarmPriority>\r\n<AlarmMethod>5</AlarmMethod>\r\n<AlarmTime>2026-12-05T19:48:12</AlarmTime>\r\n<AlarmDescription>大门移动侦测</AlarmDescription>\r\n<Longitude>116.39</Longitude>\r\n<Latitude>39.91</Latitude>\r\n<Info>\r\n<AlarmType>2</AlarmType>\r\n</Info>\r\n</Notify>\r\n")
+    };
+    let body = crate::proto::sip::text::encode_body(&alarm(CH), encoding_rs::GB18030);
+    let m = dev.request("MESSAGE", "al1", "", Some((MANSCDP_CT, &body)));
+    h.input(dev.peer, &m);
+    let up = distinct(sent_up(&mut h, "MESSAGE"));
+    assert_eq!(up.len(), 1);
+    let (text, _) = crate::proto::sip::text::decode_body(up[0].body());
+    let parsed = crate::proto::sip::manscdp::parse(&text).unwrap();
+    let crate::proto::sip::manscdp::Body::Alarm(a) = parsed.body else { panic!("{text}") };
+    assert_eq!((a.device_id.as_str(), a.priority, a.method, a.alarm_type), (CH, 1, 5, Some(2)));
+    assert_eq!((a.time.as_str(), a.description.as_str(), a.longitude, a.latitude), ("2026-12-05T19:48:12", "大门移动侦测", Some(116.39), Some(39.91)));
+    assert_eq!(up[0].from_user().as_deref(), Some(LOCAL_ID));
+    // A channel not shared keeps its alarms here.
+    let body = crate::proto::sip::text::encode_body(&alarm("34020000001310000002"), encoding_rs::GB18030);
+    let m = dev.request("MESSAGE", "al2", "", Some((MANSCDP_CT, &body)));
+    h.input(dev.peer, &m);
+    assert!(sent_up(&mut h, "MESSAGE").is_empty());
+
+    // Everything shared: the device's own alarms go up, one under an id not its own does not.
+    let mut h = h_with(Shared::All);
+    let mut dev = Dev::udp(DEV, addr(9, 5060));
+    h.online_device(&mut dev);
+    register_up(&mut h);
+    h.take();
+    for (call, id, up) in [("al3", DEV, 1), ("al4", "34020000001310000099", 0)] {
+        let body = crate::proto::sip::text::encode_body(&alarm(id), encoding_rs::GB18030);
+        h.input(dev.peer, &dev.request("MESSAGE", call, "", Some((MANSCDP_CT, &body))));
+        assert_eq!(distinct(sent_up(&mut h, "MESSAGE")).len(), up, "{id}");
+    }
+}
