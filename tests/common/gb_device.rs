@@ -25,23 +25,38 @@ pub enum DeviceEvent {
 }
 
 pub fn catalog(sn: &str) -> Vec<u8> {
-    let items: String = CHANNELS
+    catalog_of(sn, &default_channels())
+}
+
+/// The four channels, named "cam {id}".
+pub fn default_channels() -> Vec<(String, String)> {
+    CHANNELS.iter().map(|id| (id.to_string(), format!("cam {id}"))).collect()
+}
+
+/// A catalog answer listing `channels` (id, name), GB2312-encoded as cameras send it.
+pub fn catalog_of(sn: &str, channels: &[(String, String)]) -> Vec<u8> {
+    let items: String = channels
         .iter()
-        .map(|id| format!("<Item>\r\n<DeviceID>{id}</DeviceID>\r\n<Name>cam {id}</Name>\r\n<Status>ON</Status>\r\n<ParentID>{DEVICE}</ParentID>\r\n</Item>\r\n"))
+        .map(|(id, name)| format!("<Item>\r\n<DeviceID>{id}</DeviceID>\r\n<Name>{name}</Name>\r\n<Status>ON</Status>\r\n<ParentID>{DEVICE}</ParentID>\r\n</Item>\r\n"))
         .collect();
-    format!(
+    let xml = format!(
         "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<SumNum>{}</SumNum>\r\n<DeviceList Num=\"{}\">\r\n{items}</DeviceList>\r\n</Response>\r\n",
-        CHANNELS.len(),
-        CHANNELS.len()
-    )
-    .into_bytes()
+        channels.len(),
+        channels.len()
+    );
+    encoding_rs::GB18030.encode(&xml).0.into_owned()
 }
 
 /// A device with four channels: each INVITE starts a sender looping the clip (PS over UDP, the
 /// SSRC offered) to the address and port of the offer, until the BYE of its call; for a
 /// download (`s=Download`) the clip goes once, then the device says the file ended
 /// (MediaStatus 121).
-pub fn run_device(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Arc<AtomicBool>) {
+pub fn run_device(sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Arc<AtomicBool>) {
+    run_device_with(sim, events, stop, default_channels())
+}
+
+/// `run_device` with other channels (id, name) in its catalog.
+pub fn run_device_with(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Arc<AtomicBool>, channels: Vec<(String, String)>) {
     let frames = h264_frames();
     let mut senders: HashMap<String, (String, Arc<AtomicBool>)> = HashMap::new();
     let (ended_tx, ended) = mpsc::channel::<String>();
@@ -79,7 +94,7 @@ pub fn run_device(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Arc<Ato
                 }
                 if text.contains("<CmdType>Catalog</CmdType>") {
                     let sn = gmv::proto::sip::manscdp::element(&text, "SN").unwrap_or("1").to_string();
-                    let m = sim.request("MESSAGE", &format!("cat-{sn}"), "", Some("Application/MANSCDP+xml"), &catalog(&sn));
+                    let m = sim.request("MESSAGE", &format!("cat-{sn}"), "", Some("Application/MANSCDP+xml"), &catalog_of(&sn, &channels));
                     sim.send(&m);
                 }
             }

@@ -1,0 +1,461 @@
+//! Cascade (级联) against a scripted upper platform that is not gmv: a UDP socket in this test
+//! plays the city platform and checks what a lower gmv puts on the wire. The digest it answers
+//! is computed here from RFC 2617 (qop=auth), not by gmv's code; keepalives come at the
+//! configured period; a catalog of 19 shared channels (Chinese names) comes in pages of at most
+//! 8 with SumNum, GB2312 as declared; live media comes under the upper's SSRC over UDP and over
+//! TCP with the upper listening (`a=setup`), as RTP (PT 96, sequence without gaps, timestamps
+//! never going back) carrying PS that ffprobe decodes. Refused: a channel not shared (404), a
+//! request from another address (403), a malformed query (400), the same SSRC twice (488).
+//! A second upper never answers REGISTER: the lower retransmits on RFC 3261 timers, gives up,
+//! says why in its state and waits its backoff before the next try (no busy loop).
+
+mod common;
+
+use common::gb_device::*;
+use common::gb_sim::*;
+use common::*;
+use gmv::proto::sip::{SipMsg, parse};
+use md5::{Digest, Md5};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+const UP_ID: &str = "44010000002000000001";
+const UP_DOMAIN: &str = "4401000000";
+const UP_PASSWORD: &str = "city-secret";
+const LOCAL_ID: &str = "34020000002000000088";
+const SITE_NAME: &str = "七号站点";
+const NONCE: &str = "9bd055b9a2d0c6f3";
+const KEEPALIVE_S: u64 = 1;
+
+/// The camera's 20 channels with Chinese names; the first 19 are shared upward.
+fn channels() -> Vec<(String, String)> {
+    (1..=20).map(|n| (format!("340200000013100010{n:02}"), format!("通道{n}"))).collect()
+}
+
+fn md5_hex(text: &str) -> String {
+    Md5::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A parameter of a Digest header (quoted or not).
+fn digest_param(header: &str, name: &str) -> Option<String> {
+    let rest = header.trim().strip_prefix("Digest")?;
+    rest.split(',').find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+fn xml_field(text: &str, tag: &str) -> Option<String> {
+    gmv::proto::sip::manscdp::element(text, tag).map(|v| v.trim().to_string())
+}
+
+/// The scripted upper platform's signalling socket.
+struct Upper {
+    sock: UdpSocket,
+    lower: SocketAddr,
+    cseq: u32,
+}
+
+impl Upper {
+    fn bind() -> Upper {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        Upper { sock, lower: "127.0.0.1:9".parse().unwrap(), cseq: 0 }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    /// The next datagram within `limit`: its request line or status line, the message, the
+    /// sender.
+    fn recv(&self, limit: Duration) -> Option<(String, SipMsg, SocketAddr)> {
+        let deadline = Instant::now() + limit;
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+                let first = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string();
+                return Some((first, parse(&buf[..n]).expect("the lower sent valid SIP"), from));
+            }
+        }
+        None
+    }
+
+    /// The next message that `keep` accepts; keepalives meanwhile are answered 200.
+    fn next(&self, what: &str, limit: Duration, keep: impl Fn(&SipMsg) -> bool) -> (String, SipMsg) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some((first, m, from)) = self.recv(left) else { panic!("timed out waiting for {what}") };
+            assert_eq!(from, self.lower, "{first}");
+            if keep(&m) {
+                return (first, m);
+            }
+            if m.is_request() && String::from_utf8_lossy(m.body()).contains("<CmdType>Keepalive</CmdType>") {
+                self.reply(&m, 200, "");
+            }
+        }
+    }
+
+    /// Answers keepalives until `job` (the media being received) is done, as an upper
+    /// platform does while it takes a stream in; its result.
+    fn keepalives_while<T>(&self, job: std::thread::JoinHandle<T>) -> T {
+        while !job.is_finished() {
+            if let Some((first, m, _)) = self.recv(Duration::from_millis(100)) {
+                assert!(String::from_utf8_lossy(m.body()).contains("<CmdType>Keepalive</CmdType>"), "unexpected {first}");
+                self.reply(&m, 200, "");
+            }
+        }
+        job.join().unwrap()
+    }
+
+    fn reply(&self, req: &SipMsg, code: u16, extra: &str) {
+        let mut head = format!("SIP/2.0 {code} {}\r\n", if code == 200 { "OK" } else { "Whatever" });
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            let v = req.header(name).unwrap();
+            if name == "To" && !v.contains("tag=") {
+                head.push_str(&format!("To: {v};tag=city{code}\r\n"));
+            } else {
+                head.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        head.push_str(extra);
+        head.push_str("Content-Length: 0\r\n\r\n");
+        self.sock.send_to(head.as_bytes(), self.lower).unwrap();
+    }
+
+    /// A request from the upper platform to the lower (to `target`, a channel or the lower).
+    fn request(&mut self, method: &str, target: &str, call_id: &str, from_tag: &str, extra: &str, body: Option<(&str, &[u8])>) -> Vec<u8> {
+        self.cseq += 1;
+        let local = self.addr();
+        let mut text = format!(
+            "{method} sip:{target}@{} SIP/2.0\r\nVia: SIP/2.0/UDP {local};rport;branch=z9hG4bKcity{}{method}\r\nFrom: <sip:{UP_ID}@{UP_DOMAIN}>;tag={from_tag}\r\nTo: <sip:{target}@3402000000>\r\nCall-ID: {call_id}\r\nCSeq: {} {method}\r\nContact: <sip:{UP_ID}@{local}>\r\nMax-Forwards: 70\r\n{extra}",
+            self.lower,
+            self.cseq,
+            self.cseq
+        )
+        .into_bytes();
+        match body {
+            Some((ct, b)) => {
+                text.extend_from_slice(format!("Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n", b.len()).as_bytes());
+                text.extend_from_slice(b);
+            }
+            None => text.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
+        }
+        text
+    }
+
+    fn send(&self, bytes: &[u8]) {
+        self.sock.send_to(bytes, self.lower).unwrap();
+    }
+
+    /// The final response to the request with `call_id`.
+    fn final_response(&self, call_id: &str) -> SipMsg {
+        self.next(&format!("the answer to {call_id}"), Duration::from_secs(10), |m| {
+            !m.is_request() && m.call_id().as_deref() == Some(call_id) && m.status().is_some_and(|s| s >= 200)
+        })
+        .1
+    }
+
+    fn manscdp(&mut self, call_id: &str, xml: &str) -> SipMsg {
+        let body = encoding_rs::GB18030.encode(xml).0.into_owned();
+        let m = self.request("MESSAGE", LOCAL_ID, call_id, "q", "", Some(("Application/MANSCDP+xml", &body)));
+        self.send(&m);
+        self.final_response(call_id)
+    }
+}
+
+fn lower_yaml(upper: SocketAddr, shared: &[String]) -> String {
+    let list: Vec<String> = shared.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "cascade:\n  upstreams:\n  - id: city\n    name: \"{SITE_NAME}\"\n    server_id: \"{UP_ID}\"\n    domain: \"{UP_DOMAIN}\"\n    address: \"{upper}\"\n    password: \"{UP_PASSWORD}\"\n    local_id: \"{LOCAL_ID}\"\n    register_expires_s: 60\n    keepalive_s: {KEEPALIVE_S}\n    keepalive_timeout_count: 3\n    shared: [{}]\n",
+        list.join(", ")
+    )
+}
+
+fn upstream_state(lower: &Engine) -> serde_json::Value {
+    lower.request("GET", "/api/upstreams", "").1["upstreams"][0].clone()
+}
+
+/// The RTP of one upstream session: checks every packet (version, PT 96, the upper's SSRC,
+/// sequence without gaps, timestamps never going back) and gives the PS it carries.
+struct RtpCheck {
+    ssrc: u32,
+    last: Option<(u16, u32)>,
+    packets: usize,
+    ps: Vec<u8>,
+}
+
+impl RtpCheck {
+    fn new(ssrc: u32) -> RtpCheck {
+        RtpCheck { ssrc, last: None, packets: 0, ps: Vec::new() }
+    }
+
+    fn take(&mut self, p: &[u8]) {
+        assert!(p.len() > 12, "{} bytes", p.len());
+        assert_eq!(p[0] >> 6, 2, "RTP version");
+        assert_eq!(p[1] & 0x7f, 96, "payload type");
+        let seq = u16::from_be_bytes([p[2], p[3]]);
+        let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+        assert_eq!(u32::from_be_bytes([p[8], p[9], p[10], p[11]]), self.ssrc, "the upper's SSRC");
+        if let Some((last_seq, last_ts)) = self.last {
+            assert_eq!(seq, last_seq.wrapping_add(1), "sequence after {last_seq}");
+            assert!(ts.wrapping_sub(last_ts) < 0x8000_0000, "timestamp {ts} went back from {last_ts}");
+        }
+        self.last = Some((seq, ts));
+        self.packets += 1;
+        let header = 12 + 4 * usize::from(p[0] & 0x0f);
+        self.ps.extend_from_slice(&p[header..]);
+    }
+
+    /// Writes the PS and has ffprobe decode it: 320x240 H.264, at least `frames` pictures.
+    fn decode(&self, out: &str, frames: usize) {
+        assert!(self.ps.starts_with(&[0, 0, 1, 0xba]), "PS pack header first");
+        let file = work_dir().join(out);
+        std::fs::write(&file, &self.ps).unwrap();
+        let probe = ffprobe(&file);
+        assert_eq!((probe.codec.as_str(), probe.width, probe.height), ("h264", WIDTH, HEIGHT), "{out}");
+        assert!(probe.frames >= frames, "{out}: {} frames in {} packets", probe.frames, self.packets);
+    }
+}
+
+fn invite_sdp(port: u16, proto: &str, setup: &str, ssrc: &str) -> String {
+    format!(
+        "v=0\r\no={UP_ID} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video {port} {proto} 96 97 98\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\na=rtpmap:97 MPEG4/90000\r\na=rtpmap:98 H264/90000\r\n{setup}y={ssrc}\r\n"
+    )
+}
+
+/// INVITE from above; the final answer (ACKed when 200).
+fn invite(up: &mut Upper, channel: &str, call_id: &str, sdp: &str) -> SipMsg {
+    let subject = format!("Subject: {channel}:{},{UP_ID}:0\r\n", &sdp[sdp.find("y=").unwrap() + 2..].trim());
+    let m = up.request("INVITE", channel, call_id, "inv", &subject, Some(("APPLICATION/SDP", sdp.as_bytes())));
+    up.send(&m);
+    let answer = up.final_response(call_id);
+    if answer.status() == Some(200) {
+        let cseq = up.cseq;
+        let to = answer.header("To").unwrap();
+        let ack = format!(
+            "ACK sip:{channel}@{} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch=z9hG4bKack{cseq}\r\nFrom: <sip:{UP_ID}@{UP_DOMAIN}>;tag=inv\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            up.lower,
+            up.addr()
+        );
+        up.send(ack.as_bytes());
+    }
+    answer
+}
+
+/// BYE from above in the dialog the 200 `answer` made.
+fn bye(up: &mut Upper, channel: &str, call_id: &str, answer: &SipMsg) {
+    let to = answer.header("To").unwrap();
+    let m = up.request("BYE", channel, call_id, "inv", "", None);
+    let text = String::from_utf8(m).unwrap();
+    let to_line = text.lines().find(|l| l.starts_with("To:")).unwrap().to_string();
+    let m = text.replacen(&to_line, &format!("To: {to}"), 1);
+    up.send(m.as_bytes());
+    assert_eq!(up.final_response(call_id).status(), Some(200));
+}
+
+#[test]
+fn a_scripted_upper_platform_sees_the_lower_gmv_on_the_wire() {
+    let mut up = Upper::bind();
+    let chans = channels();
+    let shared: Vec<String> = chans[..19].iter().map(|(id, _)| id.clone()).collect();
+    let lower = Engine::start_with(1, &lower_yaml(up.addr(), &shared), "", None);
+    up.lower = lower.sip;
+
+    // REGISTER, challenged with qop=auth; the answer's digest computed here.
+    let (first, reg) = up.next("REGISTER", Duration::from_secs(15), |m| m.method().is_some_and(|m| m.to_string() == "REGISTER"));
+    assert!(first.starts_with(&format!("REGISTER sip:{UP_ID}@")), "{first}");
+    assert_eq!(reg.from_user().as_deref(), Some(LOCAL_ID));
+    assert_eq!(reg.header("To").as_deref().and_then(gmv::proto::sip::message::uri_user).as_deref(), Some(LOCAL_ID));
+    assert_eq!(reg.expires(), Some(60));
+    assert!(reg.header("Authorization").is_none());
+    up.reply(&reg, 401, &format!("WWW-Authenticate: Digest realm=\"{UP_DOMAIN}\", nonce=\"{NONCE}\", qop=\"auth\", algorithm=MD5\r\n"));
+    let (_, auth_reg) = up.next("the authorised REGISTER", Duration::from_secs(10), |m| m.header("Authorization").is_some());
+    assert_eq!(auth_reg.call_id(), reg.call_id(), "one registration, one Call-ID");
+    assert_eq!(auth_reg.cseq().unwrap().0, reg.cseq().unwrap().0 + 1);
+    let auth = auth_reg.header("Authorization").unwrap();
+    let p = |k: &str| digest_param(&auth, k).unwrap_or_else(|| panic!("{k} in {auth}"));
+    assert_eq!((p("username").as_str(), p("realm").as_str(), p("nonce").as_str(), p("qop").as_str()), (LOCAL_ID, UP_DOMAIN, NONCE, "auth"));
+    let ha1 = md5_hex(&format!("{LOCAL_ID}:{UP_DOMAIN}:{UP_PASSWORD}"));
+    let ha2 = md5_hex(&format!("REGISTER:{}", p("uri")));
+    let expected = md5_hex(&format!("{ha1}:{NONCE}:{}:{}:auth:{ha2}", p("nc"), p("cnonce")));
+    assert_eq!(p("response"), expected, "RFC 2617 digest");
+    up.reply(&auth_reg, 200, "Expires: 60\r\n");
+    wait_for("registered", Duration::from_secs(10), || (upstream_state(&lower)["state"] == "registered").then_some(()));
+
+    // Keepalives at the configured period, answered.
+    let mut at = Vec::new();
+    for _ in 0..3 {
+        let (_, k) = up.next("a keepalive", Duration::from_secs(10), |m| m.is_request() && String::from_utf8_lossy(m.body()).contains("Keepalive"));
+        at.push(Instant::now());
+        let text = String::from_utf8_lossy(k.body()).to_string();
+        assert_eq!((xml_field(&text, "DeviceID").as_deref(), xml_field(&text, "Status").as_deref()), (Some(LOCAL_ID), Some("OK")), "{text}");
+        up.reply(&k, 200, "");
+    }
+    for gap in at.windows(2).map(|w| w[1] - w[0]) {
+        assert!(gap >= Duration::from_millis(KEEPALIVE_S * 500) && gap <= Duration::from_secs(KEEPALIVE_S * 3), "keepalive gap {gap:?}");
+    }
+
+    // The camera registers with the lower, its 20 channels in.
+    let mut sim = Sim::new(lower.sip);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let (events_tx, _events) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let device = {
+        let (stop, chans) = (stop.clone(), chans.clone());
+        std::thread::spawn(move || run_device_with(sim, events_tx, stop, chans))
+    };
+    wait_for("the camera's catalog at the lower", Duration::from_secs(15), || {
+        let (_, v) = lower.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+        (v["channels"].as_array().map(Vec::len) == Some(20)).then_some(())
+    });
+
+    // Catalog: 19 items in pages of at most 8, each with SumNum 19 and the query's SN, GB2312.
+    let answer = up.manscdp("cat-1", &format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Query>\r\n<CmdType>Catalog</CmdType>\r\n<SN>417</SN>\r\n<DeviceID>{LOCAL_ID}</DeviceID>\r\n</Query>\r\n"));
+    assert_eq!(answer.status(), Some(200));
+    let mut items: Vec<(String, String)> = Vec::new();
+    let mut pages = 0;
+    while items.len() < shared.len() {
+        let (_, page) = up.next("a catalog page", Duration::from_secs(10), |m| m.is_request() && m.body().windows(7).any(|w| w == b"Catalog"));
+        up.reply(&page, 200, "");
+        pages += 1;
+        assert!(!page.body().windows("通道".len()).any(|w| w == "通道".as_bytes()), "names are not UTF-8 under a GB2312 declaration");
+        let (text, _, bad) = encoding_rs::GB18030.decode(page.body());
+        assert!(!bad);
+        assert!(text.starts_with("<?xml version=\"1.0\" encoding=\"GB2312\"?>"), "{text}");
+        assert_eq!((xml_field(&text, "SN").as_deref(), xml_field(&text, "SumNum").as_deref()), (Some("417"), Some("19")), "{text}");
+        let in_page: Vec<&str> = text.split("<Item>").skip(1).collect();
+        assert!(!in_page.is_empty() && in_page.len() <= 8, "{} items in a page", in_page.len());
+        assert!(text.contains(&format!("<DeviceList Num=\"{}\">", in_page.len())), "{text}");
+        for item in in_page {
+            items.push((xml_field(item, "DeviceID").unwrap(), xml_field(item, "Name").unwrap()));
+        }
+    }
+    assert_eq!(pages, 3);
+    items.sort();
+    assert_eq!(items, chans[..19].to_vec(), "the shared channels, their names as the camera gave them");
+
+    // DeviceInfo names the site, in GB2312.
+    assert_eq!(up.manscdp("info-1", &format!("<Query><CmdType>DeviceInfo</CmdType><SN>418</SN><DeviceID>{LOCAL_ID}</DeviceID></Query>")).status(), Some(200));
+    let (_, info) = up.next("the DeviceInfo answer", Duration::from_secs(10), |m| m.is_request() && m.body().windows(10).any(|w| w == b"DeviceInfo"));
+    up.reply(&info, 200, "");
+    let (text, _, _) = encoding_rs::GB18030.decode(info.body());
+    assert_eq!(xml_field(&text, "DeviceName").as_deref(), Some(SITE_NAME), "{text}");
+
+    // Refused: a malformed query (400), the same query from another address (403).
+    assert_eq!(up.manscdp("bad-1", "<Query><CmdType>Catalog</CmdType><SN>x").status(), Some(400));
+    let mut other = Upper::bind();
+    other.lower = lower.sip;
+    assert_eq!(other.manscdp("other-1", &format!("<Query><CmdType>Catalog</CmdType><SN>9</SN><DeviceID>{LOCAL_ID}</DeviceID></Query>")).status(), Some(403));
+
+    // A channel not shared: 404.
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    media.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let sdp = invite_sdp(media.local_addr().unwrap().port(), "RTP/AVP", "", "0100000123");
+    assert_eq!(invite(&mut up, &chans[19].0, "inv-404", &sdp).status(), Some(404));
+
+    // Live over UDP under the upper's SSRC.
+    let channel = &chans[3].0;
+    let answer = invite(&mut up, channel, "inv-udp", &sdp);
+    assert_eq!(answer.status(), Some(200));
+    let answer_sdp = String::from_utf8_lossy(answer.body()).to_string();
+    assert!(answer_sdp.contains("y=0100000123") && answer_sdp.contains("a=sendonly") && answer_sdp.contains(" RTP/AVP 96"), "{answer_sdp}");
+    // The same channel under the same SSRC again would be one sender replacing the other.
+    assert_eq!(invite(&mut up, channel, "inv-same", &sdp).status(), Some(488));
+    let media = Arc::new(media);
+    let check = up.keepalives_while({
+        let media = media.clone();
+        std::thread::spawn(move || {
+            let mut check = RtpCheck::new(100_000_123);
+            let mut buf = vec![0u8; 65536];
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while check.packets < 150 && Instant::now() < deadline {
+                if let Ok((n, _)) = media.recv_from(&mut buf) {
+                    check.take(&buf[..n]);
+                }
+            }
+            check
+        })
+    });
+    check.decode("cascade-wire-udp.ps", 10);
+    bye(&mut up, channel, "inv-udp", &answer);
+    let mut buf = vec![0u8; 65536];
+    wait_for("the lower's send stopped", Duration::from_secs(10), || media.recv_from(&mut buf).is_err().then_some(()));
+
+    // Live over TCP, the upper listening (a=setup:passive): the lower connects and frames RTP
+    // by RFC 4571.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sdp = invite_sdp(listener.local_addr().unwrap().port(), "TCP/RTP/AVP", "a=setup:passive\r\na=connection:new\r\n", "0100000124");
+    let answer = invite(&mut up, channel, "inv-tcp", &sdp);
+    assert_eq!(answer.status(), Some(200));
+    let answer_sdp = String::from_utf8_lossy(answer.body()).to_string();
+    assert!(answer_sdp.contains("a=setup:active") && answer_sdp.contains("TCP/RTP/AVP") && answer_sdp.contains("y=0100000124"), "{answer_sdp}");
+    listener.set_nonblocking(true).unwrap();
+    let (mut conn, _) = wait_for("the lower's connection", Duration::from_secs(10), || listener.accept().ok());
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let check = up.keepalives_while(std::thread::spawn(move || {
+        let mut check = RtpCheck::new(100_000_124);
+        while check.packets < 150 {
+            let mut len = [0u8; 2];
+            conn.read_exact(&mut len).unwrap();
+            let mut p = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            conn.read_exact(&mut p).unwrap();
+            check.take(&p);
+        }
+        (check, conn)
+    }));
+    let (check, mut conn) = check;
+    check.decode("cascade-wire-tcp.ps", 10);
+    bye(&mut up, channel, "inv-tcp", &answer);
+    let mut rest = Vec::new();
+    assert!(conn.read_to_end(&mut rest).is_ok(), "the lower closes its connection after the BYE");
+
+    stop.store(true, Ordering::SeqCst);
+    device.join().unwrap();
+
+    // A graceful stop says Expires 0 (authorised again with the nonce it holds, or challenged).
+    lower.signal(libc::SIGTERM);
+    let (_, bye_reg) = up.next("REGISTER Expires 0", Duration::from_secs(10), |m| m.method().is_some_and(|m| m.to_string() == "REGISTER"));
+    assert_eq!(bye_reg.expires(), Some(0));
+    up.reply(&bye_reg, 200, "Expires: 0\r\n");
+    let mut lower = lower;
+    assert!(lower.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+}
+
+#[test]
+fn an_upper_platform_that_never_answers_register_is_retried_with_backoff() {
+    let up = Upper::bind();
+    let lower = Engine::start_with(1, &lower_yaml(up.addr(), &[]), "", None);
+    // The first transaction: retransmitted on Timer E (0.5 s doubling to 4 s), then given up
+    // at Timer F (32 s); the next REGISTER is a new transaction after the backoff.
+    let mut seen: Vec<(Instant, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(50);
+    while Instant::now() < deadline {
+        let Some((_, m, _)) = up.recv(Duration::from_millis(200)) else { continue };
+        assert_eq!(m.method().map(|m| m.to_string()).as_deref(), Some("REGISTER"));
+        let branch = m.branch().unwrap();
+        let new = seen.last().is_some_and(|(_, b)| *b != branch);
+        seen.push((Instant::now(), branch));
+        if new {
+            break;
+        }
+    }
+    let (next_at, _) = seen.pop().expect("a second REGISTER transaction");
+    let first = seen.len();
+    assert!((8..=12).contains(&first), "{first} datagrams in the first transaction");
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(gaps.iter().all(|g| *g >= Duration::from_millis(300) && *g <= Duration::from_secs(6)), "{gaps:?}");
+    assert!(gaps.last().unwrap() >= &Duration::from_secs(3), "Timer E capped at T2: {gaps:?}");
+    // Between giving up and trying again the lower waits at least the first backoff (2 s)
+    // after its last retransmission (which Timer F follows by 4 s or less).
+    let idle = next_at - seen.last().unwrap().0;
+    assert!(idle >= Duration::from_secs(2), "{idle:?} before the next try");
+    let state = upstream_state(&lower);
+    assert_eq!(state["state"], "retrying", "{state}");
+    assert_eq!(state["last_error"], "REGISTER not answered", "{state}");
+}
