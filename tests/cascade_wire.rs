@@ -171,7 +171,7 @@ impl Upper {
 fn lower_yaml(upper: SocketAddr, shared: &[String]) -> String {
     let list: Vec<String> = shared.iter().map(|s| format!("\"{s}\"")).collect();
     format!(
-        "cascade:\n  upstreams:\n  - id: city\n    name: \"{SITE_NAME}\"\n    server_id: \"{UP_ID}\"\n    domain: \"{UP_DOMAIN}\"\n    address: \"{upper}\"\n    password: \"{UP_PASSWORD}\"\n    local_id: \"{LOCAL_ID}\"\n    register_expires_s: 60\n    keepalive_s: {KEEPALIVE_S}\n    keepalive_timeout_count: 3\n    shared: [{}]\n",
+        "cascade:\n  upstreams:\n  - id: city\n    name: \"{SITE_NAME}\"\n    server_id: \"{UP_ID}\"\n    domain: \"{UP_DOMAIN}\"\n    address: \"{upper}\"\n    password: \"{UP_PASSWORD}\"\n    local_id: \"{LOCAL_ID}\"\n    register_expires_s: 60\n    keepalive_s: {KEEPALIVE_S}\n    keepalive_timeout_count: 10\n    shared: [{}]\n",
         list.join(", ")
     )
 }
@@ -258,15 +258,9 @@ fn bye(up: &mut Upper, channel: &str, call_id: &str, answer: &SipMsg) {
     assert_eq!(up.final_response(call_id).status(), Some(200));
 }
 
-#[test]
-fn a_scripted_upper_platform_sees_the_lower_gmv_on_the_wire() {
-    let mut up = Upper::bind();
-    let chans = channels();
-    let shared: Vec<String> = chans[..19].iter().map(|(id, _)| id.clone()).collect();
-    let lower = Engine::start_with(1, &lower_yaml(up.addr(), &shared), "", None);
-    up.lower = lower.sip;
-
-    // REGISTER, challenged with qop=auth; the answer's digest computed here.
+/// Takes the lower's REGISTER: challenges it with qop=auth, checks its answer against the
+/// digest computed here (RFC 2617), grants it.
+fn accept_registration(up: &Upper) {
     let (first, reg) = up.next("REGISTER", Duration::from_secs(15), |m| m.method().is_some_and(|m| m.to_string() == "REGISTER"));
     assert!(first.starts_with(&format!("REGISTER sip:{UP_ID}@")), "{first}");
     assert_eq!(reg.from_user().as_deref(), Some(LOCAL_ID));
@@ -285,6 +279,18 @@ fn a_scripted_upper_platform_sees_the_lower_gmv_on_the_wire() {
     let expected = md5_hex(&format!("{ha1}:{NONCE}:{}:{}:auth:{ha2}", p("nc"), p("cnonce")));
     assert_eq!(p("response"), expected, "RFC 2617 digest");
     up.reply(&auth_reg, 200, "Expires: 60\r\n");
+}
+
+#[test]
+fn a_scripted_upper_platform_sees_the_lower_gmv_on_the_wire() {
+    let mut up = Upper::bind();
+    let chans = channels();
+    let shared: Vec<String> = chans[..19].iter().map(|(id, _)| id.clone()).collect();
+    let lower = Engine::start_with(1, &lower_yaml(up.addr(), &shared), "", None);
+    up.lower = lower.sip;
+
+    // REGISTER, challenged with qop=auth; the answer's digest computed here.
+    accept_registration(&up);
     wait_for("registered", Duration::from_secs(10), || (upstream_state(&lower)["state"] == "registered").then_some(()));
 
     // Keepalives at the configured period, answered.
@@ -458,4 +464,79 @@ fn an_upper_platform_that_never_answers_register_is_retried_with_backoff() {
     let state = upstream_state(&lower);
     assert_eq!(state["state"], "retrying", "{state}");
     assert_eq!(state["last_error"], "REGISTER not answered", "{state}");
+}
+
+#[test]
+fn upstreams_added_changed_and_removed_through_the_api_hold_after_a_restart() {
+    let mut up = Upper::bind();
+    let mut lower = Engine::start_with(1, "", "", None);
+    up.lower = lower.sip;
+    assert_eq!(lower.request("GET", "/api/upstreams", "").1["upstreams"], serde_json::json!([]));
+    let body = serde_json::json!({
+        "id": "city", "name": SITE_NAME, "server_id": UP_ID, "domain": UP_DOMAIN, "address": up.addr().to_string(),
+        "password": UP_PASSWORD, "local_id": LOCAL_ID, "register_expires_s": 60, "keepalive_s": 30, "shared": []
+    });
+    let (status, added) = lower.request("POST", "/api/upstreams", &body.to_string());
+    assert_eq!(status, 201, "{added}");
+    assert_eq!((added["source"].as_str(), added["shared"].clone()), (Some("api"), serde_json::json!([])), "{added}");
+    assert!(added.get("password").is_none() && !added.to_string().contains(UP_PASSWORD), "the password is never shown");
+    // Refused: the same id again (409), a bad channel id (400), an unknown upstream (404), a
+    // field that is not an upstream's (400).
+    assert_eq!(lower.request("POST", "/api/upstreams", &body.to_string()).0, 409);
+    assert_eq!(lower.request("PUT", "/api/upstreams/city/shared", r#"{"shared": ["not an id!"]}"#).0, 400);
+    assert_eq!(lower.request("PUT", "/api/upstreams/nowhere/shared", r#"{"shared": "all"}"#).0, 404);
+    assert_eq!(lower.request("PUT", "/api/upstreams/city", r#"{"pasword": "typo"}"#).0, 400);
+    accept_registration(&up);
+    wait_for("registered", Duration::from_secs(10), || (upstream_state(&lower)["state"] == "registered").then_some(()));
+
+    // What it shares changes without a new registration: the catalog at the top follows.
+    let mut sim = Sim::new(lower.sip);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let (events_tx, _events) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let device = {
+        let stop = stop.clone();
+        std::thread::spawn(move || run_device(sim, events_tx, stop))
+    };
+    wait_for("the camera's catalog", Duration::from_secs(15), || {
+        let (_, v) = lower.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+        (v["channels"].as_array().map(Vec::len) == Some(CHANNELS.len())).then_some(())
+    });
+    let catalog_ids = |up: &mut Upper, sn: u32| -> Vec<String> {
+        let answer = up.manscdp(&format!("cat-{sn}"), &format!("<Query><CmdType>Catalog</CmdType><SN>{sn}</SN><DeviceID>{LOCAL_ID}</DeviceID></Query>"));
+        assert_eq!(answer.status(), Some(200));
+        let (_, page) = up.next("a catalog page", Duration::from_secs(10), |m| m.is_request() && m.body().windows(7).any(|w| w == b"Catalog"));
+        up.reply(&page, 200, "");
+        let (text, _, _) = encoding_rs::GB18030.decode(page.body());
+        text.split("<Item>").skip(1).filter_map(|i| xml_field(i, "DeviceID")).collect()
+    };
+    assert!(catalog_ids(&mut up, 1).is_empty());
+    let (status, changed) = lower.request("PUT", "/api/upstreams/city/shared", &format!(r#"{{"shared": ["{}"]}}"#, CHANNELS[1]));
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!((changed["shared"].clone(), changed["state"].as_str()), (serde_json::json!([CHANNELS[1]]), Some("registered")));
+    assert_eq!(catalog_ids(&mut up, 2), vec![CHANNELS[1].to_string()]);
+    stop.store(true, Ordering::SeqCst);
+    device.join().unwrap();
+
+    // A crash and restart: the upstream the API added registers again.
+    lower.crash_and_restart();
+    let (_, again) = up.next("a REGISTER after the restart", Duration::from_secs(15), |m| m.method().is_some_and(|m| m.to_string() == "REGISTER"));
+    up.reply(&again, 401, &format!("WWW-Authenticate: Digest realm=\"{UP_DOMAIN}\", nonce=\"{NONCE}\", algorithm=MD5\r\n"));
+    let (_, answered) = up.next("the authorised REGISTER", Duration::from_secs(10), |m| m.header("Authorization").is_some());
+    up.reply(&answered, 200, "Expires: 60\r\n");
+    wait_for("registered after the restart", Duration::from_secs(10), || {
+        let s = upstream_state(&lower);
+        (s["state"] == "registered" && s["shared"] == serde_json::json!([CHANNELS[1]])).then_some(())
+    });
+
+    // Removed: Expires 0 goes up; after another restart it is still gone.
+    let (status, removed) = lower.request("DELETE", "/api/upstreams/city", "");
+    assert_eq!(status, 200, "{removed}");
+    let (_, bye) = up.next("REGISTER Expires 0", Duration::from_secs(10), |m| m.method().is_some_and(|m| m.to_string() == "REGISTER"));
+    assert_eq!(bye.expires(), Some(0));
+    up.reply(&bye, 200, "");
+    assert_eq!(lower.request("GET", "/api/upstreams", "").1["upstreams"], serde_json::json!([]));
+    assert_eq!(lower.request("DELETE", "/api/upstreams/city", "").0, 404);
+    lower.crash_and_restart();
+    assert_eq!(lower.request("GET", "/api/upstreams", "").1["upstreams"], serde_json::json!([]));
 }

@@ -171,8 +171,4 @@ impl Control {
         self.command(Command::UpstreamHangUp { handle });
     }
 
-    /// The upstreams and their state, for the API.
-    pub fn upstreams(&self) -> Vec<crate::proto::sip::endpoint::UpstreamStatus> {
-        self.endpoint().upstreams()
-    }
 }

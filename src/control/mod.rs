@@ -13,8 +13,11 @@ pub mod node_call;
 pub mod nodes;
 mod registry;
 pub use registry::Registry;
+pub use upstream_admin::UpstreamAdminError;
 pub mod store;
 mod tcp;
+mod upstream_admin;
+pub mod upstreams_store;
 pub mod webhooks;
 
 use crate::proto::sip::endpoint::{
@@ -127,6 +130,9 @@ pub struct Control {
     warn_budget: RefCell<WarnBudget>,
     /// Senders started for upstream sessions (cascade), by the endpoint's handle.
     upstream_sends: RefCell<HashMap<crate::proto::sip::endpoint::UpstreamCallHandle, cascade::UpstreamSend>>,
+    /// Upstreams the API changed (over the config's), and one such change at a time.
+    upstream_changes: RefCell<upstreams_store::Changes>,
+    upstream_admin_gate: glommio::sync::Semaphore,
 }
 
 /// Receive buffer asked for the SIP UDP socket: an NVR answers a catalog query with dozens of
@@ -191,7 +197,10 @@ impl Control {
             (store::Registry::Shared(shared), Vec::new(), ha::State::new(ha::Mode::Standby, &instance))
         };
         let registry = std::sync::Arc::new(registry);
-        let endpoint = Endpoint::new(config.endpoint_config(local), Instant::now(), unix_ms(), os_seed(), devices);
+        let (upstream_changes, upstreams) = load_upstreams(&config).await;
+        let mut endpoint_config = config.endpoint_config(local);
+        endpoint_config.upstreams = upstreams;
+        let endpoint = Endpoint::new(endpoint_config, Instant::now(), unix_ms(), os_seed(), devices);
         let data_dir = config.data_dir.clone();
         let history = glommio::executor().spawn_blocking(move || events::load(&data_dir, unix_ms())).await;
         let events = Rc::new(events::EventHub::new(history, webhooks::Webhooks::start(&config.webhooks)));
@@ -226,6 +235,8 @@ impl Control {
             counters: RefCell::new(DriverCounters::default()),
             warn_budget: RefCell::new(WarnBudget { window: Instant::now(), used: 0 }),
             upstream_sends: RefCell::new(HashMap::new()),
+            upstream_changes: RefCell::new(upstream_changes),
+            upstream_admin_gate: glommio::sync::Semaphore::new(1),
         });
         tracing::info!(%listen, domain = %config.sip.domain, server_id = %config.node_id, "SIP listening");
         let sock = Rc::new(sock);
@@ -820,6 +831,33 @@ impl Control {
 }
 
 /// This control's own registry: `data_dir/registry.sqlite3` (what could not be read kept aside).
+/// The upstreams in force at start: the config's read through what the API changed (kept in
+/// `data_dir`); one that no longer checks out (an address that does not resolve) is left out
+/// and said so.
+async fn load_upstreams(config: &crate::config::Config) -> (upstreams_store::Changes, Vec<crate::proto::sip::endpoint::UpstreamConfig>) {
+    let (data_dir, listed) = (config.data_dir.clone(), config.cascade.upstreams.clone());
+    glommio::executor()
+        .spawn_blocking(move || {
+            let (changes, error) = upstreams_store::load(&data_dir, unix_ms() / 1000);
+            if let Some(error) = error {
+                tracing::error!(error, "upstreams changed through the API could not be read; the config's are used");
+            }
+            let upstreams = changes
+                .apply(&listed)
+                .into_iter()
+                .filter_map(|(u, source)| match u.to_endpoint() {
+                    Ok(cfg) => Some(cfg),
+                    Err(error) => {
+                        tracing::error!(upstream = u.id, ?source, error, "upstream left out");
+                        None
+                    }
+                })
+                .collect();
+            (changes, upstreams)
+        })
+        .await
+}
+
 async fn load_local_registry(config: &crate::config::Config) -> std::io::Result<(Vec<crate::proto::sip::endpoint::Device>, store::Persisted)> {
     let data_dir = config.data_dir.clone();
     let now_s = unix_ms() / 1000;

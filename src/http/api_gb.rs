@@ -72,6 +72,13 @@ fn ptz_action(body: &[u8]) -> Result<PtzAction, String> {
     })
 }
 
+fn upstream_admin(result: Result<(u16, Value), crate::control::UpstreamAdminError>) -> (u16, Value) {
+    result.unwrap_or_else(|e| {
+        let (status, code, message) = e.status();
+        (status, json!({ "code": code, "message": message }))
+    })
+}
+
 fn bad_request(message: String) -> (u16, Value) {
     (400, json!({ "code": "bad_request", "message": message }))
 }
@@ -299,7 +306,17 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
                 .collect();
             (200, json!({ "sessions": sessions }))
         }
-        ("GET", ["api", "upstreams"]) => (200, json!({ "upstreams": control.upstreams() })),
+        ("GET", ["api", "upstreams"]) => (200, json!({ "upstreams": control.upstreams_json() })),
+        ("POST", ["api", "upstreams"]) => upstream_admin(control.set_upstream(None, body).await.map(|v| (201, v))),
+        ("PUT", ["api", "upstreams", id]) => upstream_admin(control.set_upstream(Some(id), body).await.map(|v| (200, v))),
+        // The console's picker: only what is shared (`{"shared": "all" | [ids]}`).
+        ("PUT", ["api", "upstreams", id, "shared"]) => match serde_json::from_slice::<Value>(body) {
+            Ok(v) if v.as_object().is_some_and(|o| o.len() == 1 && o.contains_key("shared")) => {
+                upstream_admin(control.set_upstream(Some(id), body).await.map(|v| (200, v)))
+            }
+            _ => bad_request("body must be {\"shared\": \"all\"} or {\"shared\": [channel ids]}".into()),
+        },
+        ("DELETE", ["api", "upstreams", id]) => upstream_admin(control.remove_upstream(id).await.map(|()| (200, json!({ "removed": id })))),
         ("GET", ["api", "sip"]) => (
             200,
             json!({

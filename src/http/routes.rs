@@ -217,6 +217,8 @@ pub fn required_role(method: &str, segments: &[&str]) -> Role {
         ("GET", ["api", "config"]) => Role::Admin,
         // Where this platform reports and what it shares.
         ("GET", ["api", "upstreams"]) => Role::Operator,
+        // Where this platform reports, with what password, and which cameras leave the site.
+        (_, ["api", "upstreams", ..]) => Role::Admin,
         ("GET" | "HEAD", _) => Role::Viewer,
         // Play tokens, watching a GB channel (which invites it on demand) and playing back its
         // recordings (pause, seek, speed included) are a viewer's.
@@ -300,6 +302,10 @@ mod tests {
         assert_eq!(required_role("DELETE", &["api", "streams", "1"]), Role::Operator);
         assert_eq!(required_role("POST", &["api", "play-tokens"]), Role::Viewer);
         assert_eq!(required_role("GET", &["api", "config"]), Role::Admin);
+        assert_eq!(required_role("GET", &["api", "upstreams"]), Role::Operator);
+        for (method, path) in [("POST", &["api", "upstreams"][..]), ("PUT", &["api", "upstreams", "city"]), ("PUT", &["api", "upstreams", "city", "shared"]), ("DELETE", &["api", "upstreams", "city"])] {
+            assert_eq!(required_role(method, path), Role::Admin, "{method} {path:?}");
+        }
     }
 
     #[test]

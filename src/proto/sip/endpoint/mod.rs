@@ -25,7 +25,7 @@ mod transaction;
 mod upstream;
 pub use upstream::{
     CATALOG_ITEMS_PER_MESSAGE, Charset, REGISTER_RETRY_MAX, REGISTER_RETRY_MIN, Shared, UPSTREAM_CALLS_MAX, UPSTREAMS_MAX, UpstreamCallHandle, UpstreamConfig,
-    UpstreamEnd, UpstreamMedia, UpstreamMediaAnswer, UpstreamPlay, UpstreamRecords, UpstreamRefusal, UpstreamState, UpstreamStatus,
+    UpstreamEnd, UpstreamMedia, UpstreamMediaAnswer, UpstreamPlay, UpstreamRecords, UpstreamRefusal, UpstreamSession, UpstreamState, UpstreamStatus,
 };
 pub use transaction::{LATENCY_BOUNDS_MS, Latencies, LatencyHistogram, TIMED_METHODS};
 
@@ -423,6 +423,12 @@ pub enum Command {
     UpstreamHangUp { handle: UpstreamCallHandle },
     /// This platform stops: `Expires: 0` to every upstream, their sessions BYE'd.
     UnregisterUpstreams,
+    /// Adds an upstream or changes the one with its id (`Outcome::Found(false)`: already
+    /// `UPSTREAMS_MAX`).
+    SetUpstream(Box<UpstreamConfig>),
+    /// Removes an upstream: its sessions BYE'd, `Expires: 0` when it was registered
+    /// (`Outcome::Found(false)`: no such upstream).
+    RemoveUpstream { id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -819,6 +825,8 @@ impl Endpoint {
                 self.unregister_upstreams(now);
                 Outcome::Done
             }
+            Command::SetUpstream(cfg) => Outcome::Found(self.set_upstream(now, *cfg)),
+            Command::RemoveUpstream { id } => Outcome::Found(self.remove_upstream(now, &id)),
         }
     }
 
@@ -941,8 +949,8 @@ impl Endpoint {
                     self.record_query_refused(&device_id, sn, status);
                 }
             }
-            transaction::Purpose::UpstreamRegister { upstream } => self.upstream_register_done(now, &upstream, answer),
-            transaction::Purpose::UpstreamKeepalive { upstream } => self.upstream_keepalive_done(now, &upstream, answer),
+            transaction::Purpose::UpstreamRegister { upstream } => self.upstream_register_done(now, upstream, answer),
+            transaction::Purpose::UpstreamKeepalive { upstream } => self.upstream_keepalive_done(now, upstream, answer),
             transaction::Purpose::Fire => {}
         }
     }

@@ -58,13 +58,14 @@ pub enum Purpose {
         device_id: String,
         sn: u32,
     },
-    /// A REGISTER to an upper platform (cascade).
+    /// A REGISTER to an upper platform (cascade), by the serial of its entry (an upstream
+    /// changed or removed under the same id is another entry).
     UpstreamRegister {
-        upstream: String,
+        upstream: u64,
     },
     /// A keepalive MESSAGE to an upper platform.
     UpstreamKeepalive {
-        upstream: String,
+        upstream: u64,
     },
     /// BYE, CANCEL: nobody waits for the answer.
     Fire,

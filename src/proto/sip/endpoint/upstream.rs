@@ -48,6 +48,16 @@ pub enum Shared {
     Channels(BTreeSet<String>),
 }
 
+/// As the API and the config write it: `"all"` or the list of channel ids.
+impl serde::Serialize for Shared {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Shared::All => s.serialize_str("all"),
+            Shared::Channels(set) => s.collect_seq(set),
+        }
+    }
+}
+
 impl Shared {
     pub fn contains(&self, channel_id: &str) -> bool {
         match self {
@@ -65,7 +75,7 @@ pub enum Charset {
 }
 
 impl Charset {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Charset::Gb2312 => "GB2312",
             Charset::Utf8 => "UTF-8",
@@ -117,9 +127,13 @@ pub enum UpstreamState {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UpstreamStatus {
     pub id: String,
+    pub name: String,
     pub server_id: String,
+    pub domain: String,
     pub local_id: String,
     pub address: String,
+    pub charset: &'static str,
+    pub shared: Shared,
     pub state: UpstreamState,
     pub last_error: Option<String>,
     /// When the current registration was granted (unix ms).
@@ -129,6 +143,15 @@ pub struct UpstreamStatus {
     /// Channels it sees, and media sessions it holds.
     pub shared_channels: usize,
     pub sessions: usize,
+    pub session_list: Vec<UpstreamSession>,
+}
+
+/// A media session an upstream holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UpstreamSession {
+    pub channel_id: String,
+    pub kind: &'static str,
+    pub ssrc: u32,
 }
 
 /// Where the media of an upstream's INVITE goes.
@@ -225,6 +248,11 @@ impl UpstreamEnd {
 
 struct Upstream {
     cfg: UpstreamConfig,
+    /// Unique among the entries ever made: what its transactions name it by.
+    serial: u64,
+    /// Removed (or replaced by a changed entry of its id): only its `Expires: 0` is still on
+    /// its way; it is dropped once that is answered or given up.
+    leaving: bool,
     state: UpstreamState,
     call_id: String,
     from_tag: String,
@@ -285,6 +313,7 @@ pub(super) struct Upstreams {
     list: Vec<Upstream>,
     calls: BTreeMap<UpstreamCallHandle, UpstreamCall>,
     next_handle: UpstreamCallHandle,
+    next_serial: u64,
 }
 
 /// `<sip:user@host>;tag=x` → `sip:user@host`.
@@ -300,28 +329,108 @@ impl Endpoint {
     pub(super) fn init_upstreams(&mut self, now: Instant) {
         let configs: Vec<UpstreamConfig> = self.cfg.upstreams.iter().take(UPSTREAMS_MAX).cloned().collect();
         for cfg in configs {
-            let (call_id, from_tag) = (self.new_call_id(), self.rng.hex());
-            self.upstreams.list.push(Upstream {
-                cfg,
-                state: UpstreamState::Registering,
-                call_id,
-                from_tag,
-                cseq: 0,
-                registering: false,
-                answered: None,
-                expires_asked: 0,
-                next_register: Some(now),
-                retry_in: REGISTER_RETRY_MIN,
-                next_keepalive: None,
-                keepalive_in_flight: false,
-                misses: 0,
-                last_error: None,
-                registered_at_ms: None,
-                registrations: 0,
-                pages: VecDeque::new(),
-                answers: VecDeque::new(),
-                next_page: now,
-            });
+            self.add_upstream(now, cfg);
+        }
+    }
+
+    /// A new entry for `cfg`, registering now.
+    fn add_upstream(&mut self, now: Instant, cfg: UpstreamConfig) {
+        let (call_id, from_tag) = (self.new_call_id(), self.rng.hex());
+        let serial = self.upstreams.next_serial;
+        self.upstreams.next_serial += 1;
+        self.upstreams.list.push(Upstream {
+            cfg,
+            serial,
+            leaving: false,
+            state: UpstreamState::Registering,
+            call_id,
+            from_tag,
+            cseq: 0,
+            registering: false,
+            answered: None,
+            expires_asked: 0,
+            next_register: Some(now),
+            retry_in: REGISTER_RETRY_MIN,
+            next_keepalive: None,
+            keepalive_in_flight: false,
+            misses: 0,
+            last_error: None,
+            registered_at_ms: None,
+            registrations: 0,
+            pages: VecDeque::new(),
+            answers: VecDeque::new(),
+            next_page: now,
+        });
+    }
+
+    /// Adds `cfg`, or changes the upstream with its id: a change of what it shares, its name
+    /// or its charset applies at once (sessions of channels no longer shared end); a change of
+    /// where it is, who we are to it or how we register ends the old registration
+    /// (`Expires: 0`) and makes a new one. False: `UPSTREAMS_MAX` upstreams already.
+    pub(super) fn set_upstream(&mut self, now: Instant, cfg: UpstreamConfig) -> bool {
+        let Some(i) = self.upstream_index(&cfg.id) else {
+            if self.upstreams.list.iter().filter(|u| !u.leaving).count() >= UPSTREAMS_MAX {
+                return false;
+            }
+            self.add_upstream(now, cfg);
+            return true;
+        };
+        let old = &self.upstreams.list[i].cfg;
+        let same_registration = (&old.server_id, &old.domain, old.address, &old.password, &old.local_id, old.register_expires_s, old.keepalive, old.keepalive_misses_max)
+            == (&cfg.server_id, &cfg.domain, cfg.address, &cfg.password, &cfg.local_id, cfg.register_expires_s, cfg.keepalive, cfg.keepalive_misses_max);
+        if !same_registration {
+            self.leave_upstream(now, i);
+            self.add_upstream(now, cfg);
+            return true;
+        }
+        let unshared: Vec<UpstreamCallHandle> =
+            self.upstreams.calls.iter().filter(|(_, c)| c.upstream == cfg.id && !cfg.shared.contains(&c.channel_id)).map(|(h, _)| *h).collect();
+        for handle in unshared {
+            self.end_upstream_call(now, handle);
+        }
+        self.upstreams.list[i].cfg = cfg;
+        true
+    }
+
+    /// Removes the upstream `id`; false when there is none.
+    pub(super) fn remove_upstream(&mut self, now: Instant, id: &str) -> bool {
+        let Some(i) = self.upstream_index(id) else { return false };
+        self.leave_upstream(now, i);
+        true
+    }
+
+    /// Entry `i` goes: its sessions end (BYE), `Expires: 0` when registered, dropped once
+    /// nothing of it is in flight.
+    fn leave_upstream(&mut self, now: Instant, i: usize) {
+        let id = self.upstreams.list[i].cfg.id.clone();
+        let calls: Vec<UpstreamCallHandle> = self.upstreams.calls.iter().filter(|(_, c)| c.upstream == id).map(|(h, _)| *h).collect();
+        for handle in calls {
+            self.end_upstream_call(now, handle);
+        }
+        let u = &mut self.upstreams.list[i];
+        let was = u.state;
+        u.leaving = true;
+        u.state = UpstreamState::Unregistered;
+        u.next_keepalive = None;
+        u.next_register = None;
+        u.pages.clear();
+        u.answers.clear();
+        if was == UpstreamState::Registered {
+            self.send_register(now, i, 0, None);
+        }
+        self.forget_left_upstreams();
+    }
+
+    /// Drops entries that left and have no REGISTER in flight.
+    fn forget_left_upstreams(&mut self) {
+        self.upstreams.list.retain(|u| !u.leaving || u.registering);
+    }
+
+    /// Ends an upstream session from this side for a reason of the upstream's (removed, the
+    /// channel no longer shared): BYE up, and the driver stops its send.
+    fn end_upstream_call(&mut self, now: Instant, handle: UpstreamCallHandle) {
+        if self.upstream_hang_up(now, handle) {
+            self.emit(Event::UpstreamPlayEnded { handle, reason: UpstreamEnd::UpstreamGone });
         }
     }
 
@@ -330,11 +439,16 @@ impl Endpoint {
         self.upstreams
             .list
             .iter()
+            .filter(|u| !u.leaving)
             .map(|u| UpstreamStatus {
                 id: u.cfg.id.clone(),
+                name: u.cfg.name.clone(),
                 server_id: u.cfg.server_id.clone(),
+                domain: u.cfg.domain.clone(),
                 local_id: u.cfg.local_id.clone(),
                 address: u.cfg.address.to_string(),
+                charset: u.cfg.charset.label(),
+                shared: u.cfg.shared.clone(),
                 state: u.state,
                 last_error: u.last_error.clone(),
                 registered_at_ms: u.registered_at_ms,
@@ -342,6 +456,13 @@ impl Endpoint {
                 registrations: u.registrations,
                 shared_channels: self.shared_channels(&u.cfg.shared).len(),
                 sessions: self.upstreams.calls.values().filter(|c| c.upstream == u.cfg.id).count(),
+                session_list: self
+                    .upstreams
+                    .calls
+                    .values()
+                    .filter(|c| c.upstream == u.cfg.id)
+                    .map(|c| UpstreamSession { channel_id: c.channel_id.clone(), kind: c.kind.name(), ssrc: c.ssrc })
+                    .collect(),
             })
             .collect()
     }
@@ -502,7 +623,7 @@ impl Endpoint {
         u.answered = challenge;
         let bytes = self.upstream_request(i, "REGISTER", uri, (us.clone(), &from_tag), (us, None), &call_id, cseq, &branch, extra, None);
         let key = TxKey { call_id, cseq, method: "REGISTER".into() };
-        let purpose = Purpose::UpstreamRegister { upstream: cfg.id.clone() };
+        let purpose = Purpose::UpstreamRegister { upstream: self.upstreams.list[i].serial };
         if !self.start_transaction(now, key, Peer::Udp(cfg.address), bytes, purpose, transaction::TRANSACTION_TIMEOUT) {
             self.register_failed(now, i, "too many transactions in flight".into());
         }
@@ -519,7 +640,7 @@ impl Endpoint {
             "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{local_id}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n",
             charset.label()
         );
-        let purpose = Purpose::UpstreamKeepalive { upstream: u.cfg.id.clone() };
+        let purpose = Purpose::UpstreamKeepalive { upstream: u.serial };
         self.send_upstream_message_timed(now, i, charset.encode(&xml), purpose, timeout);
     }
 
@@ -550,19 +671,34 @@ impl Endpoint {
         }
     }
 
+    /// The upstream entry with `id` that is not leaving.
     fn upstream_index(&self, id: &str) -> Option<usize> {
-        self.upstreams.list.iter().position(|u| u.cfg.id == id)
+        self.upstreams.list.iter().position(|u| u.cfg.id == id && !u.leaving)
+    }
+
+    fn upstream_by_serial(&self, serial: u64) -> Option<usize> {
+        self.upstreams.list.iter().position(|u| u.serial == serial)
     }
 
     /// The final answer (or none) to a REGISTER sent upward.
-    pub(super) fn upstream_register_done(&mut self, now: Instant, id: &str, answer: Option<&SipMsg>) {
-        let Some(i) = self.upstream_index(id) else { return };
+    pub(super) fn upstream_register_done(&mut self, now: Instant, serial: u64, answer: Option<&SipMsg>) {
+        self.register_answered(now, serial, answer);
+        self.forget_left_upstreams();
+    }
+
+    fn register_answered(&mut self, now: Instant, serial: u64, answer: Option<&SipMsg>) {
+        let Some(i) = self.upstream_by_serial(serial) else { return };
         self.upstreams.list[i].registering = false;
         let status = answer.and_then(SipMsg::status);
         let u = &self.upstreams.list[i];
         let expires_asked = u.expires_asked;
         if u.state == UpstreamState::Unregistered && expires_asked != 0 {
-            return; // an answer to a REGISTER from before the stop
+            // An answer to a REGISTER from before the stop or the removal: a registration
+            // granted meanwhile is taken back.
+            if status.is_some_and(|s| (200..300).contains(&s)) {
+                self.send_register(now, i, 0, None);
+            }
+            return;
         }
         match status {
             Some(200..=299) if expires_asked == 0 => {
@@ -638,8 +774,8 @@ impl Endpoint {
         self.emit(Event::UpstreamLost { upstream, error });
     }
 
-    pub(super) fn upstream_keepalive_done(&mut self, now: Instant, id: &str, answer: Option<&SipMsg>) {
-        let Some(i) = self.upstream_index(id) else { return };
+    pub(super) fn upstream_keepalive_done(&mut self, now: Instant, serial: u64, answer: Option<&SipMsg>) {
+        let Some(i) = self.upstream_by_serial(serial).filter(|&i| !self.upstreams.list[i].leaving) else { return };
         let ok = answer.and_then(SipMsg::status).is_some_and(|s| (200..300).contains(&s));
         self.keepalive_done(now, i, ok);
     }

@@ -537,3 +537,94 @@ fn a_device_alarm_on_a_shared_channel_goes_up_as_it_was_reported() {
         assert_eq!(distinct(sent_up(&mut h, "MESSAGE")).len(), up, "{id}");
     }
 }
+
+/// Starts a live session of `CH` from above, answered and ACKed: its handle.
+fn live_from_above(h: &mut H, call_id: &str, ssrc: &str) -> UpstreamCallHandle {
+    let up = Peer::Udp(up_addr());
+    let invite = up_request(up_addr(), "INVITE", CH, call_id, 1, "", Some(("Application/SDP", &offer(ssrc, "Play", "m=video 36000 RTP/AVP 96\r\n"))));
+    h.input(up, &invite);
+    let Some(Event::UpstreamPlay(play)) = h.take_events().into_iter().find(|e| matches!(e, Event::UpstreamPlay(_))) else { panic!("asked") };
+    assert_eq!(h.command(Command::UpstreamAnswer { handle: play.handle, result: Ok(UpstreamMediaAnswer { port: 40_020, media_ip: None }) }), Outcome::Found(true));
+    h.take();
+    play.handle
+}
+
+#[test]
+fn upstreams_are_added_changed_and_removed_while_running() {
+    let mut h = h_with(Shared::Channels([CH.to_string()].into()));
+    let mut dev = Dev::udp(DEV, addr(9, 5060));
+    h.online_device(&mut dev);
+    register_up(&mut h);
+    h.take();
+    h.take_events();
+
+    // What it shares changes at once: a session of a channel no longer shared ends (BYE up,
+    // the driver told); the registration stays as it was.
+    let handle = live_from_above(&mut h, "s1", "0100000051");
+    assert_eq!(status_of(&mut h).session_list, vec![UpstreamSession { channel_id: CH.into(), kind: "live", ssrc: 100_000_051 }]);
+    assert_eq!(h.command(Command::SetUpstream(Box::new(upstream(Shared::Channels(BTreeSet::new()))))), Outcome::Found(true));
+    assert_eq!(distinct(sent_up(&mut h, "BYE")).len(), 1);
+    assert!(sent_up(&mut h, "REGISTER").is_empty(), "no new registration for a change of what is shared");
+    assert!(h.take_events().contains(&Event::UpstreamPlayEnded { handle, reason: UpstreamEnd::UpstreamGone }));
+    let status = status_of(&mut h);
+    assert_eq!((status.state, status.shared, status.sessions), (UpstreamState::Registered, Shared::Channels(BTreeSet::new()), 0));
+    let q = up_request(up_addr(), "INVITE", CH, "s2", 1, "", Some(("Application/SDP", &offer("0100000052", "Play", "m=video 36000 RTP/AVP 96\r\n"))));
+    h.input(Peer::Udp(up_addr()), &q);
+    assert_eq!(h.sent_one(Peer::Udp(up_addr())).status(), Some(404), "no longer shared");
+    h.take();
+
+    // A new password: the old registration ends (Expires 0) and a new one is made.
+    h.command(Command::SetUpstream(Box::new(upstream(Shared::All))));
+    h.take();
+    let mut changed = upstream(Shared::All);
+    changed.password = "new-secret".into();
+    assert_eq!(h.command(Command::SetUpstream(Box::new(changed))), Outcome::Found(true));
+    let registers = distinct(sent_up(&mut h, "REGISTER"));
+    assert_eq!(registers.iter().map(|r| r.expires()).collect::<Vec<_>>(), vec![Some(0)], "{registers:?}");
+    assert_eq!(status_of(&mut h).state, UpstreamState::Registering);
+    h.advance(Duration::ZERO);
+    let fresh = distinct(sent_up(&mut h, "REGISTER"));
+    assert_eq!(fresh.len(), 1);
+    assert_ne!(fresh[0].call_id(), registers[0].call_id(), "a registration of its own");
+    // The old entry's answers do not touch the new one.
+    up_answer(&mut h, &registers[0], 200, &[]);
+    assert_eq!((h.ep.upstreams().len(), status_of(&mut h).state), (1, UpstreamState::Registering));
+    let challenge = format!(r#"Digest realm="{UP_DOMAIN}", nonce="n-9""#);
+    up_answer(&mut h, &fresh[0], 401, &[("WWW-Authenticate", challenge)]);
+    let answer = sent_up(&mut h, "REGISTER").remove(0);
+    assert!(DigestCredentials::parse(&answer.header("Authorization").unwrap()).unwrap().verify("REGISTER", "new-secret"));
+    up_answer(&mut h, &answer, 200, &[("Expires", "600".into())]);
+    assert_eq!(status_of(&mut h).state, UpstreamState::Registered);
+
+    // Removed: its session BYE'd, Expires 0, gone from the list; its requests are refused.
+    let handle = live_from_above(&mut h, "s3", "0100000053");
+    assert_eq!(h.command(Command::RemoveUpstream { id: "city".into() }), Outcome::Found(true));
+    assert!(h.take_events().contains(&Event::UpstreamPlayEnded { handle, reason: UpstreamEnd::UpstreamGone }));
+    assert_eq!(distinct(sent_up(&mut h, "BYE")).len(), 1);
+    let bye_reg = distinct(sent_up(&mut h, "REGISTER"));
+    assert_eq!(bye_reg.iter().map(|r| r.expires()).collect::<Vec<_>>(), vec![Some(0)]);
+    assert!(h.ep.upstreams().is_empty());
+    assert_eq!(h.command(Command::RemoveUpstream { id: "city".into() }), Outcome::Found(false));
+    let q = up_request(up_addr(), "MESSAGE", LOCAL_ID, "q1", 1, "", Some((MANSCDP_CT, &query("Catalog", 1, LOCAL_ID))));
+    h.input(Peer::Udp(up_addr()), &q);
+    assert_eq!(h.sent_one(Peer::Udp(up_addr())).status(), Some(403));
+    // Its Expires 0 challenged: answered, then it is forgotten; nothing else goes up.
+    let challenge = format!(r#"Digest realm="{UP_DOMAIN}", nonce="n-10""#);
+    up_answer(&mut h, &bye_reg[0], 401, &[("WWW-Authenticate", challenge)]);
+    let again = sent_up(&mut h, "REGISTER").remove(0);
+    assert_eq!(again.expires(), Some(0));
+    up_answer(&mut h, &again, 200, &[]);
+    h.advance(Duration::from_secs(120));
+    assert!(sent_up(&mut h, "REGISTER").is_empty() && sent_up(&mut h, "MESSAGE").is_empty());
+
+    // Up to UPSTREAMS_MAX.
+    for n in 0..UPSTREAMS_MAX {
+        let mut u = upstream(Shared::All);
+        u.id = format!("up{n}");
+        assert_eq!(h.command(Command::SetUpstream(Box::new(u))), Outcome::Found(true));
+    }
+    let mut u = upstream(Shared::All);
+    u.id = "one-too-many".into();
+    assert_eq!(h.command(Command::SetUpstream(Box::new(u))), Outcome::Found(false));
+    assert_eq!(h.ep.upstreams().len(), UPSTREAMS_MAX);
+}
