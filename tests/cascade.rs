@@ -3,8 +3,9 @@
 //! shared channels only, plays one live over UDP, TCP with the upper listening and TCP with the
 //! upper connecting (its FLV decoded by ffprobe each time), moves a camera's PTZ (the exact
 //! command reaches the camera), searches the camera's recordings and plays one back with a
-//! pause that reaches the camera, is refused a channel not shared,
-//! and each stop at the top ends the lower's send; the lower says Expires 0 when it stops and
+//! pause and a seek that reach the camera, downloads one (the camera's end of file passed up
+//! as MediaStatus 121 completes it at the top; ffprobe decodes the MP4), sees an alarm raised
+//! at the bottom, is refused a channel not shared, and each stop at the top ends the lower's send; the lower says Expires 0 when it stops and
 //! registers again when the upper comes back.
 
 mod common;
@@ -60,7 +61,7 @@ fn play_through(upper: &Engine, lower: &Engine, channel: &str, transport: &str, 
 fn an_upper_gmv_sees_the_shared_channels_of_a_lower_gmv_and_plays_them_live() {
     let mut top = upper();
     let bottom = lower(top.sip);
-    let (events, stop, device) = registered_device(&bottom);
+    let (events, stop, device, camera) = registered_device_and_sender(&bottom);
 
     // The lower registers (digest) and the upper takes its catalog: the shared channels only.
     wait_for("the lower registered upward", Duration::from_secs(15), || (upstream_of(&bottom)["state"] == "registered").then_some(()));
@@ -123,6 +124,13 @@ fn an_upper_gmv_sees_the_shared_channels_of_a_lower_gmv_and_plays_them_live() {
         _ => None,
     });
     assert!(info.starts_with("PAUSE RTSP/1.0"), "{info}");
+    let (status, sought) = top.request("POST", &format!("/api/sessions/{stream_id}/control"), r#"{"action": "seek", "position_s": 60}"#);
+    assert_eq!(status, 200, "{sought}");
+    let info = wait_for("the seek at the camera", Duration::from_secs(10), || match events.recv_timeout(Duration::from_millis(200)) {
+        Ok(DeviceEvent::Info { body }) => Some(body),
+        _ => None,
+    });
+    assert!(info.starts_with("PLAY RTSP/1.0") && info.contains("Range: npt=60"), "{info}");
     assert_eq!(viewer.join().unwrap().0, 200);
     assert_eq!(ffprobe(&file).codec, "h264");
     assert_eq!(top.request("DELETE", &format!("/api/sessions/{stream_id}"), "").0, 200);
@@ -130,6 +138,43 @@ fn an_upper_gmv_sees_the_shared_channels_of_a_lower_gmv_and_plays_them_live() {
         let (_, s) = bottom.request("GET", "/api/sessions", "");
         (upstream_of(&bottom)["sessions"] == 0 && s["sessions"].as_array().is_some_and(|l| l.iter().all(|x| x["kind"] != "playback"))).then_some(())
     });
+    // A download from the top: the camera sends the clip and says its file ended; the lower
+    // passes that up (MediaStatus 121) and the top's download completes.
+    let (status, download) = top.request("POST", &format!("/api/devices/{LOWER_ID}/channels/{}/download", SHARED[0]), &body);
+    assert_eq!(status, 202, "{download}");
+    let id = download["id"].as_str().unwrap().to_string();
+    let done = wait_for("the download complete at the top", Duration::from_secs(40), || {
+        let (_, d) = top.request("GET", &format!("/api/downloads/{id}"), "");
+        match d["state"].as_str() {
+            Some("complete") => Some(d),
+            Some("failed" | "cancelled") => panic!("download ended: {d}"),
+            _ => None,
+        }
+    });
+    let (head, mp4) = http_get(top.http, done["url"].as_str().unwrap(), &[]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    let file = work_dir().join("cascade-download.mp4");
+    std::fs::write(&file, &mp4).unwrap();
+    let probe = ffprobe(&file);
+    assert_eq!((probe.codec.as_str(), probe.width), ("h264", WIDTH), "{done}");
+    assert!(probe.frames >= 10, "{} frames downloaded through both platforms", probe.frames);
+    wait_for("the lower's download session ended", Duration::from_secs(10), || (upstream_of(&bottom)["sessions"] == 0).then_some(()));
+
+    // An alarm at the bottom reaches the top, under the lower platform, for the channel.
+    let alarm = format!(
+        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Notify>\r\n<CmdType>Alarm</CmdType>\r\n<SN>77</SN>\r\n<DeviceID>{}</DeviceID>\r\n<AlarmPriority>1</AlarmPriority>\r\n<AlarmMethod>5</AlarmMethod>\r\n<AlarmTime>2026-12-05T10:00:00</AlarmTime>\r\n<AlarmDescription>gate</AlarmDescription>\r\n<Info>\r\n<AlarmType>2</AlarmType>\r\n</Info>\r\n</Notify>\r\n",
+        SHARED[0]
+    );
+    let mut camera = camera;
+    let m = camera.request("MESSAGE", "alarm-1", "", Some("Application/MANSCDP+xml"), alarm.as_bytes());
+    camera.send(&m);
+    let raised = wait_for("the alarm at the top", Duration::from_secs(10), || {
+        let (_, v) = top.request("GET", "/api/events?since=0&kind=alarm", "");
+        v["events"].as_array().and_then(|l| l.first().cloned())
+    });
+    assert_eq!((raised["device_id"].as_str(), raised["channel_id"].as_str()), (Some(LOWER_ID), Some(SHARED[0])), "{raised}");
+    assert_eq!((raised["data"]["priority"].as_u64(), raised["data"]["description"].as_str()), (Some(1), Some("gate")), "{raised}");
+
     play_through(&top, &bottom, SHARED[1], "tcp", "cascade-tcp-passive.flv");
     play_through(&top, &bottom, SHARED[0], "tcp-active", "cascade-tcp-active.flv");
 

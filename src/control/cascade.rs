@@ -124,6 +124,18 @@ impl Control {
         .detach();
     }
 
+    /// A device session ended at the end of its recording: the upstream sessions it fed (their
+    /// own playbacks and downloads) are told so (MediaStatus 121), before the BYE their
+    /// sender's end brings.
+    pub(super) fn upstream_media_ended(self: &Rc<Self>, stream_ssrc: u32) {
+        let handles: Vec<UpstreamCallHandle> =
+            self.upstream_sends.borrow().iter().filter(|(_, s)| s.history && s.stream_ssrc == stream_ssrc).map(|(h, _)| *h).collect();
+        for handle in handles {
+            tracing::info!(handle, ssrc = stream_ssrc, "the device's recording ended; MediaStatus 121 upward");
+            self.command(Command::UpstreamMediaEnd { handle });
+        }
+    }
+
     /// RecordInfo from above: the device's answer, passed up (nothing found when it failed).
     pub(super) fn upstream_records(self: &Rc<Self>, ask: UpstreamRecords) {
         let me = self.clone();

@@ -433,6 +433,9 @@ impl Control {
                 }
                 let data = serde_json::json!({ "stream_id": crate::proto::ssrc::stream_id(ssrc), "kind": kind.name(), "why": why });
                 self.events.publish("stream_stopped", Some(&device_id), Some(&channel_id), data);
+                if reason == crate::proto::sip::endpoint::EndReason::EndOfFile {
+                    self.upstream_media_ended(ssrc);
+                }
                 if !self.downloads.session_ended(ssrc, reason) {
                     self.close_stream_later(ssrc);
                 }

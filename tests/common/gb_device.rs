@@ -175,8 +175,17 @@ pub fn watch(url: &str, out: &str) -> Vec<u8> {
 /// The simulated device registered to the control, its catalog taken: its events, what stops
 /// it, its thread.
 pub fn registered_device(control: &Engine) -> (mpsc::Receiver<DeviceEvent>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let (events, stop, device, _) = registered_device_and_sender(control);
+    (events, stop, device)
+}
+
+/// `registered_device`, and a sender on the device's own socket for requests of the test's
+/// (an alarm: the platform knows the device by that address); answers to them go to the
+/// device's thread, which drops them.
+pub fn registered_device_and_sender(control: &Engine) -> (mpsc::Receiver<DeviceEvent>, Arc<AtomicBool>, std::thread::JoinHandle<()>, Sim) {
     let mut sim = Sim::new(control.sip);
     assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let sender = Sim { sock: sim.sock.try_clone().unwrap(), server: sim.server, cseq: 1000 };
     let (events_tx, events) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let device = {
@@ -187,7 +196,7 @@ pub fn registered_device(control: &Engine) -> (mpsc::Receiver<DeviceEvent>, Arc<
         let (_, v) = control.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
         (v["channels"].as_array().map(Vec::len) == Some(CHANNELS.len())).then_some(())
     });
-    (events, stop, device)
+    (events, stop, device, sender)
 }
 
 pub fn next_event(events: &mpsc::Receiver<DeviceEvent>) -> DeviceEvent {

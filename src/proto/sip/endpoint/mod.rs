@@ -421,6 +421,9 @@ pub enum Command {
     UpstreamRecordsAnswer { upstream: String, sn: u32, channel_id: String, items: Vec<Recording> },
     /// An upstream session's media stopped here: BYE to the upstream.
     UpstreamHangUp { handle: UpstreamCallHandle },
+    /// The recording an upstream's playback or download sends ended at the device: MediaStatus
+    /// 121 to the upstream (the BYE follows with `UpstreamHangUp`).
+    UpstreamMediaEnd { handle: UpstreamCallHandle },
     /// This platform stops: `Expires: 0` to every upstream, their sessions BYE'd.
     UnregisterUpstreams,
     /// Adds an upstream or changes the one with its id (`Outcome::Found(false)`: already
@@ -821,6 +824,7 @@ impl Endpoint {
                 Outcome::Found(self.upstream_records_answer(now, &upstream, sn, &channel_id, &items))
             }
             Command::UpstreamHangUp { handle } => Outcome::Found(self.upstream_hang_up(now, handle)),
+            Command::UpstreamMediaEnd { handle } => Outcome::Found(self.upstream_media_end(now, handle)),
             Command::UnregisterUpstreams => {
                 self.unregister_upstreams(now);
                 Outcome::Done

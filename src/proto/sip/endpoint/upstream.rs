@@ -1217,6 +1217,42 @@ impl Endpoint {
         Reply::status(200)
     }
 
+    /// The recording an upstream's playback or download sends came to its end at the device
+    /// (its MediaStatus 121): the upstream is told as a device tells a platform, a Notify
+    /// MediaStatus 121 MESSAGE from our id, under the session's Call-ID (by which an upper
+    /// platform finds the session), before our BYE. False when the session is gone or live.
+    pub(super) fn upstream_media_end(&mut self, now: Instant, handle: UpstreamCallHandle) -> bool {
+        let (sn, branch, from_tag) = (self.new_sn(), self.rng.hex(), self.rng.hex());
+        let Some(c) = self.upstreams.calls.get_mut(&handle).filter(|c| c.kind != PlayKind::Live && c.state != CallState::Answering) else {
+            return false;
+        };
+        c.cseq += 1;
+        let (cseq, call_id, peer, channel_id, upstream) = (c.cseq, c.call_id.clone(), c.peer, c.channel_id.clone(), c.upstream.clone());
+        let Some(i) = self.upstream_index(&upstream) else { return false };
+        let cfg = &self.upstreams.list[i].cfg;
+        let (charset, uri, us) = (cfg.charset, format!("sip:{}@{}", cfg.server_id, cfg.domain), format!("sip:{}@{}", cfg.local_id, cfg.domain));
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Notify>\r\n<CmdType>MediaStatus</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel_id}</DeviceID>\r\n<NotifyType>121</NotifyType>\r\n</Notify>\r\n",
+            charset.label()
+        );
+        let body = charset.encode(&xml);
+        let bytes = self.upstream_request(
+            i,
+            "MESSAGE",
+            uri.clone(),
+            (us, &from_tag),
+            (uri, None),
+            &call_id,
+            cseq,
+            &branch,
+            vec![],
+            Some(("Application/MANSCDP+xml", &body)),
+        );
+        let key = TxKey { call_id, cseq, method: "MESSAGE".into() };
+        self.start_transaction(now, key, peer, bytes, Purpose::Fire, transaction::TRANSACTION_TIMEOUT);
+        true
+    }
+
     /// Ends an upstream session from this side (its media stopped): BYE once answered.
     pub(super) fn upstream_hang_up(&mut self, now: Instant, handle: UpstreamCallHandle) -> bool {
         let Some(mut c) = self.upstreams.calls.remove(&handle) else { return false };

@@ -487,6 +487,13 @@ fn recordings_and_playback_from_above_go_to_the_device_and_back() {
     assert_eq!(h.sent_one(up).status(), Some(400));
     h.input(up, &up_request(up_addr(), "INFO", CH, "nope", 1, "", Some(("Application/MANSRTSP", pause.as_bytes()))));
     assert_eq!(h.sent_one(up).status(), Some(481));
+    // The recording ends at the device: MediaStatus 121 goes up under the playback's Call-ID.
+    assert_eq!(h.command(Command::UpstreamMediaEnd { handle: play.handle }), Outcome::Found(true));
+    let ended = distinct(sent_up(&mut h, "MESSAGE"));
+    assert_eq!(ended.len(), 1);
+    assert_eq!((ended[0].call_id().as_deref(), ended[0].from_user().as_deref()), (Some("p1"), Some(LOCAL_ID)), "our id, the session's Call-ID");
+    let (text, _) = crate::proto::sip::text::decode_body(ended[0].body());
+    assert!(text.contains("<CmdType>MediaStatus</CmdType>") && text.contains("<NotifyType>121</NotifyType>") && text.contains(&format!("<DeviceID>{CH}</DeviceID>")), "{text}");
     // A download with its speed; a range that ends before it starts is refused.
     let dl = sdp.replace("s=Playback", "s=Download").replace("y=1100000050", "y=1100000051").replace("a=recvonly", "a=recvonly\r\na=downloadspeed:4");
     h.input(up, &up_request(up_addr(), "INVITE", CH, "d1", 1, "", Some(("Application/SDP", dl.as_bytes()))));
