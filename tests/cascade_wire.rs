@@ -6,6 +6,7 @@
 //! TCP with the upper listening (`a=setup`), as RTP (PT 96, sequence without gaps, timestamps
 //! never going back) carrying PS that ffprobe decodes. Refused: a channel not shared (404), a
 //! request from another address (403), a malformed query (400), the same SSRC twice (488).
+//! A catalog SUBSCRIBE gets the catalog in NOTIFYs of its dialog.
 //! A second upper never answers REGISTER: the lower retransmits on RFC 3261 timers, gives up,
 //! says why in its state and waits its backoff before the next try (no busy loop).
 
@@ -351,6 +352,28 @@ fn a_scripted_upper_platform_sees_the_lower_gmv_on_the_wire() {
     up.reply(&info, 200, "");
     let (text, _, _) = encoding_rs::GB18030.decode(info.body());
     assert_eq!(xml_field(&text, "DeviceName").as_deref(), Some(SITE_NAME), "{text}");
+
+    // A catalog subscription: 200 with our tag and the time granted, then the shared catalog in
+    // NOTIFYs of its dialog (Event: Catalog), the same 19 channels.
+    let query = format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Query>\r\n<CmdType>Catalog</CmdType>\r\n<SN>419</SN>\r\n<DeviceID>{LOCAL_ID}</DeviceID>\r\n</Query>\r\n");
+    let m = up.request("SUBSCRIBE", LOCAL_ID, "sub-1", "s", "Event: Catalog\r\nExpires: 3600\r\n", Some(("Application/MANSCDP+xml", query.as_bytes())));
+    up.send(&m);
+    let ok = up.final_response("sub-1");
+    assert_eq!((ok.status(), ok.expires()), (Some(200), Some(3600)));
+    let our_tag = ok.to_tag().expect("a tag for the subscription's dialog");
+    let mut notified = Vec::new();
+    while notified.len() < shared.len() {
+        let (first, n) = up.next("a catalog NOTIFY", Duration::from_secs(10), |m| m.method().is_some_and(|m| m.to_string() == "NOTIFY"));
+        up.reply(&n, 200, "");
+        assert!(first.starts_with(&format!("NOTIFY sip:{UP_ID}@")), "{first}");
+        assert_eq!((n.call_id().as_deref(), n.from_tag(), n.header("Event").as_deref()), (Some("sub-1"), Some(our_tag.clone()), Some("Catalog")));
+        assert!(n.header("Subscription-State").is_some_and(|v| v.starts_with("active")));
+        let (text, _, _) = encoding_rs::GB18030.decode(n.body());
+        assert_eq!(xml_field(&text, "SN").as_deref(), Some("419"));
+        notified.extend(text.split("<Item>").skip(1).filter_map(|i| xml_field(i, "DeviceID")));
+    }
+    notified.sort();
+    assert_eq!(notified, shared);
 
     // Refused: a malformed query (400), the same query from another address (403).
     assert_eq!(up.manscdp("bad-1", "<Query><CmdType>Catalog</CmdType><SN>x").status(), Some(400));

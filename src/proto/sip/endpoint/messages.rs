@@ -3,6 +3,7 @@
 //! address or connection the device registered from; and the queries that ask for them.
 
 use super::query::QueryCmd;
+use super::upstream_subs::ChannelChange;
 use super::{Endpoint, Event, Peer, Refusal, Reply, transaction};
 use crate::proto::sip::SipMsg;
 use crate::proto::sip::manscdp::{self, Body, Manscdp};
@@ -115,23 +116,34 @@ impl Endpoint {
                 }
                 self.emit(Event::Alarm { device_id: device_id.clone(), alarm });
             }
-            Body::CatalogChanges(changes) => match d.apply_catalog_changes(changes) {
-                Some(changed) => {
-                    let channels = d.channels.len();
-                    if changed > 0 {
-                        self.emit(Event::CatalogUpdated { device_id: device_id.clone(), channels, complete: true });
-                        self.registry_changed(&device_id);
+            Body::CatalogChanges(changes) => {
+                // What goes on to catalog subscribers above (only when there are any).
+                let upward: Vec<ChannelChange> = if self.upstreams.subs.is_empty() {
+                    Vec::new()
+                } else {
+                    changes.iter().map(|(event, item)| ChannelChange { event: *event, item: item.clone() }).collect()
+                };
+                match d.apply_catalog_changes(changes) {
+                    Some(changed) => {
+                        let channels = d.channels.len();
+                        if changed > 0 {
+                            self.emit(Event::CatalogUpdated { device_id: device_id.clone(), channels, complete: true });
+                            self.registry_changed(&device_id);
+                        }
+                        if !upward.is_empty() {
+                            self.notify_catalog_changes(now, &device_id, &upward);
+                        }
+                    }
+                    None => {
+                        self.counters.malformed += 1;
+                        self.emit(Event::Malformed {
+                            peer: from,
+                            error: "catalog notification refused: a channel id could break a message, or too many channels".into(),
+                        });
+                        return Reply::status(400);
                     }
                 }
-                None => {
-                    self.counters.malformed += 1;
-                    self.emit(Event::Malformed {
-                        peer: from,
-                        error: "catalog notification refused: a channel id could break a message, or too many channels".into(),
-                    });
-                    return Reply::status(400);
-                }
-            },
+            }
             Body::Position(position) => {
                 d.position = Some(position.clone());
                 self.emit(Event::Position { device_id: device_id.clone(), position });

@@ -246,14 +246,25 @@ impl UpstreamEnd {
     }
 }
 
-struct Upstream {
-    cfg: UpstreamConfig,
+/// What a paced body to an upstream is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Paced {
+    /// A page of a catalog query's answer (a newer query replaces those still queued).
+    Catalog,
+    /// Another Response (RecordInfo pages).
+    Answer,
+    /// A NOTIFY in the subscription with this Call-ID.
+    Notify(String),
+}
+
+pub(super) struct Upstream {
+    pub(super) cfg: UpstreamConfig,
     /// Unique among the entries ever made: what its transactions name it by.
     serial: u64,
     /// Removed (or replaced by a changed entry of its id): only its `Expires: 0` is still on
     /// its way; it is dropped once that is answered or given up.
     leaving: bool,
-    state: UpstreamState,
+    pub(super) state: UpstreamState,
     call_id: String,
     from_tag: String,
     cseq: u32,
@@ -272,7 +283,7 @@ struct Upstream {
     registered_at_ms: Option<u64>,
     registrations: u64,
     /// Paced Response MESSAGEs still to go (true: a catalog page), and when the next may.
-    pages: VecDeque<(bool, Vec<u8>)>,
+    pages: VecDeque<(Paced, Vec<u8>)>,
     /// Answers (DeviceInfo, DeviceStatus) to send after the 200 of their query.
     answers: VecDeque<Vec<u8>>,
     next_page: Instant,
@@ -310,14 +321,36 @@ struct UpstreamCall {
 /// The upstreams and their media sessions.
 #[derive(Default)]
 pub(super) struct Upstreams {
-    list: Vec<Upstream>,
+    pub(super) list: Vec<Upstream>,
+    /// Subscriptions of the upstreams (catalog, alarm), each in its dialog.
+    pub(super) subs: Vec<super::upstream_subs::UpstreamSub>,
     calls: BTreeMap<UpstreamCallHandle, UpstreamCall>,
     next_handle: UpstreamCallHandle,
     next_serial: u64,
 }
 
+/// Catalog bodies under `root` holding `items`, `CATALOG_ITEMS_PER_MESSAGE` each (one empty
+/// page when there are none), `SumNum` the whole count.
+pub(super) fn catalog_page_bodies(cfg: &UpstreamConfig, sn: u32, root: &str, items: &[String]) -> Vec<Vec<u8>> {
+    let total = items.len();
+    let page = |chunk: &[String]| {
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<{root}>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<SumNum>{total}</SumNum>\r\n<DeviceList Num=\"{}\">\r\n{}</DeviceList>\r\n</{root}>\r\n",
+            cfg.charset.label(),
+            cfg.local_id,
+            chunk.len(),
+            chunk.concat()
+        );
+        cfg.charset.encode(&xml)
+    };
+    if items.is_empty() {
+        return vec![page(&[])];
+    }
+    items.chunks(CATALOG_ITEMS_PER_MESSAGE).map(page).collect()
+}
+
 /// `<sip:user@host>;tag=x` → `sip:user@host`.
-fn uri_of(header_value: &str) -> String {
+pub(super) fn uri_of(header_value: &str) -> String {
     let v = header_value.trim();
     match (v.find('<'), v.find('>')) {
         (Some(a), Some(b)) if a < b => v[a + 1..b].to_string(),
@@ -383,12 +416,14 @@ impl Endpoint {
             self.add_upstream(now, cfg);
             return true;
         }
+        let before = self.upstreams.list[i].cfg.shared.clone();
         let unshared: Vec<UpstreamCallHandle> =
             self.upstreams.calls.iter().filter(|(_, c)| c.upstream == cfg.id && !cfg.shared.contains(&c.channel_id)).map(|(h, _)| *h).collect();
         for handle in unshared {
             self.end_upstream_call(now, handle);
         }
         self.upstreams.list[i].cfg = cfg;
+        self.notify_shared_changed(now, i, &before);
         true
     }
 
@@ -407,6 +442,7 @@ impl Endpoint {
         for handle in calls {
             self.end_upstream_call(now, handle);
         }
+        self.upstreams.subs.retain(|s| !s.is_of(&id));
         let u = &mut self.upstreams.list[i];
         let was = u.state;
         u.leaving = true;
@@ -494,7 +530,7 @@ impl Endpoint {
     }
 
     /// The channels `shared` names that this platform knows: (device, channel).
-    fn shared_channels(&self, shared: &Shared) -> Vec<(&super::Device, &manscdp::CatalogItem)> {
+    pub(super) fn shared_channels(&self, shared: &Shared) -> Vec<(&super::Device, &manscdp::CatalogItem)> {
         match shared {
             Shared::All => self.devices.values().flat_map(|d| d.channels.values().map(move |c| (d, c))).collect(),
             Shared::Channels(set) => set.iter().filter_map(|id| self.channel_owner(id)).collect(),
@@ -502,7 +538,7 @@ impl Endpoint {
     }
 
     /// The device that has channel `channel_id`, and the channel.
-    fn channel_owner(&self, channel_id: &str) -> Option<(&super::Device, &manscdp::CatalogItem)> {
+    pub(super) fn channel_owner(&self, channel_id: &str) -> Option<(&super::Device, &manscdp::CatalogItem)> {
         self.devices.values().find_map(|d| d.channels.get(channel_id).map(|c| (d, c)))
     }
 
@@ -517,7 +553,7 @@ impl Endpoint {
             CallState::Answered { resend_at, give_up_at, .. } => Some((*resend_at).min(*give_up_at)),
             _ => None,
         });
-        ups.flatten().chain(calls).min()
+        ups.flatten().chain(calls).chain(self.upstream_subs_next_timeout()).min()
     }
 
     /// Sends the answers to queries just answered 200 (DeviceInfo, DeviceStatus).
@@ -531,6 +567,7 @@ impl Endpoint {
 
     /// Registrations, keepalives, catalog pages and unacknowledged answers that are due.
     pub(super) fn upstream_timers(&mut self, now: Instant) {
+        self.expire_upstream_subs(now);
         for i in 0..self.upstreams.list.len() {
             let u = &self.upstreams.list[i];
             if !u.registering && u.next_register.is_some_and(|t| t <= now) {
@@ -542,9 +579,12 @@ impl Endpoint {
                 self.send_keepalive(now, i);
             }
             while let Some(u) = self.upstreams.list.get_mut(i).filter(|u| u.next_page <= now) {
-                let Some((_, page)) = u.pages.pop_front() else { break };
+                let Some((kind, page)) = u.pages.pop_front() else { break };
                 u.next_page = now + CATALOG_PAGE_INTERVAL;
-                self.send_upstream_message(now, i, page, Purpose::Fire);
+                match kind {
+                    Paced::Notify(call_id) => self.send_sub_notify(now, i, &call_id, page),
+                    Paced::Catalog | Paced::Answer => self.send_upstream_message(now, i, page, Purpose::Fire),
+                }
             }
         }
         let mut resend = Vec::new();
@@ -572,7 +612,7 @@ impl Endpoint {
 
     /// A request to upstream `i`'s server id at its domain.
     #[allow(clippy::too_many_arguments)]
-    fn upstream_request(
+    pub(super) fn upstream_request(
         &self,
         i: usize,
         method: &str,
@@ -644,7 +684,7 @@ impl Endpoint {
         self.send_upstream_message_timed(now, i, charset.encode(&xml), purpose, timeout);
     }
 
-    fn send_upstream_message(&mut self, now: Instant, i: usize, body: Vec<u8>, purpose: Purpose) {
+    pub(super) fn send_upstream_message(&mut self, now: Instant, i: usize, body: Vec<u8>, purpose: Purpose) {
         self.send_upstream_message_timed(now, i, body, purpose, transaction::TRANSACTION_TIMEOUT);
     }
 
@@ -672,7 +712,7 @@ impl Endpoint {
     }
 
     /// The upstream entry with `id` that is not leaving.
-    fn upstream_index(&self, id: &str) -> Option<usize> {
+    pub(super) fn upstream_index(&self, id: &str) -> Option<usize> {
         self.upstreams.list.iter().position(|u| u.cfg.id == id && !u.leaving)
     }
 
@@ -766,6 +806,7 @@ impl Endpoint {
         u.registered_at_ms = None;
         u.pages.clear();
         let upstream = u.cfg.id.clone();
+        self.upstreams.subs.retain(|s| !s.is_of(&upstream));
         let calls: Vec<UpstreamCallHandle> = self.upstreams.calls.iter().filter(|(_, c)| c.upstream == upstream).map(|(h, _)| *h).collect();
         for handle in calls {
             self.upstreams.calls.remove(&handle);
@@ -825,6 +866,7 @@ impl Endpoint {
             "CANCEL" => self.on_upstream_cancel(now, from, msg),
             "INFO" => self.on_upstream_info(from, msg),
             "OPTIONS" => Reply::status(200),
+            "SUBSCRIBE" => self.on_upstream_subscribe(now, from, msg, i, key),
             _ => Reply::status(501),
         }
     }
@@ -849,8 +891,8 @@ impl Endpoint {
             "Catalog" => {
                 // A newer catalog query replaces an answer still going out.
                 let pages = self.catalog_pages(&cfg, sn, now);
-                self.upstreams.list[i].pages.retain(|(catalog, _)| !catalog);
-                self.queue_pages(now, i, true, pages);
+                self.upstreams.list[i].pages.retain(|(kind, _)| *kind != Paced::Catalog);
+                self.queue_pages(now, i, Paced::Catalog, pages);
                 return Reply::status(200);
             }
             "RecordInfo" => return self.upstream_record_query(i, &parsed.device_id, sn, &text),
@@ -888,11 +930,11 @@ impl Endpoint {
     }
 
     /// Paced pages for upstream `i`, as many as the queue takes (the rest dropped, counted).
-    fn queue_pages(&mut self, now: Instant, i: usize, catalog: bool, pages: Vec<Vec<u8>>) {
+    pub(super) fn queue_pages(&mut self, now: Instant, i: usize, kind: Paced, pages: Vec<Vec<u8>>) {
         let u = &mut self.upstreams.list[i];
         let room = CATALOG_PAGES_QUEUED_MAX.saturating_sub(u.pages.len());
         let dropped = pages.len().saturating_sub(room);
-        u.pages.extend(pages.into_iter().take(room).map(|p| (catalog, p)));
+        u.pages.extend(pages.into_iter().take(room).map(|p| (kind.clone(), p)));
         u.next_page = u.next_page.max(now);
         self.counters.outputs_dropped += dropped as u64;
     }
@@ -957,7 +999,7 @@ impl Endpoint {
             cfg.charset.encode(&xml)
         };
         let pages = if rendered.is_empty() { vec![page(&[])] } else { rendered.chunks(CATALOG_ITEMS_PER_MESSAGE).map(page).collect() };
-        self.queue_pages(now, i, false, pages);
+        self.queue_pages(now, i, Paced::Answer, pages);
         true
     }
 
@@ -987,7 +1029,11 @@ impl Endpoint {
                 xml.push_str(&format!("<Info>\r\n<AlarmType>{t}</AlarmType>\r\n</Info>\r\n"));
             }
             xml.push_str("</Notify>\r\n");
-            self.send_upstream_message(now, i, charset.encode(&xml), Purpose::Fire);
+            // In its alarm subscription when it holds one (as a NOTIFY), else as a MESSAGE.
+            match self.upstream_sub(i, super::subscribe::SubKind::Alarm) {
+                Some(call_id) => self.send_sub_notify(now, i, &call_id, charset.encode(&xml)),
+                None => self.send_upstream_message(now, i, charset.encode(&xml), Purpose::Fire),
+            }
         }
     }
 
@@ -1013,40 +1059,35 @@ impl Endpoint {
 
     /// The shared channels as Catalog Response bodies, `CATALOG_ITEMS_PER_MESSAGE` each.
     fn catalog_pages(&self, cfg: &UpstreamConfig, sn: u32, now: Instant) -> Vec<Vec<u8>> {
-        let now_online = |d: &super::Device| self.is_online(d, now);
+        self.catalog_bodies(cfg, sn, now, "Response")
+    }
+
+    /// The shared channels as Catalog bodies under `root` (Response to a query, Notify in a
+    /// subscription), `CATALOG_ITEMS_PER_MESSAGE` each.
+    pub(super) fn catalog_bodies(&self, cfg: &UpstreamConfig, sn: u32, now: Instant, root: &str) -> Vec<Vec<u8>> {
         let items: Vec<String> = self
             .shared_channels(&cfg.shared)
             .into_iter()
             .take(CATALOG_PAGES_QUEUED_MAX * CATALOG_ITEMS_PER_MESSAGE)
-            .map(|(d, c)| {
-                let civil = c.device_id.get(..6).unwrap_or(&cfg.domain);
-                let status = if now_online(d) && c.status != "OFF" { "ON" } else { "OFF" };
-                format!(
-                    "<Item>\r\n<DeviceID>{}</DeviceID>\r\n<Name>{}</Name>\r\n<Manufacturer>{}</Manufacturer>\r\n<Model>{}</Model>\r\n<Owner>0</Owner>\r\n<CivilCode>{civil}</CivilCode>\r\n<Address>{}</Address>\r\n<Parental>0</Parental>\r\n<ParentID>{}</ParentID>\r\n<SafetyWay>0</SafetyWay>\r\n<RegisterWay>1</RegisterWay>\r\n<Secrecy>0</Secrecy>\r\n<Status>{status}</Status>\r\n</Item>\r\n",
-                    c.device_id,
-                    escape(if c.name.is_empty() { &c.device_id } else { &c.name }),
-                    escape(if c.manufacturer.is_empty() { &d.info.manufacturer } else { &c.manufacturer }),
-                    escape(&d.info.model),
-                    escape(&c.address),
-                    cfg.local_id,
-                )
-            })
+            .map(|(d, c)| self.catalog_item(cfg, d, c, now, None))
             .collect();
-        let total = items.len();
-        let page = |chunk: &[String]| {
-            let xml = format!(
-                "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<SumNum>{total}</SumNum>\r\n<DeviceList Num=\"{}\">\r\n{}</DeviceList>\r\n</Response>\r\n",
-                cfg.charset.label(),
-                cfg.local_id,
-                chunk.len(),
-                chunk.concat()
-            );
-            cfg.charset.encode(&xml)
-        };
-        if items.is_empty() {
-            return vec![page(&[])];
-        }
-        items.chunks(CATALOG_ITEMS_PER_MESSAGE).map(page).collect()
+        catalog_page_bodies(cfg, sn, root, &items)
+    }
+
+    /// One channel as a catalog item (with `event` in a catalog notification).
+    pub(super) fn catalog_item(&self, cfg: &UpstreamConfig, d: &super::Device, c: &manscdp::CatalogItem, now: Instant, event: Option<&str>) -> String {
+        let civil = c.device_id.get(..6).unwrap_or(&cfg.domain);
+        let status = if self.is_online(d, now) && c.status != "OFF" { "ON" } else { "OFF" };
+        let event = event.map(|e| format!("<Event>{e}</Event>\r\n")).unwrap_or_default();
+        format!(
+            "<Item>\r\n<DeviceID>{}</DeviceID>\r\n<Name>{}</Name>\r\n<Manufacturer>{}</Manufacturer>\r\n<Model>{}</Model>\r\n<Owner>0</Owner>\r\n<CivilCode>{civil}</CivilCode>\r\n<Address>{}</Address>\r\n<Parental>0</Parental>\r\n<ParentID>{}</ParentID>\r\n<SafetyWay>0</SafetyWay>\r\n<RegisterWay>1</RegisterWay>\r\n<Secrecy>0</Secrecy>\r\n<Status>{status}</Status>\r\n{event}</Item>\r\n",
+            c.device_id,
+            escape(if c.name.is_empty() { &c.device_id } else { &c.name }),
+            escape(if c.manufacturer.is_empty() { &d.info.manufacturer } else { &c.manufacturer }),
+            escape(&d.info.model),
+            escape(&c.address),
+            cfg.local_id,
+        )
     }
 
     fn on_upstream_invite(&mut self, from: Peer, msg: &SipMsg, i: usize, key: &ServerKey) -> Option<Reply> {

@@ -635,3 +635,102 @@ fn upstreams_are_added_changed_and_removed_while_running() {
     assert_eq!(h.command(Command::SetUpstream(Box::new(u))), Outcome::Found(false));
     assert_eq!(h.ep.upstreams().len(), UPSTREAMS_MAX);
 }
+
+/// The NOTIFYs sent up since last asked, each once, answered 200 (so none goes again).
+fn notifies(h: &mut H) -> Vec<SipMsg> {
+    let sent = distinct(sent_up(h, "NOTIFY"));
+    for n in &sent {
+        up_answer(h, n, 200, &[]);
+    }
+    sent
+}
+
+/// A SUBSCRIBE from the upstream for `cmd` (Catalog, Alarm...); `to_tag` for a refresh.
+fn up_subscribe(call_id: &str, cseq: u32, cmd: &str, expires: u32, to_tag: Option<&str>) -> Vec<u8> {
+    let tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    let extra = format!("{tag}\r\nEvent: {}\r\nExpires: {expires}", if cmd == "Catalog" { "Catalog" } else { "presence" });
+    up_request(up_addr(), "SUBSCRIBE", LOCAL_ID, call_id, cseq, &extra, Some((MANSCDP_CT, &query(cmd, 30 + cseq, LOCAL_ID))))
+}
+
+#[test]
+fn subscriptions_from_above_carry_the_catalog_its_changes_and_alarms() {
+    let mut h = h_with(Shared::Channels([CH.to_string()].into()));
+    let mut dev = Dev::udp(DEV, addr(9, 5060));
+    h.online_device(&mut dev);
+    register_up(&mut h);
+    h.take();
+    let up = Peer::Udp(up_addr());
+
+    // Catalog: 200 with our tag and the time granted, then the catalog in a NOTIFY of the
+    // subscription (its dialog, Event and Subscription-State).
+    h.input(up, &up_subscribe("sub-c", 1, "Catalog", 3600, None));
+    let ok = h.sent_one(up);
+    assert_eq!((ok.status(), ok.expires()), (Some(200), Some(3600)));
+    let tag = ok.to_tag().expect("our tag");
+    h.advance(Duration::from_millis(100));
+    let first = notifies(&mut h);
+    assert_eq!(first.len(), 1);
+    let n = &first[0];
+    assert_eq!((n.call_id().as_deref(), n.from_tag(), n.to_tag().as_deref()), (Some("sub-c"), Some(tag.clone()), Some("upf")));
+    assert_eq!(n.header("Event").as_deref(), Some("Catalog"));
+    assert!(n.header("Subscription-State").unwrap().starts_with("active;expires="));
+    let (text, _) = crate::proto::sip::text::decode_body(n.body());
+    assert!(text.contains("<Notify>") && text.contains(&format!("<DeviceID>{CH}</DeviceID>")) && text.contains("<SN>31</SN>"), "{text}");
+
+    // The device says its channel went off: the subscriber hears OFF.
+    let change = format!(
+        "<?xml version=\"1.0\"?>\r\n<Notify>\r\n<CmdType>Catalog</CmdType>\r\n<SN>7</SN>\r\n<DeviceID>{DEV}</DeviceID>\r\n<SumNum>1</SumNum>\r\n<DeviceList Num=\"1\">\r\n<Item>\r\n<DeviceID>{CH}</DeviceID>\r\n<Event>OFF</Event>\r\n</Item>\r\n</DeviceList>\r\n</Notify>\r\n"
+    );
+    h.input(dev.peer, &dev.request("MESSAGE", "chg1", "", Some((MANSCDP_CT, change.as_bytes()))));
+    h.advance(Duration::from_millis(100));
+    let off = notifies(&mut h);
+    assert_eq!(off.len(), 1);
+    let (text, _) = crate::proto::sip::text::decode_body(off[0].body());
+    assert!(text.contains(&format!("<DeviceID>{CH}</DeviceID>")) && text.contains("<Event>OFF</Event>"), "{text}");
+    assert!(off[0].cseq().unwrap().0 > n.cseq().unwrap().0, "the dialog's CSeq goes on");
+
+    // What is shared changes: the channel leaves (DEL).
+    h.command(Command::SetUpstream(Box::new(upstream(Shared::Channels(BTreeSet::new())))));
+    h.advance(Duration::from_millis(100));
+    let del = notifies(&mut h);
+    let (text, _) = crate::proto::sip::text::decode_body(del[0].body());
+    assert!(text.contains("<Event>DEL</Event>"), "{text}");
+    h.command(Command::SetUpstream(Box::new(upstream(Shared::Channels([CH.to_string()].into())))));
+    h.advance(Duration::from_millis(100));
+    h.take();
+
+    // Alarm: a subscription of its own; alarms then come as NOTIFYs in it, not MESSAGEs.
+    h.input(up, &up_subscribe("sub-a", 1, "Alarm", 60, None));
+    assert_eq!(h.sent_one(up).status(), Some(200));
+    let alarm = format!("<Notify><CmdType>Alarm</CmdType><SN>9</SN><DeviceID>{CH}</DeviceID><AlarmPriority>2</AlarmPriority><AlarmMethod>5</AlarmMethod><AlarmTime>2026-12-05T10:00:00</AlarmTime></Notify>");
+    h.input(dev.peer, &dev.request("MESSAGE", "al9", "", Some((MANSCDP_CT, alarm.as_bytes()))));
+    let notified = notifies(&mut h);
+    assert!(sent_up(&mut h, "MESSAGE").is_empty());
+    assert_eq!((notified.len(), notified[0].call_id().as_deref(), notified[0].header("Event").as_deref()), (1, Some("sub-a"), Some("presence")));
+    assert!(String::from_utf8_lossy(notified[0].body()).contains("<CmdType>Alarm</CmdType>"));
+    h.take();
+
+    // A refresh in a dialog not ours: 481; MobilePosition is not offered: 489; Expires 0 ends
+    // the catalog subscription: changes no longer go up.
+    h.input(up, &up_subscribe("sub-c", 2, "Catalog", 3600, Some("not-ours")));
+    assert_eq!(h.sent_one(up).status(), Some(481));
+    h.input(up, &up_subscribe("sub-m", 1, "MobilePosition", 3600, None));
+    assert_eq!(h.sent_one(up).status(), Some(489));
+    h.input(up, &up_subscribe("sub-c", 3, "Catalog", 0, Some(&tag)));
+    assert_eq!(h.sent_one(up).status(), Some(200));
+    h.input(dev.peer, &dev.request("MESSAGE", "chg2", "", Some((MANSCDP_CT, change.replace("OFF", "ON").replace("<SN>7", "<SN>8").as_bytes()))));
+    h.advance(Duration::from_millis(100));
+    let left = sent_up(&mut h, "NOTIFY");
+    assert!(left.is_empty(), "{:?}", left.iter().map(|m| m.inner.to_string()).collect::<Vec<_>>());
+    // The alarm subscription runs out at its expiry: alarms go as MESSAGEs again.
+    for _ in 0..7 {
+        h.advance(Duration::from_secs(10));
+        for ka in sent_up(&mut h, "MESSAGE") {
+            up_answer(&mut h, &ka, 200, &[]);
+        }
+    }
+    h.take();
+    h.input(dev.peer, &dev.request("MESSAGE", "al10", "", Some((MANSCDP_CT, alarm.replace("<SN>9", "<SN>10").as_bytes()))));
+    assert!(sent_up(&mut h, "NOTIFY").is_empty());
+    assert_eq!(distinct(sent_up(&mut h, "MESSAGE")).iter().filter(|m| String::from_utf8_lossy(m.body()).contains("Alarm")).count(), 1);
+}
