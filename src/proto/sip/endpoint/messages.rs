@@ -152,6 +152,7 @@ impl Endpoint {
                 d.status = Some(status.clone());
                 self.ask_answered(&device_id, &cmd_type, sn, Body::DeviceStatus(status));
             }
+            Body::Result { result } if sn.is_some_and(|sn| self.relay_result_up(now, &device_id, sn, &cmd_type, &parsed_device, &result)) => {}
             body @ (Body::Result { .. } | Body::Presets { .. }) => {
                 if !self.ask_answered(&device_id, &cmd_type, sn, body) {
                     self.counters.responses_unmatched += 1;

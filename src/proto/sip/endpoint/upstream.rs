@@ -246,6 +246,18 @@ impl UpstreamEnd {
     }
 }
 
+/// A DeviceControl from above sent on to a device under the upstream's SN: the device's
+/// Response (which carries that SN) goes up until `until`.
+struct Relay {
+    upstream: String,
+    device_id: String,
+    sn: u32,
+    until: Instant,
+}
+
+/// DeviceControl Responses awaited at once (the oldest forgotten beyond).
+pub const RELAYS_MAX: usize = 256;
+
 /// What a paced body to an upstream is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Paced {
@@ -322,6 +334,8 @@ struct UpstreamCall {
 #[derive(Default)]
 pub(super) struct Upstreams {
     pub(super) list: Vec<Upstream>,
+    /// DeviceControls relayed down whose device's Response goes back up (oldest first).
+    relays: VecDeque<Relay>,
     /// Subscriptions of the upstreams (catalog, alarm), each in its dialog.
     pub(super) subs: Vec<super::upstream_subs::UpstreamSub>,
     calls: BTreeMap<UpstreamCallHandle, UpstreamCall>,
@@ -1054,7 +1068,35 @@ impl Endpoint {
         if !self.send_manscdp(now, &device_id, peer, xml, Purpose::Fire) {
             return Some(Reply { code: 486, reason: "Busy Here", extra: Vec::new(), body: None });
         }
+        // Its Response (guard, record, alarm reset... have one) comes back under this SN.
+        if let Some(sn) = manscdp::element(xml, "SN").and_then(|v| v.trim().parse().ok()) {
+            let relays = &mut self.upstreams.relays;
+            relays.retain(|r| r.until > now);
+            if relays.len() >= RELAYS_MAX {
+                relays.pop_front();
+            }
+            let upstream = self.upstreams.list[i].cfg.id.clone();
+            relays.push_back(Relay { upstream, device_id, sn, until: now + transaction::TRANSACTION_TIMEOUT });
+        }
         Reply::status(200)
+    }
+
+    /// A device's DeviceControl/DeviceConfig Response: when it answers a command relayed from
+    /// above, it goes up (same SN, the device's result) and true.
+    pub(super) fn relay_result_up(&mut self, now: Instant, device_id: &str, sn: u32, cmd_type: &str, target: &str, result: &str) -> bool {
+        let found = self.upstreams.relays.iter().position(|r| r.device_id == device_id && r.sn == sn && r.until > now);
+        let Some(r) = found.and_then(|at| self.upstreams.relays.remove(at)) else { return false };
+        let Some(i) = self.upstream_index(&r.upstream).filter(|&i| self.upstreams.list[i].state == UpstreamState::Registered) else { return true };
+        let charset = self.upstreams.list[i].cfg.charset;
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Response>\r\n<CmdType>{}</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<Result>{}</Result>\r\n</Response>\r\n",
+            charset.label(),
+            escape(cmd_type),
+            escape(target),
+            escape(result)
+        );
+        self.send_upstream_message(now, i, charset.encode(&xml), Purpose::Fire);
+        true
     }
 
     /// The shared channels as Catalog Response bodies, `CATALOG_ITEMS_PER_MESSAGE` each.

@@ -734,3 +734,28 @@ fn subscriptions_from_above_carry_the_catalog_its_changes_and_alarms() {
     assert!(sent_up(&mut h, "NOTIFY").is_empty());
     assert_eq!(distinct(sent_up(&mut h, "MESSAGE")).iter().filter(|m| String::from_utf8_lossy(m.body()).contains("Alarm")).count(), 1);
 }
+
+#[test]
+fn a_device_controls_result_goes_back_up_under_the_upstreams_sn() {
+    let mut h = h_with(Shared::Channels([CH.to_string()].into()));
+    let mut dev = Dev::udp(DEV, addr(9, 5060));
+    h.online_device(&mut dev);
+    register_up(&mut h);
+    h.take();
+    let up = Peer::Udp(up_addr());
+    let guard = format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Control>\r\n<CmdType>DeviceControl</CmdType>\r\n<SN>55</SN>\r\n<DeviceID>{CH}</DeviceID>\r\n<GuardCmd>SetGuard</GuardCmd>\r\n</Control>\r\n");
+    h.input(up, &up_request(up_addr(), "MESSAGE", CH, "g1", 1, "", Some((MANSCDP_CT, guard.as_bytes()))));
+    let out = h.take();
+    assert!(out.iter().any(|(to, m)| *to == up && m.status() == Some(200)));
+    assert!(out.iter().any(|(to, m)| *to == dev.peer && String::from_utf8_lossy(m.body()).contains("<GuardCmd>SetGuard</GuardCmd>")));
+    // The device's Response under that SN goes up; one under another SN does not.
+    let result = |sn: u32, r: &str| format!("<?xml version=\"1.0\"?>\r\n<Response>\r\n<CmdType>DeviceControl</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{CH}</DeviceID>\r\n<Result>{r}</Result>\r\n</Response>\r\n");
+    h.input(dev.peer, &dev.request("MESSAGE", "res1", "", Some((MANSCDP_CT, result(55, "ERROR").as_bytes()))));
+    let upward = distinct(sent_up(&mut h, "MESSAGE"));
+    assert_eq!(upward.len(), 1);
+    let (text, _) = crate::proto::sip::text::decode_body(upward[0].body());
+    assert!(text.contains("<SN>55</SN>") && text.contains("<Result>ERROR</Result>") && text.contains(&format!("<DeviceID>{CH}</DeviceID>")), "{text}");
+    h.take();
+    h.input(dev.peer, &dev.request("MESSAGE", "res2", "", Some((MANSCDP_CT, result(55, "OK").as_bytes()))));
+    assert!(sent_up(&mut h, "MESSAGE").is_empty(), "answered once");
+}
