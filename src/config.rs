@@ -231,6 +231,10 @@ pub struct UpstreamYaml {
     /// `all`, or a list of channel ids.
     #[serde(default)]
     pub shared: SharedYaml,
+    /// Channels the upper platform knows by ids of its own (its numbering plan):
+    /// `{our channel id: its id upward}`. Others keep their ids.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub channel_id_map: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,6 +310,16 @@ impl UpstreamYaml {
                 Shared::Channels(list.iter().cloned().collect())
             }
         };
+        if let Some((ours, theirs)) = self.channel_id_map.iter().find(|(o, t)| !valid_id(o) || !valid_id(t)) {
+            return Err(format!("cascade.upstreams {id}: channel_id_map {ours:?}: {theirs:?} is not a pair of ids"));
+        }
+        if self.channel_id_map.len() > 100 * UPSTREAM_CALLS_MAX {
+            return Err(format!("cascade.upstreams {id}: channel_id_map holds at most {} channels", 100 * UPSTREAM_CALLS_MAX));
+        }
+        let pairs = self.channel_id_map.iter().map(|(o, t)| (o.clone(), t.clone()));
+        let Some(channel_ids) = crate::proto::sip::endpoint::ChannelIds::new(pairs) else {
+            return Err(format!("cascade.upstreams {id}: channel_id_map gives one id upward to two channels"));
+        };
         Ok(crate::proto::sip::endpoint::UpstreamConfig {
             id: id.clone(),
             name: self.name.clone(),
@@ -319,6 +333,7 @@ impl UpstreamYaml {
             keepalive_misses_max: self.keepalive_timeout_count,
             charset,
             shared,
+            channel_ids,
         })
     }
 }
@@ -953,11 +968,15 @@ mod tests {
         assert_eq!((e.keepalive.as_secs(), e.keepalive_misses_max, e.register_expires_s, e.charset), (60, 3, 3600, crate::proto::sip::endpoint::Charset::Gb2312));
         let all = Config::from_yaml(&up("    shared: all\n    charset: UTF-8\n")).unwrap();
         assert_eq!(all.cascade.endpoint_upstreams()[0].shared, crate::proto::sip::endpoint::Shared::All);
+        let mapped = Config::from_yaml(&up("    channel_id_map: {\"34020000001310000001\": \"44010200001320000009\"}\n")).unwrap();
+        assert_eq!(mapped.cascade.endpoint_upstreams()[0].channel_ids.up("34020000001310000001"), "44010200001320000009");
         for (bad, says) in [
             ("    transport: tcp\n", "only udp"),
             ("    shared: some\n", "\"all\" or a list"),
             ("    shared: [\"a\\r\\nb\"]\n", "not an id"),
             ("    charset: latin1\n", "GB2312 or UTF-8"),
+            ("    channel_id_map: {\"34020000001310000001\": \"a b\"}\n", "not a pair of ids"),
+            ("    channel_id_map: {\"34020000001310000001\": \"x\", \"34020000001310000002\": \"x\"}\n", "to two channels"),
             ("    keepalive_s: 0\n", "keepalive_s"),
         ] {
             let e = Config::from_yaml(&up(bad)).unwrap_err().to_string();

@@ -78,6 +78,7 @@ fn upper_input(bytes: &[u8]) -> Vec<u8> {
         3 => upper_request("ACK", call, None),
         4 => upper_request("BYE", call, None),
         5 => upper_request("CANCEL", call, None),
+        6 => upper_request("SUBSCRIBE", call, Some(("Application/MANSCDP+xml", rest))),
         _ => rest.to_vec(),
     }
 }
@@ -111,12 +112,9 @@ fn register(ep: &mut Endpoint, now: Instant, dev: Peer) {
     drain(ep);
 }
 
-fuzz_target!(|data: &[u8]| {
-    let mut now = Instant::now();
-    let config = gmv::config::Config::default();
-    let mut cfg = config.endpoint_config("127.0.0.1:5060".parse().unwrap());
-    cfg.subscribe = vec!["catalog".into(), "alarm".into(), "mobile_position".into()];
-    cfg.upstreams = vec![UpstreamConfig {
+/// The upper platform the fuzzed endpoint reports to.
+fn upstream_config() -> UpstreamConfig {
+    UpstreamConfig {
         id: "up".into(),
         name: "fuzz".into(),
         server_id: "44010000002000000001".into(),
@@ -129,7 +127,16 @@ fuzz_target!(|data: &[u8]| {
         keepalive_misses_max: 3,
         charset: Charset::Gb2312,
         shared: Shared::All,
-    }];
+        channel_ids: gmv::proto::sip::endpoint::ChannelIds::default(),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut now = Instant::now();
+    let config = gmv::config::Config::default();
+    let mut cfg = config.endpoint_config("127.0.0.1:5060".parse().unwrap());
+    cfg.subscribe = vec!["catalog".into(), "alarm".into(), "mobile_position".into()];
+    cfg.upstreams = vec![upstream_config()];
     let mut ep = Endpoint::new(cfg, now, 0, [3; 16], Vec::new());
     let dev = Peer::Udp("127.0.0.10:5060".parse().unwrap());
     register(&mut ep, now, dev);
@@ -217,9 +224,18 @@ fuzz_target!(|data: &[u8]| {
             11 => ep.handle_datagram(now, Peer::Udp(UP.parse().unwrap()), &upper_input(bytes)),
             12 => {
                 let b = bytes.first().copied().unwrap_or(0);
-                let command = match b % 3 {
+                // Upstreams changed while running: what is shared, how it registers, removed.
+                let mut changed = upstream_config();
+                changed.shared = if b & 0x10 == 0 { Shared::All } else { Shared::Channels([CH.to_string()].into()) };
+                if b & 0x20 != 0 {
+                    changed.password = "other".into();
+                }
+                let command = match b % 6 {
                     0 => Command::UpstreamAnswer { handle: upstream_call, result: Ok(UpstreamMediaAnswer { port: u16::from(b) << 8, media_ip: None }) },
                     1 => Command::UpstreamAnswer { handle: upstream_call, result: Err(UpstreamRefusal::Busy) },
+                    2 => Command::UpstreamMediaEnd { handle: upstream_call },
+                    3 => Command::SetUpstream(Box::new(changed)),
+                    4 if b & 0x40 != 0 => Command::RemoveUpstream { id: "up".into() },
                     _ => Command::UpstreamHangUp { handle: upstream_call },
                 };
                 ep.handle_command(now, command);

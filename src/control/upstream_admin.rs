@@ -56,6 +56,7 @@ impl Control {
                     v["register_expires_s"] = json!(u.register_expires_s);
                     v["keepalive_s"] = json!(u.keepalive_s);
                     v["keepalive_timeout_count"] = json!(u.keepalive_timeout_count);
+                    v["channel_id_map"] = json!(u.channel_id_map);
                 }
                 v
             })

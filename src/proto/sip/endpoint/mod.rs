@@ -25,7 +25,7 @@ mod transaction;
 mod upstream;
 mod upstream_subs;
 pub use upstream::{
-    CATALOG_ITEMS_PER_MESSAGE, Charset, REGISTER_RETRY_MAX, REGISTER_RETRY_MIN, Shared, UPSTREAM_CALLS_MAX, UPSTREAMS_MAX, UpstreamCallHandle, UpstreamConfig,
+    CATALOG_ITEMS_PER_MESSAGE, ChannelIds, Charset, REGISTER_RETRY_MAX, REGISTER_RETRY_MIN, Shared, UPSTREAM_CALLS_MAX, UPSTREAMS_MAX, UpstreamCallHandle, UpstreamConfig,
     UpstreamEnd, UpstreamMedia, UpstreamMediaAnswer, UpstreamPlay, UpstreamRecords, UpstreamRefusal, UpstreamSession, UpstreamState, UpstreamStatus,
 };
 pub use transaction::{LATENCY_BOUNDS_MS, Latencies, LatencyHistogram, TIMED_METHODS};

@@ -110,6 +110,47 @@ pub struct UpstreamConfig {
     pub keepalive_misses_max: u32,
     pub charset: Charset,
     pub shared: Shared,
+    /// Ids the upstream knows some channels by (its numbering plan), instead of ours.
+    pub channel_ids: ChannelIds,
+}
+
+/// Channels known upward by other ids: ours → theirs, and back. Everything else keeps its id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelIds {
+    up: BTreeMap<String, String>,
+    down: BTreeMap<String, String>,
+}
+
+impl ChannelIds {
+    /// From (our channel id, its id upward) pairs; None when an upward id is given twice.
+    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Option<ChannelIds> {
+        let mut ids = ChannelIds::default();
+        for (ours, theirs) in pairs {
+            if ids.down.insert(theirs.clone(), ours.clone()).is_some() || ids.up.insert(ours, theirs).is_some() {
+                return None;
+            }
+        }
+        Some(ids)
+    }
+
+    /// The id upward of our channel `ours`.
+    pub fn up<'a>(&'a self, ours: &'a str) -> &'a str {
+        self.up.get(ours).map_or(ours, String::as_str)
+    }
+
+    /// Our id of the channel the upstream calls `theirs` (a mapped id of ours is not reachable
+    /// by that id).
+    pub fn down(&self, theirs: &str) -> Option<String> {
+        match self.down.get(theirs) {
+            Some(ours) => Some(ours.clone()),
+            None if self.up.contains_key(theirs) => None,
+            None => Some(theirs.to_string()),
+        }
+    }
+
+    pub fn pairs(&self) -> &BTreeMap<String, String> {
+        &self.up
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -923,12 +964,14 @@ impl Endpoint {
             }
             "DeviceStatus" => {
                 let asked = parsed.device_id.clone();
-                let online = match self.channel_owner(&asked).filter(|_| cfg.shared.contains(&asked)) {
+                let ours = cfg.channel_ids.down(&asked).unwrap_or_default();
+                let online = match self.channel_owner(&ours).filter(|_| cfg.shared.contains(&ours)) {
                     Some((d, _)) => self.is_online(d, now),
                     None if asked == cfg.local_id => true,
                     None => return Reply::status(404),
                 };
                 let time = crate::proto::sip::gbtime::format_local((self.unix_ms(now) / 1000) as i64, self.cfg.utc_offset_s);
+                let asked = escape(&asked);
                 let xml = format!(
                     "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Response>\r\n<CmdType>DeviceStatus</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{asked}</DeviceID>\r\n<Result>OK</Result>\r\n<Online>{}</Online>\r\n<Status>OK</Status>\r\n<Encode>ON</Encode>\r\n<Record>OFF</Record>\r\n<DeviceTime>{time}</DeviceTime>\r\n</Response>\r\n",
                     cfg.charset.label(),
@@ -954,8 +997,10 @@ impl Endpoint {
     }
 
     /// RecordInfo from above for a shared channel: the driver searches the device.
-    fn upstream_record_query(&mut self, i: usize, channel_id: &str, sn: u32, xml: &str) -> Option<Reply> {
-        let shared = self.upstreams.list[i].cfg.shared.contains(channel_id);
+    fn upstream_record_query(&mut self, i: usize, asked: &str, sn: u32, xml: &str) -> Option<Reply> {
+        let cfg = &self.upstreams.list[i].cfg;
+        let channel_id = &cfg.channel_ids.down(asked).unwrap_or_default();
+        let shared = cfg.shared.contains(channel_id);
         let Some((device, _)) = self.channel_owner(channel_id).filter(|_| shared) else {
             self.counters.refused += 1;
             return Some(Reply { code: 404, reason: "Not Found", extra: Vec::new(), body: None });
@@ -987,6 +1032,7 @@ impl Endpoint {
         let cfg = self.upstreams.list[i].cfg.clone();
         let offset = self.channel_owner(channel_id).map_or(self.cfg.utc_offset_s, |(d, _)| self.cfg.utc_offset_for(&d.device_id));
         let time = |t: i64| crate::proto::sip::gbtime::format_local(t, offset);
+        let channel_id = cfg.channel_ids.up(channel_id);
         let rendered: Vec<String> = items
             .iter()
             .take(CATALOG_PAGES_QUEUED_MAX * CATALOG_ITEMS_PER_MESSAGE)
@@ -1025,12 +1071,12 @@ impl Endpoint {
             if u.state != UpstreamState::Registered || !u.cfg.shared.contains(&alarm.device_id) {
                 continue;
             }
-            let charset = u.cfg.charset;
+            let (charset, reported) = (u.cfg.charset, escape(u.cfg.channel_ids.up(&alarm.device_id)));
             let sn = self.new_sn();
             let mut xml = format!(
                 "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Notify>\r\n<CmdType>Alarm</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<AlarmPriority>{}</AlarmPriority>\r\n<AlarmMethod>{}</AlarmMethod>\r\n<AlarmTime>{}</AlarmTime>\r\n<AlarmDescription>{}</AlarmDescription>\r\n",
                 charset.label(),
-                escape(&alarm.device_id),
+                reported,
                 alarm.priority,
                 alarm.method,
                 escape(&alarm.time),
@@ -1055,8 +1101,18 @@ impl Endpoint {
     /// channel goes to its device as it came (the command bytes untouched); the device's own
     /// 200 is its answer there. A channel not shared, or unknown, is 404; one whose device is
     /// offline 480.
-    fn relay_device_control(&mut self, now: Instant, i: usize, channel_id: &str, xml: &str) -> Option<Reply> {
-        let shared = self.upstreams.list[i].cfg.shared.contains(channel_id);
+    fn relay_device_control(&mut self, now: Instant, i: usize, asked: &str, xml: &str) -> Option<Reply> {
+        let cfg = &self.upstreams.list[i].cfg;
+        let channel_id = &cfg.channel_ids.down(asked).unwrap_or_default();
+        // A channel the upstream knows by another id is named by ours to its device.
+        let renamed;
+        let xml = if channel_id != asked {
+            renamed = xml.replacen(&format!("<DeviceID>{asked}</DeviceID>"), &format!("<DeviceID>{channel_id}</DeviceID>"), 1);
+            renamed.as_str()
+        } else {
+            xml
+        };
+        let shared = cfg.shared.contains(channel_id);
         let Some((device, _)) = self.channel_owner(channel_id).filter(|_| shared) else {
             self.counters.refused += 1;
             return Some(Reply { code: 404, reason: "Not Found", extra: Vec::new(), body: None });
@@ -1087,12 +1143,13 @@ impl Endpoint {
         let found = self.upstreams.relays.iter().position(|r| r.device_id == device_id && r.sn == sn && r.until > now);
         let Some(r) = found.and_then(|at| self.upstreams.relays.remove(at)) else { return false };
         let Some(i) = self.upstream_index(&r.upstream).filter(|&i| self.upstreams.list[i].state == UpstreamState::Registered) else { return true };
-        let charset = self.upstreams.list[i].cfg.charset;
+        let cfg = &self.upstreams.list[i].cfg;
+        let charset = cfg.charset;
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Response>\r\n<CmdType>{}</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<Result>{}</Result>\r\n</Response>\r\n",
             charset.label(),
             escape(cmd_type),
-            escape(target),
+            escape(cfg.channel_ids.up(target)),
             escape(result)
         );
         self.send_upstream_message(now, i, charset.encode(&xml), Purpose::Fire);
@@ -1123,7 +1180,7 @@ impl Endpoint {
         let event = event.map(|e| format!("<Event>{e}</Event>\r\n")).unwrap_or_default();
         format!(
             "<Item>\r\n<DeviceID>{}</DeviceID>\r\n<Name>{}</Name>\r\n<Manufacturer>{}</Manufacturer>\r\n<Model>{}</Model>\r\n<Owner>0</Owner>\r\n<CivilCode>{civil}</CivilCode>\r\n<Address>{}</Address>\r\n<Parental>0</Parental>\r\n<ParentID>{}</ParentID>\r\n<SafetyWay>0</SafetyWay>\r\n<RegisterWay>1</RegisterWay>\r\n<Secrecy>0</Secrecy>\r\n<Status>{status}</Status>\r\n{event}</Item>\r\n",
-            c.device_id,
+            cfg.channel_ids.up(&c.device_id),
             escape(if c.name.is_empty() { &c.device_id } else { &c.name }),
             escape(if c.manufacturer.is_empty() { &d.info.manufacturer } else { &c.manufacturer }),
             escape(&d.info.model),
@@ -1135,7 +1192,8 @@ impl Endpoint {
     fn on_upstream_invite(&mut self, from: Peer, msg: &SipMsg, i: usize, key: &ServerKey) -> Option<Reply> {
         let cfg = &self.upstreams.list[i].cfg;
         let channel_id = request_user(msg).or_else(|| msg.header("To").as_deref().and_then(crate::proto::sip::message::uri_user));
-        let Some(channel_id) = channel_id.filter(|c| super::valid_id(c)) else { return Reply::status(400) };
+        let Some(asked) = channel_id.filter(|c| super::valid_id(c)) else { return Reply::status(400) };
+        let channel_id = cfg.channel_ids.down(&asked).unwrap_or_default();
         let owner = self.channel_owner(&channel_id).filter(|_| cfg.shared.contains(&channel_id)).map(|(d, _)| d.device_id.clone());
         let Some(device_id) = owner else {
             self.counters.refused += 1;
@@ -1314,6 +1372,7 @@ impl Endpoint {
         let Some(i) = self.upstream_index(&upstream) else { return false };
         let cfg = &self.upstreams.list[i].cfg;
         let (charset, uri, us) = (cfg.charset, format!("sip:{}@{}", cfg.server_id, cfg.domain), format!("sip:{}@{}", cfg.local_id, cfg.domain));
+        let channel_id = cfg.channel_ids.up(&channel_id).to_string();
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Notify>\r\n<CmdType>MediaStatus</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel_id}</DeviceID>\r\n<NotifyType>121</NotifyType>\r\n</Notify>\r\n",
             charset.label()

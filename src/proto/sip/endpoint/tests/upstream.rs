@@ -27,6 +27,7 @@ fn upstream(shared: Shared) -> UpstreamConfig {
         keepalive_misses_max: 3,
         charset: Charset::Gb2312,
         shared,
+        channel_ids: ChannelIds::default(),
     }
 }
 
@@ -758,4 +759,51 @@ fn a_device_controls_result_goes_back_up_under_the_upstreams_sn() {
     h.take();
     h.input(dev.peer, &dev.request("MESSAGE", "res2", "", Some((MANSCDP_CT, result(55, "OK").as_bytes()))));
     assert!(sent_up(&mut h, "MESSAGE").is_empty(), "answered once");
+}
+
+#[test]
+fn a_channel_goes_up_under_the_id_the_upstream_gave_it() {
+    const THEIRS: &str = "44010200001320000009";
+    let mut c = cfg();
+    let mut u = upstream(Shared::Channels([CH.to_string()].into()));
+    u.channel_ids = ChannelIds::new([(CH.to_string(), THEIRS.to_string())]).unwrap();
+    c.upstreams = vec![u];
+    let mut h = H::with(c);
+    let mut dev = Dev::udp(DEV, addr(9, 5060));
+    h.online_device(&mut dev);
+    register_up(&mut h);
+    h.take();
+    let up = Peer::Udp(up_addr());
+
+    // The catalog lists it under their id.
+    h.input(up, &up_request(up_addr(), "MESSAGE", LOCAL_ID, "c1", 1, "", Some((MANSCDP_CT, &query("Catalog", 3, LOCAL_ID)))));
+    h.advance(Duration::from_millis(100));
+    let (text, _) = crate::proto::sip::text::decode_body(distinct(sent_up(&mut h, "MESSAGE"))[0].body());
+    assert!(text.contains(&format!("<DeviceID>{THEIRS}</DeviceID>")) && !text.contains(CH), "{text}");
+    h.take();
+
+    // Their id plays our channel; ours is not reachable from above.
+    let offer_live = offer("0100000061", "Play", "m=video 36000 RTP/AVP 96\r\n");
+    h.input(up, &up_request(up_addr(), "INVITE", CH, "i1", 1, "", Some(("Application/SDP", &offer_live))));
+    assert_eq!(h.sent_one(up).status(), Some(404));
+    h.input(up, &up_request(up_addr(), "INVITE", THEIRS, "i2", 1, "", Some(("Application/SDP", &offer_live))));
+    let Some(Event::UpstreamPlay(play)) = h.take_events().into_iter().find(|e| matches!(e, Event::UpstreamPlay(_))) else { panic!("asked") };
+    assert_eq!((play.device_id.as_str(), play.channel_id.as_str()), (DEV, CH));
+    h.take();
+
+    // A DeviceControl under their id reaches the device under ours.
+    let ptz = format!("<?xml version=\"1.0\"?>\r\n<Control>\r\n<CmdType>DeviceControl</CmdType>\r\n<SN>8</SN>\r\n<DeviceID>{THEIRS}</DeviceID>\r\n<PTZCmd>A50F01021F0000D6</PTZCmd>\r\n</Control>\r\n");
+    h.input(up, &up_request(up_addr(), "MESSAGE", THEIRS, "p1", 1, "", Some((MANSCDP_CT, ptz.as_bytes()))));
+    let out = h.take();
+    let to_device = out.iter().find(|(to, _)| *to == dev.peer).map(|(_, m)| String::from_utf8_lossy(m.body()).to_string()).unwrap();
+    assert!(to_device.contains(&format!("<DeviceID>{CH}</DeviceID>")) && to_device.contains("<PTZCmd>A50F01021F0000D6</PTZCmd>"), "{to_device}");
+
+    // The device's alarm goes up under their id.
+    let alarm = format!("<Notify><CmdType>Alarm</CmdType><SN>9</SN><DeviceID>{CH}</DeviceID><AlarmPriority>2</AlarmPriority><AlarmMethod>5</AlarmMethod><AlarmTime>2026-12-05T10:00:00</AlarmTime></Notify>");
+    h.input(dev.peer, &dev.request("MESSAGE", "al1", "", Some((MANSCDP_CT, alarm.as_bytes()))));
+    let up_alarm = distinct(sent_up(&mut h, "MESSAGE"));
+    assert!(String::from_utf8_lossy(up_alarm[0].body()).contains(&format!("<DeviceID>{THEIRS}</DeviceID>")));
+
+    // One id upward for two channels is refused.
+    assert!(ChannelIds::new([("a".to_string(), "x".to_string()), ("b".to_string(), "x".to_string())]).is_none());
 }
