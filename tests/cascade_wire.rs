@@ -513,18 +513,7 @@ fn upstreams_added_changed_and_removed_through_the_api_hold_after_a_restart() {
     wait_for("registered", Duration::from_secs(10), || (upstream_state(&lower)["state"] == "registered").then_some(()));
 
     // What it shares changes without a new registration: the catalog at the top follows.
-    let mut sim = Sim::new(lower.sip);
-    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
-    let (events_tx, _events) = mpsc::channel();
-    let stop = Arc::new(AtomicBool::new(false));
-    let device = {
-        let stop = stop.clone();
-        std::thread::spawn(move || run_device(sim, events_tx, stop))
-    };
-    wait_for("the camera's catalog", Duration::from_secs(15), || {
-        let (_, v) = lower.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
-        (v["channels"].as_array().map(Vec::len) == Some(CHANNELS.len())).then_some(())
-    });
+    let (_events, stop, device) = registered_device(&lower);
     let catalog_ids = |up: &mut Upper, sn: u32| -> Vec<String> {
         let answer = up.manscdp(&format!("cat-{sn}"), &format!("<Query><CmdType>Catalog</CmdType><SN>{sn}</SN><DeviceID>{LOCAL_ID}</DeviceID></Query>"));
         assert_eq!(answer.status(), Some(200));

@@ -736,15 +736,18 @@ impl Endpoint {
             charset.label()
         );
         let purpose = Purpose::UpstreamKeepalive { upstream: u.serial };
-        self.send_upstream_message_timed(now, i, charset.encode(&xml), purpose, timeout);
+        self.send_upstream_message_timed(now, i, charset.encode(&xml), purpose, timeout, None);
     }
 
     pub(super) fn send_upstream_message(&mut self, now: Instant, i: usize, body: Vec<u8>, purpose: Purpose) {
-        self.send_upstream_message_timed(now, i, body, purpose, transaction::TRANSACTION_TIMEOUT);
+        self.send_upstream_message_timed(now, i, body, purpose, transaction::TRANSACTION_TIMEOUT, None);
     }
 
-    fn send_upstream_message_timed(&mut self, now: Instant, i: usize, body: Vec<u8>, purpose: Purpose, timeout: Duration) {
-        let (call_id, from_tag, branch) = (self.new_call_id(), self.rng.hex(), self.rng.hex());
+    /// A MANSCDP MESSAGE to upstream `i`, from our id; in a call of its own, or under `call`
+    /// (a session's Call-ID and next CSeq).
+    fn send_upstream_message_timed(&mut self, now: Instant, i: usize, body: Vec<u8>, purpose: Purpose, timeout: Duration, call: Option<(String, u32)>) {
+        let (from_tag, branch) = (self.rng.hex(), self.rng.hex());
+        let (call_id, cseq) = call.unwrap_or_else(|| (self.new_call_id(), 1));
         let cfg = &self.upstreams.list[i].cfg;
         let (uri, us, address) = (format!("sip:{}@{}", cfg.server_id, cfg.domain), format!("sip:{}@{}", cfg.local_id, cfg.domain), cfg.address);
         let bytes = self.upstream_request(
@@ -754,12 +757,12 @@ impl Endpoint {
             (us, &from_tag),
             (uri, None),
             &call_id,
-            1,
+            cseq,
             &branch,
             vec![],
             Some(("Application/MANSCDP+xml", &body)),
         );
-        let key = TxKey { call_id, cseq: 1, method: "MESSAGE".into() };
+        let key = TxKey { call_id, cseq, method: "MESSAGE".into() };
         let keepalive = matches!(purpose, Purpose::UpstreamKeepalive { .. });
         if !self.start_transaction(now, key, Peer::Udp(address), bytes, purpose, timeout) && keepalive {
             self.keepalive_done(now, i, false);
@@ -1363,35 +1366,21 @@ impl Endpoint {
     /// MediaStatus 121 MESSAGE from our id, under the session's Call-ID (by which an upper
     /// platform finds the session), before our BYE. False when the session is gone or live.
     pub(super) fn upstream_media_end(&mut self, now: Instant, handle: UpstreamCallHandle) -> bool {
-        let (sn, branch, from_tag) = (self.new_sn(), self.rng.hex(), self.rng.hex());
+        let sn = self.new_sn();
         let Some(c) = self.upstreams.calls.get_mut(&handle).filter(|c| c.kind != PlayKind::Live && c.state != CallState::Answering) else {
             return false;
         };
         c.cseq += 1;
-        let (cseq, call_id, peer, channel_id, upstream) = (c.cseq, c.call_id.clone(), c.peer, c.channel_id.clone(), c.upstream.clone());
+        let (cseq, call_id, channel_id, upstream) = (c.cseq, c.call_id.clone(), c.channel_id.clone(), c.upstream.clone());
         let Some(i) = self.upstream_index(&upstream) else { return false };
         let cfg = &self.upstreams.list[i].cfg;
-        let (charset, uri, us) = (cfg.charset, format!("sip:{}@{}", cfg.server_id, cfg.domain), format!("sip:{}@{}", cfg.local_id, cfg.domain));
-        let channel_id = cfg.channel_ids.up(&channel_id).to_string();
         let xml = format!(
-            "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Notify>\r\n<CmdType>MediaStatus</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel_id}</DeviceID>\r\n<NotifyType>121</NotifyType>\r\n</Notify>\r\n",
-            charset.label()
+            "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Notify>\r\n<CmdType>MediaStatus</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<NotifyType>121</NotifyType>\r\n</Notify>\r\n",
+            cfg.charset.label(),
+            cfg.channel_ids.up(&channel_id)
         );
-        let body = charset.encode(&xml);
-        let bytes = self.upstream_request(
-            i,
-            "MESSAGE",
-            uri.clone(),
-            (us, &from_tag),
-            (uri, None),
-            &call_id,
-            cseq,
-            &branch,
-            vec![],
-            Some(("Application/MANSCDP+xml", &body)),
-        );
-        let key = TxKey { call_id, cseq, method: "MESSAGE".into() };
-        self.start_transaction(now, key, peer, bytes, Purpose::Fire, transaction::TRANSACTION_TIMEOUT);
+        let body = cfg.charset.encode(&xml);
+        self.send_upstream_message_timed(now, i, body, Purpose::Fire, transaction::TRANSACTION_TIMEOUT, Some((call_id, cseq)));
         true
     }
 

@@ -90,6 +90,17 @@ fn offer(ssrc: &str, session: &str, media: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Registered upward, sharing `shared`, with the device `DEV` (channel `CH`) online; nothing
+/// sent left to take.
+fn registered_with_device(shared: Shared) -> (H, Dev) {
+    let mut h = h_with(shared);
+    let mut dev = Dev::udp(DEV, addr(9, 5060));
+    h.online_device(&mut dev);
+    register_up(&mut h);
+    h.take();
+    (h, dev)
+}
+
 fn status_of(h: &mut H) -> UpstreamStatus {
     h.ep.upstreams().remove(0)
 }
@@ -301,11 +312,7 @@ fn the_upstream_sees_only_the_shared_channels_in_paced_gb2312_pages() {
 
 #[test]
 fn an_upstream_invite_is_answered_resent_until_acked_and_hung_up_both_ways() {
-    let mut h = h_with(Shared::Channels([CH.to_string()].into()));
-    let mut dev = Dev::udp(DEV, addr(9, 5060));
-    h.online_device(&mut dev);
-    register_up(&mut h);
-    h.take();
+    let (mut h, _) = registered_with_device(Shared::Channels([CH.to_string()].into()));
     h.take_events();
     let up = Peer::Udp(up_addr());
     let media = "m=video 36000 RTP/AVP 96\r\n";
@@ -396,11 +403,7 @@ fn an_upstream_invite_is_answered_resent_until_acked_and_hung_up_both_ways() {
 
 #[test]
 fn a_device_control_from_above_reaches_the_device_as_it_came() {
-    let mut h = h_with(Shared::Channels([CH.to_string()].into()));
-    let mut dev = Dev::udp(DEV, addr(9, 5060));
-    h.online_device(&mut dev);
-    register_up(&mut h);
-    h.take();
+    let (mut h, dev) = registered_with_device(Shared::Channels([CH.to_string()].into()));
     let up = Peer::Udp(up_addr());
     let control = |channel: &str| {
         format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Control>\r\n<CmdType>DeviceControl</CmdType>\r\n<SN>77</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n<PTZCmd>A50F01021F0000D6</PTZCmd>\r\n</Control>\r\n")
@@ -422,11 +425,7 @@ fn a_device_control_from_above_reaches_the_device_as_it_came() {
 
 #[test]
 fn recordings_and_playback_from_above_go_to_the_device_and_back() {
-    let mut h = h_with(Shared::Channels([CH.to_string()].into()));
-    let mut dev = Dev::udp(DEV, addr(9, 5060));
-    h.online_device(&mut dev);
-    register_up(&mut h);
-    h.take();
+    let (mut h, _) = registered_with_device(Shared::Channels([CH.to_string()].into()));
     h.take_events();
     let up = Peer::Udp(up_addr());
 
@@ -508,11 +507,7 @@ fn recordings_and_playback_from_above_go_to_the_device_and_back() {
 
 #[test]
 fn a_device_alarm_on_a_shared_channel_goes_up_as_it_was_reported() {
-    let mut h = h_with(Shared::Channels([CH.to_string()].into()));
-    let mut dev = Dev::udp(DEV, addr(9, 5060));
-    h.online_device(&mut dev);
-    register_up(&mut h);
-    h.take();
+    let (mut h, mut dev) = registered_with_device(Shared::Channels([CH.to_string()].into()));
     let alarm = |id: &str| {
         format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Notify>\r\n<CmdType>Alarm</CmdType>\r\n<SN>5</SN>\r\n<DeviceID>{id}</DeviceID>\r\n<AlarmPriority>1</AlarmPriority>\r\n<AlarmMethod>5</AlarmMethod>\r\n<AlarmTime>2026-12-05T19:48:12</AlarmTime>\r\n<AlarmDescription>大门移动侦测</AlarmDescription>\r\n<Longitude>116.39</Longitude>\r\n<Latitude>39.91</Latitude>\r\n<Info>\r\n<AlarmType>2</AlarmType>\r\n</Info>\r\n</Notify>\r\n")
     };
@@ -559,11 +554,7 @@ fn live_from_above(h: &mut H, call_id: &str, ssrc: &str) -> UpstreamCallHandle {
 
 #[test]
 fn upstreams_are_added_changed_and_removed_while_running() {
-    let mut h = h_with(Shared::Channels([CH.to_string()].into()));
-    let mut dev = Dev::udp(DEV, addr(9, 5060));
-    h.online_device(&mut dev);
-    register_up(&mut h);
-    h.take();
+    let (mut h, _) = registered_with_device(Shared::Channels([CH.to_string()].into()));
     h.take_events();
 
     // What it shares changes at once: a session of a channel no longer shared ends (BYE up,
@@ -655,11 +646,7 @@ fn up_subscribe(call_id: &str, cseq: u32, cmd: &str, expires: u32, to_tag: Optio
 
 #[test]
 fn subscriptions_from_above_carry_the_catalog_its_changes_and_alarms() {
-    let mut h = h_with(Shared::Channels([CH.to_string()].into()));
-    let mut dev = Dev::udp(DEV, addr(9, 5060));
-    h.online_device(&mut dev);
-    register_up(&mut h);
-    h.take();
+    let (mut h, mut dev) = registered_with_device(Shared::Channels([CH.to_string()].into()));
     let up = Peer::Udp(up_addr());
 
     // Catalog: 200 with our tag and the time granted, then the catalog in a NOTIFY of the
@@ -738,11 +725,7 @@ fn subscriptions_from_above_carry_the_catalog_its_changes_and_alarms() {
 
 #[test]
 fn a_device_controls_result_goes_back_up_under_the_upstreams_sn() {
-    let mut h = h_with(Shared::Channels([CH.to_string()].into()));
-    let mut dev = Dev::udp(DEV, addr(9, 5060));
-    h.online_device(&mut dev);
-    register_up(&mut h);
-    h.take();
+    let (mut h, mut dev) = registered_with_device(Shared::Channels([CH.to_string()].into()));
     let up = Peer::Udp(up_addr());
     let guard = format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Control>\r\n<CmdType>DeviceControl</CmdType>\r\n<SN>55</SN>\r\n<DeviceID>{CH}</DeviceID>\r\n<GuardCmd>SetGuard</GuardCmd>\r\n</Control>\r\n");
     h.input(up, &up_request(up_addr(), "MESSAGE", CH, "g1", 1, "", Some((MANSCDP_CT, guard.as_bytes()))));
