@@ -21,6 +21,256 @@ const el = (tag, attrs = {}, ...children) => {
   return e;
 };
 
+// ---- languages (i18n) ----
+// Text the console shows comes from a dictionary per language, through `t(key, params)`: the
+// string of the language in force (else the English one, else the key itself), its `{name}`
+// placeholders filled from `params`. Static text in index.html names its key instead:
+// `data-i18n="key"` (the element's text), `data-i18n-placeholder`, `data-i18n-title`, filled by
+// `applyI18n()`. Code that builds text calls t() and, to follow a switch, registers its re-render
+// with `onLanguage(fn)`. The language is the one chosen with the header's 中文/English switch
+// (kept in localStorage), else the browser's (zh* -> zh-CN), else English.
+// To translate a view: give each of its strings a key (grouped by view: `up.` is Upstreams, `pk.`
+// its channel picker) in every dictionary, then use t() / data-i18n. Values that are data (ids,
+// addresses, names, the engine's own words) stay as they are, in <code> or `.data`.
+const LANG_STORE = 'gmv-lang';
+const LANGUAGES = ['zh-CN', 'en'];
+const I18N = {
+  en: {
+    'nav.upstreams': 'Upstreams',
+    'up.intro': 'Upper platforms this site reports its cameras to (cascade); refreshed every few seconds.',
+    'up.loading': 'Loading…',
+    'up.none': 'No upper platform is configured (cascade.upstreams in the config is empty).',
+    'up.forbidden': 'This API key may not see the upper platforms: it takes an operator or admin key. Sign out and sign in with one.',
+    'up.unauthorized': 'This key is not valid any more: sign out and sign in again.',
+    'up.sip_disabled': 'SIP is disabled on this gmv (sip.listen is empty): it reports to no upper platform.',
+    'up.unreachable': 'gmv did not answer; trying again. What is shown may be out of date.',
+    'up.failed': 'The upper platforms could not be read:',
+    'up.updated': 'updated {time}',
+    'state.registered': 'registered',
+    'state.registering': 'registering',
+    'state.retrying': 'retrying',
+    'state.unregistered': 'unregistered',
+    'state.unknown': 'unknown',
+    'up.f.server': 'Upper platform ID',
+    'up.f.domain': 'Domain',
+    'up.f.address': 'Address',
+    'up.f.local_id': 'Our ID there',
+    'up.f.since': 'Registered since',
+    'up.f.not_registered': 'not registered',
+    'up.f.registrations': 'Registrations',
+    'up.f.misses': 'Keepalives unanswered',
+    'up.f.shared': 'Shared channels',
+    'up.f.shared_all': 'all ({n} now)',
+    'up.f.shared_n': '{n}',
+    'up.f.shared_listed': '{n} known here ({m} listed)',
+    'up.f.sessions': 'Sessions sent up',
+    'up.f.charset': 'Charset',
+    'up.f.source': 'Set in',
+    'up.source.config': 'the config file',
+    'up.source.api': 'the API (console)',
+    'up.s.channel': 'Channel',
+    'up.s.kind': 'Kind',
+    'up.s.ssrc': 'SSRC',
+    'up.s.none': 'Nothing is sent up right now.',
+    'kind.live': 'live',
+    'kind.playback': 'playback',
+    'kind.download': 'download',
+    'up.err.title': 'Last error:',
+    'up.err.raw': 'The engine said: {raw}',
+    'up.err.no_answer': 'The upper platform does not answer REGISTER.',
+    'up.hint.no_answer': 'Check its address and port, that it is running, and that no firewall drops SIP (UDP) on the way.',
+    'up.err.refused': 'The upper platform refused the registration ({code}).',
+    'up.err.wrong_password': 'The upper platform refused our credentials (a second 401).',
+    'up.hint.credentials': 'It does not take our password or our ID: check the password and our ID (local_id) against what the upper platform holds for this site.',
+    'up.err.not_found': 'The upper platform does not know us ({code}).',
+    'up.hint.not_found': 'Check its ID and domain, and that the upper platform lists our ID.',
+    'up.err.upper_failing': 'The upper platform answered with an error ({code}).',
+    'up.hint.upper_failing': 'It is failing or overloaded.',
+    'up.err.auth_scheme': 'The upper platform asks for an authentication gmv cannot give ({code}).',
+    'up.hint.auth_scheme': 'gmv answers MD5 digest only: set the upper platform to MD5.',
+    'up.err.keepalives': '{n} keepalives in a row went unanswered.',
+    'up.hint.keepalives': 'The upper platform stopped answering (restarted, network cut, or it dropped us); its sessions ended.',
+    'up.err.busy': 'gmv had too many SIP transactions in flight.',
+    'up.hint.busy': 'A passing overload here.',
+    'up.err.other': 'The engine reported:',
+    'up.retry_note': 'gmv tries again by itself (after 2 s, doubling up to 60 s).',
+    'pk.open': 'Choose shared channels',
+    'pk.close': 'Close the picker',
+    'pk.title': 'Channels shared with {name}',
+    'pk.all': 'Share all channels (also those added later)',
+    'pk.filter': 'Filter by ID or name',
+    'pk.loading': 'Loading the channels…',
+    'pk.asking': 'asking for its channels…',
+    'pk.no_devices': 'No device has registered here yet.',
+    'pk.load_failed': 'The devices could not be read:',
+    'pk.channels_failed': 'its channels could not be read',
+    'pk.show_channels': 'show channels',
+    'pk.hide_channels': 'hide channels',
+    'pk.device_channels': '{n} channels',
+    'pk.device_chosen': '{n} of {total} chosen',
+    'pk.more': 'More devices than shown: filter to find the others.',
+    'pk.count': '{n} channels chosen',
+    'pk.count_all': 'All channels, present and future',
+    'pk.unknown': '{n} chosen channels are on no device here.',
+    'pk.drop_unknown': 'Remove them',
+    'pk.unknown_current': 'This gmv does not say what is shared now: saving replaces it with what is chosen here.',
+    'pk.save': 'Save',
+    'pk.revert': 'Undo changes',
+    'pk.dirty': 'Not saved yet.',
+    'pk.saving': 'Saving…',
+    'pk.saved': 'Saved at {time}.',
+    'pk.err.forbidden': 'Not saved: only an admin key may change what is shared (this key is operator or viewer).',
+    'pk.err.unauthorized': 'Not saved: this key is not valid any more; sign in again.',
+    'pk.err.bad': 'Not saved: gmv refused this list:',
+    'pk.err.not_found': 'Not saved: this upper platform is not there any more (removed meanwhile?).',
+    'pk.err.unsupported': 'Not saved: this gmv cannot change shared channels from the console (HTTP {status}; too old?).',
+    'pk.err.standby': 'Not saved: this control is standby; make the change on the active control.',
+    'pk.err.not_saved': 'Applied, but not written to disk: it will not hold after a restart.',
+    'pk.err.network': 'Not saved: gmv did not answer.',
+    'pk.err.other': 'Not saved (HTTP {status}):',
+  },
+  'zh-CN': {
+    'nav.upstreams': '上级平台',
+    'up.intro': '本平台向以下上级平台上报摄像机（级联），每隔几秒自动刷新。',
+    'up.loading': '加载中…',
+    'up.none': '尚未配置上级平台（配置文件中的级联上级列表为空）。',
+    'up.forbidden': '当前密钥无权查看上级平台：需要“操作员”或“管理员”角色的密钥。请退出后用这样的密钥登录。',
+    'up.unauthorized': '当前密钥已失效：请退出后重新登录。',
+    'up.sip_disabled': '此 gmv 未启用 SIP，不向任何上级平台上报。',
+    'up.unreachable': 'gmv 没有应答，正在重试；显示的内容可能已过时。',
+    'up.failed': '无法读取上级平台：',
+    'up.updated': '更新于 {time}',
+    'state.registered': '已注册',
+    'state.registering': '注册中',
+    'state.retrying': '重试中',
+    'state.unregistered': '已注销',
+    'state.unknown': '未知',
+    'up.f.server': '上级平台编号',
+    'up.f.domain': '域',
+    'up.f.address': '地址',
+    'up.f.local_id': '本平台编号',
+    'up.f.since': '注册时间',
+    'up.f.not_registered': '未注册',
+    'up.f.registrations': '注册次数',
+    'up.f.misses': '心跳未应答',
+    'up.f.shared': '共享通道',
+    'up.f.shared_all': '全部（当前 {n} 个）',
+    'up.f.shared_n': '{n} 个',
+    'up.f.shared_listed': '{n} 个（列表中 {m} 个）',
+    'up.f.sessions': '上送会话',
+    'up.f.charset': '字符集',
+    'up.f.source': '配置来源',
+    'up.source.config': '配置文件',
+    'up.source.api': '接口（控制台）',
+    'up.s.channel': '通道',
+    'up.s.kind': '类型',
+    'up.s.ssrc': 'SSRC',
+    'up.s.none': '当前没有向上级发送的媒体。',
+    'kind.live': '实时',
+    'kind.playback': '回放',
+    'kind.download': '下载',
+    'up.err.title': '最近错误：',
+    'up.err.raw': '引擎原文：{raw}',
+    'up.err.no_answer': '上级平台未应答注册请求。',
+    'up.hint.no_answer': '请检查上级平台的地址和端口是否正确、平台是否在运行，以及途中的防火墙是否放行 SIP（UDP）。',
+    'up.err.refused': '上级平台拒绝了注册（{code}）。',
+    'up.err.wrong_password': '上级平台拒绝了本平台的认证（第二次 401）。',
+    'up.hint.credentials': '上级平台不接受本平台的密码或编号：请核对密码和本平台编号是否与上级平台为本平台登记的一致。',
+    'up.err.not_found': '上级平台不认识本平台（{code}）。',
+    'up.hint.not_found': '请核对上级平台编号和域，并确认上级平台已添加本平台的编号。',
+    'up.err.upper_failing': '上级平台返回错误（{code}）。',
+    'up.hint.upper_failing': '上级平台故障或过载。',
+    'up.err.auth_scheme': '上级平台要求 gmv 不支持的认证方式（{code}）。',
+    'up.hint.auth_scheme': 'gmv 只支持 MD5 摘要认证：请在上级平台改用 MD5。',
+    'up.err.keepalives': '连续 {n} 次心跳未应答。',
+    'up.hint.keepalives': '上级平台已不再应答（重启、网络中断或已移除本平台）；发往它的会话已结束。',
+    'up.err.busy': 'gmv 同时进行的 SIP 事务过多。',
+    'up.hint.busy': '本平台暂时过载。',
+    'up.err.other': '引擎报告：',
+    'up.retry_note': 'gmv 会自动重试（2 秒后开始，间隔逐次加倍，最长 60 秒）。',
+    'pk.open': '选择共享通道',
+    'pk.close': '收起',
+    'pk.title': '与“{name}”共享的通道',
+    'pk.all': '共享全部通道（包括以后新增的）',
+    'pk.filter': '按编号或名称筛选',
+    'pk.loading': '正在加载通道…',
+    'pk.asking': '正在获取通道…',
+    'pk.no_devices': '尚无设备注册到本平台。',
+    'pk.load_failed': '无法读取设备：',
+    'pk.channels_failed': '无法获取通道',
+    'pk.show_channels': '展开通道',
+    'pk.hide_channels': '收起通道',
+    'pk.device_channels': '{n} 个通道',
+    'pk.device_chosen': '已选 {n} / {total}',
+    'pk.more': '设备多于显示的数量：请筛选以找到其他设备。',
+    'pk.count': '已选 {n} 个通道',
+    'pk.count_all': '全部通道（含以后新增的）',
+    'pk.unknown': '其中 {n} 个已选通道不属于本平台的任何设备。',
+    'pk.drop_unknown': '移除它们',
+    'pk.unknown_current': '此 gmv 未提供当前的共享列表：保存后将以这里的选择替换。',
+    'pk.save': '保存',
+    'pk.revert': '撤销更改',
+    'pk.dirty': '尚未保存。',
+    'pk.saving': '正在保存…',
+    'pk.saved': '已保存（{time}）。',
+    'pk.err.forbidden': '未保存：只有管理员密钥可以更改共享通道（当前密钥是操作员或查看者）。',
+    'pk.err.unauthorized': '未保存：当前密钥已失效，请重新登录。',
+    'pk.err.bad': '未保存：gmv 拒绝了该通道列表：',
+    'pk.err.not_found': '未保存：该上级平台已不存在（可能刚被删除）。',
+    'pk.err.unsupported': '未保存：此 gmv 不支持在控制台更改共享通道（HTTP {status}，版本过旧？）。',
+    'pk.err.standby': '未保存：此控制节点处于备用状态，请在主用控制节点上更改。',
+    'pk.err.not_saved': '已生效，但未能写入磁盘：重启后将失效。',
+    'pk.err.network': '未保存：gmv 没有应答。',
+    'pk.err.other': '未保存（HTTP {status}）：',
+  },
+};
+
+function initialLanguage() {
+  let saved = null;
+  try { saved = localStorage.getItem(LANG_STORE); } catch (_) { /* storage disabled */ }
+  if (LANGUAGES.includes(saved)) return saved;
+  return (navigator.language || '').toLowerCase().startsWith('zh') ? 'zh-CN' : 'en';
+}
+let lang = initialLanguage();
+const languageListeners = [];
+
+function t(key, params = {}) {
+  const s = (I18N[lang] && I18N[lang][key]) ?? I18N.en[key] ?? key;
+  return s.replace(/\{(\w+)\}/g, (all, name) => (name in params ? String(params[name]) : all));
+}
+
+// Dates and times as the operator's language writes them (an English choice in a Chinese
+// browser still reads English).
+function dateLocale() {
+  if (lang !== 'en') return lang;
+  return (navigator.language || '').toLowerCase().startsWith('en') ? navigator.language : 'en';
+}
+const timeText = (ms) => new Date(ms).toLocaleTimeString(dateLocale());
+const dateText = (ms) => new Date(ms).toLocaleString(dateLocale());
+
+function applyI18n(root = document) {
+  for (const e of root.querySelectorAll('[data-i18n]')) e.textContent = t(e.dataset.i18n);
+  for (const e of root.querySelectorAll('[data-i18n-placeholder]')) e.placeholder = t(e.dataset.i18nPlaceholder);
+  for (const e of root.querySelectorAll('[data-i18n-title]')) e.title = t(e.dataset.i18nTitle);
+  for (const b of document.querySelectorAll('[data-lang]')) {
+    b.classList.toggle('active', b.dataset.lang === lang);
+    b.setAttribute('aria-pressed', String(b.dataset.lang === lang));
+  }
+  document.documentElement.lang = lang;
+}
+
+function onLanguage(fn) { languageListeners.push(fn); }
+
+function setLanguage(next) {
+  if (!LANGUAGES.includes(next)) return;
+  lang = next;
+  try { localStorage.setItem(LANG_STORE, next); } catch (_) { /* kept for this page only */ }
+  applyI18n();
+  for (const fn of languageListeners) fn();
+}
+for (const b of document.querySelectorAll('[data-lang]')) b.addEventListener('click', () => setLanguage(b.dataset.lang));
+applyI18n();
+
 class ApiError extends Error {
   constructor(status, code, message) {
     super(message);
@@ -52,7 +302,7 @@ async function api(method, path, body) {
   const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   let v = null;
   try { v = await r.json(); } catch (_) { /* not JSON */ }
-  if (!r.ok) throw new ApiError(r.status, v && v.code, v && v.message);
+  if (!r.ok) throw new ApiError(r.status, v && (v.code || v.error), v && v.message);
   return v;
 }
 
@@ -109,6 +359,9 @@ function show(view) {
     loadNodes();
     refreshTimer = setInterval(loadNodes, 3000);
   }
+  // Refreshed while shown only (its own timer: one request at a time).
+  if (view === 'upstreams') startUpstreams();
+  else stopUpstreams();
 }
 for (const b of document.querySelectorAll('nav button')) b.addEventListener('click', () => show(b.dataset.view));
 
@@ -589,6 +842,469 @@ async function drain(id, on) {
   }
   loadNodes();
 }
+
+// ---- upstreams (级联上级): the upper platforms this site reports to, and what each sees ----
+
+const UPSTREAMS_REFRESH_MS = 3000;
+/// Rows (devices and channels) the shared-channels picker draws at most; a filter finds others.
+const PICKER_ROWS_MAX = 400;
+const UPSTREAM_STATES = ['registered', 'registering', 'retrying', 'unregistered'];
+
+// Refreshed while the view is shown, one request at a time: the next is timed from the end of
+// the last. Loads are numbered: one started before a save finished is dropped (it may show
+// the old list).
+const ups = {
+  active: false, busy: false, timer: null, loads: 0, ignoreBefore: 0,
+  list: null, error: null, updatedAt: 0,
+  cards: new Map(), // id -> {u, node, head, body, actions, openButton, pickerBox, pk}
+  pickers: new Map(), // id -> {open, all, chosen: Set, dirty, known, filter, shown, status}
+};
+// The site's devices and their channels, for the picker (read when a picker opens).
+const catalog = { devices: null, channels: new Map(), open: new Map(), error: null, loading: null };
+
+function startUpstreams() {
+  ups.active = true;
+  if (!ups.list && !ups.error) $('#upstream-list').replaceChildren(el('p', { class: 'muted' }, t('up.loading')));
+  refreshUpstreams();
+}
+
+function stopUpstreams() {
+  ups.active = false;
+  clearTimeout(ups.timer);
+  ups.timer = null;
+}
+
+async function refreshUpstreams() {
+  clearTimeout(ups.timer);
+  ups.timer = null;
+  // One in flight: when it ends it times the next.
+  if (!ups.active || ups.busy) return;
+  ups.busy = true;
+  try {
+    await loadUpstreams();
+  } finally {
+    ups.busy = false;
+  }
+  if (ups.active && !ups.timer) ups.timer = setTimeout(refreshUpstreams, UPSTREAMS_REFRESH_MS);
+}
+
+async function loadUpstreams() {
+  const n = ++ups.loads;
+  try {
+    const v = await api('GET', '/api/upstreams');
+    if (n < ups.ignoreBefore) return;
+    ups.list = Array.isArray(v && v.upstreams) ? v.upstreams : [];
+    ups.error = null;
+    ups.updatedAt = Date.now();
+  } catch (err) {
+    if (n < ups.ignoreBefore) return;
+    ups.error = err;
+    // Not allowed (or no cascade at all): nothing of an earlier answer stays on screen.
+    if (err instanceof ApiError && [401, 403, 503].includes(err.status)) ups.list = null;
+  }
+  renderUpstreams();
+}
+
+// Why the list is not shown (or may be stale), in the operator's words: [text, raw detail].
+function upstreamsProblem(err) {
+  if (!(err instanceof ApiError)) return [t('up.unreachable'), String(err && err.message || err)];
+  if (err.status === 403) return [t('up.forbidden'), ''];
+  if (err.status === 401) return [t('up.unauthorized'), ''];
+  if (err.code === 'sip_disabled') return [t('up.sip_disabled'), ''];
+  return [t('up.failed'), `HTTP ${err.status}${err.message ? ': ' + err.message : ''}`];
+}
+
+// What an upstream's `last_error` (the engine's words) means, and what to check:
+// {title, hint, raw} (raw: shown as well when the words are not recognised).
+function explainUpstreamError(error) {
+  const text = String(error);
+  let m;
+  if (/^REGISTER not answered/.test(text)) return { title: t('up.err.no_answer'), hint: t('up.hint.no_answer') };
+  if (/^401 to our credentials|second 401/i.test(text)) return { title: t('up.err.wrong_password'), hint: t('up.hint.credentials') };
+  if ((m = /^REGISTER answered (\d{3})/.exec(text))) {
+    const code = Number(m[1]);
+    if (code === 401 || code === 403 || code === 407) return { title: t('up.err.refused', { code }), hint: t('up.hint.credentials') };
+    if (code === 404) return { title: t('up.err.not_found', { code }), hint: t('up.hint.not_found') };
+    return { title: t('up.err.upper_failing', { code }), hint: t('up.hint.upper_failing') };
+  }
+  if ((m = /^(\d{3}) without a digest challenge/.exec(text))) return { title: t('up.err.auth_scheme', { code: m[1] }), hint: t('up.hint.auth_scheme') };
+  if ((m = /^(\d+) keepalives? unanswered/.exec(text))) return { title: t('up.err.keepalives', { n: m[1] }), hint: t('up.hint.keepalives') };
+  if (/too many transactions/.test(text)) return { title: t('up.err.busy'), hint: t('up.hint.busy') };
+  return { title: t('up.err.other'), hint: '', raw: text };
+}
+
+function renderUpstreams() {
+  const note = $('#upstreams-note');
+  let text = '';
+  let raw = '';
+  if (ups.error) [text, raw] = upstreamsProblem(ups.error);
+  else if (ups.list && !ups.list.length) text = t('up.none');
+  note.hidden = !text;
+  note.className = ups.error ? 'notice error' : 'notice';
+  note.replaceChildren(text, ...(raw ? [' ', el('code', {}, raw)] : []));
+  $('#upstreams-updated').textContent = ups.updatedAt && ups.list ? t('up.updated', { time: timeText(ups.updatedAt) }) : '';
+  const list = ups.list || [];
+  const seen = new Set();
+  const nodes = list.map((u) => {
+    seen.add(u.id);
+    const c = cardOf(u);
+    fillCard(c);
+    return c.node;
+  });
+  for (const id of [...ups.cards.keys()]) {
+    if (!seen.has(id)) { ups.cards.delete(id); ups.pickers.delete(id); }
+  }
+  const box = $('#upstream-list');
+  // Cards are kept (an open picker keeps its focus and scroll); only a change of order moves them.
+  if (nodes.length !== box.children.length || nodes.some((n, i) => box.children[i] !== n)) box.replaceChildren(...nodes);
+}
+
+function cardOf(u) {
+  let c = ups.cards.get(u.id);
+  if (!c) {
+    c = { head: el('h3'), body: el('div', { class: 'upstream-body' }), pickerBox: el('div', { class: 'picker', hidden: '', dataset: { testid: `picker-${u.id}` } }) };
+    c.openButton = el('button', { type: 'button', dataset: { testid: `pick-open-${u.id}` }, onclick: () => togglePicker(c) });
+    c.actions = el('div', { class: 'actions' }, c.openButton);
+    c.node = el('section', { class: 'upstream', dataset: { testid: `upstream-${u.id}` } }, c.head, c.body, c.actions, c.pickerBox);
+    ups.cards.set(u.id, c);
+  }
+  c.u = u;
+  return c;
+}
+
+const codeEl = (v) => el('code', {}, v === undefined || v === null || v === '' ? '—' : String(v));
+
+function sharedText(u) {
+  const n = u.shared_channels ?? 0;
+  if (u.shared === 'all') return t('up.f.shared_all', { n });
+  if (Array.isArray(u.shared) && u.shared.length !== n) return t('up.f.shared_listed', { n, m: u.shared.length });
+  return t('up.f.shared_n', { n });
+}
+
+function fillCard(c) {
+  const u = c.u;
+  const state = UPSTREAM_STATES.includes(u.state) ? u.state : 'unknown';
+  c.head.replaceChildren(
+    el('span', { class: 'data name' }, u.name || u.id),
+    ...(u.name && u.name !== u.id ? [el('code', {}, u.id)] : []),
+    el('span', { class: `badge ${state}`, dataset: { testid: `upstream-state-${u.id}` } }, t(`state.${state}`)));
+  const row = (key, value, testid) => [el('dt', {}, t(key)), el('dd', testid ? { dataset: { testid } } : {}, value)];
+  const sourceKey = `up.source.${u.source}`;
+  const fields = [
+    row('up.f.server', codeEl(u.server_id)),
+    u.domain ? row('up.f.domain', codeEl(u.domain)) : [],
+    row('up.f.address', codeEl(u.address)),
+    row('up.f.local_id', codeEl(u.local_id)),
+    row('up.f.since', u.registered_at_ms ? dateText(u.registered_at_ms) : t('up.f.not_registered'), `upstream-since-${u.id}`),
+    row('up.f.registrations', String(u.registrations ?? '—'), `upstream-registrations-${u.id}`),
+    row('up.f.misses', String(u.keepalive_misses ?? 0)),
+    row('up.f.shared', sharedText(u), `upstream-shared-${u.id}`),
+    row('up.f.sessions', String(u.sessions ?? (u.session_list || []).length), `upstream-sessions-${u.id}`),
+    u.charset ? row('up.f.charset', codeEl(u.charset)) : [],
+    u.source ? row('up.f.source', sourceKey in I18N.en ? t(sourceKey) : codeEl(u.source)) : [],
+  ].flat();
+  const parts = [el('dl', {}, ...fields)];
+  if (u.last_error) {
+    const x = explainUpstreamError(u.last_error);
+    parts.push(el('div', { class: 'problem', dataset: { testid: `upstream-error-${u.id}` }, title: t('up.err.raw', { raw: u.last_error }), 'data-raw': '' },
+      el('div', {}, el('strong', {}, t('up.err.title')), ' ', x.title, ...(x.raw ? [' ', el('code', {}, x.raw)] : [])),
+      ...(x.hint ? [el('div', { class: 'problem-hint' }, x.hint)] : []),
+      ...(state === 'retrying' ? [el('div', { class: 'muted' }, t('up.retry_note'))] : [])));
+  }
+  if (Array.isArray(u.session_list)) {
+    parts.push(u.session_list.length
+      ? el('div', { class: 'table-scroll' }, el('table', { class: 'sessions', dataset: { testid: `upstream-session-list-${u.id}` } },
+        el('thead', {}, el('tr', {}, el('th', {}, t('up.s.channel')), el('th', {}, t('up.s.kind')), el('th', {}, t('up.s.ssrc')))),
+        el('tbody', {}, ...u.session_list.map((s) => el('tr', { dataset: { testid: `upstream-session-${u.id}-${s.channel_id}` } },
+          el('td', {}, codeEl(s.channel_id)),
+          el('td', {}, `kind.${s.kind}` in I18N.en ? t(`kind.${s.kind}`) : codeEl(s.kind)),
+          el('td', {}, codeEl(Number.isFinite(s.ssrc) ? String(s.ssrc).padStart(10, '0') : s.ssrc)))))))
+      : el('p', { class: 'muted' }, t('up.s.none')));
+  }
+  c.body.replaceChildren(...parts);
+  const p = pickerOf(u);
+  c.openButton.textContent = p.open ? t('pk.close') : t('pk.open');
+  c.openButton.setAttribute('aria-expanded', String(p.open));
+  // An open picker follows a change made elsewhere, unless the operator is editing it.
+  const shown = JSON.stringify(u.shared ?? null);
+  if (p.open && !p.dirty && p.shown !== shown) renderPicker(c);
+}
+
+function pickerOf(u) {
+  let p = ups.pickers.get(u.id);
+  if (!p) {
+    p = { open: false, dirty: false, filter: '', status: null };
+    ups.pickers.set(u.id, p);
+  }
+  if (!p.dirty) {
+    p.known = u.shared !== undefined;
+    p.all = u.shared === 'all';
+    p.chosen = new Set(Array.isArray(u.shared) ? u.shared : []);
+  }
+  return p;
+}
+
+function togglePicker(c) {
+  const p = pickerOf(c.u);
+  p.open = !p.open;
+  c.openButton.textContent = p.open ? t('pk.close') : t('pk.open');
+  c.openButton.setAttribute('aria-expanded', String(p.open));
+  if (p.open) loadCatalog();
+  renderPicker(c);
+}
+
+async function pagedList(path, field) {
+  const found = [];
+  let total = Infinity;
+  const sep = path.includes('?') ? '&' : '?';
+  while (found.length < Math.min(total, DEVICES_FETCH_MAX)) {
+    const page = await api('GET', `${path}${sep}offset=${found.length}&limit=${PAGE}`);
+    const items = (page && page[field]) || [];
+    total = page && page.total !== undefined ? page.total : found.length + items.length;
+    found.push(...items);
+    if (!items.length) break;
+  }
+  return found;
+}
+
+// Every device (in pages, as the tree reads them); the channels of a small site at once, of a
+// big one when a device is opened.
+function loadCatalog() {
+  if (catalog.loading) return catalog.loading;
+  catalog.loading = (async () => {
+    try {
+      catalog.devices = await pagedList('/api/devices', 'devices');
+      catalog.error = null;
+      renderOpenPickers();
+      const small = catalog.devices.length <= AUTO_EXPAND_MAX;
+      await Promise.all(catalog.devices.filter((d) => small || Array.isArray(catalog.channels.get(d.device_id))).map((d) => loadDeviceChannels(d.device_id)));
+    } catch (err) {
+      catalog.error = err;
+    } finally {
+      catalog.loading = null;
+    }
+    renderOpenPickers();
+  })();
+  return catalog.loading;
+}
+
+async function loadDeviceChannels(id) {
+  if (!catalog.channels.has(id)) catalog.channels.set(id, null); // asking (an earlier list stays shown)
+  try {
+    catalog.channels.set(id, await pagedList(`/api/devices/${encodeURIComponent(id)}/channels`, 'channels'));
+  } catch (err) {
+    catalog.channels.set(id, err instanceof Error ? err : new Error(String(err)));
+  }
+}
+
+function renderOpenPickers() {
+  for (const c of ups.cards.values()) {
+    const p = ups.pickers.get(c.u.id);
+    if (p && p.open && c.pk) { renderPickerList(c); renderPickerFooter(c); }
+  }
+}
+
+// The picker's frame: the "all" switch, a filter, the list, the count, save and undo.
+function renderPicker(c) {
+  const u = c.u;
+  const p = pickerOf(u);
+  c.pickerBox.hidden = !p.open;
+  if (!p.open) { c.pickerBox.replaceChildren(); c.pk = null; return; }
+  p.shown = JSON.stringify(u.shared ?? null);
+  const all = el('input', { type: 'checkbox', dataset: { testid: `pick-all-${u.id}` } });
+  all.checked = p.all;
+  all.addEventListener('change', () => { p.all = all.checked; edited(c); });
+  const filter = el('input', { type: 'search', placeholder: t('pk.filter'), 'aria-label': t('pk.filter'), dataset: { testid: `pick-filter-${u.id}` } });
+  filter.value = p.filter;
+  filter.addEventListener('input', () => { p.filter = filter.value; renderPickerList(c); });
+  c.pk = {
+    list: el('div', { class: 'picker-list', dataset: { testid: `pick-list-${u.id}` } }),
+    count: el('span', { class: 'count', dataset: { testid: `pick-count-${u.id}` } }),
+    status: el('div', { class: 'status', role: 'status', dataset: { testid: `pick-status-${u.id}` } }),
+    save: el('button', { type: 'button', class: 'primary', dataset: { testid: `pick-save-${u.id}` }, onclick: () => saveShared(c) }, t('pk.save')),
+    revert: el('button', { type: 'button', dataset: { testid: `pick-revert-${u.id}` }, onclick: () => { p.dirty = false; p.status = null; renderPicker(c); } }, t('pk.revert')),
+  };
+  c.pickerBox.replaceChildren(
+    el('h4', {}, ...titleParts(u)),
+    el('label', { class: 'switch' }, all, t('pk.all')),
+    el('div', { class: 'toolbar' }, filter),
+    c.pk.list,
+    el('div', { class: 'picker-foot' }, c.pk.count, el('span', { class: 'buttons' }, c.pk.revert, c.pk.save)),
+    c.pk.status);
+  renderPickerList(c);
+  renderPickerFooter(c);
+}
+
+// "Channels shared with {name}", the name set apart as data.
+function titleParts(u) {
+  const [before, after] = t('pk.title').split('{name}');
+  return [before || '', el('span', { class: 'data' }, u.name || u.id), after || ''];
+}
+
+function edited(c) {
+  const p = ups.pickers.get(c.u.id);
+  p.dirty = true;
+  p.status = null;
+  renderPickerList(c);
+  renderPickerFooter(c);
+}
+
+function renderPickerList(c) {
+  const u = c.u;
+  const p = ups.pickers.get(u.id);
+  const list = c.pk.list;
+  list.classList.toggle('disabled', p.all);
+  if (catalog.error) {
+    list.replaceChildren(el('p', { class: 'error' }, t('pk.load_failed'), ' ', codeEl(readable(catalog.error))));
+    return;
+  }
+  if (!catalog.devices) { list.replaceChildren(el('p', { class: 'muted' }, t('pk.loading'))); return; }
+  if (!catalog.devices.length) { list.replaceChildren(el('p', { class: 'muted' }, t('pk.no_devices'))); return; }
+  const q = p.filter.trim().toLowerCase();
+  const match = (s) => !q || String(s || '').toLowerCase().includes(q);
+  const rows = [];
+  for (const d of catalog.devices) {
+    if (rows.length >= PICKER_ROWS_MAX) { rows.push(el('p', { class: 'muted' }, t('pk.more'))); break; }
+    const channels = catalog.channels.get(d.device_id);
+    const loaded = Array.isArray(channels);
+    const deviceMatches = match(d.device_id) || match(d.info && d.info.device_name);
+    const shown = loaded ? channels.filter((ch) => deviceMatches || match(ch.device_id) || match(ch.name)) : [];
+    if (q && !deviceMatches && !shown.length) continue;
+    const open = catalog.open.get(d.device_id) ?? (catalog.devices.length <= AUTO_EXPAND_MAX || (q !== '' && shown.length > 0));
+    rows.push(pickerDeviceRow(c, d, channels, open));
+    if (!open) continue;
+    if (channels === undefined) {
+      loadDeviceChannels(d.device_id).then(renderOpenPickers);
+      rows.push(el('p', { class: 'muted pick-note' }, t('pk.asking')));
+    } else if (channels === null) {
+      rows.push(el('p', { class: 'muted pick-note' }, t('pk.asking')));
+    } else if (!loaded) {
+      rows.push(el('p', { class: 'error pick-note' }, t('pk.channels_failed'), ' ', codeEl(readable(channels))));
+    } else {
+      for (const ch of shown.slice(0, PICKER_ROWS_MAX)) rows.push(pickerChannelRow(c, ch));
+    }
+  }
+  list.replaceChildren(...rows);
+}
+
+function pickerDeviceRow(c, d, channels, open) {
+  const p = ups.pickers.get(c.u.id);
+  const loaded = Array.isArray(channels);
+  const n = loaded ? channels.filter((ch) => p.chosen.has(ch.device_id)).length : 0;
+  const box = el('input', { type: 'checkbox', dataset: { testid: `pick-device-${c.u.id}-${d.device_id}` } });
+  box.checked = p.all || (loaded && channels.length > 0 && n === channels.length);
+  box.indeterminate = !p.all && n > 0 && loaded && n < channels.length;
+  box.disabled = p.all;
+  box.addEventListener('change', async () => {
+    const on = box.checked;
+    if (!Array.isArray(catalog.channels.get(d.device_id))) await loadDeviceChannels(d.device_id);
+    const list = catalog.channels.get(d.device_id);
+    if (Array.isArray(list)) for (const ch of list) { if (on) p.chosen.add(ch.device_id); else p.chosen.delete(ch.device_id); }
+    edited(c);
+  });
+  const name = d.info && d.info.device_name && d.info.device_name !== d.device_id ? d.info.device_name : '';
+  return el('div', { class: 'pick-device' },
+    el('button', { type: 'button', class: 'toggle', title: open ? t('pk.hide_channels') : t('pk.show_channels'), 'aria-label': open ? t('pk.hide_channels') : t('pk.show_channels'), onclick: () => {
+      catalog.open.set(d.device_id, !open);
+      renderPickerList(c);
+    } }, open ? '▾' : '▸'),
+    el('label', {}, box, el('span', { class: `dot ${d.online ? 'on' : ''}` }),
+      el('span', { class: 'pick-text' }, ...(name ? [el('span', { class: 'data' }, name)] : []), codeEl(d.device_id))),
+    el('span', { class: 'muted' }, loaded ? t('pk.device_chosen', { n: p.all ? channels.length : n, total: channels.length }) : t('pk.device_channels', { n: d.channel_count ?? '?' })));
+}
+
+function pickerChannelRow(c, ch) {
+  const p = ups.pickers.get(c.u.id);
+  const box = el('input', { type: 'checkbox', dataset: { testid: `pick-${c.u.id}-${ch.device_id}` } });
+  box.checked = p.all || p.chosen.has(ch.device_id);
+  box.disabled = p.all;
+  box.addEventListener('change', () => {
+    if (box.checked) p.chosen.add(ch.device_id); else p.chosen.delete(ch.device_id);
+    edited(c);
+  });
+  return el('label', { class: 'pick-channel' }, box, el('span', { class: `dot ${ch.status === 'ON' ? 'on' : ''}` }),
+    el('span', { class: 'pick-text' }, ...(ch.name ? [el('span', { class: 'data' }, ch.name)] : []), codeEl(ch.device_id)));
+}
+
+function renderPickerFooter(c) {
+  const p = ups.pickers.get(c.u.id);
+  const { count, status } = c.pk;
+  const parts = [p.all ? t('pk.count_all') : t('pk.count', { n: p.chosen.size })];
+  // Chosen ids on no device listed (once every device's channels are in): say so, offer to drop them.
+  const lists = catalog.devices ? catalog.devices.map((d) => catalog.channels.get(d.device_id)) : [];
+  if (!p.all && catalog.devices && lists.every(Array.isArray)) {
+    const known = new Set(lists.flat().map((ch) => ch.device_id));
+    const unknown = [...p.chosen].filter((id) => !known.has(id));
+    if (unknown.length) {
+      parts.push(' · ', t('pk.unknown', { n: unknown.length }), ' ', el('button', { type: 'button', class: 'link', onclick: () => {
+        for (const id of unknown) p.chosen.delete(id);
+        edited(c);
+      } }, t('pk.drop_unknown')));
+    }
+  }
+  count.replaceChildren(...parts);
+  const s = p.status;
+  status.className = `status ${s ? s.cls : ''}`;
+  // A time is written when shown, in the language in force then.
+  if (s) status.replaceChildren(t(s.key, s.at ? { time: timeText(s.at) } : s.params || {}), ...(s.raw ? [' ', codeEl(s.raw)] : []));
+  else if (p.dirty) status.replaceChildren(t('pk.dirty'));
+  else if (!p.known) status.replaceChildren(t('pk.unknown_current'));
+  else status.replaceChildren();
+  c.pk.revert.disabled = !p.dirty;
+}
+
+// Why a save failed, in the operator's words ({cls, key, params, raw}: raw is gmv's own).
+function saveProblem(err) {
+  if (!(err instanceof ApiError)) return { cls: 'error', key: 'pk.err.network', raw: String(err && err.message || err) };
+  const raw = err.message || '';
+  switch (err.status) {
+    case 400: return { cls: 'error', key: 'pk.err.bad', raw };
+    case 401: return { cls: 'error', key: 'pk.err.unauthorized' };
+    case 403: return { cls: 'error', key: 'pk.err.forbidden' };
+    case 404: return err.code === 'not_found' && /upstream/.test(raw)
+      ? { cls: 'error', key: 'pk.err.not_found' }
+      : { cls: 'error', key: 'pk.err.unsupported', params: { status: 404 } };
+    case 405: return { cls: 'error', key: 'pk.err.unsupported', params: { status: 405 } };
+    default:
+      if (err.code === 'standby') return { cls: 'error', key: 'pk.err.standby' };
+      if (err.code === 'not_saved') return { cls: 'error', key: 'pk.err.not_saved', raw };
+      return { cls: 'error', key: 'pk.err.other', params: { status: err.status }, raw };
+  }
+}
+
+async function saveShared(c) {
+  const id = c.u.id;
+  const p = ups.pickers.get(id);
+  const shared = p.all ? 'all' : [...p.chosen].sort();
+  p.status = { cls: 'muted', key: 'pk.saving' };
+  c.pk.save.disabled = true;
+  renderPickerFooter(c);
+  try {
+    const v = await api('PUT', `/api/upstreams/${encodeURIComponent(id)}/shared`, { shared });
+    ups.ignoreBefore = ups.loads + 1;
+    p.dirty = false;
+    p.status = { cls: 'ok', key: 'pk.saved', at: Date.now() };
+    // The answer is the upstream as it is now.
+    if (v && v.id === id && ups.list) {
+      ups.list = ups.list.map((u) => (u.id === id ? { ...u, ...v } : u));
+      renderUpstreams();
+    }
+    const card = ups.cards.get(id);
+    if (card) renderPicker(card);
+    refreshUpstreams();
+  } catch (err) {
+    p.status = saveProblem(err);
+    if (err instanceof ApiError && err.status === 404) refreshUpstreams();
+  } finally {
+    const card = ups.cards.get(id);
+    if (card && card.pk) { card.pk.save.disabled = false; renderPickerFooter(card); }
+  }
+}
+
+onLanguage(() => {
+  renderUpstreams();
+  for (const c of ups.cards.values()) renderPicker(c);
+});
 
 // ---- events (SSE over fetch, so the key goes in a header) ----
 

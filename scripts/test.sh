@@ -2,8 +2,9 @@
 # The test command (README "Two commands"): installs what the tests need when it is missing
 # (Debian/Ubuntu packages: ffmpeg/ffprobe make and check media, sip-tester is sipp, openssl makes
 # the HTTPS tests' certificates, Chromium and Node run the browser tests, whose npm packages come
-# from the registry by tests/browser/package-lock.json, PostgreSQL holds the registry two
-# controls share), starts PostgreSQL unless GMV_TEST_POSTGRES names one, then runs every test.
+# from the registry by tests/browser/package-lock.json, a CJK font draws the zh-CN console in
+# their screenshots, PostgreSQL holds the registry two controls share), starts PostgreSQL unless
+# GMV_TEST_POSTGRES names one, then runs every test.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test gb28181`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,8 @@ missing=()
 for tool in ffmpeg ffprobe sipp openssl chromium node npm pg_lsclusters; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
+# A Chinese font, or the zh-CN console's screenshots (tests/console_upstreams.rs) show boxes.
+command -v fc-list >/dev/null && [ -n "$(fc-list :lang=zh)" ] || missing+=("a CJK font")
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing what the tests need (missing: ${missing[*]})"
   sudo=""
@@ -21,6 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends ffmpeg sip-tester openssl >/dev/null
   command -v node >/dev/null && command -v npm >/dev/null || $sudo apt-get install -y -qq nodejs npm >/dev/null
   $sudo apt-get install -y -qq chromium >/dev/null
+  [ -n "$(fc-list :lang=zh 2>/dev/null)" ] || $sudo apt-get install -y -qq --no-install-recommends fonts-wqy-microhei >/dev/null
   command -v pg_lsclusters >/dev/null || $sudo apt-get install -y -qq postgresql >/dev/null
 fi
 if [ -z "${GMV_TEST_POSTGRES:-}" ]; then
