@@ -146,6 +146,9 @@ impl Endpoint {
             }
             Body::Position(position) => {
                 d.position = Some(position.clone());
+                if !self.upstreams.subs.is_empty() {
+                    self.notify_position(now, &device_id, &parsed_device, &position);
+                }
                 self.emit(Event::Position { device_id: device_id.clone(), position });
             }
             Body::DeviceStatus(status) => {

@@ -82,7 +82,7 @@ impl Charset {
         }
     }
 
-    fn encode(self, xml: &str) -> Vec<u8> {
+    pub(super) fn encode(self, xml: &str) -> Vec<u8> {
         match self {
             Charset::Gb2312 => encode_body(xml, encoding_rs::GB18030),
             Charset::Utf8 => xml.as_bytes().to_vec(),

@@ -2,7 +2,8 @@
 //! platform's catalog or alarms. A catalog subscription is answered with the shared catalog in
 //! paced NOTIFYs, then a NOTIFY for each change a device reports to a shared channel (ADD, DEL,
 //! UPDATE, ON, OFF...) and for each change of what is shared; an alarm subscription carries the
-//! alarms of shared channels as NOTIFYs instead of MESSAGEs. One subscription per upstream and
+//! alarms of shared channels as NOTIFYs instead of MESSAGEs; a position subscription gets the
+//! positions devices report for shared channels (or themselves). One subscription per upstream and
 //! kind (a new one replaces the old: the upper platform restarted); each ends at its expiry, its
 //! `Expires: 0`, or with its upstream.
 
@@ -90,6 +91,7 @@ impl Endpoint {
         let kind = match query.cmd_type.as_str() {
             "Catalog" => SubKind::Catalog,
             "Alarm" => SubKind::Alarm,
+            "MobilePosition" => SubKind::MobilePosition,
             _ => return Some(Reply { code: 489, reason: "Bad Event", extra: Vec::new(), body: None }),
         };
         if expires == 0 {
@@ -137,6 +139,7 @@ impl Endpoint {
         let Some(s) = self.upstreams.subs.iter_mut().find(|s| s.upstream == *upstream && s.call_id == call_id) else { return };
         s.cseq += 1;
         let left = s.expires_at.saturating_duration_since(now).as_secs();
+        // GB/T 28181 names alarm and position subscriptions `presence`.
         let event = if s.kind == SubKind::Catalog { "Catalog" } else { "presence" };
         let (target, ours, theirs, our_tag, their_tag, cseq, peer) =
             (s.remote_target.clone(), s.our_uri.clone(), s.their_uri.clone(), s.our_tag.clone(), s.their_tag.clone(), s.cseq, s.peer);
@@ -213,6 +216,38 @@ impl Endpoint {
         let sn = self.sub_sn(&call_id);
         let bodies: Vec<Vec<u8>> = items.chunks(CHANGES_PER_NOTIFY).flat_map(|chunk| catalog_page_bodies(&cfg, sn, "Notify", chunk)).collect();
         self.queue_pages(now, i, Paced::Notify(call_id), bodies);
+    }
+
+    /// A device's position (of itself or a channel, `target`): each upstream subscribed to
+    /// positions and sharing it gets a MobilePosition NOTIFY.
+    pub(super) fn notify_position(&mut self, now: Instant, device_id: &str, target: &str, p: &manscdp::Position) {
+        for i in 0..self.upstreams.list.len() {
+            if self.upstreams.list[i].state != UpstreamState::Registered {
+                continue;
+            }
+            let Some(call_id) = self.upstream_sub(i, SubKind::MobilePosition) else { continue };
+            let cfg = &self.upstreams.list[i].cfg;
+            // The device's own position goes up when any of its channels is shared.
+            let own = target == device_id && self.devices.get(device_id).is_some_and(|d| d.channels.keys().any(|c| cfg.shared.contains(c)));
+            if !own && !cfg.shared.contains(target) {
+                continue;
+            }
+            let optional = |tag: &str, v: Option<f64>| v.map(|v| format!("<{tag}>{v}</{tag}>\r\n")).unwrap_or_default();
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Notify>\r\n<CmdType>MobilePosition</CmdType>\r\n<SN>{}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<Time>{}</Time>\r\n<Longitude>{}</Longitude>\r\n<Latitude>{}</Latitude>\r\n{}{}{}</Notify>\r\n",
+                cfg.charset.label(),
+                self.sub_sn(&call_id),
+                manscdp::escape(cfg.channel_ids.up(target)),
+                manscdp::escape(&p.time),
+                p.longitude,
+                p.latitude,
+                optional("Speed", p.speed),
+                optional("Direction", p.direction),
+                optional("Altitude", p.altitude),
+            );
+            let body = cfg.charset.encode(&xml);
+            self.send_sub_notify(now, i, &call_id, body);
+        }
     }
 
     /// Subscriptions past their expiry, and those of upstreams gone or lost, end.

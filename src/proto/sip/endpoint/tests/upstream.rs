@@ -698,12 +698,22 @@ fn subscriptions_from_above_carry_the_catalog_its_changes_and_alarms() {
     assert!(String::from_utf8_lossy(notified[0].body()).contains("<CmdType>Alarm</CmdType>"));
     h.take();
 
-    // A refresh in a dialog not ours: 481; MobilePosition is not offered: 489; Expires 0 ends
+    // A refresh in a dialog not ours: 481; a kind not offered: 489; Expires 0 ends
     // the catalog subscription: changes no longer go up.
     h.input(up, &up_subscribe("sub-c", 2, "Catalog", 3600, Some("not-ours")));
     assert_eq!(h.sent_one(up).status(), Some(481));
-    h.input(up, &up_subscribe("sub-m", 1, "MobilePosition", 3600, None));
+    h.input(up, &up_subscribe("sub-x", 1, "ConfigDownload", 3600, None));
     assert_eq!(h.sent_one(up).status(), Some(489));
+    // Positions: a subscription of its own, the channel's position in a NOTIFY.
+    h.input(up, &up_subscribe("sub-m", 1, "MobilePosition", 3600, None));
+    assert_eq!(h.sent_one(up).status(), Some(200));
+    let position = format!("<Notify><CmdType>MobilePosition</CmdType><SN>4</SN><DeviceID>{CH}</DeviceID><Time>2026-12-05T10:00:00</Time><Longitude>116.5</Longitude><Latitude>39.9</Latitude><Speed>12</Speed></Notify>");
+    h.input(dev.peer, &dev.request("MESSAGE", "pos1", "", Some((MANSCDP_CT, position.as_bytes()))));
+    let moved = notifies(&mut h);
+    assert_eq!((moved.len(), moved[0].call_id().as_deref(), moved[0].header("Event").as_deref()), (1, Some("sub-m"), Some("presence")));
+    let text = String::from_utf8_lossy(moved[0].body()).to_string();
+    assert!(text.contains("<CmdType>MobilePosition</CmdType>") && text.contains("<Longitude>116.5</Longitude>") && text.contains("<Speed>12</Speed>"), "{text}");
+    h.take();
     h.input(up, &up_subscribe("sub-c", 3, "Catalog", 0, Some(&tag)));
     assert_eq!(h.sent_one(up).status(), Some(200));
     h.input(dev.peer, &dev.request("MESSAGE", "chg2", "", Some((MANSCDP_CT, change.replace("OFF", "ON").replace("<SN>7", "<SN>8").as_bytes()))));
