@@ -235,6 +235,23 @@ pub struct UpstreamYaml {
     /// `{our channel id: its id upward}`. Others keep their ids.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub channel_id_map: std::collections::BTreeMap<String, String>,
+    /// Business groups (id type 215) and virtual organisations (216) its catalog shows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupYaml>,
+    /// `{our channel id: the group it hangs under}` (others hang under this platform).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub channel_groups: std::collections::BTreeMap<String, String>,
+}
+
+/// A business group or virtual organisation of the catalog sent up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupYaml {
+    pub id: String,
+    pub name: String,
+    /// The group it sits under: a virtual organisation (216) needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,6 +333,7 @@ impl UpstreamYaml {
         if self.channel_id_map.len() > 100 * UPSTREAM_CALLS_MAX {
             return Err(format!("cascade.upstreams {id}: channel_id_map holds at most {} channels", 100 * UPSTREAM_CALLS_MAX));
         }
+        let groups = self.catalog_groups()?;
         let pairs = self.channel_id_map.iter().map(|(o, t)| (o.clone(), t.clone()));
         let Some(channel_ids) = crate::proto::sip::endpoint::ChannelIds::new(pairs) else {
             return Err(format!("cascade.upstreams {id}: channel_id_map gives one id upward to two channels"));
@@ -334,7 +352,40 @@ impl UpstreamYaml {
             charset,
             shared,
             channel_ids,
+            groups,
+            channel_groups: self.channel_groups.clone(),
         })
+    }
+
+    /// The groups, checked: ids of type 215 or 216, a 216 under a listed group, channels only
+    /// under listed groups, no group under itself.
+    fn catalog_groups(&self) -> Result<Vec<crate::proto::sip::endpoint::CatalogGroup>, String> {
+        use crate::proto::sip::endpoint::{CATALOG_GROUPS_MAX, CatalogGroup, id_type, valid_id};
+        let id = &self.id;
+        if self.groups.len() > CATALOG_GROUPS_MAX {
+            return Err(format!("cascade.upstreams {id}: at most {CATALOG_GROUPS_MAX} groups"));
+        }
+        let listed = |g: &str| self.groups.iter().any(|x| x.id == g);
+        for g in &self.groups {
+            let kind = id_type(&g.id).filter(|t| valid_id(&g.id) && g.id.len() == 20 && matches!(*t, "215" | "216"));
+            match (kind, g.parent.as_deref()) {
+                (None, _) => return Err(format!("cascade.upstreams {id}: group {:?} is not a 20-digit id of type 215 (business group) or 216 (virtual organisation)", g.id)),
+                (Some("216"), None) => return Err(format!("cascade.upstreams {id}: virtual organisation {} needs a parent group", g.id)),
+                (_, Some(p)) if p == g.id || !listed(p) => return Err(format!("cascade.upstreams {id}: group {} is under {p:?}, which is not another listed group", g.id)),
+                _ => {}
+            }
+        }
+        if let Some((channel, group)) = self.channel_groups.iter().find(|(c, g)| !valid_id(c) || !listed(g)) {
+            return Err(format!("cascade.upstreams {id}: channel_groups puts {channel:?} under {group:?}, which is not a listed group"));
+        }
+        if self.channel_groups.len() > 100 * crate::proto::sip::endpoint::UPSTREAM_CALLS_MAX {
+            return Err(format!("cascade.upstreams {id}: channel_groups too long"));
+        }
+        let groups: Vec<CatalogGroup> = self.groups.iter().map(|g| CatalogGroup { id: g.id.clone(), name: g.name.clone(), parent: g.parent.clone() }).collect();
+        if let Some(lost) = groups.iter().find(|g| crate::proto::sip::endpoint::business_group(&groups, &g.id).is_none()) {
+            return Err(format!("cascade.upstreams {id}: group {} does not lead up to a business group (215)", lost.id));
+        }
+        Ok(groups)
     }
 }
 
@@ -977,6 +1028,10 @@ mod tests {
             ("    charset: latin1\n", "GB2312 or UTF-8"),
             ("    channel_id_map: {\"34020000001310000001\": \"a b\"}\n", "not a pair of ids"),
             ("    channel_id_map: {\"34020000001310000001\": \"x\", \"34020000001310000002\": \"x\"}\n", "to two channels"),
+            ("    groups: [{id: \"44010200001320000001\", name: camera}]\n", "type 215"),
+            ("    groups: [{id: \"44010200002160000001\", name: org}]\n", "needs a parent"),
+            ("    groups: [{id: \"44010200002160000001\", name: a, parent: \"44010200002160000002\"}, {id: \"44010200002160000002\", name: b, parent: \"44010200002160000001\"}]\n", "lead up to a business group"),
+            ("    channel_groups: {\"34020000001310000001\": \"44010200002150000009\"}\n", "not a listed group"),
             ("    keepalive_s: 0\n", "keepalive_s"),
         ] {
             let e = Config::from_yaml(&up(bad)).unwrap_err().to_string();

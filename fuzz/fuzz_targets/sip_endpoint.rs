@@ -128,6 +128,8 @@ fn upstream_config() -> UpstreamConfig {
         charset: Charset::Gb2312,
         shared: Shared::All,
         channel_ids: gmv::proto::sip::endpoint::ChannelIds::default(),
+        groups: Vec::new(),
+        channel_groups: Default::default(),
     }
 }
 

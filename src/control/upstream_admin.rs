@@ -57,6 +57,8 @@ impl Control {
                     v["keepalive_s"] = json!(u.keepalive_s);
                     v["keepalive_timeout_count"] = json!(u.keepalive_timeout_count);
                     v["channel_id_map"] = json!(u.channel_id_map);
+                    v["groups"] = json!(u.groups);
+                    v["channel_groups"] = json!(u.channel_groups);
                 }
                 v
             })

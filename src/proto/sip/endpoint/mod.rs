@@ -25,8 +25,8 @@ mod transaction;
 mod upstream;
 mod upstream_subs;
 pub use upstream::{
-    CATALOG_ITEMS_PER_MESSAGE, ChannelIds, Charset, REGISTER_RETRY_MAX, REGISTER_RETRY_MIN, Shared, UPSTREAM_CALLS_MAX, UPSTREAMS_MAX, UpstreamCallHandle, UpstreamConfig,
-    UpstreamEnd, UpstreamMedia, UpstreamMediaAnswer, UpstreamPlay, UpstreamRecords, UpstreamRefusal, UpstreamSession, UpstreamState, UpstreamStatus,
+    CATALOG_GROUPS_MAX, CATALOG_ITEMS_PER_MESSAGE, CatalogGroup, ChannelIds, Charset, REGISTER_RETRY_MAX, REGISTER_RETRY_MIN, Shared, UPSTREAM_CALLS_MAX, UPSTREAMS_MAX, UpstreamCallHandle, UpstreamConfig,
+    UpstreamEnd, UpstreamMedia, UpstreamMediaAnswer, UpstreamPlay, UpstreamRecords, UpstreamRefusal, UpstreamSession, UpstreamState, UpstreamStatus, business_group, id_type,
 };
 pub use transaction::{LATENCY_BOUNDS_MS, Latencies, LatencyHistogram, TIMED_METHODS};
 

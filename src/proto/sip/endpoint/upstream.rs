@@ -112,6 +112,40 @@ pub struct UpstreamConfig {
     pub shared: Shared,
     /// Ids the upstream knows some channels by (its numbering plan), instead of ours.
     pub channel_ids: ChannelIds,
+    /// Business groups and virtual organisations its catalog shows, and the one each channel
+    /// hangs under (others hang under this platform).
+    pub groups: Vec<CatalogGroup>,
+    pub channel_groups: BTreeMap<String, String>,
+}
+
+/// A business group (id type 215) or virtual organisation (216) of the catalog sent up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogGroup {
+    pub id: String,
+    pub name: String,
+    /// The group it sits under (a 216's is another 216 or its 215); none for a 215.
+    pub parent: Option<String>,
+}
+
+/// Groups at most per upstream.
+pub const CATALOG_GROUPS_MAX: usize = 1000;
+
+/// The GB/T 28181 type of a 20-digit id (its digits 11 to 13).
+pub fn id_type(id: &str) -> Option<&str> {
+    id.get(10..13)
+}
+
+/// The business group (215) above `id` among `groups` (itself when it is one), bounded by
+/// the group count.
+pub fn business_group<'a>(groups: &'a [CatalogGroup], id: &'a str) -> Option<&'a str> {
+    let mut at = id;
+    for _ in 0..=groups.len() {
+        if id_type(at) == Some("215") {
+            return Some(at);
+        }
+        at = groups.iter().find(|g| g.id == at)?.parent.as_deref()?;
+    }
+    None
 }
 
 /// Channels known upward by other ids: ours → theirs, and back. Everything else keeps its id.
@@ -1167,12 +1201,17 @@ impl Endpoint {
     /// The shared channels as Catalog bodies under `root` (Response to a query, Notify in a
     /// subscription), `CATALOG_ITEMS_PER_MESSAGE` each.
     pub(super) fn catalog_bodies(&self, cfg: &UpstreamConfig, sn: u32, now: Instant, root: &str) -> Vec<Vec<u8>> {
-        let items: Vec<String> = self
-            .shared_channels(&cfg.shared)
-            .into_iter()
-            .take(CATALOG_PAGES_QUEUED_MAX * CATALOG_ITEMS_PER_MESSAGE)
-            .map(|(d, c)| self.catalog_item(cfg, d, c, now, None))
-            .collect();
+        // Groups first, so an upper platform has the tree before the channels hung in it.
+        let groups = cfg.groups.iter().map(|g| {
+            let parent = g.parent.as_deref().map(|p| format!("<ParentID>{p}</ParentID>\r\n")).unwrap_or_default();
+            let business = match business_group(&cfg.groups, &g.id) {
+                Some(b) if id_type(&g.id) == Some("216") => format!("<BusinessGroupID>{b}</BusinessGroupID>\r\n"),
+                _ => String::new(),
+            };
+            format!("<Item>\r\n<DeviceID>{}</DeviceID>\r\n<Name>{}</Name>\r\n{parent}{business}</Item>\r\n", g.id, escape(&g.name))
+        });
+        let channels = self.shared_channels(&cfg.shared).into_iter().map(|(d, c)| self.catalog_item(cfg, d, c, now, None));
+        let items: Vec<String> = groups.chain(channels).take(CATALOG_PAGES_QUEUED_MAX * CATALOG_ITEMS_PER_MESSAGE).collect();
         catalog_page_bodies(cfg, sn, root, &items)
     }
 
@@ -1181,14 +1220,16 @@ impl Endpoint {
         let civil = c.device_id.get(..6).unwrap_or(&cfg.domain);
         let status = if self.is_online(d, now) && c.status != "OFF" { "ON" } else { "OFF" };
         let event = event.map(|e| format!("<Event>{e}</Event>\r\n")).unwrap_or_default();
+        let group = cfg.channel_groups.get(&c.device_id);
+        let business = group.and_then(|g| business_group(&cfg.groups, g)).map(|b| format!("<BusinessGroupID>{b}</BusinessGroupID>\r\n")).unwrap_or_default();
         format!(
-            "<Item>\r\n<DeviceID>{}</DeviceID>\r\n<Name>{}</Name>\r\n<Manufacturer>{}</Manufacturer>\r\n<Model>{}</Model>\r\n<Owner>0</Owner>\r\n<CivilCode>{civil}</CivilCode>\r\n<Address>{}</Address>\r\n<Parental>0</Parental>\r\n<ParentID>{}</ParentID>\r\n<SafetyWay>0</SafetyWay>\r\n<RegisterWay>1</RegisterWay>\r\n<Secrecy>0</Secrecy>\r\n<Status>{status}</Status>\r\n{event}</Item>\r\n",
+            "<Item>\r\n<DeviceID>{}</DeviceID>\r\n<Name>{}</Name>\r\n<Manufacturer>{}</Manufacturer>\r\n<Model>{}</Model>\r\n<Owner>0</Owner>\r\n<CivilCode>{civil}</CivilCode>\r\n<Address>{}</Address>\r\n<Parental>0</Parental>\r\n<ParentID>{}</ParentID>\r\n<SafetyWay>0</SafetyWay>\r\n<RegisterWay>1</RegisterWay>\r\n<Secrecy>0</Secrecy>\r\n<Status>{status}</Status>\r\n{business}{event}</Item>\r\n",
             cfg.channel_ids.up(&c.device_id),
             escape(if c.name.is_empty() { &c.device_id } else { &c.name }),
             escape(if c.manufacturer.is_empty() { &d.info.manufacturer } else { &c.manufacturer }),
             escape(&d.info.model),
             escape(&c.address),
-            cfg.local_id,
+            group.unwrap_or(&cfg.local_id),
         )
     }
 

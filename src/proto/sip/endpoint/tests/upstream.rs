@@ -28,6 +28,8 @@ fn upstream(shared: Shared) -> UpstreamConfig {
         charset: Charset::Gb2312,
         shared,
         channel_ids: ChannelIds::default(),
+        groups: Vec::new(),
+        channel_groups: Default::default(),
     }
 }
 
@@ -799,4 +801,33 @@ fn a_channel_goes_up_under_the_id_the_upstream_gave_it() {
 
     // One id upward for two channels is refused.
     assert!(ChannelIds::new([("a".to_string(), "x".to_string()), ("b".to_string(), "x".to_string())]).is_none());
+}
+
+#[test]
+fn the_catalog_sent_up_holds_the_groups_and_hangs_channels_in_them() {
+    const BG: &str = "44010200002150000001";
+    const ORG: &str = "44010200002160000001";
+    let mut c = cfg();
+    let mut u = upstream(Shared::All);
+    u.groups = vec![
+        CatalogGroup { id: BG.into(), name: "城管".into(), parent: None },
+        CatalogGroup { id: ORG.into(), name: "一号路口".into(), parent: Some(BG.into()) },
+    ];
+    u.channel_groups = [(CH.to_string(), ORG.to_string())].into();
+    c.upstreams = vec![u];
+    let mut h = H::with(c);
+    let mut dev = Dev::udp(DEV, addr(9, 5060));
+    h.online_device(&mut dev);
+    register_up(&mut h);
+    h.take();
+    h.input(Peer::Udp(up_addr()), &up_request(up_addr(), "MESSAGE", LOCAL_ID, "c1", 1, "", Some((MANSCDP_CT, &query("Catalog", 3, LOCAL_ID)))));
+    h.advance(Duration::from_millis(100));
+    let (text, _) = crate::proto::sip::text::decode_body(distinct(sent_up(&mut h, "MESSAGE"))[0].body());
+    let items: Vec<&str> = text.split("<Item>").skip(1).collect();
+    assert_eq!(items.len(), 3, "{text}");
+    assert!(text.contains("<SumNum>3</SumNum>"), "{text}");
+    let field = |item: &str, tag: &str| crate::proto::sip::manscdp::element(item, tag).map(|v| v.trim().to_string());
+    assert_eq!((field(items[0], "DeviceID").as_deref(), field(items[0], "Name").as_deref(), field(items[0], "ParentID")), (Some(BG), Some("城管"), None));
+    assert_eq!((field(items[1], "DeviceID").as_deref(), field(items[1], "ParentID").as_deref(), field(items[1], "BusinessGroupID").as_deref()), (Some(ORG), Some(BG), Some(BG)));
+    assert_eq!((field(items[2], "DeviceID").as_deref(), field(items[2], "ParentID").as_deref(), field(items[2], "BusinessGroupID").as_deref()), (Some(CH), Some(ORG), Some(BG)));
 }
