@@ -552,3 +552,70 @@ fn upstreams_added_changed_and_removed_through_the_api_hold_after_a_restart() {
     lower.crash_and_restart();
     assert_eq!(lower.request("GET", "/api/upstreams", "").1["upstreams"], serde_json::json!([]));
 }
+
+/// A gmv media node of `control` (`--role media`), its hooks (the send's end too) to it.
+fn media_node(control: SocketAddr) -> Engine {
+    let hooks: String = ["on_server_started", "on_server_keepalive", "on_play", "on_publish", "on_stream_none_reader", "on_send_rtp_stopped"]
+        .iter()
+        .map(|n| format!("    {n}: \"http://{control}/index/hook/{n}\"\n"))
+        .collect();
+    let yaml = format!("node:\n  secret: \"{NODE_SECRET}\"\n  media_server_id: media-1\n  keepalive_interval_s: 1\n  hooks:\n{hooks}");
+    Engine::start_command(1, "", &yaml, "", None, None, &["--role", "media"])
+}
+
+const NODE_SECRET: &str = "node-secret-0123456789";
+
+#[test]
+fn a_channel_on_a_media_node_is_sent_up_by_that_node() {
+    let mut up = Upper::bind();
+    let control_http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let node = media_node(control_http);
+    let nodes = format!("node:\n  media_nodes:\n    - {{id: media-1, api: \"http://{}\", secret: \"{NODE_SECRET}\", media_ip: 127.0.0.1}}\n", node.http);
+    let lower = Engine::start_at(control_http, 1, &format!("{nodes}{}", lower_yaml(up.addr(), &[CHANNELS[0].to_string()])), "  no_viewer_stop_s: 0\n", &["--role", "control"]);
+    up.lower = lower.sip;
+    wait_for("the node up", Duration::from_secs(20), || {
+        let (_, v) = lower.request("GET", "/api/nodes", "");
+        v["nodes"].as_array().and_then(|l| l.iter().find(|n| n["state"] == "up")).map(|_| ())
+    });
+    accept_registration(&up);
+    let (_events, stop, device) = registered_device(&lower);
+
+    // Live over UDP: the answer gives the node's media address; the node sends the RTP.
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    media.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let sdp = invite_sdp(media.local_addr().unwrap().port(), "RTP/AVP", "", "0100000131");
+    let answer = invite(&mut up, CHANNELS[0], "inv-node", &sdp);
+    assert_eq!(answer.status(), Some(200), "{}", String::from_utf8_lossy(answer.body()));
+    let answer_sdp = gmv::proto::sdp::Sdp::parse(answer.body()).unwrap();
+    let media = Arc::new(media);
+    let (check, from) = up.keepalives_while({
+        let media = media.clone();
+        std::thread::spawn(move || {
+            let mut check = RtpCheck::new(100_000_131);
+            let mut buf = vec![0u8; 65536];
+            let mut from = None;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while check.packets < 100 && Instant::now() < deadline {
+                if let Ok((n, sender)) = media.recv_from(&mut buf) {
+                    from = Some(sender);
+                    check.take(&buf[..n]);
+                }
+            }
+            (check, from)
+        })
+    });
+    check.decode("cascade-wire-node.ps", 10);
+    assert_eq!(from.map(|f| f.port()), Some(answer_sdp.media[0].port), "sent from the port the answer named");
+
+    // The lower stops the camera's session: the node's sender ends (its on_send_rtp_stopped),
+    // and the lower hangs the upstream up with a BYE.
+    let (_, sessions) = lower.request("GET", "/api/sessions", "");
+    let stream_id = sessions["sessions"][0]["stream_id"].as_str().unwrap().to_string();
+    assert_eq!(lower.request("DELETE", &format!("/api/sessions/{stream_id}"), "").0, 200);
+    let (_, bye) = up.next("the lower's BYE", Duration::from_secs(15), |m| m.method().is_some_and(|m| m.to_string() == "BYE"));
+    assert_eq!(bye.call_id().as_deref(), Some("inv-node"));
+    up.reply(&bye, 200, "");
+    wait_for("no session up", Duration::from_secs(10), || (upstream_state(&lower)["sessions"] == 0).then_some(()));
+    stop.store(true, Ordering::SeqCst);
+    device.join().unwrap();
+}

@@ -1,25 +1,19 @@
 //! Cascade, the driver's side: an upstream's INVITE becomes a play of the channel (live joined
 //! when it already plays; a playback or download a device session of its own) and an RTP
-//! sender on the shard owning its stream (PS, the upstream's SSRC, to where its offer said);
+//! sender on the shard owning its stream, or on its media node (PS, the upstream's SSRC, to
+//! where its offer said);
 //! the sender's end, or the session's, hangs the upstream up. Its RecordInfo is a search of the
 //! device, its MANSRTSP the device playback's control.
 
-use super::{Control, PlaySite};
-use crate::proto::rtp_mux::RtpMuxSettings;
+use super::Control;
 use crate::proto::sip::endpoint::{
     Command, MediaTransport, Outcome, PlayError, PlayKind, UpstreamCallHandle, UpstreamEnd, UpstreamMedia, UpstreamMediaAnswer, UpstreamPlay,
     UpstreamRecords, UpstreamRefusal,
 };
 use crate::proto::sip::mansrtsp::PlaybackAction;
-use crate::shard::rtp_send::{SendError, SendSpec, SendStopped, SendTransport};
+use crate::shard::rtp_send::SendStopped;
 use std::rc::Rc;
-use std::time::Duration;
 
-/// PS over RTP, as GB/T 28181 carries it, on the payload type the answer names.
-const PS_PAYLOAD_TYPE: u8 = 96;
-/// How long a listening sender waits for the upstream to connect, and a dialled one for its
-/// connect.
-const UPSTREAM_CONNECT_WAIT: Duration = Duration::from_secs(10);
 
 /// A sender started for an upstream session: the stream it takes and the SSRC it sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,44 +63,25 @@ impl Control {
             PlayError::Busy => UpstreamRefusal::Busy,
             _ => UpstreamRefusal::Failed,
         })?;
-        if let PlaySite::Node { node, .. } = self.play_site(session.ssrc) {
-            tracing::warn!(node, device_id, channel_id, "cascade of a stream on a media node is not offered yet");
-            if kind != PlayKind::Live {
-                self.command(Command::StopSession { ssrc: session.ssrc });
-            }
-            return Err(UpstreamRefusal::Failed);
-        }
-        let transport = match media {
-            UpstreamMedia::Udp(to) => SendTransport::Udp(to),
-            UpstreamMedia::TcpDial(to) => SendTransport::Tcp(to),
-            UpstreamMedia::TcpListen => SendTransport::TcpPassive,
-        };
-        let spec = SendSpec {
-            mux: RtpMuxSettings { ssrc, payload_type: PS_PAYLOAD_TYPE, ps: true, only_audio: false },
-            transport,
-            src_port: None,
-            wait: UPSTREAM_CONNECT_WAIT,
-            rtcp: false,
-        };
-        match self.shard.start_send(session.ssrc, spec).await {
-            Ok(started) => {
+        match self.start_send_up(session.ssrc, ssrc, media).await {
+            Ok(answer) => {
                 let send = UpstreamSend { stream_ssrc: session.ssrc, send_ssrc: ssrc, history: kind != PlayKind::Live };
                 self.upstream_sends.borrow_mut().insert(handle, send);
-                Ok(UpstreamMediaAnswer { port: started.local_port, media_ip: None })
+                Ok(answer)
             }
-            Err(error) => {
-                tracing::warn!(device_id, channel_id, ?error, "cannot send the channel upward");
+            Err(refusal) => {
+                tracing::warn!(device_id, channel_id, ?refusal, "cannot send the channel upward");
                 if kind != PlayKind::Live {
                     self.command(Command::StopSession { ssrc: session.ssrc });
                 }
-                Err(if error == SendError::Full { UpstreamRefusal::Busy } else { UpstreamRefusal::Failed })
+                Err(refusal)
             }
         }
     }
 
     /// Stops an upstream session's sender, and its own playback or download.
     async fn end_upstream_send(self: &Rc<Self>, send: UpstreamSend) {
-        self.shard.stop_send(send.stream_ssrc, Some(send.send_ssrc)).await;
+        self.stop_send_up(send.stream_ssrc, send.send_ssrc).await;
         if send.history {
             self.command(Command::StopSession { ssrc: send.stream_ssrc });
         }
@@ -167,19 +142,25 @@ impl Control {
 
     /// A sender ended on a media shard: when it was an upstream session's, BYE upward.
     pub fn upstream_send_stopped(self: &Rc<Self>, stopped: &SendStopped) {
+        self.upstream_sender_ended(stopped.source_ssrc, stopped.send_ssrc, &stopped.reason);
+    }
+
+    /// A sender of stream `source_ssrc` under `send_ssrc` ended (here, or on a media node: its
+    /// `on_send_rtp_stopped`): when it was an upstream session's, BYE upward.
+    pub(super) fn upstream_sender_ended(self: &Rc<Self>, source_ssrc: u32, send_ssrc: u32, reason: &str) {
         let found = self
             .upstream_sends
             .borrow()
             .iter()
-            .find(|(_, s)| s.stream_ssrc == stopped.source_ssrc && s.send_ssrc == stopped.send_ssrc)
+            .find(|(_, s)| s.stream_ssrc == source_ssrc && s.send_ssrc == send_ssrc)
             .map(|(h, _)| *h);
         let Some(handle) = found else { return };
         let send = self.upstream_sends.borrow_mut().remove(&handle);
         if send.is_some_and(|s| s.history) {
-            self.command(Command::StopSession { ssrc: stopped.source_ssrc });
+            self.command(Command::StopSession { ssrc: source_ssrc });
         }
-        tracing::info!(handle, ssrc = stopped.send_ssrc, reason = stopped.reason, "upstream session's media ended; BYE upward");
-        self.events.publish("upstream_session_stopped", None, None, serde_json::json!({ "ssrc": stopped.send_ssrc, "why": stopped.reason }));
+        tracing::info!(handle, ssrc = send_ssrc, reason = reason, "upstream session's media ended; BYE upward");
+        self.events.publish("upstream_session_stopped", None, None, serde_json::json!({ "ssrc": send_ssrc, "why": reason }));
         self.command(Command::UpstreamHangUp { handle });
     }
 

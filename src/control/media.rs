@@ -6,11 +6,24 @@
 use super::Control;
 use super::node_call::NodeCall;
 use super::nodes::Placement;
-use crate::proto::sip::endpoint::{MediaTransport, PlayError, PlayKind};
+use crate::proto::rtp_mux::RtpMuxSettings;
+use crate::proto::sip::endpoint::{MediaTransport, PlayError, PlayKind, UpstreamMedia, UpstreamMediaAnswer, UpstreamRefusal};
+use crate::shard::rtp_send::{SendError, SendSpec, SendTransport};
 use crate::shard::msg::{Expectation, History, OpenError, PlaybackChange, StreamSpec};
 use crate::shard::source::SourceRule;
 use std::net::SocketAddr;
 use std::rc::Rc;
+
+/// PS over RTP, as GB/T 28181 carries it, on the payload type the answer names.
+const PS_PAYLOAD_TYPE: u8 = 96;
+/// How long a listening sender waits for the upstream to connect, and a dialled one for its
+/// connect.
+const UPSTREAM_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// ZLMediaKit's code for a stream it does not have (yet), and how often a send asks again.
+const NODE_NOT_FOUND: i64 = -500;
+const NODE_SOURCE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+const _: () = assert!(NODE_SOURCE_POLL.as_millis() * 10 <= UPSTREAM_CONNECT_WAIT.as_millis());
 
 /// A stream opened for a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +171,64 @@ impl Control {
             self.tell_node(&placement.node, &call).await;
         }
         true
+    }
+
+    /// Sends a stream on as PS over RTP under `send_ssrc` (cascade): from the shard owning it
+    /// here, or by its node's `startSendRtp`; where the media leaves from.
+    pub(super) async fn start_send_up(&self, ssrc: u32, send_ssrc: u32, media: UpstreamMedia) -> Result<UpstreamMediaAnswer, UpstreamRefusal> {
+        if let (Some(placement), Some(nodes)) = (self.node_of(ssrc), &self.nodes) {
+            let call = NodeCall::StartSendRtp { ssrc, send_ssrc, media };
+            // A node has the stream only once its first packets came (ZLMediaKit's too): asked
+            // again until then, within the wait.
+            let deadline = std::time::Instant::now() + UPSTREAM_CONNECT_WAIT;
+            let mut answer = nodes.send(&placement.node, &call).await;
+            while matches!(&answer, Err(super::nodes::NodeError::Refused { code: Some(NODE_NOT_FOUND), .. })) && std::time::Instant::now() < deadline {
+                glommio::timer::sleep(NODE_SOURCE_POLL).await;
+                answer = nodes.send(&placement.node, &call).await;
+            }
+            return match answer {
+                Ok(answer) => match answer["local_port"].as_u64().and_then(|p| u16::try_from(p).ok()) {
+                    Some(port) => Ok(UpstreamMediaAnswer { port, media_ip: Some(placement.media_ip) }),
+                    None => {
+                        tracing::warn!(node = placement.node, ssrc, send_ssrc, %answer, "startSendRtp answered no local_port");
+                        Err(UpstreamRefusal::Failed)
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(node = placement.node, ssrc, send_ssrc, %error, "the media node cannot send the stream on");
+                    Err(UpstreamRefusal::Failed)
+                }
+            };
+        }
+        let transport = match media {
+            UpstreamMedia::Udp(to) => SendTransport::Udp(to),
+            UpstreamMedia::TcpDial(to) => SendTransport::Tcp(to),
+            UpstreamMedia::TcpListen => SendTransport::TcpPassive,
+        };
+        let spec = SendSpec {
+            mux: RtpMuxSettings { ssrc: send_ssrc, payload_type: PS_PAYLOAD_TYPE, ps: true, only_audio: false },
+            transport,
+            src_port: None,
+            wait: UPSTREAM_CONNECT_WAIT,
+            rtcp: false,
+        };
+        match self.shard.start_send(ssrc, spec).await {
+            Ok(started) => Ok(UpstreamMediaAnswer { port: started.local_port, media_ip: None }),
+            Err(error) => {
+                tracing::warn!(ssrc, send_ssrc, ?error, "cannot send the stream on");
+                Err(if error == SendError::Full { UpstreamRefusal::Busy } else { UpstreamRefusal::Failed })
+            }
+        }
+    }
+
+    /// Stops what `start_send_up` started.
+    pub(super) async fn stop_send_up(&self, ssrc: u32, send_ssrc: u32) {
+        match self.node_of(ssrc) {
+            Some(placement) => self.tell_node(&placement.node, &NodeCall::StopSendRtp { ssrc, send_ssrc }).await,
+            None => {
+                self.shard.stop_send(ssrc, Some(send_ssrc)).await;
+            }
+        }
     }
 
     /// Makes `call` on `node`; a failure is logged, what asked goes on.

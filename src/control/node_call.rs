@@ -2,7 +2,7 @@
 //! its name and its form parameters, so the vocabulary (names, `app=rtp`, the vhost, gmv's own
 //! parameters) is written once, here, and nowhere else in the control.
 
-use crate::proto::sip::endpoint::MediaTransport;
+use crate::proto::sip::endpoint::{MediaTransport, UpstreamMedia};
 use crate::proto::ssrc::stream_id;
 use crate::shard::source::SourceRule;
 use std::net::SocketAddr;
@@ -60,6 +60,18 @@ pub enum NodeCall {
     },
     ListRtpServer,
     GetMediaList,
+    /// The stream sent on as PS over RTP under `send_ssrc` (cascade): to `media`'s address
+    /// over UDP or dialled TCP, or to whoever connects (`startSendRtpPassive`). The answer
+    /// says its `local_port`.
+    StartSendRtp {
+        ssrc: u32,
+        send_ssrc: u32,
+        media: UpstreamMedia,
+    },
+    StopSendRtp {
+        ssrc: u32,
+        send_ssrc: u32,
+    },
 }
 
 impl NodeCall {
@@ -75,6 +87,9 @@ impl NodeCall {
             NodeCall::StartRecord { .. } => "startRecord",
             NodeCall::ListRtpServer => "listRtpServer",
             NodeCall::GetMediaList => "getMediaList",
+            NodeCall::StartSendRtp { media: UpstreamMedia::TcpListen, .. } => "startSendRtpPassive",
+            NodeCall::StartSendRtp { .. } => "startSendRtp",
+            NodeCall::StopSendRtp { .. } => "stopSendRtp",
         }
     }
 
@@ -119,6 +134,21 @@ impl NodeCall {
                 p
             }
             NodeCall::ListRtpServer | NodeCall::GetMediaList => Vec::new(),
+            NodeCall::StartSendRtp { ssrc, send_ssrc, media } => {
+                // PS on payload type 96, as GB/T 28181 carries video upward (`use_ps` for older
+                // ZLMediaKit, `type` for newer).
+                let mut p = vec![("vhost", VHOST.to_string()), app, ("stream", stream_id(*ssrc)), ("ssrc", send_ssrc.to_string())];
+                p.extend([("pt", "96".to_string()), ("use_ps", "1".into()), ("type", "1".into()), ("only_audio", "0".into())]);
+                match media {
+                    UpstreamMedia::Udp(to) | UpstreamMedia::TcpDial(to) => {
+                        let udp = matches!(media, UpstreamMedia::Udp(_));
+                        p.extend([("dst_url", to.ip().to_string()), ("dst_port", to.port().to_string()), ("is_udp", u8::from(udp).to_string())]);
+                    }
+                    UpstreamMedia::TcpListen => p.push(("is_udp", "0".into())),
+                }
+                p
+            }
+            NodeCall::StopSendRtp { ssrc, send_ssrc } => vec![("vhost", VHOST.to_string()), app, ("stream", stream_id(*ssrc)), ("ssrc", send_ssrc.to_string())],
         }
     }
 }
@@ -160,5 +190,16 @@ mod tests {
         assert_eq!((param(&connect, "dst_url"), param(&connect, "dst_port")), (Some("10.0.0.8"), Some("6000")));
         assert_eq!(param(&NodeCall::StartRecord { ssrc: 7 }.params(), "type"), Some("1"));
         assert_eq!(VHOST, crate::node::rtp_servers::VHOST, "what gmv nodes put streams in");
+        // Sends on (cascade): PS on 96 to the offer, or passive for a TCP upstream that dials.
+        let send = NodeCall::StartSendRtp { ssrc: 7, send_ssrc: 100_000_131, media: UpstreamMedia::Udp(to) };
+        let p = send.params();
+        assert_eq!(send.name(), "startSendRtp");
+        assert_eq!(
+            [param(&p, "stream"), param(&p, "ssrc"), param(&p, "dst_url"), param(&p, "dst_port"), param(&p, "is_udp"), param(&p, "pt"), param(&p, "use_ps")],
+            [Some("0000000007"), Some("100000131"), Some("10.0.0.8"), Some("6000"), Some("1"), Some("96"), Some("1")]
+        );
+        let passive = NodeCall::StartSendRtp { ssrc: 7, send_ssrc: 1, media: UpstreamMedia::TcpListen };
+        assert_eq!((passive.name(), param(&passive.params(), "is_udp"), param(&passive.params(), "dst_url")), ("startSendRtpPassive", Some("0"), None));
+        assert_eq!(param(&NodeCall::StopSendRtp { ssrc: 7, send_ssrc: 1 }.params(), "ssrc"), Some("1"));
     }
 }

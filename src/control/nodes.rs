@@ -373,7 +373,7 @@ pub fn node_file_scope(node: &str, path: &str) -> crate::auth::Scope {
 /// nodes are heard, from their own host; `on_play` takes a play token for the stream in its
 /// URL (`?token=`), `on_publish` only streams this control placed (downloads recorded),
 /// `on_http_access` a token for the file (`node_file_scope`).
-pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std::net::IpAddr, now_unix_s: u64) -> Value {
+pub fn answer_hook(control: &std::rc::Rc<super::Control>, name: &str, body: &Value, from: std::net::IpAddr, now_unix_s: u64) -> Value {
     let Some(nodes) = &control.nodes else { return json!({ "code": -1, "msg": "this gmv places no streams on media nodes (node.role is not control)" }) };
     let node_id = body["mediaServerId"].as_str().unwrap_or("");
     if name == "on_server_started" && nodes.announce(node_id, from, body, &control.shard.config.node.announce_secret) {
@@ -420,6 +420,17 @@ pub fn answer_hook(control: &super::Control, name: &str, body: &Value, from: std
         }
         // The control stops sessions nobody watches itself (sip.no_viewer_stop_s).
         "on_stream_none_reader" => json!({ "code": 0, "close": false }),
+        // A send ended on a node (its stream may be unplaced already, closed by this control):
+        // an upstream session's ends with it, found by its stream and SSRC among ours.
+        "on_send_rtp_stopped" => {
+            let send = body["ssrc"].as_str().and_then(|s| s.parse::<u32>().ok()).or_else(|| body["ssrc"].as_u64().and_then(|s| u32::try_from(s).ok()));
+            let source = crate::proto::ssrc::parse_stream_id(stream);
+            if let (Some(source), Some(send)) = (source, send) {
+                let reason = format!("stopped on media node {node_id}: {}", body["msg"].as_str().unwrap_or(""));
+                control.upstream_sender_ended(source, send, &reason);
+            }
+            json!({ "code": 0, "msg": "success" })
+        }
         "on_record_mp4" => {
             let file = super::downloads::NodeFile {
                 name: body["file_name"].as_str().unwrap_or("").to_string(),
