@@ -95,7 +95,14 @@ fn offer(ssrc: &str, session: &str, media: &str) -> Vec<u8> {
 /// Registered upward, sharing `shared`, with the device `DEV` (channel `CH`) online; nothing
 /// sent left to take.
 fn registered_with_device(shared: Shared) -> (H, Dev) {
-    let mut h = h_with(shared);
+    registered_with(upstream(shared))
+}
+
+/// `registered_with_device` for an upstream configured as `u`.
+fn registered_with(u: UpstreamConfig) -> (H, Dev) {
+    let mut c = cfg();
+    c.upstreams = vec![u];
+    let mut h = H::with(c);
     let mut dev = Dev::udp(DEV, addr(9, 5060));
     h.online_device(&mut dev);
     register_up(&mut h);
@@ -759,15 +766,9 @@ fn a_device_controls_result_goes_back_up_under_the_upstreams_sn() {
 #[test]
 fn a_channel_goes_up_under_the_id_the_upstream_gave_it() {
     const THEIRS: &str = "44010200001320000009";
-    let mut c = cfg();
     let mut u = upstream(Shared::Channels([CH.to_string()].into()));
     u.channel_ids = ChannelIds::new([(CH.to_string(), THEIRS.to_string())]).unwrap();
-    c.upstreams = vec![u];
-    let mut h = H::with(c);
-    let mut dev = Dev::udp(DEV, addr(9, 5060));
-    h.online_device(&mut dev);
-    register_up(&mut h);
-    h.take();
+    let (mut h, mut dev) = registered_with(u);
     let up = Peer::Udp(up_addr());
 
     // The catalog lists it under their id.
@@ -807,19 +808,13 @@ fn a_channel_goes_up_under_the_id_the_upstream_gave_it() {
 fn the_catalog_sent_up_holds_the_groups_and_hangs_channels_in_them() {
     const BG: &str = "44010200002150000001";
     const ORG: &str = "44010200002160000001";
-    let mut c = cfg();
     let mut u = upstream(Shared::All);
     u.groups = vec![
         CatalogGroup { id: BG.into(), name: "城管".into(), parent: None },
         CatalogGroup { id: ORG.into(), name: "一号路口".into(), parent: Some(BG.into()) },
     ];
     u.channel_groups = [(CH.to_string(), ORG.to_string())].into();
-    c.upstreams = vec![u];
-    let mut h = H::with(c);
-    let mut dev = Dev::udp(DEV, addr(9, 5060));
-    h.online_device(&mut dev);
-    register_up(&mut h);
-    h.take();
+    let (mut h, _) = registered_with(u);
     h.input(Peer::Udp(up_addr()), &up_request(up_addr(), "MESSAGE", LOCAL_ID, "c1", 1, "", Some((MANSCDP_CT, &query("Catalog", 3, LOCAL_ID)))));
     h.advance(Duration::from_millis(100));
     let (text, _) = crate::proto::sip::text::decode_body(distinct(sent_up(&mut h, "MESSAGE"))[0].body());
