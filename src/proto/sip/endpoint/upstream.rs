@@ -385,19 +385,47 @@ enum CallState {
     Confirmed,
 }
 
-struct UpstreamCall {
-    upstream: String,
-    peer: Peer,
-    invite: SipMsg,
-    key: ServerKey,
-    call_id: String,
-    our_tag: String,
-    their_tag: String,
-    /// The INVITE's From and To URIs (swapped in our in-dialog requests), and where those go.
+/// A dialog an upstream's request opened with us (its INVITE, its SUBSCRIBE): what our
+/// requests in it carry.
+#[derive(Debug, Clone)]
+pub(super) struct UasDialog {
+    pub(super) peer: Peer,
+    pub(super) call_id: String,
+    pub(super) our_tag: String,
+    pub(super) their_tag: String,
+    /// The request's From (theirs) and To (ours) URIs, swapped in our requests, and where
+    /// those go (its Contact).
     their_uri: String,
     our_uri: String,
     remote_target: String,
+    /// Our latest CSeq in it.
     cseq: u32,
+}
+
+impl UasDialog {
+    /// The dialog `msg` from `peer` opens under our tag; None when it lacks a Call-ID, a From
+    /// tag, a From or a To.
+    pub(super) fn accept(msg: &SipMsg, peer: Peer, our_tag: String) -> Option<UasDialog> {
+        let (Some(call_id), Some(their_tag), Some(their_from), Some(our_to)) = (msg.call_id(), msg.from_tag(), msg.header("From"), msg.header("To")) else {
+            return None;
+        };
+        let their_uri = uri_of(&their_from);
+        let remote_target = msg.header("Contact").map(|c| uri_of(&c)).filter(|c| c.starts_with("sip:")).unwrap_or_else(|| their_uri.clone());
+        Some(UasDialog { peer, call_id, our_tag, their_tag, their_uri, our_uri: uri_of(&our_to), remote_target, cseq: 0 })
+    }
+
+    /// The dialog as our next request in it carries it (its CSeq taken).
+    pub(super) fn step(&mut self) -> UasDialog {
+        self.cseq += 1;
+        self.clone()
+    }
+}
+
+struct UpstreamCall {
+    upstream: String,
+    invite: SipMsg,
+    key: ServerKey,
+    dialog: UasDialog,
     media: UpstreamMedia,
     ssrc: u32,
     channel_id: String,
@@ -439,7 +467,7 @@ pub(super) fn catalog_page_bodies(cfg: &UpstreamConfig, sn: u32, root: &str, ite
 }
 
 /// `<sip:user@host>;tag=x` → `sip:user@host`.
-pub(super) fn uri_of(header_value: &str) -> String {
+fn uri_of(header_value: &str) -> String {
     let v = header_value.trim();
     match (v.find('<'), v.find('>')) {
         (Some(a), Some(b)) if a < b => v[a + 1..b].to_string(),
@@ -683,7 +711,7 @@ impl Endpoint {
                 if now >= *give_up_at {
                     gone.push(*handle);
                 } else if now >= *resend_at {
-                    resend.push((c.peer, bytes.clone()));
+                    resend.push((c.dialog.peer, bytes.clone()));
                     *interval = (*interval * 2).min(transaction::T2);
                     *resend_at = now + *interval;
                 }
@@ -1268,29 +1296,18 @@ impl Endpoint {
             self.counters.refused += 1;
             return Some(Reply { code: 488, reason: "Not Acceptable Here", extra: Vec::new(), body: None });
         }
-        let (Some(call_id), Some(their_tag), Some(their_from), Some(our_to)) = (msg.call_id(), msg.from_tag(), msg.header("From"), msg.header("To")) else {
-            return Reply::status(400);
-        };
-        let their_uri = uri_of(&their_from);
-        let remote_target = msg.header("Contact").map(|c| uri_of(&c)).filter(|c| c.starts_with("sip:")).unwrap_or_else(|| their_uri.clone());
+        let our_tag = self.rng.hex()[..10].to_string();
+        let Some(dialog) = UasDialog::accept(msg, from, our_tag) else { return Reply::status(400) };
         let handle = self.upstreams.next_handle;
         self.upstreams.next_handle += 1;
-        let our_tag = self.rng.hex()[..10].to_string();
         let upstream = cfg.id.clone();
         self.upstreams.calls.insert(
             handle,
             UpstreamCall {
                 upstream: upstream.clone(),
-                peer: from,
                 invite: msg.clone(),
                 key: key.clone(),
-                call_id,
-                our_tag,
-                their_tag,
-                their_uri,
-                our_uri: uri_of(&our_to),
-                remote_target,
-                cseq: 0,
+                dialog,
                 media,
                 ssrc,
                 channel_id: channel_id.clone(),
@@ -1324,14 +1341,14 @@ impl Endpoint {
                     a.port,
                     c.ssrc
                 );
-                response(&c.invite, c.peer.addr(), 200, "OK", &c.our_tag, &[("Contact", contact)], Some(("application/sdp", sdp.as_bytes())))
+                response(&c.invite, c.dialog.peer.addr(), 200, "OK", &c.dialog.our_tag, &[("Contact", contact)], Some(("application/sdp", sdp.as_bytes())))
             }
             Err(refusal) => {
                 let (code, reason) = refusal.status();
-                response(&c.invite, c.peer.addr(), code, reason, &c.our_tag, &[], None)
+                response(&c.invite, c.dialog.peer.addr(), code, reason, &c.dialog.our_tag, &[], None)
             }
         };
-        let (peer, key) = (c.peer, c.key.clone());
+        let (peer, key) = (c.dialog.peer, c.key.clone());
         self.server.remember(now, key, answer.clone());
         self.send(peer, answer.clone());
         match result {
@@ -1351,7 +1368,7 @@ impl Endpoint {
     /// An ACK from upstream confirms our 200 (true when it was one of ours).
     pub(super) fn upstream_ack(&mut self, from: Peer, msg: &SipMsg) -> bool {
         let call_id = msg.call_id().unwrap_or_default();
-        let Some(c) = self.upstreams.calls.values_mut().find(|c| c.call_id == call_id && c.peer.addr() == from.addr()) else { return false };
+        let Some(c) = self.upstreams.calls.values_mut().find(|c| c.dialog.call_id == call_id && c.dialog.peer.addr() == from.addr()) else { return false };
         if matches!(c.state, CallState::Answered { .. }) {
             c.state = CallState::Confirmed;
         }
@@ -1360,7 +1377,7 @@ impl Endpoint {
 
     fn on_upstream_bye(&mut self, from: Peer, msg: &SipMsg) -> Option<Reply> {
         let call_id = msg.call_id().unwrap_or_default();
-        let found = self.upstreams.calls.iter().find(|(_, c)| c.call_id == call_id && c.peer.addr() == from.addr()).map(|(h, c)| (*h, c.their_tag.clone()));
+        let found = self.upstreams.calls.iter().find(|(_, c)| c.dialog.call_id == call_id && c.dialog.peer.addr() == from.addr()).map(|(h, c)| (*h, c.dialog.their_tag.clone()));
         let Some((handle, their_tag)) = found else { return Reply::status(481) };
         if msg.from_tag().as_deref() != Some(their_tag.as_str()) {
             self.counters.spoofed += 1;
@@ -1375,7 +1392,7 @@ impl Endpoint {
     /// device's playback by the driver.
     fn on_upstream_info(&mut self, from: Peer, msg: &SipMsg) -> Option<Reply> {
         let call_id = msg.call_id().unwrap_or_default();
-        let found = self.upstreams.calls.iter().find(|(_, c)| c.call_id == call_id && c.peer.addr() == from.addr()).map(|(h, c)| (*h, c.kind));
+        let found = self.upstreams.calls.iter().find(|(_, c)| c.dialog.call_id == call_id && c.dialog.peer.addr() == from.addr()).map(|(h, c)| (*h, c.kind));
         let Some((handle, kind)) = found else { return Reply::status(481) };
         let action = std::str::from_utf8(msg.body()).ok().and_then(crate::proto::sip::mansrtsp::parse);
         let Some(action) = action.filter(|_| kind != PlayKind::Live) else {
@@ -1388,14 +1405,14 @@ impl Endpoint {
 
     fn on_upstream_cancel(&mut self, now: Instant, from: Peer, msg: &SipMsg) -> Option<Reply> {
         let call_id = msg.call_id().unwrap_or_default();
-        let found = self.upstreams.calls.iter().find(|(_, c)| c.call_id == call_id && c.peer.addr() == from.addr()).map(|(h, c)| (*h, c.state.clone()));
+        let found = self.upstreams.calls.iter().find(|(_, c)| c.dialog.call_id == call_id && c.dialog.peer.addr() == from.addr()).map(|(h, c)| (*h, c.state.clone()));
         let Some((handle, state)) = found else { return Reply::status(481) };
         if state == CallState::Answering {
             // The INVITE ends 487 (RFC 3261 §9.2); the driver stops what it started.
             if let Some(c) = self.upstreams.calls.remove(&handle) {
-                let bytes = response(&c.invite, c.peer.addr(), 487, "Request Terminated", &c.our_tag, &[], None);
+                let bytes = response(&c.invite, c.dialog.peer.addr(), 487, "Request Terminated", &c.dialog.our_tag, &[], None);
                 self.server.remember(now, c.key.clone(), bytes.clone());
-                self.send(c.peer, bytes);
+                self.send(c.dialog.peer, bytes);
             }
             self.emit(Event::UpstreamPlayEnded { handle, reason: UpstreamEnd::UpstreamBye });
         }
@@ -1411,8 +1428,8 @@ impl Endpoint {
         let Some(c) = self.upstreams.calls.get_mut(&handle).filter(|c| c.kind != PlayKind::Live && c.state != CallState::Answering) else {
             return false;
         };
-        c.cseq += 1;
-        let (cseq, call_id, channel_id, upstream) = (c.cseq, c.call_id.clone(), c.channel_id.clone(), c.upstream.clone());
+        let UasDialog { cseq, call_id, .. } = c.dialog.step();
+        let (channel_id, upstream) = (c.channel_id.clone(), c.upstream.clone());
         let Some(i) = self.upstream_index(&upstream) else { return false };
         let cfg = &self.upstreams.list[i].cfg;
         let xml = format!(
@@ -1425,32 +1442,38 @@ impl Endpoint {
         true
     }
 
-    /// Ends an upstream session from this side (its media stopped): BYE once answered.
-    pub(super) fn upstream_hang_up(&mut self, now: Instant, handle: UpstreamCallHandle) -> bool {
-        let Some(mut c) = self.upstreams.calls.remove(&handle) else { return false };
-        let Some(i) = self.upstream_index(&c.upstream) else { return true };
-        if c.state == CallState::Answering {
-            let bytes = response(&c.invite, c.peer.addr(), 500, "Server Internal Error", &c.our_tag, &[], None);
-            self.server.remember(now, c.key.clone(), bytes.clone());
-            self.send(c.peer, bytes);
-            return true;
-        }
-        c.cseq += 1;
+    /// Our next request in an upstream's dialog `d` (already stepped) with upstream `i`; nobody
+    /// waits for its answer.
+    pub(super) fn send_in_dialog(&mut self, now: Instant, i: usize, d: &UasDialog, method: &str, extra: Vec<(&str, String)>, body: Option<(&str, &[u8])>) {
         let branch = self.rng.hex();
         let bytes = self.upstream_request(
             i,
-            "BYE",
-            c.remote_target.clone(),
-            (c.our_uri.clone(), &c.our_tag),
-            (c.their_uri.clone(), Some(&c.their_tag)),
-            &c.call_id,
-            c.cseq,
+            method,
+            d.remote_target.clone(),
+            (d.our_uri.clone(), &d.our_tag),
+            (d.their_uri.clone(), Some(&d.their_tag)),
+            &d.call_id,
+            d.cseq,
             &branch,
-            vec![],
-            None,
+            extra,
+            body,
         );
-        let key = TxKey { call_id: c.call_id.clone(), cseq: c.cseq, method: "BYE".into() };
-        self.start_transaction(now, key, c.peer, bytes, Purpose::Fire, transaction::TRANSACTION_TIMEOUT);
+        let key = TxKey { call_id: d.call_id.clone(), cseq: d.cseq, method: method.into() };
+        self.start_transaction(now, key, d.peer, bytes, Purpose::Fire, transaction::TRANSACTION_TIMEOUT);
+    }
+
+    /// Ends an upstream session from this side (its media stopped): BYE once answered.
+    pub(super) fn upstream_hang_up(&mut self, now: Instant, handle: UpstreamCallHandle) -> bool {
+        let Some(c) = self.upstreams.calls.remove(&handle) else { return false };
+        let Some(i) = self.upstream_index(&c.upstream) else { return true };
+        if c.state == CallState::Answering {
+            let bytes = response(&c.invite, c.dialog.peer.addr(), 500, "Server Internal Error", &c.dialog.our_tag, &[], None);
+            self.server.remember(now, c.key.clone(), bytes.clone());
+            self.send(c.dialog.peer, bytes);
+            return true;
+        }
+        let mut dialog = c.dialog;
+        self.send_in_dialog(now, i, &dialog.step(), "BYE", vec![], None);
         true
     }
 }

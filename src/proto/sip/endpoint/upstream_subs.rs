@@ -8,8 +8,8 @@
 //! `Expires: 0`, or with its upstream.
 
 use super::subscribe::SubKind;
-use super::transaction::{self, Purpose, ServerKey, TxKey};
-use super::upstream::{Paced, Shared, UpstreamState, catalog_page_bodies, uri_of};
+use super::transaction::ServerKey;
+use super::upstream::{Paced, Shared, UasDialog, UpstreamState, catalog_page_bodies};
 use super::{Endpoint, Peer, Reply};
 use crate::proto::sip::SipMsg;
 use crate::proto::sip::build::response;
@@ -26,15 +26,7 @@ const CHANGES_PER_NOTIFY: usize = super::upstream::CATALOG_ITEMS_PER_MESSAGE;
 pub(super) struct UpstreamSub {
     upstream: String,
     kind: SubKind,
-    peer: Peer,
-    call_id: String,
-    our_tag: String,
-    their_tag: String,
-    /// The SUBSCRIBE's From (theirs) and To (ours), and where in-dialog requests go.
-    their_uri: String,
-    our_uri: String,
-    remote_target: String,
-    cseq: u32,
+    dialog: UasDialog,
     /// The SN of their SUBSCRIBE, which our NOTIFYs carry.
     sn: u32,
     expires_at: Instant,
@@ -73,7 +65,7 @@ impl Endpoint {
         let expires = msg.expires().unwrap_or(3600).min(UPSTREAM_SUB_EXPIRES_S_MAX);
         if let Some(tag) = msg.to_tag() {
             // A refresh or an end, in a subscription of ours.
-            let Some(s) = self.upstreams.subs.iter().position(|s| s.upstream == upstream && s.call_id == call_id && s.our_tag == tag) else {
+            let Some(s) = self.upstreams.subs.iter().position(|s| s.upstream == upstream && s.dialog.call_id == call_id && s.dialog.our_tag == tag) else {
                 return Reply::status(481);
             };
             if expires == 0 {
@@ -98,28 +90,17 @@ impl Endpoint {
             return Some(Reply { code: 200, reason: "OK", extra: vec![("Expires", "0".into())], body: None });
         }
         let expires = expires.max(UPSTREAM_SUB_EXPIRES_S_MIN);
-        let (Some(their_tag), Some(their_from), Some(our_to)) = (msg.from_tag(), msg.header("From"), msg.header("To")) else {
-            return Reply::status(400);
-        };
+        let our_tag = self.rng.hex()[..10].to_string();
+        let Some(dialog) = UasDialog::accept(msg, from, our_tag.clone()) else { return Reply::status(400) };
         // One per upstream and kind: the upper platform subscribing again replaced its own.
         self.upstreams.subs.retain(|s| !(s.upstream == upstream && s.kind == kind));
-        let our_tag = self.rng.hex()[..10].to_string();
-        let their_uri = uri_of(&their_from);
-        let remote_target = msg.header("Contact").map(|c| uri_of(&c)).filter(|c| c.starts_with("sip:")).unwrap_or_else(|| their_uri.clone());
         let ok = response(msg, from.addr(), 200, "OK", &our_tag, &[("Expires", expires.to_string())], None);
         self.server.remember(now, key.clone(), ok.clone());
         self.send(from, ok);
         self.upstreams.subs.push(UpstreamSub {
             upstream,
             kind,
-            peer: from,
-            call_id: call_id.clone(),
-            our_tag,
-            their_tag,
-            their_uri,
-            our_uri: uri_of(&our_to),
-            remote_target,
-            cseq: 0,
+            dialog,
             sn: query.sn.unwrap_or(0),
             expires_at: now + Duration::from_secs(u64::from(expires)),
         });
@@ -136,40 +117,24 @@ impl Endpoint {
     /// A NOTIFY in the subscription with `call_id` of upstream `i` (dropped when it ended).
     pub(super) fn send_sub_notify(&mut self, now: Instant, i: usize, call_id: &str, body: Vec<u8>) {
         let upstream = &self.upstreams.list[i].cfg.id;
-        let Some(s) = self.upstreams.subs.iter_mut().find(|s| s.upstream == *upstream && s.call_id == call_id) else { return };
-        s.cseq += 1;
+        let Some(s) = self.upstreams.subs.iter_mut().find(|s| s.upstream == *upstream && s.dialog.call_id == call_id) else { return };
         let left = s.expires_at.saturating_duration_since(now).as_secs();
         // GB/T 28181 names alarm and position subscriptions `presence`.
         let event = if s.kind == SubKind::Catalog { "Catalog" } else { "presence" };
-        let (target, ours, theirs, our_tag, their_tag, cseq, peer) =
-            (s.remote_target.clone(), s.our_uri.clone(), s.their_uri.clone(), s.our_tag.clone(), s.their_tag.clone(), s.cseq, s.peer);
-        let branch = self.rng.hex();
+        let dialog = s.dialog.step();
         let extra = vec![("Event", event.to_string()), ("Subscription-State", format!("active;expires={left}"))];
-        let bytes = self.upstream_request(
-            i,
-            "NOTIFY",
-            target,
-            (ours, &our_tag),
-            (theirs, Some(&their_tag)),
-            call_id,
-            cseq,
-            &branch,
-            extra,
-            Some(("Application/MANSCDP+xml", &body)),
-        );
-        let key = TxKey { call_id: call_id.to_string(), cseq, method: "NOTIFY".into() };
-        self.start_transaction(now, key, peer, bytes, Purpose::Fire, transaction::TRANSACTION_TIMEOUT);
+        self.send_in_dialog(now, i, &dialog, "NOTIFY", extra, Some(("Application/MANSCDP+xml", &body)));
     }
 
     /// The subscription of `kind` upstream `i` holds, by its Call-ID.
     pub(super) fn upstream_sub(&self, i: usize, kind: SubKind) -> Option<String> {
         let id = &self.upstreams.list[i].cfg.id;
-        self.upstreams.subs.iter().find(|s| s.upstream == *id && s.kind == kind).map(|s| s.call_id.clone())
+        self.upstreams.subs.iter().find(|s| s.upstream == *id && s.kind == kind).map(|s| s.dialog.call_id.clone())
     }
 
     /// The SN a subscription's NOTIFYs carry.
     fn sub_sn(&self, call_id: &str) -> u32 {
-        self.upstreams.subs.iter().find(|s| s.call_id == call_id).map_or(0, |s| s.sn)
+        self.upstreams.subs.iter().find(|s| s.dialog.call_id == call_id).map_or(0, |s| s.sn)
     }
 
     /// Changes a device reported to its channels: each catalog subscriber sharing some of them
