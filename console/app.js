@@ -79,6 +79,8 @@ const I18N = {
     'up.err.raw': 'The engine said: {raw}',
     'up.err.no_answer': 'The upper platform does not answer REGISTER.',
     'up.hint.no_answer': 'Check its address and port, that it is running, and that no firewall drops SIP (UDP) on the way.',
+    'up.err.no_connection': 'gmv cannot open a TCP connection to the upper platform.',
+    'up.hint.no_connection': 'Check its address and port, that it listens for SIP over TCP there, and that no firewall blocks the connection.',
     'up.err.refused': 'The upper platform refused the registration ({code}).',
     'up.err.wrong_password': 'The upper platform refused our credentials (a second 401).',
     'up.hint.credentials': 'It does not take our password or our ID: check the password and our ID (local_id) against what the upper platform holds for this site.',
@@ -173,6 +175,8 @@ const I18N = {
     'up.err.raw': '引擎原文：{raw}',
     'up.err.no_answer': '上级平台未应答注册请求。',
     'up.hint.no_answer': '请检查上级平台的地址和端口是否正确、平台是否在运行，以及途中的防火墙是否放行 SIP（UDP）。',
+    'up.err.no_connection': 'gmv 无法与上级平台建立 TCP 连接。',
+    'up.hint.no_connection': '请检查上级平台的地址和端口、该端口是否接受 TCP 方式的 SIP 信令，以及防火墙是否放行该连接。',
     'up.err.refused': '上级平台拒绝了注册（{code}）。',
     'up.err.wrong_password': '上级平台拒绝了本平台的认证（第二次 401）。',
     'up.hint.credentials': '上级平台不接受本平台的密码或编号：请核对密码和本平台编号是否与上级平台为本平台登记的一致。',
@@ -919,6 +923,7 @@ function upstreamsProblem(err) {
 function explainUpstreamError(error) {
   const text = String(error);
   let m;
+  if ((m = /^no TCP connection to \S+: (.*)$/.exec(text))) return { title: t('up.err.no_connection'), hint: t('up.hint.no_connection'), raw: m[1] };
   if (/^REGISTER not answered/.test(text)) return { title: t('up.err.no_answer'), hint: t('up.hint.no_answer') };
   if (/^401 to our credentials|second 401/i.test(text)) return { title: t('up.err.wrong_password'), hint: t('up.hint.credentials') };
   if ((m = /^REGISTER answered (\d{3})/.exec(text))) {
@@ -993,7 +998,7 @@ function fillCard(c) {
   const fields = [
     row('up.f.server', codeEl(u.server_id)),
     u.domain ? row('up.f.domain', codeEl(u.domain)) : [],
-    row('up.f.address', codeEl(u.address)),
+    row('up.f.address', codeEl(u.transport ? `${u.address} (${String(u.transport).toUpperCase()})` : u.address), `upstream-address-${u.id}`),
     row('up.f.local_id', codeEl(u.local_id)),
     row('up.f.since', u.registered_at_ms ? dateText(u.registered_at_ms) : t('up.f.not_registered'), `upstream-since-${u.id}`),
     row('up.f.registrations', String(u.registrations ?? '—'), `upstream-registrations-${u.id}`),

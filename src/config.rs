@@ -212,7 +212,7 @@ pub struct UpstreamYaml {
     pub domain: String,
     /// Its SIP address, `host:port` (a name is resolved at start).
     pub address: String,
-    /// `udp` (TCP signalling upward is not offered yet).
+    /// `udp` or `tcp` (a connection this platform dials and keeps).
     #[serde(default = "default_upstream_transport")]
     pub transport: String,
     pub password: String,
@@ -301,9 +301,11 @@ impl UpstreamYaml {
         if id.is_empty() || id.len() > 64 {
             return Err("cascade.upstreams: id must be 1 to 64 characters".into());
         }
-        if !self.transport.eq_ignore_ascii_case("udp") {
-            return Err(format!("cascade.upstreams {id}: transport {:?}: only udp is offered yet", self.transport));
-        }
+        let tcp = match self.transport.to_ascii_lowercase().as_str() {
+            "udp" => false,
+            "tcp" => true,
+            _ => return Err(format!("cascade.upstreams {id}: transport {:?} is udp or tcp", self.transport)),
+        };
         let address = self.address.to_socket_addrs().ok().and_then(|mut a| a.next());
         let Some(address) = address else { return Err(format!("cascade.upstreams {id}: address {:?} is not host:port", self.address)) };
         if self.keepalive_s == 0 || self.keepalive_s > 3600 || self.keepalive_timeout_count == 0 || self.keepalive_timeout_count > 100 {
@@ -344,6 +346,7 @@ impl UpstreamYaml {
             server_id: self.server_id.clone(),
             domain: self.domain.clone(),
             address,
+            tcp,
             password: self.password.clone(),
             local_id: self.local_id.clone(),
             register_expires_s: self.register_expires_s,
@@ -1022,7 +1025,7 @@ mod tests {
         let mapped = Config::from_yaml(&up("    channel_id_map: {\"34020000001310000001\": \"44010200001320000009\"}\n")).unwrap();
         assert_eq!(mapped.cascade.endpoint_upstreams()[0].channel_ids.up("34020000001310000001"), "44010200001320000009");
         for (bad, says) in [
-            ("    transport: tcp\n", "only udp"),
+            ("    transport: sctp\n", "udp or tcp"),
             ("    shared: some\n", "\"all\" or a list"),
             ("    shared: [\"a\\r\\nb\"]\n", "not an id"),
             ("    charset: latin1\n", "GB2312 or UTF-8"),

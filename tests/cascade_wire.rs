@@ -17,8 +17,9 @@ use common::gb_sim::*;
 use common::*;
 use gmv::proto::sip::{SipMsg, parse};
 use md5::{Digest, Md5};
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -53,33 +54,90 @@ fn xml_field(text: &str, tag: &str) -> Option<String> {
     gmv::proto::sip::manscdp::element(text, tag).map(|v| v.trim().to_string())
 }
 
+/// How the scripted upper platform's signalling travels.
+enum Wire {
+    Udp(UdpSocket),
+    /// The connection the lower dialled, and what was read of it that is not a whole message
+    /// yet.
+    Tcp { conn: TcpStream, buf: RefCell<Vec<u8>> },
+}
+
 /// The scripted upper platform's signalling socket.
 struct Upper {
-    sock: UdpSocket,
+    wire: Wire,
+    /// Its SIP address (what the lower was told).
+    addr: SocketAddr,
     lower: SocketAddr,
     cseq: u32,
+}
+
+/// A whole SIP message at the head of `buf` (framed by its Content-Length, RFC 3261 §18.3),
+/// taken off it.
+fn frame(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-length") || k.trim().eq_ignore_ascii_case("l")))
+        .map(|(_, v)| v.trim().parse().expect("a Content-Length number"))
+        .expect("Content-Length over TCP");
+    (buf.len() >= head_end + length).then(|| buf.drain(..head_end + length).collect())
 }
 
 impl Upper {
     fn bind() -> Upper {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        Upper { sock, lower: "127.0.0.1:9".parse().unwrap(), cseq: 0 }
+        let addr = sock.local_addr().unwrap();
+        Upper { wire: Wire::Udp(sock), addr, lower: "127.0.0.1:9".parse().unwrap(), cseq: 0 }
+    }
+
+    /// The connection the lower dials to `listener` (the upper platform's SIP TCP port).
+    fn accept(listener: &TcpListener) -> Upper {
+        listener.set_nonblocking(true).unwrap();
+        let (conn, lower) = wait_for("the lower's SIP connection", Duration::from_secs(15), || listener.accept().ok());
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        Upper { wire: Wire::Tcp { conn, buf: RefCell::new(Vec::new()) }, addr: listener.local_addr().unwrap(), lower, cseq: 0 }
     }
 
     fn addr(&self) -> SocketAddr {
-        self.sock.local_addr().unwrap()
+        self.addr
     }
 
-    /// The next datagram within `limit`: its request line or status line, the message, the
+    fn transport(&self) -> &'static str {
+        match self.wire {
+            Wire::Udp(_) => "UDP",
+            Wire::Tcp { .. } => "TCP",
+        }
+    }
+
+    /// The next message within `limit`: its request line or status line, the message, the
     /// sender.
     fn recv(&self, limit: Duration) -> Option<(String, SipMsg, SocketAddr)> {
         let deadline = Instant::now() + limit;
         let mut buf = vec![0u8; 65536];
+        let whole = |bytes: &[u8], from| {
+            let first = String::from_utf8_lossy(bytes).lines().next().unwrap_or_default().to_string();
+            Some((first, parse(bytes).expect("the lower sent valid SIP"), from))
+        };
         while Instant::now() < deadline {
-            if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
-                let first = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string();
-                return Some((first, parse(&buf[..n]).expect("the lower sent valid SIP"), from));
+            match &self.wire {
+                Wire::Udp(sock) => {
+                    if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                        return whole(&buf[..n], from);
+                    }
+                }
+                Wire::Tcp { conn, buf: pending } => {
+                    if let Some(message) = frame(&mut pending.borrow_mut()) {
+                        return whole(&message, conn.peer_addr().unwrap());
+                    }
+                    match (&*conn).read(&mut buf) {
+                        Ok(0) => return None,
+                        Ok(n) => pending.borrow_mut().extend_from_slice(&buf[..n]),
+                        Err(_) => {}
+                    }
+                }
             }
         }
         None
@@ -125,7 +183,7 @@ impl Upper {
         }
         head.push_str(extra);
         head.push_str("Content-Length: 0\r\n\r\n");
-        self.sock.send_to(head.as_bytes(), self.lower).unwrap();
+        self.send(head.as_bytes());
     }
 
     /// A request from the upper platform to the lower (to `target`, a channel or the lower).
@@ -133,8 +191,9 @@ impl Upper {
         self.cseq += 1;
         let local = self.addr();
         let mut text = format!(
-            "{method} sip:{target}@{} SIP/2.0\r\nVia: SIP/2.0/UDP {local};rport;branch=z9hG4bKcity{}{method}\r\nFrom: <sip:{UP_ID}@{UP_DOMAIN}>;tag={from_tag}\r\nTo: <sip:{target}@3402000000>\r\nCall-ID: {call_id}\r\nCSeq: {} {method}\r\nContact: <sip:{UP_ID}@{local}>\r\nMax-Forwards: 70\r\n{extra}",
+            "{method} sip:{target}@{} SIP/2.0\r\nVia: SIP/2.0/{} {local};rport;branch=z9hG4bKcity{}{method}\r\nFrom: <sip:{UP_ID}@{UP_DOMAIN}>;tag={from_tag}\r\nTo: <sip:{target}@3402000000>\r\nCall-ID: {call_id}\r\nCSeq: {} {method}\r\nContact: <sip:{UP_ID}@{local}>\r\nMax-Forwards: 70\r\n{extra}",
             self.lower,
+            self.transport(),
             self.cseq,
             self.cseq
         )
@@ -150,7 +209,12 @@ impl Upper {
     }
 
     fn send(&self, bytes: &[u8]) {
-        self.sock.send_to(bytes, self.lower).unwrap();
+        match &self.wire {
+            Wire::Udp(sock) => {
+                sock.send_to(bytes, self.lower).unwrap();
+            }
+            Wire::Tcp { conn, .. } => (&*conn).write_all(bytes).unwrap(),
+        }
     }
 
     /// The final response to the request with `call_id`.
@@ -239,8 +303,9 @@ fn invite(up: &mut Upper, channel: &str, call_id: &str, sdp: &str) -> SipMsg {
         let cseq = up.cseq;
         let to = answer.header("To").unwrap();
         let ack = format!(
-            "ACK sip:{channel}@{} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch=z9hG4bKack{cseq}\r\nFrom: <sip:{UP_ID}@{UP_DOMAIN}>;tag=inv\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            "ACK sip:{channel}@{} SIP/2.0\r\nVia: SIP/2.0/{} {};rport;branch=z9hG4bKack{cseq}\r\nFrom: <sip:{UP_ID}@{UP_DOMAIN}>;tag=inv\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
             up.lower,
+            up.transport(),
             up.addr()
         );
         up.send(ack.as_bytes());
@@ -259,6 +324,33 @@ fn bye(up: &mut Upper, channel: &str, call_id: &str, answer: &SipMsg) {
     assert_eq!(up.final_response(call_id).status(), Some(200));
 }
 
+/// The catalog pages answering query `sn` until `count` items came: each page checked (at
+/// most 8 items, SumNum, the query's SN, GB2312 as declared), 19 items in 3 pages; the items
+/// (id, name) sorted.
+fn catalog_pages(up: &Upper, sn: &str, count: usize) -> Vec<(String, String)> {
+    let mut items: Vec<(String, String)> = Vec::new();
+    let mut pages = 0;
+    while items.len() < count {
+        let (_, page) = up.next("a catalog page", Duration::from_secs(10), |m| m.is_request() && m.body().windows(7).any(|w| w == b"Catalog"));
+        up.reply(&page, 200, "");
+        pages += 1;
+        assert!(!page.body().windows("通道".len()).any(|w| w == "通道".as_bytes()), "names are not UTF-8 under a GB2312 declaration");
+        let (text, _, bad) = encoding_rs::GB18030.decode(page.body());
+        assert!(!bad);
+        assert!(text.starts_with("<?xml version=\"1.0\" encoding=\"GB2312\"?>"), "{text}");
+        assert_eq!((xml_field(&text, "SN").as_deref(), xml_field(&text, "SumNum")), (Some(sn), Some(count.to_string())), "{text}");
+        let in_page: Vec<&str> = text.split("<Item>").skip(1).collect();
+        assert!(!in_page.is_empty() && in_page.len() <= 8, "{} items in a page", in_page.len());
+        assert!(text.contains(&format!("<DeviceList Num=\"{}\">", in_page.len())), "{text}");
+        for item in in_page {
+            items.push((xml_field(item, "DeviceID").unwrap(), xml_field(item, "Name").unwrap()));
+        }
+    }
+    assert_eq!(pages, count.div_ceil(8));
+    items.sort();
+    items
+}
+
 /// Takes the lower's REGISTER: challenges it with qop=auth, checks its answer against the
 /// digest computed here (RFC 2617), grants it.
 fn accept_registration(up: &Upper) {
@@ -268,6 +360,10 @@ fn accept_registration(up: &Upper) {
     assert_eq!(reg.header("To").as_deref().and_then(gmv::proto::sip::message::uri_user).as_deref(), Some(LOCAL_ID));
     assert_eq!(reg.expires(), Some(60));
     assert!(reg.header("Authorization").is_none());
+    assert!(reg.header("Via").unwrap().starts_with(&format!("SIP/2.0/{} ", up.transport())), "{first}");
+    if up.transport() == "TCP" {
+        assert!(reg.header("Contact").unwrap().ends_with(";transport=tcp>"), "requests back come over TCP");
+    }
     up.reply(&reg, 401, &format!("WWW-Authenticate: Digest realm=\"{UP_DOMAIN}\", nonce=\"{NONCE}\", qop=\"auth\", algorithm=MD5\r\n"));
     let (_, auth_reg) = up.next("the authorised REGISTER", Duration::from_secs(10), |m| m.header("Authorization").is_some());
     assert_eq!(auth_reg.call_id(), reg.call_id(), "one registration, one Call-ID");
@@ -324,26 +420,7 @@ fn a_scripted_upper_platform_sees_the_lower_gmv_on_the_wire() {
     // Catalog: 19 items in pages of at most 8, each with SumNum 19 and the query's SN, GB2312.
     let answer = up.manscdp("cat-1", &format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Query>\r\n<CmdType>Catalog</CmdType>\r\n<SN>417</SN>\r\n<DeviceID>{LOCAL_ID}</DeviceID>\r\n</Query>\r\n"));
     assert_eq!(answer.status(), Some(200));
-    let mut items: Vec<(String, String)> = Vec::new();
-    let mut pages = 0;
-    while items.len() < shared.len() {
-        let (_, page) = up.next("a catalog page", Duration::from_secs(10), |m| m.is_request() && m.body().windows(7).any(|w| w == b"Catalog"));
-        up.reply(&page, 200, "");
-        pages += 1;
-        assert!(!page.body().windows("通道".len()).any(|w| w == "通道".as_bytes()), "names are not UTF-8 under a GB2312 declaration");
-        let (text, _, bad) = encoding_rs::GB18030.decode(page.body());
-        assert!(!bad);
-        assert!(text.starts_with("<?xml version=\"1.0\" encoding=\"GB2312\"?>"), "{text}");
-        assert_eq!((xml_field(&text, "SN").as_deref(), xml_field(&text, "SumNum").as_deref()), (Some("417"), Some("19")), "{text}");
-        let in_page: Vec<&str> = text.split("<Item>").skip(1).collect();
-        assert!(!in_page.is_empty() && in_page.len() <= 8, "{} items in a page", in_page.len());
-        assert!(text.contains(&format!("<DeviceList Num=\"{}\">", in_page.len())), "{text}");
-        for item in in_page {
-            items.push((xml_field(item, "DeviceID").unwrap(), xml_field(item, "Name").unwrap()));
-        }
-    }
-    assert_eq!(pages, 3);
-    items.sort();
+    let items = catalog_pages(&up, "417", shared.len());
     assert_eq!(items, chans[..19].to_vec(), "the shared channels, their names as the camera gave them");
 
     // DeviceInfo names the site, in GB2312.
@@ -616,6 +693,90 @@ fn a_channel_on_a_media_node_is_sent_up_by_that_node() {
     assert_eq!(bye.call_id().as_deref(), Some("inv-node"));
     up.reply(&bye, 200, "");
     wait_for("no session up", Duration::from_secs(10), || (upstream_state(&lower)["sessions"] == 0).then_some(()));
+    stop.store(true, Ordering::SeqCst);
+    device.join().unwrap();
+}
+
+/// An upper platform that takes SIP over TCP only: the lower dials it and everything travels
+/// over that connection both ways (REGISTER with its digest, keepalives, a catalog query and
+/// its pages, a live INVITE, its ACK and BYE); a query on a connection of the upper's own to
+/// the lower's SIP port is answered too. The upper dropping the connection costs nothing: the
+/// lower dials again at its next message and stays registered. An upper that stops listening
+/// is lost after the keepalives fail, and the lower's state says it cannot connect.
+#[test]
+fn an_upper_platform_over_tcp_is_reached_over_a_connection_the_lower_dials() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let shared: Vec<String> = CHANNELS.iter().map(|c| c.to_string()).collect();
+    let yaml = lower_yaml(listener.local_addr().unwrap(), &shared).replace("keepalive_timeout_count: 10", "keepalive_timeout_count: 3") + "    transport: tcp\n";
+    let lower = Engine::start_with(1, &yaml, "", None);
+    let mut up = Upper::accept(&listener);
+    accept_registration(&up);
+    wait_for("registered", Duration::from_secs(10), || (upstream_state(&lower)["state"] == "registered").then_some(()));
+    assert_eq!(upstream_state(&lower)["transport"], "tcp");
+    let (_events, stop, device) = registered_device(&lower);
+
+    // A catalog query over the connection: the pages come back over it.
+    let query = format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Query>\r\n<CmdType>Catalog</CmdType>\r\n<SN>501</SN>\r\n<DeviceID>{LOCAL_ID}</DeviceID>\r\n</Query>\r\n");
+    assert_eq!(up.manscdp("tcp-cat", &query).status(), Some(200));
+    let ids: Vec<String> = catalog_pages(&up, "501", shared.len()).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, shared);
+
+    // Live: INVITE, 200, ACK over the connection; RTP over UDP as offered; BYE over it.
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    media.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let sdp = invite_sdp(media.local_addr().unwrap().port(), "RTP/AVP", "", "0100000141");
+    let answer = invite(&mut up, CHANNELS[1], "tcp-inv", &sdp);
+    assert_eq!(answer.status(), Some(200), "{}", String::from_utf8_lossy(answer.body()));
+    assert!(answer.header("Contact").unwrap().ends_with(";transport=tcp>"));
+    let media = Arc::new(media);
+    let check = up.keepalives_while({
+        let media = media.clone();
+        std::thread::spawn(move || {
+            let mut check = RtpCheck::new(100_000_141);
+            let mut buf = vec![0u8; 65536];
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while check.packets < 100 && Instant::now() < deadline {
+                if let Ok((n, _)) = media.recv_from(&mut buf) {
+                    check.take(&buf[..n]);
+                }
+            }
+            check
+        })
+    });
+    check.decode("cascade-wire-sip-tcp.ps", 10);
+    bye(&mut up, CHANNELS[1], "tcp-inv", &answer);
+
+    // The upper platform's own connection to the lower's SIP port (as some platforms send
+    // requests): the query is answered 200 on it, the DeviceInfo comes over the dialled one.
+    let own = TcpStream::connect(lower.sip).unwrap();
+    own.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut other = Upper { wire: Wire::Tcp { conn: own, buf: RefCell::new(Vec::new()) }, addr: up.addr(), lower: lower.sip, cseq: 0 };
+    let m = other.request("MESSAGE", LOCAL_ID, "tcp-info", "q", "", Some(("Application/MANSCDP+xml", format!("<Query><CmdType>DeviceInfo</CmdType><SN>502</SN><DeviceID>{LOCAL_ID}</DeviceID></Query>").as_bytes())));
+    other.send(&m);
+    let (_, ok, _) = other.recv(Duration::from_secs(10)).expect("an answer on the upper's own connection");
+    assert_eq!((ok.call_id().as_deref(), ok.status()), (Some("tcp-info"), Some(200)));
+    let (_, info) = up.next("the DeviceInfo answer", Duration::from_secs(10), |m| m.is_request() && m.body().windows(10).any(|w| w == b"DeviceInfo"));
+    up.reply(&info, 200, "");
+
+    // The upper drops the connection: the lower's next message dials a new one; no new
+    // registration is needed.
+    let registrations = upstream_state(&lower)["registrations"].clone();
+    drop(up);
+    let up = Upper::accept(&listener);
+    let (_, k) = up.next("a keepalive on the new connection", Duration::from_secs(10), |m| m.is_request() && String::from_utf8_lossy(m.body()).contains("Keepalive"));
+    up.reply(&k, 200, "");
+    let state = upstream_state(&lower);
+    assert_eq!((&state["state"], &state["registrations"]), (&serde_json::json!("registered"), &registrations), "{state}");
+
+    // The upper stops listening: keepalives cannot be sent, it is lost after 3, and the
+    // lower says it cannot connect.
+    drop(listener);
+    drop(up);
+    let state = wait_for("the lower cannot connect", Duration::from_secs(20), || {
+        let s = upstream_state(&lower);
+        (s["state"] == "retrying" && s["last_error"].as_str().is_some_and(|e| e.starts_with("no TCP connection to "))).then_some(s)
+    });
+    assert!(state["last_error"].as_str().unwrap().contains("refused"), "{state}");
     stop.store(true, Ordering::SeqCst);
     device.join().unwrap();
 }

@@ -1,8 +1,9 @@
 //! The console's Upstreams view (级联上级) in headless Chromium: a lower gmv with a simulated
-//! camera reports to three upper platforms: `city`, an upper gmv that takes it (registered, and
+//! camera reports to four upper platforms: `city`, an upper gmv that takes it (registered, and
 //! plays one channel through it), `province`, the same upper gmv under a wrong password
-//! (refused: retrying), and `silent`, an address where nobody answers (registering, then
-//! retrying once its REGISTER goes unanswered). tests/browser/upstreams_check.mjs reads the
+//! (refused: retrying), `silent`, an address where nobody answers (registering, then
+//! retrying once its REGISTER goes unanswered), and `closed`, over TCP to a port nobody
+//! listens on (retrying: cannot connect). tests/browser/upstreams_check.mjs reads the
 //! view at desktop and phone width in zh-CN and en, and with the picker shares channels 1, 2
 //! and 4 with city and all with province (admin), is refused for silent (operator); a viewer is
 //! told why it sees nothing. What was saved is read back here through the API. Screenshots land
@@ -51,13 +52,16 @@ fn the_console_shows_the_upstreams_explains_their_errors_and_changes_what_they_s
         "cascade:\n  upstreams:\n\
          \x20 - id: city\n    name: \"市级平台\"\n    server_id: \"{UPPER_ID}\"\n    domain: \"{UPPER_DOMAIN}\"\n    address: \"{}\"\n    password: \"{PASSWORD}\"\n    local_id: \"{LOWER_ID}\"\n    keepalive_s: 2\n    shared: [\"{}\", \"{}\"]\n\
          \x20 - id: province\n    name: \"Province\"\n    server_id: \"{PROVINCE_ID}\"\n    domain: \"{UPPER_DOMAIN}\"\n    address: \"{}\"\n    password: \"not-the-password\"\n    local_id: \"{PROVINCE_LOCAL_ID}\"\n    shared: [\"{}\"]\n\
-         \x20 - id: silent\n    server_id: \"{SILENT_ID}\"\n    domain: \"4500000000\"\n    address: \"{}\"\n    password: \"{PASSWORD}\"\n    local_id: \"{LOWER_ID}\"\n    shared: [\"{}\"]\n",
+         \x20 - id: silent\n    server_id: \"{SILENT_ID}\"\n    domain: \"4500000000\"\n    address: \"{}\"\n    password: \"{PASSWORD}\"\n    local_id: \"{LOWER_ID}\"\n    shared: [\"{}\"]\n\
+         \x20 - id: closed\n    server_id: \"{SILENT_ID}\"\n    domain: \"4600000000\"\n    address: \"127.0.0.1:{}\"\n    transport: tcp\n    password: \"{PASSWORD}\"\n    local_id: \"{LOWER_ID}\"\n    shared: [\"{}\"]\n",
         top.sip,
         CHANNELS[0],
         CHANNELS[2],
         top.sip,
         CHANNELS[0],
         nobody.local_addr().unwrap(),
+        CHANNELS[3],
+        free_tcp_port(),
         CHANNELS[3],
     );
     let bottom = Engine::start_full(1, &keys, &cascade, "", None);
@@ -100,6 +104,7 @@ fn the_console_shows_the_upstreams_explains_their_errors_and_changes_what_they_s
     // The explanations read as the operator's language has them.
     assert!(result["zh"]["province_error"].as_str().unwrap().contains("密码"), "{result}");
     assert!(result["en"]["province_error"].as_str().unwrap().contains("password"), "{result}");
+    assert!(result["en"]["closed_error"].as_str().unwrap().contains("TCP"), "{result}");
     assert!(result["phone_en"]["silent_error"].as_str().unwrap().contains("does not answer"), "{result}");
     assert!(result["phone_zh"]["refused"].as_str().unwrap().contains("管理员"), "{result}");
     assert!(result["viewer"]["en"].as_str().unwrap().contains("operator or admin"), "{result}");

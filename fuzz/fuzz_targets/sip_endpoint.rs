@@ -120,6 +120,7 @@ fn upstream_config() -> UpstreamConfig {
         server_id: "44010000002000000001".into(),
         domain: "4401000000".into(),
         address: UP.parse().unwrap(),
+        tcp: false,
         password: "pw".into(),
         local_id: "34020000002000000077".into(),
         register_expires_s: 3600,
@@ -223,7 +224,13 @@ fuzz_target!(|data: &[u8]| {
                 };
                 ep.handle_command(now, command);
             }
-            11 => ep.handle_datagram(now, Peer::Udp(UP.parse().unwrap()), &upper_input(bytes)),
+            11 => {
+                // The upper platform over UDP, or over TCP (its connection or the one dialled).
+                let (up, first) = (UP.parse().unwrap(), bytes.first().copied().unwrap_or(0));
+                // (Bits 0 to 4 choose the request; 5 to 7 the way it came.)
+                let from = if first & 0x80 == 0 { Peer::Udp(up) } else { Peer::Tcp { conn: u64::from(first >> 5 & 3), addr: up } };
+                ep.handle_datagram(now, from, &upper_input(bytes));
+            }
             12 => {
                 let b = bytes.first().copied().unwrap_or(0);
                 // Upstreams changed while running: what is shared, how it registers, removed.
@@ -232,12 +239,14 @@ fuzz_target!(|data: &[u8]| {
                 if b & 0x20 != 0 {
                     changed.password = "other".into();
                 }
+                changed.tcp = b & 0x80 != 0;
                 let command = match b % 6 {
                     0 => Command::UpstreamAnswer { handle: upstream_call, result: Ok(UpstreamMediaAnswer { port: u16::from(b) << 8, media_ip: None }) },
                     1 => Command::UpstreamAnswer { handle: upstream_call, result: Err(UpstreamRefusal::Busy) },
                     2 => Command::UpstreamMediaEnd { handle: upstream_call },
                     3 => Command::SetUpstream(Box::new(changed)),
                     4 if b & 0x40 != 0 => Command::RemoveUpstream { id: "up".into() },
+                    5 if b & 0x40 != 0 => Command::DialFailed { to: UP.parse().unwrap(), error: "refused".into() },
                     _ => Command::UpstreamHangUp { handle: upstream_call },
                 };
                 ep.handle_command(now, command);

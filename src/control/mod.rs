@@ -64,6 +64,9 @@ pub struct DriverCounters {
     /// Unregistered connections closed to make room for a newer one.
     pub tcp_evicted: u64,
     pub tcp_timeouts: u64,
+    /// Connections dialled to upstreams signalled over TCP, and those that could not be made.
+    pub tcp_dialled: u64,
+    pub tcp_dial_failed: u64,
     pub warnings_suppressed: u64,
     /// Plays that joined a pending INVITE of the same channel instead of sending another.
     pub plays_joined: u64,
@@ -313,7 +316,7 @@ impl Control {
         }
     }
 
-    fn transmit(&self, t: Transmit) {
+    fn transmit(self: &Rc<Self>, t: Transmit) {
         if !self.is_active() {
             // A standby control speaks to nobody: its upstream registrations would take the
             // active one's place above.
@@ -332,6 +335,11 @@ impl Control {
             Peer::Tcp { conn, addr } => {
                 if !self.tcp.borrow().send(conn, t.bytes) {
                     self.warn_limited(|| tracing::warn!(%addr, conn, "SIP TCP connection gone or stuck; message dropped"));
+                }
+            }
+            Peer::TcpOut(addr) => {
+                if !self.tcp_send_out(addr, t.bytes) {
+                    self.warn_limited(|| tracing::warn!(%addr, "SIP TCP connection to an upstream stuck; message dropped"));
                 }
             }
         }
@@ -454,6 +462,7 @@ impl Control {
                 tracing::warn!(upstream, error, "upstream platform lost; registering again");
                 self.events.publish("upstream_lost", None, None, serde_json::json!({ "upstream": upstream, "why": error }));
             }
+            Event::DropConnection { to } => self.tcp_drop_out(to),
             Event::UpstreamPlay(play) => self.upstream_play(*play),
             Event::UpstreamPlayEnded { handle, reason } => self.upstream_play_ended(handle, reason),
             Event::UpstreamRecords(ask) => self.upstream_records(*ask),

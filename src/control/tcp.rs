@@ -4,6 +4,8 @@
 //! when the unregistered ones fill their room, the oldest of them is closed for a newcomer;
 //! hosts that have (or had) a registered device are not held to the strangers' caps; a head
 //! timeout for a message begun, and an idle timeout for connections that never register.
+//! Connections to upstreams signalled over TCP (`Peer::TcpOut`) are dialled here on first use,
+//! one per address, and serve both ways like accepted ones.
 
 use super::Control;
 use crate::proto::sip::StreamFramer;
@@ -33,10 +35,20 @@ pub const SIP_TCP_BOUND_IDLE_KEEPALIVES: u32 = 4;
 /// Messages queued to one connection before it counts as stuck.
 pub const SIP_TCP_SEND_QUEUE_MSGS_MAX: usize = 64;
 const SIP_TCP_READ_BYTES: usize = 16 * 1024;
+/// Connections dialled to upstreams at once (an upstream whose address changed leaves its old
+/// one until it idles out or makes room).
+pub const SIP_TCP_DIALLED_MAX: usize = 2 * crate::proto::sip::endpoint::UPSTREAMS_MAX;
+/// A dial not connected within this fails (its messages are lost; the endpoint is told).
+pub const SIP_TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A dialled connection nothing came over for this long is closed (keepalives are answered
+/// at most an hour apart: `keepalive_s` ≤ 3600).
+pub const SIP_TCP_DIALLED_IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 
 struct Conn {
     tx: LocalSender<Vec<u8>>,
     ip: IpAddr,
+    /// Dialled by us (to an upstream), not accepted: no stranger's caps.
+    dialled: bool,
     /// Closes the connection (evicted for a newcomer).
     evict: Option<futures_channel::oneshot::Sender<()>>,
 }
@@ -48,6 +60,8 @@ pub struct TcpConns {
     by_source: HashMap<IpAddr, Vec<ConnId>>,
     /// The same by network (`net_of`).
     by_net: HashMap<IpAddr, Vec<ConnId>>,
+    /// Connections dialled, by the address dialled.
+    dialled: HashMap<SocketAddr, ConnId>,
     next_id: ConnId,
     /// Addresses devices registered from (now or before: their last address): not strangers.
     device_hosts: Option<std::collections::HashSet<IpAddr>>,
@@ -119,8 +133,24 @@ impl TcpConns {
         self.conns.insert(id, conn);
     }
 
+    fn new_id(&mut self) -> ConnId {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Tells a connection to close (its task removes it).
+    fn evict(&mut self, id: ConnId) {
+        if let Some(evict) = self.conns.get_mut(&id).and_then(|c| c.evict.take()) {
+            let _ = evict.send(());
+        }
+    }
+
     fn remove(&mut self, id: ConnId) {
         let Some(c) = self.conns.remove(&id) else { return };
+        if c.dialled {
+            self.dialled.retain(|_, d| *d != id);
+            return;
+        }
         for (map, key) in [(&mut self.by_source, c.ip), (&mut self.by_net, net_of(c.ip))] {
             if let Some(list) = map.get_mut(&key) {
                 list.retain(|x| *x != id);
@@ -149,7 +179,7 @@ impl Control {
         let hosts = tcp.device_hosts.get_or_insert_with(|| ep.devices().filter_map(|d| d.addr).map(|a| crate::proto::ipnet::canonical(a.ip())).collect());
         let known_host = hosts.contains(&crate::proto::ipnet::canonical(ip));
         let unbound_in = |list: Option<&Vec<ConnId>>| list.map_or(0, |l| l.iter().filter(|c| !ep.is_bound_conn(**c)).count());
-        let total = tcp.conns.len();
+        let total = tcp.conns.len() - tcp.dialled.len();
         let seen = Seen {
             known_host,
             from_ip: unbound_in(tcp.by_source.get(&ip)),
@@ -158,7 +188,7 @@ impl Control {
             total,
         };
         // One already told to close (its task has not run yet) makes no more room.
-        admit(seen, || tcp.conns.iter().find(|(id, c)| !ep.is_bound_conn(**id) && c.evict.is_some()).map(|(id, _)| *id))
+        admit(seen, || tcp.conns.iter().find(|(id, c)| !c.dialled && !ep.is_bound_conn(**id) && c.evict.is_some()).map(|(id, _)| *id))
     }
 
     pub(super) async fn tcp_accept_loop(self: Rc<Self>, listener: glommio::net::TcpListener) {
@@ -180,10 +210,7 @@ impl Control {
                 Admission::Take => {}
                 Admission::TakeEvicting(oldest) => {
                     self.counters.borrow_mut().tcp_evicted += 1;
-                    let evicted = self.tcp.borrow_mut().conns.get_mut(&oldest).and_then(|c| c.evict.take());
-                    if let Some(evict) = evicted {
-                        let _ = evict.send(());
-                    }
+                    self.tcp.borrow_mut().evict(oldest);
                     self.warn_limited(|| tracing::warn!(%addr, "SIP TCP: unregistered connections full; the oldest closed for a new one"));
                 }
                 Admission::Refuse(why) => {
@@ -197,29 +224,87 @@ impl Control {
             let (evict, evicted) = futures_channel::oneshot::channel();
             let id = {
                 let mut tcp = self.tcp.borrow_mut();
-                tcp.next_id += 1;
-                let id = tcp.next_id;
-                tcp.insert(id, Conn { tx, ip: addr.ip(), evict: Some(evict) });
+                let id = tcp.new_id();
+                tcp.insert(id, Conn { tx, ip: addr.ip(), dialled: false, evict: Some(evict) });
                 id
             };
-            let (reader, mut writer) = futures_lite::io::split(stream);
-            let writer_task = glommio::spawn_local(async move {
-                while let Some(bytes) = rx.recv().await {
-                    if writer.write_all(&bytes).await.is_err() {
-                        break;
-                    }
-                }
-            })
-            .detach();
-            let me = self.clone();
-            glommio::spawn_local(async move {
-                me.tcp_read(reader, id, addr, evicted).await;
-                me.tcp.borrow_mut().remove(id);
-                me.command(Command::ConnClosed { conn: id });
-                writer_task.cancel();
-            })
-            .detach();
+            glommio::spawn_local(self.clone().tcp_serve(stream, id, addr, rx, evicted)).detach();
         }
+    }
+
+    /// Queues bytes for the connection dialled to `addr`, dialling it first when there is
+    /// none; false when its queue is full.
+    pub(super) fn tcp_send_out(self: &Rc<Self>, addr: SocketAddr, bytes: Vec<u8>) -> bool {
+        let mut tcp = self.tcp.borrow_mut();
+        if let Some(&id) = tcp.dialled.get(&addr) {
+            return tcp.send(id, bytes);
+        }
+        if tcp.dialled.len() >= SIP_TCP_DIALLED_MAX
+            && let Some((&old_addr, &oldest)) = tcp.dialled.iter().min_by_key(|(_, id)| **id)
+        {
+            tcp.dialled.remove(&old_addr);
+            tcp.evict(oldest);
+        }
+        let (tx, rx) = local_channel::new_bounded::<Vec<u8>>(SIP_TCP_SEND_QUEUE_MSGS_MAX);
+        let (evict, evicted) = futures_channel::oneshot::channel();
+        let id = tcp.new_id();
+        let queued = tx.try_send(bytes).is_ok();
+        tcp.conns.insert(id, Conn { tx, ip: addr.ip(), dialled: true, evict: Some(evict) });
+        tcp.dialled.insert(addr, id);
+        drop(tcp);
+        glommio::spawn_local(self.clone().tcp_dial(addr, id, rx, evicted)).detach();
+        queued
+    }
+
+    /// The endpoint gave up on the connection dialled to `to`: it closes (the next message
+    /// dials again).
+    pub(super) fn tcp_drop_out(&self, to: SocketAddr) {
+        let mut tcp = self.tcp.borrow_mut();
+        if let Some(id) = tcp.dialled.remove(&to) {
+            tracing::info!(addr = %to, "SIP TCP connection to an upstream dropped (it stopped answering)");
+            tcp.evict(id);
+        }
+    }
+
+    async fn tcp_dial(self: Rc<Self>, addr: SocketAddr, id: ConnId, rx: local_channel::LocalReceiver<Vec<u8>>, evicted: futures_channel::oneshot::Receiver<()>) {
+        match glommio::net::TcpStream::connect_timeout(addr, SIP_TCP_CONNECT_TIMEOUT).await {
+            Ok(stream) => {
+                self.counters.borrow_mut().tcp_dialled += 1;
+                tracing::info!(%addr, "SIP TCP connection to an upstream made");
+                self.tcp_serve(stream, id, addr, rx, evicted).await;
+            }
+            Err(error) => {
+                self.counters.borrow_mut().tcp_dial_failed += 1;
+                self.warn_limited(|| tracing::warn!(%addr, %error, "SIP TCP connection to an upstream could not be made"));
+                self.tcp.borrow_mut().remove(id);
+                self.command(Command::DialFailed { to: addr, error: error.to_string() });
+            }
+        }
+    }
+
+    /// Writes what is queued for connection `id` and reads what comes over it, until either
+    /// side ends it; then the endpoint is told.
+    async fn tcp_serve(
+        self: Rc<Self>,
+        stream: glommio::net::TcpStream,
+        id: ConnId,
+        addr: SocketAddr,
+        rx: local_channel::LocalReceiver<Vec<u8>>,
+        evicted: futures_channel::oneshot::Receiver<()>,
+    ) {
+        let (reader, mut writer) = futures_lite::io::split(stream);
+        let writer_task = glommio::spawn_local(async move {
+            while let Some(bytes) = rx.recv().await {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+        self.tcp_read(reader, id, addr, evicted).await;
+        self.tcp.borrow_mut().remove(id);
+        self.command(Command::ConnClosed { conn: id });
+        writer_task.cancel();
     }
 
     async fn tcp_read(
@@ -230,6 +315,7 @@ impl Control {
         mut evicted: futures_channel::oneshot::Receiver<()>,
     ) {
         let peer = Peer::Tcp { conn: id, addr };
+        let dialled = self.tcp.borrow().conns.get(&id).is_some_and(|c| c.dialled);
         let bound_idle = self.endpoint.borrow().config().keepalive_interval * SIP_TCP_BOUND_IDLE_KEEPALIVES;
         let accepted = Instant::now();
         let mut last_message = accepted;
@@ -241,6 +327,7 @@ impl Control {
             let bound = self.endpoint.borrow().is_bound_conn(id);
             let deadline = match partial_since {
                 Some(t) => t + SIP_TCP_HEAD_TIMEOUT,
+                None if dialled => last_message + SIP_TCP_DIALLED_IDLE_TIMEOUT,
                 None if bound => last_message + bound_idle,
                 None => accepted + SIP_TCP_UNBOUND_IDLE_TIMEOUT,
             };
@@ -259,7 +346,9 @@ impl Control {
             let n = match read {
                 Err(_) => continue, // the deadline is looked at again (a device may have registered)
                 Ok(None) => {
-                    tracing::info!(%addr, "SIP TCP connection closed for a newer one (unregistered connections full)");
+                    if !dialled {
+                        tracing::info!(%addr, "SIP TCP connection closed for a newer one (unregistered connections full)");
+                    }
                     return;
                 }
                 Ok(Some(Ok(0) | Err(_))) => return,

@@ -1,6 +1,7 @@
 // Drives the console's Upstreams view (级联上级) in headless Chromium against a lower gmv with
-// three upstreams: `city` (registered, one live session sent up), `province` (its password
-// refused) and `silent` (an address where nobody answers). At desktop (1280x800) and phone
+// four upstreams: `city` (registered, one live session sent up), `province` (its password
+// refused), `silent` (an address where nobody answers) and `closed` (signalled over TCP to a
+// port nobody listens on). At desktop (1280x800) and phone
 // (390x844) width, in zh-CN and en: the states as labelled badges, the errors explained, no
 // text of the other language, the list refreshed (one request at a time, none once the view is
 // left), the shared-channels picker saving (admin) and refused (operator, explained), a viewer
@@ -18,7 +19,7 @@ const shots = process.env.SHOTS_DIR || '.';
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
 // Latin words the zh-CN view may hold outside data: protocol and product names.
-const LATIN_ALLOWED = new Set(['gmv', 'SIP', 'UDP', 'MD', 'SSRC', 'HTTP']);
+const LATIN_ALLOWED = new Set(['gmv', 'SIP', 'UDP', 'TCP', 'MD', 'SSRC', 'HTTP']);
 const CJK = /[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]/;
 // `silent` ends its first REGISTER transaction unanswered after 32 s (from the engine's start).
 const SILENT_RETRYING_MS = 50000;
@@ -146,6 +147,12 @@ try {
     check(['注册中', '重试中'].includes(silent), `silent is ${silent}`);
     const provinceError = await text(page, '[data-testid=upstream-error-province]');
     check(provinceError.includes('拒绝') && provinceError.includes('密码') && provinceError.includes('自动重试'), `province error: ${provinceError}`);
+    const closedError = await until('closed explained', async () => {
+      const s = await text(page, '[data-testid=upstream-error-closed]');
+      return s.includes('TCP 连接') && s;
+    });
+    check(closedError.includes('无法') && closedError.includes('防火墙') && /refused/i.test(closedError), `closed error: ${closedError}`);
+    check((await text(page, '[data-testid=upstream-address-closed]')).endsWith('(TCP)'), 'closed: its address says TCP');
     const since = await text(page, '[data-testid=upstream-since-city]');
     check(since !== '未注册' && /\d/.test(since), `city registered since ${since}`);
     check(await text(page, '[data-testid=upstream-sessions-city]') === '1', 'city: one session');
@@ -159,7 +166,7 @@ try {
     check(zh[2].title.includes('401') && zh[2].hint.includes('密码'), `zh second 401: ${JSON.stringify(zh[2])}`);
     check(zh[3].title.includes('3') && zh[3].title.includes('心跳') && zh[3].hint.includes('不再应答'), `zh keepalives: ${JSON.stringify(zh[3])}`);
     check(zh[6].raw === 'something new', 'an unknown error is shown as the engine says it');
-    result.zh = { silent, province_error: provinceError, since, session, explained: zh.map((x) => x.title) };
+    result.zh = { silent, province_error: provinceError, closed_error: closedError, since, session, explained: zh.map((x) => x.title) };
     await shot(page, 'desktop-zh');
 
     // The list refreshes by itself, one request at a time.
@@ -208,6 +215,8 @@ try {
     check(['registering', 'retrying'].includes(await badge(page, 'silent')), 'silent registering or retrying');
     const provinceError = await text(page, '[data-testid=upstream-error-province]');
     check(provinceError.includes('refused') && provinceError.includes('password') && provinceError.includes('tries again'), `province error: ${provinceError}`);
+    const closedError = await text(page, '[data-testid=upstream-error-closed]');
+    check(closedError.includes('cannot open a TCP connection') && closedError.includes('firewall'), `closed error: ${closedError}`);
     const session = await text(page, `[data-testid=upstream-session-city-${sessionChannel}]`);
     check(session.includes('live'), `city's session: ${session}`);
     check(await text(page, '[data-testid=upstream-shared-city]') === '3', 'city shares 3 (saved in zh-CN)');
@@ -219,7 +228,7 @@ try {
     check(en[3].title.includes('3 keepalives') && en[3].hint.includes('stopped answering'), `en keepalives: ${JSON.stringify(en[3])}`);
     check(en[4].title.includes('does not know us'), `en 404: ${JSON.stringify(en[4])}`);
     check(en[5].hint.includes('MD5'), `en auth scheme: ${JSON.stringify(en[5])}`);
-    result.en = { province_error: provinceError, session, explained: en.map((x) => x.title) };
+    result.en = { province_error: provinceError, closed_error: closedError, session, explained: en.map((x) => x.title) };
 
     await page.click('[data-testid=pick-open-province]');
     await page.waitForSelector(`[data-testid=pick-province-${ch1}]`, { timeout: 15000 });

@@ -145,6 +145,8 @@ pub struct OutRequest<'a> {
     pub request_uri: String,
     /// "UDP" or "TCP", for Via.
     pub transport: &'static str,
+    /// `transport=` in Contact (where the peer sends requests back), when not UDP.
+    pub contact_transport: Option<&'static str>,
     /// host:port put in Via and Contact.
     pub local: SocketAddr,
     pub branch: String,
@@ -172,7 +174,8 @@ impl OutRequest<'_> {
             }
         }
         let _ = write!(head, "Call-ID: {}\r\nCSeq: {} {}\r\nMax-Forwards: 70\r\n", self.call_id, self.cseq, self.method);
-        let _ = write!(head, "Contact: <sip:{}@{}>\r\nUser-Agent: gmv\r\n", self.contact_user, self.local);
+        let transport = self.contact_transport.map(|t| format!(";transport={t}")).unwrap_or_default();
+        let _ = write!(head, "Contact: <sip:{}@{}{transport}>\r\nUser-Agent: gmv\r\n", self.contact_user, self.local);
         for (k, v) in &self.extra {
             let _ = write!(head, "{k}: {v}\r\n");
         }

@@ -79,27 +79,33 @@ pub enum Peer {
         conn: ConnId,
         addr: SocketAddr,
     },
+    /// A TCP connection this side opens to the address (an upstream signalled over TCP): the
+    /// driver dials it on first use and keeps it; what comes back over it arrives as
+    /// `Peer::Tcp` with this address.
+    TcpOut(SocketAddr),
 }
 
 impl Peer {
     pub fn addr(&self) -> SocketAddr {
         match *self {
-            Peer::Udp(a) | Peer::Tcp { addr: a, .. } => a,
+            Peer::Udp(a) | Peer::Tcp { addr: a, .. } | Peer::TcpOut(a) => a,
         }
     }
 
     pub fn transport(&self) -> &'static str {
         match self {
             Peer::Udp(_) => "UDP",
-            Peer::Tcp { .. } => "TCP",
+            Peer::Tcp { .. } | Peer::TcpOut(_) => "TCP",
         }
     }
 
-    /// The same sender: the same UDP address, or the same TCP connection.
+    /// The same sender: the same UDP address, or the same TCP connection (a dialled one is
+    /// the connection to its address).
     pub fn same_as(&self, other: &Peer) -> bool {
         match (self, other) {
             (Peer::Udp(a), Peer::Udp(b)) => a == b,
             (Peer::Tcp { conn: a, .. }, Peer::Tcp { conn: b, .. }) => a == b,
+            (Peer::TcpOut(a), Peer::Tcp { addr: b, .. } | Peer::TcpOut(b)) | (Peer::Tcp { addr: a, .. }, Peer::TcpOut(b)) => a == b,
             _ => false,
         }
     }
@@ -325,6 +331,11 @@ pub enum Event {
         handle: ControlHandle,
         result: Result<RecordList, ControlError>,
     },
+    /// The connection dialled to `to` (`Peer::TcpOut`) is no longer trusted (its upstream
+    /// stopped answering over it): close it; the next message to `to` dials a new one.
+    DropConnection {
+        to: SocketAddr,
+    },
     /// Registered with an upstream (first, or again after it was lost).
     UpstreamRegistered {
         upstream: String,
@@ -411,6 +422,8 @@ pub enum Command {
     Sync { device_id: String },
     /// A TCP connection closed: devices bound to it are unreachable.
     ConnClosed { conn: ConnId },
+    /// A connection to `to` (`Peer::TcpOut`) could not be made: what was sent over it is lost.
+    DialFailed { to: SocketAddr, error: String },
     /// Forget a device: its subscriptions end (`Expires: 0`), its sessions are BYE'd.
     Remove { device_id: String },
     /// Send a DeviceControl to a channel; the result comes as `Event::ControlDone`.
@@ -755,7 +768,7 @@ impl Endpoint {
                 self.counters.lenient_bodies += u64::from(fixed);
                 msg
             }),
-            Peer::Tcp { .. } => super::parse(data),
+            Peer::Tcp { .. } | Peer::TcpOut(_) => super::parse(data),
         };
         match parsed {
             Ok(msg) if msg.is_request() => self.on_request(now, from, &msg, data),
@@ -818,6 +831,10 @@ impl Endpoint {
             Command::Control { device_id, channel_id, command } => Outcome::Control(self.device_control(now, &device_id, &channel_id, command)),
             Command::ConnClosed { conn } => {
                 self.conn_closed(conn);
+                Outcome::Done
+            }
+            Command::DialFailed { to, error } => {
+                self.dial_failed(now, to, error);
                 Outcome::Done
             }
             Command::UpstreamAnswer { handle, result } => Outcome::Found(self.upstream_answer(now, handle, result)),
@@ -980,6 +997,8 @@ impl Endpoint {
             method,
             request_uri: format!("sip:{to_user}@{domain}"),
             transport: peer.transport(),
+            // As wvp-GB28181-pro writes it to devices: no transport parameter.
+            contact_transport: None,
             local: self.cfg.local,
             branch: branch.to_string(),
             from: format!("sip:{}@{domain}", self.cfg.server_id),
@@ -1040,6 +1059,16 @@ impl Endpoint {
             if matches!(d.binding, Some(Peer::Tcp { conn: c, .. }) if c == conn) {
                 d.binding = None;
             }
+        }
+    }
+
+    /// The transactions sent over a connection that could not be made end now, not at their
+    /// timeout (the upstreams at that address say why in their state).
+    fn dial_failed(&mut self, now: Instant, to: SocketAddr, error: String) {
+        self.upstream_dial_failed(to, &error);
+        for (key, tx) in self.client.abandon(Peer::TcpOut(to)) {
+            self.counters.transactions_timed_out += 1;
+            self.on_transaction_done(now, key, tx, None);
         }
     }
 

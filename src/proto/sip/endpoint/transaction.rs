@@ -192,6 +192,12 @@ impl ClientTransactions {
         expired.into_iter().filter_map(|k| self.txs.remove_entry(&k)).map(|(k, tx)| Finished::TimedOut(k, tx)).collect()
     }
 
+    /// Ends every transaction sent to `to` (its connection could not be made).
+    pub fn abandon(&mut self, to: Peer) -> Vec<(TxKey, ClientTx)> {
+        let keys: Vec<TxKey> = self.txs.iter().filter(|(_, tx)| tx.to == to).map(|(k, _)| k.clone()).collect();
+        keys.into_iter().filter_map(|k| self.txs.remove_entry(&k)).collect()
+    }
+
     pub fn next_timeout(&self) -> Option<Instant> {
         self.txs.values().map(|tx| tx.retransmit_at.map_or(tx.deadline, |r| r.min(tx.deadline))).min()
     }

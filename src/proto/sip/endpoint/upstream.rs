@@ -101,6 +101,8 @@ pub struct UpstreamConfig {
     pub server_id: String,
     pub domain: String,
     pub address: SocketAddr,
+    /// Signalling over TCP (a connection this side dials and keeps) rather than UDP.
+    pub tcp: bool,
     pub password: String,
     /// The id this platform has toward it (From of everything sent up).
     pub local_id: String,
@@ -367,6 +369,9 @@ pub(super) struct Upstream {
     keepalive_in_flight: bool,
     misses: u32,
     last_error: Option<String>,
+    /// Why the last connection to it could not be made (TCP): said when a REGISTER sent over
+    /// it goes unanswered.
+    dial_error: Option<String>,
     registered_at_ms: Option<u64>,
     registrations: u64,
     /// Paced Response MESSAGEs still to go (true: a catalog page), and when the next may.
@@ -400,6 +405,18 @@ pub(super) struct UasDialog {
     remote_target: String,
     /// Our latest CSeq in it.
     cseq: u32,
+}
+
+/// Whether two messages came from one upstream sender: the same UDP address; over TCP the
+/// same host, on whichever connection (an upper platform may open one per request to our
+/// listener besides the one we dialled, and a TCP source cannot be forged without its
+/// handshake).
+pub(super) fn same_sender(a: Peer, b: Peer) -> bool {
+    match (a, b) {
+        (Peer::Udp(x), Peer::Udp(y)) => x == y,
+        (Peer::Udp(_), _) | (_, Peer::Udp(_)) => false,
+        (x, y) => x.addr().ip() == y.addr().ip(),
+    }
 }
 
 impl UasDialog {
@@ -505,6 +522,7 @@ impl Endpoint {
             keepalive_in_flight: false,
             misses: 0,
             last_error: None,
+            dial_error: None,
             registered_at_ms: None,
             registrations: 0,
             pages: VecDeque::new(),
@@ -526,8 +544,8 @@ impl Endpoint {
             return true;
         };
         let old = &self.upstreams.list[i].cfg;
-        let same_registration = (&old.server_id, &old.domain, old.address, &old.password, &old.local_id, old.register_expires_s, old.keepalive, old.keepalive_misses_max)
-            == (&cfg.server_id, &cfg.domain, cfg.address, &cfg.password, &cfg.local_id, cfg.register_expires_s, cfg.keepalive, cfg.keepalive_misses_max);
+        let same_registration = (&old.server_id, &old.domain, old.address, old.tcp, &old.password, &old.local_id, old.register_expires_s, old.keepalive, old.keepalive_misses_max)
+            == (&cfg.server_id, &cfg.domain, cfg.address, cfg.tcp, &cfg.password, &cfg.local_id, cfg.register_expires_s, cfg.keepalive, cfg.keepalive_misses_max);
         if !same_registration {
             self.leave_upstream(now, i);
             self.add_upstream(now, cfg);
@@ -746,7 +764,8 @@ impl Endpoint {
         OutRequest {
             method,
             request_uri,
-            transport: "UDP",
+            transport: if cfg.tcp { "TCP" } else { "UDP" },
+            contact_transport: cfg.tcp.then_some("tcp"),
             local: self.cfg.local,
             branch: branch.to_string(),
             from,
@@ -781,7 +800,7 @@ impl Endpoint {
         let bytes = self.upstream_request(i, "REGISTER", uri, (us.clone(), &from_tag), (us, None), &call_id, cseq, &branch, extra, None);
         let key = TxKey { call_id, cseq, method: "REGISTER".into() };
         let purpose = Purpose::UpstreamRegister { upstream: self.upstreams.list[i].serial };
-        if !self.start_transaction(now, key, Peer::Udp(cfg.address), bytes, purpose, transaction::TRANSACTION_TIMEOUT) {
+        if !self.start_transaction(now, key, self.upstream_peer(i), bytes, purpose, transaction::TRANSACTION_TIMEOUT) {
             self.register_failed(now, i, "too many transactions in flight".into());
         }
     }
@@ -811,7 +830,7 @@ impl Endpoint {
         let (from_tag, branch) = (self.rng.hex(), self.rng.hex());
         let (call_id, cseq) = call.unwrap_or_else(|| (self.new_call_id(), 1));
         let cfg = &self.upstreams.list[i].cfg;
-        let (uri, us, address) = (format!("sip:{}@{}", cfg.server_id, cfg.domain), format!("sip:{}@{}", cfg.local_id, cfg.domain), cfg.address);
+        let (uri, us) = (format!("sip:{}@{}", cfg.server_id, cfg.domain), format!("sip:{}@{}", cfg.local_id, cfg.domain));
         let bytes = self.upstream_request(
             i,
             "MESSAGE",
@@ -826,8 +845,29 @@ impl Endpoint {
         );
         let key = TxKey { call_id, cseq, method: "MESSAGE".into() };
         let keepalive = matches!(purpose, Purpose::UpstreamKeepalive { .. });
-        if !self.start_transaction(now, key, Peer::Udp(address), bytes, purpose, timeout) && keepalive {
+        if !self.start_transaction(now, key, self.upstream_peer(i), bytes, purpose, timeout) && keepalive {
             self.keepalive_done(now, i, false);
+        }
+    }
+
+    /// Where requests to upstream `i` go: its address over UDP, or the connection dialled to it.
+    pub(super) fn upstream_peer(&self, i: usize) -> Peer {
+        let cfg = &self.upstreams.list[i].cfg;
+        if cfg.tcp { Peer::TcpOut(cfg.address) } else { Peer::Udp(cfg.address) }
+    }
+
+    /// A connection to `to` could not be made: the TCP upstreams there remember why.
+    pub(super) fn upstream_dial_failed(&mut self, to: SocketAddr, error: &str) {
+        for u in self.upstreams.list.iter_mut().filter(|u| u.cfg.tcp && u.cfg.address == to) {
+            u.dial_error = Some(format!("no TCP connection to {to}: {error}"));
+        }
+    }
+
+    /// Upstream `i` stopped answering: a connection dialled to it goes (the next message dials
+    /// again, rather than writing into a connection the other side may have lost).
+    fn drop_upstream_connection(&mut self, i: usize) {
+        if let Peer::TcpOut(to) = self.upstream_peer(i) {
+            self.emit(Event::DropConnection { to });
         }
     }
 
@@ -871,6 +911,7 @@ impl Endpoint {
                 let was = u.state;
                 u.state = UpstreamState::Registered;
                 u.last_error = None;
+                u.dial_error = None;
                 u.retry_in = REGISTER_RETRY_MIN;
                 u.answered = None;
                 u.registrations += 1;
@@ -895,7 +936,11 @@ impl Endpoint {
                 }
             }
             Some(code) => self.register_failed(now, i, format!("REGISTER answered {code}")),
-            None => self.register_failed(now, i, "REGISTER not answered".into()),
+            None => {
+                let why = self.upstreams.list[i].dial_error.take().unwrap_or_else(|| "REGISTER not answered".into());
+                self.drop_upstream_connection(i);
+                self.register_failed(now, i, why);
+            }
         }
     }
 
@@ -933,6 +978,7 @@ impl Endpoint {
             self.emit(Event::UpstreamPlayEnded { handle, reason: UpstreamEnd::UpstreamGone });
         }
         self.emit(Event::UpstreamLost { upstream, error });
+        self.drop_upstream_connection(i);
     }
 
     pub(super) fn upstream_keepalive_done(&mut self, now: Instant, serial: u64, answer: Option<&SipMsg>) {
@@ -969,8 +1015,9 @@ impl Endpoint {
     pub(super) fn on_upstream_request(&mut self, now: Instant, from: Peer, msg: &SipMsg, i: usize, method: &str, key: &ServerKey) -> Option<Reply> {
         let u = &self.upstreams.list[i];
         let registered = u.state == UpstreamState::Registered;
-        if from.addr() != u.cfg.address || (!registered && !matches!(method, "BYE" | "CANCEL")) {
-            let reason = if from.addr() != u.cfg.address { Refusal::WrongSource } else { Refusal::NotRegistered };
+        let sent_by_it = same_sender(self.upstream_peer(i), from);
+        if !sent_by_it || (!registered && !matches!(method, "BYE" | "CANCEL")) {
+            let reason = if !sent_by_it { Refusal::WrongSource } else { Refusal::NotRegistered };
             match reason {
                 Refusal::WrongSource => self.counters.spoofed += 1,
                 _ => self.counters.refused += 1,
@@ -1324,8 +1371,10 @@ impl Endpoint {
     pub(super) fn upstream_answer(&mut self, now: Instant, handle: UpstreamCallHandle, result: Result<UpstreamMediaAnswer, UpstreamRefusal>) -> bool {
         let Some(c) = self.upstreams.calls.get(&handle).filter(|c| c.state == CallState::Answering) else { return false };
         let Some(i) = self.upstream_index(&c.upstream) else { return false };
-        let local_id = self.upstreams.list[i].cfg.local_id.clone();
-        let contact = format!("<sip:{local_id}@{}>", self.cfg.local);
+        let cfg = &self.upstreams.list[i].cfg;
+        let transport = if cfg.tcp { ";transport=tcp" } else { "" };
+        let local_id = cfg.local_id.clone();
+        let contact = format!("<sip:{local_id}@{}{transport}>", self.cfg.local);
         let answer = match &result {
             Ok(a) => {
                 let ip = a.media_ip.clone().unwrap_or_else(|| self.cfg.media_ip.clone());
@@ -1368,7 +1417,7 @@ impl Endpoint {
     /// An ACK from upstream confirms our 200 (true when it was one of ours).
     pub(super) fn upstream_ack(&mut self, from: Peer, msg: &SipMsg) -> bool {
         let call_id = msg.call_id().unwrap_or_default();
-        let Some(c) = self.upstreams.calls.values_mut().find(|c| c.dialog.call_id == call_id && c.dialog.peer.addr() == from.addr()) else { return false };
+        let Some(c) = self.upstreams.calls.values_mut().find(|c| c.dialog.call_id == call_id && same_sender(c.dialog.peer, from)) else { return false };
         if matches!(c.state, CallState::Answered { .. }) {
             c.state = CallState::Confirmed;
         }
@@ -1377,7 +1426,7 @@ impl Endpoint {
 
     fn on_upstream_bye(&mut self, from: Peer, msg: &SipMsg) -> Option<Reply> {
         let call_id = msg.call_id().unwrap_or_default();
-        let found = self.upstreams.calls.iter().find(|(_, c)| c.dialog.call_id == call_id && c.dialog.peer.addr() == from.addr()).map(|(h, c)| (*h, c.dialog.their_tag.clone()));
+        let found = self.upstreams.calls.iter().find(|(_, c)| c.dialog.call_id == call_id && same_sender(c.dialog.peer, from)).map(|(h, c)| (*h, c.dialog.their_tag.clone()));
         let Some((handle, their_tag)) = found else { return Reply::status(481) };
         if msg.from_tag().as_deref() != Some(their_tag.as_str()) {
             self.counters.spoofed += 1;
@@ -1392,7 +1441,7 @@ impl Endpoint {
     /// device's playback by the driver.
     fn on_upstream_info(&mut self, from: Peer, msg: &SipMsg) -> Option<Reply> {
         let call_id = msg.call_id().unwrap_or_default();
-        let found = self.upstreams.calls.iter().find(|(_, c)| c.dialog.call_id == call_id && c.dialog.peer.addr() == from.addr()).map(|(h, c)| (*h, c.kind));
+        let found = self.upstreams.calls.iter().find(|(_, c)| c.dialog.call_id == call_id && same_sender(c.dialog.peer, from)).map(|(h, c)| (*h, c.kind));
         let Some((handle, kind)) = found else { return Reply::status(481) };
         let action = std::str::from_utf8(msg.body()).ok().and_then(crate::proto::sip::mansrtsp::parse);
         let Some(action) = action.filter(|_| kind != PlayKind::Live) else {
@@ -1405,7 +1454,7 @@ impl Endpoint {
 
     fn on_upstream_cancel(&mut self, now: Instant, from: Peer, msg: &SipMsg) -> Option<Reply> {
         let call_id = msg.call_id().unwrap_or_default();
-        let found = self.upstreams.calls.iter().find(|(_, c)| c.dialog.call_id == call_id && c.dialog.peer.addr() == from.addr()).map(|(h, c)| (*h, c.state.clone()));
+        let found = self.upstreams.calls.iter().find(|(_, c)| c.dialog.call_id == call_id && same_sender(c.dialog.peer, from)).map(|(h, c)| (*h, c.state.clone()));
         let Some((handle, state)) = found else { return Reply::status(481) };
         if state == CallState::Answering {
             // The INVITE ends 487 (RFC 3261 §9.2); the driver stops what it started.
@@ -1459,7 +1508,9 @@ impl Endpoint {
             body,
         );
         let key = TxKey { call_id: d.call_id.clone(), cseq: d.cseq, method: method.into() };
-        self.start_transaction(now, key, d.peer, bytes, Purpose::Fire, transaction::TRANSACTION_TIMEOUT);
+        // Over TCP the upper platform may have sent its request on a connection of its own:
+        // ours go over the connection dialled to it.
+        self.start_transaction(now, key, self.upstream_peer(i), bytes, Purpose::Fire, transaction::TRANSACTION_TIMEOUT);
     }
 
     /// Ends an upstream session from this side (its media stopped): BYE once answered.

@@ -20,6 +20,7 @@ fn upstream(shared: Shared) -> UpstreamConfig {
         server_id: UP.into(),
         domain: UP_DOMAIN.into(),
         address: up_addr(),
+        tcp: false,
         password: UP_PASSWORD.into(),
         local_id: LOCAL_ID.into(),
         register_expires_s: 600,
@@ -219,6 +220,65 @@ fn an_upstream_that_stops_answering_keepalives_is_lost_and_registered_again() {
     assert!(!again.is_empty(), "registered again at once");
     up_answer(&mut h, &again[0], 200, &[("Expires", "600".into())]);
     assert!(h.take_events().contains(&Event::UpstreamRegistered { upstream: "city".into() }));
+}
+
+#[test]
+fn a_tcp_upstream_is_signalled_over_a_connection_this_side_dials() {
+    let mut c = cfg();
+    c.upstreams = vec![UpstreamConfig { tcp: true, ..upstream(Shared::All) }];
+    let mut h = H::with(c);
+    let dialled = Peer::TcpOut(up_addr());
+    // What the upper sends comes back over the connection dialled (its address).
+    let over_it = Peer::Tcp { conn: 7, addr: up_addr() };
+    let answer = |h: &mut H, req: &SipMsg, code: u16, extra: &[(&str, String)]| {
+        let bytes = response(req, addr(1, 5060), code, "X", "uptag", extra, None);
+        h.input(over_it, &bytes);
+    };
+    h.advance(Duration::ZERO);
+    let first = h.sent_one(dialled);
+    assert_eq!(method(&first), "REGISTER");
+    assert!(first.header("Via").unwrap().starts_with("SIP/2.0/TCP "), "{}", first.inner);
+    assert!(first.header("Contact").unwrap().ends_with(";transport=tcp>"), "{}", first.inner);
+    let challenge = format!(r#"Digest realm="{UP_DOMAIN}", nonce="n-1", qop="auth", algorithm=MD5"#);
+    answer(&mut h, &first, 401, &[("WWW-Authenticate", challenge)]);
+    let second = h.sent_one(dialled);
+    assert!(second.header("Authorization").is_some());
+    // TCP is reliable: nothing is sent again while the answer is awaited.
+    h.advance(Duration::from_secs(4));
+    assert!(h.take().iter().all(|(_, m)| method(m) != "REGISTER"), "no retransmission over TCP");
+    answer(&mut h, &second, 200, &[("Expires", "600".into())]);
+    assert_eq!(status_of(&mut h).state, UpstreamState::Registered);
+    h.take_events();
+
+    // The upper may send its requests over a connection of its own to our listener (same
+    // host, another port): believed; the same over UDP is not.
+    let info = query("DeviceInfo", 31, LOCAL_ID);
+    let own = Peer::Tcp { conn: 8, addr: SocketAddr::new(up_addr().ip(), 41000) };
+    h.input(own, &up_request(own.addr(), "MESSAGE", LOCAL_ID, "info-1", 1, "", Some(("Application/MANSCDP+xml", &info))));
+    h.advance(Duration::from_millis(100));
+    let (ok, answers): (Vec<_>, Vec<_>) = h.take().into_iter().partition(|(_, m)| m.status().is_some());
+    assert_eq!(ok.iter().map(|(to, m)| (*to, m.status())).collect::<Vec<_>>(), [(own, Some(200))], "answered on the connection it came over");
+    assert!(!answers.is_empty() && answers.iter().all(|(to, m)| *to == dialled && method(m) == "MESSAGE"), "our requests go over the connection dialled: {answers:?}");
+    h.input(Peer::Udp(up_addr()), &up_request(up_addr(), "MESSAGE", LOCAL_ID, "info-2", 1, "", Some(("Application/MANSCDP+xml", &info))));
+    assert_eq!(h.sent_one(Peer::Udp(up_addr())).status(), Some(403));
+
+    // The connection cannot be made again (the upper went away): each keepalive fails at
+    // once, not at its timeout; lost after three, the connection is dropped and REGISTER
+    // says why.
+    for n in 1..=3 {
+        h.advance(Duration::from_secs(10));
+        assert!(h.take().iter().any(|(to, m)| *to == dialled && method(m) == "MESSAGE"), "keepalive {n}");
+        h.command(Command::DialFailed { to: up_addr(), error: "Connection refused (os error 111)".into() });
+    }
+    let events = h.take_events();
+    assert!(events.iter().any(|e| matches!(e, Event::UpstreamLost { upstream, .. } if upstream == "city")), "{events:?}");
+    assert!(events.contains(&Event::DropConnection { to: up_addr() }), "{events:?}");
+    h.advance(Duration::from_millis(10));
+    assert_eq!(method(&h.sent_one(dialled)), "REGISTER");
+    h.command(Command::DialFailed { to: up_addr(), error: "Connection refused (os error 111)".into() });
+    let status = status_of(&mut h);
+    assert_eq!(status.state, UpstreamState::Retrying);
+    assert_eq!(status.last_error.as_deref(), Some("no TCP connection to 127.0.0.50:5060: Connection refused (os error 111)"));
 }
 
 /// A device with 20 channels, online.
