@@ -14,20 +14,22 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(sip_parse sip_framer sip_endpoint manscdp sdp rtp ps_demux ts_demux rtp_depack h26x_sps mp4_read http_head play_token gb_text node_inputs)
+  targets=(sip_parse sip_framer sip_endpoint manscdp sdp rtp ps_demux ts_demux rtp_depack h26x_sps mp4_read http_head play_token gb_text node_inputs whep_offer)
 fi
 shared="../../shared/corpus"
 
 seed() {
   local target="$1" dir="corpus/$1"
   mkdir -p "$dir"
+  # Seeds kept with the targets (inputs no capture in shared/ has).
+  [ -d "seeds/$target" ] && cp -n "seeds/$target"/* "$dir/"
   [ -d "$shared" ] || return 0
   case "$target" in
     sip_parse|sip_framer|sip_endpoint)
       find "$shared/sip" -type f -size -64k -exec cp -n {} "$dir/" \; 2>/dev/null ;;
     manscdp)
       find "$shared/sip" -type f -size -64k -exec grep -l -a "<CmdType>" {} + 2>/dev/null | xargs -r cp -n -t "$dir/" ;;
-    sdp)
+    sdp|whep_offer)
       find "$shared" -name '*.sdp' -exec cp -n {} "$dir/" \; ;;
     ps_demux)
       for f in "$shared"/ps/*; do head -c 4096 "$f" > "$dir/$(basename "$f").head"; done ;;

@@ -239,12 +239,22 @@ impl Secrets {
 /// Random bytes from the OS.
 fn random_bytes() -> std::io::Result<[u8; GENERATED_BYTES]> {
     let mut out = [0u8; GENERATED_BYTES];
+    fill_random(&mut out)?;
+    Ok(out)
+}
+
+/// Fills `out` with random bytes from the OS (at most 256 at a time, which getrandom gives
+/// whole).
+pub fn fill_random(out: &mut [u8]) -> std::io::Result<()> {
+    if out.len() > 256 {
+        return Err(std::io::Error::other("more than 256 random bytes at once"));
+    }
     // SAFETY: getrandom writes at most out.len() bytes into the buffer we own.
     let n = unsafe { libc::getrandom(out.as_mut_ptr().cast(), out.len(), 0) };
     if n != out.len() as isize {
         return Err(std::io::Error::other("getrandom failed"));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A new random key or secret, URL-safe text.

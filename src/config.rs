@@ -29,6 +29,35 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Upper platforms this one reports to as a lower platform (级联).
     pub cascade: CascadeConfig,
+    /// WebRTC playback (WHEP) on the media shards.
+    pub webrtc: WebRtcConfig,
+}
+
+/// WebRTC playback (WHEP): one UDP socket per media shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebRtcConfig {
+    pub enabled: bool,
+    pub listen_ip: IpAddr,
+    /// Media shard 1's UDP port; shard i takes `port + i - 1`. 0: any free port per shard.
+    pub port: u16,
+    /// The address browsers reach the shards at (the ICE candidate); None: the address the
+    /// WHEP request came to.
+    pub candidate_ip: Option<IpAddr>,
+}
+
+impl Default for WebRtcConfig {
+    fn default() -> Self {
+        WebRtcConfig { enabled: true, listen_ip: "0.0.0.0".parse().expect("literal"), port: 8189, candidate_ip: None }
+    }
+}
+
+impl WebRtcConfig {
+    /// The UDP address media shard `index` (1-based) binds.
+    pub fn shard_addr(&self, index: usize) -> SocketAddr {
+        let port = if self.port == 0 { 0 } else { self.port.saturating_add((index - 1) as u16) };
+        SocketAddr::new(self.listen_ip, port)
+    }
 }
 
 /// The device registry's storage. Empty `postgres`: `data_dir/registry.sqlite3`, for one
@@ -733,6 +762,7 @@ impl Default for Config {
             node: NodeConfig::default(),
             registry: RegistryConfig::default(),
             cascade: CascadeConfig::default(),
+            webrtc: WebRtcConfig::default(),
         }
     }
 }
@@ -969,6 +999,12 @@ impl Config {
         let zones = std::iter::once(&self.sip.time_zone).filter(|z| !z.is_empty()).chain(self.sip.device_time_zones.values());
         if let Some(z) = zones.into_iter().find(|z| crate::proto::sip::gbtime::parse_offset(z).is_none()) {
             return Err(ConfigError::Invalid(format!("sip time zone {z:?} must be an offset like +08:00")));
+        }
+        if self.webrtc.enabled && self.webrtc.port != 0 && usize::from(self.webrtc.port) + self.shard_count() > 65536 {
+            return invalid("webrtc.port + the media shards must stay under 65536");
+        }
+        if self.webrtc.candidate_ip.is_some_and(|ip| ip.is_unspecified() || ip.is_multicast()) {
+            return invalid("webrtc.candidate_ip must be an address browsers can reach (not 0.0.0.0 or multicast)");
         }
         if self.hls.segment_duration_s == 0 || self.hls.segments_max == 0 {
             return invalid("hls.segment_duration_s and hls.segments_max must be > 0");

@@ -363,9 +363,19 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
             std::iter::once(None).chain(udp.into_iter().zip(tcp).map(Some)).collect()
         }
     };
+    // WebRTC: one UDP socket per media shard, bound here so a port in use stops the start.
+    let mut webrtc: Vec<Option<std::os::fd::OwnedFd>> = (0..executors).map(|_| None).collect();
+    if config.webrtc.enabled {
+        for (index, slot) in webrtc.iter_mut().enumerate().skip(1) {
+            let addr = config.webrtc.shard_addr(index);
+            let sock = std::net::UdpSocket::bind(addr).map_err(|e| StartError::AnotherInstance(format!("webrtc.port: UDP {addr}: {e}")))?;
+            *slot = Some(sock.into());
+        }
+    }
     let mut handles = Vec::new();
     for (index, (out, inc)) in outgoing.into_iter().zip(incoming).enumerate() {
         let single_port_fd = single_port[index].take();
+        let webrtc_fd = webrtc[index].take();
         let placement = if index == CONTROL { Placement::Unbound } else { Placement::Fixed((index - 1) % cpus) };
         let name = if index == CONTROL { "gmv-control".to_string() } else { format!("gmv-shard-{index}") };
         let config = config.clone();
@@ -402,6 +412,18 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                     glommio::spawn_local(crate::shard::single_port::udp_loop(shard.clone(), udp)).detach();
                     glommio::spawn_local(crate::shard::single_port::tcp_accept_loop(shard.clone(), tcp)).detach();
                 }
+                if let Some(fd) = webrtc_fd {
+                    use std::os::fd::{FromRawFd, IntoRawFd};
+                    // SAFETY: the fd is a bound UDP socket handed to this executor alone.
+                    let udp = unsafe { glommio::net::UdpSocket::from_raw_fd(fd.into_raw_fd()) };
+                    match crate::shard::webrtc::WebRtc::start(udp) {
+                        Ok(w) => {
+                            tracing::info!(shard = index, port = w.port(), "WebRTC (WHEP) socket");
+                            let _ = shard.webrtc.set(w);
+                        }
+                        Err(error) => tracing::error!(shard = index, %error, "WebRTC socket unusable; WHEP off on this shard"),
+                    }
+                }
                 let control = if index == CONTROL {
                     match crate::control::Control::start(shard.clone()).await {
                         Ok(control) => control,
@@ -425,6 +447,12 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                         }
                         if let Some(control) = &sender_control {
                             control.upstream_send_stopped(&stopped);
+                        }
+                    }));
+                    let keyframe_control = control.clone();
+                    let _ = shard.on_keyframe_wanted.set(Box::new(move |ssrc| {
+                        if let Some(control) = &keyframe_control {
+                            control.keyframe_wanted(ssrc);
                         }
                     }));
                     let _ = shard.on_recording_closed.set(Box::new(move |info| {

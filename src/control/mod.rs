@@ -585,6 +585,20 @@ impl Control {
         };
     }
 
+    /// A viewer of stream `ssrc` wants a keyframe: the device playing it is asked for one
+    /// (IFameCmd); a stream no device plays is left alone. The media shard limits how often.
+    pub fn keyframe_wanted(self: &Rc<Self>, ssrc: u32) {
+        let session = self.endpoint().sessions().find(|s| s.ssrc == ssrc).map(|s| (s.device_id.clone(), s.channel_id.clone()));
+        let Some((device_id, channel_id)) = session else { return };
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            if let Err(error) = me.control(&device_id, &channel_id, DeviceCommand::KeyFrame).await {
+                tracing::debug!(device_id, channel_id, ?error, "keyframe request not taken");
+            }
+        })
+        .detach();
+    }
+
     /// Sends a DeviceControl to a channel and waits for the device's answer (bounded by the
     /// SIP transaction timeout).
     pub async fn control(self: &Rc<Self>, device_id: &str, channel_id: &str, command: DeviceCommand) -> Result<(), ControlError> {

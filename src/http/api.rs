@@ -96,6 +96,7 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         ("POST", ["api", "play-tokens"]) => super::play_tokens::issue(shard, &head, &body, conn.peer_ip()),
         ("GET", ["api", "config"]) => (200, redacted_config(&shard.config)),
         ("GET", ["api", "shards"]) => (200, json!({ "rtp_port": shard.config.rtp.port, "shards": shard.shard_stats().await })),
+        ("GET", ["api", "webrtc"]) => (200, webrtc_summary(&shard.shard_stats().await)),
         (_, ["api", "nodes", ..]) => nodes_api(front, &head.method, &segments),
         ("GET", ["api", "health"]) => {
             let control = front.control.as_ref().map(|c| c.ha_view());
@@ -163,6 +164,21 @@ fn redact_postgres(url: &str) -> String {
 pub fn standby(control: &crate::control::Control) -> (u16, Value) {
     let leader = control.ha_view().leader.unwrap_or_else(|| "(none yet)".into());
     (503, json!({ "code": "standby", "message": format!("this control is standby; the active control is {leader}") }))
+}
+
+/// WebRTC over the media shards: viewers now, each shard's port, the counters summed.
+fn webrtc_summary(shards: &[crate::shard::ShardTotals]) -> Value {
+    let mut sum = json!({});
+    for s in shards {
+        let Value::Object(counters) = json!(s.webrtc) else { continue };
+        for (k, v) in counters {
+            let total = sum[&k].as_u64().unwrap_or(0) + v.as_u64().unwrap_or(0);
+            sum[&k] = total.into();
+        }
+    }
+    sum["sessions"] = shards.iter().map(|s| s.webrtc_sessions).sum::<usize>().into();
+    sum["shards"] = shards.iter().map(|s| json!({ "shard": s.shard, "port": s.webrtc_port, "sessions": s.webrtc_sessions })).collect();
+    sum
 }
 
 fn not_found() -> (u16, Value) {

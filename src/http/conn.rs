@@ -55,6 +55,17 @@ impl HttpConn {
         }
     }
 
+    /// The address the client reached us at (None for a connection relayed from the shard
+    /// holding its TLS session).
+    pub fn local_ip(&self) -> Option<IpAddr> {
+        let tcp = match &self.io {
+            Io::Tcp(t) => t,
+            Io::Tls(t) => t.get_ref().0,
+            Io::Relayed(..) => return None,
+        };
+        tcp.local_addr().ok().map(|a| crate::proto::ipnet::canonical(a.ip()))
+    }
+
     pub fn set_nodelay(&self) {
         let tcp = match &self.io {
             Io::Tcp(t) => t,

@@ -24,6 +24,7 @@ pub mod routes;
 pub mod server;
 pub mod tls;
 pub mod websocket;
+pub mod whep;
 
 use std::rc::Rc;
 

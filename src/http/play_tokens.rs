@@ -31,6 +31,7 @@ pub fn stream_play(shard: &Shard, head: &RequestHead, stream_id: &str) -> Value 
         "flv": format!("http://{host}/flv/{stream_id}/{token}"),
         "flv_with_header": format!("http://{host}/{}/play/{stream_id}.flv", shard.config.node_id),
         "hls": format!("http://{host}/hls/{stream_id}/{token}/index.m3u8"),
+        "whep": format!("http://{host}/whep/{stream_id}/{token}"),
         "token": token,
         "expires_at": expires,
     })
@@ -86,8 +87,12 @@ pub fn issue(shard: &Shard, head: &RequestHead, body: &[u8], caller: IpAddr) -> 
         Scope::Stream(id) => json!({
             "flv": format!("http://{host}/flv/{id}/{token}"),
             "hls": format!("http://{host}/hls/{id}/{token}/index.m3u8"),
+            "whep": format!("http://{host}/whep/{id}/{token}"),
         }),
-        Scope::Channel { device_id, channel_id } => json!({ "flv": format!("http://{host}/flv/gb/{device_id}/{channel_id}/{token}") }),
+        Scope::Channel { device_id, channel_id } => json!({
+            "flv": format!("http://{host}/flv/gb/{device_id}/{channel_id}/{token}"),
+            "whep": format!("http://{host}/whep/gb/{device_id}/{channel_id}/{token}"),
+        }),
         Scope::Record(stem) => json!({
             "mp4": format!("http://{host}/records/{stem}.mp4?token={token}"),
             "flv": format!("http://{host}/flv/record/{stem}/{token}"),

@@ -52,7 +52,12 @@ pub async fn end(conn: &mut HttpConn) {
 }
 
 pub async fn respond(conn: &mut HttpConn, status: u16, content_type: &str, body: &[u8]) {
-    let mut out = head(conn, status, &format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", body.len())).into_bytes();
+    respond_with(conn, status, "", content_type, body).await;
+}
+
+/// A whole response with more header lines (`extra`, each ending in CRLF).
+pub async fn respond_with(conn: &mut HttpConn, status: u16, extra: &str, content_type: &str, body: &[u8]) {
+    let mut out = head(conn, status, &format!("{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\n", body.len())).into_bytes();
     out.extend_from_slice(body);
     send(conn, status, &out).await;
 }

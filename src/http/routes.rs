@@ -46,6 +46,23 @@ pub enum Route {
     Redirect {
         location: String,
     },
+    /// A WHEP offer (POST, `application/sdp`) for a stream: `/whep/{stream_id}/{token}` or
+    /// `/whep/{stream_id}` with the token in `?token=` or a header.
+    Whep {
+        stream_id: String,
+        token: Option<String>,
+    },
+    /// A WHEP offer for a GB28181 channel, invited on demand: `/whep/gb/{device}/{channel}/{token}`.
+    WhepGb {
+        device_id: String,
+        channel_id: String,
+        token: Option<String>,
+    },
+    /// A WHEP session's resource (`Location` of the answer): DELETE ends it.
+    WhepSession {
+        stream_id: String,
+        session: String,
+    },
     /// Anything under /api/, served by the control executor.
     Api,
     /// A ZLMediaKit node API call (`/index/api/{name}`), served by the control executor.
@@ -97,6 +114,12 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
         [node, "hls", stream_id, file] if head.method == "GET" && *node == config.node_id => {
             Route::Hls { stream_id: stream_id.to_string(), token: None, file: file.to_string() }
         }
+        ["whep", "gb", device_id, channel_id, token] if head.method == "POST" => {
+            Route::WhepGb { device_id: device_id.to_string(), channel_id: channel_id.to_string(), token: Some(token.to_string()) }
+        }
+        ["whep", stream_id, "session", session] => Route::WhepSession { stream_id: stream_id.to_string(), session: session.to_string() },
+        ["whep", stream_id, token] if head.method == "POST" => Route::Whep { stream_id: stream_id.to_string(), token: Some(token.to_string()) },
+        ["whep", stream_id] if head.method == "POST" => Route::Whep { stream_id: stream_id.to_string(), token: None },
         ["records", file] if head.method == "GET" => Route::Record { file: file.to_string(), download: false },
         ["downloads", file] if head.method == "GET" => Route::Record { file: file.to_string(), download: true },
         ["cover", file] if head.method == "GET" => match file.strip_suffix(".jpg") {

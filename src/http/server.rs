@@ -279,6 +279,59 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             let hevc_legacy = routes::hevc_legacy(&head, false);
             return serve_stream(shard, conn, head, token.as_deref(), &stream_id, |ssrc| Served::Flv { ssrc, websocket, hevc_legacy }).await;
         }
+        Route::Whep { stream_id, token } => {
+            let Some(ssrc) = routes::parse_stream_id(&stream_id) else {
+                respond_error(&mut conn, 404, "not_found", "no such stream").await;
+                return None;
+            };
+            if !check_play(shard, &mut conn, &head, token.as_deref(), &Scope::Stream(routes::stream_id(ssrc))).await {
+                return None;
+            }
+            let offer = super::whep::read_offer(&mut conn, &head).await?;
+            let served = super::whep::served(shard, &conn, ssrc, offer);
+            return serve_at_owner(shard, conn, head, ssrc, served).await;
+        }
+        Route::WhepSession { stream_id, session } => {
+            let Some(ssrc) = routes::parse_stream_id(&stream_id) else {
+                respond_error(&mut conn, 404, "not_found", "no such stream").await;
+                return conn.keep_alive.then_some(conn);
+            };
+            if head.method != "DELETE" {
+                super::response::respond_empty(&mut conn, 405, "Allow: DELETE\r\n").await;
+                return conn.keep_alive.then_some(conn);
+            }
+            return serve_at_owner(shard, conn, head, ssrc, Served::WhepClose { ssrc, session }).await;
+        }
+        Route::WhepGb { device_id, channel_id, token } => {
+            let scope = Scope::Channel { device_id: device_id.clone(), channel_id: channel_id.clone() };
+            if !check_play(shard, &mut conn, &head, token.as_deref(), &scope).await {
+                return None;
+            }
+            if !shard.is_control() {
+                return hand_off(shard, CONTROL, conn, head, None).await;
+            }
+            let offer = super::whep::read_offer(&mut conn, &head).await?;
+            let Some(control) = &front.control else {
+                respond_error(&mut conn, 503, "sip_disabled", "SIP is disabled").await;
+                return None;
+            };
+            match control.play(&device_id, &channel_id, MediaTransport::Udp).await {
+                Ok(session) => match control.play_site(session.ssrc) {
+                    PlaySite::Here => {
+                        let served = super::whep::served(shard, &conn, session.ssrc, offer);
+                        return serve_at_owner(shard, conn, head, session.ssrc, served).await;
+                    }
+                    PlaySite::Node { .. } => {
+                        respond_error(&mut conn, 409, "on_media_node", "the channel plays on a media node: POST the offer to the node's WHEP URL (from the play API)").await;
+                    }
+                },
+                Err(e) => {
+                    let (status, code) = e.http();
+                    respond_error(&mut conn, status, code, &e.to_string()).await;
+                }
+            }
+            return None;
+        }
         Route::Hls { stream_id, token, file } => {
             return serve_stream(shard, conn, head, token.as_deref(), &stream_id, |ssrc| Served::Hls { ssrc, file }).await;
         }
@@ -408,6 +461,8 @@ async fn serve_here(shard: &Rc<Shard>, mut conn: HttpConn, served: Served) -> Op
         }
         Served::Hls { ssrc, file } => super::hls_serve::serve(shard, &mut conn, ssrc, &file).await,
         Served::Cover { ssrc } => serve_cover(shard, &mut conn, ssrc).await,
+        Served::Whep { ssrc, offer, candidate_ip, peer } => super::whep::answer(shard, &mut conn, ssrc, &offer, candidate_ip, peer).await,
+        Served::WhepClose { ssrc, session } => super::whep::close(shard, &mut conn, ssrc, &session).await,
     }
     conn.keep_alive.then_some(conn)
 }

@@ -15,6 +15,7 @@ pub mod single_port;
 pub mod source;
 pub mod steer;
 pub mod stream;
+pub mod webrtc;
 
 use crate::config::Config;
 use glommio::channels::shared_channel::ConnectedSender;
@@ -99,6 +100,9 @@ pub struct Shard {
     /// On the control executor: what to do when a media shard's RTP sender ends (the node
     /// posts `on_send_rtp_stopped`).
     pub on_send_stopped: std::cell::OnceCell<Box<dyn Fn(rtp_send::SendStopped)>>,
+    /// On the control executor: what to do when a media shard's viewer wants a keyframe of a
+    /// stream (ask the device).
+    pub on_keyframe_wanted: std::cell::OnceCell<Box<dyn Fn(u32)>>,
     /// API keys and play secrets this executor checks requests against; a reload (SIGHUP)
     /// sends every executor a new copy.
     pub secrets: RefCell<Arc<crate::auth::Secrets>>,
@@ -110,6 +114,8 @@ pub struct Shard {
     pub retired: std::cell::Cell<PacketTotals>,
     /// FLV viewers refused for `media.viewers_per_address_max`.
     pub viewers_refused_per_address: std::cell::Cell<u64>,
+    /// WebRTC playback (media shards, when `webrtc.enabled`): the shard's socket and sessions.
+    pub webrtc: std::cell::OnceCell<Rc<webrtc::WebRtc>>,
 }
 
 /// A media shard's figures at one instant: packet counters (closed streams' included, so they
@@ -125,6 +131,10 @@ pub struct ShardTotals {
     pub recordings: usize,
     pub single_port: single_port::SinglePortCounters,
     pub viewers_refused_per_address: u64,
+    /// WebRTC viewers now, the shard's WebRTC port, and its counters.
+    pub webrtc_sessions: usize,
+    pub webrtc_port: u16,
+    pub webrtc: webrtc::WebRtcCounters,
 }
 
 /// Packet counters summed over streams.
@@ -172,17 +182,22 @@ impl Shard {
             record_writers: Default::default(),
             on_recording_closed: Default::default(),
             on_send_stopped: Default::default(),
+            on_keyframe_wanted: Default::default(),
             secrets: RefCell::new(secrets),
             tls: RefCell::new(None),
             single_port: Default::default(),
             retired: Default::default(),
             viewers_refused_per_address: Default::default(),
+            webrtc: Default::default(),
         }
     }
 
     /// This shard's totals now (see `ShardTotals`).
     pub fn totals(&self) -> ShardTotals {
         let mut t = ShardTotals { shard: self.index, packets: self.retired.get(), single_port: self.single_port.counters(), viewers_refused_per_address: self.viewers_refused_per_address.get(), ..Default::default() };
+        if let Some(w) = self.webrtc.get() {
+            (t.webrtc_sessions, t.webrtc_port, t.webrtc) = (w.sessions(), w.port(), *w.counters.borrow());
+        }
         for s in self.streams.borrow().values() {
             let info = s.info();
             t.packets = t.packets.plus(&info);

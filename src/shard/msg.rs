@@ -33,6 +33,11 @@ pub enum Served {
     Hls { ssrc: u32, file: String },
     /// The stream's cover.
     Cover { ssrc: u32 },
+    /// A WHEP offer for the stream (its SDP read), answered with a WebRTC session sending it
+    /// from `candidate_ip`; `peer` is the client's address (for the per-address limit).
+    Whep { ssrc: u32, offer: String, candidate_ip: std::net::IpAddr, peer: std::net::IpAddr },
+    /// The WHEP DELETE of a session of the stream.
+    WhepClose { ssrc: u32, session: String },
 }
 
 /// An RTP-over-TCP connection of the single port, moved to the shard owning the SSRC of its
@@ -266,6 +271,9 @@ pub enum ShardMsg {
     },
     /// A sender ended (to the control executor).
     SendStopped(super::rtp_send::SendStopped),
+    /// To the control: a viewer of stream `ssrc` wants a keyframe (a WebRTC viewer joined, or
+    /// its browser lost a picture); the device playing it is asked for one.
+    KeyframeWanted { ssrc: u32 },
     /// RTP ports are taken from `min..=max` from now on (this shard its slice of it).
     PortRange {
         min: u16,

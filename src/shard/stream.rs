@@ -824,6 +824,11 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
                 hook(stopped);
             }
         }
+        ShardMsg::KeyframeWanted { ssrc } => {
+            if let Some(hook) = shard.on_keyframe_wanted.get() {
+                hook(ssrc);
+            }
+        }
         ShardMsg::RecordingClosed(info) => {
             if let Some(hook) = shard.on_recording_closed.get() {
                 hook(info);

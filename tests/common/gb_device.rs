@@ -20,6 +20,8 @@ pub enum DeviceEvent {
     Bye { channel: String },
     /// A DeviceControl with a PTZCmd for `channel` (the command's hex as sent).
     Ptz { channel: String, cmd: String },
+    /// A DeviceControl asking `channel` for a keyframe (IFameCmd, or IFrameCmd of 2022).
+    Keyframe { channel: String },
     /// A MANSRTSP INFO in a playback's dialog (its body).
     Info { body: String },
 }
@@ -76,6 +78,10 @@ pub fn run_device_with(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Ar
             Some("MESSAGE") => {
                 sim.reply(&msg, 200, "OK", "", None);
                 let text = String::from_utf8_lossy(msg.body()).to_string();
+                if ["IFameCmd", "IFrameCmd"].iter().any(|e| gmv::proto::sip::manscdp::element(&text, e).is_some()) {
+                    let channel = gmv::proto::sip::manscdp::element(&text, "DeviceID").unwrap_or_default().to_string();
+                    let _ = events.send(DeviceEvent::Keyframe { channel });
+                }
                 if let Some(cmd) = gmv::proto::sip::manscdp::element(&text, "PTZCmd") {
                     let channel = gmv::proto::sip::manscdp::element(&text, "DeviceID").unwrap_or_default().to_string();
                     events.send(DeviceEvent::Ptz { channel, cmd: cmd.trim().to_string() }).unwrap();
