@@ -15,12 +15,10 @@ use gmv::proto::frame::{Codec, Frame};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-const BROWSER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 /// The tone in the test clip (`alaw_clip`).
 const TONE_HZ: i64 = 1000;
 /// The clip's length: looped with its times moved on by this much each time.
@@ -63,17 +61,7 @@ fn browser_play(engine: &Engine, whep_path: &str, seconds: u32) -> Value {
 
 /// `browser_play`; `vanish`: the browser is killed after playing (no DELETE, no goodbye).
 fn browser_run(engine: &Engine, whep_path: &str, seconds: u32, vanish: bool) -> Value {
-    let out = Command::new("node")
-        .env("VANISH", if vanish { "1" } else { "0" })
-        .arg(format!("{BROWSER_DIR}/whep_check.mjs"))
-        .arg(format!("http://{}/", engine.http))
-        .arg(format!("http://{}{whep_path}", engine.http))
-        .arg(seconds.to_string())
-        .current_dir(BROWSER_DIR)
-        .output()
-        .expect("node (npm ci in tests/browser)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_else(|_| panic!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)))
+    whep_in_chromium(engine, whep_path, seconds, &[("VANISH", if vanish { "1" } else { "0" })])
 }
 
 /// POSTs `body` as `content_type` to `path`: the status and the body.

@@ -902,3 +902,27 @@ fn wvp_plays_h265_as_codec_id_12_and_enhanced_when_asked() {
     let (_, legacy, enhanced) = legacy_hevc_annexb(&std::fs::read(&out).unwrap());
     assert!(legacy == 0 && enhanced > 10, "{legacy} legacy, {enhanced} enhanced");
 }
+
+/// wvp's WebRTC player (`common/StreamInfo.setRtc`: `/index/api/webrtc?app=&stream=&type=play`
+/// with its `callId`, the offer posted as ZLMediaKit's player posts it, text/plain) plays a
+/// channel in headless Chromium: ZLMediaKit's JSON answer (`code` 0, `type` answer, `sdp`),
+/// H.264 and the channel's G.711 A-law decoded; `on_play` asked with schema `rtc` and the
+/// URL's parameters; `type=push` refused in ZLMediaKit's words.
+#[test]
+fn wvps_webrtc_player_plays_a_channel() {
+    let hooks = WvpHooks::start();
+    let engine = engine();
+    set_zlm_config(&engine, &hooks);
+    let name = format!("{DEVICE}_{CHANNEL}");
+    let device = live_channel(&engine, &hooks, "0200000031", &name);
+    let played = whep_in_chromium(&engine, &format!("/index/api/webrtc?app=rtp&stream={name}&type=play&callId=call-31"), 1, &[("ZLM", "1")]);
+    assert_eq!((played["zlm"]["code"].as_i64(), played["zlm"]["type"].as_str()), (Some(0), Some("answer")), "{played}");
+    assert_eq!(played["video"]["codec"], "video/H264", "{played}");
+    assert!(played["video"]["frames_decoded"].as_u64().unwrap_or(0) > 0, "{played}");
+    assert_eq!(played["audio"]["codec"], "audio/PCMA", "{played}");
+    let play = hooks.wait("on_play", &name, |b| b["schema"] == "rtc");
+    assert!(play["params"].as_str().is_some_and(|p| p.contains("callId=call-31")), "{play}");
+    let pushed = whep_in_chromium(&engine, &format!("/index/api/webrtc?app=rtp&stream={name}&type=push"), 1, &[("ZLM", "1")]);
+    assert_eq!(pushed["zlm"]["code"], -400, "{pushed}");
+    drop(device);
+}

@@ -244,6 +244,27 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
         Route::Preflight => preflight(&mut conn).await,
         Route::Api if shard.is_control() => super::api::serve(&front, &mut conn, head).await,
         Route::Api => return hand_off(shard, CONTROL, conn, head, None).await,
+        // ZLMediaKit's WebRTC play (wvp's player): the stream as the node's `on_play` allows it.
+        Route::NodeApi { name } if shard.is_control() && name == "webrtc" => {
+            let q = |k: &str| head.query_param(k).unwrap_or_default().to_string();
+            if q("type") != "play" {
+                conn.keep_alive = false;
+                super::response::respond_json(&mut conn, 200, &serde_json::json!({ "code": -400, "msg": "gmv offers WebRTC play only (type=play)" })).await;
+                return None;
+            }
+            let ssrc = match super::node_api::play_allowed(&front, &mut conn, &head, &q("app"), &q("stream"), "rtc").await {
+                Some(super::node_api::Watch::Stream(ssrc)) => ssrc,
+                Some(super::node_api::Watch::Vod { .. }) => {
+                    conn.keep_alive = false;
+                    super::response::respond_json(&mut conn, 200, &serde_json::json!({ "code": -400, "msg": "gmv plays recordings (loadMP4File) as HTTP-FLV only" })).await;
+                    return None;
+                }
+                None => return None,
+            };
+            let offer = super::whep::read_offer(&mut conn, &head, false).await?;
+            let served = super::whep::served(shard, &conn, ssrc, offer, true);
+            return serve_at_owner(shard, conn, head, ssrc, served).await;
+        }
         Route::NodeApi { name } if shard.is_control() => super::node_api::serve_api(&front, &mut conn, &head, &name).await,
         Route::NodePlay { app, stream, format } if shard.is_control() => {
             let ssrc = match super::node_api::play_allowed(&front, &mut conn, &head, &app, &stream, format.schema()).await {
@@ -287,8 +308,8 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             if !check_play(shard, &mut conn, &head, token.as_deref(), &Scope::Stream(routes::stream_id(ssrc))).await {
                 return None;
             }
-            let offer = super::whep::read_offer(&mut conn, &head).await?;
-            let served = super::whep::served(shard, &conn, ssrc, offer);
+            let offer = super::whep::read_offer(&mut conn, &head, true).await?;
+            let served = super::whep::served(shard, &conn, ssrc, offer, false);
             return serve_at_owner(shard, conn, head, ssrc, served).await;
         }
         Route::WhepSession { stream_id, session } => {
@@ -310,7 +331,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             if !shard.is_control() {
                 return hand_off(shard, CONTROL, conn, head, None).await;
             }
-            let offer = super::whep::read_offer(&mut conn, &head).await?;
+            let offer = super::whep::read_offer(&mut conn, &head, true).await?;
             let Some(control) = &front.control else {
                 respond_error(&mut conn, 503, "sip_disabled", "SIP is disabled").await;
                 return None;
@@ -318,7 +339,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             match control.play(&device_id, &channel_id, MediaTransport::Udp).await {
                 Ok(session) => match control.play_site(session.ssrc) {
                     PlaySite::Here => {
-                        let served = super::whep::served(shard, &conn, session.ssrc, offer);
+                        let served = super::whep::served(shard, &conn, session.ssrc, offer, false);
                         return serve_at_owner(shard, conn, head, session.ssrc, served).await;
                     }
                     PlaySite::Node { .. } => {
@@ -461,7 +482,7 @@ async fn serve_here(shard: &Rc<Shard>, mut conn: HttpConn, served: Served) -> Op
         }
         Served::Hls { ssrc, file } => super::hls_serve::serve(shard, &mut conn, ssrc, &file).await,
         Served::Cover { ssrc } => serve_cover(shard, &mut conn, ssrc).await,
-        Served::Whep { ssrc, offer, candidate_ip, peer } => super::whep::answer(shard, &mut conn, ssrc, &offer, candidate_ip, peer).await,
+        Served::Whep { ssrc, offer, candidate_ip, peer, zlm } => super::whep::answer(shard, &mut conn, ssrc, &offer, candidate_ip, peer, zlm).await,
         Served::WhepClose { ssrc, session } => super::whep::close(shard, &mut conn, ssrc, &session).await,
     }
     conn.keep_alive.then_some(conn)

@@ -13,9 +13,10 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 /// The offer of a WHEP POST, or the answer it got (already sent) when it cannot be read.
-pub async fn read_offer(conn: &mut HttpConn, head: &RequestHead) -> Option<String> {
+/// `typed`: it must say `Content-Type: application/sdp` (ZLMediaKit's players send text/plain).
+pub async fn read_offer(conn: &mut HttpConn, head: &RequestHead, typed: bool) -> Option<String> {
     let sdp_type = head.header("content-type").is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("application/sdp"));
-    if !sdp_type {
+    if typed && !sdp_type {
         conn.keep_alive = false;
         respond_error(conn, 415, "unsupported_media_type", "a WHEP offer is Content-Type: application/sdp").await;
         return None;
@@ -43,12 +44,22 @@ pub fn candidate_ip(shard: &Shard, conn: &HttpConn) -> IpAddr {
     configured.or(reached).or_else(|| shard.config.sip.host_ip.parse().ok()).unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
-/// On the stream's shard: the answer to an authorised offer.
-pub async fn answer(shard: &Rc<Shard>, conn: &mut HttpConn, ssrc: u32, offer: &str, candidate_ip: IpAddr, peer: IpAddr) {
-    let Some(webrtc) = shard.webrtc.get() else {
-        return respond_error(conn, 503, "webrtc_off", "WebRTC is off (webrtc.enabled)").await;
+/// On the stream's shard: the answer to an authorised offer, as WHEP has it or (`zlm`) as
+/// ZLMediaKit's `/index/api/webrtc` does (HTTP 200, JSON `code`, `id`, `sdp`, `type`).
+pub async fn answer(shard: &Rc<Shard>, conn: &mut HttpConn, ssrc: u32, offer: &str, candidate_ip: IpAddr, peer: IpAddr, zlm: bool) {
+    let result = match shard.webrtc.get() {
+        Some(webrtc) => webrtc.offer(shard, ssrc, offer, candidate_ip, peer),
+        None => Err(crate::shard::webrtc::WhepError::Off),
     };
-    match webrtc.offer(shard, ssrc, offer, candidate_ip, peer) {
+    if zlm {
+        let body = match result {
+            Ok(a) => serde_json::json!({ "code": 0, "id": a.session, "sdp": a.sdp, "type": "answer" }),
+            // ZLMediaKit's API::Exception.
+            Err(e) => serde_json::json!({ "code": -400, "msg": e.http().2 }),
+        };
+        return super::response::respond_json(conn, 200, &body).await;
+    }
+    match result {
         Ok(a) => {
             let location = format!("/whep/{}/session/{}", super::routes::stream_id(ssrc), a.session);
             let extra = format!("Location: {location}\r\nAccess-Control-Expose-Headers: Location\r\n");
@@ -71,6 +82,6 @@ pub async fn close(shard: &Shard, conn: &mut HttpConn, ssrc: u32, session: &str)
 }
 
 /// Where a WHEP request is authorised: its offer, to be served on the stream's shard.
-pub fn served(shard: &Shard, conn: &HttpConn, ssrc: u32, offer: String) -> Served {
-    Served::Whep { ssrc, offer, candidate_ip: candidate_ip(shard, conn), peer: conn.peer_ip() }
+pub fn served(shard: &Shard, conn: &HttpConn, ssrc: u32, offer: String, zlm: bool) -> Served {
+    Served::Whep { ssrc, offer, candidate_ip: candidate_ip(shard, conn), peer: conn.peer_ip(), zlm }
 }

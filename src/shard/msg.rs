@@ -35,7 +35,8 @@ pub enum Served {
     Cover { ssrc: u32 },
     /// A WHEP offer for the stream (its SDP read), answered with a WebRTC session sending it
     /// from `candidate_ip`; `peer` is the client's address (for the per-address limit).
-    Whep { ssrc: u32, offer: String, candidate_ip: std::net::IpAddr, peer: std::net::IpAddr },
+    /// `zlm`: answered as ZLMediaKit's `/index/api/webrtc` (JSON), not as WHEP.
+    Whep { ssrc: u32, offer: String, candidate_ip: std::net::IpAddr, peer: std::net::IpAddr, zlm: bool },
     /// The WHEP DELETE of a session of the stream.
     WhepClose { ssrc: u32, session: String },
 }

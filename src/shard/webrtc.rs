@@ -67,6 +67,8 @@ pub struct WebRtcCounters {
 /// Why an offer is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WhepError {
+    /// `webrtc.enabled` is false.
+    Off,
     NoStream,
     /// A limit (`WHEP_SESSIONS_PER_*`), named.
     Full(&'static str),
@@ -78,6 +80,7 @@ pub enum WhepError {
 impl WhepError {
     pub fn http(&self) -> (u16, &'static str, String) {
         match self {
+            WhepError::Off => (503, "webrtc_off", "WebRTC is off (webrtc.enabled)".into()),
             WhepError::NoStream => (404, "not_found", "no such stream".into()),
             WhepError::Full(what) => (503, "too_many_viewers", format!("too many WebRTC viewers ({what})")),
             WhepError::BadOffer(why) => (400, "bad_offer", format!("the SDP offer cannot be used: {why}")),

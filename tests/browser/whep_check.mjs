@@ -5,12 +5,14 @@
 // (requestVideoFrameCallback), getStats() (frames decoded, size, codec, audio samples and
 // level) and the audio's strongest frequency. Then DELETEs the session. Every wait is a poll
 // with a deadline. With VANISH=1 the browser is killed instead (SIGKILL: no DELETE, no DTLS
-// goodbye), as a browser that crashes or loses its network.
+// goodbye), as a browser that crashes or loses its network. With ZLM=1 the offer goes as
+// ZLMediaKit's players send it to `/index/api/webrtc` (text/plain, a JSON answer).
 // Usage: node whep_check.mjs PAGE_URL WHEP_URL [SECONDS]; prints JSON as its last line.
 import { chromium } from 'playwright-core';
 
 const [pageUrl, whepUrl, seconds = '4'] = process.argv.slice(2);
 const vanish = process.env.VANISH === '1';
+const zlm = process.env.ZLM === '1';
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
@@ -23,7 +25,7 @@ try {
   const logs = [];
   page.on('console', (m) => logs.push(m.text()));
   await page.goto(pageUrl);
-  result = await page.evaluate(async ({ whepUrl, listenMs, vanish }) => {
+  result = await page.evaluate(async ({ whepUrl, listenMs, vanish, zlm }) => {
     const out = { ok: false };
     const pc = new RTCPeerConnection();
     pc.addTransceiver('video', { direction: 'recvonly' });
@@ -32,14 +34,21 @@ try {
     pc.ontrack = (e) => tracks.push(e.track);
     await pc.setLocalDescription(await pc.createOffer());
     const t0 = performance.now();
-    const r = await fetch(whepUrl, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+    const contentType = zlm ? 'text/plain;charset=utf-8' : 'application/sdp';
+    const r = await fetch(whepUrl, { method: 'POST', headers: { 'Content-Type': contentType }, body: pc.localDescription.sdp });
     out.post_status = r.status;
-    const body = await r.text();
-    if (r.status !== 201) {
+    let body = await r.text();
+    if (zlm) {
+      const answer = JSON.parse(body);
+      out.zlm = { code: answer.code, type: answer.type, id: answer.id, msg: answer.msg };
+      if (answer.code !== 0) return out;
+      body = answer.sdp;
+    } else if (r.status !== 201) {
       out.error = body;
       return out;
+    } else {
+      out.location = r.headers.get('Location');
     }
-    out.location = r.headers.get('Location');
     out.answer_codecs = [...body.matchAll(/a=rtpmap:\d+ ([\w-]+)\//g)].map((m) => m[1]);
     await pc.setRemoteDescription({ type: 'answer', sdp: body });
     const video = document.createElement('video');
@@ -96,13 +105,12 @@ try {
     });
     out.video_size = [video.videoWidth, video.videoHeight];
     if (!vanish) {
-      const del = await fetch(out.location, { method: 'DELETE' });
-      out.delete_status = del.status;
+      if (out.location) out.delete_status = (await fetch(out.location, { method: 'DELETE' })).status;
       pc.close();
     }
     out.ok = true;
     return out;
-  }, { whepUrl, listenMs: Number(seconds) * 1000, vanish });
+  }, { whepUrl, listenMs: Number(seconds) * 1000, vanish, zlm });
   result.logs = logs.slice(-10);
 } catch (e) {
   result.error = String(e && e.stack || e);

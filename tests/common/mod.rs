@@ -596,3 +596,21 @@ pub fn read_response(s: &mut impl Read) -> (String, Vec<u8>) {
     s.read_exact(&mut body).unwrap();
     (head, body)
 }
+
+/// Plays `path` of the engine over WebRTC in headless Chromium (tests/browser/whep_check.mjs,
+/// run with `env`: VANISH, ZLM), listening `seconds`: what the browser measured, as JSON.
+/// Needs chromium and `npm ci` in tests/browser.
+pub fn whep_in_chromium(engine: &Engine, path: &str, seconds: u32, env: &[(&str, &str)]) -> serde_json::Value {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+    let out = Command::new("node")
+        .envs(env.iter().copied())
+        .arg(format!("{dir}/whep_check.mjs"))
+        .arg(format!("http://{}/", engine.http))
+        .arg(format!("http://{}{path}", engine.http))
+        .arg(seconds.to_string())
+        .current_dir(dir)
+        .output()
+        .expect("node (npm ci in tests/browser)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_else(|_| panic!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
