@@ -646,13 +646,14 @@ function suspendTiles() {
 
 function resumeTiles() {
   for (const t of tiles) {
-    if (t.channel && !t.player) wallPlay(t.device, t.channel, t.label, t, t.useHls);
+    if (t.channel && !t.player) wallPlay(t.device, t.channel, t.label, t, t.level);
   }
 }
 
 function stopTile(t) {
   if (t.player) { t.player.destroy(); t.player = null; }
-  t.useHls = false;
+  t.level = null;
+  if (t.video) t.video.srcObject = null;
   t.video && t.video.removeAttribute('src');
   clearInterval(t.timer);
   Object.assign(t, { device: null, channel: null, streamId: null, label: '', noMedia: '' });
@@ -664,16 +665,22 @@ function stopTile(t) {
   }
 }
 
-async function wallPlay(deviceId, channelId, label, into, hls) {
+// What plays a tile, best first: WebRTC (sub-second, and the sound of G.711 cameras), FLV over
+// a WebSocket, HLS. A tile that cannot play one goes on to the next.
+const PLAYERS = ['webrtc', 'flv', 'hls'];
+const FIRST_PLAYER = { auto: 0, flv: 1, hls: 2 };
+
+async function wallPlay(deviceId, channelId, label, into, level) {
   const t = into || tiles.find((x) => !x.channel) || tiles[Math.max(selected, 0)] || tiles[0];
   stopTile(t);
-  t.useHls = Boolean(hls) || $('#player').value === 'hls';
+  t.level = level ?? FIRST_PLAYER[$('#player').value] ?? 0;
   Object.assign(t, { device: deviceId, channel: channelId, label });
   t.name.textContent = label;
   t.message.textContent = 'Connecting…';
   t.node.classList.remove('empty');
   selectTile(t.index);
   $('#device-count').textContent = `${label}: tile ${t.index + 1} of the live wall`;
+  const next = () => wallPlay(t.device, t.channel, t.label, t, t.level + 1);
   try {
     // A device's channel is invited; a bare stream (deviceId null) only needs a play token.
     const session = deviceId
@@ -681,50 +688,101 @@ async function wallPlay(deviceId, channelId, label, into, hls) {
       : { stream_id: channelId, play: (await api('POST', '/api/play-tokens', { stream_id: channelId })).play };
     if (t.channel !== channelId || t.player) return; // replaced meanwhile
     t.streamId = session.stream_id;
-    if (!window.mpegts || !mpegts.isSupported() || t.useHls) {
-      // HLS instead: through hls.js, or natively where the browser plays it (iOS Safari).
+    const player = PLAYERS[t.level];
+    if (player === 'webrtc') {
+      if (!session.play.whep || !window.RTCPeerConnection) return next();
+      await playWebRtc(t, session, next);
+    } else if (player === 'hls' || !window.mpegts || !mpegts.isSupported()) {
+      // HLS: through hls.js, or natively where the browser plays it (iOS Safari).
       playHls(t, session);
       t.message.textContent = '';
-      return;
+    } else {
+      playFlv(t, session, next);
     }
-    const url = new URL(session.play.flv, location.href);
-    url.host = location.host; // the answer names the host the API was asked at
-    // Over a WebSocket: a browser opens six HTTP/1.1 connections to one origin, not sixteen.
-    url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    t.player = mpegts.createPlayer({ type: 'flv', isLive: true, url: url.href }, { enableStashBuffer: false, liveBufferLatencyChasing: true });
-    t.player.on(mpegts.Events.ERROR, (type, detail) => {
-      // FLV failed (a codec MSE refuses, a proxy that drops WebSockets): HLS once.
-      if (!t.useHls && window.Hls && Hls.isSupported()) {
-        wallPlay(t.device, t.channel, t.label, t, true);
-        return;
-      }
-      t.message.textContent = `Playback error: ${type} ${detail}`;
-    });
-    t.player.attachMediaElement(t.video);
-    t.player.load();
-    t.video.play().catch(() => {});
-    t.message.textContent = '';
-    let frames = 0;
-    t.timer = setInterval(async () => {
-      const q = t.video.getVideoPlaybackQuality ? t.video.getVideoPlaybackQuality() : { totalVideoFrames: 0 };
-      const fps = Math.round((q.totalVideoFrames - frames) * 1000 / STATS_INTERVAL_MS);
-      frames = q.totalVideoFrames;
-      try {
-        const s = await api('GET', `/api/streams/${t.streamId}`);
-        t.stats.textContent = `${s.video_codec || '?'} ${s.width || '?'}×${s.height || '?'} · ${s.bitrate_kbps} kbit/s · ${fps} fps · lost ${s.lost}`;
-        // Nothing taken yet: say why on the tile (what arrived from where, or nothing at all).
-        const noMedia = s.no_media && s.age_ms >= NO_MEDIA_SHOWN_AFTER_MS ? `No video yet: ${s.no_media}` : '';
-        if (noMedia || t.noMedia) t.message.textContent = noMedia;
-        t.noMedia = noMedia;
-      } catch (err) {
-        // The stream closed: keep what it said while it waited, if it never got media.
-        t.stats.textContent = readable(err);
-        if (t.noMedia) t.message.textContent = t.noMedia.replace('No video yet', 'Closed without video');
-      }
-    }, STATS_INTERVAL_MS);
+    if (t.player) watchTile(t);
   } catch (err) {
+    if (t.channel !== channelId) return; // the tile plays something else meanwhile
+    // The WebRTC offer refused (a codec this browser cannot take over WebRTC): the next player.
+    if (PLAYERS[t.level] === 'webrtc') return next();
     t.message.textContent = readable(err);
   }
+}
+
+// WebRTC (WHEP): the offer to the stream's WHEP URL, the answer back; DELETE when the tile stops.
+async function playWebRtc(t, session, next) {
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.addTransceiver('audio', { direction: 'recvonly' });
+  const media = new MediaStream();
+  pc.ontrack = (e) => media.addTrack(e.track);
+  let sessionUrl = null;
+  t.player = { destroy: () => {
+    pc.close();
+    if (sessionUrl) fetch(sessionUrl, { method: 'DELETE' }).catch(() => {});
+  } };
+  const player = t.player;
+  await pc.setLocalDescription(await pc.createOffer());
+  const url = new URL(session.play.whep, location.href);
+  url.host = location.host; // the answer names the host the API was asked at
+  const r = await fetch(url.href, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+  if (r.status !== 201) {
+    pc.close();
+    let body = {};
+    try { body = await r.json(); } catch { /* not JSON */ }
+    throw new ApiError(r.status, body.code || 'webrtc', body.message || `WebRTC refused (${r.status})`);
+  }
+  sessionUrl = new URL(r.headers.get('Location'), url).href;
+  if (t.player !== player) { player.destroy(); return; } // the tile was stopped meanwhile
+  await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+  // The connection failing (a firewall between the browser and the WebRTC port): the next player.
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === 'failed' && t.player === player) next();
+  };
+  t.video.srcObject = media;
+  t.video.play().catch(() => {});
+  t.message.textContent = '';
+}
+
+function playFlv(t, session, next) {
+  const url = new URL(session.play.flv, location.href);
+  url.host = location.host; // the answer names the host the API was asked at
+  // Over a WebSocket: a browser opens six HTTP/1.1 connections to one origin, not sixteen.
+  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  t.player = mpegts.createPlayer({ type: 'flv', isLive: true, url: url.href }, { enableStashBuffer: false, liveBufferLatencyChasing: true });
+  t.player.on(mpegts.Events.ERROR, (type, detail) => {
+    // FLV failed (a codec MSE refuses, a proxy that drops WebSockets): HLS once.
+    if (window.Hls && Hls.isSupported()) {
+      next();
+      return;
+    }
+    t.message.textContent = `Playback error: ${type} ${detail}`;
+  });
+  t.player.attachMediaElement(t.video);
+  t.player.load();
+  t.video.play().catch(() => {});
+  t.message.textContent = '';
+}
+
+// The tile's figures every few seconds: the stream's from the API, the frames drawn here.
+function watchTile(t) {
+  let frames = 0;
+  t.timer = setInterval(async () => {
+    const q = t.video.getVideoPlaybackQuality ? t.video.getVideoPlaybackQuality() : { totalVideoFrames: 0 };
+    const fps = Math.round((q.totalVideoFrames - frames) * 1000 / STATS_INTERVAL_MS);
+    frames = q.totalVideoFrames;
+    try {
+      const s = await api('GET', `/api/streams/${t.streamId}`);
+      t.stats.textContent = `${PLAYERS[t.level]} · ${s.video_codec || '?'} ${s.width || '?'}×${s.height || '?'} · ${s.bitrate_kbps} kbit/s · ${fps} fps · lost ${s.lost}`;
+      // Nothing taken yet: say why on the tile (what arrived from where, or nothing at all).
+      const noMedia = s.no_media && s.age_ms >= NO_MEDIA_SHOWN_AFTER_MS ? `No video yet: ${s.no_media}` : '';
+      if (noMedia || t.noMedia) t.message.textContent = noMedia;
+      t.noMedia = noMedia;
+    } catch (err) {
+      // The stream closed: keep what it said while it waited, if it never got media.
+      t.stats.textContent = readable(err);
+      if (t.noMedia) t.message.textContent = t.noMedia.replace('No video yet', 'Closed without video');
+    }
+  }, STATS_INTERVAL_MS);
 }
 
 function playHls(t, session) {

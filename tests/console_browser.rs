@@ -212,6 +212,9 @@ fn the_console_shows_the_device_plays_four_tiles_moves_ptz_and_logs_alarms() {
     let rows = result["rows_in_page"].as_u64().unwrap();
     assert!((1..100).contains(&rows), "the tree draws the rows in view, not {OFFLINE_DEVICES}: {rows}");
     assert_eq!(result["tiles"].as_array().map(Vec::len), Some(9), "{result}");
+    // Every tile plays over WebRTC (the first choice), none fell back to FLV or HLS.
+    let players: Vec<&str> = result["tile_players"].as_array().unwrap().iter().filter_map(serde_json::Value::as_str).collect();
+    assert!(players.len() == 9 && players.iter().all(|p| *p == "webrtc"), "{players:?}");
     for t in result["tiles"].as_array().unwrap() {
         assert_eq!((t["width"].as_u64(), t["height"].as_u64()), (Some(u64::from(WIDTH)), Some(u64::from(HEIGHT))), "{t}");
     }

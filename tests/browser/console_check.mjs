@@ -53,6 +53,11 @@ try {
   })), TILES);
   // Tile stats come from /api/streams.
   await page.waitForFunction(() => document.querySelector('[data-testid=tile-0] .stats').textContent.includes('h264'), null, { timeout: 10000 });
+  // Which player each tile took (WebRTC first), as the tile's figures name it.
+  await page.waitForFunction((n) => [...document.querySelectorAll('[data-testid=wall] .stats')].slice(0, n)
+    .every((e) => e.textContent.includes('h264')), TILES, { timeout: 10000 });
+  result.tile_players = await page.evaluate((n) => [...document.querySelectorAll('[data-testid=wall] .stats')].slice(0, n)
+    .map((e) => e.textContent.split(' · ')[0]), TILES);
   await page.screenshot({ path: `${shots}/console-wall.png` });
   result.steps.push('wall');
 

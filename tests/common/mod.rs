@@ -230,7 +230,8 @@ impl Engine {
         } else {
             format!("  api_keys: [{{name: test-admin, role: admin, sha256: \"{}\"}}]\n", gmv::auth::key_hash(TOKEN))
         };
-        // Engines of parallel tests cannot share the default WebRTC port: any free one each.
+        // Engines of parallel tests cannot share the default WebRTC port: any free one each
+        // (after `extra_yaml`, whose first lines may go on with the `rtp` section).
         let webrtc = if extra_yaml.contains("webrtc:") { "" } else { "webrtc:\n  listen_ip: 127.0.0.1\n  port: 0\n" };
         let block = PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
         let rtp_min = 20_000 + (std::process::id() % 200) as u16 * 100 + block * 20;
@@ -246,7 +247,7 @@ impl Engine {
             std::fs::write(
                 &config,
                 format!(
-                    "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\n{keys}{http_yaml}sip:\n  listen: \"{sip}\"\n  host_ip: 127.0.0.1\n{sip_yaml}rtp:\n  listen_ip: 127.0.0.1\n  port_min: {rtp_min}\n  port_max: {}\n{webrtc}{extra_yaml}",
+                    "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\n{keys}{http_yaml}sip:\n  listen: \"{sip}\"\n  host_ip: 127.0.0.1\n{sip_yaml}rtp:\n  listen_ip: 127.0.0.1\n  port_min: {rtp_min}\n  port_max: {}\n{extra_yaml}\n{webrtc}",
                     data_dir.display(),
                     rtp_min + 19
                 ),
