@@ -113,6 +113,11 @@ fn a_stream_plays_in_chromium_over_whep_with_its_g711_sound() {
         let s = engine.stream(&id);
         (s["video_codec"] == "h264" && s["audio_codec"] == "pcma").then_some(())
     });
+    // What each output carries of this stream, as a player reads it before choosing.
+    let outputs = &engine.stream(&id)["outputs"];
+    assert_eq!((outputs["webrtc"]["video"].as_bool(), outputs["webrtc"]["audio"].as_bool()), (Some(true), Some(true)), "{outputs}");
+    assert_eq!(outputs["hls"]["audio"], false, "{outputs}");
+    assert!(outputs["flv"]["notes"][0].as_str().is_some_and(|n| n.contains("mpegts.js cannot play")), "{outputs}");
     let token = engine.stream_token(&id);
     let played = browser_play(&engine, &format!("/whep/{id}/{token}"), 4);
     assert_eq!(played["ok"], true, "{played}");

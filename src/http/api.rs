@@ -76,7 +76,12 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         ("POST", ["api", "streams"]) => create_stream(shard, &head, &body).await,
         ("GET", ["api", "streams", id]) => match parse_stream_id(id) {
             Some(ssrc) => match shard.list_streams().await.into_iter().find(|s| s.ssrc == ssrc) {
-                Some(info) => (200, json!(info)),
+                Some(info) => {
+                    let outputs = outputs(info.video_codec.as_deref(), info.audio_codec.as_deref());
+                    let mut v = json!(info);
+                    v["outputs"] = outputs;
+                    (200, v)
+                }
                 None => not_found(),
             },
             None => not_found(),
@@ -164,6 +169,35 @@ fn redact_postgres(url: &str) -> String {
 pub fn standby(control: &crate::control::Control) -> (u16, Value) {
     let leader = control.ha_view().leader.unwrap_or_else(|| "(none yet)".into());
     (503, json!({ "code": "standby", "message": format!("this control is standby; the active control is {leader}") }))
+}
+
+/// Which outputs carry a stream's video and audio (codecs as `StreamInfo` names them), and
+/// what a player should know of each: a player picks one from this.
+fn outputs(video: Option<&str>, audio: Option<&str>) -> Value {
+    let (hevc, g711, aac) = (video == Some("h265"), matches!(audio, Some("pcma" | "pcmu")), audio == Some("aac"));
+    let out = |video: bool, audio: bool, notes: Vec<&str>| json!({ "video": video, "audio": audio, "notes": notes });
+    let mut webrtc = Vec::new();
+    if hevc {
+        webrtc.push("H.265 only where the browser offers it over WebRTC (Safari; Chrome with a hardware decoder)");
+    }
+    if aac {
+        webrtc.push("AAC is not sent: WebRTC has no AAC");
+    }
+    let mut flv = Vec::new();
+    if hevc {
+        flv.push("H.265 as enhanced-RTMP FLV (hvc1; ?h265=legacy for codec id 12): a player needs HEVC in Media Source Extensions");
+    }
+    if g711 {
+        flv.push("G.711 as FLV sound format 7/8: mpegts.js cannot play it (the console plays such streams over WebRTC)");
+    }
+    let hls = if g711 { vec!["G.711 is left out: MPEG-TS segments carry H.264, H.265 and AAC"] } else { Vec::new() };
+    let fmp4 = if g711 { vec!["G.711 is left out: the fragments carry AAC only"] } else { Vec::new() };
+    json!({
+        "webrtc": out(video.is_some(), g711, webrtc),
+        "flv": out(video.is_some(), audio.is_some(), flv),
+        "hls": out(video.is_some(), aac, hls),
+        "fmp4": out(video.is_some(), aac, fmp4),
+    })
 }
 
 /// WebRTC over the media shards: viewers now, each shard's port, the counters summed.
