@@ -1,5 +1,6 @@
 //! What a camera sends, for tests and the load generator: an elementary stream cut into
-//! access units, muxed to PS (GB28181 layout) and packetized into RTP. Not on the engine path.
+//! access units, muxed to PS (GB28181 layout) and packetized into RTP; and what a browser
+//! offers for WebRTC playback. Not on the engine path.
 
 use crate::proto::access_unit::split_access_units;
 use crate::proto::frame::{Codec, Frame};
@@ -89,6 +90,29 @@ pub fn rfc4571(packet: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&(packet.len() as u16).to_be_bytes());
     v.extend_from_slice(packet);
     v
+}
+
+/// A browser's recvonly WebRTC offer (BUNDLE, rtcp-mux, DTLS fingerprint) with these
+/// (payload type, rtpmap) in its video and audio m-lines; an empty list leaves that m-line out.
+pub fn browser_offer(video: &[(u8, &str)], audio: &[(u8, &str)]) -> String {
+    let mut sdp = String::from("v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=msid-semantic: WMS\r\n");
+    for (mid, kind, codecs) in [(0, "video", video), (1, "audio", audio)] {
+        if codecs.is_empty() {
+            continue;
+        }
+        let pts: Vec<String> = codecs.iter().map(|(pt, _)| pt.to_string()).collect();
+        sdp.push_str(&format!(
+            "m={kind} 9 UDP/TLS/RTP/SAVPF {}\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:Abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\na=fingerprint:sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\na=setup:actpass\r\na=mid:{mid}\r\na=recvonly\r\na=rtcp-mux\r\n",
+            pts.join(" ")
+        ));
+        for (pt, codec) in codecs {
+            sdp.push_str(&format!("a=rtpmap:{pt} {codec}\r\n"));
+            if codec.starts_with("H264") {
+                sdp.push_str(&format!("a=fmtp:{pt} level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"));
+            }
+        }
+    }
+    sdp
 }
 
 #[cfg(test)]

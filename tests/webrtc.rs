@@ -76,27 +76,6 @@ fn post(engine: &Engine, path: &str, content_type: &str, body: &str) -> (u16, St
     (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
-/// A browser-like recvonly offer with these video and audio codecs (rtpmap lines).
-fn offer(video: &[(u8, &str)], audio: &[(u8, &str)]) -> String {
-    let mut sdp = String::from(
-        "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=msid-semantic: WMS\r\n",
-    );
-    for (mid, kind, codecs) in [(0, "video", video), (1, "audio", audio)] {
-        let pts: Vec<String> = codecs.iter().map(|(pt, _)| pt.to_string()).collect();
-        sdp.push_str(&format!(
-            "m={kind} 9 UDP/TLS/RTP/SAVPF {}\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:Abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\na=fingerprint:sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\na=setup:actpass\r\na=mid:{mid}\r\na=recvonly\r\na=rtcp-mux\r\n",
-            pts.join(" ")
-        ));
-        for (pt, codec) in codecs {
-            sdp.push_str(&format!("a=rtpmap:{pt} {codec}\r\n"));
-            if codec.starts_with("H264") {
-                sdp.push_str(&format!("a=fmtp:{pt} level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"));
-            }
-        }
-    }
-    sdp
-}
-
 fn webrtc_counters(engine: &Engine) -> Value {
     let (_, m) = engine.request("GET", "/api/webrtc", "");
     m
@@ -164,10 +143,10 @@ fn whep_refuses_what_it_cannot_serve_and_frees_sessions_nobody_completes() {
     wait_for("video known", Duration::from_secs(15), || (engine.stream(&id)["video_codec"] == "h264").then_some(()));
     let token = engine.stream_token(&id);
     let path = format!("/whep/{id}/{token}");
-    let good = offer(&[(102, "H264/90000")], &[(8, "PCMA/8000")]);
+    let good = gmv::sim::browser_offer(&[(102, "H264/90000")], &[(8, "PCMA/8000")]);
 
     // Only VP8 offered: 400 naming H.264.
-    let (status, body) = post(&engine, &path, "application/sdp", &offer(&[(96, "VP8/90000")], &[(111, "opus/48000/2")]));
+    let (status, body) = post(&engine, &path, "application/sdp", &gmv::sim::browser_offer(&[(96, "VP8/90000")], &[(111, "opus/48000/2")]));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("H.264"), "{body}");
     // Not SDP, garbage SDP, another stream's token.

@@ -645,27 +645,7 @@ impl Session {
 mod tests {
     use super::*;
 
-    /// A browser's recvonly offer with these (payload type, rtpmap) per m-line kind.
-    fn offer(video: &[(u8, &str)], audio: &[(u8, &str)]) -> String {
-        let mut sdp = String::from("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n");
-        for (mid, kind, codecs) in [(0, "video", video), (1, "audio", audio)] {
-            if codecs.is_empty() {
-                continue;
-            }
-            let pts: Vec<String> = codecs.iter().map(|(pt, _)| pt.to_string()).collect();
-            sdp.push_str(&format!(
-                "m={kind} 9 UDP/TLS/RTP/SAVPF {}\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:Abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\na=setup:actpass\r\na=mid:{mid}\r\na=recvonly\r\na=rtcp-mux\r\n",
-                pts.join(" ")
-            ));
-            for (pt, codec) in codecs {
-                sdp.push_str(&format!("a=rtpmap:{pt} {codec}\r\n"));
-                if codec.starts_with("H264") {
-                    sdp.push_str(&format!("a=fmtp:{pt} level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"));
-                }
-            }
-        }
-        sdp
-    }
+    use crate::sim::browser_offer as offer;
 
     fn negotiated(sdp: &str, video: Option<Codec>) -> Result<Negotiated, WhepError> {
         negotiate(sdp, ice_creds("0123456789abcdef", "0123456789abcdef0123456789abcdef"), "192.0.2.7:8189".parse().unwrap(), video, Instant::now())
