@@ -287,6 +287,22 @@ impl RtpCheck {
     }
 }
 
+/// A thread taking the RTP of an upstream session on `media` until `packets` came (or 20 s),
+/// each checked by `RtpCheck` for `ssrc`.
+fn receive_udp_rtp(media: Arc<UdpSocket>, ssrc: u32, packets: usize) -> std::thread::JoinHandle<RtpCheck> {
+    std::thread::spawn(move || {
+        let mut check = RtpCheck::new(ssrc);
+        let mut buf = vec![0u8; 65536];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while check.packets < packets && Instant::now() < deadline {
+            if let Ok((n, _)) = media.recv_from(&mut buf) {
+                check.take(&buf[..n]);
+            }
+        }
+        check
+    })
+}
+
 fn invite_sdp(port: u16, proto: &str, setup: &str, ssrc: &str) -> String {
     format!(
         "v=0\r\no={UP_ID} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video {port} {proto} 96 97 98\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\na=rtpmap:97 MPEG4/90000\r\na=rtpmap:98 H264/90000\r\n{setup}y={ssrc}\r\n"
@@ -473,20 +489,7 @@ fn a_scripted_upper_platform_sees_the_lower_gmv_on_the_wire() {
     // The same channel under the same SSRC again would be one sender replacing the other.
     assert_eq!(invite(&mut up, channel, "inv-same", &sdp).status(), Some(488));
     let media = Arc::new(media);
-    let check = up.keepalives_while({
-        let media = media.clone();
-        std::thread::spawn(move || {
-            let mut check = RtpCheck::new(100_000_123);
-            let mut buf = vec![0u8; 65536];
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while check.packets < 150 && Instant::now() < deadline {
-                if let Ok((n, _)) = media.recv_from(&mut buf) {
-                    check.take(&buf[..n]);
-                }
-            }
-            check
-        })
-    });
+    let check = up.keepalives_while(receive_udp_rtp(media.clone(), 100_000_123, 150));
     check.decode("cascade-wire-udp.ps", 10);
     bye(&mut up, channel, "inv-udp", &answer);
     let mut buf = vec![0u8; 65536];
@@ -728,21 +731,7 @@ fn an_upper_platform_over_tcp_is_reached_over_a_connection_the_lower_dials() {
     let answer = invite(&mut up, CHANNELS[1], "tcp-inv", &sdp);
     assert_eq!(answer.status(), Some(200), "{}", String::from_utf8_lossy(answer.body()));
     assert!(answer.header("Contact").unwrap().ends_with(";transport=tcp>"));
-    let media = Arc::new(media);
-    let check = up.keepalives_while({
-        let media = media.clone();
-        std::thread::spawn(move || {
-            let mut check = RtpCheck::new(100_000_141);
-            let mut buf = vec![0u8; 65536];
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while check.packets < 100 && Instant::now() < deadline {
-                if let Ok((n, _)) = media.recv_from(&mut buf) {
-                    check.take(&buf[..n]);
-                }
-            }
-            check
-        })
-    });
+    let check = up.keepalives_while(receive_udp_rtp(Arc::new(media), 100_000_141, 100));
     check.decode("cascade-wire-sip-tcp.ps", 10);
     bye(&mut up, CHANNELS[1], "tcp-inv", &answer);
 
