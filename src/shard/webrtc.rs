@@ -492,7 +492,7 @@ impl Session {
             if now >= last_heard + WHEP_PEER_SILENCE_TIMEOUT {
                 return "nothing from the browser (gone)";
             }
-            let deadline = next.min(started + WHEP_CONNECT_TIMEOUT).min(last_heard + WHEP_PEER_SILENCE_TIMEOUT);
+            let deadline = wake_at(next, started, self.connected_at.is_some(), last_heard);
             let wait = deadline.saturating_duration_since(now);
             let wake = futures_lite::future::or(
                 async { Wake::Datagram(datagrams.recv().await) },
@@ -641,8 +641,27 @@ impl Session {
     }
 }
 
+/// When a session wakes without input: str0m's next timeout, the connect deadline while not
+/// connected (past it, kept after connecting, it would wake the session at once, every time:
+/// a spin that took half a core per viewer from its 10th second), the peer's silence limit.
+fn wake_at(next: Instant, started: Instant, connected: bool, last_heard: Instant) -> Instant {
+    let connect_by = if connected { next } else { started + WHEP_CONNECT_TIMEOUT };
+    next.min(connect_by).min(last_heard + WHEP_PEER_SILENCE_TIMEOUT)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_connected_session_waits_for_its_next_timeout_past_the_connect_deadline() {
+        use super::*;
+        let started = Instant::now();
+        let now = started + WHEP_CONNECT_TIMEOUT + Duration::from_secs(5);
+        let next = now + Duration::from_millis(40);
+        assert_eq!(wake_at(next, started, true, now), next, "not the connect deadline, long past");
+        assert_eq!(wake_at(next, started, false, now), started + WHEP_CONNECT_TIMEOUT, "before connecting it holds");
+        assert_eq!(wake_at(next, started, true, now - WHEP_PEER_SILENCE_TIMEOUT), now, "the peer's silence limit");
+    }
+
     use super::*;
 
     use crate::sim::browser_offer as offer;

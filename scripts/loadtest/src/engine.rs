@@ -35,7 +35,7 @@ impl Engine {
         std::fs::write(
             &config,
             format!(
-                "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\n  api_keys: [{{name: loadtest, role: admin, sha256: \"{}\"}}]\nsip:\n  listen: \"\"\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {port_max}\n  idle_timeout_s: 3600\n  port: {}\nmedia:\n  cover_on_first_keyframe: {covers}\n  viewers_per_address_max: 4096\n",
+                "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\n  api_keys: [{{name: loadtest, role: admin, sha256: \"{}\"}}]\nsip:\n  listen: \"\"\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {port_max}\n  idle_timeout_s: 3600\n  port: {}\nmedia:\n  cover_on_first_keyframe: {covers}\n  viewers_per_address_max: 4096\nwebrtc:\n  listen_ip: 127.0.0.1\n  port: 0\n",
                 dir.join("data").display(),
                 gmv::auth::key_hash(token),
                 single_port.unwrap_or(0)

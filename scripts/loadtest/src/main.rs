@@ -1,5 +1,6 @@
-//! gmv-loadtest: N camera streams (PS over RTP, real-time pace, sendmmsg) and M HTTP-FLV
-//! viewers against a gmv engine on loopback, bounded in time. Prints one JSON line of results.
+//! gmv-loadtest: N camera streams (PS over RTP, real-time pace, sendmmsg) and M HTTP-FLV (and
+//! WebRTC) viewers against a gmv engine on loopback, bounded in time. Prints one JSON line of
+//! results.
 
 mod bare;
 mod capture;
@@ -8,6 +9,7 @@ mod frame_clock;
 mod nodes;
 mod sender;
 mod viewer;
+mod webrtc_viewer;
 
 use clap::Parser;
 use std::net::{SocketAddr, SocketAddrV4};
@@ -48,6 +50,9 @@ struct Args {
     viewers: usize,
     #[arg(long, default_value_t = 1)]
     viewer_streams: usize,
+    /// WebRTC (WHEP) viewers, spread over the same streams as the FLV ones.
+    #[arg(long, default_value_t = 0)]
+    webrtc_viewers: usize,
     /// Spawned engine makes no covers (to measure the media path alone).
     #[arg(long)]
     no_covers: bool,
@@ -134,12 +139,14 @@ fn run(args: &Args) -> Result<(), String> {
     let mut targets = Vec::with_capacity(args.streams);
     // Viewers play with the play token each answer carries (the API key opens no play URL).
     let mut play_paths = Vec::new();
+    let mut whep_paths = Vec::new();
     for i in 0..args.streams {
         let ssrc = FIRST_SSRC + i as u32;
         let (status, v) = engine.request("POST", "/api/streams", &format!("{{\"ssrc\": {ssrc}}}")).map_err(|e| e.to_string())?;
         let port = v["port"].as_u64().filter(|_| status == 201).ok_or(format!("open stream {i}: {status} {v}"))?;
         targets.push(sender::Target { ssrc, dest: SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port as u16) });
         play_paths.push(format!("/flv/{ssrc:010}/{}", v["play"]["token"].as_str().unwrap_or_default()));
+        whep_paths.push(format!("/whep/{ssrc:010}/{}", v["play"]["token"].as_str().unwrap_or_default()));
     }
 
     let send_until = Instant::now() + Duration::from_secs(args.duration_s);
@@ -152,6 +159,13 @@ fn run(args: &Args) -> Result<(), String> {
             let http = args.http;
             let clock = (stream == 0).then(|| clock.clone());
             std::thread::spawn(move || viewer::run(http, &path, send_until, clock.as_deref()))
+        })
+        .collect();
+    let webrtc_viewers: Vec<_> = (0..args.webrtc_viewers)
+        .map(|i| {
+            let path = whep_paths[i % args.viewer_streams.clamp(1, whep_paths.len().max(1))].clone();
+            let http = args.http;
+            std::thread::spawn(move || webrtc_viewer::run(http, &path, send_until))
         })
         .collect();
     // A viewer that joins mid-run measures first-frame latency (the GOP cache at work).
@@ -201,6 +215,9 @@ fn run(args: &Args) -> Result<(), String> {
 
     let viewer_stats: Vec<viewer::ViewerStats> = viewers.into_iter().map(|h| h.join().unwrap_or_default()).collect();
     let late = late.join().unwrap_or_default();
+    let webrtc: Vec<webrtc_viewer::WebRtcStats> = webrtc_viewers.into_iter().map(|h| h.join().unwrap_or_default()).collect();
+    let mut connect_ms: Vec<u64> = webrtc.iter().filter_map(|w| w.connected_after).map(|d| d.as_millis() as u64).collect();
+    connect_ms.sort_unstable();
     let viewer_bytes: u64 = viewer_stats.iter().map(|v| v.bytes).sum();
     let mut latencies: Vec<Duration> = viewer_stats.iter().flat_map(|v| v.latencies.iter().copied()).collect();
     let mut latency_ms = |p| frame_clock::percentile(&mut latencies, p).map(|d| (d.as_secs_f64() * 1e4).round() / 10.0);
@@ -225,7 +242,7 @@ fn run(args: &Args) -> Result<(), String> {
         "engine_frames": frames,
         "engine_low_latency_streams": low_latency,
         "kernel_udp_rcvbuf_errors": rcvbuf_errors,
-        "engine_cpu_pct": cpu.round(),
+        "engine_cpu_pct": (cpu * 10.0).round() / 10.0,
         "cpu_warmup_s": warmup.as_secs(),
         "engine_rss_mib": rss.round(),
         "viewers": viewer_stats.len(),
@@ -233,6 +250,17 @@ fn run(args: &Args) -> Result<(), String> {
         "viewer_stalls": viewer_stats.iter().map(|v| u64::from(v.stalls)).sum::<u64>(),
         "viewer_goodput_mbit_s": (viewer_bytes as f64 * 8.0 / elapsed / 1e6 * 10.0).round() / 10.0,
         "late_viewer_first_keyframe_ms": late.first_keyframe.map(|d| d.as_millis() as u64),
+        "webrtc_viewers": webrtc.len(),
+        "webrtc_viewers_ok": webrtc.iter().filter(|w| w.status == 201 && w.connected_after.is_some() && w.stalls == 0 && w.video_frames > 0).count(),
+        "webrtc_stalls": webrtc.iter().map(|w| u64::from(w.stalls)).sum::<u64>(),
+        "webrtc_video_frames": webrtc.iter().map(|w| w.video_frames).sum::<u64>(),
+        "webrtc_goodput_mbit_s": (webrtc.iter().map(|w| w.bytes).sum::<u64>() as f64 * 8.0 / elapsed / 1e6 * 10.0).round() / 10.0,
+        "webrtc_connect_ms_max": connect_ms.last(),
+        "webrtc_first_error": webrtc.iter().find_map(|w| w.error.clone()),
+        "webrtc_offer_statuses": webrtc.iter().fold(std::collections::BTreeMap::new(), |mut m, w| {
+            *m.entry(w.status.to_string()).or_insert(0u32) += 1;
+            m
+        }),
         "frame_to_viewer_ms_p50": latency_ms(50),
         "frame_to_viewer_ms_p99": latency_ms(99),
         "frame_to_viewer_samples": latencies.len(),
