@@ -447,6 +447,7 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                         }
                         if let Some(control) = &sender_control {
                             control.upstream_send_stopped(&stopped);
+                            control.broadcast_send_stopped(&stopped);
                         }
                     }));
                     let keyframe_control = control.clone();

@@ -65,7 +65,7 @@ pub enum PlaySite {
 
 impl Control {
     /// The media node a stream was placed on; None: this process.
-    fn node_of(&self, ssrc: u32) -> Option<Placement> {
+    pub(super) fn node_of(&self, ssrc: u32) -> Option<Placement> {
         self.nodes.as_ref()?.placement(ssrc)
     }
 
@@ -153,10 +153,10 @@ impl Control {
     }
 
     /// TCP active: the stream connects to the device's media port.
-    pub(super) async fn connect_media(&self, ssrc: u32, to: SocketAddr) -> Result<(), String> {
+    pub(super) async fn connect_media(&self, ssrc: u32, to: SocketAddr) -> Result<(), MediaCallError> {
         match (self.node_of(ssrc), &self.nodes) {
-            (Some(placement), Some(nodes)) => nodes.send(&placement.node, &NodeCall::ConnectRtpServer { ssrc, to }).await.map(drop).map_err(|e| e.to_string()),
-            _ => self.shard.connect_tcp(ssrc, to).await.map_err(|e| e.to_string()),
+            (Some(placement), Some(nodes)) => nodes.send(&placement.node, &NodeCall::ConnectRtpServer { ssrc, to }).await.map(drop).map_err(MediaCallError::Node),
+            _ => self.shard.connect_tcp(ssrc, to).await.map_err(MediaCallError::Shard),
         }
     }
 
@@ -262,5 +262,21 @@ impl Control {
             recording: answer["isRecordingMP4"].as_bool().unwrap_or(false),
             record_error: None,
         })
+    }
+}
+
+/// Why a call on a session's stream failed, where the stream lives.
+#[derive(Debug)]
+pub enum MediaCallError {
+    Node(super::nodes::NodeError),
+    Shard(crate::shard::msg::StreamCallError),
+}
+
+impl std::fmt::Display for MediaCallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MediaCallError::Node(e) => write!(f, "media node: {e}"),
+            MediaCallError::Shard(e) => e.fmt(f),
+        }
     }
 }

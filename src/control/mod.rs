@@ -17,6 +17,7 @@ pub use upstream_admin::UpstreamAdminError;
 pub mod store;
 mod tcp;
 mod upstream_admin;
+pub mod voice;
 pub mod upstreams_store;
 pub mod webhooks;
 
@@ -133,6 +134,8 @@ pub struct Control {
     warn_budget: RefCell<WarnBudget>,
     /// Senders started for upstream sessions (cascade), by the endpoint's handle.
     upstream_sends: RefCell<HashMap<crate::proto::sip::endpoint::UpstreamCallHandle, cascade::UpstreamSend>>,
+    /// Voice broadcasts to devices, and the latest ended ones.
+    broadcasts: RefCell<voice::Broadcasts>,
     /// Upstreams the API changed (over the config's), and one such change at a time.
     upstream_changes: RefCell<upstreams_store::Changes>,
     upstream_admin_gate: glommio::sync::Semaphore,
@@ -238,6 +241,7 @@ impl Control {
             counters: RefCell::new(DriverCounters::default()),
             warn_budget: RefCell::new(WarnBudget { window: Instant::now(), used: 0 }),
             upstream_sends: RefCell::new(HashMap::new()),
+            broadcasts: RefCell::new(Default::default()),
             upstream_changes: RefCell::new(upstream_changes),
             upstream_admin_gate: glommio::sync::Semaphore::new(1),
         });
@@ -467,6 +471,8 @@ impl Control {
             Event::UpstreamPlayEnded { handle, reason } => self.upstream_play_ended(handle, reason),
             Event::UpstreamRecords(ask) => self.upstream_records(*ask),
             Event::UpstreamPlaybackControl { handle, action } => self.upstream_playback_control(handle, action),
+            Event::BroadcastInvited(invite) => self.broadcast_invited(*invite),
+            Event::BroadcastEnded { handle, reason } => self.broadcast_ended(handle, reason),
         }
     }
 
@@ -516,7 +522,7 @@ impl Control {
                 Err(error) => {
                     tracing::warn!(device_id = %session.device_id, channel_id = %session.channel_id, %error, "TCP active media connect failed");
                     me.command(Command::Stop { device_id: session.device_id.clone(), channel_id: session.channel_id.clone() });
-                    me.resolve(handle, Err(PlayError::MediaConnect(error)));
+                    me.resolve(handle, Err(PlayError::MediaConnect(error.to_string())));
                 }
             }
         })

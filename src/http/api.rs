@@ -3,7 +3,7 @@
 
 use super::Front;
 use super::conn::HttpConn;
-use super::request::{BODY_BYTES_MAX, RequestHead};
+use super::request::RequestHead;
 use super::response::{respond_error, respond_json};
 use super::routes::{self, parse_stream_id, stream_id};
 use crate::auth::Scope;
@@ -22,9 +22,23 @@ const SSRC_PICK_ATTEMPTS: usize = 8;
 pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
     let shard = &front.shard;
     let segments: Vec<&str> = head.path.trim_matches('/').split('/').collect();
-    // The body (bounded) is read first, so a refused request leaves the connection in step
-    // for the next one.
-    if head.content_length > BODY_BYTES_MAX {
+    // Who calls is known from the head: a refused caller's body is never read (the
+    // connection closes, out of step), so only authorised callers get the larger bodies.
+    let secrets = shard.secrets();
+    let (caller, role) = match routes::api_caller(&secrets, &head) {
+        Ok(c) => c,
+        Err((status, code, message)) => {
+            conn.keep_alive &= head.content_length == 0;
+            return respond_error(conn, status, code, message).await;
+        }
+    };
+    let needed = routes::required_role(&head.method, &segments);
+    if role < needed {
+        tracing::info!(caller, ?role, ?needed, method = %head.method, path = %head.path, "API call refused: role too low");
+        conn.keep_alive &= head.content_length == 0;
+        return respond_error(conn, 403, "forbidden", &format!("this call needs the {needed:?} role; key {caller:?} is {role:?}")).await;
+    }
+    if head.content_length > routes::body_bytes_max(&head.method, &segments) {
         conn.keep_alive = false; // its body is not read
         return respond_error(conn, 413, "body_too_large", "request body too large").await;
     }
@@ -35,16 +49,6 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
             return respond_error(conn, 400, "bad_request", "request body incomplete").await;
         }
     };
-    let secrets = shard.secrets();
-    let (caller, role) = match routes::api_caller(&secrets, &head) {
-        Ok(c) => c,
-        Err((status, code, message)) => return respond_error(conn, status, code, message).await,
-    };
-    let needed = routes::required_role(&head.method, &segments);
-    if role < needed {
-        tracing::info!(caller, ?role, ?needed, method = %head.method, path = %head.path, "API call refused: role too low");
-        return respond_error(conn, 403, "forbidden", &format!("this call needs the {needed:?} role; key {caller:?} is {role:?}")).await;
-    }
     if let ("GET", ["api", "events"]) = (head.method.as_str(), segments.as_slice()) {
         return match &front.control {
             Some(control) => super::events_sse::serve(control, conn, &head).await,
@@ -107,7 +111,7 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
             let control = front.control.as_ref().map(|c| c.ha_view());
             (200, json!({ "status": "ok", "media_shards": shard.media_shards, "control": control }))
         }
-        (_, ["api", "devices" | "sessions" | "downloads" | "channels" | "upstreams", ..] | ["api", "sip"]) => match &front.control {
+        (_, ["api", "devices" | "sessions" | "downloads" | "channels" | "upstreams" | "broadcasts", ..] | ["api", "sip"]) => match &front.control {
             Some(control) if !control.is_active() && head.method != "GET" => standby(control),
             Some(control) => super::api_gb::route(control, &head, &segments, &body).await,
             None => (503, json!({ "code": "sip_disabled", "message": "SIP is disabled (sip.listen is empty)" })),

@@ -151,6 +151,35 @@ async fn send_ptz(control: &Rc<Control>, device_id: &str, channel_id: &str, acti
     (status, v)
 }
 
+/// Starts a voice broadcast to a channel: the body is a WAV announcement (8 kHz mono: 16-bit
+/// PCM, A-law or µ-law) or `{"stream_id": "..."}` naming a stream whose G.711 A-law audio is
+/// sent; answered once the audio goes out, or with why it cannot.
+async fn broadcast(control: &Rc<Control>, device_id: &str, channel_id: &str, body: &[u8]) -> (u16, Value) {
+    use crate::control::voice::{BroadcastError, BroadcastSource};
+    let source = if body.starts_with(b"RIFF") {
+        match crate::proto::wav::to_g711(body, crate::proto::wav::Law::A) {
+            Ok(alaw) => BroadcastSource::Announcement(alaw),
+            Err(e) => return (400, json!({ "code": "bad_audio", "message": e.to_string() })),
+        }
+    } else {
+        let id = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["stream_id"].as_str().map(str::to_string));
+        match id.as_deref().and_then(crate::proto::ssrc::parse_stream_id) {
+            Some(ssrc) => BroadcastSource::Stream(ssrc),
+            None => return bad_request("the body is a WAV file (8 kHz mono) or {\"stream_id\": \"...\"}".into()),
+        }
+    };
+    match control.broadcast(device_id, channel_id, source).await {
+        Ok(info) => (200, json!({ "broadcast": info })),
+        Err(BroadcastError::Device(e)) => {
+            let (status, code) = e.http();
+            (status, json!({ "code": code, "message": e.to_string() }))
+        }
+        Err(e @ BroadcastError::NoSource) => (404, json!({ "code": "not_found", "message": e.to_string() })),
+        Err(e @ BroadcastError::Source(_)) => (503, json!({ "code": "no_stream", "message": e.to_string() })),
+        Err(e @ BroadcastError::Ended(_)) => (502, json!({ "code": "broadcast_failed", "message": e.to_string() })),
+    }
+}
+
 /// Sends a DeviceControl and reports the device's answer (200 only once the device said so).
 async fn send_control(control: &Rc<Control>, device_id: &str, channel_id: &str, command: DeviceCommand) -> (u16, Value) {
     match control.control(device_id, channel_id, command).await {
@@ -294,6 +323,15 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
         },
         ("POST", ["api", "devices", id, "channels", ch, "keyframe"]) => send_control(control, id, ch, DeviceCommand::KeyFrame).await,
         ("POST", ["api", "devices", id, "reboot"]) => send_control(control, id, id, DeviceCommand::Reboot).await,
+        ("POST", ["api", "devices", id, "channels", ch, "broadcast"]) => broadcast(control, id, ch, body).await,
+        ("DELETE", ["api", "devices", id, "channels", ch, "broadcast"]) => {
+            if control.stop_broadcast(id, ch) {
+                (200, json!({ "stopped": true }))
+            } else {
+                not_found("broadcast to this channel")
+            }
+        }
+        ("GET", ["api", "broadcasts"]) => (200, json!({ "broadcasts": control.broadcasts() })),
         ("GET", ["api", "sessions"]) => {
             let sessions: Vec<Value> = control
                 .registry()

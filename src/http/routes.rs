@@ -234,6 +234,15 @@ pub fn play_allowed(
     secrets.verify(token, scope, now_unix_s, client).map_err(|e| (401, "unauthorized", e.message()))
 }
 
+/// The largest request body an API call takes: an announcement's WAV for a voice
+/// broadcast, `BODY_BYTES_MAX` for the rest.
+pub fn body_bytes_max(method: &str, segments: &[&str]) -> usize {
+    match (method, segments) {
+        ("POST", ["api", "devices", _, "channels", _, "broadcast"]) => crate::proto::wav::WAV_BYTES_MAX,
+        _ => crate::proto::http_head::BODY_BYTES_MAX,
+    }
+}
+
 /// The role an API call needs.
 pub fn required_role(method: &str, segments: &[&str]) -> Role {
     match (method, segments) {

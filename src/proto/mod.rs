@@ -28,3 +28,4 @@ pub mod ssrc;
 pub mod testutil;
 pub mod ts;
 pub mod ts_demux;
+pub mod wav;

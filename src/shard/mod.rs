@@ -2,6 +2,7 @@
 //! executor. Streams live on the shard their SSRC hashes to; executors talk only through
 //! bounded channels carrying owned `ShardMsg`s.
 
+mod audio_feed;
 pub mod fanout;
 pub mod frame_viewers;
 pub mod msg;

@@ -75,6 +75,9 @@ pub struct StreamSpec {
     pub history: Option<History>,
     /// Video only: audio is dropped on arrival (a node's `only_track=2`).
     pub drop_audio: bool,
+    /// Fed in-process (a broadcast's announcement, `ShardMsg::FeedAudio`): no port, and no
+    /// packet from the network is taken, even one with its SSRC on the single port.
+    pub local: bool,
 }
 
 /// What a stream is to do once it is published (a node's `on_publish` answer).
@@ -306,6 +309,13 @@ pub enum ShardMsg {
     StreamInfo {
         ssrc: u32,
         reply: oneshot::Sender<Option<StreamInfo>>,
+    },
+    /// Plays G.711 A-law audio into a `local` stream at its real pace (20 ms packets), then
+    /// closes it; false for an unknown or non-local stream.
+    FeedAudio {
+        ssrc: u32,
+        alaw: Vec<u8>,
+        reply: oneshot::Sender<bool>,
     },
     /// Connect the stream to a device's TCP media port (GB28181 TCP active).
     ConnectTcp {

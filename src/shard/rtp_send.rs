@@ -116,6 +116,33 @@ impl SendEnd {
     }
 }
 
+/// Why the peer could not be reached or written to.
+#[derive(Debug)]
+enum PeerError {
+    /// The sender was stopped while it waited for its peer.
+    Stopped,
+    /// No peer came within the wait (passive senders).
+    NoPeer { wait: Duration },
+    /// Accepting or reading the peer's first packet failed.
+    Arrival(GlommioError<()>),
+    /// A datagram to the peer could not be sent.
+    Send { to: SocketAddr, error: GlommioError<()> },
+    /// The TCP peer's connection failed under a write.
+    TcpGone(std::io::Error),
+}
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerError::Stopped => f.write_str("stopped"),
+            PeerError::NoPeer { wait } => write!(f, "no peer within {} ms", wait.as_millis()),
+            PeerError::Arrival(e) => e.fmt(f),
+            PeerError::Send { to, error } => write!(f, "send to {to}: {error}"),
+            PeerError::TcpGone(e) => write!(f, "TCP peer gone: {e}"),
+        }
+    }
+}
+
 /// Why a sender ends, once known (the first reason given stands).
 pub type EndCell = Rc<RefCell<Option<(SendEnd, String)>>>;
 
@@ -354,7 +381,7 @@ impl SenderTask {
                 Peer::AwaitTcp(_) | Peer::AwaitUdp { .. } => Ok(()),
             };
             if let Err(why) = result {
-                self.set_why(SendEnd::PeerGone, &why);
+                self.set_why(SendEnd::PeerGone, &why.to_string());
             }
         }
         self.finish(packets).await;
@@ -364,7 +391,7 @@ impl SenderTask {
         set_end(&self.why, end, why);
     }
 
-    async fn send_udp(&self, sock: &UdpSocket, to: SocketAddr, rtcp: Option<UdpSocket>, rx: &LocalReceiver<Vec<u8>>, packets: &mut u64) -> Result<(), String> {
+    async fn send_udp(&self, sock: &UdpSocket, to: SocketAddr, rtcp: Option<UdpSocket>, rx: &LocalReceiver<Vec<u8>>, packets: &mut u64) -> Result<(), PeerError> {
         let counters = Rc::new(Cell::new(RtcpCounters::default()));
         let watch = rtcp.map(|r| {
             let rtcp_to = SocketAddr::new(to.ip(), to.port().wrapping_add(1));
@@ -372,7 +399,7 @@ impl SenderTask {
         });
         let result = async {
             while let Some(p) = rx.recv().await {
-                sock.send_to(&p, to).await.map_err(|e| format!("send to {to}: {e}"))?;
+                sock.send_to(&p, to).await.map_err(|error| PeerError::Send { to, error })?;
                 *packets += 1;
                 let mut c = counters.get();
                 c.packets = c.packets.wrapping_add(1);
@@ -406,21 +433,21 @@ impl SenderTask {
 }
 
 /// The peer's arrival, unless the feed is dropped (stopped) or `wait` passes first.
-async fn await_peer<T>(arrival: impl std::future::Future<Output = glommio::Result<T, ()>>, cancel: oneshot::Receiver<()>, wait: Duration) -> Result<T, String> {
-    let arrival = async { arrival.await.map_err(|e| e.to_string()) };
+async fn await_peer<T>(arrival: impl std::future::Future<Output = glommio::Result<T, ()>>, cancel: oneshot::Receiver<()>, wait: Duration) -> Result<T, PeerError> {
+    let arrival = async { arrival.await.map_err(PeerError::Arrival) };
     let cancelled = async {
         let _ = cancel.await;
-        Err("stopped".to_string())
+        Err(PeerError::Stopped)
     };
     let timed = async {
         glommio::timer::sleep(wait).await;
-        Err(format!("no peer within {} ms", wait.as_millis()))
+        Err(PeerError::NoPeer { wait })
     };
     futures_lite::future::or(arrival, futures_lite::future::or(cancelled, timed)).await
 }
 
 /// Writes the queue's packets with RFC 4571 framing, several to a write.
-async fn send_tcp(mut conn: TcpStream, rx: &LocalReceiver<Vec<u8>>, packets: &mut u64) -> Result<(), String> {
+async fn send_tcp(mut conn: TcpStream, rx: &LocalReceiver<Vec<u8>>, packets: &mut u64) -> Result<(), PeerError> {
     let mut batch = Vec::with_capacity(TCP_WRITE_BATCH_BYTES_MAX);
     while let Some(first) = rx.recv().await {
         batch.clear();
@@ -433,7 +460,7 @@ async fn send_tcp(mut conn: TcpStream, rx: &LocalReceiver<Vec<u8>>, packets: &mu
                 next = futures_lite::future::poll_once(rx.recv()).await.flatten();
             }
         }
-        conn.write_all(&batch).await.map_err(|e| format!("TCP peer gone: {e}"))?;
+        conn.write_all(&batch).await.map_err(PeerError::TcpGone)?;
     }
     Ok(())
 }

@@ -94,6 +94,12 @@ impl Shard {
         self.ask_owner(ssrc, |reply| ShardMsg::StartSend { ssrc, spec, reply }).await.unwrap_or(Err(super::rtp_send::SendError::NoAnswer))
     }
 
+    /// Plays G.711 A-law into the `local` stream `ssrc` at its pace (it closes at the end);
+    /// false for an unknown or non-local stream.
+    pub async fn feed_audio(&self, ssrc: u32, alaw: Vec<u8>) -> bool {
+        self.ask_owner(ssrc, |reply| ShardMsg::FeedAudio { ssrc, alaw, reply }).await.unwrap_or(false)
+    }
+
     /// Ends stream `ssrc`'s senders with `send_ssrc` (None: all): how many; None for an
     /// unknown stream.
     pub async fn stop_send(&self, ssrc: u32, send_ssrc: Option<u32>) -> Option<usize> {

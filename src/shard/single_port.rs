@@ -236,6 +236,7 @@ fn stream_for(shard: &Rc<Shard>, ssrc: u32, peer: SocketAddr) -> Option<Rc<Strea
             channel_id: None,
             source: Default::default(),
             drop_audio: false,
+            local: false,
         };
         match open_stream(shard, spec) {
             Ok(_) => {

@@ -101,7 +101,7 @@ impl Stream {
         // One clock read per packet: it is a measurable share of the per-packet work.
         let now = Instant::now();
         let now_ms = now.duration_since(self.created).as_millis() as u64;
-        let verdict = self.source.borrow_mut().check(origin, &data, now_ms);
+        let verdict = if self.spec.local { Verdict::ForeignSource } else { self.source.borrow_mut().check(origin, &data, now_ms) };
         if !verdict.taken() {
             return self.dropped(verdict, origin, &data);
         }
@@ -111,6 +111,18 @@ impl Stream {
         if self.learning.get() {
             self.stop_learning();
         }
+        self.take(data, transport, now, now_ms);
+    }
+
+    /// A packet of the stream's own in-process source (`spec.local`): no source to check.
+    pub(super) fn on_local_packet(&self, data: Bytes) {
+        debug_assert!(self.spec.local);
+        let now = Instant::now();
+        self.take(data, "local", now, now.duration_since(self.created).as_millis() as u64);
+    }
+
+    /// A packet taken: through the pipeline to viewers, recorder and senders.
+    fn take(&self, data: Bytes, transport: &'static str, now: Instant, now_ms: u64) {
         self.last_packet.set(Some(now));
         self.transport.set(Some(transport));
         let mut tags = self.tags.borrow_mut();
@@ -588,6 +600,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
     }
     let ip = shard.config.rtp.listen_ip;
     let (port, sockets) = match spec.port {
+        None if spec.local => (0, None),
         // The single RTP port's sockets deliver it (UDP by SSRC, TCP by its first frame).
         None if shard.config.rtp.port != 0 && !spec.any_ssrc => (shard.config.rtp.port, None),
         Some(port) => {
@@ -741,6 +754,13 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
                 let _ = reply.send(result);
             })
             .detach();
+        }
+        ShardMsg::FeedAudio { ssrc, alaw, reply } => {
+            let stream = shard.streams.borrow().get(&ssrc).cloned().filter(|s| s.spec.local);
+            let _ = reply.send(stream.is_some());
+            if let Some(stream) = stream {
+                glommio::spawn_local(super::audio_feed::feed(Rc::downgrade(shard), Rc::downgrade(&stream), alaw)).detach();
+            }
         }
         ShardMsg::ConnectTcp { ssrc, addr, reply } => {
             let stream = shard.streams.borrow().get(&ssrc).cloned();

@@ -24,6 +24,10 @@ pub enum DeviceEvent {
     Keyframe { channel: String },
     /// A MANSRTSP INFO in a playback's dialog (its body).
     Info { body: String },
+    /// A voice broadcast's INVITE (ours) was answered: the platform's SDP.
+    BroadcastAnswered { sdp: String },
+    /// An RTP packet of a voice broadcast, as received: payload type, SSRC, payload.
+    BroadcastRtp { pt: u8, ssrc: u32, payload: Vec<u8> },
 }
 
 pub fn catalog(sn: &str) -> Vec<u8> {
@@ -62,6 +66,8 @@ pub fn run_device_with(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Ar
     let frames = h264_frames();
     let mut senders: HashMap<String, (String, Arc<AtomicBool>)> = HashMap::new();
     let (ended_tx, ended) = mpsc::channel::<String>();
+    // A voice broadcast's INVITE of ours awaiting its answer: (Call-ID, channel, audio socket).
+    let mut broadcast_invite: Option<(String, String, UdpSocket)> = None;
     while !stop.load(Ordering::SeqCst) {
         for channel in ended.try_iter() {
             let body = format!(
@@ -72,6 +78,26 @@ pub fn run_device_with(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Ar
         }
         let Some(msg) = sim.recv(Duration::from_millis(100)) else { continue };
         if !msg.is_request() {
+            // The answer to a broadcast INVITE: ACK, then take the audio until the BYE.
+            let ours = broadcast_invite.as_ref().is_some_and(|(call, _, _)| msg.call_id().as_deref() == Some(call) && msg.status() == Some(200));
+            if let Some((call, channel, sock)) = broadcast_invite.take_if(|_| ours) {
+                let ack = sim.request("ACK", &call, "", None, b"");
+                sim.send(&ack);
+                events.send(DeviceEvent::BroadcastAnswered { sdp: String::from_utf8_lossy(msg.body()).to_string() }).unwrap();
+                let flag = Arc::new(AtomicBool::new(false));
+                let (done, events) = (flag.clone(), events.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 2048];
+                    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                    while !done.load(Ordering::SeqCst) {
+                        if let Some(n) = sock.recv_from(&mut buf).ok().map(|(n, _)| n).filter(|n| *n > 12) {
+                            let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+                            let _ = events.send(DeviceEvent::BroadcastRtp { pt: buf[1] & 0x7F, ssrc, payload: buf[12..n].to_vec() });
+                        }
+                    }
+                });
+                senders.insert(call, (channel, flag));
+            }
             continue;
         }
         match msg.method().map(|m| m.to_string()).as_deref() {
@@ -97,6 +123,26 @@ pub fn run_device_with(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Ar
                     );
                     let m = sim.request("MESSAGE", &format!("rec-{sn}"), "", Some("Application/MANSCDP+xml"), body.as_bytes());
                     sim.send(&m);
+                }
+                if text.contains("<CmdType>Broadcast</CmdType>") {
+                    // Voice broadcast: OK in a Response, then our INVITE for the audio (as
+                    // cameras do it to wvp: Subject naming the channel, recvonly, PCMA or PS).
+                    let field = |tag: &str| gmv::proto::sip::manscdp::element(&text, tag).unwrap_or_default().trim().to_string();
+                    let (sn, source, channel) = (field("SN"), field("SourceID"), field("TargetID"));
+                    let body = format!(
+                        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>Broadcast</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n<Result>OK</Result>\r\n</Response>\r\n"
+                    );
+                    let m = sim.request("MESSAGE", &format!("bc-resp-{sn}"), "", Some("Application/MANSCDP+xml"), body.as_bytes());
+                    sim.send(&m);
+                    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    let port = sock.local_addr().unwrap().port();
+                    let sdp = format!(
+                        "v=0\r\no={channel} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 8 96\r\na=recvonly\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:96 PS/90000\r\ny=0100000123\r\nf=v/////a/1/8/1\r\n"
+                    );
+                    let call = format!("bc-invite-{sn}");
+                    let invite = sim.request("INVITE", &call, &format!("Subject: {source}:0,{channel}:0\r\n"), Some("Application/SDP"), sdp.as_bytes());
+                    sim.send(&invite);
+                    broadcast_invite = Some((call, channel, sock));
                 }
                 if text.contains("<CmdType>Catalog</CmdType>") {
                     let sn = gmv::proto::sip::manscdp::element(&text, "SN").unwrap_or("1").to_string();

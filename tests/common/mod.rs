@@ -47,7 +47,7 @@ pub fn corpus_dir(sub: &str) -> Option<PathBuf> {
     None
 }
 
-fn require_tool(name: &str) {
+pub fn require_tool(name: &str) {
     let ok = Command::new(name).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     assert!(ok, "{name} is required for end-to-end tests (apt-get install ffmpeg; .ci/run does this)");
 }

@@ -286,7 +286,7 @@ pub fn parse(xml: &str) -> Result<Manscdp, ManscdpError> {
         }
         ("MediaStatus", Root::Notify) => Body::MediaStatus { notify_type: value(inner, "NotifyType").unwrap_or_default() },
         ("Alarm", Root::Notify) => Body::Alarm(alarm(inner, &device_id)?),
-        ("DeviceControl" | "DeviceConfig", Root::Response) => Body::Result { result: value(inner, "Result").unwrap_or_default() },
+        ("DeviceControl" | "DeviceConfig" | "Broadcast", Root::Response) => Body::Result { result: value(inner, "Result").unwrap_or_default() },
         ("DeviceStatus", Root::Response) => Body::DeviceStatus(DeviceStatus {
             result: value(inner, "Result").unwrap_or_default(),
             online: value(inner, "Online").unwrap_or_default(),

@@ -15,7 +15,7 @@ const MANSCDP: &str = "Application/MANSCDP+xml";
 impl Endpoint {
     /// The device a request claims to be from, if it is registered and the request comes
     /// from where it registered; otherwise the refusal (403 makes devices register again).
-    fn authenticated_sender(&mut self, now: Instant, from: Peer, method: &str, device_id: &str) -> Result<(), Option<Reply>> {
+    pub(super) fn authenticated_sender(&mut self, now: Instant, from: Peer, method: &str, device_id: &str) -> Result<(), Option<Reply>> {
         let reason = match self.devices.get(device_id) {
             Some(d) if d.registered(now) => match d.binding {
                 Some(b) if b.same_as(&from) => return Ok(()),
@@ -156,6 +156,8 @@ impl Endpoint {
                 self.ask_answered(&device_id, &cmd_type, sn, Body::DeviceStatus(status));
             }
             Body::Result { result } if sn.is_some_and(|sn| self.relay_result_up(now, &device_id, sn, &cmd_type, &parsed_device, &result)) => {}
+            // The device's word on a voice broadcast (its SN is the device's own, not ours).
+            Body::Result { result } if cmd_type == "Broadcast" => self.broadcast_result(now, &device_id, &parsed_device, &result),
             body @ (Body::Result { .. } | Body::Presets { .. }) => {
                 if !self.ask_answered(&device_id, &cmd_type, sn, body) {
                     self.counters.responses_unmatched += 1;

@@ -10,6 +10,8 @@
 //! there.
 
 mod asks;
+mod broadcast;
+pub use broadcast::{BROADCAST_INVITE_WAIT, BROADCASTS_MAX, BroadcastCodec, BroadcastEnd, BroadcastHandle, BroadcastInvite};
 mod challenge;
 pub use challenge::{RATE_NETWORKS_MAX, RateLimit, RateLimits};
 mod control;
@@ -368,6 +370,13 @@ pub enum Event {
         handle: UpstreamCallHandle,
         reason: UpstreamEnd,
     },
+    /// A device INVITEd us for a broadcast's audio: send it, then `Command::BroadcastAnswer`.
+    BroadcastInvited(Box<BroadcastInvite>),
+    /// A broadcast ended (its sender, if any, is to stop).
+    BroadcastEnded {
+        handle: BroadcastHandle,
+        reason: BroadcastEnd,
+    },
 }
 
 /// Why a device's channel cannot be asked anything now.
@@ -446,6 +455,13 @@ pub enum Command {
     /// Removes an upstream: its sessions BYE'd, `Expires: 0` when it was registered
     /// (`Outcome::Found(false)`: no such upstream).
     RemoveUpstream { id: String },
+    /// Voice broadcast to a device's audio channel: the Broadcast MESSAGE; the device's INVITE
+    /// comes as `Event::BroadcastInvited` (`Outcome::Broadcast`).
+    Broadcast { device_id: String, channel_id: String },
+    /// The answer to `Event::BroadcastInvited`: where the audio leaves from, or why not.
+    BroadcastAnswer { handle: BroadcastHandle, result: Result<UpstreamMediaAnswer, UpstreamRefusal> },
+    /// Ends a broadcast (BYE to the device once it INVITEd); `Found(false)`: no such broadcast.
+    StopBroadcast { handle: BroadcastHandle },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -454,6 +470,7 @@ pub enum Outcome {
     /// Stop/Sync: whether there was such a session/device.
     Found(bool),
     Control(Result<ControlHandle, ControlError>),
+    Broadcast(Result<BroadcastHandle, ControlError>),
     Done,
 }
 
@@ -509,6 +526,8 @@ pub struct Endpoint {
     registry_dirty: std::collections::BTreeSet<String>,
     /// Upper platforms (cascade) and the media sessions they asked for.
     upstreams: upstream::Upstreams,
+    /// Voice broadcasts to devices, from the MESSAGE to the BYE.
+    broadcasts: broadcast::Broadcasts,
 }
 
 impl Endpoint {
@@ -539,6 +558,7 @@ impl Endpoint {
             next_tick: now + TICK,
             registry_dirty: Default::default(),
             upstreams: Default::default(),
+            broadcasts: Default::default(),
         };
         endpoint.init_upstreams(now);
         endpoint
@@ -607,7 +627,8 @@ impl Endpoint {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let next = self.client.next_timeout().map_or(self.next_tick, |t| t.min(self.next_tick));
-        Some(self.upstream_next_timeout().map_or(next, |t| t.min(next)))
+        let next = self.upstream_next_timeout().map_or(next, |t| t.min(next));
+        Some(self.broadcast_next_timeout().map_or(next, |t| t.min(next)))
     }
 
     fn send(&mut self, to: Peer, bytes: Vec<u8>) {
@@ -798,6 +819,7 @@ impl Endpoint {
             }
         }
         self.upstream_timers(now);
+        self.broadcast_timers(now);
         if now >= self.next_tick {
             self.next_tick = now + TICK;
             self.tick(now);
@@ -849,6 +871,9 @@ impl Endpoint {
             }
             Command::SetUpstream(cfg) => Outcome::Found(self.set_upstream(now, *cfg)),
             Command::RemoveUpstream { id } => Outcome::Found(self.remove_upstream(now, &id)),
+            Command::Broadcast { device_id, channel_id } => Outcome::Broadcast(self.start_broadcast(now, &device_id, &channel_id)),
+            Command::BroadcastAnswer { handle, result } => Outcome::Found(self.broadcast_answer(now, handle, result)),
+            Command::StopBroadcast { handle } => Outcome::Found(self.stop_broadcast(now, handle)),
         }
     }
 
@@ -857,8 +882,10 @@ impl Endpoint {
     fn on_request(&mut self, now: Instant, from: Peer, msg: &SipMsg, raw: &[u8]) {
         let method = msg.method().map(|m| m.to_string().to_ascii_uppercase()).unwrap_or_default();
         if method == "ACK" {
-            // ACKs to our final answers: only an upstream's INVITE has a dialog to confirm.
-            self.upstream_ack(from, msg);
+            // ACKs to our final answers: an upstream's INVITE, a device's broadcast INVITE.
+            if !self.upstream_ack(from, msg) {
+                self.broadcast_ack(from, msg);
+            }
             return;
         }
         let (Some(call_id), Some((cseq, _))) = (msg.call_id(), msg.cseq()) else {
@@ -877,7 +904,7 @@ impl Endpoint {
         let mut registered = None;
         let reply = match self.upstream_sender(msg) {
             Some(i) => self.on_upstream_request(now, from, msg, i, &method, &key),
-            None => self.device_request(now, from, msg, raw, &method, &mut registered),
+            None => self.device_request(now, from, msg, raw, &method, &key, &mut registered),
         };
         self.reply(now, from, msg, Some(key), reply);
         self.send_alarm_acks(now);
@@ -889,11 +916,16 @@ impl Endpoint {
         }
     }
 
-    fn device_request(&mut self, now: Instant, from: Peer, msg: &SipMsg, raw: &[u8], method: &str, registered: &mut Option<String>) -> Option<Reply> {
+    #[allow(clippy::too_many_arguments)]
+    fn device_request(&mut self, now: Instant, from: Peer, msg: &SipMsg, raw: &[u8], method: &str, key: &transaction::ServerKey, registered: &mut Option<String>) -> Option<Reply> {
         match method {
             "REGISTER" => self.on_register(now, from, msg, registered),
             "MESSAGE" | "NOTIFY" => self.on_message(now, from, msg, raw),
-            "BYE" => self.on_bye(now, from, msg),
+            "INVITE" => self.on_device_invite(now, from, msg, key),
+            "BYE" => match self.on_broadcast_bye(from, msg) {
+                Some(reply) => reply,
+                None => self.on_bye(now, from, msg),
+            },
             "OPTIONS" => Reply::status(200),
             _ => Reply::status(501),
         }
@@ -973,6 +1005,7 @@ impl Endpoint {
             }
             transaction::Purpose::UpstreamRegister { upstream } => self.upstream_register_done(now, upstream, answer),
             transaction::Purpose::UpstreamKeepalive { upstream } => self.upstream_keepalive_done(now, upstream, answer),
+            transaction::Purpose::Broadcast { handle } => self.broadcast_message_done(now, handle, answer.and_then(SipMsg::status)),
             transaction::Purpose::Fire => {}
         }
     }

@@ -1304,4 +1304,5 @@ fn a_play_answer_names_where_media_comes_from() {
     assert!(h.ep.plays.uses_ssrc(ssrc));
 }
 
+mod broadcast;
 mod upstream;

@@ -48,6 +48,10 @@ pub enum Purpose {
         cmd_type: &'static str,
         sn: u32,
     },
+    /// A voice broadcast's Notify MESSAGE: its 2xx starts the wait for the device's INVITE.
+    Broadcast {
+        handle: super::BroadcastHandle,
+    },
     /// A SUBSCRIBE (made or refreshed).
     Subscribe {
         device_id: String,

@@ -284,8 +284,20 @@ pub enum UpstreamRefusal {
     Failed,
 }
 
+impl UpstreamMedia {
+    /// The transport of our answer's m= line and its TCP setup lines (RFC 4145): the reverse
+    /// of what the offer asked.
+    pub(super) fn answer_lines(self) -> (&'static str, &'static str) {
+        match self {
+            UpstreamMedia::Udp(_) => ("RTP/AVP", ""),
+            UpstreamMedia::TcpDial(_) => ("TCP/RTP/AVP", "a=setup:active\r\na=connection:new\r\n"),
+            UpstreamMedia::TcpListen => ("TCP/RTP/AVP", "a=setup:passive\r\na=connection:new\r\n"),
+        }
+    }
+}
+
 impl UpstreamRefusal {
-    fn status(self) -> (u16, &'static str) {
+    pub(super) fn status(self) -> (u16, &'static str) {
         match self {
             UpstreamRefusal::Unavailable => (480, "Temporarily Unavailable"),
             UpstreamRefusal::Busy => (486, "Busy Here"),
@@ -381,13 +393,53 @@ pub(super) struct Upstream {
     next_page: Instant,
 }
 
+/// Where a dialog a peer's INVITE opened with us stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum CallState {
+pub(super) enum CallState {
     /// Told the driver; no final answer yet.
     Answering,
     /// 200 sent; waiting for the ACK (resent at `resend_at` over UDP).
     Answered { bytes: Vec<u8>, resend_at: Instant, interval: Duration, give_up_at: Instant },
     Confirmed,
+}
+
+impl CallState {
+    /// Our 200 `bytes` just went to `peer`: resent over UDP from T1 on (RFC 3261 §13.3.1.4)
+    /// until the ACK or `ack_wait`.
+    pub(super) fn answered(bytes: Vec<u8>, peer: Peer, now: Instant, ack_wait: Duration) -> CallState {
+        let resend_at = if matches!(peer, Peer::Udp(_)) { now + transaction::T1 } else { now + ack_wait };
+        CallState::Answered { bytes, resend_at, interval: transaction::T1, give_up_at: now + ack_wait }
+    }
+
+    /// At `now`: Some(true) to resend the 200 (the next resend set), Some(false) to give up
+    /// for want of an ACK, None when nothing is due.
+    pub(super) fn due(&mut self, now: Instant) -> Option<bool> {
+        let CallState::Answered { resend_at, interval, give_up_at, .. } = self else { return None };
+        if now >= *give_up_at {
+            return Some(false);
+        }
+        if now < *resend_at {
+            return None;
+        }
+        *interval = (*interval * 2).min(transaction::T2);
+        *resend_at = now + *interval;
+        Some(true)
+    }
+
+    /// The 200 to resend (empty unless answered).
+    pub(super) fn bytes(&self) -> Vec<u8> {
+        match self {
+            CallState::Answered { bytes, .. } => bytes.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub(super) fn next_timeout(&self) -> Option<Instant> {
+        match self {
+            CallState::Answered { resend_at, give_up_at, .. } => Some((*resend_at).min(*give_up_at)),
+            _ => None,
+        }
+    }
 }
 
 /// A dialog an upstream's request opened with us (its INVITE, its SUBSCRIBE): what our
@@ -400,11 +452,11 @@ pub(super) struct UasDialog {
     pub(super) their_tag: String,
     /// The request's From (theirs) and To (ours) URIs, swapped in our requests, and where
     /// those go (its Contact).
-    their_uri: String,
-    our_uri: String,
-    remote_target: String,
+    pub(super) their_uri: String,
+    pub(super) our_uri: String,
+    pub(super) remote_target: String,
     /// Our latest CSeq in it.
-    cseq: u32,
+    pub(super) cseq: u32,
 }
 
 /// Whether two messages came from one upstream sender: the same UDP address; over TCP the
@@ -684,10 +736,7 @@ impl Endpoint {
             let page = (!u.pages.is_empty()).then_some(u.next_page);
             [register, keepalive, page]
         });
-        let calls = self.upstreams.calls.values().filter_map(|c| match &c.state {
-            CallState::Answered { resend_at, give_up_at, .. } => Some((*resend_at).min(*give_up_at)),
-            _ => None,
-        });
+        let calls = self.upstreams.calls.values().filter_map(|c| c.state.next_timeout());
         ups.flatten().chain(calls).chain(self.upstream_subs_next_timeout()).min()
     }
 
@@ -725,14 +774,10 @@ impl Endpoint {
         let mut resend = Vec::new();
         let mut gone = Vec::new();
         for (handle, c) in self.upstreams.calls.iter_mut() {
-            if let CallState::Answered { bytes, resend_at, interval, give_up_at } = &mut c.state {
-                if now >= *give_up_at {
-                    gone.push(*handle);
-                } else if now >= *resend_at {
-                    resend.push((c.dialog.peer, bytes.clone()));
-                    *interval = (*interval * 2).min(transaction::T2);
-                    *resend_at = now + *interval;
-                }
+            match c.state.due(now) {
+                Some(true) => resend.push((c.dialog.peer, c.state.bytes())),
+                Some(false) => gone.push(*handle),
+                None => {}
             }
         }
         self.counters.retransmissions += resend.len() as u64;
@@ -1326,7 +1371,7 @@ impl Endpoint {
             self.counters.malformed += 1;
             return Some(Reply { code: 488, reason: "Not Acceptable Here", extra: Vec::new(), body: None });
         };
-        let Some(media) = offered_media(&sdp) else {
+        let Some(media) = offered_media(&sdp, "video") else {
             self.counters.malformed += 1;
             return Reply::status(400);
         };
@@ -1378,11 +1423,7 @@ impl Endpoint {
         let answer = match &result {
             Ok(a) => {
                 let ip = a.media_ip.clone().unwrap_or_else(|| self.cfg.media_ip.clone());
-                let (proto, setup) = match c.media {
-                    UpstreamMedia::Udp(_) => ("RTP/AVP", ""),
-                    UpstreamMedia::TcpDial(_) => ("TCP/RTP/AVP", "a=setup:active\r\na=connection:new\r\n"),
-                    UpstreamMedia::TcpListen => ("TCP/RTP/AVP", "a=setup:passive\r\na=connection:new\r\n"),
-                };
+                let (proto, setup) = c.media.answer_lines();
                 let (start, end) = c.kind.range().unwrap_or((0, 0));
                 let sdp = format!(
                     "v=0\r\no={local_id} 0 0 IN IP4 {ip}\r\ns={}\r\nc=IN IP4 {ip}\r\nt={start} {end}\r\nm=video {} {proto} 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\n{setup}y={:010}\r\nf=\r\n",
@@ -1390,21 +1431,16 @@ impl Endpoint {
                     a.port,
                     c.ssrc
                 );
-                response(&c.invite, c.dialog.peer.addr(), 200, "OK", &c.dialog.our_tag, &[("Contact", contact)], Some(("application/sdp", sdp.as_bytes())))
+                Ok((contact, sdp))
             }
-            Err(refusal) => {
-                let (code, reason) = refusal.status();
-                response(&c.invite, c.dialog.peer.addr(), code, reason, &c.dialog.our_tag, &[], None)
-            }
+            Err(refusal) => Err(*refusal),
         };
-        let (peer, key) = (c.dialog.peer, c.key.clone());
-        self.server.remember(now, key, answer.clone());
-        self.send(peer, answer.clone());
+        let peer = c.dialog.peer;
+        let answer = self.answer_invite(now, &c.invite.clone(), &c.key.clone(), &c.dialog.clone(), answer);
         match result {
             Ok(_) => {
                 if let Some(c) = self.upstreams.calls.get_mut(&handle) {
-                    let resend_at = if matches!(peer, Peer::Udp(_)) { now + transaction::T1 } else { now + ACK_WAIT };
-                    c.state = CallState::Answered { bytes: answer, resend_at, interval: transaction::T1, give_up_at: now + ACK_WAIT };
+                    c.state = CallState::answered(answer, peer, now, ACK_WAIT);
                 }
             }
             Err(_) => {
@@ -1412,6 +1448,23 @@ impl Endpoint {
             }
         }
         true
+    }
+
+    /// Our final answer to a peer's INVITE in `dialog`: a 200 with our Contact and SDP, or the
+    /// refusal's status; remembered for the INVITE's retransmissions and sent. Its bytes (a 200
+    /// is resent until the ACK).
+    pub(super) fn answer_invite(&mut self, now: Instant, invite: &SipMsg, key: &ServerKey, dialog: &UasDialog, answer: Result<(String, String), UpstreamRefusal>) -> Vec<u8> {
+        let (to, tag) = (dialog.peer.addr(), &dialog.our_tag);
+        let bytes = match answer {
+            Ok((contact, sdp)) => response(invite, to, 200, "OK", tag, &[("Contact", contact)], Some(("application/sdp", sdp.as_bytes()))),
+            Err(refusal) => {
+                let (code, reason) = refusal.status();
+                response(invite, to, code, reason, tag, &[], None)
+            }
+        };
+        self.server.remember(now, key.clone(), bytes.clone());
+        self.send(dialog.peer, bytes.clone());
+        bytes
     }
 
     /// An ACK from upstream confirms our 200 (true when it was one of ours).
@@ -1559,9 +1612,11 @@ fn offered_kind(sdp: &Sdp, body: &[u8]) -> Option<PlayKind> {
 }
 
 /// Where an INVITE's offer wants the video: its `c=` address and first `m=video` port.
-fn offered_media(sdp: &Sdp) -> Option<UpstreamMedia> {
-    let ip: std::net::IpAddr = sdp.connection.as_deref()?.split_whitespace().nth(2)?.parse().ok()?;
-    let m = sdp.media.iter().find(|m| m.kind == "video").or(sdp.media.first())?;
+pub(super) fn offered_media(sdp: &Sdp, kind: &str) -> Option<UpstreamMedia> {
+    // The session's address, or the origin's when a sloppy peer gives no c= line.
+    let address = sdp.connection.as_deref().or(sdp.origin.as_deref())?;
+    let ip: std::net::IpAddr = address.split_whitespace().last()?.parse().ok()?;
+    let m = sdp.media.iter().find(|m| m.kind == kind).or(sdp.media.first())?;
     let to = SocketAddr::new(ip, m.port);
     if !m.protocol.to_ascii_uppercase().starts_with("TCP") {
         return (m.port != 0 && !ip.is_unspecified()).then_some(UpstreamMedia::Udp(to));
