@@ -140,9 +140,8 @@ fn a_broadcast_is_stopped_by_the_api_and_refusals_say_why() {
     });
     let (_, list) = engine.request("GET", "/api/broadcasts", "");
     assert_eq!((list["broadcasts"][0]["state"].as_str(), list["broadcasts"][0]["why"].as_str()), (Some("ended"), Some("stopped")), "{list}");
-    // The announcement's stream is gone with it.
-    let (_, streams) = engine.request("GET", "/api/streams", "");
-    assert_eq!(streams["total"], 0, "{streams}");
+    // The announcement's stream is gone with it (closed just after the BYE).
+    wait_for("the announcement's stream closed", Duration::from_secs(5), || (engine.request("GET", "/api/streams", "").1["total"] == 0).then_some(()));
     stop.store(true, Ordering::SeqCst);
     device.join().unwrap();
 }

@@ -989,7 +989,9 @@ pub async fn housekeeping(shard: Rc<Shard>) {
             }
             let quiet_since = s.last_packet.get().unwrap_or(s.created);
             // Downloads are the control plane's to end (it resumes a device that drops).
-            let managed = s.spec.is_static || s.paused.get() || matches!(s.spec.history, Some(History::Download { .. }));
+            // An announcement (local) is the control's too: it waits for the device's INVITE
+            // before its first packet, and closes at its end or the broadcast's.
+            let managed = s.spec.is_static || s.spec.local || s.paused.get() || matches!(s.spec.history, Some(History::Download { .. }));
             if !managed && quiet_since.elapsed() > idle {
                 idle_ssrcs.push(*ssrc);
             }
