@@ -293,6 +293,9 @@ pub struct Negotiated {
 /// gmv passes through (H.264, H.265, PCMA, PCMU). Refused when the offer does not parse or has
 /// no track for the stream's video (`video`; H.264 when not known yet).
 pub fn negotiate(offer: &str, creds: IceCreds, candidate: SocketAddr, video: Option<Codec>, now: Instant) -> Result<Negotiated, WhepError> {
+    if let Some(pt) = payload_type_reused(offer) {
+        return Err(WhepError::BadOffer(format!("payload type {pt} is described in two m= lines")));
+    }
     let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
     let mut rtc = RtcConfig::new()
         .set_ice_lite(true)
@@ -641,6 +644,33 @@ impl Session {
     }
 }
 
+/// A payload type an offer lists or describes (`a=rtpmap`, `a=fmtp`) in more than one m= line.
+/// str0m 0.24 panics on such an offer ("Pt locked multiple times", found by the whep_offer
+/// fuzz target), so it is refused before str0m reads it; browsers give each m= line its own.
+fn payload_type_reused(offer: &str) -> Option<u8> {
+    let (mut before, mut here) = ([false; 128], [false; 128]);
+    let pt = |s: &str| s.split_whitespace().next().and_then(|p| p.parse::<u8>().ok()).filter(|p| *p < 128);
+    for line in offer.lines().map(|l| l.trim_end_matches('\r')) {
+        let pts: Vec<u8> = if let Some(m) = line.strip_prefix("m=") {
+            for (b, h) in before.iter_mut().zip(here.iter_mut()) {
+                *b |= std::mem::take(h);
+            }
+            m.split_whitespace().skip(3).filter_map(pt).collect()
+        } else if let Some(a) = line.strip_prefix("a=rtpmap:").or_else(|| line.strip_prefix("a=fmtp:")) {
+            pt(a).into_iter().collect()
+        } else {
+            continue;
+        };
+        for p in pts {
+            if before[usize::from(p)] {
+                return Some(p);
+            }
+            here[usize::from(p)] = true;
+        }
+    }
+    None
+}
+
 /// When a session wakes without input: str0m's next timeout, the connect deadline while not
 /// connected (past it, kept after connecting, it would wake the session at once, every time:
 /// a spin that took half a core per viewer from its 10th second), the peer's silence limit.
@@ -651,6 +681,18 @@ fn wake_at(next: Instant, started: Instant, connected: bool, last_heard: Instant
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_offer_describing_a_payload_type_in_two_m_lines_is_refused_before_str0m() {
+        // The fuzzer's crash, cut to its cause: the audio m= line describes video's 102.
+        let crafted = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=ice-ufrag:Abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:4D:76:52:0E:61:F9:1E:EE:30:E8:2A:E1\r\na=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:102 H264/90000\r\na=rtpmap:96 VP8/90000\r\nm=audio 9 UDP/TLS/RTP/SAVPF 8 0\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:102 H264/90000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n";
+        assert_eq!(payload_type_reused(crafted), Some(102));
+        let refused = negotiated(crafted, Some(Codec::H264));
+        assert!(matches!(&refused, Err(WhepError::BadOffer(why)) if why.contains("payload type 102")), "{:?}", refused.err());
+        // A browser's offer (its own types per m= line) passes.
+        let browser = offer(&[(96, "VP8/90000"), (102, "H264/90000")], &[(111, "opus/48000/2"), (8, "PCMA/8000"), (0, "PCMU/8000")]);
+        assert_eq!(payload_type_reused(&browser), None);
+    }
+
     #[test]
     fn a_connected_session_waits_for_its_next_timeout_past_the_connect_deadline() {
         use super::*;
