@@ -309,7 +309,14 @@ pub fn negotiate(offer: &str, creds: IceCreds, candidate: SocketAddr, video: Opt
         .build(now);
     let candidate = Candidate::host(candidate, "udp").map_err(|e| WhepError::BadOffer(format!("no candidate: {e}")))?;
     rtc.add_local_candidate(candidate);
-    let answer = rtc.sdp_api().accept_offer(sdp).map_err(|e| WhepError::BadOffer(e.to_string()))?;
+    // A browser's offer is hostile input to a library that asserts on it: a panic str0m may
+    // still have (see payload_type_reused) costs this offer, not the shard. `rtc` is dropped
+    // with the offer on that path, so nothing half-changed is used after it.
+    let accepted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rtc.sdp_api().accept_offer(sdp)));
+    let answer = match accepted {
+        Ok(answer) => answer.map_err(|e| WhepError::BadOffer(e.to_string()))?,
+        Err(_) => return Err(WhepError::BadOffer("the WebRTC library could not read this offer".into())),
+    };
     // The answer's m-lines (str0m tells of them as events only once connected).
     let mut media = Tracks::default();
     for mid in answer.media_lines.iter().map(|m| m.mid()) {
