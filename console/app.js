@@ -37,6 +37,22 @@ const LANGUAGES = ['zh-CN', 'en'];
 const I18N = {
   en: {
     'nav.upstreams': 'Upstreams',
+    'talk.title': 'Talk',
+    'talk.hold': 'Hold to talk',
+    'talk.all': 'to every camera on the wall',
+    'talk.level': 'Microphone level',
+    'talk.no_channel': 'Select a tile playing a camera\'s channel first (a bare stream has no speaker).',
+    'talk.unsupported': 'This browser cannot send its microphone (no WebRTC or no microphone access; a page served over plain HTTP from another host may not use the microphone: open the console over HTTPS or from localhost).',
+    'talk.asking_mic': 'Asking for the microphone…',
+    'talk.mic_denied': 'The microphone was not given ({why}): allow it for this site in the browser and try again.',
+    'talk.connecting': 'Connecting to {n} camera(s)…',
+    'talk.talking': 'Talking: release to stop',
+    'talk.refused': 'gmv refused the talk: {why}',
+    'talk.failed': 'The connection to gmv failed (its WebRTC port is not reachable from this browser).',
+    'talk.ended': 'Talk ended.',
+    'talk.target.inviting': 'waiting for the camera to ask for the audio',
+    'talk.target.sending': 'the camera is listening',
+    'talk.target.ended': 'ended: {why}',
     'up.intro': 'Upper platforms this site reports its cameras to (cascade); refreshed every few seconds.',
     'up.loading': 'Loading…',
     'up.none': 'No upper platform is configured (cascade.upstreams in the config is empty).',
@@ -133,6 +149,22 @@ const I18N = {
   },
   'zh-CN': {
     'nav.upstreams': '上级平台',
+    'talk.title': '对讲',
+    'talk.hold': '按住说话',
+    'talk.all': '对墙上所有摄像机喊话',
+    'talk.level': '麦克风音量',
+    'talk.no_channel': '请先选中一个正在播放设备通道的画面（裸流没有扬声器）。',
+    'talk.unsupported': '此浏览器无法发送麦克风声音（不支持 WebRTC 或无法使用麦克风；从其他主机以普通 HTTP 打开的页面不能使用麦克风：请通过 HTTPS 或 localhost 打开控制台）。',
+    'talk.asking_mic': '正在请求麦克风…',
+    'talk.mic_denied': '未获得麦克风（{why}）：请在浏览器中允许本站使用麦克风后重试。',
+    'talk.connecting': '正在连接 {n} 台摄像机…',
+    'talk.talking': '正在讲话：松开结束',
+    'talk.refused': 'gmv 拒绝了对讲：{why}',
+    'talk.failed': '与 gmv 的连接失败（此浏览器访问不到它的 WebRTC 端口）。',
+    'talk.ended': '对讲已结束。',
+    'talk.target.inviting': '等待摄像机请求音频',
+    'talk.target.sending': '摄像机正在收听',
+    'talk.target.ended': '已结束：{why}',
     'up.intro': '本平台向以下上级平台上报摄像机（级联），每隔几秒自动刷新。',
     'up.loading': '加载中…',
     'up.none': '尚未配置上级平台（配置文件中的级联上级列表为空）。',
@@ -836,6 +868,150 @@ for (const b of document.querySelectorAll('[data-ptz]')) {
   b.addEventListener('pointerdown', start);
   b.addEventListener('pointerup', stop);
   b.addEventListener('pointerleave', stop);
+}
+
+// ---- talk (对讲): hold to talk into the selected tile's camera, or every camera on the wall ----
+// The microphone goes over WebRTC (WHIP) to /whip/broadcast/...: gmv opens a talk stream and a
+// voice broadcast from it to each camera. Releasing DELETEs the session (the cameras get their
+// BYE). While it lasts, each camera's state comes from /api/broadcasts, so a camera that never
+// asks for the audio says why on screen.
+const TALK_TARGETS_POLL_MS = 1000;
+let talk = null;
+
+function talkStatus(key, params = {}, error = false) {
+  const s = $('#talk-status');
+  s.textContent = key ? t(key, params) : '';
+  s.classList.toggle('error', error);
+}
+
+function talkTargets() {
+  const all = $('#talk-all').checked ? tiles : [tiles[selected]];
+  const seen = new Set();
+  return all.filter((x) => x && x.device && x.channel && !seen.has(`${x.device}:${x.channel}`) && seen.add(`${x.device}:${x.channel}`));
+}
+
+async function talkStart() {
+  if (talk) return;
+  const targets = talkTargets();
+  if (!targets.length) { talkStatus('talk.no_channel', {}, true); return; }
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.RTCPeerConnection) { talkStatus('talk.unsupported', {}, true); return; }
+  const me = { wanted: true, pc: null, mic: null, ctx: null, session: null, timer: null, since: Date.now(), targets };
+  talk = me;
+  $('#talk-button').classList.add('on');
+  talkStatus('talk.asking_mic');
+  try {
+    me.mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true } });
+  } catch (err) {
+    talkStatus('talk.mic_denied', { why: err.name || String(err) }, true);
+    talkEnd(me, false);
+    return;
+  }
+  if (!me.wanted) { talkEnd(me); return; }
+  talkMeter(me);
+  me.pc = new RTCPeerConnection();
+  me.pc.addTransceiver(me.mic.getAudioTracks()[0], { direction: 'sendonly' });
+  await me.pc.setLocalDescription(await me.pc.createOffer());
+  const path = targets.length === 1
+    ? `/whip/broadcast/${targets[0].device}/${targets[0].channel}`
+    : `/whip/broadcast?channels=${targets.map((x) => `${x.device}:${x.channel}`).join(',')}`;
+  talkStatus('talk.connecting', { n: targets.length });
+  let r;
+  try {
+    r = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${apiKey}` }, body: me.pc.localDescription.sdp });
+  } catch (err) {
+    talkStatus('talk.refused', { why: String(err) }, true);
+    talkEnd(me, false);
+    return;
+  }
+  if (r.status !== 201) {
+    let body = {};
+    try { body = await r.json(); } catch { /* not JSON */ }
+    talkStatus('talk.refused', { why: body.message || r.status }, true);
+    talkEnd(me, false);
+    return;
+  }
+  me.session = new URL(r.headers.get('Location'), location.href).href;
+  await me.pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+  me.pc.onconnectionstatechange = () => {
+    if (talk !== me) return;
+    if (me.pc.connectionState === 'connected') talkStatus('talk.talking');
+    if (me.pc.connectionState === 'failed') { talkStatus('talk.failed', {}, true); talkEnd(me, false); }
+  };
+  me.timer = setInterval(() => talkShowTargets(me), TALK_TARGETS_POLL_MS);
+  if (!me.wanted) talkEnd(me);
+}
+
+// The microphone's level on the meter while talking.
+function talkMeter(me) {
+  try {
+    me.ctx = new AudioContext();
+    const analyser = me.ctx.createAnalyser();
+    analyser.fftSize = 1024;
+    me.ctx.createMediaStreamSource(me.mic).connect(analyser);
+    const samples = new Float32Array(analyser.fftSize);
+    const draw = () => {
+      if (talk !== me) { $('#talk-level').value = 0; return; }
+      analyser.getFloatTimeDomainData(samples);
+      let sum = 0;
+      for (const x of samples) sum += x * x;
+      $('#talk-level').value = Math.min(1, Math.sqrt(sum / samples.length) * 4);
+      requestAnimationFrame(draw);
+    };
+    draw();
+  } catch { /* no Web Audio: no meter, the talk goes on */ }
+}
+
+// Each camera's part of the talk, as /api/broadcasts tells it (this talk's broadcasts only).
+async function talkShowTargets(me) {
+  const targets = me.targets;
+  try {
+    const { broadcasts } = await api('GET', '/api/broadcasts');
+    if (talk && talk !== me) return; // a newer talk shows its own
+    const ours = (x) => broadcasts.find((b) => b.device_id === x.device && b.channel_id === x.channel && b.source === 'microphone' && b.started_at_ms >= me.since - 1000);
+    $('#talk-targets').replaceChildren(...targets.map((x) => {
+      const b = ours(x);
+      const state = b ? t(`talk.target.${b.state}`, { why: b.why || '' }) : '…';
+      return el('li', { class: b && b.state === 'ended' ? 'error' : '', dataset: { testid: `talk-target-${x.channel}` } }, `${x.label || x.channel}: ${state}`);
+    }));
+  } catch { /* shown again at the next poll */ }
+}
+
+// Ends a talk (`said`: "ended" is shown; false keeps the error on screen).
+function talkEnd(me, said = true) {
+  me.wanted = false;
+  if (me.session) fetch(me.session, { method: 'DELETE' }).catch(() => {});
+  me.session = null;
+  if (me.pc) me.pc.close();
+  if (me.mic) for (const track of me.mic.getTracks()) track.stop();
+  if (me.ctx) me.ctx.close().catch(() => {});
+  if (me.timer) {
+    clearInterval(me.timer);
+    me.timer = null;
+    // The cameras' last word (their BYE's why) shows a moment later.
+    for (const n of [1, 3]) setTimeout(() => talkShowTargets(me), n * TALK_TARGETS_POLL_MS);
+  }
+  if (talk === me) {
+    talk = null;
+    $('#talk-button').classList.remove('on');
+    $('#talk-level').value = 0;
+    if (said) talkStatus('talk.ended');
+  }
+}
+
+function talkStop() {
+  if (!talk) return;
+  const me = talk;
+  me.wanted = false;
+  // Still setting up: it ends itself once the setup is done (or fails).
+  if (me.session || !me.pc) talkEnd(me);
+}
+
+{
+  const b = $('#talk-button');
+  b.addEventListener('pointerdown', (e) => { e.preventDefault(); talkStart(); });
+  b.addEventListener('pointerup', talkStop);
+  b.addEventListener('pointerleave', talkStop);
+  b.addEventListener('pointercancel', talkStop);
 }
 
 // ---- streams ----

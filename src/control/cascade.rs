@@ -142,6 +142,9 @@ impl Control {
 
     /// A sender ended on a media shard: when it was an upstream session's, BYE upward.
     pub fn upstream_send_stopped(self: &Rc<Self>, stopped: &SendStopped) {
+        if !matches!(stopped.key, crate::shard::rtp_send::SenderKey::Ssrc(_)) {
+            return;
+        }
         self.upstream_sender_ended(stopped.source_ssrc, stopped.send_ssrc, &stopped.reason);
     }
 

@@ -8,7 +8,7 @@ use super::node_call::NodeCall;
 use super::nodes::Placement;
 use crate::proto::rtp_mux::RtpMuxSettings;
 use crate::proto::sip::endpoint::{MediaTransport, PlayError, PlayKind, UpstreamMedia, UpstreamMediaAnswer, UpstreamRefusal};
-use crate::shard::rtp_send::{SendError, SendSpec, SendTransport};
+use crate::shard::rtp_send::{SendError, SendSpec, SenderKey};
 use crate::shard::msg::{Expectation, History, OpenError, PlaybackChange, StreamSpec};
 use crate::shard::source::SourceRule;
 use std::net::SocketAddr;
@@ -200,14 +200,10 @@ impl Control {
                 }
             };
         }
-        let transport = match media {
-            UpstreamMedia::Udp(to) => SendTransport::Udp(to),
-            UpstreamMedia::TcpDial(to) => SendTransport::Tcp(to),
-            UpstreamMedia::TcpListen => SendTransport::TcpPassive,
-        };
         let spec = SendSpec {
+            key: SenderKey::Ssrc(send_ssrc),
             mux: RtpMuxSettings { ssrc: send_ssrc, payload_type: PS_PAYLOAD_TYPE, ps: true, only_audio: false },
-            transport,
+            transport: media.into(),
             src_port: None,
             wait: UPSTREAM_CONNECT_WAIT,
             rtcp: false,
@@ -226,7 +222,7 @@ impl Control {
         match self.node_of(ssrc) {
             Some(placement) => self.tell_node(&placement.node, &NodeCall::StopSendRtp { ssrc, send_ssrc }).await,
             None => {
-                self.shard.stop_send(ssrc, Some(send_ssrc)).await;
+                self.shard.stop_send(ssrc, Some(SenderKey::Ssrc(send_ssrc))).await;
             }
         }
     }

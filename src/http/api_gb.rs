@@ -155,29 +155,74 @@ async fn send_ptz(control: &Rc<Control>, device_id: &str, channel_id: &str, acti
 /// PCM, A-law or µ-law) or `{"stream_id": "..."}` naming a stream whose G.711 A-law audio is
 /// sent; answered once the audio goes out, or with why it cannot.
 async fn broadcast(control: &Rc<Control>, device_id: &str, channel_id: &str, body: &[u8]) -> (u16, Value) {
-    use crate::control::voice::{BroadcastError, BroadcastSource};
-    let source = if body.starts_with(b"RIFF") {
-        match crate::proto::wav::to_g711(body, crate::proto::wav::Law::A) {
-            Ok(alaw) => BroadcastSource::Announcement(alaw),
-            Err(e) => return (400, json!({ "code": "bad_audio", "message": e.to_string() })),
-        }
-    } else {
-        let id = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["stream_id"].as_str().map(str::to_string));
-        match id.as_deref().and_then(crate::proto::ssrc::parse_stream_id) {
-            Some(ssrc) => BroadcastSource::Stream(ssrc),
-            None => return bad_request("the body is a WAV file (8 kHz mono) or {\"stream_id\": \"...\"}".into()),
-        }
+    let source = match broadcast_source(body) {
+        Ok(source) => source,
+        Err(refused) => return refused,
     };
     match control.broadcast(device_id, channel_id, source).await {
         Ok(info) => (200, json!({ "broadcast": info })),
-        Err(BroadcastError::Device(e)) => {
-            let (status, code) = e.http();
-            (status, json!({ "code": code, "message": e.to_string() }))
-        }
-        Err(e @ BroadcastError::NoSource) => (404, json!({ "code": "not_found", "message": e.to_string() })),
-        Err(e @ BroadcastError::Source(_)) => (503, json!({ "code": "no_stream", "message": e.to_string() })),
-        Err(e @ BroadcastError::Ended(_)) => (502, json!({ "code": "broadcast_failed", "message": e.to_string() })),
+        Err(e) => broadcast_refused(&e),
     }
+}
+
+/// A broadcast group (`POST /api/broadcasts`): one source to several channels, each with its
+/// result. The channels are `?channels={device}:{channel},...` (the body a WAV or JSON) or the
+/// JSON's `"channels": [{"device_id", "channel_id"}, ...]`. 200 when any started.
+async fn broadcast_group(control: &Rc<Control>, head: &RequestHead, body: &[u8]) -> (u16, Value) {
+    let listed = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        v["channels"].as_array().map(|a| a.iter().map(|c| Some((c["device_id"].as_str()?.to_string(), c["channel_id"].as_str()?.to_string()))).collect::<Option<Vec<_>>>())
+    });
+    let channels = match (listed, head.query_param("channels")) {
+        (Some(Some(c)), _) => c,
+        (None, Some(q)) => match super::routes::channel_list(q) {
+            Some(c) => c,
+            None => return bad_request("?channels= is {device}:{channel} separated by commas".into()),
+        },
+        _ => return bad_request("name the channels: ?channels={device}:{channel},... or \"channels\": [{\"device_id\", \"channel_id\"}]".into()),
+    };
+    let source = match broadcast_source(body) {
+        Ok(source) => source,
+        Err(refused) => return refused,
+    };
+    let results = match control.broadcast_group(&channels, source).await {
+        Ok(results) => results,
+        Err(e) => return broadcast_refused(&e),
+    };
+    let any = results.iter().any(Result::is_ok);
+    let listed: Vec<Value> = channels
+        .iter()
+        .zip(&results)
+        .map(|((device_id, channel_id), r)| match r {
+            Ok(info) => json!({ "device_id": device_id, "channel_id": channel_id, "broadcast": info }),
+            Err(e) => json!({ "device_id": device_id, "channel_id": channel_id, "error": broadcast_refused(e).1 }),
+        })
+        .collect();
+    let status = match results.iter().find_map(|r| r.as_ref().err()) {
+        Some(e) if !any => e.http().0,
+        _ => 200,
+    };
+    (status, json!({ "broadcasts": listed }))
+}
+
+/// A broadcast's source from its body: a WAV announcement (to A-law) or a stream named in JSON.
+fn broadcast_source(body: &[u8]) -> Result<crate::control::voice::BroadcastSource, (u16, Value)> {
+    use crate::control::voice::BroadcastSource;
+    if body.starts_with(b"RIFF") {
+        return match crate::proto::wav::to_g711(body, crate::proto::wav::Law::A) {
+            Ok(alaw) => Ok(BroadcastSource::Announcement(alaw)),
+            Err(e) => Err((400, json!({ "code": "bad_audio", "message": e.to_string() }))),
+        };
+    }
+    let id = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["stream_id"].as_str().map(str::to_string));
+    match id.as_deref().and_then(crate::proto::ssrc::parse_stream_id) {
+        Some(ssrc) => Ok(BroadcastSource::Stream(ssrc)),
+        None => Err(bad_request("the body is a WAV file (8 kHz mono) or {\"stream_id\": \"...\"}".into())),
+    }
+}
+
+fn broadcast_refused(e: &crate::control::voice::BroadcastError) -> (u16, Value) {
+    let (status, code) = e.http();
+    (status, json!({ "code": code, "message": e.to_string() }))
 }
 
 /// Sends a DeviceControl and reports the device's answer (200 only once the device said so).
@@ -332,6 +377,7 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
             }
         }
         ("GET", ["api", "broadcasts"]) => (200, json!({ "broadcasts": control.broadcasts() })),
+        ("POST", ["api", "broadcasts"]) => broadcast_group(control, head, body).await,
         ("GET", ["api", "sessions"]) => {
             let sessions: Vec<Value> = control
                 .registry()

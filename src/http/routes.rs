@@ -58,7 +58,14 @@ pub enum Route {
         channel_id: String,
         token: Option<String>,
     },
-    /// A WHEP session's resource (`Location` of the answer): DELETE ends it.
+    /// A WHIP offer of a browser's microphone for talk to a channel's speaker (a voice
+    /// broadcast from it): `/whip/broadcast/{device}/{channel}`, or to several
+    /// (`/whip/broadcast?channels={device}:{channel},...`), authorised as the broadcast API.
+    /// No channel: the query named none well.
+    WhipTalk {
+        channels: Option<Vec<(String, String)>>,
+    },
+    /// A WHEP (or WHIP) session's resource (`Location` of the answer): DELETE ends it.
     WhepSession {
         stream_id: String,
         session: String,
@@ -117,7 +124,9 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
         ["whep", "gb", device_id, channel_id, token] if head.method == "POST" => {
             Route::WhepGb { device_id: device_id.to_string(), channel_id: channel_id.to_string(), token: Some(token.to_string()) }
         }
-        ["whep", stream_id, "session", session] => Route::WhepSession { stream_id: stream_id.to_string(), session: session.to_string() },
+        ["whip", "broadcast", device_id, channel_id] if head.method == "POST" => Route::WhipTalk { channels: Some(vec![(device_id.to_string(), channel_id.to_string())]) },
+        ["whip", "broadcast"] if head.method == "POST" => Route::WhipTalk { channels: head.query_param("channels").and_then(channel_list) },
+        ["whep" | "whip", stream_id, "session", session] => Route::WhepSession { stream_id: stream_id.to_string(), session: session.to_string() },
         ["whep", stream_id, token] if head.method == "POST" => Route::Whep { stream_id: stream_id.to_string(), token: Some(token.to_string()) },
         ["whep", stream_id] if head.method == "POST" => Route::Whep { stream_id: stream_id.to_string(), token: None },
         ["records", file] if head.method == "GET" => Route::Record { file: file.to_string(), download: false },
@@ -238,12 +247,24 @@ pub fn play_allowed(
 /// broadcast, `BODY_BYTES_MAX` for the rest.
 pub fn body_bytes_max(method: &str, segments: &[&str]) -> usize {
     match (method, segments) {
-        ("POST", ["api", "devices", _, "channels", _, "broadcast"]) => crate::proto::wav::WAV_BYTES_MAX,
+        ("POST", ["api", "devices", _, "channels", _, "broadcast"] | ["api", "broadcasts"]) => crate::proto::wav::WAV_BYTES_MAX,
         _ => crate::proto::http_head::BODY_BYTES_MAX,
     }
 }
 
 /// The role an API call needs.
+/// Channels as a query names them: `{device}:{channel}` separated by commas (percent-encoded
+/// or not); None when one is malformed or there are none.
+pub fn channel_list(query_value: &str) -> Option<Vec<(String, String)>> {
+    let decoded = query_value.replace("%3A", ":").replace("%3a", ":").replace("%2C", ",").replace("%2c", ",");
+    let channels: Option<Vec<_>> = decoded
+        .split(',')
+        .filter(|c| !c.is_empty())
+        .map(|c| c.split_once(':').filter(|(d, ch)| !d.is_empty() && !ch.is_empty() && !ch.contains(':')).map(|(d, ch)| (d.to_string(), ch.to_string())))
+        .collect();
+    channels.filter(|c| !c.is_empty())
+}
+
 pub fn required_role(method: &str, segments: &[&str]) -> Role {
     match (method, segments) {
         ("GET", ["api", "config"]) => Role::Admin,
@@ -354,5 +375,20 @@ mod tests {
         assert!(!check("GET /flv/x/y HTTP/1.1\r\n\r\n", Some("view-key")), "a key in a URL does not play");
         assert!(!check("GET /p HTTP/1.1\r\n\r\n", None));
         assert!(play_allowed(&s, &head("GET /p HTTP/1.1\r\n\r\n"), Some(&t), &scope, 100, ip).is_err(), "expired");
+    }
+
+    #[test]
+    fn talk_names_its_channels_in_the_path_or_the_query() {
+        let config = crate::config::Config::default();
+        let route = |raw: &str| route(&head(raw), &config);
+        let one = route("POST /whip/broadcast/34020000001320000001/34020000001370000001 HTTP/1.1\r\n\r\n");
+        assert!(matches!(one, Route::WhipTalk { channels: Some(c) } if c == [("34020000001320000001".to_string(), "34020000001370000001".to_string())]));
+        let two = route("POST /whip/broadcast?channels=d1:c1,d2%3Ac2 HTTP/1.1\r\n\r\n");
+        assert!(matches!(two, Route::WhipTalk { channels: Some(c) } if c.len() == 2 && c[1] == ("d2".to_string(), "c2".to_string())));
+        for bad in ["", "?channels=", "?channels=d1", "?channels=d1:c1,:c2", "?channels=a:b:c"] {
+            assert!(matches!(route(&format!("POST /whip/broadcast{bad} HTTP/1.1\r\n\r\n")), Route::WhipTalk { channels: None }), "{bad}");
+        }
+        assert!(matches!(route("DELETE /whip/0100000001/session/abc HTTP/1.1\r\n\r\n"), Route::WhepSession { .. }));
+        assert!(matches!(route("GET /whip/broadcast/d/c HTTP/1.1\r\n\r\n"), Route::NotFound));
     }
 }

@@ -332,10 +332,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
                 return hand_off(shard, CONTROL, conn, head, None).await;
             }
             let offer = super::whep::read_offer(&mut conn, &head, true).await?;
-            let Some(control) = &front.control else {
-                respond_error(&mut conn, 503, "sip_disabled", "SIP is disabled").await;
-                return None;
-            };
+            let control = active_control(front.as_ref(), &mut conn).await?;
             match control.play(&device_id, &channel_id, MediaTransport::Udp).await {
                 Ok(session) => match control.play_site(session.ssrc) {
                     PlaySite::Here => {
@@ -346,6 +343,41 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
                         respond_error(&mut conn, 409, "on_media_node", "the channel plays on a media node: POST the offer to the node's WHEP URL (from the play API)").await;
                     }
                 },
+                Err(e) => {
+                    let (status, code) = e.http();
+                    respond_error(&mut conn, status, code, &e.to_string()).await;
+                }
+            }
+            return None;
+        }
+        Route::WhipTalk { channels } => {
+            // Talking to cameras is the broadcast API's call, with its role.
+            let needed = routes::required_role("POST", &["api", "broadcasts"]);
+            let refusal = match routes::api_caller(&shard.secrets(), &head) {
+                Ok((_, role)) if role >= needed => None,
+                Ok((caller, role)) => Some((403, "forbidden", format!("talk needs the {needed:?} role; key {caller:?} is {role:?}"))),
+                Err((status, code, message)) => Some((status, code, message.to_string())),
+            };
+            if let Some((status, code, message)) = refusal {
+                conn.keep_alive = false; // the offer is not read
+                respond_error(&mut conn, status, code, &message).await;
+                return None;
+            }
+            let Some(channels) = channels else {
+                conn.keep_alive = false;
+                respond_error(&mut conn, 400, "bad_request", "name the channels: ?channels={device}:{channel},...").await;
+                return None;
+            };
+            if !shard.is_control() {
+                return hand_off(shard, CONTROL, conn, head, None).await;
+            }
+            let offer = super::whep::read_offer(&mut conn, &head, true).await?;
+            let control = active_control(front.as_ref(), &mut conn).await?;
+            match control.talk(&channels).await {
+                Ok(ssrc) => {
+                    let served = Served::Whep { ssrc, offer, candidate_ip: super::whep::candidate_ip(shard, &conn), peer: conn.peer_ip(), zlm: false, talk: true };
+                    return serve_at_owner(shard, conn, head, ssrc, served).await;
+                }
                 Err(e) => {
                     let (status, code) = e.http();
                     respond_error(&mut conn, status, code, &e.to_string()).await;
@@ -389,15 +421,9 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             if !shard.is_control() {
                 return hand_off(shard, CONTROL, conn, head, None).await;
             }
-            let Some(control) = &front.control else {
-                respond_error(&mut conn, 503, "sip_disabled", "SIP is disabled").await;
+            let Some(control) = active_control(front.as_ref(), &mut conn).await else {
                 return conn.keep_alive.then_some(conn);
             };
-            if !control.is_active() {
-                let (status, body) = super::api::standby(control);
-                super::response::respond_json(&mut conn, status, &body).await;
-                return conn.keep_alive.then_some(conn);
-            }
             match control.play(&device_id, &channel_id, MediaTransport::Udp).await {
                 // On a media node: the viewer goes there, with a token for the stream.
                 Ok(session) => match control.play_site(session.ssrc) {
@@ -419,6 +445,21 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
         Route::NotFound => respond_error(&mut conn, 404, "not_found", "no such resource").await,
     }
     conn.keep_alive.then_some(conn)
+}
+
+/// The control plane, for a call that invites or talks to devices; None once the refusal is
+/// answered: SIP is off (503), or this control is standby (503 naming the active one).
+async fn active_control<'f>(front: &'f Front, conn: &mut HttpConn) -> Option<&'f Rc<crate::control::Control>> {
+    let Some(control) = &front.control else {
+        respond_error(conn, 503, "sip_disabled", "SIP is disabled").await;
+        return None;
+    };
+    if !control.is_active() {
+        let (status, body) = super::api::standby(control);
+        super::response::respond_json(conn, status, &body).await;
+        return None;
+    }
+    Some(control)
 }
 
 /// Serves a stream the request was allowed by something other than a token for the stream (a
@@ -482,7 +523,7 @@ async fn serve_here(shard: &Rc<Shard>, mut conn: HttpConn, served: Served) -> Op
         }
         Served::Hls { ssrc, file } => super::hls_serve::serve(shard, &mut conn, ssrc, &file).await,
         Served::Cover { ssrc } => serve_cover(shard, &mut conn, ssrc).await,
-        Served::Whep { ssrc, offer, candidate_ip, peer, zlm } => super::whep::answer(shard, &mut conn, ssrc, &offer, candidate_ip, peer, zlm).await,
+        Served::Whep { ssrc, offer, candidate_ip, peer, zlm, talk } => super::whep::answer(shard, &mut conn, ssrc, &offer, candidate_ip, peer, zlm, talk).await,
         Served::WhepClose { ssrc, session } => super::whep::close(shard, &mut conn, ssrc, &session).await,
     }
     conn.keep_alive.then_some(conn)

@@ -1,7 +1,9 @@
 //! WHEP (WebRTC-HTTP Egress Protocol, RFC 9725): a browser POSTs its SDP offer for a stream
 //! (its play token in the path, `?token=` or a header) and gets the answer (201, `Location`
 //! naming the session, which DELETE ends). The offer is read and the token checked where the
-//! request lands; the stream's own shard answers (`shard::webrtc`).
+//! request lands; the stream's own shard answers (`shard::webrtc`). WHIP (RFC 9725's ingest
+//! twin) the same way for a microphone: `/whip/broadcast/{device}/{channel}`, authorised as the
+//! broadcast API is, opens a talk stream and a broadcast from it to the channel.
 
 use super::conn::HttpConn;
 use super::request::RequestHead;
@@ -46,11 +48,17 @@ pub fn candidate_ip(shard: &Shard, conn: &HttpConn) -> IpAddr {
 
 /// On the stream's shard: the answer to an authorised offer, as WHEP has it or (`zlm`) as
 /// ZLMediaKit's `/index/api/webrtc` does (HTTP 200, JSON `code`, `id`, `sdp`, `type`).
-pub async fn answer(shard: &Rc<Shard>, conn: &mut HttpConn, ssrc: u32, offer: &str, candidate_ip: IpAddr, peer: IpAddr, zlm: bool) {
+/// `talk`: a WHIP offer of a microphone for a talk stream, which closes when it is refused.
+#[allow(clippy::too_many_arguments)]
+pub async fn answer(shard: &Rc<Shard>, conn: &mut HttpConn, ssrc: u32, offer: &str, candidate_ip: IpAddr, peer: IpAddr, zlm: bool, talk: bool) {
     let result = match shard.webrtc.get() {
-        Some(webrtc) => webrtc.offer(shard, ssrc, offer, candidate_ip, peer),
+        Some(webrtc) => webrtc.offer(shard, ssrc, offer, candidate_ip, peer, talk),
         None => Err(crate::shard::webrtc::WhepError::Off),
     };
+    if talk && result.is_err() {
+        // Nobody will talk into it: its broadcast ends with it.
+        crate::shard::stream::close_stream(shard, ssrc, "the microphone's offer was refused");
+    }
     if zlm {
         let body = match result {
             Ok(a) => serde_json::json!({ "code": 0, "id": a.session, "sdp": a.sdp, "type": "answer" }),
@@ -61,7 +69,8 @@ pub async fn answer(shard: &Rc<Shard>, conn: &mut HttpConn, ssrc: u32, offer: &s
     }
     match result {
         Ok(a) => {
-            let location = format!("/whep/{}/session/{}", super::routes::stream_id(ssrc), a.session);
+            let kind = if talk { "whip" } else { "whep" };
+            let location = format!("/{kind}/{}/session/{}", super::routes::stream_id(ssrc), a.session);
             let extra = format!("Location: {location}\r\nAccess-Control-Expose-Headers: Location\r\n");
             super::response::respond_with(conn, 201, &extra, "application/sdp", a.sdp.as_bytes()).await;
         }
@@ -83,5 +92,5 @@ pub async fn close(shard: &Shard, conn: &mut HttpConn, ssrc: u32, session: &str)
 
 /// Where a WHEP request is authorised: its offer, to be served on the stream's shard.
 pub fn served(shard: &Shard, conn: &HttpConn, ssrc: u32, offer: String, zlm: bool) -> Served {
-    Served::Whep { ssrc, offer, candidate_ip: candidate_ip(shard, conn), peer: conn.peer_ip(), zlm }
+    Served::Whep { ssrc, offer, candidate_ip: candidate_ip(shard, conn), peer: conn.peer_ip(), zlm, talk: false }
 }

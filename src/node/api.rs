@@ -551,7 +551,7 @@ async fn resolve_host(host: &str, port: u16) -> Option<std::net::SocketAddr> {
 /// whoever connects or sends first), with the parameters wvp sends (cascade: PS, pt 96;
 /// broadcast: raw G.711, pt 8, `only_audio`); answered `local_port` as ZLMediaKit does.
 async fn start_send(node: &Node, p: &Params, passive: bool) -> Value {
-    use crate::shard::rtp_send::{SEND_WAIT_DEFAULT, SendError, SendSpec, SendTransport};
+    use crate::shard::rtp_send::{SEND_WAIT_DEFAULT, SendError, SendSpec, SendTransport, SenderKey};
     let get = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let flag = |k: &str, default: bool| get(k).and_then(|v| zlm::zlm_bool(&Value::String(v.to_string()))).unwrap_or(default);
     let required: &[&str] = if passive { &["vhost", "app", "stream", "ssrc"] } else { &["vhost", "app", "stream", "ssrc", "dst_url", "dst_port", "is_udp"] };
@@ -595,7 +595,7 @@ async fn start_send(node: &Node, p: &Params, passive: bool) -> Value {
         return zlm::error(code::FAILED, &format!("this node sends {} streams on, its most", super::SENDS_TRACKED_MAX));
     }
     let mux = crate::proto::rtp_mux::RtpMuxSettings { ssrc, payload_type, ps, only_audio: flag("only_audio", false) };
-    let spec = SendSpec { mux, transport, src_port, wait, rtcp: is_udp && flag("udp_rtcp_timeout", false) };
+    let spec = SendSpec { key: SenderKey::Ssrc(ssrc), mux, transport, src_port, wait, rtcp: is_udp && flag("udp_rtcp_timeout", false) };
     match node.shard.start_send(source.key, spec).await {
         Ok(started) => {
             node.sends.borrow_mut().insert((source.key, ssrc), (source.app.clone(), source.name.clone()));
@@ -616,7 +616,7 @@ async fn stop_send(node: &Node, app: Option<&str>, stream: Option<&str>, ssrc: O
         Some(Err(_)) => return zlm::error(code::ARGS, "ssrc must be a 32-bit number"),
     };
     let Some(source) = published(node, app, stream) else { return zlm::error(code::NOT_FOUND, "can not find the stream") };
-    match node.shard.stop_send(source.key, send_ssrc).await {
+    match node.shard.stop_send(source.key, send_ssrc.map(crate::shard::rtp_send::SenderKey::Ssrc)).await {
         Some(n) if n > 0 => ok(),
         Some(_) => zlm::error(code::FAILED, "stopSendRtp failed"),
         None => zlm::error(code::NOT_FOUND, "can not find the stream"),

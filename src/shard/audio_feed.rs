@@ -1,7 +1,8 @@
-//! An announcement played into a `local` stream: G.711 A-law cut into 20 ms RTP packets
-//! (payload type 8, as a camera's plain-RTP audio would come) and given to the stream at the
-//! pace of the audio, so its senders (a voice broadcast's) and its listeners take it live.
-//! At the end of the audio the stream closes, which ends its senders.
+//! Audio given to `local` streams as RTP (payload type 8, as a camera's plain-RTP audio would
+//! come), so their senders (a voice broadcast's) and listeners take it live: a browser's
+//! microphone packets as they come (`webrtc`), or an announcement, G.711 A-law cut into 20 ms
+//! packets given at the pace of the audio. At the end of the audio the stream closes, which
+//! ends its senders.
 
 use super::Shard;
 use super::stream::Stream;
@@ -15,6 +16,9 @@ const PACKET_TIME: Duration = Duration::from_millis(20);
 /// Packets given at once when the executor fell behind (a stall is caught up, bounded).
 const CATCH_UP_PACKETS_MAX: u32 = 10;
 const PCMA_PAYLOAD_TYPE: u8 = 8;
+/// A browser's microphone packet is at most this long (20 ms is 160 bytes; 120 ms, the longest
+/// packet time browsers use, 960).
+pub(super) const TALK_PAYLOAD_BYTES_MAX: usize = 1200;
 
 /// Plays `alaw` into `stream`, then closes it (unless it was closed or replaced meanwhile).
 pub(super) async fn feed(shard: Weak<Shard>, stream: Weak<Stream>, alaw: Vec<u8>) {
@@ -27,7 +31,7 @@ pub(super) async fn feed(shard: Weak<Shard>, stream: Weak<Stream>, alaw: Vec<u8>
         let mut given = 0;
         while let Some((seq, chunk)) = chunks.next_if(|(i, _)| *i < due) {
             let Some(s) = stream.upgrade() else { return };
-            s.on_local_packet(rtp_packet(ssrc, seq, chunk));
+            s.on_local_packet(pcma_rtp(ssrc, seq as u16, (seq * SAMPLES_PER_PACKET) as u32, seq == 0, chunk));
             given += 1;
             if given >= CATCH_UP_PACKETS_MAX {
                 break;
@@ -45,14 +49,14 @@ pub(super) async fn feed(shard: Weak<Shard>, stream: Weak<Stream>, alaw: Vec<u8>
     }
 }
 
-/// RTP packet `seq` (0-based) of the announcement.
-fn rtp_packet(ssrc: u32, seq: usize, payload: &[u8]) -> Bytes {
+/// A PCMA RTP packet of a local stream (an announcement's or a microphone's); `marker` on the
+/// first of a talkspurt (RFC 3551 §4.1).
+pub(super) fn pcma_rtp(ssrc: u32, seq: u16, timestamp: u32, marker: bool, payload: &[u8]) -> Bytes {
     let mut p = BytesMut::with_capacity(12 + payload.len());
     p.put_u8(0x80);
-    // The marker on the first packet: the start of a talkspurt (RFC 3551 §4.1).
-    p.put_u8(if seq == 0 { 0x80 | PCMA_PAYLOAD_TYPE } else { PCMA_PAYLOAD_TYPE });
-    p.put_u16(seq as u16);
-    p.put_u32((seq * SAMPLES_PER_PACKET) as u32);
+    p.put_u8(if marker { 0x80 | PCMA_PAYLOAD_TYPE } else { PCMA_PAYLOAD_TYPE });
+    p.put_u16(seq);
+    p.put_u32(timestamp);
     p.put_u32(ssrc);
     p.put_slice(payload);
     p.freeze()
@@ -64,9 +68,9 @@ mod tests {
 
     #[test]
     fn packets_carry_the_pace_in_their_timestamps() {
-        let p = rtp_packet(0x0102_0304, 3, &[0xD5; 160]);
+        let p = pcma_rtp(0x0102_0304, 3, 480, false, &[0xD5; 160]);
         assert_eq!(&p[..12], &[0x80, 8, 0, 3, 0, 0, 1, 0xE0, 1, 2, 3, 4]);
         assert_eq!(p.len(), 172);
-        assert_eq!(rtp_packet(1, 0, &[0xD5])[1], 0x88, "marker on the first");
+        assert_eq!(pcma_rtp(1, 0, 0, true, &[0xD5])[1], 0x88, "marker on the first");
     }
 }

@@ -35,8 +35,9 @@ pub enum Served {
     Cover { ssrc: u32 },
     /// A WHEP offer for the stream (its SDP read), answered with a WebRTC session sending it
     /// from `candidate_ip`; `peer` is the client's address (for the per-address limit).
-    /// `zlm`: answered as ZLMediaKit's `/index/api/webrtc` (JSON), not as WHEP.
-    Whep { ssrc: u32, offer: String, candidate_ip: std::net::IpAddr, peer: std::net::IpAddr, zlm: bool },
+    /// `zlm`: answered as ZLMediaKit's `/index/api/webrtc` (JSON), not as WHEP. `talk`: a WHIP
+    /// offer of a microphone for the (talk) stream, answered with a session taking it.
+    Whep { ssrc: u32, offer: String, candidate_ip: std::net::IpAddr, peer: std::net::IpAddr, zlm: bool, talk: bool },
     /// The WHEP DELETE of a session of the stream.
     WhepClose { ssrc: u32, session: String },
 }
@@ -270,7 +271,7 @@ pub enum ShardMsg {
     /// unknown stream.
     StopSend {
         ssrc: u32,
-        send_ssrc: Option<u32>,
+        key: Option<super::rtp_send::SenderKey>,
         reply: oneshot::Sender<Option<usize>>,
     },
     /// A sender ended (to the control executor).

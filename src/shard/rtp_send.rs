@@ -50,8 +50,30 @@ pub enum SendTransport {
     TcpPassive,
 }
 
+impl From<crate::proto::sip::endpoint::UpstreamMedia> for SendTransport {
+    /// Where a peer that INVITEd for media (an upper platform, a device for a broadcast) wants it.
+    fn from(media: crate::proto::sip::endpoint::UpstreamMedia) -> Self {
+        use crate::proto::sip::endpoint::UpstreamMedia;
+        match media {
+            UpstreamMedia::Udp(to) => SendTransport::Udp(to),
+            UpstreamMedia::TcpDial(to) => SendTransport::Tcp(to),
+            UpstreamMedia::TcpListen => SendTransport::TcpPassive,
+        }
+    }
+}
+
+/// What names a sender among its stream's: the SSRC it sends with (ZLMediaKit's startSendRtp
+/// and cascade, where a new sender with an SSRC replaces the old), or the voice broadcast it
+/// is (the devices of a broadcast group may all ask for one SSRC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SenderKey {
+    Ssrc(u32),
+    Broadcast(u64),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendSpec {
+    pub key: SenderKey,
     pub mux: RtpMuxSettings,
     pub transport: SendTransport,
     /// The local port (`src_port`); None: one from the shard's RTP ports. A dialled TCP sender
@@ -155,8 +177,9 @@ fn set_end(cell: &EndCell, end: SendEnd, why: &str) {
 pub struct SendStopped {
     /// The source stream's SSRC (its key on the shards).
     pub source_ssrc: u32,
-    /// The SSRC the sender sent with.
+    /// The SSRC the sender sent with, and what named it.
     pub send_ssrc: u32,
+    pub key: SenderKey,
     pub end: SendEnd,
     pub reason: String,
     /// Packets it sent, and those dropped for a slow peer.
@@ -166,7 +189,7 @@ pub struct SendStopped {
 
 /// The stream's side of a sender: frames become packets here, on the packet path.
 pub struct Feed {
-    pub send_ssrc: u32,
+    pub key: SenderKey,
     mux: RtpMux,
     tx: LocalSender<Vec<u8>>,
     /// Packets go in only once the peer is there (dialled, accepted, heard from).
@@ -273,7 +296,7 @@ enum Peer {
 /// Starts a sender of `stream`: binds (or dials) and answers; the peer of a passive sender is
 /// waited for afterwards.
 pub async fn start(shard: &Rc<Shard>, stream: &Rc<Stream>, spec: SendSpec) -> Result<SendStarted, SendError> {
-    if stream.senders_len() >= SENDERS_PER_STREAM_MAX && !stream.has_sender(spec.mux.ssrc) {
+    if stream.senders_len() >= SENDERS_PER_STREAM_MAX && !stream.has_sender(spec.key) {
         return Err(SendError::Full);
     }
     let ip = shard.config.rtp.listen_ip;
@@ -312,7 +335,7 @@ pub async fn start(shard: &Rc<Shard>, stream: &Rc<Stream>, spec: SendSpec) -> Re
     let why = Rc::new(RefCell::new(None));
     let dropped = Rc::new(Cell::new(0));
     let feed = Feed {
-        send_ssrc: spec.mux.ssrc,
+        key: spec.key,
         mux: RtpMux::new(spec.mux),
         tx,
         connected: connected.clone(),
@@ -323,13 +346,14 @@ pub async fn start(shard: &Rc<Shard>, stream: &Rc<Stream>, spec: SendSpec) -> Re
         dropped: dropped.clone(),
     };
     if let Some(old) = stream.add_sender(feed) {
-        old.end(SendEnd::Stopped, "replaced by a new sender with the same SSRC");
+        old.end(SendEnd::Stopped, "replaced by a new sender with the same SSRC (or broadcast)");
     }
     let task = SenderTask {
         shard: Rc::downgrade(shard),
         stream: Rc::downgrade(stream),
         source_ssrc: stream.spec.ssrc,
         send_ssrc: spec.mux.ssrc,
+        key: spec.key,
         why,
         dropped,
         pooled: pooled.then_some(local_port),
@@ -344,6 +368,7 @@ struct SenderTask {
     stream: Weak<Stream>,
     source_ssrc: u32,
     send_ssrc: u32,
+    key: SenderKey,
     why: EndCell,
     dropped: Rc<Cell<u64>>,
     /// A port of the shard's pool, given back at the end.
@@ -395,7 +420,7 @@ impl SenderTask {
         let counters = Rc::new(Cell::new(RtcpCounters::default()));
         let watch = rtcp.map(|r| {
             let rtcp_to = SocketAddr::new(to.ip(), to.port().wrapping_add(1));
-            glommio::spawn_local(watch_rtcp(r, rtcp_to, self.send_ssrc, counters.clone(), self.stream.clone())).detach()
+            glommio::spawn_local(watch_rtcp(r, rtcp_to, self.send_ssrc, self.key, counters.clone(), self.stream.clone())).detach()
         });
         let result = async {
             while let Some(p) = rx.recv().await {
@@ -419,7 +444,7 @@ impl SenderTask {
     /// Out of the stream, its port back to the pool, its end told to the control executor.
     async fn finish(self, packets: u64) {
         if let Some(stream) = self.stream.upgrade() {
-            stream.forget_sender(self.send_ssrc, &self.why);
+            stream.forget_sender(self.key, &self.why);
         }
         let (end, reason) = self.why.borrow().clone().unwrap_or((SendEnd::SourceClosed, "source stream closed".to_string()));
         tracing::info!(ssrc = self.source_ssrc, send_ssrc = self.send_ssrc, packets, dropped = self.dropped.get(), reason, "RTP sender ended");
@@ -427,7 +452,7 @@ impl SenderTask {
         if let Some(port) = self.pooled {
             shard.ports.borrow_mut().release(port);
         }
-        let stopped = SendStopped { source_ssrc: self.source_ssrc, send_ssrc: self.send_ssrc, end, reason, packets, packets_dropped: self.dropped.get() };
+        let stopped = SendStopped { source_ssrc: self.source_ssrc, send_ssrc: self.send_ssrc, key: self.key, end, reason, packets, packets_dropped: self.dropped.get() };
         let _ = shard.send(super::CONTROL, super::msg::ShardMsg::SendStopped(stopped)).await;
     }
 }
@@ -474,7 +499,7 @@ struct RtcpCounters {
 
 /// RTCP beside a UDP sender: a sender report every `RTCP_SR_INTERVAL`; a peer whose RTCP is
 /// silent for `RTCP_PEER_TIMEOUT` is gone, and the sender ends.
-async fn watch_rtcp(sock: UdpSocket, to: SocketAddr, ssrc: u32, counters: Rc<Cell<RtcpCounters>>, stream: Weak<Stream>) {
+async fn watch_rtcp(sock: UdpSocket, to: SocketAddr, ssrc: u32, key: SenderKey, counters: Rc<Cell<RtcpCounters>>, stream: Weak<Stream>) {
     let mut heard = Instant::now();
     let mut buf = vec![0u8; RTCP_READ_BYTES_MAX];
     loop {
@@ -491,7 +516,7 @@ async fn watch_rtcp(sock: UdpSocket, to: SocketAddr, ssrc: u32, counters: Rc<Cel
         }
         if heard.elapsed() >= RTCP_PEER_TIMEOUT {
             if let Some(stream) = stream.upgrade() {
-                stream.stop_senders(Some(ssrc), SendEnd::Timeout, &format!("no RTCP from the peer for {} s", RTCP_PEER_TIMEOUT.as_secs()));
+                stream.stop_senders(Some(key), SendEnd::Timeout, &format!("no RTCP from the peer for {} s", RTCP_PEER_TIMEOUT.as_secs()));
             }
             return;
         }

@@ -102,8 +102,8 @@ impl Shard {
 
     /// Ends stream `ssrc`'s senders with `send_ssrc` (None: all): how many; None for an
     /// unknown stream.
-    pub async fn stop_send(&self, ssrc: u32, send_ssrc: Option<u32>) -> Option<usize> {
-        self.ask_owner(ssrc, |reply| ShardMsg::StopSend { ssrc, send_ssrc, reply }).await.flatten()
+    pub async fn stop_send(&self, ssrc: u32, key: Option<super::rtp_send::SenderKey>) -> Option<usize> {
+        self.ask_owner(ssrc, |reply| ShardMsg::StopSend { ssrc, key, reply }).await.flatten()
     }
 
     /// A node's stream was published with these options; false for an unknown stream.

@@ -346,8 +346,8 @@ impl Stream {
         self.senders.borrow().len()
     }
 
-    pub fn has_sender(&self, send_ssrc: u32) -> bool {
-        self.senders.borrow().iter().any(|s| s.send_ssrc == send_ssrc)
+    pub fn has_sender(&self, key: super::rtp_send::SenderKey) -> bool {
+        self.senders.borrow().iter().any(|s| s.key == key)
     }
 
     /// Takes a sender's feed; one with the same SSRC is given back to be ended (a new sender
@@ -355,7 +355,7 @@ impl Stream {
     pub fn add_sender(&self, feed: super::rtp_send::Feed) -> Option<super::rtp_send::Feed> {
         let old = {
             let mut senders = self.senders.borrow_mut();
-            let old = senders.iter().position(|s| s.send_ssrc == feed.send_ssrc).map(|i| senders.remove(i));
+            let old = senders.iter().position(|s| s.key == feed.key).map(|i| senders.remove(i));
             senders.push(feed);
             old
         };
@@ -363,11 +363,11 @@ impl Stream {
         old
     }
 
-    /// Ends the senders with `send_ssrc` (None: all), saying why; how many there were.
-    pub fn stop_senders(&self, send_ssrc: Option<u32>, end: super::rtp_send::SendEnd, why: &str) -> usize {
+    /// Ends the sender named `key` (None: all), saying why; how many there were.
+    pub fn stop_senders(&self, key: Option<super::rtp_send::SenderKey>, end: super::rtp_send::SendEnd, why: &str) -> usize {
         let stopped: Vec<super::rtp_send::Feed> = {
             let mut senders = self.senders.borrow_mut();
-            let (stop, keep) = std::mem::take(&mut *senders).into_iter().partition(|s| send_ssrc.is_none_or(|x| x == s.send_ssrc));
+            let (stop, keep) = std::mem::take(&mut *senders).into_iter().partition(|s| key.is_none_or(|k| k == s.key));
             *senders = keep;
             stop
         };
@@ -381,8 +381,8 @@ impl Stream {
     }
 
     /// A sender's task ended on its own: its feed (the one it was started with) goes.
-    pub fn forget_sender(&self, send_ssrc: u32, why: &super::rtp_send::EndCell) {
-        self.senders.borrow_mut().retain(|s| !(s.send_ssrc == send_ssrc && s.is_for(why)));
+    pub fn forget_sender(&self, key: super::rtp_send::SenderKey, why: &super::rtp_send::EndCell) {
+        self.senders.borrow_mut().retain(|s| !(s.key == key && s.is_for(why)));
         self.sync_frames_out();
     }
 
@@ -835,9 +835,9 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
             })
             .detach();
         }
-        ShardMsg::StopSend { ssrc, send_ssrc, reply } => {
+        ShardMsg::StopSend { ssrc, key, reply } => {
             let stream = shard.streams.borrow().get(&ssrc).cloned();
-            let _ = reply.send(stream.map(|s| s.stop_senders(send_ssrc, super::rtp_send::SendEnd::Stopped, "stopped (stopSendRtp)")));
+            let _ = reply.send(stream.map(|s| s.stop_senders(key, super::rtp_send::SendEnd::Stopped, "stopped (stopSendRtp)")));
         }
         ShardMsg::SendStopped(stopped) => {
             if let Some(hook) = shard.on_send_stopped.get() {

@@ -8,6 +8,12 @@
 //! A viewer starts on the stream's last keyframe at once, then goes on from the next live one,
 //! its clock shifted so the jump costs no latency. A viewer too slow for its queue skips to the
 //! next keyframe like other frame viewers.
+//!
+//! The same sessions take a browser's microphone (WHIP, RFC 9725's ingest twin) for voice
+//! talk: its G.711 A-law (PCMA, which browsers offer, so nothing is transcoded) goes into a
+//! `local` stream as RTP, from where a voice broadcast's sender takes it to a camera. The
+//! session ends with its stream either way: the stream closes when the browser leaves, and the
+//! browser's session ends when the stream is closed (the broadcast stopped).
 
 use super::Shard;
 use crate::proto::frame::{Codec, Frame};
@@ -29,6 +35,9 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, 
 pub const WHEP_SESSIONS_PER_SHARD_MAX: usize = 256;
 pub const WHEP_SESSIONS_PER_STREAM_MAX: usize = 32;
 pub const WHEP_SESSIONS_PER_ADDRESS_MAX: usize = 16;
+/// Microphones a talk stream takes (one: two people talking at once into one stream would
+/// interleave their packets).
+pub const WHIP_SESSIONS_PER_STREAM_MAX: usize = 1;
 /// ICE and DTLS must be done this long after the offer, or the session ends.
 pub const WHEP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connected browser sends consent checks every few seconds (RFC 7675): nothing from it
@@ -73,8 +82,10 @@ pub enum WhepError {
     /// A limit (`WHEP_SESSIONS_PER_*`), named.
     Full(&'static str),
     BadOffer(String),
-    /// The offer has no codec the stream could be sent in.
+    /// The offer has no codec the stream could be sent in (or, talking, sent to a camera in).
     NoCodec(String),
+    /// A microphone offered for a stream that is not a talk stream.
+    NotTalk,
 }
 
 impl WhepError {
@@ -85,8 +96,18 @@ impl WhepError {
             WhepError::Full(what) => (503, "too_many_viewers", format!("too many WebRTC viewers ({what})")),
             WhepError::BadOffer(why) => (400, "bad_offer", format!("the SDP offer cannot be used: {why}")),
             WhepError::NoCodec(why) => (400, "no_codec", why.clone()),
+            WhepError::NotTalk => (409, "not_talk", "this stream does not take a microphone".into()),
         }
     }
+}
+
+/// What a session is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Play the stream; its video codec when known (H.264 is asked for when not).
+    View(Option<Codec>),
+    /// Take the browser's microphone into a talk stream, in PCMA.
+    Talk,
 }
 
 /// A session's answer: the SDP and the id its `Location` names.
@@ -105,6 +126,7 @@ struct Entry {
     tx: LocalSender<Datagram>,
     close: Option<oneshot::Sender<()>>,
     ssrc: u32,
+    talk: bool,
     peer_ip: IpAddr,
     ufrag: String,
     addrs: Vec<SocketAddr>,
@@ -199,23 +221,31 @@ impl WebRtc {
         }
     }
 
-    /// Answers a WHEP offer for stream `ssrc` of this shard: the SDP answer naming
-    /// `candidate_ip` and this shard's port, and a session that sends the stream once the
-    /// browser connects.
-    pub fn offer(self: &Rc<Self>, shard: &Rc<Shard>, ssrc: u32, offer: &str, candidate_ip: IpAddr, peer_ip: IpAddr) -> Result<WhepAnswer, WhepError> {
+    /// Answers a WHEP offer for stream `ssrc` of this shard (`talk`: a WHIP offer of a
+    /// microphone for a talk stream): the SDP answer naming `candidate_ip` and this shard's
+    /// port, and a session that sends the stream (or takes the microphone) once the browser
+    /// connects.
+    pub fn offer(self: &Rc<Self>, shard: &Rc<Shard>, ssrc: u32, offer: &str, candidate_ip: IpAddr, peer_ip: IpAddr, talk: bool) -> Result<WhepAnswer, WhepError> {
         let refused = |e: WhepError| {
             self.counters.borrow_mut().offers_refused += 1;
-            tracing::info!(ssrc, %peer_ip, error = ?e, "WHEP offer refused");
+            tracing::info!(ssrc, %peer_ip, talk, error = ?e, "WebRTC offer refused");
             e
         };
         let Some(stream) = shard.streams.borrow().get(&ssrc).cloned() else { return Err(refused(WhepError::NoStream)) };
+        if talk && !stream.spec.local {
+            return Err(refused(WhepError::NotTalk));
+        }
         {
             let s = self.sessions.borrow();
+            let (per_stream, per_stream_max) = match talk {
+                true => ("talk per stream", WHIP_SESSIONS_PER_STREAM_MAX),
+                false => ("per stream", WHEP_SESSIONS_PER_STREAM_MAX),
+            };
             if s.by_id.len() >= WHEP_SESSIONS_PER_SHARD_MAX {
                 return Err(refused(WhepError::Full("per shard")));
             }
-            if s.by_id.values().filter(|e| e.ssrc == ssrc).count() >= WHEP_SESSIONS_PER_STREAM_MAX {
-                return Err(refused(WhepError::Full("per stream")));
+            if s.by_id.values().filter(|e| e.ssrc == ssrc && e.talk == talk).count() >= per_stream_max {
+                return Err(refused(WhepError::Full(per_stream)));
             }
             if s.by_id.values().filter(|e| e.peer_ip == peer_ip).count() >= WHEP_SESSIONS_PER_ADDRESS_MAX {
                 return Err(refused(WhepError::Full("per address")));
@@ -228,26 +258,35 @@ impl WebRtc {
         let Some(([ufrag, pass], id)) = random_ids() else { return Err(refused(WhepError::Full("no randomness"))) };
         let creds = IceCreds { ufrag: ufrag.clone(), pass };
         let local = SocketAddr::new(candidate_ip, self.port);
-        let Negotiated { rtc, media, answer, early } = negotiate(offer, creds, local, video_codec, Instant::now()).map_err(refused)?;
+        let want = if talk { Want::Talk } else { Want::View(video_codec) };
+        let Negotiated { rtc, media, answer, early } = negotiate(offer, creds, local, want, Instant::now()).map_err(refused)?;
+        // A talk session watches its stream's frames only to end with it.
         let Some(rx) = stream.add_frame_viewer() else { return Err(refused(WhepError::Full("per stream"))) };
         drop(stream);
         let (tx, datagrams) = local_channel::new_bounded(WHEP_DATAGRAMS_QUEUED_MAX);
         let (close, closed) = oneshot::channel();
         let mut sessions = self.sessions.borrow_mut();
         sessions.by_ufrag.insert(ufrag.clone(), id.clone());
-        sessions.by_id.insert(id.clone(), Entry { tx, close: Some(close), ssrc, peer_ip, ufrag, addrs: Vec::new() });
+        sessions.by_id.insert(id.clone(), Entry { tx, close: Some(close), ssrc, talk, peer_ip, ufrag, addrs: Vec::new() });
         drop(sessions);
         self.counters.borrow_mut().sessions_started += 1;
-        tracing::info!(ssrc, %peer_ip, session = %id, ?video_codec, ?audio_codec, "WebRTC viewer offered");
-        let session = Session { rtc, local, media, has_video: video_codec.is_some(), params, cached: last_keyframe, cached_sent: None, live: false, shift: 0, connected_at: None };
+        tracing::info!(ssrc, %peer_ip, session = %id, talk, ?video_codec, ?audio_codec, "WebRTC session offered");
+        let talk = talk.then_some(Talk { seq: 0, packets: 0 });
+        let session = Session { rtc, local, media, talk, has_video: video_codec.is_some(), params, cached: last_keyframe, cached_sent: None, live: false, shift: 0, connected_at: None };
         let me = self.clone();
         let sid = id.clone();
         let shard = shard.clone();
         glommio::spawn_local(async move {
-            let end = session.run(&me, &shard, ssrc, datagrams, rx, closed, early).await;
+            let (end, talked) = session.run(&me, &shard, ssrc, datagrams, rx, closed, early).await;
             me.sessions.borrow_mut().remove(&sid);
             me.counters.borrow_mut().sessions_ended += 1;
-            tracing::info!(ssrc, session = %sid, why = end, "WebRTC viewer left");
+            tracing::info!(ssrc, session = %sid, why = end, "WebRTC session left");
+            if let Some(packets) = talked {
+                // The microphone is gone: the talk stream closes, which ends its senders (the
+                // broadcast's BYE to the camera follows).
+                tracing::info!(ssrc, packets, "talk ended: its stream closes");
+                super::stream::close_stream(&shard, ssrc, "the talker left");
+            }
         })
         .detach();
         Ok(WhepAnswer { sdp: answer, session: id })
@@ -290,21 +329,23 @@ pub struct Negotiated {
 }
 
 /// Accepts `offer` as an ICE-lite answerer under `creds`, offering `candidate`, with the codecs
-/// gmv passes through (H.264, H.265, PCMA, PCMU). Refused when the offer does not parse or has
-/// no track for the stream's video (`video`; H.264 when not known yet).
-pub fn negotiate(offer: &str, creds: IceCreds, candidate: SocketAddr, video: Option<Codec>, now: Instant) -> Result<Negotiated, WhepError> {
+/// gmv passes through (H.264, H.265, PCMA, PCMU; a microphone PCMA only, what a camera's
+/// speaker takes). Refused when the offer does not parse, has no track for the stream's video
+/// (H.264 when not known yet), or (talk) no PCMA audio.
+pub fn negotiate(offer: &str, creds: IceCreds, candidate: SocketAddr, want: Want, now: Instant) -> Result<Negotiated, WhepError> {
     if let Some(pt) = payload_type_reused(offer) {
         return Err(WhepError::BadOffer(format!("payload type {pt} is described in two m= lines")));
     }
     let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
+    let viewing = matches!(want, Want::View(_));
     let mut rtc = RtcConfig::new()
         .set_ice_lite(true)
         .set_local_ice_credentials(creds)
         .clear_codecs()
-        .enable_h264(true)
-        .enable_h265(true)
+        .enable_h264(viewing)
+        .enable_h265(viewing)
         .enable_pcma(true, false)
-        .enable_pcmu(true, false)
+        .enable_pcmu(viewing, false)
         .set_stats_interval(None)
         .build(now);
     let candidate = Candidate::host(candidate, "udp").map_err(|e| WhepError::BadOffer(format!("no candidate: {e}")))?;
@@ -336,7 +377,21 @@ pub fn negotiate(offer: &str, creds: IceCreds, candidate: SocketAddr, video: Opt
         }
     }
     // The stream's video must go in a codec the browser takes (a player that asks for sound
-    // only gets the sound); its audio goes when it can.
+    // only gets the sound); its audio goes when it can. A microphone must come in PCMA.
+    let video = match want {
+        Want::View(video) => video,
+        Want::Talk => {
+            let Some(audio) = media.audio.as_ref().filter(|t| t.carries(Codec::Pcma)) else {
+                let why = "the offer has no PCMA (G.711 A-law) audio, which a camera's speaker takes: offer the microphone with PCMA";
+                return Err(WhepError::NoCodec(why.into()));
+            };
+            let receiving = rtc.media(audio.mid).is_some_and(|m| matches!(m.direction(), str0m::media::Direction::RecvOnly | str0m::media::Direction::SendRecv));
+            if !receiving {
+                return Err(WhepError::BadOffer("the offer's audio sends nothing (a=recvonly): offer the microphone sendonly or sendrecv".into()));
+            }
+            return Ok(Negotiated { rtc, media, answer: answer.to_sdp_string(), early });
+        }
+    };
     let video_wanted = video.unwrap_or(Codec::H264);
     let refused = match &media.video {
         Some(track) => !track.carries(video_wanted),
@@ -454,11 +509,20 @@ enum Wake {
     Close,
 }
 
+/// A talk session's feed into its stream.
+struct Talk {
+    /// The next RTP sequence number of what goes into the stream.
+    seq: u16,
+    packets: u64,
+}
+
 struct Session {
     rtc: Rtc,
     /// Our candidate's address (what the browser sends to).
     local: SocketAddr,
     media: Tracks,
+    /// Set when the session takes a microphone instead of playing.
+    talk: Option<Talk>,
     /// The stream has video (audio waits for it).
     has_video: bool,
     /// The stream's parameter sets, put before a keyframe that comes without them (a camera
@@ -479,6 +543,21 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     async fn run(
         mut self,
+        webrtc: &WebRtc,
+        shard: &Shard,
+        ssrc: u32,
+        datagrams: LocalReceiver<Datagram>,
+        frames: LocalReceiver<Frame>,
+        closed: oneshot::Receiver<()>,
+        early: Vec<str0m::net::Transmit>,
+    ) -> (End, Option<u64>) {
+        let end = self.turns(webrtc, shard, ssrc, datagrams, frames, closed, early).await;
+        (end, self.talk.map(|t| t.packets))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn turns(
+        &mut self,
         webrtc: &WebRtc,
         shard: &Shard,
         ssrc: u32,
@@ -554,7 +633,10 @@ impl Session {
                 Ok(Output::Event(Event::Connected)) => {
                     self.connected_at = Some(Instant::now());
                     webrtc.counters.borrow_mut().sessions_connected += 1;
-                    tracing::info!(ssrc, "WebRTC viewer connected");
+                    tracing::info!(ssrc, talk = self.talk.is_some(), "WebRTC session connected");
+                    if self.talk.is_some() {
+                        continue;
+                    }
                     // The cached keyframe is decoded at once; a browser shows it once a second
                     // picture follows, so the device is asked for a fresh keyframe too.
                     if let Some(kf) = self.cached.take() {
@@ -564,6 +646,7 @@ impl Session {
                 }
                 Ok(Output::Event(Event::IceConnectionStateChange(IceConnectionState::Disconnected))) => return Err("ICE disconnected"),
                 Ok(Output::Event(Event::Closed)) => return Err("the browser closed DTLS"),
+                Ok(Output::Event(Event::MediaData(d))) => self.talked(shard, ssrc, &d),
                 Ok(Output::Event(Event::KeyframeRequest(_))) => {
                     webrtc.counters.borrow_mut().keyframe_requests += 1;
                     webrtc.ask_keyframe(shard, ssrc);
@@ -581,6 +664,10 @@ impl Session {
     /// at once, then live from the next), audio once live video flows (at once for a stream
     /// without video).
     fn write(&mut self, f: &Frame, from_cache: bool) -> Result<(), str0m::RtcError> {
+        // A talk stream's frames are this session's own microphone.
+        if self.talk.is_some() {
+            return Ok(());
+        }
         if self.connected_at.is_none() {
             if f.codec.is_video() && f.keyframe {
                 self.cached = Some(f.clone());
@@ -622,6 +709,21 @@ impl Session {
             Some(d) => writer.write(pt, now, time, d),
             None => writer.write(pt, now, time, f.data.as_ref()),
         }
+    }
+
+    /// A talk session's microphone: its PCMA into the talk stream as RTP under the stream's
+    /// SSRC, on the browser's clock (anything else the browser sends is not taken).
+    fn talked(&mut self, shard: &Shard, ssrc: u32, d: &str0m::media::MediaData) {
+        let Some(talk) = self.talk.as_mut() else { return };
+        let pcma = self.media.audio.as_ref().filter(|t| t.mid == d.mid).and_then(|t| t.pt(Codec::Pcma));
+        if pcma != Some(d.pt) || d.data.len() > super::audio_feed::TALK_PAYLOAD_BYTES_MAX {
+            return;
+        }
+        let Some(stream) = shard.streams.borrow().get(&ssrc).cloned() else { return };
+        let marker = talk.packets == 0 || d.audio_start_of_talk_spurt;
+        stream.on_local_packet(super::audio_feed::pcma_rtp(ssrc, talk.seq, d.time.numer() as u32, marker, &d.data));
+        talk.seq = talk.seq.wrapping_add(1);
+        talk.packets += 1;
     }
 
     /// A keyframe without its SPS (and PPS, VPS), with the stream's put before it; None when it
@@ -716,7 +818,30 @@ mod tests {
     use crate::sim::browser_offer as offer;
 
     fn negotiated(sdp: &str, video: Option<Codec>) -> Result<Negotiated, WhepError> {
-        negotiate(sdp, ice_creds("0123456789abcdef", "0123456789abcdef0123456789abcdef"), "192.0.2.7:8189".parse().unwrap(), video, Instant::now())
+        negotiated_for(sdp, Want::View(video))
+    }
+
+    fn negotiated_for(sdp: &str, want: Want) -> Result<Negotiated, WhepError> {
+        negotiate(sdp, ice_creds("0123456789abcdef", "0123456789abcdef0123456789abcdef"), "192.0.2.7:8189".parse().unwrap(), want, Instant::now())
+    }
+
+    #[test]
+    fn a_microphone_is_taken_in_pcma_only() {
+        // Chromium's microphone offer: Opus first, G.711 among the rest, no video, sendonly.
+        let mic = offer(&[], &[(111, "opus/48000/2"), (9, "G722/8000"), (0, "PCMU/8000"), (8, "PCMA/8000")]).replace("a=recvonly", "a=sendonly");
+        let n = negotiated_for(&mic, Want::Talk).unwrap();
+        assert!(n.answer.contains("PCMA/8000") && !n.answer.contains("opus") && !n.answer.contains("PCMU"), "{}", n.answer);
+        assert_eq!(n.media.audio.as_ref().and_then(|t| t.pt(Codec::Pcma)).map(|p| *p), Some(8));
+        // Without PCMA nothing a camera takes comes: refused, naming what to offer.
+        let opus = offer(&[], &[(111, "opus/48000/2"), (0, "PCMU/8000")]);
+        assert!(matches!(negotiated_for(&opus, Want::Talk), Err(WhepError::NoCodec(why)) if why.contains("PCMA")));
+        // With video beside it, only the audio is taken; a player's offer (receive only) is
+        // no microphone.
+        let both = offer(&[(102, "H264/90000")], &[(8, "PCMA/8000")]).replace("a=recvonly", "a=sendrecv");
+        let n = negotiated_for(&both, Want::Talk).unwrap();
+        assert!(!n.answer.contains("H264"), "no video is taken: {}", n.answer);
+        let player = offer(&[], &[(8, "PCMA/8000")]);
+        assert!(matches!(negotiated_for(&player, Want::Talk), Err(WhepError::BadOffer(why)) if why.contains("recvonly")));
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! A simulated GB28181 device with four channels for end-to-end tests: it answers catalog
 //! queries and, for each INVITE, sends the test clip (PS over UDP, the offered SSRC) to the
-//! offered address until the call's BYE. Loopback only; every wait bounded.
+//! offered address until the call's BYE. A voice broadcast is answered and INVITEd for as
+//! cameras do it, each channel its own way: the first two take raw PCMA over UDP, the third
+//! over TCP (it listens, `a=setup:passive`), the fourth PS over UDP only. Loopback only; every
+//! wait bounded.
 
 use super::gb_sim::*;
 use super::*;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
@@ -26,8 +30,84 @@ pub enum DeviceEvent {
     Info { body: String },
     /// A voice broadcast's INVITE (ours) was answered: the platform's SDP.
     BroadcastAnswered { sdp: String },
-    /// An RTP packet of a voice broadcast, as received: payload type, SSRC, payload.
-    BroadcastRtp { pt: u8, ssrc: u32, payload: Vec<u8> },
+    /// An RTP packet of a voice broadcast to `channel`, as received: payload type, SSRC, payload.
+    BroadcastRtp { channel: String, pt: u8, ssrc: u32, payload: Vec<u8> },
+}
+
+/// How a channel of the simulated device takes a voice broadcast's audio.
+enum AudioIn {
+    Udp(UdpSocket),
+    /// It listens; the platform connects (RFC 4571 framing).
+    Tcp(TcpListener),
+}
+
+impl AudioIn {
+    /// Binds the way `channel` takes audio, with the SDP media lines that offer it.
+    fn for_channel(channel: &str) -> (AudioIn, String) {
+        if channel == CHANNELS[2] {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            (AudioIn::Tcp(l), format!("m=audio {port} TCP/RTP/AVP 8\r\na=setup:passive\r\na=connection:new\r\na=rtpmap:8 PCMA/8000\r\n"))
+        } else if channel == CHANNELS[3] {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = sock.local_addr().unwrap().port();
+            (AudioIn::Udp(sock), format!("m=audio {port} RTP/AVP 96\r\na=rtpmap:96 PS/90000\r\n"))
+        } else {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = sock.local_addr().unwrap().port();
+            (AudioIn::Udp(sock), format!("m=audio {port} RTP/AVP 8 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:96 PS/90000\r\n"))
+        }
+    }
+
+    /// Takes the audio, each packet an event, until `done`.
+    fn take(self, channel: String, done: Arc<AtomicBool>, events: mpsc::Sender<DeviceEvent>) {
+        let packet = |b: &[u8]| {
+            (b.len() > 12).then(|| DeviceEvent::BroadcastRtp { channel: channel.clone(), pt: b[1] & 0x7F, ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]), payload: b[12..].to_vec() })
+        };
+        let mut buf = [0u8; 2048];
+        match self {
+            AudioIn::Udp(sock) => {
+                sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                while !done.load(Ordering::SeqCst) {
+                    if let Some(e) = sock.recv_from(&mut buf).ok().and_then(|(n, _)| packet(&buf[..n])) {
+                        let _ = events.send(e);
+                    }
+                }
+            }
+            AudioIn::Tcp(listener) => {
+                listener.set_nonblocking(true).unwrap();
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                let mut conn = loop {
+                    match listener.accept() {
+                        Ok((c, _)) => break c,
+                        Err(_) if std::time::Instant::now() < deadline && !done.load(Ordering::SeqCst) => std::thread::sleep(Duration::from_millis(20)),
+                        Err(_) => return,
+                    }
+                };
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                let mut pending = Vec::new();
+                while !done.load(Ordering::SeqCst) {
+                    match conn.read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        Err(_) => continue,
+                    }
+                    // RFC 4571: a 16-bit length before each packet.
+                    while pending.len() >= 2 {
+                        let len = usize::from(u16::from_be_bytes([pending[0], pending[1]]));
+                        if pending.len() < 2 + len {
+                            break;
+                        }
+                        if let Some(e) = packet(&pending[2..2 + len]) {
+                            let _ = events.send(e);
+                        }
+                        pending.drain(..2 + len);
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub fn catalog(sn: &str) -> Vec<u8> {
@@ -66,8 +146,8 @@ pub fn run_device_with(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Ar
     let frames = h264_frames();
     let mut senders: HashMap<String, (String, Arc<AtomicBool>)> = HashMap::new();
     let (ended_tx, ended) = mpsc::channel::<String>();
-    // A voice broadcast's INVITE of ours awaiting its answer: (Call-ID, channel, audio socket).
-    let mut broadcast_invite: Option<(String, String, UdpSocket)> = None;
+    // Voice broadcast INVITEs of ours awaiting their answers: Call-ID → (channel, audio in).
+    let mut broadcast_invites: HashMap<String, (String, AudioIn)> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
         for channel in ended.try_iter() {
             let body = format!(
@@ -79,23 +159,16 @@ pub fn run_device_with(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Ar
         let Some(msg) = sim.recv(Duration::from_millis(100)) else { continue };
         if !msg.is_request() {
             // The answer to a broadcast INVITE: ACK, then take the audio until the BYE.
-            let ours = broadcast_invite.as_ref().is_some_and(|(call, _, _)| msg.call_id().as_deref() == Some(call) && msg.status() == Some(200));
-            if let Some((call, channel, sock)) = broadcast_invite.take_if(|_| ours) {
+            let call = msg.call_id().unwrap_or_default().to_string();
+            // (a provisional answer, 100 Trying, leaves it waiting)
+            let answered = if msg.status() == Some(200) { broadcast_invites.remove(&call) } else { None };
+            if let Some((channel, audio)) = answered {
                 let ack = sim.request("ACK", &call, "", None, b"");
                 sim.send(&ack);
                 events.send(DeviceEvent::BroadcastAnswered { sdp: String::from_utf8_lossy(msg.body()).to_string() }).unwrap();
                 let flag = Arc::new(AtomicBool::new(false));
-                let (done, events) = (flag.clone(), events.clone());
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 2048];
-                    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-                    while !done.load(Ordering::SeqCst) {
-                        if let Some(n) = sock.recv_from(&mut buf).ok().map(|(n, _)| n).filter(|n| *n > 12) {
-                            let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
-                            let _ = events.send(DeviceEvent::BroadcastRtp { pt: buf[1] & 0x7F, ssrc, payload: buf[12..n].to_vec() });
-                        }
-                    }
-                });
+                let (done, events, ch) = (flag.clone(), events.clone(), channel.clone());
+                std::thread::spawn(move || audio.take(ch, done, events));
                 senders.insert(call, (channel, flag));
             }
             continue;
@@ -134,15 +207,14 @@ pub fn run_device_with(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Ar
                     );
                     let m = sim.request("MESSAGE", &format!("bc-resp-{sn}"), "", Some("Application/MANSCDP+xml"), body.as_bytes());
                     sim.send(&m);
-                    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-                    let port = sock.local_addr().unwrap().port();
+                    let (audio, media) = AudioIn::for_channel(&channel);
                     let sdp = format!(
-                        "v=0\r\no={channel} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 8 96\r\na=recvonly\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:96 PS/90000\r\ny=0100000123\r\nf=v/////a/1/8/1\r\n"
+                        "v=0\r\no={channel} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{media}a=recvonly\r\ny=0100000123\r\nf=v/////a/1/8/1\r\n"
                     );
                     let call = format!("bc-invite-{sn}");
                     let invite = sim.request("INVITE", &call, &format!("Subject: {source}:0,{channel}:0\r\n"), Some("Application/SDP"), sdp.as_bytes());
                     sim.send(&invite);
-                    broadcast_invite = Some((call, channel, sock));
+                    broadcast_invites.insert(call, (channel, audio));
                 }
                 if text.contains("<CmdType>Catalog</CmdType>") {
                     let sn = gmv::proto::sip::manscdp::element(&text, "SN").unwrap_or("1").to_string();

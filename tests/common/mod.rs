@@ -598,20 +598,39 @@ pub fn read_response(s: &mut impl Read) -> (String, Vec<u8>) {
     (head, body)
 }
 
-/// Plays `path` of the engine over WebRTC in headless Chromium (tests/browser/whep_check.mjs,
-/// run with `env`: VANISH, ZLM), listening `seconds`: what the browser measured, as JSON.
-/// Needs chromium and `npm ci` in tests/browser.
-pub fn whep_in_chromium(engine: &Engine, path: &str, seconds: u32, env: &[(&str, &str)]) -> serde_json::Value {
+/// Runs `tests/browser/{script}` with node, its arguments and `env`: its last line of output
+/// as JSON (a script prints what the browser did and measured there). Needs chromium and
+/// `npm ci` in tests/browser.
+pub fn browser_script(script: &str, args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> serde_json::Value {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
     let out = Command::new("node")
+        .env("KEY", TOKEN)
         .envs(env.iter().copied())
-        .arg(format!("{dir}/whep_check.mjs"))
-        .arg(format!("http://{}/", engine.http))
-        .arg(format!("http://{}{path}", engine.http))
-        .arg(seconds.to_string())
+        .arg(format!("{dir}/{script}"))
+        .args(args)
         .current_dir(dir)
         .output()
         .expect("node (npm ci in tests/browser)");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_else(|_| panic!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)))
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_else(|_| panic!("{stdout}\n{stderr}"));
+    if v["ok"] != true {
+        v["stderr"] = stderr.lines().rev().take(20).collect::<Vec<_>>().into();
+    }
+    v
+}
+
+/// Plays `path` of the engine over WebRTC in headless Chromium (tests/browser/whep_check.mjs,
+/// run with `env`: VANISH, ZLM), listening `seconds`: what the browser measured, as JSON.
+pub fn whep_in_chromium(engine: &Engine, path: &str, seconds: u32, env: &[(&str, &str)]) -> serde_json::Value {
+    let (page, url, seconds) = (format!("http://{}/", engine.http), format!("http://{}{path}", engine.http), seconds.to_string());
+    browser_script("whep_check.mjs", &[page.as_ref(), url.as_ref(), seconds.as_ref()], env)
+}
+
+/// Talks into `path` of the engine over WHIP from headless Chromium whose microphone plays
+/// `wav` (tests/browser/whip_check.mjs, with the admin key and `env`: VANISH), for `seconds`:
+/// what the browser did and measured, as JSON.
+pub fn whip_in_chromium(engine: &Engine, path: &str, wav: &Path, seconds: u32, env: &[(&str, &str)]) -> serde_json::Value {
+    let (page, url, seconds) = (format!("http://{}/", engine.http), format!("http://{}{path}", engine.http), seconds.to_string());
+    browser_script("whip_check.mjs", &[page.as_ref(), url.as_ref(), wav.as_os_str(), seconds.as_ref()], env)
 }
