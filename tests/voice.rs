@@ -337,11 +337,11 @@ fn talk_from_chromiums_microphone_reaches_the_device_and_ends_with_the_browser()
 }
 
 #[test]
-fn push_to_talk_in_the_console_reaches_the_camera_as_the_microphones_tone() {
+fn push_to_talk_in_the_console_reaches_the_camera_and_its_sound_comes_back_in_the_tile() {
     let engine = Engine::start(1, "");
-    let (events, stop, device) = registered_device(&engine);
+    let (events, stop, device) = registered_talking_device(&engine);
     let tone = microphone_tone();
-    let channel = CHANNELS[0];
+    let channel = TALKING_CHANNEL;
     let shots = work_dir().join("shots");
     std::fs::create_dir_all(&shots).unwrap();
     let page = format!("http://{}/", engine.http);
@@ -354,6 +354,9 @@ fn push_to_talk_in_the_console_reaches_the_camera_as_the_microphones_tone() {
     assert!(v["target_while_talking"].as_str().unwrap_or_default().contains("the camera is listening"), "{v}");
     assert!(v["target_after"].as_str().unwrap_or_default().contains("ended: the talk ended"), "{v}");
     assert_eq!(v["button_zh"], "按住说话", "{v}");
+    // Both ways: the camera's own sound (its 600 Hz) plays in its tile over WebRTC meanwhile.
+    let peaks: Vec<u64> = v["heard"]["peaks"].as_array().map(|a| a.iter().filter_map(|p| p.as_u64()).collect()).unwrap_or_default();
+    assert!(peaks.len() >= 4 && peaks.iter().all(|p| p.abs_diff(u64::from(DEVICE_SOUND_HZ)) <= 12), "the camera's tone in the tile: {v}");
 
     // The camera heard the microphone's tone, then got its BYE.
     let got = received_until_byes(&events, &[channel], Duration::from_secs(10));

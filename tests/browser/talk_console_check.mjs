@@ -1,7 +1,9 @@
 // Push-to-talk in the gmv console, in headless Chromium whose microphone is the fake capture
 // device playing a tone file: sign in, play a device's channel in the wall, select its tile,
-// hold "Hold to talk" for SECONDS while reading the status line, the level meter and the
-// camera's state, release, and read what the console says after. Screenshots at desktop and
+// hold "Hold to talk" for SECONDS while reading the status line, the level meter, the
+// camera's state and the camera's own sound in its tile (both ways: the strongest frequencies
+// of the tile's audio track, heard through Web Audio), release, and read what the console says
+// after. Screenshots at desktop and
 // phone width go to SHOTS_DIR. Every wait has a deadline.
 // Usage: node talk_console_check.mjs CONSOLE_URL API_KEY DEVICE_ID CHANNEL_ID TONE_WAV [SECONDS]
 // Prints JSON {ok, ...} as its last line.
@@ -64,6 +66,32 @@ try {
     await page.waitForTimeout(200);
   }
   result.level_max = levelMax;
+  // The camera's sound, from its tile, while we talk.
+  result.heard = await page.evaluate(async () => {
+    const v = document.querySelector('[data-testid=tile-0] video');
+    const tracks = v && v.srcObject ? v.srcObject.getAudioTracks() : [];
+    if (!tracks.length) return { tracks: 0 };
+    // Chromium feeds a remote track to Web Audio once a media element plays it.
+    const audio = new Audio();
+    audio.srcObject = new MediaStream(tracks);
+    audio.play().catch(() => {});
+    const ctx = new AudioContext();
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 8192;
+    ctx.createMediaStreamSource(new MediaStream(tracks)).connect(analyser);
+    const bins = new Float32Array(analyser.frequencyBinCount);
+    const peaks = [];
+    for (let i = 0; i < 12; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      analyser.getFloatFrequencyData(bins);
+      let best = 1;
+      for (let j = 1; j < bins.length; j++) if (bins[j] > bins[best]) best = j;
+      if (bins[best] > -80) peaks.push(Math.round(best * ctx.sampleRate / analyser.fftSize));
+    }
+    audio.pause();
+    ctx.close();
+    return { tracks: tracks.length, peaks };
+  });
   await page.waitForSelector(`[data-testid=talk-target-${channel}]`, { timeout: 5000 });
   result.target_while_talking = await page.textContent(`[data-testid=talk-target-${channel}]`);
   result.button_on = await page.evaluate(() => document.querySelector('[data-testid=talk-button]').classList.contains('on'));

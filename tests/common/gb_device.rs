@@ -15,6 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+/// A camera with a microphone (listed by `registered_talking_device` only): its stream carries
+/// the device's sound, a `DEVICE_SOUND_HZ` tone in G.711 A-law, beside the video.
+pub const TALKING_CHANNEL: &str = "34020000001310000005";
+pub const DEVICE_SOUND_HZ: u32 = 600;
+
 pub const CHANNELS: [&str; 4] = ["34020000001310000001", "34020000001310000002", "34020000001310000003", "34020000001310000004"];
 
 #[derive(Debug)]
@@ -235,14 +240,23 @@ pub fn run_device_with(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Ar
                 );
                 sim.reply(&msg, 200, "OK", &format!("Contact: <sip:{channel}@{}>\r\n", sim.local()), Some(("Application/SDP", answer.as_bytes())));
                 let flag = Arc::new(AtomicBool::new(false));
-                let (packets, done) = (gmv::sim::ps_rtp_packets(&frames, ssrc), flag.clone());
+                let clip = match channel == TALKING_CHANNEL {
+                    true => gmv::sim::interleave(frames.clone(), gmv::sim::g711_frames(gmv::proto::frame::Codec::Pcma, &std::fs::read(device_sound_clip()).unwrap(), 1000 / FPS)),
+                    false => frames.clone(),
+                };
+                let is_video: Vec<bool> = clip.iter().map(|f| f.codec.is_video()).collect();
+                let (packets, done) = (gmv::sim::ps_rtp_packets(&clip, ssrc), flag.clone());
                 let (ended_tx, ended_channel) = (ended_tx.clone(), channel.clone());
                 std::thread::spawn(move || {
                     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
                     while !done.load(Ordering::SeqCst) {
-                        for frame in &packets {
+                        for (frame, video) in packets.iter().zip(&is_video) {
                             for p in frame {
                                 let _ = sock.send_to(p, to);
+                            }
+                            // A frame time after each picture (the sound's frames are as long).
+                            if !video {
+                                continue;
                             }
                             std::thread::sleep(Duration::from_millis(1000 / u64::from(FPS)));
                             if done.load(Ordering::SeqCst) {
@@ -298,6 +312,26 @@ pub fn watch(url: &str, out: &str) -> Vec<u8> {
 
 /// The simulated device registered to the control, its catalog taken: its events, what stops
 /// it, its thread.
+/// `registered_device` with `TALKING_CHANNEL` beside the four.
+pub fn registered_talking_device(control: &Engine) -> (mpsc::Receiver<DeviceEvent>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let mut sim = Sim::new(control.sip);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let (events_tx, events) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut channels = default_channels();
+    channels.push((TALKING_CHANNEL.to_string(), "talking cam".to_string()));
+    let n = channels.len();
+    let device = {
+        let stop = stop.clone();
+        std::thread::spawn(move || run_device_with(sim, events_tx, stop, channels))
+    };
+    wait_for("catalog", Duration::from_secs(15), || {
+        let (_, v) = control.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+        (v["channels"].as_array().map(Vec::len) == Some(n)).then_some(())
+    });
+    (events, stop, device)
+}
+
 pub fn registered_device(control: &Engine) -> (mpsc::Receiver<DeviceEvent>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
     let (events, stop, device, _) = registered_device_and_sender(control);
     (events, stop, device)

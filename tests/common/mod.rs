@@ -88,6 +88,12 @@ pub fn alaw_clip() -> &'static Path {
     ffmpeg_clip(&CLIP, "clip.alaw", &["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=8000", "-t", "4", "-c:a", "pcm_alaw", "-f", "alaw"])
 }
 
+/// 4 s of the simulated device's own sound (`gb_device::DEVICE_SOUND_HZ`) as G.711 A-law.
+pub fn device_sound_clip() -> &'static Path {
+    static CLIP: OnceLock<PathBuf> = OnceLock::new();
+    ffmpeg_clip(&CLIP, "device-sound.alaw", &["-f", "lavfi", "-i", "sine=frequency=600:sample_rate=8000", "-t", "4", "-c:a", "pcm_alaw", "-f", "alaw"])
+}
+
 /// 4 s of a tone as ADTS AAC-LC, 16 kHz mono.
 pub fn aac_clip() -> &'static Path {
     static CLIP: OnceLock<PathBuf> = OnceLock::new();
