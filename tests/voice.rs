@@ -332,6 +332,21 @@ fn talk_from_chromiums_microphone_reaches_the_device_and_ends_with_the_browser()
     let got = received_until_byes(&events, &[channel], Duration::from_secs(20));
     assert!(!got[channel].0.is_empty() && got[channel].1, "audio, then a BYE after the browser vanished");
     wait_for("the talk stream closed", Duration::from_secs(5), || (engine.request("GET", "/api/streams", "").1["total"] == 0).then_some(()));
+
+    // One microphone to a group: two channels, one of them over TCP (the device listens).
+    let group = [CHANNELS[0], CHANNELS[2]];
+    let path = format!("/whip/broadcast?channels={}", group.map(|c| format!("{DEVICE}:{c}")).join(","));
+    let out = whip_in_chromium(&engine, &path, &tone, 3, &[]);
+    assert_eq!((out["post_status"].as_u64(), out["delete_status"].as_u64()), (Some(201), Some(200)), "{out}");
+    let got = received_until_byes(&events, &group, Duration::from_secs(10));
+    for channel in group {
+        let (packets, bye) = &got[channel];
+        assert!(bye, "channel {channel}: the BYE once the browser left");
+        let alaw: Vec<u8> = packets.iter().flat_map(|(_, _, p)| p.iter().copied()).collect();
+        let at = tone_share_median(&ffmpeg_decode_alaw(&alaw), 1000.0);
+        assert!(alaw.len() >= 8_000 * 2 && at > 0.8, "channel {channel}: {} samples, {at:.3} at 1 kHz", alaw.len());
+    }
+    wait_for("the group's talk stream closed", Duration::from_secs(5), || (engine.request("GET", "/api/streams", "").1["total"] == 0).then_some(()));
     stop.store(true, Ordering::SeqCst);
     device.join().unwrap();
 }
