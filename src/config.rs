@@ -462,13 +462,46 @@ pub struct RecordConfig {
     pub all: bool,
     /// A recording file is closed and a new one begun at the first keyframe after this long.
     pub rotate_s: u64,
+    /// What `data_dir/records` may hold; nothing is deleted unless a rule is set.
+    pub retention: RetentionConfig,
 }
 
 impl Default for RecordConfig {
     fn default() -> Self {
-        RecordConfig { all: false, rotate_s: 600 }
+        RecordConfig { all: false, rotate_s: 600, retention: RetentionConfig::default() }
     }
 }
+
+/// Retention of the recordings (`data_dir/records`; downloads are kept): the oldest closed
+/// files are deleted while any rule is broken, never a file being written. 0 turns a rule off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Recordings that ended longer ago than this are deleted.
+    pub max_age_days: u64,
+    /// The recordings take at most this many bytes.
+    pub max_used_bytes: u64,
+    /// The file system keeps at least this many bytes free.
+    pub min_free_bytes: u64,
+    /// How often the rules are checked.
+    pub interval_s: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { max_age_days: 0, max_used_bytes: 0, min_free_bytes: 0, interval_s: 10 }
+    }
+}
+
+impl RetentionConfig {
+    pub fn any(&self) -> bool {
+        self.max_age_days > 0 || self.max_used_bytes > 0 || self.min_free_bytes > 0
+    }
+}
+
+/// `record.retention.max_used_bytes` below this would leave nothing but the file being
+/// written: refused as a mistake.
+pub const RETENTION_USED_BYTES_MIN: u64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -570,7 +603,7 @@ pub enum SsrcCheck {
 impl Config {
     /// Every number an operator sets that has an upper bound: (key, value, most). A limit on
     /// everything: a typo of a few zeros must not become a queue or a timer without end.
-    fn over_their_bounds(&self) -> [(&'static str, u64, u64); 17] {
+    fn over_their_bounds(&self) -> [(&'static str, u64, u64); 19] {
         const DAY_S: u64 = 86_400;
         let n = |v: usize| v as u64;
         [
@@ -591,6 +624,8 @@ impl Config {
             ("hls.segments_max", n(self.hls.segments_max), 100),
             ("hls.idle_timeout_s", self.hls.idle_timeout_s, DAY_S),
             ("record.rotate_s", self.record.rotate_s, DAY_S),
+            ("record.retention.max_age_days", self.record.retention.max_age_days, 36_500),
+            ("record.retention.interval_s", self.record.retention.interval_s, DAY_S),
         ]
     }
 
@@ -1012,6 +1047,16 @@ impl Config {
         if self.record.rotate_s == 0 {
             return invalid("record.rotate_s must be > 0");
         }
+        let retention = &self.record.retention;
+        if retention.interval_s == 0 {
+            return invalid("record.retention.interval_s must be > 0");
+        }
+        if retention.max_used_bytes > 0 && retention.max_used_bytes < RETENTION_USED_BYTES_MIN {
+            return invalid(&format!(
+                "record.retention.max_used_bytes is {}: below {RETENTION_USED_BYTES_MIN} it would delete every recording but the one being written (0 turns the rule off)",
+                retention.max_used_bytes
+            ));
+        }
         if let Some((key, value, max)) = self.over_their_bounds().into_iter().find(|(_, v, max)| v > max) {
             return invalid(&format!("{key} is {value}; at most {max}"));
         }
@@ -1091,6 +1136,17 @@ mod tests {
         assert!(refused("registry:\n  lease_s: 1\n").contains("registry.lease_s must be 2..=120"));
         assert!(refused("sip:\n  listen: \"\"\nregistry:\n  postgres: \"host=db\"\n").contains("needs sip.listen"));
         assert!(refused("registry:\n  postgres: \"host=db nonsense\"\n").contains("registry.postgres"));
+    }
+
+    #[test]
+    fn retention_rules_that_would_delete_everything_are_refused() {
+        let ok = Config::from_yaml("record:\n  retention:\n    max_age_days: 30\n    max_used_bytes: 1073741824\n").unwrap();
+        assert!(ok.record.retention.any() && !Config::default().record.retention.any());
+        let refused = |yaml: &str| Config::from_yaml(yaml).unwrap_err().to_string();
+        assert!(refused("record:\n  retention:\n    max_used_bytes: 4096\n").contains("would delete every recording"));
+        assert!(refused("record:\n  retention:\n    interval_s: 0\n").contains("interval_s must be > 0"));
+        assert!(refused("record:\n  retention:\n    max_age_days: 100000\n").contains("max_age_days"));
+        assert!(refused("record:\n  retention:\n    keep: 3\n").contains("keep"), "unknown keys");
     }
 
     #[test]

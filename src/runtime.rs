@@ -478,6 +478,17 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                     let data_dir = shard.config.data_dir.clone();
                     glommio::executor().spawn_blocking(move || crate::shard::record::recover(&data_dir)).await;
                     shard.open_static_streams().await;
+                    let rules = shard.config.record.retention.clone();
+                    if rules.any() {
+                        let records = crate::shard::record::records_dir(&shard.config.data_dir);
+                        let events = front.control.as_ref().map(|c| c.events.clone());
+                        glommio::spawn_local(crate::shard::retention::run(records, rules, shard.retention.clone(), move |report| {
+                            if let Some(events) = &events {
+                                events.publish("recordings_deleted", None, None, serde_json::json!(report));
+                            }
+                        }))
+                        .detach();
+                    }
                     glommio::spawn_local(reload_loop(shard.clone(), front.control.clone(), config_path)).detach();
                 }
                 {

@@ -148,41 +148,57 @@ fn record_all_rotates_files_by_duration() {
     assert_eq!(ffprobe(&local).frames, 25, "each rotated file stands alone");
 }
 
-/// A disk that fills up (here: a file size limit, so that writes past it fail as they do on a
-/// full disk) stops the recorder at its first failed write: the API says so, the log says it
-/// once, and the stream goes on for its viewers.
-#[test]
-fn a_full_disk_stops_the_recorder_and_says_so_once() {
-    let engine = Engine::start_limited(1, "", "record:\n  all: true\n", "", None, Some(160 * 1024));
-    let s = engine.open_stream(json!({}));
-    let id = s["stream_id"].as_str().unwrap().to_string();
-    let clip = h264_frames();
-    let span = clip.len() as u64 * 3600;
-    // One camera socket throughout: the stream is locked to its source.
-    let sock = udp_sender();
-    // The clip again and again, later in time, in one run of sequence numbers.
-    const LAPS_MAX: u64 = 14;
-    let frames: Vec<_> = (0..LAPS_MAX)
-        .flat_map(|lap| clip.iter().map(move |f| gmv::proto::frame::Frame { pts: f.pts + lap * span, dts: f.dts + lap * span, ..f.clone() }))
-        .collect();
-    let packets = gmv::sim::ps_rtp_packets(&frames, s["ssrc"].as_u64().unwrap() as u32);
-    // Sends lap `lap`; the engine has taken it all when this returns.
-    let push_lap = |lap: u64| {
-        let lap_packets = &packets[lap as usize * clip.len()..(lap as usize + 1) * clip.len()];
-        let sent: u64 = lap_packets.iter().map(|f| f.len() as u64).sum();
-        let before = engine.stream(&id)["packets"].as_u64().unwrap();
-        for frame in lap_packets {
-            for p in frame {
-                sock.send_to(p, format!("127.0.0.1:{}", s["port"])).unwrap();
+/// The test clip sent again and again, each lap later in time, from one camera socket (the
+/// stream is locked to its source) in one run of sequence numbers.
+struct Laps {
+    sock: std::net::UdpSocket,
+    sender: std::cell::RefCell<gmv::sim::PsRtpSender>,
+    clip: Vec<gmv::proto::frame::Frame>,
+    to: String,
+    stream_id: String,
+}
+
+impl Laps {
+    fn new(stream: &serde_json::Value) -> Laps {
+        let ssrc = stream["ssrc"].as_u64().unwrap() as u32;
+        let sender = std::cell::RefCell::new(gmv::sim::PsRtpSender::new(Codec::H264, None, ssrc));
+        let (to, stream_id) = (format!("127.0.0.1:{}", stream["port"]), stream["stream_id"].as_str().unwrap().to_string());
+        Laps { sock: udp_sender(), sender, clip: h264_frames(), to, stream_id }
+    }
+
+    /// Sends lap `lap` (4 s of media in about 0.2 s); the engine has taken it all on return.
+    fn push(&self, engine: &Engine, lap: u64) {
+        let span = self.clip.len() as u64 * 3600;
+        let before = engine.stream(&self.stream_id)["packets"].as_u64().unwrap();
+        let mut sent = 0;
+        for f in &self.clip {
+            let f = gmv::proto::frame::Frame { pts: f.pts + lap * span, dts: f.dts + lap * span, ..f.clone() };
+            for p in self.sender.borrow_mut().packets(&f) {
+                self.sock.send_to(&p, &self.to).unwrap();
+                sent += 1;
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        engine.wait_packets(&id, before + sent);
-    };
+        engine.wait_packets(&self.stream_id, before + sent);
+    }
+}
+
+/// A disk that fills up (here: a file size limit, so that writes past it fail as they do on a
+/// full disk) stops the recorder at its first failed write: the API says so, the log says it
+/// once, and the stream goes on for its viewers. Then the recorder starts again by itself (a
+/// new file, which the limit lets through as freed space would), with no API call.
+#[test]
+fn a_full_disk_stops_the_recorder_says_so_once_and_it_starts_again_by_itself() {
+    let engine = Engine::start_limited(1, "", "record:\n  all: true\n", "", None, Some(160 * 1024));
+    let s = engine.open_stream(json!({}));
+    let id = s["stream_id"].as_str().unwrap().to_string();
+    let laps = Laps::new(&s);
+    let push_lap = |lap: u64| laps.push(&engine, lap);
     // The file outgrows the limit within a few laps.
+    const LAPS_TO_FAIL_MAX: u64 = 12;
     let mut lap = 0;
     let failed = loop {
-        assert!(lap < LAPS_MAX - 2, "the recorder never failed: {}", engine.stream(&id));
+        assert!(lap < LAPS_TO_FAIL_MAX, "the recorder never failed: {}", engine.stream(&id));
         push_lap(lap);
         lap += 1;
         let info = engine.stream(&id);
@@ -192,16 +208,66 @@ fn a_full_disk_stops_the_recorder_and_says_so_once() {
     };
     assert_eq!(failed["recording"], false, "{failed}");
     assert!(failed["record_error"].as_str().unwrap().contains(".mp4"), "{failed}");
-    // More media: the stream still takes it, the recorder stays stopped and quiet.
+    // More media: the stream still takes it, the recorder stays stopped and quiet for a while.
     push_lap(lap);
     push_lap(lap + 1);
+    lap += 2;
     let info = engine.stream(&id);
     assert_eq!((info["recording"].as_bool(), info["frames"].as_u64() > failed["frames"].as_u64()), (Some(false), true), "{info}");
     let log = engine.log_text();
     assert_eq!(log.matches("recording stopped").count(), 1, "{log}");
     assert!(log.matches("fragment dropped").count() <= 1, "{log}");
-    // Asked again (once the disk is fixed), it tries afresh.
-    let (status, v) = engine.request("POST", &format!("/api/streams/{id}/record"), "");
-    assert_eq!((status, v["changed"].as_bool()), (200, Some(true)), "{v}");
-    assert!(engine.stream(&id)["record_error"].is_null());
+    // Its retry (10 s after) opens a new file, which the limit lets through: recording again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let resumed = loop {
+        assert!(Instant::now() < deadline, "the recorder did not start again: {}", engine.stream(&id));
+        push_lap(lap);
+        lap += 1;
+        let info = engine.stream(&id);
+        if info["record_error"].is_null() && info["recording"] == true {
+            break info;
+        }
+    };
+    assert_ne!(resumed["record_file"], failed["record_file"], "a new file: {resumed}");
+    assert!(engine.log_text().contains("recording tries a new file after a failed write"));
+}
+
+/// The bytes of every file in the engine's recordings directory.
+fn records_bytes(engine: &Engine) -> u64 {
+    let dir = engine.data_dir.join("records");
+    std::fs::read_dir(dir).map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+}
+
+/// Retention by space: a stream recorded in 1 s files fills past `max_used_bytes` (1 MiB) many
+/// times over; the oldest closed files go, recording never stops, the directory stays near the
+/// limit, and the API and an event say what went.
+#[test]
+fn retention_keeps_the_recordings_under_their_limit_without_stopping_the_recorder() {
+    const LIMIT: u64 = 1 << 20;
+    let engine = Engine::start(1, &format!("record:\n  all: true\n  rotate_s: 1\n  retention:\n    max_used_bytes: {LIMIT}\n    interval_s: 1\n"));
+    let s = engine.open_stream(json!({}));
+    let id = s["stream_id"].as_str().unwrap().to_string();
+    let laps = Laps::new(&s);
+    let mut most = 0;
+    const LAPS: u64 = 60;
+    for lap in 0..LAPS {
+        laps.push(&engine, lap);
+        let info = engine.stream(&id);
+        assert!(info["record_error"].is_null() && info["recording"] == true, "lap {lap}: {info}");
+        most = most.max(records_bytes(&engine));
+    }
+    let (_, r) = engine.request("GET", "/api/retention", "");
+    let deleted = r["deleted_files_total"].as_u64().unwrap_or(0);
+    assert!(deleted > 0 && r["rules"]["max_used_bytes"] == LIMIT, "{r}");
+    // Recorded well past the limit all along (the files written), yet near it at any time: a
+    // pass a second deletes what went over (a second of recording at most, and the files
+    // being written).
+    let (_, listed) = engine.request("GET", &format!("/api/records?stream={id}&limit=1000"), "");
+    let written: u64 = listed["records"].as_array().unwrap().iter().map(|r| r["bytes"].as_u64().unwrap_or(0)).sum::<u64>() + r["deleted_bytes_total"].as_u64().unwrap();
+    assert!(written > 2 * LIMIT, "recorded {written} bytes in all");
+    assert!(most < LIMIT + LIMIT / 2, "the directory held {most} bytes at most");
+    wait_for("a pass after the last lap", Duration::from_secs(5), || (records_bytes(&engine) <= LIMIT).then_some(()));
+    let (_, events) = engine.request("GET", "/api/events?since=0&kind=recordings_deleted", "");
+    let events = events["events"].as_array().cloned().unwrap_or_default();
+    assert!(!events.is_empty() && events.iter().all(|e| e["data"]["why"] == "max_used" && e["data"]["deleted_files"].as_u64() > Some(0)), "{events:?}");
 }

@@ -102,6 +102,8 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
             None => not_found(),
         },
         ("GET", ["api", "records"]) => (200, list_records(shard, &head).await),
+        // Retention of the recordings: its rules, its last pass, what it deleted since start.
+        ("GET", ["api", "retention"]) => (200, json!(*shard.retention.borrow())),
         ("POST", ["api", "play-tokens"]) => super::play_tokens::issue(shard, &head, &body, conn.peer_ip()),
         ("GET", ["api", "config"]) => (200, redacted_config(&shard.config)),
         ("GET", ["api", "shards"]) => (200, json!({ "rtp_port": shard.config.rtp.port, "shards": shard.shard_stats().await })),

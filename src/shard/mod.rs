@@ -9,6 +9,7 @@ pub mod msg;
 pub mod pipeline;
 pub mod ports;
 pub mod record;
+pub mod retention;
 pub mod rtp_send;
 pub mod recv_batch;
 pub mod service;
@@ -117,6 +118,8 @@ pub struct Shard {
     pub viewers_refused_per_address: std::cell::Cell<u64>,
     /// WebRTC playback (media shards, when `webrtc.enabled`): the shard's socket and sessions.
     pub webrtc: std::cell::OnceCell<Rc<webrtc::WebRtc>>,
+    /// On the control executor: the recordings' retention, as the API shows it.
+    pub retention: Rc<RefCell<retention::RetentionStatus>>,
 }
 
 /// A media shard's figures at one instant: packet counters (closed streams' included, so they
@@ -190,6 +193,7 @@ impl Shard {
             retired: Default::default(),
             viewers_refused_per_address: Default::default(),
             webrtc: Default::default(),
+            retention: Default::default(),
         }
     }
 

@@ -41,6 +41,10 @@ impl RecordWriters {
 
 /// Fragments waiting for the disk; a fuller queue drops fragments (counted), never blocks.
 pub const RECORD_QUEUE_FRAGMENTS_MAX: usize = 32;
+/// A recorder stopped by a failed write (a full disk) tries a new file this long after, at a
+/// keyframe, again and again: it records again by itself once space returns (retention, or
+/// an operator, freed some).
+pub const RECORD_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RecordInfo {
@@ -75,8 +79,12 @@ pub struct Recorder {
     /// Set by the writer on its first failed write (a full disk, a removed directory): the
     /// recorder then stops for good, instead of queueing fragments nobody writes.
     write_error: Rc<std::cell::RefCell<Option<String>>>,
-    /// Why this recorder stopped on its own; it records nothing more.
+    /// Why this recorder stopped on its own; it records nothing more until a retry works
+    /// (`RECORD_RETRY_INTERVAL`; continuous recordings only).
     pub error: Option<String>,
+    /// When it stopped, and how many retries failed since it last wrote a file whole.
+    error_at: Option<std::time::Instant>,
+    retries_failed: u32,
     dir: PathBuf,
     stream_id: String,
     /// The file's name without `.mp4` when fixed (a download); else `{stream_id}_{unix_ms}`.
@@ -111,6 +119,8 @@ impl Recorder {
             writers,
             write_error: Default::default(),
             error: None,
+            error_at: None,
+            retries_failed: 0,
             dir,
             stream_id,
             stem,
@@ -131,20 +141,46 @@ impl Recorder {
         self.file.is_some() // a write error takes the file away
     }
 
-    /// Stops for good after the writer failed: the open file is abandoned (the writer has
-    /// gone), nothing more is queued, the error stays for the API. Logged once.
+    /// Stops after the writer failed: the open file is abandoned (the writer has gone),
+    /// nothing more is queued, the error stays for the API until a retry works. Logged once
+    /// (failed retries at powers of two).
     fn check_writer(&mut self) -> bool {
         if self.error.is_some() {
             return false;
         }
         let Some(error) = self.write_error.borrow().clone() else { return true };
-        tracing::error!(stream_id = %self.stream_id, %error, "recording stopped: the file could not be written (disk full?); start it again once fixed");
+        let retry = if self.stem.is_none() { format!("; it tries again every {} s", RECORD_RETRY_INTERVAL.as_secs()) } else { String::new() };
+        match self.retries_failed {
+            0 => tracing::error!(stream_id = %self.stream_id, %error, "recording stopped: the file could not be written (disk full?){retry}"),
+            n if n.is_power_of_two() => tracing::warn!(stream_id = %self.stream_id, %error, retries_failed = n, "recording still cannot write"),
+            _ => {}
+        }
         self.error = Some(error);
+        self.error_at = Some(std::time::Instant::now());
         self.file = None;
         false
     }
 
+    /// A continuous recording stopped by a failed write starts a new file at this keyframe
+    /// when it waited `RECORD_RETRY_INTERVAL` (a download's file is not begun afresh: its
+    /// resume does that).
+    fn retry_due(&mut self, frame: &Frame) -> bool {
+        let due = self.error_at.is_some_and(|at| at.elapsed() >= RECORD_RETRY_INTERVAL);
+        if self.error.is_none() || self.stem.is_some() || !frame.keyframe || !frame.codec.is_video() || !due {
+            return false;
+        }
+        if self.error_at.take().is_some() && self.write_error.borrow_mut().take().is_some() {
+            self.retries_failed += 1;
+        }
+        tracing::info!(stream_id = %self.stream_id, "recording tries a new file after a failed write");
+        self.error = None;
+        true
+    }
+
     pub fn push(&mut self, frame: &Frame) {
+        if self.error.is_some() && !self.retry_due(frame) {
+            return;
+        }
         if !self.check_writer() {
             return;
         }
@@ -257,6 +293,8 @@ impl Recorder {
             return;
         }
         let Some(mut f) = self.file.take() else { return };
+        // Written whole so far: a stop after this is a new one, logged as such.
+        self.retries_failed = 0;
         if let Some(fragment) = f.muxer.flush() {
             let _ = f.tx.try_send(Write::Data(fragment));
         }

@@ -1,0 +1,288 @@
+//! Retention of the recordings (`data_dir/records`), so recording never fills the disk: every
+//! `record.retention.interval_s` the control executor has a blocking thread scan the directory
+//! and delete the oldest closed recordings (file and sidecar) while a rule is broken: older
+//! than `max_age_days`, more than `max_used_bytes` in all, less than `min_free_bytes` free on
+//! the file system. A file being written (no sidecar yet) is never deleted. A pass deletes at
+//! most `RETENTION_DELETES_PER_PASS_MAX` files, so the disk is never flooded with unlinks;
+//! a backlog goes over several passes. Downloads (`data_dir/downloads`) are the operator's and
+//! are kept. The planning is a pure function of what the scan found (`plan`).
+
+use crate::config::RetentionConfig;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// Files deleted at most in one pass.
+pub const RETENTION_DELETES_PER_PASS_MAX: usize = 64;
+/// Directory entries a pass reads at most: 30 days of 10-minute files from 100 cameras are
+/// 432,000 recordings, twice as many entries with their sidecars. Past this, what the read
+/// did not reach waits for a later pass.
+pub const RETENTION_SCAN_ENTRIES_MAX: usize = 2_000_000;
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// A closed recording, as retention sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The `.mp4` file's name.
+    pub file: String,
+    pub start_unix_ms: u64,
+    pub end_unix_ms: u64,
+    /// The file's and its sidecar's bytes.
+    pub bytes: u64,
+}
+
+/// Why a file goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Why {
+    MaxAge,
+    MaxUsed,
+    MinFree,
+}
+
+/// What the directory holds now: every file's bytes (those being written too) and the file
+/// system's free bytes (None when not known: the free-space rule is not applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub used_bytes: u64,
+    pub free_bytes: Option<u64>,
+}
+
+/// Which candidates (oldest first, as sorted by start) to delete, and why: from the oldest on,
+/// while the oldest left breaks a rule, up to `RETENTION_DELETES_PER_PASS_MAX`.
+pub fn plan(candidates: &[Candidate], rules: &RetentionConfig, now_unix_ms: u64, usage: Usage) -> Vec<(usize, Why)> {
+    debug_assert!(candidates.windows(2).all(|w| w[0].start_unix_ms <= w[1].start_unix_ms), "oldest first");
+    let (mut used, mut free) = (usage.used_bytes, usage.free_bytes);
+    let oldest_kept_end = now_unix_ms.saturating_sub(rules.max_age_days.saturating_mul(DAY_MS));
+    let mut out = Vec::new();
+    for (i, c) in candidates.iter().enumerate() {
+        if out.len() >= RETENTION_DELETES_PER_PASS_MAX {
+            break;
+        }
+        let why = if rules.max_age_days > 0 && c.end_unix_ms < oldest_kept_end {
+            Why::MaxAge
+        } else if rules.max_used_bytes > 0 && used > rules.max_used_bytes {
+            Why::MaxUsed
+        } else if rules.min_free_bytes > 0 && free.is_some_and(|f| f < rules.min_free_bytes) {
+            Why::MinFree
+        } else {
+            break;
+        };
+        used = used.saturating_sub(c.bytes);
+        free = free.map(|f| f.saturating_add(c.bytes));
+        out.push((i, why));
+    }
+    out
+}
+
+/// What a pass found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PassReport {
+    pub deleted_files: u64,
+    pub deleted_bytes: u64,
+    /// Why the first file went (the rule broken).
+    pub why: Option<Why>,
+    pub used_bytes: u64,
+    pub free_bytes: Option<u64>,
+    pub total_bytes: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// One pass over `records` (blocking: run it off the executors).
+pub fn pass(records: &Path, rules: &RetentionConfig, now_unix_ms: u64) -> PassReport {
+    let mut report = PassReport::default();
+    let (mut candidates, used) = match scan(records) {
+        Ok(found) => found,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), 0),
+        Err(e) => {
+            report.error = Some(format!("{}: {e}", records.display()));
+            return report;
+        }
+    };
+    candidates.sort_by_key(|c| c.start_unix_ms);
+    let space = file_system_space(records);
+    let free = space.map(|(free, _)| free);
+    report.total_bytes = space.map(|(_, total)| total);
+    let mut rules = rules.clone();
+    // A floor the file system cannot give (larger than it is) would delete every recording:
+    // that rule is left off, and said.
+    if report.total_bytes.is_some_and(|total| rules.min_free_bytes >= total) {
+        report.error = Some(format!("record.retention.min_free_bytes ({}) is not below the file system's size; that rule is not applied", rules.min_free_bytes));
+        rules.min_free_bytes = 0;
+    }
+    let usage = Usage { used_bytes: used, free_bytes: free };
+    let mut freed = 0;
+    for (i, why) in plan(&candidates, &rules, now_unix_ms, usage) {
+        let c = &candidates[i];
+        let stem = c.file.trim_end_matches(".mp4");
+        match std::fs::remove_file(records.join(&c.file)) {
+            Ok(()) => {}
+            // Gone meanwhile (deleted by hand, or by another control sharing the directory).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                report.error = Some(format!("{}: {e}", c.file));
+                break;
+            }
+        }
+        let _ = std::fs::remove_file(records.join(format!("{stem}.json")));
+        report.why.get_or_insert(why);
+        report.deleted_files += 1;
+        freed += c.bytes;
+    }
+    report.deleted_bytes = freed;
+    report.used_bytes = used.saturating_sub(freed);
+    report.free_bytes = free.map(|f| f.saturating_add(freed));
+    report
+}
+
+/// The closed recordings in `records` (those with a sidecar) and the bytes of every file there.
+fn scan(records: &Path) -> std::io::Result<(Vec<Candidate>, u64)> {
+    let mut sizes = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(records)?.take(RETENTION_SCAN_ENTRIES_MAX) {
+        let Ok(entry) = entry else { continue };
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() {
+            sizes.insert(entry.file_name().to_string_lossy().to_string(), meta.len());
+        }
+    }
+    let used = sizes.values().sum();
+    let mut candidates = Vec::new();
+    for (name, bytes) in &sizes {
+        let Some(stem) = name.strip_suffix(".mp4") else { continue };
+        let sidecar_name = format!("{stem}.json");
+        let Some(sidecar_bytes) = sizes.get(&sidecar_name) else { continue }; // being written
+        let Some(info) = std::fs::read(records.join(&sidecar_name)).ok().and_then(|b| serde_json::from_slice::<super::record::RecordInfo>(&b).ok()) else {
+            continue;
+        };
+        let end_unix_ms = info.start_unix_ms.saturating_add(info.duration_ms);
+        candidates.push(Candidate { file: name.clone(), start_unix_ms: info.start_unix_ms, end_unix_ms, bytes: bytes + sidecar_bytes });
+    }
+    Ok((candidates, used))
+}
+
+/// The free bytes (for an unprivileged writer) and the size of the file system holding `path`.
+fn file_system_space(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call; `st` is written by
+    // statvfs before it is read, and read only when the call succeeded.
+    let st = unsafe {
+        if libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    let block = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * block, st.f_blocks as u64 * block))
+}
+
+/// The state of retention for the API: the rules, what the last pass found and did, and the
+/// totals since start.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RetentionStatus {
+    pub rules: Option<RetentionConfig>,
+    pub passes: u64,
+    pub deleted_files_total: u64,
+    pub deleted_bytes_total: u64,
+    pub last_pass_unix_ms: Option<u64>,
+    pub last: Option<PassReport>,
+}
+
+/// Runs retention passes on this executor's blocking threads while the engine runs: each
+/// pass's report goes to `status` and, when it deleted something, to `deleted`.
+pub async fn run(records: std::path::PathBuf, rules: RetentionConfig, status: std::rc::Rc<std::cell::RefCell<RetentionStatus>>, deleted: impl Fn(&PassReport)) {
+    status.borrow_mut().rules = Some(rules.clone());
+    let interval = Duration::from_secs(rules.interval_s.max(1));
+    loop {
+        glommio::timer::sleep(interval).await;
+        let (dir, r) = (records.clone(), rules.clone());
+        let report = glommio::executor().spawn_blocking(move || pass(&dir, &r, super::unix_ms())).await;
+        if report.deleted_files > 0 {
+            tracing::info!(files = report.deleted_files, bytes = report.deleted_bytes, why = ?report.why, used_bytes = report.used_bytes, "retention deleted recordings");
+            deleted(&report);
+        }
+        if let Some(error) = &report.error {
+            tracing::warn!(%error, "retention");
+        }
+        let mut s = status.borrow_mut();
+        s.passes += 1;
+        s.deleted_files_total += report.deleted_files;
+        s.deleted_bytes_total += report.deleted_bytes;
+        s.last_pass_unix_ms = Some(super::unix_ms());
+        s.last = Some(report);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(n: u64, bytes: u64) -> Candidate {
+        Candidate { file: format!("0100000001_{n}.mp4"), start_unix_ms: n * 1000, end_unix_ms: n * 1000 + 1000, bytes }
+    }
+
+    fn rules(max_age_days: u64, max_used_bytes: u64, min_free_bytes: u64) -> RetentionConfig {
+        RetentionConfig { max_age_days, max_used_bytes, min_free_bytes, interval_s: 1 }
+    }
+
+    #[test]
+    fn the_oldest_go_first_until_no_rule_is_broken() {
+        let files: Vec<_> = (1..=5).map(|n| file(n, 100)).collect();
+        let usage = |used, free| Usage { used_bytes: used, free_bytes: free };
+        // 600 bytes used (a file being written is counted, not a candidate), 350 allowed.
+        assert_eq!(plan(&files, &rules(0, 350, 0), 0, usage(600, None)), vec![(0, Why::MaxUsed), (1, Why::MaxUsed), (2, Why::MaxUsed)]);
+        // 150 free, 320 wanted: two files.
+        assert_eq!(plan(&files, &rules(0, 0, 320), 0, usage(600, Some(150))), vec![(0, Why::MinFree), (1, Why::MinFree)]);
+        // A day kept: files ended before `now - 1 day` go, whatever the space.
+        let now = 3_500 + DAY_MS;
+        assert_eq!(plan(&files, &rules(1, 0, 0), now, usage(600, Some(1 << 30))), vec![(0, Why::MaxAge), (1, Why::MaxAge)]);
+        // Nothing broken, nothing deleted; no rule, nothing deleted.
+        assert!(plan(&files, &rules(1, 1000, 10), now - DAY_MS, usage(600, Some(1 << 30))).is_empty());
+        assert!(plan(&files, &RetentionConfig::default(), u64::MAX, usage(u64::MAX, Some(0))).is_empty());
+        // The free space unknown: that rule waits.
+        assert!(plan(&files, &rules(0, 0, 320), 0, usage(600, None)).is_empty());
+    }
+
+    #[test]
+    fn a_pass_deletes_a_bounded_number_and_the_rest_waits_for_the_next() {
+        let files: Vec<_> = (1..=200).map(|n| file(n, 10)).collect();
+        let planned = plan(&files, &rules(0, 1 << 20, 0), 0, Usage { used_bytes: u64::MAX, free_bytes: None });
+        assert_eq!(planned.len(), RETENTION_DELETES_PER_PASS_MAX);
+        assert!(planned.iter().enumerate().all(|(i, (at, _))| *at == i), "oldest first");
+    }
+
+    #[test]
+    fn a_pass_keeps_what_is_being_written_and_deletes_files_with_their_sidecars() {
+        let dir = std::env::temp_dir().join(format!("gmv-retention-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for n in 1..=3u64 {
+            std::fs::write(dir.join(format!("0100000001_{n}000.mp4")), vec![0u8; 1000]).unwrap();
+            let info = super::super::record::RecordInfo {
+                file: format!("0100000001_{n}000.mp4"),
+                stream_id: "0100000001".into(),
+                start_unix_ms: n * 1000,
+                duration_ms: 1000,
+                frames: 25,
+                bytes: 1000,
+                channel_id: None,
+            };
+            std::fs::write(dir.join(format!("0100000001_{n}000.json")), serde_json::to_vec(&info).unwrap()).unwrap();
+        }
+        // Being written: no sidecar, the oldest of all by its name.
+        std::fs::write(dir.join("0100000001_500.mp4"), vec![0u8; 5000]).unwrap();
+        let report = pass(&dir, &rules(0, 1 << 20, 0), 10_000);
+        assert_eq!(report.deleted_files, 0, "under the limit: {report:?}");
+        // A limit of 1 MiB is the least, so grow what is written past it.
+        std::fs::write(dir.join("0100000001_500.mp4"), vec![0u8; 1 << 20]).unwrap();
+        let report = pass(&dir, &rules(0, 1 << 20, 0), 10_000);
+        assert_eq!((report.deleted_files, report.why), (3, Some(Why::MaxUsed)), "{report:?}");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        assert_eq!(left, vec!["0100000001_500.mp4".to_string()], "the file being written stays");
+        // A floor as large as the file system is not applied (it would delete everything).
+        let report = pass(&dir, &rules(0, 0, u64::MAX), 10_000);
+        assert!(report.error.as_deref().is_some_and(|e| e.contains("min_free_bytes")), "{report:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
