@@ -7,10 +7,14 @@ mod cascade;
 pub mod downloads;
 pub mod events;
 pub mod ha;
+mod json_file;
 mod media;
 pub use media::PlaySite;
 pub mod node_call;
 pub mod nodes;
+pub mod record_plan;
+mod record_plans;
+pub use record_plans::PlanError;
 mod registry;
 pub use registry::Registry;
 pub use upstream_admin::UpstreamAdminError;
@@ -136,6 +140,8 @@ pub struct Control {
     upstream_sends: RefCell<HashMap<crate::proto::sip::endpoint::UpstreamCallHandle, cascade::UpstreamSend>>,
     /// Voice broadcasts to devices, and the latest ended ones.
     broadcasts: RefCell<voice::Broadcasts>,
+    /// Record plans and the channels following them.
+    record_plans: RefCell<record_plans::RecordPlans>,
     /// Upstreams the API changed (over the config's), and one such change at a time.
     upstream_changes: RefCell<upstreams_store::Changes>,
     upstream_admin_gate: glommio::sync::Semaphore,
@@ -212,6 +218,11 @@ impl Control {
         let events = Rc::new(events::EventHub::new(history, webhooks::Webhooks::start(&config.webhooks)));
         let data_dir = config.data_dir.clone();
         let downloads = glommio::executor().spawn_blocking(move || downloads::Downloads::load(&data_dir)).await;
+        let plans_path = config.data_dir.join(record_plans::RECORD_PLANS_FILE);
+        let (plans, plans_error) = glommio::executor().spawn_blocking(move || json_file::load::<record_plans::PlansFile>(&plans_path, unix_ms() / 1000)).await;
+        if let Some(error) = plans_error {
+            tracing::error!(%error, "record plans not read; none in force until set again");
+        }
 
         let (udp_out, udp_out_rx) = local_channel::new_bounded(SIP_SEND_QUEUE_MSGS_MAX);
         let udp_pending = Rc::new(Cell::new(0));
@@ -242,6 +253,7 @@ impl Control {
             warn_budget: RefCell::new(WarnBudget { window: Instant::now(), used: 0 }),
             upstream_sends: RefCell::new(HashMap::new()),
             broadcasts: RefCell::new(Default::default()),
+            record_plans: RefCell::new(record_plans::RecordPlans::new(plans)),
             upstream_changes: RefCell::new(upstream_changes),
             upstream_admin_gate: glommio::sync::Semaphore::new(1),
         });
@@ -254,6 +266,7 @@ impl Control {
         glommio::spawn_local(control.clone().session_check_loop()).detach();
         glommio::spawn_local(control.clone().persist_loop()).detach();
         glommio::spawn_local(control.clone().downloads_loop()).detach();
+        glommio::spawn_local(control.clone().record_plan_loop()).detach();
         if control.registry.shared().is_some() {
             glommio::spawn_local(control.clone().lease_loop()).detach();
         }

@@ -63,33 +63,12 @@ pub fn path(data_dir: &Path) -> PathBuf {
 /// The changes saved (none when there is no file). A file that does not read is moved aside
 /// as `upstreams.json.unreadable-{unix_s}` (never overwritten) and said why.
 pub fn load(data_dir: &Path, unix_s: u64) -> (Changes, Option<String>) {
-    let file = path(data_dir);
-    let bytes = match std::fs::read(&file) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Changes::default(), None),
-        Err(e) => return (Changes::default(), Some(format!("{}: {e}", file.display()))),
-    };
-    match serde_json::from_slice::<Changes>(&bytes) {
-        Ok(c) => (c, None),
-        Err(e) => {
-            let aside = file.with_file_name(format!("{UPSTREAMS_FILE}.unreadable-{unix_s}"));
-            let moved = std::fs::rename(&file, &aside).map_or_else(|m| format!("not moved: {m}"), |()| format!("moved to {}", aside.display()));
-            (Changes::default(), Some(format!("{}: {e} ({moved})", file.display())))
-        }
-    }
+    super::json_file::load(&path(data_dir), unix_s)
 }
 
 /// Writes the changes whole: a temporary file, owner-only, renamed over the old one.
 pub fn save(data_dir: &Path, changes: &Changes) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(data_dir)?;
-    let file = path(data_dir);
-    let tmp = file.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(changes).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(tmp, file)
+    super::json_file::save(&path(data_dir), changes)
 }
 
 #[cfg(test)]

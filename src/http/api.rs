@@ -113,7 +113,7 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
             let control = front.control.as_ref().map(|c| c.ha_view());
             (200, json!({ "status": "ok", "media_shards": shard.media_shards, "control": control }))
         }
-        (_, ["api", "devices" | "sessions" | "downloads" | "channels" | "upstreams" | "broadcasts", ..] | ["api", "sip"]) => match &front.control {
+        (_, ["api", "devices" | "sessions" | "downloads" | "channels" | "upstreams" | "broadcasts" | "record-plans", ..] | ["api", "sip"]) => match &front.control {
             Some(control) if !control.is_active() && head.method != "GET" => standby(control),
             Some(control) => super::api_gb::route(control, &head, &segments, &body).await,
             None => (503, json!({ "code": "sip_disabled", "message": "SIP is disabled (sip.listen is empty)" })),

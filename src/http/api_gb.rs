@@ -204,6 +204,54 @@ async fn broadcast_group(control: &Rc<Control>, head: &RequestHead, body: &[u8])
     (status, json!({ "broadcasts": listed }))
 }
 
+/// Adds (`name` None: POST) or sets (PUT, the name from the path) a record plan.
+async fn put_record_plan(control: &Rc<Control>, name: Option<String>, body: &[u8]) -> (u16, Value) {
+    let mut v: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return bad_request("the body is a plan: {\"name\", \"time_zone\"?, \"ranges\": [{\"days\": [1..7], \"start\": \"HH:MM\", \"end\": \"HH:MM\"}]}".into()),
+    };
+    let create = name.is_none();
+    if let Some(name) = name {
+        v["name"] = json!(name);
+    }
+    let plan: crate::control::record_plan::Plan = match serde_json::from_value(v) {
+        Ok(p) => p,
+        Err(e) => return bad_request(format!("not a plan: {e}")),
+    };
+    let name = plan.name.clone();
+    match control.put_record_plan(plan, create).await {
+        Ok(()) => (if create { 201 } else { 200 }, control.record_plan_json(&name).unwrap_or(Value::Null)),
+        Err(e) => plan_refused(&e),
+    }
+}
+
+fn plan_refused(e: &crate::control::PlanError) -> (u16, Value) {
+    let (status, code) = e.http();
+    (status, json!({ "code": code, "message": e.to_string() }))
+}
+
+/// A path segment with its %XX escapes decoded (a plan's name may be Chinese); as it is when
+/// they do not make UTF-8.
+fn percent_decoded(segment: &str) -> String {
+    let b = segment.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| segment.to_string())
+}
+
 /// A broadcast's source from its body: a WAV announcement (to A-law) or a stream named in JSON.
 fn broadcast_source(body: &[u8]) -> Result<crate::control::voice::BroadcastSource, (u16, Value)> {
     use crate::control::voice::BroadcastSource;
@@ -377,6 +425,28 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
             }
         }
         ("GET", ["api", "broadcasts"]) => (200, json!({ "broadcasts": control.broadcasts() })),
+        ("GET", ["api", "record-plans"]) => (200, control.record_plans_json()),
+        ("POST", ["api", "record-plans"]) => put_record_plan(control, None, body).await,
+        ("GET", ["api", "record-plans", name]) => match control.record_plan_json(&percent_decoded(name)) {
+            Some(plan) => (200, plan),
+            None => not_found("plan"),
+        },
+        ("PUT", ["api", "record-plans", name]) => put_record_plan(control, Some(percent_decoded(name)), body).await,
+        ("DELETE", ["api", "record-plans", name]) => match control.delete_record_plan(&percent_decoded(name)).await {
+            Ok(()) => (200, json!({ "deleted": true })),
+            Err(e) => plan_refused(&e),
+        },
+        ("PUT", ["api", "devices", id, "channels", ch, "record-plan"]) => {
+            let plan = match serde_json::from_slice::<Value>(body).ok().map(|v| v["plan"].clone()) {
+                Some(Value::String(name)) => Some(name),
+                Some(Value::Null) => None,
+                _ => return bad_request("the body is {\"plan\": \"name\"} or {\"plan\": null}".into()),
+            };
+            match control.assign_record_plan(id, ch, plan.clone()).await {
+                Ok(()) => (200, json!({ "device_id": id, "channel_id": ch, "plan": plan })),
+                Err(e) => plan_refused(&e),
+            }
+        }
         ("POST", ["api", "broadcasts"]) => broadcast_group(control, head, body).await,
         ("GET", ["api", "sessions"]) => {
             let sessions: Vec<Value> = control
