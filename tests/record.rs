@@ -70,6 +70,13 @@ fn record_by_api_then_list_fetch_and_decode() {
         .unwrap();
     let d: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0.0);
     assert!((d - 4.0).abs() < 1.0, "duration over HTTP {d}: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Deleted by an operator: gone from the list and the disk.
+    let file = r["file"].as_str().unwrap();
+    assert_eq!(engine.request("DELETE", &format!("/api/records/{file}"), "").0, 200);
+    assert!(get(&engine, url, &[("gmv-token", TOKEN)]).0.starts_with("HTTP/1.1 404"));
+    assert_eq!(engine.request("GET", &format!("/api/records?stream={id}"), "").1["total"], 0);
+    assert_eq!(engine.request("DELETE", &format!("/api/records/{file}"), "").0, 404);
 }
 
 #[test]

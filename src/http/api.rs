@@ -102,6 +102,21 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
             None => not_found(),
         },
         ("GET", ["api", "records"]) => (200, list_records(shard, &head).await),
+        ("DELETE", ["api", "records", file]) => {
+            let (data_dir, name) = (shard.config.data_dir.clone(), file.to_string());
+            match glommio::executor().spawn_blocking(move || crate::shard::record::delete(&data_dir, &name)).await {
+                Ok(info) => {
+                    tracing::info!(file = info.file, stream_id = info.stream_id, "recording deleted by the API");
+                    if let Some(control) = &front.control {
+                        control.events.publish("recording_deleted", None, info.channel_id.as_deref(), json!(info));
+                    }
+                    (200, json!({ "deleted": info }))
+                }
+                Err(crate::shard::record::DeleteError::NotFound) => not_found(),
+                Err(crate::shard::record::DeleteError::BeingWritten) => (409, json!({ "code": "being_written", "message": "the recording is being written; stop it first" })),
+                Err(crate::shard::record::DeleteError::Io(why)) => (500, json!({ "code": "io", "message": why })),
+            }
+        }
         // Retention of the recordings: its rules, its last pass, what it deleted since start.
         ("GET", ["api", "retention"]) => (200, json!(*shard.retention.borrow())),
         ("POST", ["api", "play-tokens"]) => super::play_tokens::issue(shard, &head, &body, conn.peer_ip()),
@@ -244,17 +259,16 @@ pub(super) async fn read_body(conn: &mut HttpConn, head: &RequestHead) -> Option
 /// Recordings listed per file; `stream`, and `from`/`to` in unix seconds, filter them.
 /// The sidecars are read on a blocking thread, never on the executor.
 async fn list_records(shard: &Shard, head: &RequestHead) -> Value {
-    let stream = head.query_param("stream").map(str::to_string);
-    let from_ms = head.query_param("from").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000);
-    let to_ms = head.query_param("to").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000);
+    let filter = crate::shard::record::RecordFilter {
+        stream_id: head.query_param("stream").map(str::to_string),
+        channel_id: head.query_param("channel").map(str::to_string),
+        from_ms: head.query_param("from").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000),
+        to_ms: head.query_param("to").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000),
+    };
     let data_dir = shard.config.data_dir.clone();
-    let listed = glommio::executor().spawn_blocking(move || crate::shard::record::list(&data_dir, RECORDS_LIST_MAX)).await;
-    let channel = head.query_param("channel").map(str::to_string);
+    let listed = glommio::executor().spawn_blocking(move || crate::shard::record::list(&data_dir, &filter, RECORDS_LIST_MAX)).await;
     let page = head.page(super::api_gb::LIST_PAGE_MAX);
-    let (records, total) = page.of(listed
-        .into_iter()
-        .filter(|(r, _)| stream.as_deref().is_none_or(|s| r.stream_id == s) && channel.as_deref().is_none_or(|c| r.channel_id.as_deref() == Some(c)))
-        .filter(|(r, _)| from_ms.is_none_or(|f| r.start_unix_ms + r.duration_ms >= f) && to_ms.is_none_or(|t| r.start_unix_ms <= t)));
+    let (records, total) = page.of(listed.into_iter());
     let records: Vec<Value> = records
         .into_iter()
         .map(|(r, in_progress)| {

@@ -242,11 +242,10 @@ async fn timeline(control: &Rc<Control>, head: &RequestHead, channel_id: &str) -
         Err(e) => device["error"] = json!(control_error(e).1["message"]),
     }
     let data_dir = control.shard.config.data_dir.clone();
-    let own = glommio::executor().spawn_blocking(move || crate::shard::record::list(&data_dir, TIMELINE_OWN_RECORDS_MAX)).await;
+    let (from_ms, to_ms) = (Some(start.max(0) as u64 * 1000), Some(end.max(0) as u64 * 1000));
+    let filter = crate::shard::record::RecordFilter { channel_id: Some(channel_id.to_string()), stream_id: None, from_ms, to_ms };
+    let own = glommio::executor().spawn_blocking(move || crate::shard::record::list(&data_dir, &filter, TIMELINE_OWN_RECORDS_MAX)).await;
     for (r, in_progress) in own {
-        if r.channel_id.as_deref() != Some(channel_id) {
-            continue;
-        }
         let (s, e) = ((r.start_unix_ms / 1000) as i64, ((r.start_unix_ms + r.duration_ms) / 1000) as i64);
         if e < start || s > end {
             continue;

@@ -479,31 +479,88 @@ pub fn scan_and_cut(path: &Path) -> std::io::Result<WholeFile> {
     Ok(WholeFile { bytes: good_end, frames, end_90k: ticks, fragments, video_params: video.params, has_audio: init.audio.is_some() })
 }
 
-/// Recordings on disk, newest last; `in_progress` ones have no sidecar yet.
-pub fn list(data_dir: &Path, limit: usize) -> Vec<(RecordInfo, bool)> {
+/// Directory entries a listing reads at most (see `retention::RETENTION_SCAN_ENTRIES_MAX`).
+pub const RECORDS_SCAN_ENTRIES_MAX: usize = super::retention::RETENTION_SCAN_ENTRIES_MAX;
+
+/// Which recordings a listing wants: of a stream, of a device's channel, overlapping a time
+/// range (unix ms); None: any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordFilter {
+    pub stream_id: Option<String>,
+    pub channel_id: Option<String>,
+    pub from_ms: Option<u64>,
+    pub to_ms: Option<u64>,
+}
+
+impl RecordFilter {
+    fn wants(&self, r: &RecordInfo) -> bool {
+        self.stream_id.as_deref().is_none_or(|s| r.stream_id == s)
+            && self.channel_id.as_deref().is_none_or(|c| r.channel_id.as_deref() == Some(c))
+            && self.from_ms.is_none_or(|f| r.start_unix_ms + r.duration_ms >= f)
+            && self.to_ms.is_none_or(|t| r.start_unix_ms <= t)
+    }
+}
+
+/// The recordings on disk that `filter` wants, oldest first, at most `limit` (the oldest);
+/// `in_progress` ones have no sidecar yet. Filtered before the limit, so a listing of one
+/// channel is whole however many files the others have.
+pub fn list(data_dir: &Path, filter: &RecordFilter, limit: usize) -> Vec<(RecordInfo, bool)> {
     let dir = records_dir(data_dir);
     let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
     let mut out = Vec::new();
-    for e in entries.flatten().take(limit * 2) {
+    for e in entries.flatten().take(RECORDS_SCAN_ENTRIES_MAX) {
         let name = e.file_name().to_string_lossy().to_string();
         let Some(stem) = name.strip_suffix(".mp4") else { continue };
+        let Some((stream_id, start)) = stem.split_once('_') else { continue };
+        // What the name tells is checked before the sidecar is read.
+        let start_unix_ms: u64 = start.parse().unwrap_or(0);
+        if filter.stream_id.as_deref().is_some_and(|s| s != stream_id) || filter.to_ms.is_some_and(|t| start_unix_ms > t) {
+            continue;
+        }
         let sidecar = std::fs::read(dir.join(format!("{stem}.json"))).ok().and_then(|b| serde_json::from_slice::<RecordInfo>(&b).ok());
-        match sidecar {
-            Some(info) => out.push((info, false)),
+        let (info, in_progress) = match sidecar {
+            Some(info) => (info, false),
             None => {
-                let Some((stream_id, start)) = stem.split_once('_') else { continue };
                 let bytes = e.metadata().map_or(0, |m| m.len());
-                let start_unix_ms = start.parse().unwrap_or(0);
-                out.push((
-                    RecordInfo { file: name.clone(), stream_id: stream_id.into(), start_unix_ms, duration_ms: 0, frames: 0, bytes, channel_id: None },
-                    true,
-                ));
+                (RecordInfo { file: name.clone(), stream_id: stream_id.into(), start_unix_ms, duration_ms: 0, frames: 0, bytes, channel_id: None }, true)
             }
+        };
+        // A file being written has no channel or end yet: it is listed unless they rule it out.
+        if in_progress && filter.channel_id.is_none() || filter.wants(&info) {
+            out.push((info, in_progress));
         }
     }
     out.sort_by_key(|(i, _)| i.start_unix_ms);
     out.truncate(limit);
     out
+}
+
+/// Deletes a closed recording (its file and sidecar).
+pub fn delete(data_dir: &Path, file: &str) -> Result<RecordInfo, DeleteError> {
+    if !valid_file_name(file) {
+        return Err(DeleteError::NotFound);
+    }
+    let dir = records_dir(data_dir);
+    let stem = file.trim_end_matches(".mp4");
+    let sidecar = dir.join(format!("{stem}.json"));
+    let info = match std::fs::read(&sidecar) {
+        Ok(b) => serde_json::from_slice::<RecordInfo>(&b).map_err(|e| DeleteError::Io(e.to_string()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(if dir.join(file).exists() { DeleteError::BeingWritten } else { DeleteError::NotFound });
+        }
+        Err(e) => return Err(DeleteError::Io(e.to_string())),
+    };
+    std::fs::remove_file(dir.join(file)).map_err(|e| DeleteError::Io(e.to_string()))?;
+    let _ = std::fs::remove_file(sidecar);
+    Ok(info)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteError {
+    NotFound,
+    /// No sidecar yet: the file is being written.
+    BeingWritten,
+    Io(String),
 }
 
 /// A recording file name as gmv makes them: `{digits}_{digits}.mp4` (no paths).
@@ -515,6 +572,43 @@ pub fn valid_file_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_filters_before_its_limit_and_a_delete_spares_what_is_being_written() {
+        let data_dir = std::env::temp_dir().join(format!("gmv-record-list-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let dir = records_dir(&data_dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let closed = |stream: &str, start: u64, channel: Option<&str>| {
+            let info = RecordInfo { file: format!("{stream}_{start}.mp4"), stream_id: stream.into(), start_unix_ms: start, duration_ms: 1000, frames: 25, bytes: 3, channel_id: channel.map(str::to_string) };
+            std::fs::write(dir.join(&info.file), b"mp4").unwrap();
+            std::fs::write(dir.join(format!("{stream}_{start}.json")), serde_json::to_vec(&info).unwrap()).unwrap();
+        };
+        // Many files of one stream, few of another: a listing of the few is whole.
+        for n in 0..40 {
+            closed("0100000001", 1_000 + n, None);
+        }
+        for n in 0..3 {
+            closed("0100000002", 5_000 + n * 2_000, Some("34020000001310000001"));
+        }
+        std::fs::write(dir.join("0100000002_99000.mp4"), b"being written").unwrap();
+        let of = |f: RecordFilter, limit| list(&data_dir, &f, limit).into_iter().map(|(r, p)| (r.start_unix_ms, p)).collect::<Vec<_>>();
+        let stream = |s: &str| RecordFilter { stream_id: Some(s.into()), ..Default::default() };
+        assert_eq!(of(stream("0100000002"), 10), vec![(5_000, false), (7_000, false), (9_000, false), (99_000, true)]);
+        assert_eq!(of(stream("0100000002"), 2), vec![(5_000, false), (7_000, false)], "the oldest, the limit after the filter");
+        let channel = RecordFilter { channel_id: Some("34020000001310000001".into()), from_ms: Some(7_500), ..Default::default() };
+        assert_eq!(of(channel, 10), vec![(7_000, false), (9_000, false)], "overlapping the range, of the channel");
+        assert_eq!(list(&data_dir, &RecordFilter::default(), 100_000).len(), 44);
+
+        assert_eq!(delete(&data_dir, "0100000002_99000.mp4"), Err(DeleteError::BeingWritten));
+        assert_eq!(delete(&data_dir, "../0100000002_5000.mp4"), Err(DeleteError::NotFound));
+        assert_eq!(delete(&data_dir, "0100000002_5000.mp4").map(|i| i.start_unix_ms), Ok(5_000));
+        assert!(!dir.join("0100000002_5000.mp4").exists() && !dir.join("0100000002_5000.json").exists());
+        assert_eq!(delete(&data_dir, "0100000002_5000.mp4"), Err(DeleteError::NotFound));
+        std::fs::remove_dir_all(&data_dir).unwrap();
+    }
+
     #[test]
     fn file_names_cannot_escape_the_directory() {
         assert!(super::valid_file_name("0100000001_1795000000000.mp4"));
