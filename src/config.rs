@@ -464,11 +464,33 @@ pub struct RecordConfig {
     pub rotate_s: u64,
     /// What `data_dir/records` may hold; nothing is deleted unless a rule is set.
     pub retention: RetentionConfig,
+    /// A clip of a device's channel around each of its alarms (off unless `post_s` > 0).
+    pub alarm_clip: AlarmClipConfig,
 }
 
 impl Default for RecordConfig {
     fn default() -> Self {
-        RecordConfig { all: false, rotate_s: 600, retention: RetentionConfig::default() }
+        RecordConfig { all: false, rotate_s: 600, retention: RetentionConfig::default(), alarm_clip: AlarmClipConfig::default() }
+    }
+}
+
+/// Alarm clips (报警录像): on an alarm of a channel, a recording from up to `pre_s` before it
+/// (the channel's last seconds, kept while it plays) to `post_s` after it; an alarm during a
+/// clip extends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlarmClipConfig {
+    /// Seconds recorded after the (last) alarm; 0: no clips.
+    pub post_s: u64,
+    /// Seconds kept before an alarm, from a keyframe (the pre-roll): memory on each playing
+    /// device channel, bounded by `pre_bytes_max`.
+    pub pre_s: u64,
+    pub pre_bytes_max: u64,
+}
+
+impl Default for AlarmClipConfig {
+    fn default() -> Self {
+        AlarmClipConfig { post_s: 0, pre_s: 5, pre_bytes_max: 4 << 20 }
     }
 }
 
@@ -603,7 +625,7 @@ pub enum SsrcCheck {
 impl Config {
     /// Every number an operator sets that has an upper bound: (key, value, most). A limit on
     /// everything: a typo of a few zeros must not become a queue or a timer without end.
-    fn over_their_bounds(&self) -> [(&'static str, u64, u64); 19] {
+    fn over_their_bounds(&self) -> [(&'static str, u64, u64); 22] {
         const DAY_S: u64 = 86_400;
         let n = |v: usize| v as u64;
         [
@@ -626,6 +648,9 @@ impl Config {
             ("record.rotate_s", self.record.rotate_s, DAY_S),
             ("record.retention.max_age_days", self.record.retention.max_age_days, 36_500),
             ("record.retention.interval_s", self.record.retention.interval_s, DAY_S),
+            ("record.alarm_clip.post_s", self.record.alarm_clip.post_s, 3_600),
+            ("record.alarm_clip.pre_s", self.record.alarm_clip.pre_s, 60),
+            ("record.alarm_clip.pre_bytes_max", self.record.alarm_clip.pre_bytes_max, 64 << 20),
         ]
     }
 

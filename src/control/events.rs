@@ -140,8 +140,8 @@ impl EventHub {
         c
     }
 
-    /// Records an event and hands it to every SSE client and webhook.
-    pub fn publish(&self, kind: &str, device_id: Option<&str>, channel_id: Option<&str>, data: Value) {
+    /// Records an event and hands it to every SSE client and webhook; its id.
+    pub fn publish(&self, kind: &str, device_id: Option<&str>, channel_id: Option<&str>, data: Value) -> u64 {
         let id = self.next_id.get();
         // u64 ids: a million events a second would take half a million years to run out.
         self.next_id.set(id.saturating_add(1));
@@ -176,6 +176,7 @@ impl EventHub {
         counters.sse_dropped += dropped;
         drop(counters);
         self.webhooks.offer(&event);
+        id
     }
 
     /// Events after `after_id`, or at/after `since_ms`, of `kind` if given, oldest first, at

@@ -3,6 +3,7 @@
 //! API, the registry saved off the executor. All protocol decisions live in
 //! `proto::sip::endpoint`; this file only moves bytes, time and results.
 
+mod alarm_clips;
 mod cascade;
 pub mod downloads;
 pub mod events;
@@ -425,7 +426,8 @@ impl Control {
                     "alarm"
                 );
                 let channel = alarm.device_id.clone();
-                self.events.publish("alarm", Some(&device_id), Some(&channel), serde_json::json!(alarm));
+                let id = self.events.publish("alarm", Some(&device_id), Some(&channel), serde_json::json!(alarm));
+                self.alarm_clip(&device_id, &channel, id);
             }
             Event::Malformed { peer, error } => self.warn_limited(|| tracing::warn!(?peer, error, "malformed SIP message")),
             Event::CatalogUpdated { device_id, channels, complete } => {

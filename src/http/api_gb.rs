@@ -204,6 +204,9 @@ async fn broadcast_group(control: &Rc<Control>, head: &RequestHead, body: &[u8])
     (status, json!({ "broadcasts": listed }))
 }
 
+/// An alarm raised through the API describes itself in at most this many bytes.
+const ALARM_DESCRIPTION_BYTES_MAX: usize = 1_024;
+
 /// Adds (`name` None: POST) or sets (PUT, the name from the path) a record plan.
 async fn put_record_plan(control: &Rc<Control>, name: Option<String>, body: &[u8]) -> (u16, Value) {
     let mut v: Value = match serde_json::from_slice(body) {
@@ -425,6 +428,17 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
             }
         }
         ("GET", ["api", "broadcasts"]) => (200, json!({ "broadcasts": control.broadcasts() })),
+        ("POST", ["api", "devices", id, "channels", ch, "alarm"]) => {
+            let known = control.registry().device(id).is_some_and(|d| d.channels.contains_key(*ch) || id == ch);
+            if !known {
+                return not_found("channel of a known device");
+            }
+            let description = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["description"].as_str().map(str::to_string)).unwrap_or_default();
+            if description.len() > ALARM_DESCRIPTION_BYTES_MAX {
+                return bad_request(format!("a description is at most {ALARM_DESCRIPTION_BYTES_MAX} bytes"));
+            }
+            (200, json!({ "event_id": control.raise_alarm(id, ch, &description) }))
+        }
         ("GET", ["api", "record-plans"]) => (200, control.record_plans_json()),
         ("POST", ["api", "record-plans"]) => put_record_plan(control, None, body).await,
         ("GET", ["api", "record-plans", name]) => match control.record_plan_json(&percent_decoded(name)) {

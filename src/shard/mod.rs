@@ -2,6 +2,7 @@
 //! executor. Streams live on the shard their SSRC hashes to; executors talk only through
 //! bounded channels carrying owned `ShardMsg`s.
 
+pub mod alarm_clip;
 mod audio_feed;
 pub mod fanout;
 pub mod frame_viewers;

@@ -370,4 +370,12 @@ pub enum ShardMsg {
         on: bool,
         reply: oneshot::Sender<Option<bool>>,
     },
+    /// An alarm of the stream's channel: an alarm clip starts or goes on; replies None for an
+    /// unknown stream, else whether a clip started.
+    Alarm {
+        ssrc: u32,
+        alarm_id: u64,
+        post: std::time::Duration,
+        reply: oneshot::Sender<Option<bool>>,
+    },
 }

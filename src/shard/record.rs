@@ -46,7 +46,7 @@ pub const RECORD_QUEUE_FRAGMENTS_MAX: usize = 32;
 /// an operator, freed some).
 pub const RECORD_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RecordInfo {
     pub file: String,
     pub stream_id: String,
@@ -57,11 +57,17 @@ pub struct RecordInfo {
     /// The GB28181 channel recorded, when the stream is a device's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_id: Option<String>,
+    /// "alarm" for an alarm clip; none for a continuous recording.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The events (ids) of the alarms an alarm clip holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarm_ids: Vec<u64>,
 }
 
 enum Write {
     Data(Vec<u8>),
-    Finish { duration_ms: u64, frames: u64 },
+    Finish { duration_ms: u64, frames: u64, alarm_ids: Vec<u64> },
 }
 
 struct OpenFile {
@@ -90,6 +96,12 @@ pub struct Recorder {
     /// The file's name without `.mp4` when fixed (a download); else `{stream_id}_{unix_ms}`.
     stem: Option<String>,
     pub channel_id: Option<String>,
+    /// An alarm clip's: its kind ("alarm") and the alarms it holds, in the sidecar.
+    pub kind: Option<&'static str>,
+    pub alarm_ids: Vec<u64>,
+    /// How long before now its first frame was (an alarm clip's pre-roll): the file's start
+    /// time is set back by it.
+    pub started_before: Duration,
     rotate: Duration,
     /// Bytes of fragments handed to the writer for the latest file, and its name.
     pub bytes_queued: u64,
@@ -125,6 +137,9 @@ impl Recorder {
             stream_id,
             stem,
             channel_id: None,
+            kind: None,
+            alarm_ids: Vec::new(),
+            started_before: Duration::ZERO,
             rotate,
             bytes_queued: 0,
             file_name: None,
@@ -237,7 +252,7 @@ impl Recorder {
             Some(whole) => Fmp4Muxer::continuing(config, self.adts.filter(|_| whole.has_audio), keyframe.dts, whole.end_90k, whole.fragments),
             None => Fmp4Muxer::new(config, self.adts, keyframe.dts),
         };
-        let start = super::unix_ms();
+        let start = super::unix_ms().saturating_sub(std::mem::take(&mut self.started_before).as_millis() as u64);
         let stem = self.stem.clone().unwrap_or_else(|| format!("{}_{start}", self.stream_id));
         let info = RecordInfo {
             file: format!("{stem}.mp4"),
@@ -247,6 +262,8 @@ impl Recorder {
             frames: 0,
             bytes: 0,
             channel_id: self.channel_id.clone(),
+            kind: self.kind.map(str::to_string),
+            alarm_ids: Vec::new(),
         };
         let (tx, rx) = local_channel::new_bounded(RECORD_QUEUE_FRAGMENTS_MAX);
         let append_at = resume.as_ref().map(|w| w.bytes);
@@ -300,7 +317,7 @@ impl Recorder {
         }
         // One frame past the last one, as the flushed fragment counts it.
         let duration_ms = f.muxer.duration_ms(f.last_dts) + 40;
-        let _ = f.tx.try_send(Write::Finish { duration_ms, frames: f.frames_before + f.muxer.frames });
+        let _ = f.tx.try_send(Write::Finish { duration_ms, frames: f.frames_before + f.muxer.frames, alarm_ids: self.alarm_ids.clone() });
     }
 }
 
@@ -342,9 +359,10 @@ async fn write_file(
     while let Some(w) = rx.recv().await {
         match w {
             Write::Data(bytes) => pos = write_whole_at(&file, bytes, pos).await?,
-            Write::Finish { duration_ms, frames } => {
+            Write::Finish { duration_ms, frames, alarm_ids } => {
                 info.duration_ms = duration_ms;
                 info.frames = frames;
+                info.alarm_ids = alarm_ids;
                 break;
             }
         }
@@ -397,7 +415,7 @@ fn recover_file(path: &Path) -> std::io::Result<RecordInfo> {
         duration_ms: whole.end_90k / 90,
         frames: whole.frames,
         bytes: whole.bytes,
-        channel_id: None,
+        ..Default::default()
     };
     std::fs::write(path.with_extension("json"), serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?)?;
     Ok(info)
@@ -522,7 +540,7 @@ pub fn list(data_dir: &Path, filter: &RecordFilter, limit: usize) -> Vec<(Record
             Some(info) => (info, false),
             None => {
                 let bytes = e.metadata().map_or(0, |m| m.len());
-                (RecordInfo { file: name.clone(), stream_id: stream_id.into(), start_unix_ms, duration_ms: 0, frames: 0, bytes, channel_id: None }, true)
+                (RecordInfo { file: name.clone(), stream_id: stream_id.into(), start_unix_ms, bytes, ..Default::default() }, true)
             }
         };
         // A file being written has no channel or end yet: it is listed unless they rule it out.
@@ -581,7 +599,16 @@ mod tests {
         let dir = records_dir(&data_dir);
         std::fs::create_dir_all(&dir).unwrap();
         let closed = |stream: &str, start: u64, channel: Option<&str>| {
-            let info = RecordInfo { file: format!("{stream}_{start}.mp4"), stream_id: stream.into(), start_unix_ms: start, duration_ms: 1000, frames: 25, bytes: 3, channel_id: channel.map(str::to_string) };
+            let info = RecordInfo {
+                file: format!("{stream}_{start}.mp4"),
+                stream_id: stream.into(),
+                start_unix_ms: start,
+                duration_ms: 1000,
+                frames: 25,
+                bytes: 3,
+                channel_id: channel.map(str::to_string),
+                ..Default::default()
+            };
             std::fs::write(dir.join(&info.file), b"mp4").unwrap();
             std::fs::write(dir.join(format!("{stream}_{start}.json")), serde_json::to_vec(&info).unwrap()).unwrap();
         };

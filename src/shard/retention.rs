@@ -266,7 +266,7 @@ mod tests {
                 duration_ms: 1000,
                 frames: 25,
                 bytes: 1000,
-                channel_id: None,
+                ..Default::default()
             };
             std::fs::write(dir.join(format!("0100000001_{n}000.json")), serde_json::to_vec(&info).unwrap()).unwrap();
         }

@@ -116,6 +116,12 @@ impl Shard {
         self.ask_owner(ssrc, |reply| ShardMsg::Record { ssrc, on, reply }).await.flatten()
     }
 
+    /// An alarm of stream `ssrc`'s channel (`alarm_id`, its event): an alarm clip to `post`
+    /// after it. None: no such stream; Some(true): a clip started, false: one went on.
+    pub async fn alarm(&self, ssrc: u32, alarm_id: u64, post: std::time::Duration) -> Option<bool> {
+        self.ask_owner(ssrc, |reply| ShardMsg::Alarm { ssrc, alarm_id, post, reply }).await.flatten()
+    }
+
     /// Gives every other executor a new copy of the keys, play secrets and HTTPS config, each
     /// confirming it holds them, then takes it here: once this executor answers with the new
     /// ones, all do.

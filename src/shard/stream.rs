@@ -73,6 +73,10 @@ pub struct Stream {
     /// Latest HLS request; HLS stops after `hls.idle_timeout_s` without one.
     pub hls_requested: Cell<Option<Instant>>,
     pub recorder: RefCell<Option<super::record::Recorder>>,
+    /// A device channel's last seconds, while alarm clips are on (`record.alarm_clip`).
+    preroll: RefCell<Option<super::alarm_clip::Preroll>>,
+    /// The alarm clip being recorded.
+    alarm_clip: RefCell<Option<super::alarm_clip::AlarmClip>>,
     /// JPEG of a keyframe; made once from the first keyframe, and again on request.
     pub cover: RefCell<Option<Bytes>>,
     /// A cover is to be made at the next keyframe (see `try_cover`).
@@ -300,6 +304,7 @@ impl Stream {
                 r.push(f);
             }
         }
+        self.feed_alarm_clip(&frames);
         let mut senders = self.senders.borrow_mut();
         let mut viewers = self.frame_viewers.borrow_mut();
         let before = senders.len() + viewers.len();
@@ -320,9 +325,58 @@ impl Stream {
         }
     }
 
+    /// The pre-roll and the alarm clip take the frames; a clip past its end closes.
+    fn feed_alarm_clip(&self, frames: &[crate::proto::frame::Frame]) {
+        if let Some(p) = self.preroll.borrow_mut().as_mut() {
+            for f in frames {
+                p.push(f);
+            }
+        }
+        let mut clip = self.alarm_clip.borrow_mut();
+        let Some(c) = clip.as_mut() else { return };
+        for f in frames {
+            c.recorder.push(f);
+        }
+        if Instant::now() >= c.until {
+            if let Some(mut done) = clip.take() {
+                tracing::info!(ssrc = self.spec.ssrc, alarms = done.recorder.alarm_ids.len(), "alarm clip ends");
+                done.recorder.finish();
+            }
+            drop(clip);
+            self.sync_frames_out();
+        }
+    }
+
+    /// An alarm of this stream's channel: a clip starts (the pre-roll first) or the one under
+    /// way goes on to `post` after it. True when a clip started.
+    pub fn alarm(&self, alarm_id: u64, post: Duration, config: &crate::config::Config) -> bool {
+        let now = Instant::now();
+        if let Some(c) = self.alarm_clip.borrow_mut().as_mut() {
+            c.extend(alarm_id, post, now);
+            return false;
+        }
+        let dir = super::record::records_dir(&config.data_dir);
+        let mut recorder = super::record::Recorder::new(dir, stream_id(self.spec.ssrc), None, DOWNLOAD_FILE_SPAN, self.record_writers.clone());
+        recorder.channel_id = self.spec.channel_id.clone();
+        recorder.kind = Some("alarm");
+        recorder.alarm_ids.push(alarm_id);
+        if let Some(p) = self.preroll.borrow().as_ref() {
+            let (frames, span) = p.frames();
+            recorder.started_before = span;
+            for f in frames {
+                recorder.push(f);
+            }
+        }
+        tracing::info!(ssrc = self.spec.ssrc, alarm_id, post_s = post.as_secs(), pre_ms = recorder.started_before.as_millis() as u64, "alarm clip starts");
+        *self.alarm_clip.borrow_mut() = Some(super::alarm_clip::AlarmClip { recorder, until: now + post });
+        self.sync_frames_out();
+        true
+    }
+
     /// Frames are kept for the recorder and senders only while there is one.
     fn sync_frames_out(&self) {
-        let wanted = self.recorder.borrow().is_some() || !self.senders.borrow().is_empty() || !self.frame_viewers.borrow().is_empty();
+        let clips = self.preroll.borrow().is_some() || self.alarm_clip.borrow().is_some();
+        let wanted = clips || self.recorder.borrow().is_some() || !self.senders.borrow().is_empty() || !self.frame_viewers.borrow().is_empty();
         let mut p = self.pipeline.borrow_mut();
         match (wanted, p.frames_out.is_some()) {
             (true, false) => p.frames_out = Some(Vec::new()),
@@ -501,6 +555,9 @@ impl Stream {
         if let Some(mut r) = self.recorder.borrow_mut().take() {
             r.finish();
         }
+        if let Some(mut c) = self.alarm_clip.borrow_mut().take() {
+            c.recorder.finish();
+        }
         self.stop_senders(None, super::rtp_send::SendEnd::SourceClosed, "source stream closed");
         self.frame_viewers.borrow_mut().clear();
     }
@@ -545,7 +602,8 @@ impl Stream {
             low_latency: p.low_latency(),
             hls: p.hls.is_some(),
             hls_request_ms_ago: self.hls_requested.get().map(|t| t.elapsed().as_millis() as u64),
-            recording: self.recorder.borrow().as_ref().is_some_and(|r| r.recording()),
+            // An alarm clip records too (and keeps the stream in use while it does).
+            recording: self.recorder.borrow().as_ref().is_some_and(|r| r.recording()) || self.alarm_clip.borrow().is_some(),
             record_on: self.recorder.borrow().as_ref().is_some_and(|r| r.error.is_none()),
             history: self.spec.history.as_ref().map(|h| match h {
                 History::Playback => "playback",
@@ -628,6 +686,9 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         skips_max: media.subscriber_skips_max,
         per_address_max: media.viewers_per_address_max,
     };
+    let clips = &shard.config.record.alarm_clip;
+    let preroll = (clips.post_s > 0 && spec.channel_id.is_some())
+        .then(|| super::alarm_clip::Preroll::new(Duration::from_secs(clips.pre_s), clips.pre_bytes_max as usize));
     let stream = Rc::new(Stream {
         spec: spec.clone(),
         port,
@@ -650,6 +711,8 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         covers_dir: shard.config.data_dir.join("covers"),
         hls_requested: Cell::new(None),
         recorder: RefCell::new(None),
+        preroll: RefCell::new(preroll),
+        alarm_clip: RefCell::new(None),
         cover: RefCell::new(None),
         cover_wanted: Cell::new(shard.config.media.cover_on_first_keyframe),
         cover_tried_at: Cell::new(0),
@@ -664,6 +727,8 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         shard_ref: Rc::downgrade(shard),
     });
     *stream.me.borrow_mut() = Rc::downgrade(&stream);
+    // The pre-roll takes frames from the first.
+    stream.sync_frames_out();
     stream.pipeline.borrow_mut().drop_audio = spec.drop_audio;
     if spec.unsolicited {
         stream.pipeline.borrow_mut().sniff_payloads();
@@ -822,6 +887,10 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
         ShardMsg::Record { ssrc, on, reply } => {
             let stream = shard.streams.borrow().get(&ssrc).cloned();
             let _ = reply.send(stream.map(|s| s.set_recording(on, &shard.config)));
+        }
+        ShardMsg::Alarm { ssrc, alarm_id, post, reply } => {
+            let stream = shard.streams.borrow().get(&ssrc).cloned();
+            let _ = reply.send(stream.map(|s| s.alarm(alarm_id, post, &shard.config)));
         }
         ShardMsg::StartSend { ssrc, spec, reply } => {
             let stream = shard.streams.borrow().get(&ssrc).cloned();
