@@ -26,16 +26,254 @@ const el = (tag, attrs = {}, ...children) => {
 // string of the language in force (else the English one, else the key itself), its `{name}`
 // placeholders filled from `params`. Static text in index.html names its key instead:
 // `data-i18n="key"` (the element's text), `data-i18n-placeholder`, `data-i18n-title`, filled by
-// `applyI18n()`. Code that builds text calls t() and, to follow a switch, registers its re-render
-// with `onLanguage(fn)`. The language is the one chosen with the header's 中文/English switch
-// (kept in localStorage), else the browser's (zh* -> zh-CN), else English.
-// To translate a view: give each of its strings a key (grouped by view: `up.` is Upstreams, `pk.`
-// its channel picker) in every dictionary, then use t() / data-i18n. Values that are data (ids,
-// addresses, names, the engine's own words) stay as they are, in <code> or `.data`.
+// `applyI18n()` (elements built in code may carry them too). Code that builds text calls t() and,
+// to follow a switch, either sets it with `say(e, fn)` / `sayKey(e, key, params)` (said again at
+// each switch) or registers its re-render with `onLanguage(fn)`. The language is the one chosen
+// with the 中文/English switch (header and sign-in; kept in localStorage), else the browser's
+// (zh* -> zh-CN), else English.
+// To translate a view: give each of its strings a key (grouped by view: `signin.`, `nav.`,
+// `dev.` Devices, `wall.` Live wall, `ptz.` PTZ and presets, `talk.`, `pb.` Playback, `st.`
+// Streams, `nodes.`, `ev.` Events, `up.` Upstreams, `pk.` its channel picker, `err.CODE` the
+// API's error codes, `common.`) in every dictionary, then use t() / data-i18n. Values that are
+// data (ids, addresses, names, the engine's own words) stay as they are, in <code> or `.data`.
+// English strings the browser tests read (tests/browser/*.mjs, tests/*.rs) stay as they are.
 const LANG_STORE = 'gmv-lang';
 const LANGUAGES = ['zh-CN', 'en'];
 const I18N = {
   en: {
+    'app.title': 'gmv console',
+    'signin.intro': 'Sign in with an API key (the engine\'s log says where the admin key is).',
+    'signin.key': 'API key',
+    'signin.button': 'Sign in',
+    'signin.bad_key': 'That key is not valid.',
+    'nav.devices': 'Devices',
+    'nav.wall': 'Live wall',
+    'nav.playback': 'Playback',
+    'nav.streams': 'Streams',
+    'nav.events': 'Events',
+    'nav.nodes': 'Nodes',
+    'nav.signout': 'Sign out',
+    'common.field': '{name}: ',
+    'common.list_sep': ', ',
+    'common.play_in_wall': 'Play in the wall',
+    'err.detail': '{what}: {detail}',
+    'err.status': 'Error {status}',
+    'err.network': 'gmv did not answer',
+    'err.unauthorized': 'Not signed in (or the key was revoked)',
+    'err.forbidden': 'No permission for this (your key\'s role is too low)',
+    'err.not_found': 'Not found',
+    'err.device_offline': 'Device offline',
+    'err.device_timeout': 'The device did not answer',
+    'err.device_rejected': 'The device refused',
+    'err.device_error': 'The device reported an error',
+    'err.busy': 'Too busy, try again',
+    'err.standby': 'This control is standby',
+    'err.sip_disabled': 'SIP is disabled on this gmv',
+    'err.bad_request': 'The request was refused as invalid',
+    'err.too_many_viewers': 'Too many viewers of this stream',
+    'err.webrtc': 'WebRTC refused (HTTP {status})',
+    'err.webrtc_off': 'WebRTC is off on this gmv',
+    'err.bad_offer': 'The browser\'s WebRTC offer cannot be used',
+    'err.no_codec': 'No codec this browser and gmv share over WebRTC',
+    'err.not_talk': 'This stream does not take a microphone',
+    'err.on_media_node': 'The channel plays on a media node',
+    'err.offer_size': 'The WebRTC offer is too large',
+    'err.no_stream': 'The stream could not be opened',
+    'err.broadcast_failed': 'The voice broadcast failed',
+    'err.cancelled': 'Cancelled',
+    'err.no_port': 'No free media port',
+    'err.media_connect_failed': 'The media connection failed',
+    'err.not_playback': 'Not a playback session',
+    'err.exists': 'It exists already',
+    'err.full': 'The limit is reached',
+    'err.not_saved': 'Changed, but not saved',
+    'err.not_control': 'This gmv places no streams on media nodes',
+    'err.method_not_allowed': 'Not allowed here',
+    'err.internal': 'Internal error',
+    'err.timeout': 'Timed out',
+    'err.overloaded': 'gmv is overloaded',
+    'err.no_snapshot': 'No snapshot',
+    'err.no_cover': 'No cover picture',
+    'err.not_ready': 'Not ready yet, try again',
+    'err.unsupported': 'Not supported',
+    'err.unsupported_media_type': 'Content type not supported',
+    'err.bad_audio': 'The audio cannot be used',
+    'err.origin_not_allowed': 'This page\'s origin is not allowed',
+    'err.body_too_large': 'The request is too large',
+    'err.head_too_large': 'The request is too large',
+    'dev.filter': 'Search devices and channels',
+    'dev.online_only': 'online only',
+    'dev.count': '{n} of {total} devices',
+    'dev.asking_channels': 'asking for channels…',
+    'dev.show_channels': 'show channels',
+    'dev.hide_channels': 'hide channels',
+    'dev.details': 'details',
+    'dev.online': 'online',
+    'dev.offline': 'offline',
+    'dev.channels': '{n} channels',
+    'dev.sync': 'sync',
+    'dev.sync_title': 'Ask the device for its catalog again',
+    'dev.f.name': 'name',
+    'dev.f.manufacturer': 'manufacturer',
+    'dev.f.model': 'model',
+    'dev.f.firmware': 'firmware',
+    'dev.f.address': 'address',
+    'dev.f.gb': 'GB/T 28181',
+    'dev.f.status': 'status',
+    'dev.f.subscriptions': 'subscriptions',
+    'dev.f.position': 'position',
+    'dev.f.last_error': 'last error',
+    'dev.gb_ver': 'X-GB-Ver {v}',
+    'dev.gb_2016': '2016 (no X-GB-Ver)',
+    'dev.status': '{online} · {status} · encode {encode} · record {record} · clock {clock}',
+    'dev.sub.catalog': 'catalog',
+    'dev.sub.alarm': 'alarm',
+    'dev.sub.mobile_position': 'mobile_position',
+    'dev.sub.inactive': '{kind} (not active)',
+    'dev.position': '{lat}, {lon} at {time}',
+    'dev.ask_status': 'ask status',
+    'dev.asking': 'asking…',
+    'wall.tiles': 'Tiles',
+    'wall.player': 'Player',
+    'wall.player.auto': 'WebRTC (with sound), then FLV, then HLS',
+    'wall.player.flv': 'FLV (WebSocket), HLS if it fails',
+    'wall.player.hls': 'HLS',
+    'wall.hint': 'A channel\'s ▶ in Devices plays it in the next free tile.',
+    'wall.empty': 'empty',
+    'wall.sound': 'sound',
+    'wall.mute': 'mute',
+    'wall.sound_title': 'Sound on/off',
+    'wall.snap': 'snap',
+    'wall.snap_title': 'Snapshot',
+    'wall.full': 'full',
+    'wall.full_title': 'Full screen',
+    'wall.close_title': 'Close',
+    'wall.connecting': 'Connecting…',
+    'wall.playing_in': '{label}: tile {n} of the live wall',
+    'wall.stream_label': 'stream {id}',
+    'wall.playback_error': 'Playback error: {type} {detail}',
+    'wall.stats': '{player} · {codec} {width}×{height} · {kbps} kbit/s · {fps} fps · lost {lost}',
+    'wall.no_media': 'No video yet: {why}',
+    'wall.closed_no_media': 'Closed without video: {why}',
+    'wall.no_player': 'This browser plays neither FLV (Media Source Extensions) nor HLS',
+    'ptz.title': 'PTZ',
+    'ptz.select_tile': '(select a tile)',
+    'ptz.up': 'Tilt up',
+    'ptz.down': 'Tilt down',
+    'ptz.left': 'Pan left',
+    'ptz.right': 'Pan right',
+    'ptz.zoom_in': 'zoom +',
+    'ptz.zoom_out': 'zoom −',
+    'ptz.presets': 'Presets',
+    'ptz.preset_number': 'n',
+    'ptz.preset_save': 'save here',
+    'ptz.preset_save_title': 'Save where the camera points now as preset n (1..255)',
+    'ptz.go': 'go',
+    'ptz.go_title': 'Go to this preset',
+    'ptz.delete': 'delete',
+    'ptz.asking': 'asking…',
+    'ptz.no_presets': 'no presets',
+    'ptz.need_preset': 'Select a device tile and a preset number 1..255',
+    'ptz.need_tile': 'Select a playing tile first',
+    'ptz.bare_stream': 'PTZ moves a device\'s channel; this tile plays a bare stream',
+    'pb.channel': 'Channel',
+    'pb.last_24h': 'Last 24 hours',
+    'pb.axis_24h': '−24 h',
+    'pb.axis_12h': '−12 h',
+    'pb.axis_now': 'now',
+    'pb.pause': 'pause',
+    'pb.resume': 'resume',
+    'pb.speed': 'speed',
+    'pb.download': 'download this recording',
+    'pb.asking': 'asking the device…',
+    'pb.count': '{n} recordings',
+    'pb.count_note': '{count} {note}',
+    'pb.device_error': 'device: {why}',
+    'pb.incomplete': 'the device\'s list may be incomplete',
+    'pb.starting': 'starting…',
+    'pb.error': 'Playback error: {type} {detail}',
+    'pb.playing_from': 'playing from {time}',
+    'pb.need_session': 'Play a device recording first',
+    'pb.sought': 'sought to {time}',
+    'pb.paused': 'paused',
+    'pb.playing': 'playing',
+    'pb.speed_set': 'speed {x}×',
+    'pb.need_range': 'Pick a device recording on the timeline first',
+    'pb.source.device': 'device',
+    'pb.source.gmv': 'gmv',
+    'pb.range': '{source} {start} – {end}',
+    'pb.dl.starting': 'starting',
+    'pb.dl.progress': '{pct} % {state}',
+    'pb.dl.save': 'save the file',
+    'pb.dl.state.running': 'running',
+    'pb.dl.state.interrupted': 'interrupted',
+    'pb.dl.state.resuming': 'resuming',
+    'pb.dl.state.finishing': 'finishing',
+    'pb.dl.state.complete': 'complete',
+    'pb.dl.state.failed': 'failed',
+    'pb.dl.state.cancelled': 'cancelled',
+    'st.h.stream': 'stream',
+    'st.h.codec': 'codec',
+    'st.h.size': 'size',
+    'st.h.kbps': 'kbit/s',
+    'st.h.packets': 'packets',
+    'st.h.lost': 'lost',
+    'st.h.viewers': 'viewers',
+    'st.h.source': 'source',
+    'st.sip': 'SIP',
+    'nodes.no_sip': 'SIP is disabled: no control plane here.',
+    'nodes.single': 'This control keeps its own registry (SQLite).',
+    'nodes.active': 'This control ({instance}) is active: it holds the shared registry\'s lease (epoch {epoch}).',
+    'nodes.standby': 'This control ({instance}) is standby: the active control is {leader}. Plays and changes go there.',
+    'nodes.no_leader': '(none yet)',
+    'nodes.all_in_one': 'All in one: every stream runs in this process (media nodes are for node.role control).',
+    'nodes.none': 'No media node yet: list them in node.media_nodes, or let them announce themselves.',
+    'nodes.h.node': 'media node',
+    'nodes.h.state': 'state',
+    'nodes.h.streams': 'streams',
+    'nodes.h.placed': 'placed here',
+    'nodes.h.viewers': 'viewers',
+    'nodes.h.ingest': 'ingest Mbit/s',
+    'nodes.h.cpu': 'CPU',
+    'nodes.h.keepalive': 'last keepalive',
+    'nodes.address': '{api} (media {ip})',
+    'nodes.state.up': 'up',
+    'nodes.state.down': 'down',
+    'nodes.state.unknown': 'unknown',
+    'nodes.draining': '{state}, draining',
+    'nodes.never': 'never',
+    'nodes.ago': '{s} s ago',
+    'nodes.drain': 'drain',
+    'nodes.undrain': 'undrain',
+    'nodes.drain_title': 'Place no new stream here (its streams stay)',
+    'nodes.undrain_title': 'Place new streams here again',
+    'ev.intro_before': 'Live from ',
+    'ev.intro_after': '; newest first.',
+    'ev.alarm': '{what} (priority {priority})',
+    'ev.alarm_default': 'alarm',
+    'ev.kind.alarm': 'alarm',
+    'ev.kind.device_online': 'device_online',
+    'ev.kind.device_offline': 'device_offline',
+    'ev.kind.registration_failed': 'registration_failed',
+    'ev.kind.position': 'position',
+    'ev.kind.catalog_changed': 'catalog_changed',
+    'ev.kind.stream_started': 'stream_started',
+    'ev.kind.stream_stopped': 'stream_stopped',
+    'ev.kind.recording_closed': 'recording_closed',
+    'ev.kind.recordings_deleted': 'recordings_deleted',
+    'ev.kind.download_finished': 'download_finished',
+    'ev.kind.broadcast_started': 'broadcast_started',
+    'ev.kind.broadcast_stopped': 'broadcast_stopped',
+    'ev.kind.media_node_announced': 'media_node_announced',
+    'ev.kind.media_node_up': 'media_node_up',
+    'ev.kind.media_node_down': 'media_node_down',
+    'ev.kind.control_active': 'control_active',
+    'ev.kind.control_standby': 'control_standby',
+    'ev.kind.upstream_registered': 'upstream_registered',
+    'ev.kind.upstream_lost': 'upstream_lost',
+    'ev.kind.upstream_session_started': 'upstream_session_started',
+    'ev.kind.upstream_session_stopped': 'upstream_session_stopped',
+    'talk.target': '{name}: {state}',
     'nav.upstreams': 'Upstreams',
     'talk.title': 'Talk',
     'talk.hold': 'Hold to talk',
@@ -148,6 +386,239 @@ const I18N = {
     'pk.err.other': 'Not saved (HTTP {status}):',
   },
   'zh-CN': {
+    'app.title': 'gmv 控制台',
+    'signin.intro': '请使用 API 密钥登录（管理员密钥的位置见 gmv 的运行日志）。',
+    'signin.key': 'API 密钥',
+    'signin.button': '登录',
+    'signin.bad_key': '该密钥无效。',
+    'nav.devices': '设备',
+    'nav.wall': '实时预览',
+    'nav.playback': '录像回放',
+    'nav.streams': '媒体流',
+    'nav.events': '事件',
+    'nav.nodes': '媒体节点',
+    'nav.signout': '退出登录',
+    'common.field': '{name}：',
+    'common.list_sep': '、',
+    'common.play_in_wall': '在画面墙播放',
+    'err.detail': '{what}：{detail}',
+    'err.status': '错误 {status}',
+    'err.network': 'gmv 没有应答',
+    'err.unauthorized': '未登录（或密钥已被吊销）',
+    'err.forbidden': '无权执行此操作（当前密钥的角色权限不足）',
+    'err.not_found': '未找到',
+    'err.device_offline': '设备离线',
+    'err.device_timeout': '设备无应答',
+    'err.device_rejected': '设备拒绝了请求',
+    'err.device_error': '设备报告错误',
+    'err.busy': '系统繁忙，请稍后重试',
+    'err.standby': '此控制节点处于备用状态',
+    'err.sip_disabled': '此 gmv 未启用 SIP',
+    'err.bad_request': '请求无效，已被拒绝',
+    'err.too_many_viewers': '该流的观看人数已满',
+    'err.webrtc': 'WebRTC 被拒绝（HTTP {status}）',
+    'err.webrtc_off': '此 gmv 未启用 WebRTC',
+    'err.bad_offer': '浏览器的 WebRTC 请求无法使用',
+    'err.no_codec': '浏览器与 gmv 之间没有可用于 WebRTC 的共同编码',
+    'err.not_talk': '该流不接收麦克风声音',
+    'err.on_media_node': '该通道在媒体节点上播放',
+    'err.offer_size': 'WebRTC 请求过大',
+    'err.no_stream': '无法打开该流',
+    'err.broadcast_failed': '语音广播失败',
+    'err.cancelled': '已取消',
+    'err.no_port': '没有空闲的媒体端口',
+    'err.media_connect_failed': '媒体连接失败',
+    'err.not_playback': '不是录像回放会话',
+    'err.exists': '已存在',
+    'err.full': '已达数量上限',
+    'err.not_saved': '已更改，但未保存',
+    'err.not_control': '此 gmv 不向媒体节点分配流',
+    'err.method_not_allowed': '此处不允许该操作',
+    'err.internal': '内部错误',
+    'err.timeout': '超时',
+    'err.overloaded': 'gmv 过载',
+    'err.no_snapshot': '无法抓图',
+    'err.no_cover': '没有封面图',
+    'err.not_ready': '尚未就绪，请稍后重试',
+    'err.unsupported': '不支持',
+    'err.unsupported_media_type': '不支持该内容类型',
+    'err.bad_audio': '该音频无法使用',
+    'err.origin_not_allowed': '不允许从此页面的来源访问',
+    'err.body_too_large': '请求过大',
+    'err.head_too_large': '请求过大',
+    'dev.filter': '搜索设备和通道',
+    'dev.online_only': '仅显示在线',
+    'dev.count': '显示 {n} 台，共 {total} 台设备',
+    'dev.asking_channels': '正在获取通道…',
+    'dev.show_channels': '展开通道',
+    'dev.hide_channels': '收起通道',
+    'dev.details': '设备详情',
+    'dev.online': '在线',
+    'dev.offline': '离线',
+    'dev.channels': '{n} 个通道',
+    'dev.sync': '同步目录',
+    'dev.sync_title': '重新向设备查询通道目录',
+    'dev.f.name': '名称',
+    'dev.f.manufacturer': '厂商',
+    'dev.f.model': '型号',
+    'dev.f.firmware': '固件版本',
+    'dev.f.address': '地址',
+    'dev.f.gb': 'GB/T 28181 版本',
+    'dev.f.status': '状态',
+    'dev.f.subscriptions': '订阅',
+    'dev.f.position': '位置',
+    'dev.f.last_error': '最近错误',
+    'dev.gb_ver': 'X-GB-Ver {v}',
+    'dev.gb_2016': '2016（无 X-GB-Ver）',
+    'dev.status': '{online} · {status} · 编码 {encode} · 录像 {record} · 设备时间 {clock}',
+    'dev.sub.catalog': '目录',
+    'dev.sub.alarm': '告警',
+    'dev.sub.mobile_position': '移动位置',
+    'dev.sub.inactive': '{kind}（未生效）',
+    'dev.position': '{lat}, {lon}（{time}）',
+    'dev.ask_status': '查询状态',
+    'dev.asking': '查询中…',
+    'wall.tiles': '分屏',
+    'wall.player': '播放方式',
+    'wall.player.auto': 'WebRTC（带声音），不行再用 FLV、HLS',
+    'wall.player.flv': 'FLV（WebSocket），失败时用 HLS',
+    'wall.player.hls': 'HLS',
+    'wall.hint': '在“设备”中点击通道的 ▶，即在下一个空闲画面中播放。',
+    'wall.empty': '空闲',
+    'wall.sound': '声音',
+    'wall.mute': '静音',
+    'wall.sound_title': '打开/关闭声音',
+    'wall.snap': '抓图',
+    'wall.snap_title': '抓拍一张图片',
+    'wall.full': '全屏',
+    'wall.full_title': '全屏显示',
+    'wall.close_title': '关闭',
+    'wall.connecting': '正在连接…',
+    'wall.playing_in': '{label}：画面墙第 {n} 个画面',
+    'wall.stream_label': '流 {id}',
+    'wall.playback_error': '播放出错：{type} {detail}',
+    'wall.stats': '{player} · {codec} {width}×{height} · {kbps} kbit/s · {fps} 帧/秒 · 丢包 {lost}',
+    'wall.no_media': '尚无视频：{why}',
+    'wall.closed_no_media': '已关闭，未收到视频：{why}',
+    'wall.no_player': '此浏览器既不能播放 FLV（Media Source Extensions），也不能播放 HLS',
+    'ptz.title': '云台',
+    'ptz.select_tile': '（请选择画面）',
+    'ptz.up': '向上',
+    'ptz.down': '向下',
+    'ptz.left': '向左',
+    'ptz.right': '向右',
+    'ptz.zoom_in': '变倍 +',
+    'ptz.zoom_out': '变倍 −',
+    'ptz.presets': '预置位',
+    'ptz.preset_number': '编号',
+    'ptz.preset_save': '设置预置位',
+    'ptz.preset_save_title': '把摄像机当前的位置保存为该编号（1–255）的预置位',
+    'ptz.go': '调用',
+    'ptz.go_title': '转到此预置位',
+    'ptz.delete': '删除',
+    'ptz.asking': '查询中…',
+    'ptz.no_presets': '无预置位',
+    'ptz.need_preset': '请选择设备的画面，并输入 1–255 的预置位编号',
+    'ptz.need_tile': '请先选择正在播放的画面',
+    'ptz.bare_stream': '云台只能控制设备的通道；此画面播放的是裸流',
+    'pb.channel': '通道',
+    'pb.last_24h': '最近 24 小时',
+    'pb.axis_24h': '−24 小时',
+    'pb.axis_12h': '−12 小时',
+    'pb.axis_now': '现在',
+    'pb.pause': '暂停',
+    'pb.resume': '继续',
+    'pb.speed': '倍速',
+    'pb.download': '下载此段录像',
+    'pb.asking': '正在查询设备录像…',
+    'pb.count': '{n} 段录像',
+    'pb.count_note': '{count}（{note}）',
+    'pb.device_error': '设备：{why}',
+    'pb.incomplete': '设备返回的录像列表可能不完整',
+    'pb.starting': '正在启动…',
+    'pb.error': '回放出错：{type} {detail}',
+    'pb.playing_from': '从 {time} 开始播放',
+    'pb.need_session': '请先播放一段设备录像',
+    'pb.sought': '已跳转到 {time}',
+    'pb.paused': '已暂停',
+    'pb.playing': '播放中',
+    'pb.speed_set': '倍速 {x}×',
+    'pb.need_range': '请先在时间轴上选择一段设备录像',
+    'pb.source.device': '设备录像',
+    'pb.source.gmv': '平台录像',
+    'pb.range': '{source} {start} – {end}',
+    'pb.dl.starting': '正在开始',
+    'pb.dl.progress': '{pct} % {state}',
+    'pb.dl.save': '保存文件',
+    'pb.dl.state.running': '下载中',
+    'pb.dl.state.interrupted': '已中断',
+    'pb.dl.state.resuming': '正在续传',
+    'pb.dl.state.finishing': '正在收尾',
+    'pb.dl.state.complete': '已完成',
+    'pb.dl.state.failed': '失败',
+    'pb.dl.state.cancelled': '已取消',
+    'st.h.stream': '流',
+    'st.h.codec': '编码',
+    'st.h.size': '分辨率',
+    'st.h.kbps': '码率 kbit/s',
+    'st.h.packets': '包数',
+    'st.h.lost': '丢包',
+    'st.h.viewers': '观看数',
+    'st.h.source': '来源',
+    'st.sip': 'SIP 信令计数',
+    'nodes.no_sip': '未启用 SIP：此处没有控制平面。',
+    'nodes.single': '此控制节点使用自己的注册库（SQLite）。',
+    'nodes.active': '此控制节点（{instance}）为主用：持有共享注册库的租约（任期 {epoch}）。',
+    'nodes.standby': '此控制节点（{instance}）为备用：主用控制节点是 {leader}。播放和更改都在主用节点上进行。',
+    'nodes.no_leader': '（暂无）',
+    'nodes.all_in_one': '一体化部署：所有流都在本进程中运行（媒体节点只用于 node.role 为 control 的部署）。',
+    'nodes.none': '尚无媒体节点：请在 node.media_nodes 中列出，或让媒体节点自行上报。',
+    'nodes.h.node': '媒体节点',
+    'nodes.h.state': '状态',
+    'nodes.h.streams': '流数',
+    'nodes.h.placed': '分配到此',
+    'nodes.h.viewers': '观看数',
+    'nodes.h.ingest': '接入 Mbit/s',
+    'nodes.h.cpu': 'CPU',
+    'nodes.h.keepalive': '最近心跳',
+    'nodes.address': '{api}（媒体地址 {ip}）',
+    'nodes.state.up': '在线',
+    'nodes.state.down': '离线',
+    'nodes.state.unknown': '未知',
+    'nodes.draining': '{state}，已停止分配',
+    'nodes.never': '从未',
+    'nodes.ago': '{s} 秒前',
+    'nodes.drain': '停止分配',
+    'nodes.undrain': '恢复分配',
+    'nodes.drain_title': '不再向此节点分配新的流（已有的流保留）',
+    'nodes.undrain_title': '重新向此节点分配新的流',
+    'ev.intro_before': '实时事件，来自 ',
+    'ev.intro_after': '，最新的在最上面。',
+    'ev.alarm': '{what}（优先级 {priority}）',
+    'ev.alarm_default': '告警',
+    'ev.kind.alarm': '告警',
+    'ev.kind.device_online': '设备上线',
+    'ev.kind.device_offline': '设备离线',
+    'ev.kind.registration_failed': '注册失败',
+    'ev.kind.position': '位置上报',
+    'ev.kind.catalog_changed': '目录变更',
+    'ev.kind.stream_started': '开始推流',
+    'ev.kind.stream_stopped': '停止推流',
+    'ev.kind.recording_closed': '录像文件完成',
+    'ev.kind.recordings_deleted': '录像已清理',
+    'ev.kind.download_finished': '录像下载结束',
+    'ev.kind.broadcast_started': '语音广播开始',
+    'ev.kind.broadcast_stopped': '语音广播结束',
+    'ev.kind.media_node_announced': '媒体节点上报',
+    'ev.kind.media_node_up': '媒体节点上线',
+    'ev.kind.media_node_down': '媒体节点离线',
+    'ev.kind.control_active': '控制节点转为主用',
+    'ev.kind.control_standby': '控制节点转为备用',
+    'ev.kind.upstream_registered': '已注册到上级平台',
+    'ev.kind.upstream_lost': '与上级平台失去联系',
+    'ev.kind.upstream_session_started': '上级点播开始',
+    'ev.kind.upstream_session_stopped': '上级点播结束',
+    'talk.target': '{name}：{state}',
     'nav.upstreams': '上级平台',
     'talk.title': '对讲',
     'talk.hold': '按住说话',
@@ -288,12 +759,28 @@ function applyI18n(root = document) {
   for (const e of root.querySelectorAll('[data-i18n]')) e.textContent = t(e.dataset.i18n);
   for (const e of root.querySelectorAll('[data-i18n-placeholder]')) e.placeholder = t(e.dataset.i18nPlaceholder);
   for (const e of root.querySelectorAll('[data-i18n-title]')) e.title = t(e.dataset.i18nTitle);
+  for (const e of root.querySelectorAll('[data-say]')) if (e.sayFn) say(e, e.sayFn);
   for (const b of document.querySelectorAll('[data-lang]')) {
     b.classList.toggle('active', b.dataset.lang === lang);
     b.setAttribute('aria-pressed', String(b.dataset.lang === lang));
   }
   document.documentElement.lang = lang;
+  document.title = t('app.title');
 }
+
+// Text built in code, kept in step with the language: `say(e, fn)` sets e's text to fn() (or
+// its children, when fn gives an array) now and again at each switch (applyI18n). Whatever
+// writes such an element afterwards goes through say() too.
+function say(e, fn) {
+  e.sayFn = fn;
+  e.setAttribute('data-say', '');
+  const v = fn();
+  if (Array.isArray(v)) e.replaceChildren(...v);
+  else e.textContent = v;
+  return e;
+}
+// The same for an element's text from a key (`sayKey(e, '')` empties it).
+const sayKey = (e, key, params = {}) => say(e, () => (key ? t(key, params) : ''));
 
 function onLanguage(fn) { languageListeners.push(fn); }
 
@@ -315,27 +802,30 @@ class ApiError extends Error {
   }
 }
 
-// What an operator should read instead of a code.
+// No answer at all from gmv (the network, or gmv down).
+class NetworkError extends Error {}
+
+// What an operator should read instead of a code: the code's words (`err.CODE`), else the
+// status, then gmv's own message (the engine's words, as they are).
 function readable(err) {
-  const byCode = {
-    device_offline: 'Device offline',
-    device_timeout: 'The device did not answer',
-    device_rejected: 'The device refused',
-    device_error: 'The device reported an error',
-    forbidden: 'No permission for this (your key\'s role is too low)',
-    unauthorized: 'Not signed in (or the key was revoked)',
-    not_found: 'Not found',
-    busy: 'Too busy, try again',
-    standby: 'This control is standby',
-  };
-  if (err instanceof ApiError) return (byCode[err.code] || `Error ${err.status}`) + (err.message ? `: ${err.message}` : '');
+  if (err instanceof ApiError) {
+    const key = `err.${err.code}`;
+    const what = err.code && key in I18N.en ? t(key, { status: err.status }) : t('err.status', { status: err.status });
+    return err.message ? t('err.detail', { what, detail: err.message }) : what;
+  }
+  if (err instanceof NetworkError) return t('err.detail', { what: t('err.network'), detail: err.message });
   return String(err && err.message || err);
 }
 
 async function api(method, path, body) {
   const headers = { Authorization: `Bearer ${apiKey}` };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let r;
+  try {
+    r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (err) {
+    throw new NetworkError(String(err && err.message || err));
+  }
   let v = null;
   try { v = await r.json(); } catch (_) { /* not JSON */ }
   if (!r.ok) throw new ApiError(r.status, v && (v.code || v.error), v && v.message);
@@ -356,11 +846,11 @@ async function signIn(key) {
 
 $('#signin-form').addEventListener('submit', async (e) => {
   e.preventDefault();
-  $('#signin-error').textContent = '';
+  sayKey($('#signin-error'), '');
   try {
     await signIn($('#key').value.trim());
   } catch (err) {
-    $('#signin-error').textContent = err.status === 401 ? 'That key is not valid.' : readable(err);
+    say($('#signin-error'), () => (err.status === 401 ? t('signin.bad_key') : readable(err)));
   }
 });
 
@@ -450,15 +940,15 @@ async function loadDevices() {
     await Promise.all(sessions.filter((s) => s.kind === 'live').slice(0, COVERS_MAX).map(async (s) => {
       if (covers.has(s.channel_id)) return;
       try {
-        const t = await api('POST', '/api/play-tokens', { stream_id: s.stream_id });
-        covers.set(s.channel_id, `/cover/${s.stream_id}.jpg?token=${t.token}`);
+        const tok = await api('POST', '/api/play-tokens', { stream_id: s.stream_id });
+        covers.set(s.channel_id, `/cover/${s.stream_id}.jpg?token=${tok.token}`);
       } catch (_) { /* no thumbnail */ }
     }));
     if (load !== devicesLoad) return;
     renderDevices();
   } catch (err) {
     if (load !== devicesLoad) return;
-    $('#device-tree').replaceChildren(el('div', { class: 'error' }, readable(err)));
+    $('#device-tree').replaceChildren(say(el('div', { class: 'error' }), () => readable(err)));
   }
 }
 
@@ -495,7 +985,7 @@ function renderDevices() {
     if (!isExpanded(d)) continue;
     const channels = channelsOf.get(d.device_id);
     if (channels === undefined) loadChannels(d);
-    if (!channels) rows.push({ kind: 'note', d, text: 'asking for channels…' });
+    if (!channels) rows.push({ kind: 'note', d, text: 'dev.asking_channels' });
     else for (const c of channels) rows.push({ kind: 'channel', d, c });
   }
   offsets = [];
@@ -505,7 +995,7 @@ function renderDevices() {
     y += ROW_PX[r.kind];
   }
   $('#tree-space').style.height = `${y}px`;
-  $('#device-count').textContent = `${devices.length} of ${devices.total ?? devices.length} devices`;
+  sayKey($('#device-count'), 'dev.count', { n: devices.length, total: devices.total ?? devices.length });
   drawVisibleRows();
 }
 
@@ -536,24 +1026,24 @@ function rowNode(r) {
     const info = [d.info.manufacturer, d.info.model].filter(Boolean).join(' ');
     const open = isExpanded(d);
     return el('div', { class: 'row device', dataset: { testid: `device-${d.device_id}` } },
-      el('button', { class: 'toggle', title: open ? 'hide channels' : 'show channels', dataset: { testid: `expand-${d.device_id}` }, onclick: () => {
+      el('button', { class: 'toggle', title: open ? t('dev.hide_channels') : t('dev.show_channels'), dataset: { testid: `expand-${d.device_id}` }, onclick: () => {
         if (open) { expanded.delete(d.device_id); collapsed.add(d.device_id); } else { collapsed.delete(d.device_id); expanded.add(d.device_id); }
         renderDevices();
       } }, open ? '▾' : '▸'), ' ',
       el('span', { class: `dot ${d.online ? 'on' : ''}` }), ' ',
-      el('strong', { class: 'device-id', title: 'details', onclick: () => {
+      el('strong', { class: 'device-id', title: t('dev.details'), onclick: () => {
         if (openDetails.has(d.device_id)) openDetails.delete(d.device_id); else openDetails.add(d.device_id);
         renderDevices();
       } }, d.device_id), ' ',
-      el('span', { class: 'muted' }, `${info} · ${d.online ? 'online' : 'offline'} · ${d.channel_count} channels${d.last_error ? ' · ' + d.last_error : ''}`), ' ',
-      el('button', { onclick: async () => { try { await api('POST', `/api/devices/${d.device_id}/sync`); } catch (err) { alert(readable(err)); } } }, 'sync'));
+      el('span', { class: 'muted' }, `${info} · ${d.online ? t('dev.online') : t('dev.offline')} · ${t('dev.channels', { n: d.channel_count })}${d.last_error ? ' · ' + d.last_error : ''}`), ' ',
+      el('button', { title: t('dev.sync_title'), onclick: async () => { try { await api('POST', `/api/devices/${d.device_id}/sync`); } catch (err) { alert(readable(err)); } } }, t('dev.sync')));
   }
   if (r.kind === 'details') {
     const box = el('div', { class: 'row details', dataset: { testid: `details-${d.device_id}` } });
     fillDetails(box, d);
     return box;
   }
-  if (r.kind === 'note') return el('div', { class: 'row note muted' }, r.text);
+  if (r.kind === 'note') return el('div', { class: 'row note muted' }, t(r.text));
   const c = r.c;
   const cover = covers.get(c.device_id);
   return el('div', { class: 'row channel', dataset: { testid: `channel-${c.device_id}` } },
@@ -561,23 +1051,25 @@ function rowNode(r) {
     el('span', { class: `dot ${c.status === 'ON' ? 'on' : ''}` }),
     el('span', {}, c.name || c.device_id),
     el('span', { class: 'muted' }, c.device_id),
-    el('button', { title: 'Play in the wall', dataset: { testid: `play-${c.device_id}` }, onclick: () => wallPlay(d.device_id, c.device_id, c.name || c.device_id) }, '▶'));
+    el('button', { title: t('common.play_in_wall'), dataset: { testid: `play-${c.device_id}` }, onclick: () => wallPlay(d.device_id, c.device_id, c.name || c.device_id) }, '▶'));
 }
 
 // DeviceInfo, the last DeviceStatus (and a button to ask again), subscriptions, position.
 function fillDetails(box, d) {
-  const row = (k, v) => el('div', {}, el('span', { class: 'muted' }, `${k}: `), v === undefined || v === null || v === '' ? '—' : String(v));
-  const status = d.status ? `${d.status.online} · ${d.status.status} · encode ${d.status.encode} · record ${d.status.record} · clock ${d.status.device_time}` : null;
-  const subs = (d.subscriptions || []).map((s) => `${s.kind}${s.active ? '' : ' (not active)'}`).join(', ');
-  const pos = d.position ? `${d.position.latitude}, ${d.position.longitude} at ${d.position.time}` : null;
+  const row = (k, v) => el('div', {}, el('span', { class: 'muted' }, t('common.field', { name: t(`dev.f.${k}`) })), v === undefined || v === null || v === '' ? '—' : String(v));
+  const status = d.status ? t('dev.status', { online: d.status.online, status: d.status.status, encode: d.status.encode, record: d.status.record, clock: d.status.device_time }) : null;
+  const subKind = (k) => (`dev.sub.${k}` in I18N.en ? t(`dev.sub.${k}`) : k);
+  const subs = (d.subscriptions || []).map((s) => (s.active ? subKind(s.kind) : t('dev.sub.inactive', { kind: subKind(s.kind) }))).join(t('common.list_sep'));
+  const pos = d.position ? t('dev.position', { lat: d.position.latitude, lon: d.position.longitude, time: d.position.time }) : null;
   box.replaceChildren(
     row('name', d.info.device_name), row('manufacturer', d.info.manufacturer), row('model', d.info.model),
-    row('firmware', d.info.firmware), row('address', d.addr), row('GB/T 28181', d.gb_version ? `X-GB-Ver ${d.gb_version}` : '2016 (no X-GB-Ver)'),
-    row('status', status), row('subscriptions', subs), row('position', pos), row('last error', d.last_error),
+    row('firmware', d.info.firmware), row('address', d.addr), row('gb', d.gb_version ? t('dev.gb_ver', { v: d.gb_version }) : t('dev.gb_2016')),
+    row('status', status), row('subscriptions', subs), row('position', pos), row('last_error', d.last_error),
     el('button', { dataset: { testid: `status-${d.device_id}` }, onclick: async (e) => {
-      e.target.textContent = 'asking…';
-      try { await api('GET', `/api/devices/${d.device_id}/status`); await loadDevices(); } catch (err) { e.target.textContent = readable(err); }
-    } }, 'ask status'));
+      const button = e.currentTarget;
+      sayKey(button, 'dev.asking');
+      try { await api('GET', `/api/devices/${d.device_id}/status`); await loadDevices(); } catch (err) { say(button, () => readable(err)); }
+    } }, t('dev.ask_status')));
 }
 
 let searchTimer = null;
@@ -587,6 +1079,8 @@ $('#device-filter').addEventListener('input', () => {
 });
 $('#online-only').addEventListener('change', loadDevices);
 $('#tree-scroll').addEventListener('scroll', drawVisibleRows);
+// The tree is drawn again in the new language (once there is one).
+onLanguage(() => { if (devices.total !== undefined) renderDevices(); });
 
 // ---- live wall ----
 
@@ -603,99 +1097,107 @@ function layout(n) {
 $('#layout').addEventListener('change', (e) => layout(Number(e.target.value)));
 
 function renderWall() {
-  $('#wall').replaceChildren(...tiles.map((t, i) => {
-    if (!t.node) {
-      t.video = el('video', { muted: '', autoplay: '', playsinline: '' });
-      t.video.muted = true;
-      t.message = el('div', { class: 'message' }, 'empty');
-      t.name = el('span', { class: 'name' }, '');
-      t.stats = el('div', { class: 'stats' }, '');
-      t.node = el('div', { class: 'tile empty', dataset: { testid: `tile-${i}` }, onclick: () => selectTile(i) },
-        t.video, t.message,
-        el('div', { class: 'label' }, t.name,
-          el('button', { title: 'Sound on/off', onclick: (e) => { e.stopPropagation(); t.video.muted = !t.video.muted; e.target.textContent = t.video.muted ? 'sound' : 'mute'; } }, 'sound'),
-          el('button', { title: 'Snapshot', onclick: (e) => { e.stopPropagation(); snapshot(t); } }, 'snap'),
-          el('button', { title: 'Full screen', onclick: (e) => { e.stopPropagation(); t.node.requestFullscreen && t.node.requestFullscreen(); } }, 'full'),
-          el('button', { title: 'Close', onclick: (e) => { e.stopPropagation(); stopTile(t); } }, '✕')),
-        t.stats);
+  $('#wall').replaceChildren(...tiles.map((tile, i) => {
+    if (!tile.node) {
+      tile.video = el('video', { muted: '', autoplay: '', playsinline: '' });
+      tile.video.muted = true;
+      tile.message = sayKey(el('div', { class: 'message' }), 'wall.empty');
+      tile.name = el('span', { class: 'name' }, '');
+      tile.stats = el('div', { class: 'stats' }, '');
+      const sound = say(el('button', { title: t('wall.sound_title'), 'data-i18n-title': 'wall.sound_title', onclick: (e) => {
+        e.stopPropagation();
+        tile.video.muted = !tile.video.muted;
+        say(sound, () => (tile.video.muted ? t('wall.sound') : t('wall.mute')));
+      } }), () => t('wall.sound'));
+      tile.node = el('div', { class: 'tile empty', dataset: { testid: `tile-${i}` }, onclick: () => selectTile(i) },
+        tile.video, tile.message,
+        el('div', { class: 'label' }, tile.name,
+          sound,
+          el('button', { title: t('wall.snap_title'), 'data-i18n-title': 'wall.snap_title', 'data-i18n': 'wall.snap', onclick: (e) => { e.stopPropagation(); snapshot(tile); } }, t('wall.snap')),
+          el('button', { title: t('wall.full_title'), 'data-i18n-title': 'wall.full_title', 'data-i18n': 'wall.full', onclick: (e) => { e.stopPropagation(); tile.node.requestFullscreen && tile.node.requestFullscreen(); } }, t('wall.full')),
+          el('button', { title: t('wall.close_title'), 'data-i18n-title': 'wall.close_title', onclick: (e) => { e.stopPropagation(); stopTile(tile); } }, '✕')),
+        tile.stats);
     }
-    t.node.classList.toggle('selected', i === selected);
-    return t.node;
+    tile.node.classList.toggle('selected', i === selected);
+    return tile.node;
   }));
 }
 
 function selectTile(i) {
   const changed = selected !== i;
   selected = i;
-  const t = tiles[i];
-  $('#ptz-target').textContent = t && t.channel ? t.label : '(select a tile)';
+  const tile = tiles[i];
+  say($('#ptz-target'), () => (tile && tile.channel ? labelOf(tile) : t('ptz.select_tile')));
   renderWall();
   if (changed) loadPresets();
 }
 
 // The selected channel's presets (PresetQuery), each with go and delete.
 async function loadPresets() {
-  const t = tiles[selected];
+  const tile = tiles[selected];
   const list = $('#presets');
-  if (!t || !t.device) { list.replaceChildren(); return; }
-  list.replaceChildren(el('li', { class: 'muted' }, 'asking…'));
+  if (!tile || !tile.device) { list.replaceChildren(); return; }
+  list.replaceChildren(el('li', { class: 'muted', 'data-i18n': 'ptz.asking' }, t('ptz.asking')));
   try {
-    const { presets } = await api('GET', `/api/devices/${t.device}/channels/${t.channel}/presets`);
-    const base = `/api/devices/${t.device}/channels/${t.channel}/presets`;
+    const { presets } = await api('GET', `/api/devices/${tile.device}/channels/${tile.channel}/presets`);
+    const base = `/api/devices/${tile.device}/channels/${tile.channel}/presets`;
     list.replaceChildren(...presets.map((p) => el('li', { dataset: { testid: `preset-${p.id}` } },
       el('span', {}, `${p.id} ${p.name}`),
-      el('button', { dataset: { testid: `preset-call-${p.id}` }, onclick: () => presetAction('POST', `${base}/${p.id}/call`, false) }, 'go'),
-      el('button', { title: 'delete', onclick: () => presetAction('DELETE', `${base}/${p.id}`, true) }, '✕'))));
-    if (!presets.length) list.replaceChildren(el('li', { class: 'muted' }, 'no presets'));
+      el('button', { title: t('ptz.go_title'), 'data-i18n-title': 'ptz.go_title', 'data-i18n': 'ptz.go', dataset: { testid: `preset-call-${p.id}` }, onclick: () => presetAction('POST', `${base}/${p.id}/call`, false) }, t('ptz.go')),
+      el('button', { title: t('ptz.delete'), 'data-i18n-title': 'ptz.delete', onclick: () => presetAction('DELETE', `${base}/${p.id}`, true) }, '✕'))));
+    if (!presets.length) list.replaceChildren(el('li', { class: 'muted', 'data-i18n': 'ptz.no_presets' }, t('ptz.no_presets')));
   } catch (err) {
-    list.replaceChildren(el('li', { class: 'error' }, readable(err)));
+    list.replaceChildren(say(el('li', { class: 'error' }), () => readable(err)));
   }
 }
 
 async function presetAction(method, path, reload) {
-  $('#ptz-error').textContent = '';
+  sayKey($('#ptz-error'), '');
   try {
     await api(method, path);
     if (reload) loadPresets();
   } catch (err) {
-    $('#ptz-error').textContent = readable(err);
+    say($('#ptz-error'), () => readable(err));
   }
 }
 
 $('#preset-set').addEventListener('click', () => {
-  const t = tiles[selected];
+  const tile = tiles[selected];
   const n = Number($('#preset-new').value);
-  if (!t || !t.device || !(n >= 1 && n <= 255)) { $('#ptz-error').textContent = 'Select a device tile and a preset number 1..255'; return; }
-  presetAction('POST', `/api/devices/${t.device}/channels/${t.channel}/presets/${n}`, true);
+  if (!tile || !tile.device || !(n >= 1 && n <= 255)) { sayKey($('#ptz-error'), 'ptz.need_preset'); return; }
+  presetAction('POST', `/api/devices/${tile.device}/channels/${tile.channel}/presets/${n}`, true);
 });
 
 function suspendTiles() {
-  for (const t of tiles) {
-    if (t.player) { t.player.destroy(); t.player = null; }
-    clearInterval(t.timer);
+  for (const tile of tiles) {
+    if (tile.player) { tile.player.destroy(); tile.player = null; }
+    clearInterval(tile.timer);
   }
 }
 
 function resumeTiles() {
-  for (const t of tiles) {
-    if (t.channel && !t.player) wallPlay(t.device, t.channel, t.label, t, t.level);
+  for (const tile of tiles) {
+    if (tile.channel && !tile.player) wallPlay(tile.device, tile.channel, tile.label, tile, tile.level);
   }
 }
 
-function stopTile(t) {
-  if (t.player) { t.player.destroy(); t.player = null; }
-  t.level = null;
-  if (t.video) t.video.srcObject = null;
-  t.video && t.video.removeAttribute('src');
-  clearInterval(t.timer);
-  Object.assign(t, { device: null, channel: null, streamId: null, label: '', noMedia: '' });
-  if (t.node) {
-    t.node.classList.add('empty');
-    t.message.textContent = 'empty';
-    t.name.textContent = '';
-    t.stats.textContent = '';
+function stopTile(tile) {
+  if (tile.player) { tile.player.destroy(); tile.player = null; }
+  tile.level = null;
+  if (tile.video) tile.video.srcObject = null;
+  tile.video && tile.video.removeAttribute('src');
+  clearInterval(tile.timer);
+  Object.assign(tile, { device: null, channel: null, streamId: null, label: '', noMedia: null });
+  if (tile.node) {
+    tile.node.classList.add('empty');
+    sayKey(tile.message, 'wall.empty');
+    sayKey(tile.name, '');
+    sayKey(tile.stats, '');
   }
 }
+
+// What a tile plays, as its label says: the channel's name, or a bare stream's id.
+const labelOf = (tile) => tile.label || t('wall.stream_label', { id: tile.channel });
 
 // What plays a tile, best first: WebRTC (sub-second, and the sound of G.711 cameras), FLV over
 // a WebSocket, HLS. A tile that cannot play one goes on to the next.
@@ -703,56 +1205,55 @@ const PLAYERS = ['webrtc', 'flv', 'hls'];
 const FIRST_PLAYER = { auto: 0, flv: 1, hls: 2 };
 
 async function wallPlay(deviceId, channelId, label, into, level) {
-  const t = into || tiles.find((x) => !x.channel) || tiles[Math.max(selected, 0)] || tiles[0];
-  stopTile(t);
-  t.level = level ?? FIRST_PLAYER[$('#player').value] ?? 0;
-  Object.assign(t, { device: deviceId, channel: channelId, label });
-  t.name.textContent = label;
-  t.message.textContent = 'Connecting…';
-  t.node.classList.remove('empty');
-  selectTile(t.index);
-  $('#device-count').textContent = `${label}: tile ${t.index + 1} of the live wall`;
-  const next = () => wallPlay(t.device, t.channel, t.label, t, t.level + 1);
+  const tile = into || tiles.find((x) => !x.channel) || tiles[Math.max(selected, 0)] || tiles[0];
+  stopTile(tile);
+  tile.level = level ?? FIRST_PLAYER[$('#player').value] ?? 0;
+  Object.assign(tile, { device: deviceId, channel: channelId, label });
+  say(tile.name, () => labelOf(tile));
+  sayKey(tile.message, 'wall.connecting');
+  tile.node.classList.remove('empty');
+  selectTile(tile.index);
+  say($('#device-count'), () => t('wall.playing_in', { label: labelOf(tile), n: tile.index + 1 }));
+  const next = () => wallPlay(tile.device, tile.channel, tile.label, tile, tile.level + 1);
   try {
     // A device's channel is invited; a bare stream (deviceId null) only needs a play token.
     const session = deviceId
       ? await api('POST', `/api/devices/${deviceId}/channels/${channelId}/play`, {})
       : { stream_id: channelId, play: (await api('POST', '/api/play-tokens', { stream_id: channelId })).play };
-    if (t.channel !== channelId || t.player) return; // replaced meanwhile
-    t.streamId = session.stream_id;
-    const player = PLAYERS[t.level];
+    if (tile.channel !== channelId || tile.player) return; // replaced meanwhile
+    tile.streamId = session.stream_id;
+    const player = PLAYERS[tile.level];
     if (player === 'webrtc') {
       if (!session.play.whep || !window.RTCPeerConnection) return next();
-      await playWebRtc(t, session, next);
+      await playWebRtc(tile, session, next);
     } else if (player === 'hls' || !window.mpegts || !mpegts.isSupported()) {
       // HLS: through hls.js, or natively where the browser plays it (iOS Safari).
-      playHls(t, session);
-      t.message.textContent = '';
+      playHls(tile, session);
     } else {
-      playFlv(t, session, next);
+      playFlv(tile, session, next);
     }
-    if (t.player) watchTile(t);
+    if (tile.player) watchTile(tile);
   } catch (err) {
-    if (t.channel !== channelId) return; // the tile plays something else meanwhile
+    if (tile.channel !== channelId) return; // the tile plays something else meanwhile
     // The WebRTC offer refused (a codec this browser cannot take over WebRTC): the next player.
-    if (PLAYERS[t.level] === 'webrtc') return next();
-    t.message.textContent = readable(err);
+    if (PLAYERS[tile.level] === 'webrtc') return next();
+    say(tile.message, () => readable(err));
   }
 }
 
 // WebRTC (WHEP): the offer to the stream's WHEP URL, the answer back; DELETE when the tile stops.
-async function playWebRtc(t, session, next) {
+async function playWebRtc(tile, session, next) {
   const pc = new RTCPeerConnection();
   pc.addTransceiver('video', { direction: 'recvonly' });
   pc.addTransceiver('audio', { direction: 'recvonly' });
   const media = new MediaStream();
   pc.ontrack = (e) => media.addTrack(e.track);
   let sessionUrl = null;
-  t.player = { destroy: () => {
+  tile.player = { destroy: () => {
     pc.close();
     if (sessionUrl) fetch(sessionUrl, { method: 'DELETE' }).catch(() => {});
   } };
-  const player = t.player;
+  const player = tile.player;
   await pc.setLocalDescription(await pc.createOffer());
   const url = new URL(session.play.whep, location.href);
   url.host = location.host; // the answer names the host the API was asked at
@@ -761,103 +1262,108 @@ async function playWebRtc(t, session, next) {
     pc.close();
     let body = {};
     try { body = await r.json(); } catch { /* not JSON */ }
-    throw new ApiError(r.status, body.code || 'webrtc', body.message || `WebRTC refused (${r.status})`);
+    throw new ApiError(r.status, body.code || 'webrtc', body.message || '');
   }
   sessionUrl = new URL(r.headers.get('Location'), url).href;
-  if (t.player !== player) { player.destroy(); return; } // the tile was stopped meanwhile
+  if (tile.player !== player) { player.destroy(); return; } // the tile was stopped meanwhile
   await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
   // The connection failing (a firewall between the browser and the WebRTC port): the next player.
   pc.onconnectionstatechange = () => {
-    if (pc.connectionState === 'failed' && t.player === player) next();
+    if (pc.connectionState === 'failed' && tile.player === player) next();
   };
-  t.video.srcObject = media;
-  t.video.play().catch(() => {});
-  t.message.textContent = '';
+  tile.video.srcObject = media;
+  tile.video.play().catch(() => {});
+  sayKey(tile.message, '');
 }
 
-function playFlv(t, session, next) {
+function playFlv(tile, session, next) {
   const url = new URL(session.play.flv, location.href);
   url.host = location.host; // the answer names the host the API was asked at
   // Over a WebSocket: a browser opens six HTTP/1.1 connections to one origin, not sixteen.
   url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  t.player = mpegts.createPlayer({ type: 'flv', isLive: true, url: url.href }, { enableStashBuffer: false, liveBufferLatencyChasing: true });
-  t.player.on(mpegts.Events.ERROR, (type, detail) => {
+  tile.player = mpegts.createPlayer({ type: 'flv', isLive: true, url: url.href }, { enableStashBuffer: false, liveBufferLatencyChasing: true });
+  tile.player.on(mpegts.Events.ERROR, (type, detail) => {
     // FLV failed (a codec MSE refuses, a proxy that drops WebSockets): HLS once.
     if (window.Hls && Hls.isSupported()) {
       next();
       return;
     }
-    t.message.textContent = `Playback error: ${type} ${detail}`;
+    sayKey(tile.message, 'wall.playback_error', { type, detail });
   });
-  t.player.attachMediaElement(t.video);
-  t.player.load();
-  t.video.play().catch(() => {});
-  t.message.textContent = '';
+  tile.player.attachMediaElement(tile.video);
+  tile.player.load();
+  tile.video.play().catch(() => {});
+  sayKey(tile.message, '');
 }
 
 // The tile's figures every few seconds: the stream's from the API, the frames drawn here.
-function watchTile(t) {
+function watchTile(tile) {
   let frames = 0;
-  t.timer = setInterval(async () => {
-    const q = t.video.getVideoPlaybackQuality ? t.video.getVideoPlaybackQuality() : { totalVideoFrames: 0 };
+  tile.timer = setInterval(async () => {
+    const q = tile.video.getVideoPlaybackQuality ? tile.video.getVideoPlaybackQuality() : { totalVideoFrames: 0 };
     const fps = Math.round((q.totalVideoFrames - frames) * 1000 / STATS_INTERVAL_MS);
     frames = q.totalVideoFrames;
     try {
-      const s = await api('GET', `/api/streams/${t.streamId}`);
-      t.stats.textContent = `${PLAYERS[t.level]} · ${s.video_codec || '?'} ${s.width || '?'}×${s.height || '?'} · ${s.bitrate_kbps} kbit/s · ${fps} fps · lost ${s.lost}`;
+      const s = await api('GET', `/api/streams/${tile.streamId}`);
+      sayKey(tile.stats, 'wall.stats', { player: PLAYERS[tile.level], codec: s.video_codec || '?', width: s.width || '?', height: s.height || '?', kbps: s.bitrate_kbps, fps, lost: s.lost });
       // Nothing taken yet: say why on the tile (what arrived from where, or nothing at all).
-      const noMedia = s.no_media && s.age_ms >= NO_MEDIA_SHOWN_AFTER_MS ? `No video yet: ${s.no_media}` : '';
-      if (noMedia || t.noMedia) t.message.textContent = noMedia;
-      t.noMedia = noMedia;
+      const noMedia = s.no_media && s.age_ms >= NO_MEDIA_SHOWN_AFTER_MS ? s.no_media : null;
+      if (noMedia) sayKey(tile.message, 'wall.no_media', { why: noMedia });
+      else if (tile.noMedia) sayKey(tile.message, '');
+      tile.noMedia = noMedia;
     } catch (err) {
       // The stream closed: keep what it said while it waited, if it never got media.
-      t.stats.textContent = readable(err);
-      if (t.noMedia) t.message.textContent = t.noMedia.replace('No video yet', 'Closed without video');
+      say(tile.stats, () => readable(err));
+      if (tile.noMedia) sayKey(tile.message, 'wall.closed_no_media', { why: tile.noMedia });
     }
   }, STATS_INTERVAL_MS);
 }
 
-function playHls(t, session) {
+function playHls(tile, session) {
   const url = new URL(session.play.hls, location.href);
   url.host = location.host;
   // hls.js where Media Source Extensions exist; the browser's own HLS (iOS Safari) otherwise.
   if (window.Hls && Hls.isSupported()) {
     const hls = new Hls({ liveSyncDurationCount: 2 });
     hls.loadSource(url.href);
-    hls.attachMedia(t.video);
-    t.player = { destroy: () => hls.destroy() };
-  } else if (t.video.canPlayType('application/vnd.apple.mpegurl')) {
-    t.video.src = url.href;
+    hls.attachMedia(tile.video);
+    tile.player = { destroy: () => hls.destroy() };
+  } else if (tile.video.canPlayType('application/vnd.apple.mpegurl')) {
+    tile.video.src = url.href;
   } else {
-    t.message.textContent = 'This browser plays neither FLV (Media Source Extensions) nor HLS';
+    sayKey(tile.message, 'wall.no_player');
     return;
   }
-  t.video.play().catch(() => {});
+  tile.video.play().catch(() => {});
 }
 
-async function snapshot(t) {
-  if (!t.streamId) return;
+async function snapshot(tile) {
+  if (!tile.streamId) return;
   try {
-    const r = await fetch(`/api/streams/${t.streamId}/snapshot`, { headers: { Authorization: `Bearer ${apiKey}` } });
-    if (!r.ok) throw new ApiError(r.status, 'no_snapshot', await r.text());
-    const a = el('a', { href: URL.createObjectURL(await r.blob()), download: `${t.streamId}.jpg` });
+    const r = await fetch(`/api/streams/${tile.streamId}/snapshot`, { headers: { Authorization: `Bearer ${apiKey}` } });
+    if (!r.ok) {
+      let body = {};
+      try { body = await r.json(); } catch { /* not JSON */ }
+      throw new ApiError(r.status, body.code || 'no_snapshot', body.message || '');
+    }
+    const a = el('a', { href: URL.createObjectURL(await r.blob()), download: `${tile.streamId}.jpg` });
     a.click();
   } catch (err) {
-    t.message.textContent = readable(err);
+    say(tile.message, () => readable(err));
   }
 }
 
 // PTZ: press and hold to move, release to stop.
 const PTZ_MOVES = { up: { tilt: 1 }, down: { tilt: -1 }, left: { pan: -1 }, right: { pan: 1 }, in: { zoom: 1 }, out: { zoom: -1 } };
 async function ptz(body) {
-  const t = tiles[selected];
-  $('#ptz-error').textContent = '';
-  if (!t || !t.channel) { $('#ptz-error').textContent = 'Select a playing tile first'; return; }
-  if (!t.device) { $('#ptz-error').textContent = 'PTZ moves a device\'s channel; this tile plays a bare stream'; return; }
+  const tile = tiles[selected];
+  sayKey($('#ptz-error'), '');
+  if (!tile || !tile.channel) { sayKey($('#ptz-error'), 'ptz.need_tile'); return; }
+  if (!tile.device) { sayKey($('#ptz-error'), 'ptz.bare_stream'); return; }
   try {
-    await api('POST', `/api/devices/${t.device}/channels/${t.channel}/ptz`, body);
+    await api('POST', `/api/devices/${tile.device}/channels/${tile.channel}/ptz`, body);
   } catch (err) {
-    $('#ptz-error').textContent = readable(err);
+    say($('#ptz-error'), () => readable(err));
   }
 }
 for (const b of document.querySelectorAll('[data-ptz]')) {
@@ -880,7 +1386,7 @@ let talk = null;
 
 function talkStatus(key, params = {}, error = false) {
   const s = $('#talk-status');
-  s.textContent = key ? t(key, params) : '';
+  sayKey(s, key, params);
   s.classList.toggle('error', error);
 }
 
@@ -970,8 +1476,9 @@ async function talkShowTargets(me) {
     const ours = (x) => broadcasts.find((b) => b.device_id === x.device && b.channel_id === x.channel && b.source === 'microphone' && b.started_at_ms >= me.since - 1000);
     $('#talk-targets').replaceChildren(...targets.map((x) => {
       const b = ours(x);
-      const state = b ? t(`talk.target.${b.state}`, { why: b.why || '' }) : '…';
-      return el('li', { class: b && b.state === 'ended' ? 'error' : '', dataset: { testid: `talk-target-${x.channel}` } }, `${x.label || x.channel}: ${state}`);
+      const state = () => (!b ? '…' : `talk.target.${b.state}` in I18N.en ? t(`talk.target.${b.state}`, { why: b.why || '' }) : b.state);
+      return say(el('li', { class: b && b.state === 'ended' ? 'error' : '', dataset: { testid: `talk-target-${x.channel}` } }),
+        () => t('talk.target', { name: x.label || x.channel, state: state() }));
     }));
   } catch { /* shown again at the next poll */ }
 }
@@ -1023,51 +1530,57 @@ async function loadStreams() {
       el('td', {}, s.stream_id), el('td', {}, s.video_codec || '—'), el('td', {}, s.width ? `${s.width}×${s.height}` : '—'),
       el('td', {}, String(s.bitrate_kbps)), el('td', {}, String(s.packets)), el('td', {}, String(s.lost)),
       el('td', {}, String(s.subscribers)), el('td', {}, s.transport || '—'),
-      el('td', {}, el('button', { title: 'Play in the wall', dataset: { testid: `play-stream-${s.stream_id}` }, onclick: () => { wallPlay(null, s.stream_id, `stream ${s.stream_id}`); show('wall'); } }, '▶')))));
+      el('td', {}, el('button', { title: t('common.play_in_wall'), dataset: { testid: `play-stream-${s.stream_id}` }, onclick: () => { wallPlay(null, s.stream_id, null); show('wall'); } }, '▶')))));
     const sip = await api('GET', '/api/sip');
     $('#sip-counters').textContent = JSON.stringify(sip.counters, null, 1);
   } catch (err) {
-    $('#stream-rows').replaceChildren(el('tr', {}, el('td', { class: 'error' }, readable(err))));
+    $('#stream-rows').replaceChildren(el('tr', {}, say(el('td', { class: 'error' }), () => readable(err))));
   }
 }
 
 // ---- nodes: this control's place (active or standby) and the media nodes it places on ----
 
 function controlText(c) {
-  if (!c) return 'SIP is disabled: no control plane here.';
-  if (c.mode === 'single') return 'This control keeps its own registry (SQLite).';
-  if (c.mode === 'active') return `This control (${c.instance}) is active: it holds the shared registry's lease (epoch ${c.epoch}).`;
-  return `This control (${c.instance}) is standby: the active control is ${c.leader || '(none yet)'}. Plays and changes go there.`;
+  if (!c) return t('nodes.no_sip');
+  if (c.mode === 'single') return t('nodes.single');
+  if (c.mode === 'active') return t('nodes.active', { instance: c.instance, epoch: c.epoch });
+  return t('nodes.standby', { instance: c.instance, leader: c.leader || t('nodes.no_leader') });
+}
+
+// A media node's state in words (an unknown one as gmv names it).
+function nodeState(n) {
+  const state = `nodes.state.${n.state}` in I18N.en ? t(`nodes.state.${n.state}`) : n.state;
+  return n.draining ? t('nodes.draining', { state }) : state;
 }
 
 async function loadNodes() {
   try {
     const health = await api('GET', '/api/health');
-    $('#control-state').textContent = controlText(health.control);
+    say($('#control-state'), () => controlText(health.control));
     let nodes;
     try {
       ({ nodes } = await api('GET', '/api/nodes'));
     } catch (err) {
       if (err.code !== 'not_control') throw err;
       $('#node-table').hidden = true;
-      $('#nodes-note').textContent = 'All in one: every stream runs in this process (media nodes are for node.role control).';
+      sayKey($('#nodes-note'), 'nodes.all_in_one');
       return;
     }
     $('#node-table').hidden = false;
-    $('#nodes-note').textContent = nodes.length ? '' : 'No media node yet: list them in node.media_nodes, or let them announce themselves.';
+    sayKey($('#nodes-note'), nodes.length ? '' : 'nodes.none');
     $('#node-rows').replaceChildren(...nodes.map((n) => el('tr', { dataset: { testid: `node-${n.id}` } },
-      el('td', { title: `${n.api} (media ${n.media_ip})` }, n.id),
-      el('td', { class: `state ${n.state}${n.draining ? ' draining' : ''}`, dataset: { testid: `node-state-${n.id}` } }, n.draining ? `${n.state}, draining` : n.state),
+      el('td', { title: t('nodes.address', { api: n.api, ip: n.media_ip }) }, n.id),
+      el('td', { class: `state ${n.state}${n.draining ? ' draining' : ''}`, dataset: { testid: `node-state-${n.id}` } }, nodeState(n)),
       el('td', {}, String(n.load.streams)), el('td', {}, String(n.placed)), el('td', {}, String(n.load.viewers)),
       el('td', {}, (n.load.ingest_kbps / 1000).toFixed(1)), el('td', {}, `${Math.round(n.load.cpu_percent)} %`),
-      el('td', {}, n.last_keepalive_s_ago == null ? 'never' : `${n.last_keepalive_s_ago} s ago`),
+      el('td', {}, n.last_keepalive_s_ago == null ? t('nodes.never') : t('nodes.ago', { s: n.last_keepalive_s_ago })),
       el('td', {}, el('button', {
-        title: n.draining ? 'Place new streams here again' : 'Place no new stream here (its streams stay)',
+        title: n.draining ? t('nodes.undrain_title') : t('nodes.drain_title'),
         dataset: { testid: `drain-${n.id}` },
         onclick: () => drain(n.id, !n.draining),
-      }, n.draining ? 'undrain' : 'drain')))));
+      }, n.draining ? t('nodes.undrain') : t('nodes.drain'))))));
   } catch (err) {
-    $('#nodes-note').textContent = readable(err);
+    say($('#nodes-note'), () => readable(err));
   }
 }
 
@@ -1075,11 +1588,17 @@ async function drain(id, on) {
   try {
     await api(on ? 'POST' : 'DELETE', `/api/nodes/${encodeURIComponent(id)}/drain`);
   } catch (err) {
-    $('#nodes-note').textContent = readable(err);
+    say($('#nodes-note'), () => readable(err));
     return;
   }
   loadNodes();
 }
+
+// The tables shown now follow a switch at once (not at their next refresh).
+onLanguage(() => {
+  if (!$('#view-streams').hidden) loadStreams();
+  if (!$('#view-nodes').hidden) loadNodes();
+});
 
 // ---- upstreams (级联上级): the upper platforms this site reports to, and what each sees ----
 
@@ -1577,12 +2096,15 @@ async function followEvents() {
 
 function addEvent(e) {
   lastEventId = e.id;
-  const time = new Date(e.at_ms).toLocaleTimeString();
-  const what = e.kind === 'alarm' ? `${e.data.description || 'alarm'} (priority ${e.data.priority})` : (e.data.why || e.data.reason || e.data.stream_id || '');
-  const li = el('li', { dataset: { testid: `event-${e.kind}` } },
-    el('span', { class: 'muted' }, time), ' ',
-    el('span', { class: `kind ${e.kind}` }, e.kind),
-    `${e.device_id || ''}${e.channel_id ? ' / ' + e.channel_id : ''} ${what}`);
+  // Its kind in words (a kind this console does not know as gmv names it); the rest is data.
+  const kind = () => (`ev.kind.${e.kind}` in I18N.en ? t(`ev.kind.${e.kind}`) : e.kind);
+  const what = () => (e.kind === 'alarm'
+    ? t('ev.alarm', { what: e.data.description || t('ev.alarm_default'), priority: e.data.priority })
+    : (e.data.why || e.data.reason || e.data.stream_id || ''));
+  const li = say(el('li', { dataset: { testid: `event-${e.kind}` } }), () => [
+    el('span', { class: 'muted' }, timeText(e.at_ms)), ' ',
+    el('span', { class: `kind ${e.kind}` }, kind()),
+    `${e.device_id || ''}${e.channel_id ? ' / ' + e.channel_id : ''} ${what()}`]);
   const log = $('#event-log');
   log.prepend(li);
   while (log.children.length > EVENTS_SHOWN_MAX) log.lastChild.remove();
@@ -1610,25 +2132,29 @@ async function loadTimeline() {
   if (!channel) return;
   pb.to = Math.floor(Date.now() / 1000);
   pb.from = pb.to - DAY_S;
-  $('#pb-note').textContent = 'asking the device…';
+  sayKey($('#pb-note'), 'pb.asking');
   try {
-    const t = await api('GET', `/api/channels/${channel}/timeline?start=${pb.from}&end=${pb.to}`);
-    pb.ranges = t.ranges;
-    const note = t.device.error ? `device: ${t.device.error}` : (t.device.complete ? '' : 'the device\'s list may be incomplete');
-    $('#pb-note').textContent = `${t.ranges.length} recordings ${note}`;
+    const line = await api('GET', `/api/channels/${channel}/timeline?start=${pb.from}&end=${pb.to}`);
+    pb.ranges = line.ranges;
+    const note = () => (line.device.error ? t('pb.device_error', { why: line.device.error }) : (line.device.complete ? '' : t('pb.incomplete')));
+    say($('#pb-note'), () => {
+      const count = t('pb.count', { n: line.ranges.length });
+      return note() ? t('pb.count_note', { count, note: note() }) : count;
+    });
     renderTimeline();
   } catch (err) {
-    $('#pb-note').textContent = readable(err);
+    say($('#pb-note'), () => readable(err));
   }
 }
 
-const xOf = (t) => `${((t - pb.from) / (pb.to - pb.from)) * 100}%`;
+const xOf = (at) => `${((at - pb.from) / (pb.to - pb.from)) * 100}%`;
 
 function renderTimeline() {
   const line = $('#timeline');
   const cursor = $('#pb-cursor');
+  const source = (r) => (`pb.source.${r.source}` in I18N.en ? t(`pb.source.${r.source}`) : r.source);
   line.replaceChildren(cursor, ...pb.ranges.map((r, i) => el('div', {
-    class: `range ${r.source}`, title: `${r.source} ${new Date(r.start * 1000).toLocaleString()} – ${new Date(r.end * 1000).toLocaleTimeString()}`,
+    class: `range ${r.source}`, title: t('pb.range', { source: source(r), start: dateText(r.start * 1000), end: timeText(r.end * 1000) }),
     dataset: { testid: `range-${i}` }, style: `left:${xOf(Math.max(r.start, pb.from))};width:calc(${xOf(Math.min(r.end, pb.to))} - ${xOf(Math.max(r.start, pb.from))})`,
   })));
 }
@@ -1661,10 +2187,10 @@ $('#timeline').addEventListener('pointerup', (e) => {
 // A click on the timeline: play there, or seek when it is in the range playing.
 $('#timeline').addEventListener('click', (e) => {
   if (pb.dragged) { pb.dragged = false; return; }
-  const t = timeAt(e.clientX);
-  const r = pb.ranges.find((x) => x.start <= t && t < x.end) || pb.ranges.find((x) => Math.abs(x.start - t) < (pb.to - pb.from) / 200);
+  const clicked = timeAt(e.clientX);
+  const r = pb.ranges.find((x) => x.start <= clicked && clicked < x.end) || pb.ranges.find((x) => Math.abs(x.start - clicked) < (pb.to - pb.from) / 200);
   if (!r) return;
-  const at = Math.max(t, r.start);
+  const at = Math.max(clicked, r.start);
   if (pb.session && pb.range === r && r.source === 'device') seek(at);
   else playRange(r, at);
 });
@@ -1679,8 +2205,8 @@ async function playRange(r, at) {
   stopPlayback();
   pb.range = r;
   pb.paused = false;
-  $('#pb-pause').textContent = 'pause';
-  $('#pb-status').textContent = 'starting…';
+  sayKey($('#pb-pause'), 'pb.pause');
+  sayKey($('#pb-status'), 'pb.starting');
   try {
     let url;
     if (r.source === 'device') {
@@ -1693,71 +2219,81 @@ async function playRange(r, at) {
       url = new URL(r.flv, location.href);
     }
     pb.player = mpegts.createPlayer({ type: 'flv', isLive: true, url: url.href }, { enableStashBuffer: false });
-    pb.player.on(mpegts.Events.ERROR, (type, detail) => { $('#pb-status').textContent = `Playback error: ${type} ${detail}`; });
+    pb.player.on(mpegts.Events.ERROR, (type, detail) => { sayKey($('#pb-status'), 'pb.error', { type, detail }); });
     pb.player.attachMediaElement($('#pb-video'));
     pb.player.load();
     $('#pb-video').play().catch(() => {});
-    $('#pb-status').textContent = `playing from ${new Date(at * 1000).toLocaleTimeString()}`;
+    say($('#pb-status'), () => t('pb.playing_from', { time: timeText(at * 1000) }));
     const cursor = $('#pb-cursor');
     cursor.hidden = false;
     cursor.style.left = xOf(at);
   } catch (err) {
-    $('#pb-status').textContent = readable(err);
+    say($('#pb-status'), () => readable(err));
   }
 }
 
+// A VCR command to the device's playback; `done` says it in words once the device took it.
+// Answers whether it was taken.
 async function control(body, done) {
-  if (!pb.session) { $('#pb-status').textContent = 'Play a device recording first'; return; }
+  if (!pb.session) { sayKey($('#pb-status'), 'pb.need_session'); return false; }
   try {
     await api('POST', `/api/sessions/${pb.session.stream_id}/control`, body);
-    $('#pb-status').textContent = done;
+    say($('#pb-status'), done);
+    return true;
   } catch (err) {
-    $('#pb-status').textContent = readable(err);
+    say($('#pb-status'), () => readable(err));
+    return false;
   }
 }
 
-function seek(t) {
-  $('#pb-cursor').style.left = xOf(t);
-  control({ action: 'seek', position_s: Math.max(0, t - pb.session.start) }, `sought to ${new Date(t * 1000).toLocaleTimeString()}`);
+function seek(at) {
+  $('#pb-cursor').style.left = xOf(at);
+  control({ action: 'seek', position_s: Math.max(0, at - pb.session.start) }, () => t('pb.sought', { time: timeText(at * 1000) }));
 }
 
 $('#pb-pause').addEventListener('click', async () => {
   const pausing = !pb.paused;
-  await control({ action: pausing ? 'pause' : 'resume' }, pausing ? 'paused' : 'playing');
-  if ($('#pb-status').textContent === (pausing ? 'paused' : 'playing')) {
+  if (await control({ action: pausing ? 'pause' : 'resume' }, () => t(pausing ? 'pb.paused' : 'pb.playing'))) {
     pb.paused = pausing;
-    $('#pb-pause').textContent = pausing ? 'resume' : 'pause';
+    sayKey($('#pb-pause'), pausing ? 'pb.resume' : 'pb.pause');
   }
 });
-$('#pb-speed').addEventListener('change', (e) => control({ action: 'speed', scale: Number(e.target.value) }, `speed ${e.target.value}×`));
+$('#pb-speed').addEventListener('change', (e) => {
+  const x = e.target.value;
+  control({ action: 'speed', scale: Number(x) }, () => t('pb.speed_set', { x }));
+});
 $('#pb-load').addEventListener('click', loadTimeline);
+// The timeline's titles in the new language.
+onLanguage(() => { if (pb.ranges.length) renderTimeline(); });
 $('#pb-channel').addEventListener('change', loadTimeline);
 
 $('#pb-download').addEventListener('click', async () => {
   const r = pb.range;
-  if (!r || r.source !== 'device') { $('#pb-status').textContent = 'Pick a device recording on the timeline first'; return; }
+  if (!r || r.source !== 'device') { sayKey($('#pb-status'), 'pb.need_range'); return; }
   const channel = $('#pb-channel').value;
   const device = devices.find((d) => (channelsOf.get(d.device_id) || []).some((c) => c.device_id === channel));
   try {
     const d = await api('POST', `/api/devices/${device.device_id}/channels/${channel}/download`, { start: r.start, end: r.end });
     const bar = el('progress', { max: '1', value: '0' });
-    const text = el('span', {}, ' starting');
-    $('#downloads').prepend(el('li', { dataset: { testid: `download-${d.id}` } }, `${new Date(r.start * 1000).toLocaleString()} `, bar, text));
+    const text = say(el('span'), () => ` ${t('pb.dl.starting')}`);
+    const when = say(el('span'), () => `${dateText(r.start * 1000)} `);
+    $('#downloads').prepend(el('li', { dataset: { testid: `download-${d.id}` } }, when, bar, text));
+    const stateText = (state) => (`pb.dl.state.${state}` in I18N.en ? t(`pb.dl.state.${state}`) : state);
     const poll = setInterval(async () => {
       try {
         const now = await api('GET', `/api/downloads/${d.id}`);
         bar.value = now.progress;
-        text.textContent = ` ${Math.floor(now.progress * 100)} % ${now.state}`;
+        say(text, () => ` ${t('pb.dl.progress', { pct: Math.floor(now.progress * 100), state: stateText(now.state) })}`);
         if (now.state === 'complete') {
-          text.replaceChildren(' ', el('a', { href: now.url, download: now.file }, 'save the file'));
+          say(text, () => [' ', el('a', { href: now.url, download: now.file }, t('pb.dl.save'))]);
         }
         if (!['running', 'resuming', 'finishing'].includes(now.state)) clearInterval(poll);
       } catch (err) {
-        text.textContent = readable(err);
+        say(text, () => readable(err));
         clearInterval(poll);
       }
     }, DOWNLOAD_POLL_MS);
   } catch (err) {
-    $('#pb-status').textContent = readable(err);
+    say($('#pb-status'), () => readable(err));
   }
 });

@@ -369,6 +369,9 @@ fn push_to_talk_in_the_console_reaches_the_camera_and_its_sound_comes_back_in_th
     assert!(v["target_while_talking"].as_str().unwrap_or_default().contains("the camera is listening"), "{v}");
     assert!(v["target_after"].as_str().unwrap_or_default().contains("ended: the talk ended"), "{v}");
     assert_eq!(v["button_zh"], "按住说话", "{v}");
+    // The rest of the console speaks Chinese too (issue 28): the devices view and the wall.
+    assert_eq!((v["devices_zh"]["nav"].as_str(), v["tile_zh"].as_str()), (Some("设备"), Some("空闲")), "{v}");
+    assert!(v["devices_zh"]["count"].as_str().unwrap_or_default().contains("共 1 台设备"), "{v}");
     // Both ways: the camera's own sound (its 600 Hz) plays in its tile over WebRTC meanwhile.
     let peaks: Vec<u64> = v["heard"]["peaks"].as_array().map(|a| a.iter().filter_map(|p| p.as_u64()).collect()).unwrap_or_default();
     assert!(peaks.len() >= 4 && peaks.iter().all(|p| p.abs_diff(u64::from(DEVICE_SOUND_HZ)) <= 12), "the camera's tone in the tile: {v}");

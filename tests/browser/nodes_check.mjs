@@ -14,7 +14,8 @@ const browser = await chromium.launch({
 });
 const result = { ok: false };
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+  // English (the strings checked below are the English ones), whatever the machine's language.
+  const page = await browser.newPage({ viewport: { width: 1280, height: 720 }, locale: 'en-US' });
   page.on('console', (m) => console.error('page:', m.text()));
   await page.goto(url);
   await page.fill('[data-testid=key]', key);

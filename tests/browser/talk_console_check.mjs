@@ -106,8 +106,13 @@ try {
   await page.setViewportSize({ width: 390, height: 844 });
   await page.reload();
   await page.waitForSelector('[data-testid=talk-button]', { state: 'attached', timeout: 15000 });
+  // The devices view in Chinese: the count, the channel rows, the nav.
+  await page.waitForFunction(() => document.querySelector('#device-count').textContent.includes('台设备'), null, { timeout: 15000 });
+  result.devices_zh = { count: await page.textContent('#device-count'), nav: await page.textContent('nav button[data-view=devices]') };
+  await page.screenshot({ path: `${shots}/console-devices-phone-zh.png`, fullPage: true });
   await page.click('nav button[data-view=wall]');
   result.button_zh = await page.textContent('[data-testid=talk-button]');
+  result.tile_zh = await page.textContent('[data-testid=tile-0] .message');
   await page.screenshot({ path: `${shots}/console-talk-phone-zh.png`, fullPage: true });
   result.ok = true;
 } catch (e) {
