@@ -4,7 +4,6 @@
 //! unless `record.alarm_clip.post_s` > 0.
 
 use super::Control;
-use crate::proto::sip::endpoint::MediaTransport;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ impl Control {
         glommio::spawn_local(async move {
             let ssrc = match live {
                 Some(ssrc) => ssrc,
-                None => match me.play(&device_id, &channel_id, MediaTransport::Udp).await {
+                None => match me.play(&device_id, &channel_id, me.device_transport(&device_id)).await {
                     Ok(session) => session.ssrc,
                     Err(error) => {
                         tracing::warn!(device_id, channel_id, alarm_id, %error, "alarm clip: the channel cannot be played");

@@ -7,7 +7,7 @@
 
 use super::Control;
 use crate::proto::sip::endpoint::{
-    Command, MediaTransport, Outcome, PlayError, PlayKind, UpstreamCallHandle, UpstreamEnd, UpstreamMedia, UpstreamMediaAnswer, UpstreamPlay,
+    Command, Outcome, PlayError, PlayKind, UpstreamCallHandle, UpstreamEnd, UpstreamMedia, UpstreamMediaAnswer, UpstreamPlay,
     UpstreamRecords, UpstreamRefusal,
 };
 use crate::proto::sip::mansrtsp::PlaybackAction;
@@ -58,7 +58,7 @@ impl Control {
         ssrc: u32,
         kind: PlayKind,
     ) -> Result<UpstreamMediaAnswer, UpstreamRefusal> {
-        let session = self.play_kind(device_id, channel_id, MediaTransport::Udp, kind, None).await.map_err(|e| match e {
+        let session = self.play_kind(device_id, channel_id, self.device_transport(device_id), kind, None).await.map_err(|e| match e {
             PlayError::Offline | PlayError::UnknownDevice | PlayError::UnknownChannel => UpstreamRefusal::Unavailable,
             PlayError::Busy => UpstreamRefusal::Busy,
             _ => UpstreamRefusal::Failed,

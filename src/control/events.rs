@@ -179,6 +179,24 @@ impl EventHub {
         id
     }
 
+    /// Event `id`, while the history holds it.
+    pub fn find(&self, id: u64) -> Option<Rc<PlatformEvent>> {
+        self.history.borrow().iter().rev().find(|e| e.id == id).cloned()
+    }
+
+    /// Acknowledges alarm event `alarm_id` (an `alarm_acknowledged` event naming it, who and
+    /// why); the new event's id. None when there is no such alarm in the history; Err(id of the
+    /// earlier one) when it was acknowledged already.
+    pub fn acknowledge(&self, alarm_id: u64, by: &str, note: &str) -> Option<Result<u64, u64>> {
+        let alarm = self.find(alarm_id).filter(|e| e.kind == "alarm")?;
+        let earlier = self.history.borrow().iter().find(|e| e.kind == "alarm_acknowledged" && e.data["alarm_id"] == alarm_id).map(|e| e.id);
+        if let Some(id) = earlier {
+            return Some(Err(id));
+        }
+        let data = serde_json::json!({ "alarm_id": alarm_id, "by": by, "note": note });
+        Some(Ok(self.publish("alarm_acknowledged", alarm.device_id.as_deref(), alarm.channel_id.as_deref(), data)))
+    }
+
     /// Events after `after_id`, or at/after `since_ms`, of `kind` if given, oldest first, at
     /// most `limit`.
     pub fn history(&self, after_id: Option<u64>, since_ms: Option<u64>, kind: Option<&str>, limit: usize) -> Vec<Rc<PlatformEvent>> {

@@ -81,7 +81,7 @@ impl Control {
     /// signalling address (media bound to the device, not to whoever sends first).
     pub(crate) fn device_source(&self, device_id: &str) -> SourceRule {
         let signalling = self.endpoint().device(device_id).and_then(|d| d.binding).map(|p| p.addr().ip());
-        SourceRule::device(signalling.as_slice(), self.shard.config.sip.learns_ssrc(device_id))
+        SourceRule::device(signalling.as_slice(), self.learns_ssrc(device_id))
     }
 
     /// A stream for a new session of `channel_id`, under a fresh SSRC: on the shard the SSRC

@@ -5,6 +5,7 @@
 
 mod alarm_clips;
 mod cascade;
+pub mod device_settings;
 pub mod downloads;
 pub mod events;
 pub mod ha;
@@ -143,6 +144,10 @@ pub struct Control {
     broadcasts: RefCell<voice::Broadcasts>,
     /// Record plans and the channels following them.
     record_plans: RefCell<record_plans::RecordPlans>,
+    /// Devices set up through the API, and the config's passwords they are merged over.
+    device_settings: RefCell<std::collections::BTreeMap<String, device_settings::DeviceSettings>>,
+    config_password: RefCell<String>,
+    config_device_passwords: RefCell<std::collections::BTreeMap<String, String>>,
     /// Upstreams the API changed (over the config's), and one such change at a time.
     upstream_changes: RefCell<upstreams_store::Changes>,
     upstream_admin_gate: glommio::sync::Semaphore,
@@ -213,6 +218,14 @@ impl Control {
         let (upstream_changes, upstreams) = load_upstreams(&config).await;
         let mut endpoint_config = config.endpoint_config(local);
         endpoint_config.upstreams = upstreams;
+        let settings_path = config.data_dir.join(device_settings::DEVICE_SETTINGS_FILE);
+        let (settings, settings_error) = glommio::executor()
+            .spawn_blocking(move || json_file::load::<std::collections::BTreeMap<String, device_settings::DeviceSettings>>(&settings_path, unix_ms() / 1000))
+            .await;
+        if let Some(error) = settings_error {
+            tracing::error!(%error, "device settings not read; the config's are in force");
+        }
+        endpoint_config.device_passwords = Control::merged_device_passwords(&config.sip.device_passwords, &settings);
         let endpoint = Endpoint::new(endpoint_config, Instant::now(), unix_ms(), os_seed(), devices);
         let data_dir = config.data_dir.clone();
         let history = glommio::executor().spawn_blocking(move || events::load(&data_dir, unix_ms())).await;
@@ -255,6 +268,9 @@ impl Control {
             upstream_sends: RefCell::new(HashMap::new()),
             broadcasts: RefCell::new(Default::default()),
             record_plans: RefCell::new(record_plans::RecordPlans::new(plans)),
+            device_settings: RefCell::new(settings),
+            config_password: RefCell::new(config.sip.password.clone()),
+            config_device_passwords: RefCell::new(config.sip.device_passwords.clone()),
             upstream_changes: RefCell::new(upstream_changes),
             upstream_admin_gate: glommio::sync::Semaphore::new(1),
         });
@@ -286,9 +302,13 @@ impl Control {
         self.endpoint.borrow()
     }
 
-    /// Puts reloaded digest passwords in force; what changed, for the log.
+    /// Puts reloaded digest passwords in force (those set through the API still win); what
+    /// changed, for the log.
     pub fn set_passwords(&self, password: &str, device_passwords: &std::collections::BTreeMap<String, String>) -> Vec<String> {
-        self.endpoint.borrow_mut().set_passwords(password, device_passwords)
+        *self.config_password.borrow_mut() = password.to_string();
+        *self.config_device_passwords.borrow_mut() = device_passwords.clone();
+        let merged = Self::merged_device_passwords(device_passwords, &self.device_settings.borrow());
+        self.endpoint.borrow_mut().set_passwords(password, &merged)
     }
 
     pub fn driver_counters(&self) -> DriverCounters {
@@ -523,7 +543,7 @@ impl Control {
             tracing::info!(device_id = %session.device_id, ssrc = session.ssrc, device_ssrc, "device answered another SSRC; following it");
         }
         let from: Vec<std::net::IpAddr> = session.media_from.iter().copied().chain(media.map(|m| m.ip())).collect();
-        let rule = SourceRule::device(&from, self.shard.config.sip.learns_ssrc(&session.device_id));
+        let rule = SourceRule::device(&from, self.learns_ssrc(&session.device_id));
         let expected = self.expect_media(session.ssrc, Expectation { device_ssrc, rule: Some(rule) });
         let me = self.clone();
         glommio::spawn_local(async move {

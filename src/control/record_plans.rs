@@ -10,7 +10,6 @@
 
 use super::Control;
 use super::record_plan::{PLAN_CHANNELS_MAX, PLANS_MAX, Plan};
-use crate::proto::sip::endpoint::MediaTransport;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -320,7 +319,7 @@ impl Control {
     /// Plays a channel whose plan is in force and records its stream; the state says how it
     /// went.
     async fn plan_start(self: Rc<Self>, device_id: String, channel_id: String) {
-        let result = match self.play(&device_id, &channel_id, MediaTransport::Udp).await {
+        let result = match self.play(&device_id, &channel_id, self.device_transport(&device_id)).await {
             Ok(session) => match self.shard.record(session.ssrc, true).await {
                 Some(_) => Ok(session),
                 None => Err("the stream is not on this engine's shards (a media node): plans record on local shards".to_string()),

@@ -128,7 +128,9 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
             let control = front.control.as_ref().map(|c| c.ha_view());
             (200, json!({ "status": "ok", "media_shards": shard.media_shards, "control": control }))
         }
-        (_, ["api", "devices" | "sessions" | "downloads" | "channels" | "upstreams" | "broadcasts" | "record-plans", ..] | ["api", "sip"]) => match &front.control {
+        // How a camera is set up to reach this platform (接入信息), from the running config.
+        ("GET", ["api", "sip", "connect-info"]) => (200, connect_info(&shard.config)),
+        (_, ["api", "devices" | "sessions" | "downloads" | "channels" | "upstreams" | "broadcasts" | "record-plans" | "device-settings" | "events", ..] | ["api", "sip"]) => match &front.control {
             Some(control) if !control.is_active() && head.method != "GET" => standby(control),
             Some(control) => super::api_gb::route(control, &head, &segments, &body).await,
             None => (503, json!({ "code": "sip_disabled", "message": "SIP is disabled (sip.listen is empty)" })),
@@ -137,6 +139,23 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         _ => not_found(),
     };
     respond_json(conn, status, &value).await;
+}
+
+/// What a camera needs to register here: the SIP server id and domain, the address and port
+/// (UDP and TCP), the password rule (never a password), and the RTP port(s).
+fn connect_info(config: &crate::config::Config) -> Value {
+    let sip_port = config.sip.listen.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
+    let single = (config.rtp.port != 0).then_some(config.rtp.port);
+    json!({
+        "server_id": config.node_id,
+        "domain": config.sip.domain,
+        "host_ip": config.sip.host_ip,
+        "sip_port": sip_port,
+        "transports": ["udp", "tcp"],
+        "password_rule": "device_or_site",
+        "site_password_set": !config.sip.password.is_empty(),
+        "rtp": { "single_port": single, "port_min": config.rtp.port_min, "port_max": config.rtp.port_max },
+    })
 }
 
 /// Role control: `GET /api/nodes` (media nodes, their state and load) and

@@ -228,6 +228,11 @@ async fn put_record_plan(control: &Rc<Control>, name: Option<String>, body: &[u8
     }
 }
 
+fn settings_refused(e: &crate::control::device_settings::SettingsError) -> (u16, Value) {
+    let (status, code) = e.http();
+    (status, json!({ "code": code, "message": e.to_string() }))
+}
+
 fn plan_refused(e: &crate::control::PlanError) -> (u16, Value) {
     let (status, code) = e.http();
     (status, json!({ "code": code, "message": e.to_string() }))
@@ -304,25 +309,67 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
                         || d.channels.values().any(|c| text(&c.device_id) || text(&c.name)))
             };
             let page = head.page(LIST_PAGE_MAX);
-            let (devices, total) = page.of(ep.devices().filter(matches).map(|d| device_json(&ep, d, now)));
+            let (devices, total) = page.of(ep.devices().filter(matches).map(|d| {
+                let mut v = device_json(&ep, d, now);
+                v["settings"] = control.device_settings_json(&d.device_id);
+                v
+            }));
             (200, json!({ "devices": devices, "total": total, "offset": page.offset }))
         }
         ("GET", ["api", "devices", id]) => {
             let ep = control.registry();
+            let settings = control.device_settings_json(id);
             match ep.device(id) {
                 Some(d) => {
                     let mut v = device_json(&ep, d, now);
                     v["channels"] = json!(d.channels.values().collect::<Vec<_>>());
+                    v["settings"] = settings;
                     (200, v)
                 }
+                // Set up, not registered yet.
+                None if !settings.is_null() => (200, json!({ "device_id": id, "registered": false, "online": false, "channel_count": 0, "settings": settings })),
                 None => not_found("device"),
             }
         }
         ("DELETE", ["api", "devices", id]) => {
-            if control.remove_device(id) {
+            let removed = control.remove_device(id);
+            if control.forget_device_settings(id).await || removed {
                 (200, json!({ "removed": true }))
             } else {
                 not_found("device")
+            }
+        }
+        ("GET", ["api", "device-settings"]) => (200, json!({ "devices": control.device_settings_list() })),
+        ("POST", ["api", "devices"]) => {
+            let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let id = v["device_id"].as_str().unwrap_or_default().to_string();
+            match control.set_device_settings(&id, &v, true).await {
+                Ok(settings) => (201, json!({ "device_id": id, "settings": settings })),
+                Err(e) => settings_refused(&e),
+            }
+        }
+        ("PUT", ["api", "devices", id]) => {
+            let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            if v.get("device_id").is_some_and(|d| d != *id) {
+                return bad_request("device_id in the body is not the one in the path".into());
+            }
+            match control.set_device_settings(id, &v, false).await {
+                Ok(settings) => (200, json!({ "device_id": id, "settings": settings })),
+                Err(e) => settings_refused(&e),
+            }
+        }
+        ("POST", ["api", "events", id, "ack"]) => {
+            let Ok(alarm_id) = id.parse::<u64>() else { return not_found("alarm") };
+            let note = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["note"].as_str().map(str::to_string)).unwrap_or_default();
+            if note.len() > ALARM_DESCRIPTION_BYTES_MAX {
+                return bad_request(format!("a note is at most {ALARM_DESCRIPTION_BYTES_MAX} bytes"));
+            }
+            let secrets = control.shard.secrets();
+            let by = crate::http::routes::api_caller(&secrets, head).map_or("?", |(name, _)| name).to_string();
+            match control.events.acknowledge(alarm_id, &by, &note) {
+                Some(Ok(ack)) => (200, json!({ "ack_event_id": ack })),
+                Some(Err(earlier)) => (409, json!({ "code": "acknowledged", "message": format!("acknowledged already (event {earlier})") })),
+                None => not_found("alarm in the events history"),
             }
         }
         ("GET", ["api", "devices", id, "channels"]) => match control.registry().device(id) {
@@ -345,7 +392,7 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
         ("POST", ["api", "devices", id, "channels", ch, "play"]) => {
             let req: Value = serde_json::from_slice(body).unwrap_or(json!({}));
             let transport = match req.get("transport").and_then(Value::as_str) {
-                None => MediaTransport::Udp,
+                None => control.device_transport(id),
                 Some(t) => match MediaTransport::parse(t) {
                     Some(t) => t,
                     None => return (400, json!({ "code": "bad_request", "message": "transport is udp, tcp (passive) or tcp-active" })),

@@ -79,9 +79,10 @@ fn body_json(body: &[u8]) -> Result<Value, (u16, Value)> {
     serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))
 }
 
-fn transport(req: &Value) -> Result<MediaTransport, (u16, Value)> {
+/// The transport asked for, else the device's (its setting, else UDP).
+fn transport(control: &Control, device_id: &str, req: &Value) -> Result<MediaTransport, (u16, Value)> {
     match req.get("transport").and_then(Value::as_str) {
-        None => Ok(MediaTransport::Udp),
+        None => Ok(control.device_transport(device_id)),
         Some(t) => MediaTransport::parse(t).ok_or_else(|| bad("transport is udp, tcp (passive) or tcp-active")),
     }
 }
@@ -150,7 +151,7 @@ fn history_request(control: &Control, device_id: &str, body: &[u8]) -> Result<Hi
     let req = body_json(body)?;
     let offset_s = control.registry().utc_offset_for(device_id);
     let range = range(json_text(&req, "start"), json_text(&req, "end"), offset_s)?;
-    let transport = transport(&req)?;
+    let transport = transport(control, device_id, &req)?;
     Ok((req, range, transport))
 }
 

@@ -280,6 +280,8 @@ pub fn required_role(method: &str, segments: &[&str]) -> Role {
         | ("POST", ["api", "sessions", _, "control"]) => Role::Viewer,
         // A reboot takes every channel of the device down for a while.
         ("DELETE", ["api", "devices", _]) | ("POST", ["api", "devices", _, "reboot"]) => Role::Admin,
+        // A device's own password and how its media comes.
+        ("POST", ["api", "devices"]) | ("PUT", ["api", "devices", _]) => Role::Admin,
         _ => Role::Operator,
     }
 }
@@ -356,6 +358,12 @@ mod tests {
         assert_eq!(required_role("POST", &["api", "play-tokens"]), Role::Viewer);
         assert_eq!(required_role("GET", &["api", "config"]), Role::Admin);
         assert_eq!(required_role("GET", &["api", "upstreams"]), Role::Operator);
+        // A device's password is set by an admin; an alarm acknowledged by an operator.
+        assert_eq!(required_role("POST", &["api", "events", "7", "ack"]), Role::Operator);
+        assert_eq!(required_role("GET", &["api", "sip", "connect-info"]), Role::Viewer);
+        for (method, path) in [("POST", &["api", "devices"][..]), ("PUT", &["api", "devices", "34020000001320000001"])] {
+            assert_eq!(required_role(method, path), Role::Admin, "{method} {path:?}");
+        }
         for (method, path) in [("POST", &["api", "upstreams"][..]), ("PUT", &["api", "upstreams", "city"]), ("PUT", &["api", "upstreams", "city", "shared"]), ("DELETE", &["api", "upstreams", "city"])] {
             assert_eq!(required_role(method, path), Role::Admin, "{method} {path:?}");
         }

@@ -9,7 +9,6 @@ use super::routes::{self, Route};
 use crate::auth::Scope;
 use crate::control::PlaySite;
 use crate::proto::live_mux::LiveFormat;
-use crate::proto::sip::endpoint::MediaTransport;
 use crate::shard::msg::{HandoffConn, Served, ShardMsg};
 use crate::shard::{CONTROL, Shard, owner_of};
 use futures_lite::AsyncReadExt;
@@ -333,7 +332,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             }
             let offer = super::whep::read_offer(&mut conn, &head, true).await?;
             let control = active_control(front.as_ref(), &mut conn).await?;
-            match control.play(&device_id, &channel_id, MediaTransport::Udp).await {
+            match control.play(&device_id, &channel_id, control.device_transport(&device_id)).await {
                 Ok(session) => match control.play_site(session.ssrc) {
                     PlaySite::Here => {
                         let served = super::whep::served(shard, &conn, session.ssrc, offer, false);
@@ -424,7 +423,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             let Some(control) = active_control(front.as_ref(), &mut conn).await else {
                 return conn.keep_alive.then_some(conn);
             };
-            match control.play(&device_id, &channel_id, MediaTransport::Udp).await {
+            match control.play(&device_id, &channel_id, control.device_transport(&device_id)).await {
                 // On a media node: the viewer goes there, with a token for the stream.
                 Ok(session) => match control.play_site(session.ssrc) {
                     PlaySite::Node { node, base } => {
