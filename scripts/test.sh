@@ -36,7 +36,12 @@ if [ -z "${GMV_TEST_POSTGRES:-}" ]; then
     $sudo pg_createcluster "$(ls /usr/lib/postgresql | sort -V | tail -1)" main >/dev/null
   fi
   read -r pg_version pg_cluster pg_port pg_status _ < <(pg_lsclusters -h | head -1)
-  [ "$pg_status" = online ] || $sudo pg_ctlcluster "$pg_version" "$pg_cluster" start
+  # Started with only stdin/out/err: a server that outlives this script must not keep the
+  # caller's other descriptors (a lock file, a pipe a CI runner waits on) open.
+  [ "$pg_status" = online ] || (
+    for fd in $(ls /proc/$BASHPID/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done
+    $sudo pg_ctlcluster "$pg_version" "$pg_cluster" start
+  )
   $as_postgres psql -p "$pg_port" -qtc "SELECT 1 FROM pg_roles WHERE rolname = 'gmv_test'" | grep -q 1 \
     || $as_postgres psql -p "$pg_port" -qc "CREATE ROLE gmv_test LOGIN CREATEDB PASSWORD 'gmv_test'"
   export GMV_TEST_POSTGRES="host=127.0.0.1 port=$pg_port user=gmv_test password=gmv_test dbname=postgres"

@@ -58,9 +58,12 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Colour for a person at a terminal; plain text for a log file or journald.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match tune_allocator() {
         Ok(ms) => tracing::debug!(purge_delay_ms = ms, "allocator tuned"),
@@ -109,6 +112,11 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     if cli.demo {
+        // Before the encoder's thread starts, so a SIGTERM is the graceful stop there too.
+        if let Err(error) = gmv::runtime::block_stop_signals() {
+            eprintln!("gmv: cannot block the stop signals: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
         let port = config.rtp.port_max;
         config.streams.push(gmv::config::StaticStream { ssrc: gmv::demo::DEMO_SSRC, port: Some(port), sdp: None });
         tracing::info!(stream_id = %gmv::proto::ssrc::stream_id(gmv::demo::DEMO_SSRC), port, "demo: a test pattern plays as this stream (console: Streams, ▶)");

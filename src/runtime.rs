@@ -90,15 +90,25 @@ fn stop_signals() -> libc::sigset_t {
     }
 }
 
-/// Blocks TERM/INT/HUP in this thread and the threads it starts, and takes them on one thread
-/// of their own: TERM and INT start a graceful stop; HUP (which would otherwise kill the
-/// process without a word) asks the control executor to reload keys, secrets and passwords.
-fn handle_signals(exit: Sender<Exit>) -> std::io::Result<()> {
+/// Blocks TERM/INT/HUP in this thread and the threads it starts from now on. `main` calls it
+/// before starting any thread of its own (the demo's encoder): a thread that left them open
+/// would take a SIGTERM with its default action, killing the process (exit 143) instead of the
+/// graceful stop.
+pub fn block_stop_signals() -> std::io::Result<()> {
     let set = stop_signals();
     // SAFETY: pthread_sigmask with a set we own; signals stay blocked for every thread after.
     if unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Blocks TERM/INT/HUP in this thread and the threads it starts, and takes them on one thread
+/// of their own: TERM and INT start a graceful stop; HUP (which would otherwise kill the
+/// process without a word) asks the control executor to reload keys, secrets and passwords.
+fn handle_signals(exit: Sender<Exit>) -> std::io::Result<()> {
+    block_stop_signals()?;
+    let set = stop_signals();
     std::thread::Builder::new().name("gmv-signals".into()).spawn(move || {
         loop {
             let mut signal = 0;

@@ -1,4 +1,5 @@
-//! `gmv --demo`: a picture without a camera, decodable by an independent player.
+//! `gmv --demo`: a picture without a camera, decodable by an independent player; SIGTERM is a
+//! graceful stop with it too (exit 0); the log written to a file is plain text (no colours).
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 #[test]
 fn the_demo_stream_plays_a_decodable_test_pattern() {
-    let engine = Engine::start_command(1, "", "", "", None, None, &["--demo"]);
+    let mut engine = Engine::start_command(1, "", "", "", None, None, &["--demo"]);
     let id = "0000000001";
     engine.wait_stat(id, "frames", 25);
     let token = engine.stream_token(id);
@@ -18,4 +19,8 @@ fn the_demo_stream_plays_a_decodable_test_pattern() {
     let probe = ffprobe(&out);
     assert_eq!((probe.codec.as_str(), probe.width, probe.height), ("h264", 640, 360), "{probe:?}");
     assert!(probe.frames >= 40, "about 25 frames a second: {probe:?}");
+    let log = engine.log_text();
+    assert!(!log.contains('\u{1b}'), "no ANSI colour codes in a log that is not a terminal");
+    // The demo's encoder thread leaves SIGTERM to the graceful stop (it killed the process, 143).
+    assert_eq!(engine.terminate(), Some(0), "{}", engine.log_text());
 }
