@@ -278,3 +278,40 @@ fn retention_keeps_the_recordings_under_their_limit_without_stopping_the_recorde
     let events = events["events"].as_array().cloned().unwrap_or_default();
     assert!(!events.is_empty() && events.iter().all(|e| e["data"]["why"] == "max_used" && e["data"]["deleted_files"].as_u64() > Some(0)), "{events:?}");
 }
+
+/// An export of a range across two files is one MP4 holding the frames of the parts in the
+/// range: both whole files (100 frames), or from the GOP that reaches a point in the first
+/// (75: its second GOP and the second file). Bad ranges are refused.
+#[test]
+fn a_range_across_two_files_exports_as_one_mp4() {
+    let engine = Engine::start(1, "record:\n  rotate_s: 2\n");
+    let s = engine.open_stream(json!({}));
+    let id = s["stream_id"].as_str().unwrap().to_string();
+    assert_eq!(engine.request("POST", &format!("/api/streams/{id}/record"), "").0, 200);
+    // In real time (40 ms a frame): the files' start times are their media's.
+    push_ps_udp(&engine, &s, &h264_frames(), Duration::from_millis(40));
+    assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}/record"), "").0, 200);
+    let recs = closed_records(&engine, &id, 2);
+    let frames: Vec<u64> = recs.iter().map(|r| r["frames"].as_u64().unwrap()).collect();
+    assert_eq!(frames, vec![50, 50], "{recs:?}");
+    let (f1, f2) = (&recs[0], &recs[1]);
+    let start = f1["start_unix_ms"].as_u64().unwrap();
+    let end = f2["start_unix_ms"].as_u64().unwrap() + f2["duration_ms"].as_u64().unwrap();
+    let export = |from: u64, to: u64, name: &str| {
+        let (head, body) = get(&engine, &format!("/api/records/export?stream={id}&from_ms={from}&to_ms={to}"), &[("gmv-token", TOKEN)]);
+        assert!(head.starts_with("HTTP/1.1 200") && head.contains("Content-Disposition: attachment"), "{head}");
+        let file = work_dir().join(name);
+        std::fs::write(&file, body).unwrap();
+        ffprobe(&file)
+    };
+    let whole = export(start - 5_000, end + 5_000, "export-whole.mp4");
+    assert_eq!((whole.codec.as_str(), whole.frames), ("h264", 100), "{whole:?}");
+    assert_eq!(export(start + 1_100, end + 5_000, "export-cut.mp4").frames, 75, "from the GOP reaching the cut");
+    // Bad ranges: none, backwards, 0 s, more than 7 days, no stream named, nothing in range.
+    for q in ["", "&from=10&to=5", "&from=10&to=10", "&from=0&to=2678400"] {
+        let (head, _) = get(&engine, &format!("/api/records/export?stream={id}{q}"), &[("gmv-token", TOKEN)]);
+        assert!(head.starts_with("HTTP/1.1 400"), "{q}: {head}");
+    }
+    assert!(get(&engine, "/api/records/export?from=1&to=2", &[("gmv-token", TOKEN)]).0.starts_with("HTTP/1.1 400"));
+    assert!(get(&engine, &format!("/api/records/export?stream={id}&from=1&to=2"), &[("gmv-token", TOKEN)]).0.starts_with("HTTP/1.1 404"));
+}

@@ -59,6 +59,9 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         let text = super::metrics::render(shard, front.control.as_deref(), front.node.as_deref()).await;
         return super::response::respond(conn, 200, "text/plain; version=0.0.4; charset=utf-8", text.as_bytes()).await;
     }
+    if let ("GET", ["api", "records", "export"]) = (head.method.as_str(), segments.as_slice()) {
+        return super::record_export::serve(shard, conn, &head).await;
+    }
     if let ("GET", ["api", "streams", id, "snapshot"]) = (head.method.as_str(), segments.as_slice()) {
         return match parse_stream_id(id) {
             Some(ssrc) => match shard.snapshot(ssrc).await {

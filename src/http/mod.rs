@@ -12,7 +12,9 @@ pub mod live_play;
 pub mod metrics;
 pub mod node_api;
 pub mod play_tokens;
+pub mod record_export;
 pub mod record_play;
+pub mod record_read;
 pub mod records_serve;
 /// The request head parser is sans-IO (`proto::http_head`): shards carry parsed heads in
 /// their hand-off messages without knowing the HTTP layer.
