@@ -511,7 +511,7 @@ pub struct RetentionConfig {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { max_age_days: 0, max_used_bytes: 0, min_free_bytes: 0, interval_s: 10 }
+        RetentionConfig { max_age_days: 0, max_used_bytes: 0, min_free_bytes: 0, interval_s: 60 }
     }
 }
 

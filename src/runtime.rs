@@ -489,10 +489,13 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                     glommio::executor().spawn_blocking(move || crate::shard::record::recover(&data_dir)).await;
                     shard.open_static_streams().await;
                     let rules = shard.config.record.retention.clone();
-                    if rules.any() {
+                    // Global rules, or (with SIP) record plans that keep their channels' own time.
+                    if rules.any() || front.control.is_some() {
                         let records = crate::shard::record::records_dir(&shard.config.data_dir);
                         let events = front.control.as_ref().map(|c| c.events.clone());
-                        glommio::spawn_local(crate::shard::retention::run(records, rules, shard.retention.clone(), move |report| {
+                        let plans = front.control.clone();
+                        let plan_ages = move || plans.as_ref().map(|c| c.plan_max_ages()).unwrap_or_default();
+                        glommio::spawn_local(crate::shard::retention::run(records, rules, plan_ages, shard.retention.clone(), move |report| {
                             if let Some(events) = &events {
                                 events.publish("recordings_deleted", None, None, serde_json::json!(report));
                             }

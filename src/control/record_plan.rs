@@ -35,6 +35,9 @@ pub struct Plan {
     #[serde(default = "default_zone")]
     pub time_zone: String,
     pub ranges: Vec<Range>,
+    /// Recordings of the plan's channels are kept this long (over `record.retention`'s age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_days: Option<u64>,
 }
 
 fn default_zone() -> String {
@@ -48,6 +51,9 @@ impl Plan {
             return Err(format!("a plan's name is 1 to {PLAN_NAME_BYTES_MAX} bytes, without '/' or control characters"));
         }
         zone_offset_s(&self.time_zone)?;
+        if self.max_age_days.is_some_and(|d| !(1..=36_500).contains(&d)) {
+            return Err("max_age_days is 1 to 36500 (or absent: record.retention's)".into());
+        }
         if self.ranges.is_empty() || self.ranges.len() > PLAN_RANGES_MAX {
             return Err(format!("a plan has 1 to {PLAN_RANGES_MAX} ranges"));
         }
@@ -130,7 +136,7 @@ mod tests {
 
     fn plan(zone: &str, ranges: &[(&[u8], &str, &str)]) -> Plan {
         let ranges = ranges.iter().map(|(d, s, e)| Range { days: d.to_vec(), start: s.to_string(), end: e.to_string() }).collect();
-        Plan { name: "p".into(), time_zone: zone.into(), ranges }
+        Plan { name: "p".into(), time_zone: zone.into(), ranges, max_age_days: None }
     }
 
     /// 2026-12-07 (a Monday) at `hms` UTC.
@@ -170,6 +176,7 @@ mod tests {
         says(plan("Europe/Berlin", &[(&[1], "08:00", "09:00")]), "fixed offset");
         says(plan("+8", &[(&[1], "08:00", "09:00")]), "fixed offset");
         says(plan("UTC", &[]), "1 to 64 ranges");
+        says(Plan { max_age_days: Some(0), ..plan("UTC", &[(&[1], "08:00", "09:00")]) }, "max_age_days");
         says(Plan { name: "a/b".into(), ..plan("UTC", &[(&[1], "08:00", "09:00")]) }, "name");
         // Back to back is no overlap.
         assert!(plan("UTC", &[(&[1], "08:00", "12:00"), (&[1], "12:00", "13:00")]).validate().is_ok());

@@ -150,7 +150,7 @@ impl Control {
             .values()
             .map(|plan| {
                 let channels: Vec<&String> = p.file.channels.iter().filter(|(_, name)| **name == plan.name).map(|(k, _)| k).collect();
-                json!({ "name": plan.name, "time_zone": plan.time_zone, "ranges": plan.ranges, "active": plan.active_at(now), "channels": channels })
+                json!({ "name": plan.name, "time_zone": plan.time_zone, "ranges": plan.ranges, "max_age_days": plan.max_age_days, "active": plan.active_at(now), "channels": channels })
             })
             .collect();
         // As the file has them now (the tick catches up within a second).
@@ -234,6 +234,16 @@ impl Control {
     async fn save_record_plans(&self, file: PlansFile) -> Result<(), PlanError> {
         let path = self.shard.config.data_dir.join(RECORD_PLANS_FILE);
         glommio::executor().spawn_blocking(move || super::json_file::save(&path, &file)).await.map_err(|e| PlanError::Save(e.to_string()))
+    }
+
+    /// Channels whose plan keeps their recordings for its own time: channel id to days.
+    pub fn plan_max_ages(&self) -> std::collections::HashMap<String, u64> {
+        let p = self.record_plans.borrow();
+        p.file
+            .channels
+            .iter()
+            .filter_map(|(k, plan)| Some((k.split_once('/')?.1.to_string(), p.file.plans.get(plan)?.max_age_days?)))
+            .collect()
     }
 
     /// Makes the channels follow their plans, each second, while this control is active.

@@ -9,6 +9,7 @@
 
 use crate::config::RetentionConfig;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pub struct Candidate {
     pub end_unix_ms: u64,
     /// The file's and its sidecar's bytes.
     pub bytes: u64,
+    /// The device channel recorded, when it was one.
+    pub channel_id: Option<String>,
 }
 
 /// Why a file goes.
@@ -48,25 +51,32 @@ pub struct Usage {
     pub free_bytes: Option<u64>,
 }
 
-/// Which candidates (oldest first, as sorted by start) to delete, and why: from the oldest on,
-/// while the oldest left breaks a rule, up to `RETENTION_DELETES_PER_PASS_MAX`.
-pub fn plan(candidates: &[Candidate], rules: &RetentionConfig, now_unix_ms: u64, usage: Usage) -> Vec<(usize, Why)> {
+/// Which candidates (oldest first, as sorted by start) to delete, and why: any older than its
+/// age limit (its channel's record plan's, `plan_ages` in days, else the global one), then from
+/// the oldest on while space is short; up to `RETENTION_DELETES_PER_PASS_MAX`.
+pub fn plan(candidates: &[Candidate], rules: &RetentionConfig, plan_ages: &HashMap<String, u64>, now_unix_ms: u64, usage: Usage) -> Vec<(usize, Why)> {
     debug_assert!(candidates.windows(2).all(|w| w[0].start_unix_ms <= w[1].start_unix_ms), "oldest first");
     let (mut used, mut free) = (usage.used_bytes, usage.free_bytes);
-    let oldest_kept_end = now_unix_ms.saturating_sub(rules.max_age_days.saturating_mul(DAY_MS));
+    let too_old = |c: &Candidate| {
+        let days = c.channel_id.as_ref().and_then(|ch| plan_ages.get(ch)).copied().unwrap_or(rules.max_age_days);
+        days > 0 && c.end_unix_ms < now_unix_ms.saturating_sub(days.saturating_mul(DAY_MS))
+    };
     let mut out = Vec::new();
     for (i, c) in candidates.iter().enumerate() {
         if out.len() >= RETENTION_DELETES_PER_PASS_MAX {
             break;
         }
-        let why = if rules.max_age_days > 0 && c.end_unix_ms < oldest_kept_end {
+        let space_short = (rules.max_used_bytes > 0 && used > rules.max_used_bytes) || (rules.min_free_bytes > 0 && free.is_some_and(|f| f < rules.min_free_bytes));
+        // Age limits differ by channel: a file within its own is skipped while space is not
+        // short (a later one may be past a shorter limit).
+        let why = if too_old(c) {
             Why::MaxAge
+        } else if !space_short {
+            continue;
         } else if rules.max_used_bytes > 0 && used > rules.max_used_bytes {
             Why::MaxUsed
-        } else if rules.min_free_bytes > 0 && free.is_some_and(|f| f < rules.min_free_bytes) {
-            Why::MinFree
         } else {
-            break;
+            Why::MinFree
         };
         used = used.saturating_sub(c.bytes);
         free = free.map(|f| f.saturating_add(c.bytes));
@@ -89,7 +99,7 @@ pub struct PassReport {
 }
 
 /// One pass over `records` (blocking: run it off the executors).
-pub fn pass(records: &Path, rules: &RetentionConfig, now_unix_ms: u64) -> PassReport {
+pub fn pass(records: &Path, rules: &RetentionConfig, plan_ages: &HashMap<String, u64>, now_unix_ms: u64) -> PassReport {
     let mut report = PassReport::default();
     let (mut candidates, used) = match scan(records) {
         Ok(found) => found,
@@ -112,7 +122,7 @@ pub fn pass(records: &Path, rules: &RetentionConfig, now_unix_ms: u64) -> PassRe
     }
     let usage = Usage { used_bytes: used, free_bytes: free };
     let mut freed = 0;
-    for (i, why) in plan(&candidates, &rules, now_unix_ms, usage) {
+    for (i, why) in plan(&candidates, &rules, plan_ages, now_unix_ms, usage) {
         let c = &candidates[i];
         let stem = c.file.trim_end_matches(".mp4");
         match std::fs::remove_file(records.join(&c.file)) {
@@ -155,7 +165,7 @@ fn scan(records: &Path) -> std::io::Result<(Vec<Candidate>, u64)> {
             continue;
         };
         let end_unix_ms = info.start_unix_ms.saturating_add(info.duration_ms);
-        candidates.push(Candidate { file: name.clone(), start_unix_ms: info.start_unix_ms, end_unix_ms, bytes: bytes + sidecar_bytes });
+        candidates.push(Candidate { file: name.clone(), start_unix_ms: info.start_unix_ms, end_unix_ms, bytes: bytes + sidecar_bytes, channel_id: info.channel_id });
     }
     Ok((candidates, used))
 }
@@ -189,15 +199,26 @@ pub struct RetentionStatus {
     pub last: Option<PassReport>,
 }
 
-/// Runs retention passes on this executor's blocking threads while the engine runs: each
-/// pass's report goes to `status` and, when it deleted something, to `deleted`.
-pub async fn run(records: std::path::PathBuf, rules: RetentionConfig, status: std::rc::Rc<std::cell::RefCell<RetentionStatus>>, deleted: impl Fn(&PassReport)) {
+/// Runs retention passes on this executor's blocking threads while the engine runs (a pass
+/// only when a rule is set, globally or by a record plan: `plan_ages` asks the plans each
+/// time): each pass's report goes to `status` and, when it deleted something, to `deleted`.
+pub async fn run(
+    records: std::path::PathBuf,
+    rules: RetentionConfig,
+    plan_ages: impl Fn() -> HashMap<String, u64>,
+    status: std::rc::Rc<std::cell::RefCell<RetentionStatus>>,
+    deleted: impl Fn(&PassReport),
+) {
     status.borrow_mut().rules = Some(rules.clone());
     let interval = Duration::from_secs(rules.interval_s.max(1));
     loop {
         glommio::timer::sleep(interval).await;
+        let ages = plan_ages();
+        if !rules.any() && ages.is_empty() {
+            continue;
+        }
         let (dir, r) = (records.clone(), rules.clone());
-        let report = glommio::executor().spawn_blocking(move || pass(&dir, &r, super::unix_ms())).await;
+        let report = glommio::executor().spawn_blocking(move || pass(&dir, &r, &ages, super::unix_ms())).await;
         if report.deleted_files > 0 {
             tracing::info!(files = report.deleted_files, bytes = report.deleted_bytes, why = ?report.why, used_bytes = report.used_bytes, "retention deleted recordings");
             deleted(&report);
@@ -219,7 +240,7 @@ mod tests {
     use super::*;
 
     fn file(n: u64, bytes: u64) -> Candidate {
-        Candidate { file: format!("0100000001_{n}.mp4"), start_unix_ms: n * 1000, end_unix_ms: n * 1000 + 1000, bytes }
+        Candidate { file: format!("0100000001_{n}.mp4"), start_unix_ms: n * 1000, end_unix_ms: n * 1000 + 1000, bytes, channel_id: None }
     }
 
     fn rules(max_age_days: u64, max_used_bytes: u64, min_free_bytes: u64) -> RetentionConfig {
@@ -227,33 +248,52 @@ mod tests {
     }
 
     #[test]
+    fn a_record_plan_keeps_its_channels_recordings_for_its_own_time() {
+        // Files of a day each: the first two of channel A (its plan keeps 1 day), then two of
+        // B (the global 3 days).
+        let day = |n: u64, ch: &str| Candidate { file: format!("{n}"), start_unix_ms: n * DAY_MS, end_unix_ms: (n + 1) * DAY_MS, bytes: 1, channel_id: Some(ch.into()) };
+        let files = vec![day(0, "A"), day(1, "B"), day(2, "A"), day(3, "B")];
+        let ages: HashMap<String, u64> = [("A".to_string(), 1)].into();
+        let now = 4 * DAY_MS;
+        let usage = Usage { used_bytes: 4, free_bytes: None };
+        // A's older than a day (0, 2 ends at 3 days: kept), B's older than 3 days (none).
+        assert_eq!(plan(&files, &rules(3, 0, 0), &ages, now, usage), vec![(0, Why::MaxAge)]);
+        assert_eq!(plan(&files, &rules(3, 0, 0), &ages, now + 2 * DAY_MS, usage), vec![(0, Why::MaxAge), (1, Why::MaxAge), (2, Why::MaxAge)]);
+        // A plan's age without a global rule.
+        assert_eq!(plan(&files, &RetentionConfig::default(), &ages, now, usage), vec![(0, Why::MaxAge)]);
+    }
+
+    #[test]
     fn the_oldest_go_first_until_no_rule_is_broken() {
+        let none = HashMap::new();
         let files: Vec<_> = (1..=5).map(|n| file(n, 100)).collect();
         let usage = |used, free| Usage { used_bytes: used, free_bytes: free };
         // 600 bytes used (a file being written is counted, not a candidate), 350 allowed.
-        assert_eq!(plan(&files, &rules(0, 350, 0), 0, usage(600, None)), vec![(0, Why::MaxUsed), (1, Why::MaxUsed), (2, Why::MaxUsed)]);
+        assert_eq!(plan(&files, &rules(0, 350, 0), &none, 0, usage(600, None)), vec![(0, Why::MaxUsed), (1, Why::MaxUsed), (2, Why::MaxUsed)]);
         // 150 free, 320 wanted: two files.
-        assert_eq!(plan(&files, &rules(0, 0, 320), 0, usage(600, Some(150))), vec![(0, Why::MinFree), (1, Why::MinFree)]);
+        assert_eq!(plan(&files, &rules(0, 0, 320), &none, 0, usage(600, Some(150))), vec![(0, Why::MinFree), (1, Why::MinFree)]);
         // A day kept: files ended before `now - 1 day` go, whatever the space.
         let now = 3_500 + DAY_MS;
-        assert_eq!(plan(&files, &rules(1, 0, 0), now, usage(600, Some(1 << 30))), vec![(0, Why::MaxAge), (1, Why::MaxAge)]);
+        assert_eq!(plan(&files, &rules(1, 0, 0), &none, now, usage(600, Some(1 << 30))), vec![(0, Why::MaxAge), (1, Why::MaxAge)]);
         // Nothing broken, nothing deleted; no rule, nothing deleted.
-        assert!(plan(&files, &rules(1, 1000, 10), now - DAY_MS, usage(600, Some(1 << 30))).is_empty());
-        assert!(plan(&files, &RetentionConfig::default(), u64::MAX, usage(u64::MAX, Some(0))).is_empty());
+        assert!(plan(&files, &rules(1, 1000, 10), &none, now - DAY_MS, usage(600, Some(1 << 30))).is_empty());
+        assert!(plan(&files, &RetentionConfig::default(), &none, u64::MAX, usage(u64::MAX, Some(0))).is_empty());
         // The free space unknown: that rule waits.
-        assert!(plan(&files, &rules(0, 0, 320), 0, usage(600, None)).is_empty());
+        assert!(plan(&files, &rules(0, 0, 320), &none, 0, usage(600, None)).is_empty());
     }
 
     #[test]
     fn a_pass_deletes_a_bounded_number_and_the_rest_waits_for_the_next() {
+        let none = HashMap::new();
         let files: Vec<_> = (1..=200).map(|n| file(n, 10)).collect();
-        let planned = plan(&files, &rules(0, 1 << 20, 0), 0, Usage { used_bytes: u64::MAX, free_bytes: None });
+        let planned = plan(&files, &rules(0, 1 << 20, 0), &none, 0, Usage { used_bytes: u64::MAX, free_bytes: None });
         assert_eq!(planned.len(), RETENTION_DELETES_PER_PASS_MAX);
         assert!(planned.iter().enumerate().all(|(i, (at, _))| *at == i), "oldest first");
     }
 
     #[test]
     fn a_pass_keeps_what_is_being_written_and_deletes_files_with_their_sidecars() {
+        let none = HashMap::new();
         let dir = std::env::temp_dir().join(format!("gmv-retention-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -272,16 +312,16 @@ mod tests {
         }
         // Being written: no sidecar, the oldest of all by its name.
         std::fs::write(dir.join("0100000001_500.mp4"), vec![0u8; 5000]).unwrap();
-        let report = pass(&dir, &rules(0, 1 << 20, 0), 10_000);
+        let report = pass(&dir, &rules(0, 1 << 20, 0), &none, 10_000);
         assert_eq!(report.deleted_files, 0, "under the limit: {report:?}");
         // A limit of 1 MiB is the least, so grow what is written past it.
         std::fs::write(dir.join("0100000001_500.mp4"), vec![0u8; 1 << 20]).unwrap();
-        let report = pass(&dir, &rules(0, 1 << 20, 0), 10_000);
+        let report = pass(&dir, &rules(0, 1 << 20, 0), &none, 10_000);
         assert_eq!((report.deleted_files, report.why), (3, Some(Why::MaxUsed)), "{report:?}");
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
         assert_eq!(left, vec!["0100000001_500.mp4".to_string()], "the file being written stays");
         // A floor as large as the file system is not applied (it would delete everything).
-        let report = pass(&dir, &rules(0, 0, u64::MAX), 10_000);
+        let report = pass(&dir, &rules(0, 0, u64::MAX), &none, 10_000);
         assert!(report.error.as_deref().is_some_and(|e| e.contains("min_free_bytes")), "{report:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
