@@ -99,6 +99,9 @@ fn recording_plays_back_as_flv_at_real_time_from_a_start() {
     // From the keyframe at 2 s: frames 50..=99, sent at the pace they were recorded.
     assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: 50 });
     assert!(took >= Duration::from_millis(1500), "2 s of video took {took:?}: not real time");
+    // The header announces only what the file has (video): a player waits for any track announced.
+    let flv = std::fs::read(&out).unwrap();
+    assert_eq!((&flv[..3], flv[4]), (&b"FLV"[..], 0x01), "video only");
 }
 
 /// A recording cut short by a crash (no sidecar, half a fragment at the end) is repaired and

@@ -36,6 +36,9 @@ pub async fn serve(shard: &Shard, mut conn: HttpConn, stem: &str, start_s: u64, 
         return;
     };
     let mut reader = RecordingReader::new(f).await;
+    // The FLV header names the tracks the file has: a player waits for any it announces (a
+    // recording without sound announced with sound never starts in mpegts.js).
+    let (video, audio) = reader.tracks().await.unwrap_or((true, false));
     let mut mux = FlvMuxer::new();
     let mut tags = Vec::new();
     let mut started = false;
@@ -43,7 +46,7 @@ pub async fn serve(shard: &Shard, mut conn: HttpConn, stem: &str, start_s: u64, 
     let head = super::response::head(&conn, 200, super::flv_play::FLV_HEADERS);
     let mut result = conn.write_all(head.as_bytes()).await;
     if result.is_ok() {
-        result = conn.write_all(&file_header(true, true)).await;
+        result = conn.write_all(&file_header(audio, video)).await;
     }
     while result.is_ok() {
         // A seek: from the file's start again, to the keyframe before the new position.

@@ -34,6 +34,23 @@ impl RecordingReader {
         RecordingReader { f, len, pos: 0, init: None }
     }
 
+    /// The file's tracks (video, audio), read from its init segment (the boxes before the
+    /// first fragment); None when it has none.
+    pub async fn tracks(&mut self) -> Option<(bool, bool)> {
+        while self.init.is_none() && self.pos + 8 <= self.len {
+            let header = read(&self.f, self.pos, 8).await?;
+            let size = u64::from(u32::from_be_bytes([header[0], header[1], header[2], header[3]]));
+            if !(8..=BOX_BYTES_MAX).contains(&size) || self.pos + size > self.len || &header[4..8] == b"moof" {
+                break;
+            }
+            if &header[4..8] == b"moov" {
+                self.init = read(&self.f, self.pos + 8, size - 8).await.and_then(|b| mp4_read::parse_moov(&b).ok());
+            }
+            self.pos += size;
+        }
+        self.init.as_ref().map(|i| (i.video.is_some(), i.audio.is_some()))
+    }
+
     /// From the file's start again (a seek).
     pub fn rewind(&mut self) {
         self.pos = 0;
