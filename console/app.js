@@ -55,6 +55,7 @@ const I18N = {
     'nav.signout': 'Sign out',
     'common.field': '{name}: ',
     'common.list_sep': ', ',
+    'common.sentence_sep': ' ',
     'common.play_in_wall': 'Play in the wall',
     'err.detail': '{what}: {detail}',
     'err.status': 'Error {status}',
@@ -384,6 +385,145 @@ const I18N = {
     'pk.err.not_saved': 'Applied, but not written to disk: it will not hold after a restart.',
     'pk.err.network': 'Not saved: gmv did not answer.',
     'pk.err.other': 'Not saved (HTTP {status}):',
+    'nav.events_badge': '{n} alarms not acknowledged',
+    'err.too_many': 'Too many',
+    'dev.ob.open': 'How to connect a camera',
+    'dev.ob.close': 'Hide',
+    'dev.ob.title': 'Connect a camera (GB/T 28181)',
+    'dev.ob.intro': 'On the camera\'s GB/T 28181 (platform access) page, enter these values: it then registers here by itself and shows in the list below.',
+    'dev.ob.loading': 'Loading the connection details…',
+    'dev.ob.failed': 'The connection details could not be read:',
+    'dev.ob.unsupported': 'This gmv does not give its connection details (HTTP {status}; too old?).',
+    'dev.ob.server_id': 'SIP server ID',
+    'dev.ob.domain': 'SIP server domain',
+    'dev.ob.address': 'SIP server address',
+    'dev.ob.port': 'SIP server port',
+    'dev.ob.transport': 'Signalling transport',
+    'dev.ob.transports': '{list} (either)',
+    'dev.ob.device_id': 'Device ID',
+    'dev.ob.device_id_hint': 'The camera\'s own 20-digit ID, as set on the camera (optionally set up below first).',
+    'dev.ob.password': 'Password',
+    'dev.ob.pw.rule': 'The device\'s own password when one is set for it here; otherwise the site password (sip.password in gmv\'s config).',
+    'dev.ob.pw.site_set': 'A site password is set.',
+    'dev.ob.pw.site_unset': 'No site password is set (sip.password is empty): set one, or give each device its own.',
+    'dev.ob.pw.hidden': 'Passwords are never shown here: ask your administrator.',
+    'dev.ob.rtp': 'Media (RTP) ports',
+    'dev.ob.rtp_single': '{port} (one port for every stream)',
+    'dev.ob.rtp_range': '{min}–{max}',
+    'dev.ob.rtp_hint': 'Any firewall between the camera and gmv must let these UDP and TCP ports through.',
+    'dev.ob.copy': 'copy',
+    'dev.ob.copy_title': 'Copy {what}',
+    'dev.ob.copied': 'copied',
+    'dev.ob.copy_failed': 'select and copy it by hand',
+    'dev.ob.add_title': 'Add a device',
+    'dev.ob.edit_title': 'Settings of device {id}',
+    'dev.ob.add_intro': 'Optional: set a device up, before or after it registers, to give it a name, a password of its own or how its video comes.',
+    'dev.ob.f.id': 'Device ID (20 digits)',
+    'dev.ob.f.name': 'Name',
+    'dev.ob.f.password': 'Own password',
+    'dev.ob.f.password_new': 'empty: the site password',
+    'dev.ob.f.password_keep': 'empty: unchanged',
+    'dev.ob.f.password_clear': 'remove its own password (use the site password)',
+    'dev.ob.f.transport': 'Video transport',
+    'dev.ob.f.ssrc': 'SSRC check',
+    'dev.ob.t.default': 'site default',
+    'dev.ob.t.udp': 'UDP',
+    'dev.ob.t.tcp': 'TCP, the device connects to gmv (passive)',
+    'dev.ob.t.tcp-active': 'TCP, gmv connects to the device (active)',
+    'dev.ob.s.learn': 'learn (follow the SSRC the device sends)',
+    'dev.ob.s.strict': 'strict (only the SSRC agreed)',
+    'dev.ob.add': 'Add device',
+    'dev.ob.save': 'Save',
+    'dev.ob.cancel': 'Cancel',
+    'dev.ob.saving': 'Saving…',
+    'dev.ob.added': 'Device {id} added.',
+    'dev.ob.saved': 'Device {id} saved.',
+    'dev.ob.removed': 'Device {id} removed.',
+    'dev.ob.bad_id': 'A device ID is 20 digits.',
+    'dev.ob.err.exists': 'Device {id} is set up already: change it in the list below.',
+    'dev.ob.err.forbidden': 'Not saved: adding, changing or removing devices takes an admin key.',
+    'dev.ob.err.unsupported': 'This gmv cannot set devices up from the console (HTTP {status}; too old?).',
+    'dev.ob.err.other': 'Not saved:',
+    'dev.ob.not_admin': 'Adding, changing and removing devices takes an admin key (this key is an operator\'s or a viewer\'s): sign in with one to do it. A camera needs only the details above.',
+    'dev.ob.list_title': 'Devices set up here',
+    'dev.ob.list_none': 'No device is set up here yet: a camera with the site password needs none.',
+    'dev.ob.list_failed': 'The devices set up here could not be read:',
+    'dev.ob.list_forbidden': 'This key may not see the devices set up here (it takes an admin key).',
+    'dev.ob.h.id': 'Device ID',
+    'dev.ob.h.name': 'Name',
+    'dev.ob.h.password': 'Password',
+    'dev.ob.h.transport': 'Transport',
+    'dev.ob.h.ssrc': 'SSRC check',
+    'dev.ob.h.state': 'State',
+    'dev.ob.pw.own': 'its own',
+    'dev.ob.pw.site': 'site password',
+    'dev.ob.state.never': 'not registered yet',
+    'dev.ob.edit': 'edit',
+    'dev.ob.remove': 'remove',
+    'dev.ob.remove_confirm': 'remove {id}?',
+    'dev.ob.remove_title': 'Forget this device: its settings, and its registration if it is registered',
+    'dev.edit': 'edit settings',
+    'dev.f.settings': 'set up in gmv',
+    'dev.settings': 'name {name} · password: {password} · transport {transport} · SSRC check {ssrc}',
+    'ev.history_loading': 'Loading the history…',
+    'ev.history_failed': 'The history could not be read (live events still come):',
+    'ev.filter.kind': 'Kind',
+    'ev.filter.all_kinds': 'all kinds',
+    'ev.filter.device': 'Device',
+    'ev.filter.all_devices': 'all devices',
+    'ev.filter.unacked': 'unacknowledged alarms only',
+    'ev.shown': '{n} shown of {total} events',
+    'ev.none': 'No event matches.',
+    'ev.kind.alarm_acknowledged': 'alarm_acknowledged',
+    'ev.name_id': '{name} ({id})',
+    'ev.ack': 'acknowledge',
+    'ev.ack_title': 'Acknowledge this alarm (with a note if you like)',
+    'ev.ack_note': 'note (optional)',
+    'ev.ack_send': 'acknowledge',
+    'ev.ack_cancel': 'cancel',
+    'ev.acking': 'acknowledging…',
+    'ev.acked': '✓ acknowledged by {by} at {time}',
+    'ev.acked_note': '✓ acknowledged by {by} at {time}: {note}',
+    'ev.acked_unknown': '✓ acknowledged',
+    'ev.ack_failed': 'Not acknowledged: {why}',
+    'ev.ack_of': 'alarm #{id}',
+    'ev.ack_event': '{alarm} acknowledged by {by}',
+    'ev.ack_event_note': '{alarm} acknowledged by {by}: {note}',
+    'ev.live': 'live view',
+    'ev.live_title': 'Play this alarm\'s channel in the live wall',
+    'ev.clip': 'play clip',
+    'ev.clip_title': 'Play the recording made around this alarm',
+    'ev.player_title': 'Alarm clip: {where}, {time}',
+    'ev.player_close': 'close',
+    'ev.player_error': 'The clip does not play: {type} {detail}',
+    'toast.alarm': 'Alarm',
+    'toast.repeat': '×{n}',
+    'toast.events': 'events',
+    'toast.close': 'Dismiss',
+    'ptz.up_left': 'Up and left',
+    'ptz.up_right': 'Up and right',
+    'ptz.down_left': 'Down and left',
+    'ptz.down_right': 'Down and right',
+    'ptz.speed': 'speed',
+    'ptz.speed_title': 'Speed of pan, tilt, zoom, focus and iris',
+    'ptz.focus': 'focus',
+    'ptz.focus_near': 'near',
+    'ptz.focus_far': 'far',
+    'ptz.iris': 'iris',
+    'ptz.iris_open': 'open',
+    'ptz.iris_close': 'close',
+    'ptz.presets_of': 'of {label}',
+    'ptz.home': 'Home position',
+    'ptz.home_title': 'Return to a preset by itself once the camera has been left alone this many seconds',
+    'ptz.home_preset': 'preset',
+    'ptz.home_after': 'seconds idle before it returns (0..86400)',
+    'ptz.home_set': 'set',
+    'ptz.home_off': 'off',
+    'ptz.home_on_done': 'Home position: preset {n} after {s} s idle.',
+    'ptz.home_off_done': 'Home position off.',
+    'ptz.need_home': 'Select a device tile, a preset 1..255 and 0..86400 seconds',
+    'dev.ob.ss.learn': 'learn',
+    'dev.ob.ss.strict': 'strict',
   },
   'zh-CN': {
     'app.title': 'gmv 控制台',
@@ -400,6 +540,7 @@ const I18N = {
     'nav.signout': '退出登录',
     'common.field': '{name}：',
     'common.list_sep': '、',
+    'common.sentence_sep': '',
     'common.play_in_wall': '在画面墙播放',
     'err.detail': '{what}：{detail}',
     'err.status': '错误 {status}',
@@ -729,6 +870,145 @@ const I18N = {
     'pk.err.not_saved': '已生效，但未能写入磁盘：重启后将失效。',
     'pk.err.network': '未保存：gmv 没有应答。',
     'pk.err.other': '未保存（HTTP {status}）：',
+    'nav.events_badge': '{n} 条告警尚未确认',
+    'err.too_many': '数量已达上限',
+    'dev.ob.open': '如何接入摄像机',
+    'dev.ob.close': '收起',
+    'dev.ob.title': '接入摄像机（GB/T 28181）',
+    'dev.ob.intro': '在摄像机的 GB/T 28181（国标平台接入）设置页面中填写以下信息，摄像机即会自动注册到本平台，并出现在下面的设备列表中。',
+    'dev.ob.loading': '正在读取接入信息…',
+    'dev.ob.failed': '无法读取接入信息：',
+    'dev.ob.unsupported': '此 gmv 不提供接入信息（HTTP {status}，版本过旧？）。',
+    'dev.ob.server_id': 'SIP 服务器编号',
+    'dev.ob.domain': 'SIP 服务器域',
+    'dev.ob.address': 'SIP 服务器地址',
+    'dev.ob.port': 'SIP 服务器端口',
+    'dev.ob.transport': '信令传输协议',
+    'dev.ob.transports': '{list}（任选其一）',
+    'dev.ob.device_id': '设备编号',
+    'dev.ob.device_id_hint': '摄像机自己的 20 位国标编号，在摄像机上设置（也可以先在下面登记）。',
+    'dev.ob.password': '注册密码',
+    'dev.ob.pw.rule': '如果在这里为设备设置了独立密码，就用该密码；否则使用本平台的统一密码（gmv 配置文件中的 sip.password）。',
+    'dev.ob.pw.site_set': '已设置统一密码。',
+    'dev.ob.pw.site_unset': '尚未设置统一密码（sip.password 为空）：请设置统一密码，或为每台设备设置独立密码。',
+    'dev.ob.pw.hidden': '密码不会在这里显示，请向管理员索取。',
+    'dev.ob.rtp': '媒体（RTP）端口',
+    'dev.ob.rtp_single': '{port}（所有视频流共用这一个端口）',
+    'dev.ob.rtp_range': '{min}–{max}',
+    'dev.ob.rtp_hint': '摄像机与 gmv 之间的防火墙须放行这些 UDP 和 TCP 端口。',
+    'dev.ob.copy': '复制',
+    'dev.ob.copy_title': '复制{what}',
+    'dev.ob.copied': '已复制',
+    'dev.ob.copy_failed': '请手动选中并复制',
+    'dev.ob.add_title': '添加设备',
+    'dev.ob.edit_title': '设备 {id} 的设置',
+    'dev.ob.add_intro': '可选：在设备注册之前或之后登记设备，为它设置名称、独立密码或视频传输方式。',
+    'dev.ob.f.id': '设备编号（20 位数字）',
+    'dev.ob.f.name': '名称',
+    'dev.ob.f.password': '独立密码',
+    'dev.ob.f.password_new': '留空则使用统一密码',
+    'dev.ob.f.password_keep': '留空则不修改',
+    'dev.ob.f.password_clear': '删除独立密码（改用统一密码）',
+    'dev.ob.f.transport': '视频传输方式',
+    'dev.ob.f.ssrc': 'SSRC 校验',
+    'dev.ob.t.default': '平台默认',
+    'dev.ob.t.udp': 'UDP',
+    'dev.ob.t.tcp': 'TCP 被动（设备连接 gmv）',
+    'dev.ob.t.tcp-active': 'TCP 主动（gmv 连接设备）',
+    'dev.ob.s.learn': '自动学习（以设备实际发送的 SSRC 为准）',
+    'dev.ob.s.strict': '严格（只接受约定的 SSRC）',
+    'dev.ob.add': '添加设备',
+    'dev.ob.save': '保存',
+    'dev.ob.cancel': '取消',
+    'dev.ob.saving': '正在保存…',
+    'dev.ob.added': '已添加设备 {id}。',
+    'dev.ob.saved': '设备 {id} 的设置已保存。',
+    'dev.ob.removed': '已删除设备 {id}。',
+    'dev.ob.bad_id': '设备编号应为 20 位数字。',
+    'dev.ob.err.exists': '设备 {id} 已经登记过，请在下面的列表中修改。',
+    'dev.ob.err.forbidden': '未保存：添加、修改或删除设备需要管理员密钥。',
+    'dev.ob.err.unsupported': '此 gmv 不支持在控制台中登记设备（HTTP {status}，版本过旧？）。',
+    'dev.ob.err.other': '未保存：',
+    'dev.ob.not_admin': '添加、修改和删除设备需要管理员密钥（当前密钥是操作员或查看者的）；如需操作，请用管理员密钥登录。摄像机接入只需要上面的信息。',
+    'dev.ob.list_title': '已登记的设备',
+    'dev.ob.list_none': '尚未登记任何设备：使用统一密码的摄像机无需登记。',
+    'dev.ob.list_failed': '无法读取已登记的设备：',
+    'dev.ob.list_forbidden': '当前密钥无权查看已登记的设备（需要管理员密钥）。',
+    'dev.ob.h.id': '设备编号',
+    'dev.ob.h.name': '名称',
+    'dev.ob.h.password': '密码',
+    'dev.ob.h.transport': '传输方式',
+    'dev.ob.h.ssrc': 'SSRC 校验',
+    'dev.ob.h.state': '状态',
+    'dev.ob.pw.own': '独立密码',
+    'dev.ob.pw.site': '统一密码',
+    'dev.ob.state.never': '尚未注册',
+    'dev.ob.edit': '修改',
+    'dev.ob.remove': '删除',
+    'dev.ob.remove_confirm': '确定删除 {id}？',
+    'dev.ob.remove_title': '删除此设备：包括它的设置，以及已有的注册',
+    'dev.edit': '修改设置',
+    'dev.f.settings': '平台登记',
+    'dev.settings': '名称 {name} · 密码：{password} · 传输方式 {transport} · SSRC 校验 {ssrc}',
+    'ev.history_loading': '正在加载历史事件…',
+    'ev.history_failed': '无法读取历史事件（实时事件仍会显示）：',
+    'ev.filter.kind': '类型',
+    'ev.filter.all_kinds': '全部类型',
+    'ev.filter.device': '设备',
+    'ev.filter.all_devices': '全部设备',
+    'ev.filter.unacked': '只看未确认的告警',
+    'ev.shown': '显示 {n} 条，共 {total} 条事件',
+    'ev.none': '没有符合条件的事件。',
+    'ev.kind.alarm_acknowledged': '告警已确认',
+    'ev.name_id': '{name}（{id}）',
+    'ev.ack': '确认',
+    'ev.ack_title': '确认此告警（可附备注）',
+    'ev.ack_note': '备注（可选）',
+    'ev.ack_send': '确认',
+    'ev.ack_cancel': '取消',
+    'ev.acking': '正在确认…',
+    'ev.acked': '✓ 已由 {by} 于 {time} 确认',
+    'ev.acked_note': '✓ 已由 {by} 于 {time} 确认：{note}',
+    'ev.acked_unknown': '✓ 已确认',
+    'ev.ack_failed': '未能确认：{why}',
+    'ev.ack_of': '告警 #{id}',
+    'ev.ack_event': '{alarm} 已由 {by} 确认',
+    'ev.ack_event_note': '{alarm} 已由 {by} 确认：{note}',
+    'ev.live': '实时画面',
+    'ev.live_title': '在实时预览中播放此告警的通道',
+    'ev.clip': '播放告警录像',
+    'ev.clip_title': '播放此告警前后录制的录像',
+    'ev.player_title': '告警录像：{where}，{time}',
+    'ev.player_close': '关闭',
+    'ev.player_error': '告警录像无法播放：{type} {detail}',
+    'toast.alarm': '告警',
+    'toast.repeat': '×{n}',
+    'toast.events': '查看事件',
+    'toast.close': '关闭提示',
+    'ptz.up_left': '左上',
+    'ptz.up_right': '右上',
+    'ptz.down_left': '左下',
+    'ptz.down_right': '右下',
+    'ptz.speed': '速度',
+    'ptz.speed_title': '云台转动、变倍、聚焦和光圈的速度',
+    'ptz.focus': '聚焦',
+    'ptz.focus_near': '近',
+    'ptz.focus_far': '远',
+    'ptz.iris': '光圈',
+    'ptz.iris_open': '开大',
+    'ptz.iris_close': '关小',
+    'ptz.presets_of': '（{label}）',
+    'ptz.home': '守望位',
+    'ptz.home_title': '摄像机无人操作达到设定秒数后，自动回到指定的预置位',
+    'ptz.home_preset': '预置位',
+    'ptz.home_after': '无人操作多少秒后返回（0–86400）',
+    'ptz.home_set': '启用',
+    'ptz.home_off': '关闭',
+    'ptz.home_on_done': '守望位已启用：无人操作 {s} 秒后回到预置位 {n}。',
+    'ptz.home_off_done': '守望位已关闭。',
+    'ptz.need_home': '请选择设备画面，并填写 1–255 的预置位和 0–86400 秒',
+    'dev.ob.ss.learn': '自动学习',
+    'dev.ob.ss.strict': '严格',
   },
 };
 
@@ -840,8 +1120,23 @@ async function signIn(key) {
   sessionStorage.setItem(KEY_STORE, key);
   $('#signin').hidden = true;
   $('#app').hidden = false;
+  probeRole();
   show('devices');
   followEvents();
+}
+
+// Whether this key is an admin's (only an admin may read the config): true, false, or null
+// while unknown (or when gmv did not say: the form is offered and the API answers).
+let isAdmin = null;
+async function probeRole() {
+  try {
+    await api('GET', '/api/config');
+    isAdmin = true;
+  } catch (err) {
+    isAdmin = err instanceof ApiError && err.status === 403 ? false : null;
+  }
+  renderProvisionAccess();
+  if (devices.total !== undefined) renderDevices();
 }
 
 $('#signin-form').addEventListener('submit', async (e) => {
@@ -871,7 +1166,12 @@ function show(view) {
   if (view === 'wall') resumeTiles();
   else suspendTiles();
   if (view !== 'playback') stopPlayback();
-  if (view === 'devices') loadDevices();
+  if (view !== 'events') stopClip();
+  if (view === 'devices') {
+    loadDevices();
+    if (ob.open) loadOnboarding();
+  }
+  if (view === 'events') openEvents();
   if (view === 'playback') {
     loadDevices()
       .then(() => Promise.all(devices.filter((d) => d.online && !channelsOf.get(d.device_id)).slice(0, PLAYBACK_DEVICES_MAX).map(loadChannels)))
@@ -909,9 +1209,23 @@ const PLAYBACK_DEVICES_MAX = 100;
 const openDetails = new Set();
 const expanded = new Set();
 const collapsed = new Set();
-/// Row heights of the virtual tree (px), and rows drawn beyond the visible ones.
+/// Row heights of the virtual tree (px, the least a row takes), and rows drawn beyond the
+/// visible ones. A row whose text does not fit its width wraps and grows: its height is
+/// measured once drawn (at phone width, where most rows wrap, from a taller estimate).
 const ROW_PX = { device: 40, channel: 46, details: 250, note: 30 };
+const ROW_PX_NARROW = { device: 62, channel: 64, details: 420, note: 30 };
+const NARROW_PX = 640;
 const OVERSCAN_ROWS = 10;
+/// Heights measured at the present width (and language), by row.
+const rowHeights = new Map();
+const rowKey = (r) => (r.kind === 'channel' ? `c:${r.d.device_id}:${r.c.device_id}` : `${r.kind}:${r.d.device_id}`);
+const rowPx = (r) => rowHeights.get(rowKey(r)) ?? (window.innerWidth <= NARROW_PX ? ROW_PX_NARROW : ROW_PX)[r.kind];
+/// Names the console knows, by device or channel id (for the events, the toasts, the settings).
+const names = new Map();
+function learnDevice(d) {
+  const name = (d.settings && d.settings.name) || (d.info && d.info.device_name);
+  if (name && name !== d.device_id) names.set(d.device_id, name);
+}
 
 // Each load of the list (and of a device's channels) is numbered: an answer to an older one that
 // arrives after a newer one started is dropped, or a slow unfiltered load finishing after a
@@ -935,6 +1249,7 @@ async function loadDevices() {
     }
     devices = found;
     devices.total = total;
+    for (const d of found) learnDevice(d);
     const { sessions } = await api('GET', '/api/sessions');
     if (load !== devicesLoad) return;
     await Promise.all(sessions.filter((s) => s.kind === 'live').slice(0, COVERS_MAX).map(async (s) => {
@@ -946,6 +1261,9 @@ async function loadDevices() {
     }));
     if (load !== devicesLoad) return;
     renderDevices();
+    // A site no camera has registered at yet: how to connect one, open (unless closed).
+    if (total === 0 && !q && !online && !ob.open && !ob.closedByUser) setOnboarding(true);
+    if (ob.open) renderProvisioned();
   } catch (err) {
     if (load !== devicesLoad) return;
     $('#device-tree').replaceChildren(say(el('div', { class: 'error' }), () => readable(err)));
@@ -971,12 +1289,14 @@ async function loadChannels(d) {
   } catch (err) { /* shown as a device without channels */ }
   if (load !== channelsLoad) return; // asked under an earlier search
   channelsOf.set(d.device_id, channels);
+  for (const c of channels) if (c.name && c.name !== c.device_id) names.set(c.device_id, c.name);
   renderDevices();
 }
 
 // The tree as flat rows of known heights: only those in view are in the page.
 let rows = [];
 let offsets = [];
+let heights = [];
 function renderDevices() {
   rows = [];
   for (const d of devices) {
@@ -988,18 +1308,25 @@ function renderDevices() {
     if (!channels) rows.push({ kind: 'note', d, text: 'dev.asking_channels' });
     else for (const c of channels) rows.push({ kind: 'channel', d, c });
   }
-  offsets = [];
-  let y = 0;
-  for (const r of rows) {
-    offsets.push(y);
-    y += ROW_PX[r.kind];
-  }
-  $('#tree-space').style.height = `${y}px`;
+  layoutRows();
   sayKey($('#device-count'), 'dev.count', { n: devices.length, total: devices.total ?? devices.length });
   drawVisibleRows();
 }
 
-function drawVisibleRows() {
+function layoutRows() {
+  offsets = [];
+  heights = rows.map(rowPx);
+  let y = 0;
+  for (const h of heights) {
+    offsets.push(y);
+    y += h;
+  }
+  $('#tree-space').style.height = `${y}px`;
+}
+
+// Draws the rows in view; a row that took another height than reckoned (it wrapped) is
+// measured, and the rows laid out and drawn again with it (once).
+function drawVisibleRows(again = false) {
   const scroller = $('#tree-scroll');
   const top = scroller.scrollTop;
   const bottom = top + scroller.clientHeight;
@@ -1007,17 +1334,30 @@ function drawVisibleRows() {
   let hi = rows.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if (offsets[mid] + ROW_PX[rows[mid].kind] <= top) lo = mid + 1; else hi = mid;
+    if (offsets[mid] + heights[mid] <= top) lo = mid + 1; else hi = mid;
   }
   const first = Math.max(0, lo - OVERSCAN_ROWS);
   const drawn = [];
   for (let i = first; i < rows.length && (i < lo || offsets[i] < bottom || i < lo + OVERSCAN_ROWS); i++) {
     const node = rowNode(rows[i]);
     node.style.top = `${offsets[i]}px`;
-    node.style.height = `${ROW_PX[rows[i].kind]}px`;
-    drawn.push(node);
+    node.style.minHeight = `${ROW_PX[rows[i].kind]}px`;
+    drawn.push([i, node]);
   }
-  $('#device-tree').replaceChildren(...drawn);
+  $('#device-tree').replaceChildren(...drawn.map(([, node]) => node));
+  if (scroller.offsetParent === null) return; // not shown: measured when it is
+  let changed = false;
+  for (const [i, node] of drawn) {
+    const h = node.offsetHeight;
+    if (h && h !== heights[i]) {
+      rowHeights.set(rowKey(rows[i]), h);
+      changed = true;
+    }
+  }
+  if (changed && !again) {
+    layoutRows();
+    drawVisibleRows(true);
+  }
 }
 
 function rowNode(r) {
@@ -1025,6 +1365,7 @@ function rowNode(r) {
   if (r.kind === 'device') {
     const info = [d.info.manufacturer, d.info.model].filter(Boolean).join(' ');
     const open = isExpanded(d);
+    const name = names.get(d.device_id);
     return el('div', { class: 'row device', dataset: { testid: `device-${d.device_id}` } },
       el('button', { class: 'toggle', title: open ? t('dev.hide_channels') : t('dev.show_channels'), dataset: { testid: `expand-${d.device_id}` }, onclick: () => {
         if (open) { expanded.delete(d.device_id); collapsed.add(d.device_id); } else { collapsed.delete(d.device_id); expanded.add(d.device_id); }
@@ -1035,7 +1376,8 @@ function rowNode(r) {
         if (openDetails.has(d.device_id)) openDetails.delete(d.device_id); else openDetails.add(d.device_id);
         renderDevices();
       } }, d.device_id), ' ',
-      el('span', { class: 'muted' }, `${info} · ${d.online ? t('dev.online') : t('dev.offline')} · ${t('dev.channels', { n: d.channel_count })}${d.last_error ? ' · ' + d.last_error : ''}`), ' ',
+      ...(name ? [el('span', { class: 'data dev-name' }, name), ' '] : []),
+      el('span', { class: 'muted info' }, [info, d.online ? t('dev.online') : t('dev.offline'), t('dev.channels', { n: d.channel_count }), d.last_error].filter(Boolean).join(' · ')), ' ',
       el('button', { title: t('dev.sync_title'), onclick: async () => { try { await api('POST', `/api/devices/${d.device_id}/sync`); } catch (err) { alert(readable(err)); } } }, t('dev.sync')));
   }
   if (r.kind === 'details') {
@@ -1049,8 +1391,7 @@ function rowNode(r) {
   return el('div', { class: 'row channel', dataset: { testid: `channel-${c.device_id}` } },
     cover ? el('img', { class: 'cover', src: cover, alt: '', loading: 'lazy' }) : el('span', { class: 'cover' }),
     el('span', { class: `dot ${c.status === 'ON' ? 'on' : ''}` }),
-    el('span', {}, c.name || c.device_id),
-    el('span', { class: 'muted' }, c.device_id),
+    el('span', { class: 'ch-text' }, el('span', {}, c.name || c.device_id), el('span', { class: 'muted' }, c.device_id)),
     el('button', { title: t('common.play_in_wall'), dataset: { testid: `play-${c.device_id}` }, onclick: () => wallPlay(d.device_id, c.device_id, c.name || c.device_id) }, '▶'));
 }
 
@@ -1065,12 +1406,28 @@ function fillDetails(box, d) {
     row('name', d.info.device_name), row('manufacturer', d.info.manufacturer), row('model', d.info.model),
     row('firmware', d.info.firmware), row('address', d.addr), row('gb', d.gb_version ? t('dev.gb_ver', { v: d.gb_version }) : t('dev.gb_2016')),
     row('status', status), row('subscriptions', subs), row('position', pos), row('last_error', d.last_error),
-    el('button', { dataset: { testid: `status-${d.device_id}` }, onclick: async (e) => {
-      const button = e.currentTarget;
-      sayKey(button, 'dev.asking');
-      try { await api('GET', `/api/devices/${d.device_id}/status`); await loadDevices(); } catch (err) { say(button, () => readable(err)); }
-    } }, t('dev.ask_status')));
+    row('settings', d.settings ? settingsText(d.settings) : null),
+    el('div', { class: 'buttons' },
+      el('button', { dataset: { testid: `status-${d.device_id}` }, onclick: async (e) => {
+        const button = e.currentTarget;
+        sayKey(button, 'dev.asking');
+        try { await api('GET', `/api/devices/${d.device_id}/status`); await loadDevices(); } catch (err) { say(button, () => readable(err)); }
+      } }, t('dev.ask_status')),
+      // Its settings in gmv (name, password, transport, SSRC check): an admin's.
+      ...(isAdmin === false ? [] : [el('button', { dataset: { testid: `edit-${d.device_id}` }, onclick: () => editDevice(d.device_id, d.settings) }, t('dev.edit'))])));
 }
+
+// A device's settings in gmv, in words.
+function settingsText(st) {
+  return t('dev.settings', {
+    name: st.name || '—',
+    password: st.own_password ? t('dev.ob.pw.own') : t('dev.ob.pw.site'),
+    transport: st.transport ? transportText(st.transport) : t('dev.ob.t.default'),
+    ssrc: st.ssrc_check ? ssrcText(st.ssrc_check) : t('dev.ob.t.default'),
+  });
+}
+const transportText = (v) => (`dev.ob.t.${v}` in I18N.en ? t(`dev.ob.t.${v}`) : v);
+const ssrcText = (v) => (`dev.ob.ss.${v}` in I18N.en ? t(`dev.ob.ss.${v}`) : v);
 
 let searchTimer = null;
 $('#device-filter').addEventListener('input', () => {
@@ -1078,9 +1435,307 @@ $('#device-filter').addEventListener('input', () => {
   searchTimer = setTimeout(() => { channelsLoad += 1; channelsOf.clear(); loadDevices(); }, 250);
 });
 $('#online-only').addEventListener('change', loadDevices);
-$('#tree-scroll').addEventListener('scroll', drawVisibleRows);
-// The tree is drawn again in the new language (once there is one).
-onLanguage(() => { if (devices.total !== undefined) renderDevices(); });
+$('#tree-scroll').addEventListener('scroll', () => drawVisibleRows());
+// The tree is drawn again in the new language (once there is one), and at a new width: its
+// rows wrap otherwise.
+onLanguage(() => { rowHeights.clear(); if (devices.total !== undefined) renderDevices(); });
+let resizeTimer = null;
+window.addEventListener('resize', () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => { rowHeights.clear(); if (devices.total !== undefined) renderDevices(); }, 150);
+});
+
+// ---- onboarding (接入信息): how a camera connects, and devices set up here ----
+// What a camera's GB/T 28181 page asks for, from /api/sip/connect-info, each value with a copy
+// button; an admin also sets devices up (name, own password, video transport, SSRC check)
+// through /api/devices, before or after they register, and changes or removes them.
+
+const REMOVE_ARMED_MS = 5000;
+const COPIED_SHOWN_MS = 1500;
+const ob = {
+  open: false, closedByUser: false,
+  info: null, infoError: null,
+  settings: null, settingsError: null,
+  edit: null, // the device id whose settings the form changes (null: it adds one)
+  status: null, // {cls, key, params, raw}
+  armed: null, armedTimer: null,
+};
+
+function setOnboarding(open, byUser = false) {
+  ob.open = open;
+  if (byUser && !open) ob.closedByUser = true;
+  $('#onboard').hidden = !open;
+  $('#onboard-toggle').setAttribute('aria-expanded', String(open));
+  $('#onboard-toggle').classList.toggle('active', open);
+  if (open) loadOnboarding();
+}
+$('#onboard-toggle').addEventListener('click', () => setOnboarding(!ob.open, true));
+$('#onboard-close').addEventListener('click', () => setOnboarding(false, true));
+
+async function loadOnboarding() {
+  renderProvisionAccess();
+  renderDeviceForm();
+  const info = api('GET', '/api/sip/connect-info').then((v) => { ob.info = v; ob.infoError = null; }, (err) => { ob.infoError = err; });
+  const settings = loadSettingsList();
+  await info;
+  renderConnectInfo();
+  await settings;
+}
+
+async function loadSettingsList() {
+  try {
+    const v = await api('GET', '/api/device-settings');
+    ob.settings = Array.isArray(v && v.devices) ? v.devices : [];
+    ob.settingsError = null;
+    for (const x of ob.settings) if (x.settings && x.settings.name) names.set(x.device_id, x.settings.name);
+  } catch (err) {
+    ob.settingsError = err;
+  }
+  renderProvisioned();
+}
+
+// Copies `text`: the Clipboard API where the page may use it (HTTPS, localhost), else the
+// older way through a selection; the button says how it went.
+async function copyText(text, button) {
+  let ok = false;
+  try {
+    await navigator.clipboard.writeText(text);
+    ok = true;
+  } catch (_) {
+    const area = el('textarea', { readonly: '', style: 'position:fixed;top:0;left:0;opacity:0;width:1px;height:1px' });
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    try { ok = document.execCommand('copy'); } catch (_) { ok = false; }
+    area.remove();
+  }
+  sayKey(button, ok ? 'dev.ob.copied' : 'dev.ob.copy_failed');
+  clearTimeout(button.copiedTimer);
+  button.copiedTimer = setTimeout(() => sayKey(button, 'dev.ob.copy'), COPIED_SHOWN_MS);
+}
+
+function renderConnectInfo() {
+  const box = $('#connect-info');
+  const note = $('#connect-info-note');
+  note.classList.remove('error');
+  if (!ob.info) {
+    box.replaceChildren();
+    if (!ob.infoError) { sayKey(note, 'dev.ob.loading'); return; }
+    const err = ob.infoError;
+    note.classList.add('error');
+    if (err instanceof ApiError && (err.status === 404 || err.status === 405)) sayKey(note, 'dev.ob.unsupported', { status: err.status });
+    else say(note, () => `${t('dev.ob.failed')} ${readable(err)}`);
+    return;
+  }
+  sayKey(note, '');
+  const i = ob.info;
+  // A value to type into the camera: shown as data, with a copy button.
+  const value = (key, v, testid) => {
+    const text = v === undefined || v === null ? '' : String(v);
+    const copy = el('button', { type: 'button', class: 'copy', dataset: { testid: `copy-${testid}` }, onclick: (e) => copyText(text, e.currentTarget) });
+    say(copy, () => t('dev.ob.copy'));
+    copy.title = t('dev.ob.copy_title', { what: t(key) });
+    return [el('dt', {}, t(key)), el('dd', { dataset: { testid: `ci-${testid}` } }, codeEl(text), ' ', copy)];
+  };
+  const words = (key, parts, testid) => [el('dt', {}, t(key)), el('dd', { dataset: { testid: `ci-${testid}` } }, ...parts)];
+  const transports = (Array.isArray(i.transports) ? i.transports : []).map((x) => String(x).toUpperCase());
+  const rtp = i.rtp || {};
+  const rtpText = rtp.single_port ? t('dev.ob.rtp_single', { port: rtp.single_port }) : t('dev.ob.rtp_range', { min: rtp.port_min ?? '?', max: rtp.port_max ?? '?' });
+  const rule = i.password_rule === 'device_or_site'
+    ? [[t('dev.ob.pw.rule'), t(i.site_password_set ? 'dev.ob.pw.site_set' : 'dev.ob.pw.site_unset'), t('dev.ob.pw.hidden')].join(t('common.sentence_sep'))]
+    : [codeEl(i.password_rule), t('common.sentence_sep'), t('dev.ob.pw.hidden')];
+  box.replaceChildren(
+    ...value('dev.ob.server_id', i.server_id, 'server-id'),
+    ...value('dev.ob.domain', i.domain, 'domain'),
+    ...value('dev.ob.address', i.host_ip, 'host'),
+    ...value('dev.ob.port', i.sip_port, 'port'),
+    ...words('dev.ob.transport', [t('dev.ob.transports', { list: transports.join(' / ') || '—' })], 'transports'),
+    ...words('dev.ob.device_id', [t('dev.ob.device_id_hint')], 'device-id'),
+    ...words('dev.ob.password', rule, 'password'),
+    ...words('dev.ob.rtp', [codeEl(rtpText), el('div', { class: 'muted' }, t('dev.ob.rtp_hint'))], 'rtp'));
+}
+
+// The form for an admin; for another key, why there is none.
+function renderProvisionAccess() {
+  $('#provision-not-admin').hidden = isAdmin !== false;
+  $('#device-form').hidden = isAdmin === false;
+  if (isAdmin === false && ob.edit) ob.edit = null;
+  if (ob.open) renderProvisioned();
+}
+
+function renderDeviceForm() {
+  const editing = ob.edit !== null;
+  sayKey($('#df-title'), editing ? 'dev.ob.edit_title' : 'dev.ob.add_title', { id: ob.edit || '' });
+  sayKey($('#df-submit'), editing ? 'dev.ob.save' : 'dev.ob.add');
+  $('#df-id').disabled = editing;
+  $('#df-cancel').hidden = !editing;
+  $('#df-password').dataset.i18nPlaceholder = editing ? 'dev.ob.f.password_keep' : 'dev.ob.f.password_new';
+  $('#df-password').placeholder = t($('#df-password').dataset.i18nPlaceholder);
+  renderFormStatus();
+}
+
+function renderFormStatus() {
+  const box = $('#df-status');
+  const s = ob.status;
+  box.className = `status ${s ? s.cls : ''}`;
+  if (!s) { box.replaceChildren(); return; }
+  box.replaceChildren(t(s.key, s.params || {}), ...(s.raw ? [' ', codeEl(s.raw)] : []));
+}
+
+function clearDeviceForm() {
+  for (const id of ['#df-id', '#df-name', '#df-password']) $(id).value = '';
+  $('#df-transport').value = '';
+  $('#df-ssrc').value = '';
+  $('#df-password-clear').checked = false;
+  $('#df-password-clear-row').hidden = true;
+}
+
+// Opens the form on a device's settings (from its details, or the list).
+function editDevice(id, settings) {
+  const known = (ob.settings || []).find((x) => x.device_id === id);
+  const st = settings || (known && known.settings) || {};
+  ob.edit = id;
+  ob.status = null;
+  clearDeviceForm();
+  $('#df-id').value = id;
+  $('#df-name').value = st.name || '';
+  $('#df-transport').value = st.transport || '';
+  $('#df-ssrc').value = st.ssrc_check || '';
+  $('#df-password-clear-row').hidden = !st.own_password;
+  if (!ob.open) setOnboarding(true);
+  renderDeviceForm();
+  $('#device-form').scrollIntoView({ block: 'nearest' });
+  $('#df-name').focus();
+}
+
+function stopEditing() {
+  ob.edit = null;
+  clearDeviceForm();
+  renderDeviceForm();
+}
+$('#df-cancel').addEventListener('click', () => { ob.status = null; stopEditing(); });
+
+// Why a change was refused, in the operator's words ({cls, key, params, raw}: raw is gmv's).
+function settingsProblem(err, id, creating) {
+  if (!(err instanceof ApiError)) return { cls: 'error', key: 'err.detail', params: { what: t('err.network'), detail: String(err && err.message || err) } };
+  if (err.status === 403) return { cls: 'error', key: 'dev.ob.err.forbidden' };
+  if (err.status === 409 && err.code === 'exists') return { cls: 'error', key: 'dev.ob.err.exists', params: { id } };
+  if (creating && (err.status === 404 || err.status === 405)) return { cls: 'error', key: 'dev.ob.err.unsupported', params: { status: err.status } };
+  return { cls: 'error', key: 'dev.ob.err.other', raw: readable(err) };
+}
+
+$('#device-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const editing = ob.edit !== null;
+  const id = editing ? ob.edit : $('#df-id').value.trim();
+  if (!/^\d{20}$/.test(id)) {
+    ob.status = { cls: 'error', key: 'dev.ob.bad_id' };
+    renderFormStatus();
+    $('#df-id').focus();
+    return;
+  }
+  const name = $('#df-name').value.trim();
+  const password = $('#df-password').value;
+  const transport = $('#df-transport').value;
+  const ssrc = $('#df-ssrc').value;
+  // Adding: what is given. Changing: every field (empty clears it), the password only when
+  // typed or removed.
+  const body = editing ? {} : { device_id: id };
+  if (name || editing) body.name = name || null;
+  if (password) body.password = password;
+  else if (editing && $('#df-password-clear').checked) body.password = null;
+  if (transport || editing) body.transport = transport || null;
+  if (ssrc || editing) body.ssrc_check = ssrc || null;
+  ob.status = { cls: 'muted', key: 'dev.ob.saving' };
+  renderFormStatus();
+  $('#df-submit').disabled = true;
+  try {
+    const v = editing ? await api('PUT', `/api/devices/${id}`, body) : await api('POST', '/api/devices', body);
+    ob.status = { cls: 'ok', key: editing ? 'dev.ob.saved' : 'dev.ob.added', params: { id } };
+    if (v && v.settings && v.settings.name) names.set(id, v.settings.name);
+    if (editing) stopEditing(); else clearDeviceForm();
+    renderFormStatus();
+    loadSettingsList();
+    loadDevices();
+  } catch (err) {
+    ob.status = settingsProblem(err, id, !editing);
+    renderFormStatus();
+  } finally {
+    $('#df-submit').disabled = false;
+  }
+});
+
+function disarm() {
+  clearTimeout(ob.armedTimer);
+  ob.armed = null;
+}
+
+async function removeDevice(id) {
+  disarm();
+  try {
+    await api('DELETE', `/api/devices/${id}`);
+    ob.status = { cls: 'ok', key: 'dev.ob.removed', params: { id } };
+    if (ob.edit === id) stopEditing();
+    names.delete(id);
+    loadDevices();
+  } catch (err) {
+    ob.status = err instanceof ApiError && err.status === 403 ? { cls: 'error', key: 'dev.ob.err.forbidden' } : { cls: 'error', key: 'dev.ob.err.other', raw: readable(err) };
+  }
+  renderFormStatus();
+  loadSettingsList();
+}
+
+// The devices set up here: registered or not (state from the device list), each with edit
+// and remove for an admin (remove asks once more).
+function renderProvisioned() {
+  const note = $('#prov-note');
+  const body = $('#prov-rows');
+  note.classList.remove('error');
+  if (ob.settingsError) {
+    const err = ob.settingsError;
+    body.replaceChildren();
+    $('#provisioned').hidden = true;
+    note.classList.toggle('error', !(err instanceof ApiError && err.status === 403));
+    if (err instanceof ApiError && err.status === 403) note.textContent = t('dev.ob.list_forbidden');
+    else if (err instanceof ApiError && (err.status === 404 || err.status === 405)) note.textContent = t('dev.ob.err.unsupported', { status: err.status });
+    else note.textContent = `${t('dev.ob.list_failed')} ${readable(err)}`;
+    return;
+  }
+  const list = ob.settings || [];
+  $('#provisioned').hidden = !list.length;
+  note.textContent = ob.settings && !list.length ? t('dev.ob.list_none') : '';
+  const filtered = $('#device-filter').value.trim() !== '' || $('#online-only').checked;
+  body.replaceChildren(...list.map((x) => {
+    const st = x.settings || {};
+    const d = devices.find((y) => y.device_id === x.device_id);
+    const state = d ? t(d.online ? 'dev.online' : 'dev.offline') : (filtered ? '—' : t('dev.ob.state.never'));
+    const actions = isAdmin === false ? [] : [
+      el('button', { type: 'button', dataset: { testid: `prov-edit-${x.device_id}` }, onclick: () => editDevice(x.device_id, st) }, t('dev.ob.edit')),
+      el('button', { type: 'button', class: ob.armed === x.device_id ? 'danger' : '', title: t('dev.ob.remove_title'), dataset: { testid: `prov-remove-${x.device_id}` }, onclick: () => {
+        if (ob.armed === x.device_id) { removeDevice(x.device_id); return; }
+        disarm();
+        ob.armed = x.device_id;
+        ob.armedTimer = setTimeout(() => { ob.armed = null; renderProvisioned(); }, REMOVE_ARMED_MS);
+        renderProvisioned();
+      } }, ob.armed === x.device_id ? t('dev.ob.remove_confirm', { id: x.device_id }) : t('dev.ob.remove')),
+    ];
+    return el('tr', { dataset: { testid: `prov-${x.device_id}` } },
+      el('td', {}, codeEl(x.device_id)),
+      el('td', { class: 'data' }, st.name || '—'),
+      el('td', {}, st.own_password ? t('dev.ob.pw.own') : t('dev.ob.pw.site')),
+      el('td', {}, st.transport ? transportText(st.transport) : t('dev.ob.t.default')),
+      el('td', {}, st.ssrc_check ? ssrcText(st.ssrc_check) : t('dev.ob.t.default')),
+      el('td', { class: d && d.online ? 'state up' : 'state' }, state),
+      el('td', { class: 'actions' }, ...actions));
+  }));
+}
+
+onLanguage(() => {
+  if (!ob.open) return;
+  renderConnectInfo();
+  renderDeviceForm();
+  renderProvisioned();
+});
 
 // ---- live wall ----
 
@@ -1129,30 +1784,46 @@ function selectTile(i) {
   const tile = tiles[i];
   say($('#ptz-target'), () => (tile && tile.channel ? labelOf(tile) : t('ptz.select_tile')));
   renderWall();
-  if (changed) loadPresets();
+  if (changed || presetsOf !== presetsKey(tile)) loadPresets();
 }
+
+// The preset list shown is the one of the channel it was asked for: each load is numbered,
+// and an answer to one that is no longer the last (another tile selected meanwhile) is
+// dropped. `presetsOf` names the channel the list is (being) loaded for.
+let presetsLoads = 0;
+let presetsOf = null;
+const presetsKey = (tile) => (tile && tile.device ? `${tile.device}/${tile.channel}` : null);
 
 // The selected channel's presets (PresetQuery), each with go and delete.
 async function loadPresets() {
   const tile = tiles[selected];
   const list = $('#presets');
-  if (!tile || !tile.device) { list.replaceChildren(); return; }
+  const load = ++presetsLoads;
+  presetsOf = presetsKey(tile);
+  list.dataset.channel = presetsOf ? tile.channel : '';
+  if (!presetsOf) { list.replaceChildren(); sayKey($('#presets-of'), ''); return; }
+  const { device, channel } = tile;
+  const label = labelOf(tile);
+  say($('#presets-of'), () => t('ptz.presets_of', { label }));
   list.replaceChildren(el('li', { class: 'muted', 'data-i18n': 'ptz.asking' }, t('ptz.asking')));
   try {
-    const { presets } = await api('GET', `/api/devices/${tile.device}/channels/${tile.channel}/presets`);
-    const base = `/api/devices/${tile.device}/channels/${tile.channel}/presets`;
+    const { presets } = await api('GET', `/api/devices/${device}/channels/${channel}/presets`);
+    if (load !== presetsLoads) return; // another channel's list was asked for meanwhile
+    const base = `/api/devices/${device}/channels/${channel}/presets`;
     list.replaceChildren(...presets.map((p) => el('li', { dataset: { testid: `preset-${p.id}` } },
       el('span', {}, `${p.id} ${p.name}`),
       el('button', { title: t('ptz.go_title'), 'data-i18n-title': 'ptz.go_title', 'data-i18n': 'ptz.go', dataset: { testid: `preset-call-${p.id}` }, onclick: () => presetAction('POST', `${base}/${p.id}/call`, false) }, t('ptz.go')),
       el('button', { title: t('ptz.delete'), 'data-i18n-title': 'ptz.delete', onclick: () => presetAction('DELETE', `${base}/${p.id}`, true) }, '✕'))));
     if (!presets.length) list.replaceChildren(el('li', { class: 'muted', 'data-i18n': 'ptz.no_presets' }, t('ptz.no_presets')));
   } catch (err) {
+    if (load !== presetsLoads) return;
     list.replaceChildren(say(el('li', { class: 'error' }), () => readable(err)));
   }
 }
 
 async function presetAction(method, path, reload) {
   sayKey($('#ptz-error'), '');
+  $('#ptz-error').classList.remove('ok');
   try {
     await api(method, path);
     if (reload) loadPresets();
@@ -1168,6 +1839,27 @@ $('#preset-set').addEventListener('click', () => {
   presetAction('POST', `/api/devices/${tile.device}/channels/${tile.channel}/presets/${n}`, true);
 });
 
+// Home position (守望位): back to a preset by itself after the camera is left alone a while.
+async function homePosition(enabled) {
+  const tile = tiles[selected];
+  const preset = Number($('#home-preset').value || (enabled ? NaN : 1));
+  const after = Number($('#home-after').value || 0);
+  sayKey($('#ptz-error'), '');
+  if (!tile || !tile.device || !(preset >= 1 && preset <= 255) || !(after >= 0 && after <= 86400) || !Number.isInteger(after)) {
+    sayKey($('#ptz-error'), 'ptz.need_home');
+    return;
+  }
+  try {
+    await api('POST', `/api/devices/${tile.device}/channels/${tile.channel}/home`, { enabled, preset, reset_s: after });
+    sayKey($('#ptz-error'), enabled ? 'ptz.home_on_done' : 'ptz.home_off_done', { n: preset, s: after });
+    $('#ptz-error').classList.add('ok');
+  } catch (err) {
+    say($('#ptz-error'), () => readable(err));
+  }
+}
+$('#home-set').addEventListener('click', () => homePosition(true));
+$('#home-off').addEventListener('click', () => homePosition(false));
+
 function suspendTiles() {
   for (const tile of tiles) {
     if (tile.player) { tile.player.destroy(); tile.player = null; }
@@ -1182,6 +1874,7 @@ function resumeTiles() {
 }
 
 function stopTile(tile) {
+  const shown = presetsOf && presetsOf === presetsKey(tile) && tiles[selected] === tile;
   if (tile.player) { tile.player.destroy(); tile.player = null; }
   tile.level = null;
   if (tile.video) tile.video.srcObject = null;
@@ -1194,6 +1887,7 @@ function stopTile(tile) {
     sayKey(tile.name, '');
     sayKey(tile.stats, '');
   }
+  if (shown) loadPresets();
 }
 
 // What a tile plays, as its label says: the channel's name, or a bare stream's id.
@@ -1353,11 +2047,21 @@ async function snapshot(tile) {
   }
 }
 
-// PTZ: press and hold to move, release to stop.
-const PTZ_MOVES = { up: { tilt: 1 }, down: { tilt: -1 }, left: { pan: -1 }, right: { pan: 1 }, in: { zoom: 1 }, out: { zoom: -1 } };
+// PTZ: press and hold to move (eight ways, zoom), focus or open the iris; release to stop.
+const PTZ_MOVES = {
+  up: { tilt: 1 }, down: { tilt: -1 }, left: { pan: -1 }, right: { pan: 1 },
+  'up-left': { pan: -1, tilt: 1 }, 'up-right': { pan: 1, tilt: 1 }, 'down-left': { pan: -1, tilt: -1 }, 'down-right': { pan: 1, tilt: -1 },
+  in: { zoom: 1 }, out: { zoom: -1 },
+  near: { focus: -1 }, far: { focus: 1 }, open: { iris: 1 }, close: { iris: -1 },
+};
+// What stops each: focus and iris have their own stop; a move stops with all zero.
+const ptzStop = (move) => ('focus' in move ? { focus: 0 } : 'iris' in move ? { iris: 0 } : {});
+const ptzSpeed = () => Number($('#ptz-speed').value) || 0.5;
+$('#ptz-speed').addEventListener('input', () => { $('#ptz-speed-value').value = $('#ptz-speed').value; });
 async function ptz(body) {
   const tile = tiles[selected];
   sayKey($('#ptz-error'), '');
+  $('#ptz-error').classList.remove('ok');
   if (!tile || !tile.channel) { sayKey($('#ptz-error'), 'ptz.need_tile'); return; }
   if (!tile.device) { sayKey($('#ptz-error'), 'ptz.bare_stream'); return; }
   try {
@@ -1369,8 +2073,8 @@ async function ptz(body) {
 for (const b of document.querySelectorAll('[data-ptz]')) {
   const move = PTZ_MOVES[b.dataset.ptz];
   let moving = false;
-  const start = (e) => { e.preventDefault(); moving = true; ptz({ ...move, speed: 0.5 }); };
-  const stop = () => { if (moving) { moving = false; ptz({}); } };
+  const start = (e) => { e.preventDefault(); moving = true; ptz({ ...move, speed: ptzSpeed() }); };
+  const stop = () => { if (moving) { moving = false; ptz(ptzStop(move)); } };
   b.addEventListener('pointerdown', start);
   b.addEventListener('pointerup', stop);
   b.addEventListener('pointerleave', stop);
@@ -2065,6 +2769,39 @@ onLanguage(() => {
 });
 
 // ---- events (SSE over fetch, so the key goes in a header) ----
+// The live stream is followed from sign-in; the Events view loads the kept history when first
+// opened and merges the two (by id). An alarm anywhere raises a toast at once and counts on
+// the Events button until it is acknowledged. Acknowledging is an event of its own
+// (`alarm_acknowledged`, naming the alarm), so an alarm shows acknowledged from the history
+// as from the live stream. An alarm's channel plays in the wall from its row or toast, and
+// its clip (a recording of kind alarm naming it) in the view's own player.
+
+/// Events kept in the page (the view shows the newest EVENTS_SHOWN_MAX that pass its filters).
+const EVENTS_KEPT_MAX = 5000;
+const HISTORY_PAGE = 5000;
+const HISTORY_PAGES_MAX = 3;
+const TOASTS_MAX = 3;
+/// An alarm replayed after a reconnect raises a toast only when this recent.
+const TOAST_RECENT_MS = 60000;
+/// A toast whose alarm was acknowledged goes after this long.
+const TOAST_ACKED_SHOWN_MS = 4000;
+/// Devices whose names (and channels' names) are asked for the events, at most.
+const NAME_LOOKUPS_MAX = 100;
+const RENDER_DELAY_MS = 50;
+const evs = {
+  list: [], // oldest first
+  ids: new Set(),
+  acks: new Map(), // alarm id -> its alarm_acknowledged event
+  unacked: new Set(), // alarms that came live and are not acknowledged yet
+  history: 'none', historyError: null,
+  clips: new Map(), // alarm id -> its clip (a record)
+  clipLookups: new Map(), // channel id -> 'asking' | 'done'
+  nameLookups: new Set(),
+  ackOpen: null, ackNote: null, // the alarm whose note is being written, and its input
+  ackBusy: new Set(), ackErrors: new Map(),
+  rows: new Map(), // event id -> {node, sig}
+  renderTimer: null,
+};
 
 let lastEventId = null;
 async function followEvents() {
@@ -2094,20 +2831,416 @@ async function followEvents() {
   }
 }
 
+// An event from the live stream.
 function addEvent(e) {
-  lastEventId = e.id;
-  // Its kind in words (a kind this console does not know as gmv names it); the rest is data.
-  const kind = () => (`ev.kind.${e.kind}` in I18N.en ? t(`ev.kind.${e.kind}`) : e.kind);
-  const what = () => (e.kind === 'alarm'
-    ? t('ev.alarm', { what: e.data.description || t('ev.alarm_default'), priority: e.data.priority })
-    : (e.data.why || e.data.reason || e.data.stream_id || ''));
-  const li = say(el('li', { dataset: { testid: `event-${e.kind}` } }), () => [
-    el('span', { class: 'muted' }, timeText(e.at_ms)), ' ',
-    el('span', { class: `kind ${e.kind}` }, kind()),
-    `${e.device_id || ''}${e.channel_id ? ' / ' + e.channel_id : ''} ${what()}`]);
+  if (lastEventId === null || e.id > lastEventId) lastEventId = e.id;
+  if (!takeEvent(e)) return;
+  if (e.kind === 'alarm') {
+    if (!evs.acks.has(e.id)) evs.unacked.add(e.id);
+    updateBadge();
+    if (Date.now() - e.at_ms < TOAST_RECENT_MS && !evs.acks.has(e.id)) toastAlarm(e);
+  }
+  scheduleEvents();
+}
+
+// Keeps an event (once); false when it was known.
+function takeEvent(e) {
+  if (!e || evs.ids.has(e.id)) return false;
+  evs.ids.add(e.id);
+  const list = evs.list;
+  if (!list.length || list[list.length - 1].id < e.id) list.push(e);
+  else {
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (list[mid].id < e.id) lo = mid + 1; else hi = mid; }
+    list.splice(lo, 0, e);
+  }
+  while (list.length > EVENTS_KEPT_MAX) evs.ids.delete(list.shift().id);
+  const data = e.data || {};
+  if (e.kind === 'alarm_acknowledged' && data.alarm_id !== undefined) {
+    evs.acks.set(data.alarm_id, e);
+    evs.unacked.delete(data.alarm_id);
+    evs.ackErrors.delete(data.alarm_id);
+    updateBadge();
+    ackedToast(data.alarm_id);
+  }
+  // An alarm clip closed: its channel's clips are asked again.
+  if (e.kind === 'recording_closed' && e.channel_id && Array.isArray(data.alarm_ids) && data.alarm_ids.length) {
+    evs.clipLookups.delete(e.channel_id);
+  }
+  return true;
+}
+
+function updateBadge() {
+  const n = evs.unacked.size;
+  const badge = $('#events-badge');
+  badge.hidden = n === 0;
+  badge.textContent = n > 99 ? '99+' : String(n);
+  const button = $('nav button[data-view=events]');
+  if (n) button.title = t('nav.events_badge', { n }); else button.removeAttribute('title');
+}
+
+function openEvents() {
+  renderEvents();
+  if (evs.history === 'none' || evs.history === 'failed') loadEventHistory();
+}
+
+// The kept history, oldest first, in pages.
+async function loadEventHistory() {
+  evs.history = 'loading';
+  renderEvents();
+  try {
+    let after = null;
+    for (let page = 0; page < HISTORY_PAGES_MAX; page++) {
+      const q = after === null ? 'since=0' : `after=${after}`;
+      const v = await api('GET', `/api/events?${q}&limit=${HISTORY_PAGE}`);
+      const events = (v && v.events) || [];
+      for (const e of events) takeEvent(e);
+      if (events.length < HISTORY_PAGE) break;
+      after = events[events.length - 1].id;
+    }
+    evs.history = 'done';
+    evs.historyError = null;
+  } catch (err) {
+    evs.history = 'failed';
+    evs.historyError = err;
+  }
+  renderEvents();
+}
+
+// The acknowledgements after an alarm (when the live stream is slow to bring one).
+async function loadAcks(alarmId) {
+  try {
+    const v = await api('GET', `/api/events?after=${alarmId}&kind=alarm_acknowledged&limit=${HISTORY_PAGE}`);
+    for (const e of (v && v.events) || []) takeEvent(e);
+  } catch (_) { /* the live stream brings it */ }
+  scheduleEvents();
+}
+
+function scheduleEvents() {
+  if ($('#view-events').hidden || evs.renderTimer) return;
+  evs.renderTimer = setTimeout(() => { evs.renderTimer = null; renderEvents(); }, RENDER_DELAY_MS);
+}
+
+// A device's (or channel's) name with its id second, or the id alone.
+function nameAndId(id) {
+  const name = names.get(id);
+  return name && name !== id ? t('ev.name_id', { name, id }) : id;
+}
+function whereParts(e) {
+  const part = (id) => {
+    const name = names.get(id);
+    return name && name !== id ? [el('span', { class: 'data' }, name), ' ', el('code', { class: 'muted' }, id)] : [el('code', {}, id)];
+  };
+  const parts = [];
+  if (e.device_id) parts.push(...part(e.device_id));
+  if (e.channel_id && e.channel_id !== e.device_id) parts.push(' / ', ...part(e.channel_id));
+  return parts;
+}
+const whereText = (e) => [e.device_id && nameAndId(e.device_id), e.channel_id && e.channel_id !== e.device_id && nameAndId(e.channel_id)].filter(Boolean).join(' / ');
+
+// The names of a device and its channels, asked once for the events that name it.
+async function lookUpNames(deviceId) {
+  if (evs.nameLookups.has(deviceId) || evs.nameLookups.size >= NAME_LOOKUPS_MAX) return;
+  evs.nameLookups.add(deviceId);
+  try {
+    const d = await api('GET', `/api/devices/${deviceId}`);
+    if (d && d.device_id) learnDevice(d);
+    const { channels } = await api('GET', `/api/devices/${deviceId}/channels?limit=${PAGE}`);
+    for (const c of channels || []) if (c.name && c.name !== c.device_id) names.set(c.device_id, c.name);
+  } catch (_) { /* ids only */ }
+  scheduleEvents();
+  refreshToasts();
+}
+
+// The alarm clips of a channel, asked once (and again when one closes).
+async function lookUpClips(channelId) {
+  if (evs.clipLookups.has(channelId)) return;
+  evs.clipLookups.set(channelId, 'asking');
+  try {
+    const { records } = await api('GET', `/api/records?channel=${encodeURIComponent(channelId)}`);
+    for (const r of records || []) {
+      if (r.kind !== 'alarm' || r.in_progress || !Array.isArray(r.alarm_ids)) continue;
+      for (const id of r.alarm_ids) evs.clips.set(id, r);
+    }
+    evs.clipLookups.set(channelId, 'done');
+  } catch (_) {
+    evs.clipLookups.delete(channelId);
+    return;
+  }
+  scheduleEvents();
+}
+
+const kindText = (k) => (`ev.kind.${k}` in I18N.en ? t(`ev.kind.${k}`) : k);
+
+function eventWhat(e) {
+  const data = e.data || {};
+  if (e.kind === 'alarm') return t('ev.alarm', { what: data.description || t('ev.alarm_default'), priority: data.priority ?? '—' });
+  if (e.kind === 'alarm_acknowledged') {
+    const alarm = t('ev.ack_of', { id: data.alarm_id });
+    return data.note ? t('ev.ack_event_note', { alarm, by: data.by || '?', note: data.note }) : t('ev.ack_event', { alarm, by: data.by || '?' });
+  }
+  return data.why || data.reason || data.stream_id || '';
+}
+
+function ackText(id) {
+  const a = evs.acks.get(id);
+  if (!a) return t('ev.acked_unknown');
+  const data = a.data || {};
+  const params = { by: data.by || '?', time: dateText(a.at_ms), note: data.note };
+  return data.note ? t('ev.acked_note', params) : t('ev.acked', params);
+}
+
+// Acknowledges an alarm (from its row, with a note, or from its toast).
+async function acknowledge(id, note) {
+  if (evs.ackBusy.has(id) || evs.acks.has(id)) return;
+  evs.ackBusy.add(id);
+  evs.ackErrors.delete(id);
+  scheduleEvents();
+  refreshToasts();
+  try {
+    await api('POST', `/api/events/${id}/ack`, note ? { note } : {});
+    if (evs.ackOpen === id) { evs.ackOpen = null; evs.ackNote = null; }
+    await loadAcks(id);
+  } catch (err) {
+    // Someone acknowledged it first: it is, and the history says by whom.
+    if (err instanceof ApiError && err.status === 409) {
+      if (evs.ackOpen === id) { evs.ackOpen = null; evs.ackNote = null; }
+      await loadAcks(id);
+    } else {
+      evs.ackErrors.set(id, err);
+    }
+  } finally {
+    evs.ackBusy.delete(id);
+    scheduleEvents();
+    refreshToasts();
+  }
+}
+
+// Plays an alarm's channel in the live wall.
+function liveView(e) {
+  show('wall');
+  wallPlay(e.device_id, e.channel_id, names.get(e.channel_id) || e.channel_id);
+}
+
+// ---- the Events view ----
+
+function fillSelect(select, options) {
+  const keep = select.value;
+  const now = options.map(([v, text]) => `${v}\u0000${text}`).join('\u0001');
+  if (select.dataset.options !== now) {
+    select.replaceChildren(...options.map(([v, text]) => el('option', { value: v }, text)));
+    select.dataset.options = now;
+  }
+  select.value = options.some(([v]) => v === keep) ? keep : '';
+}
+
+function renderEvents() {
+  if ($('#view-events').hidden) return;
+  const kinds = new Set(Object.keys(I18N.en).filter((k) => k.startsWith('ev.kind.')).map((k) => k.slice(8)));
+  const deviceIds = new Set();
+  for (const e of evs.list) {
+    kinds.add(e.kind);
+    if (e.device_id) deviceIds.add(e.device_id);
+  }
+  fillSelect($('#ev-kind'), [['', t('ev.filter.all_kinds')], ...[...kinds].sort().map((k) => [k, kindText(k)])]);
+  fillSelect($('#ev-device'), [['', t('ev.filter.all_devices')], ...[...deviceIds].sort().map((id) => [id, nameAndId(id)])]);
+  const kind = $('#ev-kind').value;
+  const device = $('#ev-device').value;
+  const unacked = $('#ev-unacked').checked;
+  const shown = [];
+  for (let i = evs.list.length - 1; i >= 0 && shown.length < EVENTS_SHOWN_MAX; i--) {
+    const e = evs.list[i];
+    if (kind && e.kind !== kind) continue;
+    if (device && e.device_id !== device) continue;
+    if (unacked && (e.kind !== 'alarm' || evs.acks.has(e.id))) continue;
+    shown.push(e);
+  }
+  const note = $('#ev-note');
+  note.classList.toggle('error', evs.history === 'failed');
+  if (evs.history === 'loading') note.textContent = t('ev.history_loading');
+  else if (evs.history === 'failed') note.textContent = `${t('ev.history_failed')} ${readable(evs.historyError)}`;
+  else note.textContent = shown.length ? '' : t('ev.none');
+  $('#ev-count').textContent = t('ev.shown', { n: shown.length, total: evs.list.length });
+  // Rows are kept while what they show is the same, and moved only when the order changes
+  // (a note being typed keeps its focus as events arrive).
+  const wanted = shown.map((e) => eventRow(e));
+  const keep = new Set(shown.map((e) => e.id));
+  for (const id of [...evs.rows.keys()]) if (!keep.has(id)) evs.rows.delete(id);
   const log = $('#event-log');
-  log.prepend(li);
-  while (log.children.length > EVENTS_SHOWN_MAX) log.lastChild.remove();
+  let at = log.firstChild;
+  for (const node of wanted) {
+    if (node === at) { at = at.nextSibling; continue; }
+    log.insertBefore(node, at);
+  }
+  while (at) { const next = at.nextSibling; at.remove(); at = next; }
+  for (const e of shown) {
+    if (e.device_id && !names.has(e.device_id)) lookUpNames(e.device_id);
+    if (e.kind === 'alarm' && e.channel_id) lookUpClips(e.channel_id);
+  }
+}
+
+function eventRow(e) {
+  const isAlarm = e.kind === 'alarm';
+  const state = isAlarm ? [evs.acks.has(e.id) ? ackText(e.id) : '', evs.ackBusy.has(e.id), evs.ackOpen === e.id, evs.ackErrors.has(e.id) ? readable(evs.ackErrors.get(e.id)) : '', evs.clips.has(e.id), isAdmin] : [];
+  const sig = JSON.stringify([lang, whereText(e), eventWhat(e), ...state]);
+  const had = evs.rows.get(e.id);
+  if (had && had.sig === sig) return had.node;
+  const typing = evs.ackNote && document.activeElement === evs.ackNote;
+  const li = el('li', { class: `event ${e.kind}${isAlarm && evs.acks.has(e.id) ? ' acked' : ''}`, dataset: { testid: `event-${e.kind}`, eventId: String(e.id), device: e.device_id || '' } },
+    el('span', { class: 'muted time' }, timeText(e.at_ms)), ' ',
+    el('span', { class: `kind ${e.kind}` }, kindText(e.kind)), ' ',
+    el('span', { class: 'where' }, ...whereParts(e)), ' ',
+    el('span', { class: 'what' }, eventWhat(e)));
+  if (isAlarm) li.append(' ', alarmActions(e));
+  evs.rows.set(e.id, { node: li, sig });
+  if (had) had.node.replaceWith(li);
+  if (typing) evs.ackNote.focus();
+  return li;
+}
+
+function alarmActions(e) {
+  const id = e.id;
+  const box = el('span', { class: 'alarm-actions' });
+  if (evs.acks.has(id)) {
+    box.append(el('span', { class: 'ack-state', dataset: { testid: `ack-state-${id}` } }, ackText(id)));
+  } else if (evs.ackBusy.has(id)) {
+    box.append(el('span', { class: 'muted', dataset: { testid: `ack-state-${id}` } }, t('ev.acking')));
+  } else if (evs.ackOpen === id) {
+    if (!evs.ackNote) {
+      evs.ackNote = el('input', { type: 'text', maxlength: '500', class: 'ack-note', placeholder: t('ev.ack_note'), dataset: { testid: `ack-note-${id}` } });
+      evs.ackNote.addEventListener('keydown', (k) => {
+        if (k.key === 'Enter') acknowledge(id, evs.ackNote.value.trim());
+        if (k.key === 'Escape') { evs.ackOpen = null; evs.ackNote = null; renderEvents(); }
+      });
+    }
+    evs.ackNote.placeholder = t('ev.ack_note');
+    box.append(evs.ackNote,
+      el('button', { type: 'button', class: 'primary', dataset: { testid: `ack-send-${id}` }, onclick: () => acknowledge(id, evs.ackNote ? evs.ackNote.value.trim() : '') }, t('ev.ack_send')),
+      el('button', { type: 'button', onclick: () => { evs.ackOpen = null; evs.ackNote = null; renderEvents(); } }, t('ev.ack_cancel')));
+  } else {
+    box.append(el('button', { type: 'button', title: t('ev.ack_title'), dataset: { testid: `ack-${id}` }, onclick: () => {
+      evs.ackOpen = id;
+      evs.ackNote = null;
+      renderEvents();
+      if (evs.ackNote) evs.ackNote.focus();
+    } }, t('ev.ack')));
+  }
+  if (evs.ackErrors.has(id)) box.append(el('span', { class: 'error' }, t('ev.ack_failed', { why: readable(evs.ackErrors.get(id)) })));
+  if (e.device_id && e.channel_id && e.channel_id !== e.device_id) {
+    box.append(el('button', { type: 'button', title: t('ev.live_title'), dataset: { testid: `ev-live-${id}` }, onclick: () => liveView(e) }, t('ev.live')));
+  }
+  const clip = evs.clips.get(id);
+  if (clip) box.append(el('button', { type: 'button', title: t('ev.clip_title'), dataset: { testid: `ev-clip-${id}` }, onclick: () => playClip(e, clip) }, t('ev.clip')));
+  return box;
+}
+
+for (const id of ['#ev-kind', '#ev-device', '#ev-unacked']) $(id).addEventListener('change', renderEvents);
+onLanguage(() => { updateBadge(); renderEvents(); refreshToasts(); if (clipShown) clipTitle(); });
+
+// ---- an alarm's clip, in the Events view's player ----
+
+let clipShown = null; // {e, clip}
+
+function clipTitle() {
+  sayKey($('#ev-player-title'), 'ev.player_title', { where: whereText(clipShown.e), time: dateText(clipShown.e.at_ms) });
+}
+
+// The clip's MP4 itself (the browser plays it, seekable; its FLV would need to know whether
+// the clip has sound).
+function playClip(e, clip) {
+  stopClip();
+  clipShown = { e, clip };
+  $('#ev-player').hidden = false;
+  clipTitle();
+  sayKey($('#ev-player-status'), '');
+  const video = $('#ev-video');
+  video.onerror = () => {
+    if (clipShown && clipShown.clip === clip) sayKey($('#ev-player-status'), 'ev.player_error', { type: video.error ? video.error.code : '', detail: video.error ? video.error.message : '' });
+  };
+  video.src = new URL(clip.url, location.href).href;
+  video.play().catch(() => {});
+  $('#ev-player').scrollIntoView({ block: 'nearest' });
+}
+
+function stopClip() {
+  const video = $('#ev-video');
+  video.onerror = null;
+  video.removeAttribute('src');
+  video.load();
+  clipShown = null;
+  $('#ev-player').hidden = true;
+}
+$('#ev-player-close').addEventListener('click', stopClip);
+
+// ---- toasts: an alarm anywhere in the console ----
+// One toast per channel: a repeated alarm counts on it. The newest on top, TOASTS_MAX at
+// most; each stays until dismissed or acknowledged.
+
+const toasts = new Map(); // device/channel -> {e, n, node, shownAt}
+
+function toastAlarm(e) {
+  const key = `${e.device_id || ''}/${e.channel_id || ''}`;
+  let x = toasts.get(key);
+  if (x) { x.e = e; x.n += 1; } else {
+    x = { e, n: 1, node: el('div', { class: 'toast alarm', role: 'alert', dataset: { testid: 'toast-alarm' } }) };
+    toasts.set(key, x);
+  }
+  x.key = key;
+  x.node.dataset.alarmId = String(e.id);
+  x.node.dataset.shownAt = String(Date.now());
+  clearTimeout(x.timer);
+  fillToast(x);
+  const box = $('#toasts');
+  box.prepend(x.node);
+  while (toasts.size > TOASTS_MAX) {
+    const oldest = [...toasts.values()].find((y) => y.node === box.lastChild) || toasts.values().next().value;
+    dropToast(oldest);
+  }
+  if (e.device_id && !names.has(e.device_id)) lookUpNames(e.device_id);
+}
+
+function dropToast(x) {
+  clearTimeout(x.timer);
+  x.node.remove();
+  toasts.delete(x.key);
+}
+
+function fillToast(x) {
+  const e = x.e;
+  const data = e.data || {};
+  const acked = evs.acks.has(e.id);
+  x.node.classList.toggle('acked', acked);
+  const ack = el('button', { type: 'button', class: 'primary', dataset: { testid: 'toast-ack' }, onclick: () => acknowledge(e.id, '') }, evs.ackBusy.has(e.id) ? t('ev.acking') : t('ev.ack'));
+  ack.disabled = evs.ackBusy.has(e.id);
+  x.node.replaceChildren(
+    el('div', { class: 'toast-head' },
+      el('strong', {}, `⚠ ${t('toast.alarm')}`),
+      ...(x.n > 1 ? [el('span', { class: 'count' }, t('toast.repeat', { n: x.n }))] : []),
+      el('span', { class: 'muted' }, timeText(e.at_ms)),
+      el('button', { type: 'button', class: 'close', title: t('toast.close'), 'aria-label': t('toast.close'), onclick: () => dropToast(x) }, '✕')),
+    el('div', { class: 'toast-where' }, ...whereParts(e)),
+    el('div', { class: 'toast-what' }, data.description || t('ev.alarm_default')),
+    el('div', { class: 'toast-actions' },
+      acked ? el('span', { class: 'ack-state' }, ackText(e.id)) : ack,
+      ...(evs.ackErrors.has(e.id) ? [el('span', { class: 'error' }, t('ev.ack_failed', { why: readable(evs.ackErrors.get(e.id)) }))] : []),
+      ...(e.device_id && e.channel_id && e.channel_id !== e.device_id
+        ? [el('button', { type: 'button', title: t('ev.live_title'), dataset: { testid: 'toast-live' }, onclick: () => liveView(e) }, t('ev.live'))] : []),
+      el('button', { type: 'button', dataset: { testid: 'toast-events' }, onclick: () => show('events') }, t('toast.events'))));
+}
+
+function refreshToasts() {
+  for (const x of toasts.values()) fillToast(x);
+}
+
+// An alarm acknowledged (here or elsewhere): its toast says so, then goes.
+function ackedToast(alarmId) {
+  for (const x of toasts.values()) {
+    if (x.e.id !== alarmId) continue;
+    fillToast(x);
+    clearTimeout(x.timer);
+    x.timer = setTimeout(() => dropToast(x), TOAST_ACKED_SHOWN_MS);
+  }
 }
 
 layout(4);
