@@ -14,17 +14,6 @@ use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-fn alarm_body(sn: u32, channel: &str) -> Vec<u8> {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Notify>\r\n<CmdType>Alarm</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n<AlarmPriority>1</AlarmPriority>\r\n<AlarmMethod>5</AlarmMethod>\r\n<AlarmTime>2026-12-06T10:00:00</AlarmTime>\r\n<AlarmDescription>Motion at the gate</AlarmDescription>\r\n</Notify>\r\n"
-    )
-    .into_bytes()
-}
-
 /// The closed alarm clip of `stream_id`, once there is one.
 fn closed_clip(engine: &Engine, stream_id: &str, within: Duration) -> Value {
     wait_for("the alarm clip closed", within, || {
@@ -49,7 +38,7 @@ fn alarms_close_together_make_one_clip_from_before_the_first_to_after_the_last()
     wait_for("3 s of media", Duration::from_secs(15), || (frames_of(&engine, &stream_id) >= 75).then_some(()));
 
     let first_at = unix_ms();
-    let m = camera.request("MESSAGE", "alarm-1", "", Some("Application/MANSCDP+xml"), &alarm_body(71, channel));
+    let m = camera.request("MESSAGE", "alarm-1", "", Some("Application/MANSCDP+xml"), &alarm_message(71, channel));
     camera.send(&m);
     let first_id = wait_for("the device's alarm", Duration::from_secs(5), || {
         let (_, v) = engine.request("GET", "/api/events?since=0&kind=alarm", "");

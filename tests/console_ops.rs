@@ -28,17 +28,6 @@ const VIEWER_KEY: &str = "console-ops-viewer-key-0123456789";
 /// a little more for a loaded two-core machine's scheduling).
 const TOAST_WITHIN_MS: u64 = 1_500;
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-fn alarm_body(sn: u32, channel: &str) -> Vec<u8> {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Notify>\r\n<CmdType>Alarm</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n<AlarmPriority>1</AlarmPriority>\r\n<AlarmMethod>5</AlarmMethod>\r\n<AlarmTime>2026-12-06T10:00:00</AlarmTime>\r\n<AlarmDescription>Motion at the gate</AlarmDescription>\r\n</Notify>\r\n"
-    )
-    .into_bytes()
-}
-
 /// `document.documentElement.scrollWidth <= window.innerWidth` for every view measured.
 fn assert_fits(measured: &Value, what: &str) {
     let views = measured.as_object().unwrap_or_else(|| panic!("{what}: {measured}"));
@@ -88,7 +77,7 @@ fn the_console_onboards_cameras_raises_and_acknowledges_alarms_binds_presets_and
     for line in BufReader::new(node.stdout.take().unwrap()).lines() {
         let line = line.unwrap_or_default();
         if line.trim() == "ALARM_NOW" {
-            let m = camera.request("MESSAGE", "ops-alarm-1", "", Some("Application/MANSCDP+xml"), &alarm_body(81, channel_b));
+            let m = camera.request("MESSAGE", "ops-alarm-1", "", Some("Application/MANSCDP+xml"), &alarm_message(81, channel_b));
             camera.send(&m);
             sent_ms = Some(unix_ms());
             continue;

@@ -361,3 +361,16 @@ pub fn next_event(events: &mpsc::Receiver<DeviceEvent>) -> DeviceEvent {
     events.recv_timeout(Duration::from_secs(30)).expect("a device event")
 }
 
+
+/// Now, in unix ms (to compare with the times the engine reports).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A device's Alarm notification for `channel` (a MANSCDP body, to send in a MESSAGE).
+pub fn alarm_message(sn: u32, channel: &str) -> Vec<u8> {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Notify>\r\n<CmdType>Alarm</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n<AlarmPriority>1</AlarmPriority>\r\n<AlarmMethod>5</AlarmMethod>\r\n<AlarmTime>2026-12-06T10:00:00</AlarmTime>\r\n<AlarmDescription>Motion at the gate</AlarmDescription>\r\n</Notify>\r\n"
+    )
+    .into_bytes()
+}
