@@ -524,6 +524,194 @@ const I18N = {
     'ptz.need_home': 'Select a device tile, a preset 1..255 and 0..86400 seconds',
     'dev.ob.ss.learn': 'learn',
     'dev.ob.ss.strict': 'strict',
+    'nav.recordings': 'Recordings',
+    'err.bad_plan': 'The plan was refused',
+    'err.being_written': 'The recording is being written',
+    'rec.tab.files': 'Recordings',
+    'rec.tab.plans': 'Record plans',
+    'rec.source': 'Channel or stream',
+    'rec.date': 'Date',
+    'rec.from': 'From',
+    'rec.to': 'to',
+    'rec.show': 'Show',
+    'rec.today': 'Today',
+    'rec.src.channels': 'Channels',
+    'rec.src.streams': 'Streams',
+    'rec.src.stream': 'stream {id}',
+    'rec.src.recorded': '{label} · recorded',
+    'rec.src.none': '(no channel or stream yet)',
+    'rec.loading': 'Loading the recordings…',
+    'rec.none': 'No recording of {source} on {date} from {from} to {to}.',
+    'rec.none_hint': 'gmv records a stream while its recording is on (the Streams API, or {config} in the config), for an alarm clip, or while its channel\'s record plan is in force. Choose another day, time or channel.',
+    'rec.count': '{n} recordings of {source} on {date} from {from} to {to} ({alarms} of them alarm clips), {length} recorded.',
+    'rec.count_one': 'One recording of {source} on {date} from {from} to {to} ({alarms} alarm clips), {length} recorded.',
+    'rec.truncated': 'Only the first {n} are shown: choose a shorter time range.',
+    'rec.err.no_date': 'Choose a date.',
+    'rec.err.bad_time': 'The time is not valid: enter it as hours and minutes.',
+    'rec.err.end_before_start': 'The end is before the start: choose a later end (a range ends on the same day).',
+    'rec.err.no_source': 'Choose a channel or a stream (none is known yet: a device\'s channels show once it has registered).',
+    'rec.err.unauthorized': 'This key is not valid any more: sign out and sign in again.',
+    'rec.err.forbidden': 'This key may not see the recordings (its role is too low).',
+    'rec.err.network': 'gmv did not answer: the recordings could not be read. Try again.',
+    'rec.err.load': 'The recordings could not be read:',
+    'rec.zoom_in': 'Zoom in (down to an hour)',
+    'rec.zoom_out': 'Zoom out (up to the whole range)',
+    'rec.pan_back': 'Earlier',
+    'rec.pan_on': 'Later',
+    'rec.span': '{from} – {to} shown ({length})',
+    'rec.legend.cont': 'continuous',
+    'rec.legend.alarm': 'alarm clip',
+    'rec.timeline_title': 'Click to play from there',
+    'rec.seg.cont': 'Recorded {start} – {end}: click to play from there',
+    'rec.seg.alarm': 'Alarm clip {start} – {end}: click to play',
+    'rec.nothing_at': 'Nothing was recorded at {time}: click a coloured span.',
+    'rec.playing': 'Playing the {kind} from {time}',
+    'rec.play_error': 'The recording does not play: {type} {detail}',
+    'rec.ended': 'The end of the recording.',
+    'rec.kind.cont': 'continuous recording',
+    'rec.kind.alarm': 'alarm clip',
+    'rec.kind.alarm_ids': 'alarm clip ({ids})',
+    'rec.kind.writing': '{kind}, being written',
+    'rec.files_title': 'Files',
+    'rec.h.start': 'Start',
+    'rec.h.length': 'Length',
+    'rec.h.size': 'Size',
+    'rec.h.kind': 'Kind',
+    'rec.play_title': 'Play this file',
+    'rec.download': 'download',
+    'rec.download_title': 'Download this file (MP4)',
+    'rec.delete': 'delete',
+    'rec.delete_title': 'Delete this file from gmv (asks again first)',
+    'rec.delete_writing': 'A file being written cannot be deleted: stop its recording first',
+    'rec.delete_confirm': 'delete it?',
+    'rec.deleted': 'The recording of {time} was deleted.',
+    'rec.err.delete': 'Not deleted:',
+    'rec.err.delete_forbidden': 'Not deleted: deleting recordings takes an operator or admin key (this key is a viewer\'s).',
+    'rec.err.delete_gone': 'Not deleted: the file is not there any more (deleted meanwhile, or by retention).',
+    'rec.err.delete_writing': 'Not deleted: the file is still being written; stop its recording first.',
+    'rec.none_in_view': 'No file in the part shown: zoom out or move.',
+    'rec.rows_more': 'The first {n} of {total} files in the part shown: zoom in to see the others.',
+    'rec.export': 'Export {from} – {to} as one MP4',
+    'rec.export_none': 'Export (choose recordings first)',
+    'rec.export_cancel': 'Cancel the export',
+    'rec.export_nothing': 'Nothing to export in {from} – {to}',
+    'rec.export.asking': 'Exporting {from} – {to}…',
+    'rec.export.progress': 'Exporting {from} – {to}: {size} so far…',
+    'rec.export.done': 'Exported {size}: {file}.',
+    'rec.export.again': 'save again',
+    'rec.export.empty': 'gmv sent an empty file.',
+    'rec.export.nothing': 'Nothing to export from {from} to {to}: no finished continuous recording there (a file still being written and alarm clips are not exported).',
+    'rec.export.cancelled': 'Export cancelled.',
+    'rec.export.network': 'The export failed: gmv did not answer.',
+    'rec.export.failed': 'The export failed:',
+    'plan.intro': 'A record plan records its channels on its weekdays and hours: gmv opens each channel and records it by itself, nobody needs to watch it.',
+    'plan.list_title': 'Plans',
+    'plan.h.name': 'Name',
+    'plan.h.when': 'When',
+    'plan.h.zone': 'Time zone',
+    'plan.h.keep': 'Keeps recordings',
+    'plan.h.now': 'Now',
+    'plan.h.channels': 'Channels',
+    'plan.none': 'No record plan yet: add one below.',
+    'plan.unknown': 'Not known (see above).',
+    'plan.range': '{days} {start}–{end}',
+    'plan.days.all': 'every day',
+    'plan.days.run': '{from}–{to}',
+    'plan.day.1': 'Mon',
+    'plan.day.2': 'Tue',
+    'plan.day.3': 'Wed',
+    'plan.day.4': 'Thu',
+    'plan.day.5': 'Fri',
+    'plan.day.6': 'Sat',
+    'plan.day.7': 'Sun',
+    'plan.keep_days': '{n} days',
+    'plan.keep_default': 'as retention says',
+    'plan.active': 'in force',
+    'plan.inactive': 'not now',
+    'plan.edit': 'edit',
+    'plan.delete': 'delete',
+    'plan.delete_confirm': 'delete it?',
+    'plan.deleted': 'Plan {name} deleted: its channels follow no plan now.',
+    'plan.f.add_title': 'Add a plan',
+    'plan.f.edit_title': 'Change plan {name}',
+    'plan.f.name': 'Name',
+    'plan.f.zone': 'Time zone',
+    'plan.f.zone_hint': 'A fixed offset such as +08:00 (China), or UTC; the hours below are in it.',
+    'plan.f.keep': 'Keep its recordings (days)',
+    'plan.f.keep_default': 'as retention says',
+    'plan.f.ranges': 'Weekdays and hours (an end of 24:00 is midnight; across midnight is two ranges)',
+    'plan.f.add_range': 'add hours',
+    'plan.f.remove_range': 'Remove these hours',
+    'plan.f.time_ph': 'HH:MM',
+    'plan.f.start': 'Start (HH:MM)',
+    'plan.f.end': 'End (HH:MM, up to 24:00)',
+    'plan.f.add': 'Add plan',
+    'plan.f.save': 'Save',
+    'plan.f.cancel': 'Cancel',
+    'plan.f.saving': 'Saving…',
+    'plan.f.added': 'Plan {name} added.',
+    'plan.f.saved': 'Plan {name} saved.',
+    'plan.f.need_name': 'Give the plan a name.',
+    'plan.err.save': 'Not saved:',
+    'plan.err.assign': 'Not set:',
+    'plan.err.delete': 'Not deleted:',
+    'plan.err.load': 'The record plans could not be read:',
+    'plan.err.sip_disabled': 'Record plans play device channels, and SIP is disabled on this gmv ({config} is empty): there are none.',
+    'plan.err.unreachable': 'gmv did not answer; trying again. What is shown may be out of date.',
+    'plan.why.forbidden': 'this takes an operator or admin key (this key is a viewer\'s).',
+    'plan.why.unauthorized': 'this key is not valid any more: sign out and sign in again.',
+    'plan.why.exists': 'a plan of this name exists already: change it from the list.',
+    'plan.why.network': 'gmv did not answer.',
+    'plan.channels_title': 'Channels and their plans',
+    'plan.a.channel': 'Channel',
+    'plan.a.plan': 'Plan',
+    'plan.a.none': '(no plan)',
+    'plan.a.no_channels': '(no channel known yet)',
+    'plan.a.set': 'Set',
+    'plan.a.saving': 'Setting…',
+    'plan.a.done': '{channel} follows plan {plan} now.',
+    'plan.a.removed': '{channel} follows no plan now.',
+    'plan.a.need_channel': 'Choose a channel first.',
+    'plan.c.channel': 'Channel',
+    'plan.c.plan': 'Plan',
+    'plan.c.state': 'State',
+    'plan.c.since': 'Since',
+    'plan.c.error': 'Last error',
+    'plan.c.none': 'No channel follows a plan yet: choose a channel and a plan above.',
+    'plan.c.remove': 'remove plan',
+    'plan.c.remove_title': 'This channel follows no plan any more (its recording stops)',
+    'plan.c.stream': 'The stream recorded',
+    'plan.state.idle': 'waiting (outside its hours)',
+    'plan.state.starting': 'starting',
+    'plan.state.recording': 'recording',
+    'plan.state.retrying': 'retrying after an error',
+    'ret.title': 'Retention (read only)',
+    'ret.intro': 'gmv deletes the oldest recordings by itself under these rules, set in its config file:',
+    'ret.rules': 'Rules',
+    'ret.not_running': 'Retention does not run on this gmv: recordings are kept until deleted.',
+    'ret.max_age': 'Longest kept',
+    'ret.max_used': 'Most space used',
+    'ret.min_free': 'Least space left free',
+    'ret.interval': 'Checked',
+    'ret.no_limit': 'no limit',
+    'ret.days': '{n} days',
+    'ret.every': 'every {n} s',
+    'ret.plans': 'Plans keeping their own time',
+    'ret.plan_days': '{name}: {n} days',
+    'ret.last': 'Last check',
+    'ret.never': 'not yet (no rule is set, or the first check is still to come)',
+    'ret.deleted': 'Deleted then',
+    'ret.deleted_n': '{files} files ({size}): {why}',
+    'ret.deleted_none': 'nothing',
+    'ret.why.max_age': 'older than the longest kept',
+    'ret.why.max_used': 'more space used than allowed',
+    'ret.why.min_free': 'too little space left free',
+    'ret.used': 'Recordings take',
+    'ret.free': 'Free space',
+    'ret.free_of': '{free} of {total}',
+    'ret.error': 'Error',
+    'ret.totals': 'Since gmv started',
+    'ret.totals_text': '{passes} checks, {files} files deleted ({size})',
   },
   'zh-CN': {
     'app.title': 'gmv 控制台',
@@ -1009,6 +1197,194 @@ const I18N = {
     'ptz.need_home': '请选择设备画面，并填写 1–255 的预置位和 0–86400 秒',
     'dev.ob.ss.learn': '自动学习',
     'dev.ob.ss.strict': '严格',
+    'nav.recordings': '录像',
+    'err.bad_plan': '录像计划无效',
+    'err.being_written': '录像文件正在写入',
+    'rec.tab.files': '录像文件',
+    'rec.tab.plans': '录像计划',
+    'rec.source': '通道或流',
+    'rec.date': '日期',
+    'rec.from': '从',
+    'rec.to': '到',
+    'rec.show': '查询',
+    'rec.today': '今天',
+    'rec.src.channels': '通道',
+    'rec.src.streams': '流',
+    'rec.src.stream': '流 {id}',
+    'rec.src.recorded': '{label} · 有录像',
+    'rec.src.none': '（尚无通道或流）',
+    'rec.loading': '正在查询录像…',
+    'rec.none': '{source} 在 {date} {from} 至 {to} 之间没有录像。',
+    'rec.none_hint': 'gmv 只在以下情况录像：流的录像已开启（通过流接口，或配置文件中的 {config}）、告警录像，或通道的录像计划生效期间。请换一天、换个时段或换个通道。',
+    'rec.count': '{source} 在 {date} {from} 至 {to} 之间有 {n} 段录像（其中告警录像 {alarms} 段），共录制 {length}。',
+    'rec.count_one': '{source} 在 {date} {from} 至 {to} 之间有 1 段录像（其中告警录像 {alarms} 段），共录制 {length}。',
+    'rec.truncated': '只显示了前 {n} 段：请缩短查询时段。',
+    'rec.err.no_date': '请选择日期。',
+    'rec.err.bad_time': '时间无效：请按“时:分”填写。',
+    'rec.err.end_before_start': '结束时间早于开始时间：请选择更晚的结束时间（查询时段须在同一天内）。',
+    'rec.err.no_source': '请选择通道或流（目前还没有：设备注册后，它的通道才会出现）。',
+    'rec.err.unauthorized': '当前密钥已失效：请退出后重新登录。',
+    'rec.err.forbidden': '当前密钥无权查看录像（角色权限不足）。',
+    'rec.err.network': 'gmv 没有应答，无法读取录像，请重试。',
+    'rec.err.load': '无法读取录像：',
+    'rec.zoom_in': '放大（最小到 1 小时）',
+    'rec.zoom_out': '缩小（最大到整个查询时段）',
+    'rec.pan_back': '向前',
+    'rec.pan_on': '向后',
+    'rec.span': '当前显示 {from} – {to}（{length}）',
+    'rec.legend.cont': '连续录像',
+    'rec.legend.alarm': '告警录像',
+    'rec.timeline_title': '点击即从该时刻开始播放',
+    'rec.seg.cont': '录像 {start} – {end}：点击从该处播放',
+    'rec.seg.alarm': '告警录像 {start} – {end}：点击播放',
+    'rec.nothing_at': '{time} 没有录像：请点击有颜色的时段。',
+    'rec.playing': '正在播放{kind}，从 {time} 开始',
+    'rec.play_error': '录像无法播放：{type} {detail}',
+    'rec.ended': '录像已播放完毕。',
+    'rec.kind.cont': '连续录像',
+    'rec.kind.alarm': '告警录像',
+    'rec.kind.alarm_ids': '告警录像（{ids}）',
+    'rec.kind.writing': '{kind}（正在写入）',
+    'rec.files_title': '录像文件',
+    'rec.h.start': '开始时间',
+    'rec.h.length': '时长',
+    'rec.h.size': '大小',
+    'rec.h.kind': '类型',
+    'rec.play_title': '播放此文件',
+    'rec.download': '下载',
+    'rec.download_title': '下载此文件（MP4）',
+    'rec.delete': '删除',
+    'rec.delete_title': '从 gmv 删除此文件（会先再次确认）',
+    'rec.delete_writing': '正在写入的文件不能删除：请先停止录像',
+    'rec.delete_confirm': '确定删除？',
+    'rec.deleted': '已删除 {time} 的录像。',
+    'rec.err.delete': '未删除：',
+    'rec.err.delete_forbidden': '未删除：删除录像需要“操作员”或“管理员”角色的密钥（当前密钥是查看者的）。',
+    'rec.err.delete_gone': '未删除：该文件已不存在（可能已被他人或自动清理删除）。',
+    'rec.err.delete_writing': '未删除：该文件仍在写入，请先停止录像。',
+    'rec.none_in_view': '当前显示的时段内没有文件：请缩小或移动时间轴。',
+    'rec.rows_more': '当前时段共 {total} 个文件，只列出前 {n} 个：放大时间轴可查看其他文件。',
+    'rec.export': '将 {from} – {to} 导出为一个 MP4',
+    'rec.export_none': '导出（请先查询录像）',
+    'rec.export_cancel': '取消导出',
+    'rec.export_nothing': '{from} – {to} 之间没有可导出的录像',
+    'rec.export.asking': '正在导出 {from} – {to}…',
+    'rec.export.progress': '正在导出 {from} – {to}：已接收 {size}…',
+    'rec.export.done': '已导出 {size}：{file}。',
+    'rec.export.again': '再次保存',
+    'rec.export.empty': 'gmv 返回了空文件。',
+    'rec.export.nothing': '{from} 至 {to} 之间没有可导出的内容：这里没有已完成的连续录像（正在写入的文件和告警录像不导出）。',
+    'rec.export.cancelled': '已取消导出。',
+    'rec.export.network': '导出失败：gmv 没有应答。',
+    'rec.export.failed': '导出失败：',
+    'plan.intro': '录像计划按设定的星期和时段为通道录像：到时 gmv 会自动打开通道并录像，无需有人观看。',
+    'plan.list_title': '录像计划',
+    'plan.h.name': '名称',
+    'plan.h.when': '录像时段',
+    'plan.h.zone': '时区',
+    'plan.h.keep': '录像保留',
+    'plan.h.now': '当前',
+    'plan.h.channels': '通道数',
+    'plan.none': '尚无录像计划：请在下面添加。',
+    'plan.unknown': '未知（见上方说明）。',
+    'plan.range': '{days} {start}–{end}',
+    'plan.days.all': '每天',
+    'plan.days.run': '{from}至{to}',
+    'plan.day.1': '周一',
+    'plan.day.2': '周二',
+    'plan.day.3': '周三',
+    'plan.day.4': '周四',
+    'plan.day.5': '周五',
+    'plan.day.6': '周六',
+    'plan.day.7': '周日',
+    'plan.keep_days': '{n} 天',
+    'plan.keep_default': '按自动清理规则',
+    'plan.active': '生效中',
+    'plan.inactive': '未到时段',
+    'plan.edit': '修改',
+    'plan.delete': '删除',
+    'plan.delete_confirm': '确定删除？',
+    'plan.deleted': '已删除录像计划 {name}：原来按它录像的通道不再有计划。',
+    'plan.f.add_title': '添加录像计划',
+    'plan.f.edit_title': '修改录像计划 {name}',
+    'plan.f.name': '名称',
+    'plan.f.zone': '时区',
+    'plan.f.zone_hint': '填写固定的时差，例如 +08:00（北京时间）或 UTC；下面的时段按此时区计算。',
+    'plan.f.keep': '录像保留天数',
+    'plan.f.keep_default': '按自动清理规则',
+    'plan.f.ranges': '星期和时段（结束时间 24:00 即午夜；跨午夜的时段请分成两段）',
+    'plan.f.add_range': '添加时段',
+    'plan.f.remove_range': '删除此时段',
+    'plan.f.time_ph': '时:分',
+    'plan.f.start': '开始时间（时:分）',
+    'plan.f.end': '结束时间（时:分，最晚 24:00）',
+    'plan.f.add': '添加计划',
+    'plan.f.save': '保存',
+    'plan.f.cancel': '取消',
+    'plan.f.saving': '正在保存…',
+    'plan.f.added': '已添加录像计划 {name}。',
+    'plan.f.saved': '录像计划 {name} 已保存。',
+    'plan.f.need_name': '请填写计划名称。',
+    'plan.err.save': '未保存：',
+    'plan.err.assign': '未设置：',
+    'plan.err.delete': '未删除：',
+    'plan.err.load': '无法读取录像计划：',
+    'plan.err.sip_disabled': '录像计划用于设备通道，而此 gmv 未启用 SIP（{config} 为空），因此没有录像计划。',
+    'plan.err.unreachable': 'gmv 没有应答，正在重试；显示的内容可能已过时。',
+    'plan.why.forbidden': '此操作需要“操作员”或“管理员”角色的密钥（当前密钥是查看者的）。',
+    'plan.why.unauthorized': '当前密钥已失效：请退出后重新登录。',
+    'plan.why.exists': '已有同名计划：请在列表中修改它。',
+    'plan.why.network': 'gmv 没有应答。',
+    'plan.channels_title': '通道的录像计划',
+    'plan.a.channel': '通道',
+    'plan.a.plan': '计划',
+    'plan.a.none': '（不使用计划）',
+    'plan.a.no_channels': '（尚无通道）',
+    'plan.a.set': '设置',
+    'plan.a.saving': '正在设置…',
+    'plan.a.done': '{channel} 现在按录像计划 {plan} 录像。',
+    'plan.a.removed': '{channel} 现在不使用录像计划。',
+    'plan.a.need_channel': '请先选择通道。',
+    'plan.c.channel': '通道',
+    'plan.c.plan': '计划',
+    'plan.c.state': '状态',
+    'plan.c.since': '状态开始于',
+    'plan.c.error': '最近错误',
+    'plan.c.none': '还没有通道使用录像计划：请在上面选择通道和计划。',
+    'plan.c.remove': '取消计划',
+    'plan.c.remove_title': '此通道不再使用录像计划（正在进行的计划录像会停止）',
+    'plan.c.stream': '正在录像的流',
+    'plan.state.idle': '等待中（不在计划时段内）',
+    'plan.state.starting': '正在启动',
+    'plan.state.recording': '录像中',
+    'plan.state.retrying': '出错后重试中',
+    'ret.title': '录像自动清理（只读）',
+    'ret.intro': 'gmv 按以下规则自动删除最早的录像，规则在配置文件中设置：',
+    'ret.rules': '规则',
+    'ret.not_running': '此 gmv 未运行自动清理：录像会一直保留，直到被删除。',
+    'ret.max_age': '最长保留',
+    'ret.max_used': '最多占用空间',
+    'ret.min_free': '至少保留空闲空间',
+    'ret.interval': '检查间隔',
+    'ret.no_limit': '不限',
+    'ret.days': '{n} 天',
+    'ret.every': '每 {n} 秒',
+    'ret.plans': '自定保留天数的计划',
+    'ret.plan_days': '{name}：{n} 天',
+    'ret.last': '最近一次检查',
+    'ret.never': '尚未检查（未设置规则，或首次检查还没到时间）',
+    'ret.deleted': '该次删除',
+    'ret.deleted_n': '{files} 个文件（{size}）：{why}',
+    'ret.deleted_none': '无',
+    'ret.why.max_age': '超过最长保留时间',
+    'ret.why.max_used': '占用空间超过上限',
+    'ret.why.min_free': '空闲空间不足',
+    'ret.used': '录像占用',
+    'ret.free': '空闲空间',
+    'ret.free_of': '{free}（共 {total}）',
+    'ret.error': '错误',
+    'ret.totals': 'gmv 启动以来',
+    'ret.totals_text': '检查 {passes} 次，删除 {files} 个文件（{size}）',
   },
 };
 
@@ -1167,6 +1543,8 @@ function show(view) {
   else suspendTiles();
   if (view !== 'playback') stopPlayback();
   if (view !== 'events') stopClip();
+  if (view !== 'recordings') leaveRecordings();
+  if (view === 'recordings') openRecordings();
   if (view === 'devices') {
     loadDevices();
     if (ob.open) loadOnboarding();
@@ -3430,3 +3808,1083 @@ $('#pb-download').addEventListener('click', async () => {
     say($('#pb-status'), () => readable(err));
   }
 });
+
+// ---- recordings (录像): gmv's own recordings of a channel or a stream over a day ----
+// One channel (from the device tree's data, or any channel with recordings that day) or one
+// stream, a date and a time range (today, all day, unless chosen). The timeline shows the
+// continuous recordings (green, top lane) and the alarm clips (orange, bottom lane) of the part
+// of the range in view (zoomed between the range and an hour); a click plays from there: a
+// continuous file as FLV from `?start=` seconds into it (mpegts.js, as Playback does), an alarm
+// clip as its MP4 from that time. The files in view are listed (played, downloaded, deleted);
+// the part in view is exported as one MP4 (GET /api/records/export, with the key: fetched and
+// saved from memory).
+
+/// Records asked per request, and at most in all (gmv lists 10 000 at most).
+const REC_PAGE = 1000;
+const REC_FETCH_MAX = 10000;
+/// Rows of the file list drawn at most (the rest: zoom in).
+const REC_ROWS_MAX = 200;
+/// The zoom levels below the whole range, and the least.
+const REC_ZOOMS_MS = [12, 6, 3, 1].map((h) => h * 3600000);
+/// Continuous files closer than this many pixels are drawn as one span.
+const REC_MERGE_PX = 2;
+/// Minutes between the axis' labels, the least that leaves each label about this many pixels.
+const REC_TICK_STEPS_MIN = [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720];
+const REC_TICK_PX = 64;
+/// The next file plays when one ends if it starts within this of the end.
+const REC_NEXT_GAP_MS = 3000;
+/// A click near a file's end plays at least this much of it (half of a shorter one).
+const REC_LEFT_TO_PLAY_MS = 3000;
+const rec = {
+  tab: 'files',
+  range: null, // {from, to} ms: what was asked
+  view: null, // {from, to} ms: the part in view
+  source: null, // {kind: 'channel'|'stream', id}
+  records: [],
+  total: 0,
+  failed: null,
+  loading: false,
+  load: 0,
+  day: { channels: new Set(), streams: new Set() }, // sources with recordings on the date
+  liveStreams: new Set(),
+  playing: null, // {r, base: wall ms of the video's time 0, at}
+  player: null,
+  armed: null,
+  armTimer: null,
+  exporting: null, // AbortController of the export under way
+  exportUrl: null,
+};
+
+const pad2 = (n) => String(n).padStart(2, '0');
+const hm = (ms) => { const d = new Date(ms); return `${pad2(d.getHours())}:${pad2(d.getMinutes())}`; };
+const hms = (ms) => `${hm(ms)}:${pad2(new Date(ms).getSeconds())}`;
+const dayValue = (ms) => { const d = new Date(ms); return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`; };
+/// The end of a span: midnight after its start is 24:00.
+const endText = (ms, from) => (ms > from && hms(ms) === '00:00:00' ? '24:00' : hm(ms));
+function lengthText(ms) {
+  const s = Math.round(ms / 1000);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return h ? `${h}:${pad2(m)}:${pad2(s % 60)}` : `${m}:${pad2(s % 60)}`;
+}
+function sizeText(bytes) {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let v = Number(bytes) || 0;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+  return `${i && v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+}
+
+// A datum (a name, an id, the engine's words) inside a sentence: as it is, marked as data.
+const dataSpan = (v) => el('span', { class: 'data' }, String(v));
+// A sentence of `key` as nodes: a parameter that is a node goes in as it is (data stays data).
+function sentence(key, params = {}) {
+  const parts = t(key).split(/\{(\w+)\}/);
+  return parts.map((p, i) => {
+    if (i % 2 === 0) return p;
+    const v = params[p];
+    if (v instanceof Node) return v;
+    return v === undefined ? `{${p}}` : String(v);
+  }).filter((p) => p !== '');
+}
+// readable(), with gmv's own words as data.
+function readableNodes(err) {
+  if (err instanceof ApiError && err.message) {
+    const key = `err.${err.code}`;
+    const what = err.code && key in I18N.en ? t(key, { status: err.status }) : t('err.status', { status: err.status });
+    return sentence('err.detail', { what, detail: dataSpan(err.message) });
+  }
+  return [readable(err)];
+}
+
+const isAlarmClip = (r) => r.kind === 'alarm';
+const recStart = (r) => r.start_unix_ms;
+/// A file being written has no length yet: it reaches now.
+const recEnd = (r) => (r.in_progress ? Math.max(r.start_unix_ms + (r.duration_ms || 0), Date.now()) : r.start_unix_ms + r.duration_ms);
+const stemOf = (r) => r.file.replace(/\.mp4$/, '');
+
+function recSource() {
+  const v = $('#rec-source').value;
+  if (!v) return null;
+  const at = v.indexOf(':');
+  return { kind: v.slice(0, at) === 'c' ? 'channel' : 'stream', id: v.slice(at + 1) };
+}
+const sourceParam = (s) => `${s.kind}=${encodeURIComponent(s.id)}`;
+// The source in a sentence: the channel's name and id, or the stream's id.
+function sourceNode(s) {
+  if (s.kind === 'channel') {
+    const name = names.get(s.id);
+    return el('span', {}, ...(name ? [dataSpan(name), ' '] : []), el('code', {}, s.id));
+  }
+  return el('span', {}, ...sentence('rec.src.stream', { id: el('code', {}, s.id) }));
+}
+
+// The chosen range in ms (from the start of its first minute to the end of its last), or why not.
+function recRange() {
+  const date = $('#rec-date').value;
+  if (!date) return { error: 'rec.err.no_date' };
+  const from = new Date(`${date}T${$('#rec-from').value || '00:00'}`).getTime();
+  const to = new Date(`${date}T${$('#rec-to').value || '23:59'}`).getTime() + 60000;
+  if (!Number.isFinite(from) || !Number.isFinite(to)) return { error: 'rec.err.bad_time' };
+  if (to <= from) return { error: 'rec.err.end_before_start' };
+  return { from, to };
+}
+
+// The channels of the device tree (asked for those not asked yet).
+async function loadRecChannels() {
+  await loadDevices();
+  await Promise.all(devices.filter((d) => !channelsOf.get(d.device_id)).slice(0, PLAYBACK_DEVICES_MAX).map(loadChannels));
+}
+
+// What has recordings on the date (a first page of them), and the streams open now.
+async function loadRecSources() {
+  const range = recRange();
+  const day = { channels: new Set(), streams: new Set() };
+  if (!range.error) {
+    try {
+      const page = await api('GET', `/api/records?from=${Math.floor(range.from / 1000)}&to=${Math.ceil(range.to / 1000)}&limit=${REC_PAGE}`);
+      for (const r of page.records) {
+        if (r.channel_id) day.channels.add(r.channel_id);
+        else day.streams.add(r.stream_id);
+      }
+    } catch (_) { /* the list of the source chosen says why */ }
+  }
+  const live = new Set();
+  try {
+    const [{ streams }, sessions] = await Promise.all([api('GET', `/api/streams?limit=${PAGE}`), channelSessions()]);
+    for (const s of streams) if (!sessions.has(s.stream_id)) live.add(s.stream_id);
+    // A file being written names no channel yet: a channel's session's stream is the channel.
+    for (const [stream, channel] of sessions) {
+      if (day.streams.delete(stream)) day.channels.add(channel);
+    }
+  } catch (_) { /* no streams offered */ }
+  rec.day = day;
+  rec.liveStreams = live;
+}
+
+// The streams of the channels' live sessions now: stream id -> channel id.
+async function channelSessions() {
+  try {
+    const { sessions } = await api('GET', '/api/sessions');
+    return new Map(sessions.filter((s) => s.kind === 'live').map((s) => [s.stream_id, s.channel_id]));
+  } catch (_) {
+    return new Map(); // SIP disabled: no channel
+  }
+}
+
+function fillRecSources() {
+  const select = $('#rec-source');
+  const keep = select.value;
+  const channels = [];
+  const seen = new Set();
+  for (const d of devices) {
+    for (const c of channelsOf.get(d.device_id) || []) {
+      if (seen.has(c.device_id)) continue;
+      seen.add(c.device_id);
+      channels.push({ id: c.device_id, name: c.name && c.name !== c.device_id ? c.name : '' });
+    }
+  }
+  for (const id of rec.day.channels) {
+    if (!seen.has(id)) {
+      seen.add(id);
+      channels.push({ id, name: names.get(id) || '' });
+    }
+  }
+  const recorded = (c) => rec.day.channels.has(c.id);
+  channels.sort((a, b) => Number(recorded(b)) - Number(recorded(a)));
+  const streams = [...new Set([...rec.day.streams, ...rec.liveStreams])].sort();
+  const option = (value, label, marked) => el('option', { value }, marked ? t('rec.src.recorded', { label }) : label);
+  const groups = [];
+  if (channels.length) {
+    groups.push(el('optgroup', { label: t('rec.src.channels') },
+      ...channels.map((c) => option(`c:${c.id}`, c.name ? `${c.name} (${c.id})` : c.id, recorded(c)))));
+  }
+  if (streams.length) {
+    groups.push(el('optgroup', { label: t('rec.src.streams') },
+      ...streams.map((id) => option(`s:${id}`, t('rec.src.stream', { id }), rec.day.streams.has(id)))));
+  }
+  select.replaceChildren(...groups);
+  if (!groups.length) select.append(el('option', { value: '' }, t('rec.src.none')));
+  const values = [...select.options].map((o) => o.value);
+  // The operator's choice stays; otherwise the first with recordings that day.
+  if (keep && values.includes(keep) && (rec.sourceChosen || rec.source)) select.value = keep;
+  else {
+    const channel = channels.find(recorded);
+    const stream = streams.find((id) => rec.day.streams.has(id));
+    select.value = channel ? `c:${channel.id}` : stream ? `s:${stream}` : values[0] || '';
+  }
+}
+
+function openRecordings() {
+  if (!$('#rec-date').value) $('#rec-date').value = dayValue(Date.now());
+  fillRecSources();
+  renderRec();
+  loadRecChannels()
+    .then(loadRecSources)
+    .then(() => {
+      fillRecSources();
+      fillAssign();
+      if (rec.tab === 'files') loadRecordings();
+    });
+  if (rec.tab === 'plans') startPlans();
+}
+
+function leaveRecordings() {
+  stopRecPlayer();
+  stopPlans();
+}
+
+function showRecTab(tab) {
+  rec.tab = tab;
+  for (const b of document.querySelectorAll('[data-rec-tab]')) {
+    const on = b.dataset.recTab === tab;
+    b.classList.toggle('active', on);
+    b.setAttribute('aria-selected', String(on));
+  }
+  $('#rec-files-pane').hidden = tab !== 'files';
+  $('#rec-plans-pane').hidden = tab !== 'plans';
+  if (tab === 'plans') {
+    stopRecPlayer();
+    fillAssign();
+    startPlans();
+  } else {
+    stopPlans();
+    if (!rec.range) loadRecordings();
+    else renderRec(); // measured again now that it is shown
+  }
+}
+for (const b of document.querySelectorAll('[data-rec-tab]')) b.addEventListener('click', () => showRecTab(b.dataset.recTab));
+
+// The list of the source and range chosen (`keepView`: the part in view stays, when in range).
+async function loadRecordings({ keepView = false } = {}) {
+  const load = ++rec.load;
+  const source = recSource();
+  const range = recRange();
+  const note = $('#rec-note');
+  note.classList.remove('error');
+  if (range.error || !source) {
+    stopRecPlayer();
+    rec.records = [];
+    rec.range = null;
+    rec.view = null;
+    rec.loading = false;
+    renderRec();
+    sayKey(note, range.error || 'rec.err.no_source');
+    note.classList.add('error');
+    return;
+  }
+  const sameView = keepView && rec.view && rec.range && rec.range.from === range.from && rec.range.to === range.to;
+  rec.source = source;
+  rec.range = range;
+  if (!sameView) rec.view = { ...range };
+  rec.loading = true;
+  sayKey(note, 'rec.loading');
+  try {
+    const found = [];
+    let total = Infinity;
+    while (found.length < Math.min(total, REC_FETCH_MAX)) {
+      const page = await api('GET', `/api/records?${sourceParam(source)}&from=${Math.floor(range.from / 1000)}&to=${Math.ceil(range.to / 1000)}&offset=${found.length}&limit=${REC_PAGE}`);
+      if (load !== rec.load) return;
+      total = page.total;
+      found.push(...page.records);
+      if (!page.records.length) break;
+    }
+    // The channel's file being written names no channel yet: asked by its session's stream.
+    if (source.kind === 'channel') {
+      const streams = [...(await channelSessions())].filter(([, channel]) => channel === source.id).map(([stream]) => stream);
+      for (const stream of streams) {
+        const page = await api('GET', `/api/records?stream=${encodeURIComponent(stream)}&from=${Math.floor(range.from / 1000)}&to=${Math.ceil(range.to / 1000)}&limit=${REC_PAGE}`).catch(() => ({ records: [] }));
+        found.push(...page.records.filter((r) => r.in_progress && !found.some((x) => x.file === r.file)));
+      }
+      if (load !== rec.load) return;
+    }
+    rec.records = found.filter((r) => recEnd(r) > range.from && recStart(r) < range.to).sort((a, b) => recStart(a) - recStart(b));
+    rec.total = total;
+    rec.failed = null;
+  } catch (err) {
+    if (load !== rec.load) return;
+    rec.records = [];
+    rec.failed = err;
+  }
+  rec.loading = false;
+  if (rec.playing && !rec.records.some((r) => r.file === rec.playing.r.file)) stopRecPlayer();
+  renderRec();
+}
+
+function renderRec() {
+  renderRecNote();
+  renderRecTimeline();
+  renderRecFiles();
+  renderRecExport();
+}
+
+function renderRecNote() {
+  const note = $('#rec-note');
+  if (!rec.range || rec.loading) return;
+  const err = rec.failed;
+  note.classList.toggle('error', !!err);
+  const source = rec.source;
+  const when = () => ({ source: sourceNode(source), date: new Date(rec.range.from).toLocaleDateString(dateLocale()), from: hm(rec.range.from), to: endText(rec.range.to, rec.range.from) });
+  if (err) {
+    say(note, () => {
+      if (err instanceof ApiError && err.status === 401) return t('rec.err.unauthorized');
+      if (err instanceof ApiError && err.status === 403) return t('rec.err.forbidden');
+      if (err instanceof NetworkError) return t('rec.err.network');
+      return [t('rec.err.load'), t('common.sentence_sep'), ...readableNodes(err)];
+    });
+    return;
+  }
+  if (!rec.records.length) {
+    say(note, () => [...sentence('rec.none', when()), t('common.sentence_sep'), ...sentence('rec.none_hint', { config: el('code', {}, 'record.all') })]);
+    return;
+  }
+  say(note, () => {
+    const alarms = rec.records.filter(isAlarmClip).length;
+    const recorded = rec.records.filter((r) => !isAlarmClip(r)).reduce((sum, r) => sum + Math.max(0, Math.min(recEnd(r), rec.range.to) - Math.max(recStart(r), rec.range.from)), 0);
+    const parts = sentence(rec.records.length === 1 ? 'rec.count_one' : 'rec.count', { ...when(), n: rec.records.length, alarms, length: lengthText(recorded) });
+    if (rec.total > rec.records.length && rec.total >= REC_FETCH_MAX) parts.push(t('common.sentence_sep'), t('rec.truncated', { n: rec.records.length }));
+    return parts;
+  });
+}
+
+const recPct = (ms) => ((ms - rec.view.from) / (rec.view.to - rec.view.from)) * 100;
+
+function renderRecTimeline() {
+  const line = $('#rec-timeline');
+  const cursor = $('#rec-cursor');
+  const axis = $('#rec-axis');
+  const span = $('#rec-span');
+  const buttons = ['#rec-zoom-in', '#rec-zoom-out', '#rec-pan-back', '#rec-pan-on'].map((s) => $(s));
+  if (!rec.view) {
+    line.replaceChildren(cursor);
+    axis.replaceChildren();
+    sayKey(span, '');
+    for (const b of buttons) b.disabled = true;
+    return;
+  }
+  const { from, to } = rec.view;
+  const width = line.clientWidth || 800;
+  const msPerPx = (to - from) / width;
+  const inView = rec.records.filter((r) => recEnd(r) > from && recStart(r) < to);
+  const lanes = { cont: [], alarm: [] };
+  for (const r of inView) {
+    const lane = isAlarmClip(r) ? lanes.alarm : lanes.cont;
+    const s = Math.max(recStart(r), from);
+    const e = Math.min(recEnd(r), to);
+    const last = lane[lane.length - 1];
+    if (last && s - last.e <= msPerPx * REC_MERGE_PX && last.live === !!r.in_progress) {
+      last.e = Math.max(last.e, e);
+      last.n += 1;
+    } else {
+      lane.push({ s, e, n: 1, live: !!r.in_progress });
+    }
+  }
+  const seg = (x, cls, testid) => el('div', {
+    class: `seg ${cls}${x.live ? ' live' : ''}`, dataset: { testid },
+    style: `left:${recPct(x.s)}%;width:${recPct(x.e) - recPct(x.s)}%`,
+    title: t(cls === 'alarm' ? 'rec.seg.alarm' : 'rec.seg.cont', { start: hms(x.s), end: hms(x.e), n: x.n }),
+  });
+  line.replaceChildren(cursor, ...lanes.cont.map((x, i) => seg(x, 'cont', `rec-seg-${i}`)), ...lanes.alarm.map((x, i) => seg(x, 'alarm', `rec-alarm-${i}`)));
+  placeRecCursor();
+  // The axis: local times at round steps.
+  const most = Math.max(2, Math.floor(width / REC_TICK_PX));
+  const step = (REC_TICK_STEPS_MIN.find((m) => (to - from) / (m * 60000) <= most) || 720) * 60000;
+  const midnight = new Date(from);
+  midnight.setHours(0, 0, 0, 0);
+  const labels = [];
+  for (let tick = midnight.getTime() + Math.ceil((from - midnight.getTime()) / step) * step; tick <= to; tick += step) {
+    const pct = recPct(tick);
+    labels.push(el('span', { class: pct < 4 ? 'first' : pct > 96 ? 'last' : '', style: `left:${pct}%` }, endText(tick, from)));
+  }
+  axis.replaceChildren(...labels);
+  say(span, () => t('rec.span', { from: hm(from), to: endText(to, from), length: lengthText(to - from) }));
+  const full = rec.range.to - rec.range.from;
+  const [zin, zout, back, on] = buttons;
+  zin.disabled = to - from <= REC_ZOOMS_MS[REC_ZOOMS_MS.length - 1];
+  zout.disabled = to - from >= full;
+  back.disabled = from <= rec.range.from;
+  on.disabled = to >= rec.range.to;
+}
+
+function placeRecCursor() {
+  const cursor = $('#rec-cursor');
+  const p = rec.playing;
+  const at = p && (p.pos ?? p.at);
+  if (!p || !rec.view || at < rec.view.from || at > rec.view.to) { cursor.hidden = true; return; }
+  cursor.hidden = false;
+  cursor.style.left = `${recPct(at)}%`;
+}
+
+// The part of the range in view: `span` long from `start`, kept inside the range.
+function setRecView(start, span) {
+  const { from, to } = rec.range;
+  const length = Math.min(span, to - from);
+  const s = Math.max(from, Math.min(start, to - length));
+  rec.view = { from: s, to: s + length };
+  renderRec();
+}
+
+// One zoom level in (dir 1) or out (-1): around `around` (wall ms, kept where it is on
+// screen), else around what plays, else around the recordings in view.
+function zoomRec(dir, around) {
+  if (!rec.view) return;
+  const full = rec.range.to - rec.range.from;
+  const span = rec.view.to - rec.view.from;
+  const levels = [full, ...REC_ZOOMS_MS.filter((z) => z < full)];
+  const next = dir > 0 ? levels.find((z) => z < span) : [...levels].reverse().find((z) => z > span);
+  if (!next) return;
+  if (around !== undefined) {
+    setRecView(around - (around - rec.view.from) * (next / span), next);
+    return;
+  }
+  const p = rec.playing;
+  const at = p && (p.pos ?? p.at);
+  const inView = rec.records.filter((r) => recEnd(r) > rec.view.from && recStart(r) < rec.view.to);
+  let center = (rec.view.from + rec.view.to) / 2;
+  if (at >= rec.view.from && at <= rec.view.to) center = at;
+  else if (inView.length) center = (Math.max(rec.view.from, Math.min(...inView.map(recStart))) + Math.min(rec.view.to, Math.max(...inView.map(recEnd)))) / 2;
+  setRecView(center - next / 2, next);
+}
+$('#rec-zoom-in').addEventListener('click', () => zoomRec(1));
+$('#rec-zoom-out').addEventListener('click', () => zoomRec(-1));
+// The wheel over the timeline zooms around the pointer (a level per turn, not per event).
+let recWheelAt = 0;
+$('#rec-timeline').addEventListener('wheel', (e) => {
+  if (!rec.view || !e.deltaY) return;
+  e.preventDefault();
+  if (Date.now() - recWheelAt < 250) return;
+  recWheelAt = Date.now();
+  const box = $('#rec-timeline').getBoundingClientRect();
+  zoomRec(e.deltaY < 0 ? 1 : -1, rec.view.from + ((e.clientX - box.left) / box.width) * (rec.view.to - rec.view.from));
+}, { passive: false });
+$('#rec-pan-back').addEventListener('click', () => rec.view && setRecView(rec.view.from - (rec.view.to - rec.view.from) / 2, rec.view.to - rec.view.from));
+$('#rec-pan-on').addEventListener('click', () => rec.view && setRecView(rec.view.from + (rec.view.to - rec.view.from) / 2, rec.view.to - rec.view.from));
+
+// A click on the timeline plays what is there: in the bottom lane an alarm clip, else the
+// continuous recording (or the nearest start just after, for a click beside a thin span).
+$('#rec-timeline').addEventListener('click', (e) => {
+  if (!rec.view) return;
+  const box = $('#rec-timeline').getBoundingClientRect();
+  const at = rec.view.from + ((e.clientX - box.left) / box.width) * (rec.view.to - rec.view.from);
+  const alarmLane = e.clientY - box.top > box.height * 0.62;
+  // A span a few pixels wide is hit within this much (a short clip is one or two pixels).
+  const slack = ((rec.view.to - rec.view.from) / box.width) * 6;
+  const hit = (alarm, pad) => rec.records.filter((r) => isAlarmClip(r) === alarm && recStart(r) - pad <= at && at < recEnd(r) + pad);
+  const near = rec.records.filter((r) => Math.abs(recStart(r) - at) <= slack || Math.abs(recEnd(r) - at) <= slack)
+    .sort((a, b) => Math.abs(recStart(a) - at) - Math.abs(recStart(b) - at));
+  const r = (alarmLane && (hit(true, 0)[0] || hit(true, slack)[0])) || hit(false, 0).pop() || hit(true, 0)[0] || near[0];
+  if (!r) {
+    say($('#rec-status'), () => t('rec.nothing_at', { time: hms(at) }));
+    return;
+  }
+  // From the point clicked, leaving something to see of a short file.
+  const left = Math.min(REC_LEFT_TO_PLAY_MS, (recEnd(r) - recStart(r)) / 2);
+  playRecording(r, Math.max(recStart(r), Math.min(at, recEnd(r) - left)));
+});
+
+function stopRecPlayer() {
+  if (rec.player) {
+    rec.player.destroy();
+    rec.player = null;
+  }
+  const video = $('#rec-video');
+  video.onerror = null;
+  if (video.getAttribute('src') !== null || rec.playing) {
+    video.removeAttribute('src');
+    video.load();
+  }
+  const was = rec.playing;
+  rec.playing = null;
+  $('#rec-cursor').hidden = true;
+  if (was) renderRecFiles();
+}
+
+const recKindText = (r) => t(isAlarmClip(r) ? 'rec.kind.alarm' : 'rec.kind.cont');
+
+// Plays `r` from `at` (wall ms).
+function playRecording(r, at) {
+  stopRecPlayer();
+  if (!rec.view) return;
+  const video = $('#rec-video');
+  const status = $('#rec-status');
+  status.classList.remove('error');
+  const offsetS = Math.max(0, Math.floor((at - recStart(r)) / 1000));
+  const mp4 = isAlarmClip(r) || !(window.mpegts && mpegts.isSupported());
+  const playing = { r, at, base: mp4 ? recStart(r) : recStart(r) + offsetS * 1000 };
+  rec.playing = playing;
+  const failed = (type, detail) => {
+    if (rec.playing !== playing) return;
+    status.classList.add('error');
+    sayKey(status, 'rec.play_error', { type, detail });
+  };
+  video.onerror = () => failed(video.error ? video.error.code : '', video.error ? video.error.message : '');
+  if (mp4) {
+    video.src = new URL(r.url, location.href).href;
+    video.addEventListener('loadedmetadata', () => {
+      if (rec.playing === playing) video.currentTime = (at - recStart(r)) / 1000;
+    }, { once: true });
+  } else {
+    const url = new URL(r.flv, location.href);
+    url.searchParams.set('start', String(offsetS));
+    rec.player = mpegts.createPlayer({ type: 'flv', isLive: true, url: url.href }, { enableStashBuffer: false });
+    rec.player.on(mpegts.Events.ERROR, (type, detail) => failed(type, detail));
+    rec.player.attachMediaElement(video);
+    rec.player.load();
+  }
+  video.play().catch(() => {});
+  say(status, () => t('rec.playing', { kind: recKindText(r), time: dateText(at) }));
+  const span = rec.view.to - rec.view.from;
+  if (at < rec.view.from || at > rec.view.to) setRecView(at - span / 2, span);
+  else {
+    placeRecCursor();
+    renderRecFiles();
+  }
+}
+
+$('#rec-video').addEventListener('timeupdate', () => {
+  const p = rec.playing;
+  if (!p) return;
+  p.pos = p.base + $('#rec-video').currentTime * 1000;
+  placeRecCursor();
+});
+// A continuous file played to its end: the next one, when it follows on.
+$('#rec-video').addEventListener('ended', () => {
+  const p = rec.playing;
+  if (!p) return;
+  const end = recEnd(p.r);
+  const next = !isAlarmClip(p.r) && rec.records.find((r) => !isAlarmClip(r) && recStart(r) > recStart(p.r) && recStart(r) <= end + REC_NEXT_GAP_MS);
+  if (next) playRecording(next, recStart(next));
+  else sayKey($('#rec-status'), 'rec.ended');
+});
+
+function renderRecFiles() {
+  const body = $('#rec-rows');
+  const note = $('#rec-files-note');
+  if (!rec.view) {
+    body.replaceChildren();
+    sayKey(note, '');
+    return;
+  }
+  const { from, to } = rec.view;
+  const list = rec.records.filter((r) => recEnd(r) > from && recStart(r) < to);
+  const shown = list.slice(0, REC_ROWS_MAX);
+  body.replaceChildren(...shown.map(recRow));
+  if (!list.length && rec.records.length) sayKey(note, 'rec.none_in_view');
+  else if (shown.length < list.length) sayKey(note, 'rec.rows_more', { n: shown.length, total: list.length });
+  else sayKey(note, '');
+}
+
+function recRow(r) {
+  const stem = stemOf(r);
+  const date = $('#rec-date').value;
+  const start = dayValue(recStart(r)) === date ? hms(recStart(r)) : dateText(recStart(r));
+  let kind = t('rec.kind.cont');
+  if (isAlarmClip(r)) kind = r.alarm_ids && r.alarm_ids.length ? t('rec.kind.alarm_ids', { ids: r.alarm_ids.map((i) => `#${i}`).join(t('common.list_sep')) }) : t('rec.kind.alarm');
+  if (r.in_progress) kind = t('rec.kind.writing', { kind });
+  const armed = rec.armed === r.file;
+  const del = el('button', {
+    type: 'button', class: armed ? 'danger' : '', dataset: { testid: `rec-del-${stem}` },
+    title: t(r.in_progress ? 'rec.delete_writing' : 'rec.delete_title'), onclick: () => deleteRecording(r),
+  }, t(armed ? 'rec.delete_confirm' : 'rec.delete'));
+  if (r.in_progress) del.disabled = true;
+  const playing = rec.playing && rec.playing.r.file === r.file;
+  return el('tr', { class: `${playing ? 'playing' : ''} ${isAlarmClip(r) ? 'alarm' : ''}`, dataset: { testid: `rec-row-${stem}` } },
+    el('td', { class: 'num' }, start),
+    el('td', { class: 'num' }, r.in_progress ? '—' : lengthText(r.duration_ms)),
+    el('td', { class: 'num' }, sizeText(r.bytes)),
+    el('td', { class: `kind ${isAlarmClip(r) ? 'alarm' : ''}` }, kind),
+    el('td', { class: 'actions' },
+      el('button', { type: 'button', title: t('rec.play_title'), dataset: { testid: `rec-play-${stem}` }, onclick: () => playRecording(r, recStart(r)) }, '▶'), ' ',
+      el('a', { class: 'button', href: r.url, download: r.file, title: t('rec.download_title'), dataset: { testid: `rec-dl-${stem}` } }, t('rec.download')), ' ',
+      del));
+}
+
+// Deleted on the second click within a few seconds (the first asks).
+async function deleteRecording(r) {
+  const status = $('#rec-files-status');
+  clearTimeout(rec.armTimer);
+  if (rec.armed !== r.file) {
+    rec.armed = r.file;
+    rec.armTimer = setTimeout(() => { rec.armed = null; renderRecFiles(); }, REMOVE_ARMED_MS);
+    renderRecFiles();
+    return;
+  }
+  rec.armed = null;
+  status.classList.remove('ok', 'error');
+  try {
+    await api('DELETE', `/api/records/${encodeURIComponent(r.file)}`);
+    if (rec.playing && rec.playing.r.file === r.file) stopRecPlayer();
+    rec.records = rec.records.filter((x) => x.file !== r.file);
+    status.classList.add('ok');
+    sayKey(status, 'rec.deleted', { time: dateText(recStart(r)) });
+    renderRec();
+  } catch (err) {
+    status.classList.add('error');
+    const key = err instanceof ApiError && { 401: 'rec.err.unauthorized', 403: 'rec.err.delete_forbidden', 404: 'rec.err.delete_gone', 409: 'rec.err.delete_writing' }[err.status];
+    say(status, () => (key ? t(key) : [t('rec.err.delete'), t('common.sentence_sep'), ...readableNodes(err)]));
+    renderRecFiles();
+    if (err instanceof ApiError && err.status === 404) loadRecordings({ keepView: true });
+  }
+}
+
+// Closed continuous files in the part shown: what an export of it takes.
+const exportable = () => rec.view && rec.records.some((r) => !isAlarmClip(r) && !r.in_progress && recEnd(r) > rec.view.from && recStart(r) < rec.view.to);
+
+function renderRecExport() {
+  const button = $('#rec-export');
+  button.disabled = !rec.exporting && !exportable();
+  say(button, () => {
+    if (rec.exporting) return t('rec.export_cancel');
+    if (!rec.view) return t('rec.export_none');
+    const span = { from: hm(rec.view.from), to: endText(rec.view.to, rec.view.from) };
+    return t(exportable() ? 'rec.export' : 'rec.export_nothing', span);
+  });
+}
+
+// The part in view as one MP4: fetched with the key (progress said), then saved.
+async function exportRange() {
+  if (rec.exporting) { rec.exporting.abort(); return; }
+  if (!rec.view || !rec.source) return;
+  const status = $('#rec-export-status');
+  status.classList.remove('ok', 'error');
+  const { from, to } = rec.view;
+  const source = rec.source;
+  const span = { from: hm(from), to: endText(to, from) };
+  if (!exportable()) {
+    status.classList.add('error');
+    sayKey(status, 'rec.export.nothing', span);
+    return;
+  }
+  const abort = new AbortController();
+  rec.exporting = abort;
+  renderRecExport();
+  sayKey(status, 'rec.export.asking', span);
+  try {
+    let r;
+    try {
+      r = await fetch(`/api/records/export?${sourceParam(source)}&from_ms=${Math.floor(from)}&to_ms=${Math.floor(to)}`, { headers: { Authorization: `Bearer ${apiKey}` }, signal: abort.signal });
+    } catch (err) {
+      if (abort.signal.aborted) throw err;
+      throw new NetworkError(String(err && err.message || err));
+    }
+    if (!r.ok) {
+      let v = null;
+      try { v = await r.json(); } catch (_) { /* not JSON */ }
+      throw new ApiError(r.status, v && (v.code || v.error), v && v.message);
+    }
+    const name = (/filename="([^"]+)"/.exec(r.headers.get('content-disposition') || '') || [])[1] || `${source.id}_${Math.floor(from / 1000)}_${Math.floor(to / 1000)}.mp4`;
+    const chunks = [];
+    let bytes = 0;
+    let said = 0;
+    const reader = r.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      bytes += value.length;
+      if (Date.now() - said > 250) {
+        said = Date.now();
+        sayKey(status, 'rec.export.progress', { ...span, size: sizeText(bytes) });
+      }
+    }
+    if (!bytes) throw new Error(t('rec.export.empty'));
+    if (rec.exportUrl) URL.revokeObjectURL(rec.exportUrl);
+    rec.exportUrl = URL.createObjectURL(new Blob(chunks, { type: 'video/mp4' }));
+    const link = () => el('a', { href: rec.exportUrl, download: name, dataset: { testid: 'rec-export-link', bytes: String(bytes) } }, t('rec.export.again'));
+    const a = link();
+    a.hidden = true;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    status.classList.add('ok');
+    say(status, () => [...sentence('rec.export.done', { size: sizeText(bytes), file: el('code', {}, name) }), ' ', link()]);
+  } catch (err) {
+    status.classList.add('error');
+    if (abort.signal.aborted) sayKey(status, 'rec.export.cancelled');
+    else if (err instanceof ApiError && err.status === 404) sayKey(status, 'rec.export.nothing', span);
+    else if (err instanceof ApiError && err.status === 401) sayKey(status, 'rec.err.unauthorized');
+    else if (err instanceof ApiError && err.status === 403) sayKey(status, 'rec.err.forbidden');
+    else if (err instanceof NetworkError) sayKey(status, 'rec.export.network');
+    else say(status, () => [t('rec.export.failed'), t('common.sentence_sep'), ...readableNodes(err)]);
+  } finally {
+    rec.exporting = null;
+    renderRecExport();
+  }
+}
+$('#rec-export').addEventListener('click', exportRange);
+
+$('#rec-pick').addEventListener('submit', (e) => {
+  e.preventDefault();
+  loadRecSources().then(() => { fillRecSources(); loadRecordings(); });
+});
+$('#rec-source').addEventListener('change', () => {
+  rec.sourceChosen = true;
+  loadRecordings();
+});
+$('#rec-date').addEventListener('change', () => loadRecSources().then(() => { fillRecSources(); loadRecordings(); }));
+for (const id of ['#rec-from', '#rec-to']) $(id).addEventListener('change', () => loadRecordings());
+$('#rec-today').addEventListener('click', () => {
+  $('#rec-date').value = dayValue(Date.now());
+  $('#rec-from').value = '00:00';
+  $('#rec-to').value = '23:59';
+  loadRecSources().then(() => { fillRecSources(); loadRecordings(); });
+});
+let recResizeTimer = null;
+window.addEventListener('resize', () => {
+  clearTimeout(recResizeTimer);
+  recResizeTimer = setTimeout(() => { if (!$('#view-recordings').hidden && rec.tab === 'files') renderRecTimeline(); }, 150);
+});
+onLanguage(() => {
+  fillRecSources();
+  if (rec.range) {
+    renderRecTimeline();
+    renderRecFiles();
+  }
+  renderPlans();
+});
+
+// ---- record plans (录像计划): plans, their channels' states, retention (read only) ----
+
+const PLANS_REFRESH_MS = 2000;
+const WEEKDAYS = [1, 2, 3, 4, 5, 6, 7];
+const plans = {
+  list: null, channels: [], retention: null, error: null, retentionError: null,
+  shown: false, timer: null, loading: false, editing: null, armed: null, armTimer: null,
+};
+
+function startPlans() {
+  plans.shown = true;
+  if (!$('#pf-ranges').children.length) planFormReset();
+  refreshPlans();
+}
+function stopPlans() {
+  plans.shown = false;
+  clearTimeout(plans.timer);
+  plans.timer = null;
+}
+// Read again every few seconds while shown (one request at a time).
+async function refreshPlans() {
+  clearTimeout(plans.timer);
+  if (!plans.shown || plans.loading) return;
+  plans.loading = true;
+  try {
+    await loadPlans();
+  } finally {
+    plans.loading = false;
+    if (plans.shown) plans.timer = setTimeout(refreshPlans, PLANS_REFRESH_MS);
+  }
+}
+async function loadPlans() {
+  const [p, r] = await Promise.allSettled([api('GET', '/api/record-plans'), api('GET', '/api/retention')]);
+  if (p.status === 'fulfilled') {
+    plans.list = p.value.plans || [];
+    plans.channels = p.value.channels || [];
+    plans.error = null;
+  } else plans.error = p.reason;
+  if (r.status === 'fulfilled') {
+    plans.retention = r.value;
+    plans.retentionError = null;
+  } else plans.retentionError = r.reason;
+  renderPlans();
+}
+
+function daysText(days) {
+  const d = [...new Set(days)].filter((x) => x >= 1 && x <= 7).sort((a, b) => a - b);
+  if (d.length === 7) return t('plan.days.all');
+  const runs = [];
+  for (const x of d) {
+    const last = runs[runs.length - 1];
+    if (last && x === last[1] + 1) last[1] = x;
+    else runs.push([x, x]);
+  }
+  const day = (x) => t(`plan.day.${x}`);
+  return runs.map(([a, b]) => (a === b ? day(a) : b === a + 1 ? `${day(a)}${t('common.list_sep')}${day(b)}` : t('plan.days.run', { from: day(a), to: day(b) }))).join(t('common.list_sep'));
+}
+const rangeText = (r) => t('plan.range', { days: daysText(r.days), start: r.start, end: r.end });
+const planStateText = (s) => (`plan.state.${s}` in I18N.en ? t(`plan.state.${s}`) : s);
+
+function renderPlans() {
+  if (plans.list === null && !plans.error) return;
+  const note = $('#plans-note');
+  note.hidden = !plans.error;
+  note.classList.toggle('error', !!plans.error);
+  if (plans.error) {
+    const err = plans.error;
+    say(note, () => {
+      if (err instanceof ApiError && err.code === 'sip_disabled') return sentence('plan.err.sip_disabled', { config: el('code', {}, 'sip.listen') });
+      if (err instanceof ApiError && err.status === 401) return t('plan.why.unauthorized');
+      if (err instanceof NetworkError) return t('plan.err.unreachable');
+      return [t('plan.err.load'), t('common.sentence_sep'), ...readableNodes(err)];
+    });
+  }
+  // Drawn again only when something changed (a button is not replaced under the pointer).
+  const sig = JSON.stringify([lang, plans.armed, plans.list, plans.channels, plans.error && readable(plans.error), plans.channels.map((c) => names.get(c.channel_id) || '')]);
+  if (sig !== plans.sig) {
+    plans.sig = sig;
+    renderPlanTables();
+  }
+  fillAssign();
+  renderRetention();
+}
+
+function renderPlanTables() {
+  const list = plans.list || [];
+  $('#plan-rows').replaceChildren(...(list.length ? list.map(planRow)
+    : [el('tr', {}, el('td', { colspan: '7', class: 'muted', dataset: { testid: 'plans-none' } }, t(plans.error ? 'plan.unknown' : 'plan.none')))]));
+  $('#pc-rows').replaceChildren(...(plans.channels.length ? plans.channels.map(channelPlanRow)
+    : [el('tr', {}, el('td', { colspan: '6', class: 'muted' }, t(plans.error ? 'plan.unknown' : 'plan.c.none')))]));
+}
+
+function planRow(p) {
+  const armed = plans.armed === p.name;
+  const channelNames = p.channels.map((k) => k.split('/')[1]).map((c) => (names.get(c) ? `${names.get(c)} (${c})` : c));
+  return el('tr', { dataset: { testid: `plan-row-${p.name}` } },
+    el('td', {}, el('strong', { class: 'data' }, p.name)),
+    el('td', { class: 'when' }, ...p.ranges.map((r) => el('div', {}, rangeText(r)))),
+    el('td', {}, el('code', {}, p.time_zone)),
+    el('td', {}, p.max_age_days ? t('plan.keep_days', { n: p.max_age_days }) : t('plan.keep_default')),
+    el('td', {}, el('span', { class: `badge ${p.active ? 'on' : 'off'}`, dataset: { testid: `plan-active-${p.name}` } }, t(p.active ? 'plan.active' : 'plan.inactive'))),
+    el('td', { title: channelNames.join('\n'), 'data-raw': '' }, String(p.channels.length)),
+    el('td', { class: 'actions' },
+      el('button', { type: 'button', dataset: { testid: `plan-edit-${p.name}` }, onclick: () => editPlan(p) }, t('plan.edit')), ' ',
+      el('button', { type: 'button', class: armed ? 'danger' : '', dataset: { testid: `plan-del-${p.name}` }, onclick: () => deletePlan(p.name) }, t(armed ? 'plan.delete_confirm' : 'plan.delete'))));
+}
+
+function channelPlanRow(c) {
+  const name = names.get(c.channel_id);
+  return el('tr', { dataset: { testid: `pc-${c.channel_id}` } },
+    el('td', {}, ...(name ? [dataSpan(name), ' '] : []), el('code', {}, c.channel_id)),
+    el('td', {}, el('span', { class: 'data' }, c.plan), ' ', el('span', { class: `badge ${c.active ? 'on' : 'off'}` }, t(c.active ? 'plan.active' : 'plan.inactive'))),
+    el('td', {}, el('span', { class: `badge ${c.state}`, dataset: { testid: `pc-state-${c.channel_id}` } }, planStateText(c.state)),
+      ...(c.stream_id ? [' ', el('code', { title: t('plan.c.stream') }, c.stream_id)] : [])),
+    el('td', {}, c.since_ms ? dateText(c.since_ms) : '—'),
+    el('td', { class: 'plan-error', dataset: { testid: `pc-error-${c.channel_id}` } }, c.last_error ? dataSpan(c.last_error) : '—'),
+    el('td', { class: 'actions' }, el('button', { type: 'button', title: t('plan.c.remove_title'), dataset: { testid: `pc-remove-${c.channel_id}` }, onclick: () => assignPlan(c.device_id, c.channel_id, null) }, t('plan.c.remove'))));
+}
+
+// The channel and plan selects of the assignment: every channel of the tree (and any with a plan).
+function fillAssign() {
+  const ch = $('#pa-channel');
+  const keep = ch.value;
+  const options = [];
+  const seen = new Set();
+  for (const d of devices) {
+    for (const c of channelsOf.get(d.device_id) || []) {
+      const v = `${d.device_id}/${c.device_id}`;
+      if (seen.has(v)) continue;
+      seen.add(v);
+      options.push(el('option', { value: v }, c.name && c.name !== c.device_id ? `${c.name} (${c.device_id})` : c.device_id));
+    }
+  }
+  for (const c of plans.channels) {
+    const v = `${c.device_id}/${c.channel_id}`;
+    if (!seen.has(v)) { seen.add(v); options.push(el('option', { value: v }, c.channel_id)); }
+  }
+  if (!options.length) options.push(el('option', { value: '' }, t('plan.a.no_channels')));
+  // Replaced only when they changed (an open select stays open).
+  const sig = (os) => JSON.stringify(os.map((o) => [o.value, o.textContent]));
+  if (sig(options) !== sig([...ch.options])) {
+    ch.replaceChildren(...options);
+    if (keep && seen.has(keep)) ch.value = keep;
+  }
+  const pl = $('#pa-plan');
+  const keepPlan = pl.dataset.chosen ?? pl.value;
+  const planOptions = [el('option', { value: '' }, t('plan.a.none')), ...(plans.list || []).map((p) => el('option', { value: p.name }, p.name))];
+  if (sig(planOptions) !== sig([...pl.options])) {
+    pl.replaceChildren(...planOptions);
+    if ([...pl.options].some((o) => o.value === keepPlan)) pl.value = keepPlan;
+  }
+  if (!('chosen' in pl.dataset)) pl.value = currentPlanOf(ch.value);
+}
+const currentPlanOf = (v) => {
+  const c = plans.channels.find((x) => `${x.device_id}/${x.channel_id}` === v);
+  return c ? c.plan : '';
+};
+$('#pa-channel').addEventListener('change', () => {
+  delete $('#pa-plan').dataset.chosen;
+  $('#pa-plan').value = currentPlanOf($('#pa-channel').value);
+});
+$('#pa-plan').addEventListener('change', () => { $('#pa-plan').dataset.chosen = $('#pa-plan').value; });
+$('#pa-set').addEventListener('click', () => {
+  const v = $('#pa-channel').value;
+  if (!v) { sayKey($('#pa-status'), 'plan.a.need_channel'); $('#pa-status').className = 'status error'; return; }
+  const at = v.indexOf('/');
+  assignPlan(v.slice(0, at), v.slice(at + 1), $('#pa-plan').value || null);
+});
+
+async function assignPlan(deviceId, channelId, plan) {
+  const status = $('#pa-status');
+  status.className = 'status';
+  sayKey(status, 'plan.a.saving');
+  try {
+    await api('PUT', `/api/devices/${encodeURIComponent(deviceId)}/channels/${encodeURIComponent(channelId)}/record-plan`, { plan });
+    delete $('#pa-plan').dataset.chosen;
+    status.className = 'status ok';
+    const channel = () => sourceNode({ kind: 'channel', id: channelId });
+    say(status, () => (plan ? sentence('plan.a.done', { channel: channel(), plan: dataSpan(plan) }) : sentence('plan.a.removed', { channel: channel() })));
+    await loadPlans();
+  } catch (err) {
+    status.className = 'status error';
+    say(status, () => planProblem(err, 'assign'));
+  }
+}
+
+// Why a change was not made: `what` says which (save, assign, delete).
+function planProblem(err, what) {
+  let reason;
+  if (err instanceof ApiError && err.status === 403) reason = [t('plan.why.forbidden')];
+  else if (err instanceof ApiError && err.status === 401) reason = [t('plan.why.unauthorized')];
+  else if (err instanceof ApiError && err.code === 'exists') reason = [t('plan.why.exists')];
+  else if (err instanceof NetworkError) reason = [t('plan.why.network')];
+  else reason = readableNodes(err);
+  return [t(`plan.err.${what}`), t('common.sentence_sep'), ...reason];
+}
+
+// ---- the plan form ----
+
+function rangeRow(r, i) {
+  const day = (d) => el('label', { class: 'day' },
+    el('input', { type: 'checkbox', value: String(d), dataset: { testid: `pf-day-${i}-${d}` }, ...(r.days.includes(d) ? { checked: '' } : {}) }),
+    sayKey(el('span'), `plan.day.${d}`));
+  const time = (value, which) => el('input', {
+    class: 'time', value, maxlength: '8', inputmode: 'numeric', autocomplete: 'off', spellcheck: 'false',
+    'data-i18n-placeholder': 'plan.f.time_ph', placeholder: t('plan.f.time_ph'), 'data-i18n-title': `plan.f.${which}`, title: t(`plan.f.${which}`),
+    dataset: { testid: `pf-${which}-${i}`, part: which },
+  });
+  return el('div', { class: 'pf-range', dataset: { testid: `pf-range-${i}` } },
+    el('span', { class: 'pf-days', role: 'group' }, ...WEEKDAYS.map(day)),
+    el('span', { class: 'pf-times' }, time(r.start, 'start'), el('span', { class: 'muted' }, '–'), time(r.end, 'end'),
+      el('button', { type: 'button', 'data-i18n-title': 'plan.f.remove_range', title: t('plan.f.remove_range'), dataset: { testid: `pf-remove-${i}` }, onclick: () => {
+        const ranges = readRanges();
+        ranges.splice(i, 1);
+        renderRanges(ranges);
+      } }, '×')));
+}
+function renderRanges(ranges) {
+  $('#pf-ranges').replaceChildren(...ranges.map(rangeRow));
+}
+function readRanges() {
+  return [...$('#pf-ranges').querySelectorAll('.pf-range')].map((row) => ({
+    days: [...row.querySelectorAll('input[type=checkbox]:checked')].map((c) => Number(c.value)),
+    start: row.querySelector('[data-part=start]').value.trim(),
+    end: row.querySelector('[data-part=end]').value.trim(),
+  }));
+}
+$('#pf-add-range').addEventListener('click', () => renderRanges([...readRanges(), { days: [1, 2, 3, 4, 5], start: '08:00', end: '18:00' }]));
+
+function renderPlanFormTitle() {
+  const name = plans.editing;
+  say($('#pf-title'), () => (name === null ? t('plan.f.add_title') : sentence('plan.f.edit_title', { name: dataSpan(name) })));
+  sayKey($('#pf-submit'), name === null ? 'plan.f.add' : 'plan.f.save');
+  $('#pf-cancel').hidden = name === null;
+  $('#pf-name').readOnly = name !== null;
+}
+function planFormReset() {
+  plans.editing = null;
+  $('#pf-name').value = '';
+  $('#pf-zone').value = '+08:00';
+  $('#pf-keep').value = '';
+  renderRanges([{ days: [...WEEKDAYS], start: '00:00', end: '24:00' }]);
+  renderPlanFormTitle();
+}
+function editPlan(p) {
+  plans.editing = p.name;
+  $('#pf-name').value = p.name;
+  $('#pf-zone').value = p.time_zone;
+  $('#pf-keep').value = p.max_age_days || '';
+  renderRanges(p.ranges.map((r) => ({ ...r, days: [...r.days] })));
+  renderPlanFormTitle();
+  sayKey($('#pf-status'), '');
+  $('#plan-form').scrollIntoView({ block: 'nearest' });
+}
+$('#pf-cancel').addEventListener('click', () => { planFormReset(); sayKey($('#pf-status'), ''); });
+
+$('#plan-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const status = $('#pf-status');
+  const editing = plans.editing;
+  const name = editing ?? $('#pf-name').value.trim();
+  status.className = 'status error';
+  if (!name) { sayKey(status, 'plan.f.need_name'); return; }
+  const body = { name, time_zone: $('#pf-zone').value.trim() || '+08:00', ranges: readRanges() };
+  const keep = $('#pf-keep').value.trim();
+  if (keep) body.max_age_days = Number(keep);
+  status.className = 'status';
+  sayKey(status, 'plan.f.saving');
+  try {
+    if (editing !== null) await api('PUT', `/api/record-plans/${encodeURIComponent(name)}`, body);
+    else await api('POST', '/api/record-plans', body);
+    planFormReset();
+    status.className = 'status ok';
+    say(status, () => sentence(editing !== null ? 'plan.f.saved' : 'plan.f.added', { name: dataSpan(name) }));
+    await loadPlans();
+  } catch (err) {
+    status.className = 'status error';
+    say(status, () => planProblem(err, 'save'));
+  }
+});
+
+// Deleted on the second click within a few seconds (the first asks).
+async function deletePlan(name) {
+  const status = $('#plans-status');
+  clearTimeout(plans.armTimer);
+  if (plans.armed !== name) {
+    plans.armed = name;
+    plans.armTimer = setTimeout(() => { plans.armed = null; renderPlans(); }, REMOVE_ARMED_MS);
+    renderPlans();
+    return;
+  }
+  plans.armed = null;
+  try {
+    await api('DELETE', `/api/record-plans/${encodeURIComponent(name)}`);
+    if (plans.editing === name) planFormReset();
+    status.className = 'status ok';
+    say(status, () => sentence('plan.deleted', { name: dataSpan(name) }));
+    await loadPlans();
+  } catch (err) {
+    status.className = 'status error';
+    say(status, () => planProblem(err, 'delete'));
+    renderPlans();
+  }
+}
+
+// ---- retention (read only) ----
+
+function renderRetention() {
+  const dl = $('#retention');
+  const v = plans.retention;
+  const sig = JSON.stringify([lang, v, plans.retentionError && readable(plans.retentionError), (plans.list || []).map((p) => [p.name, p.max_age_days])]);
+  if (sig === plans.retentionSig) return;
+  plans.retentionSig = sig;
+  if (!v) {
+    dl.replaceChildren(...(plans.retentionError ? [el('dd', { class: 'error' }, ...readableNodes(plans.retentionError))] : []));
+    return;
+  }
+  const items = [];
+  const item = (key, testid, ...value) => items.push(el('dt', {}, t(key)), el('dd', { dataset: { testid: `ret-${testid}` } }, ...value));
+  const limit = (n, text) => (n ? text : t('ret.no_limit'));
+  const rules = v.rules;
+  if (!rules) item('ret.rules', 'rules', t('ret.not_running'));
+  else {
+    item('ret.max_age', 'max-age', limit(rules.max_age_days, t('ret.days', { n: rules.max_age_days })));
+    item('ret.max_used', 'max-used', limit(rules.max_used_bytes, sizeText(rules.max_used_bytes)));
+    item('ret.min_free', 'min-free', limit(rules.min_free_bytes, sizeText(rules.min_free_bytes)));
+    item('ret.interval', 'interval', t('ret.every', { n: rules.interval_s }));
+  }
+  const own = (plans.list || []).filter((p) => p.max_age_days);
+  if (own.length) {
+    item('ret.plans', 'plans', ...own.flatMap((p, i) => [...(i ? [t('common.list_sep')] : []), ...sentence('ret.plan_days', { name: dataSpan(p.name), n: p.max_age_days })]));
+  }
+  if (!v.last_pass_unix_ms) item('ret.last', 'last', t(rules ? 'ret.never' : 'ret.not_running'));
+  else {
+    const l = v.last || {};
+    item('ret.last', 'last', dateText(v.last_pass_unix_ms));
+    const why = l.why && `ret.why.${l.why}` in I18N.en ? t(`ret.why.${l.why}`) : (l.why || '');
+    item('ret.deleted', 'deleted', l.deleted_files ? t('ret.deleted_n', { files: l.deleted_files, size: sizeText(l.deleted_bytes), why }) : t('ret.deleted_none'));
+    item('ret.used', 'used', sizeText(l.used_bytes));
+    if (l.free_bytes !== null && l.free_bytes !== undefined) item('ret.free', 'free', l.total_bytes ? t('ret.free_of', { free: sizeText(l.free_bytes), total: sizeText(l.total_bytes) }) : sizeText(l.free_bytes));
+    if (l.error) item('ret.error', 'error', dataSpan(l.error));
+  }
+  item('ret.totals', 'totals', t('ret.totals_text', { passes: v.passes, files: v.deleted_files_total, size: sizeText(v.deleted_bytes_total) }));
+  dl.replaceChildren(...items);
+}
