@@ -298,6 +298,12 @@ impl Control {
         Registry(self.endpoint.borrow())
     }
 
+    /// Whether `channel_id` is a channel of registered device `device_id` (or the device itself,
+    /// a camera that is its own channel).
+    pub fn has_channel(&self, device_id: &str, channel_id: &str) -> bool {
+        self.endpoint().device(device_id).is_some_and(|d| d.channels.contains_key(channel_id) || device_id == channel_id)
+    }
+
     fn endpoint(&self) -> Ref<'_, Endpoint> {
         self.endpoint.borrow()
     }

@@ -206,8 +206,7 @@ impl Control {
 
     /// Has a device's channel follow `plan` (None: no plan).
     pub async fn assign_record_plan(&self, device_id: &str, channel_id: &str, plan: Option<String>) -> Result<(), PlanError> {
-        let known = self.endpoint().device(device_id).is_some_and(|d| d.channels.contains_key(channel_id) || device_id == channel_id);
-        if !known {
+        if !self.has_channel(device_id, channel_id) {
             return Err(PlanError::NotFound("channel of a known device"));
         }
         let file = {

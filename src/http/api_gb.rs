@@ -476,8 +476,7 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
         }
         ("GET", ["api", "broadcasts"]) => (200, json!({ "broadcasts": control.broadcasts() })),
         ("POST", ["api", "devices", id, "channels", ch, "alarm"]) => {
-            let known = control.registry().device(id).is_some_and(|d| d.channels.contains_key(*ch) || id == ch);
-            if !known {
+            if !control.has_channel(id, ch) {
                 return not_found("channel of a known device");
             }
             let description = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["description"].as_str().map(str::to_string)).unwrap_or_default();
