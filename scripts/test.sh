@@ -3,7 +3,8 @@
 # (Debian/Ubuntu packages: ffmpeg/ffprobe make and check media, sip-tester is sipp, openssl makes
 # the HTTPS tests' certificates, Chromium and Node run the browser tests, whose npm packages come
 # from the registry by tests/browser/package-lock.json, a CJK font draws the zh-CN console in
-# their screenshots, PostgreSQL holds the registry two controls share), starts PostgreSQL unless
+# their screenshots, PostgreSQL holds the registry two controls share, GStreamer's RTSP server
+# with its encoders is the RTSP camera pull proxies are tested against), starts PostgreSQL unless
 # GMV_TEST_POSTGRES names one, then runs every test.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test gb28181`).
 set -euo pipefail
@@ -15,6 +16,11 @@ for tool in ffmpeg ffprobe sipp openssl chromium node npm pg_lsclusters; do
 done
 # A Chinese font, or the zh-CN console's screenshots (tests/console_upstreams.rs) show boxes.
 command -v fc-list >/dev/null && [ -n "$(fc-list :lang=zh)" ] || missing+=("a CJK font")
+# tests/rtsp/serve.py: GStreamer's RTSP server from Debian's python3 (x264enc, x265enc, avenc_aac).
+rtsp_server_ok() {
+  /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); gi.require_version('Gst', '1.0'); from gi.repository import Gst; Gst.init(None); assert all(Gst.ElementFactory.find(e) for e in ('x264enc', 'x265enc', 'avenc_aac'))" 2>/dev/null
+}
+rtsp_server_ok || missing+=("GStreamer's RTSP server")
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing what the tests need (missing: ${missing[*]})"
   sudo=""
@@ -26,6 +32,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq chromium >/dev/null
   [ -n "$(fc-list :lang=zh 2>/dev/null)" ] || $sudo apt-get install -y -qq --no-install-recommends fonts-wqy-microhei >/dev/null
   command -v pg_lsclusters >/dev/null || $sudo apt-get install -y -qq postgresql >/dev/null
+  rtsp_server_ok || $sudo apt-get install -y -qq --no-install-recommends python3-gi gir1.2-gst-rtsp-server-1.0 \
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav >/dev/null
 fi
 if [ -z "${GMV_TEST_POSTGRES:-}" ]; then
   # The packaged cluster (made if missing), started, with a test role that may create the

@@ -78,6 +78,9 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// The longest app or stream name of a published stream (ZLMediaKit takes 64 too).
+pub const NAME_BYTES_MAX: usize = 64;
+
 /// What a play token opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -87,6 +90,8 @@ pub enum Scope {
     Channel { device_id: String, channel_id: String },
     /// A recording by its file stem (`{stream_id}_{start ms}`).
     Record(String),
+    /// Publishing the RTMP stream `{app}/{stream}` (a publish token, not a play token).
+    Publish { app: String, stream: String },
 }
 
 impl Scope {
@@ -95,13 +100,20 @@ impl Scope {
             Scope::Stream(id) => ("s", id, ""),
             Scope::Channel { device_id, channel_id } => ("c", device_id, channel_id),
             Scope::Record(stem) => ("r", stem, ""),
+            Scope::Publish { app, stream } => ("p", app, stream),
         }
     }
 
     /// Fields that could be confused with the token's separators are refused at issue.
     fn valid(&self) -> bool {
         let (_, a, b) = self.fields();
-        !a.is_empty() && [a, b].iter().all(|f| f.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'))
+        let publish_unnamed = matches!(self, Scope::Publish { .. }) && b.is_empty();
+        !a.is_empty() && !publish_unnamed && [a, b].iter().all(|f| f.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'))
+    }
+
+    /// Whether a name can be a scope's field (what `valid` asks of each).
+    pub fn valid_name(name: &str) -> bool {
+        !name.is_empty() && name.len() <= NAME_BYTES_MAX && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
     }
 }
 

@@ -31,6 +31,26 @@ pub struct Config {
     pub cascade: CascadeConfig,
     /// WebRTC playback (WHEP) on the media shards.
     pub webrtc: WebRtcConfig,
+    /// RTMP push ingest (encoders, OBS, drones publishing with a publish token).
+    pub rtmp: RtmpConfig,
+}
+
+/// RTMP push ingest: one TCP listener; each publisher's connection moves to the media shard
+/// that owns its stream once its publish token is checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// The host publishers are told to use in `rtmp://` URLs (publish-token answers); None:
+    /// the host of the API request that asked.
+    pub public_host: Option<String>,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig { enabled: true, listen: "0.0.0.0:1935".parse().expect("literal"), public_host: None }
+    }
 }
 
 /// WebRTC playback (WHEP): one UDP socket per media shard.
@@ -823,6 +843,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             cascade: CascadeConfig::default(),
             webrtc: WebRtcConfig::default(),
+            rtmp: RtmpConfig::default(),
         }
     }
 }

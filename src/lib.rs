@@ -13,6 +13,7 @@ pub mod http;
 pub mod node;
 pub mod outbound;
 pub mod proto;
+pub mod pull;
 pub mod runtime;
 pub mod shard;
 pub mod sim;

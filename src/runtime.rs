@@ -382,10 +382,19 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
             *slot = Some(sock.into());
         }
     }
+    // RTMP push ingest: one listener, accepted on the control executor.
+    let mut rtmp_fd: Option<std::os::fd::OwnedFd> = None;
+    if config.rtmp.enabled {
+        let addr = config.rtmp.listen;
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| StartError::AnotherInstance(format!("rtmp.listen: TCP {addr}: {e}")))?;
+        tracing::info!(%addr, port = listener.local_addr().map(|a| a.port()).unwrap_or(0), "RTMP push ingest listening");
+        rtmp_fd = Some(listener.into());
+    }
     let mut handles = Vec::new();
     for (index, (out, inc)) in outgoing.into_iter().zip(incoming).enumerate() {
         let single_port_fd = single_port[index].take();
         let webrtc_fd = webrtc[index].take();
+        let rtmp_fd = if index == CONTROL { rtmp_fd.take() } else { None };
         let placement = if index == CONTROL { Placement::Unbound } else { Placement::Fixed((index - 1) % cpus) };
         let name = if index == CONTROL { "gmv-control".to_string() } else { format!("gmv-shard-{index}") };
         let config = config.clone();
@@ -434,6 +443,12 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                         Err(error) => tracing::error!(shard = index, %error, "WebRTC socket unusable; WHEP off on this shard"),
                     }
                 }
+                if let Some(fd) = rtmp_fd {
+                    use std::os::fd::{FromRawFd, IntoRawFd};
+                    // SAFETY: the fd is a bound, listening TCP socket handed to this executor alone.
+                    let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd.into_raw_fd()) };
+                    glommio::spawn_local(crate::shard::rtmp::accept_loop(shard.clone(), listener)).detach();
+                }
                 let control = if index == CONTROL {
                     match crate::control::Control::start(shard.clone()).await {
                         Ok(control) => control,
@@ -476,7 +491,18 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                         }
                     }));
                 }
-                let front = Rc::new(Front { shard: shard.clone(), control, node });
+                let pull = if index == CONTROL {
+                    match crate::pull::Proxies::start(shard.clone()).await {
+                        Ok(p) => Some(p),
+                        Err(error) => {
+                            tracing::error!(%error, "pull proxies unavailable (their thread did not start)");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let front = Rc::new(Front { shard: shard.clone(), control, node, pull });
                 let serve_front = front.clone();
                 let _ = shard.handoff.set(Box::new(move |conn| crate::http::server::serve_handoff(&serve_front, conn)));
                 if index == CONTROL {

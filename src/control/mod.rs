@@ -9,7 +9,7 @@ pub mod device_settings;
 pub mod downloads;
 pub mod events;
 pub mod ha;
-mod json_file;
+pub(crate) mod json_file;
 mod media;
 pub use media::PlaySite;
 pub mod node_call;

@@ -123,10 +123,16 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         // Retention of the recordings: its rules, its last pass, what it deleted since start.
         ("GET", ["api", "retention"]) => (200, json!(*shard.retention.borrow())),
         ("POST", ["api", "play-tokens"]) => super::play_tokens::issue(shard, &head, &body, conn.peer_ip()),
+        ("POST", ["api", "publish-tokens"]) => super::play_tokens::issue_publish(shard, &head, &body, conn.peer_ip()),
+        ("GET", ["api", "rtmp"]) => (200, rtmp_summary(shard, &shard.shard_stats().await)),
         ("GET", ["api", "config"]) => (200, redacted_config(&shard.config)),
         ("GET", ["api", "shards"]) => (200, json!({ "rtp_port": shard.config.rtp.port, "shards": shard.shard_stats().await })),
         ("GET", ["api", "webrtc"]) => (200, webrtc_summary(&shard.shard_stats().await)),
         (_, ["api", "nodes", ..]) => nodes_api(front, &head.method, &segments),
+        (_, ["api", "proxies", ..]) => match &front.pull {
+            Some(pull) => pull.route(&head.method, &segments, &body).await,
+            None => (503, json!({ "code": "pull_unavailable", "message": "pull proxies are unavailable (see the log at start)" })),
+        },
         ("GET", ["api", "health"]) => {
             let control = front.control.as_ref().map(|c| c.ha_view());
             (200, json!({ "status": "ok", "media_shards": shard.media_shards, "control": control }))
@@ -256,6 +262,18 @@ fn webrtc_summary(shards: &[crate::shard::ShardTotals]) -> Value {
     sum["sessions"] = shards.iter().map(|s| s.webrtc_sessions).sum::<usize>().into();
     sum["shards"] = shards.iter().map(|s| json!({ "shard": s.shard, "port": s.webrtc_port, "sessions": s.webrtc_sessions })).collect();
     sum
+}
+
+/// RTMP ingest: where it listens, the control's counters (connections before they publish)
+/// and the media shards' (publishers).
+fn rtmp_summary(shard: &Shard, shards: &[crate::shard::ShardTotals]) -> Value {
+    let publishing = shards.iter().fold(crate::shard::rtmp::RtmpCounters::default(), |sum, t| sum.plus(&t.rtmp));
+    json!({
+        "enabled": shard.config.rtmp.enabled,
+        "listen": shard.config.rtmp.listen,
+        "connecting": *shard.rtmp.borrow(),
+        "publishing": publishing,
+    })
 }
 
 fn not_found() -> (u16, Value) {

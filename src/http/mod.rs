@@ -36,4 +36,6 @@ pub struct Front {
     pub shard: Rc<crate::shard::Shard>,
     pub control: Option<Rc<crate::control::Control>>,
     pub node: Option<Rc<crate::node::Node>>,
+    /// On the control executor: the pull proxies.
+    pub pull: Option<Rc<crate::pull::Proxies>>,
 }

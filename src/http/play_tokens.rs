@@ -97,6 +97,71 @@ pub fn issue(shard: &Shard, head: &RequestHead, body: &[u8], caller: IpAddr) -> 
             "mp4": format!("http://{host}/records/{stem}.mp4?token={token}"),
             "flv": format!("http://{host}/flv/record/{stem}/{token}"),
         }),
+        Scope::Publish { .. } => return bad("publish tokens come from POST /api/publish-tokens"),
     };
     (201, json!({ "token": token, "expires_at": expires, "client_ip": client.map(|c| c.to_string()), "play": play }))
+}
+
+/// Publish tokens last this long unless asked otherwise: an encoder is set up once.
+pub const PUBLISH_TOKEN_TTL_S_DEFAULT: u64 = 30 * 86_400;
+/// And at most this long.
+pub const PUBLISH_TOKEN_TTL_S_MAX: u64 = 3_650 * 86_400;
+
+/// `POST /api/publish-tokens {"stream": "{app}/{stream}", "ttl_s"?, "client_ip"?}`: a token to
+/// publish that stream over RTMP, the URL an encoder is given, and the stream's id and play URLs.
+pub fn issue_publish(shard: &Shard, head: &RequestHead, body: &[u8], caller: IpAddr) -> (u16, Value) {
+    let bad = |m: &str| (400, json!({ "code": "bad_request", "message": m }));
+    if !shard.config.rtmp.enabled {
+        return (409, json!({ "code": "rtmp_disabled", "message": "RTMP ingest is off (rtmp.enabled)" }));
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(body) else { return bad("body must be JSON") };
+    let Some((app, stream)) = req.get("stream").and_then(Value::as_str).and_then(|s| s.split_once('/')) else {
+        return bad("stream is \"{app}/{stream}\", e.g. \"live/cam1\"");
+    };
+    if !Scope::valid_name(app) || !Scope::valid_name(stream) {
+        return bad("app and stream names are letters, digits, '_' and '-' (at most 64 each)");
+    }
+    let ttl_s = match req.get("ttl_s") {
+        None => PUBLISH_TOKEN_TTL_S_DEFAULT,
+        Some(v) => match v.as_u64().filter(|t| (1..=PUBLISH_TOKEN_TTL_S_MAX).contains(t)) {
+            Some(t) => t,
+            None => return bad(&format!("ttl_s must be 1..={PUBLISH_TOKEN_TTL_S_MAX}")),
+        },
+    };
+    let client = match req.get("client_ip").and_then(Value::as_str) {
+        None => None,
+        Some("self") => Some(caller),
+        Some(ip) => match ip.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => return bad("client_ip is an IP address or \"self\""),
+        },
+    };
+    let scope = Scope::Publish { app: app.to_string(), stream: stream.to_string() };
+    let Some((token, expires)) = token_for(shard, &scope, Some(ttl_s), client) else { return bad("bad stream name") };
+    let api_host = host(shard, head);
+    let rtmp_host = shard.config.rtmp.public_host.clone().unwrap_or_else(|| host_only(&api_host).to_string());
+    let port = shard.config.rtmp.listen.port();
+    let stream_id = crate::proto::ssrc::stream_id(crate::shard::rtmp::published_ssrc(app, stream));
+    (
+        201,
+        json!({
+            "token": token,
+            "expires_at": expires,
+            "client_ip": client.map(|c| c.to_string()),
+            "url": format!("rtmp://{rtmp_host}:{port}/{app}/{stream}?token={token}"),
+            // OBS and most encoders ask for a server and a stream key apart.
+            "server": format!("rtmp://{rtmp_host}:{port}/{app}"),
+            "stream_key": format!("{stream}?token={token}"),
+            "stream_id": stream_id,
+            "play": stream_play(shard, head, &stream_id),
+        }),
+    )
+}
+
+/// The host of a `Host` header value (`host:port`, `[v6]:port`).
+fn host_only(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().map_or(host, |h| &host[..h.len() + 2]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
 }

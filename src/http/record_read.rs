@@ -96,7 +96,7 @@ impl RecordingReader {
                     end_90k = end_90k.max((time + u64::from(s.duration)) * 90_000 / scale);
                 } else if let Some(a) = info.audio.as_ref().filter(|a| a.track_id == run.track_id) {
                     let dts = time * 90_000 / u64::from(a.timescale.max(1));
-                    let mut framed = adts(a.asc, data.len()).to_vec();
+                    let mut framed = crate::proto::aac::adts_header(a.asc, data.len()).to_vec();
                     framed.extend_from_slice(&data);
                     frames.push(Frame { codec: Codec::Aac, pts: dts, dts, keyframe: true, data: Bytes::from(framed) });
                 }
@@ -130,31 +130,4 @@ fn annexb(sample: &[u8], params: &[Vec<u8>], keyframe: bool) -> Vec<u8> {
         rest = &rest[4 + len..];
     }
     out
-}
-
-/// An ADTS header for one raw AAC frame of `len` bytes.
-fn adts(asc: [u8; 2], len: usize) -> [u8; 7] {
-    let object_type = asc[0] >> 3;
-    let sfi = ((asc[0] & 0x07) << 1) | (asc[1] >> 7);
-    let channels = (asc[1] >> 3) & 0x0f;
-    let total = len + 7;
-    [
-        0xff,
-        0xf1,
-        ((object_type.saturating_sub(1) & 0x03) << 6) | (sfi << 2) | (channels >> 2),
-        ((channels & 0x03) << 6) | ((total >> 11) as u8 & 0x03),
-        (total >> 3) as u8,
-        ((total as u8 & 0x07) << 5) | 0x1f,
-        0xfc,
-    ]
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn adts_header_round_trips() {
-        let h = super::adts([0x12, 0x10], 100);
-        let parsed = crate::proto::aac::AdtsHeader::parse(&h).unwrap();
-        assert_eq!((parsed.object_type, parsed.sample_rate(), parsed.channels, parsed.frame_bytes), (2, 44100, 2, 107));
-    }
 }

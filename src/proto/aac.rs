@@ -38,6 +38,24 @@ impl AdtsHeader {
     }
 }
 
+/// An ADTS header for one raw AAC frame of `payload_bytes` bytes, from its AudioSpecificConfig
+/// (MP4 and FLV carry raw frames; the frames of a stream are ADTS-framed).
+pub fn adts_header(asc: [u8; 2], payload_bytes: usize) -> [u8; 7] {
+    let object_type = asc[0] >> 3;
+    let sampling_index = ((asc[0] & 0x07) << 1) | (asc[1] >> 7);
+    let channels = (asc[1] >> 3) & 0x0f;
+    let total = payload_bytes + 7;
+    [
+        0xff,
+        0xf1,
+        ((object_type.saturating_sub(1) & 0x03) << 6) | (sampling_index << 2) | (channels >> 2),
+        ((channels & 0x03) << 6) | ((total >> 11) as u8 & 0x03),
+        (total >> 3) as u8,
+        ((total as u8 & 0x07) << 5) | 0x1f,
+        0xfc,
+    ]
+}
+
 /// Iterates (header, raw frame) pairs; stops at the first malformed header.
 pub fn adts_frames(mut data: &[u8]) -> impl Iterator<Item = (AdtsHeader, &[u8])> {
     std::iter::from_fn(move || {
@@ -51,6 +69,14 @@ pub fn adts_frames(mut data: &[u8]) -> impl Iterator<Item = (AdtsHeader, &[u8])>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adts_header_round_trips() {
+        let h = adts_header([0x12, 0x10], 100);
+        let parsed = AdtsHeader::parse(&h).unwrap();
+        assert_eq!((parsed.object_type, parsed.sample_rate(), parsed.channels, parsed.frame_bytes), (2, 44100, 2, 107));
+        assert_eq!(parsed.audio_specific_config(), [0x12, 0x10]);
+    }
 
     #[test]
     fn parses_adts_and_builds_asc() {

@@ -314,7 +314,7 @@ fn parse_h265_sps(nal: &[u8]) -> Result<SpsInfo, SpsError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     // x264 High profile 320x240 (`ffmpeg -f lavfi -i testsrc=size=320x240 -c:v libx264`).

@@ -13,6 +13,17 @@ pub fn parse_stream_id(id: &str) -> Option<u32> {
     id.parse().ok()
 }
 
+/// Streams known by a name (RTMP `{app}/{stream}`, pull proxies) have SSRCs from here up:
+/// above GB28181's live (< 1e9) and history (1e9..2e9) ones, so the two never meet.
+pub const NAMED_SSRC_BASE: u32 = 2_000_000_000;
+
+/// The SSRC (and so the stream id) of a named stream: the same name always gives the same one,
+/// so its play URLs outlive a publisher's reconnection. FNV-1a over the name.
+pub fn named_ssrc(name: &str) -> u32 {
+    let hash = name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    NAMED_SSRC_BASE + hash % (u32::MAX - NAMED_SSRC_BASE)
+}
+
 /// Sequence numbers per domain: the last four digits of a GB SSRC.
 pub const GB_SSRC_SEQUENCES: u32 = 10_000;
 
@@ -27,6 +38,16 @@ pub const GB_HISTORY_SSRC_BASE: u32 = 1_000_000_000;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn named_streams_have_stable_ids_above_gb_ones() {
+        let a = super::named_ssrc("live/cam1");
+        assert_eq!(a, super::named_ssrc("live/cam1"));
+        assert_ne!(a, super::named_ssrc("live/cam2"));
+        for name in ["", "a", "live/cam1", "x".repeat(200).as_str()] {
+            assert!(super::named_ssrc(name) >= super::NAMED_SSRC_BASE);
+        }
+    }
+
     use super::*;
 
     #[test]

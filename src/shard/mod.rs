@@ -9,8 +9,10 @@ pub mod frame_viewers;
 pub mod msg;
 pub mod pipeline;
 pub mod ports;
+pub mod pull_feed;
 pub mod record;
 pub mod retention;
+pub mod rtmp;
 pub mod rtp_send;
 pub mod recv_batch;
 pub mod service;
@@ -121,6 +123,8 @@ pub struct Shard {
     pub webrtc: std::cell::OnceCell<Rc<webrtc::WebRtc>>,
     /// On the control executor: the recordings' retention, as the API shows it.
     pub retention: Rc<RefCell<retention::RetentionStatus>>,
+    /// RTMP connections: on the control until they publish, on a media shard while they do.
+    pub rtmp: RefCell<rtmp::RtmpCounters>,
 }
 
 /// A media shard's figures at one instant: packet counters (closed streams' included, so they
@@ -140,6 +144,7 @@ pub struct ShardTotals {
     pub webrtc_sessions: usize,
     pub webrtc_port: u16,
     pub webrtc: webrtc::WebRtcCounters,
+    pub rtmp: rtmp::RtmpCounters,
 }
 
 /// Packet counters summed over streams.
@@ -195,12 +200,20 @@ impl Shard {
             viewers_refused_per_address: Default::default(),
             webrtc: Default::default(),
             retention: Default::default(),
+            rtmp: Default::default(),
         }
     }
 
     /// This shard's totals now (see `ShardTotals`).
     pub fn totals(&self) -> ShardTotals {
-        let mut t = ShardTotals { shard: self.index, packets: self.retired.get(), single_port: self.single_port.counters(), viewers_refused_per_address: self.viewers_refused_per_address.get(), ..Default::default() };
+        let mut t = ShardTotals {
+            shard: self.index,
+            packets: self.retired.get(),
+            single_port: self.single_port.counters(),
+            viewers_refused_per_address: self.viewers_refused_per_address.get(),
+            rtmp: *self.rtmp.borrow(),
+            ..Default::default()
+        };
         if let Some(w) = self.webrtc.get() {
             (t.webrtc_sessions, t.webrtc_port, t.webrtc) = (w.sessions(), w.port(), *w.counters.borrow());
         }

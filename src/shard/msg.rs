@@ -76,9 +76,12 @@ pub struct StreamSpec {
     pub history: Option<History>,
     /// Video only: audio is dropped on arrival (a node's `only_track=2`).
     pub drop_audio: bool,
-    /// Fed in-process (a broadcast's announcement, `ShardMsg::FeedAudio`): no port, and no
-    /// packet from the network is taken, even one with its SSRC on the single port.
+    /// Fed in-process (a broadcast's announcement, `ShardMsg::FeedAudio`; an RTMP publisher):
+    /// no port, and no packet from the network is taken, even one with its SSRC on the single
+    /// port.
     pub local: bool,
+    /// What it is called where it came from: `{app}/{stream}` of an RTMP publisher.
+    pub name: Option<String>,
 }
 
 /// What a stream is to do once it is published (a node's `on_publish` answer).
@@ -172,6 +175,8 @@ impl std::fmt::Display for StreamCallError {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StreamInfo {
     pub stream_id: String,
+    /// `{app}/{stream}` of a published (RTMP) stream.
+    pub name: Option<String>,
     pub ssrc: u32,
     pub shard: usize,
     pub port: u16,
@@ -243,6 +248,8 @@ pub struct StreamInfo {
 #[derive(Debug)]
 pub enum ShardMsg {
     Http(HandoffConn),
+    /// An RTMP publisher whose publish token verified, for the shard owning its stream.
+    Rtmp(super::rtmp::RtmpConn),
     RtpTcp(RtpTcpConn),
     /// Single port: packets of `device_ssrc` (steered to this shard) belong to `stream_ssrc` on
     /// `shard`; forward them there.
@@ -295,6 +302,13 @@ pub enum ShardMsg {
         secrets: std::sync::Arc<crate::auth::Secrets>,
         tls: Option<std::sync::Arc<rustls::ServerConfig>>,
         reply: oneshot::Sender<()>,
+    },
+    /// Opens a pull source's stream (`pull_feed`); replies with the socket end its frames
+    /// are written to.
+    OpenPulled {
+        spec: StreamSpec,
+        transport: &'static str,
+        reply: oneshot::Sender<Result<(StreamInfo, std::os::fd::OwnedFd), OpenError>>,
     },
     OpenStream {
         spec: StreamSpec,

@@ -73,6 +73,9 @@ pub struct Pipeline {
     /// answering `enable_audio: false`): viewers, HLS, recordings and the stream's info.
     pub drop_audio: bool,
     pub stats: PipelineStats,
+    /// Frames come whole from an in-process demuxer (RTMP's FLV, a pull proxy), not as RTP:
+    /// what they came in, for reporting.
+    framed_by: Option<&'static str>,
     ordered: Vec<RtpPacket>,
     ps_events: Vec<PsEvent>,
     ts_events: Vec<TsEvent>,
@@ -108,6 +111,7 @@ impl Pipeline {
             drop_audio: false,
             last_keyframe: None,
             stats: PipelineStats::default(),
+            framed_by: None,
             ordered: Vec::new(),
             ps_events: Vec::new(),
             ts_events: Vec::new(),
@@ -117,6 +121,9 @@ impl Pipeline {
 
     /// What the stream's RTP carries, for reporting.
     pub fn payload_name(&self) -> &'static str {
+        if let Some(format) = self.framed_by {
+            return format;
+        }
         if self.ts.is_some() {
             return "ts";
         }
@@ -229,6 +236,15 @@ impl Pipeline {
             self.on_ordered(p, tags);
         }
         self.ordered = ordered;
+    }
+
+    /// A whole frame from an in-process demuxer (`format`: what it came in, "flv" for RTMP),
+    /// its times on a 90 kHz clock already monotonic; appends resulting FLV tags.
+    pub fn on_frame(&mut self, frame: Frame, format: &'static str, tags: &mut Vec<FlvTag>) {
+        self.framed_by = Some(format);
+        self.stats.packets += 1;
+        self.stats.bytes += frame.data.len() as u64;
+        self.emit(frame, tags);
     }
 
     /// Releases anything held (reorder window, partial frames); call when the stream ends.

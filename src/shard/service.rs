@@ -20,6 +20,12 @@ impl Shard {
         self.ask_owner(ssrc, |reply| ShardMsg::OpenStream { spec, reply }).await.unwrap_or_else(|| Err(OpenError::NoPort(NO_ANSWER.into())))
     }
 
+    /// Opens a pull source's stream on its owner; the socket end its frames go to.
+    pub async fn open_pulled(&self, spec: StreamSpec, transport: &'static str) -> Result<(StreamInfo, std::os::fd::OwnedFd), OpenError> {
+        let ssrc = spec.ssrc;
+        self.ask_owner(ssrc, |reply| ShardMsg::OpenPulled { spec, transport, reply }).await.unwrap_or_else(|| Err(OpenError::NoPort(NO_ANSWER.into())))
+    }
+
     /// Closes a stream (viewers get the end of it); false if there was none.
     pub async fn close_stream(&self, ssrc: u32) -> bool {
         self.ask_owner(ssrc, |reply| ShardMsg::CloseStream { ssrc, reply }).await.unwrap_or(false)

@@ -237,6 +237,7 @@ fn stream_for(shard: &Rc<Shard>, ssrc: u32, peer: SocketAddr) -> Option<Rc<Strea
             source: Default::default(),
             drop_audio: false,
             local: false,
+            name: None,
         };
         match open_stream(shard, spec) {
             Ok(_) => {

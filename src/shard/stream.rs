@@ -125,12 +125,29 @@ impl Stream {
         self.take(data, "local", now, now.duration_since(self.created).as_millis() as u64);
     }
 
+    /// A task of the stream's, cancelled when it closes (a pull source's reader).
+    pub(super) fn own_task(&self, task: JoinHandle<()>) {
+        self.tasks.borrow_mut().push(task);
+    }
+
+    /// A whole frame of the stream's own in-process source (an RTMP publisher's: `format`
+    /// "flv", `transport` "tcp"): through the pipeline as a packet would go.
+    pub(super) fn on_local_frame(&self, frame: crate::proto::frame::Frame, transport: &'static str, format: &'static str) {
+        debug_assert!(self.spec.local);
+        self.ingest(transport, Instant::now(), |p, tags| p.on_frame(frame, format, tags));
+    }
+
     /// A packet taken: through the pipeline to viewers, recorder and senders.
     fn take(&self, data: Bytes, transport: &'static str, now: Instant, now_ms: u64) {
+        self.ingest(transport, now, |p, tags| p.on_packet(data, now_ms, tags));
+    }
+
+    /// What came in (`feed` gives it to the pipeline) goes out to viewers, recorder and senders.
+    fn ingest(&self, transport: &'static str, now: Instant, feed: impl FnOnce(&mut Pipeline, &mut Vec<FlvTag>)) {
         self.last_packet.set(Some(now));
         self.transport.set(Some(transport));
         let mut tags = self.tags.borrow_mut();
-        self.pipeline.borrow_mut().on_packet(data, now_ms, &mut tags);
+        feed(&mut self.pipeline.borrow_mut(), &mut tags);
         self.deliver(&mut tags);
         drop(tags);
         if self.cover_due() {
@@ -568,6 +585,7 @@ impl Stream {
         let video = p.flv.video_info();
         StreamInfo {
             stream_id: stream_id(self.spec.ssrc),
+            name: self.spec.name.clone(),
             ssrc: self.spec.ssrc,
             shard: self.shard,
             port: self.port,
@@ -785,6 +803,10 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
             None => tracing::warn!(shard = shard.index, "connection handed over before HTTP was wired; dropped"),
         },
         ShardMsg::RtpTcp(conn) => super::single_port::tcp_arrived(shard, conn),
+        ShardMsg::Rtmp(conn) => super::rtmp::arrived(shard, conn),
+        ShardMsg::OpenPulled { spec, transport, reply } => {
+            let _ = reply.send(super::pull_feed::open(shard, spec, transport));
+        }
         ShardMsg::Alias { device_ssrc, stream_ssrc, shard: to } => shard.single_port.alias(device_ssrc, stream_ssrc, to),
         ShardMsg::Unalias { device_ssrc, stream_ssrc } => shard.single_port.unalias(device_ssrc, stream_ssrc),
         ShardMsg::Learner { ip, stream_ssrc, shard: to, learn } => shard.single_port.add_learner(ip, stream_ssrc, to, learn),

@@ -238,7 +238,11 @@ impl Engine {
         };
         // Engines of parallel tests cannot share the default WebRTC port: any free one each
         // (after `extra_yaml`, whose first lines may go on with the `rtp` section).
-        let webrtc = if extra_yaml.contains("webrtc:") { "" } else { "webrtc:\n  listen_ip: 127.0.0.1\n  port: 0\n" };
+        let mut webrtc = if extra_yaml.contains("webrtc:") { "" } else { "webrtc:\n  listen_ip: 127.0.0.1\n  port: 0\n" }.to_string();
+        // Nor the default RTMP port: off unless the test asks for it (with a port of its own).
+        if !extra_yaml.contains("rtmp:") {
+            webrtc.push_str("rtmp:\n  enabled: false\n");
+        }
         let block = PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
         let rtp_min = 20_000 + (std::process::id() % 200) as u16 * 100 + block * 20;
         let dir = work_dir();
@@ -551,6 +555,19 @@ pub fn flv_tags(data: &[u8]) -> Vec<(u8, u32, Vec<u8>)> {
         b = &b[15 + size..];
     }
     tags
+}
+
+/// An FLV file of about 4 s of the tests' RTMP/RTSP test pattern: H.264 320x240 at 25 fps and
+/// AAC at 16 kHz, as ffprobe decodes it (the first GOP may start up to a second early: the
+/// stream's cache).
+pub fn assert_four_seconds_of_test_pattern(file: &Path, bytes: usize) {
+    assert!(bytes > 10_000, "{bytes} bytes of FLV");
+    let video = ffprobe(file);
+    assert_eq!((video.codec.as_str(), video.width, video.height), ("h264", 320, 240));
+    assert!((75..=160).contains(&video.frames), "{video:?}");
+    let audio = ffprobe_audio(file);
+    assert_eq!((audio.codec.as_str(), audio.sample_rate), ("aac", 16000), "{audio:?}");
+    assert!(audio.packets > 40, "{audio:?}");
 }
 
 /// Decodes every video frame of a file with ffprobe.

@@ -1,0 +1,393 @@
+//! Pull proxies (拉流代理): cameras and encoders that only speak RTSP, pulled into streams that
+//! play, record and cascade like any other. The list lives on the control executor (API,
+//! `data_dir/proxies.json`, supervision); the RTSP clients run on one thread of their own with
+//! a small tokio runtime (retina needs one), never on an executor; each writes its frames to
+//! its stream's socket on the owning media shard (`shard::pull_feed`).
+
+pub mod rtsp;
+
+use crate::auth::Scope;
+use crate::shard::Shard;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Proxies at once (each is a client connection and a stream).
+pub const PROXIES_MAX: usize = 1000;
+/// Commands queued to the pull thread.
+const COMMANDS_MAX: usize = 256;
+/// How often the control looks for proxies to (re)start.
+pub const SUPERVISE_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest URL taken.
+pub const URL_BYTES_MAX: usize = 1024;
+const FILE: &str = "proxies.json";
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// A proxy as the API takes it and `proxies.json` keeps it (its password included: the file is
+/// owner-only; the API and logs show it redacted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Its stream is being opened.
+    #[default]
+    Starting,
+    Connecting,
+    Playing,
+    /// The source failed; dialled again after `retry_in_ms`.
+    Retrying,
+    /// The source answered 401: wrong user or password (dialled again, slowly).
+    Unauthorized,
+    /// Its stream closed; the control starts it again.
+    Stopped,
+}
+
+/// What a proxy is doing, written by its client on the pull thread, read by the API.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PullState {
+    pub status: Status,
+    pub last_error: Option<String>,
+    pub retry_in_ms: Option<u64>,
+    pub connects: u64,
+    pub failures: u64,
+    pub frames: u64,
+    pub dropped_frames: u64,
+    pub video: Option<String>,
+    pub audio: Option<String>,
+}
+
+pub(crate) fn set(state: &Arc<Mutex<PullState>>, f: impl FnOnce(&mut PullState)) {
+    // A client that panicked holding the lock is gone; its state is still worth showing.
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    f(&mut s);
+}
+
+/// The URL with its password replaced (for the API and logs).
+pub fn redacted(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    u.to_string()
+}
+
+fn redacted_text(url: &str) -> String {
+    url::Url::parse(url).map_or_else(|_| "(unparsable)".into(), |u| redacted(&u))
+}
+
+/// The stream a proxy feeds: `proxy/{name}`, its id from the name.
+pub fn stream_ssrc(name: &str) -> u32 {
+    crate::proto::ssrc::named_ssrc(&format!("proxy/{name}"))
+}
+
+enum Command {
+    Start { name: String, url: url::Url, transport: Transport, sink: OwnedFd, state: Arc<Mutex<PullState>> },
+    Stop { name: String },
+}
+
+/// The thread the RTSP clients run on.
+struct PullThread {
+    tx: tokio::sync::mpsc::Sender<Command>,
+}
+
+impl PullThread {
+    fn start() -> std::io::Result<PullThread> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Command>(COMMANDS_MAX);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name("gmv-pull".into()).spawn(move || {
+            runtime.block_on(async move {
+                let mut tasks: std::collections::HashMap<String, tokio::task::AbortHandle> = Default::default();
+                while let Some(cmd) = rx.recv().await {
+                    match cmd {
+                        Command::Start { name, url, transport, sink, state } => {
+                            let std_sink = std::os::unix::net::UnixStream::from(sink);
+                            let sink = match std_sink.set_nonblocking(true).and_then(|()| tokio::net::UnixStream::from_std(std_sink)) {
+                                Ok(s) => s,
+                                Err(error) => {
+                                    tracing::error!(proxy = name, %error, "pull: stream socket unusable");
+                                    continue;
+                                }
+                            };
+                            let task = tokio::spawn(rtsp::run(url, transport, sink, state));
+                            if let Some(old) = tasks.insert(name, task.abort_handle()) {
+                                old.abort();
+                            }
+                        }
+                        Command::Stop { name } => {
+                            if let Some(t) = tasks.remove(&name) {
+                                t.abort();
+                            }
+                        }
+                    }
+                    tasks.retain(|_, t| !t.is_finished());
+                }
+            });
+        })?;
+        Ok(PullThread { tx })
+    }
+}
+
+struct Entry {
+    config: ProxyConfig,
+    state: Arc<Mutex<PullState>>,
+    /// Its stream is being opened or its client runs (not to be started again).
+    running: bool,
+}
+
+/// The control executor's proxies.
+pub struct Proxies {
+    shard: Rc<Shard>,
+    entries: RefCell<BTreeMap<String, Entry>>,
+    thread: PullThread,
+}
+
+/// Why a proxy is refused.
+fn check(config: &ProxyConfig) -> Result<url::Url, String> {
+    if !Scope::valid_name(&config.name) {
+        return Err("name is letters, digits, '_' and '-' (at most 64)".into());
+    }
+    if config.url.len() > URL_BYTES_MAX {
+        return Err(format!("url is longer than {URL_BYTES_MAX} bytes"));
+    }
+    let url = url::Url::parse(&config.url).map_err(|e| format!("url: {e}"))?;
+    match url.scheme() {
+        "rtsp" => {}
+        other => return Err(format!("url scheme {other}:// is not pulled (rtsp:// is; RTMP sources push to rtmp.listen)")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("url has no host".into());
+    }
+    Ok(url)
+}
+
+impl Proxies {
+    /// Loads `data_dir/proxies.json`, starts the pull thread and the supervision.
+    pub async fn start(shard: Rc<Shard>) -> std::io::Result<Rc<Proxies>> {
+        let file = shard.config.data_dir.join(FILE);
+        let (list, error) = glommio::executor()
+            .spawn_blocking(move || crate::control::json_file::load::<Vec<ProxyConfig>>(&file, crate::shard::unix_s()))
+            .await;
+        if let Some(error) = error {
+            tracing::error!(error, "pull proxies file unreadable; starting with none");
+        }
+        let proxies = Rc::new(Proxies { shard, entries: Default::default(), thread: PullThread::start()? });
+        for config in list.into_iter().take(PROXIES_MAX) {
+            if check(&config).is_ok() {
+                proxies.entries.borrow_mut().insert(config.name.clone(), Entry { config, state: Default::default(), running: false });
+            }
+        }
+        tracing::info!(proxies = proxies.entries.borrow().len(), "pull proxies loaded");
+        let weak = Rc::downgrade(&proxies);
+        glommio::spawn_local(async move {
+            loop {
+                let Some(p) = weak.upgrade() else { return };
+                p.supervise().await;
+                drop(p);
+                glommio::timer::sleep(SUPERVISE_INTERVAL).await;
+            }
+        })
+        .detach();
+        Ok(proxies)
+    }
+
+    /// Starts the proxies that are not running (new, or their stream closed).
+    async fn supervise(&self) {
+        let due: Vec<String> = self
+            .entries
+            .borrow()
+            .iter()
+            .filter(|(_, e)| !e.running || e.state.lock().map(|s| s.status == Status::Stopped).unwrap_or(false))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.start_one(&name).await;
+        }
+    }
+
+    async fn start_one(&self, name: &str) {
+        let (config, state) = match self.entries.borrow_mut().get_mut(name) {
+            Some(e) => {
+                e.running = true;
+                (e.config.clone(), e.state.clone())
+            }
+            None => return,
+        };
+        set(&state, |s| s.status = Status::Starting);
+        let Ok(url) = check(&config) else { return };
+        let ssrc = stream_ssrc(name);
+        let spec = crate::shard::msg::StreamSpec { ssrc, name: Some(format!("proxy/{name}")), ..Default::default() };
+        let transport = match config.transport {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        };
+        match self.shard.open_pulled(spec, transport).await {
+            Ok((_, sink)) => {
+                let cmd = Command::Start { name: name.to_string(), url, transport: config.transport, sink, state: state.clone() };
+                if self.thread.tx.try_send(cmd).is_err() {
+                    tracing::warn!(proxy = name, "pull thread busy; proxy started at the next look");
+                    self.shard.close_stream(ssrc).await;
+                    self.not_running(name);
+                }
+            }
+            Err(e) => {
+                // The stream of a stopped proxy may still be closing: tried again at the next look.
+                set(&state, |s| s.last_error = Some(format!("stream not opened: {e}")));
+                self.not_running(name);
+            }
+        }
+    }
+
+    fn not_running(&self, name: &str) {
+        if let Some(e) = self.entries.borrow_mut().get_mut(name) {
+            e.running = false;
+        }
+    }
+
+    /// Stops a proxy's client (its stream closes with its socket).
+    fn stop_one(&self, name: &str) {
+        let _ = self.thread.tx.try_send(Command::Stop { name: name.to_string() });
+    }
+
+    async fn save(&self) -> Result<(), String> {
+        let list: Vec<ProxyConfig> = self.entries.borrow().values().map(|e| e.config.clone()).collect();
+        let file = self.shard.config.data_dir.join(FILE);
+        glommio::executor().spawn_blocking(move || crate::control::json_file::save(&file, &list)).await.map_err(|e| e.to_string())
+    }
+
+    fn view(&self, e: &Entry) -> Value {
+        let state = e.state.lock().map(|s| s.clone()).unwrap_or_default();
+        json!({
+            "name": e.config.name,
+            "url": redacted_text(&e.config.url),
+            "transport": e.config.transport,
+            "stream_id": crate::proto::ssrc::stream_id(stream_ssrc(&e.config.name)),
+            "state": state,
+        })
+    }
+
+    /// `/api/proxies[/{name}]`.
+    pub async fn route(&self, method: &str, segments: &[&str], body: &[u8]) -> (u16, Value) {
+        let bad = |m: String| (400, json!({ "code": "bad_request", "message": m }));
+        let not_found = || (404, json!({ "code": "not_found", "message": "no such proxy" }));
+        match (method, segments) {
+            ("GET", ["api", "proxies"]) => {
+                let list: Vec<Value> = self.entries.borrow().values().map(|e| self.view(e)).collect();
+                (200, json!({ "proxies": list, "total": list.len(), "max": PROXIES_MAX }))
+            }
+            ("GET", ["api", "proxies", name]) => self.entries.borrow().get(*name).map_or_else(not_found, |e| (200, self.view(e))),
+            ("POST", ["api", "proxies"]) => {
+                let config: ProxyConfig = match serde_json::from_slice(body) {
+                    Ok(c) => c,
+                    Err(e) => return bad(format!("body: {e}")),
+                };
+                if let Err(m) = check(&config) {
+                    return bad(m);
+                }
+                {
+                    let entries = self.entries.borrow();
+                    if entries.contains_key(&config.name) {
+                        return (409, json!({ "code": "exists", "message": "a proxy with this name exists" }));
+                    }
+                    if entries.len() >= PROXIES_MAX {
+                        return (409, json!({ "code": "too_many", "message": format!("at most {PROXIES_MAX} proxies") }));
+                    }
+                }
+                let name = config.name.clone();
+                tracing::info!(proxy = name, url = redacted_text(&config.url), "pull proxy added");
+                self.entries.borrow_mut().insert(name.clone(), Entry { config, state: Default::default(), running: false });
+                if let Err(e) = self.save().await {
+                    tracing::error!(error = e, "pull proxies not saved");
+                }
+                self.start_one(&name).await;
+                let view = self.entries.borrow().get(&name).map(|e| self.view(e)).unwrap_or_default();
+                (201, view)
+            }
+            ("PUT", ["api", "proxies", name]) => {
+                let Some(mut config) = self.entries.borrow().get(*name).map(|e| e.config.clone()) else { return not_found() };
+                let change: Value = match serde_json::from_slice(body) {
+                    Ok(v) => v,
+                    Err(e) => return bad(format!("body: {e}")),
+                };
+                if let Some(url) = change.get("url").and_then(Value::as_str) {
+                    config.url = url.to_string();
+                }
+                if let Some(t) = change.get("transport") {
+                    match serde_json::from_value(t.clone()) {
+                        Ok(t) => config.transport = t,
+                        Err(_) => return bad("transport is tcp or udp".into()),
+                    }
+                }
+                if let Err(m) = check(&config) {
+                    return bad(m);
+                }
+                self.stop_one(name);
+                self.entries.borrow_mut().insert(name.to_string(), Entry { config, state: Default::default(), running: true });
+                if let Err(e) = self.save().await {
+                    tracing::error!(error = e, "pull proxies not saved");
+                }
+                // The old client's stream closes with its socket; the next look starts anew.
+                self.shard.close_stream(stream_ssrc(name)).await;
+                self.not_running(name);
+                let view = self.entries.borrow().get(*name).map(|e| self.view(e)).unwrap_or_default();
+                (200, view)
+            }
+            ("DELETE", ["api", "proxies", name]) => {
+                if self.entries.borrow_mut().remove(*name).is_none() {
+                    return not_found();
+                }
+                self.stop_one(name);
+                self.shard.close_stream(stream_ssrc(name)).await;
+                if let Err(e) = self.save().await {
+                    tracing::error!(error = e, "pull proxies not saved");
+                }
+                tracing::info!(proxy = *name, "pull proxy deleted");
+                (200, json!({ "deleted": name }))
+            }
+            _ => (404, json!({ "code": "not_found", "message": "no such API" })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> ProxyConfig {
+        ProxyConfig { name: "cam1".into(), url: url.into(), transport: Transport::Tcp }
+    }
+
+    #[test]
+    fn only_rtsp_urls_with_a_host_are_taken() {
+        assert!(check(&config("rtsp://admin:x@10.0.0.8:554/h264")).is_ok());
+        for url in ["rtmp://h/live/x", "http://h/x.flv", "file:///etc/passwd", "rtsp:///nohost", "not a url", &format!("rtsp://h/{}", "x".repeat(URL_BYTES_MAX))] {
+            assert!(check(&config(url)).is_err(), "{url}");
+        }
+        assert!(check(&ProxyConfig { name: "a/b".into(), ..config("rtsp://h/x") }).is_err());
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redacted_text("rtsp://admin:secret@10.0.0.8/x"), "rtsp://admin:***@10.0.0.8/x");
+        assert_eq!(redacted_text("rtsp://10.0.0.8/x"), "rtsp://10.0.0.8/x");
+    }
+}

@@ -1,0 +1,235 @@
+//! One RTSP source, pulled with retina (a maintained RTSP client, in production in an NVR) on
+//! the pull thread's runtime: DESCRIBE, SETUP of the first video (H.264/H.265) and audio
+//! (AAC, G.711) track, PLAY, then its frames in Annex B / ADTS onto the stream's socket
+//! (`proto::frame_wire`). Reconnects with backoff until stopped or the stream goes.
+
+use super::{PullState, Status, Transport};
+use crate::proto::flv_demux::{VideoTrack, adts_frame};
+use crate::proto::frame::{Codec, Frame};
+use crate::proto::frame_wire;
+use bytes::BytesMut;
+use futures_lite::StreamExt;
+use retina::client::{Credentials, PlayOptions, SessionOptions, SetupOptions};
+use retina::codec::{CodecItem, ParametersRef};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+/// Waits between attempts: doubling from the first to the last.
+pub const RETRY_BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Playing this long counts as a success: the next failure waits the least again.
+const STABLE_PLAY: Duration = Duration::from_secs(30);
+/// DESCRIBE to PLAY, at most.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A playing source silent this long is dropped and dialled again.
+pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
+const VIDEO_HZ: i64 = 90_000;
+
+/// Why one attempt ended.
+enum Ended {
+    /// The stream's socket closed (the stream was closed): the proxy stops.
+    SinkClosed,
+    /// The source failed or ended: try again after the backoff.
+    Source(String),
+}
+
+/// Pulls `url` into `sink` until the sink closes, retrying with backoff; reports into `state`.
+pub async fn run(url: url::Url, transport: Transport, mut sink: tokio::net::UnixStream, state: Arc<Mutex<PullState>>) {
+    let mut backoff = RETRY_BACKOFF_MIN;
+    loop {
+        super::set(&state, |s| s.status = Status::Connecting);
+        let started = Instant::now();
+        let why = match pull_once(&url, transport, &mut sink, &state).await {
+            Ended::SinkClosed => {
+                super::set(&state, |s| s.status = Status::Stopped);
+                return;
+            }
+            Ended::Source(why) => why,
+        };
+        if started.elapsed() >= STABLE_PLAY {
+            backoff = RETRY_BACKOFF_MIN;
+        }
+        let status = if why.contains("401") { Status::Unauthorized } else { Status::Retrying };
+        tracing::info!(url = %super::redacted(&url), why, retry_in_s = backoff.as_secs(), "pull source ended; retrying");
+        super::set(&state, |s| {
+            s.status = status;
+            s.last_error = Some(why.clone());
+            s.retry_in_ms = Some(backoff.as_millis() as u64);
+            s.failures += 1;
+        });
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+    }
+}
+
+/// The URL without its user and password, and those as retina's credentials.
+fn split_credentials(url: &url::Url) -> (url::Url, Option<Credentials>) {
+    if url.username().is_empty() {
+        return (url.clone(), None);
+    }
+    let decode = |s: &str| percent_decode(s);
+    let creds = Credentials { username: decode(url.username()), password: decode(url.password().unwrap_or("")) };
+    let mut bare = url.clone();
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    (bare, Some(creds))
+}
+
+fn percent_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+}
+
+async fn pull_once(url: &url::Url, transport: Transport, sink: &mut tokio::net::UnixStream, state: &Arc<Mutex<PullState>>) -> Ended {
+    let (bare, creds) = split_credentials(url);
+    let setup = async {
+        let options = SessionOptions::default().creds(creds).user_agent(format!("gmv/{}", env!("CARGO_PKG_VERSION")));
+        let mut session = retina::client::Session::describe(bare, options).await.map_err(|e| e.to_string())?;
+        let streams = session.streams();
+        let video = streams.iter().position(|s| s.media() == "video" && video_codec(s.encoding_name()).is_some());
+        let audio = streams.iter().position(|s| s.media() == "audio" && audio_codec(s.encoding_name()).is_some());
+        let Some(video) = video else {
+            let found: Vec<String> = streams.iter().map(|s| format!("{}/{}", s.media(), s.encoding_name())).collect();
+            return Err(format!("no H.264 or H.265 video track (the source offers {})", found.join(", ")));
+        };
+        for i in std::iter::once(video).chain(audio) {
+            let t = match transport {
+                Transport::Tcp => retina::client::Transport::Tcp(Default::default()),
+                Transport::Udp => retina::client::Transport::Udp(Default::default()),
+            };
+            session.setup(i, SetupOptions::default().transport(t)).await.map_err(|e| e.to_string())?;
+        }
+        let playing = session.play(PlayOptions::default()).await.map_err(|e| e.to_string())?;
+        playing.demuxed().map_err(|e| e.to_string()).map(|d| (d, video, audio))
+    };
+    let (mut demuxed, video_i, audio_i) = match tokio::time::timeout(CONNECT_TIMEOUT, setup).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(why)) => return Ended::Source(why),
+        Err(_) => return Ended::Source(format!("no PLAY within {} s", CONNECT_TIMEOUT.as_secs())),
+    };
+    let codecs = |i: usize| demuxed.streams()[i].encoding_name().to_ascii_lowercase();
+    let (video_name, audio_name) = (codecs(video_i), audio_i.map(codecs));
+    super::set(state, |s| {
+        s.status = Status::Playing;
+        s.video = Some(video_name.clone());
+        s.audio = audio_name.clone();
+        s.last_error = None;
+        s.retry_in_ms = None;
+        s.connects += 1;
+    });
+    tracing::info!(url = %super::redacted(url), video = video_name, audio = ?audio_name, "pull source playing");
+    let mut track: Option<VideoTrack> = None;
+    let mut asc: Option<[u8; 2]> = None;
+    let mut wire = BytesMut::new();
+    loop {
+        let item = match tokio::time::timeout(SILENCE_TIMEOUT, demuxed.next()).await {
+            Err(_) => return Ended::Source(format!("silent for {} s", SILENCE_TIMEOUT.as_secs())),
+            Ok(None) => return Ended::Source("the source ended the session".into()),
+            Ok(Some(Err(e))) => return Ended::Source(e.to_string()),
+            Ok(Some(Ok(item))) => item,
+        };
+        let frame = match item {
+            CodecItem::VideoFrame(f) => {
+                let Some(codec) = video_codec(&video_name) else { continue };
+                if (track.is_none() || f.has_new_parameters())
+                    && let Some(ParametersRef::Video(p)) = demuxed.streams()[f.stream_id()].parameters()
+                {
+                    match VideoTrack::from_config(codec, p.extra_data()) {
+                        Ok(t) => track = Some(t),
+                        Err(e) => return Ended::Source(format!("video parameters: {e}")),
+                    }
+                }
+                let Some(t) = &track else { continue };
+                let ts = ticks_90k(f.timestamp());
+                match t.picture(f.data(), f.is_random_access_point(), ts, ts) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        super::set(state, |s| s.dropped_frames += 1);
+                        tracing::debug!(url = %super::redacted(url), %e, "pull source picture dropped");
+                        continue;
+                    }
+                }
+            }
+            CodecItem::AudioFrame(f) => {
+                let Some(codec) = audio_name.as_deref().and_then(audio_codec) else { continue };
+                let ts = ticks_90k(f.timestamp());
+                match codec {
+                    Codec::Aac => {
+                        if asc.is_none()
+                            && let Some(ParametersRef::Audio(p)) = demuxed.streams()[f.stream_id()].parameters()
+                        {
+                            asc = p.extra_data().get(..2).and_then(|a| a.try_into().ok());
+                        }
+                        let Some(asc) = asc else { continue };
+                        match adts_frame(asc, f.data(), ts) {
+                            Ok(frame) => frame,
+                            Err(_) => {
+                                super::set(state, |s| s.dropped_frames += 1);
+                                continue;
+                            }
+                        }
+                    }
+                    _ => Frame { codec, pts: ts, dts: ts, keyframe: true, data: bytes::Bytes::copy_from_slice(f.data()) },
+                }
+            }
+            _ => continue,
+        };
+        wire.clear();
+        if !frame_wire::encode(&frame, &mut wire) {
+            super::set(state, |s| s.dropped_frames += 1);
+            continue;
+        }
+        if sink.write_all(&wire).await.is_err() {
+            return Ended::SinkClosed;
+        }
+        super::set(state, |s| s.frames += 1);
+    }
+}
+
+/// A retina timestamp on the 90 kHz clock frames carry (from the session's start; a new
+/// session starts over, which the stream's retimer joins up).
+fn ticks_90k(ts: retina::Timestamp) -> u64 {
+    let rate = i64::from(ts.clock_rate().get());
+    (ts.elapsed().max(0) as i128 * i128::from(VIDEO_HZ) / i128::from(rate)) as u64
+}
+
+fn video_codec(encoding: &str) -> Option<Codec> {
+    match encoding.to_ascii_lowercase().as_str() {
+        "h264" => Some(Codec::H264),
+        "h265" => Some(Codec::H265),
+        _ => None,
+    }
+}
+
+fn audio_codec(encoding: &str) -> Option<Codec> {
+    match encoding.to_ascii_lowercase().as_str() {
+        "mpeg4-generic" => Some(Codec::Aac),
+        "pcma" => Some(Codec::Pcma),
+        "pcmu" => Some(Codec::Pcmu),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url_for_retina() {
+        let url = url::Url::parse("rtsp://admin:p%40ss%3Aw@10.0.0.8:554/Streaming/Channels/101").unwrap();
+        let (bare, creds) = split_credentials(&url);
+        assert_eq!(bare.as_str(), "rtsp://10.0.0.8:554/Streaming/Channels/101");
+        let creds = creds.unwrap();
+        assert_eq!((creds.username.as_str(), creds.password.as_str()), ("admin", "p@ss:w"));
+        assert!(split_credentials(&url::Url::parse("rtsp://h/x").unwrap()).1.is_none());
+    }
+
+    #[test]
+    fn codecs_by_their_sdp_names() {
+        assert_eq!(video_codec("H265"), Some(Codec::H265));
+        assert_eq!(video_codec("jpeg"), None);
+        assert_eq!(audio_codec("MPEG4-GENERIC"), Some(Codec::Aac));
+        assert_eq!(audio_codec("PCMU"), Some(Codec::Pcmu));
+    }
+}

@@ -1,0 +1,172 @@
+//! RTSP pull proxies against an independent RTSP server (GStreamer's gst-rtsp-server,
+//! tests/rtsp/serve.py): H.264 + AAC over TCP decoded by ffprobe from gmv's FLV, H.265 + G.711
+//! over UDP decoded from gmv's HLS, the server killed and started again (the proxy comes back by
+//! itself, the stream id unchanged), a wrong password (unauthorized, backing off, no busy loop).
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The RTSP server on `port`, once it says it serves.
+struct RtspServer(Child);
+
+impl RtspServer {
+    fn start(port: u16, extra: &[&str]) -> RtspServer {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rtsp/serve.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["--port", &port.to_string()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run tests/rtsp/serve.py (see tests/rtsp/README.md for its packages)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "the RTSP server did not start (tests/rtsp/README.md lists its packages)");
+        RtspServer(child)
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn add_proxy(engine: &Engine, body: Value) -> Value {
+    let (status, v) = engine.request("POST", "/api/proxies", &body.to_string());
+    assert_eq!(status, 201, "{v}");
+    v
+}
+
+fn proxy(engine: &Engine, name: &str) -> Value {
+    engine.request("GET", &format!("/api/proxies/{name}"), "").1
+}
+
+fn wait_status(engine: &Engine, name: &str, status: &str, limit: Duration) -> Value {
+    wait_for(&format!("proxy {name} {status}"), limit, || {
+        let p = proxy(engine, name);
+        (p["state"]["status"] == status).then_some(p)
+    })
+}
+
+#[test]
+fn rtsp_h264_and_aac_over_tcp_play_as_flv_and_come_back_after_the_server_restarts() {
+    let port = free_tcp_port();
+    let server = RtspServer::start(port, &[]);
+    let engine = Engine::start(1, "");
+    let p = add_proxy(&engine, json!({ "name": "cam1", "url": format!("rtsp://127.0.0.1:{port}/h264"), "transport": "tcp" }));
+    let stream_id = p["stream_id"].as_str().unwrap().to_string();
+    wait_status(&engine, "cam1", "playing", Duration::from_secs(15));
+    engine.wait_stat(&stream_id, "keyframes", 1);
+    let token = engine.stream_token(&stream_id);
+    let file = work_dir().join("pull-h264.flv");
+    let (status, bytes) = spawn_viewer(engine.http, format!("/flv/{stream_id}/{token}"), vec![], file.clone(), Duration::from_secs(4)).join().unwrap();
+    assert_eq!(status, 200);
+    assert_four_seconds_of_test_pattern(&file, bytes);
+    let info = engine.stream(&stream_id);
+    assert_eq!((info["name"].as_str(), info["payload"].as_str(), info["transport"].as_str()), (Some("proxy/cam1"), Some("rtsp"), Some("tcp")), "{info}");
+
+    // The server goes away: the proxy retries with backoff; the stream stays for its viewers.
+    drop(server);
+    let retrying = wait_status(&engine, "cam1", "retrying", Duration::from_secs(30));
+    assert!(retrying["state"]["last_error"].is_string(), "{retrying}");
+    let frames_before = engine.stream(&stream_id)["video_frames"].as_u64().unwrap();
+    let _server = RtspServer::start(port, &[]);
+    let back = wait_status(&engine, "cam1", "playing", Duration::from_secs(45));
+    assert!(back["state"]["connects"].as_u64() >= Some(2), "{back}");
+    wait_for("pictures again after the restart", Duration::from_secs(15), || {
+        (engine.stream(&stream_id)["video_frames"].as_u64() > Some(frames_before + 25)).then_some(())
+    });
+    assert_eq!(back["stream_id"], stream_id.as_str());
+
+    // Deleting the proxy ends its stream.
+    let (status, _) = engine.request("DELETE", "/api/proxies/cam1", "");
+    assert_eq!(status, 200);
+    wait_for("the proxy's stream closed", Duration::from_secs(10), || {
+        let (code, _) = engine.request("GET", &format!("/api/streams/{stream_id}"), "");
+        (code == 404).then_some(())
+    });
+}
+
+#[test]
+fn rtsp_h265_and_g711_over_udp_play_as_hls() {
+    let port = free_tcp_port();
+    let _server = RtspServer::start(port, &[]);
+    let engine = Engine::start(1, "");
+    let p = add_proxy(&engine, json!({ "name": "gate", "url": format!("rtsp://127.0.0.1:{port}/h265"), "transport": "udp" }));
+    let stream_id = p["stream_id"].as_str().unwrap().to_string();
+    let playing = wait_status(&engine, "gate", "playing", Duration::from_secs(15));
+    assert_eq!((playing["state"]["video"].as_str(), playing["state"]["audio"].as_str()), (Some("h265"), Some("pcma")), "{playing}");
+    engine.wait_stat(&stream_id, "keyframes", 2);
+    let info = engine.stream(&stream_id);
+    assert_eq!((info["video_codec"].as_str(), info["audio_codec"].as_str(), info["width"].as_u64()), (Some("h265"), Some("pcma"), Some(320)), "{info}");
+    // HLS: ask for the playlist (segments start), then read a whole segment with ffprobe.
+    let token = engine.stream_token(&stream_id);
+    let playlist = format!("/hls/{stream_id}/{token}/index.m3u8");
+    let segment = wait_for("an HLS segment", Duration::from_secs(20), || {
+        let (head, body) = http_get(engine.http, &playlist, &[]);
+        let text = String::from_utf8_lossy(&body).to_string();
+        (status_of(&head) == 200).then_some(())?;
+        text.lines().find(|l| !l.starts_with('#') && !l.is_empty()).map(str::to_string)
+    });
+    let base = playlist.rsplit_once('/').unwrap().0;
+    let (head, body) = http_get(engine.http, &format!("{base}/{segment}"), &[]);
+    assert_eq!(status_of(&head), 200);
+    let file = work_dir().join("pull-h265.ts");
+    std::fs::write(&file, body).unwrap();
+    let video = ffprobe(&file);
+    assert_eq!((video.codec.as_str(), video.width, video.height), ("hevc", 320, 240), "{video:?}");
+    assert!(video.frames >= 20, "{video:?}");
+    // G.711 is not carried in HLS (no player reads it there); the stream has it (above) for
+    // FLV and WebRTC.
+}
+
+#[test]
+fn a_wrong_password_is_unauthorized_and_backs_off() {
+    let port = free_tcp_port();
+    let _server = RtspServer::start(port, &["--user", "admin", "--password", "right"]);
+    let engine = Engine::start(1, "");
+    add_proxy(&engine, json!({ "name": "wrong", "url": format!("rtsp://admin:wrong@127.0.0.1:{port}/h264only") }));
+    let p = add_proxy(&engine, json!({ "name": "right", "url": format!("rtsp://admin:right@127.0.0.1:{port}/h264only") }));
+    wait_status(&engine, "right", "playing", Duration::from_secs(15));
+    let wrong = wait_status(&engine, "wrong", "unauthorized", Duration::from_secs(15));
+    assert!(wrong["state"]["last_error"].as_str().unwrap_or_default().contains("401"), "{wrong}");
+    // Passwords never leave: not in the API, not in the log.
+    let (_, list) = engine.request("GET", "/api/proxies", "");
+    assert!(!list.to_string().contains("wrong@") && !list.to_string().contains("right@"), "{list}");
+    assert!(list.to_string().contains("admin:***@"), "{list}");
+    // Backing off: a few attempts in 8 s, not hundreds.
+    std::thread::sleep(Duration::from_secs(8));
+    let failures = proxy(&engine, "wrong")["state"]["failures"].as_u64().unwrap();
+    assert!((2..=6).contains(&failures), "{failures} attempts in about 10 s");
+    assert!(!engine.log_text().contains(":wrong@") && !engine.log_text().contains(":right@"));
+    assert!(engine.stream(p["stream_id"].as_str().unwrap())["video_frames"].as_u64() > Some(0));
+}
+
+#[test]
+fn proxies_of_other_schemes_and_bad_names_are_refused_and_kept_across_restarts() {
+    let mut engine = Engine::start(1, "");
+    for (body, why) in [
+        (json!({ "name": "a", "url": "rtmp://h/live/x" }), "rtmp"),
+        (json!({ "name": "a", "url": "http://h/x.flv" }), "http"),
+        (json!({ "name": "a/b", "url": "rtsp://h/x" }), "name"),
+        (json!({ "name": "a", "url": "rtsp://h/x", "transport": "sctp" }), "transport"),
+    ] {
+        let (status, v) = engine.request("POST", "/api/proxies", &body.to_string());
+        assert_eq!(status, 400, "{why}: {v}");
+    }
+    // Kept in data_dir: a restart finds it (dialling a port nobody serves: retrying).
+    add_proxy(&engine, json!({ "name": "lobby", "url": format!("rtsp://127.0.0.1:{}/h264", free_tcp_port()) }));
+    let (status, _) = engine.request("POST", "/api/proxies", &json!({ "name": "lobby", "url": "rtsp://h/x" }).to_string());
+    assert_eq!(status, 409);
+    engine.crash_and_restart();
+    let p = wait_status(&engine, "lobby", "retrying", Duration::from_secs(15));
+    assert!(p["state"]["last_error"].is_string(), "{p}");
+}
