@@ -129,6 +129,40 @@ fn rtsp_h265_and_g711_over_udp_play_as_hls() {
 }
 
 #[test]
+fn an_on_demand_proxy_dials_its_source_only_while_watched() {
+    let port = free_tcp_port();
+    let _server = RtspServer::start(port, &[]);
+    let engine = Engine::start(1, "");
+    let url = format!("rtsp://127.0.0.1:{port}/h264");
+    let p = add_proxy(&engine, json!({ "name": "door", "url": url, "mode": "on_demand", "idle_s": 2 }));
+    let stream_id = p["stream_id"].as_str().unwrap().to_string();
+    // Open but not dialled while nobody watches.
+    wait_status(&engine, "door", "idle", Duration::from_secs(10));
+    assert_eq!(engine.stream(&stream_id)["name"], "proxy/door");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(proxy(&engine, "door")["state"]["connects"], 0);
+    // A viewer: the source is dialled and the viewer gets pictures.
+    let token = engine.stream_token(&stream_id);
+    let file = work_dir().join("pull-on-demand.flv");
+    let viewer = spawn_viewer(engine.http, format!("/flv/{stream_id}/{token}"), vec![], file.clone(), Duration::from_secs(6));
+    wait_status(&engine, "door", "playing", Duration::from_secs(15));
+    let (status, _) = viewer.join().unwrap();
+    assert_eq!(status, 200);
+    let video = ffprobe(&file);
+    assert_eq!(video.codec, "h264");
+    assert!(video.frames >= 25, "{video:?}");
+    // The viewer gone, idle_s later the source is closed and the stream waits again.
+    let idle = wait_status(&engine, "door", "idle", Duration::from_secs(15));
+    assert_eq!(idle["state"]["connects"], 1, "{idle}");
+    wait_for("the idle stream open again", Duration::from_secs(10), || {
+        let (code, _) = engine.request("GET", &format!("/api/streams/{stream_id}"), "");
+        (code == 200).then_some(())
+    });
+    let (status, _) = engine.request("PUT", "/api/proxies/door", r#"{"idle_s": 0}"#);
+    assert_eq!(status, 400);
+}
+
+#[test]
 fn a_wrong_password_is_unauthorized_and_backs_off() {
     let port = free_tcp_port();
     let _server = RtspServer::start(port, &["--user", "admin", "--password", "right"]);

@@ -23,6 +23,10 @@ pub const PROXIES_MAX: usize = 1000;
 const COMMANDS_MAX: usize = 256;
 /// How often the control looks for proxies to (re)start.
 pub const SUPERVISE_INTERVAL: Duration = Duration::from_secs(1);
+/// An on-demand proxy's client stops after its stream had no viewer this long, unless the
+/// proxy says (`idle_s`, at most `ON_DEMAND_IDLE_S_MAX`).
+pub const ON_DEMAND_IDLE_S_DEFAULT: u64 = 30;
+pub const ON_DEMAND_IDLE_S_MAX: u64 = 3600;
 /// The longest URL taken.
 pub const URL_BYTES_MAX: usize = 1024;
 const FILE: &str = "proxies.json";
@@ -35,6 +39,19 @@ pub enum Transport {
     Udp,
 }
 
+/// When a proxy pulls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// For as long as it exists.
+    #[default]
+    Always,
+    /// While its stream has viewers (FLV, WebRTC, live fMP4/TS, HLS, RTP senders), and
+    /// `idle_s` after the last: its stream stays open meanwhile, so a viewer's request
+    /// finds it and waits for the first keyframe.
+    OnDemand,
+}
+
 /// A proxy as the API takes it and `proxies.json` keeps it (its password included: the file is
 /// owner-only; the API and logs show it redacted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +61,17 @@ pub struct ProxyConfig {
     pub url: String,
     #[serde(default)]
     pub transport: Transport,
+    #[serde(default)]
+    pub mode: Mode,
+    /// On demand: seconds without a viewer before the source is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_s: Option<u64>,
+}
+
+impl ProxyConfig {
+    fn idle(&self) -> Duration {
+        Duration::from_secs(self.idle_s.unwrap_or(ON_DEMAND_IDLE_S_DEFAULT))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -60,6 +88,8 @@ pub enum Status {
     Unauthorized,
     /// Its stream closed; the control starts it again.
     Stopped,
+    /// On demand: its stream is open, nobody watches, the source is not dialled.
+    Idle,
 }
 
 /// What a proxy is doing, written by its client on the pull thread, read by the API.
@@ -150,8 +180,18 @@ impl PullThread {
 struct Entry {
     config: ProxyConfig,
     state: Arc<Mutex<PullState>>,
-    /// Its stream is being opened or its client runs (not to be started again).
+    /// Its stream is being opened or is open (not to be opened again).
     running: bool,
+    /// On demand: the stream's socket end, kept while no client runs.
+    held: Option<OwnedFd>,
+    /// On demand, with a client running: since when its stream has had no viewer.
+    unwatched_since: Option<std::time::Instant>,
+}
+
+impl Entry {
+    fn new(config: ProxyConfig, running: bool) -> Entry {
+        Entry { config, state: Default::default(), running, held: None, unwatched_since: None }
+    }
 }
 
 /// The control executor's proxies.
@@ -177,6 +217,9 @@ fn check(config: &ProxyConfig) -> Result<url::Url, String> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err("url has no host".into());
     }
+    if config.idle_s.is_some_and(|s| !(1..=ON_DEMAND_IDLE_S_MAX).contains(&s)) {
+        return Err(format!("idle_s is 1..={ON_DEMAND_IDLE_S_MAX}"));
+    }
     Ok(url)
 }
 
@@ -193,7 +236,7 @@ impl Proxies {
         let proxies = Rc::new(Proxies { shard, entries: Default::default(), thread: PullThread::start()? });
         for config in list.into_iter().take(PROXIES_MAX) {
             if check(&config).is_ok() {
-                proxies.entries.borrow_mut().insert(config.name.clone(), Entry { config, state: Default::default(), running: false });
+                proxies.entries.borrow_mut().insert(config.name.clone(), Entry::new(config, false));
             }
         }
         tracing::info!(proxies = proxies.entries.borrow().len(), "pull proxies loaded");
@@ -210,7 +253,8 @@ impl Proxies {
         Ok(proxies)
     }
 
-    /// Starts the proxies that are not running (new, or their stream closed).
+    /// Starts the proxies that are not running (new, or their stream closed), and on-demand
+    /// clients as their streams gain and lose viewers.
     async fn supervise(&self) {
         let due: Vec<String> = self
             .entries
@@ -221,6 +265,59 @@ impl Proxies {
             .collect();
         for name in due {
             self.start_one(&name).await;
+        }
+        let on_demand: Vec<(String, Duration)> = self
+            .entries
+            .borrow()
+            .iter()
+            .filter(|(_, e)| e.running && e.config.mode == Mode::OnDemand)
+            .map(|(n, e)| (n.clone(), e.config.idle()))
+            .collect();
+        for (name, idle) in on_demand {
+            let watched = self
+                .shard
+                .stream_info(stream_ssrc(&name))
+                .await
+                .map(|i| i.subscribers + i.senders > 0 || i.hls_request_ms_ago.is_some_and(|ms| ms < idle.as_millis() as u64));
+            self.on_demand(&name, watched);
+        }
+    }
+
+    /// An on-demand proxy whose stream has viewers (`Some(true)`), none, or is gone (`None`).
+    fn on_demand(&self, name: &str, watched: Option<bool>) {
+        let mut entries = self.entries.borrow_mut();
+        let Some(e) = entries.get_mut(name) else { return };
+        match (watched, e.held.is_some()) {
+            // The stream closed (the API): opened again at the next look.
+            (None, _) => {
+                e.running = false;
+                e.held = None;
+            }
+            (Some(true), true) => {
+                let Some(sink) = e.held.take() else { return };
+                let Ok(url) = check(&e.config) else { return };
+                tracing::info!(proxy = name, "on-demand proxy: a viewer came; dialling the source");
+                let cmd = Command::Start { name: name.to_string(), url, transport: e.config.transport, sink, state: e.state.clone() };
+                if self.thread.tx.try_send(cmd).is_err() {
+                    // Its socket went with the command: the stream closes and is opened again.
+                    e.running = false;
+                }
+                e.unwatched_since = None;
+            }
+            (Some(true), false) => e.unwatched_since = None,
+            (Some(false), true) => {}
+            (Some(false), false) => {
+                let since = *e.unwatched_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= e.config.idle() {
+                    tracing::info!(proxy = name, idle_s = e.config.idle().as_secs(), "on-demand proxy: nobody watches; source closed");
+                    // Its socket closes with the client, and the stream with it; the next looks
+                    // open the stream again, idle.
+                    let _ = self.thread.tx.try_send(Command::Stop { name: name.to_string() });
+                    e.running = false;
+                    e.unwatched_since = None;
+                    set(&e.state, |s| s.status = Status::Idle);
+                }
+            }
         }
     }
 
@@ -241,6 +338,13 @@ impl Proxies {
             Transport::Udp => "udp",
         };
         match self.shard.open_pulled(spec, transport).await {
+            Ok((_, sink)) if config.mode == Mode::OnDemand => {
+                if let Some(e) = self.entries.borrow_mut().get_mut(name) {
+                    e.held = Some(sink);
+                    e.unwatched_since = None;
+                }
+                set(&state, |s| s.status = Status::Idle);
+            }
             Ok((_, sink)) => {
                 let cmd = Command::Start { name: name.to_string(), url, transport: config.transport, sink, state: state.clone() };
                 if self.thread.tx.try_send(cmd).is_err() {
@@ -280,6 +384,8 @@ impl Proxies {
             "name": e.config.name,
             "url": redacted_text(&e.config.url),
             "transport": e.config.transport,
+            "mode": e.config.mode,
+            "idle_s": e.config.idle().as_secs(),
             "stream_id": crate::proto::ssrc::stream_id(stream_ssrc(&e.config.name)),
             "state": state,
         })
@@ -314,7 +420,7 @@ impl Proxies {
                 }
                 let name = config.name.clone();
                 tracing::info!(proxy = name, url = redacted_text(&config.url), "pull proxy added");
-                self.entries.borrow_mut().insert(name.clone(), Entry { config, state: Default::default(), running: false });
+                self.entries.borrow_mut().insert(name.clone(), Entry::new(config, false));
                 if let Err(e) = self.save().await {
                     tracing::error!(error = e, "pull proxies not saved");
                 }
@@ -331,6 +437,20 @@ impl Proxies {
                 if let Some(url) = change.get("url").and_then(Value::as_str) {
                     config.url = url.to_string();
                 }
+                if let Some(m) = change.get("mode") {
+                    match serde_json::from_value(m.clone()) {
+                        Ok(m) => config.mode = m,
+                        Err(_) => return bad("mode is always or on_demand".into()),
+                    }
+                }
+                match change.get("idle_s") {
+                    None => {}
+                    Some(Value::Null) => config.idle_s = None,
+                    Some(i) => match i.as_u64() {
+                        Some(i) => config.idle_s = Some(i),
+                        None => return bad(format!("idle_s is 1..={ON_DEMAND_IDLE_S_MAX}")),
+                    },
+                }
                 if let Some(t) = change.get("transport") {
                     match serde_json::from_value(t.clone()) {
                         Ok(t) => config.transport = t,
@@ -341,7 +461,7 @@ impl Proxies {
                     return bad(m);
                 }
                 self.stop_one(name);
-                self.entries.borrow_mut().insert(name.to_string(), Entry { config, state: Default::default(), running: true });
+                self.entries.borrow_mut().insert(name.to_string(), Entry::new(config, true));
                 if let Err(e) = self.save().await {
                     tracing::error!(error = e, "pull proxies not saved");
                 }
@@ -373,7 +493,7 @@ mod tests {
     use super::*;
 
     fn config(url: &str) -> ProxyConfig {
-        ProxyConfig { name: "cam1".into(), url: url.into(), transport: Transport::Tcp }
+        ProxyConfig { name: "cam1".into(), url: url.into(), transport: Transport::Tcp, mode: Mode::Always, idle_s: None }
     }
 
     #[test]
