@@ -11,9 +11,13 @@ of a mount sees the one pipeline):
     /h265      H.265 320x240 25 fps, GOP 25 (pt 96) + PCMA 1 kHz sine, 8 kHz mono (pt 8)
     /h264only  H.264 as /h264, no audio
 
---user/--password: every mount asks for RTSP Basic or Digest auth (401 otherwise).
+--user/--password: every mount asks for RTSP Basic or Digest auth (401 otherwise); --auth
+basic|digest offers only one of them.
 --frames N: each pipeline sends N video frames (and as long a stretch of audio), then ends
-(EOS: the clients get an RTCP BYE). Default: endless.
+(EOS: the clients get an RTCP BYE). A client that starts a pipeline gets all N; one that joins
+an ended pipeline another client still holds gets nothing. Default: endless.
+A client joining a running pipeline gets its first keyframe at the next GOP boundary (<= 1 s),
+as from a camera; the media is not seekable, so its PLAY does not disturb the others.
 See README.md beside this file for the Debian packages it needs.
 """
 
