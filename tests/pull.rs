@@ -2,6 +2,8 @@
 //! tests/rtsp/serve.py): H.264 + AAC over TCP decoded by ffprobe from gmv's FLV, H.265 + G.711
 //! over UDP decoded from gmv's HLS, the server killed and started again (the proxy comes back by
 //! itself, the stream id unchanged), a wrong password (unauthorized, backing off, no busy loop).
+//! RTMP, HTTP-FLV and HLS sources from ffmpeg (its RTMP and HTTP servers in listen mode, its
+//! HLS muxer behind Python's HTTP server).
 
 mod common;
 
@@ -188,8 +190,10 @@ fn a_wrong_password_is_unauthorized_and_backs_off() {
 fn proxies_of_other_schemes_and_bad_names_are_refused_and_kept_across_restarts() {
     let mut engine = Engine::start(1, "");
     for (body, why) in [
-        (json!({ "name": "a", "url": "rtmp://h/live/x" }), "rtmp"),
-        (json!({ "name": "a", "url": "http://h/x.flv" }), "http"),
+        (json!({ "name": "a", "url": "ftp://h/live/x" }), "ftp"),
+        (json!({ "name": "a", "url": "https://h/x.flv" }), "https (TLS not yet)"),
+        (json!({ "name": "a", "url": "rtmp://h/nokey" }), "rtmp without app/stream"),
+        (json!({ "name": "a", "url": "rtmp://h/live/x", "transport": "udp" }), "udp for rtmp"),
         (json!({ "name": "a/b", "url": "rtsp://h/x" }), "name"),
         (json!({ "name": "a", "url": "rtsp://h/x", "transport": "sctp" }), "transport"),
     ] {
@@ -203,4 +207,116 @@ fn proxies_of_other_schemes_and_bad_names_are_refused_and_kept_across_restarts()
     engine.crash_and_restart();
     let p = wait_status(&engine, "lobby", "retrying", Duration::from_secs(15));
     assert!(p["state"]["last_error"].is_string(), "{p}");
+}
+
+/// A child process killed when the test ends.
+struct Child2(Child);
+
+impl Drop for Child2 {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// ffmpeg sending 320x240 test pictures (H.264, GOP 25) and a 1 kHz tone in `audio` (ffmpeg's
+/// encoder and rate args) as `format` to `output`, for `seconds`.
+fn ffmpeg_source(audio: &[&str], format: &str, output: &str, extra: &[&str], seconds: u32) -> Child2 {
+    let child = Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=16000"])
+        .args(["-t", &seconds.to_string(), "-map", "0:v", "-map", "1:a", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25"])
+        .args(audio)
+        .args(extra)
+        .args(["-f", format, output])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("ffmpeg");
+    Child2(child)
+}
+
+/// Plays the proxy's stream as FLV for 4 s and checks what ffprobe decodes.
+fn four_seconds_of(engine: &Engine, stream_id: &str, file: &str) -> std::path::PathBuf {
+    engine.wait_stat(stream_id, "keyframes", 1);
+    let token = engine.stream_token(stream_id);
+    let file = work_dir().join(file);
+    let (status, bytes) = spawn_viewer(engine.http, format!("/flv/{stream_id}/{token}"), vec![], file.clone(), Duration::from_secs(4)).join().unwrap();
+    assert_eq!(status, 200);
+    assert!(bytes > 10_000, "{bytes} bytes of FLV");
+    file
+}
+
+#[test]
+fn rtmp_and_http_flv_sources_served_by_ffmpeg_play_as_flv() {
+    let engine = Engine::start(1, "");
+    // RTMP: ffmpeg's RTMP server (listen mode) with H.264 + AAC.
+    let rtmp_port = free_tcp_port();
+    let aac = ["-c:a", "aac", "-ar", "16000", "-ac", "1"];
+    let _rtmp = ffmpeg_source(&aac, "flv", &format!("rtmp://127.0.0.1:{rtmp_port}/live/src"), &["-listen", "1"], 60);
+    // HTTP-FLV: ffmpeg's HTTP server (listen mode) with H.264 + G.711 A-law.
+    let http_port = free_tcp_port();
+    let alaw = ["-c:a", "pcm_alaw", "-ar", "8000", "-ac", "1"];
+    let _http = ffmpeg_source(&alaw, "flv", &format!("http://127.0.0.1:{http_port}/live/src.flv"), &["-listen", "1"], 60);
+    // ffmpeg listens once it has opened its inputs: the proxies retry until then.
+    let a = add_proxy(&engine, json!({ "name": "rtmp-src", "url": format!("rtmp://127.0.0.1:{rtmp_port}/live/src") }));
+    let b = add_proxy(&engine, json!({ "name": "flv-src", "url": format!("http://127.0.0.1:{http_port}/live/src.flv") }));
+
+    let playing = wait_status(&engine, "rtmp-src", "playing", Duration::from_secs(20));
+    let a_id = a["stream_id"].as_str().unwrap();
+    let file = four_seconds_of(&engine, a_id, "pull-rtmp.flv");
+    assert_four_seconds_of_test_pattern(&file, std::fs::metadata(&file).unwrap().len() as usize);
+    let p = proxy(&engine, "rtmp-src");
+    assert_eq!((p["state"]["video"].as_str(), p["state"]["audio"].as_str()), (Some("h264"), Some("aac")), "{p} {playing}");
+    assert_eq!(engine.stream(a_id)["payload"], "rtmp");
+
+    wait_status(&engine, "flv-src", "playing", Duration::from_secs(20));
+    let b_id = b["stream_id"].as_str().unwrap();
+    let file = four_seconds_of(&engine, b_id, "pull-http-flv.flv");
+    let video = ffprobe(&file);
+    assert_eq!((video.codec.as_str(), video.width, video.height), ("h264", 320, 240));
+    assert!((75..=160).contains(&video.frames), "{video:?}");
+    let audio = ffprobe_audio(&file);
+    assert_eq!((audio.codec.as_str(), audio.sample_rate), ("pcm_alaw", 8000), "{audio:?}");
+    let p = proxy(&engine, "flv-src");
+    assert_eq!((p["state"]["video"].as_str(), p["state"]["audio"].as_str()), (Some("h264"), Some("pcma")), "{p}");
+    assert_eq!(engine.stream(b_id)["payload"], "flv");
+}
+
+#[test]
+fn an_hls_source_written_by_ffmpeg_plays_as_flv_at_its_own_pace() {
+    let dir = work_dir().join(format!("pull-hls-src-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let playlist = dir.join("index.m3u8");
+    let aac = ["-c:a", "aac", "-ar", "16000", "-ac", "1"];
+    let hls = ["-hls_time", "1", "-hls_list_size", "6", "-hls_flags", "delete_segments"];
+    let _ffmpeg = ffmpeg_source(&aac, "hls", playlist.to_str().unwrap(), &hls, 120);
+    let port = free_tcp_port();
+    let _server = Child2(
+        Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory", dir.to_str().unwrap(), &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server"),
+    );
+    let engine = Engine::start(1, "");
+    let p = add_proxy(&engine, json!({ "name": "hls-src", "url": format!("http://127.0.0.1:{port}/index.m3u8") }));
+    wait_status(&engine, "hls-src", "playing", Duration::from_secs(30));
+    let id = p["stream_id"].as_str().unwrap();
+    let file = four_seconds_of(&engine, id, "pull-hls.flv");
+    assert_four_seconds_of_test_pattern(&file, std::fs::metadata(&file).unwrap().len() as usize);
+    assert_eq!(engine.stream(id)["payload"], "hls");
+    // Paced by the timestamps, not a burst of 25 pictures per fetched segment: read every
+    // 100 ms for 3 s, the count never jumps by more than a few pictures.
+    let count = || engine.stream(id)["video_frames"].as_u64().unwrap();
+    let (mut last, mut jump_max) = (count(), 0);
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = count();
+        jump_max = jump_max.max(now - last);
+        last = now;
+    }
+    assert!(jump_max <= 12, "{jump_max} pictures within 100 ms");
+    let frames = proxy(&engine, "hls-src")["state"]["frames"].as_u64().unwrap();
+    assert!(frames > 100, "{frames} frames");
 }

@@ -1,10 +1,16 @@
-//! Pull proxies (拉流代理): cameras and encoders that only speak RTSP, pulled into streams that
-//! play, record and cascade like any other. The list lives on the control executor (API,
-//! `data_dir/proxies.json`, supervision); the RTSP clients run on one thread of their own with
-//! a small tokio runtime (retina needs one), never on an executor; each writes its frames to
-//! its stream's socket on the owning media shard (`shard::pull_feed`).
+//! Pull proxies (拉流代理): cameras, encoders and servers that speak RTSP, RTMP, HTTP-FLV or
+//! HLS, pulled into streams that play, record and cascade like any other. The list lives on
+//! the control executor (API, `data_dir/proxies.json`, supervision); the clients run on one
+//! thread of their own with a small tokio runtime (retina needs one), never on an executor;
+//! each writes its frames to its stream's socket on the owning media shard
+//! (`shard::pull_feed`).
 
+pub mod flv;
+pub mod hls;
+pub mod http;
+pub mod rtmp;
 pub mod rtsp;
+pub mod session;
 
 use crate::auth::Scope;
 use crate::shard::Shard;
@@ -158,7 +164,7 @@ impl PullThread {
                                     continue;
                                 }
                             };
-                            let task = tokio::spawn(rtsp::run(url, transport, sink, state));
+                            let task = tokio::spawn(session::run(url, transport, sink, state));
                             if let Some(old) = tasks.insert(name, task.abort_handle()) {
                                 old.abort();
                             }
@@ -210,12 +216,17 @@ fn check(config: &ProxyConfig) -> Result<url::Url, String> {
         return Err(format!("url is longer than {URL_BYTES_MAX} bytes"));
     }
     let url = url::Url::parse(&config.url).map_err(|e| format!("url: {e}"))?;
-    match url.scheme() {
-        "rtsp" => {}
-        other => return Err(format!("url scheme {other}:// is not pulled (rtsp:// is; RTMP sources push to rtmp.listen)")),
-    }
+    let Some(kind) = session::Kind::of(&url) else {
+        return Err(format!("url scheme {}:// is not pulled (rtsp://, rtmp://, http://….flv and http://….m3u8 are; TLS sources not yet)", url.scheme()));
+    };
     if url.host_str().is_none_or(str::is_empty) {
         return Err("url has no host".into());
+    }
+    if kind != session::Kind::Rtsp && config.transport == Transport::Udp {
+        return Err("transport udp is for rtsp:// only (RTMP and HTTP are TCP)".into());
+    }
+    if kind == session::Kind::Rtmp && rtmp::app_and_key(&url).is_none() {
+        return Err("an rtmp:// url is rtmp://host[:port]/app/stream".into());
     }
     if config.idle_s.is_some_and(|s| !(1..=ON_DEMAND_IDLE_S_MAX).contains(&s)) {
         return Err(format!("idle_s is 1..={ON_DEMAND_IDLE_S_MAX}"));
@@ -337,7 +348,8 @@ impl Proxies {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
         };
-        match self.shard.open_pulled(spec, transport).await {
+        let format = session::Kind::of(&url).map_or("rtsp", session::Kind::format);
+        match self.shard.open_pulled(spec, transport, format).await {
             Ok((_, sink)) if config.mode == Mode::OnDemand => {
                 if let Some(e) = self.entries.borrow_mut().get_mut(name) {
                     e.held = Some(sink);
@@ -497,9 +509,12 @@ mod tests {
     }
 
     #[test]
-    fn only_rtsp_urls_with_a_host_are_taken() {
+    fn only_pulled_schemes_with_a_host_are_taken() {
         assert!(check(&config("rtsp://admin:x@10.0.0.8:554/h264")).is_ok());
-        for url in ["rtmp://h/live/x", "http://h/x.flv", "file:///etc/passwd", "rtsp:///nohost", "not a url", &format!("rtsp://h/{}", "x".repeat(URL_BYTES_MAX))] {
+        assert!(check(&config("rtmp://h/live/x?token=1")).is_ok());
+        assert!(check(&config("http://h/live/x.flv")).is_ok());
+        assert!(check(&config("http://h/live/x/index.m3u8")).is_ok());
+        for url in ["rtmp://h/nokey", "https://h/x.flv", "rtsps://h/x", "file:///etc/passwd", "rtsp:///nohost", "not a url", &format!("rtsp://h/{}", "x".repeat(URL_BYTES_MAX))] {
             assert!(check(&config(url)).is_err(), "{url}");
         }
         assert!(check(&ProxyConfig { name: "a/b".into(), ..config("rtsp://h/x") }).is_err());

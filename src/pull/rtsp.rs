@@ -1,67 +1,17 @@
 //! One RTSP source, pulled with retina (a maintained RTSP client, in production in an NVR) on
 //! the pull thread's runtime: DESCRIBE, SETUP of the first video (H.264/H.265) and audio
 //! (AAC, G.711) track, PLAY, then its frames in Annex B / ADTS onto the stream's socket
-//! (`proto::frame_wire`). Reconnects with backoff until stopped or the stream goes.
+//! (`proto::frame_wire`). `session::run` retries it with backoff.
 
-use super::{PullState, Status, Transport};
+use super::Transport;
+use super::session::{CONNECT_TIMEOUT, Ended, FrameSink, SILENCE_TIMEOUT, codec_name};
 use crate::proto::flv_demux::{VideoTrack, adts_frame};
 use crate::proto::frame::{Codec, Frame};
-use crate::proto::frame_wire;
-use bytes::BytesMut;
 use futures_lite::StreamExt;
 use retina::client::{Credentials, PlayOptions, SessionOptions, SetupOptions};
 use retina::codec::{CodecItem, ParametersRef};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 
-/// Waits between attempts: doubling from the first to the last.
-pub const RETRY_BACKOFF_MIN: Duration = Duration::from_secs(1);
-pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Playing this long counts as a success: the next failure waits the least again.
-const STABLE_PLAY: Duration = Duration::from_secs(30);
-/// DESCRIBE to PLAY, at most.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A playing source silent this long is dropped and dialled again.
-pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
 const VIDEO_HZ: i64 = 90_000;
-
-/// Why one attempt ended.
-enum Ended {
-    /// The stream's socket closed (the stream was closed): the proxy stops.
-    SinkClosed,
-    /// The source failed or ended: try again after the backoff.
-    Source(String),
-}
-
-/// Pulls `url` into `sink` until the sink closes, retrying with backoff; reports into `state`.
-pub async fn run(url: url::Url, transport: Transport, mut sink: tokio::net::UnixStream, state: Arc<Mutex<PullState>>) {
-    let mut backoff = RETRY_BACKOFF_MIN;
-    loop {
-        super::set(&state, |s| s.status = Status::Connecting);
-        let started = Instant::now();
-        let why = match pull_once(&url, transport, &mut sink, &state).await {
-            Ended::SinkClosed => {
-                super::set(&state, |s| s.status = Status::Stopped);
-                return;
-            }
-            Ended::Source(why) => why,
-        };
-        if started.elapsed() >= STABLE_PLAY {
-            backoff = RETRY_BACKOFF_MIN;
-        }
-        let status = if why.contains("401") { Status::Unauthorized } else { Status::Retrying };
-        tracing::info!(url = %super::redacted(&url), why, retry_in_s = backoff.as_secs(), "pull source ended; retrying");
-        super::set(&state, |s| {
-            s.status = status;
-            s.last_error = Some(why.clone());
-            s.retry_in_ms = Some(backoff.as_millis() as u64);
-            s.failures += 1;
-        });
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
-    }
-}
 
 /// The URL without its user and password, and those as retina's credentials.
 fn split_credentials(url: &url::Url) -> (url::Url, Option<Credentials>) {
@@ -76,11 +26,12 @@ fn split_credentials(url: &url::Url) -> (url::Url, Option<Credentials>) {
     (bare, Some(creds))
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
 }
 
-async fn pull_once(url: &url::Url, transport: Transport, sink: &mut tokio::net::UnixStream, state: &Arc<Mutex<PullState>>) -> Ended {
+/// One attempt: DESCRIBE to PLAY, then frames until the source fails or the stream goes.
+pub async fn pull_once(url: &url::Url, transport: Transport, sink: &mut FrameSink) -> Ended {
     let (bare, creds) = split_credentials(url);
     let setup = async {
         let options = SessionOptions::default().creds(creds).user_agent(format!("gmv/{}", env!("CARGO_PKG_VERSION")));
@@ -109,18 +60,10 @@ async fn pull_once(url: &url::Url, transport: Transport, sink: &mut tokio::net::
     };
     let codecs = |i: usize| demuxed.streams()[i].encoding_name().to_ascii_lowercase();
     let (video_name, audio_name) = (codecs(video_i), audio_i.map(codecs));
-    super::set(state, |s| {
-        s.status = Status::Playing;
-        s.video = Some(video_name.clone());
-        s.audio = audio_name.clone();
-        s.last_error = None;
-        s.retry_in_ms = None;
-        s.connects += 1;
-    });
-    tracing::info!(url = %super::redacted(url), video = video_name, audio = ?audio_name, "pull source playing");
+    let named = |c: Option<Codec>| c.map(codec_name);
+    sink.playing(url, named(video_codec(&video_name)), named(audio_name.as_deref().and_then(audio_codec)));
     let mut track: Option<VideoTrack> = None;
     let mut asc: Option<[u8; 2]> = None;
-    let mut wire = BytesMut::new();
     loop {
         let item = match tokio::time::timeout(SILENCE_TIMEOUT, demuxed.next()).await {
             Err(_) => return Ended::Source(format!("silent for {} s", SILENCE_TIMEOUT.as_secs())),
@@ -145,7 +88,7 @@ async fn pull_once(url: &url::Url, transport: Transport, sink: &mut tokio::net::
                     Ok(Some(frame)) => frame,
                     Ok(None) => continue,
                     Err(e) => {
-                        super::set(state, |s| s.dropped_frames += 1);
+                        sink.dropped();
                         tracing::debug!(url = %super::redacted(url), %e, "pull source picture dropped");
                         continue;
                     }
@@ -165,7 +108,7 @@ async fn pull_once(url: &url::Url, transport: Transport, sink: &mut tokio::net::
                         match adts_frame(asc, f.data(), ts) {
                             Ok(frame) => frame,
                             Err(_) => {
-                                super::set(state, |s| s.dropped_frames += 1);
+                                sink.dropped();
                                 continue;
                             }
                         }
@@ -175,15 +118,9 @@ async fn pull_once(url: &url::Url, transport: Transport, sink: &mut tokio::net::
             }
             _ => continue,
         };
-        wire.clear();
-        if !frame_wire::encode(&frame, &mut wire) {
-            super::set(state, |s| s.dropped_frames += 1);
-            continue;
+        if let Err(ended) = sink.send(&frame).await {
+            return ended;
         }
-        if sink.write_all(&wire).await.is_err() {
-            return Ended::SinkClosed;
-        }
-        super::set(state, |s| s.frames += 1);
     }
 }
 

@@ -307,7 +307,10 @@ pub enum ShardMsg {
     /// are written to.
     OpenPulled {
         spec: StreamSpec,
+        /// How the source is carried (`tcp`, `udp`) and what it is (`rtsp`, `rtmp`, `flv`,
+        /// `hls`), as the stream's info shows.
         transport: &'static str,
+        format: &'static str,
         reply: oneshot::Sender<Result<(StreamInfo, std::os::fd::OwnedFd), OpenError>>,
     },
     OpenStream {

@@ -17,7 +17,7 @@ use std::rc::Rc;
 const READ_BYTES: usize = 256 << 10;
 
 /// Opens `spec` (made `local`) and returns the socket end the pull thread writes frames to.
-pub fn open(shard: &Rc<Shard>, mut spec: StreamSpec, transport: &'static str) -> Result<(StreamInfo, OwnedFd), OpenError> {
+pub fn open(shard: &Rc<Shard>, mut spec: StreamSpec, transport: &'static str, format: &'static str) -> Result<(StreamInfo, OwnedFd), OpenError> {
     spec.local = true;
     let ssrc = spec.ssrc;
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| OpenError::NoPort(format!("socket pair: {e}")))?;
@@ -39,7 +39,7 @@ pub fn open(shard: &Rc<Shard>, mut spec: StreamSpec, transport: &'static str) ->
             decoder.push(&buf[..n]);
             loop {
                 match decoder.pop() {
-                    Ok(Some(frame)) => stream.on_local_frame(frame, transport, "rtsp"),
+                    Ok(Some(frame)) => stream.on_local_frame(frame, transport, format),
                     Ok(None) => break,
                     Err(error) => {
                         tracing::error!(ssrc, ?error, "pull source frames unreadable; stream closed");

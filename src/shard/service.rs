@@ -21,9 +21,9 @@ impl Shard {
     }
 
     /// Opens a pull source's stream on its owner; the socket end its frames go to.
-    pub async fn open_pulled(&self, spec: StreamSpec, transport: &'static str) -> Result<(StreamInfo, std::os::fd::OwnedFd), OpenError> {
+    pub async fn open_pulled(&self, spec: StreamSpec, transport: &'static str, format: &'static str) -> Result<(StreamInfo, std::os::fd::OwnedFd), OpenError> {
         let ssrc = spec.ssrc;
-        self.ask_owner(ssrc, |reply| ShardMsg::OpenPulled { spec, transport, reply }).await.unwrap_or_else(|| Err(OpenError::NoPort(NO_ANSWER.into())))
+        self.ask_owner(ssrc, |reply| ShardMsg::OpenPulled { spec, transport, format, reply }).await.unwrap_or_else(|| Err(OpenError::NoPort(NO_ANSWER.into())))
     }
 
     /// Closes a stream (viewers get the end of it); false if there was none.

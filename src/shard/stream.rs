@@ -804,8 +804,8 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
         },
         ShardMsg::RtpTcp(conn) => super::single_port::tcp_arrived(shard, conn),
         ShardMsg::Rtmp(conn) => super::rtmp::arrived(shard, conn),
-        ShardMsg::OpenPulled { spec, transport, reply } => {
-            let _ = reply.send(super::pull_feed::open(shard, spec, transport));
+        ShardMsg::OpenPulled { spec, transport, format, reply } => {
+            let _ = reply.send(super::pull_feed::open(shard, spec, transport, format));
         }
         ShardMsg::Alias { device_ssrc, stream_ssrc, shard: to } => shard.single_port.alias(device_ssrc, stream_ssrc, to),
         ShardMsg::Unalias { device_ssrc, stream_ssrc } => shard.single_port.unalias(device_ssrc, stream_ssrc),
