@@ -712,6 +712,165 @@ const I18N = {
     'ret.error': 'Error',
     'ret.totals': 'Since gmv started',
     'ret.totals_text': '{passes} checks, {files} files deleted ({size})',
+    // Sources (视频源): RTSP pull proxies and RTMP pushes.
+    'nav.sources': 'Sources',
+    'err.too_many': 'The limit is reached',
+    'err.pull_unavailable': 'Pull proxies are unavailable on this gmv',
+    'err.rtmp_disabled': 'RTMP ingest is off on this gmv',
+    'src.intro': 'Cameras that only speak RTSP, and RTMP, HTTP-FLV or HLS addresses of other servers, are pulled by gmv (pull proxies); encoders, OBS and drones push RTMP to it. Both play, record and go up to upper platforms like any stream.',
+    'src.viewer_note': 'This key is a viewer\'s: it sees and plays the sources. Adding, changing and deleting them, and push addresses, take an operator or admin key: sign out and sign in with one.',
+    'src.updated': 'updated {time}',
+    'src.loading': 'Loading…',
+    'src.proxies_title': 'Pull proxies',
+    'src.proxies_intro': 'gmv dials each source\'s address (RTSP, RTMP, HTTP-FLV or HLS) and turns it into a stream: always, or on demand only while someone watches.',
+    'src.count': '{n} of at most {max}',
+    'src.none': 'No pull proxy yet: add a camera\'s RTSP address (or an RTMP, HTTP-FLV or HLS address) below.',
+    'src.none_viewer': 'No pull proxy yet.',
+    'src.h.name': 'Name',
+    'src.h.url': 'Source address',
+    'src.h.transport': 'Transport',
+    'src.h.mode': 'Mode',
+    'src.h.status': 'Status',
+    'src.h.frames': 'Frames',
+    'src.h.codecs': 'Video / audio',
+    'src.stream_id': 'Stream ID',
+    'src.mode.always': 'always',
+    'src.mode.on_demand_n': 'on demand (closed {s} s after the last viewer)',
+    'src.status.starting': 'starting',
+    'src.status.idle': 'idle',
+    'src.status.connecting': 'connecting',
+    'src.status.playing': 'playing',
+    'src.status.retrying': 'retrying',
+    'src.status.unauthorized': 'unauthorized',
+    'src.status.stopped': 'stopped',
+    'src.idle_note': 'On demand: nobody watches, so the camera is not dialled; playing it dials it.',
+    'src.connecting_note': 'Dialling the camera…',
+    'src.retry_in': 'Next try in about {s} s.',
+    'src.retry_now': 'Dialling again now.',
+    'src.retry_rule': 'After each failure gmv waits longer before dialling again (now {wait} s, doubling up to 30 s); failures so far: {n}.',
+    'src.dropped': '{n} dropped',
+    'src.connects': 'connections: {n}',
+    'src.no_audio': 'no audio',
+    'src.play': '▶ Play',
+    'src.edit': 'Edit',
+    'src.delete': 'Delete',
+    'src.delete_confirm': 'Click again to delete',
+    'src.deleted': 'Pull proxy {name} deleted; its stream ended.',
+    'src.perr.raw': 'The engine said: {raw}',
+    'src.perr.credentials': 'The camera refused the user name or password ({code} to {method}).',
+    'src.phint.credentials': 'Check the user and password in the address: edit the proxy and type the whole address again with the right password.',
+    'src.perr.path': 'The camera does not know this address\'s path ({code} to {method}).',
+    'src.phint.http_path': 'Check the stream\'s path on that server (for ZLMediaKit and SRS {example}).',
+    'src.phint.path': 'Check the path after the port in the camera\'s manual or web page (on Hikvision cameras {example}).',
+    'src.perr.transport': 'The camera refused the transport ({code} to {method}).',
+    'src.phint.transport': 'Edit the proxy and choose the other transport (TCP or UDP).',
+    'src.perr.camera_failing': 'The camera answered with an error ({code} to {method}).',
+    'src.phint.camera_failing': 'It is failing or has too many clients; restart it or lower its number of viewers.',
+    'src.perr.answered': 'The camera answered {code} to {method}.',
+    'src.perr.refused': 'Nothing accepts connections at this address and port (connection refused).',
+    'src.phint.refused': 'Check the address and port (RTSP 554, RTMP 1935 by default), that the source is on and that the protocol is enabled.',
+    'src.perr.no_answer': 'The camera does not answer.',
+    'src.phint.no_answer': 'Check that it is on and reachable from gmv (address, network, firewall).',
+    'src.perr.unreachable': 'The camera\'s network cannot be reached from gmv.',
+    'src.phint.unreachable': 'Check the address and the route between gmv and the camera.',
+    'src.perr.dns': 'The camera\'s host name cannot be found.',
+    'src.phint.dns': 'Check the name, or use the camera\'s IP address.',
+    'src.perr.connect': 'gmv cannot connect to the camera.',
+    'src.perr.slow': 'The camera did not start the stream within {s} s.',
+    'src.perr.codec': 'The source has no H.264 or H.265 video; it offers:',
+    'src.phint.codec': 'Set the camera\'s video encoding to H.264 or H.265.',
+    'src.perr.silent': 'The camera stopped sending for {s} s.',
+    'src.perr.ended': 'The camera ended the session.',
+    'src.phint.silent': 'It restarted, or the network dropped; gmv dials again by itself.',
+    'src.perr.parameters': 'The camera\'s video parameters cannot be used:',
+    'src.perr.stream': 'gmv could not open the proxy\'s stream:',
+    'src.phint.stream': 'gmv tries again in a moment.',
+    'src.perr.other': 'The source failed:',
+    'src.f.add_title': 'Add a pull proxy',
+    'src.f.edit_title': 'Change pull proxy {name}',
+    'src.f.name': 'Name',
+    'src.f.name_ph': 'letters, digits, _ and -, e.g. lobby',
+    'src.f.url': 'Source address: RTSP, RTMP, HTTP-FLV or HLS (with user and password)',
+    'src.f.url_ph': 'rtsp://user:password@192.168.1.64:554/Streaming/Channels/101',
+    'src.f.transport': 'Transport',
+    'src.f.tcp': 'TCP (recommended)',
+    'src.f.udp': 'UDP',
+    'src.f.mode': 'Mode',
+    'src.f.always': 'Always: pulled all the time',
+    'src.f.on_demand': 'On demand: pulled while someone watches',
+    'src.f.idle': 'Close after no viewer for (s)',
+    'src.f.idle_ph': '30',
+    'src.f.url_note': 'The user and password go in the address; gmv keeps them and shows the password only as ***.',
+    'src.f.url_keep': 'Leave the address as it is to keep the password; to change the address, type it whole, with the password.',
+    'src.f.add': 'Add',
+    'src.f.save': 'Save',
+    'src.f.cancel': 'Cancel',
+    'src.f.saving': 'Saving…',
+    'src.f.added': 'Pull proxy {name} added: gmv dials the camera now.',
+    'src.f.saved': 'Pull proxy {name} saved: gmv dials the camera again with it.',
+    'src.f.need_name': 'Give the proxy a name.',
+    'src.f.need_url': 'Enter the source\'s address (for a camera, its RTSP address).',
+    'src.f.retype_password': 'The address still holds *** where the password was: type the real password (or leave the address as it was to keep it).',
+    'src.err.add': 'The pull proxy was not added:',
+    'src.err.save': 'The change was not saved:',
+    'src.err.delete': 'It was not deleted:',
+    'src.why.forbidden': 'this key is a viewer\'s; it takes an operator or admin key.',
+    'src.why.unauthorized': 'this key is not valid any more: sign out and sign in again.',
+    'src.why.exists': 'a pull proxy named {name} exists already; choose another name or edit that one.',
+    'src.why.too_many': 'gmv keeps at most {max} pull proxies; delete one first.',
+    'src.why.gone': 'there is no pull proxy {name} any more (deleted meanwhile).',
+    'src.why.pull_unavailable': 'pull proxies are unavailable on this gmv (its log at start says why).',
+    'src.why.network': 'gmv did not answer; try again.',
+    'src.why.name': 'the name takes letters, digits, _ and - only (at most 64).',
+    'src.why.url_long': 'the address is longer than {n} characters.',
+    'src.why.scheme': 'gmv cannot pull {scheme} addresses; it pulls {list}.',
+    'src.why.scheme_push': 'An encoder that speaks RTMP pushes to gmv instead: get it a push address under RTMP pushes.',
+    'src.why.udp_rtsp_only': 'UDP is for {rtsp} addresses only; choose TCP.',
+    'src.why.rtmp_url': 'an RTMP address names an app and a stream, like {example}.',
+    'src.why.no_host': 'the address names no camera (nothing after {rtsp}).',
+    'src.why.url_invalid': 'the address is not valid; it reads like {example}',
+    'src.why.idle': 'the time without a viewer is a whole number of seconds from 1 to 3600.',
+    'src.why.mode': 'the mode is always or on demand.',
+    'src.why.transport': 'the transport is TCP or UDP.',
+    'src.list.proxies': 'The pull proxies could not be read:',
+    'src.list.rtmp': 'The RTMP pushes could not be read:',
+    'src.list.unreachable': 'gmv did not answer; trying again. What is shown may be out of date.',
+    'src.rtmp_title': 'RTMP pushes',
+    'src.rtmp_intro': 'Encoders publishing to gmv now. A push address carries a token: give each encoder its own.',
+    'src.rtmp.off': 'RTMP ingest is off on this gmv ({config} in its config): no encoder can push.',
+    'src.rtmp.none': 'No encoder is publishing now. Get a push address below and give it to the encoder.',
+    'src.rtmp.none_viewer': 'No encoder is publishing now.',
+    'src.rtmp.counters': 'RTMP on {listen}: publishing now {publishing}; published {published}; connections {accepted}; refused: bad token {refused_token}, name in use {refused_exists}, busy {refused_busy}, not RTMP {refused_protocol}; unreadable messages {demux_errors}.',
+    'src.h.push_name': 'Stream name',
+    'src.h.video': 'Video',
+    'src.h.audio': 'Audio',
+    'src.h.kbps': 'kbit/s',
+    'src.h.viewers': 'Viewers',
+    'src.h.since': 'Publishing',
+    'src.waiting': 'waiting for the first frame',
+    'src.for_s': 'for {s} s',
+    'src.for_m': 'for {m} min {s} s',
+    'src.for_h': 'for {h} h {m} min',
+    'src.pub.title': 'Get a push address',
+    'src.pub.stream': 'Stream name (app/stream)',
+    'src.pub.days': 'Valid for (days)',
+    'src.pub.submit': 'Get a push address',
+    'src.pub.issuing': 'Asking gmv…',
+    'src.pub.issued': 'Push address for {stream}, valid {days} days:',
+    'src.pub.url': 'Full address',
+    'src.pub.url_hint': 'For ffmpeg and most encoders: the whole address in one field.',
+    'src.pub.server': 'OBS: Server',
+    'src.pub.key': 'OBS: Stream key',
+    'src.pub.expires': 'Valid until',
+    'src.pub.stream_id': 'Stream ID',
+    'src.pub.stream_id_hint': 'listed above and playable once the encoder publishes',
+    'src.pub.secret': 'Keep it secret: whoever has it can publish this stream until it expires.',
+    'src.pub.need_stream': 'Enter a stream name as app/stream, e.g. live/cam1.',
+    'src.pub.failed': 'No push address was issued:',
+    'src.pub.why.rtmp_off': 'RTMP ingest is off on this gmv ({config} in its config).',
+    'src.pub.why.format': 'the stream name is app/stream with one slash, e.g. {example}.',
+    'src.pub.why.names': 'the app and stream names take letters, digits, _ and - only (at most 64 each).',
+    'src.pub.why.days': 'The validity is a whole number of days from 1 to {max}.',
   },
   'zh-CN': {
     'app.title': 'gmv 控制台',
@@ -1385,6 +1544,165 @@ const I18N = {
     'ret.error': '错误',
     'ret.totals': 'gmv 启动以来',
     'ret.totals_text': '检查 {passes} 次，删除 {files} 个文件（{size}）',
+    // 视频源：RTSP 拉流代理与 RTMP 推流。
+    'nav.sources': '视频源',
+    'err.too_many': '已达到数量上限',
+    'err.pull_unavailable': '此 gmv 的拉流代理不可用',
+    'err.rtmp_disabled': '此 gmv 未启用 RTMP 推流接入',
+    'src.intro': '只支持 RTSP 的摄像机，以及其他服务器的 RTMP、HTTP-FLV 或 HLS 地址，由 gmv 主动拉流（拉流代理）；编码器、OBS 和无人机通过 RTMP 向 gmv 推流。两者都和其他流一样可以播放、录像和级联上报。',
+    'src.viewer_note': '当前密钥为观看者角色：可以查看和播放视频源。添加、修改、删除视频源以及获取推流地址需要操作员或管理员密钥：请退出后用这样的密钥登录。',
+    'src.updated': '更新于 {time}',
+    'src.loading': '加载中…',
+    'src.proxies_title': '拉流代理',
+    'src.proxies_intro': 'gmv 连接每个视频源的地址（RTSP、RTMP、HTTP-FLV 或 HLS）并将其转为一路流：常驻拉流，或按需拉流（仅在有人观看时）。',
+    'src.count': '{n} 个（上限 {max} 个）',
+    'src.none': '还没有拉流代理：请在下方填写摄像机的 RTSP 地址（或 RTMP、HTTP-FLV、HLS 地址）来添加。',
+    'src.none_viewer': '还没有拉流代理。',
+    'src.h.name': '名称',
+    'src.h.url': '源地址',
+    'src.h.transport': '传输方式',
+    'src.h.mode': '拉流方式',
+    'src.h.status': '状态',
+    'src.h.frames': '帧数',
+    'src.h.codecs': '视频 / 音频',
+    'src.stream_id': '流 ID',
+    'src.mode.always': '常驻',
+    'src.mode.on_demand_n': '按需（最后一位观众离开 {s} 秒后断开）',
+    'src.status.starting': '启动中',
+    'src.status.idle': '待机',
+    'src.status.connecting': '连接中',
+    'src.status.playing': '拉流中',
+    'src.status.retrying': '重试中',
+    'src.status.unauthorized': '认证失败',
+    'src.status.stopped': '已停止',
+    'src.idle_note': '按需拉流：当前无人观看，因此不连接摄像机；有人播放时才会连接。',
+    'src.connecting_note': '正在连接摄像机…',
+    'src.retry_in': '约 {s} 秒后重试。',
+    'src.retry_now': '正在重新连接。',
+    'src.retry_rule': '每次失败后 gmv 等待更久再重连（当前 {wait} 秒，逐次加倍，最长 30 秒）；已失败 {n} 次。',
+    'src.dropped': '丢弃 {n} 帧',
+    'src.connects': '已连接 {n} 次',
+    'src.no_audio': '无音频',
+    'src.play': '▶ 播放',
+    'src.edit': '编辑',
+    'src.delete': '删除',
+    'src.delete_confirm': '再次点击以删除',
+    'src.deleted': '已删除拉流代理 {name}，其流已结束。',
+    'src.perr.raw': '引擎原文：{raw}',
+    'src.perr.credentials': '摄像机拒绝了用户名或密码（{method} 返回 {code}）。',
+    'src.phint.credentials': '请检查地址中的用户名和密码：编辑该代理，用正确的密码重新填写完整地址。',
+    'src.perr.path': '摄像机不认识该地址的路径（{method} 返回 {code}）。',
+    'src.phint.http_path': '请检查该服务器上流的路径（ZLMediaKit 和 SRS 为 {example}）。',
+    'src.phint.path': '请根据摄像机的说明书或网页检查端口之后的路径（海康威视摄像机为 {example}）。',
+    'src.perr.transport': '摄像机拒绝了该传输方式（{method} 返回 {code}）。',
+    'src.phint.transport': '请编辑该代理，改用另一种传输方式（TCP 或 UDP）。',
+    'src.perr.camera_failing': '摄像机返回错误（{method} 返回 {code}）。',
+    'src.phint.camera_failing': '摄像机出现故障或连接数过多：请重启摄像机或减少其观看连接。',
+    'src.perr.answered': '摄像机对 {method} 返回了 {code}。',
+    'src.perr.refused': '该地址和端口上没有服务接受连接（连接被拒绝）。',
+    'src.phint.refused': '请检查地址和端口（RTSP 默认 554，RTMP 默认 1935），确认视频源已开机且已启用该协议。',
+    'src.perr.no_answer': '摄像机没有应答。',
+    'src.phint.no_answer': '请确认摄像机已开机，且 gmv 能访问到它（地址、网络、防火墙）。',
+    'src.perr.unreachable': 'gmv 无法到达摄像机所在的网络。',
+    'src.phint.unreachable': '请检查地址以及 gmv 到摄像机之间的路由。',
+    'src.perr.dns': '找不到摄像机的主机名。',
+    'src.phint.dns': '请检查主机名，或改用摄像机的 IP 地址。',
+    'src.perr.connect': 'gmv 无法连接摄像机。',
+    'src.perr.slow': '摄像机在 {s} 秒内没有开始发送视频流。',
+    'src.perr.codec': '该视频源没有 H.264 或 H.265 视频，它提供的是：',
+    'src.phint.codec': '请将摄像机的视频编码设置为 H.264 或 H.265。',
+    'src.perr.silent': '摄像机已 {s} 秒没有发送数据。',
+    'src.perr.ended': '摄像机结束了会话。',
+    'src.phint.silent': '摄像机可能重启或网络中断；gmv 会自动重新连接。',
+    'src.perr.parameters': '摄像机的视频参数无法使用：',
+    'src.perr.stream': 'gmv 无法打开该代理的流：',
+    'src.phint.stream': 'gmv 稍后会自动重试。',
+    'src.perr.other': '视频源出错：',
+    'src.f.add_title': '添加拉流代理',
+    'src.f.edit_title': '修改拉流代理 {name}',
+    'src.f.name': '名称',
+    'src.f.name_ph': '字母、数字、下划线或连字符',
+    'src.f.url': '源地址：RTSP、RTMP、HTTP-FLV 或 HLS（含用户名和密码）',
+    'src.f.url_ph': 'rtsp://用户名:密码@192.168.1.64:554/Streaming/Channels/101',
+    'src.f.transport': '传输方式',
+    'src.f.tcp': 'TCP（推荐）',
+    'src.f.udp': 'UDP',
+    'src.f.mode': '拉流方式',
+    'src.f.always': '常驻：始终拉流',
+    'src.f.on_demand': '按需：有人观看时才拉流',
+    'src.f.idle': '无人观看多久后断开（秒）',
+    'src.f.idle_ph': '30',
+    'src.f.url_note': '用户名和密码写在地址里；gmv 会保存它们，但密码只显示为 ***。',
+    'src.f.url_keep': '地址保持不变即保留原密码；如需修改地址，请连同密码完整填写。',
+    'src.f.add': '添加',
+    'src.f.save': '保存',
+    'src.f.cancel': '取消',
+    'src.f.saving': '正在保存…',
+    'src.f.added': '已添加拉流代理 {name}：gmv 正在连接摄像机。',
+    'src.f.saved': '已保存拉流代理 {name}：gmv 将按新设置重新连接摄像机。',
+    'src.f.need_name': '请为该代理填写名称。',
+    'src.f.need_url': '请填写视频源的地址（摄像机填写其 RTSP 地址）。',
+    'src.f.retype_password': '地址中原密码的位置仍是 ***：请填写真实密码（或保持地址不变以保留原密码）。',
+    'src.err.add': '未添加拉流代理：',
+    'src.err.save': '修改未保存：',
+    'src.err.delete': '未删除：',
+    'src.why.forbidden': '当前密钥为观看者角色，此操作需要操作员或管理员密钥。',
+    'src.why.unauthorized': '当前密钥已失效：请退出后重新登录。',
+    'src.why.exists': '已存在名为 {name} 的拉流代理：请换一个名称，或编辑已有的那个。',
+    'src.why.too_many': 'gmv 最多保存 {max} 个拉流代理：请先删除一个。',
+    'src.why.gone': '拉流代理 {name} 已不存在（已被删除）。',
+    'src.why.pull_unavailable': '此 gmv 的拉流代理不可用（原因见其启动日志）。',
+    'src.why.network': 'gmv 没有应答，请重试。',
+    'src.why.name': '名称只能包含字母、数字、下划线和连字符（最多 64 个）。',
+    'src.why.url_long': '地址超过 {n} 个字符。',
+    'src.why.scheme': 'gmv 不能拉取 {scheme} 地址，只能拉取 {list} 地址。',
+    'src.why.scheme_push': '支持 RTMP 的编码器应改为向 gmv 推流：请在“RTMP 推流”下为其获取推流地址。',
+    'src.why.udp_rtsp_only': '只有 {rtsp} 地址可以使用 UDP：请选择 TCP。',
+    'src.why.rtmp_url': 'RTMP 地址须包含应用名和流名，例如 {example}。',
+    'src.why.no_host': '地址中没有摄像机的主机（{rtsp} 之后为空）。',
+    'src.why.url_invalid': '地址格式无效，正确的格式如 {example}',
+    'src.why.idle': '无人观看的断开时间须为 1 到 3600 之间的整数秒。',
+    'src.why.mode': '拉流方式只能是常驻或按需。',
+    'src.why.transport': '传输方式只能是 TCP 或 UDP。',
+    'src.list.proxies': '无法读取拉流代理：',
+    'src.list.rtmp': '无法读取 RTMP 推流：',
+    'src.list.unreachable': 'gmv 没有应答，正在重试；显示的内容可能已过时。',
+    'src.rtmp_title': 'RTMP 推流',
+    'src.rtmp_intro': '当前正在向 gmv 推流的编码器。推流地址带有令牌：请为每个编码器单独获取。',
+    'src.rtmp.off': '此 gmv 未启用 RTMP 推流接入（配置项 {config}）：编码器无法推流。',
+    'src.rtmp.none': '当前没有编码器在推流。请在下方获取推流地址并填入编码器。',
+    'src.rtmp.none_viewer': '当前没有编码器在推流。',
+    'src.rtmp.counters': 'RTMP 监听 {listen}：正在推流 {publishing} 路，累计推流 {published} 次，连接 {accepted} 次；已拒绝：令牌无效 {refused_token} 次、流名已被占用 {refused_exists} 次、繁忙 {refused_busy} 次、协议错误 {refused_protocol} 次；无法解析的消息 {demux_errors} 条。',
+    'src.h.push_name': '流名称',
+    'src.h.video': '视频',
+    'src.h.audio': '音频',
+    'src.h.kbps': '码率（千比特/秒）',
+    'src.h.viewers': '观看数',
+    'src.h.since': '已推流',
+    'src.waiting': '等待第一帧',
+    'src.for_s': '{s} 秒',
+    'src.for_m': '{m} 分 {s} 秒',
+    'src.for_h': '{h} 小时 {m} 分',
+    'src.pub.title': '获取推流地址',
+    'src.pub.stream': '流名称（应用/流）',
+    'src.pub.days': '有效期（天）',
+    'src.pub.submit': '获取推流地址',
+    'src.pub.issuing': '正在向 gmv 申请…',
+    'src.pub.issued': '{stream} 的推流地址，有效期 {days} 天：',
+    'src.pub.url': '完整地址',
+    'src.pub.url_hint': '用于 ffmpeg 和大多数编码器：在一个输入框中填写完整地址。',
+    'src.pub.server': 'OBS：服务器',
+    'src.pub.key': 'OBS：推流码',
+    'src.pub.expires': '有效期至',
+    'src.pub.stream_id': '流 ID',
+    'src.pub.stream_id_hint': '编码器开始推流后会显示在上方列表中，可以播放',
+    'src.pub.secret': '请妥善保管：在有效期内，任何持有该地址的人都可以推送这路流。',
+    'src.pub.need_stream': '请按“应用/流”的格式填写流名称。',
+    'src.pub.failed': '未能获取推流地址：',
+    'src.pub.why.rtmp_off': '此 gmv 未启用 RTMP 推流接入（配置项 {config}）。',
+    'src.pub.why.format': '流名称须为“应用/流”，只含一个斜杠，例如 {example}。',
+    'src.pub.why.names': '应用名和流名只能包含字母、数字、下划线和连字符（各最多 64 个）。',
+    'src.pub.why.days': '有效期须为 1 到 {max} 之间的整数天。',
   },
 };
 
@@ -1566,6 +1884,8 @@ function show(view) {
   // Refreshed while shown only (its own timer: one request at a time).
   if (view === 'upstreams') startUpstreams();
   else stopUpstreams();
+  if (view === 'sources') startSources();
+  else stopSources();
 }
 for (const b of document.querySelectorAll('nav button')) b.addEventListener('click', () => show(b.dataset.view));
 
@@ -2379,7 +2699,9 @@ function watchTile(tile) {
       const s = await api('GET', `/api/streams/${tile.streamId}`);
       sayKey(tile.stats, 'wall.stats', { player: PLAYERS[tile.level], codec: s.video_codec || '?', width: s.width || '?', height: s.height || '?', kbps: s.bitrate_kbps, fps, lost: s.lost });
       // Nothing taken yet: say why on the tile (what arrived from where, or nothing at all).
-      const noMedia = s.no_media && s.age_ms >= NO_MEDIA_SHOWN_AFTER_MS ? s.no_media : null;
+      // A stream with frames has taken media, whatever `no_media` says (gmv gives RTMP and
+      // RTSP-pulled streams, fed in process, the RTP lock's "no packet at all").
+      const noMedia = s.no_media && !(s.frames > 0) && s.age_ms >= NO_MEDIA_SHOWN_AFTER_MS ? s.no_media : null;
       if (noMedia) sayKey(tile.message, 'wall.no_media', { why: noMedia });
       else if (tile.noMedia) sayKey(tile.message, '');
       tile.noMedia = noMedia;
@@ -4888,3 +5210,578 @@ function renderRetention() {
   item('ret.totals', 'totals', t('ret.totals_text', { passes: v.passes, files: v.deleted_files_total, size: sizeText(v.deleted_bytes_total) }));
   dl.replaceChildren(...items);
 }
+
+// ---- sources (视频源): RTSP pull proxies and RTMP pushes ----
+// The pull proxies (GET /api/proxies) with their state explained (a badge, the last error in
+// words and when gmv dials again), a form to add and change them; the RTMP publishers (streams
+// named `{app}/{stream}` in /api/streams, not `proxy/...`) and the RTMP counters (/api/rtmp);
+// push addresses (publish tokens) for encoders, with copy buttons. Every source plays in the
+// wall. Refreshed every 2 s while shown, one request at a time; rows stay (a button is never
+// replaced under the pointer). Changing takes an operator key: a viewer's key sees and plays,
+// and is told why there is no form. The API names no role, so it is learnt from GET
+// /api/upstreams (an operator's call: 403 for a viewer) and from any 403 to a change.
+
+const SOURCES_REFRESH_MS = 2000;
+const PROXY_STATUSES = ['starting', 'idle', 'connecting', 'playing', 'retrying', 'unauthorized', 'stopped'];
+const PROXY_IDLE_S_DEFAULT = 30;
+const PUBLISH_DAYS_DEFAULT = 30;
+const PUBLISH_DAYS_MAX = 3650;
+/// Pages of /api/streams read for the RTMP publishers (named streams come last in its order).
+const STREAM_PAGES_MAX = 5;
+const srcs = {
+  shown: false, timer: null, loading: false, loads: 0, ignoreBefore: 0,
+  proxies: null, max: null, proxiesError: null, streams: null, streamsError: null, rtmp: null, rtmpError: null,
+  updatedAt: 0, canWrite: null, probing: null,
+  rows: new Map(), // proxy name -> {p, node, cells, play, edit, del}
+  pushRows: new Map(), // stream id -> {s, node, cells, play}
+  editing: null, // the proxy the form changes ({name, url, transport, mode, idle_s}), or null: it adds one
+  armed: null, armTimer: null,
+  failSeen: new Map(), // proxy name -> {failures, at}: when this page first saw its latest failure
+  issued: null, // the last push address issued here
+};
+
+function startSources() {
+  if (srcs.shown) return;
+  srcs.shown = true;
+  if (srcs.canWrite === null) probeSourcesRole();
+  renderSourcesAccess();
+  refreshSources();
+}
+function stopSources() {
+  srcs.shown = false;
+  clearTimeout(srcs.timer);
+  srcs.timer = null;
+}
+async function refreshSources() {
+  clearTimeout(srcs.timer);
+  srcs.timer = null;
+  if (!srcs.shown || srcs.loading) return;
+  srcs.loading = true;
+  try {
+    await loadSources();
+  } finally {
+    srcs.loading = false;
+    if (srcs.shown && !srcs.timer) srcs.timer = setTimeout(refreshSources, SOURCES_REFRESH_MS);
+  }
+}
+
+// Whether this key may change sources: an admin's may; another's is asked of an operator's
+// read (a viewer's gets 403).
+async function probeSourcesRole() {
+  if (isAdmin === true) { srcs.canWrite = true; return; }
+  if (srcs.probing) return;
+  srcs.probing = api('GET', '/api/upstreams').then(() => true, (err) => !(err instanceof ApiError && err.status === 403));
+  srcs.canWrite = await srcs.probing;
+  srcs.probing = null;
+  renderSourcesAccess();
+  if (srcs.proxies) renderSources();
+}
+function learnViewer(err) {
+  if (err instanceof ApiError && err.status === 403 && srcs.canWrite !== false) {
+    srcs.canWrite = false;
+    renderSourcesAccess();
+    renderSources();
+  }
+}
+
+// The streams, in pages (the RTMP publishers' named streams sort last).
+async function allStreams() {
+  const first = await api('GET', '/api/streams?limit=1000');
+  const list = [...(first.streams || [])];
+  for (let page = 1; page < STREAM_PAGES_MAX && list.length < (first.total || 0); page++) {
+    const next = await api('GET', `/api/streams?limit=1000&offset=${list.length}`);
+    if (!next.streams || !next.streams.length) break;
+    list.push(...next.streams);
+  }
+  return list;
+}
+
+async function loadSources() {
+  const n = ++srcs.loads;
+  const [p, s, r] = await Promise.allSettled([api('GET', '/api/proxies'), allStreams(), api('GET', '/api/rtmp')]);
+  if (n < srcs.ignoreBefore) return;
+  if (p.status === 'fulfilled') {
+    srcs.proxies = Array.isArray(p.value && p.value.proxies) ? p.value.proxies : [];
+    srcs.max = p.value.max ?? null;
+    srcs.proxiesError = null;
+  } else {
+    srcs.proxiesError = p.reason;
+    if (p.reason instanceof ApiError && [401, 403, 503].includes(p.reason.status)) srcs.proxies = null;
+  }
+  if (s.status === 'fulfilled') { srcs.streams = s.value; srcs.streamsError = null; } else srcs.streamsError = s.reason;
+  if (r.status === 'fulfilled') { srcs.rtmp = r.value; srcs.rtmpError = null; } else srcs.rtmpError = r.reason;
+  if (p.status === 'fulfilled' || s.status === 'fulfilled') srcs.updatedAt = Date.now();
+  renderSources();
+}
+
+const proxyStatusText = (s) => (PROXY_STATUSES.includes(s) ? t(`src.status.${s}`) : s);
+const firstLine = (text) => String(text).split('\n')[0].trim();
+
+// What a proxy's `last_error` (retina's or gmv's words) means, and what to check:
+// {title, hint, raw} (raw: shown too when the words are not recognised).
+function explainPullError(error) {
+  const text = String(error);
+  let m;
+  if ((m = /^(\d{3})\b[^\n]*? response to (\w+)/.exec(text))) {
+    const code = Number(m[1]);
+    const params = { code, method: codeEl(m[2]) };
+    if (code === 401 || code === 403) return { title: sentence('src.perr.credentials', params), hint: t('src.phint.credentials') };
+    if (code === 404) return { title: sentence('src.perr.path', params), hint: sentence('src.phint.path', { example: codeEl('/Streaming/Channels/101') }) };
+    if (code === 461) return { title: sentence('src.perr.transport', params), hint: t('src.phint.transport') };
+    if (code >= 500) return { title: sentence('src.perr.camera_failing', params), hint: t('src.phint.camera_failing') };
+    return { title: sentence('src.perr.answered', params), hint: '', raw: firstLine(text) };
+  }
+  // gmv's HTTP-FLV/HLS client: "HTTP 404 Not Found" (a segment's: "segment 12: HTTP 404 ...").
+  if ((m = /^(?:segment \S+ )?HTTP (\d{3})/.exec(text))) {
+    const code = Number(m[1]);
+    const params = { code, method: codeEl('GET') };
+    if (code === 401 || code === 403) return { title: sentence('src.perr.credentials', params), hint: t('src.phint.credentials') };
+    if (code === 404) return { title: sentence('src.perr.path', params), hint: sentence('src.phint.http_path', { example: codeEl('/live/stream.flv') }) };
+    if (code >= 500) return { title: sentence('src.perr.camera_failing', params), hint: t('src.phint.camera_failing') };
+    return { title: sentence('src.perr.answered', params), hint: '', raw: firstLine(text) };
+  }
+  if ((m = /^(?:Unable to connect to RTSP server|connect \S+): (.*)/.exec(text))) {
+    const why = m[1];
+    if (/refused/i.test(why)) return { title: t('src.perr.refused'), hint: t('src.phint.refused'), raw: firstLine(why) };
+    if (/timed? ?out/i.test(why)) return { title: t('src.perr.no_answer'), hint: t('src.phint.no_answer'), raw: firstLine(why) };
+    if (/unreachable|no route/i.test(why)) return { title: t('src.perr.unreachable'), hint: t('src.phint.unreachable'), raw: firstLine(why) };
+    if (/lookup|resolve|name or service|nodename|dns/i.test(why)) return { title: t('src.perr.dns'), hint: t('src.phint.dns'), raw: firstLine(why) };
+    return { title: t('src.perr.connect'), hint: t('src.phint.refused'), raw: firstLine(why) };
+  }
+  if ((m = /^no PLAY within (\d+) s/.exec(text)) || /^Timeout/.test(text)) return { title: t('src.perr.slow', { s: m ? m[1] : 10 }), hint: t('src.phint.no_answer') };
+  if ((m = /^no H\.264 or H\.265 video track \(the source offers (.*)\)/.exec(text))) return { title: t('src.perr.codec'), hint: t('src.phint.codec'), raw: m[1] };
+  if ((m = /^silent for (\d+) s/.exec(text))) return { title: t('src.perr.silent', { s: m[1] }), hint: t('src.phint.silent') };
+  if (/^the source ended the session/.test(text)) return { title: t('src.perr.ended'), hint: t('src.phint.silent') };
+  if (/^video parameters:/.test(text)) return { title: t('src.perr.parameters'), hint: t('src.phint.codec'), raw: firstLine(text) };
+  if ((m = /^stream not opened: (.*)/.exec(text))) return { title: t('src.perr.stream'), hint: t('src.phint.stream'), raw: firstLine(m[1]) };
+  return { title: t('src.perr.other'), hint: '', raw: firstLine(text) };
+}
+
+// Why the engine refused a proxy (its 400's words), in the operator's words (nodes), or null.
+function proxyRefusal(message) {
+  const text = String(message || '');
+  let m;
+  if (/^name is /.test(text)) return sentence('src.why.name');
+  if ((m = /^url is longer than (\d+)/.exec(text))) return sentence('src.why.url_long', { n: m[1] });
+  if ((m = /^url scheme (\S+?):\/\/ is not pulled(?: \(([^)]*)\))?/.exec(text))) {
+    // What gmv pulls, as its message lists them (rtsp://, and in later versions more).
+    const pulled = [...new Set((m[2] || 'rtsp://').match(/\b[a-z]+:\/\/[^\s,;)]*/g) || ['rtsp://'])];
+    const list = pulled.flatMap((x, i) => [...(i ? [t('common.list_sep')] : []), codeEl(x)]);
+    const parts = sentence('src.why.scheme', { scheme: codeEl(`${m[1]}://`), list: el('span', {}, ...list) });
+    if (!pulled.some((x) => x.startsWith('rtmp://'))) parts.push(t('common.sentence_sep'), ...sentence('src.why.scheme_push'));
+    return parts;
+  }
+  if (/^transport udp is for rtsp/.test(text)) return sentence('src.why.udp_rtsp_only', { rtsp: codeEl('rtsp://') });
+  if (/^an rtmp:\/\/ url is/.test(text)) return sentence('src.why.rtmp_url', { example: codeEl('rtmp://host:1935/app/stream') });
+  if (/^url has no host/.test(text)) return sentence('src.why.no_host', { rtsp: codeEl('rtsp://') });
+  if (/^url: /.test(text)) return sentence('src.why.url_invalid', { example: codeEl('rtsp://192.168.1.64:554/...') });
+  if (/^idle_s /.test(text)) return sentence('src.why.idle');
+  if (/^mode /.test(text) || /unknown variant[^\n]*always/.test(text)) return sentence('src.why.mode');
+  if (/^transport /.test(text) || /unknown variant[^\n]*tcp/.test(text)) return sentence('src.why.transport');
+  return null;
+}
+
+// Why a change was not made, in the operator's words: `what` is add, save or delete.
+function proxyProblem(err, what, name) {
+  let reason;
+  let x;
+  if (err instanceof ApiError && err.status === 403) reason = [t('src.why.forbidden')];
+  else if (err instanceof ApiError && err.status === 401) reason = [t('src.why.unauthorized')];
+  else if (err instanceof ApiError && err.code === 'exists') reason = sentence('src.why.exists', { name: dataSpan(name) });
+  else if (err instanceof ApiError && err.code === 'too_many') reason = [t('src.why.too_many', { max: srcs.max ?? 1000 })];
+  else if (err instanceof ApiError && err.status === 404) reason = sentence('src.why.gone', { name: dataSpan(name) });
+  else if (err instanceof ApiError && err.code === 'pull_unavailable') reason = [t('src.why.pull_unavailable')];
+  else if (err instanceof ApiError && err.status === 400 && (x = proxyRefusal(err.message))) reason = x;
+  else if (err instanceof NetworkError) reason = [t('src.why.network')];
+  else reason = readableNodes(err);
+  return [t(`src.err.${what}`), t('common.sentence_sep'), ...reason];
+}
+
+// Why no push address was issued.
+function publishProblem(err) {
+  const text = err instanceof ApiError ? String(err.message || '') : '';
+  let reason;
+  if (err instanceof ApiError && err.status === 403) reason = [t('src.why.forbidden')];
+  else if (err instanceof ApiError && err.status === 401) reason = [t('src.why.unauthorized')];
+  else if (err instanceof ApiError && err.code === 'rtmp_disabled') reason = sentence('src.pub.why.rtmp_off', { config: codeEl('rtmp.enabled') });
+  else if (err instanceof ApiError && err.status === 400 && /^stream is /.test(text)) reason = sentence('src.pub.why.format', { example: codeEl('live/cam1') });
+  else if (err instanceof ApiError && err.status === 400 && /^app and stream names/.test(text)) reason = [t('src.pub.why.names')];
+  else if (err instanceof ApiError && err.status === 400 && /^ttl_s/.test(text)) reason = [t('src.pub.why.days', { max: PUBLISH_DAYS_MAX })];
+  else if (err instanceof NetworkError) reason = [t('src.why.network')];
+  else reason = readableNodes(err);
+  return [t('src.pub.failed'), t('common.sentence_sep'), ...reason];
+}
+
+// The form and the change buttons for an operator; for a viewer, why there are none.
+function renderSourcesAccess() {
+  const viewer = srcs.canWrite === false;
+  $('#sources-role').hidden = !viewer;
+  // Shown once the key is known to be allowed (no form flashes before a viewer).
+  $('#proxy-form').hidden = srcs.canWrite !== true;
+  $('#push-form').hidden = srcs.canWrite !== true;
+  if (viewer && srcs.editing) proxyFormReset();
+}
+
+// Why a list is not shown (or may be stale): nodes, or null when all is well.
+function sourcesListProblem(err, what) {
+  if (!err) return null;
+  if (err instanceof ApiError && err.status === 401) return [t('src.why.unauthorized')];
+  if (err instanceof ApiError && err.code === 'pull_unavailable') return [t('src.why.pull_unavailable')];
+  if (err instanceof NetworkError) return [t('src.list.unreachable')];
+  return [t(`src.list.${what}`), t('common.sentence_sep'), ...readableNodes(err)];
+}
+
+function renderSources() {
+  if (!srcs.shown && !srcs.proxies) return;
+  say($('#sources-updated'), () => (srcs.updatedAt ? t('src.updated', { time: timeText(srcs.updatedAt) }) : ''));
+  // Pull proxies.
+  const pnote = $('#proxies-note');
+  const pproblem = sourcesListProblem(srcs.proxiesError, 'proxies');
+  pnote.hidden = !pproblem;
+  pnote.className = 'notice error';
+  if (pproblem) say(pnote, () => sourcesListProblem(srcs.proxiesError, 'proxies'));
+  const list = srcs.proxies || [];
+  const seen = new Set(list.map((p) => p.name));
+  for (const name of [...srcs.rows.keys()]) if (!seen.has(name)) srcs.rows.delete(name);
+  for (const name of [...srcs.failSeen.keys()]) if (!seen.has(name)) srcs.failSeen.delete(name);
+  const rows = list.map(proxyRow);
+  if (!rows.length) {
+    const none = el('td', { colspan: '8', class: 'muted empty', dataset: { testid: 'proxies-none' } });
+    say(none, () => (srcs.proxies ? t(srcs.canWrite === false ? 'src.none_viewer' : 'src.none') : srcs.proxiesError ? '' : t('src.loading')));
+    rows.push(el('tr', { class: 'empty' }, none));
+  }
+  keepRows($('#proxy-rows'), rows);
+  say($('#proxies-count'), () => (srcs.proxies && srcs.proxies.length ? t('src.count', { n: srcs.proxies.length, max: srcs.max ?? '—' }) : ''));
+  renderPushes();
+}
+
+// Puts `rows` in `body`, moving only what changed (rows kept are not replaced).
+function keepRows(body, rows) {
+  if (rows.length !== body.children.length || rows.some((r, i) => body.children[i] !== r)) body.replaceChildren(...rows);
+}
+
+// A cell: its column's name (shown beside it when the table is cards, on a phone) and its value.
+function cell(r, key, head) {
+  const value = el('div', { class: 'v' });
+  r.cells[key] = value;
+  r.heads.push([head, null]);
+  const td = el('td', { class: key }, value);
+  r.heads[r.heads.length - 1][1] = td;
+  return td;
+}
+function labelCells(r) {
+  for (const [head, td] of r.heads) td.dataset.label = t(head);
+}
+
+function proxyRow(p) {
+  let r = srcs.rows.get(p.name);
+  if (!r) {
+    r = { cells: {}, heads: [] };
+    r.play = el('button', { type: 'button', class: 'play', dataset: { testid: `src-play-${p.name}` }, onclick: () => playSource(r.p.stream_id, `proxy/${r.p.name}`) });
+    r.edit = el('button', { type: 'button', dataset: { testid: `src-edit-${p.name}` }, onclick: () => editProxy(r.p) });
+    r.del = el('button', { type: 'button', dataset: { testid: `src-del-${p.name}` }, onclick: () => deleteProxy(r.p.name) });
+    const actions = el('td', { class: 'actions' }, el('div', { class: 'v' }, r.play, r.edit, r.del));
+    r.node = el('tr', { dataset: { testid: `proxy-${p.name}` } },
+      cell(r, 'name', 'src.h.name'), cell(r, 'url', 'src.h.url'), cell(r, 'transport', 'src.h.transport'), cell(r, 'mode', 'src.h.mode'),
+      cell(r, 'status', 'src.h.status'), cell(r, 'frames', 'src.h.frames'), cell(r, 'codecs', 'src.h.codecs'), actions);
+    srcs.rows.set(p.name, r);
+  }
+  r.p = p;
+  fillProxyRow(r);
+  return r.node;
+}
+
+function fillProxyRow(r) {
+  const p = r.p;
+  const s = p.state || {};
+  const status = PROXY_STATUSES.includes(s.status) ? s.status : 'unknown';
+  labelCells(r);
+  r.cells.name.replaceChildren(el('strong', { class: 'data' }, p.name), el('br'), el('code', { class: 'muted', title: t('src.stream_id') }, p.stream_id));
+  r.cells.url.replaceChildren(el('code', { dataset: { testid: `proxy-url-${p.name}` } }, p.url));
+  r.cells.transport.replaceChildren(String(p.transport || '').toUpperCase() || '—');
+  r.cells.mode.replaceChildren(el('span', { dataset: { testid: `proxy-mode-${p.name}` } },
+    p.mode === 'on_demand' ? t('src.mode.on_demand_n', { s: p.idle_s ?? PROXY_IDLE_S_DEFAULT }) : p.mode === 'always' ? t('src.mode.always') : p.mode));
+  // The status: a badge, what it means, the last error in words, when gmv dials again.
+  const parts = [el('span', { class: `badge px-${status}`, dataset: { testid: `proxy-status-${p.name}` } }, proxyStatusText(s.status))];
+  if (status === 'idle') parts.push(el('div', { class: 'muted' }, t('src.idle_note')));
+  if (status === 'starting' || status === 'connecting') parts.push(el('div', { class: 'muted' }, t(s.failures ? 'src.retry_now' : 'src.connecting_note')));
+  if (s.last_error && status !== 'playing' && status !== 'idle') {
+    const x = explainPullError(s.last_error);
+    parts.push(el('div', { class: 'problem', dataset: { testid: `proxy-error-${p.name}` }, title: t('src.perr.raw', { raw: s.last_error }), 'data-raw': '' },
+      el('div', {}, el('strong', {}, ...[].concat(x.title)), ...(x.raw ? [' ', el('code', {}, x.raw)] : [])),
+      ...(x.hint && x.hint.length ? [el('div', { class: 'problem-hint' }, ...[].concat(x.hint))] : [])));
+  }
+  if ((status === 'retrying' || status === 'unauthorized') && s.retry_in_ms) {
+    let seen = srcs.failSeen.get(p.name);
+    if (!seen || seen.failures !== s.failures) {
+      seen = { failures: s.failures, at: Date.now() };
+      srcs.failSeen.set(p.name, seen);
+    }
+    const left = Math.ceil((s.retry_in_ms - (Date.now() - seen.at)) / 1000);
+    parts.push(el('div', { class: 'muted retry', dataset: { testid: `proxy-retry-${p.name}` } },
+      left > 0 ? t('src.retry_in', { s: left }) : t('src.retry_now'), t('common.sentence_sep'),
+      t('src.retry_rule', { wait: Math.round(s.retry_in_ms / 1000), n: s.failures || 0 })));
+  }
+  r.cells.status.replaceChildren(...parts);
+  r.cells.frames.replaceChildren(el('span', { dataset: { testid: `proxy-frames-${p.name}` } }, String(s.frames ?? 0)),
+    ...(s.dropped_frames ? [el('div', { class: 'muted' }, t('src.dropped', { n: s.dropped_frames }))] : []),
+    ...(s.connects ? [el('div', { class: 'muted' }, t('src.connects', { n: s.connects }))] : []));
+  r.cells.codecs.replaceChildren(el('span', { dataset: { testid: `proxy-codecs-${p.name}` } },
+    ...(s.video || s.audio ? [codeEl(s.video || '—'), ' / ', codeEl(s.audio || t('src.no_audio'))] : ['—'])));
+  say(r.play, () => t('src.play'));
+  r.play.title = t('common.play_in_wall');
+  say(r.edit, () => t('src.edit'));
+  const armed = srcs.armed === p.name;
+  say(r.del, () => t(armed ? 'src.delete_confirm' : 'src.delete'));
+  r.del.className = armed ? 'danger' : '';
+  r.edit.hidden = srcs.canWrite === false;
+  r.del.hidden = srcs.canWrite === false;
+  r.node.classList.toggle('editing', !!srcs.editing && srcs.editing.name === p.name);
+}
+
+// ---- RTMP pushes ----
+
+const isRtmpPush = (s) => typeof s.name === 'string' && s.name.includes('/') && !s.name.startsWith('proxy/');
+
+function durationText(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return t('src.for_s', { s });
+  if (s < 3600) return t('src.for_m', { m: Math.floor(s / 60), s: s % 60 });
+  return t('src.for_h', { h: Math.floor(s / 3600), m: Math.floor((s % 3600) / 60) });
+}
+
+function renderPushes() {
+  const note = $('#rtmp-note');
+  const off = srcs.rtmp && srcs.rtmp.enabled === false;
+  const problem = off ? sentence('src.rtmp.off', { config: codeEl('rtmp.enabled') }) : sourcesListProblem(srcs.streamsError || srcs.rtmpError, 'rtmp');
+  note.hidden = !problem;
+  note.className = off ? 'notice' : 'notice error';
+  if (problem) say(note, () => (off ? sentence('src.rtmp.off', { config: codeEl('rtmp.enabled') }) : sourcesListProblem(srcs.streamsError || srcs.rtmpError, 'rtmp')));
+  const pushes = (srcs.streams || []).filter(isRtmpPush);
+  const seen = new Set(pushes.map((s) => s.stream_id));
+  for (const id of [...srcs.pushRows.keys()]) if (!seen.has(id)) srcs.pushRows.delete(id);
+  const rows = pushes.map(pushRow);
+  if (!rows.length) {
+    const none = el('td', { colspan: '7', class: 'muted empty', dataset: { testid: 'pushes-none' } });
+    say(none, () => (srcs.streams ? t(srcs.canWrite === false ? 'src.rtmp.none_viewer' : 'src.rtmp.none') : srcs.streamsError ? '' : t('src.loading')));
+    rows.push(el('tr', { class: 'empty' }, none));
+  }
+  keepRows($('#push-rows'), rows);
+  renderRtmpCounters();
+}
+
+function pushRow(s) {
+  let r = srcs.pushRows.get(s.stream_id);
+  if (!r) {
+    r = { cells: {}, heads: [] };
+    r.play = el('button', { type: 'button', class: 'play', dataset: { testid: `play-push-${s.stream_id}` }, onclick: () => playSource(r.s.stream_id, r.s.name) });
+    r.node = el('tr', { dataset: { testid: `push-${s.stream_id}`, name: s.name } },
+      cell(r, 'name', 'src.h.push_name'), cell(r, 'video', 'src.h.video'), cell(r, 'audio', 'src.h.audio'), cell(r, 'kbps', 'src.h.kbps'),
+      cell(r, 'viewers', 'src.h.viewers'), cell(r, 'since', 'src.h.since'), el('td', { class: 'actions' }, el('div', { class: 'v' }, r.play)));
+    srcs.pushRows.set(s.stream_id, r);
+  }
+  r.s = s;
+  labelCells(r);
+  r.cells.name.replaceChildren(el('strong', { class: 'data' }, s.name), el('br'), el('code', { class: 'muted', title: t('src.stream_id') }, s.stream_id));
+  r.cells.video.replaceChildren(...(s.video_codec ? [codeEl(s.video_codec), ...(s.width ? [' ', el('span', { class: 'data' }, `${s.width}×${s.height}`)] : [])] : [t('src.waiting')]));
+  r.cells.audio.replaceChildren(s.audio_codec ? codeEl(s.audio_codec) : t('src.no_audio'));
+  r.cells.kbps.replaceChildren(String(s.bitrate_kbps ?? 0));
+  r.cells.viewers.replaceChildren(String(s.subscribers ?? 0));
+  r.cells.since.replaceChildren(s.age_ms != null ? durationText(s.age_ms) : '—');
+  say(r.play, () => t('src.play'));
+  r.play.title = t('common.play_in_wall');
+  return r.node;
+}
+
+// The counters, on one line: the control's (connections until a verified publish) and the
+// media shards' (publishing) summed.
+function renderRtmpCounters() {
+  const box = $('#rtmp-counters');
+  const v = srcs.rtmp;
+  if (!v || v.enabled === false) { box.replaceChildren(); return; }
+  const sum = {};
+  for (const part of [v.connecting || {}, v.publishing || {}]) {
+    for (const [k, n] of Object.entries(part)) if (typeof n === 'number') sum[k] = (sum[k] || 0) + n;
+  }
+  const num = (k) => el('span', { class: 'num', dataset: { testid: `rtmp-${k}` } }, String(sum[k] || 0));
+  say(box, () => sentence('src.rtmp.counters', {
+    listen: codeEl(v.listen || '—'), publishing: num('publishing'), published: num('published'), accepted: num('accepted'),
+    refused_token: num('refused_token'), refused_busy: num('refused_busy'), refused_protocol: num('refused_protocol'),
+    refused_exists: num('refused_exists'), demux_errors: num('demux_errors'),
+  }));
+}
+
+function playSource(streamId, label) {
+  wallPlay(null, streamId, label);
+  show('wall');
+}
+
+// ---- the proxy form ----
+
+function renderProxyFormTitle() {
+  const p = srcs.editing;
+  say($('#px-title'), () => (p ? sentence('src.f.edit_title', { name: dataSpan(p.name) }) : t('src.f.add_title')));
+  sayKey($('#px-submit'), p ? 'src.f.save' : 'src.f.add');
+  $('#px-cancel').hidden = !p;
+  $('#px-name').readOnly = !!p;
+  $('#px-url-hint').hidden = !p;
+  renderIdleField();
+}
+function renderIdleField() {
+  const onDemand = $('#px-mode').value === 'on_demand';
+  $('#px-idle').disabled = !onDemand;
+  $('#px-idle-row').classList.toggle('off', !onDemand);
+}
+$('#px-mode').addEventListener('change', renderIdleField);
+
+function proxyFormReset() {
+  srcs.editing = null;
+  $('#px-name').value = '';
+  $('#px-url').value = '';
+  $('#px-transport').value = 'tcp';
+  $('#px-mode').value = 'always';
+  $('#px-idle').value = '';
+  renderProxyFormTitle();
+  for (const r of srcs.rows.values()) r.node.classList.remove('editing');
+}
+function editProxy(p) {
+  srcs.editing = { ...p };
+  $('#px-name').value = p.name;
+  $('#px-url').value = p.url;
+  $('#px-transport').value = p.transport === 'udp' ? 'udp' : 'tcp';
+  $('#px-mode').value = p.mode === 'on_demand' ? 'on_demand' : 'always';
+  $('#px-idle').value = p.mode === 'on_demand' && p.idle_s ? String(p.idle_s) : '';
+  renderProxyFormTitle();
+  pxStatus(null);
+  for (const [name, r] of srcs.rows) r.node.classList.toggle('editing', name === p.name);
+  $('#proxy-form').scrollIntoView({ block: 'nearest' });
+  $('#px-url').focus();
+}
+$('#px-cancel').addEventListener('click', () => { proxyFormReset(); pxStatus(null); });
+
+// The form's status line: `cls` ok or error, `fn` its nodes (said again at a switch).
+function pxStatus(cls, fn, raw) {
+  const status = $('#px-status');
+  status.className = `status ${cls || ''}`;
+  if (raw) { status.title = raw; status.setAttribute('data-raw', ''); } else { status.removeAttribute('title'); status.removeAttribute('data-raw'); }
+  say(status, fn || (() => ''));
+}
+
+$('#proxy-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const editing = srcs.editing;
+  const name = editing ? editing.name : $('#px-name').value.trim();
+  const url = $('#px-url').value.trim();
+  const mode = $('#px-mode').value;
+  const idle = $('#px-idle').value.trim();
+  if (!name) return pxStatus('error', () => t('src.f.need_name'));
+  if (!url) return pxStatus('error', () => t('src.f.need_url'));
+  if (mode === 'on_demand' && idle && !/^\d+$/.test(idle)) return pxStatus('error', () => t('src.why.idle'));
+  const body = { transport: $('#px-transport').value, mode };
+  if (mode === 'on_demand') body.idle_s = idle ? Number(idle) : null;
+  if (!editing) {
+    body.name = name;
+    body.url = url;
+    if (body.idle_s === null) delete body.idle_s;
+  } else if (url !== editing.url) {
+    // The list shows the password as ***: an address typed anew carries the password again.
+    if (/:\*\*\*@/.test(url)) return pxStatus('error', () => t('src.f.retype_password'));
+    body.url = url;
+  }
+  pxStatus('', () => t('src.f.saving'));
+  const button = $('#px-submit');
+  button.disabled = true;
+  try {
+    if (editing) await api('PUT', `/api/proxies/${encodeURIComponent(name)}`, body);
+    else await api('POST', '/api/proxies', body);
+    proxyFormReset();
+    pxStatus('ok', () => sentence(editing ? 'src.f.saved' : 'src.f.added', { name: dataSpan(name) }));
+    srcs.ignoreBefore = srcs.loads + 1;
+    await loadSources();
+  } catch (err) {
+    learnViewer(err);
+    pxStatus('error', () => proxyProblem(err, editing ? 'save' : 'add', name), err instanceof ApiError && err.message ? t('src.perr.raw', { raw: err.message }) : '');
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// Deleted on the second click within a few seconds (the first asks).
+async function deleteProxy(name) {
+  const status = $('#proxies-status');
+  clearTimeout(srcs.armTimer);
+  if (srcs.armed !== name) {
+    srcs.armed = name;
+    srcs.armTimer = setTimeout(() => { srcs.armed = null; renderSources(); }, REMOVE_ARMED_MS);
+    renderSources();
+    return;
+  }
+  srcs.armed = null;
+  try {
+    await api('DELETE', `/api/proxies/${encodeURIComponent(name)}`);
+    if (srcs.editing && srcs.editing.name === name) proxyFormReset();
+    status.className = 'status ok';
+    say(status, () => sentence('src.deleted', { name: dataSpan(name) }));
+    srcs.ignoreBefore = srcs.loads + 1;
+    await loadSources();
+  } catch (err) {
+    learnViewer(err);
+    status.className = 'status error';
+    say(status, () => proxyProblem(err, 'delete', name));
+    renderSources();
+  }
+}
+
+// ---- push addresses (publish tokens) ----
+
+function renderIssued() {
+  const box = $('#pub-result');
+  const v = srcs.issued;
+  box.hidden = !v;
+  if (!v) { box.replaceChildren(); return; }
+  const value = (key, text, testid) => {
+    const copy = el('button', { type: 'button', class: 'copy', dataset: { testid: `copy-${testid}` }, onclick: (e) => copyText(text, e.currentTarget) });
+    say(copy, () => t('dev.ob.copy'));
+    copy.title = t('dev.ob.copy_title', { what: t(key) });
+    return [el('dt', {}, t(key)), el('dd', { dataset: { testid } }, codeEl(text), ' ', copy)];
+  };
+  box.replaceChildren(
+    ...value('src.pub.url', v.url, 'pub-url'),
+    el('dd', { class: 'muted full' }, t('src.pub.url_hint')),
+    ...value('src.pub.server', v.server, 'pub-server'),
+    ...value('src.pub.key', v.stream_key, 'pub-key'),
+    el('dt', {}, t('src.pub.expires')), el('dd', { dataset: { testid: 'pub-expires' } }, v.expires_at ? dateText(v.expires_at * 1000) : '—'),
+    el('dt', {}, t('src.pub.stream_id')), el('dd', { dataset: { testid: 'pub-stream-id' } }, codeEl(v.stream_id), ' ', el('span', { class: 'muted' }, t('src.pub.stream_id_hint'))),
+    el('dd', { class: 'muted full' }, t('src.pub.secret')));
+}
+
+$('#push-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const status = $('#pub-status');
+  const stream = $('#pub-stream').value.trim();
+  const daysText = $('#pub-days').value.trim() || String(PUBLISH_DAYS_DEFAULT);
+  const days = Number(daysText);
+  status.className = 'status error';
+  if (!stream) return sayKey(status, 'src.pub.need_stream');
+  if (!/^\d+$/.test(daysText) || days < 1 || days > PUBLISH_DAYS_MAX) return sayKey(status, 'src.pub.why.days', { max: PUBLISH_DAYS_MAX });
+  status.className = 'status';
+  sayKey(status, 'src.pub.issuing');
+  try {
+    srcs.issued = await api('POST', '/api/publish-tokens', { stream, ttl_s: days * 86400 });
+    status.className = 'status ok';
+    say(status, () => sentence('src.pub.issued', { stream: dataSpan(stream), days }));
+  } catch (err) {
+    learnViewer(err);
+    srcs.issued = null;
+    status.className = 'status error';
+    say(status, () => publishProblem(err));
+  }
+  renderIssued();
+});
+
+// What is shown follows a switch at once (not at the next refresh).
+onLanguage(() => {
+  if (srcs.proxies || srcs.streams) renderSources();
+  renderIssued();
+});
+renderProxyFormTitle();
