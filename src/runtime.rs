@@ -502,6 +502,9 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                 } else {
                     None
                 };
+                if let (Some(node), Some(pull)) = (&node, &pull) {
+                    node.pull.replace(Some(pull.clone()));
+                }
                 let front = Rc::new(Front { shard: shard.clone(), control, node, pull });
                 let serve_front = front.clone();
                 let _ = shard.handoff.set(Box::new(move |conn| crate::http::server::serve_handoff(&serve_front, conn)));

@@ -47,6 +47,8 @@ struct WvpHooks {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<(String, Value)>>>,
     auth: Arc<Mutex<HashMap<String, Value>>>,
+    /// Proxies with 无人观看 停用 on, by stream: the node and the proxy's key.
+    on_demand: Arc<Mutex<HashMap<String, (SocketAddr, String)>>>,
 }
 
 impl WvpHooks {
@@ -55,7 +57,8 @@ impl WvpHooks {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let auth: Arc<Mutex<HashMap<String, Value>>> = Arc::new(Mutex::new(HashMap::new()));
-        let (log, auth_read) = (seen.clone(), auth.clone());
+        let on_demand: Arc<Mutex<HashMap<String, (SocketAddr, String)>>> = Default::default();
+        let (log, auth_read, proxies) = (seen.clone(), auth.clone(), on_demand.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
@@ -65,7 +68,16 @@ impl WvpHooks {
                 let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let answer = match name.as_str() {
                     "on_publish" => auth_read.lock().unwrap().get(body["stream"].as_str().unwrap_or("")).cloned().unwrap_or(json!({"code": -1, "msg": "fail"})),
-                    "on_stream_none_reader" => json!({"code": 0, "close": false}),
+                    // MediaServiceImpl.closeStreamOnNoneReader: an on-demand proxy is stopped
+                    // with delStreamProxy while the hook waits, then `close: true`.
+                    "on_stream_none_reader" => match proxies.lock().unwrap().get(body["stream"].as_str().unwrap_or("")) {
+                        Some((node, key)) => {
+                            let answer = post_to(*node, "delStreamProxy", &[("key", key)]);
+                            assert_eq!(answer["code"], 0, "{answer}");
+                            json!({"code": 0, "close": true})
+                        }
+                        None => json!({"code": 0, "close": false}),
+                    },
                     _ => json!({"code": 0, "msg": "success"}),
                 };
                 log.lock().unwrap().push((name, body));
@@ -73,7 +85,7 @@ impl WvpHooks {
                 let _ = conn.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json;charset=UTF-8\r\nContent-Length: {}\r\n\r\n{text}", text.len()).as_bytes());
             }
         });
-        WvpHooks { addr, seen, auth }
+        WvpHooks { addr, seen, auth, on_demand }
     }
 
     /// What `on_publish` answers for `stream` (the opened hex id).
@@ -98,10 +110,13 @@ impl WvpHooks {
 /// wvp's REST side (`media/zlm/ZLMRESTfulUtils.sendPost`): POST, an OkHttp `FormBody` with the
 /// secret inside, every answer parsed as JSON whatever its type.
 fn post(engine: &Engine, call: &str, params: &[(&str, &str)]) -> Value {
+    post_to(engine.http, call, params)
+}
+
+fn post_to(host: SocketAddr, call: &str, params: &[(&str, &str)]) -> Value {
     let form: String = form_urlencoded::Serializer::new(String::new()).append_pair("secret", SECRET).extend_pairs(params).finish();
-    let mut s = TcpStream::connect(engine.http).unwrap();
+    let mut s = TcpStream::connect(host).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let host = engine.http;
     let len = form.len();
     write!(s, "POST /index/api/{call} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {len}\r\n\r\n{form}").unwrap();
     let (head, body) = read_response(&mut s);
@@ -925,4 +940,74 @@ fn wvps_webrtc_player_plays_a_channel() {
     let pushed = whep_in_chromium(&engine, &format!("/index/api/webrtc?app=rtp&stream={name}&type=push"), 1, &[("ZLM", "1")]);
     assert_eq!(pushed["zlm"]["code"], -400, "{pushed}");
     drop(device);
+}
+
+/// wvp's 拉流代理 (`streamProxy/service/impl/StreamProxyPlayServiceImpl.startProxy` →
+/// `ZLMMediaNodeServerService.startProxy` → `ZLMRESTfulUtils.addStreamProxy`) of a camera
+/// GStreamer's RTSP server serves: added as wvp posts it, announced as wvp waits for it
+/// (`on_stream_changed` regist, schema rtsp, with `params` and `originUrl`), played from the URL
+/// wvp hands the player and decoded by ffprobe, listed, refused twice, and stopped by wvp's
+/// on-demand path (`delStreamProxy` inside `on_stream_none_reader`, then `close: true`).
+#[test]
+fn wvp_proxies_an_rtsp_camera_plays_it_and_stops_it_when_nobody_watches() {
+    require_tool("ffprobe");
+    let rtsp_port = free_tcp_port();
+    let _camera = common::rtsp_server::RtspServer::start(rtsp_port, &[]);
+    let yaml = format!("node:\n  secret: \"{SECRET}\"\n  media_server_id: {MEDIA_SERVER_ID}\n  max_stream_wait_ms: 1500\n  stream_none_reader_delay_ms: 1000\n");
+    let engine = Engine::start_command(2, "", &yaml, "", None, None, &["--role", "media"]);
+    let hooks = WvpHooks::start();
+    set_zlm_config(&engine, &hooks);
+    let url = format!("rtsp://127.0.0.1:{rtsp_port}/h264");
+    // ZLMRESTfulUtils.addStreamProxy's fields (rtp_type 0: the UI's TCP; retry_count hard-coded 3).
+    let add = |stream: &str, url: &str| {
+        post(&engine, "addStreamProxy", &[("vhost", "__defaultVhost__"), ("app", "live"), ("stream", stream), ("url", url), ("enable_mp4", "0"), ("enable_audio", "1"), ("rtp_type", "0"), ("timeout_sec", "10"), ("retry_count", "3")])
+    };
+    let missing = post(&engine, "addStreamProxy", &[("vhost", "__defaultVhost__"), ("app", "live")]);
+    assert_eq!(missing, json!({"code": -300, "msg": "Required parameter missed: \"vhost\",\"app\",\"stream\",\"url\""}));
+
+    let added = add("cam1", &url);
+    assert_eq!(added, json!({"code": 0, "data": {"key": "__defaultVhost__/live/cam1"}}), "answered once it plays");
+    let key = "__defaultVhost__/live/cam1";
+    // ZLMHttpHookListener.onStreamChanged: only schema rtsp, regist true makes the arrival.
+    let regist = hooks.wait("on_stream_changed", "cam1", |b| b["schema"] == "rtsp" && b["regist"] == true);
+    assert_eq!((regist["app"].as_str(), regist["originType"].as_u64(), regist["originTypeStr"].as_str()), (Some("live"), Some(4), Some("pull")), "{regist}");
+    assert_eq!((regist["originUrl"].as_str(), regist["params"].as_str()), (Some(url.as_str()), Some("")), "wvp NPEs without params");
+    assert_eq!(regist["mediaServerId"], MEDIA_SERVER_ID, "{regist}");
+    assert_eq!(add("cam1", &url), json!({"code": -1, "msg": "This stream already exists"}));
+
+    // startProxy's "already online" check, then what listStreamProxy shows.
+    let media = post(&engine, "getMediaList", &[("vhost", "__defaultVhost__"), ("app", "live"), ("stream", "cam1")]);
+    assert_eq!(media["data"][0]["originType"], 4, "{media}");
+    let listed = post(&engine, "listStreamProxy", &[]);
+    let item = &listed["data"][0];
+    assert_eq!((item["key"].as_str(), item["status"].as_u64(), item["status_str"].as_str()), (Some(key), Some(0), Some("playing")), "{listed}");
+    assert_eq!(item["src"], json!({"vhost": "__defaultVhost__", "app": "live", "stream": "cam1", "params": ""}));
+
+    // The URL wvp's getStreamInfoByAppAndStream hands jessibuca (ws_flv), decoded.
+    let flv = ws_flv(&engine, "/live/cam1.live.flv?originTypeStr=pull&videoCodec=H264&audioCodec=AAC", 60);
+    let file = engine.data_dir.join("proxy.flv");
+    std::fs::write(&file, &flv).unwrap();
+    let video = ffprobe(&file);
+    assert_eq!((video.codec.as_str(), video.width, video.height), ("h264", 320, 240), "{video:?}");
+    assert!(video.frames >= 50, "{video:?}");
+    assert_eq!(ffprobe_audio(&file).codec, "aac");
+
+    // 无人观看 停用: the viewer is gone, so wvp stops the proxy from inside the hook.
+    hooks.on_demand.lock().unwrap().insert("cam1".into(), (engine.http, key.into()));
+    let unregist = hooks.wait("on_stream_changed", "cam1", |b| b["schema"] == "rtsp" && b["regist"] == false);
+    assert_eq!(unregist["app"], "live");
+    assert!(!hooks.named("on_stream_none_reader", "cam1").is_empty());
+    wait_for("the proxy gone", Duration::from_secs(10), || (post(&engine, "listStreamProxy", &[]) == json!({"code": 0})).then_some(()));
+    assert_eq!(post(&engine, "getMediaList", &[("vhost", "__defaultVhost__"), ("app", "live"), ("stream", "cam1")]), json!({"code": 0}));
+    assert_eq!(post(&engine, "delStreamProxy", &[("key", key)]), json!({"code": 0, "data": {"flag": false}}));
+    assert_eq!(post(&engine, "getProxyInfo", &[("key", key)]), json!({"code": -500, "msg": "can not find the proxy"}));
+
+    // A source that does not answer: refused after the first try, and not kept.
+    let dead = add("dead", &format!("rtsp://127.0.0.1:{}/h264", free_tcp_port()));
+    assert_eq!(dead["code"], -1, "{dead}");
+    assert!(dead["msg"].as_str().is_some_and(|m| m.contains("refused")), "{dead}");
+    assert_eq!(post(&engine, "listStreamProxy", &[("key", "__defaultVhost__/live/dead")]), json!({"code": 0}));
+    let ftp = add("ftp", "ftp://127.0.0.1/x");
+    assert!(ftp["msg"].as_str().is_some_and(|m| m.starts_with("invalid play url")) && ftp["code"] == -1, "{ftp}");
+    assert!(!engine.log_text().contains("panicked"));
 }

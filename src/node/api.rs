@@ -29,9 +29,7 @@ pub enum Reply {
 /// ZLMediaKit's calls gmv does not make, and why.
 const NOT_OFFERED: &[(&str, &str)] = &[
     ("startSendRtpTalk", "gmv does not take a peer's media back on a send (JT/T 1078 talk) yet"),
-    ("addStreamProxy", "gmv does not pull streams from URLs"),
-    ("delStreamProxy", "gmv does not pull streams from URLs"),
-    ("addFFmpegSource", "gmv does not run ffmpeg sources"),
+    ("addFFmpegSource", "gmv does not run ffmpeg sources: addStreamProxy pulls the URL without one"),
     ("delFFmpegSource", "gmv does not run ffmpeg sources"),
     ("restartServer", "gmv applies setServerConfig without a restart"),
     ("getMP4RecordFile", "gmv lists recordings at GET /api/records"),
@@ -93,6 +91,10 @@ pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
             | "loadMP4File"
             | "seekRecordStamp"
             | "setRecordSpeed"
+            | "addStreamProxy"
+            | "delStreamProxy"
+            | "listStreamProxy"
+            | "getProxyInfo"
     ) || NOT_OFFERED.iter().any(|(n, _)| *n == name);
     if !known {
         return Reply::NoSuchCall;
@@ -167,6 +169,10 @@ pub async fn call(node: &Node, name: &str, p: &Params) -> Reply {
         "deleteRecordDirectory" => delete_recording(node, get("app"), get("stream"), get("name")).await,
         // gmv's viewers are per stream (GET /api/streams); no per-session listing.
         "getAllSession" => json!({ "code": code::OK, "data": [] }),
+        "addStreamProxy" => super::proxies::add(node, p).await,
+        "delStreamProxy" => super::proxies::del(node, get("key")).await,
+        "listStreamProxy" => super::proxies::list(node, get("key")).await,
+        "getProxyInfo" => super::proxies::info(node, get("key")).await,
         _ => return Reply::NoSuchCall,
     })
 }
@@ -488,11 +494,11 @@ async fn media_list(node: &Node, app: Option<&str>, stream: Option<&str>, schema
         .filter(|s| s.published() && app.is_none_or(|a| a == s.app) && stream.is_none_or(|name| name == s.name))
         .cloned()
         .collect();
-    if servers.is_empty() {
+    if servers.is_empty() && super::proxies::matching(node, app, stream).is_empty() {
         return Vec::new();
     }
     let infos = node.stream_infos().await;
-    let mut out = Vec::new();
+    let mut out = super::proxies::media_entries(node, &infos, app, stream, schema);
     for s in &servers {
         let Some(info) = infos.get(&s.key) else { continue };
         let created = match s.publish {
@@ -506,9 +512,20 @@ async fn media_list(node: &Node, app: Option<&str>, stream: Option<&str>, schema
     out
 }
 
-/// The published server announced as `app` and `stream`.
-fn published(node: &Node, app: Option<&str>, stream: Option<&str>) -> Option<RtpServer> {
-    node.servers.borrow().named(stream?).filter(|s| s.published() && app.is_none_or(|a| a == s.app)).cloned()
+/// A stream announced under a name: its SSRC and the name.
+struct Announced {
+    key: u32,
+    app: String,
+    name: String,
+}
+
+/// The stream announced as `app` and `stream`: a published server's or a proxy's.
+fn published(node: &Node, app: Option<&str>, stream: Option<&str>) -> Option<Announced> {
+    let server = node.servers.borrow().named(stream?).filter(|s| s.published() && app.is_none_or(|a| a == s.app)).map(|s| Announced { key: s.key, app: s.app.clone(), name: s.name.clone() });
+    server.or_else(|| {
+        let (app, name) = (app?, stream?);
+        super::proxies::published(node, app, name).map(|key| Announced { key, app: app.to_string(), name: name.to_string() })
+    })
 }
 
 async fn snap(node: &Node, url: Option<&str>) -> Reply {
@@ -731,7 +748,12 @@ async fn close_streams(node: &Node, app: Option<&str>, stream: Option<&str>) -> 
     for id in &ids {
         closed += usize::from(node.close_server(id, "close_streams").await);
     }
-    json!({ "code": code::OK, "count_closed": closed, "count_hit": ids.len() })
+    // A proxy's stream closed ends the proxy, as ZLMediaKit's `PlayerProxy::close` does.
+    let keys = super::proxies::matching(node, app, stream);
+    for key in &keys {
+        closed += usize::from(super::proxies::remove(node, key, "close_streams").await);
+    }
+    json!({ "code": code::OK, "count_closed": closed, "count_hit": ids.len() + keys.len() })
 }
 
 #[cfg(test)]

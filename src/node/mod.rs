@@ -7,6 +7,7 @@ pub mod api;
 pub mod download_file;
 pub mod vod;
 pub mod hooks;
+pub mod proxies;
 pub mod rtp_servers;
 pub mod zlm;
 
@@ -93,6 +94,10 @@ pub struct Node {
     pub sends: RefCell<std::collections::BTreeMap<(u32, u32), (String, String)>>,
     /// Servers closed while recording: (key, app, name), oldest first.
     closed_recordings: RefCell<std::collections::VecDeque<(u32, String, String)>>,
+    /// The pull proxies' thread (set once it runs): what `addStreamProxy` pulls with.
+    pub pull: RefCell<Option<Rc<crate::pull::Proxies>>>,
+    /// Stream proxies by key (`{vhost}/{app}/{stream}`).
+    pub proxies: RefCell<std::collections::BTreeMap<String, proxies::NodeProxy>>,
 }
 
 /// Whether a viewer of a ZLMediaKit play URL may watch.
@@ -178,6 +183,8 @@ impl Node {
             cpu_mark: Cell::new((process_cpu(), Instant::now())),
             closed_recordings: RefCell::new(Default::default()),
             sends: RefCell::new(Default::default()),
+            pull: RefCell::new(None),
+            proxies: RefCell::new(Default::default()),
         });
         if node.shard.config.node.secret.is_empty() {
             tracing::info!("node API off (node.secret is empty): /index/api/ answers every call \"Please login first\"");
@@ -257,14 +264,17 @@ impl Node {
                 Some(Err(error)) => PlayDecision::Refused(-1, format!("on_play failed: {error}")),
             };
         }
-        let published = |servers: &RtpServers| servers.named(stream_id).filter(|s| s.published() && s.app == app).map(|s| s.key);
-        let mut key = published(&self.servers.borrow());
+        let published = || {
+            let server = self.servers.borrow().named(stream_id).filter(|s| s.published() && s.app == app).map(|s| s.key);
+            server.or_else(|| proxies::published(self, app, stream_id))
+        };
+        let mut key = published();
         if key.is_none() {
             self.hooks.post("on_stream_not_found", body.clone());
         }
         while key.is_none() && Instant::now() < deadline {
             glommio::timer::sleep(PLAY_WAIT_POLL).await;
-            key = published(&self.servers.borrow());
+            key = published();
         }
         let Some(key) = key else {
             self.counters.borrow_mut().plays_not_found += 1;
@@ -413,14 +423,15 @@ impl Node {
             self.vod_changed(v, false);
         }
         // Nothing to watch: the shards are not asked (an all-in-one gmv nobody drives).
-        if self.servers.borrow().is_empty() {
+        if self.servers.borrow().is_empty() && self.proxies.borrow().is_empty() {
             return;
         }
         let listed_at = Instant::now();
         let infos = self.stream_infos().await;
+        let segment_ms = self.shard.config.hls.segment_duration_s * 1000;
+        proxies::tick(self, &infos, listed_at, |info| view(info, segment_ms).readers).await;
         let t = self.timings.get();
         let timing = Timing { rtp_timeout: t.rtp_timeout, none_reader_delay: t.none_reader_delay };
-        let segment_ms = self.shard.config.hls.segment_duration_s * 1000;
         let actions = self.servers.borrow_mut().tick(Instant::now(), listed_at, timing, |key| infos.get(&key).map(|i| view(i, segment_ms)));
         for action in actions {
             match action {

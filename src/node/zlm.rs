@@ -8,6 +8,9 @@ use serde_json::{Map, Value, json};
 /// ZLMediaKit's `originType` of an RTP push, and its name.
 pub const ORIGIN_TYPE_RTP_PUSH: u64 = 3;
 pub const ORIGIN_TYPE_RTP_PUSH_NAME: &str = "rtp_push";
+/// A stream pulled from a URL (`addStreamProxy`).
+pub const ORIGIN_TYPE_PULL: u64 = 4;
+pub const ORIGIN_TYPE_PULL_NAME: &str = "pull";
 /// A recording played back (`loadMP4File`).
 pub const ORIGIN_TYPE_MP4_VOD: u64 = 6;
 pub const ORIGIN_TYPE_MP4_VOD_NAME: &str = "mp4_vod";
@@ -110,26 +113,46 @@ pub fn tracks(info: &StreamInfo) -> Vec<Value> {
     out
 }
 
-/// A stream as `getMediaList` lists it (one entry per schema) and `on_stream_changed` posts it.
+/// Where a stream comes from, as a media entry names it.
+pub struct Origin {
+    pub kind: u64,
+    pub kind_name: &'static str,
+    pub url: String,
+    pub sock: Map<String, Value>,
+}
+
+/// An RTP server's stream as `getMediaList` lists it (one entry per schema) and
+/// `on_stream_changed` posts it.
 pub fn media_entry(s: &RtpServer, info: &StreamInfo, schema: &str, created_unix_s: u64, listen_ip: std::net::IpAddr) -> Map<String, Value> {
+    let origin = Origin {
+        kind: ORIGIN_TYPE_RTP_PUSH,
+        kind_name: ORIGIN_TYPE_RTP_PUSH_NAME,
+        // The opened name: wvp's SSRC allocator reads the hex SSRC after `/rtp/`.
+        url: format!("rtp://{VHOST}/{}/{}", s.app, s.stream_id),
+        sock: origin_sock(s, info, listen_ip),
+    };
+    stream_entry(&s.app, &s.name, origin, info, schema, created_unix_s)
+}
+
+/// A stream `app/name` as a media entry.
+pub fn stream_entry(app: &str, name: &str, origin: Origin, info: &StreamInfo, schema: &str, created_unix_s: u64) -> Map<String, Value> {
     let readers = info.subscribers;
     let mut m = Map::new();
     m.insert("aliveSecond".into(), (info.age_ms / 1000).into());
-    m.insert("app".into(), s.app.clone().into());
+    m.insert("app".into(), app.into());
     m.insert("bytesSpeed".into(), (info.bitrate_kbps * 1000 / 8).into());
     m.insert("createStamp".into(), created_unix_s.into());
     m.insert("currentStamp".into(), info.media_ms.into());
     m.insert("isRecordingHLS".into(), info.hls.into());
     m.insert("isRecordingMP4".into(), info.record_on.into());
-    m.insert("originSock".into(), Value::Object(origin_sock(s, info, listen_ip)));
-    m.insert("originType".into(), ORIGIN_TYPE_RTP_PUSH.into());
-    m.insert("originTypeStr".into(), ORIGIN_TYPE_RTP_PUSH_NAME.into());
-    // The opened name: wvp's SSRC allocator reads the hex SSRC after `/rtp/`.
-    m.insert("originUrl".into(), format!("rtp://{VHOST}/{}/{}", s.app, s.stream_id).into());
+    m.insert("originSock".into(), Value::Object(origin.sock));
+    m.insert("originType".into(), origin.kind.into());
+    m.insert("originTypeStr".into(), origin.kind_name.into());
+    m.insert("originUrl".into(), origin.url.into());
     m.insert("params".into(), "".into());
     m.insert("readerCount".into(), readers.into());
     m.insert("schema".into(), schema.into());
-    m.insert("stream".into(), s.name.clone().into());
+    m.insert("stream".into(), name.into());
     m.insert("totalBytes".into(), info.bytes.into());
     m.insert("totalReaderCount".into(), readers.into());
     m.insert("tracks".into(), Value::Array(tracks(info)));

@@ -212,26 +212,54 @@ fn check(config: &ProxyConfig) -> Result<url::Url, String> {
     if !Scope::valid_name(&config.name) {
         return Err("name is letters, digits, '_' and '-' (at most 64)".into());
     }
-    if config.url.len() > URL_BYTES_MAX {
+    let url = check_url(&config.url, config.transport)?;
+    if config.idle_s.is_some_and(|s| !(1..=ON_DEMAND_IDLE_S_MAX).contains(&s)) {
+        return Err(format!("idle_s is 1..={ON_DEMAND_IDLE_S_MAX}"));
+    }
+    Ok(url)
+}
+
+/// Why a source URL is not pulled (with this transport), or the URL.
+pub fn check_url(text: &str, transport: Transport) -> Result<url::Url, String> {
+    if text.len() > URL_BYTES_MAX {
         return Err(format!("url is longer than {URL_BYTES_MAX} bytes"));
     }
-    let url = url::Url::parse(&config.url).map_err(|e| format!("url: {e}"))?;
+    let url = url::Url::parse(text).map_err(|e| format!("url: {e}"))?;
     let Some(kind) = session::Kind::of(&url) else {
         return Err(format!("url scheme {}:// is not pulled (rtsp://, rtmp://, http://….flv and http://….m3u8 are; TLS sources not yet)", url.scheme()));
     };
     if url.host_str().is_none_or(str::is_empty) {
         return Err("url has no host".into());
     }
-    if kind != session::Kind::Rtsp && config.transport == Transport::Udp {
+    if kind != session::Kind::Rtsp && transport == Transport::Udp {
         return Err("transport udp is for rtsp:// only (RTMP and HTTP are TCP)".into());
     }
     if kind == session::Kind::Rtmp && rtmp::app_and_key(&url).is_none() {
         return Err("an rtmp:// url is rtmp://host[:port]/app/stream".into());
     }
-    if config.idle_s.is_some_and(|s| !(1..=ON_DEMAND_IDLE_S_MAX).contains(&s)) {
-        return Err(format!("idle_s is 1..={ON_DEMAND_IDLE_S_MAX}"));
-    }
     Ok(url)
+}
+
+/// A changed URL whose password is still the redacted `***` the API showed keeps the old
+/// password (a form filled from `GET` sends it back as it got it).
+fn keep_password(new: &str, old: &str) -> String {
+    let (Ok(mut n), Ok(o)) = (url::Url::parse(new), url::Url::parse(old)) else { return new.to_string() };
+    match (n.password(), o.password()) {
+        (Some("***"), Some(password)) if n.username() == o.username() => {
+            let _ = n.set_password(Some(password));
+            n.to_string()
+        }
+        _ => new.to_string(),
+    }
+}
+
+/// A client pulled for someone else than the proxy list (the node API's `addStreamProxy`):
+/// its name on the pull thread (`node:` + the stream name: never a proxy's name, which has no
+/// `:`), its stream's SSRC.
+pub struct Pulled {
+    pub client: String,
+    pub ssrc: u32,
+    pub state: Arc<Mutex<PullState>>,
 }
 
 impl Proxies {
@@ -384,6 +412,34 @@ impl Proxies {
         let _ = self.thread.tx.try_send(Command::Stop { name: name.to_string() });
     }
 
+    /// Opens stream `stream_name` (e.g. `live/cam1`) and pulls `url` into it, outside the
+    /// proxy list: not saved, not in `/api/proxies`; `release` ends it.
+    pub async fn pull_for(&self, stream_name: &str, url: url::Url, transport: Transport) -> Result<Pulled, String> {
+        let ssrc = crate::proto::ssrc::named_ssrc(stream_name);
+        let spec = crate::shard::msg::StreamSpec { ssrc, name: Some(stream_name.to_string()), ..Default::default() };
+        let carried = match transport {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        };
+        let format = session::Kind::of(&url).map_or("rtsp", session::Kind::format);
+        let (_, sink) = self.shard.open_pulled(spec, carried, format).await.map_err(|e| format!("stream not opened: {e}"))?;
+        let state: Arc<Mutex<PullState>> = Default::default();
+        let client = format!("node:{stream_name}");
+        tracing::info!(stream = stream_name, ssrc, url = redacted(&url), "pulling for the node API");
+        let cmd = Command::Start { name: client.clone(), url, transport, sink, state: state.clone() };
+        if self.thread.tx.try_send(cmd).is_err() {
+            self.shard.close_stream(ssrc).await;
+            return Err("the pull thread is busy".into());
+        }
+        Ok(Pulled { client, ssrc, state })
+    }
+
+    /// Ends what `pull_for` started: the client stops and the stream closes.
+    pub async fn release(&self, pulled: &Pulled) {
+        let _ = self.thread.tx.try_send(Command::Stop { name: pulled.client.clone() });
+        self.shard.close_stream(pulled.ssrc).await;
+    }
+
     async fn save(&self) -> Result<(), String> {
         let list: Vec<ProxyConfig> = self.entries.borrow().values().map(|e| e.config.clone()).collect();
         let file = self.shard.config.data_dir.join(FILE);
@@ -447,7 +503,7 @@ impl Proxies {
                     Err(e) => return bad(format!("body: {e}")),
                 };
                 if let Some(url) = change.get("url").and_then(Value::as_str) {
-                    config.url = url.to_string();
+                    config.url = keep_password(url, &config.url);
                 }
                 if let Some(m) = change.get("mode") {
                     match serde_json::from_value(m.clone()) {
@@ -506,6 +562,15 @@ mod tests {
 
     fn config(url: &str) -> ProxyConfig {
         ProxyConfig { name: "cam1".into(), url: url.into(), transport: Transport::Tcp, mode: Mode::Always, idle_s: None }
+    }
+
+    #[test]
+    fn a_redacted_password_sent_back_keeps_the_old_one() {
+        let old = "rtsp://admin:s3cret@10.0.0.8:554/h264";
+        assert_eq!(keep_password("rtsp://admin:***@10.0.0.9:554/h264", old), "rtsp://admin:s3cret@10.0.0.9:554/h264");
+        assert_eq!(keep_password("rtsp://admin:new@10.0.0.8:554/h264", old), "rtsp://admin:new@10.0.0.8:554/h264");
+        // Another user: the old password is not theirs.
+        assert_eq!(keep_password("rtsp://guest:***@10.0.0.8:554/h264", old), "rtsp://guest:***@10.0.0.8:554/h264");
     }
 
     #[test]
