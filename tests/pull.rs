@@ -292,3 +292,156 @@ fn an_hls_source_written_by_ffmpeg_plays_as_flv_at_its_own_pace() {
     let frames = proxy(&engine, "hls-src")["state"]["frames"].as_u64().unwrap();
     assert!(frames > 100, "{frames} frames");
 }
+
+/// What the hostile HTTP source sends, by the request's path.
+fn hostile_answer(path: &str, conn: &mut std::net::TcpStream) -> std::io::Result<u64> {
+    use std::io::Write;
+    const HUNDRED_MB: u64 = 100 << 20;
+    let block = vec![0u8; 64 << 10];
+    // Bytes written until 100 MB or until the peer hangs up (then: how far it got).
+    let endless = |conn: &mut std::net::TcpStream, head: &[u8], fill: &[u8]| -> std::io::Result<u64> {
+        conn.write_all(head)?;
+        let mut sent = head.len() as u64;
+        while sent < HUNDRED_MB && conn.write_all(fill).is_ok() {
+            sent += fill.len() as u64;
+        }
+        Ok(sent)
+    };
+    match path {
+        // Bytes that are no FLV at all.
+        "/garbage.flv" => {
+            let mut noise: Vec<u8> = (0..(256u32 << 10)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+            noise[0] = b'X';
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\n\r\n")?;
+            conn.write_all(&noise)?;
+            Ok(noise.len() as u64)
+        }
+        // An FLV whose first tag says 16 MB, then 100 MB of it.
+        "/huge.flv" => {
+            let mut head = b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\n\r\nFLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+            head.extend_from_slice(&[9, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0]);
+            endless(conn, &head, &block)
+        }
+        // An answer head that never ends.
+        "/head.flv" => endless(conn, b"HTTP/1.1 200 OK\r\nX-Filler: ", &vec![b'a'; 64 << 10]),
+        // A chunk size past any integer.
+        "/chunks.flv" => {
+            conn.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFFFFFFFF\r\n")?;
+            Ok(0)
+        }
+        // HLS whose segment is 100 MB of bytes with no length given.
+        "/big/index.m3u8" => {
+            let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:2.0,\nseg1.ts\n";
+            write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len())?;
+            Ok(0)
+        }
+        "/big/seg1.ts" => endless(conn, b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n", &block),
+        _ => {
+            conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
+            Ok(0)
+        }
+    }
+}
+
+/// Sources that send garbage, a 16 MB FLV tag followed by 100 MB, an endless answer head, a
+/// chunk size past any integer, or a 100 MB HLS segment: each proxy fails with a reason that
+/// says so, reads a bounded part of what was sent, backs off instead of spinning, and keeps
+/// its stream open for its viewers.
+#[test]
+fn hostile_http_sources_are_bounded_and_their_streams_stay_up() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // The most bytes one answer got out before the client hung up, by path.
+    let sent: Arc<Mutex<std::collections::HashMap<String, u64>>> = Default::default();
+    let requests = Arc::new(AtomicU64::new(0));
+    let (sent_w, requests_w) = (sent.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let (sent, requests) = (sent_w.clone(), requests_w.clone());
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                conn.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut line = String::new();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut h = String::new();
+                while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
+                    h.clear();
+                }
+                requests.fetch_add(1, Ordering::Relaxed);
+                let n = hostile_answer(&path, &mut conn).unwrap_or(0);
+                let mut s = sent.lock().unwrap();
+                let e = s.entry(path).or_default();
+                *e = (*e).max(n);
+            });
+        }
+    });
+    let engine = Engine::start(1, "");
+    let cases = [
+        ("garbage", "/garbage.flv", "not an FLV stream"),
+        ("huge", "/huge.flv", "FLV tag of 16777215 bytes"),
+        ("head", "/head.flv", "answer head over"),
+        ("chunks", "/chunks.flv", "chunk"),
+        ("bigseg", "/big/index.m3u8", "body over"),
+    ];
+    let mut ids = Vec::new();
+    for (name, path, _) in cases {
+        let p = add_proxy(&engine, json!({ "name": name, "url": format!("http://127.0.0.1:{port}{path}") }));
+        ids.push(p["stream_id"].as_str().unwrap().to_string());
+    }
+    let started = std::time::Instant::now();
+    for ((name, _, why), id) in cases.iter().zip(&ids) {
+        let p = wait_for(&format!("{name} failing with {why:?}"), Duration::from_secs(60), || {
+            let p = proxy(&engine, name);
+            p["state"]["last_error"].as_str().is_some_and(|e| e.contains(why)).then_some(p)
+        });
+        assert!(matches!(p["state"]["status"].as_str(), Some("retrying" | "connecting")), "{p}");
+        assert_eq!(p["state"]["frames"], 0, "{p}");
+        let (status, stream) = engine.request("GET", &format!("/api/streams/{id}"), "");
+        assert_eq!(status, 200, "{name}'s stream stays open for its viewers: {stream}");
+    }
+    // Backoff, not a busy loop: 1 s doubling, so a handful of tries per proxy by now.
+    let elapsed_s = started.elapsed().as_secs() + 5;
+    for (name, _, _) in cases {
+        let failures = proxy(&engine, name)["state"]["failures"].as_u64().unwrap();
+        assert!(failures <= 2 + elapsed_s, "{name}: {failures} failures in about {elapsed_s} s");
+    }
+    assert!(requests.load(Ordering::Relaxed) < 200, "{} requests", requests.load(Ordering::Relaxed));
+    // Of 100 MB offered, gmv took the head of it: the bounds (16 KiB heads, 8 MiB frames,
+    // 32 MiB segments) plus what the sockets buffer.
+    let sent = sent.lock().unwrap().clone();
+    for (path, most) in [("/huge.flv", 16u64 << 20), ("/head.flv", 16 << 20), ("/big/seg1.ts", 48 << 20)] {
+        let n = sent.get(path).copied().unwrap_or(0);
+        assert!(n < most, "{path}: {n} bytes went out before gmv hung up (bound {most})");
+    }
+    assert!(!engine.log_text().contains("panicked"));
+}
+
+/// At most 1,000 proxies: the 1,001st is refused by name (on-demand ones: nothing is dialled).
+#[test]
+fn a_thousand_proxies_are_the_most() {
+    let engine = Engine::start(1, "");
+    let url = format!("rtsp://127.0.0.1:{}/h264", free_tcp_port());
+    for i in 0..1000 {
+        let body = json!({ "name": format!("p{i}"), "url": url, "mode": "on_demand" }).to_string();
+        let (status, v) = engine.request("POST", "/api/proxies", &body);
+        assert_eq!(status, 201, "proxy {i}: {v}");
+    }
+    let (status, v) = engine.request("POST", "/api/proxies", &json!({ "name": "one-more", "url": url }).to_string());
+    assert_eq!((status, v["code"].as_str()), (409, Some("too_many")), "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| m.contains("1000")), "{v}");
+    let (_, list) = engine.request("GET", "/api/proxies", "");
+    assert_eq!((list["total"].as_u64(), list["max"].as_u64()), (Some(1000), Some(1000)));
+    wait_for("the thousand streams open", Duration::from_secs(30), || {
+        let (_, streams) = engine.request("GET", "/api/streams", "");
+        let n = streams.as_array().or(streams["streams"].as_array()).map_or(0, |a| a.iter().filter(|s| s["name"].as_str().is_some_and(|n| n.starts_with("proxy/p"))).count());
+        (n == 1000).then_some(())
+    });
+}
