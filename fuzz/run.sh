@@ -14,7 +14,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(sip_parse sip_framer sip_endpoint manscdp sdp rtp ps_demux ts_demux rtp_depack h26x_sps mp4_read http_head play_token gb_text node_inputs whep_offer wav flv_demux rtmp_ingest pull_inputs)
+  targets=(sip_parse sip_framer sip_endpoint manscdp sdp rtp ps_demux ts_demux rtp_depack h26x_sps mp4_read http_head play_token gb_text node_inputs whep_offer wav flv_demux rtmp_ingest pull_inputs onvif)
 fi
 shared="../../shared/corpus"
 

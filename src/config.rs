@@ -33,6 +33,10 @@ pub struct Config {
     pub webrtc: WebRtcConfig,
     /// RTMP push ingest (encoders, OBS, drones publishing with a publish token).
     pub rtmp: RtmpConfig,
+    /// ONVIF cameras: where discovery probes go out.
+    pub onvif: OnvifConfig,
+    /// Pull proxies' clients.
+    pub pull: PullConfig,
 }
 
 /// RTMP push ingest: one TCP listener; each publisher's connection moves to the media shard
@@ -50,6 +54,32 @@ pub struct RtmpConfig {
 impl Default for RtmpConfig {
     fn default() -> Self {
         RtmpConfig { enabled: true, listen: "0.0.0.0:1935".parse().expect("literal"), public_host: None }
+    }
+}
+
+/// What pull proxies' clients trust.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PullConfig {
+    /// PEM certificates of authorities trusted for `https://` sources besides the system's
+    /// (a site's own CA); None: the system's only.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// ONVIF discovery (WS-Discovery) and control of cameras that are pulled as proxies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OnvifConfig {
+    /// The address of the interface on the cameras' network: probes to the multicast group go
+    /// out there. 0.0.0.0: the one the route picks.
+    pub interface: IpAddr,
+    /// How long a probe waits for answers (100..=10000).
+    pub probe_wait_ms: u64,
+}
+
+impl Default for OnvifConfig {
+    fn default() -> Self {
+        OnvifConfig { interface: "0.0.0.0".parse().expect("literal"), probe_wait_ms: 2000 }
     }
 }
 
@@ -844,6 +874,8 @@ impl Default for Config {
             cascade: CascadeConfig::default(),
             webrtc: WebRtcConfig::default(),
             rtmp: RtmpConfig::default(),
+            onvif: OnvifConfig::default(),
+            pull: PullConfig::default(),
         }
     }
 }
@@ -951,6 +983,9 @@ impl Config {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
         if self.rtp.port_min == 0 || self.rtp.port_min > self.rtp.port_max {
             return invalid("rtp.port_min must be > 0 and <= rtp.port_max");
+        }
+        if !(100..=10_000).contains(&self.onvif.probe_wait_ms) {
+            return invalid("onvif.probe_wait_ms must be 100..=10000");
         }
         if !self.http.tokens.is_empty() {
             return invalid(

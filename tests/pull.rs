@@ -163,7 +163,7 @@ fn proxies_of_other_schemes_and_bad_names_are_refused_and_kept_across_restarts()
     let mut engine = Engine::start(1, "");
     for (body, why) in [
         (json!({ "name": "a", "url": "ftp://h/live/x" }), "ftp"),
-        (json!({ "name": "a", "url": "https://h/x.flv" }), "https (TLS not yet)"),
+        (json!({ "name": "a", "url": "rtsps://h/x" }), "rtsps (not yet)"),
         (json!({ "name": "a", "url": "rtmp://h/nokey" }), "rtmp without app/stream"),
         (json!({ "name": "a", "url": "rtmp://h/live/x", "transport": "udp" }), "udp for rtmp"),
         (json!({ "name": "a/b", "url": "rtsp://h/x" }), "name"),
@@ -444,4 +444,54 @@ fn a_thousand_proxies_are_the_most() {
         let n = streams.as_array().or(streams["streams"].as_array()).map_or(0, |a| a.iter().filter(|s| s["name"].as_str().is_some_and(|n| n.starts_with("proxy/p"))).count());
         (n == 1000).then_some(())
     });
+}
+
+/// An HTTPS HLS source: ffmpeg's HLS output behind Python's TLS server with a certificate of
+/// a site's own authority (`pull.ca_file`), played; the same server under a name its
+/// certificate does not carry is refused with the reason.
+#[test]
+fn an_https_hls_source_with_a_site_authority_plays_and_a_wrong_name_is_refused() {
+    let dir = work_dir().join(format!("pull-https-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A site authority and a server certificate it signed for 127.0.0.1 only.
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl").args(args).current_dir(&dir).stderr(Stdio::null()).status().expect("openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=site-ca", "-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=camera-server", "-keyout", "server.key", "-out", "server.csr"]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=critical,CA:FALSE\n").unwrap();
+    openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.crt"]);
+    let hls = dir.join("hls");
+    std::fs::create_dir_all(&hls).unwrap();
+    let playlist = hls.join("index.m3u8");
+    let aac = ["-c:a", "aac", "-ar", "16000", "-ac", "1"];
+    let _ffmpeg = ffmpeg_source(&aac, "hls", playlist.to_str().unwrap(), &["-hls_time", "1", "-hls_list_size", "6", "-hls_flags", "delete_segments"], 90);
+    let port = free_tcp_port();
+    let server = format!(
+        "import http.server, ssl, functools\n\
+         h = functools.partial(http.server.SimpleHTTPRequestHandler, directory={hls:?})\n\
+         s = http.server.ThreadingHTTPServer(('127.0.0.1', {port}), h)\n\
+         c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+         c.load_cert_chain({crt:?}, {key:?})\n\
+         s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+         s.serve_forever()\n",
+        hls = hls.display().to_string(),
+        crt = dir.join("server.crt").display().to_string(),
+        key = dir.join("server.key").display().to_string(),
+    );
+    let _https = Child2(Command::new("python3").args(["-c", &server]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("python3"));
+    let engine = Engine::start(1, &format!("pull:\n  ca_file: \"{}\"\n", dir.join("ca.crt").display()));
+    let p = add_proxy(&engine, json!({ "name": "tls-hls", "url": format!("https://127.0.0.1:{port}/index.m3u8") }));
+    let wrong = add_proxy(&engine, json!({ "name": "tls-name", "url": format!("https://localhost:{port}/index.m3u8") }));
+    wait_status(&engine, "tls-hls", "playing", Duration::from_secs(30));
+    let file = four_seconds_of(&engine, p["stream_id"].as_str().unwrap(), "pull-https-hls.flv");
+    let video = ffprobe(&file);
+    assert_eq!((video.codec.as_str(), video.width, video.height), ("h264", 320, 240), "{video:?}");
+    let refused = wait_for("tls-name refused", Duration::from_secs(20), || {
+        let v = proxy(&engine, "tls-name");
+        v["state"]["last_error"].as_str().is_some_and(|e| e.contains("TLS") && e.contains("certificate")).then_some(v)
+    });
+    assert_eq!(refused["state"]["frames"], 0, "{refused} {wrong}");
 }

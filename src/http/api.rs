@@ -129,7 +129,7 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         ("GET", ["api", "shards"]) => (200, json!({ "rtp_port": shard.config.rtp.port, "shards": shard.shard_stats().await })),
         ("GET", ["api", "webrtc"]) => (200, webrtc_summary(&shard.shard_stats().await)),
         (_, ["api", "nodes", ..]) => nodes_api(front, &head.method, &segments),
-        (_, ["api", "proxies", ..]) => match &front.pull {
+        (_, ["api", "proxies" | "onvif", ..]) => match &front.pull {
             Some(pull) => pull.route(&head.method, &segments, &body).await,
             None => (503, json!({ "code": "pull_unavailable", "message": "pull proxies are unavailable (see the log at start)" })),
         },

@@ -19,6 +19,7 @@ pub mod m3u8;
 pub mod ipnet;
 pub mod mp4;
 pub mod mp4_read;
+pub mod onvif;
 pub mod ps;
 pub mod ps_mux;
 pub mod retime;

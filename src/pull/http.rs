@@ -1,14 +1,19 @@
-//! The least HTTP/1.1 client the HTTP-FLV and HLS pulls need: GET over plain TCP, redirects
-//! followed a few times, Basic credentials from the URL, the body by length, chunked or to the
-//! close. Its answers are a source's: the head is bounded before it is parsed, the chunked
-//! coding by `proto::http_chunked`.
+//! The least HTTP/1.1 client the HTTP-FLV and HLS pulls and ONVIF need: GET over TCP or TLS,
+//! redirects followed a few times, Basic credentials from the URL, the body by length, chunked
+//! or to the close; and a POST whose answer is read whatever its status (a SOAP fault comes
+//! with 400 or 500, a digest challenge with 401). Its answers are a source's: the head is
+//! bounded before it is parsed, the chunked coding by `proto::http_chunked`.
 
 use super::session::CONNECT_TIMEOUT;
 use crate::proto::http_chunked::ChunkedDecoder;
 use base64::Engine as _;
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// A connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// An answer's head, at most.
 pub const HEAD_BYTES_MAX: usize = 16 << 10;
@@ -27,7 +32,7 @@ enum Framing {
 
 /// An answer whose head was 2xx, its body still to read.
 pub struct Response {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     /// Bytes read past the head, not yet given out.
     early: BytesMut,
     framing: Framing,
@@ -41,35 +46,81 @@ pub struct Response {
 pub async fn get(url: &url::Url) -> Result<Response, String> {
     let mut url = url.clone();
     for _ in 0..=REDIRECTS_MAX {
-        match tokio::time::timeout(CONNECT_TIMEOUT, request(&url)).await {
+        let answer = match tokio::time::timeout(CONNECT_TIMEOUT, request(&url, "GET", &[], &[])).await {
             Err(_) => return Err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())),
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(Answer::Body(r))) => return Ok(r),
-            Ok(Ok(Answer::Redirect(to))) => url = url.join(&to).map_err(|e| format!("redirect to {to:?}: {e}"))?,
+            Ok(answer) => answer?,
+        };
+        let status = answer.status;
+        if (300..400).contains(&status)
+            && let Some(to) = answer.header("location")
+        {
+            url = url.join(to).map_err(|e| format!("redirect to {to:?}: {e}"))?;
+            continue;
         }
+        if !(200..300).contains(&status) {
+            return Err(if status == 401 { "HTTP 401 unauthorized (user or password)".into() } else { format!("HTTP {status} {}", answer.reason) });
+        }
+        return Ok(answer.body);
     }
     Err(format!("more than {REDIRECTS_MAX} redirects"))
 }
 
-enum Answer {
-    Body(Response),
-    Redirect(String),
+/// An answer of any status: its head, its body to read.
+pub struct Answer {
+    pub status: u16,
+    pub reason: String,
+    /// Names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Response,
 }
 
-async fn request(url: &url::Url) -> Result<Answer, String> {
-    if url.scheme() != "http" {
-        return Err(format!("{}:// is not fetched (http:// is)", url.scheme()));
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
+
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// POSTs `body` with `headers` (no redirects followed) and reads the whole answer, refused
+/// past `body_max` bytes, whatever its status.
+pub async fn post(url: &url::Url, headers: &[(&str, &str)], body: &[u8], body_max: usize) -> Result<(Answer, BytesMut), String> {
+    let exchange = async {
+        let mut answer = request(url, "POST", headers, body).await?;
+        let bytes = answer.body.read_all_ref(body_max).await?;
+        Ok::<_, String>((answer, bytes))
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, exchange).await {
+        Err(_) => Err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())),
+        Ok(r) => r,
+    }
+}
+
+async fn request(url: &url::Url, method: &str, extra: &[(&str, &str)], body: &[u8]) -> Result<Answer, String> {
+    let tls = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        other => return Err(format!("{other}:// is not fetched (http:// and https:// are)")),
+    };
     let host = url.host_str().ok_or("no host")?;
     let port = url.port_or_known_default().unwrap_or(80);
-    let mut stream = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port)).await.map_err(|e| format!("connect {host}:{port}: {e}"))?;
+    let tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port)).await.map_err(|e| format!("connect {host}:{port}: {e}"))?;
+    let mut stream: Box<dyn Io> = if tls { Box::new(super::tls::connect(host, tcp).await?) } else { Box::new(tcp) };
     let mut target = url.path().to_string();
     if let Some(q) = url.query() {
         target.push('?');
         target.push_str(q);
     }
     let host_header = url.port().map_or_else(|| host.to_string(), |p| format!("{host}:{p}"));
-    let mut head = format!("GET {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: gmv/{}\r\nAccept: */*\r\nConnection: close\r\n", env!("CARGO_PKG_VERSION"));
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: gmv/{}\r\nAccept: */*\r\nConnection: close\r\n", env!("CARGO_PKG_VERSION"));
+    for (name, value) in extra {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if method != "GET" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     if !url.username().is_empty() {
         let decode = |s: &str| super::rtsp::percent_decode(s);
         let pair = format!("{}:{}", decode(url.username()), decode(url.password().unwrap_or("")));
@@ -77,6 +128,7 @@ async fn request(url: &url::Url) -> Result<Answer, String> {
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+    stream.write_all(body).await.map_err(|e| format!("send: {e}"))?;
 
     let mut buf = BytesMut::with_capacity(4096);
     loop {
@@ -97,16 +149,10 @@ async fn request(url: &url::Url) -> Result<Answer, String> {
             Err(e) => return Err(format!("bad answer: {e}")),
         };
         let status = parsed.code.unwrap_or(0);
-        let header = |name: &str| parsed.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value).trim().to_string());
-        if (300..400).contains(&status)
-            && let Some(to) = header("location")
-        {
-            return Ok(Answer::Redirect(to));
-        }
-        if !(200..300).contains(&status) {
-            let reason = parsed.reason.unwrap_or("");
-            return Err(if status == 401 { "HTTP 401 unauthorized (user or password)".into() } else { format!("HTTP {status} {reason}") });
-        }
+        let reason = parsed.reason.unwrap_or("").to_string();
+        let headers: Vec<(String, String)> =
+            parsed.headers.iter().map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string())).collect();
+        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
         let framing = if header("transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked")) {
             Framing::Chunked(ChunkedDecoder::new())
         } else if let Some(len) = header("content-length") {
@@ -115,7 +161,8 @@ async fn request(url: &url::Url) -> Result<Answer, String> {
             Framing::Close
         };
         let early = buf.split_off(head_len);
-        return Ok(Answer::Body(Response { stream, early, framing, scratch: vec![0; READ_BYTES].into_boxed_slice(), url: url.clone() }));
+        let body = Response { stream, early, framing, scratch: vec![0; READ_BYTES].into_boxed_slice(), url: url.clone() };
+        return Ok(Answer { status, reason, headers, body });
     }
 }
 
@@ -143,6 +190,10 @@ impl Response {
 
     /// The whole body, refused past `max` bytes.
     pub async fn read_all(mut self, max: usize) -> Result<BytesMut, String> {
+        self.read_all_ref(max).await
+    }
+
+    async fn read_all_ref(&mut self, max: usize) -> Result<BytesMut, String> {
         if let Framing::Length(n) = self.framing
             && n > max as u64
         {

@@ -8,9 +8,12 @@
 pub mod flv;
 pub mod hls;
 pub mod http;
+pub mod onvif;
+mod onvif_api;
 pub mod rtmp;
 pub mod rtsp;
 pub mod session;
+pub mod tls;
 
 use crate::auth::Scope;
 use crate::shard::Shard;
@@ -72,6 +75,24 @@ pub struct ProxyConfig {
     /// On demand: seconds without a viewer before the source is closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_s: Option<u64>,
+    /// Made from an ONVIF camera's profile: how to reach it again (PTZ, presets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onvif: Option<OnvifLink>,
+}
+
+/// The ONVIF camera a proxy's stream comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnvifLink {
+    pub device_url: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+    /// The profile whose stream it pulls (PTZ calls name it).
+    pub profile: String,
+    /// Where PTZ calls go; None: the profile cannot move.
+    pub ptz_url: Option<String>,
 }
 
 impl ProxyConfig {
@@ -139,6 +160,8 @@ pub fn stream_ssrc(name: &str) -> u32 {
 enum Command {
     Start { name: String, url: url::Url, transport: Transport, sink: OwnedFd, state: Arc<Mutex<PullState>> },
     Stop { name: String },
+    /// Other network work for the control (ONVIF): run to its end, bounded by its own timeouts.
+    Task(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
 }
 
 /// The thread the RTSP clients run on.
@@ -174,6 +197,9 @@ impl PullThread {
                                 t.abort();
                             }
                         }
+                        Command::Task(work) => {
+                            tokio::spawn(work);
+                        }
                     }
                     tasks.retain(|_, t| !t.is_finished());
                 }
@@ -205,6 +231,8 @@ pub struct Proxies {
     shard: Rc<Shard>,
     entries: RefCell<BTreeMap<String, Entry>>,
     thread: PullThread,
+    /// ONVIF conversations under way (`onvif_api::ONVIF_CALLS_MAX` at most).
+    onvif_calls: std::cell::Cell<usize>,
 }
 
 /// Why a proxy is refused.
@@ -226,7 +254,7 @@ pub fn check_url(text: &str, transport: Transport) -> Result<url::Url, String> {
     }
     let url = url::Url::parse(text).map_err(|e| format!("url: {e}"))?;
     let Some(kind) = session::Kind::of(&url) else {
-        return Err(format!("url scheme {}:// is not pulled (rtsp://, rtmp://, http://….flv and http://….m3u8 are; TLS sources not yet)", url.scheme()));
+        return Err(format!("url scheme {}:// is not pulled (rtsp://, rtmp://, http(s)://….flv and http(s)://….m3u8 are; rtsps:// and rtmps:// not yet)", url.scheme()));
     };
     if url.host_str().is_none_or(str::is_empty) {
         return Err("url has no host".into());
@@ -272,7 +300,11 @@ impl Proxies {
         if let Some(error) = error {
             tracing::error!(error, "pull proxies file unreadable; starting with none");
         }
-        let proxies = Rc::new(Proxies { shard, entries: Default::default(), thread: PullThread::start()? });
+        // https:// sources: the authorities they are checked against.
+        if let Err(error) = tls::init(shard.config.pull.ca_file.as_deref()) {
+            tracing::error!(error, "pull: https:// sources will not connect");
+        }
+        let proxies = Rc::new(Proxies { shard, entries: Default::default(), thread: PullThread::start()?, onvif_calls: Default::default() });
         for config in list.into_iter().take(PROXIES_MAX) {
             if check(&config).is_ok() {
                 proxies.entries.borrow_mut().insert(config.name.clone(), Entry::new(config, false));
@@ -434,6 +466,17 @@ impl Proxies {
         Ok(Pulled { client, ssrc, state })
     }
 
+    /// Runs `work` on the pull thread (where the network clients and their runtime are) and
+    /// gives its result; None when the thread's queue is full or the thread is gone.
+    pub async fn on_pull_thread<T: Send + 'static>(&self, work: impl std::future::Future<Output = T> + Send + 'static) -> Option<T> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let task = Box::pin(async move {
+            let _ = tx.send(work.await);
+        });
+        self.thread.tx.try_send(Command::Task(task)).ok()?;
+        rx.await.ok()
+    }
+
     /// Ends what `pull_for` started: the client stops and the stream closes.
     pub async fn release(&self, pulled: &Pulled) {
         let _ = self.thread.tx.try_send(Command::Stop { name: pulled.client.clone() });
@@ -456,7 +499,33 @@ impl Proxies {
             "idle_s": e.config.idle().as_secs(),
             "stream_id": crate::proto::ssrc::stream_id(stream_ssrc(&e.config.name)),
             "state": state,
+            "onvif": e.config.onvif.as_ref().map(|o| json!({ "device_url": o.device_url, "user": o.user, "profile": o.profile, "ptz": o.ptz_url.is_some() })),
         })
+    }
+
+    /// A new proxy: checked, kept, started; 201 with its view.
+    async fn add(&self, config: ProxyConfig) -> (u16, Value) {
+        if let Err(m) = check(&config) {
+            return (400, json!({ "code": "bad_request", "message": m }));
+        }
+        {
+            let entries = self.entries.borrow();
+            if entries.contains_key(&config.name) {
+                return (409, json!({ "code": "exists", "message": "a proxy with this name exists" }));
+            }
+            if entries.len() >= PROXIES_MAX {
+                return (409, json!({ "code": "too_many", "message": format!("at most {PROXIES_MAX} proxies") }));
+            }
+        }
+        let name = config.name.clone();
+        tracing::info!(proxy = name, url = redacted_text(&config.url), "pull proxy added");
+        self.entries.borrow_mut().insert(name.clone(), Entry::new(config, false));
+        if let Err(e) = self.save().await {
+            tracing::error!(error = e, "pull proxies not saved");
+        }
+        self.start_one(&name).await;
+        let view = self.entries.borrow().get(&name).map(|e| self.view(e)).unwrap_or_default();
+        (201, view)
     }
 
     /// `/api/proxies[/{name}]`.
@@ -474,28 +543,9 @@ impl Proxies {
                     Ok(c) => c,
                     Err(e) => return bad(format!("body: {e}")),
                 };
-                if let Err(m) = check(&config) {
-                    return bad(m);
-                }
-                {
-                    let entries = self.entries.borrow();
-                    if entries.contains_key(&config.name) {
-                        return (409, json!({ "code": "exists", "message": "a proxy with this name exists" }));
-                    }
-                    if entries.len() >= PROXIES_MAX {
-                        return (409, json!({ "code": "too_many", "message": format!("at most {PROXIES_MAX} proxies") }));
-                    }
-                }
-                let name = config.name.clone();
-                tracing::info!(proxy = name, url = redacted_text(&config.url), "pull proxy added");
-                self.entries.borrow_mut().insert(name.clone(), Entry::new(config, false));
-                if let Err(e) = self.save().await {
-                    tracing::error!(error = e, "pull proxies not saved");
-                }
-                self.start_one(&name).await;
-                let view = self.entries.borrow().get(&name).map(|e| self.view(e)).unwrap_or_default();
-                (201, view)
+                self.add(config).await
             }
+            (_, ["api", "onvif", ..] | ["api", "proxies", _, "ptz" | "presets", ..]) => self.onvif_route(method, segments, body).await,
             ("PUT", ["api", "proxies", name]) => {
                 let Some(mut config) = self.entries.borrow().get(*name).map(|e| e.config.clone()) else { return not_found() };
                 let change: Value = match serde_json::from_slice(body) {
@@ -561,7 +611,7 @@ mod tests {
     use super::*;
 
     fn config(url: &str) -> ProxyConfig {
-        ProxyConfig { name: "cam1".into(), url: url.into(), transport: Transport::Tcp, mode: Mode::Always, idle_s: None }
+        ProxyConfig { name: "cam1".into(), url: url.into(), transport: Transport::Tcp, mode: Mode::Always, idle_s: None, onvif: None }
     }
 
     #[test]
@@ -579,7 +629,8 @@ mod tests {
         assert!(check(&config("rtmp://h/live/x?token=1")).is_ok());
         assert!(check(&config("http://h/live/x.flv")).is_ok());
         assert!(check(&config("http://h/live/x/index.m3u8")).is_ok());
-        for url in ["rtmp://h/nokey", "https://h/x.flv", "rtsps://h/x", "file:///etc/passwd", "rtsp:///nohost", "not a url", &format!("rtsp://h/{}", "x".repeat(URL_BYTES_MAX))] {
+        assert!(check(&config("https://h/live/x.flv")).is_ok());
+        for url in ["rtmp://h/nokey", "rtsps://h/x", "rtmps://h/live/x", "file:///etc/passwd", "rtsp:///nohost", "not a url", &format!("rtsp://h/{}", "x".repeat(URL_BYTES_MAX))] {
             assert!(check(&config(url)).is_err(), "{url}");
         }
         assert!(check(&ProxyConfig { name: "a/b".into(), ..config("rtsp://h/x") }).is_err());

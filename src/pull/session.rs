@@ -37,8 +37,8 @@ impl Kind {
         match url.scheme() {
             "rtsp" => Some(Kind::Rtsp),
             "rtmp" => Some(Kind::Rtmp),
-            "http" if url.path().ends_with(".m3u8") => Some(Kind::Hls),
-            "http" => Some(Kind::HttpFlv),
+            "http" | "https" if url.path().ends_with(".m3u8") => Some(Kind::Hls),
+            "http" | "https" => Some(Kind::HttpFlv),
             _ => None,
         }
     }
