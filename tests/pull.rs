@@ -495,3 +495,53 @@ fn an_https_hls_source_with_a_site_authority_plays_and_a_wrong_name_is_refused()
     });
     assert_eq!(refused["state"]["frames"], 0, "{refused} {wrong}");
 }
+
+/// A record plan on a proxy's stream (`PUT /api/streams/{id}/record-plan`): an on-demand proxy
+/// nobody watches is dialled when the plan starts, recorded (ffprobe reads the file), and its
+/// source closed again after the plan's end.
+#[test]
+fn a_record_plan_dials_an_on_demand_proxy_records_it_and_lets_it_go() {
+    let unix_s = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let hms = |t: u64| format!("{:02}:{:02}:{:02}", (t % 86_400) / 3600, (t % 3600) / 60, t % 60);
+    let port = free_tcp_port();
+    let _server = RtspServer::start(port, &[]);
+    let engine = Engine::start(1, "");
+    let p = add_proxy(&engine, json!({ "name": "yard", "url": format!("rtsp://127.0.0.1:{port}/h264"), "mode": "on_demand", "idle_s": 1 }));
+    let stream_id = p["stream_id"].as_str().unwrap().to_string();
+    wait_status(&engine, "yard", "idle", Duration::from_secs(10));
+    // Not across midnight UTC (waited out, at most 12 s).
+    while (unix_s() + 14) % 86_400 < 14 {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (start, end) = (unix_s() + 2, unix_s() + 10);
+    let weekday = (start / 86_400 + 3) % 7 + 1;
+    let plan = json!({ "name": "yard-day", "time_zone": "UTC", "ranges": [{ "days": [weekday], "start": hms(start), "end": hms(end) }] });
+    assert_eq!(engine.request("POST", "/api/record-plans", &plan.to_string()).0, 201);
+    let path = format!("/api/streams/{stream_id}/record-plan");
+    let (status, v) = engine.request("PUT", &path, &json!({ "plan": "yard-day" }).to_string());
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(engine.request("PUT", "/api/streams/4000000001/record-plan", &json!({ "plan": "yard-day" }).to_string()).0, 404, "no such stream");
+
+    let state = || {
+        let (_, v) = engine.request("GET", "/api/record-plans", "");
+        v["channels"].as_array().and_then(|c| c.iter().find(|c| c["channel_id"] == stream_id.as_str()).cloned()).unwrap_or(Value::Null)
+    };
+    wait_for("the plan recording the proxy", Duration::from_secs(15), || (state()["state"] == "recording").then_some(()));
+    assert_eq!(state()["device_id"], "stream");
+    wait_status(&engine, "yard", "playing", Duration::from_secs(10));
+    assert_eq!(engine.stream(&stream_id)["subscribers"], 0, "nobody watches: the plan dialled it");
+    wait_for("the plan's end", Duration::from_secs(20), || (state()["state"] == "idle").then_some(()));
+    wait_status(&engine, "yard", "idle", Duration::from_secs(15));
+    let record = wait_for("the recording closed", Duration::from_secs(10), || {
+        let (_, v) = engine.request("GET", &format!("/api/records?stream={stream_id}"), "");
+        v["records"].as_array().and_then(|r| r.iter().find(|r| r["in_progress"] == false).cloned())
+    });
+    let ms = record["duration_ms"].as_u64().unwrap();
+    assert!((3_000..=9_000).contains(&ms), "{record}");
+    let (_, body) = http_get(engine.http, record["url"].as_str().unwrap(), &[]);
+    let file = work_dir().join(format!("planned-proxy-{}.mp4", std::process::id()));
+    std::fs::write(&file, body).unwrap();
+    let video = ffprobe(&file);
+    assert_eq!((video.codec.as_str(), video.width), ("h264", 320), "{video:?}");
+    assert!(video.frames as u64 >= ms * 25 / 1000 - 25, "{video:?} in {ms} ms");
+}

@@ -138,6 +138,9 @@ fn key(device_id: &str, channel_id: &str) -> String {
     format!("{device_id}/{channel_id}")
 }
 
+/// What stands for the device in a stream's key (`stream/{stream_id}`): no device has this id.
+pub const STREAM_PLAN_DEVICE: &str = "stream";
+
 impl Control {
     /// The plans (each with whether it is in force and its channels) and the channels'
     /// states.
@@ -209,6 +212,22 @@ impl Control {
         if !self.has_channel(device_id, channel_id) {
             return Err(PlanError::NotFound("channel of a known device"));
         }
+        self.assign_plan_key(device_id, channel_id, plan).await
+    }
+
+    /// Has a stream that is no device channel's (a pull proxy, an RTMP push, an API or
+    /// static stream) follow `plan`: recorded while the plan is in force and the stream is
+    /// open. It must be open when assigned (its id is then known to be a stream's).
+    pub async fn assign_stream_record_plan(&self, stream_id: &str, plan: Option<String>) -> Result<(), PlanError> {
+        let Some(ssrc) = crate::proto::ssrc::parse_stream_id(stream_id) else { return Err(PlanError::NotFound("stream")) };
+        let kept = self.record_plans.borrow().file.channels.contains_key(&key(STREAM_PLAN_DEVICE, stream_id));
+        if plan.is_some() && !kept && self.shard.stream_info(ssrc).await.is_none() {
+            return Err(PlanError::NotFound("stream"));
+        }
+        self.assign_plan_key(STREAM_PLAN_DEVICE, stream_id, plan).await
+    }
+
+    async fn assign_plan_key(&self, device_id: &str, channel_id: &str, plan: Option<String>) -> Result<(), PlanError> {
         let file = {
             let mut p = self.record_plans.borrow_mut();
             let k = key(device_id, channel_id);
@@ -250,16 +269,26 @@ impl Control {
         loop {
             glommio::timer::sleep(PLAN_TICK).await;
             if self.is_active() {
-                self.plan_tick(crate::shard::unix_s(), Instant::now());
+                // Streams with a plan: which are open, and recording (asked only when some are).
+                let any_stream = self.record_plans.borrow().file.channels.keys().any(|k| k.starts_with(STREAM_PLAN_DEVICE) && k[STREAM_PLAN_DEVICE.len()..].starts_with('/'));
+                let streams = if any_stream { self.shard.list_streams().await.into_iter().map(|i| (i.ssrc, i.record_on)).collect() } else { Default::default() };
+                self.plan_tick(crate::shard::unix_s(), Instant::now(), &streams);
             }
         }
     }
 
     /// One look at every channel with a plan: the channels kept in step with the file, then
     /// each started, checked or stopped as its plan says.
-    fn plan_tick(self: &Rc<Self>, now_s: u64, now: Instant) {
-        let live: std::collections::HashMap<String, u32> =
+    /// `streams`: each open stream's SSRC and whether it records.
+    fn plan_tick(self: &Rc<Self>, now_s: u64, now: Instant, streams: &std::collections::HashMap<u32, bool>) {
+        let mut live: std::collections::HashMap<String, u32> =
             self.endpoint().sessions().filter(|s| s.kind == "live").map(|s| (key(&s.device_id, &s.channel_id), s.ssrc)).collect();
+        // A stream's "session" is the stream recording.
+        for (k, c) in self.record_plans.borrow().channels.iter().filter(|(_, c)| c.device_id == STREAM_PLAN_DEVICE) {
+            if let Some(ssrc) = c.ssrc.filter(|s| streams.get(s) == Some(&true)) {
+                live.insert(k.clone(), ssrc);
+            }
+        }
         let mut starts = Vec::new();
         let mut stops = Vec::new();
         {
@@ -292,7 +321,7 @@ impl Control {
                     (true, "starting") => {}
                     // The session it recorded ended (the device went, a BYE): again, at once.
                     (true, "recording") if c.ssrc.is_none_or(|s| live.get(k) != Some(&s)) => {
-                        c.last_error = Some("the session ended".into());
+                        c.last_error = Some(if c.device_id == STREAM_PLAN_DEVICE { "the stream closed or stopped recording" } else { "the session ended" }.into());
                         c.ssrc = None;
                         c.set("retrying");
                         c.next_try = Some(now);
@@ -328,28 +357,52 @@ impl Control {
     /// Plays a channel whose plan is in force and records its stream; the state says how it
     /// went.
     async fn plan_start(self: Rc<Self>, device_id: String, channel_id: String) {
-        let result = match self.play(&device_id, &channel_id, self.device_transport(&device_id)).await {
+        let result = if device_id == STREAM_PLAN_DEVICE {
+            self.plan_start_stream(&channel_id).await
+        } else {
+            self.plan_start_channel(&device_id, &channel_id).await
+        };
+        self.plan_started(device_id, channel_id, result);
+    }
+
+    /// A stream with a plan records (an on-demand proxy dials its source for it).
+    async fn plan_start_stream(&self, stream_id: &str) -> Result<(u32, String), String> {
+        let ssrc = crate::proto::ssrc::parse_stream_id(stream_id).ok_or("not a stream id")?;
+        match self.shard.record(ssrc, true).await {
+            Some(_) => Ok((ssrc, crate::proto::ssrc::stream_id(ssrc))),
+            None => Err("the stream is not open (a publisher not publishing, a proxy deleted)".to_string()),
+        }
+    }
+
+    async fn plan_start_channel(self: &Rc<Self>, device_id: &str, channel_id: &str) -> Result<(u32, String), String> {
+        match self.play(device_id, channel_id, self.device_transport(device_id)).await {
             Ok(session) => match self.shard.record(session.ssrc, true).await {
-                Some(_) => Ok(session),
+                Some(_) => Ok((session.ssrc, session.stream_id)),
                 None => Err("the stream is not on this engine's shards (a media node): plans record on local shards".to_string()),
             },
             Err(e) => Err(e.to_string()),
-        };
+        }
+    }
+
+    /// How a start went, into the channel's state.
+    fn plan_started(&self, device_id: String, channel_id: String, result: Result<(u32, String), String>) {
         let mut p = self.record_plans.borrow_mut();
         let Some(c) = p.channels.get_mut(&key(&device_id, &channel_id)).filter(|c| c.state == "starting") else {
             // The plan ended or changed meanwhile: the next tick stops what this started.
             return;
         };
         match result {
-            Ok(session) => {
-                tracing::info!(device_id, channel_id, plan = c.plan, stream_id = session.stream_id, "record plan: recording");
-                c.ssrc = Some(session.ssrc);
-                c.stream_id = Some(session.stream_id.clone());
+            Ok((ssrc, stream_id)) => {
+                tracing::info!(device_id, channel_id, plan = c.plan, stream_id, "record plan: recording");
+                c.ssrc = Some(ssrc);
+                c.stream_id = Some(stream_id.clone());
                 c.last_error = None;
                 c.backoff = PLAN_RETRY_MIN;
                 c.set("recording");
                 drop(p);
-                self.events.publish("record_plan_started", Some(&device_id), Some(&channel_id), json!({ "stream_id": session.stream_id }));
+                // A stream's plan names no device or channel.
+                let (device, channel) = if device_id == STREAM_PLAN_DEVICE { (None, None) } else { (Some(device_id.as_str()), Some(channel_id.as_str())) };
+                self.events.publish("record_plan_started", device, channel, json!({ "stream_id": stream_id }));
             }
             Err(error) => {
                 tracing::warn!(device_id, channel_id, plan = c.plan, %error, retry_s = c.backoff.as_secs(), "record plan: cannot record");

@@ -144,6 +144,12 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
             Some(control) => super::api_gb::route(control, &head, &segments, &body).await,
             None => (503, json!({ "code": "sip_disabled", "message": "SIP is disabled (sip.listen is empty)" })),
         },
+        // A record plan for a stream that is no device channel's (a proxy, an RTMP push, ...).
+        ("PUT", ["api", "streams", id, "record-plan"]) => match &front.control {
+            Some(control) if !control.is_active() => standby(control),
+            Some(control) => super::api_gb::assign_stream_record_plan(control, id, &body).await,
+            None => (503, json!({ "code": "sip_disabled", "message": "record plans live on the control (SIP is disabled: sip.listen is empty)" })),
+        },
         (_, ["api", "streams", ..]) => (405, json!({ "code": "method_not_allowed", "message": "method not allowed" })),
         _ => not_found(),
     };

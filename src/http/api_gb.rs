@@ -42,6 +42,27 @@ pub fn session_json(control: &Control, head: &RequestHead, session: &Session) ->
 
 /// A PTZ request body: `{"pan", "tilt", "zoom", "speed"}` (each optional; all zero stops),
 /// `{"focus", "speed"}` or `{"iris", "speed"}`; values -1..=1, speed 0..=1 (default 0.5).
+/// `{"plan": "name"}` or `{"plan": null}`.
+fn plan_named(body: &[u8]) -> Result<Option<String>, (u16, Value)> {
+    match serde_json::from_slice::<Value>(body).ok().map(|v| v["plan"].clone()) {
+        Some(Value::String(name)) => Ok(Some(name)),
+        Some(Value::Null) => Ok(None),
+        _ => Err(bad_request("the body is {\"plan\": \"name\"} or {\"plan\": null}".into())),
+    }
+}
+
+/// `PUT /api/streams/{id}/record-plan`.
+pub async fn assign_stream_record_plan(control: &Rc<Control>, stream_id: &str, body: &[u8]) -> (u16, Value) {
+    let plan = match plan_named(body) {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    match control.assign_stream_record_plan(stream_id, plan.clone()).await {
+        Ok(()) => (200, json!({ "stream_id": stream_id, "plan": plan })),
+        Err(e) => plan_refused(&e),
+    }
+}
+
 fn ptz_action(body: &[u8]) -> Result<PtzAction, String> {
     let req: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))? };
     let Some(fields) = req.as_object() else { return Err("body must be a JSON object".into()) };
@@ -497,10 +518,9 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
             Err(e) => plan_refused(&e),
         },
         ("PUT", ["api", "devices", id, "channels", ch, "record-plan"]) => {
-            let plan = match serde_json::from_slice::<Value>(body).ok().map(|v| v["plan"].clone()) {
-                Some(Value::String(name)) => Some(name),
-                Some(Value::Null) => None,
-                _ => return bad_request("the body is {\"plan\": \"name\"} or {\"plan\": null}".into()),
+            let plan = match plan_named(body) {
+                Ok(p) => p,
+                Err(refused) => return refused,
             };
             match control.assign_record_plan(id, ch, plan.clone()).await {
                 Ok(()) => (200, json!({ "device_id": id, "channel_id": ch, "plan": plan })),

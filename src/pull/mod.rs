@@ -349,7 +349,8 @@ impl Proxies {
                 .shard
                 .stream_info(stream_ssrc(&name))
                 .await
-                .map(|i| i.subscribers + i.senders > 0 || i.hls_request_ms_ago.is_some_and(|ms| ms < idle.as_millis() as u64));
+                // A recording (a record plan's, or asked by the API) watches too.
+                .map(|i| i.subscribers + i.senders > 0 || i.record_on || i.hls_request_ms_ago.is_some_and(|ms| ms < idle.as_millis() as u64));
             self.on_demand(&name, watched);
         }
     }

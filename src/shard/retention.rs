@@ -30,7 +30,8 @@ pub struct Candidate {
     pub end_unix_ms: u64,
     /// The file's and its sidecar's bytes.
     pub bytes: u64,
-    /// The device channel recorded, when it was one.
+    /// The device channel recorded, or the stream's id when it was no channel's (a proxy, an
+    /// RTMP push): what a record plan's age limit is looked up by.
     pub channel_id: Option<String>,
 }
 
@@ -165,7 +166,7 @@ fn scan(records: &Path) -> std::io::Result<(Vec<Candidate>, u64)> {
             continue;
         };
         let end_unix_ms = info.start_unix_ms.saturating_add(info.duration_ms);
-        candidates.push(Candidate { file: name.clone(), start_unix_ms: info.start_unix_ms, end_unix_ms, bytes: bytes + sidecar_bytes, channel_id: info.channel_id });
+        candidates.push(Candidate { file: name.clone(), start_unix_ms: info.start_unix_ms, end_unix_ms, bytes: bytes + sidecar_bytes, channel_id: info.channel_id.or(Some(info.stream_id)) });
     }
     Ok((candidates, used))
 }
