@@ -718,7 +718,7 @@ const I18N = {
     'err.pull_unavailable': 'Pull proxies are unavailable on this gmv',
     'err.rtmp_disabled': 'RTMP ingest is off on this gmv',
     'src.intro': 'Cameras that only speak RTSP, and RTMP, HTTP-FLV or HLS addresses of other servers, are pulled by gmv (pull proxies); encoders, OBS and drones push RTMP to it. Both play, record and go up to upper platforms like any stream.',
-    'src.viewer_note': 'This key is a viewer\'s: it sees and plays the sources. Adding, changing and deleting them, and push addresses, take an operator or admin key: sign out and sign in with one.',
+    'src.viewer_note': 'This key is a viewer\'s: it sees and plays the sources. Adding, changing and deleting them, finding ONVIF cameras, moving cameras (PTZ) and push addresses take an operator or admin key: sign out and sign in with one.',
     'src.updated': 'updated {time}',
     'src.loading': 'Loading…',
     'src.proxies_title': 'Pull proxies',
@@ -871,6 +871,108 @@ const I18N = {
     'src.pub.why.format': 'the stream name is app/stream with one slash, e.g. {example}.',
     'src.pub.why.names': 'the app and stream names take letters, digits, _ and - only (at most 64 each).',
     'src.pub.why.days': 'The validity is a whole number of days from 1 to {max}.',
+    'err.camera_unauthorized': 'The camera refused the user name or password',
+    'err.camera_unreachable': 'The camera did not answer',
+    'err.camera_error': 'The camera answered with an error',
+    'err.no_profile': 'The camera has no stream with an address',
+    'err.no_stream_uri': 'The camera gave no stream address',
+    'err.not_onvif': 'Not made from an ONVIF camera',
+    'err.no_ptz': 'The camera has no PTZ',
+    'src.ov.title': 'ONVIF cameras',
+    'src.ov.intro': 'Find the ONVIF cameras on the network, read a camera\'s streams and add one as a pull proxy in one step: gmv keeps its user and password, and moves it (PTZ) from its row in the list above.',
+    'src.ov.find_title': 'Find cameras',
+    'src.ov.probe': 'Probe address (optional)',
+    'src.ov.probe_note': 'Empty: gmv asks the whole local network at once (multicast). Cameras on another subnet or behind a router do not hear that: type the camera\'s IP address (port 3702 is added).',
+    'src.ov.discover': 'Discover',
+    'src.ov.discovering_lan': 'Asking the local network…',
+    'src.ov.discovering_at': 'Asking {address}…',
+    'src.ov.found': 'Cameras that answered {probed} within {s} s: {n}. Pick one to read it.',
+    'src.ov.found_none': 'No camera answered {probed} within {s} s.',
+    'src.ov.none_hint_lan': 'Cameras on another subnet or behind a router do not hear the multicast: type a camera\'s IP address as the probe address, or its device address under Read a camera. Check also that ONVIF is enabled on the cameras.',
+    'src.ov.none_hint_at': 'Check the address, that the camera is on and reachable from gmv, and that ONVIF and its discovery are enabled on it (UDP port 3702). Its device address can also be read directly below.',
+    'src.ov.h.name': 'Name',
+    'src.ov.h.hardware': 'Model',
+    'src.ov.h.address': 'Device address',
+    'src.ov.no_name': '(no name given)',
+    'src.ov.no_address': 'no usable address',
+    'src.ov.use': 'Use',
+    'src.ov.use_title': 'Read this camera: its address goes into the form below',
+    'src.ov.added_as': 'added as {name}',
+    'src.ov.read_title': 'Read a camera',
+    'src.ov.device': 'Device address (ONVIF)',
+    'src.ov.device_note': 'The user and password are the camera\'s own: its web page\'s, or a user added on the camera for ONVIF. An IP address alone will do: gmv completes it as {example}.',
+    'src.ov.user': 'User',
+    'src.ov.password': 'Password',
+    'src.ov.read': 'Read',
+    'src.ov.reading': 'Reading the camera at {address}…',
+    'src.ov.read_done': 'Read {camera}: {n} streams.',
+    'src.ov.stale': 'The address, user or password changed: read the camera again.',
+    'src.ov.need_device': 'Enter the camera\'s device address, or pick a camera found above.',
+    'src.ov.https': 'gmv speaks ONVIF over {http} only: use the camera\'s {http} address (ONVIF is usually on port 80).',
+    'src.ov.bad_device': 'The device address is not valid; it reads like {example}.',
+    'src.ov.info.camera': 'Camera',
+    'src.ov.info.firmware': 'Firmware',
+    'src.ov.info.serial': 'Serial number',
+    'src.ov.info.address': 'Device address',
+    'src.ov.h.profile': 'Stream (profile)',
+    'src.ov.h.encoding': 'Encoding',
+    'src.ov.h.resolution': 'Resolution',
+    'src.ov.h.ptz': 'PTZ',
+    'src.ov.h.stream_uri': 'Stream address',
+    'src.ov.yes': 'yes',
+    'src.ov.no': 'no',
+    'src.ov.no_uri': 'no stream address:',
+    'src.ov.add_title': 'Add as a pull proxy',
+    'src.ov.name': 'Proxy name',
+    'src.ov.profile': 'Stream',
+    'src.ov.add_note': 'gmv reads the camera again as it adds it, puts the user and password in the stream\'s address (shown only as ***) and keeps them for PTZ.',
+    'src.ov.add': 'Add as proxy',
+    'src.ov.adding': 'Adding…',
+    'src.ov.added': 'Pull proxy {name} added from the camera: gmv dials it now.',
+    'src.ov.added_ptz': 'Its PTZ button in the list moves the camera.',
+    'src.ov.need_stream': 'Choose a stream with a stream address.',
+    'src.ov.err.discover': 'No camera was asked:',
+    'src.ov.err.read': 'The camera was not read:',
+    'src.ov.err.add': 'The pull proxy was not added:',
+    'src.ov.err.ptz': 'The camera was not moved:',
+    'src.ov.err.presets': 'The presets were not read:',
+    'src.ov.err.preset_go': 'The camera did not go to the preset:',
+    'src.ov.err.preset_save': 'The preset was not saved:',
+    'src.ov.err.preset_delete': 'The preset was not deleted:',
+    'src.ov.why.unauthorized': 'the camera refused the user name or password.',
+    'src.ov.fix.unauthorized': 'Check the user and password: the camera\'s own login, or a user added on the camera for ONVIF (on Hikvision cameras: Configuration › Network › Advanced Settings › Integration Protocol: enable ONVIF and add a user there). Several wrong tries can lock the user for a while.',
+    'src.ov.fix.unauthorized_proxy': 'The camera\'s password has changed since the proxy was added: delete the proxy and add it again from the camera with the new password.',
+    'src.ov.why.refused': 'nothing accepts connections at {address} (connection refused).',
+    'src.ov.why.timeout': 'the camera at {address} did not answer within {s} s.',
+    'src.ov.why.unreachable': 'the camera at {address} did not answer:',
+    'src.ov.fix.unreachable': 'Check the address and port (ONVIF is usually on port 80, on some cameras 8000, 8080 or 8899), that the camera is on and reachable from gmv (network, firewall), and that ONVIF is enabled on it.',
+    'src.ov.why.camera_error': 'the camera answered with an error:',
+    'src.ov.fix.camera_error': 'This address may not be the camera\'s ONVIF service (usually {path}), or the camera does not do what was asked: check that ONVIF is enabled on it, and its firmware.',
+    'src.ov.fix.preset_error': 'The preset may have been deleted on the camera meanwhile: the list is read again.',
+    'src.ov.why.busy': 'gmv is talking to {n} cameras at once already; try again in a moment.',
+    'src.ov.why.no_profile': 'the camera offers no stream with an address (no profile with a stream address).',
+    'src.ov.fix.no_profile': 'Read the camera again and choose another stream; check on its web page that its video streams are on.',
+    'src.ov.why.no_stream_uri': 'the camera gave no address for this stream:',
+    'src.ov.fix.no_stream_uri': 'Choose another stream.',
+    'src.ov.why.not_onvif': 'this proxy was not added from an ONVIF camera: gmv cannot move it.',
+    'src.ov.why.no_ptz': 'the camera\'s stream has no PTZ: the camera has none, or PTZ is not set up for this stream on the camera.',
+    'src.ov.why.probe_address': 'the probe address is an IP address and a port, like {example}.',
+    'src.ov.why.forbidden': 'this key is a viewer\'s; it takes an operator or admin key.',
+    'src.ov.why.gone': 'there is no pull proxy {name} any more (deleted meanwhile).',
+    'src.ov.onvif_line': 'ONVIF camera {device} · stream {profile}',
+    'src.ov.no_ptz_note': '· no PTZ',
+    'src.ov.ptz_button_title': 'Move the camera (PTZ) and its presets',
+    'src.ov.ptz_title': 'PTZ of {name}',
+    'src.ov.ptz_hint': 'Press and hold an arrow or a zoom button to move; let go to stop.',
+    'src.ov.ptz_close': 'Close',
+    'src.ov.stop': 'Stop',
+    'src.ov.preset_name_ph': 'name, e.g. gate',
+    'src.ov.preset_save': 'Save here',
+    'src.ov.preset_save_title': 'Save where the camera points now as a new preset',
+    'src.ov.need_preset_name': 'Give the preset a name (1 to 64 characters).',
+    'src.ov.preset_went': 'The camera turns to {name}.',
+    'src.ov.preset_saved': 'Preset {name} saved.',
+    'src.ov.preset_deleted': 'Preset {name} deleted.',
   },
   'zh-CN': {
     'app.title': 'gmv 控制台',
@@ -1550,7 +1652,7 @@ const I18N = {
     'err.pull_unavailable': '此 gmv 的拉流代理不可用',
     'err.rtmp_disabled': '此 gmv 未启用 RTMP 推流接入',
     'src.intro': '只支持 RTSP 的摄像机，以及其他服务器的 RTMP、HTTP-FLV 或 HLS 地址，由 gmv 主动拉流（拉流代理）；编码器、OBS 和无人机通过 RTMP 向 gmv 推流。两者都和其他流一样可以播放、录像和级联上报。',
-    'src.viewer_note': '当前密钥为观看者角色：可以查看和播放视频源。添加、修改、删除视频源以及获取推流地址需要操作员或管理员密钥：请退出后用这样的密钥登录。',
+    'src.viewer_note': '当前密钥为观看者角色：可以查看和播放视频源。添加、修改、删除视频源，查找 ONVIF 摄像机、控制云台以及获取推流地址需要操作员或管理员密钥：请退出后用这样的密钥登录。',
     'src.updated': '更新于 {time}',
     'src.loading': '加载中…',
     'src.proxies_title': '拉流代理',
@@ -1703,6 +1805,108 @@ const I18N = {
     'src.pub.why.format': '流名称须为“应用/流”，只含一个斜杠，例如 {example}。',
     'src.pub.why.names': '应用名和流名只能包含字母、数字、下划线和连字符（各最多 64 个）。',
     'src.pub.why.days': '有效期须为 1 到 {max} 之间的整数天。',
+    'err.camera_unauthorized': '摄像机拒绝了用户名或密码',
+    'err.camera_unreachable': '摄像机没有应答',
+    'err.camera_error': '摄像机返回了错误',
+    'err.no_profile': '摄像机没有带流地址的码流',
+    'err.no_stream_uri': '摄像机没有给出流地址',
+    'err.not_onvif': '不是由 ONVIF 摄像机添加的',
+    'err.no_ptz': '摄像机没有云台',
+    'src.ov.title': 'ONVIF 摄像机',
+    'src.ov.intro': '查找网络中的 ONVIF 摄像机，读取摄像机的码流，一步添加为拉流代理：gmv 会保存其用户名和密码，并可在上方列表中该代理所在行控制云台。',
+    'src.ov.find_title': '查找摄像机',
+    'src.ov.probe': '探测地址（可选）',
+    'src.ov.probe_note': '留空：gmv 向整个本地网络发送探测（组播）。其他网段或路由器之后的摄像机收不到组播：请填写摄像机的 IP 地址（自动补上端口 3702）。',
+    'src.ov.discover': '搜索摄像机',
+    'src.ov.discovering_lan': '正在搜索本地网络…',
+    'src.ov.discovering_at': '正在探测 {address}…',
+    'src.ov.found': '{s} 秒内应答 {probed} 的摄像机：{n} 台。选用一台即可读取。',
+    'src.ov.found_none': '{s} 秒内没有摄像机应答 {probed} 的探测。',
+    'src.ov.none_hint_lan': '其他网段或路由器之后的摄像机收不到组播：请把摄像机的 IP 地址填为探测地址，或在“读取摄像机”中直接填写其设备地址。同时请确认摄像机已启用 ONVIF。',
+    'src.ov.none_hint_at': '请检查地址，确认摄像机已开机、gmv 能访问到它，并已启用 ONVIF 及其设备发现（UDP 端口 3702）。也可以在下方直接读取其设备地址。',
+    'src.ov.h.name': '名称',
+    'src.ov.h.hardware': '型号',
+    'src.ov.h.address': '设备地址',
+    'src.ov.no_name': '（未提供名称）',
+    'src.ov.no_address': '无可用地址',
+    'src.ov.use': '选用',
+    'src.ov.use_title': '读取这台摄像机：其地址会填入下方表单',
+    'src.ov.added_as': '已添加为 {name}',
+    'src.ov.read_title': '读取摄像机',
+    'src.ov.device': '设备地址（ONVIF）',
+    'src.ov.device_note': '用户名和密码为摄像机自身的账号：其网页登录账号，或在摄像机上为 ONVIF 添加的用户。只填 IP 地址也可以，gmv 会补全为 {example}。',
+    'src.ov.user': '用户名',
+    'src.ov.password': '密码',
+    'src.ov.read': '读取',
+    'src.ov.reading': '正在读取 {address} 的摄像机…',
+    'src.ov.read_done': '已读取 {camera}：共 {n} 个码流。',
+    'src.ov.stale': '地址、用户名或密码已修改：请重新读取摄像机。',
+    'src.ov.need_device': '请填写摄像机的设备地址，或在上方选用搜索到的摄像机。',
+    'src.ov.https': 'gmv 只通过 {http} 与摄像机进行 ONVIF 通信：请使用摄像机的 {http} 地址（ONVIF 通常在 80 端口）。',
+    'src.ov.bad_device': '设备地址无效，正确的格式如 {example}。',
+    'src.ov.info.camera': '摄像机',
+    'src.ov.info.firmware': '固件版本',
+    'src.ov.info.serial': '序列号',
+    'src.ov.info.address': '设备地址',
+    'src.ov.h.profile': '码流（配置文件）',
+    'src.ov.h.encoding': '编码',
+    'src.ov.h.resolution': '分辨率',
+    'src.ov.h.ptz': '云台',
+    'src.ov.h.stream_uri': '流地址',
+    'src.ov.yes': '有',
+    'src.ov.no': '无',
+    'src.ov.no_uri': '无流地址：',
+    'src.ov.add_title': '添加为拉流代理',
+    'src.ov.name': '代理名称',
+    'src.ov.profile': '码流',
+    'src.ov.add_note': '添加时 gmv 会再次读取摄像机，把用户名和密码写入流地址（密码只显示为 ***），并保存它们用于云台控制。',
+    'src.ov.add': '添加为拉流代理',
+    'src.ov.adding': '正在添加…',
+    'src.ov.added': '已从摄像机添加拉流代理 {name}：gmv 正在连接。',
+    'src.ov.added_ptz': '列表中其所在行的“云台”按钮可控制摄像机转动。',
+    'src.ov.need_stream': '请选择一个有流地址的码流。',
+    'src.ov.err.discover': '未能探测摄像机：',
+    'src.ov.err.read': '未能读取摄像机：',
+    'src.ov.err.add': '未添加拉流代理：',
+    'src.ov.err.ptz': '云台未转动：',
+    'src.ov.err.presets': '未能读取预置位：',
+    'src.ov.err.preset_go': '摄像机未转到预置位：',
+    'src.ov.err.preset_save': '预置位未保存：',
+    'src.ov.err.preset_delete': '预置位未删除：',
+    'src.ov.why.unauthorized': '摄像机拒绝了用户名或密码。',
+    'src.ov.fix.unauthorized': '请检查用户名和密码：应为摄像机的登录账号，或在摄像机上为 ONVIF 添加的用户（海康威视摄像机：配置 › 网络 › 高级配置 › 集成协议，启用 ONVIF 并在此添加用户）。多次输错可能导致该用户被暂时锁定。',
+    'src.ov.fix.unauthorized_proxy': '添加该代理之后摄像机的密码已被修改：请删除该代理，再用新密码从摄像机重新添加。',
+    'src.ov.why.refused': '{address} 上没有服务接受连接（连接被拒绝）。',
+    'src.ov.why.timeout': '{address} 的摄像机在 {s} 秒内没有应答。',
+    'src.ov.why.unreachable': '{address} 的摄像机没有应答：',
+    'src.ov.fix.unreachable': '请检查地址和端口（ONVIF 通常在 80 端口，部分摄像机为 8000、8080 或 8899），确认摄像机已开机、gmv 能访问到它（网络、防火墙），并已在摄像机上启用 ONVIF。',
+    'src.ov.why.camera_error': '摄像机返回了错误：',
+    'src.ov.fix.camera_error': '该地址可能不是摄像机的 ONVIF 服务（通常为 {path}），或摄像机不支持该请求：请确认摄像机已启用 ONVIF，必要时升级固件。',
+    'src.ov.fix.preset_error': '该预置位可能已在摄像机上被删除：已重新读取预置位列表。',
+    'src.ov.why.busy': 'gmv 正在同时与 {n} 台摄像机通信：请稍后再试。',
+    'src.ov.why.no_profile': '摄像机没有提供带流地址的码流（配置文件）。',
+    'src.ov.fix.no_profile': '请重新读取摄像机并选择其他码流，并在摄像机网页上确认视频码流已启用。',
+    'src.ov.why.no_stream_uri': '摄像机没有给出该码流的流地址：',
+    'src.ov.fix.no_stream_uri': '请选择其他码流。',
+    'src.ov.why.not_onvif': '该代理不是从 ONVIF 摄像机添加的：gmv 无法控制其云台。',
+    'src.ov.why.no_ptz': '该码流没有云台配置：摄像机没有云台，或未在摄像机上为该码流配置云台。',
+    'src.ov.why.probe_address': '探测地址应为 IP 地址加端口，例如 {example}。',
+    'src.ov.why.forbidden': '当前密钥为观看者角色，此操作需要操作员或管理员密钥。',
+    'src.ov.why.gone': '拉流代理 {name} 已不存在（已被删除）。',
+    'src.ov.onvif_line': 'ONVIF 摄像机 {device} · 码流 {profile}',
+    'src.ov.no_ptz_note': '· 无云台',
+    'src.ov.ptz_button_title': '控制摄像机云台及预置位',
+    'src.ov.ptz_title': '{name} 的云台',
+    'src.ov.ptz_hint': '按住方向键或变倍键转动，松开即停止。',
+    'src.ov.ptz_close': '收起',
+    'src.ov.stop': '停止',
+    'src.ov.preset_name_ph': '名称，例如 大门',
+    'src.ov.preset_save': '保存当前位置',
+    'src.ov.preset_save_title': '把摄像机当前的位置保存为新的预置位',
+    'src.ov.need_preset_name': '请填写预置位名称（1 到 64 个字符）。',
+    'src.ov.preset_went': '摄像机正在转到预置位 {name}。',
+    'src.ov.preset_saved': '已保存预置位 {name}。',
+    'src.ov.preset_deleted': '已删除预置位 {name}。',
   },
 };
 
@@ -5231,7 +5435,7 @@ const STREAM_PAGES_MAX = 5;
 const srcs = {
   shown: false, timer: null, loading: false, loads: 0, ignoreBefore: 0,
   proxies: null, max: null, proxiesError: null, streams: null, streamsError: null, rtmp: null, rtmpError: null,
-  updatedAt: 0, canWrite: null, probing: null,
+  updatedAt: 0, canWrite: null, probing: null, again: false,
   rows: new Map(), // proxy name -> {p, node, cells, play, edit, del}
   pushRows: new Map(), // stream id -> {s, node, cells, play}
   editing: null, // the proxy the form changes ({name, url, transport, mode, idle_s}), or null: it adds one
@@ -5248,6 +5452,7 @@ function startSources() {
   refreshSources();
 }
 function stopSources() {
+  if (srcs.shown) releasePtz();
   srcs.shown = false;
   clearTimeout(srcs.timer);
   srcs.timer = null;
@@ -5261,8 +5466,16 @@ async function refreshSources() {
     await loadSources();
   } finally {
     srcs.loading = false;
-    if (srcs.shown && !srcs.timer) srcs.timer = setTimeout(refreshSources, SOURCES_REFRESH_MS);
+    if (srcs.shown && !srcs.timer) srcs.timer = setTimeout(refreshSources, srcs.again ? 0 : SOURCES_REFRESH_MS);
+    srcs.again = false;
   }
+}
+// The lists read again at once after a change, still one request at a time: a load under way
+// (its answer may predate the change, and is dropped) is followed by another straight away.
+function reloadSources() {
+  srcs.ignoreBefore = srcs.loads + 1;
+  if (srcs.loading) { srcs.again = true; return; }
+  refreshSources();
 }
 
 // Whether this key may change sources: an admin's may; another's is asked of an operator's
@@ -5383,6 +5596,10 @@ function proxyRefusal(message) {
 
 // Why a change was not made, in the operator's words: `what` is add, save or delete.
 function proxyProblem(err, what, name) {
+  return [t(`src.err.${what}`), t('common.sentence_sep'), ...proxyReason(err, name)];
+}
+// Why the engine refused a change of proxy `name`, in the operator's words (nodes).
+function proxyReason(err, name) {
   let reason;
   let x;
   if (err instanceof ApiError && err.status === 403) reason = [t('src.why.forbidden')];
@@ -5394,7 +5611,7 @@ function proxyProblem(err, what, name) {
   else if (err instanceof ApiError && err.status === 400 && (x = proxyRefusal(err.message))) reason = x;
   else if (err instanceof NetworkError) reason = [t('src.why.network')];
   else reason = readableNodes(err);
-  return [t(`src.err.${what}`), t('common.sentence_sep'), ...reason];
+  return reason;
 }
 
 // Why no push address was issued.
@@ -5419,6 +5636,9 @@ function renderSourcesAccess() {
   // Shown once the key is known to be allowed (no form flashes before a viewer).
   $('#proxy-form').hidden = srcs.canWrite !== true;
   $('#push-form').hidden = srcs.canWrite !== true;
+  // ONVIF: every call finds, reads, adds or moves a camera (an operator's).
+  $('#onvif-section').hidden = srcs.canWrite !== true;
+  if (viewer) ovs.open.clear();
   if (viewer && srcs.editing) proxyFormReset();
 }
 
@@ -5444,13 +5664,22 @@ function renderSources() {
   const seen = new Set(list.map((p) => p.name));
   for (const name of [...srcs.rows.keys()]) if (!seen.has(name)) srcs.rows.delete(name);
   for (const name of [...srcs.failSeen.keys()]) if (!seen.has(name)) srcs.failSeen.delete(name);
-  const rows = list.map(proxyRow);
+  // A proxy made from a camera with PTZ has its PTZ panel open under its row, when asked.
+  for (const name of [...ovs.panels.keys()]) if (!seen.has(name)) ovs.panels.delete(name);
+  if (srcs.proxies) for (const name of [...ovs.open]) if (!seen.has(name)) ovs.open.delete(name);
+  const rows = list.flatMap((p) => {
+    const row = proxyRow(p);
+    if (!ovs.open.has(p.name)) return [row];
+    if (!canMove(p)) { ovs.open.delete(p.name); return [row]; }
+    return [row, ptzPanel(p.name).node];
+  });
   if (!rows.length) {
     const none = el('td', { colspan: '8', class: 'muted empty', dataset: { testid: 'proxies-none' } });
     say(none, () => (srcs.proxies ? t(srcs.canWrite === false ? 'src.none_viewer' : 'src.none') : srcs.proxiesError ? '' : t('src.loading')));
     rows.push(el('tr', { class: 'empty' }, none));
   }
   keepRows($('#proxy-rows'), rows);
+  if (ovs.cameras && ovs.cameras.length) renderOvAdded();
   say($('#proxies-count'), () => (srcs.proxies && srcs.proxies.length ? t('src.count', { n: srcs.proxies.length, max: srcs.max ?? '—' }) : ''));
   renderPushes();
 }
@@ -5480,7 +5709,8 @@ function proxyRow(p) {
     r.play = el('button', { type: 'button', class: 'play', dataset: { testid: `src-play-${p.name}` }, onclick: () => playSource(r.p.stream_id, `proxy/${r.p.name}`) });
     r.edit = el('button', { type: 'button', dataset: { testid: `src-edit-${p.name}` }, onclick: () => editProxy(r.p) });
     r.del = el('button', { type: 'button', dataset: { testid: `src-del-${p.name}` }, onclick: () => deleteProxy(r.p.name) });
-    const actions = el('td', { class: 'actions' }, el('div', { class: 'v' }, r.play, r.edit, r.del));
+    r.ptz = el('button', { type: 'button', class: 'ptz-toggle', 'aria-expanded': 'false', dataset: { testid: `src-ptz-${p.name}` }, onclick: () => togglePtz(r.p.name) });
+    const actions = el('td', { class: 'actions' }, el('div', { class: 'v' }, r.play, r.ptz, r.edit, r.del));
     r.node = el('tr', { dataset: { testid: `proxy-${p.name}` } },
       cell(r, 'name', 'src.h.name'), cell(r, 'url', 'src.h.url'), cell(r, 'transport', 'src.h.transport'), cell(r, 'mode', 'src.h.mode'),
       cell(r, 'status', 'src.h.status'), cell(r, 'frames', 'src.h.frames'), cell(r, 'codecs', 'src.h.codecs'), actions);
@@ -5497,7 +5727,7 @@ function fillProxyRow(r) {
   const status = PROXY_STATUSES.includes(s.status) ? s.status : 'unknown';
   labelCells(r);
   r.cells.name.replaceChildren(el('strong', { class: 'data' }, p.name), el('br'), el('code', { class: 'muted', title: t('src.stream_id') }, p.stream_id));
-  r.cells.url.replaceChildren(el('code', { dataset: { testid: `proxy-url-${p.name}` } }, p.url));
+  r.cells.url.replaceChildren(el('code', { dataset: { testid: `proxy-url-${p.name}` } }, p.url), ...onvifLine(p));
   r.cells.transport.replaceChildren(String(p.transport || '').toUpperCase() || '—');
   r.cells.mode.replaceChildren(el('span', { dataset: { testid: `proxy-mode-${p.name}` } },
     p.mode === 'on_demand' ? t('src.mode.on_demand_n', { s: p.idle_s ?? PROXY_IDLE_S_DEFAULT }) : p.mode === 'always' ? t('src.mode.always') : p.mode));
@@ -5536,6 +5766,13 @@ function fillProxyRow(r) {
   r.del.className = armed ? 'danger' : '';
   r.edit.hidden = srcs.canWrite === false;
   r.del.hidden = srcs.canWrite === false;
+  // PTZ: a proxy made from a camera whose stream has it, for an operator.
+  const open = ovs.open.has(p.name);
+  say(r.ptz, () => t('ptz.title'));
+  r.ptz.title = t('src.ov.ptz_button_title');
+  r.ptz.hidden = !canMove(p);
+  r.ptz.classList.toggle('active', open);
+  r.ptz.setAttribute('aria-expanded', String(open));
   r.node.classList.toggle('editing', !!srcs.editing && srcs.editing.name === p.name);
 }
 
@@ -5696,8 +5933,7 @@ $('#proxy-form').addEventListener('submit', async (e) => {
     else await api('POST', '/api/proxies', body);
     proxyFormReset();
     pxStatus('ok', () => sentence(editing ? 'src.f.saved' : 'src.f.added', { name: dataSpan(name) }));
-    srcs.ignoreBefore = srcs.loads + 1;
-    await loadSources();
+    reloadSources();
   } catch (err) {
     learnViewer(err);
     pxStatus('error', () => proxyProblem(err, editing ? 'save' : 'add', name), err instanceof ApiError && err.message ? t('src.perr.raw', { raw: err.message }) : '');
@@ -5722,8 +5958,7 @@ async function deleteProxy(name) {
     if (srcs.editing && srcs.editing.name === name) proxyFormReset();
     status.className = 'status ok';
     say(status, () => sentence('src.deleted', { name: dataSpan(name) }));
-    srcs.ignoreBefore = srcs.loads + 1;
-    await loadSources();
+    reloadSources();
   } catch (err) {
     learnViewer(err);
     status.className = 'status error';
@@ -5779,9 +6014,588 @@ $('#push-form').addEventListener('submit', async (e) => {
   renderIssued();
 });
 
+// ---- ONVIF cameras (ONVIF 摄像机): found, read, added as pull proxies; PTZ of those ----
+// Discover (POST /api/onvif/discover: the local network's multicast group, or one address,
+// as cameras on another subnet do not hear multicast) lists the cameras that answer; one
+// picked (or a device address typed) is read with its user and password (POST
+// /api/onvif/inspect: who it is, its streams); a stream is added as a pull proxy in one call
+// (POST /api/onvif/proxies). A proxy made from a camera whose stream has PTZ gets a PTZ panel
+// under its row: press and hold to move (as the wall's pad does for GB channels), presets to
+// go to, save and delete. Every failure of a camera conversation says what to check. All of
+// it is an operator's: a viewer's key sees none of it.
+
+const DISCOVERY_PORT = 3702;
+const ONVIF_CALLS_MAX = 8;
+const PROXY_NAME_MAX = 64;
+const PRESET_NAME_MAX = 64;
+// gmv bounds each ONVIF move (10 s, so a lost stop cannot leave a camera turning): a button
+// held longer asks again before that.
+const PTZ_MOVE_AGAIN_MS = 4000;
+const ovs = {
+  cameras: null, probed: null, waitMs: 0, discovering: false, camRows: [], pickedName: null,
+  report: null, access: null, // the camera read: its report, and {device_url, user, password, address, name}
+  reads: 0, autoName: '',
+  open: new Set(), // proxies whose PTZ panel is open
+  panels: new Map(), // proxy name -> its PTZ panel
+};
+
+const canMove = (p) => !!(p.onvif && p.onvif.ptz) && srcs.canWrite !== false;
+
+// A proxy's name from a camera's: letters, digits, _ and -, lower case ("Front Door" -> front-door).
+function proxyNameFrom(text) {
+  return String(text || '').normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase()
+    .replace(/[^a-z0-9_-]+/g, '-').replace(/-{2,}/g, '-').replace(/^[-_]+|[-_]+$/g, '').slice(0, PROXY_NAME_MAX);
+}
+// The name, made free among the proxies there are (front-door, front-door-2, ...).
+function freeProxyName(base) {
+  const taken = new Set((srcs.proxies || []).map((p) => p.name));
+  if (!taken.has(base)) return base;
+  for (let i = 2; ; i++) {
+    const tail = `-${i}`;
+    const name = base.slice(0, PROXY_NAME_MAX - tail.length) + tail;
+    if (!taken.has(name)) return name;
+  }
+}
+
+// The probe address as the API takes it (ip:port): a bare address gets the discovery port.
+function probeAddress(text) {
+  let s = String(text || '').trim().replace(/^[a-z][a-z0-9+.-]*:\/\//i, '').replace(/\/.*$/, '');
+  if (!s) return null;
+  if (/^\[[^\]]*\]$/.test(s)) return `${s}:${DISCOVERY_PORT}`;
+  if ((s.match(/:/g) || []).length > 1) return `[${s}]:${DISCOVERY_PORT}`; // a bare IPv6 address
+  if (!s.includes(':')) return `${s}:${DISCOVERY_PORT}`;
+  return s;
+}
+
+// The device address as typed, made whole: http:// and the usual path added when left out.
+// {url, address (host:port)}, or {empty}, {https}, {bad}.
+function deviceAddress(text) {
+  let s = String(text || '').trim();
+  if (!s) return { empty: true };
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(s)) s = `http://${s}`;
+  let u;
+  try { u = new URL(s); } catch (_) { return { bad: true }; }
+  if (u.protocol === 'https:') return { https: true };
+  if (u.protocol !== 'http:' || !u.hostname) return { bad: true };
+  if (u.pathname === '/' && !u.search) u.pathname = '/onvif/device_service';
+  return { url: u.href, address: `${u.hostname}:${u.port || 80}` };
+}
+const addressOf = (url) => { const d = deviceAddress(url); return d.address || String(url || ''); };
+
+// Why a camera conversation (or a change) failed: {title, hint} as nodes. `what` names the
+// step (discover, read, add, ptz, presets, preset_go, preset_save, preset_delete); `ctx` has
+// the camera's address, the proxy's name, whether the credentials are the proxy's.
+function onvifProblem(err, what, ctx = {}) {
+  const code = err instanceof ApiError ? err.code : null;
+  const message = err instanceof ApiError ? String(err.message || '') : '';
+  const address = codeEl(ctx.address || '—');
+  let why;
+  let hint = null;
+  let m;
+  if (code === 'camera_unauthorized') {
+    why = [t('src.ov.why.unauthorized')];
+    hint = [t(ctx.proxy ? 'src.ov.fix.unauthorized_proxy' : 'src.ov.fix.unauthorized')];
+  } else if (code === 'camera_unreachable') {
+    const detail = message.replace(/^the camera did not answer: /, '');
+    if (/refused/i.test(detail)) why = sentence('src.ov.why.refused', { address });
+    else if ((m = /no answer within (\d+) s/.exec(detail))) why = sentence('src.ov.why.timeout', { address, s: m[1] });
+    else why = [...sentence('src.ov.why.unreachable', { address }), ' ', codeEl(firstLine(detail) || '—')];
+    hint = [t('src.ov.fix.unreachable')];
+  } else if (code === 'camera_error') {
+    why = [t('src.ov.why.camera_error'), ' ', codeEl(firstLine(message.replace(/^the camera answered with an error: /, '')) || '—')];
+    hint = what.startsWith('preset') ? [t('src.ov.fix.preset_error')] : sentence('src.ov.fix.camera_error', { path: codeEl('/onvif/device_service') });
+  } else if (code === 'busy') {
+    why = [t('src.ov.why.busy', { n: (m = /^(\d+) /.exec(message)) ? m[1] : ONVIF_CALLS_MAX })];
+  } else if (code === 'no_profile') {
+    why = [t('src.ov.why.no_profile')];
+    hint = [t('src.ov.fix.no_profile')];
+  } else if (code === 'no_stream_uri') {
+    why = [t('src.ov.why.no_stream_uri'), ' ', codeEl(firstLine(message) || '—')];
+    hint = [t('src.ov.fix.no_stream_uri')];
+  } else if (code === 'not_onvif') {
+    why = [t('src.ov.why.not_onvif')];
+  } else if (code === 'no_ptz') {
+    why = [t('src.ov.why.no_ptz')];
+  } else if (what === 'discover' && err instanceof ApiError && err.status === 400) {
+    why = sentence('src.ov.why.probe_address', { example: codeEl(`192.168.2.64:${DISCOVERY_PORT}`) });
+  } else if (what === 'add') {
+    why = proxyReason(err, ctx.name);
+  } else if (err instanceof ApiError && err.status === 403) {
+    why = [t('src.ov.why.forbidden')];
+  } else if (err instanceof ApiError && err.status === 404 && ctx.proxy) {
+    why = sentence('src.ov.why.gone', { name: dataSpan(ctx.proxy) });
+  } else if (err instanceof ApiError && err.status === 401) {
+    why = [t('src.why.unauthorized')];
+  } else if (err instanceof NetworkError) {
+    why = [t('src.why.network')];
+  } else {
+    why = readableNodes(err);
+  }
+  return { title: [t(`src.ov.err.${what}`), t('common.sentence_sep'), ...why], hint };
+}
+
+// A status line: `cls` ok, error or '' (working), `fn` its words: nodes, or {title, hint}
+// for an explanation (said again at a switch). `raw`: the engine's words, as a title.
+function ovStatus(box, cls, fn, raw) {
+  box.className = `status ${cls || ''}`;
+  if (raw) { box.title = raw; box.setAttribute('data-raw', ''); } else { box.removeAttribute('title'); box.removeAttribute('data-raw'); }
+  say(box, () => {
+    const v = fn ? fn() : '';
+    if (!v || Array.isArray(v) || typeof v === 'string') return v || '';
+    return [el('div', { class: 'problem' }, el('div', {}, el('strong', {}, ...v.title)),
+      ...(v.hint && v.hint.length ? [el('div', { class: 'problem-hint' }, ...v.hint)] : []))];
+  });
+}
+const rawOf = (err) => (err instanceof ApiError && err.message ? t('src.perr.raw', { raw: err.message }) : '');
+function ovFailed(box, err, what, ctx) {
+  learnViewer(err);
+  ovStatus(box, 'error', () => onvifProblem(err, what, ctx), rawOf(err));
+}
+
+// ---- 1. find ----
+
+$('#ov-discover-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  if (ovs.discovering) return;
+  const box = $('#ov-discover-status');
+  const address = probeAddress($('#ov-probe').value);
+  if (address) $('#ov-probe').value = address;
+  ovs.discovering = true;
+  $('#ov-discover').disabled = true;
+  ovStatus(box, '', () => (address ? sentence('src.ov.discovering_at', { address: codeEl(address) }) : [t('src.ov.discovering_lan')]));
+  try {
+    const v = await api('POST', '/api/onvif/discover', address ? { address } : {});
+    ovs.cameras = Array.isArray(v.cameras) ? v.cameras : [];
+    ovs.probed = v.probed || address || '';
+    ovs.waitMs = v.wait_ms || 0;
+    const params = () => ({ probed: codeEl(ovs.probed), s: Math.round(ovs.waitMs / 100) / 10, n: ovs.cameras.length });
+    if (ovs.cameras.length) ovStatus(box, 'ok', () => sentence('src.ov.found', params()));
+    else ovStatus(box, '', () => ({ title: sentence('src.ov.found_none', params()), hint: [t(address ? 'src.ov.none_hint_at' : 'src.ov.none_hint_lan')] }));
+  } catch (err) {
+    ovs.cameras = null;
+    ovFailed(box, err, 'discover', { address });
+  } finally {
+    ovs.discovering = false;
+    $('#ov-discover').disabled = false;
+    renderOvCameras();
+  }
+});
+
+function renderOvCameras() {
+  const table = $('#ov-cameras');
+  table.hidden = !ovs.cameras || !ovs.cameras.length;
+  ovs.camRows = [];
+  if (table.hidden) { $('#ov-camera-rows').replaceChildren(); return; }
+  const picked = ovs.access ? ovs.access.device_url : deviceAddress($('#ov-device').value).url;
+  $('#ov-camera-rows').replaceChildren(...ovs.cameras.map((c, i) => {
+    const r = { c, cells: {}, heads: [], added: el('div', { class: 'muted', dataset: { testid: `ov-added-${i}` } }) };
+    const use = el('button', { type: 'button', dataset: { testid: `ov-use-${i}` }, title: t('src.ov.use_title'), onclick: () => useCamera(c) }, t('src.ov.use'));
+    use.disabled = !c.device_url;
+    const node = el('tr', { dataset: { testid: `ov-cam-${i}`, name: c.name || '' } },
+      cell(r, 'name', 'src.ov.h.name'), cell(r, 'hardware', 'src.ov.h.hardware'), cell(r, 'url', 'src.ov.h.address'),
+      el('td', { class: 'actions' }, el('div', { class: 'v' }, use)));
+    labelCells(r);
+    r.cells.name.replaceChildren(c.name ? el('strong', { class: 'data' }, c.name) : el('span', { class: 'muted' }, t('src.ov.no_name')), r.added);
+    r.cells.hardware.replaceChildren(c.hardware ? dataSpan(c.hardware) : '—');
+    const others = (c.xaddrs || []).filter((x) => x !== c.device_url);
+    r.cells.url.replaceChildren(c.device_url ? codeEl(c.device_url) : el('span', { class: 'muted' }, t('src.ov.no_address')),
+      ...others.map((x) => el('div', {}, el('code', { class: 'muted' }, x))));
+    node.classList.toggle('editing', !!picked && picked === c.device_url);
+    ovs.camRows.push(r);
+    return node;
+  }));
+  renderOvAdded();
+}
+// Which proxies were made from each camera found (as the list says now): only that line changes.
+function renderOvAdded() {
+  for (const r of ovs.camRows || []) {
+    const names = (srcs.proxies || []).filter((p) => p.onvif && r.c.device_url && p.onvif.device_url === r.c.device_url).map((p) => p.name);
+    const key = `${lang}|${names.join(',')}`;
+    if (r.added.dataset.shown === key) continue;
+    r.added.dataset.shown = key;
+    r.added.hidden = !names.length;
+    r.added.replaceChildren(...(names.length ? sentence('src.ov.added_as', { name: dataSpan(names.join(t('common.list_sep'))) }) : []));
+  }
+}
+
+// A camera found: its address into the form, the name it gives kept for the proxy's.
+function useCamera(c) {
+  if (!c.device_url) return;
+  $('#ov-device').value = c.device_url;
+  ovs.pickedName = c.name || null;
+  forgetReport();
+  ovStatus($('#ov-inspect-status'), null);
+  ovStatus($('#ov-add-status'), null);
+  renderOvCameras();
+  $('#ov-inspect-form').scrollIntoView({ block: 'nearest' });
+  ($('#ov-user').value ? $('#ov-password') : $('#ov-user')).focus();
+}
+
+// ---- 2. read ----
+
+function renderDeviceNote() {
+  say($('#ov-device-note'), () => sentence('src.ov.device_note', { example: codeEl('http://IP/onvif/device_service') }));
+}
+
+// What was read is forgotten once the address, user or password change: adding takes what
+// was read.
+function forgetReport(stale = false) {
+  if (!ovs.report) return;
+  ovs.report = null;
+  ovs.access = null;
+  ovs.reads += 1;
+  renderOvReport();
+  if (stale) ovStatus($('#ov-inspect-status'), '', () => [t('src.ov.stale')]);
+  else ovStatus($('#ov-inspect-status'), null);
+  ovStatus($('#ov-add-status'), null);
+}
+for (const id of ['#ov-device', '#ov-user', '#ov-password']) $(id).addEventListener('input', () => forgetReport(true));
+$('#ov-device').addEventListener('input', () => { ovs.pickedName = null; });
+
+$('#ov-inspect-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const box = $('#ov-inspect-status');
+  const d = deviceAddress($('#ov-device').value);
+  if (d.empty) return ovStatus(box, 'error', () => [t('src.ov.need_device')]);
+  if (d.https) return ovStatus(box, 'error', () => sentence('src.ov.https', { http: codeEl('http://') }));
+  if (d.bad) return ovStatus(box, 'error', () => sentence('src.ov.bad_device', { example: codeEl('http://192.168.1.64/onvif/device_service') }));
+  $('#ov-device').value = d.url;
+  const access = { device_url: d.url, user: $('#ov-user').value.trim(), password: $('#ov-password').value, address: d.address };
+  const load = ++ovs.reads;
+  ovs.report = null;
+  ovs.access = null;
+  renderOvReport();
+  ovStatus($('#ov-add-status'), null);
+  ovStatus(box, '', () => sentence('src.ov.reading', { address: codeEl(d.address) }));
+  $('#ov-inspect').disabled = true;
+  try {
+    const report = await api('POST', '/api/onvif/inspect', { device_url: access.device_url, user: access.user, password: access.password });
+    if (load !== ovs.reads) return; // changed meanwhile
+    const found = (ovs.cameras || []).find((c) => c.device_url === access.device_url);
+    access.name = ovs.pickedName || (found && found.name) || null;
+    ovs.report = report;
+    ovs.access = access;
+    fillAddForm();
+    const camera = [report.manufacturer, report.model].filter(Boolean).join(' ') || d.address;
+    ovStatus(box, 'ok', () => sentence('src.ov.read_done', { camera: dataSpan(camera), n: (report.profiles || []).length }));
+  } catch (err) {
+    if (load !== ovs.reads) return;
+    ovFailed(box, err, 'read', { address: d.address });
+  } finally {
+    $('#ov-inspect').disabled = false;
+    renderOvReport();
+    renderOvCameras();
+  }
+});
+
+function renderOvReport() {
+  const v = ovs.report;
+  $('#ov-report').hidden = !v;
+  if (!v) return;
+  const row = (key, value, testid) => [el('dt', {}, t(key)), el('dd', { dataset: { testid } }, value)];
+  $('#ov-info').replaceChildren(
+    ...row('src.ov.info.camera', el('span', { class: 'data' }, [v.manufacturer, v.model].filter(Boolean).join(' ') || '—'), 'ov-camera'),
+    ...row('src.ov.info.firmware', codeEl(v.firmware), 'ov-firmware'),
+    ...row('src.ov.info.serial', codeEl(v.serial), 'ov-serial'),
+    ...row('src.ov.info.address', codeEl(v.device_url), 'ov-address'));
+  const profiles = v.profiles || [];
+  $('#ov-profile-rows').replaceChildren(...profiles.map((p) => {
+    const r = { cells: {}, heads: [] };
+    const node = el('tr', { dataset: { testid: `ov-profile-${p.token}` } },
+      cell(r, 'name', 'src.ov.h.profile'), cell(r, 'encoding', 'src.ov.h.encoding'), cell(r, 'resolution', 'src.ov.h.resolution'),
+      cell(r, 'has-ptz', 'src.ov.h.ptz'), cell(r, 'url', 'src.ov.h.stream_uri'));
+    labelCells(r);
+    r.cells.name.replaceChildren(el('strong', { class: 'data' }, p.name || p.token), ' ', el('code', { class: 'muted' }, p.token));
+    r.cells.encoding.replaceChildren(codeEl(p.encoding));
+    r.cells.resolution.replaceChildren(p.width && p.height ? el('span', { class: 'data', dataset: { testid: `ov-res-${p.token}` } }, `${p.width}×${p.height}`) : '—');
+    r.cells['has-ptz'].replaceChildren(el('span', { dataset: { testid: `ov-ptz-${p.token}` } }, t(p.ptz ? 'src.ov.yes' : 'src.ov.no')));
+    r.cells.url.replaceChildren(...(p.stream_uri ? [codeEl(p.stream_uri)]
+      : [el('span', { class: 'muted' }, t('src.ov.no_uri')), ' ', codeEl(firstLine(p.stream_uri_error || '—'))]));
+    return node;
+  }));
+}
+
+// ---- 3. add ----
+
+// The form for the camera read: its streams (the first with an address chosen, as the API
+// would), a free name from the camera's (or its model's, or its address's).
+function fillAddForm() {
+  const v = ovs.report;
+  const select = $('#ov-profile');
+  const profiles = v.profiles || [];
+  select.replaceChildren(...profiles.map((p) => {
+    const o = el('option', { value: p.token }, [p.name || p.token, p.encoding, p.width && p.height ? `${p.width}×${p.height}` : ''].filter(Boolean).join(' · '));
+    o.disabled = !p.stream_uri;
+    return o;
+  }));
+  const first = profiles.find((p) => p.stream_uri);
+  if (first) select.value = first.token;
+  ovs.autoName = suggestedName();
+  $('#ov-name').value = ovs.autoName;
+  renderOvIdle();
+}
+function suggestedName() {
+  const a = ovs.access;
+  const v = ovs.report;
+  if (!a || !v) return '';
+  const base = proxyNameFrom(a.name) || proxyNameFrom(v.model) || proxyNameFrom(`camera-${a.address.replace(/:80$/, '')}`) || 'camera';
+  const profiles = v.profiles || [];
+  const chosen = profiles.find((p) => p.token === $('#ov-profile').value);
+  const first = profiles.find((p) => p.stream_uri);
+  // Another stream than the main one: its token after the camera's name (front-door-sub).
+  const tail = chosen && first && chosen !== first ? proxyNameFrom(chosen.token) : '';
+  return freeProxyName(tail ? `${base.slice(0, PROXY_NAME_MAX - tail.length - 1)}-${tail}` : base);
+}
+$('#ov-profile').addEventListener('change', () => {
+  if (!$('#ov-name').value || $('#ov-name').value === ovs.autoName) { ovs.autoName = suggestedName(); $('#ov-name').value = ovs.autoName; }
+});
+function renderOvIdle() {
+  const onDemand = $('#ov-mode').value === 'on_demand';
+  $('#ov-idle').disabled = !onDemand;
+  $('#ov-idle-row').classList.toggle('off', !onDemand);
+}
+$('#ov-mode').addEventListener('change', renderOvIdle);
+
+$('#ov-add-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const box = $('#ov-add-status');
+  const a = ovs.access;
+  if (!a || !ovs.report) return ovStatus(box, 'error', () => [t('src.ov.stale')]);
+  const name = $('#ov-name').value.trim();
+  const profile = $('#ov-profile').value;
+  const mode = $('#ov-mode').value;
+  const idle = $('#ov-idle').value.trim();
+  if (!name) return ovStatus(box, 'error', () => [t('src.f.need_name')]);
+  if (!/^[A-Za-z0-9_-]+$/.test(name) || name.length > PROXY_NAME_MAX) return ovStatus(box, 'error', () => sentence('src.why.name'));
+  if ((srcs.proxies || []).some((p) => p.name === name)) return ovStatus(box, 'error', () => sentence('src.why.exists', { name: dataSpan(name) }));
+  if (!profile) return ovStatus(box, 'error', () => [t('src.ov.need_stream')]);
+  if (mode === 'on_demand' && idle && !/^\d+$/.test(idle)) return ovStatus(box, 'error', () => [t('src.why.idle')]);
+  const body = { name, device_url: a.device_url, user: a.user, password: a.password, profile, transport: $('#ov-transport').value, mode };
+  if (mode === 'on_demand' && idle) body.idle_s = Number(idle);
+  ovStatus(box, '', () => [t('src.ov.adding')]);
+  $('#ov-add').disabled = true;
+  try {
+    const made = await api('POST', '/api/onvif/proxies', body);
+    const ptz = !!(made && made.onvif && made.onvif.ptz);
+    ovStatus(box, 'ok', () => [...sentence('src.ov.added', { name: dataSpan(name) }), ...(ptz ? [t('common.sentence_sep'), t('src.ov.added_ptz')] : [])]);
+    // Another stream of the same camera may follow: the name left empty, filled when another
+    // stream is chosen.
+    $('#ov-name').value = '';
+    reloadSources();
+  } catch (err) {
+    ovFailed(box, err, 'add', { address: a.address, name });
+  } finally {
+    $('#ov-add').disabled = false;
+  }
+});
+
+// ---- PTZ of a proxy made from a camera ----
+
+// The camera a proxy was made from, under its address: a line in its row.
+function onvifLine(p) {
+  const o = p.onvif;
+  if (!o) return [];
+  // The camera by its host (the whole device address as the title).
+  let host = String(o.device_url || '—');
+  try { host = new URL(o.device_url).host || host; } catch (_) { /* shown as it is */ }
+  const device = el('code', { title: String(o.device_url || ''), 'data-raw': '' }, host);
+  return [el('div', { class: 'muted onvif-line', dataset: { testid: `proxy-onvif-${p.name}` } },
+    ...sentence('src.ov.onvif_line', { device, profile: codeEl(o.profile) }),
+    ...(o.ptz ? [] : [' ', t('src.ov.no_ptz_note')]))];
+}
+
+function togglePtz(name) {
+  if (ovs.open.has(name)) {
+    ovs.open.delete(name);
+    const x = ovs.panels.get(name);
+    if (x) x.releaseAll();
+  } else {
+    ovs.open.add(name);
+    loadOvPresets(ptzPanel(name));
+  }
+  renderSources();
+}
+
+// Press and hold `button`: `send(move)` when pressed (again every `repeatMs` while held, when
+// given), `send(its stop)` when let go (pointer, touch, or Space/Enter). The pointer is
+// captured, so letting go anywhere stops. Gives the release (for a panel closing mid-move).
+function holdToMove(button, send, move, repeatMs = 0) {
+  let held = false;
+  let again = null;
+  const press = (e) => {
+    if (e.button !== undefined && e.button !== 0) return;
+    e.preventDefault();
+    if (held) return;
+    held = true;
+    if (e.pointerId !== undefined) { try { button.setPointerCapture(e.pointerId); } catch (_) { /* not capturable: pointerup still stops */ } }
+    button.classList.add('held');
+    send(move);
+    if (repeatMs) again = setInterval(() => send(move, true), repeatMs);
+  };
+  const release = () => {
+    if (!held) return;
+    held = false;
+    clearInterval(again);
+    button.classList.remove('held');
+    send(ptzStop(move));
+  };
+  button.addEventListener('pointerdown', press);
+  for (const ev of ['pointerup', 'pointercancel', 'lostpointercapture', 'blur']) button.addEventListener(ev, release);
+  button.addEventListener('keydown', (e) => { if ((e.key === ' ' || e.key === 'Enter') && !e.repeat) press(e); });
+  button.addEventListener('keyup', (e) => { if (e.key === ' ' || e.key === 'Enter') release(); });
+  button.addEventListener('contextmenu', (e) => e.preventDefault());
+  return release;
+}
+
+// A proxy's PTZ panel (made once, kept while the proxy is): the pad, zoom, speed, presets.
+function ptzPanel(name) {
+  let x = ovs.panels.get(name);
+  if (x) return x;
+  const enc = encodeURIComponent(name);
+  const ctx = () => {
+    const p = (srcs.proxies || []).find((q) => q.name === name);
+    return { proxy: name, address: p && p.onvif ? addressOf(p.onvif.device_url) : '' };
+  };
+  x = { name, chain: Promise.resolve(), presets: null, presetsError: null, loads: 0, armed: null, armTimer: null, releases: [] };
+  x.status = el('div', { class: 'status', 'aria-live': 'polite', dataset: { testid: `ov-ptz-status-${name}` } });
+  x.speed = el('input', { type: 'range', min: '0.1', max: '1', step: '0.1', value: '0.5', 'data-i18n-title': 'ptz.speed_title', title: t('ptz.speed_title'), dataset: { testid: `ov-ptz-speed-${name}` } });
+  const speedValue = el('output', {}, '0.5');
+  x.speed.addEventListener('input', () => { speedValue.value = x.speed.value; });
+  // Moves go one after another: a stop never overtakes the move it ends. A held button's
+  // repeat is skipped while an ask is still on its way (a slow camera gets no queue).
+  x.pending = 0;
+  x.send = (move, repeat = false) => {
+    if (repeat && x.pending) return;
+    const body = Object.keys(move).length ? { ...move, speed: Number(x.speed.value) || 0.5 } : {};
+    if (Object.keys(body).length) ovStatus(x.status, null);
+    x.chain = x.chain.then(() => api('POST', `/api/proxies/${enc}/ptz`, body).then(() => {}, (err) => ovFailed(x.status, err, 'ptz', ctx())));
+    x.pending += 1;
+    x.chain.then(() => { x.pending -= 1; });
+  };
+  x.releaseAll = () => { for (const r of x.releases) r(); };
+  const hold = (dir, glyph, titleKey, text = false) => {
+    const b = el('button', { type: 'button', class: 'hold', dataset: { testid: `ov-ptz-${dir}-${name}` } }, glyph);
+    if (text) b.setAttribute('data-i18n', titleKey); else b.setAttribute('data-i18n-title', titleKey);
+    if (text) b.textContent = t(titleKey); else b.title = t(titleKey);
+    x.releases.push(holdToMove(b, x.send, PTZ_MOVES[dir], PTZ_MOVE_AGAIN_MS));
+    return b;
+  };
+  const stop = el('button', { type: 'button', class: 'stop', 'data-i18n-title': 'src.ov.stop', title: t('src.ov.stop'), dataset: { testid: `ov-ptz-stop-${name}` }, onclick: () => x.send({}) }, '■');
+  const pad = el('div', { class: 'pad' },
+    hold('up-left', '↖', 'ptz.up_left'), hold('up', '▲', 'ptz.up'), hold('up-right', '↗', 'ptz.up_right'),
+    hold('left', '◀', 'ptz.left'), stop, hold('right', '▶', 'ptz.right'),
+    hold('down-left', '↙', 'ptz.down_left'), hold('down', '▼', 'ptz.down'), hold('down-right', '↘', 'ptz.down_right'));
+  const zoom = el('div', { class: 'zoom' }, hold('in', '', 'ptz.zoom_in', true), hold('out', '', 'ptz.zoom_out', true));
+  const speed = el('label', { class: 'ptz-speed' }, el('span', { 'data-i18n': 'ptz.speed' }, t('ptz.speed')), ' ', x.speed, ' ', speedValue);
+  x.list = el('ul', { class: 'presets', dataset: { testid: `ov-presets-${name}` } });
+  x.presetName = el('input', { maxlength: String(PRESET_NAME_MAX), autocomplete: 'off', 'data-i18n-placeholder': 'src.ov.preset_name_ph', placeholder: t('src.ov.preset_name_ph'), dataset: { testid: `ov-preset-name-${name}` } });
+  const save = el('button', { type: 'submit', 'data-i18n': 'src.ov.preset_save', 'data-i18n-title': 'src.ov.preset_save_title', title: t('src.ov.preset_save_title'), dataset: { testid: `ov-preset-save-${name}` } }, t('src.ov.preset_save'));
+  const saveForm = el('form', { class: 'zoom preset-save', novalidate: '', onsubmit: (e) => { e.preventDefault(); savePreset(x, ctx); } }, x.presetName, save);
+  const title = say(el('strong', {}), () => sentence('src.ov.ptz_title', { name: dataSpan(name) }));
+  const close = el('button', { type: 'button', 'data-i18n': 'src.ov.ptz_close', dataset: { testid: `ov-ptz-close-${name}` }, onclick: () => togglePtz(name) }, t('src.ov.ptz_close'));
+  x.ctx = ctx;
+  x.enc = enc;
+  x.node = el('tr', { class: 'ptz-row', dataset: { testid: `ptz-panel-${name}` } },
+    el('td', { colspan: '8', class: 'ptz-cell' }, el('div', { class: 'ov-ptz' },
+      el('div', { class: 'ov-ptz-head' }, title, el('span', { class: 'muted', 'data-i18n': 'src.ov.ptz_hint' }, t('src.ov.ptz_hint')), close),
+      el('div', { class: 'ov-ptz-body' },
+        el('div', { class: 'ptz' }, pad, zoom, speed),
+        el('div', { class: 'ov-presets' }, el('h4', { 'data-i18n': 'ptz.presets' }, t('ptz.presets')), x.list, saveForm)),
+      x.status)));
+  ovs.panels.set(name, x);
+  renderOvPresets(x);
+  return x;
+}
+
+async function loadOvPresets(x) {
+  const load = ++x.loads;
+  if (!x.presets) renderOvPresets(x);
+  try {
+    const v = await api('GET', `/api/proxies/${x.enc}/presets`);
+    if (load !== x.loads) return;
+    x.presets = Array.isArray(v.presets) ? v.presets : [];
+    x.presetsError = null;
+  } catch (err) {
+    if (load !== x.loads) return;
+    x.presetsError = err;
+  }
+  renderOvPresets(x);
+}
+
+function renderOvPresets(x) {
+  if (x.presetsError) {
+    x.list.replaceChildren(el('li', { class: 'error' }, el('div', { class: 'problem' }, ...(() => {
+      const v = onvifProblem(x.presetsError, 'presets', x.ctx());
+      return [el('div', {}, el('strong', {}, ...v.title)), ...(v.hint ? [el('div', { class: 'problem-hint' }, ...v.hint)] : [])];
+    })())));
+    return;
+  }
+  if (!x.presets) { x.list.replaceChildren(el('li', { class: 'muted' }, t('ptz.asking'))); return; }
+  if (!x.presets.length) { x.list.replaceChildren(el('li', { class: 'muted' }, t('ptz.no_presets'))); return; }
+  x.list.replaceChildren(...x.presets.map((p) => {
+    const label = p.name || p.token;
+    const armed = x.armed === p.token;
+    return el('li', { dataset: { testid: `ov-preset-${x.name}-${p.token}`, name: p.name || '' } },
+      el('span', { class: 'data' }, label),
+      el('button', { type: 'button', title: t('ptz.go_title'), dataset: { testid: `ov-preset-go-${x.name}-${p.token}` }, onclick: () => callPreset(x, p) }, t('ptz.go')),
+      el('button', { type: 'button', class: armed ? 'danger' : '', title: t('ptz.delete'), dataset: { testid: `ov-preset-del-${x.name}-${p.token}` }, onclick: () => deletePreset(x, p) },
+        armed ? t('src.delete_confirm') : t('ptz.delete')));
+  }));
+}
+
+async function presetCall(x, method, path, body, what, done) {
+  ovStatus(x.status, '', () => [t('ptz.asking')]);
+  try {
+    await api(method, path, body);
+    ovStatus(x.status, 'ok', done);
+    return true;
+  } catch (err) {
+    ovFailed(x.status, err, what, x.ctx());
+    if (err instanceof ApiError && err.code === 'camera_error') loadOvPresets(x);
+    return false;
+  }
+}
+function callPreset(x, p) {
+  presetCall(x, 'POST', `/api/proxies/${x.enc}/presets/${encodeURIComponent(p.token)}/call`, {}, 'preset_go', () => sentence('src.ov.preset_went', { name: dataSpan(p.name || p.token) }));
+}
+async function savePreset(x) {
+  const name = x.presetName.value.trim();
+  if (!name || name.length > PRESET_NAME_MAX) return ovStatus(x.status, 'error', () => [t('src.ov.need_preset_name')]);
+  if (await presetCall(x, 'POST', `/api/proxies/${x.enc}/presets`, { name }, 'preset_save', () => sentence('src.ov.preset_saved', { name: dataSpan(name) }))) {
+    x.presetName.value = '';
+    loadOvPresets(x);
+  }
+}
+// Deleted on the second click within a few seconds (the first asks).
+async function deletePreset(x, p) {
+  clearTimeout(x.armTimer);
+  if (x.armed !== p.token) {
+    x.armed = p.token;
+    x.armTimer = setTimeout(() => { x.armed = null; renderOvPresets(x); }, REMOVE_ARMED_MS);
+    renderOvPresets(x);
+    return;
+  }
+  x.armed = null;
+  renderOvPresets(x);
+  if (await presetCall(x, 'DELETE', `/api/proxies/${x.enc}/presets/${encodeURIComponent(p.token)}`, undefined, 'preset_delete',
+    () => sentence('src.ov.preset_deleted', { name: dataSpan(p.name || p.token) }))) loadOvPresets(x);
+}
+
+// Left for another view: nothing keeps moving.
+function releasePtz() {
+  for (const x of ovs.panels.values()) x.releaseAll();
+}
+document.addEventListener('visibilitychange', () => { if (document.hidden) releasePtz(); });
+
+renderDeviceNote();
+renderOvIdle();
+
 // What is shown follows a switch at once (not at the next refresh).
 onLanguage(() => {
   if (srcs.proxies || srcs.streams) renderSources();
   renderIssued();
+  renderOvCameras();
+  renderOvReport();
+  for (const x of ovs.panels.values()) renderOvPresets(x);
 });
 renderProxyFormTitle();

@@ -505,6 +505,11 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                 if let (Some(node), Some(pull)) = (&node, &pull) {
                     node.pull.replace(Some(pull.clone()));
                 }
+                // Proxies with a GB channel id are channels of this platform, shared upward.
+                if let (Some(control), Some(pull)) = (&control, &pull) {
+                    let control = control.clone();
+                    pull.on_channels(Box::new(move |channels| control.set_local_channels(channels)));
+                }
                 let front = Rc::new(Front { shard: shard.clone(), control, node, pull });
                 let serve_front = front.clone();
                 let _ = shard.handoff.set(Box::new(move |conn| crate::http::server::serve_handoff(&serve_front, conn)));

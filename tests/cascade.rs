@@ -202,3 +202,40 @@ fn an_upper_gmv_sees_the_shared_channels_of_a_lower_gmv_and_plays_them_live() {
         (top.request("GET", &format!("/api/devices/{LOWER_ID}"), "").1["online"] == false).then_some(())
     });
 }
+
+/// A pull proxy with a GB channel id is a channel of the lower platform: the upper sees it in
+/// the lower's catalog (online while it plays) and plays it live (ffprobe decodes the FLV at
+/// the top); the lower sends the proxy's stream up. Needs GStreamer's RTSP server
+/// (tests/rtsp/README.md).
+#[test]
+fn a_proxy_with_a_channel_id_is_shared_upward_and_played_at_the_top() {
+    const PROXY_CHANNEL: &str = "34020000001320000501";
+    let rtsp_port = free_tcp_port();
+    let _camera = common::rtsp_server::RtspServer::start(rtsp_port, &[]);
+    let top = upper();
+    let cascade = format!(
+        "cascade:\n  upstreams:\n  - id: city\n    server_id: \"{UPPER_ID}\"\n    domain: \"{UPPER_DOMAIN}\"\n    address: \"{}\"\n    password: \"{PASSWORD}\"\n    local_id: \"{LOWER_ID}\"\n    register_expires_s: 300\n    keepalive_s: 2\n    shared: [\"{PROXY_CHANNEL}\"]\n",
+        top.sip
+    );
+    let bottom = Engine::start_with(1, &cascade, "", None);
+    let body = serde_json::json!({ "name": "gate", "url": format!("rtsp://127.0.0.1:{rtsp_port}/h264"), "channel_id": PROXY_CHANNEL });
+    let (status, proxy) = bottom.request("POST", "/api/proxies", &body.to_string());
+    assert_eq!(status, 201, "{proxy}");
+    assert_eq!(proxy["channel_id"], PROXY_CHANNEL);
+    let (status, taken) = bottom.request("POST", "/api/proxies", &serde_json::json!({ "name": "gate2", "url": "rtsp://127.0.0.1/x", "channel_id": PROXY_CHANNEL }).to_string());
+    assert_eq!((status, taken["code"].as_str()), (409, Some("channel_exists")), "{taken}");
+    let (status, _) = bottom.request("POST", "/api/proxies", &serde_json::json!({ "name": "gate3", "url": "rtsp://127.0.0.1/x", "channel_id": "3402" }).to_string());
+    assert_eq!(status, 400, "not a GB id");
+    wait_for("the proxy playing", Duration::from_secs(20), || (bottom.request("GET", "/api/proxies/gate", "").1["state"]["status"] == "playing").then_some(()));
+    wait_for("the lower registered upward", Duration::from_secs(15), || (upstream_of(&bottom)["state"] == "registered").then_some(()));
+
+    // The upper's catalog of the lower: the proxy, online.
+    let channel = wait_for("the proxy in the upper's catalog", Duration::from_secs(20), || {
+        assert_eq!(top.request("POST", &format!("/api/devices/{LOWER_ID}/sync"), "").0, 202);
+        std::thread::sleep(Duration::from_millis(500));
+        let (_, v) = top.request("GET", &format!("/api/devices/{LOWER_ID}/channels"), "");
+        v["channels"].as_array()?.iter().find(|c| c["device_id"] == PROXY_CHANNEL && c["status"] == "ON").cloned()
+    });
+    assert_eq!(channel["name"], "gate", "{channel}");
+    play_through(&top, &bottom, PROXY_CHANNEL, "udp", "cascade-proxy.flv");
+}

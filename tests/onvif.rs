@@ -7,65 +7,22 @@
 
 mod common;
 
+use common::onvif_camera::{OnvifCamera, USER};
 use common::rtsp_server::RtspServer;
 use common::*;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const USER: &str = "admin";
 const PASSWORD: &str = "Secr3t!";
 
-/// The simulated camera, once it says it is ready; stopped when dropped.
-struct Camera {
-    child: Child,
-    http_port: u16,
-    discovery_port: u16,
-    log: PathBuf,
+/// The simulated camera with `PASSWORD`.
+fn camera(rtsp_port: u16, name: &str, extra: &[&str]) -> OnvifCamera {
+    OnvifCamera::start(rtsp_port, name, PASSWORD, extra)
 }
 
-impl Camera {
-    fn start(rtsp_port: u16, name: &str, extra: &[&str]) -> Camera {
-        let (http_port, discovery_port) = (free_tcp_port(), free_udp_port());
-        let log = work_dir().join(format!("onvif-{name}-{}-{http_port}.jsonl", std::process::id()));
-        let _ = std::fs::remove_file(&log);
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onvif/sim.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--http-port", &http_port.to_string(), "--discovery-port", &discovery_port.to_string()])
-            .args(["--user", USER, "--password", PASSWORD, "--name", name])
-            .args(["--rtsp-main", &format!("rtsp://127.0.0.1:{rtsp_port}/h264"), "--rtsp-sub", &format!("rtsp://127.0.0.1:{rtsp_port}/h264only")])
-            .arg("--log")
-            .arg(&log)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 tests/onvif/sim.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready", "the simulated ONVIF camera did not start");
-        Camera { child, http_port, discovery_port, log }
-    }
-
-    fn device_url(&self) -> String {
-        format!("http://127.0.0.1:{}/onvif/device_service", self.http_port)
-    }
-
-    /// The PTZ calls the camera took (its log's lines of `op`).
-    fn calls(&self, op: &str) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["op"] == op).collect()
-    }
-}
-
-impl Drop for Camera {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The calls of `op` the camera took.
+fn calls(camera: &OnvifCamera, op: &str) -> Vec<Value> {
+    camera.log_lines().into_iter().filter(|v| v["op"] == op).collect()
 }
 
 fn post(engine: &Engine, path: &str, body: Value) -> (u16, Value) {
@@ -78,7 +35,7 @@ fn an_onvif_camera_is_found_read_made_a_proxy_played_and_moved() {
     let rtsp_port = free_tcp_port();
     let _rtsp = RtspServer::start(rtsp_port, &[]);
     // It lists a link-local IPv6 address first, as cameras do: the usable one is taken.
-    let camera = Camera::start(rtsp_port, "Front Door", &["--extra-xaddr", "http://[fe80::4619:b6ff:fe3e:baa1]/onvif/device_service"]);
+    let camera = camera(rtsp_port, "Front Door", &["--extra-xaddr", "http://[fe80::4619:b6ff:fe3e:baa1]/onvif/device_service"]);
     let engine = Engine::start(1, "onvif:\n  probe_wait_ms: 1000\n");
 
     let (status, found) = post(&engine, "/api/onvif/discover", json!({ "address": format!("127.0.0.1:{}", camera.discovery_port) }));
@@ -116,13 +73,13 @@ fn an_onvif_camera_is_found_read_made_a_proxy_played_and_moved() {
     // PTZ as for GB channels: velocities times speed, {} stops.
     let (status, moved) = post(&engine, "/api/proxies/door/ptz", json!({ "pan": 1, "tilt": -0.5, "speed": 0.5 }));
     assert_eq!(status, 200, "{moved}");
-    let moves = camera.calls("ContinuousMove");
+    let moves = calls(&camera, "ContinuousMove");
     assert_eq!(moves.len(), 1, "{moves:?}");
     assert_eq!((moves[0]["profile"].as_str(), moves[0]["pan"].as_f64(), moves[0]["tilt"].as_f64()), (Some("main"), Some(0.5), Some(-0.25)), "{moves:?}");
     assert!(moves[0]["timeout"].is_string() || moves[0]["timeout"].is_number(), "a bounded move: {moves:?}");
     let (status, stopped) = post(&engine, "/api/proxies/door/ptz", json!({}));
     assert_eq!((status, stopped["stopped"].as_bool()), (200, Some(true)), "{stopped}");
-    assert_eq!(camera.calls("Stop").len(), 1);
+    assert_eq!(calls(&camera, "Stop").len(), 1);
     let (status, bad) = post(&engine, "/api/proxies/door/ptz", json!({ "pan": 2 }));
     assert_eq!(status, 400, "{bad}");
 
@@ -134,13 +91,13 @@ fn an_onvif_camera_is_found_read_made_a_proxy_played_and_moved() {
     let (status, saved) = post(&engine, "/api/proxies/door/presets", json!({ "name": "Lobby" }));
     assert_eq!(status, 201, "{saved}");
     let lobby = saved["token"].as_str().unwrap().to_string();
-    assert_eq!(camera.calls("SetPreset")[0]["name"], "Lobby");
+    assert_eq!(calls(&camera, "SetPreset")[0]["name"], "Lobby");
     let (status, _) = post(&engine, &format!("/api/proxies/door/presets/{lobby}/call"), json!({}));
     assert_eq!(status, 200);
-    assert_eq!(camera.calls("GotoPreset")[0]["preset"], lobby.as_str());
+    assert_eq!(calls(&camera, "GotoPreset")[0]["preset"], lobby.as_str());
     let (status, _) = engine.request("DELETE", &format!("/api/proxies/door/presets/{lobby}"), "");
     assert_eq!(status, 200);
-    assert_eq!(camera.calls("RemovePreset")[0]["preset"], lobby.as_str());
+    assert_eq!(calls(&camera, "RemovePreset")[0]["preset"], lobby.as_str());
     let (status, gone) = post(&engine, "/api/proxies/door/presets/99/call", json!({}));
     assert_eq!((status, gone["code"].as_str()), (502, Some("camera_error")), "{gone}");
 
@@ -154,6 +111,10 @@ fn an_onvif_camera_is_found_read_made_a_proxy_played_and_moved() {
     assert_eq!((status, unreachable["code"].as_str()), (504, Some("camera_unreachable")), "{unreachable}");
     let (status, _) = post(&engine, "/api/onvif/discover", json!({ "address": "not an address" }));
     assert_eq!(status, 400);
+    for bad in ["https://127.0.0.1/onvif/device_service", "10.0.0.8", "ftp://10.0.0.8/x"] {
+        let (status, v) = post(&engine, "/api/onvif/inspect", json!({ "device_url": bad, "user": USER, "password": PASSWORD }));
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
 }
 
 /// A camera that takes only HTTP digest (SHA-256 preferred, as newer Hikvision firmware
@@ -161,8 +122,8 @@ fn an_onvif_camera_is_found_read_made_a_proxy_played_and_moved() {
 #[test]
 fn digest_only_cameras_and_cameras_an_hour_off_are_read() {
     let rtsp_port = free_tcp_port();
-    let digest = Camera::start(rtsp_port, "Digest Cam", &["--auth", "digest", "--digest-alg", "SHA-256,MD5"]);
-    let skewed = Camera::start(rtsp_port, "Skewed Cam", &["--auth", "wsse", "--clock-offset", "3600"]);
+    let digest = camera(rtsp_port, "Digest Cam", &["--auth", "digest", "--digest-alg", "SHA-256,MD5"]);
+    let skewed = camera(rtsp_port, "Skewed Cam", &["--auth", "wsse", "--clock-offset", "3600"]);
     let engine = Engine::start(1, "");
     for cam in [&digest, &skewed] {
         let (status, report) = post(&engine, "/api/onvif/inspect", json!({ "device_url": cam.device_url(), "user": USER, "password": PASSWORD }));

@@ -58,6 +58,9 @@ impl Control {
         ssrc: u32,
         kind: PlayKind,
     ) -> Result<UpstreamMediaAnswer, UpstreamRefusal> {
+        if device_id == self.endpoint().local_sources_id() {
+            return self.serve_upstream_local(handle, channel_id, media, ssrc, kind).await;
+        }
         let session = self.play_kind(device_id, channel_id, self.device_transport(device_id), kind, None).await.map_err(|e| match e {
             PlayError::Offline | PlayError::UnknownDevice | PlayError::UnknownChannel => UpstreamRefusal::Unavailable,
             PlayError::Busy => UpstreamRefusal::Busy,
@@ -77,6 +80,42 @@ impl Control {
                 Err(refusal)
             }
         }
+    }
+
+    /// One of this platform's own sources (a pull proxy's stream) sent up: live only (they
+    /// have no device recordings to play back).
+    async fn serve_upstream_local(
+        self: &Rc<Self>,
+        handle: UpstreamCallHandle,
+        channel_id: &str,
+        media: UpstreamMedia,
+        ssrc: u32,
+        kind: PlayKind,
+    ) -> Result<UpstreamMediaAnswer, UpstreamRefusal> {
+        let Some(stream_ssrc) = self.local_channels.borrow().get(channel_id).copied() else { return Err(UpstreamRefusal::Unavailable) };
+        if kind != PlayKind::Live {
+            return Err(UpstreamRefusal::Unavailable);
+        }
+        let answer = self.start_send_up(stream_ssrc, ssrc, media).await?;
+        self.upstream_sends.borrow_mut().insert(handle, UpstreamSend { stream_ssrc, send_ssrc: ssrc, history: false });
+        Ok(answer)
+    }
+
+    /// This platform's own sources with a GB channel id (pull proxies): (channel id, name,
+    /// stream SSRC, playing). Shared upward as channels of the platform's server id.
+    pub fn set_local_channels(self: &Rc<Self>, channels: Vec<crate::pull::LocalChannel>) {
+        let items = channels
+            .iter()
+            .map(|(id, name, _, playing)| crate::proto::sip::manscdp::CatalogItem {
+                device_id: id.clone(),
+                name: name.clone(),
+                manufacturer: "gmv".into(),
+                status: if *playing { "ON" } else { "OFF" }.into(),
+                ..Default::default()
+            })
+            .collect();
+        *self.local_channels.borrow_mut() = channels.into_iter().map(|(id, _, ssrc, _)| (id, ssrc)).collect();
+        self.command(Command::SetLocalChannels { channels: items });
     }
 
     /// Stops an upstream session's sender, and its own playback or download.
@@ -116,8 +155,11 @@ impl Control {
         let me = self.clone();
         glommio::spawn_local(async move {
             let UpstreamRecords { upstream, sn, device_id, channel_id, start, end, record_type } = ask;
-            let items = match me.records(&device_id, &channel_id, start, end, record_type).await {
-                Ok(list) => list.items,
+            // A source of this platform's own has no device recordings.
+            let local = device_id == me.endpoint().local_sources_id();
+            let found = if local { Ok(Vec::new()) } else { me.records(&device_id, &channel_id, start, end, record_type).await.map(|list| list.items) };
+            let items = match found {
+                Ok(items) => items,
                 Err(error) => {
                     tracing::warn!(upstream, device_id, channel_id, ?error, "RecordInfo for the upstream failed; answering none");
                     Vec::new()

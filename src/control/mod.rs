@@ -140,6 +140,8 @@ pub struct Control {
     warn_budget: RefCell<WarnBudget>,
     /// Senders started for upstream sessions (cascade), by the endpoint's handle.
     upstream_sends: RefCell<HashMap<crate::proto::sip::endpoint::UpstreamCallHandle, cascade::UpstreamSend>>,
+    /// This platform's own sources shared upward: GB channel id to its stream's SSRC.
+    local_channels: RefCell<std::collections::BTreeMap<String, u32>>,
     /// Voice broadcasts to devices, and the latest ended ones.
     broadcasts: RefCell<voice::Broadcasts>,
     /// Record plans and the channels following them.
@@ -266,6 +268,7 @@ impl Control {
             counters: RefCell::new(DriverCounters::default()),
             warn_budget: RefCell::new(WarnBudget { window: Instant::now(), used: 0 }),
             upstream_sends: RefCell::new(HashMap::new()),
+            local_channels: RefCell::new(Default::default()),
             broadcasts: RefCell::new(Default::default()),
             record_plans: RefCell::new(record_plans::RecordPlans::new(plans)),
             device_settings: RefCell::new(settings),

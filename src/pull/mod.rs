@@ -78,6 +78,10 @@ pub struct ProxyConfig {
     /// Made from an ONVIF camera's profile: how to reach it again (PTZ, presets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub onvif: Option<OnvifLink>,
+    /// A GB/T 28181 channel id (20 digits): the proxy is then a channel of this platform that
+    /// cascade shares upward like a device's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<String>,
 }
 
 /// The ONVIF camera a proxy's stream comes from.
@@ -233,7 +237,17 @@ pub struct Proxies {
     thread: PullThread,
     /// ONVIF conversations under way (`onvif_api::ONVIF_CALLS_MAX` at most).
     onvif_calls: std::cell::Cell<usize>,
+    /// Told the proxies with a channel id (id, name, stream SSRC, playing) whenever that list
+    /// changes: the control shares them upward.
+    on_channels: RefCell<Option<ChannelsTold>>,
+    /// What it was told last.
+    channels_told: RefCell<Vec<LocalChannel>>,
 }
+
+/// A proxy as a channel of this platform: (GB channel id, name, stream SSRC, playing).
+pub type LocalChannel = (String, String, u32, bool);
+/// Who hears the list of proxies that are channels (the control).
+pub type ChannelsTold = Box<dyn Fn(Vec<LocalChannel>)>;
 
 /// Why a proxy is refused.
 fn check(config: &ProxyConfig) -> Result<url::Url, String> {
@@ -241,6 +255,9 @@ fn check(config: &ProxyConfig) -> Result<url::Url, String> {
         return Err("name is letters, digits, '_' and '-' (at most 64)".into());
     }
     let url = check_url(&config.url, config.transport)?;
+    if config.channel_id.as_deref().is_some_and(|id| id.len() != 20 || !id.bytes().all(|b| b.is_ascii_digit())) {
+        return Err("channel_id is a GB/T 28181 id of 20 digits".into());
+    }
     if config.idle_s.is_some_and(|s| !(1..=ON_DEMAND_IDLE_S_MAX).contains(&s)) {
         return Err(format!("idle_s is 1..={ON_DEMAND_IDLE_S_MAX}"));
     }
@@ -254,7 +271,7 @@ pub fn check_url(text: &str, transport: Transport) -> Result<url::Url, String> {
     }
     let url = url::Url::parse(text).map_err(|e| format!("url: {e}"))?;
     let Some(kind) = session::Kind::of(&url) else {
-        return Err(format!("url scheme {}:// is not pulled (rtsp://, rtmp://, http(s)://….flv and http(s)://….m3u8 are; rtsps:// and rtmps:// not yet)", url.scheme()));
+        return Err(format!("url scheme {}:// is not pulled (rtsp://, rtmp://, http://….flv, http://….m3u8, https://….flv and https://….m3u8 are)", url.scheme()));
     };
     if url.host_str().is_none_or(str::is_empty) {
         return Err("url has no host".into());
@@ -266,6 +283,12 @@ pub fn check_url(text: &str, transport: Transport) -> Result<url::Url, String> {
         return Err("an rtmp:// url is rtmp://host[:port]/app/stream".into());
     }
     Ok(url)
+}
+
+/// Another proxy with `config`'s channel id, by name.
+fn channel_taken(entries: &BTreeMap<String, Entry>, config: &ProxyConfig) -> Option<String> {
+    let id = config.channel_id.as_ref()?;
+    entries.values().find(|e| e.config.name != config.name && e.config.channel_id.as_ref() == Some(id)).map(|e| e.config.name.clone())
 }
 
 /// A changed URL whose password is still the redacted `***` the API showed keeps the old
@@ -304,7 +327,7 @@ impl Proxies {
         if let Err(error) = tls::init(shard.config.pull.ca_file.as_deref()) {
             tracing::error!(error, "pull: https:// sources will not connect");
         }
-        let proxies = Rc::new(Proxies { shard, entries: Default::default(), thread: PullThread::start()?, onvif_calls: Default::default() });
+        let proxies = Rc::new(Proxies { shard, entries: Default::default(), thread: PullThread::start()?, onvif_calls: Default::default(), on_channels: Default::default(), channels_told: Default::default() });
         for config in list.into_iter().take(PROXIES_MAX) {
             if check(&config).is_ok() {
                 proxies.entries.borrow_mut().insert(config.name.clone(), Entry::new(config, false));
@@ -324,9 +347,38 @@ impl Proxies {
         Ok(proxies)
     }
 
+    /// Has `tell` hear the proxies with a channel id now and whenever they change.
+    pub fn on_channels(&self, tell: ChannelsTold) {
+        self.on_channels.replace(Some(tell));
+        self.channels_told.borrow_mut().clear();
+        self.tell_channels(true);
+    }
+
+    /// Tells the proxies with a channel id when they changed (`always`: even if not).
+    fn tell_channels(&self, always: bool) {
+        let now: Vec<LocalChannel> = self
+            .entries
+            .borrow()
+            .values()
+            .filter_map(|e| {
+                let id = e.config.channel_id.clone()?;
+                let playing = e.state.lock().map(|s| s.status == Status::Playing).unwrap_or(false);
+                Some((id, e.config.name.clone(), stream_ssrc(&e.config.name), playing))
+            })
+            .collect();
+        if !always && *self.channels_told.borrow() == now {
+            return;
+        }
+        if let Some(tell) = &*self.on_channels.borrow() {
+            tell(now.clone());
+        }
+        *self.channels_told.borrow_mut() = now;
+    }
+
     /// Starts the proxies that are not running (new, or their stream closed), and on-demand
     /// clients as their streams gain and lose viewers.
     async fn supervise(&self) {
+        self.tell_channels(false);
         let due: Vec<String> = self
             .entries
             .borrow()
@@ -500,6 +552,7 @@ impl Proxies {
             "idle_s": e.config.idle().as_secs(),
             "stream_id": crate::proto::ssrc::stream_id(stream_ssrc(&e.config.name)),
             "state": state,
+            "channel_id": e.config.channel_id,
             "onvif": e.config.onvif.as_ref().map(|o| json!({ "device_url": o.device_url, "user": o.user, "profile": o.profile, "ptz": o.ptz_url.is_some() })),
         })
     }
@@ -516,6 +569,9 @@ impl Proxies {
             }
             if entries.len() >= PROXIES_MAX {
                 return (409, json!({ "code": "too_many", "message": format!("at most {PROXIES_MAX} proxies") }));
+            }
+            if let Some(other) = channel_taken(&entries, &config) {
+                return (409, json!({ "code": "channel_exists", "message": format!("proxy {other} has this channel_id") }));
             }
         }
         let name = config.name.clone();
@@ -576,8 +632,17 @@ impl Proxies {
                         Err(_) => return bad("transport is tcp or udp".into()),
                     }
                 }
+                match change.get("channel_id") {
+                    None => {}
+                    Some(Value::Null) => config.channel_id = None,
+                    Some(Value::String(id)) => config.channel_id = Some(id.clone()),
+                    Some(_) => return bad("channel_id is a GB/T 28181 id of 20 digits, or null".into()),
+                }
                 if let Err(m) = check(&config) {
                     return bad(m);
+                }
+                if let Some(other) = channel_taken(&self.entries.borrow(), &config) {
+                    return (409, json!({ "code": "channel_exists", "message": format!("proxy {other} has this channel_id") }));
                 }
                 self.stop_one(name);
                 self.entries.borrow_mut().insert(name.to_string(), Entry::new(config, true));
@@ -612,7 +677,7 @@ mod tests {
     use super::*;
 
     fn config(url: &str) -> ProxyConfig {
-        ProxyConfig { name: "cam1".into(), url: url.into(), transport: Transport::Tcp, mode: Mode::Always, idle_s: None, onvif: None }
+        ProxyConfig { name: "cam1".into(), url: url.into(), transport: Transport::Tcp, mode: Mode::Always, idle_s: None, onvif: None, channel_id: None }
     }
 
     #[test]

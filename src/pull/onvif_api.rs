@@ -71,6 +71,8 @@ struct MakeProxy {
     #[serde(default)]
     mode: Mode,
     idle_s: Option<u64>,
+    /// A GB channel id: shared upward by cascade.
+    channel_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -82,8 +84,17 @@ struct Move {
     speed: Option<f32>,
 }
 
-fn credentials_ok(user: &str, password: &str) -> bool {
-    user.len() <= CREDENTIAL_BYTES_MAX && password.len() <= CREDENTIAL_BYTES_MAX
+/// Why a request to a camera is refused before any conversation: credentials too long, a
+/// device address that is no `http://` URL.
+fn refused(device_url: &str, user: &str, password: &str) -> Option<(u16, Value)> {
+    if user.len() > CREDENTIAL_BYTES_MAX || password.len() > CREDENTIAL_BYTES_MAX {
+        return Some(bad(format!("user and password are at most {CREDENTIAL_BYTES_MAX} bytes")));
+    }
+    match url::Url::parse(device_url) {
+        Ok(u) if u.scheme() == "http" && u.host_str().is_some_and(|h| !h.is_empty()) && device_url.len() <= super::URL_BYTES_MAX => None,
+        Ok(u) if u.scheme() == "https" => Some(bad("device_url: https:// cameras are not spoken to yet (http:// is)")),
+        _ => Some(bad("device_url is the camera's http://host[:port]/onvif/device_service")),
+    }
 }
 
 impl Proxies {
@@ -138,8 +149,8 @@ impl Proxies {
                     Ok(a) => a,
                     Err(e) => return bad(format!("body: {e}")),
                 };
-                if !credentials_ok(&ask.user, &ask.password) {
-                    return bad(format!("user and password are at most {CREDENTIAL_BYTES_MAX} bytes"));
+                if let Some(refusal) = refused(&ask.device_url, &ask.user, &ask.password) {
+                    return refusal;
                 }
                 match self.converse(async move { onvif::inspect(&ask.device_url, &ask.user, &ask.password).await }).await {
                     Ok(report) => (200, json!(report)),
@@ -151,8 +162,8 @@ impl Proxies {
                     Ok(a) => a,
                     Err(e) => return bad(format!("body: {e}")),
                 };
-                if !credentials_ok(&ask.user, &ask.password) {
-                    return bad(format!("user and password are at most {CREDENTIAL_BYTES_MAX} bytes"));
+                if let Some(refusal) = refused(&ask.device_url, &ask.user, &ask.password) {
+                    return refusal;
                 }
                 let (url, user, password) = (ask.device_url.clone(), ask.user.clone(), ask.password.clone());
                 let report = match self.converse(async move { onvif::inspect(&url, &user, &password).await }).await {
@@ -180,7 +191,7 @@ impl Proxies {
                     profile: profile.token.clone(),
                     ptz_url: profile.ptz.then(|| report.ptz_url.clone()),
                 };
-                let config = ProxyConfig { name: ask.name, url: url.to_string(), transport: ask.transport, mode: ask.mode, idle_s: ask.idle_s, onvif: Some(link) };
+                let config = ProxyConfig { name: ask.name, url: url.to_string(), transport: ask.transport, mode: ask.mode, idle_s: ask.idle_s, onvif: Some(link), channel_id: ask.channel_id };
                 self.add(config).await
             }
             (_, ["api", "proxies", name, rest @ ..]) => self.ptz(method, name, rest, body).await,

@@ -8,10 +8,19 @@
 // an ftp:// address shown in the operator's language, `gate` changed to on demand, `wrongpw`
 // deleted (asked twice), a push address issued and read (full URL, OBS server and key, copied),
 // ffmpeg publishing to that very URL, the push listed and played in the wall (its <video>
-// advancing), `cam` played from its row. A viewer key: the lists, no form, and why. Every wait
-// is a poll with a deadline. Screenshots go to SHOTS_DIR/console-sources-*.png.
+// advancing), `cam` played from its row. ONVIF cameras: a simulated camera found by a unicast
+// probe (its row, name and address), read with a wrong password (the refusal explained, with
+// what to check) and the right one (two streams: main 1920x1080, sub 640x360, with PTZ),
+// added as a pull proxy under the name prefilled from the camera's (`front-door`), playing;
+// its PTZ panel: the right arrow held ~300 ms (a move, then a stop once let go, one after the
+// other), the preset Parking called; in English a preset saved and deleted and an unreachable
+// camera explained with its address; at phone width the panel and a camera read, nothing wider
+// than the screen. A viewer key: the lists, no form, no ONVIF panel or PTZ, and why. Every
+// wait is a poll with a deadline. Screenshots go to SHOTS_DIR/console-sources-*.png.
 // Usage: node sources_check.mjs CONSOLE_URL OPERATOR_KEY VIEWER_KEY
-//   env RTSP_PORT (the RTSP server's port; user admin, password right), RTMP_PORT, SHOTS_DIR;
+//   env RTSP_PORT (the RTSP server's port; user admin, password RTSP_PASSWORD), RTMP_PORT,
+//   ONVIF_PROBE (the camera's discovery ip:port), ONVIF_DEVICE (its device address; user
+//   admin, password RTSP_PASSWORD), ONVIF_NOBODY (a device address nothing serves), SHOTS_DIR;
 //   prints JSON {ok, ...} as its last line.
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
@@ -19,11 +28,15 @@ import { spawn } from 'node:child_process';
 const [url, operatorKey, viewerKey] = process.argv.slice(2);
 const rtspPort = process.env.RTSP_PORT;
 const rtmpPort = process.env.RTMP_PORT;
+const password = process.env.RTSP_PASSWORD;
+const onvifProbe = process.env.ONVIF_PROBE;
+const onvifDevice = process.env.ONVIF_DEVICE;
+const onvifNobody = process.env.ONVIF_NOBODY;
 const shots = process.env.SHOTS_DIR || '.';
 const DESKTOP = { width: 1440, height: 900 };
 const PHONE = { width: 390, height: 844 };
 // Latin words the zh-CN view may hold outside data: protocol and product names.
-const LATIN_ALLOWED = new Set(['gmv', 'RTSP', 'RTMP', 'TCP', 'UDP', 'OBS', 'ID', 'ffmpeg', 'FLV', 'HLS', 'HTTP', 'GET', 'ZLMediaKit', 'SRS']);
+const LATIN_ALLOWED = new Set(['gmv', 'RTSP', 'RTMP', 'TCP', 'UDP', 'OBS', 'ID', 'ffmpeg', 'FLV', 'HLS', 'HTTP', 'GET', 'ZLMediaKit', 'SRS', 'ONVIF', 'IP']);
 const CJK = /[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]/;
 
 const result = { ok: false, steps: [] };
@@ -64,13 +77,17 @@ async function open(name, viewport, locale, storedLang) {
   page.on('console', (m) => console.error(`${name} page:`, m.text()));
   page.on('pageerror', (e) => { console.error(`${name} page error:`, e); result.page_errors = [...(result.page_errors || []), String(e)]; });
   // GET /api/proxies as the page sends them: how many, how many at once; and /api/streams.
-  const net = { proxies: 0, inFlight: 0, maxInFlight: 0, streams: 0 };
+  const net = { proxies: 0, inFlight: 0, maxInFlight: 0, streams: 0, ptz: [] };
   const isProxies = (r) => r.method() === 'GET' && new URL(r.url()).pathname === '/api/proxies';
   page.on('request', (r) => {
     if (isProxies(r)) { net.proxies += 1; net.inFlight += 1; net.maxInFlight = Math.max(net.maxInFlight, net.inFlight); }
     if (r.method() === 'GET' && new URL(r.url()).pathname === '/api/streams' && !new URL(r.url()).search) net.streams += 1;
   });
   const done = (r) => { if (isProxies(r)) net.inFlight -= 1; };
+  // PTZ moves as the page sends them and as they are answered, in order.
+  const isPtz = (r) => r.method() === 'POST' && /^\/api\/proxies\/[^/]+\/ptz$/.test(new URL(r.url()).pathname);
+  page.on('request', (r) => { if (isPtz(r)) net.ptz.push({ kind: 'sent', body: r.postData() }); });
+  page.on('response', (r) => { if (isPtz(r.request())) net.ptz.push({ kind: 'answered', body: r.request().postData(), status: r.status() }); });
   page.on('requestfinished', done);
   page.on('requestfailed', done);
   await page.goto(url);
@@ -194,8 +211,48 @@ async function issuePush(page, stream, days) {
   };
 }
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ONVIF: the camera probed at its address (multicast does not reach it here): its row.
+async function discover(page) {
+  await page.fill('[data-testid=ov-probe]', onvifProbe);
+  await page.click('[data-testid=ov-discover]');
+  return until('the camera listed', async () => {
+    const rows = await page.$$eval('[data-testid=ov-camera-rows] tr', (trs) => trs.map((r) => ({ name: r.dataset.name, testid: r.dataset.testid, text: r.textContent })));
+    const i = rows.findIndex((r) => r.name === 'Front Door');
+    return i >= 0 && { ...rows[i], index: Number(rows[i].testid.replace('ov-cam-', '')), count: rows.length };
+  }, 10000);
+}
+
+// Reads the camera in the form as admin with `pw`: the status once it is `want` (ok, error).
+async function readCamera(page, pw, want) {
+  await page.fill('[data-testid=ov-user]', 'admin');
+  await page.fill('[data-testid=ov-password]', pw);
+  await page.click('[data-testid=ov-inspect]');
+  return until(`the camera read (${want})`, async () => {
+    const cls = (await page.getAttribute('[data-testid=ov-inspect-status]', 'class')) || '';
+    return cls.split(' ').includes(want) && await text(page, '[data-testid=ov-inspect-status]');
+  }, 15000);
+}
+
+// The streams read, as listed: token, resolution, PTZ.
+const profiles = (page) => page.$$eval('[data-testid=ov-profile-rows] tr', (trs) => trs.map((r) => ({
+  token: r.dataset.testid.replace('ov-profile-', ''), res: r.querySelector('td.resolution').textContent.trim(), ptz: r.querySelector('td.has-ptz').textContent.trim() })));
+
+// A preset of front-door's panel by its name: its testid, or null.
+const presetId = (page, name) => page.$eval('[data-testid=ov-presets-front-door]', (ul, n) => {
+  const li = [...ul.children].find((x) => x.dataset.name === n);
+  return li ? li.dataset.testid : null;
+}, name);
+
+// front-door's PTZ panel opened, its presets read.
+async function openPtz(page) {
+  await page.click('[data-testid=src-ptz-front-door]');
+  await until('front-door\'s presets', async () => (await text(page, '[data-testid=ov-presets-front-door]')).includes('Parking'));
+}
+
 try {
-  check(rtspPort && rtmpPort, 'RTSP_PORT and RTMP_PORT');
+  check(rtspPort && rtmpPort && password && onvifProbe && onvifDevice && onvifNobody, 'RTSP_PORT, RTMP_PORT, RTSP_PASSWORD and ONVIF_*');
   const rtsp = (password, path) => `rtsp://admin:${password}@127.0.0.1:${rtspPort}/${path}`;
 
   // 1. Desktop, a Chinese browser, an operator key: both proxies; a third added through the
@@ -223,7 +280,7 @@ try {
 
     // A third proxy through the form (UDP, always).
     await page.fill('[data-testid=px-name]', 'gate');
-    await page.fill('[data-testid=px-url]', rtsp('right', 'h264'));
+    await page.fill('[data-testid=px-url]', rtsp(password, 'h264'));
     await page.selectOption('[data-testid=px-transport]', 'udp');
     await page.selectOption('[data-testid=px-mode]', 'always');
     check(await page.isDisabled('[data-testid=px-idle]'), 'no idle time for an always proxy');
@@ -247,6 +304,55 @@ try {
     await shot(page, 'desktop-zh-refused');
     await page.fill('[data-testid=px-name]', '');
     await page.fill('[data-testid=px-url]', '');
+
+    // ONVIF: the camera found, picked, refused with a wrong password (and why), read.
+    const ov = {};
+    const cam = await discover(page);
+    check(cam.count === 1 && cam.text.includes(onvifDevice) && cam.text.includes('SimCam-PTZ'), `the camera's row: ${JSON.stringify(cam)}`);
+    ov.found = await text(page, '[data-testid=ov-discover-status]');
+    check(ov.found.includes('1 台') && ov.found.includes(onvifProbe), `zh found: ${ov.found}`);
+    await page.click(`[data-testid=ov-use-${cam.index}]`);
+    check(await page.inputValue('[data-testid=ov-device]') === onvifDevice, 'the camera\'s address in the form');
+    ov.refused = await readCamera(page, 'wrong-password', 'error');
+    check(ov.refused.startsWith('未能读取摄像机') && ov.refused.includes('摄像机拒绝了用户名或密码') && ov.refused.includes('请检查用户名和密码') && ov.refused.includes('集成协议'), `zh refusal: ${ov.refused}`);
+    check(await page.isHidden('[data-testid=ov-report]'), 'nothing read');
+    await checkLanguage(page, 'zh-CN', 'desktop zh, camera refused');
+    await shot(page, 'desktop-zh-onvif-refused');
+    ov.read = await readCamera(page, password, 'ok');
+    check(ov.read.includes('2 个码流'), `zh read: ${ov.read}`);
+    const ps = await profiles(page);
+    check(JSON.stringify(ps) === JSON.stringify([{ token: 'main', res: '1920×1080', ptz: '有' }, { token: 'sub', res: '640×360', ptz: '有' }]), `profiles: ${JSON.stringify(ps)}`);
+    check(await page.inputValue('[data-testid=ov-name]') === 'front-door', 'the proxy\'s name from the camera\'s');
+    check(await page.inputValue('[data-testid=ov-profile]') === 'main', 'the main stream chosen');
+    // Added as a proxy: listed, playing, its camera under its address.
+    await page.click('[data-testid=ov-add]');
+    ov.added = await until('front-door added', async () => { const s = await text(page, '[data-testid=ov-add-status]'); return s.includes('已从摄像机添加') && s; }, 15000);
+    await until('front-door 拉流中', async () => await badge(page, 'front-door') === '拉流中', 20000);
+    check(await text(page, '[data-testid=proxy-url-front-door]') === `rtsp://admin:***@127.0.0.1:${rtspPort}/h264`, 'front-door\'s address, its password hidden');
+    check((await text(page, '[data-testid=proxy-onvif-front-door]')) === `ONVIF 摄像机 ${new URL(onvifDevice).host} · 码流 main`, 'its camera under its address');
+    check(await page.getAttribute('[data-testid=proxy-onvif-front-door] code', 'title') === onvifDevice, 'the whole device address as its title');
+    await until('the camera row says so', async () => (await text(page, `[data-testid=ov-added-${cam.index}]`)).includes('front-door'));
+    // PTZ: the right arrow held ~300 ms, then let go: a move, then its stop once it is answered.
+    await openPtz(page);
+    const right = page.locator('[data-testid=ov-ptz-right-front-door]');
+    await right.scrollIntoViewIfNeeded();
+    const box = await right.boundingBox();
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+    await page.mouse.down();
+    await sleep(300);
+    await page.mouse.up();
+    await until('the move and its stop answered', () => net.ptz.filter((x) => x.kind === 'answered').length >= 2, 15000);
+    ov.ptz = net.ptz.map((x) => `${x.kind} ${x.body} ${x.status || ''}`.trim());
+    check(JSON.stringify(ov.ptz) === JSON.stringify(['sent {"pan":1,"speed":0.5}', 'answered {"pan":1,"speed":0.5} 200', 'sent {}', 'answered {} 200']), `the PTZ requests: ${JSON.stringify(ov.ptz)}`);
+    // The preset Parking.
+    const parking = await presetId(page, 'Parking');
+    await page.click(`[data-testid=${parking.replace('ov-preset-', 'ov-preset-go-')}]`);
+    ov.preset = await until('Parking called', async () => { const s = await text(page, '[data-testid=ov-ptz-status-front-door]'); return s.includes('Parking') && s; });
+    check(ov.preset.includes('正在转到预置位') && (await page.getAttribute('[data-testid=ov-ptz-status-front-door]', 'class')).includes('ok'), `zh preset: ${ov.preset}`);
+    await checkLanguage(page, 'zh-CN', 'desktop zh, ONVIF');
+    await shot(page, 'desktop-zh-onvif');
+    await page.click('[data-testid=ov-ptz-close-front-door]');
+    result.zh.onvif = ov;
 
     // A push address: read from the page, copied, given to ffmpeg.
     const push = await issuePush(page, 'live/door', 7);
@@ -305,7 +411,7 @@ try {
     check(en.error.includes('refused the user name or password') && en.error.includes('password'), `en wrongpw error: ${en.error}`);
     check((en.retry.includes('Next try in about') || en.retry.includes('Dialling again now')) && en.retry.includes('doubling up to 30 s'), `en retry: ${en.retry}`);
     await until('gate playing', async () => await badge(page, 'gate') === 'playing');
-    check(await text(page, '[data-testid=proxies-count]') === '3 of at most 1000', 'three proxies');
+    check(await text(page, '[data-testid=proxies-count]') === '4 of at most 1000', 'four proxies');
     await until('the push listed', () => pushRow(page, 'live/door'));
     await checkLanguage(page, 'en', 'desktop en');
     result.en = en;
@@ -356,10 +462,53 @@ try {
     await page.evaluate(() => window.scrollTo(0, 0));
     await shot(page, 'desktop-en');
 
+    // ONVIF in English: a camera nobody serves, explained with its address and what to check;
+    // the other failures as the page words them; a preset saved, then deleted (asked twice).
+    const ov = {};
+    await page.fill('[data-testid=ov-device]', onvifNobody);
+    ov.unreachable = await readCamera(page, password, 'error');
+    check(ov.unreachable.startsWith('The camera was not read') && ov.unreachable.includes(`nothing accepts connections at ${new URL(onvifNobody).host} (connection refused)`)
+      && ov.unreachable.includes('port 80') && ov.unreachable.includes('ONVIF is enabled'), `en unreachable: ${ov.unreachable}`);
+    ov.explained = await page.evaluate(() => [
+      [new ApiError(502, 'camera_error', 'the camera answered with an error: SOAP fault env:Sender ter:InvalidArgVal: no such thing'), 'read'],
+      [new ApiError(503, 'busy', '8 ONVIF conversations are under way; try again'), 'add'],
+      [new ApiError(422, 'no_profile', 'the camera has no such profile with a stream address'), 'add'],
+      [new ApiError(502, 'camera_unauthorized', 'the camera refused the user name or password'), 'ptz'],
+      [new ApiError(409, 'exists', 'a proxy with this name exists'), 'add'],
+    ].map(([e, what]) => {
+      const x = onvifProblem(e, what, { address: '10.0.0.9:80', proxy: what === 'ptz' ? 'door' : undefined, name: 'door' });
+      const words = (v) => (v || []).map((n) => (typeof n === 'string' ? n : n.textContent)).join('');
+      return `${words(x.title)} | ${words(x.hint)}`;
+    }));
+    const [fault, busy, noProfile, changed, exists] = ov.explained;
+    check(fault.includes('answered with an error: SOAP fault env:Sender ter:InvalidArgVal: no such thing') && fault.includes('/onvif/device_service'), `fault: ${fault}`);
+    check(busy.includes('8 cameras at once') && noProfile.includes('no stream with an address') && noProfile.includes('choose another stream'), `busy, no profile: ${busy} ${noProfile}`);
+    check(changed.startsWith('The camera was not moved') && changed.includes('password has changed'), `changed password: ${changed}`);
+    check(exists.includes('a pull proxy named door exists already'), `exists: ${exists}`);
+    await openPtz(page);
+    await page.fill('[data-testid=ov-preset-name-front-door]', 'Lobby');
+    await page.click('[data-testid=ov-preset-save-front-door]');
+    ov.saved = await until('Lobby saved and listed', async () => {
+      const s = await text(page, '[data-testid=ov-ptz-status-front-door]');
+      return s.includes('Preset Lobby saved') && await presetId(page, 'Lobby') && s;
+    });
+    const del = (await presetId(page, 'Lobby')).replace('ov-preset-', 'ov-preset-del-');
+    await page.click(`[data-testid=${del}]`);
+    check(await text(page, `[data-testid=${del}]`) === 'Click again to delete', 'the first click asks');
+    await checkLanguage(page, 'en', 'desktop en, ONVIF');
+    await shot(page, 'desktop-en-onvif');
+    await page.click(`[data-testid=${del}]`);
+    ov.deleted = await until('Lobby deleted', async () => {
+      const s = await text(page, '[data-testid=ov-ptz-status-front-door]');
+      return s.includes('Preset Lobby deleted') && !await presetId(page, 'Lobby') && s;
+    });
+    result.en.onvif = ov;
+
     // The switch: 中文, then English again.
     await page.click('[data-testid=lang-zh-CN]');
     await until('switched to zh-CN', async () => await text(page, '[data-testid=nav-sources]') === '视频源' && await badge(page, 'gate') === '待机');
     check((await text(page, '[data-testid=proxy-mode-gate]')).startsWith('按需'), 'the rows follow the switch');
+    check((await text(page, '[data-testid=ov-inspect-status]')).includes('连接被拒绝') && (await text(page, '[data-testid=ptz-panel-front-door]')).includes('预置位'), 'the ONVIF panel follows the switch');
     await checkLanguage(page, 'zh-CN', 'desktop switched to zh-CN');
     await page.click('[data-testid=lang-en]');
     await until('switched to en', async () => await text(page, '[data-testid=nav-sources]') === 'Sources' && await badge(page, 'cam') === 'playing');
@@ -380,6 +529,12 @@ try {
     await checkNoOverflow(page, 'phone zh');
     check(await page.isHidden('[data-testid=proxies-table] thead'), 'cards: no table head');
     await shot(page, 'phone-zh');
+    await until('front-door 拉流中', async () => await badge(page, 'front-door') === '拉流中');
+    await openPtz(page);
+    await checkLanguage(page, 'zh-CN', 'phone zh, PTZ');
+    await checkNoOverflow(page, 'phone zh, PTZ');
+    await page.locator('[data-testid=ptz-panel-front-door]').scrollIntoViewIfNeeded();
+    await shot(page, 'phone-zh-ptz');
     await page.click('[data-testid=src-play-cam]');
     zh.cam_tile = await tilePlays(page, 'cam');
     check(zh.cam_tile.name === 'proxy/cam', `the tile names cam: ${zh.cam_tile.name}`);
@@ -410,6 +565,18 @@ try {
     await checkNoOverflow(page, 'phone en, push address shown');
     await page.locator('[data-testid=pub-result]').scrollIntoViewIfNeeded();
     await shot(page, 'phone-en-push');
+    const cam = await discover(page);
+    await until('the camera row says it is added', async () => (await text(page, `[data-testid=ov-added-${cam.index}]`)).includes('added as front-door'));
+    await page.click(`[data-testid=ov-use-${cam.index}]`);
+    en.onvif = await readCamera(page, password, 'ok');
+    check(en.onvif.includes('2 streams'), `en read: ${en.onvif}`);
+    check(await page.inputValue('[data-testid=ov-name]') === 'front-door-2', 'a free name: front-door is taken');
+    await page.selectOption('[data-testid=ov-profile]', 'sub');
+    check(await page.inputValue('[data-testid=ov-name]') === 'front-door-sub', 'the sub stream\'s name');
+    await checkLanguage(page, 'en', 'phone en, camera read');
+    await checkNoOverflow(page, 'phone en, camera read');
+    await page.locator('[data-testid=onvif-section]').scrollIntoViewIfNeeded();
+    await shot(page, 'phone-en-onvif');
     result.phone_en = en;
     await context.close();
     result.steps.push('phone-en');
@@ -428,6 +595,8 @@ try {
     check(!await page.isVisible('[data-testid=proxy-form]') && !await page.isVisible('[data-testid=push-form]'), 'no forms for a viewer');
     check(!await page.isVisible('[data-testid=src-edit-cam]') && !await page.isVisible('[data-testid=src-del-cam]'), 'no change buttons');
     check(await page.isVisible('[data-testid=src-play-cam]'), 'Play is there');
+    await until('front-door listed', async () => await badge(page, 'front-door') === 'playing');
+    check(!await page.isVisible('[data-testid=onvif-section]') && !await page.isVisible('[data-testid=src-ptz-front-door]'), 'no ONVIF panel, no PTZ for a viewer');
     await until('the push listed', () => pushRow(page, 'live/door'));
     await checkLanguage(page, 'en', 'viewer en');
     await shot(page, 'viewer-en');

@@ -4,6 +4,7 @@
 
 pub mod gb_device;
 pub mod gb_sim;
+pub mod onvif_camera;
 pub mod rtsp_server;
 
 use std::io::{Read, Write};

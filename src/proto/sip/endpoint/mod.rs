@@ -440,6 +440,10 @@ pub enum Command {
     /// The answer to `Event::UpstreamPlay`: where the media leaves from, or why not.
     /// `Found(false)`: the session is gone meanwhile (stop what was started).
     UpstreamAnswer { handle: UpstreamCallHandle, result: Result<UpstreamMediaAnswer, UpstreamRefusal> },
+    /// This platform's own sources with a GB channel id (pull proxies): the whole list, shared
+    /// upward as channels of `local_sources_id` (ids that are not GB ids, or a registered
+    /// device's, are left out).
+    SetLocalChannels { channels: Vec<crate::proto::sip::manscdp::CatalogItem> },
     /// The recordings found for `Event::UpstreamRecords` (empty when the search failed).
     UpstreamRecordsAnswer { upstream: String, sn: u32, channel_id: String, items: Vec<Recording> },
     /// An upstream session's media stopped here: BYE to the upstream.
@@ -528,6 +532,9 @@ pub struct Endpoint {
     upstreams: upstream::Upstreams,
     /// Voice broadcasts to devices, from the MESSAGE to the BYE.
     broadcasts: broadcast::Broadcasts,
+    /// This platform's own sources (pull proxies with a GB channel id) as a device of its
+    /// server id: never registered, always online, its channels shared upward like devices'.
+    local_sources: Device,
 }
 
 impl Endpoint {
@@ -559,7 +566,10 @@ impl Endpoint {
             registry_dirty: Default::default(),
             upstreams: Default::default(),
             broadcasts: Default::default(),
+            local_sources: Device::default(),
         };
+        endpoint.local_sources.device_id = endpoint.cfg.server_id.clone();
+        endpoint.local_sources.info.manufacturer = "gmv".into();
         endpoint.init_upstreams(now);
         endpoint
     }
@@ -671,7 +681,13 @@ impl Endpoint {
     }
 
     pub fn is_online(&self, device: &Device, now: Instant) -> bool {
-        device.online(now, self.cfg.keepalive_interval)
+        std::ptr::eq(device, &self.local_sources) || device.online(now, self.cfg.keepalive_interval)
+    }
+
+    /// The id this platform's own sources go under (its server id): an upstream session of one
+    /// of their channels names it as the device.
+    pub fn local_sources_id(&self) -> &str {
+        &self.local_sources.device_id
     }
 
     pub fn sessions(&self) -> impl Iterator<Item = &Session> {
@@ -860,6 +876,15 @@ impl Endpoint {
                 Outcome::Done
             }
             Command::UpstreamAnswer { handle, result } => Outcome::Found(self.upstream_answer(now, handle, result)),
+            Command::SetLocalChannels { channels } => {
+                self.local_sources.channels = channels
+                    .into_iter()
+                    .filter(|c| valid_id(&c.device_id) && !self.devices.contains_key(&c.device_id))
+                    .take(device::CHANNELS_PER_DEVICE_MAX)
+                    .map(|c| (c.device_id.clone(), c))
+                    .collect();
+                Outcome::Done
+            }
             Command::UpstreamRecordsAnswer { upstream, sn, channel_id, items } => {
                 Outcome::Found(self.upstream_records_answer(now, &upstream, sn, &channel_id, &items))
             }

@@ -719,14 +719,15 @@ impl Endpoint {
     /// The channels `shared` names that this platform knows: (device, channel).
     pub(super) fn shared_channels(&self, shared: &Shared) -> Vec<(&super::Device, &manscdp::CatalogItem)> {
         match shared {
-            Shared::All => self.devices.values().flat_map(|d| d.channels.values().map(move |c| (d, c))).collect(),
+            Shared::All => self.devices.values().chain(std::iter::once(&self.local_sources)).flat_map(|d| d.channels.values().map(move |c| (d, c))).collect(),
             Shared::Channels(set) => set.iter().filter_map(|id| self.channel_owner(id)).collect(),
         }
     }
 
     /// The device that has channel `channel_id`, and the channel.
     pub(super) fn channel_owner(&self, channel_id: &str) -> Option<(&super::Device, &manscdp::CatalogItem)> {
-        self.devices.values().find_map(|d| d.channels.get(channel_id).map(|c| (d, c)))
+        let device = self.devices.values().find_map(|d| d.channels.get(channel_id).map(|c| (d, c)));
+        device.or_else(|| self.local_sources.channels.get(channel_id).map(|c| (&self.local_sources, c)))
     }
 
     pub(super) fn upstream_next_timeout(&self) -> Option<Instant> {
