@@ -163,7 +163,7 @@ fn proxies_of_other_schemes_and_bad_names_are_refused_and_kept_across_restarts()
     let mut engine = Engine::start(1, "");
     for (body, why) in [
         (json!({ "name": "a", "url": "ftp://h/live/x" }), "ftp"),
-        (json!({ "name": "a", "url": "rtsps://h/x" }), "rtsps (not yet)"),
+        (json!({ "name": "a", "url": "rtmps://h/live/x" }), "rtmps (not yet)"),
         (json!({ "name": "a", "url": "rtmp://h/nokey" }), "rtmp without app/stream"),
         (json!({ "name": "a", "url": "rtmp://h/live/x", "transport": "udp" }), "udp for rtmp"),
         (json!({ "name": "a/b", "url": "rtsp://h/x" }), "name"),
@@ -446,15 +446,12 @@ fn a_thousand_proxies_are_the_most() {
     });
 }
 
-/// An HTTPS HLS source: ffmpeg's HLS output behind Python's TLS server with a certificate of
-/// a site's own authority (`pull.ca_file`), played; the same server under a name its
-/// certificate does not carry is refused with the reason.
-#[test]
-fn an_https_hls_source_with_a_site_authority_plays_and_a_wrong_name_is_refused() {
-    let dir = work_dir().join(format!("pull-https-{}", std::process::id()));
+/// A folder with a site authority (`ca.crt`) and a server certificate it signed for 127.0.0.1
+/// only (`server.crt`, `server.key`), made by the openssl command line.
+fn site_certificates(name: &str) -> std::path::PathBuf {
+    let dir = work_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    // A site authority and a server certificate it signed for 127.0.0.1 only.
     let openssl = |args: &[&str]| {
         let status = Command::new("openssl").args(args).current_dir(&dir).stderr(Stdio::null()).status().expect("openssl");
         assert!(status.success(), "openssl {args:?}");
@@ -463,6 +460,37 @@ fn an_https_hls_source_with_a_site_authority_plays_and_a_wrong_name_is_refused()
     openssl(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=camera-server", "-keyout", "server.key", "-out", "server.csr"]);
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=critical,CA:FALSE\n").unwrap();
     openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.crt"]);
+    dir
+}
+
+/// RTSP over TLS: GStreamer's RTSP server with the site authority's certificate, pulled as
+/// `rtsps://` over interleaved TCP and played (ffprobe decodes the FLV); a name the
+/// certificate lacks is refused, saying so.
+#[test]
+fn an_rtsps_source_plays_through_tls() {
+    let dir = site_certificates("pull-rtsps");
+    let port = free_tcp_port();
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let _server = RtspServer::start(port, &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    let engine = Engine::start(1, &format!("pull:\n  ca_file: \"{}\"\n", dir.join("ca.crt").display()));
+    let p = add_proxy(&engine, json!({ "name": "tls-cam", "url": format!("rtsps://127.0.0.1:{port}/h264") }));
+    add_proxy(&engine, json!({ "name": "tls-wrong", "url": format!("rtsps://localhost:{port}/h264") }));
+    wait_status(&engine, "tls-cam", "playing", Duration::from_secs(20));
+    let file = four_seconds_of(&engine, p["stream_id"].as_str().unwrap(), "pull-rtsps.flv");
+    assert_four_seconds_of_test_pattern(&file, std::fs::metadata(&file).unwrap().len() as usize);
+    let refused = wait_for("tls-wrong refused", Duration::from_secs(20), || {
+        let v = proxy(&engine, "tls-wrong");
+        v["state"]["last_error"].as_str().is_some_and(|e| e.contains("TLS") && e.contains("certificate")).then_some(v)
+    });
+    assert_eq!(refused["state"]["frames"], 0, "{refused}");
+}
+
+/// An HTTPS HLS source: ffmpeg's HLS output behind Python's TLS server with a certificate of
+/// a site's own authority (`pull.ca_file`), played; the same server under a name its
+/// certificate does not carry is refused with the reason.
+#[test]
+fn an_https_hls_source_with_a_site_authority_plays_and_a_wrong_name_is_refused() {
+    let dir = site_certificates("pull-https");
     let hls = dir.join("hls");
     std::fs::create_dir_all(&hls).unwrap();
     let playlist = hls.join("index.m3u8");

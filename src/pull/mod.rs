@@ -271,7 +271,7 @@ pub fn check_url(text: &str, transport: Transport) -> Result<url::Url, String> {
     }
     let url = url::Url::parse(text).map_err(|e| format!("url: {e}"))?;
     let Some(kind) = session::Kind::of(&url) else {
-        return Err(format!("url scheme {}:// is not pulled (rtsp://, rtmp://, http://….flv, http://….m3u8, https://….flv and https://….m3u8 are)", url.scheme()));
+        return Err(format!("url scheme {}:// is not pulled (rtsp://, rtsps://, rtmp://, http://….flv, http://….m3u8, https://….flv and https://….m3u8 are)", url.scheme()));
     };
     if url.host_str().is_none_or(str::is_empty) {
         return Err("url has no host".into());
@@ -696,7 +696,8 @@ mod tests {
         assert!(check(&config("http://h/live/x.flv")).is_ok());
         assert!(check(&config("http://h/live/x/index.m3u8")).is_ok());
         assert!(check(&config("https://h/live/x.flv")).is_ok());
-        for url in ["rtmp://h/nokey", "rtsps://h/x", "rtmps://h/live/x", "file:///etc/passwd", "rtsp:///nohost", "not a url", &format!("rtsp://h/{}", "x".repeat(URL_BYTES_MAX))] {
+        assert!(check(&config("rtsps://h/x")).is_ok());
+        for url in ["rtmp://h/nokey", "rtmps://h/live/x", "file:///etc/passwd", "rtsp:///nohost", "not a url", &format!("rtsp://h/{}", "x".repeat(URL_BYTES_MAX))] {
             assert!(check(&config(url)).is_err(), "{url}");
         }
         assert!(check(&ProxyConfig { name: "a/b".into(), ..config("rtsp://h/x") }).is_err());

@@ -12,6 +12,40 @@ use retina::client::{Credentials, PlayOptions, SessionOptions, SetupOptions};
 use retina::codec::{CodecItem, ParametersRef};
 
 const VIDEO_HZ: i64 = 90_000;
+/// RTSP over TLS's port when the URL names none (RFC 7826).
+const RTSPS_PORT: u16 = 322;
+
+/// Aborts a task when dropped (the relay ends with its attempt).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `rtsps://`: retina speaks plain RTSP, so it talks to a relay on loopback that carries its
+/// one connection over TLS to the source (the certificate checked as for `https://`). The URL
+/// it is given names the relay; path, query and credentials stay the source's. TLS is set up
+/// first, so a refused connection or a bad certificate is the attempt's error.
+async fn tls_relay(url: &url::Url) -> Result<(url::Url, AbortOnDrop), String> {
+    let host = url.host_str().ok_or("no host")?.to_string();
+    let port = url.port().unwrap_or(RTSPS_PORT);
+    let tcp = tokio::net::TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port)).await.map_err(|e| format!("connect {host}:{port}: {e}"))?;
+    let mut tls = super::tls::connect(&host, tcp).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("TLS relay: {e}"))?;
+    let relay = listener.local_addr().map_err(|e| format!("TLS relay: {e}"))?;
+    let task = tokio::spawn(async move {
+        if let Ok(Ok((mut plain, _))) = tokio::time::timeout(CONNECT_TIMEOUT, listener.accept()).await {
+            let _ = tokio::io::copy_bidirectional(&mut plain, &mut tls).await;
+        }
+    });
+    let mut relayed = url.clone();
+    relayed.set_scheme("rtsp").map_err(|()| "rtsps:// URL".to_string())?;
+    relayed.set_host(Some("127.0.0.1")).map_err(|e| e.to_string())?;
+    relayed.set_port(Some(relay.port())).map_err(|()| "rtsps:// URL".to_string())?;
+    Ok((relayed, AbortOnDrop(task)))
+}
 
 /// The URL without its user and password, and those as retina's credentials.
 fn split_credentials(url: &url::Url) -> (url::Url, Option<Credentials>) {
@@ -32,7 +66,16 @@ pub(super) fn percent_decode(s: &str) -> String {
 
 /// One attempt: DESCRIBE to PLAY, then frames until the source fails or the stream goes.
 pub async fn pull_once(url: &url::Url, transport: Transport, sink: &mut FrameSink) -> Ended {
-    let (bare, creds) = split_credentials(url);
+    let (target, _relay) = if url.scheme() == "rtsps" {
+        match tokio::time::timeout(CONNECT_TIMEOUT, tls_relay(url)).await {
+            Ok(Ok((relayed, relay))) => (relayed, Some(relay)),
+            Ok(Err(why)) => return Ended::Source(why),
+            Err(_) => return Ended::Source(format!("no TLS within {} s", CONNECT_TIMEOUT.as_secs())),
+        }
+    } else {
+        (url.clone(), None)
+    };
+    let (bare, creds) = split_credentials(&target);
     let setup = async {
         let options = SessionOptions::default().creds(creds).user_agent(format!("gmv/{}", env!("CARGO_PKG_VERSION")));
         let mut session = retina::client::Session::describe(bare, options).await.map_err(|e| e.to_string())?;

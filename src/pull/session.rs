@@ -35,7 +35,7 @@ pub enum Kind {
 impl Kind {
     pub fn of(url: &url::Url) -> Option<Kind> {
         match url.scheme() {
-            "rtsp" => Some(Kind::Rtsp),
+            "rtsp" | "rtsps" => Some(Kind::Rtsp),
             "rtmp" => Some(Kind::Rtmp),
             "http" | "https" if url.path().ends_with(".m3u8") => Some(Kind::Hls),
             "http" | "https" => Some(Kind::HttpFlv),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """An independent RTSP server for gmv's integration tests (GStreamer's gst-rtsp-server).
 
-    python3 tests/rtsp/serve.py --port N [--user U --password P] [--frames N]
+    python3 tests/rtsp/serve.py --port N [--user U --password P] [--frames N] [--tls-cert F --tls-key F]
 
 Listens on 127.0.0.1:N only, prints "ready" (one line, flushed) once it serves, then runs
 until SIGTERM/SIGINT (exit status 0). Mounts, all live (real time) and shared (every client
@@ -13,6 +13,7 @@ of a mount sees the one pipeline):
 
 --user/--password: every mount asks for RTSP Basic or Digest auth (401 otherwise); --auth
 basic|digest offers only one of them.
+--tls-cert/--tls-key (PEM files): RTSP over TLS (rtsps://) on the same port, plain RTSP not.
 --frames N: each pipeline sends N video frames (and as long a stretch of audio), then ends
 (EOS: the clients get an RTCP BYE). A client that starts a pipeline gets all N; one that joins
 an ended pipeline another client still holds gets nothing. Default: endless.
@@ -210,9 +211,13 @@ def main():
     )
     parser.add_argument("--h264-encoder", choices=["x264enc", "openh264enc"], help="default: the first installed")
     parser.add_argument("--aac-encoder", choices=["avenc_aac", "fdkaacenc", "voaacenc"], help="default: the first installed")
+    parser.add_argument("--tls-cert", help="PEM certificate: serve rtsps:// (TLS) instead of rtsp://")
+    parser.add_argument("--tls-key", help="its PEM private key")
     args = parser.parse_args()
     if (args.user is None) != (args.password is None):
         parser.error("--user and --password go together")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
 
     Gst.init(None)
     h264_enc = first_element(*([args.h264_encoder] if args.h264_encoder else ["x264enc", "openh264enc"]))
@@ -233,6 +238,17 @@ def main():
         set_auth_methods(auth, args.auth)
         auth.set_realm("gmv-test")
         server.set_auth(auth)
+    if args.tls_cert is not None:
+        from gi.repository import Gio
+
+        if auth is None:
+            # Anyone may play: the default token carries the role the factories allow.
+            auth = GstRtspServer.RTSPAuth()
+            anyone = GstRtspServer.RTSPToken()
+            anyone.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user")
+            auth.set_default_token(anyone)
+            server.set_auth(auth)
+        auth.set_tls_certificate(Gio.TlsCertificate.new_from_files(args.tls_cert, args.tls_key))
 
     # RTP/RTCP over UDP from 127.0.0.1 too (without a pool the server binds its UDP ports on
     # every address). A port another process holds is skipped: the server takes the next pair.
