@@ -101,6 +101,16 @@ fn an_onvif_camera_is_found_read_made_a_proxy_played_and_moved() {
     let (status, gone) = post(&engine, "/api/proxies/door/presets/99/call", json!({}));
     assert_eq!((status, gone["code"].as_str()), (502, Some("camera_error")), "{gone}");
 
+    // The camera's password changed: PUT gives it to PTZ and to the stream URL alike.
+    let put = |password: &str| engine.request("PUT", "/api/proxies/door", &json!({ "onvif": { "password": password } }).to_string());
+    assert_eq!(put("wrong").0, 200);
+    let (status, refused) = post(&engine, "/api/proxies/door/ptz", json!({}));
+    assert_eq!((status, refused["code"].as_str()), (502, Some("camera_unauthorized")), "{refused}");
+    let (status, view) = put(PASSWORD);
+    assert_eq!((status, view["url"].as_str()), (200, Some(format!("rtsp://admin:***@127.0.0.1:{rtsp_port}/h264").as_str())), "{view}");
+    assert_eq!(post(&engine, "/api/proxies/door/ptz", json!({})).0, 200);
+    wait_for("door playing again", Duration::from_secs(20), || (engine.request("GET", "/api/proxies/door", "").1["state"]["status"] == "playing").then_some(()));
+
     // A proxy not made from a camera cannot be moved; a camera nobody serves is unreachable.
     let (status, _) = post(&engine, "/api/proxies", json!({ "name": "plain", "url": format!("rtsp://127.0.0.1:{rtsp_port}/h264only") }));
     assert_eq!(status, 201);

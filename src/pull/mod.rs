@@ -222,11 +222,14 @@ struct Entry {
     held: Option<OwnedFd>,
     /// On demand, with a client running: since when its stream has had no viewer.
     unwatched_since: Option<std::time::Instant>,
+    /// Its camera's PTZ calls one at a time, in the order they came (a stop never overtakes
+    /// the move it ends).
+    ptz_turn: Rc<glommio::sync::Semaphore>,
 }
 
 impl Entry {
     fn new(config: ProxyConfig, running: bool) -> Entry {
-        Entry { config, state: Default::default(), running, held: None, unwatched_since: None }
+        Entry { config, state: Default::default(), running, held: None, unwatched_since: None, ptz_turn: Rc::new(glommio::sync::Semaphore::new(1)) }
     }
 }
 
@@ -283,6 +286,35 @@ pub fn check_url(text: &str, transport: Transport) -> Result<url::Url, String> {
         return Err("an rtmp:// url is rtmp://host[:port]/app/stream".into());
     }
     Ok(url)
+}
+
+/// A PUT's `"onvif": {"user"?, "password"?}`: the camera's credentials for PTZ changed; when
+/// the PUT sends no new URL, the stream URL's too (the camera has one password), if it had the
+/// same user.
+fn change_onvif_credentials(config: &mut ProxyConfig, change: &Value, url_given: bool) -> Result<(), String> {
+    let Some(link) = config.onvif.as_mut() else { return Err("this proxy was not made from an ONVIF camera".into()) };
+    let Some(o) = change.as_object().filter(|o| o.keys().all(|k| k == "user" || k == "password")) else {
+        return Err("onvif is {\"user\"?, \"password\"?}".into());
+    };
+    let text = |k: &str| o.get(k).map(|v| v.as_str().filter(|s| s.len() <= 128).map(str::to_string).ok_or(format!("onvif.{k} is text of at most 128 bytes")));
+    let (user, password) = (text("user").transpose()?, text("password").transpose()?);
+    let old_user = link.user.clone();
+    if let Some(u) = user {
+        link.user = u;
+    }
+    if let Some(p) = password {
+        link.password = p;
+    }
+    if !url_given
+        && let Ok(mut url) = url::Url::parse(&config.url)
+        && !old_user.is_empty()
+        && url.username() == old_user
+    {
+        let _ = url.set_username(&link.user);
+        let _ = url.set_password(Some(&link.password));
+        config.url = url.to_string();
+    }
+    Ok(())
 }
 
 /// Another proxy with `config`'s channel id, by name.
@@ -632,6 +664,11 @@ impl Proxies {
                         Err(_) => return bad("transport is tcp or udp".into()),
                     }
                 }
+                if let Some(o) = change.get("onvif")
+                    && let Err(m) = change_onvif_credentials(&mut config, o, change.get("url").is_some())
+                {
+                    return bad(m);
+                }
                 match change.get("channel_id") {
                     None => {}
                     Some(Value::Null) => config.channel_id = None,
@@ -678,6 +715,17 @@ mod tests {
 
     fn config(url: &str) -> ProxyConfig {
         ProxyConfig { name: "cam1".into(), url: url.into(), transport: Transport::Tcp, mode: Mode::Always, idle_s: None, onvif: None, channel_id: None }
+    }
+
+    #[test]
+    fn new_onvif_credentials_reach_the_stream_url_too() {
+        let link = OnvifLink { device_url: "http://10.0.0.8/onvif/device_service".into(), user: "admin".into(), password: "old".into(), profile: "main".into(), ptz_url: None };
+        let mut c = ProxyConfig { onvif: Some(link), ..config("rtsp://admin:old@10.0.0.8:554/h264") };
+        change_onvif_credentials(&mut c, &json!({ "password": "n3w!" }), false).unwrap();
+        assert_eq!(c.onvif.as_ref().unwrap().password, "n3w!");
+        assert_eq!(c.url, "rtsp://admin:n3w!@10.0.0.8:554/h264");
+        assert!(change_onvif_credentials(&mut c, &json!({ "pass": "x" }), false).is_err());
+        assert!(change_onvif_credentials(&mut config("rtsp://h/x"), &json!({ "password": "x" }), false).is_err(), "not an ONVIF proxy");
     }
 
     #[test]

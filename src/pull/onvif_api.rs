@@ -201,7 +201,7 @@ impl Proxies {
 
     /// `ptz` and `presets` of a proxy made from an ONVIF camera.
     async fn ptz(&self, method: &str, name: &str, rest: &[&str], body: &[u8]) -> (u16, Value) {
-        let Some(link) = self.entries.borrow().get(name).map(|e| e.config.onvif.clone()) else {
+        let Some((link, turn)) = self.entries.borrow().get(name).map(|e| (e.config.onvif.clone(), e.ptz_turn.clone())) else {
             return (404, json!({ "code": "not_found", "message": "no such proxy" }));
         };
         let Some(link) = link else {
@@ -211,6 +211,10 @@ impl Proxies {
             return (409, json!({ "code": "no_ptz", "message": "the camera's profile has no PTZ configuration" }));
         };
         let OnvifLink { device_url, user, password, profile, .. } = link;
+        // One call at a time per camera, in order: a stop sent after a move reaches it after.
+        let Ok(_turn) = turn.acquire_static_permit(1).await else {
+            return (404, json!({ "code": "not_found", "message": "no such proxy" }));
+        };
         let camera = async move |device_url: String| onvif::Camera::open(&device_url, &user, &password).await;
         match (method, rest) {
             ("POST", ["ptz"]) => {
