@@ -684,6 +684,27 @@ impl Endpoint {
         std::ptr::eq(device, &self.local_sources) || device.online(now, self.cfg.keepalive_interval)
     }
 
+    /// This platform's own sources as channels: ids that are no GB-safe ids, or that a
+    /// registered device or one of its channels has, are left out (the device's stays what
+    /// the id names). One pass over every device's channels, only when the list changes.
+    fn set_local_channels(&mut self, channels: Vec<crate::proto::sip::manscdp::CatalogItem>) {
+        let mut local: BTreeMap<String, crate::proto::sip::manscdp::CatalogItem> = channels
+            .into_iter()
+            .filter(|c| valid_id(&c.device_id) && !self.devices.contains_key(&c.device_id))
+            .take(device::CHANNELS_PER_DEVICE_MAX)
+            .map(|c| (c.device_id.clone(), c))
+            .collect();
+        for d in self.devices.values() {
+            if local.is_empty() {
+                break;
+            }
+            for id in d.channels.keys() {
+                local.remove(id);
+            }
+        }
+        self.local_sources.channels = local;
+    }
+
     /// The id this platform's own sources go under (its server id): an upstream session of one
     /// of their channels names it as the device.
     pub fn local_sources_id(&self) -> &str {
@@ -877,12 +898,7 @@ impl Endpoint {
             }
             Command::UpstreamAnswer { handle, result } => Outcome::Found(self.upstream_answer(now, handle, result)),
             Command::SetLocalChannels { channels } => {
-                self.local_sources.channels = channels
-                    .into_iter()
-                    .filter(|c| valid_id(&c.device_id) && !self.devices.contains_key(&c.device_id))
-                    .take(device::CHANNELS_PER_DEVICE_MAX)
-                    .map(|c| (c.device_id.clone(), c))
-                    .collect();
+                self.set_local_channels(channels);
                 Outcome::Done
             }
             Command::UpstreamRecordsAnswer { upstream, sn, channel_id, items } => {

@@ -886,3 +886,31 @@ fn the_catalog_sent_up_holds_the_groups_and_hangs_channels_in_them() {
     assert_eq!((field(items[1], "DeviceID").as_deref(), field(items[1], "ParentID").as_deref(), field(items[1], "BusinessGroupID").as_deref()), (Some(ORG), Some(BG), Some(BG)));
     assert_eq!((field(items[2], "DeviceID").as_deref(), field(items[2], "ParentID").as_deref(), field(items[2], "BusinessGroupID").as_deref()), (Some(CH), Some(ORG), Some(BG)));
 }
+
+#[test]
+fn this_platforms_own_sources_go_up_as_channels_of_its_server_id() {
+    const PROXY: &str = "34020000001320000501";
+    let (mut h, _) = registered_with_device(Shared::All);
+    let item = |id: &str, name: &str, status: &str| crate::proto::sip::manscdp::CatalogItem { device_id: id.into(), name: name.into(), status: status.into(), ..Default::default() };
+    // A device's channel id is the device's: left out; so is an id that is no id.
+    let channels = vec![item(PROXY, "大门", "ON"), item(CH, "same as the device's", "ON"), item("bad\r\nid", "x", "ON")];
+    assert_eq!(h.command(Command::SetLocalChannels { channels }), Outcome::Done);
+    h.input(Peer::Udp(up_addr()), &up_request(up_addr(), "MESSAGE", LOCAL_ID, "c1", 1, "", Some((MANSCDP_CT, &query("Catalog", 3, LOCAL_ID)))));
+    h.advance(Duration::from_millis(100));
+    let (text, _) = crate::proto::sip::text::decode_body(distinct(sent_up(&mut h, "MESSAGE"))[0].body());
+    let field = |item: &str, tag: &str| crate::proto::sip::manscdp::element(item, tag).map(|v| v.trim().to_string());
+    let items: Vec<(Option<String>, Option<String>)> = text.split("<Item>").skip(1).map(|i| (field(i, "DeviceID"), field(i, "Status"))).collect();
+    assert!(items.contains(&(Some(PROXY.into()), Some("ON".into()))), "{text}");
+    assert_eq!(items.iter().filter(|(id, _)| id.as_deref() == Some(CH)).count(), 1, "the device's channel once: {text}");
+    assert!(!text.contains("bad"), "{text}");
+
+    // Played from above: the driver is asked with the platform's own id as the device.
+    let up = Peer::Udp(up_addr());
+    let invite = up_request(up_addr(), "INVITE", PROXY, "i1", 1, "", Some(("Application/SDP", &offer("0100000077", "Play", "m=video 36000 RTP/AVP 96\r\n"))));
+    h.take();
+    h.take_events();
+    h.input(up, &invite);
+    assert_eq!(h.sent_one(up).status(), Some(100));
+    let Some(Event::UpstreamPlay(play)) = h.take_events().into_iter().find(|e| matches!(e, Event::UpstreamPlay(_))) else { panic!("asked") };
+    assert_eq!((play.device_id.as_str(), play.channel_id.as_str()), (h.ep.local_sources_id(), PROXY));
+}
