@@ -16,9 +16,10 @@ for tool in ffmpeg ffprobe sipp openssl chromium node npm pg_lsclusters; do
 done
 # A Chinese font, or the zh-CN console's screenshots (tests/console_upstreams.rs) show boxes.
 command -v fc-list >/dev/null && [ -n "$(fc-list :lang=zh)" ] || missing+=("a CJK font")
-# tests/rtsp/serve.py: GStreamer's RTSP server from Debian's python3 (x264enc, x265enc, avenc_aac).
+# tests/rtsp/serve.py: GStreamer's RTSP server from Debian's python3 (x264enc, x265enc, avenc_aac),
+# and GIO's TLS backend (glib-networking) for its rtsps:// mode.
 rtsp_server_ok() {
-  /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); gi.require_version('Gst', '1.0'); from gi.repository import Gst; Gst.init(None); assert all(Gst.ElementFactory.find(e) for e in ('x264enc', 'x265enc', 'avenc_aac'))" 2>/dev/null
+  /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); gi.require_version('Gst', '1.0'); gi.require_version('Gio', '2.0'); from gi.repository import Gst, Gio; Gst.init(None); assert all(Gst.ElementFactory.find(e) for e in ('x264enc', 'x265enc', 'avenc_aac')); assert Gio.TlsBackend.get_default().supports_tls()" 2>/dev/null
 }
 rtsp_server_ok || missing+=("GStreamer's RTSP server")
 if [ ${#missing[@]} -gt 0 ]; then
@@ -32,7 +33,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq chromium >/dev/null
   [ -n "$(fc-list :lang=zh 2>/dev/null)" ] || $sudo apt-get install -y -qq --no-install-recommends fonts-wqy-microhei >/dev/null
   command -v pg_lsclusters >/dev/null || $sudo apt-get install -y -qq postgresql >/dev/null
-  rtsp_server_ok || $sudo apt-get install -y -qq --no-install-recommends python3-gi gir1.2-gst-rtsp-server-1.0 \
+  rtsp_server_ok || $sudo apt-get install -y -qq --no-install-recommends python3-gi gir1.2-gst-rtsp-server-1.0 glib-networking \
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav >/dev/null
 fi
 if [ -z "${GMV_TEST_POSTGRES:-}" ]; then
