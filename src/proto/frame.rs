@@ -16,6 +16,17 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// Its name in the API (what serde writes).
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::H264 => "h264",
+            Codec::H265 => "h265",
+            Codec::Pcma => "pcma",
+            Codec::Pcmu => "pcmu",
+            Codec::Aac => "aac",
+        }
+    }
+
     pub fn is_video(self) -> bool {
         matches!(self, Codec::H264 | Codec::H265)
     }
@@ -86,6 +97,13 @@ impl TimestampUnwrapper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_codecs_name_is_what_the_api_writes() {
+        for c in [Codec::H264, Codec::H265, Codec::Pcma, Codec::Pcmu, Codec::Aac] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.name());
+        }
+    }
 
     #[test]
     fn unwraps_forward_and_small_backward_steps() {

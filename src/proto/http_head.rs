@@ -88,6 +88,23 @@ impl Page {
     }
 }
 
+/// `%XX` escapes decoded (a URL's user and password, a scope's name); bytes that do not make
+/// UTF-8 are replaced, a `%` not followed by two hex digits and `+` are kept as they are.
+pub fn percent_decode(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&c, tail)) = rest.split_first() {
+        let hex = tail.get(..2).filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+        let (byte, used) = match hex.and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()) {
+            Some(v) if c == b'%' => (v, 3),
+            _ => (c, 1),
+        };
+        out.push(byte);
+        rest = &rest[used..];
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
     let mut req = httparse::Request::new(&mut headers);
@@ -130,6 +147,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError>
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn percent_escapes_are_decoded_and_the_rest_kept() {
+        assert_eq!(super::percent_decode("p%40ss%3Aw%2Frd"), "p@ss:w/rd");
+        assert_eq!(super::percent_decode("a+b%2"), "a+b%2");
+        assert_eq!(super::percent_decode("Front%20Door%E5%A4%A7"), "Front Door大");
+        assert_eq!(super::percent_decode("%FF"), "\u{FFFD}");
+    }
     use super::*;
 
     #[test]

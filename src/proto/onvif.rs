@@ -417,21 +417,6 @@ pub fn usable_xaddr(xaddrs: &[String]) -> Option<&str> {
     candidates().find(|(_, h)| !h.is_empty() && !v6(h)).or_else(|| candidates().find(|(_, h)| v6(h) && !link_local(h))).map(|(u, _)| u)
 }
 
-fn percent_decode(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let mut rest = s.as_bytes();
-    while let Some((&c, tail)) = rest.split_first() {
-        let hex = tail.get(..2).filter(|h| h.iter().all(u8::is_ascii_hexdigit));
-        let (byte, used) = match hex.and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()) {
-            Some(v) if c == b'%' => (v, 3),
-            _ => (c, 1),
-        };
-        out.push(byte);
-        rest = &rest[used..];
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Reads a ProbeMatches datagram answering the probe with `message_id`. Hello, Bye, our own
 /// looped-back probe and other devices' chatter come back as errors for the driver to skip.
 pub fn parse_probe_match(bytes: &[u8], message_id: &str) -> Result<Vec<Discovered>, OnvifError> {
@@ -454,7 +439,7 @@ pub fn parse_probe_match(bytes: &[u8], message_id: &str) -> Result<Vec<Discovere
         let scopes = list("Scopes", SCOPES_MAX, "scopes")?;
         let scope = |kind: &str| {
             let prefix = format!("onvif://www.onvif.org/{kind}/");
-            scopes.iter().find_map(|s| s.strip_prefix(&prefix)).map(percent_decode).filter(|v| !v.is_empty())
+            scopes.iter().find_map(|s| s.strip_prefix(&prefix)).map(super::http_head::percent_decode).filter(|v| !v.is_empty())
         };
         let (name, hardware) = (scope("name"), scope("hardware"));
         found.push(Discovered { endpoint: endpoint.into(), xaddrs: list("XAddrs", XADDRS_MAX, "XAddrs")?, name, hardware, scopes });

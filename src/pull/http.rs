@@ -122,7 +122,7 @@ async fn request(url: &url::Url, method: &str, extra: &[(&str, &str)], body: &[u
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     if !url.username().is_empty() {
-        let decode = |s: &str| super::rtsp::percent_decode(s);
+        let decode = crate::proto::http_head::percent_decode;
         let pair = format!("{}:{}", decode(url.username()), decode(url.password().unwrap_or("")));
         head.push_str(&format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode(pair)));
     }

@@ -48,6 +48,16 @@ pub enum Transport {
     Udp,
 }
 
+impl Transport {
+    /// As the API and the stream's info name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
 /// When a proxy pulls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -317,6 +327,11 @@ fn change_onvif_credentials(config: &mut ProxyConfig, change: &Value, url_given:
     Ok(())
 }
 
+/// A 400 of the proxy and ONVIF calls, saying why.
+fn bad_request(message: impl Into<String>) -> (u16, Value) {
+    (400, json!({ "code": "bad_request", "message": message.into() }))
+}
+
 /// Another proxy with `config`'s channel id, by name.
 fn channel_taken(entries: &BTreeMap<String, Entry>, config: &ProxyConfig) -> Option<String> {
     let id = config.channel_id.as_ref()?;
@@ -488,13 +503,7 @@ impl Proxies {
         set(&state, |s| s.status = Status::Starting);
         let Ok(url) = check(&config) else { return };
         let ssrc = stream_ssrc(name);
-        let spec = crate::shard::msg::StreamSpec { ssrc, name: Some(format!("proxy/{name}")), ..Default::default() };
-        let transport = match config.transport {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-        };
-        let format = session::Kind::of(&url).map_or("rtsp", session::Kind::format);
-        match self.shard.open_pulled(spec, transport, format).await {
+        match self.open_stream(&format!("proxy/{name}"), &url, config.transport).await {
             Ok((_, sink)) if config.mode == Mode::OnDemand => {
                 if let Some(e) = self.entries.borrow_mut().get_mut(name) {
                     e.held = Some(sink);
@@ -529,17 +538,20 @@ impl Proxies {
         let _ = self.thread.tx.try_send(Command::Stop { name: name.to_string() });
     }
 
+    /// Opens the stream named `stream_name` (its SSRC from the name) for a source at `url`: its
+    /// info and the socket end the client writes frames to.
+    async fn open_stream(&self, stream_name: &str, url: &url::Url, transport: Transport) -> Result<(crate::shard::msg::StreamInfo, OwnedFd), crate::shard::msg::OpenError> {
+        let ssrc = crate::proto::ssrc::named_ssrc(stream_name);
+        let spec = crate::shard::msg::StreamSpec { ssrc, name: Some(stream_name.to_string()), ..Default::default() };
+        let format = session::Kind::of(url).map_or("rtsp", session::Kind::format);
+        self.shard.open_pulled(spec, transport.name(), format).await
+    }
+
     /// Opens stream `stream_name` (e.g. `live/cam1`) and pulls `url` into it, outside the
     /// proxy list: not saved, not in `/api/proxies`; `release` ends it.
     pub async fn pull_for(&self, stream_name: &str, url: url::Url, transport: Transport) -> Result<Pulled, String> {
         let ssrc = crate::proto::ssrc::named_ssrc(stream_name);
-        let spec = crate::shard::msg::StreamSpec { ssrc, name: Some(stream_name.to_string()), ..Default::default() };
-        let carried = match transport {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-        };
-        let format = session::Kind::of(&url).map_or("rtsp", session::Kind::format);
-        let (_, sink) = self.shard.open_pulled(spec, carried, format).await.map_err(|e| format!("stream not opened: {e}"))?;
+        let (_, sink) = self.open_stream(stream_name, &url, transport).await.map_err(|e| format!("stream not opened: {e}"))?;
         let state: Arc<Mutex<PullState>> = Default::default();
         let client = format!("node:{stream_name}");
         tracing::info!(stream = stream_name, ssrc, url = redacted(&url), "pulling for the node API");
@@ -592,7 +604,7 @@ impl Proxies {
     /// A new proxy: checked, kept, started; 201 with its view.
     async fn add(&self, config: ProxyConfig) -> (u16, Value) {
         if let Err(m) = check(&config) {
-            return (400, json!({ "code": "bad_request", "message": m }));
+            return bad_request(m);
         }
         {
             let entries = self.entries.borrow();
@@ -619,7 +631,7 @@ impl Proxies {
 
     /// `/api/proxies[/{name}]`.
     pub async fn route(&self, method: &str, segments: &[&str], body: &[u8]) -> (u16, Value) {
-        let bad = |m: String| (400, json!({ "code": "bad_request", "message": m }));
+        let bad = bad_request;
         let not_found = || (404, json!({ "code": "not_found", "message": "no such proxy" }));
         match (method, segments) {
             ("GET", ["api", "proxies"]) => {

@@ -63,10 +63,6 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Sends a Probe to `to` from `interface` and gathers the cameras that answer within `wait`.
 pub async fn discover(interface: IpAddr, to: SocketAddr, wait: Duration) -> Result<Vec<Discovered>, String> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::DGRAM, Some(socket2::Protocol::UDP)).map_err(|e| e.to_string())?;
@@ -109,7 +105,7 @@ fn uuid_v4() -> String {
     let mut b: [u8; 16] = random_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
+    let h = crate::auth::hex(&b);
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
@@ -163,7 +159,7 @@ impl Camera {
         for _ in 0..2 {
             let authorization = self.digest.as_mut().map(|(challenge, nc)| {
                 *nc += 1;
-                challenge.authorization("POST", &target, &self.user, &self.password, &hex(&random_bytes::<8>()), *nc)
+                challenge.authorization("POST", &target, &self.user, &self.password, &crate::auth::hex(&random_bytes::<8>()), *nc)
             });
             let mut headers = vec![("Content-Type", "application/soap+xml; charset=utf-8")];
             if let Some(a) = authorization.as_deref() {

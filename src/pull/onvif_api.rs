@@ -5,7 +5,7 @@
 //! pull thread (`onvif`); here they are asked for and answered.
 
 use super::onvif::{self, Failure};
-use super::{Mode, OnvifLink, Proxies, ProxyConfig, Transport};
+use super::{Mode, OnvifLink, Proxies, ProxyConfig, Transport, bad_request as bad};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -14,10 +14,6 @@ use std::time::Duration;
 pub const ONVIF_CALLS_MAX: usize = 8;
 /// The longest user name or password taken.
 const CREDENTIAL_BYTES_MAX: usize = 128;
-
-fn bad(m: impl Into<String>) -> (u16, Value) {
-    (400, json!({ "code": "bad_request", "message": m.into() }))
-}
 
 fn failed(f: &Failure) -> (u16, Value) {
     let code = match f {

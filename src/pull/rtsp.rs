@@ -4,7 +4,7 @@
 //! (`proto::frame_wire`). `session::run` retries it with backoff.
 
 use super::Transport;
-use super::session::{CONNECT_TIMEOUT, Ended, FrameSink, SILENCE_TIMEOUT, codec_name};
+use super::session::{CONNECT_TIMEOUT, Ended, FrameSink, SILENCE_TIMEOUT};
 use crate::proto::flv_demux::{VideoTrack, adts_frame};
 use crate::proto::frame::{Codec, Frame};
 use futures_lite::StreamExt;
@@ -52,16 +52,12 @@ fn split_credentials(url: &url::Url) -> (url::Url, Option<Credentials>) {
     if url.username().is_empty() {
         return (url.clone(), None);
     }
-    let decode = |s: &str| percent_decode(s);
+    let decode = crate::proto::http_head::percent_decode;
     let creds = Credentials { username: decode(url.username()), password: decode(url.password().unwrap_or("")) };
     let mut bare = url.clone();
     let _ = bare.set_username("");
     let _ = bare.set_password(None);
     (bare, Some(creds))
-}
-
-pub(super) fn percent_decode(s: &str) -> String {
-    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
 }
 
 /// One attempt: DESCRIBE to PLAY, then frames until the source fails or the stream goes.
@@ -103,7 +99,7 @@ pub async fn pull_once(url: &url::Url, transport: Transport, sink: &mut FrameSin
     };
     let codecs = |i: usize| demuxed.streams()[i].encoding_name().to_ascii_lowercase();
     let (video_name, audio_name) = (codecs(video_i), audio_i.map(codecs));
-    let named = |c: Option<Codec>| c.map(codec_name);
+    let named = |c: Option<Codec>| c.map(Codec::name);
     sink.playing(url, named(video_codec(&video_name)), named(audio_name.as_deref().and_then(audio_codec)));
     let mut track: Option<VideoTrack> = None;
     let mut asc: Option<[u8; 2]> = None;

@@ -3,7 +3,7 @@
 //! the API shows.
 
 use super::{PullState, Status, Transport};
-use crate::proto::frame::{Codec, Frame};
+use crate::proto::frame::Frame;
 use crate::proto::frame_wire;
 use bytes::BytesMut;
 use std::sync::{Arc, Mutex};
@@ -151,22 +151,10 @@ impl FrameSink {
         super::set(&self.state, |s| {
             s.frames += 1;
             // Sources that say their codecs only with their frames (FLV, TS).
-            let (slot, name) = if frame.codec.is_video() { (&mut s.video, codec_name(frame.codec)) } else { (&mut s.audio, codec_name(frame.codec)) };
-            if slot.is_none() {
-                *slot = Some(name.to_string());
-            }
+            let slot = if frame.codec.is_video() { &mut s.video } else { &mut s.audio };
+            slot.get_or_insert_with(|| frame.codec.name().to_string());
         });
         Ok(())
-    }
-}
-
-pub fn codec_name(codec: Codec) -> &'static str {
-    match codec {
-        Codec::H264 => "h264",
-        Codec::H265 => "h265",
-        Codec::Pcma => "pcma",
-        Codec::Pcmu => "pcmu",
-        Codec::Aac => "aac",
     }
 }
 

@@ -596,10 +596,10 @@ impl Stream {
                 Some(Origin::Tcp { conn, .. }) => self.tcp_peers.borrow().get(&conn).copied(),
                 None => None,
             },
-            video_codec: video.map(|(c, _)| codec_name(c)),
+            video_codec: video.map(|(c, _)| c.name().to_string()),
             width: video.map(|(_, s)| s.width),
             height: video.map(|(_, s)| s.height),
-            audio_codec: p.flv.audio_codec().map(codec_name),
+            audio_codec: p.flv.audio_codec().map(|c| c.name().to_string()),
             bitrate_kbps: self.bitrate.get().1,
             packets: p.stats.packets,
             bytes: p.stats.bytes,
@@ -640,10 +640,6 @@ impl Stream {
             last_packet_ms_ago: self.last_packet.get().map(|t| t.elapsed().as_millis() as u64),
         }
     }
-}
-
-fn codec_name(c: crate::proto::frame::Codec) -> String {
-    serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// Binds UDP and TCP on one port without SO_REUSEPORT, so a port is never silently shared.
