@@ -395,6 +395,16 @@ fn node_api_answers_and_hooks_match_a_recorded_zlmediakit() {
         (status_of(&head) == 200 && String::from_utf8_lossy(&body).contains(".ts")).then_some(body)
     });
     assert!(String::from_utf8_lossy(&playlist).starts_with("#EXTM3U"));
+    // ZLMediaKit's HLS-fMP4 URL (`hls.fmp4.m3u8`) goes to the fMP4 playlist.
+    let (head, _) = http_get(engine.http, &format!("/rtp/{S1}/hls.fmp4.m3u8?callId=fixture-call-2"), &[]);
+    assert_eq!(status_of(&head), 302, "{head}");
+    let location = head.lines().find_map(|l| l.strip_prefix("Location: ")).unwrap().trim().to_string();
+    assert!(location.ends_with("/index.fmp4.m3u8"), "{location}");
+    let playlist = wait_for("an fMP4 HLS playlist with a segment", Duration::from_secs(20), || {
+        let (head, body) = http_get(engine.http, &location, &[]);
+        (status_of(&head) == 200 && String::from_utf8_lossy(&body).contains(".m4s")).then_some(body)
+    });
+    assert!(String::from_utf8_lossy(&playlist).contains("#EXT-X-MAP:URI=\"init-"));
 
     // Nobody watches S1 now (past the HLS requests): asked, answered close:false, asked again.
     let none = wait_hook(&seen, "on_stream_none_reader", S1, 1).remove(0);

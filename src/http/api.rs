@@ -245,12 +245,16 @@ fn outputs(video: Option<&str>, audio: Option<&str>) -> Value {
     if g711 {
         flv.push("G.711 as FLV sound format 7/8: mpegts.js cannot play it (the console plays such streams over WebRTC)");
     }
-    let hls = if g711 { vec!["G.711 is left out: MPEG-TS segments carry H.264, H.265 and AAC"] } else { Vec::new() };
+    let mut hls = if g711 { vec!["G.711 is left out: MPEG-TS segments carry H.264, H.265 and AAC"] } else { Vec::new() };
+    if hevc {
+        hls.push("H.265 in TS segments: few players take it; hls_fmp4 is the form browsers with an HEVC decoder play");
+    }
     let fmp4 = if g711 { vec!["G.711 is left out: the fragments carry AAC only"] } else { Vec::new() };
     json!({
         "webrtc": out(video.is_some(), g711, webrtc),
         "flv": out(video.is_some(), audio.is_some(), flv),
         "hls": out(video.is_some(), aac, hls),
+        "hls_fmp4": out(video.is_some(), aac, fmp4.clone()),
         "fmp4": out(video.is_some(), aac, fmp4),
     })
 }

@@ -27,13 +27,22 @@ fn host(shard: &Shard, head: &RequestHead) -> String {
 pub fn stream_play(shard: &Shard, head: &RequestHead, stream_id: &str) -> Value {
     let host = host(shard, head);
     let (token, expires) = token_for(shard, &Scope::Stream(stream_id.to_string()), None, None).unwrap_or_default();
+    let mut urls = stream_urls(&host, stream_id, &token);
+    urls["flv_with_header"] = json!(format!("http://{host}/{}/play/{stream_id}.flv", shard.config.node_id));
+    urls["token"] = json!(token);
+    urls["expires_at"] = json!(expires);
+    urls
+}
+
+/// The URLs a stream token opens: HTTP-FLV (also over a WebSocket), HLS with TS or fMP4
+/// segments, live fMP4 (also over a WebSocket) and WebRTC (WHEP).
+fn stream_urls(host: &str, id: &str, token: &str) -> Value {
     json!({
-        "flv": format!("http://{host}/flv/{stream_id}/{token}"),
-        "flv_with_header": format!("http://{host}/{}/play/{stream_id}.flv", shard.config.node_id),
-        "hls": format!("http://{host}/hls/{stream_id}/{token}/index.m3u8"),
-        "whep": format!("http://{host}/whep/{stream_id}/{token}"),
-        "token": token,
-        "expires_at": expires,
+        "flv": format!("http://{host}/flv/{id}/{token}"),
+        "hls": format!("http://{host}/hls/{id}/{token}/index.m3u8"),
+        "hls_fmp4": format!("http://{host}/hls/{id}/{token}/index.fmp4.m3u8"),
+        "fmp4": format!("http://{host}/fmp4/{id}/{token}"),
+        "whep": format!("http://{host}/whep/{id}/{token}"),
     })
 }
 
@@ -44,6 +53,7 @@ pub fn stream_play_on_node(shard: &Shard, node: &str, base: &str, stream_id: &st
     json!({
         "flv": format!("{base}/rtp/{stream_id}.live.flv?token={token}"),
         "hls": format!("{base}/rtp/{stream_id}/hls.m3u8?token={token}"),
+        "fmp4": format!("{base}/rtp/{stream_id}.live.mp4?token={token}"),
         "node": node,
         "token": token,
         "expires_at": expires,
@@ -84,11 +94,7 @@ pub fn issue(shard: &Shard, head: &RequestHead, body: &[u8], caller: IpAddr) -> 
     let Some((token, expires)) = token_for(shard, &scope, ttl_s, client) else { return bad("ids have letters, digits, '_' and '-' only") };
     let host = host(shard, head);
     let play = match &scope {
-        Scope::Stream(id) => json!({
-            "flv": format!("http://{host}/flv/{id}/{token}"),
-            "hls": format!("http://{host}/hls/{id}/{token}/index.m3u8"),
-            "whep": format!("http://{host}/whep/{id}/{token}"),
-        }),
+        Scope::Stream(id) => stream_urls(&host, id, &token),
         Scope::Channel { device_id, channel_id } => json!({
             "flv": format!("http://{host}/flv/gb/{device_id}/{channel_id}/{token}"),
             "whep": format!("http://{host}/whep/gb/{device_id}/{channel_id}/{token}"),

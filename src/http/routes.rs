@@ -46,6 +46,12 @@ pub enum Route {
     Redirect {
         location: String,
     },
+    /// Live fragmented MP4 of a stream (init segment, a fragment per GOP) over HTTP or a
+    /// WebSocket: `/fmp4/{stream_id}/{token}` (a trailing `.mp4` is tolerated).
+    Fmp4Play {
+        stream_id: String,
+        token: Option<String>,
+    },
     /// A WHEP offer (POST, `application/sdp`) for a stream: `/whep/{stream_id}/{token}` or
     /// `/whep/{stream_id}` with the token in `?token=` or a header.
     Whep {
@@ -151,6 +157,9 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
         ["flv", stream_id, token] if head.method == "GET" => {
             Route::FlvPlay { stream_id: stream_id.to_string(), token: Some(token.trim_end_matches(".flv").to_string()) }
         }
+        ["fmp4", stream_id, token] if head.method == "GET" => {
+            Route::Fmp4Play { stream_id: stream_id.to_string(), token: Some(token.trim_end_matches(".mp4").to_string()) }
+        }
         // /{node_id}/play/{stream_id}.flv with the gmv-token header
         [node, "play", file] if head.method == "GET" && *node == config.node_id => match file.strip_suffix(".flv") {
             Some(stream_id) => Route::FlvPlay { stream_id: stream_id.to_string(), token: None },
@@ -166,6 +175,9 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
             Route::NodePlay { app: app.to_string(), stream: stream.to_string(), format }
         }
         [app, stream, "hls.m3u8"] if head.method == "GET" => Route::NodePlay { app: app.to_string(), stream: stream.to_string(), format: NodeFormat::Hls },
+        [app, stream, "hls.fmp4.m3u8"] if head.method == "GET" => {
+            Route::NodePlay { app: app.to_string(), stream: stream.to_string(), format: NodeFormat::HlsFmp4 }
+        }
         _ => Route::NotFound,
     }
 }
@@ -186,6 +198,8 @@ pub fn hevc_legacy(head: &RequestHead, default: bool) -> bool {
 pub enum NodeFormat {
     Flv,
     Hls,
+    /// HLS with fMP4 segments (ZLMediaKit's `hls_fmp4`, `/{app}/{stream}/hls.fmp4.m3u8`).
+    HlsFmp4,
     Fmp4,
     Ts,
 }
@@ -196,6 +210,7 @@ impl NodeFormat {
         match self {
             NodeFormat::Flv => "rtmp",
             NodeFormat::Hls => "hls",
+            NodeFormat::HlsFmp4 => "hls.fmp4",
             NodeFormat::Fmp4 => "fmp4",
             NodeFormat::Ts => "ts",
         }
@@ -326,6 +341,11 @@ mod tests {
             Route::NodePlay { app: "rtp".into(), stream: "3402_3401".into(), format: NodeFormat::Flv }
         );
         assert_eq!(route(&head("GET /rtp/3402_3401/hls.m3u8 HTTP/1.1\r\n\r\n"), &c), Route::NodePlay { app: "rtp".into(), stream: "3402_3401".into(), format: NodeFormat::Hls });
+        assert_eq!(
+            route(&head("GET /rtp/3402_3401/hls.fmp4.m3u8 HTTP/1.1\r\n\r\n"), &c),
+            Route::NodePlay { app: "rtp".into(), stream: "3402_3401".into(), format: NodeFormat::HlsFmp4 }
+        );
+        assert_eq!(route(&head("GET /fmp4/0100000001/abc.mp4 HTTP/1.1\r\n\r\n"), &c), Route::Fmp4Play { stream_id: "0100000001".into(), token: Some("abc".into()) });
         assert_eq!(route(&head("GET /rtp/a.b.live.mp4 HTTP/1.1\r\n\r\n"), &c), Route::NodePlay { app: "rtp".into(), stream: "a.b".into(), format: NodeFormat::Fmp4 });
         assert_eq!(route(&head("GET /rtp/s.live.ts?callId=1 HTTP/1.1\r\n\r\n"), &c), Route::NodePlay { app: "rtp".into(), stream: "s".into(), format: NodeFormat::Ts });
         assert_eq!(

@@ -282,7 +282,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             let live = match format {
                 routes::NodeFormat::Fmp4 => Some(LiveFormat::Fmp4),
                 routes::NodeFormat::Ts => Some(LiveFormat::Ts),
-                routes::NodeFormat::Flv | routes::NodeFormat::Hls => None,
+                routes::NodeFormat::Flv | routes::NodeFormat::Hls | routes::NodeFormat::HlsFmp4 => None,
             };
             if let Some(format) = live {
                 let served = Served::Live { ssrc, websocket: super::websocket::upgrade_accept(&head), format };
@@ -290,7 +290,12 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             }
             // wvp's players read H.265 as codec id 12 unless the node is set to enhanced RTMP.
             let legacy_default = front.node.as_ref().is_some_and(|n| !n.rtmp_enhanced.get());
-            return serve_stream_allowed(shard, conn, head, ssrc, format == routes::NodeFormat::Hls, legacy_default).await;
+            let playlist = match format {
+                routes::NodeFormat::Hls => Some("index.m3u8"),
+                routes::NodeFormat::HlsFmp4 => Some("index.fmp4.m3u8"),
+                _ => None,
+            };
+            return serve_stream_allowed(shard, conn, head, ssrc, playlist, legacy_default).await;
         }
         Route::NodeHook { name } if shard.is_control() => super::node_api::serve_hook(&front, &mut conn, &head, &name).await,
         Route::NodeApi { .. } | Route::NodePlay { .. } | Route::NodeHook { .. } => return hand_off(shard, CONTROL, conn, head, None).await,
@@ -384,6 +389,10 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
             }
             return None;
         }
+        Route::Fmp4Play { stream_id, token } => {
+            let websocket = super::websocket::upgrade_accept(&head);
+            return serve_stream(shard, conn, head, token.as_deref(), &stream_id, |ssrc| Served::Live { ssrc, websocket, format: LiveFormat::Fmp4 }).await;
+        }
         Route::Hls { stream_id, token, file } => {
             return serve_stream(shard, conn, head, token.as_deref(), &stream_id, |ssrc| Served::Hls { ssrc, file }).await;
         }
@@ -431,7 +440,7 @@ pub async fn dispatch(front: Rc<Front>, mut conn: HttpConn, head: RequestHead) -
                         super::response::respond_redirect(&mut conn, urls["flv"].as_str().unwrap_or_default()).await;
                     }
                     // The token given opens the channel; the stream is served as its own.
-                    PlaySite::Here => return serve_stream_allowed(shard, conn, head, session.ssrc, false, false).await,
+                    PlaySite::Here => return serve_stream_allowed(shard, conn, head, session.ssrc, None, false).await,
                 },
                 Err(e) => {
                     let (status, code) = e.http();
@@ -463,16 +472,23 @@ async fn active_control<'f>(front: &'f Front, conn: &mut HttpConn) -> Option<&'f
 
 /// Serves a stream the request was allowed by something other than a token for the stream (a
 /// channel's token, a node's `on_play`): HTTP-FLV on the stream's shard as it is, HLS
-/// redirected to its playlist with a token for the stream (a player asks again and again).
+/// redirected to its `playlist` with a token for the stream (a player asks again and again).
 /// `legacy_default`: H.265 in the codec-id-12 form unless the URL's `h265=` says otherwise.
-async fn serve_stream_allowed(shard: &Rc<Shard>, mut conn: HttpConn, head: RequestHead, ssrc: u32, hls: bool, legacy_default: bool) -> Option<HttpConn> {
-    if hls {
+async fn serve_stream_allowed(
+    shard: &Rc<Shard>,
+    mut conn: HttpConn,
+    head: RequestHead,
+    ssrc: u32,
+    playlist: Option<&str>,
+    legacy_default: bool,
+) -> Option<HttpConn> {
+    if let Some(playlist) = playlist {
         let id = routes::stream_id(ssrc);
         let Some((token, _)) = super::play_tokens::token_for(shard, &Scope::Stream(id.clone()), None, None) else {
             respond_error(&mut conn, 500, "internal", "cannot issue a stream token").await;
             return None;
         };
-        super::response::respond_redirect(&mut conn, &format!("/hls/{id}/{token}/index.m3u8")).await;
+        super::response::respond_redirect(&mut conn, &format!("/hls/{id}/{token}/{playlist}")).await;
         return conn.keep_alive.then_some(conn);
     }
     let served = Served::Flv { ssrc, websocket: super::websocket::upgrade_accept(&head), hevc_legacy: routes::hevc_legacy(&head, legacy_default) };

@@ -115,6 +115,11 @@ impl Fmp4Muxer {
         dts.saturating_sub(self.base_dts) + self.offset
     }
 
+    /// Whether the init segment has an audio track.
+    pub fn has_audio(&self) -> bool {
+        self.audio.is_some()
+    }
+
     /// The video configuration (parameter sets) the file is written with.
     pub fn video(&self) -> &VideoConfig {
         &self.video
@@ -241,6 +246,12 @@ impl Fmp4Muxer {
     /// The last fragment (end of recording).
     pub fn flush(&mut self) -> Option<Vec<u8>> {
         self.fragment(None)
+    }
+
+    /// The fragment of what is held, ending where a frame at `next_dts` will begin (a segment
+    /// cut at that frame).
+    pub fn fragment_until(&mut self, next_dts: u64) -> Option<Vec<u8>> {
+        self.fragment(Some(next_dts))
     }
 
     /// Duration so far in milliseconds (last video sample's time).

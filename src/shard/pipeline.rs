@@ -57,8 +57,10 @@ pub struct Pipeline {
     video_clock: TimestampUnwrapper,
     audio_clock: TimestampUnwrapper,
     pub flv: FlvMuxer,
-    /// Present while someone plays the stream as HLS.
+    /// Present while someone plays the stream as HLS with MPEG-TS segments.
     pub hls: Option<crate::proto::hls::HlsSegmenter>,
+    /// Present while someone plays the stream as HLS with fMP4 (CMAF) segments.
+    pub hls_fmp4: Option<crate::proto::hls::HlsSegmenter>,
     /// Present while recording: emitted frames for the recorder (shared buffers, no copy).
     pub frames_out: Option<Vec<Frame>>,
     /// The latest video keyframe (shared buffer), for covers.
@@ -105,6 +107,7 @@ impl Pipeline {
             audio_clock: TimestampUnwrapper::new(RTP_CLOCK_BITS),
             flv,
             hls: None,
+            hls_fmp4: None,
             frames_out: None,
             retimer: Default::default(),
             sniff: false,
@@ -360,6 +363,14 @@ impl Pipeline {
         self.emit(f, tags);
     }
 
+    /// The HLS segmenter of a segment format.
+    pub fn hls_of(&mut self, format: crate::proto::hls::SegmentFormat) -> &mut Option<crate::proto::hls::HlsSegmenter> {
+        match format {
+            crate::proto::hls::SegmentFormat::Ts => &mut self.hls,
+            crate::proto::hls::SegmentFormat::Fmp4 => &mut self.hls_fmp4,
+        }
+    }
+
     fn emit(&mut self, mut frame: Frame, tags: &mut Vec<FlvTag>) {
         if self.drop_audio && !frame.codec.is_video() {
             self.stats.audio_dropped += 1;
@@ -368,7 +379,7 @@ impl Pipeline {
         self.stats.frames += 1;
         self.retimer.retime(&mut frame);
         self.flv.push(&frame, tags);
-        if let Some(hls) = self.hls.as_mut() {
+        for hls in [&mut self.hls, &mut self.hls_fmp4].into_iter().flatten() {
             hls.push(&frame);
         }
         if frame.codec.is_video() {

@@ -618,7 +618,7 @@ impl Stream {
             source: self.source.borrow().rule().describe(),
             no_media: self.source.borrow().no_media_why(),
             low_latency: p.low_latency(),
-            hls: p.hls.is_some(),
+            hls: p.hls.is_some() || p.hls_fmp4.is_some(),
             hls_request_ms_ago: self.hls_requested.get().map(|t| t.elapsed().as_millis() as u64),
             // An alarm clip records too (and keeps the stream in use while it does).
             recording: self.recorder.borrow().as_ref().is_some_and(|r| r.recording()) || self.alarm_clip.borrow().is_some(),
@@ -1070,7 +1070,8 @@ pub async fn housekeeping(shard: Rc<Shard>) {
             let kbps = (bytes - last) * 8 / 1000 / HOUSEKEEPING_INTERVAL.as_secs().max(1);
             s.bitrate.set((bytes, kbps));
             if s.hls_requested.get().is_some_and(|t| t.elapsed() > Duration::from_secs(shard.config.hls.idle_timeout_s)) {
-                s.pipeline.borrow_mut().hls = None;
+                let mut p = s.pipeline.borrow_mut();
+                (p.hls, p.hls_fmp4) = (None, None);
                 s.hls_requested.set(None);
                 tracing::info!(ssrc = *ssrc, "HLS stopped: no requests");
             }
