@@ -272,7 +272,9 @@ impl WebRtc {
         self.counters.borrow_mut().sessions_started += 1;
         tracing::info!(ssrc, %peer_ip, session = %id, talk, ?video_codec, ?audio_codec, "WebRTC session offered");
         let talk = talk.then_some(Talk { seq: 0, packets: 0 });
-        let session = Session { rtc, local, media, talk, has_video: video_codec.is_some(), params, cached: last_keyframe, cached_sent: None, live: false, shift: 0, connected_at: None };
+        // A sound-only session (no video m= line) sends the sound at once.
+        let has_video = video_codec.is_some() && media.video.is_some();
+        let session = Session { rtc, local, media, talk, has_video, params, cached: last_keyframe, cached_sent: None, live: false, shift: 0, connected_at: None };
         let me = self.clone();
         let sid = id.clone();
         let shard = shard.clone();
@@ -392,10 +394,12 @@ pub fn negotiate(offer: &str, creds: IceCreds, candidate: SocketAddr, want: Want
             return Ok(Negotiated { rtc, media, answer: answer.to_sdp_string(), early });
         }
     };
+    // An offer without video asks for the sound only (the console's H.265 tile whose
+    // picture a WASM decoder draws): taken when the sound can go.
     let video_wanted = video.unwrap_or(Codec::H264);
     let refused = match &media.video {
         Some(track) => !track.carries(video_wanted),
-        None => video.is_some(),
+        None => !media.audio.as_ref().is_some_and(|t| t.carries(Codec::Pcma) || t.carries(Codec::Pcmu)),
     };
     if refused {
         let name = if video_wanted == Codec::H265 { "H.265" } else { "H.264" };
@@ -858,15 +862,26 @@ mod tests {
     }
 
     #[test]
+    fn a_sound_only_offer_gets_the_sound() {
+        // The console's H.265 tile draws the picture itself and asks WebRTC for G.711 only.
+        let sound = offer(&[], &[(111, "opus/48000/2"), (8, "PCMA/8000"), (0, "PCMU/8000")]);
+        let n = negotiated(&sound, Some(Codec::H265)).unwrap();
+        assert!(n.media.video.is_none() && n.answer.contains("PCMA/8000") && !n.answer.contains("H265"), "{}", n.answer);
+        let opus = offer(&[], &[(111, "opus/48000/2")]);
+        assert!(matches!(negotiated(&opus, Some(Codec::H265)), Err(WhepError::NoCodec(_))));
+    }
+
+    #[test]
     fn an_offer_without_the_streams_video_is_refused_naming_it() {
         let vp8 = offer(&[(96, "VP8/90000")], &[(111, "opus/48000/2")]);
         assert!(matches!(negotiated(&vp8, Some(Codec::H264)), Err(WhepError::NoCodec(why)) if why.contains("H.264")));
         assert!(matches!(negotiated(&vp8, None), Err(WhepError::NoCodec(why)) if why.contains("H.264")), "video not known yet: H.264 wanted");
         let h264 = offer(&[(102, "H264/90000")], &[(8, "PCMA/8000")]);
         assert!(matches!(negotiated(&h264, Some(Codec::H265)), Err(WhepError::NoCodec(why)) if why.contains("H.265")));
-        // A player asking for sound only gets the sound of a stream whose video is not known.
+        // A player asking for sound only gets the sound, whatever the video (the tile draws
+        // the picture from another output).
         assert!(negotiated(&offer(&[], &[(8, "PCMA/8000")]), None).is_ok());
-        assert!(matches!(negotiated(&offer(&[], &[(8, "PCMA/8000")]), Some(Codec::H264)), Err(WhepError::NoCodec(_))));
+        assert!(negotiated(&offer(&[], &[(8, "PCMA/8000")]), Some(Codec::H264)).is_ok_and(|n| n.media.video.is_none()));
         for bad in ["", "v=0\r\n", "nonsense", "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"] {
             assert!(matches!(negotiated(bad, None), Err(WhepError::BadOffer(_))), "{bad:?}");
         }
