@@ -1,5 +1,5 @@
-//! hls.js in headless Chromium plays a live gmv HLS stream (decoded video at the stream's
-//! resolution). Needs `chromium` (apt) and `npm ci` in tests/browser; .ci/run does both.
+//! hls.js in headless Chromium plays a live gmv HLS stream, with TS and with fMP4 segments
+//! (decoded video at the stream's resolution). Needs `chromium` (apt) and `npm ci` in tests/browser; .ci/run does both.
 
 mod common;
 
@@ -50,6 +50,16 @@ fn static_server(until: Instant) -> u16 {
 
 #[test]
 fn hls_js_in_chromium_plays_the_live_stream() {
+    hls_js_plays("index.m3u8");
+}
+
+#[test]
+fn hls_js_in_chromium_plays_fmp4_segments() {
+    hls_js_plays("index.fmp4.m3u8");
+}
+
+/// hls.js plays the stream's `playlist` (TS or fMP4 segments) while it is pushed live.
+fn hls_js_plays(playlist: &str) {
     let until = Instant::now() + Duration::from_secs(LAPS * 4 + 50);
     let page_port = static_server(until);
     // The page comes from another origin: the engine must allow it (CORS).
@@ -82,7 +92,7 @@ fn hls_js_in_chromium_plays_the_live_stream() {
             }
         }
     });
-    let src = format!("http://{}/hls/{id}/{}/index.m3u8", engine.http, engine.stream_token(&id));
+    let src = format!("http://{}/hls/{id}/{}/{playlist}", engine.http, engine.stream_token(&id));
     let page = format!("http://127.0.0.1:{page_port}/?src={src}");
     let out = Command::new("timeout")
         .args(["60", "node", &format!("{BROWSER_DIR}/hls_check.mjs"), &page])
