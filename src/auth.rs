@@ -5,8 +5,11 @@
 //!   their expiry and optionally the client address, so any executor verifies one from its own
 //!   copy of the secrets, with no shared state. A play token never authorises `/api`.
 //!
+//! A third, for people: console users' session cookies (`crate::users`), signed like play
+//! tokens over the user's name, the expiry and a stamp of the password hash.
+//!
 //! Pure functions of their inputs (time is a parameter), except `load`, which reads and, on
-//! first start, writes the generated key and secret in data_dir.
+//! first start, writes the generated key and secret in data_dir, and reads the users file.
 
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
@@ -146,10 +149,23 @@ struct Key {
     digest: [u8; 32],
 }
 
-/// Keys and play secrets of one executor (each holds its own `Arc`; a reload sends a new one).
+/// A console user as sessions are checked against: a changed password changes the stamp.
+#[derive(Clone)]
+struct SessionUser {
+    name: String,
+    role: Role,
+    stamp: [u8; 16],
+}
+
+/// A session cookie is at most this long (longer ones are refused unread).
+const SESSION_TOKEN_BYTES_MAX: usize = 256;
+
+/// Keys, play secrets and users of one executor (each holds its own `Arc`; a reload or a change
+/// of users sends a new one).
 #[derive(Clone)]
 pub struct Secrets {
     keys: Vec<Key>,
+    users: Vec<SessionUser>,
     /// The first signs; every one verifies.
     play_secrets: Vec<Vec<u8>>,
     pub play_token_ttl_s: u64,
@@ -177,7 +193,65 @@ impl Secrets {
         if play_secrets.iter().any(|s| s.len() < PLAY_SECRET_BYTES_MIN) {
             return Err(format!("play secrets must be at least {PLAY_SECRET_BYTES_MIN} bytes"));
         }
-        Ok(Secrets { keys, play_secrets, play_token_ttl_s: play_token_ttl_s.clamp(1, PLAY_TOKEN_TTL_S_MAX) })
+        Ok(Secrets { keys, users: Vec::new(), play_secrets, play_token_ttl_s: play_token_ttl_s.clamp(1, PLAY_TOKEN_TTL_S_MAX) })
+    }
+
+    /// These secrets with `users` as the console users.
+    pub fn with_users(&self, users: &[crate::users::User]) -> Secrets {
+        let users = users
+            .iter()
+            .map(|u| {
+                let digest: [u8; 32] = Sha256::digest(u.hash.as_bytes()).into();
+                let mut stamp = [0u8; 16];
+                stamp.copy_from_slice(&digest[..16]);
+                SessionUser { name: u.name.clone(), role: u.role, stamp }
+            })
+            .collect();
+        Secrets { users, ..self.clone() }
+    }
+
+    pub fn user_names(&self) -> Vec<String> {
+        self.users.iter().map(|u| format!("{} ({:?})", u.name, u.role)).collect()
+    }
+
+    fn session_payload(user: &SessionUser, expires_unix_s: u64) -> String {
+        let stamp: String = user.stamp.iter().map(|b| format!("{b:02x}")).collect();
+        format!("session\n{}\n{expires_unix_s}\n{stamp}", user.name)
+    }
+
+    /// A session cookie value for user `name` until `expires_unix_s`; None for no such user.
+    pub fn issue_session(&self, name: &str, expires_unix_s: u64) -> Option<String> {
+        let user = self.users.iter().find(|u| u.name == name)?;
+        let tag = Self::sign(&self.play_secrets[0], &Self::session_payload(user, expires_unix_s)).finalize().into_bytes();
+        Some(format!("{name}:{expires_unix_s}:{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag)))
+    }
+
+    /// The user and role a session cookie value stands for, if it is signed, unexpired and the
+    /// user still has the password it was issued under.
+    pub fn session(&self, token: &str, now_unix_s: u64) -> Option<(&str, Role)> {
+        if token.len() > SESSION_TOKEN_BYTES_MAX {
+            return None;
+        }
+        let mut parts = token.splitn(3, ':');
+        let (name, expires, tag) = (parts.next()?, parts.next()?, parts.next()?);
+        let expires: u64 = expires.parse().ok()?;
+        let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tag).ok()?;
+        let user = self.users.iter().find(|u| u.name == name)?;
+        let payload = Self::session_payload(user, expires);
+        let signed = self.play_secrets.iter().any(|s| Self::sign(s, &payload).verify_slice(&tag).is_ok());
+        (signed && expires > now_unix_s).then_some((user.name.as_str(), user.role))
+    }
+
+    /// The CSRF token of a session: a changing request with its cookie must carry it in a header.
+    pub fn csrf(&self, session_token: &str) -> String {
+        let tag = Self::sign(&self.play_secrets[0], &format!("csrf\n{session_token}")).finalize().into_bytes();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag)
+    }
+
+    /// Whether `given` is the session's CSRF token (under any play secret, in constant time).
+    pub fn csrf_ok(&self, session_token: &str, given: &str) -> bool {
+        let Ok(tag) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(given) else { return false };
+        self.play_secrets.iter().any(|s| Self::sign(s, &format!("csrf\n{session_token}")).verify_slice(&tag).is_ok())
     }
 
     pub fn key_names(&self) -> Vec<String> {
@@ -329,7 +403,8 @@ pub fn load(http: &crate::config::HttpConfig, data_dir: &Path) -> Result<(Secret
     } else {
         http.play_secrets.iter().map(|s| s.clone().into_bytes()).collect()
     };
-    Ok((Secrets::new(&keys, secrets, http.play_token_ttl_s)?, loaded))
+    let users = crate::users::load(data_dir)?;
+    Ok((Secrets::new(&keys, secrets, http.play_token_ttl_s)?.with_users(&users), loaded))
 }
 
 /// True when a configured key is the docs' example key (refused off loopback).
@@ -359,6 +434,13 @@ pub fn describe_change(old: &Secrets, new: &Secrets) -> Vec<String> {
     }
     if old.play_token_ttl_s != new.play_token_ttl_s {
         out.push(format!("play_token_ttl_s {} -> {}", old.play_token_ttl_s, new.play_token_ttl_s));
+    }
+    let (old_users, new_users) = (old.user_names(), new.user_names());
+    for u in new_users.iter().filter(|u| !old_users.contains(u)) {
+        out.push(format!("console user added or changed: {u}"));
+    }
+    for u in old_users.iter().filter(|u| !new_users.contains(u)) {
+        out.push(format!("console user removed or changed: {u}"));
     }
     out
 }
@@ -465,5 +547,33 @@ mod tests {
         assert_eq!(again.verify(&t, &Scope::Stream("0000000001".into()), 1, HOST), Ok(()));
         assert!(uses_example_key(&[ApiKeyConfig { name: "d".into(), role: Role::Viewer, sha256: key_hash(EXAMPLE_API_KEY) }]));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_session_stands_for_its_user_until_it_expires_or_the_password_changes() {
+        use crate::users::User;
+        let user = |hash: &str| User { name: "zhang".into(), role: Role::Operator, hash: hash.into(), created_unix_s: 0 };
+        let s = secrets().with_users(&[user("$argon2id$first")]);
+        assert!(s.issue_session("nobody", 100).is_none());
+        let token = s.issue_session("zhang", 100).unwrap();
+        assert_eq!(s.session(&token, 99), Some(("zhang", Role::Operator)));
+        assert_eq!(s.session(&token, 100), None, "expired");
+        // Changed fields do not verify.
+        let forged = token.replacen(":100:", ":999:", 1);
+        assert_eq!(s.session(&forged, 99), None);
+        assert_eq!(s.session(&format!("admin{}", &token[5..]), 99), None);
+        for bad in ["", "zhang", "zhang:100", "zhang:x:y", &"z".repeat(300)] {
+            assert_eq!(s.session(bad, 0), None, "{bad:?}");
+        }
+        // A new password (another hash) or the user gone: the old session ends.
+        assert_eq!(s.with_users(&[user("$argon2id$second")]).session(&token, 99), None);
+        assert_eq!(s.with_users(&[]).session(&token, 99), None);
+        // Another role: the session carries the user's current role.
+        let admin = User { role: Role::Admin, ..user("$argon2id$first") };
+        assert_eq!(s.with_users(&[admin]).session(&token, 99), Some(("zhang", Role::Admin)));
+        // CSRF: bound to the session.
+        let csrf = s.csrf(&token);
+        assert!(s.csrf_ok(&token, &csrf));
+        assert!(!s.csrf_ok(&token, "x") && !s.csrf_ok(&forged, &csrf));
     }
 }

@@ -18,3 +18,4 @@ pub mod runtime;
 pub mod shard;
 pub mod sim;
 pub mod snapshot;
+pub mod users;

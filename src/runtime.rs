@@ -510,7 +510,7 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                     let control = control.clone();
                     pull.on_channels(Box::new(move |channels| control.set_local_channels(channels)));
                 }
-                let front = Rc::new(Front { shard: shard.clone(), control, node, pull });
+                let front = Rc::new(Front { shard: shard.clone(), control, node, pull, users: Default::default() });
                 let serve_front = front.clone();
                 let _ = shard.handoff.set(Box::new(move |conn| crate::http::server::serve_handoff(&serve_front, conn)));
                 if index == CONTROL {

@@ -22,6 +22,12 @@ const SSRC_PICK_ATTEMPTS: usize = 8;
 pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
     let shard = &front.shard;
     let segments: Vec<&str> = head.path.trim_matches('/').split('/').collect();
+    // Signing in and out take no credential.
+    match (head.method.as_str(), segments.as_slice()) {
+        ("POST", ["api", "session"]) => return super::users_api::sign_in(front, conn, &head).await,
+        ("DELETE", ["api", "session"]) => return super::users_api::sign_out(conn).await,
+        _ => {}
+    }
     // Who calls is known from the head: a refused caller's body is never read (the
     // connection closes, out of step), so only authorised callers get the larger bodies.
     let secrets = shard.secrets();
@@ -73,6 +79,8 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
         };
     }
     let (status, value) = match (head.method.as_str(), segments.as_slice()) {
+        ("GET", ["api", "session"]) => super::users_api::whoami(front, &head, caller, role),
+        (_, ["api", "session", ..] | ["api", "users", ..]) => super::users_api::serve(front, &head, &segments, caller, &body).await,
         ("GET", ["api", "streams"]) => {
             let page = head.page(super::api_gb::LIST_PAGE_MAX);
             let mut all = shard.list_streams().await;
@@ -292,7 +300,7 @@ fn not_found() -> (u16, Value) {
 
 /// The request body, from what was read past the head (`conn.pending`) on; what was read past
 /// the body (a pipelined request) stays in `conn.pending`.
-pub(super) async fn read_body(conn: &mut HttpConn, head: &RequestHead) -> Option<Vec<u8>> {
+pub(crate) async fn read_body(conn: &mut HttpConn, head: &RequestHead) -> Option<Vec<u8>> {
     let mut body = std::mem::take(&mut conn.pending);
     let mut chunk = [0u8; 4096];
     while body.len() < head.content_length {

@@ -80,6 +80,11 @@ impl HttpConn {
         self.allow_origin = cors_allow(origin, allowed);
     }
 
+    /// Whether the client's connection is TLS (here, or on the shard that relays it).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.io, Io::Tls(_) | Io::Relayed(..))
+    }
+
     /// Header lines every response carries (each ends in CRLF): CORS for an allowed origin.
     pub fn common_headers(&self) -> String {
         match &self.allow_origin {

@@ -25,6 +25,7 @@ pub mod response;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod users_api;
 pub mod websocket;
 pub mod whep;
 
@@ -38,4 +39,6 @@ pub struct Front {
     pub node: Option<Rc<crate::node::Node>>,
     /// On the control executor: the pull proxies.
     pub pull: Option<Rc<crate::pull::Proxies>>,
+    /// Console users' sign-ins and changes (used on the control executor, which serves `/api`).
+    pub users: users_api::UserAdmin,
 }

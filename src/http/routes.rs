@@ -229,13 +229,31 @@ pub fn header_credential(head: &RequestHead) -> Option<&str> {
 /// Why a request is refused: (status, code, message).
 pub type Refusal = (u16, &'static str, &'static str);
 
-/// The name and role behind an `/api` request, which must carry an API key in a header (a key
-/// in a URL ends up in logs and browser histories; a play token never opens `/api`).
+/// The name and role behind an `/api` request: an API key in a header (a key in a URL ends up
+/// in logs and browser histories; a play token never opens `/api`), or a console user's
+/// session cookie, whose changing requests (not GET or HEAD) must carry the session's CSRF
+/// token in `X-CSRF-Token`.
 pub fn api_caller<'s>(secrets: &'s Secrets, head: &RequestHead) -> Result<(&'s str, Role), Refusal> {
-    let Some(key) = header_credential(head) else {
-        return Err((401, "unauthorized", "send an API key as `Authorization: Bearer KEY` or `gmv-token: KEY`"));
+    if let Some(key) = header_credential(head) {
+        return secrets.api_key(key).ok_or((401, "unauthorized", "not an API key (play tokens do not open /api)"));
+    }
+    let Some(session) = session_cookie(head) else {
+        return Err((401, "unauthorized", "sign in, or send an API key as `Authorization: Bearer KEY` or `gmv-token: KEY`"));
     };
-    secrets.api_key(key).ok_or((401, "unauthorized", "not an API key (play tokens do not open /api)"))
+    let Some(caller) = secrets.session(session, crate::shard::unix_s()) else {
+        return Err((401, "unauthorized", "the session has ended (expired, signed out, or the password changed): sign in again"));
+    };
+    let reads = matches!(head.method.as_str(), "GET" | "HEAD");
+    if !reads && !head.header(crate::users::CSRF_HEADER).is_some_and(|t| secrets.csrf_ok(session, t)) {
+        return Err((403, "csrf", "a change made with a session cookie must carry its X-CSRF-Token (GET /api/session gives it)"));
+    }
+    Ok(caller)
+}
+
+/// The session cookie's value, when the request has one.
+pub fn session_cookie(head: &RequestHead) -> Option<&str> {
+    let cookies = head.header("cookie")?;
+    cookies.split(';').find_map(|c| c.trim().strip_prefix(crate::users::SESSION_COOKIE)?.strip_prefix('='))
 }
 
 /// Whether a play request may open `scope`: a play token (in the path, `?token=` or a
@@ -283,6 +301,9 @@ pub fn channel_list(query_value: &str) -> Option<Vec<(String, String)>> {
 pub fn required_role(method: &str, segments: &[&str]) -> Role {
     match (method, segments) {
         ("GET", ["api", "config"]) => Role::Admin,
+        // Console users: an admin's; a user's own session and password are the user's.
+        (_, ["api", "session", ..]) => Role::Viewer,
+        (_, ["api", "users", ..]) => Role::Admin,
         // Where this platform reports and what it shares.
         ("GET", ["api", "upstreams"]) => Role::Operator,
         // Where this platform reports, with what password, and which cameras leave the site.
