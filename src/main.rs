@@ -59,11 +59,13 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         // Colour for a person at a terminal; plain text for a log file or journald.
-        .with_ansi(std::io::stderr().is_terminal())
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()))
+        // The latest warnings and errors, for the console's dashboard.
+        .with(gmv::recent_log::RecentLog)
         .init();
     match tune_allocator() {
         Ok(ms) => tracing::debug!(purge_delay_ms = ms, "allocator tuned"),

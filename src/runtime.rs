@@ -330,6 +330,7 @@ fn try_listen_addresses(config: &Config) -> Result<(), (&'static str, std::net::
 /// Runs the engine until the process is stopped or an executor fails. `config_path` is read
 /// again on SIGHUP (None: the embedded default).
 pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<(), StartError> {
+    crate::process::mark_started();
     log_panics();
     // What can fail without touching anything comes first: a start that fails writes no file.
     let media_shards = config.shard_count();
@@ -510,7 +511,7 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                     let control = control.clone();
                     pull.on_channels(Box::new(move |channels| control.set_local_channels(channels)));
                 }
-                let front = Rc::new(Front { shard: shard.clone(), control, node, pull, users: Default::default() });
+                let front = Rc::new(Front { shard: shard.clone(), control, node, pull, users: Default::default(), cpu: Default::default() });
                 let serve_front = front.clone();
                 let _ = shard.handoff.set(Box::new(move |conn| crate::http::server::serve_handoff(&serve_front, conn)));
                 if index == CONTROL {

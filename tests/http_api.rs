@@ -296,3 +296,26 @@ fn listings_come_in_pages_with_their_total() {
     assert!(head.contains("text/javascript") && js.len() > 100_000, "{head}");
     assert_eq!(status_of(&http_get(engine.http, "/console/../Cargo.toml", &[]).0), 404);
 }
+
+#[test]
+fn the_dashboard_tells_the_process_media_devices_and_recent_warnings() {
+    let engine = Engine::start(2, "");
+    let s = engine.open_stream(json!({}));
+    push_ps_udp(&engine, &s, &h264_frames()[..50], Duration::from_millis(5));
+    // A warning of the engine's own: an address that failed to sign in too often.
+    for _ in 0..6 {
+        let _ = engine.try_request("POST", "/api/session", &[], br#"{"name":"x","password":"wrong-pass"}"#);
+    }
+    let (status, d) = engine.request("GET", "/api/dashboard", "");
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["version"], env!("CARGO_PKG_VERSION"));
+    assert!(d["started_at"].as_u64() > Some(1_700_000_000) && d["uptime_s"].is_u64(), "{d}");
+    assert!(d["process"]["rss_bytes"].as_u64() > Some(1 << 20) && d["process"]["open_fds"].as_u64() > Some(3), "{d}");
+    assert!(d["process"]["cpu_percent"].is_number(), "{d}");
+    assert!(d["disk"]["free_bytes"].as_u64() > Some(0) && d["disk"]["total_bytes"].as_u64() >= d["disk"]["free_bytes"].as_u64(), "{d}");
+    assert_eq!((d["media"]["streams"].as_u64(), d["media"]["shards"].as_u64()), (Some(1), Some(2)), "{d}");
+    assert!(d["media"]["packets"].as_u64() > Some(0), "{d}");
+    assert_eq!((d["devices"]["total"].as_u64(), d["devices"]["online"].as_u64()), (Some(0), Some(0)), "{d}");
+    let warnings = d["recent_errors"].as_array().unwrap();
+    assert!(warnings.iter().any(|w| w["level"] == "WARN" && w["message"].as_str().is_some_and(|m| m.starts_with("sign-in refused"))), "{d}");
+}

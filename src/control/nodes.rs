@@ -39,6 +39,8 @@ pub struct NodeLoad {
     pub cpu_percent: f64,
     /// Its cores (0: it did not say, as a ZLMediaKit node does not).
     pub cores: u64,
+    /// Its resident memory (0: it did not say).
+    pub rss_bytes: u64,
 }
 
 impl NodeLoad {
@@ -183,6 +185,7 @@ impl MediaNodes {
             ingest_kbps: num("ingest_kbps"),
             cpu_percent: data.get("cpu_percent").and_then(Value::as_f64).unwrap_or(0.0),
             cores: num("cores"),
+            rss_bytes: num("rss_bytes"),
         };
         Some(came_up)
     }

@@ -141,6 +141,7 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
             Some(pull) => pull.route(&head.method, &segments, &body).await,
             None => (503, json!({ "code": "pull_unavailable", "message": "pull proxies are unavailable (see the log at start)" })),
         },
+        ("GET", ["api", "dashboard"]) => (200, super::dashboard::dashboard(front).await),
         ("GET", ["api", "health"]) => {
             let control = front.control.as_ref().map(|c| c.ha_view());
             (200, json!({ "status": "ok", "media_shards": shard.media_shards, "control": control }))

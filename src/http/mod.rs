@@ -5,6 +5,7 @@ pub mod api_gb;
 pub mod api_history;
 pub mod conn;
 pub mod console;
+pub mod dashboard;
 pub mod events_sse;
 pub mod flv_play;
 pub mod hls_serve;
@@ -41,4 +42,6 @@ pub struct Front {
     pub pull: Option<Rc<crate::pull::Proxies>>,
     /// Console users' sign-ins and changes (used on the control executor, which serves `/api`).
     pub users: users_api::UserAdmin,
+    /// This process's CPU between two dashboard reads.
+    pub cpu: crate::process::CpuSampler,
 }

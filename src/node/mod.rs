@@ -88,8 +88,8 @@ pub struct Node {
     pub counters: RefCell<NodeCounters>,
     /// Numbers the viewers `on_play` and `on_stream_not_found` name (their `id`).
     next_viewer: Cell<u64>,
-    /// Process CPU time at the last keepalive, and when it was read.
-    cpu_mark: Cell<(Duration, Instant)>,
+    /// Process CPU between keepalives.
+    cpu: crate::process::CpuSampler,
     /// Senders started here: (source key, send SSRC) → the source's (app, name) when started.
     pub sends: RefCell<std::collections::BTreeMap<(u32, u32), (String, String)>>,
     /// Servers closed while recording: (key, app, name), oldest first.
@@ -113,18 +113,6 @@ pub enum PlayDecision {
     /// `on_play` refused, with its code and message.
     Refused(i64, String),
     NotFound,
-}
-
-/// Process CPU time (user + system) so far.
-fn process_cpu() -> Duration {
-    // SAFETY: rusage is plain integers and timevals, for which all-zero bytes are valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes into the struct we own.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// An HLS player asks for the playlist about once a segment; one that has not asked for this
@@ -180,7 +168,7 @@ impl Node {
             timings: Cell::new(timings),
             counters: RefCell::new(NodeCounters::default()),
             next_viewer: Cell::new(1),
-            cpu_mark: Cell::new((process_cpu(), Instant::now())),
+            cpu: Default::default(),
             closed_recordings: RefCell::new(Default::default()),
             sends: RefCell::new(Default::default()),
             pull: RefCell::new(None),
@@ -394,11 +382,7 @@ impl Node {
     /// `on_server_keepalive`'s figures: what a control plane places streams by.
     async fn load(&self) -> Map<String, Value> {
         let infos = self.shard.list_streams().await;
-        let (cpu_then, at) = self.cpu_mark.get();
-        let cpu_now = process_cpu();
-        let wall = at.elapsed().as_secs_f64().max(0.001);
-        self.cpu_mark.set((cpu_now, Instant::now()));
-        let cpu_percent = (cpu_now.saturating_sub(cpu_then).as_secs_f64() / wall * 100.0).round();
+        let cpu_percent = self.cpu.percent().round();
         let v = json!({
             "streams": infos.len(),
             "rtp_servers": self.servers.borrow().len(),
@@ -406,6 +390,7 @@ impl Node {
             "ingest_kbps": infos.iter().map(|i| i.bitrate_kbps).sum::<u64>(),
             "cpu_percent": cpu_percent,
             "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            "rss_bytes": crate::process::rss_bytes().unwrap_or(0),
             "media_shards": self.shard.media_shards,
         });
         v.as_object().cloned().unwrap_or_default()

@@ -172,7 +172,7 @@ fn scan(records: &Path) -> std::io::Result<(Vec<Candidate>, u64)> {
 }
 
 /// The free bytes (for an unprivileged writer) and the size of the file system holding `path`.
-fn file_system_space(path: &Path) -> Option<(u64, u64)> {
+pub(crate) fn file_system_space(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
