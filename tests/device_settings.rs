@@ -23,7 +23,7 @@ fn a_device_set_up_with_its_own_password_registers_with_it_and_alarms_are_acknow
     let own = "own-pass-7";
     let (status, v) = engine.request("POST", "/api/devices", &json!({ "device_id": DEVICE, "name": "东门", "password": own, "transport": "udp", "ssrc_check": "strict" }).to_string());
     assert_eq!(status, 201, "{v}");
-    assert_eq!(v["settings"], json!({ "name": "东门", "own_password": true, "transport": "udp", "ssrc_check": "strict" }), "{v}");
+    assert_eq!(v["settings"], json!({ "name": "东门", "own_password": true, "transport": "udp", "ssrc_check": "strict", "sub_stream": null }), "{v}");
     assert!(!v.to_string().contains(own), "the password is never shown");
     assert_eq!(engine.request("POST", "/api/devices", &json!({ "device_id": DEVICE }).to_string()).0, 409);
     let (status, v) = engine.request("GET", &format!("/api/devices/{DEVICE}"), "");
@@ -67,4 +67,35 @@ fn a_device_set_up_with_its_own_password_registers_with_it_and_alarms_are_acknow
     // Removed: its settings go with it.
     assert_eq!(engine.request("DELETE", &format!("/api/devices/{DEVICE}"), "").0, 200);
     assert_eq!(engine.request("GET", "/api/device-settings", "").1["devices"], json!([]));
+}
+
+/// The sub-stream (辅码流) for small tiles: refused, saying what to set, until the device is set
+/// up for one; then a session of its own beside the main stream's, both taking media.
+#[test]
+fn a_device_set_up_for_a_sub_stream_plays_it_beside_the_main_stream() {
+    use common::gb_device::*;
+    let engine = Engine::start(1, "");
+    let (_events, stop, device) = registered_device(&engine);
+    let channel = CHANNELS[0];
+    let play = |stream: &str| engine.request("POST", &format!("/api/devices/{DEVICE}/channels/{channel}/play"), &json!({ "stream": stream }).to_string());
+    let (status, v) = play("sub");
+    assert_eq!((status, v["code"].as_str()), (409, Some("no_sub_stream")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("streamnumber"), "{v}");
+    assert_eq!(play("third").0, 400);
+    let (status, v) = engine.request("PUT", &format!("/api/devices/{DEVICE}"), &json!({ "sub_stream": "stream9" }).to_string());
+    assert!(status == 400 && v["message"].as_str().unwrap().contains("streamprofile"), "{v}");
+    let (status, v) = engine.request("PUT", &format!("/api/devices/{DEVICE}"), &json!({ "sub_stream": "streamnumber" }).to_string());
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(engine.request("GET", &format!("/api/devices/{DEVICE}"), "").1["settings"]["sub_stream"], "streamnumber");
+    let (status, main) = play("main");
+    assert_eq!((status, main["sub_stream"].as_bool()), (200, Some(false)), "{main}");
+    let (status, sub) = play("sub");
+    assert_eq!((status, sub["sub_stream"].as_bool()), (200, Some(true)), "{sub}");
+    assert_ne!(main["stream_id"], sub["stream_id"]);
+    assert_eq!(play("sub").1["stream_id"], sub["stream_id"], "played again: the same session");
+    for s in [&main, &sub] {
+        engine.wait_stat(s["stream_id"].as_str().unwrap(), "keyframes", 1);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = device.join();
 }

@@ -68,13 +68,13 @@ impl Control {
         })?;
         match self.start_send_up(session.ssrc, ssrc, media).await {
             Ok(answer) => {
-                let send = UpstreamSend { stream_ssrc: session.ssrc, send_ssrc: ssrc, history: kind != PlayKind::Live };
+                let send = UpstreamSend { stream_ssrc: session.ssrc, send_ssrc: ssrc, history: !kind.is_live() };
                 self.upstream_sends.borrow_mut().insert(handle, send);
                 Ok(answer)
             }
             Err(refusal) => {
                 tracing::warn!(device_id, channel_id, ?refusal, "cannot send the channel upward");
-                if kind != PlayKind::Live {
+                if !kind.is_live() {
                     self.command(Command::StopSession { ssrc: session.ssrc });
                 }
                 Err(refusal)
@@ -93,7 +93,7 @@ impl Control {
         kind: PlayKind,
     ) -> Result<UpstreamMediaAnswer, UpstreamRefusal> {
         let Some(stream_ssrc) = self.local_channels.borrow().get(channel_id).copied() else { return Err(UpstreamRefusal::Unavailable) };
-        if kind != PlayKind::Live {
+        if !kind.is_live() {
             return Err(UpstreamRefusal::Unavailable);
         }
         let answer = self.start_send_up(stream_ssrc, ssrc, media).await?;

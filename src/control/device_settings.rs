@@ -6,7 +6,7 @@
 
 use super::Control;
 use crate::config::SsrcCheck;
-use crate::proto::sip::endpoint::MediaTransport;
+use crate::proto::sip::endpoint::{MediaTransport, SubStreamAttr};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -25,12 +25,20 @@ pub struct DeviceSettings {
     /// udp, tcp (the device connects) or tcp-active (gmv connects).
     pub transport: Option<String>,
     pub ssrc_check: Option<SsrcCheck>,
+    /// How the device is asked for its sub-stream (none: it is not).
+    pub sub_stream: Option<SubStreamAttr>,
 }
 
 impl DeviceSettings {
     /// As the API shows it: whether there is an own password, not the password.
     pub fn public(&self) -> Value {
-        json!({ "name": self.name, "own_password": self.password.is_some(), "transport": self.transport, "ssrc_check": self.ssrc_check })
+        json!({
+            "name": self.name,
+            "own_password": self.password.is_some(),
+            "transport": self.transport,
+            "ssrc_check": self.ssrc_check,
+            "sub_stream": self.sub_stream,
+        })
     }
 
     /// Applies a change as JSON has it: a field absent stays, null clears it. Why not, naming
@@ -38,7 +46,7 @@ impl DeviceSettings {
     fn change(&mut self, body: &Value) -> Result<(), String> {
         let Some(fields) = body.as_object() else { return Err("the body is a JSON object".into()) };
         for key in fields.keys() {
-            if !["device_id", "name", "password", "transport", "ssrc_check"].contains(&key.as_str()) {
+            if !["device_id", "name", "password", "transport", "ssrc_check", "sub_stream"].contains(&key.as_str()) {
                 return Err(format!("unknown field {key:?}"));
             }
         }
@@ -68,6 +76,14 @@ impl DeviceSettings {
             None => {}
             Some(Value::Null) => self.ssrc_check = None,
             Some(v) => self.ssrc_check = Some(serde_json::from_value(v.clone()).map_err(|_| "ssrc_check is learn or strict".to_string())?),
+        }
+        match body.get("sub_stream") {
+            None => {}
+            Some(Value::Null) => self.sub_stream = None,
+            Some(v) => {
+                let why = "sub_stream is how the device is asked for it: stream (a=stream:1), streamnumber (GB/T 28181-2022), streamprofile (Dahua) or streamMode (Mercury, TP-LINK)";
+                self.sub_stream = Some(serde_json::from_value(v.clone()).map_err(|_| why.to_string())?);
+            }
         }
         Ok(())
     }
@@ -192,6 +208,11 @@ impl Control {
         settings.get(device_id).and_then(|s| s.transport.as_deref()).and_then(MediaTransport::parse).unwrap_or(MediaTransport::Udp)
     }
 
+    /// How a device is asked for its sub-stream, when it is set up for one.
+    pub fn sub_stream_attr(&self, device_id: &str) -> Option<SubStreamAttr> {
+        self.device_settings.borrow().get(device_id).and_then(|s| s.sub_stream)
+    }
+
     /// Whether a device's stream learns an SSRC the device picked itself: its setting, else
     /// the config's.
     pub fn learns_ssrc(&self, device_id: &str) -> bool {
@@ -210,7 +231,7 @@ mod tests {
     fn a_change_sets_clears_and_refuses_naming_the_field() {
         let mut s = DeviceSettings::default();
         s.change(&json!({ "name": "东门", "password": "p4ss", "transport": "tcp", "ssrc_check": "strict" })).unwrap();
-        assert_eq!(s.public(), json!({ "name": "东门", "own_password": true, "transport": "tcp", "ssrc_check": "strict" }));
+        assert_eq!(s.public(), json!({ "name": "东门", "own_password": true, "transport": "tcp", "ssrc_check": "strict", "sub_stream": null }));
         s.change(&json!({ "password": null, "transport": null })).unwrap();
         assert_eq!((s.password.as_deref(), s.transport.as_deref(), s.name.as_deref()), (None, None, Some("东门")), "null clears, absent stays");
         for (bad, says) in [

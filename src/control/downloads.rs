@@ -660,7 +660,7 @@ fn download_stem(ssrc: u32, created_ms: u64) -> String {
 pub(super) fn history_spec(ssrc: u32, kind: PlayKind, created_ms: u64) -> Option<crate::shard::msg::History> {
     use crate::shard::msg::History;
     match kind {
-        PlayKind::Live => None,
+        PlayKind::Live | PlayKind::LiveSub(_) => None,
         PlayKind::Playback { .. } => Some(History::Playback),
         PlayKind::Download { .. } => Some(History::Download { stem: download_stem(ssrc, created_ms), resume: None }),
     }

@@ -2,7 +2,7 @@
 
 use super::request::RequestHead;
 use crate::control::{Control, PlaySite, Registry};
-use crate::proto::sip::endpoint::{Answer, ControlError, Device, DeviceAsk, DeviceCommand, MediaTransport, Session};
+use crate::proto::sip::endpoint::{Answer, ControlError, Device, DeviceAsk, DeviceCommand, MediaTransport, PlayKind, Session};
 use crate::proto::sip::ptz::{self, PtzAction};
 use serde_json::{Value, json};
 use std::rc::Rc;
@@ -419,7 +419,19 @@ pub async fn route(control: &Rc<Control>, head: &RequestHead, segments: &[&str],
                     None => return (400, json!({ "code": "bad_request", "message": "transport is udp, tcp (passive) or tcp-active" })),
                 },
             };
-            match control.play(id, ch, transport).await {
+            // The sub-stream (辅码流) for small tiles, where the device is set up for one.
+            let kind = match req.get("stream").and_then(Value::as_str) {
+                None | Some("main") => PlayKind::Live,
+                Some("sub") => match control.sub_stream_attr(id) {
+                    Some(attr) => PlayKind::LiveSub(attr),
+                    None => {
+                        let m = format!("device {id} is not set up for a sub-stream: PUT /api/devices/{id} {{\"sub_stream\": \"stream\" | \"streamnumber\" | \"streamprofile\" | \"streamMode\"}} says how it is asked for one");
+                        return (409, json!({ "code": "no_sub_stream", "message": m }));
+                    }
+                },
+                Some(_) => return (400, json!({ "code": "bad_request", "message": "stream is main or sub" })),
+            };
+            match control.play_kind(id, ch, transport, kind, None).await {
                 Ok(session) => (200, session_json(control, head, &session)),
                 Err(e) => {
                     let (status, code) = e.http();

@@ -36,7 +36,7 @@ pub use asks::{ASK_ANSWER_TIMEOUT, ASKS_IN_FLIGHT_MAX, Answer, DeviceAsk, PRESET
 pub use challenge::{AUTH_FAILURES_MAX, CHALLENGE_TTL, CHALLENGES_MAX};
 pub use control::{CONTROLS_IN_FLIGHT_MAX, ControlError, ControlHandle, DeviceCommand};
 pub use device::{CHANNELS_PER_DEVICE_MAX, DEVICES_MAX, Device};
-pub use play::{MediaTransport, PlayError, PlayHandle, PlayKind, PlayStart, SESSIONS_MAX, Session};
+pub use play::{MediaTransport, PlayError, PlayHandle, PlayKind, PlayStart, SESSIONS_MAX, Session, SubStreamAttr};
 pub use query::{QUERY_ANSWER_TIMEOUT, QueryCmd};
 pub use records::{RECORD_ITEMS_MAX, RECORD_QUERIES_MAX, RecordList, RecordType, Recording};
 pub use subscribe::{POSITION_INTERVAL_S, SUBSCRIBE_EXPIRES_S_MIN, SUBSCRIBE_REFRESH_MARGIN, SubKind};
@@ -806,7 +806,7 @@ impl Endpoint {
         for _ in 0..SSRC_DRAWS_MAX {
             let sequence = 1 + (self.rng.secret_u64() % u64::from(GB_SSRC_SEQUENCES - 1)) as u32;
             let live = gb_live_ssrc(&self.cfg.domain, sequence);
-            ssrc = if kind == PlayKind::Live { live } else { live + GB_HISTORY_SSRC_BASE };
+            ssrc = if kind.is_live() { live } else { live + GB_HISTORY_SSRC_BASE };
             if !self.plays.uses_ssrc(ssrc) {
                 break;
             }

@@ -128,10 +128,45 @@ impl PlayError {
     }
 }
 
-/// What is played: the live picture, or a range of the device's recordings (unix seconds).
+/// How a device is asked for its sub-stream (辅码流) in the INVITE's SDP: vendors and the
+/// 2022 edition of GB/T 28181 differ (as wvp-GB28181-pro lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum SubStreamAttr {
+    /// `a=stream:1` (common).
+    #[serde(rename = "stream")]
+    Stream,
+    /// `a=streamnumber:1` (GB/T 28181-2022).
+    #[serde(rename = "streamnumber")]
+    StreamNumber,
+    /// `a=streamprofile:1` (Dahua).
+    #[serde(rename = "streamprofile")]
+    StreamProfile,
+    /// `a=streamMode:sub` (Mercury, TP-LINK).
+    #[serde(rename = "streamMode")]
+    StreamMode,
+}
+
+impl SubStreamAttr {
+    pub fn sdp_line(self) -> &'static str {
+        match self {
+            SubStreamAttr::Stream => "a=stream:1\r\n",
+            SubStreamAttr::StreamNumber => "a=streamnumber:1\r\n",
+            SubStreamAttr::StreamProfile => "a=streamprofile:1\r\n",
+            SubStreamAttr::StreamMode => "a=streamMode:sub\r\n",
+        }
+    }
+}
+
+/// Third part of a live sub-stream session's key (a history session's is its handle, from 1).
+const SUB_STREAM_KEY: u64 = u64::MAX;
+
+/// What is played: the live picture (main or sub-stream), or a range of the device's
+/// recordings (unix seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlayKind {
     Live,
+    /// The live sub-stream, asked for with the device's attribute.
+    LiveSub(SubStreamAttr),
     Playback {
         start: u64,
         end: u64,
@@ -147,7 +182,7 @@ pub enum PlayKind {
 impl PlayKind {
     pub fn name(self) -> &'static str {
         match self {
-            PlayKind::Live => "live",
+            PlayKind::Live | PlayKind::LiveSub(_) => "live",
             PlayKind::Playback { .. } => "playback",
             PlayKind::Download { .. } => "download",
         }
@@ -155,15 +190,20 @@ impl PlayKind {
 
     pub fn range(self) -> Option<(u64, u64)> {
         match self {
-            PlayKind::Live => None,
+            PlayKind::Live | PlayKind::LiveSub(_) => None,
             PlayKind::Playback { start, end } | PlayKind::Download { start, end, .. } => Some((start, end)),
         }
+    }
+
+    /// The live picture, main or sub-stream (one session per channel for each).
+    pub fn is_live(self) -> bool {
+        matches!(self, PlayKind::Live | PlayKind::LiveSub(_))
     }
 
     /// SDP `s=` (GB/T 28181 §9.8: Play, Playback, Download).
     pub(super) fn session_name(self) -> &'static str {
         match self {
-            PlayKind::Live => "Play",
+            PlayKind::Live | PlayKind::LiveSub(_) => "Play",
             PlayKind::Playback { .. } => "Playback",
             PlayKind::Download { .. } => "Download",
         }
@@ -193,6 +233,8 @@ pub struct Session {
     pub transport: &'static str,
     /// live, playback or download.
     pub kind: &'static str,
+    /// A live sub-stream (辅码流) rather than the main stream.
+    pub sub_stream: bool,
     /// The recorded range played (unix seconds); none for live.
     pub start: Option<u64>,
     pub end: Option<u64>,
@@ -252,8 +294,8 @@ struct Abandoned {
     until: Instant,
 }
 
-/// (device, channel, 0) for live play (one per channel); (device, channel, handle) for each
-/// history session.
+/// (device, channel, 0) for live play (one per channel), (device, channel, `SUB_STREAM_KEY`)
+/// for its sub-stream; (device, channel, handle) for each history session.
 type ChannelKey = (String, String, u64);
 
 #[derive(Debug, Default)]
@@ -301,6 +343,7 @@ fn offer_sdp(channel_id: &str, media_ip: &str, port: u16, ssrc: u32, transport: 
     };
     let speed = match kind {
         PlayKind::Download { speed, .. } => format!("a=downloadspeed:{speed}\r\n"),
+        PlayKind::LiveSub(attr) => attr.sdp_line().to_string(),
         _ => String::new(),
     };
     format!(
@@ -345,8 +388,8 @@ impl Endpoint {
         transport: MediaTransport,
         kind: PlayKind,
     ) -> Result<PlayStart, super::PlayError> {
-        let live_key = (device_id.to_string(), channel_id.to_string(), 0);
-        if kind == PlayKind::Live {
+        let live_key = (device_id.to_string(), channel_id.to_string(), if kind == PlayKind::Live { 0 } else { SUB_STREAM_KEY });
+        if kind.is_live() {
             if let Some(s) = self.plays.live.get(&live_key) {
                 return Ok(PlayStart::Live(Box::new(s.clone())));
             }
@@ -358,13 +401,13 @@ impl Endpoint {
         if kind.range().is_some_and(|(start, end)| end <= start) {
             return Err(PlayError::BadRange);
         }
-        if self.plays.live.len() + self.plays.pending.len() >= SESSIONS_MAX || (kind == PlayKind::Live && self.plays.pending.contains_key(&live_key))
+        if self.plays.live.len() + self.plays.pending.len() >= SESSIONS_MAX || (kind.is_live() && self.plays.pending.contains_key(&live_key))
         {
             return Err(PlayError::Busy);
         }
         self.plays.next_handle += 1;
         let handle = PlayHandle(self.plays.next_handle);
-        let key = if kind == PlayKind::Live { live_key } else { (device_id.to_string(), channel_id.to_string(), handle.0) };
+        let key = if kind.is_live() { live_key } else { (device_id.to_string(), channel_id.to_string(), handle.0) };
         self.plays.by_handle.insert(handle, key.clone());
         self.plays.pending.insert(key, Pending { handle, kind, transport, invite: None, cancelled: false });
         Ok(PlayStart::Open(handle))
@@ -503,6 +546,7 @@ impl Endpoint {
             media_from: media_sources(inv.peer.addr().ip(), answer_sdp.as_ref().and_then(answer_media_ip)),
             transport: pending.transport.name(),
             kind: pending.kind.name(),
+            sub_stream: matches!(pending.kind, PlayKind::LiveSub(_)),
             start: pending.kind.range().map(|r| r.0),
             end: pending.kind.range().map(|r| r.1),
             started_at: self.unix_ms(now) / 1000,
@@ -544,8 +588,11 @@ impl Endpoint {
     }
 
     /// Stops the live play of a channel.
+    /// Stops the channel's live sessions (the main stream and the sub-stream).
     pub(super) fn stop(&mut self, now: Instant, device_id: &str, channel_id: &str, reason: EndReason) -> bool {
-        self.stop_key(now, (device_id.to_string(), channel_id.to_string(), 0), reason)
+        let main = self.stop_key(now, (device_id.to_string(), channel_id.to_string(), 0), reason);
+        let sub = self.stop_key(now, (device_id.to_string(), channel_id.to_string(), SUB_STREAM_KEY), reason);
+        main || sub
     }
 
     /// Stops the session (live or history, answered or pending) whose stream is `ssrc`.
@@ -629,7 +676,7 @@ impl Endpoint {
     /// session is found by the MESSAGE's Call-ID (devices reuse the INVITE's), else as the one
     /// history session of the channel the body names, else of the device.
     pub(super) fn media_status_end(&mut self, now: Instant, device_id: &str, call_id: &str, channel_id: &str) -> bool {
-        let history = |k: &ChannelKey, s: &Session| k.0 == device_id && s.play_kind != PlayKind::Live;
+        let history = |k: &ChannelKey, s: &Session| k.0 == device_id && !s.play_kind.is_live();
         let by_call = self.plays.live.iter().find(|(k, s)| history(k, s) && s.dialog.call_id == call_id).map(|(k, _)| k.clone());
         let only = |pred: &dyn Fn(&ChannelKey) -> bool| {
             let mut found = self.plays.live.iter().filter(|(k, s)| history(k, s) && pred(k)).map(|(k, _)| k.clone());

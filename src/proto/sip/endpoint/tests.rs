@@ -438,6 +438,46 @@ fn a_second_play_joins_the_pending_invite() {
     assert_eq!(s.channel_id, CH);
 }
 
+/// The sub-stream (辅码流) is its own session beside the main stream's, asked for with the
+/// device's attribute; stopping the channel ends both.
+#[test]
+fn the_sub_stream_is_a_session_of_its_own_with_the_devices_attribute() {
+    let mut h = H::new();
+    let mut dev = Dev::udp(DEV, addr(10, 5060));
+    h.online_device(&mut dev);
+    let main = h.answered_invite(&dev);
+    assert!(!main.sub_stream);
+    let kind = PlayKind::LiveSub(SubStreamAttr::StreamNumber);
+    let Outcome::Play(Ok(PlayStart::Open(handle))) = h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp, kind })
+    else {
+        panic!("a new play for the sub-stream, not the main stream's session")
+    };
+    let ssrc = h.ep.next_ssrc(kind);
+    assert_ne!(ssrc, main.ssrc);
+    h.command(Command::Invite { handle, ssrc, port: 30_002, media_ip: None });
+    let invite = h.sent_one(dev.peer);
+    let sdp = String::from_utf8_lossy(invite.body()).to_string();
+    assert!(sdp.contains("s=Play\r\n") && sdp.contains("a=streamnumber:1\r\n"), "{sdp}");
+    h.answer(&dev, &invite, 200, Some(("Application/SDP", b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=video 6002 RTP/AVP 96\r\n")));
+    h.take();
+    let events = h.take_events();
+    let Some(Event::PlayAnswered { session, .. }) = events.into_iter().find(|e| matches!(e, Event::PlayAnswered { .. })) else { panic!("answered") };
+    assert!(session.sub_stream && session.kind == "live");
+    // Played again: each finds its own session.
+    let again = |h: &mut H, kind| match h.command(Command::Play { device_id: DEV.into(), channel_id: CH.into(), transport: MediaTransport::Udp, kind }) {
+        Outcome::Play(Ok(PlayStart::Live(s))) => s.ssrc,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((again(&mut h, PlayKind::Live), again(&mut h, kind)), (main.ssrc, session.ssrc));
+    assert_eq!(h.ep.sessions().count(), 2);
+    for (attr, line) in [(SubStreamAttr::Stream, "a=stream:1"), (SubStreamAttr::StreamProfile, "a=streamprofile:1"), (SubStreamAttr::StreamMode, "a=streamMode:sub")] {
+        assert_eq!(attr.sdp_line(), format!("{line}\r\n"));
+    }
+    assert_eq!(h.command(Command::Stop { device_id: DEV.into(), channel_id: CH.into() }), Outcome::Found(true));
+    let byes = h.take().into_iter().filter(|(_, m)| method(m) == "BYE").count();
+    assert_eq!((byes, h.ep.sessions().count()), (2, 0), "both ended");
+}
+
 /// Defect 7: stopping many sessions sends every BYE at once and ends them at once; nobody
 /// waits for answers (devices that never answer cost a timer each, nothing more).
 #[test]

@@ -1498,7 +1498,7 @@ impl Endpoint {
         let found = self.upstreams.calls.iter().find(|(_, c)| c.dialog.call_id == call_id && same_sender(c.dialog.peer, from)).map(|(h, c)| (*h, c.kind));
         let Some((handle, kind)) = found else { return Reply::status(481) };
         let action = std::str::from_utf8(msg.body()).ok().and_then(crate::proto::sip::mansrtsp::parse);
-        let Some(action) = action.filter(|_| kind != PlayKind::Live) else {
+        let Some(action) = action.filter(|_| !kind.is_live()) else {
             self.counters.malformed += 1;
             return Reply::status(400);
         };
@@ -1528,7 +1528,7 @@ impl Endpoint {
     /// platform finds the session), before our BYE. False when the session is gone or live.
     pub(super) fn upstream_media_end(&mut self, now: Instant, handle: UpstreamCallHandle) -> bool {
         let sn = self.new_sn();
-        let Some(c) = self.upstreams.calls.get_mut(&handle).filter(|c| c.kind != PlayKind::Live && c.state != CallState::Answering) else {
+        let Some(c) = self.upstreams.calls.get_mut(&handle).filter(|c| !c.kind.is_live() && c.state != CallState::Answering) else {
             return false;
         };
         let UasDialog { cseq, call_id, .. } = c.dialog.step();
