@@ -157,6 +157,23 @@ const I18N = {
     'wall.no_media': 'No video yet: {why}',
     'wall.closed_no_media': 'Closed without video: {why}',
     'wall.no_player': 'This browser plays neither FLV (Media Source Extensions) nor HLS',
+    'wall.ended': 'The stream ended: gmv closed its connection (code {code}).',
+    'wall.flv_refused': 'The stream did not open over a WebSocket (closed with code {code}).',
+    'wall.flv_too_big': 'Stopped: the stream sent more than {mib} MiB without a whole FLV tag.',
+    'wall.flv_bad': 'Stopped: the stream is not FLV ({why}).',
+    'wall.wasm_codec': 'Stopped: the stream now sends {codec}; the console\'s own decoder plays H.265 only.',
+    'wall.hevc_unplayable': 'H.265 cannot play here: this browser has no H.265 decoder and the console\'s own did not load ({why}).',
+    'wall.hevc_format': 'H.265 cannot play here: the console\'s decoder does not draw this picture ({why}).',
+    'wall.hevc_undecodable': 'H.265 cannot play here: the console\'s decoder refuses this stream (FFmpeg error {code}).',
+    'wall.hevc_no_wasm': 'this browser runs no WebAssembly Workers',
+    'wall.hevc_worker_failed': 'its Worker script failed',
+    'wall.hevc_load_slow': 'not ready within {s} s',
+    'wall.no_sound': 'no sound: {why}',
+    'wall.no_sound.flv_g711': 'the FLV player cannot play G.711 (the WebRTC player can)',
+    'wall.no_sound.hls_g711': 'HLS carries no G.711 (the WebRTC player plays it)',
+    'wall.no_sound.codec': '{codec} sound does not go over WebRTC',
+    'wall.no_sound.no_webrtc': 'this browser has no WebRTC',
+    'wall.no_sound.failed': 'the WebRTC connection failed',
     'ptz.title': 'PTZ',
     'ptz.select_tile': '(select a tile)',
     'ptz.up': 'Tilt up',
@@ -1091,6 +1108,23 @@ const I18N = {
     'wall.no_media': '尚无视频：{why}',
     'wall.closed_no_media': '已关闭，未收到视频：{why}',
     'wall.no_player': '此浏览器既不能播放 FLV（Media Source Extensions），也不能播放 HLS',
+    'wall.ended': '视频流已结束：gmv 关闭了连接（代码 {code}）。',
+    'wall.flv_refused': '视频流未能通过 WebSocket 打开（连接关闭，代码 {code}）。',
+    'wall.flv_too_big': '已停止：视频流发送了超过 {mib} MiB 的数据仍不成一个完整的 FLV 标签。',
+    'wall.flv_bad': '已停止：视频流不是 FLV（{why}）。',
+    'wall.wasm_codec': '已停止：视频流现在发送 {codec}，控制台自带的解码器只能播放 H.265。',
+    'wall.hevc_unplayable': '无法在此播放 H.265：此浏览器没有 H.265 解码器，控制台自带的解码器也未能加载（{why}）。',
+    'wall.hevc_format': '无法在此播放 H.265：控制台的解码器无法显示此画面（{why}）。',
+    'wall.hevc_undecodable': '无法在此播放 H.265：控制台的解码器无法解码此视频流（FFmpeg 错误 {code}）。',
+    'wall.hevc_no_wasm': '此浏览器不能在 Worker 中运行 WebAssembly',
+    'wall.hevc_worker_failed': '其 Worker 脚本出错',
+    'wall.hevc_load_slow': '{s} 秒内未就绪',
+    'wall.no_sound': '无声音：{why}',
+    'wall.no_sound.flv_g711': 'FLV 播放器不能播放 G.711（WebRTC 播放器可以）',
+    'wall.no_sound.hls_g711': 'HLS 不带 G.711 声音（WebRTC 播放器可以播放）',
+    'wall.no_sound.codec': '{codec} 声音不能通过 WebRTC 传送',
+    'wall.no_sound.no_webrtc': '此浏览器不支持 WebRTC',
+    'wall.no_sound.failed': 'WebRTC 连接失败',
     'ptz.title': '云台',
     'ptz.select_tile': '（请选择画面）',
     'ptz.up': '向上',
@@ -2661,6 +2695,8 @@ function renderWall() {
       tile.message = sayKey(el('div', { class: 'message' }), 'wall.empty');
       tile.name = el('span', { class: 'name' }, '');
       tile.stats = el('div', { class: 'stats' }, '');
+      // What else the tile should say while it plays (why there is no sound).
+      tile.note = el('div', { class: 'note', dataset: { testid: `tile-note-${i}` } }, '');
       const sound = say(el('button', { title: t('wall.sound_title'), 'data-i18n-title': 'wall.sound_title', onclick: (e) => {
         e.stopPropagation();
         tile.video.muted = !tile.video.muted;
@@ -2673,7 +2709,7 @@ function renderWall() {
           el('button', { title: t('wall.snap_title'), 'data-i18n-title': 'wall.snap_title', 'data-i18n': 'wall.snap', onclick: (e) => { e.stopPropagation(); snapshot(tile); } }, t('wall.snap')),
           el('button', { title: t('wall.full_title'), 'data-i18n-title': 'wall.full_title', 'data-i18n': 'wall.full', onclick: (e) => { e.stopPropagation(); tile.node.requestFullscreen && tile.node.requestFullscreen(); } }, t('wall.full')),
           el('button', { title: t('wall.close_title'), 'data-i18n-title': 'wall.close_title', onclick: (e) => { e.stopPropagation(); stopTile(tile); } }, '✕')),
-        tile.stats);
+        tile.note, tile.stats);
     }
     tile.node.classList.toggle('selected', i === selected);
     return tile.node;
@@ -2764,6 +2800,7 @@ $('#home-off').addEventListener('click', () => homePosition(false));
 
 function suspendTiles() {
   for (const tile of tiles) {
+    tile.playId = 0; // a play still being set up gives up (the tile plays again on return)
     if (tile.player) { tile.player.destroy(); tile.player = null; }
     clearInterval(tile.timer);
   }
@@ -2777,17 +2814,19 @@ function resumeTiles() {
 
 function stopTile(tile) {
   const shown = presetsOf && presetsOf === presetsKey(tile) && tiles[selected] === tile;
+  tile.playId = 0;
   if (tile.player) { tile.player.destroy(); tile.player = null; }
   tile.level = null;
   if (tile.video) tile.video.srcObject = null;
   tile.video && tile.video.removeAttribute('src');
   clearInterval(tile.timer);
-  Object.assign(tile, { device: null, channel: null, streamId: null, label: '', noMedia: null });
+  Object.assign(tile, { device: null, channel: null, streamId: null, label: '', noMedia: null, codecs: null, wasm: null });
   if (tile.node) {
     tile.node.classList.add('empty');
     sayKey(tile.message, 'wall.empty');
     sayKey(tile.name, '');
     sayKey(tile.stats, '');
+    sayKey(tile.note, '');
   }
   if (shown) loadPresets();
 }
@@ -2796,13 +2835,63 @@ function stopTile(tile) {
 const labelOf = (tile) => tile.label || t('wall.stream_label', { id: tile.channel });
 
 // What plays a tile, best first: WebRTC (sub-second, and the sound of G.711 cameras), FLV over
-// a WebSocket, HLS. A tile that cannot play one goes on to the next.
+// a WebSocket, HLS. A tile that cannot play one goes on to the next, once per play (no loop).
+// H.265 in a browser without an H.265 decoder of its own plays with the console's (`wasm`:
+// FLV over a WebSocket decoded in a Worker, drawn on a canvas; the sound over WebRTC).
 const PLAYERS = ['webrtc', 'flv', 'hls'];
 const FIRST_PLAYER = { auto: 0, flv: 1, hls: 2 };
+// How long a tile waits for the stream's codecs (GET /api/streams/{id}) before it picks a
+// player anyway, and how often it asks meanwhile.
+const CODECS_WAIT_MS = 4000;
+const CODECS_POLL_MS = 250;
+const isG711 = (codec) => codec === 'pcma' || codec === 'pcmu';
+// The tile's note that it plays without sound, and why (a key of `wall.no_sound.*`, or the
+// words of an error), in the language in force.
+const noSound = (tile, why, params = {}) => say(tile.note, () => t('wall.no_sound', { why: typeof why === 'string' ? t(why, params) : readable(why) }));
+let plays = 0;
 
-async function wallPlay(deviceId, channelId, label, into, level) {
+// Whether this browser decodes H.265 itself (Media Source Extensions take hvc1/hev1).
+function browserPlaysHevc() {
+  const MS = window.ManagedMediaSource || window.MediaSource;
+  if (!MS || !MS.isTypeSupported) return false;
+  return ['video/mp4; codecs="hvc1.1.6.L93.B0"', 'video/mp4; codecs="hev1.1.6.L93.B0"'].some((type) => MS.isTypeSupported(type));
+}
+
+// Why a stream has no media yet, as its GET /api/streams answer says it (null once it has).
+// A stream with frames has taken media, whatever `no_media` says (gmv gives RTMP and
+// RTSP-pulled streams, fed in process, the RTP lock's "no packet at all").
+const noMediaOf = (s) => (s.no_media && !(s.frames > 0) && s.age_ms >= NO_MEDIA_SHOWN_AFTER_MS ? s.no_media : null);
+
+// The stream's codecs, asked until the video's is known (or CODECS_WAIT_MS): its GET
+// /api/streams answer, or null when there is none (the tile then tries its players in order).
+// Meanwhile the tile says why nothing came yet, if the stream says so.
+async function streamCodecs(tile, streamId, current) {
+  const deadline = Date.now() + CODECS_WAIT_MS;
+  let info = null;
+  for (;;) {
+    try {
+      info = await api('GET', `/api/streams/${streamId}`);
+    } catch (_) {
+      return info;
+    }
+    if (!current() || info.video_codec || Date.now() >= deadline) return info;
+    const noMedia = noMediaOf(info);
+    if (noMedia) sayKey(tile.message, 'wall.no_media', { why: noMedia });
+    tile.noMedia = noMedia;
+    await new Promise((r) => setTimeout(r, CODECS_POLL_MS));
+  }
+}
+
+// `rechoose`: this play follows a codec learnt only after the first one started (once).
+async function wallPlay(deviceId, channelId, label, into, level, rechoose = false) {
   const tile = into || tiles.find((x) => !x.channel) || tiles[Math.max(selected, 0)] || tiles[0];
   stopTile(tile);
+  // Each play is numbered; an answer that comes after the tile was stopped or played again
+  // (this play no longer its last) is dropped.
+  const playId = ++plays;
+  tile.playId = playId;
+  tile.rechosen = rechoose;
+  const current = () => tile.playId === playId;
   tile.level = level ?? FIRST_PLAYER[$('#player').value] ?? 0;
   Object.assign(tile, { device: deviceId, channel: channelId, label });
   say(tile.name, () => labelOf(tile));
@@ -2810,16 +2899,29 @@ async function wallPlay(deviceId, channelId, label, into, level) {
   tile.node.classList.remove('empty');
   selectTile(tile.index);
   say($('#device-count'), () => t('wall.playing_in', { label: labelOf(tile), n: tile.index + 1 }));
-  const next = () => wallPlay(tile.device, tile.channel, tile.label, tile, tile.level + 1);
+  // The next player, once: a failing player's errors may come more than once.
+  let nextTaken = false;
+  const next = () => {
+    if (!current() || nextTaken) return;
+    nextTaken = true;
+    if (tile.level + 1 >= PLAYERS.length) { sayKey(tile.message, 'wall.no_player'); return; }
+    wallPlay(tile.device, tile.channel, tile.label, tile, tile.level + 1);
+  };
   try {
     // A device's channel is invited; a bare stream (deviceId null) only needs a play token.
     const session = deviceId
       ? await api('POST', `/api/devices/${deviceId}/channels/${channelId}/play`, {})
       : { stream_id: channelId, play: (await api('POST', '/api/play-tokens', { stream_id: channelId })).play };
-    if (tile.channel !== channelId || tile.player) return; // replaced meanwhile
+    if (!current()) return; // stopped or replaced meanwhile
     tile.streamId = session.stream_id;
+    // The codecs decide the player: H.265 without the browser's own decoder, G.711 in FLV.
+    const info = await streamCodecs(tile, session.stream_id, current);
+    if (!current()) return;
+    tile.codecs = { video: info && info.video_codec, audio: info && info.audio_codec };
     const player = PLAYERS[tile.level];
-    if (player === 'webrtc') {
+    if (tile.codecs.video === 'h265' && !browserPlaysHevc()) {
+      playWasm(tile, session);
+    } else if (player === 'webrtc') {
       if (!session.play.whep || !window.RTCPeerConnection) return next();
       await playWebRtc(tile, session, next);
     } else if (player === 'hls' || !window.mpegts || !mpegts.isSupported()) {
@@ -2830,54 +2932,85 @@ async function wallPlay(deviceId, channelId, label, into, level) {
     }
     if (tile.player) watchTile(tile);
   } catch (err) {
-    if (tile.channel !== channelId) return; // the tile plays something else meanwhile
+    if (!current()) return; // the tile plays something else meanwhile
     // The WebRTC offer refused (a codec this browser cannot take over WebRTC): the next player.
-    if (PLAYERS[tile.level] === 'webrtc') return next();
+    if (PLAYERS[tile.level] === 'webrtc' && !(tile.player && tile.player.name === 'wasm')) return next();
     say(tile.message, () => readable(err));
   }
 }
 
-// WebRTC (WHEP): the offer to the stream's WHEP URL, the answer back; DELETE when the tile stops.
-async function playWebRtc(tile, session, next) {
+// A recvonly WHEP session for `kinds` ('video', 'audio'): the offer to the stream's WHEP URL,
+// the answer back. `ready` settles when gmv answered (rejected with an ApiError when it
+// refused); `close()` ends the connection and DELETEs the session (also one answered later).
+function whep(session, kinds, onTrack) {
   const pc = new RTCPeerConnection();
-  pc.addTransceiver('video', { direction: 'recvonly' });
-  pc.addTransceiver('audio', { direction: 'recvonly' });
-  const media = new MediaStream();
-  pc.ontrack = (e) => media.addTrack(e.track);
+  for (const kind of kinds) pc.addTransceiver(kind, { direction: 'recvonly' });
+  pc.ontrack = (e) => onTrack(e.track);
   let sessionUrl = null;
-  tile.player = { destroy: () => {
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
     pc.close();
     if (sessionUrl) fetch(sessionUrl, { method: 'DELETE' }).catch(() => {});
-  } };
-  const player = tile.player;
-  await pc.setLocalDescription(await pc.createOffer());
-  const url = new URL(session.play.whep, location.href);
-  url.host = location.host; // the answer names the host the API was asked at
-  const r = await fetch(url.href, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
-  if (r.status !== 201) {
-    pc.close();
-    let body = {};
-    try { body = await r.json(); } catch { /* not JSON */ }
-    throw new ApiError(r.status, body.code || 'webrtc', body.message || '');
-  }
-  sessionUrl = new URL(r.headers.get('Location'), url).href;
-  if (tile.player !== player) { player.destroy(); return; } // the tile was stopped meanwhile
-  await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+  };
+  const ready = (async () => {
+    await pc.setLocalDescription(await pc.createOffer());
+    const url = new URL(session.play.whep, location.href);
+    url.host = location.host; // the answer names the host the API was asked at
+    const r = await fetch(url.href, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+    if (r.status !== 201) {
+      pc.close();
+      let body = {};
+      try { body = await r.json(); } catch { /* not JSON */ }
+      throw new ApiError(r.status, body.code || 'webrtc', body.message || '');
+    }
+    sessionUrl = new URL(r.headers.get('Location'), url).href;
+    if (closed) { // closed while gmv answered: its session goes too
+      fetch(sessionUrl, { method: 'DELETE' }).catch(() => {});
+      return;
+    }
+    await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+  })();
+  return { pc, ready, close, get closed() { return closed; }, get url() { return sessionUrl; } };
+}
+
+// WebRTC (WHEP): picture and sound; DELETE when the tile stops.
+async function playWebRtc(tile, session, next) {
+  const media = new MediaStream();
+  const w = whep(session, ['video', 'audio'], (track) => media.addTrack(track));
+  const player = { pc: w.pc, destroy: w.close };
+  tile.player = player;
+  await w.ready;
+  if (tile.player !== player) return; // the tile was stopped meanwhile
   // The connection failing (a firewall between the browser and the WebRTC port): the next player.
-  pc.onconnectionstatechange = () => {
-    if (pc.connectionState === 'failed' && tile.player === player) next();
+  w.pc.onconnectionstatechange = () => {
+    if (w.pc.connectionState === 'failed' && tile.player === player) next();
   };
   tile.video.srcObject = media;
   tile.video.play().catch(() => {});
-  sayKey(tile.message, '');
+  if (!tile.noMedia) sayKey(tile.message, '');
+}
+
+// The FLV URL of a play answer as a WebSocket URL on this page's host (a browser opens six
+// HTTP/1.1 connections to one origin, not sixteen).
+function flvSocketUrl(session) {
+  const url = new URL(session.play.flv, location.href);
+  url.host = location.host; // the answer names the host the API was asked at
+  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return url.href;
 }
 
 function playFlv(tile, session, next) {
-  const url = new URL(session.play.flv, location.href);
-  url.host = location.host; // the answer names the host the API was asked at
-  // Over a WebSocket: a browser opens six HTTP/1.1 connections to one origin, not sixteen.
-  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  tile.player = mpegts.createPlayer({ type: 'flv', isLive: true, url: url.href }, { enableStashBuffer: false, liveBufferLatencyChasing: true });
+  // mpegts.js cannot play G.711 ("Unsupported audio codec idx: 7"): the picture alone, its
+  // sound tags ignored (hasAudio false), and the tile says why it is silent.
+  const g711 = tile.codecs && isG711(tile.codecs.audio);
+  const source = { type: 'flv', isLive: true, url: flvSocketUrl(session) };
+  if (g711) {
+    source.hasAudio = false;
+    noSound(tile, 'wall.no_sound.flv_g711');
+  }
+  tile.player = mpegts.createPlayer(source, { enableStashBuffer: false, liveBufferLatencyChasing: true });
   tile.player.on(mpegts.Events.ERROR, (type, detail) => {
     // FLV failed (a codec MSE refuses, a proxy that drops WebSockets): HLS once.
     if (window.Hls && Hls.isSupported()) {
@@ -2889,26 +3022,317 @@ function playFlv(tile, session, next) {
   tile.player.attachMediaElement(tile.video);
   tile.player.load();
   tile.video.play().catch(() => {});
-  sayKey(tile.message, '');
+  if (!tile.noMedia) sayKey(tile.message, '');
+}
+
+// ---- the console's own H.265 player (wasm) ----
+// Access units waiting for the Worker's decoder past this: pictures are dropped until the next
+// keyframe (the decoder is slower than the stream: better live than late).
+const WASM_QUEUE_MAX = 10;
+// FLV bytes held for one tag past this: the stream is taken as broken and the tile says so.
+const FLV_BUFFER_MAX = 8 * 1024 * 1024;
+// The decoder's files loaded and compiled within this, or the tile says H.265 cannot play.
+const WASM_LOAD_MS = 20000;
+const HEVC_WORKER = '/console/hevc-worker.js';
+// Access units refused by the decoder, before any picture, after which the tile says so.
+const WASM_ERRORS_MAX = 50;
+
+class FlvError extends Error {
+  constructor(key, params = {}) {
+    super(key);
+    this.key = key;
+    this.params = params;
+  }
+}
+
+// FLV from a byte stream that arrives in pieces: the header, then each whole tag to
+// `onTag(type, timestampMs, data)` (data only valid during the call).
+class FlvReader {
+  constructor(onTag) {
+    this.onTag = onTag;
+    this.buf = new Uint8Array(64 * 1024);
+    this.start = 0;
+    this.end = 0;
+    this.headerDone = false;
+  }
+
+  // A message may hold many tags (gmv sends the cached GOP in one): taken in pieces, each
+  // parsed before the next, so only a tag not yet whole is held.
+  push(bytes) {
+    for (let off = 0; off < bytes.length;) {
+      const room = FLV_BUFFER_MAX - (this.end - this.start);
+      if (room <= 0) throw new FlvError('wall.flv_too_big', { mib: FLV_BUFFER_MAX / 1048576 });
+      const n = Math.min(room, bytes.length - off);
+      this.append(bytes.subarray(off, off + n));
+      off += n;
+      this.parse();
+    }
+  }
+
+  append(bytes) {
+    const held = this.end - this.start;
+    if (this.end + bytes.length > this.buf.length) {
+      // Room at the end: the held bytes moved to the front, in a bigger buffer if need be.
+      if (held + bytes.length <= this.buf.length) {
+        this.buf.copyWithin(0, this.start, this.end);
+      } else {
+        let size = this.buf.length;
+        while (size < held + bytes.length) size *= 2;
+        const buf = new Uint8Array(size);
+        buf.set(this.buf.subarray(this.start, this.end));
+        this.buf = buf;
+      }
+      this.start = 0;
+      this.end = held;
+    }
+    this.buf.set(bytes, this.end);
+    this.end += bytes.length;
+  }
+
+  parse() {
+    const b = this.buf;
+    if (!this.headerDone) {
+      if (this.end - this.start < 9) return;
+      if (b[this.start] !== 0x46 || b[this.start + 1] !== 0x4c || b[this.start + 2] !== 0x56) throw new FlvError('wall.flv_bad', { why: 'no FLV header' });
+      const offset = ((b[this.start + 5] << 24) | (b[this.start + 6] << 16) | (b[this.start + 7] << 8) | b[this.start + 8]) >>> 0;
+      if (this.end - this.start < offset + 4) return;
+      this.start += offset + 4; // the header, PreviousTagSize0
+      this.headerDone = true;
+    }
+    while (this.end - this.start >= 11) {
+      const s = this.start;
+      const size = (b[s + 1] << 16) | (b[s + 2] << 8) | b[s + 3];
+      if (11 + size + 4 > FLV_BUFFER_MAX) throw new FlvError('wall.flv_too_big', { mib: FLV_BUFFER_MAX / 1048576 });
+      if (this.end - s < 11 + size + 4) return;
+      const ts = ((b[s + 7] << 24) | (b[s + 4] << 16) | (b[s + 5] << 8) | b[s + 6]) >>> 0;
+      this.start = s + 11 + size + 4;
+      this.onTag(b[s] & 0x1f, ts, b.subarray(s + 11, s + 11 + size));
+    }
+    if (this.start === this.end) this.start = this.end = 0;
+  }
+}
+
+// H.265 from FLV video tags (enhanced RTMP 'hvc1', or the legacy codec id 12) as Annex B access
+// units: `onAccessUnit(au, key, ptsMs)`; the parameter sets of the last
+// HEVCDecoderConfigurationRecord go before each keyframe (the first one decoded may be any of
+// them). Throws FlvError for another codec.
+function hevcFromFlv(onAccessUnit) {
+  let params = null; // Annex B VPS/SPS/PPS (and SEI) of the last hvcC
+  let lengthSize = 4;
+  const config = (r) => {
+    if (r.length < 23) return;
+    lengthSize = (r[21] & 3) + 1;
+    const nals = [];
+    let p = 23;
+    for (let i = 0, arrays = r[22]; i < arrays && p + 3 <= r.length; i++) {
+      const count = (r[p + 1] << 8) | r[p + 2];
+      p += 3;
+      for (let j = 0; j < count && p + 2 <= r.length; j++) {
+        const len = (r[p] << 8) | r[p + 1];
+        nals.push(r.subarray(p + 2, p + 2 + len));
+        p += 2 + len;
+      }
+    }
+    let size = 0;
+    for (const n of nals) size += 4 + n.length;
+    params = new Uint8Array(size);
+    let o = 0;
+    for (const n of nals) { params.set([0, 0, 0, 1], o); params.set(n, o + 4); o += 4 + n.length; }
+  };
+  const frame = (d, key, ptsMs) => {
+    // Length-prefixed NAL units to start codes, one pass to size, one to copy.
+    let size = key && params ? params.length : 0;
+    for (let p = 0; p + lengthSize <= d.length;) {
+      let len = 0;
+      for (let i = 0; i < lengthSize; i++) len = len * 256 + d[p + i];
+      if (p + lengthSize + len > d.length) break;
+      size += 4 + len;
+      p += lengthSize + len;
+    }
+    const au = new Uint8Array(size);
+    let o = 0;
+    if (key && params) { au.set(params, 0); o = params.length; }
+    for (let p = 0; p + lengthSize <= d.length;) {
+      let len = 0;
+      for (let i = 0; i < lengthSize; i++) len = len * 256 + d[p + i];
+      if (p + lengthSize + len > d.length) break;
+      au[o + 3] = 1;
+      au.set(d.subarray(p + lengthSize, p + lengthSize + len), o + 4);
+      o += 4 + len;
+      p += lengthSize + len;
+    }
+    if (o > 0) onAccessUnit(au, key, ptsMs);
+  };
+  const cts = (d, i) => ((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]) << 8 >> 8;
+  return (ts, d) => {
+    if (d.length < 5) return;
+    const key = ((d[0] >> 4) & 7) === 1;
+    if (d[0] & 0x80) { // enhanced RTMP: IsExHeader, PacketType, FourCC
+      const fourcc = String.fromCharCode(d[1], d[2], d[3], d[4]);
+      if (fourcc !== 'hvc1') throw new FlvError('wall.wasm_codec', { codec: fourcc });
+      const type = d[0] & 0x0f;
+      if (type === 0) config(d.subarray(5));
+      else if (type === 1 && d.length > 8) frame(d.subarray(8), key, ts + cts(d, 5));
+      else if (type === 3) frame(d.subarray(5), key, ts);
+      return;
+    }
+    const codec = d[0] & 0x0f;
+    if (codec !== 12) throw new FlvError('wall.wasm_codec', { codec: codec === 7 ? 'H.264' : `FLV codec id ${codec}` });
+    if (d[1] === 0) config(d.subarray(5));
+    else if (d[1] === 1) frame(d.subarray(5), key, ts + cts(d, 2));
+  };
+}
+
+// The wasm player: the decoder's Worker up first, then FLV over a WebSocket, each access unit
+// to the Worker, each picture it gives back drawn on a canvas over the tile's <video> (which
+// plays the sound, a sound-only WHEP session, when the stream's is G.711). Stopping it closes
+// the socket, ends the Worker, closes the WebRTC session (DELETE) and removes the canvas; a
+// failure stops the same but leaves the last picture under what the tile says.
+function playWasm(tile, session) {
+  const canvas = el('canvas', { class: 'picture', dataset: { testid: `tile-canvas-${tile.index}` } });
+  const ctx = canvas.getContext('2d');
+  tile.video.after(canvas);
+  const w = { ws: null, worker: null, sound: null, queued: 0, drawn: 0, dropped: 0, errors: 0, skipping: false, started: false, latest: null, raf: 0, stopped: false, opened: false, loadTimer: 0 };
+  const player = { name: 'wasm', wasm: w, canvas, destroy: () => { stop(); canvas.remove(); } };
+  tile.player = player;
+  tile.wasm = w;
+  const live = () => tile.player === player && !w.stopped;
+  function stop() {
+    if (w.stopped) return;
+    w.stopped = true;
+    clearTimeout(w.loadTimer);
+    if (w.ws) { w.ws.onclose = null; w.ws.onmessage = null; w.ws.close(); }
+    if (w.worker) w.worker.terminate();
+    if (w.raf) cancelAnimationFrame(w.raf);
+    if (w.sound) w.sound.close();
+  }
+  function fail(key, params) {
+    if (!live()) return;
+    stop();
+    sayKey(tile.message, key, params);
+  }
+  function draw() {
+    w.raf = 0;
+    const f = w.latest;
+    if (!f || !live()) return;
+    w.latest = null;
+    if (canvas.width !== f.width || canvas.height !== f.height) { canvas.width = f.width; canvas.height = f.height; }
+    ctx.putImageData(new ImageData(new Uint8ClampedArray(f.rgba), f.width, f.height), 0, 0);
+    if (!w.drawn) sayKey(tile.message, '');
+    w.drawn++;
+  }
+  const toDecoder = (au, key, pts) => {
+    // Behind: drop pictures until a keyframe finds the queue short again.
+    if (w.queued >= WASM_QUEUE_MAX) w.skipping = true;
+    if (w.skipping || !w.started) {
+      if (!key || w.queued >= WASM_QUEUE_MAX) { if (w.started) w.dropped++; return; }
+      w.skipping = false;
+      w.started = true;
+    }
+    w.queued++;
+    w.worker.postMessage({ type: 'au', au, key, pts }, [au.buffer]);
+  };
+  const onVideo = hevcFromFlv(toDecoder);
+  const reader = new FlvReader((type, ts, data) => { if (type === 9) onVideo(ts, data); });
+  function open() {
+    const ws = new WebSocket(flvSocketUrl(session));
+    w.ws = ws;
+    ws.binaryType = 'arraybuffer';
+    ws.onopen = () => { w.opened = true; };
+    ws.onmessage = (e) => {
+      try {
+        reader.push(new Uint8Array(e.data));
+      } catch (err) {
+        if (err instanceof FlvError) fail(err.key, err.params);
+        else fail('wall.playback_error', { type: 'wasm', detail: String(err && err.message || err) });
+      }
+    };
+    // gmv closed it: the stream ended (or this viewer was cut); said, not reopened.
+    ws.onclose = (e) => fail(w.opened ? 'wall.ended' : 'wall.flv_refused', { code: e.code });
+  }
+  const unplayable = (why) => fail('wall.hevc_unplayable', { why });
+  if (!window.Worker || !window.WebAssembly) {
+    unplayable(t('wall.hevc_no_wasm'));
+    return;
+  }
+  try {
+    w.worker = new Worker(HEVC_WORKER);
+  } catch (err) {
+    unplayable(String(err && err.message || err));
+    return;
+  }
+  w.worker.onerror = (e) => { e.preventDefault(); unplayable(e.message || t('wall.hevc_worker_failed')); };
+  w.worker.onmessage = (e) => {
+    const m = e.data;
+    if (m.type === 'frame') {
+      w.latest = m;
+      if (!w.raf && live()) w.raf = requestAnimationFrame(draw);
+    } else if (m.type === 'done') {
+      w.queued = Math.max(0, w.queued - 1);
+      // Access units the decoder refuses, and never a picture: said, not tried for ever.
+      if (m.error < 0 && !w.drawn && ++w.errors >= WASM_ERRORS_MAX) fail('wall.hevc_undecodable', { code: m.error });
+    } else if (m.type === 'ready') {
+      clearTimeout(w.loadTimer);
+      if (live()) open();
+    } else if (m.type === 'error') {
+      if (m.stage === 'format') fail('wall.hevc_format', { why: m.error });
+      else unplayable(m.error);
+    }
+  };
+  w.loadTimer = setTimeout(() => unplayable(t('wall.hevc_load_slow', { s: WASM_LOAD_MS / 1000 })), WASM_LOAD_MS);
+  w.worker.postMessage({ type: 'init' });
+  wasmSound(tile, session, player);
+}
+
+// The wasm player's sound: G.711 over a sound-only WHEP session, played by the tile's <video>.
+// Without it the picture plays on and the tile's note says why there is no sound.
+function wasmSound(tile, session, player) {
+  const audio = tile.codecs && tile.codecs.audio;
+  const silent = (why, params) => { if (tile.player === player) noSound(tile, why, params); };
+  if (!audio) return; // the camera sends none
+  if (!isG711(audio)) return silent('wall.no_sound.codec', { codec: audio });
+  if (!session.play.whep || !window.RTCPeerConnection) return silent('wall.no_sound.no_webrtc');
+  const media = new MediaStream();
+  const w = whep(session, ['audio'], (track) => media.addTrack(track));
+  player.wasm.sound = w;
+  player.pc = w.pc;
+  w.ready.then(() => {
+    if (tile.player !== player || w.closed) return;
+    w.pc.onconnectionstatechange = () => {
+      if (w.pc.connectionState === 'failed') silent('wall.no_sound.failed');
+    };
+    tile.video.srcObject = media;
+    tile.video.play().catch(() => {});
+  }, (err) => {
+    if (!w.closed) silent(err);
+  });
 }
 
 // The tile's figures every few seconds: the stream's from the API, the frames drawn here.
 function watchTile(tile) {
   let frames = 0;
+  const shown = () => {
+    if (tile.wasm && tile.player && tile.player.wasm === tile.wasm) return tile.wasm.drawn;
+    return tile.video.getVideoPlaybackQuality ? tile.video.getVideoPlaybackQuality().totalVideoFrames : 0;
+  };
   tile.timer = setInterval(async () => {
-    const q = tile.video.getVideoPlaybackQuality ? tile.video.getVideoPlaybackQuality() : { totalVideoFrames: 0 };
-    const fps = Math.round((q.totalVideoFrames - frames) * 1000 / STATS_INTERVAL_MS);
-    frames = q.totalVideoFrames;
+    const now = shown();
+    const fps = Math.round((now - frames) * 1000 / STATS_INTERVAL_MS);
+    frames = now;
     try {
       const s = await api('GET', `/api/streams/${tile.streamId}`);
-      sayKey(tile.stats, 'wall.stats', { player: PLAYERS[tile.level], codec: s.video_codec || '?', width: s.width || '?', height: s.height || '?', kbps: s.bitrate_kbps, fps, lost: s.lost });
+      const player = (tile.player && tile.player.name) || PLAYERS[tile.level];
+      sayKey(tile.stats, 'wall.stats', { player, codec: s.video_codec || '?', width: s.width || '?', height: s.height || '?', kbps: s.bitrate_kbps, fps, lost: s.lost });
       // Nothing taken yet: say why on the tile (what arrived from where, or nothing at all).
-      // A stream with frames has taken media, whatever `no_media` says (gmv gives RTMP and
-      // RTSP-pulled streams, fed in process, the RTP lock's "no packet at all").
-      const noMedia = s.no_media && !(s.frames > 0) && s.age_ms >= NO_MEDIA_SHOWN_AFTER_MS ? s.no_media : null;
+      const noMedia = noMediaOf(s);
       if (noMedia) sayKey(tile.message, 'wall.no_media', { why: noMedia });
       else if (tile.noMedia) sayKey(tile.message, '');
       tile.noMedia = noMedia;
+      // H.265 learnt only after the player was chosen (the camera was slow to send), in a
+      // browser that cannot show it: chosen again, once.
+      if (s.video_codec === 'h265' && tile.codecs && !tile.codecs.video && !tile.rechosen && !(tile.player && tile.player.name === 'wasm') && !browserPlaysHevc()) {
+        wallPlay(tile.device, tile.channel, tile.label, tile, tile.level, true);
+      }
     } catch (err) {
       // The stream closed: keep what it said while it waited, if it never got media.
       say(tile.stats, () => readable(err));
@@ -2918,8 +3342,11 @@ function watchTile(tile) {
 }
 
 function playHls(tile, session) {
-  const url = new URL(session.play.hls, location.href);
+  // H.265 plays from fMP4 segments where a browser plays it at all (TS ones: hardly anywhere).
+  const hevc = tile.codecs && tile.codecs.video === 'h265' && session.play.hls_fmp4;
+  const url = new URL(hevc ? session.play.hls_fmp4 : session.play.hls, location.href);
   url.host = location.host;
+  if (tile.codecs && isG711(tile.codecs.audio)) noSound(tile, 'wall.no_sound.hls_g711');
   // hls.js where Media Source Extensions exist; the browser's own HLS (iOS Safari) otherwise.
   if (window.Hls && Hls.isSupported()) {
     const hls = new Hls({ liveSyncDurationCount: 2 });

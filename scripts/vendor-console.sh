@@ -2,6 +2,7 @@
 # Copies the console's third-party player code from the npm registry (versions pinned by
 # console/package-lock.json) into console/vendor, where the binary embeds it from. Run after
 # changing console/package.json; the result is committed so a build needs no npm.
+# (console/vendor/hevc, the H.265 decoder, is not from npm: console/vendor/hevc/src/build.sh.)
 set -euo pipefail
 cd "$(dirname "$0")/../console"
 npm ci --no-audit --no-fund --silent

@@ -19,6 +19,9 @@ use std::time::Duration;
 /// the device's sound, a `DEVICE_SOUND_HZ` tone in G.711 A-law, beside the video.
 pub const TALKING_CHANNEL: &str = "34020000001310000005";
 pub const DEVICE_SOUND_HZ: u32 = 600;
+/// A camera sending H.265 (`h265_clip`) with the same G.711 A-law sound as `TALKING_CHANNEL`
+/// (listed by `registered_hevc_device` only).
+pub const HEVC_CHANNEL: &str = "34020000001310000006";
 
 pub const CHANNELS: [&str; 4] = ["34020000001310000001", "34020000001310000002", "34020000001310000003", "34020000001310000004"];
 
@@ -242,6 +245,7 @@ pub fn run_device_with(mut sim: Sim, events: mpsc::Sender<DeviceEvent>, stop: Ar
                 let flag = Arc::new(AtomicBool::new(false));
                 let clip = match channel == TALKING_CHANNEL {
                     true => gmv::sim::interleave(frames.clone(), gmv::sim::g711_frames(gmv::proto::frame::Codec::Pcma, &std::fs::read(device_sound_clip()).unwrap(), 1000 / FPS)),
+                    false if channel == HEVC_CHANNEL => hevc_talking_clip(),
                     false => frames.clone(),
                 };
                 let is_video: Vec<bool> = clip.iter().map(|f| f.codec.is_video()).collect();
@@ -330,6 +334,34 @@ pub fn registered_talking_device(control: &Engine) -> (mpsc::Receiver<DeviceEven
         (v["channels"].as_array().map(Vec::len) == Some(n)).then_some(())
     });
     (events, stop, device)
+}
+
+/// `registered_device` with `TALKING_CHANNEL` and `HEVC_CHANNEL` beside the four.
+pub fn registered_hevc_device(control: &Engine) -> (mpsc::Receiver<DeviceEvent>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let mut sim = Sim::new(control.sip);
+    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
+    let (events_tx, events) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut channels = default_channels();
+    channels.push((TALKING_CHANNEL.to_string(), "talking cam".to_string()));
+    channels.push((HEVC_CHANNEL.to_string(), "hevc cam".to_string()));
+    let n = channels.len();
+    let device = {
+        let stop = stop.clone();
+        std::thread::spawn(move || run_device_with(sim, events_tx, stop, channels))
+    };
+    wait_for("catalog", Duration::from_secs(15), || {
+        let (_, v) = control.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
+        (v["channels"].as_array().map(Vec::len) == Some(n)).then_some(())
+    });
+    (events, stop, device)
+}
+
+/// `HEVC_CHANNEL`'s clip: the H.265 test pattern with the device's G.711 A-law sound.
+fn hevc_talking_clip() -> Vec<gmv::proto::frame::Frame> {
+    use gmv::proto::frame::Codec;
+    let video = gmv::sim::frames_from_es(Codec::H265, &std::fs::read(h265_clip()).unwrap(), FPS);
+    gmv::sim::interleave(video, gmv::sim::g711_frames(Codec::Pcma, &std::fs::read(device_sound_clip()).unwrap(), 1000 / FPS))
 }
 
 pub fn registered_device(control: &Engine) -> (mpsc::Receiver<DeviceEvent>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
