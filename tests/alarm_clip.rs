@@ -73,6 +73,25 @@ fn alarms_close_together_make_one_clip_from_before_the_first_to_after_the_last()
         v["events"].as_array().unwrap().iter().any(|e| e["data"]["alarm_ids"] == clip["alarm_ids"]).then_some(())
     });
 
+    // The clip's first alarm brought a snapshot of the channel (a JPEG of the test pattern);
+    // the second, within the clip, none.
+    let snapshot = wait_for("the alarm's snapshot", Duration::from_secs(15), || {
+        let (_, v) = engine.request("GET", "/api/events?since=0&kind=alarm_snapshot", "");
+        v["events"].as_array().and_then(|e| e.iter().find(|e| e["data"]["alarm_id"] == first_id).cloned())
+    });
+    assert_eq!(snapshot["channel_id"], channel, "{snapshot}");
+    let (head, jpeg) = http_get(engine.http, snapshot["data"]["url"].as_str().unwrap(), &[("gmv-token", TOKEN)]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert!(jpeg.starts_with(&[0xff, 0xd8]) && jpeg.len() > 1000, "a JPEG: {} bytes", jpeg.len());
+    let shot = work_dir().join("alarm-snapshot.jpg");
+    std::fs::write(&shot, &jpeg).unwrap();
+    let probe = ffprobe(&shot);
+    assert_eq!((probe.width, probe.height), (WIDTH, HEIGHT), "{probe:?}");
+    let (head, _) = http_get(engine.http, &format!("/api/events/{second_id}/snapshot"), &[("gmv-token", TOKEN)]);
+    assert_eq!(status_of(&head), 404, "{head}");
+    let (head, _) = http_get(engine.http, "/api/events/..%2Fadmin-key/snapshot", &[("gmv-token", TOKEN)]);
+    assert_eq!(status_of(&head), 404, "{head}");
+
     // A channel nobody plays: the alarm plays it and records the 3 s after.
     let other = CHANNELS[2];
     let raised = unix_ms();

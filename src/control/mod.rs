@@ -3,7 +3,7 @@
 //! API, the registry saved off the executor. All protocol decisions live in
 //! `proto::sip::endpoint`; this file only moves bytes, time and results.
 
-mod alarm_clips;
+pub mod alarm_clips;
 mod cascade;
 pub mod device_settings;
 pub mod downloads;

@@ -68,6 +68,15 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
     if let ("GET", ["api", "records", "export"]) = (head.method.as_str(), segments.as_slice()) {
         return super::record_export::serve(shard, conn, &head).await;
     }
+    if let ("GET", ["api", "events", id, "snapshot"]) = (head.method.as_str(), segments.as_slice()) {
+        // An alarm clip's snapshot (only a number names a file).
+        let Ok(alarm_id) = id.parse::<u64>() else { return respond_error(conn, 404, "not_found", "no such alarm").await };
+        let path = crate::control::alarm_clips::snapshot_path(&shard.config.data_dir, alarm_id);
+        return match glommio::executor().spawn_blocking(move || std::fs::read(path)).await {
+            Ok(jpeg) => super::response::respond(conn, 200, "image/jpeg", &jpeg).await,
+            Err(_) => respond_error(conn, 404, "not_found", "no snapshot of this alarm (none taken, or the alarm is forgotten)").await,
+        };
+    }
     if let ("GET", ["api", "streams", id, "snapshot"]) = (head.method.as_str(), segments.as_slice()) {
         return match parse_stream_id(id) {
             Some(ssrc) => match shard.snapshot(ssrc).await {
