@@ -2,7 +2,7 @@
 //! the single port with the engine's own SO_REUSEPORT group and steering program) and only
 //! drains and counts datagrams: epoll + recvmmsg, one thread per core. It runs as a child
 //! process (`--bare-receiver`) so its CPU is measured like the engine's, and writes its count to
-//! a file every `COUNT_EVERY`.
+//! a file every `COUNT_EVERY` (a new file renamed over the old).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -44,9 +44,14 @@ pub fn serve(ports: &[u16], single_port: Option<u16>, threads: usize, count_file
         std::thread::spawn(move || drain(core, socks, &count));
     }
     let deadline = Instant::now() + run_for;
+    // Written whole and renamed over: a reader never sees the file truncated between writes
+    // (a count read as 0 under load).
+    let tmp = count_file.with_extension("tmp");
     while Instant::now() < deadline {
         std::thread::sleep(COUNT_EVERY);
-        let _ = std::fs::write(count_file, count.load(Ordering::Relaxed).to_string());
+        if std::fs::write(&tmp, count.load(Ordering::Relaxed).to_string()).is_ok() {
+            let _ = std::fs::rename(&tmp, count_file);
+        }
     }
     std::process::exit(0);
 }
