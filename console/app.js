@@ -1,5 +1,7 @@
-// The gmv console: plain JS over the REST API. The API key lives in this tab's session
-// storage and goes in a header; players get play tokens from the API, never the key.
+// The gmv console: plain JS over the REST API. People sign in with a user name and password
+// (an HTTP-only session cookie, a CSRF token on every change); an API key (machines, the first
+// set-up) lives in this tab's session storage and goes in a header. Players get play tokens
+// from the API, never the key.
 'use strict';
 
 const KEY_STORE = 'gmv-api-key';
@@ -7,7 +9,8 @@ const EVENTS_SHOWN_MAX = 500;
 const STATS_INTERVAL_MS = 2000;
 // A stream that has taken no packet for this long shows why on its tile.
 const NO_MEDIA_SHOWN_AFTER_MS = 3000;
-let apiKey = sessionStorage.getItem(KEY_STORE) || '';
+let apiKey = '';
+try { apiKey = sessionStorage.getItem(KEY_STORE) || ''; } catch (_) { /* storage disabled */ }
 
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, attrs = {}, ...children) => {
@@ -990,6 +993,147 @@ const I18N = {
     'src.ov.preset_went': 'The camera turns to {name}.',
     'src.ov.preset_saved': 'Preset {name} saved.',
     'src.ov.preset_deleted': 'Preset {name} deleted.',
+    // Console users (issue 28): signing in with a name and password, one's own password.
+    'signin.user_intro': 'Sign in with your user name and password.',
+    'signin.name': 'User name',
+    'signin.password': 'Password',
+    'signin.key_button': 'Sign in with the key',
+    'signin.key_show': '▸ use an API key',
+    'signin.key_hide': '▾ use an API key',
+    'signin.need_both': 'Type your user name and password.',
+    'signin.need_key': 'Type the API key.',
+    'signin.signing_in': 'Signing in…',
+    'signin.bad_credentials': 'Wrong user name or password.',
+    'signin.throttled': 'Too many failed sign-ins from this address: try again in {wait}.',
+    'signin.throttle_over': 'You may try again now.',
+    'signin.throttled_unknown': 'Too many failed sign-ins from this address: wait a few minutes and try again.',
+    'signin.refused': 'Sign-in refused: {why}',
+    'signin.note.ended': 'Your session has ended (it expired, your password was changed or your user was removed): sign in again.',
+    'signin.note.signed_out': 'You signed out.',
+    'signin.note.password_changed': 'Your password was changed: sign in with the new one.',
+    'nav.dashboard': 'Overview',
+    'nav.users': 'Users',
+    'me.password': 'Password',
+    'me.title': 'Change your password',
+    'me.old': 'Present password',
+    'me.new': 'New password',
+    'me.repeat': 'New password again',
+    'me.rule': '8 to 128 bytes (a letter or digit is one byte, a Chinese character three). The console then signs you in again with the new one.',
+    'me.change': 'Change password',
+    'me.close': 'Close',
+    'me.role_key': '{role}, API key',
+    'me.need_old': 'Type your present password.',
+    'me.bad_length': 'A password is 8 to 128 bytes; this one is {n}.',
+    'me.mismatch': 'The two new passwords differ.',
+    'me.changing': 'Changing…',
+    'me.wrong_old': 'The present password is wrong.',
+    'me.refused': 'Not changed: {why}',
+    'me.changed': 'Password changed. You are signed in with the new one.',
+    'role.viewer': 'viewer',
+    'role.operator': 'operator',
+    'role.admin': 'admin',
+    'common.secs': '{s} s',
+    'common.mins_secs': '{m} min {s} s',
+    'common.days_hours': '{d} d {h} h',
+    'common.hours_mins': '{h} h {m} min',
+    'err.bad_credentials': 'Wrong user name or password',
+    'err.too_many_failures': 'Too many failed sign-ins',
+    'err.csrf': 'Refused: the change lacked this session\'s CSRF token (load the page again)',
+    'err.no_sub_stream': 'The device is not set up for a sub-stream',
+    'err.users_file': 'The users file cannot be read or written',
+    // The dashboard (概览).
+    'dash.nodes_title': 'Media nodes',
+    'dash.h.cpu': 'CPU',
+    'dash.h.memory': 'memory',
+    'dash.errors_title': 'Recent warnings and errors',
+    'dash.loading': 'Loading…',
+    'dash.failed': 'The overview could not be read: {why}',
+    'dash.node': 'node {id}',
+    'dash.up_for': 'running for {time}',
+    'dash.updated': 'updated {time}',
+    'dash.c.version': 'Version',
+    'dash.c.uptime': 'Running for',
+    'dash.since': 'since {time}',
+    'dash.c.cpu': 'CPU',
+    'dash.cpu_sub': 'of one core; {cores} cores (up to {max} %)',
+    'dash.c.memory': 'Memory',
+    'dash.memory_sub': 'resident, this process',
+    'dash.c.files': 'Open files',
+    'dash.files_sub': 'files and sockets of this process',
+    'dash.c.disk': 'Disk (data directory)',
+    'dash.disk_free': '{size} free',
+    'dash.disk_of': 'of {total} ({pct} % used)',
+    'dash.disk_unknown': 'not known',
+    'dash.c.streams': 'Streams',
+    'dash.streams_sub': '{hls} with HLS · {rec} recording',
+    'dash.c.viewers': 'Viewers',
+    'dash.viewers_sub': 'FLV, HLS, WebRTC and fMP4 players',
+    'dash.c.webrtc': 'WebRTC sessions',
+    'dash.webrtc_sub': 'live in browsers, with sound',
+    'dash.c.ingest': 'Ingest',
+    'dash.ingest_sub': 'all streams coming in',
+    'dash.c.lost': 'Packets lost',
+    'dash.lost_sub': 'of {packets} received ({pct} %)',
+    'dash.foreign_sub': '{n} dropped: not from the stream\'s source',
+    'dash.c.no_media': 'Streams without media',
+    'dash.no_media_sub': 'opened, but nothing came yet: see Streams',
+    'dash.no_media_none': 'every stream takes media',
+    'dash.c.devices': 'Devices',
+    'dash.devices_online': '{n} online',
+    'dash.devices_sub': '{offline} offline of {total} · {channels} channels',
+    'dash.devices_none': 'SIP is off here: no device',
+    'dash.no_nodes': 'No media node: every stream runs in this gmv.',
+    'dash.no_errors': 'No warning or error since gmv started.',
+    'dash.level.error': 'error',
+    'dash.level.warn': 'warning',
+    // Users (an admin's).
+    'users.intro': 'People sign in to the console with a user name and password. A viewer watches live and recorded video; an operator also moves cameras, talks, records and acknowledges alarms; an admin also sets devices, upper platforms and users up. API keys, for machines, are set in the config file.',
+    'users.h.name': 'Name',
+    'users.h.role': 'Role',
+    'users.h.created': 'Created',
+    'users.add_title': 'Add a user',
+    'users.f.name': 'User name',
+    'users.f.role': 'Role',
+    'users.f.password': 'Password',
+    'users.rules': 'A name has 1 to 32 letters, digits, _ - or . ; a password 8 to 128 bytes (a Chinese character is three).',
+    'users.add': 'Add user',
+    'users.not_admin': 'Only an admin manages users: sign in as one.',
+    'users.failed': 'The users could not be read: {why}',
+    'users.err.forbidden': 'Only an admin manages users.',
+    'users.err.gone': 'There is no user named {name} (deleted meanwhile?).',
+    'users.err.exists': 'A user named {name} exists already.',
+    'users.err.refused': 'Not saved: {why}',
+    'users.bad_password': 'A password is 8 to 128 bytes long (a Chinese character is three).',
+    'users.bad_name': 'A user name is 1 to 32 letters, digits, _ - or . (no spaces).',
+    'users.counters': 'Since gmv started: {ok} sign-ins, {failed} failed, {throttled} refused after too many failures.',
+    'users.role_of': 'Role of {name}',
+    'users.pw_set': 'new password',
+    'users.pw_cancel': 'cancel',
+    'users.delete_title': 'Delete this user (asked once more)',
+    'users.delete': 'delete',
+    'users.delete_confirm': 'delete {name}?',
+    'users.delete_self_confirm': 'delete yourself ({name})? You will be signed out',
+    'users.you': '(you)',
+    'users.pw_new': 'new password',
+    'users.pw_for': 'New password for {name}:',
+    'users.pw_save': 'set',
+    'users.saving': 'Saving…',
+    'users.role_set': '{name} is now {role}.',
+    'users.pw_done': '{name}\'s password is set: their sessions ended, they sign in with the new one.',
+    'users.deleted': '{name} deleted.',
+    'users.added': '{name} added ({role}).',
+    // Sub-streams (辅码流).
+    'dev.ob.f.sub': 'Sub-stream (small tiles of the live wall)',
+    'dev.ob.sub.none': 'none: the main stream everywhere',
+    'dev.ob.sub.none_short': 'none',
+    'dev.ob.sub.stream': 'sub-stream (generic) a=stream:1',
+    'dev.ob.sub.streamnumber': 'sub-stream (GB/T 28181-2022) a=streamnumber:1',
+    'dev.ob.sub.streamprofile': 'sub-stream (Dahua) a=streamprofile:1',
+    'dev.ob.sub.streamMode': 'sub-stream (Mercury / TP-LINK) a=streamMode:sub',
+    'dev.ob.h.sub': 'Sub-stream',
+    'dev.settings_sub': ' · {sub}',
+    'wall.sub': 'sub',
+    'wall.sub_title': 'The device\'s sub-stream (a small tile); full screen plays the main stream',
   },
   'zh-CN': {
     'app.title': 'gmv 控制台',
@@ -1941,6 +2085,147 @@ const I18N = {
     'src.ov.preset_went': '摄像机正在转到预置位 {name}。',
     'src.ov.preset_saved': '已保存预置位 {name}。',
     'src.ov.preset_deleted': '已删除预置位 {name}。',
+    // 控制台用户（issue 28）：用户名和密码登录，修改自己的密码。
+    'signin.user_intro': '请使用用户名和密码登录。',
+    'signin.name': '用户名',
+    'signin.password': '密码',
+    'signin.key_button': '用密钥登录',
+    'signin.key_show': '▸ 使用 API 密钥登录',
+    'signin.key_hide': '▾ 使用 API 密钥登录',
+    'signin.need_both': '请输入用户名和密码。',
+    'signin.need_key': '请输入 API 密钥。',
+    'signin.signing_in': '正在登录…',
+    'signin.bad_credentials': '用户名或密码错误。',
+    'signin.throttled': '此地址登录失败次数过多，请在 {wait} 后再试。',
+    'signin.throttle_over': '现在可以重新登录了。',
+    'signin.throttled_unknown': '此地址登录失败次数过多，请等几分钟再试。',
+    'signin.refused': '登录被拒绝：{why}',
+    'signin.note.ended': '您的登录已失效（已过期、密码已更改或用户已被删除），请重新登录。',
+    'signin.note.signed_out': '您已退出登录。',
+    'signin.note.password_changed': '密码已更改，请用新密码登录。',
+    'nav.dashboard': '概览',
+    'nav.users': '用户管理',
+    'me.password': '修改密码',
+    'me.title': '修改我的密码',
+    'me.old': '当前密码',
+    'me.new': '新密码',
+    'me.repeat': '再次输入新密码',
+    'me.rule': '长度 8 到 128 字节（字母或数字占 1 字节，汉字占 3 字节）。修改后控制台会用新密码为您重新登录。',
+    'me.change': '修改密码',
+    'me.close': '关闭',
+    'me.role_key': '{role}，API 密钥',
+    'me.need_old': '请输入当前密码。',
+    'me.bad_length': '密码长度须为 8 到 128 字节，当前为 {n} 字节。',
+    'me.mismatch': '两次输入的新密码不一致。',
+    'me.changing': '正在修改…',
+    'me.wrong_old': '当前密码不正确。',
+    'me.refused': '未修改：{why}',
+    'me.changed': '密码已修改，已用新密码重新登录。',
+    'role.viewer': '查看员',
+    'role.operator': '操作员',
+    'role.admin': '管理员',
+    'common.secs': '{s} 秒',
+    'common.mins_secs': '{m} 分 {s} 秒',
+    'common.days_hours': '{d} 天 {h} 小时',
+    'common.hours_mins': '{h} 小时 {m} 分',
+    'err.bad_credentials': '用户名或密码错误',
+    'err.too_many_failures': '登录失败次数过多',
+    'err.csrf': '被拒绝：该修改缺少本次登录的 CSRF 令牌（请重新加载页面）',
+    'err.no_sub_stream': '该设备未设置子码流',
+    'err.users_file': '无法读写用户文件',
+    // 概览。
+    'dash.nodes_title': '媒体节点',
+    'dash.h.cpu': 'CPU',
+    'dash.h.memory': '内存',
+    'dash.errors_title': '最近的警告和错误',
+    'dash.loading': '正在加载…',
+    'dash.failed': '无法读取概览：{why}',
+    'dash.node': '节点 {id}',
+    'dash.up_for': '已运行 {time}',
+    'dash.updated': '更新于 {time}',
+    'dash.c.version': '版本',
+    'dash.c.uptime': '运行时长',
+    'dash.since': '自 {time} 起',
+    'dash.c.cpu': 'CPU 占用',
+    'dash.cpu_sub': '以单核计；共 {cores} 核（最高 {max} %）',
+    'dash.c.memory': '内存',
+    'dash.memory_sub': '本进程常驻内存',
+    'dash.c.files': '打开的文件',
+    'dash.files_sub': '本进程的文件和套接字',
+    'dash.c.disk': '磁盘（数据目录）',
+    'dash.disk_free': '剩余 {size}',
+    'dash.disk_of': '共 {total}（已用 {pct} %）',
+    'dash.disk_unknown': '未知',
+    'dash.c.streams': '媒体流',
+    'dash.streams_sub': 'HLS {hls} 路 · 录像中 {rec} 路',
+    'dash.c.viewers': '观看数',
+    'dash.viewers_sub': 'FLV、HLS、WebRTC 与 fMP4 播放端',
+    'dash.c.webrtc': 'WebRTC 会话',
+    'dash.webrtc_sub': '浏览器实时播放（含声音）',
+    'dash.c.ingest': '接入码率',
+    'dash.ingest_sub': '所有接入流合计',
+    'dash.c.lost': '丢包',
+    'dash.lost_sub': '共收到 {packets} 个包（丢包率 {pct} %）',
+    'dash.foreign_sub': '{n} 个包被丢弃：并非来自该流的源',
+    'dash.c.no_media': '无媒体的流',
+    'dash.no_media_sub': '已打开但尚未收到媒体，详见“媒体流”',
+    'dash.no_media_none': '所有流都在接收媒体',
+    'dash.c.devices': '设备',
+    'dash.devices_online': '在线 {n} 台',
+    'dash.devices_sub': '离线 {offline} 台，共 {total} 台 · {channels} 个通道',
+    'dash.devices_none': '本机未启用 SIP，无设备',
+    'dash.no_nodes': '没有媒体节点：所有流都在本 gmv 中处理。',
+    'dash.no_errors': 'gmv 启动以来没有警告或错误。',
+    'dash.level.error': '错误',
+    'dash.level.warn': '警告',
+    // 用户管理（管理员）。
+    'users.intro': '人员使用用户名和密码登录控制台。查看员可观看实时和录像视频；操作员还可控制云台、对讲、录像和确认告警；管理员还可设置设备、上级平台和用户。供程序使用的 API 密钥在配置文件中设置。',
+    'users.h.name': '用户名',
+    'users.h.role': '角色',
+    'users.h.created': '创建时间',
+    'users.add_title': '添加用户',
+    'users.f.name': '用户名',
+    'users.f.role': '角色',
+    'users.f.password': '密码',
+    'users.rules': '用户名为 1 到 32 个字母、数字或 _ - . ；密码为 8 到 128 字节（一个汉字占 3 字节）。',
+    'users.add': '添加用户',
+    'users.not_admin': '只有管理员可以管理用户，请以管理员身份登录。',
+    'users.failed': '无法读取用户列表：{why}',
+    'users.err.forbidden': '只有管理员可以管理用户。',
+    'users.err.gone': '没有名为 {name} 的用户（可能已被删除）。',
+    'users.err.exists': '已存在名为 {name} 的用户。',
+    'users.err.refused': '未保存：{why}',
+    'users.bad_password': '密码长度须为 8 到 128 字节（一个汉字占 3 字节）。',
+    'users.bad_name': '用户名须为 1 到 32 个字母、数字或 _ - .（不能有空格）。',
+    'users.counters': 'gmv 启动以来：登录成功 {ok} 次，失败 {failed} 次，因失败过多被拒绝 {throttled} 次。',
+    'users.role_of': '{name} 的角色',
+    'users.pw_set': '重设密码',
+    'users.pw_cancel': '取消',
+    'users.delete_title': '删除该用户（需再次确认）',
+    'users.delete': '删除',
+    'users.delete_confirm': '确定删除 {name}？',
+    'users.delete_self_confirm': '确定删除您自己（{name}）？您将被退出登录',
+    'users.you': '（您）',
+    'users.pw_new': '新密码',
+    'users.pw_for': '{name} 的新密码：',
+    'users.pw_save': '设置',
+    'users.saving': '正在保存…',
+    'users.role_set': '{name} 的角色已改为{role}。',
+    'users.pw_done': '已为 {name} 设置新密码：其登录已失效，需用新密码重新登录。',
+    'users.deleted': '已删除 {name}。',
+    'users.added': '已添加 {name}（{role}）。',
+    // 子码流（辅码流）。
+    'dev.ob.f.sub': '子码流（画面墙小窗口）',
+    'dev.ob.sub.none': '无：各处都播放主码流',
+    'dev.ob.sub.none_short': '无',
+    'dev.ob.sub.stream': '子码流 (通用) a=stream:1',
+    'dev.ob.sub.streamnumber': '子码流 (国标2022) a=streamnumber:1',
+    'dev.ob.sub.streamprofile': '子码流 (大华) a=streamprofile:1',
+    'dev.ob.sub.streamMode': '子码流 (水星/TP-LINK) a=streamMode:sub',
+    'dev.ob.h.sub': '子码流',
+    'dev.settings_sub': ' · {sub}',
+    'wall.sub': '子码流',
+    'wall.sub_title': '设备的子码流（小窗口）；全屏时播放主码流',
   },
 };
 
@@ -2029,8 +2314,28 @@ function readable(err) {
   return String(err && err.message || err);
 }
 
-async function api(method, path, body) {
-  const headers = { Authorization: `Bearer ${apiKey}` };
+// Who is signed in, as GET /api/session says it: {name, role, kind: 'user' | 'api_key', csrf}
+// (a user's session lives in an HTTP-only cookie the browser sends by itself; `csrf` goes with
+// every change), or null while unknown.
+let me = null;
+// A password being changed: the old session ends before the new one begins, and an answer
+// of 401 meanwhile is no sign that the session ended.
+let renewing = false;
+let sessionEnding = false;
+
+// The credential of a request: the API key in a header, or (a user: the cookie goes by
+// itself) the session's CSRF token on a change.
+function authHeaders(method = 'GET') {
+  if (apiKey) return { Authorization: `Bearer ${apiKey}` };
+  if (me && me.csrf && method !== 'GET' && method !== 'HEAD') return { 'X-CSRF-Token': me.csrf };
+  return {};
+}
+
+// `/api/session` itself answers 401 to a wrong password or no session: no session ended there.
+const isSessionPath = (path) => path === '/api/session' || path.startsWith('/api/session/');
+
+async function api(method, path, body, again = false) {
+  const headers = authHeaders(method);
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let r;
   try {
@@ -2040,21 +2345,123 @@ async function api(method, path, body) {
   }
   let v = null;
   try { v = await r.json(); } catch (_) { /* not JSON */ }
-  if (!r.ok) throw new ApiError(r.status, v && (v.code || v.error), v && v.message);
+  if (!r.ok) {
+    const code = v && (v.code || v.error);
+    // Another tab signed in again meanwhile (a new cookie, a new token): asked once more with it.
+    if (r.status === 403 && code === 'csrf' && !again && me && me.kind === 'user' && await refreshMe()) return api(method, path, body, true);
+    if (r.status === 401 && !isSessionPath(path)) sessionEnded();
+    throw new ApiError(r.status, code, v && v.message);
+  }
   return v;
 }
 
 // ---- sign in ----
+// People sign in with a user name and password (a session cookie, HTTP-only: the page never
+// sees it, nothing is kept in storage); machines and the first set-up with an API key, kept in
+// this tab's session storage. Signing out, or a session that ended (expired, its password
+// changed, its user removed), loads the page again on the sign-in screen, which says why.
+
+const SIGNIN_NOTE_STORE = 'gmv-signin-note';
+// Whether the API key part of the sign-in screen is open: as it was left in this browser;
+// at first open (a new site's only way in is the admin key), closed once a person signed in.
+const KEY_PART_STORE = 'gmv-signin-key';
+const roleText = (role) => (`role.${role}` in I18N.en ? t(`role.${role}`) : String(role));
+
+function storeGet(storage, key) {
+  try { return storage.getItem(key); } catch (_) { return null; }
+}
+function storeSet(storage, key, value) {
+  try { if (value === null) storage.removeItem(key); else storage.setItem(key, value); } catch (_) { /* storage disabled */ }
+}
+
+// Back to the sign-in screen (the page loaded again: no player, timer or stream left) saying
+// why: `note` of `signin.note.*`.
+function backToSignIn(note) {
+  storeSet(sessionStorage, SIGNIN_NOTE_STORE, JSON.stringify({ note, name: me && me.kind === 'user' ? me.name : '' }));
+  location.reload();
+}
+
+// A user's request answered 401: the session ended (a key's 401 is said where it happened).
+// A request sent with the cookie of a moment ago (a password just changed here, another tab
+// signed in again) is answered 401 though a session goes on: asked once more before leaving.
+async function sessionEnded() {
+  if (renewing || sessionEnding || !me || me.kind !== 'user' || $('#app').hidden) return;
+  sessionEnding = true;
+  let status = 0;
+  let v = null;
+  try {
+    const r = await fetch('/api/session');
+    status = r.status;
+    v = await r.json();
+  } catch (_) { /* no answer: not known to have ended */ }
+  if (status === 401 && !renewing) { backToSignIn('ended'); return; }
+  if (status === 200 && v && v.kind === 'user') {
+    Object.assign(me, { name: v.name, role: v.role, csrf: v.csrf || me.csrf });
+    renderMe();
+  }
+  sessionEnding = false;
+}
+
+// Who this is (GET /api/session), shown in the header; the CSRF token renewed. False when
+// gmv did not say.
+async function refreshMe() {
+  try {
+    const v = await api('GET', '/api/session');
+    me = { name: v.name, role: v.role, kind: v.kind, csrf: v.csrf || null };
+  } catch (_) {
+    return false;
+  }
+  renderMe();
+  return true;
+}
+
+function renderMe() {
+  const box = $('#whoami');
+  if (!me) { sayKey(box, ''); } else {
+    say(box, () => [el('span', { class: 'data who' }, me.name), ' ', el('span', { class: 'role' }, me.kind === 'user' ? roleText(me.role) : t('me.role_key', { role: roleText(me.role) }))]);
+  }
+  $('#password-open').hidden = !(me && me.kind === 'user');
+  $('#nav-users-button').hidden = !(me && me.role === 'admin');
+  if (me) {
+    isAdmin = me.role === 'admin';
+    renderProvisionAccess();
+    if (devices.total !== undefined) renderDevices();
+  }
+}
+
+// Into the console, on `view`.
+function enterApp(view) {
+  $('#signin').hidden = true;
+  $('#app').hidden = false;
+  renderMe();
+  if (!me) probeRole();
+  show(view);
+  followEvents();
+}
 
 async function signIn(key) {
   apiKey = key;
-  await api('GET', '/api/devices');
+  try {
+    await api('GET', '/api/devices');
+  } catch (err) {
+    apiKey = '';
+    throw err;
+  }
   sessionStorage.setItem(KEY_STORE, key);
-  $('#signin').hidden = true;
-  $('#app').hidden = false;
-  probeRole();
-  show('devices');
-  followEvents();
+  storeSet(localStorage, KEY_PART_STORE, 'open');
+  me = null;
+  enterApp('devices');
+  // The key's name and role, for the header (its role is probed meanwhile).
+  await refreshMe();
+}
+
+// A person: name and password; the answer sets the session cookie and gives the CSRF token.
+async function signInUser(name, password) {
+  const v = await api('POST', '/api/session', { name, password });
+  apiKey = '';
+  storeSet(sessionStorage, KEY_STORE, null);
+  me = { name: v.name, role: v.role, kind: 'user', csrf: v.csrf };
+  return v;
 }
 
 // Whether this key is an admin's (only an admin may read the config): true, false, or null
@@ -2071,19 +2478,199 @@ async function probeRole() {
   if (devices.total !== undefined) renderDevices();
 }
 
+// "4 min 10 s" in the language in force.
+function waitText(s) {
+  s = Math.max(0, Math.ceil(s));
+  return s < 60 ? t('common.secs', { s }) : t('common.mins_secs', { m: Math.floor(s / 60), s: s % 60 });
+}
+
+// Sign-ins refused from this address until then (429): said with the time left, counting down.
+let throttledUntil = 0;
+let throttleTimer = null;
+function sayThrottled(box, seconds) {
+  throttledUntil = Date.now() + seconds * 1000;
+  clearInterval(throttleTimer);
+  const left = () => (throttledUntil - Date.now()) / 1000;
+  say(box, () => (left() > 0 ? t('signin.throttled', { wait: waitText(left()) }) : t('signin.throttle_over')));
+  throttleTimer = setInterval(() => {
+    say(box, box.sayFn);
+    if (left() <= 0) clearInterval(throttleTimer);
+  }, 1000);
+}
+
+// Why a sign-in failed, on the screen.
+function signInProblem(err, box) {
+  clearInterval(throttleTimer);
+  if (err instanceof ApiError && err.status === 401) { sayKey(box, 'signin.bad_credentials'); return; }
+  if (err instanceof ApiError && err.status === 429) {
+    const s = Number((/(\d+)\s*s\b/.exec(err.message || '') || [])[1]);
+    if (s > 0) sayThrottled(box, s); else sayKey(box, 'signin.throttled_unknown');
+    return;
+  }
+  if (err instanceof ApiError && err.status === 400) { say(box, () => t('signin.refused', { why: err.message || err.status })); return; }
+  say(box, () => readable(err));
+}
+
+$('#signin-user-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const box = $('#signin-user-error');
+  const name = $('#signin-name').value.trim();
+  const password = $('#signin-password').value;
+  clearInterval(throttleTimer);
+  $('#signin-note').hidden = true;
+  if (!name || !password) {
+    sayKey(box, 'signin.need_both');
+    (name ? $('#signin-password') : $('#signin-name')).focus();
+    return;
+  }
+  sayKey(box, 'signin.signing_in');
+  $('#signin-user-button').disabled = true;
+  try {
+    await signInUser(name, password);
+    $('#signin-password').value = '';
+    sayKey(box, '');
+    $('#signin-note').hidden = true;
+    storeSet(localStorage, KEY_PART_STORE, 'closed');
+    enterApp('dashboard');
+  } catch (err) {
+    signInProblem(err, box);
+    $('#signin-password').select();
+  } finally {
+    $('#signin-user-button').disabled = false;
+  }
+});
+
 $('#signin-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   sayKey($('#signin-error'), '');
+  const key = $('#key').value.trim();
+  if (!key) { sayKey($('#signin-error'), 'signin.need_key'); return; }
   try {
-    await signIn($('#key').value.trim());
+    await signIn(key);
   } catch (err) {
     say($('#signin-error'), () => (err.status === 401 ? t('signin.bad_key') : readable(err)));
   }
 });
 
-$('#signout').addEventListener('click', () => {
-  sessionStorage.removeItem(KEY_STORE);
-  location.reload();
+function setKeyPart(open) {
+  $('#signin-form').hidden = !open;
+  const toggle = $('#signin-key-toggle');
+  toggle.setAttribute('aria-expanded', String(open));
+  sayKey(toggle, open ? 'signin.key_hide' : 'signin.key_show');
+}
+$('#signin-key-toggle').addEventListener('click', () => {
+  const open = $('#signin-form').hidden;
+  storeSet(localStorage, KEY_PART_STORE, open ? 'open' : 'closed');
+  setKeyPart(open);
+  (open ? $('#key') : $('#signin-name')).focus();
+});
+
+// The sign-in screen, saying why it is shown again (signed out, the session ended...).
+function showSignIn() {
+  let note = null;
+  try { note = JSON.parse(storeGet(sessionStorage, SIGNIN_NOTE_STORE) || 'null'); } catch (_) { /* none */ }
+  storeSet(sessionStorage, SIGNIN_NOTE_STORE, null);
+  setKeyPart(storeGet(localStorage, KEY_PART_STORE) !== 'closed');
+  const box = $('#signin-note');
+  box.hidden = !(note && note.note);
+  if (note && note.note) sayKey(box, `signin.note.${note.note}`);
+  if (note && note.name) $('#signin-name').value = note.name;
+  $('#app').hidden = true;
+  $('#signin').hidden = false;
+  (note && note.name ? $('#signin-password') : $('#signin-name')).focus();
+}
+
+// At load: the key of this tab, else a user's session cookie (GET /api/session), else the
+// sign-in screen.
+async function start() {
+  if (apiKey) {
+    try {
+      await signIn(apiKey);
+      return;
+    } catch (_) {
+      storeSet(sessionStorage, KEY_STORE, null);
+    }
+  }
+  try {
+    const v = await api('GET', '/api/session');
+    if (v && v.kind === 'user') {
+      me = { name: v.name, role: v.role, kind: 'user', csrf: v.csrf };
+      enterApp('dashboard');
+      return;
+    }
+  } catch (_) { /* not signed in */ }
+  showSignIn();
+}
+
+$('#signout').addEventListener('click', async () => {
+  if (me && me.kind === 'user') {
+    $('#signout').disabled = true;
+    try { await api('DELETE', '/api/session'); } catch (_) { /* the page loads again all the same */ }
+    backToSignIn('signed_out');
+    return;
+  }
+  storeSet(sessionStorage, KEY_STORE, null);
+  backToSignIn('signed_out');
+});
+
+// ---- one's own password (a user's) ----
+
+function passwordStatus(cls, key, params = {}) {
+  const box = $('#pw-status');
+  box.className = `status ${cls}`;
+  if (typeof key === 'function') say(box, key); else sayKey(box, key, params);
+}
+
+function openPasswordPanel(open) {
+  $('#password-panel').hidden = !open;
+  $('#password-open').setAttribute('aria-expanded', String(open));
+  $('#password-open').classList.toggle('active', open);
+  if (open) {
+    for (const id of ['#pw-old', '#pw-new', '#pw-repeat']) $(id).value = '';
+    passwordStatus('', '');
+    $('#pw-old').focus();
+  }
+}
+$('#password-open').addEventListener('click', () => openPasswordPanel($('#password-panel').hidden));
+$('#pw-cancel').addEventListener('click', () => openPasswordPanel(false));
+
+const utf8Bytes = (s) => new TextEncoder().encode(s).length;
+
+$('#password-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const old = $('#pw-old').value;
+  const next = $('#pw-new').value;
+  if (!old) { passwordStatus('error', 'me.need_old'); $('#pw-old').focus(); return; }
+  const n = utf8Bytes(next);
+  if (n < 8 || n > 128) { passwordStatus('error', 'me.bad_length', { n }); $('#pw-new').focus(); return; }
+  if (next !== $('#pw-repeat').value) { passwordStatus('error', 'me.mismatch'); $('#pw-repeat').focus(); return; }
+  passwordStatus('muted', 'me.changing');
+  $('#pw-submit').disabled = true;
+  renewing = true;
+  try {
+    try {
+      await api('PUT', '/api/session/password', { old, new: next });
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 403 && err.code === 'bad_credentials') { passwordStatus('error', 'me.wrong_old'); $('#pw-old').select(); return; }
+      if (err instanceof ApiError && err.status === 400) { passwordStatus('error', () => t('me.refused', { why: err.message || err.status })); return; }
+      if (err instanceof ApiError && err.status === 401) { renewing = false; sessionEnded(); return; }
+      passwordStatus('error', () => readable(err));
+      return;
+    }
+    // Changed: the session of the old password ended; a new one with the new password.
+    try {
+      await signInUser(me.name, next);
+    } catch (_) {
+      backToSignIn('password_changed');
+      return;
+    }
+    renderMe();
+    for (const id of ['#pw-old', '#pw-new', '#pw-repeat']) $(id).value = '';
+    passwordStatus('ok', 'me.changed');
+  } finally {
+    renewing = false;
+    $('#pw-submit').disabled = false;
+  }
 });
 
 // ---- views ----
@@ -2119,6 +2706,10 @@ function show(view) {
     loadNodes();
     refreshTimer = setInterval(loadNodes, 3000);
   }
+  // The dashboard refreshes while shown only (one request at a time).
+  if (view === 'dashboard') startDashboard();
+  else stopDashboard();
+  if (view === 'users') openUsers();
   // Refreshed while shown only (its own timer: one request at a time).
   if (view === 'upstreams') startUpstreams();
   else stopUpstreams();
@@ -2185,6 +2776,7 @@ async function loadDevices() {
     }
     devices = found;
     devices.total = total;
+    subSettings.clear();
     for (const d of found) learnDevice(d);
     const { sessions } = await api('GET', '/api/sessions');
     if (load !== devicesLoad) return;
@@ -2360,8 +2952,10 @@ function settingsText(st) {
     password: st.own_password ? t('dev.ob.pw.own') : t('dev.ob.pw.site'),
     transport: st.transport ? transportText(st.transport) : t('dev.ob.t.default'),
     ssrc: st.ssrc_check ? ssrcText(st.ssrc_check) : t('dev.ob.t.default'),
-  });
+  }) + (st.sub_stream ? t('dev.settings_sub', { sub: subStreamText(st.sub_stream) }) : '');
 }
+// How the device is asked for its sub-stream, as operators know it (the maker, the SDP line).
+const subStreamText = (v) => (v && `dev.ob.sub.${v}` in I18N.en ? t(`dev.ob.sub.${v}`) : v || t('dev.ob.sub.none'));
 const transportText = (v) => (`dev.ob.t.${v}` in I18N.en ? t(`dev.ob.t.${v}`) : v);
 const ssrcText = (v) => (`dev.ob.ss.${v}` in I18N.en ? t(`dev.ob.ss.${v}`) : v);
 
@@ -2522,6 +3116,7 @@ function clearDeviceForm() {
   for (const id of ['#df-id', '#df-name', '#df-password']) $(id).value = '';
   $('#df-transport').value = '';
   $('#df-ssrc').value = '';
+  $('#df-sub').value = '';
   $('#df-password-clear').checked = false;
   $('#df-password-clear-row').hidden = true;
 }
@@ -2537,6 +3132,7 @@ function editDevice(id, settings) {
   $('#df-name').value = st.name || '';
   $('#df-transport').value = st.transport || '';
   $('#df-ssrc').value = st.ssrc_check || '';
+  $('#df-sub').value = st.sub_stream || '';
   $('#df-password-clear-row').hidden = !st.own_password;
   if (!ob.open) setOnboarding(true);
   renderDeviceForm();
@@ -2574,6 +3170,7 @@ $('#device-form').addEventListener('submit', async (e) => {
   const password = $('#df-password').value;
   const transport = $('#df-transport').value;
   const ssrc = $('#df-ssrc').value;
+  const sub = $('#df-sub').value;
   // Adding: what is given. Changing: every field (empty clears it), the password only when
   // typed or removed.
   const body = editing ? {} : { device_id: id };
@@ -2582,6 +3179,7 @@ $('#device-form').addEventListener('submit', async (e) => {
   else if (editing && $('#df-password-clear').checked) body.password = null;
   if (transport || editing) body.transport = transport || null;
   if (ssrc || editing) body.ssrc_check = ssrc || null;
+  if (sub || editing) body.sub_stream = sub || null;
   ob.status = { cls: 'muted', key: 'dev.ob.saving' };
   renderFormStatus();
   $('#df-submit').disabled = true;
@@ -2661,6 +3259,7 @@ function renderProvisioned() {
       el('td', {}, st.own_password ? t('dev.ob.pw.own') : t('dev.ob.pw.site')),
       el('td', {}, st.transport ? transportText(st.transport) : t('dev.ob.t.default')),
       el('td', {}, st.ssrc_check ? ssrcText(st.ssrc_check) : t('dev.ob.t.default')),
+      el('td', { dataset: { testid: `prov-sub-${x.device_id}` } }, st.sub_stream ? el('span', { class: 'data' }, subStreamText(st.sub_stream)) : t('dev.ob.sub.none_short')),
       el('td', { class: d && d.online ? 'state up' : 'state' }, state),
       el('td', { class: 'actions' }, ...actions));
   }));
@@ -2684,11 +3283,13 @@ function layout(n) {
   while (tiles.length < n) tiles.push({ index: tiles.length });
   $('#wall').style.setProperty('--cols', String(Math.ceil(Math.sqrt(n))));
   renderWall();
+  // Smaller or larger tiles now: the sub-stream or the main stream.
+  for (const tile of tiles) reconsiderStream(tile);
 }
 $('#layout').addEventListener('change', (e) => layout(Number(e.target.value)));
 
 function renderWall() {
-  $('#wall').replaceChildren(...tiles.map((tile, i) => {
+  const nodes = tiles.map((tile, i) => {
     if (!tile.node) {
       tile.video = el('video', { muted: '', autoplay: '', playsinline: '' });
       tile.video.muted = true;
@@ -2697,6 +3298,8 @@ function renderWall() {
       tile.stats = el('div', { class: 'stats' }, '');
       // What else the tile should say while it plays (why there is no sound).
       tile.note = el('div', { class: 'note', dataset: { testid: `tile-note-${i}` } }, '');
+      // Which stream of the channel plays (the sub-stream in a small tile).
+      tile.kindBadge = el('span', { class: 'stream-kind', dataset: { testid: `tile-stream-${i}` } }, '');
       const sound = say(el('button', { title: t('wall.sound_title'), 'data-i18n-title': 'wall.sound_title', onclick: (e) => {
         e.stopPropagation();
         tile.video.muted = !tile.video.muted;
@@ -2704,16 +3307,88 @@ function renderWall() {
       } }), () => t('wall.sound'));
       tile.node = el('div', { class: 'tile empty', dataset: { testid: `tile-${i}` }, onclick: () => selectTile(i) },
         tile.video, tile.message,
-        el('div', { class: 'label' }, tile.name,
+        el('div', { class: 'label' }, tile.name, tile.kindBadge,
           sound,
           el('button', { title: t('wall.snap_title'), 'data-i18n-title': 'wall.snap_title', 'data-i18n': 'wall.snap', onclick: (e) => { e.stopPropagation(); snapshot(tile); } }, t('wall.snap')),
-          el('button', { title: t('wall.full_title'), 'data-i18n-title': 'wall.full_title', 'data-i18n': 'wall.full', onclick: (e) => { e.stopPropagation(); tile.node.requestFullscreen && tile.node.requestFullscreen(); } }, t('wall.full')),
+          el('button', { title: t('wall.full_title'), 'data-i18n-title': 'wall.full_title', 'data-i18n': 'wall.full', onclick: (e) => { e.stopPropagation(); toggleFullScreen(tile); } }, t('wall.full')),
           el('button', { title: t('wall.close_title'), 'data-i18n-title': 'wall.close_title', onclick: (e) => { e.stopPropagation(); stopTile(tile); } }, '✕')),
         tile.note, tile.stats);
     }
     tile.node.classList.toggle('selected', i === selected);
     return tile.node;
-  }));
+  });
+  // The tiles are put in again only when they changed: a tile taken out of the page, even for
+  // a moment, would leave full screen.
+  const wall = $('#wall');
+  if (wall.children.length !== nodes.length || nodes.some((n, i) => wall.children[i] !== n)) wall.replaceChildren(...nodes);
+}
+
+// ---- sub-streams (辅码流) in small tiles ----
+// In a wall of more than 4 tiles a channel plays its device's sub-stream (less bandwidth and
+// decoding for a small picture) when the device is set up for one (its settings' sub_stream,
+// Devices › set up); full screen plays the main stream, and leaving it the sub-stream again.
+
+const SUB_STREAM_TILES_MIN = 5;
+// Device id -> its sub_stream setting (null: none), for devices not in the list loaded.
+const subSettings = new Map();
+const isFullScreen = (tile) => !!tile.node && document.fullscreenElement === tile.node;
+
+async function subStreamOf(deviceId) {
+  const d = devices.find((x) => x.device_id === deviceId);
+  if (d) return (d.settings && d.settings.sub_stream) || null;
+  if (!subSettings.has(deviceId)) {
+    try {
+      const v = await api('GET', `/api/devices/${deviceId}`);
+      subSettings.set(deviceId, (v && v.settings && v.settings.sub_stream) || null);
+    } catch (_) {
+      return null;
+    }
+  }
+  return subSettings.get(deviceId);
+}
+
+async function wantsSubStream(tile, deviceId) {
+  if (!deviceId || tiles.length < SUB_STREAM_TILES_MIN || isFullScreen(tile)) return false;
+  return !!(await subStreamOf(deviceId));
+}
+
+// A channel's play: its sub-stream when `sub` (the main stream when the device is no longer
+// set up for one).
+async function playChannel(deviceId, channelId, sub) {
+  const path = `/api/devices/${deviceId}/channels/${channelId}/play`;
+  if (!sub) return api('POST', path, {});
+  try {
+    return await api('POST', path, { stream: 'sub' });
+  } catch (err) {
+    if (!(err instanceof ApiError && err.code === 'no_sub_stream')) throw err;
+    subSettings.set(deviceId, null);
+    return api('POST', path, {});
+  }
+}
+
+// Plays the tile's channel again when it should play the other stream now.
+async function reconsiderStream(tile) {
+  if (!tile.device || !tile.channel || $('#view-wall').hidden) return;
+  const { device, channel, playId } = tile;
+  const want = await wantsSubStream(tile, device);
+  if (tile.playId !== playId || tile.device !== device || tile.channel !== channel) return; // played again meanwhile
+  if (want !== !!tile.sub) wallPlay(device, channel, tile.label, tile);
+}
+
+function toggleFullScreen(tile) {
+  if (isFullScreen(tile)) document.exitFullscreen().catch(() => {});
+  else if (tile.node.requestFullscreen) tile.node.requestFullscreen().catch(() => {});
+}
+document.addEventListener('fullscreenchange', () => {
+  for (const tile of tiles) reconsiderStream(tile);
+});
+
+function sayStreamKind(tile) {
+  if (!tile.node) return;
+  tile.node.dataset.stream = tile.channel ? (tile.sub ? 'sub' : 'main') : '';
+  tile.node.dataset.streamId = tile.streamId || '';
+  sayKey(tile.kindBadge, tile.sub ? 'wall.sub' : '');
+  tile.kindBadge.title = tile.sub ? t('wall.sub_title') : '';
 }
 
 function selectTile(i) {
@@ -2820,8 +3495,9 @@ function stopTile(tile) {
   if (tile.video) tile.video.srcObject = null;
   tile.video && tile.video.removeAttribute('src');
   clearInterval(tile.timer);
-  Object.assign(tile, { device: null, channel: null, streamId: null, label: '', noMedia: null, codecs: null, wasm: null });
+  Object.assign(tile, { device: null, channel: null, streamId: null, label: '', noMedia: null, codecs: null, wasm: null, sub: false });
   if (tile.node) {
+    sayStreamKind(tile);
     tile.node.classList.add('empty');
     sayKey(tile.message, 'wall.empty');
     sayKey(tile.name, '');
@@ -2908,12 +3584,17 @@ async function wallPlay(deviceId, channelId, label, into, level, rechoose = fals
     wallPlay(tile.device, tile.channel, tile.label, tile, tile.level + 1);
   };
   try {
-    // A device's channel is invited; a bare stream (deviceId null) only needs a play token.
+    // A device's channel is invited (in a small tile its sub-stream, where the device has
+    // one); a bare stream (deviceId null) only needs a play token.
+    const sub = await wantsSubStream(tile, deviceId);
+    if (!current()) return;
     const session = deviceId
-      ? await api('POST', `/api/devices/${deviceId}/channels/${channelId}/play`, {})
+      ? await playChannel(deviceId, channelId, sub)
       : { stream_id: channelId, play: (await api('POST', '/api/play-tokens', { stream_id: channelId })).play };
     if (!current()) return; // stopped or replaced meanwhile
     tile.streamId = session.stream_id;
+    tile.sub = !!session.sub_stream;
+    sayStreamKind(tile);
     // The codecs decide the player: H.265 without the browser's own decoder, G.711 in FLV.
     const info = await streamCodecs(tile, session.stream_id, current);
     if (!current()) return;
@@ -3365,7 +4046,8 @@ function playHls(tile, session) {
 async function snapshot(tile) {
   if (!tile.streamId) return;
   try {
-    const r = await fetch(`/api/streams/${tile.streamId}/snapshot`, { headers: { Authorization: `Bearer ${apiKey}` } });
+    const r = await fetch(`/api/streams/${tile.streamId}/snapshot`, { headers: authHeaders('GET') });
+    if (r.status === 401) sessionEnded();
     if (!r.ok) {
       let body = {};
       try { body = await r.json(); } catch { /* not JSON */ }
@@ -3458,7 +4140,7 @@ async function talkStart() {
   talkStatus('talk.connecting', { n: targets.length });
   let r;
   try {
-    r = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${apiKey}` }, body: me.pc.localDescription.sdp });
+    r = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/sdp', ...authHeaders('POST') }, body: me.pc.localDescription.sdp });
   } catch (err) {
     talkStatus('talk.refused', { why: String(err) }, true);
     talkEnd(me, false);
@@ -3634,6 +4316,327 @@ onLanguage(() => {
   if (!$('#view-streams').hidden) loadStreams();
   if (!$('#view-nodes').hidden) loadNodes();
 });
+
+// ---- dashboard (概览): this gmv at a glance, the first view of a person signed in ----
+// GET /api/dashboard, asked again every few seconds while the view is shown (one request at a
+// time; nothing asked while another view is shown).
+
+const DASH_REFRESH_MS = 3000;
+const dash = { data: null, error: null, at: 0, timer: null, run: 0 };
+
+function startDashboard() {
+  stopDashboard();
+  const run = dash.run;
+  const tick = async () => {
+    await loadDashboard(run);
+    if (run === dash.run) dash.timer = setTimeout(tick, DASH_REFRESH_MS);
+  };
+  tick();
+}
+
+function stopDashboard() {
+  dash.run += 1;
+  clearTimeout(dash.timer);
+  dash.timer = null;
+}
+
+async function loadDashboard(run) {
+  try {
+    const v = await api('GET', '/api/dashboard');
+    if (run !== dash.run) return;
+    Object.assign(dash, { data: v, error: null, at: Date.now() });
+  } catch (err) {
+    if (run !== dash.run) return;
+    dash.error = err;
+  }
+  renderDashboard();
+}
+
+const numText = (n) => (typeof n === 'number' ? n.toLocaleString(dateLocale()) : '—');
+const mbitText = (kbps) => (typeof kbps === 'number' ? (kbps / 1000).toFixed(kbps >= 100000 ? 0 : 1) : '—');
+
+// "3 d 4 h", "2 h 5 min", "4 min 10 s" in the language in force.
+function uptimeText(s) {
+  s = Math.max(0, Math.floor(Number(s) || 0));
+  const d = Math.floor(s / 86400);
+  const h = Math.floor((s % 86400) / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  if (d) return t('common.days_hours', { d, h });
+  if (h) return t('common.hours_mins', { h, m });
+  return waitText(s);
+}
+
+// One figure: its name, its value, a line under it.
+function dashCard(id, label, value, sub = '', cls = '') {
+  return el('div', { class: `dash-card ${cls}`, dataset: { testid: `dash-${id}` } },
+    el('div', { class: 'label' }, t(label)),
+    el('div', { class: 'value', dataset: { testid: `dash-${id}-value` } }, value),
+    el('div', { class: 'sub' }, ...(Array.isArray(sub) ? sub : [sub])));
+}
+
+function renderDashboard() {
+  const note = $('#dash-note');
+  note.hidden = !dash.error;
+  if (dash.error) say(note, () => t('dash.failed', { why: readable(dash.error) }));
+  const d = dash.data;
+  if (!d) {
+    if (!dash.error) sayKey($('#dash-about'), 'dash.loading');
+    return;
+  }
+  const p = d.process || {};
+  const m = d.media || {};
+  say($('#dash-about'), () => [el('strong', {}, 'gmv'), ' ', el('span', { class: 'data', dataset: { testid: 'dash-version' } }, d.version), ' · ',
+    t('dash.node', { id: d.node_id }), ' · ', t('dash.up_for', { time: uptimeText(d.uptime_s) })]);
+  say($('#dash-updated'), () => (dash.at ? t('dash.updated', { time: timeText(dash.at) }) : ''));
+  const cores = Number(p.cores) || 1;
+  const disk = d.disk;
+  const diskUsed = disk && disk.total_bytes ? 1 - disk.free_bytes / disk.total_bytes : null;
+  const lostPct = m.packets ? (100 * m.lost) / (m.packets + m.lost) : 0;
+  const dev = d.devices;
+  const cards = [
+    dashCard('version', 'dash.c.version', el('span', { class: 'data' }, d.version || '—'), t('dash.node', { id: d.node_id || '—' })),
+    dashCard('uptime', 'dash.c.uptime', uptimeText(d.uptime_s), d.started_at ? t('dash.since', { time: dateText(d.started_at * 1000) }) : ''),
+    dashCard('cpu', 'dash.c.cpu', typeof p.cpu_percent === 'number' ? `${p.cpu_percent.toFixed(1)} %` : '—', t('dash.cpu_sub', { cores, max: cores * 100 }),
+      p.cpu_percent > cores * 80 ? 'warn' : ''),
+    dashCard('memory', 'dash.c.memory', typeof p.rss_bytes === 'number' ? sizeText(p.rss_bytes) : '—', t('dash.memory_sub')),
+    dashCard('files', 'dash.c.files', numText(p.open_fds), t('dash.files_sub')),
+    dashCard('disk', 'dash.c.disk', disk ? t('dash.disk_free', { size: sizeText(disk.free_bytes) }) : '—',
+      disk ? [t('dash.disk_of', { total: sizeText(disk.total_bytes), pct: Math.round(diskUsed * 100) }), el('progress', { max: '1', value: String(diskUsed) }), el('code', { class: 'path' }, disk.path)] : t('dash.disk_unknown'),
+      diskUsed !== null && diskUsed > 0.9 ? 'warn' : ''),
+    dashCard('streams', 'dash.c.streams', numText(m.streams), t('dash.streams_sub', { hls: numText(m.hls_streams), rec: numText(m.recordings) })),
+    dashCard('viewers', 'dash.c.viewers', numText(m.viewers), t('dash.viewers_sub')),
+    dashCard('webrtc', 'dash.c.webrtc', numText(m.webrtc_sessions), t('dash.webrtc_sub')),
+    dashCard('ingest', 'dash.c.ingest', `${mbitText(m.ingest_kbps)} Mbit/s`, t('dash.ingest_sub')),
+    dashCard('lost', 'dash.c.lost', numText(m.lost), [t('dash.lost_sub', { packets: numText(m.packets), pct: lostPct.toFixed(lostPct < 1 ? 2 : 1) }),
+      ...(m.foreign_packets ? [el('br'), t('dash.foreign_sub', { n: numText(m.foreign_packets) })] : [])], lostPct >= 1 ? 'warn' : ''),
+    dashCard('no-media', 'dash.c.no_media', numText(m.streams_without_media), m.streams_without_media ? t('dash.no_media_sub') : t('dash.no_media_none'),
+      m.streams_without_media ? 'warn' : ''),
+    dev ? dashCard('devices', 'dash.c.devices', t('dash.devices_online', { n: numText(dev.online) }),
+      t('dash.devices_sub', { offline: numText(dev.offline), total: numText(dev.total), channels: numText(dev.channels) }), dev.offline ? 'warn' : '')
+      : dashCard('devices', 'dash.c.devices', '—', t('dash.devices_none')),
+  ];
+  $('#dash-cards').replaceChildren(...cards);
+  renderDashNodes(d.nodes || []);
+  renderDashErrors(d.recent_errors || []);
+}
+
+function renderDashNodes(nodes) {
+  $('#dash-nodes').hidden = !nodes.length;
+  sayKey($('#dash-nodes-note'), nodes.length ? '' : 'dash.no_nodes');
+  const cell = (key, v, cls = '') => el('td', { class: cls, 'data-label': t(key) }, el('span', { class: 'v' }, v));
+  $('#dash-node-rows').replaceChildren(...nodes.map((n) => {
+    const load = n.load || {};
+    const cores = Number(load.cores) || 0;
+    return el('tr', { dataset: { testid: `dash-node-${n.id}` } },
+      cell('nodes.h.node', [el('code', {}, n.id), el('div', { class: 'muted' }, t('nodes.address', { api: n.api, ip: n.media_ip }))]),
+      cell('nodes.h.state', nodeState(n), `state ${n.state}${n.draining ? ' draining' : ''}`),
+      cell('dash.h.cpu', typeof load.cpu_percent === 'number' ? `${Math.round(load.cpu_percent)} %${cores ? ` / ${cores * 100} %` : ''}` : '—'),
+      cell('dash.h.memory', load.rss_bytes ? sizeText(load.rss_bytes) : '—'),
+      cell('nodes.h.streams', numText(load.streams)),
+      cell('nodes.h.viewers', numText(load.viewers)),
+      cell('nodes.h.ingest', mbitText(load.ingest_kbps)),
+      cell('nodes.h.keepalive', n.last_keepalive_s_ago == null ? t('nodes.never') : t('nodes.ago', { s: n.last_keepalive_s_ago })));
+  }));
+}
+
+function renderDashErrors(list) {
+  sayKey($('#dash-errors-note'), list.length ? '' : 'dash.no_errors');
+  const today = new Date().toDateString();
+  $('#dash-errors').replaceChildren(...list.map((e) => {
+    const level = String(e.level || '').toUpperCase();
+    const when = new Date(e.unix_ms);
+    return el('li', { class: level === 'ERROR' ? 'error' : 'warn', dataset: { testid: 'dash-error' } },
+      el('time', { datetime: when.toISOString(), title: dateText(e.unix_ms) }, when.toDateString() === today ? timeText(e.unix_ms) : dateText(e.unix_ms)), ' ',
+      el('span', { class: 'level' }, level === 'ERROR' ? t('dash.level.error') : level === 'WARN' ? t('dash.level.warn') : level), ' ',
+      el('span', { class: 'message data' }, e.message || ''), ' ',
+      el('code', { class: 'target' }, e.target || ''));
+  }));
+}
+
+onLanguage(() => { if (!$('#view-dashboard').hidden) renderDashboard(); });
+
+// ---- users (用户): who signs in to the console and with which role (an admin's) ----
+// GET /api/users lists them with the sign-in counters; each row changes its role at once,
+// takes a new password, or is deleted (asked once more). Every refusal is said in words.
+
+const USER_NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
+const ROLES = ['viewer', 'operator', 'admin'];
+const usr = { list: null, counters: null, error: null, armed: null, armedTimer: null, pwOpen: null, status: null };
+
+function openUsers() {
+  usr.status = null;
+  $('#uf-status').className = 'status';
+  sayKey($('#uf-status'), '');
+  loadUsers();
+}
+
+async function loadUsers() {
+  try {
+    const v = await api('GET', '/api/users');
+    usr.list = Array.isArray(v && v.users) ? v.users : [];
+    usr.counters = (v && v.counters) || null;
+    usr.error = null;
+  } catch (err) {
+    usr.error = err;
+  }
+  renderUsers();
+}
+
+// A refusal of the users API, in words (`name`: the user it was about).
+function usersProblem(err, name) {
+  if (!(err instanceof ApiError)) return () => readable(err);
+  if (err.status === 403) return () => t('users.err.forbidden');
+  if (err.status === 404) return () => t('users.err.gone', { name });
+  if (err.status === 409 && err.code === 'exists') return () => t('users.err.exists', { name });
+  if (err.status === 400 || err.status === 409) return () => t('users.err.refused', { why: err.message || err.code || err.status });
+  return () => readable(err);
+}
+
+// What a new password lacks (null: it will do).
+function passwordRuleKey(password) {
+  const n = utf8Bytes(password);
+  return n < 8 || n > 128 ? 'users.bad_password' : null;
+}
+
+function usersStatus(cls, fn) {
+  usr.status = { cls, fn };
+  renderUsersStatus();
+}
+
+function renderUsersStatus() {
+  const box = $('#users-status');
+  box.className = `status ${usr.status ? usr.status.cls : ''}`;
+  if (usr.status) say(box, usr.status.fn); else sayKey(box, '');
+}
+
+function renderUsers() {
+  const note = $('#users-note');
+  const forbidden = usr.error instanceof ApiError && usr.error.status === 403;
+  note.hidden = !usr.error;
+  note.classList.toggle('error', !!usr.error && !forbidden);
+  if (usr.error) say(note, forbidden ? () => t('users.not_admin') : () => t('users.failed', { why: readable(usr.error) }));
+  $('#user-form').hidden = forbidden;
+  $('#users-table').hidden = forbidden || !usr.list;
+  $('#user-rows').replaceChildren(...(usr.list || []).flatMap(userRow));
+  const c = usr.counters;
+  if (c && !forbidden) sayKey($('#users-counters'), 'users.counters', { ok: numText(c.sign_ins), failed: numText(c.sign_in_failures), throttled: numText(c.sign_ins_throttled) });
+  else sayKey($('#users-counters'), '');
+  renderUsersStatus();
+}
+
+function userRow(u) {
+  const self = !!(me && me.kind === 'user' && me.name === u.name);
+  const cell = (key, cls, ...v) => el('td', { class: cls, 'data-label': key ? t(key) : '' }, el('div', { class: 'v' }, ...v));
+  const role = el('select', { 'aria-label': t('users.role_of', { name: u.name }), dataset: { testid: `user-role-${u.name}` }, onchange: (e) => setUserRole(u, e.target.value) },
+    ...ROLES.map((r) => el('option', { value: r }, roleText(r))));
+  role.value = u.role;
+  const pwOpen = usr.pwOpen === u.name;
+  const armed = usr.armed === u.name;
+  const actions = [
+    el('button', { type: 'button', 'aria-expanded': String(pwOpen), dataset: { testid: `user-pw-${u.name}` }, onclick: () => {
+      usr.pwOpen = pwOpen ? null : u.name;
+      renderUsers();
+      if (!pwOpen) $(`[data-testid="user-pw-input-${u.name}"]`).focus();
+    } }, t(pwOpen ? 'users.pw_cancel' : 'users.pw_set')),
+    el('button', { type: 'button', class: armed ? 'danger' : '', title: t('users.delete_title'), dataset: { testid: `user-delete-${u.name}` }, onclick: () => deleteUserClick(u) },
+      armed ? t(self ? 'users.delete_self_confirm' : 'users.delete_confirm', { name: u.name }) : t('users.delete')),
+  ];
+  const rows = [el('tr', { dataset: { testid: `user-${u.name}` } },
+    cell('users.h.name', 'name', el('code', {}, u.name), ...(self ? [' ', el('span', { class: 'muted' }, t('users.you'))] : [])),
+    cell('users.h.role', 'role', role),
+    cell('users.h.created', 'created', u.created_at ? dateText(u.created_at * 1000) : '—'),
+    cell('', 'actions', ...actions))];
+  if (pwOpen) {
+    const input = el('input', { type: 'password', maxlength: '128', autocomplete: 'new-password', placeholder: t('users.pw_new'), 'aria-label': t('users.pw_new'), dataset: { testid: `user-pw-input-${u.name}` } });
+    const save = () => setUserPassword(u, input.value);
+    input.addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); save(); } });
+    rows.push(el('tr', { class: 'user-pw-row' }, el('td', { colspan: '4', class: 'user-pw' },
+      el('div', { class: 'v' }, el('span', {}, t('users.pw_for', { name: u.name })), ' ', input, ' ',
+        el('button', { type: 'button', class: 'primary', dataset: { testid: `user-pw-save-${u.name}` }, onclick: save }, t('users.pw_save'))))));
+  }
+  return rows;
+}
+
+// The role: changed at once (one's own too: then the console follows it).
+async function setUserRole(u, role) {
+  usersStatus('muted', () => t('users.saving'));
+  try {
+    await api('PUT', `/api/users/${encodeURIComponent(u.name)}`, { role });
+    usersStatus('ok', () => t('users.role_set', { name: u.name, role: roleText(role) }));
+    if (me && me.kind === 'user' && me.name === u.name) {
+      await refreshMe();
+      if (me.role !== 'admin') { show('dashboard'); return; }
+    }
+  } catch (err) {
+    usersStatus('error', usersProblem(err, u.name));
+  }
+  loadUsers();
+}
+
+async function setUserPassword(u, password) {
+  const rule = passwordRuleKey(password);
+  if (rule) { usersStatus('error', () => t(rule)); return; }
+  usersStatus('muted', () => t('users.saving'));
+  try {
+    await api('PUT', `/api/users/${encodeURIComponent(u.name)}`, { password });
+    usr.pwOpen = null;
+    usersStatus('ok', () => t('users.pw_done', { name: u.name }));
+  } catch (err) {
+    usersStatus('error', usersProblem(err, u.name));
+  }
+  loadUsers();
+}
+
+function deleteUserClick(u) {
+  clearTimeout(usr.armedTimer);
+  if (usr.armed !== u.name) {
+    usr.armed = u.name;
+    usr.armedTimer = setTimeout(() => { usr.armed = null; renderUsers(); }, REMOVE_ARMED_MS);
+    renderUsers();
+    return;
+  }
+  usr.armed = null;
+  deleteUser(u);
+}
+
+async function deleteUser(u) {
+  usersStatus('muted', () => t('users.saving'));
+  try {
+    await api('DELETE', `/api/users/${encodeURIComponent(u.name)}`);
+    if (usr.pwOpen === u.name) usr.pwOpen = null;
+    usersStatus('ok', () => t('users.deleted', { name: u.name }));
+  } catch (err) {
+    usersStatus('error', usersProblem(err, u.name));
+  }
+  loadUsers();
+}
+
+$('#user-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const box = $('#uf-status');
+  const said = (cls, fn) => { box.className = `status ${cls}`; say(box, fn); };
+  const name = $('#uf-name').value.trim();
+  const role = $('#uf-role').value;
+  const password = $('#uf-password').value;
+  if (!USER_NAME_RE.test(name)) { said('error', () => t('users.bad_name')); $('#uf-name').focus(); return; }
+  const rule = passwordRuleKey(password);
+  if (rule) { said('error', () => t(rule)); $('#uf-password').focus(); return; }
+  said('muted', () => t('users.saving'));
+  $('#uf-submit').disabled = true;
+  try {
+    await api('POST', '/api/users', { name, role, password });
+    said('ok', () => t('users.added', { name, role: roleText(role) }));
+    $('#uf-name').value = '';
+    $('#uf-password').value = '';
+    loadUsers();
+  } catch (err) {
+    said('error', usersProblem(err, name));
+  } finally {
+    $('#uf-submit').disabled = false;
+  }
+});
+
+onLanguage(() => { if (!$('#view-users').hidden) renderUsers(); });
 
 // ---- upstreams (级联上级): the upper platforms this site reports to, and what each sees ----
 
@@ -4138,9 +5141,10 @@ let lastEventId = null;
 async function followEvents() {
   for (;;) {
     try {
-      const headers = { Authorization: `Bearer ${apiKey}`, Accept: 'text/event-stream' };
+      const headers = { ...authHeaders('GET'), Accept: 'text/event-stream' };
       if (lastEventId !== null) headers['Last-Event-ID'] = String(lastEventId);
       const r = await fetch('/api/events', { headers });
+      if (r.status === 401) sessionEnded();
       if (!r.ok) throw new ApiError(r.status, 'events', '');
       const reader = r.body.getReader();
       const decoder = new TextDecoder();
@@ -4575,7 +5579,6 @@ function ackedToast(alarmId) {
 }
 
 layout(4);
-if (apiKey) signIn(apiKey).catch(() => sessionStorage.removeItem(KEY_STORE));
 
 // ---- playback of recordings (device and gmv) on one timeline ----
 
@@ -5415,11 +6418,12 @@ async function exportRange() {
   try {
     let r;
     try {
-      r = await fetch(`/api/records/export?${sourceParam(source)}&from_ms=${Math.floor(from)}&to_ms=${Math.floor(to)}`, { headers: { Authorization: `Bearer ${apiKey}` }, signal: abort.signal });
+      r = await fetch(`/api/records/export?${sourceParam(source)}&from_ms=${Math.floor(from)}&to_ms=${Math.floor(to)}`, { headers: authHeaders('GET'), signal: abort.signal });
     } catch (err) {
       if (abort.signal.aborted) throw err;
       throw new NetworkError(String(err && err.message || err));
     }
+    if (r.status === 401) sessionEnded();
     if (!r.ok) {
       let v = null;
       try { v = await r.json(); } catch (_) { /* not JSON */ }
@@ -7026,3 +8030,6 @@ onLanguage(() => {
   for (const x of ovs.panels.values()) renderOvPresets(x);
 });
 renderProxyFormTitle();
+
+// Signed in already (this tab's key, or a user's session cookie)? Else the sign-in screen.
+start();
