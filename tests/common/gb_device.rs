@@ -318,33 +318,22 @@ pub fn watch(url: &str, out: &str) -> Vec<u8> {
 /// it, its thread.
 /// `registered_device` with `TALKING_CHANNEL` beside the four.
 pub fn registered_talking_device(control: &Engine) -> (mpsc::Receiver<DeviceEvent>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-    let mut sim = Sim::new(control.sip);
-    assert_eq!(sim.register(PASSWORD, 3600).0, 200);
-    let (events_tx, events) = mpsc::channel();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut channels = default_channels();
-    channels.push((TALKING_CHANNEL.to_string(), "talking cam".to_string()));
-    let n = channels.len();
-    let device = {
-        let stop = stop.clone();
-        std::thread::spawn(move || run_device_with(sim, events_tx, stop, channels))
-    };
-    wait_for("catalog", Duration::from_secs(15), || {
-        let (_, v) = control.request("GET", &format!("/api/devices/{DEVICE}/channels"), "");
-        (v["channels"].as_array().map(Vec::len) == Some(n)).then_some(())
-    });
-    (events, stop, device)
+    registered_with(control, &[(TALKING_CHANNEL, "talking cam")])
 }
 
 /// `registered_device` with `TALKING_CHANNEL` and `HEVC_CHANNEL` beside the four.
 pub fn registered_hevc_device(control: &Engine) -> (mpsc::Receiver<DeviceEvent>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    registered_with(control, &[(TALKING_CHANNEL, "talking cam"), (HEVC_CHANNEL, "hevc cam")])
+}
+
+/// The device registered with `extra` channels (id, name) beside the four, its catalog taken.
+fn registered_with(control: &Engine, extra: &[(&str, &str)]) -> (mpsc::Receiver<DeviceEvent>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
     let mut sim = Sim::new(control.sip);
     assert_eq!(sim.register(PASSWORD, 3600).0, 200);
     let (events_tx, events) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let mut channels = default_channels();
-    channels.push((TALKING_CHANNEL.to_string(), "talking cam".to_string()));
-    channels.push((HEVC_CHANNEL.to_string(), "hevc cam".to_string()));
+    channels.extend(extra.iter().map(|(id, name)| (id.to_string(), name.to_string())));
     let n = channels.len();
     let device = {
         let stop = stop.clone();
