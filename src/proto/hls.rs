@@ -178,7 +178,9 @@ impl HlsSegmenter {
                 }
             }
         }
-        if self.current.len() > HLS_SEGMENT_BYTES_MAX {
+        // What the fMP4 muxer holds for its next fragment counts too.
+        let held = self.fmp4.muxer.as_ref().map_or(0, Fmp4Muxer::pending_bytes);
+        if self.current.len() + held > HLS_SEGMENT_BYTES_MAX {
             self.current.clear();
             self.start_dts = None;
             self.jump_pending = true;
@@ -408,6 +410,18 @@ mod tests {
         let after: Vec<&Segment> = h.segments().filter(|s| s.init == 1).collect();
         assert_eq!(runs(&after[0].data)[0].0, 0, "the new init's fragments start again at 0");
         assert!(h.init(0).is_some() && h.init(1).is_some());
+    }
+
+    #[test]
+    fn an_fmp4_segment_without_keyframes_stays_bounded() {
+        let mut h = HlsSegmenter::new(limits(), SegmentFormat::Fmp4);
+        h.push(&h264(0, true));
+        let big = Frame { data: Bytes::from(vec![0u8; 1 << 20]), ..h264(3600, false) };
+        for i in 1..100u64 {
+            h.push(&Frame { dts: i * 3600, pts: i * 3600, ..big.clone() });
+            let held = h.fmp4.muxer.as_ref().map_or(0, Fmp4Muxer::pending_bytes);
+            assert!(held + h.current.len() <= HLS_SEGMENT_BYTES_MAX + (1 << 20) + 64, "{held}");
+        }
     }
 
     #[test]

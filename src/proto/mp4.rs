@@ -85,6 +85,8 @@ pub struct Fmp4Muxer {
     /// Previous video sample interval, for the last sample of a flush.
     last_step: u64,
     pub frames: u64,
+    /// Bytes held for the next fragment (video and audio samples).
+    pending_bytes: usize,
 }
 
 impl Fmp4Muxer {
@@ -101,6 +103,7 @@ impl Fmp4Muxer {
             audio_started: false,
             last_step: 3600,
             frames: 0,
+            pending_bytes: 0,
         }
     }
 
@@ -113,6 +116,11 @@ impl Fmp4Muxer {
     /// The file time (90 kHz) of a dts at or after `base_dts`.
     fn file_time(&self, dts: u64) -> u64 {
         dts.saturating_sub(self.base_dts) + self.offset
+    }
+
+    /// Bytes held for the next fragment.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
     }
 
     /// Whether the init segment has an audio track.
@@ -212,6 +220,7 @@ impl Fmp4Muxer {
                         self.audio_started = true;
                         self.audio_time = self.file_time(frame.dts) * u64::from(h.sample_rate()) / 90_000;
                     }
+                    self.pending_bytes += raw.len();
                     self.audio_samples.push(raw.to_vec());
                 }
             }
@@ -228,6 +237,7 @@ impl Fmp4Muxer {
         let mut data = Vec::with_capacity(frame.data.len() + 16);
         h26x::append_length_prefixed(frame.codec, &frame.data, &mut data);
         let cto = (frame.pts as i64 - frame.dts as i64).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        self.pending_bytes += data.len();
         self.video_samples.push(Sample { dts: self.file_time(frame.dts), cto, keyframe: frame.keyframe, data });
         self.frames += 1;
         out
@@ -239,6 +249,7 @@ impl Fmp4Muxer {
         let first = self.video_samples.first().map(|s| s.dts - self.offset + self.base_dts)?;
         self.frames -= self.video_samples.len() as u64;
         self.video_samples.clear();
+        self.pending_bytes = 0;
         self.audio_samples.clear();
         Some(first)
     }
@@ -264,6 +275,7 @@ impl Fmp4Muxer {
             return None;
         }
         let samples = std::mem::take(&mut self.video_samples);
+        self.pending_bytes = 0;
         let audio = std::mem::take(&mut self.audio_samples);
         let mut durations: Vec<u32> = samples.windows(2).map(|w| w[1].dts.saturating_sub(w[0].dts) as u32).collect();
         let last = samples.last().expect("not empty");
