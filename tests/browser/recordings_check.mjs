@@ -128,10 +128,13 @@ const rowsOf = (page) => page.evaluate(() => [...document.querySelectorAll('[dat
 const countOf = (page, prefix) => page.evaluate((p) => document.querySelectorAll(`[data-testid^=${p}]`).length, prefix);
 
 // A click at the left edge of a span on the timeline (its start), with the video watched.
+// Through a locator: the timeline is drawn again while a recording plays (its cursor moves),
+// so an element handle taken before can be detached by the time it is clicked.
 async function clickSegment(page, testid) {
-  const box = await (await page.$(`[data-testid=${testid}]`)).boundingBox();
+  const seg = page.locator(`[data-testid=${testid}]`);
+  const box = await seg.boundingBox({ timeout: 10000 });
   await watchVideo(page);
-  await page.mouse.click(box.x + Math.min(0.5, box.width / 2), box.y + box.height / 2);
+  await seg.click({ position: { x: Math.min(0.5, box.width / 2), y: box.height / 2 }, timeout: 10000 });
 }
 
 try {
