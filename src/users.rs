@@ -106,15 +106,7 @@ pub fn load(data_dir: &Path) -> Result<Vec<User>, String> {
 
 /// Writes the users (a new file renamed over the old, owner-only: it holds password hashes).
 pub fn save(data_dir: &Path, users: &[User]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(data_dir)?;
-    let (path, tmp) = (path(data_dir), data_dir.join(format!("{USERS_FILE}.tmp")));
-    let body = serde_json::to_vec_pretty(&UsersFile { users: users.to_vec() }).map_err(std::io::Error::other)?;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(&body)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)
+    crate::control::json_file::save(&path(data_dir), &UsersFile { users: users.to_vec() })
 }
 
 #[cfg(test)]

@@ -250,6 +250,12 @@ pub fn api_caller<'s>(secrets: &'s Secrets, head: &RequestHead) -> Result<(&'s s
     Ok(caller)
 }
 
+/// A console user's session cookie, when the request is made with one (and no API key in a
+/// header, which would be the credential instead).
+pub fn user_session(head: &RequestHead) -> Option<&str> {
+    session_cookie(head).filter(|_| header_credential(head).is_none())
+}
+
 /// The session cookie's value, when the request has one.
 pub fn session_cookie(head: &RequestHead) -> Option<&str> {
     let cookies = head.header("cookie")?;

@@ -144,7 +144,7 @@ pub async fn sign_out(conn: &mut HttpConn) {
 
 /// Who is calling: `GET /api/session`, with the CSRF token when it is a session.
 pub fn whoami(front: &Front, head: &RequestHead, caller: &str, role: Role) -> (u16, Value) {
-    let session = super::routes::session_cookie(head).filter(|_| super::routes::header_credential(head).is_none());
+    let session = super::routes::user_session(head);
     let csrf = session.map(|s| front.shard.secrets().csrf(s));
     (200, json!({ "name": caller, "role": role, "kind": if session.is_some() { "user" } else { "api_key" }, "csrf": csrf }))
 }
@@ -170,7 +170,7 @@ pub async fn serve(front: &Front, head: &RequestHead, segments: &[&str], caller:
             };
         }
         ("PUT", ["api", "session", "password"]) => {
-            if super::routes::session_cookie(head).is_none() || super::routes::header_credential(head).is_some() {
+            if super::routes::user_session(head).is_none() {
                 return bad("an API key has no password: sign in as a user to change yours".into());
             }
             let (Some(old), Some(new)) = (text("old"), text("new")) else { return bad("give {\"old\", \"new\"}".into()) };
