@@ -142,7 +142,11 @@ const I18N = {
     'wall.player.auto': 'WebRTC (with sound), then FLV, then HLS',
     'wall.player.flv': 'FLV (WebSocket), HLS if it fails',
     'wall.player.hls': 'HLS',
-    'wall.hint': 'A channel\'s ▶ in Devices plays it in the next free tile.',
+    'wall.hint': 'Click a channel to play it in the selected tile, or drag it onto a tile.',
+    'wall.channels': 'Channels',
+    'wall.channels_title': 'Show or hide the device tree',
+    'wall.channels_close': 'Close the list',
+    'wall.tree_hint': 'Click: play in the selected tile. Drag: play in the tile it is dropped on.',
     'wall.empty': 'empty',
     'wall.sound': 'sound',
     'wall.mute': 'mute',
@@ -214,6 +218,8 @@ const I18N = {
     'pb.starting': 'starting…',
     'pb.error': 'Playback error: {type} {detail}',
     'pb.playing_from': 'playing from {time}',
+    'pb.no_sound_g711': 'without sound: the camera records G.711, which this player cannot play',
+    'pb.hevc_unplayable': 'H.265 recordings cannot play here: this browser has no H.265 decoder for this view (download the range, or play the channel live, where the console decodes H.265 itself).',
     'pb.need_session': 'Play a device recording first',
     'pb.sought': 'sought to {time}',
     'pb.paused': 'paused',
@@ -222,6 +228,7 @@ const I18N = {
     'pb.need_range': 'Pick a device recording on the timeline first',
     'pb.source.device': 'device',
     'pb.source.gmv': 'gmv',
+    'pb.source.node': 'media node',
     'pb.range': '{source} {start} – {end}',
     'pb.dl.starting': 'starting',
     'pb.dl.progress': '{pct} % {state}',
@@ -242,12 +249,28 @@ const I18N = {
     'st.h.viewers': 'viewers',
     'st.h.source': 'source',
     'st.sip': 'SIP',
+    'st.c.received': 'SIP messages received',
+    'st.c.malformed': 'malformed messages',
+    'st.c.registers': 'registrations',
+    'st.c.auth_failures': 'authentication failures',
+    'st.c.refused': 'refused (unknown or unregistered sender, tables full)',
+    'st.c.rate_limited': 'registrations dropped over the challenge rate',
+    'st.c.spoofed': 'claiming a registered device from another address',
+    'st.c.keepalives': 'keepalives',
+    'st.c.responses_unmatched': 'answers to no request of ours',
+    'st.c.retransmissions': 'requests sent again',
+    'st.c.retransmissions_absorbed': 'repeated requests answered from memory',
+    'st.c.transactions_timed_out': 'requests unanswered (timed out)',
+    'st.c.lenient_bodies': 'message bodies longer than their Content-Length (taken)',
+    'st.c.query_failures': 'queries that failed',
+    'st.c.alarms': 'alarms',
+    'st.c.outputs_dropped': 'messages not sent (queue full)',
     'nodes.no_sip': 'SIP is disabled: no control plane here.',
     'nodes.single': 'This control keeps its own registry (SQLite).',
     'nodes.active': 'This control ({instance}) is active: it holds the shared registry\'s lease (epoch {epoch}).',
     'nodes.standby': 'This control ({instance}) is standby: the active control is {leader}. Plays and changes go there.',
     'nodes.no_leader': '(none yet)',
-    'nodes.all_in_one': 'All in one: every stream runs in this process (media nodes are for node.role control).',
+    'nodes.all_in_one': 'All in one: every stream runs in this process (media nodes are for {setting}).',
     'nodes.none': 'No media node yet: list them in node.media_nodes, or let them announce themselves.',
     'nodes.h.node': 'media node',
     'nodes.h.state': 'state',
@@ -1234,7 +1257,11 @@ const I18N = {
     'wall.player.auto': 'WebRTC（带声音），不行再用 FLV、HLS',
     'wall.player.flv': 'FLV（WebSocket），失败时用 HLS',
     'wall.player.hls': 'HLS',
-    'wall.hint': '在“设备”中点击通道的 ▶，即在下一个空闲画面中播放。',
+    'wall.hint': '单击通道即在选中的画面中播放，也可把通道拖到某个画面上。',
+    'wall.channels': '设备通道',
+    'wall.channels_title': '显示或隐藏设备树',
+    'wall.channels_close': '收起列表',
+    'wall.tree_hint': '单击：在选中的画面中播放。拖动：在放下的画面中播放。',
     'wall.empty': '空闲',
     'wall.sound': '声音',
     'wall.mute': '静音',
@@ -1306,6 +1333,8 @@ const I18N = {
     'pb.starting': '正在启动…',
     'pb.error': '回放出错：{type} {detail}',
     'pb.playing_from': '从 {time} 开始播放',
+    'pb.no_sound_g711': '无声音：摄像机录制的是 G.711 音频，此播放器无法播放',
+    'pb.hevc_unplayable': '此处无法播放 H.265 录像：本页面在此浏览器中没有 H.265 解码器（可下载该时段，或在实时预览中播放该通道，控制台会自行解码 H.265）。',
     'pb.need_session': '请先播放一段设备录像',
     'pb.sought': '已跳转到 {time}',
     'pb.paused': '已暂停',
@@ -1314,6 +1343,7 @@ const I18N = {
     'pb.need_range': '请先在时间轴上选择一段设备录像',
     'pb.source.device': '设备录像',
     'pb.source.gmv': '平台录像',
+    'pb.source.node': '媒体节点录像',
     'pb.range': '{source} {start} – {end}',
     'pb.dl.starting': '正在开始',
     'pb.dl.progress': '{pct} % {state}',
@@ -1334,12 +1364,28 @@ const I18N = {
     'st.h.viewers': '观看数',
     'st.h.source': '来源',
     'st.sip': 'SIP 信令计数',
+    'st.c.received': '收到的 SIP 消息',
+    'st.c.malformed': '格式错误的消息',
+    'st.c.registers': '注册',
+    'st.c.auth_failures': '认证失败',
+    'st.c.refused': '拒绝（未知或未注册的发送方、表已满）',
+    'st.c.rate_limited': '超出质询速率而丢弃的注册',
+    'st.c.spoofed': '从其他地址冒充已注册设备',
+    'st.c.keepalives': '心跳',
+    'st.c.responses_unmatched': '找不到对应请求的应答',
+    'st.c.retransmissions': '重发的请求',
+    'st.c.retransmissions_absorbed': '按已有应答回复的重复请求',
+    'st.c.transactions_timed_out': '无应答（超时）的请求',
+    'st.c.lenient_bodies': '长于其声明长度的消息体（已接收）',
+    'st.c.query_failures': '失败的查询',
+    'st.c.alarms': '告警',
+    'st.c.outputs_dropped': '未发出的消息（队列已满）',
     'nodes.no_sip': '未启用 SIP：此处没有控制平面。',
     'nodes.single': '此控制节点使用自己的注册库（SQLite）。',
     'nodes.active': '此控制节点（{instance}）为主用：持有共享注册库的租约（任期 {epoch}）。',
     'nodes.standby': '此控制节点（{instance}）为备用：主用控制节点是 {leader}。播放和更改都在主用节点上进行。',
     'nodes.no_leader': '（暂无）',
-    'nodes.all_in_one': '一体化部署：所有流都在本进程中运行（媒体节点只用于 node.role 为 control 的部署）。',
+    'nodes.all_in_one': '一体化部署：所有流都在本进程中运行（媒体节点只用于 {setting} 的部署）。',
     'nodes.none': '尚无媒体节点：请在 node.media_nodes 中列出，或让媒体节点自行上报。',
     'nodes.h.node': '媒体节点',
     'nodes.h.state': '状态',
@@ -2278,6 +2324,10 @@ function say(e, fn) {
 }
 // The same for an element's text from a key (`sayKey(e, '')` empties it).
 const sayKey = (e, key, params = {}) => say(e, () => (key ? t(key, params) : ''));
+// The same, its parameters being configuration names or values: shown as <code>, not translated.
+const CODE_MARK = '\u0001';
+const sayCode = (e, key, params) => say(e, () => t(key, Object.fromEntries(Object.keys(params).map((k) => [k, `${CODE_MARK}${k}${CODE_MARK}`])))
+  .split(CODE_MARK).map((part, i) => (i % 2 ? el('code', {}, params[part]) : part)));
 
 function onLanguage(fn) { languageListeners.push(fn); }
 
@@ -2676,19 +2726,30 @@ $('#password-form').addEventListener('submit', async (e) => {
 // ---- views ----
 
 let refreshTimer = null;
+// Tiles go on playing for this long while another view is shown (a look at the events and
+// back does not restart them); past it they unload (no bandwidth for pictures nobody sees) and
+// load again on return.
+const TILES_HIDDEN_KEEP_MS = 120000;
+let tilesHiddenTimer = null;
 function show(view) {
   for (const b of document.querySelectorAll('nav button')) b.classList.toggle('active', b.dataset.view === view);
   for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== `view-${view}`;
   clearInterval(refreshTimer);
-  // Tiles unload while another view is shown (no bandwidth for pictures nobody sees) and load
-  // again on return.
-  if (view === 'wall') resumeTiles();
-  else suspendTiles();
+  clearTimeout(tilesHiddenTimer);
+  tilesHiddenTimer = null;
+  if (view === 'wall') {
+    placeTree(true);
+    loadDevices();
+    resumeTiles();
+  } else {
+    tilesHiddenTimer = setTimeout(suspendTiles, TILES_HIDDEN_KEEP_MS);
+  }
   if (view !== 'playback') stopPlayback();
   if (view !== 'events') stopClip();
   if (view !== 'recordings') leaveRecordings();
   if (view === 'recordings') openRecordings();
   if (view === 'devices') {
+    placeTree(false);
     loadDevices();
     if (ob.open) loadOnboarding();
   }
@@ -2821,6 +2882,25 @@ async function loadChannels(d) {
   renderDevices();
 }
 
+// A device came online or went offline (the events stream): its row and its channels' dots
+// follow; a device not in the list (a new one) has the list asked again. Redrawn at most every
+// TREE_FOLLOW_MS (a site's cameras registering after a restart come in hundreds).
+const TREE_FOLLOW_MS = 300;
+let treeFollowTimer = null;
+let treeFollowReload = false;
+function deviceState(deviceId, online) {
+  const d = devices.find((x) => x.device_id === deviceId);
+  if (d && d.online === online) return;
+  if (d) d.online = online; else treeFollowReload = true;
+  if (treeFollowTimer) return;
+  treeFollowTimer = setTimeout(() => {
+    treeFollowTimer = null;
+    const shown = !$('#view-devices').hidden || !$('#view-wall').hidden;
+    if (treeFollowReload && shown) loadDevices(); else renderDevices();
+    treeFollowReload = false;
+  }, TREE_FOLLOW_MS);
+}
+
 // The tree as flat rows of known heights: only those in view are in the page.
 let rows = [];
 let offsets = [];
@@ -2899,14 +2979,15 @@ function rowNode(r) {
         if (open) { expanded.delete(d.device_id); collapsed.add(d.device_id); } else { collapsed.delete(d.device_id); expanded.add(d.device_id); }
         renderDevices();
       } }, open ? '▾' : '▸'), ' ',
-      el('span', { class: `dot ${d.online ? 'on' : ''}` }), ' ',
-      el('strong', { class: 'device-id', title: t('dev.details'), onclick: () => {
+      el('span', { class: `dot ${d.online ? 'on' : ''}`, title: d.online ? t('dev.online') : t('dev.offline'), dataset: { testid: `device-state-${d.device_id}` } }), ' ',
+      // The name first (what operators know a camera by), the id second.
+      ...(name ? [el('span', { class: 'data dev-name' }, name), ' '] : []),
+      el(name ? 'span' : 'strong', { class: name ? 'device-id muted' : 'device-id', title: t('dev.details'), onclick: () => {
         if (openDetails.has(d.device_id)) openDetails.delete(d.device_id); else openDetails.add(d.device_id);
         renderDevices();
       } }, d.device_id), ' ',
-      ...(name ? [el('span', { class: 'data dev-name' }, name), ' '] : []),
       el('span', { class: 'muted info' }, [info, d.online ? t('dev.online') : t('dev.offline'), t('dev.channels', { n: d.channel_count }), d.last_error].filter(Boolean).join(' · ')), ' ',
-      el('button', { title: t('dev.sync_title'), onclick: async () => { try { await api('POST', `/api/devices/${d.device_id}/sync`); } catch (err) { alert(readable(err)); } } }, t('dev.sync')));
+      el('button', { class: 'sync', title: t('dev.sync_title'), onclick: async () => { try { await api('POST', `/api/devices/${d.device_id}/sync`); } catch (err) { alert(readable(err)); } } }, t('dev.sync')));
   }
   if (r.kind === 'details') {
     const box = el('div', { class: 'row details', dataset: { testid: `details-${d.device_id}` } });
@@ -2916,11 +2997,19 @@ function rowNode(r) {
   if (r.kind === 'note') return el('div', { class: 'row note muted' }, t(r.text));
   const c = r.c;
   const cover = covers.get(c.device_id);
-  return el('div', { class: 'row channel', dataset: { testid: `channel-${c.device_id}` } },
-    cover ? el('img', { class: 'cover', src: cover, alt: '', loading: 'lazy' }) : el('span', { class: 'cover' }),
-    el('span', { class: `dot ${c.status === 'ON' ? 'on' : ''}` }),
-    el('span', { class: 'ch-text' }, el('span', {}, c.name || c.device_id), el('span', { class: 'muted' }, c.device_id)),
-    el('button', { title: t('common.play_in_wall'), dataset: { testid: `play-${c.device_id}` }, onclick: () => wallPlay(d.device_id, c.device_id, c.name || c.device_id) }, '▶'));
+  const label = c.name || c.device_id;
+  // Beside the wall a click plays the channel in the selected tile; in Devices its ▶ plays it in
+  // the next free one. Either way it can be dragged onto a tile.
+  const play = () => (treeInLive ? playFromTree(d.device_id, c.device_id, label) : wallPlay(d.device_id, c.device_id, label));
+  const attrs = { class: 'row channel', draggable: 'true', dataset: { testid: `channel-${c.device_id}` }, ondragstart: (e) => dragChannel(e, d.device_id, c.device_id, label) };
+  if (treeInLive) Object.assign(attrs, { title: t('wall.tree_hint'), onclick: (e) => { if (!e.target.closest('button')) play(); } });
+  // A channel is on only while its device is: an offline device's channels are not green.
+  const on = d.online && c.status === 'ON';
+  return el('div', attrs,
+    cover ? el('img', { class: 'cover', src: cover, alt: '', loading: 'lazy', draggable: 'false' }) : el('span', { class: 'cover' }),
+    el('span', { class: `dot ${on ? 'on' : ''}`, dataset: { testid: `channel-state-${c.device_id}` } }),
+    el('span', { class: 'ch-text' }, el('span', { class: 'data' }, label), el('span', { class: 'muted' }, c.device_id)),
+    el('button', { title: t('common.play_in_wall'), dataset: { testid: `play-${c.device_id}` }, onclick: play }, '▶'));
 }
 
 // DeviceInfo, the last DeviceStatus (and a button to ask again), subscriptions, position.
@@ -3277,16 +3366,121 @@ onLanguage(() => {
 const tiles = [];
 let selected = -1;
 
+/// The wall's layouts: n tiles; 6 is one large tile (2×2) and five small ones on a 3×3 grid.
+const LAYOUTS = [1, 4, 6, 9, 16];
+const LAYOUT_DEFAULT = 4;
 function layout(n) {
   while (tiles.length > n) stopTile(tiles.pop());
   if (selected >= n) selected = -1;
   while (tiles.length < n) tiles.push({ index: tiles.length });
-  $('#wall').style.setProperty('--cols', String(Math.ceil(Math.sqrt(n))));
+  $('#layout').value = String(n);
+  $('#wall').style.setProperty('--cols', String(n === 6 ? 3 : Math.ceil(Math.sqrt(n))));
+  $('#wall').classList.toggle('one-large', n === 6);
   renderWall();
   // Smaller or larger tiles now: the sub-stream or the main stream.
   for (const tile of tiles) reconsiderStream(tile);
 }
-$('#layout').addEventListener('change', (e) => layout(Number(e.target.value)));
+$('#layout').addEventListener('change', (e) => { layout(Number(e.target.value)); saveWall(); });
+
+// ---- the wall kept in this browser ----
+// The layout and what each tile plays (device, channel, label) in localStorage, written when
+// the operator changes them; read at load, the tiles played when the Live view shows.
+const WALL_STORE = 'gmv-wall';
+// An id or label kept is at most this long (what is read back is checked like any input).
+const WALL_TEXT_MAX = 128;
+function saveWall() {
+  const kept = tiles.map((x) => (x.channel ? { device: x.device || null, channel: x.channel, label: x.label || null } : null));
+  storeSet(localStorage, WALL_STORE, JSON.stringify({ layout: tiles.length, tiles: kept }));
+}
+function restoreWall() {
+  let kept = null;
+  try { kept = JSON.parse(storeGet(localStorage, WALL_STORE) || 'null'); } catch (_) { /* not ours: the default */ }
+  const n = kept && LAYOUTS.includes(kept.layout) ? kept.layout : LAYOUT_DEFAULT;
+  layout(n);
+  const text = (v) => typeof v === 'string' && v.length > 0 && v.length <= WALL_TEXT_MAX;
+  const entries = kept && Array.isArray(kept.tiles) ? kept.tiles.slice(0, n) : [];
+  entries.forEach((x, i) => {
+    if (!x || !text(x.channel) || !(x.device === null || text(x.device))) return;
+    const tile = tiles[i];
+    Object.assign(tile, { device: x.device, channel: x.channel, label: text(x.label) ? x.label : '' });
+    tile.node.classList.remove('empty');
+    say(tile.name, () => labelOf(tile));
+    sayKey(tile.message, 'wall.connecting');
+  });
+}
+
+// ---- the device tree beside the wall ----
+// One tree serves both views: it moves (with its search bar) beside the wall when the Live
+// view shows and back into Devices, and is laid out again for the width it has there.
+let treeInLive = false;
+function placeTree(live) {
+  if (live === treeInLive) return;
+  treeInLive = live;
+  const bar = $('#tree-toolbar');
+  const scroll = $('#tree-scroll');
+  if (live) {
+    $('#live-tree').append(bar, scroll);
+  } else {
+    $('#view-devices').prepend(bar);
+    $('#view-devices').append(scroll);
+  }
+  $('#device-tree').classList.toggle('compact', live);
+  rowHeights.clear();
+  renderDevices();
+}
+
+// The tree beside the wall: shown or hidden (on a phone a drawer over the wall, closed after a
+// channel is chosen).
+function setLiveTree(open) {
+  $('#view-wall').classList.toggle('tree-closed', !open);
+  $('#live-tree-toggle').setAttribute('aria-expanded', String(open));
+  if (open) drawVisibleRows();
+}
+$('#live-tree-toggle').addEventListener('click', () => setLiveTree($('#view-wall').classList.contains('tree-closed')));
+$('#live-tree-close').addEventListener('click', () => setLiveTree(false));
+// A phone opens the Live view on the wall, the tree a tap away; a window narrowed to a phone's
+// width closes it (a drawer over the page), widened again shows it beside the wall.
+const PHONE_QUERY = window.matchMedia(`(max-width: ${NARROW_PX}px)`);
+if (PHONE_QUERY.matches) setLiveTree(false);
+PHONE_QUERY.addEventListener('change', (m) => setLiveTree(!m.matches));
+
+// A click in the tree: the channel plays in the selected tile (the first free one when none
+// is), and the selection moves on to the next free tile, so clicks fill the wall in order; on a
+// full wall it stays, and the next click replaces what the selected tile plays.
+function playFromTree(deviceId, channelId, label) {
+  const tile = tiles[selected] || tiles.find((x) => !x.channel) || tiles[0];
+  wallPlay(deviceId, channelId, label, tile);
+  const after = [...tiles.slice(tile.index + 1), ...tiles.slice(0, tile.index)].find((x) => !x.channel);
+  if (after) selectTile(after.index);
+  if (PHONE_QUERY.matches) setLiveTree(false);
+}
+
+// Dragging a channel: onto a tile, which plays it (see renderWall).
+const DRAG_TYPE = 'application/x-gmv-channel';
+function dragChannel(e, deviceId, channelId, label) {
+  e.dataTransfer.setData(DRAG_TYPE, JSON.stringify({ device: deviceId, channel: channelId, label }));
+  e.dataTransfer.setData('text/plain', channelId);
+  e.dataTransfer.effectAllowed = 'copy';
+}
+function dropTarget(tile) {
+  const ours = (e) => e.dataTransfer && [...e.dataTransfer.types].includes(DRAG_TYPE);
+  tile.node.addEventListener('dragover', (e) => {
+    if (!ours(e)) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = 'copy';
+    tile.node.classList.add('drop');
+  });
+  tile.node.addEventListener('dragleave', () => tile.node.classList.remove('drop'));
+  tile.node.addEventListener('drop', (e) => {
+    tile.node.classList.remove('drop');
+    if (!ours(e)) return;
+    e.preventDefault();
+    let x = null;
+    try { x = JSON.parse(e.dataTransfer.getData(DRAG_TYPE)); } catch (_) { return; }
+    if (!x || typeof x.channel !== 'string') return;
+    wallPlay(typeof x.device === 'string' ? x.device : null, x.channel, typeof x.label === 'string' ? x.label : '', tile);
+  });
+}
 
 function renderWall() {
   const nodes = tiles.map((tile, i) => {
@@ -3294,7 +3488,7 @@ function renderWall() {
       tile.video = el('video', { muted: '', autoplay: '', playsinline: '' });
       tile.video.muted = true;
       tile.message = sayKey(el('div', { class: 'message' }), 'wall.empty');
-      tile.name = el('span', { class: 'name' }, '');
+      tile.name = el('span', { class: 'name data' }, '');
       tile.stats = el('div', { class: 'stats' }, '');
       // What else the tile should say while it plays (why there is no sound).
       tile.note = el('div', { class: 'note', dataset: { testid: `tile-note-${i}` } }, '');
@@ -3311,8 +3505,9 @@ function renderWall() {
           sound,
           el('button', { title: t('wall.snap_title'), 'data-i18n-title': 'wall.snap_title', 'data-i18n': 'wall.snap', onclick: (e) => { e.stopPropagation(); snapshot(tile); } }, t('wall.snap')),
           el('button', { title: t('wall.full_title'), 'data-i18n-title': 'wall.full_title', 'data-i18n': 'wall.full', onclick: (e) => { e.stopPropagation(); toggleFullScreen(tile); } }, t('wall.full')),
-          el('button', { title: t('wall.close_title'), 'data-i18n-title': 'wall.close_title', onclick: (e) => { e.stopPropagation(); stopTile(tile); } }, '✕')),
+          el('button', { title: t('wall.close_title'), 'data-i18n-title': 'wall.close_title', onclick: (e) => { e.stopPropagation(); stopTile(tile); saveWall(); } }, '✕')),
         tile.note, tile.stats);
+      dropTarget(tile);
     }
     tile.node.classList.toggle('selected', i === selected);
     return tile.node;
@@ -3349,6 +3544,7 @@ async function subStreamOf(deviceId) {
 
 async function wantsSubStream(tile, deviceId) {
   if (!deviceId || tiles.length < SUB_STREAM_TILES_MIN || isFullScreen(tile)) return false;
+  if (tiles.length === 6 && tile.index === 0) return false; // the large tile of one-and-five
   return !!(await subStreamOf(deviceId));
 }
 
@@ -3482,9 +3678,15 @@ function suspendTiles() {
 }
 
 function resumeTiles() {
+  const keep = selected; // each play selects its tile: the operator's selection stays
+  let played = false;
   for (const tile of tiles) {
-    if (tile.channel && !tile.player) wallPlay(tile.device, tile.channel, tile.label, tile, tile.level);
+    if (tile.channel && !tile.player && !tile.playId) {
+      wallPlay(tile.device, tile.channel, tile.label, tile, tile.level);
+      played = true;
+    }
   }
+  if (played && selected !== keep) selectTile(keep);
 }
 
 function stopTile(tile) {
@@ -3540,8 +3742,9 @@ const noMediaOf = (s) => (s.no_media && !(s.frames > 0) && s.age_ms >= NO_MEDIA_
 
 // The stream's codecs, asked until the video's is known (or CODECS_WAIT_MS): its GET
 // /api/streams answer, or null when there is none (the tile then tries its players in order).
-// Meanwhile the tile says why nothing came yet, if the stream says so.
-async function streamCodecs(tile, streamId, current) {
+// Meanwhile `waiting` is told at each ask why nothing came yet (null when the stream says
+// nothing).
+async function streamCodecs(streamId, current, waiting) {
   const deadline = Date.now() + CODECS_WAIT_MS;
   let info = null;
   for (;;) {
@@ -3551,9 +3754,7 @@ async function streamCodecs(tile, streamId, current) {
       return info;
     }
     if (!current() || info.video_codec || Date.now() >= deadline) return info;
-    const noMedia = noMediaOf(info);
-    if (noMedia) sayKey(tile.message, 'wall.no_media', { why: noMedia });
-    tile.noMedia = noMedia;
+    waiting(noMediaOf(info));
     await new Promise((r) => setTimeout(r, CODECS_POLL_MS));
   }
 }
@@ -3570,6 +3771,7 @@ async function wallPlay(deviceId, channelId, label, into, level, rechoose = fals
   const current = () => tile.playId === playId;
   tile.level = level ?? FIRST_PLAYER[$('#player').value] ?? 0;
   Object.assign(tile, { device: deviceId, channel: channelId, label });
+  saveWall();
   say(tile.name, () => labelOf(tile));
   sayKey(tile.message, 'wall.connecting');
   tile.node.classList.remove('empty');
@@ -3596,7 +3798,10 @@ async function wallPlay(deviceId, channelId, label, into, level, rechoose = fals
     tile.sub = !!session.sub_stream;
     sayStreamKind(tile);
     // The codecs decide the player: H.265 without the browser's own decoder, G.711 in FLV.
-    const info = await streamCodecs(tile, session.stream_id, current);
+    const info = await streamCodecs(session.stream_id, current, (noMedia) => {
+      if (noMedia) sayKey(tile.message, 'wall.no_media', { why: noMedia });
+      tile.noMedia = noMedia;
+    });
     if (!current()) return;
     tile.codecs = { video: info && info.video_codec, audio: info && info.audio_codec };
     const player = PLAYERS[tile.level];
@@ -4246,10 +4451,12 @@ async function loadStreams() {
     $('#stream-rows').replaceChildren(...streams.map((s) => el('tr', {},
       el('td', {}, s.stream_id), el('td', {}, s.video_codec || '—'), el('td', {}, s.width ? `${s.width}×${s.height}` : '—'),
       el('td', {}, String(s.bitrate_kbps)), el('td', {}, String(s.packets)), el('td', {}, String(s.lost)),
-      el('td', {}, String(s.subscribers)), el('td', {}, s.transport || '—'),
+      el('td', {}, String(s.subscribers)), el('td', { class: 'data' }, s.transport ? s.transport.toUpperCase() : '—'),
       el('td', {}, el('button', { title: t('common.play_in_wall'), dataset: { testid: `play-stream-${s.stream_id}` }, onclick: () => { wallPlay(null, s.stream_id, null); show('wall'); } }, '▶')))));
     const sip = await api('GET', '/api/sip');
-    $('#sip-counters').textContent = JSON.stringify(sip.counters, null, 1);
+    // Each counter under its name in the operator's language (an unknown one under its own).
+    say($('#sip-counters'), () => Object.entries(sip.counters).flatMap(([k, n]) => [
+      el('dt', {}, `st.c.${k}` in I18N.en ? t(`st.c.${k}`) : el('code', {}, k)), el('dd', {}, String(n))]));
   } catch (err) {
     $('#stream-rows').replaceChildren(el('tr', {}, say(el('td', { class: 'error' }), () => readable(err))));
   }
@@ -4280,7 +4487,7 @@ async function loadNodes() {
     } catch (err) {
       if (err.code !== 'not_control') throw err;
       $('#node-table').hidden = true;
-      sayKey($('#nodes-note'), 'nodes.all_in_one');
+      sayCode($('#nodes-note'), 'nodes.all_in_one', { setting: 'node.role: control' });
       return;
     }
     $('#node-table').hidden = false;
@@ -5170,6 +5377,7 @@ async function followEvents() {
 function addEvent(e) {
   if (lastEventId === null || e.id > lastEventId) lastEventId = e.id;
   if (!takeEvent(e)) return;
+  if ((e.kind === 'device_online' || e.kind === 'device_offline') && e.device_id) deviceState(e.device_id, e.kind === 'device_online');
   if (e.kind === 'alarm') {
     if (!evs.acks.has(e.id)) evs.unacked.add(e.id);
     updateBadge();
@@ -5578,13 +5786,14 @@ function ackedToast(alarmId) {
   }
 }
 
-layout(4);
+restoreWall();
 
 // ---- playback of recordings (device and gmv) on one timeline ----
 
 const DAY_S = 86400;
 const DOWNLOAD_POLL_MS = 1000;
-const pb = { from: 0, to: 0, ranges: [], session: null, player: null, paused: false, range: null };
+// `rangesOf`: the channel the ranges shown are of; `loads` numbers the timeline's loads.
+const pb = { from: 0, to: 0, ranges: [], rangesOf: null, loads: 0, session: null, player: null, paused: false, range: null };
 
 function fillChannels() {
   const select = $('#pb-channel');
@@ -5597,11 +5806,20 @@ function fillChannels() {
 async function loadTimeline() {
   const channel = $('#pb-channel').value;
   if (!channel) return;
+  const load = ++pb.loads;
   pb.to = Math.floor(Date.now() / 1000);
   pb.from = pb.to - DAY_S;
   sayKey($('#pb-note'), 'pb.asking');
+  // Another channel chosen: its predecessor's ranges go at once (a click on one would play
+  // the new channel at the old one's times).
+  if (pb.rangesOf !== channel) {
+    pb.ranges = [];
+    pb.rangesOf = channel;
+    renderTimeline();
+  }
   try {
     const line = await api('GET', `/api/channels/${channel}/timeline?start=${pb.from}&end=${pb.to}`);
+    if (load !== pb.loads) return; // another load was asked for meanwhile
     pb.ranges = line.ranges;
     const note = () => (line.device.error ? t('pb.device_error', { why: line.device.error }) : (line.device.complete ? '' : t('pb.incomplete')));
     say($('#pb-note'), () => {
@@ -5610,7 +5828,7 @@ async function loadTimeline() {
     });
     renderTimeline();
   } catch (err) {
-    say($('#pb-note'), () => readable(err));
+    if (load === pb.loads) say($('#pb-note'), () => readable(err));
   }
 }
 
@@ -5662,7 +5880,11 @@ $('#timeline').addEventListener('click', (e) => {
   else playRange(r, at);
 });
 
+// Each play is numbered: one still being set up when another starts (or the view is left)
+// gives up.
+let pbPlays = 0;
 function stopPlayback() {
+  pbPlays++; // a play still being set up gives up
   if (pb.player) { pb.player.destroy(); pb.player = null; }
   if (pb.session) api('DELETE', `/api/sessions/${pb.session.stream_id}`).catch(() => {});
   pb.session = null;
@@ -5670,32 +5892,58 @@ function stopPlayback() {
 
 async function playRange(r, at) {
   stopPlayback();
+  const play = ++pbPlays;
+  const current = () => play === pbPlays;
   pb.range = r;
   pb.paused = false;
   sayKey($('#pb-pause'), 'pb.pause');
   sayKey($('#pb-status'), 'pb.starting');
+  const video = $('#pb-video');
+  if (video.hasAttribute('src')) { video.removeAttribute('src'); video.load(); } // a node's MP4 before
   try {
     let url;
+    // Said after "playing from": why it plays without sound.
+    let silent = '';
     if (r.source === 'device') {
       const channel = $('#pb-channel').value;
       const device = devices.find((d) => (channelsOf.get(d.device_id) || []).some((c) => c.device_id === channel));
-      pb.session = await api('POST', `/api/devices/${device.device_id}/channels/${channel}/playback`, { start: at, end: r.end });
-      url = new URL(pb.session.play.flv, location.href);
+      const session = await api('POST', `/api/devices/${device.device_id}/channels/${channel}/playback`, { start: at, end: r.end });
+      if (!current()) { api('DELETE', `/api/sessions/${session.stream_id}`).catch(() => {}); return; }
+      pb.session = session;
+      url = new URL(session.play.flv, location.href);
       url.host = location.host;
+      // The codecs first: mpegts.js plays no G.711 (the picture is played without it) and
+      // H.265 only where the browser decodes it.
+      const info = await streamCodecs(session.stream_id, current, (noMedia) => { if (noMedia) sayKey($('#pb-status'), 'wall.no_media', { why: noMedia }); });
+      if (!current()) return;
+      if (info && info.video_codec === 'h265' && !browserPlaysHevc()) {
+        stopPlayback();
+        sayKey($('#pb-status'), 'pb.hevc_unplayable');
+        return;
+      }
+      if (info && isG711(info.audio_codec)) silent = 'pb.no_sound_g711';
+    } else if (!r.flv) {
+      // A file a media node recorded: its MP4 on the node, played from `at`.
+      video.src = new URL(r.url, location.href).href;
+      video.addEventListener('loadedmetadata', () => { if (current()) video.currentTime = Math.max(0, at - r.start); }, { once: true });
     } else {
       url = new URL(r.flv, location.href);
     }
-    pb.player = mpegts.createPlayer({ type: 'flv', isLive: true, url: url.href }, { enableStashBuffer: false });
-    pb.player.on(mpegts.Events.ERROR, (type, detail) => { sayKey($('#pb-status'), 'pb.error', { type, detail }); });
-    pb.player.attachMediaElement($('#pb-video'));
-    pb.player.load();
-    $('#pb-video').play().catch(() => {});
-    say($('#pb-status'), () => t('pb.playing_from', { time: timeText(at * 1000) }));
+    if (url) {
+      const source = { type: 'flv', isLive: true, url: url.href };
+      if (silent) source.hasAudio = false; // its sound tags ignored
+      pb.player = mpegts.createPlayer(source, { enableStashBuffer: false });
+      pb.player.on(mpegts.Events.ERROR, (type, detail) => { sayKey($('#pb-status'), 'pb.error', { type, detail }); });
+      pb.player.attachMediaElement(video);
+      pb.player.load();
+    }
+    video.play().catch(() => {});
+    say($('#pb-status'), () => (silent ? `${t('pb.playing_from', { time: timeText(at * 1000) })} · ${t(silent)}` : t('pb.playing_from', { time: timeText(at * 1000) })));
     const cursor = $('#pb-cursor');
     cursor.hidden = false;
     cursor.style.left = xOf(at);
   } catch (err) {
-    say($('#pb-status'), () => readable(err));
+    if (current()) say($('#pb-status'), () => readable(err));
   }
 }
 
@@ -6265,7 +6513,8 @@ function playRecording(r, at) {
   const status = $('#rec-status');
   status.classList.remove('error');
   const offsetS = Math.max(0, Math.floor((at - recStart(r)) / 1000));
-  const mp4 = isAlarmClip(r) || !(window.mpegts && mpegts.isSupported());
+  // An alarm clip, or a file a media node recorded (no FLV of it), plays as its MP4.
+  const mp4 = isAlarmClip(r) || !r.flv || !(window.mpegts && mpegts.isSupported());
   const playing = { r, at, base: mp4 ? recStart(r) : recStart(r) + offsetS * 1000 };
   rec.playing = playing;
   const failed = (type, detail) => {

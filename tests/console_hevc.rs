@@ -100,6 +100,12 @@ fn the_console_plays_h265_with_its_own_decoder_and_g711_sound_over_webrtc() {
     assert_eq!((flv["width"].as_u64(), flv["height"].as_u64()), (Some(u64::from(WIDTH)), Some(u64::from(HEIGHT))), "{v:#}");
     assert!(flv["note"].as_str().unwrap().starts_with("no sound: the FLV player cannot play G.711"), "{v:#}");
     assert_eq!(flv["errors"], serde_json::json!([]), "mpegts.js errors: {v:#}");
+    // Its recording in Playback: the picture, silent and saying why; the H.265 one says why not.
+    let playback = &v["playback"];
+    assert!(playback["frames"].as_u64().unwrap() > 20, "{v:#}");
+    assert!(playback["status"].as_str().unwrap().contains("without sound"), "{v:#}");
+    assert_eq!(playback["errors"], serde_json::json!([]), "mpegts.js errors: {v:#}");
+    assert!(playback["hevc_status"].as_str().unwrap().starts_with("H.265 recordings cannot play here"), "{v:#}");
 
     // Without the decoder (its Worker script refused): said on the tile, nothing asked again.
     let unplayable = &v["unplayable"];

@@ -17,12 +17,7 @@ use common::gb_device::*;
 use common::gb_sim::*;
 use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
-
-const BROWSER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 const VIEWER_KEY: &str = "console-ops-viewer-key-0123456789";
 /// How long after the device sent its alarm the toast may show (the brief: within a second;
 /// a little more for a loaded two-core machine's scheduling).
@@ -56,26 +51,11 @@ fn the_console_onboards_cameras_raises_and_acknowledges_alarms_binds_presets_and
     let shots = work_dir().join("console-ops-shots");
     std::fs::create_dir_all(&shots).unwrap();
 
-    let mut node = Command::new("node")
-        .arg(format!("{BROWSER_DIR}/console_ops_check.mjs"))
-        .arg(format!("http://{}/", engine.http))
-        .args([TOKEN, VIEWER_KEY, DEVICE, channel_a, channel_b])
-        .env("SHOTS_DIR", &shots)
-        .current_dir(BROWSER_DIR)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node (npm ci in tests/browser)");
-    let mut stderr = node.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let url = format!("http://{}/", engine.http);
+    let mut run = BrowserRun::start("console_ops_check.mjs", &[&url, TOKEN, VIEWER_KEY, DEVICE, channel_a, channel_b], &[("SHOTS_DIR", shots.to_str().unwrap())]);
     // The script says when the wall is shown and it waits for the alarm; its last line is its result.
     let (mut last, mut sent_ms) = (String::new(), None);
-    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
-        let line = line.unwrap_or_default();
+    for line in run.lines() {
         if line.trim() == "ALARM_NOW" {
             let m = camera.request("MESSAGE", "ops-alarm-1", "", Some("Application/MANSCDP+xml"), &alarm_message(81, channel_b));
             camera.send(&m);
@@ -84,11 +64,7 @@ fn the_console_onboards_cameras_raises_and_acknowledges_alarms_binds_presets_and
         }
         last = line;
     }
-    let exited = wait_exit(&mut node, Duration::from_secs(30));
-    let stderr = stderr.join().unwrap_or_default();
-    let tail: String = stderr.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-    let v: Value = serde_json::from_str(&last).unwrap_or_else(|_| panic!("no result ({exited:?}): {last}\n{tail}"));
-    assert_eq!(v["ok"], true, "{v:#}\n{tail}");
+    let v = run.result(&last);
 
     // Onboarding: this engine's values, no password; copied.
     let connect = &v["connect"];

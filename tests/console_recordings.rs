@@ -18,12 +18,9 @@ use common::gb_device::*;
 use common::gb_sim::DEVICE;
 use common::*;
 use serde_json::{Value, json};
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-const BROWSER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 const VIEWER_KEY: &str = "console-recordings-viewer-key-0123456789";
 
 fn unix_s() -> u64 {
@@ -103,30 +100,10 @@ fn the_console_lists_plays_exports_and_deletes_recordings_and_keeps_record_plans
 
     let shots = work_dir().join("console-recordings-shots");
     std::fs::create_dir_all(&shots).unwrap();
-    let mut node = Command::new("node")
-        .arg(format!("{BROWSER_DIR}/recordings_check.mjs"))
-        .arg(format!("http://{}/", engine.http))
-        .args([TOKEN, VIEWER_KEY, DEVICE, recorded, planned, &bare_id])
-        .env("SHOTS_DIR", &shots)
-        .current_dir(BROWSER_DIR)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node (npm ci in tests/browser)");
-    let mut stderr = node.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let mut stdout = String::new();
-    node.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    let exited = wait_exit(&mut node, Duration::from_secs(30));
-    let stderr = stderr.join().unwrap_or_default();
-    let tail: String = stderr.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-    let last = stdout.lines().last().unwrap_or_default();
-    let v: Value = serde_json::from_str(last).unwrap_or_else(|_| panic!("no result ({exited:?}): {stdout}\n{tail}"));
-    assert_eq!(v["ok"], true, "{v:#}\n{tail}");
+    let url = format!("http://{}/", engine.http);
+    let mut run = BrowserRun::start("recordings_check.mjs", &[&url, TOKEN, VIEWER_KEY, DEVICE, recorded, planned, &bare_id], &[("SHOTS_DIR", shots.to_str().unwrap())]);
+    let last = run.lines().last().unwrap_or_default();
+    let v = run.result(&last);
     assert!(v["page_errors"].is_null(), "errors in the page: {}", v["page_errors"]);
 
     // English: today's recordings of the channel recorded, chosen by itself.

@@ -18,9 +18,8 @@ use common::gb_device::*;
 use common::gb_sim::DEVICE;
 use common::*;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -77,41 +76,21 @@ fn people_sign_in_see_the_overview_manage_users_and_small_tiles_play_sub_streams
         d["recent_errors"].as_array()?.iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains("RTP packet dropped"))).then_some(())
     });
 
-    let mut node = Command::new("node")
-        .arg(format!("{BROWSER_DIR}/console_users_check.mjs"))
-        .arg(format!("http://{}/", engine.http))
-        .args([env!("CARGO_PKG_VERSION"), DEVICE, channel, OPERATOR, OPERATOR_PASSWORD, OPERATOR_NEW_PASSWORD, OPERATOR_ADMIN_SET_PASSWORD, ADMIN, ADMIN_PASSWORD])
-        .env("SHOTS_DIR", SHOTS_DIR)
-        .current_dir(BROWSER_DIR)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node (npm ci in tests/browser)");
-    let mut stderr = node.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let url = format!("http://{}/", engine.http);
+    let args = [url.as_str(), env!("CARGO_PKG_VERSION"), DEVICE, channel, OPERATOR, OPERATOR_PASSWORD, OPERATOR_NEW_PASSWORD, OPERATOR_ADMIN_SET_PASSWORD, ADMIN, ADMIN_PASSWORD];
+    let mut run = BrowserRun::start("console_users_check.mjs", &args, &[("SHOTS_DIR", SHOTS_DIR)]);
     // The script asks when a tile plays; the sessions are read here, through the API.
-    let mut stdin = node.stdin.take().unwrap();
     let (mut last, mut seen) = (String::new(), Vec::new());
-    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
-        let line = line.unwrap_or_default();
+    for line in run.lines() {
         let asked = ["SUB_PLAYING ", "MAIN_PLAYING ", "SUB_AGAIN "].iter().find_map(|p| line.strip_prefix(p).map(|id| (p.trim(), id.trim().to_string())));
         let Some((what, stream_id)) = asked else {
             last = line;
             continue;
         };
         seen.push((what.to_string(), stream_id.clone(), session_of(&engine, &stream_id)));
-        let _ = writeln!(stdin, "checked");
+        let _ = writeln!(run.stdin, "checked");
     }
-    let exited = wait_exit(&mut node, Duration::from_secs(30));
-    let stderr = stderr.join().unwrap_or_default();
-    let tail: String = stderr.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-    let v: Value = serde_json::from_str(&last).unwrap_or_else(|_| panic!("no result ({exited:?}): {last}\n{tail}"));
-    assert_eq!(v["ok"], true, "{v:#}\n{tail}");
+    let v = run.result(&last);
 
     // Signing in: name and password first (a new browser shows the key part too); a wrong
     // password said; the dashboard first.

@@ -201,6 +201,35 @@ try {
   await page.screenshot({ path: `${shots}/console-hevc-flv.png` });
   result.steps.push('flv');
 
+  // 4b. The same camera's recording in Playback (the device's playback, over FLV): the picture
+  // without the G.711 sound, and why; then the H.265 camera's, which says why it cannot play.
+  {
+    const before = logs.length;
+    await page.click('[data-testid=tile-0] .label button[title=Close]');
+    await page.click('nav button[data-view=playback]');
+    await page.waitForFunction((ch) => [...document.querySelectorAll('[data-testid=pb-channel] option')].some((o) => o.value === ch), h264Channel, { timeout: 15000 });
+    await page.selectOption('[data-testid=pb-channel]', h264Channel);
+    await page.waitForSelector('[data-testid=range-0]', { timeout: 20000 });
+    await page.click('[data-testid=range-0]');
+    await page.waitForFunction(() => {
+      const v = document.querySelector('[data-testid=pb-video]');
+      return v.currentTime > 1 && v.getVideoPlaybackQuality().totalVideoFrames > 20;
+    }, null, { timeout: 30000, polling: 250 });
+    result.playback = {
+      status: await page.textContent('[data-testid=pb-status]'),
+      frames: await page.evaluate(() => document.querySelector('[data-testid=pb-video]').getVideoPlaybackQuality().totalVideoFrames),
+      errors: logs.slice(before).filter((l) => /Unsupported audio codec|MediaMSEError|Playback error/i.test(l)),
+    };
+    await page.screenshot({ path: `${shots}/console-hevc-playback.png` });
+    await page.selectOption('[data-testid=pb-channel]', hevcChannel);
+    await page.waitForSelector('[data-testid=range-0]', { timeout: 20000 });
+    await page.click('[data-testid=range-0]');
+    await page.waitForFunction(() => document.querySelector('[data-testid=pb-status]').textContent.includes('H.265'), null, { timeout: 20000, polling: 200 });
+    result.playback.hevc_status = await page.textContent('[data-testid=pb-status]');
+    await page.click('nav button[data-view=wall]');
+    result.steps.push('playback');
+  }
+
   // Every key in both catalogues.
   result.catalogue_missing = await page.evaluate(() => {
     const en = Object.keys(I18N.en);
@@ -234,7 +263,9 @@ try {
   }
 
   // 6. The H.265 tile in Chinese (the automatic player again).
-  await page.evaluate(() => localStorage.setItem('gmv-lang', 'zh-CN'));
+  // The wall this browser kept is forgotten (it would come back after the reload, and the
+  // channel then play in the next free tile): the H.265 channel plays in tile 0 again.
+  await page.evaluate(() => { localStorage.setItem('gmv-lang', 'zh-CN'); localStorage.removeItem('gmv-wall'); });
   await page.reload();
   await page.waitForSelector(`[data-testid=device-${device}]`, { timeout: 15000 });
   await playChannel(hevcChannel);

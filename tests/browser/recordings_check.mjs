@@ -130,9 +130,17 @@ const countOf = (page, prefix) => page.evaluate((p) => document.querySelectorAll
 // A click at the left edge of a span on the timeline (its start), with the video watched.
 // Through a locator: the timeline is drawn again while a recording plays (its cursor moves),
 // so an element handle taken before can be detached by the time it is clicked.
+// Its box is asked again until one comes: a redraw can take the span out of the page between
+// the locator finding it and measuring it (boundingBox then answers null).
 async function clickSegment(page, testid) {
   const seg = page.locator(`[data-testid=${testid}]`);
-  const box = await seg.boundingBox({ timeout: 10000 });
+  const deadline = Date.now() + 10000;
+  let box = null;
+  while (!box && Date.now() < deadline) {
+    box = await seg.boundingBox({ timeout: 10000 }).catch(() => null);
+    if (!box) await page.waitForTimeout(50);
+  }
+  if (!box) throw new Error(`${testid}: no box on the timeline within 10 s`);
   await watchVideo(page);
   await seg.click({ position: { x: Math.min(0.5, box.width / 2), y: box.height / 2 }, timeout: 10000 });
 }

@@ -645,6 +645,60 @@ pub fn browser_script(script: &str, args: &[&std::ffi::OsStr], env: &[(&str, &st
     v
 }
 
+/// A browser script that talks with its test: `tests/browser/{script}` under node with `args`
+/// and `env`, its stdout read line by line (a script prints a word when the test is to act,
+/// and reads a line back on its stdin), its stderr kept for a failure's message. Its last line
+/// is its result as JSON. Needs chromium and `npm ci` in tests/browser.
+pub struct BrowserRun {
+    child: Child,
+    pub stdin: std::process::ChildStdin,
+    stdout: Option<std::process::ChildStdout>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+/// Lines of a browser script's stderr shown when it failed.
+const BROWSER_STDERR_TAIL_LINES: usize = 40;
+
+impl BrowserRun {
+    pub fn start(script: &str, args: &[&str], env: &[(&str, &str)]) -> BrowserRun {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+        let mut child = Command::new("node")
+            .arg(format!("{dir}/{script}"))
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node (npm ci in tests/browser)");
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        BrowserRun { stdin: child.stdin.take().unwrap(), stdout: child.stdout.take(), stderr: Some(stderr), child }
+    }
+
+    /// The script's output, a line at a time until it ends (taken once).
+    pub fn lines(&mut self) -> impl Iterator<Item = String> + use<> {
+        std::io::BufRead::lines(std::io::BufReader::new(self.stdout.take().expect("the output is read once"))).map(|l| l.unwrap_or_default())
+    }
+
+    /// The script's result, `last` (its last line) read as JSON once it ended, asserted `ok`
+    /// (the message has the end of its stderr).
+    pub fn result(mut self, last: &str) -> serde_json::Value {
+        let exited = wait_exit(&mut self.child, Duration::from_secs(30));
+        let stderr = self.stderr.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(BROWSER_STDERR_TAIL_LINES)..].join("\n");
+        let v: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|_| panic!("no result ({exited:?}): {last}\n{tail}"));
+        assert_eq!(v["ok"], true, "{v:#}\n{tail}");
+        v
+    }
+}
+
 /// Plays `path` of the engine over WebRTC in headless Chromium (tests/browser/whep_check.mjs,
 /// run with `env`: VANISH, ZLM), listening `seconds`: what the browser measured, as JSON.
 pub fn whep_in_chromium(engine: &Engine, path: &str, seconds: u32, env: &[(&str, &str)]) -> serde_json::Value {
