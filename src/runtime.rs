@@ -519,18 +519,29 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()
                         tracing::info!("SIP disabled");
                     }
                     // Before the API is served (the health check answers): recordings a crash
-                    // cut short are repaired, then the configured streams are opened.
-                    let data_dir = shard.config.data_dir.clone();
-                    glommio::executor().spawn_blocking(move || crate::shard::record::recover(&data_dir)).await;
+                    // cut short are repaired and the recordings index checked against the
+                    // directory, then the configured streams are opened.
+                    let (data_dir, index) = (shard.config.data_dir.clone(), shard.record_writers.index.clone());
+                    let checked = glommio::executor()
+                        .spawn_blocking(move || {
+                            crate::shard::record::recover(&data_dir);
+                            index.check()
+                        })
+                        .await;
+                    match checked {
+                        Ok(c) => tracing::info!(added = c.added, removed = c.removed, "recordings index checked against the directory"),
+                        Err(error) => tracing::warn!(%error, "recordings index: check failed (listings read the directory)"),
+                    }
+                    glommio::spawn_local(crate::shard::record_index::keep(shard.record_writers.index.clone())).detach();
                     shard.open_static_streams().await;
                     let rules = shard.config.record.retention.clone();
                     // Global rules, or (with SIP) record plans that keep their channels' own time.
                     if rules.any() || front.control.is_some() {
-                        let records = crate::shard::record::records_dir(&shard.config.data_dir);
+                        let index = shard.record_writers.index.clone();
                         let events = front.control.as_ref().map(|c| c.events.clone());
                         let plans = front.control.clone();
                         let plan_ages = move || plans.as_ref().map(|c| c.plan_max_ages()).unwrap_or_default();
-                        glommio::spawn_local(crate::shard::retention::run(records, rules, plan_ages, shard.retention.clone(), move |report| {
+                        glommio::spawn_local(crate::shard::retention::run(index, rules, plan_ages, shard.retention.clone(), move |report| {
                             if let Some(events) = &events {
                                 events.publish("recordings_deleted", None, None, serde_json::json!(report));
                             }

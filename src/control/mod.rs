@@ -270,7 +270,7 @@ impl Control {
             upstream_sends: RefCell::new(HashMap::new()),
             local_channels: RefCell::new(Default::default()),
             broadcasts: RefCell::new(Default::default()),
-            record_plans: RefCell::new(record_plans::RecordPlans::new(plans)),
+            record_plans: RefCell::new(record_plans::RecordPlans::new(plans, !config.registry.postgres.is_empty())),
             device_settings: RefCell::new(settings),
             config_password: RefCell::new(config.sip.password.clone()),
             config_device_passwords: RefCell::new(config.sip.device_passwords.clone()),
@@ -850,7 +850,10 @@ impl Control {
                             tracing::warn!(node, %error, "media node did not close an orphaned stream");
                         }
                     }
-                    seen.uses.into_iter().map(|(ssrc, in_use)| StreamUse { ssrc, in_use }).collect()
+                    // A stream a record plan has the node record is in use, watched or not
+                    // (as a recording stream on a local shard is).
+                    let planned = self.planned_streams();
+                    seen.uses.into_iter().map(|(ssrc, watched)| StreamUse { ssrc, in_use: watched || planned.contains(&ssrc) }).collect()
                 }
                 None => {
                     let listed = self.shard.list_streams().await;

@@ -58,6 +58,10 @@ pub enum NodeCall {
     StartRecord {
         ssrc: u32,
     },
+    /// Ends what `StartRecord` began (a record plan's end; the stream stays for its viewers).
+    StopRecord {
+        ssrc: u32,
+    },
     ListRtpServer,
     GetMediaList,
     /// The stream sent on as PS over RTP under `send_ssrc` (cascade): to `media`'s address
@@ -85,6 +89,7 @@ impl NodeCall {
             NodeCall::ResumeRtpCheck { .. } => "resumeRtpCheck",
             NodeCall::GetMediaInfo { .. } => "getMediaInfo",
             NodeCall::StartRecord { .. } => "startRecord",
+            NodeCall::StopRecord { .. } => "stopRecord",
             NodeCall::ListRtpServer => "listRtpServer",
             NodeCall::GetMediaList => "getMediaList",
             NodeCall::StartSendRtp { media: UpstreamMedia::TcpListen, .. } => "startSendRtpPassive",
@@ -128,7 +133,7 @@ impl NodeCall {
             }
             NodeCall::PauseRtpCheck { ssrc } | NodeCall::ResumeRtpCheck { ssrc } => vec![app, ("stream_id", stream_id(*ssrc))],
             NodeCall::GetMediaInfo { ssrc } => media(*ssrc),
-            NodeCall::StartRecord { ssrc } => {
+            NodeCall::StartRecord { ssrc } | NodeCall::StopRecord { ssrc } => {
                 let mut p = media(*ssrc);
                 p.push(("type", "1".into())); // MP4
                 p
@@ -189,6 +194,8 @@ mod tests {
         let connect = NodeCall::ConnectRtpServer { ssrc: 7, to }.params();
         assert_eq!((param(&connect, "dst_url"), param(&connect, "dst_port")), (Some("10.0.0.8"), Some("6000")));
         assert_eq!(param(&NodeCall::StartRecord { ssrc: 7 }.params(), "type"), Some("1"));
+        let stop = NodeCall::StopRecord { ssrc: 7 };
+        assert_eq!((stop.name(), param(&stop.params(), "type"), param(&stop.params(), "stream")), ("stopRecord", Some("1"), Some("0000000007")));
         assert_eq!(VHOST, crate::node::rtp_servers::VHOST, "what gmv nodes put streams in");
         // Sends on (cascade): PS on 96 to the offer, or passive for a TCP upstream that dials.
         let send = NodeCall::StartSendRtp { ssrc: 7, send_ssrc: 100_000_131, media: UpstreamMedia::Udp(to) };

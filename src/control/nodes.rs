@@ -407,9 +407,11 @@ pub fn answer_hook(control: &std::rc::Rc<super::Control>, name: &str, body: &Val
             }
             json!({ "code": 0, "msg": "success" })
         }
-        // A download's stream is recorded to MP4 on its node from its first packets.
+        // A download's stream is recorded to MP4 on its node from its first packets, and so
+        // is a planned one's (which is also asked by `startRecord`, for nodes that post no
+        // `on_publish` here).
         "on_publish" if ours => {
-            let download = crate::proto::ssrc::parse_stream_id(stream).is_some_and(|ssrc| control.downloads.is_download(ssrc));
+            let download = crate::proto::ssrc::parse_stream_id(stream).is_some_and(|ssrc| control.downloads.is_download(ssrc) || control.planned_streams().contains(&ssrc));
             json!({ "code": 0, "msg": "success", "enable_audio": true, "enable_mp4": download })
         }
         "on_publish" => json!({ "code": -1, "msg": "fail" }),
@@ -440,6 +442,8 @@ pub fn answer_hook(control: &std::rc::Rc<super::Control>, name: &str, body: &Val
                 url: body["url"].as_str().unwrap_or("").to_string(),
                 bytes: body["file_size"].as_u64().unwrap_or(0),
             };
+            let duration_ms = (body["time_len"].as_f64().unwrap_or(0.0) * 1000.0).round() as u64;
+            control.plan_recorded_on_node(node_id, stream, &file, body["start_time"].as_u64().unwrap_or(0), duration_ms);
             control.downloads.recorded_on_node(node_id, stream, file);
             json!({ "code": 0, "msg": "success" })
         }

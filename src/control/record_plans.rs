@@ -1,18 +1,35 @@
 //! Record plans, the driver's side: the plans and which channel follows which, kept in
-//! `data_dir/record_plans.json`, and a tick each second that makes the channels follow them.
+//! `data_dir/record_plans.json` (with `registry.postgres`, in the shared registry instead), and
+//! a tick each second that makes the channels follow them.
 //! While its plan is in force a channel is played (live, as a viewer would ask) and its stream
 //! recorded into the usual fMP4 files; a recording stream is in use, so the session is not
 //! stopped for lack of viewers. A session that ends, or a play that fails, is tried again with
 //! a backoff (2 s doubling to 60 s). When the plan ends the recording stops, and the session
 //! too unless someone watches it (then it ends like any other once they leave). Each channel's state and last
-//! error are in the API. Plans record on this engine's shards (a channel a control places on a
-//! media node says so in its error).
+//! error are in the API. Plans record on this engine's shards, or, on a control that places
+//! its live streams on media nodes, on the node the stream is placed on: `startRecord` (asked
+//! again until the node has the stream), `stopRecord` at the plan's end; the planned stream
+//! counts as in use there too. The files the node closes (`on_record_mp4`) are listed by the
+//! records API with the node's URL; they are remembered in memory only, and the plan's
+//! `max_age_days` does not reach them (the node keeps its files as it is told).
+//!
+//! With a shared registry the active control drives the plans, as it drives every device (a
+//! standby serves no SIP: it could not invite a channel, and two controls recording one
+//! channel would ask the device for two streams). Changes are taken by the active control
+//! only (the API answers a standby's 503) and written to the registry fenced by the lease;
+//! a standby reads them each tick, so its API lists them (each channel `standby`), and when it
+//! takes over it reads them once more before it drives them. A shared registry that has no
+//! plans yet takes the `record_plans.json` of the first control to hold the lease.
 
 use super::Control;
+use super::node_call::NodeCall;
+use super::nodes::NodeError;
 use super::record_plan::{PLAN_CHANNELS_MAX, PLANS_MAX, Plan};
+use super::store::shared::DbError;
+use crate::shard::record_index::NodeRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -82,20 +99,63 @@ impl ChannelPlan {
     }
 }
 
-#[derive(Default)]
 pub(super) struct RecordPlans {
+    /// The plans in force (as saved).
     file: PlansFile,
     channels: BTreeMap<String, ChannelPlan>,
+    /// One change at a time (made on a copy, saved, then in force), and with a shared registry
+    /// one read of its plans: a read cannot replace a change not saved yet, nor two saves land
+    /// out of order.
+    gate: Rc<glommio::sync::Semaphore>,
+    /// With a shared registry: where this control stands against the registry's plans.
+    shared: Option<SharedPlans>,
+    /// Planned streams placed on media nodes (newest last), at most `PLAN_NODE_STREAMS_MAX`.
+    node_streams: VecDeque<NodeStream>,
+}
+
+/// A planned stream placed on a media node: whose its recordings there are.
+#[derive(Debug, Clone)]
+struct NodeStream {
+    ssrc: u32,
+    node: String,
+    device_id: String,
+    channel_id: String,
+}
+
+/// The plans of a shared registry, as this control follows them.
+#[derive(Debug, Default)]
+struct SharedPlans {
+    /// The registry row's version the plans in force are (0: none read yet).
+    version: u64,
+    /// Read since this control became active: it drives nothing before, since the control it
+    /// took over from may have changed them after this one last read them.
+    caught_up: bool,
+    /// This control's own `record_plans.json`, for a registry that has no plans yet.
+    local: Option<PlansFile>,
+    /// The last failure to read the registry's plans (logged once until it changes).
+    last_error: Option<String>,
 }
 
 impl RecordPlans {
-    pub(super) fn new(file: PlansFile) -> RecordPlans {
+    /// `shared`: the plans live in a shared registry; `file` (this control's own) is only
+    /// taken there when the registry has none.
+    pub(super) fn new(file: PlansFile, shared: bool) -> RecordPlans {
+        let (file, shared) = if shared { (PlansFile::default(), Some(SharedPlans { local: Some(file), ..Default::default() })) } else { (file, None) };
         let channels = file
             .channels
             .iter()
             .filter_map(|(key, plan)| key.split_once('/').map(|(d, c)| (key.clone(), ChannelPlan::new(d, c, plan))))
             .collect();
-        RecordPlans { file, channels }
+        RecordPlans { file, channels, gate: Rc::new(glommio::sync::Semaphore::new(1)), shared, node_streams: VecDeque::new() }
+    }
+
+    /// The shared registry's plans at row `version` are in force (this control's own file is
+    /// no longer wanted there).
+    fn take_shared(&mut self, file: PlansFile, version: u64) {
+        self.file = file;
+        let shared = self.shared.as_mut().expect("a shared registry");
+        shared.version = version;
+        shared.local = None;
     }
 }
 
@@ -138,15 +198,31 @@ fn key(device_id: &str, channel_id: &str) -> String {
     format!("{device_id}/{channel_id}")
 }
 
+/// How long a node is asked to record a planned stream before it has it (its first packets
+/// come some time after the device's answer), and how often.
+const PLAN_NODE_RECORD_WAIT: Duration = Duration::from_secs(10);
+const PLAN_NODE_RECORD_POLL: Duration = Duration::from_millis(200);
+const _: () = assert!(PLAN_NODE_RECORD_POLL.as_millis() * 10 <= PLAN_NODE_RECORD_WAIT.as_millis());
+/// ZLMediaKit's code for a stream the node does not have (yet).
+const NODE_NOT_FOUND: i64 = -500;
+/// Planned streams placed on media nodes remembered (for their `on_record_mp4`, which may
+/// come after the plan ended); the oldest is forgotten first.
+const PLAN_NODE_STREAMS_MAX: usize = 2 * PLAN_CHANNELS_MAX;
+
+/// A media node's recording file name or URL kept at most this long (ZLMediaKit's are under
+/// 200 bytes: `record/rtp/{stream}/{date}/{time}.mp4`).
+const NODE_RECORD_TEXT_BYTES_MAX: usize = 1024;
+
 /// What stands for the device in a stream's key (`stream/{stream_id}`): no device has this id.
 pub const STREAM_PLAN_DEVICE: &str = "stream";
 
 impl Control {
     /// The plans (each with whether it is in force and its channels) and the channels'
-    /// states.
+    /// states (on a standby each is `standby`: the active control drives it).
     pub fn record_plans_json(&self) -> Value {
         let p = self.record_plans.borrow();
         let now = crate::shard::unix_s();
+        let standby = !self.is_active();
         let plans: Vec<Value> = p
             .file
             .plans
@@ -162,8 +238,15 @@ impl Control {
             .channels
             .iter()
             .filter_map(|(k, plan)| match p.channels.get(k) {
-                Some(c) if c.plan == *plan => Some(c.clone()),
-                _ => k.split_once('/').map(|(d, c)| ChannelPlan::new(d, c, plan)),
+                Some(c) if c.plan == *plan && !standby => Some(c.clone()),
+                _ => k.split_once('/').map(|(d, c)| {
+                    let mut c = ChannelPlan::new(d, c, plan);
+                    c.active = p.file.plans.get(plan).is_some_and(|plan| plan.active_at(now));
+                    if standby {
+                        c.state = "standby";
+                    }
+                    c
+                }),
             })
             .collect();
         json!({ "plans": plans, "channels": channels })
@@ -177,34 +260,35 @@ impl Control {
     /// Adds a plan (`create`: refused when one has its name) or changes one.
     pub async fn put_record_plan(&self, plan: Plan, create: bool) -> Result<(), PlanError> {
         plan.validate().map_err(PlanError::Invalid)?;
-        let file = {
-            let mut p = self.record_plans.borrow_mut();
-            let exists = p.file.plans.contains_key(&plan.name);
+        let (name, ranges, time_zone) = (plan.name.clone(), plan.ranges.len(), plan.time_zone.clone());
+        self.change_record_plans(|file| {
+            let exists = file.plans.contains_key(&plan.name);
             if create && exists {
                 return Err(PlanError::Exists);
             }
-            if !exists && p.file.plans.len() >= PLANS_MAX {
+            if !exists && file.plans.len() >= PLANS_MAX {
                 return Err(PlanError::Full(format!("at most {PLANS_MAX} plans")));
             }
-            tracing::info!(plan = plan.name, ranges = plan.ranges.len(), time_zone = plan.time_zone, "record plan set");
-            p.file.plans.insert(plan.name.clone(), plan);
-            p.file.clone()
-        };
-        self.save_record_plans(file).await
+            file.plans.insert(plan.name.clone(), plan);
+            Ok(())
+        })
+        .await?;
+        tracing::info!(plan = name, ranges, time_zone, "record plan set");
+        Ok(())
     }
 
     /// Removes a plan; its channels follow none any more.
     pub async fn delete_record_plan(&self, name: &str) -> Result<(), PlanError> {
-        let file = {
-            let mut p = self.record_plans.borrow_mut();
-            if p.file.plans.remove(name).is_none() {
+        self.change_record_plans(|file| {
+            if file.plans.remove(name).is_none() {
                 return Err(PlanError::NotFound("plan"));
             }
-            p.file.channels.retain(|_, plan| plan != name);
-            p.file.clone()
-        };
+            file.channels.retain(|_, plan| plan != name);
+            Ok(())
+        })
+        .await?;
         tracing::info!(plan = name, "record plan removed");
-        self.save_record_plans(file).await
+        Ok(())
     }
 
     /// Has a device's channel follow `plan` (None: no plan).
@@ -228,30 +312,170 @@ impl Control {
     }
 
     async fn assign_plan_key(&self, device_id: &str, channel_id: &str, plan: Option<String>) -> Result<(), PlanError> {
-        let file = {
-            let mut p = self.record_plans.borrow_mut();
-            let k = key(device_id, channel_id);
+        let k = key(device_id, channel_id);
+        self.change_record_plans(|file| {
             match &plan {
-                Some(name) if !p.file.plans.contains_key(name) => return Err(PlanError::NotFound("plan")),
-                Some(_) if !p.file.channels.contains_key(&k) && p.file.channels.len() >= PLAN_CHANNELS_MAX => {
+                Some(name) if !file.plans.contains_key(name) => return Err(PlanError::NotFound("plan")),
+                Some(_) if !file.channels.contains_key(&k) && file.channels.len() >= PLAN_CHANNELS_MAX => {
                     return Err(PlanError::Full(format!("at most {PLAN_CHANNELS_MAX} channels follow plans")));
                 }
                 Some(name) => {
-                    p.file.channels.insert(k, name.clone());
+                    file.channels.insert(k, name.clone());
                 }
                 None => {
-                    p.file.channels.remove(&k);
+                    file.channels.remove(&k);
                 }
             }
-            p.file.clone()
-        };
+            Ok(())
+        })
+        .await?;
         tracing::info!(device_id, channel_id, plan = ?plan, "record plan of a channel");
-        self.save_record_plans(file).await
+        Ok(())
     }
 
-    async fn save_record_plans(&self, file: PlansFile) -> Result<(), PlanError> {
-        let path = self.shard.config.data_dir.join(RECORD_PLANS_FILE);
-        glommio::executor().spawn_blocking(move || super::json_file::save(&path, &file)).await.map_err(|e| PlanError::Save(e.to_string()))
+    /// Makes `change` on a copy of the plans and saves it (this control's file, or the shared
+    /// registry); in force only once saved, so a refused save changes nothing. One change at a
+    /// time, so none is lost to another and saves land in order.
+    async fn change_record_plans(&self, change: impl FnOnce(&mut PlansFile) -> Result<(), PlanError>) -> Result<(), PlanError> {
+        let gate = self.record_plans.borrow().gate.clone();
+        let _one_at_a_time = gate.acquire_permit(1).await.map_err(|e| PlanError::Save(e.to_string()))?;
+        // Just active: the registry's plans first (the change is made to the latest).
+        if self.record_plans.borrow().shared.as_ref().is_some_and(|s| !s.caught_up) {
+            self.follow_record_plans().await.map_err(|e| PlanError::Save(e.to_string()))?;
+        }
+        let mut file = self.record_plans.borrow().file.clone();
+        change(&mut file)?;
+        let version = match self.registry.shared() {
+            None => {
+                let path = self.shard.config.data_dir.join(RECORD_PLANS_FILE);
+                let saved = file.clone();
+                glommio::executor().spawn_blocking(move || super::json_file::save(&path, &saved)).await.map_err(|e| PlanError::Save(e.to_string()))?;
+                None
+            }
+            Some(_) => Some(self.save_shared_plans(&file).await.map_err(|e| PlanError::Save(e.to_string()))?),
+        };
+        let mut p = self.record_plans.borrow_mut();
+        p.file = file;
+        if let (Some(shared), Some(version)) = (p.shared.as_mut(), version) {
+            shared.version = version;
+        }
+        Ok(())
+    }
+
+    /// Writes the plans to the shared registry (refused unless this control holds the lease);
+    /// the row's version now.
+    async fn save_shared_plans(&self, file: &PlansFile) -> Result<u64, DbError> {
+        let body = serde_json::to_string(file).map_err(|e| DbError::Row(e.to_string()))?;
+        let registry = self.registry.clone();
+        glommio::executor()
+            .spawn_blocking(move || {
+                let shared = registry.shared().expect("a shared registry");
+                shared.create_schema()?;
+                shared.save_record_plans(&body)
+            })
+            .await
+    }
+
+    /// Takes the shared registry's plans when they changed since last read. Active (it was so
+    /// before the read began): caught up, and a registry without plans takes this control's
+    /// own. Called holding the gate.
+    async fn follow_record_plans(&self) -> Result<(), DbError> {
+        let active = self.is_active();
+        let version = self.record_plans.borrow().shared.as_ref().map_or(0, |s| s.version);
+        let registry = self.registry.clone();
+        let read = glommio::executor()
+            .spawn_blocking(move || {
+                let shared = registry.shared().expect("a shared registry");
+                shared.create_schema()?;
+                shared.record_plans_after(version)
+            })
+            .await?;
+        if let Some((body, version)) = read {
+            let file: PlansFile = serde_json::from_str(&body).map_err(|e| DbError::Row(format!("record plans: {e}")))?;
+            tracing::info!(version, plans = file.plans.len(), channels = file.channels.len(), "record plans taken from the shared registry");
+            self.record_plans.borrow_mut().take_shared(file, version);
+        } else if active && version == 0 {
+            // Nobody wrote plans to this registry yet: this control's own go there.
+            // Kept until written: a failed write is tried again at the next read.
+            let local = self.record_plans.borrow().shared.as_ref().and_then(|s| s.local.clone()).unwrap_or_default();
+            if local != PlansFile::default() {
+                let version = self.save_shared_plans(&local).await?;
+                tracing::info!(version, plans = local.plans.len(), channels = local.channels.len(), "record plans of this control's data_dir written to the shared registry, which had none");
+                self.record_plans.borrow_mut().take_shared(local, version);
+            }
+        }
+        if active {
+            self.record_plans.borrow_mut().shared.as_mut().expect("a shared registry").caught_up = true;
+        }
+        Ok(())
+    }
+
+    /// With a shared registry, a standby (and a control that just became active) reads its
+    /// plans; a failure is logged once until it changes. False while the plans in force may
+    /// be behind the registry's.
+    async fn plans_followed(&self) -> bool {
+        let needed = self.record_plans.borrow().shared.as_ref().map(|s| !s.caught_up || !self.is_active());
+        let Some(needed) = needed else { return true };
+        if !needed {
+            return true;
+        }
+        let gate = self.record_plans.borrow().gate.clone();
+        let Ok(_one_at_a_time) = gate.acquire_permit(1).await else { return false };
+        let result = self.follow_record_plans().await;
+        let mut p = self.record_plans.borrow_mut();
+        let shared = p.shared.as_mut().expect("a shared registry");
+        match result {
+            Ok(()) => {
+                shared.last_error = None;
+                shared.caught_up
+            }
+            Err(error) => {
+                let text = error.to_string();
+                if shared.last_error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(%error, caught_up = shared.caught_up, "record plans: cannot read the shared registry's; will retry");
+                }
+                shared.last_error = Some(text);
+                false
+            }
+        }
+    }
+
+    /// The streams plans record now (or are starting to): in use, whoever watches.
+    pub(super) fn planned_streams(&self) -> HashSet<u32> {
+        self.record_plans.borrow().channels.values().filter_map(|c| c.ssrc).collect()
+    }
+
+    /// `on_record_mp4` from `node` for `stream_id`: kept in the recordings index when the
+    /// stream is a plan's there. `start_s` and `duration_ms` as the hook says (`start_time`,
+    /// `time_len`).
+    pub(super) fn plan_recorded_on_node(&self, node: &str, stream_id: &str, file: &super::downloads::NodeFile, start_s: u64, duration_ms: u64) {
+        let Some(ssrc) = crate::proto::ssrc::parse_stream_id(stream_id) else { return };
+        let Some(s) = self.record_plans.borrow().node_streams.iter().rev().find(|s| s.ssrc == ssrc && s.node == node).cloned() else { return };
+        // Kept on disk up to NODE_RECORDS_MAX rows: each of bounded size, whatever a node says.
+        if file.name.len() > NODE_RECORD_TEXT_BYTES_MAX || file.url.len() > NODE_RECORD_TEXT_BYTES_MAX {
+            tracing::warn!(node, stream_id, name_bytes = file.name.len(), url_bytes = file.url.len(), "record plan: a media node's recording with a name or URL too long is not kept");
+            return;
+        }
+        tracing::info!(node, stream_id, device_id = s.device_id, channel_id = s.channel_id, file = %file.name, bytes = file.bytes, duration_ms, "record plan: recording closed on its media node");
+        let record = NodeRecord {
+            node: node.to_string(),
+            stream_id: stream_id.to_string(),
+            device_id: s.device_id,
+            channel_id: s.channel_id,
+            start_unix_ms: start_s.saturating_mul(1000), // as the node said it: any number
+            duration_ms,
+            name: file.name.clone(),
+            url: file.url.clone(),
+            bytes: file.bytes,
+        };
+        let index = self.shard.record_writers.index.clone();
+        glommio::spawn_local(async move {
+            let (node, name) = (record.node.clone(), record.name.clone());
+            if let Err(error) = glommio::executor().spawn_blocking(move || index.node_recorded(&record)).await {
+                tracing::warn!(node, file = %name, %error, "record plan: the media node's recording could not be kept in the index");
+            }
+        })
+        .detach();
     }
 
     /// Channels whose plan keeps their recordings for its own time: channel id to days.
@@ -264,11 +488,12 @@ impl Control {
             .collect()
     }
 
-    /// Makes the channels follow their plans, each second, while this control is active.
+    /// Makes the channels follow their plans, each second, while this control is active (and,
+    /// with a shared registry, has read the registry's plans since it became so).
     pub(super) async fn record_plan_loop(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(PLAN_TICK).await;
-            if self.is_active() {
+            if self.plans_followed().await && self.is_active() {
                 // Streams with a plan: which are open, and recording (asked only when some are).
                 let any_stream = self.record_plans.borrow().file.channels.keys().any(|k| k.starts_with(STREAM_PLAN_DEVICE) && k[STREAM_PLAN_DEVICE.len()..].starts_with('/'));
                 let streams = if any_stream { self.shard.list_streams().await.into_iter().map(|i| (i.ssrc, i.record_on)).collect() } else { Default::default() };
@@ -347,6 +572,17 @@ impl Control {
     /// A plan's end: the recording stops, and the session with it when nobody else uses the
     /// stream (no viewer, HLS or sender); else it goes on for them.
     async fn plan_stop(self: Rc<Self>, ssrc: u32) {
+        if let (Some(placement), Some(nodes)) = (self.node_of(ssrc), &self.nodes) {
+            // The node closes the file (`on_record_mp4` names it) and keeps the stream for
+            // whoever watches it there (a node stream is in use only while watched, as the
+            // session check counts it).
+            self.tell_node(&placement.node, &NodeCall::StopRecord { ssrc }).await;
+            let watched = nodes.send(&placement.node, &NodeCall::GetMediaInfo { ssrc }).await.is_ok_and(|m| m["totalReaderCount"].as_u64().unwrap_or(0) > 0);
+            if !watched && self.stop_session(ssrc) {
+                tracing::info!(ssrc, node = placement.node, "record plan ended: the node stopped recording and the session nobody watches is stopped");
+            }
+            return;
+        }
         self.shard.record(ssrc, false).await;
         let unused = self.shard.stream_info(ssrc).await.is_some_and(|s| s.subscribers == 0 && !s.hls && s.senders == 0 && !s.recording);
         if unused && self.stop_session(ssrc) {
@@ -375,12 +611,56 @@ impl Control {
     }
 
     async fn plan_start_channel(self: &Rc<Self>, device_id: &str, channel_id: &str) -> Result<(u32, String), String> {
-        match self.play(device_id, channel_id, self.device_transport(device_id)).await {
-            Ok(session) => match self.shard.record(session.ssrc, true).await {
-                Some(_) => Ok((session.ssrc, session.stream_id)),
-                None => Err("the stream is not on this engine's shards (a media node): plans record on local shards".to_string()),
-            },
-            Err(e) => Err(e.to_string()),
+        let session = self.play(device_id, channel_id, self.device_transport(device_id)).await.map_err(|e| e.to_string())?;
+        if let Some(placement) = self.node_of(session.ssrc) {
+            return self.plan_record_on_node(device_id, channel_id, &placement.node, session.ssrc).await.map(|()| (session.ssrc, session.stream_id));
+        }
+        match self.shard.record(session.ssrc, true).await {
+            Some(_) => Ok((session.ssrc, session.stream_id)),
+            None => Err("the stream is neither on this engine's shards nor placed on a media node".to_string()),
+        }
+    }
+
+    /// Has the node a planned channel's stream was placed on record it (`startRecord`), asked
+    /// again until the node has the stream (it has it once the device's first packets came).
+    /// The stream counts as the plan's from now, so the session check does not stop it for
+    /// lack of viewers meanwhile.
+    async fn plan_record_on_node(self: &Rc<Self>, device_id: &str, channel_id: &str, node: &str, ssrc: u32) -> Result<(), String> {
+        let Some(nodes) = &self.nodes else { return Err("no media nodes".into()) };
+        {
+            let mut p = self.record_plans.borrow_mut();
+            match p.channels.get_mut(&key(device_id, channel_id)).filter(|c| c.state == "starting") {
+                Some(c) => c.ssrc = Some(ssrc),
+                // The plan ended or changed meanwhile: nothing to record.
+                None => return Err("the plan ended while the channel was invited".into()),
+            }
+            p.node_streams.retain(|s| s.ssrc != ssrc);
+            if p.node_streams.len() >= PLAN_NODE_STREAMS_MAX {
+                p.node_streams.pop_front();
+            }
+            p.node_streams.push_back(NodeStream { ssrc, node: node.to_string(), device_id: device_id.to_string(), channel_id: channel_id.to_string() });
+        }
+        let call = NodeCall::StartRecord { ssrc };
+        let deadline = Instant::now() + PLAN_NODE_RECORD_WAIT;
+        let mut answer = nodes.send(node, &call).await;
+        while matches!(&answer, Err(NodeError::Refused { code: Some(NODE_NOT_FOUND), .. })) && Instant::now() < deadline {
+            glommio::timer::sleep(PLAN_NODE_RECORD_POLL).await;
+            answer = nodes.send(node, &call).await;
+        }
+        let still_planned = self.record_plans.borrow().channels.get(&key(device_id, channel_id)).is_some_and(|c| c.ssrc == Some(ssrc));
+        match answer {
+            // The plan ended meanwhile (its stop may have reached the node first): undone.
+            Ok(_) if !still_planned => {
+                self.tell_node(node, &NodeCall::StopRecord { ssrc }).await;
+                Err("the plan ended while the media node was asked to record".into())
+            }
+            Ok(_) => {
+                tracing::info!(device_id, channel_id, node, ssrc, "record plan: the media node records the stream");
+                Ok(())
+            }
+            // The ssrc is dropped by `plan_started`: the session, no longer the plan's, ends
+            // for lack of viewers unless someone watches it.
+            Err(error) => Err(format!("media node {node} did not record the stream (startRecord): {error}")),
         }
     }
 
@@ -406,6 +686,7 @@ impl Control {
             }
             Err(error) => {
                 tracing::warn!(device_id, channel_id, plan = c.plan, %error, retry_s = c.backoff.as_secs(), "record plan: cannot record");
+                c.ssrc = None;
                 c.last_error = Some(error);
                 c.next_try = Some(Instant::now() + c.backoff);
                 c.backoff = (c.backoff * 2).min(PLAN_RETRY_MAX);
@@ -424,7 +705,7 @@ mod tests {
         let mut file = PlansFile::default();
         file.channels.insert(key("34020000001320000001", "34020000001310000001"), "day".into());
         file.channels.insert("no-slash".into(), "day".into());
-        let p = RecordPlans::new(file);
+        let p = RecordPlans::new(file, false);
         let c: Vec<_> = p.channels.values().map(|c| (c.device_id.as_str(), c.channel_id.as_str(), c.state)).collect();
         assert_eq!(c, vec![("34020000001320000001", "34020000001310000001", "idle")], "a key without its parts is left out");
     }

@@ -121,10 +121,10 @@ pub async fn serve(front: &Front, conn: &mut HttpConn, head: RequestHead) {
             },
             None => not_found(),
         },
-        ("GET", ["api", "records"]) => (200, list_records(shard, &head).await),
+        ("GET", ["api", "records"]) => (200, list_records(shard, front.control.as_ref(), &head).await),
         ("DELETE", ["api", "records", file]) => {
-            let (data_dir, name) = (shard.config.data_dir.clone(), file.to_string());
-            match glommio::executor().spawn_blocking(move || crate::shard::record::delete(&data_dir, &name)).await {
+            let (index, name) = (shard.record_writers.index.clone(), file.to_string());
+            match glommio::executor().spawn_blocking(move || crate::shard::record::delete(&index, &name)).await {
                 Ok(info) => {
                     tracing::info!(file = info.file, stream_id = info.stream_id, "recording deleted by the API");
                     if let Some(control) = &front.control {
@@ -325,25 +325,53 @@ pub(crate) async fn read_body(conn: &mut HttpConn, head: &RequestHead) -> Option
 }
 
 /// Recordings listed per file; `stream`, and `from`/`to` in unix seconds, filter them.
-/// The sidecars are read on a blocking thread, never on the executor.
-async fn list_records(shard: &Shard, head: &RequestHead) -> Value {
+/// The sidecars are read on a blocking thread, never on the executor. On a control that
+/// places streams on media nodes, the files nodes closed for record plans are listed too
+/// (`node`, and a `url` on the node with this control's token for it), as far as this
+/// control remembers them (since it started).
+use crate::shard::record_index::NodeRecord;
+
+async fn list_records(shard: &Shard, control: Option<&std::rc::Rc<crate::control::Control>>, head: &RequestHead) -> Value {
     let filter = crate::shard::record::RecordFilter {
         stream_id: head.query_param("stream").map(str::to_string),
         channel_id: head.query_param("channel").map(str::to_string),
-        from_ms: head.query_param("from").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000),
-        to_ms: head.query_param("to").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000),
+        from_ms: head.query_param("from").and_then(|v| v.parse::<u64>().ok()).map(|s| s.saturating_mul(1000)),
+        to_ms: head.query_param("to").and_then(|v| v.parse::<u64>().ok()).map(|s| s.saturating_mul(1000)),
     };
-    let data_dir = shard.config.data_dir.clone();
-    let listed = glommio::executor().spawn_blocking(move || crate::shard::record::list(&data_dir, &filter, RECORDS_LIST_MAX)).await;
+    let index = shard.record_writers.index.clone();
+    // With media nodes, also what they recorded for record plans (the files are theirs).
+    let with_nodes = control.is_some_and(|c| c.nodes.is_some());
+    let listed = glommio::executor().spawn_blocking(move || {
+        let own = crate::shard::record::list(&index, &filter, RECORDS_LIST_MAX).into_iter().map(|(r, p)| (r, p, None));
+        let mut listed: Vec<(crate::shard::record::RecordInfo, bool, Option<NodeRecord>)> = own.collect();
+        if with_nodes {
+            match index.node_records(&filter, RECORDS_LIST_MAX) {
+                Ok(on_nodes) => listed.extend(on_nodes.into_iter().map(|f| (f.info(), false, Some(f)))),
+                Err(error) => tracing::warn!(%error, "recordings index: media nodes' recordings not listed"),
+            }
+            listed.sort_by_key(|(r, _, _)| r.start_unix_ms);
+            listed.truncate(RECORDS_LIST_MAX);
+        }
+        listed
+    });
+    let listed = listed.await;
     let page = head.page(super::api_gb::LIST_PAGE_MAX);
     let (records, total) = page.of(listed.into_iter());
     let records: Vec<Value> = records
         .into_iter()
-        .map(|(r, in_progress)| {
-            let stem = r.file.trim_end_matches(".mp4").to_string();
-            let token = super::play_tokens::token_for(shard, &Scope::Record(stem.clone()), None, None).map_or_else(String::new, |(t, _)| t);
+        .map(|(r, in_progress, on_node)| {
             let mut v = json!(r);
             v["in_progress"] = json!(in_progress);
+            if let (Some(f), Some(control)) = (on_node, control) {
+                // On the node that wrote it, with a token for that file there (the node's
+                // on_http_access brings it back to this control).
+                v["url"] = json!(super::api_history::node_file_url(control, &f.node, &f.url));
+                v["node"] = json!(f.node);
+                v["device_id"] = json!(f.device_id);
+                return v;
+            }
+            let stem = r.file.trim_end_matches(".mp4").to_string();
+            let token = super::play_tokens::token_for(shard, &Scope::Record(stem.clone()), None, None).map_or_else(String::new, |(t, _)| t);
             v["url"] = json!(format!("/records/{}?token={token}", r.file));
             v["flv"] = json!(format!("/flv/record/{stem}/{token}"));
             v

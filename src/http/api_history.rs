@@ -96,17 +96,20 @@ fn download_json(control: &Control, d: &Download) -> Value {
             let token = super::play_tokens::token_for(&control.shard, &crate::auth::Scope::Record(d.id.clone()), None, None).map_or_else(String::new, |(t, _)| t);
             json!(format!("/downloads/{}?token={token}", d.file))
         }
-        (Some(node), Some(file)) => {
-            let api = control.nodes.as_ref().and_then(|n| n.api_of(node)).unwrap_or_default();
-            // The token is for that file there (the node's on_http_access brings it back).
-            let path = file.url.trim_start_matches('/');
-            let scope = crate::control::nodes::node_file_scope(node, path);
-            let token = super::play_tokens::token_for(&control.shard, &scope, None, None).map_or_else(String::new, |(t, _)| t);
-            json!(format!("{api}/{path}?token={token}"))
-        }
+        (Some(node), Some(file)) => json!(node_file_url(control, node, &file.url)),
         (Some(_), None) => Value::Null,
     };
     v
+}
+
+/// The URL of a file a media node wrote (`url`: its path there, as `on_record_mp4` said), with
+/// this control's token for that file there (the node's on_http_access brings it back).
+pub(super) fn node_file_url(control: &Control, node: &str, url: &str) -> String {
+    let api = control.nodes.as_ref().and_then(|n| n.api_of(node)).unwrap_or_default();
+    let path = url.trim_start_matches('/');
+    let scope = crate::control::nodes::node_file_scope(node, path);
+    let token = super::play_tokens::token_for(&control.shard, &scope, None, None).map_or_else(String::new, |(t, _)| t);
+    format!("{api}/{path}?token={token}")
 }
 
 async fn records(control: &Rc<Control>, head: &RequestHead, device_id: &str, channel_id: &str) -> (u16, Value) {
@@ -216,7 +219,8 @@ async fn session_control(control: &Rc<Control>, id: &str, body: &[u8]) -> (u16, 
     }
 }
 
-/// Device recordings (RecordInfo over the range) and gmv's own recordings of the channel.
+/// Device recordings (RecordInfo over the range), gmv's own recordings of the channel, and
+/// those media nodes wrote for its record plan.
 async fn timeline(control: &Rc<Control>, head: &RequestHead, channel_id: &str) -> (u16, Value) {
     let device_id = {
         let found = control.registry().owner_of(channel_id).map(|d| d.device_id.clone());
@@ -242,12 +246,21 @@ async fn timeline(control: &Rc<Control>, head: &RequestHead, channel_id: &str) -
         }
         Err(e) => device["error"] = json!(control_error(e).1["message"]),
     }
-    let data_dir = control.shard.config.data_dir.clone();
-    let (from_ms, to_ms) = (Some(start.max(0) as u64 * 1000), Some(end.max(0) as u64 * 1000));
+    let index = control.shard.record_writers.index.clone();
+    let (from_ms, to_ms) = (Some((start.max(0) as u64).saturating_mul(1000)), Some((end.max(0) as u64).saturating_mul(1000)));
     let filter = crate::shard::record::RecordFilter { channel_id: Some(channel_id.to_string()), stream_id: None, from_ms, to_ms };
-    let own = glommio::executor().spawn_blocking(move || crate::shard::record::list(&data_dir, &filter, TIMELINE_OWN_RECORDS_MAX)).await;
+    // With it, what media nodes recorded for the channel's plan: an MP4 on the node, no FLV.
+    let (own, on_nodes) = glommio::executor()
+        .spawn_blocking(move || {
+            let on_nodes = index.node_records(&filter, TIMELINE_OWN_RECORDS_MAX).unwrap_or_else(|error| {
+                tracing::warn!(%error, "recordings index: media nodes' recordings not listed");
+                Vec::new()
+            });
+            (crate::shard::record::list(&index, &filter, TIMELINE_OWN_RECORDS_MAX), on_nodes)
+        })
+        .await;
     for (r, in_progress) in own {
-        let (s, e) = ((r.start_unix_ms / 1000) as i64, ((r.start_unix_ms + r.duration_ms) / 1000) as i64);
+        let (s, e) = ((r.start_unix_ms / 1000) as i64, (r.start_unix_ms.saturating_add(r.duration_ms) / 1000) as i64);
         if e < start || s > end {
             continue;
         }
@@ -255,6 +268,14 @@ async fn timeline(control: &Rc<Control>, head: &RequestHead, channel_id: &str) -
         let token =
             super::play_tokens::token_for(&control.shard, &crate::auth::Scope::Record(stem.clone()), None, None).map_or_else(String::new, |(t, _)| t);
         ranges.push(json!({ "source": "gmv", "start": s, "end": e, "file": r.file, "in_progress": in_progress, "flv": format!("/flv/record/{stem}/{token}") }));
+    }
+    for f in on_nodes {
+        let (s, e) = ((f.start_unix_ms / 1000) as i64, (f.start_unix_ms.saturating_add(f.duration_ms) / 1000) as i64);
+        if e < start || s > end {
+            continue;
+        }
+        let url = node_file_url(control, &f.node, &f.url);
+        ranges.push(json!({ "source": "node", "node": f.node, "start": s, "end": e, "file": f.name, "in_progress": false, "url": url }));
     }
     ranges.sort_by_key(|r| (r["start"].as_i64(), r["end"].as_i64()));
     (200, json!({ "device_id": device_id, "channel_id": channel_id, "start": start, "end": end, "device": device, "ranges": ranges }))

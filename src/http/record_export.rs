@@ -44,8 +44,8 @@ pub async fn serve(shard: &Shard, conn: &mut HttpConn, head: &RequestHead) {
         Ok(a) => a,
         Err(why) => return respond_error(conn, 400, "bad_request", &why).await,
     };
-    let data_dir = shard.config.data_dir.clone();
-    let listed = glommio::executor().spawn_blocking(move || crate::shard::record::list(&data_dir, &filter, EXPORT_FILES_MAX)).await;
+    let index = shard.record_writers.index.clone();
+    let listed = glommio::executor().spawn_blocking(move || crate::shard::record::list(&index, &filter, EXPORT_FILES_MAX)).await;
     // Alarm clips overlap the continuous files of their stream: those are left out.
     let files: Vec<RecordInfo> = listed.into_iter().filter(|(r, in_progress)| !in_progress && r.kind.is_none()).map(|(r, _)| r).collect();
     let Some(first) = files.first() else { return respond_error(conn, 404, "not_found", "no closed recording in that range").await };

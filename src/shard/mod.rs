@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod ports;
 pub mod pull_feed;
 pub mod record;
+pub mod record_index;
 pub mod retention;
 pub mod rtmp;
 pub mod rtp_send;
@@ -180,6 +181,7 @@ impl Shard {
         peers: Vec<Option<ConnectedSender<ShardMsg>>>,
     ) -> Shard {
         let ports = PortPool::for_shard(config.rtp.port_min, config.rtp.port_max, index.saturating_sub(1), media_shards);
+        let record_writers = Rc::new(record::RecordWriters::new(&config.data_dir));
         Shard {
             index,
             media_shards,
@@ -189,7 +191,7 @@ impl Shard {
             ports: RefCell::new(ports),
             handoff: Default::default(),
             cover_gate: Rc::new(glommio::sync::Semaphore::new(COVER_DECODES_AT_ONCE)),
-            record_writers: Default::default(),
+            record_writers,
             on_recording_closed: Default::default(),
             on_send_stopped: Default::default(),
             on_keyframe_wanted: Default::default(),

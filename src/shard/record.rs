@@ -6,25 +6,33 @@ use crate::proto::aac::AdtsHeader;
 use crate::proto::frame::{Codec, Frame};
 use crate::proto::h26x::{self, ParamSets};
 use crate::proto::mp4::{Fmp4Muxer, VideoConfig};
+use super::record_index::RecordIndex;
 use glommio::channels::local_channel::{self, LocalSender};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Closed recordings waiting to be told to the control plane (an event each); past this the
 /// oldest are forgotten (their files and sidecars are there all the same).
 pub const CLOSED_RECORDS_QUEUED_MAX: usize = 1024;
 
-/// A shard's recording files: how many are being written, and those closed since last asked.
-#[derive(Debug, Default)]
+/// A shard's recording files: how many are being written, those closed since last asked, and
+/// the index they are written into.
+#[derive(Debug)]
 pub struct RecordWriters {
     pub open: Cell<usize>,
     closed: std::cell::RefCell<std::collections::VecDeque<RecordInfo>>,
+    pub index: Arc<RecordIndex>,
 }
 
 impl RecordWriters {
+    pub fn new(data_dir: &Path) -> RecordWriters {
+        RecordWriters { open: Cell::new(0), closed: Default::default(), index: Arc::new(RecordIndex::for_data_dir(data_dir)) }
+    }
+
     fn closed(&self, info: RecordInfo) {
         let mut q = self.closed.borrow_mut();
         if q.len() >= CLOSED_RECORDS_QUEUED_MAX {
@@ -281,8 +289,10 @@ impl Recorder {
         let writers = self.writers.clone();
         writers.open.set(writers.open.get() + 1);
         let write_error = self.write_error.clone();
+        // Files of the recordings directory are indexed (downloads are not listed from it).
+        let index = (writers.index.records() == dir.as_path()).then(|| writers.index.clone());
         glommio::spawn_local(async move {
-            match write_file(&dir, info.clone(), rx, append_at).await {
+            match write_file(&dir, info.clone(), rx, append_at, index).await {
                 Ok(closed) => writers.closed(closed),
                 Err(error) => {
                     tracing::debug!(file = %info.file, %error, "recording write failed");
@@ -337,16 +347,25 @@ async fn write_whole_at(file: &glommio::io::BufferedFile, bytes: Vec<u8>, pos: u
 }
 
 /// Writes a recording's fragments as they come: a new file, or (`append_at`) an existing one
-/// from that many bytes on (cut there first).
+/// from that many bytes on (cut there first); told to `index` when begun and when closed.
 async fn write_file(
     dir: &Path,
     mut info: RecordInfo,
     rx: glommio::channels::local_channel::LocalReceiver<Write>,
     append_at: Option<u64>,
+    index: Option<Arc<RecordIndex>>,
 ) -> std::io::Result<RecordInfo> {
-    // Directory and sidecar are plain std::fs calls: on a blocking thread, not the shard.
-    let d = dir.to_path_buf();
-    glommio::executor().spawn_blocking(move || std::fs::create_dir_all(d)).await?;
+    // Directory, index and sidecar are blocking calls: on a blocking thread, not the shard.
+    let (d, begun, i) = (dir.to_path_buf(), info.clone(), index.clone());
+    glommio::executor()
+        .spawn_blocking(move || {
+            std::fs::create_dir_all(d)?;
+            if let Some(index) = i {
+                tell_index(index.opened(&begun.file, &begun.stream_id, begun.start_unix_ms), &begun.file);
+            }
+            std::io::Result::Ok(())
+        })
+        .await?;
     let path = dir.join(&info.file);
     let (file, mut pos) = match append_at {
         None => (glommio::io::BufferedFile::create(&path).await.map_err(io_error)?, 0u64),
@@ -372,9 +391,26 @@ async fn write_file(
     info.bytes = pos;
     let sidecar = serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?;
     let sidecar_path = path.with_extension("json");
-    glommio::executor().spawn_blocking(move || std::fs::write(sidecar_path, sidecar)).await?;
+    let closed = info.clone();
+    glommio::executor()
+        .spawn_blocking(move || {
+            let disk_bytes = closed.bytes.saturating_add(sidecar.len() as u64);
+            std::fs::write(sidecar_path, sidecar)?;
+            if let Some(index) = index {
+                tell_index(index.closed(&closed, disk_bytes), &closed.file);
+            }
+            std::io::Result::Ok(())
+        })
+        .await?;
     tracing::info!(file = %info.file, duration_ms = info.duration_ms, bytes = pos, "recording closed");
     Ok(info)
+}
+
+/// An index that could not be written is put right by its next check against the directory.
+fn tell_index(result: std::io::Result<()>, file: &str) {
+    if let Err(error) = result {
+        tracing::warn!(%file, %error, "recordings index not written (its next check puts it right)");
+    }
 }
 
 /// Boxes larger than this are not recovered (nothing gmv writes is that large).
@@ -406,12 +442,12 @@ pub fn recover(data_dir: &Path) -> usize {
 fn recover_file(path: &Path) -> std::io::Result<RecordInfo> {
     let whole = scan_and_cut(path)?;
     let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    let (stream_id, start) = stem.split_once('_').ok_or_else(|| invalid("name"))?;
+    let file = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let (stream_id, start_unix_ms) = name_parts(&file).ok_or_else(|| invalid("name"))?;
     let info = RecordInfo {
-        file: format!("{stem}.mp4"),
+        file: file.clone(),
         stream_id: stream_id.to_string(),
-        start_unix_ms: start.parse().unwrap_or(0),
+        start_unix_ms,
         duration_ms: whole.end_90k / 90,
         frames: whole.frames,
         bytes: whole.bytes,
@@ -511,32 +547,43 @@ pub struct RecordFilter {
 }
 
 impl RecordFilter {
-    fn wants(&self, r: &RecordInfo) -> bool {
+    /// Whether `r` is one of the recordings wanted (its times as told: saturating, a file a
+    /// media node described may say anything).
+    pub fn wants(&self, r: &RecordInfo) -> bool {
         self.stream_id.as_deref().is_none_or(|s| r.stream_id == s)
             && self.channel_id.as_deref().is_none_or(|c| r.channel_id.as_deref() == Some(c))
-            && self.from_ms.is_none_or(|f| r.start_unix_ms + r.duration_ms >= f)
+            && self.from_ms.is_none_or(|f| r.start_unix_ms.saturating_add(r.duration_ms) >= f)
             && self.to_ms.is_none_or(|t| r.start_unix_ms <= t)
     }
 }
 
-/// The recordings on disk that `filter` wants, oldest first, at most `limit` (the oldest);
-/// `in_progress` ones have no sidecar yet. Filtered before the limit, so a listing of one
-/// channel is whole however many files the others have.
-pub fn list(data_dir: &Path, filter: &RecordFilter, limit: usize) -> Vec<(RecordInfo, bool)> {
-    let dir = records_dir(data_dir);
-    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+/// The recordings that `filter` wants, oldest first, at most `limit` (the oldest);
+/// `in_progress` ones have no sidecar yet. Asked of the index; when it cannot answer (a
+/// database that cannot be opened), of the directory.
+pub fn list(index: &RecordIndex, filter: &RecordFilter, limit: usize) -> Vec<(RecordInfo, bool)> {
+    match index.list(filter, limit) {
+        Ok(listed) => listed,
+        Err(error) => {
+            tracing::warn!(%error, "recordings index unreadable: the directory is read instead");
+            list_by_scan(index.records(), filter, limit)
+        }
+    }
+}
+
+/// What `list` answers, read from the directory `dir` and the sidecars (what every listing
+/// did before the index; `benches/record_index.rs` compares the two). Filtered before the
+/// limit, so a listing of one channel is whole however many files the others have.
+pub fn list_by_scan(dir: &Path, filter: &RecordFilter, limit: usize) -> Vec<(RecordInfo, bool)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut out = Vec::new();
     for e in entries.flatten().take(RECORDS_SCAN_ENTRIES_MAX) {
         let name = e.file_name().to_string_lossy().to_string();
-        let Some(stem) = name.strip_suffix(".mp4") else { continue };
-        let Some((stream_id, start)) = stem.split_once('_') else { continue };
+        let Some((stream_id, start_unix_ms)) = name_parts(&name) else { continue };
         // What the name tells is checked before the sidecar is read.
-        let start_unix_ms: u64 = start.parse().unwrap_or(0);
         if filter.stream_id.as_deref().is_some_and(|s| s != stream_id) || filter.to_ms.is_some_and(|t| start_unix_ms > t) {
             continue;
         }
-        let sidecar = std::fs::read(dir.join(format!("{stem}.json"))).ok().and_then(|b| serde_json::from_slice::<RecordInfo>(&b).ok());
-        let (info, in_progress) = match sidecar {
+        let (info, in_progress) = match read_sidecar(&dir.join(&name)) {
             Some(info) => (info, false),
             None => {
                 let bytes = e.metadata().map_or(0, |m| m.len());
@@ -553,12 +600,12 @@ pub fn list(data_dir: &Path, filter: &RecordFilter, limit: usize) -> Vec<(Record
     out
 }
 
-/// Deletes a closed recording (its file and sidecar).
-pub fn delete(data_dir: &Path, file: &str) -> Result<RecordInfo, DeleteError> {
+/// Deletes a closed recording (its file, sidecar and row in the index).
+pub fn delete(index: &RecordIndex, file: &str) -> Result<RecordInfo, DeleteError> {
     if !valid_file_name(file) {
         return Err(DeleteError::NotFound);
     }
-    let dir = records_dir(data_dir);
+    let dir = index.records();
     let stem = file.trim_end_matches(".mp4");
     let sidecar = dir.join(format!("{stem}.json"));
     let info = match std::fs::read(&sidecar) {
@@ -570,6 +617,7 @@ pub fn delete(data_dir: &Path, file: &str) -> Result<RecordInfo, DeleteError> {
     };
     std::fs::remove_file(dir.join(file)).map_err(|e| DeleteError::Io(e.to_string()))?;
     let _ = std::fs::remove_file(sidecar);
+    tell_index(index.removed(file), file);
     Ok(info)
 }
 
@@ -581,11 +629,42 @@ pub enum DeleteError {
     Io(String),
 }
 
+/// `{stream_id}_{start_unix_ms}.mp4`: the stream and start a recording's file name tells (a
+/// start that is no number reads as 0).
+pub(crate) fn name_parts(file: &str) -> Option<(&str, u64)> {
+    let (stream_id, start) = file.strip_suffix(".mp4")?.split_once('_')?;
+    Some((stream_id, start.parse().unwrap_or(0)))
+}
+
+/// The sidecar of the recording file at `mp4` (`.json` beside it), when it is there and reads.
+pub(crate) fn read_sidecar(mp4: &Path) -> Option<RecordInfo> {
+    std::fs::read(mp4.with_extension("json")).ok().and_then(|b| serde_json::from_slice::<RecordInfo>(&b).ok())
+}
+
 /// A recording file name as gmv makes them: `{digits}_{digits}.mp4` (no paths).
 pub fn valid_file_name(name: &str) -> bool {
     name.strip_suffix(".mp4")
         .and_then(|s| s.split_once('_'))
         .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// A closed recording of 3 bytes and its sidecar, planted in `records` (tests).
+#[cfg(test)]
+pub(crate) fn plant_closed(records: &Path, stream: &str, start: u64, channel: Option<&str>) -> RecordInfo {
+    let info = RecordInfo {
+        file: format!("{stream}_{start}.mp4"),
+        stream_id: stream.into(),
+        start_unix_ms: start,
+        duration_ms: 1000,
+        frames: 25,
+        bytes: 3,
+        channel_id: channel.map(str::to_string),
+        ..Default::default()
+    };
+    std::fs::create_dir_all(records).unwrap();
+    std::fs::write(records.join(&info.file), b"mp4").unwrap();
+    std::fs::write(records.join(format!("{stream}_{start}.json")), serde_json::to_vec(&info).unwrap()).unwrap();
+    info
 }
 
 #[cfg(test)]
@@ -597,42 +676,39 @@ mod tests {
         let data_dir = std::env::temp_dir().join(format!("gmv-record-list-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         let dir = records_dir(&data_dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let closed = |stream: &str, start: u64, channel: Option<&str>| {
-            let info = RecordInfo {
-                file: format!("{stream}_{start}.mp4"),
-                stream_id: stream.into(),
-                start_unix_ms: start,
-                duration_ms: 1000,
-                frames: 25,
-                bytes: 3,
-                channel_id: channel.map(str::to_string),
-                ..Default::default()
-            };
-            std::fs::write(dir.join(&info.file), b"mp4").unwrap();
-            std::fs::write(dir.join(format!("{stream}_{start}.json")), serde_json::to_vec(&info).unwrap()).unwrap();
-        };
         // Many files of one stream, few of another: a listing of the few is whole.
         for n in 0..40 {
-            closed("0100000001", 1_000 + n, None);
+            plant_closed(&dir, "0100000001", 1_000 + n, None);
         }
         for n in 0..3 {
-            closed("0100000002", 5_000 + n * 2_000, Some("34020000001310000001"));
+            plant_closed(&dir, "0100000002", 5_000 + n * 2_000, Some("34020000001310000001"));
         }
         std::fs::write(dir.join("0100000002_99000.mp4"), b"being written").unwrap();
-        let of = |f: RecordFilter, limit| list(&data_dir, &f, limit).into_iter().map(|(r, p)| (r.start_unix_ms, p)).collect::<Vec<_>>();
-        let stream = |s: &str| RecordFilter { stream_id: Some(s.into()), ..Default::default() };
-        assert_eq!(of(stream("0100000002"), 10), vec![(5_000, false), (7_000, false), (9_000, false), (99_000, true)]);
-        assert_eq!(of(stream("0100000002"), 2), vec![(5_000, false), (7_000, false)], "the oldest, the limit after the filter");
-        let channel = RecordFilter { channel_id: Some("34020000001310000001".into()), from_ms: Some(7_500), ..Default::default() };
-        assert_eq!(of(channel, 10), vec![(7_000, false), (9_000, false)], "overlapping the range, of the channel");
-        assert_eq!(list(&data_dir, &RecordFilter::default(), 100_000).len(), 44);
+        let index = RecordIndex::for_data_dir(&data_dir);
+        index.check().unwrap();
+        // The index and the directory (the fallback) answer alike.
+        let by_index = |f: &RecordFilter, limit| index.list(f, limit).unwrap();
+        let by_scan = |f: &RecordFilter, limit| list_by_scan(&dir, f, limit);
+        type Lister<'a> = &'a dyn Fn(&RecordFilter, usize) -> Vec<(RecordInfo, bool)>;
+        let listers: [Lister; 2] = [&by_index, &by_scan];
+        for (n, lister) in listers.iter().enumerate() {
+            let of = |f: RecordFilter, limit| lister(&f, limit).into_iter().map(|(r, p)| (r.start_unix_ms, p)).collect::<Vec<_>>();
+            let stream = |s: &str| RecordFilter { stream_id: Some(s.into()), ..Default::default() };
+            assert_eq!(of(stream("0100000002"), 10), vec![(5_000, false), (7_000, false), (9_000, false), (99_000, true)], "lister {n}");
+            assert_eq!(lister(&stream("0100000002"), 10)[3].0.bytes, 13, "a file being written: its size now");
+            assert_eq!(of(stream("0100000002"), 2), vec![(5_000, false), (7_000, false)], "the oldest, the limit after the filter");
+            let channel = RecordFilter { channel_id: Some("34020000001310000001".into()), from_ms: Some(7_500), ..Default::default() };
+            assert_eq!(of(channel, 10), vec![(7_000, false), (9_000, false)], "overlapping the range, of the channel");
+            assert_eq!(lister(&RecordFilter { to_ms: Some(1_004), ..Default::default() }, 100).len(), 5);
+            assert_eq!(lister(&RecordFilter::default(), 100_000).len(), 44);
+        }
 
-        assert_eq!(delete(&data_dir, "0100000002_99000.mp4"), Err(DeleteError::BeingWritten));
-        assert_eq!(delete(&data_dir, "../0100000002_5000.mp4"), Err(DeleteError::NotFound));
-        assert_eq!(delete(&data_dir, "0100000002_5000.mp4").map(|i| i.start_unix_ms), Ok(5_000));
+        assert_eq!(delete(&index, "0100000002_99000.mp4"), Err(DeleteError::BeingWritten));
+        assert_eq!(delete(&index, "../0100000002_5000.mp4"), Err(DeleteError::NotFound));
+        assert_eq!(delete(&index, "0100000002_5000.mp4").map(|i| i.start_unix_ms), Ok(5_000));
         assert!(!dir.join("0100000002_5000.mp4").exists() && !dir.join("0100000002_5000.json").exists());
-        assert_eq!(delete(&data_dir, "0100000002_5000.mp4"), Err(DeleteError::NotFound));
+        assert_eq!(delete(&index, "0100000002_5000.mp4"), Err(DeleteError::NotFound));
+        assert_eq!(list(&index, &RecordFilter::default(), 100_000).len(), 43, "its row went with it");
         std::fs::remove_dir_all(&data_dir).unwrap();
     }
 

@@ -1,12 +1,14 @@
 //! Retention of the recordings (`data_dir/records`), so recording never fills the disk: every
-//! `record.retention.interval_s` the control executor has a blocking thread scan the directory
-//! and delete the oldest closed recordings (file and sidecar) while a rule is broken: older
-//! than `max_age_days`, more than `max_used_bytes` in all, less than `min_free_bytes` free on
-//! the file system. A file being written (no sidecar yet) is never deleted. A pass deletes at
-//! most `RETENTION_DELETES_PER_PASS_MAX` files, so the disk is never flooded with unlinks;
-//! a backlog goes over several passes. Downloads (`data_dir/downloads`) are the operator's and
-//! are kept. The planning is a pure function of what the scan found (`plan`).
+//! `record.retention.interval_s` the control executor has a blocking thread ask the recordings
+//! index (`record_index`) and delete the oldest closed recordings (file, sidecar, row) while a
+//! rule is broken: older than `max_age_days`, more than `max_used_bytes` in all, less than
+//! `min_free_bytes` free on the file system. A file being written (no sidecar yet) is never
+//! deleted. A pass deletes at most `RETENTION_DELETES_PER_PASS_MAX` files, so the disk is
+//! never flooded with unlinks; a backlog goes over several passes. Downloads
+//! (`data_dir/downloads`) are the operator's and are kept. The planning is a pure function of
+//! what the index holds (`plan`).
 
+use super::record_index::RecordIndex;
 use crate::config::RetentionConfig;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -15,9 +17,9 @@ use std::time::Duration;
 
 /// Files deleted at most in one pass.
 pub const RETENTION_DELETES_PER_PASS_MAX: usize = 64;
-/// Directory entries a pass reads at most: 30 days of 10-minute files from 100 cameras are
-/// 432,000 recordings, twice as many entries with their sidecars. Past this, what the read
-/// did not reach waits for a later pass.
+/// Recordings a pass (and a check of the index) reads at most: 30 days of 10-minute files
+/// from 100 cameras are 432,000 recordings, twice as many directory entries with their
+/// sidecars. Past this, the newest wait for a later pass.
 pub const RETENTION_SCAN_ENTRIES_MAX: usize = 2_000_000;
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
@@ -99,18 +101,17 @@ pub struct PassReport {
     pub error: Option<String>,
 }
 
-/// One pass over `records` (blocking: run it off the executors).
-pub fn pass(records: &Path, rules: &RetentionConfig, plan_ages: &HashMap<String, u64>, now_unix_ms: u64) -> PassReport {
+/// One pass over the recordings `index` knows (blocking: run it off the executors).
+pub fn pass(index: &RecordIndex, rules: &RetentionConfig, plan_ages: &HashMap<String, u64>, now_unix_ms: u64) -> PassReport {
     let mut report = PassReport::default();
-    let (mut candidates, used) = match scan(records) {
+    let records = index.records();
+    let (candidates, used) = match index.retention_candidates() {
         Ok(found) => found,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), 0),
         Err(e) => {
-            report.error = Some(format!("{}: {e}", records.display()));
+            report.error = Some(format!("recordings index: {e}"));
             return report;
         }
     };
-    candidates.sort_by_key(|c| c.start_unix_ms);
     let space = file_system_space(records);
     let free = space.map(|(free, _)| free);
     report.total_bytes = space.map(|(_, total)| total);
@@ -136,6 +137,9 @@ pub fn pass(records: &Path, rules: &RetentionConfig, plan_ages: &HashMap<String,
             }
         }
         let _ = std::fs::remove_file(records.join(format!("{stem}.json")));
+        if let Err(e) = index.removed(&c.file) {
+            report.error = Some(format!("recordings index: {e}"));
+        }
         report.why.get_or_insert(why);
         report.deleted_files += 1;
         freed += c.bytes;
@@ -144,31 +148,6 @@ pub fn pass(records: &Path, rules: &RetentionConfig, plan_ages: &HashMap<String,
     report.used_bytes = used.saturating_sub(freed);
     report.free_bytes = free.map(|f| f.saturating_add(freed));
     report
-}
-
-/// The closed recordings in `records` (those with a sidecar) and the bytes of every file there.
-fn scan(records: &Path) -> std::io::Result<(Vec<Candidate>, u64)> {
-    let mut sizes = std::collections::HashMap::new();
-    for entry in std::fs::read_dir(records)?.take(RETENTION_SCAN_ENTRIES_MAX) {
-        let Ok(entry) = entry else { continue };
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_file() {
-            sizes.insert(entry.file_name().to_string_lossy().to_string(), meta.len());
-        }
-    }
-    let used = sizes.values().sum();
-    let mut candidates = Vec::new();
-    for (name, bytes) in &sizes {
-        let Some(stem) = name.strip_suffix(".mp4") else { continue };
-        let sidecar_name = format!("{stem}.json");
-        let Some(sidecar_bytes) = sizes.get(&sidecar_name) else { continue }; // being written
-        let Some(info) = std::fs::read(records.join(&sidecar_name)).ok().and_then(|b| serde_json::from_slice::<super::record::RecordInfo>(&b).ok()) else {
-            continue;
-        };
-        let end_unix_ms = info.start_unix_ms.saturating_add(info.duration_ms);
-        candidates.push(Candidate { file: name.clone(), start_unix_ms: info.start_unix_ms, end_unix_ms, bytes: bytes + sidecar_bytes, channel_id: info.channel_id.or(Some(info.stream_id)) });
-    }
-    Ok((candidates, used))
 }
 
 /// The free bytes (for an unprivileged writer) and the size of the file system holding `path`.
@@ -204,7 +183,7 @@ pub struct RetentionStatus {
 /// only when a rule is set, globally or by a record plan: `plan_ages` asks the plans each
 /// time): each pass's report goes to `status` and, when it deleted something, to `deleted`.
 pub async fn run(
-    records: std::path::PathBuf,
+    index: std::sync::Arc<RecordIndex>,
     rules: RetentionConfig,
     plan_ages: impl Fn() -> HashMap<String, u64>,
     status: std::rc::Rc<std::cell::RefCell<RetentionStatus>>,
@@ -218,8 +197,8 @@ pub async fn run(
         if !rules.any() && ages.is_empty() {
             continue;
         }
-        let (dir, r) = (records.clone(), rules.clone());
-        let report = glommio::executor().spawn_blocking(move || pass(&dir, &r, &ages, super::unix_ms())).await;
+        let (i, r) = (index.clone(), rules.clone());
+        let report = glommio::executor().spawn_blocking(move || pass(&i, &r, &ages, super::unix_ms())).await;
         if report.deleted_files > 0 {
             tracing::info!(files = report.deleted_files, bytes = report.deleted_bytes, why = ?report.why, used_bytes = report.used_bytes, "retention deleted recordings");
             deleted(&report);
@@ -295,35 +274,28 @@ mod tests {
     #[test]
     fn a_pass_keeps_what_is_being_written_and_deletes_files_with_their_sidecars() {
         let none = HashMap::new();
-        let dir = std::env::temp_dir().join(format!("gmv-retention-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let data_dir = std::env::temp_dir().join(format!("gmv-retention-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let dir = super::super::record::records_dir(&data_dir);
         for n in 1..=3u64 {
-            std::fs::write(dir.join(format!("0100000001_{n}000.mp4")), vec![0u8; 1000]).unwrap();
-            let info = super::super::record::RecordInfo {
-                file: format!("0100000001_{n}000.mp4"),
-                stream_id: "0100000001".into(),
-                start_unix_ms: n * 1000,
-                duration_ms: 1000,
-                frames: 25,
-                bytes: 1000,
-                ..Default::default()
-            };
-            std::fs::write(dir.join(format!("0100000001_{n}000.json")), serde_json::to_vec(&info).unwrap()).unwrap();
+            super::super::record::plant_closed(&dir, "0100000001", n * 1000, None);
         }
         // Being written: no sidecar, the oldest of all by its name.
         std::fs::write(dir.join("0100000001_500.mp4"), vec![0u8; 5000]).unwrap();
-        let report = pass(&dir, &rules(0, 1 << 20, 0), &none, 10_000);
+        let index = RecordIndex::for_data_dir(&data_dir);
+        index.check().unwrap();
+        let report = pass(&index, &rules(0, 1 << 20, 0), &none, 10_000);
         assert_eq!(report.deleted_files, 0, "under the limit: {report:?}");
         // A limit of 1 MiB is the least, so grow what is written past it.
         std::fs::write(dir.join("0100000001_500.mp4"), vec![0u8; 1 << 20]).unwrap();
-        let report = pass(&dir, &rules(0, 1 << 20, 0), &none, 10_000);
+        let report = pass(&index, &rules(0, 1 << 20, 0), &none, 10_000);
         assert_eq!((report.deleted_files, report.why), (3, Some(Why::MaxUsed)), "{report:?}");
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
         assert_eq!(left, vec!["0100000001_500.mp4".to_string()], "the file being written stays");
         // A floor as large as the file system is not applied (it would delete everything).
-        let report = pass(&dir, &rules(0, 0, u64::MAX), &none, 10_000);
+        let report = pass(&index, &rules(0, 0, u64::MAX), &none, 10_000);
         assert!(report.error.as_deref().is_some_and(|e| e.contains("min_free_bytes")), "{report:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(index.list(&Default::default(), 10).unwrap().len(), 1, "the index lost the deleted files' rows");
+        std::fs::remove_dir_all(&data_dir).unwrap();
     }
 }

@@ -3,7 +3,10 @@
 //! changed), and a one-row lease naming the active control. Only the lease holder writes, and
 //! each write checks the lease in its own transaction (a fence: a control that lost the lease
 //! while paused cannot overwrite its successor's registry). Times are the database's, so the
-//! controls' clocks need not agree. Called on blocking threads only.
+//! controls' clocks need not agree. The record plans and which channel follows which are one
+//! more row (their JSON, a few hundred KB at most: `record_plan::PLANS_MAX` plans and
+//! `PLAN_CHANNELS_MAX` channels), written and followed the same way. Called on blocking
+//! threads only.
 
 use crate::proto::sip::endpoint::{DEVICES_MAX, Device, RegistryChanges};
 use postgres::{Client, NoTls};
@@ -32,7 +35,12 @@ CREATE TABLE IF NOT EXISTS gmv_devices (
     body text,
     version bigint NOT NULL,
     epoch bigint NOT NULL);
-CREATE INDEX IF NOT EXISTS gmv_devices_by_version ON gmv_devices (version);";
+CREATE INDEX IF NOT EXISTS gmv_devices_by_version ON gmv_devices (version);
+CREATE TABLE IF NOT EXISTS gmv_record_plans (
+    id int PRIMARY KEY CHECK (id = 1),
+    body text NOT NULL,
+    version bigint NOT NULL,
+    epoch bigint NOT NULL);";
 
 #[derive(Debug)]
 pub enum DbError {
@@ -221,15 +229,7 @@ impl Shared {
         let bodies = changes.changed.iter().map(serde_json::to_string).collect::<Result<Vec<_>, _>>().map_err(|e| DbError::Row(e.to_string()))?;
         lock(&self.writer).with(|c| {
             let mut tx = c.transaction()?;
-            // The lease row locked until commit: a takeover waits for this write, and a write
-            // after a takeover finds the epoch changed.
-            let held = tx.query_opt(
-                "SELECT 1 FROM gmv_lease WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now() FOR UPDATE",
-                &[&self.instance, &epoch],
-            )?;
-            if held.is_none() {
-                return Err(DbError::Fenced);
-            }
+            self.hold_lease(&mut tx, epoch)?;
             let mut n = tx.execute(
                 "INSERT INTO gmv_devices (id, body, version, epoch)
                  SELECT id, body, nextval('gmv_devices_version'), $3 FROM unnest($1::text[], $2::text[]) AS t(id, body)
@@ -244,6 +244,20 @@ impl Shared {
             tx.commit()?;
             Ok(n as usize)
         })
+    }
+
+    /// The fence of every write: the lease row, still this control's at `epoch`, locked until
+    /// `tx` commits (a takeover waits for the write, and a write after a takeover finds the
+    /// epoch changed).
+    fn hold_lease(&self, tx: &mut postgres::Transaction<'_>, epoch: i64) -> Result<(), DbError> {
+        let held = tx.query_opt(
+            "SELECT 1 FROM gmv_lease WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now() FOR UPDATE",
+            &[&self.instance, &epoch],
+        )?;
+        if held.is_none() {
+            return Err(DbError::Fenced);
+        }
+        Ok(())
     }
 
     /// Devices written (or removed) after `version`, oldest first, at most `ROWS_PER_READ_MAX`.
@@ -266,6 +280,36 @@ impl Shared {
                 }
             }
             Ok(followed)
+        })
+    }
+
+    /// Writes the record plans (their JSON, whole), if this control still holds the lease; the
+    /// row's version now.
+    pub fn save_record_plans(&self, body: &str) -> Result<u64, DbError> {
+        let epoch = self.epoch() as i64;
+        if epoch == 0 {
+            return Err(DbError::Fenced);
+        }
+        lock(&self.writer).with(|c| {
+            let mut tx = c.transaction()?;
+            self.hold_lease(&mut tx, epoch)?;
+            let row = tx.query_one(
+                "INSERT INTO gmv_record_plans (id, body, version, epoch) VALUES (1, $1, 1, $2)
+                 ON CONFLICT (id) DO UPDATE SET body = excluded.body, version = gmv_record_plans.version + 1, epoch = excluded.epoch
+                 RETURNING version",
+                &[&body, &epoch],
+            )?;
+            tx.commit()?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
+    /// The record plans' JSON and version when written after `version` (None: not since; from
+    /// 0, None is a registry whose plans were never written).
+    pub fn record_plans_after(&self, version: u64) -> Result<Option<(String, u64)>, DbError> {
+        lock(&self.writer).with(|c| {
+            let row = c.query_opt("SELECT body, version FROM gmv_record_plans WHERE id = 1 AND version > $1", &[&(version as i64)])?;
+            Ok(row.map(|r| (r.get(0), r.get::<_, i64>(1) as u64)))
         })
     }
 
