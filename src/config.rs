@@ -811,6 +811,9 @@ pub struct TlsConfig {
     pub key_file: std::path::PathBuf,
 }
 
+/// Longest `rtp.gather_us`: 2 ms, a tenth of a 50 fps frame interval.
+pub const RTP_GATHER_US_MAX: u32 = 2_000;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RtpConfig {
@@ -828,6 +831,12 @@ pub struct RtpConfig {
     /// For such streams: an SDP whose `a=rtpmap` lines say what each payload type carries;
     /// payload types it does not name are guessed from their bytes (PS, TS, H.264, H.265).
     pub unknown_ssrc_sdp: Option<String>,
+    /// On the single port, after a receive that found datagrams emptied the socket, wait this
+    /// long before looking again instead of waking for the next datagram (fewer wake-ups under
+    /// load; a picture waits at most this much longer). 0: wake for every datagram (the
+    /// default: with the loadtest's traffic a busy shard already takes a batch a wake, and
+    /// 200 µs changed the engine's CPU by less than the runs' spread; docs/PERFORMANCE.md).
+    pub gather_us: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -931,6 +940,7 @@ impl Default for RtpConfig {
             port: 0,
             accept_unknown_ssrc: false,
             unknown_ssrc_sdp: None,
+            gather_us: 0,
         }
     }
 }
@@ -1042,6 +1052,9 @@ impl Config {
         }
         if self.rtp.port != 0 && (self.rtp.port_min..=self.rtp.port_max).contains(&self.rtp.port) {
             return invalid("rtp.port must be outside rtp.port_min..=rtp.port_max");
+        }
+        if self.rtp.gather_us > RTP_GATHER_US_MAX {
+            return invalid(&format!("rtp.gather_us must be at most {RTP_GATHER_US_MAX} (each picture may wait that long)"));
         }
         if self.rtp.accept_unknown_ssrc && self.rtp.port == 0 {
             return invalid("rtp.accept_unknown_ssrc needs rtp.port (the single port learns SSRCs; a stream's own port has one)");
@@ -1245,6 +1258,8 @@ mod tests {
         let invalid = |yaml: &str| matches!(Config::from_yaml(yaml), Err(ConfigError::Invalid(_)));
         assert!(invalid("rtp: {accept_unknown_ssrc: true}"), "no single port to learn SSRCs on");
         assert!(invalid("rtp: {idle_timeout_s: 3000000}"), "a timer without end");
+        assert!(invalid("rtp: {gather_us: 2001}"), "pictures held past the bound");
+        assert_eq!(Config::from_yaml("rtp: {gather_us: 2000}").ok().map(|c| c.rtp.gather_us), Some(2000), "the bound itself");
         assert!(invalid("media: {subscriber_queue_tags_max: 100000000}"), "a queue without end");
         assert!(invalid("sip: {register_rate: {burst: 0, per_s: 1}}"));
         assert!(invalid("sip: {register_rate_networks: [{source: \"10.0.0.0/33\", burst: 1, per_s: 1}]}"));

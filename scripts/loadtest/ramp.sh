@@ -17,8 +17,8 @@ steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(100 250 500 1000 1500 2000)
 
 cargo build --release --locked -p gmv -p gmv-loadtest >&2
-echo "| streams | sent Mbit/s | sent pkt/s | send pace | engine missing | engine lost | kernel drops | engine CPU % | bare CPU % | × bare | RSS MiB | viewers ok | late viewer 1st keyframe ms | frame→viewer p50 ms | shard spread % |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| streams | sent Mbit/s | sent pkt/s | send pace | engine missing | engine lost | kernel drops | engine CPU % | bare CPU % (before/after) | × bare | × per-stream bare | RSS MiB | viewers ok | late viewer 1st keyframe ms | frame→viewer p50 ms | shard spread % |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 best=0
 for n in "${steps[@]}"; do
   # shellcheck disable=SC2086
@@ -30,7 +30,8 @@ r = json.loads(sys.argv[1]); dur = float(sys.argv[2]); cap = float(sys.argv[3])
 pace = "on time" if r["seconds"] <= dur * 1.05 else f'{dur / r["seconds"]:.0%} of real time'
 clean = (r["engine_missing_packets"] == 0 and r["engine_lost"] == 0 and r["kernel_udp_rcvbuf_errors"] == 0
          and r["viewers_ok"] == r["viewers"] and pace == "on time" and r["engine_cpu_pct"] <= cap)
-bare = f'{r["bare_cpu_pct"]:.0f} | {r["cpu_vs_bare"]:.2f}' if "bare_cpu_pct" in r else "- | -"
+b = r.get("bare_cpu_pct")
+bare = f'{b[0]:.0f}/{b[1]:.0f} | {r["cpu_vs_bare"]:.2f} | {r["cpu_vs_per_stream_bare"]:.2f}' if b else "- | - | -"
 print(f'| {r["streams"]} | {r["sent_mbit_s"]:.0f} | {r["sent_pps"]:.0f} | {pace} | {r["engine_missing_packets"]} | {r["engine_lost"]} | '
       f'{r["kernel_udp_rcvbuf_errors"]} | {r["engine_cpu_pct"]:.0f} | {bare} | {r["engine_rss_mib"]:.0f} | {r["viewers_ok"]}/{r["viewers"]} | '
       f'{r["late_viewer_first_keyframe_ms"]} | {r["frame_to_viewer_ms_p50"]} | {r["engine_shard_spread_pct"]} |' + ("" if clean else " ✗"))

@@ -1,8 +1,10 @@
 //! The floor to compare gmv against: a receiver that binds the same ports (one per stream, or
 //! the single port with the engine's own SO_REUSEPORT group and steering program) and only
-//! drains and counts datagrams: epoll + recvmmsg, one thread per core. It runs as a child
-//! process (`--bare-receiver`) so its CPU is measured like the engine's, and writes its count to
-//! a file every `COUNT_EVERY` (a new file renamed over the old).
+//! drains and counts datagrams: epoll + recvmmsg, one thread per core, and after a round that
+//! found datagrams a pause of `GATHER` before looking again (as `rtp.gather_us` makes the
+//! engine's single port do). It runs as a child process (`--bare-receiver`) so its CPU is
+//! measured like the engine's, and writes its count to a file every `COUNT_EVERY` (a new file
+//! renamed over the old).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -15,20 +17,32 @@ const DATAGRAM_BYTES_MAX: usize = 9_000;
 const EPOLL_EVENTS_MAX: usize = 256;
 const EPOLL_WAIT_MS: i32 = 100;
 const COUNT_EVERY: Duration = Duration::from_millis(100);
+/// The pause after a round that found datagrams. Without it a bare thread, faster than the
+/// generator, wakes every 5 datagrams, and the single port's one socket a thread cost
+/// 1.4-1.6x a thousand sockets' at 500 streams (the wake-ups, not the receiving); with it both
+/// take 17-20 datagrams a wake and cost the same within 15% (docs/PERFORMANCE.md).
+pub const GATHER: Duration = Duration::from_micros(200);
 /// Kernel receive buffer per socket, as gmv asks for its per-stream sockets.
 const RCVBUF_BYTES: usize = 2 << 20;
 
-/// Binds, drains and counts until `run_for` has passed; never returns.
-pub fn serve(ports: &[u16], single_port: Option<u16>, threads: usize, count_file: &std::path::Path, run_for: Duration) -> ! {
+/// Binds, drains and counts until `run_for` has passed; never returns. `rcvbuf_bytes` replaces
+/// the receive buffer the engine's sockets of that kind ask for (to see what it costs).
+pub fn serve(ports: &[u16], single_port: Option<u16>, threads: usize, rcvbuf_bytes: Option<usize>, gather: Duration, count_file: &std::path::Path, run_for: Duration) -> ! {
     let threads = threads.max(1);
     let ip: std::net::IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
     let sockets: Vec<OwnedFd> = match single_port {
-        Some(port) => gmv::shard::steer::bind_group(ip, port, threads).expect("bind the single port group"),
+        Some(port) => {
+            let group = gmv::shard::steer::bind_group(ip, port, threads).expect("bind the single port group");
+            if let Some(bytes) = rcvbuf_bytes {
+                group.iter().for_each(|s| force_rcvbuf(s, bytes));
+            }
+            group
+        }
         None => ports
             .iter()
             .map(|&p| {
                 let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("socket");
-                let _ = s.set_recv_buffer_size(RCVBUF_BYTES);
+                let _ = s.set_recv_buffer_size(rcvbuf_bytes.unwrap_or(RCVBUF_BYTES));
                 s.bind(&std::net::SocketAddr::new(ip, p).into()).unwrap_or_else(|e| panic!("bind {p}: {e}"));
                 OwnedFd::from(s)
             })
@@ -41,7 +55,7 @@ pub fn serve(ports: &[u16], single_port: Option<u16>, threads: usize, count_file
     }
     for (core, socks) in per_thread.into_iter().enumerate() {
         let count = count.clone();
-        std::thread::spawn(move || drain(core, socks, &count));
+        std::thread::spawn(move || drain(core, socks, gather, &count));
     }
     let deadline = Instant::now() + run_for;
     // Written whole and renamed over: a reader never sees the file truncated between writes
@@ -56,7 +70,15 @@ pub fn serve(ports: &[u16], single_port: Option<u16>, threads: usize, count_file
     std::process::exit(0);
 }
 
-fn drain(core: usize, sockets: Vec<OwnedFd>, count: &AtomicU64) {
+fn force_rcvbuf(s: &OwnedFd, bytes: usize) {
+    let want = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: setsockopt on an fd we own with an int that outlives the call.
+    unsafe {
+        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&want as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t);
+    }
+}
+
+fn drain(core: usize, sockets: Vec<OwnedFd>, gather: Duration, count: &AtomicU64) {
     // SAFETY: plain libc calls on fds this thread owns; buffers outlive each call.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -85,8 +107,13 @@ fn drain(core: usize, sockets: Vec<OwnedFd>, count: &AtomicU64) {
             })
             .collect();
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EPOLL_EVENTS_MAX];
+        let mut flowing = false;
         loop {
+            if std::mem::take(&mut flowing) && !gather.is_zero() {
+                std::thread::sleep(gather);
+            }
             let n = libc::epoll_wait(epoll, events.as_mut_ptr(), EPOLL_EVENTS_MAX as i32, EPOLL_WAIT_MS);
+            flowing = n > 0;
             for ev in events.iter().take(n.max(0) as usize) {
                 let fd = ev.u64 as i32;
                 loop {

@@ -16,29 +16,32 @@ pub struct Engine {
     child: Option<Child>,
 }
 
+/// The load test's settings of a spawned engine, each a command-line flag passed through.
+pub struct Knobs {
+    /// Media shards (0 = one per core).
+    pub shards: usize,
+    /// Covers from each stream's first keyframe.
+    pub covers: bool,
+    /// `rtp.port`: every stream on one port.
+    pub single_port: Option<u16>,
+    /// `rtp.gather_us` (the engine's default when `None`).
+    pub gather_us: Option<u32>,
+}
+
 impl Engine {
-    // The load test's knobs, each a command-line flag passed through.
-    #[allow(clippy::too_many_arguments)]
-    pub fn spawn(
-        bin: &str,
-        http: SocketAddr,
-        token: &str,
-        streams: usize,
-        shards: usize,
-        covers: bool,
-        single_port: Option<u16>,
-        dir: &std::path::Path,
-    ) -> Result<Engine, String> {
+    pub fn spawn(bin: &str, http: SocketAddr, token: &str, streams: usize, knobs: Knobs, dir: &std::path::Path) -> Result<Engine, String> {
+        let Knobs { shards, covers, single_port, gather_us } = knobs;
         let port_min = u32::from(PORT_MIN);
         let port_max = (port_min + 3 * streams as u32 + 100).min(65_000);
         let config = dir.join("loadtest-gmv.yml");
         std::fs::write(
             &config,
             format!(
-                "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\n  api_keys: [{{name: loadtest, role: admin, sha256: \"{}\"}}]\nsip:\n  listen: \"\"\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {port_max}\n  idle_timeout_s: 3600\n  port: {}\nmedia:\n  cover_on_first_keyframe: {covers}\n  viewers_per_address_max: 4096\nwebrtc:\n  listen_ip: 127.0.0.1\n  port: 0\n",
+                "shards: {shards}\ndata_dir: \"{}\"\nhttp:\n  listen: \"{http}\"\n  api_keys: [{{name: loadtest, role: admin, sha256: \"{}\"}}]\nsip:\n  listen: \"\"\nrtp:\n  listen_ip: 127.0.0.1\n  port_min: {port_min}\n  port_max: {port_max}\n  idle_timeout_s: 3600\n  port: {}\n{}media:\n  cover_on_first_keyframe: {covers}\n  viewers_per_address_max: 4096\nwebrtc:\n  listen_ip: 127.0.0.1\n  port: 0\n",
                 dir.join("data").display(),
                 gmv::auth::key_hash(token),
-                single_port.unwrap_or(0)
+                single_port.unwrap_or(0),
+                gather_us.map(|us| format!("  gather_us: {us}\n")).unwrap_or_default()
             ),
         )
         .map_err(|e| e.to_string())?;
@@ -126,6 +129,17 @@ pub fn cpu_seconds_of(pid: u32) -> f64 {
         // SAFETY: sysconf has no preconditions.
         ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
     }
+}
+
+/// Voluntary context switches of all of a process's threads (each is a wait: a park, a
+/// blocking read), from /proc/{pid}/task/*/status.
+pub fn voluntary_switches_of(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|status| status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:")).and_then(|v| v.trim().parse::<u64>().ok()))
+        .sum()
 }
 
 impl Engine {

@@ -70,16 +70,18 @@ struct Args {
     /// Spawned engine takes every stream on one RTP port (`rtp.port`), steered by SSRC.
     #[arg(long)]
     single_port: bool,
-    /// First run the same load against a bare receiver (binds the same ports, only drains and
-    /// counts: epoll + recvmmsg, a thread per core), then against gmv; report both and the ratio.
+    /// Run the same load against a bare receiver (binds the same ports, only drains and counts:
+    /// epoll + recvmmsg, a thread per core) before gmv and again after it (A/B/A: a figure is
+    /// trusted when the two bare runs agree), and with `--single-port` also the per-stream bare
+    /// receiver; report each and the engine's ratio to both.
     #[arg(long)]
     with_bare: bool,
-    /// (Internal) be that bare receiver: drain these comma-separated ports, or `--bare-single-port`.
     /// Run a control and this many media nodes (`--role control`, `--role media`, ports after
     /// --http's); one simulated NVR with --streams channels registers to the control and every
     /// channel is played through it: reports streams per node, play and SIP INVITE latency.
     #[arg(long, default_value_t = 0)]
     nodes: usize,
+    /// (Internal) be that bare receiver: drain these comma-separated ports, or `--bare-single-port`.
     #[arg(long, hide = true)]
     bare_receiver: bool,
     #[arg(long, hide = true, default_value = "")]
@@ -92,6 +94,17 @@ struct Args {
     bare_count_file: std::path::PathBuf,
     #[arg(long, hide = true, default_value_t = 60)]
     bare_run_s: u64,
+    /// The bare receivers' socket receive buffer instead of what the engine's sockets ask for
+    /// (an experiment's knob: what the buffer's size costs).
+    #[arg(long)]
+    bare_rcvbuf_bytes: Option<usize>,
+    /// The bare receivers' pause after a round that found datagrams, instead of 200 µs (`0`:
+    /// none, a wait armed at once).
+    #[arg(long)]
+    bare_gather_us: Option<u64>,
+    /// The spawned engine's `rtp.gather_us` (the engine's default when not given).
+    #[arg(long)]
+    gather_us: Option<u32>,
 }
 
 /// The spawned engine's single RTP port (below its stream port range).
@@ -100,14 +113,19 @@ const SINGLE_PORT: u16 = 39_990;
 /// Longest a run may take beyond its sending time (set-up, drain, report).
 const RUN_OVERHEAD_MAX: Duration = Duration::from_secs(120);
 const FIRST_SSRC: u32 = 200_000_000;
+/// Longest a bare receiver may take to bind and write its first count.
+const BARE_UP_MAX: Duration = Duration::from_secs(10);
 
 fn main() {
     let args = Args::parse();
     if args.bare_receiver {
         let ports: Vec<u16> = args.bare_ports.split(',').filter_map(|p| p.parse().ok()).collect();
-        bare::serve(&ports, args.bare_single_port, args.bare_threads, &args.bare_count_file, Duration::from_secs(args.bare_run_s));
+        let gather = args.bare_gather_us.map_or(bare::GATHER, Duration::from_micros);
+        bare::serve(&ports, args.bare_single_port, args.bare_threads, args.bare_rcvbuf_bytes, gather, &args.bare_count_file, Duration::from_secs(args.bare_run_s));
     }
-    let hard_stop = Instant::now() + Duration::from_secs(args.duration_s) + RUN_OVERHEAD_MAX;
+    // Each bare run sends as long as the engine's run does, after its receiver is up.
+    let bare_runs = if !args.with_bare { 0 } else if args.single_port { 3 } else { 2 };
+    let hard_stop = Instant::now() + (Duration::from_secs(args.duration_s) + BARE_UP_MAX) * (1 + bare_runs) + RUN_OVERHEAD_MAX;
     std::thread::spawn(move || {
         while Instant::now() < hard_stop {
             std::thread::sleep(Duration::from_secs(1));
@@ -130,9 +148,18 @@ fn run(args: &Args) -> Result<(), String> {
         return run_nodes(args, &capture);
     }
     let single_port = args.single_port.then_some(SINGLE_PORT);
-    let bare = if args.with_bare { Some(run_bare(args, &capture, single_port)?) } else { None };
+    if args.with_bare && args.gmv.is_none() {
+        return Err("--with-bare needs --gmv: the bare receivers bind the engine's ports while it is not running".into());
+    }
+    // A of A/B/A: the bare receiver in the engine's mode, and the per-stream one beside a
+    // single port (the floor both modes are held to).
+    let bare_before = if args.with_bare { Some(run_bare(args, &capture, single_port)?) } else { None };
+    let per_stream_bare = if args.with_bare && single_port.is_some() { Some(run_bare(args, &capture, None)?) } else { None };
     let engine = match (&args.gmv, args.pid) {
-        (Some(bin), _) => engine::Engine::spawn(bin, args.http, &args.token, args.streams, args.shards, !args.no_covers, single_port, &args.work_dir)?,
+        (Some(bin), _) => {
+            let knobs = engine::Knobs { shards: args.shards, covers: !args.no_covers, single_port, gather_us: args.gather_us };
+            engine::Engine::spawn(bin, args.http, &args.token, args.streams, knobs, &args.work_dir)?
+        }
         (None, Some(pid)) => engine::Engine::attach(args.http, &args.token, pid),
         (None, None) => return Err("give --gmv BIN to spawn the engine, or --pid to attach".into()),
     };
@@ -185,7 +212,8 @@ fn run(args: &Args) -> Result<(), String> {
     let cpu_probe = cpu_probe(engine.pid, warmup, send_until);
     let sent = send_all(args, &capture, &targets, send_until, Some(&clock));
     let elapsed = wall.elapsed().as_secs_f64();
-    let cpu = cpu_probe.join().unwrap_or(0.0);
+    let usage = cpu_probe.join().unwrap_or_default();
+    let cpu = usage.cpu_pct;
     let rss = engine.rss_mib();
     std::thread::sleep(Duration::from_secs(1));
     let rcvbuf_errors = engine::udp_rcvbuf_errors() - rcvbuf_errors_before;
@@ -265,11 +293,45 @@ fn run(args: &Args) -> Result<(), String> {
         "frame_to_viewer_ms_p99": latency_ms(99),
         "frame_to_viewer_samples": latencies.len(),
     });
-    if let Some(b) = bare {
-        report["cpu_vs_bare"] = serde_json::json!((cpu / b.cpu_pct.max(0.1) * 100.0).round() / 100.0);
-        report["bare_cpu_pct"] = serde_json::json!(b.cpu_pct.round());
-        report["bare_received_packets"] = serde_json::json!(b.received);
-        report["bare_missing_packets"] = serde_json::json!(b.sent.saturating_sub(b.received));
+    let sent_pps = sent.packets as f64 / elapsed;
+    report["engine_us_per_packet"] = serde_json::json!(us_per_packet(cpu, sent_pps));
+    report["engine_packets_per_wait"] = serde_json::json!(packets_per_wait(sent_pps, usage.waits_per_s));
+    if let Some(before) = bare_before {
+        // The second bare run binds the engine's ports: the engine's exit frees them a little
+        // later (its io_uring is torn down after the process is gone).
+        drop(engine);
+        let ports: Vec<u16> = match single_port {
+            Some(p) => vec![p],
+            None => (0..args.streams).map(|i| engine::PORT_MIN + i as u16).collect(),
+        };
+        if !ports_free_within(&ports, BARE_UP_MAX) {
+            return Err("the engine's ports were still bound after it stopped".into());
+        }
+        let after = run_bare(args, &capture, single_port)?;
+        let bares = [&before, &after];
+        let mean_cpu = (before.cpu_pct + after.cpu_pct) / 2.0;
+        let ratio = |floor: f64| (cpu / floor.max(0.1) * 100.0).round() / 100.0;
+        report["bare_cpu_pct"] = serde_json::json!(bares.map(|b| (b.cpu_pct * 10.0).round() / 10.0));
+        report["bare_us_per_packet"] = serde_json::json!(bares.map(|b| us_per_packet(b.cpu_pct, b.sent_pps)));
+        report["bare_packets_per_wait"] = serde_json::json!(bares.map(|b| packets_per_wait(b.sent_pps, b.waits_per_s)));
+        report["bare_spread_pct"] = serde_json::json!(((before.cpu_pct - after.cpu_pct).abs() / mean_cpu.max(0.1) * 1000.0).round() / 10.0);
+        report["bare_received_packets"] = serde_json::json!(bares.map(|b| b.received));
+        report["bare_missing_packets"] = serde_json::json!(bares.map(|b| b.sent.saturating_sub(b.received)));
+        report["bare_late_send_slots"] = serde_json::json!(bares.map(|b| b.late_slots));
+        report["cpu_vs_bare"] = serde_json::json!(ratio(mean_cpu));
+        let per_stream_cpu = match &per_stream_bare {
+            Some(p) => {
+                report["per_stream_bare_cpu_pct"] = serde_json::json!((p.cpu_pct * 10.0).round() / 10.0);
+                report["per_stream_bare_us_per_packet"] = serde_json::json!(us_per_packet(p.cpu_pct, p.sent_pps));
+                report["per_stream_bare_packets_per_wait"] = serde_json::json!(packets_per_wait(p.sent_pps, p.waits_per_s));
+                report["per_stream_bare_missing_packets"] = serde_json::json!(p.sent.saturating_sub(p.received));
+                // The ruler's own check: the single-port floor costs no more than the per-stream one.
+                report["bare_vs_per_stream_bare"] = serde_json::json!((mean_cpu / p.cpu_pct.max(0.1) * 100.0).round() / 100.0);
+                p.cpu_pct
+            }
+            None => mean_cpu,
+        };
+        report["cpu_vs_per_stream_bare"] = serde_json::json!(ratio(per_stream_cpu));
     }
     println!("{report}");
     Ok(())
@@ -290,8 +352,8 @@ fn run_nodes(args: &Args, capture: &capture::Capture) -> Result<(), String> {
     let received: u64 = per_node.as_array().map_or(0, |n| n.iter().map(|n| n["packets"].as_u64().unwrap_or(0)).sum());
     report["streams"] = serde_json::json!(args.streams);
     report["per_node"] = per_node;
-    report["node_cpu_pct"] = serde_json::json!(probes.into_iter().map(|p| p.join().unwrap_or(0.0).round()).collect::<Vec<_>>());
-    report["control_cpu_pct"] = serde_json::json!(control_probe.join().unwrap_or(0.0).round());
+    report["node_cpu_pct"] = serde_json::json!(probes.into_iter().map(|p| p.join().unwrap_or_default().cpu_pct.round()).collect::<Vec<_>>());
+    report["control_cpu_pct"] = serde_json::json!(control_probe.join().unwrap_or_default().cpu_pct.round());
     report["seconds"] = serde_json::json!((elapsed * 10.0).round() / 10.0);
     report["sent_packets"] = serde_json::json!(sent.packets);
     report["sent_mbit_s"] = serde_json::json!((sent.bytes as f64 * 8.0 / elapsed / 1e6).round());
@@ -307,13 +369,26 @@ fn warmup(args: &Args) -> Duration {
     Duration::from_secs(args.warmup_s.min(args.duration_s.saturating_sub(1)))
 }
 
-/// CPU % (100 = one core) of `pid` from `warmup` on until `until`.
-fn cpu_probe(pid: u32, warmup: Duration, until: Instant) -> std::thread::JoinHandle<f64> {
+/// What a process used from the end of the warm-up to the end of sending.
+#[derive(Default, Clone, Copy)]
+struct Usage {
+    /// 100 = one core.
+    cpu_pct: f64,
+    /// Times its threads gave up the CPU to wait (voluntary context switches: parks), a second.
+    waits_per_s: f64,
+}
+
+/// What `pid` used from `warmup` on until `until`.
+fn cpu_probe(pid: u32, warmup: Duration, until: Instant) -> std::thread::JoinHandle<Usage> {
     std::thread::spawn(move || {
         std::thread::sleep(warmup);
-        let (t0, c0) = (Instant::now(), engine::cpu_seconds_of(pid));
+        let (t0, c0, w0) = (Instant::now(), engine::cpu_seconds_of(pid), engine::voluntary_switches_of(pid));
         std::thread::sleep(until.saturating_duration_since(Instant::now()));
-        (engine::cpu_seconds_of(pid) - c0) / t0.elapsed().as_secs_f64().max(0.001) * 100.0
+        let seconds = t0.elapsed().as_secs_f64().max(0.001);
+        Usage {
+            cpu_pct: (engine::cpu_seconds_of(pid) - c0) / seconds * 100.0,
+            waits_per_s: engine::voluntary_switches_of(pid).saturating_sub(w0) as f64 / seconds,
+        }
     })
 }
 
@@ -329,10 +404,37 @@ fn send_all(args: &Args, capture: &capture::Capture, targets: &[sender::Target],
     })
 }
 
+/// True once every one of `ports` can be bound on loopback (polled), false after `within`.
+fn ports_free_within(ports: &[u16], within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if ports.iter().all(|&p| std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, p)).is_ok()) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Datagrams taken per wait of the receiving threads (more is fewer wake-ups per datagram).
+fn packets_per_wait(pps: f64, waits_per_s: f64) -> f64 {
+    (pps / waits_per_s.max(1.0) * 10.0).round() / 10.0
+}
+
+/// Microseconds of CPU per datagram: `cpu_pct` (100 = one core) at `pps` datagrams a second.
+fn us_per_packet(cpu_pct: f64, pps: f64) -> f64 {
+    (cpu_pct / 100.0 * 1e6 / pps.max(1.0) * 1000.0).round() / 1000.0
+}
+
 struct BareRun {
     cpu_pct: f64,
+    waits_per_s: f64,
     sent: u64,
+    sent_pps: f64,
     received: u64,
+    late_slots: u64,
 }
 
 /// The same streams against the bare receiver, on the ports gmv would use.
@@ -345,13 +447,19 @@ fn run_bare(args: &Args, capture: &capture::Capture, single_port: Option<u16>) -
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--bare-receiver").arg("--bare-threads").arg(threads.to_string()).arg("--bare-count-file").arg(&count_file);
     cmd.arg("--bare-run-s").arg((args.duration_s + 30).to_string());
+    if let Some(bytes) = args.bare_rcvbuf_bytes {
+        cmd.arg("--bare-rcvbuf-bytes").arg(bytes.to_string());
+    }
+    if let Some(us) = args.bare_gather_us {
+        cmd.arg("--bare-gather-us").arg(us.to_string());
+    }
     match single_port {
         Some(p) => cmd.arg("--bare-single-port").arg(p.to_string()),
         None => cmd.arg("--bare-ports").arg(ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")),
     };
     let mut child = cmd.spawn().map_err(|e| format!("bare receiver: {e}"))?;
     let read_count = || std::fs::read_to_string(&count_file).ok().and_then(|t| t.trim().parse::<u64>().ok());
-    let up_by = Instant::now() + Duration::from_secs(10);
+    let up_by = Instant::now() + BARE_UP_MAX;
     while read_count().is_none() && Instant::now() < up_by {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -361,13 +469,14 @@ fn run_bare(args: &Args, capture: &capture::Capture, single_port: Option<u16>) -
             dest: SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, single_port.unwrap_or(ports[i])),
         })
         .collect();
-    let until = Instant::now() + Duration::from_secs(args.duration_s);
+    let (wall, until) = (Instant::now(), Instant::now() + Duration::from_secs(args.duration_s));
     let probe = cpu_probe(child.id(), warmup(args), until);
     let sent = send_all(args, capture, &targets, until, None);
-    let cpu_pct = probe.join().unwrap_or(0.0);
+    let sent_pps = sent.packets as f64 / wall.elapsed().as_secs_f64().max(0.001);
+    let usage = probe.join().unwrap_or_default();
     std::thread::sleep(Duration::from_millis(500));
     let received = read_count().unwrap_or(0);
     let _ = child.kill();
     let _ = child.wait();
-    Ok(BareRun { cpu_pct, sent: sent.packets, received })
+    Ok(BareRun { cpu_pct: usage.cpu_pct, waits_per_s: usage.waits_per_s, sent: sent.packets, sent_pps, received, late_slots: sent.late_slots })
 }
