@@ -72,6 +72,35 @@ fn every_stream_gets_its_packets_through_the_one_port() {
     assert_eq!((sum("packets"), sum("streams")), (2 * STREAMS_PER_SHARD as u64 * PACKETS_EACH, ssrcs.len() as u64 - 1));
 }
 
+/// With `rtp.gather_us` a shard's loop pauses after a receive that found datagrams instead of
+/// arming a wake for the next: bursts, and a lone packet each once the port went quiet (the
+/// loop back to waiting on the socket), all arrive.
+#[test]
+fn with_a_gather_pause_every_packet_still_arrives() {
+    let port = fixed_port();
+    let engine = Engine::start(2, &format!("  port: {port}\n  gather_us: 2000\n"));
+    let (_, config) = engine.request("GET", "/api/config", "");
+    assert_eq!(config["rtp"]["gather_us"].as_u64(), Some(2000));
+    let ssrcs = spread_ssrcs(200_100_001);
+    for &ssrc in &ssrcs {
+        engine.open_stream(json!({ "ssrc": ssrc }));
+    }
+    let sock = udp_sender();
+    for seq in 0..PACKETS_EACH as u16 {
+        for &ssrc in &ssrcs {
+            sock.send_to(&rtp(ssrc, seq), ("127.0.0.1", port)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for &ssrc in &ssrcs {
+        engine.wait_packets(&format!("{ssrc:010}"), PACKETS_EACH);
+    }
+    for &ssrc in &ssrcs {
+        sock.send_to(&rtp(ssrc, PACKETS_EACH as u16), ("127.0.0.1", port)).unwrap();
+        engine.wait_packets(&format!("{ssrc:010}"), PACKETS_EACH + 1);
+    }
+}
+
 /// `STREAMS_PER_SHARD` SSRCs for each of two shards, from `first` on.
 fn spread_ssrcs(first: u32) -> Vec<u32> {
     let mut per_shard = [0usize; 3];
