@@ -19,8 +19,9 @@ const EPOLL_WAIT_MS: i32 = 100;
 const COUNT_EVERY: Duration = Duration::from_millis(100);
 /// The pause after a round that found datagrams. Without it a bare thread, faster than the
 /// generator, wakes every 5 datagrams, and the single port's one socket a thread cost
-/// 1.4-1.6x a thousand sockets' at 500 streams (the wake-ups, not the receiving); with it both
-/// take 17-20 datagrams a wake and cost the same within 15% (docs/PERFORMANCE.md).
+/// 1.4-1.6x 250 sockets a thread at 500 streams (the wake-ups, not the receiving); with it
+/// they take 18-22 and 22-39 datagrams a wake and cost the same within 15%
+/// (docs/PERFORMANCE.md).
 pub const GATHER: Duration = Duration::from_micros(200);
 /// Kernel receive buffer per socket, as gmv asks for its per-stream sockets.
 const RCVBUF_BYTES: usize = 2 << 20;
