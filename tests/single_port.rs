@@ -30,15 +30,7 @@ fn every_stream_gets_its_packets_through_the_one_port() {
     // Junk first: not RTP, too short. Dropped by the shard they go to; nothing else changes.
     sock.send_to(b"GET / HTTP/1.1\r\n\r\n", ("127.0.0.1", port)).unwrap();
     sock.send_to(&[0x80, 96, 0], ("127.0.0.1", port)).unwrap();
-    for seq in 0..PACKETS_EACH as u16 {
-        for &ssrc in &ssrcs {
-            sock.send_to(&rtp(ssrc, seq), ("127.0.0.1", port)).unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    for &ssrc in &ssrcs {
-        engine.wait_packets(&format!("{ssrc:010}"), PACKETS_EACH);
-    }
+    send_rounds_and_wait(&engine, &sock, port, &ssrcs);
     // An SSRC nobody opened is dropped and counted where the kernel sent it.
     sock.send_to(&rtp(123_456_789, 0), ("127.0.0.1", port)).unwrap();
     let totals = wait_for("the stranger counted", Duration::from_secs(5), || {
@@ -86,18 +78,24 @@ fn with_a_gather_pause_every_packet_still_arrives() {
         engine.open_stream(json!({ "ssrc": ssrc }));
     }
     let sock = udp_sender();
+    send_rounds_and_wait(&engine, &sock, port, &ssrcs);
+    for &ssrc in &ssrcs {
+        sock.send_to(&rtp(ssrc, PACKETS_EACH as u16), ("127.0.0.1", port)).unwrap();
+        engine.wait_packets(&format!("{ssrc:010}"), PACKETS_EACH + 1);
+    }
+}
+
+/// `PACKETS_EACH` rounds of one packet for every SSRC to the single port, 5 ms apart, then
+/// waits until each stream counted them.
+fn send_rounds_and_wait(engine: &Engine, sock: &std::net::UdpSocket, port: u16, ssrcs: &[u32]) {
     for seq in 0..PACKETS_EACH as u16 {
-        for &ssrc in &ssrcs {
+        for &ssrc in ssrcs {
             sock.send_to(&rtp(ssrc, seq), ("127.0.0.1", port)).unwrap();
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    for &ssrc in &ssrcs {
+    for &ssrc in ssrcs {
         engine.wait_packets(&format!("{ssrc:010}"), PACKETS_EACH);
-    }
-    for &ssrc in &ssrcs {
-        sock.send_to(&rtp(ssrc, PACKETS_EACH as u16), ("127.0.0.1", port)).unwrap();
-        engine.wait_packets(&format!("{ssrc:010}"), PACKETS_EACH + 1);
     }
 }
 

@@ -300,10 +300,7 @@ fn run(args: &Args) -> Result<(), String> {
         // The second bare run binds the engine's ports: the engine's exit frees them a little
         // later (its io_uring is torn down after the process is gone).
         drop(engine);
-        let ports: Vec<u16> = match single_port {
-            Some(p) => vec![p],
-            None => (0..args.streams).map(|i| engine::PORT_MIN + i as u16).collect(),
-        };
+        let ports = single_port.map_or_else(|| stream_ports(args.streams), |p| vec![p]);
         if !ports_free_within(&ports, BARE_UP_MAX) {
             return Err("the engine's ports were still bound after it stopped".into());
         }
@@ -404,6 +401,12 @@ fn send_all(args: &Args, capture: &capture::Capture, targets: &[sender::Target],
     })
 }
 
+/// The ports a spawned engine gives its first `streams` streams (the lowest of its range),
+/// which the per-stream bare receiver binds.
+fn stream_ports(streams: usize) -> Vec<u16> {
+    (0..streams).map(|i| engine::PORT_MIN + i as u16).collect()
+}
+
 /// True once every one of `ports` can be bound on loopback (polled), false after `within`.
 fn ports_free_within(ports: &[u16], within: Duration) -> bool {
     let deadline = Instant::now() + within;
@@ -440,7 +443,7 @@ struct BareRun {
 /// The same streams against the bare receiver, on the ports gmv would use.
 fn run_bare(args: &Args, capture: &capture::Capture, single_port: Option<u16>) -> Result<BareRun, String> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let ports: Vec<u16> = (0..args.streams).map(|i| engine::PORT_MIN + i as u16).collect();
+    let ports = stream_ports(args.streams);
     let count_file = args.work_dir.join("bare-count");
     let _ = std::fs::remove_file(&count_file);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
