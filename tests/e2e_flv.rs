@@ -110,6 +110,52 @@ fn late_viewer_starts_at_cached_keyframe() {
     assert_eq!(probe, Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES - 50 });
 }
 
+/// FLV tags are built only while someone plays them: after the last viewer leaves, muxing
+/// stops at the next keyframe and the GOP is kept as frames. A viewer who comes back before
+/// that keyframe starts at the tags' cached GOP (frame 25), one who comes after it at the
+/// frames' (frame 50, muxed then); both decode every frame from there.
+#[test]
+fn a_viewer_after_the_last_one_left_starts_at_a_cached_keyframe() {
+    let engine = Engine::start(1, "");
+    let sock = udp_sender();
+    let mut views = Vec::new();
+    // (frame the next viewer comes at, the first frame it decodes)
+    for (comes_at, starts_at) in [(40usize, 25usize), (60, 50)] {
+        let s = engine.open_stream(json!({}));
+        let id = s["stream_id"].as_str().unwrap().to_string();
+        let ssrc = s["ssrc"].as_u64().unwrap() as u32;
+        let packets: Vec<Vec<Vec<u8>>> = gmv::sim::ps_rtp_packets(&clip_frames(), ssrc);
+        let dest = format!("127.0.0.1:{}", s["port"]);
+        let send = |frames: std::ops::Range<usize>| {
+            for frame in &packets[frames.clone()] {
+                for p in frame {
+                    sock.send_to(p, &dest).unwrap();
+                }
+                std::thread::sleep(FRAME_GAP);
+            }
+            engine.wait_packets(&id, packets[..frames.end].iter().map(Vec::len).sum::<usize>() as u64);
+        };
+        // The first viewer watches frames 0..30 and hangs up.
+        let mut first = std::net::TcpStream::connect(engine.http).unwrap();
+        write!(first, "GET /flv/{id}/{} HTTP/1.1\r\nHost: gmv\r\n\r\n", engine.stream_token(&id)).unwrap();
+        engine.wait_subscribers(&id, 1);
+        send(0..30);
+        drop(first);
+        engine.wait_subscribers(&id, 0);
+        send(30..comes_at);
+        let out = work_dir().join(format!("back-at-{comes_at}.flv"));
+        let viewer = spawn_viewer(engine.http, format!("/flv/{id}/{}", engine.stream_token(&id)), vec![], out.clone(), VIEW_LIMIT);
+        engine.wait_subscribers(&id, 1);
+        send(comes_at..CLIP_FRAMES);
+        assert_eq!(engine.request("DELETE", &format!("/api/streams/{id}"), "").0, 200);
+        views.push((viewer, out, starts_at));
+    }
+    for (viewer, out, starts_at) in views {
+        assert_eq!(viewer.join().unwrap().0, 200);
+        assert_eq!(ffprobe(&out), Probe { codec: "h264".into(), width: WIDTH, height: HEIGHT, frames: CLIP_FRAMES - starts_at }, "{}", out.display());
+    }
+}
+
 /// ffmpeg sends the H.264 clip in real time to the stream's port with `output` options (its
 /// muxer); returns once the engine has every picture but the one the next would end.
 fn ffmpeg_push(engine: &Engine, stream: &serde_json::Value, output: &[&str]) {

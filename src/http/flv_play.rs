@@ -30,6 +30,7 @@ pub async fn serve(shard: &Rc<Shard>, mut conn: HttpConn, ssrc: u32, websocket: 
     let Some(stream) = shard.streams.borrow().get(&ssrc).cloned() else {
         return respond_error(&mut conn, 404, "not_found", "no such stream").await;
     };
+    stream.watch_flv();
     let preamble = stream.pipeline.borrow().flv.preamble();
     let subscribed = stream.fanout.borrow_mut().subscribe(preamble, conn.peer_ip());
     let Subscription { first, rx, token: _connected, cut } = match subscribed {

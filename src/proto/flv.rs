@@ -181,17 +181,69 @@ impl FlvMuxer {
         if frame.codec.is_video() {
             self.push_video(frame, out);
         } else {
-            self.push_audio(frame, out);
+            self.audio(frame, Some(out));
         }
     }
 
-    fn push_video(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
+    /// Learns from `frame` what `push` would (codecs, parameter sets, sequence headers,
+    /// metadata, the time base) without building its tags: nobody takes them now, and the
+    /// preamble stays what a viewer arriving later needs. Parameter sets precede a picture's
+    /// first slice, so only a keyframe is walked to its end (a sloppy sender's late ones).
+    pub fn observe(&mut self, frame: &Frame) {
+        if !frame.codec.is_video() {
+            return self.audio(frame, None);
+        }
         let codec = frame.codec;
+        self.set_video_codec(codec);
+        let mut changed = false;
+        let mut nals = h26x::nal_units(&frame.data);
+        while frame.keyframe || nals.upcoming().is_some_and(|header| !h26x::is_vcl(codec, header)) {
+            let Some(nal) = nals.next() else { break };
+            changed |= self.params.observe(codec, nal);
+        }
+        self.refresh_video_config(codec, changed, frame.dts, None);
+        if self.video_seq_header.is_some() && (self.seen_keyframe || frame.keyframe) {
+            self.seen_keyframe = true;
+            self.ms(frame.dts);
+        }
+    }
+
+    /// Metadata and sequence headers as tags, for a viewer that resumes mid-stream.
+    pub fn config_tags(&self, out: &mut Vec<FlvTag>) {
+        let video = [&self.metadata, &self.video_seq_header].into_iter().flatten().map(|data| (data, true));
+        for (data, is_video) in video.chain(self.audio_seq_header.iter().map(|data| (data, false))) {
+            out.push(FlvTag { data: data.clone(), is_video, keyframe: false, config: true });
+        }
+    }
+
+    fn set_video_codec(&mut self, codec: Codec) {
         if self.video_codec != Some(codec) {
             self.video_codec = Some(codec);
             self.params = ParamSets::default();
             self.seen_keyframe = false;
         }
+    }
+
+    /// A new sequence header (and metadata) once parameter sets changed or became complete;
+    /// their tags go to `out` when given.
+    fn refresh_video_config(&mut self, codec: Codec, changed: bool, dts: u64, out: Option<&mut Vec<FlvTag>>) {
+        if !(changed || (self.video_seq_header.is_none() && self.params.complete(codec))) {
+            return;
+        }
+        let dts_ms = self.ms(dts);
+        if let Some(seq) = self.build_video_seq_header(codec, dts_ms) {
+            self.video_seq_header = Some(seq.clone());
+            self.metadata = Some(self.build_metadata());
+            if let Some(out) = out {
+                out.push(FlvTag { data: self.metadata.clone().expect("just set"), is_video: true, keyframe: false, config: true });
+                out.push(FlvTag { data: seq, is_video: true, keyframe: false, config: true });
+            }
+        }
+    }
+
+    fn push_video(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
+        let codec = frame.codec;
+        self.set_video_codec(codec);
         let mut changed = false;
         let mut payload_bytes = 0;
         let mut nal_count = 0;
@@ -200,15 +252,7 @@ impl FlvMuxer {
             payload_bytes += nal.len();
             nal_count += 1;
         }
-        if changed || (self.video_seq_header.is_none() && self.params.complete(codec)) {
-            let dts_ms = self.ms(frame.dts);
-            if let Some(seq) = self.build_video_seq_header(codec, dts_ms) {
-                self.video_seq_header = Some(seq.clone());
-                self.metadata = Some(self.build_metadata());
-                out.push(FlvTag { data: self.metadata.clone().expect("just set"), is_video: true, keyframe: false, config: true });
-                out.push(FlvTag { data: seq, is_video: true, keyframe: false, config: true });
-            }
-        }
+        self.refresh_video_config(codec, changed, frame.dts, Some(out));
         if self.video_seq_header.is_none() || !(self.seen_keyframe || frame.keyframe) {
             return; // undecodable until we have parameter sets and an IDR
         }
@@ -261,21 +305,23 @@ impl FlvMuxer {
         Some(data)
     }
 
-    fn push_audio(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
+    /// Audio's tags go to `out` when given; without it only the state is kept (`observe`).
+    fn audio(&mut self, frame: &Frame, mut out: Option<&mut Vec<FlvTag>>) {
         let ms = self.ms(frame.dts);
         let first_audio = self.audio_codec != Some(frame.codec);
         self.audio_codec = Some(frame.codec);
         match frame.codec {
             Codec::Pcma | Codec::Pcmu => {
+                if first_audio {
+                    self.metadata = Some(self.build_metadata());
+                }
+                let Some(out) = out else { return };
                 // SoundFormat 7/8, 16-bit, mono; the rate bits are ignored for G.711 (always 8 kHz).
                 let flags = if frame.codec == Codec::Pcma { 0x72 } else { 0x82 };
                 let data = tag(TAG_AUDIO, ms, 1 + frame.data.len(), |b| {
                     b.put_u8(flags);
                     b.put_slice(&frame.data);
                 });
-                if first_audio {
-                    self.metadata = Some(self.build_metadata());
-                }
                 out.push(FlvTag { data, is_video: false, keyframe: false, config: false });
             }
             Codec::Aac => {
@@ -289,8 +335,11 @@ impl FlvMuxer {
                         });
                         self.audio_seq_header = Some(seq.clone());
                         self.metadata = Some(self.build_metadata());
-                        out.push(FlvTag { data: seq, is_video: false, keyframe: false, config: true });
+                        if let Some(out) = out.as_deref_mut() {
+                            out.push(FlvTag { data: seq, is_video: false, keyframe: false, config: true });
+                        }
                     }
+                    let Some(out) = out.as_deref_mut() else { continue };
                     let offset_ms = (i as u64 * u64::from(AAC_SAMPLES_PER_FRAME) * 1000 / u64::from(h.sample_rate())) as u32;
                     let data = tag(TAG_AUDIO, ms.wrapping_add(offset_ms), 2 + raw.len(), |b| {
                         b.put_slice(&[0xaf, 1]);
@@ -438,6 +487,40 @@ mod tests {
         let pre = m.preamble();
         assert_eq!(&pre[0][..3], b"FLV");
         assert_eq!(pre.len(), 3);
+    }
+
+    #[test]
+    fn observed_frames_leave_the_muxer_as_if_it_had_muxed_them() {
+        let pcma = |pts| Frame { codec: Codec::Pcma, pts, dts: pts, keyframe: true, data: Bytes::from_static(&[0xd5; 160]) };
+        let frames: Vec<Frame> = (0..12u64)
+            .flat_map(|i| [video(900 + i * 3600, i % 4 == 1), pcma(900 + i * 3600)])
+            .collect();
+        let mut always = FlvMuxer::new();
+        let mut tags = Vec::new();
+        for f in &frames {
+            always.push(f, &mut tags);
+        }
+        // Observed up to the keyframe at index 10 (i = 5), muxed from there.
+        let mut lazy = FlvMuxer::new();
+        for f in &frames[..10] {
+            lazy.observe(f);
+        }
+        assert!(frames[10].keyframe);
+        assert_eq!(lazy.preamble(), always.preamble());
+        assert_eq!(lazy.video_info(), always.video_info());
+        assert_eq!(lazy.audio_codec(), Some(Codec::Pcma));
+        let mut config = Vec::new();
+        lazy.config_tags(&mut config);
+        assert_eq!(config.iter().map(|t| t.data.clone()).collect::<Vec<_>>(), always.preamble()[1..].to_vec());
+        assert!(config.iter().all(|t| t.config));
+        let mut late = Vec::new();
+        for f in &frames[10..] {
+            lazy.push(f, &mut late);
+        }
+        let media: Vec<Bytes> = tags.iter().filter(|t| !t.config).map(|t| t.data.clone()).collect();
+        let late: Vec<Bytes> = late.iter().map(|t| t.data.clone()).collect();
+        assert_eq!(late[..], media[media.len() - late.len()..], "the same bytes, timestamps included");
+        assert_eq!(late.len(), 14);
     }
 
     #[test]

@@ -21,6 +21,13 @@ pub fn nal_units(data: &[u8]) -> NalUnits<'_> {
     NalUnits { rest, finder }
 }
 
+impl<'a> NalUnits<'a> {
+    /// The bytes from the next NAL's header on, without searching where that NAL ends.
+    pub fn upcoming(&self) -> Option<&'a [u8]> {
+        (!self.rest.is_empty()).then_some(self.rest)
+    }
+}
+
 impl<'a> Iterator for NalUnits<'a> {
     type Item = &'a [u8];
     fn next(&mut self) -> Option<&'a [u8]> {

@@ -10,6 +10,7 @@ pub mod flv_demux;
 pub mod flv_read;
 pub mod frame;
 pub mod frame_wire;
+pub mod gop;
 pub mod h26x;
 pub mod http_chunked;
 pub mod http_head;

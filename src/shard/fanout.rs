@@ -80,6 +80,28 @@ impl Fanout {
         self.subs.iter().filter(|s| s.alive.strong_count() > 0).count()
     }
 
+    /// Someone takes the tags (counted at the latest `publish`, which lets the gone go).
+    pub fn watched(&self) -> bool {
+        !self.subs.is_empty()
+    }
+
+    pub fn gop_cache_bytes_max(&self) -> usize {
+        self.limits.gop_cache_bytes_max
+    }
+
+    /// True when a GOP is cached.
+    pub fn has_gop(&self) -> bool {
+        self.gop_valid
+    }
+
+    /// The cached GOP is stale (tags stopped being built): nothing is cached until the next
+    /// keyframe is published.
+    pub fn forget_gop(&mut self) {
+        self.gop = VecDeque::new();
+        self.gop_bytes = 0;
+        self.gop_valid = false;
+    }
+
     /// Adds a viewer from `from`, given the preamble to write before the cached GOP.
     pub fn subscribe(&mut self, preamble: Vec<Bytes>, from: IpAddr) -> Result<Subscription, Refused> {
         self.subs.retain(|s| s.alive.strong_count() > 0);

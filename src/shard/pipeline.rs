@@ -3,6 +3,7 @@
 
 use crate::proto::flv::{FlvMuxer, FlvTag};
 use crate::proto::frame::{Codec, Frame, TimestampUnwrapper};
+use crate::proto::gop::GopFrames;
 use crate::proto::ps::{PsDemuxer, PsEvent};
 use crate::proto::rtp::{ReorderBuffer, RtpPacket, SeqStats};
 use crate::proto::rtp_depack::{DepackEvent, Depacketizer};
@@ -57,6 +58,12 @@ pub struct Pipeline {
     video_clock: TimestampUnwrapper,
     audio_clock: TimestampUnwrapper,
     pub flv: FlvMuxer,
+    /// FLV tags are built only while a viewer takes them (`set_flv_watched`): while none
+    /// does, the GOP since the latest video keyframe is kept here as frames instead.
+    flv_idle: Option<GopFrames>,
+    /// No FLV viewer is left: muxing stops at the next video keyframe, from which the GOP is
+    /// kept (up to this many bytes).
+    flv_stop_at_keyframe: Option<usize>,
     /// Present while someone plays the stream as HLS with MPEG-TS segments.
     pub hls: Option<crate::proto::hls::HlsSegmenter>,
     /// Present while someone plays the stream as HLS with fMP4 (CMAF) segments.
@@ -106,6 +113,8 @@ impl Pipeline {
             video_clock: TimestampUnwrapper::new(RTP_CLOCK_BITS),
             audio_clock: TimestampUnwrapper::new(RTP_CLOCK_BITS),
             flv,
+            flv_idle: None,
+            flv_stop_at_keyframe: None,
             hls: None,
             hls_fmp4: None,
             frames_out: None,
@@ -363,6 +372,32 @@ impl Pipeline {
         self.emit(f, tags);
     }
 
+    /// Whether FLV viewers take the tags. Unwatched, muxing stops at the next video keyframe
+    /// and the GOP from there on is kept as frames (up to `gop_bytes_max`): a stream nobody
+    /// plays as FLV (recorded, sent on, played over WebRTC or not at all) copies no frame
+    /// into tags. Watched again, sequence headers, metadata and that GOP's tags go to `tags`
+    /// first, as they would have been built; true then.
+    pub fn set_flv_watched(&mut self, watched: bool, gop_bytes_max: usize, tags: &mut Vec<FlvTag>) -> bool {
+        if !watched {
+            if self.flv_idle.is_none() {
+                self.flv_stop_at_keyframe = Some(gop_bytes_max);
+            }
+            return false;
+        }
+        self.flv_stop_at_keyframe = None;
+        let Some(gop) = self.flv_idle.take() else { return false };
+        self.flv.config_tags(tags);
+        for frame in gop.into_frames() {
+            self.flv.push(&frame, tags);
+        }
+        true
+    }
+
+    /// No FLV tags are built now (`set_flv_watched`).
+    pub fn flv_idle(&self) -> bool {
+        self.flv_idle.is_some()
+    }
+
     /// The HLS segmenter of a segment format.
     pub fn hls_of(&mut self, format: crate::proto::hls::SegmentFormat) -> &mut Option<crate::proto::hls::HlsSegmenter> {
         match format {
@@ -378,7 +413,17 @@ impl Pipeline {
         }
         self.stats.frames += 1;
         self.retimer.retime(&mut frame);
-        self.flv.push(&frame, tags);
+        if let Some(bytes_max) = self.flv_stop_at_keyframe.filter(|_| frame.codec.is_video() && frame.keyframe) {
+            self.flv_stop_at_keyframe = None;
+            self.flv_idle = Some(GopFrames::new(bytes_max));
+        }
+        match self.flv_idle.as_mut() {
+            Some(gop) => {
+                self.flv.observe(&frame);
+                gop.push(&frame);
+            }
+            None => self.flv.push(&frame, tags),
+        }
         for hls in [&mut self.hls, &mut self.hls_fmp4].into_iter().flatten() {
             hls.push(&frame);
         }

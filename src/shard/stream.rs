@@ -551,11 +551,31 @@ impl Stream {
     /// Hands tags to the viewers and emitted frames to the recorder.
     fn deliver(&self, tags: &mut Vec<FlvTag>) {
         let mut fanout = self.fanout.borrow_mut();
-        for t in tags.drain(..) {
-            fanout.publish(&t);
+        if !tags.is_empty() {
+            for t in tags.drain(..) {
+                fanout.publish(&t);
+            }
+            if !fanout.watched() {
+                self.pipeline.borrow_mut().set_flv_watched(false, fanout.gop_cache_bytes_max(), tags);
+            }
+        } else if fanout.has_gop() && self.pipeline.borrow().flv_idle() {
+            fanout.forget_gop(); // stale since tags stopped: its memory goes now
         }
         drop(fanout);
         self.feed_frames();
+    }
+
+    /// An FLV viewer is about to subscribe: tags are built again if they had stopped, the
+    /// GOP kept as frames muxed into the cache first, so it starts at once.
+    pub fn watch_flv(&self) {
+        let mut fanout = self.fanout.borrow_mut();
+        let mut tags = Vec::new();
+        if self.pipeline.borrow_mut().set_flv_watched(true, fanout.gop_cache_bytes_max(), &mut tags) {
+            fanout.forget_gop();
+            for t in &tags {
+                fanout.publish(t);
+            }
+        }
     }
 
     fn close(&self) {
