@@ -85,6 +85,37 @@ fn with_a_gather_pause_every_packet_still_arrives() {
     }
 }
 
+/// Streams on ports of their own (no `rtp.port`): bursts longer than a receive batch and than
+/// a turn, into several streams of both shards at once, and a lone packet each after the ports
+/// went quiet, all arrive, none counted lost.
+#[test]
+fn streams_on_their_own_ports_take_bursts_and_lone_packets() {
+    const BURST: u16 = 300;
+    const _: () = assert!(BURST as usize > 2 * gmv::shard::recv_batch::RECV_BATCH_DATAGRAMS && BURST as usize > gmv::shard::stream::UDP_DATAGRAMS_PER_TURN_MAX);
+    let engine = Engine::start(2, "");
+    let streams: Vec<(u32, u64)> = [300_000_001u32, 300_000_002, 300_000_003, 300_000_004]
+        .iter()
+        .map(|&ssrc| (ssrc, engine.open_stream(json!({ "ssrc": ssrc }))["port"].as_u64().unwrap()))
+        .collect();
+    let shards: std::collections::BTreeSet<u64> = streams.iter().map(|(s, _)| engine.stream(&format!("{s:010}"))["shard"].as_u64().unwrap()).collect();
+    assert_eq!(shards.len(), 2, "the streams are spread over both shards");
+    let sock = udp_sender();
+    for seq in 0..BURST {
+        for &(ssrc, port) in &streams {
+            sock.send_to(&rtp(ssrc, seq), ("127.0.0.1", port as u16)).unwrap();
+        }
+    }
+    for &(ssrc, _) in &streams {
+        engine.wait_packets(&format!("{ssrc:010}"), u64::from(BURST));
+    }
+    for &(ssrc, port) in &streams {
+        sock.send_to(&rtp(ssrc, BURST), ("127.0.0.1", port as u16)).unwrap();
+        engine.wait_packets(&format!("{ssrc:010}"), u64::from(BURST) + 1);
+        let info = engine.stream(&format!("{ssrc:010}"));
+        assert_eq!((info["lost"].as_u64(), info["rtp_errors"].as_u64()), (Some(0), Some(0)), "{info}");
+    }
+}
+
 /// `PACKETS_EACH` rounds of one packet for every SSRC to the single port, 5 ms apart, then
 /// waits until each stream counted them.
 fn send_rounds_and_wait(engine: &Engine, sock: &std::net::UdpSocket, port: u16, ssrcs: &[u32]) {
