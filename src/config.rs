@@ -811,8 +811,11 @@ pub struct TlsConfig {
     pub key_file: std::path::PathBuf,
 }
 
+/// `rtp.gather_us` unless configured: 1 ms, a fortieth of a 25 fps frame interval.
+pub const RTP_GATHER_US_DEFAULT: u32 = 1_000;
 /// Longest `rtp.gather_us`: 2 ms, a tenth of a 50 fps frame interval.
 pub const RTP_GATHER_US_MAX: u32 = 2_000;
+const _: () = assert!(RTP_GATHER_US_DEFAULT <= RTP_GATHER_US_MAX);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -833,9 +836,9 @@ pub struct RtpConfig {
     pub unknown_ssrc_sdp: Option<String>,
     /// On the single port, after a receive that found datagrams emptied the socket, wait this
     /// long before looking again instead of waking for the next datagram (fewer wake-ups under
-    /// load; a picture waits at most this much longer). 0: wake for every datagram (the
-    /// default: with the loadtest's traffic a busy shard already takes a batch a wake, and
-    /// 200 µs changed the engine's CPU by less than the runs' spread; docs/PERFORMANCE.md).
+    /// load; a picture waits at most this much longer). 0: wake for every datagram. The
+    /// default, 1 ms, took a third to two fifths off the engine's CPU at 500 and 1000 streams
+    /// (58 and 130-146 datagrams a wake instead of 17-34; docs/PERFORMANCE.md).
     pub gather_us: u32,
 }
 
@@ -940,7 +943,7 @@ impl Default for RtpConfig {
             port: 0,
             accept_unknown_ssrc: false,
             unknown_ssrc_sdp: None,
-            gather_us: 0,
+            gather_us: RTP_GATHER_US_DEFAULT,
         }
     }
 }

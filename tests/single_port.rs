@@ -210,11 +210,12 @@ fn tcp_connections_on_the_one_port_reach_the_shard_of_their_ssrc() {
 }
 
 /// A bare `ffmpeg -f rtp` push (H.264 on dynamic payload type 96, no SDP given to gmv) to the
-/// one port opens a stream that plays, its codec learned from the packets.
+/// one port opens a stream that plays, its codec learned from the packets. Without the gather
+/// pause (`gather_us: 0`, a wake for every datagram; the other tests run with one).
 #[test]
 fn an_unknown_ssrc_opens_a_stream_when_accepted_and_its_codec_is_sniffed() {
     let port = fixed_port();
-    let engine = Engine::start(2, &format!("  port: {port}\n  accept_unknown_ssrc: true\n"));
+    let engine = Engine::start(2, &format!("  port: {port}\n  accept_unknown_ssrc: true\n  gather_us: 0\n"));
     let ssrc = 42_424_242u32;
     let id = format!("{ssrc:010}");
     let mut ffmpeg = std::process::Command::new("ffmpeg")
