@@ -40,6 +40,12 @@ impl GopFrames {
         self.frames.push(frame.clone());
     }
 
+    /// The stream goes on without its audio: the kept GOP loses its audio frames too.
+    pub fn forget_audio(&mut self) {
+        self.frames.retain(|f| f.codec.is_video());
+        self.bytes = self.frames.iter().map(|f| f.data.len()).sum();
+    }
+
     /// The frames from the latest video keyframe on; empty when there is no whole GOP.
     pub fn into_frames(self) -> Vec<Frame> {
         debug_assert!(self.valid || self.frames.is_empty());
@@ -72,6 +78,18 @@ mod tests {
         let mut g = GopFrames::new(10_000);
         g.push(&frame(Codec::H264, false, 100, 1));
         assert!(g.into_frames().is_empty(), "no keyframe yet");
+    }
+
+    #[test]
+    fn forgetting_audio_keeps_the_video() {
+        let mut g = GopFrames::new(10_000);
+        g.push(&frame(Codec::H264, true, 500, 0));
+        g.push(&frame(Codec::Pcma, true, 160, 1));
+        g.push(&frame(Codec::H264, false, 100, 2));
+        g.forget_audio();
+        assert_eq!(g.bytes, 600);
+        let pts: Vec<u64> = g.into_frames().iter().map(|f| f.pts).collect();
+        assert_eq!(pts, vec![0, 2]);
     }
 
     #[test]

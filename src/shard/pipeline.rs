@@ -393,6 +393,16 @@ impl Pipeline {
         true
     }
 
+    /// From now on the stream is video only (a node's `enable_audio: false`): audio is dropped
+    /// on arrival, and the muxer and the GOP kept for a first FLV viewer forget theirs.
+    pub fn forget_audio(&mut self) {
+        self.drop_audio = true;
+        self.flv.forget_audio();
+        if let Some(gop) = self.flv_idle.as_mut() {
+            gop.forget_audio();
+        }
+    }
+
     /// No FLV tags are built now (`set_flv_watched`).
     pub fn flv_idle(&self) -> bool {
         self.flv_idle.is_some()

@@ -514,9 +514,7 @@ impl Stream {
     /// From now on the stream is video only: audio is dropped on arrival and forgotten by
     /// what new viewers are given first.
     fn drop_audio(&self) {
-        let mut p = self.pipeline.borrow_mut();
-        p.drop_audio = true;
-        p.flv.forget_audio();
+        self.pipeline.borrow_mut().forget_audio();
         self.fanout.borrow_mut().forget_audio();
     }
 
