@@ -58,8 +58,9 @@ pub struct Pipeline {
     video_clock: TimestampUnwrapper,
     audio_clock: TimestampUnwrapper,
     pub flv: FlvMuxer,
-    /// FLV tags are built only while a viewer takes them (`set_flv_watched`): while none
-    /// does, the GOP since the latest video keyframe is kept here as frames instead.
+    /// FLV tags are built only while a viewer takes them (`stop_flv_at_keyframe`,
+    /// `resume_flv`): while none does, the GOP since the latest video keyframe is kept here
+    /// as frames instead.
     flv_idle: Option<GopFrames>,
     /// No FLV viewer is left: muxing stops at the next video keyframe, from which the GOP is
     /// kept (up to this many bytes).
@@ -372,18 +373,19 @@ impl Pipeline {
         self.emit(f, tags);
     }
 
-    /// Whether FLV viewers take the tags. Unwatched, muxing stops at the next video keyframe
-    /// and the GOP from there on is kept as frames (up to `gop_bytes_max`): a stream nobody
-    /// plays as FLV (recorded, sent on, played over WebRTC or not at all) copies no frame
-    /// into tags. Watched again, sequence headers, metadata and that GOP's tags go to `tags`
-    /// first, as they would have been built; true then.
-    pub fn set_flv_watched(&mut self, watched: bool, gop_bytes_max: usize, tags: &mut Vec<FlvTag>) -> bool {
-        if !watched {
-            if self.flv_idle.is_none() {
-                self.flv_stop_at_keyframe = Some(gop_bytes_max);
-            }
-            return false;
+    /// No FLV viewer takes the tags: muxing stops at the next video keyframe and the GOP from
+    /// there on is kept as frames (up to `gop_bytes_max`). A stream nobody plays as FLV
+    /// (recorded, sent on, played over WebRTC or not at all) copies no frame into tags.
+    pub fn stop_flv_at_keyframe(&mut self, gop_bytes_max: usize) {
+        if self.flv_idle.is_none() {
+            self.flv_stop_at_keyframe = Some(gop_bytes_max);
         }
+    }
+
+    /// An FLV viewer comes: muxing goes on (or starts again), and if it had stopped, sequence
+    /// headers, metadata and the kept GOP's tags go to `tags` first, as they would have been
+    /// built; true then.
+    pub fn resume_flv(&mut self, tags: &mut Vec<FlvTag>) -> bool {
         self.flv_stop_at_keyframe = None;
         let Some(gop) = self.flv_idle.take() else { return false };
         self.flv.config_tags(tags);
@@ -403,7 +405,7 @@ impl Pipeline {
         }
     }
 
-    /// No FLV tags are built now (`set_flv_watched`).
+    /// No FLV tags are built now (`stop_flv_at_keyframe`).
     pub fn flv_idle(&self) -> bool {
         self.flv_idle.is_some()
     }

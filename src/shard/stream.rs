@@ -554,7 +554,7 @@ impl Stream {
                 fanout.publish(&t);
             }
             if !fanout.watched() {
-                self.pipeline.borrow_mut().set_flv_watched(false, fanout.gop_cache_bytes_max(), tags);
+                self.pipeline.borrow_mut().stop_flv_at_keyframe(fanout.gop_cache_bytes_max());
             }
         } else if fanout.has_gop() && self.pipeline.borrow().flv_idle() {
             fanout.forget_gop(); // stale since tags stopped: its memory goes now
@@ -568,7 +568,7 @@ impl Stream {
     pub fn watch_flv(&self) {
         let mut fanout = self.fanout.borrow_mut();
         let mut tags = Vec::new();
-        if self.pipeline.borrow_mut().set_flv_watched(true, fanout.gop_cache_bytes_max(), &mut tags) {
+        if self.pipeline.borrow_mut().resume_flv(&mut tags) {
             fanout.forget_gop();
             for t in &tags {
                 fanout.publish(t);
