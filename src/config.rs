@@ -834,11 +834,12 @@ pub struct RtpConfig {
     /// For such streams: an SDP whose `a=rtpmap` lines say what each payload type carries;
     /// payload types it does not name are guessed from their bytes (PS, TS, H.264, H.265).
     pub unknown_ssrc_sdp: Option<String>,
-    /// On the single port, after a receive that found datagrams emptied the socket, wait this
-    /// long before looking again instead of waking for the next datagram (fewer wake-ups under
-    /// load; a picture waits at most this much longer). 0: wake for every datagram. The
-    /// default, 1 ms, took a third to two fifths off the engine's CPU at 500 and 1000 streams
-    /// (58 and 130-146 datagrams a wake instead of 17-34; docs/PERFORMANCE.md).
+    /// After a receive that found datagrams emptied the single port's socket, or a round of the
+    /// shard's per-stream sockets emptied them (`shard::stream_sockets`), wait this long before
+    /// looking again instead of waking for the next datagram (fewer wake-ups under load; a
+    /// picture waits at most this much longer). 0: wake for every datagram. The default, 1 ms,
+    /// took a third to two fifths off the engine's CPU at 500 and 1000 streams on the single
+    /// port (58 and 130-146 datagrams a wake instead of 17-34; docs/PERFORMANCE.md).
     pub gather_us: u32,
 }
 

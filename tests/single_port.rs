@@ -85,14 +85,21 @@ fn with_a_gather_pause_every_packet_still_arrives() {
     }
 }
 
-/// Streams on ports of their own (no `rtp.port`): bursts of several turns' worth, into several
-/// streams of both shards at once, and a lone packet each after the ports went quiet, all
-/// arrive, none counted lost.
+/// Streams on ports of their own (no `rtp.port`), whose sockets a shard takes through one
+/// epoll set: bursts of several turns' worth, into several streams of both shards at once, and
+/// a lone packet each after the ports went quiet (the set waited on again), all arrive, none
+/// counted lost; with the gather pause (the default) and without it (a wake for every round).
 #[test]
 fn streams_on_their_own_ports_take_bursts_and_lone_packets() {
+    for rtp in ["", "  gather_us: 0\n"] {
+        bursts_and_lone_packets(rtp);
+    }
+}
+
+fn bursts_and_lone_packets(rtp_config: &str) {
     const BURST: u16 = 300;
     const _: () = assert!(BURST as usize > 2 * gmv::shard::stream::UDP_DATAGRAMS_PER_TURN_MAX);
-    let engine = Engine::start(2, "");
+    let engine = Engine::start(2, rtp_config);
     let streams: Vec<(u32, u64)> = [300_000_001u32, 300_000_002, 300_000_003, 300_000_004]
         .iter()
         .map(|&ssrc| (ssrc, engine.open_stream(json!({ "ssrc": ssrc }))["port"].as_u64().unwrap()))
@@ -114,6 +121,36 @@ fn streams_on_their_own_ports_take_bursts_and_lone_packets() {
         let info = engine.stream(&format!("{ssrc:010}"));
         assert_eq!((info["lost"].as_u64(), info["rtp_errors"].as_u64()), (Some(0), Some(0)), "{info}");
     }
+}
+
+/// A stream's socket closes with it: its port can be asked for by the next stream at once, and
+/// that stream (whose socket likely has the closed one's descriptor number) takes its own
+/// datagrams, while the other stream of the shard keeps taking its own.
+#[test]
+fn a_closed_streams_port_is_free_at_once_and_the_next_takes_its_datagrams() {
+    let engine = Engine::start(1, "");
+    let open = |body: serde_json::Value| (body["ssrc"].as_u64().unwrap() as u32, engine.open_stream(body)["port"].as_u64().unwrap() as u16);
+    let (a, b) = (open(json!({ "ssrc": 300_100_001 })), open(json!({ "ssrc": 300_100_002 })));
+    let sock = udp_sender();
+    let send = |(ssrc, port): (u32, u16), seqs: std::ops::Range<u16>| {
+        for seq in seqs {
+            sock.send_to(&rtp(ssrc, seq), ("127.0.0.1", port)).unwrap();
+        }
+    };
+    send(a, 0..10);
+    send(b, 0..10);
+    engine.wait_packets(&format!("{:010}", a.0), 10);
+    engine.wait_packets(&format!("{:010}", b.0), 10);
+    assert_eq!(engine.request("DELETE", &format!("/api/streams/{:010}", a.0), "").0, 200);
+    let c = open(json!({ "ssrc": 300_100_003, "port": a.1 }));
+    assert_eq!(c.1, a.1, "the closed stream's port, bound again");
+    send(c, 0..20);
+    send(b, 10..20);
+    engine.wait_packets(&format!("{:010}", c.0), 20);
+    engine.wait_packets(&format!("{:010}", b.0), 20);
+    let info = engine.stream(&format!("{:010}", c.0));
+    assert_eq!((info["packets"].as_u64(), info["lost"].as_u64()), (Some(20), Some(0)), "{info}");
+    assert_eq!(engine.request("GET", &format!("/api/streams/{:010}", a.0), "").0, 404, "A stays closed");
 }
 
 /// `PACKETS_EACH` rounds of one packet for every SSRC to the single port, 5 ms apart, then

@@ -14,7 +14,7 @@ CATEGORIES = [
     ("park/wake (membarrier)", ["membarrier"]),
     ("park/wake (io_uring wait, switch)", ["Parker::park", "Reactor::wait", "link_rings_and_sleep"]),
     ("io_uring submit/peek", ["io_uring_enter", "submit_one_event", "SleepableRing", "consume_rings", "io_submit", "Reactor::react", "process_shared_channels", "preempt"]),
-    ("receive (recvmmsg, slab copy)", ["recvmmsg", "do_recvmmsg", "RecvBatch", "copy_into_slab", "recv_from", "udp_recvmsg"]),
+    ("receive (epoll, recvmmsg, slab copy)", ["recvmmsg", "do_recvmmsg", "RecvBatch", "copy_into_slab", "recv_from", "udp_recvmsg", "epoll_wait", "StreamSockets"]),
     ("start-code scan", ["memchr::", "AuAssembler::scan"]),
     ("PS demux + AU assembly (copies)", ["AuAssembler", "PsDemuxer"]),
     ("FLV mux", ["FlvMuxer", "flv::tag"]),

@@ -21,6 +21,7 @@ pub mod single_port;
 pub mod source;
 pub mod steer;
 pub mod stream;
+pub mod stream_sockets;
 pub mod webrtc;
 
 use crate::config::Config;
@@ -116,6 +117,8 @@ pub struct Shard {
     pub tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
     /// The single RTP port's counters and aliases (media shards, when `rtp.port` is set).
     pub single_port: single_port::SinglePort,
+    /// The UDP sockets of streams with a port of their own (made with the first such stream).
+    pub stream_sockets: std::cell::OnceCell<Rc<stream_sockets::StreamSockets>>,
     /// What the shard's closed streams took, so the shard's totals only grow (metrics).
     pub retired: std::cell::Cell<PacketTotals>,
     /// FLV viewers refused for `media.viewers_per_address_max`.
@@ -198,6 +201,7 @@ impl Shard {
             secrets: RefCell::new(secrets),
             tls: RefCell::new(None),
             single_port: Default::default(),
+            stream_sockets: Default::default(),
             retired: Default::default(),
             viewers_refused_per_address: Default::default(),
             webrtc: Default::default(),

@@ -1,6 +1,7 @@
-//! Several datagrams per receive call (recvmmsg) for the single RTP port, where one socket
-//! carries every camera of the shard, so a call finds several queued; a per-stream socket
-//! sees one datagram at a time and gains nothing. The buffers are allocated once and reused.
+//! Several datagrams per receive call (recvmmsg): for the single RTP port, where one socket
+//! carries every camera of the shard, and for the streams' own sockets, taken after a gather
+//! pause (`stream_sockets`), when a socket may hold several. The buffers are allocated once
+//! and reused.
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;

@@ -12,7 +12,8 @@ use crate::proto::sdp::{RtpMap, Sdp};
 use crate::proto::ssrc::stream_id;
 use bytes::Bytes;
 use futures_lite::AsyncReadExt;
-use glommio::net::{TcpListener, TcpStream, UdpSocket};
+use super::stream_sockets::StreamSockets;
+use glommio::net::{TcpListener, TcpStream};
 use glommio::task::JoinHandle;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -22,11 +23,11 @@ use std::time::{Duration, Instant};
 
 /// Largest datagram taken per receive; covers jumbo frames some NVRs send.
 pub const UDP_DATAGRAM_BYTES_MAX: usize = 9_000;
-/// Datagrams are received into slabs of this size and split off without a per-packet
-/// allocation; a slab is freed when the last packet cut from it is dropped. Every stream
-/// holds one, so it stays small.
+/// Datagrams are copied into slabs of this size and split off without a per-packet
+/// allocation; a slab is freed when the last packet cut from it is dropped. A shard's
+/// receive loops hold one each (the single port's, the streams' own sockets').
 pub const UDP_SLAB_BYTES: usize = 64 * 1024;
-/// Datagrams one stream takes in a row before it lets the shard's other tasks run.
+/// Datagrams a receive loop takes in a row before it lets the shard's other tasks run.
 pub const UDP_DATAGRAMS_PER_TURN_MAX: usize = 64;
 /// Read size per TCP RTP connection.
 pub const TCP_READ_BYTES: usize = 16 * 1024;
@@ -47,6 +48,8 @@ pub struct Stream {
     /// The port is this stream's alone (bound by it, back to the pool at close), not the
     /// single RTP port every stream shares.
     own_port: bool,
+    /// Its UDP socket's token in the shard's `StreamSockets` (a port of its own).
+    udp_token: Cell<Option<u64>>,
     pub shard: usize,
     pub created: Instant,
     pub pipeline: RefCell<Pipeline>,
@@ -661,7 +664,7 @@ impl Stream {
 }
 
 /// Binds UDP and TCP on one port without SO_REUSEPORT, so a port is never silently shared.
-fn bind_port(ip: std::net::IpAddr, port: u16) -> std::io::Result<(UdpSocket, TcpListener)> {
+fn bind_port(ip: std::net::IpAddr, port: u16) -> std::io::Result<(std::os::fd::OwnedFd, TcpListener)> {
     use socket2::{Domain, Protocol, Socket, Type};
     let addr = SocketAddr::new(ip, port);
     let domain = if ip.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
@@ -674,7 +677,7 @@ fn bind_port(ip: std::net::IpAddr, port: u16) -> std::io::Result<(UdpSocket, Tcp
     tcp.bind(&addr.into())?;
     tcp.listen(TCP_CONNS_PER_STREAM_MAX as i32)?;
     // SAFETY: each fd comes from a socket we just created and hand over exactly once.
-    Ok(unsafe { (UdpSocket::from_raw_fd(udp.into_raw_fd()), TcpListener::from_raw_fd(tcp.into_raw_fd())) })
+    Ok((udp.into(), unsafe { TcpListener::from_raw_fd(tcp.into_raw_fd()) }))
 }
 
 pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, OpenError> {
@@ -725,6 +728,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         spec: spec.clone(),
         port,
         own_port: sockets.is_some(),
+        udp_token: Cell::new(None),
         shard: shard.index,
         created: Instant::now(),
         pipeline: RefCell::new(Pipeline::new(map)),
@@ -769,9 +773,13 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         stream.set_recording(true, &shard.config);
     }
     if let Some((udp, tcp)) = sockets {
-        let udp_task = glommio::spawn_local(udp_loop(stream.clone(), udp)).detach();
+        let token = StreamSockets::add(shard, udp, Rc::downgrade(&stream)).map_err(|e| {
+            shard.ports.borrow_mut().release(port);
+            OpenError::NoPort(format!("port {port}: cannot wait on its UDP socket: {e}"))
+        })?;
+        stream.udp_token.set(Some(token));
         let tcp_task = glommio::spawn_local(tcp_accept_loop(stream.clone(), tcp)).detach();
-        stream.tasks.borrow_mut().extend([udp_task, tcp_task]);
+        stream.tasks.borrow_mut().push(tcp_task);
     }
     shard.streams.borrow_mut().insert(spec.ssrc, stream.clone());
     stream.start_learning();
@@ -785,6 +793,9 @@ pub fn close_stream(shard: &Shard, ssrc: u32, why: &str) -> bool {
     shard.retired.set(shard.retired.get().plus(&stream.info()));
     if stream.own_port {
         shard.ports.borrow_mut().release(stream.port);
+    }
+    if let Some(token) = stream.udp_token.take() {
+        StreamSockets::remove(shard, token);
     }
     if let Some(device_ssrc) = stream.alias.get() {
         stream.unalias(device_ssrc);
@@ -963,33 +974,6 @@ pub fn handle_msg(shard: &Rc<Shard>, msg: ShardMsg) {
             let mut v: Vec<StreamInfo> = shard.streams.borrow().values().map(|s| s.info()).collect();
             v.sort_by_key(|i| i.ssrc);
             let _ = reply.send(v);
-        }
-    }
-}
-
-/// Room for one more datagram at the slab's front: what is left of it, or a fresh slab.
-fn refill(slab: &mut bytes::BytesMut) {
-    if slab.len() < UDP_DATAGRAM_BYTES_MAX {
-        if slab.capacity() >= UDP_DATAGRAM_BYTES_MAX {
-            slab.resize(UDP_DATAGRAM_BYTES_MAX, 0);
-        } else {
-            *slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
-        }
-    }
-}
-
-async fn udp_loop(stream: Rc<Stream>, socket: UdpSocket) {
-    let mut slab = bytes::BytesMut::zeroed(UDP_SLAB_BYTES);
-    let mut turn = super::TurnBudget::new(UDP_DATAGRAMS_PER_TURN_MAX);
-    loop {
-        turn.spend().await;
-        refill(&mut slab);
-        match socket.recv_from(&mut slab[..UDP_DATAGRAM_BYTES_MAX]).await {
-            Ok((n, peer)) => stream.on_packet(slab.split_to(n).freeze(), "udp", Origin::Udp(peer)),
-            Err(error) => {
-                tracing::warn!(ssrc = stream.spec.ssrc, %error, "RTP UDP receive failed");
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-            }
         }
     }
 }

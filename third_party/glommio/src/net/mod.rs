@@ -117,3 +117,11 @@ pub use self::{
     udp_socket::UdpSocket,
     unix::{AcceptedUnixStream, UnixDatagram, UnixListener, UnixStream},
 };
+
+/// Waits until `fd` is readable: one io_uring poll on a descriptor glommio has no type for.
+/// Added for gmv (not upstream): a media shard waits on an epoll set of its per-stream sockets,
+/// so it wakes once for all of them. Dropping the future cancels the poll.
+pub async fn poll_readable(fd: RawFd) -> io::Result<()> {
+    let source = crate::executor().reactor().poll_read_ready(fd);
+    source.collect_rw().await.map(drop)
+}
