@@ -14,6 +14,11 @@ use std::collections::VecDeque;
 
 /// PES timestamps remembered while their pictures have not started yet.
 const TIMESTAMP_MARKS_MAX: usize = 32;
+/// The remembered largest picture shrinks by this fraction of itself per picture (halved in
+/// about 180 pictures, several GOPs: keyframes, the large ones, come round before it fades).
+const PICTURE_BYTES_DECAY_DIVISOR: usize = 256;
+// Room is reserved for the largest recent picture and a quarter more: a few MB at most.
+const _: () = assert!(FRAME_BYTES_MAX.checked_add(FRAME_BYTES_MAX / 4).is_some() && PICTURE_BYTES_DECAY_DIVISOR > 1);
 /// End-of-picture hints (RTP marker) that must coincide with real picture ends before the
 /// assembler acts on them; one hint in the wrong place and they are ignored for good.
 pub const MARKER_TRUST_CONFIRMATIONS: u32 = 8;
@@ -50,6 +55,11 @@ pub struct AuAssembler {
     emitted_on_hint: bool,
     /// Packets were lost in the picture being assembled: its end says nothing about hints.
     loss_in_picture: bool,
+    /// The largest recent picture (decaying): room for one is reserved when `data` runs out,
+    /// so a picture is copied in once instead of through a chain of doublings (the growth's
+    /// copies and fresh pages cost three times the copy itself: docs/PERFORMANCE.md), and the
+    /// next pictures pack into the same allocation after it.
+    picture_bytes_recent: usize,
     finder: memchr::memmem::Finder<'static>,
 }
 
@@ -69,6 +79,7 @@ impl AuAssembler {
             hints_distrusted: false,
             emitted_on_hint: false,
             loss_in_picture: false,
+            picture_bytes_recent: 0,
             finder: memchr::memmem::Finder::new(&[0u8, 0, 1]),
         }
     }
@@ -88,6 +99,11 @@ impl AuAssembler {
                 self.marks.pop_front();
             }
             self.marks.push_back((self.data.len(), pts, dts));
+        }
+        if self.data.capacity() - self.data.len() < es.len() {
+            // Bounded: a picture past FRAME_BYTES_MAX is refused, so none remembered is much more.
+            let room = self.picture_bytes_recent + self.picture_bytes_recent / 4;
+            self.data.reserve(es.len().max(room));
         }
         self.data.extend_from_slice(es);
         self.scan(out);
@@ -202,6 +218,8 @@ impl AuAssembler {
     /// Emits data[..cut] as one picture and shifts offsets.
     fn emit(&mut self, cut: usize, out: &mut Vec<Frame>) {
         let data = self.data.split_to(cut).freeze();
+        let recent = self.picture_bytes_recent;
+        self.picture_bytes_recent = data.len().max(recent - recent / PICTURE_BYTES_DECAY_DIVISOR);
         // The picture starts at offset 0 (its first start code at 0 or 1).
         let mut ts = None;
         while let Some(&(offset, pts, dts)) = self.marks.front() {
@@ -300,6 +318,29 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert!(out[0].keyframe);
         assert_eq!(&out[0].data[..], &[0, 0, 0, 1, 0x26, 0x01, 0xaf, 7]);
+    }
+
+    /// After a keyframe, the pictures that follow are copied into room reserved for one like it
+    /// and pack there one after the other: a few allocations for twenty pictures, each picture's
+    /// bytes copied in once (growing a buffer per picture copied them again and again).
+    #[test]
+    fn pictures_pack_into_room_reserved_for_a_large_one() {
+        const CHUNK_BYTES: usize = 1_400;
+        let mut a = AuAssembler::new(Codec::H264);
+        let mut out = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..21u8 {
+            let mut pic = vec![0, 0, 0, 1, if i == 0 { 0x65 } else { 0x41 }, 0x88];
+            pic.extend(std::iter::repeat_n(i + 1, if i == 0 { 30_000 } else { 5_000 }));
+            for chunk in pic.chunks(CHUNK_BYTES) {
+                a.push(chunk, None, &mut out).unwrap();
+            }
+            sent.push(pic);
+        }
+        a.flush(&mut out);
+        assert_eq!(out.iter().map(|f| &f.data[..]).collect::<Vec<_>>(), sent.iter().map(|p| &p[..]).collect::<Vec<_>>());
+        let moves = out.windows(2).skip(1).filter(|w| w[1].data.as_ptr() != w[0].data.as_ptr().wrapping_add(w[0].data.len())).count();
+        assert!(moves <= 4, "20 pictures of 5 kB after one of 30 kB in {} allocations", moves + 1);
     }
 
     fn picture(key: bool) -> Vec<u8> {
