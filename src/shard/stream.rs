@@ -763,6 +763,18 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
         shard_ref: Rc::downgrade(shard),
     });
     *stream.me.borrow_mut() = Rc::downgrade(&stream);
+    // Before anything starts for the stream (a recording): failing here leaves nothing behind.
+    let tcp = match sockets {
+        Some((udp, tcp)) => {
+            let token = StreamSockets::add(shard, udp, Rc::downgrade(&stream)).map_err(|e| {
+                shard.ports.borrow_mut().release(port);
+                OpenError::NoPort(format!("port {port}: cannot wait on its UDP socket: {e}"))
+            })?;
+            stream.udp_token.set(Some(token));
+            Some(tcp)
+        }
+        None => None,
+    };
     // The pre-roll takes frames from the first.
     stream.sync_frames_out();
     stream.pipeline.borrow_mut().drop_audio = spec.drop_audio;
@@ -772,12 +784,7 @@ pub fn open_stream(shard: &Rc<Shard>, spec: StreamSpec) -> Result<StreamInfo, Op
     if shard.config.record.all || matches!(spec.history, Some(History::Download { .. })) {
         stream.set_recording(true, &shard.config);
     }
-    if let Some((udp, tcp)) = sockets {
-        let token = StreamSockets::add(shard, udp, Rc::downgrade(&stream)).map_err(|e| {
-            shard.ports.borrow_mut().release(port);
-            OpenError::NoPort(format!("port {port}: cannot wait on its UDP socket: {e}"))
-        })?;
-        stream.udp_token.set(Some(token));
+    if let Some(tcp) = tcp {
         let tcp_task = glommio::spawn_local(tcp_accept_loop(stream.clone(), tcp)).detach();
         stream.tasks.borrow_mut().push(tcp_task);
     }

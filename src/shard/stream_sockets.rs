@@ -75,12 +75,17 @@ impl StreamSockets {
 
     /// Closes the socket `add` returned `token` for (its datagrams are no longer taken).
     pub fn remove(shard: &Shard, token: u64) {
-        let Some(sockets) = shard.stream_sockets.get() else { return };
-        let Some(gone) = sockets.registered.borrow_mut().remove(&token) else { return };
+        if let Some(sockets) = shard.stream_sockets.get() {
+            sockets.forget(token);
+        }
+    }
+
+    fn forget(&self, token: u64) {
+        let Some(gone) = self.registered.borrow_mut().remove(&token) else { return };
         // Closing the last descriptor of a socket takes it out of the set too; saying so
         // first keeps the set exact even if the descriptor were shared.
         // SAFETY: both descriptors are open; a null event is allowed for EPOLL_CTL_DEL.
-        unsafe { libc::epoll_ctl(sockets.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, gone.socket.as_raw_fd(), std::ptr::null_mut()) };
+        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, gone.socket.as_raw_fd(), std::ptr::null_mut()) };
     }
 
     /// Tokens of sockets with datagrams queued (at most `events.len()`), without waiting.
@@ -94,10 +99,17 @@ impl StreamSockets {
         }
     }
 
+    /// The socket and stream of `token`, if still registered. A socket whose stream is gone
+    /// without being closed (never expected) is closed here, or it would stay ready forever.
     fn socket_of(&self, token: u64) -> Option<(RawFd, Rc<Stream>)> {
-        let registered = self.registered.borrow();
-        let r = registered.get(&token)?;
-        Some((r.socket.as_raw_fd(), r.stream.upgrade()?))
+        let found = self.registered.borrow().get(&token).map(|r| (r.socket.as_raw_fd(), r.stream.upgrade()));
+        match found? {
+            (fd, Some(stream)) => Some((fd, stream)),
+            (_, None) => {
+                self.forget(token);
+                None
+            }
+        }
     }
 
     fn holds(&self, token: u64) -> bool {
@@ -140,6 +152,7 @@ async fn receive(shard: Rc<Shard>, sockets: Rc<StreamSockets>) {
             }
         };
         flowing = true;
+        let mut delivered = 0usize;
         for event in &events[..n] {
             let token = event.u64;
             // Looked up now, after the last yield: the stream may have closed meanwhile.
@@ -162,8 +175,14 @@ async fn receive(shard: Rc<Shard>, sockets: Rc<StreamSockets>) {
                 let (data, peer) = batch.get(i);
                 let packet = copy_into_slab(&mut slab, data, UDP_SLAB_BYTES);
                 stream.on_packet(packet, "udp", Origin::Udp(peer));
+                delivered += 1;
                 turn.spend().await;
             }
+        }
+        if delivered == 0 {
+            // Ready sockets that gave nothing (closed meanwhile, a receive error): the other
+            // tasks run before the set is asked again.
+            futures_lite::future::yield_now().await;
         }
     }
 }
