@@ -17,7 +17,7 @@ const TIMESTAMP_MARKS_MAX: usize = 32;
 /// The remembered largest picture shrinks by this fraction of itself per picture (halved in
 /// about 180 pictures, several GOPs: keyframes, the large ones, come round before it fades).
 const PICTURE_BYTES_DECAY_DIVISOR: usize = 256;
-// Room is reserved for the largest recent picture and a quarter more: a few MB at most.
+// Room is reserved for the largest recent picture and a quarter more: 10 MiB at most.
 const _: () = assert!(FRAME_BYTES_MAX.checked_add(FRAME_BYTES_MAX / 4).is_some() && PICTURE_BYTES_DECAY_DIVISOR > 1);
 /// End-of-picture hints (RTP marker) that must coincide with real picture ends before the
 /// assembler acts on them; one hint in the wrong place and they are ignored for good.
