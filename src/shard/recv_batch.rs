@@ -70,6 +70,37 @@ impl RecvBatch {
     }
 }
 
+/// `rtp.gather_us` for a receive loop: after a receive that found datagrams has emptied what
+/// the loop reads, it waits this long before looking again instead of arming a wake for the
+/// next datagram, so a wake takes a batch (the executor parked and woken less often; measured
+/// in docs/PERFORMANCE.md). The single port's loop and the streams' own sockets' share it.
+pub struct GatherPause {
+    pause: std::time::Duration,
+    /// Datagrams came since the loop last found nothing queued: more are likely on the way.
+    flowing: bool,
+}
+
+impl GatherPause {
+    pub fn new(gather_us: u32) -> GatherPause {
+        GatherPause { pause: std::time::Duration::from_micros(u64::from(gather_us)), flowing: false }
+    }
+
+    /// A receive found datagrams.
+    pub fn took(&mut self) {
+        self.flowing = true;
+    }
+
+    /// Nothing is queued: pauses and returns true (look again) when datagrams came since the
+    /// last time; false when the loop should wait for the next datagram instead.
+    pub async fn pause_if_flowing(&mut self) -> bool {
+        if !std::mem::take(&mut self.flowing) || self.pause.is_zero() {
+            return false;
+        }
+        glommio::timer::sleep(self.pause).await;
+        true
+    }
+}
+
 /// `data` as a packet of its own, copied to the end of `slab` (a fresh one of `slab_bytes`
 /// when it has no room left): packets share slabs, the batch's buffers are reused at once.
 pub fn copy_into_slab(slab: &mut bytes::BytesMut, data: &[u8], slab_bytes: usize) -> bytes::Bytes {

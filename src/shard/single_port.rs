@@ -12,7 +12,7 @@
 //! `rtp.accept_unknown_ssrc` open a stream of their own.
 
 use super::msg::{RtpTcpConn, ShardMsg, StreamSpec};
-use super::recv_batch::{RecvBatch, copy_into_slab};
+use super::recv_batch::{GatherPause, RecvBatch, copy_into_slab};
 use super::source::{Origin, rtp_ssrc};
 use super::stream::{Stream, UDP_DATAGRAM_BYTES_MAX, UDP_DATAGRAMS_PER_TURN_MAX, UDP_SLAB_BYTES, open_stream, track_tcp_conn};
 use super::{Shard, TurnBudget, owner_of};
@@ -263,18 +263,12 @@ pub async fn udp_loop(shard: Rc<Shard>, socket: UdpSocket) {
     let mut batch = RecvBatch::new(UDP_DATAGRAM_BYTES_MAX);
     let mut slab = bytes::BytesMut::with_capacity(UDP_SLAB_BYTES);
     let mut turn = TurnBudget::new(UDP_DATAGRAMS_PER_TURN_MAX);
-    // After a receive that found datagrams has emptied the socket, wait `rtp.gather_us` before
-    // the next instead of arming a wake for the next datagram: a wake then takes a batch (the
-    // peek armed, the executor parked and woken less often; measured in docs/PERFORMANCE.md).
-    let gather = Duration::from_micros(u64::from(shard.config.rtp.gather_us));
-    // Datagrams came since the socket was last found empty: more are likely on the way.
-    let mut flowing = false;
+    let mut gather = GatherPause::new(shard.config.rtp.gather_us);
     loop {
         let n = match batch.recv(fd) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if std::mem::take(&mut flowing) && !gather.is_zero() {
-                    glommio::timer::sleep(gather).await;
+                if gather.pause_if_flowing().await {
                     continue;
                 }
                 if let Err(error) = socket.peek_from(&mut [0u8; 1]).await {
@@ -289,7 +283,7 @@ pub async fn udp_loop(shard: Rc<Shard>, socket: UdpSocket) {
                 continue;
             }
         };
-        flowing = true;
+        gather.took();
         for i in 0..n {
             let (data, peer) = batch.get(i);
             let packet = copy_into_slab(&mut slab, data, UDP_SLAB_BYTES);

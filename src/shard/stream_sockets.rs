@@ -5,7 +5,7 @@
 //! datagram (docs/PERFORMANCE.md). What is queued on a socket is taken in one recvmmsg and
 //! copied into shared slabs, like the single port's batches.
 
-use super::recv_batch::{RecvBatch, copy_into_slab};
+use super::recv_batch::{GatherPause, RecvBatch, copy_into_slab};
 use super::source::Origin;
 use super::stream::{Stream, UDP_DATAGRAM_BYTES_MAX, UDP_DATAGRAMS_PER_TURN_MAX, UDP_SLAB_BYTES};
 use super::{Shard, TurnBudget};
@@ -130,15 +130,14 @@ async fn receive(shard: Rc<Shard>, sockets: Rc<StreamSockets>) {
     let mut slab = bytes::BytesMut::with_capacity(UDP_SLAB_BYTES);
     let mut turn = TurnBudget::new(UDP_DATAGRAMS_PER_TURN_MAX);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; READY_SOCKETS_PER_CALL_MAX];
-    let gather = Duration::from_micros(u64::from(shard.config.rtp.gather_us));
-    // Datagrams came since the set was last found empty: more are likely on the way.
-    let mut flowing = false;
+    let mut gather = GatherPause::new(shard.config.rtp.gather_us);
     loop {
         let n = match sockets.ready(&mut events) {
             Ok(0) => {
-                if std::mem::take(&mut flowing) && !gather.is_zero() {
-                    glommio::timer::sleep(gather).await;
-                } else if let Err(error) = glommio::net::poll_readable(sockets.epoll.as_raw_fd()).await {
+                if gather.pause_if_flowing().await {
+                    continue;
+                }
+                if let Err(error) = glommio::net::poll_readable(sockets.epoll.as_raw_fd()).await {
                     tracing::warn!(shard = shard.index, %error, "waiting for the streams' UDP sockets failed");
                     glommio::timer::sleep(SET_FAILED_PAUSE).await;
                 }
@@ -151,7 +150,7 @@ async fn receive(shard: Rc<Shard>, sockets: Rc<StreamSockets>) {
                 continue;
             }
         };
-        flowing = true;
+        gather.took();
         let mut delivered = 0usize;
         for event in &events[..n] {
             let token = event.u64;
