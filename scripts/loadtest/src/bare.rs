@@ -1,10 +1,11 @@
 //! The floor to compare gmv against: a receiver that binds the same ports (one per stream, or
 //! the single port with the engine's own SO_REUSEPORT group and steering program) and only
 //! drains and counts datagrams: epoll + recvmmsg, one thread per core, and after a round that
-//! found datagrams a pause of `GATHER` before looking again (as `rtp.gather_us` makes the
-//! engine's single port do). It runs as a child process (`--bare-receiver`) so its CPU is
-//! measured like the engine's, and writes its count to a file every `COUNT_EVERY` (a new file
-//! renamed over the old).
+//! found datagrams a pause as long as the engine's `rtp.gather_us` before looking again (the
+//! same wake-ups for the same load; without a pause a bare thread, faster than the generator,
+//! wakes every 5 datagrams: docs/PERFORMANCE.md). It runs as a child process
+//! (`--bare-receiver`) so its CPU is measured like the engine's, and writes its count to a
+//! file every `COUNT_EVERY` (a new file renamed over the old).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -17,12 +18,6 @@ const DATAGRAM_BYTES_MAX: usize = 9_000;
 const EPOLL_EVENTS_MAX: usize = 256;
 const EPOLL_WAIT_MS: i32 = 100;
 const COUNT_EVERY: Duration = Duration::from_millis(100);
-/// The pause after a round that found datagrams. Without it a bare thread, faster than the
-/// generator, wakes every 5 datagrams, and the single port's one socket a thread cost
-/// 1.4-1.6x 250 sockets a thread at 500 streams (the wake-ups, not the receiving); with it
-/// they take 18-22 and 22-39 datagrams a wake and cost the same within 15%
-/// (docs/PERFORMANCE.md).
-pub const GATHER: Duration = Duration::from_micros(200);
 /// Kernel receive buffer per socket, as gmv asks for its per-stream sockets.
 const RCVBUF_BYTES: usize = 2 << 20;
 

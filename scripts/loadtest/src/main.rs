@@ -98,8 +98,8 @@ struct Args {
     /// (an experiment's knob: what the buffer's size costs).
     #[arg(long)]
     bare_rcvbuf_bytes: Option<usize>,
-    /// The bare receivers' pause after a round that found datagrams, instead of 200 µs (`0`:
-    /// none, a wait armed at once).
+    /// The bare receivers' pause after a round that found datagrams, instead of the engine's
+    /// `rtp.gather_us` (`--gather-us`, or the engine's default) (`0`: none, a wait armed at once).
     #[arg(long)]
     bare_gather_us: Option<u64>,
     /// The spawned engine's `rtp.gather_us` (the engine's default when not given).
@@ -120,7 +120,7 @@ fn main() {
     let args = Args::parse();
     if args.bare_receiver {
         let ports: Vec<u16> = args.bare_ports.split(',').filter_map(|p| p.parse().ok()).collect();
-        let gather = args.bare_gather_us.map_or(bare::GATHER, Duration::from_micros);
+        let gather = Duration::from_micros(bare_gather_us(&args));
         bare::serve(&ports, args.bare_single_port, args.bare_threads, args.bare_rcvbuf_bytes, gather, &args.bare_count_file, Duration::from_secs(args.bare_run_s));
     }
     // Each bare run sends as long as the engine's run does, after its receiver is up.
@@ -440,6 +440,12 @@ struct BareRun {
     late_slots: u64,
 }
 
+/// The bare receiver pauses as long as the engine does after a round that found datagrams:
+/// the same wake-ups for the same load, so the ratio is of the work, not of the pause.
+fn bare_gather_us(args: &Args) -> u64 {
+    args.bare_gather_us.unwrap_or_else(|| u64::from(args.gather_us.unwrap_or(gmv::config::RTP_GATHER_US_DEFAULT)))
+}
+
 /// The same streams against the bare receiver, on the ports gmv would use.
 fn run_bare(args: &Args, capture: &capture::Capture, single_port: Option<u16>) -> Result<BareRun, String> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -453,9 +459,7 @@ fn run_bare(args: &Args, capture: &capture::Capture, single_port: Option<u16>) -
     if let Some(bytes) = args.bare_rcvbuf_bytes {
         cmd.arg("--bare-rcvbuf-bytes").arg(bytes.to_string());
     }
-    if let Some(us) = args.bare_gather_us {
-        cmd.arg("--bare-gather-us").arg(us.to_string());
-    }
+    cmd.arg("--bare-gather-us").arg(bare_gather_us(args).to_string());
     match single_port {
         Some(p) => cmd.arg("--bare-single-port").arg(p.to_string()),
         None => cmd.arg("--bare-ports").arg(ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")),
