@@ -111,9 +111,8 @@ impl PsDemuxer {
         loop {
             match self.step(out) {
                 Step::NeedMore => break,
-                Step::Consumed(n) => {
-                    let _ = self.buf.split_to(n);
-                }
+                // Moves the start only: `split_to` would share the buffer (atomic counts).
+                Step::Consumed(n) => bytes::Buf::advance(&mut self.buf, n),
             }
         }
     }
@@ -266,29 +265,39 @@ impl PsDemuxer {
                 self.error(PsError::BadPes { stream_id }, out);
                 return Step::Consumed(have.min(total));
             };
-            let packet = self.buf.split_to(have).freeze();
-            self.video_payload(stream_id, header.pts.map(|p| (p, header.dts.unwrap_or(p))), &packet[header.payload_offset..], out);
+            self.video_from_buf(stream_id, &header, have, out);
             self.pes_remaining = Some((stream_id, total - have));
-            return Step::Consumed(0);
+            return Step::Consumed(have);
         }
-        let packet = self.buf.split_to(total).freeze();
         if !(is_video_id(stream_id) || is_audio_id(stream_id)) {
-            return Step::Consumed(0); // padding, private streams, ECM/EMM…
+            return Step::Consumed(total); // padding, private streams, ECM/EMM…
         }
-        let Some(header) = parse_pes_header(&packet) else {
+        let Some(header) = parse_pes_header(&b[..total]) else {
             self.error(PsError::BadPes { stream_id }, out);
-            return Step::Consumed(0);
+            return Step::Consumed(total);
         };
-        let payload = packet.slice(header.payload_offset..);
         if is_video_id(stream_id) {
-            self.video_payload(stream_id, header.pts.map(|p| (p, header.dts.unwrap_or(p))), &payload, out);
-        } else if !payload.is_empty() {
+            self.video_from_buf(stream_id, &header, total, out);
+            return Step::Consumed(total);
+        }
+        // Audio frames keep their bytes: the only split of the buffer.
+        let payload = self.buf.split_to(total).freeze().slice(header.payload_offset..);
+        if !payload.is_empty() {
             let codec = self.mapped_codec(stream_id).unwrap_or_else(|| sniff_audio(&payload));
             let pts = header.pts.unwrap_or(self.rtp_timestamp);
             self.stats.frames += 1;
             out.push(PsEvent::Frame(Frame { codec, pts, dts: pts, keyframe: true, data: payload }));
         }
         Step::Consumed(0)
+    }
+
+    /// The video payload of the PES at the start of the buffer, `end` bytes of it here. The
+    /// assembler copies it, so it is lent rather than split off (no shared counts per packet).
+    fn video_from_buf(&mut self, stream_id: u8, header: &PesHeader, end: usize, out: &mut Vec<PsEvent>) {
+        let buf = std::mem::take(&mut self.buf);
+        self.video_payload(stream_id, header.pts.map(|p| (p, header.dts.unwrap_or(p))), &buf[header.payload_offset..end], out);
+        debug_assert!(self.buf.is_empty(), "video_payload leaves the buffer alone");
+        self.buf = buf;
     }
 
     /// Video elementary-stream bytes; `timestamps` when they start a PES that has them.
