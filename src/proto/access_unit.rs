@@ -198,6 +198,10 @@ impl AuAssembler {
                     (_, true) => {} // a damaged picture proves nothing either way
                     (Some(h), false) if h == cut || h == code => self.hint_confirmations += 1,
                     (Some(_), false) => self.distrust_hints(),
+                    // Two pictures under one hint, the second in a PES of its own with its own
+                    // PTS (a Hikvision camera's keyframe and the picture after it): the hint
+                    // still ends a picture, so low latency stays.
+                    (None, false) if self.opens_own_pes(cut, code) => {}
                     (None, false) => self.hint_confirmations = 0,
                 }
                 self.emit(cut, out);
@@ -213,6 +217,13 @@ impl AuAssembler {
             }
             self.scan_from = code + 3;
         }
+    }
+
+    /// The picture opening at `cut` (its start code at `code`) begins a PES with a PTS other
+    /// than the one of the picture before it.
+    fn opens_own_pes(&self, cut: usize, code: usize) -> bool {
+        let before = self.marks.iter().take_while(|m| m.0 <= 1).last().map(|m| m.1);
+        self.marks.iter().any(|m| (m.0 == cut || m.0 == code) && Some(m.1) != before)
     }
 
     /// Emits data[..cut] as one picture and shifts offsets.
@@ -423,6 +434,26 @@ mod tests {
         a.note_loss();
         a.push(&picture(false), Some((101, 101)), &mut out).unwrap();
         assert!(a.hints_trusted());
+    }
+
+    #[test]
+    fn a_second_picture_in_a_pes_of_its_own_under_one_hint_keeps_the_trust() {
+        let (mut a, mut out) = trusted();
+        out.clear();
+        // A Hikvision keyframe and the picture after it under one marker, each its own PES.
+        a.push(&picture(true), Some((50, 50)), &mut out).unwrap();
+        a.push(&picture(false), Some((51, 51)), &mut out).unwrap();
+        a.hint_end_of_picture(&mut out);
+        let got: Vec<(u64, bool)> = out.iter().map(|f| (f.pts, f.keyframe)).collect();
+        assert_eq!(got, [(50, true), (51, false)], "both out by the hint");
+        assert!(a.hints_trusted());
+        // Two pictures in one PES under one hint: a marker missed, trust starts over.
+        out.clear();
+        let mut two = picture(false);
+        two.extend(picture(false));
+        a.push(&two, Some((52, 52)), &mut out).unwrap();
+        assert!(!a.hints_trusted());
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
