@@ -121,6 +121,10 @@ fn bursts_and_lone_packets(rtp_config: &str) {
         let info = engine.stream(&format!("{ssrc:010}"));
         assert_eq!((info["lost"].as_u64(), info["rtp_errors"].as_u64()), (Some(0), Some(0)), "{info}");
     }
+    let (_, v) = engine.request("GET", "/api/shards", "");
+    for shard in v["shards"].as_array().unwrap() {
+        assert_eq!(shard["stream_socket_recv_errors"].as_u64(), Some(0), "{shard}");
+    }
 }
 
 /// A stream's socket closes with it: its port can be asked for by the next stream at once, and

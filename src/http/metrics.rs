@@ -17,11 +17,12 @@ type Labels = Vec<(String, String)>;
 type ShardFigure = (&'static str, &'static str, fn(&ShardTotals) -> u64);
 
 /// Per-shard figures that only grow (exported as `_total` counters) and that go up and down.
-const SHARD_COUNTERS: [ShardFigure; 4] = [
+const SHARD_COUNTERS: [ShardFigure; 5] = [
     ("packets", "RTP packets taken by the shard's streams", |t| t.packets.packets),
     ("bytes", "RTP bytes taken by the shard's streams", |t| t.packets.bytes),
     ("lost", "RTP packets the shard's streams found missing (sequence gaps)", |t| t.packets.lost),
     ("foreign_packets", "packets dropped: another source or SSRC than the stream's", |t| t.packets.foreign_packets),
+    ("stream_socket_recv_errors", "failed receives on the streams' own UDP sockets", |t| t.stream_socket_recv_errors),
 ];
 const SHARD_GAUGES: [ShardFigure; 4] = [
     ("streams", "streams on the shard", |t| t.streams as u64),

@@ -143,6 +143,8 @@ pub struct ShardTotals {
     pub hls_streams: usize,
     pub recordings: usize,
     pub single_port: single_port::SinglePortCounters,
+    /// Failed receives on the streams' own UDP sockets (`stream_sockets`).
+    pub stream_socket_recv_errors: u64,
     pub viewers_refused_per_address: u64,
     /// WebRTC viewers now, the shard's WebRTC port, and its counters.
     pub webrtc_sessions: usize,
@@ -216,6 +218,7 @@ impl Shard {
             shard: self.index,
             packets: self.retired.get(),
             single_port: self.single_port.counters(),
+            stream_socket_recv_errors: self.stream_sockets.get().map_or(0, |s| s.recv_errors()),
             viewers_refused_per_address: self.viewers_refused_per_address.get(),
             rtmp: *self.rtmp.borrow(),
             ..Default::default()

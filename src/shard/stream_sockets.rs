@@ -116,6 +116,10 @@ impl StreamSockets {
         self.registered.borrow().contains_key(&token)
     }
 
+    pub fn recv_errors(&self) -> u64 {
+        self.recv_errors.get()
+    }
+
     fn count_recv_error(&self) -> u64 {
         self.recv_errors.set(self.recv_errors.get() + 1);
         self.recv_errors.get()
