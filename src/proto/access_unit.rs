@@ -19,6 +19,10 @@ const TIMESTAMP_MARKS_MAX: usize = 32;
 const PICTURE_BYTES_DECAY_DIVISOR: usize = 256;
 // Room is reserved for the largest recent picture and a quarter more: 10 MiB at most.
 const _: () = assert!(FRAME_BYTES_MAX.checked_add(FRAME_BYTES_MAX / 4).is_some() && PICTURE_BYTES_DECAY_DIVISOR > 1);
+/// The smallest allocation pictures are copied into (they pack into it one after the other).
+const PICTURE_ALLOC_BYTES_MIN: usize = 64 * 1024;
+// The allocation for a picture of FRAME_BYTES_MAX and a quarter more, rounded up, is bounded.
+const _: () = assert!((FRAME_BYTES_MAX + FRAME_BYTES_MAX / 4).next_power_of_two() <= 4 * FRAME_BYTES_MAX && PICTURE_ALLOC_BYTES_MIN.is_power_of_two());
 /// End-of-picture hints (RTP marker) that must coincide with real picture ends before the
 /// assembler acts on them; one hint in the wrong place and they are ignored for good.
 pub const MARKER_TRUST_CONFIRMATIONS: u32 = 8;
@@ -103,7 +107,12 @@ impl AuAssembler {
         if self.data.capacity() - self.data.len() < es.len() {
             // Bounded: a picture past FRAME_BYTES_MAX is refused, so none remembered is much more.
             let room = self.picture_bytes_recent + self.picture_bytes_recent / 4;
-            self.data.reserve(es.len().max(room));
+            // A power of two: the allocator's size classes stay few, so what the last GOP's
+            // pictures freed is reused by this one's instead of fresh pages faulted in (and
+            // the freed ones purged) as the sizes drift: docs/PERFORMANCE.md.
+            let len = self.data.len();
+            let capacity = (len + es.len().max(room)).max(PICTURE_ALLOC_BYTES_MIN).next_power_of_two();
+            self.data.reserve(capacity - len);
         }
         self.data.extend_from_slice(es);
         self.scan(out);
