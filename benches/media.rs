@@ -216,7 +216,6 @@ fn ingest_per_packet(c: &mut Criterion, packets: &[Bytes]) {
             },
             |mut p| {
                 let (mut tags, mut taken, mut misses) = (Vec::new(), 0, 0u32);
-                let mut slab = bytes::BytesMut::with_capacity(gmv::shard::stream::UDP_SLAB_BYTES);
                 while taken < packets.len() {
                     let Ok(n) = batch.recv(fd) else {
                         misses += 1;
@@ -224,8 +223,7 @@ fn ingest_per_packet(c: &mut Criterion, packets: &[Bytes]) {
                         continue;
                     };
                     for i in 0..n {
-                        let (data, _) = batch.get(i);
-                        let packet = gmv::shard::recv_batch::copy_into_slab(&mut slab, data, gmv::shard::stream::UDP_SLAB_BYTES);
+                        let (packet, _) = batch.take(i);
                         p.on_packet(packet, taken as u64, &mut tags);
                         tags.clear();
                         taken += 1;

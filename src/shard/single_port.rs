@@ -12,9 +12,9 @@
 //! `rtp.accept_unknown_ssrc` open a stream of their own.
 
 use super::msg::{RtpTcpConn, ShardMsg, StreamSpec};
-use super::recv_batch::{GatherPause, RecvBatch, copy_into_slab};
+use super::recv_batch::{GatherPause, RecvBatch};
 use super::source::{Origin, rtp_ssrc};
-use super::stream::{Stream, UDP_DATAGRAM_BYTES_MAX, UDP_DATAGRAMS_PER_TURN_MAX, UDP_SLAB_BYTES, open_stream, track_tcp_conn};
+use super::stream::{Stream, UDP_DATAGRAM_BYTES_MAX, UDP_DATAGRAMS_PER_TURN_MAX, open_stream, track_tcp_conn};
 use super::{Shard, TurnBudget, owner_of};
 use crate::proto::rtp::RTP_PACKET_BYTES_MAX;
 use crate::proto::ssrc::stream_id;
@@ -256,12 +256,11 @@ fn stream_for(shard: &Rc<Shard>, ssrc: u32, peer: SocketAddr) -> Option<Rc<Strea
 }
 
 /// The shard's UDP socket of the single port, forever: what is queued is taken in batches
-/// (recvmmsg) and copied into shared slabs, one packet after the other; when nothing is, the
+/// (recvmmsg) into a slab that packets are cut from, one after the other; when nothing is, the
 /// ring waits for the next datagram (a peek, which leaves it queued).
 pub async fn udp_loop(shard: Rc<Shard>, socket: UdpSocket) {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
     let mut batch = RecvBatch::new(UDP_DATAGRAM_BYTES_MAX);
-    let mut slab = bytes::BytesMut::with_capacity(UDP_SLAB_BYTES);
     let mut turn = TurnBudget::new(UDP_DATAGRAMS_PER_TURN_MAX);
     let mut gather = GatherPause::new(shard.config.rtp.gather_us);
     loop {
@@ -285,8 +284,7 @@ pub async fn udp_loop(shard: Rc<Shard>, socket: UdpSocket) {
         };
         gather.took();
         for i in 0..n {
-            let (data, peer) = batch.get(i);
-            let packet = copy_into_slab(&mut slab, data, UDP_SLAB_BYTES);
+            let (packet, peer) = batch.take(i);
             shard.single_port.count(|c| &mut c.datagrams);
             on_datagram(&shard, packet, peer);
             turn.spend().await;

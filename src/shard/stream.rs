@@ -23,10 +23,6 @@ use std::time::{Duration, Instant};
 
 /// Largest datagram taken per receive; covers jumbo frames some NVRs send.
 pub const UDP_DATAGRAM_BYTES_MAX: usize = 9_000;
-/// Datagrams are copied into slabs of this size and split off without a per-packet
-/// allocation; a slab is freed when the last packet cut from it is dropped. A shard's
-/// receive loops hold one each (the single port's, the streams' own sockets').
-pub const UDP_SLAB_BYTES: usize = 64 * 1024;
 /// Datagrams a receive loop takes in a row before it lets the shard's other tasks run.
 pub const UDP_DATAGRAMS_PER_TURN_MAX: usize = 64;
 /// Read size per TCP RTP connection.

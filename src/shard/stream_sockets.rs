@@ -2,12 +2,12 @@
 //! shard: one wake (an io_uring poll of the set) finds every socket with datagrams queued, and
 //! after a round that found some the shard waits `rtp.gather_us` before looking again, as the
 //! single port does. One io_uring receive per socket instead woke the shard for nearly every
-//! datagram (docs/PERFORMANCE.md). What is queued on a socket is taken in one recvmmsg and
-//! copied into shared slabs, like the single port's batches.
+//! datagram (docs/PERFORMANCE.md). What is queued on a socket is taken in one recvmmsg into
+//! the receive loop's slab, like the single port's batches (`recv_batch`).
 
-use super::recv_batch::{GatherPause, RecvBatch, copy_into_slab};
+use super::recv_batch::{GatherPause, RecvBatch};
 use super::source::Origin;
-use super::stream::{Stream, UDP_DATAGRAM_BYTES_MAX, UDP_DATAGRAMS_PER_TURN_MAX, UDP_SLAB_BYTES};
+use super::stream::{Stream, UDP_DATAGRAM_BYTES_MAX, UDP_DATAGRAMS_PER_TURN_MAX};
 use super::{Shard, TurnBudget};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -131,7 +131,6 @@ impl StreamSockets {
 /// become readable.
 async fn receive(shard: Rc<Shard>, sockets: Rc<StreamSockets>) {
     let mut batch = RecvBatch::new(UDP_DATAGRAM_BYTES_MAX);
-    let mut slab = bytes::BytesMut::with_capacity(UDP_SLAB_BYTES);
     let mut turn = TurnBudget::new(UDP_DATAGRAMS_PER_TURN_MAX);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; READY_SOCKETS_PER_CALL_MAX];
     let mut gather = GatherPause::new(shard.config.rtp.gather_us);
@@ -175,8 +174,7 @@ async fn receive(shard: Rc<Shard>, sockets: Rc<StreamSockets>) {
                 if !sockets.holds(token) {
                     break; // closed while this batch was delivered
                 }
-                let (data, peer) = batch.get(i);
-                let packet = copy_into_slab(&mut slab, data, UDP_SLAB_BYTES);
+                let (packet, peer) = batch.take(i);
                 stream.on_packet(packet, "udp", Origin::Udp(peer));
                 delivered += 1;
                 turn.spend().await;
