@@ -65,13 +65,15 @@ impl TurnBudget {
         TurnBudget { max: max.max(1), used: 0 }
     }
 
-    /// Call once per receive: yields every `max` calls.
-    pub async fn spend(&mut self) {
+    /// Call once per receive: yields every `max` calls (and says so: time passed).
+    pub async fn spend(&mut self) -> bool {
         self.used += 1;
-        if self.used >= self.max {
-            self.used = 0;
-            futures_lite::future::yield_now().await;
+        if self.used < self.max {
+            return false;
         }
+        self.used = 0;
+        futures_lite::future::yield_now().await;
+        true
     }
 }
 

@@ -26,7 +26,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A TCP connection must deliver its first whole RFC 4571 frame within this, or it is closed.
 pub const TCP_FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
@@ -283,16 +283,19 @@ pub async fn udp_loop(shard: Rc<Shard>, socket: UdpSocket) {
             }
         };
         gather.took();
+        let mut now = Instant::now();
         for i in 0..n {
             let (packet, peer) = batch.take(i);
             shard.single_port.count(|c| &mut c.datagrams);
-            on_datagram(&shard, packet, peer);
-            turn.spend().await;
+            on_datagram(&shard, packet, peer, now);
+            if turn.spend().await {
+                now = Instant::now();
+            }
         }
     }
 }
 
-fn on_datagram(shard: &Rc<Shard>, data: Bytes, peer: SocketAddr) {
+fn on_datagram(shard: &Rc<Shard>, data: Bytes, peer: SocketAddr, now: Instant) {
     let Some(ssrc) = rtp_ssrc(&data) else {
         let n = shard.single_port.count(|c| &mut c.not_rtp);
         if n.is_power_of_two() {
@@ -303,7 +306,7 @@ fn on_datagram(shard: &Rc<Shard>, data: Bytes, peer: SocketAddr) {
     // The stream's own SSRC first: that is nearly every packet; aliases and strangers after.
     let stream = shard.streams.borrow().get(&ssrc).cloned();
     if let Some(s) = stream {
-        return s.on_packet(data, "udp", Origin::Udp(peer));
+        return s.on_packet(data, "udp", Origin::Udp(peer), now);
     }
     let alias = shard.single_port.aliases.borrow().get(&ssrc).copied();
     if let Some((stream_ssrc, to)) = alias {
@@ -313,7 +316,7 @@ fn on_datagram(shard: &Rc<Shard>, data: Bytes, peer: SocketAddr) {
         return;
     }
     if let Some(s) = stream_for(shard, ssrc, peer) {
-        s.on_packet(data, "udp", Origin::Udp(peer));
+        s.on_packet(data, "udp", Origin::Udp(peer), now);
     }
 }
 
@@ -353,7 +356,7 @@ fn waiting_device(shard: &Rc<Shard>, ssrc: u32, peer: SocketAddr, data: Bytes) -
 /// A datagram another shard forwarded for an alias of one of this shard's streams.
 pub fn forwarded(shard: &Shard, ssrc: u32, data: Bytes, peer: SocketAddr) {
     if let Some(s) = shard.streams.borrow().get(&ssrc) {
-        s.on_packet(data, "udp", Origin::Udp(peer));
+        s.on_packet(data, "udp", Origin::Udp(peer), Instant::now());
     }
 }
 

@@ -13,7 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Ready sockets taken from the epoll set per call; more wait for the next call of the round.
 const READY_SOCKETS_PER_CALL_MAX: usize = 256;
@@ -155,6 +155,7 @@ async fn receive(shard: Rc<Shard>, sockets: Rc<StreamSockets>) {
         };
         gather.took();
         let mut delivered = 0usize;
+        let mut now = Instant::now();
         for event in &events[..n] {
             let token = event.u64;
             // Looked up now, after the last yield: the stream may have closed meanwhile.
@@ -175,9 +176,11 @@ async fn receive(shard: Rc<Shard>, sockets: Rc<StreamSockets>) {
                     break; // closed while this batch was delivered
                 }
                 let (packet, peer) = batch.take(i);
-                stream.on_packet(packet, "udp", Origin::Udp(peer));
+                stream.on_packet(packet, "udp", Origin::Udp(peer), now);
                 delivered += 1;
-                turn.spend().await;
+                if turn.spend().await {
+                    now = Instant::now();
+                }
             }
         }
         if delivered == 0 {
