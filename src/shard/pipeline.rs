@@ -334,7 +334,10 @@ impl Pipeline {
             }
             PayloadKind::Audio(codec) => {
                 let ts = self.audio_clock.unwrap(u64::from(p.timestamp)) * VIDEO_CLOCK_HZ / G711_CLOCK_HZ;
-                self.emit(Frame { codec, pts: ts, dts: ts, keyframe: true, data: p.payload }, tags);
+                // Copied: the packet is a slice of the receive loop's slab, which a frame kept
+                // in the GOP would hold for seconds (`recv_batch`).
+                let data = Bytes::copy_from_slice(&p.payload);
+                self.emit(Frame { codec, pts: ts, dts: ts, keyframe: true, data }, tags);
             }
         }
     }
